@@ -1,0 +1,20 @@
+# Front door. `make synth` and `make test` set up a fresh machine themselves (scripts/bootstrap.sh).
+STACK ?= staging
+PY := .venv/bin/python
+
+.PHONY: synth test setup schema
+
+synth:
+	@scripts/bootstrap.sh runtime
+	@mkdir -p out
+	$(PY) -m synth $(STACK) --json out/$(STACK).json --markdown out/$(STACK).md
+
+test:
+	@scripts/bootstrap.sh dev
+	$(PY) -m pytest
+
+setup:
+	@scripts/bootstrap.sh dev
+
+schema:
+	$(PY) -m stacks.schema > docs/stack-config.schema.json

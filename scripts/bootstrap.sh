@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Idempotent setup of a fresh machine: the Python venv with pinned requirements, and the Debian
+# packages whose real tools the tests use as oracles. Safe to run again; does nothing when current.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_dev="${1:-dev}"
+python_bin="${PYTHON:-python3}"
+
+if [ ! -x .venv/bin/python ]; then
+  "$python_bin" -m venv .venv
+fi
+requirements=requirements.txt
+[ "$want_dev" = "dev" ] && requirements=requirements-dev.txt
+stamp=".venv/.installed-$(cat requirements.txt "$requirements" | sha256sum | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r "$requirements"
+  touch "$stamp"
+fi
+
+[ "$want_dev" = "dev" ] || exit 0
+
+# Debian packages for the real-tool tests: command to look for -> package that provides it.
+declare -A apt_tools=(
+  [sshd]=openssh-server
+  [fail2ban-client]=fail2ban
+  [cloud-init]=cloud-init
+  [promtool]=prometheus
+  [amtool]=prometheus-alertmanager
+  [ufw]=ufw
+  [ip]=iproute2
+  [redis-server]=redis-server
+  [dot]=graphviz
+  [systemd-analyze]=systemd
+)
+missing=()
+for tool in "${!apt_tools[@]}"; do
+  command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || missing+=("${apt_tools[$tool]}")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  sudo_cmd=()
+  [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo_cmd[@]}" apt-get update -qq
+  # Installing daemons must not start them on the build machine: tests start what they need.
+  printf '#!/bin/sh\nexit 101\n' | "${sudo_cmd[@]}" tee /usr/sbin/policy-rc.d >/dev/null
+  "${sudo_cmd[@]}" chmod +x /usr/sbin/policy-rc.d
+  "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  "${sudo_cmd[@]}" rm -f /usr/sbin/policy-rc.d
+fi

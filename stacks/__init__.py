@@ -1,0 +1,1 @@
+"""One module per product: its config model and the function that assembles it."""

@@ -1,0 +1,33 @@
+"""What ``__main__.py`` runs: validate the whole stack config, then build each product."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+
+from stacks.config import Environment, StackConfig, read_pulumi_config
+from stacks.errors import CONFIG_NAMESPACE
+from stacks.registry import PRODUCTS
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What a product's build function gets besides its own settings."""
+
+    environment: Environment
+    stack: StackConfig
+
+    def secret(self, key: str) -> pulumi.Output[str]:
+        """An external secret from ``pulumi config set --secret platform:<key>``."""
+        return pulumi.Config(CONFIG_NAMESPACE).require_secret(key)
+
+
+def main() -> None:
+    config = read_pulumi_config()
+    context = BuildContext(environment=config.environment, stack=config)
+    pulumi.export("environment", config.environment.name)
+    pulumi.export("products", config.products)
+    for name in config.products:
+        outputs = PRODUCTS[name].build(context, config.product(name))
+        pulumi.export(name, outputs)

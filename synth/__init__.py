@@ -1,0 +1,1 @@
+"""Offline synth: the program's desired state from Pulumi's mock engine."""

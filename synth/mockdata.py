@@ -1,0 +1,119 @@
+"""What the mock engine answers: computed outputs per resource type and invoke results by token.
+
+Values are deterministic (derived from the resource name) and use documentation address
+ranges (RFC 5737 for public, 10.x private), so no captured value can point at a real machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Callable
+
+MOCK_CA_PEM = (
+    "-----BEGIN CERTIFICATE-----\nMIIB-mock-cluster-ca-for-offline-synth\n-----END CERTIFICATE-----\n"
+)
+
+
+def _octet(name: str, salt: str) -> int:
+    return int(hashlib.sha256(f"{salt}:{name}".encode()).hexdigest()[:4], 16) % 250 + 2
+
+
+def _public_ip(name: str) -> str:
+    return f"203.0.113.{_octet(name, 'public')}"
+
+
+def _private_ip(name: str) -> str:
+    return f"10.110.{_octet(name, 'subnet')}.{_octet(name, 'host')}"
+
+
+def _cluster(name: str, inputs: dict) -> dict:
+    engine = inputs.get("engine", "pg")
+    port = {"pg": 25060, "mongodb": 27017, "valkey": 25061, "redis": 25061}.get(engine, 25060)
+    scheme = {"pg": "postgresql", "mongodb": "mongodb+srv", "valkey": "rediss"}.get(engine, engine)
+    return {
+        "uri": f"{scheme}://doadmin:mock@{name}-do-user-0.db.ondigitalocean.com:{port}/defaultdb",
+        "privateUri": f"{scheme}://doadmin:mock@private-{name}-do-user-0.db.ondigitalocean.com:{port}/defaultdb",
+        "host": f"{name}-do-user-0.db.ondigitalocean.com",
+        "privateHost": f"private-{name}-do-user-0.db.ondigitalocean.com",
+        "port": port,
+        "user": "doadmin",
+        "password": f"mock-{name}-admin-password",
+        "database": "defaultdb",
+        "urn": f"do:dbaas:{name}",
+        "clusterUrn": f"do:dbaas:{name}",
+    }
+
+
+RESOURCE_OUTPUTS: dict[str, Callable[[str, dict], dict]] = {
+    "digitalocean:index/droplet:Droplet": lambda n, i: {
+        "ipv4Address": _public_ip(n),
+        "ipv4AddressPrivate": _private_ip(n),
+        "urn": f"do:droplet:{n}",
+        "status": "active",
+    },
+    "digitalocean:index/reservedIp:ReservedIp": lambda n, i: {"ipAddress": _public_ip(n + "-rip"),
+                                                              "urn": f"do:floatingip:{n}"},
+    "digitalocean:index/vpc:Vpc": lambda n, i: {"urn": f"do:vpc:{n}"},
+    "digitalocean:index/databaseCluster:DatabaseCluster": _cluster,
+    "digitalocean:index/databaseUser:DatabaseUser": lambda n, i: {"password": f"mock-{n}-password"},
+    "digitalocean:index/databaseConnectionPool:DatabaseConnectionPool": lambda n, i: {
+        "privateHost": f"private-{n}-pool.db.ondigitalocean.com", "port": 25061,
+    },
+    "digitalocean:index/spacesBucket:SpacesBucket": lambda n, i: {
+        "bucketDomainName": f"{i.get('name', n)}.{i.get('region', 'fra1')}.digitaloceanspaces.com",
+        "endpoint": f"{i.get('region', 'fra1')}.digitaloceanspaces.com",
+        "urn": f"do:space:{i.get('name', n)}",
+    },
+    "digitalocean:index/spacesKey:SpacesKey": lambda n, i: {
+        "accessKey": f"MOCKACCESS{_octet(n, 'k')}", "secretKey": f"mock-secret-{n}",
+    },
+    "digitalocean:index/app:App": lambda n, i: {
+        "liveUrl": f"https://{n}.ondigitalocean.app",
+        "defaultIngress": f"https://{n}.ondigitalocean.app",
+        "urn": f"do:app:{n}",
+    },
+    "digitalocean:index/project:Project": lambda n, i: {},
+    "random:index/randomPassword:RandomPassword": lambda n, i: {
+        "result": f"mock-{n}-" + "x" * max(0, int(i.get("length", 32)) - len(n) - 6),
+    },
+    "random:index/randomBytes:RandomBytes": lambda n, i: {
+        "hex": hashlib.sha256(n.encode()).hexdigest()[: int(i.get("length", 32)) * 2],
+        "base64": "bW9jay1yYW5kb20tYnl0ZXM=",
+    },
+    "tls:index/privateKey:PrivateKey": lambda n, i: {
+        "privateKeyPem": f"-----BEGIN PRIVATE KEY-----\nmock-{n}\n-----END PRIVATE KEY-----\n",
+        "publicKeyPem": f"-----BEGIN PUBLIC KEY-----\nmock-{n}\n-----END PUBLIC KEY-----\n",
+        "publicKeyOpenssh": f"ssh-ed25519 AAAAmock{n}",
+    },
+    "tls:index/selfSignedCert:SelfSignedCert": lambda n, i: {
+        "certPem": f"-----BEGIN CERTIFICATE-----\nmock-ca-{n}\n-----END CERTIFICATE-----\n",
+    },
+    "tls:index/locallySignedCert:LocallySignedCert": lambda n, i: {
+        "certPem": f"-----BEGIN CERTIFICATE-----\nmock-leaf-{n}\n-----END CERTIFICATE-----\n",
+    },
+    "tls:index/certRequest:CertRequest": lambda n, i: {
+        "certRequestPem": f"-----BEGIN CERTIFICATE REQUEST-----\nmock-{n}\n-----END CERTIFICATE REQUEST-----\n",
+    },
+    "command:remote:Command": lambda n, i: {"stdout": "", "stderr": ""},
+    "cloudflare:index/r2Bucket:R2Bucket": lambda n, i: {"location": "WEUR"},
+    "cloudflare:index/apiToken:ApiToken": lambda n, i: {"value": f"mock-token-value-{n}"},
+    "cloudflare:index/zone:Zone": lambda n, i: {"nameServers": ["a.ns.example", "b.ns.example"]},
+}
+
+
+def _database_ca(args: dict) -> dict:
+    return {"certificate": MOCK_CA_PEM, "clusterId": args.get("clusterId", "")}
+
+
+INVOKE_ANSWERS: dict[str, Callable[[dict], dict]] = {
+    "digitalocean:index/getDatabaseCa:getDatabaseCa": _database_ca,
+    "cloudflare:index/getZone:getZone": lambda a: {"id": "mock-zone-id", "name": a.get("name", "")},
+    "digitalocean:index/getSshKey:getSshKey": lambda a: {
+        "id": 1, "name": a.get("name", ""), "fingerprint": "00:11:22:33", "publicKey": "ssh-ed25519 AAAAmock",
+    },
+}
+
+
+def resource_outputs(type_: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]:
+    extra = RESOURCE_OUTPUTS.get(type_)
+    return {**inputs, **(extra(name, inputs) if extra else {})}

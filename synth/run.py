@@ -1,0 +1,61 @@
+"""Synthesize one stack: read its file, validate its config, run the program, return the state."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional
+
+from synth.engine import PROJECT_ROOT, SynthMocks, program_from_main, run_program
+from synth.stackfile import PLACEHOLDER_SECRET, StackFile, load_stack_file, project_name
+
+
+def stack_file_path(stack: str, project_dir: Path = PROJECT_ROOT) -> Path:
+    return project_dir / f"Pulumi.{stack}.yaml"
+
+
+def with_placeholder_secrets(stack_file: StackFile) -> list[str]:
+    """Fill the secrets the config needs but the file lacks, so synth runs with no credentials.
+
+    Raises ConfigError when the config itself is invalid (before anything is registered).
+    """
+    from stacks.config import validate_stack_config
+
+    prefix = f"{stack_file.project}:"
+    raw = {k[len(prefix):]: v for k, v in stack_file.config.items() if k.startswith(prefix)}
+    config = validate_stack_config(raw, check_secrets=False)
+    filled = []
+    for secret in config.required_secrets():
+        key = f"{prefix}{secret.key}"
+        if key not in stack_file.config:
+            stack_file.config[key] = PLACEHOLDER_SECRET
+            stack_file.secret_keys.append(key)
+            filled.append(key)
+    return filled
+
+
+def synth_stack(
+    stack: str,
+    *,
+    stack_file: Optional[Path] = None,
+    project_dir: Path = PROJECT_ROOT,
+    fill_secrets: bool = True,
+    mocks: Optional[SynthMocks] = None,
+    program: Optional[Callable[[], None]] = None,
+    config_overrides: Optional[Mapping[str, str]] = None,
+) -> dict[str, Any]:
+    """The desired state of ``stack`` in the synth JSON shape (see README)."""
+    project = project_name(project_dir)
+    file = load_stack_file(stack_file or stack_file_path(stack, project_dir), stack, project)
+    if config_overrides:
+        file.config.update(config_overrides)
+    placeholders = with_placeholder_secrets(file) if fill_secrets else []
+    capture = run_program(
+        program or program_from_main(project_dir),
+        stack=stack,
+        config=file.config,
+        secret_keys=file.secret_keys,
+        project=project,
+        mocks=mocks,
+    )
+    capture.secret_placeholders = placeholders
+    return capture.to_json()

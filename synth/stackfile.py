@@ -1,0 +1,87 @@
+"""Read Pulumi.yaml and Pulumi.<stack>.yaml the way the Pulumi CLI would hand them to a program."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PLACEHOLDER_SECRET = "synth-placeholder-secret"
+
+
+class StackFileError(Exception):
+    """A stack file that cannot be read at all (missing, not YAML, wrong shape)."""
+
+
+@dataclass
+class StackFile:
+    project: str
+    stack: str
+    path: Path
+    config: dict[str, str] = field(default_factory=dict)
+    secret_keys: list[str] = field(default_factory=list)
+
+
+def project_name(project_dir: Path) -> str:
+    path = project_dir / "Pulumi.yaml"
+    try:
+        document = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise StackFileError(f"cannot read {path}: {exc}") from None
+    return str(document.get("name", "platform"))
+
+
+def _as_config_string(value: Any) -> str:
+    """Pulumi passes scalars as strings and objects/lists as JSON text."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    return json.dumps(value)
+
+
+def _mask_secure(value: Any) -> tuple[Any, bool]:
+    """Replace every ``{secure: ...}`` leaf (it needs the stack's key to decrypt) by a placeholder."""
+    if isinstance(value, dict):
+        if set(value) == {"secure"}:
+            return PLACEHOLDER_SECRET, True
+        found = False
+        out = {}
+        for key, item in value.items():
+            out[key], item_found = _mask_secure(item)
+            found = found or item_found
+        return out, found
+    if isinstance(value, list):
+        items = [_mask_secure(v) for v in value]
+        return [v for v, _ in items], any(f for _, f in items)
+    return value, False
+
+
+def load_stack_file(path: Path, stack: str, project: str) -> StackFile:
+    if not path.exists():
+        raise StackFileError(
+            f"no stack file at {path}; create it (see README, 'Adding a stack') or pass "
+            "--stack-file PATH"
+        )
+    try:
+        document = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise StackFileError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(document, dict):
+        raise StackFileError(f"{path} must be a YAML mapping with a 'config:' key")
+    raw_config = document.get("config") or {}
+    if not isinstance(raw_config, dict):
+        raise StackFileError(f"{path}: 'config:' must be a mapping of key: value")
+    stack_file = StackFile(project=project, stack=stack, path=path)
+    for key, value in raw_config.items():
+        full_key = key if ":" in str(key) else f"{project}:{key}"
+        masked, is_secret = _mask_secure(value)
+        stack_file.config[full_key] = _as_config_string(masked)
+        if is_secret:
+            stack_file.secret_keys.append(full_key)
+    return stack_file

@@ -1,0 +1,42 @@
+"""Queries over a desired-state document (the synth JSON), shared by tests, policy and diff."""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+
+class State:
+    """A read-only view of ``{"resources": [...], "outputs": {...}}`` with lookups by type and name."""
+
+    def __init__(self, document: dict[str, Any]):
+        self.document = document
+        self.resources: list[dict[str, Any]] = document.get("resources", [])
+        self.by_urn = {r["urn"]: r for r in self.resources}
+
+    @property
+    def outputs(self) -> dict[str, Any]:
+        return self.document.get("outputs", {})
+
+    def of_type(self, type_: str) -> list[dict[str, Any]]:
+        return [r for r in self.resources if r["type"] == type_]
+
+    def named(self, name: str, type_: str | None = None) -> dict[str, Any]:
+        found = [r for r in self.resources if r["name"] == name and (type_ is None or r["type"] == type_)]
+        if len(found) != 1:
+            raise KeyError(f"expected one resource named {name!r} (type {type_}), found {len(found)}")
+        return found[0]
+
+    def children(self, resource: dict[str, Any]) -> list[dict[str, Any]]:
+        return [r for r in self.resources if r.get("parent") == resource["urn"]]
+
+    def ancestors(self, resource: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        parent = self.by_urn.get(resource.get("parent") or "")
+        while parent is not None:
+            yield parent
+            parent = self.by_urn.get(parent.get("parent") or "")
+
+    def component_of(self, resource: dict[str, Any], type_: str) -> dict[str, Any] | None:
+        return next((a for a in self.ancestors(resource) if a["type"] == type_), None)
+
+    def resolve(self, urn_or_value: Any) -> dict[str, Any] | None:
+        return self.by_urn.get(urn_or_value) if isinstance(urn_or_value, str) else None
