@@ -135,17 +135,16 @@ def validate_stack_config(
     problems: list[str] = []
     secret_keys = set(secret_keys or ())
 
-    declared_secret_names = {s for p in registry.values() for s in p.secret_key_names()}
-    declared_secret_names.add("alerts_slack_webhook_url")
-    known_top = {"environment", "products", *registry, *declared_secret_names}
+    secret_prefixes = tuple(p.secret_prefix for p in registry.values()) + ("alerts_",)
+    known_top = {"environment", "products", *registry}
     for key in sorted(raw, key=str):
-        if key not in known_top:
+        if key not in known_top and not str(key).startswith(secret_prefixes):
             problems.append(
-                f"{key_path(key, [])}: unknown key (known keys: "
-                f"{', '.join(sorted(known_top - declared_secret_names))}, and the secret keys "
-                "listed in Pulumi.yaml)"
+                f"{key_path(key, [])}: unknown key (known keys: {', '.join(sorted(known_top))}; "
+                f"secret keys start with {', '.join(secret_prefixes)})"
             )
     values = {k: _parse_json_value(k, v, problems) for k, v in raw.items() if k in known_top}
+    secret_names = {k for k in raw if k not in known_top and str(k).startswith(secret_prefixes)}
 
     environment = None
     if "environment" not in values:
@@ -201,7 +200,7 @@ def validate_stack_config(
         environment=environment,
         products=products,
         product_configs=product_configs,
-        secrets_present=frozenset(k for k in raw if k in declared_secret_names),
+        secrets_present=frozenset(secret_names),
     )
     if not check_secrets:
         return config

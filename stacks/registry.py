@@ -14,18 +14,21 @@ class Product:
     config_model: type[BaseModel]
     build: Callable[..., dict[str, Any]]
     secrets: Callable[[Any], list] = field(default=lambda _cfg: [])
-    all_secret_names: tuple[str, ...] = ()
+
+    @property
+    def secret_prefix(self) -> str:
+        """Every secret key of a product starts with its name, e.g. ``kro_ssh_private_key``."""
+        return f"{self.name}_"
 
     def required_secrets(self, product_config: Any) -> list:
         return self.secrets(product_config)
 
-    def secret_key_names(self) -> tuple[str, ...]:
-        return self.all_secret_names
-
 
 def _load() -> dict[str, Product]:
-    products: dict[str, Product] = {}
-    return products
+    from stacks import kro
+
+    products = [kro.PRODUCT]
+    return {p.name: p for p in products}
 
 
 PRODUCTS: dict[str, Product] = _load()

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
 
     if args.json_path:
-        args.json_path.write_text(json.dumps(state, indent=2, sort_keys=False) + "\n")
+        args.json_path.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
     if args.markdown:
         args.markdown.write_text(markdown(state) + "\n")
     print(text_table(state))

@@ -48,18 +48,22 @@ def _plain_number(value: float) -> int | float:
     return int(value) if float(value).is_integer() else value
 
 
-def decode(value: Any) -> tuple[Any, bool]:
-    """Engine wire value -> (plain JSON value with secrets masked, whether it held a secret)."""
+def decode(value: Any, reveal: bool = False) -> tuple[Any, bool]:
+    """Engine wire value -> (plain JSON value with secrets masked, whether it held a secret).
+
+    ``reveal`` keeps secret values (still reported as secret): only tests use it, to check what
+    a secret contains.
+    """
     if isinstance(value, dict):
         sig = value.get(SIG_KEY)
         if sig == SECRET_SIG:
-            return SECRET_MASK, True
+            return (decode(value.get("value"), reveal)[0] if reveal else SECRET_MASK), True
         if sig == OUTPUT_SIG:
             if value.get("secret"):
-                return SECRET_MASK, True
+                return (decode(value.get("value"), reveal)[0] if reveal else SECRET_MASK), True
             if "value" not in value:
                 return UNKNOWN_MASK, False
-            return decode(value["value"])
+            return decode(value["value"], reveal)
         if sig == RESOURCE_SIG:
             return value.get("urn"), False
         if sig == ASSET_SIG:
@@ -70,13 +74,13 @@ def decode(value: Any) -> tuple[Any, bool]:
             return {"archive": {k: v for k, v in value.items() if k != SIG_KEY}}, False
         out, secret = {}, False
         for key, item in value.items():
-            out[key], item_secret = decode(item)
+            out[key], item_secret = decode(item, reveal)
             secret = secret or item_secret
         return out, secret
     if isinstance(value, list):
         out_list, secret = [], False
         for item in value:
-            plain, item_secret = decode(item)
+            plain, item_secret = decode(item, reveal)
             out_list.append(plain)
             secret = secret or item_secret
         return out_list, secret
@@ -87,12 +91,12 @@ def decode(value: Any) -> tuple[Any, bool]:
     return value, False
 
 
-def decode_struct(struct) -> tuple[dict[str, Any], list[str]]:
+def decode_struct(struct, reveal: bool = False) -> tuple[dict[str, Any], list[str]]:
     raw = json_format.MessageToDict(struct, preserving_proto_field_name=True)
     inputs: dict[str, Any] = {}
     secret_keys: list[str] = []
     for key, value in sorted(raw.items()):
-        inputs[key], secret = decode(value)
+        inputs[key], secret = decode(value, reveal)
         if secret:
             secret_keys.append(key)
     return inputs, sorted(secret_keys)
@@ -109,6 +113,7 @@ class Capture:
     outputs: dict[str, Any] = field(default_factory=dict)
     logs: list[dict[str, str]] = field(default_factory=list)
     secret_placeholders: list[str] = field(default_factory=list)
+    secret_outputs: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """Resources sorted by URN: registration order is async and would make diffs noisy."""
@@ -119,6 +124,7 @@ class Capture:
             "outputs": self.outputs,
             "invokes": self.invokes,
             "secret_placeholders": self.secret_placeholders,
+            "secret_outputs": sorted(self.secret_outputs),
         }
 
 
@@ -136,7 +142,7 @@ class SynthMocks(pulumi_mocks.Mocks):
     def new_resource(self, args: pulumi_mocks.MockResourceArgs):
         extra = self.resource_outputs.get(args.typ)
         state = {**args.inputs, **(extra(args.name, args.inputs) if extra else {})}
-        resource_id = args.resource_id or f"{args.name}-id"
+        resource_id = args.resource_id or mockdata.mock_id(args.typ, args.name)
         return resource_id, state
 
     def call(self, args: pulumi_mocks.MockCallArgs):
@@ -150,9 +156,10 @@ class SynthMocks(pulumi_mocks.Mocks):
 
 
 class CaptureMonitor(pulumi_mocks.MockMonitor):
-    def __init__(self, mocks: SynthMocks, capture: Capture):
+    def __init__(self, mocks: SynthMocks, capture: Capture, reveal_secrets: bool = False):
         super().__init__(mocks)
         self.capture = capture
+        self.reveal = reveal_secrets
         self.stack_urn: Optional[str] = None
 
     def _record(self, request, urn: str, inputs: dict, secret_keys: list[str], read: bool) -> None:
@@ -186,7 +193,7 @@ class CaptureMonitor(pulumi_mocks.MockMonitor):
             self.stack_urn = urn
             return resource_pb2.RegisterResourceResponse(urn=urn)
         _ensure_event_loop()
-        inputs, secret_keys = decode_struct(request.object)
+        inputs, secret_keys = decode_struct(request.object, self.reveal)
         self._record(request, urn, inputs, secret_keys, read=False)
 
         resource_args = pulumi_mocks.MockResourceArgs(
@@ -244,13 +251,16 @@ class _LogCollector:
         self._add("error", msg)
 
 
-async def _resolve_outputs(stack_outputs: Mapping[str, Any]) -> dict[str, Any]:
+async def _resolve_outputs(stack_outputs: Mapping[str, Any], capture: "Capture",
+                           reveal: bool) -> dict[str, Any]:
     resolved: dict[str, Any] = {}
     for name, value in stack_outputs.items():
         output = pulumi.Output.from_input(value)
         is_secret = await output.is_secret()
         plain = await output.future(with_unknowns=True)
-        resolved[name] = SECRET_MASK if is_secret else _jsonable(plain)
+        if is_secret:
+            capture.secret_outputs.append(name)
+        resolved[name] = SECRET_MASK if is_secret and not reveal else _jsonable(plain)
     return resolved
 
 
@@ -267,6 +277,7 @@ def run_program(
     project: str = "platform",
     mocks: Optional[SynthMocks] = None,
     capture: Optional[Capture] = None,
+    reveal_secrets: bool = False,
 ) -> Capture:
     """Run ``program`` under the mock engine and return what it registered.
 
@@ -282,7 +293,7 @@ def run_program(
         # The SDK keeps pending output tasks in a process-wide set, outside any context variable;
         # tasks left by a run that failed would otherwise be awaited on this run's loop.
         pulumi.runtime.settings.SETTINGS.outputs.clear()
-        monitor = CaptureMonitor(mocks or SynthMocks(), capture)
+        monitor = CaptureMonitor(mocks or SynthMocks(), capture, reveal_secrets)
         pulumi.runtime.set_all_config(dict(config), list(secret_keys))
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
@@ -295,11 +306,18 @@ def run_program(
 
             async def body() -> None:
                 await pulumi.runtime.stack.run_pulumi_func(program)
-                capture.outputs = await _resolve_outputs(root.outputs)
+                capture.outputs = await _resolve_outputs(root.outputs, capture, reveal_secrets)
 
             loop.run_until_complete(body())
         finally:
             pulumi.runtime.settings.SETTINGS.outputs.clear()
+            # A program that raised leaves registrations in flight; cancel them so the loop
+            # closes cleanly instead of warning about destroyed pending tasks.
+            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             asyncio.set_event_loop(None)
             loop.close()
         return capture

@@ -48,7 +48,7 @@ RESOURCE_OUTPUTS: dict[str, Callable[[str, dict], dict]] = {
     "digitalocean:index/droplet:Droplet": lambda n, i: {
         "ipv4Address": _public_ip(n),
         "ipv4AddressPrivate": _private_ip(n),
-        "urn": f"do:droplet:{n}",
+        "dropletUrn": f"do:droplet:{n}",
         "status": "active",
     },
     "digitalocean:index/reservedIp:ReservedIp": lambda n, i: {"ipAddress": _public_ip(n + "-rip"),
@@ -99,6 +99,16 @@ RESOURCE_OUTPUTS: dict[str, Callable[[str, dict], dict]] = {
     "cloudflare:index/apiToken:ApiToken": lambda n, i: {"value": f"mock-token-value-{n}"},
     "cloudflare:index/zone:Zone": lambda n, i: {"nameServers": ["a.ns.example", "b.ns.example"]},
 }
+
+
+# Types whose real IDs are numbers; programs convert them with int().
+NUMERIC_ID_TYPES = {"digitalocean:index/droplet:Droplet"}
+
+
+def mock_id(type_: str, name: str) -> str:
+    if type_ in NUMERIC_ID_TYPES:
+        return str(int(hashlib.sha256(name.encode()).hexdigest()[:7], 16))
+    return f"{name}-id"
 
 
 def _database_ca(args: dict) -> dict:

@@ -42,6 +42,7 @@ def synth_stack(
     mocks: Optional[SynthMocks] = None,
     program: Optional[Callable[[], None]] = None,
     config_overrides: Optional[Mapping[str, str]] = None,
+    reveal_secrets: bool = False,
 ) -> dict[str, Any]:
     """The desired state of ``stack`` in the synth JSON shape (see README)."""
     project = project_name(project_dir)
@@ -56,6 +57,7 @@ def synth_stack(
         secret_keys=file.secret_keys,
         project=project,
         mocks=mocks,
+        reveal_secrets=reveal_secrets,
     )
     capture.secret_placeholders = placeholders
     return capture.to_json()

@@ -34,7 +34,7 @@ def synth() -> Callable[..., State]:
     """``synth("staging")`` or ``synth(path_to_stack_file)``; ``overrides`` edits config keys."""
 
     def run(stack_or_file: str | Path, overrides: Optional[Mapping[str, Any]] = None,
-            mocks: Optional[SynthMocks] = None) -> State:
+            mocks: Optional[SynthMocks] = None, reveal_secrets: bool = False) -> State:
         path = Path(stack_or_file)
         if path.suffix == ".yaml":
             stack = path.stem.split(".", 1)[-1]
@@ -42,7 +42,8 @@ def synth() -> Callable[..., State]:
         else:
             stack, stack_file = str(stack_or_file), None
         return State(synth_stack(stack, stack_file=stack_file, mocks=mocks,
-                                 config_overrides=_as_config(overrides)))
+                                 config_overrides=_as_config(overrides),
+                                 reveal_secrets=reveal_secrets))
 
     return run
 
@@ -60,9 +61,10 @@ def run_component() -> Callable[..., State]:
     """Run ``build()`` (which creates resources) alone under the capture, e.g. one component."""
 
     def run(build: Callable[[], None], *, stack: str = "test",
-            config: Optional[Mapping[str, str]] = None, mocks: Optional[SynthMocks] = None) -> State:
+            config: Optional[Mapping[str, str]] = None, mocks: Optional[SynthMocks] = None,
+            reveal_secrets: bool = False) -> State:
         capture = run_program(build, stack=stack, config=dict(config or {}), secret_keys=[],
-                              mocks=mocks)
+                              mocks=mocks, reveal_secrets=reveal_secrets)
         return State(capture.to_json())
 
     return run

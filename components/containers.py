@@ -1,0 +1,184 @@
+"""One container type for every host (droplets and on-prem VPS nodes) and its pure planner.
+
+``ContainerSpec`` is both the config schema of a container and the input of the planner that
+turns it into ``pulumi_docker.Container`` arguments with the hardening every container gets:
+pinned image, memory and CPU limits, healthcheck, log rotation, no-new-privileges, all
+capabilities dropped unless listed, never privileged, and ports bound by tier.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+import pulumi
+from pydantic import Field, field_validator, model_validator
+
+from components.tiers import Tier, container_bind_address
+from stacks.model import ResourceName, StrictModel
+
+_DIGEST = re.compile(r"@sha256:[a-f0-9]{64}$")
+_SECRET_NAME = re.compile(r"(PASSWORD|PASSWD|SECRET|TOKEN|API_KEY|PRIVATE_KEY|ACCESS_KEY|_DSN$|"
+                          r"DATABASE_URL|_URI$)", re.IGNORECASE)
+LOG_OPTS = {"max-size": "10m", "max-file": "5"}
+
+
+def image_is_pinned(image: str) -> bool:
+    """``repo:tag`` with a tag other than ``latest``, or a ``@sha256:`` digest."""
+    if _DIGEST.search(image):
+        return True
+    last = image.rsplit("/", 1)[-1]
+    if ":" not in last:
+        return False
+    tag = last.rsplit(":", 1)[1]
+    return bool(tag) and tag != "latest"
+
+
+def looks_secret(env_name: str) -> bool:
+    return bool(_SECRET_NAME.search(env_name))
+
+
+class HealthCheck(StrictModel):
+    command: list[str] = Field(
+        min_length=1,
+        description="command run inside the container (exec form, no shell unless you call one); "
+        "exit 0 means healthy",
+    )
+    interval_s: int = Field(default=30, gt=0, le=600, description="seconds between checks")
+    timeout_s: int = Field(default=5, gt=0, le=120, description="seconds before a check fails")
+    retries: int = Field(default=3, gt=0, le=20, description="failures before unhealthy")
+    start_period_s: int = Field(default=30, ge=0, le=900,
+                                description="grace period after start, in seconds")
+
+
+class PublishedPort(StrictModel):
+    host_port: int = Field(gt=0, lt=65536, description="port on the host")
+    container_port: int = Field(gt=0, lt=65536, description="port inside the container")
+
+
+class Mount(StrictModel):
+    host_path: str = Field(pattern=r"^/[^\s]*$", description="absolute path on the host")
+    container_path: str = Field(pattern=r"^/[^\s]*$", description="absolute path in the container")
+    read_only: bool = Field(default=True, description="mounted read-only unless false")
+
+    @field_validator("host_path")
+    @classmethod
+    def _no_docker_socket(cls, value: str) -> str:
+        if value.rstrip("/") in ("/var/run/docker.sock", "/run/docker.sock", "/"):
+            raise ValueError("mounting the Docker socket or / gives the container the host")
+        return value
+
+
+class ContainerSpec(StrictModel):
+    """A service container. Limits and a healthcheck are required: the audit found both missing."""
+
+    name: ResourceName = Field(description="service name; also its DNS alias on the host network")
+    image: str = Field(description="image pinned by tag (not latest) or by @sha256 digest")
+    tier: Tier = Field(default=Tier.APP, description="tier of the service: edge, app, data or mgmt")
+    port: int | None = Field(default=None, gt=0, lt=65536,
+                             description="port the service listens on inside the container")
+    publish: list[PublishedPort] = Field(
+        default_factory=list,
+        description="ports published on the host; only edge containers listen on all interfaces, "
+        "the others on loopback or the host's private address",
+    )
+    memory_mb: int = Field(gt=0, description="hard memory limit in MiB")
+    memory_reservation_mb: int | None = Field(default=None, gt=0,
+                                              description="soft memory limit in MiB, below memory_mb")
+    cpus: float = Field(gt=0, le=64, description="CPU limit in cores, e.g. 0.5")
+    healthcheck: HealthCheck = Field(description="how Docker decides the container is healthy")
+    env: dict[str, str] = Field(default_factory=dict,
+                                description="plain environment variables (no secrets)")
+    secret_env: dict[str, str] = Field(
+        default_factory=dict,
+        description="environment variable -> secret config key (set with pulumi config set "
+        "--secret platform:<key>)",
+    )
+    user: str | None = Field(default=None, pattern=r"^[a-z0-9_-]+(:[a-z0-9_-]+)?$",
+                             description="user[:group] to run as; unset keeps the image's USER")
+    read_only_root: bool = Field(default=False, description="mount the root filesystem read-only")
+    cap_add: list[Literal["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID",
+                          "NET_BIND_SERVICE", "KILL"]] = Field(
+        default_factory=list,
+        description="capabilities kept; all others are dropped",
+    )
+    mounts: list[Mount] = Field(default_factory=list, description="bind mounts from the host")
+    command: list[str] | None = Field(default=None, description="overrides the image's CMD")
+    restart: Literal["unless-stopped", "always", "on-failure"] = Field(
+        default="unless-stopped", description="Docker restart policy")
+
+    @field_validator("image")
+    @classmethod
+    def _pinned(cls, value: str) -> str:
+        if not image_is_pinned(value):
+            raise ValueError("image must be pinned by a tag other than latest or by a @sha256 "
+                             "digest, e.g. nginx:1.27.3-alpine")
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _no_plaintext_secrets(cls, value: dict[str, str]) -> dict[str, str]:
+        secret_like = sorted(k for k in value if looks_secret(k))
+        if secret_like:
+            raise ValueError(f"{', '.join(secret_like)} look like secrets; move them to "
+                             "secret_env (a secret config key) so they are never plaintext")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ContainerSpec":
+        if self.memory_reservation_mb is not None and self.memory_reservation_mb >= self.memory_mb:
+            raise ValueError(f"memory_reservation_mb ({self.memory_reservation_mb}) must be below "
+                             f"memory_mb ({self.memory_mb})")
+        clash = set(self.env) & set(self.secret_env)
+        if clash:
+            raise ValueError(f"{', '.join(sorted(clash))} set in both env and secret_env")
+        return self
+
+
+def container_plan(spec: ContainerSpec, *, network: pulumi.Input[str], stack: str,
+                   private_address: str | None = None,
+                   extra_env: dict[str, str] | None = None,
+                   extra_mounts: list[Mount] | None = None) -> dict:
+    """Plain ``pulumi_docker.Container`` keyword arguments for a spec (no secrets, no image id).
+
+    The caller adds ``image`` (the pulled image id) and the secret environment variables.
+    """
+    bind = container_bind_address(spec.tier, private_address)
+    env = {**spec.env, **(extra_env or {})}
+    plan: dict = {
+        "restart": spec.restart,
+        "memory": spec.memory_mb,
+        "cpus": f"{spec.cpus:g}",
+        "healthcheck": {
+            "tests": ["CMD", *spec.healthcheck.command],
+            "interval": f"{spec.healthcheck.interval_s}s",
+            "timeout": f"{spec.healthcheck.timeout_s}s",
+            "retries": spec.healthcheck.retries,
+            "start_period": f"{spec.healthcheck.start_period_s}s",
+        },
+        "log_driver": "json-file",
+        "log_opts": dict(LOG_OPTS),
+        "security_opts": ["no-new-privileges:true"],
+        "privileged": False,
+        "capabilities": {"drops": ["ALL"], **({"adds": list(spec.cap_add)} if spec.cap_add else {})},
+        "networks_advanced": [{"name": network, "aliases": [spec.name]}],
+        "ports": [{"internal": p.container_port, "external": p.host_port, "ip": bind,
+                   "protocol": "tcp"} for p in spec.publish],
+        "envs": [f"{k}={v}" for k, v in sorted(env.items())],
+        "volumes": [{"host_path": m.host_path, "container_path": m.container_path,
+                     "read_only": m.read_only} for m in [*spec.mounts, *(extra_mounts or [])]],
+        "labels": [{"label": "platform.stack", "value": stack},
+                   {"label": "platform.service", "value": spec.name},
+                   {"label": "platform.tier", "value": spec.tier.value}],
+        "read_only": spec.read_only_root,
+        "must_run": True,
+    }
+    if spec.memory_reservation_mb:
+        plan["memory_reservation"] = spec.memory_reservation_mb
+    if spec.user:
+        plan["user"] = spec.user
+    if spec.read_only_root:
+        plan["tmpfs"] = {"/tmp": "rw,noexec,nosuid,size=64m"}
+    if spec.command:
+        plan["command"] = list(spec.command)
+    return plan

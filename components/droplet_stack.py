@@ -1,0 +1,200 @@
+"""``DropletStack``: a DigitalOcean droplet that runs hardened containers behind TLS ingress."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Optional, Sequence
+
+import pulumi
+import pulumi_digitalocean as do
+import pulumi_docker as docker
+
+from components import hostsetup, tiers
+from components.containers import ContainerSpec, HealthCheck, Mount, PublishedPort
+from components.ingress import Ingress, ingress_scripts, nginx_spec
+from components.remote import SshTarget, run_script
+from components.workloads import HostFile, files_script, run_containers
+
+# Inputs that replace a droplet when they change. They are set once from stable values and
+# ignored after adoption, so routine changes never rebuild the host.
+DROPLET_REPLACING_INPUTS = ("image", "region", "sshKeys", "userData", "vpcUuid", "monitoring")
+
+
+@dataclass(frozen=True)
+class DropletBackups:
+    plan: str = "weekly"
+    weekday: str = "SUN"
+    hour: int = 4
+
+
+@dataclass
+class DropletStackArgs:
+    """Everything a droplet host needs. Containers and ingress come later, in ``deploy``."""
+
+    region: str
+    """DigitalOcean region slug; changing it replaces the droplet."""
+    size: str
+    """Droplet size slug; a resize keeps the droplet (disk is not resized, so it can go back)."""
+    image: str
+    """Base image slug, an Ubuntu LTS; changing it replaces the droplet."""
+    ssh_key_fingerprints: Sequence[str]
+    """Keys installed for the first boot; copied to the deploy user by cloud-init."""
+    vpc_id: pulumi.Input[str]
+    """The product's VPC; the droplet's private interface and its database live there."""
+    admin_cidrs: Sequence[str]
+    """Sources allowed to reach SSH (the mgmt tier). Never the world."""
+    ssh_private_key: pulumi.Input[str]
+    """Secret key of the deploy user, for remote commands."""
+    tier: tiers.Tier = tiers.Tier.EDGE
+    """Tier of the host; edge opens 80/443 to the world, nothing else is public."""
+    tags: Sequence[str] = ()
+    """Extra droplet tags; the tier tag is always added."""
+    backups: Optional[DropletBackups] = field(default_factory=DropletBackups)
+    """Provider backups (weekly by default); None turns them off."""
+    project_id: Optional[pulumi.Input[str]] = None
+    """DigitalOcean project that lists the droplet and its reserved IP."""
+    adopt_droplet_id: Optional[str] = None
+    """ID of an existing droplet to adopt instead of creating one (see README, Adoption)."""
+    protect: bool = False
+    """Protect the droplet from deletion and keep it if removed from the program (prod)."""
+
+
+class DropletStack(pulumi.ComponentResource):
+    """A droplet in its VPC with a tier firewall, a reserved IP, idempotent host setup over SSH,
+    and a Docker provider that manages its containers over SSH.
+
+    Children: ``{name}-droplet``, ``{name}-firewall``, ``{name}-ip``, ``{name}-ip-assignment``,
+    ``{name}-setup-<script>``, ``{name}-docker``, ``{name}-network``, then per container
+    ``{name}-<service>-image`` and ``{name}-<service>``. Renaming any needs ``aliases``.
+    """
+
+    droplet_id: pulumi.Output[str]
+    public_ip: pulumi.Output[str]
+    private_ip: pulumi.Output[str]
+
+    def __init__(self, name: str, args: DropletStackArgs,
+                 opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("platform:components:DropletStack", name, None, opts)
+        self._name = name
+        self._args = args
+        child = pulumi.ResourceOptions(parent=self)
+        adopted = args.adopt_droplet_id is not None
+
+        backup_policy = (do.DropletBackupPolicyArgs(plan=args.backups.plan,
+                                                    weekday=args.backups.weekday,
+                                                    hour=args.backups.hour)
+                         if args.backups else None)
+        self.droplet = do.Droplet(
+            f"{name}-droplet",
+            name=name,
+            image=args.image,
+            region=args.region,
+            size=args.size,
+            vpc_uuid=args.vpc_id,
+            ssh_keys=list(args.ssh_key_fingerprints),
+            monitoring=True,
+            backups=args.backups is not None,
+            backup_policy=backup_policy,
+            user_data=hostsetup.render_cloud_init(),
+            tags=sorted({f"tier-{args.tier.value}", *args.tags}),
+            graceful_shutdown=True,
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                protect=args.protect,
+                retain_on_delete=args.protect,
+                import_=args.adopt_droplet_id,
+                # An adopted droplet was created with other user data and keys; those inputs
+                # cannot change without a rebuild, so they are left as they are.
+                ignore_changes=["userData", "sshKeys", "image"] if adopted else None,
+            ),
+        )
+        self.droplet_id = self.droplet.id
+        rules = tiers.inbound_rules(tiers.HostRole(tier=args.tier,
+                                                   ssh_cidrs=tuple(args.admin_cidrs)))
+        self.firewall = do.Firewall(
+            f"{name}-firewall",
+            name=f"{name}-{args.tier.value}",
+            droplet_ids=[self.droplet.id.apply(int)],
+            inbound_rules=[do.FirewallInboundRuleArgs(**r) for r in tiers.digitalocean_inbound(rules)],
+            outbound_rules=[do.FirewallOutboundRuleArgs(**r) for r in tiers.DIGITALOCEAN_OUTBOUND],
+            opts=child,
+        )
+        self.reserved_ip = do.ReservedIp(f"{name}-ip", region=args.region,
+                                         opts=pulumi.ResourceOptions(parent=self,
+                                                                     protect=args.protect))
+        do.ReservedIpAssignment(f"{name}-ip-assignment", ip_address=self.reserved_ip.ip_address,
+                                droplet_id=self.droplet.id.apply(int), opts=child)
+        if args.project_id is not None:
+            do.ProjectResources(f"{name}-project-resources", project=args.project_id,
+                                resources=[self.droplet.droplet_urn, self.reserved_ip.urn],
+                                opts=child)
+        self.public_ip = self.reserved_ip.ip_address
+        self.private_ip = self.droplet.ipv4_address_private
+
+        # Remote commands use the droplet's own address: it answers before the reserved IP is
+        # assigned, and the firewall (SSH from admin CIDRs) is where the program runs from.
+        self.ssh = SshTarget(host=self.droplet.ipv4_address, user=hostsetup.DEPLOY_USER,
+                             private_key=args.ssh_private_key)
+        self.data_dir = f"/srv/{name}"
+        scripts = hostsetup.host_baseline(
+            sshd=hostsetup.SshdPolicy(),
+            fail2ban_ignore=tuple(args.admin_cidrs),
+            directories=[(self.data_dir, "0755", "deploy:deploy")],
+        )
+        previous: list[pulumi.Resource] = [self.firewall]
+        for script_name, text in scripts.items():
+            previous = [run_script(f"{name}-setup-{script_name}", self.ssh, text, parent=self,
+                                   depends_on=previous)]
+        self.setup_done = previous
+
+        self.docker_provider = docker.Provider(
+            f"{name}-docker",
+            host=self.droplet.ipv4_address.apply(lambda ip: f"ssh://{hostsetup.DEPLOY_USER}@{ip}"),
+            ssh_opts=["-o", "StrictHostKeyChecking=accept-new", "-o", "ServerAliveInterval=30"],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=self.setup_done),
+        )
+        self.network = docker.Network(
+            f"{name}-network", name=name, driver="bridge",
+            opts=pulumi.ResourceOptions(parent=self, provider=self.docker_provider),
+        )
+
+    def deploy(
+        self,
+        containers: Sequence[ContainerSpec],
+        *,
+        secret_env: Mapping[str, Mapping[str, pulumi.Input[str]]] | None = None,
+        files: Mapping[str, Sequence[HostFile]] | None = None,
+        ingress: Optional[Ingress] = None,
+    ) -> None:
+        """Run ``containers`` (and nginx with certificates when ``ingress`` is given), then
+        register the component's outputs. Called once, after what the containers need exists."""
+        name = self._name
+        specs = list(containers)
+        ingress_ready: list[pulumi.Resource] = []
+        if ingress is not None:
+            config_script, cert_script = ingress_scripts(name, self.data_dir, ingress)
+            ingress_ready = [run_script(f"{name}-ingress-config", self.ssh, config_script,
+                                        parent=self, depends_on=self.setup_done)]
+            specs.append(nginx_spec(name, self.data_dir, ingress))
+        mounts, written = {}, list(self.setup_done)
+        if files:
+            script, mounts = files_script(self.data_dir, files)
+            written = [run_script(f"{name}-files", self.ssh, script, parent=self,
+                                  depends_on=self.setup_done)]
+        created = run_containers(
+            name, specs, parent=self, provider=self.docker_provider, network=self.network.name,
+            secret_env=secret_env or {}, extra_mounts=mounts,
+            depends_on=written + ingress_ready,
+        )
+        if ingress is not None:
+            run_script(f"{name}-certificates", self.ssh, cert_script, parent=self,
+                       depends_on=[created["nginx"], *ingress.depends_on])
+        self.register_outputs({
+            "droplet_id": self.droplet_id,
+            "public_ip": self.public_ip,
+            "private_ip": self.private_ip,
+        })
+
+
+__all__ = ["DropletStack", "DropletStackArgs", "DropletBackups", "DROPLET_REPLACING_INPUTS",
+           "ContainerSpec", "HealthCheck", "Mount", "PublishedPort"]

@@ -1,0 +1,297 @@
+"""Host setup as data: cloud-init and idempotent bash scripts rendered by pure functions.
+
+Cloud-init is kept minimal and constant (a droplet's ``user_data`` forces replacement when it
+changes): it only creates the deploy user and closes root and password logins. Everything else
+is a script run over SSH by a remote command, re-run only when its text changes. Each script is
+``set -euo pipefail``, shellcheck-clean, and idempotent: a second run prints ``0 changes``.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from dataclasses import dataclass, field
+from typing import Sequence
+
+DEPLOY_USER = "deploy"
+
+PRELUDE = r"""#!/usr/bin/env bash
+# Rendered by components/hostsetup.py. Idempotent: a second run reports 0 changes.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+CHANGES=0
+
+note_change() {
+  CHANGES=$((CHANGES + 1))
+  echo "changed: $1"
+}
+
+# put_file PATH MODE OWNER:GROUP < content -- writes only when the content differs; returns 1
+# when it was already current. Callers test it with `if`, which suspends `set -e` inside the
+# function, so every failure here exits explicitly.
+put_file() {
+  local path="$1" mode="$2" owner="$3" tmp
+  tmp="$(mktemp)" || exit 1
+  cat >"$tmp" || exit 1
+  if [ -f "$path" ] && cmp -s "$tmp" "$path" \
+    && [ "$(stat -c %a:%U:%G "$path")" = "${mode#0}:${owner}" ]; then
+    rm -f "$tmp"
+    return 1
+  fi
+  install -D -m "$mode" -o "${owner%%:*}" -g "${owner##*:}" "$tmp" "$path" \
+    || { echo "cannot write $path" >&2; rm -f "$tmp"; exit 1; }
+  rm -f "$tmp"
+  note_change "$path"
+}
+
+ensure_packages() {
+  local missing=() pkg
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    note_change "packages ${missing[*]}"
+  fi
+}
+
+ensure_service_enabled() {
+  if ! systemctl is-enabled --quiet "$1" 2>/dev/null || ! systemctl is-active --quiet "$1" 2>/dev/null; then
+    systemctl enable --now "$1" >/dev/null 2>&1
+    note_change "service $1 enabled"
+  fi
+}
+"""
+
+EPILOGUE = """
+echo "platform-setup: ${CHANGES} changes"
+"""
+
+
+def _heredoc(path: str, mode: str, owner: str, content: str, on_change: str = "") -> str:
+    marker = "PLATFORM_EOF"
+    if marker in content:
+        raise ValueError("file content may not contain the heredoc marker")
+    body = content if content.endswith("\n") else content + "\n"
+    if not on_change:
+        return f"put_file {path} {mode} {owner} <<'{marker}' || true\n{body}{marker}\n"
+    return (f"if put_file {path} {mode} {owner} <<'{marker}'; then\n{body}{marker}\n"
+            f"  {on_change}\nfi\n")
+
+
+def script(*sections: str) -> str:
+    return PRELUDE + "\n" + "\n".join(s.strip("\n") + "\n" for s in sections) + EPILOGUE
+
+
+# --- sshd -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SshdPolicy:
+    allow_users: Sequence[str] = (DEPLOY_USER,)
+    max_auth_tries: int = 3
+    allow_tcp_forwarding: bool = False  # the bastion needs it for ProxyJump to internal hosts
+    port: int = 22
+
+
+def render_sshd_config(policy: SshdPolicy) -> str:
+    """A drop-in for /etc/ssh/sshd_config.d/. Named 00-* because sshd keeps the first value it
+    reads, so it wins over cloud-init's 50-cloud-init.conf."""
+    if not policy.allow_users:
+        raise ValueError("sshd needs at least one allowed user")
+    return textwrap.dedent(f"""\
+        # Managed by the platform program (components/hostsetup.py).
+        Port {policy.port}
+        PermitRootLogin no
+        PasswordAuthentication no
+        KbdInteractiveAuthentication no
+        PermitEmptyPasswords no
+        PubkeyAuthentication yes
+        AuthenticationMethods publickey
+        MaxAuthTries {policy.max_auth_tries}
+        LoginGraceTime 30
+        MaxStartups 10:30:60
+        X11Forwarding no
+        AllowAgentForwarding no
+        AllowTcpForwarding {"yes" if policy.allow_tcp_forwarding else "no"}
+        ClientAliveInterval 300
+        ClientAliveCountMax 2
+        AllowUsers {" ".join(policy.allow_users)}
+        """)
+
+
+def sshd_section(policy: SshdPolicy) -> str:
+    return _heredoc(
+        "/etc/ssh/sshd_config.d/00-platform.conf", "0644", "root:root",
+        render_sshd_config(policy),
+        on_change="sshd -t\n  systemctl reload ssh 2>/dev/null || systemctl reload sshd",
+    )
+
+
+# --- fail2ban ---------------------------------------------------------------------------------
+
+def render_fail2ban_jail(ignore_cidrs: Sequence[str] = ()) -> str:
+    ignore = " ".join(["127.0.0.1/8", "::1", *ignore_cidrs])
+    return textwrap.dedent(f"""\
+        # Managed by the platform program (components/hostsetup.py).
+        [DEFAULT]
+        bantime = 1h
+        bantime.increment = true
+        findtime = 10m
+        maxretry = 5
+        ignoreip = {ignore}
+        backend = systemd
+
+        [sshd]
+        enabled = true
+        mode = aggressive
+        port = ssh
+        """)
+
+
+def fail2ban_section(ignore_cidrs: Sequence[str] = ()) -> str:
+    return "\n".join([
+        "ensure_packages fail2ban",
+        _heredoc("/etc/fail2ban/jail.local", "0644", "root:root",
+                 render_fail2ban_jail(ignore_cidrs),
+                 on_change="fail2ban-client -t >/dev/null\n  systemctl restart fail2ban"),
+        "ensure_service_enabled fail2ban",
+    ])
+
+
+# --- unattended upgrades, journald, time ------------------------------------------------------
+
+AUTO_UPGRADES = """\
+APT::Periodic::Update-Package-Lists "1";
+APT::Periodic::Unattended-Upgrade "1";
+APT::Periodic::AutocleanInterval "7";
+"""
+
+UNATTENDED_UPGRADES = """\
+// Managed by the platform program: security updates only, no automatic reboot.
+Unattended-Upgrade::Allowed-Origins {
+  "${distro_id}:${distro_codename}-security";
+  "${distro_id}ESMApps:${distro_codename}-apps-security";
+  "${distro_id}ESM:${distro_codename}-infra-security";
+};
+Unattended-Upgrade::Remove-Unused-Kernel-Packages "true";
+Unattended-Upgrade::Automatic-Reboot "false";
+"""
+
+JOURNALD = """\
+# Managed by the platform program: bounded logs so a chatty service cannot fill the disk.
+[Journal]
+SystemMaxUse=500M
+SystemKeepFree=1G
+MaxRetentionSec=1month
+"""
+
+
+def base_section() -> str:
+    return "\n".join([
+        "ensure_packages unattended-upgrades ca-certificates curl",
+        _heredoc("/etc/apt/apt.conf.d/20auto-upgrades", "0644", "root:root", AUTO_UPGRADES),
+        _heredoc("/etc/apt/apt.conf.d/52platform-unattended-upgrades", "0644", "root:root",
+                 UNATTENDED_UPGRADES),
+        _heredoc("/etc/systemd/journald.conf.d/10-platform.conf", "0644", "root:root", JOURNALD,
+                 on_change="systemctl restart systemd-journald"),
+        "ensure_service_enabled systemd-timesyncd",
+    ])
+
+
+# --- docker -----------------------------------------------------------------------------------
+
+DOCKER_DAEMON = {
+    "log-driver": "json-file",
+    "log-opts": {"max-size": "10m", "max-file": "5"},
+    "live-restore": True,
+    "no-new-privileges": True,
+    "userland-proxy": False,
+    "icc": False,
+}
+
+
+def docker_section(deploy_user: str = DEPLOY_USER) -> str:
+    """Docker from the distribution (kept patched by unattended-upgrades), hardened defaults,
+    and the deploy user in the docker group (the Docker provider connects as that user)."""
+    return "\n".join([
+        "ensure_packages docker.io",
+        _heredoc("/etc/docker/daemon.json", "0644", "root:root",
+                 json.dumps(DOCKER_DAEMON, indent=2, sort_keys=True),
+                 on_change="systemctl restart docker"),
+        "ensure_service_enabled docker",
+        f"if ! id -nG {deploy_user} | tr ' ' '\\n' | grep -qx docker; then",
+        f"  usermod -aG docker {deploy_user}",
+        f'  note_change "{deploy_user} in docker group"',
+        "fi",
+    ])
+
+
+def directories_section(paths: Sequence[tuple[str, str, str]]) -> str:
+    """Directories as (path, mode, owner:group), created or corrected only when they differ."""
+    lines = []
+    for path, mode, owner in paths:
+        lines += [
+            f'if [ "$(stat -c %a:%U:%G {path} 2>/dev/null)" != "{mode.lstrip("0")}:{owner}" ]; then',
+            f"  install -d -m {mode} -o {owner.split(':')[0]} -g {owner.split(':')[1]} {path}",
+            f'  note_change "{path}"',
+            "fi",
+        ]
+    return "\n".join(lines)
+
+
+# --- cloud-init -------------------------------------------------------------------------------
+
+def render_cloud_init(deploy_user: str = DEPLOY_USER) -> str:
+    """Constant user data: it never changes per deploy, so it never replaces a droplet.
+
+    The provider installs the droplet's SSH keys for root before ``runcmd``; they are copied to
+    the deploy user, and root and password logins are closed in the same boot.
+    """
+    document = {
+        "users": [{
+            "name": deploy_user,
+            "groups": ["sudo"],
+            "shell": "/bin/bash",
+            "sudo": "ALL=(ALL) NOPASSWD:ALL",
+            "lock_passwd": True,
+        }],
+        "ssh_pwauth": False,
+        "disable_root": False,
+        "write_files": [{
+            "path": "/etc/ssh/sshd_config.d/01-platform-bootstrap.conf",
+            "permissions": "0644",
+            "content": "PermitRootLogin no\nPasswordAuthentication no\n",
+        }],
+        "runcmd": [
+            ["install", "-d", "-m", "700", "-o", deploy_user, "-g", deploy_user,
+             f"/home/{deploy_user}/.ssh"],
+            ["install", "-m", "600", "-o", deploy_user, "-g", deploy_user,
+             "/root/.ssh/authorized_keys", f"/home/{deploy_user}/.ssh/authorized_keys"],
+            ["systemctl", "reload", "ssh"],
+        ],
+    }
+    import yaml
+
+    return "#cloud-config\n" + yaml.safe_dump(document, sort_keys=False)
+
+
+@dataclass(frozen=True)
+class HostScripts:
+    """The named scripts a host runs, in order. Each becomes one remote command."""
+
+    scripts: dict[str, str] = field(default_factory=dict)
+
+
+def host_baseline(*, sshd: SshdPolicy, fail2ban_ignore: Sequence[str] = (),
+                  directories: Sequence[tuple[str, str, str]] = ()) -> dict[str, str]:
+    """The baseline every host gets, as separately re-runnable scripts."""
+    scripts = {
+        "base": script(base_section()),
+        "sshd": script(sshd_section(sshd)),
+        "fail2ban": script(fail2ban_section(fail2ban_ignore)),
+        "docker": script(docker_section()),
+    }
+    if directories:
+        scripts["dirs"] = script(directories_section(directories))
+    return scripts

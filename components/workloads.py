@@ -1,0 +1,101 @@
+"""Files and containers on a Docker host, shared by ``DropletStack`` and ``OnPremVps``."""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import pulumi
+import pulumi_docker as docker
+
+from components import hostsetup
+from components.containers import ContainerSpec, Mount, container_plan
+
+
+@dataclass(frozen=True)
+class HostFile:
+    """A file a container reads, written to the host and bind-mounted read-only."""
+
+    container_path: str
+    content: pulumi.Input[str]
+    mode: str = "0444"
+    owner: str = "root:root"
+
+
+def host_path_for(data_dir: str, service: str, file: HostFile) -> str:
+    return posixpath.join(data_dir, "files", service, posixpath.basename(file.container_path))
+
+
+def files_script(data_dir: str, files: Mapping[str, Sequence[HostFile]]
+                 ) -> tuple[pulumi.Output[str], dict[str, list[Mount]]]:
+    """One idempotent script that writes every file, and the mounts each service needs."""
+    mounts: dict[str, list[Mount]] = {}
+    entries = []
+    for service, service_files in sorted(files.items()):
+        for file in service_files:
+            host_path = host_path_for(data_dir, service, file)
+            mounts.setdefault(service, []).append(
+                Mount(host_path=host_path, container_path=file.container_path, read_only=True))
+            entries.append((host_path, file))
+
+    def render(contents: list[str]) -> str:
+        sections = [hostsetup._heredoc(path, f.mode, f.owner, text)
+                    for (path, f), text in zip(entries, contents)]
+        return hostsetup.script(*sections)
+
+    script = pulumi.Output.all(*[f.content for _, f in entries]).apply(render)
+    return script, mounts
+
+
+def run_containers(
+    stack: str,
+    specs: Sequence[ContainerSpec],
+    *,
+    parent: pulumi.Resource,
+    provider: docker.Provider,
+    network: pulumi.Input[str],
+    secret_env: Mapping[str, Mapping[str, pulumi.Input[str]]],
+    extra_mounts: Mapping[str, Sequence[Mount]] | None = None,
+    private_address: str | None = None,
+    depends_on: Sequence[pulumi.Resource] = (),
+) -> dict[str, docker.Container]:
+    """Pull each pinned image and run its container with the hardening of ``container_plan``.
+
+    Containers are not given fixed names (Docker names them after the resource plus a suffix)
+    and are found by their network alias, so a replacement never collides with the old one.
+    A container that publishes host ports is deleted before its replacement starts.
+    """
+    unknown = set(secret_env) - {s.name for s in specs}
+    if unknown:
+        raise ValueError(f"secret env for services that are not deployed: {sorted(unknown)}")
+    created: dict[str, docker.Container] = {}
+    for spec in specs:
+        image = docker.RemoteImage(
+            f"{stack}-{spec.name}-image", name=spec.image, keep_locally=True,
+            opts=pulumi.ResourceOptions(parent=parent, provider=provider),
+        )
+        plan = container_plan(spec, network=network, stack=stack, private_address=private_address,
+                              extra_mounts=list((extra_mounts or {}).get(spec.name, [])))
+        secrets = dict(secret_env.get(spec.name, {}))
+        plain_env = plan.pop("envs")
+        clash = {v.split("=", 1)[0] for v in plain_env} & set(secrets)
+        if clash:
+            raise ValueError(f"{spec.name}: {sorted(clash)} set both as plain and secret env")
+        envs = plain_env
+        if secrets:
+            names = sorted(secrets)
+            envs = pulumi.Output.secret(pulumi.Output.all(*[secrets[n] for n in names]).apply(
+                lambda values, names=names, plain=plain_env:
+                    plain + [f"{n}={v}" for n, v in zip(names, values)]))
+        created[spec.name] = docker.Container(
+            f"{stack}-{spec.name}",
+            image=image.image_id,
+            envs=envs,
+            **plan,
+            opts=pulumi.ResourceOptions(
+                parent=parent, provider=provider, depends_on=list(depends_on),
+                delete_before_replace=bool(spec.publish),
+            ),
+        )
+    return created

@@ -1,0 +1,72 @@
+"""Pieces every product module uses: its top-level component and shared config shapes."""
+
+from __future__ import annotations
+
+from typing import Literal, Mapping, Sequence
+
+import pulumi
+from pydantic import Field, model_validator
+
+from components.containers import ContainerSpec
+from stacks.model import Hostname, StrictModel
+
+SECRET_KEY_PATTERN = r"^[a-z][a-z0-9_]{2,62}$"
+
+
+class Product(pulumi.ComponentResource):
+    """The root of one product's resources, so the plan and the synth group by product."""
+
+    def __init__(self, name: str, opts: pulumi.ResourceOptions | None = None):
+        super().__init__(f"platform:products:{name.capitalize()}", name, None, opts)
+
+
+class DnsConfig(StrictModel):
+    """Where the product's public hostnames are published."""
+
+    provider: Literal["digitalocean", "cloudflare"] = Field(
+        description="DNS host of the zone: digitalocean or cloudflare")
+    zone: Hostname = Field(description="the zone, e.g. krotrust.com")
+    cloudflare_zone_id: str | None = Field(
+        default=None, pattern=r"^[a-f0-9]{32}$",
+        description="Cloudflare zone id (32 hex characters); required when provider is cloudflare")
+    ttl: int = Field(default=300, ge=60, le=86400, description="record TTL in seconds")
+
+    @model_validator(mode="after")
+    def _zone_id_for_cloudflare(self) -> "DnsConfig":
+        if self.provider == "cloudflare" and not self.cloudflare_zone_id:
+            raise ValueError("cloudflare_zone_id is required when provider is cloudflare")
+        if self.provider == "digitalocean" and self.cloudflare_zone_id:
+            raise ValueError("cloudflare_zone_id is set but provider is digitalocean")
+        return self
+
+
+def check_hosts_in_zone(hosts: Sequence[str], zone: str) -> None:
+    outside = [h for h in hosts if h != zone and not h.endswith(f".{zone}")]
+    if outside:
+        raise ValueError(f"hosts outside the DNS zone {zone}: {', '.join(outside)}")
+
+
+def check_secret_keys(product: str, services: Sequence[ContainerSpec]) -> None:
+    import re
+
+    for spec in services:
+        for env_name, key in spec.secret_env.items():
+            if not re.match(SECRET_KEY_PATTERN, key) or not key.startswith(f"{product}_"):
+                raise ValueError(f"services {spec.name}: secret_env {env_name} -> {key!r}: secret "
+                                 f"keys are lower_snake_case and start with {product}_")
+
+
+def service_secret_env(secret, services: Sequence[ContainerSpec]
+                       ) -> dict[str, dict[str, pulumi.Output[str]]]:
+    """Each service's ``secret_env`` resolved to secret config values."""
+    return {s.name: {env: secret(key) for env, key in s.secret_env.items()}
+            for s in services if s.secret_env}
+
+
+def merge_env(*maps: Mapping[str, Mapping[str, pulumi.Input[str]]]
+              ) -> dict[str, dict[str, pulumi.Input[str]]]:
+    merged: dict[str, dict[str, pulumi.Input[str]]] = {}
+    for env_map in maps:
+        for service, values in env_map.items():
+            merged.setdefault(service, {}).update(values)
+    return merged

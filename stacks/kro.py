@@ -1,0 +1,213 @@
+"""KRO: one droplet (nginx, backend, frontend, admin-frontend) and a managed Postgres cluster.
+
+Fixes what the seed describes: deploys by hand over root SSH (now idempotent remote commands as
+a deploy user with root login closed), stage environment commented out of CI (now its own
+stack with its own VPC, database and credentials), certificates renewed by certbot's timer with
+nginx reloaded by a deploy hook.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Literal
+
+import pulumi
+import pulumi_digitalocean as do
+from pydantic import Field, model_validator
+
+from components import tiers
+from components.containers import ContainerSpec
+from components.database import (ConnectionPool, ManagedDatabaseCluster,
+                                 ManagedDatabaseClusterArgs, TrustedSourceInput)
+from components.dns import a_records
+from components.droplet_stack import DropletBackups, DropletStack, DropletStackArgs
+from components.ingress import Ingress, IngressRoute
+from components.workloads import HostFile
+from stacks.common import (DnsConfig, Product, check_hosts_in_zone, check_secret_keys,
+                           merge_env, service_secret_env)
+from stacks.config import DO_REGIONS, SecretKey
+from stacks.model import Cidr, Hostname, ResourceName, StrictModel
+from stacks.registry import Product as ProductEntry
+
+SSH_KEY_SECRET = "kro_ssh_private_key"
+
+
+class DropletConfig(StrictModel):
+    size: str = Field(pattern=r"^[a-z0-9-]+$", description="droplet size slug, e.g. s-2vcpu-4gb")
+    image: str = Field(default="ubuntu-24-04-x64", pattern=r"^ubuntu-\d\d-04-x64$",
+                       description="Ubuntu LTS image slug; changing it replaces the droplet")
+    ssh_key_fingerprints: list[str] = Field(
+        min_length=1, description="fingerprints of DigitalOcean SSH keys for the first boot")
+    backups: bool = Field(default=True, description="weekly provider backups of the droplet")
+
+
+class DatabaseConfig(StrictModel):
+    version: str = Field(default="16", pattern=r"^\d+$", description="Postgres major version")
+    size: str = Field(pattern=r"^db-[a-z0-9-]+$", description="node size slug, e.g. db-s-1vcpu-2gb")
+    node_count: int = Field(default=1, ge=1, le=3, description="nodes; 2+ adds a standby")
+    name: str = Field(default="kro", pattern=r"^[a-z][a-z0-9_]*$",
+                                     description="application database name")
+    user: str = Field(default="kro_backend", pattern=r"^[a-z][a-z0-9_]*$",
+                      description="application database user (password generated)")
+    pool_size: int = Field(default=10, ge=1, le=100, description="PgBouncer pool size")
+    use_pool: bool = Field(default=False, description="backend connects through the pool; off "
+                           "by default because migrations need session features")
+    maintenance_day: Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday",
+                             "sunday"] = Field(default="sunday", description="maintenance day")
+    maintenance_hour: str = Field(default="02:00", pattern=r"^([01]\d|2[0-3]):00$",
+                                  description="maintenance window start, UTC, on the hour")
+
+
+class RouteConfig(StrictModel):
+    host: Hostname = Field(description="public hostname")
+    service: ResourceName = Field(description="service that answers it")
+    websocket: bool = Field(default=False, description="allow WebSocket upgrade")
+
+
+class AdoptConfig(StrictModel):
+    """IDs of existing resources that the first ``pulumi up`` adopts instead of creating."""
+
+    droplet_id: str | None = Field(default=None, pattern=r"^\d+$", description="droplet id")
+    database_cluster_id: str | None = Field(
+        default=None, pattern=r"^[0-9a-f-]{36}$", description="database cluster uuid")
+    domain: bool = Field(default=False, description="adopt the DigitalOcean DNS domain (zone) "
+                         "so the program manages it; records are managed either way")
+
+
+class KroConfig(StrictModel):
+    """Settings of the KRO product in one stack."""
+
+    region: Literal[DO_REGIONS] | None = Field(  # type: ignore[valid-type]
+        default=None, description="region slug; defaults to environment.region")
+    vpc_ip_range: Cidr = Field(description="private range of the product's VPC, e.g. 10.110.0.0/20")
+    droplet: DropletConfig = Field(description="the droplet that runs the containers")
+    database: DatabaseConfig = Field(description="the managed Postgres cluster")
+    services: list[ContainerSpec] = Field(min_length=1, description="containers behind nginx")
+    database_service: ResourceName = Field(
+        default="backend", description="service that gets DATABASE_URL and the cluster CA")
+    database_ca_path: str = Field(
+        pattern=r"^/[^\s]+\.crt$",
+        description="where the database service reads the cluster CA, e.g. "
+        "/usr/src/app/kro-prod-db-cluster-ca-certificate.crt")
+    routes: list[RouteConfig] = Field(min_length=1, description="hostname -> service routes")
+    dns: DnsConfig = Field(description="where the hostnames are published")
+    acme_email: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$",
+                            description="Let's Encrypt account email (expiry notices)")
+    acme_staging: bool = Field(default=False, description="use Let's Encrypt's staging CA")
+    adopt: AdoptConfig = Field(default_factory=AdoptConfig, description="resources to adopt")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "KroConfig":
+        if not ipaddress.ip_network(self.vpc_ip_range).is_private:
+            raise ValueError(f"vpc_ip_range {self.vpc_ip_range} must be a private range")
+        names = [s.name for s in self.services]
+        if len(set(names)) != len(names):
+            raise ValueError(f"service names repeat: {sorted({n for n in names if names.count(n) > 1})}")
+        if "nginx" in names:
+            raise ValueError("nginx is the ingress the program adds; do not list it in services")
+        for spec in self.services:
+            if spec.publish:
+                raise ValueError(f"services {spec.name}: only the ingress publishes ports; "
+                                 "remove publish and add a route")
+            if spec.tier is not tiers.Tier.APP:
+                raise ValueError(f"services {spec.name}: KRO services are app tier, got {spec.tier.value}")
+        by_name = {s.name: s for s in self.services}
+        for route in self.routes:
+            if route.service not in by_name:
+                raise ValueError(f"route {route.host} -> {route.service}: no such service "
+                                 f"(services: {', '.join(names)})")
+            if by_name[route.service].port is None:
+                raise ValueError(f"route {route.host}: service {route.service} has no port")
+        hosts = [r.host for r in self.routes]
+        if len(set(hosts)) != len(hosts):
+            raise ValueError("a hostname is routed twice")
+        check_hosts_in_zone(hosts, self.dns.zone)
+        if self.database_service not in by_name:
+            raise ValueError(f"database_service {self.database_service} is not a service")
+        check_secret_keys("kro", self.services)
+        return self
+
+
+def required_secrets(cfg: KroConfig) -> list[SecretKey]:
+    needed = [SecretKey(key=SSH_KEY_SECRET,
+                        description="private SSH key of the droplet's deploy user (OpenSSH PEM)")]
+    for spec in cfg.services:
+        needed += [SecretKey(key=key, description=f"{env} of the {spec.name} service")
+                   for env, key in sorted(spec.secret_env.items())]
+    return needed
+
+
+def build(ctx, cfg: KroConfig) -> dict:
+    env = ctx.environment
+    prod = env.is_production
+    name = f"kro-{env.name}"
+    region = cfg.region or env.region
+    product = Product("kro")
+    child = pulumi.ResourceOptions(parent=product)
+
+    project = do.Project(f"{name}-project", name=f"KRO {env.name}",
+                         environment="Production" if prod else "Staging",
+                         purpose="Web Application", opts=child)
+    vpc = do.Vpc(f"{name}-vpc", name=name, region=region, ip_range=cfg.vpc_ip_range,
+                 opts=pulumi.ResourceOptions(parent=product, protect=prod))
+
+    host = DropletStack(name, DropletStackArgs(
+        region=region, size=cfg.droplet.size, image=cfg.droplet.image,
+        ssh_key_fingerprints=cfg.droplet.ssh_key_fingerprints, vpc_id=vpc.id,
+        admin_cidrs=env.admin_cidrs, ssh_private_key=ctx.secret(SSH_KEY_SECRET),
+        tier=tiers.Tier.EDGE, tags=["kro", f"env-{env.name}"],
+        backups=DropletBackups() if cfg.droplet.backups else None,
+        project_id=project.id, adopt_droplet_id=cfg.adopt.droplet_id, protect=prod,
+    ), opts=child)
+
+    database = ManagedDatabaseCluster(f"{name}-db", ManagedDatabaseClusterArgs(
+        engine="pg", version=cfg.database.version, size=cfg.database.size,
+        node_count=cfg.database.node_count, region=region, vpc_id=vpc.id,
+        trusted_sources=[TrustedSourceInput(kind="droplet", value=host.droplet_id,
+                                            tier=tiers.Tier.APP)],
+        maintenance_day=cfg.database.maintenance_day,
+        maintenance_hour=cfg.database.maintenance_hour,
+        databases=[cfg.database.name], users=[cfg.database.user],
+        pools=[ConnectionPool(name=f"{cfg.database.name}-pool", database=cfg.database.name,
+                              user=cfg.database.user, size=cfg.database.pool_size)],
+        project_id=project.id, tags=["kro", f"env-{env.name}"],
+        adopt_cluster_id=cfg.adopt.database_cluster_id, protect=prod,
+    ), opts=child)
+
+    if cfg.dns.provider == "digitalocean" and cfg.adopt.domain:
+        do.Domain(f"{name}-domain", name=cfg.dns.zone,
+                  opts=pulumi.ResourceOptions(parent=product, import_=cfg.dns.zone,
+                                              protect=True, retain_on_delete=True))
+    hosts = [r.host for r in cfg.routes]
+    records = a_records(name, provider=cfg.dns.provider, zone=cfg.dns.zone, hosts=hosts,
+                        address=host.public_ip, ttl=cfg.dns.ttl, parent=product,
+                        cloudflare_zone_id=cfg.dns.cloudflare_zone_id)
+
+    ports = {s.name: s.port for s in cfg.services}
+    ingress = Ingress(
+        routes=[IngressRoute(host=r.host, service=r.service, port=ports[r.service],
+                             websocket=r.websocket) for r in cfg.routes],
+        acme_email=cfg.acme_email, acme_staging=cfg.acme_staging, depends_on=records,
+    )
+    database_url = database.uri(
+        ca_path=cfg.database_ca_path, user=cfg.database.user, database=cfg.database.name,
+        pool=f"{cfg.database.name}-pool" if cfg.database.use_pool else None)
+    host.deploy(
+        cfg.services,
+        secret_env=merge_env(service_secret_env(ctx.secret, cfg.services),
+                             {cfg.database_service: {"DATABASE_URL": database_url}}),
+        files={cfg.database_service: [HostFile(container_path=cfg.database_ca_path,
+                                               content=database.ca_certificate)]},
+        ingress=ingress,
+    )
+    outputs = {
+        "public_ip": host.public_ip,
+        "droplet_id": host.droplet_id,
+        "database_host": database.private_host,
+        "urls": [f"https://{h}" for h in hosts],
+    }
+    product.register_outputs(outputs)
+    return outputs
+
+
+PRODUCT = ProductEntry(name="kro", config_model=KroConfig, build=build, secrets=required_secrets)
