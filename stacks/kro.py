@@ -27,7 +27,7 @@ from stacks.common import (DnsConfig, Product, check_hosts_in_zone, check_secret
                            merge_env, service_secret_env)
 from stacks.config import DO_REGIONS, SecretKey
 from stacks.model import Cidr, Hostname, ResourceName, StrictModel
-from stacks.registry import Product as ProductEntry
+from stacks.definition import ProductDefinition
 
 SSH_KEY_SECRET = "kro_ssh_private_key"
 
@@ -210,4 +210,4 @@ def build(ctx, cfg: KroConfig) -> dict:
     return outputs
 
 
-PRODUCT = ProductEntry(name="kro", config_model=KroConfig, build=build, secrets=required_secrets)
+PRODUCT = ProductDefinition(name="kro", config_model=KroConfig, build=build, secrets=required_secrets)

@@ -1,34 +1,8 @@
-"""The products a stack can hold, each with its config model and the function that builds it."""
+"""The products a stack can hold. Adding a product: write stacks/<name>.py, list it here."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from stacks import kro
+from stacks.definition import ProductDefinition
 
-from pydantic import BaseModel
-
-
-@dataclass(frozen=True)
-class Product:
-    name: str
-    config_model: type[BaseModel]
-    build: Callable[..., dict[str, Any]]
-    secrets: Callable[[Any], list] = field(default=lambda _cfg: [])
-
-    @property
-    def secret_prefix(self) -> str:
-        """Every secret key of a product starts with its name, e.g. ``kro_ssh_private_key``."""
-        return f"{self.name}_"
-
-    def required_secrets(self, product_config: Any) -> list:
-        return self.secrets(product_config)
-
-
-def _load() -> dict[str, Product]:
-    from stacks import kro
-
-    products = [kro.PRODUCT]
-    return {p.name: p for p in products}
-
-
-PRODUCTS: dict[str, Product] = _load()
+PRODUCTS: dict[str, ProductDefinition] = {p.name: p for p in [kro.PRODUCT]}

@@ -38,5 +38,17 @@ class State:
     def component_of(self, resource: dict[str, Any], type_: str) -> dict[str, Any] | None:
         return next((a for a in self.ancestors(resource) if a["type"] == type_), None)
 
+    def all_dependencies(self, resource: dict[str, Any]) -> set[str]:
+        """URNs this resource waits for, directly or through other dependencies."""
+        seen: set[str] = set()
+        stack = list(resource.get("dependencies", []))
+        while stack:
+            urn = stack.pop()
+            if urn in seen:
+                continue
+            seen.add(urn)
+            stack.extend(self.by_urn.get(urn, {}).get("dependencies", []))
+        return seen
+
     def resolve(self, urn_or_value: Any) -> dict[str, Any] | None:
         return self.by_urn.get(urn_or_value) if isinstance(urn_or_value, str) else None

@@ -1,0 +1,24 @@
+"""What a product module declares so the program can validate and build it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from pydantic import BaseModel
+
+
+@dataclass(frozen=True)
+class ProductDefinition:
+    name: str
+    config_model: type[BaseModel]
+    build: Callable[..., dict[str, Any]]
+    secrets: Callable[[Any], list] = field(default=lambda _cfg: [])
+
+    @property
+    def secret_prefix(self) -> str:
+        """Every secret key of a product starts with its name, e.g. ``kro_ssh_private_key``."""
+        return f"{self.name}_"
+
+    def required_secrets(self, product_config: Any) -> list:
+        return self.secrets(product_config)

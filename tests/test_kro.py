@@ -1,0 +1,277 @@
+"""KRO's captured graph proves the tier model, TLS settings, secrets and state safety."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+from components.database import CLUSTER_REPLACING_INPUTS
+from components.droplet_stack import DROPLET_REPLACING_INPUTS
+from stacks.errors import ConfigError
+from synth.run import synth_stack
+
+DROPLET = "digitalocean:index/droplet:Droplet"
+FIREWALL = "digitalocean:index/firewall:Firewall"
+CLUSTER = "digitalocean:index/databaseCluster:DatabaseCluster"
+DB_FIREWALL = "digitalocean:index/databaseFirewall:DatabaseFirewall"
+CONTAINER = "docker:index/container:Container"
+WORLD = {"0.0.0.0/0", "::/0"}
+
+
+@pytest.fixture(scope="module")
+def prod():
+    from synth.state import State
+
+    return State(synth_stack("prod", reveal_secrets=True))
+
+
+@pytest.fixture(scope="module")
+def staging():
+    from synth.state import State
+
+    return State(synth_stack("staging"))
+
+
+def _kro(stack_document, env="prod"):
+    return copy.deepcopy(stack_document(env)["config"]["platform:kro"])
+
+
+def test_only_80_and_443_are_open_to_the_world(prod):
+    firewalls = prod.of_type(FIREWALL)
+    assert firewalls
+    for firewall in firewalls:
+        world_ports = {r["portRange"] for r in firewall["inputs"]["inboundRules"]
+                       if WORLD & set(r.get("sourceAddresses", []))}
+        assert world_ports == {"80", "443"}
+
+
+def test_ssh_is_only_open_to_admin_cidrs(prod, stack_document):
+    admin = set(stack_document("prod")["config"]["platform:environment"]["admin_cidrs"])
+    for firewall in prod.of_type(FIREWALL):
+        ssh = [r for r in firewall["inputs"]["inboundRules"] if r["portRange"] == "22"]
+        assert len(ssh) == 1
+        assert set(ssh[0]["sourceAddresses"]) == admin
+        assert not WORLD & set(ssh[0]["sourceAddresses"])
+
+
+def test_every_droplet_is_behind_a_firewall(prod):
+    from synth.mockdata import mock_id
+
+    protected = {i for f in prod.of_type(FIREWALL) for i in f["inputs"]["dropletIds"]}
+    for droplet in prod.of_type(DROPLET):
+        assert int(mock_id(DROPLET, droplet["name"])) in protected
+
+
+def test_database_admits_the_droplet_only(prod):
+    from synth.mockdata import mock_id
+
+    droplet = prod.named("kro-prod-droplet")
+    cluster = prod.named("kro-prod-db-cluster")
+    firewalls = [f for f in prod.of_type(DB_FIREWALL)
+                 if f["inputs"]["clusterId"] == f"{cluster['name']}-id"]
+    assert len(firewalls) == 1, "exactly one DatabaseFirewall per cluster"
+    assert firewalls[0]["inputs"]["rules"] == [
+        {"type": "droplet", "value": mock_id(DROPLET, droplet["name"])}]
+
+
+def test_database_is_in_the_product_vpc(prod):
+    cluster = prod.named("kro-prod-db-cluster")
+    assert cluster["inputs"]["privateNetworkUuid"] == "kro-prod-vpc-id"
+    assert prod.named("kro-prod-droplet")["inputs"]["vpcUuid"] == "kro-prod-vpc-id"
+
+
+def test_database_url_is_secret_and_verifies_tls_against_the_mounted_ca(prod, stack_document):
+    ca_path = _kro(stack_document)["database_ca_path"]
+    backend = prod.named("kro-prod-backend", CONTAINER)
+    assert "envs" in backend["secret_inputs"]
+    urls = [e.split("=", 1)[1] for e in backend["inputs"]["envs"] if e.startswith("DATABASE_URL=")]
+    assert len(urls) == 1
+    assert urls[0].startswith("postgresql://kro_backend:")
+    assert "@private-" in urls[0], "connects over the private host"
+    assert urls[0].endswith(f"?sslmode=verify-full&sslrootcert={ca_path}")
+    mounts = {v["containerPath"]: v for v in backend["inputs"]["volumes"]}
+    assert mounts[ca_path]["readOnly"] is True
+    files = prod.named("kro-prod-files")["inputs"]["stdin"]
+    assert mounts[ca_path]["hostPath"] in files and "BEGIN CERTIFICATE" in files
+
+
+def test_no_other_container_gets_the_database_url(prod):
+    for container in prod.of_type(CONTAINER):
+        if container["name"] != "kro-prod-backend":
+            envs = container["inputs"].get("envs", [])
+            assert not any(str(e).startswith("DATABASE_URL=") for e in envs)
+
+
+def test_masked_synth_never_shows_secret_values(staging):
+    text = json.dumps(staging.document)
+    assert "postgresql://" not in text
+    assert "synth-placeholder-secret" not in text
+    assert staging.named("kro-staging-backend", CONTAINER)["inputs"]["envs"] == "[secret]"
+
+
+def test_only_nginx_publishes_ports_and_on_80_443(prod):
+    for container in prod.of_type(CONTAINER):
+        ports = container["inputs"].get("ports", [])
+        if container["name"].endswith("-nginx"):
+            assert {(p["external"], p["ip"]) for p in ports} == {(80, "0.0.0.0"), (443, "0.0.0.0")}
+            assert container["delete_before_replace"], "host ports cannot be held twice"
+        else:
+            assert ports == []
+
+
+def test_containers_are_hardened(prod):
+    containers = prod.of_type(CONTAINER)
+    assert {c["name"] for c in containers} == {
+        "kro-prod-nginx", "kro-prod-backend", "kro-prod-frontend", "kro-prod-admin-frontend"}
+    for container in containers:
+        inputs = container["inputs"]
+        assert inputs["privileged"] is False
+        assert inputs["memory"] > 0 and float(inputs["cpus"]) > 0
+        assert inputs["healthcheck"]["tests"][0] == "CMD"
+        assert "no-new-privileges:true" in inputs["securityOpts"]
+        assert inputs["capabilities"]["drops"] == ["ALL"]
+        assert inputs["logOpts"] == {"max-file": "5", "max-size": "10m"}
+        assert "name" not in inputs, "fixed names would collide on replacement"
+        image = prod.named(container["name"] + "-image")
+        assert not image["inputs"]["name"].endswith(":latest")
+
+
+def test_stateful_resources_are_protected_in_prod_only(prod, staging):
+    for state, env, expected in ((prod, "prod", True), (staging, "staging", False)):
+        for name in (f"kro-{env}-droplet", f"kro-{env}-db-cluster", f"kro-{env}-db-db-kro",
+                     f"kro-{env}-db-user-kro_backend"):
+            resource = state.named(name)
+            assert resource["protect"] is expected, name
+            assert resource["retain_on_delete"] is expected, name
+        assert state.named(f"kro-{env}-vpc")["protect"] is expected
+
+
+def test_host_setup_runs_before_the_docker_provider(prod):
+    provider = prod.named("kro-prod-docker")
+    setup = [r["urn"] for r in prod.of_type("command:remote:Command") if "-setup-" in r["name"]]
+    assert len(setup) == 5
+    assert set(setup) <= prod.all_dependencies(provider)
+    assert prod.named("kro-prod-backend")["provider"] == provider["urn"]
+
+
+def test_certificates_wait_for_dns_and_nginx(prod):
+    certificates = prod.named("kro-prod-certificates")
+    needed = {prod.named("kro-prod-nginx")["urn"]} | {
+        r["urn"] for r in prod.of_type("digitalocean:index/dnsRecord:DnsRecord")}
+    assert needed <= set(certificates["dependencies"])
+    hosts = {"api.krotrust.com", "app.krotrust.com", "app2.krotrust.com", "admin.krotrust.com"}
+    assert {r["inputs"]["name"] + ".krotrust.com"
+            for r in prod.of_type("digitalocean:index/dnsRecord:DnsRecord")} == hosts
+    for host in hosts:
+        assert f"-d {host}" in certificates["inputs"]["stdin"]
+
+
+ROUTINE_CHANGES = {
+    "env var": lambda k: k["services"][0]["env"].__setitem__("LOG_LEVEL", "debug"),
+    "image tag": lambda k: k["services"][0].__setitem__(
+        "image", "registry.digitalocean.com/kro/kro-backend:2026.12.1"),
+    "route": lambda k: k["routes"].append({"host": "app3.krotrust.com", "service": "frontend"}),
+    "domain": lambda k: k["routes"][1].__setitem__("host", "web.krotrust.com"),
+    "memory": lambda k: k["services"][0].__setitem__("memory_mb", 2048),
+    "secret env": lambda k: k["services"][0]["secret_env"].__setitem__("SENTRY_DSN", "kro_sentry_dsn"),
+}
+
+
+@pytest.mark.parametrize("change", sorted(ROUTINE_CHANGES))
+def test_routine_change_touches_no_droplet_or_database_input(change, prod, stack_document, synth):
+    kro = _kro(stack_document)
+    ROUTINE_CHANGES[change](kro)
+    after = synth("prod", overrides={"kro": kro}, reveal_secrets=True)
+    assert after.document != prod.document, "the change must change something"
+    for name in ("kro-prod-droplet", "kro-prod-db-cluster", "kro-prod-vpc"):
+        before_inputs = prod.named(name)["inputs"]
+        after_inputs = after.named(name)["inputs"]
+        assert before_inputs == after_inputs, name
+    for key in DROPLET_REPLACING_INPUTS:
+        assert prod.named("kro-prod-droplet")["inputs"].get(key) == \
+            after.named("kro-prod-droplet")["inputs"].get(key)
+    for key in CLUSTER_REPLACING_INPUTS:
+        assert prod.named("kro-prod-db-cluster")["inputs"].get(key) == \
+            after.named("kro-prod-db-cluster")["inputs"].get(key)
+
+
+def test_cloud_init_carries_no_secret_and_no_per_deploy_value(prod):
+    user_data = prod.named("kro-prod-droplet")["inputs"]["userData"]
+    assert user_data.startswith("#cloud-config")
+    for needle in ("kro-backend", "2026.", "BEGIN", "password", "krotrust"):
+        assert needle not in user_data
+
+
+def test_adoption_imports_existing_resources(stack_document, synth):
+    kro = _kro(stack_document)
+    kro["adopt"] = {"droplet_id": "412345678",
+                    "database_cluster_id": "9cc10173-e9ea-4176-9dbc-a4cee4c4ff30", "domain": True}
+    state = synth("prod", overrides={"kro": kro})
+    droplet = state.named("kro-prod-droplet")
+    assert droplet["import_id"] == "412345678"
+    assert set(droplet["ignore_changes"]) == {"userData", "sshKeys", "image"}
+    assert state.named("kro-prod-db-cluster")["import_id"] == "9cc10173-e9ea-4176-9dbc-a4cee4c4ff30"
+    domain = state.named("kro-prod-domain")
+    assert domain["import_id"] == "krotrust.com" and domain["protect"]
+
+
+def test_staging_is_separate_from_prod(prod, staging):
+    assert staging.named("kro-staging-vpc")["inputs"]["ipRange"] != prod.named("kro-prod-vpc")["inputs"]["ipRange"]
+    assert staging.named("kro-staging-db-cluster")["inputs"]["name"] == "kro-staging-db"
+    hosts = {r["inputs"]["name"] for r in staging.of_type("digitalocean:index/dnsRecord:DnsRecord")}
+    assert hosts == {"api.stage", "app.stage", "app2.stage", "admin.stage"}
+
+
+def test_cloudflare_dns_is_selectable(stack_document, synth):
+    kro = _kro(stack_document)
+    kro["dns"] = {"provider": "cloudflare", "zone": "krotrust.com",
+                  "cloudflare_zone_id": "0123456789abcdef0123456789abcdef"}
+    state = synth("prod", overrides={"kro": kro})
+    records = state.of_type("cloudflare:index/dnsRecord:DnsRecord")
+    assert len(records) == 4 and not state.of_type("digitalocean:index/dnsRecord:DnsRecord")
+    assert all(r["inputs"]["proxied"] is False for r in records)
+
+
+BAD_KRO = {
+    "latest image": (lambda k: k["services"][0].__setitem__("image", "kro-backend:latest"),
+                     "platform:kro.services[0].image: image must be pinned"),
+    "untagged image": (lambda k: k["services"][1].__setitem__("image", "kro-frontend"),
+                       "platform:kro.services[1].image: image must be pinned"),
+    "negative memory": (lambda k: k["services"][1].__setitem__("memory_mb", -5),
+                        "platform:kro.services[1].memory_mb: Input should be greater than 0, got -5"),
+    "route to nowhere": (lambda k: k["routes"].append({"host": "x.krotrust.com", "service": "nope"}),
+                         "route x.krotrust.com -> nope: no such service"),
+    "published port": (lambda k: k["services"][0].__setitem__(
+        "publish", [{"host_port": 3000, "container_port": 3000}]),
+        "services backend: only the ingress publishes ports"),
+    "plaintext secret": (lambda k: k["services"][0]["env"].__setitem__("JWT_SECRET", "hunter2"),
+                         "JWT_SECRET look like secrets; move them to secret_env"),
+    "host outside zone": (lambda k: k["routes"][0].__setitem__("host", "api.example.com"),
+                          "hosts outside the DNS zone krotrust.com: api.example.com"),
+    "missing healthcheck": (lambda k: k["services"][2].pop("healthcheck"),
+                            "platform:kro.services[2].healthcheck: required key is missing"),
+    "public vpc range": (lambda k: k.__setitem__("vpc_ip_range", "8.8.0.0/16"),
+                         "must be a private range"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_KRO))
+def test_unsafe_kro_config_is_a_clear_error(case, stack_document, synth):
+    kro = _kro(stack_document)
+    mutate, expected = BAD_KRO[case]
+    mutate(kro)
+    with pytest.raises(ConfigError) as raised:
+        synth("prod", overrides={"kro": kro})
+    assert expected in str(raised.value)
+
+
+def test_missing_secret_names_the_command_to_run(tmp_path):
+    from synth.run import synth_stack as run
+
+    with pytest.raises(ConfigError) as raised:
+        run("prod", fill_secrets=False)
+    message = str(raised.value)
+    assert "pulumi config set --secret platform:kro_ssh_private_key" in message
+    assert "pulumi config set --secret platform:kro_jwt_secret" in message
