@@ -46,7 +46,10 @@ class DropletStackArgs:
     ssh_private_key: pulumi.Input[str]
     """Secret key of the deploy user, for remote commands."""
     tier: tiers.Tier = tiers.Tier.EDGE
-    """Tier of the host; edge opens 80/443 to the world, nothing else is public."""
+    """Tier of the host's firewall; edge opens 80/443 to the world, nothing else is public."""
+    workload_tiers: Sequence[tiers.Tier] = ()
+    """Other tiers of the containers it runs (a single-host product runs app containers behind
+    its edge nginx); each becomes a ``tier-<name>`` tag that database firewalls can trust."""
     tags: Sequence[str] = ()
     """Extra droplet tags; the tier tag is always added."""
     backups: Optional[DropletBackups] = field(default_factory=DropletBackups)
@@ -96,7 +99,8 @@ class DropletStack(pulumi.ComponentResource):
             backups=args.backups is not None,
             backup_policy=backup_policy,
             user_data=hostsetup.render_cloud_init(),
-            tags=sorted({f"tier-{args.tier.value}", *args.tags}),
+            tags=sorted({f"tier-{args.tier.value}", *(f"tier-{t.value}" for t in args.workload_tiers),
+                         *args.tags}),
             graceful_shutdown=True,
             opts=pulumi.ResourceOptions(
                 parent=self,

@@ -155,7 +155,7 @@ def build(ctx, cfg: KroConfig) -> dict:
         region=region, size=cfg.droplet.size, image=cfg.droplet.image,
         ssh_key_fingerprints=cfg.droplet.ssh_key_fingerprints, vpc_id=vpc.id,
         admin_cidrs=env.admin_cidrs, ssh_private_key=ctx.secret(SSH_KEY_SECRET),
-        tier=tiers.Tier.EDGE, tags=["kro", f"env-{env.name}"],
+        tier=tiers.Tier.EDGE, workload_tiers=[tiers.Tier.APP], tags=["kro", f"env-{env.name}"],
         backups=DropletBackups() if cfg.droplet.backups else None,
         project_id=project.id, adopt_droplet_id=cfg.adopt.droplet_id, protect=prod,
     ), opts=child)

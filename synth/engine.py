@@ -114,13 +114,21 @@ class Capture:
     logs: list[dict[str, str]] = field(default_factory=list)
     secret_placeholders: list[str] = field(default_factory=list)
     secret_outputs: list[str] = field(default_factory=list)
+    revealed_inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def to_json(self) -> dict[str, Any]:
-        """Resources sorted by URN: registration order is async and would make diffs noisy."""
+    def to_json(self, reveal: bool = False) -> dict[str, Any]:
+        """Resources sorted by URN: registration order is async and would make diffs noisy.
+
+        ``reveal`` puts secret input values in place of the mask (for policy checks and tests;
+        never written to disk by the CLI)."""
+        resources = sorted(self.resources, key=lambda r: r["urn"])
+        if reveal:
+            resources = [{**r, "inputs": self.revealed_inputs.get(r["urn"], r["inputs"])}
+                         for r in resources]
         return {
             "project": self.project,
             "stack": self.stack,
-            "resources": sorted(self.resources, key=lambda r: r["urn"]),
+            "resources": resources,
             "outputs": self.outputs,
             "invokes": self.invokes,
             "secret_placeholders": self.secret_placeholders,
@@ -156,10 +164,9 @@ class SynthMocks(pulumi_mocks.Mocks):
 
 
 class CaptureMonitor(pulumi_mocks.MockMonitor):
-    def __init__(self, mocks: SynthMocks, capture: Capture, reveal_secrets: bool = False):
+    def __init__(self, mocks: SynthMocks, capture: Capture):
         super().__init__(mocks)
         self.capture = capture
-        self.reveal = reveal_secrets
         self.stack_urn: Optional[str] = None
 
     def _record(self, request, urn: str, inputs: dict, secret_keys: list[str], read: bool) -> None:
@@ -193,8 +200,10 @@ class CaptureMonitor(pulumi_mocks.MockMonitor):
             self.stack_urn = urn
             return resource_pb2.RegisterResourceResponse(urn=urn)
         _ensure_event_loop()
-        inputs, secret_keys = decode_struct(request.object, self.reveal)
+        inputs, secret_keys = decode_struct(request.object)
         self._record(request, urn, inputs, secret_keys, read=False)
+        if secret_keys:
+            self.capture.revealed_inputs[urn] = decode_struct(request.object, reveal=True)[0]
 
         resource_args = pulumi_mocks.MockResourceArgs(
             typ=request.type,
@@ -251,8 +260,7 @@ class _LogCollector:
         self._add("error", msg)
 
 
-async def _resolve_outputs(stack_outputs: Mapping[str, Any], capture: "Capture",
-                           reveal: bool) -> dict[str, Any]:
+async def _resolve_outputs(stack_outputs: Mapping[str, Any], capture: "Capture") -> dict[str, Any]:
     resolved: dict[str, Any] = {}
     for name, value in stack_outputs.items():
         output = pulumi.Output.from_input(value)
@@ -260,7 +268,7 @@ async def _resolve_outputs(stack_outputs: Mapping[str, Any], capture: "Capture",
         plain = await output.future(with_unknowns=True)
         if is_secret:
             capture.secret_outputs.append(name)
-        resolved[name] = SECRET_MASK if is_secret and not reveal else _jsonable(plain)
+        resolved[name] = SECRET_MASK if is_secret else _jsonable(plain)
     return resolved
 
 
@@ -277,7 +285,6 @@ def run_program(
     project: str = "platform",
     mocks: Optional[SynthMocks] = None,
     capture: Optional[Capture] = None,
-    reveal_secrets: bool = False,
 ) -> Capture:
     """Run ``program`` under the mock engine and return what it registered.
 
@@ -293,7 +300,7 @@ def run_program(
         # The SDK keeps pending output tasks in a process-wide set, outside any context variable;
         # tasks left by a run that failed would otherwise be awaited on this run's loop.
         pulumi.runtime.settings.SETTINGS.outputs.clear()
-        monitor = CaptureMonitor(mocks or SynthMocks(), capture, reveal_secrets)
+        monitor = CaptureMonitor(mocks or SynthMocks(), capture)
         pulumi.runtime.set_all_config(dict(config), list(secret_keys))
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
@@ -306,7 +313,7 @@ def run_program(
 
             async def body() -> None:
                 await pulumi.runtime.stack.run_pulumi_func(program)
-                capture.outputs = await _resolve_outputs(root.outputs, capture, reveal_secrets)
+                capture.outputs = await _resolve_outputs(root.outputs, capture)
 
             loop.run_until_complete(body())
         finally:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
-from synth.engine import PROJECT_ROOT, SynthMocks, program_from_main, run_program
+from synth.engine import PROJECT_ROOT, Capture, SynthMocks, program_from_main, run_program
 from synth.stackfile import PLACEHOLDER_SECRET, StackFile, load_stack_file, project_name
 
 
@@ -45,6 +45,22 @@ def synth_stack(
     reveal_secrets: bool = False,
 ) -> dict[str, Any]:
     """The desired state of ``stack`` in the synth JSON shape (see README)."""
+    return synth_capture(stack, stack_file=stack_file, project_dir=project_dir,
+                         fill_secrets=fill_secrets, mocks=mocks, program=program,
+                         config_overrides=config_overrides).to_json(reveal=reveal_secrets)
+
+
+def synth_capture(
+    stack: str,
+    *,
+    stack_file: Optional[Path] = None,
+    project_dir: Path = PROJECT_ROOT,
+    fill_secrets: bool = True,
+    mocks: Optional[SynthMocks] = None,
+    program: Optional[Callable[[], None]] = None,
+    config_overrides: Optional[Mapping[str, str]] = None,
+) -> Capture:
+    """Run the stack's program and keep the whole capture (masked and revealed inputs)."""
     project = project_name(project_dir)
     file = load_stack_file(stack_file or stack_file_path(stack, project_dir), stack, project)
     if config_overrides:
@@ -57,7 +73,6 @@ def synth_stack(
         secret_keys=file.secret_keys,
         project=project,
         mocks=mocks,
-        reveal_secrets=reveal_secrets,
     )
     capture.secret_placeholders = placeholders
-    return capture.to_json()
+    return capture

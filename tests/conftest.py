@@ -71,8 +71,8 @@ def run_component() -> Callable[..., State]:
             config: Optional[Mapping[str, str]] = None, mocks: Optional[SynthMocks] = None,
             reveal_secrets: bool = False) -> State:
         capture = run_program(build, stack=stack, config=dict(config or {}), secret_keys=[],
-                              mocks=mocks, reveal_secrets=reveal_secrets)
-        return State(capture.to_json())
+                              mocks=mocks)
+        return State(capture.to_json(reveal=reveal_secrets))
 
     return run
 
