@@ -181,10 +181,12 @@ class DropletStack(pulumi.ComponentResource):
                                         parent=self, depends_on=self.setup_done)]
             specs.append(nginx_spec(name, self.data_dir, ingress))
         mounts, written = {}, list(self.setup_done)
+        self.files_written = written
         if files:
             script, mounts = files_script(self.data_dir, files)
             written = [run_script(f"{name}-files", self.ssh, script, parent=self,
                                   depends_on=self.setup_done)]
+            self.files_written = written
         created = run_containers(
             name, specs, parent=self, provider=self.docker_provider, network=self.network.name,
             secret_env=secret_env or {}, extra_mounts=mounts,

@@ -298,10 +298,13 @@ def _check_app_https(props, args):
             yield "an App Platform ingress rule redirects to a non-HTTPS scheme"
 
 
+LOOPBACK_URL = re.compile(r"^postgres(?:ql)?://(?:[^@/]*@)?(?:127\.\d+\.\d+\.\d+|localhost|\[::1\])[:/]")
+
+
 def _check_postgres_urls(props, args):
     for path, text in walk_strings(props):
         for url in POSTGRES_URL.findall(text):
-            if "sslmode=verify-full" not in url:
+            if "sslmode=verify-full" not in url and not LOOPBACK_URL.match(url):
                 yield f"{path} carries a Postgres URL without sslmode=verify-full"
 
 
@@ -610,7 +613,7 @@ POLICIES = [
                     level=MANDATORY, severity=H, category="tls", anchor="Mozilla Web Security",
                     types=[T_APP], check=_check_app_https),
     resource_policy("platform-connection-configure-postgres-verify-full",
-                    "Every Postgres connection URL verifies the server with sslmode=verify-full.",
+                    "Every Postgres connection URL that leaves the host verifies the server with sslmode=verify-full.",
                     level=MANDATORY, severity=H, category="tls", anchor="PostgreSQL libpq SSL docs",
                     types=[T_CONTAINER, T_APP, T_COMMAND], check=_check_postgres_urls),
     resource_policy("cloudflare-zonesetting-configure-strict-tls",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal, Mapping, Sequence
 
 import pulumi
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, model_validator
 
 from components.containers import ContainerSpec
 from stacks.model import Hostname, StrictModel
@@ -70,3 +70,32 @@ def merge_env(*maps: Mapping[str, Mapping[str, pulumi.Input[str]]]
         for service, values in env_map.items():
             merged.setdefault(service, {}).update(values)
     return merged
+
+
+class BackupConfig(StrictModel):
+    """Where a product's off-site backups go (Cloudflare R2) and how long they are kept."""
+
+    cloudflare_account_id: str = Field(pattern=r"^[a-f0-9]{32}$",
+                                       description="Cloudflare account id (32 hex characters)")
+    bucket: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$",
+                        description="R2 bucket name for this product's backups")
+    retention_days: int = Field(ge=1, le=3650, description="days backups are kept; at least 30 "
+                                "in production and 7 elsewhere")
+    lock_days: int | None = Field(default=None, ge=1, le=3650,
+                                  description="bucket lock: objects cannot be deleted for this long")
+    location: Literal["weur", "eeur", "wnam", "enam", "apac", "oc"] = Field(
+        default="weur", description="R2 location hint")
+
+    @model_validator(mode="after")
+    def _retention_floor(self, info: ValidationInfo) -> "BackupConfig":
+        environment = (info.context or {}).get("environment")
+        if environment is None:
+            return self
+        floor = 30 if environment.is_production else 7
+        if self.retention_days < floor:
+            raise ValueError(f"retention_days is {self.retention_days}; the "
+                             f"{environment.name} environment keeps backups at least {floor} days")
+        if self.lock_days is not None and self.lock_days > self.retention_days:
+            raise ValueError("lock_days cannot exceed retention_days (locked objects could not "
+                             "be pruned)")
+        return self

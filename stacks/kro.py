@@ -22,8 +22,10 @@ from components.database import (ConnectionPool, ManagedDatabaseCluster,
 from components.dns import a_records
 from components.droplet_stack import DropletBackups, DropletStack, DropletStackArgs
 from components.ingress import Ingress, IngressRoute
-from components.workloads import HostFile
-from stacks.common import (DnsConfig, Product, check_hosts_in_zone, check_secret_keys,
+from components.backup import R2Backup, R2BackupArgs
+from components.backupscripts import BackupJob
+from components.workloads import HostFile, host_path_for
+from stacks.common import (BackupConfig, DnsConfig, Product, check_hosts_in_zone, check_secret_keys,
                            merge_env, service_secret_env)
 from stacks.config import DO_REGIONS, SecretKey
 from stacks.model import Cidr, Hostname, ResourceName, StrictModel
@@ -94,6 +96,8 @@ class KroConfig(StrictModel):
     acme_email: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$",
                             description="Let's Encrypt account email (expiry notices)")
     acme_staging: bool = Field(default=False, description="use Let's Encrypt's staging CA")
+    backup: BackupConfig = Field(description="off-site backup of the database to R2, restore-"
+                                 "tested weekly on the droplet")
     adopt: AdoptConfig = Field(default_factory=AdoptConfig, description="resources to adopt")
 
     @model_validator(mode="after")
@@ -192,18 +196,32 @@ def build(ctx, cfg: KroConfig) -> dict:
     database_url = database.uri(
         ca_path=cfg.database_ca_path, user=cfg.database.user, database=cfg.database.name,
         pool=f"{cfg.database.name}-pool" if cfg.database.use_pool else None)
+    ca_file = HostFile(container_path=cfg.database_ca_path, content=database.ca_certificate)
     host.deploy(
         cfg.services,
         secret_env=merge_env(service_secret_env(ctx.secret, cfg.services),
                              {cfg.database_service: {"DATABASE_URL": database_url}}),
-        files={cfg.database_service: [HostFile(container_path=cfg.database_ca_path,
-                                               content=database.ca_certificate)]},
+        files={cfg.database_service: [ca_file]},
         ingress=ingress,
     )
+    # The droplet is the backup runner; it reads the CA file the backend mounts.
+    ca_on_host = host_path_for(host.data_dir, cfg.database_service, ca_file)
+    backup = R2Backup(f"{name}-db-backup", R2BackupArgs(
+        job=BackupJob(job=f"{name}-db", kind="postgres", retention_days=cfg.backup.retention_days,
+                      tool_image=f"postgres:{cfg.database.version}-alpine",
+                      mounts=(ca_on_host.rsplit("/", 1)[0],)),
+        source_name=database.cluster.pulumi_resource_name,
+        source_uri=database.uri(ca_path=ca_on_host, user=cfg.database.user,
+                                database=cfg.database.name),
+        account_id=cfg.backup.cloudflare_account_id, bucket_name=cfg.backup.bucket,
+        location=cfg.backup.location, lock_days=cfg.backup.lock_days,
+        runner=host.ssh, runner_ready=host.files_written, protect=prod,
+    ), opts=child)
     outputs = {
         "public_ip": host.public_ip,
         "droplet_id": host.droplet_id,
         "database_host": database.private_host,
+        "backup_bucket": backup.bucket.name,
         "urls": [f"https://{h}" for h in hosts],
     }
     product.register_outputs(outputs)

@@ -97,6 +97,7 @@ RESOURCE_OUTPUTS: dict[str, Callable[[str, dict], dict]] = {
     "command:remote:Command": lambda n, i: {"stdout": "", "stderr": ""},
     "cloudflare:index/r2Bucket:R2Bucket": lambda n, i: {"location": "WEUR"},
     "cloudflare:index/apiToken:ApiToken": lambda n, i: {"value": f"mock-token-value-{n}"},
+    "cloudflare:index/accountToken:AccountToken": lambda n, i: {"value": f"mock-token-value-{n}"},
     "cloudflare:index/zone:Zone": lambda n, i: {"nameServers": ["a.ns.example", "b.ns.example"]},
 }
 
@@ -118,6 +119,9 @@ def _database_ca(args: dict) -> dict:
 INVOKE_ANSWERS: dict[str, Callable[[dict], dict]] = {
     "digitalocean:index/getDatabaseCa:getDatabaseCa": _database_ca,
     "cloudflare:index/getZone:getZone": lambda a: {"id": "mock-zone-id", "name": a.get("name", "")},
+    "cloudflare:index/getAccountApiTokenPermissionGroupsList:getAccountApiTokenPermissionGroupsList":
+        lambda a: {"results": [{"id": "mock-permission-group-" + a.get("name", "").replace(" ", "-").lower(),
+                                "name": a.get("name", ""), "scopes": ["com.cloudflare.edge.r2.bucket"]}]},
     "digitalocean:index/getSshKey:getSshKey": lambda a: {
         "id": 1, "name": a.get("name", ""), "fingerprint": "00:11:22:33", "publicKey": "ssh-ed25519 AAAAmock",
     },

@@ -106,7 +106,9 @@ def test_no_other_container_gets_the_database_url(prod):
 
 def test_masked_synth_never_shows_secret_values(staging):
     text = json.dumps(staging.document)
-    assert "postgresql://" not in text
+    assert "postgresql://kro_backend:" not in text
+    assert "mock-kro-staging-db-user-kro_backend-password" not in text
+    assert "mock-token-value" not in text and "RCLONE_CONFIG_R2_SECRET_ACCESS_KEY=" not in text
     assert "synth-placeholder-secret" not in text
     assert staging.named("kro-staging-backend", CONTAINER)["inputs"]["envs"] == "[secret]"
 

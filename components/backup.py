@@ -1,0 +1,170 @@
+"""``R2Backup``: an off-site, encrypted, restore-tested backup of one datastore to Cloudflare R2."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import pulumi
+import pulumi_cloudflare as cloudflare
+import pulumi_random as random
+
+from components import hostsetup
+from components.backupscripts import (ENV_DIR, BackupJob, render_backup_script,
+                                      render_restore_test_script, render_units)
+from components.remote import SshTarget, run_script
+
+DAY = 86400
+BUCKET_WRITE_PERMISSION = "Workers R2 Storage Bucket Item Write"
+
+
+def s3_secret_from_token(token_value: str) -> str:
+    """R2's S3 secret access key is the SHA-256 of the API token's value."""
+    return hashlib.sha256(token_value.encode()).hexdigest()
+
+
+@dataclass
+class R2BackupArgs:
+    job: BackupJob
+    """What to back up and how (kind, retention, tools)."""
+    source_name: str
+    """Name of the resource backed up (the cluster or container); the policy pack matches it."""
+    source_uri: pulumi.Input[str]
+    """Secret connection URI the runner dumps from."""
+    account_id: str
+    """Cloudflare account that owns the bucket."""
+    bucket_name: str
+    """R2 bucket; one per job keeps each token's reach to one datastore."""
+    runner: SshTarget
+    """Host that runs the backup and restore test (over SSH, as the deploy user with sudo)."""
+    location: str = "weur"
+    """R2 location hint."""
+    lock_days: Optional[int] = None
+    """Bucket lock: objects cannot be deleted or overwritten for this many days."""
+    backup_calendar: str = "*-*-* 03:00:00 UTC"
+    """systemd OnCalendar of the backup (daily by default)."""
+    restore_calendar: str = "Sun *-*-* 05:00:00 UTC"
+    """systemd OnCalendar of the restore test (weekly by default)."""
+    runner_ready: Sequence[pulumi.Resource] = field(default_factory=tuple)
+    """What must exist on the runner first (host setup, files such as a CA)."""
+    protect: bool = False
+    """Protect the bucket and retain it if removed from the program (prod)."""
+
+
+class R2Backup(pulumi.ComponentResource):
+    """Children: ``{name}-bucket``, ``{name}-lifecycle``, ``{name}-lock``, ``{name}-token``,
+    ``{name}-passphrase``, ``{name}-install``, ``{name}-credentials``.
+
+    The encryption passphrase is generated and kept only in Pulumi state (as a secret) and on the
+    runner: export it to your password manager (`pulumi stack output --show-secrets`), or a lost
+    state makes the backups unreadable.
+    """
+
+    def __init__(self, name: str, args: R2BackupArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        job = args.job
+        super().__init__("platform:components:R2Backup", name, {
+            "source": args.source_name,
+            "kind": job.kind,
+            "retentionDays": job.retention_days,
+            "restoreTest": True,
+            "schedule": args.backup_calendar,
+            "restoreSchedule": args.restore_calendar,
+        }, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        self.bucket = cloudflare.R2Bucket(
+            f"{name}-bucket", account_id=args.account_id, name=args.bucket_name,
+            location=args.location,
+            opts=pulumi.ResourceOptions(parent=self, protect=args.protect,
+                                        retain_on_delete=args.protect))
+        cloudflare.R2BucketLifecycle(
+            f"{name}-lifecycle", account_id=args.account_id, bucket_name=self.bucket.name,
+            rules=[
+                # A safety net behind the script's own pruning, a few days later than it.
+                cloudflare.R2BucketLifecycleRuleArgs(
+                    id="expire-old-backups", enabled=True,
+                    conditions=cloudflare.R2BucketLifecycleRuleConditionsArgs(prefix=""),
+                    delete_objects_transition=cloudflare.R2BucketLifecycleRuleDeleteObjectsTransitionArgs(
+                        condition=cloudflare.R2BucketLifecycleRuleDeleteObjectsTransitionConditionArgs(
+                            type="Age", max_age=(job.retention_days + 7) * DAY))),
+                cloudflare.R2BucketLifecycleRuleArgs(
+                    id="abort-incomplete-uploads", enabled=True,
+                    conditions=cloudflare.R2BucketLifecycleRuleConditionsArgs(prefix=""),
+                    abort_multipart_uploads_transition=cloudflare.R2BucketLifecycleRuleAbortMultipartUploadsTransitionArgs(
+                        condition=cloudflare.R2BucketLifecycleRuleAbortMultipartUploadsTransitionConditionArgs(
+                            type="Age", max_age=DAY))),
+            ],
+            opts=child)
+        if args.lock_days:
+            cloudflare.R2BucketLock(
+                f"{name}-lock", account_id=args.account_id, bucket_name=self.bucket.name,
+                rules=[cloudflare.R2BucketLockRuleArgs(
+                    id="retain", enabled=True, prefix="",
+                    condition=cloudflare.R2BucketLockRuleConditionArgs(
+                        type="Age", max_age_seconds=args.lock_days * DAY))],
+                opts=child)
+
+        permission = cloudflare.get_account_api_token_permission_groups_list_output(
+            account_id=args.account_id, name=BUCKET_WRITE_PERMISSION)
+        resource_key = self.bucket.name.apply(
+            lambda bucket: f"com.cloudflare.edge.r2.bucket.{args.account_id}_default_{bucket}")
+        self.token = cloudflare.AccountToken(
+            f"{name}-token", account_id=args.account_id, name=f"r2-backup-{args.bucket_name}",
+            policies=[cloudflare.AccountTokenPolicyArgs(
+                effect="allow",
+                permission_groups=[cloudflare.AccountTokenPolicyPermissionGroupArgs(
+                    id=permission.results.apply(lambda groups: groups[0].id))],
+                resources=resource_key.apply(lambda key: json.dumps({key: "*"})),
+            )],
+            opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["value"]))
+        self.access_key_id = self.token.id
+        self.secret_access_key = pulumi.Output.secret(self.token.value.apply(s3_secret_from_token))
+        self.passphrase = random.RandomPassword(f"{name}-passphrase", length=48, special=False,
+                                                opts=child)
+
+        job_name = job.job
+        units = render_units(job, backup_calendar=args.backup_calendar,
+                             restore_calendar=args.restore_calendar)
+        sections = [
+            "ensure_packages rclone" + (" postgresql-client" if job.mode == "host" else ""),
+            hostsetup._heredoc(f"/usr/local/sbin/platform-backup-{job_name}", "0750", "root:root",
+                               render_backup_script(job)),
+            hostsetup._heredoc(f"/usr/local/sbin/platform-restore-test-{job_name}", "0750",
+                               "root:root", render_restore_test_script(job)),
+        ]
+        for unit, text in sorted(units.items()):
+            sections.append(hostsetup._heredoc(f"/etc/systemd/system/{unit}", "0644", "root:root",
+                                               text, on_change="systemctl daemon-reload"))
+        sections += [f"ensure_service_enabled platform-backup-{job_name}.timer",
+                     f"ensure_service_enabled platform-restore-test-{job_name}.timer"]
+        install = run_script(f"{name}-install", args.runner, hostsetup.script(*sections),
+                             parent=self, depends_on=list(args.runner_ready))
+
+        endpoint = f"https://{args.account_id}.r2.cloudflarestorage.com"
+
+        def env_file(values: list[str]) -> str:
+            uri, key_id, secret, passphrase, bucket = values
+            lines = {
+                "BACKUP_SOURCE_URI": uri, "BACKUP_PASSPHRASE": passphrase, "BACKUP_BUCKET": bucket,
+                "RCLONE_CONFIG_R2_TYPE": "s3", "RCLONE_CONFIG_R2_PROVIDER": "Cloudflare",
+                "RCLONE_CONFIG_R2_ACCESS_KEY_ID": key_id,
+                "RCLONE_CONFIG_R2_SECRET_ACCESS_KEY": secret,
+                "RCLONE_CONFIG_R2_ENDPOINT": endpoint, "RCLONE_CONFIG_R2_ACL": "private",
+            }
+            content = "".join(f"{k}={_systemd_quote(v)}\n" for k, v in lines.items())
+            return hostsetup.script(hostsetup._heredoc(f"{ENV_DIR}/{job_name}.env", "0600",
+                                                       "root:root", content))
+
+        credentials_script = pulumi.Output.secret(pulumi.Output.all(
+            args.source_uri, self.access_key_id, self.secret_access_key, self.passphrase.result,
+            self.bucket.name).apply(env_file))
+        run_script(f"{name}-credentials", args.runner, credentials_script, parent=self,
+                   depends_on=[install])
+        self.register_outputs({"bucket": self.bucket.name, "access_key_id": self.access_key_id,
+                               "passphrase": self.passphrase.result})
+
+
+def _systemd_quote(value: str) -> str:
+    """An EnvironmentFile value in double quotes, so spaces and specials survive."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -1,0 +1,268 @@
+"""Backup, restore-test and systemd unit files for off-site backups, as pure renderers.
+
+A backup job dumps its source, records per-table row counts and SHA-256 checksums, encrypts
+everything with rclone crypt (the key is a Pulumi secret) and uploads it to R2; it then prunes
+backups older than the retention (never the newest one). A weekly restore test fetches the newest
+backup, verifies its checksums, restores it into a scratch database and compares row counts.
+Both write node-exporter textfile metrics, so monitoring alerts on a stale backup or a failed
+restore test.
+
+Tools run on the host (``mode="host"``, what the tests drive) or from pinned images through
+Docker (``mode="docker"``, what droplets use so the client matches the server's major version).
+"""
+
+from __future__ import annotations
+
+import textwrap
+from dataclasses import dataclass
+from typing import Literal
+
+TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
+ENV_DIR = "/etc/platform-backup"
+Mode = Literal["host", "docker"]
+
+# Row counts of every user table, one "schema.table<TAB>count" line each, sorted.
+ROW_COUNTS_SQL = (
+    "SELECT n.nspname || '.' || c.relname || E'\\t' || "
+    "(xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', "
+    "n.nspname, c.relname), false, true, '')))[1]::text "
+    "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+    "AND n.nspname NOT LIKE 'pg_toast%' ORDER BY 1"
+)
+
+
+@dataclass(frozen=True)
+class BackupJob:
+    job: str
+    """Job name; also the folder in the bucket and the metric label."""
+    kind: Literal["postgres"]
+    retention_days: int
+    max_age_hours: int = 26
+    """The restore test fails when the newest backup is older than this."""
+    mode: Mode = "docker"
+    tool_image: str = "postgres:16-alpine"
+    """Image whose pg_dump/pg_restore/psql match the server's major version (docker mode)."""
+    mounts: tuple[str, ...] = ()
+    """Host directories the tools need (the CA file of a verify-full URI), docker mode."""
+
+    def __post_init__(self) -> None:
+        if self.retention_days < 1:
+            raise ValueError("retention_days must be at least 1")
+
+
+def _tool_functions(job: BackupJob) -> str:
+    if job.mode == "host":
+        return textwrap.dedent("""\
+            pg_dump_() { pg_dump "$@"; }
+            pg_restore_() { pg_restore "$@"; }
+            psql_() { psql "$@"; }
+            """)
+    mounts = " ".join(f'-v {m}:{m}:ro' for m in job.mounts)
+    run = f'docker run --rm -i --network host -v "$WORK:$WORK" {mounts} {job.tool_image}'.replace("  ", " ")
+    return textwrap.dedent(f"""\
+        pg_dump_() {{ {run} pg_dump "$@"; }}
+        pg_restore_() {{ {run} pg_restore "$@"; }}
+        psql_() {{ {run} psql "$@"; }}
+        """)
+
+
+def _common(job: BackupJob, what: str) -> str:
+    return textwrap.dedent(f"""\
+        #!/usr/bin/env bash
+        # Rendered by components/backupscripts.py: {what} of {job.job} ({job.kind}).
+        set -euo pipefail
+        umask 077
+        JOB="{job.job}"
+        TEXTFILE_DIR="${{TEXTFILE_DIR:-{TEXTFILE_DIR}}}"
+        : "${{BACKUP_PASSPHRASE:?set in {ENV_DIR}/{job.job}.env}}"
+        : "${{BACKUP_BUCKET:?set in {ENV_DIR}/{job.job}.env}}"
+        # rclone crypt over the R2 remote (RCLONE_CONFIG_R2_* come from the environment file):
+        # names and contents are encrypted before they leave the host.
+        export RCLONE_CONFIG_VAULT_TYPE=crypt
+        export RCLONE_CONFIG_VAULT_REMOTE="r2:${{BACKUP_BUCKET}}/${{JOB}}"
+        RCLONE_CONFIG_VAULT_PASSWORD="$(rclone obscure "$BACKUP_PASSPHRASE")"
+        export RCLONE_CONFIG_VAULT_PASSWORD
+        STARTED="$(date +%s)"
+        WORK="$(mktemp -d)"
+
+        # write_metrics NAME VALUE... -- atomically replace this job's metric file.
+        write_metrics() {{
+          local file="$1" tmp
+          shift
+          mkdir -p "$TEXTFILE_DIR"
+          tmp="$(mktemp "$TEXTFILE_DIR/.$file.XXXXXX")"
+          printf '%s\\n' "$@" >"$tmp"
+          chmod 0644 "$tmp"
+          mv -f "$tmp" "$TEXTFILE_DIR/$file"
+        }}
+
+        fail() {{
+          echo "$JOB: $*" >&2
+          exit 1
+        }}
+        """) + _tool_functions(job)
+
+
+def render_backup_script(job: BackupJob) -> str:
+    labels = f'job=\\"{job.job}\\"'
+    return _common(job, "off-site backup") + textwrap.dedent(f"""\
+        : "${{BACKUP_SOURCE_URI:?set in {ENV_DIR}/{job.job}.env}}"
+        RETENTION_DAYS={job.retention_days}
+
+        on_exit() {{
+          local status=$?
+          rm -rf "$WORK"
+          if [ "$status" -ne 0 ]; then
+            write_metrics "backup-$JOB.prom" \\
+              "platform_backup_success{{{labels}}} 0" \\
+              "platform_backup_last_attempt_timestamp_seconds{{{labels}}} $(date +%s)" \\
+              "platform_backup_last_success_timestamp_seconds{{{labels}}} ${{LAST_SUCCESS:-0}}"
+          fi
+          exit "$status"
+        }}
+        LAST_SUCCESS="$(sed -n 's/^platform_backup_last_success_timestamp_seconds{{[^}}]*}} //p' \\
+          "$TEXTFILE_DIR/backup-$JOB.prom" 2>/dev/null || true)"
+        trap on_exit EXIT
+
+        STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
+        NAME="$JOB-$STAMP"
+        pg_dump_ --format=custom --no-owner --no-privileges --dbname="$BACKUP_SOURCE_URI" \\
+          --file="$WORK/$NAME.dump"
+        psql_ --no-psqlrc --set=ON_ERROR_STOP=1 -At --dbname="$BACKUP_SOURCE_URI" \\
+          -c "{ROW_COUNTS_SQL}" >"$WORK/$NAME.counts"
+        (cd "$WORK" && sha256sum "$NAME.dump" "$NAME.counts" >"$NAME.sha256")
+        SIZE="$(stat -c %s "$WORK/$NAME.dump")"
+        rclone copy --s3-no-check-bucket "$WORK" vault:
+
+        # Retention by the timestamp in each name; the newest backup is never pruned.
+        CUTOFF="$(date -u -d "-$RETENTION_DAYS days" +%Y%m%dT%H%M%SZ)"
+        rclone lsf --files-only vault: | sort >"$WORK.list"
+        NEWEST="$(grep '\\.dump$' "$WORK.list" | tail -n 1 | sed 's/\\.dump$//')"
+        while IFS= read -r file; do
+          stamp="${{file#"$JOB"-}}"
+          stamp="${{stamp%%.*}}"
+          if [[ "$stamp" < "$CUTOFF" && "$file" != "$NEWEST".* ]]; then
+            rclone deletefile "vault:$file"
+            echo "pruned $file"
+          fi
+        done <"$WORK.list"
+        rm -f "$WORK.list"
+
+        NOW="$(date +%s)"
+        LAST_SUCCESS="$NOW"
+        write_metrics "backup-$JOB.prom" \\
+          "platform_backup_success{{{labels}}} 1" \\
+          "platform_backup_last_attempt_timestamp_seconds{{{labels}}} $NOW" \\
+          "platform_backup_last_success_timestamp_seconds{{{labels}}} $NOW" \\
+          "platform_backup_last_size_bytes{{{labels}}} $SIZE" \\
+          "platform_backup_last_duration_seconds{{{labels}}} $((NOW - STARTED))"
+        echo "$JOB: uploaded $NAME ($SIZE bytes)"
+        """)
+
+
+def render_restore_test_script(job: BackupJob) -> str:
+    labels = f'job=\\"{job.job}\\"'
+    scratch_server = ""
+    if job.mode == "docker":
+        # A throwaway server on loopback, its data on tmpfs: the test never touches the source.
+        scratch_server = textwrap.dedent(f"""\
+            SCRATCH_CONTAINER="restore-test-$JOB-$$"
+            docker run -d --rm --name "$SCRATCH_CONTAINER" -e POSTGRES_HOST_AUTH_METHOD=trust \\
+              -p 127.0.0.1:55432:5432 --tmpfs /var/lib/postgresql/data {job.tool_image} >/dev/null
+            RESTORE_SERVER_URI="postgresql://postgres@127.0.0.1:55432"
+            for _ in $(seq 1 60); do
+              psql_ --no-psqlrc -At --dbname="$RESTORE_SERVER_URI/postgres" -c 'SELECT 1' >/dev/null 2>&1 && break
+              sleep 1
+            done
+            """)
+    return _common(job, "weekly restore test") + textwrap.dedent(f"""\
+        MAX_AGE_HOURS={job.max_age_hours}
+        SCRATCH_DB="restore_test_$(date -u +%Y%m%d%H%M%S)_$$"
+        DB_CREATED=0
+
+        on_exit() {{
+          local status=$?
+          if [ "$DB_CREATED" -eq 1 ]; then
+            psql_ --no-psqlrc -q --dbname="$RESTORE_SERVER_URI/postgres" \\
+              -c "DROP DATABASE IF EXISTS $SCRATCH_DB" >/dev/null 2>&1 || true
+          fi
+          if [ -n "${{SCRATCH_CONTAINER:-}}" ]; then
+            docker rm -f "$SCRATCH_CONTAINER" >/dev/null 2>&1 || true
+          fi
+          rm -rf "$WORK"
+          local now success=1
+          now="$(date +%s)"
+          [ "$status" -eq 0 ] || success=0
+          write_metrics "restore-test-$JOB.prom" \\
+            "platform_restore_test_success{{{labels}}} $success" \\
+            "platform_restore_test_last_run_timestamp_seconds{{{labels}}} $now" \\
+            "platform_restore_test_duration_seconds{{{labels}}} $((now - STARTED))"
+          exit "$status"
+        }}
+        trap on_exit EXIT
+        """) + scratch_server + textwrap.dedent(f"""\
+        : "${{RESTORE_SERVER_URI:?the URI of a scratch PostgreSQL server, without a database}}"
+
+        NAME="$(rclone lsf --files-only --include '*.dump' vault: | sort | tail -n 1 | sed 's/\\.dump$//')"
+        [ -n "$NAME" ] || fail "no backup found in R2"
+        STAMP="${{NAME#"$JOB"-}}"
+        TAKEN="$(date -u -d "${{STAMP:0:4}}-${{STAMP:4:2}}-${{STAMP:6:2}} ${{STAMP:9:2}}:${{STAMP:11:2}}:${{STAMP:13:2}}" +%s)" \\
+          || fail "cannot read the time of backup $NAME"
+        AGE_HOURS=$(( ($(date +%s) - TAKEN) / 3600 ))
+        [ "$AGE_HOURS" -le "$MAX_AGE_HOURS" ] || fail "newest backup $NAME is $AGE_HOURS hours old (limit $MAX_AGE_HOURS)"
+
+        for suffix in dump counts sha256; do
+          rclone copyto "vault:$NAME.$suffix" "$WORK/$NAME.$suffix" || fail "$NAME.$suffix is missing"
+        done
+        (cd "$WORK" && sha256sum --quiet --strict -c "$NAME.sha256") || fail "checksum mismatch in $NAME"
+
+        psql_ --no-psqlrc -q --set=ON_ERROR_STOP=1 --dbname="$RESTORE_SERVER_URI/postgres" \\
+          -c "CREATE DATABASE $SCRATCH_DB"
+        DB_CREATED=1
+        pg_restore_ --no-owner --no-privileges --exit-on-error \\
+          --dbname="$RESTORE_SERVER_URI/$SCRATCH_DB" "$WORK/$NAME.dump" || fail "pg_restore of $NAME failed"
+        psql_ --no-psqlrc --set=ON_ERROR_STOP=1 -At --dbname="$RESTORE_SERVER_URI/$SCRATCH_DB" \\
+          -c "{ROW_COUNTS_SQL}" >"$WORK/restored.counts"
+        diff -u "$WORK/$NAME.counts" "$WORK/restored.counts" || fail "row counts differ after restoring $NAME"
+        echo "$JOB: restored $NAME; $(wc -l <"$WORK/restored.counts") tables match"
+        """)
+
+
+def render_units(job: BackupJob, *, backup_calendar: str, restore_calendar: str) -> dict[str, str]:
+    """systemd units: the backup and the restore test, each a oneshot service and its timer."""
+    units: dict[str, str] = {}
+    for role, calendar, description in (
+        ("backup", backup_calendar, f"Off-site backup of {job.job}"),
+        ("restore-test", restore_calendar, f"Restore test of the newest {job.job} backup"),
+    ):
+        unit = f"platform-{role}-{job.job}"
+        units[f"{unit}.service"] = textwrap.dedent(f"""\
+            [Unit]
+            Description={description}
+            Wants=network-online.target
+            After=network-online.target
+
+            [Service]
+            Type=oneshot
+            EnvironmentFile={ENV_DIR}/{job.job}.env
+            ExecStart=/usr/local/sbin/{unit}
+            Nice=10
+            IOSchedulingClass=idle
+            PrivateTmp=true
+            ProtectHome=true
+            NoNewPrivileges=true
+            """)
+        units[f"{unit}.timer"] = textwrap.dedent(f"""\
+            [Unit]
+            Description=Schedule: {description}
+
+            [Timer]
+            OnCalendar={calendar}
+            Persistent=true
+            RandomizedDelaySec=10m
+
+            [Install]
+            WantedBy=timers.target
+            """)
+    return units
