@@ -2,7 +2,7 @@
 
 A backup job dumps its source, records per-table row counts and SHA-256 checksums, encrypts
 everything with rclone crypt (the key is a Pulumi secret) and uploads it to R2; it then prunes
-backups older than the retention (never the newest one). A weekly restore test fetches the newest
+backups older than the retention, only after its own upload succeeded. A weekly restore test fetches the newest
 backup, verifies its checksums, restores it into a scratch database and compares row counts.
 Both write node-exporter textfile metrics, so monitoring alerts on a stale backup or a failed
 restore test.
@@ -135,14 +135,14 @@ def render_backup_script(job: BackupJob) -> str:
         SIZE="$(stat -c %s "$WORK/$NAME.dump")"
         rclone copy --s3-no-check-bucket "$WORK" vault:
 
-        # Retention by the timestamp in each name; the newest backup is never pruned.
+        # Retention by the timestamp in each name. Pruning runs only after this run's upload
+        # succeeded, so a failing job never erodes the backups that exist.
         CUTOFF="$(date -u -d "-$RETENTION_DAYS days" +%Y%m%dT%H%M%SZ)"
         rclone lsf --files-only vault: | sort >"$WORK.list"
-        NEWEST="$(grep '\\.dump$' "$WORK.list" | tail -n 1 | sed 's/\\.dump$//')"
         while IFS= read -r file; do
           stamp="${{file#"$JOB"-}}"
           stamp="${{stamp%%.*}}"
-          if [[ "$stamp" < "$CUTOFF" && "$file" != "$NEWEST".* ]]; then
+          if [[ "$stamp" < "$CUTOFF" ]]; then
             rclone deletefile "vault:$file"
             echo "pruned $file"
           fi

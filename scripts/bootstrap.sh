@@ -32,11 +32,15 @@ declare -A apt_tools=(
   [redis-server]=redis-server
   [dot]=graphviz
   [systemd-analyze]=systemd
+  [pg_dump]=postgresql-client
+  [unshare]=util-linux
 )
 missing=()
 for tool in "${!apt_tools[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || missing+=("${apt_tools[$tool]}")
 done
+# A PostgreSQL server (its binaries live outside PATH) for the backup and restore tests.
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 if [ "${#missing[@]}" -gt 0 ]; then
   sudo_cmd=()
   [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
