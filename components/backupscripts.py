@@ -36,7 +36,7 @@ ROW_COUNTS_SQL = (
 class BackupJob:
     job: str
     """Job name; also the folder in the bucket and the metric label."""
-    kind: Literal["postgres"]
+    kind: Literal["postgres", "mongodb"]
     retention_days: int
     max_age_hours: int = 26
     """The restore test fails when the newest backup is older than this."""
@@ -49,22 +49,29 @@ class BackupJob:
     def __post_init__(self) -> None:
         if self.retention_days < 1:
             raise ValueError("retention_days must be at least 1")
+        if self.kind == "mongodb" and self.mode != "docker":
+            raise ValueError("mongodb backups run the mongo image's tools (docker mode)")
+
+    @property
+    def extension(self) -> str:
+        return {"postgres": "dump", "mongodb": "archive"}[self.kind]
+
+
+MONGO_COUNTS_JS = ("db.getCollectionNames().sort().forEach(function (c) { "
+                   "print(db.getName() + '.' + c + '\\t' + db.getCollection(c).countDocuments({})); })")
+
+
+TOOLS = {"postgres": ("pg_dump", "pg_restore", "psql"),
+         "mongodb": ("mongodump", "mongorestore", "mongosh")}
 
 
 def _tool_functions(job: BackupJob) -> str:
-    if job.mode == "host":
-        return textwrap.dedent("""\
-            pg_dump_() { pg_dump "$@"; }
-            pg_restore_() { pg_restore "$@"; }
-            psql_() { psql "$@"; }
-            """)
-    mounts = " ".join(f'-v {m}:{m}:ro' for m in job.mounts)
-    run = f'docker run --rm -i --network host -v "$WORK:$WORK" {mounts} {job.tool_image}'.replace("  ", " ")
-    return textwrap.dedent(f"""\
-        pg_dump_() {{ {run} pg_dump "$@"; }}
-        pg_restore_() {{ {run} pg_restore "$@"; }}
-        psql_() {{ {run} psql "$@"; }}
-        """)
+    """``<tool>_`` shell functions: the host's tool, or the same tool from the pinned image."""
+    prefix = ""
+    if job.mode == "docker":
+        mounts = "".join(f" -v {m}:{m}:ro" for m in job.mounts)
+        prefix = f'docker run --rm -i --network host -v "$WORK:$WORK"{mounts} {job.tool_image} '
+    return "".join(f'{tool}_() {{ {prefix}{tool} "$@"; }}\n' for tool in TOOLS[job.kind])
 
 
 def _common(job: BackupJob, what: str) -> str:
@@ -104,6 +111,16 @@ def _common(job: BackupJob, what: str) -> str:
         """) + _tool_functions(job)
 
 
+def _dump_and_count(job: BackupJob) -> str:
+    if job.kind == "mongodb":
+        return ('mongodump_ --uri="$BACKUP_SOURCE_URI" --archive="$WORK/$NAME.archive" --gzip\n'
+                f'mongosh_ --quiet "$BACKUP_SOURCE_URI" --eval "{MONGO_COUNTS_JS}" >"$WORK/$NAME.counts"')
+    return ('pg_dump_ --format=custom --no-owner --no-privileges --dbname="$BACKUP_SOURCE_URI" \\\n'
+            '  --file="$WORK/$NAME.dump"\n'
+            'psql_ --no-psqlrc --set=ON_ERROR_STOP=1 -At --dbname="$BACKUP_SOURCE_URI" \\\n'
+            f'  -c "{ROW_COUNTS_SQL}" >"$WORK/$NAME.counts"')
+
+
 def render_backup_script(job: BackupJob) -> str:
     labels = f'job=\\"{job.job}\\"'
     return _common(job, "off-site backup") + textwrap.dedent(f"""\
@@ -127,12 +144,9 @@ def render_backup_script(job: BackupJob) -> str:
 
         STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
         NAME="$JOB-$STAMP"
-        pg_dump_ --format=custom --no-owner --no-privileges --dbname="$BACKUP_SOURCE_URI" \\
-          --file="$WORK/$NAME.dump"
-        psql_ --no-psqlrc --set=ON_ERROR_STOP=1 -At --dbname="$BACKUP_SOURCE_URI" \\
-          -c "{ROW_COUNTS_SQL}" >"$WORK/$NAME.counts"
-        (cd "$WORK" && sha256sum "$NAME.dump" "$NAME.counts" >"$NAME.sha256")
-        SIZE="$(stat -c %s "$WORK/$NAME.dump")"
+        @@DUMP@@
+        (cd "$WORK" && sha256sum "$NAME.{job.extension}" "$NAME.counts" >"$NAME.sha256")
+        SIZE="$(stat -c %s "$WORK/$NAME.{job.extension}")"
         rclone copy --s3-no-check-bucket "$WORK" vault:
 
         # Retention by the timestamp in each name. Pruning runs only after this run's upload
@@ -158,35 +172,78 @@ def render_backup_script(job: BackupJob) -> str:
           "platform_backup_last_size_bytes{{{labels}}} $SIZE" \\
           "platform_backup_last_duration_seconds{{{labels}}} $((NOW - STARTED))"
         echo "$JOB: uploaded $NAME ($SIZE bytes)"
+        """).replace("@@DUMP@@", _dump_and_count(job))
+
+
+def _scratch_server(job: BackupJob) -> str:
+    """A throwaway server on loopback with its data on tmpfs: the test never touches the source."""
+    if job.kind == "mongodb":
+        return textwrap.dedent(f"""\
+            SCRATCH_CONTAINER="restore-test-$JOB-$$"
+            docker run -d --rm --name "$SCRATCH_CONTAINER" -p 127.0.0.1:57017:27017 \\
+              --tmpfs /data/db {job.tool_image} >/dev/null
+            RESTORE_SERVER_URI="mongodb://127.0.0.1:57017"
+            for _ in $(seq 1 60); do
+              mongosh_ --quiet "$RESTORE_SERVER_URI" --eval 'db.runCommand({{ping: 1}})' >/dev/null 2>&1 && break
+              sleep 1
+            done
+            """)
+    if job.mode == "host":
+        return ""
+    return textwrap.dedent(f"""\
+        SCRATCH_CONTAINER="restore-test-$JOB-$$"
+        docker run -d --rm --name "$SCRATCH_CONTAINER" -e POSTGRES_HOST_AUTH_METHOD=trust \\
+          -p 127.0.0.1:55432:5432 --tmpfs /var/lib/postgresql/data {job.tool_image} >/dev/null
+        RESTORE_SERVER_URI="postgresql://postgres@127.0.0.1:55432"
+        for _ in $(seq 1 60); do
+          psql_ --no-psqlrc -At --dbname="$RESTORE_SERVER_URI/postgres" -c 'SELECT 1' >/dev/null 2>&1 && break
+          sleep 1
+        done
+        """)
+
+
+def _restore_and_count(job: BackupJob) -> str:
+    if job.kind == "mongodb":
+        return textwrap.dedent(f"""\
+            DB_NAME="${{BACKUP_SOURCE_URI##*/}}"
+            DB_NAME="${{DB_NAME%%\\?*}}"
+            mongorestore_ --uri="$RESTORE_SERVER_URI" --archive="$WORK/$NAME.archive" --gzip --drop \\
+              || fail "mongorestore of $NAME failed"
+            mongosh_ --quiet "$RESTORE_SERVER_URI/$DB_NAME" --eval "{MONGO_COUNTS_JS}" >"$WORK/restored.counts"
+            """)
+    return textwrap.dedent(f"""\
+        psql_ --no-psqlrc -q --set=ON_ERROR_STOP=1 --dbname="$RESTORE_SERVER_URI/postgres" \\
+          -c "CREATE DATABASE $SCRATCH_DB"
+        DB_CREATED=1
+        pg_restore_ --no-owner --no-privileges --exit-on-error \\
+          --dbname="$RESTORE_SERVER_URI/$SCRATCH_DB" "$WORK/$NAME.dump" || fail "pg_restore of $NAME failed"
+        psql_ --no-psqlrc --set=ON_ERROR_STOP=1 -At --dbname="$RESTORE_SERVER_URI/$SCRATCH_DB" \\
+          -c "{ROW_COUNTS_SQL}" >"$WORK/restored.counts"
+        """)
+
+
+def _drop_scratch_database(job: BackupJob) -> str:
+    if job.kind == "mongodb":
+        return ""  # the scratch container goes, and its tmpfs with it
+    return textwrap.dedent("""\
+        if [ "$DB_CREATED" -eq 1 ]; then
+          psql_ --no-psqlrc -q --dbname="$RESTORE_SERVER_URI/postgres" \\
+            -c "DROP DATABASE IF EXISTS $SCRATCH_DB" >/dev/null 2>&1 || true
+        fi
         """)
 
 
 def render_restore_test_script(job: BackupJob) -> str:
     labels = f'job=\\"{job.job}\\"'
-    scratch_server = ""
-    if job.mode == "docker":
-        # A throwaway server on loopback, its data on tmpfs: the test never touches the source.
-        scratch_server = textwrap.dedent(f"""\
-            SCRATCH_CONTAINER="restore-test-$JOB-$$"
-            docker run -d --rm --name "$SCRATCH_CONTAINER" -e POSTGRES_HOST_AUTH_METHOD=trust \\
-              -p 127.0.0.1:55432:5432 --tmpfs /var/lib/postgresql/data {job.tool_image} >/dev/null
-            RESTORE_SERVER_URI="postgresql://postgres@127.0.0.1:55432"
-            for _ in $(seq 1 60); do
-              psql_ --no-psqlrc -At --dbname="$RESTORE_SERVER_URI/postgres" -c 'SELECT 1' >/dev/null 2>&1 && break
-              sleep 1
-            done
-            """)
-    return _common(job, "weekly restore test") + textwrap.dedent(f"""\
+    ext = job.extension
+    header = textwrap.dedent(f"""\
         MAX_AGE_HOURS={job.max_age_hours}
         SCRATCH_DB="restore_test_$(date -u +%Y%m%d%H%M%S)_$$"
         DB_CREATED=0
 
         on_exit() {{
           local status=$?
-          if [ "$DB_CREATED" -eq 1 ]; then
-            psql_ --no-psqlrc -q --dbname="$RESTORE_SERVER_URI/postgres" \\
-              -c "DROP DATABASE IF EXISTS $SCRATCH_DB" >/dev/null 2>&1 || true
-          fi
+        @@DROP@@
           if [ -n "${{SCRATCH_CONTAINER:-}}" ]; then
             docker rm -f "$SCRATCH_CONTAINER" >/dev/null 2>&1 || true
           fi
@@ -201,10 +258,13 @@ def render_restore_test_script(job: BackupJob) -> str:
           exit "$status"
         }}
         trap on_exit EXIT
-        """) + scratch_server + textwrap.dedent(f"""\
-        : "${{RESTORE_SERVER_URI:?the URI of a scratch PostgreSQL server, without a database}}"
+        """).replace("@@DROP@@\n", textwrap.indent(_drop_scratch_database(job), "  "))
+    if job.kind == "mongodb":
+        header = header.replace('SCRATCH_DB="restore_test_$(date -u +%Y%m%d%H%M%S)_$$"\nDB_CREATED=0\n', "")
+    body = textwrap.dedent(f"""\
+        : "${{RESTORE_SERVER_URI:?the URI of a scratch server, without a database}}"
 
-        NAME="$(rclone lsf --files-only --include '*.dump' vault: | sort | tail -n 1 | sed 's/\\.dump$//')"
+        NAME="$(rclone lsf --files-only --include '*.{ext}' vault: | sort | tail -n 1 | sed 's/\\.{ext}$//')"
         [ -n "$NAME" ] || fail "no backup found in R2"
         STAMP="${{NAME#"$JOB"-}}"
         TAKEN="$(date -u -d "${{STAMP:0:4}}-${{STAMP:4:2}}-${{STAMP:6:2}} ${{STAMP:9:2}}:${{STAMP:11:2}}:${{STAMP:13:2}}" +%s)" \\
@@ -212,21 +272,16 @@ def render_restore_test_script(job: BackupJob) -> str:
         AGE_HOURS=$(( ($(date +%s) - TAKEN) / 3600 ))
         [ "$AGE_HOURS" -le "$MAX_AGE_HOURS" ] || fail "newest backup $NAME is $AGE_HOURS hours old (limit $MAX_AGE_HOURS)"
 
-        for suffix in dump counts sha256; do
+        for suffix in {ext} counts sha256; do
           rclone copyto "vault:$NAME.$suffix" "$WORK/$NAME.$suffix" || fail "$NAME.$suffix is missing"
         done
         (cd "$WORK" && sha256sum --quiet --strict -c "$NAME.sha256") || fail "checksum mismatch in $NAME"
 
-        psql_ --no-psqlrc -q --set=ON_ERROR_STOP=1 --dbname="$RESTORE_SERVER_URI/postgres" \\
-          -c "CREATE DATABASE $SCRATCH_DB"
-        DB_CREATED=1
-        pg_restore_ --no-owner --no-privileges --exit-on-error \\
-          --dbname="$RESTORE_SERVER_URI/$SCRATCH_DB" "$WORK/$NAME.dump" || fail "pg_restore of $NAME failed"
-        psql_ --no-psqlrc --set=ON_ERROR_STOP=1 -At --dbname="$RESTORE_SERVER_URI/$SCRATCH_DB" \\
-          -c "{ROW_COUNTS_SQL}" >"$WORK/restored.counts"
-        diff -u "$WORK/$NAME.counts" "$WORK/restored.counts" || fail "row counts differ after restoring $NAME"
+        @@RESTORE@@
+        diff -u "$WORK/$NAME.counts" "$WORK/restored.counts" || fail "counts differ after restoring $NAME"
         echo "$JOB: restored $NAME; $(wc -l <"$WORK/restored.counts") tables match"
-        """)
+        """).replace("@@RESTORE@@\n", _restore_and_count(job))
+    return _common(job, "weekly restore test") + header + _scratch_server(job) + body
 
 
 def render_units(job: BackupJob, *, backup_calendar: str, restore_calendar: str) -> dict[str, str]:

@@ -49,8 +49,9 @@ class ManagedDatabaseClusterArgs:
     """Region slug; changing it replaces the cluster."""
     vpc_id: pulumi.Input[str]
     """Private network of the cluster; its clients connect over the private host."""
-    trusted_sources: Sequence[TrustedSourceInput]
-    """Who may connect: app and mgmt tier only. One DatabaseFirewall holds them all."""
+    trusted_sources: Optional[Sequence[TrustedSourceInput]]
+    """Who may connect: app and mgmt tier only. One DatabaseFirewall holds them all. None when
+    a client needs the cluster's URI before it exists (an App): call ``admit`` once it does."""
     maintenance_day: str = "sunday"
     """Day of the maintenance window."""
     maintenance_hour: str = "02:00"
@@ -108,20 +109,10 @@ class ManagedDatabaseCluster(pulumi.ComponentResource):
                 import_=args.adopt_cluster_id)),
         )
         self.cluster_id = self.cluster.id
-        for source in args.trusted_sources:
-            if not tiers.may_reach(source.tier, tiers.Tier.DATA):
-                raise ValueError(f"{name}: the {source.tier.value} tier may not reach the data tier")
-            if source.kind == "ip_addr" and isinstance(source.value, str) and tiers.is_world(source.value):
-                raise ValueError(f"{name}: a database is never open to the world")
-        if not args.trusted_sources:
-            raise ValueError(f"{name}: a database firewall needs at least one trusted source")
-        self.firewall = do.DatabaseFirewall(
-            f"{name}-firewall",
-            cluster_id=self.cluster.id,
-            rules=[do.DatabaseFirewallRuleArgs(type=s.kind, value=s.value)
-                   for s in args.trusted_sources],
-            opts=pulumi.ResourceOptions(parent=self),
-        )
+        self._name = name
+        self.firewall: Optional[do.DatabaseFirewall] = None
+        if args.trusted_sources is not None:
+            self.admit(args.trusted_sources)
         self.databases = {
             db: do.DatabaseDb(f"{name}-db-{db}", cluster_id=self.cluster.id, name=db, opts=stateful)
             for db in args.databases
@@ -153,6 +144,25 @@ class ManagedDatabaseCluster(pulumi.ComponentResource):
             "port": self.port,
             "ca_certificate": self.ca_certificate,
         })
+
+    def admit(self, sources: Sequence[TrustedSourceInput]) -> do.DatabaseFirewall:
+        """Create the cluster's one DatabaseFirewall from tier-checked trusted sources."""
+        if self.firewall is not None:
+            raise ValueError(f"{self._name}: a cluster has exactly one firewall; admit() once")
+        if not sources:
+            raise ValueError(f"{self._name}: a database firewall needs at least one trusted source")
+        for source in sources:
+            if not tiers.may_reach(source.tier, tiers.Tier.DATA):
+                raise ValueError(f"{self._name}: the {source.tier.value} tier may not reach the data tier")
+            if source.kind == "ip_addr" and isinstance(source.value, str) and tiers.is_world(source.value):
+                raise ValueError(f"{self._name}: a database is never open to the world")
+        self.firewall = do.DatabaseFirewall(
+            f"{self._name}-firewall",
+            cluster_id=self.cluster.id,
+            rules=[do.DatabaseFirewallRuleArgs(type=s.kind, value=s.value) for s in sources],
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        return self.firewall
 
     def uri(self, *, ca_path: str, user: Optional[str] = None, database: Optional[str] = None,
             pool: Optional[str] = None) -> pulumi.Output[str]:

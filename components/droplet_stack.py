@@ -60,6 +60,8 @@ class DropletStackArgs:
     """ID of an existing droplet to adopt instead of creating one (see README, Adoption)."""
     protect: bool = False
     """Protect the droplet from deletion and keep it if removed from the program (prod)."""
+    reserved_ip: bool = True
+    """A reserved IP keeps the public address across rebuilds; internal hosts do without."""
 
 
 class DropletStack(pulumi.ComponentResource):
@@ -123,16 +125,19 @@ class DropletStack(pulumi.ComponentResource):
             outbound_rules=[do.FirewallOutboundRuleArgs(**r) for r in tiers.DIGITALOCEAN_OUTBOUND],
             opts=child,
         )
-        self.reserved_ip = do.ReservedIp(f"{name}-ip", region=args.region,
-                                         opts=pulumi.ResourceOptions(parent=self,
-                                                                     protect=args.protect))
-        do.ReservedIpAssignment(f"{name}-ip-assignment", ip_address=self.reserved_ip.ip_address,
-                                droplet_id=self.droplet.id.apply(int), opts=child)
+        managed = [self.droplet.droplet_urn]
+        self.public_ip = self.droplet.ipv4_address
+        if args.reserved_ip:
+            self.reserved_ip = do.ReservedIp(f"{name}-ip", region=args.region,
+                                             opts=pulumi.ResourceOptions(parent=self,
+                                                                         protect=args.protect))
+            do.ReservedIpAssignment(f"{name}-ip-assignment", ip_address=self.reserved_ip.ip_address,
+                                    droplet_id=self.droplet.id.apply(int), opts=child)
+            managed.append(self.reserved_ip.urn)
+            self.public_ip = self.reserved_ip.ip_address
         if args.project_id is not None:
             do.ProjectResources(f"{name}-project-resources", project=args.project_id,
-                                resources=[self.droplet.droplet_urn, self.reserved_ip.urn],
-                                opts=child)
-        self.public_ip = self.reserved_ip.ip_address
+                                resources=managed, opts=child)
         self.private_ip = self.droplet.ipv4_address_private
 
         # Remote commands use the droplet's own address: it answers before the reserved IP is

@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Literal, Mapping, Sequence
 
 import pulumi
+import pulumi_digitalocean as do
 from pydantic import Field, ValidationInfo, model_validator
 
+from components.app_platform import AppComponent
 from components.containers import ContainerSpec
 from stacks.model import Hostname, StrictModel
 
@@ -18,6 +20,17 @@ class Product(pulumi.ComponentResource):
 
     def __init__(self, name: str, opts: pulumi.ResourceOptions | None = None):
         super().__init__(f"platform:products:{name.capitalize()}", name, None, opts)
+
+
+def product_foundation(product: Product, *, name: str, label: str, production: bool,
+                       region: str, ip_range: str) -> tuple[do.Project, do.Vpc]:
+    """The DigitalOcean project that lists a product's resources and the product's own VPC."""
+    project = do.Project(f"{name}-project", name=f"{label} {name.split('-', 1)[1]}",
+                         environment="Production" if production else "Staging",
+                         purpose="Web Application", opts=pulumi.ResourceOptions(parent=product))
+    vpc = do.Vpc(f"{name}-vpc", name=name, region=region, ip_range=ip_range,
+                 opts=pulumi.ResourceOptions(parent=product, protect=production))
+    return project, vpc
 
 
 class DnsConfig(StrictModel):
@@ -46,13 +59,13 @@ def check_hosts_in_zone(hosts: Sequence[str], zone: str) -> None:
         raise ValueError(f"hosts outside the DNS zone {zone}: {', '.join(outside)}")
 
 
-def check_secret_keys(product: str, services: Sequence[ContainerSpec]) -> None:
+def check_secret_keys(product: str, services: Sequence[ContainerSpec | AppComponent]) -> None:
     import re
 
     for spec in services:
         for env_name, key in spec.secret_env.items():
             if not re.match(SECRET_KEY_PATTERN, key) or not key.startswith(f"{product}_"):
-                raise ValueError(f"services {spec.name}: secret_env {env_name} -> {key!r}: secret "
+                raise ValueError(f"{spec.name}: secret_env {env_name} -> {key!r}: secret "
                                  f"keys are lower_snake_case and start with {product}_")
 
 

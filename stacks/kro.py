@@ -25,8 +25,8 @@ from components.ingress import Ingress, IngressRoute
 from components.backup import R2Backup, R2BackupArgs
 from components.backupscripts import BackupJob
 from components.workloads import HostFile, host_path_for
-from stacks.common import (BackupConfig, DnsConfig, Product, check_hosts_in_zone, check_secret_keys,
-                           merge_env, service_secret_env)
+from stacks.common import (BackupConfig, DnsConfig, Product, check_hosts_in_zone,
+                           check_secret_keys, merge_env, product_foundation, service_secret_env)
 from stacks.config import DO_REGIONS, SecretKey
 from stacks.model import Cidr, Hostname, ResourceName, StrictModel
 from stacks.definition import ProductDefinition
@@ -149,11 +149,8 @@ def build(ctx, cfg: KroConfig) -> dict:
     product = Product("kro")
     child = pulumi.ResourceOptions(parent=product)
 
-    project = do.Project(f"{name}-project", name=f"KRO {env.name}",
-                         environment="Production" if prod else "Staging",
-                         purpose="Web Application", opts=child)
-    vpc = do.Vpc(f"{name}-vpc", name=name, region=region, ip_range=cfg.vpc_ip_range,
-                 opts=pulumi.ResourceOptions(parent=product, protect=prod))
+    project, vpc = product_foundation(product, name=name, label="KRO", production=prod,
+                                      region=region, ip_range=cfg.vpc_ip_range)
 
     host = DropletStack(name, DropletStackArgs(
         region=region, size=cfg.droplet.size, image=cfg.droplet.image,

