@@ -2,8 +2,10 @@
 
     python -m synth STACK [--json PATH] [--markdown PATH] [--policy]   synthesize a stack
     python -m synth check STATE.json [--stack NAME] [--config PATH]    run the policy pack
+    python -m synth diff BASE.json HEAD.json [--markdown PATH]         what a change does
 
-Exit codes: 0 success, 1 failure or a mandatory policy violation, 2 invalid stack config.
+Exit codes: 0 success, 1 failure or a mandatory policy violation, 2 invalid stack config,
+3 (diff) the change replaces or deletes a stateful or protected resource.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ def _synth_parser() -> argparse.ArgumentParser:
     parser.add_argument("--stack-file", type=Path, help="read config from this file instead")
     parser.add_argument("--json", type=Path, dest="json_path", help="write the desired state here")
     parser.add_argument("--markdown", type=Path, help="write a Markdown summary here")
+    parser.add_argument("--diagram-svg", type=Path, help="write the tier diagram as SVG (Graphviz)")
     parser.add_argument("--policy", action="store_true",
                         help="run the policy pack; exit 1 on a mandatory violation")
     parser.add_argument("--policy-config", type=Path,
@@ -56,6 +59,29 @@ def _policy_config(path: Path | None, stack: str) -> dict:
     if path is not None:
         return json.loads(path.read_text())
     return load_policy_config(stack)
+
+
+def diff(argv: list[str]) -> int:
+    from synth.cost import PriceTable, delta_markdown
+    from synth.diff import diff_states, markdown
+
+    parser = argparse.ArgumentParser(prog="python -m synth diff",
+                                     description="Markdown of what HEAD changes relative to BASE.")
+    parser.add_argument("base", type=Path)
+    parser.add_argument("head", type=Path)
+    parser.add_argument("--markdown", type=Path, help="also write the Markdown here")
+    args = parser.parse_args(argv)
+    try:
+        base, head = (json.loads(p.read_text()) for p in (args.base, args.head))
+    except (OSError, json.JSONDecodeError) as exc:
+        print(f"error: cannot read a state file: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    result = diff_states(base, head)
+    text = markdown(result, base, head, delta_markdown(base, head, PriceTable.load()))
+    print(text)
+    if args.markdown:
+        args.markdown.write_text(text)
+    return result.exit_code
 
 
 def check(argv: list[str]) -> int:
@@ -110,6 +136,11 @@ def synth(argv: list[str]) -> int:
         exit_code = EXIT_FAILED if has_mandatory(violations) else EXIT_OK
     if args.json_path:
         args.json_path.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+    if args.diagram_svg:
+        from synth.diagram import write_svg
+        from synth.state import State
+
+        write_svg(State(state), args.diagram_svg)
     if args.markdown:
         args.markdown.write_text(markdown(state) + "\n")
     print(text_table(state))
@@ -122,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "check":
         return check(argv[1:])
+    if argv and argv[0] == "diff":
+        return diff(argv[1:])
     return synth(argv)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import hashlib
 import json
 import os
 import runpy
@@ -203,7 +204,13 @@ class CaptureMonitor(pulumi_mocks.MockMonitor):
         inputs, secret_keys = decode_struct(request.object)
         self._record(request, urn, inputs, secret_keys, read=False)
         if secret_keys:
-            self.capture.revealed_inputs[urn] = decode_struct(request.object, reveal=True)[0]
+            revealed = decode_struct(request.object, reveal=True)[0]
+            self.capture.revealed_inputs[urn] = revealed
+            # Synth only ever holds placeholders and mock values, so a short digest reveals
+            # nothing real; it lets a diff say that a secret changed without showing it.
+            self.capture.resources[-1]["secret_digests"] = {
+                key: hashlib.sha256(json.dumps(revealed.get(key), sort_keys=True).encode()).hexdigest()[:16]
+                for key in secret_keys}
 
         resource_args = pulumi_mocks.MockResourceArgs(
             typ=request.type,

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
 from synth.engine import PROJECT_ROOT, Capture, SynthMocks, program_from_main, run_program
-from synth.stackfile import PLACEHOLDER_SECRET, StackFile, load_stack_file, project_name
+from synth.stackfile import StackFile, load_stack_file, placeholder_for, project_name
 
 
 def stack_file_path(stack: str, project_dir: Path = PROJECT_ROOT) -> Path:
@@ -27,7 +27,7 @@ def with_placeholder_secrets(stack_file: StackFile) -> list[str]:
     for secret in config.required_secrets():
         key = f"{prefix}{secret.key}"
         if key not in stack_file.config:
-            stack_file.config[key] = PLACEHOLDER_SECRET
+            stack_file.config[key] = placeholder_for(key)
             stack_file.secret_keys.append(key)
             filled.append(key)
     return filled

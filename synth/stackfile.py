@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,6 +11,11 @@ from typing import Any
 import yaml
 
 PLACEHOLDER_SECRET = "synth-placeholder-secret"
+
+
+def placeholder_for(key: str) -> str:
+    """A distinct placeholder per key, so pointing a service at another secret shows in a diff."""
+    return f"{PLACEHOLDER_SECRET}:{key}"
 
 
 class StackFileError(Exception):
@@ -49,7 +55,7 @@ def _mask_secure(value: Any) -> tuple[Any, bool]:
     """Replace every ``{secure: ...}`` leaf (it needs the stack's key to decrypt) by a placeholder."""
     if isinstance(value, dict):
         if set(value) == {"secure"}:
-            return PLACEHOLDER_SECRET, True
+            return PLACEHOLDER_SECRET + ":" + hashlib.sha256(str(value["secure"]).encode()).hexdigest()[:12], True
         found = False
         out = {}
         for key, item in value.items():

@@ -33,6 +33,12 @@ def text_table(state: dict[str, Any]) -> str:
         custom = sum(n for t, n in table[product].items() if not t.startswith("platform:"))
         lines.append(f"  {product:<12} {custom:>4} cloud resources, "
                      f"{sum(table[product].values()) - custom} components")
+    from synth.cost import PriceTable, estimate, totals
+
+    monthly = totals(estimate(state, PriceTable.load())[0])
+    if monthly:
+        lines.append("  monthly estimate (list prices): " + ", ".join(
+            f"{p} {v:,.2f}" for p, v in monthly.items()) + f"; total {sum(monthly.values()):,.2f} USD")
     if state.get("secret_placeholders"):
         lines.append("  secrets not in the stack file, filled with placeholders: "
                      + ", ".join(state["secret_placeholders"]))
@@ -48,6 +54,12 @@ def markdown(state: dict[str, Any]) -> str:
         for type_, count in sorted(table[product].items()):
             out.append(f"| `{type_}` | {count} |")
         out.append("")
+    from synth.cost import PriceTable, cost_markdown
+    from synth.diagram import mermaid
+    from synth.state import State
+
+    out += cost_markdown(state, PriceTable.load()) + [""]
+    out += ["## Tiers", "", "```mermaid", mermaid(State(state)).rstrip(), "```", ""]
     if state.get("violations") is not None:
         out += ["## Policy", ""]
         if not state["violations"]:

@@ -1,0 +1,182 @@
+"""The tier diagram of a desired state: hosts, services and data stores grouped by tier, joined
+only by the flows the captured rules allow (firewall rules, database trusted sources, nginx
+upstreams, published container ports, App Platform ingress, backup runners). Drawn from the
+capture, not from config, so it shows what will be deployed.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from synth.state import State
+
+TIERS = ("edge", "app", "data", "mgmt")
+INTERNET, ADMINS = "internet", "admins"
+DROPLET = "digitalocean:index/droplet:Droplet"
+FIREWALL = "digitalocean:index/firewall:Firewall"
+CLUSTER = "digitalocean:index/databaseCluster:DatabaseCluster"
+DB_FIREWALL = "digitalocean:index/databaseFirewall:DatabaseFirewall"
+APP = "digitalocean:index/app:App"
+CONTAINER = "docker:index/container:Container"
+COMMAND = "command:remote:Command"
+BUCKETS = ("digitalocean:index/spacesBucket:SpacesBucket", "cloudflare:index/r2Bucket:R2Bucket",
+           "minio:index/s3Bucket:S3Bucket")
+
+
+@dataclass(frozen=True, order=True)
+class Edge:
+    source: str
+    target: str
+    label: str
+
+
+def _world(cidr: str) -> bool:
+    return cidr in ("0.0.0.0/0", "::/0")
+
+
+def _labels(container: dict[str, Any]) -> dict[str, str]:
+    return {l.get("label"): l.get("value") for l in container["inputs"].get("labels") or []}
+
+
+def nodes(state: State) -> dict[str, str]:
+    """Node name -> tier."""
+    tiers: dict[str, str] = {}
+    for firewall in state.of_type(FIREWALL):
+        tier = str(firewall["inputs"].get("name", "")).rsplit("-", 1)[-1]
+        for urn in firewall["dependencies"]:
+            droplet = state.by_urn.get(urn)
+            if droplet and droplet["type"] == DROPLET and tier in TIERS:
+                tiers[droplet["name"]] = tier
+    for droplet in state.of_type(DROPLET):
+        tags = [t[5:] for t in droplet["inputs"].get("tags") or [] if t.startswith("tier-")]
+        tiers.setdefault(droplet["name"], tags[0] if tags else "app")
+    for container in state.of_type(CONTAINER):
+        tiers[container["name"]] = _labels(container).get("platform.tier", "app")
+    for app in state.of_type(APP):
+        tiers[app["name"]] = "app"
+    for resource in state.of_type(CLUSTER) + [r for t in BUCKETS for r in state.of_type(t)]:
+        tiers[resource["name"]] = "data"
+    return tiers
+
+
+def _droplet_of(state: State, resource: dict[str, Any]) -> str | None:
+    """The droplet whose component holds a resource, or that a command chain leads to."""
+    for urn in [resource["urn"], *sorted(state.all_dependencies(resource))]:
+        item = state.by_urn.get(urn)
+        if item is None:
+            continue
+        if item["type"] == DROPLET:
+            return item["name"]
+        parent = state.by_urn.get(item.get("parent") or "")
+        if parent and parent["type"] == "platform:components:DropletStack":
+            droplets = [c for c in state.children(parent) if c["type"] == DROPLET]
+            if droplets:
+                return droplets[0]["name"]
+    return None
+
+
+def flows(state: State) -> set[Edge]:
+    edges: set[Edge] = set()
+    for firewall in state.of_type(FIREWALL):
+        targets = [state.by_urn[u]["name"] for u in firewall["dependencies"]
+                   if u in state.by_urn and state.by_urn[u]["type"] == DROPLET]
+        for rule in firewall["inputs"].get("inboundRules") or []:
+            sources = rule.get("sourceAddresses") or []
+            port = rule.get("portRange", "all")
+            for target in targets:
+                if any(_world(s) for s in sources):
+                    edges.add(Edge(INTERNET, target, str(port)))
+                if any(not _world(s) for s in sources):
+                    edges.add(Edge(ADMINS, target, str(port)))
+    for db_firewall in state.of_type(DB_FIREWALL):
+        clusters = [state.by_urn[u]["name"] for u in db_firewall["dependencies"]
+                    if u in state.by_urn and state.by_urn[u]["type"] == CLUSTER]
+        clients = [state.by_urn[u]["name"] for u in db_firewall["dependencies"]
+                   if u in state.by_urn and state.by_urn[u]["type"] in (DROPLET, APP)]
+        for rule in db_firewall["inputs"].get("rules") or []:
+            if rule.get("type") == "ip_addr" and _world(str(rule.get("value"))):
+                clients_for_rule = [INTERNET]
+            else:
+                clients_for_rule = clients
+            for cluster in clusters:
+                for client in clients_for_rule:
+                    edges.add(Edge(client, cluster, "db"))
+    by_alias: dict[tuple[str, str], str] = {}
+    for container in state.of_type(CONTAINER):
+        host = _droplet_of(state, container)
+        for network in container["inputs"].get("networksAdvanced") or []:
+            for alias in network.get("aliases") or []:
+                by_alias[(host or "", alias)] = container["name"]
+        for port in container["inputs"].get("ports") or []:
+            if (port.get("ip") or "0.0.0.0") in ("0.0.0.0", "::"):
+                edges.add(Edge(INTERNET, container["name"], str(port.get("external"))))
+    for command in state.of_type(COMMAND):
+        text = str(command["inputs"].get("stdin") or "")
+        host = _droplet_of(state, command)
+        nginx = by_alias.get((host or "", "nginx"))
+        for alias, port in re.findall(r"set \$upstream_\w+ ([a-z0-9-]+):(\d+);", text):
+            target = by_alias.get((host or "", alias))
+            if nginx and target:
+                edges.add(Edge(nginx, target, port))
+    for app in state.of_type(APP):
+        spec = app["inputs"].get("spec") if isinstance(app["inputs"].get("spec"), dict) else {}
+        if (spec.get("ingress") or {}).get("rules"):
+            edges.add(Edge(INTERNET, app["name"], "443"))
+        text = str(spec)
+        for bucket in state.of_type("digitalocean:index/spacesBucket:SpacesBucket"):
+            if str(bucket["inputs"].get("name")) in text:
+                edges.add(Edge(app["name"], bucket["name"], "s3"))
+    for backup in state.of_type("platform:components:R2Backup"):
+        children = state.children(backup)
+        install = [c for c in children if c["type"] == COMMAND and c["name"].endswith("-install")]
+        buckets = [c["name"] for c in children if c["type"] == "cloudflare:index/r2Bucket:R2Bucket"]
+        runner = _droplet_of(state, install[0]) if install else None
+        for bucket in buckets:
+            if runner:
+                edges.add(Edge(runner, bucket, "backup"))
+    return edges
+
+
+def _id(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_]", "_", name)
+
+
+def mermaid(state: State) -> str:
+    tiers = nodes(state)
+    lines = ["flowchart LR", f"  {INTERNET}((internet))", f"  {ADMINS}((admin CIDRs))"]
+    for tier in TIERS:
+        members = sorted(n for n, t in tiers.items() if t == tier)
+        lines.append(f"  subgraph tier_{tier}[{tier} tier]")
+        lines += [f"    {_id(n)}[\"{n}\"]" for n in members] or [f"    empty_{tier}[\" \"]"]
+        lines.append("  end")
+    for edge in sorted(flows(state)):
+        lines.append(f"  {_id(edge.source)} -->|{edge.label}| {_id(edge.target)}")
+    return "\n".join(lines) + "\n"
+
+
+def dot(state: State) -> str:
+    tiers = nodes(state)
+    lines = ["digraph tiers {", "  rankdir=LR;", '  node [shape=box, fontname="Helvetica"];',
+             f'  {INTERNET} [shape=ellipse, label="internet"];', f'  {ADMINS} [shape=ellipse, label="admin CIDRs"];']
+    for tier in TIERS:
+        lines.append(f'  subgraph cluster_{tier} {{ label="{tier} tier";')
+        members = sorted(n for n, t in tiers.items() if t == tier)
+        lines += [f'    {_id(n)} [label="{n}"];' for n in members] or [f'    empty_{tier} [label="", shape=none];']
+        lines.append("  }")
+    for edge in sorted(flows(state)):
+        lines.append(f'  {_id(edge.source)} -> {_id(edge.target)} [label="{edge.label}"];')
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def write_svg(state: State, path: Path) -> None:
+    binary = shutil.which("dot")
+    if binary is None:
+        raise RuntimeError("Graphviz `dot` is not installed (Debian package graphviz)")
+    svg = subprocess.run([binary, "-Tsvg"], input=dot(state), capture_output=True, text=True, check=True).stdout
+    path.write_text(svg)

@@ -1,0 +1,259 @@
+"""Pull-request previews: the plan diff, the tier diagram, the cost estimate and the workflows."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from synth.cost import PriceTable, estimate, totals
+from synth.diagram import ADMINS, INTERNET, TIERS, Edge, flows, mermaid, nodes
+from synth.diff import EXIT_SAFE, EXIT_WARNING, diff_states, markdown
+from synth.engine import PROJECT_ROOT
+from synth.state import State
+from tests.conftest import require_tool
+
+URN = "urn:pulumi:prod::platform::{type}::{name}"
+
+
+def res(type_, name, inputs, **extra):
+    return {"urn": URN.format(type=type_, name=name), "type": type_, "name": name, "custom": True,
+            "parent": None, "provider": None, "inputs": inputs, "secret_inputs": [],
+            "dependencies": [], "protect": False, "retain_on_delete": False,
+            "delete_before_replace": False, "ignore_changes": [], "import_id": None, **extra}
+
+
+DROPLET = "digitalocean:index/droplet:Droplet"
+CLUSTER = "digitalocean:index/databaseCluster:DatabaseCluster"
+
+
+def base_state():
+    return {"stack": "prod", "resources": [
+        res(DROPLET, "web", {"size": "s-2vcpu-4gb", "userData": "#cloud-config\n", "region": "fra1",
+                             "backups": True, "backupPolicy": {"plan": "weekly"}}, protect=True),
+        res(CLUSTER, "db", {"engine": "pg", "size": "db-s-1vcpu-2gb", "nodeCount": 2, "region": "fra1"},
+            protect=True),
+        res("docker:index/container:Container", "api", {"memory": 512, "envs": "[secret]"},
+            secret_inputs=["envs"], secret_digests={"envs": "aaaa"}),
+    ]}
+
+
+def _by_name(state, name):
+    return next(r for r in state["resources"] if r["name"] == name)
+
+
+# --- diff -------------------------------------------------------------------------------------
+
+def test_diff_of_identical_states_is_safe_and_empty():
+    result = diff_states(base_state(), base_state())
+    assert result.changes == [] and result.exit_code == EXIT_SAFE
+
+
+def test_diff_reports_added_removed_and_changed_with_keys():
+    head = base_state()
+    head["resources"].append(res("digitalocean:index/vpc:Vpc", "net", {"ipRange": "10.0.0.0/20"}))
+    head["resources"] = [r for r in head["resources"] if r["name"] != "api"]
+    _by_name(head, "db")["inputs"]["size"] = "db-s-2vcpu-4gb"
+    result = diff_states(base_state(), head)
+    summary = {(c.kind, c.resource["name"], tuple(c.keys)) for c in result.changes}
+    assert summary == {("added", "net", ()), ("removed", "api", ()), ("changed", "db", ("size",))}
+    assert result.exit_code == EXIT_SAFE, "a resize replaces nothing and api was not protected"
+
+
+def test_replacing_a_stateful_resource_warns_and_exits_3():
+    head = base_state()
+    _by_name(head, "web")["inputs"]["userData"] = "#cloud-config\npackages: [htop]\n"
+    result = diff_states(base_state(), head)
+    assert result.exit_code == EXIT_WARNING
+    assert result.warnings == ["replaces `web` (Droplet): userData changed, which forces a new resource"]
+    text = markdown(result, base_state(), head)
+    assert text.index("[!WARNING]") < text.index("to add")
+
+
+def test_deleting_a_protected_resource_warns():
+    head = base_state()
+    head["resources"] = [r for r in head["resources"] if r["name"] != "db"]
+    result = diff_states(base_state(), head)
+    assert result.exit_code == EXIT_WARNING
+    assert result.warnings == ["deletes protected `db` (DatabaseCluster); unprotect it in its own reviewed change first"]
+
+
+def test_a_secret_change_shows_as_changed_but_stays_masked():
+    head = base_state()
+    _by_name(head, "api")["secret_digests"] = {"envs": "bbbb"}
+    result = diff_states(base_state(), head)
+    assert [(c.resource["name"], c.keys) for c in result.changes] == [("api", ["envs (secret)"])]
+    text = markdown(result, base_state(), head)
+    assert "envs (secret)" in text and "aaaa" not in text and "bbbb" not in text
+
+
+def test_diff_cli_exit_codes_and_secret_masking_on_real_synths(tmp_path, stack_document, write_stack):
+    from synth.run import synth_stack
+
+    base = tmp_path / "base.json"
+    base.write_text(json.dumps(synth_stack("prod")))
+    document = stack_document("prod")
+    document["config"]["platform:kro"]["services"][0]["secret_env"]["JWT_SECRET"] = "kro_jwt_secret_v2"
+    document["config"]["platform:kro"]["droplet"]["image"] = "ubuntu-22-04-x64"
+    head = tmp_path / "head.json"
+    head.write_text(json.dumps(synth_stack("prod", stack_file=write_stack(document, "prod"))))
+    result = subprocess.run([sys.executable, "-m", "synth", "diff", str(base), str(head)],
+                            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == EXIT_WARNING, result.stderr
+    assert "replaces `kro-prod-droplet` (Droplet): image changed" in result.stdout
+    assert "`envs (secret)`" in result.stdout
+    assert "synth-placeholder" not in result.stdout
+    assert "**Monthly cost**" in result.stdout
+
+
+# --- diagram ----------------------------------------------------------------------------------
+
+def test_diagram_has_every_tier_and_only_allowed_flows():
+    from synth.run import synth_stack
+
+    state = State(synth_stack("prod"))
+    text = mermaid(state)
+    for tier in TIERS:
+        assert f"subgraph tier_{tier}[{tier} tier]" in text
+    tiers = nodes(state)
+    for edge in flows(state):
+        if edge.source == INTERNET:
+            assert tiers[edge.target] in ("edge", "app") and edge.label in ("80", "443"), edge
+            assert tiers[edge.target] == "edge" or edge.target.endswith("-app-app"), edge
+        if tiers.get(edge.target) == "data" and edge.label == "db":
+            assert tiers[edge.source] in ("app", "mgmt") or "tier-app" in str(
+                state.named(edge.source)["inputs"].get("tags")), edge
+        if edge.source == ADMINS:
+            assert edge.label == "22"
+
+
+def _fixture():
+    droplet = res(DROPLET, "web", {"tags": ["tier-edge"]})
+    firewall = res("digitalocean:index/firewall:Firewall", "web-fw", {
+        "name": "web-edge",
+        "inboundRules": [{"protocol": "tcp", "portRange": "443", "sourceAddresses": ["0.0.0.0/0"]}]},
+        dependencies=[droplet["urn"]])
+    return {"stack": "prod", "resources": [droplet, firewall]}
+
+
+def test_adding_a_rule_adds_exactly_that_edge():
+    before = flows(State(_fixture()))
+    assert before == {Edge(INTERNET, "web", "443")}
+    changed = _fixture()
+    changed["resources"][1]["inputs"]["inboundRules"].append(
+        {"protocol": "tcp", "portRange": "22", "sourceAddresses": ["198.51.100.10/32"]})
+    assert flows(State(changed)) - before == {Edge(ADMINS, "web", "22")}
+    assert before <= flows(State(changed))
+
+
+def test_svg_is_rendered_with_graphviz(tmp_path):
+    require_tool("dot", "Debian package graphviz")
+    from synth.diagram import write_svg
+
+    write_svg(State(_fixture()), tmp_path / "d.svg")
+    svg = (tmp_path / "d.svg").read_text()
+    assert svg.lstrip().startswith("<?xml") and "<svg" in svg and "web" in svg
+
+
+# --- cost -------------------------------------------------------------------------------------
+
+def test_cost_matches_hand_computed_totals():
+    prices = PriceTable({"currency": "USD", "rows": [
+        {"kind": "droplet", "sku": "s-2vcpu-4gb", "monthly": 24},
+        {"kind": "droplet-backups", "sku": "weekly", "monthly_fraction": 0.2},
+        {"kind": "database-node", "sku": "db-s-1vcpu-2gb", "monthly": 30},
+        {"kind": "app-instance", "sku": "apps-s-1vcpu-1gb", "monthly": 12},
+        {"kind": "app-static-site", "sku": "beyond-free", "monthly": 3, "free_per_app": 3},
+        {"kind": "r2-storage", "sku": "gb-month", "monthly": 0.015, "assumed_gb_per_bucket": 20},
+    ]})
+    product = res("platform:products:Shop", "shop", {}, custom=False)
+    state = {"resources": [product] + [dict(r, parent=product["urn"]) for r in base_state()["resources"]] + [
+        res("digitalocean:index/app:App", "app", {"spec": {
+            "services": [{"name": "api", "instanceSizeSlug": "apps-s-1vcpu-1gb",
+                          "autoscaling": {"minInstanceCount": 2, "maxInstanceCount": 4}}],
+            "staticSites": [{"name": f"s{i}"} for i in range(5)]}}),
+        res("cloudflare:index/r2Bucket:R2Bucket", "backups", {}),
+    ]}
+    lines, unpriced = estimate(state, prices)
+    # droplet 24 + weekly backups 4.80 + 2 db nodes 60 = 88.80 in "shop";
+    # app 2 x 12 + (5 - 3) x 3 = 30 and R2 20 GB x 0.015 = 0.30 outside any product.
+    assert totals(lines) == {"shop": 88.8, "(stack)": 30.3}
+    assert unpriced == []
+
+
+def test_unknown_sizes_are_listed_not_priced_at_zero():
+    prices = PriceTable({"rows": []})
+    lines, unpriced = estimate(base_state(), prices)
+    assert lines == [] and unpriced == ["web: no droplet price for s-2vcpu-4gb",
+                                        "db: no database-node price for db-s-1vcpu-2gb"]
+
+
+def test_every_price_row_names_its_source_and_date():
+    document = json.loads((PROJECT_ROOT / "pricing" / "prices.json").read_text())
+    for row in document["rows"]:
+        assert row["source"].startswith("https://") and len(row["as_of"]) == 10, row
+
+
+def test_committed_stacks_are_fully_priced():
+    from synth.run import synth_stack
+
+    for stack in ("prod", "staging"):
+        assert estimate(synth_stack(stack), PriceTable.load())[1] == []
+
+
+# --- workflows --------------------------------------------------------------------------------
+
+WORKFLOWS = sorted((PROJECT_ROOT / ".github" / "workflows").glob("*.yml"))
+
+
+def test_workflows_pass_the_github_workflow_schema(tmp_path):
+    tool = require_tool("check-jsonschema", "pip install check-jsonschema")
+    result = subprocess.run([tool, "--builtin-schema", "vendor.github-workflows", *map(str, WORKFLOWS)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    broken = tmp_path / "broken.yml"
+    broken.write_text("on: push\njobs:\n  x:\n    runs-on: ubuntu-24.04\n    stepz: []\n")
+    assert subprocess.run([tool, "--builtin-schema", "vendor.github-workflows", str(broken)],
+                          capture_output=True).returncode != 0
+
+
+def _load(name):
+    return yaml.safe_load((PROJECT_ROOT / ".github" / "workflows" / name).read_text())
+
+
+def test_workflows_use_least_privilege():
+    for path in WORKFLOWS:
+        document = yaml.safe_load(path.read_text())
+        assert document["permissions"] == {"contents": "read"}, path.name
+        for job in document["jobs"].values():
+            granted = job.get("permissions", {})
+            assert granted != "write-all" and all(v in ("read", "write", "none") for v in granted.values())
+            assert set(k for k, v in granted.items() if v == "write") <= {"pull-requests"}
+
+
+def test_deploy_runs_staging_then_prod_behind_approval_without_overlap():
+    deploy = _load("deploy.yml")
+    assert deploy[True]["push"]["branches"] == ["main"]  # PyYAML reads `on:` as True
+    job = deploy["jobs"]["up"]
+    assert [i["stack"] for i in job["strategy"]["matrix"]["include"]] == ["staging", "prod"]
+    assert job["strategy"]["max-parallel"] == 1
+    assert {i["stack"]: i["environment"] for i in job["strategy"]["matrix"]["include"]}["prod"] == "production"
+    assert job["concurrency"] == {"group": "pulumi-up-${{ matrix.stack }}", "cancel-in-progress": False}
+
+
+def test_preview_runs_on_pull_requests_with_offline_and_real_jobs():
+    preview = _load("preview.yml")
+    assert "pull_request" in preview[True]
+    assert set(preview["jobs"]) == {"offline-plan", "pulumi-preview"}
+    real = preview["jobs"]["pulumi-preview"]
+    step = next(s for s in real["steps"] if str(s.get("uses", "")).startswith("pulumi/actions"))
+    assert step["with"]["command"] == "preview" and step["with"]["comment-on-pr"] is True
+    assert step["with"]["policyPacks"] == "policy"
+    assert "vars.PULUMI_BACKEND_URL" in real["if"]
+    offline = "\n".join(s.get("run", "") for s in preview["jobs"]["offline-plan"]["steps"])
+    assert "synth diff" in offline and "--policy" in offline
