@@ -36,7 +36,7 @@ ROW_COUNTS_SQL = (
 class BackupJob:
     job: str
     """Job name; also the folder in the bucket and the metric label."""
-    kind: Literal["postgres", "mongodb"]
+    kind: Literal["postgres", "mongodb", "redis"]
     retention_days: int
     max_age_hours: int = 26
     """The restore test fails when the newest backup is older than this."""
@@ -49,12 +49,12 @@ class BackupJob:
     def __post_init__(self) -> None:
         if self.retention_days < 1:
             raise ValueError("retention_days must be at least 1")
-        if self.kind == "mongodb" and self.mode != "docker":
-            raise ValueError("mongodb backups run the mongo image's tools (docker mode)")
+        if self.kind in ("mongodb", "redis") and self.mode != "docker":
+            raise ValueError(f"{self.kind} backups run the image's own tools (docker mode)")
 
     @property
     def extension(self) -> str:
-        return {"postgres": "dump", "mongodb": "archive"}[self.kind]
+        return {"postgres": "dump", "mongodb": "archive", "redis": "rdb"}[self.kind]
 
 
 MONGO_COUNTS_JS = ("db.getCollectionNames().sort().forEach(function (c) { "
@@ -62,7 +62,10 @@ MONGO_COUNTS_JS = ("db.getCollectionNames().sort().forEach(function (c) { "
 
 
 TOOLS = {"postgres": ("pg_dump", "pg_restore", "psql"),
-         "mongodb": ("mongodump", "mongorestore", "mongosh")}
+         "mongodb": ("mongodump", "mongorestore", "mongosh"),
+         "redis": ("redis-cli",)}
+# Keys per logical database, one "dbN<TAB>keys=..." line each (INFO keyspace, expiry dropped).
+REDIS_KEYSPACE = "grep '^db' | cut -d, -f1 | tr ':' '\\t' | tr -d '\\r'"
 
 
 def _tool_functions(job: BackupJob) -> str:
@@ -112,6 +115,9 @@ def _common(job: BackupJob, what: str) -> str:
 
 
 def _dump_and_count(job: BackupJob) -> str:
+    if job.kind == "redis":
+        return ('redis-cli_ -u "$BACKUP_SOURCE_URI" --no-auth-warning --rdb "$WORK/$NAME.rdb" >/dev/null\n'
+                f'redis-cli_ -u "$BACKUP_SOURCE_URI" --no-auth-warning INFO keyspace | {REDIS_KEYSPACE} >"$WORK/$NAME.counts"')
     if job.kind == "mongodb":
         return ('mongodump_ --uri="$BACKUP_SOURCE_URI" --archive="$WORK/$NAME.archive" --gzip\n'
                 f'mongosh_ --quiet "$BACKUP_SOURCE_URI" --eval "{MONGO_COUNTS_JS}" >"$WORK/$NAME.counts"')
@@ -177,6 +183,9 @@ def render_backup_script(job: BackupJob) -> str:
 
 def _scratch_server(job: BackupJob) -> str:
     """A throwaway server on loopback with its data on tmpfs: the test never touches the source."""
+    if job.kind == "redis":
+        # Started after the download, on the downloaded snapshot (see _restore_and_count).
+        return 'SCRATCH_CONTAINER="restore-test-$JOB-$$"\nRESTORE_SERVER_URI="redis://127.0.0.1:56379"\n'
     if job.kind == "mongodb":
         return textwrap.dedent(f"""\
             SCRATCH_CONTAINER="restore-test-$JOB-$$"
@@ -203,6 +212,18 @@ def _scratch_server(job: BackupJob) -> str:
 
 
 def _restore_and_count(job: BackupJob) -> str:
+    if job.kind == "redis":
+        return textwrap.dedent(f"""\
+            chmod 0755 "$WORK" && chmod 0644 "$WORK/$NAME.rdb"
+            docker run -d --rm --name "$SCRATCH_CONTAINER" -v "$WORK:/data" -p 127.0.0.1:56379:6379 \\
+              {job.tool_image} redis-server --dir /data --dbfilename "$NAME.rdb" --appendonly no >/dev/null
+            for _ in $(seq 1 30); do
+              redis-cli_ -u "$RESTORE_SERVER_URI" PING 2>/dev/null | grep -q PONG && break
+              sleep 1
+            done
+            redis-cli_ -u "$RESTORE_SERVER_URI" INFO keyspace | {REDIS_KEYSPACE} >"$WORK/restored.counts" \\
+              || fail "the snapshot $NAME did not load"
+            """)
     if job.kind == "mongodb":
         return textwrap.dedent(f"""\
             DB_NAME="${{BACKUP_SOURCE_URI##*/}}"
@@ -223,8 +244,8 @@ def _restore_and_count(job: BackupJob) -> str:
 
 
 def _drop_scratch_database(job: BackupJob) -> str:
-    if job.kind == "mongodb":
-        return ""  # the scratch container goes, and its tmpfs with it
+    if job.kind in ("mongodb", "redis"):
+        return ""  # the scratch container goes, and its data with it
     return textwrap.dedent("""\
         if [ "$DB_CREATED" -eq 1 ]; then
           psql_ --no-psqlrc -q --dbname="$RESTORE_SERVER_URI/postgres" \\
@@ -259,7 +280,7 @@ def render_restore_test_script(job: BackupJob) -> str:
         }}
         trap on_exit EXIT
         """).replace("@@DROP@@\n", textwrap.indent(_drop_scratch_database(job), "  "))
-    if job.kind == "mongodb":
+    if job.kind in ("mongodb", "redis"):
         header = header.replace('SCRATCH_DB="restore_test_$(date -u +%Y%m%d%H%M%S)_$$"\nDB_CREATED=0\n', "")
     body = textwrap.dedent(f"""\
         : "${{RESTORE_SERVER_URI:?the URI of a scratch server, without a database}}"

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping, Optional, Sequence
+from typing import Optional, Sequence
 
 import pulumi
 import pulumi_digitalocean as do
-import pulumi_docker as docker
 
 from components import hostsetup, tiers
 from components.containers import ContainerSpec, HealthCheck, Mount, PublishedPort
-from components.ingress import Ingress, ingress_scripts, nginx_spec
-from components.remote import SshTarget, run_script
-from components.workloads import HostFile, files_script, run_containers
+from components.dockerhost import DockerHost
+from components.remote import SshTarget
 
 # Inputs that replace a droplet when they change. They are set once from stable values and
 # ignored after adoption, so routine changes never rebuild the host.
@@ -64,7 +62,7 @@ class DropletStackArgs:
     """A reserved IP keeps the public address across rebuilds; internal hosts do without."""
 
 
-class DropletStack(pulumi.ComponentResource):
+class DropletStack(DockerHost):
     """A droplet in its VPC with a tier firewall, a reserved IP, idempotent host setup over SSH,
     and a Docker provider that manages its containers over SSH.
 
@@ -150,61 +148,12 @@ class DropletStack(pulumi.ComponentResource):
             fail2ban_ignore=tuple(args.admin_cidrs),
             directories=[(self.data_dir, "0755", "deploy:deploy")],
         )
-        previous: list[pulumi.Resource] = [self.firewall]
-        for script_name, text in scripts.items():
-            previous = [run_script(f"{name}-setup-{script_name}", self.ssh, text, parent=self,
-                                   depends_on=previous)]
-        self.setup_done = previous
+        self._setup(name, scripts, depends_on=[self.firewall])
+        self._docker(name, self.droplet.ipv4_address)
 
-        self.docker_provider = docker.Provider(
-            f"{name}-docker",
-            host=self.droplet.ipv4_address.apply(lambda ip: f"ssh://{hostsetup.DEPLOY_USER}@{ip}"),
-            ssh_opts=["-o", "StrictHostKeyChecking=accept-new", "-o", "ServerAliveInterval=30"],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=self.setup_done),
-        )
-        self.network = docker.Network(
-            f"{name}-network", name=name, driver="bridge",
-            opts=pulumi.ResourceOptions(parent=self, provider=self.docker_provider),
-        )
-
-    def deploy(
-        self,
-        containers: Sequence[ContainerSpec],
-        *,
-        secret_env: Mapping[str, Mapping[str, pulumi.Input[str]]] | None = None,
-        files: Mapping[str, Sequence[HostFile]] | None = None,
-        ingress: Optional[Ingress] = None,
-    ) -> None:
-        """Run ``containers`` (and nginx with certificates when ``ingress`` is given), then
-        register the component's outputs. Called once, after what the containers need exists."""
-        name = self._name
-        specs = list(containers)
-        ingress_ready: list[pulumi.Resource] = []
-        if ingress is not None:
-            config_script, cert_script = ingress_scripts(name, self.data_dir, ingress)
-            ingress_ready = [run_script(f"{name}-ingress-config", self.ssh, config_script,
-                                        parent=self, depends_on=self.setup_done)]
-            specs.append(nginx_spec(name, self.data_dir, ingress))
-        mounts, written = {}, list(self.setup_done)
-        self.files_written = written
-        if files:
-            script, mounts = files_script(self.data_dir, files)
-            written = [run_script(f"{name}-files", self.ssh, script, parent=self,
-                                  depends_on=self.setup_done)]
-            self.files_written = written
-        created = run_containers(
-            name, specs, parent=self, provider=self.docker_provider, network=self.network.name,
-            secret_env=secret_env or {}, extra_mounts=mounts,
-            depends_on=written + ingress_ready,
-        )
-        if ingress is not None:
-            run_script(f"{name}-certificates", self.ssh, cert_script, parent=self,
-                       depends_on=[created["nginx"], *ingress.depends_on])
-        self.register_outputs({
-            "droplet_id": self.droplet_id,
-            "public_ip": self.public_ip,
-            "private_ip": self.private_ip,
-        })
+    def _outputs(self) -> dict:
+        return {"droplet_id": self.droplet_id, "public_ip": self.public_ip,
+                "private_ip": self.private_ip}
 
 
 __all__ = ["DropletStack", "DropletStackArgs", "DropletBackups", "DROPLET_REPLACING_INPUTS",

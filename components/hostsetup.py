@@ -240,6 +240,43 @@ def directories_section(paths: Sequence[tuple[str, str, str]]) -> str:
     return "\n".join(lines)
 
 
+# --- ufw --------------------------------------------------------------------------------------
+
+def render_ufw_commands(rules, waivers: dict[str, str] | None = None) -> str:
+    """The UFW commands for a host's inbound rules, default-deny. ``waivers`` maps a rule's
+    ``reason`` to a waiver name, written on its line so the policy pack can match it."""
+    waivers = waivers or {}
+    lines = ["ufw --force reset >/dev/null", "ufw default deny incoming", "ufw default allow outgoing"]
+    for rule in rules:
+        port = rule.port_range.replace("-", ":")
+        sources = list(rule.cidrs) or ["any"]
+        for source in sources:
+            comment = rule.reason.replace("'", "")
+            line = f"ufw allow proto {rule.protocol} from {source} to any port {port} comment '{comment}'"
+            if rule.reason in waivers:
+                line += f"  # waiver: {waivers[rule.reason]}"
+            lines.append(line)
+    lines.append("ufw --force enable >/dev/null")
+    return "\n".join(lines) + "\n"
+
+
+def ufw_section(rules, waivers: dict[str, str] | None = None) -> str:
+    """Rules live in a file; they are re-applied when it changes or UFW is not active."""
+    commands = render_ufw_commands(rules, waivers)
+    return "\n".join([
+        "ensure_packages ufw",
+        "apply_ufw() {",
+        *[f"  {line}" for line in commands.splitlines()],
+        "}",
+        _heredoc("/etc/platform/ufw-rules.sh", "0600", "root:root", commands,
+                 on_change="apply_ufw\n  note_change ufw-rules-applied"),
+        'if ! ufw status | grep -q "^Status: active"; then',
+        "  apply_ufw",
+        '  note_change "ufw enabled"',
+        "fi",
+    ])
+
+
 # --- cloud-init -------------------------------------------------------------------------------
 
 def render_cloud_init(deploy_user: str = DEPLOY_USER) -> str:
@@ -284,9 +321,14 @@ class HostScripts:
 
 
 def host_baseline(*, sshd: SshdPolicy, fail2ban_ignore: Sequence[str] = (),
-                  directories: Sequence[tuple[str, str, str]] = ()) -> dict[str, str]:
-    """The baseline every host gets, as separately re-runnable scripts."""
-    scripts = {
+                  directories: Sequence[tuple[str, str, str]] = (),
+                  firewall: str | None = None) -> dict[str, str]:
+    """The baseline every host gets, as separately re-runnable scripts. ``firewall`` is a UFW
+    section for hosts without a provider firewall in front of them (on-prem)."""
+    scripts = {}
+    if firewall is not None:
+        scripts["ufw"] = script(firewall)
+    scripts |= {
         "base": script(base_section()),
         "sshd": script(sshd_section(sshd)),
         "fail2ban": script(fail2ban_section(fail2ban_ignore)),

@@ -10,7 +10,7 @@ from pydantic import Field, ValidationInfo, model_validator
 
 from components.app_platform import AppComponent
 from components.containers import ContainerSpec
-from stacks.model import Hostname, StrictModel
+from stacks.model import Hostname, ResourceName, StrictModel
 
 SECRET_KEY_PATTERN = r"^[a-z][a-z0-9_]{2,62}$"
 
@@ -31,6 +31,12 @@ def product_foundation(product: Product, *, name: str, label: str, production: b
     vpc = do.Vpc(f"{name}-vpc", name=name, region=region, ip_range=ip_range,
                  opts=pulumi.ResourceOptions(parent=product, protect=production))
     return project, vpc
+
+
+class RouteConfig(StrictModel):
+    host: Hostname = Field(description="public hostname")
+    service: ResourceName = Field(description="service that answers it")
+    websocket: bool = Field(default=False, description="allow WebSocket upgrade")
 
 
 class DnsConfig(StrictModel):

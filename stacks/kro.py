@@ -25,7 +25,7 @@ from components.ingress import Ingress, IngressRoute
 from components.backup import R2Backup, R2BackupArgs
 from components.backupscripts import BackupJob
 from components.workloads import HostFile, host_path_for
-from stacks.common import (BackupConfig, DnsConfig, Product, check_hosts_in_zone,
+from stacks.common import (BackupConfig, DnsConfig, Product, RouteConfig, check_hosts_in_zone,
                            check_secret_keys, merge_env, product_foundation, service_secret_env)
 from stacks.config import DO_REGIONS, SecretKey
 from stacks.model import Cidr, Hostname, ResourceName, StrictModel
@@ -58,12 +58,6 @@ class DatabaseConfig(StrictModel):
                              "sunday"] = Field(default="sunday", description="maintenance day")
     maintenance_hour: str = Field(default="02:00", pattern=r"^([01]\d|2[0-3]):00$",
                                   description="maintenance window start, UTC, on the hour")
-
-
-class RouteConfig(StrictModel):
-    host: Hostname = Field(description="public hostname")
-    service: ResourceName = Field(description="service that answers it")
-    websocket: bool = Field(default=False, description="allow WebSocket upgrade")
 
 
 class AdoptConfig(StrictModel):

@@ -1,0 +1,87 @@
+"""What every Docker host shares, droplet or on-prem: idempotent setup over SSH, a Docker
+provider over SSH, a bridge network, and ``deploy`` for files, containers and TLS ingress."""
+
+from __future__ import annotations
+
+from typing import Mapping, Optional, Sequence
+
+import pulumi
+import pulumi_docker as docker
+
+from components import hostsetup
+from components.containers import ContainerSpec
+from components.ingress import Ingress, ingress_scripts, nginx_spec
+from components.remote import SshTarget, run_script
+from components.workloads import HostFile, files_script, run_containers
+
+
+class DockerHost(pulumi.ComponentResource):
+    """Base of ``DropletStack`` and ``OnPremVps``. Subclasses call ``_setup`` and ``_docker`` in
+    their constructor and implement ``_outputs``."""
+
+    ssh: SshTarget
+    data_dir: str
+    setup_done: list[pulumi.Resource]
+    files_written: list[pulumi.Resource]
+    private_address: Optional[str] = None
+
+    def _setup(self, name: str, scripts: Mapping[str, str],
+               depends_on: Sequence[pulumi.Resource]) -> None:
+        """Each script a remote command, in order, each re-run only when its text changes."""
+        self._name = name
+        previous = list(depends_on)
+        for script_name, text in scripts.items():
+            previous = [run_script(f"{name}-setup-{script_name}", self.ssh, text, parent=self,
+                                   depends_on=previous)]
+        self.setup_done = previous
+        self.files_written = list(previous)
+
+    def _docker(self, name: str, address: pulumi.Input[str], ssh_opts: Sequence[str] = ()) -> None:
+        self.docker_provider = docker.Provider(
+            f"{name}-docker",
+            host=pulumi.Output.from_input(address).apply(lambda a: f"ssh://{hostsetup.DEPLOY_USER}@{a}"),
+            ssh_opts=["-o", "StrictHostKeyChecking=accept-new", "-o", "ServerAliveInterval=30",
+                      *ssh_opts],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=self.setup_done),
+        )
+        self.network = docker.Network(
+            f"{name}-network", name=name, driver="bridge",
+            opts=pulumi.ResourceOptions(parent=self, provider=self.docker_provider),
+        )
+
+    def _outputs(self) -> dict:
+        raise NotImplementedError
+
+    def deploy(
+        self,
+        containers: Sequence[ContainerSpec],
+        *,
+        secret_env: Mapping[str, Mapping[str, pulumi.Input[str]]] | None = None,
+        files: Mapping[str, Sequence[HostFile]] | None = None,
+        ingress: Optional[Ingress] = None,
+    ) -> dict[str, docker.Container]:
+        """Run ``containers`` (and nginx with certificates when ``ingress`` is given), then
+        register the component's outputs. Called once, after what the containers need exists."""
+        name = self._name
+        specs = list(containers)
+        ingress_ready: list[pulumi.Resource] = []
+        if ingress is not None:
+            config_script, cert_script = ingress_scripts(name, self.data_dir, ingress)
+            ingress_ready = [run_script(f"{name}-ingress-config", self.ssh, config_script,
+                                        parent=self, depends_on=self.setup_done)]
+            specs.append(nginx_spec(name, self.data_dir, ingress))
+        mounts: dict = {}
+        if files:
+            script, mounts = files_script(self.data_dir, files)
+            self.files_written = [run_script(f"{name}-files", self.ssh, script, parent=self,
+                                             depends_on=self.setup_done)]
+        created = run_containers(
+            name, specs, parent=self, provider=self.docker_provider, network=self.network.name,
+            secret_env=secret_env or {}, extra_mounts=mounts, private_address=self.private_address,
+            depends_on=self.files_written + ingress_ready,
+        )
+        if ingress is not None:
+            run_script(f"{name}-certificates", self.ssh, cert_script, parent=self,
+                       depends_on=[created["nginx"], *ingress.depends_on])
+        self.register_outputs(self._outputs())
+        return created

@@ -1,0 +1,54 @@
+"""``InternalCa``: a private certificate authority (pulumi-tls) for self-hosted data services,
+so their clients verify the server (``sslmode=verify-full``) instead of trusting the network."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import pulumi
+import pulumi_tls as tls
+
+CA_VALIDITY_HOURS = 10 * 365 * 24
+LEAF_VALIDITY_HOURS = 365 * 24
+# Leaf certificates are re-issued (and the service reloaded) this long before they expire, by
+# any `pulumi up` in that window.
+LEAF_EARLY_RENEWAL_HOURS = 30 * 24
+
+
+@dataclass(frozen=True)
+class ServerCertificate:
+    cert_pem: pulumi.Output[str]
+    key_pem: pulumi.Output[str]
+
+
+class InternalCa(pulumi.ComponentResource):
+    """Children: ``{name}-key``, ``{name}-cert``, and per server ``{name}-<server>-key``,
+    ``{name}-<server>-csr``, ``{name}-<server>-cert``. Output: ``cert_pem`` (public)."""
+
+    def __init__(self, name: str, common_name: str, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("platform:components:InternalCa", name, None, opts)
+        self._name = name
+        child = pulumi.ResourceOptions(parent=self)
+        self.key = tls.PrivateKey(f"{name}-key", algorithm="ECDSA", ecdsa_curve="P256", opts=child)
+        self.cert = tls.SelfSignedCert(
+            f"{name}-cert", private_key_pem=self.key.private_key_pem,
+            subject=tls.SelfSignedCertSubjectArgs(common_name=common_name, organization="platform"),
+            is_ca_certificate=True, validity_period_hours=CA_VALIDITY_HOURS,
+            allowed_uses=["cert_signing", "crl_signing", "digital_signature"], opts=child)
+        self.cert_pem = self.cert.cert_pem
+        self.register_outputs({"cert_pem": self.cert_pem})
+
+    def issue(self, server: str, dns_names: Sequence[str], ip_addresses: Sequence[str] = ()) -> ServerCertificate:
+        """A server certificate for ``dns_names`` (what clients put in their URIs)."""
+        child = pulumi.ResourceOptions(parent=self)
+        key = tls.PrivateKey(f"{self._name}-{server}-key", algorithm="ECDSA", ecdsa_curve="P256", opts=child)
+        csr = tls.CertRequest(f"{self._name}-{server}-csr", private_key_pem=key.private_key_pem,
+                              subject=tls.CertRequestSubjectArgs(common_name=dns_names[0], organization="platform"),
+                              dns_names=list(dns_names), ip_addresses=list(ip_addresses) or None, opts=child)
+        cert = tls.LocallySignedCert(
+            f"{self._name}-{server}-cert", cert_request_pem=csr.cert_request_pem,
+            ca_private_key_pem=self.key.private_key_pem, ca_cert_pem=self.cert.cert_pem,
+            validity_period_hours=LEAF_VALIDITY_HOURS, early_renewal_hours=LEAF_EARLY_RENEWAL_HOURS,
+            allowed_uses=["digital_signature", "key_encipherment", "server_auth"], opts=child)
+        return ServerCertificate(cert_pem=cert.cert_pem, key_pem=pulumi.Output.secret(key.private_key_pem))

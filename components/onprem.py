@@ -1,0 +1,66 @@
+"""``OnPremVps``: an existing server reached over SSH (directly or through a bastion), hardened
+by idempotent scripts, with a UFW firewall derived from the tier model and containers run by the
+Docker provider over SSH."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import pulumi
+
+from components import hostsetup, tiers
+from components.dockerhost import DockerHost
+from components.remote import SshTarget
+
+
+@dataclass
+class OnPremVpsArgs:
+    address: str
+    """Address the program connects to (public for internet-facing nodes, private behind a bastion)."""
+    private_key: pulumi.Input[str]
+    """Secret SSH key of the deploy user (who must exist with sudo before the first run)."""
+    role: tiers.HostRole
+    """Tier, SSH sources, service ports and peers: becomes the UFW rules."""
+    bastion: Optional[SshTarget] = None
+    """Jump host for nodes that are not internet-facing."""
+    ssh_port: int = 22
+    private_address: Optional[str] = None
+    """Address non-edge containers publish on (the private interface); loopback when unset."""
+    waivers: dict[str, str] = field(default_factory=dict)
+    """Extra UFW rules' reason -> waiver name, visible in the plan and the policy report."""
+    extra_rules: Sequence[tiers.InboundRule] = ()
+    """Rules beyond the tier model (each must be a named waiver)."""
+
+
+class OnPremVps(DockerHost):
+    """Children: ``{name}-setup-<script>`` (ufw, base, sshd, fail2ban, docker, dirs),
+    ``{name}-docker``, ``{name}-network``, then per container ``{name}-<service>-image`` and
+    ``{name}-<service>``. Outputs: ``address``."""
+
+    def __init__(self, name: str, args: OnPremVpsArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("platform:components:OnPremVps", name, None, opts)
+        unwaived = [r.reason for r in args.extra_rules if r.reason not in args.waivers]
+        if unwaived:
+            raise ValueError(f"{name}: rules outside the tier model need a named waiver: {unwaived}")
+        self.address = args.address
+        self.private_address = args.private_address
+        self.ssh = SshTarget(host=args.address, user=hostsetup.DEPLOY_USER,
+                             private_key=args.private_key, port=args.ssh_port, bastion=args.bastion)
+        self.data_dir = f"/srv/{name}"
+        rules = tiers.inbound_rules(args.role) + list(args.extra_rules)
+        scripts = hostsetup.host_baseline(
+            sshd=hostsetup.SshdPolicy(port=args.ssh_port,
+                                      allow_tcp_forwarding=args.role.tier is tiers.Tier.EDGE),
+            fail2ban_ignore=args.role.ssh_cidrs,
+            directories=[(self.data_dir, "0755", "deploy:deploy")],
+            firewall=hostsetup.ufw_section(rules, args.waivers),
+        )
+        self._setup(name, scripts, depends_on=[])
+        jump = []
+        if args.bastion is not None:
+            jump = ["-o", f"ProxyJump={args.bastion.user}@{args.bastion.host}:{args.bastion.port}"]
+        self._docker(name, args.address, jump)
+
+    def _outputs(self) -> dict:
+        return {"address": self.address}

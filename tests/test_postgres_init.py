@@ -1,0 +1,82 @@
+"""The rendered Postgres init against a real PostgreSQL on loopback."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from components.postgres_init import render_init_sql
+from tests.conftest import require_tool
+from tests.realtools import PostgresServer
+
+DATABASES = {"vedfinance_dev": "vedfinance_dev", "vedfinance_staging": "vedfinance_staging",
+             "pencom_payments": "payments"}
+PASSWORDS = {"vedfinance_dev": "dev-pass", "vedfinance_staging": "stag'ing-pass", "payments": "pay"}
+
+
+@pytest.fixture(scope="module")
+def server():
+    require_tool("psql", "Debian package postgresql-client")
+    base = Path(tempfile.mkdtemp(prefix="platform-pg-"))
+    base.chmod(0o711)
+    pg = PostgresServer(base / "init").start()
+    # Password authentication over TCP, so the test proves what a service's role can reach.
+    hba = base / "init" / "data" / "pg_hba.conf"
+    subprocess.run(["runuser", "-u", "postgres", "--", "sh", "-c",
+                    f"printf 'local all all trust\\nhost all postgres 127.0.0.1/32 trust\\n"
+                    f"host all all 127.0.0.1/32 scram-sha-256\\n' > {hba}"] if pg.as_root else
+                   ["sh", "-c", f"printf 'local all all trust\\nhost all postgres 127.0.0.1/32 trust\\n"
+                    f"host all all 127.0.0.1/32 scram-sha-256\\n' > {hba}"], check=True)
+    pg.sql("postgres", "SELECT pg_reload_conf()")
+    try:
+        yield pg
+    finally:
+        pg.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _apply(server, sql: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["psql", "--no-psqlrc", "-q", f"{server.uri}/postgres"], input=sql,
+                          capture_output=True, text=True, timeout=60)
+
+
+def _connect(server, role, password, database) -> subprocess.CompletedProcess:
+    uri = f"postgresql://{role}@127.0.0.1:{server.port}/{database}"
+    return subprocess.run(["psql", "--no-psqlrc", "-At", uri, "-c", "SELECT current_database()"],
+                          capture_output=True, text=True, timeout=30, env={"PGPASSWORD": password, "PATH": "/usr/bin:/bin"})
+
+
+def test_init_creates_every_database_and_role_and_is_idempotent(server):
+    sql = render_init_sql(DATABASES, PASSWORDS)
+    first = _apply(server, sql)
+    assert first.returncode == 0, first.stderr
+    second = _apply(server, sql)
+    assert second.returncode == 0, second.stderr
+    databases = set(server.sql("postgres", "SELECT datname FROM pg_database").split())
+    assert set(DATABASES) <= databases
+    roles = set(server.sql("postgres", "SELECT rolname FROM pg_roles").split())
+    assert set(PASSWORDS) <= roles
+    assert server.sql("postgres", "SELECT rolsuper FROM pg_roles WHERE rolname = 'payments'") == "f"
+
+
+def test_each_role_reaches_only_its_own_database(server):
+    assert _apply(server, render_init_sql(DATABASES, PASSWORDS)).returncode == 0
+    for database, role in DATABASES.items():
+        own = _connect(server, role, PASSWORDS[role], database)
+        assert own.returncode == 0 and own.stdout.strip() == database, own.stderr
+        for other in set(DATABASES) - {database}:
+            denied = _connect(server, role, PASSWORDS[role], other)
+            assert denied.returncode != 0 and "permission denied" in denied.stderr, (role, other)
+    wrong = _connect(server, "payments", "not-the-password", "pencom_payments")
+    assert wrong.returncode != 0
+
+
+def test_identifiers_are_checked():
+    with pytest.raises(ValueError, match="not a plain identifier"):
+        render_init_sql({"db; DROP TABLE x": "r"}, {"r": "p"})
+    with pytest.raises(ValueError, match="no password for roles"):
+        render_init_sql({"db": "r"}, {})

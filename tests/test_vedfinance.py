@@ -1,0 +1,115 @@
+"""V-EdFinance: the audit's findings are fixed in what the program would deploy."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+from stacks.errors import ConfigError
+from synth.run import synth_stack
+from synth.state import State
+
+CONTAINER = "docker:index/container:Container"
+
+
+@pytest.fixture(scope="module")
+def staging():
+    return State(synth_stack("staging"))
+
+
+@pytest.fixture(scope="module")
+def revealed():
+    return State(synth_stack("staging", reveal_secrets=True))
+
+
+def _ved(state):
+    return [c for c in state.of_type(CONTAINER) if c["name"].startswith("vedfinance-")]
+
+
+def test_every_container_has_limits_and_a_healthcheck_web_included(staging):
+    containers = {c["name"]: c["inputs"] for c in _ved(staging)}
+    assert {"vedfinance-staging-web-dev", "vedfinance-staging-web-staging", "vedfinance-staging-api-dev",
+            "vedfinance-staging-api-staging", "vedfinance-staging-postgres", "vedfinance-staging-redis",
+            "vedfinance-staging-nginx"} == set(containers)
+    for name, inputs in containers.items():
+        assert inputs["memory"] > 0 and float(inputs["cpus"]) > 0, name
+        assert inputs["healthcheck"]["tests"][0] == "CMD", name
+    assert sum(i["memory"] for i in containers.values()) <= 4096 - 512
+    assert sum(float(i["cpus"]) for i in containers.values()) <= 2 - 0.25 + 1e-9
+
+
+def test_limits_that_do_not_fit_the_host_are_a_config_error_naming_the_numbers(stack_document, synth):
+    ved = copy.deepcopy(stack_document("staging")["config"]["platform:vedfinance"])
+    # The audit's proposed limits: 3.75 CPU and 4096 MiB on a 2 vCPU / 4 GB host.
+    audit = {"api-dev": (512, 0.5), "api-staging": (768, 0.75), "web-dev": (512, 0.5),
+             "web-staging": (768, 0.75), "postgres": (768, 0.5), "redis": (256, 0.25)}
+    for service in ved["services"]:
+        service["memory_mb"], service["cpus"] = audit[service["name"]]
+        service.pop("memory_reservation_mb", None)
+    with pytest.raises(ConfigError) as raised:
+        synth("staging", overrides={"vedfinance": ved})
+    message = str(raised.value)
+    assert "memory limits add up to 3648 MiB but the host has 4096 MiB less 512 MiB headroom = 3584 MiB" in message
+    assert "CPU limits add up to 3.35 but the host has 2 less 0.25 headroom = 1.75" in message
+    assert message.count("platform:vedfinance") == 1
+
+
+def test_postgres_17_with_pgvector_speaks_tls(staging):
+    pg = staging.named("vedfinance-staging-postgres", CONTAINER)["inputs"]
+    assert staging.named("vedfinance-staging-postgres-image")["inputs"]["name"] == "pgvector/pgvector:0.8.0-pg17"
+    assert pg["command"][:3] == ["postgres", "-c", "ssl=on"]
+    assert "ssl_min_protocol_version=TLSv1.2" in pg["command"]
+
+
+def test_dev_and_staging_have_separate_databases_over_verify_full(revealed):
+    urls = {}
+    for name in ("api-dev", "api-staging"):
+        envs = revealed.named(f"vedfinance-staging-{name}", CONTAINER)["inputs"]["envs"]
+        urls[name] = next(e.split("=", 1)[1] for e in envs if e.startswith("DATABASE_URL="))
+    assert "/vedfinance_dev?" in urls["api-dev"] and urls["api-dev"].startswith("postgresql://vedfinance_dev:")
+    assert "/vedfinance_staging?" in urls["api-staging"]
+    assert all("sslmode=verify-full&sslrootcert=/run/platform/ca.crt" in u for u in urls.values())
+    init = revealed.named("vedfinance-staging-postgres-init")["inputs"]["stdin"]
+    assert "CREATE DATABASE vedfinance_dev OWNER vedfinance_dev" in init
+    assert "CREATE DATABASE vedfinance_staging OWNER vedfinance_staging" in init
+    assert "CREATE EXTENSION IF NOT EXISTS vector;" in init
+
+
+def test_no_plaintext_password_anywhere(staging, revealed):
+    text = json.dumps(staging.document)
+    for r in revealed.of_type("random:index/randomPassword:RandomPassword"):
+        if r["name"].startswith("vedfinance-"):
+            assert f"mock-{r['name']}-" not in text
+    for name in ("postgres", "redis", "api-dev"):
+        assert staging.named(f"vedfinance-staging-{name}", CONTAINER)["inputs"]["envs"] == "[secret]"
+    init = staging.named("vedfinance-staging-postgres-init")
+    assert init["inputs"]["stdin"] == "[secret]"
+
+
+def test_host_is_hardened(revealed):
+    ufw = revealed.named("vedfinance-staging-setup-ufw")["inputs"]["stdin"]
+    assert "ufw default deny incoming" in ufw
+    world = [l for l in ufw.splitlines() if "from 0.0.0.0/0" in l or "from ::/0" in l]
+    assert world and all(" port 80 " in l or " port 443 " in l for l in world)
+    assert "from 198.51.100.10/32 to any port 22" in ufw
+    sshd = revealed.named("vedfinance-staging-setup-sshd")["inputs"]["stdin"]
+    assert "PermitRootLogin no" in sshd and "PasswordAuthentication no" in sshd
+    assert "ensure_service_enabled fail2ban" in revealed.named("vedfinance-staging-setup-fail2ban")["inputs"]["stdin"]
+    for c in _ved(revealed):
+        assert c["inputs"]["privileged"] is False
+        for port in c["inputs"]["ports"]:
+            assert port["ip"] == ("0.0.0.0" if c["name"].endswith("-nginx") else "127.0.0.1"), c["name"]
+
+
+def test_postgres_and_redis_are_backed_up_daily_and_restore_tested_weekly(staging):
+    backups = {b["inputs"]["source"]: b["inputs"] for b in staging.of_type("platform:components:R2Backup")
+               if b["name"].startswith("vedfinance-")}
+    assert set(backups) == {"vedfinance-staging-postgres", "vedfinance-staging-redis"}
+    jobs = sorted(b["name"] for b in staging.of_type("platform:components:R2Backup") if b["name"].startswith("vedfinance-"))
+    assert jobs == ["vedfinance-staging-redis-backup", "vedfinance-staging-vedfinance-dev-backup",
+                    "vedfinance-staging-vedfinance-staging-backup"]
+    for inputs in backups.values():
+        assert inputs["restoreTest"] is True and inputs["schedule"].startswith("*-*-* ")
+        assert inputs["restoreSchedule"].startswith("Sun ")
