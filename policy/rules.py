@@ -705,6 +705,15 @@ POLICIES = [
 ]
 
 
+def _check_minio_versioning(args: StackValidationArgs):
+    versioned = {d.urn for v in _by_type(args, T_MINIO_VERSIONING)
+                 if (v.props.get("versioningConfiguration") or {}).get("status") == "Enabled"
+                 for d in v.dependencies if d.resource_type == T_MINIO_BUCKET}
+    for bucket in _by_type(args, T_MINIO_BUCKET):
+        if bucket.urn not in versioned:
+            yield f"MinIO bucket {bucket.props.get('bucket') or bucket.name} is not versioned", bucket.urn
+
+
 def _check_fail2ban(args: StackValidationArgs):
     setup = [c for c in _by_type(args, T_COMMAND) if "sshd_config.d" in str(c.props.get("stdin"))]
     for command in setup:
@@ -713,6 +722,12 @@ def _check_fail2ban(args: StackValidationArgs):
                    and c.name.startswith(host) for c in _by_type(args, T_COMMAND)):
             yield f"host {host} hardens sshd but runs no fail2ban", command.urn
 
+
+POLICIES.insert(next(i for i, p in enumerate(POLICIES) if p.name == "platform-stateful-enable-protection"),
+               stack_policy("minio-s3bucket-enable-versioning",
+                            "MinIO buckets keep object versions.",
+                            level=MANDATORY, severity=M, category="data", anchor="MinIO bucket versioning docs",
+                            check=_check_minio_versioning))
 
 POLICIES.append(stack_policy(
     "command-fail2ban-enable-service", "Every host that runs sshd also runs fail2ban.",

@@ -173,6 +173,13 @@ CASES = {
         doc(res("digitalocean:index/spacesBucket:SpacesBucket", "b", {"name": "media", "versioning": {"enabled": True}})),
         doc(res("digitalocean:index/spacesBucket:SpacesBucket", "b", {"name": "media"})),
         ["Spaces bucket media is not versioned"]),
+    "minio-s3bucket-enable-versioning": (
+        doc(res("minio:index/s3Bucket:S3Bucket", "certs", {"bucket": "certificates"}),
+            res("minio:index/s3BucketVersioning:S3BucketVersioning", "certs-versioning",
+                {"bucket": "certificates", "versioningConfiguration": {"status": "Enabled"}},
+                deps=[URN.format(stack="prod", type="minio:index/s3Bucket:S3Bucket", name="certs")])),
+        doc(res("minio:index/s3Bucket:S3Bucket", "certs", {"bucket": "certificates"})),
+        ["MinIO bucket certificates is not versioned"]),
     "platform-stateful-enable-protection": (
         doc(res(CLUSTER, "db", {}, protect=True), res(CLUSTER, "db2", {}, stack="staging")),
         doc(res(CLUSTER, "db", {}, stack="pencom-prod")),
@@ -253,7 +260,7 @@ def test_policy_reports_violating_case_with_exact_message(name):
     assert only(name, violating) == messages
 
 
-NAME = re.compile(r"^(digitalocean|docker|command|cloudflare|platform)-[a-z0-9]+-(disallow|enable|configure)-[a-z0-9-]+$")
+NAME = re.compile(r"^(digitalocean|docker|command|cloudflare|minio|platform)-[a-z0-9]+-(disallow|enable|configure)-[a-z0-9-]+$")
 
 
 @pytest.mark.parametrize("policy", POLICIES, ids=lambda p: p.name)
