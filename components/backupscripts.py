@@ -49,8 +49,8 @@ class BackupJob:
     def __post_init__(self) -> None:
         if self.retention_days < 1:
             raise ValueError("retention_days must be at least 1")
-        if self.kind in ("mongodb", "redis") and self.mode != "docker":
-            raise ValueError(f"{self.kind} backups run the image's own tools (docker mode)")
+        if self.kind == "mongodb" and self.mode != "docker":
+            raise ValueError("mongodb backups run the mongo image's tools (docker mode)")
 
     @property
     def extension(self) -> str:
@@ -61,6 +61,7 @@ MONGO_COUNTS_JS = ("db.getCollectionNames().sort().forEach(function (c) { "
                    "print(db.getName() + '.' + c + '\\t' + db.getCollection(c).countDocuments({})); })")
 
 
+UNITS = {"postgres": "tables", "mongodb": "collections", "redis": "databases"}
 TOOLS = {"postgres": ("pg_dump", "pg_restore", "psql"),
          "mongodb": ("mongodump", "mongorestore", "mongosh"),
          "redis": ("redis-cli",)}
@@ -185,7 +186,9 @@ def _scratch_server(job: BackupJob) -> str:
     """A throwaway server on loopback with its data on tmpfs: the test never touches the source."""
     if job.kind == "redis":
         # Started after the download, on the downloaded snapshot (see _restore_and_count).
-        return 'SCRATCH_CONTAINER="restore-test-$JOB-$$"\nRESTORE_SERVER_URI="redis://127.0.0.1:56379"\n'
+        name = 'SCRATCH_CONTAINER="restore-test-$JOB-$$"\n' if job.mode == "docker" else ""
+        return (name + 'SCRATCH_PORT="${SCRATCH_PORT:-56379}"\n'
+                'RESTORE_SERVER_URI="redis://127.0.0.1:$SCRATCH_PORT"\n')
     if job.kind == "mongodb":
         return textwrap.dedent(f"""\
             SCRATCH_CONTAINER="restore-test-$JOB-$$"
@@ -213,10 +216,15 @@ def _scratch_server(job: BackupJob) -> str:
 
 def _restore_and_count(job: BackupJob) -> str:
     if job.kind == "redis":
-        return textwrap.dedent(f"""\
-            chmod 0755 "$WORK" && chmod 0644 "$WORK/$NAME.rdb"
-            docker run -d --rm --name "$SCRATCH_CONTAINER" -v "$WORK:/data" -p 127.0.0.1:56379:6379 \\
-              {job.tool_image} redis-server --dir /data --dbfilename "$NAME.rdb" --appendonly no >/dev/null
+        if job.mode == "docker":
+            start = (f'docker run -d --rm --name "$SCRATCH_CONTAINER" -v "$WORK:/data" '
+                     f'-p "127.0.0.1:$SCRATCH_PORT:6379" \\\n  {job.tool_image} redis-server --dir /data '
+                     f'--dbfilename "$NAME.rdb" --appendonly no >/dev/null')
+        else:
+            start = ('SCRATCH_REDIS=1\nredis-server --bind 127.0.0.1 --port "$SCRATCH_PORT" --dir "$WORK" '
+                     '--dbfilename "$NAME.rdb" --appendonly no --save "" \\\n  --daemonize yes '
+                     '--logfile "$WORK/scratch.log" || fail "the scratch Redis did not start"')
+        return "chmod 0755 \"$WORK\" && chmod 0644 \"$WORK/$NAME.rdb\"\n" + start + "\n" + textwrap.dedent(f"""\
             for _ in $(seq 1 30); do
               redis-cli_ -u "$RESTORE_SERVER_URI" PING 2>/dev/null | grep -q PONG && break
               sleep 1
@@ -244,6 +252,12 @@ def _restore_and_count(job: BackupJob) -> str:
 
 
 def _drop_scratch_database(job: BackupJob) -> str:
+    if job.kind == "redis" and job.mode == "host":
+        return textwrap.dedent("""\
+            if [ -n "${SCRATCH_REDIS:-}" ]; then
+              redis-cli_ -u "$RESTORE_SERVER_URI" shutdown nosave >/dev/null 2>&1 || true
+            fi
+            """)
     if job.kind in ("mongodb", "redis"):
         return ""  # the scratch container goes, and its data with it
     return textwrap.dedent("""\
@@ -300,7 +314,7 @@ def render_restore_test_script(job: BackupJob) -> str:
 
         @@RESTORE@@
         diff -u "$WORK/$NAME.counts" "$WORK/restored.counts" || fail "counts differ after restoring $NAME"
-        echo "$JOB: restored $NAME; $(wc -l <"$WORK/restored.counts") tables match"
+        echo "$JOB: restored $NAME; $(wc -l <"$WORK/restored.counts") {UNITS[job.kind]} match"
         """).replace("@@RESTORE@@\n", _restore_and_count(job))
     return _common(job, "weekly restore test") + header + _scratch_server(job) + body
 

