@@ -39,6 +39,8 @@ class AlertDestinations(StrictModel):
         bad = [e for e in self.emails if "@" not in e or e.startswith("@") or e.endswith("@")]
         if bad:
             raise ValueError(f"not email addresses: {', '.join(bad)}")
+        if not self.emails and not self.slack_channel:
+            raise ValueError("alerts need at least one destination: emails or slack_channel")
         return self
 
 
@@ -61,9 +63,7 @@ class Environment(StrictModel):
         min_length=1,
         description="office or VPN egress CIDRs allowed to reach SSH and metrics (mgmt tier)",
     )
-    alerts: AlertDestinations = Field(
-        default_factory=AlertDestinations, description="where alerts are sent"
-    )
+    alerts: AlertDestinations = Field(description="where alerts are sent (at least one destination)")
 
     @property
     def is_production(self) -> bool:

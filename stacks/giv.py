@@ -21,6 +21,7 @@ from components import tiers
 from components.app_platform import AppComponent, AppPlatformApp, AppPlatformAppArgs, DatabaseAttachment
 from components.backup import R2Backup, R2BackupArgs
 from components.backupscripts import BackupJob
+from components.do_monitoring import droplet_alerts, uptime_checks
 from components.database import ManagedDatabaseCluster, ManagedDatabaseClusterArgs, TrustedSourceInput
 from components.droplet_stack import DropletBackups, DropletStack, DropletStackArgs
 from components.workloads import HostFile, host_path_for
@@ -231,6 +232,9 @@ def build(ctx, cfg: GivConfig) -> dict:
             runner=ops.ssh, runner_ready=ops.files_written, protect=prod,
         ), opts=child)
 
+    destinations = ctx.alert_destinations()
+    droplet_alerts(f"{name}-ops", [ops.droplet_id], destinations, product)
+    uptime_checks(name, [f"https://{c.domain}" for c in cfg.components if c.domain], destinations, product)
     outputs = {
         "app_id": app.app_id,
         "live_url": app.live_url,

@@ -20,6 +20,7 @@ from components.containers import ContainerSpec
 from components.database import (ConnectionPool, ManagedDatabaseCluster,
                                  ManagedDatabaseClusterArgs, TrustedSourceInput)
 from components.dns import a_records
+from components.do_monitoring import droplet_alerts, uptime_checks
 from components.droplet_stack import DropletBackups, DropletStack, DropletStackArgs
 from components.ingress import Ingress, IngressRoute
 from components.backup import R2Backup, R2BackupArgs
@@ -208,6 +209,9 @@ def build(ctx, cfg: KroConfig) -> dict:
         location=cfg.backup.location, lock_days=cfg.backup.lock_days,
         runner=host.ssh, runner_ready=host.files_written, protect=prod,
     ), opts=child)
+    destinations = ctx.alert_destinations()
+    droplet_alerts(name, [host.droplet_id], destinations, product)
+    uptime_checks(name, [f"https://{h}" for h in hosts], destinations, product)
     outputs = {
         "public_ip": host.public_ip,
         "droplet_id": host.droplet_id,

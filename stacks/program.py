@@ -18,6 +18,14 @@ class BuildContext:
     environment: Environment
     stack: StackConfig
 
+    def alert_destinations(self):
+        """Where this environment's alerts go (Slack's webhook URL is a secret key)."""
+        from components.do_monitoring import Destinations
+
+        alerts = self.environment.alerts
+        url = self.secret("alerts_slack_webhook_url") if alerts.slack_channel else None
+        return Destinations(emails=alerts.emails, slack_channel=alerts.slack_channel, slack_url=url)
+
     def secret(self, key: str) -> pulumi.Output[str]:
         """An external secret from ``pulumi config set --secret platform:<key>``."""
         return pulumi.Config(CONFIG_NAMESPACE).require_secret(key)

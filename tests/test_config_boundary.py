@@ -130,7 +130,8 @@ TOP_KEYS = ["environment", "products", "kro", "giv", "pencom", "vedfinance", "al
 
 def _valid_raw() -> dict:
     return json.loads(json.dumps({
-        "environment": {"name": "staging", "admin_cidrs": ["198.51.100.10/32"]},
+        "environment": {"name": "staging", "admin_cidrs": ["198.51.100.10/32"],
+                        "alerts": {"emails": ["ops@example.com"]}},
         "products": [],
     }))
 

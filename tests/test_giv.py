@@ -165,7 +165,8 @@ ALLOWED_KEYS = {"size", "nodeCount", "instanceSizeSlug", "instanceCount", "autos
                 "branch", "production", "triggers"}
 NAMES = [("staging.", ""), ("www.", ""), ("krogiving-media-staging", "krogiving-media"),
          ("krogiving-staging", "krogiving"), ("giv-staging", "giv-prod"), ("env-staging", "env-prod"),
-         ("GIV staging", "GIV prod")]
+         ("GIV staging", "GIV prod"), ("-staging-krogiving", "-krogiving"),
+         (" staging-krogiving", " krogiving"), ("www-krogiving", "krogiving")]
 
 
 def _normalise(value):
@@ -187,7 +188,10 @@ def _normalise(value):
 
 
 def test_staging_differs_from_prod_only_in_sizes_names_domains_and_credentials(prod, staging):
-    giv = lambda state: {r["name"].replace("giv-staging", "giv-prod"): r for r in state.resources
+    def key(name: str) -> str:  # uptime checks are named after hostnames (www. / staging.)
+        return _normalise(name).replace("-staging-", "-").replace("-www-", "-")
+
+    giv = lambda state: {key(r["name"]): r for r in state.resources
                          if r["name"].startswith("giv-") and r["custom"]}
     p, s = giv(prod), giv(staging)
     # Bucket locks are a production retention setting (lock_days), not a difference in shape.

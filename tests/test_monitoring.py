@@ -1,0 +1,161 @@
+"""Monitoring config rendered by pure functions, judged by promtool and amtool."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+import pytest
+import yaml
+
+from components.prometheus import (AlertRoutes, ScrapeTargets, alert_rules, render_alertmanager_config,
+                                   render_prometheus_config, render_rules)
+from tests.conftest import require_tool
+
+TARGETS = ScrapeTargets(node=["10.0.0.1:9100", "10.0.0.2:9100"], cadvisor=["10.0.0.1:8080"],
+                        services={"core": ["10.0.0.2:4000"]},
+                        probes=["https://api.krotrust.com/health", "https://app.krotrust.com/"])
+
+
+def test_prometheus_config_and_rules_pass_promtool(tmp_path):
+    promtool = require_tool("promtool", "Debian package prometheus")
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "platform.yml").write_text(render_rules())
+    (tmp_path / "prometheus.yml").write_text(render_prometheus_config(TARGETS))
+    config = subprocess.run([promtool, "check", "config", str(tmp_path / "prometheus.yml")],
+                            capture_output=True, text=True, cwd=tmp_path)
+    assert config.returncode == 0, config.stdout + config.stderr
+    assert "SUCCESS" in config.stdout + config.stderr
+    rules = subprocess.run([promtool, "check", "rules", str(tmp_path / "rules" / "platform.yml")],
+                           capture_output=True, text=True)
+    assert rules.returncode == 0 and f"{len(alert_rules())} rules found" in rules.stdout, rules.stdout + rules.stderr
+
+
+def test_promtool_rejects_a_broken_rule(tmp_path):
+    promtool = require_tool("promtool", "Debian package prometheus")
+    path = tmp_path / "bad.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "x", "rules": [{"alert": "A", "expr": "up =="}]}]}))
+    assert subprocess.run([promtool, "check", "rules", str(path)], capture_output=True).returncode != 0
+
+
+@pytest.mark.parametrize("routes", [AlertRoutes(emails=["ops@example.com"]),
+                                    AlertRoutes(slack_channel="#ops"),
+                                    AlertRoutes(emails=["ops@example.com"], slack_channel="#ops")])
+def test_alertmanager_config_passes_amtool(routes, tmp_path):
+    amtool = require_tool("amtool", "Debian package prometheus-alertmanager")
+    path = tmp_path / "alertmanager.yml"
+    path.write_text(render_alertmanager_config(routes))
+    result = subprocess.run([amtool, "check-config", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    document = yaml.safe_load(path.read_text())
+    assert "s3cret" not in path.read_text() and "hooks.slack.com" not in path.read_text()
+    assert document["route"]["routes"][0]["receiver"] == "critical"
+
+
+def test_alertmanager_needs_a_destination():
+    with pytest.raises(ValueError, match="at least one destination"):
+        render_alertmanager_config(AlertRoutes())
+
+
+# Each alert: series that make it fire, and series that must leave it silent.
+RULE_TESTS = [
+    ("HostDown", 'up{job="node", instance="a"}', "0x20", "1x20", "10m"),
+    ("DiskAlmostFull",
+     'node_filesystem_avail_bytes{fstype="ext4", instance="a", mountpoint="/"}', "10x30", "50x30", "20m",
+     'node_filesystem_size_bytes{fstype="ext4", instance="a", mountpoint="/"}', "100x30"),
+    ("MemoryPressure", 'node_memory_MemAvailable_bytes{instance="a"}', "5x30", "50x30", "20m",
+     'node_memory_MemTotal_bytes{instance="a"}', "100x30"),
+    ("ContainerRestarting", 'container_start_time_seconds{name="api"}', "1+1x20", "1x20", "10m"),
+    ("BackupStale", 'platform_backup_last_success_timestamp_seconds{job="kro-prod-db"}', "0x40",
+     "100000+60x40", "27h"),
+    ("BackupFailed", 'platform_backup_success{job="kro-prod-db"}', "0x5", "1x5", "2m"),
+    ("RestoreTestFailed", 'platform_restore_test_success{job="kro-prod-db"}', "0x5", "1x5", "2m"),
+    ("RestoreTestStale", 'platform_restore_test_last_run_timestamp_seconds{job="kro-prod-db"}', "0x12",
+     "800000x12", "9d"),
+    ("TLSCertificateExpiring", 'probe_ssl_earliest_cert_expiry{instance="https://x"}', "86400x200",
+     "99999999x200", "2h"),
+    ("EndpointDown", 'probe_success{job="blackbox-http", instance="https://x"}', "0x20", "1x20", "10m"),
+]
+
+
+# Timestamps in the series are seconds since the test's start, so staleness needs long steps.
+INTERVALS = {"BackupStale": "1h", "RestoreTestStale": "1d"}
+
+
+def _series(values: str, rest: tuple, firing: bool):
+    series = [{"series": values[0], "values": values[1] if firing else values[2]}]
+    if rest:
+        series.append({"series": rest[0], "values": rest[1]})
+    return series
+
+
+def test_every_alert_fires_when_it_should_and_stays_silent_otherwise(tmp_path):
+    promtool = require_tool("promtool", "Debian package prometheus")
+    assert {t[0] for t in RULE_TESTS} == {r["alert"] for r in alert_rules()}, "a test per alert"
+    (tmp_path / "platform.yml").write_text(render_rules())
+    tests = []
+    for alert, series, fire, silent, at, *rest in RULE_TESTS:
+        for firing in (True, False):
+            tests.append({
+                "interval": INTERVALS.get(alert, "1m"),
+                "input_series": _series((series, fire, silent), tuple(rest), firing),
+                "alert_rule_test": [{"eval_time": at, "alertname": alert,
+                                     "exp_alerts": [{}] if firing else []}],
+            })
+    # exp_alerts must list labels exactly; fill them from the rule and the series.
+    rules = {r["alert"]: r for r in alert_rules()}
+    for test in tests:
+        for case in test["alert_rule_test"]:
+            if case["exp_alerts"]:
+                rule = rules[case["alertname"]]
+                labels = {**rule["labels"], **_labels(test["input_series"][0]["series"])}
+                summary = re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: labels[m.group(1)],
+                                 rule["annotations"]["summary"])
+                case["exp_alerts"] = [{"exp_labels": labels, "exp_annotations": {"summary": summary}}]
+    (tmp_path / "tests.yml").write_text(yaml.safe_dump({"rule_files": ["platform.yml"], "tests": tests}))
+    result = subprocess.run([promtool, "test", "rules", str(tmp_path / "tests.yml")],
+                            capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _labels(series: str) -> dict:
+    name, _, rest = series.partition("{")
+    labels = {}
+    for part in rest.rstrip("}").split(","):
+        if "=" in part:
+            key, value = part.split("=", 1)
+            labels[key.strip()] = value.strip().strip('"')
+    return labels
+
+
+def test_droplets_and_public_hostnames_are_monitored_on_digitalocean():
+    from synth.mockdata import mock_id
+    from synth.run import synth_stack
+    from synth.state import State
+
+    state = State(synth_stack("prod"))
+    for droplet in ("kro-prod-droplet", "giv-prod-ops-droplet"):
+        droplet_id = mock_id("digitalocean:index/droplet:Droplet", droplet)
+        alerts = [a for a in state.of_type("digitalocean:index/monitorAlert:MonitorAlert")
+                  if a["inputs"]["entities"] == [droplet_id]]
+        assert {a["inputs"]["type"] for a in alerts} == {
+            "v1/insights/droplet/cpu", "v1/insights/droplet/memory_utilization_percent",
+            "v1/insights/droplet/disk_utilization_percent"}
+        assert all(a["inputs"]["alerts"]["emails"] == ["platform-alerts@krotrust.com"] for a in alerts)
+    targets = {c["inputs"]["target"] for c in state.of_type("digitalocean:index/uptimeCheck:UptimeCheck")}
+    assert targets == {"https://api.krotrust.com", "https://app.krotrust.com", "https://app2.krotrust.com",
+                       "https://admin.krotrust.com", "https://api.krogiving.com", "https://www.krogiving.com",
+                       "https://admin.krogiving.com"}
+    alerts = state.of_type("digitalocean:index/uptimeAlert:UptimeAlert")
+    assert len(alerts) == 3 * len(targets)
+    expiry = [a["inputs"] for a in alerts if a["inputs"]["type"] == "ssl_expiry"]
+    assert all(a["threshold"] == 14 and a["comparison"] == "less_than" for a in expiry)
+
+
+def test_an_environment_without_alert_destinations_is_rejected():
+    from stacks.config import validate_stack_config
+    from stacks.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="alerts need at least one destination"):
+        validate_stack_config({"environment": '{"name": "x1", "admin_cidrs": ["198.51.100.1/32"], "alerts": {}}',
+                               "products": "[]"})
