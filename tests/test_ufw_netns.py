@@ -1,0 +1,122 @@
+"""The rendered UFW rules, applied by real UFW inside network namespaces this test creates.
+
+UFW runs in its own network namespace (its iptables rules exist only there) and its own mount
+namespace, over private copies of /etc/ufw and /etc/default/ufw and a private /run: the host's
+firewall and configuration are never touched. Two client namespaces probe over TCP.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from components import hostsetup, tiers
+from tests.conftest import require_tool
+
+FW_A, CLIENT_A = "10.231.1.1", "10.231.1.2"
+FW_B, CLIENT_B = "10.231.2.1", "10.231.2.2"
+PORTS = (22, 80, 443, 5432, 6379)
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+@pytest.fixture
+def namespaces():
+    require_tool("ip", "Debian package iproute2")
+    require_tool("ufw", "Debian package ufw")
+    require_tool("unshare", "util-linux")
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root") if os.environ.get("CI") != "true" else pytest.fail("needs root")
+    suffix = str(os.getpid())
+    fw, a, b = f"ufwfw{suffix}", f"ufwa{suffix}", f"ufwb{suffix}"
+    for ns in (fw, a, b):
+        _ip("netns", "add", ns)
+    listener = None
+    try:
+        for client, fw_addr, client_addr, tag in ((a, FW_A, CLIENT_A, "a"), (b, FW_B, CLIENT_B, "b")):
+            outside, inside = f"u{tag}c{suffix}"[:15], f"u{tag}f{suffix}"[:15]
+            _ip("link", "add", outside, "type", "veth", "peer", "name", inside)
+            _ip("link", "set", outside, "netns", client)
+            _ip("link", "set", inside, "netns", fw)
+            _ip("-n", client, "addr", "add", f"{client_addr}/24", "dev", outside)
+            _ip("-n", fw, "addr", "add", f"{fw_addr}/24", "dev", inside)
+            _ip("-n", client, "link", "set", outside, "up")
+            _ip("-n", fw, "link", "set", inside, "up")
+        for ns in (fw, a, b):
+            _ip("-n", ns, "link", "set", "lo", "up")
+        server = textwrap.dedent(f"""
+            import socket, threading
+            def serve(port):
+                s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind(("0.0.0.0", port)); s.listen()
+                while True:
+                    c, _ = s.accept(); c.close()
+            for p in {PORTS!r}:
+                threading.Thread(target=serve, args=(p,), daemon=True).start()
+            threading.Event().wait()
+        """)
+        listener = subprocess.Popen(["ip", "netns", "exec", fw, sys.executable, "-c", server])
+        time.sleep(0.5)
+        yield {"fw": fw, "a": a, "b": b}
+    finally:
+        if listener is not None:
+            listener.kill()
+            listener.wait()
+        for ns in (fw, a, b):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def _reachable(ns: str, address: str, port: int) -> bool:
+    probe = (f"import socket; s = socket.socket(); s.settimeout(1.5); "
+             f"s.connect(({address!r}, {port})); s.close()")
+    return subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", probe],
+                          capture_output=True).returncode == 0
+
+
+def _matrix(namespaces) -> dict[tuple[str, int], bool]:
+    return {(client, port): _reachable(namespaces[client], FW_A if client == "a" else FW_B, port)
+            for client in ("a", "b") for port in PORTS}
+
+
+def _apply_ufw(namespaces, commands: str, tmp_path) -> subprocess.CompletedProcess:
+    private = tmp_path / "ufw-private"
+    shutil.copytree("/etc/ufw", private / "etc-ufw", symlinks=True)
+    (private / "default").mkdir()
+    shutil.copy2("/etc/default/ufw", private / "default" / "ufw")
+    inner = textwrap.dedent(f"""\
+        set -eu
+        mount -t tmpfs tmpfs /run
+        mount --bind {private}/etc-ufw /etc/ufw
+        mount --bind {private}/default/ufw /etc/default/ufw
+        {commands}
+        ufw status verbose
+        """)
+    return subprocess.run(["ip", "netns", "exec", namespaces["fw"], "unshare", "--mount", "--propagation",
+                           "private", "bash", "-c", inner], capture_output=True, text=True, timeout=120)
+
+
+def test_ufw_allows_exactly_what_the_tier_model_allows(namespaces, tmp_path):
+    before = _matrix(namespaces)
+    assert all(before.values()), f"control: every port answers before UFW: {before}"
+
+    role = tiers.HostRole(tier=tiers.Tier.EDGE, ssh_cidrs=(f"{CLIENT_A}/32",),
+                          service_ports=(5432,), peer_cidrs=(f"{CLIENT_B}/32",))
+    commands = hostsetup.render_ufw_commands(tiers.inbound_rules(role))
+    result = _apply_ufw(namespaces, commands, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Default: deny (incoming)" in result.stdout
+
+    after = _matrix(namespaces)
+    expected = {
+        ("a", 22): True, ("a", 80): True, ("a", 443): True, ("a", 5432): False, ("a", 6379): False,
+        ("b", 22): False, ("b", 80): True, ("b", 443): True, ("b", 5432): True, ("b", 6379): False,
+    }
+    assert after == expected
