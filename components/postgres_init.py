@@ -14,18 +14,25 @@ def _literal(value: str) -> str:
 
 
 def render_init_sql(databases: Mapping[str, str], passwords: Mapping[str, str],
-                    extensions: Sequence[str] = ()) -> str:
-    """``databases`` maps database -> owning role; ``passwords`` maps role -> password.
+                    extensions: Sequence[str] = (),
+                    readers: Mapping[str, Sequence[str]] | None = None) -> str:
+    """``databases`` maps database -> owning role; ``passwords`` maps role -> password;
+    ``readers`` maps database -> roles that may only read it (tables made later included).
 
     Run with ``psql -v ON_ERROR_STOP=1``; a second run changes nothing but re-sets passwords."""
-    for name in [*databases, *databases.values(), *extensions]:
+    readers = readers or {}
+    unknown = sorted(set(readers) - set(databases))
+    if unknown:
+        raise ValueError(f"readers for databases that are not created: {unknown}")
+    reader_roles = sorted({r for roles in readers.values() for r in roles})
+    for name in [*databases, *databases.values(), *extensions, *reader_roles]:
         if not IDENTIFIER.match(name):
             raise ValueError(f"not a plain identifier: {name!r}")
-    missing = sorted(set(databases.values()) - set(passwords))
+    missing = sorted((set(databases.values()) | set(reader_roles)) - set(passwords))
     if missing:
         raise ValueError(f"no password for roles {missing}")
     lines = ["\\set ON_ERROR_STOP on"]
-    for role in sorted(set(databases.values())):
+    for role in sorted(set(databases.values()) | set(reader_roles)):
         lines += [
             f"SELECT 'CREATE ROLE {role} LOGIN' WHERE NOT EXISTS "
             f"(SELECT FROM pg_roles WHERE rolname = {_literal(role)})\\gexec",
@@ -39,8 +46,16 @@ def render_init_sql(databases: Mapping[str, str], passwords: Mapping[str, str],
             f"REVOKE ALL ON DATABASE {database} FROM PUBLIC;",
             f"GRANT CONNECT, CREATE, TEMPORARY ON DATABASE {database} TO {role};",
         ]
-        if extensions:
+        database_readers = sorted(readers.get(database, ()))
+        lines += [f"GRANT CONNECT ON DATABASE {database} TO {reader};" for reader in database_readers]
+        if extensions or database_readers:
             lines.append(f"\\connect {database}")
             lines += [f"CREATE EXTENSION IF NOT EXISTS {ext};" for ext in extensions]
+            for reader in database_readers:
+                lines += [
+                    f"GRANT USAGE ON SCHEMA public TO {reader};",
+                    f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {reader};",
+                    f"ALTER DEFAULT PRIVILEGES FOR ROLE {role} IN SCHEMA public GRANT SELECT ON TABLES TO {reader};",
+                ]
             lines.append("\\connect postgres")
     return "\n".join(lines) + "\n"

@@ -80,3 +80,28 @@ def test_identifiers_are_checked():
         render_init_sql({"db; DROP TABLE x": "r"}, {"r": "p"})
     with pytest.raises(ValueError, match="no password for roles"):
         render_init_sql({"db": "r"}, {})
+
+
+def test_a_reader_role_reads_but_cannot_write_or_reach_other_databases(server):
+    databases = {"pencom_compliance": "compliance", "pencom_payments": "payments"}
+    passwords = {"compliance": "c-pass", "payments": "pay", "external_gateway_ro": "gw-pass"}
+    sql = render_init_sql(databases, passwords, readers={"pencom_compliance": ["external_gateway_ro"]})
+    assert _apply(server, sql).returncode == 0
+    owner = f"postgresql://compliance@127.0.0.1:{server.port}/pencom_compliance"
+    made_later = subprocess.run(["psql", "--no-psqlrc", "-v", "ON_ERROR_STOP=1", owner, "-c",
+                                 "CREATE TABLE contributions (id int); INSERT INTO contributions VALUES (1), (2)"],
+                                env={"PGPASSWORD": "c-pass", "PATH": "/usr/bin:/bin"}, capture_output=True, text=True)
+    assert made_later.returncode == 0, made_later.stderr
+
+    def as_reader(database, statement):
+        uri = f"postgresql://external_gateway_ro@127.0.0.1:{server.port}/{database}"
+        return subprocess.run(["psql", "--no-psqlrc", "-At", "-v", "ON_ERROR_STOP=1", uri, "-c", statement],
+                              env={"PGPASSWORD": "gw-pass", "PATH": "/usr/bin:/bin"}, capture_output=True, text=True)
+
+    read = as_reader("pencom_compliance", "SELECT count(*) FROM contributions")
+    assert read.returncode == 0 and read.stdout.strip() == "2", read.stderr
+    write = as_reader("pencom_compliance", "INSERT INTO contributions VALUES (3)")
+    assert write.returncode != 0 and "permission denied" in write.stderr
+    other = as_reader("pencom_payments", "SELECT 1")
+    assert other.returncode != 0 and "permission denied" in other.stderr
+    assert _apply(server, sql).returncode == 0, "idempotent with readers too"
