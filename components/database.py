@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal, Optional, Sequence
 from urllib.parse import quote
 
@@ -70,7 +70,6 @@ class ManagedDatabaseClusterArgs:
     protect: bool = False
     """Protect the cluster, databases and users, and retain them if removed (prod)."""
     storage_size_mib: Optional[int] = None
-    extra: dict = field(default_factory=dict)
 
 
 class ManagedDatabaseCluster(pulumi.ComponentResource):
@@ -152,10 +151,10 @@ class ManagedDatabaseCluster(pulumi.ComponentResource):
         if not sources:
             raise ValueError(f"{self._name}: a database firewall needs at least one trusted source")
         for source in sources:
-            if not tiers.may_reach(source.tier, tiers.Tier.DATA):
-                raise ValueError(f"{self._name}: the {source.tier.value} tier may not reach the data tier")
-            if source.kind == "ip_addr" and isinstance(source.value, str) and tiers.is_world(source.value):
-                raise ValueError(f"{self._name}: a database is never open to the world")
+            try:
+                tiers.check_trusted_source(source.kind, source.value, source.tier)
+            except ValueError as exc:
+                raise ValueError(f"{self._name}: {exc}") from None
         self.firewall = do.DatabaseFirewall(
             f"{self._name}-firewall",
             cluster_id=self.cluster.id,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import textwrap
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 DEPLOY_USER = "deploy"
@@ -311,13 +311,6 @@ def render_cloud_init(deploy_user: str = DEPLOY_USER) -> str:
     import yaml
 
     return "#cloud-config\n" + yaml.safe_dump(document, sort_keys=False)
-
-
-@dataclass(frozen=True)
-class HostScripts:
-    """The named scripts a host runs, in order. Each becomes one remote command."""
-
-    scripts: dict[str, str] = field(default_factory=dict)
 
 
 def host_baseline(*, sshd: SshdPolicy, fail2ban_ignore: Sequence[str] = (),

@@ -18,7 +18,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Iterable, Sequence
+from typing import Iterable
 
 
 class Tier(str, Enum):
@@ -118,17 +118,13 @@ def inbound_rules(role: HostRole) -> list[InboundRule]:
     if role.metrics_cidrs:
         rules.append(InboundRule(NODE_EXPORTER_PORT, cidrs=tuple(role.metrics_cidrs),
                                  reason="metrics from monitoring"))
-    if role.service_ports:
-        if role.tier is Tier.EDGE and not (role.peer_cidrs or role.peer_tags):
-            pass
-        elif not (role.peer_cidrs or role.peer_tags):
-            raise ValueError(f"{role.tier.value} service ports need their allowed peers")
-        for cidr in role.peer_cidrs:
-            if is_world(cidr):
-                raise ValueError(f"{role.tier.value} service ports are never open to the world")
-        if role.peer_cidrs or role.peer_tags:
-            rules += [InboundRule(port, cidrs=tuple(role.peer_cidrs), tags=tuple(role.peer_tags),
-                                  reason=f"{role.tier.value} service") for port in role.service_ports]
+    has_peers = bool(role.peer_cidrs or role.peer_tags)
+    if role.service_ports and not has_peers:
+        raise ValueError(f"{role.tier.value} service ports need their allowed peers")
+    if any(is_world(cidr) for cidr in role.peer_cidrs):
+        raise ValueError(f"{role.tier.value} service ports are never open to the world")
+    rules += [InboundRule(port, cidrs=tuple(role.peer_cidrs), tags=tuple(role.peer_tags),
+                          reason=f"{role.tier.value} service") for port in role.service_ports]
     rules += list(role.extra)
     return rules
 
@@ -157,31 +153,15 @@ DIGITALOCEAN_OUTBOUND: list[dict] = [
 ]
 
 
-@dataclass(frozen=True)
-class TrustedSource:
-    """A client a managed database admits: a droplet, an App Platform app, a tag or an IP."""
-
-    kind: str  # droplet | app | tag | ip_addr | k8s
-    value: str
-    tier: Tier
-
-    def __post_init__(self) -> None:
-        if self.kind not in {"droplet", "app", "tag", "ip_addr", "k8s"}:
-            raise ValueError(f"unknown trusted source type {self.kind}")
-        if self.kind == "ip_addr" and is_world(self.value):
-            raise ValueError("a database is never open to the world")
-
-
-def database_trusted_sources(sources: Sequence[TrustedSource]) -> list[dict]:
-    """``DatabaseFirewallRuleArgs`` for the data tier: only app and mgmt tier clients."""
-    if not sources:
-        raise ValueError("a database firewall with no trusted sources would admit nobody")
-    rules = []
-    for source in sources:
-        if not may_reach(source.tier, Tier.DATA):
-            raise ValueError(f"the {source.tier.value} tier may not reach the data tier")
-        rules.append({"type": source.kind, "value": source.value})
-    return rules
+def check_trusted_source(kind: str, value: object, tier: Tier) -> None:
+    """A database client must be of a known kind, in a tier that may reach data, and never the
+    world (an output value is checked by the policy pack once it is known)."""
+    if kind not in {"droplet", "app", "tag", "ip_addr", "k8s"}:
+        raise ValueError(f"unknown trusted source type {kind}")
+    if not may_reach(tier, Tier.DATA):
+        raise ValueError(f"the {tier.value} tier may not reach the data tier")
+    if kind == "ip_addr" and isinstance(value, str) and is_world(value):
+        raise ValueError("a database is never open to the world")
 
 
 def container_bind_address(tier: Tier, private_address: str | None = None) -> str:

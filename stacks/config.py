@@ -89,7 +89,6 @@ class StackConfig(BaseModel):
     environment: Environment
     products: list[str]
     product_configs: dict[str, Any]
-    secrets_present: frozenset[str] = frozenset()
 
     def product(self, name: str):
         return self.product_configs[name]
@@ -144,7 +143,6 @@ def validate_stack_config(
                 f"secret keys start with {', '.join(secret_prefixes)})"
             )
     values = {k: _parse_json_value(k, v, problems) for k, v in raw.items() if k in known_top}
-    secret_names = {k for k in raw if k not in known_top and str(k).startswith(secret_prefixes)}
 
     environment = None
     if "environment" not in values:
@@ -200,7 +198,6 @@ def validate_stack_config(
         environment=environment,
         products=products,
         product_configs=product_configs,
-        secrets_present=frozenset(secret_names),
     )
     if not check_secrets:
         return config

@@ -29,7 +29,7 @@ from components.workloads import HostFile, host_path_for
 from stacks.common import (BackupConfig, DnsConfig, Product, RouteConfig, check_hosts_in_zone,
                            check_secret_keys, merge_env, product_foundation, service_secret_env)
 from stacks.config import DO_REGIONS, SecretKey
-from stacks.model import Cidr, Hostname, ResourceName, StrictModel
+from stacks.model import Cidr, ResourceName, StrictModel
 from stacks.definition import ProductDefinition
 
 SSH_KEY_SECRET = "kro_ssh_private_key"

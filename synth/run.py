@@ -33,21 +33,10 @@ def with_placeholder_secrets(stack_file: StackFile) -> list[str]:
     return filled
 
 
-def synth_stack(
-    stack: str,
-    *,
-    stack_file: Optional[Path] = None,
-    project_dir: Path = PROJECT_ROOT,
-    fill_secrets: bool = True,
-    mocks: Optional[SynthMocks] = None,
-    program: Optional[Callable[[], None]] = None,
-    config_overrides: Optional[Mapping[str, str]] = None,
-    reveal_secrets: bool = False,
-) -> dict[str, Any]:
-    """The desired state of ``stack`` in the synth JSON shape (see README)."""
-    return synth_capture(stack, stack_file=stack_file, project_dir=project_dir,
-                         fill_secrets=fill_secrets, mocks=mocks, program=program,
-                         config_overrides=config_overrides).to_json(reveal=reveal_secrets)
+def synth_stack(stack: str, *, reveal_secrets: bool = False, **options: Any) -> dict[str, Any]:
+    """The desired state of ``stack`` in the synth JSON shape (see README); ``options`` are
+    ``synth_capture``'s."""
+    return synth_capture(stack, **options).to_json(reveal=reveal_secrets)
 
 
 def synth_capture(

@@ -35,9 +35,6 @@ class State:
             yield parent
             parent = self.by_urn.get(parent.get("parent") or "")
 
-    def component_of(self, resource: dict[str, Any], type_: str) -> dict[str, Any] | None:
-        return next((a for a in self.ancestors(resource) if a["type"] == type_), None)
-
     def all_dependencies(self, resource: dict[str, Any]) -> set[str]:
         """URNs this resource waits for, directly or through other dependencies."""
         seen: set[str] = set()
@@ -50,5 +47,3 @@ class State:
             stack.extend(self.by_urn.get(urn, {}).get("dependencies", []))
         return seen
 
-    def resolve(self, urn_or_value: Any) -> dict[str, Any] | None:
-        return self.by_urn.get(urn_or_value) if isinstance(urn_or_value, str) else None

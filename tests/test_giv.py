@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import inspect
 import re
-import typing
-
-import pulumi_digitalocean as do
 import pytest
 from pulumi_digitalocean import _inputs
 

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import subprocess
 import sys
-from pathlib import Path
-
-import pytest
 import yaml
 
 from synth.cost import PriceTable, estimate, totals
