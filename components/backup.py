@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import pulumi
 import pulumi_cloudflare as cloudflare
@@ -18,6 +18,10 @@ from components.remote import SshTarget, run_script
 
 DAY = 86400
 BUCKET_WRITE_PERMISSION = "Workers R2 Storage Bucket Item Write"
+
+
+# Debian packages a host-mode job needs besides rclone.
+HOST_TOOLS = {"postgres": " postgresql-client", "redis": " redis-tools", "mongodb": "", "minio": ""}
 
 
 def s3_secret_from_token(token_value: str) -> str:
@@ -51,6 +55,9 @@ class R2BackupArgs:
     """What must exist on the runner first (host setup, files such as a CA)."""
     protect: bool = False
     """Protect the bucket and retain it if removed from the program (prod)."""
+    environment: Mapping[str, str] = field(default_factory=dict)
+    """More variables for the job's environment file: ``HTTPS_PROXY`` on an egress-locked
+    runner, ``BACKUP_CA_CERT`` (Redis) or ``RCLONE_CA_CERT`` (MinIO) for a TLS source."""
 
 
 class R2Backup(pulumi.ComponentResource):
@@ -127,7 +134,7 @@ class R2Backup(pulumi.ComponentResource):
         units = render_units(job, backup_calendar=args.backup_calendar,
                              restore_calendar=args.restore_calendar)
         sections = [
-            "ensure_packages rclone" + (" postgresql-client" if job.mode == "host" else ""),
+            "ensure_packages rclone" + (HOST_TOOLS[job.kind] if job.mode == "host" else ""),
             hostsetup._heredoc(f"/usr/local/sbin/platform-backup-{job_name}", "0750", "root:root",
                                render_backup_script(job)),
             hostsetup._heredoc(f"/usr/local/sbin/platform-restore-test-{job_name}", "0750",
@@ -151,6 +158,7 @@ class R2Backup(pulumi.ComponentResource):
                 "RCLONE_CONFIG_R2_ACCESS_KEY_ID": key_id,
                 "RCLONE_CONFIG_R2_SECRET_ACCESS_KEY": secret,
                 "RCLONE_CONFIG_R2_ENDPOINT": endpoint, "RCLONE_CONFIG_R2_ACL": "private",
+                **args.environment,
             }
             content = "".join(f"{k}={_systemd_quote(v)}\n" for k, v in lines.items())
             return hostsetup.script(hostsetup._heredoc(f"{ENV_DIR}/{job_name}.env", "0600",

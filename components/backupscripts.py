@@ -36,7 +36,7 @@ ROW_COUNTS_SQL = (
 class BackupJob:
     job: str
     """Job name; also the folder in the bucket and the metric label."""
-    kind: Literal["postgres", "mongodb", "redis"]
+    kind: Literal["postgres", "mongodb", "redis", "minio"]
     retention_days: int
     max_age_hours: int = 26
     """The restore test fails when the newest backup is older than this."""
@@ -51,20 +51,23 @@ class BackupJob:
             raise ValueError("retention_days must be at least 1")
         if self.kind == "mongodb" and self.mode != "docker":
             raise ValueError("mongodb backups run the mongo image's tools (docker mode)")
+        if self.kind == "minio" and self.mode != "host":
+            raise ValueError("minio mirrors run rclone on the host (host mode)")
 
     @property
     def extension(self) -> str:
-        return {"postgres": "dump", "mongodb": "archive", "redis": "rdb"}[self.kind]
+        return {"postgres": "dump", "mongodb": "archive", "redis": "rdb", "minio": "manifest"}[self.kind]
 
 
 MONGO_COUNTS_JS = ("db.getCollectionNames().sort().forEach(function (c) { "
                    "print(db.getName() + '.' + c + '\\t' + db.getCollection(c).countDocuments({})); })")
 
 
-UNITS = {"postgres": "tables", "mongodb": "collections", "redis": "databases"}
+UNITS = {"postgres": "tables", "mongodb": "collections", "redis": "databases", "minio": "objects"}
 TOOLS = {"postgres": ("pg_dump", "pg_restore", "psql"),
          "mongodb": ("mongodump", "mongorestore", "mongosh"),
-         "redis": ("redis-cli",)}
+         "redis": ("redis-cli",),
+         "minio": ()}
 # Keys per logical database, one "dbN<TAB>keys=..." line each (INFO keyspace, expiry dropped).
 REDIS_KEYSPACE = "grep '^db' | cut -d, -f1 | tr ':' '\\t' | tr -d '\\r'"
 
@@ -117,8 +120,12 @@ def _common(job: BackupJob, what: str) -> str:
 
 def _dump_and_count(job: BackupJob) -> str:
     if job.kind == "redis":
-        return ('redis-cli_ -u "$BACKUP_SOURCE_URI" --no-auth-warning --rdb "$WORK/$NAME.rdb" >/dev/null\n'
-                f'redis-cli_ -u "$BACKUP_SOURCE_URI" --no-auth-warning INFO keyspace | {REDIS_KEYSPACE} >"$WORK/$NAME.counts"')
+        # A rediss:// source is verified against BACKUP_CA_CERT (the internal CA).
+        return ('TLS_ARGS=()\n'
+                '[ -z "${BACKUP_CA_CERT:-}" ] || TLS_ARGS=(--tls --cacert "$BACKUP_CA_CERT")\n'
+                'redis-cli_ -u "$BACKUP_SOURCE_URI" "${TLS_ARGS[@]}" --no-auth-warning --rdb "$WORK/$NAME.rdb" >/dev/null\n'
+                'redis-cli_ -u "$BACKUP_SOURCE_URI" "${TLS_ARGS[@]}" --no-auth-warning INFO keyspace '
+                f'| {REDIS_KEYSPACE} >"$WORK/$NAME.counts"')
     if job.kind == "mongodb":
         return ('mongodump_ --uri="$BACKUP_SOURCE_URI" --archive="$WORK/$NAME.archive" --gzip\n'
                 f'mongosh_ --quiet "$BACKUP_SOURCE_URI" --eval "{MONGO_COUNTS_JS}" >"$WORK/$NAME.counts"')
@@ -130,6 +137,8 @@ def _dump_and_count(job: BackupJob) -> str:
 
 def render_backup_script(job: BackupJob) -> str:
     labels = f'job=\\"{job.job}\\"'
+    if job.kind == "minio":
+        return _common(job, "off-site mirror") + _S3_SOURCE + _render_mirror_backup(job, labels)
     return _common(job, "off-site backup") + textwrap.dedent(f"""\
         : "${{BACKUP_SOURCE_URI:?set in {ENV_DIR}/{job.job}.env}}"
         RETENTION_DAYS={job.retention_days}
@@ -270,6 +279,8 @@ def _drop_scratch_database(job: BackupJob) -> str:
 
 def render_restore_test_script(job: BackupJob) -> str:
     labels = f'job=\\"{job.job}\\"'
+    if job.kind == "minio":
+        return _common(job, "weekly restore test") + _render_mirror_restore_test(job, labels)
     ext = job.extension
     header = textwrap.dedent(f"""\
         MAX_AGE_HOURS={job.max_age_hours}
@@ -317,6 +328,127 @@ def render_restore_test_script(job: BackupJob) -> str:
         echo "$JOB: restored $NAME; $(wc -l <"$WORK/restored.counts") {UNITS[job.kind]} match"
         """).replace("@@RESTORE@@\n", _restore_and_count(job))
     return _common(job, "weekly restore test") + header + _scratch_server(job) + body
+
+
+# An object store's source is https://ACCESS_KEY:SECRET_KEY@host:port/bucket (keys without
+# ':' or '@'); the runner's CA file, if any, comes in as RCLONE_CA_CERT.
+_S3_SOURCE = textwrap.dedent("""\
+    : "${BACKUP_SOURCE_URI:?set in the job environment file}"
+    SOURCE_REST="${BACKUP_SOURCE_URI#*://}"
+    SOURCE_KEYS="${SOURCE_REST%%@*}"
+    SOURCE_HOSTPATH="${SOURCE_REST#*@}"
+    export RCLONE_CONFIG_SRC_TYPE=s3 RCLONE_CONFIG_SRC_PROVIDER=Minio
+    export RCLONE_CONFIG_SRC_ACCESS_KEY_ID="${SOURCE_KEYS%%:*}"
+    export RCLONE_CONFIG_SRC_SECRET_ACCESS_KEY="${SOURCE_KEYS#*:}"
+    export RCLONE_CONFIG_SRC_ENDPOINT="${BACKUP_SOURCE_URI%%://*}://${SOURCE_HOSTPATH%%/*}"
+    SOURCE_BUCKET="${SOURCE_HOSTPATH#*/}"
+    """)
+
+
+def _render_mirror_backup(job: BackupJob, labels: str) -> str:
+    """An incremental mirror: ``current/`` follows the bucket; what a run overwrites or deletes
+    moves to ``changed/<stamp>/`` and is pruned after the retention. Each run uploads a
+    manifest (path and size of every object) that the restore test checks against."""
+    return textwrap.dedent(f"""\
+        RETENTION_DAYS={job.retention_days}
+
+        on_exit() {{
+          local status=$?
+          rm -rf "$WORK"
+          if [ "$status" -ne 0 ]; then
+            write_metrics "backup-$JOB.prom" \\
+              "platform_backup_success{{{labels}}} 0" \\
+              "platform_backup_last_attempt_timestamp_seconds{{{labels}}} $(date +%s)" \\
+              "platform_backup_last_success_timestamp_seconds{{{labels}}} ${{LAST_SUCCESS:-0}}"
+          fi
+          exit "$status"
+        }}
+        LAST_SUCCESS="$(sed -n 's/^platform_backup_last_success_timestamp_seconds{{[^}}]*}} //p' \\
+          "$TEXTFILE_DIR/backup-$JOB.prom" 2>/dev/null || true)"
+        trap on_exit EXIT
+
+        STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
+        NAME="$JOB-$STAMP"
+        rclone lsf -R --files-only --format ps --separator "$(printf '\\t')" "src:$SOURCE_BUCKET" \\
+          | LC_ALL=C sort >"$WORK/$NAME.manifest"
+        rclone sync --s3-no-check-bucket "src:$SOURCE_BUCKET" vault:current --backup-dir "vault:changed/$STAMP"
+        (cd "$WORK" && sha256sum "$NAME.manifest" >"$NAME.sha256")
+        rclone copy --s3-no-check-bucket "$WORK" vault:manifests
+        SIZE="$(awk -F '\\t' '{{s += $2}} END {{print s + 0}}' "$WORK/$NAME.manifest")"
+
+        # Retention: manifests and displaced objects older than RETENTION_DAYS, only after this
+        # run's mirror succeeded.
+        CUTOFF="$(date -u -d "-$RETENTION_DAYS days" +%Y%m%dT%H%M%SZ)"
+        rclone lsf --files-only vault:manifests | sort >"$WORK.list"
+        while IFS= read -r file; do
+          stamp="${{file#"$JOB"-}}"
+          stamp="${{stamp%%.*}}"
+          if [[ "$stamp" < "$CUTOFF" ]]; then
+            rclone deletefile "vault:manifests/$file"
+            echo "pruned $file"
+          fi
+        done <"$WORK.list"
+        rclone lsf --dirs-only vault:changed 2>/dev/null | sort >"$WORK.list" || true
+        while IFS= read -r dir; do
+          if [[ "${{dir%/}}" < "$CUTOFF" ]]; then
+            rclone purge "vault:changed/${{dir%/}}"
+            echo "pruned changed/$dir"
+          fi
+        done <"$WORK.list"
+        rm -f "$WORK.list"
+
+        NOW="$(date +%s)"
+        LAST_SUCCESS="$NOW"
+        write_metrics "backup-$JOB.prom" \\
+          "platform_backup_success{{{labels}}} 1" \\
+          "platform_backup_last_attempt_timestamp_seconds{{{labels}}} $NOW" \\
+          "platform_backup_last_success_timestamp_seconds{{{labels}}} $NOW" \\
+          "platform_backup_last_size_bytes{{{labels}}} $SIZE" \\
+          "platform_backup_last_duration_seconds{{{labels}}} $((NOW - STARTED))"
+        echo "$JOB: mirrored $(wc -l <"$WORK/$NAME.manifest") objects ($SIZE bytes)"
+        """)
+
+
+def _render_mirror_restore_test(job: BackupJob, labels: str) -> str:
+    """Restores ``current/`` into a scratch folder; every object of the newest manifest must
+    come back with its size (rclone crypt authenticates each file, so corruption fails the copy)."""
+    return textwrap.dedent(f"""\
+        MAX_AGE_HOURS={job.max_age_hours}
+
+        on_exit() {{
+          local status=$?
+          rm -rf "$WORK"
+          local now success=1
+          now="$(date +%s)"
+          [ "$status" -eq 0 ] || success=0
+          write_metrics "restore-test-$JOB.prom" \\
+            "platform_restore_test_success{{{labels}}} $success" \\
+            "platform_restore_test_last_run_timestamp_seconds{{{labels}}} $now" \\
+            "platform_restore_test_duration_seconds{{{labels}}} $((now - STARTED))"
+          exit "$status"
+        }}
+        trap on_exit EXIT
+
+        NAME="$(rclone lsf --files-only --include '*.manifest' vault:manifests | sort | tail -n 1 | sed 's/\\.manifest$//')"
+        [ -n "$NAME" ] || fail "no mirror manifest found in R2"
+        STAMP="${{NAME#"$JOB"-}}"
+        TAKEN="$(date -u -d "${{STAMP:0:4}}-${{STAMP:4:2}}-${{STAMP:6:2}} ${{STAMP:9:2}}:${{STAMP:11:2}}:${{STAMP:13:2}}" +%s)" \\
+          || fail "cannot read the time of mirror $NAME"
+        AGE_HOURS=$(( ($(date +%s) - TAKEN) / 3600 ))
+        [ "$AGE_HOURS" -le "$MAX_AGE_HOURS" ] || fail "newest mirror $NAME is $AGE_HOURS hours old (limit $MAX_AGE_HOURS)"
+        for suffix in manifest sha256; do
+          rclone copyto "vault:manifests/$NAME.$suffix" "$WORK/$NAME.$suffix" || fail "$NAME.$suffix is missing"
+        done
+        (cd "$WORK" && sha256sum --quiet --strict -c "$NAME.sha256") || fail "checksum mismatch in $NAME"
+
+        mkdir -p "$WORK/restore"
+        rclone copy vault:current "$WORK/restore" || fail "restoring the mirror failed"
+        (cd "$WORK/restore" && find . -type f -printf '%P\\t%s\\n' | LC_ALL=C sort) >"$WORK/restored.manifest"
+        # Objects written after the manifest may be there too; every manifest entry must be.
+        MISSING="$(LC_ALL=C comm -23 "$WORK/$NAME.manifest" "$WORK/restored.manifest")"
+        [ -z "$MISSING" ] || fail "objects missing or of another size after restoring $NAME: $MISSING"
+        echo "$JOB: restored $(wc -l <"$WORK/restored.manifest") {UNITS[job.kind]}; all $(wc -l <"$WORK/$NAME.manifest") of $NAME match"
+        """)
 
 
 def render_units(job: BackupJob, *, backup_calendar: str, restore_calendar: str) -> dict[str, str]:

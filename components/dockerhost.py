@@ -36,7 +36,8 @@ class DockerHost(pulumi.ComponentResource):
         self.setup_done = previous
         self.files_written = list(previous)
 
-    def _docker(self, name: str, address: pulumi.Input[str], ssh_opts: Sequence[str] = ()) -> None:
+    def _docker(self, name: str, address: pulumi.Input[str], ssh_opts: Sequence[str] = (),
+                bridge: Optional[str] = None) -> None:
         self.docker_provider = docker.Provider(
             f"{name}-docker",
             host=pulumi.Output.from_input(address).apply(lambda a: f"ssh://{hostsetup.DEPLOY_USER}@{a}"),
@@ -46,6 +47,8 @@ class DockerHost(pulumi.ComponentResource):
         )
         self.network = docker.Network(
             f"{name}-network", name=name, driver="bridge",
+            # A fixed interface name lets the host's packet filter match the containers' traffic.
+            options={"com.docker.network.bridge.name": bridge} if bridge else None,
             opts=pulumi.ResourceOptions(parent=self, provider=self.docker_provider),
         )
 

@@ -92,6 +92,9 @@ class SshdPolicy:
     max_auth_tries: int = 3
     allow_tcp_forwarding: bool = False  # the bastion needs it for ProxyJump to internal hosts
     port: int = 22
+    permit_open: Sequence[str] = ()
+    """``host:port`` targets local forwarding may reach (an admin API behind the firewall);
+    ignored when all forwarding is allowed."""
 
 
 def render_sshd_config(policy: SshdPolicy) -> str:
@@ -113,11 +116,19 @@ def render_sshd_config(policy: SshdPolicy) -> str:
         MaxStartups 10:30:60
         X11Forwarding no
         AllowAgentForwarding no
-        AllowTcpForwarding {"yes" if policy.allow_tcp_forwarding else "no"}
+        AllowTcpForwarding {_forwarding(policy)}
         ClientAliveInterval 300
         ClientAliveCountMax 2
         AllowUsers {" ".join(policy.allow_users)}
         """)
+
+
+def _forwarding(policy: SshdPolicy) -> str:
+    if policy.allow_tcp_forwarding:
+        return "yes"
+    if policy.permit_open:
+        return "local\n        PermitOpen " + " ".join(policy.permit_open)
+    return "no"
 
 
 def sshd_section(policy: SshdPolicy) -> str:
@@ -242,11 +253,32 @@ def directories_section(paths: Sequence[tuple[str, str, str]]) -> str:
 
 # --- ufw --------------------------------------------------------------------------------------
 
-def render_ufw_commands(rules, waivers: dict[str, str] | None = None) -> str:
+@dataclass(frozen=True)
+class OutboundRule:
+    """One allowed outbound flow from a host whose egress is locked down."""
+
+    destination: str
+    port: int | None = None
+    protocol: str | None = None
+    reason: str = ""
+
+
+def render_ufw_commands(rules, waivers: dict[str, str] | None = None,
+                        outbound: Sequence[OutboundRule] | None = None) -> str:
     """The UFW commands for a host's inbound rules, default-deny. ``waivers`` maps a rule's
-    ``reason`` to a waiver name, written on its line so the policy pack can match it."""
+    ``reason`` to a waiver name, written on its line so the policy pack can match it. With
+    ``outbound``, outgoing traffic is denied too, except those flows."""
     waivers = waivers or {}
-    lines = ["ufw --force reset >/dev/null", "ufw default deny incoming", "ufw default allow outgoing"]
+    lines = ["ufw --force reset >/dev/null", "ufw default deny incoming",
+             f"ufw default {'allow' if outbound is None else 'deny'} outgoing"]
+    for out in outbound or ():
+        line = "ufw allow out"
+        if out.protocol:
+            line += f" proto {out.protocol}"
+        line += f" to {out.destination}"
+        if out.port is not None:
+            line += f" port {out.port}"
+        lines.append(line + f" comment '{out.reason.replace(chr(39), '')}'")
     for rule in rules:
         port = rule.port_range.replace("-", ":")
         sources = list(rule.cidrs) or ["any"]
@@ -260,9 +292,10 @@ def render_ufw_commands(rules, waivers: dict[str, str] | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def ufw_section(rules, waivers: dict[str, str] | None = None) -> str:
+def ufw_section(rules, waivers: dict[str, str] | None = None,
+                outbound: Sequence[OutboundRule] | None = None) -> str:
     """Rules live in a file; they are re-applied when it changes or UFW is not active."""
-    commands = render_ufw_commands(rules, waivers)
+    commands = render_ufw_commands(rules, waivers, outbound)
     return "\n".join([
         "ensure_packages ufw",
         "apply_ufw() {",
@@ -315,10 +348,15 @@ def render_cloud_init(deploy_user: str = DEPLOY_USER) -> str:
 
 def host_baseline(*, sshd: SshdPolicy, fail2ban_ignore: Sequence[str] = (),
                   directories: Sequence[tuple[str, str, str]] = (),
-                  firewall: str | None = None) -> dict[str, str]:
+                  firewall: str | None = None, proxy: str | None = None,
+                  docker_firewall: str | None = None) -> dict[str, str]:
     """The baseline every host gets, as separately re-runnable scripts. ``firewall`` is a UFW
-    section for hosts without a provider firewall in front of them (on-prem)."""
+    section for hosts without a provider firewall in front of them (on-prem); ``proxy`` points
+    an egress-locked host's apt and Docker at the egress proxy, before anything is installed;
+    ``docker_firewall`` filters Docker-published ports and container egress."""
     scripts = {}
+    if proxy is not None:
+        scripts["proxy"] = script(proxy)
     if firewall is not None:
         scripts["ufw"] = script(firewall)
     scripts |= {
@@ -327,6 +365,8 @@ def host_baseline(*, sshd: SshdPolicy, fail2ban_ignore: Sequence[str] = (),
         "fail2ban": script(fail2ban_section(fail2ban_ignore)),
         "docker": script(docker_section()),
     }
+    if docker_firewall is not None:
+        scripts["docker-firewall"] = script(docker_firewall)
     if directories:
         scripts["dirs"] = script(directories_section(directories))
     return scripts

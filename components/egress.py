@@ -1,0 +1,234 @@
+"""Egress allow-lists and the packet filter Docker's published ports need, as pure renderers.
+
+Two things UFW alone cannot do on a Docker host:
+
+- **Filter published ports.** Docker DNATs a published port before UFW's INPUT chain sees the
+  packet, so a UFW rule does not restrict who reaches a container. Docker sends that traffic
+  through the ``DOCKER-USER`` chain first; ``render_docker_user_rules`` puts the same sources
+  the UFW rules allow there, matched on the original (pre-DNAT) address and port.
+- **Allow-list egress by name.** SaaS endpoints (SendGrid, Remita, Highlight, PostHog) have no
+  stable addresses, so HTTPS egress goes through a forward proxy on the edge node
+  (``render_squid_conf``) that allows each service only its own domains: every service gets
+  its own proxy port, and the port is what the ACL matches. Non-HTTP egress to fixed addresses
+  (Oracle ECRS on 1521) is a direct route; everything else leaving a container is dropped.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from typing import Iterable, Mapping, Sequence
+
+from components.hostsetup import OutboundRule, _heredoc
+from components.tiers import InboundRule
+
+PROXY_BASE_PORT = 3128
+HOST_ROUTE = "hosts"
+"""The proxy port for the nodes' own traffic: apt, image pulls, backups to R2."""
+
+_DOMAIN = re.compile(r"^\.?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,}$")
+
+
+@dataclass(frozen=True)
+class ProxyRoute:
+    """HTTPS destinations a set of clients may reach through the proxy."""
+
+    name: str
+    domains: tuple[str, ...]
+    clients: tuple[str, ...]
+    """Service names, or ``hosts`` for the nodes themselves."""
+
+
+@dataclass(frozen=True)
+class DirectRoute:
+    """A non-HTTP destination at fixed addresses (the proxy cannot carry it)."""
+
+    name: str
+    cidrs: tuple[str, ...]
+    port: int
+    clients: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class EgressLock:
+    """An internal node whose host and containers may only talk to the internal network, the
+    resolvers, NTP, and the direct routes; the web goes through ``proxy_url``."""
+
+    bridge: str
+    """Interface name of the host's Docker bridge (at most 15 characters)."""
+    internal_cidr: str
+    proxy_url: str
+    resolvers: tuple[str, ...]
+    direct: tuple[DirectRoute, ...] = ()
+
+    def __post_init__(self):
+        if not re.match(r"^[a-z][a-z0-9-]{1,14}$", self.bridge):
+            raise ValueError(f"bridge {self.bridge!r}: 2-15 characters, a-z 0-9 -")
+        if not self.resolvers:
+            raise ValueError("an egress-locked node needs its DNS resolvers")
+
+    def outbound(self) -> list[OutboundRule]:
+        rules = [OutboundRule(_check_cidr(self.internal_cidr), reason="internal network")]
+        for resolver in self.resolvers:
+            rules += [OutboundRule(_check_cidr(resolver), 53, proto, "dns") for proto in ("udp", "tcp")]
+        rules.append(OutboundRule("any", 123, "udp", "ntp"))
+        return rules
+
+
+def check_domains(domains: Iterable[str]) -> None:
+    seen: set[str] = set()
+    for domain in domains:
+        if not _DOMAIN.match(domain):
+            raise ValueError(f"{domain!r} is not a domain (a leading dot allows subdomains)")
+        bare = domain.lstrip(".")
+        if bare in seen:
+            raise ValueError(f"{bare} is listed twice (with and without a leading dot?)")
+        seen.add(bare)
+
+
+def proxy_ports(routes: Sequence[ProxyRoute], base: int = PROXY_BASE_PORT) -> dict[str, int]:
+    """One proxy port per client, stable under reordering: sorted by name, ``hosts`` first."""
+    clients = sorted({c for r in routes for c in r.clients}, key=lambda c: (c != HOST_ROUTE, c))
+    return {client: base + i for i, client in enumerate(clients)}
+
+
+def client_domains(routes: Sequence[ProxyRoute]) -> dict[str, list[str]]:
+    by_client: dict[str, list[str]] = {}
+    for route in routes:
+        for client in route.clients:
+            by_client.setdefault(client, [])
+            by_client[client] += [d for d in route.domains if d not in by_client[client]]
+    for domains in by_client.values():
+        check_domains(domains)
+    return by_client
+
+
+def render_squid_conf(routes: Sequence[ProxyRoute], ports: Mapping[str, int], *,
+                      allowed_sources: Sequence[str]) -> str:
+    """A forward proxy that lets each client port reach only its clients' domains, on 80/443,
+    and only from ``allowed_sources``; nothing is cached."""
+    if not allowed_sources:
+        raise ValueError("the proxy needs the networks allowed to use it")
+    domains = client_domains(routes)
+    listen = [f"http_port {port} name={_label(client)}"
+              for client, port in sorted(ports.items(), key=lambda kv: kv[1])]
+    lines = [
+        "# Managed by the platform program (components/egress.py): one port per client, each",
+        "# allowed only its own destinations. Everything else is denied.",
+        *listen,
+        f"acl internal src {' '.join(allowed_sources)}",
+        "acl web_ports port 80 443",
+        "acl tls_ports port 443",
+        "acl CONNECT method CONNECT",
+        "http_access deny !internal",
+        "http_access deny !web_ports",
+        "http_access deny CONNECT !tls_ports",
+    ]
+    for client, port in sorted(ports.items(), key=lambda kv: kv[1]):
+        if client not in domains:
+            raise ValueError(f"proxy port for {client} that has no route")
+        label = _label(client)
+        lines += [f"acl via_{label} myportname {label}",
+                  f"acl to_{label} dstdomain {' '.join(domains[client])}",
+                  f"http_access allow via_{label} to_{label}"]
+    lines += [
+        "http_access deny all",
+        "cache deny all",
+        "via off",
+        "forwarded_for delete",
+        "access_log stdio:/dev/stdout",
+        "cache_log /dev/stderr",
+        "logfile_rotate 0",
+        "shutdown_lifetime 3 seconds",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _label(client: str) -> str:
+    return re.sub(r"[^a-z0-9_]", "_", client)
+
+
+def _check_cidr(value: str) -> str:
+    return str(ipaddress.ip_network(value, strict=False))
+
+
+def render_docker_user_rules(*, published: Sequence[tuple[str, int]], rules: Sequence[InboundRule],
+                             bridge: str | None = None, internal_cidr: str | None = None,
+                             direct: Sequence[DirectRoute] = ()) -> str:
+    """``iptables-restore --noflush`` input that rewrites the ``DOCKER-USER`` chain.
+
+    ``published`` are the (address, port) pairs containers publish on; each admits only the
+    sources of the inbound rules for that port. With ``bridge`` and ``internal_cidr``, traffic
+    from the containers may go only to the internal network, to its own bridge, and to the
+    ``direct`` routes: everything else they send is dropped.
+    """
+    out = ["*filter", ":DOCKER-USER - [0:0]", "-F DOCKER-USER",
+           "-A DOCKER-USER -m conntrack --ctstate ESTABLISHED,RELATED -j RETURN"]
+    for address, port in published:
+        sources = sorted({c for r in rules if _covers(r, port) for c in r.cidrs})
+        if not sources:
+            raise ValueError(f"{address}:{port} is published but no inbound rule admits anyone to it")
+        match = f"-p tcp -m conntrack --ctorigdst {address} --ctorigdstport {port}"
+        out += [f"-A DOCKER-USER {match} -s {_check_cidr(s)} -j RETURN"
+                for s in sources if s not in ("0.0.0.0/0", "::/0")]
+        if not set(sources) & {"0.0.0.0/0", "::/0"}:
+            out.append(f"-A DOCKER-USER {match} -j DROP")
+    if bridge:
+        if not internal_cidr:
+            raise ValueError("an egress lock needs the internal network")
+        out += [f"-A DOCKER-USER -i {bridge} -o {bridge} -j RETURN",
+                f"-A DOCKER-USER -i {bridge} -d {_check_cidr(internal_cidr)} -j RETURN"]
+        for route in direct:
+            out += [f"-A DOCKER-USER -i {bridge} -p tcp -d {_check_cidr(c)} --dport {route.port} -j RETURN"
+                    for c in route.cidrs]
+        out.append(f"-A DOCKER-USER -i {bridge} -j DROP")
+    out += ["-A DOCKER-USER -j RETURN", "COMMIT"]
+    return "\n".join(out) + "\n"
+
+
+def _covers(rule: InboundRule, port: int) -> bool:
+    if isinstance(rule.port, tuple):
+        return rule.port[0] <= port <= rule.port[1]
+    return rule.port == port
+
+
+DOCKER_USER_UNIT = """\
+# Managed by the platform program: re-applies the DOCKER-USER rules whenever Docker starts.
+[Unit]
+Description=Platform filter for Docker-published ports and container egress
+After=docker.service
+PartOf=docker.service
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/sbin/iptables-restore --noflush /etc/platform/docker-user.rules
+
+[Install]
+WantedBy=docker.service
+"""
+
+
+def docker_user_section(rules_text: str) -> str:
+    """Installs the rules file and a unit that applies it after every Docker start."""
+    return "\n".join([
+        _heredoc("/etc/platform/docker-user.rules", "0600", "root:root", rules_text,
+                 on_change="iptables-restore --noflush /etc/platform/docker-user.rules"),
+        _heredoc("/etc/systemd/system/platform-docker-user.service", "0644", "root:root",
+                 DOCKER_USER_UNIT, on_change="systemctl daemon-reload"),
+        "ensure_service_enabled platform-docker-user",
+    ])
+
+
+def host_proxy_section(proxy_url: str) -> str:
+    """Points apt and the Docker daemon (image pulls) of an egress-locked node at the proxy.
+    Runs before anything installs packages; Docker is restarted only if it already runs."""
+    return "\n".join([
+        _heredoc("/etc/apt/apt.conf.d/90platform-proxy", "0644", "root:root",
+                 f'Acquire::http::Proxy "{proxy_url}";\nAcquire::https::Proxy "{proxy_url}";\n'),
+        _heredoc("/etc/systemd/system/docker.service.d/platform-proxy.conf", "0644", "root:root",
+                 f'[Service]\nEnvironment="HTTP_PROXY={proxy_url}" "HTTPS_PROXY={proxy_url}" '
+                 '"NO_PROXY=localhost,127.0.0.1"\n',
+                 on_change="systemctl daemon-reload\n  if systemctl is-active --quiet docker; then systemctl restart docker; fi"),
+    ])

@@ -1,0 +1,586 @@
+"""Pencom / eHub: four on-prem VPS nodes reached over SSH.
+
+| node    | tier | runs                                                           | accepts            |
+|---------|------|----------------------------------------------------------------|--------------------|
+| edge    | edge | nginx (TLS), api-gateway, external-gateway, the egress proxy   | internet on 80/443 |
+| app     | app  | core, payments, compliance, notifications, external-integrations, audit | edge, app |
+| data    | data | Postgres, MongoDB, Redis, all over TLS from an internal CA     | app (+ one waiver) |
+| storage | data | MinIO over TLS, one bucket, one IAM user per consuming service | app                |
+
+Fixes what the seed describes: database connections without TLS (now TLS everywhere with
+``sslmode=verify-full`` against the internal CA), an internal API key some services do not get
+(every service gets it), external-gateway reading the compliance database through an
+undocumented hole (now a named waiver with a read-only role), and egress nobody restricts (the
+internal nodes reach only the internal network, their resolvers and Oracle ECRS; HTTPS leaves
+through a proxy on the edge node that allows each service only its own providers). SSH to the
+internal nodes goes only through the edge node, from the admin CIDRs.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tempfile
+
+import pulumi
+import pulumi_minio as minio
+import pulumi_random as random
+from pydantic import Field, model_validator
+
+from components import egress, tiers
+from components.backup import R2Backup, R2BackupArgs
+from components.backupscripts import BackupJob
+from components.containers import ContainerSpec, PublishedPort
+from components.dns import a_records
+from components.hostsetup import _heredoc, script
+from components.ingress import Ingress, IngressRoute
+from components.internal_ca import InternalCa
+from components.minio_bucket import MinioBucket, MinioBucketArgs, MinioConsumer
+from components.mongo_init import render_mongo_init_js
+from components.onprem import OnPremVps, OnPremVpsArgs
+from components.postgres_init import render_init_sql
+from components.remote import run_script
+from components.workloads import HostFile
+from stacks.common import (BackupConfig, DnsConfig, Product, RouteConfig, check_hosts_in_zone, check_secret_keys,
+                           merge_env, service_secret_env)
+from stacks.config import SecretKey
+from stacks.definition import ProductDefinition
+from stacks.model import Cidr, ResourceName, StrictModel
+
+SSH_KEY_SECRET = "pencom_ssh_private_key"
+CA_PATH = "/run/platform/ca.crt"
+TLS_DIR = "/run/platform/tls"
+PROXY_SERVICE = "egress-proxy"
+BACKUP_READER = "backup"
+"""The MinIO user the mirror backup reads with: every prefix, read-only."""
+PORTS = {"postgres": 5432, "mongodb": 27017, "redis": 6379, "minio": 9000}
+# The MinIO provider reaches the admin API through `ssh -L` to the storage node (see README).
+MINIO_TUNNEL_HOST = "127.0.0.1"
+# Docker's default address pools: the edge node's containers reach the proxy from these.
+DOCKER_POOLS = ("172.16.0.0/12", "192.168.0.0/16")
+
+
+class NodeConfig(StrictModel):
+    private_address: str = Field(description="address on the internal network")
+    public_address: str | None = Field(default=None, description="public address (edge node only)")
+    ssh_port: int = Field(default=22, gt=0, lt=65536, description="SSH port")
+
+    @model_validator(mode="after")
+    def _addresses(self) -> "NodeConfig":
+        ipaddress.ip_address(self.private_address)
+        if self.public_address:
+            ipaddress.ip_address(self.public_address)
+        return self
+
+
+class Nodes(StrictModel):
+    edge: NodeConfig = Field(description="VPS 1: the only internet-facing node; the SSH bastion")
+    app: NodeConfig = Field(description="VPS 2: the core services")
+    data: NodeConfig = Field(description="VPS 3: Postgres, MongoDB, Redis")
+    storage: NodeConfig = Field(description="VPS 4: MinIO")
+
+
+class ServiceDatabase(StrictModel):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="database name")
+    service: ResourceName = Field(description="service that owns it (its role or user is named after the service)")
+    env: str = Field(default="", pattern=r"^([A-Z][A-Z0-9_]*)?$",
+                     description="environment variable with the connection URL "
+                                 "(default DATABASE_URL for Postgres, MONGODB_URI for MongoDB)")
+
+
+class ReadWaiver(StrictModel):
+    """A declared exception to the tier model: an edge service reading one database."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9-]*$", description="waiver name, shown in the plan and the UFW rule")
+    service: ResourceName = Field(description="edge service that reads")
+    database: str = Field(description="Postgres database it may read (and only read)")
+    env: str = Field(pattern=r"^[A-Z][A-Z0-9_]*$", description="environment variable with the read-only URL")
+    reason: str = Field(min_length=10, description="why the exception exists and when it can go")
+
+
+class BucketConsumerConfig(StrictModel):
+    service: ResourceName = Field(description="app service that uses the bucket")
+    prefixes: list[str] = Field(min_length=1, description="key prefixes it may use, e.g. CERTIFICATES/")
+    write: bool = Field(default=True, description="read-write (default) or read-only")
+
+
+class BucketConfig(StrictModel):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$", description="MinIO bucket name")
+    consumers: list[BucketConsumerConfig] = Field(min_length=1, description="services and their prefixes")
+    noncurrent_version_days: int = Field(default=30, ge=1, le=3650, description="days old versions are kept")
+    tunnel_port: int = Field(default=19000, gt=1024, lt=65536,
+                             description="local port of the operator's SSH tunnel to MinIO's API")
+
+
+class HttpsRoute(StrictModel):
+    name: ResourceName = Field(description="provider, e.g. sendgrid")
+    domains: list[str] = Field(min_length=1, description="domains; a leading dot allows subdomains")
+    services: list[str] = Field(min_length=1, description="services allowed to reach them")
+
+
+class DirectRouteConfig(StrictModel):
+    name: ResourceName = Field(description="destination, e.g. oracle-ecrs")
+    cidrs: list[Cidr] = Field(min_length=1, description="its addresses")
+    port: int = Field(gt=0, lt=65536, description="TCP port")
+    services: list[ResourceName] = Field(min_length=1, description="app services that use it")
+
+
+class EgressConfig(StrictModel):
+    proxy: ContainerSpec = Field(description="the forward proxy (squid) on the edge node")
+    https: list[HttpsRoute] = Field(description="HTTPS destinations per service")
+    host_domains: list[str] = Field(min_length=1, description="what the nodes themselves reach "
+                                    "through the proxy: package mirrors, registries, R2")
+    direct: list[DirectRouteConfig] = Field(default_factory=list,
+                                            description="non-HTTP destinations at fixed addresses")
+    resolvers: list[Cidr] = Field(min_length=1, description="DNS resolvers of the internal nodes")
+
+
+class JwtConfig(StrictModel):
+    users: list[ResourceName] = Field(min_length=1, description="services that get JWT_SECRET (employers, admins)")
+    partners: list[ResourceName] = Field(min_length=1, description="services that get PFC_JWT_SECRET (PFC partners)")
+
+
+class PencomConfig(StrictModel):
+    """Settings of the Pencom product in one stack."""
+
+    internal_cidr: Cidr = Field(description="the internal network of the four nodes")
+    nodes: Nodes = Field(description="the four VPS nodes")
+    edge_services: list[ContainerSpec] = Field(min_length=1, description="api-gateway, external-gateway (tier edge)")
+    app_services: list[ContainerSpec] = Field(min_length=1, description="services on the app node (tier app, "
+                                              "with a port; it is published on the private address)")
+    postgres: ContainerSpec = Field(description="Postgres container (data node); TLS is added")
+    mongodb: ContainerSpec = Field(description="MongoDB container (data node); TLS is added")
+    redis: ContainerSpec = Field(description="Redis container (data node); TLS is added")
+    minio: ContainerSpec = Field(description="MinIO container (storage node); TLS is added")
+    databases: list[ServiceDatabase] = Field(min_length=1, description="Postgres databases, one per service")
+    mongo_databases: list[ServiceDatabase] = Field(description="MongoDB databases")
+    redis_clients: list[ResourceName] = Field(description="services that get REDIS_URL")
+    read_waivers: list[ReadWaiver] = Field(default_factory=list, description="declared read-only exceptions")
+    bucket: BucketConfig = Field(description="the MinIO bucket")
+    jwt: JwtConfig = Field(description="who gets which JWT secret")
+    egress: EgressConfig = Field(description="the egress allow-list")
+    routes: list[RouteConfig] = Field(min_length=1, description="public hostname -> edge service")
+    dns: DnsConfig | None = Field(default=None, description="where the hostnames are published; "
+                                  "unset when PenCom manages the records")
+    acme_email: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$", description="Let's Encrypt email")
+    backup: BackupConfig = Field(description="off-site backups of every datastore and the bucket to R2")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "PencomConfig":
+        network = ipaddress.ip_network(self.internal_cidr)
+        nodes = {"edge": self.nodes.edge, "app": self.nodes.app, "data": self.nodes.data,
+                 "storage": self.nodes.storage}
+        addresses = [n.private_address for n in nodes.values()]
+        if len(set(addresses)) != len(addresses):
+            raise ValueError("nodes: private addresses repeat")
+        outside = [k for k, n in nodes.items() if ipaddress.ip_address(n.private_address) not in network]
+        if outside:
+            raise ValueError(f"nodes {', '.join(outside)}: private_address outside internal_cidr {network}")
+        if not self.nodes.edge.public_address:
+            raise ValueError("nodes.edge.public_address is required: the edge node is the bastion")
+        internal = [k for k in ("app", "data", "storage") if nodes[k].public_address]
+        if internal:
+            raise ValueError(f"nodes {', '.join(internal)}: internal nodes have no public_address "
+                             "(they are reached through the edge node)")
+        edge = {s.name: s for s in self.edge_services}
+        app = {s.name: s for s in self.app_services}
+        stores = [self.postgres, self.mongodb, self.redis, self.minio, self.egress.proxy]
+        names = [*edge, *app, *(s.name for s in stores), "nginx"]
+        if len(set(names)) != len(self.edge_services) + len(self.app_services) + 6:
+            raise ValueError("service names repeat (nginx is the ingress's)")
+        for spec in self.edge_services:
+            if spec.tier is not tiers.Tier.EDGE or spec.publish:
+                raise ValueError(f"edge_services {spec.name}: tier edge, no publish (nginx fronts it)")
+        for spec in self.app_services:
+            if spec.tier is not tiers.Tier.APP or spec.port is None or spec.publish:
+                raise ValueError(f"app_services {spec.name}: tier app with a port and no publish "
+                                 "(the port is published on the app node's private address)")
+        for field in ("postgres", "mongodb", "redis", "minio"):
+            spec = getattr(self, field)
+            if spec.tier is not tiers.Tier.DATA or spec.publish or spec.command:
+                raise ValueError(f"{field}: tier data, without publish or command (both are set "
+                                 "by the program, with TLS)")
+        if self.egress.proxy.tier is not tiers.Tier.MGMT or self.egress.proxy.publish:
+            raise ValueError("egress.proxy: tier mgmt (published on the private address only), no publish")
+        services = {**edge, **app}
+        refs = [(f"databases {d.name}", d.service, app) for d in self.databases]
+        refs += [(f"mongo_databases {d.name}", d.service, app) for d in self.mongo_databases]
+        refs += [("redis_clients", s, app) for s in self.redis_clients]
+        refs += [(f"bucket.consumers {c.service}", c.service, app) for c in self.bucket.consumers]
+        refs += [(f"read_waivers {w.name}", w.service, edge) for w in self.read_waivers]
+        refs += [("jwt", s, services) for s in [*self.jwt.users, *self.jwt.partners]]
+        refs += [(f"egress.https {r.name}", s, services) for r in self.egress.https for s in r.services]
+        refs += [(f"egress.direct {r.name}", s, app) for r in self.egress.direct for s in r.services]
+        refs += [(f"routes {r.host}", r.service, edge) for r in self.routes]
+        for where, service, allowed in refs:
+            if service not in allowed:
+                kind = "an app service" if allowed is app else "an edge service" if allowed is edge else "a service"
+                raise ValueError(f"{where}: {service} is not {kind}")
+        db_names = [d.name for d in [*self.databases, *self.mongo_databases]]
+        if len(set(db_names)) != len(db_names):
+            raise ValueError("database names repeat")
+        postgres_dbs = {d.name for d in self.databases}
+        owners = [d.service for d in self.databases]
+        if len(set(owners)) != len(owners):
+            raise ValueError("databases: one Postgres database per service (its role is named after it)")
+        for waiver in self.read_waivers:
+            if waiver.database not in postgres_dbs:
+                raise ValueError(f"read_waivers {waiver.name}: {waiver.database} is not a Postgres database")
+        for route in self.egress.https:
+            egress.check_domains(route.domains)
+        egress.check_domains(self.egress.host_domains)
+        if self.dns:
+            check_hosts_in_zone([r.host for r in self.routes], self.dns.zone)
+        check_secret_keys("pencom", [*self.edge_services, *self.app_services])
+        return self
+
+
+def required_secrets(cfg: PencomConfig) -> list[SecretKey]:
+    needed = [SecretKey(key=SSH_KEY_SECRET, description="private SSH key of the deploy user on all four nodes")]
+    for spec in [*cfg.edge_services, *cfg.app_services]:
+        needed += [SecretKey(key=k, description=f"{e} of {spec.name}") for e, k in sorted(spec.secret_env.items())]
+    return needed
+
+
+def role_name(service: str) -> str:
+    return service.replace("-", "_")
+
+
+def proxy_routes(cfg: PencomConfig) -> list[egress.ProxyRoute]:
+    routes = [egress.ProxyRoute(name=r.name, domains=tuple(r.domains), clients=tuple(r.services))
+              for r in cfg.egress.https]
+    routes.append(egress.ProxyRoute(name="nodes", domains=tuple(cfg.egress.host_domains),
+                                    clients=(egress.HOST_ROUTE,)))
+    return routes
+
+
+def proxy_env(cfg: PencomConfig) -> dict[str, dict[str, str]]:
+    """HTTPS_PROXY for each service with an egress route: its own proxy port, by alias on the
+    edge node and by the edge node's private address from the app node."""
+    ports = egress.proxy_ports(proxy_routes(cfg))
+    edge_names = {s.name for s in cfg.edge_services}
+    no_proxy = ",".join(["localhost", "127.0.0.1", cfg.internal_cidr,
+                         *sorted(s.name for s in [*cfg.edge_services, *cfg.app_services])])
+    out = {}
+    for service, port in ports.items():
+        if service == egress.HOST_ROUTE:
+            continue
+        host = PROXY_SERVICE if service in edge_names else cfg.nodes.edge.private_address
+        url = f"http://{host}:{port}"
+        out[service] = {"HTTPS_PROXY": url, "HTTP_PROXY": url, "NO_PROXY": no_proxy}
+    return out
+
+
+def service_urls(cfg: PencomConfig) -> dict[str, str]:
+    """How an edge service reaches each app service (its published port on the app node)."""
+    return {f"{s.name.upper().replace('-', '_')}_SERVICE_URL":
+            f"http://{cfg.nodes.app.private_address}:{s.port}" for s in cfg.app_services}
+
+
+def _password(name: str, parent: pulumi.Resource, length: int = 32) -> pulumi.Output[str]:
+    return random.RandomPassword(name, length=length, special=False,
+                                 opts=pulumi.ResourceOptions(parent=parent)).result
+
+
+def _cidr(address: str) -> str:
+    return f"{address}/32"
+
+
+def _write_ca_for_operator(name: str, pem: str) -> str:
+    """The MinIO provider verifies the server against a CA file on the operator's machine."""
+    path = os.path.join(tempfile.gettempdir(), f"{name}-internal-ca.pem")
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(pem)
+    return path
+
+
+def build(ctx, cfg: PencomConfig) -> dict:
+    env = ctx.environment
+    prod = env.is_production
+    name = f"pencom-{env.name}"
+    product = Product("pencom")
+    child = pulumi.ResourceOptions(parent=product)
+    key = ctx.secret(SSH_KEY_SECRET)
+    n = cfg.nodes
+    routes = proxy_routes(cfg)
+    ports = egress.proxy_ports(routes)
+    internal_nodes = [n.app.private_address, n.data.private_address, n.storage.private_address]
+    bastion_only = (_cidr(n.edge.private_address),)
+
+    # Internal nodes' own traffic (apt, image pulls, backups) leaves through the proxy port of
+    # "hosts"; each app service has its own port.
+    proxy_rule = tiers.InboundRule(
+        (min(ports.values()), max(ports.values())), cidrs=tuple(_cidr(a) for a in internal_nodes),
+        reason="egress proxy")
+    edge = OnPremVps(f"{name}-edge", OnPremVpsArgs(
+        address=n.edge.public_address, private_address=n.edge.private_address, private_key=key,
+        ssh_port=n.edge.ssh_port,
+        role=tiers.HostRole(tier=tiers.Tier.EDGE, ssh_cidrs=tuple(env.admin_cidrs), extra=(proxy_rule,)),
+    ), opts=child)
+
+    direct = tuple(egress.DirectRoute(name=r.name, cidrs=tuple(r.cidrs), port=r.port, clients=tuple(r.services))
+                   for r in cfg.egress.direct)
+
+    def internal(node: str, node_cfg: NodeConfig, role: tiers.HostRole, **extra) -> OnPremVps:
+        lock = egress.EgressLock(
+            bridge=f"pencom-{node}", internal_cidr=cfg.internal_cidr, resolvers=tuple(cfg.egress.resolvers),
+            proxy_url=f"http://{n.edge.private_address}:{ports[egress.HOST_ROUTE]}",
+            direct=direct if node == "app" else ())
+        return OnPremVps(f"{name}-{node}", OnPremVpsArgs(
+            address=node_cfg.private_address, private_address=node_cfg.private_address,
+            private_key=key, ssh_port=node_cfg.ssh_port, bastion=edge.ssh, role=role, egress=lock,
+            **extra), opts=child)
+
+    app = internal("app", n.app, tiers.HostRole(
+        tier=tiers.Tier.APP, ssh_cidrs=bastion_only,
+        service_ports=tuple(s.port for s in cfg.app_services),
+        peer_cidrs=(_cidr(n.edge.private_address), _cidr(n.app.private_address))))
+    waiver_rules = [tiers.InboundRule(PORTS["postgres"], cidrs=(_cidr(n.edge.private_address),),
+                                      reason=f"{w.service} reads {w.database}") for w in cfg.read_waivers]
+    data = internal("data", n.data, tiers.HostRole(
+        tier=tiers.Tier.DATA, ssh_cidrs=bastion_only,
+        service_ports=(PORTS["postgres"], PORTS["mongodb"], PORTS["redis"]),
+        peer_cidrs=(_cidr(n.app.private_address),)),
+        extra_rules=waiver_rules,
+        waivers={f"{w.service} reads {w.database}": w.name for w in cfg.read_waivers})
+    minio_api = f"{n.storage.private_address}:{PORTS['minio']}"
+    storage = internal("storage", n.storage, tiers.HostRole(
+        tier=tiers.Tier.DATA, ssh_cidrs=bastion_only, service_ports=(PORTS["minio"],),
+        peer_cidrs=(_cidr(n.app.private_address),)), permit_open=(minio_api,))
+
+    # --- secrets ---------------------------------------------------------------------------
+    api_key = _password(f"{name}-internal-api-key", product, 48)
+    jwt_users = _password(f"{name}-jwt-users", product, 64)
+    jwt_partners = _password(f"{name}-jwt-partners", product, 64)
+    pg_superuser = _password(f"{name}-pg-superuser", product)
+    mongo_root = _password(f"{name}-mongo-root", product)
+    redis_password = _password(f"{name}-redis-password", product)
+    minio_root = _password(f"{name}-minio-root", product, 40)
+    pg_roles = {d.service: _password(f"{name}-pg-{d.service}", product) for d in cfg.databases}
+    pg_roles |= {w.service: _password(f"{name}-pg-{w.service}-reader", product) for w in cfg.read_waivers}
+    mongo_users = {d.name: _password(f"{name}-mongo-{d.name.replace('_', '-')}", product)
+                   for d in cfg.mongo_databases}
+
+    # --- TLS for the data tier -------------------------------------------------------------
+    ca = InternalCa(f"{name}-ca", common_name=f"{name} internal CA", opts=child)
+    data_cert = ca.issue("data", ["localhost"], ip_addresses=[n.data.private_address, "127.0.0.1"])
+    minio_cert = ca.issue("minio", ["localhost"], ip_addresses=[n.storage.private_address, MINIO_TUNNEL_HOST])
+    ca_file = HostFile(container_path=CA_PATH, content=ca.cert_pem)
+
+    def url(template: str, password: pulumi.Output[str]) -> pulumi.Output[str]:
+        return pulumi.Output.secret(password.apply(lambda pw: template.format(pw=pw)))
+
+    data_host = n.data.private_address
+    injected: dict[str, dict[str, pulumi.Input[str]]] = {}
+    for spec in [*cfg.edge_services, *cfg.app_services]:
+        injected[spec.name] = {"INTERNAL_API_KEY": api_key}
+    for service in cfg.jwt.users:
+        injected[service]["JWT_SECRET"] = jwt_users
+    for service in cfg.jwt.partners:
+        injected[service]["PFC_JWT_SECRET"] = jwt_partners
+    tls_query = f"sslmode=verify-full&sslrootcert={CA_PATH}"
+    for d in cfg.databases:
+        injected[d.service][d.env or "DATABASE_URL"] = url(
+            f"postgresql://{role_name(d.service)}:{{pw}}@{data_host}:5432/{d.name}?{tls_query}", pg_roles[d.service])
+    for w in cfg.read_waivers:
+        injected[w.service][w.env] = url(
+            f"postgresql://{role_name(w.service)}:{{pw}}@{data_host}:5432/{w.database}?{tls_query}",
+            pg_roles[w.service])
+    for d in cfg.mongo_databases:
+        injected[d.service][d.env or "MONGODB_URI"] = url(
+            f"mongodb://{role_name(d.service)}:{{pw}}@{data_host}:27017/{d.name}"
+            f"?authSource={d.name}&tls=true&tlsCAFile={CA_PATH}", mongo_users[d.name])
+    for service in cfg.redis_clients:
+        injected[service]["REDIS_URL"] = url(f"rediss://default:{{pw}}@{data_host}:6379", redis_password)
+
+    # --- MinIO: the bucket is managed through an SSH tunnel to the storage node ----------------
+    minio_provider = minio.Provider(
+        f"{name}-minio", minio_server=f"{MINIO_TUNNEL_HOST}:{cfg.bucket.tunnel_port}", minio_user="pencom-admin",
+        minio_password=minio_root, minio_ssl=True,
+        minio_cacert_file=ca.cert_pem.apply(lambda pem: _write_ca_for_operator(name, pem)),
+        opts=pulumi.ResourceOptions(parent=product))
+    bucket = MinioBucket(f"{name}-files", MinioBucketArgs(
+        bucket=cfg.bucket.name, provider=minio_provider, protect=prod,
+        noncurrent_version_days=cfg.bucket.noncurrent_version_days,
+        consumers=[MinioConsumer(service=c.service, prefixes=tuple(c.prefixes), write=c.write)
+                   for c in cfg.bucket.consumers]
+        + [MinioConsumer(service=BACKUP_READER, write=False,
+                         prefixes=tuple(sorted({p for c in cfg.bucket.consumers for p in c.prefixes})))]),
+        opts=child)
+    for consumer in cfg.bucket.consumers:
+        access, secret = bucket.credentials[consumer.service]
+        injected[consumer.service] |= {
+            "SPACES_ACCESS_KEY_ID": access, "SPACES_SECRET_ACCESS_KEY": secret}
+
+    plain: dict[str, dict[str, str]] = {}
+    for spec in [*cfg.edge_services, *cfg.app_services]:
+        plain[spec.name] = {"NODE_EXTRA_CA_CERTS": CA_PATH}
+    for spec in cfg.edge_services:
+        plain[spec.name] |= service_urls(cfg)
+    for consumer in cfg.bucket.consumers:
+        plain[consumer.service] |= {"SPACES_ENDPOINT": f"https://{minio_api}", "SPACES_BUCKET_NAME": cfg.bucket.name,
+                                    "SPACES_REGION": "us-east-1", "SPACES_FORCE_PATH_STYLE": "true"}
+    for service, values in proxy_env(cfg).items():
+        plain[service] |= values
+
+    def with_env(spec: ContainerSpec, **update) -> ContainerSpec:
+        clash = set(plain.get(spec.name, {})) & (set(spec.env) | set(spec.secret_env))
+        if clash:
+            raise ValueError(f"{spec.name}: {sorted(clash)} are set by the program; remove them from the config")
+        return spec.model_copy(update={"env": {**spec.env, **plain.get(spec.name, {})}, **update})
+
+    service_secrets = merge_env(service_secret_env(ctx.secret, [*cfg.edge_services, *cfg.app_services]), injected)
+
+    def secrets_of(specs) -> dict:
+        return {s.name: service_secrets[s.name] for s in specs}
+
+    # --- edge: nginx, gateways, egress proxy --------------------------------------------------
+    squid_conf = egress.render_squid_conf(routes, ports, allowed_sources=[cfg.internal_cidr, *DOCKER_POOLS])
+    proxy = cfg.egress.proxy.model_copy(update={
+        "publish": [PublishedPort(host_port=p, container_port=p) for p in sorted(ports.values())]})
+    records = []
+    if cfg.dns:
+        records = a_records(name, provider=cfg.dns.provider, zone=cfg.dns.zone, hosts=[r.host for r in cfg.routes],
+                            address=n.edge.public_address, ttl=cfg.dns.ttl, parent=product,
+                            cloudflare_zone_id=cfg.dns.cloudflare_zone_id)
+    by_edge = {s.name: s for s in cfg.edge_services}
+    ingress = Ingress(routes=[IngressRoute(host=r.host, service=r.service, port=by_edge[r.service].port,
+                                           websocket=r.websocket) for r in cfg.routes],
+                      acme_email=cfg.acme_email, depends_on=records)
+    edge_files = {s.name: [ca_file] for s in cfg.edge_services}
+    edge_files[PROXY_SERVICE] = [HostFile(container_path="/etc/squid/squid.conf", content=squid_conf)]
+    edge_created = edge.deploy([*(with_env(s) for s in cfg.edge_services), proxy], ingress=ingress,
+                               files=edge_files,
+                               secret_env=secrets_of(cfg.edge_services))
+
+    # --- app -------------------------------------------------------------------------------
+    app_created = app.deploy(
+        [with_env(s, publish=[PublishedPort(host_port=s.port, container_port=s.port)]) for s in cfg.app_services],
+        files={s.name: [ca_file] for s in cfg.app_services},
+        secret_env=secrets_of(cfg.app_services))
+
+    # --- data ------------------------------------------------------------------------------
+    mongo_pem = pulumi.Output.secret(pulumi.Output.all(data_cert.cert_pem, data_cert.key_pem).apply(
+        lambda parts: parts[0].rstrip("\n") + "\n" + parts[1]))
+
+    def key_file(path: str, content, owner: str) -> HostFile:
+        # Each image's user must own its key, readable by nobody else.
+        return HostFile(container_path=path, content=content, mode="0600", owner=owner)
+
+    data_specs = [
+        cfg.postgres.model_copy(update={
+            "publish": [PublishedPort(host_port=5432, container_port=5432)],
+            "command": ["postgres", "-c", "ssl=on", "-c", f"ssl_cert_file={TLS_DIR}/server.crt",
+                        "-c", f"ssl_key_file={TLS_DIR}/server.key", "-c", "ssl_min_protocol_version=TLSv1.2",
+                        "-c", "listen_addresses=*"]}),
+        cfg.mongodb.model_copy(update={
+            "publish": [PublishedPort(host_port=27017, container_port=27017)],
+            "command": ["mongod", "--auth", "--bind_ip_all", "--tlsMode", "requireTLS",
+                        "--tlsCertificateKeyFile", f"{TLS_DIR}/mongodb.pem"]}),
+        cfg.redis.model_copy(update={
+            "publish": [PublishedPort(host_port=6379, container_port=6379)],
+            "command": ["sh", "-c", "exec redis-server --port 0 --tls-port 6379 "
+                        f"--tls-cert-file {TLS_DIR}/server.crt --tls-key-file {TLS_DIR}/redis.key "
+                        f"--tls-ca-cert-file {CA_PATH} --tls-auth-clients no "
+                        '--requirepass "$REDIS_PASSWORD" --appendonly yes']}),
+    ]
+    data_files = {
+        cfg.postgres.name: [HostFile(container_path=f"{TLS_DIR}/server.crt", content=data_cert.cert_pem),
+                            key_file(f"{TLS_DIR}/server.key", data_cert.key_pem, "999:999"), ca_file],
+        cfg.mongodb.name: [key_file(f"{TLS_DIR}/mongodb.pem", mongo_pem, "999:999"), ca_file],
+        cfg.redis.name: [HostFile(container_path=f"{TLS_DIR}/server.crt", content=data_cert.cert_pem),
+                         key_file(f"{TLS_DIR}/redis.key", data_cert.key_pem, "999:1000"), ca_file],
+    }
+    data_created = data.deploy(data_specs, files=data_files, secret_env={
+        cfg.postgres.name: {"POSTGRES_PASSWORD": pg_superuser},
+        cfg.mongodb.name: {"MONGO_INITDB_ROOT_USERNAME": "root", "MONGO_INITDB_ROOT_PASSWORD": mongo_root},
+        cfg.redis.name: {"REDIS_PASSWORD": redis_password},
+    })
+
+    role_passwords = pulumi.Output.all(**{role_name(s): pw for s, pw in pg_roles.items()})
+    sql = role_passwords.apply(lambda pws: render_init_sql(
+        {d.name: role_name(d.service) for d in cfg.databases}, pws,
+        readers={w.database: [role_name(w.service)] for w in cfg.read_waivers} or None))
+    pg_init = _init_command(f"{name}-postgres-init", data, cfg.postgres.name, sql,
+                            ready="pg_isready -U postgres -q",
+                            apply='psql -U postgres -v ON_ERROR_STOP=1 -q', suffix="sql",
+                            depends_on=[data_created[cfg.postgres.name]])
+    mongo_js = pulumi.Output.all(**mongo_users).apply(lambda pws: render_mongo_init_js(
+        {d.name: (role_name(d.service), pws[d.name]) for d in cfg.mongo_databases}))
+    # Single-quoted: the root password is expanded inside the container, from its own env.
+    mongo_shell = (f'mongosh --quiet --tls --tlsCAFile {CA_PATH} --host localhost '
+                   '-u root -p "$MONGO_INITDB_ROOT_PASSWORD" --authenticationDatabase admin')
+    mongo_init = _init_command(f"{name}-mongodb-init", data, cfg.mongodb.name, mongo_js,
+                               ready=f"sh -c '{mongo_shell} --eval \"db.runCommand({{ping: 1}})\"'",
+                               apply=f"sh -c '{mongo_shell}'", suffix="js",
+                               depends_on=[data_created[cfg.mongodb.name]])
+
+    # --- storage ---------------------------------------------------------------------------
+    storage_created = storage.deploy(
+        [cfg.minio.model_copy(update={
+            "publish": [PublishedPort(host_port=9000, container_port=9000)],
+            "command": ["server", "/data", "--address", ":9000", "--console-address", "127.0.0.1:9001",
+                        "--certs-dir", "/run/platform/certs"]})],
+        files={cfg.minio.name: [
+            HostFile(container_path="/run/platform/certs/public.crt", content=minio_cert.cert_pem),
+            key_file("/run/platform/certs/private.key", minio_cert.key_pem, "root:root"),
+            HostFile(container_path="/run/platform/certs/CAs/ca.crt", content=ca.cert_pem)]},
+        secret_env={cfg.minio.name: {"MINIO_ROOT_USER": "pencom-admin", "MINIO_ROOT_PASSWORD": minio_root}})
+
+    # --- off-site backups: the data node for its datastores, the storage node for the bucket ----
+    runner_env = {"HTTPS_PROXY": f"http://{n.edge.private_address}:{ports[egress.HOST_ROUTE]}",
+                  "NO_PROXY": f"localhost,127.0.0.1,{cfg.internal_cidr}"}
+    data_ca = f"{data.data_dir}/files/{cfg.postgres.name}/ca.crt"
+    jobs = []
+    for d in cfg.databases:
+        jobs.append((d.name, "postgres", cfg.postgres, data, url(
+            f"postgresql://{role_name(d.service)}:{{pw}}@127.0.0.1:5432/{d.name}"
+            f"?sslmode=verify-full&sslrootcert={data_ca}", pg_roles[d.service]), [pg_init], {}))
+    mongo_ca = f"{data.data_dir}/files/{cfg.mongodb.name}/ca.crt"
+    for d in cfg.mongo_databases:
+        jobs.append((d.name, "mongodb", cfg.mongodb, data, url(
+            f"mongodb://{role_name(d.service)}:{{pw}}@127.0.0.1:27017/{d.name}"
+            f"?authSource={d.name}&tls=true&tlsCAFile={mongo_ca}", mongo_users[d.name]), [mongo_init], {}))
+    jobs.append(("redis", "redis", cfg.redis, data, url("rediss://default:{pw}@127.0.0.1:6379", redis_password),
+                 [data_created[cfg.redis.name]],
+                 {"BACKUP_CA_CERT": f"{data.data_dir}/files/{cfg.redis.name}/ca.crt"}))
+    access, secret = bucket.credentials[BACKUP_READER]
+    jobs.append(("files", "minio", cfg.minio, storage, pulumi.Output.secret(pulumi.Output.all(access, secret).apply(
+        lambda keys: f"https://{keys[0]}:{keys[1]}@{minio_api}/{cfg.bucket.name}")),
+        [storage_created[cfg.minio.name], bucket],
+        {"RCLONE_CA_CERT": f"{storage.data_dir}/files/{cfg.minio.name}/ca.crt"}))
+    for label, kind, spec, runner, uri, ready, extra_env in jobs:
+        job = f"{name}-{label.replace('_', '-')}"
+        R2Backup(f"{job}-backup", R2BackupArgs(
+            job=BackupJob(job=job, kind=kind, retention_days=cfg.backup.retention_days,
+                          mode="host" if kind == "minio" else "docker", tool_image=spec.image,
+                          mounts=(f"{runner.data_dir}/files",)),
+            source_name=f"{runner._name}-{spec.name}", source_uri=uri,
+            account_id=cfg.backup.cloudflare_account_id, bucket_name=f"{cfg.backup.bucket}-{label.replace('_', '-')}",
+            location=cfg.backup.location, lock_days=cfg.backup.lock_days, runner=runner.ssh,
+            runner_ready=ready, protect=prod, environment={**runner_env, **extra_env},
+        ), opts=child)
+
+    outputs = {
+        "edgeAddress": n.edge.public_address,
+        "urls": [f"https://{r.host}" for r in cfg.routes],
+        "waivers": [w.name for w in cfg.read_waivers],
+        "internalCaPem": ca.cert_pem,
+    }
+    product.register_outputs(outputs)
+    return outputs
+
+
+def _init_command(resource: str, host: OnPremVps, service: str, text: pulumi.Output[str], *,
+                  ready: str, apply: str, suffix: str, depends_on: list) -> pulumi.Resource:
+    """Waits for the datastore, then applies an idempotent init script when it changed."""
+    path = f"/etc/platform/{resource}.{suffix}"
+    return run_script(resource, host.ssh, pulumi.Output.secret(text.apply(lambda body: script(
+        f'cid="$(docker ps -q --filter label=platform.stack={host._name} --filter label=platform.service={service})"',
+        f'[ -n "$cid" ] || {{ echo "{service} container not running" >&2; exit 1; }}',
+        f'for _ in $(seq 1 60); do docker exec "$cid" {ready} >/dev/null 2>&1 && break; sleep 1; done',
+        _heredoc(path, "0600", "root:root", body, on_change=f'docker exec -i "$cid" {apply} < {path}'),
+    ))), parent=host, depends_on=depends_on)
+
+
+PRODUCT = ProductDefinition(name="pencom", config_model=PencomConfig, build=build, secrets=required_secrets)
