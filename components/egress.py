@@ -105,13 +105,15 @@ def client_domains(routes: Sequence[ProxyRoute]) -> dict[str, list[str]]:
 
 
 def render_squid_conf(routes: Sequence[ProxyRoute], ports: Mapping[str, int], *,
-                      allowed_sources: Sequence[str]) -> str:
+                      allowed_sources: Sequence[str], listen_address: str = "") -> str:
     """A forward proxy that lets each client port reach only its clients' domains, on 80/443,
-    and only from ``allowed_sources``; nothing is cached."""
+    and only from ``allowed_sources``; nothing is cached. It listens on every interface of its
+    container unless ``listen_address`` is given."""
     if not allowed_sources:
         raise ValueError("the proxy needs the networks allowed to use it")
     domains = client_domains(routes)
-    listen = [f"http_port {port} name={_label(client)}"
+    bind = f"{listen_address}:" if listen_address else ""
+    listen = [f"http_port {bind}{port} name={_label(client)}"
               for client, port in sorted(ports.items(), key=lambda kv: kv[1])]
     lines = [
         "# Managed by the platform program (components/egress.py): one port per client, each",

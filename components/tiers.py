@@ -7,6 +7,8 @@
 | data | app (and mgmt for backups, metrics)     | database/cache/store ports|
 | mgmt | admin CIDRs / VPN only                  | 22, metrics               |
 
+Internal on-prem nodes take SSH only from the bastion (the edge node), on 22 alone.
+
 Everything that opens a port (DigitalOcean Firewalls, DatabaseFirewall trusted sources, UFW
 rules, container port bindings) is computed here. The policy pack re-derives reachability from
 the rules the resources actually carry, independently of this module, so a bug in one is caught
@@ -30,6 +32,8 @@ class Tier(str, Enum):
 
 INTERNET = "internet"
 ADMIN = "admin"
+BASTION = "bastion"
+"""The edge node as SSH jump host: the only way to the internal nodes, on 22 alone."""
 WORLD_CIDRS = ("0.0.0.0/0", "::/0")
 WEB_PORTS = (80, 443)
 SSH_PORT = 22
@@ -43,6 +47,7 @@ _MAY_REACH: dict[str, frozenset[Tier]] = {
     Tier.DATA.value: frozenset({Tier.DATA}),
     Tier.MGMT.value: frozenset({Tier.DATA, Tier.APP, Tier.EDGE, Tier.MGMT}),
     ADMIN: frozenset({Tier.MGMT, Tier.EDGE}),
+    BASTION: frozenset({Tier.APP, Tier.DATA, Tier.MGMT}),
 }
 
 
@@ -57,7 +62,7 @@ def may_reach(source: str | Tier, target: Tier, port: int | None = None) -> bool
         return False
     if key == INTERNET:
         return port is None or port in WEB_PORTS
-    if key == ADMIN and target is Tier.EDGE:
+    if key == ADMIN and target is Tier.EDGE or key == BASTION:
         return port is None or port == SSH_PORT
     return True
 

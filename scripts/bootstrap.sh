@@ -34,6 +34,9 @@ declare -A apt_tools=(
   [systemd-analyze]=systemd
   [pg_dump]=postgresql-client
   [unshare]=util-linux
+  [squid]=squid
+  [iptables-restore]=iptables
+  [node]=nodejs
 )
 missing=()
 for tool in "${!apt_tools[@]}"; do

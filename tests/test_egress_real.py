@@ -1,0 +1,249 @@
+"""The egress allow-list and the DOCKER-USER filter, run by the real tools.
+
+- squid parses the committed stack's proxy config, and a squid on loopback, started from the
+  same renderer, lets each client port reach only its own providers.
+- The committed app node's DOCKER-USER rules are loaded by real iptables inside network
+  namespaces this test creates (a "host" with Docker's DNAT and forwarding, a "container", and
+  a network standing in for the other nodes, the internet and Oracle ECRS). TCP probes show
+  that a published port answers only the sources UFW admits, and that the container reaches
+  the internal network and Oracle but not the internet. The host's own firewall is never touched.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import yaml
+
+from components import egress
+from synth.engine import PROJECT_ROOT
+from tests.conftest import require_tool
+from tests.realtools import free_port, wait_for_port
+
+
+def _stack_egress(stack: str = "prod") -> dict:
+    document = yaml.safe_load((PROJECT_ROOT / f"Pulumi.{stack}.yaml").read_text())
+    return document["config"]["platform:pencom"]
+
+
+def _routes(cfg: dict) -> list[egress.ProxyRoute]:
+    routes = [egress.ProxyRoute(r["name"], tuple(r["domains"]), tuple(r["services"])) for r in cfg["egress"]["https"]]
+    return routes + [egress.ProxyRoute("nodes", tuple(cfg["egress"]["host_domains"]), (egress.HOST_ROUTE,))]
+
+
+@pytest.mark.parametrize("stack", ["prod", "staging"])
+def test_committed_proxy_config_parses(stack, tmp_path):
+    squid = require_tool("squid", "Debian package squid")
+    cfg = _stack_egress(stack)
+    routes = _routes(cfg)
+    conf = tmp_path / "squid.conf"
+    conf.write_text(egress.render_squid_conf(routes, egress.proxy_ports(routes),
+                                             allowed_sources=[cfg["internal_cidr"], "172.16.0.0/12"]))
+    result = subprocess.run([squid, "-k", "parse", "-f", str(conf)], capture_output=True, text=True)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0 and "FATAL" not in output and "ERROR" not in output, output
+    broken = tmp_path / "broken.conf"
+    broken.write_text(conf.read_text().replace("acl web_ports port 80 443", "acl web_ports prot 80 443"))
+    assert subprocess.run([squid, "-k", "parse", "-f", str(broken)], capture_output=True).returncode != 0
+
+
+@pytest.fixture(scope="module")
+def proxy(tmp_path_factory):
+    squid = require_tool("squid", "Debian package squid")
+    cfg = _stack_egress()
+    routes = _routes(cfg)
+    base = free_port()
+    ports = egress.proxy_ports(routes, base=base)
+    if any(not _port_free(p) for p in ports.values()):
+        pytest.skip("the proxy's consecutive ports are not free here")
+    workdir = tmp_path_factory.mktemp("squid")
+    os.chmod(workdir, 0o777)
+    conf = workdir / "squid.conf"
+    conf.write_text(egress.render_squid_conf(routes, ports, allowed_sources=["127.0.0.0/8"],
+                                             listen_address="127.0.0.1")
+                    # Offline here: name lookups fail at once instead of waiting for a resolver.
+                    + f"pid_filename {workdir}/squid.pid\ndns_nameservers 127.0.0.1\ndns_timeout 2 seconds\n"
+                    "connect_timeout 2 seconds\n")
+    process = subprocess.Popen([squid, "-N", "-f", str(conf)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE)
+    try:
+        wait_for_port(min(ports.values()), process, timeout=30)
+        for port in ports.values():
+            wait_for_port(port, process, timeout=10)
+        yield ports
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def _connect_status(port: int, target: str) -> int:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    connection.request("CONNECT", target, headers={"Host": target})
+    status = connection.getresponse().status
+    connection.close()
+    return status
+
+
+@pytest.mark.parametrize("client,target,allowed", [
+    ("notifications", "api.sendgrid.com:443", True),
+    ("notifications", "login.remita.net:443", False),
+    ("payments", "login.remita.net:443", True),
+    ("payments", "api.sendgrid.com:443", False),
+    ("core", "pub.highlight.io:443", True),
+    ("core", "us.i.posthog.com:443", False),
+    ("api-gateway", "us.i.posthog.com:443", True),
+    ("hosts", "deb.debian.org:443", True),
+    ("hosts", "example.r2.cloudflarestorage.com:443", True),
+    ("hosts", "api.sendgrid.com:443", False),
+    ("notifications", "api.sendgrid.com:22", False),
+    ("notifications", "evil.example:443", False),
+])
+def test_each_proxy_port_reaches_only_its_providers(proxy, client, target, allowed):
+    status = _connect_status(proxy[client], target)
+    # Allowed destinations get past the ACLs and then fail offline (no DNS here): not 403.
+    assert (status != 403) == allowed, status
+
+
+# --- DOCKER-USER in network namespaces ----------------------------------------------------------
+
+HOST_ADDR, EDGE, DATA, STORAGE = "10.40.0.12", "10.40.0.11", "10.40.0.13", "10.40.0.14"
+INTERNET, ORACLE = "198.51.100.7", "10.50.8.20"
+CONTAINER_ADDR, CONTAINER_GW = "172.30.0.2", "172.30.0.1"
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+def _in(ns: str, *argv: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(["ip", "netns", "exec", ns, *argv], capture_output=True, text=True, **kwargs)
+
+
+def _app_rules() -> str:
+    from synth.run import synth_stack
+    from synth.state import State
+    from tests.test_pencom import _pencom_only
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "Pulumi.prod.yaml"
+        path.write_text(yaml.safe_dump(_pencom_only("prod")))
+        state = State(synth_stack("prod", stack_file=path))
+    script = state.named("pencom-prod-app-docker-firewall", "command:remote:Command")["inputs"]["stdin"]
+    heredoc = script.split("<<'PLATFORM_EOF'", 1)[1]
+    return heredoc.split("\n", 1)[1].split("PLATFORM_EOF", 1)[0]
+
+
+@pytest.fixture
+def docker_host():
+    require_tool("ip", "Debian package iproute2")
+    iptables = require_tool("iptables", "Debian package iptables")
+    require_tool("iptables-restore", "Debian package iptables")
+    if os.geteuid() != 0:
+        pytest.fail("needs root") if os.environ.get("CI") == "true" else pytest.skip("network namespaces need root")
+    suffix = str(os.getpid())
+    host, net, ctr = f"dkh{suffix}", f"dkn{suffix}", f"dkc{suffix}"
+    for ns in (host, net, ctr):
+        _ip("netns", "add", ns)
+    listeners = []
+    try:
+        _ip("link", "add", f"dkx{suffix}"[:15], "type", "veth", "peer", "name", f"dky{suffix}"[:15])
+        _ip("link", "set", f"dkx{suffix}"[:15], "netns", net)
+        _ip("link", "set", f"dky{suffix}"[:15], "netns", host)
+        _ip("-n", host, "link", "set", f"dky{suffix}"[:15], "name", "eth0")
+        # The host's end of the container link carries the Docker bridge's name, as the rules expect.
+        _ip("link", "add", "pencom-app", "netns", host, "type", "veth", "peer", "name", f"dkz{suffix}"[:15], "netns", ctr)
+        _ip("-n", host, "addr", "add", f"{HOST_ADDR}/24", "dev", "eth0")
+        for address in (EDGE, DATA, STORAGE):
+            _ip("-n", net, "addr", "add", f"{address}/24", "dev", f"dkx{suffix}"[:15])
+        for address in (INTERNET, ORACLE):
+            _ip("-n", net, "addr", "add", f"{address}/32", "dev", f"dkx{suffix}"[:15])
+        _ip("-n", host, "addr", "add", f"{CONTAINER_GW}/24", "dev", "pencom-app")
+        _ip("-n", ctr, "addr", "add", f"{CONTAINER_ADDR}/24", "dev", f"dkz{suffix}"[:15])
+        for ns, dev in ((host, "eth0"), (host, "pencom-app"), (net, f"dkx{suffix}"[:15]), (ctr, f"dkz{suffix}"[:15])):
+            _ip("-n", ns, "link", "set", dev, "up")
+        for ns in (host, net, ctr):
+            _ip("-n", ns, "link", "set", "lo", "up")
+        _ip("-n", ctr, "route", "add", "default", "via", CONTAINER_GW)
+        _ip("-n", host, "route", "add", f"{INTERNET}/32", "via", EDGE)
+        _ip("-n", host, "route", "add", f"{ORACLE}/32", "via", EDGE)
+        _in(host, "sysctl", "-qw", "net.ipv4.ip_forward=1", check=True)
+        # What Docker does for a container publishing 4000 on the private address.
+        for rule in (["-t", "nat", "-A", "PREROUTING", "-d", HOST_ADDR, "-p", "tcp", "--dport", "4000",
+                      "-j", "DNAT", "--to-destination", f"{CONTAINER_ADDR}:4000"],
+                     ["-t", "nat", "-A", "POSTROUTING", "-s", "172.30.0.0/24", "!", "-o", "pencom-app", "-j", "MASQUERADE"],
+                     ["-N", "DOCKER-USER"], ["-A", "FORWARD", "-j", "DOCKER-USER"], ["-A", "FORWARD", "-j", "ACCEPT"]):
+            _in(host, iptables, *rule, check=True)
+        server = textwrap.dedent("""
+            import socket, sys, threading
+            def serve(address, port):
+                s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind((address, port)); s.listen()
+                while True:
+                    c, _ = s.accept(); c.close()
+            pairs = [p.split(":") for p in sys.argv[1:]]
+            for address, port in pairs:
+                threading.Thread(target=serve, args=(address, int(port)), daemon=True).start()
+            threading.Event().wait()
+        """)
+        listeners.append(subprocess.Popen(["ip", "netns", "exec", ctr, sys.executable, "-c", server,
+                                           f"{CONTAINER_ADDR}:4000"]))
+        listeners.append(subprocess.Popen(["ip", "netns", "exec", net, sys.executable, "-c", server,
+                                           f"{INTERNET}:443", f"{ORACLE}:1521", f"{ORACLE}:443", f"{DATA}:5432"]))
+        time.sleep(0.7)
+        yield {"host": host, "net": net, "ctr": ctr, "iptables": iptables}
+    finally:
+        for listener in listeners:
+            listener.kill()
+            listener.wait()
+        for ns in (host, net, ctr):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def _reaches(ns: str, target: str, port: int, source: str | None = None) -> bool:
+    bind = f"s.bind(({source!r}, 0)); " if source else ""
+    probe = f"import socket; s = socket.socket(); s.settimeout(1.5); {bind}s.connect(({target!r}, {port})); s.close()"
+    return _in(ns, sys.executable, "-c", probe).returncode == 0
+
+
+def test_docker_user_rules_filter_published_ports_and_container_egress(docker_host, tmp_path):
+    host, net, ctr = docker_host["host"], docker_host["net"], docker_host["ctr"]
+    # Positive control: without the rules, everything gets through.
+    assert _reaches(net, HOST_ADDR, 4000, source=STORAGE)
+    assert _reaches(ctr, INTERNET, 443) and _reaches(ctr, ORACLE, 443)
+
+    rules = tmp_path / "docker-user.rules"
+    rules.write_text(_app_rules())
+    for _ in range(2):  # applied twice, as on every Docker start: the chain is rebuilt, not appended to
+        _in(host, "iptables-restore", "--noflush", str(rules), check=True)
+    listing = _in(host, docker_host["iptables"], "-S", "DOCKER-USER", check=True).stdout
+    assert listing.count("--ctorigdstport 4000") == 3, listing  # edge, app, then drop
+
+    assert _reaches(net, HOST_ADDR, 4000, source=EDGE), "the edge node must reach core"
+    assert not _reaches(net, HOST_ADDR, 4000, source=STORAGE), "the storage node must not reach core"
+    assert _reaches(ctr, DATA, 5432), "containers reach the internal network"
+    assert _reaches(ctr, ORACLE, 1521), "containers reach Oracle ECRS on its port"
+    assert not _reaches(ctr, ORACLE, 443), "but nothing else there"
+    assert not _reaches(ctr, INTERNET, 443), "and not the internet (HTTPS goes through the proxy)"

@@ -1,0 +1,366 @@
+"""Pencom: the tier rules, TLS and secrets, proven from what the resources actually carry (the
+UFW rules in the setup scripts, the DOCKER-USER rules, container port bindings, connection
+URLs), not from the module that computed them."""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import re
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import yaml
+
+from components import egress, tiers
+from stacks.errors import ConfigError
+from synth.engine import PROJECT_ROOT
+from synth.run import synth_stack
+from synth.state import State
+
+CONTAINER = "docker:index/container:Container"
+COMMAND = "command:remote:Command"
+NODES = ("edge", "app", "data", "storage")
+TIER = {"edge": tiers.Tier.EDGE, "app": tiers.Tier.APP, "data": tiers.Tier.DATA, "storage": tiers.Tier.DATA}
+UFW_ALLOW = re.compile(r"^ufw allow proto (\w+) from (\S+) to any port (\S+) comment '([^']*)'(?:\s+# waiver: ([\w-]+))?$")
+
+
+def _pencom_only(stack: str) -> dict:
+    document = yaml.safe_load((PROJECT_ROOT / f"Pulumi.{stack}.yaml").read_text())
+    config = document["config"]
+    config["platform:products"] = ["pencom"]
+    for key in [k for k in config if k.startswith("platform:") and k.split(":")[1] in ("kro", "giv", "vedfinance")]:
+        del config[key]
+    return document
+
+
+@pytest.fixture(scope="module")
+def stack_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("pencom") / "Pulumi.prod.yaml"
+    path.write_text(yaml.safe_dump(_pencom_only("prod"), sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def prod(stack_file):
+    return State(synth_stack("prod", stack_file=stack_file))
+
+
+@pytest.fixture(scope="module")
+def revealed(stack_file):
+    return State(synth_stack("prod", stack_file=stack_file, reveal_secrets=True))
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return _pencom_only("prod")["config"]["platform:pencom"]
+
+
+@pytest.fixture(scope="module")
+def addresses(cfg):
+    nodes = cfg["nodes"]
+    return {node: nodes[node]["private_address"] for node in NODES}
+
+
+def _who(cidr: str, addresses: dict[str, str], admin: list[str]) -> str:
+    if tiers.is_world(cidr) or cidr == "any":
+        return "internet"
+    if cidr in admin:
+        return "admin"
+    for node, address in addresses.items():
+        if cidr == f"{address}/32":
+            return node
+    raise AssertionError(f"a rule admits {cidr}, which is no node, admin CIDR or the internet")
+
+
+def _ufw_rules(state: State, node: str) -> list[tuple[str, str, str, str, str | None]]:
+    script = state.named(f"pencom-prod-{node}-setup-ufw", COMMAND)["inputs"]["stdin"]
+    body = script.split("<<'PLATFORM_EOF'", 1)[1].split("PLATFORM_EOF", 1)[0]
+    rules = []
+    for line in body.splitlines():
+        match = UFW_ALLOW.match(line.strip())
+        if match:
+            rules.append(match.groups())
+        elif line.startswith("ufw allow") and " out " not in f" {line} ":
+            raise AssertionError(f"unparsed UFW rule: {line}")
+    return rules
+
+
+def _ports(spec: str) -> list[int]:
+    low, _, high = spec.partition(":")
+    return list(range(int(low), int(high or low) + 1))
+
+
+def test_every_inbound_flow_is_the_tier_model_or_a_named_waiver(prod, cfg, addresses):
+    admin = _pencom_only("prod")["config"]["platform:environment"]["admin_cidrs"]
+    waivers = {w["name"] for w in cfg["read_waivers"]}
+    seen_waivers = set()
+    proxy_ports = set(egress.proxy_ports([egress.ProxyRoute(r["name"], tuple(r["domains"]), tuple(r["services"]))
+                                          for r in cfg["egress"]["https"]]
+                                         + [egress.ProxyRoute("nodes", ("x.example",), (egress.HOST_ROUTE,))]).values())
+    for node in NODES:
+        for proto, source, ports, reason, waiver in _ufw_rules(prod, node):
+            who = _who(source, addresses, admin)
+            for port in _ports(ports):
+                if waiver:
+                    assert waiver in waivers, f"{node}: waiver {waiver} is not declared in config"
+                    seen_waivers.add(waiver)
+                    continue
+                if reason == "egress proxy":
+                    # The one flow back towards the edge: internal nodes to their proxy ports.
+                    assert node == "edge" and who in ("app", "data", "storage") and port in proxy_ports
+                    continue
+                source_tier = who if who in ("internet", "admin") else TIER[who]
+                if who == "edge" and node != "edge" and reason == "ssh from mgmt":
+                    source_tier = tiers.BASTION
+                assert tiers.may_reach(source_tier, TIER[node], port), \
+                    f"{who} -> {node}:{port} is outside the tier model and not a waiver"
+    assert seen_waivers == waivers
+
+
+def test_only_the_edge_faces_the_internet_and_only_on_80_443(prod, addresses):
+    for node in NODES:
+        world = {(r[1], r[2]) for r in _ufw_rules(prod, node) if tiers.is_world(r[1]) or r[1] == "any"}
+        assert world == ({("0.0.0.0/0", "80"), ("::/0", "80"), ("0.0.0.0/0", "443"), ("::/0", "443")}
+                         if node == "edge" else set()), node
+
+
+def test_ssh_reaches_the_internal_nodes_only_through_the_edge(prod, revealed, addresses):
+    admin = _pencom_only("prod")["config"]["platform:environment"]["admin_cidrs"]
+    for node in NODES:
+        sources = {r[1] for r in _ufw_rules(prod, node) if "22" in _ports_str(r[2])}
+        assert sources == (set(admin) if node == "edge" else {f"{addresses['edge']}/32"}), node
+        connection = revealed.named(f"pencom-prod-{node}-setup-ufw", COMMAND)["inputs"]["connection"]
+        if node == "edge":
+            assert "proxy" not in connection
+        else:
+            assert connection["host"] == addresses[node]
+            assert connection["proxy"]["host"] == _pencom_only("prod")["config"]["platform:pencom"]["nodes"]["edge"]["public_address"]
+        sshd = prod.named(f"pencom-prod-{node}-setup-sshd", COMMAND)["inputs"]["stdin"]
+        assert ("AllowTcpForwarding yes" in sshd) == (node == "edge")
+
+
+def _ports_str(spec: str) -> set[str]:
+    return {str(p) for p in _ports(spec)}
+
+
+def test_data_ports_admit_the_app_node_and_the_named_waiver_only(prod, addresses):
+    data = _ufw_rules(prod, "data")
+    by_port: dict[str, set] = {}
+    for _, source, port, _, waiver in data:
+        by_port.setdefault(port, set()).add((source, waiver))
+    app, edge = f"{addresses['app']}/32", f"{addresses['edge']}/32"
+    assert by_port["5432"] == {(app, None), (edge, "external-gateway-reads-compliance")}
+    assert by_port["27017"] == {(app, None)} and by_port["6379"] == {(app, None)}
+    storage = {(r[1], r[2]) for r in _ufw_rules(prod, "storage") if r[2] != "22"}
+    assert storage == {(app, "9000")}
+
+
+def test_no_container_outside_the_edge_binds_all_interfaces(prod, addresses):
+    containers = [c for c in prod.of_type(CONTAINER) if c["name"].startswith("pencom-")]
+    assert len(containers) == 14
+    for container in containers:
+        node = container["name"].split("-")[2]
+        labels = {l["label"]: l["value"] for l in container["inputs"]["labels"]}
+        for port in container["inputs"].get("ports", []):
+            if port["ip"] == "0.0.0.0":
+                assert labels["platform.tier"] == "edge" and container["name"] == "pencom-prod-edge-nginx"
+                assert port["external"] in (80, 443)
+            else:
+                assert port["ip"] == addresses[node], container["name"]
+
+
+def test_published_ports_are_filtered_in_docker_user_like_ufw(prod, addresses):
+    """Docker-published ports bypass UFW: DOCKER-USER must admit exactly UFW's sources."""
+    for node in NODES:
+        rules_text = prod.named(f"pencom-prod-{node}-docker-firewall", COMMAND)["inputs"]["stdin"]
+        ufw = _ufw_rules(prod, node)
+        for container in prod.of_type(CONTAINER):
+            if not container["name"].startswith(f"pencom-prod-{node}-"):
+                continue
+            for port in container["inputs"].get("ports", []):
+                if port["ip"] == "0.0.0.0":
+                    continue
+                match = f"--ctorigdst {port['ip']} --ctorigdstport {port['external']}"
+                admitted = set(re.findall(re.escape(match) + r" -s (\S+) -j RETURN", rules_text))
+                expected = {r[1] for r in ufw if str(port["external"]) in _ports_str(r[2])}
+                assert admitted == expected and expected, (node, port)
+                assert f"{match} -j DROP" in rules_text
+        locked = f"-A DOCKER-USER -i pencom-{node} -j DROP"
+        assert (locked in rules_text) == (node != "edge")
+    app_rules = prod.named("pencom-prod-app-docker-firewall", COMMAND)["inputs"]["stdin"]
+    assert "-i pencom-app -p tcp -d 10.50.8.20/32 --dport 1521 -j RETURN" in app_rules
+    assert "1521" not in prod.named("pencom-prod-data-docker-firewall", COMMAND)["inputs"]["stdin"]
+
+
+def test_internal_nodes_deny_egress_except_internal_dns_ntp(prod):
+    for node in NODES:
+        script = prod.named(f"pencom-prod-{node}-setup-ufw", COMMAND)["inputs"]["stdin"]
+        if node == "edge":
+            assert "ufw default allow outgoing" in script
+            continue
+        assert "ufw default deny outgoing" in script
+        outbound = re.findall(r"^ufw allow out (.*) comment", script, re.M)
+        assert sorted(set(outbound)) == sorted({
+            "to 10.40.0.0/24", "proto udp to 1.1.1.1/32 port 53", "proto tcp to 1.1.1.1/32 port 53",
+            "proto udp to 1.0.0.1/32 port 53", "proto tcp to 1.0.0.1/32 port 53", "proto udp to any port 123"})
+        proxy = prod.named(f"pencom-prod-{node}-setup-proxy", COMMAND)["inputs"]["stdin"]
+        assert 'Acquire::https::Proxy "http://10.40.0.11:3128"' in proxy
+
+
+def _env(state: State, name: str) -> dict[str, str]:
+    envs = state.named(name, CONTAINER)["inputs"]["envs"]
+    return dict(e.split("=", 1) for e in envs)
+
+
+def test_every_service_gets_the_same_internal_api_key(revealed, cfg):
+    services = [s["name"] for s in cfg["edge_services"]] + [s["name"] for s in cfg["app_services"]]
+    keys = set()
+    for service in services:
+        node = "edge" if service in ("api-gateway", "external-gateway") else "app"
+        keys.add(_env(revealed, f"pencom-prod-{node}-{service}")["INTERNAL_API_KEY"])
+    assert len(keys) == 1 and len(keys.pop()) >= 40
+    assert len(services) == 8
+
+
+def test_each_service_gets_only_its_own_database(revealed, cfg, addresses):
+    owners = {d["name"]: d["service"] for d in cfg["databases"]}
+    for database, service in owners.items():
+        url = urlsplit(_env(revealed, f"pencom-prod-app-{service}")["DATABASE_URL"])
+        assert url.hostname == addresses["data"] and url.path == f"/{database}"
+        assert url.username == service.replace("-", "_")
+        query = parse_qs(url.query)
+        assert query["sslmode"] == ["verify-full"] and query["sslrootcert"] == ["/run/platform/ca.crt"]
+    gateway = _env(revealed, "pencom-prod-edge-external-gateway")
+    reader = urlsplit(gateway["COMPLIANCE_DATABASE_URL"])
+    assert reader.path == "/pencom_compliance" and reader.username == "external_gateway"
+    assert "DATABASE_URL" not in gateway and "REDIS_URL" not in gateway
+
+
+def test_every_datastore_connection_is_tls(revealed, addresses):
+    for container in revealed.of_type(CONTAINER):
+        if not container["name"].startswith("pencom-"):
+            continue
+        for key, value in _env(revealed, container["name"]).items():
+            if value.startswith("postgresql://"):
+                assert "sslmode=verify-full" in value, (container["name"], key)
+            elif value.startswith(("mongodb://", "redis://")):
+                assert value.startswith("mongodb://") and "tls=true" in value, (container["name"], key)
+            elif key == "SPACES_ENDPOINT":
+                assert value == f"https://{addresses['storage']}:9000"
+    commands = {c: revealed.named(f"pencom-prod-data-{c}", CONTAINER)["inputs"]["command"]
+                for c in ("postgres", "mongodb", "redis")}
+    assert "ssl=on" in commands["postgres"]
+    assert commands["mongodb"][commands["mongodb"].index("--tlsMode") + 1] == "requireTLS"
+    assert "--port 0 --tls-port 6379" in commands["redis"][-1]
+    minio = revealed.named("pencom-prod-storage-minio", CONTAINER)["inputs"]["command"]
+    assert "--certs-dir" in minio
+
+
+def test_internal_ca_certificates_name_the_addresses_clients_use(prod, addresses):
+    csrs = {r["name"]: r["inputs"] for r in prod.of_type("tls:index/certRequest:CertRequest")}
+    assert set(csrs["pencom-prod-ca-data-csr"]["ipAddresses"]) == {addresses["data"], "127.0.0.1"}
+    assert addresses["storage"] in csrs["pencom-prod-ca-minio-csr"]["ipAddresses"]
+
+
+def test_generated_secrets_and_none_in_plaintext(prod, revealed):
+    passwords = {r["name"] for r in prod.of_type("random:index/randomPassword:RandomPassword")}
+    for expected in ("pencom-prod-internal-api-key", "pencom-prod-jwt-users", "pencom-prod-jwt-partners",
+                     "pencom-prod-pg-superuser", "pencom-prod-mongo-root", "pencom-prod-redis-password",
+                     "pencom-prod-minio-root", "pencom-prod-files-core-secret"):
+        assert expected in passwords
+    text = yaml.safe_dump(prod.document)
+    secret_names = ("PASSWORD", "SECRET", "KEY", "_URL", "_URI")
+    checked = 0
+    for container in revealed.of_type(CONTAINER):
+        if container["name"].startswith("pencom-"):
+            for key, value in _env(revealed, container["name"]).items():
+                if any(n in key for n in secret_names) and not key.endswith("_SERVICE_URL") \
+                        and key not in ("SPACES_ACCESS_KEY_ID", "NODE_EXTRA_CA_CERTS"):
+                    assert value not in text, (container["name"], key)
+                    checked += 1
+    assert checked > 30
+    assert "synth-placeholder-secret" not in text
+
+
+def test_jwt_secrets_are_split_between_users_and_partners(revealed):
+    users = _env(revealed, "pencom-prod-edge-api-gateway")
+    partners = _env(revealed, "pencom-prod-edge-external-gateway")
+    assert "JWT_SECRET" in users and "PFC_JWT_SECRET" not in users
+    assert "PFC_JWT_SECRET" in partners and "JWT_SECRET" not in partners
+    assert users["JWT_SECRET"] != partners["PFC_JWT_SECRET"]
+
+
+def test_egress_proxy_allows_each_service_only_its_providers(revealed):
+    squid = revealed.named("pencom-prod-edge-files", COMMAND)["inputs"]["stdin"]
+    ports = {m[1]: int(m[0]) for m in re.findall(r"http_port (\d+) name=(\S+)", squid)}
+    domains = {m[0]: m[1].split() for m in re.findall(r"acl to_(\S+) dstdomain (.*)", squid)}
+    assert "api.sendgrid.com" in domains["notifications"]
+    assert "api.sendgrid.com" not in domains["core"] and "login.remita.net" not in domains["notifications"]
+    assert "us.i.posthog.com" in domains["api_gateway"] and "us.i.posthog.com" not in domains["core"]
+    assert ".r2.cloudflarestorage.com" in domains["hosts"]
+    notifications = _env(revealed, "pencom-prod-app-notifications")
+    assert notifications["HTTPS_PROXY"] == f"http://10.40.0.11:{ports['notifications']}"
+    assert _env(revealed, "pencom-prod-edge-api-gateway")["HTTPS_PROXY"] == f"http://egress-proxy:{ports['api_gateway']}"
+
+
+def test_bucket_users_are_limited_to_their_prefixes(prod):
+    import json
+
+    policies = {r["name"]: json.loads(r["inputs"]["policy"])
+                for r in prod.of_type("minio:index/iamPolicy:IamPolicy")}
+    core = policies["pencom-prod-files-core-access"]["Statement"][0]["Resource"]
+    assert sorted(core) == sorted(f"arn:aws:s3:::pencom-ehub-prod/{p}*" for p in (
+        "EMPLOYER_CODE_REQUEST_DOCUMENT/", "TUTORIAL_VIDEOS/", "TUTORIAL_THUMBNAILS/"))
+    backup = policies["pencom-prod-files-backup-access"]["Statement"][0]
+    assert backup["Action"] == ["s3:GetObject"] and len(backup["Resource"]) == 5
+
+
+def test_every_datastore_and_the_bucket_have_an_off_site_backup(prod, revealed):
+    backups = {r["name"]: r for r in prod.of_type("platform:components:R2Backup")}
+    sources = {b["inputs"]["source"] for b in backups.values()}
+    assert sources == {"pencom-prod-data-postgres", "pencom-prod-data-mongodb", "pencom-prod-data-redis",
+                       "pencom-prod-storage-minio"}
+    kinds = sorted(b["inputs"]["kind"] for b in backups.values())
+    assert kinds == ["minio", "mongodb", "mongodb", "postgres", "postgres", "postgres", "postgres", "postgres", "redis"]
+    minio = revealed.named("pencom-prod-files-backup-install", COMMAND)
+    assert minio["inputs"]["connection"]["host"] == "10.40.0.14"
+
+
+def _broken(stack_document, mutate) -> dict:
+    document = copy.deepcopy(_pencom_only("prod"))
+    mutate(document["config"]["platform:pencom"])
+    return document
+
+
+@pytest.mark.parametrize("mutate,message", [
+    (lambda c: c["read_waivers"][0].update(service="core"),
+     "read_waivers external-gateway-reads-compliance: core is not an edge service"),
+    (lambda c: c["app_services"][0].update(publish=[{"host_port": 4000, "container_port": 4000}]),
+     "app_services core: tier app with a port and no publish"),
+    (lambda c: c["nodes"]["data"].update(private_address="192.168.7.3"),
+     "nodes data: private_address outside internal_cidr 10.40.0.0/24"),
+    (lambda c: c["nodes"]["app"].update(public_address="203.0.113.99"),
+     "nodes app: internal nodes have no public_address"),
+    (lambda c: c["bucket"]["consumers"].append({"service": "api-gateway", "prefixes": ["X/"]}),
+     "bucket.consumers api-gateway: api-gateway is not an app service"),
+    (lambda c: c["egress"]["https"][0].update(domains=["api.sendgrid.com", ".api.sendgrid.com"]),
+     "api.sendgrid.com is listed twice"),
+    (lambda c: c["postgres"].update(tier="app"), "postgres: tier data"),
+])
+def test_unsafe_or_inconsistent_config_is_rejected_before_anything_is_registered(
+        stack_document, write_stack, synth, mutate, message):
+    path = write_stack(_broken(stack_document, mutate), "prod")
+    with pytest.raises(ConfigError) as raised:
+        synth(path)
+    text = str(raised.value)
+    assert "platform:pencom" in text and message in text, text
+    assert "Traceback" not in text
+
+
+def test_the_seed_addresses_never_appear_as_connection_targets(revealed):
+    """Every SSH target is in the internal network or the edge's documented public address."""
+    for command in revealed.of_type(COMMAND):
+        if command["name"].startswith("pencom-"):
+            host = command["inputs"]["connection"]["host"]
+            assert ipaddress.ip_address(host) in ipaddress.ip_network("10.40.0.0/24") or host == "203.0.113.20"
