@@ -30,11 +30,13 @@ note_change() {
 # when it was already current. Callers test it with `if`, which suspends `set -e` inside the
 # function, so every failure here exits explicitly.
 put_file() {
-  local path="$1" mode="$2" owner="$3" tmp
+  local path="$1" mode="$2" owner="$3" tmp format=%a:%U:%G
+  # A numeric owner (an image's uid:gid) is compared as numbers: the host may have no such name.
+  case "$owner" in *[!0-9:]*) ;; *) format=%a:%u:%g ;; esac
   tmp="$(mktemp)" || exit 1
   cat >"$tmp" || exit 1
   if [ -f "$path" ] && cmp -s "$tmp" "$path" \
-    && [ "$(stat -c %a:%U:%G "$path")" = "${mode#0}:${owner}" ]; then
+    && [ "$(stat -c "$format" "$path")" = "${mode#0}:${owner}" ]; then
     rm -f "$tmp"
     return 1
   fi

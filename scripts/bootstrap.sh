@@ -37,6 +37,7 @@ declare -A apt_tools=(
   [squid]=squid
   [iptables-restore]=iptables
   [node]=nodejs
+  [unattended-upgrade]=unattended-upgrades
 )
 missing=()
 for tool in "${!apt_tools[@]}"; do

@@ -1,0 +1,118 @@
+"""A node's setup scripts, run twice for real inside a throwaway root filesystem: the second run
+has nothing to do.
+
+The sandbox is an overlay of this machine's root (writes land in a tmpfs, never in the real
+/etc) in private mount and network namespaces, so UFW and iptables act on an empty network
+namespace of their own. Real tools do the work (ufw, iptables-restore, sshd -t, fail2ban-client
+-t, dpkg, install); only systemd, which does not run in a chroot, is replaced by a stand-in that
+remembers which units were enabled.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from synth.run import synth_stack
+from synth.state import State
+from tests.conftest import require_tool
+from tests.test_pencom import _pencom_only
+
+NODE = "pencom-prod-data"
+# In the order the program runs them. The docker script is left out: it installs docker.io,
+# and the sandbox has no network to download it.
+SCRIPTS = ["setup-proxy", "setup-ufw", "setup-base", "setup-sshd", "setup-fail2ban", "setup-dirs",
+           "docker-firewall", "files"]
+
+FAKE_SYSTEMCTL = textwrap.dedent("""\
+    #!/bin/bash
+    # Stand-in for systemctl in the sandbox: remembers enabled units; everything else succeeds.
+    state=/var/lib/fake-systemd
+    mkdir -p "$state"
+    echo "$*" >>"$state/calls"
+    unit="${!#}"
+    case "$1" in
+      is-enabled|is-active) [ -e "$state/$unit" ] ;;
+      enable) touch "$state/$unit" ;;
+      *) exit 0 ;;
+    esac
+    """)
+
+DRIVER = textwrap.dedent("""\
+    #!/bin/bash
+    set -u
+    install -m 0755 /mnt/systemctl /usr/local/sbin/systemctl
+    id deploy >/dev/null 2>&1 || useradd --create-home deploy
+    mkdir -p /run/sshd
+    for run in 1 2; do
+      for name in @@SCRIPTS@@; do
+        echo "=== $name run $run"
+        bash "/mnt/$name.sh" 2>&1
+        echo "=== exit $?"
+      done
+    done
+    """)
+
+
+def _sandbox_tools() -> None:
+    for tool, why in (("unshare", "util-linux"), ("ufw", "Debian package ufw"), ("sshd", "Debian package openssh-server"),
+                      ("fail2ban-client", "Debian package fail2ban"), ("iptables-restore", "Debian package iptables"),
+                      ("unattended-upgrade", "Debian package unattended-upgrades")):
+        require_tool(tool, why)
+    if os.geteuid() != 0:
+        pytest.fail("needs root") if os.environ.get("CI") == "true" else pytest.skip("namespaces need root")
+
+
+def test_setup_scripts_run_twice_leave_nothing_to_do(tmp_path):
+    _sandbox_tools()
+    stack = tmp_path / "Pulumi.prod.yaml"
+    stack.write_text(yaml.safe_dump(_pencom_only("prod")))
+    state = State(synth_stack("prod", stack_file=stack, reveal_secrets=True))
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    for name in SCRIPTS:
+        (scripts / f"{name}.sh").write_text(state.named(f"{NODE}-{name}", "command:remote:Command")["inputs"]["stdin"])
+    (scripts / "systemctl").write_text(FAKE_SYSTEMCTL)
+    (scripts / "driver.sh").write_text(DRIVER.replace("@@SCRIPTS@@", " ".join(SCRIPTS)))
+    watched = [Path("/etc/platform"), Path("/etc/ssh/sshd_config.d/00-platform.conf"),
+               Path("/etc/fail2ban/jail.local"), Path("/srv/pencom-prod-data"), Path("/etc/apt/apt.conf.d/90platform-proxy")]
+    before = {p: p.exists() for p in watched}
+
+    base = tmp_path / "sandbox"
+    base.mkdir()
+    setup = textwrap.dedent(f"""\
+        set -e
+        mount -t tmpfs tmpfs {base}
+        mkdir -p {base}/upper {base}/work {base}/root
+        mount -t overlay overlay -o lowerdir=/,upperdir={base}/upper,workdir={base}/work {base}/root
+        mount --bind /proc {base}/root/proc
+        mount --rbind /dev {base}/root/dev
+        mount -t tmpfs tmpfs {base}/root/run
+        mount -t tmpfs tmpfs {base}/root/tmp
+        mount --bind {scripts} {base}/root/mnt
+        ip link set lo up
+        exec chroot {base}/root /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \\
+          HOME=/root bash /mnt/driver.sh
+        """)
+    result = subprocess.run(["unshare", "--mount", "--net", "--propagation", "private", "bash", "-c", setup],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    runs = re.findall(r"=== (\S+) run (\d)\n(.*?)=== exit (\d+)", result.stdout, re.S)
+    assert len(runs) == 2 * len(SCRIPTS), result.stdout[-3000:]
+    for name, run, output, status in runs:
+        assert status == "0", f"{name} run {run} failed:\n{output}"
+        changes = int(re.search(r"platform-setup: (\d+) changes", output).group(1))
+        if run == "1":
+            assert changes > 0, f"{name} did nothing on its first run:\n{output}"
+        else:
+            assert changes == 0, f"{name} changed things on its second run:\n{output}"
+    first_ufw = next(o for n, r, o, _ in runs if n == "setup-ufw" and r == "1")
+    assert "ufw-rules-applied" in first_ufw
+    # The sandbox kept every write: the machine's own files are as they were.
+    assert {p: p.exists() for p in watched} == before
