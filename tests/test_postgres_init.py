@@ -105,3 +105,43 @@ def test_a_reader_role_reads_but_cannot_write_or_reach_other_databases(server):
     other = as_reader("pencom_payments", "SELECT 1")
     assert other.returncode != 0 and "permission denied" in other.stderr
     assert _apply(server, sql).returncode == 0, "idempotent with readers too"
+
+
+def test_the_pencom_stack_init_gives_each_service_url_its_own_database_only(server, tmp_path):
+    """The SQL and the connection URLs the committed Pencom stack deploys, taken from the synth:
+    every URL's credentials reach its database and no other; the waiver's URL only reads."""
+    import yaml
+    from urllib.parse import urlsplit
+
+    from synth.run import synth_stack
+    from synth.state import State
+    from tests.test_pencom import _pencom_only
+
+    stack = tmp_path / "Pulumi.prod.yaml"
+    stack.write_text(yaml.safe_dump(_pencom_only("prod")))
+    state = State(synth_stack("prod", stack_file=stack, reveal_secrets=True))
+    script = state.named("pencom-prod-postgres-init", "command:remote:Command")["inputs"]["stdin"]
+    sql = script.split("<<'PLATFORM_EOF'", 1)[1].split("\n", 1)[1].split("PLATFORM_EOF", 1)[0]
+    applied = _apply(server, sql)
+    assert applied.returncode == 0, applied.stderr
+    urls = {}
+    for container in state.of_type("docker:index/container:Container"):
+        if container["name"].startswith("pencom-prod-") and isinstance(container["inputs"]["envs"], list):
+            for entry in container["inputs"]["envs"]:
+                key, _, value = entry.partition("=")
+                if value.startswith("postgresql://"):
+                    urls[(container["name"], key)] = urlsplit(value)
+    assert len(urls) == 6  # five owners and the external-gateway waiver
+    databases = {u.path.lstrip("/") for u in urls.values()}
+    for (service, key), url in urls.items():
+        for database in databases:
+            result = _connect(server, url.username, url.password, database)
+            if database == url.path.lstrip("/"):
+                assert result.returncode == 0, (service, result.stderr)
+            else:
+                assert result.returncode != 0 and "permission denied" in result.stderr, (service, database)
+    reader = urls[("pencom-prod-edge-external-gateway", "COMPLIANCE_DATABASE_URL")]
+    uri = f"postgresql://{reader.username}@127.0.0.1:{server.port}/pencom_compliance"
+    write = subprocess.run(["psql", "--no-psqlrc", "-v", "ON_ERROR_STOP=1", uri, "-c", "CREATE TABLE t (id int)"],
+                           env={"PGPASSWORD": reader.password, "PATH": "/usr/bin:/bin"}, capture_output=True, text=True)
+    assert write.returncode != 0 and "permission denied" in write.stderr
