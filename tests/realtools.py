@@ -54,7 +54,7 @@ def wait_for_port(port: int, process: subprocess.Popen | None = None, timeout: f
 
 def self_signed(directory: Path, hosts: list[str]) -> tuple[Path, Path]:
     key, cert = directory / "privkey.pem", directory / "fullchain.pem"
-    san = ",".join(f"DNS:{h}" for h in hosts)
+    san = ",".join(f"IP:{h}" if h.replace(".", "").isdigit() else f"DNS:{h}" for h in hosts)
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
                     "-subj", f"/CN={hosts[0]}", "-addext", f"subjectAltName={san}",
                     "-keyout", str(key), "-out", str(cert)],

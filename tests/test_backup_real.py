@@ -338,3 +338,33 @@ def test_redis_snapshot_that_does_not_load_fails_loudly(servers, redis_server, t
     _replace(vault, tmp_path, f"{name}.sha256", (f"{hashlib.sha256(data).hexdigest()}  {name}.rdb\n"
                                                   f"{hashlib.sha256(counts).hexdigest()}  {name}.counts\n").encode())
     _restore_fails(env, tmp_path, "did not", job=_redis_job())
+
+
+def test_redis_over_tls_is_backed_up_with_the_ca_verified(servers, tmp_path):
+    """Pencom's Redis speaks only TLS: the job verifies it against BACKUP_CA_CERT."""
+    from tests.realtools import free_port, self_signed, wait_for_port
+
+    server_bin = require_tool("redis-server", "Debian package redis-server")
+    cert, key = self_signed(tmp_path, ["localhost", "127.0.0.1"])
+    port = free_port()
+    process = subprocess.Popen([server_bin, "--bind", "127.0.0.1", "--port", "0", "--tls-port", str(port),
+                                "--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert),
+                                "--tls-auth-clients", "no", "--requirepass", "tls-pass", "--save", "",
+                                "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, process)
+        uri = f"rediss://default:tls-pass@127.0.0.1:{port}"
+        subprocess.run(["redis-cli", "-u", uri, "--tls", "--cacert", str(cert), "--no-auth-warning"],
+                       input="".join(f"SET k{i} v{i}\n" for i in range(42)), capture_output=True, text=True, check=True)
+        env = _redis_env(servers, uri, tmp_path, f"{BUCKET}-redis-tls")
+        plain = _run(render_backup_script(_redis_job()), env, tmp_path, "backup.sh")
+        assert plain.returncode != 0, "without the CA the TLS source must not be read"
+        env["BACKUP_CA_CERT"] = str(cert)
+        backup = _run(render_backup_script(_redis_job()), env, tmp_path, "backup.sh")
+        assert backup.returncode == 0, backup.stderr
+        restore = _run(render_restore_test_script(_redis_job()), env, tmp_path, "restore.sh")
+        assert restore.returncode == 0, restore.stderr
+        assert "1 databases match" in restore.stdout
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
