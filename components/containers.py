@@ -54,6 +54,7 @@ class HealthCheck(StrictModel):
 class PublishedPort(StrictModel):
     host_port: int = Field(gt=0, lt=65536, description="port on the host")
     container_port: int = Field(gt=0, lt=65536, description="port inside the container")
+    loopback: bool = Field(default=False, description="publish on 127.0.0.1 only (reached through an SSH tunnel)")
 
 
 class Mount(StrictModel):
@@ -61,12 +62,14 @@ class Mount(StrictModel):
     container_path: str = Field(pattern=r"^/[^\s]*$", description="absolute path in the container")
     read_only: bool = Field(default=True, description="mounted read-only unless false")
 
-    @field_validator("host_path")
-    @classmethod
-    def _no_docker_socket(cls, value: str) -> str:
-        if value.rstrip("/") in ("/var/run/docker.sock", "/run/docker.sock", "/"):
-            raise ValueError("mounting the Docker socket or / gives the container the host")
-        return value
+    @model_validator(mode="after")
+    def _not_the_host(self) -> "Mount":
+        path = self.host_path.rstrip("/") or "/"
+        if path in ("/var/run/docker.sock", "/run/docker.sock", "/var/run", "/run"):
+            raise ValueError("mounting the Docker socket gives the container the host, even read-only")
+        if path == "/" and not self.read_only:
+            raise ValueError("mounting / writable gives the container the host; mount it read_only")
+        return self
 
 
 class ContainerSpec(StrictModel):
@@ -162,8 +165,8 @@ def container_plan(spec: ContainerSpec, *, network: pulumi.Input[str], stack: st
         "privileged": False,
         "capabilities": {"drops": ["ALL"], **({"adds": list(spec.cap_add)} if spec.cap_add else {})},
         "networks_advanced": [{"name": network, "aliases": [spec.name]}],
-        "ports": [{"internal": p.container_port, "external": p.host_port, "ip": bind,
-                   "protocol": "tcp"} for p in spec.publish],
+        "ports": [{"internal": p.container_port, "external": p.host_port,
+                   "ip": "127.0.0.1" if p.loopback else bind, "protocol": "tcp"} for p in spec.publish],
         "envs": [f"{k}={v}" for k, v in sorted(env.items())],
         "volumes": [{"host_path": m.host_path, "container_path": m.container_path,
                      "read_only": m.read_only} for m in [*spec.mounts, *(extra_mounts or [])]],

@@ -32,6 +32,8 @@ class OnPremVpsArgs:
     """Extra UFW rules' reason -> waiver name, visible in the plan and the policy report."""
     extra_rules: Sequence[tiers.InboundRule] = ()
     """Rules beyond the tier model (each must be a named waiver)."""
+    directories: Sequence[tuple[str, str, str]] = ()
+    """More directories as (path, mode, owner:group), e.g. data owned by an image's user."""
     permit_open: Sequence[str] = ()
     """``host:port`` targets SSH local forwarding may reach, e.g. an admin API the program
     reaches through a tunnel; nothing else can be forwarded on a non-edge node."""
@@ -64,7 +66,7 @@ class OnPremVps(DockerHost):
                                       allow_tcp_forwarding=args.role.tier is tiers.Tier.EDGE,
                                       permit_open=tuple(args.permit_open)),
             fail2ban_ignore=args.role.ssh_cidrs,
-            directories=[(self.data_dir, "0755", "deploy:deploy")],
+            directories=[(self.data_dir, "0755", "deploy:deploy"), *args.directories],
             firewall=hostsetup.ufw_section(rules, args.waivers,
                                            args.egress.outbound() if args.egress else None),
             proxy=egress.host_proxy_section(args.egress.proxy_url) if args.egress else None,
@@ -82,7 +84,7 @@ class OnPremVps(DockerHost):
         for spec in containers:
             address = tiers.container_bind_address(spec.tier, self.private_address)
             if address != "0.0.0.0" and not address.startswith("127."):
-                published += [(address, p.host_port) for p in spec.publish]
+                published += [(address, p.host_port) for p in spec.publish if not p.loopback]
         lock = self.egress
         rules_text = egress.render_docker_user_rules(
             published=published, rules=self.rules, bridge=lock.bridge if lock else None,

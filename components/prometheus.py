@@ -69,7 +69,9 @@ def _rule(alert: str, expr: str, duration: str, severity: str, summary: str) -> 
             "annotations": {"summary": summary}}
 
 
-def alert_rules() -> list[dict]:
+def alert_rules(backup_jobs: Sequence[str] = ()) -> list[dict]:
+    """The platform's alerts. ``backup_jobs`` adds an alert for each job whose metrics never
+    appeared: a timer that never ran leaves no series for the staleness alert to see."""
     backup_limit = (BACKUP_INTERVAL_HOURS + BACKUP_GRACE_HOURS) * 3600
     restore_limit = (RESTORE_TEST_INTERVAL_DAYS + 1) * 86400
     return [
@@ -81,8 +83,10 @@ def alert_rules() -> list[dict]:
               "10m", "warning", "{{ $labels.instance }} {{ $labels.mountpoint }} is over 85% full"),
         _rule("MemoryPressure", "node_memory_MemAvailable_bytes / node_memory_MemTotal_bytes < 0.10",
               "10m", "warning", "{{ $labels.instance }} has under 10% memory available"),
-        _rule("ContainerRestarting", 'changes(container_start_time_seconds{name!=""}[15m]) > 2', "0m",
-              "warning", "container {{ $labels.name }} restarted more than twice in 15 minutes"),
+        # cAdvisor runs without the Docker socket, so a container is its cgroup id.
+        _rule("ContainerRestarting",
+              'changes(container_start_time_seconds{id=~"/system.slice/docker-.+"}[15m]) > 2', "0m",
+              "warning", "container {{ $labels.id }} on {{ $labels.instance }} restarted more than twice in 15 minutes"),
         _rule("BackupStale", f"time() - platform_backup_last_success_timestamp_seconds > {backup_limit}",
               "0m", "critical", "backup {{ $labels.job }} last succeeded over "
               f"{BACKUP_INTERVAL_HOURS + BACKUP_GRACE_HOURS} hours ago"),
@@ -98,11 +102,15 @@ def alert_rules() -> list[dict]:
               "the certificate of {{ $labels.instance }} expires within 14 days"),
         _rule("EndpointDown", 'probe_success{job="blackbox-http"} == 0', "5m", "critical",
               "{{ $labels.instance }} is not answering"),
-    ]
+    ] + ([_rule("BackupMissing", " or ".join(
+            f'absent(platform_backup_last_success_timestamp_seconds{{job="{job}"}})' for job in sorted(backup_jobs)),
+            f"{BACKUP_INTERVAL_HOURS + BACKUP_GRACE_HOURS}h", "critical",
+            "backup {{ $labels.job }} has reported nothing for a day: is its timer installed and running?")]
+         if backup_jobs else [])
 
 
-def render_rules() -> str:
-    return yaml.safe_dump({"groups": [{"name": "platform", "rules": alert_rules()}]}, sort_keys=False)
+def render_rules(backup_jobs: Sequence[str] = ()) -> str:
+    return yaml.safe_dump({"groups": [{"name": "platform", "rules": alert_rules(backup_jobs)}]}, sort_keys=False)
 
 
 @dataclass(frozen=True)

@@ -106,6 +106,7 @@ class HostRole:
     peer_cidrs: tuple[str, ...] = ()
     peer_tags: tuple[str, ...] = ()
     metrics_cidrs: tuple[str, ...] = ()
+    metrics_ports: tuple[int, ...] = (NODE_EXPORTER_PORT,)
     extra: tuple[InboundRule, ...] = field(default_factory=tuple)
 
 
@@ -121,8 +122,8 @@ def inbound_rules(role: HostRole) -> list[InboundRule]:
         rules += [InboundRule(port, cidrs=WORLD_CIDRS, reason="public web") for port in WEB_PORTS]
     rules.append(InboundRule(SSH_PORT, cidrs=tuple(role.ssh_cidrs), reason="ssh from mgmt"))
     if role.metrics_cidrs:
-        rules.append(InboundRule(NODE_EXPORTER_PORT, cidrs=tuple(role.metrics_cidrs),
-                                 reason="metrics from monitoring"))
+        rules += [InboundRule(port, cidrs=tuple(role.metrics_cidrs), reason="metrics from monitoring")
+                  for port in role.metrics_ports]
     has_peers = bool(role.peer_cidrs or role.peer_tags)
     if role.service_ports and not has_peers:
         raise ValueError(f"{role.tier.value} service ports need their allowed peers")

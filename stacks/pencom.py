@@ -27,7 +27,7 @@ import pulumi_minio as minio
 import pulumi_random as random
 from pydantic import Field, model_validator
 
-from components import egress, tiers
+from components import egress, monitoring, prometheus, tiers
 from components.backup import R2Backup, R2BackupArgs
 from components.backupscripts import BackupJob
 from components.containers import ContainerSpec, PublishedPort
@@ -35,6 +35,7 @@ from components.dns import a_records
 from components.hostsetup import _heredoc, script
 from components.ingress import Ingress, IngressRoute
 from components.internal_ca import InternalCa
+from components.monitoring import MonitoringConfig
 from components.minio_bucket import MinioBucket, MinioBucketArgs, MinioConsumer
 from components.mongo_init import render_mongo_init_js
 from components.onprem import OnPremVps, OnPremVpsArgs
@@ -164,6 +165,10 @@ class PencomConfig(StrictModel):
                                   "unset when PenCom manages the records")
     acme_email: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$", description="Let's Encrypt email")
     backup: BackupConfig = Field(description="off-site backups of every datastore and the bucket to R2")
+    monitoring: MonitoringConfig = Field(
+        default_factory=MonitoringConfig,
+        description="Prometheus, Alertmanager, Grafana and the blackbox exporter on the edge node "
+                    "(mgmt tier); node-exporter and cAdvisor on every node")
 
     @model_validator(mode="after")
     def _consistent(self) -> "PencomConfig":
@@ -226,6 +231,11 @@ class PencomConfig(StrictModel):
         for waiver in self.read_waivers:
             if waiver.database not in postgres_dbs:
                 raise ValueError(f"read_waivers {waiver.name}: {waiver.database} is not a Postgres database")
+        unknown = sorted(set(self.monitoring.metrics_services) - set(services))
+        if unknown:
+            raise ValueError(f"monitoring.metrics_services: {', '.join(unknown)} are not services")
+        if self.monitoring.smtp_password_secret and not self.monitoring.smtp_password_secret.startswith("pencom_"):
+            raise ValueError("monitoring.smtp_password_secret: secret keys start with pencom_")
         for route in self.egress.https:
             egress.check_domains(route.domains)
         egress.check_domains(self.egress.host_domains)
@@ -237,6 +247,9 @@ class PencomConfig(StrictModel):
 
 def required_secrets(cfg: PencomConfig) -> list[SecretKey]:
     needed = [SecretKey(key=SSH_KEY_SECRET, description="private SSH key of the deploy user on all four nodes")]
+    if cfg.monitoring.smtp_password_secret:
+        needed.append(SecretKey(key=cfg.monitoring.smtp_password_secret,
+                                description="SMTP password Alertmanager sends alert emails with"))
     for spec in [*cfg.edge_services, *cfg.app_services]:
         needed += [SecretKey(key=k, description=f"{e} of {spec.name}") for e, k in sorted(spec.secret_env.items())]
     return needed
@@ -277,6 +290,16 @@ def service_urls(cfg: PencomConfig) -> dict[str, str]:
             f"http://{cfg.nodes.app.private_address}:{s.port}" for s in cfg.app_services}
 
 
+def backup_job_name(stack: str, label: str) -> str:
+    return f"{stack}-{label.replace('_', '-')}"
+
+
+def backup_jobs(stack: str, cfg: PencomConfig) -> list[str]:
+    """Every backup job's name, known before the jobs exist so monitoring can expect each one."""
+    labels = [d.name for d in [*cfg.databases, *cfg.mongo_databases]] + ["redis", "files"]
+    return [backup_job_name(stack, label) for label in labels]
+
+
 def _password(name: str, parent: pulumi.Resource, length: int = 32) -> pulumi.Output[str]:
     return random.RandomPassword(name, length=length, special=False,
                                  opts=pulumi.ResourceOptions(parent=parent)).result
@@ -314,7 +337,7 @@ def build(ctx, cfg: PencomConfig) -> dict:
         reason="egress proxy")
     edge = OnPremVps(f"{name}-edge", OnPremVpsArgs(
         address=n.edge.public_address, private_address=n.edge.private_address, private_key=key,
-        ssh_port=n.edge.ssh_port,
+        ssh_port=n.edge.ssh_port, directories=monitoring.data_directories(f"/srv/{name}-edge"),
         role=tiers.HostRole(tier=tiers.Tier.EDGE, ssh_cidrs=tuple(env.admin_cidrs), extra=(proxy_rule,)),
     ), opts=child)
 
@@ -331,21 +354,24 @@ def build(ctx, cfg: PencomConfig) -> dict:
             private_key=key, ssh_port=node_cfg.ssh_port, bastion=edge.ssh, role=role, egress=lock,
             **extra), opts=child)
 
+    # The monitoring stack runs on the edge node (mgmt tier): it alone reaches the exporters.
+    metrics = {"metrics_cidrs": bastion_only,
+               "metrics_ports": (monitoring.NODE_EXPORTER_PORT, monitoring.CADVISOR_PORT)}
     app = internal("app", n.app, tiers.HostRole(
-        tier=tiers.Tier.APP, ssh_cidrs=bastion_only,
+        tier=tiers.Tier.APP, ssh_cidrs=bastion_only, **metrics,
         service_ports=tuple(s.port for s in cfg.app_services),
         peer_cidrs=(_cidr(n.edge.private_address), _cidr(n.app.private_address))))
     waiver_rules = [tiers.InboundRule(PORTS["postgres"], cidrs=(_cidr(n.edge.private_address),),
                                       reason=f"{w.service} reads {w.database}") for w in cfg.read_waivers]
     data = internal("data", n.data, tiers.HostRole(
-        tier=tiers.Tier.DATA, ssh_cidrs=bastion_only,
+        tier=tiers.Tier.DATA, ssh_cidrs=bastion_only, **metrics,
         service_ports=(PORTS["postgres"], PORTS["mongodb"], PORTS["redis"]),
         peer_cidrs=(_cidr(n.app.private_address),)),
         extra_rules=waiver_rules,
         waivers={f"{w.service} reads {w.database}": w.name for w in cfg.read_waivers})
     minio_api = f"{n.storage.private_address}:{PORTS['minio']}"
     storage = internal("storage", n.storage, tiers.HostRole(
-        tier=tiers.Tier.DATA, ssh_cidrs=bastion_only, service_ports=(PORTS["minio"],),
+        tier=tiers.Tier.DATA, ssh_cidrs=bastion_only, **metrics, service_ports=(PORTS["minio"],),
         peer_cidrs=(_cidr(n.app.private_address),)), permit_open=(minio_api,))
 
     # --- secrets ---------------------------------------------------------------------------
@@ -449,13 +475,36 @@ def build(ctx, cfg: PencomConfig) -> dict:
                       acme_email=cfg.acme_email, depends_on=records)
     edge_files = {s.name: [ca_file] for s in cfg.edge_services}
     edge_files[PROXY_SERVICE] = [HostFile(container_path="/etc/squid/squid.conf", content=squid_conf)]
-    edge_created = edge.deploy([*(with_env(s) for s in cfg.edge_services), proxy], ingress=ingress,
-                               files=edge_files,
-                               secret_env=secrets_of(cfg.edge_services))
+    mon = cfg.monitoring
+    internal_exporters = [(a, port) for a in internal_nodes
+                          for port in (monitoring.NODE_EXPORTER_PORT, monitoring.CADVISOR_PORT)]
+    edge_names = {s.name for s in cfg.edge_services}
+    targets = prometheus.ScrapeTargets(
+        node=[f"node-exporter:{monitoring.NODE_EXPORTER_PORT}"]
+        + [f"{a}:{p}" for a, p in internal_exporters if p == monitoring.NODE_EXPORTER_PORT],
+        cadvisor=[f"cadvisor:{monitoring.CADVISOR_PORT}"]
+        + [f"{a}:{p}" for a, p in internal_exporters if p == monitoring.CADVISOR_PORT],
+        services={s.name: [f"{s.name}:{s.port}" if s.name in edge_names else f"{n.app.private_address}:{s.port}"]
+                  for s in [*cfg.edge_services, *cfg.app_services] if s.name in mon.metrics_services},
+        probes=[f"https://{r.host}" for r in cfg.routes])
+    alerts = env.alerts
+    files_for_monitoring = monitoring.monitoring_files(
+        mon, targets, prometheus.AlertRoutes(emails=tuple(alerts.emails), slack_channel=alerts.slack_channel,
+                                             sender=mon.smtp_from),
+        smtp_password=ctx.secret(mon.smtp_password_secret) if mon.smtp_password_secret else None,
+        slack_url=ctx.secret("alerts_slack_webhook_url") if alerts.slack_channel else None,
+        backup_jobs=backup_jobs(name, cfg))
+    grafana_password = _password(f"{name}-grafana-admin", product)
+    edge.deploy(
+        [*(with_env(s) for s in cfg.edge_services), proxy,
+         *monitoring.server_specs(mon, edge.data_dir), *monitoring.exporter_specs(mon, publish=False)],
+        ingress=ingress, files={**edge_files, **files_for_monitoring},
+        secret_env={**secrets_of(cfg.edge_services), "grafana": {"GF_SECURITY_ADMIN_PASSWORD": grafana_password}})
 
     # --- app -------------------------------------------------------------------------------
-    app_created = app.deploy(
-        [with_env(s, publish=[PublishedPort(host_port=s.port, container_port=s.port)]) for s in cfg.app_services],
+    app.deploy(
+        [*(with_env(s, publish=[PublishedPort(host_port=s.port, container_port=s.port)]) for s in cfg.app_services),
+         *monitoring.exporter_specs(cfg.monitoring, publish=True)],
         files={s.name: [ca_file] for s in cfg.app_services},
         secret_env=secrets_of(cfg.app_services))
 
@@ -491,7 +540,7 @@ def build(ctx, cfg: PencomConfig) -> dict:
         cfg.redis.name: [HostFile(container_path=f"{TLS_DIR}/server.crt", content=data_cert.cert_pem),
                          key_file(f"{TLS_DIR}/redis.key", data_cert.key_pem, "999:1000"), ca_file],
     }
-    data_created = data.deploy(data_specs, files=data_files, secret_env={
+    data_created = data.deploy([*data_specs, *monitoring.exporter_specs(cfg.monitoring, publish=True)], files=data_files, secret_env={
         cfg.postgres.name: {"POSTGRES_PASSWORD": pg_superuser},
         cfg.mongodb.name: {"MONGO_INITDB_ROOT_USERNAME": "root", "MONGO_INITDB_ROOT_PASSWORD": mongo_root},
         cfg.redis.name: {"REDIS_PASSWORD": redis_password},
@@ -520,7 +569,8 @@ def build(ctx, cfg: PencomConfig) -> dict:
         [cfg.minio.model_copy(update={
             "publish": [PublishedPort(host_port=9000, container_port=9000)],
             "command": ["server", "/data", "--address", ":9000", "--console-address", "127.0.0.1:9001",
-                        "--certs-dir", "/run/platform/certs"]})],
+                        "--certs-dir", "/run/platform/certs"]}),
+         *monitoring.exporter_specs(cfg.monitoring, publish=True)],
         files={cfg.minio.name: [
             HostFile(container_path="/run/platform/certs/public.crt", content=minio_cert.cert_pem),
             key_file("/run/platform/certs/private.key", minio_cert.key_pem, "root:root"),
@@ -550,7 +600,7 @@ def build(ctx, cfg: PencomConfig) -> dict:
         [storage_created[cfg.minio.name], bucket],
         {"RCLONE_CA_CERT": f"{storage.data_dir}/files/{cfg.minio.name}/ca.crt"}))
     for label, kind, spec, runner, uri, ready, extra_env in jobs:
-        job = f"{name}-{label.replace('_', '-')}"
+        job = backup_job_name(name, label)
         R2Backup(f"{job}-backup", R2BackupArgs(
             job=BackupJob(job=job, kind=kind, retention_days=cfg.backup.retention_days,
                           mode="host" if kind == "minio" else "docker", tool_image=spec.image,
@@ -566,6 +616,8 @@ def build(ctx, cfg: PencomConfig) -> dict:
         "urls": [f"https://{r.host}" for r in cfg.routes],
         "waivers": [w.name for w in cfg.read_waivers],
         "internalCaPem": ca.cert_pem,
+        # Grafana listens on the edge node's loopback: ssh -L 3300:127.0.0.1:3300 deploy@<edge>.
+        "grafanaAdminPassword": pulumi.Output.secret(grafana_password),
     }
     product.register_outputs(outputs)
     return outputs

@@ -18,7 +18,7 @@ import pulumi
 import pulumi_random as random
 from pydantic import Field, model_validator
 
-from components import tiers
+from components import monitoring, prometheus, tiers
 from components.backup import R2Backup, R2BackupArgs
 from components.backupscripts import BackupJob
 from components.containers import ContainerSpec
@@ -26,6 +26,7 @@ from components.dns import a_records
 from components.hostsetup import _heredoc, script
 from components.ingress import Ingress, IngressRoute
 from components.internal_ca import InternalCa
+from components.monitoring import MonitoringConfig
 from components.onprem import OnPremVps, OnPremVpsArgs
 from components.postgres_init import render_init_sql
 from components.remote import run_script
@@ -76,6 +77,10 @@ class VedfinanceConfig(StrictModel):
     ingress_memory_mb: int = Field(default=64, gt=0, description="nginx memory limit")
     ingress_cpus: float = Field(default=0.1, gt=0, description="nginx CPU limit")
     backup: BackupConfig = Field(description="off-site backups of Postgres and Redis to R2")
+    monitoring: MonitoringConfig = Field(
+        default_factory=MonitoringConfig,
+        description="Prometheus, Alertmanager, Grafana, blackbox, node-exporter and cAdvisor on the "
+                    "VPS (mgmt tier); their limits count against the host too")
 
     @model_validator(mode="after")
     def _consistent(self) -> "VedfinanceConfig":
@@ -95,8 +100,15 @@ class VedfinanceConfig(StrictModel):
                 raise ValueError(f"services {name}: a datastore is data tier")
         check_hosts_in_zone([r.host for r in self.routes], self.dns.zone)
         check_secret_keys("vedfinance", self.services)
-        memory = sum(s.memory_mb for s in self.services) + self.ingress_memory_mb
-        cpus = sum(s.cpus for s in self.services) + self.ingress_cpus
+        unknown = sorted(set(self.monitoring.metrics_services) - set(by_name))
+        if unknown:
+            raise ValueError(f"monitoring.metrics_services: {', '.join(unknown)} are not services")
+        secret = self.monitoring.smtp_password_secret
+        if secret and not secret.startswith("vedfinance_"):
+            raise ValueError("monitoring.smtp_password_secret: secret keys start with vedfinance_")
+        stack = [*self.services, *monitoring_specs(self.monitoring, "/srv")]
+        memory = sum(s.memory_mb for s in stack) + self.ingress_memory_mb
+        cpus = sum(s.cpus for s in stack) + self.ingress_cpus
         memory_budget = self.host.memory_mb - self.host.headroom_mb
         cpu_budget = self.host.vcpus - self.host.headroom_cpus
         over = []
@@ -111,8 +123,16 @@ class VedfinanceConfig(StrictModel):
         return self
 
 
+def monitoring_specs(cfg: MonitoringConfig, data_dir: str) -> list[ContainerSpec]:
+    """The whole monitoring stack on the one VPS; nothing is published but Grafana on loopback."""
+    return [*monitoring.server_specs(cfg, data_dir), *monitoring.exporter_specs(cfg, publish=False)]
+
+
 def required_secrets(cfg: VedfinanceConfig) -> list[SecretKey]:
     needed = [SecretKey(key=SSH_KEY_SECRET, description="private SSH key of the VPS's deploy user")]
+    if cfg.monitoring.smtp_password_secret:
+        needed.append(SecretKey(key=cfg.monitoring.smtp_password_secret,
+                                description="SMTP password Alertmanager sends alert emails with"))
     for spec in cfg.services:
         needed += [SecretKey(key=k, description=f"{e} of {spec.name}") for e, k in sorted(spec.secret_env.items())]
     return needed
@@ -134,6 +154,7 @@ def build(ctx, cfg: VedfinanceConfig) -> dict:
     host = OnPremVps(name, OnPremVpsArgs(
         address=cfg.host.address, private_key=ctx.secret(SSH_KEY_SECRET), ssh_port=cfg.host.ssh_port,
         role=tiers.HostRole(tier=tiers.Tier.EDGE, ssh_cidrs=tuple(env.admin_cidrs)),
+        directories=monitoring.data_directories(f"/srv/{name}"),
     ), opts=child)
 
     ca = InternalCa(f"{name}-ca", common_name=f"{name} internal CA", opts=child)
@@ -175,7 +196,22 @@ def build(ctx, cfg: VedfinanceConfig) -> dict:
                                            websocket=r.websocket) for r in cfg.routes],
                       acme_email=cfg.acme_email, memory_mb=cfg.ingress_memory_mb, cpus=cfg.ingress_cpus,
                       depends_on=records)
-    created = host.deploy(services, secret_env=merge_env(service_secret_env(ctx.secret, cfg.services), injected),
+    mon = cfg.monitoring
+    targets = prometheus.ScrapeTargets(
+        node=[f"node-exporter:{monitoring.NODE_EXPORTER_PORT}"], cadvisor=[f"cadvisor:{monitoring.CADVISOR_PORT}"],
+        services={s: [f"{s}:{by_name[s].port}"] for s in mon.metrics_services},
+        probes=[f"https://{r.host}" for r in cfg.routes])
+    alerts = env.alerts
+    files |= monitoring.monitoring_files(
+        mon, targets, prometheus.AlertRoutes(emails=tuple(alerts.emails), slack_channel=alerts.slack_channel,
+                                             sender=mon.smtp_from),
+        smtp_password=ctx.secret(mon.smtp_password_secret) if mon.smtp_password_secret else None,
+        slack_url=ctx.secret("alerts_slack_webhook_url") if alerts.slack_channel else None,
+        backup_jobs=[f"{name}-{label.replace('_', '-')}" for label in [*(d.name for d in cfg.databases), "redis"]])
+    grafana_password = _password(f"{name}-grafana-admin", product)
+    injected["grafana"] = {"GF_SECURITY_ADMIN_PASSWORD": grafana_password}
+    created = host.deploy([*services, *monitoring_specs(mon, host.data_dir)],
+                          secret_env=merge_env(service_secret_env(ctx.secret, cfg.services), injected),
                           files=files, ingress=ingress)
 
     sql = pulumi.Output.all(*[role_passwords[d.name] for d in cfg.databases]).apply(
@@ -211,7 +247,9 @@ def build(ctx, cfg: VedfinanceConfig) -> dict:
             runner=host.ssh, runner_ready=[init], protect=prod,
         ), opts=child)
 
-    outputs = {"address": cfg.host.address, "urls": [f"https://{r.host}" for r in cfg.routes]}
+    outputs = {"address": cfg.host.address, "urls": [f"https://{r.host}" for r in cfg.routes],
+               # Grafana listens on the VPS's loopback: ssh -L 3300:127.0.0.1:3300 deploy@<address>.
+               "grafanaAdminPassword": pulumi.Output.secret(grafana_password)}
     product.register_outputs(outputs)
     return outputs
 

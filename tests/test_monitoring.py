@@ -65,7 +65,8 @@ RULE_TESTS = [
      'node_filesystem_size_bytes{fstype="ext4", instance="a", mountpoint="/"}', "100x30"),
     ("MemoryPressure", 'node_memory_MemAvailable_bytes{instance="a"}', "5x30", "50x30", "20m",
      'node_memory_MemTotal_bytes{instance="a"}', "100x30"),
-    ("ContainerRestarting", 'container_start_time_seconds{name="api"}', "1+1x20", "1x20", "10m"),
+    ("ContainerRestarting", 'container_start_time_seconds{id="/system.slice/docker-4f2a.scope", instance="a"}',
+     "1+1x20", "1x20", "10m"),
     ("BackupStale", 'platform_backup_last_success_timestamp_seconds{job="kro-prod-db"}', "0x40",
      "100000+60x40", "27h"),
     ("BackupFailed", 'platform_backup_success{job="kro-prod-db"}', "0x5", "1x5", "2m"),
@@ -159,3 +160,72 @@ def test_an_environment_without_alert_destinations_is_rejected():
     with pytest.raises(ConfigError, match="alerts need at least one destination"):
         validate_stack_config({"environment": '{"name": "x1", "admin_cidrs": ["198.51.100.1/32"], "alerts": {}}',
                                "products": "[]"})
+
+
+# --- Grafana provisioning and dashboards ----------------------------------------------------------
+
+def test_dashboards_have_a_datasource_and_a_query_promtool_parses_in_every_panel(tmp_path):
+    """Structure checked here; each query parsed by promtool (as a recording rule's expression)."""
+    from components.monitoring import DATASOURCE_UID, dashboards, render_grafana_datasource
+
+    promtool = require_tool("promtool", "Debian package prometheus")
+    boards = dashboards(["core", "payments"])
+    assert {"hosts", "containers", "backups", "endpoints", "service-core", "service-payments"} == set(boards)
+    provisioned = yaml.safe_load(render_grafana_datasource())["datasources"]
+    assert [d["uid"] for d in provisioned] == [DATASOURCE_UID] and provisioned[0]["url"] == "http://prometheus:9090"
+    records = []
+    for name, board in boards.items():
+        assert board["uid"] and board["title"] and board["panels"], name
+        assert len({p["id"] for p in board["panels"]}) == len(board["panels"])
+        for panel in board["panels"]:
+            assert panel["datasource"] == {"type": "prometheus", "uid": DATASOURCE_UID}, (name, panel["title"])
+            assert panel["type"] == "timeseries" and set(panel["gridPos"]) == {"h", "w", "x", "y"}
+            for target in panel["targets"]:
+                assert target["datasource"]["uid"] == DATASOURCE_UID and target["expr"].strip()
+                records.append({"record": f"dashboard:{name.replace('-', '_')}:{len(records)}", "expr": target["expr"]})
+    rules = tmp_path / "dashboards.yml"
+    rules.write_text(yaml.safe_dump({"groups": [{"name": "dashboards", "rules": records}]}))
+    result = subprocess.run([promtool, "check", "rules", str(rules)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(records)} rules found" in result.stdout
+    # The oracle catches a broken query.
+    records[0]["expr"] = "sum(rate(node_cpu_seconds_total[5m])"
+    rules.write_text(yaml.safe_dump({"groups": [{"name": "dashboards", "rules": records}]}))
+    assert subprocess.run([promtool, "check", "rules", str(rules)], capture_output=True).returncode != 0
+
+
+def test_service_dashboards_show_rate_errors_and_latency():
+    from components.monitoring import dashboards
+
+    panels = {p["title"]: p["targets"][0]["expr"] for p in dashboards(["core"])["service-core"]["panels"]}
+    assert 'http_request_duration_seconds_count{job="core"}' in panels["Requests per second"]
+    assert 'status_code=~"5.."' in panels["Error rate (5xx)"]
+    assert panels["Latency p95"].startswith("histogram_quantile(0.95")
+
+
+def test_blackbox_probes_fail_a_site_that_is_not_served_over_tls():
+    from components.monitoring import render_blackbox_config
+
+    module = yaml.safe_load(render_blackbox_config())["modules"]["http_2xx"]
+    assert module["prober"] == "http" and module["http"]["fail_if_not_ssl"] is True
+
+
+def test_a_backup_job_that_never_reports_raises_an_alert(tmp_path):
+    promtool = require_tool("promtool", "Debian package prometheus")
+    (tmp_path / "platform.yml").write_text(render_rules(["pencom-prod-redis", "pencom-prod-files"]))
+    other = {"series": 'platform_backup_last_success_timestamp_seconds{job="pencom-prod-files"}', "values": "0+3600x30"}
+    present = {"series": 'platform_backup_last_success_timestamp_seconds{job="pencom-prod-redis"}', "values": "0+3600x30"}
+    summary = "backup pencom-prod-redis has reported nothing for a day: is its timer installed and running?"
+    tests = [
+        {"interval": "1h", "input_series": [other], "alert_rule_test": [
+            {"eval_time": "27h", "alertname": "BackupMissing", "exp_alerts": [
+                {"exp_labels": {"severity": "critical", "job": "pencom-prod-redis"},
+                 "exp_annotations": {"summary": summary}}]},
+            {"eval_time": "20h", "alertname": "BackupMissing", "exp_alerts": []}]},
+        {"interval": "1h", "input_series": [other, present], "alert_rule_test": [
+            {"eval_time": "27h", "alertname": "BackupMissing", "exp_alerts": []}]},
+    ]
+    (tmp_path / "tests.yml").write_text(yaml.safe_dump({"rule_files": ["platform.yml"], "tests": tests}))
+    result = subprocess.run([promtool, "test", "rules", str(tmp_path / "tests.yml")],
+                            capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr

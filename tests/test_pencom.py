@@ -113,6 +113,8 @@ def test_every_inbound_flow_is_the_tier_model_or_a_named_waiver(prod, cfg, addre
                 source_tier = who if who in ("internet", "admin") else TIER[who]
                 if who == "edge" and node != "edge" and reason == "ssh from mgmt":
                     source_tier = tiers.BASTION
+                if who == "edge" and reason == "metrics from monitoring":
+                    source_tier = tiers.Tier.MGMT  # the monitoring containers on the edge node
                 assert tiers.may_reach(source_tier, TIER[node], port), \
                     f"{who} -> {node}:{port} is outside the tier model and not a waiver"
     assert seen_waivers == waivers
@@ -152,13 +154,13 @@ def test_data_ports_admit_the_app_node_and_the_named_waiver_only(prod, addresses
     app, edge = f"{addresses['app']}/32", f"{addresses['edge']}/32"
     assert by_port["5432"] == {(app, None), (edge, "external-gateway-reads-compliance")}
     assert by_port["27017"] == {(app, None)} and by_port["6379"] == {(app, None)}
-    storage = {(r[1], r[2]) for r in _ufw_rules(prod, "storage") if r[2] != "22"}
+    storage = {(r[1], r[2]) for r in _ufw_rules(prod, "storage") if r[2] != "22" and "metrics" not in r[3]}
     assert storage == {(app, "9000")}
 
 
 def test_no_container_outside_the_edge_binds_all_interfaces(prod, addresses):
     containers = [c for c in prod.of_type(CONTAINER) if c["name"].startswith("pencom-")]
-    assert len(containers) == 14
+    assert len(containers) == 14 + 4 + 2 * 4  # services and stores, monitoring servers, exporters per node
     for container in containers:
         node = container["name"].split("-")[2]
         labels = {l["label"]: l["value"] for l in container["inputs"]["labels"]}
@@ -166,6 +168,8 @@ def test_no_container_outside_the_edge_binds_all_interfaces(prod, addresses):
             if port["ip"] == "0.0.0.0":
                 assert labels["platform.tier"] == "edge" and container["name"] == "pencom-prod-edge-nginx"
                 assert port["external"] in (80, 443)
+            elif port["ip"] == "127.0.0.1":
+                assert container["name"] == "pencom-prod-edge-grafana", "only Grafana, behind an SSH tunnel"
             else:
                 assert port["ip"] == addresses[node], container["name"]
 
@@ -179,7 +183,7 @@ def test_published_ports_are_filtered_in_docker_user_like_ufw(prod, addresses):
             if not container["name"].startswith(f"pencom-prod-{node}-"):
                 continue
             for port in container["inputs"].get("ports", []):
-                if port["ip"] == "0.0.0.0":
+                if port["ip"] in ("0.0.0.0", "127.0.0.1"):
                     continue
                 match = f"--ctorigdst {port['ip']} --ctorigdstport {port['external']}"
                 admitted = set(re.findall(re.escape(match) + r" -s (\S+) -j RETURN", rules_text))
@@ -364,3 +368,69 @@ def test_the_seed_addresses_never_appear_as_connection_targets(revealed):
         if command["name"].startswith("pencom-"):
             host = command["inputs"]["connection"]["host"]
             assert ipaddress.ip_address(host) in ipaddress.ip_network("10.40.0.0/24") or host == "203.0.113.20"
+
+
+def test_metrics_ports_admit_only_the_monitoring_host(prod, addresses):
+    for node in ("app", "data", "storage"):
+        metrics = {(r[1], r[2]) for r in _ufw_rules(prod, node) if r[3] == "metrics from monitoring"}
+        assert metrics == {(f"{addresses['edge']}/32", "9100"), (f"{addresses['edge']}/32", "8080")}, node
+        for exporter, port in (("node-exporter", 9100), ("cadvisor", 8080)):
+            inputs = prod.named(f"pencom-prod-{node}-{exporter}", CONTAINER)["inputs"]
+            assert inputs["ports"] == [{"internal": port, "external": port, "ip": addresses[node], "protocol": "tcp"}]
+            assert inputs["privileged"] is False
+    assert prod.named("pencom-prod-edge-node-exporter", CONTAINER)["inputs"]["ports"] == []
+
+
+def test_monitoring_scrapes_every_node_and_service_and_probes_the_public_hosts(revealed, addresses):
+    files = revealed.named("pencom-prod-edge-files", COMMAND)["inputs"]["stdin"]
+    config = yaml.safe_load(files.split("/prometheus.yml 0444 root:root <<'PLATFORM_EOF'", 1)[1]
+                            .split("\n", 1)[1].split("PLATFORM_EOF", 1)[0])
+    jobs = {j["job_name"]: [t for c in j["static_configs"] for t in c["targets"]] for j in config["scrape_configs"]}
+    assert sorted(jobs["node"]) == sorted(["node-exporter:9100"] + [f"{addresses[n]}:9100" for n in ("app", "data", "storage")])
+    assert sorted(jobs["cadvisor"]) == sorted(["cadvisor:8080"] + [f"{addresses[n]}:8080" for n in ("app", "data", "storage")])
+    assert jobs["core"] == [f"{addresses['app']}:4000"] and jobs["api-gateway"] == ["api-gateway:3000"]
+    assert sorted(jobs["blackbox-http"]) == ["https://api.ehub.pencom.example", "https://partners.ehub.pencom.example"]
+    assert "/files/grafana/service-core.json" in files and "/files/grafana/backups.json" in files
+
+
+def test_grafana_admin_password_is_generated_and_secret(prod, revealed):
+    assert "pencom-prod-grafana-admin" in {r["name"] for r in prod.of_type("random:index/randomPassword:RandomPassword")}
+    grafana = _env(revealed, "pencom-prod-edge-grafana")
+    assert len(grafana["GF_SECURITY_ADMIN_PASSWORD"]) >= 32 and grafana["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert prod.named("pencom-prod-edge-grafana", CONTAINER)["inputs"]["envs"] == "[secret]"
+
+
+def _heredoc_file(script: str, suffix: str) -> str:
+    return script.split(f"{suffix} ", 1)[1].split("<<'PLATFORM_EOF'", 1)[1].split("\n", 1)[1].split("PLATFORM_EOF", 1)[0]
+
+
+def test_the_stack_monitoring_configs_pass_promtool_and_amtool(revealed, tmp_path):
+    import subprocess
+
+    from tests.conftest import require_tool
+
+    promtool = require_tool("promtool", "Debian package prometheus")
+    amtool = require_tool("amtool", "Debian package prometheus-alertmanager")
+    files = revealed.named("pencom-prod-edge-files", COMMAND)["inputs"]["stdin"]
+    (tmp_path / "prometheus.yml").write_text(_heredoc_file(files, "files/prometheus/prometheus.yml"))
+    (tmp_path / "platform.yml").write_text(_heredoc_file(files, "files/prometheus/platform.yml"))
+    (tmp_path / "alertmanager.yml").write_text(_heredoc_file(files, "files/alertmanager/alertmanager.yml"))
+    for argv in ([promtool, "check", "config", "--syntax-only", str(tmp_path / "prometheus.yml")],
+                 [promtool, "check", "rules", str(tmp_path / "platform.yml")],
+                 [amtool, "check-config", str(tmp_path / "alertmanager.yml")]):
+        result = subprocess.run(argv, capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout + result.stderr
+    alertmanager = yaml.safe_load((tmp_path / "alertmanager.yml").read_text())
+    assert alertmanager["global"]["smtp_auth_password_file"] == "/etc/alertmanager/secrets/smtp_password"
+    assert "mock" not in (tmp_path / "alertmanager.yml").read_text()
+
+
+def test_monitoring_expects_every_backup_job_the_stack_installs(revealed, prod):
+    files = revealed.named("pencom-prod-edge-files", COMMAND)["inputs"]["stdin"]
+    rules = yaml.safe_load(_heredoc_file(files, "files/prometheus/platform.yml"))
+    missing = next(r for r in rules["groups"][0]["rules"] if r["alert"] == "BackupMissing")
+    expected = set(re.findall(r'job="([^"]+)"', missing["expr"]))
+    installed = {re.search(r"platform-backup-(\S+)\.timer", c["inputs"]["stdin"]).group(1)
+                 for c in revealed.of_type(COMMAND) if c["name"].endswith("-backup-install")
+                 and c["name"].startswith("pencom-")}
+    assert expected == installed and len(installed) == 9
