@@ -94,7 +94,8 @@ def _sshd_test(tmp_path: Path, drop_in: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("policy", [hostsetup.SshdPolicy(),
-                                    hostsetup.SshdPolicy(allow_tcp_forwarding=True, max_auth_tries=4)])
+                                    hostsetup.SshdPolicy(allow_tcp_forwarding=True, max_auth_tries=4),
+                                    hostsetup.SshdPolicy(permit_open=("10.40.0.14:9000",))])
 def test_sshd_config_passes_sshd_t_and_closes_root_and_passwords(policy, tmp_path):
     rendered = hostsetup.render_sshd_config(policy)
     result = _sshd_test(tmp_path, rendered)
@@ -105,7 +106,10 @@ def test_sshd_config_passes_sshd_t_and_closes_root_and_passwords(policy, tmp_pat
     assert values["permitrootlogin"] == "no"
     assert values["passwordauthentication"] == "no"
     assert values["maxauthtries"] == str(policy.max_auth_tries)
-    assert values["allowtcpforwarding"] == ("yes" if policy.allow_tcp_forwarding else "no")
+    forwarding = "yes" if policy.allow_tcp_forwarding else "local" if policy.permit_open else "no"
+    assert values["allowtcpforwarding"] == forwarding
+    if policy.permit_open:
+        assert values["permitopen"] == " ".join(policy.permit_open)
 
 
 def test_sshd_t_rejects_a_broken_config(tmp_path):

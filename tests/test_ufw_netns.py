@@ -59,7 +59,7 @@ def namespaces():
                 s.bind(("0.0.0.0", port)); s.listen()
                 while True:
                     c, _ = s.accept(); c.close()
-            for p in {PORTS!r}:
+            for p in {PORTS + (27017,)!r}:
                 threading.Thread(target=serve, args=(p,), daemon=True).start()
             threading.Event().wait()
         """)
@@ -120,3 +120,31 @@ def test_ufw_allows_exactly_what_the_tier_model_allows(namespaces, tmp_path):
         ("b", 22): False, ("b", 80): True, ("b", 443): True, ("b", 5432): True, ("b", 6379): False,
     }
     assert after == expected
+
+
+def test_pencom_data_node_rules_admit_the_app_node_and_the_waiver_only(namespaces, tmp_path):
+    """The committed Pencom data node's own UFW commands, with the client namespaces standing in
+    for the app node (a) and the edge node (b): the edge reaches Postgres only (the waiver)."""
+    import yaml
+
+    from synth.run import synth_stack
+    from synth.state import State
+    from tests.test_pencom import _pencom_only
+
+    stack = tmp_path / "Pulumi.prod.yaml"
+    stack.write_text(yaml.safe_dump(_pencom_only("prod")))
+    state = State(synth_stack("prod", stack_file=stack))
+    script = state.named("pencom-prod-data-setup-ufw", "command:remote:Command")["inputs"]["stdin"]
+    commands = script.split("<<'PLATFORM_EOF'", 1)[1].split("\n", 1)[1].split("PLATFORM_EOF", 1)[0]
+    app, edge = "10.40.0.12/32", "10.40.0.11/32"
+    assert f"from {app} to any port 5432" in commands and f"from {edge} to any port 5432" in commands
+    commands = commands.replace(app, f"{CLIENT_A}/32").replace(edge, f"{CLIENT_B}/32")
+    assert "ufw default deny outgoing" in commands  # kept: replies to admitted flows still leave
+    result = _apply_ufw(namespaces, commands, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    after = {(client, port): _reachable(namespaces[client], FW_A if client == "a" else FW_B, port)
+             for client in ("a", "b") for port in (22, 5432, 6379, 27017, 80)}
+    assert after == {
+        ("a", 22): False, ("a", 5432): True, ("a", 6379): True, ("a", 27017): True, ("a", 80): False,
+        ("b", 22): True, ("b", 5432): True, ("b", 6379): False, ("b", 27017): False, ("b", 80): False,
+    }
