@@ -49,7 +49,10 @@ class OnPremVps(DockerHost):
     ``{name}-<service>``. Outputs: ``address``."""
 
     def __init__(self, name: str, args: OnPremVpsArgs, opts: Optional[pulumi.ResourceOptions] = None):
-        super().__init__("platform:components:OnPremVps", name, None, opts)
+        # Recorded so the plan and the tier diagram can tell the hosts apart.
+        super().__init__("platform:components:OnPremVps", name, {
+            "tier": args.role.tier.value, "address": args.address,
+            "privateAddress": args.private_address or args.address}, opts)
         unwaived = [r.reason for r in args.extra_rules if r.reason not in args.waivers]
         if unwaived:
             raise ValueError(f"{name}: rules outside the tier model need a named waiver: {unwaived}")

@@ -1,6 +1,7 @@
 """The tier diagram of a desired state: hosts, services and data stores grouped by tier, joined
-only by the flows the captured rules allow (firewall rules, database trusted sources, nginx
-upstreams, published container ports, App Platform ingress, backup runners). Drawn from the
+only by the flows the captured rules allow (firewall rules, database trusted sources, UFW rules
+of on-prem hosts with their waivers, nginx upstreams, published container ports, App Platform
+ingress, backup runners). Drawn from the
 capture, not from config, so it shows what will be deployed.
 """
 
@@ -24,6 +25,8 @@ DB_FIREWALL = "digitalocean:index/databaseFirewall:DatabaseFirewall"
 APP = "digitalocean:index/app:App"
 CONTAINER = "docker:index/container:Container"
 COMMAND = "command:remote:Command"
+ONPREM = "platform:components:OnPremVps"
+UFW_ALLOW = re.compile(r"^ufw allow proto \w+ from (\S+) to any port (\S+).*?(?:# waiver: ([\w-]+))?$")
 BUCKETS = ("digitalocean:index/spacesBucket:SpacesBucket", "cloudflare:index/r2Bucket:R2Bucket",
            "minio:index/s3Bucket:S3Bucket")
 
@@ -59,6 +62,8 @@ def nodes(state: State) -> dict[str, str]:
         tiers[container["name"]] = _labels(container).get("platform.tier", "app")
     for app in state.of_type(APP):
         tiers[app["name"]] = "app"
+    for host in state.of_type(ONPREM):
+        tiers[host["name"]] = str(host["inputs"].get("tier") or "app")
     for resource in state.of_type(CLUSTER) + [r for t in BUCKETS for r in state.of_type(t)]:
         tiers[resource["name"]] = "data"
     return tiers
@@ -73,6 +78,8 @@ def _droplet_of(state: State, resource: dict[str, Any]) -> str | None:
         if item["type"] == DROPLET:
             return item["name"]
         parent = state.by_urn.get(item.get("parent") or "")
+        if parent and parent["type"] == ONPREM:
+            return parent["name"]
         if parent and parent["type"] == "platform:components:DropletStack":
             droplets = [c for c in state.children(parent) if c["type"] == DROPLET]
             if droplets:
@@ -106,6 +113,20 @@ def flows(state: State) -> set[Edge]:
             for cluster in clusters:
                 for client in clients_for_rule:
                     edges.add(Edge(client, cluster, "db"))
+    hosts = {f"{h['inputs'].get(key)}/32": h["name"] for h in state.of_type(ONPREM)
+             for key in ("address", "privateAddress")}
+    for command in state.of_type(COMMAND):
+        parent = state.by_urn.get(command.get("parent") or "")
+        if not parent or parent["type"] != ONPREM or not command["name"].endswith("-setup-ufw"):
+            continue
+        for line in str(command["inputs"].get("stdin") or "").splitlines():
+            match = UFW_ALLOW.match(line.strip())
+            if not match:
+                continue
+            source, port, waiver = match.groups()
+            origin = INTERNET if source == "any" or _world(source) else hosts.get(source, ADMINS)
+            label = port.replace(":", "-") + (f" waiver {waiver}" if waiver else "")
+            edges.add(Edge(origin, parent["name"], label))
     by_alias: dict[tuple[str, str], str] = {}
     for container in state.of_type(CONTAINER):
         host = _droplet_of(state, container)

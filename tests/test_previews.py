@@ -253,3 +253,18 @@ def test_preview_runs_on_pull_requests_with_offline_and_real_jobs():
     assert "vars.PULUMI_BACKEND_URL" in real["if"]
     offline = "\n".join(s.get("run", "") for s in preview["jobs"]["offline-plan"]["steps"])
     assert "synth diff" in offline and "--policy" in offline
+
+
+def test_diagram_draws_on_prem_hosts_from_their_ufw_rules_with_the_waiver():
+    from synth.run import synth_stack
+    from synth.state import State
+
+    state = State(synth_stack("prod"))
+    tiers = nodes(state)
+    assert {tiers[f"pencom-prod-{n}"] for n in ("edge", "app", "data", "storage")} == {"edge", "app", "data"}
+    edges = flows(state)
+    assert Edge("pencom-prod-edge", "pencom-prod-data", "5432 waiver external-gateway-reads-compliance") in edges
+    assert Edge("pencom-prod-app", "pencom-prod-data", "5432") in edges
+    internal = {"pencom-prod-app", "pencom-prod-data", "pencom-prod-storage"}
+    assert not [e for e in edges if e.source in (INTERNET, ADMINS) and e.target in internal]
+    assert {e.label for e in edges if e.source == INTERNET and e.target == "pencom-prod-edge"} == {"80", "443"}
