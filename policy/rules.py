@@ -729,6 +729,28 @@ POLICIES.insert(next(i for i, p in enumerate(POLICIES) if p.name == "platform-st
                             level=MANDATORY, severity=M, category="data", anchor="MinIO bucket versioning docs",
                             check=_check_minio_versioning))
 
+def _check_published_ports_filtered(args: StackValidationArgs):
+    """Docker DNATs published ports before UFW sees them; only DOCKER-USER can filter them."""
+    scripts = "\n".join(str(c.props.get("stdin") or "") for c in _by_type(args, T_COMMAND))
+    for container in _by_type(args, T_CONTAINER):
+        for port in container.props.get("ports") or []:
+            address = port.get("ip") or "0.0.0.0"
+            if address in ("0.0.0.0", "::") or address.startswith("127."):
+                continue
+            rule = f"--ctorigdst {address} --ctorigdstport {port.get('external')} -j DROP"
+            if rule not in scripts:
+                yield (f"container {container.name} publishes {address}:{port.get('external')}, which "
+                       "bypasses UFW, and no DOCKER-USER rule filters it"), container.urn
+
+
+POLICIES.insert(next(i for i, p in enumerate(POLICIES) if p.name == "platform-stack-configure-tier-reachability"),
+               stack_policy("docker-container-enable-published-port-filter",
+                            "A port published on a private address is filtered in DOCKER-USER, which Docker "
+                            "consults before its own rules (UFW never sees that traffic).",
+                            level=MANDATORY, severity=H, category="network",
+                            anchor="Docker docs: packet filtering, DOCKER-USER",
+                            check=_check_published_ports_filtered))
+
 POLICIES.append(stack_policy(
     "command-fail2ban-enable-service", "Every host that runs sshd also runs fail2ban.",
     level=ADVISORY, severity=M, category="hosts", anchor="CIS Ubuntu 5.x; V-EdFinance audit 4.1",

@@ -237,6 +237,16 @@ CASES = {
         doc(res(CMD, "ufw", {"stdin": "ufw default deny incoming\nufw allow 22/tcp\n"})),
         doc(res(CMD, "ufw", {"stdin": "ufw default allow incoming\n"})),
         ["a UFW script does not deny incoming traffic by default"]),
+    "docker-container-enable-published-port-filter": (
+        doc(container(ports=[{"ip": "10.40.0.12", "external": 4000, "internal": 4000},
+                             {"ip": "127.0.0.1", "external": 3300, "internal": 3000},
+                             {"ip": "0.0.0.0", "external": 443, "internal": 8443}]),
+            res(CMD, "fw", {"stdin": "-A DOCKER-USER -p tcp -m conntrack --ctorigdst 10.40.0.12 "
+                                     "--ctorigdstport 4000 -j DROP\n"})),
+        doc(container(ports=[{"ip": "10.40.0.12", "external": 4000, "internal": 4000}]),
+            res(CMD, "fw", {"stdin": "-A DOCKER-USER -p tcp -m conntrack --ctorigdst 10.40.0.12 "
+                                     "--ctorigdstport 5000 -j DROP\n"})),
+        ["container c publishes 10.40.0.12:4000, which bypasses UFW, and no DOCKER-USER rule filters it"]),
     "command-fail2ban-enable-service": (
         doc(sshd_cmd(SSHD_OK), res(CMD, "host-setup-fail2ban", {"stdin": "ensure_service_enabled fail2ban\n"})),
         doc(sshd_cmd(SSHD_OK)),
