@@ -57,6 +57,7 @@ BACKUP_READER = "backup"
 PORTS = {"postgres": 5432, "mongodb": 27017, "redis": 6379, "minio": 9000}
 # The MinIO provider reaches the admin API through `ssh -L` to the storage node (see README).
 MINIO_TUNNEL_HOST = "127.0.0.1"
+MINIO_ROOT_USER = "pencom-admin"
 # Docker's default address pools: the edge node's containers reach the proxy from these.
 DOCKER_POOLS = ("172.16.0.0/12", "192.168.0.0/16")
 
@@ -421,7 +422,7 @@ def build(ctx, cfg: PencomConfig) -> dict:
 
     # --- MinIO: the bucket is managed through an SSH tunnel to the storage node ----------------
     minio_provider = minio.Provider(
-        f"{name}-minio", minio_server=f"{MINIO_TUNNEL_HOST}:{cfg.bucket.tunnel_port}", minio_user="pencom-admin",
+        f"{name}-minio", minio_server=f"{MINIO_TUNNEL_HOST}:{cfg.bucket.tunnel_port}", minio_user=MINIO_ROOT_USER,
         minio_password=minio_root, minio_ssl=True,
         minio_cacert_file=ca.cert_pem.apply(lambda pem: _write_ca_for_operator(name, pem)),
         opts=pulumi.ResourceOptions(parent=product))
@@ -575,7 +576,7 @@ def build(ctx, cfg: PencomConfig) -> dict:
             HostFile(container_path="/run/platform/certs/public.crt", content=minio_cert.cert_pem),
             key_file("/run/platform/certs/private.key", minio_cert.key_pem, "root:root"),
             HostFile(container_path="/run/platform/certs/CAs/ca.crt", content=ca.cert_pem)]},
-        secret_env={cfg.minio.name: {"MINIO_ROOT_USER": "pencom-admin", "MINIO_ROOT_PASSWORD": minio_root}})
+        secret_env={cfg.minio.name: {"MINIO_ROOT_USER": MINIO_ROOT_USER, "MINIO_ROOT_PASSWORD": minio_root}})
 
     # --- off-site backups: the data node for its datastores, the storage node for the bucket ----
     runner_env = {"HTTPS_PROXY": f"http://{n.edge.private_address}:{ports[egress.HOST_ROUTE]}",

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import http.client
 import os
-import re
 import subprocess
 import sys
 import textwrap
