@@ -37,7 +37,8 @@ class DockerHost(pulumi.ComponentResource):
         self.files_written = list(previous)
 
     def _docker(self, name: str, address: pulumi.Input[str], ssh_opts: Sequence[str] = (),
-                bridge: Optional[str] = None) -> None:
+                bridge: Optional[str] = None, subnet: Optional[tuple[str, str]] = None) -> None:
+        """``subnet`` is (subnet, range Docker assigns from), leaving the rest for fixed addresses."""
         self.docker_provider = docker.Provider(
             f"{name}-docker",
             host=pulumi.Output.from_input(address).apply(lambda a: f"ssh://{hostsetup.DEPLOY_USER}@{a}"),
@@ -49,6 +50,7 @@ class DockerHost(pulumi.ComponentResource):
             f"{name}-network", name=name, driver="bridge",
             # A fixed interface name lets the host's packet filter match the containers' traffic.
             options={"com.docker.network.bridge.name": bridge} if bridge else None,
+            ipam_configs=[docker.NetworkIpamConfigArgs(subnet=subnet[0], ip_range=subnet[1])] if subnet else None,
             opts=pulumi.ResourceOptions(parent=self, provider=self.docker_provider),
         )
 
@@ -62,6 +64,7 @@ class DockerHost(pulumi.ComponentResource):
         secret_env: Mapping[str, Mapping[str, pulumi.Input[str]]] | None = None,
         files: Mapping[str, Sequence[HostFile]] | None = None,
         ingress: Optional[Ingress] = None,
+        static_addresses: Mapping[str, str] | None = None,
     ) -> dict[str, docker.Container]:
         """Run ``containers`` (and nginx with certificates when ``ingress`` is given), then
         register the component's outputs. Called once, after what the containers need exists."""
@@ -81,7 +84,7 @@ class DockerHost(pulumi.ComponentResource):
         created = run_containers(
             name, specs, parent=self, provider=self.docker_provider, network=self.network.name,
             secret_env=secret_env or {}, extra_mounts=mounts, private_address=self.private_address,
-            depends_on=self.files_written + ingress_ready,
+            depends_on=self.files_written + ingress_ready, static_addresses=static_addresses,
         )
         if ingress is not None:
             run_script(f"{name}-certificates", self.ssh, cert_script, parent=self,

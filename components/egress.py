@@ -52,21 +52,46 @@ class DirectRoute:
 
 @dataclass(frozen=True)
 class EgressLock:
-    """An internal node whose host and containers may only talk to the internal network, the
-    resolvers, NTP, and the direct routes; the web goes through ``proxy_url``."""
+    """Whose traffic may leave a node. Its containers may reach only the internal network, their
+    own bridge, the ``direct`` routes, and (for the ``exempt`` containers, at fixed addresses)
+    anywhere. With ``proxy_url`` the host is locked too: it reaches the internal network, the
+    resolvers and NTP, and the web through the proxy; without it (the edge node, which runs the
+    proxy) the host's own egress stays open."""
 
     bridge: str
     """Interface name of the host's Docker bridge (at most 15 characters)."""
     internal_cidr: str
-    proxy_url: str
-    resolvers: tuple[str, ...]
+    proxy_url: str | None = None
+    resolvers: tuple[str, ...] = ()
     direct: tuple[DirectRoute, ...] = ()
+    subnet: str | None = None
+    """Fixed subnet of the bridge; its lower half is for ``exempt`` addresses, Docker assigns
+    the upper half."""
+    exempt: tuple[tuple[str, str], ...] = ()
+    """(container, address) pairs allowed direct egress: the proxy itself, Alertmanager."""
 
     def __post_init__(self):
         if not re.match(r"^[a-z][a-z0-9-]{1,14}$", self.bridge):
             raise ValueError(f"bridge {self.bridge!r}: 2-15 characters, a-z 0-9 -")
-        if not self.resolvers:
-            raise ValueError("an egress-locked node needs its DNS resolvers")
+        if self.proxy_url and not self.resolvers:
+            raise ValueError("an egress-locked host needs its DNS resolvers")
+        if self.exempt:
+            if not self.subnet:
+                raise ValueError("exempt containers need a fixed subnet for their addresses")
+            static = self.static_range()
+            outside = [f"{c} {a}" for c, a in self.exempt if ipaddress.ip_address(a) not in static]
+            if outside:
+                raise ValueError(f"exempt addresses outside {static}: {outside}")
+
+    @property
+    def locks_host(self) -> bool:
+        return self.proxy_url is not None
+
+    def static_range(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+        return list(ipaddress.ip_network(self.subnet).subnets())[0]
+
+    def dynamic_range(self) -> str:
+        return str(list(ipaddress.ip_network(self.subnet).subnets())[1])
 
     def outbound(self) -> list[OutboundRule]:
         rules = [OutboundRule(_check_cidr(self.internal_cidr), reason="internal network")]
@@ -157,13 +182,13 @@ def _check_cidr(value: str) -> str:
 
 def render_docker_user_rules(*, published: Sequence[tuple[str, int]], rules: Sequence[InboundRule],
                              bridge: str | None = None, internal_cidr: str | None = None,
-                             direct: Sequence[DirectRoute] = ()) -> str:
+                             direct: Sequence[DirectRoute] = (), exempt_sources: Sequence[str] = ()) -> str:
     """``iptables-restore --noflush`` input that rewrites the ``DOCKER-USER`` chain.
 
     ``published`` are the (address, port) pairs containers publish on; each admits only the
     sources of the inbound rules for that port. With ``bridge`` and ``internal_cidr``, traffic
-    from the containers may go only to the internal network, to its own bridge, and to the
-    ``direct`` routes: everything else they send is dropped.
+    from the containers may go only to the internal network, to its own bridge, to the
+    ``direct`` routes, and from ``exempt_sources`` anywhere: everything else they send is dropped.
     """
     out = ["*filter", ":DOCKER-USER - [0:0]", "-F DOCKER-USER",
            "-A DOCKER-USER -m conntrack --ctstate ESTABLISHED,RELATED -j RETURN"]
@@ -184,6 +209,7 @@ def render_docker_user_rules(*, published: Sequence[tuple[str, int]], rules: Seq
         for route in direct:
             out += [f"-A DOCKER-USER -i {bridge} -p tcp -d {_check_cidr(c)} --dport {route.port} -j RETURN"
                     for c in route.cidrs]
+        out += [f"-A DOCKER-USER -i {bridge} -s {_check_cidr(a)} -j RETURN" for a in exempt_sources]
         out.append(f"-A DOCKER-USER -i {bridge} -j DROP")
     out += ["-A DOCKER-USER -j RETURN", "COMMIT"]
     return "\n".join(out) + "\n"

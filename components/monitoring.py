@@ -34,6 +34,8 @@ DATASOURCE_UID = "prometheus"
 DOCKER_CGROUP = 'id=~"/system.slice/docker-.+"'
 GRAFANA_ENV = {"GF_SECURITY_ADMIN_USER": "admin", "GF_USERS_ALLOW_SIGN_UP": "false",
                "GF_AUTH_ANONYMOUS_ENABLED": "false", "GF_ANALYTICS_REPORTING_ENABLED": "false",
+               "GF_ANALYTICS_CHECK_FOR_UPDATES": "false", "GF_ANALYTICS_CHECK_FOR_PLUGIN_UPDATES": "false",
+               "GF_NEWS_NEWS_FEED_ENABLED": "false",
                "GF_SERVER_ROOT_URL": f"http://localhost:{GRAFANA_LOOPBACK_PORT}/"}
 
 

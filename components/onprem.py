@@ -38,8 +38,8 @@ class OnPremVpsArgs:
     """``host:port`` targets SSH local forwarding may reach, e.g. an admin API the program
     reaches through a tunnel; nothing else can be forwarded on a non-edge node."""
     egress: Optional[egress.EgressLock] = None
-    """Locks the host's and its containers' egress to the internal network and direct routes;
-    unset leaves egress open (the edge node, which runs the egress proxy)."""
+    """Locks the containers' egress (and the host's, with a proxy) to the internal network and
+    direct routes; unset leaves egress open."""
 
 
 class OnPremVps(DockerHost):
@@ -63,22 +63,23 @@ class OnPremVps(DockerHost):
         self.data_dir = f"/srv/{name}"
         rules = tiers.inbound_rules(args.role) + list(args.extra_rules)
         self.rules = rules
-        self.egress = args.egress
+        self.egress = lock = args.egress
+        locks_host = lock is not None and lock.locks_host
         scripts = hostsetup.host_baseline(
             sshd=hostsetup.SshdPolicy(port=args.ssh_port,
                                       allow_tcp_forwarding=args.role.tier is tiers.Tier.EDGE,
                                       permit_open=tuple(args.permit_open)),
             fail2ban_ignore=args.role.ssh_cidrs,
             directories=[(self.data_dir, "0755", "deploy:deploy"), *args.directories],
-            firewall=hostsetup.ufw_section(rules, args.waivers,
-                                           args.egress.outbound() if args.egress else None),
-            proxy=egress.host_proxy_section(args.egress.proxy_url) if args.egress else None,
+            firewall=hostsetup.ufw_section(rules, args.waivers, lock.outbound() if locks_host else None),
+            proxy=egress.host_proxy_section(lock.proxy_url) if locks_host else None,
         )
         self._setup(name, scripts, depends_on=[])
         jump = []
         if args.bastion is not None:
             jump = ["-o", f"ProxyJump={args.bastion.user}@{args.bastion.host}:{args.bastion.port}"]
-        self._docker(name, args.address, jump, bridge=args.egress.bridge if args.egress else None)
+        self._docker(name, args.address, jump, bridge=lock.bridge if lock else None,
+                     subnet=(lock.subnet, lock.dynamic_range()) if lock and lock.subnet else None)
 
     def deploy(self, containers: Sequence[ContainerSpec], **kwargs):
         """Filters the published ports (and locked egress) in DOCKER-USER before any container
@@ -91,13 +92,17 @@ class OnPremVps(DockerHost):
         lock = self.egress
         rules_text = egress.render_docker_user_rules(
             published=published, rules=self.rules, bridge=lock.bridge if lock else None,
-            internal_cidr=lock.internal_cidr if lock else None, direct=lock.direct if lock else ())
+            internal_cidr=lock.internal_cidr if lock else None, direct=lock.direct if lock else (),
+            exempt_sources=[address for _, address in lock.exempt] if lock else ())
         firewall = run_script(f"{self._name}-docker-firewall", self.ssh,
                               hostsetup.script(egress.docker_user_section(rules_text)),
                               parent=self, depends_on=self.setup_done)
         self.setup_done = [*self.setup_done, firewall]
         self.files_written = [*self.files_written, firewall]
-        return super().deploy(containers, **kwargs)
+        unknown = {c for c, _ in lock.exempt} - {s.name for s in containers} if lock else set()
+        if unknown:
+            raise ValueError(f"{self._name}: egress exemptions for containers that are not deployed: {sorted(unknown)}")
+        return super().deploy(containers, static_addresses=dict(lock.exempt) if lock else None, **kwargs)
 
     def _outputs(self) -> dict:
         return {"address": self.address}

@@ -59,10 +59,12 @@ def run_containers(
     extra_mounts: Mapping[str, Sequence[Mount]] | None = None,
     private_address: str | None = None,
     depends_on: Sequence[pulumi.Resource] = (),
+    static_addresses: Mapping[str, str] | None = None,
 ) -> dict[str, docker.Container]:
     """Pull each pinned image and run its container with the hardening of ``container_plan``.
 
-    Containers are not given fixed names (Docker names them after the resource plus a suffix)
+    ``static_addresses`` pins containers to addresses on the network (egress exemptions match
+    them). Containers are not given fixed names (Docker names them after the resource plus a suffix)
     and are found by their network alias, so a replacement never collides with the old one.
     A container that publishes host ports is deleted before its replacement starts.
     """
@@ -77,6 +79,8 @@ def run_containers(
         )
         plan = container_plan(spec, network=network, stack=stack, private_address=private_address,
                               extra_mounts=list((extra_mounts or {}).get(spec.name, [])))
+        if spec.name in (static_addresses or {}):
+            plan["networks_advanced"][0]["ipv4_address"] = static_addresses[spec.name]
         secrets = dict(secret_env.get(spec.name, {}))
         plain_env = plan.pop("envs")
         clash = {v.split("=", 1)[0] for v in plain_env} & set(secrets)

@@ -135,6 +135,10 @@ class EgressConfig(StrictModel):
     direct: list[DirectRouteConfig] = Field(default_factory=list,
                                             description="non-HTTP destinations at fixed addresses")
     resolvers: list[Cidr] = Field(min_length=1, description="DNS resolvers of the internal nodes")
+    edge_subnet: Cidr = Field(default="172.31.250.0/24",
+                              description="subnet of the edge node's Docker network; the proxy, Alertmanager "
+                                          "and the blackbox exporter get fixed addresses in its lower half, "
+                                          "the only containers there allowed to reach the internet directly")
 
 
 class JwtConfig(StrictModel):
@@ -291,6 +295,18 @@ def service_urls(cfg: PencomConfig) -> dict[str, str]:
             f"http://{cfg.nodes.app.private_address}:{s.port}" for s in cfg.app_services}
 
 
+EDGE_EXEMPT = (PROXY_SERVICE, "alertmanager", "blackbox")
+"""The edge node's containers that reach the internet directly: the proxy for everyone, mail
+and Slack for alerts, probes of the public hostnames. The others go through the proxy."""
+
+
+def edge_egress(cfg: PencomConfig) -> egress.EgressLock:
+    """The edge host keeps open egress (it runs the proxy, certbot, apt); its containers do not."""
+    static = list(ipaddress.ip_network(cfg.egress.edge_subnet).hosts())
+    return egress.EgressLock(bridge="pencom-edge", internal_cidr=cfg.internal_cidr, subnet=cfg.egress.edge_subnet,
+                             exempt=tuple((c, str(static[9 + i])) for i, c in enumerate(EDGE_EXEMPT)))
+
+
 def backup_job_name(stack: str, label: str) -> str:
     return f"{stack}-{label.replace('_', '-')}"
 
@@ -340,6 +356,7 @@ def build(ctx, cfg: PencomConfig) -> dict:
         address=n.edge.public_address, private_address=n.edge.private_address, private_key=key,
         ssh_port=n.edge.ssh_port, directories=monitoring.data_directories(f"/srv/{name}-edge"),
         role=tiers.HostRole(tier=tiers.Tier.EDGE, ssh_cidrs=tuple(env.admin_cidrs), extra=(proxy_rule,)),
+        egress=edge_egress(cfg),
     ), opts=child)
 
     direct = tuple(egress.DirectRoute(name=r.name, cidrs=tuple(r.cidrs), port=r.port, clients=tuple(r.services))

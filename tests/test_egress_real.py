@@ -128,7 +128,7 @@ def test_each_proxy_port_reaches_only_its_providers(proxy, client, target, allow
 
 HOST_ADDR, EDGE, DATA, STORAGE = "10.40.0.12", "10.40.0.11", "10.40.0.13", "10.40.0.14"
 INTERNET, ORACLE = "198.51.100.7", "10.50.8.20"
-CONTAINER_ADDR, CONTAINER_GW = "172.30.0.2", "172.30.0.1"
+CONTAINER_ADDR, CONTAINER_GW, EXEMPT_ADDR = "172.30.0.2", "172.30.0.1", "172.30.0.3"
 
 
 def _ip(*args: str) -> None:
@@ -181,6 +181,7 @@ def docker_host():
             _ip("-n", net, "addr", "add", f"{address}/32", "dev", f"dkx{suffix}"[:15])
         _ip("-n", host, "addr", "add", f"{CONTAINER_GW}/24", "dev", "pencom-app")
         _ip("-n", ctr, "addr", "add", f"{CONTAINER_ADDR}/24", "dev", f"dkz{suffix}"[:15])
+        _ip("-n", ctr, "addr", "add", f"{EXEMPT_ADDR}/24", "dev", f"dkz{suffix}"[:15])
         for ns, dev in ((host, "eth0"), (host, "pencom-app"), (net, f"dkx{suffix}"[:15]), (ctr, f"dkz{suffix}"[:15])):
             _ip("-n", ns, "link", "set", dev, "up")
         for ns in (host, net, ctr):
@@ -246,3 +247,20 @@ def test_docker_user_rules_filter_published_ports_and_container_egress(docker_ho
     assert _reaches(ctr, ORACLE, 1521), "containers reach Oracle ECRS on its port"
     assert not _reaches(ctr, ORACLE, 443), "but nothing else there"
     assert not _reaches(ctr, INTERNET, 443), "and not the internet (HTTPS goes through the proxy)"
+
+
+def test_an_exempt_container_reaches_the_internet_and_its_neighbours_do_not(docker_host, tmp_path):
+    """The edge node's lock: only the containers pinned to exempt addresses (the proxy,
+    Alertmanager, blackbox) leave directly; the same rules, rendered for this namespace."""
+    from components import tiers
+
+    host, ctr = docker_host["host"], docker_host["ctr"]
+    assert _reaches(ctr, INTERNET, 443, source=CONTAINER_ADDR), "control: open before the rules"
+    rules = tmp_path / "edge.rules"
+    rules.write_text(egress.render_docker_user_rules(
+        published=[], rules=[tiers.InboundRule(443, cidrs=tiers.WORLD_CIDRS)], bridge="pencom-app",
+        internal_cidr="10.40.0.0/24", exempt_sources=[EXEMPT_ADDR]))
+    _in(host, "iptables-restore", "--noflush", str(rules), check=True)
+    assert _reaches(ctr, INTERNET, 443, source=EXEMPT_ADDR)
+    assert not _reaches(ctr, INTERNET, 443, source=CONTAINER_ADDR)
+    assert _reaches(ctr, DATA, 5432, source=CONTAINER_ADDR), "the internal network stays reachable"

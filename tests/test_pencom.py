@@ -190,8 +190,9 @@ def test_published_ports_are_filtered_in_docker_user_like_ufw(prod, addresses):
                 expected = {r[1] for r in ufw if str(port["external"]) in _ports_str(r[2])}
                 assert admitted == expected and expected, (node, port)
                 assert f"{match} -j DROP" in rules_text
-        locked = f"-A DOCKER-USER -i pencom-{node} -j DROP"
-        assert (locked in rules_text) == (node != "edge")
+        assert f"-A DOCKER-USER -i pencom-{node} -j DROP" in rules_text, "every node's containers are locked"
+        exempt = re.findall(rf"-A DOCKER-USER -i pencom-{node} -s (\S+) -j RETURN", rules_text)
+        assert exempt == ([] if node != "edge" else ["172.31.250.10/32", "172.31.250.11/32", "172.31.250.12/32"])
     app_rules = prod.named("pencom-prod-app-docker-firewall", COMMAND)["inputs"]["stdin"]
     assert "-i pencom-app -p tcp -d 10.50.8.20/32 --dport 1521 -j RETURN" in app_rules
     assert "1521" not in prod.named("pencom-prod-data-docker-firewall", COMMAND)["inputs"]["stdin"]
@@ -434,3 +435,15 @@ def test_monitoring_expects_every_backup_job_the_stack_installs(revealed, prod):
                  for c in revealed.of_type(COMMAND) if c["name"].endswith("-backup-install")
                  and c["name"].startswith("pencom-")}
     assert expected == installed and len(installed) == 9
+
+
+def test_only_the_proxy_alertmanager_and_blackbox_leave_the_edge_node_directly(prod):
+    pinned = {}
+    for container in prod.of_type(CONTAINER):
+        if container["name"].startswith("pencom-prod-edge-"):
+            network = container["inputs"]["networksAdvanced"][0]
+            if "ipv4Address" in network:
+                pinned[container["name"].removeprefix("pencom-prod-edge-")] = network["ipv4Address"]
+    assert pinned == {"egress-proxy": "172.31.250.10", "alertmanager": "172.31.250.11", "blackbox": "172.31.250.12"}
+    network = prod.named("pencom-prod-edge-network", "docker:index/network:Network")["inputs"]
+    assert network["ipamConfigs"] == [{"subnet": "172.31.250.0/24", "ipRange": "172.31.250.128/25"}]
