@@ -322,6 +322,12 @@ def _password(name: str, parent: pulumi.Resource, length: int = 32) -> pulumi.Ou
                                  opts=pulumi.ResourceOptions(parent=parent)).result
 
 
+def _owner(user: str | None) -> str:
+    if not user:
+        return "root:root"
+    return user if ":" in user else f"{user}:{user}"
+
+
 def _cidr(address: str) -> str:
     return f"{address}/32"
 
@@ -388,9 +394,12 @@ def build(ctx, cfg: PencomConfig) -> dict:
         extra_rules=waiver_rules,
         waivers={f"{w.service} reads {w.database}": w.name for w in cfg.read_waivers})
     minio_api = f"{n.storage.private_address}:{PORTS['minio']}"
+    # MinIO runs as its configured user: its data directories and TLS key belong to that user.
+    minio_owner = _owner(cfg.minio.user)
     storage = internal("storage", n.storage, tiers.HostRole(
         tier=tiers.Tier.DATA, ssh_cidrs=bastion_only, **metrics, service_ports=(PORTS["minio"],),
-        peer_cidrs=(_cidr(n.app.private_address),)), permit_open=(minio_api,))
+        peer_cidrs=(_cidr(n.app.private_address),)), permit_open=(minio_api,),
+        directories=[(m.host_path, "0750", minio_owner) for m in cfg.minio.mounts if not m.read_only])
 
     # --- secrets ---------------------------------------------------------------------------
     api_key = _password(f"{name}-internal-api-key", product, 48)
@@ -591,7 +600,7 @@ def build(ctx, cfg: PencomConfig) -> dict:
          *monitoring.exporter_specs(cfg.monitoring, publish=True)],
         files={cfg.minio.name: [
             HostFile(container_path="/run/platform/certs/public.crt", content=minio_cert.cert_pem),
-            key_file("/run/platform/certs/private.key", minio_cert.key_pem, "root:root"),
+            key_file("/run/platform/certs/private.key", minio_cert.key_pem, minio_owner),
             HostFile(container_path="/run/platform/certs/CAs/ca.crt", content=ca.cert_pem)]},
         secret_env={cfg.minio.name: {"MINIO_ROOT_USER": MINIO_ROOT_USER, "MINIO_ROOT_PASSWORD": minio_root}})
 
