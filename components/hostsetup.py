@@ -240,6 +240,34 @@ def docker_section(deploy_user: str = DEPLOY_USER) -> str:
     ])
 
 
+SUDOERS = f"# Managed by the platform program: the deploy user runs setup scripts with sudo.\n{DEPLOY_USER} ALL=(ALL) NOPASSWD:ALL\n"
+
+
+def deploy_user_section(public_key: str, deploy_user: str = DEPLOY_USER) -> str:
+    """Creates the deploy user with ``public_key`` as its only key and passwordless sudo; run
+    once as an existing sudo user on a host that does not have it yet."""
+    if not public_key.startswith(("ssh-", "ecdsa-")):
+        raise ValueError("the deploy user's key must be an OpenSSH public key")
+    home = f"/home/{deploy_user}"
+    return "\n".join([
+        f"if ! id -u {deploy_user} >/dev/null 2>&1; then",
+        f"  useradd --create-home --shell /bin/bash {deploy_user}",
+        f'  note_change "user {deploy_user}"',
+        "fi",
+        # A locked password: key-only, and sudo needs none.
+        f'if [ "$(passwd -S {deploy_user} | cut -d" " -f2)" != "L" ]; then',
+        f"  passwd -l {deploy_user} >/dev/null",
+        f'  note_change "password of {deploy_user} locked"',
+        "fi",
+        directories_section([(home, "0750", f"{deploy_user}:{deploy_user}"),
+                             (f"{home}/.ssh", "0700", f"{deploy_user}:{deploy_user}")]),
+        _heredoc(f"{home}/.ssh/authorized_keys", "0600", f"{deploy_user}:{deploy_user}", public_key),
+        _heredoc(f"/etc/sudoers.d/90-platform-{deploy_user}", "0440", "root:root", SUDOERS,
+                 on_change=f"visudo -cqf /etc/sudoers.d/90-platform-{deploy_user} "
+                           f"|| {{ rm -f /etc/sudoers.d/90-platform-{deploy_user}; exit 1; }}"),
+    ])
+
+
 def directories_section(paths: Sequence[tuple[str, str, str]]) -> str:
     """Directories as (path, mode, owner:group), created or corrected only when they differ."""
     lines = []

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 import pulumi
+import pulumi_tls as tls
 
 from components import egress, hostsetup, tiers
 from components.containers import ContainerSpec
@@ -20,12 +21,16 @@ class OnPremVpsArgs:
     address: str
     """Address the program connects to (public for internet-facing nodes, private behind a bastion)."""
     private_key: pulumi.Input[str]
-    """Secret SSH key of the deploy user (who must exist with sudo before the first run)."""
+    """Secret OpenSSH private key of the deploy user."""
     role: tiers.HostRole
     """Tier, SSH sources, service ports and peers: becomes the UFW rules."""
     bastion: Optional[SshTarget] = None
     """Jump host for nodes that are not internet-facing."""
     ssh_port: int = 22
+    bootstrap_user: Optional[str] = None
+    """An existing sudo user that accepts ``private_key`` (e.g. ``ubuntu``): the first script
+    connects as it and creates the deploy user with that key's public half. It stays allowed in
+    sshd so the script can run again when the key changes. Unset: the deploy user exists."""
     private_address: Optional[str] = None
     """Address non-edge containers publish on (the private interface); loopback when unset."""
     waivers: dict[str, str] = field(default_factory=dict)
@@ -43,7 +48,8 @@ class OnPremVpsArgs:
 
 
 class OnPremVps(DockerHost):
-    """Children: ``{name}-setup-<script>`` (proxy when egress is locked, ufw, base, sshd,
+    """Children: ``{name}-setup-user`` with a bootstrap user, ``{name}-setup-<script>`` (proxy
+    when the host's egress is locked, ufw, base, sshd,
     fail2ban, docker, dirs), ``{name}-docker``, ``{name}-network``, then from ``deploy``
     ``{name}-docker-firewall`` and per container ``{name}-<service>-image`` and
     ``{name}-<service>``. Outputs: ``address``."""
@@ -58,6 +64,9 @@ class OnPremVps(DockerHost):
             raise ValueError(f"{name}: rules outside the tier model need a named waiver: {unwaived}")
         self.address = args.address
         self.private_address = args.private_address
+        if args.bootstrap_user in ("root", hostsetup.DEPLOY_USER):
+            raise ValueError(f"{name}: bootstrap_user {args.bootstrap_user!r}: use an existing sudo user other "
+                             "than root (the baseline closes root login) and other than the deploy user")
         self.ssh = SshTarget(host=args.address, user=hostsetup.DEPLOY_USER,
                              private_key=args.private_key, port=args.ssh_port, bastion=args.bastion)
         self.data_dir = f"/srv/{name}"
@@ -67,6 +76,8 @@ class OnPremVps(DockerHost):
         locks_host = lock is not None and lock.locks_host
         scripts = hostsetup.host_baseline(
             sshd=hostsetup.SshdPolicy(port=args.ssh_port,
+                                      allow_users=(hostsetup.DEPLOY_USER,
+                                                   *([args.bootstrap_user] if args.bootstrap_user else [])),
                                       allow_tcp_forwarding=args.role.tier is tiers.Tier.EDGE,
                                       permit_open=tuple(args.permit_open)),
             fail2ban_ignore=args.role.ssh_cidrs,
@@ -74,7 +85,16 @@ class OnPremVps(DockerHost):
             firewall=hostsetup.ufw_section(rules, args.waivers, lock.outbound() if locks_host else None),
             proxy=egress.host_proxy_section(lock.proxy_url) if locks_host else None,
         )
-        self._setup(name, scripts, depends_on=[])
+        first: list[pulumi.Resource] = []
+        if args.bootstrap_user:
+            public_key = tls.get_public_key_output(private_key_openssh=args.private_key).public_key_openssh
+            first = [run_script(
+                f"{name}-setup-user",
+                SshTarget(host=args.address, user=args.bootstrap_user, private_key=args.private_key,
+                          port=args.ssh_port, bastion=args.bastion),
+                public_key.apply(lambda key: hostsetup.script(hostsetup.deploy_user_section(key.strip()))),
+                parent=self)]
+        self._setup(name, scripts, depends_on=first)
         jump = []
         if args.bastion is not None:
             jump = ["-o", f"ProxyJump={args.bastion.user}@{args.bastion.host}:{args.bastion.port}"]

@@ -38,6 +38,7 @@ declare -A apt_tools=(
   [iptables-restore]=iptables
   [node]=nodejs
   [unattended-upgrade]=unattended-upgrades
+  [visudo]=sudo
 )
 missing=()
 for tool in "${!apt_tools[@]}"; do

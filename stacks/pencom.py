@@ -66,6 +66,10 @@ class NodeConfig(StrictModel):
     private_address: str = Field(description="address on the internal network")
     public_address: str | None = Field(default=None, description="public address (edge node only)")
     ssh_port: int = Field(default=22, gt=0, lt=65536, description="SSH port")
+    bootstrap_user: str | None = Field(
+        default=None, pattern=r"^[a-z_][a-z0-9_-]*$",
+        description="existing sudo user (not root) that accepts the deploy key; set it and the first run "
+                    "creates the deploy user; unset, the deploy user must exist")
 
     @model_validator(mode="after")
     def _addresses(self) -> "NodeConfig":
@@ -360,7 +364,7 @@ def build(ctx, cfg: PencomConfig) -> dict:
         reason="egress proxy")
     edge = OnPremVps(f"{name}-edge", OnPremVpsArgs(
         address=n.edge.public_address, private_address=n.edge.private_address, private_key=key,
-        ssh_port=n.edge.ssh_port, directories=monitoring.data_directories(f"/srv/{name}-edge"),
+        ssh_port=n.edge.ssh_port, bootstrap_user=n.edge.bootstrap_user, directories=monitoring.data_directories(f"/srv/{name}-edge"),
         role=tiers.HostRole(tier=tiers.Tier.EDGE, ssh_cidrs=tuple(env.admin_cidrs), extra=(proxy_rule,)),
         egress=edge_egress(cfg),
     ), opts=child)
@@ -375,7 +379,8 @@ def build(ctx, cfg: PencomConfig) -> dict:
             direct=direct if node == "app" else ())
         return OnPremVps(f"{name}-{node}", OnPremVpsArgs(
             address=node_cfg.private_address, private_address=node_cfg.private_address,
-            private_key=key, ssh_port=node_cfg.ssh_port, bastion=edge.ssh, role=role, egress=lock,
+            private_key=key, ssh_port=node_cfg.ssh_port, bootstrap_user=node_cfg.bootstrap_user,
+            bastion=edge.ssh, role=role, egress=lock,
             **extra), opts=child)
 
     # The monitoring stack runs on the edge node (mgmt tier): it alone reaches the exporters.

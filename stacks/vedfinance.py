@@ -45,6 +45,10 @@ PG_TLS_DIR = "/run/platform/tls"
 class HostConfig(StrictModel):
     address: str = Field(description="public address the program connects to over SSH")
     ssh_port: int = Field(default=22, gt=0, lt=65536, description="SSH port")
+    bootstrap_user: str | None = Field(
+        default=None, pattern=r"^[a-z_][a-z0-9_-]*$",
+        description="existing sudo user (not root) that accepts the deploy key; set it and the first run "
+                    "creates the deploy user; unset, the deploy user must exist")
     vcpus: float = Field(gt=0, description="CPU cores of the VPS")
     memory_mb: int = Field(gt=0, description="memory of the VPS in MiB")
     headroom_mb: int = Field(default=512, ge=0, description="memory kept for the OS and Docker")
@@ -153,6 +157,7 @@ def build(ctx, cfg: VedfinanceConfig) -> dict:
 
     host = OnPremVps(name, OnPremVpsArgs(
         address=cfg.host.address, private_key=ctx.secret(SSH_KEY_SECRET), ssh_port=cfg.host.ssh_port,
+        bootstrap_user=cfg.host.bootstrap_user,
         role=tiers.HostRole(tier=tiers.Tier.EDGE, ssh_cidrs=tuple(env.admin_cidrs)),
         directories=monitoring.data_directories(f"/srv/{name}"),
     ), opts=child)

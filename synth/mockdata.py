@@ -122,6 +122,11 @@ INVOKE_ANSWERS: dict[str, Callable[[dict], dict]] = {
     "cloudflare:index/getAccountApiTokenPermissionGroupsList:getAccountApiTokenPermissionGroupsList":
         lambda a: {"results": [{"id": "mock-permission-group-" + a.get("name", "").replace(" ", "-").lower(),
                                 "name": a.get("name", ""), "scopes": ["com.cloudflare.edge.r2.bucket"]}]},
+    "tls:index/getPublicKey:getPublicKey": lambda a: {
+        "algorithm": "ED25519", "id": "mock-public-key",
+        "publicKeyOpenssh": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI" + hashlib.sha256(
+            str(a.get("privateKeyOpenssh") or a.get("privateKeyPem")).encode()).hexdigest()[:43] + " synth\n",
+    },
     "digitalocean:index/getSshKey:getSshKey": lambda a: {
         "id": 1, "name": a.get("name", ""), "fingerprint": "00:11:22:33", "publicKey": "ssh-ed25519 AAAAmock",
     },

@@ -19,15 +19,16 @@ from pathlib import Path
 import pytest
 import yaml
 
+from components import hostsetup
 from synth.run import synth_stack
 from synth.state import State
 from tests.conftest import require_tool
 from tests.test_pencom import _pencom_only
 
 NODE = "pencom-prod-data"
-# In the order the program runs them. The docker script is left out: it installs docker.io,
-# and the sandbox has no network to download it.
-SCRIPTS = ["setup-proxy", "setup-ufw", "setup-base", "setup-sshd", "setup-fail2ban", "setup-dirs",
+# In the order the program runs them; setup-user is what a node with a bootstrap user runs
+# first. The docker script is left out: it installs docker.io, and the sandbox has no network.
+SCRIPTS = ["setup-user", "setup-proxy", "setup-ufw", "setup-base", "setup-sshd", "setup-fail2ban", "setup-dirs",
            "docker-firewall", "files"]
 
 FAKE_SYSTEMCTL = textwrap.dedent("""\
@@ -48,7 +49,6 @@ DRIVER = textwrap.dedent("""\
     #!/bin/bash
     set -u
     install -m 0755 /mnt/systemctl /usr/local/sbin/systemctl
-    id deploy >/dev/null 2>&1 || useradd --create-home deploy
     mkdir -p /run/sshd
     for run in 1 2; do
       for name in @@SCRIPTS@@; do
@@ -63,7 +63,7 @@ DRIVER = textwrap.dedent("""\
 def _sandbox_tools() -> None:
     for tool, why in (("unshare", "util-linux"), ("ufw", "Debian package ufw"), ("sshd", "Debian package openssh-server"),
                       ("fail2ban-client", "Debian package fail2ban"), ("iptables-restore", "Debian package iptables"),
-                      ("unattended-upgrade", "Debian package unattended-upgrades")):
+                      ("unattended-upgrade", "Debian package unattended-upgrades"), ("visudo", "Debian package sudo")):
         require_tool(tool, why)
     if os.geteuid() != 0:
         pytest.fail("needs root") if os.environ.get("CI") == "true" else pytest.skip("namespaces need root")
@@ -76,11 +76,13 @@ def test_setup_scripts_run_twice_leave_nothing_to_do(tmp_path):
     state = State(synth_stack("prod", stack_file=stack, reveal_secrets=True))
     scripts = tmp_path / "scripts"
     scripts.mkdir()
-    for name in SCRIPTS:
+    for name in SCRIPTS[1:]:
         (scripts / f"{name}.sh").write_text(state.named(f"{NODE}-{name}", "command:remote:Command")["inputs"]["stdin"])
+    (scripts / "setup-user.sh").write_text(hostsetup.script(hostsetup.deploy_user_section(
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOnlyForTheSandboxTest test")))
     (scripts / "systemctl").write_text(FAKE_SYSTEMCTL)
     (scripts / "driver.sh").write_text(DRIVER.replace("@@SCRIPTS@@", " ".join(SCRIPTS)))
-    watched = [Path("/etc/platform"), Path("/etc/ssh/sshd_config.d/00-platform.conf"),
+    watched = [Path("/home/deploy"), Path("/etc/sudoers.d/90-platform-deploy"), Path("/etc/platform"), Path("/etc/ssh/sshd_config.d/00-platform.conf"),
                Path("/etc/fail2ban/jail.local"), Path("/srv/pencom-prod-data"), Path("/etc/apt/apt.conf.d/90platform-proxy")]
     before = {p: p.exists() for p in watched}
 
@@ -114,5 +116,7 @@ def test_setup_scripts_run_twice_leave_nothing_to_do(tmp_path):
             assert changes == 0, f"{name} changed things on its second run:\n{output}"
     first_ufw = next(o for n, r, o, _ in runs if n == "setup-ufw" and r == "1")
     assert "ufw-rules-applied" in first_ufw
+    first_user = next(o for n, r, o, _ in runs if n == "setup-user" and r == "1")
+    assert "changed: user deploy" in first_user and "changed: /etc/sudoers.d/90-platform-deploy" in first_user
     # The sandbox kept every write: the machine's own files are as they were.
     assert {p: p.exists() for p in watched} == before

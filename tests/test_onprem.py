@@ -48,3 +48,28 @@ def test_a_world_open_ufw_rule_is_caught_unless_waived():
                                "name": "x", "custom": True, "inputs": {"stdin": stdin}, "dependencies": []}]}
     reach = [p for p in POLICIES if p.name == "platform-stack-configure-tier-reachability"]
     assert [v["message"] for v in evaluate(document, policies=reach)] == ["internet -> x on 5432 through UFW"]
+
+
+def test_a_bootstrap_user_creates_the_deploy_user_first(run_component):
+    def build():
+        OnPremVps("vps9", OnPremVpsArgs(address="10.0.0.9", private_key=pulumi.Output.secret("k"), role=ROLE,
+                                        bootstrap_user="ubuntu"))
+
+    state = run_component(build, reveal_secrets=True)
+    user = state.named("vps9-setup-user")
+    assert user["inputs"]["connection"]["user"] == "ubuntu"
+    assert "useradd --create-home --shell /bin/bash deploy" in user["inputs"]["stdin"]
+    assert "authorized_keys 0600 deploy:deploy" in user["inputs"]["stdin"]
+    assert state.named("vps9-setup-ufw")["inputs"]["connection"]["user"] == "deploy"
+    assert user["urn"] in state.all_dependencies(state.named("vps9-setup-ufw"))
+    assert "AllowUsers deploy ubuntu" in state.named("vps9-setup-sshd")["inputs"]["stdin"]
+
+
+@pytest.mark.parametrize("user", ["root", "deploy"])
+def test_root_or_deploy_as_bootstrap_user_is_refused(run_component, user):
+    def build():
+        OnPremVps("vps9", OnPremVpsArgs(address="10.0.0.9", private_key=pulumi.Output.secret("k"), role=ROLE,
+                                        bootstrap_user=user))
+
+    with pytest.raises(ValueError, match="bootstrap_user"):
+        run_component(build)
