@@ -60,6 +60,8 @@ class DropletStackArgs:
     """Protect the droplet from deletion and keep it if removed from the program (prod)."""
     reserved_ip: bool = True
     """A reserved IP keeps the public address across rebuilds; internal hosts do without."""
+    directories: Sequence[tuple[str, str, str]] = ()
+    """More directories as (path, mode, owner:group), e.g. data owned by an image's user."""
 
 
 class DropletStack(DockerHost):
@@ -146,7 +148,7 @@ class DropletStack(DockerHost):
         scripts = hostsetup.host_baseline(
             sshd=hostsetup.SshdPolicy(),
             fail2ban_ignore=tuple(args.admin_cidrs),
-            directories=[(self.data_dir, "0755", "deploy:deploy")],
+            directories=[(self.data_dir, "0755", "deploy:deploy"), *args.directories],
         )
         self._setup(name, scripts, depends_on=[self.firewall])
         self._docker(name, self.droplet.ipv4_address)

@@ -244,3 +244,38 @@ def monitoring_files(cfg: MonitoringConfig, targets: prometheus.ScrapeTargets, r
     if routes.slack_channel:
         files["alertmanager"].append(HostFile(routes.slack_url_file, slack_url, mode="0400", owner="65534:65534"))
     return files
+
+
+@dataclass
+class HostMonitoring:
+    """What a host's ``deploy`` needs to run the whole stack on that one host."""
+
+    specs: list[ContainerSpec]
+    files: dict[str, list[HostFile]]
+    secret_env: dict[str, dict[str, pulumi.Input[str]]]
+
+
+def single_host(cfg: MonitoringConfig, *, data_dir: str, service_ports: Mapping[str, int],
+                probes: Sequence[str], emails: Sequence[str], slack_channel: str | None,
+                smtp_password: pulumi.Input[str] | None, slack_url: pulumi.Input[str] | None,
+                backup_jobs: Sequence[str], grafana_password: pulumi.Input[str]) -> HostMonitoring:
+    """Prometheus, Alertmanager, Grafana, blackbox, node-exporter and cAdvisor on one host, none
+    of them published but Grafana on loopback; Prometheus scrapes over the host's Docker network.
+    ``service_ports`` are the host's services that expose metrics, by name."""
+    targets = prometheus.ScrapeTargets(
+        node=[f"node-exporter:{NODE_EXPORTER_PORT}"], cadvisor=[f"cadvisor:{CADVISOR_PORT}"],
+        services={s: [f"{s}:{port}"] for s, port in sorted(service_ports.items())}, probes=list(probes))
+    files = monitoring_files(
+        cfg, targets, prometheus.AlertRoutes(emails=tuple(emails), slack_channel=slack_channel, sender=cfg.smtp_from),
+        smtp_password=smtp_password, slack_url=slack_url, backup_jobs=backup_jobs)
+    return HostMonitoring(specs=[*server_specs(cfg, data_dir), *exporter_specs(cfg, publish=False)], files=files,
+                          secret_env={"grafana": {"GF_SECURITY_ADMIN_PASSWORD": grafana_password}})
+
+
+def check_config(cfg: MonitoringConfig, product: str, services: Sequence[str]) -> None:
+    """Cross-field rules a product model runs on its ``monitoring`` block."""
+    unknown = sorted(set(cfg.metrics_services) - set(services))
+    if unknown:
+        raise ValueError(f"monitoring.metrics_services: {', '.join(unknown)} are not services")
+    if cfg.smtp_password_secret and not cfg.smtp_password_secret.startswith(f"{product}_"):
+        raise ValueError(f"monitoring.smtp_password_secret: secret keys start with {product}_")

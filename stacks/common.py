@@ -8,6 +8,7 @@ import pulumi
 import pulumi_digitalocean as do
 from pydantic import Field, ValidationInfo, model_validator
 
+from components import monitoring
 from components.app_platform import AppComponent
 from components.containers import ContainerSpec
 from stacks.model import Hostname, ResourceName, StrictModel
@@ -118,3 +119,20 @@ class BackupConfig(StrictModel):
             raise ValueError("lock_days cannot exceed retention_days (locked objects could not "
                              "be pruned)")
         return self
+
+
+def host_monitoring(ctx, cfg: monitoring.MonitoringConfig, **where) -> monitoring.HostMonitoring:
+    """The monitoring stack on one host, alerting to the environment's destinations."""
+    alerts = ctx.environment.alerts
+    return monitoring.single_host(
+        cfg, emails=alerts.emails, slack_channel=alerts.slack_channel,
+        smtp_password=ctx.secret(cfg.smtp_password_secret) if cfg.smtp_password_secret else None,
+        slack_url=ctx.secret("alerts_slack_webhook_url") if alerts.slack_channel else None, **where)
+
+
+def monitoring_secrets(cfg: monitoring.MonitoringConfig | None) -> list:
+    from stacks.config import SecretKey
+
+    if cfg is None or not cfg.smtp_password_secret:
+        return []
+    return [SecretKey(key=cfg.smtp_password_secret, description="SMTP password Alertmanager sends alert emails with")]

@@ -15,17 +15,20 @@ from typing import Literal
 
 import pulumi
 import pulumi_digitalocean as do
+import pulumi_random as random
 from pydantic import Field, model_validator
 
-from components import tiers
+from components import monitoring, tiers
 from components.app_platform import AppComponent, AppPlatformApp, AppPlatformAppArgs, DatabaseAttachment
 from components.backup import R2Backup, R2BackupArgs
 from components.backupscripts import BackupJob
 from components.do_monitoring import droplet_alerts, uptime_checks
 from components.database import ManagedDatabaseCluster, ManagedDatabaseClusterArgs, TrustedSourceInput
 from components.droplet_stack import DropletBackups, DropletStack, DropletStackArgs
+from components.monitoring import MonitoringConfig
 from components.workloads import HostFile, host_path_for
-from stacks.common import BackupConfig, Product, check_hosts_in_zone, check_secret_keys, product_foundation
+from stacks.common import (BackupConfig, Product, check_hosts_in_zone, check_secret_keys, host_monitoring,
+                           monitoring_secrets, product_foundation)
 from stacks.config import DO_REGIONS, SecretKey
 from stacks.definition import ProductDefinition
 from stacks.model import Cidr, Hostname, StrictModel
@@ -91,6 +94,9 @@ class GivConfig(StrictModel):
     ops_droplet: OpsDropletConfig = Field(description="the backup runner inside the VPC (mgmt tier)")
     backup: BackupConfig = Field(description="off-site backups of MongoDB and Postgres to R2")
     adopt: GivAdoptConfig = Field(default_factory=GivAdoptConfig, description="resources to adopt")
+    monitoring: MonitoringConfig | None = Field(
+        default=None, description="self-hosted Prometheus, Alertmanager, Grafana and exporters on the "
+                                  "ops droplet (mgmt tier), watching its host and the backup jobs; unset: none")
 
     @model_validator(mode="after")
     def _consistent(self) -> "GivConfig":
@@ -104,6 +110,11 @@ class GivConfig(StrictModel):
             raise ValueError(f"backend {self.backend} must be a service among the components")
         check_hosts_in_zone([c.domain for c in self.components if c.domain], self.zone)
         check_secret_keys("giv", self.components)
+        if self.monitoring:
+            if self.monitoring.metrics_services:
+                raise ValueError("monitoring.metrics_services: the ops droplet runs no services; "
+                                 "App Platform has its own metrics")
+            monitoring.check_config(self.monitoring, "giv", [])
         return self
 
 
@@ -112,7 +123,7 @@ def required_secrets(cfg: GivConfig) -> list[SecretKey]:
     for component in cfg.components:
         needed += [SecretKey(key=key, description=f"{env} of {component.name}")
                    for env, key in sorted(component.secret_env.items())]
-    return needed
+    return needed + monitoring_secrets(cfg.monitoring)
 
 
 def _cluster_args(cfg: ClusterConfig, engine: str, region: str, vpc_id, project_id, env_name: str,
@@ -203,10 +214,21 @@ def build(ctx, cfg: GivConfig) -> dict:
         admin_cidrs=env.admin_cidrs, ssh_private_key=ctx.secret(SSH_KEY_SECRET),
         tier=tiers.Tier.MGMT, tags=["giv", f"env-{env.name}"], backups=DropletBackups() if prod else None,
         project_id=project.id, protect=prod, reserved_ip=False,
+        directories=monitoring.data_directories(f"/srv/{name}-ops") if cfg.monitoring else (),
     ), opts=child)
     pg_ca_file = HostFile(container_path="/certs/postgres-ca.crt", content=postgres.ca_certificate)
     mongo_ca_file = HostFile(container_path="/certs/mongodb-ca.crt", content=mongodb.ca_certificate)
-    ops.deploy([], files={"backup": [pg_ca_file, mongo_ca_file]})
+    watch = monitoring.HostMonitoring(specs=[], files={}, secret_env={})
+    if cfg.monitoring:
+        # It watches the ops droplet and the backups it runs, and probes the public domains.
+        watch = host_monitoring(
+            ctx, cfg.monitoring, data_dir=ops.data_dir, service_ports={},
+            grafana_password=random.RandomPassword(f"{name}-grafana-admin", length=32, special=False,
+                                                   opts=pulumi.ResourceOptions(parent=product)).result,
+            probes=[f"https://{c.domain}" for c in cfg.components if c.domain],
+            backup_jobs=[f"{name}-pg", f"{name}-mongo"])
+    ops.deploy(watch.specs, files={"backup": [pg_ca_file, mongo_ca_file], **watch.files},
+               secret_env=watch.secret_env)
 
     app_source = TrustedSourceInput(kind="app", value=app.app_id, tier=tiers.Tier.APP)
     ops_source = TrustedSourceInput(kind="droplet", value=ops.droplet_id, tier=tiers.Tier.MGMT)

@@ -13,21 +13,24 @@ from typing import Literal
 
 import pulumi
 import pulumi_digitalocean as do
+import pulumi_random as random
 from pydantic import Field, model_validator
 
-from components import tiers
+from components import monitoring, tiers
 from components.containers import ContainerSpec
 from components.database import (ConnectionPool, ManagedDatabaseCluster,
                                  ManagedDatabaseClusterArgs, TrustedSourceInput)
 from components.dns import a_records
 from components.do_monitoring import droplet_alerts, uptime_checks
 from components.droplet_stack import DropletBackups, DropletStack, DropletStackArgs
+from components.monitoring import MonitoringConfig
 from components.ingress import Ingress, IngressRoute
 from components.backup import R2Backup, R2BackupArgs
 from components.backupscripts import BackupJob
 from components.workloads import HostFile, host_path_for
 from stacks.common import (BackupConfig, DnsConfig, Product, RouteConfig, check_hosts_in_zone,
-                           check_secret_keys, merge_env, product_foundation, service_secret_env)
+                           check_secret_keys, host_monitoring, merge_env, monitoring_secrets,
+                           product_foundation, service_secret_env)
 from stacks.config import DO_REGIONS, SecretKey
 from stacks.model import Cidr, ResourceName, StrictModel
 from stacks.definition import ProductDefinition
@@ -94,6 +97,9 @@ class KroConfig(StrictModel):
     backup: BackupConfig = Field(description="off-site backup of the database to R2, restore-"
                                  "tested weekly on the droplet")
     adopt: AdoptConfig = Field(default_factory=AdoptConfig, description="resources to adopt")
+    monitoring: MonitoringConfig | None = Field(
+        default=None, description="self-hosted Prometheus, Alertmanager, Grafana and exporters on the "
+                                  "droplet (mgmt tier), watching its host and the backup jobs; unset: none")
 
     @model_validator(mode="after")
     def _consistent(self) -> "KroConfig":
@@ -108,6 +114,8 @@ class KroConfig(StrictModel):
             if spec.publish:
                 raise ValueError(f"services {spec.name}: only the ingress publishes ports; "
                                  "remove publish and add a route")
+        if self.monitoring:
+            monitoring.check_config(self.monitoring, "kro", names)
             if spec.tier is not tiers.Tier.APP:
                 raise ValueError(f"services {spec.name}: KRO services are app tier, got {spec.tier.value}")
         by_name = {s.name: s for s in self.services}
@@ -133,7 +141,7 @@ def required_secrets(cfg: KroConfig) -> list[SecretKey]:
     for spec in cfg.services:
         needed += [SecretKey(key=key, description=f"{env} of the {spec.name} service")
                    for env, key in sorted(spec.secret_env.items())]
-    return needed
+    return needed + monitoring_secrets(cfg.monitoring)
 
 
 def build(ctx, cfg: KroConfig) -> dict:
@@ -154,6 +162,7 @@ def build(ctx, cfg: KroConfig) -> dict:
         tier=tiers.Tier.EDGE, workload_tiers=[tiers.Tier.APP], tags=["kro", f"env-{env.name}"],
         backups=DropletBackups() if cfg.droplet.backups else None,
         project_id=project.id, adopt_droplet_id=cfg.adopt.droplet_id, protect=prod,
+        directories=monitoring.data_directories(f"/srv/{name}") if cfg.monitoring else (),
     ), opts=child)
 
     database = ManagedDatabaseCluster(f"{name}-db", ManagedDatabaseClusterArgs(
@@ -189,11 +198,19 @@ def build(ctx, cfg: KroConfig) -> dict:
         ca_path=cfg.database_ca_path, user=cfg.database.user, database=cfg.database.name,
         pool=f"{cfg.database.name}-pool" if cfg.database.use_pool else None)
     ca_file = HostFile(container_path=cfg.database_ca_path, content=database.ca_certificate)
+    watch = monitoring.HostMonitoring(specs=[], files={}, secret_env={})
+    if cfg.monitoring:
+        watch = host_monitoring(
+            ctx, cfg.monitoring, data_dir=host.data_dir,
+            grafana_password=random.RandomPassword(f"{name}-grafana-admin", length=32, special=False,
+                                                   opts=pulumi.ResourceOptions(parent=product)).result,
+            service_ports={s: ports[s] for s in cfg.monitoring.metrics_services},
+            probes=[f"https://{h}" for h in [r.host for r in cfg.routes]], backup_jobs=[f"{name}-db"])
     host.deploy(
-        cfg.services,
+        [*cfg.services, *watch.specs],
         secret_env=merge_env(service_secret_env(ctx.secret, cfg.services),
-                             {cfg.database_service: {"DATABASE_URL": database_url}}),
-        files={cfg.database_service: [ca_file]},
+                             {cfg.database_service: {"DATABASE_URL": database_url}}, watch.secret_env),
+        files={cfg.database_service: [ca_file], **watch.files},
         ingress=ingress,
     )
     # The droplet is the backup runner; it reads the CA file the backend mounts.

@@ -42,7 +42,7 @@ from components.onprem import OnPremVps, OnPremVpsArgs
 from components.postgres_init import render_init_sql
 from components.remote import run_script
 from components.workloads import HostFile
-from stacks.common import (BackupConfig, DnsConfig, Product, RouteConfig, check_hosts_in_zone, check_secret_keys,
+from stacks.common import (BackupConfig, DnsConfig, monitoring_secrets, Product, RouteConfig, check_hosts_in_zone, check_secret_keys,
                            merge_env, service_secret_env)
 from stacks.config import SecretKey
 from stacks.definition import ProductDefinition
@@ -240,11 +240,7 @@ class PencomConfig(StrictModel):
         for waiver in self.read_waivers:
             if waiver.database not in postgres_dbs:
                 raise ValueError(f"read_waivers {waiver.name}: {waiver.database} is not a Postgres database")
-        unknown = sorted(set(self.monitoring.metrics_services) - set(services))
-        if unknown:
-            raise ValueError(f"monitoring.metrics_services: {', '.join(unknown)} are not services")
-        if self.monitoring.smtp_password_secret and not self.monitoring.smtp_password_secret.startswith("pencom_"):
-            raise ValueError("monitoring.smtp_password_secret: secret keys start with pencom_")
+        monitoring.check_config(self.monitoring, "pencom", list(services))
         for route in self.egress.https:
             egress.check_domains(route.domains)
         egress.check_domains(self.egress.host_domains)
@@ -256,9 +252,7 @@ class PencomConfig(StrictModel):
 
 def required_secrets(cfg: PencomConfig) -> list[SecretKey]:
     needed = [SecretKey(key=SSH_KEY_SECRET, description="private SSH key of the deploy user on all four nodes")]
-    if cfg.monitoring.smtp_password_secret:
-        needed.append(SecretKey(key=cfg.monitoring.smtp_password_secret,
-                                description="SMTP password Alertmanager sends alert emails with"))
+    needed += monitoring_secrets(cfg.monitoring)
     for spec in [*cfg.edge_services, *cfg.app_services]:
         needed += [SecretKey(key=k, description=f"{e} of {spec.name}") for e, k in sorted(spec.secret_env.items())]
     return needed

@@ -18,7 +18,7 @@ import pulumi
 import pulumi_random as random
 from pydantic import Field, model_validator
 
-from components import monitoring, prometheus, tiers
+from components import monitoring, tiers
 from components.backup import R2Backup, R2BackupArgs
 from components.backupscripts import BackupJob
 from components.containers import ContainerSpec
@@ -32,7 +32,8 @@ from components.postgres_init import render_init_sql
 from components.remote import run_script
 from components.workloads import HostFile
 from stacks.common import (BackupConfig, DnsConfig, Product, RouteConfig, check_hosts_in_zone,
-                           check_secret_keys, merge_env, service_secret_env)
+                           check_secret_keys, host_monitoring, merge_env, monitoring_secrets,
+                           service_secret_env)
 from stacks.config import SecretKey
 from stacks.definition import ProductDefinition
 from stacks.model import ResourceName, StrictModel
@@ -104,12 +105,7 @@ class VedfinanceConfig(StrictModel):
                 raise ValueError(f"services {name}: a datastore is data tier")
         check_hosts_in_zone([r.host for r in self.routes], self.dns.zone)
         check_secret_keys("vedfinance", self.services)
-        unknown = sorted(set(self.monitoring.metrics_services) - set(by_name))
-        if unknown:
-            raise ValueError(f"monitoring.metrics_services: {', '.join(unknown)} are not services")
-        secret = self.monitoring.smtp_password_secret
-        if secret and not secret.startswith("vedfinance_"):
-            raise ValueError("monitoring.smtp_password_secret: secret keys start with vedfinance_")
+        monitoring.check_config(self.monitoring, "vedfinance", list(by_name))
         stack = [*self.services, *monitoring_specs(self.monitoring, "/srv")]
         memory = sum(s.memory_mb for s in stack) + self.ingress_memory_mb
         cpus = sum(s.cpus for s in stack) + self.ingress_cpus
@@ -134,9 +130,7 @@ def monitoring_specs(cfg: MonitoringConfig, data_dir: str) -> list[ContainerSpec
 
 def required_secrets(cfg: VedfinanceConfig) -> list[SecretKey]:
     needed = [SecretKey(key=SSH_KEY_SECRET, description="private SSH key of the VPS's deploy user")]
-    if cfg.monitoring.smtp_password_secret:
-        needed.append(SecretKey(key=cfg.monitoring.smtp_password_secret,
-                                description="SMTP password Alertmanager sends alert emails with"))
+    needed += monitoring_secrets(cfg.monitoring)
     for spec in cfg.services:
         needed += [SecretKey(key=k, description=f"{e} of {spec.name}") for e, k in sorted(spec.secret_env.items())]
     return needed
@@ -201,21 +195,15 @@ def build(ctx, cfg: VedfinanceConfig) -> dict:
                                            websocket=r.websocket) for r in cfg.routes],
                       acme_email=cfg.acme_email, memory_mb=cfg.ingress_memory_mb, cpus=cfg.ingress_cpus,
                       depends_on=records)
-    mon = cfg.monitoring
-    targets = prometheus.ScrapeTargets(
-        node=[f"node-exporter:{monitoring.NODE_EXPORTER_PORT}"], cadvisor=[f"cadvisor:{monitoring.CADVISOR_PORT}"],
-        services={s: [f"{s}:{by_name[s].port}"] for s in mon.metrics_services},
-        probes=[f"https://{r.host}" for r in cfg.routes])
-    alerts = env.alerts
-    files |= monitoring.monitoring_files(
-        mon, targets, prometheus.AlertRoutes(emails=tuple(alerts.emails), slack_channel=alerts.slack_channel,
-                                             sender=mon.smtp_from),
-        smtp_password=ctx.secret(mon.smtp_password_secret) if mon.smtp_password_secret else None,
-        slack_url=ctx.secret("alerts_slack_webhook_url") if alerts.slack_channel else None,
-        backup_jobs=[f"{name}-{label.replace('_', '-')}" for label in [*(d.name for d in cfg.databases), "redis"]])
     grafana_password = _password(f"{name}-grafana-admin", product)
-    injected["grafana"] = {"GF_SECURITY_ADMIN_PASSWORD": grafana_password}
-    created = host.deploy([*services, *monitoring_specs(mon, host.data_dir)],
+    watch = host_monitoring(ctx, cfg.monitoring, data_dir=host.data_dir, grafana_password=grafana_password,
+                            service_ports={s: by_name[s].port for s in cfg.monitoring.metrics_services},
+                            probes=[f"https://{r.host}" for r in cfg.routes],
+                            backup_jobs=[f"{name}-{label.replace('_', '-')}"
+                                         for label in [*(d.name for d in cfg.databases), "redis"]])
+    files |= watch.files
+    injected |= watch.secret_env
+    created = host.deploy([*services, *watch.specs],
                           secret_env=merge_env(service_secret_env(ctx.secret, cfg.services), injected),
                           files=files, ingress=ingress)
 

@@ -201,3 +201,21 @@ def test_staging_differs_from_prod_only_in_sizes_names_domains_and_credentials(p
             differences.append(name)
     assert differences == [], differences
     assert prod.named("giv-prod-pg-cluster")["inputs"]["size"] != staging.named("giv-staging-pg-cluster")["inputs"]["size"]
+
+
+def test_the_ops_droplet_watches_the_backups_it_runs_and_probes_the_domains(prod, prod_revealed):
+    import yaml
+
+    containers = {c["name"] for c in prod.of_type("docker:index/container:Container") if c["name"].startswith("giv-prod-ops-")}
+    assert containers == {f"giv-prod-ops-{m}" for m in
+                          ("prometheus", "alertmanager", "grafana", "blackbox", "node-exporter", "cadvisor")}
+    firewall = prod.named("giv-prod-ops-firewall", "digitalocean:index/firewall:Firewall")["inputs"]
+    assert {r["portRange"] for r in firewall["inboundRules"]} == {"22"}
+    files = prod_revealed.named("giv-prod-ops-files")["inputs"]["stdin"]
+    rules = files.split("files/prometheus/platform.yml ", 1)[1].split("\n", 1)[1].split("PLATFORM_EOF", 1)[0]
+    missing = next(r for r in yaml.safe_load(rules)["groups"][0]["rules"] if r["alert"] == "BackupMissing")
+    assert set(re.findall(r'job="([^"]+)"', missing["expr"])) == {"giv-prod-pg", "giv-prod-mongo"}
+    config = files.split("files/prometheus/prometheus.yml ", 1)[1].split("\n", 1)[1].split("PLATFORM_EOF", 1)[0]
+    probes = next(j for j in yaml.safe_load(config)["scrape_configs"] if j["job_name"] == "blackbox-http")
+    assert probes["static_configs"][0]["targets"] == [
+        "https://api.krogiving.com", "https://www.krogiving.com", "https://admin.krogiving.com"]

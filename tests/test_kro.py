@@ -11,6 +11,7 @@ from components.database import CLUSTER_REPLACING_INPUTS
 from components.droplet_stack import DROPLET_REPLACING_INPUTS
 from stacks.errors import ConfigError
 from synth.run import synth_stack
+from synth.state import State
 
 DROPLET = "digitalocean:index/droplet:Droplet"
 FIREWALL = "digitalocean:index/firewall:Firewall"
@@ -126,14 +127,20 @@ def test_only_nginx_publishes_ports_and_on_80_443(prod):
         if container["name"].endswith("-nginx"):
             assert {(p["external"], p["ip"]) for p in ports} == {(80, "0.0.0.0"), (443, "0.0.0.0")}
             assert container["delete_before_replace"], "host ports cannot be held twice"
+        elif container["name"] == "kro-prod-grafana":
+            assert ports == [{"internal": 3000, "external": 3300, "ip": "127.0.0.1", "protocol": "tcp"}]
         else:
             assert ports == []
+
+
+MONITORING = {"prometheus", "alertmanager", "grafana", "blackbox", "node-exporter", "cadvisor"}
 
 
 def test_containers_are_hardened(prod):
     containers = _kro_containers(prod)
     assert {c["name"] for c in containers} == {
-        "kro-prod-nginx", "kro-prod-backend", "kro-prod-frontend", "kro-prod-admin-frontend"}
+        "kro-prod-nginx", "kro-prod-backend", "kro-prod-frontend", "kro-prod-admin-frontend",
+        *(f"kro-prod-{m}" for m in MONITORING)}
     for container in containers:
         inputs = container["inputs"]
         assert inputs["privileged"] is False
@@ -284,3 +291,18 @@ def test_missing_secret_names_the_command_to_run(tmp_path):
     message = str(raised.value)
     assert "pulumi config set --secret platform:kro_ssh_private_key" in message
     assert "pulumi config set --secret platform:kro_jwt_secret" in message
+
+
+def test_the_droplet_watches_itself_and_its_backup_job(prod):
+    """Self-hosted monitoring on the droplet: mgmt tier, nothing opened in the firewall, and the
+    backup job's freshness alerted on (DigitalOcean's monitoring cannot see textfile metrics)."""
+    firewall = prod.named("kro-prod-firewall", "digitalocean:index/firewall:Firewall")["inputs"]
+    assert {r["portRange"] for r in firewall["inboundRules"]} == {"22", "80", "443"}
+    for name in MONITORING:
+        labels = prod.named(f"kro-prod-{name}", CONTAINER)["inputs"]["labels"]
+        assert {"label": "platform.tier", "value": "mgmt"} in labels
+    files = prod.named("kro-prod-files")["inputs"]["stdin"]  # revealed synth
+    assert 'absent(platform_backup_last_success_timestamp_seconds{job="kro-prod-db"})' in files
+    assert "platform-backup-kro-prod-db.timer" in prod.named("kro-prod-db-backup-install")["inputs"]["stdin"]
+    masked = State(synth_stack("prod"))
+    assert masked.named("kro-prod-files")["inputs"]["stdin"] == "[secret]", "it carries the SMTP password"
