@@ -447,3 +447,19 @@ def test_only_the_proxy_alertmanager_and_blackbox_leave_the_edge_node_directly(p
     assert pinned == {"egress-proxy": "172.31.250.10", "alertmanager": "172.31.250.11", "blackbox": "172.31.250.12"}
     network = prod.named("pencom-prod-edge-network", "docker:index/network:Network")["inputs"]
     assert network["ipamConfigs"] == [{"subnet": "172.31.250.0/24", "ipRange": "172.31.250.128/25"}]
+
+
+def test_the_tunnel_script_targets_minio_through_the_edge_node(prod):
+    import subprocess
+    import sys
+
+    from synth.engine import PROJECT_ROOT
+
+    printed = subprocess.run([sys.executable, str(PROJECT_ROOT / "scripts" / "pencom_tunnel.py"), "prod", "--print"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    assert printed == ("ssh -f -N -o ExitOnForwardFailure=yes -o StrictHostKeyChecking=accept-new "
+                       "-J deploy@203.0.113.20:22 -L 19000:10.40.0.14:9000 -p 22 deploy@10.40.0.14")
+    # The forward it asks for is the one the storage node's sshd permits, and no other node's.
+    assert "PermitOpen 10.40.0.14:9000" in prod.named("pencom-prod-storage-setup-sshd", COMMAND)["inputs"]["stdin"]
+    for node in ("app", "data"):
+        assert "AllowTcpForwarding no" in prod.named(f"pencom-prod-{node}-setup-sshd", COMMAND)["inputs"]["stdin"]
