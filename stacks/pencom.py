@@ -338,16 +338,12 @@ def _write_ca_for_operator(name: str, pem: str) -> str:
     return path
 
 
-def build(ctx, cfg: PencomConfig) -> dict:
+def _nodes(ctx, cfg: PencomConfig, name: str, ports: dict[str, int], child: pulumi.ResourceOptions
+           ) -> tuple[OnPremVps, OnPremVps, OnPremVps, OnPremVps]:
+    """The four nodes, each firewalled by the tier model; the internal ones through the edge."""
     env = ctx.environment
-    prod = env.is_production
-    name = f"pencom-{env.name}"
-    product = Product("pencom")
-    child = pulumi.ResourceOptions(parent=product)
     key = ctx.secret(SSH_KEY_SECRET)
     n = cfg.nodes
-    routes = proxy_routes(cfg)
-    ports = egress.proxy_ports(routes)
     internal_nodes = [n.app.private_address, n.data.private_address, n.storage.private_address]
     bastion_only = (_cidr(n.edge.private_address),)
 
@@ -358,7 +354,8 @@ def build(ctx, cfg: PencomConfig) -> dict:
         reason="egress proxy")
     edge = OnPremVps(f"{name}-edge", OnPremVpsArgs(
         address=n.edge.public_address, private_address=n.edge.private_address, private_key=key,
-        ssh_port=n.edge.ssh_port, bootstrap_user=n.edge.bootstrap_user, directories=monitoring.data_directories(f"/srv/{name}-edge"),
+        ssh_port=n.edge.ssh_port, bootstrap_user=n.edge.bootstrap_user,
+        directories=monitoring.data_directories(f"/srv/{name}-edge"),
         role=tiers.HostRole(tier=tiers.Tier.EDGE, ssh_cidrs=tuple(env.admin_cidrs), extra=(proxy_rule,)),
         egress=edge_egress(cfg),
     ), opts=child)
@@ -399,6 +396,21 @@ def build(ctx, cfg: PencomConfig) -> dict:
         tier=tiers.Tier.DATA, ssh_cidrs=bastion_only, **metrics, service_ports=(PORTS["minio"],),
         peer_cidrs=(_cidr(n.app.private_address),)), permit_open=(minio_api,),
         directories=[(m.host_path, "0750", minio_owner) for m in cfg.minio.mounts if not m.read_only])
+    return edge, app, data, storage
+
+
+def build(ctx, cfg: PencomConfig) -> dict:
+    env = ctx.environment
+    prod = env.is_production
+    name = f"pencom-{env.name}"
+    product = Product("pencom")
+    child = pulumi.ResourceOptions(parent=product)
+    n = cfg.nodes
+    routes = proxy_routes(cfg)
+    ports = egress.proxy_ports(routes)
+    edge, app, data, storage = _nodes(ctx, cfg, name, ports, child)
+    minio_api = f"{n.storage.private_address}:{PORTS['minio']}"
+    minio_owner = _owner(cfg.minio.user)
 
     # --- secrets ---------------------------------------------------------------------------
     api_key = _password(f"{name}-internal-api-key", product, 48)
@@ -502,7 +514,7 @@ def build(ctx, cfg: PencomConfig) -> dict:
     edge_files = {s.name: [ca_file] for s in cfg.edge_services}
     edge_files[PROXY_SERVICE] = [HostFile(container_path="/etc/squid/squid.conf", content=squid_conf)]
     mon = cfg.monitoring
-    internal_exporters = [(a, port) for a in internal_nodes
+    internal_exporters = [(a, port) for a in (n.app.private_address, n.data.private_address, n.storage.private_address)
                           for port in (monitoring.NODE_EXPORTER_PORT, monitoring.CADVISOR_PORT)]
     edge_names = {s.name for s in cfg.edge_services}
     targets = prometheus.ScrapeTargets(

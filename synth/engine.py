@@ -170,7 +170,7 @@ class CaptureMonitor(pulumi_mocks.MockMonitor):
         self.capture = capture
         self.stack_urn: Optional[str] = None
 
-    def _record(self, request, urn: str, inputs: dict, secret_keys: list[str], read: bool) -> None:
+    def _record(self, request, urn: str, inputs: dict, secret_keys: list[str], read: bool) -> dict:
         provider = request.provider.rsplit("::", 1)[0] if request.provider else None
         entry = {
             "urn": urn,
@@ -194,6 +194,7 @@ class CaptureMonitor(pulumi_mocks.MockMonitor):
         if read:
             entry["read_id"] = request.id
         self.capture.resources.append(entry)
+        return entry
 
     def RegisterResource(self, request):
         urn = self.make_urn(request.parent, request.type, request.name)
@@ -202,13 +203,14 @@ class CaptureMonitor(pulumi_mocks.MockMonitor):
             return resource_pb2.RegisterResourceResponse(urn=urn)
         _ensure_event_loop()
         inputs, secret_keys = decode_struct(request.object)
-        self._record(request, urn, inputs, secret_keys, read=False)
+        entry = self._record(request, urn, inputs, secret_keys, read=False)
         if secret_keys:
             revealed = decode_struct(request.object, reveal=True)[0]
             self.capture.revealed_inputs[urn] = revealed
             # Synth only ever holds placeholders and mock values, so a short digest reveals
             # nothing real; it lets a diff say that a secret changed without showing it.
-            self.capture.resources[-1]["secret_digests"] = {
+            # (Registrations arrive on several threads: the entry, not the list's tail.)
+            entry["secret_digests"] = {
                 key: hashlib.sha256(json.dumps(revealed.get(key), sort_keys=True).encode()).hexdigest()[:16]
                 for key in secret_keys}
 

@@ -114,3 +114,17 @@ def test_cli_writes_the_documented_json_shape(stack, tmp_path):
     assert document["outputs"]["environment"] == stack
     assert f"stack {stack}" in result.stdout
     assert md.read_text().startswith(f"# Desired state of stack `{stack}`")
+
+
+def test_secret_digests_belong_to_their_own_resource_and_runs_are_identical():
+    """Registrations arrive on several threads; each digest must be filed under its resource
+    (a diff would otherwise report secrets changing that did not)."""
+    import json
+
+    from synth.run import synth_stack
+
+    first, second = synth_stack("prod"), synth_stack("prod")
+    for resource in first["resources"]:
+        assert set(resource.get("secret_digests", {})) == set(resource["secret_inputs"]), resource["name"]
+    by_urn = {r["urn"]: json.dumps(r, sort_keys=True) for r in second["resources"]}
+    assert {r["urn"]: json.dumps(r, sort_keys=True) for r in first["resources"]} == by_urn
