@@ -118,7 +118,8 @@ class Capture:
     revealed_inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self, reveal: bool = False) -> dict[str, Any]:
-        """Resources sorted by URN: registration order is async and would make diffs noisy.
+        """Resources sorted by URN and invokes by content: both arrive in async order, which
+        would make diffs noisy.
 
         ``reveal`` puts secret input values in place of the mask (for policy checks and tests;
         never written to disk by the CLI)."""
@@ -131,7 +132,7 @@ class Capture:
             "stack": self.stack,
             "resources": resources,
             "outputs": self.outputs,
-            "invokes": self.invokes,
+            "invokes": sorted(self.invokes, key=lambda i: json.dumps(i, sort_keys=True)),
             "secret_placeholders": self.secret_placeholders,
             "secret_outputs": sorted(self.secret_outputs),
         }
