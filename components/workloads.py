@@ -11,6 +11,7 @@ import pulumi_docker as docker
 
 from components import hostsetup
 from components.containers import ContainerSpec, Mount, container_plan
+from components.remote import SshTarget, run_script
 
 
 @dataclass(frozen=True)
@@ -103,3 +104,20 @@ def run_containers(
             ),
         )
     return created
+
+
+def datastore_init(resource: str, target: SshTarget, *, stack: str, service: str, text: pulumi.Input[str],
+                   ready: str, apply: str, path: str, parent: pulumi.Resource,
+                   depends_on: Sequence[pulumi.Resource]) -> pulumi.Resource:
+    """Waits until ``ready`` succeeds inside the datastore's container, then feeds it ``text``
+    (idempotent SQL or JS, kept at ``path``) through ``apply`` whenever the text changed."""
+    def render(body: str) -> str:
+        return hostsetup.script(
+            f'cid="$(docker ps -q --filter label=platform.stack={stack} --filter label=platform.service={service})"',
+            f'[ -n "$cid" ] || {{ echo "{service} container not running" >&2; exit 1; }}',
+            f'for _ in $(seq 1 60); do docker exec "$cid" {ready} >/dev/null 2>&1 && break; sleep 1; done',
+            hostsetup._heredoc(path, "0600", "root:root", body, on_change=f'docker exec -i "$cid" {apply} < {path}'),
+        )
+
+    return run_script(resource, target, pulumi.Output.secret(pulumi.Output.from_input(text).apply(render)),
+                      parent=parent, depends_on=list(depends_on))

@@ -6,6 +6,7 @@ from typing import Literal, Mapping, Sequence
 
 import pulumi
 import pulumi_digitalocean as do
+import pulumi_random as random
 from pydantic import Field, ValidationInfo, model_validator
 
 from components import monitoring
@@ -136,3 +137,9 @@ def monitoring_secrets(cfg: monitoring.MonitoringConfig | None) -> list:
     if cfg is None or not cfg.smtp_password_secret:
         return []
     return [SecretKey(key=cfg.smtp_password_secret, description="SMTP password Alertmanager sends alert emails with")]
+
+
+def generated_password(name: str, parent: pulumi.Resource, length: int = 32) -> pulumi.Output[str]:
+    """A generated secret (letters and digits, so it is safe in URLs and shell)."""
+    return random.RandomPassword(name, length=length, special=False,
+                                 opts=pulumi.ResourceOptions(parent=parent)).result

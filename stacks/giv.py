@@ -15,7 +15,6 @@ from typing import Literal
 
 import pulumi
 import pulumi_digitalocean as do
-import pulumi_random as random
 from pydantic import Field, model_validator
 
 from components import monitoring, tiers
@@ -27,8 +26,9 @@ from components.database import ManagedDatabaseCluster, ManagedDatabaseClusterAr
 from components.droplet_stack import DropletBackups, DropletStack, DropletStackArgs
 from components.monitoring import MonitoringConfig
 from components.workloads import HostFile, host_path_for
-from stacks.common import (BackupConfig, Product, check_hosts_in_zone, check_secret_keys, host_monitoring,
-                           monitoring_secrets, product_foundation)
+from stacks.common import (BackupConfig, Product, check_hosts_in_zone, check_secret_keys,
+                           generated_password, host_monitoring, monitoring_secrets,
+                           product_foundation)
 from stacks.config import DO_REGIONS, SecretKey
 from stacks.definition import ProductDefinition
 from stacks.model import Cidr, Hostname, StrictModel
@@ -223,8 +223,7 @@ def build(ctx, cfg: GivConfig) -> dict:
         # It watches the ops droplet and the backups it runs, and probes the public domains.
         watch = host_monitoring(
             ctx, cfg.monitoring, data_dir=ops.data_dir, service_ports={},
-            grafana_password=random.RandomPassword(f"{name}-grafana-admin", length=32, special=False,
-                                                   opts=pulumi.ResourceOptions(parent=product)).result,
+            grafana_password=generated_password(f"{name}-grafana-admin", product),
             probes=[f"https://{c.domain}" for c in cfg.components if c.domain],
             backup_jobs=[f"{name}-pg", f"{name}-mongo"])
     ops.deploy(watch.specs, files={"backup": [pg_ca_file, mongo_ca_file], **watch.files},

@@ -13,7 +13,6 @@ from typing import Literal
 
 import pulumi
 import pulumi_digitalocean as do
-import pulumi_random as random
 from pydantic import Field, model_validator
 
 from components import monitoring, tiers
@@ -29,8 +28,8 @@ from components.backup import R2Backup, R2BackupArgs
 from components.backupscripts import BackupJob
 from components.workloads import HostFile, host_path_for
 from stacks.common import (BackupConfig, DnsConfig, Product, RouteConfig, check_hosts_in_zone,
-                           check_secret_keys, host_monitoring, merge_env, monitoring_secrets,
-                           product_foundation, service_secret_env)
+                           check_secret_keys, generated_password, host_monitoring, merge_env,
+                           monitoring_secrets, product_foundation, service_secret_env)
 from stacks.config import DO_REGIONS, SecretKey
 from stacks.model import Cidr, ResourceName, StrictModel
 from stacks.definition import ProductDefinition
@@ -202,8 +201,7 @@ def build(ctx, cfg: KroConfig) -> dict:
     if cfg.monitoring:
         watch = host_monitoring(
             ctx, cfg.monitoring, data_dir=host.data_dir,
-            grafana_password=random.RandomPassword(f"{name}-grafana-admin", length=32, special=False,
-                                                   opts=pulumi.ResourceOptions(parent=product)).result,
+            grafana_password=generated_password(f"{name}-grafana-admin", product),
             service_ports={s: ports[s] for s in cfg.monitoring.metrics_services},
             probes=[f"https://{h}" for h in [r.host for r in cfg.routes]], backup_jobs=[f"{name}-db"])
     host.deploy(

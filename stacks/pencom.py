@@ -24,7 +24,6 @@ import tempfile
 
 import pulumi
 import pulumi_minio as minio
-import pulumi_random as random
 from pydantic import Field, model_validator
 
 from components import egress, monitoring, prometheus, tiers
@@ -32,7 +31,6 @@ from components.backup import R2Backup, R2BackupArgs
 from components.backupscripts import BackupJob
 from components.containers import ContainerSpec, PublishedPort
 from components.dns import a_records
-from components.hostsetup import _heredoc, script
 from components.ingress import Ingress, IngressRoute
 from components.internal_ca import InternalCa
 from components.monitoring import MonitoringConfig
@@ -40,10 +38,10 @@ from components.minio_bucket import MinioBucket, MinioBucketArgs, MinioConsumer
 from components.mongo_init import render_mongo_init_js
 from components.onprem import OnPremVps, OnPremVpsArgs
 from components.postgres_init import render_init_sql
-from components.remote import run_script
-from components.workloads import HostFile
-from stacks.common import (BackupConfig, DnsConfig, monitoring_secrets, Product, RouteConfig, check_hosts_in_zone, check_secret_keys,
-                           merge_env, service_secret_env)
+from components.workloads import HostFile, datastore_init
+from stacks.common import (BackupConfig, DnsConfig, Product, RouteConfig, check_hosts_in_zone,
+                           check_secret_keys, generated_password, merge_env, monitoring_secrets,
+                           service_secret_env)
 from stacks.config import SecretKey
 from stacks.definition import ProductDefinition
 from stacks.model import Cidr, ResourceName, StrictModel
@@ -315,10 +313,6 @@ def backup_jobs(stack: str, cfg: PencomConfig) -> list[str]:
     return [backup_job_name(stack, label) for label in labels]
 
 
-def _password(name: str, parent: pulumi.Resource, length: int = 32) -> pulumi.Output[str]:
-    return random.RandomPassword(name, length=length, special=False,
-                                 opts=pulumi.ResourceOptions(parent=parent)).result
-
 
 def _owner(user: str | None) -> str:
     if not user:
@@ -413,16 +407,16 @@ def build(ctx, cfg: PencomConfig) -> dict:
     minio_owner = _owner(cfg.minio.user)
 
     # --- secrets ---------------------------------------------------------------------------
-    api_key = _password(f"{name}-internal-api-key", product, 48)
-    jwt_users = _password(f"{name}-jwt-users", product, 64)
-    jwt_partners = _password(f"{name}-jwt-partners", product, 64)
-    pg_superuser = _password(f"{name}-pg-superuser", product)
-    mongo_root = _password(f"{name}-mongo-root", product)
-    redis_password = _password(f"{name}-redis-password", product)
-    minio_root = _password(f"{name}-minio-root", product, 40)
-    pg_roles = {d.service: _password(f"{name}-pg-{d.service}", product) for d in cfg.databases}
-    pg_roles |= {w.service: _password(f"{name}-pg-{w.service}-reader", product) for w in cfg.read_waivers}
-    mongo_users = {d.name: _password(f"{name}-mongo-{d.name.replace('_', '-')}", product)
+    api_key = generated_password(f"{name}-internal-api-key", product, 48)
+    jwt_users = generated_password(f"{name}-jwt-users", product, 64)
+    jwt_partners = generated_password(f"{name}-jwt-partners", product, 64)
+    pg_superuser = generated_password(f"{name}-pg-superuser", product)
+    mongo_root = generated_password(f"{name}-mongo-root", product)
+    redis_password = generated_password(f"{name}-redis-password", product)
+    minio_root = generated_password(f"{name}-minio-root", product, 40)
+    pg_roles = {d.service: generated_password(f"{name}-pg-{d.service}", product) for d in cfg.databases}
+    pg_roles |= {w.service: generated_password(f"{name}-pg-{w.service}-reader", product) for w in cfg.read_waivers}
+    mongo_users = {d.name: generated_password(f"{name}-mongo-{d.name.replace('_', '-')}", product)
                    for d in cfg.mongo_databases}
 
     # --- TLS for the data tier -------------------------------------------------------------
@@ -532,7 +526,7 @@ def build(ctx, cfg: PencomConfig) -> dict:
         smtp_password=ctx.secret(mon.smtp_password_secret) if mon.smtp_password_secret else None,
         slack_url=ctx.secret("alerts_slack_webhook_url") if alerts.slack_channel else None,
         backup_jobs=backup_jobs(name, cfg))
-    grafana_password = _password(f"{name}-grafana-admin", product)
+    grafana_password = generated_password(f"{name}-grafana-admin", product)
     edge.deploy(
         [*(with_env(s) for s in cfg.edge_services), proxy,
          *monitoring.server_specs(mon, edge.data_dir), *monitoring.exporter_specs(mon, publish=False)],
@@ -588,19 +582,20 @@ def build(ctx, cfg: PencomConfig) -> dict:
     sql = role_passwords.apply(lambda pws: render_init_sql(
         {d.name: role_name(d.service) for d in cfg.databases}, pws,
         readers={w.database: [role_name(w.service)] for w in cfg.read_waivers} or None))
-    pg_init = _init_command(f"{name}-postgres-init", data, cfg.postgres.name, sql,
-                            ready="pg_isready -U postgres -q",
-                            apply='psql -U postgres -v ON_ERROR_STOP=1 -q', suffix="sql",
-                            depends_on=[data_created[cfg.postgres.name]])
+    pg_init = datastore_init(f"{name}-postgres-init", data.ssh, stack=data._name, service=cfg.postgres.name,
+                             text=sql, ready="pg_isready -U postgres -q",
+                             apply="psql -U postgres -v ON_ERROR_STOP=1 -q",
+                             path=f"/etc/platform/{name}-postgres-init.sql", parent=data,
+                             depends_on=[data_created[cfg.postgres.name]])
     mongo_js = pulumi.Output.all(**mongo_users).apply(lambda pws: render_mongo_init_js(
         {d.name: (role_name(d.service), pws[d.name]) for d in cfg.mongo_databases}))
     # Single-quoted: the root password is expanded inside the container, from its own env.
     mongo_shell = (f'mongosh --quiet --tls --tlsCAFile {CA_PATH} --host localhost '
                    '-u root -p "$MONGO_INITDB_ROOT_PASSWORD" --authenticationDatabase admin')
-    mongo_init = _init_command(f"{name}-mongodb-init", data, cfg.mongodb.name, mongo_js,
-                               ready=f"sh -c '{mongo_shell} --eval \"db.runCommand({{ping: 1}})\"'",
-                               apply=f"sh -c '{mongo_shell}'", suffix="js",
-                               depends_on=[data_created[cfg.mongodb.name]])
+    mongo_init = datastore_init(f"{name}-mongodb-init", data.ssh, stack=data._name, service=cfg.mongodb.name,
+                                text=mongo_js, ready=f"sh -c '{mongo_shell} --eval \"db.runCommand({{ping: 1}})\"'",
+                                apply=f"sh -c '{mongo_shell}'", path=f"/etc/platform/{name}-mongodb-init.js",
+                                parent=data, depends_on=[data_created[cfg.mongodb.name]])
 
     # --- storage ---------------------------------------------------------------------------
     storage_created = storage.deploy(
@@ -659,18 +654,6 @@ def build(ctx, cfg: PencomConfig) -> dict:
     }
     product.register_outputs(outputs)
     return outputs
-
-
-def _init_command(resource: str, host: OnPremVps, service: str, text: pulumi.Output[str], *,
-                  ready: str, apply: str, suffix: str, depends_on: list) -> pulumi.Resource:
-    """Waits for the datastore, then applies an idempotent init script when it changed."""
-    path = f"/etc/platform/{resource}.{suffix}"
-    return run_script(resource, host.ssh, pulumi.Output.secret(text.apply(lambda body: script(
-        f'cid="$(docker ps -q --filter label=platform.stack={host._name} --filter label=platform.service={service})"',
-        f'[ -n "$cid" ] || {{ echo "{service} container not running" >&2; exit 1; }}',
-        f'for _ in $(seq 1 60); do docker exec "$cid" {ready} >/dev/null 2>&1 && break; sleep 1; done',
-        _heredoc(path, "0600", "root:root", body, on_change=f'docker exec -i "$cid" {apply} < {path}'),
-    ))), parent=host, depends_on=depends_on)
 
 
 PRODUCT = ProductDefinition(name="pencom", config_model=PencomConfig, build=build, secrets=required_secrets)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import ipaddress
 
 import pulumi
-import pulumi_random as random
 from pydantic import Field, model_validator
 
 from components import monitoring, tiers
@@ -23,17 +22,15 @@ from components.backup import R2Backup, R2BackupArgs
 from components.backupscripts import BackupJob
 from components.containers import ContainerSpec
 from components.dns import a_records
-from components.hostsetup import _heredoc, script
 from components.ingress import Ingress, IngressRoute
 from components.internal_ca import InternalCa
 from components.monitoring import MonitoringConfig
 from components.onprem import OnPremVps, OnPremVpsArgs
 from components.postgres_init import render_init_sql
-from components.remote import run_script
-from components.workloads import HostFile
+from components.workloads import HostFile, datastore_init
 from stacks.common import (BackupConfig, DnsConfig, Product, RouteConfig, check_hosts_in_zone,
-                           check_secret_keys, host_monitoring, merge_env, monitoring_secrets,
-                           service_secret_env)
+                           check_secret_keys, generated_password, host_monitoring, merge_env,
+                           monitoring_secrets, service_secret_env)
 from stacks.config import SecretKey
 from stacks.definition import ProductDefinition
 from stacks.model import ResourceName, StrictModel
@@ -136,10 +133,6 @@ def required_secrets(cfg: VedfinanceConfig) -> list[SecretKey]:
     return needed
 
 
-def _password(name: str, parent: pulumi.Resource) -> pulumi.Output[str]:
-    return random.RandomPassword(name, length=32, special=False,
-                                 opts=pulumi.ResourceOptions(parent=parent)).result
-
 
 def build(ctx, cfg: VedfinanceConfig) -> dict:
     env = ctx.environment
@@ -159,9 +152,9 @@ def build(ctx, cfg: VedfinanceConfig) -> dict:
     ca = InternalCa(f"{name}-ca", common_name=f"{name} internal CA", opts=child)
     # The backup runner reaches Postgres on loopback, also with verify-full: 127.0.0.1 is a SAN.
     pg_cert = ca.issue("postgres", [cfg.postgres_service], ip_addresses=["127.0.0.1"])
-    superuser = _password(f"{name}-pg-superuser", product)
-    redis_password = _password(f"{name}-redis-password", product)
-    role_passwords = {d.name: _password(f"{name}-db-{d.name}", product) for d in cfg.databases}
+    superuser = generated_password(f"{name}-pg-superuser", product)
+    redis_password = generated_password(f"{name}-redis-password", product)
+    role_passwords = {d.name: generated_password(f"{name}-db-{d.name}", product) for d in cfg.databases}
 
     def database_url(db: AppDatabase) -> pulumi.Output[str]:
         return pulumi.Output.secret(role_passwords[db.name].apply(
@@ -195,7 +188,7 @@ def build(ctx, cfg: VedfinanceConfig) -> dict:
                                            websocket=r.websocket) for r in cfg.routes],
                       acme_email=cfg.acme_email, memory_mb=cfg.ingress_memory_mb, cpus=cfg.ingress_cpus,
                       depends_on=records)
-    grafana_password = _password(f"{name}-grafana-admin", product)
+    grafana_password = generated_password(f"{name}-grafana-admin", product)
     watch = host_monitoring(ctx, cfg.monitoring, data_dir=host.data_dir, grafana_password=grafana_password,
                             service_ports={s: by_name[s].port for s in cfg.monitoring.metrics_services},
                             probes=[f"https://{r.host}" for r in cfg.routes],
@@ -210,15 +203,10 @@ def build(ctx, cfg: VedfinanceConfig) -> dict:
     sql = pulumi.Output.all(*[role_passwords[d.name] for d in cfg.databases]).apply(
         lambda pws: render_init_sql({d.name: d.name for d in cfg.databases},
                                     {d.name: pw for d, pw in zip(cfg.databases, pws)}, cfg.extensions))
-    init = run_script(f"{name}-postgres-init", host.ssh, pulumi.Output.secret(sql.apply(lambda text: script(
-        'pg="$(docker ps -q --filter label=platform.stack=' + name + ' --filter label=platform.service='
-        + cfg.postgres_service + ')"',
-        '[ -n "$pg" ] || { echo "postgres container not running" >&2; exit 1; }',
-        'for _ in $(seq 1 60); do docker exec "$pg" pg_isready -U postgres -q && break; sleep 1; done',
-        _heredoc("/etc/platform/" + name + "-init.sql", "0600", "root:root", text,
-                 on_change='docker exec -i "$pg" psql -U postgres -v ON_ERROR_STOP=1 -q '
-                           '< /etc/platform/' + name + '-init.sql'),
-    ))), parent=product, depends_on=[created[cfg.postgres_service]])
+    init = datastore_init(f"{name}-postgres-init", host.ssh, stack=name, service=cfg.postgres_service, text=sql,
+                          ready="pg_isready -U postgres -q", apply="psql -U postgres -v ON_ERROR_STOP=1 -q",
+                          path=f"/etc/platform/{name}-init.sql", parent=product,
+                          depends_on=[created[cfg.postgres_service]])
 
     jobs = [(d.name, "postgres", by_name[cfg.postgres_service].image,
              pulumi.Output.secret(role_passwords[d.name].apply(
