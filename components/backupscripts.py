@@ -135,14 +135,9 @@ def _dump_and_count(job: BackupJob) -> str:
             f'  -c "{ROW_COUNTS_SQL}" >"$WORK/$NAME.counts"')
 
 
-def render_backup_script(job: BackupJob) -> str:
-    labels = f'job=\\"{job.job}\\"'
-    if job.kind == "minio":
-        return _common(job, "off-site mirror") + _S3_SOURCE + _render_mirror_backup(job, labels)
-    return _common(job, "off-site backup") + textwrap.dedent(f"""\
-        : "${{BACKUP_SOURCE_URI:?set in {ENV_DIR}/{job.job}.env}}"
-        RETENTION_DAYS={job.retention_days}
-
+def _backup_failure_trap(labels: str) -> str:
+    """On failure: the success metric drops to 0 and the last success time is kept."""
+    return textwrap.dedent(f"""\
         on_exit() {{
           local status=$?
           rm -rf "$WORK"
@@ -157,6 +152,36 @@ def render_backup_script(job: BackupJob) -> str:
         LAST_SUCCESS="$(sed -n 's/^platform_backup_last_success_timestamp_seconds{{[^}}]*}} //p' \\
           "$TEXTFILE_DIR/backup-$JOB.prom" 2>/dev/null || true)"
         trap on_exit EXIT
+        """)
+
+
+def _backup_success_metrics(labels: str) -> str:
+    return textwrap.dedent(f"""\
+        NOW="$(date +%s)"
+        LAST_SUCCESS="$NOW"
+        write_metrics "backup-$JOB.prom" \\
+          "platform_backup_success{{{labels}}} 1" \\
+          "platform_backup_last_attempt_timestamp_seconds{{{labels}}} $NOW" \\
+          "platform_backup_last_success_timestamp_seconds{{{labels}}} $NOW" \\
+          "platform_backup_last_size_bytes{{{labels}}} $SIZE" \\
+          "platform_backup_last_duration_seconds{{{labels}}} $((NOW - STARTED))"
+        """)
+
+
+def _with_metrics(text: str, labels: str) -> str:
+    return (text.replace("@@FAILURE_TRAP@@\n", _backup_failure_trap(labels))
+                .replace("@@SUCCESS_METRICS@@\n", _backup_success_metrics(labels)))
+
+
+def render_backup_script(job: BackupJob) -> str:
+    labels = f'job=\\"{job.job}\\"'
+    if job.kind == "minio":
+        return _common(job, "off-site mirror") + _S3_SOURCE + _with_metrics(_render_mirror_backup(job), labels)
+    body = textwrap.dedent(f"""\
+        : "${{BACKUP_SOURCE_URI:?set in {ENV_DIR}/{job.job}.env}}"
+        RETENTION_DAYS={job.retention_days}
+
+        @@FAILURE_TRAP@@
 
         STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
         NAME="$JOB-$STAMP"
@@ -179,16 +204,10 @@ def render_backup_script(job: BackupJob) -> str:
         done <"$WORK.list"
         rm -f "$WORK.list"
 
-        NOW="$(date +%s)"
-        LAST_SUCCESS="$NOW"
-        write_metrics "backup-$JOB.prom" \\
-          "platform_backup_success{{{labels}}} 1" \\
-          "platform_backup_last_attempt_timestamp_seconds{{{labels}}} $NOW" \\
-          "platform_backup_last_success_timestamp_seconds{{{labels}}} $NOW" \\
-          "platform_backup_last_size_bytes{{{labels}}} $SIZE" \\
-          "platform_backup_last_duration_seconds{{{labels}}} $((NOW - STARTED))"
+        @@SUCCESS_METRICS@@
         echo "$JOB: uploaded $NAME ($SIZE bytes)"
         """).replace("@@DUMP@@", _dump_and_count(job))
+    return _common(job, "off-site backup") + _with_metrics(body, labels)
 
 
 def _scratch_server(job: BackupJob) -> str:
@@ -267,8 +286,8 @@ def _drop_scratch_database(job: BackupJob) -> str:
               redis-cli_ -u "$RESTORE_SERVER_URI" shutdown nosave >/dev/null 2>&1 || true
             fi
             """)
-    if job.kind in ("mongodb", "redis"):
-        return ""  # the scratch container goes, and its data with it
+    if job.kind != "postgres":
+        return ""  # a scratch container or folder goes, and its data with it
     return textwrap.dedent("""\
         if [ "$DB_CREATED" -eq 1 ]; then
           psql_ --no-psqlrc -q --dbname="$RESTORE_SERVER_URI/postgres" \\
@@ -277,11 +296,9 @@ def _drop_scratch_database(job: BackupJob) -> str:
         """)
 
 
-def render_restore_test_script(job: BackupJob) -> str:
-    labels = f'job=\\"{job.job}\\"'
-    if job.kind == "minio":
-        return _common(job, "weekly restore test") + _render_mirror_restore_test(job, labels)
-    ext = job.extension
+def _restore_test_header(job: BackupJob, labels: str) -> str:
+    """The restore test's exit trap: scratch database and container removed, the result written
+    as metrics whatever happened."""
     header = textwrap.dedent(f"""\
         MAX_AGE_HOURS={job.max_age_hours}
         SCRATCH_DB="restore_test_$(date -u +%Y%m%d%H%M%S)_$$"
@@ -305,18 +322,34 @@ def render_restore_test_script(job: BackupJob) -> str:
         }}
         trap on_exit EXIT
         """).replace("@@DROP@@\n", textwrap.indent(_drop_scratch_database(job), "  "))
-    if job.kind in ("mongodb", "redis"):
+    if job.kind != "postgres":
         header = header.replace('SCRATCH_DB="restore_test_$(date -u +%Y%m%d%H%M%S)_$$"\nDB_CREATED=0\n', "")
+    return header
+
+
+def _newest(kind: str, list_command: str, ext: str) -> str:
+    """Sets NAME to the newest backup and fails when there is none or it is too old."""
+    return textwrap.dedent(f"""\
+        NAME="$({list_command} | sort | tail -n 1 | sed 's/\\.{ext}$//')"
+        [ -n "$NAME" ] || fail "no {kind} found in R2"
+        STAMP="${{NAME#"$JOB"-}}"
+        TAKEN="$(date -u -d "${{STAMP:0:4}}-${{STAMP:4:2}}-${{STAMP:6:2}} ${{STAMP:9:2}}:${{STAMP:11:2}}:${{STAMP:13:2}}" +%s)" \\
+          || fail "cannot read the time of {kind} $NAME"
+        AGE_HOURS=$(( ($(date +%s) - TAKEN) / 3600 ))
+        [ "$AGE_HOURS" -le "$MAX_AGE_HOURS" ] || fail "newest {kind} $NAME is $AGE_HOURS hours old (limit $MAX_AGE_HOURS)"
+        """)
+
+
+def render_restore_test_script(job: BackupJob) -> str:
+    labels = f'job=\\"{job.job}\\"'
+    if job.kind == "minio":
+        return _common(job, "weekly restore test") + _render_mirror_restore_test(job, labels)
+    ext = job.extension
+    header = _restore_test_header(job, labels)
     body = textwrap.dedent(f"""\
         : "${{RESTORE_SERVER_URI:?the URI of a scratch server, without a database}}"
 
-        NAME="$(rclone lsf --files-only --include '*.{ext}' vault: | sort | tail -n 1 | sed 's/\\.{ext}$//')"
-        [ -n "$NAME" ] || fail "no backup found in R2"
-        STAMP="${{NAME#"$JOB"-}}"
-        TAKEN="$(date -u -d "${{STAMP:0:4}}-${{STAMP:4:2}}-${{STAMP:6:2}} ${{STAMP:9:2}}:${{STAMP:11:2}}:${{STAMP:13:2}}" +%s)" \\
-          || fail "cannot read the time of backup $NAME"
-        AGE_HOURS=$(( ($(date +%s) - TAKEN) / 3600 ))
-        [ "$AGE_HOURS" -le "$MAX_AGE_HOURS" ] || fail "newest backup $NAME is $AGE_HOURS hours old (limit $MAX_AGE_HOURS)"
+        @@NEWEST@@
 
         for suffix in {ext} counts sha256; do
           rclone copyto "vault:$NAME.$suffix" "$WORK/$NAME.$suffix" || fail "$NAME.$suffix is missing"
@@ -326,7 +359,8 @@ def render_restore_test_script(job: BackupJob) -> str:
         @@RESTORE@@
         diff -u "$WORK/$NAME.counts" "$WORK/restored.counts" || fail "counts differ after restoring $NAME"
         echo "$JOB: restored $NAME; $(wc -l <"$WORK/restored.counts") {UNITS[job.kind]} match"
-        """).replace("@@RESTORE@@\n", _restore_and_count(job))
+        """).replace("@@RESTORE@@\n", _restore_and_count(job)).replace(
+            "@@NEWEST@@\n", _newest("backup", f"rclone lsf --files-only --include '*.{ext}' vault:", ext))
     return _common(job, "weekly restore test") + header + _scratch_server(job) + body
 
 
@@ -345,27 +379,14 @@ _S3_SOURCE = textwrap.dedent("""\
     """)
 
 
-def _render_mirror_backup(job: BackupJob, labels: str) -> str:
+def _render_mirror_backup(job: BackupJob) -> str:
     """An incremental mirror: ``current/`` follows the bucket; what a run overwrites or deletes
     moves to ``changed/<stamp>/`` and is pruned after the retention. Each run uploads a
     manifest (path and size of every object) that the restore test checks against."""
     return textwrap.dedent(f"""\
         RETENTION_DAYS={job.retention_days}
 
-        on_exit() {{
-          local status=$?
-          rm -rf "$WORK"
-          if [ "$status" -ne 0 ]; then
-            write_metrics "backup-$JOB.prom" \\
-              "platform_backup_success{{{labels}}} 0" \\
-              "platform_backup_last_attempt_timestamp_seconds{{{labels}}} $(date +%s)" \\
-              "platform_backup_last_success_timestamp_seconds{{{labels}}} ${{LAST_SUCCESS:-0}}"
-          fi
-          exit "$status"
-        }}
-        LAST_SUCCESS="$(sed -n 's/^platform_backup_last_success_timestamp_seconds{{[^}}]*}} //p' \\
-          "$TEXTFILE_DIR/backup-$JOB.prom" 2>/dev/null || true)"
-        trap on_exit EXIT
+        @@FAILURE_TRAP@@
 
         STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
         NAME="$JOB-$STAMP"
@@ -397,14 +418,7 @@ def _render_mirror_backup(job: BackupJob, labels: str) -> str:
         done <"$WORK.list"
         rm -f "$WORK.list"
 
-        NOW="$(date +%s)"
-        LAST_SUCCESS="$NOW"
-        write_metrics "backup-$JOB.prom" \\
-          "platform_backup_success{{{labels}}} 1" \\
-          "platform_backup_last_attempt_timestamp_seconds{{{labels}}} $NOW" \\
-          "platform_backup_last_success_timestamp_seconds{{{labels}}} $NOW" \\
-          "platform_backup_last_size_bytes{{{labels}}} $SIZE" \\
-          "platform_backup_last_duration_seconds{{{labels}}} $((NOW - STARTED))"
+        @@SUCCESS_METRICS@@
         echo "$JOB: mirrored $(wc -l <"$WORK/$NAME.manifest") objects ($SIZE bytes)"
         """)
 
@@ -412,30 +426,8 @@ def _render_mirror_backup(job: BackupJob, labels: str) -> str:
 def _render_mirror_restore_test(job: BackupJob, labels: str) -> str:
     """Restores ``current/`` into a scratch folder; every object of the newest manifest must
     come back with its size (rclone crypt authenticates each file, so corruption fails the copy)."""
-    return textwrap.dedent(f"""\
-        MAX_AGE_HOURS={job.max_age_hours}
-
-        on_exit() {{
-          local status=$?
-          rm -rf "$WORK"
-          local now success=1
-          now="$(date +%s)"
-          [ "$status" -eq 0 ] || success=0
-          write_metrics "restore-test-$JOB.prom" \\
-            "platform_restore_test_success{{{labels}}} $success" \\
-            "platform_restore_test_last_run_timestamp_seconds{{{labels}}} $now" \\
-            "platform_restore_test_duration_seconds{{{labels}}} $((now - STARTED))"
-          exit "$status"
-        }}
-        trap on_exit EXIT
-
-        NAME="$(rclone lsf --files-only --include '*.manifest' vault:manifests | sort | tail -n 1 | sed 's/\\.manifest$//')"
-        [ -n "$NAME" ] || fail "no mirror manifest found in R2"
-        STAMP="${{NAME#"$JOB"-}}"
-        TAKEN="$(date -u -d "${{STAMP:0:4}}-${{STAMP:4:2}}-${{STAMP:6:2}} ${{STAMP:9:2}}:${{STAMP:11:2}}:${{STAMP:13:2}}" +%s)" \\
-          || fail "cannot read the time of mirror $NAME"
-        AGE_HOURS=$(( ($(date +%s) - TAKEN) / 3600 ))
-        [ "$AGE_HOURS" -le "$MAX_AGE_HOURS" ] || fail "newest mirror $NAME is $AGE_HOURS hours old (limit $MAX_AGE_HOURS)"
+    newest = _newest("mirror manifest", "rclone lsf --files-only --include '*.manifest' vault:manifests", "manifest")
+    return _restore_test_header(job, labels) + newest + textwrap.dedent(f"""\
         for suffix in manifest sha256; do
           rclone copyto "vault:manifests/$NAME.$suffix" "$WORK/$NAME.$suffix" || fail "$NAME.$suffix is missing"
         done
