@@ -13,6 +13,7 @@ Docker (``mode="docker"``, what droplets use so the client matches the server's 
 
 from __future__ import annotations
 
+import re
 import textwrap
 from dataclasses import dataclass
 from typing import Literal
@@ -168,7 +169,26 @@ def _backup_success_metrics(labels: str) -> str:
         """)
 
 
+def _prune_by_stamp(folder: str) -> str:
+    """Deletes the files in ``folder`` (a ``vault:`` path ending in ``:`` or ``/``) whose name
+    stamp is older than CUTOFF."""
+    listing = folder.rstrip("/")
+    return textwrap.dedent(f"""\
+        rclone lsf --files-only {listing} | sort >"$WORK.list"
+        while IFS= read -r file; do
+          stamp="${{file#"$JOB"-}}"
+          stamp="${{stamp%%.*}}"
+          if [[ "$stamp" < "$CUTOFF" ]]; then
+            rclone deletefile "{folder}$file"
+            echo "pruned $file"
+          fi
+        done <"$WORK.list"
+        """)
+
+
 def _with_metrics(text: str, labels: str) -> str:
+    """Fills in the parts every backup script shares: failure trap, pruning, success metrics."""
+    text = re.sub(r"@@PRUNE (\S+)@@\n", lambda m: _prune_by_stamp(m.group(1)), text)
     return (text.replace("@@FAILURE_TRAP@@\n", _backup_failure_trap(labels))
                 .replace("@@SUCCESS_METRICS@@\n", _backup_success_metrics(labels)))
 
@@ -193,15 +213,7 @@ def render_backup_script(job: BackupJob) -> str:
         # Retention by the timestamp in each name. Pruning runs only after this run's upload
         # succeeded, so a failing job never erodes the backups that exist.
         CUTOFF="$(date -u -d "-$RETENTION_DAYS days" +%Y%m%dT%H%M%SZ)"
-        rclone lsf --files-only vault: | sort >"$WORK.list"
-        while IFS= read -r file; do
-          stamp="${{file#"$JOB"-}}"
-          stamp="${{stamp%%.*}}"
-          if [[ "$stamp" < "$CUTOFF" ]]; then
-            rclone deletefile "vault:$file"
-            echo "pruned $file"
-          fi
-        done <"$WORK.list"
+        @@PRUNE vault:@@
         rm -f "$WORK.list"
 
         @@SUCCESS_METRICS@@
@@ -400,15 +412,7 @@ def _render_mirror_backup(job: BackupJob) -> str:
         # Retention: manifests and displaced objects older than RETENTION_DAYS, only after this
         # run's mirror succeeded.
         CUTOFF="$(date -u -d "-$RETENTION_DAYS days" +%Y%m%dT%H%M%SZ)"
-        rclone lsf --files-only vault:manifests | sort >"$WORK.list"
-        while IFS= read -r file; do
-          stamp="${{file#"$JOB"-}}"
-          stamp="${{stamp%%.*}}"
-          if [[ "$stamp" < "$CUTOFF" ]]; then
-            rclone deletefile "vault:manifests/$file"
-            echo "pruned $file"
-          fi
-        done <"$WORK.list"
+        @@PRUNE vault:manifests/@@
         rclone lsf --dirs-only vault:changed 2>/dev/null | sort >"$WORK.list" || true
         while IFS= read -r dir; do
           if [[ "${{dir%/}}" < "$CUTOFF" ]]; then

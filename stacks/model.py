@@ -49,3 +49,9 @@ def _hostname(value: str) -> str:
 
 
 Hostname = Annotated[str, AfterValidator(_hostname)]
+
+
+BootstrapUser = Annotated[str | None, Field(
+    pattern=r"^[a-z_][a-z0-9_-]*$",
+    description="existing sudo user (not root) that accepts the deploy key; set it and the first run "
+                "creates the deploy user; unset, the deploy user must exist")]

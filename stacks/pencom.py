@@ -44,7 +44,7 @@ from stacks.common import (BackupConfig, DnsConfig, Product, RouteConfig, check_
                            service_secret_env)
 from stacks.config import SecretKey
 from stacks.definition import ProductDefinition
-from stacks.model import Cidr, ResourceName, StrictModel
+from stacks.model import BootstrapUser, Cidr, ResourceName, StrictModel
 
 SSH_KEY_SECRET = "pencom_ssh_private_key"
 CA_PATH = "/run/platform/ca.crt"
@@ -64,10 +64,7 @@ class NodeConfig(StrictModel):
     private_address: str = Field(description="address on the internal network")
     public_address: str | None = Field(default=None, description="public address (edge node only)")
     ssh_port: int = Field(default=22, gt=0, lt=65536, description="SSH port")
-    bootstrap_user: str | None = Field(
-        default=None, pattern=r"^[a-z_][a-z0-9_-]*$",
-        description="existing sudo user (not root) that accepts the deploy key; set it and the first run "
-                    "creates the deploy user; unset, the deploy user must exist")
+    bootstrap_user: BootstrapUser = None
 
     @model_validator(mode="after")
     def _addresses(self) -> "NodeConfig":

@@ -33,7 +33,7 @@ from stacks.common import (BackupConfig, DnsConfig, Product, RouteConfig, check_
                            monitoring_secrets, service_secret_env)
 from stacks.config import SecretKey
 from stacks.definition import ProductDefinition
-from stacks.model import ResourceName, StrictModel
+from stacks.model import BootstrapUser, ResourceName, StrictModel
 
 SSH_KEY_SECRET = "vedfinance_ssh_private_key"
 CA_PATH = "/run/platform/ca.crt"
@@ -43,10 +43,7 @@ PG_TLS_DIR = "/run/platform/tls"
 class HostConfig(StrictModel):
     address: str = Field(description="public address the program connects to over SSH")
     ssh_port: int = Field(default=22, gt=0, lt=65536, description="SSH port")
-    bootstrap_user: str | None = Field(
-        default=None, pattern=r"^[a-z_][a-z0-9_-]*$",
-        description="existing sudo user (not root) that accepts the deploy key; set it and the first run "
-                    "creates the deploy user; unset, the deploy user must exist")
+    bootstrap_user: BootstrapUser = None
     vcpus: float = Field(gt=0, description="CPU cores of the VPS")
     memory_mb: int = Field(gt=0, description="memory of the VPS in MiB")
     headroom_mb: int = Field(default=512, ge=0, description="memory kept for the OS and Docker")
