@@ -133,7 +133,7 @@ class DropletStack(DockerHost):
                                                                          protect=args.protect))
             do.ReservedIpAssignment(f"{name}-ip-assignment", ip_address=self.reserved_ip.ip_address,
                                     droplet_id=self.droplet.id.apply(int), opts=child)
-            managed.append(self.reserved_ip.urn)
+            managed.append(self.reserved_ip.reserved_ip_urn)
             self.public_ip = self.reserved_ip.ip_address
         if args.project_id is not None:
             do.ProjectResources(f"{name}-project-resources", project=args.project_id,
