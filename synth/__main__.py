@@ -1,10 +1,12 @@
 """``python -m synth``: the program's desired state, with no Pulumi CLI, plugins or credentials.
 
-    python -m synth STACK [--json PATH] [--markdown PATH] [--policy]   synthesize a stack
+    python -m synth STACK [--json PATH] [--markdown PATH] [--policy] [--preview] [--check-schema]
+                                                                       synthesize a stack
     python -m synth check STATE.json [--stack NAME] [--config PATH]    run the policy pack
     python -m synth diff BASE.json HEAD.json [--markdown PATH]         what a change does
 
-Exit codes: 0 success, 1 failure or a mandatory policy violation, 2 invalid stack config,
+Exit codes: 0 success, 1 failure, a mandatory policy violation or (--check-schema) a schema
+finding, 2 invalid stack config,
 3 (diff) the change replaces or deletes a stateful or protected resource.
 """
 
@@ -39,6 +41,13 @@ def _synth_parser() -> argparse.ArgumentParser:
         "--strict-secrets", action="store_true",
         help="fail when a required secret is missing instead of filling a placeholder",
     )
+    parser.add_argument("--preview", action="store_true",
+                        help="run as `pulumi preview` of a new stack would: outputs of resources "
+                        "not yet created are unknown and apply callbacks on them do not run")
+    parser.add_argument("--check-schema", action="store_true",
+                        help="check every input, provider configuration and invoke argument "
+                        "against the installed provider SDKs' schemas; exit 1, one line per "
+                        "finding")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
 
@@ -111,7 +120,7 @@ def synth(argv: list[str]) -> int:
 
     try:
         capture = synth_capture(args.stack, stack_file=args.stack_file,
-                                fill_secrets=not args.strict_secrets)
+                                fill_secrets=not args.strict_secrets, preview=args.preview)
     except (ConfigError, StackFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -125,6 +134,12 @@ def synth(argv: list[str]) -> int:
 
     state = capture.to_json()
     exit_code = EXIT_OK
+    if args.check_schema:
+        findings = capture.schema_findings()
+        for finding in findings:
+            print(f"schema: {finding}", file=sys.stderr)
+        if findings:
+            exit_code = EXIT_FAILED
     if args.policy:
         from policy.offline import evaluate, has_mandatory, report_text
 
@@ -133,7 +148,8 @@ def synth(argv: list[str]) -> int:
                               _policy_config(args.policy_config, args.stack))
         state["violations"] = violations
         print(report_text(violations))
-        exit_code = EXIT_FAILED if has_mandatory(violations) else EXIT_OK
+        if has_mandatory(violations):
+            exit_code = EXIT_FAILED
     if args.json_path:
         args.json_path.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
     if args.diagram_svg:

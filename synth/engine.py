@@ -23,25 +23,35 @@ from google.protobuf import json_format
 import pulumi
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime.proto import resource_pb2
-from pulumi.runtime.sync_await import _ensure_event_loop, _sync_await
-from pulumi.runtime import rpc
 
-from synth import mockdata
+from synth import mockdata, sdkschema, wire
+from synth.wire import (ARCHIVE_SIG, ASSET_SIG, OUTPUT_SIG, RESOURCE_SIG, SECRET_SIG, SIG_KEY,
+                        UNKNOWN)
 
-SIG_KEY = "4dabf18193072939515e22adb298388d"
-SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
-RESOURCE_SIG = "5cf8f73096256a8f31e491e813e4eb8e"
-OUTPUT_SIG = "d0e6a833031e9bbcd3f4e8bde6ca49a4"
-ASSET_SIG = "c44067f5952c0a294b673a41bacd8c17"
-ARCHIVE_SIG = "0def7320c3a5731c473e5ecbe6d01bc7"
-UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
+_ensure_event_loop, _sync_await = wire._ensure_event_loop, wire._sync_await
 SECRET_MASK = "[secret]"
 UNKNOWN_MASK = "[unknown]"
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
-class UnansweredInvoke(RuntimeError):
+class SynthError(RuntimeError):
+    """The program asked the engine for something the real engine or a provider would refuse."""
+
+
+class DuplicateUrn(SynthError):
+    """Two registrations produced one URN (the real engine refuses the second)."""
+
+
+class PulumiUrnInput(SynthError):
+    """A Pulumi URN (``urn:pulumi:...``) was sent as a provider input."""
+
+
+class MockDataError(SynthError):
+    """The mock data answers an output the provider's SDK does not have."""
+
+
+class UnansweredInvoke(SynthError):
     """The program called a provider function the mock engine has no answer for."""
 
 
@@ -116,6 +126,9 @@ class Capture:
     secret_placeholders: list[str] = field(default_factory=list)
     secret_outputs: list[str] = field(default_factory=list)
     revealed_inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    preview: bool = False
+    duplicate_urns: list[str] = field(default_factory=list)
+    pulumi_urn_inputs: list[str] = field(default_factory=list)
 
     def to_json(self, reveal: bool = False) -> dict[str, Any]:
         """Resources sorted by URN and invokes by content: both arrive in async order, which
@@ -127,7 +140,7 @@ class Capture:
         if reveal:
             resources = [{**r, "inputs": self.revealed_inputs.get(r["urn"], r["inputs"])}
                          for r in resources]
-        return {
+        document = {
             "project": self.project,
             "stack": self.stack,
             "resources": resources,
@@ -136,10 +149,35 @@ class Capture:
             "secret_placeholders": self.secret_placeholders,
             "secret_outputs": sorted(self.secret_outputs),
         }
+        if self.preview:
+            document["preview"] = True
+        return document
+
+    def schema_findings(self) -> list[str]:
+        """Every captured custom resource's inputs (secrets revealed, so their shape is checked
+        too), provider configuration and invoke arguments against the installed provider SDKs'
+        schemas: one ``"<urn or token>: <property path>: <problem>"`` line per finding."""
+        findings = []
+        for resource in sorted(self.resources, key=lambda r: r["urn"]):
+            if not resource["custom"]:
+                continue
+            inputs = self.revealed_inputs.get(resource["urn"], resource["inputs"])
+            findings += [f"{resource['urn']}: {f}"
+                         for f in sdkschema.check_resource(resource["type"], inputs)]
+        for invoke in sorted(self.invokes, key=lambda i: json.dumps(i, sort_keys=True)):
+            findings += [f"invoke {invoke['token']}: {f}"
+                         for f in sdkschema.check_invoke(invoke["token"], invoke["args"])]
+        return list(dict.fromkeys(findings))
 
 
 class SynthMocks(pulumi_mocks.Mocks):
-    """Computed outputs and invoke answers, overridable per test."""
+    """Computed outputs and invoke answers, overridable per test.
+
+    Answers only outputs that the resource's class in the installed provider SDK has (its
+    ``pulumi.getter`` properties). With ``preview`` set (``run_program`` sets it), a resource
+    that does not exist yet (neither imported nor read) gets no ID and unknown values for every
+    output its inputs do not fix, as a provider answers ``pulumi preview`` for a create.
+    """
 
     def __init__(
         self,
@@ -148,12 +186,27 @@ class SynthMocks(pulumi_mocks.Mocks):
     ):
         self.invoke_answers = {**mockdata.INVOKE_ANSWERS, **(invoke_answers or {})}
         self.resource_outputs = {**mockdata.RESOURCE_OUTPUTS, **(resource_outputs or {})}
+        self.preview = False
 
     def new_resource(self, args: pulumi_mocks.MockResourceArgs):
-        extra = self.resource_outputs.get(args.typ)
-        state = {**args.inputs, **(extra(args.name, args.inputs) if extra else {})}
         resource_id = args.resource_id or mockdata.mock_id(args.typ, args.name)
-        return resource_id, state
+        if args.custom is False:
+            return resource_id, dict(args.inputs)
+        outputs = sdkschema.output_names(args.typ)
+        if outputs is None:
+            raise SynthError(f"no installed provider SDK defines resource type {args.typ}")
+        known = {k: v for k, v in args.inputs.items() if k in outputs}
+        if self.preview and not args.resource_id:
+            return "", {**known, **{k: UNKNOWN for k in outputs if k not in known}}
+        invented = mockdata.invented_outputs(args.typ, args.name, args.inputs, resource_id,
+                                             self.resource_outputs)
+        unknown = sorted(set(invented) - outputs)
+        if unknown:
+            raise MockDataError(
+                f"the mock data answers {', '.join(unknown)} for {args.typ}, which the installed "
+                f"SDK's {args.typ.rsplit(':', 1)[-1]} does not have; its outputs are "
+                f"{', '.join(sorted(outputs))}")
+        return resource_id, {**known, **invented}
 
     def call(self, args: pulumi_mocks.MockCallArgs):
         answer = self.invoke_answers.get(args.token)
@@ -170,6 +223,24 @@ class CaptureMonitor(pulumi_mocks.MockMonitor):
         super().__init__(mocks)
         self.capture = capture
         self.stack_urn: Optional[str] = None
+        self.registered_by: dict[str, str] = {}
+
+    def _claim(self, urn: str, request, read: bool) -> bool:
+        """Record who registered ``urn``; False (and a duplicate noted) when it was taken.
+
+        URNs hold the parent's type but not its name, so two parents of one type with
+        same-named children collide; the parent URNs tell the registrations apart."""
+        verb = "read" if read else "registered"
+        who = f"{verb} {request.type} {request.name!r} under {request.parent or 'the stack'}"
+        first = self.registered_by.setdefault(urn, who)
+        if first is who:
+            return True
+        self.capture.duplicate_urns.append(f"{urn}: {first}; then {who}")
+        return False
+
+    def _check_pulumi_urns(self, where: str, inputs: dict) -> None:
+        for path in sdkschema.pulumi_urns(inputs):
+            self.capture.pulumi_urn_inputs.append(f"{where}: {path}")
 
     def _record(self, request, urn: str, inputs: dict, secret_keys: list[str], read: bool) -> dict:
         provider = request.provider.rsplit("::", 1)[0] if request.provider else None
@@ -194,6 +265,8 @@ class CaptureMonitor(pulumi_mocks.MockMonitor):
         }
         if read:
             entry["read_id"] = request.id
+        if entry["custom"]:
+            self._check_pulumi_urns(urn, inputs)
         self.capture.resources.append(entry)
         return entry
 
@@ -203,6 +276,8 @@ class CaptureMonitor(pulumi_mocks.MockMonitor):
             self.stack_urn = urn
             return resource_pb2.RegisterResourceResponse(urn=urn)
         _ensure_event_loop()
+        if not self._claim(urn, request, read=False):
+            return self._duplicate_response(urn)
         inputs, secret_keys = decode_struct(request.object)
         entry = self._record(request, urn, inputs, secret_keys, read=False)
         if secret_keys:
@@ -218,7 +293,7 @@ class CaptureMonitor(pulumi_mocks.MockMonitor):
         resource_args = pulumi_mocks.MockResourceArgs(
             typ=request.type,
             name=request.name,
-            inputs=rpc.deserialize_properties(request.object),
+            inputs=wire.deserialize_properties(request.object),
             provider=request.provider,
             resource_id=request.importId,
             custom=request.custom or False,
@@ -226,15 +301,22 @@ class CaptureMonitor(pulumi_mocks.MockMonitor):
         id_, state = self.mocks.new_resource(resource_args)
         # The real engine marks these outputs secret; the SDK leaves that to the engine.
         for key in request.additionalSecretOutputs:
-            if key in state and not _is_secret_wire(state[key]):
-                state[key] = {SIG_KEY: SECRET_SIG, "value": state[key]}
-        obj_proto = _sync_await(rpc.serialize_properties(state, {}))
+            if key in state and not wire.is_secret(state[key]):
+                state[key] = wire.secret(state[key])
+        obj_proto = _sync_await(wire.serialize_properties(state, {}))
         self.resources[urn] = pulumi_mocks.MockMonitor.ResourceRegistration(urn, id_, state)
         return resource_pb2.RegisterResourceResponse(urn=urn, id=id_, object=obj_proto)
+
+    def _duplicate_response(self, urn: str):
+        # The run goes on so that every duplicate is reported at once; run_program then fails.
+        first = self.resources.get(urn)
+        return resource_pb2.RegisterResourceResponse(urn=urn, id=first.id if first else "")
 
     def ReadResource(self, request):
         urn = self.make_urn(request.parent, request.type, request.name)
         _ensure_event_loop()
+        if not self._claim(urn, request, read=True):
+            return resource_pb2.ReadResourceResponse(urn=urn)
         inputs, secret_keys = decode_struct(request.properties)
         self._record(request, urn, inputs, secret_keys, read=True)
         return super().ReadResource(request)
@@ -242,12 +324,9 @@ class CaptureMonitor(pulumi_mocks.MockMonitor):
     def Invoke(self, request):
         _ensure_event_loop()
         args, _ = decode_struct(request.args)
+        self._check_pulumi_urns(f"invoke {request.tok}", args)
         self.capture.invokes.append({"token": request.tok, "args": args})
         return super().Invoke(request)
-
-
-def _is_secret_wire(value: Any) -> bool:
-    return isinstance(value, dict) and value.get(SIG_KEY) == SECRET_SIG
 
 
 class _LogCollector:
@@ -295,28 +374,38 @@ def run_program(
     project: str = "platform",
     mocks: Optional[SynthMocks] = None,
     capture: Optional[Capture] = None,
+    preview: bool = False,
 ) -> Capture:
     """Run ``program`` under the mock engine and return what it registered.
 
+    ``preview`` runs it as ``pulumi preview`` of a new stack: ``is_dry_run()`` is true, every
+    resource that is not imported or read has an unknown ID and unknown outputs, and ``apply``
+    callbacks on those do not run.
+
     Pass ``capture`` to inspect what was registered even when the program raises.
+
+    Raises DuplicateUrn when two registrations share a URN and PulumiUrnInput when a Pulumi
+    URN was sent as a provider input (after the run, listing every case), besides whatever
+    the program raises.
 
     Runs in a fresh ``contextvars.Context`` because Pulumi keeps its runtime settings, root
     stack and config in context variables: every run starts from nothing, so tests can run
     many programs in one process without state leaking between them.
     """
     capture = capture if capture is not None else Capture(project=project, stack=stack)
+    capture.preview = preview
+    mocks = mocks or SynthMocks()
+    mocks.preview = preview
 
     def run() -> Capture:
-        # The SDK keeps pending output tasks in a process-wide set, outside any context variable;
-        # tasks left by a run that failed would otherwise be awaited on this run's loop.
-        pulumi.runtime.settings.SETTINGS.outputs.clear()
-        monitor = CaptureMonitor(mocks or SynthMocks(), capture)
+        wire.clear_pending_outputs()
+        monitor = CaptureMonitor(mocks, capture)
         pulumi.runtime.set_all_config(dict(config), list(secret_keys))
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         try:
             pulumi_mocks.set_mocks(
-                monitor.mocks, project=project, stack=stack, preview=False,
+                monitor.mocks, project=project, stack=stack, preview=preview,
                 logger=_LogCollector(capture), monitor=monitor,
             )
             root = pulumi.runtime.settings.get_root_resource()
@@ -327,7 +416,7 @@ def run_program(
 
             loop.run_until_complete(body())
         finally:
-            pulumi.runtime.settings.SETTINGS.outputs.clear()
+            wire.clear_pending_outputs()
             # A program that raised leaves registrations in flight; cancel them so the loop
             # closes cleanly instead of warning about destroyed pending tasks.
             pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
@@ -339,7 +428,15 @@ def run_program(
             loop.close()
         return capture
 
-    return contextvars.Context().run(run)
+    contextvars.Context().run(run)
+    if capture.duplicate_urns:
+        raise DuplicateUrn("two registrations share a URN (the engine refuses the second):\n  "
+                           + "\n  ".join(capture.duplicate_urns))
+    if capture.pulumi_urn_inputs:
+        raise PulumiUrnInput("a Pulumi URN (urn:pulumi:...) is sent as a provider input, which no "
+                             "provider accepts (use the provider's own URN output, e.g. "
+                             "reserved_ip_urn):\n  " + "\n  ".join(capture.pulumi_urn_inputs))
+    return capture
 
 
 def program_from_main(project_dir: Path = PROJECT_ROOT) -> Callable[[], None]:

@@ -2,12 +2,15 @@
 
 Values are deterministic (derived from the resource name) and use documentation address
 ranges (RFC 5737 for public, 10.x private), so no captured value can point at a real machine.
+Every output name here must be an output of the resource class in the installed provider SDK:
+the engine checks each answer against ``synth.sdkschema.output_names`` and refuses names the
+provider does not have.
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 MOCK_CA_PEM = (
     "-----BEGIN CERTIFICATE-----\nMIIB-mock-cluster-ca-for-offline-synth\n-----END CERTIFICATE-----\n"
@@ -39,8 +42,6 @@ def _cluster(name: str, inputs: dict) -> dict:
         "user": "doadmin",
         "password": f"mock-{name}-admin-password",
         "database": "defaultdb",
-        "urn": f"do:dbaas:{name}",
-        "clusterUrn": f"do:dbaas:{name}",
     }
 
 
@@ -48,12 +49,9 @@ RESOURCE_OUTPUTS: dict[str, Callable[[str, dict], dict]] = {
     "digitalocean:index/droplet:Droplet": lambda n, i: {
         "ipv4Address": _public_ip(n),
         "ipv4AddressPrivate": _private_ip(n),
-        "dropletUrn": f"do:droplet:{n}",
         "status": "active",
     },
-    "digitalocean:index/reservedIp:ReservedIp": lambda n, i: {"ipAddress": _public_ip(n + "-rip"),
-                                                              "urn": f"do:floatingip:{n}"},
-    "digitalocean:index/vpc:Vpc": lambda n, i: {"urn": f"do:vpc:{n}"},
+    "digitalocean:index/reservedIp:ReservedIp": lambda n, i: {"ipAddress": _public_ip(n + "-rip")},
     "digitalocean:index/databaseCluster:DatabaseCluster": _cluster,
     "digitalocean:index/databaseUser:DatabaseUser": lambda n, i: {"password": f"mock-{n}-password"},
     "digitalocean:index/databaseConnectionPool:DatabaseConnectionPool": lambda n, i: {
@@ -62,7 +60,6 @@ RESOURCE_OUTPUTS: dict[str, Callable[[str, dict], dict]] = {
     "digitalocean:index/spacesBucket:SpacesBucket": lambda n, i: {
         "bucketDomainName": f"{i.get('name', n)}.{i.get('region', 'fra1')}.digitaloceanspaces.com",
         "endpoint": f"{i.get('region', 'fra1')}.digitaloceanspaces.com",
-        "urn": f"do:space:{i.get('name', n)}",
     },
     "digitalocean:index/spacesKey:SpacesKey": lambda n, i: {
         "accessKey": f"MOCKACCESS{_octet(n, 'k')}", "secretKey": f"mock-secret-{n}",
@@ -70,9 +67,7 @@ RESOURCE_OUTPUTS: dict[str, Callable[[str, dict], dict]] = {
     "digitalocean:index/app:App": lambda n, i: {
         "liveUrl": f"https://{n}.ondigitalocean.app",
         "defaultIngress": f"https://{n}.ondigitalocean.app",
-        "urn": f"do:app:{n}",
     },
-    "digitalocean:index/project:Project": lambda n, i: {},
     "random:index/randomPassword:RandomPassword": lambda n, i: {
         "result": f"mock-{n}-" + "x" * max(0, int(i.get("length", 32)) - len(n) - 6),
     },
@@ -95,6 +90,10 @@ RESOURCE_OUTPUTS: dict[str, Callable[[str, dict], dict]] = {
         "certRequestPem": f"-----BEGIN CERTIFICATE REQUEST-----\nmock-{n}\n-----END CERTIFICATE REQUEST-----\n",
     },
     "command:remote:Command": lambda n, i: {"stdout": "", "stderr": ""},
+    # The real provider answers the image's ID (``sha256:...``); Docker's container ``image``
+    # accepts a reference as well, and answering the reference lets reviews and policies see
+    # which image each container runs.
+    "docker:index/remoteImage:RemoteImage": lambda n, i: {"imageId": i.get("name", n)},
     "cloudflare:index/r2Bucket:R2Bucket": lambda n, i: {"location": "WEUR"},
     "cloudflare:index/apiToken:ApiToken": lambda n, i: {"value": f"mock-token-value-{n}"},
     "cloudflare:index/accountToken:AccountToken": lambda n, i: {"value": f"mock-token-value-{n}"},
@@ -133,6 +132,30 @@ INVOKE_ANSWERS: dict[str, Callable[[dict], dict]] = {
 }
 
 
-def resource_outputs(type_: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]:
-    extra = RESOURCE_OUTPUTS.get(type_)
-    return {**inputs, **(extra(name, inputs) if extra else {})}
+# DigitalOcean's own URNs, ``do:<kind>:<id>``, as its Projects API takes them. Kinds and ids from
+# the API reference's list of resource URNs (do:droplet:4126873, do:dbaas:<uuid>,
+# do:space:<bucket name>, do:vpc:<uuid>, do:app:<uuid>) and, for reserved IPs, the provider's
+# acceptance test (terraform-provider-digitalocean, datasource_reserved_ip_test.go:
+# ``do:reservedip:<ip address>``).
+DIGITALOCEAN_URNS: dict[str, tuple[str, str, Callable[[str, dict], str]]] = {
+    "digitalocean:index/droplet:Droplet": ("dropletUrn", "droplet", lambda id_, state: id_),
+    "digitalocean:index/reservedIp:ReservedIp": ("reservedIpUrn", "reservedip",
+                                                 lambda id_, state: state["ipAddress"]),
+    "digitalocean:index/vpc:Vpc": ("vpcUrn", "vpc", lambda id_, state: id_),
+    "digitalocean:index/databaseCluster:DatabaseCluster": ("clusterUrn", "dbaas", lambda id_, state: id_),
+    "digitalocean:index/spacesBucket:SpacesBucket": ("bucketUrn", "space", lambda id_, state: state.get("name", id_)),
+    "digitalocean:index/app:App": ("appUrn", "app", lambda id_, state: id_),
+}
+
+
+def invented_outputs(type_: str, name: str, inputs: dict[str, Any], id_: str,
+                     table: Optional[dict[str, Callable[[str, dict], dict]]] = None) -> dict[str, Any]:
+    """The outputs the mock engine makes up for a created resource (on top of its inputs);
+    ``table`` replaces ``RESOURCE_OUTPUTS`` (tests override single types)."""
+    extra = (RESOURCE_OUTPUTS if table is None else table).get(type_)
+    outputs = dict(extra(name, inputs)) if extra else {}
+    urn = DIGITALOCEAN_URNS.get(type_)
+    if urn is not None:
+        output, kind, ident = urn
+        outputs[output] = f"do:{kind}:{ident(id_, {**inputs, **outputs})}"
+    return outputs

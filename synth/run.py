@@ -48,8 +48,10 @@ def synth_capture(
     mocks: Optional[SynthMocks] = None,
     program: Optional[Callable[[], None]] = None,
     config_overrides: Optional[Mapping[str, str]] = None,
+    preview: bool = False,
 ) -> Capture:
-    """Run the stack's program and keep the whole capture (masked and revealed inputs)."""
+    """Run the stack's program and keep the whole capture (masked and revealed inputs);
+    ``preview`` runs it as ``pulumi preview`` of a new stack (see ``run_program``)."""
     project = project_name(project_dir)
     file = load_stack_file(stack_file or stack_file_path(stack, project_dir), stack, project)
     if config_overrides:
@@ -62,6 +64,7 @@ def synth_capture(
         secret_keys=file.secret_keys,
         project=project,
         mocks=mocks,
+        preview=preview,
     )
     capture.secret_placeholders = placeholders
     return capture
