@@ -72,9 +72,14 @@ echo "platform-setup: ${CHANGES} changes"
 
 
 def _heredoc(path: str, mode: str, owner: str, content: str, on_change: str = "") -> str:
-    marker = "PLATFORM_EOF"
-    if marker in content:
-        raise ValueError("file content may not contain the heredoc marker")
+    # The content is often an output (a certificate, a file with a password) rendered inside an
+    # apply, where nothing may be rejected; so the marker is chosen to differ from every line
+    # of the content (a quoted heredoc ends only at a line equal to its marker).
+    lines = set(content.splitlines())
+    marker, serial = "PLATFORM_EOF", 0
+    while marker in lines:
+        serial += 1
+        marker = f"PLATFORM_EOF_{serial}"
     body = content if content.endswith("\n") else content + "\n"
     if not on_change:
         return f"put_file {path} {mode} {owner} <<'{marker}' || true\n{body}{marker}\n"

@@ -9,13 +9,23 @@ from typing import Mapping
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 
-def render_mongo_init_js(users: Mapping[str, tuple[str, str]]) -> str:
-    """``users`` maps database -> (user, password). Each user gets ``readWrite`` on its own
-    database only and authenticates against it. A second run changes nothing but the passwords."""
-    for database, (user, _) in users.items():
+def check_mongo_names(users: Mapping[str, str]) -> None:
+    """``users`` maps database -> user name. The check of ``render_mongo_init_js`` on plain
+    names, so a program runs it before the passwords (outputs) are known.
+
+    Raises ValueError for a name that is not lower-case letters, digits and ``_`` (at most 63,
+    starting with a letter)."""
+    for database, user in users.items():
         for name in (database, user):
             if not _NAME.match(name):
                 raise ValueError(f"not a plain MongoDB name: {name!r}")
+
+
+def render_mongo_init_js(users: Mapping[str, tuple[str, str]]) -> str:
+    """``users`` maps database -> (user, password). Each user gets ``readWrite`` on its own
+    database only and authenticates against it. A second run changes nothing but the passwords.
+    Raises what ``check_mongo_names`` raises."""
+    check_mongo_names({database: user for database, (user, _) in users.items()})
     wanted = [{"db": d, "user": u, "pwd": p} for d, (u, p) in sorted(users.items())]
     return (
         "// Rendered by components/mongo_init.py; run with mongosh as the root user.\n"

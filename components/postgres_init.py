@@ -4,7 +4,7 @@ and confines every role to its own database (CONNECT is revoked from PUBLIC)."""
 from __future__ import annotations
 
 import re
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -13,13 +13,14 @@ def _literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def render_init_sql(databases: Mapping[str, str], passwords: Mapping[str, str],
+def check_init_plan(databases: Mapping[str, str], roles_with_passwords: Iterable[str],
                     extensions: Sequence[str] = (),
-                    readers: Mapping[str, Sequence[str]] | None = None) -> str:
-    """``databases`` maps database -> owning role; ``passwords`` maps role -> password;
-    ``readers`` maps database -> roles that may only read it (tables made later included).
+                    readers: Mapping[str, Sequence[str]] | None = None) -> None:
+    """The checks of ``render_init_sql`` on plain names alone, so a program runs them before
+    the passwords (outputs, unknown under ``pulumi preview``) are known.
 
-    Run with ``psql -v ON_ERROR_STOP=1``; a second run changes nothing but re-sets passwords."""
+    Raises ValueError for readers of a database that is not created, a name that is not a
+    plain lower-case identifier (``IDENTIFIER``), or a role without a password."""
     readers = readers or {}
     unknown = sorted(set(readers) - set(databases))
     if unknown:
@@ -28,9 +29,22 @@ def render_init_sql(databases: Mapping[str, str], passwords: Mapping[str, str],
     for name in [*databases, *databases.values(), *extensions, *reader_roles]:
         if not IDENTIFIER.match(name):
             raise ValueError(f"not a plain identifier: {name!r}")
-    missing = sorted((set(databases.values()) | set(reader_roles)) - set(passwords))
+    missing = sorted((set(databases.values()) | set(reader_roles)) - set(roles_with_passwords))
     if missing:
         raise ValueError(f"no password for roles {missing}")
+
+
+def render_init_sql(databases: Mapping[str, str], passwords: Mapping[str, str],
+                    extensions: Sequence[str] = (),
+                    readers: Mapping[str, Sequence[str]] | None = None) -> str:
+    """``databases`` maps database -> owning role; ``passwords`` maps role -> password;
+    ``readers`` maps database -> roles that may only read it (tables made later included).
+
+    Run with ``psql -v ON_ERROR_STOP=1``; a second run changes nothing but re-sets passwords.
+    Raises what ``check_init_plan`` raises."""
+    check_init_plan(databases, passwords, extensions, readers)
+    readers = readers or {}
+    reader_roles = sorted({r for roles in readers.values() for r in roles})
     lines = ["\\set ON_ERROR_STOP on"]
     for role in sorted(set(databases.values()) | set(reader_roles)):
         lines += [

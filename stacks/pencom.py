@@ -19,8 +19,6 @@ internal nodes goes only through the edge node, from the admin CIDRs.
 from __future__ import annotations
 
 import ipaddress
-import os
-import tempfile
 
 import pulumi
 import pulumi_minio as minio
@@ -35,9 +33,9 @@ from components.ingress import Ingress, IngressRoute
 from components.internal_ca import InternalCa
 from components.monitoring import MonitoringConfig
 from components.minio_bucket import MinioBucket, MinioBucketArgs, MinioConsumer
-from components.mongo_init import render_mongo_init_js
+from components.mongo_init import check_mongo_names, render_mongo_init_js
 from components.onprem import OnPremVps, OnPremVpsArgs
-from components.postgres_init import render_init_sql
+from components.postgres_init import check_init_plan, render_init_sql
 from components.workloads import HostFile, datastore_init
 from stacks.common import (BackupConfig, DnsConfig, Product, RouteConfig, check_hosts_in_zone,
                            check_secret_keys, generated_password, merge_env, monitoring_secrets,
@@ -321,12 +319,11 @@ def _cidr(address: str) -> str:
     return f"{address}/32"
 
 
-def _write_ca_for_operator(name: str, pem: str) -> str:
-    """The MinIO provider verifies the server against a CA file on the operator's machine."""
-    path = os.path.join(tempfile.gettempdir(), f"{name}-internal-ca.pem")
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write(pem)
-    return path
+def operator_ca_path(name: str) -> str:
+    """Where the MinIO provider reads the internal CA on the operator's machine, relative to
+    the project directory (the provider runs there). The program writes nothing: the operator
+    writes the file from the stack output ``<product>.internalCaPem`` (see the README)."""
+    return f"operator/{name}-internal-ca.pem"
 
 
 def _nodes(ctx, cfg: PencomConfig, name: str, ports: dict[str, int], child: pulumi.ResourceOptions
@@ -394,6 +391,14 @@ def build(ctx, cfg: PencomConfig) -> dict:
     env = ctx.environment
     prod = env.is_production
     name = f"pencom-{env.name}"
+    # The init scripts' names are checked here, on plain values, before anything is registered:
+    # the scripts are rendered inside applies, which `pulumi preview` does not run.
+    pg_plan = ({d.name: role_name(d.service) for d in cfg.databases},
+               {w.database: [role_name(w.service)] for w in cfg.read_waivers} or None)
+    check_init_plan(pg_plan[0], [role_name(s) for s in [*(d.service for d in cfg.databases),
+                                                         *(w.service for w in cfg.read_waivers)]],
+                    readers=pg_plan[1])
+    check_mongo_names({d.name: role_name(d.service) for d in cfg.mongo_databases})
     product = Product("pencom")
     child = pulumi.ResourceOptions(parent=product)
     n = cfg.nodes
@@ -452,7 +457,7 @@ def build(ctx, cfg: PencomConfig) -> dict:
     minio_provider = minio.Provider(
         f"{name}-minio", minio_server=f"{MINIO_TUNNEL_HOST}:{cfg.bucket.tunnel_port}", minio_user=MINIO_ROOT_USER,
         minio_password=minio_root, minio_ssl=True,
-        minio_cacert_file=ca.cert_pem.apply(lambda pem: _write_ca_for_operator(name, pem)),
+        minio_cacert_file=operator_ca_path(name),
         opts=pulumi.ResourceOptions(parent=product))
     bucket = MinioBucket(f"{name}-files", MinioBucketArgs(
         bucket=cfg.bucket.name, provider=minio_provider, protect=prod,
@@ -576,9 +581,7 @@ def build(ctx, cfg: PencomConfig) -> dict:
     })
 
     role_passwords = pulumi.Output.all(**{role_name(s): pw for s, pw in pg_roles.items()})
-    sql = role_passwords.apply(lambda pws: render_init_sql(
-        {d.name: role_name(d.service) for d in cfg.databases}, pws,
-        readers={w.database: [role_name(w.service)] for w in cfg.read_waivers} or None))
+    sql = role_passwords.apply(lambda pws: render_init_sql(pg_plan[0], pws, readers=pg_plan[1]))
     pg_init = datastore_init(f"{name}-postgres-init", data.ssh, stack=data._name, service=cfg.postgres.name,
                              text=sql, ready="pg_isready -U postgres -q",
                              apply="psql -U postgres -v ON_ERROR_STOP=1 -q",

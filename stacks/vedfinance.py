@@ -26,7 +26,7 @@ from components.ingress import Ingress, IngressRoute
 from components.internal_ca import InternalCa
 from components.monitoring import MonitoringConfig
 from components.onprem import OnPremVps, OnPremVpsArgs
-from components.postgres_init import render_init_sql
+from components.postgres_init import check_init_plan, render_init_sql
 from components.workloads import HostFile, datastore_init
 from stacks.common import (BackupConfig, DnsConfig, Product, RouteConfig, check_hosts_in_zone,
                            check_secret_keys, generated_password, host_monitoring, merge_env,
@@ -135,6 +135,9 @@ def build(ctx, cfg: VedfinanceConfig) -> dict:
     env = ctx.environment
     prod = env.is_production
     name = f"vedfinance-{env.name}"
+    # Checked on plain names before anything is registered: the init script is rendered inside
+    # an apply, which `pulumi preview` does not run.
+    check_init_plan({d.name: d.name for d in cfg.databases}, [d.name for d in cfg.databases], cfg.extensions)
     product = Product("vedfinance")
     child = pulumi.ResourceOptions(parent=product)
     by_name = {s.name: s for s in cfg.services}
