@@ -187,6 +187,10 @@ class SynthMocks(pulumi_mocks.Mocks):
         self.invoke_answers = {**mockdata.INVOKE_ANSWERS, **(invoke_answers or {})}
         self.resource_outputs = {**mockdata.RESOURCE_OUTPUTS, **(resource_outputs or {})}
         self.preview = False
+        # Problems found while answering; run_program raises them after the run (an exception
+        # raised on a monitor thread leaves a failed future behind, and its late traceback can
+        # interrupt CPython 3.11's AST constructor: "recursion depth mismatch").
+        self.errors: list[str] = []
 
     def new_resource(self, args: pulumi_mocks.MockResourceArgs):
         resource_id = args.resource_id or mockdata.mock_id(args.typ, args.name)
@@ -194,7 +198,8 @@ class SynthMocks(pulumi_mocks.Mocks):
             return resource_id, dict(args.inputs)
         outputs = sdkschema.output_names(args.typ)
         if outputs is None:
-            raise SynthError(f"no installed provider SDK defines resource type {args.typ}")
+            self.errors.append(f"no installed provider SDK defines resource type {args.typ}")
+            return resource_id, dict(args.inputs)
         known = {k: v for k, v in args.inputs.items() if k in outputs}
         if self.preview and not args.resource_id:
             return "", {**known, **{k: UNKNOWN for k in outputs if k not in known}}
@@ -202,11 +207,11 @@ class SynthMocks(pulumi_mocks.Mocks):
                                              self.resource_outputs)
         unknown = sorted(set(invented) - outputs)
         if unknown:
-            raise MockDataError(
+            self.errors.append(
                 f"the mock data answers {', '.join(unknown)} for {args.typ}, which the installed "
                 f"SDK's {args.typ.rsplit(':', 1)[-1]} does not have; its outputs are "
                 f"{', '.join(sorted(outputs))}")
-        return resource_id, {**known, **invented}
+        return resource_id, {**known, **{k: v for k, v in invented.items() if k in outputs}}
 
     def call(self, args: pulumi_mocks.MockCallArgs):
         answer = self.invoke_answers.get(args.token)
@@ -276,11 +281,12 @@ class CaptureMonitor(pulumi_mocks.MockMonitor):
             self.stack_urn = urn
             return resource_pb2.RegisterResourceResponse(urn=urn)
         _ensure_event_loop()
-        if not self._claim(urn, request, read=False):
-            return self._duplicate_response(urn)
+        first = self._claim(urn, request, read=False)
         inputs, secret_keys = decode_struct(request.object)
-        entry = self._record(request, urn, inputs, secret_keys, read=False)
-        if secret_keys:
+        # A duplicate is answered as usual (the run goes on, so that every duplicate is
+        # reported at once) but neither captured nor kept; run_program then fails.
+        entry = self._record(request, urn, inputs, secret_keys, read=False) if first else {}
+        if secret_keys and first:
             revealed = decode_struct(request.object, reveal=True)[0]
             self.capture.revealed_inputs[urn] = revealed
             # Synth only ever holds placeholders and mock values, so a short digest reveals
@@ -304,22 +310,22 @@ class CaptureMonitor(pulumi_mocks.MockMonitor):
             if key in state and not wire.is_secret(state[key]):
                 state[key] = wire.secret(state[key])
         obj_proto = _sync_await(wire.serialize_properties(state, {}))
-        self.resources[urn] = pulumi_mocks.MockMonitor.ResourceRegistration(urn, id_, state)
+        if first:
+            self.resources[urn] = pulumi_mocks.MockMonitor.ResourceRegistration(urn, id_, state)
         return resource_pb2.RegisterResourceResponse(urn=urn, id=id_, object=obj_proto)
-
-    def _duplicate_response(self, urn: str):
-        # The run goes on so that every duplicate is reported at once; run_program then fails.
-        first = self.resources.get(urn)
-        return resource_pb2.RegisterResourceResponse(urn=urn, id=first.id if first else "")
 
     def ReadResource(self, request):
         urn = self.make_urn(request.parent, request.type, request.name)
         _ensure_event_loop()
-        if not self._claim(urn, request, read=True):
-            return resource_pb2.ReadResourceResponse(urn=urn)
-        inputs, secret_keys = decode_struct(request.properties)
-        self._record(request, urn, inputs, secret_keys, read=True)
-        return super().ReadResource(request)
+        if self._claim(urn, request, read=True):
+            inputs, secret_keys = decode_struct(request.properties)
+            self._record(request, urn, inputs, secret_keys, read=True)
+            return super().ReadResource(request)
+        kept = self.resources.get(urn)
+        response = super().ReadResource(request)
+        if kept is not None:
+            self.resources[urn] = kept
+        return response
 
     def Invoke(self, request):
         _ensure_event_loop()
@@ -396,6 +402,7 @@ def run_program(
     capture.preview = preview
     mocks = mocks or SynthMocks()
     mocks.preview = preview
+    mocks.errors = []
 
     def run() -> Capture:
         wire.clear_pending_outputs()
@@ -424,11 +431,24 @@ def run_program(
                 task.cancel()
             if pending:
                 loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            # Monitor calls run on the loop's executor threads; wait for them, so that no
+            # registration of this run is still working when the caller goes on.
+            loop.run_until_complete(loop.shutdown_default_executor())
             asyncio.set_event_loop(None)
             loop.close()
         return capture
 
-    contextvars.Context().run(run)
+    try:
+        contextvars.Context().run(run)
+    except Exception as exc:
+        # A duplicate often makes the program fail later (an output it expected is another
+        # resource's); the duplicate is the cause to report.
+        if capture.duplicate_urns:
+            raise DuplicateUrn("two registrations share a URN (the engine refuses the second):\n  "
+                               + "\n  ".join(capture.duplicate_urns)) from exc
+        raise
+    if mocks.errors:
+        raise MockDataError("\n".join(dict.fromkeys(mocks.errors)))
     if capture.duplicate_urns:
         raise DuplicateUrn("two registrations share a URN (the engine refuses the second):\n  "
                            + "\n  ".join(capture.duplicate_urns))

@@ -30,6 +30,7 @@ import json
 import re
 import sys
 import textwrap
+import threading
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -41,6 +42,23 @@ from synth import wire
 
 UNKNOWN_MASK = "[unknown]"
 SECRET_MASK = "[secret]"
+
+# Derivation evaluates the SDKs' string annotations (``compile``), and the mock monitor asks
+# for output names from several threads; CPython 3.11's compiler keeps its recursion depth in
+# process-wide state, so concurrent compiles corrupt it (gh-106905). One derivation at a time.
+_DERIVING = threading.RLock()
+
+
+def _serialized(function):
+    cached = functools.lru_cache(maxsize=None)(function)
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        with _DERIVING:
+            return cached(*args, **kwargs)
+
+    wrapper.cache_clear = cached.cache_clear
+    return wrapper
 
 
 @dataclass(frozen=True)
@@ -148,7 +166,7 @@ def _required_parameters(init: Any) -> frozenset[str]:
     return frozenset(required)
 
 
-@functools.lru_cache(maxsize=None)
+@_serialized
 def object_schema(input_cls: type, json_encoded: bool = False) -> ObjectSchema:
     """The properties of an ``@pulumi.input_type`` class."""
     names = _types.input_type_py_to_pulumi_names(input_cls)
@@ -162,7 +180,7 @@ def object_schema(input_cls: type, json_encoded: bool = False) -> ObjectSchema:
     )
 
 
-@functools.lru_cache(maxsize=None)
+@_serialized
 def resource_class(type_token: str) -> Optional[type]:
     return wire.resource_class(type_token)
 
@@ -173,7 +191,7 @@ def args_class(resource_cls: type) -> Optional[type]:
     return getattr(module, f"{resource_cls.__name__}Args", None)
 
 
-@functools.lru_cache(maxsize=None)
+@_serialized
 def resource_schema(type_token: str) -> Optional[ObjectSchema]:
     """The inputs of a custom resource or provider type, or None when no installed SDK has it."""
     cls = resource_class(type_token)
@@ -185,7 +203,7 @@ def resource_schema(type_token: str) -> Optional[ObjectSchema]:
     return object_schema(args, json_encoded=type_token.startswith("pulumi:providers:"))
 
 
-@functools.lru_cache(maxsize=None)
+@_serialized
 def output_names(type_token: str) -> Optional[frozenset[str]]:
     """Engine names of a resource type's outputs (its class's ``pulumi.getter`` properties),
     or None for a type no installed SDK has (components)."""
@@ -199,7 +217,7 @@ def _snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
-@functools.lru_cache(maxsize=None)
+@_serialized
 def invoke_schema(token: str) -> Optional[InvokeSchema]:
     """The arguments of provider function ``token`` (``pkg:module/fn:fn``), or None.
 
