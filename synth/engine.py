@@ -439,7 +439,8 @@ def run_program(
         return capture
 
     try:
-        contextvars.Context().run(run)
+        with wire.without_stack_traces():
+            contextvars.Context().run(run)
     except Exception as exc:
         # A duplicate often makes the program fail later (an output it expected is another
         # resource's); the duplicate is the cause to report.

@@ -3,6 +3,7 @@ the installed SDK: when an SDK upgrade changes one of them, this fails before an
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import importlib
 
@@ -27,6 +28,13 @@ def test_private_hooks_the_engine_uses_still_exist():
     assert isinstance(rpc._RESOURCE_MODULES, dict) and isinstance(rpc._RESOURCE_PACKAGES, dict)
     assert rpc._module_key("digitalocean", "index/vpc") == "digitalocean:index/vpc"
     assert {"urn", "id", "state"} == set(pulumi_mocks.MockMonitor.ResourceRegistration._fields)
+    from pulumi.runtime import resource
+
+    original = resource._get_stack_trace
+    assert callable(original)
+    with wire.without_stack_traces():
+        assert resource._get_stack_trace() == wire.source_pb2.StackTrace()
+    assert resource._get_stack_trace is original
 
 
 def test_type_tokens_map_to_the_sdk_classes():
@@ -39,9 +47,15 @@ def test_type_tokens_map_to_the_sdk_classes():
 
 def test_mock_urns_have_the_engines_shape():
     def make() -> str:
-        monitor = pulumi_mocks.MockMonitor(_NoMocks())
-        pulumi_mocks.set_mocks(_NoMocks(), project="p", stack="s", monitor=monitor)
-        return monitor.make_urn("", "digitalocean:index/vpc:Vpc", "v")
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            monitor = pulumi_mocks.MockMonitor(_NoMocks())
+            pulumi_mocks.set_mocks(_NoMocks(), project="p", stack="s", monitor=monitor)
+            return monitor.make_urn("", "digitalocean:index/vpc:Vpc", "v")
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
 
     urn = contextvars.Context().run(make)
     assert urn == "urn:pulumi:s::p::digitalocean:index/vpc:Vpc::v"
