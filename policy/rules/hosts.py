@@ -296,7 +296,7 @@ def _check_unattended(args):
 
 
 stack_policy(
-    "command-unattended-upgrades-enable-service", "Every managed host installs security updates automatically.",
+    "command-unattendedupgrades-enable-service", "Every managed host installs security updates automatically.",
     level=ADVISORY, severity=MEDIUM, category="hosts",
     sources=["CIS Ubuntu Linux 24.04 LTS Benchmark 1.2.2 (updates installed)"],
     fix="Install and enable unattended-upgrades in the base setup.",
