@@ -40,6 +40,7 @@ class UfwRule:
     dst: str = "any"
     dst_port: str = "any"
     app: str = ""
+    log: str = ""
     line: str = ""
     waiver: str = ""
 
@@ -62,7 +63,8 @@ class UfwRule:
             dst = _family(self.dst, version)
             if src is None or dst is None:
                 continue
-            action = f"route:{self.action}" if self.route else self.action
+            action = self.action + (f"_{self.log}" if self.log else "")
+            action = f"route:{action}" if self.route else action
             direction = self.direction + (f"_{self.interface}" if self.interface else "")
             out.append(f"{action} {self.proto} {self.dst_port} {dst} {self.src_port} {src} {direction}")
         return out
@@ -74,8 +76,8 @@ def _family(address: str, version: int) -> Optional[str]:
     network = ipaddress.ip_network(address, strict=False)
     if network.version != version:
         return None
-    text = str(network)
-    return text.split("/")[0] if network.num_addresses == 1 and "/" not in address else text
+    # ufw prints a single host without its prefix length (/32, /128).
+    return str(network.network_address) if network.num_addresses == 1 else str(network)
 
 
 def parse_ports(text: str) -> list[tuple[int, int]]:
@@ -144,7 +146,7 @@ def parse_ufw_line(line: str) -> Optional[UfwRule]:
             rest.pop(0)
             fields["interface"] = rest.pop(0)
     if rest[:1] in (["log"], ["log-all"]):
-        rest.pop(0)
+        fields["log"] = rest.pop(0)
     if "comment" in rest:
         rest = rest[:rest.index("comment")]
     if len(rest) == 1:  # short form: PORT[/PROTO] or APP or service

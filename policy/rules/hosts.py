@@ -83,7 +83,8 @@ resource_policy(
 
 SSHD_OK = ("PermitRootLogin no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitEmptyPasswords no\n"
            "MaxAuthTries 3\nLoginGraceTime 30\nX11Forwarding no\nClientAliveInterval 300\nClientAliveCountMax 2\n"
-           "Ciphers chacha20-poly1305@openssh.com,aes256-gcm@openssh.com\n")
+           "Ciphers chacha20-poly1305@openssh.com,aes256-gcm@openssh.com\n"
+           "MACs hmac-sha2-512-etm@openssh.com,hmac-sha2-256-etm@openssh.com,umac-128-etm@openssh.com\n")
 
 
 def sshd_doc(body):
@@ -145,7 +146,8 @@ _sshd_policy("command-sshd-configure-client-alive", "sshd drops idle sessions (C
 
 WEAK_CIPHERS = ("3des-cbc", "aes128-cbc", "aes192-cbc", "aes256-cbc", "arcfour", "arcfour128", "arcfour256",
                 "blowfish-cbc", "cast128-cbc", "rijndael-cbc@lysator.liu.se")
-WEAK_MACS = ("hmac-md5", "hmac-md5-96", "hmac-sha1", "hmac-sha1-96", "umac-64@openssh.com", "hmac-md5-etm@openssh.com",
+WEAK_MACS = ("hmac-md5", "hmac-md5-96", "hmac-ripemd160", "hmac-sha1", "hmac-sha1-96", "umac-64@openssh.com",
+             "hmac-md5-etm@openssh.com", "hmac-ripemd160-etm@openssh.com",
              "hmac-md5-96-etm@openssh.com", "hmac-sha1-etm@openssh.com", "hmac-sha1-96-etm@openssh.com", "umac-64-etm@openssh.com")
 WEAK_KEX = ("diffie-hellman-group1-sha1", "diffie-hellman-group14-sha1", "diffie-hellman-group-exchange-sha1")
 
@@ -153,8 +155,7 @@ WEAK_KEX = ("diffie-hellman-group1-sha1", "diffie-hellman-group14-sha1", "diffie
 def _check_sshd_crypto(props, args):
     for sshd in _sshd_configs(props):
         for keyword, weak in (("ciphers", WEAK_CIPHERS), ("macs", WEAK_MACS), ("kexalgorithms", WEAK_KEX)):
-            value = sshd.get(keyword)
-            found = [a for a in value.lstrip("+^").split(",") if a in weak] if value and not value.startswith("-") else []
+            found = [a for a in sshd.get(keyword).split(",") if a in weak]
             if found:
                 yield f"sshd offers weak {keyword}: {', '.join(found)}"
 
@@ -163,11 +164,13 @@ resource_policy(
     "command-sshd-disallow-weak-algorithms", "sshd offers no weak ciphers, MACs or key exchanges.",
     level=MANDATORY, severity=HIGH, category="hosts",
     sources=[f"{CIS_SSH}.4 (Ciphers)", f"{CIS_SSH}.5 (KexAlgorithms)", f"{CIS_SSH}.6 (MACs)", f"{DEVSEC} sshd-02, sshd-03, sshd-04"],
-    fix="Leave Ciphers/MACs/KexAlgorithms at OpenSSH's defaults or list only strong ones.",
+    fix="List only strong algorithms; OpenSSH's default MACs include umac-64 and hmac-sha1, so set MACs.",
     types=[T_COMMAND], check=_check_sshd_crypto,
     cases=Case(sshd_doc(SSHD_OK),
                [(sshd_doc("Ciphers aes128-cbc,aes256-gcm@openssh.com\nMACs hmac-sha1,hmac-sha2-256\nKexAlgorithms +diffie-hellman-group1-sha1\n"),
-                 ["sshd offers weak ciphers: aes128-cbc", "sshd offers weak macs: hmac-sha1", "sshd offers weak kexalgorithms: diffie-hellman-group1-sha1"])]))
+                 ["sshd offers weak ciphers: aes128-cbc", "sshd offers weak macs: hmac-sha1", "sshd offers weak kexalgorithms: diffie-hellman-group1-sha1"]),
+                (sshd_doc("PermitRootLogin no\n"),
+                 ["sshd offers weak macs: umac-64-etm@openssh.com, hmac-sha1-etm@openssh.com, umac-64@openssh.com, hmac-sha1"])]))
 
 
 def _check_ufw_default(props, args):
