@@ -153,7 +153,8 @@ def test_policy_config_production_matches_the_stack_environment(stack):
 
     file = load_stack_file(PROJECT_ROOT / f"Pulumi.{stack}.yaml", stack, "platform")
     raw = {k.split(":", 1)[1]: v for k, v in file.config.items() if k.startswith("platform:")}
-    expected = validate_stack_config(raw, check_secrets=False).environment.is_production()
+    flag = validate_stack_config(raw, check_secrets=False).environment.is_production
+    expected = flag() if callable(flag) else flag
     config = load_policy_config(stack)
     for name in ("platform-stateful-enable-protection", "platform-backup-configure-retention",
                  "cloudflare-r2bucket-enable-lock-in-production"):
@@ -298,7 +299,7 @@ EXPECTED_UNSAFE = [
     ("cloudflare-r2bucket-enable-lifecycle", "R2 bucket giv-prod-backups-mongo has no lifecycle rules"),
     ("platform-hostname-enable-uptime-check", "status.krotrust.com has no uptime check"),
     ("platform-backup-configure-rpo", "runs every 168 h"),
-    ("platform-stack-configure-tier-reachability", "internet (internet) -> pencom-prod-data (data) on 5432 through UFW"),
+    ("platform-stack-configure-tier-reachability", "internet -> pencom-prod-data (data) on 5432 through UFW"),
 ]
 
 

@@ -387,14 +387,16 @@ def _check_reachability(args):
         for rule in rules:
             if rule.action not in ("allow", "limit") or rule.direction != "in":
                 continue
-            destination = host[2] if host else ("edge" if rule.from_anyone else None)
             source, tiers = _source_tiers(rule.src, hosts, admin)
-            if destination is None and "internet" not in tiers:
+            if host is None and "internet" not in tiers:
                 continue
-            if not allowed_flow(tiers, destination or "none", rule.port_ranges()):
+            destination = host[2] if host else None
+            # A host of unknown tier is judged at its kindest (edge): only 80/443 may face the world.
+            if not allowed_flow(tiers, destination or "edge", rule.port_ranges()):
                 target = host[0] if host else command.name
                 flow = f"{source}->{target}:{rule.dst_port}"
-                yield (f"{source} ({', '.join(sorted(tiers))}) -> {target} ({destination or 'unknown tier'}) on "
+                shown = source if source == "internet" else f"{source} ({', '.join(sorted(tiers))})"
+                yield (f"{shown} -> {target} ({destination or 'unknown tier'}) on "
                        f"{rule.dst_port} through UFW breaks the tier model"), command.urn, flow, rule.waiver
 
 
@@ -424,7 +426,7 @@ stack_policy(
                      _ufw("p-data-ufw", "10.0.0.3", "ufw allow proto tcp from 10.0.0.1/32 to any port 5432\nufw allow 6379/tcp\n")),
                  ["internet -> x-data (data) on 5432: only the edge tier on 80/443 faces the internet",
                   "p-edge (edge) -> p-data (data) on 5432 through UFW breaks the tier model",
-                  "internet (internet) -> p-data (data) on 6379 through UFW breaks the tier model"]),
+                  "internet -> p-data (data) on 6379 through UFW breaks the tier model"]),
                 (doc(*_HOSTS, _ufw("p-data-ufw", "10.0.0.3", "ufw allow proto tcp from 10.0.0.1/32 to any port 27017  # waiver: old-read\n")),
                  ["p-edge (edge) -> p-data (data) on 27017 through UFW breaks the tier model (waiver old-read expired on 2000-01-01)"])],
                config={"waivers": [{"name": "gateway-reads", "reason": "read-only role", "expires": "2999-01-01"},
