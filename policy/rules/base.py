@@ -120,6 +120,14 @@ def mapping(value: Any) -> Mapping:
     return value if isinstance(value, Mapping) else {}
 
 
+def integer(value: Any) -> Any:
+    """A whole number as an int: the analyzer deserialises every protobuf number to float
+    (``80.0``), the offline runner keeps JSON ints; anything else is returned as is."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 def walk_strings(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
     """Every string leaf with its path (``envs[0]``, ``spec.services[1].envs[2].value``)."""
     if isinstance(value, str):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from policy.rules.base import (ADVISORY, CRITICAL, HIGH, MANDATORY, MEDIUM, SENSITIVE_PORTS,
                                T_CLUSTER, T_COMMAND, T_CONTAINER, T_DB_FIREWALL, T_DROPLET,
-                               T_FIREWALL, T_LB, TIERS, WEB_PORTS, Case, by_type, firewall_tier,
+                               T_FIREWALL, T_LB, TIERS, WEB_PORTS, Case, by_type, firewall_tier, integer,
                                is_internal, is_world, items, labels_of, mapping, network, port_range, ports_in,
                                resource_policy, stack_policy, stdin_of)
 from policy.rules.fixtures import WORLD, container, doc, edit, plus, res, script, urn
@@ -240,7 +240,7 @@ def _check_lb(props, args):
     for rule in items(props.get("forwardingRules")):
         rule = mapping(rule)
         if str(rule.get("entryProtocol", "")).lower() == "http" and not props.get("redirectHttpToHttps"):
-            yield f"load balancer {props.get('name')} serves plain HTTP on port {rule.get('entryPort')}"
+            yield f"load balancer {props.get('name')} serves plain HTTP on port {integer(rule.get('entryPort'))}"
 
 
 resource_policy(
@@ -263,7 +263,7 @@ def _check_container_bind(props, args):
     tier = labels_of(props).get("platform.tier")
     for port in items(props.get("ports")):
         if _all_interfaces(port) and tier != "edge":
-            yield (f"container publishes port {mapping(port).get('external')} on "
+            yield (f"container publishes port {integer(mapping(port).get('external'))} on "
                    f"{mapping(port).get('ip') or '0.0.0.0'} but its tier is {tier or 'unset'}; "
                    "Docker-published ports bypass the host firewall, so only edge containers may "
                    "listen on all interfaces")
@@ -294,7 +294,7 @@ def _check_debug_ports(props, args):
         return
     for port in items(props.get("ports")):
         port = mapping(port)
-        number = port.get("external") or port.get("internal")
+        number = integer(port.get("external") or port.get("internal"))
         if _all_interfaces(port) and number not in WEB_PORTS:
             label = DEBUG_PORTS.get(number, "a non-web port")
             yield (f"edge container publishes {label} ({number}) on all interfaces; an edge "
@@ -359,9 +359,10 @@ def _check_published_ports_filtered(args):
             address = port.get("ip") or "0.0.0.0"
             if address in ("0.0.0.0", "::") or str(address).startswith("127."):
                 continue
-            rule = f"--ctorigdst {address} --ctorigdstport {port.get('external')} -j DROP"
+            external = integer(port.get("external"))
+            rule = f"--ctorigdst {address} --ctorigdstport {external} -j DROP"
             if rule not in scripts:
-                yield (f"container {item.name} publishes {address}:{port.get('external')}, which "
+                yield (f"container {item.name} publishes {address}:{external}, which "
                        "bypasses UFW, and no DOCKER-USER rule filters it"), item.urn
 
 

@@ -14,7 +14,7 @@ from policy.rules.base import (ADVISORY, CRITICAL, HIGH, MANDATORY, MEDIUM, MISS
                                PRODUCTION_PROPERTY, SECRET_MASK, T_APP, T_CF_RECORD, T_CLUSTER,
                                T_COMMAND, T_CONTAINER, T_DB_FIREWALL, T_DNS, T_DROPLET,
                                T_FIREWALL, T_ONPREM, T_R2, T_R2_BACKUP, T_UPTIME, T_UPTIME_ALERT,
-                               WEB_PORTS, Case, by_type, firewall_tier, is_internal, is_world, items,
+                               WEB_PORTS, Case, by_type, firewall_tier, integer, is_internal, is_world, items,
                                labels_of, mapping, network, port_range, production,
                                resource_policy, stack_policy, stdin_of, today, walk_strings,
                                DO, T_MINIO_BUCKET, T_SPACES)
@@ -97,7 +97,7 @@ def _check_retention(args):
         return
     floor = 30 if flag else 7
     for backup in by_type(args, T_R2_BACKUP):
-        days = backup.props.get("retentionDays")
+        days = integer(backup.props.get("retentionDays"))
         if not isinstance(days, (int, float)) or days < floor:
             yield (f"backup {backup.name} keeps {days} days; the floor is {floor} days "
                    f"{'in production' if flag else 'outside production'}"), backup.urn
@@ -151,7 +151,7 @@ def _check_rpo(args):
     declared = mapping(config.get("rpoHours"))
     for backup in by_type(args, T_R2_BACKUP):
         source = str(backup.props.get("source"))
-        rpo = backup.props.get("rpoHours") or declared.get(source) or config.get("defaultRpoHours", DEFAULT_RPO_HOURS)
+        rpo = integer(backup.props.get("rpoHours") or declared.get(source) or config.get("defaultRpoHours", DEFAULT_RPO_HOURS))
         interval = schedule_interval_hours(str(backup.props.get("schedule") or ""))
         if interval is None:
             yield f"backup {backup.name} has schedule {backup.props.get('schedule')!r}, whose interval cannot be read", backup.urn
@@ -376,7 +376,7 @@ def _check_reachability(args):
         tier = labels_of(item.props).get("platform.tier")
         for port in items(item.props.get("ports")):
             port = mapping(port)
-            number = port.get("external")
+            number = integer(port.get("external"))
             if (port.get("ip") or "0.0.0.0") in ("0.0.0.0", "::") and not allowed_flow({"internet"}, tier or "none", [(number, number)]):
                 yield (f"internet -> {item.name} ({tier}) on {number}: published on all interfaces"), item.urn, f"internet->{item.name}:{number}"
     admin = None
