@@ -359,6 +359,12 @@ def _check_reachability(args):
                 flow = f"internet->{firewall.props.get('name')}:{rule.get('portRange')}"
                 yield (f"internet -> {firewall.props.get('name')} ({tier}) on {rule.get('portRange')}: "
                        "only the edge tier on 80/443 faces the internet"), firewall.urn, flow
+            tags = [str(t) for t in items(rule.get("sourceTags")) if str(t).startswith("tier-")]
+            tiers = {t.removeprefix("tier-") for t in tags} | ({"edge"} if items(rule.get("sourceLoadBalancerUids")) else set())
+            if range_ and tiers and not allowed_flow(tiers, tier or "none", [range_]):
+                flow = f"{','.join(sorted(tiers))}->{firewall.props.get('name')}:{rule.get('portRange')}"
+                yield (f"{', '.join(sorted(tiers))} -> {firewall.props.get('name')} ({tier}) on "
+                       f"{rule.get('portRange')} through a DigitalOcean firewall breaks the tier model"), firewall.urn, flow
     for db_firewall in by_type(args, T_DB_FIREWALL):
         for rule in items(db_firewall.props.get("rules")):
             rule = mapping(rule)
@@ -421,12 +427,17 @@ stack_policy(
     cases=Case(doc(*_HOSTS, res(T_FIREWALL, "f", {"name": "x-edge", "inboundRules": [{"protocol": "tcp", "portRange": "443", "sourceAddresses": ["0.0.0.0/0"]}]}),
                    _ufw("p-data-ufw", "10.0.0.3", "ufw allow proto tcp from 10.0.0.2/32 to any port 5432\n"
                                                    "ufw allow proto tcp from 10.0.0.1/32 to any port 5432  # waiver: gateway-reads\n"),
-                   _ufw("p-edge-ufw", "203.0.113.5", "ufw allow 443/tcp\nufw allow proto tcp from 198.51.100.10/32 to any port 22\n")),
+                   _ufw("p-edge-ufw", "203.0.113.5", "ufw allow 443/tcp\nufw allow proto tcp from 198.51.100.10/32 to any port 22\n"),
+                   res(T_FIREWALL, "g", {"name": "x-app", "inboundRules": [{"protocol": "tcp", "portRange": "3000", "sourceTags": ["tier-edge"]}]})),
                [(doc(*_HOSTS, res(T_FIREWALL, "f", {"name": "x-data", "inboundRules": [{"protocol": "tcp", "portRange": "5432", "sourceAddresses": ["0.0.0.0/0"]}]}),
                      _ufw("p-data-ufw", "10.0.0.3", "ufw allow proto tcp from 10.0.0.1/32 to any port 5432\nufw allow 6379/tcp\n")),
                  ["internet -> x-data (data) on 5432: only the edge tier on 80/443 faces the internet",
                   "p-edge (edge) -> p-data (data) on 5432 through UFW breaks the tier model",
                   "internet -> p-data (data) on 6379 through UFW breaks the tier model"]),
+                (doc(res(T_FIREWALL, "f", {"name": "x-data", "inboundRules": [
+                    {"protocol": "tcp", "portRange": "5432", "sourceTags": ["tier-edge", "web"]},
+                    {"protocol": "tcp", "portRange": "5432", "sourceTags": ["tier-app"]}]})),
+                 ["edge -> x-data (data) on 5432 through a DigitalOcean firewall breaks the tier model"]),
                 (doc(*_HOSTS, _ufw("p-data-ufw", "10.0.0.3", "ufw allow proto tcp from 10.0.0.1/32 to any port 27017  # waiver: old-read\n")),
                  ["p-edge (edge) -> p-data (data) on 27017 through UFW breaks the tier model (waiver old-read expired on 2000-01-01)"])],
                config={"waivers": [{"name": "gateway-reads", "reason": "read-only role", "expires": "2999-01-01"},
