@@ -98,7 +98,8 @@ def _sshd_configs(props):
         yield parse_sshd(*drop_ins, main)
 
 
-def _sshd_policy(name, description, sources, fix, keyword, good, message, bad_body, level=MANDATORY, severity=HIGH):
+def _sshd_policy(name, description, sources, fix, keyword, good, message, bad_body, level=MANDATORY, severity=HIGH,
+                 more=()):
     def check(props, args):
         for sshd in _sshd_configs(props):
             if not good(sshd.get(keyword)):
@@ -108,7 +109,8 @@ def _sshd_policy(name, description, sources, fix, keyword, good, message, bad_bo
                     yield f"sshd Match {criteria} sets {keyword} {value}"
     resource_policy(name, description, level=level, severity=severity, category="hosts", sources=sources, fix=fix,
                     types=[T_COMMAND], check=check,
-                    cases=Case(sshd_doc(SSHD_OK), [(sshd_doc(bad_body), [message.format(value=bad_value(bad_body, keyword))])]))
+                    cases=Case(sshd_doc(SSHD_OK), [(sshd_doc(bad_body), [message.format(value=bad_value(bad_body, keyword))]),
+                                                   *more]))
 
 
 def bad_value(body, keyword):
@@ -118,7 +120,9 @@ def bad_value(body, keyword):
 _sshd_policy("command-sshd-disallow-root-login", "sshd refuses root logins (the first PermitRootLogin wins).",
              [f"{CIS_SSH}.20", f"{DEVSEC} sshd-17"], "Write PermitRootLogin no first in the drop-in.",
              "permitrootlogin", lambda v: v == "no", "sshd lets root log in (PermitRootLogin {value})",
-             "PermitRootLogin yes\nPermitRootLogin no\nPasswordAuthentication no\n")
+             "PermitRootLogin yes\nPermitRootLogin no\nPasswordAuthentication no\n",
+             more=[(sshd_doc(SSHD_OK + "Match Address 10.0.0.0/8\n  PermitRootLogin yes\n"),
+                    ["sshd Match Address 10.0.0.0/8 sets permitrootlogin yes"])])
 _sshd_policy("command-sshd-disallow-password-authentication", "sshd accepts keys only, no passwords or keyboard-interactive logins.",
              [f"{CIS_SSH}.11 (KbdInteractive)", f"{DEVSEC} sshd-22"], "Set PasswordAuthentication no.",
              "passwordauthentication", lambda v: v == "no", "sshd accepts passwords (PasswordAuthentication {value})",
