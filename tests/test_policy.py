@@ -359,6 +359,8 @@ def test_readme_catalog_matches_the_code():
     assert text == readme_with_catalog(text), "run: python -m policy.catalog --write"
     for policy in POLICIES:
         assert f"| `{policy.name}` |" in text
+    mandatory = sum(p.enforcement_level is EnforcementLevel.MANDATORY for p in POLICIES)
+    assert f"{len(POLICIES)} policies ({mandatory} mandatory, {len(POLICIES) - mandatory} advisory)" in text
 
 
 def test_pack_version_matches_pulumipolicy_yaml():

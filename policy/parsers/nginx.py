@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import tempfile
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import crossplane
 
@@ -66,12 +66,6 @@ def first(directives: list[dict[str, Any]], name: str) -> Optional[list[str]]:
 
 def all_of(directives: list[dict[str, Any]], name: str) -> list[list[str]]:
     return [list(d["args"]) for d in directives if d["directive"] == name]
-
-
-def walk(directives: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    for directive in directives:
-        yield directive
-        yield from walk(directive.get("block") or [])
 
 
 def _listen(args: list[str]) -> Listen:

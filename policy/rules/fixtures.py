@@ -3,7 +3,6 @@ JSON shape: ``{"resources": [{"urn", "type", "name", "inputs", ...}]}``)."""
 
 from __future__ import annotations
 
-import copy
 from typing import Any, Iterable
 
 from policy.rules.base import T_COMMAND, T_CONTAINER
@@ -26,25 +25,6 @@ def res(type_: str, name: str, inputs: dict, *, stack: str = "prod", deps: Itera
 
 def doc(*resources: dict, stack: str = "prod") -> dict:
     return {"project": "platform", "stack": stack, "resources": list(resources), "outputs": {}}
-
-
-def edit(document: dict, name: str, **inputs: Any) -> dict:
-    """A deep copy of ``document`` with inputs of resource ``name`` replaced (None deletes)."""
-    changed = copy.deepcopy(document)
-    for resource in changed["resources"]:
-        if resource["name"] == name:
-            for key, value in inputs.items():
-                if value is None:
-                    resource["inputs"].pop(key, None)
-                else:
-                    resource["inputs"][key] = value
-    return changed
-
-
-def plus(document: dict, *resources: dict) -> dict:
-    changed = copy.deepcopy(document)
-    changed["resources"].extend(copy.deepcopy(list(resources)))
-    return changed
 
 
 def container_inputs(**overrides: Any) -> dict:

@@ -8,7 +8,7 @@ from policy.rules.base import (ADVISORY, CRITICAL, HIGH, MANDATORY, MEDIUM, SENS
                                T_FIREWALL, T_LB, TIERS, WEB_PORTS, Case, by_type, firewall_tier, integer,
                                is_internal, is_world, items, labels_of, mapping, network, port_range, ports_in,
                                resource_policy, stack_policy, stdin_of)
-from policy.rules.fixtures import WORLD, container, doc, edit, plus, res, script, urn
+from policy.rules.fixtures import WORLD, container, doc, res, script, urn
 
 DEBUG_PORTS = {2375: "Docker API", 2376: "Docker API", 9229: "Node.js inspector",
                5005: "JVM debugger", 6060: "Go pprof", 9090: "Prometheus", 9093: "Alertmanager",
@@ -249,7 +249,7 @@ resource_policy(
     level=MANDATORY, severity=HIGH, category="tls",
     sources=["Trivy AVD-DIG-0002 (digitalocean-compute-enforce-https)"],
     fix="Set redirect_http_to_https and use https entry protocols.",
-    types=["digitalocean:index/loadBalancer:LoadBalancer"], check=_check_lb,
+    types=[T_LB], check=_check_lb,
     cases=Case(doc(res(T_LB, "lb", {"name": "lb", "redirectHttpToHttps": True})),
                [(doc(res(T_LB, "lb", {"name": "lb", "forwardingRules": [{"entryProtocol": "http", "entryPort": 80}]})),
                  ["load balancer lb does not redirect HTTP to HTTPS", "load balancer lb serves plain HTTP on port 80"])]))

@@ -10,7 +10,7 @@ import re
 from urllib.parse import urlsplit
 
 from policy.parsers.ufw import ufw_rules
-from policy.rules.base import (ADVISORY, CRITICAL, HIGH, MANDATORY, MEDIUM, MISSING_PRODUCTION,
+from policy.rules.base import (CRITICAL, HIGH, MANDATORY, MEDIUM, MISSING_PRODUCTION,
                                PRODUCTION_PROPERTY, SECRET_MASK, T_APP, T_CF_RECORD, T_CLUSTER,
                                T_COMMAND, T_CONTAINER, T_DB_FIREWALL, T_DNS, T_DROPLET,
                                T_FIREWALL, T_ONPREM, T_R2, T_R2_BACKUP, T_UPTIME, T_UPTIME_ALERT,
@@ -68,16 +68,12 @@ def _backups(args):
 
 def _check_backups(args):
     covered = _backups(args)
-    waivable = {"redis", "valkey"}
     for store in datastores(args):
         if store.urn not in covered and store.name not in covered:
-            if store.props.get("engine") in waivable:
-                yield f"datastore {store.name} ({store.props.get('engine')}) has no R2Backup with a restore test", store.urn
-            else:
-                yield f"datastore {store.name} has no R2Backup with a restore test", store.urn
+            yield f"datastore {store.name} has no R2Backup with a restore test", store.urn
 
 
-BACKUP = "platform:components:R2Backup"
+BACKUP = T_R2_BACKUP
 stack_policy(
     "platform-datastore-enable-offsite-backup", "Every datastore has an off-site R2Backup with a restore test.",
     level=MANDATORY, severity=HIGH, category="data",
@@ -332,7 +328,7 @@ def _host_map(args):
     return hosts
 
 
-def _source_tiers(cidr, hosts, admin):
+def _source_tiers(cidr, hosts):
     if cidr == "any" or is_world(cidr):
         return "internet", {"internet"}
     parsed = network(cidr)
@@ -385,7 +381,6 @@ def _check_reachability(args):
             number = integer(port.get("external"))
             if (port.get("ip") or "0.0.0.0") in ("0.0.0.0", "::") and not allowed_flow({"internet"}, tier or "none", [(number, number)]):
                 yield (f"internet -> {item.name} ({tier}) on {number}: published on all interfaces"), item.urn, f"internet->{item.name}:{number}"
-    admin = None
     for command in by_type(args, T_COMMAND):
         rules, _ = ufw_rules(stdin_of(command.props))
         connection = mapping(command.props.get("connection"))
@@ -393,7 +388,7 @@ def _check_reachability(args):
         for rule in rules:
             if rule.action not in ("allow", "limit") or rule.direction != "in":
                 continue
-            source, tiers = _source_tiers(rule.src, hosts, admin)
+            source, tiers = _source_tiers(rule.src, hosts)
             if host is None and "internet" not in tiers:
                 continue
             destination = host[2] if host else None

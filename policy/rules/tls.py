@@ -7,7 +7,7 @@ import re
 from urllib.parse import parse_qs, urlsplit
 
 from policy.parsers.heredoc import written_files
-from policy.parsers.nginx import NginxParseError, all_of, first, parse_nginx, walk
+from policy.parsers.nginx import NginxParseError, all_of, first, parse_nginx
 from policy.rules.base import (ADVISORY, HIGH, MANDATORY, MEDIUM, T_APP, T_CF_ZONE_SETTING,
                                T_COMMAND, T_CONTAINER, T_R2_DOMAIN, Case, items, mapping,
                                resource_policy, stdin_of, walk_strings)
