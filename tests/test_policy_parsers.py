@@ -141,3 +141,34 @@ def test_heredoc_files_follow_bash_delimiters():
     script = ("if put_file /etc/a.conf 0644 root:root <<'EOF'; then\nx\n  EOF\nEOF\n  true\nfi\n"
               "cat > /etc/b.conf <<-END\n\tPermitRootLogin no\n\tEND\n")
     assert written_files(script) == [("/etc/a.conf", "x\n  EOF\n"), ("/etc/b.conf", "PermitRootLogin no\n")]
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+V4 = st.sampled_from(["any", "10.40.0.12", "10.0.0.0/8", "0.0.0.0/0", "198.51.100.0/24"])
+V6 = st.sampled_from(["any", "::/0", "fd00::/8", "2001:db8::1"])
+PORTS = st.sampled_from(["22", "5432", "6000:6007", "80,443", "3128:3136,9100"])
+
+
+@st.composite
+def ufw_commands(draw):
+    action = draw(st.sampled_from(["allow", "deny", "reject"]))
+    direction = draw(st.sampled_from(["", "in ", "out "]))
+    if draw(st.booleans()):
+        proto = draw(st.sampled_from(["tcp", "udp"]))
+        port = draw(PORTS)
+        return f"ufw {action} {direction}{port}/{proto}"
+    family = draw(st.sampled_from([V4, V6]))
+    src, dst = draw(family), draw(family)
+    proto = draw(st.sampled_from(["", "tcp", "udp"]))
+    port = draw(PORTS if proto else st.sampled_from(["22", "5432"]))
+    words = [f"ufw {action}", direction.strip(), f"proto {proto}" if proto else "", f"from {src}",
+             f"to {dst} port {port}", draw(st.sampled_from(["", "comment 'x'"]))]
+    return " ".join(w for w in words if w)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ufw_commands())
+def test_ufw_parser_matches_ufw_dry_run_on_generated_rules(line):
+    assert parse_ufw_line(line).tuples() == _dry_run(line)
