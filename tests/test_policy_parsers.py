@@ -172,3 +172,21 @@ def ufw_commands(draw):
 @given(ufw_commands())
 def test_ufw_parser_matches_ufw_dry_run_on_generated_rules(line):
     assert parse_ufw_line(line).tuples() == _dry_run(line)
+
+
+SSHD_SETTINGS = st.sampled_from([
+    "PermitRootLogin yes", "PermitRootLogin no", "PermitRootLogin prohibit-password", "permitrootlogin forced-commands-only",
+    "PasswordAuthentication yes", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
+    "MaxAuthTries 3", "MaxAuthTries 10", "LoginGraceTime 2m", "LoginGraceTime 45", "ClientAliveInterval 300",
+    "X11Forwarding yes", "X11Forwarding no", "PermitEmptyPasswords yes", "AllowTcpForwarding no",
+    "MACs hmac-sha2-256,hmac-sha1", "MACs -hmac-sha1*", "Ciphers +aes256-cbc", "KexAlgorithms ^diffie-hellman-group14-sha256",
+])
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(SSHD_SETTINGS, min_size=1, max_size=8))
+def test_sshd_parser_matches_sshd_T_on_generated_configs(tmp_path, lines):
+    body = "\n".join(lines) + "\n"
+    real = _sshd_t(tmp_path, body)
+    parsed = parse_sshd(body)
+    assert {k: parsed.get(k) for k in SSHD_KEYS} == {k: real[k] for k in SSHD_KEYS}
