@@ -190,3 +190,33 @@ def test_sshd_parser_matches_sshd_T_on_generated_configs(tmp_path, lines):
     real = _sshd_t(tmp_path, body)
     parsed = parse_sshd(body)
     assert {k: parsed.get(k) for k in SSHD_KEYS} == {k: real[k] for k in SSHD_KEYS}
+
+
+NGINX_BASE = ("pid {tmp}/nginx.pid;\nerror_log {tmp}/error.log;\nevents {{ worker_connections 16; }}\n"
+              "http {{\n access_log off;\n client_body_temp_path {tmp}/b;\n proxy_temp_path {tmp}/p;\n"
+              " fastcgi_temp_path {tmp}/f;\n uwsgi_temp_path {tmp}/u;\n scgi_temp_path {tmp}/s;\n{body}}}\n")
+NGINX_BODIES = [
+    " server {\n  listen 18080;\n  location / { return 301 https://$host$request_uri; }\n }\n",
+    " server {\n  listen 18080\n  location / { return 301 https://$host$request_uri; }\n }\n",
+    " server {\n  listen 18080;\n  location / { return 301 https://$host$request_uri; }\n",
+    " server {\n\tlisten 18080;\n\tserver_tokens off;\n\tlocation /api/\n\t{\n\t\treturn 200;\n\t}\n }\n",
+]
+
+
+@pytest.mark.parametrize("body", NGINX_BODIES)
+def test_nginx_parser_accepts_exactly_what_nginx_t_accepts(tmp_path, body):
+    """Structure (blocks, terminators, argument counts). crossplane 0.5.8's directive table
+    predates http2 on and ssl_reject_handshake, so unknown directives are left to nginx -t,
+    which the renderer's own tests run."""
+    from tests.realtools import nginx_binary
+
+    text = NGINX_BASE.format(tmp=tmp_path, body=body)
+    (tmp_path / "nginx.conf").write_text(text)
+    real = subprocess.run([nginx_binary(), "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
+                          capture_output=True, text=True)
+    try:
+        parse_nginx(text)
+        parsed_ok = True
+    except NginxParseError:
+        parsed_ok = False
+    assert parsed_ok == (real.returncode == 0), real.stderr

@@ -15,7 +15,9 @@ import crossplane
 
 
 class NginxParseError(ValueError):
-    """The text is not a configuration nginx would load (crossplane's message)."""
+    """The text's structure is not one nginx would load (crossplane's message). Unknown
+    directives are not errors here: crossplane 0.5.8's table predates ``http2 on`` and
+    ``ssl_reject_handshake``, so its strict mode would reject the committed configs."""
 
 
 @dataclass(frozen=True)
