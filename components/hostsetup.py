@@ -100,7 +100,7 @@ class SshdPolicy:
 
 
 # OpenSSH's default MAC list still offers umac-64 and hmac-sha1 (CIS Ubuntu 24.04 5.1.15,
-# dev-sec ssh-baseline sshd-04); these are the strong ones every client since OpenSSH 6.2 speaks.
+# dev-sec ssh-baseline sshd-03); these are the strong ones every client since OpenSSH 6.2 speaks.
 SSHD_MACS = "hmac-sha2-512-etm@openssh.com,hmac-sha2-256-etm@openssh.com,umac-128-etm@openssh.com"
 
 

@@ -267,6 +267,8 @@ def _unsafe(state):
     app = _named(state, "giv-prod-app-app")["inputs"]["spec"]
     app["services"][0].pop("healthCheck", None)
     app["services"][0]["envs"].append({"key": "LEGACY_URL", "type": "GENERAL", "value": "redis://cache.example.com:6379"})
+    app["services"][0]["envs"].append({"key": "REPORTS_DSN", "type": "GENERAL",
+                                       "value": "postgresql://rep:pw@db.example.com/r?sslmode=verify-full"})
     _named(state, "pencom-prod-edge-external-gateway")["inputs"]["envs"].append("AUDIT=postgresql://a@10.40.0.13/x?sslmode=disable")
     state["resources"] = [r for r in state["resources"] if r["name"] != "giv-prod-mongo-backup-lifecycle"]
     record = copy.deepcopy(_named(state, "kro-prod-dns-admin-krotrust-com"))
@@ -300,13 +302,18 @@ EXPECTED_UNSAFE = [
     ("platform-hostname-enable-uptime-check", "status.krotrust.com has no uptime check"),
     ("platform-backup-configure-rpo", "runs every 168 h"),
     ("platform-stack-configure-tier-reachability", "internet -> pencom-prod-data (data) on 5432 through UFW"),
+    ("digitalocean-app-configure-secret-env", "App env var REPORTS_DSN of krogiving-backend looks secret but is not type SECRET"),
+]
+# Only the synth capture knows which inputs are secret (the analyzer stands this policy aside).
+EXPECTED_UNSAFE_OFFLINE = [
+    ("platform-resource-disallow-plaintext-secrets", "holds a URL with credentials in plain text"),
 ]
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_a_deliberately_unsafe_state_is_flagged_for_every_kind(prod_state, mode):
     violations = evaluate(_unsafe(prod_state), load_policy_config("prod"), proxies=mode == "proxies")
-    for policy, fragment in EXPECTED_UNSAFE:
+    for policy, fragment in EXPECTED_UNSAFE + EXPECTED_UNSAFE_OFFLINE:
         assert any(v["policy"] == policy and fragment in v["message"] for v in violations), (policy, fragment)
     assert has_mandatory(violations)
 

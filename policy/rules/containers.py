@@ -1,5 +1,6 @@
 """Container policies (docker provider ``Container`` and ``RemoteImage`` inputs), anchored on the
-CIS Docker Benchmark section 5 and KICS's Docker Compose queries."""
+CIS Docker Benchmark v1.6.0 section 5 (numbers below are that edition's) and KICS's Docker
+Compose queries (query ids)."""
 
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ def _check_privileged(props, args):
 resource_policy(
     "docker-container-disallow-privileged", "Containers never run privileged.",
     level=MANDATORY, severity=CRITICAL, category="containers",
-    sources=["CIS Docker 5.5 (privileged containers)", kics("ae5b6871-7f45-42e0-bb4c-ab300c4d2026", "Privileged Containers Enabled")],
+    sources=["CIS Docker 5.4 (privileged containers)", kics("ae5b6871-7f45-42e0-bb4c-ab300c4d2026", "Privileged Containers Enabled")],
     fix="Drop privileged; add the one capability the service needs instead.",
     types=C, check=_check_privileged,
     cases=Case(doc(container()), [(doc(container(privileged=True)), ["the container is privileged; it would own the host"])]))
@@ -60,7 +61,7 @@ def _check_memory(props, args):
 resource_policy(
     "docker-container-configure-memory-limit", "Containers have a memory limit.",
     level=ADVISORY, severity=MEDIUM, category="containers",
-    sources=["CIS Docker 5.11", kics("bb9ac4f7-e13b-423d-a010-c74a1bfbe492", "Memory Not Limited")],
+    sources=["CIS Docker 5.10", kics("bb9ac4f7-e13b-423d-a010-c74a1bfbe492", "Memory Not Limited")],
     fix="Set memory (MiB) from the service's budget.",
     types=C, check=_check_memory,
     cases=Case(doc(container()), [(doc(container(memory=None)), ["the container has no memory limit"])]))
@@ -74,7 +75,7 @@ def _check_cpu(props, args):
 resource_policy(
     "docker-container-configure-cpu-limit", "Containers have a CPU limit.",
     level=ADVISORY, severity=MEDIUM, category="containers",
-    sources=["CIS Docker 5.12", "KICS cpus_not_limited (Cpus Not Limited)"],
+    sources=["CIS Docker 5.11", "KICS cpus_not_limited (Cpus Not Limited)"],
     fix="Set cpus from the service's budget.",
     types=C, check=_check_cpu,
     cases=Case(doc(container()), [(doc(container(cpus=None)), ["the container has no CPU limit"])]))
@@ -144,7 +145,7 @@ def _check_socket(props, args):
 resource_policy(
     "docker-container-disallow-docker-socket", "No container mounts the Docker or containerd socket, through any input.",
     level=MANDATORY, severity=CRITICAL, category="containers",
-    sources=["CIS Docker 5.32", kics("d6355c88-1e8d-49e9-b2f2-f8a1ca12c75b", "Docker Socket Mounted In Container")],
+    sources=["CIS Docker 5.31", kics("d6355c88-1e8d-49e9-b2f2-f8a1ca12c75b", "Docker Socket Mounted In Container")],
     fix="Remove the socket mount; read container metrics from cgroups instead.",
     types=C, check=_check_socket,
     cases=Case(doc(container(volumes=[{"hostPath": "/srv/app/data", "containerPath": "/data"}])),
@@ -164,7 +165,7 @@ def _check_host_paths(props, args):
 resource_policy(
     "docker-container-disallow-sensitive-host-paths", "Containers mount no sensitive host directory (/, /etc, /proc, /sys, /var/lib/docker, ...).",
     level=ADVISORY, severity=HIGH, category="containers",
-    sources=["CIS Docker 5.6", kics("1c1325ff-831d-43a1-973e-839ae57dfcc0", "Volume Has Sensitive Host Directory")],
+    sources=["CIS Docker 5.5", kics("1c1325ff-831d-43a1-973e-839ae57dfcc0", "Volume Has Sensitive Host Directory")],
     fix="Mount only the service's own directory under /srv; waive exporters that must read the host, with a reason.",
     types=C, check=_check_host_paths,
     cases=Case(doc(container(volumes=[{"hostPath": "/srv/app/data", "containerPath": "/data"}])),
@@ -181,7 +182,7 @@ def _check_devices(props, args):
 resource_policy(
     "docker-container-disallow-host-devices", "Containers are given no host devices.",
     level=ADVISORY, severity=HIGH, category="containers",
-    sources=["CIS Docker 5.18 (host devices not directly exposed)"],
+    sources=["CIS Docker 5.17 (host devices not directly exposed)"],
     fix="Remove devices; a service that needs one gets a waiver with its reason.",
     types=C, check=_check_devices,
     cases=Case(doc(container()), [(doc(container(devices=[{"hostPath": "/dev/sda"}])), ["the container is given host device /dev/sda"])]))
@@ -195,10 +196,10 @@ def _namespace_check(key, label):
 
 
 for _key, _label, _cis, _kics in [
-        ("networkMode", "network", "CIS Docker 5.10", kics("071a71ff-f868-47a4-ac0b-3c59e4ab5443", "Shared Host Network Namespace")),
-        ("pidMode", "PID", "CIS Docker 5.16", kics("4f31dd9f-2cc3-4751-9b53-67e4af83dac0", "Host Namespace is Shared")),
-        ("ipcMode", "IPC", "CIS Docker 5.17", kics("baa3890f-bed7-46f5-ab8f-1da8fc91c729", "Shared Host IPC Namespace")),
-        ("usernsMode", "user", "CIS Docker 5.31", kics("8af7162d-6c98-482f-868e-0d33fb675ca8", "Shared Host User Namespace"))]:
+        ("networkMode", "network", "CIS Docker 5.9", kics("071a71ff-f868-47a4-ac0b-3c59e4ab5443", "Shared Host Network Namespace")),
+        ("pidMode", "PID", "CIS Docker 5.15", kics("4f31dd9f-2cc3-4751-9b53-67e4af83dac0", "Host Namespace is Shared")),
+        ("ipcMode", "IPC", "CIS Docker 5.16", kics("baa3890f-bed7-46f5-ab8f-1da8fc91c729", "Shared Host IPC Namespace")),
+        ("usernsMode", "user", "CIS Docker 5.30", kics("8af7162d-6c98-482f-868e-0d33fb675ca8", "Shared Host User Namespace"))]:
     _short = {"network": "network", "PID": "pid", "IPC": "ipc", "user": "userns"}[_label]
     resource_policy(
         f"docker-container-disallow-host-{_short}", f"Containers do not share the host's {_label} namespace.",
@@ -220,7 +221,7 @@ DATA = [{"label": "platform.tier", "value": "data"}]
 resource_policy(
     "docker-container-disallow-host-namespaces-in-data-tier", "Data-tier containers never share the host's network, PID, IPC or user namespace.",
     level=MANDATORY, severity=CRITICAL, category="containers",
-    sources=["CIS Docker 5.10, 5.16, 5.17, 5.31", "Kredete tier model (data reachable from app only)"],
+    sources=["CIS Docker 5.9, 5.15, 5.16, 5.30", "Kredete tier model (data reachable from app only)"],
     fix="Remove the host namespace; publish the datastore port on the private address.",
     types=C, check=_check_data_namespaces,
     cases=Case(doc(container(labels=DATA)),
@@ -238,7 +239,7 @@ def _check_no_new_privileges(props, args):
 resource_policy(
     "docker-container-enable-no-new-privileges", "Containers set no-new-privileges.",
     level=ADVISORY, severity=MEDIUM, category="containers",
-    sources=["CIS Docker 5.26", kics("27fcc7d6-c49b-46e0-98f1-6c082a6a2750", "No New Privileges Not Set")],
+    sources=["CIS Docker 5.25", kics("27fcc7d6-c49b-46e0-98f1-6c082a6a2750", "No New Privileges Not Set")],
     fix="Add no-new-privileges:true to security_opts.",
     types=C, check=_check_no_new_privileges,
     cases=Case(doc(container()), [(doc(container(securityOpts=[])), ["the container does not set no-new-privileges"])]))
@@ -256,7 +257,7 @@ def _check_unconfined(props, args):
 resource_policy(
     "docker-container-disallow-unconfined-profiles", "Containers keep the default seccomp and AppArmor profiles.",
     level=MANDATORY, severity=HIGH, category="containers",
-    sources=["CIS Docker 5.2 (AppArmor)", "CIS Docker 5.22 (seccomp)", kics("404fde2c-bc4b-4371-9747-7054132ac953", "Seccomp Disabled"),
+    sources=["CIS Docker 5.1 (AppArmor)", "CIS Docker 5.21 (seccomp)", kics("404fde2c-bc4b-4371-9747-7054132ac953", "Seccomp Disabled"),
              kics("610e266e-6c12-4bca-9925-1ed0cd29742b", "Security Opt Not Set")],
     fix="Remove seccomp=unconfined / apparmor=unconfined from security_opts.",
     types=C, check=_check_unconfined,
@@ -285,7 +286,7 @@ def _check_capabilities(props, args):
 resource_policy(
     "docker-container-disallow-added-capabilities", "Containers add no capability beyond the few declared (with a reason) for that service.",
     level=MANDATORY, severity=HIGH, category="containers",
-    sources=["CIS Docker 5.4 (restrict Linux kernel capabilities)", kics("ce76b7d0-9e77-464d-b86f-c5c48e03e22d", "Container Capabilities Unrestricted")],
+    sources=["CIS Docker 5.3 (restrict Linux kernel capabilities)", kics("ce76b7d0-9e77-464d-b86f-c5c48e03e22d", "Container Capabilities Unrestricted")],
     fix="Remove the capability, or list it under allowed.<container glob> in policy/config.<stack>.json with the entrypoint's reason.",
     types=C, check=_check_capabilities,
     config={"allowed": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}}}},
@@ -305,7 +306,7 @@ def _check_drop_all(props, args):
 resource_policy(
     "docker-container-configure-drop-all-capabilities", "Containers drop all capabilities before adding any back.",
     level=ADVISORY, severity=MEDIUM, category="containers",
-    sources=["CIS Docker 5.4", "KICS check_cap_add_cap_drop"],
+    sources=["CIS Docker 5.3", "KICS check_cap_add_cap_drop"],
     fix="Set capabilities.drops to [\"ALL\"].",
     types=C, check=_check_drop_all,
     cases=Case(doc(container()), [(doc(container(capabilities={"adds": ["CHOWN"]})),
@@ -320,7 +321,7 @@ def _check_read_only(props, args):
 resource_policy(
     "docker-container-enable-read-only-rootfs", "Containers mount their root filesystem read-only.",
     level=ADVISORY, severity=LOW, category="containers",
-    sources=["CIS Docker 5.13"],
+    sources=["CIS Docker 5.12"],
     fix="Set read_only and mount tmpfs where the image writes.",
     types=C, check=_check_read_only,
     cases=Case(doc(container()), [(doc(container(readOnly=False)),
@@ -338,7 +339,7 @@ def _check_restart(props, args):
 resource_policy(
     "docker-container-configure-restart-policy", "Containers restart on failure or unless stopped.",
     level=ADVISORY, severity=LOW, category="containers",
-    sources=["CIS Docker 5.15", kics("2fc99041-ddad-49d5-853f-e35e70a48391", "Restart Policy On Failure Not Set To 5")],
+    sources=["CIS Docker 5.14", kics("2fc99041-ddad-49d5-853f-e35e70a48391", "Restart Policy On Failure Not Set To 5")],
     fix="Set restart to unless-stopped (or on-failure with max_retry_count 5).",
     types=C, check=_check_restart,
     cases=Case(doc(container()), [(doc(container(restart=None)), ["the container has no restart policy; use unless-stopped or on-failure"])]))
@@ -385,7 +386,7 @@ def _check_privileged_host_ports(props, args):
 resource_policy(
     "docker-container-disallow-privileged-host-ports", "Only the edge proxy maps a privileged host port (below 1024), and only 80 and 443.",
     level=ADVISORY, severity=MEDIUM, category="containers",
-    sources=["CIS Docker 5.9 (privileged ports not mapped)", kics("bc2908f3-f73c-40a9-8793-c1b7d5544f79", "Privileged Ports Mapped In Container")],
+    sources=["CIS Docker 5.7 (privileged ports not mapped)", kics("bc2908f3-f73c-40a9-8793-c1b7d5544f79", "Privileged Ports Mapped In Container")],
     fix="Map a host port above 1023, or route through the edge proxy.",
     types=C, check=_check_privileged_host_ports,
     cases=Case(doc(container(labels=[{"label": "platform.tier", "value": "edge"}],
@@ -405,7 +406,7 @@ def _check_cgroups(props, args):
 resource_policy(
     "docker-container-configure-default-cgroups", "Containers keep Docker's cgroup parent and a private cgroup namespace.",
     level=ADVISORY, severity=MEDIUM, category="containers",
-    sources=["CIS Docker 5.25 (cgroup usage confirmed)", kics("4d9f44c6-2f4a-4317-9bb5-267adbea0232", "Cgroup Not Default")],
+    sources=["CIS Docker 5.24 (cgroup usage confirmed)", kics("4d9f44c6-2f4a-4317-9bb5-267adbea0232", "Cgroup Not Default")],
     fix="Remove cgroup_parent and cgroupns_mode=host.",
     types=C, check=_check_cgroups,
     cases=Case(doc(container()), [(doc(container(cgroupParent="/system.slice", cgroupnsMode="host")),

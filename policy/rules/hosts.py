@@ -13,8 +13,8 @@ from policy.rules.base import (ADVISORY, CRITICAL, DATA_PORTS, HIGH, MANDATORY, 
                                mapping, ports_in, resource_policy, stack_policy, stdin_of)
 from policy.rules.fixtures import doc, res, script
 
-CIS_SSH = "CIS Ubuntu Linux 24.04 LTS Benchmark 5.1"
-DEVSEC = "dev-sec ssh-baseline"
+CIS_SSH = "CIS Ubuntu Linux 24.04 LTS Benchmark v1.0.0 5.1"
+DEVSEC = "dev-sec ssh-baseline (controls/sshd_spec.rb)"
 
 
 def _check_droplet_keys(props, args):
@@ -118,33 +118,33 @@ def bad_value(body, keyword):
 
 
 _sshd_policy("command-sshd-disallow-root-login", "sshd refuses root logins (the first PermitRootLogin wins).",
-             [f"{CIS_SSH}.20", f"{DEVSEC} sshd-17"], "Write PermitRootLogin no first in the drop-in.",
+             [f"{CIS_SSH}.20", f"{DEVSEC} sshd-06"], "Write PermitRootLogin no first in the drop-in.",
              "permitrootlogin", lambda v: v == "no", "sshd lets root log in (PermitRootLogin {value})",
              "PermitRootLogin yes\nPermitRootLogin no\nPasswordAuthentication no\n",
              more=[(sshd_doc(SSHD_OK + "Match Address 10.0.0.0/8\n  PermitRootLogin yes\n"),
                     ["sshd Match Address 10.0.0.0/8 sets permitrootlogin yes"])])
 _sshd_policy("command-sshd-disallow-password-authentication", "sshd accepts keys only, no passwords or keyboard-interactive logins.",
-             [f"{CIS_SSH}.11 (KbdInteractive)", f"{DEVSEC} sshd-22"], "Set PasswordAuthentication no.",
+             [f"{CIS_SSH} (SSH server configuration)", f"{DEVSEC} sshd-27, sshd-29"], "Set PasswordAuthentication no.",
              "passwordauthentication", lambda v: v == "no", "sshd accepts passwords (PasswordAuthentication {value})",
              "PermitRootLogin no\n")
 _sshd_policy("command-sshd-disallow-empty-passwords", "sshd refuses accounts with empty passwords.",
-             [f"{CIS_SSH}.19", f"{DEVSEC} sshd-25"], "Set PermitEmptyPasswords no.",
+             [f"{CIS_SSH}.19", f"{DEVSEC} sshd-28"], "Set PermitEmptyPasswords no.",
              "permitemptypasswords", lambda v: v == "no", "sshd accepts empty passwords (PermitEmptyPasswords {value})",
              "PermitEmptyPasswords yes\n")
 _sshd_policy("command-sshd-configure-max-auth-tries", "sshd allows at most 4 authentication attempts per connection.",
-             [f"{CIS_SSH}.16", f"{DEVSEC} sshd-29"], "Set MaxAuthTries 3.",
+             [f"{CIS_SSH}.16", f"{DEVSEC} sshd-19"], "Set MaxAuthTries 3.",
              "maxauthtries", lambda v: v.isdigit() and int(v) <= 4, "sshd allows {value} authentication attempts; set MaxAuthTries 4 or fewer",
              "PermitRootLogin no\n", level=ADVISORY, severity=MEDIUM)
 _sshd_policy("command-sshd-disallow-x11-forwarding", "sshd forwards no X11.",
-             [f"{CIS_SSH}.22 (X11Forwarding, older numbering 5.2.12)", f"{DEVSEC} sshd-36"], "Set X11Forwarding no (Debian's main file sets yes).",
+             [f"{CIS_SSH}.8 (DisableForwarding, which covers X11)", f"{DEVSEC} sshd-42"], "Set X11Forwarding no (Debian's main file sets yes).",
              "x11forwarding", lambda v: v == "no", "sshd forwards X11 (X11Forwarding {value})",
              "PermitRootLogin no\n", level=ADVISORY, severity=MEDIUM)
 _sshd_policy("command-sshd-configure-login-grace-time", "sshd drops unauthenticated connections within 60 seconds.",
-             [f"{CIS_SSH}.14", f"{DEVSEC} sshd-34"], "Set LoginGraceTime 30.",
+             [f"{CIS_SSH}.13", f"{DEVSEC} sshd-18"], "Set LoginGraceTime 30.",
              "logingracetime", lambda v: v.isdigit() and 0 < int(v) <= 60, "sshd waits {value} s for a login; set LoginGraceTime 60 or less",
              "PermitRootLogin no\n", level=ADVISORY, severity=MEDIUM)
 _sshd_policy("command-sshd-configure-client-alive", "sshd drops idle sessions (ClientAliveInterval set).",
-             [f"{CIS_SSH}.7", f"{DEVSEC} sshd-38"], "Set ClientAliveInterval 300 and ClientAliveCountMax 2.",
+             [f"{CIS_SSH}.7", f"{DEVSEC} sshd-36, sshd-37"], "Set ClientAliveInterval 300 and ClientAliveCountMax 2.",
              "clientaliveinterval", lambda v: v.isdigit() and 0 < int(v) <= 900, "sshd never drops idle sessions (ClientAliveInterval {value})",
              "PermitRootLogin no\n", level=ADVISORY, severity=MEDIUM)
 
@@ -167,7 +167,7 @@ def _check_sshd_crypto(props, args):
 resource_policy(
     "command-sshd-disallow-weak-algorithms", "sshd offers no weak ciphers, MACs or key exchanges.",
     level=MANDATORY, severity=HIGH, category="hosts",
-    sources=[f"{CIS_SSH}.4 (Ciphers)", f"{CIS_SSH}.5 (KexAlgorithms)", f"{CIS_SSH}.6 (MACs)", f"{DEVSEC} sshd-02, sshd-03, sshd-04"],
+    sources=[f"{CIS_SSH}.6 (Ciphers)", f"{CIS_SSH}.12 (KexAlgorithms)", f"{CIS_SSH}.15 (MACs)", f"{DEVSEC} sshd-01, sshd-02, sshd-03"],
     fix="List only strong algorithms; OpenSSH's default MACs include umac-64 and hmac-sha1, so set MACs.",
     types=[T_COMMAND], check=_check_sshd_crypto,
     cases=Case(sshd_doc(SSHD_OK),
@@ -260,7 +260,7 @@ def _check_connection(props, args):
 resource_policy(
     "command-connection-disallow-password-or-root", "Remote commands log in with a key, as a non-root user, on every hop.",
     level=MANDATORY, severity=HIGH, category="hosts",
-    sources=[f"{CIS_SSH}.20", f"{DEVSEC} sshd-17, sshd-22"],
+    sources=[f"{CIS_SSH}.20", f"{DEVSEC} sshd-06, sshd-27"],
     fix="Connect as deploy with private_key; never set password or user root.",
     types=[T_COMMAND], check=_check_connection,
     cases=Case(doc(script("s", body="true")),
