@@ -71,14 +71,15 @@ class R2Backup(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: R2BackupArgs, opts: Optional[pulumi.ResourceOptions] = None):
         job = args.job
-        super().__init__("platform:components:R2Backup", name, {
+        self._facts = {
             "source": args.source_name,
             "kind": job.kind,
             "retentionDays": job.retention_days,
             "restoreTest": True,
             "schedule": args.backup_calendar,
             "restoreSchedule": args.restore_calendar,
-        }, opts)
+        }
+        super().__init__("platform:components:R2Backup", name, dict(self._facts), opts)
         child = pulumi.ResourceOptions(parent=self)
         self.bucket = cloudflare.R2Bucket(
             f"{name}-bucket", account_id=args.account_id, name=args.bucket_name,
@@ -169,8 +170,10 @@ class R2Backup(pulumi.ComponentResource):
             self.bucket.name).apply(env_file))
         run_script(f"{name}-credentials", args.runner, credentials_script, parent=self,
                    depends_on=[install])
+        # The plan facts again as outputs: `pulumi preview` hands stack policies a component's
+        # registered outputs, not its inputs (backup coverage, retention and RPO policies).
         self.register_outputs({"bucket": self.bucket.name, "access_key_id": self.access_key_id,
-                               "passphrase": self.passphrase.result})
+                               "passphrase": self.passphrase.result, **self._facts})
 
 
 def _systemd_quote(value: str) -> str:

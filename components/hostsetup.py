@@ -104,6 +104,11 @@ class SshdPolicy:
     ignored when all forwarding is allowed."""
 
 
+# OpenSSH's default MAC list still offers umac-64 and hmac-sha1 (CIS Ubuntu 24.04 5.1.15,
+# dev-sec ssh-baseline sshd-03); these are the strong ones every client since OpenSSH 6.2 speaks.
+SSHD_MACS = "hmac-sha2-512-etm@openssh.com,hmac-sha2-256-etm@openssh.com,umac-128-etm@openssh.com"
+
+
 def render_sshd_config(policy: SshdPolicy) -> str:
     """A drop-in for /etc/ssh/sshd_config.d/. Named 00-* because sshd keeps the first value it
     reads, so it wins over cloud-init's 50-cloud-init.conf."""
@@ -126,6 +131,7 @@ def render_sshd_config(policy: SshdPolicy) -> str:
         AllowTcpForwarding {_forwarding(policy)}
         ClientAliveInterval 300
         ClientAliveCountMax 2
+        MACs {SSHD_MACS}
         AllowUsers {" ".join(policy.allow_users)}
         """)
 

@@ -64,6 +64,7 @@ class OnPremVps(DockerHost):
             raise ValueError(f"{name}: rules outside the tier model need a named waiver: {unwaived}")
         self.address = args.address
         self.private_address = args.private_address
+        self.tier = args.role.tier.value
         if args.bootstrap_user in ("root", hostsetup.DEPLOY_USER):
             raise ValueError(f"{name}: bootstrap_user {args.bootstrap_user!r}: use an existing sudo user other "
                              "than root (the baseline closes root login) and other than the deploy user")
@@ -125,4 +126,7 @@ class OnPremVps(DockerHost):
         return super().deploy(containers, static_addresses=dict(lock.exempt) if lock else None, **kwargs)
 
     def _outputs(self) -> dict:
-        return {"address": self.address}
+        # The policy pack's stack policies see a component's registered outputs under
+        # `pulumi preview` (its inputs only offline), so the tier facts are outputs too.
+        return {"address": self.address, "tier": self.tier,
+                "privateAddress": self.private_address or self.address}

@@ -18,13 +18,14 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def catalog_markdown() -> str:
-    rows = ["| policy | category | level | severity | scope | what it checks | anchor |",
-            "|---|---|---|---|---|---|---|"]
+    rows = ["| policy | category | level | severity | scope | what it checks | sources | fix |",
+            "|---|---|---|---|---|---|---|---|"]
     for policy in POLICIES:
         info = CATALOG[policy.name]
         scope = "stack" if isinstance(policy, StackValidationPolicy) else "resource"
         rows.append(f"| `{policy.name}` | {info.category} | {policy.enforcement_level.value} | "
-                    f"{policy.severity.value} | {scope} | {policy.description} | {info.anchor} |")
+                    f"{policy.severity.value} | {scope} | {policy.description} | {info.anchor} | "
+                    f"{info.fix.replace('|', '/')} |")
     return "\n".join(rows)
 
 

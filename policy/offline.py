@@ -4,6 +4,11 @@ It builds the SDK's own ``ResourceValidationArgs`` and ``StackValidationArgs`` f
 JSON and calls the very policy objects ``pulumi preview --policy-pack policy/`` loads, with
 enforcement levels and policy config in the format ``--policy-pack-config`` takes:
 ``{"<policy>": "advisory" | "mandatory" | "disabled" | {"enforcementLevel": ..., <config>}}``.
+
+With ``proxies=True`` (and always when the document holds synth's ``"[unknown]"`` values) each
+policy gets its properties through pulumi-policy's own unknown-checking proxies, as under
+``pulumi preview``; reading an unknown value then gives the analyzer's outcome, an advisory
+"can't run policy ... during preview" entry, never a crash and never a silent pass.
 """
 
 from __future__ import annotations
@@ -15,8 +20,10 @@ from typing import Any, Mapping, Optional
 from pulumi_policy import (EnforcementLevel, PolicyResource, ResourceValidationArgs,
                            ResourceValidationPolicy, StackValidationArgs, StackValidationPolicy)
 from pulumi_policy.policy import PolicyCustomTimeouts, PolicyResourceOptions, _NotApplicableError
+from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError, unknown_checking_proxy
 
 from policy.rules import POLICIES
+from policy.rules.base import PACK_NAME, PACK_VERSION
 
 POLICY_DIR = Path(__file__).resolve().parent
 LEVELS = {level.value: level for level in EnforcementLevel}
@@ -54,11 +61,46 @@ def _options(resource: Mapping[str, Any]) -> PolicyResourceOptions:
     )
 
 
-def _policy_resources(resources: list[Mapping[str, Any]]) -> list[PolicyResource]:
+UNKNOWN_MASK = "[unknown]"
+
+
+def _with_sentinels(value: Any) -> Any:
+    """synth's "[unknown]" mask as the engine's unknown sentinel (what the analyzer receives)."""
+    if value == UNKNOWN_MASK:
+        return UNKNOWN_STRING_VALUE
+    if isinstance(value, dict):
+        return {k: _with_sentinels(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_with_sentinels(v) for v in value]
+    return value
+
+
+def _has_unknowns(value: Any) -> bool:
+    if isinstance(value, str):
+        return value in (UNKNOWN_MASK, UNKNOWN_STRING_VALUE)
+    if isinstance(value, dict):
+        return any(_has_unknowns(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_unknowns(v) for v in value)
+    return False
+
+
+def _props(resource: Mapping[str, Any], proxies: bool) -> Any:
+    inputs = resource.get("inputs") or {}
+    return unknown_checking_proxy(_with_sentinels(inputs)) if proxies else inputs
+
+
+def cannot_check_message(policy_name: str, error: UnknownValueError) -> str:
+    """The analyzer's wording for a policy that read an unknown value (pulumi_policy.policy)."""
+    return (f"can't run policy '{policy_name}' from policy pack '{PACK_NAME}@v{PACK_VERSION}' "
+            f"during preview: {error.message}")
+
+
+def _policy_resources(resources: list[Mapping[str, Any]], proxies: bool = False) -> list[PolicyResource]:
     built: dict[str, PolicyResource] = {}
     for r in resources:
         built[r["urn"]] = PolicyResource(
-            resource_type=r["type"], props=r.get("inputs") or {}, urn=r["urn"], name=r["name"],
+            resource_type=r["type"], props=_props(r, proxies), urn=r["urn"], name=r["name"],
             opts=_options(r), provider=None, parent=None, dependencies=[], property_dependencies={})
     for r in resources:
         resource = built[r["urn"]]
@@ -68,10 +110,12 @@ def _policy_resources(resources: list[Mapping[str, Any]]) -> list[PolicyResource
 
 
 def evaluate(document: Mapping[str, Any], config: Optional[Mapping[str, Any]] = None,
-             policies=None) -> list[dict[str, str]]:
-    """Violations as ``{"policy", "level", "urn", "message"}``, in policy order."""
+             policies=None, proxies: bool = False) -> list[dict[str, str]]:
+    """Violations as ``{"policy", "level", "urn", "message"}``, in policy order; a policy that
+    read an unknown value adds one advisory entry with the analyzer's "can't run" message."""
     config = config or {}
     resources = list(document.get("resources") or [])
+    proxies = proxies or any(_has_unknowns(r.get("inputs")) for r in resources)
     violations: list[dict[str, str]] = []
     for policy in policies if policies is not None else POLICIES:
         level, settings = _level_and_config(policy, config)
@@ -87,7 +131,7 @@ def evaluate(document: Mapping[str, Any], config: Optional[Mapping[str, Any]] = 
                 if not r.get("custom", True):
                     continue
                 args = ResourceValidationArgs(
-                    resource_type=r["type"], props=r.get("inputs") or {}, urn=r["urn"],
+                    resource_type=r["type"], props=_props(r, proxies), urn=r["urn"],
                     name=r["name"], opts=_options(r), provider=None, config=settings)
                 # Only the synth capture knows which inputs are secret (the engine unwraps them
                 # for policies); rules that need it read this attribute.
@@ -96,12 +140,18 @@ def evaluate(document: Mapping[str, Any], config: Optional[Mapping[str, Any]] = 
                     policy.validate(args, report)
                 except _NotApplicableError:
                     continue
+                except UnknownValueError as error:
+                    violations.append({"policy": policy.name, "level": EnforcementLevel.ADVISORY.value,
+                                       "urn": "", "message": cannot_check_message(policy.name, error)})
         elif isinstance(policy, StackValidationPolicy):
-            args = StackValidationArgs(resources=_policy_resources(resources), config=settings)
+            args = StackValidationArgs(resources=_policy_resources(resources, proxies), config=settings)
             try:
                 policy.validate(args, report)
             except _NotApplicableError:
                 continue
+            except UnknownValueError as error:
+                violations.append({"policy": policy.name, "level": EnforcementLevel.ADVISORY.value,
+                                   "urn": "", "message": cannot_check_message(policy.name, error)})
     return violations
 
 

@@ -47,7 +47,8 @@ def test_a_world_open_ufw_rule_is_caught_unless_waived():
     document = {"resources": [{"urn": "urn:pulumi:prod::platform::command:remote:Command::x", "type": "command:remote:Command",
                                "name": "x", "custom": True, "inputs": {"stdin": stdin}, "dependencies": []}]}
     reach = [p for p in POLICIES if p.name == "platform-stack-configure-tier-reachability"]
-    assert [v["message"] for v in evaluate(document, policies=reach)] == ["internet -> x on 5432 through UFW"]
+    assert [v["message"] for v in evaluate(document, policies=reach)] == [
+        "internet -> x (unknown tier) on 5432 through UFW breaks the tier model"]
 
 
 def test_a_bootstrap_user_creates_the_deploy_user_first(run_component):

@@ -1,0 +1,14 @@
+"""The CrossGuard policies, one module per category; ``POLICIES`` is the pack, ``CATALOG`` its
+metadata (category, anchor sources, fix) and ``CASES`` each policy's compliant fixture and
+violating mutations with their exact messages.
+
+The rules read only what resources carry (inputs, options, dependencies, parents) and never
+import the program's tier module, so a bug there is caught here. Names follow
+``<provider>-<resource>-<verb>-<thing>`` with the verb disallow, enable or configure.
+"""
+
+from policy.rules import (app_platform, containers, hosts, network, stack,  # noqa: F401  (registers)
+                          storage, tls)
+from policy.rules.base import CASES, CATALOG, POLICIES, Case, PolicyInfo
+
+__all__ = ["CASES", "CATALOG", "POLICIES", "Case", "PolicyInfo"]
