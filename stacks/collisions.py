@@ -20,7 +20,7 @@ def duplicates(claims: Iterable[tuple[Loc, Any]], what: str, path: Callable[[Loc
         if value is None:
             continue
         if value in first:
-            yield Finding(loc, f"{what} {_fmt(value)} is also claimed by {path(first[value])}; "
+            yield Finding(loc, f"{what} {_fmt(value)} is also claimed by {path(*first[value])}; "
                                "each must be unique")
         else:
             first[value] = loc
