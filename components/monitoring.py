@@ -270,12 +270,3 @@ def single_host(cfg: MonitoringConfig, *, data_dir: str, service_ports: Mapping[
         smtp_password=smtp_password, slack_url=slack_url, backup_jobs=backup_jobs)
     return HostMonitoring(specs=[*server_specs(cfg, data_dir), *exporter_specs(cfg, publish=False)], files=files,
                           secret_env={"grafana": {"GF_SECURITY_ADMIN_PASSWORD": grafana_password}})
-
-
-def check_config(cfg: MonitoringConfig, product: str, services: Sequence[str]) -> None:
-    """Cross-field rules a product model runs on its ``monitoring`` block."""
-    unknown = sorted(set(cfg.metrics_services) - set(services))
-    if unknown:
-        raise ValueError(f"monitoring.metrics_services: {', '.join(unknown)} are not services")
-    if cfg.smtp_password_secret and not cfg.smtp_password_secret.startswith(f"{product}_"):
-        raise ValueError(f"monitoring.smtp_password_secret: secret keys start with {product}_")

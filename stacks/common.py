@@ -11,7 +11,7 @@ import pulumi_random as random
 from pydantic import AfterValidator, Field
 
 from components import monitoring
-from components.app_platform import AppComponent, located
+
 from components.containers import ContainerSpec
 from stacks.boundary import Finding, RuleContext, Skip, each, rule
 from stacks.formats import check_calendar

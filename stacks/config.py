@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import difflib
 import json
-from typing import Annotated, Any, Iterator, Literal, Mapping
+from typing import Any, Iterator, Literal, Mapping
 
-from pydantic import AfterValidator, BaseModel, EmailStr, Field, ValidationError, model_validator
+from pydantic import BaseModel, EmailStr, Field, ValidationError, model_validator
 
 from stacks import boundary
 from stacks.boundary import Finding, RuleContext, rule

@@ -203,7 +203,7 @@ RESERVED_LABELS = ("redis", "files")
 
 
 @rule(PencomConfig)
-def _nodes(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
+def _node_addresses(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
     """Distinct private addresses inside internal_cidr (not its network or broadcast address);
     the edge node alone has a public address."""
     network = ipaddress.ip_network(cfg.internal_cidr)
@@ -224,15 +224,6 @@ def _nodes(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
                           "reached through the edge node); remove it")
     if not cfg.nodes.edge.public_address:
         yield Finding(("nodes", "edge", "public_address"), "is required: the edge node is the bastion")
-
-
-def _services(cfg: PencomConfig) -> dict[str, tuple[tuple, ContainerSpec]]:
-    found = {}
-    for field in ("edge_services", "app_services"):
-        for index, spec in each(getattr(cfg, field, None) if field in cfg.__dict__.get("_values", {}) or
-                                isinstance(cfg, PencomConfig) else None):
-            found.setdefault(spec.name, ((field, index), spec))
-    return found
 
 
 @rule(PencomConfig)
@@ -402,9 +393,6 @@ def _env_keys(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
             yield Finding(loc, f"{key} is set by the program for every service ({fixed[key]})")
         injected.setdefault(service, {})[key] = ctx.where(*loc)
     yield from duplicates(claims, "service and env key", ctx.where)
-    for _, spec in each(cfg.edge_services):
-        for name, _ in each(cfg.app_services):
-            pass
     edge_urls = {f"{s.name.upper().replace('-', '_')}_SERVICE_URL": "an app service's URL"
                  for _, s in each(cfg.app_services)}
     for _, spec in each(cfg.edge_services):
@@ -424,17 +412,12 @@ def _published(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
     """Each node's published address:port once: app services on the app node's private address
     with node-exporter and cAdvisor, and sshd on every node."""
     app_address = cfg.nodes.app.private_address
-    claims = [(("nodes", "app", "ssh_port"), (app_address, cfg.nodes.app.ssh_port))]
-    for port, name in ((monitoring.NODE_EXPORTER_PORT, "node-exporter"), (monitoring.CADVISOR_PORT, "cadvisor")):
-        claims.append((("monitoring",), (app_address, port)))
-    claims = [c for c in claims]
+    program = {cfg.nodes.app.ssh_port: "sshd", monitoring.NODE_EXPORTER_PORT: "node-exporter",
+               monitoring.CADVISOR_PORT: "cadvisor"}
     own = [(("app_services", i, "port"), (app_address, s.port)) for i, s in each(cfg.app_services) if s.port]
-    first = {value: loc for loc, value in claims}
-    for loc, value in own:
-        if value in first:
-            other = "node-exporter" if value[1] == monitoring.NODE_EXPORTER_PORT else \
-                "cadvisor" if value[1] == monitoring.CADVISOR_PORT else "sshd"
-            yield Finding(loc, f"{value[0]}:{value[1]} is already published by {other} on the app node; "
+    for loc, (address, port) in own:
+        if port in program:
+            yield Finding(loc, f"{address}:{port} is already published by {program[port]} on the app node; "
                                "choose another port")
     yield from duplicates(own, "published address:port", ctx.where)
 
