@@ -11,9 +11,12 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import pulumi
-from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
+from typing import Iterator
+
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from components.tiers import Tier, container_bind_address
+from stacks.boundary import Finding, RuleContext, rule
 from stacks.formats import check_pinned_image, looks_secret_name, parse_image_reference
 from stacks.model import ResourceName, StrictModel
 
@@ -88,13 +91,6 @@ class ContainerSpec(StrictModel):
     memory_reservation_mb: int | None = Field(default=None, gt=0,
                                               description="soft memory limit in MiB, below memory_mb")
 
-    @field_validator("memory_reservation_mb")
-    @classmethod
-    def _below_limit(cls, value: int | None, info: ValidationInfo) -> int | None:
-        limit = info.data.get("memory_mb")
-        if value is not None and limit is not None and value >= limit:
-            raise ValueError(f"must be below memory_mb ({limit})")
-        return value
     cpus: float = Field(gt=0, le=64, description="CPU limit in cores, e.g. 0.5")
     healthcheck: HealthCheck = Field(description="how Docker decides the container is healthy")
     env: dict[str, str] = Field(default_factory=dict,
@@ -124,12 +120,21 @@ class ContainerSpec(StrictModel):
 
     @field_validator("secret_env")
     @classmethod
-    def _not_also_plain(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
-        check_env_names(value)
-        clash = sorted(set(info.data.get("env") or {}) & set(value))
-        if clash:
-            raise ValueError(f"{', '.join(clash)} set in both env and secret_env; keep one")
-        return value
+    def _names(cls, value: dict[str, str]) -> dict[str, str]:
+        return check_env_names(value)
+
+
+@rule(ContainerSpec)
+def _reservation_below_limit(spec: ContainerSpec, ctx: RuleContext) -> Iterator[Finding]:
+    if spec.memory_reservation_mb is not None and spec.memory_reservation_mb >= spec.memory_mb:
+        yield Finding(("memory_reservation_mb",), f"({spec.memory_reservation_mb}) must be below "
+                      f"{ctx.where('memory_mb')} ({spec.memory_mb})")
+
+
+@rule(ContainerSpec)
+def _not_plain_and_secret(spec: ContainerSpec, ctx: RuleContext) -> Iterator[Finding]:
+    for key in sorted(set(spec.env) & set(spec.secret_env)):
+        yield Finding(("secret_env", key), f"is also set in {ctx.where('env', key)}; keep one")
 
 
 def check_env_names(env: dict[str, str]) -> dict[str, str]:

@@ -96,13 +96,15 @@ def _validate_value(annotation: Any, field, value: Any) -> Any:
         raise Skip()
     if origin is list and isinstance(value, list):
         (item_type,) = get_args(annotation) or (Any,)
+        models = _models_in(item_type)
+        if not models:
+            raise Skip()  # a list of plain values is usable only whole
         items = []
         for item in value:
             try:
                 items.append(TypeAdapter(item_type).validate_python(item))
             except ValidationError:
-                models = _models_in(item_type)
-                items.append(partial(models[0], item) if models and isinstance(item, Mapping) else None)
+                items.append(partial(models[0], item) if isinstance(item, Mapping) else None)
         return items
     raise Skip()
 

@@ -11,7 +11,6 @@ import pulumi_random as random
 from pydantic import AfterValidator, Field
 
 from components import monitoring
-
 from components.containers import ContainerSpec
 from stacks.boundary import Finding, RuleContext, Skip, each, rule
 from stacks.formats import check_calendar
@@ -112,8 +111,8 @@ def alert_email_findings(monitoring_cfg: Any, ctx: RuleContext, field: str = "mo
                       "sent by Alertmanager with this SMTP password (a secret key such as <product>_alerts_smtp_password)")
 
 
-def monitoring_findings(cfg: Any, product: str, services: Mapping[str, Any], field: str = "monitoring"
-                        ) -> Iterator[Finding]:
+def monitoring_findings(cfg: Any, product: str, services: Mapping[str, Any], field: str = "monitoring",
+                        where: Any = None) -> Iterator[Finding]:
     """metrics_services name services with a port; the SMTP secret key carries the product prefix."""
     if cfg is None:
         return
@@ -122,7 +121,8 @@ def monitoring_findings(cfg: Any, product: str, services: Mapping[str, Any], fie
             yield Finding((field, "metrics_services", index), f"{name} is not a service of this host "
                           f"(services: {', '.join(sorted(services)) or 'none'})")
         elif getattr(services[name], "port", 0) is None:
-            yield Finding((field, "metrics_services", index), f"{name} has no port to scrape; set its port")
+            yield Finding((field, "metrics_services", index), f"{name} has no port to scrape; set "
+                          f"{where(name) if where else 'its port'}")
     if cfg.smtp_password_secret and not cfg.smtp_password_secret.startswith(f"{product}_"):
         yield Finding((field, "smtp_password_secret"), f"secret keys start with {product}_")
 

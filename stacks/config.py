@@ -17,11 +17,14 @@ from pydantic import BaseModel, EmailStr, Field, ValidationError, model_validato
 from stacks import boundary
 from stacks.boundary import Finding, RuleContext, rule
 from stacks.errors import CONFIG_NAMESPACE, ConfigError, describe_validation_error, key_path
-from stacks.formats import control_characters, secret_value_kind
+from stacks.formats import control_characters, secret_parts, secret_value_kind
 from stacks.model import AdminCidr, StrictModel
 from stacks.provider import digitalocean
 
 DO_REGIONS = tuple(digitalocean()["regions"])
+HEREDOC_MARKER = "PLATFORM_EOF"
+"""components/hostsetup.py writes host files as heredocs ending at this line; a config value
+holding it would end a file early (it refuses such content mid-build)."""
 PRODUCTION_NAMES = ("prod", "production")
 """Environment names that are production; ``environment.production`` must agree."""
 
@@ -173,6 +176,9 @@ def _strings_problems(top: str, value: Any, document: Any) -> list[str]:
         if controls:
             problems.append(f"{key_path(top, loc, document)}: contains control characters "
                             f"({', '.join(controls)}); remove them")
+        if HEREDOC_MARKER in text:
+            problems.append(f"{key_path(top, loc, document)}: contains {HEREDOC_MARKER}, the marker that ends "
+                            "the files the program writes on hosts (components/hostsetup.py); remove it")
         if (len(loc) >= 2 and loc[-2] == "secret_env") or (loc and loc[-1] is text):
             continue
         kind = secret_value_kind(text)
@@ -181,6 +187,29 @@ def _strings_problems(top: str, value: Any, document: Any) -> list[str]:
                             f"shown); store it with `pulumi config set --secret "
                             f"{CONFIG_NAMESPACE}:{top}_<name>` and reference it from secret_env")
     return problems
+
+
+def _scrub(problems: list[str], values: Mapping[str, Any]) -> list[str]:
+    """The last guard: no message carries a value that looks like a secret, or the value of a
+    key that names a secret, even where a rule or a library quoted it."""
+    from stacks.formats import looks_secret_name
+
+    secrets = set()
+    for top, value in values.items():
+        for loc, text in _leaves(value):
+            if not isinstance(text, str) or len(text) < 6 or (loc and loc[-1] is text):
+                continue
+            if secret_value_kind(text) or (loc and isinstance(loc[-1], str) and looks_secret_name(loc[-1])
+                                           and not (len(loc) >= 2 and loc[-2] == "secret_env")):
+                secrets.add(text)
+                secrets.update(secret_parts(text))
+    scrubbed = []
+    for problem in problems:
+        path, sep, message = problem.partition(": ")
+        for secret in sorted(secrets, key=len, reverse=True):
+            message = message.replace(secret, "[value not shown]")
+        scrubbed.append(path + sep + message)
+    return scrubbed
 
 
 def _dedupe(problems: list[str]) -> list[str]:
@@ -306,7 +335,7 @@ def validate_stack_config(
             for s in plaintext
         )
     if problems:
-        raise ConfigError(_dedupe(problems))
+        raise ConfigError(_scrub(_dedupe(problems), values))
     return StackConfig(environment=environment, products=products, product_configs=product_configs)
 
 

@@ -8,6 +8,7 @@ platform engineer can fix the whole file in one pass instead of one error per ru
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -50,14 +51,17 @@ class Problem:
     message: str
 
 
+_SAFE_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
 def _label(item: Any) -> str:
+    """`` (name)`` of a list item, when the name is a plain identifier or hostname (never
+    anything that could be a secret)."""
     if isinstance(item, Mapping):
         for key in ITEM_LABELS:
             value = item.get(key)
-            if isinstance(value, str) and value and len(value) <= 63 and value.isprintable():
+            if isinstance(value, str) and _SAFE_LABEL.match(value):
                 return f" ({value})"
-    elif isinstance(item, str) and 0 < len(item) <= 63 and item.isprintable():
-        return ""
     return ""
 
 
@@ -187,5 +191,10 @@ def describe_validation_error(
         if kind == "rule":
             problems.append(f"{path}: {message}")
             continue
-        problems.append(f"{path}: {message}, got {show(received, loc)}{about}")
+        shown = show(received, loc)
+        if shown.startswith("a value that looks like a secret"):
+            # The library's message may quote the value (or a part of it): say only what is expected.
+            problems.append(f"{path}: not a valid value here, and it looks like a secret (not shown){about}")
+            continue
+        problems.append(f"{path}: {message}, got {shown}{about}")
     return problems

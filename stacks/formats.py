@@ -268,3 +268,11 @@ def check_calendar(spec: str) -> str:
         _component(parts[1], 0, 59, "minute")
         _component(parts[2], 0, 59, "second", fraction=True)
     return spec
+
+
+def secret_parts(value: str) -> set[str]:
+    """The pieces of a secret value that must not be quoted either: a URL's password, and
+    its long token runs."""
+    parts = {m.group(1) for m in re.finditer(r"://[^/\s:@]+:([^/\s@]+)@", value)}
+    parts |= {run for run in _TOKEN_RUN.findall(value) if _entropy(run) >= 3.5}
+    return {p for p in parts if len(p) >= 6}

@@ -126,14 +126,14 @@ def _services(cfg: KroConfig, ctx: RuleContext) -> Iterator[Finding]:
 @rule(KroConfig)
 def _routes(cfg: KroConfig, ctx: RuleContext) -> Iterator[Finding]:
     """Each route names a service with a port; each hostname once, inside the DNS zone."""
-    by_name = {s.name: s for _, s in each(cfg.services)}
+    by_name = {s.name: (i, s) for i, s in each(cfg.services)}
     for index, route in each(cfg.routes):
         if route.service not in by_name:
             yield Finding(("routes", index, "service"), f"{route.service} is not a service "
                           f"(services: {', '.join(sorted(by_name))})")
-        elif by_name[route.service].port is None:
+        elif by_name[route.service][1].port is None:
             yield Finding(("routes", index, "service"), f"{route.service} has no port to route to; set "
-                          f"services[].port of {route.service}")
+                          f"{ctx.where('services', by_name[route.service][0], 'port')}")
     yield from duplicates(((("routes", i, "host"), r.host) for i, r in each(cfg.routes)), "hostname", ctx.where)
 
 
@@ -154,7 +154,9 @@ def _database_service(cfg: KroConfig, ctx: RuleContext) -> Iterator[Finding]:
 
 @rule(KroConfig)
 def _monitoring(cfg: KroConfig, ctx: RuleContext) -> Iterator[Finding]:
-    yield from monitoring_findings(cfg.monitoring, "kro", {s.name: s for _, s in each(cfg.services)})
+    yield from monitoring_findings(cfg.monitoring, "kro", {s.name: s for _, s in each(cfg.services)},
+                                   where=lambda n: ctx.where("services", next(i for i, s in each(cfg.services)
+                                                                              if s.name == n), "port"))
     yield from alert_email_findings(cfg.monitoring, ctx)
 
 

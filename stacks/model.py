@@ -60,7 +60,8 @@ def _cidr(value: str) -> str:
     try:
         network = ipaddress.ip_network(value, strict=True)
     except ValueError as exc:
-        raise ValueError(f"must be a CIDR such as 203.0.113.7/32 ({exc})") from None
+        reason = "host bits set" if "host bits set" in str(exc) else "not an IPv4 or IPv6 network"
+        raise ValueError(f"must be a CIDR such as 203.0.113.7/32 ({reason})") from None
     return str(network)
 
 

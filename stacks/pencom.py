@@ -329,10 +329,11 @@ def _references(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
 
 @rule(PencomConfig)
 def _routes(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
-    edge = {s.name: s for _, s in each(cfg.edge_services)}
+    edge = {s.name: (i, s) for i, s in each(cfg.edge_services)}
     for index, route in each(cfg.routes):
-        if route.service in edge and edge[route.service].port is None:
-            yield Finding(("routes", index, "service"), f"{route.service} has no port to route to; set its port")
+        if route.service in edge and edge[route.service][1].port is None:
+            yield Finding(("routes", index, "service"), f"{route.service} has no port to route to; set "
+                          f"{ctx.where('edge_services', edge[route.service][0], 'port')}")
     yield from duplicates(((("routes", i, "host"), r.host) for i, r in each(cfg.routes)), "hostname", ctx.where)
     if cfg.dns:
         yield from hosts_in_zone([(("routes", i, "host"), r.host) for i, r in each(cfg.routes)], cfg.dns.zone)
@@ -468,7 +469,10 @@ def _secrets(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
 @rule(PencomConfig)
 def _monitoring(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
     services = {s.name: s for _, s in each(cfg.edge_services)} | {s.name: s for _, s in each(cfg.app_services)}
-    yield from monitoring_findings(cfg.monitoring, "pencom", services)
+    where = {s.name: ("edge_services", i) for i, s in each(cfg.edge_services)}
+    where |= {s.name: ("app_services", i) for i, s in each(cfg.app_services)}
+    yield from monitoring_findings(cfg.monitoring, "pencom", services,
+                                   where=lambda n: ctx.where(*where[n], "port"))
     yield from alert_email_findings(cfg.monitoring, ctx)
 
 

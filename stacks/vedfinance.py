@@ -122,7 +122,8 @@ def _references(cfg: VedfinanceConfig, ctx: RuleContext) -> Iterator[Finding]:
         if name not in by_name:
             yield Finding(loc, f"{name} is not among services ({', '.join(sorted(by_name))})")
         elif loc[0] == "routes" and by_name[name].port is None:
-            yield Finding(loc, f"{name} has no port to route to; set its port")
+            index = next(i for i, s in each(cfg.services) if s.name == name)
+            yield Finding(loc, f"{name} has no port to route to; set {ctx.where('services', index, 'port')}")
     for loc, name in refs[:2]:
         if name in by_name and by_name[name].tier is not tiers.Tier.DATA:
             index = next(i for i, s in each(cfg.services) if s.name == name)
@@ -155,8 +156,17 @@ def _routes(cfg: VedfinanceConfig, ctx: RuleContext) -> Iterator[Finding]:
 
 @rule(VedfinanceConfig)
 def _monitoring(cfg: VedfinanceConfig, ctx: RuleContext) -> Iterator[Finding]:
-    yield from monitoring_findings(cfg.monitoring, "vedfinance", {s.name: s for _, s in each(cfg.services)})
+    yield from monitoring_findings(cfg.monitoring, "vedfinance", {s.name: s for _, s in each(cfg.services)},
+                                   where=lambda n: ctx.where("services", next(i for i, s in each(cfg.services)
+                                                                              if s.name == n), "port"))
     yield from alert_email_findings(cfg.monitoring, ctx)
+
+
+def _parts(parts: list, ctx: RuleContext) -> str:
+    """Each limit's key path and value, largest first, the monitoring stack's fixed ones summed."""
+    fixed = sum(v for loc, v in parts if loc == ("monitoring",))
+    named = sorted(((loc, v) for loc, v in parts if loc != ("monitoring",)), key=lambda p: -p[1])
+    return ", ".join([f"{ctx.where(*loc)} {v:g}" for loc, v in named] + [f"fixed monitoring limits {fixed:g}"])
 
 
 @rule(VedfinanceConfig)
@@ -164,18 +174,30 @@ def _fits_the_host(cfg: VedfinanceConfig, ctx: RuleContext) -> Iterator[Finding]
     """Every limit, the ingress's and the monitoring stack's included, fits the host with headroom."""
     if any(s is None for s in cfg.services):
         return
-    stack = [*cfg.services, *monitoring_specs(cfg.monitoring, "/srv")]
-    memory = sum(s.memory_mb for s in stack) + cfg.ingress_memory_mb
-    cpus = sum(s.cpus for s in stack) + cfg.ingress_cpus
-    memory_budget = cfg.host.memory_mb - cfg.host.headroom_mb
-    cpu_budget = cfg.host.vcpus - cfg.host.headroom_cpus
+    host = cfg.host
+    for field, size, unit in (("headroom_mb", "memory_mb", "MiB"), ("headroom_cpus", "vcpus", "CPUs")):
+        if getattr(host, field) >= getattr(host, size):
+            yield Finding(("host", field), f"{getattr(host, field):g} {unit} of headroom leaves nothing of the "
+                          f"host's {getattr(host, size):g}")
+            return
+    extra = monitoring_specs(cfg.monitoring, "/srv")
+    memory_parts = [(("services", i, "memory_mb"), s.memory_mb) for i, s in enumerate(cfg.services)]
+    memory_parts += [(("ingress_memory_mb",), cfg.ingress_memory_mb)]
+    memory_parts += [(("monitoring", f"{s.name}_memory_mb") if f"{s.name}_memory_mb" in MonitoringConfig.model_fields
+                      else ("monitoring",), s.memory_mb) for s in extra]
+    cpu_parts = [(("services", i, "cpus"), s.cpus) for i, s in enumerate(cfg.services)]
+    cpu_parts += [(("ingress_cpus",), cfg.ingress_cpus)] + [(("monitoring",), s.cpus) for s in extra]
+    memory = sum(v for _, v in memory_parts)
+    cpus = sum(v for _, v in cpu_parts)
+    memory_budget = host.memory_mb - host.headroom_mb
+    cpu_budget = host.vcpus - host.headroom_cpus
     over = []
     if memory > memory_budget:
-        over.append(f"memory limits add up to {memory} MiB but the host has {cfg.host.memory_mb} "
-                    f"MiB less {cfg.host.headroom_mb} MiB headroom = {memory_budget} MiB")
+        over.append(f"memory limits add up to {memory} MiB but the host has {host.memory_mb} "
+                    f"MiB less {host.headroom_mb} MiB headroom = {memory_budget} MiB ({_parts(memory_parts, ctx)})")
     if cpus > cpu_budget + 1e-9:
-        over.append(f"CPU limits add up to {cpus:g} but the host has {cfg.host.vcpus:g} less "
-                    f"{cfg.host.headroom_cpus:g} headroom = {cpu_budget:g}")
+        over.append(f"CPU limits add up to {cpus:g} but the host has {host.vcpus:g} less "
+                    f"{host.headroom_cpus:g} headroom = {cpu_budget:g} ({_parts(cpu_parts, ctx)})")
     if over:
         yield Finding(("services",), "; ".join(over) + " (lower the limits or grow the host)")
 

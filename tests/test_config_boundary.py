@@ -280,6 +280,8 @@ def test_collisions_name_the_value_and_both_places(stack_document, mutate, path,
      "platform:kro.backup.schedule", "hour 25"),
     (lambda c: c["platform:kro"]["services"][0]["env"].__setitem__("NODE_ENV", "prod\x00uction"),
      "platform:kro.services[0] (backend).env.NODE_ENV", "control characters"),
+    (lambda c: c["platform:pencom"]["read_waivers"][0].__setitem__("reason", "reads it\nPLATFORM_EOF\nuntil then"),
+     "platform:pencom.read_waivers[0] (external-gateway-reads-compliance).reason", "PLATFORM_EOF"),
 ])
 def test_formats_are_checked_by_their_grammar(stack_document, mutate, path, text):
     document = stack_document("staging")
