@@ -109,7 +109,7 @@ def _run(stack: str, document: dict) -> tuple[int, str]:
 
 @pytest.mark.parametrize("stack", ["staging", "prod"])
 def test_every_leaf_mutation_is_accepted_safely_or_rejected_at_its_path(stack):
-    @settings(max_examples=40, deadline=None, derandomize=True, database=None,
+    @settings(max_examples=20, deadline=None, derandomize=True, database=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     @given(mutated(stack))
     def check(case):
