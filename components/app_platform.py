@@ -13,14 +13,28 @@ example ``instance_size_slug`` of static sites, ``features``); they are left uns
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Mapping, Optional, Sequence
+from typing import Annotated, Literal, Mapping, Optional, Sequence
 
 import pulumi
 import pulumi_digitalocean as do
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic import ValidationError
 
-from components.containers import image_is_pinned, looks_secret
+from components.containers import check_env, check_env_names, image_is_pinned
 from stacks.model import Hostname, ResourceName, StrictModel
+from stacks.provider import validator as provider_slug
+
+DEDICATED_PREFIX = "apps-d-"
+"""CPU-based autoscaling needs a dedicated-CPU instance size
+(https://docs.digitalocean.com/products/app-platform/how-to/scale-app/)."""
+
+
+def located(model: str, *errors: tuple[tuple, str, object]) -> ValidationError:
+    """A ValidationError at fields of ``model``: pydantic adds the model's own location."""
+    return ValidationError.from_exception_data(model, [
+        InitErrorDetails(type=PydanticCustomError("rule", message), loc=loc, input=value)
+        for loc, message, value in errors])
 
 
 class GithubSource(StrictModel):
@@ -34,15 +48,17 @@ class GithubSource(StrictModel):
 class ImageSource(StrictModel):
     registry_type: Literal["DOCR", "DOCKER_HUB", "GHCR"] = Field(description="registry kind")
     registry: str | None = Field(default=None, description="registry namespace (Docker Hub, GHCR)")
-    repository: str = Field(min_length=1, description="image repository")
-    tag: str | None = Field(default=None, description="image tag, not latest")
+    repository: str = Field(pattern=r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$",
+                            description="image repository (lower case, OCI grammar)")
+    tag: str | None = Field(default=None, pattern=r"^[\w][\w.-]{0,127}$", description="image tag, not latest")
     digest: str | None = Field(default=None, pattern=r"^sha256:[a-f0-9]{64}$",
                                description="image digest; wins over tag")
 
     @model_validator(mode="after")
     def _pinned(self) -> "ImageSource":
         if self.digest is None and (self.tag is None or not image_is_pinned(f"x:{self.tag}")):
-            raise ValueError("an image source needs a tag other than latest, or a digest")
+            raise located("ImageSource", (("tag",), "an image source needs a tag other than latest, "
+                                                    "or a digest", self.tag))
         return self
 
 
@@ -54,7 +70,8 @@ class Autoscaling(StrictModel):
     @model_validator(mode="after")
     def _order(self) -> "Autoscaling":
         if self.max_instances < self.min_instances:
-            raise ValueError("max_instances is below min_instances")
+            raise located("Autoscaling", (("max_instances",), f"is below min_instances ({self.min_instances})",
+                                          self.max_instances))
         return self
 
 
@@ -72,35 +89,58 @@ class AppComponent(StrictModel):
     output_dir: str | None = Field(default=None, description="build output (static sites)")
     http_port: int | None = Field(default=None, gt=0, lt=65536, description="service port")
     health_check_path: str | None = Field(default=None, pattern=r"^/", description="HTTP health path")
-    instance_size_slug: str | None = Field(default=None, description="instance size, e.g. apps-s-1vcpu-1gb")
+    instance_size_slug: Annotated[str | None, AfterValidator(provider_slug("app_instance_sizes", "App Platform instance size"))] = Field(
+        default=None, description="instance size, e.g. apps-s-1vcpu-1gb; autoscaling needs a dedicated (apps-d-*) size")
     instance_count: int | None = Field(default=None, ge=1, le=250, description="fixed instance count")
     autoscaling: Autoscaling | None = Field(default=None, description="or scale on CPU")
-    env: dict[str, str] = Field(default_factory=dict, description="plain environment variables")
-    secret_env: dict[str, str] = Field(default_factory=dict,
-                                       description="variable -> secret config key")
+    env: Annotated[dict[str, str], AfterValidator(check_env)] = Field(
+        default_factory=dict, description="plain environment variables (no secrets)")
+    secret_env: Annotated[dict[str, str], AfterValidator(check_env_names)] = Field(
+        default_factory=dict, description="variable -> secret config key")
 
     @model_validator(mode="after")
     def _consistent(self) -> "AppComponent":
+        errors = []
         if (self.github is None) == (self.image is None):
-            raise ValueError(f"{self.name}: set exactly one of github or image")
+            errors.append((("image",) if self.image else ("github",), "set exactly one of github or image",
+                           None))
         if self.kind == "static_site" and self.image is not None:
-            raise ValueError(f"{self.name}: static sites build from git, not from an image")
-        if self.kind == "service" and (self.http_port is None or self.health_check_path is None):
-            raise ValueError(f"{self.name}: a service needs http_port and health_check_path")
+            errors.append((("image",), "static sites build from git, not from an image", None))
+        if self.kind == "service":
+            errors += [((key,), "a service needs it", None) for key in ("http_port", "health_check_path")
+                       if getattr(self, key) is None]
         if self.autoscaling is not None and self.instance_count is not None:
-            raise ValueError(f"{self.name}: set instance_count or autoscaling, not both")
-        secret_like = sorted(k for k in self.env if looks_secret(k))
-        if secret_like:
-            raise ValueError(f"{', '.join(secret_like)} look like secrets; move them to secret_env")
+            errors.append((("instance_count",), "set instance_count or autoscaling, not both", None))
+        if self.autoscaling is not None and not (self.instance_size_slug or "").startswith(DEDICATED_PREFIX):
+            errors.append((("instance_size_slug",), "CPU-based autoscaling runs only on dedicated-CPU "
+                           f"instance sizes ({DEDICATED_PREFIX}*; "
+                           "https://docs.digitalocean.com/products/app-platform/how-to/scale-app/); choose "
+                           "one or replace autoscaling by instance_count", self.instance_size_slug))
+        if errors:
+            raise located("AppComponent", *errors)
         return self
 
 
 @dataclass(frozen=True)
 class DatabaseAttachment:
+    """An existing managed cluster attached to the app by name.
+
+    ``production`` stays true: App Platform's ``production: false`` is a dev database it
+    provisions itself (PostgreSQL only); an existing cluster of any engine is attached as a
+    production database with ``cluster_name`` (the provider: "cluster_name ... is required for
+    production databases. For dev databases, if cluster_name is not set, a new cluster will be
+    provisioned", pulumi-digitalocean AppSpecDatabaseArgs; App Platform's app spec reference,
+    https://docs.digitalocean.com/products/app-platform/reference/app-spec/)."""
+
     name: str
     cluster_name: str
     engine: Literal["PG", "MONGODB", "VALKEY"]
     production: bool = True
+
+    def __post_init__(self):
+        if not self.production:
+            raise ValueError(f"{self.name}: an existing cluster is attached with production true; "
+                             "production false asks App Platform for a new dev database")
 
 
 @dataclass

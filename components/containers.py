@@ -8,34 +8,36 @@ capabilities dropped unless listed, never privileged, and ports bound by tier.
 
 from __future__ import annotations
 
-import re
-from typing import Literal
+from typing import Annotated, Literal
 
 import pulumi
-from pydantic import Field, field_validator, model_validator
+from typing import Iterator
+
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from components.tiers import Tier, container_bind_address
+from stacks.boundary import Finding, RuleContext, rule
+from stacks.formats import check_pinned_image, looks_secret_name, parse_image_reference
 from stacks.model import ResourceName, StrictModel
 
-_DIGEST = re.compile(r"@sha256:[a-f0-9]{64}$")
-_SECRET_NAME = re.compile(r"(PASSWORD|PASSWD|SECRET|TOKEN|API_KEY|PRIVATE_KEY|ACCESS_KEY|_DSN$|"
-                          r"DATABASE_URL|_URI$)", re.IGNORECASE)
 LOG_OPTS = {"max-size": "10m", "max-file": "5"}
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
 def image_is_pinned(image: str) -> bool:
-    """``repo:tag`` with a tag other than ``latest``, or a ``@sha256:`` digest."""
-    if _DIGEST.search(image):
-        return True
-    last = image.rsplit("/", 1)[-1]
-    if ":" not in last:
+    """A valid OCI reference pinned by a tag other than ``latest`` or a full sha256 digest."""
+    try:
+        return parse_image_reference(image).pinned
+    except ValueError:
         return False
-    tag = last.rsplit(":", 1)[1]
-    return bool(tag) and tag != "latest"
 
 
 def looks_secret(env_name: str) -> bool:
-    return bool(_SECRET_NAME.search(env_name))
+    return looks_secret_name(env_name)
+
+
+PinnedImage = Annotated[str, AfterValidator(check_pinned_image)]
+"""An image reference (OCI grammar) pinned by a tag other than latest or by a sha256 digest."""
 
 
 class HealthCheck(StrictModel):
@@ -76,7 +78,7 @@ class ContainerSpec(StrictModel):
     """A service container. Limits and a healthcheck are required: the audit found both missing."""
 
     name: ResourceName = Field(description="service name; also its DNS alias on the host network")
-    image: str = Field(description="image pinned by tag (not latest) or by @sha256 digest")
+    image: PinnedImage = Field(description="image pinned by tag (not latest) or by @sha256 digest")
     tier: Tier = Field(default=Tier.APP, description="tier of the service: edge, app, data or mgmt")
     port: int | None = Field(default=None, gt=0, lt=65536,
                              description="port the service listens on inside the container")
@@ -88,6 +90,7 @@ class ContainerSpec(StrictModel):
     memory_mb: int = Field(gt=0, description="hard memory limit in MiB")
     memory_reservation_mb: int | None = Field(default=None, gt=0,
                                               description="soft memory limit in MiB, below memory_mb")
+
     cpus: float = Field(gt=0, le=64, description="CPU limit in cores, e.g. 0.5")
     healthcheck: HealthCheck = Field(description="how Docker decides the container is healthy")
     env: dict[str, str] = Field(default_factory=dict,
@@ -110,32 +113,48 @@ class ContainerSpec(StrictModel):
     restart: Literal["unless-stopped", "always", "on-failure"] = Field(
         default="unless-stopped", description="Docker restart policy")
 
-    @field_validator("image")
-    @classmethod
-    def _pinned(cls, value: str) -> str:
-        if not image_is_pinned(value):
-            raise ValueError("image must be pinned by a tag other than latest or by a @sha256 "
-                             "digest, e.g. nginx:1.27.3-alpine")
-        return value
-
     @field_validator("env")
     @classmethod
     def _no_plaintext_secrets(cls, value: dict[str, str]) -> dict[str, str]:
-        secret_like = sorted(k for k in value if looks_secret(k))
-        if secret_like:
-            raise ValueError(f"{', '.join(secret_like)} look like secrets; move them to "
-                             "secret_env (a secret config key) so they are never plaintext")
-        return value
+        return check_env(value)
 
-    @model_validator(mode="after")
-    def _consistent(self) -> "ContainerSpec":
-        if self.memory_reservation_mb is not None and self.memory_reservation_mb >= self.memory_mb:
-            raise ValueError(f"memory_reservation_mb ({self.memory_reservation_mb}) must be below "
-                             f"memory_mb ({self.memory_mb})")
-        clash = set(self.env) & set(self.secret_env)
-        if clash:
-            raise ValueError(f"{', '.join(sorted(clash))} set in both env and secret_env")
-        return self
+    @field_validator("secret_env")
+    @classmethod
+    def _names(cls, value: dict[str, str]) -> dict[str, str]:
+        return check_env_names(value)
+
+
+@rule(ContainerSpec)
+def _reservation_below_limit(spec: ContainerSpec, ctx: RuleContext) -> Iterator[Finding]:
+    if spec.memory_reservation_mb is not None and spec.memory_reservation_mb >= spec.memory_mb:
+        yield Finding(("memory_reservation_mb",), f"({spec.memory_reservation_mb}) must be below "
+                      f"{ctx.where('memory_mb')} ({spec.memory_mb})")
+
+
+@rule(ContainerSpec)
+def _not_plain_and_secret(spec: ContainerSpec, ctx: RuleContext) -> Iterator[Finding]:
+    for key in sorted(set(spec.env) & set(spec.secret_env)):
+        yield Finding(("secret_env", key), f"is also set in {ctx.where('env', key)}; keep one")
+
+
+def check_env_names(env: dict[str, str]) -> dict[str, str]:
+    import re
+
+    bad = sorted(k for k in env if not re.match(ENV_NAME, k))
+    if bad:
+        raise ValueError(f"{', '.join(bad)}: environment variable names are letters, digits and _, "
+                         "not starting with a digit")
+    return env
+
+
+def check_env(env: dict[str, str]) -> dict[str, str]:
+    """Plain env: valid names, and none that holds a secret by its name."""
+    check_env_names(env)
+    secret_like = sorted(k for k in env if looks_secret(k))
+    if secret_like:
+        raise ValueError(f"{', '.join(secret_like)} look like secrets; move them to "
+                         "secret_env (a secret config key) so they are never plaintext")
+    return env
 
 
 def container_plan(spec: ContainerSpec, *, network: pulumi.Input[str], stack: str,

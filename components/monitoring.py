@@ -17,11 +17,11 @@ from typing import Mapping, Sequence
 
 import pulumi
 import yaml
-from pydantic import Field
+from pydantic import EmailStr, Field
 
 from components import prometheus
 from components.backupscripts import TEXTFILE_DIR
-from components.containers import ContainerSpec, HealthCheck, Mount, PublishedPort
+from components.containers import ContainerSpec, HealthCheck, Mount, PinnedImage, PublishedPort
 from components.tiers import Tier
 from components.workloads import HostFile
 from stacks.model import ResourceName, StrictModel
@@ -43,12 +43,12 @@ GRAFANA_ENV = {"GF_SECURITY_ADMIN_USER": "admin", "GF_USERS_ALLOW_SIGN_UP": "fal
 class MonitoringConfig(StrictModel):
     """The self-hosted monitoring stack; the defaults are pinned images and modest limits."""
 
-    prometheus_image: str = Field(default="prom/prometheus:v2.55.1", description="Prometheus image")
-    alertmanager_image: str = Field(default="prom/alertmanager:v0.27.0", description="Alertmanager image")
-    grafana_image: str = Field(default="grafana/grafana-oss:11.3.1", description="Grafana image")
-    blackbox_image: str = Field(default="prom/blackbox-exporter:v0.25.0", description="blackbox exporter image")
-    node_exporter_image: str = Field(default="prom/node-exporter:v1.8.2", description="node-exporter image")
-    cadvisor_image: str = Field(default="gcr.io/cadvisor/cadvisor:v0.49.1", description="cAdvisor image")
+    prometheus_image: PinnedImage = Field(default="prom/prometheus:v2.55.1", description="Prometheus image")
+    alertmanager_image: PinnedImage = Field(default="prom/alertmanager:v0.27.0", description="Alertmanager image")
+    grafana_image: PinnedImage = Field(default="grafana/grafana-oss:11.3.1", description="Grafana image")
+    blackbox_image: PinnedImage = Field(default="prom/blackbox-exporter:v0.25.0", description="blackbox exporter image")
+    node_exporter_image: PinnedImage = Field(default="prom/node-exporter:v1.8.2", description="node-exporter image")
+    cadvisor_image: PinnedImage = Field(default="gcr.io/cadvisor/cadvisor:v0.49.1", description="cAdvisor image")
     retention_days: int = Field(default=15, ge=1, le=365, description="days Prometheus keeps samples")
     prometheus_memory_mb: int = Field(default=512, ge=128, description="Prometheus memory limit")
     grafana_memory_mb: int = Field(default=192, ge=96, description="Grafana memory limit")
@@ -59,9 +59,9 @@ class MonitoringConfig(StrictModel):
         description="the services' request-duration histogram (prom-client's default name); "
                     "its status label is status_code")
     smtp_password_secret: str | None = Field(
-        default=None, description="secret key holding the SMTP password (SendGrid: an API key) that "
+        default=None, pattern=r"^[a-z][a-z0-9_]{2,62}$", description="secret key holding the SMTP password (SendGrid: an API key) that "
                                   "Alertmanager sends alert emails with; required when alerts go to email")
-    smtp_from: str = Field(default="alerts@platform.invalid", description="sender of alert emails")
+    smtp_from: EmailStr = Field(default="alerts@platform.invalid", description="sender of alert emails")
 
 
 def _spec(name: str, image: str, *, memory: int, cpus: float, health: list[str], port: int,
@@ -270,12 +270,3 @@ def single_host(cfg: MonitoringConfig, *, data_dir: str, service_ports: Mapping[
         smtp_password=smtp_password, slack_url=slack_url, backup_jobs=backup_jobs)
     return HostMonitoring(specs=[*server_specs(cfg, data_dir), *exporter_specs(cfg, publish=False)], files=files,
                           secret_env={"grafana": {"GF_SECURITY_ADMIN_PASSWORD": grafana_password}})
-
-
-def check_config(cfg: MonitoringConfig, product: str, services: Sequence[str]) -> None:
-    """Cross-field rules a product model runs on its ``monitoring`` block."""
-    unknown = sorted(set(cfg.metrics_services) - set(services))
-    if unknown:
-        raise ValueError(f"monitoring.metrics_services: {', '.join(unknown)} are not services")
-    if cfg.smtp_password_secret and not cfg.smtp_password_secret.startswith(f"{product}_"):
-        raise ValueError(f"monitoring.smtp_password_secret: secret keys start with {product}_")

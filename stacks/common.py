@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Literal, Mapping, Sequence
+import re
+from typing import Annotated, Any, Iterator, Literal, Mapping, Sequence
 
 import pulumi
 import pulumi_digitalocean as do
 import pulumi_random as random
-from pydantic import Field, ValidationInfo, model_validator
+from pydantic import AfterValidator, Field
 
 from components import monitoring
-from components.app_platform import AppComponent
 from components.containers import ContainerSpec
+from stacks.boundary import Finding, RuleContext, Skip, each, rule
+from stacks.formats import check_calendar
 from stacks.model import Hostname, ResourceName, StrictModel
 
 SECRET_KEY_PATTERN = r"^[a-z][a-z0-9_]{2,62}$"
@@ -52,29 +54,86 @@ class DnsConfig(StrictModel):
         description="Cloudflare zone id (32 hex characters); required when provider is cloudflare")
     ttl: int = Field(default=300, ge=60, le=86400, description="record TTL in seconds")
 
-    @model_validator(mode="after")
-    def _zone_id_for_cloudflare(self) -> "DnsConfig":
-        if self.provider == "cloudflare" and not self.cloudflare_zone_id:
-            raise ValueError("cloudflare_zone_id is required when provider is cloudflare")
-        if self.provider == "digitalocean" and self.cloudflare_zone_id:
-            raise ValueError("cloudflare_zone_id is set but provider is digitalocean")
-        return self
+
+@rule(DnsConfig)
+def _zone_id_for_cloudflare(dns, ctx: RuleContext) -> Iterator[Finding]:
+    if dns.provider == "cloudflare" and not dns.cloudflare_zone_id:
+        yield Finding(("cloudflare_zone_id",), "is required when provider is cloudflare")
+    if dns.provider == "digitalocean" and dns.cloudflare_zone_id:
+        yield Finding(("cloudflare_zone_id",), "is set but provider is digitalocean; remove it")
 
 
-def check_hosts_in_zone(hosts: Sequence[str], zone: str) -> None:
-    outside = [h for h in hosts if h != zone and not h.endswith(f".{zone}")]
-    if outside:
-        raise ValueError(f"hosts outside the DNS zone {zone}: {', '.join(outside)}")
+def hosts_in_zone(claims: Sequence[tuple[tuple, str]], zone: str) -> Iterator[Finding]:
+    """A finding at each hostname outside ``zone`` (the records could not be created)."""
+    for loc, host in claims:
+        if host is not None and host != zone and not host.endswith(f".{zone}"):
+            yield Finding(loc, f"{host} is outside the DNS zone {zone}")
 
 
-def check_secret_keys(product: str, services: Sequence[ContainerSpec | AppComponent]) -> None:
-    import re
-
-    for spec in services:
-        for env_name, key in spec.secret_env.items():
+def secret_key_findings(product: str, field: str, services: Sequence[Any]) -> Iterator[Finding]:
+    """Secret keys a product's services name: lower_snake_case, prefixed with the product."""
+    for index, spec in each(services):
+        try:
+            secret_env = spec.secret_env
+        except Skip:
+            continue
+        for env_name, key in secret_env.items():
             if not re.match(SECRET_KEY_PATTERN, key) or not key.startswith(f"{product}_"):
-                raise ValueError(f"{spec.name}: secret_env {env_name} -> {key!r}: secret "
-                                 f"keys are lower_snake_case and start with {product}_")
+                yield Finding((field, index, "secret_env", env_name),
+                              f"secret key {key!r} must be lower_snake_case (3-63 characters) and start "
+                              f"with {product}_")
+
+
+def injected_env_findings(field: str, services: Sequence[Any], injected: Mapping[str, Mapping[str, str]]
+                          ) -> Iterator[Finding]:
+    """A service's own env or secret_env key that the program sets for it would be overwritten
+    (secret) or clash (plain): ``injected`` maps service -> {env key: what sets it}."""
+    for index, spec in each(services):
+        for env_field in ("env", "secret_env"):
+            try:
+                keys = getattr(spec, env_field)
+            except Skip:
+                continue
+            for key in keys:
+                source = injected.get(spec.name, {}).get(key)
+                if source:
+                    yield Finding((field, index, env_field, key),
+                                  f"{key} is set by the program for this service ({source}); remove it here")
+
+
+def alert_email_findings(monitoring_cfg: Any, ctx: RuleContext, field: str = "monitoring") -> Iterator[Finding]:
+    """Alertmanager sends environment.alerts.emails with the SMTP password secret."""
+    if monitoring_cfg is None:
+        return
+    emails = ctx.env("alerts").emails
+    if emails and not monitoring_cfg.smtp_password_secret:
+        yield Finding((field, "smtp_password_secret"), "is required: environment.alerts.emails are "
+                      "sent by Alertmanager with this SMTP password (a secret key such as <product>_alerts_smtp_password)")
+
+
+def monitoring_findings(cfg: Any, product: str, services: Mapping[str, Any], field: str = "monitoring",
+                        where: Any = None) -> Iterator[Finding]:
+    """metrics_services name services with a port; the SMTP secret key carries the product prefix."""
+    if cfg is None:
+        return
+    for index, name in enumerate(cfg.metrics_services):
+        if name not in services:
+            yield Finding((field, "metrics_services", index), f"{name} is not a service of this host "
+                          f"(services: {', '.join(sorted(services)) or 'none'})")
+        elif getattr(services[name], "port", 0) is None:
+            yield Finding((field, "metrics_services", index), f"{name} has no port to scrape; set "
+                          f"{where(name) if where else 'its port'}")
+    if cfg.smtp_password_secret and not cfg.smtp_password_secret.startswith(f"{product}_"):
+        yield Finding((field, "smtp_password_secret"), f"secret keys start with {product}_")
+
+
+def bootstrap_user_problem(value: str | None) -> str | None:
+    from components.hostsetup import DEPLOY_USER
+
+    if value in ("root", DEPLOY_USER):
+        return (f"{value!r}: use an existing sudo user other than root (the baseline closes root login) "
+                f"and other than the deploy user {DEPLOY_USER!r} (the one it creates)")
+    return None
 
 
 def service_secret_env(secret, services: Sequence[ContainerSpec]
@@ -106,20 +165,57 @@ class BackupConfig(StrictModel):
                                   description="bucket lock: objects cannot be deleted for this long")
     location: Literal["weur", "eeur", "wnam", "enam", "apac", "oc"] = Field(
         default="weur", description="R2 location hint")
+    schedule: Annotated[str, AfterValidator(check_calendar)] = Field(
+        default="*-*-* 03:00:00 UTC", description="when backups run: a systemd calendar event "
+        "(OnCalendar=, systemd.time(7)), daily at 03:00 UTC by default")
+    restore_test_schedule: Annotated[str, AfterValidator(check_calendar)] = Field(
+        default="Sun *-*-* 05:00:00 UTC", description="when the newest backup is restore-tested: a "
+        "systemd calendar event, weekly on Sunday at 05:00 UTC by default")
 
-    @model_validator(mode="after")
-    def _retention_floor(self, info: ValidationInfo) -> "BackupConfig":
-        environment = (info.context or {}).get("environment")
-        if environment is None:
-            return self
-        floor = 30 if environment.is_production else 7
-        if self.retention_days < floor:
-            raise ValueError(f"retention_days is {self.retention_days}; the "
-                             f"{environment.name} environment keeps backups at least {floor} days")
-        if self.lock_days is not None and self.lock_days > self.retention_days:
-            raise ValueError("lock_days cannot exceed retention_days (locked objects could not "
-                             "be pruned)")
-        return self
+
+def is_production(ctx: RuleContext) -> bool:
+    """The environment's production flag, or what its name implies."""
+    from stacks.config import is_production_name
+
+    production = ctx.env("production")
+    return is_production_name(ctx.env("name")) if production is None else production
+
+
+@rule(BackupConfig)
+def _retention_floor(backup, ctx: RuleContext) -> Iterator[Finding]:
+    """At least 30 days of backups in production and 7 elsewhere."""
+    production = is_production(ctx)
+    floor = 30 if production else 7
+    if backup.retention_days < floor:
+        yield Finding(("retention_days",), f"is {backup.retention_days}; a "
+                      f"{'production' if production else 'non-production'} environment keeps backups "
+                      f"at least {floor} days")
+
+
+@rule(BackupConfig)
+def _lock_within_retention(backup, ctx: RuleContext) -> Iterator[Finding]:
+    if backup.lock_days is not None and backup.lock_days > backup.retention_days:
+        yield Finding(("lock_days",), f"({backup.lock_days}) cannot exceed retention_days "
+                      f"({backup.retention_days}): locked objects could not be pruned")
+
+
+def backup_bucket_findings(backup: Any, labels: Sequence[str], field: str = "backup"
+                           ) -> Iterator[tuple[tuple, tuple[str, str]] | Finding]:
+    """The R2 buckets a product derives from ``backup.bucket`` (``<bucket>-<label>``): each must be
+    a valid R2 name (3-63 characters, https://developers.cloudflare.com/r2/buckets/create-buckets/)."""
+    from stacks.collisions import r2_bucket_problem
+
+    for label in labels:
+        name = f"{backup.bucket}-{label.replace('_', '-')}" if label else backup.bucket
+        problem = r2_bucket_problem(name)
+        if problem:
+            yield Finding((field, "bucket"), f"{problem} (derived for the {label or 'backup'} backup)")
+
+
+def derived_buckets(backup: Any, labels: Sequence[str], field: str = "backup") -> list:
+    return [((field, "bucket"), (backup.cloudflare_account_id,
+                                 f"{backup.bucket}-{label.replace('_', '-')}" if label else backup.bucket))
+            for label in labels]
 
 
 def host_monitoring(ctx, cfg: monitoring.MonitoringConfig, **where) -> monitoring.HostMonitoring:

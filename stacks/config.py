@@ -2,28 +2,41 @@
 
 Read once from Pulumi config and validated before any resource is registered. Every problem
 in the file is reported together, each with its key path, so one run shows everything to fix.
+Sections are validated independently: a broken ``environment`` does not hide the problems of
+a product, and a broken field does not hide the rules that do not read it (stacks/boundary.py).
 """
 
 from __future__ import annotations
 
+import difflib
 import json
-from typing import Any, Literal, Mapping
+from typing import Any, Iterator, Literal, Mapping
 
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, EmailStr, Field, ValidationError, model_validator
 
+from stacks import boundary
+from stacks.boundary import Finding, RuleContext, rule
 from stacks.errors import CONFIG_NAMESPACE, ConfigError, describe_validation_error, key_path
+from stacks.formats import control_characters, secret_parts, secret_value_kind
 from stacks.model import AdminCidr, StrictModel
+from stacks.provider import digitalocean
 
-DO_REGIONS = (
-    "ams3", "blr1", "fra1", "lon1", "nyc1", "nyc2", "nyc3",
-    "sfo2", "sfo3", "sgp1", "syd1", "tor1", "atl1",
-)
+DO_REGIONS = tuple(digitalocean()["regions"])
+HEREDOC_MARKER = "PLATFORM_EOF"
+"""components/hostsetup.py writes host files as heredocs ending at this line; a config value
+holding it would end a file early (it refuses such content mid-build)."""
+PRODUCTION_NAMES = ("prod", "production")
+"""Environment names that are production; ``environment.production`` must agree."""
+
+
+def is_production_name(name: str) -> bool:
+    return name in PRODUCTION_NAMES or name.startswith("prod-")
 
 
 class AlertDestinations(StrictModel):
     """Where alerts go. Secrets (a Slack webhook) live in their own secret config key."""
 
-    emails: list[str] = Field(
+    emails: list[EmailStr] = Field(
         default_factory=list,
         description="email addresses that receive alerts; none means alerts only reach Slack",
     )
@@ -35,10 +48,7 @@ class AlertDestinations(StrictModel):
     )
 
     @model_validator(mode="after")
-    def _emails_look_like_emails(self) -> "AlertDestinations":
-        bad = [e for e in self.emails if "@" not in e or e.startswith("@") or e.endswith("@")]
-        if bad:
-            raise ValueError(f"not email addresses: {', '.join(bad)}")
+    def _a_destination(self) -> "AlertDestinations":
         if not self.emails and not self.slack_channel:
             raise ValueError("alerts need at least one destination: emails or slack_channel")
         return self
@@ -54,7 +64,7 @@ class Environment(StrictModel):
     production: bool | None = Field(
         default=None,
         description="whether stateful resources are protected and retained on delete; "
-        "defaults to true when name is prod",
+        "defaults to true when name is prod (or production, prod-*) and must agree with it",
     )
     region: Literal[DO_REGIONS] = Field(  # type: ignore[valid-type]
         default="fra1", description="default DigitalOcean region slug for the products"
@@ -67,7 +77,7 @@ class Environment(StrictModel):
 
     @property
     def is_production(self) -> bool:
-        return self.production if self.production is not None else self.name == "prod"
+        return self.production if self.production is not None else is_production_name(self.name)
 
 
 class SecretKey(BaseModel):
@@ -108,11 +118,32 @@ class StackConfig(BaseModel):
         return needed
 
 
+@rule(Environment)
+def _stack_identity(env, ctx: RuleContext) -> Iterator[Finding]:
+    """The file is for stack ``ctx.stack``: a prod file saying ``staging`` would synthesize
+    staging-named resources with nothing protected."""
+    if ctx.stack is not None and env.name != ctx.stack:
+        yield Finding(("name",), f"is {env.name!r} but this is the config of stack {ctx.stack!r}; "
+                                 f"environment.name must be the stack's name")
+
+
+@rule(Environment)
+def _production_agrees(env, ctx: RuleContext) -> Iterator[Finding]:
+    if env.production is not None and env.production != is_production_name(env.name):
+        expected = is_production_name(env.name)
+        yield Finding(("production",), f"is {str(env.production).lower()} but environment {env.name!r} is "
+                                       f"{'a' if expected else 'not a'} production environment "
+                                       f"({', '.join(PRODUCTION_NAMES)}, prod-*); set it to "
+                                       f"{str(expected).lower()} or remove it")
+
+
 def _parse_json_value(key: str, raw: Any, problems: list[str]) -> Any:
     """Pulumi hands structured config to the program as JSON text."""
     if not isinstance(raw, str):
         return raw
     text = raw.strip()
+    if text == "null":
+        return None
     if not text or text[0] not in "[{":
         return raw
     try:
@@ -122,104 +153,241 @@ def _parse_json_value(key: str, raw: Any, problems: list[str]) -> Any:
         return None
 
 
+def _leaves(value: Any, loc: tuple = ()) -> Iterator[tuple[tuple, Any]]:
+    """Every (loc, string) in a parsed value, keys included (a key's loc ends with itself)."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            yield loc + (key,), key
+            yield from _leaves(item, loc + (key,))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _leaves(item, loc + (index,))
+    elif isinstance(value, str):
+        yield loc, value
+
+
+def _strings_problems(top: str, value: Any, document: Any) -> list[str]:
+    """Control characters anywhere, and secrets in plain config whatever their key."""
+    problems = []
+    for loc, text in _leaves(value):
+        if not isinstance(text, str):
+            continue
+        controls = control_characters(text)
+        if controls:
+            problems.append(f"{key_path(top, loc, document)}: contains control characters "
+                            f"({', '.join(controls)}); remove them")
+        if HEREDOC_MARKER in text:
+            problems.append(f"{key_path(top, loc, document)}: contains {HEREDOC_MARKER}, the marker that ends "
+                            "the files the program writes on hosts (components/hostsetup.py); remove it")
+        if (len(loc) >= 2 and loc[-2] == "secret_env") or (loc and loc[-1] is text):
+            continue
+        kind = secret_value_kind(text)
+        if kind:
+            problems.append(f"{key_path(top, loc, document)}: holds {kind} in plain text (value not "
+                            f"shown); store it with `pulumi config set --secret "
+                            f"{CONFIG_NAMESPACE}:{top}_<name>` and reference it from secret_env")
+    return problems
+
+
+def _scrub(problems: list[str], values: Mapping[str, Any]) -> list[str]:
+    """The last guard: no message carries a value that looks like a secret, or the value of a
+    key that names a secret, even where a rule or a library quoted it."""
+    from stacks.formats import looks_secret_name
+
+    secrets = set()
+    for top, value in values.items():
+        for loc, text in _leaves(value):
+            if not isinstance(text, str) or len(text) < 6 or (loc and loc[-1] is text):
+                continue
+            if secret_value_kind(text) or (loc and isinstance(loc[-1], str) and looks_secret_name(loc[-1])
+                                           and not (len(loc) >= 2 and loc[-2] == "secret_env")):
+                secrets.add(text)
+                secrets.update(secret_parts(text))
+    scrubbed = []
+    for problem in problems:
+        path, sep, message = problem.partition(": ")
+        for secret in sorted(secrets, key=len, reverse=True):
+            message = message.replace(secret, "[value not shown]")
+        scrubbed.append(path + sep + message)
+    return scrubbed
+
+
+def _dedupe(problems: list[str]) -> list[str]:
+    seen: set[str] = set()
+    return [p for p in problems if not (p in seen or seen.add(p))]
+
+
 def validate_stack_config(
-    raw: Mapping[str, Any], secret_keys: set[str] | None = None, *, check_secrets: bool = True
+    raw: Mapping[str, Any], secret_keys: set[str] | None = None, *, check_secrets: bool = True,
+    stack: str | None = None,
 ) -> StackConfig:
     """Validate every ``platform:*`` key of a stack. Raises ConfigError listing all problems.
 
     ``raw`` maps keys without the namespace (``kro``, ``environment``) to their values as Pulumi
-    delivers them: strings, with objects and lists as JSON text.
+    delivers them: strings, with objects and lists as JSON text. ``stack`` is the stack the
+    config is for (``environment.name`` must equal it); None skips that check. With
+    ``check_secrets`` every secret a product asks for must be set, as a secret.
     """
     registry = _product_registry()
     problems: list[str] = []
     secret_keys = set(secret_keys or ())
+    if stack is not None:
+        stack = stack.rsplit("/", 1)[-1]
 
     secret_prefixes = tuple(p.secret_prefix for p in registry.values()) + ("alerts_",)
     known_top = {"environment", "products", *registry}
     for key in sorted(raw, key=str):
         if key not in known_top and not str(key).startswith(secret_prefixes):
+            close = difflib.get_close_matches(str(key), sorted(known_top), n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
             problems.append(
                 f"{key_path(key, [])}: unknown key (known keys: {', '.join(sorted(known_top))}; "
-                f"secret keys start with {', '.join(secret_prefixes)})"
+                f"secret keys start with {', '.join(secret_prefixes)}){hint}"
             )
     values = {k: _parse_json_value(k, v, problems) for k, v in raw.items() if k in known_top}
+    for key, value in values.items():
+        problems += _strings_problems(key, value, value)
+
+    def path_for(top: str):
+        return lambda loc: key_path(top, loc, values.get(top))
 
     environment = None
+    environment_view: Any = None
+    raw_env = values.get("environment")
     if "environment" not in values:
         problems.append(f"{key_path('environment', [])}: required key is missing "
                         "(an object with name, admin_cidrs, and optionally region and alerts)")
+    elif not isinstance(raw_env, Mapping):
+        problems.append(f"{key_path('environment', [])}: must be an object with name, admin_cidrs "
+                        f"and alerts, got {describe_value(raw_env)}")
     else:
         try:
-            environment = Environment.model_validate(values["environment"])
+            environment = environment_view = Environment.model_validate(raw_env)
         except ValidationError as exc:
-            problems.extend(describe_validation_error("environment", Environment, exc))
+            problems.extend(describe_validation_error("environment", Environment, exc, raw_env))
+            environment_view = boundary.partial(Environment, raw_env)
+        problems += [f"{path_for('environment')(f.loc)}: {f.message}" for f in boundary.run_rules(
+            environment_view, RuleContext(stack, environment_view, path_for("environment")))]
 
     products: list[str] = []
     raw_products = values.get("products")
-    if raw_products is None:
+    if "products" not in values:
         problems.append(f"{key_path('products', [])}: required key is missing (a list drawn "
                         f"from {', '.join(sorted(registry))}; it may be empty)")
     elif not isinstance(raw_products, list):
         problems.append(f"{key_path('products', [])}: must be a list of product names, "
-                        f"got {json.dumps(raw_products, default=str)}")
+                        f"got {describe_value(raw_products)}")
     else:
         for index, name in enumerate(raw_products):
             if not isinstance(name, str) or name not in registry:
+                close = difflib.get_close_matches(str(name), sorted(registry), n=1)
                 problems.append(f"{key_path('products', [index])}: unknown product "
-                                f"{json.dumps(name, default=str)}; known products: "
-                                f"{', '.join(sorted(registry))}")
+                                f"{describe_value(name)}; known products: "
+                                f"{', '.join(sorted(registry))}"
+                                + (f"; did you mean {close[0]}?" if close else ""))
             elif name in products:
                 problems.append(f"{key_path('products', [index])}: {name} is listed twice")
             else:
                 products.append(name)
 
     product_configs: dict[str, Any] = {}
+    views: dict[str, Any] = {}
     for name, product in registry.items():
         listed = name in products
         present = name in values
         if listed and not present:
             problems.append(f"{key_path(name, [])}: required key is missing ({name} is listed "
                             f"in platform:products, so its settings object must be set)")
-        elif present and not listed and raw_products is not None:
+        elif present and not listed and isinstance(raw_products, list):
             problems.append(f"{key_path(name, [])}: settings for a product this stack does not "
                             f"hold; add {name} to platform:products or remove this key")
         elif listed:
+            document = values[name]
+            if not isinstance(document, Mapping):
+                problems.append(f"{key_path(name, [])}: must be an object of {name}'s settings, "
+                                f"got {describe_value(document)}")
+                continue
             try:
-                product_configs[name] = product.config_model.model_validate(
-                    values[name], context={"environment": environment}
-                )
+                product_configs[name] = views[name] = product.config_model.model_validate(document)
             except ValidationError as exc:
-                problems.extend(describe_validation_error(name, product.config_model, exc))
+                problems.extend(describe_validation_error(name, product.config_model, exc, document))
+                views[name] = boundary.partial(product.config_model, document)
+            problems += [f"{path_for(name)(f.loc)}: {f.message}" for f in boundary.run_rules(
+                views[name], RuleContext(stack, environment_view, path_for(name)))]
 
-    if problems:
-        raise ConfigError(problems)
+    from stacks.collisions import stack_collisions
 
-    config = StackConfig(
-        environment=environment,
-        products=products,
-        product_configs=product_configs,
-    )
-    if not check_secrets:
-        return config
-    missing = [s for s in config.required_secrets() if s.key not in raw]
-    problems.extend(
-        f"{key_path(s.key, [])}: required secret is not set ({s.description}); run "
-        f"`pulumi config set --secret {CONFIG_NAMESPACE}:{s.key} <value>`"
-        for s in missing
-    )
-    plaintext = [s for s in config.required_secrets() if s.key in raw and s.key not in secret_keys]
-    problems.extend(
-        f"{key_path(s.key, [])}: is stored in plain text in the stack file; set it with "
-        f"`pulumi config set --secret {CONFIG_NAMESPACE}:{s.key} <value>` so it is encrypted"
-        for s in plaintext
-    )
+    problems += stack_collisions(views, path_for)
+
+    needed = _required_secrets(environment_view, views, products)
+    problems += _unknown_secret_keys(raw, needed, registry, products)
+    if check_secrets and not problems and needed is not None:
+        missing = [s for s in needed.values() if s.key not in raw]
+        problems.extend(
+            f"{key_path(s.key, [])}: required secret is not set ({s.description}); run "
+            f"`pulumi config set --secret {CONFIG_NAMESPACE}:{s.key} <value>`"
+            for s in missing
+        )
+        plaintext = [s for s in needed.values() if s.key in raw and s.key not in secret_keys]
+        problems.extend(
+            f"{key_path(s.key, [])}: is stored in plain text in the stack file; set it with "
+            f"`pulumi config set --secret {CONFIG_NAMESPACE}:{s.key} <value>` so it is encrypted"
+            for s in plaintext
+        )
     if problems:
-        raise ConfigError(problems)
-    return config
+        raise ConfigError(_scrub(_dedupe(problems), values))
+    return StackConfig(environment=environment, products=products, product_configs=product_configs)
+
+
+def describe_value(value: Any) -> str:
+    from stacks.errors import show
+
+    return show(value)
+
+
+def _required_secrets(environment: Any, views: Mapping[str, Any], products: list[str]
+                      ) -> dict[str, SecretKey] | None:
+    """Every secret key the stack asks for, by key; None when a section is too broken to tell."""
+    needed: dict[str, SecretKey] = {}
+    try:
+        if environment is not None and environment.alerts.slack_channel:
+            needed["alerts_slack_webhook_url"] = SecretKey(
+                key="alerts_slack_webhook_url", description="Slack incoming-webhook URL for alerts")
+    except (boundary.Skip, AttributeError):
+        return None
+    registry = _product_registry()
+    for name in products:
+        if name not in views:
+            return None
+        try:
+            for secret in registry[name].required_secrets(views[name]):
+                needed.setdefault(secret.key, secret)
+        except (boundary.Skip, AttributeError, TypeError):
+            return None
+    return needed
+
+
+def _unknown_secret_keys(raw: Mapping[str, Any], needed: dict[str, SecretKey] | None,
+                         registry: Mapping[str, Any], products: list[str]) -> list[str]:
+    """A secret key no product asks for is a typo or a leftover: the real one stays unset."""
+    if needed is None:
+        return []
+    problems = []
+    prefixes = tuple(p.secret_prefix for p in registry.values()) + ("alerts_",)
+    for key in sorted(k for k in raw if str(k).startswith(prefixes) and k not in registry):
+        if key in needed:
+            continue
+        close = difflib.get_close_matches(key, sorted(needed), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        problems.append(f"{key_path(key, [])}: no product of this stack asks for this secret "
+                        f"(the secrets it needs: {', '.join(sorted(needed)) or 'none'}){hint}; "
+                        f"remove it with `pulumi config rm {CONFIG_NAMESPACE}:{key}`")
+    return problems
 
 
 def read_pulumi_config() -> StackConfig:
     """Collect every ``platform:*`` key the engine knows about and validate them together."""
+    import pulumi
     from pulumi.runtime import config as runtime_config
 
     prefix = f"{CONFIG_NAMESPACE}:"
@@ -230,4 +398,4 @@ def read_pulumi_config() -> StackConfig:
     secret_keys = set(runtime_config.get_config_secret_keys_env())
     secret_keys |= set(runtime_config._SECRET_KEYS.get())
     secret_names = {k[len(prefix):] for k in secret_keys if k.startswith(prefix)}
-    return validate_stack_config(raw, secret_names)
+    return validate_stack_config(raw, secret_names, stack=pulumi.get_stack())

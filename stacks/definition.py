@@ -14,6 +14,9 @@ class ProductDefinition:
     config_model: type[BaseModel]
     build: Callable[..., dict[str, Any]]
     secrets: Callable[[Any], list] = field(default=lambda _cfg: [])
+    claims: Callable[[Any], dict] | None = None
+    """Values that must be unique across the products of a stack: ``{"hostnames": [(loc,
+    host)], "buckets": [(loc, (account, name))], "ingress_addresses": [(loc, address)]}``."""
 
     @property
     def secret_prefix(self) -> str:

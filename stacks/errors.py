@@ -8,7 +8,9 @@ platform engineer can fix the whole file in one pass instead of one error per ru
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable, Sequence
+import re
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
 
 import pulumi
 from pydantic import BaseModel, ValidationError
@@ -32,22 +34,85 @@ class ConfigError(pulumi.RunError):
         )
 
 
-def key_path(top_key: str, loc: Iterable[Any]) -> str:
-    """``("services", 1, "memory_mb")`` under ``kro`` -> ``platform:kro.services[1].memory_mb``."""
+ITEM_LABELS = ("name", "host", "service", "key")
+"""Keys whose value names a list item in a key path: ``services[2] (admin-frontend)``."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a stack config: where (``loc`` below a top-level key) and what.
+
+    ``loc`` is a tuple of keys and list indices, such as ``("services", 2, "tier")``; the
+    message says what is wrong and the fix. A message never contains a secret value.
+    """
+
+    top_key: str
+    loc: tuple[Any, ...]
+    message: str
+
+
+_SAFE_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
+def _label(item: Any) -> str:
+    """`` (name)`` of a list item, when the name is a plain identifier or hostname (never
+    anything that could be a secret)."""
+    if isinstance(item, Mapping):
+        for key in ITEM_LABELS:
+            value = item.get(key)
+            if isinstance(value, str) and _SAFE_LABEL.match(value):
+                return f" ({value})"
+    return ""
+
+
+def key_path(top_key: str, loc: Iterable[Any], document: Any = None) -> str:
+    """``("services", 1, "memory_mb")`` under ``kro`` -> ``platform:kro.services[1].memory_mb``.
+
+    With the raw ``document`` of the top-level key, list items carry their name:
+    ``platform:kro.services[1] (frontend).memory_mb``.
+    """
     path = f"{CONFIG_NAMESPACE}:{top_key}"
+    current = document
     for part in loc:
+        if isinstance(part, str) and part.startswith("function-"):
+            continue
         if isinstance(part, int):
             path += f"[{part}]"
-        elif part in ("function-after", "function-before", "function-wrap"):
-            continue
+            item = current[part] if isinstance(current, list) and -len(current) <= part < len(current) else None
+            path += _label(item)
+            current = item
         else:
             path += f".{part}"
+            current = current.get(part) if isinstance(current, Mapping) else None
     return path
 
 
-def _show(value: Any) -> str:
+def _secret_at(loc: Sequence[Any]) -> bool:
+    from stacks.formats import looks_secret_name
+
+    return any(isinstance(p, str) and looks_secret_name(p) for p in loc[-1:])
+
+
+def show(value: Any, loc: Sequence[Any] = ()) -> str:
+    """A received value as an error message quotes it: short, and never a secret.
+
+    Objects and lists are summarised, not dumped (they can hold secrets); a string under a
+    secret-looking key, or one that looks like a secret by itself, is not shown.
+    """
+    from stacks.formats import secret_value_kind
+
+    if value is None:
+        return "null (empty)"
+    if isinstance(value, Mapping):
+        keys = [str(k) for k in list(value)[:6]]
+        return "an object" + (f" with keys {', '.join(keys)}" + (", ..." if len(value) > 6 else "")
+                              if keys else " with no keys")
+    if isinstance(value, (list, tuple)):
+        return f"a list of {len(value)} item{'s' if len(value) != 1 else ''}"
+    if isinstance(value, str) and (_secret_at(loc) or secret_value_kind(value)):
+        return "a value that looks like a secret (not shown)"
     try:
-        text = json.dumps(value, default=str, sort_keys=True)
+        text = json.dumps(value, default=str)
     except (TypeError, ValueError):
         text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
@@ -97,13 +162,16 @@ def _known_keys(model: type[BaseModel] | None, loc: Sequence[Any]) -> list[str]:
 
 
 def describe_validation_error(
-    top_key: str, model: type[BaseModel], error: ValidationError
+    top_key: str, model: type[BaseModel], error: ValidationError, document: Any = None
 ) -> list[str]:
-    """One line per pydantic error: key path, what is wrong, value received, and the fix."""
+    """One line per pydantic error: key path, what is wrong, value received, and the fix.
+
+    ``document`` is the raw value of the top-level key, used to name list items in paths.
+    """
     problems = []
     for err in error.errors(include_url=False):
         loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
-        path = key_path(top_key, loc)
+        path = key_path(top_key, loc, document)
         kind = err["type"]
         if kind == "extra_forbidden":
             known = _known_keys(model, loc[:-1])
@@ -116,7 +184,17 @@ def describe_validation_error(
             problems.append(f"{path}: required key is missing{about}")
             continue
         message = err["msg"]
-        if message.startswith("Value error, "):
-            message = message[len("Value error, ") :]
-        problems.append(f"{path}: {message}, got {_show(err.get('input'))}{about}")
+        for prefix in ("Value error, ", "Assertion failed, "):
+            if message.startswith(prefix):
+                message = message[len(prefix):]
+        received = err.get("input")
+        if kind == "rule":
+            problems.append(f"{path}: {message}")
+            continue
+        shown = show(received, loc)
+        if shown.startswith("a value that looks like a secret"):
+            # The library's message may quote the value (or a part of it): say only what is expected.
+            problems.append(f"{path}: not a valid value here, and it looks like a secret (not shown){about}")
+            continue
+        problems.append(f"{path}: {message}, got {shown}{about}")
     return problems

@@ -10,12 +10,11 @@ databases without a firewall in code (now one each, admitting the app and the op
 
 from __future__ import annotations
 
-import ipaddress
-from typing import Literal
+from typing import Annotated, Iterator, Literal
 
 import pulumi
 import pulumi_digitalocean as do
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field
 
 from components import monitoring, tiers
 from components.app_platform import AppComponent, AppPlatformApp, AppPlatformAppArgs, DatabaseAttachment
@@ -26,22 +25,31 @@ from components.database import ManagedDatabaseCluster, ManagedDatabaseClusterAr
 from components.droplet_stack import DropletBackups, DropletStack, DropletStackArgs
 from components.monitoring import MonitoringConfig
 from components.workloads import HostFile, host_path_for
-from stacks.common import (BackupConfig, Product, check_hosts_in_zone, check_secret_keys,
-                           generated_password, host_monitoring, monitoring_secrets,
-                           product_foundation)
+from stacks.boundary import Finding, RuleContext, each, rule
+from stacks.collisions import duplicates
+from stacks.common import (BackupConfig, Product, alert_email_findings, backup_bucket_findings,
+                           derived_buckets, generated_password, host_monitoring, hosts_in_zone,
+                           injected_env_findings, monitoring_findings, monitoring_secrets,
+                           product_foundation, secret_key_findings)
 from stacks.config import DO_REGIONS, SecretKey
 from stacks.definition import ProductDefinition
-from stacks.model import Cidr, Hostname, StrictModel
+from stacks.model import Hostname, PrivateCidr, StrictModel
+from stacks.provider import check_version, digitalocean, validator as provider_slug
 
 SSH_KEY_SECRET = "giv_ssh_private_key"
-APP_REGIONS = ("ams", "atl", "blr", "fra", "lon", "nyc", "sfo", "sgp", "syd", "tor")
+APP_REGIONS = tuple(digitalocean()["app_regions"])
+SPACES_REGIONS = tuple(digitalocean()["spaces_regions"])
+BACKUP_LABELS = ("pg", "mongo")
+"""R2 buckets ``<backup.bucket>-<label>``, one per backed-up cluster."""
 WEEKDAYS = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
 CA_DIR = "/workspace/.certs"
 
 
 class ClusterConfig(StrictModel):
-    version: str = Field(pattern=r"^\d+$", description="major version")
-    size: str = Field(pattern=r"^db-[a-z0-9-]+$", description="node size slug")
+    version: str = Field(pattern=r"^\d+$", description="major version (checked per engine against "
+                         "stacks/data/digitalocean.json)")
+    size: Annotated[str, AfterValidator(provider_slug("database_sizes", "database node size"))] = Field(
+        description="node size slug")
     node_count: int = Field(default=1, ge=1, le=3, description="nodes; 2+ adds a standby")
     maintenance_day: WEEKDAYS = Field(default="sunday", description="maintenance day")
     maintenance_hour: str = Field(default="02:00", pattern=r"^([01]\d|2[0-3]):00$",
@@ -50,15 +58,16 @@ class ClusterConfig(StrictModel):
 
 class MediaBucketConfig(StrictModel):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$", description="Spaces bucket name")
-    region: Literal["ams3", "fra1", "nyc3", "sfo2", "sfo3", "sgp1", "syd1", "blr1", "lon1", "tor1", "atl1"] = Field(
-        description="Spaces region")
+    region: Literal[SPACES_REGIONS] = Field(description="Spaces region")  # type: ignore[valid-type]
     noncurrent_version_days: int = Field(default=30, ge=1, le=3650,
                                          description="days old object versions are kept")
 
 
 class OpsDropletConfig(StrictModel):
-    size: str = Field(default="s-1vcpu-1gb", pattern=r"^[a-z0-9-]+$", description="droplet size")
-    ssh_key_fingerprints: list[str] = Field(min_length=1, description="DigitalOcean SSH keys")
+    size: Annotated[str, AfterValidator(provider_slug("droplet_sizes", "droplet size"))] = Field(
+        default="s-1vcpu-1gb", description="droplet size")
+    ssh_key_fingerprints: list[Annotated[str, Field(pattern=r"^([0-9a-f]{2}:){15}[0-9a-f]{2}$")]] = Field(
+        min_length=1, description="MD5 fingerprints of DigitalOcean SSH keys")
 
 
 class GivAdoptConfig(StrictModel):
@@ -75,7 +84,7 @@ class GivConfig(StrictModel):
     region: Literal[DO_REGIONS] | None = Field(  # type: ignore[valid-type]
         default=None, description="region of VPC and databases; defaults to environment.region")
     app_region: Literal[APP_REGIONS] = Field(description="App Platform region, e.g. fra")  # type: ignore[valid-type]
-    vpc_ip_range: Cidr = Field(description="private range of the product's VPC")
+    vpc_ip_range: PrivateCidr = Field(description="private range of the product's VPC")
     zone: Hostname = Field(description="DNS zone of the app's domains (on DigitalOcean DNS)")
     app_name: str = Field(pattern=r"^[a-z][a-z0-9-]{1,30}[a-z0-9]$", description="App Platform app name")
     components: list[AppComponent] = Field(min_length=1, description="backend service and static sites")
@@ -86,9 +95,9 @@ class GivConfig(StrictModel):
     mongodb: ClusterConfig = Field(description="managed MongoDB")
     postgres: ClusterConfig = Field(description="managed Postgres")
     cache: ClusterConfig = Field(description="managed Valkey (Bull queues, caches)")
-    database_name: str = Field(default="krogiving", pattern=r"^[a-z][a-z0-9_]*$",
+    database_name: str = Field(default="krogiving", pattern=r"^[a-z][a-z0-9_]{0,62}$",
                                description="database name in Postgres and MongoDB")
-    database_user: str = Field(default="krogiving_backend", pattern=r"^[a-z][a-z0-9_]*$",
+    database_user: str = Field(default="krogiving_backend", pattern=r"^[a-z][a-z0-9_]{0,62}$",
                                description="application user in Postgres and MongoDB")
     media_bucket: MediaBucketConfig = Field(description="Spaces bucket for campaign media")
     ops_droplet: OpsDropletConfig = Field(description="the backup runner inside the VPC (mgmt tier)")
@@ -98,24 +107,66 @@ class GivConfig(StrictModel):
         default=None, description="self-hosted Prometheus, Alertmanager, Grafana and exporters on the "
                                   "ops droplet (mgmt tier), watching its host and the backup jobs; unset: none")
 
-    @model_validator(mode="after")
-    def _consistent(self) -> "GivConfig":
-        if not ipaddress.ip_network(self.vpc_ip_range).is_private:
-            raise ValueError(f"vpc_ip_range {self.vpc_ip_range} must be a private range")
-        names = [c.name for c in self.components]
-        if len(set(names)) != len(names):
-            raise ValueError("component names repeat")
-        by_name = {c.name: c for c in self.components}
-        if self.backend not in by_name or by_name[self.backend].kind != "service":
-            raise ValueError(f"backend {self.backend} must be a service among the components")
-        check_hosts_in_zone([c.domain for c in self.components if c.domain], self.zone)
-        check_secret_keys("giv", self.components)
-        if self.monitoring:
-            if self.monitoring.metrics_services:
-                raise ValueError("monitoring.metrics_services: the ops droplet runs no services; "
-                                 "App Platform has its own metrics")
-            monitoring.check_config(self.monitoring, "giv", [])
-        return self
+
+
+BACKEND_ENV = {"DATABASE_URL": "Postgres", "MONGODB_URI": "MongoDB", "REDIS_URL": "Valkey",
+               "SPACES_ACCESS_KEY_ID": "the media bucket key", "SPACES_SECRET_ACCESS_KEY": "the media bucket key",
+               "SPACES_REGION": "the media bucket", "SPACES_BUCKET_NAME": "the media bucket",
+               "SPACES_ENDPOINT": "the media bucket", "POSTGRES_CA_CERT": "Postgres's CA",
+               "MONGODB_CA_CERT": "MongoDB's CA"}
+"""What the program sets on the backend component (build() below)."""
+
+
+@rule(GivConfig)
+def _components(cfg: GivConfig, ctx: RuleContext) -> Iterator[Finding]:
+    yield from duplicates(((("components", i, "name"), c.name) for i, c in each(cfg.components)),
+                          "component name", ctx.where)
+    yield from duplicates(((("components", i, "domain"), c.domain) for i, c in each(cfg.components)),
+                          "domain", ctx.where)
+    yield from secret_key_findings("giv", "components", cfg.components)
+
+
+@rule(GivConfig)
+def _backend(cfg: GivConfig, ctx: RuleContext) -> Iterator[Finding]:
+    by_name = {c.name: c for _, c in each(cfg.components)}
+    if cfg.backend not in by_name or by_name[cfg.backend].kind != "service":
+        yield Finding(("backend",), f"{cfg.backend} must be a service among the components "
+                      f"({', '.join(n for n, c in by_name.items() if c.kind == 'service') or 'none'})")
+    yield from injected_env_findings("components", cfg.components, {cfg.backend: BACKEND_ENV})
+
+
+@rule(GivConfig)
+def _domains_in_zone(cfg: GivConfig, ctx: RuleContext) -> Iterator[Finding]:
+    yield from hosts_in_zone([(("components", i, "domain"), c.domain) for i, c in each(cfg.components)], cfg.zone)
+
+
+@rule(GivConfig)
+def _versions(cfg: GivConfig, ctx: RuleContext) -> Iterator[Finding]:
+    for field, engine in (("postgres", "pg"), ("mongodb", "mongodb"), ("cache", "valkey")):
+        try:
+            check_version(engine, getattr(cfg, field).version)
+        except ValueError as exc:
+            yield Finding((field, "version"), str(exc))
+
+
+@rule(GivConfig)
+def _monitoring(cfg: GivConfig, ctx: RuleContext) -> Iterator[Finding]:
+    if cfg.monitoring and cfg.monitoring.metrics_services:
+        yield Finding(("monitoring", "metrics_services"), "the ops droplet runs no services; App Platform "
+                      "has its own metrics (remove it)")
+    elif cfg.monitoring:
+        yield from monitoring_findings(cfg.monitoring, "giv", {})
+    yield from alert_email_findings(cfg.monitoring, ctx)
+
+
+@rule(GivConfig)
+def _backup_buckets(cfg: GivConfig, ctx: RuleContext) -> Iterator[Finding]:
+    yield from backup_bucket_findings(cfg.backup, BACKUP_LABELS)
+
+
+def claims(cfg: GivConfig) -> dict:
+    return {"hostnames": [(("components", i, "domain"), c.domain) for i, c in each(cfg.components) if c.domain],
+            "buckets": derived_buckets(cfg.backup, BACKUP_LABELS)}
 
 
 def required_secrets(cfg: GivConfig) -> list[SecretKey]:
@@ -194,9 +245,9 @@ def build(ctx, cfg: GivConfig) -> dict:
     app = AppPlatformApp(f"{name}-app", AppPlatformAppArgs(
         name=cfg.app_name, region=cfg.app_region, components=cfg.components, zone=cfg.zone,
         vpc_id=vpc.id,
-        databases=[DatabaseAttachment("postgres", f"{name}-pg", "PG", prod),
-                   DatabaseAttachment("mongodb", f"{name}-mongo", "MONGODB", prod),
-                   DatabaseAttachment("cache", f"{name}-cache", "VALKEY", prod)],
+        databases=[DatabaseAttachment("postgres", f"{name}-pg", "PG"),
+                   DatabaseAttachment("mongodb", f"{name}-mongo", "MONGODB"),
+                   DatabaseAttachment("cache", f"{name}-cache", "VALKEY")],
         secret_env={k: v for k, v in secret_env.items() if v},
         extra_env={cfg.backend: {
             "SPACES_REGION": cfg.media_bucket.region, "SPACES_BUCKET_NAME": bucket.name,
@@ -251,6 +302,7 @@ def build(ctx, cfg: GivConfig) -> dict:
             account_id=cfg.backup.cloudflare_account_id, bucket_name=f"{cfg.backup.bucket}-{label}",
             location=cfg.backup.location, lock_days=cfg.backup.lock_days,
             runner=ops.ssh, runner_ready=ops.files_written, protect=prod,
+            backup_calendar=cfg.backup.schedule, restore_calendar=cfg.backup.restore_test_schedule,
         ), opts=child)
 
     destinations = ctx.alert_destinations()
@@ -266,4 +318,5 @@ def build(ctx, cfg: GivConfig) -> dict:
     return outputs
 
 
-PRODUCT = ProductDefinition(name="giv", config_model=GivConfig, build=build, secrets=required_secrets)
+PRODUCT = ProductDefinition(name="giv", config_model=GivConfig, build=build, secrets=required_secrets,
+                            claims=claims)

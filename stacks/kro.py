@@ -8,12 +8,11 @@ nginx reloaded by a deploy hook.
 
 from __future__ import annotations
 
-import ipaddress
-from typing import Literal
+from typing import Annotated, Iterator, Literal
 
 import pulumi
 import pulumi_digitalocean as do
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, EmailStr, Field
 
 from components import monitoring, tiers
 from components.containers import ContainerSpec
@@ -27,32 +26,40 @@ from components.ingress import Ingress, IngressRoute
 from components.backup import R2Backup, R2BackupArgs
 from components.backupscripts import BackupJob
 from components.workloads import HostFile, host_path_for
-from stacks.common import (BackupConfig, DnsConfig, Product, RouteConfig, check_hosts_in_zone,
-                           check_secret_keys, generated_password, host_monitoring, merge_env,
-                           monitoring_secrets, product_foundation, service_secret_env)
+from stacks.boundary import Finding, RuleContext, each, rule
+from stacks.collisions import duplicates, program_containers, reserved_names
+from stacks.common import (BackupConfig, DnsConfig, Product, RouteConfig, alert_email_findings,
+                           backup_bucket_findings, derived_buckets, generated_password, host_monitoring,
+                           hosts_in_zone, injected_env_findings, merge_env, monitoring_findings,
+                           monitoring_secrets, product_foundation, secret_key_findings,
+                           service_secret_env)
 from stacks.config import DO_REGIONS, SecretKey
-from stacks.model import Cidr, ResourceName, StrictModel
+from stacks.model import PrivateCidr, ResourceName, StrictModel
 from stacks.definition import ProductDefinition
+from stacks.provider import check_version, validator as provider_slug
 
 SSH_KEY_SECRET = "kro_ssh_private_key"
 
 
 class DropletConfig(StrictModel):
-    size: str = Field(pattern=r"^[a-z0-9-]+$", description="droplet size slug, e.g. s-2vcpu-4gb")
+    size: Annotated[str, AfterValidator(provider_slug("droplet_sizes", "droplet size"))] = Field(
+        description="droplet size slug, e.g. s-2vcpu-4gb")
     image: str = Field(default="ubuntu-24-04-x64", pattern=r"^ubuntu-\d\d-04-x64$",
                        description="Ubuntu LTS image slug; changing it replaces the droplet")
-    ssh_key_fingerprints: list[str] = Field(
-        min_length=1, description="fingerprints of DigitalOcean SSH keys for the first boot")
+    ssh_key_fingerprints: list[Annotated[str, Field(pattern=r"^([0-9a-f]{2}:){15}[0-9a-f]{2}$")]] = Field(
+        min_length=1, description="MD5 fingerprints (aa:bb:...) of DigitalOcean SSH keys for the first boot")
     backups: bool = Field(default=True, description="weekly provider backups of the droplet")
 
 
 class DatabaseConfig(StrictModel):
-    version: str = Field(default="16", pattern=r"^\d+$", description="Postgres major version")
-    size: str = Field(pattern=r"^db-[a-z0-9-]+$", description="node size slug, e.g. db-s-1vcpu-2gb")
+    version: Annotated[str, AfterValidator(lambda v: check_version("pg", v))] = Field(
+        default="16", description="Postgres major version")
+    size: Annotated[str, AfterValidator(provider_slug("database_sizes", "database node size"))] = Field(
+        description="node size slug, e.g. db-s-1vcpu-2gb")
     node_count: int = Field(default=1, ge=1, le=3, description="nodes; 2+ adds a standby")
-    name: str = Field(default="kro", pattern=r"^[a-z][a-z0-9_]*$",
+    name: str = Field(default="kro", pattern=r"^[a-z][a-z0-9_]{0,62}$",
                                      description="application database name")
-    user: str = Field(default="kro_backend", pattern=r"^[a-z][a-z0-9_]*$",
+    user: str = Field(default="kro_backend", pattern=r"^[a-z][a-z0-9_]{0,62}$",
                       description="application database user (password generated)")
     pool_size: int = Field(default=10, ge=1, le=100, description="PgBouncer pool size")
     use_pool: bool = Field(default=False, description="backend connects through the pool; off "
@@ -78,7 +85,7 @@ class KroConfig(StrictModel):
 
     region: Literal[DO_REGIONS] | None = Field(  # type: ignore[valid-type]
         default=None, description="region slug; defaults to environment.region")
-    vpc_ip_range: Cidr = Field(description="private range of the product's VPC, e.g. 10.110.0.0/20")
+    vpc_ip_range: PrivateCidr = Field(description="private range of the product's VPC, e.g. 10.110.0.0/20")
     droplet: DropletConfig = Field(description="the droplet that runs the containers")
     database: DatabaseConfig = Field(description="the managed Postgres cluster")
     services: list[ContainerSpec] = Field(min_length=1, description="containers behind nginx")
@@ -90,8 +97,7 @@ class KroConfig(StrictModel):
         "/usr/src/app/kro-prod-db-cluster-ca-certificate.crt")
     routes: list[RouteConfig] = Field(min_length=1, description="hostname -> service routes")
     dns: DnsConfig = Field(description="where the hostnames are published")
-    acme_email: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$",
-                            description="Let's Encrypt account email (expiry notices)")
+    acme_email: EmailStr = Field(description="Let's Encrypt account email (expiry notices)")
     acme_staging: bool = Field(default=False, description="use Let's Encrypt's staging CA")
     backup: BackupConfig = Field(description="off-site backup of the database to R2, restore-"
                                  "tested weekly on the droplet")
@@ -100,38 +106,75 @@ class KroConfig(StrictModel):
         default=None, description="self-hosted Prometheus, Alertmanager, Grafana and exporters on the "
                                   "droplet (mgmt tier), watching its host and the backup jobs; unset: none")
 
-    @model_validator(mode="after")
-    def _consistent(self) -> "KroConfig":
-        if not ipaddress.ip_network(self.vpc_ip_range).is_private:
-            raise ValueError(f"vpc_ip_range {self.vpc_ip_range} must be a private range")
-        names = [s.name for s in self.services]
-        if len(set(names)) != len(names):
-            raise ValueError(f"service names repeat: {sorted({n for n in names if names.count(n) > 1})}")
-        if "nginx" in names:
-            raise ValueError("nginx is the ingress the program adds; do not list it in services")
-        for spec in self.services:
-            if spec.publish:
-                raise ValueError(f"services {spec.name}: only the ingress publishes ports; "
-                                 "remove publish and add a route")
-        if self.monitoring:
-            monitoring.check_config(self.monitoring, "kro", names)
-            if spec.tier is not tiers.Tier.APP:
-                raise ValueError(f"services {spec.name}: KRO services are app tier, got {spec.tier.value}")
-        by_name = {s.name: s for s in self.services}
-        for route in self.routes:
-            if route.service not in by_name:
-                raise ValueError(f"route {route.host} -> {route.service}: no such service "
-                                 f"(services: {', '.join(names)})")
-            if by_name[route.service].port is None:
-                raise ValueError(f"route {route.host}: service {route.service} has no port")
-        hosts = [r.host for r in self.routes]
-        if len(set(hosts)) != len(hosts):
-            raise ValueError("a hostname is routed twice")
-        check_hosts_in_zone(hosts, self.dns.zone)
-        if self.database_service not in by_name:
-            raise ValueError(f"database_service {self.database_service} is not a service")
-        check_secret_keys("kro", self.services)
-        return self
+
+
+@rule(KroConfig)
+def _services(cfg: KroConfig, ctx: RuleContext) -> Iterator[Finding]:
+    """Unique names, none a container the program adds; app tier, published by the ingress only."""
+    yield from duplicates(((("services", i, "name"), s.name) for i, s in each(cfg.services)), "service name",
+                          ctx.where)
+    yield from reserved_names(cfg.services, "services", program_containers(monitoring=True))
+    for index, spec in each(cfg.services):
+        if spec.publish:
+            yield Finding(("services", index, "publish"), "only the ingress publishes ports; remove publish "
+                                                          "and add a route")
+        if spec.tier is not tiers.Tier.APP:
+            yield Finding(("services", index, "tier"), f"KRO services are app tier, got {spec.tier.value}")
+    yield from secret_key_findings("kro", "services", cfg.services)
+
+
+@rule(KroConfig)
+def _routes(cfg: KroConfig, ctx: RuleContext) -> Iterator[Finding]:
+    """Each route names a service with a port; each hostname once, inside the DNS zone."""
+    by_name = {s.name: (i, s) for i, s in each(cfg.services)}
+    for index, route in each(cfg.routes):
+        if route.service not in by_name:
+            yield Finding(("routes", index, "service"), f"{route.service} is not a service "
+                          f"(services: {', '.join(sorted(by_name))})")
+        elif by_name[route.service][1].port is None:
+            yield Finding(("routes", index, "service"), f"{route.service} has no port to route to; set "
+                          f"{ctx.where('services', by_name[route.service][0], 'port')}")
+    yield from duplicates(((("routes", i, "host"), r.host) for i, r in each(cfg.routes)), "hostname", ctx.where)
+
+
+@rule(KroConfig)
+def _routes_in_zone(cfg: KroConfig, ctx: RuleContext) -> Iterator[Finding]:
+    yield from hosts_in_zone([(("routes", i, "host"), r.host) for i, r in each(cfg.routes)], cfg.dns.zone)
+
+
+@rule(KroConfig)
+def _database_service(cfg: KroConfig, ctx: RuleContext) -> Iterator[Finding]:
+    names = {s.name for _, s in each(cfg.services)}
+    if cfg.database_service not in names:
+        yield Finding(("database_service",), f"{cfg.database_service} is not a service "
+                      f"(services: {', '.join(sorted(names))})")
+    yield from injected_env_findings("services", cfg.services, {
+        cfg.database_service: {"DATABASE_URL": "the managed database's URL"}})
+
+
+@rule(KroConfig)
+def _monitoring(cfg: KroConfig, ctx: RuleContext) -> Iterator[Finding]:
+    yield from monitoring_findings(cfg.monitoring, "kro", {s.name: s for _, s in each(cfg.services)},
+                                   where=lambda n: ctx.where("services", next(i for i, s in each(cfg.services)
+                                                                              if s.name == n), "port"))
+    yield from alert_email_findings(cfg.monitoring, ctx)
+
+
+@rule(KroConfig)
+def _adopt_domain(cfg: KroConfig, ctx: RuleContext) -> Iterator[Finding]:
+    if cfg.adopt.domain and cfg.dns.provider != "digitalocean":
+        yield Finding(("adopt", "domain"), f"only a DigitalOcean DNS zone can be adopted; dns.provider is "
+                      f"{cfg.dns.provider} (set adopt.domain false)")
+
+
+@rule(KroConfig)
+def _backup_bucket(cfg: KroConfig, ctx: RuleContext) -> Iterator[Finding]:
+    yield from backup_bucket_findings(cfg.backup, [""])
+
+
+def claims(cfg: KroConfig) -> dict:
+    return {"hostnames": [(("routes", i, "host"), r.host) for i, r in each(cfg.routes)],
+            "buckets": derived_buckets(cfg.backup, [""])}
 
 
 def required_secrets(cfg: KroConfig) -> list[SecretKey]:
@@ -223,6 +266,7 @@ def build(ctx, cfg: KroConfig) -> dict:
         account_id=cfg.backup.cloudflare_account_id, bucket_name=cfg.backup.bucket,
         location=cfg.backup.location, lock_days=cfg.backup.lock_days,
         runner=host.ssh, runner_ready=host.files_written, protect=prod,
+        backup_calendar=cfg.backup.schedule, restore_calendar=cfg.backup.restore_test_schedule,
     ), opts=child)
     destinations = ctx.alert_destinations()
     droplet_alerts(name, [host.droplet_id], destinations, product)
@@ -238,4 +282,5 @@ def build(ctx, cfg: KroConfig) -> dict:
     return outputs
 
 
-PRODUCT = ProductDefinition(name="kro", config_model=KroConfig, build=build, secrets=required_secrets)
+PRODUCT = ProductDefinition(name="kro", config_model=KroConfig, build=build, secrets=required_secrets,
+                            claims=claims)

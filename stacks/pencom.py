@@ -19,10 +19,11 @@ internal nodes goes only through the edge node, from the admin CIDRs.
 from __future__ import annotations
 
 import ipaddress
+from typing import Annotated, Iterator
 
 import pulumi
 import pulumi_minio as minio
-from pydantic import Field, model_validator
+from pydantic import EmailStr, Field, field_validator
 
 from components import egress, monitoring, prometheus, tiers
 from components.backup import R2Backup, R2BackupArgs
@@ -37,12 +38,17 @@ from components.mongo_init import check_mongo_names, render_mongo_init_js
 from components.onprem import OnPremVps, OnPremVpsArgs
 from components.postgres_init import check_init_plan, render_init_sql
 from components.workloads import HostFile, datastore_init
-from stacks.common import (BackupConfig, DnsConfig, Product, RouteConfig, check_hosts_in_zone,
-                           check_secret_keys, generated_password, merge_env, monitoring_secrets,
+from stacks.boundary import Finding, RuleContext, Skip, each, rule
+from stacks.collisions import duplicates, program_containers
+from stacks.common import (BackupConfig, DnsConfig, Product, RouteConfig, alert_email_findings,
+                           backup_bucket_findings, bootstrap_user_problem, derived_buckets,
+                           generated_password, hosts_in_zone, injected_env_findings, merge_env,
+                           monitoring_findings, monitoring_secrets, secret_key_findings,
                            service_secret_env)
 from stacks.config import SecretKey
 from stacks.definition import ProductDefinition
-from stacks.model import BootstrapUser, Cidr, ResourceName, StrictModel
+from stacks.model import (ADMIN_PREFIX_MIN, BootstrapUser, Cidr, HostCidr, PrivateAddress, PrivateCidr,
+                          PublicAddress, ResourceName, StrictModel)
 
 SSH_KEY_SECRET = "pencom_ssh_private_key"
 CA_PATH = "/run/platform/ca.crt"
@@ -59,17 +65,18 @@ DOCKER_POOLS = ("172.16.0.0/12", "192.168.0.0/16")
 
 
 class NodeConfig(StrictModel):
-    private_address: str = Field(description="address on the internal network")
-    public_address: str | None = Field(default=None, description="public address (edge node only)")
+    private_address: PrivateAddress = Field(description="address on the internal network")
+    public_address: PublicAddress | None = Field(default=None, description="public address (edge node only)")
     ssh_port: int = Field(default=22, gt=0, lt=65536, description="SSH port")
     bootstrap_user: BootstrapUser = None
 
-    @model_validator(mode="after")
-    def _addresses(self) -> "NodeConfig":
-        ipaddress.ip_address(self.private_address)
-        if self.public_address:
-            ipaddress.ip_address(self.public_address)
-        return self
+    @field_validator("bootstrap_user")
+    @classmethod
+    def _not_root_or_deploy(cls, value: str | None) -> str | None:
+        problem = bootstrap_user_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
 
 class Nodes(StrictModel):
@@ -80,7 +87,7 @@ class Nodes(StrictModel):
 
 
 class ServiceDatabase(StrictModel):
-    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="database name")
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$", description="database name")
     service: ResourceName = Field(description="service that owns it (its role or user is named after the service)")
     env: str = Field(default="", pattern=r"^([A-Z][A-Z0-9_]*)?$",
                      description="environment variable with the connection URL "
@@ -99,7 +106,8 @@ class ReadWaiver(StrictModel):
 
 class BucketConsumerConfig(StrictModel):
     service: ResourceName = Field(description="app service that uses the bucket")
-    prefixes: list[str] = Field(min_length=1, description="key prefixes it may use, e.g. CERTIFICATES/")
+    prefixes: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*/$")]] = Field(
+        min_length=1, description="key prefixes it may use, e.g. CERTIFICATES/ (a name and a slash)")
     write: bool = Field(default=True, description="read-write (default) or read-only")
 
 
@@ -119,7 +127,19 @@ class HttpsRoute(StrictModel):
 
 class DirectRouteConfig(StrictModel):
     name: ResourceName = Field(description="destination, e.g. oracle-ecrs")
-    cidrs: list[Cidr] = Field(min_length=1, description="its addresses")
+    cidrs: list[Cidr] = Field(min_length=1, description="its addresses: at most one site wide (IPv4 /24, "
+                              "IPv6 /48), since a broader route defeats the allow-list")
+
+    @field_validator("cidrs")
+    @classmethod
+    def _narrow(cls, cidrs: list[str]) -> list[str]:
+        for cidr in cidrs:
+            network = ipaddress.ip_network(cidr)
+            if network.prefixlen < ADMIN_PREFIX_MIN[network.version]:
+                raise ValueError(f"{cidr} is broader than /{ADMIN_PREFIX_MIN[network.version]}: a direct "
+                                 "route that wide bypasses the egress allow-list; list the destination's "
+                                 "own addresses")
+        return cidrs
     port: int = Field(gt=0, lt=65536, description="TCP port")
     services: list[ResourceName] = Field(min_length=1, description="app services that use it")
 
@@ -131,8 +151,9 @@ class EgressConfig(StrictModel):
                                     "through the proxy: package mirrors, registries, R2")
     direct: list[DirectRouteConfig] = Field(default_factory=list,
                                             description="non-HTTP destinations at fixed addresses")
-    resolvers: list[Cidr] = Field(min_length=1, description="DNS resolvers of the internal nodes")
-    edge_subnet: Cidr = Field(default="172.31.250.0/24",
+    resolvers: list[HostCidr] = Field(min_length=1, description="DNS resolvers of the internal nodes, each "
+                                      "one host (/32, /128): port 53 to a range would be a tunnel out")
+    edge_subnet: PrivateCidr = Field(default="172.31.250.0/24",
                               description="subnet of the edge node's Docker network; the proxy, Alertmanager "
                                           "and the blackbox exporter get fixed addresses in its lower half, "
                                           "the only containers there allowed to reach the internet directly")
@@ -146,7 +167,7 @@ class JwtConfig(StrictModel):
 class PencomConfig(StrictModel):
     """Settings of the Pencom product in one stack."""
 
-    internal_cidr: Cidr = Field(description="the internal network of the four nodes")
+    internal_cidr: PrivateCidr = Field(description="the internal network of the four nodes")
     nodes: Nodes = Field(description="the four VPS nodes")
     edge_services: list[ContainerSpec] = Field(min_length=1, description="api-gateway, external-gateway (tier edge)")
     app_services: list[ContainerSpec] = Field(min_length=1, description="services on the app node (tier app, "
@@ -165,82 +186,308 @@ class PencomConfig(StrictModel):
     routes: list[RouteConfig] = Field(min_length=1, description="public hostname -> edge service")
     dns: DnsConfig | None = Field(default=None, description="where the hostnames are published; "
                                   "unset when PenCom manages the records")
-    acme_email: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$", description="Let's Encrypt email")
+    acme_email: EmailStr = Field(description="Let's Encrypt email")
     backup: BackupConfig = Field(description="off-site backups of every datastore and the bucket to R2")
     monitoring: MonitoringConfig = Field(
         default_factory=MonitoringConfig,
         description="Prometheus, Alertmanager, Grafana and the blackbox exporter on the edge node "
                     "(mgmt tier); node-exporter and cAdvisor on every node")
 
-    @model_validator(mode="after")
-    def _consistent(self) -> "PencomConfig":
-        network = ipaddress.ip_network(self.internal_cidr)
-        nodes = {"edge": self.nodes.edge, "app": self.nodes.app, "data": self.nodes.data,
-                 "storage": self.nodes.storage}
-        addresses = [n.private_address for n in nodes.values()]
-        if len(set(addresses)) != len(addresses):
-            raise ValueError("nodes: private addresses repeat")
-        outside = [k for k, n in nodes.items() if ipaddress.ip_address(n.private_address) not in network]
-        if outside:
-            raise ValueError(f"nodes {', '.join(outside)}: private_address outside internal_cidr {network}")
-        if not self.nodes.edge.public_address:
-            raise ValueError("nodes.edge.public_address is required: the edge node is the bastion")
-        internal = [k for k in ("app", "data", "storage") if nodes[k].public_address]
-        if internal:
-            raise ValueError(f"nodes {', '.join(internal)}: internal nodes have no public_address "
-                             "(they are reached through the edge node)")
-        edge = {s.name: s for s in self.edge_services}
-        app = {s.name: s for s in self.app_services}
-        stores = [self.postgres, self.mongodb, self.redis, self.minio, self.egress.proxy]
-        names = [*edge, *app, *(s.name for s in stores), "nginx"]
-        if len(set(names)) != len(self.edge_services) + len(self.app_services) + 6:
-            raise ValueError("service names repeat (nginx is the ingress's)")
-        for spec in self.edge_services:
-            if spec.tier is not tiers.Tier.EDGE or spec.publish:
-                raise ValueError(f"edge_services {spec.name}: tier edge, no publish (nginx fronts it)")
-        for spec in self.app_services:
-            if spec.tier is not tiers.Tier.APP or spec.port is None or spec.publish:
-                raise ValueError(f"app_services {spec.name}: tier app with a port and no publish "
-                                 "(the port is published on the app node's private address)")
-        for field in ("postgres", "mongodb", "redis", "minio"):
-            spec = getattr(self, field)
-            if spec.tier is not tiers.Tier.DATA or spec.publish or spec.command:
-                raise ValueError(f"{field}: tier data, without publish or command (both are set "
-                                 "by the program, with TLS)")
-        if self.egress.proxy.tier is not tiers.Tier.MGMT or self.egress.proxy.publish:
-            raise ValueError("egress.proxy: tier mgmt (published on the private address only), no publish")
-        services = {**edge, **app}
-        refs = [(f"databases {d.name}", d.service, app) for d in self.databases]
-        refs += [(f"mongo_databases {d.name}", d.service, app) for d in self.mongo_databases]
-        refs += [("redis_clients", s, app) for s in self.redis_clients]
-        refs += [(f"bucket.consumers {c.service}", c.service, app) for c in self.bucket.consumers]
-        refs += [(f"read_waivers {w.name}", w.service, edge) for w in self.read_waivers]
-        refs += [("jwt", s, services) for s in [*self.jwt.users, *self.jwt.partners]]
-        refs += [(f"egress.https {r.name}", s, services) for r in self.egress.https for s in r.services]
-        refs += [(f"egress.direct {r.name}", s, app) for r in self.egress.direct for s in r.services]
-        refs += [(f"routes {r.host}", r.service, edge) for r in self.routes]
-        for where, service, allowed in refs:
-            if service not in allowed:
-                kind = "an app service" if allowed is app else "an edge service" if allowed is edge else "a service"
-                raise ValueError(f"{where}: {service} is not {kind}")
-        db_names = [d.name for d in [*self.databases, *self.mongo_databases]]
-        if len(set(db_names)) != len(db_names):
-            raise ValueError("database names repeat")
-        postgres_dbs = {d.name for d in self.databases}
-        owners = [d.service for d in self.databases]
-        if len(set(owners)) != len(owners):
-            raise ValueError("databases: one Postgres database per service (its role is named after it)")
-        for waiver in self.read_waivers:
-            if waiver.database not in postgres_dbs:
-                raise ValueError(f"read_waivers {waiver.name}: {waiver.database} is not a Postgres database")
-        monitoring.check_config(self.monitoring, "pencom", list(services))
-        for route in self.egress.https:
+
+
+NODES = ("edge", "app", "data", "storage")
+RESERVED_LABELS = ("redis", "files")
+"""Backup jobs (and R2 buckets) the program adds besides one per database."""
+
+
+@rule(PencomConfig)
+def _node_addresses(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
+    """Distinct private addresses inside internal_cidr (not its network or broadcast address);
+    the edge node alone has a public address."""
+    network = ipaddress.ip_network(cfg.internal_cidr)
+    nodes = [(name, getattr(cfg.nodes, name, None)) for name in NODES]
+    yield from duplicates(((("nodes", n, "private_address"), node.private_address) for n, node in nodes
+                           if node is not None), "private address", ctx.where)
+    for name, node in nodes:
+        if node is None:
+            continue
+        address = ipaddress.ip_address(node.private_address)
+        if address not in network:
+            yield Finding(("nodes", name, "private_address"), f"{address} is outside internal_cidr {network}")
+        elif network.num_addresses > 2 and address in (network.network_address, network.broadcast_address):
+            yield Finding(("nodes", name, "private_address"), f"{address} is the network or broadcast address "
+                          f"of {network}")
+        if name != "edge" and node.public_address:
+            yield Finding(("nodes", name, "public_address"), "internal nodes have no public_address (they are "
+                          "reached through the edge node); remove it")
+    if not cfg.nodes.edge.public_address:
+        yield Finding(("nodes", "edge", "public_address"), "is required: the edge node is the bastion")
+
+
+@rule(PencomConfig)
+def _service_names(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
+    """Every container name once on its node: nginx, the monitoring containers and the MinIO
+    backup reader are the program's."""
+    claims = []
+    for field in ("edge_services", "app_services"):
+        try:
+            claims += [((field, i, "name"), s.name) for i, s in each(getattr(cfg, field))]
+        except Skip:
+            pass
+    for field in ("postgres", "mongodb", "redis", "minio"):
+        try:
+            claims.append(((field, "name"), getattr(cfg, field).name))
+        except Skip:
+            pass
+    try:
+        claims.append((("egress", "proxy", "name"), cfg.egress.proxy.name))
+    except Skip:
+        pass
+    yield from duplicates(claims, "service name", ctx.where)
+    reserved = {**program_containers(monitoring=True), BACKUP_READER: "the MinIO backup reader"}
+    for loc, name in claims:
+        if name in reserved:
+            yield Finding(loc, f"{name!r} is the name of {reserved[name]}'s container or user; rename it")
+
+
+@rule(PencomConfig)
+def _tiers(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
+    for index, spec in each(cfg.edge_services):
+        if spec.tier is not tiers.Tier.EDGE:
+            yield Finding(("edge_services", index, "tier"), f"edge services are tier edge, got {spec.tier.value}")
+        if spec.publish:
+            yield Finding(("edge_services", index, "publish"), "nginx fronts edge services; remove publish")
+    for index, spec in each(cfg.app_services):
+        if spec.tier is not tiers.Tier.APP:
+            yield Finding(("app_services", index, "tier"), f"app services are tier app, got {spec.tier.value}")
+        if spec.port is None:
+            yield Finding(("app_services", index, "port"), "is required: it is published on the app node's "
+                          "private address")
+        if spec.publish:
+            yield Finding(("app_services", index, "publish"), "the program publishes the port on the app "
+                          "node's private address; remove publish")
+
+
+@rule(PencomConfig)
+def _datastores(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
+    for field in ("postgres", "mongodb", "redis", "minio"):
+        try:
+            spec = getattr(cfg, field)
+        except Skip:
+            continue
+        if spec.tier is not tiers.Tier.DATA:
+            yield Finding((field, "tier"), f"tier data, got {spec.tier.value}")
+        for key in ("publish", "command"):
+            if getattr(spec, key):
+                yield Finding((field, key), "is set by the program (with TLS); remove it")
+
+
+@rule(PencomConfig)
+def _proxy(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
+    proxy = cfg.egress.proxy
+    if proxy.tier is not tiers.Tier.MGMT:
+        yield Finding(("egress", "proxy", "tier"), f"tier mgmt (published on the private address only), "
+                      f"got {proxy.tier.value}")
+    if proxy.publish:
+        yield Finding(("egress", "proxy", "publish"), "the program publishes the proxy ports; remove it")
+
+
+@rule(PencomConfig)
+def _references(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
+    """Every service a section names exists, on the node that section needs."""
+    edge = {s.name for _, s in each(cfg.edge_services)}
+    app = {s.name for _, s in each(cfg.app_services)}
+    both = edge | app
+    refs: list[tuple[tuple, str, set, str]] = []
+
+    def add(getter, kind, allowed):
+        try:
+            refs.extend((loc, name, allowed, kind) for loc, name in getter())
+        except Skip:
+            pass
+    add(lambda: [(("databases", i, "service"), d.service) for i, d in each(cfg.databases)], "an app service", app)
+    add(lambda: [(("mongo_databases", i, "service"), d.service) for i, d in each(cfg.mongo_databases)],
+        "an app service", app)
+    add(lambda: [(("redis_clients", i), s) for i, s in enumerate(cfg.redis_clients)], "an app service", app)
+    add(lambda: [(("bucket", "consumers", i, "service"), c.service) for i, c in each(cfg.bucket.consumers)],
+        "an app service", app)
+    add(lambda: [(("read_waivers", i, "service"), w.service) for i, w in each(cfg.read_waivers)],
+        "an edge service", edge)
+    add(lambda: [(("jwt", k, i), s) for k in ("users", "partners") for i, s in enumerate(getattr(cfg.jwt, k))],
+        "a service", both)
+    add(lambda: [(("egress", "https", i, "services", j), s) for i, r in each(cfg.egress.https)
+                 for j, s in enumerate(r.services)], "a service", both)
+    add(lambda: [(("egress", "direct", i, "services", j), s) for i, r in each(cfg.egress.direct)
+                 for j, s in enumerate(r.services)], "an app service", app)
+    add(lambda: [(("routes", i, "service"), r.service) for i, r in each(cfg.routes)], "an edge service", edge)
+    for loc, name, allowed, kind in refs:
+        if name not in allowed:
+            yield Finding(loc, f"{name} is not {kind} ({', '.join(sorted(allowed)) or 'none'})")
+
+
+@rule(PencomConfig)
+def _routes(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
+    edge = {s.name: (i, s) for i, s in each(cfg.edge_services)}
+    for index, route in each(cfg.routes):
+        if route.service in edge and edge[route.service][1].port is None:
+            yield Finding(("routes", index, "service"), f"{route.service} has no port to route to; set "
+                          f"{ctx.where('edge_services', edge[route.service][0], 'port')}")
+    yield from duplicates(((("routes", i, "host"), r.host) for i, r in each(cfg.routes)), "hostname", ctx.where)
+    if cfg.dns:
+        yield from hosts_in_zone([(("routes", i, "host"), r.host) for i, r in each(cfg.routes)], cfg.dns.zone)
+
+
+@rule(PencomConfig)
+def _databases(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
+    """Database names unique across Postgres and MongoDB and not a backup label the program
+    uses; one Postgres database per service (its role is named after it); every waiver reads an
+    existing Postgres database, one waiver per service."""
+    dbs = [(("databases", i, "name"), d.name) for i, d in each(cfg.databases)]
+    dbs += [(("mongo_databases", i, "name"), d.name) for i, d in each(cfg.mongo_databases)]
+    yield from duplicates(dbs, "database name", ctx.where)
+    for loc, name in dbs:
+        if name.replace("_", "-") in RESERVED_LABELS:
+            yield Finding(loc, f"{name} is the name of the program's {name} backup job; rename the database")
+    yield from duplicates(((("databases", i, "service"), role_name(d.service)) for i, d in each(cfg.databases)),
+                          "Postgres role (one database per service)", ctx.where)
+    postgres = {d.name for _, d in each(cfg.databases)}
+    for index, waiver in each(cfg.read_waivers):
+        if waiver.database not in postgres:
+            yield Finding(("read_waivers", index, "database"), f"{waiver.database} is not a Postgres database "
+                          f"({', '.join(sorted(postgres))})")
+    yield from duplicates(((("read_waivers", i, "name"), w.name) for i, w in each(cfg.read_waivers)),
+                          "waiver name", ctx.where)
+    yield from duplicates(((("read_waivers", i, "service"), w.service) for i, w in each(cfg.read_waivers)),
+                          "reader role (one waiver per service)", ctx.where)
+
+
+@rule(PencomConfig)
+def _env_keys(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
+    """Env keys the program sets: two sources of one key for one service, or a user key the
+    program would overwrite."""
+    claims = []
+    for i, d in each(cfg.databases):
+        claims.append((("databases", i, "env"), (d.service, d.env or "DATABASE_URL")))
+    for i, d in each(cfg.mongo_databases):
+        claims.append((("mongo_databases", i, "env"), (d.service, d.env or "MONGODB_URI")))
+    for i, w in each(cfg.read_waivers):
+        claims.append((("read_waivers", i, "env"), (w.service, w.env)))
+    injected: dict[str, dict[str, str]] = {}
+    services = [*(s for _, s in each(cfg.edge_services)), *(s for _, s in each(cfg.app_services))]
+    fixed = {"INTERNAL_API_KEY": "the internal API key", "NODE_EXTRA_CA_CERTS": "the internal CA"}
+    for spec in services:
+        injected[spec.name] = dict(fixed)
+    for service in cfg.jwt.users:
+        claims.append((("jwt", "users"), (service, "JWT_SECRET")))
+    for service in cfg.jwt.partners:
+        claims.append((("jwt", "partners"), (service, "PFC_JWT_SECRET")))
+    for i, service in enumerate(cfg.redis_clients):
+        claims.append((("redis_clients", i), (service, "REDIS_URL")))
+    for i, c in each(cfg.bucket.consumers):
+        for key in ("SPACES_ACCESS_KEY_ID", "SPACES_SECRET_ACCESS_KEY", "SPACES_ENDPOINT", "SPACES_BUCKET_NAME",
+                    "SPACES_REGION", "SPACES_FORCE_PATH_STYLE"):
+            claims.append((("bucket", "consumers", i, "service"), (c.service, key)))
+    for loc, (service, key) in claims:
+        if key in fixed:
+            yield Finding(loc, f"{key} is set by the program for every service ({fixed[key]})")
+        injected.setdefault(service, {})[key] = ctx.where(*loc)
+    yield from duplicates(claims, "service and env key", ctx.where)
+    edge_urls = {f"{s.name.upper().replace('-', '_')}_SERVICE_URL": "an app service's URL"
+                 for _, s in each(cfg.app_services)}
+    for _, spec in each(cfg.edge_services):
+        injected.setdefault(spec.name, {}).update(edge_urls)
+    try:
+        for service in proxy_env(cfg):
+            injected.setdefault(service, {}).update(
+                {k: "the egress proxy" for k in ("HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY")})
+    except (Skip, AttributeError, KeyError):
+        pass
+    yield from injected_env_findings("edge_services", cfg.edge_services, injected)
+    yield from injected_env_findings("app_services", cfg.app_services, injected)
+
+
+@rule(PencomConfig)
+def _published(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
+    """Each node's published address:port once: app services on the app node's private address
+    with node-exporter and cAdvisor, and sshd on every node."""
+    app_address = cfg.nodes.app.private_address
+    program = {cfg.nodes.app.ssh_port: "sshd", monitoring.NODE_EXPORTER_PORT: "node-exporter",
+               monitoring.CADVISOR_PORT: "cadvisor"}
+    own = [(("app_services", i, "port"), (app_address, s.port)) for i, s in each(cfg.app_services) if s.port]
+    for loc, (address, port) in own:
+        if port in program:
+            yield Finding(loc, f"{address}:{port} is already published by {program[port]} on the app node; "
+                               "choose another port")
+    yield from duplicates(own, "published address:port", ctx.where)
+
+
+@rule(PencomConfig)
+def _egress(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
+    """Domains well formed and once per route; the edge subnet private, apart from the internal
+    network, and large enough for the fixed addresses of the containers that leave directly."""
+    for i, route in each(cfg.egress.https):
+        try:
             egress.check_domains(route.domains)
-        egress.check_domains(self.egress.host_domains)
-        if self.dns:
-            check_hosts_in_zone([r.host for r in self.routes], self.dns.zone)
-        check_secret_keys("pencom", [*self.edge_services, *self.app_services])
-        return self
+        except ValueError as exc:
+            yield Finding(("egress", "https", i, "domains"), str(exc))
+    try:
+        egress.check_domains(cfg.egress.host_domains)
+    except ValueError as exc:
+        yield Finding(("egress", "host_domains"), str(exc))
+    yield from duplicates(((("egress", "https", i, "name"), r.name) for i, r in each(cfg.egress.https)),
+                          "route name", ctx.where)
+    subnet = ipaddress.ip_network(cfg.egress.edge_subnet)
+    needed = 9 + len(EDGE_EXEMPT)
+    hosts = list(subnet.hosts()) if subnet.num_addresses <= 65536 else None
+    lower = list(subnet.subnets())[0] if subnet.prefixlen < subnet.max_prefixlen else subnet
+    if hosts is not None and (len(hosts) < needed or hosts[needed - 1] not in lower):
+        yield Finding(("egress", "edge_subnet"), f"{subnet} is too small: {', '.join(EDGE_EXEMPT)} get fixed "
+                      f"addresses .{10}-.{needed} in its lower half; use a /27 or larger")
+
+
+@rule(PencomConfig)
+def _edge_subnet_apart(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
+    if ipaddress.ip_network(cfg.egress.edge_subnet).overlaps(ipaddress.ip_network(cfg.internal_cidr)):
+        yield Finding(("egress", "edge_subnet"), f"overlaps internal_cidr {cfg.internal_cidr}; containers "
+                      "could not reach the internal network")
+
+
+@rule(PencomConfig)
+def _direct_routes(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
+    yield from duplicates(((("egress", "direct", i, "name"), r.name) for i, r in each(cfg.egress.direct)),
+                          "route name", ctx.where)
+
+
+@rule(PencomConfig)
+def _secrets(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
+    yield from secret_key_findings("pencom", "edge_services", cfg.edge_services)
+    yield from secret_key_findings("pencom", "app_services", cfg.app_services)
+
+
+@rule(PencomConfig)
+def _monitoring(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
+    services = {s.name: s for _, s in each(cfg.edge_services)} | {s.name: s for _, s in each(cfg.app_services)}
+    where = {s.name: ("edge_services", i) for i, s in each(cfg.edge_services)}
+    where |= {s.name: ("app_services", i) for i, s in each(cfg.app_services)}
+    yield from monitoring_findings(cfg.monitoring, "pencom", services,
+                                   where=lambda n: ctx.where(*where[n], "port"))
+    yield from alert_email_findings(cfg.monitoring, ctx)
+
+
+@rule(PencomConfig)
+def _backup_buckets(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
+    yield from backup_bucket_findings(cfg.backup, _backup_labels(cfg))
+
+
+def _backup_labels(cfg: PencomConfig) -> list[str]:
+    return [d.name for _, d in each(cfg.databases)] + [d.name for _, d in each(cfg.mongo_databases)] \
+        + list(RESERVED_LABELS)
+
+
+def claims(cfg: PencomConfig) -> dict:
+    return {"hostnames": [(("routes", i, "host"), r.host) for i, r in each(cfg.routes)],
+            "buckets": derived_buckets(cfg.backup, _backup_labels(cfg)),
+            "ingress_addresses": [(("nodes", "edge", "public_address"), cfg.nodes.edge.public_address)]}
 
 
 def required_secrets(cfg: PencomConfig) -> list[SecretKey]:
@@ -642,6 +889,7 @@ def build(ctx, cfg: PencomConfig) -> dict:
             account_id=cfg.backup.cloudflare_account_id, bucket_name=f"{cfg.backup.bucket}-{label.replace('_', '-')}",
             location=cfg.backup.location, lock_days=cfg.backup.lock_days, runner=runner.ssh,
             runner_ready=ready, protect=prod, environment={**runner_env, **extra_env},
+            backup_calendar=cfg.backup.schedule, restore_calendar=cfg.backup.restore_test_schedule,
         ), opts=child)
 
     outputs = {
@@ -656,4 +904,5 @@ def build(ctx, cfg: PencomConfig) -> dict:
     return outputs
 
 
-PRODUCT = ProductDefinition(name="pencom", config_model=PencomConfig, build=build, secrets=required_secrets)
+PRODUCT = ProductDefinition(name="pencom", config_model=PencomConfig, build=build, secrets=required_secrets,
+                            claims=claims)

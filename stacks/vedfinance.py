@@ -12,10 +12,10 @@ databases on the shared Postgres, each role confined to its own.
 
 from __future__ import annotations
 
-import ipaddress
+from typing import Annotated, Iterator
 
 import pulumi
-from pydantic import Field, model_validator
+from pydantic import EmailStr, Field, field_validator
 
 from components import monitoring, tiers
 from components.backup import R2Backup, R2BackupArgs
@@ -28,12 +28,16 @@ from components.monitoring import MonitoringConfig
 from components.onprem import OnPremVps, OnPremVpsArgs
 from components.postgres_init import check_init_plan, render_init_sql
 from components.workloads import HostFile, datastore_init
-from stacks.common import (BackupConfig, DnsConfig, Product, RouteConfig, check_hosts_in_zone,
-                           check_secret_keys, generated_password, host_monitoring, merge_env,
-                           monitoring_secrets, service_secret_env)
+from stacks.boundary import Finding, RuleContext, each, rule
+from stacks.collisions import duplicates, program_containers, reserved_names
+from stacks.common import (BackupConfig, DnsConfig, Product, RouteConfig, alert_email_findings,
+                           backup_bucket_findings, bootstrap_user_problem, derived_buckets,
+                           generated_password, host_monitoring, hosts_in_zone, injected_env_findings,
+                           merge_env, monitoring_findings, monitoring_secrets, secret_key_findings,
+                           service_secret_env)
 from stacks.config import SecretKey
 from stacks.definition import ProductDefinition
-from stacks.model import BootstrapUser, ResourceName, StrictModel
+from stacks.model import BootstrapUser, PublicAddress, ResourceName, StrictModel
 
 SSH_KEY_SECRET = "vedfinance_ssh_private_key"
 CA_PATH = "/run/platform/ca.crt"
@@ -41,7 +45,7 @@ PG_TLS_DIR = "/run/platform/tls"
 
 
 class HostConfig(StrictModel):
-    address: str = Field(description="public address the program connects to over SSH")
+    address: PublicAddress = Field(description="public address the program connects to over SSH")
     ssh_port: int = Field(default=22, gt=0, lt=65536, description="SSH port")
     bootstrap_user: BootstrapUser = None
     vcpus: float = Field(gt=0, description="CPU cores of the VPS")
@@ -49,14 +53,17 @@ class HostConfig(StrictModel):
     headroom_mb: int = Field(default=512, ge=0, description="memory kept for the OS and Docker")
     headroom_cpus: float = Field(default=0.25, ge=0, description="CPU kept for the OS and Docker")
 
-    @model_validator(mode="after")
-    def _address(self) -> "HostConfig":
-        ipaddress.ip_address(self.address)
-        return self
+    @field_validator("bootstrap_user")
+    @classmethod
+    def _not_root_or_deploy(cls, value: str | None) -> str | None:
+        problem = bootstrap_user_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
 
 class AppDatabase(StrictModel):
-    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="database (and its role) name")
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$", description="database (and its role) name")
     service: ResourceName = Field(description="service that gets DATABASE_URL for it")
 
 
@@ -69,10 +76,11 @@ class VedfinanceConfig(StrictModel):
     postgres_service: ResourceName = Field(default="postgres", description="the Postgres container")
     redis_service: ResourceName = Field(default="redis", description="the Redis container")
     databases: list[AppDatabase] = Field(min_length=1, description="one database per app environment")
-    extensions: list[str] = Field(default_factory=lambda: ["vector"], description="extensions per database")
+    extensions: list[Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]{0,62}$")]] = Field(
+        default_factory=lambda: ["vector"], description="extensions per database")
     routes: list[RouteConfig] = Field(min_length=1, description="hostname -> service routes")
     dns: DnsConfig = Field(description="where the hostnames are published")
-    acme_email: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$", description="Let's Encrypt email")
+    acme_email: EmailStr = Field(description="Let's Encrypt email")
     ingress_memory_mb: int = Field(default=64, gt=0, description="nginx memory limit")
     ingress_cpus: float = Field(default=0.1, gt=0, description="nginx CPU limit")
     backup: BackupConfig = Field(description="off-site backups of Postgres and Redis to R2")
@@ -81,40 +89,128 @@ class VedfinanceConfig(StrictModel):
         description="Prometheus, Alertmanager, Grafana, blackbox, node-exporter and cAdvisor on the "
                     "VPS (mgmt tier); their limits count against the host too")
 
-    @model_validator(mode="after")
-    def _consistent(self) -> "VedfinanceConfig":
-        by_name = {s.name: s for s in self.services}
-        if len(by_name) != len(self.services):
-            raise ValueError("service names repeat")
-        for needed in (self.postgres_service, self.redis_service, *(d.service for d in self.databases),
-                       *(r.service for r in self.routes)):
-            if needed not in by_name:
-                raise ValueError(f"{needed} is referenced but not among services")
-        for spec in self.services:
-            if spec.publish and spec.tier is not tiers.Tier.DATA:
-                raise ValueError(f"services {spec.name}: only the ingress publishes ports publicly; "
-                                 "data services may publish, bound to loopback for the backup runner")
-        for name in (self.postgres_service, self.redis_service):
-            if by_name[name].tier is not tiers.Tier.DATA:
-                raise ValueError(f"services {name}: a datastore is data tier")
-        check_hosts_in_zone([r.host for r in self.routes], self.dns.zone)
-        check_secret_keys("vedfinance", self.services)
-        monitoring.check_config(self.monitoring, "vedfinance", list(by_name))
-        stack = [*self.services, *monitoring_specs(self.monitoring, "/srv")]
-        memory = sum(s.memory_mb for s in stack) + self.ingress_memory_mb
-        cpus = sum(s.cpus for s in stack) + self.ingress_cpus
-        memory_budget = self.host.memory_mb - self.host.headroom_mb
-        cpu_budget = self.host.vcpus - self.host.headroom_cpus
-        over = []
-        if memory > memory_budget:
-            over.append(f"memory limits add up to {memory} MiB but the host has {self.host.memory_mb} "
-                        f"MiB less {self.host.headroom_mb} MiB headroom = {memory_budget} MiB")
-        if cpus > cpu_budget + 1e-9:
-            over.append(f"CPU limits add up to {cpus:g} but the host has {self.host.vcpus:g} less "
-                        f"{self.host.headroom_cpus:g} headroom = {cpu_budget:g}")
-        if over:
-            raise ValueError("; ".join(over) + " (lower the limits or grow the host)")
-        return self
+
+
+BACKUP_REDIS_LABEL = "redis"
+
+
+@rule(VedfinanceConfig)
+def _services(cfg: VedfinanceConfig, ctx: RuleContext) -> Iterator[Finding]:
+    yield from duplicates(((("services", i, "name"), s.name) for i, s in each(cfg.services)), "service name",
+                          ctx.where)
+    yield from reserved_names(cfg.services, "services", program_containers(monitoring=True))
+    for index, spec in each(cfg.services):
+        if spec.publish and spec.tier is not tiers.Tier.DATA:
+            yield Finding(("services", index, "publish"), "only the ingress publishes ports publicly; data "
+                          "services may publish, bound to loopback for the backup runner")
+    yield from secret_key_findings("vedfinance", "services", cfg.services)
+    published = [(("services", i, "publish", j, "host_port"), p.host_port)
+                 for i, s in each(cfg.services) for j, p in enumerate(s.publish)]
+    yield from duplicates(published, "published port", ctx.where)
+    for loc, port in published:
+        if port in (80, 443) or port == monitoring.GRAFANA_LOOPBACK_PORT:
+            yield Finding(loc, f"port {port} is published by {'the ingress' if port in (80, 443) else 'Grafana'}")
+
+
+@rule(VedfinanceConfig)
+def _references(cfg: VedfinanceConfig, ctx: RuleContext) -> Iterator[Finding]:
+    by_name = {s.name: s for _, s in each(cfg.services)}
+    refs = [(("postgres_service",), cfg.postgres_service), (("redis_service",), cfg.redis_service)]
+    refs += [(("databases", i, "service"), d.service) for i, d in each(cfg.databases)]
+    refs += [(("routes", i, "service"), r.service) for i, r in each(cfg.routes)]
+    for loc, name in refs:
+        if name not in by_name:
+            yield Finding(loc, f"{name} is not among services ({', '.join(sorted(by_name))})")
+        elif loc[0] == "routes" and by_name[name].port is None:
+            index = next(i for i, s in each(cfg.services) if s.name == name)
+            yield Finding(loc, f"{name} has no port to route to; set {ctx.where('services', index, 'port')}")
+    for loc, name in refs[:2]:
+        if name in by_name and by_name[name].tier is not tiers.Tier.DATA:
+            index = next(i for i, s in each(cfg.services) if s.name == name)
+            yield Finding(("services", index, "tier"), f"{name} is a datastore ({loc[0]}): data tier")
+
+
+@rule(VedfinanceConfig)
+def _databases(cfg: VedfinanceConfig, ctx: RuleContext) -> Iterator[Finding]:
+    """One database per service (each gets one DATABASE_URL), names unique, none named like the
+    redis backup job (its bucket and job would be the same)."""
+    yield from duplicates(((("databases", i, "name"), d.name) for i, d in each(cfg.databases)),
+                          "database name", ctx.where)
+    yield from duplicates(((("databases", i, "service"), d.service) for i, d in each(cfg.databases)),
+                          "service (it would get two DATABASE_URL values)", ctx.where)
+    for index, db in each(cfg.databases):
+        if db.name.replace("_", "-") == BACKUP_REDIS_LABEL:
+            yield Finding(("databases", index, "name"), "is the name of the redis backup job; rename it")
+    injected = {cfg.postgres_service: {"POSTGRES_PASSWORD": "the generated superuser password"},
+                cfg.redis_service: {"REDIS_PASSWORD": "the generated Redis password"}}
+    for _, db in each(cfg.databases):
+        injected.setdefault(db.service, {}).update(DATABASE_URL=f"database {db.name}", REDIS_URL="Redis")
+    yield from injected_env_findings("services", cfg.services, injected)
+
+
+@rule(VedfinanceConfig)
+def _routes(cfg: VedfinanceConfig, ctx: RuleContext) -> Iterator[Finding]:
+    yield from duplicates(((("routes", i, "host"), r.host) for i, r in each(cfg.routes)), "hostname", ctx.where)
+    yield from hosts_in_zone([(("routes", i, "host"), r.host) for i, r in each(cfg.routes)], cfg.dns.zone)
+
+
+@rule(VedfinanceConfig)
+def _monitoring(cfg: VedfinanceConfig, ctx: RuleContext) -> Iterator[Finding]:
+    yield from monitoring_findings(cfg.monitoring, "vedfinance", {s.name: s for _, s in each(cfg.services)},
+                                   where=lambda n: ctx.where("services", next(i for i, s in each(cfg.services)
+                                                                              if s.name == n), "port"))
+    yield from alert_email_findings(cfg.monitoring, ctx)
+
+
+def _parts(parts: list, ctx: RuleContext) -> str:
+    """Each limit's key path and value, largest first, the monitoring stack's fixed ones summed."""
+    fixed = sum(v for loc, v in parts if loc == ("monitoring",))
+    named = sorted(((loc, v) for loc, v in parts if loc != ("monitoring",)), key=lambda p: -p[1])
+    return ", ".join([f"{ctx.where(*loc)} {v:g}" for loc, v in named] + [f"fixed monitoring limits {fixed:g}"])
+
+
+@rule(VedfinanceConfig)
+def _fits_the_host(cfg: VedfinanceConfig, ctx: RuleContext) -> Iterator[Finding]:
+    """Every limit, the ingress's and the monitoring stack's included, fits the host with headroom."""
+    if any(s is None for s in cfg.services):
+        return
+    host = cfg.host
+    for field, size, unit in (("headroom_mb", "memory_mb", "MiB"), ("headroom_cpus", "vcpus", "CPUs")):
+        if getattr(host, field) >= getattr(host, size):
+            yield Finding(("host", field), f"{getattr(host, field):g} {unit} of headroom leaves nothing of the "
+                          f"host's {getattr(host, size):g}")
+            return
+    extra = monitoring_specs(cfg.monitoring, "/srv")
+    memory_parts = [(("services", i, "memory_mb"), s.memory_mb) for i, s in enumerate(cfg.services)]
+    memory_parts += [(("ingress_memory_mb",), cfg.ingress_memory_mb)]
+    memory_parts += [(("monitoring", f"{s.name}_memory_mb") if f"{s.name}_memory_mb" in MonitoringConfig.model_fields
+                      else ("monitoring",), s.memory_mb) for s in extra]
+    cpu_parts = [(("services", i, "cpus"), s.cpus) for i, s in enumerate(cfg.services)]
+    cpu_parts += [(("ingress_cpus",), cfg.ingress_cpus)] + [(("monitoring",), s.cpus) for s in extra]
+    memory = sum(v for _, v in memory_parts)
+    cpus = sum(v for _, v in cpu_parts)
+    memory_budget = host.memory_mb - host.headroom_mb
+    cpu_budget = host.vcpus - host.headroom_cpus
+    over = []
+    if memory > memory_budget:
+        over.append(f"memory limits add up to {memory} MiB but the host has {host.memory_mb} "
+                    f"MiB less {host.headroom_mb} MiB headroom = {memory_budget} MiB ({_parts(memory_parts, ctx)})")
+    if cpus > cpu_budget + 1e-9:
+        over.append(f"CPU limits add up to {cpus:g} but the host has {host.vcpus:g} less "
+                    f"{host.headroom_cpus:g} headroom = {cpu_budget:g} ({_parts(cpu_parts, ctx)})")
+    if over:
+        yield Finding(("services",), "; ".join(over) + " (lower the limits or grow the host)")
+
+
+@rule(VedfinanceConfig)
+def _backup_buckets(cfg: VedfinanceConfig, ctx: RuleContext) -> Iterator[Finding]:
+    yield from backup_bucket_findings(cfg.backup, [d.name for _, d in each(cfg.databases)] + [BACKUP_REDIS_LABEL])
+
+
+def claims(cfg: VedfinanceConfig) -> dict:
+    return {"hostnames": [(("routes", i, "host"), r.host) for i, r in each(cfg.routes)],
+            "buckets": derived_buckets(cfg.backup, [d.name for _, d in each(cfg.databases)] + [BACKUP_REDIS_LABEL]),
+            "ingress_addresses": [(("host", "address"), cfg.host.address)]}
 
 
 def monitoring_specs(cfg: MonitoringConfig, data_dir: str) -> list[ContainerSpec]:
@@ -226,6 +322,7 @@ def build(ctx, cfg: VedfinanceConfig) -> dict:
             bucket_name=f"{cfg.backup.bucket}-{label.replace('_', '-')}",
             location=cfg.backup.location, lock_days=cfg.backup.lock_days,
             runner=host.ssh, runner_ready=[init], protect=prod,
+            backup_calendar=cfg.backup.schedule, restore_calendar=cfg.backup.restore_test_schedule,
         ), opts=child)
 
     outputs = {"address": cfg.host.address, "urls": [f"https://{r.host}" for r in cfg.routes],
@@ -236,4 +333,4 @@ def build(ctx, cfg: VedfinanceConfig) -> dict:
 
 
 PRODUCT = ProductDefinition(name="vedfinance", config_model=VedfinanceConfig, build=build,
-                            secrets=required_secrets)
+                            secrets=required_secrets, claims=claims)

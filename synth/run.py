@@ -22,7 +22,7 @@ def with_placeholder_secrets(stack_file: StackFile) -> list[str]:
 
     prefix = f"{stack_file.project}:"
     raw = {k[len(prefix):]: v for k, v in stack_file.config.items() if k.startswith(prefix)}
-    config = validate_stack_config(raw, check_secrets=False)
+    config = validate_stack_config(raw, check_secrets=False, stack=stack_file.stack)
     filled = []
     for secret in config.required_secrets():
         key = f"{prefix}{secret.key}"

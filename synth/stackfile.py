@@ -19,7 +19,41 @@ def placeholder_for(key: str) -> str:
 
 
 class StackFileError(Exception):
-    """A stack file that cannot be read at all (missing, not YAML, wrong shape)."""
+    """A stack file that cannot be read at all (missing, not YAML, wrong shape, a key twice)."""
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """A SafeLoader that rejects a key repeated in one mapping (YAML 1.2 requires unique keys;
+    PyYAML would keep the last value silently), naming both lines."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        problems = []
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                hash(key)
+            except TypeError:
+                continue
+            if key in seen:
+                problems.append(f"line {key_node.start_mark.line + 1}: key {key!r} repeats the key on line "
+                                f"{seen[key] + 1}; keep one")
+            else:
+                seen[key] = key_node.start_mark.line
+        if problems:
+            raise DuplicateKeyError(problems)
+        return super().construct_mapping(node, deep=deep)
+
+
+class DuplicateKeyError(yaml.YAMLError):
+    def __init__(self, problems: list[str]):
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def load_yaml(text: str):
+    """YAML 1.1 as PyYAML's safe loader reads it, with repeated keys rejected."""
+    return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 @dataclass
@@ -34,7 +68,7 @@ class StackFile:
 def project_name(project_dir: Path) -> str:
     path = project_dir / "Pulumi.yaml"
     try:
-        document = yaml.safe_load(path.read_text())
+        document = load_yaml(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
         raise StackFileError(f"cannot read {path}: {exc}") from None
     return str(document.get("name", "platform"))
@@ -75,7 +109,9 @@ def load_stack_file(path: Path, stack: str, project: str) -> StackFile:
             "--stack-file PATH"
         )
     try:
-        document = yaml.safe_load(path.read_text()) or {}
+        document = load_yaml(path.read_text()) or {}
+    except DuplicateKeyError as exc:
+        raise StackFileError(f"{path}: " + "; ".join(exc.problems)) from None
     except yaml.YAMLError as exc:
         raise StackFileError(f"{path} is not valid YAML: {exc}") from None
     if not isinstance(document, dict):

@@ -22,9 +22,9 @@ def _raw(document: dict) -> dict:
     return {k.split(":", 1)[1]: _as_config_string(v) for k, v in document["config"].items()}
 
 
-def _cli(stack_file, *extra):
+def _cli(stack_file, *extra, stack="staging"):
     return subprocess.run(
-        [sys.executable, "-m", "synth", "broken", "--stack-file", str(stack_file), *extra],
+        [sys.executable, "-m", "synth", stack, "--stack-file", str(stack_file), *extra],
         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120,
     )
 
@@ -44,7 +44,7 @@ BROKEN_CASES = {
     ),
     "invalid value": (
         lambda c: c["platform:environment"]["admin_cidrs"].__setitem__(0, "0.0.0.0/0"),
-        "platform:environment.admin_cidrs[0]: an admin CIDR this broad opens SSH",
+        "platform:environment.admin_cidrs[0]: an admin CIDR broader than /24 opens SSH",
     ),
     "unknown top-level key": (
         lambda c: c.__setitem__("platform:kr0", {}),
@@ -76,9 +76,9 @@ def test_broken_config_registers_no_resource(case, stack_document):
     mutate, expected = BROKEN_CASES[case]
     mutate(document["config"])
     config = {k: _as_config_string(v) for k, v in document["config"].items()}
-    capture = Capture(project="platform", stack="broken")
+    capture = Capture(project="platform", stack="staging")
     with pytest.raises(ConfigError) as raised:
-        run_program(program_from_main(), stack="broken", config=config, secret_keys=[],
+        run_program(program_from_main(), stack="staging", config=config, secret_keys=[],
                     capture=capture)
     assert expected in str(raised.value)
     assert capture.resources == []
@@ -185,3 +185,209 @@ def test_committed_stack_files_match_the_json_schema(stack, stack_document):
     import jsonschema
     schema = json.loads((PROJECT_ROOT / "docs" / "stack-config.schema.json").read_text())
     jsonschema.validate(stack_document(stack), schema)
+
+
+# --- one example per kind of bad config (each passed silently or failed late before) --------
+
+def _problems(document: dict, stack: str = "staging", **kwargs) -> list[str]:
+    with pytest.raises(ConfigError) as raised:
+        validate_stack_config(_raw(document), stack=stack, check_secrets=False, **kwargs)
+    return raised.value.problems
+
+
+def _has(problems: list[str], path: str, text: str = "") -> bool:
+    return any(p.startswith(path + ":") and text in p for p in problems)
+
+
+def test_duplicate_yaml_key_is_rejected_naming_both_lines(tmp_path):
+    path = tmp_path / "Pulumi.staging.yaml"
+    text = (PROJECT_ROOT / "Pulumi.staging.yaml").read_text().replace(
+        "    name: staging\n", "    name: staging\n    name: prod\n", 1)
+    path.write_text(text)
+    result = _cli(path)
+    assert result.returncode == 2
+    assert "key 'name' repeats the key on line" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("mutate,path,text", [
+    (lambda c: c["platform:pencom"].__setitem__("internal_cidr", "10.40.0.0"),
+     "platform:pencom.internal_cidr", "with its prefix"),
+    (lambda c: c["platform:kro"].__setitem__("vpc_ip_range", "100.64.0.0/20"),
+     "platform:kro.vpc_ip_range", "private range"),
+    (lambda c: c["platform:pencom"]["nodes"]["edge"].__setitem__("public_address", "10.9.9.9"),
+     "platform:pencom.nodes.edge.public_address", "public address"),
+    (lambda c: c["platform:environment"]["admin_cidrs"].__setitem__(0, "198.51.0.0/16"),
+     "platform:environment.admin_cidrs[0]", "broader than /24"),
+    (lambda c: c["platform:environment"]["admin_cidrs"].__setitem__(0, "2001:db8::/32"),
+     "platform:environment.admin_cidrs[0]", "broader than /48"),
+    (lambda c: c["platform:pencom"]["egress"]["direct"][0].__setitem__("cidrs", ["0.0.0.0/0"]),
+     "platform:pencom.egress.direct[0] (oracle-ecrs).cidrs", "bypasses the egress allow-list"),
+    (lambda c: c["platform:pencom"]["egress"].__setitem__("resolvers", ["0.0.0.0/0"]),
+     "platform:pencom.egress.resolvers[0]", "single host"),
+])
+def test_addresses(stack_document, mutate, path, text):
+    document = stack_document("staging")
+    mutate(document["config"])
+    assert _has(_problems(document), path, text), _problems(document)
+
+
+@pytest.mark.parametrize("mutate,path,text", [
+    (lambda c: c["platform:pencom"]["app_services"][4].__setitem__("port", 4000),
+     "platform:pencom.app_services[4] (external-integrations).port",
+     "also claimed by platform:pencom.app_services[0] (core).port"),
+    (lambda c: c["platform:pencom"]["app_services"][4].__setitem__("port", 8080),
+     "platform:pencom.app_services[4] (external-integrations).port", "already published by cadvisor"),
+    (lambda c: c["platform:kro"]["routes"][2].__setitem__("host", "api.stage.krotrust.com"),
+     "platform:kro.routes[2] (api.stage.krotrust.com).host", "also claimed by platform:kro.routes[0]"),
+    (lambda c: c["platform:vedfinance"]["routes"][0].update(host="api.stage.krotrust.com"),
+     "platform:vedfinance.routes[0] (api.stage.krotrust.com).host", "also claimed by platform:kro.routes[0]"),
+    (lambda c: c["platform:kro"]["backup"].update(bucket=c["platform:giv"]["backup"]["bucket"] + "-pg",
+                                                  cloudflare_account_id=c["platform:giv"]["backup"]["cloudflare_account_id"]),
+     "platform:giv.backup.bucket", "giv-staging-backups-pg is also claimed by platform:kro.backup.bucket"),
+    (lambda c: c["platform:kro"]["services"][1].__setitem__("name", "grafana"),
+     "platform:kro.services[1] (grafana).name", "monitoring stack"),
+    (lambda c: c["platform:pencom"]["read_waivers"].append(dict(c["platform:pencom"]["read_waivers"][0])),
+     "platform:pencom.read_waivers[1] (external-gateway-reads-compliance).service", "also claimed by"),
+    (lambda c: c["platform:pencom"]["app_services"][0]["secret_env"].__setitem__("JWT_SECRET", "pencom_jwt"),
+     "platform:pencom.app_services[0] (core).secret_env.JWT_SECRET", "set by the program"),
+    (lambda c: c["platform:vedfinance"]["services"][0]["secret_env"].__setitem__("DATABASE_URL", "vedfinance_db"),
+     "platform:vedfinance.services[0] (api-dev).secret_env.DATABASE_URL", "set by the program"),
+])
+def test_collisions_name_the_value_and_both_places(stack_document, mutate, path, text):
+    document = stack_document("staging")
+    mutate(document["config"])
+    problems = _problems(document)
+    assert _has(problems, path, text) or (path == "platform:" and any(text in p for p in problems)), problems
+
+
+@pytest.mark.parametrize("mutate,path,text", [
+    (lambda c: c["platform:kro"]["services"][0].__setitem__("image", "registry.digitalocean.com/kro/Kro-Backend:1"),
+     "platform:kro.services[0] (backend).image", "lower-case"),
+    (lambda c: c["platform:kro"]["services"][0].__setitem__("image", "nginx@sha256:abc123"),
+     "platform:kro.services[0] (backend).image", "digest"),
+    (lambda c: c["platform:kro"]["services"][0].__setitem__("image", "nginx :1.2"),
+     "platform:kro.services[0] (backend).image", "no spaces"),
+    (lambda c: c["platform:kro"].__setitem__("monitoring", {"grafana_image": "grafana/grafana"}),
+     "platform:kro.monitoring.grafana_image", "pinned"),
+    (lambda c: c["platform:environment"]["alerts"].__setitem__("emails", ["ops@@example.com"]),
+     "platform:environment.alerts.emails[0]", "email"),
+    (lambda c: c["platform:kro"]["droplet"].__setitem__("size", "s-2vcpu-5gb"),
+     "platform:kro.droplet.size", "not a DigitalOcean droplet size"),
+    (lambda c: c["platform:kro"]["routes"][0].__setitem__("host", "a" * 64 + ".stage.krotrust.com"),
+     "platform:kro.routes[0]", "longer than 63"),
+    (lambda c: c["platform:kro"]["backup"].__setitem__("schedule", "Sun *-*-* 25:00"),
+     "platform:kro.backup.schedule", "hour 25"),
+    (lambda c: c["platform:kro"]["services"][0]["env"].__setitem__("NODE_ENV", "prod\x00uction"),
+     "platform:kro.services[0] (backend).env.NODE_ENV", "control characters"),
+    (lambda c: c["platform:pencom"]["read_waivers"][0].__setitem__("reason", "reads it\nPLATFORM_EOF\nuntil then"),
+     "platform:pencom.read_waivers[0] (external-gateway-reads-compliance).reason", "PLATFORM_EOF"),
+])
+def test_formats_are_checked_by_their_grammar(stack_document, mutate, path, text):
+    document = stack_document("staging")
+    mutate(document["config"])
+    problems = _problems(document)
+    assert any(p.startswith(path) and text in p for p in problems), problems
+
+
+SECRET = "postgres://admin:S3cr3tPassw0rd@db.example.com/app"
+
+
+@pytest.mark.parametrize("mutate,path,text", [
+    (lambda c: c["platform:kro"]["services"][0]["env"].__setitem__("DB_PASS", "x"),
+     "platform:kro.services[0] (backend).env", "DB_PASS look like secrets"),
+    (lambda c: c["platform:kro"]["services"][0]["env"].__setitem__("SENTRY_DSN", "x"),
+     "platform:kro.services[0] (backend).env", "SENTRY_DSN look like secrets"),
+    (lambda c: c["platform:kro"]["services"][0]["env"].__setitem__("GOOGLE_CREDENTIALS", "x"),
+     "platform:kro.services[0] (backend).env", "GOOGLE_CREDENTIALS look like secrets"),
+    (lambda c: c["platform:kro"]["services"][0]["env"].__setitem__("UPSTREAM", SECRET),
+     "platform:kro.services[0] (backend).env.UPSTREAM", "a URL with a user and password"),
+    (lambda c: c["platform:kro"]["services"][0]["env"].__setitem__("BLOB", "-----BEGIN OPENSSH PRIVATE KEY-----"),
+     "platform:kro.services[0] (backend).env.BLOB", "a private key"),
+    (lambda c: c["platform:kro"]["services"][0]["env"].__setitem__("X", "kJ8sd9Fh2kLm4Nq7Rt1Vx5Zb3Yc6Wp0Q"),
+     "platform:kro.services[0] (backend).env.X", "high-entropy token"),
+    (lambda c: c.__setitem__("platform:kro_jwt_secert", {"secure": "v1:abc"}),
+     "platform:kro_jwt_secert", "did you mean kro_jwt_secret"),
+])
+def test_secrets_in_plain_config_are_rejected_and_never_echoed(stack_document, mutate, path, text):
+    document = stack_document("staging")
+    mutate(document["config"])
+    problems = _problems(document)
+    assert any(p.startswith(path) and text in p for p in problems), problems
+    assert not any("S3cr3t" in p or "kJ8sd9" in p for p in problems)
+
+
+def test_stack_identity_and_production_flag(stack_document):
+    document = stack_document("prod")
+    document["config"]["platform:environment"]["name"] = "staging"
+    assert _has(_problems(document, stack="prod"), "platform:environment.name", "config of stack 'prod'")
+    document = stack_document("prod")
+    document["config"]["platform:environment"]["production"] = False
+    assert _has(_problems(document, stack="prod"), "platform:environment.production", "production environment")
+
+
+@pytest.mark.parametrize("mutate,path,text", [
+    (lambda c: c["platform:vedfinance"]["host"].__setitem__("bootstrap_user", "root"),
+     "platform:vedfinance.host.bootstrap_user", "other than root"),
+    (lambda c: c["platform:pencom"]["nodes"]["app"].__setitem__("bootstrap_user", "deploy"),
+     "platform:pencom.nodes.app.bootstrap_user", "deploy user"),
+    (lambda c: c["platform:vedfinance"]["monitoring"].pop("smtp_password_secret"),
+     "platform:vedfinance.monitoring.smtp_password_secret", "is required"),
+    (lambda c: c["platform:pencom"]["egress"].__setitem__("edge_subnet", "172.31.250.0/28"),
+     "platform:pencom.egress.edge_subnet", "too small"),
+    (lambda c: c["platform:kro"]["services"][1].pop("port"),
+     "platform:kro.routes[1] (app.stage.krotrust.com).service", "no port"),
+    (lambda c: c["platform:pencom"]["monitoring"]["metrics_services"].append("nope"),
+     "platform:pencom.monitoring.metrics_services[8]", "not a service"),
+    (lambda c: c["platform:vedfinance"]["dns"].__setitem__("provider", "cloudflare")
+     or c["platform:kro"].update(adopt={"domain": True}, dns={"provider": "cloudflare", "zone": "krotrust.com",
+                                                              "cloudflare_zone_id": "a" * 32}),
+     "platform:kro.adopt.domain", "only a DigitalOcean DNS zone"),
+])
+def test_checks_that_ran_mid_build_run_at_the_boundary(stack_document, mutate, path, text):
+    document = stack_document("staging")
+    mutate(document["config"])
+    assert _has(_problems(document), path, text), _problems(document)
+
+
+def test_every_list_item_is_checked_and_broken_sections_hide_nothing(stack_document):
+    document = stack_document("staging")
+    kro = document["config"]["platform:kro"]
+    kro["services"][0]["tier"] = "data"                  # not the last item, no monitoring needed
+    kro.pop("monitoring")
+    kro["droplet"]["size"] = 42                          # another section broken
+    document["config"]["platform:environment"]["admin_cidrs"] = "x"  # and the environment
+    problems = _problems(document)
+    assert _has(problems, "platform:kro.services[0] (backend).tier", "app tier")
+    assert _has(problems, "platform:kro.droplet.size")
+    assert _has(problems, "platform:environment.admin_cidrs")
+
+
+def test_null_reads_as_empty_and_does_not_cascade(stack_document):
+    document = stack_document("staging")
+    document["config"]["platform:kro"]["dns"] = None
+    problems = _problems(document)
+    assert problems == ["platform:kro.dns: Input should be a valid dictionary or instance of DnsConfig, "
+                        "got null (empty) (where the hostnames are published)"], problems
+
+
+@pytest.mark.parametrize("mutate,path,text", [
+    (lambda c: c["platform:giv"]["components"][0].update(autoscaling={"min_instances": 2, "max_instances": 3}),
+     "platform:giv.components[0] (krogiving-backend).instance_size_slug", "dedicated-CPU"),
+    (lambda c: c["platform:giv"]["backup"].__setitem__("bucket", "g" * 60),
+     "platform:giv.backup.bucket", "R2 allows 3 to 63"),
+    (lambda c: c["platform:giv"]["postgres"].__setitem__("version", "9"),
+     "platform:giv.postgres.version", "pg 9"),
+])
+def test_provider_rules(stack_document, mutate, path, text):
+    document = stack_document("staging")
+    mutate(document["config"])
+    assert _has(_problems(document), path, text), _problems(document)
+
+
+def test_existing_clusters_attach_as_production_databases(synth):
+    """App Platform's production: false is a dev database it provisions (PostgreSQL only)."""
+    state = synth("staging")
+    app = next(r for r in state.of_type("digitalocean:index/app:App"))
+    assert {(d["engine"], d["production"]) for d in app["inputs"]["spec"]["databases"]} == {
+        ("PG", True), ("MONGODB", True), ("VALKEY", True)}

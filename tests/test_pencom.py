@@ -340,18 +340,18 @@ def _broken(stack_document, mutate) -> dict:
 
 @pytest.mark.parametrize("mutate,message", [
     (lambda c: c["read_waivers"][0].update(service="core"),
-     "read_waivers external-gateway-reads-compliance: core is not an edge service"),
+     "platform:pencom.read_waivers[0] (external-gateway-reads-compliance).service: core is not an edge service"),
     (lambda c: c["app_services"][0].update(publish=[{"host_port": 4000, "container_port": 4000}]),
-     "app_services core: tier app with a port and no publish"),
+     "platform:pencom.app_services[0] (core).publish: the program publishes the port"),
     (lambda c: c["nodes"]["data"].update(private_address="192.168.7.3"),
-     "nodes data: private_address outside internal_cidr 10.40.0.0/24"),
+     "platform:pencom.nodes.data.private_address: 192.168.7.3 is outside internal_cidr 10.40.0.0/24"),
     (lambda c: c["nodes"]["app"].update(public_address="203.0.113.99"),
-     "nodes app: internal nodes have no public_address"),
+     "platform:pencom.nodes.app.public_address: internal nodes have no public_address"),
     (lambda c: c["bucket"]["consumers"].append({"service": "api-gateway", "prefixes": ["X/"]}),
-     "bucket.consumers api-gateway: api-gateway is not an app service"),
+     "platform:pencom.bucket.consumers[3] (api-gateway).service: api-gateway is not an app service"),
     (lambda c: c["egress"]["https"][0].update(domains=["api.sendgrid.com", ".api.sendgrid.com"]),
      "api.sendgrid.com is listed twice"),
-    (lambda c: c["postgres"].update(tier="app"), "postgres: tier data"),
+    (lambda c: c["postgres"].update(tier="app"), "platform:pencom.postgres.tier: tier data"),
 ])
 def test_unsafe_or_inconsistent_config_is_rejected_before_anything_is_registered(
         stack_document, write_stack, synth, mutate, message):

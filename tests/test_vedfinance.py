@@ -57,7 +57,8 @@ def test_limits_that_do_not_fit_the_host_are_a_config_error_naming_the_numbers(s
     # the audit also asks for (672 MiB, 0.6), which counts against the same host.
     assert "memory limits add up to 4320 MiB but the host has 4096 MiB less 512 MiB headroom = 3584 MiB" in message
     assert "CPU limits add up to 3.9 but the host has 2 less 0.25 headroom = 1.75" in message
-    assert message.count("platform:vedfinance") == 1
+    assert message.count("\n  - platform:vedfinance") == 1, "one problem, naming every limit it adds up"
+    assert "platform:vedfinance.services[1] (api-staging).memory_mb 768" in message
 
 
 def test_postgres_17_with_pgvector_speaks_tls(staging):

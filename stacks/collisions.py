@@ -1,0 +1,99 @@
+"""Collisions: one value claimed twice, within a product or across the products of a stack.
+
+Every finding names the repeated value and both places. Reserved container names are derived
+from the code that adds those containers (the ingress, the monitoring stack), not kept by hand.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+
+from stacks.boundary import Finding, Skip, each
+
+Loc = tuple[Any, ...]
+
+
+def duplicates(claims: Iterable[tuple[Loc, Any]], what: str, path: Callable[[Loc], str]) -> Iterator[Finding]:
+    """A finding at every claim after the first of a value, naming both places."""
+    first: dict[Any, Loc] = {}
+    for loc, value in claims:
+        if value is None:
+            continue
+        if value in first:
+            yield Finding(loc, f"{what} {_fmt(value)} is also claimed by {path(*first[value])}; "
+                               "each must be unique")
+        else:
+            first[value] = loc
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ":".join(str(v) for v in value)
+    return str(value)
+
+
+def program_containers(monitoring: bool) -> dict[str, str]:
+    """Names of the containers the program adds to a host, and which part adds them."""
+    from components import monitoring as mon
+    from components.ingress import Ingress, IngressRoute, nginx_spec
+
+    ingress = Ingress(routes=[IngressRoute(host="a.example.com", service="x", port=1)], acme_email="a@example.com")
+    names = {nginx_spec("x", "/x", ingress).name: "the ingress"}
+    if monitoring:
+        config = mon.MonitoringConfig()
+        for spec in [*mon.server_specs(config, "/x"), *mon.exporter_specs(config, publish=False)]:
+            names[spec.name] = "the monitoring stack"
+    return names
+
+
+def reserved_names(services: Sequence[Any], field: str, reserved: Mapping[str, str]) -> Iterator[Finding]:
+    for index, spec in each(services):
+        name = getattr(spec, "name", None)
+        if name in reserved:
+            yield Finding((field, index, "name"), f"{name!r} is the name of a container {reserved[name]} adds; "
+                                                  "rename the service")
+
+
+def stack_collisions(views: Mapping[str, Any], path_for: Callable[[str], Callable[[Loc], str]]) -> list[str]:
+    """Across the products of a stack: public hostnames, R2 bucket names per account, and
+    addresses of on-prem hosts (each runs its own ingress on 80 and 443)."""
+    hostnames: list[tuple[str, Loc, str]] = []
+    buckets: list[tuple[str, Loc, tuple[str, str]]] = []
+    hosts: list[tuple[str, Loc, str]] = []
+    from stacks.registry import PRODUCTS
+
+    for product, view in views.items():
+        claims = PRODUCTS[product].claims
+        if claims is None:
+            continue
+        try:
+            found = claims(view)
+        except (Skip, AttributeError, TypeError):
+            continue
+        hostnames += [(product, loc, h) for loc, h in found.get("hostnames", [])]
+        buckets += [(product, loc, b) for loc, b in found.get("buckets", [])]
+        hosts += [(product, loc, a) for loc, a in found.get("ingress_addresses", [])]
+    problems = []
+    for claims, what in ((hostnames, "hostname"), (buckets, "R2 bucket (account, name)"),
+                         (hosts, "ingress address (80/443)")):
+        first: dict[Any, tuple[str, Loc]] = {}
+        for product, loc, value in claims:
+            if value in first and first[value][0] != product:
+                other_product, other_loc = first[value]
+                shown = value[1] if isinstance(value, tuple) else value
+                problems.append(f"{path_for(product)(loc)}: {what} {shown} is also claimed by "
+                                f"{path_for(other_product)(other_loc)}; each must be unique in a stack")
+            first.setdefault(value, (product, loc))
+    return problems
+
+
+def r2_bucket_problem(name: str) -> str | None:
+    """R2 bucket names: 3-63 characters, lower-case letters, digits and hyphens, starting and
+    ending with a letter or digit (https://developers.cloudflare.com/r2/buckets/create-buckets/)."""
+    import re
+
+    if not 3 <= len(name) <= 63:
+        return f"bucket name {name} has {len(name)} characters; R2 allows 3 to 63"
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]*[a-z0-9]", name):
+        return f"bucket name {name} may hold only a-z, 0-9 and inner hyphens (R2)"
+    return None

@@ -1,0 +1,45 @@
+"""The provider's published lists (regions, sizes, engine versions), from one dated data file.
+
+``stacks/data/digitalocean.json`` holds each list with its source and the date it was taken;
+``retrieved`` is that date. A slug not in the list is an error naming the closest ones, so a
+typo fails here instead of at ``pulumi up``. Update the file (with its sources) when the
+provider adds a size or version the stacks need.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from functools import lru_cache
+from pathlib import Path
+
+DATA_FILE = Path(__file__).with_name("data") / "digitalocean.json"
+
+
+@lru_cache(maxsize=1)
+def digitalocean() -> dict:
+    return json.loads(DATA_FILE.read_text())
+
+
+def check_slug(value: str, list_name: str, what: str) -> str:
+    """``value`` when it is in the provider list ``list_name``; ValueError otherwise."""
+    known = digitalocean()[list_name]
+    if value not in known:
+        close = difflib.get_close_matches(value, known, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"not a DigitalOcean {what} (stacks/data/digitalocean.json, retrieved "
+                         f"{digitalocean()['retrieved']}){hint}")
+    return value
+
+
+def check_version(engine: str, version: str) -> str:
+    known = digitalocean()["database_versions"][engine]
+    if version not in known:
+        raise ValueError(f"{engine} {version} is not a version this project knows DigitalOcean offers "
+                         f"({', '.join(known)}; stacks/data/digitalocean.json)")
+    return version
+
+
+def validator(list_name: str, what: str):
+    """An AfterValidator function checking a slug against ``list_name``."""
+    return lambda value: check_slug(value, list_name, what) if value is not None else value
