@@ -35,6 +35,8 @@ def main() -> None:
     config = read_pulumi_config()
     context = BuildContext(environment=config.environment, stack=config)
     pulumi.export("environment", config.environment.name)
+    # `synth diff` blocks stateful deletions in production stacks, whatever their name.
+    pulumi.export("production", config.environment.is_production)
     pulumi.export("products", config.products)
     for name in config.products:
         outputs = PRODUCTS[name].build(context, config.product(name))

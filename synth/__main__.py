@@ -63,25 +63,60 @@ def _policy_config(path: Path | None, stack: str) -> dict:
 
 def diff(argv: list[str]) -> int:
     from synth.cost import PriceTable, delta_markdown
-    from synth.diff import diff_states, markdown
+    from synth.diff import DiffInputError, diff_states, markdown
 
     parser = argparse.ArgumentParser(prog="python -m synth diff",
-                                     description="Markdown of what HEAD changes relative to BASE.")
+                                     description="Markdown of what HEAD changes relative to BASE "
+                                     "(the pull-request comment). Exit 3 when it deletes or "
+                                     "replaces a stateful resource.")
     parser.add_argument("base", type=Path)
     parser.add_argument("head", type=Path)
     parser.add_argument("--markdown", type=Path, help="also write the Markdown here")
+    parser.add_argument("--allow-stateful-changes", action="store_true",
+                        help="accept deleting or replacing stateful resources (exit 0); "
+                        "never in a production stack")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
     try:
-        base, head = (json.loads(p.read_text()) for p in (args.base, args.head))
-    except (OSError, json.JSONDecodeError) as exc:
-        print(f"error: cannot read a state file: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    result = diff_states(base, head)
-    text = markdown(result, base, head, delta_markdown(base, head, PriceTable.load()))
-    print(text)
+        base, head = (_read_state(p) for p in (args.base, args.head))
+        result = diff_states(base, head, allow_stateful_changes=args.allow_stateful_changes)
+        text = markdown(result, base, head, delta_markdown(base, head, PriceTable.load()))
+    except (_BadInput, DiffInputError) as exc:
+        return _fail(str(exc), args.debug)
+    except Exception as exc:  # noqa: BLE001 - a clear message, not a traceback
+        return _fail(f"cannot diff {args.base} and {args.head}: {type(exc).__name__}: {exc}", args.debug)
+    print(text, end="")
     if args.markdown:
         args.markdown.write_text(text)
     return result.exit_code
+
+
+class _BadInput(Exception):
+    """A file the command cannot use: one line for the user, exit 2."""
+
+
+def _read_state(path: Path) -> dict:
+    try:
+        document = json.loads(path.read_text())
+    except OSError as exc:
+        raise _BadInput(f"cannot read {path}: {exc.strerror or exc}") from None
+    except json.JSONDecodeError as exc:
+        raise _BadInput(f"{path} is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("resources"), list):
+        raise _BadInput(f"{path} is not a desired-state document (no resources list)")
+    for index, resource in enumerate(document["resources"]):
+        missing = [k for k in ("urn", "type", "name") if not isinstance(resource, dict) or k not in resource]
+        if missing:
+            raise _BadInput(f"{path}: resources[{index}] has no {', '.join(missing)} "
+                            "(every resource needs urn, type and name)")
+    return document
+
+
+def _fail(message: str, debug: bool) -> int:
+    if debug:
+        traceback.print_exc()
+    print(f"error: {message}", file=sys.stderr)
+    return EXIT_CONFIG
 
 
 def check(argv: list[str]) -> int:

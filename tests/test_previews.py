@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import pytest
 import yaml
 
 from synth.cost import PriceTable, estimate, totals
@@ -13,6 +14,7 @@ from synth.diff import EXIT_SAFE, EXIT_WARNING, diff_states, markdown
 from synth.engine import PROJECT_ROOT
 from synth.state import State
 from tests.conftest import require_tool
+from tests.diff_catalog import CATALOG, GOLDEN, golden_text, render
 
 URN = "urn:pulumi:prod::platform::{type}::{name}"
 
@@ -50,7 +52,7 @@ def test_diff_of_identical_states_is_safe_and_empty():
     assert result.changes == [] and result.exit_code == EXIT_SAFE
 
 
-def test_diff_reports_added_removed_and_changed_with_keys():
+def test_diff_reports_added_removed_and_changed_with_old_and_new_values():
     head = base_state()
     head["resources"].append(res("digitalocean:index/vpc:Vpc", "net", {"ipRange": "10.0.0.0/20"}))
     head["resources"] = [r for r in head["resources"] if r["name"] != "api"]
@@ -59,33 +61,126 @@ def test_diff_reports_added_removed_and_changed_with_keys():
     summary = {(c.kind, c.resource["name"], tuple(c.keys)) for c in result.changes}
     assert summary == {("added", "net", ()), ("removed", "api", ()), ("changed", "db", ("size",))}
     assert result.exit_code == EXIT_SAFE, "a resize replaces nothing and api was not protected"
+    assert '`size`: `"db-s-1vcpu-2gb"` → `"db-s-2vcpu-4gb"`' in markdown(result, base_state(), head)
 
 
-def test_replacing_a_stateful_resource_warns_and_exits_3():
+def test_replacing_a_stateful_resource_warns_and_exits_3_unless_allowed_outside_prod():
     head = base_state()
     _by_name(head, "web")["inputs"]["userData"] = "#cloud-config\npackages: [htop]\n"
     result = diff_states(base_state(), head)
     assert result.exit_code == EXIT_WARNING
     assert result.warnings == ["replaces `web` (Droplet): userData changed, which forces a new resource"]
     text = markdown(result, base_state(), head)
-    assert text.index("[!WARNING]") < text.index("to add")
+    assert text.index("[!CAUTION]") < text.index("to add") and "Blocked" in text
+    assert "**replaced**, forced by `userData`" in text
+    assert "+packages: [htop]" in text and "<details>" in text
+    # prod: no override
+    assert diff_states(base_state(), head, allow_stateful_changes=True).exit_code == EXIT_WARNING
+    staging_base, staging_head = dict(base_state(), stack="staging"), dict(head, stack="staging")
+    assert diff_states(staging_base, staging_head).exit_code == EXIT_WARNING
+    allowed = diff_states(staging_base, staging_head, allow_stateful_changes=True)
+    assert allowed.exit_code == EXIT_SAFE and allowed.warnings
+    assert "Allowed with `--allow-stateful-changes`" in markdown(allowed, staging_base, staging_head)
 
 
-def test_deleting_a_protected_resource_warns():
+def test_deleting_a_stateful_resource_warns_in_every_stack():
+    for stack in ("prod", "staging"):
+        base = dict(base_state(), stack=stack)
+        for r in base["resources"]:
+            r["protect"] = False
+        head = dict(base, resources=[r for r in base["resources"] if r["name"] != "db"])
+        result = diff_states(base, head)
+        assert result.exit_code == EXIT_WARNING, stack
+        assert result.warnings == ["deletes `db` (DatabaseCluster) and the data it holds"]
+
+
+def test_production_comes_from_the_stack_output_not_the_name():
     head = base_state()
-    head["resources"] = [r for r in head["resources"] if r["name"] != "db"]
-    result = diff_states(base_state(), head)
-    assert result.exit_code == EXIT_WARNING
-    assert result.warnings == ["deletes protected `db` (DatabaseCluster); unprotect it in its own reviewed change first"]
+    _by_name(head, "web")["inputs"]["region"] = "ams3"
+    base, head = dict(base_state(), stack="live"), dict(head, stack="live")
+    assert diff_states(base, head, allow_stateful_changes=True).exit_code == EXIT_SAFE
+    head["outputs"] = {"production": True}
+    assert diff_states(base, head, allow_stateful_changes=True).exit_code == EXIT_WARNING
+
+
+def test_base_and_head_of_different_stacks_or_projects_are_refused():
+    from synth.diff import DiffInputError
+
+    with pytest.raises(DiffInputError, match="different stacks"):
+        diff_states(dict(base_state(), stack="staging"), base_state())
+    with pytest.raises(DiffInputError, match="different projects"):
+        diff_states(dict(base_state(), project="a"), dict(base_state(), project="b"))
+
+
+def test_a_secret_leaf_masks_only_itself():
+    """One secret env var in a spec: the other changes show plain, the secret as changed."""
+    def app(size, flag, digest):
+        return res("digitalocean:index/app:App", "app", {"spec": {"services": [{
+            "name": "api", "instanceSizeSlug": size,
+            "envs": [{"key": "FLAG", "value": flag}, {"key": "TOKEN", "value": "[secret]", "type": "SECRET"}]}]}},
+            secret_inputs=["spec"], secret_digests={"spec": digest},
+            secret_leaves={"spec.services[0].envs[1].value": {"digest": digest}})
+    base = {"stack": "prod", "resources": [app("s", "off", "d1")]}
+    head = {"stack": "prod", "resources": [app("m", "on", "d2")]}
+    change, = diff_states(base, head).changes
+    assert [(c.path, c.kind) for c in change.inputs] == [
+        ("spec.services[api].envs[FLAG].value", "value"),
+        ("spec.services[api].envs[TOKEN].value", "secret"),
+        ("spec.services[api].instanceSizeSlug", "value")]
+    text = markdown(diff_states(base, head), base, head)
+    assert '`"off"` → `"on"`' in text and "(secret changed)" in text and "d1" not in text and "d2" not in text
 
 
 def test_a_secret_change_shows_as_changed_but_stays_masked():
     head = base_state()
     _by_name(head, "api")["secret_digests"] = {"envs": "bbbb"}
     result = diff_states(base_state(), head)
-    assert [(c.resource["name"], c.keys) for c in result.changes] == [("api", ["envs (secret)"])]
+    assert [(c.resource["name"], c.keys) for c in result.changes] == [("api", ["envs"])]
     text = markdown(result, base_state(), head)
-    assert "envs (secret)" in text and "aaaa" not in text and "bbbb" not in text
+    assert "(secret changed)" in text and "aaaa" not in text and "bbbb" not in text
+
+
+def test_the_engine_records_secrecy_per_leaf(run_component):
+    import pulumi
+    import pulumi_docker as docker
+
+    def build():
+        docker.Container("c", image="busybox:1.36", envs=[
+            "A=1", pulumi.Output.secret(pulumi.Output.concat("TOKEN=", "hunter2"))])
+
+    container = run_component(build).named("c")
+    assert container["inputs"]["envs"] == ["A=1", "[secret]"]
+    assert set(container["secret_leaves"]) == {"envs[1]"}
+    assert container["secret_leaves"]["envs[1]"]["env"] == "TOKEN"
+    assert "hunter2" not in json.dumps(container)
+
+
+GOLDEN_CASES = [c.name for c in CATALOG]
+
+
+@pytest.fixture(scope="module")
+def catalog_run(tmp_path_factory):
+    return tmp_path_factory.mktemp("catalog"), {}
+
+
+@pytest.mark.parametrize("name", GOLDEN_CASES)
+def test_routine_changes_render_as_their_golden_file(name, catalog_run):
+    """tests/golden/<case>.md is the reviewed rendering; regenerate with
+    `python -m tests.diff_catalog --write` after an intended change."""
+    case = next(c for c in CATALOG if c.name == name)
+    workdir, bases = catalog_run
+    text = golden_text(case, *render(case, workdir, bases))
+    assert text == (GOLDEN / f"{name}.md").read_text()
+
+
+def test_golden_catalog_covers_the_routine_changes_and_their_verdicts():
+    assert len(CATALOG) >= 10
+    verdicts = {c.name: (GOLDEN / f"{c.name}.md").read_text().splitlines()[0] for c in CATALOG}
+    assert all(v.endswith("exit 0 -->") for n, v in verdicts.items() if n not in ("bucket-rename", "drop-product"))
+    assert verdicts["bucket-rename"].endswith("exit 3 -->") and verdicts["drop-product"].endswith("exit 3 -->")
+    assert "JWT_SECRET=(secret changed)" in (GOLDEN / "secret-rotation.md").read_text()
+    assert "**replaced**, forced by `name`" in (GOLDEN / "bucket-rename.md").read_text()
+    assert "+ LOG_LEVEL=debug" in (GOLDEN / "env-var.md").read_text()
 
 
 def test_diff_cli_exit_codes_and_secret_masking_on_real_synths(tmp_path, stack_document, write_stack):
@@ -98,13 +193,33 @@ def test_diff_cli_exit_codes_and_secret_masking_on_real_synths(tmp_path, stack_d
     document["config"]["platform:kro"]["droplet"]["image"] = "ubuntu-22-04-x64"
     head = tmp_path / "head.json"
     head.write_text(json.dumps(synth_stack("prod", stack_file=write_stack(document, "prod"))))
-    result = subprocess.run([sys.executable, "-m", "synth", "diff", str(base), str(head)],
-                            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    cli = [sys.executable, "-m", "synth", "diff", str(base), str(head)]
+    result = subprocess.run(cli, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == EXIT_WARNING, result.stderr
     assert "replaces `kro-prod-droplet` (Droplet): image changed" in result.stdout
-    assert "`envs (secret)`" in result.stdout
+    assert "JWT_SECRET=(secret changed)" in result.stdout
     assert "synth-placeholder" not in result.stdout
     assert "**Monthly cost**" in result.stdout
+    allowed = subprocess.run(cli + ["--allow-stateful-changes"], cwd=PROJECT_ROOT, capture_output=True,
+                             text=True, timeout=120)
+    assert allowed.returncode == EXIT_WARNING, "prod has no override"
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{not json", "is not JSON"),
+    ('{"stack": "prod"}', "no resources list"),
+    ('{"stack": "prod", "resources": [{"type": "x", "name": "y"}]}', "resources[0] has no urn"),
+    ('{"stack": "staging", "resources": []}', "different stacks"),
+])
+def test_diff_cli_bad_input_is_one_line_and_exit_2(tmp_path, content, message):
+    good = tmp_path / "good.json"
+    good.write_text('{"stack": "prod", "resources": []}')
+    bad = tmp_path / "bad.json"
+    bad.write_text(content)
+    result = subprocess.run([sys.executable, "-m", "synth", "diff", str(good), str(bad)],
+                            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
 # --- diagram ----------------------------------------------------------------------------------
