@@ -158,6 +158,9 @@ def synth(argv: list[str]) -> int:
               file=sys.stderr)
         return EXIT_FAILED
 
+    for log in capture.logs:
+        if log["level"] == "warning":
+            print(f"warning: {log['message']}", file=sys.stderr)
     state = capture.to_json()
     exit_code = EXIT_OK
     if args.policy:

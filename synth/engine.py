@@ -27,6 +27,7 @@ from pulumi.runtime.proto import resource_pb2
 from pulumi.runtime.sync_await import _ensure_event_loop, _sync_await
 from pulumi.runtime import rpc
 
+from stacks.placeholders import OFFLINE_SYNTH
 from synth import mockdata
 
 SIG_KEY = "4dabf18193072939515e22adb298388d"
@@ -370,6 +371,8 @@ def run_program(
         # The SDK keeps pending output tasks in a process-wide set, outside any context variable;
         # tasks left by a run that failed would otherwise be awaited on this run's loop.
         pulumi.runtime.settings.SETTINGS.outputs.clear()
+        # This context is the synth's own: placeholders warn here and fail a real deploy.
+        OFFLINE_SYNTH.set(True)
         monitor = CaptureMonitor(mocks or SynthMocks(), capture)
         pulumi.runtime.set_all_config(dict(config), list(secret_keys))
         loop = asyncio.new_event_loop()
