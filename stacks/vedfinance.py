@@ -31,6 +31,7 @@ from components.workloads import HostFile, datastore_init
 from stacks.common import (BackupConfig, DnsConfig, Product, RouteConfig, check_hosts_in_zone,
                            check_secret_keys, generated_password, host_monitoring, merge_env,
                            monitoring_secrets, service_secret_env)
+from stacks import common
 from stacks.config import SecretKey
 from stacks.definition import ProductDefinition
 from stacks.model import BootstrapUser, ResourceName, StrictModel
@@ -127,7 +128,7 @@ def required_secrets(cfg: VedfinanceConfig) -> list[SecretKey]:
     needed += monitoring_secrets(cfg.monitoring)
     for spec in cfg.services:
         needed += [SecretKey(key=k, description=f"{e} of {spec.name}") for e, k in sorted(spec.secret_env.items())]
-    return needed
+    return needed + common.registry_secrets("vedfinance", [s.image for s in cfg.services])
 
 
 
@@ -141,6 +142,7 @@ def build(ctx, cfg: VedfinanceConfig) -> dict:
 
     host = OnPremVps(name, OnPremVpsArgs(
         address=cfg.host.address, private_key=ctx.secret(SSH_KEY_SECRET), ssh_port=cfg.host.ssh_port,
+        registry_auth=common.registry_auth("vedfinance", [s.image for s in cfg.services]),
         bootstrap_user=cfg.host.bootstrap_user,
         role=tiers.HostRole(tier=tiers.Tier.EDGE, ssh_cidrs=tuple(env.admin_cidrs)),
         directories=monitoring.data_directories(f"/srv/{name}"),
