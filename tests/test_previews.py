@@ -278,6 +278,7 @@ def test_cost_matches_hand_computed_totals():
         {"kind": "droplet", "sku": "s-2vcpu-4gb", "monthly": 24},
         {"kind": "droplet-backups", "sku": "weekly", "monthly_fraction": 0.2},
         {"kind": "database-node", "sku": "db-s-1vcpu-2gb", "monthly": 30},
+        {"kind": "database-standby-node", "sku": "db-s-1vcpu-2gb", "monthly": 25},
         {"kind": "app-instance", "sku": "apps-s-1vcpu-1gb", "monthly": 12},
         {"kind": "app-static-site", "sku": "beyond-free", "monthly": 3, "free_per_app": 3},
         {"kind": "r2-storage", "sku": "gb-month", "monthly": 0.015, "assumed_gb_per_bucket": 20},
@@ -291,23 +292,43 @@ def test_cost_matches_hand_computed_totals():
         res("cloudflare:index/r2Bucket:R2Bucket", "backups", {}),
     ]}
     lines, unpriced = estimate(state, prices)
-    # droplet 24 + weekly backups 4.80 + 2 db nodes 60 = 88.80 in "shop";
+    # droplet 24 + weekly backups 4.80 + primary 30 + standby 25 = 83.80 in "shop";
     # app 2 x 12 + (5 - 3) x 3 = 30 and R2 20 GB x 0.015 = 0.30 outside any product.
-    assert totals(lines) == {"shop": 88.8, "(stack)": 30.3}
+    assert totals(lines) == {"shop": 83.8, "(stack)": 30.3}
     assert unpriced == []
+    standby, = [l for l in lines if l.item == "pg standby node"]
+    assert (standby.size, standby.unit, standby.count, standby.monthly) == ("db-s-1vcpu-2gb", 25, 1, 25)
 
 
 def test_unknown_sizes_are_listed_not_priced_at_zero():
     prices = PriceTable({"rows": []})
     lines, unpriced = estimate(base_state(), prices)
     assert lines == [] and unpriced == ["web: no droplet price for s-2vcpu-4gb",
-                                        "db: no database-node price for db-s-1vcpu-2gb"]
+                                        "db: no database-node price for db-s-1vcpu-2gb",
+                                        "db: no database-standby-node price for db-s-1vcpu-2gb"]
 
 
 def test_every_price_row_names_its_source_and_date():
     document = json.loads((PROJECT_ROOT / "pricing" / "prices.json").read_text())
     for row in document["rows"]:
         assert row["source"].startswith("https://") and len(row["as_of"]) == 10, row
+
+
+def test_on_prem_hosts_are_listed_as_owned_and_never_priced():
+    host = res("platform:components:OnPremVps", "vps", {"tier": "edge", "address": "10.0.0.1"}, custom=False)
+    lines, unpriced = estimate({"resources": [host]}, PriceTable({"rows": []}))
+    assert [(l.resource, l.unit, l.monthly) for l in lines] == [("vps", None, 0.0)] and unpriced == []
+    from synth.cost import cost_markdown
+    text = "\n".join(cost_markdown({"resources": [host]}, PriceTable({"rows": []})))
+    assert "| `vps` | on-prem host (owned) | `edge tier` | owned | 1 | owned | not priced |" in text
+
+
+def test_standby_rows_exist_for_every_size_that_allows_standby_nodes():
+    table = PriceTable.load()
+    for (kind, sku), row in table.rows.items():
+        if kind == "database-node" and sku != "db-s-1vcpu-1gb":
+            assert table.get("database-standby-node", sku), sku
+    assert table.get("database-standby-node", "db-s-1vcpu-1gb") is None, "1 GB plans take no standby"
 
 
 def test_committed_stacks_are_fully_priced():
@@ -383,3 +404,30 @@ def test_diagram_draws_on_prem_hosts_from_their_ufw_rules_with_the_waiver():
     internal = {"pencom-prod-app", "pencom-prod-data", "pencom-prod-storage"}
     assert not [e for e in edges if e.source in (INTERNET, ADMINS) and e.target in internal]
     assert {e.label for e in edges if e.source == INTERNET and e.target == "pencom-prod-edge"} == {"80", "443"}
+
+
+# --- summary ----------------------------------------------------------------------------------
+
+def test_summary_shows_hosts_services_datastores_and_public_outputs():
+    from synth.run import synth_stack
+    from synth.summary import datastores, hosts, markdown as summary_markdown, services
+
+    state = synth_stack("prod")
+    droplet = next(h for h in hosts(state) if h["host"] == "kro-prod-droplet")
+    assert droplet["size"].startswith("s-") and droplet["image"].startswith("ubuntu-")
+    assert any(h["host"] == "pencom-prod-edge" and h["size"] == "owned" for h in hosts(state))
+    backend = next(s for s in services(state) if s["service"] == "kro-prod-backend")
+    assert backend["image"].startswith("registry.digitalocean.com/kro/kro-backend:")
+    assert backend["hostnames"] == "api.krotrust.com"
+    assert next(s for s in services(state) if s["service"] == "krogiving-backend")["hostnames"] == "api.krogiving.com"
+    stores = {d["datastore"]: d for d in datastores(state)}
+    assert stores["kro-prod-db-cluster"]["engine"] == "managed pg"
+    assert stores["kro-prod-db-cluster"]["size"].endswith("x2")
+    assert stores["kro-prod-db-cluster"]["rpo"].startswith("24 h 10 min")
+    assert stores["giv-prod-cache-cluster"]["rpo"].startswith("no off-site backup")
+    assert stores["pencom-prod-data-postgres"]["engine"] == "self-hosted postgres"
+    text = summary_markdown(state)
+    assert "## Outputs" in text and '"production": true' in text
+    for secret in state["secret_outputs"]:
+        assert f'"{secret}":' not in text
+    assert "standby node" in text and "owned" in text
