@@ -175,10 +175,14 @@ def synth(argv: list[str]) -> int:
     if args.json_path:
         args.json_path.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
     if args.diagram_svg:
-        from synth.diagram import write_svg
+        from synth.diagram import GraphvizMissing, write_svg
         from synth.state import State
 
-        write_svg(State(state), args.diagram_svg)
+        try:
+            for path in write_svg(State(state), args.diagram_svg):
+                print(f"wrote {path}", file=sys.stderr)
+        except (GraphvizMissing, OSError, RuntimeError) as exc:
+            return _fail(str(exc), args.debug)
     if args.markdown:
         args.markdown.write_text(markdown(state) + "\n")
     print(text_table(state))

@@ -199,7 +199,7 @@ def markdown(state: dict[str, Any]) -> str:
     import json
 
     from synth.cost import PriceTable, cost_markdown
-    from synth.diagram import mermaid
+    from synth.diagram import mermaid, products
     from synth.state import State
 
     out = [f"# Desired state of stack `{state['stack']}`", "", f"{len(state['resources'])} resources.", ""]
@@ -220,7 +220,11 @@ def markdown(state: dict[str, Any]) -> str:
         out += [f"| `{t}` | {n} |" for t, n in sorted(table[product].items())]
         out += ["", "</details>", ""]
     out += cost_markdown(state, PriceTable.load()) + [""]
-    out += ["## Tiers", "", "```mermaid", mermaid(State(state)).rstrip(), "```", ""]
+    view = State(state)
+    out += ["## Diagrams", "", "Per product: hosts as groups with their containers, edges with ports, "
+            "waivers dashed and named (`--diagram-svg` draws the same with Graphviz).", ""]
+    for product in products(view):
+        out += [f"### {product}", "", "```mermaid", mermaid(view, product).rstrip(), "```", ""]
     outputs = public_outputs(state)
     out += ["## Outputs", "", "Secret outputs (`pulumi stack output --show-secrets`): "
             + (", ".join(f"`{k}`" for k in sorted(state.get("secret_outputs") or [])) or "none") + ".", "",

@@ -9,12 +9,12 @@ import pytest
 import yaml
 
 from synth.cost import PriceTable, estimate, totals
-from synth.diagram import ADMINS, INTERNET, TIERS, Edge, flows, mermaid, nodes
+from synth.diagram import ADMINS, INTERNET, TIERS, Edge, flows, nodes
 from synth.diff import EXIT_SAFE, EXIT_WARNING, diff_states, markdown
 from synth.engine import PROJECT_ROOT
 from synth.state import State
 from tests.conftest import require_tool
-from tests.diff_catalog import CATALOG, GOLDEN, golden_text, render
+from tests.diff_catalog import CATALOG, GOLDEN, golden_text, product_document, render
 
 URN = "urn:pulumi:prod::platform::{type}::{name}"
 
@@ -228,10 +228,8 @@ def test_diagram_has_every_tier_and_only_allowed_flows():
     from synth.run import synth_stack
 
     state = State(synth_stack("prod"))
-    text = mermaid(state)
-    for tier in TIERS:
-        assert f"subgraph tier_{tier}[{tier} tier]" in text
     tiers = nodes(state)
+    assert set(tiers.values()) == set(TIERS)
     for edge in flows(state):
         if edge.source == INTERNET:
             assert tiers[edge.target] in ("edge", "app") and edge.label in ("80", "443"), edge
@@ -262,13 +260,81 @@ def test_adding_a_rule_adds_exactly_that_edge():
     assert before <= flows(State(changed))
 
 
-def test_svg_is_rendered_with_graphviz(tmp_path):
+def test_svg_is_rendered_with_graphviz_one_file_per_product(tmp_path):
     require_tool("dot", "Debian package graphviz")
     from synth.diagram import write_svg
 
-    write_svg(State(_fixture()), tmp_path / "d.svg")
-    svg = (tmp_path / "d.svg").read_text()
-    assert svg.lstrip().startswith("<?xml") and "<svg" in svg and "web" in svg
+    state = _fixture()
+    product = res("platform:products:Shop", "shop", {}, custom=False)
+    host = res("platform:components:DropletStack", "web-host", {}, custom=False, parent=product["urn"])
+    state["resources"][0]["parent"] = host["urn"]
+    state["resources"] += [product, host]
+    written = write_svg(State(state), tmp_path / "d.svg")
+    assert written == [tmp_path / "d-shop.svg"]
+    svg = written[0].read_text()
+    assert svg.lstrip().startswith("<?xml") and "<svg" in svg and "web&#45;host" in svg
+
+
+@pytest.fixture(scope="module")
+def prod_state():
+    from synth.run import synth_stack
+
+    return State(synth_stack("prod"))
+
+
+def test_one_diagram_per_product_hosts_hold_their_containers(prod_state):
+    from synth.diagram import Link, product_graph, products
+
+    assert products(prod_state) == ["giv", "kro", "pencom"]
+    graph = product_graph(prod_state, "pencom")
+    assert set(graph.groups) == {"pencom-prod-edge", "pencom-prod-app", "pencom-prod-data", "pencom-prod-storage"}
+    assert graph.nodes["pencom-prod-data-postgres"][1] == "pencom-prod-data"
+    assert graph.nodes["pencom-prod-edge-nginx"][1] == "pencom-prod-edge"
+    assert all(l.source != l.target for l in graph.links), "no self-loops"
+    assert all(l.source in graph.nodes and l.target in graph.nodes for l in graph.links), "no loose ends"
+    assert Link("pencom-prod-edge::host", "pencom-prod-data-postgres", "5432",
+                "external-gateway-reads-compliance") in graph.links
+    assert Link("internet", "pencom-prod-edge-nginx", "443") in graph.links
+    assert not [l for l in graph.links if l.source == "internet" and graph.nodes[l.target][1] != "pencom-prod-edge"]
+    kro = product_graph(prod_state, "kro")
+    assert Link("kro-prod-nginx", "kro-prod-backend", "3000") in kro.links
+    assert not {n for n in kro.nodes if n.startswith("pencom")}, "a product's diagram holds only it"
+
+
+def test_the_diagrams_render_to_png_and_stay_readable(prod_state, tmp_path):
+    """Rendered with the real dot; reviewed by eye when the layout code changes."""
+    require_tool("dot", "Debian package graphviz")
+    import struct
+
+    from synth.diagram import dot, drawn_edges, product_graph, products, render
+
+    for product in products(prod_state):
+        png = render(prod_state, product, "png")
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        width, height = struct.unpack(">II", png[16:24])
+        assert width <= 4000 and height <= 4000, (product, width, height)
+        (tmp_path / f"{product}.png").write_bytes(png)
+        source = dot(prod_state, product)
+        assert source.count("subgraph") == len(product_graph(prod_state, product).groups)
+        for edge in drawn_edges(product_graph(prod_state, product)):
+            assert edge.label, edge
+    assert "waiver: external-gateway-reads-compliance" in dot(prod_state, "pencom")
+    assert 'style=dashed' in dot(prod_state, "pencom")
+
+
+def test_missing_graphviz_is_one_line_and_exit_2(tmp_path, write_stack):
+    import os
+
+    document = product_document("kro")
+    stack_file = write_stack(document, "staging")
+    env = dict(os.environ, PATH=str(tmp_path))  # no dot on this PATH
+    result = subprocess.run([sys.executable, "-m", "synth", "staging", "--stack-file", str(stack_file),
+                             "--diagram-svg", str(tmp_path / "d.svg")], cwd=PROJECT_ROOT,
+                            capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 2, result.stderr
+    errors = [l for l in result.stderr.splitlines() if l.startswith("error:")]
+    assert errors == [errors[0]] and "Graphviz `dot` is not installed" in errors[0]
+    assert "Traceback" not in result.stderr
 
 
 # --- cost -------------------------------------------------------------------------------------
