@@ -37,7 +37,7 @@ REPLACING_INPUTS: dict[str, tuple[str, ...]] = {
     # kreuzwerker/terraform-provider-docker resource_docker_container.go: everything `docker run`
     # fixed is ForceNew; only restart, memory, cpu_shares and cpu_set update in place.
     "docker:index/container:Container": ("image", "envs", "ports", "mounts", "volumes", "command",
-                                         "entrypoint", "user", "networksAdvanced", "labels",
+                                         "entrypoints", "user", "networksAdvanced", "labels",
                                          "capabilities", "healthcheck",
                                          "readOnly", "securityOpts", "tmpfs", "logOpts"),
     "docker:index/network:Network": ("name", "driver", "options", "ipamConfigs"),

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -497,3 +499,39 @@ def test_summary_shows_hosts_services_datastores_and_public_outputs():
     for secret in state["secret_outputs"]:
         assert f'"{secret}":' not in text
     assert "standby node" in text and "owned" in text
+
+
+# --- replacements -----------------------------------------------------------------------------
+
+SCHEMAS = Path("/work/shared/provider-schemas/sdk-derived")
+
+
+def test_replacing_inputs_are_real_inputs_of_their_resources():
+    """Cross-check against the provider schemas when present (the program never needs them)."""
+    import gzip
+
+    from synth.replacements import REPLACING_INPUTS, STATEFUL_TYPES, sdk_documented_replacements
+
+    if not SCHEMAS.is_dir():
+        pytest.skip("provider schemas not available (a cross-check only)")
+    schemas = {}
+    for path in SCHEMAS.glob("*.schema.json.gz"):
+        schemas.update(json.load(gzip.open(path, "rt"))["resources"])
+    for type_, inputs in REPLACING_INPUTS.items():
+        assert type_ in schemas, type_
+        assert set(inputs) <= set(schemas[type_]["inputProperties"]), (type_, set(inputs) - set(schemas[type_]["inputProperties"]))
+        assert sdk_documented_replacements(type_) <= set(schemas[type_]["inputProperties"]), type_
+    assert STATEFUL_TYPES <= set(schemas)
+    # The SDK's own docs name the droplet's userData as forcing a new resource.
+    assert "userData" in sdk_documented_replacements("digitalocean:index/droplet:Droplet")
+
+
+def test_a_bucket_rename_is_a_replacement_and_a_resize_is_not():
+    bucket = "digitalocean:index/spacesBucket:SpacesBucket"
+    base = {"stack": "staging", "resources": [res(bucket, "media", {"name": "a", "region": "fra1"}),
+                                               res(CLUSTER, "db", {"size": "db-s-1vcpu-2gb", "name": "db"})]}
+    head = json.loads(json.dumps(base))
+    head["resources"][0]["inputs"]["name"] = "b"
+    head["resources"][1]["inputs"]["size"] = "db-s-2vcpu-4gb"
+    kinds = {c.resource["name"]: (c.kind, c.forced_by) for c in diff_states(base, head).changes}
+    assert kinds == {"media": ("replaced", ["name"]), "db": ("changed", [])}
