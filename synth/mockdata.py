@@ -95,6 +95,10 @@ RESOURCE_OUTPUTS: dict[str, Callable[[str, dict], dict]] = {
         "certRequestPem": f"-----BEGIN CERTIFICATE REQUEST-----\nmock-{n}\n-----END CERTIFICATE REQUEST-----\n",
     },
     "command:remote:Command": lambda n, i: {"stdout": "", "stderr": ""},
+    # An image id that follows the reference, so a tag bump shows on the container too (which
+    # the provider replaces), as the real pull would.
+    "docker:index/remoteImage:RemoteImage": lambda n, i: {
+        "imageId": "sha256:" + hashlib.sha256(str(i.get("name")).encode()).hexdigest()},
     "cloudflare:index/r2Bucket:R2Bucket": lambda n, i: {"location": "WEUR"},
     "cloudflare:index/apiToken:ApiToken": lambda n, i: {"value": f"mock-token-value-{n}"},
     "cloudflare:index/accountToken:AccountToken": lambda n, i: {"value": f"mock-token-value-{n}"},
