@@ -15,6 +15,35 @@ from components.remote import SshTarget, run_script
 from components.workloads import HostFile, files_script, run_containers
 
 
+# Registries whose images need credentials to pull: DigitalOcean's is always private; GHCR is
+# private unless the package is made public.
+PRIVATE_REGISTRIES = ("registry.digitalocean.com", "ghcr.io")
+
+
+def image_registry(image: str) -> str:
+    """The registry host of an image reference (``docker.io`` when the first part names no host,
+    as Docker's reference grammar reads it: a host has a dot or a port, or is localhost)."""
+    first, _, rest = image.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        return first
+    return "docker.io"
+
+
+def registry_auth(images: Sequence[str], docker_config: Optional[pulumi.Input[str]]
+                  ) -> list[docker.ProviderRegistryAuthArgs]:
+    """Credentials for the private registries ``images`` are pulled from.
+
+    ``docker_config`` is a secret Docker ``config.json`` text (``{"auths": {host: {"auth":
+    base64("user:token")}}}``, as ``doctl registry docker-config`` prints it); the provider picks
+    each registry's entry from it (``config_file_content`` of pulumi_docker's
+    ``ProviderRegistryAuthArgs``). None: no credentials, public images only."""
+    if docker_config is None:
+        return []
+    hosts = sorted({image_registry(i) for i in images} & set(PRIVATE_REGISTRIES))
+    return [docker.ProviderRegistryAuthArgs(address=host, config_file_content=docker_config)
+            for host in hosts]
+
+
 class DockerHost(pulumi.ComponentResource):
     """Base of ``DropletStack`` and ``OnPremVps``. Subclasses call ``_setup`` and ``_docker`` in
     their constructor and implement ``_outputs``."""
@@ -37,13 +66,16 @@ class DockerHost(pulumi.ComponentResource):
         self.files_written = list(previous)
 
     def _docker(self, name: str, address: pulumi.Input[str], ssh_opts: Sequence[str] = (),
-                bridge: Optional[str] = None, subnet: Optional[tuple[str, str]] = None) -> None:
-        """``subnet`` is (subnet, range Docker assigns from), leaving the rest for fixed addresses."""
+                bridge: Optional[str] = None, subnet: Optional[tuple[str, str]] = None,
+                registries: Sequence[docker.ProviderRegistryAuthArgs] = ()) -> None:
+        """``subnet`` is (subnet, range Docker assigns from), leaving the rest for fixed addresses;
+        ``registries`` are the private registries' credentials (``registry_auth``)."""
         self.docker_provider = docker.Provider(
             f"{name}-docker",
             host=pulumi.Output.from_input(address).apply(lambda a: f"ssh://{hostsetup.DEPLOY_USER}@{a}"),
             ssh_opts=["-o", "StrictHostKeyChecking=accept-new", "-o", "ServerAliveInterval=30",
                       *ssh_opts],
+            registry_auth=list(registries) or None,
             opts=pulumi.ResourceOptions(parent=self, depends_on=self.setup_done),
         )
         self.network = docker.Network(

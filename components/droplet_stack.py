@@ -58,6 +58,8 @@ class DropletStackArgs:
     """ID of an existing droplet to adopt instead of creating one (see README, Adoption)."""
     protect: bool = False
     """Protect the droplet from deletion and keep it if removed from the program (prod)."""
+    registry_auth: Sequence = ()
+    """Private registries' credentials for the Docker provider (``dockerhost.registry_auth``)."""
     reserved_ip: bool = True
     """A reserved IP keeps the public address across rebuilds; internal hosts do without."""
     directories: Sequence[tuple[str, str, str]] = ()
@@ -151,7 +153,7 @@ class DropletStack(DockerHost):
             directories=[(self.data_dir, "0755", "deploy:deploy"), *args.directories],
         )
         self._setup(name, scripts, depends_on=[self.firewall])
-        self._docker(name, self.droplet.ipv4_address)
+        self._docker(name, self.droplet.ipv4_address, registries=args.registry_auth)
 
     def _outputs(self) -> dict:
         return {"droplet_id": self.droplet_id, "public_ip": self.public_ip,

@@ -45,6 +45,8 @@ class OnPremVpsArgs:
     egress: Optional[egress.EgressLock] = None
     """Locks the containers' egress (and the host's, with a proxy) to the internal network and
     direct routes; unset leaves egress open."""
+    registry_auth: Sequence = ()
+    """Private registries' credentials for the Docker provider (``dockerhost.registry_auth``)."""
 
 
 class OnPremVps(DockerHost):
@@ -100,7 +102,8 @@ class OnPremVps(DockerHost):
         if args.bastion is not None:
             jump = ["-o", f"ProxyJump={args.bastion.user}@{args.bastion.host}:{args.bastion.port}"]
         self._docker(name, args.address, jump, bridge=lock.bridge if lock else None,
-                     subnet=(lock.subnet, lock.dynamic_range()) if lock and lock.subnet else None)
+                     subnet=(lock.subnet, lock.dynamic_range()) if lock and lock.subnet else None,
+                     registries=args.registry_auth)
 
     def deploy(self, containers: Sequence[ContainerSpec], **kwargs):
         """Filters the published ports (and locked egress) in DOCKER-USER before any container

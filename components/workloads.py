@@ -87,12 +87,9 @@ def run_containers(
         clash = {v.split("=", 1)[0] for v in plain_env} & set(secrets)
         if clash:
             raise ValueError(f"{spec.name}: {sorted(clash)} set both as plain and secret env")
-        envs = plain_env
-        if secrets:
-            names = sorted(secrets)
-            envs = pulumi.Output.secret(pulumi.Output.all(*[secrets[n] for n in names]).apply(
-                lambda values, names=names, plain=plain_env:
-                    plain + [f"{n}={v}" for n, v in zip(names, values)]))
+        # One secret per variable, not one secret list: the plain variables stay reviewable.
+        envs = plain_env + [pulumi.Output.secret(pulumi.Output.concat(f"{n}=", secrets[n]))
+                            for n in sorted(secrets)]
         created[spec.name] = docker.Container(
             f"{stack}-{spec.name}",
             image=image.image_id,

@@ -23,6 +23,7 @@ fi
 # Debian packages for the real-tool tests: command to look for -> package that provides it.
 declare -A apt_tools=(
   [sshd]=openssh-server
+  [ssh-agent]=openssh-client
   [fail2ban-client]=fail2ban
   [cloud-init]=cloud-init
   [promtool]=prometheus

@@ -239,3 +239,29 @@ def generated_password(name: str, parent: pulumi.Resource, length: int = 32) -> 
     """A generated secret (letters and digits, so it is safe in URLs and shell)."""
     return random.RandomPassword(name, length=length, special=False,
                                  opts=pulumi.ResourceOptions(parent=parent)).result
+
+
+def registry_secret_key(product: str) -> str:
+    """``<product>_registry_auth``: a Docker ``config.json`` with the product's registry logins."""
+    return f"{product}_registry_auth"
+
+
+def registry_secrets(product: str, images: Sequence[str]) -> list:
+    """The registry secret is required when an image comes from DigitalOcean's registry, which is
+    always private; for GHCR it is optional (public packages pull without it)."""
+    from components.dockerhost import image_registry
+    from stacks.config import SecretKey
+
+    if any(image_registry(i) == "registry.digitalocean.com" for i in images):
+        return [SecretKey(key=registry_secret_key(product),
+                          description="Docker config.json with the registry logins "
+                          "(`doctl registry docker-config --read-write=false`)")]
+    return []
+
+
+def registry_auth(product: str, images: Sequence[str]) -> list:
+    """The Docker provider's ``registry_auth`` for ``images``, from the product's optional secret."""
+    from components.dockerhost import registry_auth as auth
+
+    config = pulumi.Config("platform").get_secret(registry_secret_key(product))
+    return auth(images, config)

@@ -115,7 +115,16 @@ class StackConfig(BaseModel):
         registry = _product_registry()
         for name in self.products:
             needed.extend(registry[name].required_secrets(self.product_configs[name]))
-        return needed
+        # One entry per key: a secret several services use (Pencom's Oracle password) or that
+        # monitoring reuses (the SendGrid key) is still one key to set.
+        merged: dict[str, SecretKey] = {}
+        for secret in needed:
+            if secret.key in merged:
+                if secret.description not in merged[secret.key].description:
+                    merged[secret.key].description += f"; {secret.description}"
+            else:
+                merged[secret.key] = secret.model_copy()
+        return list(merged.values())
 
 
 @rule(Environment)

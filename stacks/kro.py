@@ -33,6 +33,7 @@ from stacks.common import (BackupConfig, DnsConfig, Product, RouteConfig, alert_
                            hosts_in_zone, injected_env_findings, merge_env, monitoring_findings,
                            monitoring_secrets, product_foundation, secret_key_findings,
                            service_secret_env)
+from stacks import common
 from stacks.config import DO_REGIONS, SecretKey
 from stacks.model import PrivateCidr, ResourceName, StrictModel
 from stacks.definition import ProductDefinition
@@ -183,7 +184,8 @@ def required_secrets(cfg: KroConfig) -> list[SecretKey]:
     for spec in cfg.services:
         needed += [SecretKey(key=key, description=f"{env} of the {spec.name} service")
                    for env, key in sorted(spec.secret_env.items())]
-    return needed + monitoring_secrets(cfg.monitoring)
+    return (needed + monitoring_secrets(cfg.monitoring)
+            + common.registry_secrets("kro", [s.image for s in cfg.services]))
 
 
 def build(ctx, cfg: KroConfig) -> dict:
@@ -201,6 +203,7 @@ def build(ctx, cfg: KroConfig) -> dict:
         region=region, size=cfg.droplet.size, image=cfg.droplet.image,
         ssh_key_fingerprints=cfg.droplet.ssh_key_fingerprints, vpc_id=vpc.id,
         admin_cidrs=env.admin_cidrs, ssh_private_key=ctx.secret(SSH_KEY_SECRET),
+        registry_auth=common.registry_auth("kro", [s.image for s in cfg.services]),
         tier=tiers.Tier.EDGE, workload_tiers=[tiers.Tier.APP], tags=["kro", f"env-{env.name}"],
         backups=DropletBackups() if cfg.droplet.backups else None,
         project_id=project.id, adopt_droplet_id=cfg.adopt.droplet_id, protect=prod,

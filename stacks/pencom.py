@@ -45,6 +45,7 @@ from stacks.common import (BackupConfig, DnsConfig, Product, RouteConfig, alert_
                            generated_password, hosts_in_zone, injected_env_findings, merge_env,
                            monitoring_findings, monitoring_secrets, secret_key_findings,
                            service_secret_env)
+from stacks import common
 from stacks.config import SecretKey
 from stacks.definition import ProductDefinition
 from stacks.model import (ADMIN_PREFIX_MIN, BootstrapUser, Cidr, HostCidr, PrivateAddress, PrivateCidr,
@@ -495,7 +496,11 @@ def required_secrets(cfg: PencomConfig) -> list[SecretKey]:
     needed += monitoring_secrets(cfg.monitoring)
     for spec in [*cfg.edge_services, *cfg.app_services]:
         needed += [SecretKey(key=k, description=f"{e} of {spec.name}") for e, k in sorted(spec.secret_env.items())]
-    return needed
+    return needed + common.registry_secrets("pencom", _images(cfg))
+
+
+def _images(cfg: PencomConfig) -> list[str]:
+    return [s.image for s in (*cfg.edge_services, *cfg.app_services)]
 
 
 def role_name(service: str) -> str:
@@ -589,6 +594,7 @@ def _nodes(ctx, cfg: PencomConfig, name: str, ports: dict[str, int], child: pulu
         reason="egress proxy")
     edge = OnPremVps(f"{name}-edge", OnPremVpsArgs(
         address=n.edge.public_address, private_address=n.edge.private_address, private_key=key,
+        registry_auth=common.registry_auth("pencom", _images(cfg)),
         ssh_port=n.edge.ssh_port, bootstrap_user=n.edge.bootstrap_user,
         directories=monitoring.data_directories(f"/srv/{name}-edge"),
         role=tiers.HostRole(tier=tiers.Tier.EDGE, ssh_cidrs=tuple(env.admin_cidrs), extra=(proxy_rule,)),
@@ -607,6 +613,7 @@ def _nodes(ctx, cfg: PencomConfig, name: str, ports: dict[str, int], child: pulu
             address=node_cfg.private_address, private_address=node_cfg.private_address,
             private_key=key, ssh_port=node_cfg.ssh_port, bootstrap_user=node_cfg.bootstrap_user,
             bastion=edge.ssh, role=role, egress=lock,
+            registry_auth=common.registry_auth("pencom", _images(cfg)),
             **extra), opts=child)
 
     # The monitoring stack runs on the edge node (mgmt tier): it alone reaches the exporters.

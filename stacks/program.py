@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import pulumi
 
+from stacks import placeholders
 from stacks.config import Environment, StackConfig, read_pulumi_config
 from stacks.errors import CONFIG_NAMESPACE
 from stacks.registry import PRODUCTS
@@ -33,8 +34,13 @@ class BuildContext:
 
 def main() -> None:
     config = read_pulumi_config()
+    found = placeholders.check()  # raises under a real engine, before any resource exists
+    if found:
+        pulumi.log.warn(placeholders.warning(found))
     context = BuildContext(environment=config.environment, stack=config)
     pulumi.export("environment", config.environment.name)
+    # `synth diff` blocks stateful deletions in production stacks, whatever their name.
+    pulumi.export("production", config.environment.is_production)
     pulumi.export("products", config.products)
     for name in config.products:
         outputs = PRODUCTS[name].build(context, config.product(name))

@@ -35,6 +35,7 @@ from stacks.common import (BackupConfig, DnsConfig, Product, RouteConfig, alert_
                            generated_password, host_monitoring, hosts_in_zone, injected_env_findings,
                            merge_env, monitoring_findings, monitoring_secrets, secret_key_findings,
                            service_secret_env)
+from stacks import common
 from stacks.config import SecretKey
 from stacks.definition import ProductDefinition
 from stacks.model import BootstrapUser, PublicAddress, ResourceName, StrictModel
@@ -223,7 +224,7 @@ def required_secrets(cfg: VedfinanceConfig) -> list[SecretKey]:
     needed += monitoring_secrets(cfg.monitoring)
     for spec in cfg.services:
         needed += [SecretKey(key=k, description=f"{e} of {spec.name}") for e, k in sorted(spec.secret_env.items())]
-    return needed
+    return needed + common.registry_secrets("vedfinance", [s.image for s in cfg.services])
 
 
 
@@ -240,6 +241,7 @@ def build(ctx, cfg: VedfinanceConfig) -> dict:
 
     host = OnPremVps(name, OnPremVpsArgs(
         address=cfg.host.address, private_key=ctx.secret(SSH_KEY_SECRET), ssh_port=cfg.host.ssh_port,
+        registry_auth=common.registry_auth("vedfinance", [s.image for s in cfg.services]),
         bootstrap_user=cfg.host.bootstrap_user,
         role=tiers.HostRole(tier=tiers.Tier.EDGE, ssh_cidrs=tuple(env.admin_cidrs)),
         directories=monitoring.data_directories(f"/srv/{name}"),

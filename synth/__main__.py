@@ -6,8 +6,9 @@
     python -m synth diff BASE.json HEAD.json [--markdown PATH]         what a change does
 
 Exit codes: 0 success, 1 failure, a mandatory policy violation or (--check-schema) a schema
-finding, 2 invalid stack config,
-3 (diff) the change replaces or deletes a stateful or protected resource.
+finding, 2 bad input (invalid stack config, unreadable or malformed file, bad arguments,
+missing Graphviz: one line, no traceback without --debug), 3 (diff) the change deletes or
+replaces a stateful or protected resource.
 """
 
 from __future__ import annotations
@@ -20,19 +21,33 @@ import traceback
 from pathlib import Path
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+COMMANDS = """commands:
+  python -m synth STACK ...                   synthesize a stack (this help)
+  python -m synth check STATE.json ...        run the policy pack on any desired-state JSON
+  python -m synth diff BASE.json HEAD.json    the pull-request diff of two states
+run `python -m synth check --help` or `python -m synth diff --help` for theirs"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (exit 2) instead of the usage block."""
+
+    def error(self, message: str):  # noqa: D401 - argparse's hook
+        self.exit(EXIT_CONFIG, f"error: {message} (see `{self.prog} --help`)\n")
 
 
 def _synth_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m synth",
-        description="Run the Pulumi program against the mock engine and write its desired "
-        "state. Other commands: `python -m synth check STATE.json`.",
+        description="Run the Pulumi program against the mock engine and write its desired state.",
+        epilog=COMMANDS, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("stack", help="stack name; reads Pulumi.STACK.yaml")
     parser.add_argument("--stack-file", type=Path, help="read config from this file instead")
     parser.add_argument("--json", type=Path, dest="json_path", help="write the desired state here")
     parser.add_argument("--markdown", type=Path, help="write a Markdown summary here")
-    parser.add_argument("--diagram-svg", type=Path, help="write the tier diagram as SVG (Graphviz)")
+    parser.add_argument("--diagram-svg", type=Path,
+                        help="write one diagram per product as SVG (Graphviz): PATH with "
+                        "-PRODUCT before the suffix")
     parser.add_argument("--policy", action="store_true",
                         help="run the policy pack; exit 1 on a mandatory violation")
     parser.add_argument("--policy-config", type=Path,
@@ -53,12 +68,13 @@ def _synth_parser() -> argparse.ArgumentParser:
 
 
 def _check_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m synth check",
         description="Run the policy pack over any desired-state JSON of the synth shape.")
     parser.add_argument("state", type=Path, help="desired-state JSON")
     parser.add_argument("--config", type=Path, help="policy config JSON")
     parser.add_argument("--stack", help="read policy/config.STACK.json (default: the file's stack)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
 
 
@@ -66,31 +82,74 @@ def _policy_config(path: Path | None, stack: str) -> dict:
     from policy.offline import load_policy_config
 
     if path is not None:
-        return json.loads(path.read_text())
+        try:
+            config = json.loads(path.read_text())
+        except OSError as exc:
+            raise _BadInput(f"cannot read the policy config {path}: {exc.strerror or exc}") from None
+        except json.JSONDecodeError as exc:
+            raise _BadInput(f"the policy config {path} is not JSON: {exc.msg} at line {exc.lineno}") from None
+        if not isinstance(config, dict):
+            raise _BadInput(f"the policy config {path} must be a JSON object of policy -> level")
+        return config
     return load_policy_config(stack)
 
 
 def diff(argv: list[str]) -> int:
     from synth.cost import PriceTable, delta_markdown
-    from synth.diff import diff_states, markdown
+    from synth.diff import DiffInputError, diff_states, markdown
 
-    parser = argparse.ArgumentParser(prog="python -m synth diff",
-                                     description="Markdown of what HEAD changes relative to BASE.")
+    parser = _Parser(prog="python -m synth diff",
+                                     description="Markdown of what HEAD changes relative to BASE "
+                                     "(the pull-request comment). Exit 3 when it deletes or "
+                                     "replaces a stateful resource.")
     parser.add_argument("base", type=Path)
     parser.add_argument("head", type=Path)
     parser.add_argument("--markdown", type=Path, help="also write the Markdown here")
+    parser.add_argument("--allow-stateful-changes", action="store_true",
+                        help="accept deleting or replacing stateful resources (exit 0); "
+                        "never in a production stack")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
     try:
-        base, head = (json.loads(p.read_text()) for p in (args.base, args.head))
-    except (OSError, json.JSONDecodeError) as exc:
-        print(f"error: cannot read a state file: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    result = diff_states(base, head)
-    text = markdown(result, base, head, delta_markdown(base, head, PriceTable.load()))
-    print(text)
+        base, head = (_read_state(p) for p in (args.base, args.head))
+        result = diff_states(base, head, allow_stateful_changes=args.allow_stateful_changes)
+        text = markdown(result, base, head, delta_markdown(base, head, PriceTable.load()))
+    except (_BadInput, DiffInputError) as exc:
+        return _fail(str(exc), args.debug)
+    except Exception as exc:  # noqa: BLE001 - a clear message, not a traceback
+        return _fail(f"cannot diff {args.base} and {args.head}: {type(exc).__name__}: {exc}", args.debug)
+    print(text, end="")
     if args.markdown:
         args.markdown.write_text(text)
     return result.exit_code
+
+
+class _BadInput(Exception):
+    """A file the command cannot use: one line for the user, exit 2."""
+
+
+def _read_state(path: Path) -> dict:
+    try:
+        document = json.loads(path.read_text())
+    except OSError as exc:
+        raise _BadInput(f"cannot read {path}: {exc.strerror or exc}") from None
+    except json.JSONDecodeError as exc:
+        raise _BadInput(f"{path} is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("resources"), list):
+        raise _BadInput(f"{path} is not a desired-state document (no resources list)")
+    for index, resource in enumerate(document["resources"]):
+        missing = [k for k in ("urn", "type", "name") if not isinstance(resource, dict) or k not in resource]
+        if missing:
+            raise _BadInput(f"{path}: resources[{index}] has no {', '.join(missing)} "
+                            "(every resource needs urn, type and name)")
+    return document
+
+
+def _fail(message: str, debug: bool) -> int:
+    if debug:
+        traceback.print_exc()
+    print(f"error: {message}", file=sys.stderr)
+    return EXIT_CONFIG
 
 
 def check(argv: list[str]) -> int:
@@ -98,15 +157,14 @@ def check(argv: list[str]) -> int:
 
     args = _check_parser().parse_args(argv)
     try:
-        document = json.loads(args.state.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        print(f"error: cannot read {args.state}: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    if not isinstance(document, dict) or not isinstance(document.get("resources"), list):
-        print(f"error: {args.state} is not a desired-state document (no resources list)",
-              file=sys.stderr)
-        return EXIT_FAILED
-    violations = evaluate(document, _policy_config(args.config, args.stack or document.get("stack", "")))
+        document = _read_state(args.state)
+        config = _policy_config(args.config, args.stack or document.get("stack", ""))
+        violations = evaluate(document, config)
+    except _BadInput as exc:
+        return _fail(str(exc), args.debug)
+    except Exception as exc:  # noqa: BLE001 - a hand-written state can be wrong in many ways
+        return _fail(f"{args.state} cannot be checked: {type(exc).__name__}: {exc}"
+                     + ("" if args.debug else " (rerun with --debug for the traceback)"), args.debug)
     print(report_text(violations))
     return EXIT_FAILED if has_mandatory(violations) else EXIT_OK
 
@@ -122,8 +180,7 @@ def synth(argv: list[str]) -> int:
         capture = synth_capture(args.stack, stack_file=args.stack_file,
                                 fill_secrets=not args.strict_secrets, preview=args.preview)
     except (ConfigError, StackFileError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return _fail(str(exc), args.debug)
     except Exception as exc:  # noqa: BLE001 - the CLI's job is a clear message, not a traceback
         if args.debug:
             traceback.print_exc()
@@ -132,6 +189,9 @@ def synth(argv: list[str]) -> int:
               file=sys.stderr)
         return EXIT_FAILED
 
+    for log in capture.logs:
+        if log["level"] == "warning":
+            print(f"warning: {log['message']}", file=sys.stderr)
     state = capture.to_json()
     exit_code = EXIT_OK
     if args.check_schema:
@@ -143,22 +203,32 @@ def synth(argv: list[str]) -> int:
     if args.policy:
         from policy.offline import evaluate, has_mandatory, report_text
 
+        try:
+            config = _policy_config(args.policy_config, args.stack)
+        except _BadInput as exc:
+            return _fail(str(exc), args.debug)
         # Policies see secret values, as they do under the real engine; the file does not.
-        violations = evaluate(capture.to_json(reveal=True),
-                              _policy_config(args.policy_config, args.stack))
+        violations = evaluate(capture.to_json(reveal=True), config)
         state["violations"] = violations
         print(report_text(violations))
         if has_mandatory(violations):
             exit_code = EXIT_FAILED
-    if args.json_path:
-        args.json_path.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+    try:
+        if args.json_path:
+            args.json_path.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+        if args.markdown:
+            args.markdown.write_text(markdown(state) + "\n")
+    except OSError as exc:
+        return _fail(f"cannot write {exc.filename}: {exc.strerror}", args.debug)
     if args.diagram_svg:
-        from synth.diagram import write_svg
+        from synth.diagram import GraphvizMissing, write_svg
         from synth.state import State
 
-        write_svg(State(state), args.diagram_svg)
-    if args.markdown:
-        args.markdown.write_text(markdown(state) + "\n")
+        try:
+            for path in write_svg(State(state), args.diagram_svg):
+                print(f"wrote {path}", file=sys.stderr)
+        except (GraphvizMissing, OSError, RuntimeError) as exc:
+            return _fail(str(exc), args.debug)
     print(text_table(state))
     return exit_code
 

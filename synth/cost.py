@@ -1,4 +1,11 @@
-"""Monthly cost estimate of a desired state, from the dated price table in pricing/prices.json."""
+"""Monthly cost estimate of a desired state, from the dated price table in pricing/prices.json.
+
+Line items per product: the resource, what is priced (its size), the unit price, the count and
+the monthly amount, with the source page and date of the price row. A managed database cluster
+is one primary node plus ``nodeCount - 1`` standby nodes, each priced from its own row (as
+DigitalOcean lists them). On-prem hosts are owned: listed, never priced. A size missing from the
+table is listed as unpriced, never priced 0.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +18,25 @@ from typing import Any
 from synth.summary import product_of
 
 PRICES = Path(__file__).resolve().parent.parent / "pricing" / "prices.json"
+ONPREM = "platform:components:OnPremVps"
 
 
 @dataclass(frozen=True)
 class Line:
+    """One line item. ``unit`` is None for what is owned (on-prem hosts): no price."""
+
     product: str
     resource: str
     item: str
-    monthly: float
+    size: str
+    unit: float | None
+    count: float
+    source: str = ""
+    as_of: str = ""
+
+    @property
+    def monthly(self) -> float:
+        return round((self.unit or 0.0) * self.count, 4)
 
 
 class PriceTable:
@@ -35,57 +53,69 @@ class PriceTable:
 
 
 def estimate(state: dict[str, Any], prices: PriceTable) -> tuple[list[Line], list[str]]:
-    """Priced lines, and the resources whose size is missing from the table (never priced 0)."""
+    """Line items, and the resources whose size is missing from the table (never priced 0)."""
     by_urn = {r["urn"]: r for r in state.get("resources", [])}
     lines: list[Line] = []
     unpriced: list[str] = []
     spaces_counted = False
 
-    def price(resource, kind, sku, quantity=1.0, item=None):
+    def price(resource, kind, sku, count=1.0, item=None, unit_key="monthly", base=None):
         row = prices.get(kind, sku)
         if row is None:
             unpriced.append(f"{resource['name']}: no {kind} price for {sku}")
             return
-        lines.append(Line(product_of(resource, by_urn), resource["name"], item or f"{kind} {sku} x{quantity:g}",
-                          round(row["monthly"] * quantity, 4)))
+        unit = row[unit_key] if base is None else round(base * row[unit_key], 4)
+        lines.append(Line(product_of(resource, by_urn), resource["name"], item or kind, str(sku),
+                          unit, float(count), row.get("source", ""), row.get("as_of", "")))
 
     for r in state.get("resources", []):
         inputs, type_ = r.get("inputs", {}), r["type"]
         if type_ == "digitalocean:index/droplet:Droplet":
-            price(r, "droplet", inputs.get("size"))
+            size = inputs.get("size")
+            price(r, "droplet", size, item="droplet")
             if inputs.get("backups"):
                 plan = (inputs.get("backupPolicy") or {}).get("plan", "weekly")
-                base, fraction = prices.get("droplet", inputs.get("size")), prices.get("droplet-backups", plan)
-                if base and fraction:
-                    lines.append(Line(product_of(r, by_urn), r["name"], f"{plan} backups",
-                                      round(base["monthly"] * fraction["monthly_fraction"], 4)))
+                base = prices.get("droplet", size)
+                if base and prices.get("droplet-backups", plan):
+                    price(r, "droplet-backups", plan, item=f"{plan} backups of {size}",
+                          unit_key="monthly_fraction", base=base["monthly"])
         elif type_ == "digitalocean:index/databaseCluster:DatabaseCluster":
-            price(r, "database-node", inputs.get("size"), float(inputs.get("nodeCount", 1)))
+            size, nodes = inputs.get("size"), int(inputs.get("nodeCount") or 1)
+            engine = inputs.get("engine", "database")
+            price(r, "database-node", size, item=f"{engine} primary node")
+            if nodes > 1:
+                price(r, "database-standby-node", size, nodes - 1, item=f"{engine} standby node")
         elif type_ == "digitalocean:index/app:App":
             spec = inputs.get("spec") if isinstance(inputs.get("spec"), dict) else {}
             for kind in ("services", "workers"):
                 for component in spec.get(kind) or []:
-                    count = component.get("instanceCount") or (component.get("autoscaling") or {}).get("minInstanceCount") or 1
-                    price(r, "app-instance", component.get("instanceSizeSlug", "apps-s-1vcpu-0.5gb"), float(count),
-                          item=f"{component['name']} {component.get('instanceSizeSlug')} x{count}")
+                    count = (component.get("instanceCount")
+                             or (component.get("autoscaling") or {}).get("minInstanceCount") or 1)
+                    price(r, "app-instance", component.get("instanceSizeSlug", "apps-s-1vcpu-0.5gb"),
+                          count, item=f"{component['name']} instance")
             sites = len(spec.get("staticSites") or [])
             row = prices.get("app-static-site", "beyond-free")
             if sites and row:
-                extra = max(0, sites - row["free_per_app"])
-                lines.append(Line(product_of(r, by_urn), r["name"], f"{sites} static sites", extra * row["monthly"]))
+                lines.append(Line(product_of(r, by_urn), r["name"],
+                                  f"static sites beyond {row['free_per_app']} free", "static site",
+                                  row["monthly"], float(max(0, sites - row["free_per_app"])),
+                                  row.get("source", ""), row.get("as_of", "")))
         elif type_ == "digitalocean:index/spacesBucket:SpacesBucket" and not spaces_counted:
             spaces_counted = True
-            price(r, "spaces", "subscription")
+            price(r, "spaces", "subscription", item="Spaces subscription (one per account)")
         elif type_ == "digitalocean:index/reservedIp:ReservedIp":
-            price(r, "reserved-ip", "assigned")
+            price(r, "reserved-ip", "assigned", item="reserved IP")
         elif type_ == "digitalocean:index/loadBalancer:LoadBalancer":
-            price(r, "load-balancer", "node", float(inputs.get("sizeUnit", 1)))
+            price(r, "load-balancer", "node", float(inputs.get("sizeUnit", 1)), item="load balancer node")
         elif type_ == "cloudflare:index/r2Bucket:R2Bucket":
             row = prices.get("r2-storage", "gb-month")
             if row:
-                gb = row["assumed_gb_per_bucket"]
-                lines.append(Line(product_of(r, by_urn), r["name"], f"R2 storage, {gb} GB assumed",
-                                  round(gb * row["monthly"], 4)))
+                lines.append(Line(product_of(r, by_urn), r["name"], "R2 storage (GB assumed per bucket)",
+                                  "GB-month", row["monthly"], float(row["assumed_gb_per_bucket"]),
+                                  row.get("source", ""), row.get("as_of", "")))
+        elif type_ == ONPREM:
+            lines.append(Line(product_of(r, by_urn), r["name"], "on-prem host (owned)",
+                              f"{inputs.get('tier', '?')} tier", None, 1.0))
     return lines, unpriced
 
 
@@ -96,13 +126,29 @@ def totals(lines: list[Line]) -> dict[str, float]:
     return {k: round(v, 2) for k, v in sorted(per_product.items())}
 
 
+def _money(value: float | None) -> str:
+    if value is None:
+        return "owned"
+    return f"{value:,.2f}" if value == 0 or abs(value) >= 0.1 else f"{value:g}"
+
+
 def cost_markdown(state: dict[str, Any], prices: PriceTable) -> list[str]:
     lines, unpriced = estimate(state, prices)
     per_product = totals(lines)
-    out = [f"**Monthly cost estimate** ({prices.currency}, list prices from `pricing/prices.json`):", "",
-           "| product | per month |", "|---|---:|"]
-    out += [f"| {product} | {amount:,.2f} |" for product, amount in per_product.items()]
-    out.append(f"| **stack total** | **{sum(per_product.values()):,.2f}** |")
+    out = [f"## Monthly cost estimate ({prices.currency})", "",
+           "List prices from `pricing/prices.json`; each row names its source and the date it was "
+           "transcribed. Verify before budgeting.", ""]
+    for product in per_product:
+        out += [f"### {product}: {per_product[product]:,.2f} per month", "",
+                "| resource | item | size | unit price | count | per month | price source |",
+                "|---|---|---|---:|---:|---:|---|"]
+        for line in (l for l in lines if l.product == product):
+            source = f"[{line.as_of}]({line.source})" if line.source else "not priced"
+            out.append(f"| `{line.resource}` | {line.item} | `{line.size}` | {_money(line.unit)} | "
+                       f"{line.count:g} | {_money(None if line.unit is None else line.monthly)} | {source} |")
+        out.append("")
+    out.append(f"**Stack total: {sum(per_product.values()):,.2f} {prices.currency} per month**"
+               " (owned on-prem hosts not included).")
     out += [f"- unpriced: {u}" for u in unpriced]
     return out
 

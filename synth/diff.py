@@ -1,87 +1,275 @@
 """``python -m synth diff BASE.json HEAD.json``: what a change does to the desired state.
 
-Markdown for a pull-request comment: resources added, removed and changed per product, with
-the inputs that changed (secret values stay masked; a changed secret shows as changed through
-its digest), and a warning at the top for any change that would replace a stateful or protected
-resource or delete a protected one. Exit code 3 when such a warning is present, else 0.
+Markdown for a pull-request comment (the workflow posts exactly this text): resources added,
+replaced, changed and removed per product. Each changed input shows old -> new; long texts
+(scripts, specs) show a unified diff of the changed lines only, collapsed in ``<details>``;
+lists of plain values show the items added and removed. Secret values stay masked leaf by leaf
+(``secret_leaves`` in the synth JSON): a secret shows as ``(secret changed)`` through its digest
+while everything around it stays plain. A replacement names the inputs that force it
+(``synth.replacements``).
+
+Deleting or replacing a stateful resource (``synth.replacements.STATEFUL_TYPES``) or deleting a
+protected one is a warning at the top and exit code 3. In a production stack that is final;
+elsewhere ``allow_stateful_changes`` (``--allow-stateful-changes``) accepts it, exit 0, and the
+warning stays in the comment. A base and head of different projects or stacks raise
+``DiffInputError`` (the CLI exits 2).
 """
 
 from __future__ import annotations
 
+import difflib
+import json
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
+from synth.engine import leaf_path
+from synth.replacements import STATEFUL_TYPES, replacing_inputs
 from synth.summary import product_of
 
-# Inputs whose change makes the provider replace the resource (delete and create anew).
-REPLACING_INPUTS: dict[str, tuple[str, ...]] = {
-    "digitalocean:index/droplet:Droplet": ("image", "region", "sshKeys", "userData", "vpcUuid", "monitoring"),
-    "digitalocean:index/databaseCluster:DatabaseCluster": ("engine", "region", "name", "privateNetworkUuid"),
-    "digitalocean:index/databaseDb:DatabaseDb": ("name", "clusterId"),
-    "digitalocean:index/databaseUser:DatabaseUser": ("name", "clusterId"),
-    "digitalocean:index/vpc:Vpc": ("region", "ipRange"),
-    "digitalocean:index/volume:Volume": ("region", "name", "snapshotId"),
-    "digitalocean:index/spacesBucket:SpacesBucket": ("name", "region"),
-    "cloudflare:index/r2Bucket:R2Bucket": ("name", "location", "accountId", "jurisdiction"),
-    "minio:index/s3Bucket:S3Bucket": ("bucket",),
-}
-STATEFUL_TYPES = frozenset(REPLACING_INPUTS)
-EXIT_SAFE, EXIT_WARNING = 0, 3
+EXIT_SAFE, EXIT_INPUT, EXIT_WARNING = 0, 2, 3
+LONG_TEXT = 100  # characters; longer strings, and any multi-line one, get a unified diff
+OPTIONS = ("protect", "retain_on_delete", "delete_before_replace", "import_id", "ignore_changes")
+_IDENTITY_KEYS = ("name", "key", "label", "host", "containerPath", "internal", "type")
+
+
+class DiffInputError(ValueError):
+    """Two states that cannot be compared (different project or stack, wrong shape)."""
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A masked leaf: equal to another exactly when their digests are."""
+
+    digest: str | None
+    env: str | None = None
+
+
+_MISSING = object()
+
+
+@dataclass
+class InputChange:
+    """One changed input at ``path``: ``kind`` is value | secret | text | items."""
+
+    path: str
+    kind: str
+    old: Any = None
+    new: Any = None
+    lines: list[str] = field(default_factory=list)
 
 
 @dataclass
 class Change:
-    kind: str  # added | removed | changed
+    kind: str  # added | removed | changed | replaced
     resource: dict[str, Any]
     product: str
-    keys: list[str] = field(default_factory=list)
+    inputs: list[InputChange] = field(default_factory=list)
+    forced_by: list[str] = field(default_factory=list)
+
+    @property
+    def keys(self) -> list[str]:
+        return [c.path for c in self.inputs]
 
 
 @dataclass
 class Diff:
     changes: list[Change]
     warnings: list[str]
+    production: bool = False
+    allow_stateful_changes: bool = False
+
+    @property
+    def blocked(self) -> bool:
+        return bool(self.warnings) and (self.production or not self.allow_stateful_changes)
 
     @property
     def exit_code(self) -> int:
-        return EXIT_WARNING if self.warnings else EXIT_SAFE
+        return EXIT_WARNING if self.blocked else EXIT_SAFE
 
 
-def _paths(base: Any, head: Any, path: str, depth: int) -> Iterable[str]:
-    """Dotted paths where two input values differ, down to ``depth`` levels."""
-    if base == head:
+# --- comparing inputs -------------------------------------------------------------------------
+
+def _with_secrets(resource: dict[str, Any]) -> dict[str, Any]:
+    """The inputs with each secret leaf replaced by a ``Secret`` carrying its digest.
+
+    States written before ``secret_leaves`` existed only have one digest per input: every masked
+    leaf of that input then carries the input's digest."""
+    inputs = json.loads(json.dumps(resource.get("inputs") or {}))
+    leaves = resource.get("secret_leaves")
+
+    def put(value: Any, path: tuple) -> Any:
+        if leaves is not None:
+            key = leaf_path(path)
+            if key in leaves:
+                return Secret(leaves[key].get("digest"), leaves[key].get("env"))
+        elif value == "[secret]" and path[0] in (resource.get("secret_inputs") or ()):
+            return Secret((resource.get("secret_digests") or {}).get(path[0]))
+        if isinstance(value, dict):
+            return {k: put(v, path + (k,)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [put(v, path + (i,)) for i, v in enumerate(value)]
+        return value
+
+    return {key: put(value, (key,)) for key, value in inputs.items()}
+
+
+def _scalar(value: Any) -> bool:
+    return not isinstance(value, (dict, list))
+
+
+def _show(value: Any) -> str:
+    if value is _MISSING:
+        return "(none)"
+    if isinstance(value, Secret):
+        return f"{value.env}=(secret)" if value.env else "(secret)"
+    return json.dumps(_plain(value), sort_keys=True)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Secret):
+        return f"{value.env}=(secret)" if value.env else "(secret)"
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _text_lines(value: Any) -> list[str]:
+    if value is _MISSING or value is None:
+        return []
+    if isinstance(value, str):
+        return value.splitlines()
+    return json.dumps(_plain(value), indent=2, sort_keys=True).splitlines()
+
+
+def _unified(old: Any, new: Any) -> list[str]:
+    """Only the changed lines, with hunk headers (no context lines)."""
+    return [line for line in difflib.unified_diff(_text_lines(old), _text_lines(new), lineterm="", n=0)
+            if not line.startswith(("---", "+++"))]
+
+
+def _identity(*lists: list[Any]) -> str | None:
+    """A key that names each item of every list once (``name``, ``key``...), so lists of objects
+    compare item by item even when one is inserted."""
+    if not all(items and all(isinstance(i, dict) for i in items) for items in lists):
+        return None
+    for key in _IDENTITY_KEYS:
+        if all(all(isinstance(i.get(key), (str, int)) for i in items)
+               and len({i[key] for i in items}) == len(items) for items in lists):
+            return key
+    return None
+
+
+def _compare(old: Any, new: Any, path: str, out: list[InputChange]) -> None:
+    if old == new:
         return
-    if depth == 0 or type(base) is not type(head) or not isinstance(base, (dict, list)):
-        yield path
+    if isinstance(old, Secret) or isinstance(new, Secret):
+        if isinstance(old, Secret) and isinstance(new, Secret):
+            note = "secret changed"
+        elif isinstance(new, Secret):
+            note = "secret added" if old is _MISSING else "now secret"
+        else:
+            note = "secret removed" if new is _MISSING else "no longer secret"
+        out.append(InputChange(path, "secret", old, new, [note]))
         return
-    if isinstance(base, dict):
-        for key in sorted(set(base) | set(head)):
-            yield from _paths(base.get(key), head.get(key), f"{path}.{key}", depth - 1)
-    elif len(base) != len(head):
-        yield path
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new)):
+            _compare(old.get(key, _MISSING), new.get(key, _MISSING), f"{path}.{key}", out)
+        return
+    if isinstance(old, list) and isinstance(new, list):
+        if all(_scalar(v) for v in old + new):
+            out.append(_item_change(path, old, new))
+            return
+        key = _identity(old, new)
+        if key is not None:
+            before, after = {i[key]: i for i in old}, {i[key]: i for i in new}
+            for ident in list(before) + [k for k in after if k not in before]:
+                _compare(before.get(ident, _MISSING), after.get(ident, _MISSING), f"{path}[{ident}]", out)
+            return
+        if len(old) == len(new):
+            for index, (a, b) in enumerate(zip(old, new)):
+                _compare(a, b, f"{path}[{index}]", out)
+            return
+    long = any(isinstance(v, str) and ("\n" in v or len(v) > LONG_TEXT) for v in (old, new))
+    if long or len(_show(old)) + len(_show(new)) > 2 * LONG_TEXT:
+        out.append(InputChange(path, "text", old, new, _unified(old, new)))
     else:
-        for index, (a, b) in enumerate(zip(base, head)):
-            yield from _paths(a, b, f"{path}[{index}]", depth - 1)
+        out.append(InputChange(path, "value", old, new))
+
+
+def _item_change(path: str, old: list, new: list) -> InputChange:
+    """Plain lists (env vars, tags, commands) as items removed and added; a secret env var whose
+    digest changed shows once, as changed."""
+    removed = [v for v in old if v not in new]
+    added = [v for v in new if v not in old]
+    lines = []
+    # A secret that left and one that came under the same name (or both unnamed, one each) are
+    # one secret whose value changed.
+    left = [v.env for v in removed if isinstance(v, Secret)]
+    came = [v.env for v in added if isinstance(v, Secret)]
+    changed = {e for e in left if e and e in came}
+    if None in left and None in came and left.count(None) == came.count(None) == 1:
+        changed.add(None)
+    for value in removed:
+        if not (isinstance(value, Secret) and value.env in changed):
+            lines.append(f"- {_plain(value) if isinstance(value, str) else _show(value)}")
+    for value in added:
+        if isinstance(value, Secret) and value.env in changed:
+            lines.append(f"~ {value.env}=(secret changed)" if value.env else "~ (secret changed)")
+        else:
+            lines.append(f"+ {_plain(value) if isinstance(value, str) else _show(value)}")
+    if not lines:
+        lines = ["(order changed)"]
+    return InputChange(path, "items", old, new, lines)
+
+
+def input_changes(base: dict[str, Any], head: dict[str, Any]) -> list[InputChange]:
+    """Every changed input (and resource option) of one resource, base -> head."""
+    out: list[InputChange] = []
+    old, new = _with_secrets(base), _with_secrets(head)
+    for key in sorted(set(old) | set(new)):
+        _compare(old.get(key, _MISSING), new.get(key, _MISSING), key, out)
+    for option in OPTIONS:
+        if base.get(option) != head.get(option):
+            out.append(InputChange(f"[option] {option}", "value", base.get(option), head.get(option)))
+    return out
 
 
 def changed_keys(base: dict[str, Any], head: dict[str, Any]) -> list[str]:
-    keys: list[str] = []
-    base_inputs, head_inputs = base.get("inputs", {}), head.get("inputs", {})
-    base_digests, head_digests = base.get("secret_digests", {}), head.get("secret_digests", {})
-    for key in sorted(set(base_inputs) | set(head_inputs)):
-        secret = key in base.get("secret_inputs", []) or key in head.get("secret_inputs", [])
-        if secret:
-            if base_inputs.get(key) != head_inputs.get(key) or base_digests.get(key) != head_digests.get(key):
-                keys.append(f"{key} (secret)")
-            continue
-        keys.extend(p.lstrip(".") for p in _paths(base_inputs.get(key), head_inputs.get(key), key, 3))
-    for option in ("protect", "retain_on_delete", "delete_before_replace", "import_id", "ignore_changes"):
-        if base.get(option) != head.get(option):
-            keys.append(f"[option] {option}")
-    return keys
+    """The paths of ``input_changes``, secret ones marked ``(secret)``."""
+    return [c.path + (" (secret)" if c.kind == "secret" else "") for c in input_changes(base, head)]
 
 
-def diff_states(base: dict[str, Any], head: dict[str, Any]) -> Diff:
+# --- the whole state --------------------------------------------------------------------------
+
+def is_production(state: dict[str, Any]) -> bool:
+    """The stack's ``production`` output when present (stacks/program.py exports it), else
+    whether the stack is named prod."""
+    outputs = state.get("outputs") or {}
+    if isinstance(outputs.get("production"), bool):
+        return outputs["production"]
+    return state.get("stack") == "prod"
+
+
+def check_comparable(base: dict[str, Any], head: dict[str, Any]) -> None:
+    """Raise DiffInputError unless both are synth states of one project and stack."""
+    for label, state in (("base", base), ("head", head)):
+        if not isinstance(state, dict) or not isinstance(state.get("resources"), list):
+            raise DiffInputError(f"the {label} file is not a desired-state document (no resources list)")
+        for index, resource in enumerate(state["resources"]):
+            if not isinstance(resource, dict) or not {"urn", "type", "name"} <= set(resource):
+                raise DiffInputError(f"the {label} file's resources[{index}] lacks urn, type or name")
+    for key in ("project", "stack"):
+        a, b = base.get(key), head.get(key)
+        if a and b and a != b:
+            raise DiffInputError(f"base and head are different {key}s ({a!r} and {b!r}); "
+                                 f"diff two states of one {key}")
+
+
+def diff_states(base: dict[str, Any], head: dict[str, Any], *,
+                allow_stateful_changes: bool = False) -> Diff:
+    check_comparable(base, head)
     base_by_urn = {r["urn"]: r for r in base.get("resources", [])}
     head_by_urn = {r["urn"]: r for r in head.get("resources", [])}
     changes: list[Change] = []
@@ -92,47 +280,85 @@ def diff_states(base: dict[str, Any], head: dict[str, Any]) -> Diff:
             changes.append(Change("added", new, product_of(new, head_by_urn)))
         elif new is None:
             changes.append(Change("removed", old, product_of(old, base_by_urn)))
-            if old.get("protect"):
-                warnings.append(f"deletes protected `{old['name']}` ({_short(old['type'])}); "
-                                "unprotect it in its own reviewed change first")
+            if old["type"] in STATEFUL_TYPES or old.get("protect"):
+                what = "protected " if old.get("protect") else ""
+                warnings.append(f"deletes {what}`{old['name']}` ({_short(old['type'])}) and the "
+                                "data it holds")
         else:
-            keys = changed_keys(old, new)
-            if keys:
-                changes.append(Change("changed", new, product_of(new, head_by_urn), keys))
-            replacing = [k for k in REPLACING_INPUTS.get(new["type"], ())
-                         if old["inputs"].get(k) != new["inputs"].get(k)
-                         or old.get("secret_digests", {}).get(k) != new.get("secret_digests", {}).get(k)]
-            if replacing and (new["type"] in STATEFUL_TYPES or old.get("protect")):
+            inputs = input_changes(old, new)
+            if not inputs:
+                continue
+            forcing = replacing_inputs(new)
+            forced_by = sorted({c.path.split(".", 1)[0].split("[", 1)[0] for c in inputs} & forcing)
+            kind = "replaced" if forced_by else "changed"
+            changes.append(Change(kind, new, product_of(new, head_by_urn), inputs, forced_by))
+            if forced_by and (new["type"] in STATEFUL_TYPES or old.get("protect")):
                 warnings.append(f"replaces `{new['name']}` ({_short(new['type'])}): "
-                                f"{', '.join(replacing)} changed, which forces a new resource")
-    return Diff(changes, warnings)
+                                f"{', '.join(forced_by)} changed, which forces a new resource")
+    return Diff(changes, warnings, production=is_production(head),
+                allow_stateful_changes=allow_stateful_changes)
 
 
 def _short(type_: str) -> str:
     return type_.rsplit(":", 1)[-1]
 
 
+# --- Markdown ---------------------------------------------------------------------------------
+
+SYMBOL = {"added": "+", "removed": "-", "changed": "~", "replaced": "+-"}
+
+
+def _input_lines(change: InputChange) -> list[str]:
+    if change.kind == "value":
+        return [f"  - `{change.path}`: `{_show(change.old)}` → `{_show(change.new)}`"]
+    if change.kind == "secret":
+        return [f"  - `{change.path}`: ({change.lines[0]})"]
+    if change.kind == "items":
+        if len(change.lines) <= 4:
+            return [f"  - `{change.path}`: " + ", ".join(f"`{line}`" for line in change.lines)]
+    body = change.lines
+    if change.kind == "text" and change.old is _MISSING:
+        body = [f"+ {line}" for line in _text_lines(change.new)]
+    count = sum(line.startswith(("+", "-")) for line in body)
+    summary = f"`{change.path}`: {count} line{'s' if count != 1 else ''} changed"
+    fence = "```diff"
+    return ["  - <details><summary>" + summary + "</summary>", "", f"    {fence}",
+            *[f"    {line}" for line in body], "    ```", "    </details>", ""]
+
+
 def markdown(diff: Diff, base: dict[str, Any], head: dict[str, Any],
              cost_lines: list[str] | None = None) -> str:
+    """The pull-request comment for one stack."""
     out = [f"## Plan diff for stack `{head.get('stack', '?')}`", ""]
     if diff.warnings:
-        out += ["> [!WARNING]", "> **This change replaces or deletes stateful resources:**"]
-        out += [f"> - {w}" for w in diff.warnings]
-        out.append("")
-    counts = {k: sum(c.kind == k for c in diff.changes) for k in ("added", "removed", "changed")}
-    out.append(f"{counts['added']} to add, {counts['changed']} to change, {counts['removed']} to remove.")
+        if diff.production:
+            verdict = "**Blocked: this production stack's change deletes or replaces stateful resources.** " \
+                      "Split it so data is moved first; there is no override in production."
+        elif diff.allow_stateful_changes:
+            verdict = "**Allowed with `--allow-stateful-changes`: this change deletes or replaces stateful resources.**"
+        else:
+            verdict = "**This change deletes or replaces stateful resources;** rerun the diff with " \
+                      "`--allow-stateful-changes` once the data is safe."
+        out += ["> [!CAUTION]", f"> {verdict}"] + [f"> - {w}" for w in diff.warnings] + [""]
+    counts = {k: sum(c.kind == k for c in diff.changes) for k in SYMBOL}
+    out.append(f"{counts['added']} to add, {counts['changed']} to change, {counts['replaced']} to "
+               f"replace, {counts['removed']} to remove.")
     out.append("")
     if cost_lines:
         out += cost_lines + [""]
-    symbol = {"added": "+", "removed": "-", "changed": "~"}
     for product in sorted({c.product for c in diff.changes}):
-        out += [f"### {product}", "", "| | resource | type | inputs changed |", "|---|---|---|---|"]
+        out += [f"### {product}", ""]
         for change in [c for c in diff.changes if c.product == product]:
-            keys = ", ".join(f"`{k}`" for k in change.keys[:12])
-            if len(change.keys) > 12:
-                keys += f" and {len(change.keys) - 12} more"
-            out.append(f"| {symbol[change.kind]} | `{change.resource['name']}` | {_short(change.resource['type'])} | {keys} |")
-        out.append("")
+            name, type_ = change.resource["name"], _short(change.resource["type"])
+            line = f"- {SYMBOL[change.kind]} `{name}` ({type_})"
+            if change.kind == "replaced":
+                line += f": **replaced**, forced by {', '.join(f'`{k}`' for k in change.forced_by)}"
+            out.append(line)
+            for item in change.inputs:
+                out += _input_lines(item)
+        if out[-1] != "":
+            out.append("")
     if not diff.changes:
         out.append("No resource changes.")
-    return "\n".join(out) + "\n"
+    return "\n".join(out).rstrip("\n") + "\n"
+

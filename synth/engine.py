@@ -12,6 +12,7 @@ import contextvars
 import hashlib
 import json
 import os
+import re
 import runpy
 import sys
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from pulumi.runtime.proto import resource_pb2
 from synth import mockdata, sdkschema, wire
 from synth.wire import (ARCHIVE_SIG, ASSET_SIG, OUTPUT_SIG, RESOURCE_SIG, SECRET_SIG, SIG_KEY,
                         UNKNOWN)
+from stacks.placeholders import OFFLINE_SYNTH
 
 _ensure_event_loop, _sync_await = wire._ensure_event_loop, wire._sync_await
 SECRET_MASK = "[secret]"
@@ -100,6 +102,64 @@ def decode(value: Any, reveal: bool = False) -> tuple[Any, bool]:
     if value == UNKNOWN:
         return UNKNOWN_MASK, False
     return value, False
+
+
+def leaf_path(parts: tuple) -> str:
+    """``("spec", "services", 0, "envs", 2, "value")`` -> ``spec.services[0].envs[2].value``:
+    the key format of ``secret_leaves`` in the state JSON, which ``synth diff`` rebuilds."""
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def secret_leaf_paths(value: Any, parts: tuple = ()) -> list[tuple]:
+    """Paths (tuples of keys and list indexes) of the secret values inside an engine wire value.
+
+    The walk stops at a secret: a secret object is one leaf, masked as a whole."""
+    if isinstance(value, dict):
+        sig = value.get(SIG_KEY)
+        if sig == SECRET_SIG or (sig == OUTPUT_SIG and value.get("secret")):
+            return [parts]
+        if sig == OUTPUT_SIG:
+            return secret_leaf_paths(value.get("value"), parts) if "value" in value else []
+        if sig in (RESOURCE_SIG, ASSET_SIG, ARCHIVE_SIG):
+            return []
+        return [p for key, item in value.items() for p in secret_leaf_paths(item, parts + (key,))]
+    if isinstance(value, list):
+        return [p for index, item in enumerate(value) for p in secret_leaf_paths(item, parts + (index,))]
+    return []
+
+
+def _at(value: Any, parts: tuple) -> Any:
+    for part in parts:
+        value = value[part]
+    return value
+
+
+def digest(value: Any) -> str:
+    """A short digest of a (revealed) secret value: enough to tell that it changed."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# Docker takes environment variables as ``NAME=value`` strings (pulumi_docker Container.envs);
+# the name of a secret one is not secret, and a diff that names it is far more useful.
+_ENV_NAME = re.compile(r"^([A-Z_][A-Z0-9_]{0,63})=")
+
+
+def secret_leaves(raw: dict[str, Any], revealed: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """``{leaf path: {"digest": ..., ["env": NAME]}}`` for every secret leaf of the inputs."""
+    leaves: dict[str, dict[str, str]] = {}
+    for key in sorted(raw):
+        for parts in secret_leaf_paths(raw[key], (key,)):
+            value = _at(revealed, parts)
+            leaf = {"digest": digest(value)}
+            if parts[0] == "envs" and len(parts) == 2 and isinstance(value, str):
+                match = _ENV_NAME.match(value)
+                if match:
+                    leaf["env"] = match.group(1)
+            leaves[leaf_path(parts)] = leaf
+    return leaves
 
 
 def decode_struct(struct, reveal: bool = False) -> tuple[dict[str, Any], list[str]]:
@@ -292,9 +352,10 @@ class CaptureMonitor(pulumi_mocks.MockMonitor):
             # Synth only ever holds placeholders and mock values, so a short digest reveals
             # nothing real; it lets a diff say that a secret changed without showing it.
             # (Registrations arrive on several threads: the entry, not the list's tail.)
-            entry["secret_digests"] = {
-                key: hashlib.sha256(json.dumps(revealed.get(key), sort_keys=True).encode()).hexdigest()[:16]
-                for key in secret_keys}
+            entry["secret_digests"] = {key: digest(revealed.get(key)) for key in secret_keys}
+            # Per leaf: a spec with one secret env var keeps every other value plain.
+            raw = json_format.MessageToDict(request.object, preserving_proto_field_name=True)
+            entry["secret_leaves"] = secret_leaves(raw, revealed)
 
         resource_args = pulumi_mocks.MockResourceArgs(
             typ=request.type,
@@ -406,6 +467,8 @@ def run_program(
 
     def run() -> Capture:
         wire.clear_pending_outputs()
+        # This context is the synth's own: placeholders warn here and fail a real deploy.
+        OFFLINE_SYNTH.set(True)
         monitor = CaptureMonitor(mocks, capture)
         pulumi.runtime.set_all_config(dict(config), list(secret_keys))
         loop = asyncio.new_event_loop()

@@ -355,7 +355,7 @@ def test_synth_check_rejects_a_file_that_is_not_a_state(tmp_path):
     path.write_text('{"hello": 1}')
     result = subprocess.run([sys.executable, "-m", "synth", "check", str(path)], cwd=PROJECT_ROOT,
                             capture_output=True, text=True, timeout=60)
-    assert result.returncode == 1 and "not a desired-state document" in result.stderr
+    assert result.returncode == 2 and "not a desired-state document" in result.stderr  # bad input
 
 
 def test_readme_catalog_matches_the_code():

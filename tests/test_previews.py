@@ -5,14 +5,18 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 import yaml
 
 from synth.cost import PriceTable, estimate, totals
-from synth.diagram import ADMINS, INTERNET, TIERS, Edge, flows, mermaid, nodes
+from synth.diagram import ADMINS, INTERNET, TIERS, Edge, flows, nodes
 from synth.diff import EXIT_SAFE, EXIT_WARNING, diff_states, markdown
 from synth.engine import PROJECT_ROOT
 from synth.state import State
 from tests.conftest import require_tool
+from tests.diff_catalog import CATALOG, GOLDEN, golden_text, product_document, render
 
 URN = "urn:pulumi:prod::platform::{type}::{name}"
 
@@ -50,7 +54,7 @@ def test_diff_of_identical_states_is_safe_and_empty():
     assert result.changes == [] and result.exit_code == EXIT_SAFE
 
 
-def test_diff_reports_added_removed_and_changed_with_keys():
+def test_diff_reports_added_removed_and_changed_with_old_and_new_values():
     head = base_state()
     head["resources"].append(res("digitalocean:index/vpc:Vpc", "net", {"ipRange": "10.0.0.0/20"}))
     head["resources"] = [r for r in head["resources"] if r["name"] != "api"]
@@ -59,33 +63,126 @@ def test_diff_reports_added_removed_and_changed_with_keys():
     summary = {(c.kind, c.resource["name"], tuple(c.keys)) for c in result.changes}
     assert summary == {("added", "net", ()), ("removed", "api", ()), ("changed", "db", ("size",))}
     assert result.exit_code == EXIT_SAFE, "a resize replaces nothing and api was not protected"
+    assert '`size`: `"db-s-1vcpu-2gb"` → `"db-s-2vcpu-4gb"`' in markdown(result, base_state(), head)
 
 
-def test_replacing_a_stateful_resource_warns_and_exits_3():
+def test_replacing_a_stateful_resource_warns_and_exits_3_unless_allowed_outside_prod():
     head = base_state()
     _by_name(head, "web")["inputs"]["userData"] = "#cloud-config\npackages: [htop]\n"
     result = diff_states(base_state(), head)
     assert result.exit_code == EXIT_WARNING
     assert result.warnings == ["replaces `web` (Droplet): userData changed, which forces a new resource"]
     text = markdown(result, base_state(), head)
-    assert text.index("[!WARNING]") < text.index("to add")
+    assert text.index("[!CAUTION]") < text.index("to add") and "Blocked" in text
+    assert "**replaced**, forced by `userData`" in text
+    assert "+packages: [htop]" in text and "<details>" in text
+    # prod: no override
+    assert diff_states(base_state(), head, allow_stateful_changes=True).exit_code == EXIT_WARNING
+    staging_base, staging_head = dict(base_state(), stack="staging"), dict(head, stack="staging")
+    assert diff_states(staging_base, staging_head).exit_code == EXIT_WARNING
+    allowed = diff_states(staging_base, staging_head, allow_stateful_changes=True)
+    assert allowed.exit_code == EXIT_SAFE and allowed.warnings
+    assert "Allowed with `--allow-stateful-changes`" in markdown(allowed, staging_base, staging_head)
 
 
-def test_deleting_a_protected_resource_warns():
+def test_deleting_a_stateful_resource_warns_in_every_stack():
+    for stack in ("prod", "staging"):
+        base = dict(base_state(), stack=stack)
+        for r in base["resources"]:
+            r["protect"] = False
+        head = dict(base, resources=[r for r in base["resources"] if r["name"] != "db"])
+        result = diff_states(base, head)
+        assert result.exit_code == EXIT_WARNING, stack
+        assert result.warnings == ["deletes `db` (DatabaseCluster) and the data it holds"]
+
+
+def test_production_comes_from_the_stack_output_not_the_name():
     head = base_state()
-    head["resources"] = [r for r in head["resources"] if r["name"] != "db"]
-    result = diff_states(base_state(), head)
-    assert result.exit_code == EXIT_WARNING
-    assert result.warnings == ["deletes protected `db` (DatabaseCluster); unprotect it in its own reviewed change first"]
+    _by_name(head, "web")["inputs"]["region"] = "ams3"
+    base, head = dict(base_state(), stack="live"), dict(head, stack="live")
+    assert diff_states(base, head, allow_stateful_changes=True).exit_code == EXIT_SAFE
+    head["outputs"] = {"production": True}
+    assert diff_states(base, head, allow_stateful_changes=True).exit_code == EXIT_WARNING
+
+
+def test_base_and_head_of_different_stacks_or_projects_are_refused():
+    from synth.diff import DiffInputError
+
+    with pytest.raises(DiffInputError, match="different stacks"):
+        diff_states(dict(base_state(), stack="staging"), base_state())
+    with pytest.raises(DiffInputError, match="different projects"):
+        diff_states(dict(base_state(), project="a"), dict(base_state(), project="b"))
+
+
+def test_a_secret_leaf_masks_only_itself():
+    """One secret env var in a spec: the other changes show plain, the secret as changed."""
+    def app(size, flag, digest):
+        return res("digitalocean:index/app:App", "app", {"spec": {"services": [{
+            "name": "api", "instanceSizeSlug": size,
+            "envs": [{"key": "FLAG", "value": flag}, {"key": "TOKEN", "value": "[secret]", "type": "SECRET"}]}]}},
+            secret_inputs=["spec"], secret_digests={"spec": digest},
+            secret_leaves={"spec.services[0].envs[1].value": {"digest": digest}})
+    base = {"stack": "prod", "resources": [app("s", "off", "d1")]}
+    head = {"stack": "prod", "resources": [app("m", "on", "d2")]}
+    change, = diff_states(base, head).changes
+    assert [(c.path, c.kind) for c in change.inputs] == [
+        ("spec.services[api].envs[FLAG].value", "value"),
+        ("spec.services[api].envs[TOKEN].value", "secret"),
+        ("spec.services[api].instanceSizeSlug", "value")]
+    text = markdown(diff_states(base, head), base, head)
+    assert '`"off"` → `"on"`' in text and "(secret changed)" in text and "d1" not in text and "d2" not in text
 
 
 def test_a_secret_change_shows_as_changed_but_stays_masked():
     head = base_state()
     _by_name(head, "api")["secret_digests"] = {"envs": "bbbb"}
     result = diff_states(base_state(), head)
-    assert [(c.resource["name"], c.keys) for c in result.changes] == [("api", ["envs (secret)"])]
+    assert [(c.resource["name"], c.keys) for c in result.changes] == [("api", ["envs"])]
     text = markdown(result, base_state(), head)
-    assert "envs (secret)" in text and "aaaa" not in text and "bbbb" not in text
+    assert "(secret changed)" in text and "aaaa" not in text and "bbbb" not in text
+
+
+def test_the_engine_records_secrecy_per_leaf(run_component):
+    import pulumi
+    import pulumi_docker as docker
+
+    def build():
+        docker.Container("c", image="busybox:1.36", envs=[
+            "A=1", pulumi.Output.secret(pulumi.Output.concat("TOKEN=", "hunter2"))])
+
+    container = run_component(build).named("c")
+    assert container["inputs"]["envs"] == ["A=1", "[secret]"]
+    assert set(container["secret_leaves"]) == {"envs[1]"}
+    assert container["secret_leaves"]["envs[1]"]["env"] == "TOKEN"
+    assert "hunter2" not in json.dumps(container)
+
+
+GOLDEN_CASES = [c.name for c in CATALOG]
+
+
+@pytest.fixture(scope="module")
+def catalog_run(tmp_path_factory):
+    return tmp_path_factory.mktemp("catalog"), {}
+
+
+@pytest.mark.parametrize("name", GOLDEN_CASES)
+def test_routine_changes_render_as_their_golden_file(name, catalog_run):
+    """tests/golden/<case>.md is the reviewed rendering; regenerate with
+    `python -m tests.diff_catalog --write` after an intended change."""
+    case = next(c for c in CATALOG if c.name == name)
+    workdir, bases = catalog_run
+    text = golden_text(case, *render(case, workdir, bases))
+    assert text == (GOLDEN / f"{name}.md").read_text()
+
+
+def test_golden_catalog_covers_the_routine_changes_and_their_verdicts():
+    assert len(CATALOG) >= 10
+    verdicts = {c.name: (GOLDEN / f"{c.name}.md").read_text().splitlines()[0] for c in CATALOG}
+    assert all(v.endswith("exit 0 -->") for n, v in verdicts.items() if n not in ("bucket-rename", "drop-product"))
+    assert verdicts["bucket-rename"].endswith("exit 3 -->") and verdicts["drop-product"].endswith("exit 3 -->")
+    assert "JWT_SECRET=(secret changed)" in (GOLDEN / "secret-rotation.md").read_text()
+    assert "**replaced**, forced by `name`" in (GOLDEN / "bucket-rename.md").read_text()
+    assert "+ LOG_LEVEL=debug" in (GOLDEN / "env-var.md").read_text()
 
 
 def test_diff_cli_exit_codes_and_secret_masking_on_real_synths(tmp_path, stack_document, write_stack):
@@ -98,13 +195,33 @@ def test_diff_cli_exit_codes_and_secret_masking_on_real_synths(tmp_path, stack_d
     document["config"]["platform:kro"]["droplet"]["image"] = "ubuntu-22-04-x64"
     head = tmp_path / "head.json"
     head.write_text(json.dumps(synth_stack("prod", stack_file=write_stack(document, "prod"))))
-    result = subprocess.run([sys.executable, "-m", "synth", "diff", str(base), str(head)],
-                            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    cli = [sys.executable, "-m", "synth", "diff", str(base), str(head)]
+    result = subprocess.run(cli, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == EXIT_WARNING, result.stderr
     assert "replaces `kro-prod-droplet` (Droplet): image changed" in result.stdout
-    assert "`envs (secret)`" in result.stdout
+    assert "JWT_SECRET=(secret changed)" in result.stdout
     assert "synth-placeholder" not in result.stdout
     assert "**Monthly cost**" in result.stdout
+    allowed = subprocess.run(cli + ["--allow-stateful-changes"], cwd=PROJECT_ROOT, capture_output=True,
+                             text=True, timeout=120)
+    assert allowed.returncode == EXIT_WARNING, "prod has no override"
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{not json", "is not JSON"),
+    ('{"stack": "prod"}', "no resources list"),
+    ('{"stack": "prod", "resources": [{"type": "x", "name": "y"}]}', "resources[0] has no urn"),
+    ('{"stack": "staging", "resources": []}', "different stacks"),
+])
+def test_diff_cli_bad_input_is_one_line_and_exit_2(tmp_path, content, message):
+    good = tmp_path / "good.json"
+    good.write_text('{"stack": "prod", "resources": []}')
+    bad = tmp_path / "bad.json"
+    bad.write_text(content)
+    result = subprocess.run([sys.executable, "-m", "synth", "diff", str(good), str(bad)],
+                            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
 # --- diagram ----------------------------------------------------------------------------------
@@ -113,10 +230,8 @@ def test_diagram_has_every_tier_and_only_allowed_flows():
     from synth.run import synth_stack
 
     state = State(synth_stack("prod"))
-    text = mermaid(state)
-    for tier in TIERS:
-        assert f"subgraph tier_{tier}[{tier} tier]" in text
     tiers = nodes(state)
+    assert set(tiers.values()) == set(TIERS)
     for edge in flows(state):
         if edge.source == INTERNET:
             assert tiers[edge.target] in ("edge", "app") and edge.label in ("80", "443"), edge
@@ -147,13 +262,81 @@ def test_adding_a_rule_adds_exactly_that_edge():
     assert before <= flows(State(changed))
 
 
-def test_svg_is_rendered_with_graphviz(tmp_path):
+def test_svg_is_rendered_with_graphviz_one_file_per_product(tmp_path):
     require_tool("dot", "Debian package graphviz")
     from synth.diagram import write_svg
 
-    write_svg(State(_fixture()), tmp_path / "d.svg")
-    svg = (tmp_path / "d.svg").read_text()
-    assert svg.lstrip().startswith("<?xml") and "<svg" in svg and "web" in svg
+    state = _fixture()
+    product = res("platform:products:Shop", "shop", {}, custom=False)
+    host = res("platform:components:DropletStack", "web-host", {}, custom=False, parent=product["urn"])
+    state["resources"][0]["parent"] = host["urn"]
+    state["resources"] += [product, host]
+    written = write_svg(State(state), tmp_path / "d.svg")
+    assert written == [tmp_path / "d-shop.svg"]
+    svg = written[0].read_text()
+    assert svg.lstrip().startswith("<?xml") and "<svg" in svg and "web&#45;host" in svg
+
+
+@pytest.fixture(scope="module")
+def prod_state():
+    from synth.run import synth_stack
+
+    return State(synth_stack("prod"))
+
+
+def test_one_diagram_per_product_hosts_hold_their_containers(prod_state):
+    from synth.diagram import Link, product_graph, products
+
+    assert products(prod_state) == ["giv", "kro", "pencom"]
+    graph = product_graph(prod_state, "pencom")
+    assert set(graph.groups) == {"pencom-prod-edge", "pencom-prod-app", "pencom-prod-data", "pencom-prod-storage"}
+    assert graph.nodes["pencom-prod-data-postgres"][1] == "pencom-prod-data"
+    assert graph.nodes["pencom-prod-edge-nginx"][1] == "pencom-prod-edge"
+    assert all(l.source != l.target for l in graph.links), "no self-loops"
+    assert all(l.source in graph.nodes and l.target in graph.nodes for l in graph.links), "no loose ends"
+    assert Link("pencom-prod-edge::host", "pencom-prod-data-postgres", "5432",
+                "external-gateway-reads-compliance") in graph.links
+    assert Link("internet", "pencom-prod-edge-nginx", "443") in graph.links
+    assert not [l for l in graph.links if l.source == "internet" and graph.nodes[l.target][1] != "pencom-prod-edge"]
+    kro = product_graph(prod_state, "kro")
+    assert Link("kro-prod-nginx", "kro-prod-backend", "3000") in kro.links
+    assert not {n for n in kro.nodes if n.startswith("pencom")}, "a product's diagram holds only it"
+
+
+def test_the_diagrams_render_to_png_and_stay_readable(prod_state, tmp_path):
+    """Rendered with the real dot; reviewed by eye when the layout code changes."""
+    require_tool("dot", "Debian package graphviz")
+    import struct
+
+    from synth.diagram import dot, drawn_edges, product_graph, products, render
+
+    for product in products(prod_state):
+        png = render(prod_state, product, "png")
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        width, height = struct.unpack(">II", png[16:24])
+        assert width <= 4000 and height <= 4000, (product, width, height)
+        (tmp_path / f"{product}.png").write_bytes(png)
+        source = dot(prod_state, product)
+        assert source.count("subgraph") == len(product_graph(prod_state, product).groups)
+        for edge in drawn_edges(product_graph(prod_state, product)):
+            assert edge.label, edge
+    assert "waiver: external-gateway-reads-compliance" in dot(prod_state, "pencom")
+    assert 'style=dashed' in dot(prod_state, "pencom")
+
+
+def test_missing_graphviz_is_one_line_and_exit_2(tmp_path, write_stack):
+    import os
+
+    document = product_document("kro")
+    stack_file = write_stack(document, "staging")
+    env = dict(os.environ, PATH=str(tmp_path))  # no dot on this PATH
+    result = subprocess.run([sys.executable, "-m", "synth", "staging", "--stack-file", str(stack_file),
+                             "--diagram-svg", str(tmp_path / "d.svg")], cwd=PROJECT_ROOT,
+                            capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 2, result.stderr
+    errors = [l for l in result.stderr.splitlines() if l.startswith("error:")]
+    assert errors == [errors[0]] and "Graphviz `dot` is not installed" in errors[0]
+    assert "Traceback" not in result.stderr
 
 
 # --- cost -------------------------------------------------------------------------------------
@@ -163,6 +346,7 @@ def test_cost_matches_hand_computed_totals():
         {"kind": "droplet", "sku": "s-2vcpu-4gb", "monthly": 24},
         {"kind": "droplet-backups", "sku": "weekly", "monthly_fraction": 0.2},
         {"kind": "database-node", "sku": "db-s-1vcpu-2gb", "monthly": 30},
+        {"kind": "database-standby-node", "sku": "db-s-1vcpu-2gb", "monthly": 25},
         {"kind": "app-instance", "sku": "apps-s-1vcpu-1gb", "monthly": 12},
         {"kind": "app-static-site", "sku": "beyond-free", "monthly": 3, "free_per_app": 3},
         {"kind": "r2-storage", "sku": "gb-month", "monthly": 0.015, "assumed_gb_per_bucket": 20},
@@ -176,23 +360,43 @@ def test_cost_matches_hand_computed_totals():
         res("cloudflare:index/r2Bucket:R2Bucket", "backups", {}),
     ]}
     lines, unpriced = estimate(state, prices)
-    # droplet 24 + weekly backups 4.80 + 2 db nodes 60 = 88.80 in "shop";
+    # droplet 24 + weekly backups 4.80 + primary 30 + standby 25 = 83.80 in "shop";
     # app 2 x 12 + (5 - 3) x 3 = 30 and R2 20 GB x 0.015 = 0.30 outside any product.
-    assert totals(lines) == {"shop": 88.8, "(stack)": 30.3}
+    assert totals(lines) == {"shop": 83.8, "(stack)": 30.3}
     assert unpriced == []
+    standby, = [l for l in lines if l.item == "pg standby node"]
+    assert (standby.size, standby.unit, standby.count, standby.monthly) == ("db-s-1vcpu-2gb", 25, 1, 25)
 
 
 def test_unknown_sizes_are_listed_not_priced_at_zero():
     prices = PriceTable({"rows": []})
     lines, unpriced = estimate(base_state(), prices)
     assert lines == [] and unpriced == ["web: no droplet price for s-2vcpu-4gb",
-                                        "db: no database-node price for db-s-1vcpu-2gb"]
+                                        "db: no database-node price for db-s-1vcpu-2gb",
+                                        "db: no database-standby-node price for db-s-1vcpu-2gb"]
 
 
 def test_every_price_row_names_its_source_and_date():
     document = json.loads((PROJECT_ROOT / "pricing" / "prices.json").read_text())
     for row in document["rows"]:
         assert row["source"].startswith("https://") and len(row["as_of"]) == 10, row
+
+
+def test_on_prem_hosts_are_listed_as_owned_and_never_priced():
+    host = res("platform:components:OnPremVps", "vps", {"tier": "edge", "address": "10.0.0.1"}, custom=False)
+    lines, unpriced = estimate({"resources": [host]}, PriceTable({"rows": []}))
+    assert [(l.resource, l.unit, l.monthly) for l in lines] == [("vps", None, 0.0)] and unpriced == []
+    from synth.cost import cost_markdown
+    text = "\n".join(cost_markdown({"resources": [host]}, PriceTable({"rows": []})))
+    assert "| `vps` | on-prem host (owned) | `edge tier` | owned | 1 | owned | not priced |" in text
+
+
+def test_standby_rows_exist_for_every_size_that_allows_standby_nodes():
+    table = PriceTable.load()
+    for (kind, sku), row in table.rows.items():
+        if kind == "database-node" and sku != "db-s-1vcpu-1gb":
+            assert table.get("database-standby-node", sku), sku
+    assert table.get("database-standby-node", "db-s-1vcpu-1gb") is None, "1 GB plans take no standby"
 
 
 def test_committed_stacks_are_fully_priced():
@@ -268,3 +472,66 @@ def test_diagram_draws_on_prem_hosts_from_their_ufw_rules_with_the_waiver():
     internal = {"pencom-prod-app", "pencom-prod-data", "pencom-prod-storage"}
     assert not [e for e in edges if e.source in (INTERNET, ADMINS) and e.target in internal]
     assert {e.label for e in edges if e.source == INTERNET and e.target == "pencom-prod-edge"} == {"80", "443"}
+
+
+# --- summary ----------------------------------------------------------------------------------
+
+def test_summary_shows_hosts_services_datastores_and_public_outputs():
+    from synth.run import synth_stack
+    from synth.summary import datastores, hosts, markdown as summary_markdown, services
+
+    state = synth_stack("prod")
+    droplet = next(h for h in hosts(state) if h["host"] == "kro-prod-droplet")
+    assert droplet["size"].startswith("s-") and droplet["image"].startswith("ubuntu-")
+    assert any(h["host"] == "pencom-prod-edge" and h["size"] == "owned" for h in hosts(state))
+    backend = next(s for s in services(state) if s["service"] == "kro-prod-backend")
+    assert backend["image"].startswith("registry.digitalocean.com/kro/kro-backend:")
+    assert backend["hostnames"] == "api.krotrust.com"
+    assert next(s for s in services(state) if s["service"] == "krogiving-backend")["hostnames"] == "api.krogiving.com"
+    stores = {d["datastore"]: d for d in datastores(state)}
+    assert stores["kro-prod-db-cluster"]["engine"] == "managed pg"
+    assert stores["kro-prod-db-cluster"]["size"].endswith("x2")
+    assert stores["kro-prod-db-cluster"]["rpo"].startswith("24 h 10 min")
+    assert stores["giv-prod-cache-cluster"]["rpo"].startswith("no off-site backup")
+    assert stores["pencom-prod-data-postgres"]["engine"] == "self-hosted postgres"
+    text = summary_markdown(state)
+    assert "## Outputs" in text and '"production": true' in text
+    for secret in state["secret_outputs"]:
+        assert f'"{secret}":' not in text
+    assert "standby node" in text and "owned" in text
+
+
+# --- replacements -----------------------------------------------------------------------------
+
+SCHEMAS = Path("/work/shared/provider-schemas/sdk-derived")
+
+
+def test_replacing_inputs_are_real_inputs_of_their_resources():
+    """Cross-check against the provider schemas when present (the program never needs them)."""
+    import gzip
+
+    from synth.replacements import REPLACING_INPUTS, STATEFUL_TYPES, sdk_documented_replacements
+
+    if not SCHEMAS.is_dir():
+        pytest.skip("provider schemas not available (a cross-check only)")
+    schemas = {}
+    for path in SCHEMAS.glob("*.schema.json.gz"):
+        schemas.update(json.load(gzip.open(path, "rt"))["resources"])
+    for type_, inputs in REPLACING_INPUTS.items():
+        assert type_ in schemas, type_
+        assert set(inputs) <= set(schemas[type_]["inputProperties"]), (type_, set(inputs) - set(schemas[type_]["inputProperties"]))
+        assert sdk_documented_replacements(type_) <= set(schemas[type_]["inputProperties"]), type_
+    assert STATEFUL_TYPES <= set(schemas)
+    # The SDK's own docs name the droplet's userData as forcing a new resource.
+    assert "userData" in sdk_documented_replacements("digitalocean:index/droplet:Droplet")
+
+
+def test_a_bucket_rename_is_a_replacement_and_a_resize_is_not():
+    bucket = "digitalocean:index/spacesBucket:SpacesBucket"
+    base = {"stack": "staging", "resources": [res(bucket, "media", {"name": "a", "region": "fra1"}),
+                                               res(CLUSTER, "db", {"size": "db-s-1vcpu-2gb", "name": "db"})]}
+    head = json.loads(json.dumps(base))
+    head["resources"][0]["inputs"]["name"] = "b"
+    head["resources"][1]["inputs"]["size"] = "db-s-2vcpu-4gb"
+    kinds = {c.resource["name"]: (c.kind, c.forced_by) for c in diff_states(base, head).changes}
+    assert kinds == {"media": ("replaced", ["name"]), "db": ("changed", [])}

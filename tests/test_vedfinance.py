@@ -87,8 +87,11 @@ def test_no_plaintext_password_anywhere(staging, revealed):
     for r in revealed.of_type("random:index/randomPassword:RandomPassword"):
         if r["name"].startswith("vedfinance-"):
             assert f"mock-{r['name']}-" not in text
-    for name in ("postgres", "redis", "api-dev"):
-        assert staging.named(f"vedfinance-staging-{name}", CONTAINER)["inputs"]["envs"] == "[secret]"
+    for name, secret in (("postgres", {"POSTGRES_PASSWORD"}), ("redis", {"REDIS_PASSWORD"}),
+                         ("api-dev", {"DATABASE_URL", "JWT_SECRET", "REDIS_URL"})):
+        container = staging.named(f"vedfinance-staging-{name}", CONTAINER)
+        assert {leaf["env"] for leaf in container["secret_leaves"].values()} >= secret, name
+        assert all(not any(s in v for s in secret) for v in container["inputs"]["envs"] if v != "[secret]")
     init = staging.named("vedfinance-staging-postgres-init")
     assert init["inputs"]["stdin"] == "[secret]"
 

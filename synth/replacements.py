@@ -1,0 +1,90 @@
+"""Which input changes make a provider replace a resource, and which resources hold state.
+
+Pulumi's bridged providers decide replacement in the provider plugin (Terraform's ``ForceNew``),
+which the offline synth does not have. Two sources, merged:
+
+- ``REPLACING_INPUTS``: a small table, checked on 2026-11-30 against the Terraform providers the
+  Pulumi SDKs bridge (``ForceNew: true`` in the resource schemas of
+  github.com/digitalocean/terraform-provider-digitalocean ``digitalocean/<kind>/resource_*.go``,
+  github.com/cloudflare/terraform-provider-cloudflare ``internal/services/r2_bucket/schema.go``
+  (``RequiresReplace``), github.com/aminueza/terraform-provider-minio ``minio/resource_minio_s3_bucket.go``)
+  and the DigitalOcean docs (a Spaces bucket cannot be renamed or moved between regions).
+- ``sdk_documented_replacements``: the inputs whose docstring in the installed SDK says
+  "Changing this forces a new resource to be created", so a provider upgrade that documents a
+  new one is picked up without editing the table.
+
+A resource's own ``replace_on_changes`` option (in the synth JSON) adds to both.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+import re
+
+REPLACING_INPUTS: dict[str, tuple[str, ...]] = {
+    "digitalocean:index/droplet:Droplet": ("image", "region", "sshKeys", "userData", "vpcUuid"),
+    "digitalocean:index/databaseCluster:DatabaseCluster": ("engine", "region", "name", "privateNetworkUuid"),
+    "digitalocean:index/databaseDb:DatabaseDb": ("name", "clusterId"),
+    "digitalocean:index/databaseUser:DatabaseUser": ("name", "clusterId"),
+    "digitalocean:index/vpc:Vpc": ("region", "ipRange"),
+    "digitalocean:index/volume:Volume": ("region", "name", "snapshotId"),
+    "digitalocean:index/spacesBucket:SpacesBucket": ("name", "region"),
+    "digitalocean:index/reservedIp:ReservedIp": ("region",),
+    "cloudflare:index/r2Bucket:R2Bucket": ("name", "location", "accountId", "jurisdiction"),
+    "minio:index/s3Bucket:S3Bucket": ("bucket",),
+    # kreuzwerker/terraform-provider-docker resource_docker_container.go: everything `docker run`
+    # fixed is ForceNew; only restart, memory, cpu_shares and cpu_set update in place.
+    "docker:index/container:Container": ("image", "envs", "ports", "mounts", "volumes", "command",
+                                         "entrypoints", "user", "networksAdvanced", "labels",
+                                         "capabilities", "healthcheck",
+                                         "readOnly", "securityOpts", "tmpfs", "logOpts"),
+    "docker:index/network:Network": ("name", "driver", "options", "ipamConfigs"),
+    "docker:index/remoteImage:RemoteImage": ("name",),
+}
+
+# Resources whose deletion or replacement loses data (a database, a disk, a bucket, a host with
+# its local volumes). Source: what each type stores; the policy pack protects the same set.
+STATEFUL_TYPES = frozenset({
+    "digitalocean:index/droplet:Droplet",
+    "digitalocean:index/databaseCluster:DatabaseCluster",
+    "digitalocean:index/databaseDb:DatabaseDb",
+    "digitalocean:index/volume:Volume",
+    "digitalocean:index/spacesBucket:SpacesBucket",
+    "cloudflare:index/r2Bucket:R2Bucket",
+    "minio:index/s3Bucket:S3Bucket",
+    "docker:index/volume:Volume",
+})
+
+_FORCES = re.compile(r":param [^:]*? (\w+):((?:(?!:param ).)*?)forces a new resource", re.S)
+
+
+def _camel(snake: str) -> str:
+    head, *rest = snake.split("_")
+    return head + "".join(part.capitalize() for part in rest)
+
+
+@functools.lru_cache(maxsize=None)
+def sdk_documented_replacements(type_: str) -> frozenset[str]:
+    """Engine names of the inputs the installed SDK documents as forcing a new resource.
+
+    ``type_`` is a token such as ``digitalocean:index/droplet:Droplet``; an unknown package or
+    class gives an empty set (never an error: the table above still applies)."""
+    package, _, rest = type_.partition(":")
+    class_name = rest.rsplit(":", 1)[-1]
+    try:
+        module = importlib.import_module(f"pulumi_{package.replace('-', '_')}")
+        cls = getattr(module, class_name)
+        source = inspect.getsource(cls)
+    except (ImportError, AttributeError, OSError, TypeError):
+        return frozenset()
+    return frozenset(_camel(m.group(1)) for m in _FORCES.finditer(source)
+                     if m.group(1) != "resource_name")
+
+
+def replacing_inputs(resource: dict) -> frozenset[str]:
+    """Top-level input names whose change replaces ``resource`` (a synth JSON resource)."""
+    return (frozenset(REPLACING_INPUTS.get(resource["type"], ()))
+            | sdk_documented_replacements(resource["type"])
+            | frozenset(resource.get("replace_on_changes") or ()))

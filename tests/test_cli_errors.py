@@ -1,0 +1,81 @@
+"""Bad input to `python -m synth`, `check` and `diff`: one line, exit 2, no traceback."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from synth.engine import PROJECT_ROOT
+
+
+def run(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "synth", *args], cwd=PROJECT_ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _one_line_exit_2(result: subprocess.CompletedProcess, fragment: str) -> None:
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr
+    # The synth's placeholder warning may precede the error; the error itself is one line.
+    errors = [l for l in result.stderr.splitlines() if not l.startswith(("warning: ", "  - "))]
+    assert len(errors) == 1 and errors[0].startswith("error: ") and fragment in errors[0], errors
+
+
+@pytest.mark.parametrize("content, fragment", [
+    ('{"stack": "prod", "resources": [{"type": "x", "name": "y", "inputs": {}}]}', "resources[0] has no urn"),
+    ("[1, 2]", "no resources list"),
+    ("{oops", "is not JSON"),
+])
+def test_check_of_a_bad_hand_written_state(tmp_path, content, fragment):
+    state = tmp_path / "state.json"
+    state.write_text(content)
+    _one_line_exit_2(run("check", str(state)), fragment)
+
+
+def test_check_of_a_minimal_hand_written_state_runs(tmp_path):
+    state = tmp_path / "state.json"
+    state.write_text('{"stack": "prod", "resources": [{"urn": "u", "type": "x", "name": "y"}]}')
+    result = run("check", str(state))
+    assert result.returncode == 0, result.stderr
+
+
+def test_check_with_an_unreadable_policy_config(tmp_path):
+    state = tmp_path / "state.json"
+    state.write_text('{"stack": "prod", "resources": []}')
+    config = tmp_path / "policy.json"
+    config.write_text("{not json")
+    _one_line_exit_2(run("check", str(state), "--config", str(config)), "policy config")
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (("prod", "--bogus"), "unrecognized arguments: --bogus"),
+    (("no-such-stack",), "no stack file"),
+    (("diff", "only-one.json"), "required: head"),
+    (("check",), "required: state"),
+])
+def test_bad_arguments_are_one_line(args, fragment):
+    _one_line_exit_2(run(*args), fragment)
+
+
+def test_an_unwritable_output_is_one_line(tmp_path):
+    _one_line_exit_2(run("staging", "--json", str(tmp_path / "missing-dir" / "s.json"), timeout=600),
+                     "cannot write")
+
+
+def test_help_lists_every_command():
+    result = run("--help")
+    assert result.returncode == 0
+    assert "python -m synth check STATE.json" in result.stdout
+    assert "python -m synth diff BASE.json HEAD.json" in result.stdout
+    assert "--allow-stateful-changes" in run("diff", "--help").stdout
+
+
+def test_strict_secrets_lists_each_key_once():
+    result = run("staging", "--strict-secrets")
+    assert result.returncode == 2
+    keys = re.findall(r"- (platform:\w+): required secret is not set", result.stderr)
+    assert keys and len(keys) == len(set(keys)), keys
+    assert "platform:pencom_oracle_password" in keys and "platform:pencom_sendgrid_api_key" in keys
