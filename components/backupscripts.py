@@ -162,6 +162,10 @@ class BackupJob:
     def __post_init__(self) -> None:
         if self.retention_days < 1:
             raise ValueError("retention_days must be at least 1")
+        if len(self.job) > 50:
+            # A scratch server's socket, /var/lib/platform-backup/JOB/restore-test/s/.s.PGSQL.5432,
+            # must fit the 107 bytes of a Unix socket path.
+            raise ValueError(f"job name {self.job!r} is longer than 50 characters")
         if self.rpo_minutes < 1:
             raise ValueError("rpo_minutes must be at least 1")
         if self.kind == "mongodb" and self.mode != "docker":
@@ -436,21 +440,25 @@ def _scratch(job: BackupJob, engine: str, *, initdb: bool = True) -> str:
           scratch_prepare
           as_postgres "$PG_BINDIR/initdb" -D "$WORK/pgdata" -U postgres -A trust --no-sync >/dev/null
           SCRATCH_CONTAINER=host
-          scratch_pg_ctl start >/dev/null || fail "the scratch PostgreSQL did not start"
+          scratch_pg_ctl start >/dev/null || { cat "$WORK/server.log" >&2; fail "the scratch PostgreSQL did not start"; }
         }
         """) if initdb else ""
     return textwrap.dedent("""\
         SCRATCH_CONTAINER=""
         PG_BINDIR="${PG_BINDIR:-$(find /usr/lib/postgresql -maxdepth 2 -name bin -type d | sort -V | tail -n 1)}"
-        as_postgres() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-        scratch_psql() { as_postgres "$PG_BINDIR/psql" -h "$WORK/socket" -U postgres "$@"; }
-        scratch_pg_restore() { as_postgres "$PG_BINDIR/pg_restore" -h "$WORK/socket" -U postgres "$@"; }
+        # The source's PG* settings stay out of the scratch server's way.
+        as_postgres() {
+          local clean=(env -u PGHOST -u PGPORT -u PGUSER -u PGPASSWORD -u PGDATABASE -u PGOPTIONS)
+          if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "${clean[@]}" "$@"; else "${clean[@]}" "$@"; fi
+        }
+        scratch_psql() { as_postgres "$PG_BINDIR/psql" -h "$WORK/s" -p 5432 -U postgres "$@"; }
+        scratch_pg_restore() { as_postgres "$PG_BINDIR/pg_restore" -h "$WORK/s" -p 5432 -U postgres "$@"; }
         scratch_pg_ctl() {
           as_postgres "$PG_BINDIR/pg_ctl" -D "$WORK/pgdata" -l "$WORK/server.log" -w -t 600 \\
-            -o "-c listen_addresses='' -k $WORK/socket -c fsync=off" "$@"
+            -o "-p 5432 -c listen_addresses='' -k $WORK/s -c fsync=off" "$@"
         }
         scratch_prepare() {
-          mkdir -p "$WORK/socket" "$WORK/pgdata"
+          mkdir -p "$WORK/s" "$WORK/pgdata"
           chmod 0711 "$STATE" "$WORK"
           chmod 0700 "$WORK/pgdata"
           [ "$(id -u)" -ne 0 ] || chown -R postgres: "$WORK"
