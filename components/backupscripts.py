@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import textwrap
 import zlib
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -44,6 +45,7 @@ STATE_ROOT = "/var/lib/platform-backup"
 Mode = Literal["host", "docker"]
 Kind = Literal["postgres", "mongodb", "redis", "minio", "pitr"]
 SLOT = "platform_wal"
+WAL_ROLE = "platform_wal"
 
 # Row counts of every user table, one "schema.table<TAB>count" line each, sorted.
 ROW_COUNTS_SQL = (
@@ -126,6 +128,28 @@ def connection_environment(kind: Kind, uri: str) -> dict[str, str]:
             "SOURCE_BUCKET": bucket}
 
 
+def _measured_restore_seconds() -> dict[str, float]:
+    """Restore times per kind last measured by ``benchmarks/`` (``benchmarks/results.json``,
+    committed with the README's figures); empty when never measured."""
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "results.json"
+    if not path.exists():
+        return {}
+    return {kind: float(seconds) for kind, seconds in json.loads(path.read_text())["restore_seconds"].items()}
+
+
+MEASURED_RESTORE_SECONDS = _measured_restore_seconds()
+
+
+def replication_role_sql(password: str) -> str:
+    """psql statements (idempotent) for the WAL receiver's role: REPLICATION and LOGIN only.
+    Appended to a cluster's init SQL (run with psql, which reads it from a file)."""
+    literal = "'" + password.replace("'", "''") + "'"
+    return (f"SELECT 'CREATE ROLE {WAL_ROLE} LOGIN REPLICATION' WHERE NOT EXISTS "
+            f"(SELECT FROM pg_roles WHERE rolname = '{WAL_ROLE}')\\gexec\n"
+            f"ALTER ROLE {WAL_ROLE} WITH LOGIN REPLICATION NOSUPERUSER NOCREATEDB NOCREATEROLE "
+            f"PASSWORD '{password}';\n")
+
+
 def ship_interval_minutes(rpo_minutes: int) -> int:
     """How often WAL is shipped to R2 for a declared RPO: the ship run itself takes up to a
     minute under load (measured in benchmarks/pitr.py), so the timer fires every RPO minus one
@@ -158,6 +182,10 @@ class BackupJob:
     """Host directories the tools need (the CA file of a verify-full URI), docker mode."""
     rpo_minutes: int = 5
     """Declared RPO (``pitr``): sets the WAL ship interval."""
+    source_service: str = ""
+    """docker mode: run the tools in the network namespace of the container labelled
+    ``platform.service=<this>`` (so replication connects over the server's own loopback, which
+    the image's pg_hba admits); empty: the host's network."""
 
     def __post_init__(self) -> None:
         if self.retention_days < 1:
@@ -190,7 +218,11 @@ def _tool_functions(job: BackupJob, tools: tuple[str, ...], env: tuple[str, ...]
     if job.mode == "docker":
         mounts = "".join(f" -v {m}:{m}:ro" for m in job.mounts)
         forward = "".join(f" -e {name}" for name in env)
-        prefix = f"docker run --rm -i --network host{forward}{mounts}{extra} {job.tool_image} "
+        network = "host"
+        if job.source_service:
+            network = ('"container:$(docker ps -q --filter '
+                       f'label=platform.service={job.source_service} | head -n 1)"')
+        prefix = f"docker run --rm -i --network {network}{forward}{mounts}{extra} {job.tool_image} "
     return "".join(f'{tool}_() {{ {prefix}{tool} "$@"; }}\n' for tool in tools)
 
 
