@@ -381,8 +381,8 @@ def test_units_pass_systemd_analyze_verify(tmp_path):
                 if str(tmp_path) in line or "Unknown" in line or "Invalid" in line]
     assert result.returncode == 0 and not problems, result.stdout + result.stderr
     ship = (tmp_path / "platform-wal-ship-pencom-wal.timer").read_text()
-    assert "OnCalendar=*:*:00" in ship and "AccuracySec=1s" in ship
-    assert "OnCalendar=*:0/4" in (tmp_path / "platform-wal-ship-ved-wal.timer").read_text()
+    assert "OnUnitActiveSec=30s" in ship and "AccuracySec=1s" in ship and "RandomizedDelaySec" not in ship
+    assert "OnUnitActiveSec=150s" in (tmp_path / "platform-wal-ship-ved-wal.timer").read_text()
 
 
 @pytest.mark.parametrize("kind,mode", [("postgres", "host"), ("postgres", "docker"), ("mongodb", "docker"),
