@@ -239,7 +239,7 @@ def _common(job: BackupJob, role: str, what: str) -> str:
         TEXTFILE_DIR="${{TEXTFILE_DIR:-{TEXTFILE_DIR}}}"
         : "${{RESTIC_REPOSITORY:?set in {ENV_DIR}/{job.job}.env}}"
         : "${{RESTIC_PASSWORD_FILE:?set in {ENV_DIR}/{job.job}.env}}"
-        # The unit's StateDirectory= (outside /tmp, so a path handed to the Docker daemon is
+        # The unit's StateDirectory= (under /var/lib, so a path handed to the Docker daemon is
         # the path the daemon sees); each role works in its own subdirectory.
         STATE="${{STATE_DIRECTORY:-{STATE_ROOT}/$JOB}}"
         WORK="$STATE/{role}"
@@ -333,12 +333,14 @@ def _backup_success_metrics(labels: str) -> str:
         """)
 
 
-def _retention(job: BackupJob, *paths: str, days: int | None = None, extra: str = "") -> str:
-    """``restic forget --keep-within`` per path, then prune. restic measures the window from the
-    newest snapshot of each group, so a failing job never erodes the backups that exist."""
-    selected = "".join(f" --path {p}" for p in paths)
-    return (f"restic forget --quiet --host \"$JOB\"{selected} --group-by host,paths "
-            f"--keep-within {days or job.retention_days}d{extra} --prune >/dev/null\n")
+def _retention(job: BackupJob, *paths: str, days: int | None = None, extra: str = "",
+               prune: bool = True) -> str:
+    """``restic forget --keep-within`` per path (restic's ``--path`` filters match snapshots
+    holding every path given, so one call per path), then prune. restic measures the window
+    from the newest snapshot of each group, so a failing job never erodes what exists."""
+    lines = "".join(f"restic forget --quiet --host \"$JOB\" --path {p} --group-by host,paths "
+                    f"--keep-within {days or job.retention_days}d{extra} >/dev/null\n" for p in paths)
+    return lines + ("restic prune --quiet >/dev/null\n" if prune else "")
 
 
 def _dump_commands(job: BackupJob) -> str:
@@ -673,7 +675,7 @@ def render_base_backup_script(job: BackupJob) -> str:
         if [ -n "$PREVIOUS" ]; then
           find "$WAL_DIR" -maxdepth 1 -type f ! -name '*.partial' ! -newermt "$PREVIOUS" -delete
         fi
-        """) + _retention(job, f"/{job.job}-base.tar", days=keep) + _retention(
+        """) + _retention(job, f"/{job.job}-base.tar", days=keep, prune=False) + _retention(
             job, f"{job.state_dir}/wal", days=2, extra=f" --keep-within-daily {keep}d")
     return (_common(job, "base-backup", "weekly base backup") + _wal_tools(job) + _BACKUP_STREAM
             + _backup_failure_trap(labels) + body + _backup_success_metrics(labels)
