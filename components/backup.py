@@ -14,7 +14,7 @@ import pulumi_random as random
 from components import hostsetup
 from components.backupscripts import (ENV_DIR, STATE_ROOT, TEXTFILE_DIR, BackupJob,
                                       connection_environment, effective_rpo_minutes, render_units,
-                                      scripts)
+                                      scripts, spread_calendar)
 from components.remote import SshTarget, run_script
 
 DAY = 86400
@@ -54,10 +54,11 @@ class R2BackupArgs:
     """R2 location hint."""
     lock_days: Optional[int] = None
     """Bucket lock: objects cannot be deleted or overwritten for this many days."""
-    backup_calendar: str = "*-*-* 03:00:00 UTC"
-    """systemd OnCalendar of the backup (daily by default)."""
-    restore_calendar: str = "Sun *-*-* 05:00:00 UTC"
-    """systemd OnCalendar of the restore test (weekly by default)."""
+    backup_calendar: Optional[str] = None
+    """systemd OnCalendar of the backup; default daily at 03:MM UTC, the minute derived from the
+    job name (``spread_calendar``) so one host's jobs do not start together."""
+    restore_calendar: Optional[str] = None
+    """systemd OnCalendar of the restore test; default Sundays at 05:MM UTC (spread likewise)."""
     runner_ready: Sequence[pulumi.Resource] = field(default_factory=tuple)
     """What must exist on the runner first (host setup, files such as a CA)."""
     protect: bool = False
@@ -82,6 +83,8 @@ class R2Backup(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: R2BackupArgs, opts: Optional[pulumi.ResourceOptions] = None):
         job = args.job
+        args.backup_calendar = args.backup_calendar or spread_calendar(job.job, 3)
+        args.restore_calendar = args.restore_calendar or spread_calendar(job.job, 5, "Sun")
         super().__init__("platform:components:R2Backup", name, {
             "source": args.source_name,
             "kind": job.kind,
