@@ -358,11 +358,13 @@ def _dump_commands(job: BackupJob) -> str:
         return _tool_functions(job, ("mongodump", "mongorestore", "mongosh"), MONGO_ENV) + textwrap.dedent(f"""\
             # mongodump reads the URI (and its password) from a config file on stdin; mongosh
             # connects from a script that reads it from the environment.
-            dump() {{ printf '%s\\n' "$MONGO_TOOL_CONFIG" | mongodump_ --quiet --config=/dev/stdin --archive --gzip; }}
+            dump() {{ printf '%s\\n' "$MONGO_TOOL_CONFIG" | mongodump_ --quiet --config=/dev/stdin --archive; }}
             counts() {{ mongosh_ --quiet --nodb --eval "db = connect(process.env.MONGO_URI); {MONGO_COUNTS_JS}"; }}
             """)
     return _tool_functions(job, ("pg_dump", "psql"), PG_ENV) + textwrap.dedent(f"""\
-        dump() {{ pg_dump_ --format=custom --no-owner --no-privileges; }}
+        # Uncompressed: restic compresses, and its chunks only deduplicate across days when an
+        # unchanged table region gives unchanged bytes (measured in benchmarks/backup_restore.py).
+        dump() {{ pg_dump_ --format=custom --compress=0 --no-owner --no-privileges; }}
         counts() {{ psql_ --no-psqlrc --set=ON_ERROR_STOP=1 -At -c "{ROW_COUNTS_SQL}"; }}
         """)
 
@@ -529,7 +531,7 @@ def _restore_and_count(job: BackupJob) -> str:
             """)
     if job.kind == "mongodb":
         return "scratch_start\n" + _wait_ready("mongodb") + textwrap.dedent(f"""\
-            restic dump "$SNAPSHOT" "/$JOB.dump" | scratch_mongorestore --quiet --archive --gzip --drop \\
+            restic dump "$SNAPSHOT" "/$JOB.dump" | scratch_mongorestore --quiet --archive --drop \\
               || fail "mongorestore of $RUN failed"
             scratch_mongosh --quiet "mongodb://127.0.0.1/$MONGO_DATABASE" --eval "{MONGO_COUNTS_JS}" >"$WORK/restored.counts"
             """)
