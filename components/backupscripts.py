@@ -697,6 +697,7 @@ def render_pitr_test_script(job: BackupJob) -> str:
                                   '-v "$WORK:$WORK" -e PGDATA="$WORK/pgdata"')
         scratch += textwrap.dedent(f"""\
             scratch_prepare() {{
+              mkdir -p "$WORK/pgdata"
               docker run --rm -v "$WORK:$WORK" {job.tool_image} chown -R postgres: "$WORK" >/dev/null
             }}
             scratch_log() {{ docker logs "$SCRATCH_CONTAINER" 2>&1; }}
