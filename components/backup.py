@@ -55,8 +55,9 @@ class R2BackupArgs:
     lock_days: Optional[int] = None
     """Bucket lock: objects cannot be deleted or overwritten for this many days."""
     backup_calendar: Optional[str] = None
-    """systemd OnCalendar of the backup; default daily at 03:MM UTC, the minute derived from the
-    job name (``spread_calendar``) so one host's jobs do not start together."""
+    """systemd OnCalendar of the backup; default daily (a ``pitr`` job's base backup: Saturdays)
+    at 03:MM UTC, the minute derived from the job name (``spread_calendar``) so one host's jobs
+    do not start together."""
     restore_calendar: Optional[str] = None
     """systemd OnCalendar of the restore test; default Sundays at 05:MM UTC (spread likewise)."""
     runner_ready: Sequence[pulumi.Resource] = field(default_factory=tuple)
@@ -83,8 +84,11 @@ class R2Backup(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: R2BackupArgs, opts: Optional[pulumi.ResourceOptions] = None):
         job = args.job
-        args.backup_calendar = args.backup_calendar or spread_calendar(job.job, 3)
-        args.restore_calendar = args.restore_calendar or spread_calendar(job.job, 5, "Sun")
+        # Spread by the job's name without the stack's, so prod and staging run alike.
+        key = job.job.replace(pulumi.get_stack(), "")
+        args.backup_calendar = args.backup_calendar or spread_calendar(
+            key, 3, "Sat" if job.kind == "pitr" else "")
+        args.restore_calendar = args.restore_calendar or spread_calendar(key, 5, "Sun")
         super().__init__("platform:components:R2Backup", name, {
             "source": args.source_name,
             "kind": job.kind,

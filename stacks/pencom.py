@@ -29,7 +29,7 @@ from pydantic import Field, model_validator
 from components import egress, monitoring, prometheus, tiers
 from components.backup import R2Backup, R2BackupArgs
 from components.backupscripts import (MEASURED_RESTORE_SECONDS, WAL_ROLE, BackupJob,
-                                      replication_role_sql, spread_calendar)
+                                      replication_role_sql)
 from components.containers import ContainerSpec, PublishedPort
 from components.dns import a_records
 from components.ingress import Ingress, IngressRoute
@@ -646,8 +646,6 @@ def build(ctx, cfg: PencomConfig) -> dict:
                           mode="host" if kind == "minio" else "docker", tool_image=spec.image,
                           mounts=(f"{runner.data_dir}/files",), rpo_minutes=cluster_rpo,
                           source_service=spec.name if kind == "pitr" else ""),
-            backup_calendar=spread_calendar(job, 3, "Sat" if kind == "pitr" else ""),
-            restore_calendar=spread_calendar(job, 5, "Sun"),
             rpo_minutes=cluster_rpo if kind == "pitr" else None,
             measured_restore_seconds=MEASURED_RESTORE_SECONDS.get(kind),
             source_name=f"{runner._name}-{spec.name}", source_uri=uri,

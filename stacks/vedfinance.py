@@ -20,7 +20,7 @@ from pydantic import Field, model_validator
 from components import monitoring, tiers
 from components.backup import R2Backup, R2BackupArgs
 from components.backupscripts import (MEASURED_RESTORE_SECONDS, WAL_ROLE, BackupJob,
-                                      replication_role_sql, spread_calendar)
+                                      replication_role_sql)
 from components.containers import ContainerSpec
 from components.dns import a_records
 from components.ingress import Ingress, IngressRoute
@@ -230,8 +230,6 @@ def build(ctx, cfg: VedfinanceConfig) -> dict:
                           retention_days=cfg.backup.retention_days, tool_image=image,
                           mounts=(f"{host.data_dir}/files",), rpo_minutes=cluster_rpo,
                           source_service=cfg.postgres_service if kind == "pitr" else ""),
-            backup_calendar=spread_calendar(job_name, 3, "Sat" if kind == "pitr" else ""),
-            restore_calendar=spread_calendar(job_name, 5, "Sun"),
             rpo_minutes=cluster_rpo if kind == "pitr" else None,
             measured_restore_seconds=MEASURED_RESTORE_SECONDS.get(kind),
             source_name=source.pulumi_resource_name, source_uri=uri,
