@@ -333,13 +333,14 @@ def _backup_success_metrics(labels: str) -> str:
         """)
 
 
-def _retention(job: BackupJob, *paths: str, days: int | None = None, extra: str = "",
+def _retention(*paths: str, within: str = '"${RETENTION_DAYS}d"', extra: str = "",
                prune: bool = True) -> str:
     """``restic forget --keep-within`` per path (restic's ``--path`` filters match snapshots
     holding every path given, so one call per path), then prune. restic measures the window
-    from the newest snapshot of each group, so a failing job never erodes what exists."""
+    from the newest snapshot of each group, so a failing job never erodes what exists. The
+    script sets RETENTION_DAYS."""
     lines = "".join(f"restic forget --quiet --host \"$JOB\" --path {p} --group-by host,paths "
-                    f"--keep-within {days or job.retention_days}d{extra} >/dev/null\n" for p in paths)
+                    f"--keep-within {within}{extra} >/dev/null\n" for p in paths)
     return lines + ("restic prune --quiet >/dev/null\n" if prune else "")
 
 
@@ -385,7 +386,7 @@ def render_backup_script(job: BackupJob) -> str:
         # starts from the newest counts, so a partial dump restic kept is never picked.
         backup_stream "$JOB.dump" dump
         backup_stream "$JOB.counts" counts
-        """) + _retention(job, f"/{job.job}.dump", f"/{job.job}.counts")
+        """) + f"RETENTION_DAYS={job.retention_days}\n" + _retention(f"/{job.job}.dump", f"/{job.job}.counts")
     return (_common(job, "backup", "off-site backup") + _dump_commands(job) + _BACKUP_STREAM
             + _backup_failure_trap(labels) + body + _backup_success_metrics(labels)
             + 'echo "$JOB: stored $RUN ($SIZE bytes read, $ADDED bytes added)"\n')
@@ -589,7 +590,8 @@ def _render_mirror_backup(job: BackupJob, labels: str) -> str:
         SIZE="$(awk -F '\\t' '{s += $2} END {print s + 0}' "$WORK/manifest")"
         """).replace("@@INIT@@\n", _INIT_REPOSITORY)
     return (_common(job, "backup", "off-site mirror") + _BACKUP_STREAM + _backup_failure_trap(labels)
-            + body + _retention(job, f"/{job.job}.manifest", f"{job.state_dir}/mirror")
+            + body + f"RETENTION_DAYS={job.retention_days}\n"
+            + _retention(f"/{job.job}.manifest", f"{job.state_dir}/mirror")
             + _backup_success_metrics(labels)
             + 'echo "$JOB: mirrored $(wc -l <"$WORK/manifest") objects ($SIZE bytes, $ADDED bytes added)"\n')
 
@@ -663,7 +665,6 @@ def render_base_backup_script(job: BackupJob) -> str:
     streamed into restic; then local WAL older than the previous base backup is dropped (the
     archive has it), and retention: base backups and WAL for the PITR window plus one week."""
     labels = _labels(job)
-    keep = job.retention_days + 7
     body = textwrap.dedent(f"""\
         SIZE=0
         ADDED=0
@@ -677,8 +678,9 @@ def render_base_backup_script(job: BackupJob) -> str:
         if [ -n "$PREVIOUS" ]; then
           find "$WAL_DIR" -maxdepth 1 -type f ! -name '*.partial' ! -newermt "$PREVIOUS" -delete
         fi
-        """) + _retention(job, f"/{job.job}-base.tar", days=keep, prune=False) + _retention(
-            job, f"{job.state_dir}/wal", days=2, extra=f" --keep-within-daily {keep}d")
+        """) + f"RETENTION_DAYS={job.retention_days}\n" + _retention(
+            f"/{job.job}-base.tar", within='"$((RETENTION_DAYS + 7))d"', prune=False) + _retention(
+            f"{job.state_dir}/wal", within="2d", extra=' --keep-within-daily "$((RETENTION_DAYS + 7))d"')
     return (_common(job, "base-backup", "weekly base backup") + _wal_tools(job) + _BACKUP_STREAM
             + _backup_failure_trap(labels) + body + _backup_success_metrics(labels)
             + 'echo "$JOB: stored base backup $RUN ($SIZE bytes read, $ADDED bytes added)"\n')
