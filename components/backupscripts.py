@@ -228,8 +228,31 @@ def _tool_functions(job: BackupJob, tools: tuple[str, ...], env: tuple[str, ...]
     return "".join(f'{tool}_() {{ {prefix}{tool} "$@"; }}\n' for tool in tools)
 
 
-def _common(job: BackupJob, role: str, what: str) -> str:
+_RESTIC_RETRY = textwrap.dedent("""\
+    # restic_retry ARGS... -- restic ARGS (output dropped), retried while another run on this
+    # repository holds its lock (a WAL ship every few seconds, a prune): restic 0.14 has no
+    # --retry-lock. Any other failure fails at once.
+    restic_retry() {
+      local attempt err=""
+      for attempt in $(seq 1 30); do
+        if err="$(restic "$@" 2>&1 >/dev/null)"; then return 0; fi
+        case "$err" in
+          *"already locked"*) echo "$JOB: repository locked (attempt $attempt), waiting" >&2; sleep 10 ;;
+          *) printf '%s\\n' "$err" >&2; return 1 ;;
+        esac
+      done
+      printf '%s\\n' "$err" >&2
+      return 1
+    }
+    """)
+
+
+def _common(job: BackupJob, role: str, what: str, *, retry: bool = True) -> str:
     """Shebang, strict mode, repository checks, the job's own work directory and helpers."""
+    return _common_text(job, role, what) + (_RESTIC_RETRY if retry else "")
+
+
+def _common_text(job: BackupJob, role: str, what: str) -> str:
     return textwrap.dedent(f"""\
         #!/usr/bin/env bash
         # Rendered by components/backupscripts.py: {what} of {job.job} ({job.kind}).
@@ -339,9 +362,9 @@ def _retention(*paths: str, within: str = '"${RETENTION_DAYS}d"', extra: str = "
     holding every path given, so one call per path), then prune. restic measures the window
     from the newest snapshot of each group, so a failing job never erodes what exists. The
     script sets RETENTION_DAYS."""
-    lines = "".join(f"restic forget --quiet --host \"$JOB\" --path {p} --group-by host,paths "
-                    f"--keep-within {within}{extra} >/dev/null\n" for p in paths)
-    return lines + ("restic prune --quiet >/dev/null\n" if prune else "")
+    lines = "".join(f"restic_retry forget --host \"$JOB\" --path {p} --group-by host,paths "
+                    f"--keep-within {within}{extra}\n" for p in paths)
+    return lines + ("restic_retry prune\n" if prune else "")
 
 
 def _dump_commands(job: BackupJob) -> str:
@@ -429,7 +452,7 @@ def _newest(path: str, what: str) -> str:
 
 # A slice of the repository's data is read back and verified each week; the slice rotates with
 # the ISO week, so every pack is read once every four weeks.
-_CHECK = ('restic check --quiet --read-data-subset="$(( 10#$(date +%V) % 4 + 1 ))/4" >/dev/null '
+_CHECK = ('restic_retry check --read-data-subset="$(( 10#$(date +%V) % 4 + 1 ))/4" '
           '|| fail "restic check found damage in the repository"\n')
 
 
@@ -629,7 +652,7 @@ def render_wal_receive_script(job: BackupJob) -> str:
     physical replication slot if missing, then streams WAL with ``--synchronous`` (each write
     flushed, so the local copy lags the server by under a second) until stopped. The slot makes
     the server keep WAL the receiver has not fetched yet."""
-    script = _common(job, "receive", "continuous WAL receiver") + _wal_tools(job) + textwrap.dedent(f"""\
+    script = _common(job, "receive", "continuous WAL receiver", retry=False) + _wal_tools(job) + textwrap.dedent(f"""\
         pg_receivewal_ --create-slot --if-not-exists --slot={SLOT} --no-password
         echo "$JOB: receiving WAL into $WAL_DIR (started $(date -u -d "@$STARTED"))"
         pg_receivewal_ -D "$WAL_DIR" --slot={SLOT} --synchronous --no-loop --no-password
@@ -648,7 +671,7 @@ def render_wal_ship_script(job: BackupJob) -> str:
         NEWEST="$(find "$WAL_DIR" -maxdepth 1 -type f -printf '%T@\\n' | sort -n | tail -n 1)"
         [ -n "$NEWEST" ] || fail "no WAL received yet in $WAL_DIR (is platform-wal-receive-$JOB running?)"
         {_INIT_REPOSITORY.strip()}
-        restic backup --quiet --host "$JOB" --tag wal "$WAL_DIR" >/dev/null
+        restic_retry backup --host "$JOB" --tag wal "$WAL_DIR"
         NOW="$(date +%s)"
         write_metrics "wal-$JOB.prom" \\
           "platform_wal_archive_success{{{labels}}} 1" \\
