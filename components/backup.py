@@ -12,9 +12,9 @@ import pulumi_cloudflare as cloudflare
 import pulumi_random as random
 
 from components import hostsetup
-from components.backupscripts import (ENV_DIR, STATE_ROOT, TEXTFILE_DIR, BackupJob,
-                                      connection_environment, effective_rpo_minutes, render_units,
-                                      scripts, spread_calendar)
+from components.backupscripts import (ENV_DIR, MEASURED_RESTORE_SECONDS, STATE_ROOT, TEXTFILE_DIR,
+                                      BackupJob, connection_environment, effective_rpo_minutes,
+                                      render_units, scripts, spread_calendar)
 from components.remote import SshTarget, run_script
 
 DAY = 86400
@@ -67,7 +67,8 @@ class R2BackupArgs:
     rpo_minutes: Optional[int] = None
     """Declared RPO of the datastore (``pitr`` jobs ship WAL for it); None for a daily dump."""
     measured_restore_seconds: Optional[float] = None
-    """Last measured restore time (benchmarks), reported next to the RPO."""
+    """Last measured restore time, reported next to the RPO; default the figure
+    ``benchmarks/`` measured for this kind (``benchmarks/results.json``)."""
     environment: Mapping[str, str] = field(default_factory=dict)
     """More variables for the job's environment file: ``HTTPS_PROXY`` on an egress-locked
     runner, ``BACKUP_CA_CERT`` (Redis) or ``RCLONE_CA_CERT`` (MinIO) for a TLS source."""
@@ -100,7 +101,9 @@ class R2Backup(pulumi.ComponentResource):
             # last restore time measured by benchmarks/ (None when not measured).
             "rpoMinutesDeclared": args.rpo_minutes,
             "rpoMinutesEffective": effective_rpo_minutes(job.kind, job.rpo_minutes),
-            "restoreSecondsMeasured": args.measured_restore_seconds,
+            "restoreSecondsMeasured": (args.measured_restore_seconds
+                                       if args.measured_restore_seconds is not None
+                                       else MEASURED_RESTORE_SECONDS.get(job.kind)),
         }, opts)
         child = pulumi.ResourceOptions(parent=self)
         self.bucket = cloudflare.R2Bucket(

@@ -28,8 +28,7 @@ from pydantic import Field, model_validator
 
 from components import egress, monitoring, prometheus, tiers
 from components.backup import R2Backup, R2BackupArgs
-from components.backupscripts import (MEASURED_RESTORE_SECONDS, WAL_ROLE, BackupJob,
-                                      replication_role_sql)
+from components.backupscripts import WAL_ROLE, BackupJob, replication_role_sql
 from components.containers import ContainerSpec, PublishedPort
 from components.dns import a_records
 from components.ingress import Ingress, IngressRoute
@@ -639,6 +638,7 @@ def build(ctx, cfg: PencomConfig) -> dict:
     jobs.append(("wal", "pitr", cfg.postgres, data, url(
         f"postgresql://{WAL_ROLE}:{{pw}}@127.0.0.1:5432/postgres", wal_password), [pg_init], {}))
     cluster_rpo = min(d.rpo_minutes for d in cfg.databases)
+    rpo_by_label = {d.name: d.rpo_minutes for d in cfg.databases}
     for label, kind, spec, runner, uri, ready, extra_env in jobs:
         job = backup_job_name(name, label)
         R2Backup(f"{job}-backup", R2BackupArgs(
@@ -646,8 +646,7 @@ def build(ctx, cfg: PencomConfig) -> dict:
                           mode="host" if kind == "minio" else "docker", tool_image=spec.image,
                           mounts=(f"{runner.data_dir}/files",), rpo_minutes=cluster_rpo,
                           source_service=spec.name if kind == "pitr" else ""),
-            rpo_minutes=cluster_rpo if kind == "pitr" else None,
-            measured_restore_seconds=MEASURED_RESTORE_SECONDS.get(kind),
+            rpo_minutes=cluster_rpo if kind == "pitr" else rpo_by_label.get(label),
             source_name=f"{runner._name}-{spec.name}", source_uri=uri,
             account_id=cfg.backup.cloudflare_account_id, bucket_name=f"{cfg.backup.bucket}-{label.replace('_', '-')}",
             location=cfg.backup.location, lock_days=cfg.backup.lock_days, runner=runner.ssh,

@@ -19,8 +19,7 @@ from pydantic import Field, model_validator
 
 from components import monitoring, tiers
 from components.backup import R2Backup, R2BackupArgs
-from components.backupscripts import (MEASURED_RESTORE_SECONDS, WAL_ROLE, BackupJob,
-                                      replication_role_sql)
+from components.backupscripts import WAL_ROLE, BackupJob, replication_role_sql
 from components.containers import ContainerSpec
 from components.dns import a_records
 from components.ingress import Ingress, IngressRoute
@@ -222,6 +221,7 @@ def build(ctx, cfg: VedfinanceConfig) -> dict:
     jobs.append(("wal", "pitr", by_name[cfg.postgres_service].image, pulumi.Output.secret(
         wal_password.apply(lambda pw: f"postgresql://{WAL_ROLE}:{pw}@127.0.0.1:5432/postgres"))))
     cluster_rpo = min(d.rpo_minutes for d in cfg.databases)
+    rpo_by_label = {d.name: d.rpo_minutes for d in cfg.databases}
     for label, kind, image, uri in jobs:
         source = created[cfg.redis_service if kind == "redis" else cfg.postgres_service]
         job_name = f"{name}-{label.replace('_', '-')}"
@@ -230,8 +230,7 @@ def build(ctx, cfg: VedfinanceConfig) -> dict:
                           retention_days=cfg.backup.retention_days, tool_image=image,
                           mounts=(f"{host.data_dir}/files",), rpo_minutes=cluster_rpo,
                           source_service=cfg.postgres_service if kind == "pitr" else ""),
-            rpo_minutes=cluster_rpo if kind == "pitr" else None,
-            measured_restore_seconds=MEASURED_RESTORE_SECONDS.get(kind),
+            rpo_minutes=cluster_rpo if kind == "pitr" else rpo_by_label.get(label),
             source_name=source.pulumi_resource_name, source_uri=uri,
             account_id=cfg.backup.cloudflare_account_id,
             bucket_name=f"{cfg.backup.bucket}-{label.replace('_', '-')}",
