@@ -360,6 +360,7 @@ def _broken(stack_document, mutate) -> dict:
     (lambda c: c["egress"]["https"][0].update(domains=["api.sendgrid.com", ".api.sendgrid.com"]),
      "api.sendgrid.com is listed twice"),
     (lambda c: c["postgres"].update(tier="app"), "postgres: tier data"),
+    (lambda c: c["databases"][1].update(rpo_minutes=0), "databases[1].rpo_minutes"),
 ])
 def test_unsafe_or_inconsistent_config_is_rejected_before_anything_is_registered(
         stack_document, write_stack, synth, mutate, message):
