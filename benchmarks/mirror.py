@@ -18,7 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from components.backupscripts import BackupJob, render_backup_script, render_restore_test_script
+from components.backupscripts import (BackupJob, connection_environment, render_backup_script,
+                                      render_restore_test_script)
 from tests.realtools import S3Server
 
 
@@ -40,18 +41,21 @@ def main() -> int:
     base = Path(tempfile.mkdtemp(prefix="platform-bench-mirror-"))
     s3 = S3Server().start()
     try:
+        (base / "password").write_text("benchmark\n")
         env = {**os.environ, **s3.rclone_env(),
                "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-               "BACKUP_PASSPHRASE": "benchmark", "BACKUP_BUCKET": "vault",
-               "BACKUP_SOURCE_URI": f"http://test:test@127.0.0.1:{s3.port}/files",
-               "TEXTFILE_DIR": str(base / "metrics")}
+               "RESTIC_REPOSITORY": f"s3:http://127.0.0.1:{s3.port}/vault",
+               "RESTIC_PASSWORD_FILE": str(base / "password"),
+               "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+               "STATE_DIRECTORY": str(base / "state"), "TEXTFILE_DIR": str(base / "metrics"),
+               **connection_environment("minio", f"http://test:test@127.0.0.1:{s3.port}/files"),
+               "RCLONE_CONFIG_SRC_PROVIDER": "Other", "RCLONE_CONFIG_SRC_FORCE_PATH_STYLE": "true"}
         local = base / "objects"
         for i in range(args.objects):
             folder = local / ("CERTIFICATES" if i % 2 else "PFC_UPLOADS") / f"{i % 40:02d}"
             folder.mkdir(parents=True, exist_ok=True)
             (folder / f"object-{i:06d}.bin").write_bytes(os.urandom(args.size_kib * 1024))
-        for bucket in ("files", "vault"):
-            subprocess.run(["rclone", "mkdir", f"r2:{bucket}"], env=env, check=True)
+        subprocess.run(["rclone", "mkdir", "r2:files"], env=env, check=True)
         subprocess.run(["rclone", "copy", str(local), "r2:files", "--transfers", "16"], env=env, check=True)
         job = BackupJob(job="bench-files", kind="minio", retention_days=7, mode="host")
         full = _timed(render_backup_script(job), env, base / "backup.sh")
@@ -61,11 +65,14 @@ def main() -> int:
             subprocess.run(["rclone", "rcat", target], env=env, input=os.urandom(args.size_kib * 1024), check=True)
         time.sleep(1.1)  # a new stamp for the second run
         daily = _timed(render_backup_script(job), env, base / "backup.sh")
+        added = next(line for line in (base / "metrics" / "backup-bench-files.prom").read_text().splitlines()
+                     if line.startswith("platform_backup_last_added_bytes")).rsplit(" ", 1)[1]
         restore = _timed(render_restore_test_script(job), env, base / "restore.sh")
         total_mib = args.objects * args.size_kib / 1024
-        print("| objects | bucket size | first mirror | daily mirror (changed) | restore test |")
+        print("| objects | bucket size | first mirror | daily mirror (changed objects): time, uploaded | restore test |")
         print("|---:|---:|---:|---:|---:|")
-        print(f"| {args.objects:,} | {total_mib:.0f} MiB | {full:.1f} s | {daily:.1f} s ({changed}) | {restore:.1f} s |")
+        print(f"| {args.objects:,} | {total_mib:.0f} MiB | {full:.1f} s | {daily:.1f} s ({changed}), "
+              f"{int(float(added)) / 2**20:.1f} MiB | {restore:.1f} s |")
         return 0
     finally:
         s3.stop()

@@ -12,16 +12,23 @@ import pulumi_cloudflare as cloudflare
 import pulumi_random as random
 
 from components import hostsetup
-from components.backupscripts import (ENV_DIR, BackupJob, render_backup_script,
-                                      render_restore_test_script, render_units)
+from components.backupscripts import (ENV_DIR, MEASURED_RESTORE_SECONDS, STATE_ROOT, TEXTFILE_DIR,
+                                      BackupJob, connection_environment, effective_rpo_minutes,
+                                      render_units, scripts, spread_calendar)
 from components.remote import SshTarget, run_script
 
 DAY = 86400
 BUCKET_WRITE_PERMISSION = "Workers R2 Storage Bucket Item Write"
 
 
-# Debian packages a host-mode job needs besides rclone.
-HOST_TOOLS = {"postgres": " postgresql-client", "redis": " redis-tools", "mongodb": "", "minio": ""}
+# Debian packages every job needs on its runner (restic stores, jq reads restic's JSON), and
+# those a host-mode job adds (rclone reads MinIO).
+BASE_TOOLS = "restic jq"
+HOST_TOOLS = {"postgres": " postgresql-client", "redis": " redis-tools", "mongodb": "",
+              "minio": " rclone", "pitr": " postgresql-client"}
+# restic deletes its lock files, and prune rewrites index files: only these prefixes can be
+# locked. WAL snapshots are thinned after two days, so a pitr job locks the keys alone.
+LOCKED_PREFIXES = {"default": ("config", "keys/", "data/", "snapshots/"), "pitr": ("config", "keys/")}
 
 
 def s3_secret_from_token(token_value: str) -> str:
@@ -47,14 +54,21 @@ class R2BackupArgs:
     """R2 location hint."""
     lock_days: Optional[int] = None
     """Bucket lock: objects cannot be deleted or overwritten for this many days."""
-    backup_calendar: str = "*-*-* 03:00:00 UTC"
-    """systemd OnCalendar of the backup (daily by default)."""
-    restore_calendar: str = "Sun *-*-* 05:00:00 UTC"
-    """systemd OnCalendar of the restore test (weekly by default)."""
+    backup_calendar: Optional[str] = None
+    """systemd OnCalendar of the backup; default daily (a ``pitr`` job's base backup: Saturdays)
+    at 03:MM UTC, the minute derived from the job name (``spread_calendar``) so one host's jobs
+    do not start together."""
+    restore_calendar: Optional[str] = None
+    """systemd OnCalendar of the restore test; default Sundays at 05:MM UTC (spread likewise)."""
     runner_ready: Sequence[pulumi.Resource] = field(default_factory=tuple)
     """What must exist on the runner first (host setup, files such as a CA)."""
     protect: bool = False
     """Protect the bucket and retain it if removed from the program (prod)."""
+    rpo_minutes: Optional[int] = None
+    """Declared RPO of the datastore (``pitr`` jobs ship WAL for it); None for a daily dump."""
+    measured_restore_seconds: Optional[float] = None
+    """Last measured restore time, reported next to the RPO; default the figure
+    ``benchmarks/`` measured for this kind (``benchmarks/results.json``)."""
     environment: Mapping[str, str] = field(default_factory=dict)
     """More variables for the job's environment file: ``HTTPS_PROXY`` on an egress-locked
     runner, ``BACKUP_CA_CERT`` (Redis) or ``RCLONE_CA_CERT`` (MinIO) for a TLS source."""
@@ -71,6 +85,11 @@ class R2Backup(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: R2BackupArgs, opts: Optional[pulumi.ResourceOptions] = None):
         job = args.job
+        # Spread by the job's name without the stack's, so prod and staging run alike.
+        key = job.job.replace(pulumi.get_stack(), "")
+        args.backup_calendar = args.backup_calendar or spread_calendar(
+            key, 3, "Sat" if job.kind == "pitr" else "")
+        args.restore_calendar = args.restore_calendar or spread_calendar(key, 5, "Sun")
         self._facts = {
             "source": args.source_name,
             "kind": job.kind,
@@ -78,6 +97,13 @@ class R2Backup(pulumi.ComponentResource):
             "restoreTest": True,
             "schedule": args.backup_calendar,
             "restoreSchedule": args.restore_calendar,
+            # RPO/RTO in the plan: what the config declares, what the schedule gives, and the
+            # last restore time measured by benchmarks/ (None when not measured).
+            "rpoMinutesDeclared": args.rpo_minutes,
+            "rpoMinutesEffective": effective_rpo_minutes(job.kind, job.rpo_minutes),
+            "restoreSecondsMeasured": (args.measured_restore_seconds
+                                       if args.measured_restore_seconds is not None
+                                       else MEASURED_RESTORE_SECONDS.get(job.kind)),
         }
         super().__init__("platform:components:R2Backup", name, dict(self._facts), opts)
         child = pulumi.ResourceOptions(parent=self)
@@ -89,13 +115,8 @@ class R2Backup(pulumi.ComponentResource):
         cloudflare.R2BucketLifecycle(
             f"{name}-lifecycle", account_id=args.account_id, bucket_name=self.bucket.name,
             rules=[
-                # A safety net behind the script's own pruning, a few days later than it.
-                cloudflare.R2BucketLifecycleRuleArgs(
-                    id="expire-old-backups", enabled=True,
-                    conditions=cloudflare.R2BucketLifecycleRuleConditionsArgs(prefix=""),
-                    delete_objects_transition=cloudflare.R2BucketLifecycleRuleDeleteObjectsTransitionArgs(
-                        condition=cloudflare.R2BucketLifecycleRuleDeleteObjectsTransitionConditionArgs(
-                            type="Age", max_age=(job.retention_days + 7) * DAY))),
+                # No age-based expiry: a restic repository's config, keys and still-referenced
+                # packs are old objects; retention is restic forget --keep-within.
                 cloudflare.R2BucketLifecycleRuleArgs(
                     id="abort-incomplete-uploads", enabled=True,
                     conditions=cloudflare.R2BucketLifecycleRuleConditionsArgs(prefix=""),
@@ -108,9 +129,10 @@ class R2Backup(pulumi.ComponentResource):
             cloudflare.R2BucketLock(
                 f"{name}-lock", account_id=args.account_id, bucket_name=self.bucket.name,
                 rules=[cloudflare.R2BucketLockRuleArgs(
-                    id="retain", enabled=True, prefix="",
+                    id=f"retain-{prefix.strip('/')}", enabled=True, prefix=prefix,
                     condition=cloudflare.R2BucketLockRuleConditionArgs(
-                        type="Age", max_age_seconds=args.lock_days * DAY))],
+                        type="Age", max_age_seconds=args.lock_days * DAY))
+                    for prefix in LOCKED_PREFIXES["pitr" if job.kind == "pitr" else "default"]],
                 opts=child)
 
         permission = cloudflare.get_account_api_token_permission_groups_list_output(
@@ -128,24 +150,28 @@ class R2Backup(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["value"]))
         self.access_key_id = self.token.id
         self.secret_access_key = pulumi.Output.secret(self.token.value.apply(s3_secret_from_token))
+        # The restic repository password (generated; kept in Pulumi state and on the runner).
         self.passphrase = random.RandomPassword(f"{name}-passphrase", length=48, special=False,
                                                 opts=child)
 
         job_name = job.job
         units = render_units(job, backup_calendar=args.backup_calendar,
                              restore_calendar=args.restore_calendar)
+        tools = BASE_TOOLS + (HOST_TOOLS[job.kind] if job.mode == "host" else "")
         sections = [
-            "ensure_packages rclone" + (HOST_TOOLS[job.kind] if job.mode == "host" else ""),
-            hostsetup._heredoc(f"/usr/local/sbin/platform-backup-{job_name}", "0750", "root:root",
-                               render_backup_script(job)),
-            hostsetup._heredoc(f"/usr/local/sbin/platform-restore-test-{job_name}", "0750",
-                               "root:root", render_restore_test_script(job)),
+            f"ensure_packages {tools}",
+            # node-exporter (nobody) reads the metrics: the directory is created world-readable
+            # here, before any job runs under its umask 077.
+            f"install -d -m 0755 /var/lib/prometheus {TEXTFILE_DIR}",
+            f"install -d -m 0700 {STATE_ROOT}",
         ]
+        for script_name, text in sorted(scripts(job).items()):
+            sections.append(hostsetup._heredoc(f"/usr/local/sbin/{script_name}", "0750", "root:root", text))
         for unit, text in sorted(units.items()):
             sections.append(hostsetup._heredoc(f"/etc/systemd/system/{unit}", "0644", "root:root",
                                                text, on_change="systemctl daemon-reload"))
-        sections += [f"ensure_service_enabled platform-backup-{job_name}.timer",
-                     f"ensure_service_enabled platform-restore-test-{job_name}.timer"]
+        sections += [f"ensure_service_enabled {unit}" for unit in sorted(units)
+                     if unit.endswith(".timer") or unit.startswith("platform-wal-receive-")]
         install = run_script(f"{name}-install", args.runner, hostsetup.script(*sections),
                              parent=self, depends_on=list(args.runner_ready))
 
@@ -153,17 +179,18 @@ class R2Backup(pulumi.ComponentResource):
 
         def env_file(values: list[str]) -> str:
             uri, key_id, secret, passphrase, bucket = values
+            password_file = f"{ENV_DIR}/{job_name}.restic-password"
             lines = {
-                "BACKUP_SOURCE_URI": uri, "BACKUP_PASSPHRASE": passphrase, "BACKUP_BUCKET": bucket,
-                "RCLONE_CONFIG_R2_TYPE": "s3", "RCLONE_CONFIG_R2_PROVIDER": "Cloudflare",
-                "RCLONE_CONFIG_R2_ACCESS_KEY_ID": key_id,
-                "RCLONE_CONFIG_R2_SECRET_ACCESS_KEY": secret,
-                "RCLONE_CONFIG_R2_ENDPOINT": endpoint, "RCLONE_CONFIG_R2_ACL": "private",
+                **connection_environment(job.kind, uri),
+                "RESTIC_REPOSITORY": f"s3:{endpoint}/{bucket}",
+                "RESTIC_PASSWORD_FILE": password_file,
+                "AWS_ACCESS_KEY_ID": key_id, "AWS_SECRET_ACCESS_KEY": secret,
                 **args.environment,
             }
             content = "".join(f"{k}={_systemd_quote(v)}\n" for k, v in lines.items())
-            return hostsetup.script(hostsetup._heredoc(f"{ENV_DIR}/{job_name}.env", "0600",
-                                                       "root:root", content))
+            return hostsetup.script(
+                hostsetup._heredoc(f"{ENV_DIR}/{job_name}.env", "0600", "root:root", content),
+                hostsetup._heredoc(password_file, "0600", "root:root", passphrase + "\n"))
 
         credentials_script = pulumi.Output.secret(pulumi.Output.all(
             args.source_uri, self.access_key_id, self.secret_access_key, self.passphrase.result,

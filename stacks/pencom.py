@@ -27,7 +27,7 @@ from pydantic import EmailStr, Field, field_validator
 
 from components import egress, monitoring, prometheus, tiers
 from components.backup import R2Backup, R2BackupArgs
-from components.backupscripts import BackupJob
+from components.backupscripts import WAL_ROLE, BackupJob, replication_role_sql
 from components.containers import ContainerSpec, PublishedPort
 from components.dns import a_records
 from components.ingress import Ingress, IngressRoute
@@ -93,6 +93,9 @@ class ServiceDatabase(StrictModel):
     env: str = Field(default="", pattern=r"^([A-Z][A-Z0-9_]*)?$",
                      description="environment variable with the connection URL "
                                  "(default DATABASE_URL for Postgres, MONGODB_URI for MongoDB)")
+    rpo_minutes: int = Field(default=5, ge=1, le=1440,
+                             description="recovery point objective in minutes (Postgres: the WAL "
+                                         "archive of the cluster ships at the strictest of its databases)")
 
 
 class ReadWaiver(StrictModel):
@@ -835,7 +838,9 @@ def build(ctx, cfg: PencomConfig) -> dict:
     })
 
     role_passwords = pulumi.Output.all(**{role_name(s): pw for s, pw in pg_roles.items()})
-    sql = role_passwords.apply(lambda pws: render_init_sql(pg_plan[0], pws, readers=pg_plan[1]))
+    wal_password = generated_password(f"{name}-pg-wal", product)
+    sql = pulumi.Output.all(role_passwords, wal_password).apply(lambda a: render_init_sql(
+        pg_plan[0], a[0], readers=pg_plan[1]) + replication_role_sql(a[1]))
     pg_init = datastore_init(f"{name}-postgres-init", data.ssh, stack=data._name, service=cfg.postgres.name,
                              text=sql, ready="pg_isready -U postgres -q",
                              apply="psql -U postgres -v ON_ERROR_STOP=1 -q",
@@ -886,12 +891,19 @@ def build(ctx, cfg: PencomConfig) -> dict:
         lambda keys: f"https://{keys[0]}:{keys[1]}@{minio_api}/{cfg.bucket.name}")),
         [storage_created[cfg.minio.name], bucket],
         {"RCLONE_CA_CERT": f"{storage.data_dir}/files/{cfg.minio.name}/ca.crt"}))
+    # Point-in-time recovery of the cluster: one WAL archive, at the strictest RPO of its databases.
+    jobs.append(("wal", "pitr", cfg.postgres, data, url(
+        f"postgresql://{WAL_ROLE}:{{pw}}@127.0.0.1:5432/postgres", wal_password), [pg_init], {}))
+    cluster_rpo = min(d.rpo_minutes for d in cfg.databases)
+    rpo_by_label = {d.name: d.rpo_minutes for d in cfg.databases}
     for label, kind, spec, runner, uri, ready, extra_env in jobs:
         job = backup_job_name(name, label)
         R2Backup(f"{job}-backup", R2BackupArgs(
             job=BackupJob(job=job, kind=kind, retention_days=cfg.backup.retention_days,
                           mode="host" if kind == "minio" else "docker", tool_image=spec.image,
-                          mounts=(f"{runner.data_dir}/files",)),
+                          mounts=(f"{runner.data_dir}/files",), rpo_minutes=cluster_rpo,
+                          source_service=spec.name if kind == "pitr" else ""),
+            rpo_minutes=cluster_rpo if kind == "pitr" else rpo_by_label.get(label),
             source_name=f"{runner._name}-{spec.name}", source_uri=uri,
             account_id=cfg.backup.cloudflare_account_id, bucket_name=f"{cfg.backup.bucket}-{label.replace('_', '-')}",
             location=cfg.backup.location, lock_days=cfg.backup.lock_days, runner=runner.ssh,

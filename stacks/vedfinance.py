@@ -19,7 +19,7 @@ from pydantic import EmailStr, Field, field_validator
 
 from components import monitoring, tiers
 from components.backup import R2Backup, R2BackupArgs
-from components.backupscripts import BackupJob
+from components.backupscripts import WAL_ROLE, BackupJob, replication_role_sql
 from components.containers import ContainerSpec
 from components.dns import a_records
 from components.ingress import Ingress, IngressRoute
@@ -66,6 +66,9 @@ class HostConfig(StrictModel):
 class AppDatabase(StrictModel):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$", description="database (and its role) name")
     service: ResourceName = Field(description="service that gets DATABASE_URL for it")
+    rpo_minutes: int = Field(default=5, ge=1, le=1440,
+                             description="recovery point objective in minutes (the cluster's WAL "
+                                         "archive ships at the strictest of its databases)")
 
 
 class VedfinanceConfig(StrictModel):
@@ -298,9 +301,11 @@ def build(ctx, cfg: VedfinanceConfig) -> dict:
                           secret_env=merge_env(service_secret_env(ctx.secret, cfg.services), injected),
                           files=files, ingress=ingress)
 
-    sql = pulumi.Output.all(*[role_passwords[d.name] for d in cfg.databases]).apply(
+    wal_password = generated_password(f"{name}-pg-wal", product)
+    sql = pulumi.Output.all(wal_password, *[role_passwords[d.name] for d in cfg.databases]).apply(
         lambda pws: render_init_sql({d.name: d.name for d in cfg.databases},
-                                    {d.name: pw for d, pw in zip(cfg.databases, pws)}, cfg.extensions))
+                                    {d.name: pw for d, pw in zip(cfg.databases, pws[1:])}, cfg.extensions)
+        + replication_role_sql(pws[0]))
     init = datastore_init(f"{name}-postgres-init", host.ssh, stack=name, service=cfg.postgres_service, text=sql,
                           ready="pg_isready -U postgres -q", apply="psql -U postgres -v ON_ERROR_STOP=1 -q",
                           path=f"/etc/platform/{name}-init.sql", parent=product,
@@ -313,12 +318,20 @@ def build(ctx, cfg: VedfinanceConfig) -> dict:
             for d in cfg.databases]
     jobs.append(("redis", "redis", by_name[cfg.redis_service].image, pulumi.Output.secret(
         redis_password.apply(lambda pw: f"redis://default:{pw}@127.0.0.1:6379"))))
+    # Point-in-time recovery of the cluster: one WAL archive, at the strictest RPO of its databases.
+    jobs.append(("wal", "pitr", by_name[cfg.postgres_service].image, pulumi.Output.secret(
+        wal_password.apply(lambda pw: f"postgresql://{WAL_ROLE}:{pw}@127.0.0.1:5432/postgres"))))
+    cluster_rpo = min(d.rpo_minutes for d in cfg.databases)
+    rpo_by_label = {d.name: d.rpo_minutes for d in cfg.databases}
     for label, kind, image, uri in jobs:
         source = created[cfg.redis_service if kind == "redis" else cfg.postgres_service]
+        job_name = f"{name}-{label.replace('_', '-')}"
         R2Backup(f"{name}-{label.replace('_', '-')}-backup", R2BackupArgs(
-            job=BackupJob(job=f"{name}-{label.replace('_', '-')}", kind=kind,
+            job=BackupJob(job=job_name, kind=kind,
                           retention_days=cfg.backup.retention_days, tool_image=image,
-                          mounts=(f"{host.data_dir}/files",)),
+                          mounts=(f"{host.data_dir}/files",), rpo_minutes=cluster_rpo,
+                          source_service=cfg.postgres_service if kind == "pitr" else ""),
+            rpo_minutes=cluster_rpo if kind == "pitr" else rpo_by_label.get(label),
             source_name=source.pulumi_resource_name, source_uri=uri,
             account_id=cfg.backup.cloudflare_account_id,
             bucket_name=f"{cfg.backup.bucket}-{label.replace('_', '-')}",

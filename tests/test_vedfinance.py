@@ -113,11 +113,13 @@ def test_host_is_hardened(revealed):
 
 def test_postgres_and_redis_are_backed_up_daily_and_restore_tested_weekly(staging):
     backups = {b["inputs"]["source"]: b["inputs"] for b in staging.of_type("platform:components:R2Backup")
-               if b["name"].startswith("vedfinance-")}
+               if b["name"].startswith("vedfinance-") and b["inputs"]["kind"] != "pitr"}
     assert set(backups) == {"vedfinance-staging-postgres", "vedfinance-staging-redis"}
     jobs = sorted(b["name"] for b in staging.of_type("platform:components:R2Backup") if b["name"].startswith("vedfinance-"))
     assert jobs == ["vedfinance-staging-redis-backup", "vedfinance-staging-vedfinance-dev-backup",
-                    "vedfinance-staging-vedfinance-staging-backup"]
+                    "vedfinance-staging-vedfinance-staging-backup", "vedfinance-staging-wal-backup"]
+    wal = staging.named("vedfinance-staging-wal-backup")["inputs"]
+    assert (wal["kind"], wal["rpoMinutesDeclared"], wal["restoreSchedule"][:4]) == ("pitr", 5, "Sun ")
     for inputs in backups.values():
         assert inputs["restoreTest"] is True and inputs["schedule"].startswith("*-*-* ")
         assert inputs["restoreSchedule"].startswith("Sun ")
