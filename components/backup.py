@@ -87,8 +87,9 @@ class R2Backup(pulumi.ComponentResource):
         job = args.job
         # Spread by the job's name without the stack's, so prod and staging run alike.
         key = job.job.replace(pulumi.get_stack(), "")
-        args.backup_calendar = args.backup_calendar or spread_calendar(
-            key, 3, "Sat" if job.kind == "pitr" else "")
+        # A PITR job's backup is its weekly base backup; the configured schedule is the dumps'.
+        args.backup_calendar = (spread_calendar(key, 3, "Sat") if job.kind == "pitr"
+                                else args.backup_calendar or spread_calendar(key, 3))
         args.restore_calendar = args.restore_calendar or spread_calendar(key, 5, "Sun")
         self._facts = {
             "source": args.source_name,

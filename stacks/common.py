@@ -165,12 +165,14 @@ class BackupConfig(StrictModel):
                                   description="bucket lock: objects cannot be deleted for this long")
     location: Literal["weur", "eeur", "wnam", "enam", "apac", "oc"] = Field(
         default="weur", description="R2 location hint")
-    schedule: Annotated[str, AfterValidator(check_calendar)] = Field(
-        default="*-*-* 03:00:00 UTC", description="when backups run: a systemd calendar event "
-        "(OnCalendar=, systemd.time(7)), daily at 03:00 UTC by default")
-    restore_test_schedule: Annotated[str, AfterValidator(check_calendar)] = Field(
-        default="Sun *-*-* 05:00:00 UTC", description="when the newest backup is restore-tested: a "
-        "systemd calendar event, weekly on Sunday at 05:00 UTC by default")
+    schedule: Annotated[str, AfterValidator(check_calendar)] | None = Field(
+        default=None, description="when dump and mirror backups run: a systemd calendar event "
+        "(OnCalendar=, systemd.time(7)); by default daily at 03:MM UTC, the minute derived from "
+        "the job's name so a host's jobs do not start together. Point-in-time recovery base "
+        "backups are always weekly (Saturday)")
+    restore_test_schedule: Annotated[str, AfterValidator(check_calendar)] | None = Field(
+        default=None, description="when the newest backup is restore-tested: a systemd calendar "
+        "event; by default weekly on Sunday at 05:MM UTC, the minute derived from the job's name")
 
 
 def is_production(ctx: RuleContext) -> bool:
