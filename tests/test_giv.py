@@ -174,6 +174,7 @@ def _normalise(value):
             value = value.replace(old, new)
         value = re.sub(r"203\.0\.113\.\d+", "<ip>", value)
         value = re.sub(r"RETENTION_DAYS=\d+", "RETENTION_DAYS=<days>", value)
+        value = re.sub(r"^do:droplet:\d+$", "do:droplet:<id>", value)  # DigitalOcean URNs hold IDs
         return "<id>" if re.fullmatch(r"\d{6,}", value) else value
     if isinstance(value, int) and not isinstance(value, bool) and value >= 10**6:
         return "<id>"
