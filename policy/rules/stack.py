@@ -143,17 +143,38 @@ def schedule_interval_hours(calendar: str) -> float | None:
 
 
 def _check_rpo(args):
+    """Per datastore (a backup's ``source``), the best of its jobs must meet its RPO: a
+    point-in-time job loses at most its WAL shipping interval (``rpoMinutesEffective``), a
+    scheduled dump or mirror its longest gap between runs plus the randomized delay."""
     config = args.get_config() or {}
     declared = mapping(config.get("rpoHours"))
+    by_source: dict = {}
     for backup in by_type(args, T_R2_BACKUP):
-        source = str(backup.props.get("source"))
-        rpo = integer(backup.props.get("rpoHours") or declared.get(source) or config.get("defaultRpoHours", DEFAULT_RPO_HOURS))
-        interval = schedule_interval_hours(str(backup.props.get("schedule") or ""))
-        if interval is None:
-            yield f"backup {backup.name} has schedule {backup.props.get('schedule')!r}, whose interval cannot be read", backup.urn
-        elif interval + RANDOMIZED_DELAY_HOURS > float(rpo):
-            yield (f"backup {backup.name} runs every {interval:g} h, so {source} can lose "
-                   f"{interval + RANDOMIZED_DELAY_HOURS:.2f} h of data; its RPO is {rpo} h"), backup.urn
+        by_source.setdefault(str(backup.props.get("source")), []).append(backup)
+    for source, backups in by_source.items():
+        minutes = [float(b.props.get("rpoMinutesDeclared")) for b in backups
+                   if b.props.get("rpoMinutesDeclared") is not None]
+        rpo = (min(minutes) / 60 if minutes else None) or next(
+            (integer(b.props.get("rpoHours")) for b in backups if b.props.get("rpoHours")), None) \
+            or integer(declared.get(source) or config.get("defaultRpoHours", DEFAULT_RPO_HOURS))
+        windows = []
+        for backup in backups:
+            if backup.props.get("kind") == "pitr" and backup.props.get("rpoMinutesEffective") is not None:
+                windows.append((float(backup.props.get("rpoMinutesEffective")) / 60, None, backup))
+                continue
+            interval = schedule_interval_hours(str(backup.props.get("schedule") or ""))
+            if interval is None:
+                yield f"backup {backup.name} has schedule {backup.props.get('schedule')!r}, whose interval cannot be read", backup.urn
+                continue
+            windows.append((interval + RANDOMIZED_DELAY_HOURS, interval, backup))
+        if not windows:
+            continue
+        loss, interval, backup = min(windows, key=lambda w: w[0])
+        if loss > float(rpo):
+            how = (f"runs every {interval:g} h" if interval is not None
+                   else f"ships WAL every {loss * 60:g} min")
+            yield (f"backup {backup.name} {how}, so {source} can lose "
+                   f"{loss:.2f} h of data; its RPO is {float(rpo):g} h"), backup.urn
 
 
 stack_policy(
