@@ -383,8 +383,12 @@ def _unknown_secret_keys(raw: Mapping[str, Any], needed: dict[str, SecretKey] | 
         return []
     problems = []
     prefixes = tuple(p.secret_prefix for p in registry.values()) + ("alerts_",)
+    from stacks.common import registry_secret_key
+
+    # Secrets a product reads when set, without needing them (GHCR logins).
+    optional = {registry_secret_key(p) for p in products}
     for key in sorted(k for k in raw if str(k).startswith(prefixes) and k not in registry):
-        if key in needed:
+        if key in needed or key in optional:
             continue
         close = difflib.get_close_matches(key, sorted(needed), n=1, cutoff=0.6)
         hint = f"; did you mean {close[0]}?" if close else ""

@@ -97,6 +97,8 @@ def drop_product(doc):
     """Switching KRO off in staging, as the README once suggested: deletes its data."""
     doc["config"]["platform:products"] = []
     del doc["config"]["platform:kro"]
+    for key in [k for k in doc["config"] if k.startswith("platform:kro_")]:
+        del doc["config"][key]  # its secrets go too: the boundary refuses leftovers
 
 
 @dataclass(frozen=True)
