@@ -37,6 +37,20 @@ def looks_secret(env_name: str) -> bool:
 
 
 PinnedImage = Annotated[str, AfterValidator(check_pinned_image)]
+
+def check_exec_form(command: list[str]) -> list[str]:
+    """An exec-form command (``[executable, *arguments]``): no empty or blank item.
+
+    Docker runs ``command[0]`` without a shell, so an empty executable never starts and a
+    healthcheck made of it keeps the container unhealthy forever; an empty argument is
+    almost always a templating slip. Raises ValueError naming the first bad index."""
+    for index, item in enumerate(command):
+        if not item.strip():
+            what = "the executable" if index == 0 else "an argument"
+            raise ValueError(f"item {index} is {what} and is empty; exec form runs it without a shell, "
+                             "so give every item text")
+    return command
+
 """An image reference (OCI grammar) pinned by a tag other than latest or by a sha256 digest."""
 
 
@@ -51,6 +65,11 @@ class HealthCheck(StrictModel):
     retries: int = Field(default=3, gt=0, le=20, description="failures before unhealthy")
     start_period_s: int = Field(default=30, ge=0, le=900,
                                 description="grace period after start, in seconds")
+
+    @field_validator("command")
+    @classmethod
+    def _exec_form(cls, value: list[str]) -> list[str]:
+        return check_exec_form(value)
 
 
 class PublishedPort(StrictModel):
@@ -122,6 +141,11 @@ class ContainerSpec(StrictModel):
     @classmethod
     def _names(cls, value: dict[str, str]) -> dict[str, str]:
         return check_env_names(value)
+
+    @field_validator("command")
+    @classmethod
+    def _exec_form(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else check_exec_form(value)
 
 
 @rule(ContainerSpec)

@@ -109,7 +109,7 @@ def _services(cfg: VedfinanceConfig, ctx: RuleContext) -> Iterator[Finding]:
                           "services may publish, bound to loopback for the backup runner")
     yield from secret_key_findings("vedfinance", "services", cfg.services)
     published = [(("services", i, "publish", j, "host_port"), p.host_port)
-                 for i, s in each(cfg.services) for j, p in enumerate(s.publish)]
+                 for i, s in each(cfg.services) for j, p in each(s.publish)]
     yield from duplicates(published, "published port", ctx.where)
     for loc, port in published:
         if port in (80, 443) or port == monitoring.GRAFANA_LOOPBACK_PORT:

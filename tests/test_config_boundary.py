@@ -391,3 +391,41 @@ def test_existing_clusters_attach_as_production_databases(synth):
     app = next(r for r in state.of_type("digitalocean:index/app:App"))
     assert {(d["engine"], d["production"]) for d in app["inputs"]["spec"]["databases"]} == {
         ("PG", True), ("MONGODB", True), ("VALKEY", True)}
+
+
+# --- holes the mutation property test found (one example of each kind) ----------------------
+
+def test_a_long_plain_env_value_is_accepted_through_the_policy_pack(stack_document, write_stack):
+    """A 300-character env value is a legal value: the whole synth and policy run exit 0."""
+    document = stack_document("staging")
+    document["config"]["platform:kro"]["services"][0]["env"]["DATABASE_SSL"] = "x" * 300
+    result = _cli(write_stack(document, "staging"), "--policy")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("key", ["healthcheck", "command"])
+def test_an_empty_exec_form_item_is_rejected_at_its_command(stack_document, key):
+    """Docker runs exec-form item 0 without a shell: an empty one never starts (exit 1 before)."""
+    document = stack_document("prod")
+    service = document["config"]["platform:pencom"]["app_services"][1]
+    if key == "healthcheck":
+        service["healthcheck"]["command"][0] = ""
+        path = "platform:pencom.app_services[1] (payments).healthcheck.command"
+    else:
+        service["command"] = ["node", " "]
+        path = "platform:pencom.app_services[1] (payments).command"
+    problems = _problems(document, stack="prod")
+    assert _has(problems, path, "is empty"), problems
+
+
+def test_a_null_list_item_skips_the_rules_that_read_it(stack_document):
+    """A null publish entry is its own error; the published-port rules skip it, never crash."""
+    document = stack_document("staging")
+    services = document["config"]["platform:vedfinance"]["services"]
+    index = next(i for i, s in enumerate(services) if s.get("publish"))
+    services[index]["publish"].append(None)
+    problems = _problems(document)
+    last = len(services[index]["publish"]) - 1
+    assert any(p.startswith(f"platform:vedfinance.services[{index}] (") and f".publish[{last}]:" in p
+               for p in problems), problems
