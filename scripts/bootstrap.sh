@@ -39,6 +39,11 @@ declare -A apt_tools=(
   [node]=nodejs
   [unattended-upgrade]=unattended-upgrades
   [visudo]=sudo
+  # The rehearsal lab (rehearsal/): the harness Docker daemon, the box root filesystem, the
+  # local apt repository's index.
+  [dockerd]=docker.io
+  [debootstrap]=debootstrap
+  [dpkg-scanpackages]=dpkg-dev
 )
 missing=()
 for tool in "${!apt_tools[@]}"; do
