@@ -1,0 +1,410 @@
+"""The lab: Debian 12 boxes with systemd as PID 1, on bridge networks of a Docker daemon that runs
+in a network namespace of the harness's own, with a local apt repository. The public API the
+rehearsal (``rehearsal/converge.py`` and the CLI) uses; ``rehearsal/LAB_API.md`` shows it in use.
+
+::
+
+    with Lab({"public": "203.0.113.0/24", "private": "10.41.0.0/24"},
+             [BoxSpec("edge", {"public": "203.0.113.10", "private": "10.41.0.10"},
+                      root_authorized_keys=(pubkey,))]) as lab:
+        lab.exec("edge", ["systemctl", "is-system-running"])
+        lab.run_in_netns(["ssh", "root@203.0.113.10", "true"])
+
+A box is what a fresh VPS is (see ``rootfs.py``): a Debian cloud image's packages, no machine id
+and no SSH host keys until its first boot, apt pointed at the lab's repository only. It boots
+with the flags measured in /work/shared/REHEARSAL.md (``--privileged`` fails on this machine),
+``/sys/fs/cgroup`` shared, tmpfs on /run, and its own ``/var/lib/docker`` on a host directory
+(overlay2 on the container's overlay root fails otherwise). Every box boots from a NoCloud seed:
+boxes with ``user_data`` get it and their root keys as meta-data ``public-keys`` (as
+DigitalOcean's metadata service gives a droplet's keys); the others (on-prem VPS, whose hoster
+put the keys in place) get ``/root/.ssh/authorized_keys`` written before boot and a user-data of
+``disable_root: false`` only. cloud-init generates each box's SSH host keys in both cases.
+
+Resources are undone newest first on every exit path of :meth:`Lab.start` and in
+:meth:`Lab.close` (``__exit__``): containers removed, services and dockerd stopped by pid,
+mounts under the lab's directories unmounted, the namespace deleted (killing anything left in
+it), the lock released. ``keep=True`` leaves the lab running and prints how to remove it.
+"""
+
+from __future__ import annotations
+
+import io
+import ipaddress
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping, Optional, Sequence
+
+import yaml
+
+from rehearsal import aptrepo, rootfs
+from rehearsal.netns import (DEFAULT_LOCK, SERVICE_ADDRESS, Cleanup, DockerDaemon, LabBusy,
+                             LabError, LabLock, Namespace, run, spawn, stop_pid, unmount_under)
+
+__all__ = ["BoxSpec", "Lab", "LabBusy", "LabError", "SERVICE_ADDRESS"]
+
+WORK_ROOT = Path("/var/tmp/platform-rehearsal")
+RUN_ROOT = Path("/run/platform-rehearsal")
+BOOT_TIMEOUT = 240.0
+"""Seconds a box has to reach ``running``/``degraded`` with sshd listening and cloud-init done;
+seven boxes booting together on two cores take well under this."""
+
+# Flags measured to boot systemd to `running` on this machine (REHEARSAL.md). --privileged fails
+# ("unable to apply caps") because CAP_SYS_RESOURCE is not in the bounding set.
+BOX_FLAGS = (
+    "--cap-add=ALL", "--cap-drop=SYS_RESOURCE",
+    "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
+    "--device-cgroup-rule=a *:* rwm", "--cgroupns=host",
+    "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
+    "--tmpfs", "/run", "--tmpfs", "/run/lock",
+    "--stop-signal", "SIGRTMIN+3",  # systemd's "halt"
+)
+
+
+@dataclass(frozen=True)
+class BoxSpec:
+    """One box. ``name``: container name and hostname (``[a-z0-9-]``). ``addresses``: lab network
+    name -> the box's IPv4 on it (not the network's first address, the gateway). ``user_data``:
+    cloud-init user-data booted through NoCloud (None: an on-prem VPS). ``root_authorized_keys``:
+    OpenSSH public keys root accepts at first boot. ``memory_mb``: memory limit, None = none."""
+
+    name: str
+    addresses: Mapping[str, str]
+    user_data: Optional[str] = None
+    root_authorized_keys: tuple[str, ...] = ()
+    memory_mb: Optional[int] = None
+
+
+class Lab:
+    """A running lab (a context manager: ``__enter__`` starts it, ``__exit__`` tears it down
+    unless ``keep``). ``networks``: lab network name -> IPv4 CIDR. ``packages``: what the local
+    apt repository serves (default :data:`aptrepo.STACK_PACKAGES`). ``workdir``: where per-run
+    state goes (default a fresh directory under /var/tmp/platform-rehearsal, removed at
+    teardown). ``lock_path``: the lab lock (a second lab on the same path raises LabBusy).
+    Raises LabError on bad specs (before anything is created) and on any start failure."""
+
+    def __init__(self, networks: Mapping[str, str], boxes: Sequence[BoxSpec], *,
+                 keep: bool = False, workdir: Optional[Path] = None,
+                 packages: Optional[Iterable[str]] = None, lock_path: Path = DEFAULT_LOCK,
+                 cache_root: Path = rootfs.CACHE_ROOT):
+        self.networks = {name: ipaddress.ip_network(cidr) for name, cidr in networks.items()}
+        self.boxes = {box.name: box for box in boxes}
+        self.keep = keep
+        self.packages = tuple(sorted(set(packages if packages is not None
+                                         else aptrepo.STACK_PACKAGES)))
+        self.cache_root = cache_root
+        self.id = secrets.token_hex(4)
+        self.workdir = Path(workdir) if workdir else WORK_ROOT / self.id
+        self.run_dir = RUN_ROOT / self.id
+        self.timings: dict[str, float] = {}
+        self._validate(boxes)
+        self._lock = LabLock(lock_path)
+        self._cleanup = Cleanup()
+        self._ns = Namespace()
+        self._daemon: Optional[DockerDaemon] = None
+        self._services: dict[str, subprocess.Popen] = {}
+        self._started = False
+        self._stopping = threading.Event()
+
+    # --- public -------------------------------------------------------------------------------
+
+    @property
+    def netns(self) -> str:
+        return self._ns.name
+
+    @property
+    def harness_docker_host(self) -> str:
+        if self._daemon is None:
+            raise LabError("the lab is not started")
+        return self._daemon.host
+
+    service_address = SERVICE_ADDRESS
+    apt_url = f"http://{SERVICE_ADDRESS}:{rootfs.APT_PORT}/"
+
+    def box_address(self, box: str, network: str) -> str:
+        return self.boxes[box].addresses[network]
+
+    def netns_argv(self, argv: Sequence[str]) -> list[str]:
+        """``argv`` prefixed with ``nsenter --net=...``: run it (a Python entry point, ssh, a
+        docker client over ssh://) inside the lab's namespace."""
+        return self._ns.argv(argv)
+
+    def run_in_netns(self, argv: Sequence[str], **kwargs) -> subprocess.CompletedProcess:
+        """``subprocess.run(netns_argv(argv), **kwargs)``; captures output unless told not to."""
+        kwargs.setdefault("capture_output", True)
+        return subprocess.run(self.netns_argv(argv), **kwargs)
+
+    def exec(self, box: str, argv: Sequence[str], *, input: Optional[bytes] = None,
+             user: str = "root", timeout: Optional[float] = None) -> subprocess.CompletedProcess:
+        """``docker exec -i -u USER BOX ARGV`` on the harness daemon: bytes stdout/stderr, the
+        command's own exit status (no exception on non-zero)."""
+        if box not in self.boxes:
+            raise LabError(f"no box named {box!r} (boxes: {', '.join(sorted(self.boxes))})")
+        return subprocess.run(self._docker("exec", "-i", "-u", user, box, *argv), input=input,
+                              capture_output=True, timeout=timeout)
+
+    def spawn_service(self, name: str, argv: Sequence[str], *,
+                      env: Optional[Mapping[str, str]] = None) -> Path:
+        """Start ``argv`` in the namespace in the background (a registry, an S3 stand-in); it is
+        stopped by its pid at teardown. Returns its log file."""
+        if name in self._services:
+            raise LabError(f"service {name!r} already runs")
+        log = self.workdir / "services" / f"{name}.log"
+        proc = spawn(self._ns, argv, log, env=dict(env or {}))
+        self._services[name] = proc
+        self._cleanup.push(f"stop service {name}", lambda: _stop_popen(proc))
+        return log
+
+    def start(self) -> None:
+        """Build or reuse the box image and apt repository, start the namespace, the harness
+        daemon, the repository's HTTP server and every box, and wait until all booted. On any
+        failure everything made so far is removed before the exception propagates."""
+        if self._started:
+            raise LabError("the lab is already started")
+        self._lock.acquire()
+        self._cleanup.push("release lock", self._lock.release)
+        self._started = True
+        try:
+            self._start()
+        except BaseException:
+            self._stopping.set()
+            errors = self._cleanup.run()
+            if errors:
+                print("lab teardown after failure left: " + "; ".join(errors), file=sys.stderr)
+            raise
+
+    def close(self) -> None:
+        """Tear everything down (idempotent). Raises LabError listing what could not be undone."""
+        self._cleanup.run(raise_errors=True)
+
+    def __enter__(self) -> "Lab":
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self.keep:
+            print(f"lab kept: namespace {self.netns}, docker -H {self.harness_docker_host}; "
+                  f"remove it with: python -m rehearsal.lab cleanup {self.run_dir}",
+                  file=sys.stderr)
+            self._lock.release()
+            return
+        self.close()
+
+    # --- start --------------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        t0 = time.monotonic()
+        box = rootfs.ensure_rootfs(self.cache_root)
+        self.timings["rootfs"] = time.monotonic() - t0
+        t0 = time.monotonic()
+        repo = aptrepo.ensure_repo(self.packages, box.status, box.key, self.cache_root)
+        self.timings["apt_repo"] = time.monotonic() - t0
+
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._cleanup.push("remove workdir", lambda: _rmtree_unmounted(self.workdir))
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._cleanup.push("remove run dir", lambda: _rmtree_unmounted(self.run_dir))
+        _write_state(self.run_dir, self)
+
+        t0 = time.monotonic()
+        self._ns.create()
+        self._cleanup.push(f"delete namespace {self.netns}", self._ns.delete)
+        daemon = DockerDaemon(self._ns, self.workdir / "docker", self.run_dir / "d",
+                              self._harness_bip())
+        self._cleanup.push("stop harness dockerd", daemon.stop)
+        daemon.start()
+        self._daemon = daemon
+        self._cleanup.push("remove containers", daemon.remove_all_containers)
+        self.timings["daemon"] = time.monotonic() - t0
+
+        t0 = time.monotonic()
+        run(self._docker("import", "-c", 'CMD ["/sbin/init"]', str(box.tarball), box.image),
+            timeout=600)
+        self.timings["image_import"] = time.monotonic() - t0
+
+        self.spawn_service("apt", [sys.executable, "-m", "http.server", "--bind",
+                                   SERVICE_ADDRESS, "--directory", str(repo.path),
+                                   str(rootfs.APT_PORT)])
+        for name, net in sorted(self.networks.items()):
+            run(self._docker("network", "create", "--driver", "bridge", "--subnet", str(net),
+                             "--gateway", str(next(net.hosts())), f"lab-{name}"))
+
+        t0 = time.monotonic()
+        for spec in self.boxes.values():
+            self._create_box(spec, box.image)
+        pool = ThreadPoolExecutor(max_workers=max(1, len(self.boxes)))
+        try:
+            list(pool.map(self._wait_booted, self.boxes.values()))
+        finally:
+            # On Ctrl-C the waiting threads see _stopping and return within a poll.
+            self._stopping.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            self._stopping.clear()
+        self.timings["boot"] = time.monotonic() - t0
+
+    def _harness_bip(self) -> str:
+        """The harness daemon's default bridge: a /24 overlapping no lab network."""
+        for third in range(255, 0, -1):
+            candidate = ipaddress.ip_network(f"172.31.{third}.0/24")
+            if not any(candidate.overlaps(n) for n in self.networks.values()):
+                return f"172.31.{third}.1/24"
+        raise LabError("no free /24 in 172.31.0.0/16 for the harness daemon's bridge")
+
+    def _create_box(self, spec: BoxSpec, image: str) -> None:
+        docker_dir = self.workdir / "boxes" / spec.name / "docker"
+        docker_dir.mkdir(parents=True)
+        first, *rest = sorted(spec.addresses.items())
+        argv = self._docker(
+            "create", "--name", spec.name, "--hostname", spec.name, *BOX_FLAGS,
+            "-v", f"{docker_dir}:/var/lib/docker",
+            "--network", f"lab-{first[0]}", "--ip", first[1],
+            *(["--memory", f"{spec.memory_mb}m"] if spec.memory_mb else []),
+            image)
+        run(argv)
+        for network, address in rest:
+            run(self._docker("network", "connect", "--ip", address, f"lab-{network}", spec.name))
+        run(self._docker("cp", "-", f"{spec.name}:/"), input=_seed_tar(spec, self.id))
+        run(self._docker("start", spec.name))
+
+    def _wait_booted(self, spec: BoxSpec) -> None:
+        deadline = time.monotonic() + BOOT_TIMEOUT
+        state = ""
+        while time.monotonic() < deadline and not self._stopping.is_set():
+            proc = self.exec(spec.name, ["systemctl", "is-system-running"], timeout=30)
+            state = proc.stdout.decode().strip()
+            if state in ("running", "degraded"):
+                break
+            if state in ("maintenance", "stopping", "offline"):
+                break
+            time.sleep(1)
+        if state not in ("running", "degraded"):
+            raise LabError(f"box {spec.name}: systemd is {state or 'not answering'} after boot"
+                           + self._journal(spec.name))
+        cloud = self.exec(spec.name, ["cloud-init", "status", "--wait", "--long"],
+                          timeout=max(5.0, deadline - time.monotonic()))
+        if b"status: done" not in cloud.stdout:
+            raise LabError(f"box {spec.name}: cloud-init did not finish cleanly:\n"
+                           + cloud.stdout.decode(errors="replace")[-1500:]
+                           + self._journal(spec.name, unit="cloud-init"))
+        while time.monotonic() < deadline and not self._stopping.is_set():
+            listening = self.exec(spec.name, ["ss", "-Hltn", "sport", "=", ":22"], timeout=30)
+            if listening.stdout.strip():
+                return
+            time.sleep(0.5)
+        raise LabError(f"box {spec.name}: sshd is not listening on port 22"
+                       + self._journal(spec.name, unit="ssh"))
+
+    def _journal(self, box: str, unit: Optional[str] = None) -> str:
+        argv = ["journalctl", "--no-pager", "-n", "30", "-o", "short"]
+        if unit:
+            argv += ["-u", unit]
+        proc = self.exec(box, argv, timeout=30)
+        failed = self.exec(box, ["systemctl", "--failed", "--no-legend", "--plain"], timeout=30)
+        return ("\nfailed units:\n" + failed.stdout.decode(errors="replace")
+                + "\nlast journal lines:\n" + proc.stdout.decode(errors="replace"))
+
+    def _docker(self, *args: str) -> list[str]:
+        if self._daemon is None:
+            raise LabError("the lab is not started")
+        return self._daemon.cli(*args)
+
+    def _validate(self, boxes: Sequence[BoxSpec]) -> None:
+        if len(self.boxes) != len(boxes):
+            raise LabError("two boxes share a name")
+        for spec in boxes:
+            if not spec.addresses:
+                raise LabError(f"box {spec.name}: no address on any lab network")
+            for network, address in spec.addresses.items():
+                if network not in self.networks:
+                    raise LabError(f"box {spec.name}.addresses: unknown network {network!r} "
+                                   f"(networks: {', '.join(sorted(self.networks))})")
+                ip = ipaddress.ip_address(address)
+                net = self.networks[network]
+                if ip not in net or ip in (net.network_address, net.broadcast_address,
+                                           next(net.hosts())):
+                    raise LabError(f"box {spec.name}.addresses.{network}: {address} is not a "
+                                   f"host address of {net} other than its gateway")
+
+
+def _seed_tar(spec: BoxSpec, lab_id: str) -> bytes:
+    """The NoCloud seed (and, for on-prem boxes, root's keys) as a tar for ``docker cp -``."""
+    meta = {"instance-id": f"{spec.name}-{lab_id}", "local-hostname": spec.name}
+    files: dict[str, tuple[bytes, int]] = {}
+    if spec.user_data is not None:
+        if spec.root_authorized_keys:
+            meta["public-keys"] = list(spec.root_authorized_keys)
+        user_data = spec.user_data
+    else:
+        user_data = "#cloud-config\ndisable_root: false\n"
+        if spec.root_authorized_keys:
+            files["root/.ssh/authorized_keys"] = (
+                ("\n".join(spec.root_authorized_keys) + "\n").encode(), 0o600)
+    files["var/lib/cloud/seed/nocloud/meta-data"] = (yaml.safe_dump(meta).encode(), 0o600)
+    files["var/lib/cloud/seed/nocloud/user-data"] = (user_data.encode(), 0o600)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        dirs = sorted({str(Path(p).parents[i]) for p in files
+                       for i in range(len(Path(p).parents) - 1)})
+        for d in dirs:
+            info = tarfile.TarInfo(d)
+            info.type, info.mode = tarfile.DIRTYPE, 0o700 if d.endswith((".ssh", "seed/nocloud")) \
+                else 0o755
+            tar.addfile(info)
+        for path, (data, mode) in files.items():
+            info = tarfile.TarInfo(path)
+            info.size, info.mode = len(data), mode
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _stop_popen(proc: subprocess.Popen) -> None:
+    stop_pid(proc.pid, timeout=10)
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def _rmtree_unmounted(path: Path) -> None:
+    if path.exists():
+        unmount_under(path)
+        shutil.rmtree(path)
+
+
+def _write_state(run_dir: Path, lab: Lab) -> None:
+    """What `python -m rehearsal.lab cleanup RUN_DIR` needs to remove a kept lab."""
+    (run_dir / "lab.json").write_text(json.dumps({
+        "netns": lab.netns, "workdir": str(lab.workdir), "run_dir": str(run_dir),
+    }))
+
+
+def cleanup_kept(run_dir: Path) -> None:
+    """Remove a lab left by ``keep=True``: its containers, daemon, mounts, namespace, dirs."""
+    state = json.loads((Path(run_dir) / "lab.json").read_text())
+    ns = Namespace(state["netns"])
+    daemon = DockerDaemon(ns, Path(state["workdir"]) / "docker", Path(run_dir) / "d", "")
+    steps = Cleanup()
+    steps.push("remove workdir", lambda: _rmtree_unmounted(Path(state["workdir"])))
+    steps.push("remove run dir", lambda: _rmtree_unmounted(Path(run_dir)))
+    steps.push("delete namespace", ns.delete)
+    steps.push("stop harness dockerd", daemon.stop)
+    steps.push("remove containers", daemon.remove_all_containers)
+    steps.run(raise_errors=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "cleanup":
+        cleanup_kept(Path(sys.argv[2]))
+    else:
+        print("usage: python -m rehearsal.lab cleanup RUN_DIR", file=sys.stderr)
+        sys.exit(2)
