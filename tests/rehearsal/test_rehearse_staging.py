@@ -1,0 +1,64 @@
+"""The staging rehearsal, end to end: every host of all four products (Pencom's four nodes, the
+V-EdFinance VPS, the KRO droplet and GIV's ops droplet) converged twice on real Debian boxes
+and checked with testinfra. Slow: marker ``rehearsal``; `make test` runs it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rehearsal.report import FAIL, NOT_PROVEN
+from tests.conftest import require_tool
+
+pytestmark = pytest.mark.rehearsal
+
+HOSTS = {"pencom-staging-edge", "pencom-staging-app", "pencom-staging-data", "pencom-staging-storage",
+         "vedfinance-staging", "kro-staging", "giv-staging-ops"}
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    for tool, why in [("dockerd", "the harness Docker daemon"), ("debootstrap", "the box image"),
+                      ("dpkg-scanpackages", "the local apt repository"), ("nsenter", "the lab namespace"),
+                      ("docker-registry", "the stand-in registry"), ("ssh", "the docker ssh:// jump")]:
+        require_tool(tool, why)
+    from rehearsal.rehearse import rehearse
+
+    result = rehearse("staging")
+    path = tmp_path_factory.mktemp("report") / "staging.json"
+    result.write_json(path)
+    print(result.text())
+    print(f"report: {path}")
+    return result
+
+
+def test_every_host_is_rehearsed(report):
+    assert set(report.hosts) == HOSTS
+    assert report.error is None, report.text()
+
+
+def test_every_host_converges_on_the_first_run(report):
+    broken = {n: h.failures for n, h in report.hosts.items() if any(f["run"] == 1 for f in h.failures)}
+    assert not broken, report.text()
+    assert all(h.runs[1]["ok"] == h.runs[1]["steps"] > 0 for h in report.hosts.values())
+
+
+def test_the_second_run_changes_nothing(report):
+    for name, host in report.hosts.items():
+        assert host.runs.get(2), f"{name}: no second run\n{report.text()}"
+        assert host.runs[2]["changes"] == 0 and host.runs[2]["failed"] == 0, report.text()
+
+
+def test_every_check_passes_or_is_not_proven_with_a_reason(report):
+    failed = {n: [c.name + ": " + c.detail for c in h.checks if c.status == FAIL]
+              for n, h in report.hosts.items()}
+    assert not any(failed.values()), json.dumps(failed, indent=1)
+    for host in report.hosts.values():
+        assert host.counts()["pass"] > 20
+        assert all(c.detail for c in host.checks if c.status == NOT_PROVEN)
+
+
+def test_the_lab_is_gone(report):
+    assert report.teardown_error is None
+    assert report.ok, report.text()
