@@ -31,7 +31,7 @@ import shlex
 import time
 from typing import Any, Iterable, Optional
 
-from rehearsal.capture import StackCapture, Step, container_name
+from rehearsal.capture import StackCapture, Step
 from rehearsal.report import FAIL, NOT_PROVEN, PASS, Check
 
 PUT_FILE = re.compile(r"^(?:if )?put_file (\S+) (\d{3,4}) (\S+) <<'(\w+)'(?: \|\| true|; then)?\n", re.M)
