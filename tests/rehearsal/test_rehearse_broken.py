@@ -28,7 +28,7 @@ def _command(name: str, script: str, key: str, depends=()) -> Step:
 
 def _container(name: str, test: list[str]) -> Step:
     return Step(urn=f"urn:test::{name}", name=name, kind="container", host="broken-box",
-                depends=["urn:test::net", "urn:test::image", "urn:test::docker"], inputs={
+                depends=["urn:test::net", f"urn:test::{name}-image", "urn:test::docker"], inputs={
                     "image": IMAGE, "memory": 64, "cpus": "0.25", "user": "999:1000",
                     "capabilities": {"drops": ["ALL"]}, "restart": "unless-stopped", "mustRun": True,
                     "healthcheck": {"tests": test, "interval": "2s", "timeout": "2s",
@@ -52,8 +52,9 @@ def synthetic_stack() -> StackCapture:
         _command("docker", hostsetup.script(hostsetup.docker_section()), private, ["urn:test::fine"]),
         Step(urn="urn:test::net", name="net", kind="network", host="broken-box",
              inputs={"name": "broken", "driver": "bridge"}, depends=["urn:test::docker"]),
-        Step(urn="urn:test::image", name="healthy-image", kind="image", host="broken-box",
-             inputs={"name": IMAGE, "keepLocally": True}, depends=["urn:test::docker"]),
+        *[Step(urn=f"urn:test::{c}-image", name=f"{c}-image", kind="image", host="broken-box",
+               inputs={"name": IMAGE, "keepLocally": True}, depends=["urn:test::docker"])
+          for c in ("healthy", "unhealthy")],
         _container("healthy", ["CMD", "redis-cli", "ping"]),
         _container("unhealthy", ["CMD", "false"]),
     ]
