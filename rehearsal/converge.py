@@ -71,6 +71,8 @@ class Connections:
         self.known_hosts = home / ".ssh" / "known_hosts"
         self.clients: dict[str, Any] = {}
         self.lock = threading.Lock()
+        # One record of every host key seen, written whole (the docker library reads it).
+        self.host_keys = paramiko.HostKeys()
         self.host_locks = {name: threading.Lock() for name in capture.hosts}
 
     def key(self, host: Host):
@@ -93,8 +95,10 @@ class Connections:
                 sock = jump.get_transport().open_channel("direct-tcpip", (host.address, host.port), ("127.0.0.1", 0))
             client = self.paramiko.SSHClient()
             with self.lock:
-                if self.known_hosts.exists():
-                    client.load_host_keys(str(self.known_hosts))
+                known = self.host_keys.lookup(host.address)
+                if known:
+                    for key_type, key in known.items():
+                        client.get_host_keys().add(host.address, key_type, key)
             client.set_missing_host_key_policy(self.paramiko.AutoAddPolicy())
             last: Optional[Exception] = None
             for _ in range(20):  # the stack's dialErrorLimit
@@ -112,7 +116,10 @@ class Connections:
             else:
                 raise ConnectionError(f"cannot SSH to {user}@{name} ({host.address}): {last}")
             with self.lock:
-                client.save_host_keys(str(self.known_hosts))
+                key = client.get_transport().get_remote_server_key()
+                self.host_keys.add(host.address, key.get_name(), key)
+                self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
+                self.host_keys.save(str(self.known_hosts))
             self.clients[cache] = client
             return client
 
