@@ -693,6 +693,9 @@ class BoxPreparation:
     files: dict[str, bytes]
     hosts_lines: tuple[str, ...]
     commands: tuple[tuple[str, ...], ...]
+    extra_hosts: dict[str, str] = field(default_factory=dict)
+    """The same names as ``hosts_lines``, as name -> address for ``BoxSpec.extra_hosts``
+    (``docker --add-host``: a container's /etc/hosts is Docker's, rewritten on restart)."""
 
 
 class Registry:
@@ -802,7 +805,8 @@ class Registry:
         files["/usr/local/share/ca-certificates/platform-rehearsal-ca.crt"] = self.ca.cert_pem
         return BoxPreparation(files=files,
                               hosts_lines=(f"{self.address} {' '.join(self.hosts)}",),
-                              commands=(("update-ca-certificates",),))
+                              commands=(("update-ca-certificates",),),
+                              extra_hosts={host: self.address for host in self.hosts})
 
 
 def ensure_standins(contracts: Sequence[ImageContract], lab: Any, registry: Registry,
