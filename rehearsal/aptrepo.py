@@ -12,10 +12,12 @@ Dependencies are resolved by apt itself, against the box root filesystem's own d
 directory and no locking, so the build machine's dpkg state is neither read nor changed. The
 result is exactly the set of .deb files the box's ``apt-get install`` will ask for.
 
-The repository is flat (``deb [trusted=yes] http://100.64.0.1:8080/ ./``), indexed with
-``dpkg-scanpackages``, and unsigned: ``trusted=yes`` is acceptable because it is served only
-inside the lab's namespace, from files apt verified against Debian's signed indices when it
-downloaded them.
+The repository has Debian's layout under ``debian/`` (``dists/bookworm/main/binary-amd64/
+Packages`` and ``pool/``), so that boxes keep the source a Debian image has
+(``http://deb.debian.org/debian bookworm main``, resolved inside the lab to the repository; see
+``rootfs.APT_HOSTS``). It is indexed with ``dpkg-scanpackages`` and unsigned: ``Trusted: yes`` is
+acceptable because it is served only inside the lab's namespace, from files apt verified against
+Debian's signed indices when it downloaded them.
 
 Cache: ``/var/cache/platform-rehearsal/apt/<sha256 of (packages, box rootfs key)>/``; a warm
 cache downloads nothing.
@@ -36,7 +38,10 @@ from pathlib import Path
 from typing import Iterable
 
 from rehearsal.netns import LabError, run
-from rehearsal.rootfs import CACHE_ROOT
+from rehearsal.rootfs import CACHE_ROOT, SUITE
+
+POOL = Path("debian/pool")
+RELEASE = Path("debian/dists") / SUITE / "Release"
 
 STACK_PACKAGES = (
     "fail2ban", "ufw", "unattended-upgrades", "ca-certificates", "curl", "docker.io",  # hostsetup
@@ -44,6 +49,7 @@ STACK_PACKAGES = (
     "rclone", "postgresql-client", "redis-tools",                                    # backup
 )
 
+LAYOUT = "debian-dists-v1"  # part of the cache key: a new layout is a new repository
 _ENSURE = re.compile(r"^\s*ensure_packages\s+([^\n#;&|]+)$", re.M)
 _NAME = re.compile(r"^[a-z0-9][a-z0-9.+-]+$")
 
@@ -67,8 +73,8 @@ def packages_in_scripts(scripts: Iterable[str]) -> set[str]:
 
 @dataclass(frozen=True)
 class AptRepo:
-    """A flat repository in ``path`` (``Packages``, ``Packages.gz``, ``Release`` and the
-    .debs); ``debs`` is their count, ``built_seconds`` 0.0 on a cache hit."""
+    """A repository: ``path`` is the directory to serve (it holds ``debian/dists`` and
+    ``debian/pool``); ``debs`` is the count of packages, ``built_seconds`` 0.0 on a cache hit."""
 
     path: Path
     debs: int
@@ -76,8 +82,8 @@ class AptRepo:
 
 
 def repo_key(packages: Iterable[str], rootfs_key: str) -> str:
-    return hashlib.sha256(("\n".join(sorted(set(packages))) + "\n" + rootfs_key).encode()
-                          ).hexdigest()
+    text = "\n".join([LAYOUT, *sorted(set(packages)), rootfs_key])
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def ensure_repo(packages: Iterable[str], box_status: Path, rootfs_key: str,
@@ -92,19 +98,20 @@ def ensure_repo(packages: Iterable[str], box_status: Path, rootfs_key: str,
     path = base / key
     with open(base / f"{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if (path / "Release").exists():
-            return AptRepo(path, len(list(path.glob("*.deb"))), 0.0)
+        if (path / RELEASE).exists():
+            return AptRepo(path, len(list((path / POOL).glob("*.deb"))), 0.0)
         started = time.monotonic()
         partial = base / f"{key}.partial"
         shutil.rmtree(partial, ignore_errors=True)
-        _download(packages, box_status, partial)
+        (partial / POOL).mkdir(parents=True)
+        _download(packages, box_status, partial / POOL)
         _index(partial)
         partial.rename(path)
-        return AptRepo(path, len(list(path.glob("*.deb"))), time.monotonic() - started)
+        return AptRepo(path, len(list((path / POOL).glob("*.deb"))), time.monotonic() - started)
 
 
 def _download(packages: list[str], box_status: Path, into: Path) -> None:
-    state = into / ".apt"
+    state = into.parent.parent / ".apt"
     (state / "archives" / "partial").mkdir(parents=True)
     status = state / "status"
     shutil.copyfile(box_status, status)
@@ -154,17 +161,22 @@ def _seed_from_machine_cache(archives: Path, names: list[str]) -> None:
             shutil.copyfile(machine / name, archives / name)
 
 
-def _index(path: Path) -> None:
-    scan = subprocess.run(["dpkg-scanpackages", "--multiversion", "."], cwd=path,
+def _index(root: Path) -> None:
+    """Debian's layout: ``dists/SUITE/main/binary-amd64/Packages{,.gz}`` and a ``Release``
+    listing their hashes, with Filename fields relative to ``debian/``."""
+    repo = root / "debian"
+    scan = subprocess.run(["dpkg-scanpackages", "--multiversion", "pool"], cwd=repo,
                           capture_output=True)
     if scan.returncode != 0:
         raise LabError("dpkg-scanpackages failed: " + scan.stderr.decode(errors="replace")[-1000:])
-    packages = scan.stdout
-    (path / "Packages").write_bytes(packages)
-    (path / "Packages.gz").write_bytes(gzip.compress(packages, mtime=0))
-    lines = ["Origin: platform-rehearsal", "Label: platform-rehearsal", "Suite: ./",
-             "Architectures: amd64 all", "SHA256:"]
+    binary = repo / "dists" / SUITE / "main" / "binary-amd64"
+    binary.mkdir(parents=True)
+    (binary / "Packages").write_bytes(scan.stdout)
+    (binary / "Packages.gz").write_bytes(gzip.compress(scan.stdout, mtime=0))
+    lines = ["Origin: platform-rehearsal", "Label: platform-rehearsal", f"Suite: {SUITE}",
+             f"Codename: {SUITE}", "Architectures: amd64", "Components: main", "SHA256:"]
     for name in ("Packages", "Packages.gz"):
-        data = (path / name).read_bytes()
-        lines.append(f" {hashlib.sha256(data).hexdigest()} {len(data)} {name}")
-    (path / "Release").write_text("\n".join(lines) + "\n")
+        data = (binary / name).read_bytes()
+        lines.append(f" {hashlib.sha256(data).hexdigest()} {len(data)} "
+                     f"main/binary-amd64/{name}")
+    (repo / "dists" / SUITE / "Release").write_text("\n".join(lines) + "\n")

@@ -83,6 +83,12 @@ class BoxSpec:
     user_data: Optional[str] = None
     root_authorized_keys: tuple[str, ...] = ()
     memory_mb: Optional[int] = None
+    extra_hosts: Mapping[str, str] = field(default_factory=dict)
+    """host name -> IPv4, added to the box's /etc/hosts (docker --add-host), e.g. the registry
+    names R2 serves at SERVICE_ADDRESS; Debian's mirror names are always added."""
+    files: Mapping[str, bytes] = field(default_factory=dict)
+    """absolute path -> content, written root-owned mode 0644 before the first boot (a CA
+    certificate, say)."""
 
 
 class Lab:
@@ -107,6 +113,7 @@ class Lab:
         self.workdir = Path(workdir) if workdir else WORK_ROOT / self.id
         self.run_dir = RUN_ROOT / self.id
         self.timings: dict[str, float] = {}
+        self.harness_data_root: Path = self.workdir / "docker"
         self._validate(boxes)
         self._lock = LabLock(lock_path)
         self._cleanup = Cleanup()
@@ -129,7 +136,8 @@ class Lab:
         return self._daemon.host
 
     service_address = SERVICE_ADDRESS
-    apt_url = f"http://{SERVICE_ADDRESS}:{rootfs.APT_PORT}/"
+    apt_url = "http://deb.debian.org/debian"
+    """The repository as boxes see it (their only apt source); served at SERVICE_ADDRESS:80."""
 
     def box_address(self, box: str, network: str) -> str:
         return self.boxes[box].addresses[network]
@@ -219,20 +227,29 @@ class Lab:
         t0 = time.monotonic()
         self._ns.create()
         self._cleanup.push(f"delete namespace {self.netns}", self._ns.delete)
-        daemon = DockerDaemon(self._ns, self.workdir / "docker", self.run_dir / "d",
+        self.harness_data_root = self._claim_data_root()
+        _write_state(self.run_dir, self)
+        daemon = DockerDaemon(self._ns, self.harness_data_root, self.run_dir / "d",
                               self._harness_bip())
+        self._cleanup.push("unmount harness data root",
+                           lambda: unmount_under(self.harness_data_root))
         self._cleanup.push("stop harness dockerd", daemon.stop)
         daemon.start()
         self._daemon = daemon
+        # What a crashed run may have left in a shared data root goes first, and again at the end.
+        daemon.remove_all_containers()
+        self._remove_lab_networks()
+        self._cleanup.push("remove lab networks", self._remove_lab_networks)
         self._cleanup.push("remove containers", daemon.remove_all_containers)
         self.timings["daemon"] = time.monotonic() - t0
 
         t0 = time.monotonic()
-        run(self._docker("import", "-c", 'CMD ["/sbin/init"]', str(box.tarball), box.image),
-            timeout=600)
+        if run(self._docker("image", "inspect", box.image), check=False).returncode != 0:
+            run(self._docker("import", "-c", 'CMD ["/sbin/init"]', str(box.tarball), box.image),
+                timeout=600)
         self.timings["image_import"] = time.monotonic() - t0
 
-        self.spawn_service("apt", [sys.executable, "-m", "http.server", "--bind",
+        self.spawn_service("apt", [sys.executable, "-u", "-m", "http.server", "--bind",
                                    SERVICE_ADDRESS, "--directory", str(repo.path),
                                    str(rootfs.APT_PORT)])
         for name, net in sorted(self.networks.items()):
@@ -252,6 +269,31 @@ class Lab:
             self._stopping.clear()
         self.timings["boot"] = time.monotonic() - t0
 
+    def _claim_data_root(self) -> Path:
+        """The harness daemon's data root: the shared one in the cache (the box image and R2's
+        stand-in images stay imported between runs) when no other lab uses it, else a private
+        one in the workdir. A kept lab always gets a private one, since its daemon outlives the
+        claim."""
+        if not self.keep:
+            claim = LabLock(self.cache_root / "harness-docker.lock")
+            try:
+                claim.acquire()
+            except LabBusy:
+                pass
+            else:
+                self._cleanup.push("release harness data root", claim.release)
+                shared = self.cache_root / "harness-docker"
+                # A dockerd of a harness killed hard still holds it, claim or not.
+                if not _dockerd_uses(shared):
+                    return shared
+        return self.workdir / "docker"
+
+    def _remove_lab_networks(self) -> None:
+        listed = run(self._docker("network", "ls", "-q", "--filter", "name=lab-"), check=False)
+        ids = [i.decode() for i in listed.stdout.split()]
+        if ids:
+            run(self._docker("network", "rm", *ids), check=False)
+
     def _harness_bip(self) -> str:
         """The harness daemon's default bridge: a /24 overlapping no lab network."""
         for third in range(255, 0, -1):
@@ -267,6 +309,8 @@ class Lab:
         argv = self._docker(
             "create", "--name", spec.name, "--hostname", spec.name, *BOX_FLAGS,
             "-v", f"{docker_dir}:/var/lib/docker",
+            *[f"--add-host={host}:{SERVICE_ADDRESS}" for host in rootfs.APT_HOSTS],
+            *[f"--add-host={host}:{ip}" for host, ip in sorted(spec.extra_hosts.items())],
             "--network", f"lab-{first[0]}", "--ip", first[1],
             *(["--memory", f"{spec.memory_mb}m"] if spec.memory_mb else []),
             image)
@@ -349,22 +393,36 @@ def _seed_tar(spec: BoxSpec, lab_id: str) -> bytes:
         if spec.root_authorized_keys:
             files["root/.ssh/authorized_keys"] = (
                 ("\n".join(spec.root_authorized_keys) + "\n").encode(), 0o600)
+    for path, data in spec.files.items():
+        files[path.lstrip("/")] = (data, 0o644)
     files["var/lib/cloud/seed/nocloud/meta-data"] = (yaml.safe_dump(meta).encode(), 0o600)
     files["var/lib/cloud/seed/nocloud/user-data"] = (user_data.encode(), 0o600)
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        dirs = sorted({str(Path(p).parents[i]) for p in files
-                       for i in range(len(Path(p).parents) - 1)})
-        for d in dirs:
-            info = tarfile.TarInfo(d)
-            info.type, info.mode = tarfile.DIRTYPE, 0o700 if d.endswith((".ssh", "seed/nocloud")) \
-                else 0o755
-            tar.addfile(info)
+        # Only the directories the image lacks: an entry for an existing one (etc, usr ...) would
+        # reset its mode.
+        for d in ("root/.ssh", "var/lib/cloud", "var/lib/cloud/seed",
+                  "var/lib/cloud/seed/nocloud"):
+            if any(p.startswith(d + "/") for p in files):
+                info = tarfile.TarInfo(d)
+                info.type, info.mode = tarfile.DIRTYPE, 0o700 if d == "root/.ssh" else 0o755
+                tar.addfile(info)
         for path, (data, mode) in files.items():
             info = tarfile.TarInfo(path)
             info.size, info.mode = len(data), mode
             tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
+
+
+def _dockerd_uses(data_root: Path) -> bool:
+    needle = f"--data-root\0{data_root}\0".encode()
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if needle in cmdline.read_bytes():
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def _stop_popen(proc: subprocess.Popen) -> None:
@@ -385,6 +443,7 @@ def _write_state(run_dir: Path, lab: Lab) -> None:
     """What `python -m rehearsal.lab cleanup RUN_DIR` needs to remove a kept lab."""
     (run_dir / "lab.json").write_text(json.dumps({
         "netns": lab.netns, "workdir": str(lab.workdir), "run_dir": str(run_dir),
+        "data_root": str(lab.harness_data_root),
     }))
 
 
@@ -392,7 +451,7 @@ def cleanup_kept(run_dir: Path) -> None:
     """Remove a lab left by ``keep=True``: its containers, daemon, mounts, namespace, dirs."""
     state = json.loads((Path(run_dir) / "lab.json").read_text())
     ns = Namespace(state["netns"])
-    daemon = DockerDaemon(ns, Path(state["workdir"]) / "docker", Path(run_dir) / "d", "")
+    daemon = DockerDaemon(ns, Path(state["data_root"]), Path(run_dir) / "d", "")
     steps = Cleanup()
     steps.push("remove workdir", lambda: _rmtree_unmounted(Path(state["workdir"])))
     steps.push("remove run dir", lambda: _rmtree_unmounted(Path(run_dir)))

@@ -13,16 +13,21 @@ has less: a script that forgets to install what it uses fails here instead of pa
 The recipe's finishing steps (:data:`FINISH_SCRIPT`) make the tree what a cloud image is before
 its first boot: no machine id and no SSH host keys (each box makes its own, cloud-init generates
 the keys), cloud-init's datasources limited to NoCloud (the lab's seed) and None, its network
-configuration off (the lab's Docker networks configure eth*), and no apt sources but the lab's
-repository at ``http://100.64.0.1:8080/`` (``netns.SERVICE_ADDRESS``).
+configuration off (the lab's Docker networks configure eth*), en_US.UTF-8 generated (as in
+Debian's images; cloud-init's locale module needs it), and one apt source,
+``http://deb.debian.org/debian bookworm main``, which inside the lab resolves to the lab's
+repository (:data:`APT_HOSTS`, ``netns.SERVICE_ADDRESS`` port 80).
 
-Cache: ``/var/cache/platform-rehearsal/rootfs/<sha256 of the recipe>.tar`` and the tree's dpkg
-status next to it (``.status``, for resolving the apt repository's dependencies). A changed
+Cache: ``/var/cache/platform-rehearsal/rootfs/base-<sha256 of the package list>.tar`` (the
+debootstrapped tree), ``<sha256 of the recipe>.tar`` (the finished tree) and its dpkg status next
+to it (``.status``, for resolving the apt repository's dependencies). A changed
 package list or finishing script is a new key, hence a rebuild; an unchanged one is never rebuilt.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import re
@@ -40,7 +45,11 @@ from rehearsal.netns import SERVICE_ADDRESS, LabError, run
 
 SUITE = "bookworm"
 CACHE_ROOT = Path(os.environ.get("PLATFORM_REHEARSAL_CACHE", "/var/cache/platform-rehearsal"))
-APT_PORT = 8080
+APT_PORT = 80
+APT_HOSTS = ("deb.debian.org", "security.debian.org")
+"""Names the lab resolves to SERVICE_ADDRESS in every box (docker --add-host): the box's apt
+sources name Debian's own mirror, as a real image's do, so an egress proxy that admits only
+Debian's hosts on port 80 (Pencom's squid) passes the lab's repository the same way."""
 
 PACKAGES = (
     "systemd", "systemd-sysv", "dbus",  # init, and the bus systemctl/hostnamectl talk over
@@ -67,9 +76,20 @@ datasource_list: [ NoCloud, None ]
 network: {{config: disabled}}
 EOF
 rm -f etc/apt/sources.list etc/apt/sources.list.d/*
-# The lab's repository only; it is unsigned and reached only inside the lab's namespace.
-echo 'deb [trusted=yes] http://{SERVICE_ADDRESS}:{APT_PORT}/ ./' > etc/apt/sources.list.d/platform-rehearsal.list
+# Debian's mirror by name, as in a cloud image; inside the lab the name is the lab's repository
+# ({SERVICE_ADDRESS}:{APT_PORT}), which is unsigned, hence Trusted.
+cat > etc/apt/sources.list.d/debian.sources <<'EOF'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: {SUITE}
+Components: main
+Trusted: yes
+EOF
 rm -rf var/lib/apt/lists/* var/cache/apt/archives/*.deb
+# The locale a Debian cloud image has generated; cloud-init's locale module sets it as LANG and
+# update-locale refuses a locale that is not generated.
+echo 'en_US.UTF-8 UTF-8' > etc/locale.gen
+chroot . locale-gen >/dev/null
 """
 
 
@@ -133,59 +153,80 @@ class BoxRootfs:
 
 def ensure_rootfs(cache_root: Path = CACHE_ROOT, packages: tuple[str, ...] = PACKAGES,
                   finish: str = FINISH_SCRIPT, mirror: Optional[str] = None) -> BoxRootfs:
-    """The cached tree for this recipe, built first when missing (about 7 minutes from the
-    mirror). Concurrent callers wait on a per-key lock instead of building twice.
-    Raises LabError when debootstrap is missing or fails."""
-    import fcntl
-
+    """The cached tree for this recipe, built first when missing. Two layers: the debootstrapped
+    tree (keyed by the package list alone; about 7 minutes from the mirror on 2 busy cores) and
+    the finished tree (keyed by the whole recipe; about a minute from the first layer), so that
+    a change of the finishing script does not download Debian again. Concurrent callers wait on
+    a per-key lock instead of building twice. Raises LabError when debootstrap is missing or
+    fails, or leaves packages unconfigured."""
     key = recipe_key(packages, finish)
     cache = cache_root / "rootfs"
     cache.mkdir(parents=True, exist_ok=True)
     tarball, status = cache / f"{key}.tar", cache / f"{key}.status"
-    with open(cache / f"{key}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with _locked(cache / f"{key}.lock"):
         if tarball.exists() and status.exists():
             return BoxRootfs(key, tarball, status, 0.0)
         started = time.monotonic()
-        _build(cache, tarball, status, packages, finish, mirror)
+        base = _ensure_base(cache, packages, mirror)
+        tree = Path(tempfile.mkdtemp(prefix="finish-", dir=cache))
+        try:
+            run(["tar", "--numeric-owner", "--xattrs", "-C", str(tree), "-xf", str(base)])
+            _run_in(tree, finish)
+            shutil.copyfile(tree / "var/lib/dpkg/status", status.with_suffix(".status.partial"))
+            _tar(tree, tarball)
+            status.with_suffix(".status.partial").rename(status)
+        finally:
+            shutil.rmtree(tree, ignore_errors=True)
         return BoxRootfs(key, tarball, status, time.monotonic() - started)
 
 
-def _build(cache: Path, tarball: Path, status: Path, packages: tuple[str, ...], finish: str,
-           mirror: Optional[str]) -> None:
-    debootstrap = shutil.which("debootstrap", path=os.environ.get("PATH", "") + ":/usr/sbin")
-    if debootstrap is None:
-        raise LabError("debootstrap is not installed (scripts/bootstrap.sh installs it)")
-    mirror = mirror or debian_mirror()
-    check_mirror(mirror)
-    tree = Path(tempfile.mkdtemp(prefix="build-", dir=cache))
-    try:
-        proc = subprocess.run(
-            [debootstrap, "--variant=minbase", f"--include={','.join(packages)}", SUITE,
-             str(tree), mirror], capture_output=True)
-        if proc.returncode != 0:
-            log = tree / "debootstrap" / "debootstrap.log"
-            detail = log.read_text(errors="replace")[-2000:] if log.exists() else \
-                proc.stderr.decode(errors="replace")[-2000:]
-            raise LabError(f"debootstrap failed ({proc.returncode}): {detail}")
-        # debootstrap can exit 0 with packages left unconfigured; a half-installed tree is no box.
-        audit = run(["chroot", str(tree), "dpkg", "--audit"], check=False)
-        if audit.returncode != 0 or audit.stdout.strip():
-            raise LabError("debootstrap left packages unconfigured: "
-                           + audit.stdout.decode(errors="replace")[-2000:])
-        _run_in(tree, finish)
-        shutil.copyfile(tree / "var/lib/dpkg/status", status.with_suffix(".status.partial"))
-        partial = tarball.with_suffix(".tar.partial")
-        run(["tar", "--numeric-owner", "--xattrs", "-C", str(tree), "-cf", str(partial), "."])
-        partial.rename(tarball)
-        status.with_suffix(".status.partial").rename(status)
-    finally:
-        shutil.rmtree(tree, ignore_errors=True)
+@contextlib.contextmanager
+def _locked(path: Path):
+    with open(path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _tar(tree: Path, tarball: Path) -> None:
+    partial = tarball.with_suffix(".tar.partial")
+    run(["tar", "--numeric-owner", "--xattrs", "-C", str(tree), "-cf", str(partial), "."])
+    partial.rename(tarball)
+
+
+def _ensure_base(cache: Path, packages: tuple[str, ...], mirror: Optional[str]) -> Path:
+    base = cache / f"base-{recipe_key(packages, '')}.tar"
+    with _locked(base.with_suffix(".lock")):
+        if base.exists():
+            return base
+        debootstrap = shutil.which("debootstrap", path=os.environ.get("PATH", "") + ":/usr/sbin")
+        if debootstrap is None:
+            raise LabError("debootstrap is not installed (scripts/bootstrap.sh installs it)")
+        mirror = mirror or debian_mirror()
+        check_mirror(mirror)
+        tree = Path(tempfile.mkdtemp(prefix="debootstrap-", dir=cache))
+        try:
+            proc = subprocess.run(
+                [debootstrap, "--variant=minbase", f"--include={','.join(packages)}", SUITE,
+                 str(tree), mirror], capture_output=True)
+            if proc.returncode != 0:
+                log = tree / "debootstrap" / "debootstrap.log"
+                detail = log.read_text(errors="replace")[-2000:] if log.exists() else \
+                    proc.stderr.decode(errors="replace")[-2000:]
+                raise LabError(f"debootstrap failed ({proc.returncode}): {detail}")
+            # debootstrap can exit 0 with packages left unconfigured: that tree is no box.
+            audit = run(["chroot", str(tree), "dpkg", "--audit"], check=False)
+            if audit.returncode != 0 or audit.stdout.strip():
+                raise LabError("debootstrap left packages unconfigured: "
+                               + audit.stdout.decode(errors="replace")[-2000:])
+            _tar(tree, base)
+        finally:
+            shutil.rmtree(tree, ignore_errors=True)
+        return base
 
 
 def _run_in(tree: Path, script: str) -> None:
-    """The finishing script runs with the tree as its working directory (paths are relative):
-    it edits files only, so it needs no chroot."""
+    """The finishing script runs with the tree as its working directory (paths are relative;
+    ``chroot .`` runs a tool of the box's own)."""
     proc = subprocess.run(["sh", "-c", script], cwd=tree, capture_output=True)
     if proc.returncode != 0:
         raise LabError("rootfs finishing script failed: "

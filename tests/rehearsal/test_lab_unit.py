@@ -16,7 +16,9 @@ from synth.engine import PROJECT_ROOT
 from rehearsal.lab import BoxSpec, Lab, _seed_tar
 from rehearsal.netns import Cleanup, LabBusy, LabError, LabLock, mounts_under
 
+
 pytestmark = pytest.mark.fast
+
 
 
 def _captured_scripts(state) -> list[str]:
@@ -146,3 +148,11 @@ def test_cleanup_runs_every_step_newest_first_even_when_one_fails():
 def test_mounts_under_finds_nothing_outside_the_root(tmp_path):
     assert mounts_under(tmp_path) == []
     assert "/proc" in mounts_under(Path("/proc")) or mounts_under(Path("/proc"))[-1] == "/proc"
+
+
+def test_seed_carries_extra_files_root_owned():
+    spec = BoxSpec("b", {"private": "10.41.0.10"},
+                   files={"/usr/local/share/ca-certificates/lab.crt": b"PEM"})
+    files = _tar_files(_seed_tar(spec, "abcd"))
+    assert files["usr/local/share/ca-certificates/lab.crt"] == (b"PEM", 0o644)
+
