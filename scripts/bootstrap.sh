@@ -44,6 +44,9 @@ declare -A apt_tools=(
   [dockerd]=docker.io
   [debootstrap]=debootstrap
   [dpkg-scanpackages]=dpkg-dev
+  # The stand-in images' registry (rehearsal/images.py) and the tool that pushes into it.
+  [docker-registry]=docker-registry
+  [skopeo]=skopeo
 )
 missing=()
 for tool in "${!apt_tools[@]}"; do
