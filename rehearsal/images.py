@@ -256,7 +256,8 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
          proven=True),
     Kind("squid", ("squid",), ("squid/entrypoint.sh",), pre="",
          post="COPY squid/entrypoint.sh /usr/local/bin/\nEXPOSE 3128\n"
-              'ENTRYPOINT ["/usr/local/bin/entrypoint.sh"]',
+              'ENTRYPOINT ["/usr/local/bin/entrypoint.sh"]\n'
+              'CMD ["-f", "/etc/squid/squid.conf", "-NYC"]',
          proven=True),
     Kind("app", ("nodejs",), ("app/server.js",),
          pre=_users(("node", 1000, "node", 1000)),
@@ -345,6 +346,53 @@ class StandIn:
         return f"{host}/{path}:{tag}"
 
 
+@dataclass(frozen=True)
+class Managed:
+    """A stand-in for a DigitalOcean managed database that a host talks to (not an image the
+    stack names): built and served like the others, run where R3 places the cluster's address.
+    TLS material goes to ``/run/managed/tls/{server.crt,server.key}`` (key owned 999, mode 0600;
+    see :func:`managed_tls_files`), so clients can use ``sslmode=verify-full`` against
+    :class:`TestCA`."""
+
+    reference: str
+    kind: str
+    port: int
+    setup: str
+    note: str
+    proven: bool = True
+
+
+MANAGED: tuple[Managed, ...] = (
+    Managed("platform-rehearsal/managed-postgres:15", "postgres", 25060,
+            'ENV STANDIN_REQUIRE_SSL=1 POSTGRES_USER=doadmin POSTGRES_DB=defaultdb\n'
+            'CMD ["postgres", "-c", "ssl=on", "-c", "ssl_cert_file=/run/managed/tls/server.crt", '
+            '"-c", "ssl_key_file=/run/managed/tls/server.key", "-c", "port=25060", '
+            '"-c", "listen_addresses=*"]',
+            "DigitalOcean managed PostgreSQL: Debian 12's PostgreSQL 15 on :25060, TLS only "
+            "(hostssl), user doadmin, database defaultdb; POSTGRES_PASSWORD sets the password"),
+    Managed("platform-rehearsal/managed-redis:7", "redis", 25061,
+            'CMD ["sh", "-c", "exec redis-server --port 0 --tls-port 25061 '
+            '--tls-cert-file /run/managed/tls/server.crt --tls-key-file /run/managed/tls/server.key '
+            '--tls-auth-clients no --requirepass \\"$REDIS_PASSWORD\\""]',
+            "DigitalOcean managed Redis/Valkey: Debian 12's redis-server 7.0 on :25061, TLS only; "
+            "REDIS_PASSWORD sets the password"),
+    Managed("platform-rehearsal/managed-mongo:7", "stub", 27017,
+            'ENV STANDIN_PORTS=27017\nUSER 0\nCMD ["mongod", "--tlsMode", "requireTLS", '
+            '"--tlsCertificateKeyFile", "/run/managed/tls/server.pem"]',
+            "not proven: no server (DigitalOcean managed MongoDB; no MongoDB server here)", False),
+)
+
+
+def managed_tls_files(ca: "TestCA", names: Sequence[str]) -> dict[str, tuple[bytes, int, int, int]]:
+    """Container path -> (content, mode, uid, gid) of a managed stand-in's TLS material for
+    ``names`` (the cluster's host names and addresses as clients dial them)."""
+    issued = ca.issue(list(names))
+    return {"/run/managed/tls/server.crt": (issued.cert_pem, 0o644, 0, 0),
+            "/run/managed/tls/server.key": (issued.key_pem, 0o600, 999, 999),
+            "/run/managed/tls/server.pem": (issued.cert_pem + issued.key_pem, 0o600, 999, 999),
+            "/run/managed/tls/ca.crt": (ca.cert_pem, 0o644, 0, 0)}
+
+
 def _sha(*parts: Any) -> str:
     digest = hashlib.sha256()
     for part in parts:
@@ -380,10 +428,19 @@ def kind_image(kind: Kind) -> str:
     return f"platform-rehearsal/{kind.name}:{kind_recipe(kind)[:16]}"
 
 
-def plan_standins(contracts: Sequence[ImageContract]) -> list[StandIn]:
-    """A :class:`StandIn` per contract (no side effect). Raises ImageError naming every reference
-    that has no stand-in (an application image without an HTTP health check, a digest, or two
-    references that the one registry would serve under the same repository path)."""
+def _standin(reference: str, kind: Kind, proven: bool, note: str, setup: str) -> StandIn:
+    recipe = _sha("standin", reference, kind_recipe(kind), setup, proven)
+    dockerfile = (f"FROM {kind_image(kind)}\n{setup}\n"
+                  f"LABEL {LABEL_RECIPE}={recipe} {LABEL_KIND}={kind.name} "
+                  f"{LABEL_PROVEN}={str(proven).lower()}\n")
+    return StandIn(reference, kind.name, proven, note, recipe, dockerfile)
+
+
+def plan_standins(contracts: Sequence[ImageContract], managed: bool = True) -> list[StandIn]:
+    """A :class:`StandIn` per contract, then (``managed``) one per :data:`MANAGED` (no side
+    effect). Raises ImageError naming every reference that has no stand-in (an application
+    image without an HTTP health check, a digest, or two references that the one registry would
+    serve under the same repository path)."""
     planned, errors, seen = [], [], {}
     for contract in contracts:
         try:
@@ -414,11 +471,10 @@ def plan_standins(contracts: Sequence[ImageContract]) -> list[StandIn]:
             kind = KINDS[rule.kind]
             proven = kind.proven if rule.proven is None else rule.proven
             note, setup = rule.note.format(tag=contract.reference), rule.setup
-        recipe = _sha("standin", contract.reference, kind_recipe(kind), setup, proven)
-        dockerfile = (f"FROM {kind_image(kind)}\n{setup}\n"
-                      f"LABEL {LABEL_RECIPE}={recipe} {LABEL_KIND}={kind.name} "
-                      f"{LABEL_PROVEN}={str(proven).lower()}\n")
-        planned.append(StandIn(contract.reference, kind.name, proven, note, recipe, dockerfile))
+        planned.append(_standin(contract.reference, kind, proven, note, setup))
+    if managed:
+        planned.extend(_standin(m.reference, KINDS[m.kind], m.proven, m.note, m.setup)
+                       for m in MANAGED)
     if errors:
         raise ImageError("stand-in images:\n  " + "\n  ".join(errors))
     return planned
@@ -511,12 +567,15 @@ def build_standins(standins: Sequence[StandIn], docker_client: Any,
     timings: dict[str, float] = {}
     todo = [s for s in standins
             if (_image_labels(docker_client, s.reference) or {}).get(LABEL_RECIPE) != s.recipe]
-    if not todo:
-        return timings
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    set_tar = cache_dir / f"standins-{_sha(sorted(s.recipe for s in todo))[:16]}.tar"
+    # One tarball for the whole set: the layers they share are stored once.
+    set_tar = cache_dir / f"standins-{_sha(sorted(s.recipe for s in standins))[:16]}.tar"
     docker = [_docker_cli(), *(["-H", docker_host] if docker_host else [])]
+    if not todo:
+        if not set_tar.exists():
+            timings["save"] = _save(docker, standins, set_tar)
+        return timings
     if set_tar.exists():
         started = time.monotonic()
         _run([*docker, "load", "-q", "-i", str(set_tar)], timeout=1800)
@@ -557,15 +616,20 @@ def build_standins(standins: Sequence[StandIn], docker_client: Any,
             (Path(ctx) / "Dockerfile").write_text(standin.dockerfile)
             _build(docker_client, Path(ctx), standin.reference)
     timings["references"] = time.monotonic() - started
+    timings["save"] = _save(docker, standins, set_tar)
+    return timings
+
+
+def _save(docker: list[str], standins: Sequence[StandIn], set_tar: Path) -> float:
+    """``docker save`` of every stand-in into ``set_tar`` (older sets removed); seconds taken."""
     started = time.monotonic()
     partial = set_tar.with_suffix(".tar.partial")
-    _run([*docker, "save", "-o", str(partial), *[s.reference for s in todo]], timeout=1800)
+    _run([*docker, "save", "-o", str(partial), *[s.reference for s in standins]], timeout=1800)
     partial.rename(set_tar)
-    for old in cache_dir.glob("standins-*.tar"):
+    for old in set_tar.parent.glob("standins-*.tar"):
         if old != set_tar:
             old.unlink()
-    timings["save"] = time.monotonic() - started
-    return timings
+    return time.monotonic() - started
 
 
 def _docker_cli() -> str:

@@ -4,13 +4,10 @@ Python (no daemon): marker ``fast``. The real builds, runs and pulls are in test
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 
 from rehearsal import images
 from rehearsal.images import ImageError, contracts_from_state, plan_standins, split_reference
-from tests.conftest import require_tool
 
 pytestmark = pytest.mark.fast
 
@@ -32,7 +29,7 @@ def remote_image_names(state) -> set[str]:
 
 def test_every_staging_reference_has_a_standin_under_the_same_reference(staging_state):
     contracts = contracts_from_state(staging_state)
-    standins = plan_standins(contracts)
+    standins = plan_standins(contracts, managed=False)
     assert {s.reference for s in standins} == remote_image_names(staging_state)
     assert len(standins) == len(remote_image_names(staging_state))
     for standin in standins:
@@ -143,19 +140,13 @@ def test_a_changed_standin_file_changes_the_recipe(monkeypatch, tmp_path, stagin
                        if s.kind == "app"}
 
 
-@pytest.mark.realtool
-def test_the_test_ca_issues_server_certificates_openssl_verifies(tmp_path):
-    openssl = require_tool("openssl", "certificate checks")
-    ca = images.TestCA(tmp_path / "ca")
-    issued = ca.issue(["db.internal", "10.0.0.5"])
-    (tmp_path / "s.crt").write_bytes(issued.cert_pem)
-    ok = subprocess.run([openssl, "verify", "-CAfile", str(tmp_path / "ca" / "ca.crt"),
-                         "-verify_hostname", "db.internal", str(tmp_path / "s.crt")],
-                        capture_output=True, text=True)
-    assert ok.returncode == 0, ok.stdout + ok.stderr
-    wrong = subprocess.run([openssl, "verify", "-CAfile", str(tmp_path / "ca" / "ca.crt"),
-                            "-verify_hostname", "other.internal", str(tmp_path / "s.crt")],
-                           capture_output=True, text=True)
-    assert wrong.returncode != 0
-    assert oct((tmp_path / "ca" / "ca.key").stat().st_mode & 0o777) == "0o600"
-    assert images.TestCA(tmp_path / "ca").cert_pem == ca.cert_pem  # kept across runs
+def test_managed_database_standins_are_planned_with_tls_only_and_mongo_unproven(staging_state, tmp_path):
+    planned = {s.reference: s for s in plan_standins(contracts_from_state(staging_state))}
+    pg = planned["platform-rehearsal/managed-postgres:15"]
+    assert pg.kind == "postgres" and pg.proven and "STANDIN_REQUIRE_SSL=1" in pg.dockerfile
+    assert "ssl=on" in pg.dockerfile and "port=25060" in pg.dockerfile
+    redis = planned["platform-rehearsal/managed-redis:7"]
+    assert "--port 0 --tls-port 25061" in redis.dockerfile
+    assert not planned["platform-rehearsal/managed-mongo:7"].proven
+    files = images.managed_tls_files(images.TestCA(tmp_path / "ca"), ["db.internal"])
+    assert files["/run/managed/tls/server.key"][1:] == (0o600, 999, 999)
