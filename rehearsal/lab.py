@@ -158,8 +158,9 @@ class Lab:
         command's own exit status (no exception on non-zero)."""
         if box not in self.boxes:
             raise LabError(f"no box named {box!r} (boxes: {', '.join(sorted(self.boxes))})")
-        return subprocess.run(self._docker("exec", "-i", "-u", user, box, *argv), input=input,
-                              capture_output=True, timeout=timeout)
+        stdin = {"input": input} if input is not None else {"stdin": subprocess.DEVNULL}
+        return subprocess.run(self._docker("exec", "-i", "-u", user, box, *argv),
+                              capture_output=True, timeout=timeout, **stdin)
 
     def spawn_service(self, name: str, argv: Sequence[str], *,
                       env: Optional[Mapping[str, str]] = None) -> Path:
@@ -182,6 +183,11 @@ class Lab:
         self._lock.acquire()
         self._cleanup.push("release lock", self._lock.release)
         self._started = True
+        if threading.current_thread() is threading.main_thread():
+            # `kill PID` tears the lab down as Ctrl-C does, instead of leaving it behind.
+            previous = signal.signal(signal.SIGTERM, _interrupt)
+            self._cleanup.push("restore SIGTERM handler",
+                               lambda: signal.signal(signal.SIGTERM, previous))
         try:
             self._start()
         except BaseException:
@@ -222,7 +228,6 @@ class Lab:
         self._cleanup.push("remove workdir", lambda: _rmtree_unmounted(self.workdir))
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._cleanup.push("remove run dir", lambda: _rmtree_unmounted(self.run_dir))
-        _write_state(self.run_dir, self)
 
         t0 = time.monotonic()
         self._ns.create()
@@ -412,6 +417,10 @@ def _seed_tar(spec: BoxSpec, lab_id: str) -> bytes:
             info.size, info.mode = len(data), mode
             tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _dockerd_uses(data_root: Path) -> bool:
