@@ -333,7 +333,8 @@ class Lab:
             state = proc.stdout.decode().strip()
             if state in ("running", "degraded"):
                 break
-            if state in ("maintenance", "stopping", "offline"):
+            # "offline" is also what a box answers before its systemd is up: keep polling.
+            if state in ("maintenance", "stopping"):
                 break
             time.sleep(1)
         if state not in ("running", "degraded"):

@@ -60,13 +60,17 @@ def lab(harness_key, tmp_path_factory):
 
 
 def assert_nothing_left(lab: Lab) -> None:
+    _assert_nothing_left(lab.netns, lab.workdir, lab.run_dir, lab.harness_data_root)
+
+
+def _assert_nothing_left(netns: str, workdir: Path, run_dir: Path, data_root: Path) -> None:
     namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    assert lab.netns not in namespaces
+    assert netns not in namespaces
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-    assert str(lab.run_dir) not in ps, "a dockerd or containerd of the lab still runs"
-    assert mounts_under(lab.workdir) == [] and mounts_under(lab.run_dir) == []
-    assert mounts_under(lab.harness_data_root) == []
-    assert not lab.workdir.exists() and not lab.run_dir.exists()
+    assert str(run_dir) not in ps, "a dockerd or containerd of the lab still runs"
+    assert mounts_under(workdir) == [] and mounts_under(run_dir) == []
+    assert mounts_under(data_root) == []
+    assert not workdir.exists() and not run_dir.exists()
 
 
 def ssh(lab: Lab, key: Path, target: str, command: str) -> subprocess.CompletedProcess:
@@ -155,3 +159,38 @@ def test_ctrl_c_inside_a_lab_tears_it_down(tools, tmp_path):
             assert lab.exec("one", ["true"]).returncode == 0
             raise KeyboardInterrupt
     assert_nothing_left(lab)
+
+
+SIGTERM_PROGRAM = """
+import json, sys, time
+from rehearsal.lab import BoxSpec, Lab
+lab = Lab({"public": "203.0.113.0/24"}, [BoxSpec("term", {"public": "203.0.113.60"})],
+          lock_path=sys.argv[1])
+with lab:
+    print(json.dumps([lab.netns, str(lab.workdir), str(lab.run_dir),
+                      str(lab.harness_data_root)]), flush=True)
+    time.sleep(900)
+"""
+
+
+def test_sigterm_to_the_harness_tears_the_lab_down(tools, tmp_path):
+    import json
+    import sys
+
+    from synth.engine import PROJECT_ROOT
+
+    proc = subprocess.Popen([sys.executable, "-c", SIGTERM_PROGRAM, str(tmp_path / "lab.lock")],
+                            cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line, proc.stderr.read()
+        netns, workdir, run_dir, data_root = json.loads(line)
+        assert netns in subprocess.run(["ip", "netns", "list"], capture_output=True,
+                                       text=True).stdout
+        proc.terminate()
+        assert proc.wait(timeout=180) != 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    _assert_nothing_left(netns, Path(workdir), Path(run_dir), Path(data_root))
