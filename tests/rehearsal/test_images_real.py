@@ -86,7 +86,7 @@ def lab(tools):
 def client(lab):
     import docker
 
-    c = docker.DockerClient(base_url=lab.harness_docker_host, version="auto")
+    c = docker.DockerClient(base_url=lab.harness_docker_host, version="auto", timeout=600)
     yield c
     c.close()
 
@@ -178,8 +178,10 @@ def materialise(container: dict, root: Path, ca: TestCA) -> list[str]:
 
 
 def run_captured(client, container: dict, binds: list[str], env: Optional[list[str]] = None):
-    """The container's captured inputs as an Engine API create (the health check's interval is
-    shortened: the command is the stack's, the timing is not what is being proven)."""
+    """The container's captured inputs as an Engine API create. The health check's command is
+    the stack's; its interval and timeout, and the CPU quota, are not what is proven here (on a
+    shared 2-core machine a 0.05-CPU container's check can outlast 5 s; R3's rehearsal applies
+    the captured values)."""
     inputs = container["inputs"]
     health = inputs.get("healthcheck") or {}
     return client.containers.run(
@@ -187,12 +189,11 @@ def run_captured(client, container: dict, binds: list[str], env: Optional[list[s
         user=inputs.get("user") or None, detach=True,
         environment=env if env is not None else list(inputs.get("envs") or []),
         mem_limit=f"{inputs['memory']}m" if inputs.get("memory") else None,
-        nano_cpus=int(float(inputs["cpus"]) * 1e9) if inputs.get("cpus") else None,
         read_only=bool(inputs.get("readOnly")), tmpfs=inputs.get("tmpfs") or None,
         cap_drop=(inputs.get("capabilities") or {}).get("drops"),
         cap_add=(inputs.get("capabilities") or {}).get("adds"),
         security_opt=inputs.get("securityOpts") or None, volumes=binds,
-        healthcheck={"test": health["tests"], "interval": 1_000_000_000, "timeout": 5_000_000_000,
+        healthcheck={"test": health["tests"], "interval": 1_000_000_000, "timeout": 30_000_000_000,
                      "retries": 90, "start_period": 0} if health else None,
         name=f"t-{container['name']}")
 
@@ -219,6 +220,16 @@ def wait_healthy(containers, timeout: float = 240.0) -> dict[str, str]:
     return status
 
 
+KNOWN_STACK_DEFECTS = {
+    # `sh -c "exec redis-server --tls-key-file /run/platform/tls/redis.key ..."` runs as root
+    # (the official entrypoint steps down only for a first argument `redis-server`), without
+    # CAP_DAC_OVERRIDE, and the key is 0600 owned by 999:1000: redis cannot read it. Shown by
+    # test_pencom_redis_as_captured_cannot_read_its_tls_key; another container of the same image
+    # stands for redis:7.4.1-alpine in the every-reference test.
+    "pencom-staging-data-redis",
+}
+
+
 def one_container_per_reference(state) -> dict[str, dict]:
     by_image = {(r.get("provider"), r["name"]): r["inputs"]["name"] for r in state["resources"]
                 if r["type"] == "docker:index/remoteImage:RemoteImage"}
@@ -227,7 +238,8 @@ def one_container_per_reference(state) -> dict[str, dict]:
         if res["type"] == "docker:index/container:Container":
             ref = by_image[(res.get("provider"), res["name"] + "-image")]
             _REFS[res["name"]] = ref
-            chosen.setdefault(ref, res)
+            if res["name"] not in KNOWN_STACK_DEFECTS:
+                chosen.setdefault(ref, res)
     return chosen
 
 
@@ -398,3 +410,19 @@ def test_the_test_ca_issues_server_certificates_openssl_verifies(tmp_path):
     assert wrong.returncode != 0
     assert oct((tmp_path / "ca" / "ca.key").stat().st_mode & 0o777) == "0o600"
     assert TestCA(tmp_path / "ca").cert_pem == ca.cert_pem  # kept across runs
+
+
+def test_pencom_redis_as_captured_cannot_read_its_tls_key(staging_state, standins, client, tmp_path):
+    """A defect of the stack that the stand-in shows (as redis:7.4.1-alpine would): see
+    KNOWN_STACK_DEFECTS. When the stack is fixed, this test fails: move the container back."""
+    container = next(r for r in staging_state["resources"] if r["name"] == "pencom-staging-data-redis")
+    one_container_per_reference(staging_state)
+    (tmp_path / "redis").mkdir()
+    c = run_captured(client, container, materialise(container, tmp_path / "redis", TestCA(tmp_path / "ca")))
+    try:
+        c.wait(timeout=120)
+        logs = c.logs().decode(errors="replace")
+        assert "Failed to load private key: /run/platform/tls/redis.key" in logs, logs[-2000:]
+        assert "Permission denied" in logs
+    finally:
+        c.remove(force=True, v=True)
