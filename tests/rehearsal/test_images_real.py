@@ -205,7 +205,7 @@ def _reference_of(container: dict) -> str:
     return _REFS[container["name"]]
 
 
-def wait_healthy(containers, timeout: float = 240.0) -> dict[str, str]:
+def wait_healthy(containers, timeout: float = 600.0) -> dict[str, str]:
     deadline = time.monotonic() + timeout
     status: dict[str, str] = {}
     while time.monotonic() < deadline:
