@@ -19,7 +19,7 @@ from typing import Any, Optional
 import pytest
 
 from rehearsal import images
-from rehearsal.images import Registry, TestCA, contracts_from_state, plan_standins, split_reference
+from rehearsal.images import Registry, TestCA, contracts_from_state, plan_standins
 from rehearsal.netns import DockerDaemon, Namespace, spawn, stop_pid
 from tests.conftest import require_tool
 
@@ -426,3 +426,16 @@ def test_pencom_redis_as_captured_cannot_read_its_tls_key(staging_state, standin
         assert "Permission denied" in logs
     finally:
         c.remove(force=True, v=True)
+
+
+def test_standin_scripts_pass_shellcheck_and_node_parses_the_app_server():
+    shellcheck = require_tool("shellcheck", "linting the stand-ins' entrypoints")
+    node = require_tool("node", "the application stand-in")
+    scripts = [p for p in images.STANDINS_DIR.rglob("*")
+               if p.is_file() and p.read_bytes().startswith(b"#!/bin/")]
+    assert len(scripts) >= 8
+    lint = subprocess.run([shellcheck, *map(str, scripts)], capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout
+    parsed = subprocess.run([node, "--check", str(images.STANDINS_DIR / "app" / "server.js")],
+                            capture_output=True, text=True)
+    assert parsed.returncode == 0, parsed.stderr

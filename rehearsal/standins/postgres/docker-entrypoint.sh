@@ -25,7 +25,7 @@ if [ "$1" = 'postgres' ] && [ "$(id -u)" = '0' ]; then
 	chmod 00700 "$PGDATA" || :
 	chown postgres:postgres /var/run/postgresql
 	find "$PGDATA" \! -user postgres -exec chown postgres '{}' +
-	exec setpriv --reuid=postgres --regid=postgres --init-groups "$BASH_SOURCE" "$@"
+	exec setpriv --reuid=postgres --regid=postgres --init-groups "$0" "$@"
 fi
 
 if [ "$1" = 'postgres' ] && [ ! -s "$PGDATA/PG_VERSION" ]; then
@@ -61,7 +61,9 @@ if [ "$1" = 'postgres' ] && [ ! -s "$PGDATA/PG_VERSION" ]; then
 	psql+=(--dbname "$POSTGRES_DB")
 	for f in /docker-entrypoint-initdb.d/*; do
 		case "$f" in
-			*.sh) if [ -x "$f" ]; then "$f"; else . "$f"; fi ;;
+			*.sh)
+				# shellcheck source=/dev/null
+				if [ -x "$f" ]; then "$f"; else . "$f"; fi ;;
 			*.sql) "${psql[@]}" -f "$f" ;;
 			*.sql.gz) gunzip -c "$f" | "${psql[@]}" ;;
 			*) [ -e "$f" ] && echo "$0: ignoring $f" ;;
