@@ -45,6 +45,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -815,8 +816,9 @@ class Registry:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             probe = subprocess.run(lab.netns_argv([
-                "wget", "-q", "-O", "/dev/null", f"--ca-certificate={self._workdir}/ca/ca.crt",
-                f"https://{self.endpoint}/v2/"]), capture_output=True)
+                sys.executable, "-c", "import ssl, sys, urllib.request; urllib.request.urlopen("
+                "sys.argv[1], context=ssl.create_default_context(cafile=sys.argv[2]), timeout=5)",
+                f"https://{self.endpoint}/v2/", f"{self._workdir}/ca/ca.crt"]), capture_output=True)
             if probe.returncode == 0:
                 return
             time.sleep(0.3)

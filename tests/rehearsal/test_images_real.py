@@ -261,9 +261,10 @@ def test_every_staging_standin_starts_with_its_captured_inputs_and_turns_healthy
         for c in started:
             user = (chosen[_reference_of_name(c.name)]["inputs"].get("user") or "")
             if user and ":" in user:
-                top = client.api.top(c.id, ps_args="-o uid,gid,args")
-                uids = {tuple(p[:2]) for p in top["Processes"]}
-                assert (user.split(":")[0], user.split(":")[1]) in uids, (c.name, top)
+                top = client.api.top(c.id, ps_args="-o pid,uid,gid,args")
+                col = {title.upper(): i for i, title in enumerate(top["Titles"])}
+                ids = {(p[col["UID"]], p[col["GID"]]) for p in top["Processes"]}
+                assert tuple(user.split(":")) in ids, (c.name, top)
     finally:
         for c in started:
             c.remove(force=True, v=True)
