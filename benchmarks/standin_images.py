@@ -14,6 +14,7 @@ Prints Markdown table rows for the README.
 from __future__ import annotations
 
 import argparse
+import secrets
 import shutil
 import tempfile
 import time
@@ -57,7 +58,7 @@ def main() -> int:
         synth_stack(args.stack, reveal_secrets=True)))
     work = Path(tempfile.mkdtemp(prefix="platform-bench-images-", dir="/var/tmp"))
     cache = args.cache or work / "cache"
-    ns = Namespace()
+    ns = Namespace(f"bench-images-{secrets.token_hex(4)}")
     ns.create()
     daemons: list[DockerDaemon] = []
     lab = _Lab(ns, "", work)

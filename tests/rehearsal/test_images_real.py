@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -64,7 +65,7 @@ def tools():
 
 @pytest.fixture(scope="module")
 def lab(tools):
-    ns = Namespace()
+    ns = Namespace(f"r2img-{secrets.token_hex(4)}")  # not the lab's prefix: its cleanup is its own
     run_dir = Path(tempfile.mkdtemp(prefix="r2img-", dir="/run"))
     data_dir = Path(tempfile.mkdtemp(prefix="rehearsal-images-test-", dir="/var/tmp"))
     daemon = DockerDaemon(ns, data_dir / "docker", run_dir / "d", BIP)
