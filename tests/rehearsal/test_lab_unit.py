@@ -99,13 +99,17 @@ def test_seed_of_a_droplet_gives_root_keys_through_metadata():
     assert "root/.ssh/authorized_keys" not in files
 
 
-def test_seed_of_an_onprem_box_writes_root_keys_and_keeps_root_login():
+def test_seed_of_an_onprem_box_writes_root_keys_and_host_keys_of_its_own():
     spec = BoxSpec("pencom-edge", {"private": "10.41.0.10"},
                    root_authorized_keys=("ssh-ed25519 AAAA harness",))
-    files = _tar_files(_seed_tar(spec, "abcd"))
-    assert files["root/.ssh/authorized_keys"] == (b"ssh-ed25519 AAAA harness\n", 0o600)
-    assert yaml.safe_load(files["var/lib/cloud/seed/nocloud/user-data"][0]) == {
-        "disable_root": False}
+    first, second = _tar_files(_seed_tar(spec, "abcd")), _tar_files(_seed_tar(spec, "abcd"))
+    assert first["root/.ssh/authorized_keys"] == (b"ssh-ed25519 AAAA harness\n", 0o600)
+    assert "etc/cloud/cloud-init.disabled" in first
+    assert not any(p.startswith("var/lib/cloud/seed") for p in first)
+    for kind in ("rsa", "ecdsa", "ed25519"):
+        key, mode = first[f"etc/ssh/ssh_host_{kind}_key"]
+        assert mode == 0o600 and key.startswith(b"-----BEGIN OPENSSH PRIVATE KEY-----")
+        assert key != second[f"etc/ssh/ssh_host_{kind}_key"][0]
 
 
 @pytest.mark.parametrize("boxes, message", [
