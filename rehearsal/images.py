@@ -516,7 +516,7 @@ def build_base_rootfs(cache_dir: Path = IMAGE_CACHE) -> Path:
             for child in (root / junk).glob("*"):
                 if child.is_file():
                     child.unlink()
-        partial = tarball.with_suffix(".tar.partial")
+        partial = tarball.with_suffix(f".tar.{os.getpid()}.partial")
         _run(["tar", "--numeric-owner", "--exclude=./proc/*", "--exclude=./sys/*",
               "--exclude=./dev/*", "-C", str(root), "-cf", str(partial), "."])
         partial.rename(tarball)
@@ -556,6 +556,18 @@ def _build(client: Any, context: Path, tag: str) -> None:
 
 def build_standins(standins: Sequence[StandIn], docker_client: Any,
                    cache_dir: Path = IMAGE_CACHE, docker_host: Optional[str] = None) -> dict[str, float]:
+    """See :func:`_build_standins`; holds ``cache_dir/build.lock`` (flock) meanwhile, so that two
+    processes sharing the cache (a rehearsal and a test) never write one tarball together."""
+    import fcntl
+
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    with open(Path(cache_dir) / "build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build_standins(standins, docker_client, Path(cache_dir), docker_host)
+
+
+def _build_standins(standins: Sequence[StandIn], docker_client: Any,
+                    cache_dir: Path, docker_host: Optional[str]) -> dict[str, float]:
     """Make every stand-in exist, under its reference, in the daemon of ``docker_client`` (a
     ``docker.DockerClient``; ``docker_host`` its ``unix://`` address, for ``docker save/load``).
 
@@ -624,7 +636,7 @@ def build_standins(standins: Sequence[StandIn], docker_client: Any,
 def _save(docker: list[str], standins: Sequence[StandIn], set_tar: Path) -> float:
     """``docker save`` of every stand-in into ``set_tar`` (older sets removed); seconds taken."""
     started = time.monotonic()
-    partial = set_tar.with_suffix(".tar.partial")
+    partial = set_tar.with_suffix(f".tar.{os.getpid()}.partial")
     _run([*docker, "save", "-o", str(partial), *[s.reference for s in standins]], timeout=1800)
     partial.rename(set_tar)
     for old in set_tar.parent.glob("standins-*.tar"):
