@@ -344,8 +344,13 @@ def extract(state: dict[str, Any], keys: dict[str, tuple[str, str]],
             host = provider_host.get(r.get("provider") or "")
             if host is None:
                 raise CaptureError(f"{r['urn']}: {kind} with no SSH docker provider")
+        depends = list(r.get("dependencies") or [])
+        if r.get("provider") in by_urn:
+            # Pulumi configures a provider only after its own dependencies (the host's setup
+            # scripts), and a resource only after its provider: they are the resource's too.
+            depends += list(by_urn[r["provider"]].get("dependencies") or [])
         steps.append(Step(urn=r["urn"], name=r["name"], kind=kind, host=host, inputs=r["inputs"],
-                          depends=list(r.get("dependencies") or []), parent=r.get("parent")))
+                          depends=depends, parent=r.get("parent")))
     wanted = set(products) if products else None
     if wanted:
         unknown = wanted - {h.product for h in hosts.values()}

@@ -102,6 +102,12 @@ def test_order_is_topological_and_respects_component_dependencies(staging):
     first_container = min(position[s.urn] for s in edge if s.kind == "container")
     docker_setup = next(s for s in edge if s.name.endswith("setup-docker"))
     assert position[docker_setup.urn] < first_container
+    # A network or image waits for its provider's dependencies (the host's setup), as Pulumi does.
+    for s in staging.steps:
+        if s.kind in ("network", "image"):
+            setup = next(x for x in staging.steps if x.host == s.host and x.name.endswith("setup-docker"))
+            assert position[setup.urn] < position[s.urn], s.name
+            assert s.depends, s.name
 
 
 def test_order_refuses_a_cycle():
