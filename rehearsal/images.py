@@ -587,11 +587,15 @@ def _build_standins(standins: Sequence[StandIn], docker_client: Any,
     docker = [_docker_cli(), *(["-H", docker_host] if docker_host else [])]
     if not todo:
         if not set_tar.exists():
-            timings["save"] = _save(docker, standins, set_tar)
+            timings["save"] = _save(docker, standins, set_tar, _kind_tags(docker_client, standins))
         return timings
-    if set_tar.exists():
+    # The set's own tarball, else the newest older set: every image whose recipe did not change
+    # (and every kind, saved with its tag) comes from it, and only the changed ones are built.
+    saved = set_tar if set_tar.exists() else max(
+        cache_dir.glob("standins-*.tar"), key=lambda p: p.stat().st_mtime, default=None)
+    if saved is not None:
         started = time.monotonic()
-        _run([*docker, "load", "-q", "-i", str(set_tar)], timeout=1800)
+        _run([*docker, "load", "-q", "-i", str(saved)], timeout=1800)
         timings["load"] = time.monotonic() - started
         todo = [s for s in todo
                 if (_image_labels(docker_client, s.reference) or {}).get(LABEL_RECIPE) != s.recipe]
@@ -629,20 +633,29 @@ def _build_standins(standins: Sequence[StandIn], docker_client: Any,
             (Path(ctx) / "Dockerfile").write_text(standin.dockerfile)
             _build(docker_client, Path(ctx), standin.reference)
     timings["references"] = time.monotonic() - started
-    timings["save"] = _save(docker, standins, set_tar)
+    timings["save"] = _save(docker, standins, set_tar, _kind_tags(docker_client, standins))
     return timings
 
 
-def _save(docker: list[str], standins: Sequence[StandIn], set_tar: Path) -> float:
-    """``docker save`` of every stand-in into ``set_tar`` (older sets removed); seconds taken."""
+def _save(docker: list[str], standins: Sequence[StandIn], set_tar: Path,
+          kinds: Sequence[str]) -> float:
+    """``docker save`` of every stand-in and the ``kinds`` images (tags) they are built on into
+    ``set_tar`` (older sets removed); seconds taken."""
     started = time.monotonic()
     partial = set_tar.with_suffix(f".tar.{os.getpid()}.partial")
-    _run([*docker, "save", "-o", str(partial), *[s.reference for s in standins]], timeout=1800)
+    _run([*docker, "save", "-o", str(partial), *kinds, *[s.reference for s in standins]],
+         timeout=1800)
     partial.rename(set_tar)
     for old in set_tar.parent.glob("standins-*.tar"):
         if old != set_tar:
             old.unlink()
     return time.monotonic() - started
+
+
+def _kind_tags(docker_client: Any, standins: Sequence[StandIn]) -> list[str]:
+    """The kind images of ``standins`` that the daemon holds under their tags."""
+    tags = sorted({kind_image(KINDS[s.kind]) for s in standins})
+    return [t for t in tags if _image_labels(docker_client, t) is not None]
 
 
 def _docker_cli() -> str:
