@@ -194,3 +194,24 @@ def test_sigterm_to_the_harness_tears_the_lab_down(tools, tmp_path):
         if proc.poll() is None:
             proc.kill()
     _assert_nothing_left(netns, Path(workdir), Path(run_dir), Path(data_root))
+
+
+def test_a_kept_lab_stays_up_and_its_cleanup_command_removes_it(tools, tmp_path):
+    import sys
+
+    from synth.engine import PROJECT_ROOT
+
+    lab = Lab(NETWORKS, [BoxSpec("kept", {"public": "203.0.113.70"})], keep=True,
+              lock_path=tmp_path / "lab.lock")
+    try:
+        with lab:
+            pass
+        assert lab.exec("kept", ["systemctl", "is-system-running"]).returncode in (0, 1)
+        assert lab.netns in subprocess.run(["ip", "netns", "list"], capture_output=True,
+                                           text=True).stdout
+    finally:
+        cleanup = subprocess.run([sys.executable, "-m", "rehearsal.lab", "cleanup",
+                                  str(lab.run_dir)], cwd=PROJECT_ROOT, capture_output=True,
+                                 text=True)
+    assert cleanup.returncode == 0, cleanup.stderr
+    assert_nothing_left(lab)
