@@ -202,7 +202,9 @@ MaxRetentionSec=1month
 
 def base_section() -> str:
     return "\n".join([
-        "ensure_packages unattended-upgrades ca-certificates curl",
+        # systemd-timesyncd: its own package on Debian 12 (found missing by the rehearsal on a
+        # Debian box); preinstalled on Ubuntu 24.04, where this is a no-op.
+        "ensure_packages unattended-upgrades ca-certificates curl systemd-timesyncd",
         _heredoc("/etc/apt/apt.conf.d/20auto-upgrades", "0644", "root:root", AUTO_UPGRADES),
         _heredoc("/etc/apt/apt.conf.d/52platform-unattended-upgrades", "0644", "root:root",
                  UNATTENDED_UPGRADES),

@@ -148,7 +148,12 @@ def rehearse(stack: str, *, products: Optional[Iterable[str]] = None, keep: bool
     fd = os.open(plan_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
         json.dump(lab_cap.to_json(), out)
-    lab = Lab(networks=plan.lab_networks, boxes=box_specs(lab_cap, plan), keep=keep)
+    from rehearsal import aptrepo
+
+    # The local apt repository serves what the captured scripts install (and the lab's list).
+    packages = set(aptrepo.STACK_PACKAGES) | aptrepo.packages_in_scripts(
+        s.inputs.get("stdin") or "" for s in lab_cap.steps if s.kind == "command")
+    lab = Lab(networks=plan.lab_networks, boxes=box_specs(lab_cap, plan), keep=keep, packages=packages)
     try:
         t0 = time.monotonic()
         try:
