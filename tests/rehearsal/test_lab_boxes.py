@@ -215,3 +215,11 @@ def test_a_kept_lab_stays_up_and_its_cleanup_command_removes_it(tools, tmp_path)
                                  text=True)
     assert cleanup.returncode == 0, cleanup.stderr
     assert_nothing_left(lab)
+
+
+def test_dockers_firewall_rules_land_in_the_namespace_not_on_the_machine(lab):
+    require_tool("iptables-save", "reading the firewall")
+    inside = lab.run_in_netns(["iptables-save"], text=True).stdout
+    machine = subprocess.run(["iptables-save"], capture_output=True, text=True).stdout
+    assert "-s 203.0.113.0/24" in inside and ":DOCKER" in inside
+    assert "203.0.113.0/24" not in machine and "10.41.0.0/24" not in machine
