@@ -94,7 +94,7 @@ def main() -> int:
               f"from nothing: {', '.join(f'{k} {v:.0f}s' for k, v in cold_parts.items())}")
         print("| path | seconds | ratio to warm registry |")
         print("|---|---|---|")
-        for label, value in [("from nothing (or --cache hit): build + save", cold),
+        for label, value in [("from nothing (with --cache: what that cache lacks): build + save", cold),
                              ("warm, load the saved set into a fresh daemon", load),
                              ("cold registry: start + check + push every reference", push),
                              ("warm registry: start + check every reference", warm)]:
