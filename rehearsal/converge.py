@@ -39,7 +39,8 @@ TAIL_LINES = 20
 
 @dataclass
 class StepResult:
-    """What one step did in one run: ``status`` ok, failed or blocked (a dependency failed);
+    """What one step did in one run: ``status`` ok, failed, changed (a second run that changed
+    something) or blocked (a dependency failed);
     ``changes`` the script's own count (None: not a script, or it did not say); ``seconds``
     wall time; ``tail`` the last lines of its output when it failed."""
 
@@ -244,7 +245,9 @@ class Converger:
             result.error = f"exit code {code}"
             result.tail = (out.splitlines() + err.splitlines())[-TAIL_LINES:]
         elif self.run_no > 1 and result.changes != 0:
-            result.status = "failed"
+            # Not idempotent, but the host is as the script left it: dependents still run, so
+            # the second run judges every script.
+            result.status = "changed"
             result.error = (f"second run changed {result.changes} things: {result.changed}"
                             if result.changes is not None else "the script did not report its changes")
             result.tail = out.splitlines()[-TAIL_LINES:]
@@ -322,7 +325,7 @@ class Converger:
                     if urn in results or urn in running.values():
                         continue
                     deps = waiting[urn]
-                    failed = [d for d in deps if d in results and results[d].status != "ok"]
+                    failed = [d for d in deps if d in results and results[d].status in ("failed", "blocked")]
                     if failed:
                         s = steps[urn]
                         results[urn] = StepResult(urn=urn, name=s.name, host=s.host, kind=s.kind,

@@ -69,13 +69,13 @@ class Report:
             host.runs[run] = {
                 "steps": len(mine),
                 "ok": sum(r["status"] == "ok" for r in mine),
-                "failed": sum(r["status"] == "failed" for r in mine),
+                "failed": sum(r["status"] in ("failed", "changed") for r in mine),
                 "blocked": sum(r["status"] == "blocked" for r in mine),
                 "changes": sum(r["changes"] or 0 for r in mine),
                 "seconds": round(sum(r["seconds"] for r in mine), 1),
             }
             for r in mine:
-                if r["status"] == "failed":
+                if r["status"] in ("failed", "changed"):
                     host.failures.append({"run": run, "step": r["name"], "kind": r["kind"],
                                           "exit_code": r["exit_code"], "error": r["error"],
                                           "changed": r.get("changed") or [], "tail": r["tail"]})

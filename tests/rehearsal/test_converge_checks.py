@@ -48,3 +48,7 @@ def test_a_report_fails_on_any_failure_and_passes_only_with_two_clean_runs():
     report.hosts["h"].checks.pop()
     report.add_results(2, [{**ok, "status": "failed", "exit_code": 2, "error": "exit code 2", "tail": ["E: x"]}])
     assert not report.ok and "(exit code 2)" in report.text() and "| E: x" in report.text()
+    second = Report(stack="s", hosts={"h": HostReport("h", "p", "onprem", "10.200.0.10")})
+    second.add_results(1, [ok])
+    second.add_results(2, [{**ok, "status": "changed", "changes": 1, "error": "second run changed 1 things"}])
+    assert not second.ok and second.hosts["h"].runs[2]["failed"] == 1
