@@ -31,7 +31,6 @@ from __future__ import annotations
 import io
 import ipaddress
 import json
-import os
 import secrets
 import shutil
 import signal

@@ -223,3 +223,24 @@ def test_dockers_firewall_rules_land_in_the_namespace_not_on_the_machine(lab):
     machine = subprocess.run(["iptables-save"], capture_output=True, text=True).stdout
     assert "-s 203.0.113.0/24" in inside and ":DOCKER" in inside
     assert "203.0.113.0/24" not in machine and "10.41.0.0/24" not in machine
+
+
+def test_a_box_runs_its_own_docker_daemon_on_overlay2_from_the_local_repository(lab):
+    install = lab.exec("droplet", ["sh", "-c", "apt-get update -q && DEBIAN_FRONTEND=noninteractive"
+                                   " apt-get install -y -q --no-install-recommends docker.io"],
+                       timeout=900)
+    assert install.returncode == 0, install.stdout.decode()[-2000:] + install.stderr.decode()
+    active = lab.exec("droplet", ["sh", "-c", "for i in $(seq 180); do systemctl is-active -q "
+                                  "docker && break; sleep 1; done; systemctl is-active docker"],
+                      timeout=300)
+    assert active.stdout == b"active\n", lab.exec(
+        "droplet", ["journalctl", "-u", "docker", "-n", "30", "--no-pager"]).stdout.decode()
+    info = lab.exec("droplet", ["docker", "info", "--format", "{{.Driver}}"])
+    assert info.stdout.decode().strip() == "overlay2", info.stderr.decode()
+    # An image from the box's own files (nothing can be pulled), run by the box's daemon.
+    run = lab.exec("droplet", ["sh", "-c",
+                               "tar -chf - -C / usr/bin/true lib64/ld-linux-x86-64.so.2 "
+                               "lib/x86_64-linux-gnu/libc.so.6 | docker import - lab/true "
+                               "&& docker run --rm lab/true /usr/bin/true && echo ran"],
+                   timeout=300)
+    assert run.stdout.decode().strip().endswith("ran"), run.stderr.decode()
