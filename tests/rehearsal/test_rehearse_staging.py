@@ -23,11 +23,12 @@ HOSTS = {"pencom-staging-edge", "pencom-staging-app", "pencom-staging-data", "pe
          "vedfinance-staging", "kro-staging", "giv-staging-ops"}
 
 GAPS = (
-    "not yet green end to end (README, 'Rehearsal: status'): the seven-box lab has booted only "
-    "intermittently on the loaded 2-core machine within the lab's boot timeout; the stand-in "
-    "image build for the managed databases tries to pull its base; certbot has no ACME server "
-    "in the lab; Pencom's internal nodes install packages through the edge's squid container, "
-    "which nothing orders before them and which has no DNS in the lab"
+    "not yet green end to end (README, 'Rehearsal: status'): the boxes' own dockerd cannot start "
+    "(read-only /proc/sys, ip_forward), so no container runs; the seven-box lab has not always "
+    "booted within the lab's boot timeout under load; the managed-database stand-in build pulls "
+    "its base; certbot has no ACME server in the lab; Pencom's internal nodes install packages "
+    "through the edge's squid container, which nothing orders before them; fail2ban's sshd jail "
+    "does not run (backend=systemd without python3-systemd); timesyncd is never idempotent in a box"
 )
 
 
