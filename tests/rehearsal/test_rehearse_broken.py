@@ -65,11 +65,13 @@ def synthetic_stack() -> StackCapture:
 def report():
     for tool, why in [("dockerd", "the harness Docker daemon"), ("debootstrap", "the box image"),
                       ("dpkg-scanpackages", "the local apt repository"), ("nsenter", "the lab namespace"),
-                      ("docker-registry", "the stand-in registry"), ("ssh", "the docker ssh:// jump")]:
+                      ("ssh", "the docker ssh:// jump")]:
         require_tool(tool, why)
     from rehearsal.rehearse import rehearse
 
-    return rehearse("broken", capture_override=synthetic_stack(), workers=3)
+    # No stand-in images while the box's dockerd cannot start (the container part is xfail):
+    # the scripts' failures are what this test proves today.
+    return rehearse("broken", capture_override=synthetic_stack(), workers=3, with_images=False)
 
 
 def _check(report, name):
