@@ -108,6 +108,8 @@ def test_an_unhealthy_container_fails_its_check_and_a_healthy_one_passes(report)
 
 def test_the_overlay_moved_the_host_and_nothing_is_left(report):
     assert report.hosts["broken-box"].address.startswith("10.200.0.")
+    # The file the fine script wrote holds the lab address the overlay put in its place.
+    assert _check(report, "file /etc/rehearsal-fine.conf 640 root:root").status == PASS
     assert report.teardown_error is None
     namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert "platform-rehearsal-" not in namespaces
