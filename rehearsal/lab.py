@@ -96,6 +96,11 @@ BOX_FLAGS = (
     "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
     "--tmpfs", "/run", "--tmpfs", "/run/lock",
     "--stop-signal", "SIGRTMIN+3",  # systemd's "halt"
+    # /proc/sys stays read-only (Docker's default), so that no box can change a kernel setting
+    # that is not per network namespace (systemd-sysctl's kernel.*, fs.*) on the build machine.
+    # The box's dockerd needs forwarding on in its own namespace and cannot write it there:
+    # the lab sets it at creation, as dockerd would on a real host.
+    "--sysctl", "net.ipv4.ip_forward=1",
 )
 
 
