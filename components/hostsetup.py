@@ -164,7 +164,10 @@ def render_fail2ban_jail(ignore_cidrs: Sequence[str] = ()) -> str:
 
 def fail2ban_section(ignore_cidrs: Sequence[str] = ()) -> str:
     return "\n".join([
-        "ensure_packages fail2ban",
+        # backend = systemd needs python3-systemd, which fail2ban only Recommends: without it
+        # the sshd jail fails to start ("Failed to initialize any backend"; found on a real
+        # Debian host by the rehearsal).
+        "ensure_packages fail2ban python3-systemd",
         _heredoc("/etc/fail2ban/jail.local", "0644", "root:root",
                  render_fail2ban_jail(ignore_cidrs),
                  on_change="fail2ban-client -t >/dev/null\n  systemctl restart fail2ban"),
