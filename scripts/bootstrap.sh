@@ -54,6 +54,11 @@ for tool in "${!apt_tools[@]}"; do
 done
 # A PostgreSQL server (its binaries live outside PATH) for the backup and restore tests.
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
+# Packages the host scripts install that have no command of their own: the sandboxed
+# twice-run test (tests/test_host_idempotency.py) runs those scripts with no network.
+for pkg in python3-systemd systemd-timesyncd; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
 if [ "${#missing[@]}" -gt 0 ]; then
   sudo_cmd=()
   [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
