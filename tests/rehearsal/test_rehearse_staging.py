@@ -27,8 +27,8 @@ GAPS = (
     "(read-only /proc/sys, ip_forward), so no container runs; the seven-box lab has not always "
     "booted within the lab's boot timeout under load; the managed-database stand-in build pulls "
     "its base; certbot has no ACME server in the lab; Pencom's internal nodes install packages "
-    "through the edge's squid container, which nothing orders before them; fail2ban's sshd jail "
-    "does not run (backend=systemd without python3-systemd); timesyncd is never idempotent in a box"
+    "through the edge's squid container, which nothing orders before them; timesyncd is never "
+    "idempotent in a box (the unit does not run in a container)"
 )
 
 
