@@ -154,6 +154,7 @@ def rehearse(stack: str, *, products: Optional[Iterable[str]] = None, keep: bool
     packages = set(aptrepo.STACK_PACKAGES) | aptrepo.packages_in_scripts(
         s.inputs.get("stdin") or "" for s in lab_cap.steps if s.kind == "command")
     lab = Lab(networks=plan.lab_networks, boxes=box_specs(lab_cap, plan), keep=keep, packages=packages)
+    report.netns = lab.netns
     try:
         t0 = time.monotonic()
         try:

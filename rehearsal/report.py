@@ -62,6 +62,8 @@ class Report:
     error: Optional[str] = None
     teardown_error: Optional[str] = None
     kept: Optional[str] = None
+    netns: Optional[str] = None
+    """The lab's network namespace (gone after teardown unless kept)."""
 
     def add_results(self, run: int, results: list[dict[str, Any]]) -> None:
         for host in self.hosts.values():
@@ -92,7 +94,7 @@ class Report:
     def to_json(self) -> dict[str, Any]:
         return {
             "stack": self.stack, "ok": self.ok, "error": self.error,
-            "teardown_error": self.teardown_error, "kept": self.kept,
+            "teardown_error": self.teardown_error, "kept": self.kept, "netns": self.netns,
             "timings": self.timings, "standins": self.standins,
             "hosts": {n: {"product": h.product, "kind": h.kind, "address": h.address,
                           "runs": {str(k): v for k, v in h.runs.items()}, "failures": h.failures,
