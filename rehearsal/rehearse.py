@@ -157,8 +157,12 @@ def rehearse(stack: str, *, products: Optional[Iterable[str]] = None, keep: bool
     report.netns = lab.netns
     try:
         t0 = time.monotonic()
+        from rehearsal.netns import LabBusy
+
         try:
             lab.start()
+        except LabBusy:
+            raise  # another rehearsal runs: the CLI refuses with exit 3, nothing of ours to report
         except Exception as exc:  # noqa: BLE001 - a lab that cannot start is the report's error
             report.error = f"the lab did not start: {exc}"
             return report
@@ -218,7 +222,7 @@ def rehearse(stack: str, *, products: Optional[Iterable[str]] = None, keep: bool
                 registry.stop()
             except Exception:  # noqa: BLE001 - teardown goes on
                 pass
-        if keep:
+        if keep and lab._started:
             report.kept = f"lab kept: namespace {getattr(lab, 'netns', '?')}; workdir {workdir}"
             if lab._started:
                 lab.__exit__(None, None, None)
