@@ -2,7 +2,7 @@
 STACK ?= staging
 PY := .venv/bin/python
 
-.PHONY: synth test setup schema
+.PHONY: synth test setup schema rehearse
 
 synth:
 	@scripts/bootstrap.sh runtime
@@ -15,6 +15,12 @@ test:
 
 setup:
 	@scripts/bootstrap.sh dev
+
+# Converge every host of STACK on local Debian boxes, twice, and check them (README, Rehearsal).
+rehearse:
+	@scripts/bootstrap.sh dev
+	@mkdir -p out
+	PATH="$(CURDIR)/.venv/bin:$$PATH" $(PY) -m synth rehearse $(STACK) --json out/rehearsal-$(STACK).json
 
 schema:
 	$(PY) -m stacks.schema > docs/stack-config.schema.json

@@ -175,7 +175,10 @@ def render_fail2ban_jail(ignore_cidrs: Sequence[str] = ()) -> str:
 
 def fail2ban_section(ignore_cidrs: Sequence[str] = ()) -> str:
     return "\n".join([
-        "ensure_packages fail2ban",
+        # backend = systemd needs python3-systemd, which fail2ban only Recommends: without it
+        # the sshd jail fails to start ("Failed to initialize any backend"; found on a real
+        # Debian host by the rehearsal).
+        "ensure_packages fail2ban python3-systemd",
         _heredoc("/etc/fail2ban/jail.local", "0644", "root:root",
                  render_fail2ban_jail(ignore_cidrs),
                  on_change="fail2ban-client -t >/dev/null\n  systemctl restart fail2ban"),
@@ -213,7 +216,9 @@ MaxRetentionSec=1month
 
 def base_section() -> str:
     return "\n".join([
-        "ensure_packages unattended-upgrades ca-certificates curl",
+        # systemd-timesyncd: its own package on Debian 12 (found missing by the rehearsal on a
+        # Debian box); preinstalled on Ubuntu 24.04, where this is a no-op.
+        "ensure_packages unattended-upgrades ca-certificates curl systemd-timesyncd",
         _heredoc("/etc/apt/apt.conf.d/20auto-upgrades", "0644", "root:root", AUTO_UPGRADES),
         _heredoc("/etc/apt/apt.conf.d/52platform-unattended-upgrades", "0644", "root:root",
                  UNATTENDED_UPGRADES),

@@ -42,6 +42,14 @@ declare -A apt_tools=(
   [node]=nodejs
   [unattended-upgrade]=unattended-upgrades
   [visudo]=sudo
+  # The rehearsal lab (rehearsal/): the harness Docker daemon, the box root filesystem, the
+  # local apt repository's index.
+  [dockerd]=docker.io
+  [debootstrap]=debootstrap
+  [dpkg-scanpackages]=dpkg-dev
+  # The stand-in images' registry (rehearsal/images.py) and the tool that pushes into it.
+  [docker-registry]=docker-registry
+  [skopeo]=skopeo
 )
 missing=()
 for tool in "${!apt_tools[@]}"; do
@@ -49,6 +57,11 @@ for tool in "${!apt_tools[@]}"; do
 done
 # A PostgreSQL server (its binaries live outside PATH) for the backup and restore tests.
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
+# Packages the host scripts install that have no command of their own: the sandboxed
+# twice-run test (tests/test_host_idempotency.py) runs those scripts with no network.
+for pkg in python3-systemd systemd-timesyncd; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
 if [ "${#missing[@]}" -gt 0 ]; then
   sudo_cmd=()
   [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)

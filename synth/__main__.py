@@ -4,6 +4,7 @@
                                                                        synthesize a stack
     python -m synth check STATE.json [--stack NAME] [--config PATH]    run the policy pack
     python -m synth diff BASE.json HEAD.json [--markdown PATH]         what a change does
+    python -m synth rehearse STACK [--product NAME] [--keep] [--json REPORT]  real hosts (README)
 
 Exit codes: 0 success, 1 failure, a mandatory policy violation or (--check-schema) a schema
 finding, 2 bad input (invalid stack config, unreadable or malformed file, bad arguments,
@@ -241,6 +242,10 @@ def main(argv: list[str] | None = None) -> int:
         return check(argv[1:])
     if argv and argv[0] == "diff":
         return diff(argv[1:])
+    if argv and argv[0] == "rehearse":
+        from rehearsal.__main__ import main as rehearse
+
+        return rehearse(argv[1:])
     return synth(argv)
 
 

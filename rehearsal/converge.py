@@ -1,0 +1,374 @@
+"""Converge: apply a captured (and overlaid) stack to the lab's boxes as ``pulumi up`` would.
+
+- ``command:remote:Command``: its ``create`` command over real SSH (paramiko) as the captured
+  user, through the captured jump host, with ``environment`` sent as SSH env requests and
+  ``stdin`` piped, as pulumi-command's remote Command does. Its exit code decides success; the
+  host scripts' last line ``platform-setup: N changes`` gives the change count.
+- Docker networks, images (``RemoteImage``: a pull through the host's own daemon) and containers
+  through the Engine API over ``ssh://`` with the ``docker`` library (``rehearsal.dockerapi``).
+- Steps run in dependency order; independent steps run in parallel (``workers``), as the engine
+  does. A failed step blocks everything that depends on it; independent steps go on, so one
+  run reports every broken host.
+- A second run (``run=2``) re-runs every command (each must report 0 changes) and finds every
+  Docker resource the first run made by its recorded id (none may be recreated or gone), which
+  is what ``pulumi up`` with unchanged inputs leaves alone.
+
+This module runs inside the lab's network namespace (``python -m rehearsal.converge``, started
+with ``Lab.netns_argv``) so that every connection it opens originates there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from rehearsal.capture import Host, StackCapture, Step, container_name
+
+CHANGES = re.compile(r"^platform-setup: (\d+) changes$", re.M)
+TAIL_LINES = 20
+
+
+@dataclass
+class StepResult:
+    """What one step did in one run: ``status`` ok, failed, changed (a second run that changed
+    something) or blocked (a dependency failed);
+    ``changes`` the script's own count (None: not a script, or it did not say); ``seconds``
+    wall time; ``tail`` the last lines of its output when it failed."""
+
+    urn: str
+    name: str
+    host: str
+    kind: str
+    run: int
+    status: str
+    seconds: float = 0.0
+    exit_code: Optional[int] = None
+    changes: Optional[int] = None
+    changed: list[str] = field(default_factory=list)
+    resource_id: Optional[str] = None
+    error: Optional[str] = None
+    tail: list[str] = field(default_factory=list)
+
+
+class Connections:
+    """Paramiko clients per host, through the host's jump host when it has one; host keys are
+    accepted on first use and recorded (the stack's ``StrictHostKeyChecking=accept-new``)."""
+
+    def __init__(self, capture: StackCapture, home: Path):
+        import paramiko
+
+        self.paramiko = paramiko
+        self.capture = capture
+        self.home = home
+        self.known_hosts = home / ".ssh" / "known_hosts"
+        self.clients: dict[str, Any] = {}
+        self.lock = threading.Lock()
+        # One record of every host key seen, written whole (the docker library reads it).
+        self.host_keys = paramiko.HostKeys()
+        self.host_locks = {name: threading.Lock() for name in capture.hosts}
+
+    def key(self, host: Host):
+        from io import StringIO
+
+        return self.paramiko.Ed25519Key.from_private_key(StringIO(host.private_key)) \
+            if "OPENSSH" in host.private_key else self.paramiko.RSAKey.from_private_key(StringIO(host.private_key))
+
+    def client(self, name: str, user: Optional[str] = None):
+        host = self.capture.hosts[name]
+        user = user or host.user
+        cache = f"{user}@{name}"
+        with self.host_locks[name]:
+            existing = self.clients.get(cache)
+            if existing is not None and existing.get_transport() and existing.get_transport().is_active():
+                return existing
+            sock = None
+            if host.bastion:
+                jump = self.client(host.bastion)
+                sock = jump.get_transport().open_channel("direct-tcpip", (host.address, host.port), ("127.0.0.1", 0))
+            client = self.paramiko.SSHClient()
+            with self.lock:
+                known = self.host_keys.lookup(host.address)
+                if known:
+                    for key_type, key in known.items():
+                        client.get_host_keys().add(host.address, key_type, key)
+            client.set_missing_host_key_policy(self.paramiko.AutoAddPolicy())
+            last: Optional[Exception] = None
+            for _ in range(20):  # the stack's dialErrorLimit
+                try:
+                    client.connect(host.address, port=host.port, username=user, pkey=self.key(host),
+                                   sock=sock, timeout=30, allow_agent=False, look_for_keys=False,
+                                   banner_timeout=30, auth_timeout=30)
+                    break
+                except (OSError, self.paramiko.SSHException) as exc:
+                    last = exc
+                    time.sleep(1)
+                    if host.bastion:
+                        sock = self.client(host.bastion).get_transport().open_channel(
+                            "direct-tcpip", (host.address, host.port), ("127.0.0.1", 0))
+            else:
+                raise ConnectionError(f"cannot SSH to {user}@{name} ({host.address}): {last}")
+            with self.lock:
+                key = client.get_transport().get_remote_server_key()
+                self.host_keys.add(host.address, key.get_name(), key)
+                self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
+                self.host_keys.save(str(self.known_hosts))
+            self.clients[cache] = client
+            return client
+
+    def run(self, name: str, command: str, *, stdin: Optional[str], environment: dict[str, str],
+            user: Optional[str] = None, timeout_s: float = 1800) -> tuple[int, str, str]:
+        """(exit code, stdout, stderr) of ``command`` on host ``name``."""
+        client = self.client(name, user)
+        channel = client.get_transport().open_session()
+        if environment:
+            channel.update_environment(environment)
+        channel.exec_command(command)
+        out: list[bytes] = []
+        err: list[bytes] = []
+
+        def feed():
+            if stdin:
+                channel.sendall(stdin.encode())
+            channel.shutdown_write()
+
+        writer = threading.Thread(target=feed, daemon=True)
+        writer.start()
+        deadline = time.monotonic() + timeout_s
+        channel.settimeout(1.0)
+        while True:
+            got = False
+            if channel.recv_ready():
+                out.append(channel.recv(65536))
+                got = True
+            if channel.recv_stderr_ready():
+                err.append(channel.recv_stderr(65536))
+                got = True
+            if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
+                break
+            if time.monotonic() > deadline:
+                channel.close()
+                return 124, b"".join(out).decode(errors="replace"), \
+                    b"".join(err).decode(errors="replace") + f"\ntimed out after {timeout_s:.0f} s"
+            if not got:
+                time.sleep(0.05)
+        writer.join(timeout=5)
+        code = channel.recv_exit_status()
+        return code, b"".join(out).decode(errors="replace"), b"".join(err).decode(errors="replace")
+
+    def close(self) -> None:
+        for client in self.clients.values():
+            client.close()
+
+
+def write_ssh_config(capture: StackCapture, home: Path) -> None:
+    """~/.ssh/config for the docker library's ssh:// transport: the host's key, and for a host
+    behind a jump host (the stack's ``-o ProxyJump=user@host:port``) an ``ssh -W`` through it."""
+    ssh = home / ".ssh"
+    ssh.mkdir(parents=True, exist_ok=True, mode=0o700)
+    lines = []
+    for host in capture.hosts.values():
+        key = ssh / f"{host.name}.key"
+        key.write_text(host.private_key)
+        key.chmod(0o600)
+        lines += [f"Host {host.address}", f"  User {host.user}", f"  Port {host.port}", f"  IdentityFile {key}"]
+        jump = next((o.split("=", 1)[1] for o in host.ssh_opts if o.startswith("ProxyJump=")), None)
+        if jump:
+            target, _, port = jump.rpartition(":") if jump.count(":") else (jump, "", "22")
+            lines.append(f"  ProxyCommand ssh -F /dev/null -i {key} -o BatchMode=yes "
+                         f"-o UserKnownHostsFile={ssh / 'known_hosts'} -o StrictHostKeyChecking=accept-new "
+                         f"-p {port or 22} -W %h:%p {target}")
+    (ssh / "config").write_text("\n".join(lines) + "\n")
+
+
+class Converger:
+    def __init__(self, capture: StackCapture, workdir: Path, run: int, workers: int = 4):
+        self.capture = capture
+        self.workdir = workdir
+        self.run_no = run
+        self.workers = workers
+        self.home = workdir / "home"
+        self.state_path = workdir / "state.json"
+        self.state: dict[str, Any] = json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
+        self.state_lock = threading.Lock()
+        write_ssh_config(capture, self.home)
+        os.environ["HOME"] = str(self.home)  # the docker library reads ~/.ssh/config and known_hosts
+        self.ssh = Connections(capture, self.home)
+        self.docker_clients: dict[str, Any] = {}
+        self.docker_lock = threading.Lock()
+
+    def docker(self, host_name: str):
+        import docker
+
+        with self.docker_lock:
+            client = self.docker_clients.get(host_name)
+            if client is None:
+                host = self.capture.hosts[host_name]
+                # The first SSH connection (a command) recorded the host key the docker library checks.
+                self.ssh.client(host_name)
+                client = docker.DockerClient(base_url=host.docker_host, use_ssh_client=False, timeout=600)
+                self.docker_clients[host_name] = client
+            return client
+
+    def execute(self, step: Step) -> StepResult:
+        started = time.monotonic()
+        result = StepResult(urn=step.urn, name=step.name, host=step.host, kind=step.kind,
+                            run=self.run_no, status="ok")
+        try:
+            getattr(self, f"_{step.kind}")(step, result)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes the step's error
+            result.status = "failed"
+            result.error = f"{type(exc).__name__}: {exc}"
+            result.tail = result.tail or str(exc).splitlines()[-TAIL_LINES:]
+        result.seconds = round(time.monotonic() - started, 2)
+        return result
+
+    def _command(self, step: Step, result: StepResult) -> None:
+        inputs = step.inputs
+        user = (inputs.get("connection") or {}).get("user")
+        code, out, err = self.ssh.run(step.host, inputs["create"], stdin=inputs.get("stdin"),
+                                      environment=dict(inputs.get("environment") or {}), user=user)
+        result.exit_code = code
+        counts = CHANGES.findall(out)
+        result.changes = int(counts[-1]) if counts else None
+        result.changed = [line[len("changed: "):] for line in out.splitlines() if line.startswith("changed: ")]
+        if code != 0:
+            result.status = "failed"
+            result.error = f"exit code {code}"
+            result.tail = (out.splitlines() + err.splitlines())[-TAIL_LINES:]
+        elif self.run_no > 1 and result.changes != 0:
+            # Not idempotent, but the host is as the script left it: dependents still run, so
+            # the second run judges every script.
+            result.status = "changed"
+            result.error = (f"second run changed {result.changes} things: {result.changed}"
+                            if result.changes is not None else "the script did not report its changes")
+            result.tail = out.splitlines()[-TAIL_LINES:]
+
+    def _recorded(self, step: Step) -> Optional[dict]:
+        with self.state_lock:
+            return self.state.get(step.urn)
+
+    def _record(self, step: Step, **values) -> None:
+        with self.state_lock:
+            self.state[step.urn] = values
+
+    def _network(self, step: Step, result: StepResult) -> None:
+        from rehearsal.dockerapi import network_create_kwargs
+
+        client = self.docker(step.host)
+        recorded = self._recorded(step)
+        if recorded:
+            network = client.networks.get(recorded["id"])
+            result.resource_id = network.id
+            return
+        network = client.networks.create(**network_create_kwargs(step.inputs))
+        result.resource_id = network.id
+        self._record(step, id=network.id)
+
+    def _image(self, step: Step, result: StepResult) -> None:
+        import docker
+
+        client = self.docker(step.host)
+        reference = step.inputs["name"]
+        recorded = self._recorded(step)
+        if recorded:
+            result.resource_id = client.images.get(reference).id
+            if result.resource_id != recorded["id"]:
+                raise RuntimeError(f"image {reference} changed from {recorded['id']} to {result.resource_id}")
+            return
+        try:
+            image = client.images.get(reference)
+        except docker.errors.ImageNotFound:
+            repository, _, tag = reference.rpartition(":") if ":" in reference.split("/")[-1] else (reference, "", "latest")
+            image = client.images.pull(repository, tag=tag)
+        result.resource_id = image.id
+        self._record(step, id=image.id)
+
+    def _container(self, step: Step, result: StepResult) -> None:
+        from rehearsal.dockerapi import create_container
+
+        client = self.docker(step.host)
+        recorded = self._recorded(step)
+        name = container_name(step)
+        if recorded:
+            import docker
+
+            try:
+                container = client.containers.get(recorded["id"])
+            except docker.errors.NotFound:
+                raise RuntimeError(f"container {name} ({recorded['id'][:12]}) is gone after the first run") from None
+            result.resource_id = container.id
+            if container.status != "running":
+                raise RuntimeError(f"container {name} is {container.status} on the second run")
+            return
+        container = create_container(client, step.inputs, name=name)
+        result.resource_id = container.id
+        self._record(step, id=container.id, name=name)
+
+    def converge(self) -> list[StepResult]:
+        steps = {s.urn: s for s in self.capture.steps}
+        waiting = {urn: {d for d in s.depends if d in steps} for urn, s in steps.items()}
+        results: dict[str, StepResult] = {}
+        order = [s.urn for s in self.capture.steps]
+        running: dict[Any, str] = {}
+        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+            while len(results) < len(steps):
+                for urn in order:
+                    if urn in results or urn in running.values():
+                        continue
+                    deps = waiting[urn]
+                    failed = [d for d in deps if d in results and results[d].status in ("failed", "blocked")]
+                    if failed:
+                        s = steps[urn]
+                        results[urn] = StepResult(urn=urn, name=s.name, host=s.host, kind=s.kind,
+                                                  run=self.run_no, status="blocked",
+                                                  error=f"blocked by {steps[failed[0]].name}")
+                        continue
+                    if all(d in results for d in deps) and len(running) < self.workers:
+                        running[pool.submit(self.execute, steps[urn])] = urn
+                if not running:
+                    if len(results) < len(steps) and not any(
+                            u not in results and all(d in results for d in waiting[u]) for u in order):
+                        raise RuntimeError("no step can start: a dependency cycle")
+                    continue
+                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                for future in done:
+                    urn = running.pop(future)
+                    results[urn] = future.result()
+                    r = results[urn]
+                    print(f"[run {self.run_no}] {r.host}: {r.name} {r.status} ({r.seconds:.1f}s"
+                          + (f", {r.changes} changes" if r.changes is not None else "") + ")"
+                          + (f" {r.error}" if r.error else ""), file=sys.stderr, flush=True)
+        self.state_path.write_text(json.dumps(self.state, indent=1))
+        self.ssh.close()
+        for client in self.docker_clients.values():
+            client.close()
+        return [results[urn] for urn in order]
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rehearsal.converge",
+                                     description="Converge a captured stack onto the lab's boxes "
+                                     "(run inside the lab's network namespace).")
+    parser.add_argument("plan", type=Path, help="overlaid capture JSON (StackCapture.to_json)")
+    parser.add_argument("results", type=Path, help="where to write the step results JSON")
+    parser.add_argument("--workdir", type=Path, required=True, help="state, ssh config, known_hosts")
+    parser.add_argument("--run", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=4)
+    args = parser.parse_args(argv)
+    capture = StackCapture.from_json(json.loads(args.plan.read_text()))
+    results = Converger(capture, args.workdir, args.run, args.workers).converge()
+    args.results.write_text(json.dumps([asdict(r) for r in results], indent=1))
+    return 0 if all(r.status == "ok" for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

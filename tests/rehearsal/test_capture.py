@@ -1,0 +1,184 @@
+"""Capture, overlay and ordering of the staging rehearsal, against the real staging synth."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from rehearsal import overlay
+from rehearsal.capture import CaptureError, Step, StackCapture, capture, order
+from synth.engine import PROJECT_ROOT
+
+pytestmark = pytest.mark.fast
+
+STAGING_HOSTS = {"pencom-staging-edge", "pencom-staging-app", "pencom-staging-data",
+                 "pencom-staging-storage", "vedfinance-staging", "kro-staging", "giv-staging-ops"}
+
+
+def _test_ca() -> str:
+    from rehearsal.capture import _self_signed, _tls_private_key
+
+    key = _tls_private_key("ca", {"algorithm": "ECDSA", "ecdsaCurve": "P256"})["privateKeyPem"]
+    return _self_signed("ca", {"privateKeyPem": key, "isCaCertificate": True,
+                               "subject": {"commonName": "rehearsal test CA"}})["certPem"]
+
+
+@pytest.fixture(scope="module")
+def staging() -> StackCapture:
+    return capture("staging", database_ca_pem=_test_ca())
+
+
+@pytest.fixture(scope="module")
+def lab_staging(staging):
+    doc = yaml.safe_load((PROJECT_ROOT / "Pulumi.staging.yaml").read_text())
+    admin = doc["config"]["platform:environment"]["admin_cidrs"]
+    plan = overlay.plan(staging, admin)
+    return plan, overlay.apply(staging, plan)
+
+
+def test_every_ssh_host_of_staging_is_captured(staging):
+    assert set(staging.hosts) == STAGING_HOSTS
+    by = staging.hosts
+    assert {h.kind for n, h in by.items() if n in ("kro-staging", "giv-staging-ops")} == {"droplet"}
+    assert by["kro-staging"].user_data.startswith("#cloud-config")
+    assert by["pencom-staging-edge"].user_data is None
+    # The private nodes are reached through the edge, as the stack's connections say.
+    assert {by[n].bastion for n in ("pencom-staging-app", "pencom-staging-data", "pencom-staging-storage")} \
+        == {"pencom-staging-edge"}
+    assert by["pencom-staging-edge"].bastion is None
+    assert all(h.user == "deploy" for h in by.values())
+
+
+def test_steps_cover_every_command_and_docker_resource(staging):
+    kinds = {}
+    for s in staging.steps:
+        kinds[s.kind] = kinds.get(s.kind, 0) + 1
+    # Every remote command, network, image and container of the state (none dropped).
+    assert kinds["command"] >= 90 and kinds["container"] >= 50
+    assert kinds["image"] == kinds["container"] and kinds["network"] == len(STAGING_HOSTS)
+    for s in staging.steps:
+        if s.kind == "container":
+            assert s.inputs["image"], s.name  # RemoteImage.imageId answered with the reference
+
+
+def test_ssh_key_is_real_and_shared_by_the_products_hosts(staging):
+    keys = {}
+    for h in staging.hosts.values():
+        key = serialization.load_ssh_private_key(h.private_key.encode(), password=None)
+        public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                               serialization.PublicFormat.OpenSSH).decode()
+        assert public == h.public_key
+        keys.setdefault(h.product, set()).add(public)
+    assert all(len(v) == 1 for v in keys.values())
+    assert len({next(iter(v)) for v in keys.values()}) == len(keys)
+    for s in staging.steps:
+        if s.kind == "command":
+            assert s.inputs["connection"]["privateKey"] == staging.hosts[s.host].private_key
+
+
+def test_internal_ca_certificates_are_real(staging):
+    pems = set()
+    for s in staging.steps:
+        text = json.dumps(s.inputs)
+        pems |= set(re.findall(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", text))
+    assert pems
+    for pem in pems:
+        x509.load_pem_x509_certificate(pem.replace("\\n", "\n").encode())
+
+
+def test_order_is_topological_and_respects_component_dependencies(staging):
+    position = {s.urn: i for i, s in enumerate(staging.steps)}
+    for s in staging.steps:
+        for d in s.depends:
+            assert position[d] < position[s.urn], (s.name, d)
+    # Containers wait for their host's setup (a dependency on the host's scripts).
+    edge = [s for s in staging.steps if s.host == "pencom-staging-edge"]
+    first_container = min(position[s.urn] for s in edge if s.kind == "container")
+    docker_setup = next(s for s in edge if s.name.endswith("setup-docker"))
+    assert position[docker_setup.urn] < first_container
+    # A network or image waits for its provider's dependencies (the host's setup), as Pulumi does.
+    for s in staging.steps:
+        if s.kind in ("network", "image"):
+            setup = next(x for x in staging.steps if x.host == s.host and x.name.endswith("setup-docker"))
+            assert position[setup.urn] < position[s.urn], s.name
+            assert s.depends, s.name
+
+
+def test_order_refuses_a_cycle():
+    a = Step(urn="a", name="a", kind="command", host="h", inputs={}, depends=["b"])
+    b = Step(urn="b", name="b", kind="command", host="h", inputs={}, depends=["a"])
+    with pytest.raises(CaptureError, match="cycle"):
+        order([a, b])
+    c = Step(urn="c", name="c", kind="command", host="h", inputs={}, depends=[])
+    assert [s.urn for s in order([Step(urn="d", name="d", kind="command", host="h", inputs={},
+                                       depends=["c"]), c])] == ["c", "d"]
+
+
+def test_product_filter_keeps_only_that_products_hosts(staging):
+    from rehearsal.capture import extract
+
+    with pytest.raises(CaptureError, match="no host of that product"):
+        extract({"stack": "x", "resources": []}, {}, ["nope"])
+
+
+def _stack_addresses(staging: StackCapture) -> set[str]:
+    """Every address of the stack file and every host address (mock answers included)."""
+    text = (PROJECT_ROOT / "Pulumi.staging.yaml").read_text()
+    found = {m.group(1) for m in overlay.ADDRESS.finditer(text)}
+    found |= {h.address for h in staging.hosts.values()} | \
+        {h.private_address for h in staging.hosts.values() if h.private_address}
+    return {a for a in found if not ipaddress.ip_address(a).is_loopback and a != "0.0.0.0"}
+
+
+def test_no_stack_address_survives_the_overlay(staging, lab_staging):
+    plan, lab = lab_staging
+    real = _stack_addresses(staging)
+    assert {"103.54.153.248", "10.41.0.11", "198.51.100.10", "10.50.8.20"} <= real
+    sent = [s.inputs for s in lab.steps] + [h.__dict__ for h in lab.hosts.values()]
+    for payload in sent:
+        addresses = overlay.addresses_in(payload)
+        assert not addresses & real, addresses & real
+        outside = {a for a in addresses if not overlay.is_lab_or_local(a)}
+        assert not outside, outside
+    # Nothing real left even as a substring (a rewrite that missed a form of the address).
+    blob = json.dumps(sent)
+    for address in real:
+        assert not re.search(rf"(?<![\d.]){re.escape(address)}(?![\d])", blob), address
+
+
+def test_overlay_keeps_structure(staging, lab_staging):
+    plan, lab = lab_staging
+    edge = lab.hosts["pencom-staging-edge"]
+    app = lab.hosts["pencom-staging-app"]
+    assert ipaddress.ip_address(edge.address) in overlay.PUBLIC
+    private = ipaddress.ip_network(plan.lab_networks["pencom-private"])
+    assert ipaddress.ip_address(edge.private_address) in private
+    assert ipaddress.ip_address(app.address) in private
+    # Host part kept: .11 stays .11 in the lab private network.
+    assert edge.private_address.endswith(".11") and app.address.endswith(".12")
+    # The admin CIDR becomes the harness's own address, where SSH comes from.
+    assert plan.hosts["198.51.100.10"] == str(overlay.HARNESS)
+    assert any("ProxyJump=deploy@" + edge.address in o for o in app.ssh_opts)
+    assert lab.hosts["kro-staging"].docker_host == f"ssh://deploy@{lab.hosts['kro-staging'].address}"
+    # The stack's own Docker subnet (host-local) is kept.
+    edge_net = next(s for s in lab.steps if s.kind == "network" and s.host == "pencom-staging-edge")
+    assert edge_net.inputs["ipamConfigs"][0]["subnet"] == "172.31.250.0/24"
+
+
+def test_overlay_text_forms():
+    plan = overlay.Overlay(hosts={"203.0.113.5": "10.200.0.10"},
+                           networks={"10.41.0.0/24": "10.201.0.0/24"})
+    assert plan.text("ufw allow from 203.0.113.5/32 to any port 22") == \
+        "ufw allow from 10.200.0.10/32 to any port 22"
+    assert plan.text("-d 10.41.0.0/24 -s 10.41.0.7") == "-d 10.201.0.0/24 -s 10.201.0.7"
+    assert plan.text("listen 127.0.0.1:8080; image v1.2.3") == "listen 127.0.0.1:8080; image v1.2.3"
+    external = plan.text("nameserver 9.9.9.9")
+    assert external.startswith("nameserver 10.203.0.")
+    assert plan.text("0.0.0.0/0 172.16.0.0/12") == "0.0.0.0/0 172.16.0.0/12"
+    assert plan.value({"203.0.113.5": ["x 203.0.113.5:22"]}) == {"10.200.0.10": ["x 10.200.0.10:22"]}

@@ -1,0 +1,91 @@
+"""The staging rehearsal, end to end: every host of all four products (Pencom's four nodes, the
+V-EdFinance VPS, the KRO droplet and GIV's ops droplet) converged twice on real Debian boxes
+and checked with testinfra. Slow: marker ``rehearsal``; `make test` runs it.
+
+The assertions that the rehearsal does not meet yet are marked ``xfail`` with the reason
+(measured on this machine, see README "Rehearsal: status"); they run every time, and turn into
+XPASS the day the gap closes. Nothing here is skipped under ``CI=true``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from rehearsal.report import FAIL, NOT_PROVEN
+from tests.conftest import require_tool
+
+pytestmark = pytest.mark.rehearsal
+
+HOSTS = {"pencom-staging-edge", "pencom-staging-app", "pencom-staging-data", "pencom-staging-storage",
+         "vedfinance-staging", "kro-staging", "giv-staging-ops"}
+
+GAPS = (
+    "not yet green end to end (README, 'Rehearsal: status'): the boxes' own dockerd cannot start "
+    "(read-only /proc/sys, ip_forward), so no container runs; the seven-box lab has not always "
+    "booted within the lab's boot timeout under load; the managed-database stand-in build pulls "
+    "its base; certbot has no ACME server in the lab; Pencom's internal nodes install packages "
+    "through the edge's squid container, which nothing orders before them; timesyncd is never "
+    "idempotent in a box (the unit does not run in a container)"
+)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    for tool, why in [("dockerd", "the harness Docker daemon"), ("debootstrap", "the box image"),
+                      ("dpkg-scanpackages", "the local apt repository"), ("nsenter", "the lab namespace"),
+                      ("docker-registry", "the stand-in registry"), ("skopeo", "pushing stand-ins"),
+                      ("ssh", "the docker ssh:// jump")]:
+        require_tool(tool, why)
+    from rehearsal.rehearse import rehearse
+
+    result = rehearse("staging")
+    path = tmp_path_factory.mktemp("report") / "staging.json"
+    result.write_json(path)
+    print(result.text())
+    print(f"report: {path}")
+    return result
+
+
+def test_every_host_of_the_four_products_gets_a_box(report):
+    assert set(report.hosts) == HOSTS
+    assert {h.kind for n, h in report.hosts.items() if n in ("kro-staging", "giv-staging-ops")} == {"droplet"}
+
+
+def test_nothing_is_left_after_the_rehearsal(report):
+    assert report.teardown_error is None, report.teardown_error
+    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert report.netns and report.netns not in namespaces.split()
+
+
+@pytest.mark.xfail(reason=GAPS, strict=False)
+def test_the_lab_starts_and_serves_every_image(report):
+    assert report.error is None, report.text()
+
+
+@pytest.mark.xfail(reason=GAPS, strict=False)
+def test_every_host_converges_on_the_first_run(report):
+    assert report.error is None, report.text()
+    broken = {n: h.failures for n, h in report.hosts.items() if any(f["run"] == 1 for f in h.failures)}
+    assert not broken, report.text()
+    assert all(h.runs[1]["ok"] == h.runs[1]["steps"] > 0 for h in report.hosts.values())
+
+
+@pytest.mark.xfail(reason=GAPS, strict=False)
+def test_the_second_run_changes_nothing_and_recreates_nothing(report):
+    for name, host in report.hosts.items():
+        assert host.runs.get(2), f"{name}: no second run\n{report.text()}"
+        assert host.runs[2]["changes"] == 0 and host.runs[2]["failed"] == 0, report.text()
+
+
+@pytest.mark.xfail(reason=GAPS, strict=False)
+def test_every_check_passes_or_is_not_proven_with_a_reason(report):
+    failed = {n: [c.name + ": " + c.detail for c in h.checks if c.status == FAIL]
+              for n, h in report.hosts.items()}
+    assert not any(failed.values()), json.dumps(failed, indent=1)
+    for host in report.hosts.values():
+        assert host.counts()["pass"] > 20
+        assert all(c.detail for c in host.checks if c.status == NOT_PROVEN)
+    assert report.ok, report.text()
