@@ -2,16 +2,22 @@
 STACK ?= staging
 PY := .venv/bin/python
 
-.PHONY: synth test setup schema rehearse
+.PHONY: synth test test-rehearsal setup schema rehearse
 
 synth:
 	@scripts/bootstrap.sh runtime
 	@mkdir -p out
 	$(PY) -m synth $(STACK) --json out/$(STACK).json --markdown out/$(STACK).md
 
+# The fast and real-tool tiers, in parallel (pytest-xdist). The lab tier (real Debian boxes,
+# marker `rehearsal`) runs alone with `make test-rehearsal`: it is not green yet (README).
 test:
 	@scripts/bootstrap.sh dev
-	PATH="$(CURDIR)/.venv/bin:$$PATH" $(PY) -m pytest
+	PATH="$(CURDIR)/.venv/bin:$$PATH" $(PY) -m pytest -n auto -m "not rehearsal"
+
+test-rehearsal:
+	@scripts/bootstrap.sh dev
+	PATH="$(CURDIR)/.venv/bin:$$PATH" $(PY) -m pytest -m rehearsal
 
 setup:
 	@scripts/bootstrap.sh dev

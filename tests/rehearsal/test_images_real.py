@@ -24,7 +24,7 @@ from rehearsal.images import Registry, TestCA, contracts_from_state, plan_standi
 from rehearsal.netns import DockerDaemon, Namespace, spawn, stop_pid
 from tests.conftest import require_tool
 
-pytestmark = pytest.mark.realtool
+pytestmark = pytest.mark.rehearsal  # builds and runs the lab's stand-in images: the lab tier
 
 BIP = "10.213.7.1/24"
 SECOND_BIP = "10.213.8.1/24"
