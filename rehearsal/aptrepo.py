@@ -47,7 +47,7 @@ STACK_PACKAGES = (
     "fail2ban", "ufw", "unattended-upgrades", "ca-certificates", "curl", "docker.io",  # hostsetup
     "systemd-timesyncd", "python3-systemd",                                          # hostsetup
     "certbot",                                                                       # ingress
-    "rclone", "postgresql-client", "redis-tools",                                    # backup
+    "rclone", "postgresql-client", "redis-tools", "restic", "jq",                    # backup
 )
 
 LAYOUT = "debian-dists-v1"  # part of the cache key: a new layout is a new repository

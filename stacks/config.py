@@ -295,7 +295,9 @@ def validate_stack_config(
                                 f"{', '.join(sorted(registry))}"
                                 + (f"; did you mean {close[0]}?" if close else ""))
             elif name in products:
-                problems.append(f"{key_path('products', [index])}: {name} is listed twice")
+                first = raw_products.index(name)
+                problems.append(f"{key_path('products', [index])}: {name} is listed twice (also at "
+                                f"{key_path('products', [first])}); list each product once")
             else:
                 products.append(name)
 

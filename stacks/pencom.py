@@ -181,7 +181,7 @@ class PencomConfig(StrictModel):
     redis: ContainerSpec = Field(description="Redis container (data node); TLS is added")
     minio: ContainerSpec = Field(description="MinIO container (storage node); TLS is added")
     databases: list[ServiceDatabase] = Field(min_length=1, description="Postgres databases, one per service")
-    mongo_databases: list[ServiceDatabase] = Field(description="MongoDB databases")
+    mongo_databases: list[ServiceDatabase] = Field(min_length=1, description="MongoDB databases, one per service (at least one: the data node always runs MongoDB, and every datastore needs a backup)")
     redis_clients: list[ResourceName] = Field(description="services that get REDIS_URL")
     read_waivers: list[ReadWaiver] = Field(default_factory=list, description="declared read-only exceptions")
     bucket: BucketConfig = Field(description="the MinIO bucket")

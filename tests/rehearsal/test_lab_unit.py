@@ -41,7 +41,8 @@ def test_stack_packages_are_what_the_components_can_install():
     sources = "\n".join(p.read_text() for p in (PROJECT_ROOT / "components").glob("*.py"))
     literal = {word for line in re.findall(r'"ensure_packages ([a-z0-9.+ -]+)"', sources)
                for word in line.split()}
-    host_tools = {word for tools in backup.HOST_TOOLS.values() for word in tools.split()}
+    host_tools = {word for tools in [backup.BASE_TOOLS, *backup.HOST_TOOLS.values()]
+                  for word in tools.split()}
     assert literal | host_tools == set(aptrepo.STACK_PACKAGES)
 
 
