@@ -175,9 +175,12 @@ def test_init_script_names_are_checked_in_preview_too(stack_document, write_stac
         _synth_file(document, write_stack, preview=True)
 
 
+# Caches that other tests write while this one runs beside them (pytest-xdist), not the synth.
+TEST_CACHES = {"__pycache__", ".pytest_cache", ".hypothesis"}
+
+
 def _tree(root: Path) -> set[str]:
-    return {str(p.relative_to(root)) for p in root.rglob("*")
-            if "__pycache__" not in p.parts and ".pytest_cache" not in p.parts}
+    return {str(p.relative_to(root)) for p in root.rglob("*") if not TEST_CACHES & set(p.parts)}
 
 
 def test_a_synth_writes_nothing_but_its_targets(tmp_path):
