@@ -46,16 +46,27 @@ put_file() {
   note_change "$path"
 }
 
-ensure_packages() {
-  local missing=() pkg
+missing_packages() {
+  local pkg
   for pkg in "$@"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || echo "$pkg"
   done
+}
+
+ensure_packages() {
+  local missing=()
+  [ -n "$(missing_packages "$@")" ] || return 0
+  # pulumi-command runs a host's scripts in parallel, and apt refuses at once when another apt
+  # holds its locks: take turns (flock), and wait for apt's own timers (DPkg::Lock::Timeout).
+  exec 9>/var/lib/apt/platform-setup.lock
+  flock -w 900 9 || { echo "ensure_packages: apt busy for 15 minutes" >&2; exit 1; }
+  mapfile -t missing < <(missing_packages "$@")
   if [ "${#missing[@]}" -gt 0 ]; then
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    apt-get -o DPkg::Lock::Timeout=900 update -qq
+    apt-get -o DPkg::Lock::Timeout=900 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     note_change "packages ${missing[*]}"
   fi
+  exec 9>&-
 }
 
 ensure_service_enabled() {

@@ -47,6 +47,9 @@ class OnPremVpsArgs:
     direct routes; unset leaves egress open."""
     registry_auth: Sequence = ()
     """Private registries' credentials for the Docker provider (``dockerhost.registry_auth``)."""
+    after: Sequence[pulumi.Resource] = ()
+    """Resources the host's first setup script waits for: with a host egress lock, the proxy
+    container its apt and image pulls go through (apt fails while the proxy is not up)."""
 
 
 class OnPremVps(DockerHost):
@@ -88,7 +91,7 @@ class OnPremVps(DockerHost):
             firewall=hostsetup.ufw_section(rules, args.waivers, lock.outbound() if locks_host else None),
             proxy=egress.host_proxy_section(lock.proxy_url) if locks_host else None,
         )
-        first: list[pulumi.Resource] = []
+        first: list[pulumi.Resource] = list(args.after)
         if args.bootstrap_user:
             public_key = tls.get_public_key_output(private_key_openssh=args.private_key).public_key_openssh
             first = [run_script(
@@ -96,7 +99,7 @@ class OnPremVps(DockerHost):
                 SshTarget(host=args.address, user=args.bootstrap_user, private_key=args.private_key,
                           port=args.ssh_port, bastion=args.bastion),
                 public_key.apply(lambda key: hostsetup.script(hostsetup.deploy_user_section(key.strip()))),
-                parent=self)]
+                parent=self, depends_on=first)]
         self._setup(name, scripts, depends_on=first)
         jump = []
         if args.bastion is not None:

@@ -179,11 +179,13 @@ def write_ssh_config(capture: StackCapture, home: Path) -> None:
         key = ssh / f"{host.name}.key"
         key.write_text(host.private_key)
         key.chmod(0o600)
-        lines += [f"Host {host.address}", f"  User {host.user}", f"  Port {host.port}", f"  IdentityFile {key}"]
+        lines += [f"Host {host.address}", f"  User {host.user}", f"  Port {host.port}", f"  IdentityFile {key}",
+                  "  IdentitiesOnly yes", "  BatchMode yes", f"  UserKnownHostsFile {ssh / 'known_hosts'}",
+                  "  StrictHostKeyChecking yes"]
         jump = next((o.split("=", 1)[1] for o in host.ssh_opts if o.startswith("ProxyJump=")), None)
         if jump:
             target, _, port = jump.rpartition(":") if jump.count(":") else (jump, "", "22")
-            lines.append(f"  ProxyCommand ssh -F /dev/null -i {key} -o BatchMode=yes "
+            lines.append(f"  ProxyCommand /usr/bin/ssh -F /dev/null -i {key} -o BatchMode=yes "
                          f"-o UserKnownHostsFile={ssh / 'known_hosts'} -o StrictHostKeyChecking=accept-new "
                          f"-p {port or 22} -W %h:%p {target}")
     (ssh / "config").write_text("\n".join(lines) + "\n")
@@ -200,7 +202,15 @@ class Converger:
         self.state: dict[str, Any] = json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
         self.state_lock = threading.Lock()
         write_ssh_config(capture, self.home)
-        os.environ["HOME"] = str(self.home)  # the docker library reads ~/.ssh/config and known_hosts
+        os.environ["HOME"] = str(self.home)
+        # The docker library runs `ssh` by name; OpenSSH finds ~/.ssh/config through the passwd
+        # entry, not $HOME, so a wrapper first in PATH hands it the harness's config.
+        bin_dir = workdir / "bin"
+        bin_dir.mkdir(exist_ok=True)
+        wrapper = bin_dir / "ssh"
+        wrapper.write_text(f'#!/bin/sh\nexec /usr/bin/ssh -F {self.home / ".ssh" / "config"} "$@"\n')
+        wrapper.chmod(0o755)
+        os.environ["PATH"] = f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}"
         self.ssh = Connections(capture, self.home)
         self.docker_clients: dict[str, Any] = {}
         self.docker_lock = threading.Lock()
@@ -212,9 +222,12 @@ class Converger:
             client = self.docker_clients.get(host_name)
             if client is None:
                 host = self.capture.hosts[host_name]
-                # The first SSH connection (a command) recorded the host key the docker library checks.
+                # The first SSH connection (a command) recorded the host key the ssh client checks.
                 self.ssh.client(host_name)
-                client = docker.DockerClient(base_url=host.docker_host, use_ssh_client=False, timeout=600)
+                # The ssh binary, one connection per Engine API connection, as the Docker CLI's
+                # connection helper does for the Docker provider (`ssh ... docker system
+                # dial-stdio`); paramiko's one connection would hit sshd's MaxSessions (10).
+                client = docker.DockerClient(base_url=host.docker_host, use_ssh_client=True, timeout=600)
                 self.docker_clients[host_name] = client
             return client
 
@@ -354,7 +367,16 @@ class Converger:
         return [results[urn] for urn in order]
 
 
+def _quiet_ssh_pipe_teardown(unraisable: Any, default=sys.unraisablehook) -> None:
+    # docker's ssh transport flushes the ssh process's stdin when a pooled connection is
+    # garbage-collected; if ssh already exited that is a BrokenPipeError with nothing lost.
+    if isinstance(unraisable.exc_value, BrokenPipeError):
+        return
+    default(unraisable)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
+    sys.unraisablehook = _quiet_ssh_pipe_teardown
     parser = argparse.ArgumentParser(prog="python -m rehearsal.converge",
                                      description="Converge a captured stack onto the lab's boxes "
                                      "(run inside the lab's network namespace).")

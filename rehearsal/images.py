@@ -196,6 +196,9 @@ class Kind:
     pre: str
     post: str
     proven: bool
+    suite: str = DEBIAN_SUITE
+    """The Debian release the kind is built from: bookworm, unless the server the stack runs
+    needs a newer version than bookworm has (nginx: the stack's config uses ``http2 on``)."""
 
 
 def _users(*specs: tuple[str, int, str, int]) -> str:
@@ -225,6 +228,8 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
               "COPY redis/docker-entrypoint.sh /usr/local/bin/\n"
               'ENTRYPOINT ["docker-entrypoint.sh"]\nEXPOSE 6379\nCMD ["redis-server"]',
          proven=True),
+    # trixie's nginx 1.26: bookworm's 1.22 predates the `http2 on` directive (nginx 1.25.1)
+    # that the stack's config uses for its 1.27 image.
     Kind("nginx", ("nginx",), (),
          pre=_users(("nginx", 101, "nginx", 101)),
          post="RUN mkdir -p /var/cache/nginx /var/lib/nginx/body /var/lib/nginx/proxy "
@@ -233,7 +238,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
               "chown -R 101:101 /var/cache/nginx /var/lib/nginx /var/log/nginx /etc/nginx && "
               "rm -f /etc/nginx/sites-enabled/default\n"
               'USER 101\nEXPOSE 8080\nSTOPSIGNAL SIGQUIT\nCMD ["nginx", "-g", "daemon off;"]',
-         proven=True),
+         proven=True, suite="trixie"),
     Kind("prometheus", ("prometheus",), (), pre="",
          post="RUN mkdir -p /prometheus && chown 65534:65534 /prometheus\nUSER 65534\n"
               "WORKDIR /prometheus\nVOLUME /prometheus\nEXPOSE 9090\n"
@@ -300,7 +305,7 @@ RULES: tuple[Rule, ...] = (
          proven=False),
     Rule(r"^library/redis$", "redis", "Debian 12's redis-server 7.0 (TLS-capable) stands in for {tag}"),
     Rule(r"^nginxinc/nginx-unprivileged$", "nginx",
-         "Debian 12's nginx 1.22 stands in for {tag}, as uid 101 on port 8080"),
+         "Debian 13's nginx 1.26 stands in for {tag}, as uid 101 on port 8080"),
     Rule(r"^prom/prometheus$", "prometheus", "Debian 12's prometheus 2.42 stands in for {tag}"),
     Rule(r"^prom/alertmanager$", "alertmanager",
          "Debian 12's prometheus-alertmanager 0.25 stands in for {tag}"),
@@ -402,13 +407,13 @@ def _sha(*parts: Any) -> str:
     return digest.hexdigest()
 
 
-def base_recipe() -> str:
-    return _sha("base", DEBIAN_SUITE, DEBIAN_MIRROR, BASE_PACKAGES, 1)
+def base_recipe(suite: str = DEBIAN_SUITE) -> str:
+    return _sha("base", suite, DEBIAN_MIRROR, BASE_PACKAGES, 1)
 
 
 def _kind_dockerfile(kind: Kind) -> str:
     # apt (not dpkg -i) orders the local .debs, Pre-Depends included; the build has no network.
-    return (f"FROM {base_image()}\n{kind.pre}\nCOPY debs/ /tmp/debs/\n"
+    return (f"FROM {base_image(kind.suite)}\n{kind.pre}\nCOPY debs/ /tmp/debs/\n"
             "RUN apt-get install -y -qq --no-install-recommends /tmp/debs/*.deb >/dev/null && "
             "rm -rf /tmp/debs /var/log/*.log /var/log/apt /var/cache/debconf/*-old "
             "/var/lib/apt/lists/*\n"
@@ -417,12 +422,12 @@ def _kind_dockerfile(kind: Kind) -> str:
 
 def kind_recipe(kind: Kind) -> str:
     files = [(name, (STANDINS_DIR / name).read_bytes()) for name in kind.files]
-    return _sha("kind", base_recipe(), kind.name, kind.packages, _kind_dockerfile(kind),
+    return _sha("kind", base_recipe(kind.suite), kind.name, kind.packages, _kind_dockerfile(kind),
                 [(n, hashlib.sha256(b).hexdigest()) for n, b in files])
 
 
-def base_image() -> str:
-    return f"platform-rehearsal/base:{base_recipe()[:16]}"
+def base_image(suite: str = DEBIAN_SUITE) -> str:
+    return f"platform-rehearsal/base:{base_recipe(suite)[:16]}"
 
 
 def kind_image(kind: Kind) -> str:
@@ -498,17 +503,17 @@ def _tool(name: str) -> str:
     return found
 
 
-def build_base_rootfs(cache_dir: Path = IMAGE_CACHE) -> Path:
-    """The base root filesystem tarball (debootstrap ``--variant=minbase`` of bookworm plus
+def build_base_rootfs(cache_dir: Path = IMAGE_CACHE, suite: str = DEBIAN_SUITE) -> Path:
+    """The base root filesystem tarball (debootstrap ``--variant=minbase`` of ``suite`` plus
     :data:`BASE_PACKAGES`), built once per recipe into ``cache_dir``; returns its path."""
-    tarball = Path(cache_dir) / f"base-{base_recipe()[:16]}.tar"
+    tarball = Path(cache_dir) / f"base-{base_recipe(suite)[:16]}.tar"
     if tarball.exists():
         return tarball
     tarball.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=tarball.parent, prefix="base-build-") as tmp:
         root = Path(tmp) / "root"
         _run([_tool("debootstrap"), "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}",
-              DEBIAN_SUITE, str(root), DEBIAN_MIRROR], timeout=1800)
+              suite, str(root), DEBIAN_MIRROR], timeout=1800)
         # No daemon may start while a stand-in's packages install (docker build has no init).
         (root / "usr/sbin/policy-rc.d").write_text("#!/bin/sh\nexit 101\n")
         (root / "usr/sbin/policy-rc.d").chmod(0o755)
@@ -523,11 +528,33 @@ def build_base_rootfs(cache_dir: Path = IMAGE_CACHE) -> Path:
     return tarball
 
 
-def _download_debs(packages: Sequence[str], status_file: Path, dest: Path) -> None:
-    """The .debs that installing ``packages`` on a system with dpkg ``status_file`` needs,
-    resolved and fetched by the build machine's apt (the build containers have no network)."""
+def _apt_options(suite: str, cache_dir: Path) -> list[str]:
+    """apt options that resolve against ``suite``: the build machine's own configuration for its
+    release (bookworm), else a private source list and package lists under ``cache_dir``,
+    refreshed here, so that the build machine's apt state is never touched."""
+    if suite == DEBIAN_SUITE:
+        return []
+    root = Path(cache_dir) / f"apt-{suite}"
+    (root / "lists" / "partial").mkdir(parents=True, exist_ok=True)
+    (root / "sources.list.d").mkdir(exist_ok=True)
+    (root / "sources.list").write_text(f"deb {DEBIAN_MIRROR} {suite} main\n")
+    options = ["-o", f"Dir::Etc::sourcelist={root / 'sources.list'}",
+               "-o", f"Dir::Etc::sourceparts={root / 'sources.list.d'}",
+               "-o", f"Dir::State::Lists={root / 'lists'}",
+               "-o", f"Dir::Cache::pkgcache={root / 'pkgcache.bin'}",
+               "-o", f"Dir::Cache::srcpkgcache={root / 'srcpkgcache.bin'}"]
+    _run(["apt-get", *options, "-o", "Debug::NoLocking=1", "update", "-qq"], timeout=600)
+    return options
+
+
+def _download_debs(packages: Sequence[str], status_file: Path, dest: Path,
+                   suite: str = DEBIAN_SUITE, cache_dir: Path = IMAGE_CACHE) -> None:
+    """The .debs that installing ``packages`` of ``suite`` on a system with dpkg
+    ``status_file`` needs, resolved and fetched by the build machine's apt (the build
+    containers have no network)."""
     (dest / "partial").mkdir(parents=True, exist_ok=True)
-    _run(["apt-get", "install", "--download-only", "--no-install-recommends", "-y", "-qq",
+    _run(["apt-get", *_apt_options(suite, cache_dir), "install", "--download-only",
+          "--no-install-recommends", "-y", "-qq",
           "-o", f"Dir::State::status={status_file}", "-o", f"Dir::Cache::archives={dest}",
           "-o", "Debug::NoLocking=1", *packages], timeout=1200,
          env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
@@ -602,25 +629,27 @@ def _build_standins(standins: Sequence[StandIn], docker_client: Any,
         if not todo:
             return timings
     started = time.monotonic()
-    base = base_image()
-    if _image_labels(docker_client, base) is None:
-        tarball = build_base_rootfs(cache_dir)
-        docker_client.api.import_image_from_file(str(tarball), repository=base.split(":")[0],
-                                                 tag=base.split(":")[1])
+    kinds = [KINDS[name] for name in sorted({s.kind for s in todo})
+             if _image_labels(docker_client, kind_image(KINDS[name])) is None]
+    for suite in sorted({kind.suite for kind in kinds}):
+        base = base_image(suite)
+        if _image_labels(docker_client, base) is None:
+            tarball = build_base_rootfs(cache_dir, suite)
+            docker_client.api.import_image_from_file(str(tarball), repository=base.split(":")[0],
+                                                     tag=base.split(":")[1])
     timings["base"] = time.monotonic() - started
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="standin-status-") as tmp:
-        status = Path(tmp) / "status"
-        _run(["tar", "-xf", str(build_base_rootfs(cache_dir)), "-C", tmp, "--strip-components=4",
-              "./var/lib/dpkg/status"])
-        for kind_name in sorted({s.kind for s in todo}):
-            kind = KINDS[kind_name]
+        for kind in kinds:
+            status = Path(tmp) / f"status-{kind.suite}"
+            if not status.exists():
+                _run(["tar", "-xf", str(build_base_rootfs(cache_dir, kind.suite)), "-C", tmp,
+                      "--strip-components=4", "./var/lib/dpkg/status"])
+                (Path(tmp) / "status").rename(status)
             tag = kind_image(kind)
-            if _image_labels(docker_client, tag) is not None:
-                continue
             with tempfile.TemporaryDirectory(prefix=f"standin-{kind.name}-") as ctx:
                 context = Path(ctx)
-                _download_debs(kind.packages, status, context / "debs")
+                _download_debs(kind.packages, status, context / "debs", kind.suite, cache_dir)
                 for name in kind.files:
                     (context / name).parent.mkdir(parents=True, exist_ok=True)
                     shutil.copy2(STANDINS_DIR / name, context / name)

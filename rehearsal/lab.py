@@ -97,11 +97,29 @@ BOX_FLAGS = (
     "--tmpfs", "/run", "--tmpfs", "/run/lock",
     "--stop-signal", "SIGRTMIN+3",  # systemd's "halt"
     # /proc/sys stays read-only (Docker's default), so that no box can change a kernel setting
-    # that is not per network namespace (systemd-sysctl's kernel.*, fs.*) on the build machine.
-    # The box's dockerd needs forwarding on in its own namespace and cannot write it there:
-    # the lab sets it at creation, as dockerd would on a real host.
-    "--sysctl", "net.ipv4.ip_forward=1",
+    # that is not per network namespace (systemd-sysctl's kernel.*, fs.*) on the build machine;
+    # NET_SYSCTL_UNIT makes the per-namespace /proc/sys/net writable at boot.
 )
+
+
+# A VM writes its own network sysctls (dockerd sets route_localnet and ip_forward on its
+# bridges); a box is a container whose /proc/sys Docker mounts read-only. Only /proc/sys/net is
+# made writable: its entries are per network namespace, so a box changes only its own, while
+# kernel.* and fs.* (shared with the build machine) stay read-only.
+_NET_SYSCTL_UNIT = "platform-rehearsal-net-sysctl.service"
+NET_SYSCTL_UNIT = """\
+[Unit]
+Description=Writable network sysctls of this box's own namespace, as on a VM (rehearsal lab)
+DefaultDependencies=no
+Before=systemd-sysctl.service sysinit.target
+ConditionPathIsReadWrite=!/proc/sys/net
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/mount --bind /proc/sys/net /proc/sys/net
+ExecStart=/bin/mount -o remount,bind,rw /proc/sys/net
+"""
 
 
 @dataclass(frozen=True)
@@ -432,6 +450,7 @@ def _seed_tar(spec: BoxSpec, lab_id: str) -> bytes:
         if spec.root_authorized_keys:
             files["root/.ssh/authorized_keys"] = (
                 ("\n".join(spec.root_authorized_keys) + "\n").encode(), 0o600)
+    files[f"etc/systemd/system/{_NET_SYSCTL_UNIT}"] = (NET_SYSCTL_UNIT.encode(), 0o644)
     for path, data in spec.files.items():
         files[path.lstrip("/")] = (data, 0o644)
     buf = io.BytesIO()
@@ -448,6 +467,9 @@ def _seed_tar(spec: BoxSpec, lab_id: str) -> bytes:
             info = tarfile.TarInfo(path)
             info.size, info.mode = len(data), mode
             tar.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo(f"etc/systemd/system/sysinit.target.wants/{_NET_SYSCTL_UNIT}")
+        link.type, link.linkname = tarfile.SYMTYPE, f"/etc/systemd/system/{_NET_SYSCTL_UNIT}"
+        tar.addfile(link)
     return buf.getvalue()
 
 

@@ -581,14 +581,13 @@ def operator_ca_path(name: str) -> str:
     return f"operator/{name}-internal-ca.pem"
 
 
-def _nodes(ctx, cfg: PencomConfig, name: str, ports: dict[str, int], child: pulumi.ResourceOptions
-           ) -> tuple[OnPremVps, OnPremVps, OnPremVps, OnPremVps]:
-    """The four nodes, each firewalled by the tier model; the internal ones through the edge."""
+def _edge_node(ctx, cfg: PencomConfig, name: str, ports: dict[str, int], child: pulumi.ResourceOptions
+               ) -> OnPremVps:
+    """The edge node, firewalled by the tier model: the bastion and egress proxy of the others."""
     env = ctx.environment
     key = ctx.secret(SSH_KEY_SECRET)
     n = cfg.nodes
     internal_nodes = [n.app.private_address, n.data.private_address, n.storage.private_address]
-    bastion_only = (_cidr(n.edge.private_address),)
 
     # Internal nodes' own traffic (apt, image pulls, backups) leaves through the proxy port of
     # "hosts"; each app service has its own port.
@@ -603,7 +602,17 @@ def _nodes(ctx, cfg: PencomConfig, name: str, ports: dict[str, int], child: pulu
         role=tiers.HostRole(tier=tiers.Tier.EDGE, ssh_cidrs=tuple(env.admin_cidrs), extra=(proxy_rule,)),
         egress=edge_egress(cfg),
     ), opts=child)
+    return edge
 
+
+def _internal_nodes(ctx, cfg: PencomConfig, name: str, ports: dict[str, int], child: pulumi.ResourceOptions,
+                    edge: OnPremVps, proxy: pulumi.Resource) -> tuple[OnPremVps, OnPremVps, OnPremVps]:
+    """The app, data and storage nodes, firewalled by the tier model, reached through the edge.
+    Their setup waits for ``proxy`` (the edge's egress proxy container): their apt and image
+    pulls leave through it, and fail on a first ``pulumi up`` while it is not running."""
+    key = ctx.secret(SSH_KEY_SECRET)
+    n = cfg.nodes
+    bastion_only = (_cidr(n.edge.private_address),)
     direct = tuple(egress.DirectRoute(name=r.name, cidrs=tuple(r.cidrs), port=r.port, clients=tuple(r.services))
                    for r in cfg.egress.direct)
 
@@ -615,7 +624,7 @@ def _nodes(ctx, cfg: PencomConfig, name: str, ports: dict[str, int], child: pulu
         return OnPremVps(f"{name}-{node}", OnPremVpsArgs(
             address=node_cfg.private_address, private_address=node_cfg.private_address,
             private_key=key, ssh_port=node_cfg.ssh_port, bootstrap_user=node_cfg.bootstrap_user,
-            bastion=edge.ssh, role=role, egress=lock,
+            bastion=edge.ssh, role=role, egress=lock, after=(proxy,),
             registry_auth=common.registry_auth("pencom", _images(cfg)),
             **extra), opts=child)
 
@@ -641,7 +650,7 @@ def _nodes(ctx, cfg: PencomConfig, name: str, ports: dict[str, int], child: pulu
         tier=tiers.Tier.DATA, ssh_cidrs=bastion_only, **metrics, service_ports=(PORTS["minio"],),
         peer_cidrs=(_cidr(n.app.private_address),)), permit_open=(minio_api,),
         directories=[(m.host_path, "0750", minio_owner) for m in cfg.minio.mounts if not m.read_only])
-    return edge, app, data, storage
+    return app, data, storage
 
 
 def build(ctx, cfg: PencomConfig) -> dict:
@@ -661,7 +670,7 @@ def build(ctx, cfg: PencomConfig) -> dict:
     n = cfg.nodes
     routes = proxy_routes(cfg)
     ports = egress.proxy_ports(routes)
-    edge, app, data, storage = _nodes(ctx, cfg, name, ports, child)
+    edge = _edge_node(ctx, cfg, name, ports, child)
     minio_api = f"{n.storage.private_address}:{PORTS['minio']}"
     minio_owner = _owner(cfg.minio.user)
 
@@ -786,11 +795,13 @@ def build(ctx, cfg: PencomConfig) -> dict:
         slack_url=ctx.secret("alerts_slack_webhook_url") if alerts.slack_channel else None,
         backup_jobs=backup_jobs(name, cfg))
     grafana_password = generated_password(f"{name}-grafana-admin", product)
-    edge.deploy(
+    edge_created = edge.deploy(
         [*(with_env(s) for s in cfg.edge_services), proxy,
          *monitoring.server_specs(mon, edge.data_dir), *monitoring.exporter_specs(mon, publish=False)],
         ingress=ingress, files={**edge_files, **files_for_monitoring},
         secret_env={**secrets_of(cfg.edge_services), "grafana": {"GF_SECURITY_ADMIN_PASSWORD": grafana_password}})
+
+    app, data, storage = _internal_nodes(ctx, cfg, name, ports, child, edge, edge_created[PROXY_SERVICE])
 
     # --- app -------------------------------------------------------------------------------
     app.deploy(
