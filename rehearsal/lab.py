@@ -122,6 +122,9 @@ class BoxSpec:
     files: Mapping[str, bytes] = field(default_factory=dict)
     """absolute path -> content, written root-owned mode 0644 before the first boot (a CA
     certificate, say)."""
+    dns: tuple[str, ...] = ()
+    """The hoster's resolvers (``docker --dns``: the box's /etc/resolv.conf), e.g.
+    ``rehearsal.services.ServicePlan.resolvers``; empty: Docker's default."""
 
 
 class Lab:
@@ -351,6 +354,7 @@ class Lab:
             "-v", f"{docker_dir}:/var/lib/docker",
             *[f"--add-host={host}:{SERVICE_ADDRESS}" for host in rootfs.APT_HOSTS],
             *[f"--add-host={host}:{ip}" for host, ip in sorted(spec.extra_hosts.items())],
+            *[f"--dns={address}" for address in spec.dns],
             "--network", f"lab-{first[0]}", "--ip", first[1],
             *(["--memory", f"{spec.memory_mb}m"] if spec.memory_mb else []),
             image)
