@@ -353,11 +353,12 @@ class LabServices:
         self._start_webhook()
 
     def _add_address(self, address: str) -> None:
+        """Add ``address``/32 to the namespace's loopback; one already there is used and left."""
         added = run(["ip", "-n", self.netns, "addr", "add", f"{address}/32", "dev", "lo"], check=False)
         if added.returncode == 0:
             self._cleanup.push(f"remove address {address}", lambda: run(
                 ["ip", "-n", self.netns, "addr", "del", f"{address}/32", "dev", "lo"], check=False))
-        elif b"File exists" not in added.stderr:
+        elif b"File exists" not in added.stderr and b"already assigned" not in added.stderr:
             raise ServicesError(f"adding {address} to the namespace: {added.stderr.decode(errors='replace')}")
 
     def _spawn(self, name: str, argv: Sequence[str], env: Optional[Mapping[str, str]] = None) -> Path:
@@ -548,7 +549,8 @@ def _serve_smtp(args: argparse.Namespace) -> None:
 
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(args.cert, args.key)
-    Path(args.maildir).mkdir(parents=True, exist_ok=True)
+    # Not created here: mailbox.Maildir makes tmp/new/cur only when it creates the directory.
+    Path(args.maildir).parent.mkdir(parents=True, exist_ok=True)
     controllers = []
     for port in args.port:
         tls = {"ssl_context": context} if port == 465 else {"tls_context": context, "require_starttls": True}
