@@ -326,6 +326,8 @@ class LabServices:
 
     def start(self) -> None:
         if not self._ns_path.exists():
+            if self._own_workdir:
+                shutil.rmtree(self.workdir, ignore_errors=True)
             raise ServicesError(f"no network namespace {self.netns}")
         try:
             self._start()
@@ -344,7 +346,8 @@ class LabServices:
             self._cleanup.push("remove services workdir",
                                lambda: shutil.rmtree(self.workdir, ignore_errors=True))
         self.ca_file.write_bytes(self.ca.cert_pem)
-        for address in sorted(set(self.plan.resolvers) | set(self.plan.addresses.values())):
+        services = {a for k, a in self.plan.addresses.items() if k != "resolver"}
+        for address in sorted(set(self.plan.resolvers) | services):
             self._add_address(address)
         self._start_dns()
         self._start_acme()
