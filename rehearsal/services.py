@@ -8,9 +8,9 @@ processes inside the lab's network namespace (which has no uplink: nothing leave
   and NXDOMAIN for every other name. It listens on the lab forms of the resolvers the stack
   declares (Pencom's ``egress.resolvers`` 1.1.1.1/1.0.0.1 become 10.203.0.2/.3 through the
   overlay, which is where the internal nodes' UFW lets DNS go), so the stack's firewall rules
-  work unchanged. Boxes are given these addresses as their resolvers by the hoster (``docker
-  --dns`` on the box, i.e. the box's /etc/resolv.conf, as a VPS's DHCP would), never through the
-  stack's files: the box's own dockerd then forwards its embedded DNS (127.0.0.11, what squid
+  work unchanged. Boxes are given these addresses as their resolvers by the hoster
+  (``BoxSpec.dns``: the box's /etc/resolv.conf, as a VPS's DHCP would write it), never through
+  the stack's files: the box's own dockerd then forwards its embedded DNS (127.0.0.11, what squid
   and nginx in the stack's containers use) to them, with daemon.json as captured.
 - **ACME**: Debian's ``pebble`` (Let's Encrypt's test CA) with real HTTP-01 validation (no
   ``PEBBLE_VA_ALWAYS_VALID``) resolving through the dnsmasq above (``-dnsserver``). The stack's

@@ -124,4 +124,7 @@ def test_boxes_get_the_plans_resolvers_as_their_own(tmp_path, monkeypatch):
     monkeypatch.setattr(lab_mod, "_seed_tar", lambda spec, lab_id: b"")
     lab._create_box(lab.boxes["b"], "image")
     create = next(c for c in calls if c[1] == "create")
-    assert [a for a in create if a.startswith("--dns")] == ["--dns=10.203.0.2", "--dns=10.203.0.3"]
+    mount = create[create.index(next(a for a in create if a.endswith(":/etc/resolv.conf"))) - 1:][:2]
+    assert mount[0] == "-v"
+    resolv = mount[1].rsplit(":", 1)[0]
+    assert open(resolv).read() == "nameserver 10.203.0.2\nnameserver 10.203.0.3\n"
