@@ -98,7 +98,7 @@ def test_a_box_uses_the_lab_services_through_its_own_resolver_and_trust_store(bo
     _sh(lab, f"""
 export AWS_ACCESS_KEY_ID=lab AWS_SECRET_ACCESS_KEY=lab-secret RESTIC_PASSWORD=lab-password
 export RESTIC_REPOSITORY=s3:https://{R2}/kro-backup
-restic init -q && restic backup -q /etc/letsencrypt/live && restic restore -q latest --target /tmp/r
+restic init -q && restic backup -q /etc/letsencrypt && restic restore -q latest --target /tmp/r
 cmp /tmp/r/etc/letsencrypt/live/kro/cert.pem /etc/letsencrypt/live/kro/cert.pem
 """, timeout=600)
 
