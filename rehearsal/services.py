@@ -311,6 +311,17 @@ class LabServices:
             return []
         return [json.loads(p.read_text()) for p in sorted(self.webhook_dir.glob("*.json"))]
 
+    def stop_service(self, name: str) -> None:
+        """Stop one running service (``dns``, ``acme``, ``acme-front``, ``s3``, ``smtp``,
+        ``webhook``) by its pid, e.g. to prove that a backup fails when S3 is down; the rest keep
+        running. Raises ServicesError for a name that is not running."""
+        proc = self._procs.get(name)
+        if proc is None or proc.poll() is not None:
+            raise ServicesError(f"no running lab service {name!r} (running: "
+                                f"{', '.join(n for n, p in self._procs.items() if p.poll() is None)})")
+        stop_pid(proc.pid, timeout=10)
+        proc.wait(timeout=5)
+
     def __enter__(self) -> "LabServices":
         self.start()
         return self

@@ -196,6 +196,12 @@ def test_the_lab_services_serve_dns_acme_s3_smtp_and_webhooks_to_a_box(plan, lab
         untrusted = _in_box(box_ns, ["restic", "snapshots"], env={**renv, "SSL_CERT_FILE": "/dev/null",
                                                                   "SSL_CERT_DIR": str(tmp_path / "no-roots")})
         assert untrusted.returncode != 0 and b"certificate" in untrusted.stderr, untrusted.stderr
+        # S3 down (as issue 14's failure drill does it): restic fails; the other services run on.
+        services.stop_service("s3")
+        down = _in_box(box_ns, ["restic", *cacert, "snapshots"], env=renv, timeout=120)
+        assert down.returncode != 0 and b"connection refused" in down.stderr, down.stderr
+        with pytest.raises(ServicesError, match="no running lab service 's3'"):
+            services.stop_service("s3")
 
         # --- SMTP: Alertmanager's way (smarthost:587, STARTTLS required, AUTH) -------------
         host, port = plan.smtp[0]
