@@ -15,7 +15,6 @@ import re
 import secrets
 import shlex
 import shutil
-import smtplib
 import subprocess
 import sys
 import time
