@@ -567,9 +567,12 @@ def _serve_smtp(args: argparse.Namespace) -> None:
     Path(args.maildir).parent.mkdir(parents=True, exist_ok=True)
     controllers = []
     for port in args.port:
-        tls = {"ssl_context": context} if port == 465 else {"tls_context": context, "require_starttls": True}
+        # On 465 every byte is TLS, but aiosmtpd counts only STARTTLS as TLS for AUTH (its
+        # auth_require_tls would refuse AUTH there): it is off on 465 only.
+        tls = ({"ssl_context": context, "auth_require_tls": False} if port == 465 else
+               {"tls_context": context, "require_starttls": True, "auth_require_tls": True})
         controller = Controller(Sink(args.maildir), hostname=args.address, port=port,
-                                authenticator=authenticator, auth_require_tls=True, **tls)
+                                authenticator=authenticator, **tls)
         controller.start()
         controllers.append(controller)
     print(f"smtp sink on {args.address} ports {args.port}, maildir {args.maildir}", flush=True)

@@ -311,3 +311,31 @@ def test_a_service_that_cannot_start_leaves_nothing_behind(plan, lab, tmp_path):
     finally:
         stop_pid(blocker.pid)
         blocker.wait()
+
+
+def test_a_smarthost_on_port_465_gets_tls_from_the_start(plan, lab, tmp_path):
+    lab_ns, box_ns, resolv = lab
+    from dataclasses import replace
+
+    smtps = replace(plan, smtp=(("smtp.example.net", 465),), s3_hosts=()).with_names(
+        {"smtp.example.net": plan.addresses["smtp"]})
+    resolv.mkdir(parents=True, exist_ok=True)
+    (resolv / "resolv.conf").write_text("".join(f"nameserver {a}\n" for a in smtps.resolvers))
+    with LabServices(smtps, lab_ns.name, ca=TestCA(tmp_path / "ca"), timeout=180) as services:
+        assert "s3" not in services.timings  # no R2 endpoint, no S3 server
+        sent = _py(box_ns, """
+import smtplib, ssl, sys
+with smtplib.SMTP_SSL("smtp.example.net", 465, context=ssl.create_default_context(cafile=sys.argv[1]), timeout=20) as c:
+    c.login("apikey", "not-a-secret")
+    c.sendmail("a@example.net", ["b@example.net"], "Subject: tls\\r\\n\\r\\nbody\\r\\n")
+""", str(services.ca_file))
+        assert sent.returncode == 0, sent.stderr.decode()
+        assert [(m["Subject"], m["X-Lab-Auth-Login"]) for m in services.messages()] == [("tls", "apikey")]
+        # A client that trusts another CA only fails at the handshake.
+        other = tmp_path / "other-ca.crt"
+        other.write_bytes(TestCA(tmp_path / "other").cert_pem)
+        untrusting = _py(box_ns, "import smtplib, ssl, sys; smtplib.SMTP_SSL('smtp.example.net', 465, "
+                                 "context=ssl.create_default_context(cafile=sys.argv[1]), timeout=20)",
+                         str(other))
+        assert b"CERTIFICATE_VERIFY_FAILED" in untrusting.stderr, untrusting.stderr
+    assert lab_ns.pids() == []
