@@ -140,6 +140,13 @@ class BoxSpec:
     files: Mapping[str, bytes] = field(default_factory=dict)
     """absolute path -> content, written root-owned mode 0644 before the first boot (a CA
     certificate, say)."""
+    dns: tuple[str, ...] = ()
+    """The hoster's resolvers, e.g. ``rehearsal.services.ServicePlan.resolvers``: the box's
+    /etc/resolv.conf names them directly (a file of the lab mounted there, as a VPS's DHCP
+    would write it), so that the box's own dockerd forwards its embedded DNS to them. Not
+    ``docker --dns``: on a user-defined network that leaves ``nameserver 127.0.0.11`` (the
+    harness daemon's resolver, in the box's own iptables), which the box's dockerd drops as
+    loopback and replaces with 8.8.8.8. Empty: Docker's default."""
 
 
 class Lab:
@@ -369,6 +376,7 @@ class Lab:
             "-v", f"{docker_dir}:/var/lib/docker",
             *[f"--add-host={host}:{SERVICE_ADDRESS}" for host in rootfs.APT_HOSTS],
             *[f"--add-host={host}:{ip}" for host, ip in sorted(spec.extra_hosts.items())],
+            *(["-v", f"{self._resolv_conf(spec)}:/etc/resolv.conf"] if spec.dns else []),
             "--network", f"lab-{first[0]}", "--ip", first[1],
             *(["--memory", f"{spec.memory_mb}m"] if spec.memory_mb else []),
             image)
@@ -377,6 +385,12 @@ class Lab:
             run(self._docker("network", "connect", "--ip", address, f"lab-{network}", spec.name))
         run(self._docker("cp", "-", f"{spec.name}:/"), input=_seed_tar(spec, self.id))
         run(self._docker("start", spec.name))
+
+    def _resolv_conf(self, spec: BoxSpec) -> Path:
+        path = self.workdir / "boxes" / spec.name / "resolv.conf"
+        path.write_text("".join(f"nameserver {address}\n" for address in spec.dns))
+        path.chmod(0o644)
+        return path
 
     def _wait_booted(self, spec: BoxSpec) -> None:
         """One ``docker exec`` per box runs :data:`BOOT_WAIT` inside it (polling from outside

@@ -27,10 +27,10 @@ from rehearsal.report import HostReport, Report
 CONVERGE_TIMEOUT_S = 40 * 60
 
 
-def box_specs(lab_capture: StackCapture, plan: overlay_mod.Overlay):
+def box_specs(lab_capture: StackCapture, plan: overlay_mod.Overlay, dns: tuple[str, ...] = ()):
     """One BoxSpec per host: its address on every lab network it is on; droplets boot their
     user-data with the product key as DigitalOcean's account key; on-prem boxes give root that
-    key (what a hoster hands over)."""
+    key (what a hoster hands over); ``dns``: the hoster's resolvers (the lab's DNS)."""
     import ipaddress
 
     from rehearsal.lab import BoxSpec
@@ -43,7 +43,7 @@ def box_specs(lab_capture: StackCapture, plan: overlay_mod.Overlay):
                 if ipaddress.ip_address(address) in ipaddress.ip_network(cidr):
                     addresses[network] = address
         specs.append(BoxSpec(name=host.name, addresses=addresses, user_data=host.user_data,
-                             root_authorized_keys=(host.public_key,)))
+                             root_authorized_keys=(host.public_key,), dns=tuple(dns)))
     return specs
 
 
@@ -153,7 +153,17 @@ def rehearse(stack: str, *, products: Optional[Iterable[str]] = None, keep: bool
     # The local apt repository serves what the captured scripts install (and the lab's list).
     packages = set(aptrepo.STACK_PACKAGES) | aptrepo.packages_in_scripts(
         s.inputs.get("stdin") or "" for s in lab_cap.steps if s.kind == "command")
-    lab = Lab(networks=plan.lab_networks, boxes=box_specs(lab_cap, plan), keep=keep, packages=packages)
+    # --- lab services (rehearsal/services.py): the names the stack resolves, planned before the
+    # boxes exist (they get the lab's resolvers), started once the namespace is up.
+    from rehearsal import rootfs, services as services_mod
+    from rehearsal.netns import SERVICE_ADDRESS
+
+    service_plan = services_mod.plan_services(lab_cap, extra_names={
+        name: SERVICE_ADDRESS for name in (*rootfs.APT_HOSTS, *lab_cap.database_hosts)})
+    lab_services = None
+    # --- end lab services
+    lab = Lab(networks=plan.lab_networks, boxes=box_specs(lab_cap, plan, service_plan.resolvers),
+              keep=keep, packages=packages)
     report.netns = lab.netns
     try:
         t0 = time.monotonic()
@@ -189,6 +199,25 @@ def rehearse(stack: str, *, products: Optional[Iterable[str]] = None, keep: bool
             preparation = registry.box_preparation()
             report.standins = {s.reference: {"kind": s.kind, "proven": s.proven, "note": s.note}
                                for s in standins}
+        # --- lab services: DNS, ACME, S3, SMTP, webhooks (certificates of the registry's CA,
+        # which the boxes trust through the preparation; without a registry they get it here).
+        t0 = time.monotonic()
+        lab_services = services_mod.LabServices(
+            service_plan.with_names({h: lab.service_address for h in (registry.hosts if registry else ())}),
+            lab.netns, ca=registry.ca if registry else None)
+        try:
+            lab_services.start()
+        except services_mod.ServicesError as exc:
+            report.error = f"the lab services did not start: {exc}"
+            return report
+        report.timings.update({f"services_{k}": v for k, v in lab_services.timings.items()})
+        report.timings["services"] = round(time.monotonic() - t0, 2)
+        if preparation is None:
+            from rehearsal.images import BoxPreparation
+
+            preparation = BoxPreparation(files=lab_services.box_files(), hosts_lines=(),
+                                         commands=(("update-ca-certificates",),))
+        # --- end lab services
         extra_hosts = [f"{lab.service_address} {name}" for name in lab_cap.database_hosts]
         t0 = time.monotonic()
         try:
@@ -217,6 +246,11 @@ def rehearse(stack: str, *, products: Optional[Iterable[str]] = None, keep: bool
         return report
     finally:
         report.timings["total"] = round(time.monotonic() - started, 2)
+        if lab_services is not None and not keep:  # kept: they live until the namespace goes
+            try:
+                lab_services.close()
+            except Exception as exc:  # noqa: BLE001 - teardown goes on
+                report.teardown_error = f"lab services: {exc}"
         if registry is not None:
             try:
                 registry.stop()

@@ -50,6 +50,11 @@ declare -A apt_tools=(
   # The stand-in images' registry (rehearsal/images.py) and the tool that pushes into it.
   [docker-registry]=docker-registry
   [skopeo]=skopeo
+  # The lab's network services (rehearsal/services.py): DNS (the binary only, no system
+  # service), Let's Encrypt's test CA, and the ACME client the tests drive it with.
+  [dnsmasq]=dnsmasq-base
+  [pebble]=pebble
+  [certbot]=certbot
 )
 missing=()
 for tool in "${!apt_tools[@]}"; do
