@@ -33,17 +33,27 @@ SCRIPTS = ["setup-user", "setup-proxy", "setup-ufw", "setup-base", "setup-sshd",
 
 FAKE_SYSTEMCTL = textwrap.dedent("""\
     #!/bin/bash
-    # Stand-in for systemctl in the sandbox: remembers enabled units; everything else succeeds.
+    # Stand-in for systemctl in the sandbox: remembers enabled and started units; fail2ban is
+    # started for real (its server, in the sandbox), so its jail's status is the real answer.
     state=/var/lib/fake-systemd
     mkdir -p "$state"
     echo "$*" >>"$state/calls"
     unit="${!#}"
     case "$1" in
-      is-enabled|is-active) [ -e "$state/$unit" ] ;;
-      enable) touch "$state/$unit" ;;
+      is-enabled) [ -e "$state/$unit.enabled" ] ;;
+      is-active) [ -e "$state/$unit.active" ] ;;
+      enable) touch "$state/$unit.enabled" ;;
+      start|restart)
+        if [ "$unit" = fail2ban ]; then
+          mkdir -p /run/fail2ban
+          fail2ban-client stop >/dev/null 2>&1
+          fail2ban-client start >/dev/null 2>&1 </dev/null || exit 1
+        fi
+        touch "$state/$unit.active" ;;
       *) exit 0 ;;
     esac
     """)
+
 
 DRIVER = textwrap.dedent("""\
     #!/bin/bash
@@ -57,6 +67,7 @@ DRIVER = textwrap.dedent("""\
         echo "=== exit $?"
       done
     done
+    fail2ban-client stop >/dev/null 2>&1 || true
     """)
 
 
