@@ -31,8 +31,10 @@ note_change() {
 # function, so every failure here exits explicitly.
 put_file() {
   local path="$1" mode="$2" owner="$3" tmp format=%a:%U:%G
-  # A numeric owner (an image's uid:gid) is compared as numbers: the host may have no such name.
-  case "$owner" in *[!0-9:]*) ;; *) format=%a:%u:%g ;; esac
+  # A numeric owner or group (an image's uid:gid) is compared as numbers: the host may have no
+  # such name, or a name for it.
+  case "${owner%%:*}" in *[!0-9]*) ;; *) format=%a:%u:${format##*:} ;; esac
+  case "${owner##*:}" in *[!0-9]*) ;; *) format=${format%:*}:%g ;; esac
   tmp="$(mktemp)" || exit 1
   cat >"$tmp" || exit 1
   if [ -f "$path" ] && cmp -s "$tmp" "$path" \
@@ -318,12 +320,20 @@ def deploy_user_section(public_key: str, deploy_user: str = DEPLOY_USER) -> str:
     ])
 
 
+def stat_format(owner: str) -> str:
+    """The ``stat -c`` format that prints ``mode:owner:group`` in the form ``owner`` is written
+    in ("root:adm" or "65534:65534", or mixed), so a comparison holds on a host that has no
+    name for an image's numeric uid (stat prints UNKNOWN there) or names the number."""
+    user, _, group = owner.partition(":")
+    return "%a:" + ("%u" if user.isdigit() else "%U") + ":" + ("%g" if group.isdigit() else "%G")
+
+
 def directories_section(paths: Sequence[tuple[str, str, str]]) -> str:
     """Directories as (path, mode, owner:group), created or corrected only when they differ."""
     lines = []
     for path, mode, owner in paths:
         lines += [
-            f'if [ "$(stat -c %a:%U:%G {path} 2>/dev/null)" != "{mode.lstrip("0")}:{owner}" ]; then',
+            f'if [ "$(stat -c {stat_format(owner)} {path} 2>/dev/null)" != "{mode.lstrip("0")}:{owner}" ]; then',
             f"  install -d -m {mode} -o {owner.split(':')[0]} -g {owner.split(':')[1]} {path}",
             f'  note_change "{path}"',
             "fi",
