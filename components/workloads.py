@@ -112,7 +112,9 @@ def datastore_init(resource: str, target: SshTarget, *, stack: str, service: str
         return hostsetup.script(
             f'cid="$(docker ps -q --filter label=platform.stack={stack} --filter label=platform.service={service})"',
             f'[ -n "$cid" ] || {{ echo "{service} container not running" >&2; exit 1; }}',
-            f'for _ in $(seq 1 60); do docker exec "$cid" {ready} >/dev/null 2>&1 && break; sleep 1; done',
+            # The readiness command expands its variables in the container, not here.
+            "# shellcheck disable=SC2016",
+            f'wait_for 60 docker exec "$cid" {ready} || {{ echo "{service} is not ready after 60 s" >&2; exit 1; }}',
             hostsetup._heredoc(path, "0600", "root:root", body, on_change=f'docker exec -i "$cid" {apply} < {path}'),
         )
 

@@ -126,7 +126,7 @@ def test_setup_scripts_run_twice_leave_nothing_to_do(tmp_path):
         else:
             assert changes == 0, f"{name} changed things on its second run:\n{output}"
     first_ufw = next(o for n, r, o, _ in runs if n == "setup-ufw" and r == "1")
-    assert "ufw-rules-applied" in first_ufw
+    assert "changed: /etc/platform/ufw-rules.sh" in first_ufw
     first_user = next(o for n, r, o, _ in runs if n == "setup-user" and r == "1")
     assert "changed: user deploy" in first_user and "changed: /etc/sudoers.d/90-platform-deploy" in first_user
     # The sandbox kept every write: the machine's own files are as they were.
