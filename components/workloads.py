@@ -10,7 +10,7 @@ import pulumi
 import pulumi_docker as docker
 
 from components import hostsetup
-from components.containers import ContainerSpec, Mount, container_plan
+from components.containers import ContainerSpec, Mount, container_plan, replaced_delete_first
 from components.remote import SshTarget, run_script
 
 
@@ -67,7 +67,8 @@ def run_containers(
     ``static_addresses`` pins containers to addresses on the network (egress exemptions match
     them). Containers are not given fixed names (Docker names them after the resource plus a suffix)
     and are found by their network alias, so a replacement never collides with the old one.
-    A container that publishes host ports is deleted before its replacement starts.
+    A container that publishes host ports or has a writable mount is deleted before its
+    replacement starts (``replaced_delete_first``).
     """
     unknown = set(secret_env) - {s.name for s in specs}
     if unknown:
@@ -97,7 +98,8 @@ def run_containers(
             **plan,
             opts=pulumi.ResourceOptions(
                 parent=parent, provider=provider, depends_on=list(depends_on),
-                delete_before_replace=bool(spec.publish),
+                delete_before_replace=replaced_delete_first(
+                    spec, list((extra_mounts or {}).get(spec.name, []))),
             ),
         )
     return created
