@@ -181,6 +181,14 @@ def check_env(env: dict[str, str]) -> dict[str, str]:
     return env
 
 
+def replaced_delete_first(spec: ContainerSpec, extra_mounts: list[Mount] | None = None) -> bool:
+    """Whether a replacement of the container must delete the old one first: it publishes host
+    ports (only one container can hold them), or it has a writable mount (its state: two
+    containers on one data directory contend for it, as two Prometheus for one TSDB lock, or
+    worse, two databases write the same files)."""
+    return bool(spec.publish) or any(not m.read_only for m in [*spec.mounts, *(extra_mounts or [])])
+
+
 def container_plan(spec: ContainerSpec, *, network: pulumi.Input[str], stack: str,
                    private_address: str | None = None,
                    extra_env: dict[str, str] | None = None,

@@ -242,6 +242,7 @@ def docker_user_section(rules_text: str) -> str:
     """Installs the rules file and a unit that applies it after every Docker start."""
     return "\n".join([
         _heredoc("/etc/platform/docker-user.rules", "0600", "root:root", rules_text,
+                 validate="iptables-restore --test --noflush /etc/platform/docker-user.rules",
                  on_change="iptables-restore --noflush /etc/platform/docker-user.rules"),
         _heredoc("/etc/systemd/system/platform-docker-user.service", "0644", "root:root",
                  DOCKER_USER_UNIT, on_change="systemctl daemon-reload"),

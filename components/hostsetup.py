@@ -9,6 +9,7 @@ is a script run over SSH by a remote command, re-run only when its text changes.
 from __future__ import annotations
 
 import json
+import shlex
 import textwrap
 from dataclasses import dataclass
 from typing import Sequence
@@ -26,13 +27,42 @@ note_change() {
   echo "changed: $1"
 }
 
+# Every file put_file replaces is a transaction: the previous version (or the fact that there
+# was none) is kept under $PENDING until the script ends well. A run that stops after replacing
+# it (an apply that fails, a lost connection) leaves it there, and the next run puts it back
+# first, so that run finds the file different and applies it again instead of skipping it.
+PENDING=/var/lib/platform/pending
+STAGED=()
+
+pending_path() {
+  echo "$PENDING/${1//\//%}"
+}
+
+# restore_previous PATH -- puts back the version of PATH that put_file replaced.
+restore_previous() {
+  local saved
+  saved="$(pending_path "$1")"
+  if [ -e "$saved.absent" ]; then
+    rm -f "$1" "$saved.absent"
+  elif [ -e "$saved" ]; then
+    mv -f "$saved" "$1"
+  fi
+}
+
 # put_file PATH MODE OWNER:GROUP < content -- writes only when the content differs; returns 1
 # when it was already current. Callers test it with `if`, which suspends `set -e` inside the
 # function, so every failure here exits explicitly.
 put_file() {
-  local path="$1" mode="$2" owner="$3" tmp format=%a:%U:%G
-  # A numeric owner (an image's uid:gid) is compared as numbers: the host may have no such name.
-  case "$owner" in *[!0-9:]*) ;; *) format=%a:%u:%g ;; esac
+  local path="$1" mode="$2" owner="$3" tmp format=%a:%U:%G saved
+  # A numeric owner or group (an image's uid:gid) is compared as numbers: the host may have no
+  # such name, or a name for it.
+  case "${owner%%:*}" in *[!0-9]*) ;; *) format=%a:%u:${format##*:} ;; esac
+  case "${owner##*:}" in *[!0-9]*) ;; *) format=${format%:*}:%g ;; esac
+  saved="$(pending_path "$path")"
+  if [ -e "$saved" ] || [ -e "$saved.absent" ]; then
+    echo "restoring $path: the run that replaced it did not finish"
+    restore_previous "$path" || exit 1
+  fi
   tmp="$(mktemp)" || exit 1
   cat >"$tmp" || exit 1
   if [ -f "$path" ] && cmp -s "$tmp" "$path" \
@@ -40,10 +70,59 @@ put_file() {
     rm -f "$tmp"
     return 1
   fi
+  install -d -m 0700 "$PENDING" || exit 1
+  if [ -e "$path" ]; then cp -p "$path" "$saved" || exit 1; else : >"$saved.absent" || exit 1; fi
+  STAGED+=("$path")
   install -D -m "$mode" -o "${owner%%:*}" -g "${owner##*:}" "$tmp" "$path" \
-    || { echo "cannot write $path" >&2; rm -f "$tmp"; exit 1; }
+    || { echo "cannot write $path" >&2; rm -f "$tmp"; restore_previous "$path"; exit 1; }
   rm -f "$tmp"
   note_change "$path"
+}
+
+# run_step COMMAND-LINE -- the command line (it may call this script's functions) in a subshell
+# with errexit, so every command of it counts: its status is the status of the step.
+run_step() {
+  local status
+  set +e
+  (set -e; eval "$1")
+  status=$?
+  set -e
+  return "$status"
+}
+
+# commit_file PATH VALIDATE APPLY -- after put_file replaced PATH: VALIDATE judges it where the
+# tool reads it (sshd -t, nginx -t, visudo -c see the whole configuration, includes and all),
+# then APPLY makes the service use it. If either fails, the previous file is put back (and
+# APPLY run again, so the service is back on it) and the script fails; the next run finds the
+# file different and tries again.
+commit_file() {
+  local path="$1" validate="$2" apply="$3"
+  if ! run_step "$validate"; then
+    restore_previous "$path"
+    echo "rejected: $path fails its check ($validate); the previous version is back in place" >&2
+    exit 1
+  fi
+  if ! run_step "$apply"; then
+    restore_previous "$path"
+    if run_step "$apply"; then
+      echo "failed: applying $path ($apply); the previous version is back in place and applied" >&2
+    else
+      echo "failed: applying $path ($apply); the previous version is back in place, and applying it failed too" >&2
+    fi
+    exit 1
+  fi
+}
+
+# wait_for SECONDS COMMAND... -- succeeds as soon as COMMAND does (tried once a second), fails
+# after SECONDS tries.
+wait_for() {
+  local seconds="$1" try
+  shift
+  for try in $(seq 1 "$seconds"); do
+    "$@" >/dev/null 2>&1 && return 0
+    if [ "$try" -lt "$seconds" ]; then sleep 1; fi
+  done
+  return 1
 }
 
 missing_packages() {
@@ -69,20 +148,60 @@ ensure_packages() {
   exec 9>&-
 }
 
+# ensure_service_enabled UNIT [STATUS COMMAND...] -- the unit enabled and proven running: active
+# after a start, and, when given, its own status command answering (retried while it comes up).
+# A change is counted only when the state really changed, so a unit whose Condition*= skips it
+# on this host (systemd-timesyncd has ConditionVirtualization=!container: a container-based VPS)
+# is reported as skipped on every run instead of "changed"; any other unit that stays inactive
+# fails the script with the unit's own status and journal.
 ensure_service_enabled() {
-  if ! systemctl is-enabled --quiet "$1" 2>/dev/null || ! systemctl is-active --quiet "$1" 2>/dev/null; then
-    systemctl enable --now "$1" >/dev/null 2>&1
-    note_change "service $1 enabled"
+  local unit="$1"
+  shift
+  if ! systemctl is-enabled --quiet "$unit" 2>/dev/null; then
+    systemctl enable "$unit" >/dev/null || { echo "cannot enable $unit" >&2; exit 1; }
+    note_change "service $unit enabled"
   fi
+  if ! systemctl is-active --quiet "$unit"; then
+    systemctl start "$unit" || { service_not_running "$unit" "its start failed"; }
+    if systemctl is-active --quiet "$unit"; then
+      note_change "service $unit started"
+    elif [ "$(systemctl show -p ConditionResult --value "$unit")" = "no" ]; then
+      echo "skipped: $unit does not run on this host (a Condition of the unit is not met)"
+      return 0
+    else
+      service_not_running "$unit" "it is not active after its start"
+    fi
+  fi
+  if [ "$#" -gt 0 ] && ! wait_for 30 "$@"; then
+    "$@" >&2 || true
+    service_not_running "$unit" "its status command '$*' fails"
+  fi
+}
+
+service_not_running() {
+  echo "service $1 is enabled but not running: $2" >&2
+  systemctl status --no-pager "$1" >&2 || true
+  journalctl -u "$1" -n 20 --no-pager >&2 || true
+  exit 1
 }
 """
 
 EPILOGUE = """
+# The run ended well: every file it replaced is committed.
+for staged in ${STAGED[@]+"${STAGED[@]}"}; do
+  rm -f "$(pending_path "$staged")" "$(pending_path "$staged").absent"
+done
 echo "platform-setup: ${CHANGES} changes"
 """
 
 
-def _heredoc(path: str, mode: str, owner: str, content: str, on_change: str = "") -> str:
+def _heredoc(path: str, mode: str, owner: str, content: str, on_change: str = "",
+             validate: str = "") -> str:
+    """Bash that writes ``content`` to ``path`` (``mode``, ``owner`` as "user:group", names or
+    numbers) when it differs. With ``validate`` or ``on_change`` (bash command lines; they may
+    call the script's functions) the write is validate, apply, commit: ``validate`` judges the
+    new file in place, ``on_change`` applies it, and if either fails the previous file is put
+    back and the script fails, so the next run retries (``commit_file`` in the prelude)."""
     # The content is often an output (a certificate, a file with a password) rendered inside an
     # apply, where nothing may be rejected; so the marker is chosen to differ from every line
     # of the content (a quoted heredoc ends only at a line equal to its marker).
@@ -92,10 +211,13 @@ def _heredoc(path: str, mode: str, owner: str, content: str, on_change: str = ""
         serial += 1
         marker = f"PLATFORM_EOF_{serial}"
     body = content if content.endswith("\n") else content + "\n"
-    if not on_change:
+    if not on_change and not validate:
         return f"put_file {path} {mode} {owner} <<'{marker}' || true\n{body}{marker}\n"
+    steps = f"{shlex.quote(validate or ':')} {shlex.quote(on_change or ':')}"
+    # The steps are quoted on purpose: commit_file evaluates them, after the write.
+    directive = "  # shellcheck disable=SC2016\n" if "$" in steps else ""
     return (f"if put_file {path} {mode} {owner} <<'{marker}'; then\n{body}{marker}\n"
-            f"  {on_change}\nfi\n")
+            f"{directive}  commit_file {path} {steps}\nfi\n")
 
 
 def script(*sections: str) -> str:
@@ -159,7 +281,8 @@ def sshd_section(policy: SshdPolicy) -> str:
     return _heredoc(
         "/etc/ssh/sshd_config.d/00-platform.conf", "0644", "root:root",
         render_sshd_config(policy),
-        on_change="sshd -t\n  systemctl reload ssh 2>/dev/null || systemctl reload sshd",
+        validate="sshd -t",
+        on_change="systemctl reload ssh 2>/dev/null || systemctl reload sshd",
     )
 
 
@@ -192,8 +315,9 @@ def fail2ban_section(ignore_cidrs: Sequence[str] = ()) -> str:
         "ensure_packages fail2ban python3-systemd",
         _heredoc("/etc/fail2ban/jail.local", "0644", "root:root",
                  render_fail2ban_jail(ignore_cidrs),
-                 on_change="fail2ban-client -t >/dev/null\n  systemctl restart fail2ban"),
-        "ensure_service_enabled fail2ban",
+                 validate="fail2ban-client -t >/dev/null",
+                 on_change="systemctl restart fail2ban && wait_for 30 fail2ban-client status sshd"),
+        "ensure_service_enabled fail2ban fail2ban-client status sshd",
     ])
 
 
@@ -258,8 +382,12 @@ def docker_section(deploy_user: str = DEPLOY_USER) -> str:
         "ensure_packages docker.io",
         _heredoc("/etc/docker/daemon.json", "0644", "root:root",
                  json.dumps(DOCKER_DAEMON, indent=2, sort_keys=True),
-                 on_change="systemctl restart docker"),
-        "ensure_service_enabled docker",
+                 # dockerd --validate exists from Docker 23 (Ubuntu 24.04); Debian 12's 20.10
+                 # lacks it, and there the restart is the check (rolled back when it fails).
+                 validate='case "$(dockerd --help 2>&1)" in *--validate*)'
+                          " dockerd --validate --config-file /etc/docker/daemon.json >/dev/null;; esac",
+                 on_change="systemctl restart docker && wait_for 60 docker info"),
+        "ensure_service_enabled docker docker info",
         f"if ! id -nG {deploy_user} | tr ' ' '\\n' | grep -qx docker; then",
         f"  usermod -aG docker {deploy_user}",
         f'  note_change "{deploy_user} in docker group"',
@@ -290,9 +418,16 @@ def deploy_user_section(public_key: str, deploy_user: str = DEPLOY_USER) -> str:
                              (f"{home}/.ssh", "0700", f"{deploy_user}:{deploy_user}")]),
         _heredoc(f"{home}/.ssh/authorized_keys", "0600", f"{deploy_user}:{deploy_user}", public_key),
         _heredoc(f"/etc/sudoers.d/90-platform-{deploy_user}", "0440", "root:root", SUDOERS,
-                 on_change=f"visudo -cqf /etc/sudoers.d/90-platform-{deploy_user} "
-                           f"|| {{ rm -f /etc/sudoers.d/90-platform-{deploy_user}; exit 1; }}"),
+                 validate=f"visudo -cqf /etc/sudoers.d/90-platform-{deploy_user}"),
     ])
+
+
+def stat_format(owner: str) -> str:
+    """The ``stat -c`` format that prints ``mode:owner:group`` in the form ``owner`` is written
+    in ("root:adm" or "65534:65534", or mixed), so a comparison holds on a host that has no
+    name for an image's numeric uid (stat prints UNKNOWN there) or names the number."""
+    user, _, group = owner.partition(":")
+    return "%a:" + ("%u" if user.isdigit() else "%U") + ":" + ("%g" if group.isdigit() else "%G")
 
 
 def directories_section(paths: Sequence[tuple[str, str, str]]) -> str:
@@ -300,7 +435,7 @@ def directories_section(paths: Sequence[tuple[str, str, str]]) -> str:
     lines = []
     for path, mode, owner in paths:
         lines += [
-            f'if [ "$(stat -c %a:%U:%G {path} 2>/dev/null)" != "{mode.lstrip("0")}:{owner}" ]; then',
+            f'if [ "$(stat -c {stat_format(owner)} {path} 2>/dev/null)" != "{mode.lstrip("0")}:{owner}" ]; then',
             f"  install -d -m {mode} -o {owner.split(':')[0]} -g {owner.split(':')[1]} {path}",
             f'  note_change "{path}"',
             "fi",
@@ -359,7 +494,7 @@ def ufw_section(rules, waivers: dict[str, str] | None = None,
         *[f"  {line}" for line in commands.splitlines()],
         "}",
         _heredoc("/etc/platform/ufw-rules.sh", "0600", "root:root", commands,
-                 on_change="apply_ufw\n  note_change ufw-rules-applied"),
+                 on_change="apply_ufw"),
         'if ! ufw status | grep -q "^Status: active"; then',
         "  apply_ufw",
         '  note_change "ufw enabled"',

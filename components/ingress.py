@@ -59,9 +59,23 @@ def nginx_config(ingress: Ingress) -> str:
 
 
 def _reload_function(stack: str) -> str:
-    return f"""reload_nginx() {{
+    # No nginx container yet (the first deploy creates it after this script): nothing to test
+    # or reload, the container starts on the file.
+    return f"""nginx_container() {{
+  docker ps -q --filter label=platform.stack={stack} --filter label=platform.service=nginx
+}}
+
+test_nginx() {{
   local id
-  id="$(docker ps -q --filter label=platform.stack={stack} --filter label=platform.service=nginx)"
+  id="$(nginx_container)"
+  if [ -n "$id" ]; then
+    docker exec "$id" nginx -c {IN_CONTAINER_CONF} -t -q
+  fi
+}}
+
+reload_nginx() {{
+  local id
+  id="$(nginx_container)"
   if [ -n "$id" ]; then
     docker exec "$id" nginx -c {IN_CONTAINER_CONF} -t -q
     docker exec "$id" nginx -c {IN_CONTAINER_CONF} -s reload
@@ -90,7 +104,7 @@ def ingress_scripts(stack: str, data_dir: str, ingress: Ingress) -> tuple[str, s
         f'  note_change "bootstrap certificate"\n'
         f'fi',
         hostsetup._heredoc(f"{nginx_dir}/nginx.conf", "0644", "root:root",
-                           nginx_config(ingress), on_change="reload_nginx"),
+                           nginx_config(ingress), validate="test_nginx", on_change="reload_nginx"),
     )
     hook_path = f"/usr/local/sbin/{stack}-certificate-deployed"
     hook = "\n".join([

@@ -38,7 +38,11 @@ def render_prometheus_config(targets: ScrapeTargets, *, rule_files: Sequence[str
                              scrape_interval: str = "30s") -> str:
     jobs = [{"job_name": "prometheus", "static_configs": [{"targets": ["localhost:9090"]}]}]
     if targets.node:
-        jobs.append({"job_name": "node", "static_configs": [{"targets": list(targets.node)}]})
+        # honor_labels: the backup jobs' textfile metrics carry their own job="<backup job>";
+        # without it Prometheus renames that to exported_job and sets job="node", so the
+        # per-job backup alerts never match (BackupMissing fires for a healthy backup).
+        jobs.append({"job_name": "node", "honor_labels": True,
+                     "static_configs": [{"targets": list(targets.node)}]})
     if targets.cadvisor:
         jobs.append({"job_name": "cadvisor", "static_configs": [{"targets": list(targets.cadvisor)}]})
     for name, addresses in sorted(targets.services.items()):

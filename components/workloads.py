@@ -10,7 +10,7 @@ import pulumi
 import pulumi_docker as docker
 
 from components import hostsetup
-from components.containers import ContainerSpec, Mount, container_plan
+from components.containers import ContainerSpec, Mount, container_plan, replaced_delete_first
 from components.remote import SshTarget, run_script
 
 
@@ -67,7 +67,8 @@ def run_containers(
     ``static_addresses`` pins containers to addresses on the network (egress exemptions match
     them). Containers are not given fixed names (Docker names them after the resource plus a suffix)
     and are found by their network alias, so a replacement never collides with the old one.
-    A container that publishes host ports is deleted before its replacement starts.
+    A container that publishes host ports or has a writable mount is deleted before its
+    replacement starts (``replaced_delete_first``).
     """
     unknown = set(secret_env) - {s.name for s in specs}
     if unknown:
@@ -97,7 +98,8 @@ def run_containers(
             **plan,
             opts=pulumi.ResourceOptions(
                 parent=parent, provider=provider, depends_on=list(depends_on),
-                delete_before_replace=bool(spec.publish),
+                delete_before_replace=replaced_delete_first(
+                    spec, list((extra_mounts or {}).get(spec.name, []))),
             ),
         )
     return created
@@ -112,7 +114,9 @@ def datastore_init(resource: str, target: SshTarget, *, stack: str, service: str
         return hostsetup.script(
             f'cid="$(docker ps -q --filter label=platform.stack={stack} --filter label=platform.service={service})"',
             f'[ -n "$cid" ] || {{ echo "{service} container not running" >&2; exit 1; }}',
-            f'for _ in $(seq 1 60); do docker exec "$cid" {ready} >/dev/null 2>&1 && break; sleep 1; done',
+            # The readiness command expands its variables in the container, not here.
+            "# shellcheck disable=SC2016",
+            f'wait_for 60 docker exec "$cid" {ready} || {{ echo "{service} is not ready after 60 s" >&2; exit 1; }}',
             hostsetup._heredoc(path, "0600", "root:root", body, on_change=f'docker exec -i "$cid" {apply} < {path}'),
         )
 

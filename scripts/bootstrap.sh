@@ -27,6 +27,7 @@ declare -A apt_tools=(
   [fail2ban-client]=fail2ban
   [cloud-init]=cloud-init
   [promtool]=prometheus
+  [prometheus-node-exporter]=prometheus-node-exporter
   [amtool]=prometheus-alertmanager
   [ufw]=ufw
   [ip]=iproute2

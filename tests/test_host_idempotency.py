@@ -33,17 +33,27 @@ SCRIPTS = ["setup-user", "setup-proxy", "setup-ufw", "setup-base", "setup-sshd",
 
 FAKE_SYSTEMCTL = textwrap.dedent("""\
     #!/bin/bash
-    # Stand-in for systemctl in the sandbox: remembers enabled units; everything else succeeds.
+    # Stand-in for systemctl in the sandbox: remembers enabled and started units; fail2ban is
+    # started for real (its server, in the sandbox), so its jail's status is the real answer.
     state=/var/lib/fake-systemd
     mkdir -p "$state"
     echo "$*" >>"$state/calls"
     unit="${!#}"
     case "$1" in
-      is-enabled|is-active) [ -e "$state/$unit" ] ;;
-      enable) touch "$state/$unit" ;;
+      is-enabled) [ -e "$state/$unit.enabled" ] ;;
+      is-active) [ -e "$state/$unit.active" ] ;;
+      enable) touch "$state/$unit.enabled" ;;
+      start|restart)
+        if [ "$unit" = fail2ban ]; then
+          mkdir -p /run/fail2ban
+          fail2ban-client stop >/dev/null 2>&1
+          fail2ban-client start >/dev/null 2>&1 </dev/null || exit 1
+        fi
+        touch "$state/$unit.active" ;;
       *) exit 0 ;;
     esac
     """)
+
 
 DRIVER = textwrap.dedent("""\
     #!/bin/bash
@@ -57,6 +67,7 @@ DRIVER = textwrap.dedent("""\
         echo "=== exit $?"
       done
     done
+    fail2ban-client stop >/dev/null 2>&1 || true
     """)
 
 
@@ -115,7 +126,7 @@ def test_setup_scripts_run_twice_leave_nothing_to_do(tmp_path):
         else:
             assert changes == 0, f"{name} changed things on its second run:\n{output}"
     first_ufw = next(o for n, r, o, _ in runs if n == "setup-ufw" and r == "1")
-    assert "ufw-rules-applied" in first_ufw
+    assert "changed: /etc/platform/ufw-rules.sh" in first_ufw
     first_user = next(o for n, r, o, _ in runs if n == "setup-user" and r == "1")
     assert "changed: user deploy" in first_user and "changed: /etc/sudoers.d/90-platform-deploy" in first_user
     # The sandbox kept every write: the machine's own files are as they were.

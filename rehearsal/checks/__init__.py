@@ -35,7 +35,7 @@ from rehearsal.capture import StackCapture, Step
 from rehearsal.report import FAIL, NOT_PROVEN, PASS, Check
 
 PUT_FILE = re.compile(r"^(?:if )?put_file (\S+) (\d{3,4}) (\S+) <<'(\w+)'(?: \|\| true|; then)?\n", re.M)
-DIRECTORY = re.compile(r'stat -c %a:%U:%G (\S+) 2>/dev/null\)" != "(\d+):(\S+)"')
+DIRECTORY = re.compile(r'stat -c %a:%[uU]:%[gG] (\S+) 2>/dev/null\)" != "(\d+):(\S+)"')
 SERVICE = re.compile(r"^\s*ensure_service_enabled (\S+)", re.M)
 UFW_RULE = re.compile(r"^\s*ufw (?:route )?(?:allow|deny|limit|reject) .*comment '([^']+)'", re.M)
 UFW_DEFAULT = re.compile(r"^\s*ufw default (allow|deny|reject) (incoming|outgoing|routed)", re.M)
