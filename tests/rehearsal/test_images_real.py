@@ -221,14 +221,9 @@ def wait_healthy(containers, timeout: float = 600.0) -> dict[str, str]:
     return status
 
 
-KNOWN_STACK_DEFECTS = {
-    # `sh -c "exec redis-server --tls-key-file /run/platform/tls/redis.key ..."` runs as root
-    # (the official entrypoint steps down only for a first argument `redis-server`), without
-    # CAP_DAC_OVERRIDE, and the key is 0600 owned by 999:1000: redis cannot read it. Shown by
-    # test_pencom_redis_as_captured_cannot_read_its_tls_key; another container of the same image
-    # stands for redis:7.4.1-alpine in the every-reference test.
-    "pencom-staging-data-redis",
-}
+KNOWN_STACK_DEFECTS: set[str] = set()
+"""Containers whose captured inputs cannot run (a defect of the stack shown by a stand-in);
+each has a test that asserts the failure, and fails the day the stack is fixed."""
 
 
 def one_container_per_reference(state) -> dict[str, dict]:
@@ -414,18 +409,21 @@ def test_the_test_ca_issues_server_certificates_openssl_verifies(tmp_path):
     assert TestCA(tmp_path / "ca").cert_pem == ca.cert_pem  # kept across runs
 
 
-def test_pencom_redis_as_captured_cannot_read_its_tls_key(staging_state, standins, client, tmp_path):
-    """A defect of the stack that the stand-in shows (as redis:7.4.1-alpine would): see
-    KNOWN_STACK_DEFECTS. When the stack is fixed, this test fails: move the container back."""
+def test_pencom_redis_as_captured_reads_its_tls_key_and_turns_healthy(staging_state, standins, client, tmp_path):
+    """Redis on Pencom's data node starts through `sh -c` (TLS options, the password from its
+    environment), which the image's entrypoint does not step down from root for: the stack runs
+    it as the image's redis user, who owns the 0600 key. As root without CAP_DAC_OVERRIDE it
+    failed with "Failed to load private key ... Permission denied"."""
     container = next(r for r in staging_state["resources"] if r["name"] == "pencom-staging-data-redis")
+    assert container["inputs"].get("user") == "999:1000"
     one_container_per_reference(staging_state)
     (tmp_path / "redis").mkdir()
     c = run_captured(client, container, materialise(container, tmp_path / "redis", TestCA(tmp_path / "ca")))
     try:
-        c.wait(timeout=120)
+        status = wait_healthy([c], timeout=180)
         logs = c.logs().decode(errors="replace")
-        assert "Failed to load private key: /run/platform/tls/redis.key" in logs, logs[-2000:]
-        assert "Permission denied" in logs
+        assert status[c.name] == "healthy", logs[-2000:]
+        assert "Permission denied" not in logs
     finally:
         c.remove(force=True, v=True)
 
