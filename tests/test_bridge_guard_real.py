@@ -41,11 +41,21 @@ import pytest
 from tests.conftest import require_tool
 
 STACKS = ("staging", "prod")
-HOSTS = {  # stack -> the Docker hosts the program manages there
-    stack: [f"kro-{stack}", f"giv-{stack}-ops", f"vedfinance-{stack}",
-            *(f"pencom-{stack}-{node}" for node in ("edge", "app", "data", "storage"))]
-    for stack in STACKS
-}
+_PRODUCT_HOSTS = {"kro": ["kro-{stack}"], "giv": ["giv-{stack}-ops"], "vedfinance": ["vedfinance-{stack}"],
+                  "pencom": [f"pencom-{{stack}}-{node}" for node in ("edge", "app", "data", "storage")]}
+
+
+def _hosts(stack: str) -> list[str]:
+    """The Docker hosts of a stack, from its product list (checked against the synth below)."""
+    import yaml
+
+    from synth.engine import PROJECT_ROOT
+
+    products = yaml.safe_load((PROJECT_ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]["platform:products"]
+    return [h.format(stack=stack) for p in products for h in _PRODUCT_HOSTS[p]]
+
+
+HOSTS = {stack: _hosts(stack) for stack in STACKS}
 IMAGE = "platform-test/listener:1"
 LISTENER = (
     "import socket, sys, threading\n"
@@ -196,6 +206,15 @@ def replay():
 
         unmount_under(data_dir)
         subprocess.run(["rm", "-rf", str(data_dir), str(run_dir)], check=False)
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_replay_covers_every_docker_host_of_the_stack(stack):
+    providers = {r["name"].removesuffix("-docker") for r in _resources(stack)
+                 if r["type"] == "pulumi:providers:docker"}
+    assert providers == set(HOSTS[stack])
+    for host in HOSTS[stack]:
+        assert "PLATFORM-BRIDGE-IN" in rendered_rules(stack, host)
 
 
 def _setup_segment(replay, host_address: str, sources: list[str], subnets: list[str]) -> None:
