@@ -397,3 +397,52 @@ def summary(observations: Sequence[Observation]) -> dict[str, int]:
     for o in observations:
         counts[o.status] += 1
     return counts
+
+
+def rows(observations: Sequence[Observation]) -> list[dict]:
+    """JSON rows for the rehearsal report, observed next to expected."""
+    return [{"position": o.position, "host": o.target.host, "side": o.target.side, "port": o.target.port,
+             "protocol": o.target.protocol, "service": o.target.service, "address": o.address,
+             "expected": "allowed" if o.expected else "refused",
+             "observed": None if o.observed is None else ("open" if o.observed else "closed"),
+             "status": o.status, "reason": o.reason, "detail": o.detail}
+            for o in observations]
+
+
+def mermaid(observations: Sequence[Observation], product: str) -> str:
+    """A Mermaid flowchart of one product's matrix: an edge per (position, host, side) with the
+    ports allowed as planned, and the ports observed where they differ (red, dashed)."""
+    edges: dict[tuple[str, str], dict[str, set]] = {}
+    for o in observations:
+        if not o.target.host.startswith(product + "-") and o.target.host != product:
+            continue
+        key = (o.position, f"{o.target.host}/{o.target.side}")
+        cell = edges.setdefault(key, {"planned": set(), "observed": set(), "unexpected": set(), "missing": set()})
+        if o.expected:
+            cell["planned"].add(o.target.port)
+        if o.observed:
+            cell["observed"].add(o.target.port)
+        if o.status == "fail":
+            cell["unexpected" if o.observed else "missing"].add(o.target.port)
+    ids: dict[str, str] = {}
+
+    def node(name: str) -> str:
+        return ids.setdefault(name, f"n{len(ids)}")
+
+    lines = ["flowchart LR"]
+    links = []
+    for (source, target), cell in sorted(edges.items()):
+        if not (cell["planned"] or cell["observed"]):
+            continue
+        planned = ",".join(map(str, sorted(cell["planned"]))) or "-"
+        label = f"planned {planned}"
+        if cell["unexpected"] or cell["missing"]:
+            label += f" / observed {','.join(map(str, sorted(cell['observed']))) or '-'}"
+        arrow = "-.->" if cell["unexpected"] or cell["missing"] else "-->"
+        links.append((f"  {node(source)} {arrow}|{label}| {node(target)}", bool(cell["unexpected"] or cell["missing"])))
+    lines += [f'  {i}["{name}"]' for name, i in ids.items()]
+    for index, (text, bad) in enumerate(links):
+        lines.append(text)
+        if bad:
+            lines.append(f"  linkStyle {index} stroke:#d00,stroke-width:2px")
+    return "\n".join(lines) + "\n"
