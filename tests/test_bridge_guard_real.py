@@ -346,3 +346,18 @@ def test_nothing_enters_a_container_bridge_but_through_an_admitted_published_add
                     f"{host}: {source} -> {host_address}:{external}, admitted: {admitted[external]}"
             assert not connects(n, host_address, external, source=stranger), \
                 f"{host}: the non-admitted {stranger} reaches {host_address}:{external}"
+
+
+def test_docker_runs_without_ipv6_so_the_ipv4_guard_is_the_whole_guard():
+    """The guard is rendered for iptables only. Containers get IPv6 addresses (and the host
+    forwards IPv6 to them) only when daemon.json enables ``ipv6``; turning it on needs the same
+    guard in ip6tables first."""
+    from components import hostsetup
+
+    assert not hostsetup.DOCKER_DAEMON.get("ipv6"), "IPv6 on: render the bridge guard for ip6tables too"
+    assert "fixed-cidr-v6" not in hostsetup.DOCKER_DAEMON
+    for stack in STACKS:
+        scripts = "\n".join(r["inputs"].get("stdin") or "" for r in _resources(stack)
+                            if r["type"] == "command:remote:Command")
+        assert "net.ipv6.conf.all.forwarding=1" not in scripts
+        assert '"ipv6": true' not in scripts
