@@ -110,3 +110,45 @@ def test_the_data_node_column_is_observed_as_the_tier_model_expects(replay, tmp_
         ("host:pencom-staging-edge", "private", 8080), ("host:pencom-staging-edge", "private", 9100),
     ]
     assert len(observed) == len(cells) == 4 * (6 + 5)
+
+
+def test_lab_probe_sites_enter_the_boxes_and_the_harness_namespace(replay):
+    """The lab adapter against a lab-shaped replay: "boxes" are containers on the harness daemon's
+    ``lab-public`` network, whose gateway is the harness namespace. The admin site probes from
+    the gateway, ``host:A`` from inside box A (B refuses A by source address, so a probe that
+    did not run in A would pass), and a position without a site stays not proven."""
+    require_tool("nc", "Debian package netcat-openbsd")
+    from types import SimpleNamespace
+
+    daemon, host_ns = replay["daemon"], replay["host"]
+    a, b = "kro-staging", "giv-staging-ops"
+    addresses = {a: "10.213.50.11", b: "10.213.50.12"}
+    _ok(daemon.cli("network", "create", "--subnet", "10.213.50.0/24", "--gateway", "10.213.50.1", "lab-public"))
+    for name, ip in addresses.items():
+        _ok(daemon.cli("run", "-d", "--name", name, "--network", "lab-public", "--ip", ip, "-v", "/usr:/usr:ro",
+                       "platform-test/listener:1", "python3", "-c",
+                       "import socket\ns = socket.socket(); s.bind(('0.0.0.0', 8080)); s.listen(8)\n"
+                       "while True: s.accept()[0].close()\n"))
+    _wait_listening(daemon, b, 8080)
+    lab = SimpleNamespace(netns=host_ns.name, networks={"public": "10.213.50.0/24"},
+                          harness_docker_host=daemon.host,
+                          boxes={n: SimpleNamespace(addresses={"public": ip}) for n, ip in addresses.items()})
+    hosts = {n: rm.Host(n, n.split("-")[0], "edge", ("public",), (), frozenset({"edge"}), frozenset({"edge"}))
+             for n in addresses}
+    topo = rm.Topology(hosts, ())
+    sites = rm.lab_probe_sites(lab, topo)
+    assert set(sites) == {"admin", f"host:{a}", f"host:{b}"}
+    assert sites["admin"].source == "10.213.50.1"
+    target = rm.Target(b, "public", 8080, service="web", tier="edge")
+    cells = [rm.Expectation("admin", target, True, "admin"), rm.Expectation(f"host:{a}", target, False, "refused by source"),
+             rm.Expectation("internet", target, True, "no site")]
+    address_of = rm.lab_address_of(lab, topo)
+    assert address_of(target) == "10.213.50.12" and address_of(rm.Target(b, "container", 80)) is None
+
+    before = {o.position: o.observed for o in rm.probe_matrix(cells, sites, address_of)}
+    assert before == {"admin": True, f"host:{a}": True, "internet": None}, "control: B answers A before the rule"
+    pid = _ok(daemon.cli("inspect", "-f", "{{.State.Pid}}", b)).strip()
+    _ok(["nsenter", f"--net=/proc/{pid}/ns/net", "iptables", "-A", "INPUT", "-s", addresses[a], "-p", "tcp",
+         "--dport", "8080", "-j", "REJECT", "--reject-with", "tcp-reset"])
+    observed = rm.probe_matrix(cells, sites, address_of)
+    assert [(o.position, o.status) for o in observed] == [("admin", "pass"), (f"host:{a}", "pass"), ("internet", "not proven")]

@@ -446,3 +446,51 @@ def mermaid(observations: Sequence[Observation], product: str) -> str:
         if bad:
             lines.append(f"  linkStyle {index} stroke:#d00,stroke-width:2px")
     return "\n".join(lines) + "\n"
+
+
+# --- the lab's probe sites (rehearsal/lab.py) ---------------------------------------------------
+
+def lab_probe_sites(lab, topo: Topology, *, run: Callable[..., subprocess.CompletedProcess] = subprocess.run
+                    ) -> dict[str, ProbeSite]:
+    """Probe sites in a started ``rehearsal.lab.Lab``: ``admin`` is the harness namespace from the
+    public network's gateway (where the overlay puts ``admin_cidrs``), ``internet`` the same
+    namespace from the internet network's gateway, ``host:H`` box H's own network namespace
+    (entered by the pid the harness daemon reports, with this machine's ``nc``). The neighbour
+    (which needs a route to one host's container subnet per probe) and the box containers
+    (``containers:H``) have no site yet: their cells are "not proven"."""
+    import ipaddress
+
+    netns = ("nsenter", f"--net=/run/netns/{lab.netns}")
+
+    def gateway(network: str) -> str:
+        return str(next(ipaddress.ip_network(str(lab.networks[network])).hosts()))
+
+    sites: dict[str, ProbeSite] = {}
+    if "public" in lab.networks:
+        sites["admin"] = ProbeSite("admin", netns, gateway("public"))
+    if "internet" in lab.networks:
+        sites["internet"] = ProbeSite("internet", netns, gateway("internet"))
+    docker = shutil.which("docker") or "docker"
+    for name in topo.hosts:
+        if name not in lab.boxes:
+            continue
+        result = run([docker, "-H", lab.harness_docker_host, "inspect", "-f", "{{.State.Pid}}", name],
+                     capture_output=True, text=True, timeout=60)
+        pid = result.stdout.strip()
+        if result.returncode == 0 and pid.isdigit() and pid != "0":
+            sites[f"host:{name}"] = ProbeSite(f"host:{name}", ("nsenter", f"--net=/proc/{pid}/ns/net"))
+    return sites
+
+
+def lab_address_of(lab, topo: Topology) -> Callable[[Target], Optional[str]]:
+    """A target's address in the lab: its box's address on the ``public`` network or on its
+    product's ``<product>-private`` network (the overlay's names); ``None`` for container
+    addresses and egress targets (not proven until the lab serves them)."""
+    def address_of(target: Target) -> Optional[str]:
+        box = lab.boxes.get(target.host)
+        if box is None or target.side not in ("public", "private"):
+            return None
+        network = "public" if target.side == "public" else f"{topo.hosts[target.host].product}-private"
+        return box.addresses.get(network)
+
+    return address_of
