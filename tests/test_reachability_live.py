@@ -96,7 +96,7 @@ def test_the_data_node_column_is_observed_as_the_tier_model_expects(replay, tmp_
         def address_of(target: rm.Target):
             return {"private": ADDRESS, "container": container_ip}.get(target.side)
 
-        observed = rm.probe_matrix(cells, sites, address_of, timeout_s=2)
+        observed = rm.probe_matrix(cells, sites, address_of, timeout_s=2, workers=4)
     finally:
         sshd.kill()
         sshd.wait()

@@ -136,3 +136,18 @@ def test_the_expected_side_never_imports_the_renderers():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PROJECT_ROOT)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_a_rehearsal_without_probe_sites_reports_every_cell_not_proven():
+    from types import SimpleNamespace
+
+    from rehearsal.report import Report
+
+    state, config, policy = _inputs("staging")
+    lab = SimpleNamespace(netns="none", networks={}, boxes={}, harness_docker_host="unix:///nonexistent")
+    cells = rm.rehearse_matrix(lab, state, config, policy)
+    assert len(cells) == 524 and {c["status"] for c in cells} == {"not proven"}
+    assert {c["observed"] for c in cells} == {None}
+    report = Report(stack="staging", reachability=cells)
+    assert report.to_json()["reachability"]["counts"] == {"pass": 0, "fail": 0, "not proven": 524}
+    assert "reachability matrix: 0 pass, 0 fail, 524 not proven" in report.text()

@@ -373,23 +373,39 @@ def nc_argv(address: str, port: int, protocol: str = "tcp", source: Optional[str
 def probe_matrix(expectations: Sequence[Expectation], sites: Mapping[str, ProbeSite],
                  address_of: Callable[[Target], Optional[str]], *,
                  run: Callable[..., subprocess.CompletedProcess] = subprocess.run,
-                 timeout_s: int = 2) -> list[Observation]:
-    """Tries every cell whose position has a site and whose target has an address, with ``nc``.
-    A cell without either is ``not proven`` (never a pass)."""
+                 timeout_s: int = 2, workers: int = 1) -> list[Observation]:
+    """Tries every cell whose position has a site and whose target has an address, with ``nc``
+    (``workers`` probes at a time; a filtered port costs ``timeout_s`` seconds). A cell without
+    a site or an address is ``not proven`` (never a pass). Observations keep the cells' order."""
     if shutil.which("nc") is None and run is subprocess.run:
         raise RuntimeError("nc is not installed (Debian package netcat-openbsd; scripts/bootstrap.sh installs it)")
-    out = []
-    for cell in expectations:
+
+    def one(cell: Expectation) -> Observation:
         site, address = sites.get(cell.position), address_of(cell.target)
         if site is None or address is None:
             why = "no probe site for this position" if site is None else "no lab address for this target"
-            out.append(Observation(cell.position, cell.target, address or "", cell.allowed, None, cell.reason, why))
-            continue
+            return Observation(cell.position, cell.target, address or "", cell.allowed, None, cell.reason, why)
         argv = [*site.argv_prefix, *nc_argv(address, cell.target.port, cell.target.protocol, site.source, timeout_s)]
         result = run(argv, capture_output=True, text=True, timeout=timeout_s + 30)
-        out.append(Observation(cell.position, cell.target, address, cell.allowed, result.returncode == 0,
-                               cell.reason, (result.stderr or "").strip()[-200:]))
-    return out
+        return Observation(cell.position, cell.target, address, cell.allowed, result.returncode == 0,
+                           cell.reason, (result.stderr or "").strip()[-200:])
+
+    if workers <= 1:
+        return [one(cell) for cell in expectations]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(one, expectations))
+
+
+def rehearse_matrix(lab, state: Mapping, stack_config: Mapping, policy_config: Mapping, *,
+                    timeout_s: int = 2, workers: int = 8) -> list[dict]:
+    """The matrix of a rehearsal, as ``Report.reachability`` rows: expected from the capture
+    (``state``), observed from ``lab``'s probe sites (``lab_probe_sites``, ``lab_address_of``)."""
+    topo = topology(state, stack_config, policy_config)
+    cells = [expect(p, t, topo) for p in positions(topo) for t in targets(topo) if _sees(p, t, topo)]
+    return rows(probe_matrix(cells, lab_probe_sites(lab, topo), lab_address_of(lab, topo),
+                             timeout_s=timeout_s, workers=workers))
 
 
 def summary(observations: Sequence[Observation]) -> dict[str, int]:
