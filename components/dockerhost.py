@@ -8,7 +8,7 @@ from typing import Mapping, Optional, Sequence
 import pulumi
 import pulumi_docker as docker
 
-from components import hostsetup
+from components import egress, hostsetup
 from components.containers import ContainerSpec
 from components.ingress import Ingress, ingress_scripts, nginx_spec
 from components.remote import SshTarget, run_script
@@ -85,6 +85,15 @@ class DockerHost(pulumi.ComponentResource):
             ipam_configs=[docker.NetworkIpamConfigArgs(subnet=subnet[0], ip_range=subnet[1])] if subnet else None,
             opts=pulumi.ResourceOptions(parent=self, provider=self.docker_provider),
         )
+
+    def _docker_firewall(self, rules_text: str) -> None:
+        """Installs and applies the ``DOCKER-USER`` rules (``egress.render_docker_user_rules``)
+        before any container starts; the containers wait for it."""
+        firewall = run_script(f"{self._name}-docker-firewall", self.ssh,
+                              hostsetup.script(egress.docker_user_section(rules_text)),
+                              parent=self, depends_on=self.setup_done)
+        self.setup_done = [*self.setup_done, firewall]
+        self.files_written = [*self.files_written, firewall]
 
     def _outputs(self) -> dict:
         raise NotImplementedError

@@ -8,7 +8,7 @@ from typing import Optional, Sequence
 import pulumi
 import pulumi_digitalocean as do
 
-from components import hostsetup, tiers
+from components import egress, hostsetup, tiers
 from components.containers import ContainerSpec, HealthCheck, Mount, PublishedPort
 from components.dockerhost import DockerHost
 from components.remote import SshTarget
@@ -154,6 +154,15 @@ class DropletStack(DockerHost):
         )
         self._setup(name, scripts, depends_on=[self.firewall])
         self._docker(name, self.droplet.ipv4_address, registries=args.registry_auth)
+
+    def deploy(self, containers: Sequence[ContainerSpec], **kwargs):
+        """Guards the container bridges in ``DOCKER-USER`` before any container starts, then
+        deploys as every Docker host does. A droplet publishes edge ports on all addresses and
+        the others on loopback, and its DigitalOcean Firewall admits the sources; what is left
+        for DOCKER-USER is the bridge guard: nothing enters a container bridge that Docker did
+        not DNAT for a published port (``egress.render_docker_user_rules``)."""
+        self._docker_firewall(egress.render_docker_user_rules(published=[], rules=[]))
+        return super().deploy(containers, **kwargs)
 
     def _outputs(self) -> dict:
         return {"droplet_id": self.droplet_id, "public_ip": self.public_ip,

@@ -184,17 +184,44 @@ def _check_cidr(value: str) -> str:
     return str(ipaddress.ip_network(value, strict=False))
 
 
+DOCKER_BRIDGES = ("docker0", "br-+")
+"""Interfaces of the bridges Docker creates by itself: the default bridge and every user-defined
+network without a fixed name (``br-<network id>``; ``+`` is iptables' interface wildcard)."""
+BRIDGE_GUARD_CHAIN = "PLATFORM-BRIDGE-IN"
+"""Where ``render_docker_user_rules`` sends every new connection that enters a container bridge."""
+
+
 def render_docker_user_rules(*, published: Sequence[tuple[str, int]], rules: Sequence[InboundRule],
                              bridge: str | None = None, internal_cidr: str | None = None,
-                             direct: Sequence[DirectRoute] = (), exempt_sources: Sequence[str] = ()) -> str:
+                             direct: Sequence[DirectRoute] = (), exempt_sources: Sequence[str] = (),
+                             container_bridges: Sequence[str] = DOCKER_BRIDGES) -> str:
     """``iptables-restore --noflush`` input that rewrites the ``DOCKER-USER`` chain.
 
     ``published`` are the (address, port) pairs containers publish on; each admits only the
-    sources of the inbound rules for that port. With ``bridge`` and ``internal_cidr``, traffic
-    from the containers may go only to the internal network, to its own bridge, to the
-    ``direct`` routes, and from ``exempt_sources`` anywhere: everything else they send is dropped.
+    sources of the inbound rules for that port. Raises ``ValueError`` for a published pair that
+    no rule admits anyone to.
+
+    The bridge guard: a new connection may enter a container bridge (``container_bridges``,
+    Docker's own by default, plus ``bridge``) only from a container bridge, or when Docker
+    DNATed it for a port published on an address other than loopback (the rules above have
+    already dropped the sources that address does not admit). Docker's own ``DOCKER`` chain
+    accepts any packet addressed to a container's port, so without the guard a neighbour on
+    the segment that routes the container subnet via the host reaches ``172.x.y.z:5432``
+    directly, whatever the published address admits (Docker 28 added the same protection in
+    its ``raw`` table; Debian 12's docker.io 20.10 has none). Connections the host itself opens
+    (``OUTPUT``, loopback publishes) never cross ``FORWARD`` and are untouched.
+
+    With ``bridge`` and ``internal_cidr``, traffic from the containers may go only to the
+    internal network, to its own bridge, to the ``direct`` routes, and from ``exempt_sources``
+    anywhere: everything else they send is dropped.
+
+    The chains only filter forwarded traffic: no rule here can cut the host's own SSH.
     """
-    out = ["*filter", ":DOCKER-USER - [0:0]", "-F DOCKER-USER",
+    bridges = list(dict.fromkeys([*container_bridges, *([bridge] if bridge else [])]))
+    if not bridges:
+        raise ValueError("the bridge guard needs the container bridges' interface names")
+    out = ["*filter", ":DOCKER-USER - [0:0]", f":{BRIDGE_GUARD_CHAIN} - [0:0]",
+           "-F DOCKER-USER", f"-F {BRIDGE_GUARD_CHAIN}",
            "-A DOCKER-USER -m conntrack --ctstate ESTABLISHED,RELATED -j RETURN"]
     for address, port in published:
         sources = sorted({c for r in rules if _covers(r, port) for c in r.cidrs})
@@ -205,6 +232,10 @@ def render_docker_user_rules(*, published: Sequence[tuple[str, int]], rules: Seq
                 for s in sources if s not in ("0.0.0.0/0", "::/0")]
         if not set(sources) & {"0.0.0.0/0", "::/0"}:
             out.append(f"-A DOCKER-USER {match} -j DROP")
+    out += [f"-A DOCKER-USER -o {b} -m conntrack --ctstate NEW -j {BRIDGE_GUARD_CHAIN}" for b in bridges]
+    out += [f"-A {BRIDGE_GUARD_CHAIN} -i {b} -j RETURN" for b in bridges]
+    out += [f"-A {BRIDGE_GUARD_CHAIN} -m conntrack --ctstate DNAT ! --ctorigdst 127.0.0.0/8 -j RETURN",
+            f"-A {BRIDGE_GUARD_CHAIN} -j DROP"]
     if bridge:
         if not internal_cidr:
             raise ValueError("an egress lock needs the internal network")
@@ -243,11 +274,17 @@ WantedBy=docker.service
 
 
 def docker_user_section(rules_text: str) -> str:
-    """Installs the rules file and a unit that applies it after every Docker start."""
+    """Installs the rules file and a unit that applies it after every Docker start.
+
+    A changed file is first checked by ``iptables-restore --test``: a file the kernel refuses is
+    replaced by the previous one (so the next run retries it) and the script fails with the
+    chains in force unchanged. Only forwarded traffic is filtered, so a bad rule cannot cut SSH
+    to the host."""
+    path = "/etc/platform/docker-user.rules"
     return "\n".join([
-        _heredoc("/etc/platform/docker-user.rules", "0600", "root:root", rules_text,
-                 validate="iptables-restore --test --noflush /etc/platform/docker-user.rules",
-                 on_change="iptables-restore --noflush /etc/platform/docker-user.rules"),
+        _heredoc(path, "0600", "root:root", rules_text,
+                 validate=f"iptables-restore --test --noflush {path}",
+                 on_change=f"iptables-restore --noflush {path}"),
         _heredoc("/etc/systemd/system/platform-docker-user.service", "0644", "root:root",
                  DOCKER_USER_UNIT, on_change="systemctl daemon-reload"),
         "ensure_service_enabled platform-docker-user",

@@ -121,11 +121,7 @@ class OnPremVps(DockerHost):
             published=published, rules=self.rules, bridge=lock.bridge if lock else None,
             internal_cidr=lock.internal_cidr if lock else None, direct=lock.direct if lock else (),
             exempt_sources=[address for _, address in lock.exempt] if lock else ())
-        firewall = run_script(f"{self._name}-docker-firewall", self.ssh,
-                              hostsetup.script(egress.docker_user_section(rules_text)),
-                              parent=self, depends_on=self.setup_done)
-        self.setup_done = [*self.setup_done, firewall]
-        self.files_written = [*self.files_written, firewall]
+        self._docker_firewall(rules_text)
         unknown = {c for c, _ in lock.exempt} - {s.name for s in containers} if lock else set()
         if unknown:
             raise ValueError(f"{self._name}: egress exemptions for containers that are not deployed: {sorted(unknown)}")

@@ -64,6 +64,8 @@ class Report:
     kept: Optional[str] = None
     netns: Optional[str] = None
     """The lab's network namespace (gone after teardown unless kept)."""
+    reachability: list[dict[str, Any]] = field(default_factory=list)
+    """The reachability matrix, observed next to expected (``rehearsal.checks.reachability.rows``)."""
 
     def add_results(self, run: int, results: list[dict[str, Any]]) -> None:
         for host in self.hosts.values():
@@ -89,7 +91,8 @@ class Report:
     @property
     def ok(self) -> bool:
         return self.error is None and self.teardown_error is None and bool(self.hosts) and \
-            all(h.ok for h in self.hosts.values()) and all(2 in h.runs for h in self.hosts.values())
+            all(h.ok for h in self.hosts.values()) and all(2 in h.runs for h in self.hosts.values()) and \
+            all(cell["status"] != FAIL for cell in self.reachability)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -100,6 +103,7 @@ class Report:
                           "runs": {str(k): v for k, v in h.runs.items()}, "failures": h.failures,
                           "checks": [c.__dict__ for c in h.checks], "counts": h.counts()}
                       for n, h in sorted(self.hosts.items())},
+            "reachability": {"counts": _counts(self.reachability), "cells": self.reachability},
         }
 
     def text(self) -> str:
@@ -122,6 +126,14 @@ class Report:
             for c in h.checks:
                 if c.status == FAIL:
                     lines.append(f"{name}: check failed: {c.name}: {c.detail}")
+        if self.reachability:
+            c = _counts(self.reachability)
+            lines.append(f"reachability matrix: {c[PASS]} pass, {c[FAIL]} fail, {c[NOT_PROVEN]} not proven")
+            for cell in self.reachability:
+                if cell["status"] == FAIL:
+                    lines.append(f"  {cell['position']} -> {cell['host']}/{cell['side']}:{cell['port']}/"
+                                 f"{cell['protocol']} ({cell['address']}): observed {cell['observed']}, "
+                                 f"the tier model says {cell['expected']} ({cell['reason']})")
         lines.append("timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in self.timings.items()))
         if self.kept:
             lines.append(self.kept)
@@ -133,6 +145,13 @@ class Report:
         from pathlib import Path
 
         Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n")
+
+
+def _counts(cells: list[dict[str, Any]]) -> dict[str, int]:
+    out = {PASS: 0, FAIL: 0, NOT_PROVEN: 0}
+    for cell in cells:
+        out[cell["status"]] += 1
+    return out
 
 
 def _run(r: dict) -> str:

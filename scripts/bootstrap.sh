@@ -40,6 +40,8 @@ declare -A apt_tools=(
   [unshare]=util-linux
   [squid]=squid
   [iptables-restore]=iptables
+  # The reachability matrix's probes (rehearsal/checks/reachability.py).
+  [nc]=netcat-openbsd
   [node]=nodejs
   [unattended-upgrade]=unattended-upgrades
   [visudo]=sudo

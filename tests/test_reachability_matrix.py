@@ -1,0 +1,153 @@
+"""The expected side of the reachability matrix (issue #16): derived from the tier model as the
+policy pack writes it, from the staging capture; and the module never consults the renderers."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from functools import lru_cache
+
+import pytest
+import yaml
+
+from rehearsal.checks import reachability as rm
+from synth.engine import PROJECT_ROOT
+
+
+@lru_cache(maxsize=None)
+def _inputs(stack: str):
+    from synth.run import synth_stack
+
+    state = synth_stack(stack)
+    config = yaml.safe_load((PROJECT_ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
+    policy = json.loads((PROJECT_ROOT / "policy" / f"config.{stack}.json").read_text())
+    return state, config, policy
+
+
+def _matrix(stack="staging", policy=None, config=None):
+    state, cfg, pol = _inputs(stack)
+    return {(e.position, e.target.host, e.target.side, e.target.port): e
+            for e in rm.expected_matrix(state, config or cfg, policy or pol)}
+
+
+def test_staging_matrix_covers_every_position_and_listener():
+    matrix = _matrix()
+    positions = {p for p, *_ in matrix}
+    hosts = ["kro-staging", "giv-staging-ops", "vedfinance-staging",
+             *(f"pencom-staging-{n}" for n in ("edge", "app", "data", "storage"))]
+    assert positions == {"internet", "admin", "neighbour", *(f"{k}:{h}" for h in hosts for k in ("host", "containers"))}
+    # Every non-loopback published port is a target from the neighbour, on its host and in its container.
+    state, _, _ = _inputs("staging")
+    for r in state["resources"]:
+        if r["type"] == "docker:index/container:Container":
+            for p in r["inputs"].get("ports") or []:
+                if not p["ip"].startswith("127."):
+                    host = r["parent"].rsplit("::", 1)[1]
+                    assert ("neighbour", host, "container", p["internal"]) in matrix, (r["name"], p)
+                    assert any(k[:2] == ("neighbour", host) and k[3] == p["external"] and k[2] in ("public", "private")
+                               for k in matrix), (r["name"], p)
+    assert len(matrix) == 524
+    assert sum(e.allowed for e in matrix.values()) == 196
+
+
+@pytest.mark.parametrize("cell,allowed", [
+    (("internet", "pencom-staging-edge", "public", 443), True),
+    (("internet", "pencom-staging-edge", "public", 80), True),
+    (("internet", "pencom-staging-edge", "public", 22), False),
+    (("internet", "vedfinance-staging", "public", 22), False),
+    (("admin", "vedfinance-staging", "public", 22), True),
+    (("admin", "kro-staging", "public", 22), True),
+    (("admin", "pencom-staging-edge", "public", 22), True),
+    # The neighbour with a route to the container subnets: no more than the internet.
+    (("neighbour", "pencom-staging-data", "private", 5432), False),
+    (("neighbour", "pencom-staging-data", "container", 5432), False),
+    (("neighbour", "pencom-staging-edge", "private", 443), True),
+    (("neighbour", "pencom-staging-edge", "private", 3128), False),
+    (("neighbour", "pencom-staging-app", "private", 22), False),
+    # Tiers: app reaches data, edge reaches app, data reaches nothing of its peers.
+    (("host:pencom-staging-app", "pencom-staging-data", "private", 5432), True),
+    (("host:pencom-staging-app", "pencom-staging-storage", "private", 9000), True),
+    (("host:pencom-staging-storage", "pencom-staging-data", "private", 5432), False),
+    (("host:pencom-staging-data", "pencom-staging-app", "private", 4000), False),
+    (("host:pencom-staging-edge", "pencom-staging-app", "private", 4000), True),
+    (("host:pencom-staging-edge", "pencom-staging-storage", "private", 9000), False),
+    # Metrics: monitoring on the edge scrapes the exporters; app does not.
+    (("host:pencom-staging-edge", "pencom-staging-data", "private", 9100), True),
+    (("host:pencom-staging-app", "pencom-staging-data", "private", 9100), False),
+    # SSH: internal nodes only from the bastion.
+    (("host:pencom-staging-edge", "pencom-staging-data", "private", 22), True),
+    (("host:pencom-staging-app", "pencom-staging-data", "private", 22), False),
+    # The named waiver, and nothing beyond it.
+    (("host:pencom-staging-edge", "pencom-staging-data", "private", 5432), True),
+    (("containers:pencom-staging-edge", "pencom-staging-data", "private", 5432), True),
+    (("host:pencom-staging-edge", "pencom-staging-data", "private", 27017), False),
+    (("host:pencom-staging-edge", "pencom-staging-data", "private", 6379), False),
+    (("containers:pencom-staging-edge", "pencom-staging-data", "container", 5432), False),
+    # Container addresses answer their own bridge and host only.
+    (("containers:pencom-staging-data", "pencom-staging-data", "container", 5432), True),
+    (("containers:pencom-staging-app", "pencom-staging-data", "container", 5432), False),
+    # Egress: app and data containers only to their allow-lists.
+    (("containers:pencom-staging-app", "pencom-staging-app", "internet", 443), False),
+    (("containers:pencom-staging-data", "pencom-staging-data", "internet", 443), False),
+    (("containers:pencom-staging-edge", "pencom-staging-edge", "internet", 443), True),
+    (("containers:pencom-staging-app", "pencom-staging-app", "direct:oracle-ecrs", 1521), True),
+    (("containers:pencom-staging-data", "pencom-staging-data", "direct:oracle-ecrs", 1521), False),
+    (("host:pencom-staging-app", "pencom-staging-app", "direct:oracle-ecrs", 1521), False),
+    (("containers:pencom-staging-app", "pencom-staging-edge", "private", 3128), True),
+    (("containers:vedfinance-staging", "vedfinance-staging", "internet", 443), False),
+])
+def test_cells_follow_the_tier_model(cell, allowed):
+    assert _matrix()[cell].allowed is allowed, _matrix()[cell]
+
+
+def test_the_waiver_is_what_admits_the_external_gateway():
+    cell = ("host:pencom-staging-edge", "pencom-staging-data", "private", 5432)
+    assert _matrix()[cell].reason == "waiver external-gateway-reads-compliance"
+    _, _, policy = _inputs("staging")
+    for broken in ("drop", "no reason"):
+        edited = copy.deepcopy(policy)
+        waivers = edited[rm.REACHABILITY_POLICY]["waivers"]
+        if broken == "drop":
+            waivers[:] = [w for w in waivers if w["name"] != "external-gateway-reads-compliance"]
+        else:
+            next(w for w in waivers if w["name"] == "external-gateway-reads-compliance")["reason"] = ""
+        assert _matrix(policy=edited)[cell].allowed is False, broken
+
+
+def test_an_egress_proxy_waiver_covers_only_its_ports():
+    matrix = _matrix()
+    assert matrix[("host:pencom-staging-data", "pencom-staging-edge", "private", 3136)].reason == "waiver egress-proxy"
+    assert rm.Waiver("w", "*", "pencom-*-edge", (3128, 3136)).covers("pencom-staging-app", "pencom-staging-edge", 3137) is False
+
+
+def test_a_read_waiver_whose_service_is_nowhere_is_an_error():
+    state, config, policy = _inputs("staging")
+    edited = copy.deepcopy(config)
+    edited["platform:pencom"]["read_waivers"][0]["service"] = "no-such-service"
+    with pytest.raises(ValueError, match=r"read waiver external-gateway-reads-compliance: service no-such-service runs on \[\]"):
+        rm.expected_matrix(state, edited, policy)
+
+
+def test_the_expected_side_never_imports_the_renderers():
+    code = ("import sys, rehearsal.checks.reachability; "
+            "print(sorted(m for m in sys.modules if m.startswith('components')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PROJECT_ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_a_rehearsal_without_probe_sites_reports_every_cell_not_proven():
+    from types import SimpleNamespace
+
+    from rehearsal.report import Report
+
+    state, config, policy = _inputs("staging")
+    lab = SimpleNamespace(netns="none", networks={}, boxes={}, harness_docker_host="unix:///nonexistent")
+    cells = rm.rehearse_matrix(lab, state, config, policy)
+    assert len(cells) == 524 and {c["status"] for c in cells} == {"not proven"}
+    assert {c["observed"] for c in cells} == {None}
+    report = Report(stack="staging", reachability=cells)
+    assert report.to_json()["reachability"]["counts"] == {"pass": 0, "fail": 0, "not proven": 524}
+    assert "reachability matrix: 0 pass, 0 fail, 524 not proven" in report.text()
