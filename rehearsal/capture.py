@@ -90,6 +90,11 @@ class StackCapture:
     products: list[str]
     database_hosts: list[str] = field(default_factory=list)
     """Names of managed databases the hosts talk to (the lab resolves them to stand-ins)."""
+    state: Optional[dict[str, Any]] = field(default=None, repr=False, compare=False)
+    """The synth document the capture came from (secrets revealed, stack addresses): what the
+    reachability matrix's expected side reads. Not part of ``to_json`` (the converge plan)."""
+    stack_config: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    """The stack file's ``config`` mapping, as written."""
 
     def to_json(self) -> dict[str, Any]:
         return {"stack": self.stack, "products": self.products,
@@ -434,7 +439,13 @@ def capture(stack: str, *, products: Optional[Iterable[str]] = None, stack_file=
     run = run_program(program_from_main(PROJECT_ROOT), stack=stack, config=file.config,
                       secret_keys=file.secret_keys, project=file.project,
                       mocks=rehearsal_mocks(database_ca_pem))
-    return extract(run.to_json(reveal=True), keys, products)
+    state = run.to_json(reveal=True)
+    captured = extract(state, keys, products)
+    import yaml
+
+    captured.state = state
+    captured.stack_config = dict(yaml.safe_load(file.path.read_text()).get("config") or {})
+    return captured
 
 
 def container_name(step: Step) -> str:

@@ -117,6 +117,18 @@ def admin_cidrs(stack: str) -> list[str]:
     return list(env.get("admin_cidrs") or [])
 
 
+def reachability_matrix(lab, cap: StackCapture) -> list[dict]:
+    """The tier model's matrix probed in the lab (``rehearsal.checks.reachability``): expected
+    from the capture with the stack's own addresses and the policy config's waivers, observed
+    from the lab's probe sites against the boxes' lab addresses."""
+    from rehearsal.checks.reachability import rehearse_matrix
+    from synth.engine import PROJECT_ROOT
+
+    policy_path = PROJECT_ROOT / "policy" / f"config.{cap.stack}.json"
+    policy_config = json.loads(policy_path.read_text()) if policy_path.exists() else {}
+    return rehearse_matrix(lab, cap.state, cap.stack_config, policy_config)
+
+
 def rehearse(stack: str, *, products: Optional[Iterable[str]] = None, keep: bool = False,
              workers: int = 4, with_images: bool = True, stack_file=None,
              capture_override: Optional[StackCapture] = None) -> Report:
@@ -243,6 +255,10 @@ def rehearse(stack: str, *, products: Optional[Iterable[str]] = None, keep: bool
         for host in lab_cap.hosts.values():
             report.hosts[host.name].checks = check_host(lab, lab_cap, host.name, state, proven)
         report.timings["checks"] = round(time.monotonic() - t0, 2)
+        if cap.state is not None:
+            t0 = time.monotonic()
+            report.reachability = reachability_matrix(lab, cap)
+            report.timings["reachability"] = round(time.monotonic() - t0, 2)
         return report
     finally:
         report.timings["total"] = round(time.monotonic() - started, 2)
