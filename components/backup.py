@@ -173,9 +173,6 @@ class R2Backup(pulumi.ComponentResource):
                                                text, on_change="systemctl daemon-reload"))
         sections += [f"ensure_service_enabled {unit}" for unit in sorted(units)
                      if unit.endswith(".timer") or unit.startswith("platform-wal-receive-")]
-        install = run_script(f"{name}-install", args.runner, hostsetup.script(*sections),
-                             parent=self, depends_on=list(args.runner_ready))
-
         endpoint = f"https://{args.account_id}.r2.cloudflarestorage.com"
 
         def env_file(values: list[str]) -> str:
@@ -190,14 +187,26 @@ class R2Backup(pulumi.ComponentResource):
             }
             content = "".join(f"{k}={_systemd_quote(v)}\n" for k, v in lines.items())
             return hostsetup.script(
-                hostsetup._heredoc(f"{ENV_DIR}/{job_name}.env", "0600", "root:root", content),
-                hostsetup._heredoc(password_file, "0600", "root:root", passphrase + "\n"))
+                f"install -d -m 0700 {ENV_DIR}",
+                hostsetup._heredoc(f"{ENV_DIR}/{job_name}.env", "0600", "root:root", content,
+                                   on_change=restart_receivers),
+                hostsetup._heredoc(password_file, "0600", "root:root", passphrase + "\n",
+                                   on_change=restart_receivers))
 
+        # A long-running WAL receiver reads the credentials at its start: a new value restarts
+        # it (a timer's job reads them at its next run).
+        receivers = sorted(u for u in units if u.startswith("platform-wal-receive-"))
+        restart_receivers = " && ".join(f"{{ ! systemctl is-active --quiet {u} || systemctl restart {u}; }}"
+                                        for u in receivers)
         credentials_script = pulumi.Output.secret(pulumi.Output.all(
             args.source_uri, self.access_key_id, self.secret_access_key, self.passphrase.result,
             self.bucket.name).apply(env_file))
-        run_script(f"{name}-credentials", args.runner, credentials_script, parent=self,
-                   depends_on=[install])
+        # The credentials first: the install starts the WAL receiver, whose unit fails to start
+        # without its EnvironmentFile ("Failed to load environment files", seen on the rehearsal).
+        credentials = run_script(f"{name}-credentials", args.runner, credentials_script, parent=self,
+                                 depends_on=list(args.runner_ready))
+        run_script(f"{name}-install", args.runner, hostsetup.script(*sections),
+                   parent=self, depends_on=[credentials])
         # The plan facts again as outputs: `pulumi preview` hands stack policies a component's
         # registered outputs, not its inputs (backup coverage, retention and RPO policies).
         self.register_outputs({"bucket": self.bucket.name, "access_key_id": self.access_key_id,

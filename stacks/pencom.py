@@ -300,6 +300,58 @@ def _proxy(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
         yield Finding(("egress", "proxy", "publish"), "the program publishes the proxy ports; remove it")
 
 
+# Where a registry serves an image's layers from, beyond its own name: a pull through an
+# allow-list proxy needs them all. Sources: Docker's allowlist for Docker Hub
+# (docs.docker.com/desktop/setup/allow-list: registry-1, auth, production.cloudflare), GitHub's
+# packages hosts (docs.github.com, "About GitHub's IP addresses": pkg-containers), Google
+# Container Registry's layers in Cloud Storage. Any other registry: its own name.
+REGISTRY_PULL_DOMAINS = {
+    "docker.io": ("registry-1.docker.io", "auth.docker.io", "production.cloudflare.docker.com"),
+    "ghcr.io": ("ghcr.io", "pkg-containers.githubusercontent.com"),
+    "gcr.io": ("gcr.io", "storage.googleapis.com"),
+}
+
+
+def _admits(allowed: list[str], domain: str) -> bool:
+    """squid's ``dstdomain``: ``.example.com`` admits example.com and every name under it."""
+    return any(a == domain or (a.startswith(".") and (domain == a[1:] or domain.endswith(a)))
+               for a in allowed)
+
+
+@rule(PencomConfig)
+def _pulls_through_proxy(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
+    """The app, data and storage nodes pull their images through the edge's proxy (their
+    Docker daemons' HTTPS_PROXY): its host allow-list admits every registry they pull from."""
+    from components.dockerhost import image_registry
+
+    images: list[tuple[str, str]] = []
+
+    def add(getter):
+        try:
+            images.extend(getter())
+        except Skip:
+            pass
+    add(lambda: [(f"app_services[{i}].image", s.image) for i, s in each(cfg.app_services)])
+    for field in ("postgres", "mongodb", "redis", "minio"):
+        add(lambda field=field: [(f"{field}.image", getattr(cfg, field).image)])
+    add(lambda: [(f"monitoring.{k}", getattr(cfg.monitoring, k)) for k in ("node_exporter_image", "cadvisor_image")])
+    try:
+        allowed = list(cfg.egress.host_domains)
+    except Skip:
+        return
+    missing: dict[str, list[str]] = {}
+    for where, image in images:
+        registry = image_registry(image)
+        for domain in REGISTRY_PULL_DOMAINS.get(registry, (registry,)):
+            if not _admits(allowed, domain):
+                missing.setdefault(domain, []).append(f"{image} ({where})")
+    if missing:
+        yield Finding(("egress", "host_domains"),
+                      f"add {', '.join(sorted(missing))}: the internal nodes pull "
+                      f"{'; '.join(sorted({i for v in missing.values() for i in v}))} through the "
+                      "edge's proxy, which refuses them (\"Forbidden\" on the first pull)")
+
+
 @rule(PencomConfig)
 def _references(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
     """Every service a section names exists, on the node that section needs."""

@@ -54,6 +54,14 @@ BROKEN_CASES = {
         lambda c: c.__setitem__("platform:products", ["kro", "nope"]),
         'platform:products[1]: unknown product "nope"',
     ),
+    # Found on the rehearsal: the internal nodes' first pull of cAdvisor got "Forbidden" from
+    # the edge's squid, whose host allow-list named no gcr.io.
+    "registry the proxy refuses": (
+        lambda c: c["platform:pencom"]["egress"].__setitem__("host_domains", [
+            d for d in c["platform:pencom"]["egress"]["host_domains"] if d != "storage.googleapis.com"]),
+        "platform:pencom.egress.host_domains: add storage.googleapis.com: the internal nodes pull "
+        "gcr.io/cadvisor/cadvisor:v0.49.1 (monitoring.cadvisor_image) through the edge's proxy",
+    ),
 }
 
 
