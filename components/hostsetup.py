@@ -314,8 +314,9 @@ def fail2ban_section(ignore_cidrs: Sequence[str] = ()) -> str:
     return "\n".join([
         # backend = systemd needs python3-systemd, which fail2ban only Recommends: without it
         # the sshd jail fails to start ("Failed to initialize any backend"; found on a real
-        # Debian host by the rehearsal).
-        "ensure_packages fail2ban python3-systemd",
+        # Debian host by the rehearsal). Its default banaction (iptables-multiport) needs
+        # iptables, also only Recommended ("nftables | iptables").
+        "ensure_packages fail2ban python3-systemd iptables",
         _heredoc("/etc/fail2ban/jail.local", "0644", "root:root",
                  render_fail2ban_jail(ignore_cidrs),
                  validate="fail2ban-client -t >/dev/null",
@@ -356,7 +357,9 @@ def base_section() -> str:
     return "\n".join([
         # systemd-timesyncd: its own package on Debian 12 (found missing by the rehearsal on a
         # Debian box); preinstalled on Ubuntu 24.04, where this is a no-op.
-        "ensure_packages unattended-upgrades ca-certificates curl systemd-timesyncd",
+        # openssl: the file deliveries read each certificate's expiry with it (a Depends of
+        # ca-certificates today, named here so nothing rests on that).
+        "ensure_packages unattended-upgrades ca-certificates curl systemd-timesyncd openssl",
         _heredoc("/etc/apt/apt.conf.d/20auto-upgrades", "0644", "root:root", AUTO_UPGRADES),
         _heredoc("/etc/apt/apt.conf.d/52platform-unattended-upgrades", "0644", "root:root",
                  UNATTENDED_UPGRADES),

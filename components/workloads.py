@@ -86,6 +86,18 @@ def host_path_for(data_dir: str, service: str, file: HostFile) -> str:
     return posixpath.join(data_dir, "files", service, file.container_path.lstrip("/"))
 
 
+def service_mounts(data_dir: str, service: str, files: Sequence[HostFile]) -> list[Mount]:
+    """The read-only directory mounts that show ``files`` to the service's container: each
+    file's container directory, unless it lies below another one (its host directory then holds
+    the subdirectory). Raises ValueError when two files share a container path."""
+    paths = [f.container_path for f in files]
+    duplicated = sorted({p for p in paths if paths.count(p) > 1})
+    if duplicated:
+        raise ValueError(f"{service}: files {duplicated} are given twice")
+    return [Mount(host_path=posixpath.join(data_dir, "files", service, root.lstrip("/")),
+                  container_path=root, read_only=True) for root in _mount_roots(paths)]
+
+
 @dataclass(frozen=True)
 class ServiceFiles:
     """The rendered delivery of one service's files: ``scripts`` maps a resource suffix
@@ -106,12 +118,7 @@ def service_directories(stack: str, data_dir: str, service: str, files: Sequence
     and fails (so the next run retries).
 
     Raises ValueError when two files of the service share a container path."""
-    paths = [f.container_path for f in files]
-    duplicated = sorted({p for p in paths if paths.count(p) > 1})
-    if duplicated:
-        raise ValueError(f"{service}: files {duplicated} are given twice")
-    mounts = [Mount(host_path=posixpath.join(data_dir, "files", service, root.lstrip("/")),
-                    container_path=root, read_only=True) for root in _mount_roots(paths)]
+    mounts = service_mounts(data_dir, service, files)
     scripts: dict[str, pulumi.Output[str]] = {}
     for kind, group in (("files", [f for f in files if not f.secret]), ("secrets", [f for f in files if f.secret])):
         if group:
@@ -156,8 +163,14 @@ CERTIFICATE_METRICS = r"""certificate_metrics() {
   shift
   tmp="$(mktemp)"
   for path in "$@"; do
-    end="$(openssl x509 -enddate -noout -in "$path" | cut -d= -f2)"
-    printf 'platform_certificate_expiry_timestamp_seconds{path="%s"} %s\n' "$path" "$(date -d "$end" +%s)" >>"$tmp"
+    # A file openssl cannot read counts as expired (0): the alert says so, the delivery goes on.
+    if end="$(openssl x509 -enddate -noout -in "$path" 2>/dev/null)"; then
+      end="$(date -d "${end#notAfter=}" +%s)"
+    else
+      echo "warning: $path is not a certificate openssl can read; its expiry is reported as 0" >&2
+      end=0
+    fi
+    printf 'platform_certificate_expiry_timestamp_seconds{path="%s"} %s\n' "$path" "$end" >>"$tmp"
   done
   if ! cmp -s "$tmp" "$out"; then
     install -d -m 0755 "${out%/*}"

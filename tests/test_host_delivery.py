@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from components import prometheus as prom
-from components.workloads import HostFile, Reload, reload_for, render_service_script, service_directories
+from components.workloads import HostFile, Reload, reload_for, render_service_script, service_mounts
 from tests.conftest import require_tool
 from tests.realtools import free_port, wait_for_port
 
@@ -135,15 +135,10 @@ def _until(predicate, timeout: float = 15.0) -> bool:
 
 
 def _render_sync(data_dir: Path, files: list[HostFile], reload: Reload):
-    """service_directories' mounts and its scripts as text (the contents are plain strings
-    here, rendered by the same function the resources' apply calls)."""
-    delivery = service_directories("lab", str(data_dir), "prometheus", files, reload)
-    rendered = {}
-    for suffix in delivery.scripts:
-        group = [f for f in files if f.secret == suffix.startswith("secrets-")]
-        rendered[suffix] = render_service_script("lab", str(data_dir), "prometheus", group,
-                                                 [f.content for f in group], reload)
-    return rendered, delivery.mounts
+    """The script of the service's plain files and its mounts, by the functions
+    service_directories renders with (the contents are plain strings here)."""
+    script = render_service_script("lab", str(data_dir), "prometheus", files, [f.content for f in files], reload)
+    return {"files-prometheus": script}, service_mounts(str(data_dir), "prometheus", files)
 
 
 WRITTEN = re.compile(r"^if put_file (\S+) ", re.M)
