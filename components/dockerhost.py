@@ -12,7 +12,7 @@ from components import egress, hostsetup
 from components.containers import ContainerSpec
 from components.ingress import Ingress, ingress_scripts, nginx_spec
 from components.remote import SshTarget, run_script
-from components.workloads import HostFile, files_script, run_containers
+from components.workloads import HostFile, reload_for, run_containers, service_directories
 
 
 # Registries whose images need credentials to pull: DigitalOcean's is always private; GHCR is
@@ -119,9 +119,16 @@ class DockerHost(pulumi.ComponentResource):
             specs.append(nginx_spec(name, self.data_dir, ingress))
         mounts: dict = {}
         if files:
-            script, mounts = files_script(self.data_dir, files)
-            self.files_written = [run_script(f"{name}-files", self.ssh, script, parent=self,
-                                             depends_on=self.setup_done)]
+            images = {spec.name: spec.image for spec in specs}
+            written = []
+            for service, service_files in sorted(files.items()):
+                delivery = service_directories(name, self.data_dir, service, service_files,
+                                               reload_for(images.get(service)))
+                mounts[service] = delivery.mounts
+                written += [run_script(f"{name}-{suffix}", self.ssh, script, parent=self,
+                                       depends_on=self.setup_done)
+                            for suffix, script in delivery.scripts.items()]
+            self.files_written = written
         created = run_containers(
             name, specs, parent=self, provider=self.docker_provider, network=self.network.name,
             secret_env=secret_env or {}, extra_mounts=mounts, private_address=self.private_address,

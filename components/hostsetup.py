@@ -90,24 +90,25 @@ run_step() {
   return "$status"
 }
 
-# commit_file PATH VALIDATE APPLY -- after put_file replaced PATH: VALIDATE judges it where the
-# tool reads it (sshd -t, nginx -t, visudo -c see the whole configuration, includes and all),
-# then APPLY makes the service use it. If either fails, the previous file is put back (and
-# APPLY run again, so the service is back on it) and the script fails; the next run finds the
-# file different and tries again.
-commit_file() {
-  local path="$1" validate="$2" apply="$3"
+# commit_files VALIDATE APPLY PATH... -- after put_file replaced the PATHs: VALIDATE judges them
+# where the tool reads them (sshd -t, nginx -t, visudo -c see the whole configuration, includes
+# and all), then APPLY makes the service use them. If either fails, the previous files are put
+# back (and APPLY run again, so the service is back on them) and the script fails; the next
+# run finds the files different and tries again.
+commit_files() {
+  local validate="$1" apply="$2" path
+  shift 2
   if ! run_step "$validate"; then
-    restore_previous "$path"
-    echo "rejected: $path fails its check ($validate); the previous version is back in place" >&2
+    for path in "$@"; do restore_previous "$path"; done
+    echo "rejected: $* fails its check ($validate); the previous version is back in place" >&2
     exit 1
   fi
   if ! run_step "$apply"; then
-    restore_previous "$path"
+    for path in "$@"; do restore_previous "$path"; done
     if run_step "$apply"; then
-      echo "failed: applying $path ($apply); the previous version is back in place and applied" >&2
+      echo "failed: applying $* ($apply); the previous version is back in place and applied" >&2
     else
-      echo "failed: applying $path ($apply); the previous version is back in place, and applying it failed too" >&2
+      echo "failed: applying $* ($apply); the previous version is back in place, and applying it failed too" >&2
     fi
     exit 1
   fi
@@ -201,7 +202,27 @@ def _heredoc(path: str, mode: str, owner: str, content: str, on_change: str = ""
     numbers) when it differs. With ``validate`` or ``on_change`` (bash command lines; they may
     call the script's functions) the write is validate, apply, commit: ``validate`` judges the
     new file in place, ``on_change`` applies it, and if either fails the previous file is put
-    back and the script fails, so the next run retries (``commit_file`` in the prelude)."""
+    back and the script fails, so the next run retries (``commit_files`` in the prelude)."""
+    marker = _marker(content)
+    body = content if content.endswith("\n") else content + "\n"
+    if not on_change and not validate:
+        return f"put_file {path} {mode} {owner} <<'{marker}' || true\n{body}{marker}\n"
+    steps = f"{shlex.quote(validate or ':')} {shlex.quote(on_change or ':')}"
+    # The steps are quoted on purpose: commit_files evaluates them, after the write.
+    directive = "  # shellcheck disable=SC2016\n" if "$" in steps else ""
+    return (f"if put_file {path} {mode} {owner} <<'{marker}'; then\n{body}{marker}\n"
+            f"{directive}  commit_files {steps} {path}\nfi\n")
+
+
+def staged_file(path: str, mode: str, owner: str, content: str, *, record: str) -> str:
+    """Bash that writes ``content`` to ``path`` when it differs and then appends ``path`` to the
+    bash array ``record``, for one ``commit_files`` over several files (a service's directory)."""
+    marker = _marker(content)
+    body = content if content.endswith("\n") else content + "\n"
+    return f"if put_file {path} {mode} {owner} <<'{marker}'; then\n{body}{marker}\n  {record}+=({path})\nfi\n"
+
+
+def _marker(content: str) -> str:
     # The content is often an output (a certificate, a file with a password) rendered inside an
     # apply, where nothing may be rejected; so the marker is chosen to differ from every line
     # of the content (a quoted heredoc ends only at a line equal to its marker).
@@ -210,14 +231,7 @@ def _heredoc(path: str, mode: str, owner: str, content: str, on_change: str = ""
     while marker in lines:
         serial += 1
         marker = f"PLATFORM_EOF_{serial}"
-    body = content if content.endswith("\n") else content + "\n"
-    if not on_change and not validate:
-        return f"put_file {path} {mode} {owner} <<'{marker}' || true\n{body}{marker}\n"
-    steps = f"{shlex.quote(validate or ':')} {shlex.quote(on_change or ':')}"
-    # The steps are quoted on purpose: commit_file evaluates them, after the write.
-    directive = "  # shellcheck disable=SC2016\n" if "$" in steps else ""
-    return (f"if put_file {path} {mode} {owner} <<'{marker}'; then\n{body}{marker}\n"
-            f"{directive}  commit_file {path} {steps}\nfi\n")
+    return marker
 
 
 def script(*sections: str) -> str:
@@ -311,8 +325,9 @@ def fail2ban_section(ignore_cidrs: Sequence[str] = ()) -> str:
     return "\n".join([
         # backend = systemd needs python3-systemd, which fail2ban only Recommends: without it
         # the sshd jail fails to start ("Failed to initialize any backend"; found on a real
-        # Debian host by the rehearsal).
-        "ensure_packages fail2ban python3-systemd",
+        # Debian host by the rehearsal). Its default banaction (iptables-multiport) needs
+        # iptables, also only Recommended ("nftables | iptables").
+        "ensure_packages fail2ban python3-systemd iptables",
         _heredoc("/etc/fail2ban/jail.local", "0644", "root:root",
                  render_fail2ban_jail(ignore_cidrs),
                  validate="fail2ban-client -t >/dev/null",
@@ -353,7 +368,9 @@ def base_section() -> str:
     return "\n".join([
         # systemd-timesyncd: its own package on Debian 12 (found missing by the rehearsal on a
         # Debian box); preinstalled on Ubuntu 24.04, where this is a no-op.
-        "ensure_packages unattended-upgrades ca-certificates curl systemd-timesyncd",
+        # openssl: the file deliveries read each certificate's expiry with it (a Depends of
+        # ca-certificates today, named here so nothing rests on that).
+        "ensure_packages unattended-upgrades ca-certificates curl systemd-timesyncd openssl",
         _heredoc("/etc/apt/apt.conf.d/20auto-upgrades", "0644", "root:root", AUTO_UPGRADES),
         _heredoc("/etc/apt/apt.conf.d/52platform-unattended-upgrades", "0644", "root:root",
                  UNATTENDED_UPGRADES),

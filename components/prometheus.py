@@ -18,6 +18,9 @@ BACKUP_INTERVAL_HOURS = 24
 BACKUP_GRACE_HOURS = 2
 RESTORE_TEST_INTERVAL_DAYS = 7
 TLS_WARNING_DAYS = 14
+# The internal CA re-issues a leaf 30 days before it expires (components/internal_ca.py), on
+# any converge; a delivered certificate this close to its end was re-issued but never delivered.
+INTERNAL_CERT_WARNING_DAYS = 21
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,11 @@ def alert_rules(backup_jobs: Sequence[str] = ()) -> list[dict]:
         _rule("TLSCertificateExpiring",
               f"probe_ssl_earliest_cert_expiry - time() < {TLS_WARNING_DAYS} * 86400", "1h", "warning",
               "the certificate of {{ $labels.instance }} expires within 14 days"),
+        _rule("InternalCertificateExpiring",
+              f"platform_certificate_expiry_timestamp_seconds - time() < {INTERNAL_CERT_WARNING_DAYS} * 86400",
+              "1h", "critical",
+              "the certificate {{ $labels.path }} on {{ $labels.instance }} expires within "
+              f"{INTERNAL_CERT_WARNING_DAYS} days: converge the stack to deliver the re-issued one"),
         _rule("EndpointDown", 'probe_success{job="blackbox-http"} == 0', "5m", "critical",
               "{{ $labels.instance }} is not answering"),
     ] + ([_rule("BackupMissing", " or ".join(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import posixpath
+import shlex
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -11,42 +12,179 @@ import pulumi_docker as docker
 
 from components import hostsetup
 from components.containers import ContainerSpec, Mount, container_plan, replaced_delete_first
+from components.backupscripts import TEXTFILE_DIR
 from components.remote import SshTarget, run_script
 
 
 @dataclass(frozen=True)
 class HostFile:
-    """A file a container reads, written to the host and bind-mounted read-only."""
+    """A file a container reads, written to the host and seen by the container through a
+    read-only directory mount (``service_directories``). A file only its owner may read (no
+    read bit for others: a key, a password) is a secret and travels in its own resource."""
 
     container_path: str
     content: pulumi.Input[str]
     mode: str = "0444"
     owner: str = "root:root"
 
+    @property
+    def secret(self) -> bool:
+        return not int(self.mode, 8) & 0o004
+
+
+@dataclass(frozen=True)
+class Reload:
+    """How a running service takes new files: ``validate`` (a command run in its container,
+    on the new files, before it is told) and ``signal`` (sent to its main process), or a restart
+    when there is no signal. The default restarts: every file a service reads changes what it
+    runs."""
+
+    validate: Sequence[str] = ()
+    signal: str | None = None
+
+    def commands(self) -> tuple[str, str]:
+        """(validate, apply) as bash command lines using ``$cid``, the container's id."""
+        validate = (f'docker exec "$cid" {" ".join(shlex.quote(a) for a in self.validate)} >/dev/null'
+                    if self.validate else ":")
+        apply = (f'docker kill -s {self.signal} "$cid" >/dev/null' if self.signal
+                 else 'docker restart "$cid" >/dev/null')
+        return validate, apply
+
+
+# How each server reloads its files, by image repository: the documented reload of each
+# (Prometheus, Alertmanager and the blackbox exporter reload on SIGHUP; squid's -k reconfigure
+# is SIGHUP). Anything else, a datastore taking a new certificate included, is restarted.
+RELOADS: dict[str, Reload] = {
+    "prom/prometheus": Reload(validate=("promtool", "check", "config", "/etc/prometheus/prometheus.yml"),
+                              signal="HUP"),
+    "prom/alertmanager": Reload(validate=("amtool", "check-config", "/etc/alertmanager/alertmanager.yml"),
+                                signal="HUP"),
+    "prom/blackbox-exporter": Reload(signal="HUP"),
+    "ubuntu/squid": Reload(validate=("squid", "-k", "parse", "-f", "/etc/squid/squid.conf"), signal="HUP"),
+}
+
+
+def reload_for(image: str | None) -> Reload:
+    """The ``Reload`` of a service running ``image`` (a restart when the image is unknown or
+    there is no container, as for files only host jobs read)."""
+    if image is None:
+        return Reload()
+    repository = image.split("@", 1)[0].rsplit(":", 1)[0] if "/" in image else image.split(":", 1)[0]
+    return RELOADS.get(repository.removeprefix("docker.io/"), Reload())
+
+
+def _mount_roots(paths: Sequence[str]) -> list[str]:
+    """The container directories to mount: each file's directory, unless it lies below another."""
+    directories = sorted({posixpath.dirname(p) for p in paths})
+    return [d for d in directories
+            if not any(d != other and d.startswith(other.rstrip("/") + "/") for other in directories)]
+
 
 def host_path_for(data_dir: str, service: str, file: HostFile) -> str:
-    return posixpath.join(data_dir, "files", service, posixpath.basename(file.container_path))
+    """Where ``file`` of ``service`` lives on the host: below the service's own directory, at
+    its container path (so a mounted directory holds exactly its files)."""
+    return posixpath.join(data_dir, "files", service, file.container_path.lstrip("/"))
 
 
-def files_script(data_dir: str, files: Mapping[str, Sequence[HostFile]]
-                 ) -> tuple[pulumi.Output[str], dict[str, list[Mount]]]:
-    """One idempotent script that writes every file, and the mounts each service needs."""
-    mounts: dict[str, list[Mount]] = {}
-    entries = []
-    for service, service_files in sorted(files.items()):
-        for file in service_files:
-            host_path = host_path_for(data_dir, service, file)
-            mounts.setdefault(service, []).append(
-                Mount(host_path=host_path, container_path=file.container_path, read_only=True))
-            entries.append((host_path, file))
+def service_mounts(data_dir: str, service: str, files: Sequence[HostFile]) -> list[Mount]:
+    """The read-only directory mounts that show ``files`` to the service's container: each
+    file's container directory, unless it lies below another one (its host directory then holds
+    the subdirectory). Raises ValueError when two files share a container path."""
+    paths = [f.container_path for f in files]
+    duplicated = sorted({p for p in paths if paths.count(p) > 1})
+    if duplicated:
+        raise ValueError(f"{service}: files {duplicated} are given twice")
+    return [Mount(host_path=posixpath.join(data_dir, "files", service, root.lstrip("/")),
+                  container_path=root, read_only=True) for root in _mount_roots(paths)]
 
-    def render(contents: list[str]) -> str:
-        sections = [hostsetup._heredoc(path, f.mode, f.owner, text)
-                    for (path, f), text in zip(entries, contents)]
-        return hostsetup.script(*sections)
 
-    script = pulumi.Output.all(*[f.content for _, f in entries]).apply(render)
-    return script, mounts
+@dataclass(frozen=True)
+class ServiceFiles:
+    """The rendered delivery of one service's files: ``scripts`` maps a resource suffix
+    (``files-<service>``, and ``secrets-<service>`` for its secret files) to its script."""
+
+    scripts: dict[str, pulumi.Output[str]]
+    mounts: list[Mount]
+
+
+def service_directories(stack: str, data_dir: str, service: str, files: Sequence[HostFile],
+                        reload: Reload) -> ServiceFiles:
+    """The host-delivery of one service: its files in their own directory, mounted read-only
+    as directories (a single-file bind mount keeps the old inode after the file is replaced, so
+    the container would never see a change); a script for its plain files and one for its
+    secret files, each re-run when its text (the content hash is its trigger) changes. Each
+    writes what differs, then, when the service's container runs, validates the new files in
+    it, applies them (``reload``) and commits, or puts the previous files back, re-applies them
+    and fails (so the next run retries).
+
+    Raises ValueError when two files of the service share a container path."""
+    mounts = service_mounts(data_dir, service, files)
+    scripts: dict[str, pulumi.Output[str]] = {}
+    for kind, group in (("files", [f for f in files if not f.secret]), ("secrets", [f for f in files if f.secret])):
+        if group:
+            scripts[f"{kind}-{service}"] = pulumi.Output.all(*[f.content for f in group]).apply(
+                lambda contents, group=group: render_service_script(stack, data_dir, service, group,
+                                                                    contents, reload))
+    return ServiceFiles(scripts=scripts, mounts=mounts)
+
+
+def render_service_script(stack: str, data_dir: str, service: str, files: Sequence[HostFile],
+                          contents: Sequence[str], reload: Reload, textfile_dir: str = TEXTFILE_DIR) -> str:
+    """The script that delivers ``files`` (with their resolved ``contents``) of ``service``:
+    writes what differs, then, if the service's container runs, validates, applies and commits
+    them together (``commit_files``); the expiry of each certificate among them goes to
+    node-exporter's ``textfile_dir``."""
+    validate, apply = reload.commands()
+    sections = [
+        f'cid="$(docker ps -q --filter label=platform.stack={stack} --filter label=platform.service={service})"',
+        "changed=()",
+    ]
+    sections += [_staged(host_path_for(data_dir, service, f), f, text) for f, text in zip(files, contents)]
+    certificates = [host_path_for(data_dir, service, f) for f, text in zip(files, contents)
+                    if "-----BEGIN CERTIFICATE-----" in text]
+    if certificates:
+        kind = "secrets" if files[0].secret else "files"
+        sections.append(CERTIFICATE_METRICS + f"certificate_metrics {textfile_dir}/certificates-{stack}-{kind}-{service}.prom "
+                        + " ".join(certificates))
+    sections.append(
+        'if [ "${#changed[@]}" -gt 0 ] && [ -n "$cid" ]; then\n'
+        # The steps are quoted on purpose: commit_files evaluates them, with $cid set.
+        + ("  # shellcheck disable=SC2016\n" if "$" in validate + apply else "")
+        + f'  commit_files {shlex.quote(validate)} {shlex.quote(apply)} "${{changed[@]}}"\nfi')
+    return hostsetup.script(*sections)
+
+
+# The expiry of every certificate delivered (a leaf, or the CA clients verify against), as a
+# node-exporter textfile metric: the InternalCertificateExpiring alert (components/prometheus.py)
+# sees a certificate the internal CA re-issued but no converge delivered. A certificate's first
+# block is the one read (the leaf of a chain; the key file of MongoDB holds it first too).
+CERTIFICATE_METRICS = r"""certificate_metrics() {
+  local out="$1" path end tmp
+  shift
+  tmp="$(mktemp)"
+  for path in "$@"; do
+    # A file openssl cannot read counts as expired (0): the alert says so, the delivery goes on.
+    if end="$(openssl x509 -enddate -noout -in "$path" 2>/dev/null)"; then
+      end="$(date -d "${end#notAfter=}" +%s)"
+    else
+      echo "warning: $path is not a certificate openssl can read; its expiry is reported as 0" >&2
+      end=0
+    fi
+    printf 'platform_certificate_expiry_timestamp_seconds{path="%s"} %s\n' "$path" "$end" >>"$tmp"
+  done
+  if ! cmp -s "$tmp" "$out"; then
+    install -d -m 0755 "${out%/*}"
+    install -m 0644 "$tmp" "$out"
+    note_change "$out"
+  fi
+  rm -f "$tmp"
+}
+"""
+
+
+def _staged(path: str, file: HostFile, text: str) -> str:
+    """put_file of one file that records it in ``changed`` when written."""
+    return hostsetup.staged_file(path, file.mode, file.owner, text, record="changed")
 
 
 def run_containers(

@@ -212,11 +212,11 @@ def test_the_ops_droplet_watches_the_backups_it_runs_and_probes_the_domains(prod
                           ("prometheus", "alertmanager", "grafana", "blackbox", "node-exporter", "cadvisor")}
     firewall = prod.named("giv-prod-ops-firewall", "digitalocean:index/firewall:Firewall")["inputs"]
     assert {r["portRange"] for r in firewall["inboundRules"]} == {"22"}
-    files = prod_revealed.named("giv-prod-ops-files")["inputs"]["stdin"]
-    rules = files.split("files/prometheus/platform.yml ", 1)[1].split("\n", 1)[1].split("PLATFORM_EOF", 1)[0]
+    files = prod_revealed.named("giv-prod-ops-files-prometheus")["inputs"]["stdin"]
+    rules = files.split("/rules/platform.yml ", 1)[1].split("\n", 1)[1].split("PLATFORM_EOF", 1)[0]
     missing = next(r for r in yaml.safe_load(rules)["groups"][0]["rules"] if r["alert"] == "BackupMissing")
     assert set(re.findall(r'job="([^"]+)"', missing["expr"])) == {"giv-prod-pg", "giv-prod-mongo"}
-    config = files.split("files/prometheus/prometheus.yml ", 1)[1].split("\n", 1)[1].split("PLATFORM_EOF", 1)[0]
+    config = files.split("/prometheus/prometheus.yml ", 1)[1].split("\n", 1)[1].split("PLATFORM_EOF", 1)[0]
     probes = next(j for j in yaml.safe_load(config)["scrape_configs"] if j["job_name"] == "blackbox-http")
     assert probes["static_configs"][0]["targets"] == [
         "https://api.krogiving.com", "https://www.krogiving.com", "https://admin.krogiving.com"]

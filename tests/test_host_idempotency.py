@@ -29,7 +29,10 @@ NODE = "pencom-prod-data"
 # In the order the program runs them; setup-user is what a node with a bootstrap user runs
 # first. The docker script is left out: it installs docker.io, and the sandbox has no network.
 SCRIPTS = ["setup-user", "setup-proxy", "setup-ufw", "setup-base", "setup-sshd", "setup-fail2ban", "setup-dirs",
-           "docker-firewall", "files"]
+           "docker-firewall"]
+# Then the node's file deliveries (files-<service>, secrets-<service>), found in the stack. No
+# container runs yet (a first deploy): the stand-in docker lists none.
+FAKE_DOCKER = "#!/bin/sh\n[ \"$1\" = ps ] || exit 1\n"
 
 FAKE_SYSTEMCTL = textwrap.dedent("""\
     #!/bin/bash
@@ -59,6 +62,7 @@ DRIVER = textwrap.dedent("""\
     #!/bin/bash
     set -u
     install -m 0755 /mnt/systemctl /usr/local/sbin/systemctl
+    install -m 0755 /mnt/docker /usr/local/bin/docker
     mkdir -p /run/sshd
     for run in 1 2; do
       for name in @@SCRIPTS@@; do
@@ -87,12 +91,17 @@ def test_setup_scripts_run_twice_leave_nothing_to_do(tmp_path):
     state = State(synth_stack("prod", stack_file=stack, reveal_secrets=True))
     scripts = tmp_path / "scripts"
     scripts.mkdir()
-    for name in SCRIPTS[1:]:
+    deliveries = sorted(c["name"].removeprefix(f"{NODE}-") for c in state.of_type("command:remote:Command")
+                        if re.match(rf"{NODE}-(files|secrets)-", c["name"]))
+    assert {"files-postgres", "secrets-postgres"} <= set(deliveries), deliveries
+    names = SCRIPTS + deliveries
+    for name in names[1:]:
         (scripts / f"{name}.sh").write_text(state.named(f"{NODE}-{name}", "command:remote:Command")["inputs"]["stdin"])
     (scripts / "setup-user.sh").write_text(hostsetup.script(hostsetup.deploy_user_section(
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOnlyForTheSandboxTest test")))
     (scripts / "systemctl").write_text(FAKE_SYSTEMCTL)
-    (scripts / "driver.sh").write_text(DRIVER.replace("@@SCRIPTS@@", " ".join(SCRIPTS)))
+    (scripts / "docker").write_text(FAKE_DOCKER)
+    (scripts / "driver.sh").write_text(DRIVER.replace("@@SCRIPTS@@", " ".join(names)))
     watched = [Path("/home/deploy"), Path("/etc/sudoers.d/90-platform-deploy"), Path("/etc/platform"), Path("/etc/ssh/sshd_config.d/00-platform.conf"),
                Path("/etc/fail2ban/jail.local"), Path("/srv/pencom-prod-data"), Path("/etc/apt/apt.conf.d/90platform-proxy")]
     before = {p: p.exists() for p in watched}
@@ -117,7 +126,7 @@ def test_setup_scripts_run_twice_leave_nothing_to_do(tmp_path):
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     runs = re.findall(r"=== (\S+) run (\d)\n(.*?)=== exit (\d+)", result.stdout, re.S)
-    assert len(runs) == 2 * len(SCRIPTS), result.stdout[-3000:]
+    assert len(runs) == 2 * len(names), result.stdout[-3000:]
     for name, run, output, status in runs:
         assert status == "0", f"{name} run {run} failed:\n{output}"
         changes = int(re.search(r"platform-setup: (\d+) changes", output).group(1))

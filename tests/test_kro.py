@@ -95,10 +95,13 @@ def test_database_url_is_secret_and_verifies_tls_against_the_mounted_ca(prod, st
     assert urls[0].startswith("postgresql://kro_backend:")
     assert "@private-" in urls[0], "connects over the private host"
     assert urls[0].endswith(f"?sslmode=verify-full&sslrootcert={ca_path}")
+    # The CA reaches the backend through a read-only mount of its directory (a file mount would
+    # keep the old inode when the file is replaced).
     mounts = {v["containerPath"]: v for v in backend["inputs"]["volumes"]}
-    assert mounts[ca_path]["readOnly"] is True
-    files = prod.named("kro-prod-files")["inputs"]["stdin"]
-    assert mounts[ca_path]["hostPath"] in files and "BEGIN CERTIFICATE" in files
+    directory = mounts[ca_path.rsplit("/", 1)[0]]
+    assert directory["readOnly"] is True
+    files = prod.named("kro-prod-files-backend")["inputs"]["stdin"]
+    assert f'{directory["hostPath"]}/{ca_path.rsplit("/", 1)[1]} ' in files and "BEGIN CERTIFICATE" in files
 
 
 def _kro_containers(state):
@@ -305,8 +308,10 @@ def test_the_droplet_watches_itself_and_its_backup_job(prod):
     for name in MONITORING:
         labels = prod.named(f"kro-prod-{name}", CONTAINER)["inputs"]["labels"]
         assert {"label": "platform.tier", "value": "mgmt"} in labels
-    files = prod.named("kro-prod-files")["inputs"]["stdin"]  # revealed synth
+    files = prod.named("kro-prod-files-prometheus")["inputs"]["stdin"]  # revealed synth
     assert 'absent(platform_backup_last_success_timestamp_seconds{job="kro-prod-db"})' in files
     assert "platform-backup-kro-prod-db.timer" in prod.named("kro-prod-db-backup-install")["inputs"]["stdin"]
     masked = State(synth_stack("prod"))
-    assert masked.named("kro-prod-files")["inputs"]["stdin"] == "[secret]", "it carries the SMTP password"
+    # The SMTP password travels alone; the alerting config stays readable in a preview.
+    assert masked.named("kro-prod-secrets-alertmanager")["inputs"]["stdin"] == "[secret]"
+    assert "alertmanager.yml" in masked.named("kro-prod-files-alertmanager")["inputs"]["stdin"]

@@ -75,6 +75,9 @@ RULE_TESTS = [
      "800000x12", "9d"),
     ("TLSCertificateExpiring", 'probe_ssl_earliest_cert_expiry{instance="https://x"}', "86400x200",
      "99999999x200", "2h"),
+    ("InternalCertificateExpiring",
+     'platform_certificate_expiry_timestamp_seconds{path="/srv/x/files/postgres/run/platform/ca.crt", instance="a"}',
+     f"{20 * 86400}x200", f"{25 * 86400}x200", "2h"),
     ("EndpointDown", 'probe_success{job="blackbox-http", instance="https://x"}', "0x20", "1x20", "10m"),
 ]
 

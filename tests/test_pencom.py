@@ -301,7 +301,7 @@ def test_jwt_secrets_are_split_between_users_and_partners(revealed):
 
 
 def test_egress_proxy_allows_each_service_only_its_providers(revealed):
-    squid = revealed.named("pencom-prod-edge-files", COMMAND)["inputs"]["stdin"]
+    squid = revealed.named("pencom-prod-edge-files-egress-proxy", COMMAND)["inputs"]["stdin"]
     ports = {m[1]: int(m[0]) for m in re.findall(r"http_port (\d+) name=(\S+)", squid)}
     domains = {m[0]: m[1].split() for m in re.findall(r"acl to_(\S+) dstdomain (.*)", squid)}
     assert "api.sendgrid.com" in domains["notifications"]
@@ -396,7 +396,7 @@ def test_metrics_ports_admit_only_the_monitoring_host(prod, addresses):
 
 
 def test_monitoring_scrapes_every_node_and_service_and_probes_the_public_hosts(revealed, addresses):
-    files = revealed.named("pencom-prod-edge-files", COMMAND)["inputs"]["stdin"]
+    files = revealed.named("pencom-prod-edge-files-prometheus", COMMAND)["inputs"]["stdin"]
     config = yaml.safe_load(files.split("/prometheus.yml 0444 root:root <<'PLATFORM_EOF'", 1)[1]
                             .split("\n", 1)[1].split("PLATFORM_EOF", 1)[0])
     jobs = {j["job_name"]: [t for c in j["static_configs"] for t in c["targets"]] for j in config["scrape_configs"]}
@@ -404,7 +404,9 @@ def test_monitoring_scrapes_every_node_and_service_and_probes_the_public_hosts(r
     assert sorted(jobs["cadvisor"]) == sorted(["cadvisor:8080"] + [f"{addresses[n]}:8080" for n in ("app", "data", "storage")])
     assert jobs["core"] == [f"{addresses['app']}:4000"] and jobs["api-gateway"] == ["api-gateway:3000"]
     assert sorted(jobs["blackbox-http"]) == ["https://api.ehub.pencom.example", "https://partners.ehub.pencom.example"]
-    assert "/files/grafana/service-core.json" in files and "/files/grafana/backups.json" in files
+    grafana = revealed.named("pencom-prod-edge-files-grafana", COMMAND)["inputs"]["stdin"]
+    assert "/files/grafana/etc/grafana/dashboards/service-core.json" in grafana
+    assert "/files/grafana/etc/grafana/dashboards/backups.json" in grafana
 
 
 def test_grafana_admin_password_is_generated_and_secret(prod, revealed):
@@ -427,10 +429,11 @@ def test_the_stack_monitoring_configs_pass_promtool_and_amtool(revealed, tmp_pat
 
     promtool = require_tool("promtool", "Debian package prometheus")
     amtool = require_tool("amtool", "Debian package prometheus-alertmanager")
-    files = revealed.named("pencom-prod-edge-files", COMMAND)["inputs"]["stdin"]
-    (tmp_path / "prometheus.yml").write_text(_heredoc_file(files, "files/prometheus/prometheus.yml"))
-    (tmp_path / "platform.yml").write_text(_heredoc_file(files, "files/prometheus/platform.yml"))
-    (tmp_path / "alertmanager.yml").write_text(_heredoc_file(files, "files/alertmanager/alertmanager.yml"))
+    files = revealed.named("pencom-prod-edge-files-prometheus", COMMAND)["inputs"]["stdin"]
+    alerting = revealed.named("pencom-prod-edge-files-alertmanager", COMMAND)["inputs"]["stdin"]
+    (tmp_path / "prometheus.yml").write_text(_heredoc_file(files, "etc/prometheus/prometheus.yml"))
+    (tmp_path / "platform.yml").write_text(_heredoc_file(files, "rules/platform.yml"))
+    (tmp_path / "alertmanager.yml").write_text(_heredoc_file(alerting, "etc/alertmanager/alertmanager.yml"))
     for argv in ([promtool, "check", "config", "--syntax-only", str(tmp_path / "prometheus.yml")],
                  [promtool, "check", "rules", str(tmp_path / "platform.yml")],
                  [amtool, "check-config", str(tmp_path / "alertmanager.yml")]):
@@ -442,8 +445,8 @@ def test_the_stack_monitoring_configs_pass_promtool_and_amtool(revealed, tmp_pat
 
 
 def test_monitoring_expects_every_backup_job_the_stack_installs(revealed, prod):
-    files = revealed.named("pencom-prod-edge-files", COMMAND)["inputs"]["stdin"]
-    rules = yaml.safe_load(_heredoc_file(files, "files/prometheus/platform.yml"))
+    files = revealed.named("pencom-prod-edge-files-prometheus", COMMAND)["inputs"]["stdin"]
+    rules = yaml.safe_load(_heredoc_file(files, "rules/platform.yml"))
     missing = next(r for r in rules["groups"][0]["rules"] if r["alert"] == "BackupMissing")
     expected = set(re.findall(r'job="([^"]+)"', missing["expr"]))
     installed = {re.search(r"platform-backup-(\S+)\.timer", c["inputs"]["stdin"]).group(1)
