@@ -156,13 +156,18 @@ def digest(value: Any) -> str:
 _ENV_NAME = re.compile(r"^([A-Z_][A-Z0-9_]{0,63})=")
 
 
-def secret_leaves(raw: dict[str, Any], revealed: dict[str, Any]) -> dict[str, dict[str, str]]:
-    """``{leaf path: {"digest": ..., ["env": NAME]}}`` for every secret leaf of the inputs."""
+def secret_leaves(raw: dict[str, Any], revealed: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{leaf path: {"digest": ..., ["env": NAME], ["unknown": True]}}`` for every secret leaf
+    of the inputs (``unknown`` when a preview does not know the value yet)."""
     leaves: dict[str, dict[str, str]] = {}
     for key in sorted(raw):
         for parts in secret_leaf_paths(raw[key], (key,)):
             value = _at(revealed, parts)
             leaf = {"digest": digest(value)}
+            if holds_unknown(value):
+                # A preview's secret that is not known yet: a diff must not read the digest
+                # of the unknown marker as a new value.
+                leaf["unknown"] = True
             if parts[0] == "envs" and len(parts) == 2 and isinstance(value, str):
                 match = _ENV_NAME.match(value)
                 if match:

@@ -207,6 +207,58 @@ def test_diff_cli_exit_codes_and_secret_masking_on_real_synths(tmp_path, stack_d
     assert allowed.returncode == EXIT_WARNING, "prod has no override"
 
 
+def _kro_synth(tmp_path, label, preview, change=None):
+    from synth.run import synth_stack
+
+    doc = product_document("kro")
+    if change:
+        change(doc)
+    path = tmp_path / label / "Pulumi.staging.yaml"
+    path.parent.mkdir(parents=True)
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return synth_stack("staging", stack_file=path, preview=preview)
+
+
+def test_values_a_preview_does_not_know_are_not_changes(tmp_path):
+    """A preview state against a normal one: "[unknown]" (the container image, a droplet's id in
+    a firewall, secret scripts built from new resources) shows as (known after apply) and is
+    neither a change nor a replacement; a real edit beside it still is one."""
+    from tests.diff_catalog import env_var
+
+    base = _kro_synth(tmp_path, "base", False)
+    preview = _kro_synth(tmp_path, "preview", True)
+    for old, new in ((base, preview), (preview, base)):
+        same = diff_states(old, new)
+        assert same.changes == [] and same.warnings == [] and same.exit_code == EXIT_SAFE
+        assert same.known_after_apply > 10
+        assert "0 to add, 0 to change, 0 to replace, 0 to remove." in markdown(same, old, new)
+
+    edited = _kro_synth(tmp_path, "edited", True, env_var)
+    expected = diff_states(base, _kro_synth(tmp_path, "edited-up", False, env_var))
+    result = diff_states(base, edited)
+    assert [(c.resource["urn"], c.kind, c.forced_by) for c in result.changes] == [
+        (c.resource["urn"], c.kind, c.forced_by) for c in expected.changes]
+    assert result.changes, "the env var is still a change"
+    text = markdown(result, base, edited)
+    assert "+ LOG_LEVEL=debug" in text and "[unknown]" not in text
+    assert "`image`: `\"registry.digitalocean.com/kro/kro-backend:2026.11.2\"` → (known after apply)" in text
+
+
+def test_an_unknown_list_item_stands_in_for_the_item_it_replaces():
+    from synth.diff import input_changes
+
+    base = res("docker:index/container:Container", "api", {"envs": ["A=1", "B=2"], "memory": 512})
+    head = res("docker:index/container:Container", "api", {"envs": ["A=1", "[unknown]"], "memory": 512})
+    [change] = input_changes(base, head)
+    assert change.kind == "unknown" and change.lines == ["~ B=2 → (known after apply)"]
+    head["inputs"]["envs"].append("C=3")
+    [change] = input_changes(base, head)
+    assert change.kind == "items" and change.lines == ["~ B=2 → (known after apply)", "+ C=3"]
+    head["inputs"] = {"envs": "[unknown]", "memory": 1024}
+    changes = {c.path: c.kind for c in input_changes(base, head)}
+    assert changes == {"envs": "unknown", "memory": "value"}
+
+
 @pytest.mark.parametrize("content, message", [
     ("{not json", "is not JSON"),
     ('{"stack": "prod"}', "no resources list"),
