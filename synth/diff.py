@@ -13,8 +13,8 @@ leaf marked ``unknown``) shows as ``(known after apply)``, as ``pulumi preview``
 never by itself makes a change or a replacement: a resource whose only differences are unknown
 values is not listed, only counted.
 
-Deleting or replacing a stateful resource (``synth.replacements.STATEFUL_TYPES``) or deleting a
-protected one is a warning at the top and exit code 3. In a production stack that is final;
+Deleting or replacing a stateful resource (``synth.replacements.stateful_reason``: a type that
+holds data, or a container with a writable data mount) or deleting a protected one is a warning at the top and exit code 3. In a production stack that is final;
 elsewhere ``allow_stateful_changes`` (``--allow-stateful-changes``) accepts it, exit 0, and the
 warning stays in the comment. A base and head of different projects or stacks raise
 ``DiffInputError`` (the CLI exits 2).
@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from synth.engine import UNKNOWN_MASK, leaf_path
-from synth.replacements import STATEFUL_TYPES, replacing_inputs
+from synth.replacements import replacing_inputs, stateful_reason
 from synth.summary import product_of
 
 EXIT_SAFE, EXIT_INPUT, EXIT_WARNING = 0, 2, 3
@@ -339,10 +339,11 @@ def diff_states(base: dict[str, Any], head: dict[str, Any], *,
             changes.append(Change("added", new, product_of(new, head_by_urn)))
         elif new is None:
             changes.append(Change("removed", old, product_of(old, base_by_urn)))
-            if old["type"] in STATEFUL_TYPES or old.get("protect"):
+            reason = stateful_reason(old)
+            if reason or old.get("protect"):
                 what = "protected " if old.get("protect") else ""
-                warnings.append(f"deletes {what}`{old['name']}` ({_short(old['type'])}) and the "
-                                "data it holds")
+                warnings.append(f"deletes {what}`{old['name']}` ({_short(old['type'])}) and "
+                                f"{reason or 'the data it holds'}")
         else:
             inputs = input_changes(old, new)
             counted = [c for c in inputs if c.kind != "unknown"]
@@ -353,7 +354,7 @@ def diff_states(base: dict[str, Any], head: dict[str, Any], *,
             forced_by = sorted({c.path.split(".", 1)[0].split("[", 1)[0] for c in counted} & forcing)
             kind = "replaced" if forced_by else "changed"
             changes.append(Change(kind, new, product_of(new, head_by_urn), inputs, forced_by))
-            if forced_by and (new["type"] in STATEFUL_TYPES or old.get("protect")):
+            if forced_by and (stateful_reason(old) or stateful_reason(new) or old.get("protect")):
                 warnings.append(f"replaces `{new['name']}` ({_short(new['type'])}): "
                                 f"{', '.join(forced_by)} changed, which forces a new resource")
     return Diff(changes, warnings, production=is_production(head),

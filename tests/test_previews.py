@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
@@ -178,8 +179,14 @@ def test_routine_changes_render_as_their_golden_file(name, catalog_run):
 def test_golden_catalog_covers_the_routine_changes_and_their_verdicts():
     assert len(CATALOG) >= 10
     verdicts = {c.name: (GOLDEN / f"{c.name}.md").read_text().splitlines()[0] for c in CATALOG}
-    assert all(v.endswith("exit 0 -->") for n, v in verdicts.items() if n not in ("bucket-rename", "drop-product"))
-    assert verdicts["bucket-rename"].endswith("exit 3 -->") and verdicts["drop-product"].endswith("exit 3 -->")
+    stateful = ("bucket-rename", "drop-product", "drop-vedfinance", "datastore-image")
+    assert all(v.endswith("exit 0 -->") for n, v in verdicts.items() if n not in stateful)
+    assert all(verdicts[n].endswith("exit 3 -->") for n in stateful)
+    dropped = (GOLDEN / "drop-vedfinance.md").read_text()
+    assert ("deletes `vedfinance-staging-postgres` (Container) and the data it writes to "
+            "`/var/lib/postgresql/data`") in dropped
+    assert "replaces `vedfinance-staging-postgres` (Container): image changed" in (
+        GOLDEN / "datastore-image.md").read_text()
     assert "JWT_SECRET=(secret changed)" in (GOLDEN / "secret-rotation.md").read_text()
     assert "**replaced**, forced by `name`" in (GOLDEN / "bucket-rename.md").read_text()
     assert "+ LOG_LEVEL=debug" in (GOLDEN / "env-var.md").read_text()
@@ -217,6 +224,35 @@ def _kro_synth(tmp_path, label, preview, change=None):
     path.parent.mkdir(parents=True)
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return synth_stack("staging", stack_file=path, preview=preview)
+
+
+def test_a_container_that_writes_data_is_stateful_by_its_mounts_not_its_name():
+    from synth.replacements import stateful_reason
+
+    container = "docker:index/container:Container"
+    writes = res(container, "cache", {"image": "example/anything:1", "volumes": [
+        {"hostPath": "/srv/x/data", "containerPath": "/data"},
+        {"hostPath": "/srv/x/conf", "containerPath": "/etc/x", "readOnly": True}]})
+    named = res(container, "postgres", {"image": "postgres:17", "volumes": [
+        {"hostPath": "/srv/x/conf", "containerPath": "/etc/x", "readOnly": True}],
+        "mounts": [{"type": "tmpfs", "target": "/var/lib/postgresql/data"}]})
+    volume = res(container, "queue", {"mounts": [{"type": "volume", "source": "q", "target": "/q"}]})
+    assert stateful_reason(writes) == "the data it writes to `/data`"
+    assert stateful_reason(named) is None
+    assert stateful_reason(volume) == "the data it writes to `/q`"
+
+    for stack, production in (("staging", False), ("prod", True)):
+        base = {"stack": stack, "resources": [writes, named]}
+        gone = diff_states(base, {"stack": stack, "resources": [named]})
+        assert gone.warnings == ["deletes `cache` (Container) and the data it writes to `/data`"]
+        assert gone.exit_code == EXIT_WARNING
+        allowed = diff_states(base, {"stack": stack, "resources": [named]}, allow_stateful_changes=True)
+        assert allowed.exit_code == (EXIT_WARNING if production else EXIT_SAFE)
+        bumped = copy.deepcopy(writes)
+        bumped["inputs"]["image"] = "example/anything:2"
+        replaced = diff_states(base, {"stack": stack, "resources": [bumped, named]})
+        assert replaced.warnings == ["replaces `cache` (Container): image changed, which forces a new resource"]
+        assert diff_states(base, {"stack": stack, "resources": [writes]}).warnings == []
 
 
 def test_values_a_preview_does_not_know_are_not_changes(tmp_path):
