@@ -487,6 +487,27 @@ def test_standby_rows_exist_for_every_size_that_allows_standby_nodes():
     assert table.get("database-standby-node", "db-s-1vcpu-1gb") is None, "1 GB plans take no standby"
 
 
+def test_standby_rows_record_the_check_against_the_providers_docs():
+    """Standby nodes: the rule (plans of 2 GB or more) is DigitalOcean's documentation's; the
+    amount is not confirmed by it, and each row and the cost comment say so."""
+    from synth.cost import cost_markdown
+
+    document = json.loads((PROJECT_ROOT / "pricing" / "prices.json").read_text())
+    standby = [r for r in document["rows"] if r["kind"] == "database-standby-node"]
+    assert standby
+    for row in standby:
+        checked = row["checked"]
+        assert len(checked["date"]) == 10 and checked["price_confirmed"] in (True, False)
+        assert "https://docs.digitalocean.com/glossary/standby/" in checked["sources"]
+        assert "2 GB" in checked["finding"]
+    cluster = res(CLUSTER, "db", {"engine": "pg", "size": "db-s-1vcpu-2gb", "nodeCount": 2})
+    text = "\n".join(cost_markdown({"resources": [cluster]}, PriceTable.load()))
+    primary, = [l for l in text.splitlines() if "pg primary node" in l]
+    second, = [l for l in text.splitlines() if "pg standby node" in l]
+    assert "not confirmed" not in primary
+    assert ("not confirmed" in second) is (not standby[0]["checked"]["price_confirmed"])
+
+
 def test_committed_stacks_are_fully_priced():
     from synth.run import synth_stack
 
