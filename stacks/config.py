@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import difflib
 import json
-from typing import Any, Iterator, Literal, Mapping
+from typing import Any, Iterator, Literal, Mapping, Optional
 
 from pydantic import BaseModel, EmailStr, Field, ValidationError, model_validator
 
 from stacks import boundary
 from stacks.boundary import Finding, RuleContext, rule
 from stacks.errors import CONFIG_NAMESPACE, ConfigError, describe_validation_error, key_path
-from stacks.formats import control_characters, secret_parts, secret_value_kind
+from stacks.formats import control_characters, openssh_key_problem, secret_parts, secret_value_kind
 from stacks.model import AdminCidr, StrictModel
 from stacks.provider import digitalocean
 
@@ -85,6 +85,9 @@ class SecretKey(BaseModel):
 
     key: str
     description: str
+    format: Optional[Literal["openssh_private_key"]] = None
+    """What the value must be, checked at the boundary when it is set (a deploy user's key:
+    ``stacks.formats.openssh_key_problem``)."""
 
 
 def _product_registry() -> Mapping[str, Any]:
@@ -339,6 +342,15 @@ def validate_stack_config(
             f"`pulumi config set --secret {CONFIG_NAMESPACE}:{s.key} <value>`"
             for s in missing
         )
+        for secret in needed.values():
+            value = raw.get(secret.key)
+            if secret.format == "openssh_private_key" and isinstance(value, str) \
+                    and not _offline_placeholder(value):
+                problem = openssh_key_problem(value)
+                if problem:
+                    problems.append(f"{key_path(secret.key, [])}: the deploy user's key {problem} "
+                                    f"(value not shown); set it with `pulumi config set --secret "
+                                    f"{CONFIG_NAMESPACE}:{secret.key} < KEY_FILE`")
         plaintext = [s for s in needed.values() if s.key in raw and s.key not in secret_keys]
         problems.extend(
             f"{key_path(s.key, [])}: is stored in plain text in the stack file; set it with "
@@ -348,6 +360,18 @@ def validate_stack_config(
     if problems:
         raise ConfigError(_scrub(_dedupe(problems), values))
     return StackConfig(environment=environment, products=products, product_configs=product_configs)
+
+
+def _offline_placeholder(value: str) -> bool:
+    """A placeholder that only the offline synth fills in for a secret (synth/stackfile.py);
+    a real deploy never accepts one."""
+    from stacks.placeholders import OFFLINE_SYNTH
+
+    if not OFFLINE_SYNTH.get():
+        return False
+    from synth.stackfile import PLACEHOLDER_SECRET
+
+    return value.startswith(f"{PLACEHOLDER_SECRET}:")
 
 
 def describe_value(value: Any) -> str:
