@@ -201,15 +201,20 @@ def _strings_problems(top: str, value: Any, document: Any) -> list[str]:
     return problems
 
 
-def _scrub(problems: list[str], values: Mapping[str, Any]) -> list[str]:
+def _scrub(problems: list[str], values: Mapping[str, Any], key_names: set[str] = frozenset()) -> list[str]:
     """The last guard: no message carries a value that looks like a secret, or the value of a
-    key that names a secret, even where a rule or a library quoted it."""
+    key that names a secret, even where a rule or a library quoted it.
+
+    ``key_names`` are config key names (``pencom_alerts_smtp_password``): a field such as
+    ``smtp_password_secret`` holds one to say where the secret is, and a name is not a secret,
+    so it stays readable in every message."""
     from stacks.formats import looks_secret_name
 
     secrets = set()
     for top, value in values.items():
         for loc, text in _leaves(value):
-            if not isinstance(text, str) or len(text) < 6 or (loc and loc[-1] is text):
+            if not isinstance(text, str) or len(text) < 6 or (loc and loc[-1] is text) \
+                    or text in key_names:
                 continue
             if secret_value_kind(text) or (loc and isinstance(loc[-1], str) and looks_secret_name(loc[-1])
                                            and not (len(loc) >= 2 and loc[-2] == "secret_env")):
@@ -358,7 +363,7 @@ def validate_stack_config(
             for s in plaintext
         )
     if problems:
-        raise ConfigError(_scrub(_dedupe(problems), values))
+        raise ConfigError(_scrub(_dedupe(problems), values, {str(k) for k in raw} | set(needed or ())))
     return StackConfig(environment=environment, products=products, product_configs=product_configs)
 
 
