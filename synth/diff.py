@@ -410,8 +410,9 @@ def markdown(diff: Diff, base: dict[str, Any], head: dict[str, Any],
     out.append(f"{counts['added']} to add, {counts['changed']} to change, {counts['replaced']} to "
                f"replace, {counts['removed']} to remove.")
     if diff.known_after_apply:
-        out.append(f"{diff.known_after_apply} more resource{'s' if diff.known_after_apply != 1 else ''} "
-                   f"differ only in values {KNOWN_AFTER_APPLY} (a preview state): not changes.")
+        count = diff.known_after_apply
+        out.append(f"{count} resource{'s' if count != 1 else ''} differ{'' if count != 1 else 's'} only "
+                   "in values known after apply (a preview state); not counted as changes.")
     out.append("")
     if cost_lines:
         out += cost_lines + [""]

@@ -267,7 +267,9 @@ def test_values_a_preview_does_not_know_are_not_changes(tmp_path):
         same = diff_states(old, new)
         assert same.changes == [] and same.warnings == [] and same.exit_code == EXIT_SAFE
         assert same.known_after_apply > 10
-        assert "0 to add, 0 to change, 0 to replace, 0 to remove." in markdown(same, old, new)
+        text = markdown(same, old, new)
+        assert "0 to add, 0 to change, 0 to replace, 0 to remove." in text
+        assert f"{same.known_after_apply} resources differ only in values known after apply" in text
 
     edited = _kro_synth(tmp_path, "edited", True, env_var)
     expected = diff_states(base, _kro_synth(tmp_path, "edited-up", False, env_var))
