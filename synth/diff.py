@@ -14,8 +14,8 @@ never by itself makes a change or a replacement: a resource whose only differenc
 values is not listed, only counted.
 
 Deleting or replacing a stateful resource (``synth.replacements.stateful_reason``: a type that
-holds data, or a container with a writable data mount) or deleting a protected one is a warning at the top and exit code 3. In a production stack that is final;
-elsewhere ``allow_stateful_changes`` (``--allow-stateful-changes``) accepts it, exit 0, and the
+holds data, or a container with a writable data mount) or deleting a protected one is a warning
+at the top and exit code 3. In a production stack that is final; elsewhere ``allow_stateful_changes`` (``--allow-stateful-changes``) accepts it, exit 0, and the
 warning stays in the comment. A base and head of different projects or stacks raise
 ``DiffInputError`` (the CLI exits 2).
 """
