@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from typing import Any, Iterator, Literal, Mapping, Optional
 
 from pydantic import BaseModel, EmailStr, Field, ValidationError, model_validator
@@ -201,6 +202,9 @@ def _strings_problems(top: str, value: Any, document: Any) -> list[str]:
     return problems
 
 
+_KEY_NAME = re.compile(r"[a-z][a-z0-9_]{2,62}")
+
+
 def _scrub(problems: list[str], values: Mapping[str, Any], key_names: set[str] = frozenset()) -> list[str]:
     """The last guard: no message carries a value that looks like a secret, or the value of a
     key that names a secret, even where a rule or a library quoted it.
@@ -363,7 +367,11 @@ def validate_stack_config(
             for s in plaintext
         )
     if problems:
-        raise ConfigError(_scrub(_dedupe(problems), values, {str(k) for k in raw} | set(needed or ())))
+        # Only what has the shape of a config key name counts as one: a secret value typed where
+        # a key name belongs (secret_env: {JWT_SECRET: "postgres://user:pw@..."}) stays masked.
+        names = {n for n in {str(k) for k in raw} | set(needed or ())
+                 if _KEY_NAME.fullmatch(n) and not secret_value_kind(n)}
+        raise ConfigError(_scrub(_dedupe(problems), values, names))
     return StackConfig(environment=environment, products=products, product_configs=product_configs)
 
 
