@@ -416,10 +416,11 @@ SUDOERS = f"# Managed by the platform program: the deploy user runs setup script
 
 
 def deploy_user_section(public_key: str, deploy_user: str = DEPLOY_USER) -> str:
-    """Creates the deploy user with ``public_key`` as its only key and passwordless sudo; run
-    once as an existing sudo user on a host that does not have it yet."""
-    if not public_key.startswith(("ssh-", "ecdsa-")):
-        raise ValueError("the deploy user's key must be an OpenSSH public key")
+    """Creates the deploy user with ``public_key`` (an OpenSSH public key line) as its only key
+    and passwordless sudo; run once as an existing sudo user on a host that does not have it yet.
+
+    It renders inside an ``apply`` on the key's public half, so it checks nothing: the private
+    key is checked at the config boundary (``SecretKey.format``, ``openssh_key_problem``)."""
     home = f"/home/{deploy_user}"
     return "\n".join([
         f"if ! id -u {deploy_user} >/dev/null 2>&1; then",

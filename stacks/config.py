@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import difflib
 import json
-from typing import Any, Iterator, Literal, Mapping
+import re
+from typing import Any, Iterator, Literal, Mapping, Optional
 
 from pydantic import BaseModel, EmailStr, Field, ValidationError, model_validator
 
 from stacks import boundary
 from stacks.boundary import Finding, RuleContext, rule
 from stacks.errors import CONFIG_NAMESPACE, ConfigError, describe_validation_error, key_path
-from stacks.formats import control_characters, secret_parts, secret_value_kind
+from stacks.formats import control_characters, openssh_key_problem, secret_parts, secret_value_kind
 from stacks.model import AdminCidr, StrictModel
 from stacks.provider import digitalocean
 
@@ -85,6 +86,9 @@ class SecretKey(BaseModel):
 
     key: str
     description: str
+    format: Optional[Literal["openssh_private_key"]] = None
+    """What the value must be, checked at the boundary when it is set (a deploy user's key:
+    ``stacks.formats.openssh_key_problem``)."""
 
 
 def _product_registry() -> Mapping[str, Any]:
@@ -198,15 +202,23 @@ def _strings_problems(top: str, value: Any, document: Any) -> list[str]:
     return problems
 
 
-def _scrub(problems: list[str], values: Mapping[str, Any]) -> list[str]:
+_KEY_NAME = re.compile(r"[a-z][a-z0-9_]{2,62}")
+
+
+def _scrub(problems: list[str], values: Mapping[str, Any], key_names: set[str] = frozenset()) -> list[str]:
     """The last guard: no message carries a value that looks like a secret, or the value of a
-    key that names a secret, even where a rule or a library quoted it."""
+    key that names a secret, even where a rule or a library quoted it.
+
+    ``key_names`` are config key names (``pencom_alerts_smtp_password``): a field such as
+    ``smtp_password_secret`` holds one to say where the secret is, and a name is not a secret,
+    so it stays readable in every message."""
     from stacks.formats import looks_secret_name
 
     secrets = set()
     for top, value in values.items():
         for loc, text in _leaves(value):
-            if not isinstance(text, str) or len(text) < 6 or (loc and loc[-1] is text):
+            if not isinstance(text, str) or len(text) < 6 or (loc and loc[-1] is text) \
+                    or text in key_names:
                 continue
             if secret_value_kind(text) or (loc and isinstance(loc[-1], str) and looks_secret_name(loc[-1])
                                            and not (len(loc) >= 2 and loc[-2] == "secret_env")):
@@ -339,6 +351,15 @@ def validate_stack_config(
             f"`pulumi config set --secret {CONFIG_NAMESPACE}:{s.key} <value>`"
             for s in missing
         )
+        for secret in needed.values():
+            value = raw.get(secret.key)
+            if secret.format == "openssh_private_key" and isinstance(value, str) \
+                    and not _offline_placeholder(value):
+                problem = openssh_key_problem(value)
+                if problem:
+                    problems.append(f"{key_path(secret.key, [])}: the deploy user's key {problem} "
+                                    f"(value not shown); set it with `pulumi config set --secret "
+                                    f"{CONFIG_NAMESPACE}:{secret.key} < KEY_FILE`")
         plaintext = [s for s in needed.values() if s.key in raw and s.key not in secret_keys]
         problems.extend(
             f"{key_path(s.key, [])}: is stored in plain text in the stack file; set it with "
@@ -346,8 +367,24 @@ def validate_stack_config(
             for s in plaintext
         )
     if problems:
-        raise ConfigError(_scrub(_dedupe(problems), values))
+        # Only what has the shape of a config key name counts as one: a secret value typed where
+        # a key name belongs (secret_env: {JWT_SECRET: "postgres://user:pw@..."}) stays masked.
+        names = {n for n in {str(k) for k in raw} | set(needed or ())
+                 if _KEY_NAME.fullmatch(n) and not secret_value_kind(n)}
+        raise ConfigError(_scrub(_dedupe(problems), values, names))
     return StackConfig(environment=environment, products=products, product_configs=product_configs)
+
+
+def _offline_placeholder(value: str) -> bool:
+    """A placeholder that only the offline synth fills in for a secret (synth/stackfile.py);
+    a real deploy never accepts one."""
+    from stacks.placeholders import OFFLINE_SYNTH
+
+    if not OFFLINE_SYNTH.get():
+        return False
+    from synth.stackfile import PLACEHOLDER_SECRET
+
+    return value.startswith(f"{PLACEHOLDER_SECRET}:")
 
 
 def describe_value(value: Any) -> str:

@@ -171,6 +171,36 @@ def secret_value_kind(value: str) -> Optional[str]:
     return None
 
 
+# --- SSH keys --------------------------------------------------------------------------------
+
+def openssh_key_problem(private_key: str) -> Optional[str]:
+    """Why ``private_key`` cannot be a deploy user's key, or None.
+
+    It must be an unencrypted OpenSSH private key (``-----BEGIN OPENSSH PRIVATE KEY-----``):
+    the command provider's SSH connection and ``tls.get_public_key(private_key_openssh=...)``
+    take that format, and the deploy user's ``authorized_keys`` gets its public half, which must
+    be an OpenSSH public key (``ssh-ed25519``, ``ssh-rsa``, ``ecdsa-sha2-*``). Parsed with
+    ``cryptography`` (``load_ssh_private_key``). The message never quotes the key."""
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        key = serialization.load_ssh_private_key(private_key.strip().encode() + b"\n", password=None)
+    except TypeError:
+        return "is protected by a passphrase; the deploy key must have none (`ssh-keygen -p -N ''`)"
+    except (ValueError, UnicodeError):
+        hint = (" (this is a PEM key; convert it with `ssh-keygen -p -N '' -f KEY`, which writes the "
+                "OpenSSH format)" if _PRIVATE_KEY.search(private_key) else "")
+        return f"is not an OpenSSH private key{hint}"
+    try:
+        public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                               serialization.PublicFormat.OpenSSH).decode()
+    except (ValueError, TypeError):
+        public = ""
+    if not public.startswith(("ssh-", "ecdsa-")):
+        return "has no OpenSSH public half (use an Ed25519, RSA or ECDSA key)"
+    return None
+
+
 # --- systemd calendar events -----------------------------------------------------------------
 
 _WEEKDAYS = {name: i for i, names in enumerate((

@@ -551,7 +551,11 @@ def claims(cfg: PencomConfig) -> dict:
 
 
 def required_secrets(cfg: PencomConfig) -> list[SecretKey]:
-    needed = [SecretKey(key=SSH_KEY_SECRET, description="private SSH key of the deploy user on all four nodes")]
+    # A node with a bootstrap user gets the deploy user created from this key's public half
+    # (tls.get_public_key, which reads the OpenSSH format): checked at the boundary.
+    bootstrap = any(getattr(cfg.nodes, n).bootstrap_user for n in NODES)
+    needed = [SecretKey(key=SSH_KEY_SECRET, description="private SSH key of the deploy user on all four nodes",
+                        format="openssh_private_key" if bootstrap else None)]
     needed += monitoring_secrets(cfg.monitoring)
     for spec in [*cfg.edge_services, *cfg.app_services]:
         needed += [SecretKey(key=k, description=f"{e} of {spec.name}") for e, k in sorted(spec.secret_env.items())]

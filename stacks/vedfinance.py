@@ -223,7 +223,10 @@ def monitoring_specs(cfg: MonitoringConfig, data_dir: str) -> list[ContainerSpec
 
 
 def required_secrets(cfg: VedfinanceConfig) -> list[SecretKey]:
-    needed = [SecretKey(key=SSH_KEY_SECRET, description="private SSH key of the VPS's deploy user")]
+    # With a bootstrap user the deploy user is created from this key's public half
+    # (tls.get_public_key, which reads the OpenSSH format): checked at the boundary.
+    needed = [SecretKey(key=SSH_KEY_SECRET, description="private SSH key of the VPS's deploy user",
+                        format="openssh_private_key" if cfg.host.bootstrap_user else None)]
     needed += monitoring_secrets(cfg.monitoring)
     for spec in cfg.services:
         needed += [SecretKey(key=k, description=f"{e} of {spec.name}") for e, k in sorted(spec.secret_env.items())]

@@ -33,6 +33,9 @@ class Line:
     count: float
     source: str = ""
     as_of: str = ""
+    # When the provider's documentation was checked and did not confirm the amount (the row's
+    # ``checked``: date and finding), the date of that check: the comment says so.
+    unconfirmed_on: str = ""
 
     @property
     def monthly(self) -> float:
@@ -65,8 +68,10 @@ def estimate(state: dict[str, Any], prices: PriceTable) -> tuple[list[Line], lis
             unpriced.append(f"{resource['name']}: no {kind} price for {sku}")
             return
         unit = row[unit_key] if base is None else round(base * row[unit_key], 4)
+        checked = row.get("checked") or {}
         lines.append(Line(product_of(resource, by_urn), resource["name"], item or kind, str(sku),
-                          unit, float(count), row.get("source", ""), row.get("as_of", "")))
+                          unit, float(count), row.get("source", ""), row.get("as_of", ""),
+                          "" if checked.get("price_confirmed", True) else checked.get("date", "?")))
 
     for r in state.get("resources", []):
         inputs, type_ = r.get("inputs", {}), r["type"]
@@ -144,6 +149,8 @@ def cost_markdown(state: dict[str, Any], prices: PriceTable) -> list[str]:
                 "|---|---|---|---:|---:|---:|---|"]
         for line in (l for l in lines if l.product == product):
             source = f"[{line.as_of}]({line.source})" if line.source else "not priced"
+            if line.unconfirmed_on:
+                source += f" (amount not confirmed by the provider's docs on {line.unconfirmed_on})"
             out.append(f"| `{line.resource}` | {line.item} | `{line.size}` | {_money(line.unit)} | "
                        f"{line.count:g} | {_money(None if line.unit is None else line.monthly)} | {source} |")
         out.append("")

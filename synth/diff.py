@@ -8,9 +8,14 @@ lists of plain values show the items added and removed. Secret values stay maske
 while everything around it stays plain. A replacement names the inputs that force it
 (``synth.replacements``).
 
-Deleting or replacing a stateful resource (``synth.replacements.STATEFUL_TYPES``) or deleting a
-protected one is a warning at the top and exit code 3. In a production stack that is final;
-elsewhere ``allow_stateful_changes`` (``--allow-stateful-changes``) accepts it, exit 0, and the
+A value that a preview does not know yet (``"[unknown]"`` in a ``--preview`` state, or a secret
+leaf marked ``unknown``) shows as ``(known after apply)``, as ``pulumi preview`` prints it, and
+never by itself makes a change or a replacement: a resource whose only differences are unknown
+values is not listed, only counted.
+
+Deleting or replacing a stateful resource (``synth.replacements.stateful_reason``: a type that
+holds data, or a container with a writable data mount) or deleting a protected one is a warning
+at the top and exit code 3. In a production stack that is final; elsewhere ``allow_stateful_changes`` (``--allow-stateful-changes``) accepts it, exit 0, and the
 warning stays in the comment. A base and head of different projects or stacks raise
 ``DiffInputError`` (the CLI exits 2).
 """
@@ -22,8 +27,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from synth.engine import leaf_path
-from synth.replacements import STATEFUL_TYPES, replacing_inputs
+from synth.engine import UNKNOWN_MASK, leaf_path
+from synth.replacements import replacing_inputs, stateful_reason
 from synth.summary import product_of
 
 EXIT_SAFE, EXIT_INPUT, EXIT_WARNING = 0, 2, 3
@@ -42,14 +47,21 @@ class Secret:
 
     digest: str | None
     env: str | None = None
+    unknown: bool = False
 
 
 _MISSING = object()
+KNOWN_AFTER_APPLY = "(known after apply)"
+
+
+def _is_unknown(value: Any) -> bool:
+    return value == UNKNOWN_MASK or (isinstance(value, Secret) and value.unknown)
 
 
 @dataclass
 class InputChange:
-    """One changed input at ``path``: ``kind`` is value | secret | text | items."""
+    """One changed input at ``path``: ``kind`` is value | secret | text | items | unknown
+    (only a value that is not known yet differs: shown, never counted as a change)."""
 
     path: str
     kind: str
@@ -77,6 +89,8 @@ class Diff:
     warnings: list[str]
     production: bool = False
     allow_stateful_changes: bool = False
+    # Resources whose only differences are values a preview does not know yet.
+    known_after_apply: int = 0
 
     @property
     def blocked(self) -> bool:
@@ -101,7 +115,8 @@ def _with_secrets(resource: dict[str, Any]) -> dict[str, Any]:
         if leaves is not None:
             key = leaf_path(path)
             if key in leaves:
-                return Secret(leaves[key].get("digest"), leaves[key].get("env"))
+                return Secret(leaves[key].get("digest"), leaves[key].get("env"),
+                              bool(leaves[key].get("unknown")))
         elif value == "[secret]" and path[0] in (resource.get("secret_inputs") or ()):
             return Secret((resource.get("secret_digests") or {}).get(path[0]))
         if isinstance(value, dict):
@@ -120,12 +135,16 @@ def _scalar(value: Any) -> bool:
 def _show(value: Any) -> str:
     if value is _MISSING:
         return "(none)"
+    if _is_unknown(value):
+        return KNOWN_AFTER_APPLY
     if isinstance(value, Secret):
         return f"{value.env}=(secret)" if value.env else "(secret)"
     return json.dumps(_plain(value), sort_keys=True)
 
 
 def _plain(value: Any) -> Any:
+    if _is_unknown(value):
+        return KNOWN_AFTER_APPLY
     if isinstance(value, Secret):
         return f"{value.env}=(secret)" if value.env else "(secret)"
     if isinstance(value, dict):
@@ -164,6 +183,9 @@ def _identity(*lists: list[Any]) -> str | None:
 def _compare(old: Any, new: Any, path: str, out: list[InputChange]) -> None:
     if old == new:
         return
+    if _is_unknown(old) or _is_unknown(new):
+        out.append(InputChange(path, "unknown", old, new))
+        return
     if isinstance(old, Secret) or isinstance(new, Secret):
         if isinstance(old, Secret) and isinstance(new, Secret):
             note = "secret changed"
@@ -200,10 +222,15 @@ def _compare(old: Any, new: Any, path: str, out: list[InputChange]) -> None:
 
 def _item_change(path: str, old: list, new: list) -> InputChange:
     """Plain lists (env vars, tags, commands) as items removed and added; a secret env var whose
-    digest changed shows once, as changed."""
-    removed = [v for v in old if v not in new]
-    added = [v for v in new if v not in old]
-    lines = []
+    digest changed shows once, as changed. An item a preview does not know yet stands in for one
+    removed item (``~ old → (known after apply)``); when that explains every difference, the
+    change is of kind ``unknown`` and does not count."""
+    removed = [v for v in old if v not in new and not _is_unknown(v)]
+    added = [v for v in new if v not in old and not _is_unknown(v)]
+    # Unknown items on either side (a preview state as base or head).
+    pending_new = [v for v in new if _is_unknown(v) and v not in old]
+    pending_old = [v for v in old if _is_unknown(v) and v not in new]
+    lines, real = [], False
     # A secret that left and one that came under the same name (or both unnamed, one each) are
     # one secret whose value changed.
     left = [v.env for v in removed if isinstance(v, Secret)]
@@ -212,16 +239,47 @@ def _item_change(path: str, old: list, new: list) -> InputChange:
     if None in left and None in came and left.count(None) == came.count(None) == 1:
         changed.add(None)
     for value in removed:
-        if not (isinstance(value, Secret) and value.env in changed):
-            lines.append(f"- {_plain(value) if isinstance(value, str) else _show(value)}")
+        if isinstance(value, Secret) and value.env in changed:
+            continue
+        standin = _standin(value, pending_new)
+        if standin is not None:
+            lines.append(f"~ {_item(value)} → {_item(standin)}")
+        else:
+            lines.append(f"- {_item(value)}")
+            real = True
     for value in added:
         if isinstance(value, Secret) and value.env in changed:
             lines.append(f"~ {value.env}=(secret changed)" if value.env else "~ (secret changed)")
+            real = True
+            continue
+        standin = _standin(value, pending_old)
+        if standin is not None:
+            lines.append(f"~ {_item(standin)} → {_item(value)}")
         else:
-            lines.append(f"+ {_plain(value) if isinstance(value, str) else _show(value)}")
+            lines.append(f"+ {_item(value)}")
+            real = True
+    lines += [f"- {_item(value)}" for value in pending_old]
+    lines += [f"+ {_item(value)}" for value in pending_new]
     if not lines:
-        lines = ["(order changed)"]
-    return InputChange(path, "items", old, new, lines)
+        lines, real = ["(order changed)"], True
+    return InputChange(path, "items" if real else "unknown", old, new, lines)
+
+
+def _standin(value: Any, pending: list) -> Any:
+    """Take from ``pending`` the unknown item that may become ``value`` (one of the same secret
+    env name first), or None."""
+    named = [p for p in pending if isinstance(p, Secret) and p.env and isinstance(value, Secret)
+             and p.env == value.env]
+    standin = (named or pending or [None])[0]
+    if standin is not None:
+        pending.remove(standin)
+    return standin
+
+
+def _item(value: Any) -> str:
+    if isinstance(value, Secret) and value.unknown:
+        return f"{value.env}={KNOWN_AFTER_APPLY}" if value.env else KNOWN_AFTER_APPLY
+    return _plain(value) if isinstance(value, str) else _show(value)
 
 
 def input_changes(base: dict[str, Any], head: dict[str, Any]) -> list[InputChange]:
@@ -274,29 +332,33 @@ def diff_states(base: dict[str, Any], head: dict[str, Any], *,
     head_by_urn = {r["urn"]: r for r in head.get("resources", [])}
     changes: list[Change] = []
     warnings: list[str] = []
+    pending = 0
     for urn in sorted(set(base_by_urn) | set(head_by_urn)):
         old, new = base_by_urn.get(urn), head_by_urn.get(urn)
         if old is None:
             changes.append(Change("added", new, product_of(new, head_by_urn)))
         elif new is None:
             changes.append(Change("removed", old, product_of(old, base_by_urn)))
-            if old["type"] in STATEFUL_TYPES or old.get("protect"):
+            reason = stateful_reason(old)
+            if reason or old.get("protect"):
                 what = "protected " if old.get("protect") else ""
-                warnings.append(f"deletes {what}`{old['name']}` ({_short(old['type'])}) and the "
-                                "data it holds")
+                warnings.append(f"deletes {what}`{old['name']}` ({_short(old['type'])}) and "
+                                f"{reason or 'the data it holds'}")
         else:
             inputs = input_changes(old, new)
-            if not inputs:
+            counted = [c for c in inputs if c.kind != "unknown"]
+            if not counted:
+                pending += bool(inputs)
                 continue
             forcing = replacing_inputs(new)
-            forced_by = sorted({c.path.split(".", 1)[0].split("[", 1)[0] for c in inputs} & forcing)
+            forced_by = sorted({c.path.split(".", 1)[0].split("[", 1)[0] for c in counted} & forcing)
             kind = "replaced" if forced_by else "changed"
             changes.append(Change(kind, new, product_of(new, head_by_urn), inputs, forced_by))
-            if forced_by and (new["type"] in STATEFUL_TYPES or old.get("protect")):
+            if forced_by and (stateful_reason(old) or stateful_reason(new) or old.get("protect")):
                 warnings.append(f"replaces `{new['name']}` ({_short(new['type'])}): "
                                 f"{', '.join(forced_by)} changed, which forces a new resource")
     return Diff(changes, warnings, production=is_production(head),
-                allow_stateful_changes=allow_stateful_changes)
+                allow_stateful_changes=allow_stateful_changes, known_after_apply=pending)
 
 
 def _short(type_: str) -> str:
@@ -308,12 +370,16 @@ def _short(type_: str) -> str:
 SYMBOL = {"added": "+", "removed": "-", "changed": "~", "replaced": "+-"}
 
 
+def _cell(value: Any) -> str:
+    return KNOWN_AFTER_APPLY if _is_unknown(value) else f"`{_show(value)}`"
+
+
 def _input_lines(change: InputChange) -> list[str]:
-    if change.kind == "value":
-        return [f"  - `{change.path}`: `{_show(change.old)}` → `{_show(change.new)}`"]
+    if change.kind in ("value", "unknown") and not change.lines:
+        return [f"  - `{change.path}`: {_cell(change.old)} → {_cell(change.new)}"]
     if change.kind == "secret":
         return [f"  - `{change.path}`: ({change.lines[0]})"]
-    if change.kind == "items":
+    if change.kind in ("items", "unknown"):
         if len(change.lines) <= 4:
             return [f"  - `{change.path}`: " + ", ".join(f"`{line}`" for line in change.lines)]
     body = change.lines
@@ -343,6 +409,10 @@ def markdown(diff: Diff, base: dict[str, Any], head: dict[str, Any],
     counts = {k: sum(c.kind == k for c in diff.changes) for k in SYMBOL}
     out.append(f"{counts['added']} to add, {counts['changed']} to change, {counts['replaced']} to "
                f"replace, {counts['removed']} to remove.")
+    if diff.known_after_apply:
+        count = diff.known_after_apply
+        out.append(f"{count} resource{'s' if count != 1 else ''} differ{'' if count != 1 else 's'} only "
+                   "in values known after apply (a preview state); not counted as changes.")
     out.append("")
     if cost_lines:
         out += cost_lines + [""]

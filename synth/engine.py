@@ -131,6 +131,15 @@ def secret_leaf_paths(value: Any, parts: tuple = ()) -> list[tuple]:
     return []
 
 
+def holds_unknown(value: Any) -> bool:
+    """Whether a decoded (plain JSON) value is, or contains, the unknown mask ``"[unknown]"``."""
+    if isinstance(value, dict):
+        return any(holds_unknown(item) for item in value.values())
+    if isinstance(value, list):
+        return any(holds_unknown(item) for item in value)
+    return value == UNKNOWN_MASK
+
+
 def _at(value: Any, parts: tuple) -> Any:
     for part in parts:
         value = value[part]
@@ -147,13 +156,18 @@ def digest(value: Any) -> str:
 _ENV_NAME = re.compile(r"^([A-Z_][A-Z0-9_]{0,63})=")
 
 
-def secret_leaves(raw: dict[str, Any], revealed: dict[str, Any]) -> dict[str, dict[str, str]]:
-    """``{leaf path: {"digest": ..., ["env": NAME]}}`` for every secret leaf of the inputs."""
+def secret_leaves(raw: dict[str, Any], revealed: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{leaf path: {"digest": ..., ["env": NAME], ["unknown": True]}}`` for every secret leaf
+    of the inputs (``unknown`` when a preview does not know the value yet)."""
     leaves: dict[str, dict[str, str]] = {}
     for key in sorted(raw):
         for parts in secret_leaf_paths(raw[key], (key,)):
             value = _at(revealed, parts)
             leaf = {"digest": digest(value)}
+            if holds_unknown(value):
+                # A preview's secret that is not known yet: a diff must not read the digest
+                # of the unknown marker as a new value.
+                leaf["unknown"] = True
             if parts[0] == "envs" and len(parts) == 2 and isinstance(value, str):
                 match = _ENV_NAME.match(value)
                 if match:
@@ -211,7 +225,30 @@ class Capture:
         }
         if self.preview:
             document["preview"] = True
+            document["preview_unknowns"] = self.preview_unknowns()
         return document
+
+    def preview_unknowns(self) -> dict[str, Any]:
+        """What a preview cannot know yet, counted on the revealed inputs (a secret script that
+        is unknown is masked as ``"[secret]"`` in ``resources``, so its unknown is not visible
+        there). Only names and counts, never a value:
+
+        ``{"by_type": {type: {"resources": int, "with_unknown_inputs": int,
+        "inputs": {top-level input name: int}}}, "resources": {urn: [input names]}}``"""
+        by_type: dict[str, dict[str, Any]] = {}
+        per_resource: dict[str, list[str]] = {}
+        for resource in sorted(self.resources, key=lambda r: r["urn"]):
+            counts = by_type.setdefault(resource["type"], {"resources": 0, "with_unknown_inputs": 0,
+                                                           "inputs": {}})
+            counts["resources"] += 1
+            inputs = self.revealed_inputs.get(resource["urn"], resource["inputs"])
+            names = sorted(name for name, value in inputs.items() if holds_unknown(value))
+            if names:
+                counts["with_unknown_inputs"] += 1
+                for name in names:
+                    counts["inputs"][name] = counts["inputs"].get(name, 0) + 1
+                per_resource[resource["urn"]] = names
+        return {"by_type": dict(sorted(by_type.items())), "resources": per_resource}
 
     def schema_findings(self) -> list[str]:
         """Every captured custom resource's inputs (secrets revealed, so their shape is checked

@@ -57,6 +57,44 @@ STATEFUL_TYPES = frozenset({
     "docker:index/volume:Volume",
 })
 
+CONTAINER = "docker:index/container:Container"
+
+
+def writable_data_mounts(resource: dict) -> list[str]:
+    """The container paths a Docker container writes to storage that outlives it: ``volumes``
+    entries (a host path, a named volume or another container's volumes) and ``mounts`` of type
+    ``bind`` or ``volume`` that are not ``readOnly`` (pulumi_docker ``ContainerVolumeArgs`` and
+    ``ContainerMountArgs``: both default to writable). ``tmpfs`` is memory, not data. Empty for
+    any other resource type.
+
+    A self-hosted datastore (PostgreSQL, MongoDB, Redis, MinIO, Prometheus' TSDB) keeps its data
+    there, so this is read from the captured inputs rather than from a list of image names."""
+    if resource.get("type") != CONTAINER:
+        return []
+    inputs = resource.get("inputs") or {}
+    paths = []
+    for volume in inputs.get("volumes") or []:
+        if (isinstance(volume, dict) and volume.get("readOnly") is not True
+                and (volume.get("hostPath") or volume.get("volumeName") or volume.get("fromContainer"))):
+            paths.append(str(volume.get("containerPath") or volume.get("fromContainer")))
+    for mount in inputs.get("mounts") or []:
+        if (isinstance(mount, dict) and mount.get("readOnly") is not True
+                and mount.get("type") in ("bind", "volume")):
+            paths.append(str(mount.get("target")))
+    return paths
+
+
+def stateful_reason(resource: dict) -> str | None:
+    """Why deleting or replacing ``resource`` (a synth JSON resource) loses data, or None:
+    its type holds data (``STATEFUL_TYPES``), or it is a container with writable data mounts."""
+    if resource.get("type") in STATEFUL_TYPES:
+        return "the data it holds"
+    paths = writable_data_mounts(resource)
+    if paths:
+        return f"the data it writes to {', '.join(f'`{p}`' for p in paths)}"
+    return None
+
+
 _FORCES = re.compile(r":param [^:]*? (\w+):((?:(?!:param ).)*?)forces a new resource", re.S)
 
 

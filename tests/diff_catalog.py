@@ -101,6 +101,19 @@ def drop_product(doc):
         del doc["config"][key]  # its secrets go too: the boundary refuses leftovers
 
 
+def drop_vedfinance(doc):
+    """Remove V-EdFinance from staging's products: its self-hosted PostgreSQL and Redis
+    containers go, with the data they write on the VPS."""
+    doc["config"]["platform:products"] = []
+    del doc["config"]["platform:vedfinance"]
+    for key in [k for k in doc["config"] if k.startswith("platform:vedfinance_")]:
+        del doc["config"][key]
+
+
+def datastore_image(doc):
+    _service(doc, "vedfinance", "postgres")["image"] = "pgvector/pgvector:0.8.1-pg17"
+
+
 @dataclass(frozen=True)
 class Case:
     name: str
@@ -123,6 +136,10 @@ CATALOG = [
     Case("droplet-size", "kro", droplet_size, "resize the droplet (in place)"),
     Case("bucket-rename", "giv", bucket_rename, "rename a bucket: a replacement of stateful data"),
     Case("drop-product", "kro", drop_product, "remove KRO from staging: deletes its database"),
+    Case("drop-vedfinance", "vedfinance", drop_vedfinance,
+         "remove V-EdFinance from staging: deletes its self-hosted datastore containers"),
+    Case("datastore-image", "vedfinance", datastore_image,
+         "bump a self-hosted PostgreSQL image: replaces a container that holds data"),
 ]
 
 

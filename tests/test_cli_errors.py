@@ -65,11 +65,38 @@ def test_an_unwritable_output_is_one_line(tmp_path):
                      "cannot write")
 
 
+@pytest.mark.parametrize("option, target, fragment", [
+    ("--diagram-svg", "missing-dir/x.svg", "does not exist"),
+    ("--markdown", "missing-dir/s.md", "does not exist"),
+    ("--json", "a-file/s.json", "is not a directory"),
+    ("--json", "a-dir", "it is a directory"),
+])
+def test_outputs_are_checked_before_the_synth_runs(tmp_path, option, target, fragment):
+    """A bad output path fails at once: no synth ran (it would print the placeholder warnings
+    and take seconds), one line, exit 2, and nothing is written."""
+    (tmp_path / "a-file").write_text("")
+    (tmp_path / "a-dir").mkdir()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    result = run("staging", option, str(tmp_path / target), timeout=120)
+    _one_line_exit_2(result, fragment)
+    assert "warning:" not in result.stderr, "the synth ran before the output was checked"
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_diff_markdown_to_a_missing_directory_fails_before_diffing(tmp_path):
+    state = tmp_path / "s.json"
+    state.write_text('{"stack": "prod", "resources": []}')
+    result = run("diff", str(state), str(state), "--markdown", str(tmp_path / "nope" / "d.md"))
+    _one_line_exit_2(result, "does not exist")
+    assert result.stdout == "", "the diff ran before the output was checked"
+
+
 def test_help_lists_every_command():
     result = run("--help")
     assert result.returncode == 0
     assert "python -m synth check STATE.json" in result.stdout
     assert "python -m synth diff BASE.json HEAD.json" in result.stdout
+    assert "python -m synth rehearse STACK" in result.stdout
     assert "--allow-stateful-changes" in run("diff", "--help").stdout
 
 
@@ -79,3 +106,21 @@ def test_strict_secrets_lists_each_key_once():
     keys = re.findall(r"- (platform:\w+): required secret is not set", result.stderr)
     assert keys and len(keys) == len(set(keys)), keys
     assert "platform:pencom_oracle_password" in keys and "platform:pencom_sendgrid_api_key" in keys
+
+
+def test_the_synth_runs_with_the_cyclic_collector_off():
+    """benchmarks/synth.py: a quarter of a synth's CPU went to full collections rescanning the
+    provider SDKs' objects; the CLI turns the collector off for its short run (the benchmark's
+    floor-gc-off column measures the same setting). Checked in a child process, since the
+    setting lasts for the process."""
+    probe = (
+        "import gc, sys, synth.run\n"
+        "def capture(*a, **k):\n"
+        "    print('collector on' if gc.isenabled() else 'collector off')\n"
+        "    raise SystemExit(0)\n"
+        "synth.run.synth_capture = capture\n"
+        "from synth.__main__ import main\n"
+        "main(['staging'])\n")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=PROJECT_ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.stdout.strip() == "collector off", result.stderr

@@ -325,6 +325,26 @@ def test_secrets_in_plain_config_are_rejected_and_never_echoed(stack_document, m
     assert not any("S3cr3t" in p or "kJ8sd9" in p for p in problems)
 
 
+def test_secret_key_names_stay_readable_while_values_are_masked(stack_document):
+    """A key name is not a secret: the "did you mean" hint and the list of needed secrets name
+    `pencom_alerts_smtp_password` even though a field whose name says password
+    (`smtp_password_secret`) holds it; a secret value in such a field is still masked."""
+    document = stack_document("staging")
+    config = document["config"]
+    config["platform:pencom"]["monitoring"]["smtp_password_secret"] = "pencom_alerts_smtp_password"
+    config["platform:pencom_alerts_smtp_pasword"] = {"secure": "v1:abc"}
+    problems = _problems(document)
+    typo = [p for p in problems if p.startswith("platform:pencom_alerts_smtp_pasword")]
+    assert typo and "did you mean pencom_alerts_smtp_password?" in typo[0], problems
+    assert "[value not shown]" not in typo[0]
+    assert "pencom_alerts_smtp_password, pencom_oracle_password" in typo[0]
+
+    document = stack_document("staging")
+    document["config"]["platform:kro"]["monitoring"]["smtp_password_secret"] = "Hunter2-Secret-Value"
+    problems = _problems(document)
+    assert problems and not any("Hunter2-Secret-Value" in p for p in problems), problems
+
+
 def test_stack_identity_and_production_flag(stack_document):
     document = stack_document("prod")
     document["config"]["platform:environment"]["name"] = "staging"

@@ -220,3 +220,21 @@ def test_the_ops_droplet_watches_the_backups_it_runs_and_probes_the_domains(prod
     probes = next(j for j in yaml.safe_load(config)["scrape_configs"] if j["job_name"] == "blackbox-http")
     assert probes["static_configs"][0]["targets"] == [
         "https://api.krogiving.com", "https://www.krogiving.com", "https://admin.krogiving.com"]
+
+
+@pytest.mark.parametrize("tag, ok", [("2026.11.2", True), ("v1_rc-2", True), ("v1é", False),
+                                     ("-v1", False), ("a" * 129, False)])
+def test_an_image_source_tag_follows_the_oci_grammar(tag, ok):
+    """OCI distribution spec: ``[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}``, ASCII only."""
+    from pydantic import ValidationError
+
+    from components.app_platform import ImageSource
+
+    def build():
+        return ImageSource(registry_type="GHCR", registry="krotrust", repository="giv/backend", tag=tag)
+
+    if ok:
+        assert build().tag == tag
+    else:
+        with pytest.raises(ValidationError):
+            build()

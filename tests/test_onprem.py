@@ -74,3 +74,76 @@ def test_root_or_deploy_as_bootstrap_user_is_refused(run_component, user):
 
     with pytest.raises(ValueError, match="bootstrap_user"):
         run_component(build)
+
+
+def _synth_with_secret(path, key: str, value: str, preview: bool = False):
+    """The synth of a stack file with ``key`` set as a secret to ``value`` (as `pulumi config set
+    --secret` would), the other secrets filled with placeholders."""
+    from synth.engine import program_from_main, run_program
+    from synth.run import with_placeholder_secrets
+    from synth.stackfile import load_stack_file
+
+    file = load_stack_file(path, "staging", "platform")
+    with_placeholder_secrets(file)
+    file.config[key] = value
+    if key not in file.secret_keys:
+        file.secret_keys.append(key)
+    return run_program(program_from_main(), stack="staging", config=file.config,
+                       secret_keys=file.secret_keys, preview=preview)
+
+
+def _keys() -> dict[str, str]:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    key = ed25519.Ed25519PrivateKey.generate()
+    openssh = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                serialization.NoEncryption()).decode()
+    return {
+        "openssh": openssh,
+        "pkcs8": key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                   serialization.NoEncryption()).decode(),
+        "passphrase": key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                        serialization.BestAvailableEncryption(b"pw")).decode(),
+        "garbage": "not-a-key-but-a-secret-value",
+    }
+
+
+@pytest.mark.parametrize("kind, fragment", [
+    ("openssh", None),
+    ("pkcs8", "is not an OpenSSH private key (this is a PEM key; convert it"),
+    ("passphrase", "is protected by a passphrase"),
+    ("garbage", "is not an OpenSSH private key"),
+])
+@pytest.mark.parametrize("preview", [False, True], ids=["up", "preview"])
+def test_the_deploy_users_key_is_checked_before_registration_in_both_modes(
+        stack_document, write_stack, kind, fragment, preview):
+    """With a bootstrap user, the deploy user is created from the key's public half: the key is
+    checked on its plain value at the boundary (never inside an apply, which a preview skips),
+    with its key path, and never echoed."""
+    from stacks.errors import ConfigError
+    from tests.diff_catalog import product_document
+
+    document = product_document("vedfinance")
+    document["config"]["platform:vedfinance"]["host"]["bootstrap_user"] = "ubuntu"
+    value = _keys()[kind]
+    path = write_stack(document, "staging")
+    key = "platform:vedfinance_ssh_private_key"
+    if fragment is None:
+        capture = _synth_with_secret(path, key, value, preview)
+        assert any(r["name"] == "vedfinance-staging-setup-user" for r in capture.resources)
+        return
+    with pytest.raises(ConfigError) as caught:
+        _synth_with_secret(path, key, value, preview)
+    message = str(caught.value)
+    assert "nothing was registered" in message
+    assert f"platform:vedfinance_ssh_private_key: the deploy user's key {fragment}" in message
+    assert value.strip() not in message and "PRIVATE KEY-----" not in message.split("convert it")[0]
+
+
+def test_no_bootstrap_user_no_key_format_rule(stack_document, write_stack):
+    """Without a bootstrap user the key only opens SSH connections, which take PEM keys too."""
+    from tests.diff_catalog import product_document
+
+    path = write_stack(product_document("vedfinance"), "staging")
+    _synth_with_secret(path, "platform:vedfinance_ssh_private_key", _keys()["pkcs8"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
@@ -178,8 +179,14 @@ def test_routine_changes_render_as_their_golden_file(name, catalog_run):
 def test_golden_catalog_covers_the_routine_changes_and_their_verdicts():
     assert len(CATALOG) >= 10
     verdicts = {c.name: (GOLDEN / f"{c.name}.md").read_text().splitlines()[0] for c in CATALOG}
-    assert all(v.endswith("exit 0 -->") for n, v in verdicts.items() if n not in ("bucket-rename", "drop-product"))
-    assert verdicts["bucket-rename"].endswith("exit 3 -->") and verdicts["drop-product"].endswith("exit 3 -->")
+    stateful = ("bucket-rename", "drop-product", "drop-vedfinance", "datastore-image")
+    assert all(v.endswith("exit 0 -->") for n, v in verdicts.items() if n not in stateful)
+    assert all(verdicts[n].endswith("exit 3 -->") for n in stateful)
+    dropped = (GOLDEN / "drop-vedfinance.md").read_text()
+    assert ("deletes `vedfinance-staging-postgres` (Container) and the data it writes to "
+            "`/var/lib/postgresql/data`") in dropped
+    assert "replaces `vedfinance-staging-postgres` (Container): image changed" in (
+        GOLDEN / "datastore-image.md").read_text()
     assert "JWT_SECRET=(secret changed)" in (GOLDEN / "secret-rotation.md").read_text()
     assert "**replaced**, forced by `name`" in (GOLDEN / "bucket-rename.md").read_text()
     assert "+ LOG_LEVEL=debug" in (GOLDEN / "env-var.md").read_text()
@@ -205,6 +212,89 @@ def test_diff_cli_exit_codes_and_secret_masking_on_real_synths(tmp_path, stack_d
     allowed = subprocess.run(cli + ["--allow-stateful-changes"], cwd=PROJECT_ROOT, capture_output=True,
                              text=True, timeout=120)
     assert allowed.returncode == EXIT_WARNING, "prod has no override"
+
+
+def _kro_synth(tmp_path, label, preview, change=None):
+    from synth.run import synth_stack
+
+    doc = product_document("kro")
+    if change:
+        change(doc)
+    path = tmp_path / label / "Pulumi.staging.yaml"
+    path.parent.mkdir(parents=True)
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return synth_stack("staging", stack_file=path, preview=preview)
+
+
+def test_a_container_that_writes_data_is_stateful_by_its_mounts_not_its_name():
+    from synth.replacements import stateful_reason
+
+    container = "docker:index/container:Container"
+    writes = res(container, "cache", {"image": "example/anything:1", "volumes": [
+        {"hostPath": "/srv/x/data", "containerPath": "/data"},
+        {"hostPath": "/srv/x/conf", "containerPath": "/etc/x", "readOnly": True}]})
+    named = res(container, "postgres", {"image": "postgres:17", "volumes": [
+        {"hostPath": "/srv/x/conf", "containerPath": "/etc/x", "readOnly": True}],
+        "mounts": [{"type": "tmpfs", "target": "/var/lib/postgresql/data"}]})
+    volume = res(container, "queue", {"mounts": [{"type": "volume", "source": "q", "target": "/q"}]})
+    assert stateful_reason(writes) == "the data it writes to `/data`"
+    assert stateful_reason(named) is None
+    assert stateful_reason(volume) == "the data it writes to `/q`"
+
+    for stack, production in (("staging", False), ("prod", True)):
+        base = {"stack": stack, "resources": [writes, named]}
+        gone = diff_states(base, {"stack": stack, "resources": [named]})
+        assert gone.warnings == ["deletes `cache` (Container) and the data it writes to `/data`"]
+        assert gone.exit_code == EXIT_WARNING
+        allowed = diff_states(base, {"stack": stack, "resources": [named]}, allow_stateful_changes=True)
+        assert allowed.exit_code == (EXIT_WARNING if production else EXIT_SAFE)
+        bumped = copy.deepcopy(writes)
+        bumped["inputs"]["image"] = "example/anything:2"
+        replaced = diff_states(base, {"stack": stack, "resources": [bumped, named]})
+        assert replaced.warnings == ["replaces `cache` (Container): image changed, which forces a new resource"]
+        assert diff_states(base, {"stack": stack, "resources": [writes]}).warnings == []
+
+
+def test_values_a_preview_does_not_know_are_not_changes(tmp_path):
+    """A preview state against a normal one: "[unknown]" (the container image, a droplet's id in
+    a firewall, secret scripts built from new resources) shows as (known after apply) and is
+    neither a change nor a replacement; a real edit beside it still is one."""
+    from tests.diff_catalog import env_var
+
+    base = _kro_synth(tmp_path, "base", False)
+    preview = _kro_synth(tmp_path, "preview", True)
+    for old, new in ((base, preview), (preview, base)):
+        same = diff_states(old, new)
+        assert same.changes == [] and same.warnings == [] and same.exit_code == EXIT_SAFE
+        assert same.known_after_apply > 10
+        text = markdown(same, old, new)
+        assert "0 to add, 0 to change, 0 to replace, 0 to remove." in text
+        assert f"{same.known_after_apply} resources differ only in values known after apply" in text
+
+    edited = _kro_synth(tmp_path, "edited", True, env_var)
+    expected = diff_states(base, _kro_synth(tmp_path, "edited-up", False, env_var))
+    result = diff_states(base, edited)
+    assert [(c.resource["urn"], c.kind, c.forced_by) for c in result.changes] == [
+        (c.resource["urn"], c.kind, c.forced_by) for c in expected.changes]
+    assert result.changes, "the env var is still a change"
+    text = markdown(result, base, edited)
+    assert "+ LOG_LEVEL=debug" in text and "[unknown]" not in text
+    assert "`image`: `\"registry.digitalocean.com/kro/kro-backend:2026.11.2\"` → (known after apply)" in text
+
+
+def test_an_unknown_list_item_stands_in_for_the_item_it_replaces():
+    from synth.diff import input_changes
+
+    base = res("docker:index/container:Container", "api", {"envs": ["A=1", "B=2"], "memory": 512})
+    head = res("docker:index/container:Container", "api", {"envs": ["A=1", "[unknown]"], "memory": 512})
+    [change] = input_changes(base, head)
+    assert change.kind == "unknown" and change.lines == ["~ B=2 → (known after apply)"]
+    head["inputs"]["envs"].append("C=3")
+    [change] = input_changes(base, head)
+    assert change.kind == "items" and change.lines == ["~ B=2 → (known after apply)", "+ C=3"]
+    head["inputs"] = {"envs": "[unknown]", "memory": 1024}
+    changes = {c.path: c.kind for c in input_changes(base, head)}
+    assert changes == {"envs": "unknown", "memory": "value"}
 
 
 @pytest.mark.parametrize("content, message", [
@@ -397,6 +487,27 @@ def test_standby_rows_exist_for_every_size_that_allows_standby_nodes():
         if kind == "database-node" and sku != "db-s-1vcpu-1gb":
             assert table.get("database-standby-node", sku), sku
     assert table.get("database-standby-node", "db-s-1vcpu-1gb") is None, "1 GB plans take no standby"
+
+
+def test_standby_rows_record_the_check_against_the_providers_docs():
+    """Standby nodes: the rule (plans of 2 GB or more) is DigitalOcean's documentation's; the
+    amount is not confirmed by it, and each row and the cost comment say so."""
+    from synth.cost import cost_markdown
+
+    document = json.loads((PROJECT_ROOT / "pricing" / "prices.json").read_text())
+    standby = [r for r in document["rows"] if r["kind"] == "database-standby-node"]
+    assert standby
+    for row in standby:
+        checked = row["checked"]
+        assert len(checked["date"]) == 10 and checked["price_confirmed"] in (True, False)
+        assert "https://docs.digitalocean.com/glossary/standby/" in checked["sources"]
+        assert "2 GB" in checked["finding"]
+    cluster = res(CLUSTER, "db", {"engine": "pg", "size": "db-s-1vcpu-2gb", "nodeCount": 2})
+    text = "\n".join(cost_markdown({"resources": [cluster]}, PriceTable.load()))
+    primary, = [l for l in text.splitlines() if "pg primary node" in l]
+    second, = [l for l in text.splitlines() if "pg standby node" in l]
+    assert "not confirmed" not in primary
+    assert ("not confirmed" in second) is (not standby[0]["checked"]["price_confirmed"])
 
 
 def test_committed_stacks_are_fully_priced():

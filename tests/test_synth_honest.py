@@ -5,6 +5,7 @@ input, schema conformance of both committed stacks in both modes, and no side ef
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 import subprocess
@@ -62,6 +63,26 @@ def test_preview_leaves_scripts_built_from_new_resources_unknown(stack):
     assert f"kro-{stack}-files-prometheus" not in unknown and f"kro-{stack}-files-alertmanager" not in unknown
     if stack == "staging":
         assert len(unknown) == 42  # the two point-in-time jobs add their credentials
+
+
+def test_readme_count_of_unknown_scripts_is_in_the_preview_json():
+    """The README's figure is checkable from ``--json``: the scripts are secret (masked), so the
+    document counts unknowns on the revealed inputs, by name only."""
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    match = re.search(r"in staging, (\d+) of the (\d+) remote-command scripts", readme)
+    assert match, "README lost the sentence on unknown scripts in preview"
+    capture = _stack_capture("staging", True)
+    document = capture.to_json()
+    commands = document["preview_unknowns"]["by_type"][COMMAND]
+    assert (commands["inputs"]["stdin"], commands["resources"]) == (int(match[1]), int(match[2]))
+    assert commands["inputs"]["stdin"] == len(_unknown_scripts(capture))
+    unknown_urns = {urn for urn, names in document["preview_unknowns"]["resources"].items()
+                    if "stdin" in names}
+    assert {r["name"] for r in document["resources"] if r["urn"] in unknown_urns} == set(
+        _unknown_scripts(capture))
+    # Names and counts only: no secret value leaks through the summary.
+    assert "[secret]" not in repr(document["preview_unknowns"])
+    assert "preview_unknowns" not in _stack_capture("staging", False).to_json()
 
 
 @pytest.mark.parametrize("stack", ["staging", "prod"])
@@ -200,5 +221,7 @@ def test_a_synth_writes_nothing_but_its_targets(tmp_path):
         cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in out.iterdir()) == ["s.json", "s.md"]
+    written = json.loads((out / "s.json").read_text())
+    assert written["preview_unknowns"]["by_type"][COMMAND]["inputs"]["stdin"] > 0
     assert list(workdir.iterdir()) == [] and list(tmpdir.iterdir()) == []
     assert _tree(PROJECT_ROOT) == project_before
