@@ -104,8 +104,15 @@ commit_files() {
     exit 1
   fi
   if ! run_step "$apply"; then
-    for path in "$@"; do restore_previous "$path"; done
-    if run_step "$apply"; then
+    local previous=no
+    for path in "$@"; do
+      [ -e "$(pending_path "$path")" ] && previous=yes
+      restore_previous "$path"
+    done
+    if [ "$previous" = no ]; then
+      # Nothing to go back to (a first run): the new file is removed, and nothing re-applied.
+      echo "failed: applying $* ($apply); the new version is removed again, the next run retries" >&2
+    elif run_step "$apply"; then
       echo "failed: applying $* ($apply); the previous version is back in place and applied" >&2
     else
       echo "failed: applying $* ($apply); the previous version is back in place, and applying it failed too" >&2

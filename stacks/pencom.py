@@ -208,7 +208,14 @@ RESERVED_LABELS = ("redis", "files")
 """Backup jobs (and R2 buckets) the program adds besides one per database."""
 
 
+# Over TCP: the postgres image's entrypoint runs initdb's temporary server on the Unix socket
+# only and stops it before the real one starts, so a socket check can pass in between and the
+# init then finds no server (seen on the rehearsal: "connection to server on socket ... failed").
+PG_READY = "pg_isready -h 127.0.0.1 -U postgres -q"
+
+
 @rule(PencomConfig)
+
 def _node_addresses(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
     """Distinct private addresses inside internal_cidr (not its network or broadcast address);
     the edge node alone has a public address."""
@@ -917,7 +924,7 @@ def build(ctx, cfg: PencomConfig) -> dict:
     sql = pulumi.Output.all(role_passwords, wal_password).apply(lambda a: render_init_sql(
         pg_plan[0], a[0], readers=pg_plan[1]) + replication_role_sql(a[1]))
     pg_init = datastore_init(f"{name}-postgres-init", data.ssh, stack=data._name, service=cfg.postgres.name,
-                             text=sql, ready="pg_isready -U postgres -q",
+                             text=sql, ready=PG_READY,
                              apply="psql -U postgres -v ON_ERROR_STOP=1 -q",
                              path=f"/etc/platform/{name}-postgres-init.sql", parent=data,
                              depends_on=[data_created[cfg.postgres.name]])

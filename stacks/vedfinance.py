@@ -98,7 +98,14 @@ class VedfinanceConfig(StrictModel):
 BACKUP_REDIS_LABEL = "redis"
 
 
+# Over TCP: the postgres image's entrypoint runs initdb's temporary server on the Unix socket
+# only and stops it before the real one starts, so a socket check can pass in between and the
+# init then finds no server (seen on the rehearsal: "connection to server on socket ... failed").
+PG_READY = "pg_isready -h 127.0.0.1 -U postgres -q"
+
+
 @rule(VedfinanceConfig)
+
 def _services(cfg: VedfinanceConfig, ctx: RuleContext) -> Iterator[Finding]:
     yield from duplicates(((("services", i, "name"), s.name) for i, s in each(cfg.services)), "service name",
                           ctx.where)
@@ -310,7 +317,7 @@ def build(ctx, cfg: VedfinanceConfig) -> dict:
                                     {d.name: pw for d, pw in zip(cfg.databases, pws[1:])}, cfg.extensions)
         + replication_role_sql(pws[0]))
     init = datastore_init(f"{name}-postgres-init", host.ssh, stack=name, service=cfg.postgres_service, text=sql,
-                          ready="pg_isready -U postgres -q", apply="psql -U postgres -v ON_ERROR_STOP=1 -q",
+                          ready=PG_READY, apply="psql -U postgres -v ON_ERROR_STOP=1 -q",
                           path=f"/etc/platform/{name}-init.sql", parent=product,
                           depends_on=[created[cfg.postgres_service]])
 
