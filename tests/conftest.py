@@ -36,6 +36,16 @@ def require_tool(name: str, why: str) -> str:
     return path
 
 
+def require_root(why: str) -> None:
+    """Skip locally when not root (network namespaces, owners, daemons); fail under CI=true,
+    where the tests run as root and a skip would hide a gap."""
+    if os.geteuid() != 0:
+        message = f"needs root: {why}"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+
+
 @pytest.fixture
 def synth() -> Callable[..., State]:
     """``synth("staging")`` or ``synth(path_to_stack_file)``; ``overrides`` edits config keys."""

@@ -11,7 +11,6 @@ HTTP API. Loopback only, ephemeral ports; every process is stopped at the end.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import tempfile
 import time
@@ -19,12 +18,11 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-import pytest
 import yaml
 
 from components.backupscripts import render_backup_script
 from components.prometheus import ScrapeTargets, render_prometheus_config, render_rules
-from tests.conftest import require_tool
+from tests.conftest import require_root, require_tool
 from tests.realtools import free_port, wait_for_port
 from tests.test_backup_real import JOB, _env, _job, _run, base, servers  # noqa: F401 - fixtures
 
@@ -66,8 +64,7 @@ def test_backup_alerts_follow_the_scraped_metrics_with_the_jobs_own_name(servers
     exporter_bin = require_tool("prometheus-node-exporter", "Debian package prometheus-node-exporter")
     prometheus_bin = require_tool("prometheus", "Debian package prometheus")
     setpriv = require_tool("setpriv", "util-linux")
-    if os.geteuid() != 0:
-        pytest.skip("running node-exporter as nobody needs root")
+    require_root("running node-exporter as nobody needs root")
     # Stands for /var/lib: traversable by everyone; what is below it the backup script creates.
     root = Path(tempfile.mkdtemp(prefix="scrape", dir=base))
     root.chmod(0o755)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import io
 import ipaddress
-import json
 import re
 import secrets
 import subprocess
@@ -38,7 +37,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_tool
+from tests.conftest import require_root, require_tool
 
 STACKS = ("staging", "prod")
 _PRODUCT_HOSTS = {"kro": ["kro-{stack}"], "giv": ["giv-{stack}-ops"], "vedfinance": ["vedfinance-{stack}"],
@@ -171,10 +170,8 @@ def replay():
     for tool, why in [("dockerd", "Debian package docker.io"), ("ip", "Debian package iproute2"),
                       ("iptables-restore", "Debian package iptables"), ("nsenter", "util-linux")]:
         require_tool(tool, why)
-    import os
 
-    if os.geteuid() != 0:
-        pytest.fail("needs root") if os.environ.get("CI") == "true" else pytest.skip("needs root")
+    require_root("needs root")
     from rehearsal.netns import DockerDaemon, Namespace
 
     tag = secrets.token_hex(3)

@@ -23,7 +23,7 @@ import yaml
 
 from components import egress
 from synth.engine import PROJECT_ROOT
-from tests.conftest import require_tool
+from tests.conftest import require_root, require_tool
 from tests.realtools import free_port, wait_for_port
 
 
@@ -160,8 +160,7 @@ def docker_host():
     require_tool("ip", "Debian package iproute2")
     iptables = require_tool("iptables", "Debian package iptables")
     require_tool("iptables-restore", "Debian package iptables")
-    if os.geteuid() != 0:
-        pytest.fail("needs root") if os.environ.get("CI") == "true" else pytest.skip("network namespaces need root")
+    require_root("network namespaces need root")
     suffix = str(os.getpid())
     host, net, ctr = f"dkh{suffix}", f"dkn{suffix}", f"dkc{suffix}"
     for ns in (host, net, ctr):

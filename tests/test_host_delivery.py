@@ -24,7 +24,7 @@ import yaml
 
 from components import prometheus as prom
 from components.workloads import HostFile, Reload, reload_for, render_service_script, service_mounts
-from tests.conftest import require_tool
+from tests.conftest import require_root, require_tool
 from tests.realtools import free_port, wait_for_port
 
 FAKE_DOCKER = textwrap.dedent("""\
@@ -66,8 +66,7 @@ def _changes(text: str) -> int:
 def test_a_config_change_reaches_the_running_prometheus_and_a_rejected_one_is_rolled_back(tmp_path):
     prometheus_bin = require_tool("prometheus", "Debian package prometheus")
     require_tool("promtool", "Debian package prometheus")
-    if os.geteuid() != 0:
-        pytest.skip("put_file sets owners; needs root")
+    require_root("put_file sets owners; needs root")
     data_dir = tmp_path / "srv"
     fake = tmp_path / "fake"
     fake.mkdir()
@@ -196,8 +195,7 @@ def test_each_server_is_told_the_way_it_reloads(image, signal):
 def test_delivered_certificates_report_their_expiry_and_the_alert_fires_before_it(tmp_path):
     openssl = require_tool("openssl", "Debian package openssl")
     promtool = require_tool("promtool", "Debian package prometheus")
-    if os.geteuid() != 0:
-        pytest.skip("put_file sets owners; needs root")
+    require_root("put_file sets owners; needs root")
     subprocess.run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
                     "-days", "10", "-subj", "/CN=postgres", "-keyout", str(tmp_path / "k"), "-out", str(tmp_path / "c")],
                    check=True, capture_output=True)

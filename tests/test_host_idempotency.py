@@ -10,19 +10,17 @@ remembers which units were enabled.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import textwrap
 from pathlib import Path
 
-import pytest
 import yaml
 
 from components import hostsetup
 from synth.run import synth_stack
 from synth.state import State
-from tests.conftest import require_tool
+from tests.conftest import require_root, require_tool
 from tests.test_pencom import _pencom_only
 
 NODE = "pencom-prod-data"
@@ -80,8 +78,7 @@ def _sandbox_tools() -> None:
                       ("fail2ban-client", "Debian package fail2ban"), ("iptables-restore", "Debian package iptables"),
                       ("unattended-upgrade", "Debian package unattended-upgrades"), ("visudo", "Debian package sudo")):
         require_tool(tool, why)
-    if os.geteuid() != 0:
-        pytest.fail("needs root") if os.environ.get("CI") == "true" else pytest.skip("namespaces need root")
+    require_root("namespaces need root")
 
 
 def test_setup_scripts_run_twice_leave_nothing_to_do(tmp_path):

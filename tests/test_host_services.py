@@ -8,6 +8,7 @@ bash are the real ones.
 """
 
 from __future__ import annotations
+from tests.conftest import require_root
 
 import os
 import re
@@ -114,8 +115,7 @@ def test_the_setup_scripts_prove_their_services_with_their_own_status_command():
 
 @pytest.mark.parametrize("owner", ["65534:65534", "root:65534", "nobody:nogroup"])
 def test_a_directory_with_a_numeric_or_named_owner_is_current_on_the_second_run(tmp_path, owner):
-    if os.geteuid() != 0:
-        pytest.skip("chown needs root")
+    require_root("chown needs root")
     path = tmp_path / "srv" / "data"
     body = hostsetup.directories_section([(str(path), "0750", owner)])
     first = _run(tmp_path, body)
@@ -130,8 +130,7 @@ def test_a_directory_with_a_numeric_or_named_owner_is_current_on_the_second_run(
 
 
 def test_put_file_with_a_numeric_owner_is_current_on_the_second_run(tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("chown needs root")
+    require_root("chown needs root")
     path = tmp_path / "etc" / "x.conf"
     body = hostsetup._heredoc(str(path), "0640", "root:65534", "one\n")
     assert _changes(_run(tmp_path, body)) == 1

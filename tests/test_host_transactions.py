@@ -10,16 +10,14 @@ holds the line written in /etc/fail-reload, to stand for a service that refuses 
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import textwrap
 from pathlib import Path
 
-import pytest
 
 from components import hostsetup
-from tests.conftest import require_tool
+from tests.conftest import require_root, require_tool
 
 DROP_IN = "/etc/ssh/sshd_config.d/00-platform.conf"
 
@@ -40,8 +38,7 @@ def _sandbox(tmp_path: Path, scripts: dict[str, str], driver: str) -> str:
     returns its output."""
     for tool, why in (("unshare", "util-linux"), ("sshd", "Debian package openssh-server")):
         require_tool(tool, why)
-    if os.geteuid() != 0:
-        pytest.fail("needs root") if os.environ.get("CI") == "true" else pytest.skip("namespaces need root")
+    require_root("namespaces need root")
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     for name, text in scripts.items():

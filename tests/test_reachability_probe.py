@@ -12,7 +12,6 @@ hole opened on purpose (storage to Postgres) must show as exactly one failed cel
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import subprocess
 import sys
@@ -25,7 +24,7 @@ import yaml
 from rehearsal.checks import reachability as rm
 from rehearsal.report import Report
 from synth.engine import PROJECT_ROOT
-from tests.conftest import require_tool
+from tests.conftest import require_root, require_tool
 
 NODES = {"edge": "10.41.0.11", "app": "10.41.0.12", "data": "10.41.0.13", "storage": "10.41.0.14",
          "neighbour": "10.41.0.50"}
@@ -59,8 +58,7 @@ def segment():
     require_tool("nc", "Debian package netcat-openbsd")
     require_tool("ip", "Debian package iproute2")
     require_tool("iptables-restore", "Debian package iptables")
-    if os.geteuid() != 0:
-        pytest.fail("needs root") if os.environ.get("CI") == "true" else pytest.skip("needs root")
+    require_root("needs root")
     tag = secrets.token_hex(3)
     switch = f"rps-{tag}"
     names = {node: f"rp{node[:2]}-{tag}" for node in NODES}

@@ -17,7 +17,7 @@ import time
 import pytest
 
 from components import hostsetup, tiers
-from tests.conftest import require_tool
+from tests.conftest import require_root, require_tool
 
 FW_A, CLIENT_A = "10.231.1.1", "10.231.1.2"
 FW_B, CLIENT_B = "10.231.2.1", "10.231.2.2"
@@ -33,8 +33,7 @@ def namespaces():
     require_tool("ip", "Debian package iproute2")
     require_tool("ufw", "Debian package ufw")
     require_tool("unshare", "util-linux")
-    if os.geteuid() != 0:
-        pytest.skip("network namespaces need root") if os.environ.get("CI") != "true" else pytest.fail("needs root")
+    require_root("network namespaces")
     suffix = str(os.getpid())
     fw, a, b = f"ufwfw{suffix}", f"ufwa{suffix}", f"ufwb{suffix}"
     for ns in (fw, a, b):

@@ -30,7 +30,7 @@ from rehearsal.images import TestCA
 from rehearsal.netns import Namespace, run, stop_pid
 from rehearsal.services import ACME_HOST, LabServices, ServicesError, plan_services
 from synth.engine import PROJECT_ROOT
-from tests.conftest import require_tool
+from tests.conftest import require_root, require_tool
 
 pytestmark = pytest.mark.realtool
 
@@ -88,8 +88,7 @@ def lab(plan, tmp_path):
     """Two namespaces joined by a veth pair: the lab (10.200.0.1, the services) and the box
     (KRO's lab address, default route through the lab; resolv.conf = the lab resolver, as
     ``ip netns exec`` binds /etc/netns/NAME/resolv.conf)."""
-    if os.geteuid() != 0:
-        pytest.skip("network namespaces need root")
+    require_root("network namespaces need root")
     _tools()
     lab_ns, box_ns = Namespace(), Namespace()
     lab_ns.create()
