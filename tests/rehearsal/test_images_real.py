@@ -221,9 +221,6 @@ def wait_healthy(containers, timeout: float = 600.0) -> dict[str, str]:
     return status
 
 
-KNOWN_STACK_DEFECTS: set[str] = set()
-"""Containers whose captured inputs cannot run (a defect of the stack shown by a stand-in);
-each has a test that asserts the failure, and fails the day the stack is fixed."""
 
 
 def one_container_per_reference(state) -> dict[str, dict]:
@@ -234,8 +231,7 @@ def one_container_per_reference(state) -> dict[str, dict]:
         if res["type"] == "docker:index/container:Container":
             ref = by_image[(res.get("provider"), res["name"] + "-image")]
             _REFS[res["name"]] = ref
-            if res["name"] not in KNOWN_STACK_DEFECTS:
-                chosen.setdefault(ref, res)
+            chosen.setdefault(ref, res)
     return chosen
 
 
