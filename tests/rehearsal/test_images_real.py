@@ -172,6 +172,16 @@ def materialise(container: dict, root: Path, ca: TestCA) -> list[str]:
                 (host / "nginx.conf").write_text(NGINX_CONF)
             elif path == "/host":
                 (host / "var/lib/prometheus/node-exporter").mkdir(parents=True)
+            elif path == "/run/platform":
+                # A service's delivered directory (components/workloads.py): the CA, and its
+                # certificate and key readable by the image's user only.
+                (host / "tls").mkdir()
+                (host / "ca.crt").write_bytes(ca.cert_pem)
+                (host / "tls" / "server.crt").write_bytes(issued.cert_pem)
+                for key in ("server.key", "redis.key"):
+                    (host / "tls" / key).write_bytes(issued.key_pem)
+                    (host / "tls" / key).chmod(0o600)
+                    os.chown(host / "tls" / key, *(owner or (999, 999)))
             if owner:
                 os.chown(host, *owner)
         binds.append(f"{host}:{path}:{'ro' if vol.get('readOnly') else 'rw'}")
