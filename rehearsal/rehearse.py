@@ -131,10 +131,12 @@ def reachability_matrix(lab, cap: StackCapture) -> list[dict]:
 
 def rehearse(stack: str, *, products: Optional[Iterable[str]] = None, keep: bool = False,
              workers: int = 4, with_images: bool = True, stack_file=None,
-             capture_override: Optional[StackCapture] = None) -> Report:
+             capture_override: Optional[StackCapture] = None, lock_path: Optional[Path] = None) -> Report:
     """The whole rehearsal; never raises for a host failure (it is in the report). Raises
     ConfigError / CaptureError for a stack that cannot be captured, LabBusy when a rehearsal
-    already runs."""
+    already runs on the same lock. ``lock_path``: the lab lock, default the machine-wide one
+    (``rehearsal.netns.DEFAULT_LOCK``); a test that runs its own small lab next to another
+    rehearsal passes a private one."""
     from rehearsal.checks import check_host
     from rehearsal.lab import Lab
 
@@ -175,7 +177,7 @@ def rehearse(stack: str, *, products: Optional[Iterable[str]] = None, keep: bool
     lab_services = None
     # --- end lab services
     lab = Lab(networks=plan.lab_networks, boxes=box_specs(lab_cap, plan, service_plan.resolvers),
-              keep=keep, packages=packages)
+              keep=keep, packages=packages, **({"lock_path": lock_path} if lock_path else {}))
     report.netns = lab.netns
     try:
         t0 = time.monotonic()
