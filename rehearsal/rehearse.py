@@ -1,5 +1,7 @@
 """``rehearse(stack)``: capture the stack, boot one box per host in the lab, converge twice,
-check every host with testinfra and return the report (``rehearsal.report``).
+check every host with testinfra and return the report (``rehearsal.report``). ``Rehearsal`` is
+the same held open as a context manager, so that lab-tier tests (backup runs, change drills,
+probes) work on the one converged lab before it is torn down.
 
 Order: capture (the stack's own program, rehearsal secrets) -> overlay (lab addresses) -> lab
 (R1: namespace, harness daemon, boxes; R2: registry and stand-ins) -> box preparation (what
@@ -129,58 +131,119 @@ def reachability_matrix(lab, cap: StackCapture) -> list[dict]:
     return rehearse_matrix(lab, cap.state, cap.stack_config, policy_config)
 
 
-def rehearse(stack: str, *, products: Optional[Iterable[str]] = None, keep: bool = False,
-             workers: int = 4, with_images: bool = True, stack_file=None,
-             capture_override: Optional[StackCapture] = None, lock_path: Optional[Path] = None) -> Report:
-    """The whole rehearsal; never raises for a host failure (it is in the report). Raises
-    ConfigError / CaptureError for a stack that cannot be captured, LabBusy when a rehearsal
-    already runs on the same lock. ``lock_path``: the lab lock, default the machine-wide one
-    (``rehearsal.netns.DEFAULT_LOCK``); a test that runs its own small lab next to another
-    rehearsal passes a private one."""
-    from rehearsal.checks import check_host
-    from rehearsal.lab import Lab
+def rehearse(stack: str, **options) -> Report:
+    """The whole rehearsal, torn down at the end unless ``keep``; never raises for a host
+    failure (it is in the report). ``options`` are :class:`Rehearsal`'s. Raises ConfigError /
+    CaptureError for a stack that cannot be captured, LabBusy when a rehearsal already runs on
+    the same lock."""
+    with Rehearsal(stack, **options) as held:
+        return held.report
 
-    report = Report(stack=stack)
-    started = time.monotonic()
-    registry = None
-    if with_images:
-        from rehearsal.images import Registry
 
-        registry = Registry()
-    t0 = time.monotonic()
-    cap = capture_override or capture(stack, products=products, stack_file=stack_file,
-                                      database_ca_pem=registry.ca.cert_pem.decode() if registry else None)
-    report.timings["capture"] = round(time.monotonic() - t0, 2)
-    plan = overlay_mod.plan(cap, admin_cidrs(stack) if capture_override is None else ())
-    lab_cap = overlay_mod.apply(cap, plan)
-    for host in lab_cap.hosts.values():
-        report.hosts[host.name] = HostReport(name=host.name, product=host.product, kind=host.kind,
-                                             address=host.address)
-    workdir = Path(tempfile.mkdtemp(prefix="rehearsal-converge-"))
-    os.chmod(workdir, 0o700)
-    plan_path = workdir / "plan.json"
-    fd = os.open(plan_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        json.dump(lab_cap.to_json(), out)
-    from rehearsal import aptrepo
+class Rehearsal:
+    """A rehearsal held open: ``with Rehearsal("staging") as r:`` captures the stack, boots the
+    lab, converges twice, checks every host and probes the reachability matrix on entry; the
+    body may then work on the converged hosts (``r.lab``, ``r.lab_capture``, :meth:`converge`)
+    before the exit tears everything down (unless ``keep``). A stage that fails sets
+    ``r.report.error`` and skips the stages after it; entry raises only ConfigError /
+    CaptureError (the stack cannot be captured) and LabBusy.
 
-    # The local apt repository serves what the captured scripts install (and the lab's list).
-    packages = set(aptrepo.STACK_PACKAGES) | aptrepo.packages_in_scripts(
-        s.inputs.get("stdin") or "" for s in lab_cap.steps if s.kind == "command")
-    # --- lab services (rehearsal/services.py): the names the stack resolves, planned before the
-    # boxes exist (they get the lab's resolvers), started once the namespace is up.
-    from rehearsal import rootfs, services as services_mod
-    from rehearsal.netns import SERVICE_ADDRESS
+    ``products``: only these products' hosts; ``workers``: steps applied in parallel per run;
+    ``with_images``: serve stand-in images from the lab registry (False for a stack without
+    containers); ``capture_override``: a hand-made capture instead of the stack's; ``lock_path``:
+    the lab lock, default the machine-wide one (``rehearsal.netns.DEFAULT_LOCK``), which a test
+    running its own small lab next to another rehearsal replaces with a private one."""
 
-    service_plan = services_mod.plan_services(lab_cap, extra_names={
-        name: SERVICE_ADDRESS for name in (*rootfs.APT_HOSTS, *lab_cap.database_hosts)})
-    lab_services = None
-    # --- end lab services
-    lab = Lab(networks=plan.lab_networks, boxes=box_specs(lab_cap, plan, service_plan.resolvers),
-              keep=keep, packages=packages, **({"lock_path": lock_path} if lock_path else {}))
-    report.netns = lab.netns
-    try:
+    def __init__(self, stack: str, *, products: Optional[Iterable[str]] = None, keep: bool = False,
+                 workers: int = 4, with_images: bool = True, stack_file=None,
+                 capture_override: Optional[StackCapture] = None, lock_path: Optional[Path] = None):
+        self.stack, self.products, self.keep, self.workers = stack, products, keep, workers
+        self.with_images, self.stack_file = with_images, stack_file
+        self.capture_override, self.lock_path = capture_override, lock_path
+        self.report = Report(stack=stack)
+        self.registry = None
+        self.lab = None
+        self.lab_services = None
+        self.capture: Optional[StackCapture] = None
+        self.lab_capture: Optional[StackCapture] = None
+        self.workdir: Optional[Path] = None
+        self.plan_path: Optional[Path] = None
+        self._started = 0.0
+
+    def __enter__(self) -> "Rehearsal":
+        self._started = time.monotonic()
+        try:
+            self._run()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def converge(self, run: int, lab_capture: Optional[StackCapture] = None) -> list[dict]:
+        """Converge run ``run`` (3, 4, ... after the rehearsal's own two) on the held lab, with
+        ``lab_capture`` when given (an edited stack after :func:`overlay_mod.apply` with the
+        same overlay plan: a change drill), else the held one. Returns the step results.
+        Raises RuntimeError or subprocess.TimeoutExpired as :func:`run_converge` does."""
+        path = self.plan_path
+        if lab_capture is not None:
+            path = self.workdir / f"plan-{run}.json"
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as out:
+                json.dump(lab_capture.to_json(), out)
+        return run_converge(self.lab, path, self.workdir, run, self.workers)
+
+    def _run(self) -> None:
+        from rehearsal.checks import check_host
+        from rehearsal.lab import Lab
+
+        report = self.report
+        if self.with_images:
+            from rehearsal.images import Registry
+
+            self.registry = Registry()
+        registry = self.registry
         t0 = time.monotonic()
+        cap = self.capture_override or capture(
+            self.stack, products=self.products, stack_file=self.stack_file,
+            database_ca_pem=registry.ca.cert_pem.decode() if registry else None)
+        self.capture = cap
+        report.timings["capture"] = round(time.monotonic() - t0, 2)
+        plan = overlay_mod.plan(cap, admin_cidrs(self.stack) if self.capture_override is None else ())
+        self.overlay = plan
+        lab_cap = overlay_mod.apply(cap, plan)
+        self.lab_capture = lab_cap
+        for host in lab_cap.hosts.values():
+            report.hosts[host.name] = HostReport(name=host.name, product=host.product, kind=host.kind,
+                                                 address=host.address)
+        workdir = Path(tempfile.mkdtemp(prefix="rehearsal-converge-"))
+        self.workdir = workdir
+        os.chmod(workdir, 0o700)
+        plan_path = workdir / "plan.json"
+        self.plan_path = plan_path
+        fd = os.open(plan_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump(lab_cap.to_json(), out)
+        from rehearsal import aptrepo
+
+        # The local apt repository serves what the captured scripts install (and the lab's list).
+        packages = set(aptrepo.STACK_PACKAGES) | aptrepo.packages_in_scripts(
+            s.inputs.get("stdin") or "" for s in lab_cap.steps if s.kind == "command")
+        # The lab services (rehearsal/services.py) answer the names the stack resolves; they are
+        # planned before the boxes exist (the boxes get the lab's resolvers) and started once
+        # the namespace is up.
+        from rehearsal import rootfs, services as services_mod
+        from rehearsal.netns import SERVICE_ADDRESS
+
+        service_plan = services_mod.plan_services(lab_cap, extra_names={
+            name: SERVICE_ADDRESS for name in (*rootfs.APT_HOSTS, *lab_cap.database_hosts)})
+        lab = Lab(networks=plan.lab_networks, boxes=box_specs(lab_cap, plan, service_plan.resolvers),
+                  keep=self.keep, packages=packages,
+                  **({"lock_path": self.lock_path} if self.lock_path else {}))
+        self.lab = lab
+        report.netns = lab.netns
         from rehearsal.netns import LabBusy
 
         try:
@@ -189,10 +252,9 @@ def rehearse(stack: str, *, products: Optional[Iterable[str]] = None, keep: bool
             raise  # another rehearsal runs: the CLI refuses with exit 3, nothing of ours to report
         except Exception as exc:  # noqa: BLE001 - a lab that cannot start is the report's error
             report.error = f"the lab did not start: {exc}"
-            return report
+            return
         report.timings.update({f"lab_{k}": round(v, 2) for k, v in lab.timings.items()})
         preparation = None
-        standins = []
         if registry is not None:
             import docker
 
@@ -208,45 +270,44 @@ def rehearse(stack: str, *, products: Optional[Iterable[str]] = None, keep: bool
                 standins, image_timings = ensure_standins(contracts_from_state(state), lab, registry, client)
             except Exception as exc:  # noqa: BLE001
                 report.error = f"stand-in images could not be served: {exc}"
-                return report
+                return
             report.timings.update({f"images_{k}": round(v, 2) for k, v in image_timings.items()})
             preparation = registry.box_preparation()
             report.standins = {s.reference: {"kind": s.kind, "proven": s.proven, "note": s.note}
                                for s in standins}
-        # --- lab services: DNS, ACME, S3, SMTP, webhooks (certificates of the registry's CA,
-        # which the boxes trust through the preparation; without a registry they get it here).
+        # DNS, ACME, S3, SMTP, webhooks, with certificates of the registry's CA, which the boxes
+        # trust through the preparation (without a registry they get it here).
         t0 = time.monotonic()
-        lab_services = services_mod.LabServices(
+        self.lab_services = services_mod.LabServices(
             service_plan.with_names({h: lab.service_address for h in (registry.hosts if registry else ())}),
             lab.netns, ca=registry.ca if registry else None)
         try:
-            lab_services.start()
+            self.lab_services.start()
         except services_mod.ServicesError as exc:
             report.error = f"the lab services did not start: {exc}"
-            return report
-        report.timings.update({f"services_{k}": v for k, v in lab_services.timings.items()})
+            return
+        report.timings.update({f"services_{k}": v for k, v in self.lab_services.timings.items()})
         report.timings["services"] = round(time.monotonic() - t0, 2)
         if preparation is None:
             from rehearsal.images import BoxPreparation
 
-            preparation = BoxPreparation(files=lab_services.box_files(), hosts_lines=(),
+            preparation = BoxPreparation(files=self.lab_services.box_files(), hosts_lines=(),
                                          commands=(("update-ca-certificates",),))
-        # --- end lab services
         extra_hosts = [f"{lab.service_address} {name}" for name in lab_cap.database_hosts]
         t0 = time.monotonic()
         try:
             prepare_boxes(lab, lab_cap, preparation, extra_hosts)
         except RuntimeError as exc:
             report.error = str(exc)
-            return report
+            return
         report.timings["prepare"] = round(time.monotonic() - t0, 2)
         for run in (1, 2):
             t0 = time.monotonic()
             try:
-                results = run_converge(lab, plan_path, workdir, run, workers)
+                results = run_converge(lab, plan_path, workdir, run, self.workers)
             except (RuntimeError, subprocess.TimeoutExpired) as exc:
                 report.error = f"converge run {run}: {exc}"
-                return report
+                return
             report.timings[f"converge_{run}"] = round(time.monotonic() - t0, 2)
             # A host that failed in run 1 runs again too (its dependents stay blocked): the
             # report then shows every kind of failure a host has, not only the first.
@@ -261,26 +322,35 @@ def rehearse(stack: str, *, products: Optional[Iterable[str]] = None, keep: bool
             t0 = time.monotonic()
             report.reachability = reachability_matrix(lab, cap)
             report.timings["reachability"] = round(time.monotonic() - t0, 2)
-        return report
-    finally:
-        report.timings["total"] = round(time.monotonic() - started, 2)
-        if lab_services is not None and not keep:  # kept: they live until the namespace goes
+
+    def close(self) -> None:
+        """Tear down what the rehearsal made (unless ``keep``); teardown errors go to
+        ``report.teardown_error``. Safe to call twice."""
+        report = self.report
+        if self._started:
+            report.timings["total"] = round(time.monotonic() - self._started, 2)
+        if self.lab_services is not None and not self.keep:  # kept: they live until the namespace goes
             try:
-                lab_services.close()
+                self.lab_services.close()
             except Exception as exc:  # noqa: BLE001 - teardown goes on
                 report.teardown_error = f"lab services: {exc}"
-        if registry is not None:
+        self.lab_services = None
+        if self.registry is not None:
             try:
-                registry.stop()
+                self.registry.stop()
             except Exception:  # noqa: BLE001 - teardown goes on
                 pass
-        if keep and lab._started:
-            report.kept = f"lab kept: namespace {getattr(lab, 'netns', '?')}; workdir {workdir}"
-            if lab._started:
-                lab.__exit__(None, None, None)
-        else:
+            self.registry = None
+        lab, self.lab = self.lab, None
+        if lab is not None and self.keep and lab._started:
+            report.kept = f"lab kept: namespace {getattr(lab, 'netns', '?')}; workdir {self.workdir}"
+            lab.__exit__(None, None, None)
+            return
+        if lab is not None:
             try:
                 lab.close()
             except Exception as exc:  # noqa: BLE001
                 report.teardown_error = str(exc)
-            subprocess.run(["rm", "-rf", str(workdir)], check=False)
+        if self.workdir is not None:
+            subprocess.run(["rm", "-rf", str(self.workdir)], check=False)
+            self.workdir = None
