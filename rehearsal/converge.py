@@ -29,7 +29,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 from rehearsal.capture import Host, StackCapture, Step, container_name
 
@@ -192,11 +192,13 @@ def write_ssh_config(capture: StackCapture, home: Path) -> None:
 
 
 class Converger:
-    def __init__(self, capture: StackCapture, workdir: Path, run: int, workers: int = 4):
+    def __init__(self, capture: StackCapture, workdir: Path, run: int, workers: int = 4,
+                 progress_path: Optional[Path] = None):
         self.capture = capture
         self.workdir = workdir
         self.run_no = run
         self.workers = workers
+        self.progress_path = progress_path
         self.home = workdir / "home"
         self.state_path = workdir / "state.json"
         self.state: dict[str, Any] = json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
@@ -326,6 +328,16 @@ class Converger:
         result.resource_id = container.id
         self._record(step, id=container.id, name=name)
 
+    def _write_progress(self, results: dict[str, "StepResult"], running: Iterable[str]) -> None:
+        # What a run that is killed (its timeout) leaves for the report: the steps it finished
+        # and the ones it was in the middle of; written whole, then renamed, so never half.
+        if self.progress_path is None:
+            return
+        partial = self.progress_path.with_suffix(".tmp")
+        partial.write_text(json.dumps({"done": [asdict(r) for r in results.values()],
+                                       "running": sorted(running)}))
+        partial.replace(self.progress_path)
+
     def converge(self) -> list[StepResult]:
         steps = {s.urn: s for s in self.capture.steps}
         waiting = {urn: {d for d in s.depends if d in steps} for urn, s in steps.items()}
@@ -357,6 +369,7 @@ class Converger:
                     urn = running.pop(future)
                     results[urn] = future.result()
                     r = results[urn]
+                    self._write_progress(results, running.values())
                     print(f"[run {self.run_no}] {r.host}: {r.name} {r.status} ({r.seconds:.1f}s"
                           + (f", {r.changes} changes" if r.changes is not None else "") + ")"
                           + (f" {r.error}" if r.error else ""), file=sys.stderr, flush=True)
@@ -375,6 +388,12 @@ def _quiet_ssh_pipe_teardown(unraisable: Any, default=sys.unraisablehook) -> Non
     default(unraisable)
 
 
+def progress_path(results: Path) -> Path:
+    """Where a run writes its progress (``{"done": [StepResult...], "running": [urn...]}``)
+    next to its final ``results``: all a killed run leaves behind."""
+    return results.with_name(results.stem + ".progress.json")
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     sys.unraisablehook = _quiet_ssh_pipe_teardown
     parser = argparse.ArgumentParser(prog="python -m rehearsal.converge",
@@ -387,7 +406,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--workers", type=int, default=4)
     args = parser.parse_args(argv)
     capture = StackCapture.from_json(json.loads(args.plan.read_text()))
-    results = Converger(capture, args.workdir, args.run, args.workers).converge()
+    results = Converger(capture, args.workdir, args.run, args.workers,
+                        progress_path=progress_path(args.results)).converge()
     args.results.write_text(json.dumps([asdict(r) for r in results], indent=1))
     return 0 if all(r.status == "ok" for r in results) else 1
 

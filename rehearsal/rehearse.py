@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -95,18 +96,60 @@ def prepare_boxes(lab, lab_capture: StackCapture, preparation, extra_hosts: Iter
     return timings
 
 
-def run_converge(lab, plan_path: Path, workdir: Path, run: int, workers: int) -> list[dict]:
+class ConvergeTimeout(RuntimeError):
+    """A converge run overran its timeout and was killed; ``results`` holds what it finished,
+    and a failed result (error "timed out") for each step it was in the middle of or had not
+    started, so the report names them per host."""
+
+    def __init__(self, message: str, results: list[dict]):
+        super().__init__(message)
+        self.results = results
+
+
+def run_converge(lab, plan_path: Path, workdir: Path, run: int, workers: int,
+                 timeout: float = CONVERGE_TIMEOUT_S) -> list[dict]:
     """One converge run inside the lab's namespace (a child process: its SSH and Docker
-    connections originate there). Returns the step results."""
+    connections originate there). Returns the step results. Raises ConvergeTimeout after
+    ``timeout`` seconds (default :data:`CONVERGE_TIMEOUT_S`), RuntimeError when the run wrote
+    no results."""
+    from rehearsal.converge import progress_path
+
     results = workdir / f"results-{run}.json"
     argv = lab.netns_argv([sys.executable, "-m", "rehearsal.converge", str(plan_path), str(results),
                            "--workdir", str(workdir), "--run", str(run), "--workers", str(workers)])
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    proc = subprocess.run(argv, env=env, timeout=CONVERGE_TIMEOUT_S, stdout=subprocess.PIPE,
-                          stderr=None)
+    # Its own process group: a killed run takes its ssh and docker children with it.
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=None, start_new_session=True)
+    try:
+        proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise ConvergeTimeout(f"converge run {run} timed out after {timeout:.0f} s",
+                              _unfinished(plan_path, progress_path(results), run, timeout)) from None
     if not results.exists():
         raise RuntimeError(f"converge run {run} wrote no results (exit {proc.returncode})")
     return json.loads(results.read_text())
+
+
+def _unfinished(plan_path: Path, progress: Path, run: int, timeout: float) -> list[dict]:
+    done: list[dict] = []
+    running: set[str] = set()
+    if progress.exists():
+        partial = json.loads(progress.read_text())
+        done, running = partial["done"], set(partial["running"])
+    finished = {r["urn"] for r in done}
+    unfinished = []
+    for step in json.loads(plan_path.read_text())["steps"]:
+        if step["urn"] in finished:
+            continue
+        state = "was running" if step["urn"] in running else "had not started"
+        unfinished.append({"urn": step["urn"], "name": step["name"], "host": step["host"],
+                           "kind": step["kind"], "run": run, "status": "failed",
+                           "error": f"timed out: the run was killed after {timeout:.0f} s and this step {state}",
+                           "seconds": 0.0, "exit_code": None, "changes": None, "changed": [],
+                           "resource_id": None, "tail": []})
+    return done + unfinished
 
 
 def admin_cidrs(stack: str) -> list[str]:
@@ -305,7 +348,11 @@ class Rehearsal:
             t0 = time.monotonic()
             try:
                 results = run_converge(lab, plan_path, workdir, run, self.workers)
-            except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            except ConvergeTimeout as exc:
+                report.add_results(run, exc.results)
+                report.error = str(exc)
+                return
+            except RuntimeError as exc:
                 report.error = f"converge run {run}: {exc}"
                 return
             report.timings[f"converge_{run}"] = round(time.monotonic() - t0, 2)

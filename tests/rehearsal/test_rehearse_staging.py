@@ -10,12 +10,10 @@ XPASS the day the gap closes. Nothing here is skipped under ``CI=true``.
 from __future__ import annotations
 
 import json
-import subprocess
 
 import pytest
 
 from rehearsal.report import FAIL, NOT_PROVEN
-from tests.conftest import require_tool
 
 pytestmark = pytest.mark.rehearsal
 
@@ -31,31 +29,13 @@ GAPS = (
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory):
-    for tool, why in [("dockerd", "the harness Docker daemon"), ("debootstrap", "the box image"),
-                      ("dpkg-scanpackages", "the local apt repository"), ("nsenter", "the lab namespace"),
-                      ("docker-registry", "the stand-in registry"), ("skopeo", "pushing stand-ins"),
-                      ("ssh", "the docker ssh:// jump")]:
-        require_tool(tool, why)
-    from rehearsal.rehearse import rehearse
-
-    result = rehearse("staging")
-    path = tmp_path_factory.mktemp("report") / "staging.json"
-    result.write_json(path)
-    print(result.text())
-    print(f"report: {path}")
-    return result
+def report(staging_rehearsal):
+    return staging_rehearsal.report
 
 
 def test_every_host_of_the_four_products_gets_a_box(report):
     assert set(report.hosts) == HOSTS
     assert {h.kind for n, h in report.hosts.items() if n in ("kro-staging", "giv-staging-ops")} == {"droplet"}
-
-
-def test_nothing_is_left_after_the_rehearsal(report):
-    assert report.teardown_error is None, report.teardown_error
-    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    assert report.netns and report.netns not in namespaces.split()
 
 
 @pytest.mark.xfail(reason=GAPS, strict=False)
