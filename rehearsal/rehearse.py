@@ -107,13 +107,14 @@ class ConvergeTimeout(RuntimeError):
 
 
 def run_converge(lab, plan_path: Path, workdir: Path, run: int, workers: int,
-                 timeout: float = CONVERGE_TIMEOUT_S) -> list[dict]:
+                 timeout: Optional[float] = None) -> list[dict]:
     """One converge run inside the lab's namespace (a child process: its SSH and Docker
     connections originate there). Returns the step results. Raises ConvergeTimeout after
     ``timeout`` seconds (default :data:`CONVERGE_TIMEOUT_S`), RuntimeError when the run wrote
     no results."""
     from rehearsal.converge import progress_path
 
+    timeout = CONVERGE_TIMEOUT_S if timeout is None else timeout
     results = workdir / f"results-{run}.json"
     argv = lab.netns_argv([sys.executable, "-m", "rehearsal.converge", str(plan_path), str(results),
                            "--workdir", str(workdir), "--run", str(run), "--workers", str(workers)])
