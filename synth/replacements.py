@@ -14,6 +14,12 @@ which the offline synth does not have. Two sources, merged:
   new one is picked up without editing the table.
 
 A resource's own ``replace_on_changes`` option (in the synth JSON) adds to both.
+
+Which resources hold state (``STATEFUL_TYPES``, ``writable_data_mounts``, ``stateful_reason``) is
+decided here once: ``synth diff`` warns on deleting or replacing them and the policy pack
+(``policy/rules/stack.py``, ``policy/rules/containers.py``) protects them, both from these
+functions. They read plain or proxied mappings and sequences alike (the CrossGuard analyzer hands
+policies read-only proxies, not dicts and lists).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import functools
 import importlib
 import inspect
 import re
+from collections.abc import Mapping, Sequence
 
 REPLACING_INPUTS: dict[str, tuple[str, ...]] = {
     "digitalocean:index/droplet:Droplet": ("image", "region", "sshKeys", "userData", "vpcUuid"),
@@ -45,7 +52,8 @@ REPLACING_INPUTS: dict[str, tuple[str, ...]] = {
 }
 
 # Resources whose deletion or replacement loses data (a database, a disk, a bucket, a host with
-# its local volumes). Source: what each type stores; the policy pack protects the same set.
+# its local volumes). Source: what each type stores. The policy pack protects this set in
+# production (policy/rules/stack.py), plus what the data depends on.
 STATEFUL_TYPES = frozenset({
     "digitalocean:index/droplet:Droplet",
     "digitalocean:index/databaseCluster:DatabaseCluster",
@@ -71,17 +79,22 @@ def writable_data_mounts(resource: dict) -> list[str]:
     there, so this is read from the captured inputs rather than from a list of image names."""
     if resource.get("type") != CONTAINER:
         return []
-    inputs = resource.get("inputs") or {}
+    inputs = resource.get("inputs")
+    inputs = inputs if isinstance(inputs, Mapping) else {}
     paths = []
-    for volume in inputs.get("volumes") or []:
-        if (isinstance(volume, dict) and volume.get("readOnly") is not True
+    for volume in _sequence(inputs.get("volumes")):
+        if (isinstance(volume, Mapping) and volume.get("readOnly") is not True
                 and (volume.get("hostPath") or volume.get("volumeName") or volume.get("fromContainer"))):
             paths.append(str(volume.get("containerPath") or volume.get("fromContainer")))
-    for mount in inputs.get("mounts") or []:
-        if (isinstance(mount, dict) and mount.get("readOnly") is not True
+    for mount in _sequence(inputs.get("mounts")):
+        if (isinstance(mount, Mapping) and mount.get("readOnly") is not True
                 and mount.get("type") in ("bind", "volume")):
             paths.append(str(mount.get("target")))
     return paths
+
+
+def _sequence(value) -> list:
+    return list(value) if isinstance(value, Sequence) and not isinstance(value, (str, bytes)) else []
 
 
 def stateful_reason(resource: dict) -> str | None:

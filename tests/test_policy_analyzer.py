@@ -22,6 +22,13 @@ def _struct(value: dict) -> struct_pb2.Struct:
     return json_format.ParseDict(value, struct_pb2.Struct())
 
 
+def _options(resource: dict) -> proto.AnalyzerResourceOptions:
+    """The options the engine sends with a resource (the ones the policies read)."""
+    return proto.AnalyzerResourceOptions(
+        protect=bool(resource.get("protect")),
+        deleteBeforeReplace=bool(resource.get("delete_before_replace")), deleteBeforeReplaceDefined=True)
+
+
 def analyze(name: str, document: dict, config: dict | None = None) -> list[tuple[str, str]]:
     """(level, message) of every diagnostic the real analyzer returns for one policy."""
     policy = BY_NAME[name]
@@ -37,13 +44,13 @@ def analyze(name: str, document: dict, config: dict | None = None) -> list[tuple
                 continue
             response = servicer.Analyze(proto.AnalyzeRequest(
                 type=r["type"], properties=_struct(r["inputs"]), urn=r["urn"], name=r["name"],
-                options=proto.AnalyzerResourceOptions(protect=bool(r.get("protect")))), None)
+                options=_options(r)), None)
             diagnostics += response.diagnostics
     else:
         response = servicer.AnalyzeStack(proto.AnalyzeStackRequest(resources=[
             proto.AnalyzerResource(type=r["type"], properties=_struct(r["inputs"]), urn=r["urn"], name=r["name"],
                                    parent=r.get("parent") or "", dependencies=r.get("dependencies") or [],
-                                   options=proto.AnalyzerResourceOptions(protect=bool(r.get("protect"))))
+                                   options=_options(r))
             for r in resources]), None)
         diagnostics += response.diagnostics
     levels = {proto.MANDATORY: "mandatory", proto.ADVISORY: "advisory"}
@@ -98,11 +105,11 @@ def analyze_all(document: dict, config: dict) -> list[tuple[str, str, str]]:
     for r in custom:
         found += servicer.Analyze(proto.AnalyzeRequest(
             type=r["type"], properties=_struct(r["inputs"]), urn=r["urn"], name=r["name"],
-            options=proto.AnalyzerResourceOptions(protect=bool(r.get("protect")))), None).diagnostics
+            options=_options(r)), None).diagnostics
     found += servicer.AnalyzeStack(proto.AnalyzeStackRequest(resources=[
         proto.AnalyzerResource(type=r["type"], properties=_struct(r["inputs"]), urn=r["urn"], name=r["name"],
                                parent=r.get("parent") or "", dependencies=r.get("dependencies") or [],
-                               options=proto.AnalyzerResourceOptions(protect=bool(r.get("protect"))))
+                               options=_options(r))
         for r in document["resources"]]), None).diagnostics
     levels = {proto.MANDATORY: "mandatory", proto.ADVISORY: "advisory"}
     return [(d.policyName, levels[d.enforcementLevel], d.message.split("\n", 1)[-1]) for d in found]

@@ -255,6 +255,34 @@ def test_a_container_that_writes_data_is_stateful_by_its_mounts_not_its_name():
         assert diff_states(base, {"stack": stack, "resources": [writes]}).warnings == []
 
 
+def test_the_policy_pack_guards_the_containers_the_diff_calls_stateful():
+    """One classification of state for both: the containers the diff warns about are the ones
+    the policy pack wants deleted before their replacement, read through the analyzer's
+    proxies as well as from plain JSON, in every stack."""
+    from policy.offline import evaluate
+    from synth.replacements import stateful_reason
+
+    container = "docker:index/container:Container"
+    rule = "docker-container-enable-delete-before-replace-with-data"
+    pg = res(container, "pg", {"image": "postgres:17", "volumes": [
+        {"hostPath": "/srv/pg/data", "containerPath": "/var/lib/postgresql/data"},
+        {"hostPath": "/srv/pg/conf", "containerPath": "/etc/postgresql", "readOnly": True}]})
+    web = res(container, "web", {"image": "nginx:1.27", "mounts": [
+        {"type": "bind", "source": "/srv/www", "target": "/usr/share/nginx/html", "readOnly": True},
+        {"type": "tmpfs", "target": "/var/cache/nginx"}]})
+    assert stateful_reason(pg) == "the data it writes to `/var/lib/postgresql/data`"
+    assert stateful_reason(web) is None
+    for stack, proxies in (("staging", False), ("staging", True), ("prod", True)):
+        state = {"project": "platform", "stack": stack, "resources": [pg, web]}
+        found = [(v["urn"], v["message"]) for v in evaluate(state, {}, proxies=proxies) if v["policy"] == rule]
+        assert found == [(pg["urn"], "the container writes data to /var/lib/postgresql/data but is not "
+                                     "deleted before its replacement; a replacement would run two "
+                                     "servers on the same data")]
+        pg["delete_before_replace"] = True
+        assert not [v for v in evaluate(state, {}, proxies=proxies) if v["policy"] == rule]
+        pg["delete_before_replace"] = False
+
+
 def test_values_a_preview_does_not_know_are_not_changes(tmp_path):
     """A preview state against a normal one: "[unknown]" (the container image, a droplet's id in
     a firewall, secret scripts built from new resources) shows as (known after apply) and is

@@ -10,6 +10,7 @@ import re
 from policy.rules.base import (ADVISORY, CRITICAL, HIGH, LOW, MANDATORY, MEDIUM, T_CONTAINER,
                                T_IMAGE, Case, items, labels_of, mapping, resource_policy)
 from policy.rules.fixtures import container, doc, res
+from synth.replacements import writable_data_mounts
 
 C = [T_CONTAINER]
 SOCKETS = ("/var/run/docker.sock", "/run/docker.sock", "/run/containerd/containerd.sock",
@@ -51,6 +52,38 @@ resource_policy(
     fix="Drop privileged; add the one capability the service needs instead.",
     types=C, check=_check_privileged,
     cases=Case(doc(container()), [(doc(container(privileged=True)), ["the container is privileged; it would own the host"])]))
+
+
+def _check_data_replaced_first(props, args):
+    # The one classification of state (synth.replacements), which `synth diff` uses too: a
+    # container with a writable data mount keeps its data on the host or in a named volume,
+    # so a replacement keeps the data, but created before the old one is gone it would be a
+    # second server writing the same files (PostgreSQL's data directory, MongoDB's, Prometheus'
+    # TSDB), which corrupts them. Such containers are replaced, not protected: protection would
+    # refuse every image update at `pulumi up`; `synth diff` is what stops a production
+    # replacement in review.
+    paths = writable_data_mounts({"type": T_CONTAINER, "inputs": props})
+    if paths and not args.opts.delete_before_replace:
+        yield (f"the container writes data to {', '.join(paths)} but is not deleted before its "
+               "replacement; a replacement would run two servers on the same data")
+
+
+_DATA = [{"hostPath": "/srv/pg", "containerPath": "/var/lib/postgresql/data"}]
+resource_policy(
+    "docker-container-enable-delete-before-replace-with-data",
+    "Containers that write data to the host or a named volume are deleted before their replacement starts.",
+    level=MANDATORY, severity=HIGH, category="data",
+    sources=["Pulumi docs: deleteBeforeReplace resource option",
+             "PostgreSQL docs: one server per data directory (postmaster.pid interlock)"],
+    fix="Set delete_before_replace on the container (components.containers.replaced_delete_first).",
+    types=C, check=_check_data_replaced_first,
+    cases=Case(doc({**container(volumes=_DATA), "delete_before_replace": True}, container("web")),
+               [(doc(container(volumes=_DATA)),
+                 ["the container writes data to /var/lib/postgresql/data but is not deleted before "
+                  "its replacement; a replacement would run two servers on the same data"]),
+                (doc(container(mounts=[{"type": "volume", "source": "pgdata", "target": "/data"}])),
+                 ["the container writes data to /data but is not deleted before its replacement; "
+                  "a replacement would run two servers on the same data"])]))
 
 
 def _check_memory(props, args):

@@ -13,15 +13,18 @@ from policy.parsers.ufw import ufw_rules
 from policy.rules.base import (CRITICAL, HIGH, MANDATORY, MEDIUM, MISSING_PRODUCTION,
                                PRODUCTION_PROPERTY, SECRET_MASK, T_APP, T_CF_RECORD, T_CLUSTER,
                                T_COMMAND, T_CONTAINER, T_DB_FIREWALL, T_DNS, T_DROPLET,
-                               T_FIREWALL, T_ONPREM, T_R2, T_R2_BACKUP, T_UPTIME, T_UPTIME_ALERT,
+                               T_FIREWALL, T_ONPREM, T_R2_BACKUP, T_UPTIME, T_UPTIME_ALERT,
                                WEB_PORTS, Case, by_type, firewall_tier, integer, is_internal, is_world, items,
                                labels_of, mapping, network, port_range, production,
                                resource_policy, stack_policy, stdin_of, today, walk_strings,
-                               DO, T_MINIO_BUCKET, T_SPACES)
+                               DO)
 from policy.rules.fixtures import container, doc, res, script, urn
+from synth.replacements import STATEFUL_TYPES
 
-STATEFUL_TYPES = (T_DROPLET, T_CLUSTER, DO + "databaseDb:DatabaseDb", DO + "databaseUser:DatabaseUser",
-                  T_SPACES, T_MINIO_BUCKET, T_R2, DO + "vpc:Vpc", DO + "volume:Volume")
+# What holds state is decided once, in synth.replacements, for this pack and `synth diff` alike.
+# Production also protects what the data depends on: the database users (the services' way in)
+# and the VPC the clusters and droplets are attached to.
+PROTECTED_TYPES = STATEFUL_TYPES | {DO + "databaseUser:DatabaseUser", DO + "vpc:Vpc"}
 PRODUCTION = {"production": PRODUCTION_PROPERTY}
 
 
@@ -33,7 +36,7 @@ def _check_protected(args):
     if not flag:
         return
     for resource in args.resources:
-        if resource.resource_type in STATEFUL_TYPES and not resource.opts.protect:
+        if resource.resource_type in PROTECTED_TYPES and not resource.opts.protect:
             yield (f"{resource.resource_type.rsplit(':', 1)[-1]} {resource.name} holds state "
                    "in a production stack and is not protected"), resource.urn
 
