@@ -17,6 +17,23 @@ from synth.run import synth_stack
 from synth.state import State
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
+TIERS = ("fast", "realtool", "rehearsal")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Every test carries exactly one tier marker (pytest.ini), so ``-m fast``, ``-m realtool``
+    and ``-m rehearsal`` split the suite with nothing left over. Runs before ``-m`` deselects,
+    so a wrongly marked test fails every run, not only the full one."""
+    wrong = []
+    for item in items:
+        tiers = sorted({mark.name for mark in item.iter_markers() if mark.name in TIERS})
+        if len(tiers) != 1:
+            wrong.append(f"{item.nodeid}: {', '.join(tiers) or 'no tier marker'}")
+    if wrong:
+        raise pytest.UsageError(
+            "each test needs exactly one of the markers " + ", ".join(TIERS)
+            + " (pytestmark or @pytest.mark.<tier>):\n  " + "\n  ".join(wrong))
 
 
 def require_tool(name: str, why: str) -> str:

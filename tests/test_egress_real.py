@@ -26,6 +26,8 @@ from synth.engine import PROJECT_ROOT
 from tests.conftest import require_root, require_tool
 from tests.realtools import free_port, wait_for_port
 
+pytestmark = pytest.mark.realtool
+
 
 def _stack_egress(stack: str = "prod") -> dict:
     document = yaml.safe_load((PROJECT_ROOT / f"Pulumi.{stack}.yaml").read_text())

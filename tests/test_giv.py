@@ -13,6 +13,8 @@ from stacks.giv import GivConfig
 from synth.run import synth_stack
 from synth.state import State
 
+pytestmark = pytest.mark.fast
+
 APP = "digitalocean:index/app:App"
 DBFW = "digitalocean:index/databaseFirewall:DatabaseFirewall"
 

@@ -13,6 +13,8 @@ from stacks.errors import ConfigError
 from synth.run import synth_stack
 from synth.state import State
 
+pytestmark = pytest.mark.fast
+
 DROPLET = "digitalocean:index/droplet:Droplet"
 FIREWALL = "digitalocean:index/firewall:Firewall"
 CLUSTER = "digitalocean:index/databaseCluster:DatabaseCluster"

@@ -15,6 +15,8 @@ from policy.offline import evaluate
 from policy.rules import CASES, POLICIES
 from policy.rules.base import PACK_NAME, PACK_VERSION
 
+pytestmark = pytest.mark.fast
+
 BY_NAME = {p.name: p for p in POLICIES}
 
 

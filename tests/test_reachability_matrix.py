@@ -15,6 +15,8 @@ import yaml
 from rehearsal.checks import reachability as rm
 from synth.engine import PROJECT_ROOT
 
+pytestmark = pytest.mark.fast
+
 
 @lru_cache(maxsize=None)
 def _inputs(stack: str):

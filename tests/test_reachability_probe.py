@@ -114,6 +114,7 @@ def _address(target: rm.Target):
     return NODES["data"] if (target.host, target.side) == (DATA, "private") else None
 
 
+@pytest.mark.realtool
 def test_probes_agree_with_the_tier_model_and_show_a_hole(segment):
     names = segment["names"]
     sites = _sites(names)
@@ -141,6 +142,7 @@ def test_probes_agree_with_the_tier_model_and_show_a_hole(segment):
     assert "-.->|planned - / observed 5432|" in diagram and "linkStyle" in diagram
 
 
+@pytest.mark.fast
 def test_a_cell_without_a_site_or_an_address_is_not_proven_never_a_pass():
     cells = [e for e in _expected() if e.position == "internet"][:3]
     calls = []
@@ -149,6 +151,7 @@ def test_a_cell_without_a_site_or_an_address_is_not_proven_never_a_pass():
     assert observed[0].detail == "no probe site for this position"
 
 
+@pytest.mark.fast
 def test_nc_argv():
     assert rm.nc_argv("10.0.0.1", 5432, source="10.0.0.2") == ["nc", "-z", "-n", "-w", "2", "-s", "10.0.0.2", "10.0.0.1", "5432"]
     assert rm.nc_argv("10.0.0.1", 53, "udp") == ["nc", "-z", "-n", "-w", "2", "-u", "10.0.0.1", "53"]

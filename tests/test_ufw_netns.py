@@ -8,7 +8,6 @@ firewall and configuration are never touched. Two client namespaces probe over T
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -18,14 +17,13 @@ import pytest
 
 from components import hostsetup, tiers
 from tests.conftest import require_root, require_tool
+from tests.isolation import apply_ufw, ip
+
+pytestmark = pytest.mark.realtool
 
 FW_A, CLIENT_A = "10.231.1.1", "10.231.1.2"
 FW_B, CLIENT_B = "10.231.2.1", "10.231.2.2"
 PORTS = (22, 80, 443, 5432, 6379)
-
-
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True)
 
 
 @pytest.fixture
@@ -37,20 +35,20 @@ def namespaces():
     suffix = str(os.getpid())
     fw, a, b = f"ufwfw{suffix}", f"ufwa{suffix}", f"ufwb{suffix}"
     for ns in (fw, a, b):
-        _ip("netns", "add", ns)
+        ip("netns", "add", ns)
     listener = None
     try:
         for client, fw_addr, client_addr, tag in ((a, FW_A, CLIENT_A, "a"), (b, FW_B, CLIENT_B, "b")):
             outside, inside = f"u{tag}c{suffix}"[:15], f"u{tag}f{suffix}"[:15]
-            _ip("link", "add", outside, "type", "veth", "peer", "name", inside)
-            _ip("link", "set", outside, "netns", client)
-            _ip("link", "set", inside, "netns", fw)
-            _ip("-n", client, "addr", "add", f"{client_addr}/24", "dev", outside)
-            _ip("-n", fw, "addr", "add", f"{fw_addr}/24", "dev", inside)
-            _ip("-n", client, "link", "set", outside, "up")
-            _ip("-n", fw, "link", "set", inside, "up")
+            ip("link", "add", outside, "type", "veth", "peer", "name", inside)
+            ip("link", "set", outside, "netns", client)
+            ip("link", "set", inside, "netns", fw)
+            ip("-n", client, "addr", "add", f"{client_addr}/24", "dev", outside)
+            ip("-n", fw, "addr", "add", f"{fw_addr}/24", "dev", inside)
+            ip("-n", client, "link", "set", outside, "up")
+            ip("-n", fw, "link", "set", inside, "up")
         for ns in (fw, a, b):
-            _ip("-n", ns, "link", "set", "lo", "up")
+            ip("-n", ns, "link", "set", "lo", "up")
         server = textwrap.dedent(f"""
             import socket, threading
             def serve(port):
@@ -86,20 +84,7 @@ def _matrix(namespaces) -> dict[tuple[str, int], bool]:
 
 
 def _apply_ufw(namespaces, commands: str, tmp_path) -> subprocess.CompletedProcess:
-    private = tmp_path / "ufw-private"
-    shutil.copytree("/etc/ufw", private / "etc-ufw", symlinks=True)
-    (private / "default").mkdir()
-    shutil.copy2("/etc/default/ufw", private / "default" / "ufw")
-    inner = textwrap.dedent(f"""\
-        set -eu
-        mount -t tmpfs tmpfs /run
-        mount --bind {private}/etc-ufw /etc/ufw
-        mount --bind {private}/default/ufw /etc/default/ufw
-        {commands}
-        ufw status verbose
-        """)
-    return subprocess.run(["ip", "netns", "exec", namespaces["fw"], "unshare", "--mount", "--propagation",
-                           "private", "bash", "-c", inner], capture_output=True, text=True, timeout=120)
+    return apply_ufw(["ip", "netns", "exec", namespaces["fw"]], commands, tmp_path, timeout=120)
 
 
 def test_ufw_allows_exactly_what_the_tier_model_allows(namespaces, tmp_path):
