@@ -37,7 +37,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_root, require_tool
+from tests.conftest import require_root, require_tool, synth_once
 
 STACKS = ("staging", "prod")
 _PRODUCT_HOSTS = {"kro": ["kro-{stack}"], "giv": ["giv-{stack}-ops"], "vedfinance": ["vedfinance-{stack}"],
@@ -74,9 +74,7 @@ address: the stack's public addresses are real machines and are never used, even
 
 @lru_cache(maxsize=None)
 def _state(stack: str) -> dict:
-    from synth.run import synth_stack
-
-    return synth_stack(stack)
+    return synth_once(stack)
 
 
 def _resources(stack: str) -> list[dict]:

@@ -26,7 +26,7 @@ import yaml
 
 from components import egress
 from synth.engine import PROJECT_ROOT
-from tests.conftest import require_root, require_tool
+from tests.conftest import require_root, require_tool, synth_once
 from tests.realtools import free_port, wait_for_port
 
 pytestmark = pytest.mark.realtool
@@ -163,13 +163,10 @@ def _in(ns: str, *argv: str, **kwargs) -> subprocess.CompletedProcess:
 
 
 def _app_rules() -> str:
-    from synth.run import synth_stack
     from synth.state import State
     from tests.test_pencom import _pencom_only
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "Pulumi.prod.yaml"
-        path.write_text(yaml.safe_dump(_pencom_only("prod")))
-        state = State(synth_stack("prod", stack_file=path))
+
+    state = State(synth_once("prod", document=_pencom_only("prod")))
     script = state.named("pencom-prod-app-docker-firewall", "command:remote:Command")["inputs"]["stdin"]
     heredoc = script.split("<<'PLATFORM_EOF'", 1)[1]
     return heredoc.split("\n", 1)[1].split("PLATFORM_EOF", 1)[0]

@@ -15,12 +15,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
-import yaml
 
 from components import hostsetup
-from synth.run import synth_stack
 from synth.state import State
-from tests.conftest import require_root, require_tool
+from tests.conftest import require_root, require_tool, synth_once
 from tests.isolation import run_in_throwaway_root
 from tests.test_pencom import _pencom_only
 
@@ -86,9 +84,7 @@ def _sandbox_tools() -> None:
 
 def test_setup_scripts_run_twice_leave_nothing_to_do(tmp_path):
     _sandbox_tools()
-    stack = tmp_path / "Pulumi.prod.yaml"
-    stack.write_text(yaml.safe_dump(_pencom_only("prod")))
-    state = State(synth_stack("prod", stack_file=stack, reveal_secrets=True))
+    state = State(synth_once("prod", document=_pencom_only("prod"), reveal_secrets=True))
     scripts = tmp_path / "scripts"
     scripts.mkdir()
     deliveries = sorted(c["name"].removeprefix(f"{NODE}-") for c in state.of_type("command:remote:Command")

@@ -16,8 +16,8 @@ import yaml
 from components import egress, tiers
 from stacks.errors import ConfigError
 from synth.engine import PROJECT_ROOT
-from synth.run import synth_stack
 from synth.state import State
+from tests.conftest import synth_once
 
 CONTAINER = "docker:index/container:Container"
 COMMAND = "command:remote:Command"
@@ -36,20 +36,13 @@ def _pencom_only(stack: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def stack_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("pencom") / "Pulumi.prod.yaml"
-    path.write_text(yaml.safe_dump(_pencom_only("prod"), sort_keys=False))
-    return path
+def prod():
+    return State(synth_once("prod", document=_pencom_only("prod")))
 
 
 @pytest.fixture(scope="module")
-def prod(stack_file):
-    return State(synth_stack("prod", stack_file=stack_file))
-
-
-@pytest.fixture(scope="module")
-def revealed(stack_file):
-    return State(synth_stack("prod", stack_file=stack_file, reveal_secrets=True))
+def revealed():
+    return State(synth_once("prod", document=_pencom_only("prod"), reveal_secrets=True))
 
 
 @pytest.fixture(scope="module")

@@ -115,16 +115,13 @@ def test_a_reader_role_reads_but_cannot_write_or_reach_other_databases(server):
 def test_the_pencom_stack_init_gives_each_service_url_its_own_database_only(server, tmp_path):
     """The SQL and the connection URLs the committed Pencom stack deploys, taken from the synth:
     every URL's credentials reach its database and no other; the waiver's URL only reads."""
-    import yaml
     from urllib.parse import urlsplit
 
-    from synth.run import synth_stack
     from synth.state import State
+    from tests.conftest import synth_once
     from tests.test_pencom import _pencom_only
 
-    stack = tmp_path / "Pulumi.prod.yaml"
-    stack.write_text(yaml.safe_dump(_pencom_only("prod")))
-    state = State(synth_stack("prod", stack_file=stack, reveal_secrets=True))
+    state = State(synth_once("prod", document=_pencom_only("prod"), reveal_secrets=True))
     script = state.named("pencom-prod-postgres-init", "command:remote:Command")["inputs"]["stdin"]
     sql = script.split("<<'PLATFORM_EOF'", 1)[1].split("\n", 1)[1].split("PLATFORM_EOF", 1)[0]
     applied = _apply(server, sql)

@@ -24,7 +24,7 @@ import yaml
 from rehearsal.checks import reachability as rm
 from rehearsal.report import Report
 from synth.engine import PROJECT_ROOT
-from tests.conftest import require_root, require_tool
+from tests.conftest import require_root, require_tool, synth_once
 
 NODES = {"edge": "10.41.0.11", "app": "10.41.0.12", "data": "10.41.0.13", "storage": "10.41.0.14",
          "neighbour": "10.41.0.50"}
@@ -41,9 +41,7 @@ DATA_FILTER = [
 
 @lru_cache(maxsize=None)
 def _expected():
-    from synth.run import synth_stack
-
-    state = synth_stack("staging")
+    state = synth_once("staging")
     config = yaml.safe_load((PROJECT_ROOT / "Pulumi.staging.yaml").read_text())["config"]
     policy = json.loads((PROJECT_ROOT / "policy" / "config.staging.json").read_text())
     return rm.expected_matrix(state, config, policy)

@@ -109,15 +109,11 @@ def test_ufw_allows_exactly_what_the_tier_model_allows(namespaces, tmp_path):
 def test_pencom_data_node_rules_admit_the_app_node_and_the_waiver_only(namespaces, tmp_path):
     """The committed Pencom data node's own UFW commands, with the client namespaces standing in
     for the app node (a) and the edge node (b): the edge reaches Postgres only (the waiver)."""
-    import yaml
-
-    from synth.run import synth_stack
     from synth.state import State
+    from tests.conftest import synth_once
     from tests.test_pencom import _pencom_only
 
-    stack = tmp_path / "Pulumi.prod.yaml"
-    stack.write_text(yaml.safe_dump(_pencom_only("prod")))
-    state = State(synth_stack("prod", stack_file=stack))
+    state = State(synth_once("prod", document=_pencom_only("prod")))
     script = state.named("pencom-prod-data-setup-ufw", "command:remote:Command")["inputs"]["stdin"]
     commands = script.split("<<'PLATFORM_EOF'", 1)[1].split("\n", 1)[1].split("PLATFORM_EOF", 1)[0]
     app, edge = "10.40.0.12/32", "10.40.0.11/32"
