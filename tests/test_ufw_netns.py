@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -61,7 +61,7 @@ def namespaces():
             threading.Event().wait()
         """)
         listener = subprocess.Popen(["ip", "netns", "exec", fw, sys.executable, "-c", server])
-        time.sleep(0.5)
+        _wait_listening(fw, PORTS + (27017,))
         yield {"fw": fw, "a": a, "b": b}
     finally:
         if listener is not None:
@@ -71,6 +71,25 @@ def namespaces():
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
+def _wait_listening(ns: str, ports: tuple[int, ...], timeout: float = 60) -> None:
+    """Until every port answers on the namespace's loopback (a fixed sleep loses on a busy machine)."""
+    probe = textwrap.dedent(f"""
+        import socket, time
+        deadline = time.monotonic() + {timeout}
+        for port in {ports!r}:
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise SystemExit(f"nothing listens on {{port}}")
+                    time.sleep(0.05)
+    """)
+    result = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", probe], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
 def _reachable(ns: str, address: str, port: int) -> bool:
     probe = (f"import socket; s = socket.socket(); s.settimeout(1.5); "
              f"s.connect(({address!r}, {port})); s.close()")
@@ -78,9 +97,13 @@ def _reachable(ns: str, address: str, port: int) -> bool:
                           capture_output=True).returncode == 0
 
 
-def _matrix(namespaces) -> dict[tuple[str, int], bool]:
-    return {(client, port): _reachable(namespaces[client], FW_A if client == "a" else FW_B, port)
-            for client in ("a", "b") for port in PORTS}
+def _matrix(namespaces, ports=PORTS) -> dict[tuple[str, int], bool]:
+    """{(client, port): reachable}, probed at once: a refused cell waits out its 1.5 s timeout."""
+    cells = [(client, port) for client in ("a", "b") for port in ports]
+    with ThreadPoolExecutor(len(cells)) as pool:
+        results = pool.map(lambda cell: _reachable(namespaces[cell[0]], FW_A if cell[0] == "a" else FW_B, cell[1]),
+                           cells)
+        return dict(zip(cells, results))
 
 
 def _apply_ufw(namespaces, commands: str, tmp_path) -> subprocess.CompletedProcess:
@@ -122,8 +145,7 @@ def test_pencom_data_node_rules_admit_the_app_node_and_the_waiver_only(namespace
     assert "ufw default deny outgoing" in commands  # kept: replies to admitted flows still leave
     result = _apply_ufw(namespaces, commands, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    after = {(client, port): _reachable(namespaces[client], FW_A if client == "a" else FW_B, port)
-             for client in ("a", "b") for port in (22, 5432, 6379, 27017, 80)}
+    after = _matrix(namespaces, ports=(22, 5432, 6379, 27017, 80))
     assert after == {
         ("a", 22): False, ("a", 5432): True, ("a", 6379): True, ("a", 27017): True, ("a", 80): False,
         ("b", 22): True, ("b", 5432): True, ("b", 6379): False, ("b", 27017): False, ("b", 80): False,
