@@ -9,6 +9,9 @@ system of pytest, its xdist workers and every tool they ran): wall time on a sha
 mostly measures the neighbours. The wall time is printed too, with the load average, and on an
 idle machine with N >= cores it is about CPU / cores plus the time tests spend waiting.
 
+A baseline before the tier markers (before 2026-12-01) selects nothing with ``-m fast`` or
+``-m realtool``: compare such a baseline with ``-m "not rehearsal"``.
+
 Prints a Markdown table: per run the test count, CPU seconds, wall seconds, the ratio head /
 baseline, and the slowest tests by CPU + wait (wall); ``--json PATH`` writes the raw numbers.
 """
@@ -23,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,12 +69,18 @@ def measure(roots: dict[str, Path], marker: str, workers: int, paths: list[str])
     scratch = Path(tempfile.mkdtemp(prefix="bench-tests-"))
     started = time.monotonic()
     processes = {label: _start(root, marker, workers, paths, scratch / label) for label, root in roots.items()}
-    results = {}
-    for label, process in processes.items():
-        cpu, output = _wait(process)
+    results: dict[str, dict] = {}
+
+    def finish(label: str) -> None:
+        cpu, output = _wait(processes[label])
         results[label] = {"cpu_s": round(cpu, 1), "wall_s": round(time.monotonic() - started, 1),
-                          "exit_code": process.returncode, "summary": output.strip().splitlines()[-1:],
-                          "tests": _tests(scratch / label)}
+                          "exit_code": processes[label].returncode, "summary": output.strip().splitlines()[-1:]}
+
+    with ThreadPoolExecutor(len(processes)) as pool:  # each run's own end time
+        list(pool.map(finish, processes))
+    for label in processes:
+        results[label]["tests"] = _tests(scratch / label)
+    results = {label: results[label] for label in processes}
     shutil.rmtree(scratch, ignore_errors=True)
     return results
 
