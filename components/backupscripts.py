@@ -473,6 +473,9 @@ def _scratch(job: BackupJob, engine: str, *, initdb: bool = True) -> str:
         if engine == "postgres":
             functions = psql_user + ('scratch_pg_restore() { docker exec -i -u postgres "$SCRATCH_CONTAINER" '
                                      'pg_restore "$@"; }\n')
+        if engine == "redis":  # a snapshot it cannot load stops it: _wait_ready gives up then
+            functions += ("scratch_running() { [ \"$(docker inspect -f '{{.State.Running}}' \"$SCRATCH_CONTAINER\" "
+                          "2>/dev/null)\" = true ]; }\n")
         return 'SCRATCH_CONTAINER=""\n' + functions + textwrap.dedent(f"""\
             scratch_start() {{
               SCRATCH_CONTAINER="restore-test-$JOB-$$"
@@ -486,6 +489,8 @@ def _scratch(job: BackupJob, engine: str, *, initdb: bool = True) -> str:
         return textwrap.dedent("""\
             SCRATCH_CONTAINER=""
             scratch_redis_cli() { redis-cli -s "$WORK/redis.sock" "$@"; }
+            # Redis exits when the snapshot does not load; its pid file outlives it.
+            scratch_running() { [ ! -s "$WORK/redis.pid" ] || kill -0 "$(cat "$WORK/redis.pid")" 2>/dev/null; }
             scratch_start() {
               redis-server --port 0 --unixsocket "$WORK/redis.sock" --dir "$WORK" --dbfilename dump.rdb \\
                 --appendonly no --save "" --daemonize yes --pidfile "$WORK/redis.pid" \\
@@ -532,12 +537,16 @@ def _scratch(job: BackupJob, engine: str, *, initdb: bool = True) -> str:
 
 
 def _wait_ready(engine: str) -> str:
+    """Up to 120 s (1 s apart) until the scratch server answers; for Redis, which exits when it
+    cannot load the snapshot, no longer than it runs (``scratch_running``)."""
     probe = {"postgres": "scratch_psql --no-psqlrc -At -d postgres -c 'SELECT 1'",
              "mongodb": "scratch_mongosh --quiet --eval 'db.runCommand({ping: 1})'",
              "redis": "scratch_redis_cli PING | grep -q PONG"}[engine]
+    gone = "  scratch_running || break\n" if engine == "redis" else ""
     return textwrap.dedent(f"""\
         for _ in $(seq 1 120); do
           {probe} >/dev/null 2>&1 && break
+        """) + gone + textwrap.dedent("""\
           sleep 1
         done
         """)

@@ -3,9 +3,11 @@ same mock-engine capture that ``python -m synth`` uses, and assert on the captur
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
@@ -17,6 +19,23 @@ from synth.run import synth_stack
 from synth.state import State
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
+TIERS = ("fast", "realtool", "rehearsal")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Every test carries exactly one tier marker (pytest.ini), so ``-m fast``, ``-m realtool``
+    and ``-m rehearsal`` split the suite with nothing left over. Runs before ``-m`` deselects,
+    so a wrongly marked test fails every run, not only the full one."""
+    wrong = []
+    for item in items:
+        tiers = sorted({mark.name for mark in item.iter_markers() if mark.name in TIERS})
+        if len(tiers) != 1:
+            wrong.append(f"{item.nodeid}: {', '.join(tiers) or 'no tier marker'}")
+    if wrong:
+        raise pytest.UsageError(
+            "each test needs exactly one of the markers " + ", ".join(TIERS)
+            + " (pytestmark or @pytest.mark.<tier>):\n  " + "\n  ".join(wrong))
 
 
 def require_tool(name: str, why: str) -> str:
@@ -44,6 +63,30 @@ def require_root(why: str) -> None:
         if IN_CI:
             pytest.fail(message)
         pytest.skip(message)
+
+
+_CAPTURES: dict[tuple[str, Optional[str], bool], dict[str, Any]] = {}
+
+
+def synth_once(stack: str, *, document: Optional[Mapping[str, Any]] = None,
+               reveal_secrets: bool = False) -> dict[str, Any]:
+    """The capture (``synth_stack``'s JSON document) of ``stack``: of its committed stack file,
+    or of ``document`` (a stack file's YAML content) written as that stack's file.
+
+    Each distinct (stack, document, reveal_secrets) is synthesized once per test session (once
+    per pytest-xdist worker): a synth costs seconds of CPU and most tests only read it. Every
+    call returns a deep copy, so a test that edits its capture cannot change another's.
+    """
+    key = (stack, None if document is None else yaml.safe_dump(dict(document), sort_keys=True), reveal_secrets)
+    if key not in _CAPTURES:
+        if document is None:
+            _CAPTURES[key] = synth_stack(stack, reveal_secrets=reveal_secrets)
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / f"Pulumi.{stack}.yaml"
+                path.write_text(yaml.safe_dump(dict(document), sort_keys=False))
+                _CAPTURES[key] = synth_stack(stack, stack_file=path, reveal_secrets=reveal_secrets)
+    return copy.deepcopy(_CAPTURES[key])
 
 
 @pytest.fixture

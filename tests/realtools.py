@@ -146,7 +146,11 @@ class S3Server:
     def stop(self) -> None:
         if self.process is not None:
             self.process.terminate()
-            self.process.wait(timeout=10)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:  # a busy machine: it was stopping, not serving
+                self.process.kill()
+                self.process.wait()
 
     def rclone_env(self) -> dict[str, str]:
         return {

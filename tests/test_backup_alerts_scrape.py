@@ -18,6 +18,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+import pytest
 import yaml
 
 from components.backupscripts import render_backup_script
@@ -25,6 +26,8 @@ from components.prometheus import ScrapeTargets, render_prometheus_config, rende
 from tests.conftest import require_root, require_tool
 from tests.realtools import free_port, wait_for_port
 from tests.test_backup_real import JOB, _env, _job, _run, base, servers  # noqa: F401 - fixtures
+
+pytestmark = pytest.mark.realtool
 
 FAILING = "kro-test-failing"
 NEVER_RAN = "kro-test-never-ran"

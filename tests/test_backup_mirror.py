@@ -18,6 +18,8 @@ from components.backupscripts import BackupJob, render_backup_script, render_res
 from tests.conftest import require_tool
 from tests.realtools import S3Server
 
+pytestmark = pytest.mark.realtool
+
 JOB = "pencom-files"
 OBJECTS = {
     "CERTIFICATES/2026/pcc-0001.pdf": b"%PDF-1.7 certificate one\n" * 40,

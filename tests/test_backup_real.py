@@ -153,6 +153,7 @@ class ArgvWatcher:
         self._thread.join()
 
 
+@pytest.mark.realtool
 def test_backup_then_restore_round_trip(servers, base, tmp_path):
     env = _env(servers, base, tmp_path, "kro-roundtrip")
     with ArgvWatcher() as watcher:
@@ -193,6 +194,7 @@ def test_backup_then_restore_round_trip(servers, base, tmp_path):
     servers["source"].sql("postgres", "DROP DATABASE verify")
 
 
+@pytest.mark.realtool
 def test_textfile_directory_is_readable_by_node_exporter(servers, base, tmp_path):
     """The first run creates the metrics directory under umask 077; node-exporter (nobody)
     must still read it."""
@@ -214,6 +216,7 @@ def _seed(env, days_ago: float, tag: str):
                        capture_output=True)
 
 
+@pytest.mark.realtool
 def test_retention_forgets_old_snapshots_but_keeps_recent(servers, base, tmp_path):
     env = _env(servers, base, tmp_path, "kro-retention")
     _restic(env, "init", "--repository-version", "2")
@@ -226,6 +229,7 @@ def test_retention_forgets_old_snapshots_but_keeps_recent(servers, base, tmp_pat
     assert tags.count("run-recent") == 2 and len(tags) == 4, tags
 
 
+@pytest.mark.realtool
 def test_failed_dump_leaves_no_snapshot_and_keeps_old_ones(servers, base, tmp_path):
     env = _env(servers, base, tmp_path, "kro-failed")
     _restic(env, "init", "--repository-version", "2")
@@ -253,12 +257,14 @@ def _restore_fails(env, tmp_path, expected: str, job=None):
     assert _metric(tmp_path, f"restore-test-{JOB}.prom", "platform_restore_test_success") == 0
 
 
+@pytest.mark.realtool
 def test_missing_backup_fails_loudly(servers, base, tmp_path):
     env = _env(servers, base, tmp_path, "kro-missing")
     _restic(env, "init")
     _restore_fails(env, tmp_path, "no backup found in the repository")
 
 
+@pytest.mark.realtool
 def test_corrupted_pack_fails_the_restore_test(servers, base, tmp_path):
     import boto3
 
@@ -277,11 +283,13 @@ def test_corrupted_pack_fails_the_restore_test(servers, base, tmp_path):
     assert _metric(tmp_path, f"restore-test-{JOB}.prom", "platform_restore_test_success") == 0
 
 
+@pytest.mark.realtool
 def test_stale_backup_fails_the_restore_test(servers, base, tmp_path):
     env = _one_backup(servers, base, tmp_path, "kro-stale")
     _restore_fails(env, tmp_path, "hours old", job=_job(max_age_hours=-1))
 
 
+@pytest.mark.realtool
 def test_an_unreachable_repository_fails_the_backup_and_its_metric(servers, base, tmp_path):
     env = _env(servers, base, tmp_path, "kro-down")
     env["RESTIC_REPOSITORY"] = f"s3:http://127.0.0.1:{free_port()}/kro-down"
@@ -290,6 +298,7 @@ def test_an_unreachable_repository_fails_the_backup_and_its_metric(servers, base
     assert _metric(tmp_path, f"backup-{JOB}.prom", "platform_backup_success") == 0
 
 
+@pytest.mark.realtool
 def test_concurrent_restore_tests_on_one_host_all_pass(servers, base, tmp_path):
     """Seven jobs on one host (Pencom's data node) restore at the same moment: no fixed port,
     no shared directory."""
@@ -311,6 +320,7 @@ def test_concurrent_restore_tests_on_one_host_all_pass(servers, base, tmp_path):
         assert "3 tables match" in result.stdout
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("kind,mode", [("postgres", "host"), ("postgres", "docker"), ("mongodb", "docker"),
                                        ("redis", "host"), ("redis", "docker"), ("pitr", "host"),
                                        ("pitr", "docker")])
@@ -333,6 +343,7 @@ def test_no_daemon_path_in_a_private_namespace_and_no_fixed_port(kind, mode):
             assert "PrivateTmp" not in text and "StateDirectory=platform-backup/j1\n" in text, unit
 
 
+@pytest.mark.fast
 def test_calendars_of_one_hosts_jobs_are_spread():
     jobs = ["pencom-staging-pencom-core-db2", "pencom-staging-pencom-payments", "pencom-staging-pencom-compliance",
             "pencom-staging-pencom-audit", "pencom-staging-redis"]
@@ -343,6 +354,7 @@ def test_calendars_of_one_hosts_jobs_are_spread():
             assert "RandomizedDelaySec=10m" in text
 
 
+@pytest.mark.fast
 def test_connection_uris_are_parsed_not_cut():
     env = connection_environment("postgres", "postgresql://app%40x:p%3Aw%2Fd%3F%23@db.internal:25060/app_db"
                                              "?sslmode=verify-full&sslrootcert=/srv/ca%3Fdir/ca.crt")
@@ -361,6 +373,7 @@ def test_connection_uris_are_parsed_not_cut():
     assert "secret" not in str(error.value)
 
 
+@pytest.mark.realtool
 def test_units_pass_systemd_analyze_verify(tmp_path):
     analyze = require_tool("systemd-analyze", "Debian package systemd")
     (tmp_path / "env").write_text("RESTIC_REPOSITORY=x\n")
@@ -385,6 +398,7 @@ def test_units_pass_systemd_analyze_verify(tmp_path):
     assert "OnUnitActiveSec=150s" in (tmp_path / "platform-wal-ship-ved-wal.timer").read_text()
 
 
+@pytest.mark.realtool
 @pytest.mark.parametrize("kind,mode", [("postgres", "host"), ("postgres", "docker"), ("mongodb", "docker"),
                                        ("redis", "host"), ("redis", "docker"), ("minio", "host"),
                                        ("pitr", "host"), ("pitr", "docker")])
@@ -430,6 +444,7 @@ def _redis_job(**overrides):
     return _job(kind="redis", tool_image="redis:7.4.1-alpine", **overrides)
 
 
+@pytest.mark.realtool
 def test_redis_backup_then_restore_round_trip(servers, base, redis_server, tmp_path):
     env = _env(servers, base, tmp_path, "kro-redis", kind="redis", uri=redis_server)
     with ArgvWatcher() as watcher:
@@ -444,6 +459,7 @@ def test_redis_backup_then_restore_round_trip(servers, base, redis_server, tmp_p
     assert _metric(tmp_path, f"restore-test-{JOB}.prom", "platform_restore_test_success") == 1
 
 
+@pytest.mark.realtool
 def test_redis_snapshot_that_does_not_load_fails_loudly(servers, base, tmp_path):
     env = _env(servers, base, tmp_path, "kro-redis-bad", kind="redis", uri="redis://default:x@127.0.0.1:1")
     _restic(env, "init")
@@ -455,6 +471,7 @@ def test_redis_snapshot_that_does_not_load_fails_loudly(servers, base, tmp_path)
     _restore_fails(env, tmp_path, "did not", job=_redis_job())
 
 
+@pytest.mark.realtool
 def test_redis_over_tls_is_backed_up_with_the_ca_verified(servers, base, tmp_path):
     """Pencom's Redis speaks only TLS: the job verifies it against BACKUP_CA_CERT."""
     from tests.realtools import self_signed
@@ -488,6 +505,7 @@ def test_redis_over_tls_is_backed_up_with_the_ca_verified(servers, base, tmp_pat
 
 # --- point-in-time recovery ------------------------------------------------------------------
 
+@pytest.mark.realtool
 def test_point_in_time_restore_keeps_the_row_before_the_target_and_not_the_one_after(servers, base, tmp_path):
     """pg_receivewal (continuous, over a physical slot), pg_basebackup and restic for real; the
     PITR test recovers a scratch instance to a time between two committed rows."""

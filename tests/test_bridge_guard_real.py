@@ -37,7 +37,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_root, require_tool
+from tests.conftest import require_root, require_tool, synth_once
 
 STACKS = ("staging", "prod")
 _PRODUCT_HOSTS = {"kro": ["kro-{stack}"], "giv": ["giv-{stack}-ops"], "vedfinance": ["vedfinance-{stack}"],
@@ -74,9 +74,7 @@ address: the stack's public addresses are real machines and are never used, even
 
 @lru_cache(maxsize=None)
 def _state(stack: str) -> dict:
-    from synth.run import synth_stack
-
-    return synth_stack(stack)
+    return synth_once(stack)
 
 
 def _resources(stack: str) -> list[dict]:
@@ -205,6 +203,7 @@ def replay():
         subprocess.run(["rm", "-rf", str(data_dir), str(run_dir)], check=False)
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("stack", STACKS)
 def test_the_replay_covers_every_docker_host_of_the_stack(stack):
     providers = {r["name"].removesuffix("-docker") for r in _resources(stack)
@@ -275,6 +274,7 @@ def _choose(stack: str, host: str, rules: str) -> list[dict]:
     return chosen
 
 
+@pytest.mark.realtool
 @pytest.mark.parametrize("stack,host", [(s, h) for s in STACKS for h in HOSTS[s]])
 def test_nothing_enters_a_container_bridge_but_through_an_admitted_published_address(replay, stack, host, tmp_path):
     rules = rendered_rules(stack, host)
@@ -345,6 +345,7 @@ def test_nothing_enters_a_container_bridge_but_through_an_admitted_published_add
                 f"{host}: the non-admitted {stranger} reaches {host_address}:{external}"
 
 
+@pytest.mark.fast
 def test_docker_runs_without_ipv6_so_the_ipv4_guard_is_the_whole_guard():
     """The guard is rendered for iptables only. Containers get IPv6 addresses (and the host
     forwards IPv6 to them) only when daemon.json enables ``ipv6``; turning it on needs the same

@@ -10,6 +10,8 @@ import pytest
 from stacks.formats import check_calendar
 from tests.conftest import require_tool
 
+pytestmark = pytest.mark.realtool
+
 EXAMPLES = [
     "*-*-* 03:00:00 UTC", "Sun *-*-* 05:00:00 UTC", "daily", "weekly", "hourly", "monthly",
     "Mon..Fri 09:00", "Mon,Wed,Fri *-*-* 02:30", "*-*-1 00:00", "2026-12-24 18:00:00",

@@ -10,6 +10,8 @@ import pytest
 
 from synth.engine import PROJECT_ROOT
 
+pytestmark = pytest.mark.fast
+
 
 def run(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "synth", *args], cwd=PROJECT_ROOT,

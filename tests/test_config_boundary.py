@@ -16,6 +16,8 @@ from stacks.errors import ConfigError
 from synth.engine import PROJECT_ROOT, Capture, program_from_main, run_program
 from synth.stackfile import _as_config_string
 
+pytestmark = pytest.mark.fast
+
 
 def _raw(document: dict) -> dict:
     """A stack file's config as the engine hands it over: un-namespaced keys, JSON strings."""

@@ -21,6 +21,8 @@ from hypothesis import strategies as st
 from synth.__main__ import main
 from synth.engine import PROJECT_ROOT
 
+pytestmark = pytest.mark.fast
+
 OUTCOMES: Counter = Counter()
 SECRET = "postgres://admin:S3cr3tPassw0rd@db.example.com/app"
 

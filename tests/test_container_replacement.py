@@ -8,6 +8,8 @@ import pytest
 from components.containers import ContainerSpec, HealthCheck, Mount, PublishedPort, replaced_delete_first
 from components.tiers import Tier
 
+pytestmark = pytest.mark.fast
+
 CONTAINER = "docker:index/container:Container"
 
 

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from synth.engine import PROJECT_ROOT
@@ -14,6 +15,7 @@ from tests.conftest import require_tool
 SCRIPT = str(PROJECT_ROOT / "scripts" / "deploy_keys.py")
 
 
+@pytest.mark.fast
 def test_the_deploy_workflow_maps_a_secret_per_product_of_every_stack():
     deploy = yaml.safe_load((PROJECT_ROOT / ".github" / "workflows" / "deploy.yml").read_text())
     steps = deploy["jobs"]["up"]["steps"]
@@ -29,6 +31,7 @@ def test_the_deploy_workflow_maps_a_secret_per_product_of_every_stack():
             assert load["env"][name] == "${{ secrets.%s }}" % name
 
 
+@pytest.mark.realtool
 def test_keys_reach_a_real_agent_and_a_missing_one_is_named(tmp_path):
     agent = require_tool("ssh-agent", "Debian package openssh-client")
     keygen = require_tool("ssh-keygen", "Debian package openssh-client")

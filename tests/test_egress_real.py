@@ -13,18 +13,23 @@ from __future__ import annotations
 
 import http.client
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 import yaml
 
 from components import egress
 from synth.engine import PROJECT_ROOT
-from tests.conftest import require_root, require_tool
+from tests.conftest import require_root, require_tool, synth_once
 from tests.realtools import free_port, wait_for_port
+
+pytestmark = pytest.mark.realtool
 
 
 def _stack_egress(stack: str = "prod") -> dict:
@@ -54,22 +59,27 @@ def test_committed_proxy_config_parses(stack, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def proxy(tmp_path_factory):
+def proxy():
     squid = require_tool("squid", "Debian package squid")
     cfg = _stack_egress()
     routes = _routes(cfg)
-    base = free_port()
-    ports = egress.proxy_ports(routes, base=base)
-    if any(not _port_free(p) for p in ports.values()):
-        pytest.skip("the proxy's consecutive ports are not free here")
-    workdir = tmp_path_factory.mktemp("squid")
+    ports = _free_port_block(routes)
+    # Not under pytest's base temp directory (0700 root): squid reads its hosts file as its own
+    # user, after dropping root, and must reach it.
+    workdir = Path(tempfile.mkdtemp(prefix="squid-"))
     os.chmod(workdir, 0o777)
+    # Offline here: every probed name resolves from this file to loopback, where nothing answers
+    # on 443, so an allowed CONNECT passes the ACLs and fails at once (503) instead of waiting
+    # seconds for a resolver; any other name fails its lookup at once (no resolver on 127.0.0.1).
+    hosts = workdir / "hosts"
+    hosts.write_text("".join(f"127.0.0.1 {target.rsplit(':', 1)[0]}\n" for _, target, _ in CONNECTS))
     conf = workdir / "squid.conf"
     conf.write_text(egress.render_squid_conf(routes, ports, allowed_sources=["127.0.0.0/8"],
                                              listen_address="127.0.0.1")
-                    # Offline here: name lookups fail at once instead of waiting for a resolver.
-                    + f"pid_filename {workdir}/squid.pid\ndns_nameservers 127.0.0.1\ndns_timeout 2 seconds\n"
-                    "connect_timeout 2 seconds\n")
+                    + f"pid_filename {workdir}/squid.pid\nhosts_file {hosts}\ndns_nameservers 127.0.0.1\n"
+                    "dns_timeout 2 seconds\nconnect_timeout 2 seconds\n"
+                    # Stop at once on SIGTERM instead of draining clients for 30 s.
+                    "shutdown_lifetime 0 seconds\n")
     process = subprocess.Popen([squid, "-N", "-f", str(conf)], stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE)
     try:
@@ -83,6 +93,32 @@ def proxy(tmp_path_factory):
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             process.kill()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _free_port_block(routes: list[egress.ProxyRoute]) -> dict[str, int]:
+    """The proxy's consecutive ports (egress.proxy_ports) from a base where all of them are free."""
+    for _ in range(20):
+        ports = egress.proxy_ports(routes, base=free_port())
+        if all(_port_free(p) for p in ports.values()):
+            return ports
+    pytest.fail("no block of consecutive free ports for the proxy on 127.0.0.1 after 20 tries")
+
+
+CONNECTS = [
+    ("notifications", "api.sendgrid.com:443", True),
+    ("notifications", "login.remita.net:443", False),
+    ("payments", "login.remita.net:443", True),
+    ("payments", "api.sendgrid.com:443", False),
+    ("core", "pub.highlight.io:443", True),
+    ("core", "us.i.posthog.com:443", False),
+    ("api-gateway", "us.i.posthog.com:443", True),
+    ("hosts", "deb.debian.org:443", True),
+    ("hosts", "example.r2.cloudflarestorage.com:443", True),
+    ("hosts", "api.sendgrid.com:443", False),
+    ("notifications", "api.sendgrid.com:22", False),
+    ("notifications", "evil.example:443", False),
+]
 
 
 def _port_free(port: int) -> bool:
@@ -104,23 +140,10 @@ def _connect_status(port: int, target: str) -> int:
     return status
 
 
-@pytest.mark.parametrize("client,target,allowed", [
-    ("notifications", "api.sendgrid.com:443", True),
-    ("notifications", "login.remita.net:443", False),
-    ("payments", "login.remita.net:443", True),
-    ("payments", "api.sendgrid.com:443", False),
-    ("core", "pub.highlight.io:443", True),
-    ("core", "us.i.posthog.com:443", False),
-    ("api-gateway", "us.i.posthog.com:443", True),
-    ("hosts", "deb.debian.org:443", True),
-    ("hosts", "example.r2.cloudflarestorage.com:443", True),
-    ("hosts", "api.sendgrid.com:443", False),
-    ("notifications", "api.sendgrid.com:22", False),
-    ("notifications", "evil.example:443", False),
-])
+@pytest.mark.parametrize("client,target,allowed", CONNECTS)
 def test_each_proxy_port_reaches_only_its_providers(proxy, client, target, allowed):
     status = _connect_status(proxy[client], target)
-    # Allowed destinations get past the ACLs and then fail offline (no DNS here): not 403.
+    # Allowed destinations get past the ACLs and then fail offline (nothing listens): not 403.
     assert (status != 403) == allowed, status
 
 
@@ -140,16 +163,10 @@ def _in(ns: str, *argv: str, **kwargs) -> subprocess.CompletedProcess:
 
 
 def _app_rules() -> str:
-    from synth.run import synth_stack
     from synth.state import State
     from tests.test_pencom import _pencom_only
-    import tempfile
-    from pathlib import Path
 
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "Pulumi.prod.yaml"
-        path.write_text(yaml.safe_dump(_pencom_only("prod")))
-        state = State(synth_stack("prod", stack_file=path))
+    state = State(synth_once("prod", document=_pencom_only("prod")))
     script = state.named("pencom-prod-app-docker-firewall", "command:remote:Command")["inputs"]["stdin"]
     heredoc = script.split("<<'PLATFORM_EOF'", 1)[1]
     return heredoc.split("\n", 1)[1].split("PLATFORM_EOF", 1)[0]

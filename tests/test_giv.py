@@ -10,8 +10,10 @@ from pulumi_digitalocean import _inputs
 
 from components.app_platform import AppPlatformAppArgs, app_spec
 from stacks.giv import GivConfig
-from synth.run import synth_stack
 from synth.state import State
+from tests.conftest import synth_once
+
+pytestmark = pytest.mark.fast
 
 APP = "digitalocean:index/app:App"
 DBFW = "digitalocean:index/databaseFirewall:DatabaseFirewall"
@@ -19,17 +21,17 @@ DBFW = "digitalocean:index/databaseFirewall:DatabaseFirewall"
 
 @pytest.fixture(scope="module")
 def prod():
-    return State(synth_stack("prod"))
+    return State(synth_once("prod"))
 
 
 @pytest.fixture(scope="module")
 def prod_revealed():
-    return State(synth_stack("prod", reveal_secrets=True))
+    return State(synth_once("prod", reveal_secrets=True))
 
 
 @pytest.fixture(scope="module")
 def staging():
-    return State(synth_stack("staging"))
+    return State(synth_once("staging"))
 
 
 def _envs(app: dict):

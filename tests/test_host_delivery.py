@@ -63,6 +63,7 @@ def _changes(text: str) -> int:
     return int(re.search(r"platform-setup: (\d+) changes", text).group(1))
 
 
+@pytest.mark.realtool
 def test_a_config_change_reaches_the_running_prometheus_and_a_rejected_one_is_rolled_back(tmp_path):
     prometheus_bin = require_tool("prometheus", "Debian package prometheus")
     require_tool("promtool", "Debian package prometheus")
@@ -151,6 +152,7 @@ def staging():
     return State(synth_stack("staging", reveal_secrets=True)), State(synth_stack("staging"))
 
 
+@pytest.mark.fast
 def test_every_delivered_file_reaches_its_container_through_a_directory_mount(staging):
     revealed, _ = staging
     scripts = {c["name"]: c["inputs"]["stdin"] for c in revealed.of_type("command:remote:Command")
@@ -169,6 +171,7 @@ def test_every_delivered_file_reaches_its_container_through_a_directory_mount(st
     assert all("/files/backup/" in p for p in unmounted), unmounted
 
 
+@pytest.mark.fast
 def test_a_config_diff_stays_readable_and_secret_files_travel_apart(staging):
     _, masked = staging
     stdin = {c["name"]: c["inputs"]["stdin"] for c in masked.of_type("command:remote:Command")}
@@ -182,6 +185,7 @@ def test_a_config_diff_stays_readable_and_secret_files_travel_apart(staging):
     assert "server.crt" in stdin["pencom-staging-data-files-postgres"]
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("image, signal", [("prom/prometheus:v2.55.1", "HUP"), ("prom/alertmanager:v0.27.0", "HUP"),
                                            ("ubuntu/squid:6.6-24.04_edge", "HUP"), ("postgres:17.2-alpine", None),
                                            ("prom/blackbox-exporter@sha256:" + "0" * 64, "HUP")])
@@ -192,6 +196,7 @@ def test_each_server_is_told_the_way_it_reloads(image, signal):
     assert apply == (f'docker kill -s {signal} "$cid" >/dev/null' if signal else 'docker restart "$cid" >/dev/null')
 
 
+@pytest.mark.realtool
 def test_delivered_certificates_report_their_expiry_and_the_alert_fires_before_it(tmp_path):
     openssl = require_tool("openssl", "Debian package openssl")
     promtool = require_tool("promtool", "Debian package prometheus")

@@ -11,17 +11,18 @@ remembers which units were enabled.
 from __future__ import annotations
 
 import re
-import subprocess
 import textwrap
 from pathlib import Path
 
-import yaml
+import pytest
 
 from components import hostsetup
-from synth.run import synth_stack
 from synth.state import State
-from tests.conftest import require_root, require_tool
+from tests.conftest import require_root, require_tool, synth_once
+from tests.isolation import run_in_throwaway_root
 from tests.test_pencom import _pencom_only
+
+pytestmark = pytest.mark.realtool
 
 NODE = "pencom-prod-data"
 # In the order the program runs them; setup-user is what a node with a bootstrap user runs
@@ -83,9 +84,7 @@ def _sandbox_tools() -> None:
 
 def test_setup_scripts_run_twice_leave_nothing_to_do(tmp_path):
     _sandbox_tools()
-    stack = tmp_path / "Pulumi.prod.yaml"
-    stack.write_text(yaml.safe_dump(_pencom_only("prod")))
-    state = State(synth_stack("prod", stack_file=stack, reveal_secrets=True))
+    state = State(synth_once("prod", document=_pencom_only("prod"), reveal_secrets=True))
     scripts = tmp_path / "scripts"
     scripts.mkdir()
     deliveries = sorted(c["name"].removeprefix(f"{NODE}-") for c in state.of_type("command:remote:Command")
@@ -105,22 +104,7 @@ def test_setup_scripts_run_twice_leave_nothing_to_do(tmp_path):
 
     base = tmp_path / "sandbox"
     base.mkdir()
-    setup = textwrap.dedent(f"""\
-        set -e
-        mount -t tmpfs tmpfs {base}
-        mkdir -p {base}/upper {base}/work {base}/root
-        mount -t overlay overlay -o lowerdir=/,upperdir={base}/upper,workdir={base}/work {base}/root
-        mount --bind /proc {base}/root/proc
-        mount --rbind /dev {base}/root/dev
-        mount -t tmpfs tmpfs {base}/root/run
-        mount -t tmpfs tmpfs {base}/root/tmp
-        mount --bind {scripts} {base}/root/mnt
-        ip link set lo up
-        exec chroot {base}/root /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \\
-          HOME=/root bash /mnt/driver.sh
-        """)
-    result = subprocess.run(["unshare", "--mount", "--net", "--propagation", "private", "bash", "-c", setup],
-                            capture_output=True, text=True, timeout=600)
+    result = run_in_throwaway_root(scripts, base, loopback=True, timeout=600)
     assert result.returncode == 0, result.stderr
     runs = re.findall(r"=== (\S+) run (\d)\n(.*?)=== exit (\d+)", result.stdout, re.S)
     assert len(runs) == 2 * len(names), result.stdout[-3000:]

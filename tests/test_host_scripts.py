@@ -13,6 +13,8 @@ from synth.run import synth_stack
 from synth.state import State
 from tests.conftest import require_tool
 
+pytestmark = pytest.mark.realtool
+
 STACKS = ["prod", "staging"]
 
 

@@ -62,6 +62,7 @@ def _changes(result: subprocess.CompletedProcess) -> int:
     return int(re.search(r"platform-setup: (\d+) changes", result.stdout).group(1))
 
 
+@pytest.mark.realtool
 def test_a_unit_skipped_by_its_condition_is_reported_not_changed(tmp_path):
     (tmp_path / "units").mkdir()
     (tmp_path / "units" / "systemd-timesyncd.skip").touch()
@@ -75,6 +76,7 @@ def test_a_unit_skipped_by_its_condition_is_reported_not_changed(tmp_path):
     assert "skipped: systemd-timesyncd" in second.stdout
 
 
+@pytest.mark.realtool
 def test_a_unit_started_is_one_change_then_none(tmp_path):
     first = _run(tmp_path, "ensure_service_enabled chrony")
     assert first.returncode == 0, first.stderr
@@ -83,6 +85,7 @@ def test_a_unit_started_is_one_change_then_none(tmp_path):
     assert second.returncode == 0 and _changes(second) == 0, second.stdout + second.stderr
 
 
+@pytest.mark.realtool
 def test_a_unit_that_does_not_stay_up_fails_the_script_with_its_journal(tmp_path):
     (tmp_path / "units").mkdir()
     (tmp_path / "units" / "fail2ban.dies").touch()
@@ -93,6 +96,7 @@ def test_a_unit_that_does_not_stay_up_fails_the_script_with_its_journal(tmp_path
     assert "after" not in result.stdout
 
 
+@pytest.mark.realtool
 def test_an_active_unit_whose_status_command_fails_fails_the_script(tmp_path):
     (tmp_path / "units").mkdir()
     for state in ("enabled", "active"):
@@ -108,11 +112,13 @@ def test_an_active_unit_whose_status_command_fails_fails_the_script(tmp_path):
     assert passing.returncode == 0 and _changes(passing) == 0, passing.stdout + passing.stderr
 
 
+@pytest.mark.fast
 def test_the_setup_scripts_prove_their_services_with_their_own_status_command():
     assert "ensure_service_enabled fail2ban fail2ban-client status sshd" in hostsetup.fail2ban_section()
     assert "ensure_service_enabled docker docker info" in hostsetup.docker_section()
 
 
+@pytest.mark.realtool
 @pytest.mark.parametrize("owner", ["65534:65534", "root:65534", "nobody:nogroup"])
 def test_a_directory_with_a_numeric_or_named_owner_is_current_on_the_second_run(tmp_path, owner):
     require_root("chown needs root")
@@ -129,6 +135,7 @@ def test_a_directory_with_a_numeric_or_named_owner_is_current_on_the_second_run(
     assert _changes(third) == 1, third.stdout
 
 
+@pytest.mark.realtool
 def test_put_file_with_a_numeric_owner_is_current_on_the_second_run(tmp_path):
     require_root("chown needs root")
     path = tmp_path / "etc" / "x.conf"

@@ -2,7 +2,7 @@
 place, fails the run, and is applied by the next run once the cause is gone.
 
 The scripts are the rendered ones, run for real by bash inside a throwaway root (an overlay of
-this machine's root in private mount and network namespaces, as in test_host_idempotency): the
+this machine's root in private mount and network namespaces, tests/isolation.py): the
 real ``sshd -t`` judges the sshd drop-in against the machine's own sshd_config and its Include.
 Only systemctl is a stand-in (systemd is not PID 1 here); its ``reload`` fails while the drop-in
 holds the line written in /etc/fail-reload, to stand for a service that refuses that setting.
@@ -11,13 +11,16 @@ holds the line written in /etc/fail-reload, to stand for a service that refuses 
 from __future__ import annotations
 
 import re
-import subprocess
 import textwrap
 from pathlib import Path
 
+import pytest
 
 from components import hostsetup
 from tests.conftest import require_root, require_tool
+from tests.isolation import run_in_throwaway_root
+
+pytestmark = pytest.mark.realtool
 
 DROP_IN = "/etc/ssh/sshd_config.d/00-platform.conf"
 
@@ -48,21 +51,7 @@ def _sandbox(tmp_path: Path, scripts: dict[str, str], driver: str) -> str:
                                    "mkdir -p /run/sshd\n" + driver)
     base = tmp_path / "sandbox"
     base.mkdir()
-    setup = textwrap.dedent(f"""\
-        set -e
-        mount -t tmpfs tmpfs {base}
-        mkdir -p {base}/upper {base}/work {base}/root
-        mount -t overlay overlay -o lowerdir=/,upperdir={base}/upper,workdir={base}/work {base}/root
-        mount --bind /proc {base}/root/proc
-        mount --rbind /dev {base}/root/dev
-        mount -t tmpfs tmpfs {base}/root/run
-        mount -t tmpfs tmpfs {base}/root/tmp
-        mount --bind {mnt} {base}/root/mnt
-        exec chroot {base}/root /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \\
-          HOME=/root bash /mnt/driver.sh
-        """)
-    result = subprocess.run(["unshare", "--mount", "--net", "--propagation", "private", "bash", "-c", setup],
-                            capture_output=True, text=True, timeout=300)
+    result = run_in_throwaway_root(mnt, base, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
 

@@ -10,8 +10,10 @@ import pytest
 from components.database import CLUSTER_REPLACING_INPUTS
 from components.droplet_stack import DROPLET_REPLACING_INPUTS
 from stacks.errors import ConfigError
-from synth.run import synth_stack
 from synth.state import State
+from tests.conftest import synth_once
+
+pytestmark = pytest.mark.fast
 
 DROPLET = "digitalocean:index/droplet:Droplet"
 FIREWALL = "digitalocean:index/firewall:Firewall"
@@ -25,14 +27,14 @@ WORLD = {"0.0.0.0/0", "::/0"}
 def prod():
     from synth.state import State
 
-    return State(synth_stack("prod", reveal_secrets=True))
+    return State(synth_once("prod", reveal_secrets=True))
 
 
 @pytest.fixture(scope="module")
 def staging():
     from synth.state import State
 
-    return State(synth_stack("staging"))
+    return State(synth_once("staging"))
 
 
 def _kro(stack_document, env="prod"):
@@ -311,7 +313,7 @@ def test_the_droplet_watches_itself_and_its_backup_job(prod):
     files = prod.named("kro-prod-files-prometheus")["inputs"]["stdin"]  # revealed synth
     assert 'absent(platform_backup_last_success_timestamp_seconds{job="kro-prod-db"})' in files
     assert "platform-backup-kro-prod-db.timer" in prod.named("kro-prod-db-backup-install")["inputs"]["stdin"]
-    masked = State(synth_stack("prod"))
+    masked = State(synth_once("prod"))
     # The SMTP password travels alone; the alerting config stays readable in a preview.
     assert masked.named("kro-prod-secrets-alertmanager")["inputs"]["stdin"] == "[secret]"
     assert "alertmanager.yml" in masked.named("kro-prod-files-alertmanager")["inputs"]["stdin"]

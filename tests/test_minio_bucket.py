@@ -11,6 +11,8 @@ import pytest
 from components.minio_bucket import MinioBucket, MinioBucketArgs, MinioConsumer, consumer_policy
 from policy.offline import evaluate
 
+pytestmark = pytest.mark.fast
+
 CONSUMERS = [MinioConsumer("compliance", ["CERTIFICATES/", "PFC_UPLOADS/"]),
              MinioConsumer("core", ["EMPLOYER_CODE_REQUEST_DOCUMENT/", "TUTORIAL_VIDEOS/", "TUTORIAL_THUMBNAILS/"]),
              MinioConsumer("notifications", ["CERTIFICATES/"], write=False)]

@@ -43,6 +43,7 @@ def _run(tmp_path, script: str) -> list:
     return json.loads(result.stdout)
 
 
+@pytest.mark.realtool
 def test_script_parses(tmp_path):
     node = require_tool("node", "Debian package nodejs")
     path = tmp_path / "init.js"
@@ -52,6 +53,7 @@ def test_script_parses(tmp_path):
     assert subprocess.run([node, "--check", str(path)], capture_output=True).returncode != 0
 
 
+@pytest.mark.realtool
 def test_users_are_created_once_then_only_rekeyed(tmp_path):
     first = _run(tmp_path, render_mongo_init_js(USERS))
     assert sorted((c[0], c[1], c[2]["user"]) for c in first) == [
@@ -63,6 +65,7 @@ def test_users_are_created_once_then_only_rekeyed(tmp_path):
     assert sorted(c[0] for c in second) == ["update", "update"]
 
 
+@pytest.mark.fast
 def test_names_are_checked():
     with pytest.raises(ValueError, match="not a plain MongoDB name"):
         render_mongo_init_js({"db'); db.dropDatabase(); ('": ("u", "p")})

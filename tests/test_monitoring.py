@@ -17,6 +17,7 @@ TARGETS = ScrapeTargets(node=["10.0.0.1:9100", "10.0.0.2:9100"], cadvisor=["10.0
                         probes=["https://api.krotrust.com/health", "https://app.krotrust.com/"])
 
 
+@pytest.mark.realtool
 def test_prometheus_config_and_rules_pass_promtool(tmp_path):
     promtool = require_tool("promtool", "Debian package prometheus")
     (tmp_path / "rules").mkdir()
@@ -31,6 +32,7 @@ def test_prometheus_config_and_rules_pass_promtool(tmp_path):
     assert rules.returncode == 0 and f"{len(alert_rules())} rules found" in rules.stdout, rules.stdout + rules.stderr
 
 
+@pytest.mark.realtool
 def test_promtool_rejects_a_broken_rule(tmp_path):
     promtool = require_tool("promtool", "Debian package prometheus")
     path = tmp_path / "bad.yml"
@@ -38,6 +40,7 @@ def test_promtool_rejects_a_broken_rule(tmp_path):
     assert subprocess.run([promtool, "check", "rules", str(path)], capture_output=True).returncode != 0
 
 
+@pytest.mark.realtool
 @pytest.mark.parametrize("routes", [AlertRoutes(emails=["ops@example.com"]),
                                     AlertRoutes(slack_channel="#ops"),
                                     AlertRoutes(emails=["ops@example.com"], slack_channel="#ops")])
@@ -52,6 +55,7 @@ def test_alertmanager_config_passes_amtool(routes, tmp_path):
     assert document["route"]["routes"][0]["receiver"] == "critical"
 
 
+@pytest.mark.fast
 def test_alertmanager_needs_a_destination():
     with pytest.raises(ValueError, match="at least one destination"):
         render_alertmanager_config(AlertRoutes())
@@ -93,6 +97,7 @@ def _series(values: str, rest: tuple, firing: bool):
     return series
 
 
+@pytest.mark.realtool
 def test_every_alert_fires_when_it_should_and_stays_silent_otherwise(tmp_path):
     promtool = require_tool("promtool", "Debian package prometheus")
     assert {t[0] for t in RULE_TESTS} == {r["alert"] for r in alert_rules()}, "a test per alert"
@@ -132,6 +137,7 @@ def _labels(series: str) -> dict:
     return labels
 
 
+@pytest.mark.fast
 def test_droplets_and_public_hostnames_are_monitored_on_digitalocean():
     from synth.mockdata import mock_id
     from synth.run import synth_stack
@@ -156,6 +162,7 @@ def test_droplets_and_public_hostnames_are_monitored_on_digitalocean():
     assert all(a["threshold"] == 14 and a["comparison"] == "less_than" for a in expiry)
 
 
+@pytest.mark.fast
 def test_an_environment_without_alert_destinations_is_rejected():
     from stacks.config import validate_stack_config
     from stacks.errors import ConfigError
@@ -167,6 +174,7 @@ def test_an_environment_without_alert_destinations_is_rejected():
 
 # --- Grafana provisioning and dashboards ----------------------------------------------------------
 
+@pytest.mark.realtool
 def test_dashboards_have_a_datasource_and_a_query_promtool_parses_in_every_panel(tmp_path):
     """Structure checked here; each query parsed by promtool (as a recording rule's expression)."""
     from components.monitoring import DATASOURCE_UID, dashboards, render_grafana_datasource
@@ -197,6 +205,7 @@ def test_dashboards_have_a_datasource_and_a_query_promtool_parses_in_every_panel
     assert subprocess.run([promtool, "check", "rules", str(rules)], capture_output=True).returncode != 0
 
 
+@pytest.mark.fast
 def test_service_dashboards_show_rate_errors_and_latency():
     from components.monitoring import dashboards
 
@@ -206,6 +215,7 @@ def test_service_dashboards_show_rate_errors_and_latency():
     assert panels["Latency p95"].startswith("histogram_quantile(0.95")
 
 
+@pytest.mark.fast
 def test_blackbox_probes_fail_a_site_that_is_not_served_over_tls():
     from components.monitoring import render_blackbox_config
 
@@ -213,6 +223,7 @@ def test_blackbox_probes_fail_a_site_that_is_not_served_over_tls():
     assert module["prober"] == "http" and module["http"]["fail_if_not_ssl"] is True
 
 
+@pytest.mark.realtool
 def test_a_backup_job_that_never_reports_raises_an_alert(tmp_path):
     promtool = require_tool("promtool", "Debian package prometheus")
     (tmp_path / "platform.yml").write_text(render_rules(["pencom-prod-redis", "pencom-prod-files"]))

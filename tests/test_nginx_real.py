@@ -20,6 +20,8 @@ from stacks.kro import KroConfig
 from tests.conftest import PROJECT_ROOT
 from tests.realtools import free_port, nginx_binary, self_signed, wait_for_port
 
+pytestmark = pytest.mark.realtool
+
 
 class _StubBackend(socketserver.ThreadingTCPServer):
     """Answers with its own name, the Host and path it saw; 101 to a WebSocket upgrade."""

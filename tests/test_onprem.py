@@ -10,6 +10,8 @@ from components.onprem import OnPremVps, OnPremVpsArgs
 from policy.offline import evaluate
 from policy.rules import POLICIES
 
+pytestmark = pytest.mark.fast
+
 ROLE = tiers.HostRole(tier=tiers.Tier.DATA, ssh_cidrs=("10.0.0.1/32",), service_ports=(5432,),
                       peer_cidrs=("10.0.0.2/32",))
 GATEWAY = tiers.InboundRule(5432, cidrs=("10.0.0.1/32",), reason="external-gateway reads compliance")

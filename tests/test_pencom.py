@@ -16,8 +16,8 @@ import yaml
 from components import egress, tiers
 from stacks.errors import ConfigError
 from synth.engine import PROJECT_ROOT
-from synth.run import synth_stack
 from synth.state import State
+from tests.conftest import synth_once
 
 CONTAINER = "docker:index/container:Container"
 COMMAND = "command:remote:Command"
@@ -36,20 +36,13 @@ def _pencom_only(stack: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def stack_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("pencom") / "Pulumi.prod.yaml"
-    path.write_text(yaml.safe_dump(_pencom_only("prod"), sort_keys=False))
-    return path
+def prod():
+    return State(synth_once("prod", document=_pencom_only("prod")))
 
 
 @pytest.fixture(scope="module")
-def prod(stack_file):
-    return State(synth_stack("prod", stack_file=stack_file))
-
-
-@pytest.fixture(scope="module")
-def revealed(stack_file):
-    return State(synth_stack("prod", stack_file=stack_file, reveal_secrets=True))
+def revealed():
+    return State(synth_once("prod", document=_pencom_only("prod"), reveal_secrets=True))
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +85,7 @@ def _ports(spec: str) -> list[int]:
     return list(range(int(low), int(high or low) + 1))
 
 
+@pytest.mark.fast
 def test_every_inbound_flow_is_the_tier_model_or_a_named_waiver(prod, cfg, addresses):
     admin = _pencom_only("prod")["config"]["platform:environment"]["admin_cidrs"]
     waivers = {w["name"] for w in cfg["read_waivers"]}
@@ -121,6 +115,7 @@ def test_every_inbound_flow_is_the_tier_model_or_a_named_waiver(prod, cfg, addre
     assert seen_waivers == waivers
 
 
+@pytest.mark.fast
 def test_only_the_edge_faces_the_internet_and_only_on_80_443(prod, addresses):
     for node in NODES:
         world = {(r[1], r[2]) for r in _ufw_rules(prod, node) if tiers.is_world(r[1]) or r[1] == "any"}
@@ -128,6 +123,7 @@ def test_only_the_edge_faces_the_internet_and_only_on_80_443(prod, addresses):
                          if node == "edge" else set()), node
 
 
+@pytest.mark.fast
 def test_ssh_reaches_the_internal_nodes_only_through_the_edge(prod, revealed, addresses):
     admin = _pencom_only("prod")["config"]["platform:environment"]["admin_cidrs"]
     for node in NODES:
@@ -147,6 +143,7 @@ def _ports_str(spec: str) -> set[str]:
     return {str(p) for p in _ports(spec)}
 
 
+@pytest.mark.fast
 def test_data_ports_admit_the_app_node_and_the_named_waiver_only(prod, addresses):
     data = _ufw_rules(prod, "data")
     by_port: dict[str, set] = {}
@@ -159,6 +156,7 @@ def test_data_ports_admit_the_app_node_and_the_named_waiver_only(prod, addresses
     assert storage == {(app, "9000")}
 
 
+@pytest.mark.fast
 def test_no_container_outside_the_edge_binds_all_interfaces(prod, addresses):
     containers = [c for c in prod.of_type(CONTAINER) if c["name"].startswith("pencom-")]
     assert len(containers) == 14 + 4 + 2 * 4  # services and stores, monitoring servers, exporters per node
@@ -175,6 +173,7 @@ def test_no_container_outside_the_edge_binds_all_interfaces(prod, addresses):
                 assert port["ip"] == addresses[node], container["name"]
 
 
+@pytest.mark.fast
 def test_published_ports_are_filtered_in_docker_user_like_ufw(prod, addresses):
     """Docker-published ports bypass UFW: DOCKER-USER must admit exactly UFW's sources."""
     for node in NODES:
@@ -199,6 +198,7 @@ def test_published_ports_are_filtered_in_docker_user_like_ufw(prod, addresses):
     assert "1521" not in prod.named("pencom-prod-data-docker-firewall", COMMAND)["inputs"]["stdin"]
 
 
+@pytest.mark.fast
 def test_internal_nodes_deny_egress_except_internal_dns_ntp(prod):
     for node in NODES:
         script = prod.named(f"pencom-prod-{node}-setup-ufw", COMMAND)["inputs"]["stdin"]
@@ -219,6 +219,7 @@ def _env(state: State, name: str) -> dict[str, str]:
     return dict(e.split("=", 1) for e in envs)
 
 
+@pytest.mark.fast
 def test_every_service_gets_the_same_internal_api_key(revealed, cfg):
     services = [s["name"] for s in cfg["edge_services"]] + [s["name"] for s in cfg["app_services"]]
     keys = set()
@@ -229,6 +230,7 @@ def test_every_service_gets_the_same_internal_api_key(revealed, cfg):
     assert len(services) == 8
 
 
+@pytest.mark.fast
 def test_each_service_gets_only_its_own_database(revealed, cfg, addresses):
     owners = {d["name"]: d["service"] for d in cfg["databases"]}
     for database, service in owners.items():
@@ -243,6 +245,7 @@ def test_each_service_gets_only_its_own_database(revealed, cfg, addresses):
     assert "DATABASE_URL" not in gateway and "REDIS_URL" not in gateway
 
 
+@pytest.mark.fast
 def test_every_datastore_connection_is_tls(revealed, addresses):
     for container in revealed.of_type(CONTAINER):
         if not container["name"].startswith("pencom-"):
@@ -263,12 +266,14 @@ def test_every_datastore_connection_is_tls(revealed, addresses):
     assert "--certs-dir" in minio
 
 
+@pytest.mark.fast
 def test_internal_ca_certificates_name_the_addresses_clients_use(prod, addresses):
     csrs = {r["name"]: r["inputs"] for r in prod.of_type("tls:index/certRequest:CertRequest")}
     assert set(csrs["pencom-prod-ca-data-csr"]["ipAddresses"]) == {addresses["data"], "127.0.0.1"}
     assert addresses["storage"] in csrs["pencom-prod-ca-minio-csr"]["ipAddresses"]
 
 
+@pytest.mark.fast
 def test_generated_secrets_and_none_in_plaintext(prod, revealed):
     passwords = {r["name"] for r in prod.of_type("random:index/randomPassword:RandomPassword")}
     for expected in ("pencom-prod-internal-api-key", "pencom-prod-jwt-users", "pencom-prod-jwt-partners",
@@ -292,6 +297,7 @@ def test_generated_secrets_and_none_in_plaintext(prod, revealed):
     assert "synth-placeholder-secret" not in text
 
 
+@pytest.mark.fast
 def test_jwt_secrets_are_split_between_users_and_partners(revealed):
     users = _env(revealed, "pencom-prod-edge-api-gateway")
     partners = _env(revealed, "pencom-prod-edge-external-gateway")
@@ -300,6 +306,7 @@ def test_jwt_secrets_are_split_between_users_and_partners(revealed):
     assert users["JWT_SECRET"] != partners["PFC_JWT_SECRET"]
 
 
+@pytest.mark.fast
 def test_egress_proxy_allows_each_service_only_its_providers(revealed):
     squid = revealed.named("pencom-prod-edge-files-egress-proxy", COMMAND)["inputs"]["stdin"]
     ports = {m[1]: int(m[0]) for m in re.findall(r"http_port (\d+) name=(\S+)", squid)}
@@ -313,6 +320,7 @@ def test_egress_proxy_allows_each_service_only_its_providers(revealed):
     assert _env(revealed, "pencom-prod-edge-api-gateway")["HTTPS_PROXY"] == f"http://egress-proxy:{ports['api_gateway']}"
 
 
+@pytest.mark.fast
 def test_bucket_users_are_limited_to_their_prefixes(prod):
     import json
 
@@ -325,6 +333,7 @@ def test_bucket_users_are_limited_to_their_prefixes(prod):
     assert backup["Action"] == ["s3:GetObject"] and len(backup["Resource"]) == 5
 
 
+@pytest.mark.fast
 def test_every_datastore_and_the_bucket_have_an_off_site_backup(prod, revealed):
     backups = {r["name"]: r for r in prod.of_type("platform:components:R2Backup")}
     sources = {b["inputs"]["source"] for b in backups.values()}
@@ -350,6 +359,7 @@ def _broken(stack_document, mutate) -> dict:
     return document
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("mutate,message", [
     (lambda c: c["read_waivers"][0].update(service="core"),
      "platform:pencom.read_waivers[0] (external-gateway-reads-compliance).service: core is not an edge service"),
@@ -376,6 +386,7 @@ def test_unsafe_or_inconsistent_config_is_rejected_before_anything_is_registered
     assert "Traceback" not in text
 
 
+@pytest.mark.fast
 def test_the_seed_addresses_never_appear_as_connection_targets(revealed):
     """Every SSH target is in the internal network or the edge's documented public address."""
     for command in revealed.of_type(COMMAND):
@@ -384,6 +395,7 @@ def test_the_seed_addresses_never_appear_as_connection_targets(revealed):
             assert ipaddress.ip_address(host) in ipaddress.ip_network("10.40.0.0/24") or host == "203.0.113.20"
 
 
+@pytest.mark.fast
 def test_metrics_ports_admit_only_the_monitoring_host(prod, addresses):
     for node in ("app", "data", "storage"):
         metrics = {(r[1], r[2]) for r in _ufw_rules(prod, node) if r[3] == "metrics from monitoring"}
@@ -395,6 +407,7 @@ def test_metrics_ports_admit_only_the_monitoring_host(prod, addresses):
     assert prod.named("pencom-prod-edge-node-exporter", CONTAINER)["inputs"]["ports"] == []
 
 
+@pytest.mark.fast
 def test_monitoring_scrapes_every_node_and_service_and_probes_the_public_hosts(revealed, addresses):
     files = revealed.named("pencom-prod-edge-files-prometheus", COMMAND)["inputs"]["stdin"]
     config = yaml.safe_load(files.split("/prometheus.yml 0444 root:root <<'PLATFORM_EOF'", 1)[1]
@@ -409,6 +422,7 @@ def test_monitoring_scrapes_every_node_and_service_and_probes_the_public_hosts(r
     assert "/files/grafana/etc/grafana/dashboards/backups.json" in grafana
 
 
+@pytest.mark.fast
 def test_grafana_admin_password_is_generated_and_secret(prod, revealed):
     assert "pencom-prod-grafana-admin" in {r["name"] for r in prod.of_type("random:index/randomPassword:RandomPassword")}
     grafana = _env(revealed, "pencom-prod-edge-grafana")
@@ -422,6 +436,7 @@ def _heredoc_file(script: str, suffix: str) -> str:
     return script.split(f"{suffix} ", 1)[1].split("<<'PLATFORM_EOF'", 1)[1].split("\n", 1)[1].split("PLATFORM_EOF", 1)[0]
 
 
+@pytest.mark.realtool
 def test_the_stack_monitoring_configs_pass_promtool_and_amtool(revealed, tmp_path):
     import subprocess
 
@@ -444,6 +459,7 @@ def test_the_stack_monitoring_configs_pass_promtool_and_amtool(revealed, tmp_pat
     assert "mock" not in (tmp_path / "alertmanager.yml").read_text()
 
 
+@pytest.mark.fast
 def test_monitoring_expects_every_backup_job_the_stack_installs(revealed, prod):
     files = revealed.named("pencom-prod-edge-files-prometheus", COMMAND)["inputs"]["stdin"]
     rules = yaml.safe_load(_heredoc_file(files, "rules/platform.yml"))
@@ -455,6 +471,7 @@ def test_monitoring_expects_every_backup_job_the_stack_installs(revealed, prod):
     assert expected == installed and len(installed) == 9
 
 
+@pytest.mark.fast
 def test_only_the_proxy_alertmanager_and_blackbox_leave_the_edge_node_directly(prod):
     pinned = {}
     for container in prod.of_type(CONTAINER):
@@ -467,6 +484,7 @@ def test_only_the_proxy_alertmanager_and_blackbox_leave_the_edge_node_directly(p
     assert network["ipamConfigs"] == [{"subnet": "172.31.250.0/24", "ipRange": "172.31.250.128/25"}]
 
 
+@pytest.mark.fast
 def test_the_tunnel_script_targets_minio_through_the_edge_node(prod):
     import subprocess
     import sys

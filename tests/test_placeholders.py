@@ -12,6 +12,8 @@ from stacks.errors import ConfigError
 from stacks.placeholders import OFFLINE_SYNTH, find
 from synth.engine import PROJECT_ROOT, Capture, program_from_main
 
+pytestmark = pytest.mark.fast
+
 
 @pytest.mark.parametrize("value, placeholder", [
     ("198.51.100.10/32", True), ("192.0.2.1", True), ("203.0.113.21", True),

@@ -23,6 +23,8 @@ from policy.rules.fixtures import container, doc, res
 from synth.engine import PROJECT_ROOT
 from synth.run import synth_stack
 
+pytestmark = pytest.mark.fast
+
 BY_NAME = {p.name: p for p in POLICIES}
 MODES = ["plain", "proxies"]
 

@@ -14,6 +14,9 @@ from pulumi_policy.proxy import UNKNOWN_STRING_VALUE
 from policy.offline import evaluate
 from policy.rules import CASES, POLICIES
 from policy.rules.base import PACK_NAME, PACK_VERSION
+from tests.conftest import synth_once
+
+pytestmark = pytest.mark.fast
 
 BY_NAME = {p.name: p for p in POLICIES}
 
@@ -117,9 +120,7 @@ def analyze_all(document: dict, config: dict) -> list[tuple[str, str, str]]:
 
 @pytest.fixture(scope="module")
 def prod_state():
-    from synth.run import synth_stack
-
-    return synth_stack("prod", reveal_secrets=True)
+    return synth_once("prod", reveal_secrets=True)
 
 
 def test_prod_is_clean_and_the_unsafe_state_is_flagged_under_the_real_analyzer(prod_state):

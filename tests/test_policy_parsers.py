@@ -46,6 +46,7 @@ def _sshd_t(tmp_path: Path, body: str, *args: str) -> dict[str, str]:
     return dict(line.split(" ", 1) for line in result.stdout.splitlines() if " " in line)
 
 
+@pytest.mark.realtool
 @pytest.mark.parametrize("body", SSHD_CONFIGS)
 def test_sshd_parser_agrees_with_sshd_T(tmp_path, body):
     real = _sshd_t(tmp_path, body)
@@ -53,6 +54,7 @@ def test_sshd_parser_agrees_with_sshd_T(tmp_path, body):
     assert {k: parsed.get(k) for k in SSHD_KEYS} == {k: real[k] for k in SSHD_KEYS}
 
 
+@pytest.mark.realtool
 def test_sshd_match_blocks_do_not_change_global_values_but_are_reported(tmp_path):
     body = SSHD_CONFIGS[2]
     matched = _sshd_t(tmp_path, body, "-C", "addr=10.1.2.3,user=deploy,host=h,laddr=10.0.0.1,lport=22")
@@ -93,11 +95,13 @@ def _dry_run(line: str) -> list[str]:
     return tuples
 
 
+@pytest.mark.realtool
 @pytest.mark.parametrize("line", UFW_LINES)
 def test_ufw_parser_gives_the_tuples_ufw_dry_run_prints(line):
     assert parse_ufw_line(line).tuples() == _dry_run(line)
 
 
+@pytest.mark.realtool
 @pytest.mark.parametrize("line", ["ufw allow 6000:6007", "ufw allow from nowhere to any port 22", "ufw allow to any port"])
 def test_ufw_rules_that_ufw_rejects_are_syntax_errors(line):
     ufw = require_tool("ufw", "Debian package ufw")
@@ -106,6 +110,7 @@ def test_ufw_rules_that_ufw_rejects_are_syntax_errors(line):
         parse_ufw_line(line)
 
 
+@pytest.mark.fast
 def test_ufw_ranges_are_checked_in_full_and_waivers_read_from_the_comment():
     rules, errors = ufw_rules("ufw allow proto tcp from any to any port 6000:6400\n"
                               "ufw allow proto tcp from 10.0.0.1/32 to any port 5432 comment 'x'  # waiver: gateway-reads\n"
@@ -114,6 +119,7 @@ def test_ufw_ranges_are_checked_in_full_and_waivers_read_from_the_comment():
     assert rules[1].waiver == "gateway-reads" and not rules[1].from_anyone
 
 
+@pytest.mark.fast
 def test_nginx_listen_forms_and_parse_errors():
     config = parse_nginx("events {}\nhttp {\n server {\n  listen 8443 ssl http2;\n }\n"
                          "   server { listen [::]:443 ssl; }\n\tserver {\n\t\tlisten 127.0.0.1:8081;\n\t}\n}\n")
@@ -122,6 +128,7 @@ def test_nginx_listen_forms_and_parse_errors():
         parse_nginx("http { server { listen 80 }")
 
 
+@pytest.mark.fast
 def test_iam_statements_are_normalised_in_every_syntax():
     document = {"Statement": [
         {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::b/*"},
@@ -137,6 +144,7 @@ def test_iam_statements_are_normalised_in_every_syntax():
     assert statements({"Statement": {"Effect": "Allow", "Action": "*", "Resource": "*"}})[0].allows("s3:putobject")
 
 
+@pytest.mark.fast
 def test_heredoc_files_follow_bash_delimiters():
     script = ("if put_file /etc/a.conf 0644 root:root <<'EOF'; then\nx\n  EOF\nEOF\n  true\nfi\n"
               "cat > /etc/b.conf <<-END\n\tPermitRootLogin no\n\tEND\n")
@@ -168,6 +176,7 @@ def ufw_commands(draw):
     return " ".join(w for w in words if w)
 
 
+@pytest.mark.realtool
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ufw_commands())
 def test_ufw_parser_matches_ufw_dry_run_on_generated_rules(line):
@@ -183,6 +192,7 @@ SSHD_SETTINGS = st.sampled_from([
 ])
 
 
+@pytest.mark.realtool
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(SSHD_SETTINGS, min_size=1, max_size=8))
 def test_sshd_parser_matches_sshd_T_on_generated_configs(tmp_path, lines):
@@ -203,6 +213,7 @@ NGINX_BODIES = [
 ]
 
 
+@pytest.mark.realtool
 @pytest.mark.parametrize("body", NGINX_BODIES)
 def test_nginx_parser_accepts_exactly_what_nginx_t_accepts(tmp_path, body):
     """Structure (blocks, terminators, argument counts). crossplane 0.5.8's directive table

@@ -50,6 +50,7 @@ def _connect(server, role, password, database) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=30, env={"PGPASSWORD": password, "PATH": "/usr/bin:/bin"})
 
 
+@pytest.mark.realtool
 def test_init_creates_every_database_and_role_and_is_idempotent(server):
     sql = render_init_sql(DATABASES, PASSWORDS)
     first = _apply(server, sql)
@@ -63,6 +64,7 @@ def test_init_creates_every_database_and_role_and_is_idempotent(server):
     assert server.sql("postgres", "SELECT rolsuper FROM pg_roles WHERE rolname = 'payments'") == "f"
 
 
+@pytest.mark.realtool
 def test_each_role_reaches_only_its_own_database(server):
     assert _apply(server, render_init_sql(DATABASES, PASSWORDS)).returncode == 0
     for database, role in DATABASES.items():
@@ -75,6 +77,7 @@ def test_each_role_reaches_only_its_own_database(server):
     assert wrong.returncode != 0
 
 
+@pytest.mark.fast
 def test_identifiers_are_checked():
     with pytest.raises(ValueError, match="not a plain identifier"):
         render_init_sql({"db; DROP TABLE x": "r"}, {"r": "p"})
@@ -82,6 +85,7 @@ def test_identifiers_are_checked():
         render_init_sql({"db": "r"}, {})
 
 
+@pytest.mark.realtool
 def test_a_reader_role_reads_but_cannot_write_or_reach_other_databases(server):
     databases = {"pencom_compliance": "compliance", "pencom_payments": "payments"}
     passwords = {"compliance": "c-pass", "payments": "pay", "external_gateway_ro": "gw-pass"}
@@ -107,19 +111,17 @@ def test_a_reader_role_reads_but_cannot_write_or_reach_other_databases(server):
     assert _apply(server, sql).returncode == 0, "idempotent with readers too"
 
 
+@pytest.mark.realtool
 def test_the_pencom_stack_init_gives_each_service_url_its_own_database_only(server, tmp_path):
     """The SQL and the connection URLs the committed Pencom stack deploys, taken from the synth:
     every URL's credentials reach its database and no other; the waiver's URL only reads."""
-    import yaml
     from urllib.parse import urlsplit
 
-    from synth.run import synth_stack
     from synth.state import State
+    from tests.conftest import synth_once
     from tests.test_pencom import _pencom_only
 
-    stack = tmp_path / "Pulumi.prod.yaml"
-    stack.write_text(yaml.safe_dump(_pencom_only("prod")))
-    state = State(synth_stack("prod", stack_file=stack, reveal_secrets=True))
+    state = State(synth_once("prod", document=_pencom_only("prod"), reveal_secrets=True))
     script = state.named("pencom-prod-postgres-init", "command:remote:Command")["inputs"]["stdin"]
     sql = script.split("<<'PLATFORM_EOF'", 1)[1].split("\n", 1)[1].split("PLATFORM_EOF", 1)[0]
     applied = _apply(server, sql)

@@ -50,11 +50,13 @@ def _by_name(state, name):
 
 # --- diff -------------------------------------------------------------------------------------
 
+@pytest.mark.fast
 def test_diff_of_identical_states_is_safe_and_empty():
     result = diff_states(base_state(), base_state())
     assert result.changes == [] and result.exit_code == EXIT_SAFE
 
 
+@pytest.mark.fast
 def test_diff_reports_added_removed_and_changed_with_old_and_new_values():
     head = base_state()
     head["resources"].append(res("digitalocean:index/vpc:Vpc", "net", {"ipRange": "10.0.0.0/20"}))
@@ -67,6 +69,7 @@ def test_diff_reports_added_removed_and_changed_with_old_and_new_values():
     assert '`size`: `"db-s-1vcpu-2gb"` → `"db-s-2vcpu-4gb"`' in markdown(result, base_state(), head)
 
 
+@pytest.mark.fast
 def test_replacing_a_stateful_resource_warns_and_exits_3_unless_allowed_outside_prod():
     head = base_state()
     _by_name(head, "web")["inputs"]["userData"] = "#cloud-config\npackages: [htop]\n"
@@ -86,6 +89,7 @@ def test_replacing_a_stateful_resource_warns_and_exits_3_unless_allowed_outside_
     assert "Allowed with `--allow-stateful-changes`" in markdown(allowed, staging_base, staging_head)
 
 
+@pytest.mark.fast
 def test_deleting_a_stateful_resource_warns_in_every_stack():
     for stack in ("prod", "staging"):
         base = dict(base_state(), stack=stack)
@@ -97,6 +101,7 @@ def test_deleting_a_stateful_resource_warns_in_every_stack():
         assert result.warnings == ["deletes `db` (DatabaseCluster) and the data it holds"]
 
 
+@pytest.mark.fast
 def test_production_comes_from_the_stack_output_not_the_name():
     head = base_state()
     _by_name(head, "web")["inputs"]["region"] = "ams3"
@@ -106,6 +111,7 @@ def test_production_comes_from_the_stack_output_not_the_name():
     assert diff_states(base, head, allow_stateful_changes=True).exit_code == EXIT_WARNING
 
 
+@pytest.mark.fast
 def test_base_and_head_of_different_stacks_or_projects_are_refused():
     from synth.diff import DiffInputError
 
@@ -115,6 +121,7 @@ def test_base_and_head_of_different_stacks_or_projects_are_refused():
         diff_states(dict(base_state(), project="a"), dict(base_state(), project="b"))
 
 
+@pytest.mark.fast
 def test_a_secret_leaf_masks_only_itself():
     """One secret env var in a spec: the other changes show plain, the secret as changed."""
     def app(size, flag, digest):
@@ -134,6 +141,7 @@ def test_a_secret_leaf_masks_only_itself():
     assert '`"off"` → `"on"`' in text and "(secret changed)" in text and "d1" not in text and "d2" not in text
 
 
+@pytest.mark.fast
 def test_a_secret_change_shows_as_changed_but_stays_masked():
     head = base_state()
     _by_name(head, "api")["secret_digests"] = {"envs": "bbbb"}
@@ -143,6 +151,7 @@ def test_a_secret_change_shows_as_changed_but_stays_masked():
     assert "(secret changed)" in text and "aaaa" not in text and "bbbb" not in text
 
 
+@pytest.mark.fast
 def test_the_engine_records_secrecy_per_leaf(run_component):
     import pulumi
     import pulumi_docker as docker
@@ -166,6 +175,7 @@ def catalog_run(tmp_path_factory):
     return tmp_path_factory.mktemp("catalog"), {}
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("name", GOLDEN_CASES)
 def test_routine_changes_render_as_their_golden_file(name, catalog_run):
     """tests/golden/<case>.md is the reviewed rendering; regenerate with
@@ -176,6 +186,7 @@ def test_routine_changes_render_as_their_golden_file(name, catalog_run):
     assert text == (GOLDEN / f"{name}.md").read_text()
 
 
+@pytest.mark.fast
 def test_golden_catalog_covers_the_routine_changes_and_their_verdicts():
     assert len(CATALOG) >= 10
     verdicts = {c.name: (GOLDEN / f"{c.name}.md").read_text().splitlines()[0] for c in CATALOG}
@@ -192,6 +203,7 @@ def test_golden_catalog_covers_the_routine_changes_and_their_verdicts():
     assert "+ LOG_LEVEL=debug" in (GOLDEN / "env-var.md").read_text()
 
 
+@pytest.mark.fast
 def test_diff_cli_exit_codes_and_secret_masking_on_real_synths(tmp_path, stack_document, write_stack):
     from synth.run import synth_stack
 
@@ -226,6 +238,7 @@ def _kro_synth(tmp_path, label, preview, change=None):
     return synth_stack("staging", stack_file=path, preview=preview)
 
 
+@pytest.mark.fast
 def test_a_container_that_writes_data_is_stateful_by_its_mounts_not_its_name():
     from synth.replacements import stateful_reason
 
@@ -255,6 +268,7 @@ def test_a_container_that_writes_data_is_stateful_by_its_mounts_not_its_name():
         assert diff_states(base, {"stack": stack, "resources": [writes]}).warnings == []
 
 
+@pytest.mark.fast
 def test_the_policy_pack_guards_the_containers_the_diff_calls_stateful():
     """One classification of state for both: the containers the diff warns about are the ones
     the policy pack wants deleted before their replacement, read through the analyzer's
@@ -283,6 +297,7 @@ def test_the_policy_pack_guards_the_containers_the_diff_calls_stateful():
         pg["delete_before_replace"] = False
 
 
+@pytest.mark.fast
 def test_values_a_preview_does_not_know_are_not_changes(tmp_path):
     """A preview state against a normal one: "[unknown]" (the container image, a droplet's id in
     a firewall, secret scripts built from new resources) shows as (known after apply) and is
@@ -310,6 +325,7 @@ def test_values_a_preview_does_not_know_are_not_changes(tmp_path):
     assert "`image`: `\"registry.digitalocean.com/kro/kro-backend:2026.11.2\"` → (known after apply)" in text
 
 
+@pytest.mark.fast
 def test_an_unknown_list_item_stands_in_for_the_item_it_replaces():
     from synth.diff import input_changes
 
@@ -325,6 +341,7 @@ def test_an_unknown_list_item_stands_in_for_the_item_it_replaces():
     assert changes == {"envs": "unknown", "memory": "value"}
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("content, message", [
     ("{not json", "is not JSON"),
     ('{"stack": "prod"}', "no resources list"),
@@ -344,6 +361,7 @@ def test_diff_cli_bad_input_is_one_line_and_exit_2(tmp_path, content, message):
 
 # --- diagram ----------------------------------------------------------------------------------
 
+@pytest.mark.fast
 def test_diagram_has_every_tier_and_only_allowed_flows():
     from synth.run import synth_stack
 
@@ -370,6 +388,7 @@ def _fixture():
     return {"stack": "prod", "resources": [droplet, firewall]}
 
 
+@pytest.mark.fast
 def test_adding_a_rule_adds_exactly_that_edge():
     before = flows(State(_fixture()))
     assert before == {Edge(INTERNET, "web", "443")}
@@ -380,6 +399,7 @@ def test_adding_a_rule_adds_exactly_that_edge():
     assert before <= flows(State(changed))
 
 
+@pytest.mark.realtool
 def test_svg_is_rendered_with_graphviz_one_file_per_product(tmp_path):
     require_tool("dot", "Debian package graphviz")
     from synth.diagram import write_svg
@@ -402,6 +422,7 @@ def prod_state():
     return State(synth_stack("prod"))
 
 
+@pytest.mark.fast
 def test_one_diagram_per_product_hosts_hold_their_containers(prod_state):
     from synth.diagram import Link, product_graph, products
 
@@ -421,6 +442,7 @@ def test_one_diagram_per_product_hosts_hold_their_containers(prod_state):
     assert not {n for n in kro.nodes if n.startswith("pencom")}, "a product's diagram holds only it"
 
 
+@pytest.mark.realtool
 def test_the_diagrams_render_to_png_and_stay_readable(prod_state, tmp_path):
     """Rendered with the real dot; reviewed by eye when the layout code changes."""
     require_tool("dot", "Debian package graphviz")
@@ -442,6 +464,7 @@ def test_the_diagrams_render_to_png_and_stay_readable(prod_state, tmp_path):
     assert 'style=dashed' in dot(prod_state, "pencom")
 
 
+@pytest.mark.fast
 def test_missing_graphviz_is_one_line_and_exit_2(tmp_path, write_stack):
     import os
 
@@ -459,6 +482,7 @@ def test_missing_graphviz_is_one_line_and_exit_2(tmp_path, write_stack):
 
 # --- cost -------------------------------------------------------------------------------------
 
+@pytest.mark.fast
 def test_cost_matches_hand_computed_totals():
     prices = PriceTable({"currency": "USD", "rows": [
         {"kind": "droplet", "sku": "s-2vcpu-4gb", "monthly": 24},
@@ -486,6 +510,7 @@ def test_cost_matches_hand_computed_totals():
     assert (standby.size, standby.unit, standby.count, standby.monthly) == ("db-s-1vcpu-2gb", 25, 1, 25)
 
 
+@pytest.mark.fast
 def test_unknown_sizes_are_listed_not_priced_at_zero():
     prices = PriceTable({"rows": []})
     lines, unpriced = estimate(base_state(), prices)
@@ -494,12 +519,14 @@ def test_unknown_sizes_are_listed_not_priced_at_zero():
                                         "db: no database-standby-node price for db-s-1vcpu-2gb"]
 
 
+@pytest.mark.fast
 def test_every_price_row_names_its_source_and_date():
     document = json.loads((PROJECT_ROOT / "pricing" / "prices.json").read_text())
     for row in document["rows"]:
         assert row["source"].startswith("https://") and len(row["as_of"]) == 10, row
 
 
+@pytest.mark.fast
 def test_on_prem_hosts_are_listed_as_owned_and_never_priced():
     host = res("platform:components:OnPremVps", "vps", {"tier": "edge", "address": "10.0.0.1"}, custom=False)
     lines, unpriced = estimate({"resources": [host]}, PriceTable({"rows": []}))
@@ -509,6 +536,7 @@ def test_on_prem_hosts_are_listed_as_owned_and_never_priced():
     assert "| `vps` | on-prem host (owned) | `edge tier` | owned | 1 | owned | not priced |" in text
 
 
+@pytest.mark.fast
 def test_standby_rows_exist_for_every_size_that_allows_standby_nodes():
     table = PriceTable.load()
     for (kind, sku), row in table.rows.items():
@@ -517,6 +545,7 @@ def test_standby_rows_exist_for_every_size_that_allows_standby_nodes():
     assert table.get("database-standby-node", "db-s-1vcpu-1gb") is None, "1 GB plans take no standby"
 
 
+@pytest.mark.fast
 def test_standby_rows_record_the_check_against_the_providers_docs():
     """Standby nodes: the rule (plans of 2 GB or more) is DigitalOcean's documentation's; the
     amount is not confirmed by it, and each row and the cost comment say so."""
@@ -538,6 +567,7 @@ def test_standby_rows_record_the_check_against_the_providers_docs():
     assert ("not confirmed" in second) is (not standby[0]["checked"]["price_confirmed"])
 
 
+@pytest.mark.fast
 def test_committed_stacks_are_fully_priced():
     from synth.run import synth_stack
 
@@ -550,6 +580,7 @@ def test_committed_stacks_are_fully_priced():
 WORKFLOWS = sorted((PROJECT_ROOT / ".github" / "workflows").glob("*.yml"))
 
 
+@pytest.mark.realtool
 def test_workflows_pass_the_github_workflow_schema(tmp_path):
     tool = require_tool("check-jsonschema", "pip install check-jsonschema")
     result = subprocess.run([tool, "--builtin-schema", "vendor.github-workflows", *map(str, WORKFLOWS)],
@@ -565,6 +596,7 @@ def _load(name):
     return yaml.safe_load((PROJECT_ROOT / ".github" / "workflows" / name).read_text())
 
 
+@pytest.mark.fast
 def test_workflows_use_least_privilege():
     for path in WORKFLOWS:
         document = yaml.safe_load(path.read_text())
@@ -575,6 +607,7 @@ def test_workflows_use_least_privilege():
             assert set(k for k, v in granted.items() if v == "write") <= {"pull-requests"}
 
 
+@pytest.mark.fast
 def test_deploy_runs_staging_then_prod_behind_approval_without_overlap():
     deploy = _load("deploy.yml")
     assert deploy[True]["push"]["branches"] == ["main"]  # PyYAML reads `on:` as True
@@ -585,6 +618,7 @@ def test_deploy_runs_staging_then_prod_behind_approval_without_overlap():
     assert job["concurrency"] == {"group": "pulumi-up-${{ matrix.stack }}", "cancel-in-progress": False}
 
 
+@pytest.mark.fast
 def test_preview_runs_on_pull_requests_with_offline_and_real_jobs():
     preview = _load("preview.yml")
     assert "pull_request" in preview[True]
@@ -598,6 +632,7 @@ def test_preview_runs_on_pull_requests_with_offline_and_real_jobs():
     assert "synth diff" in offline and "--policy" in offline
 
 
+@pytest.mark.fast
 def test_diagram_draws_on_prem_hosts_from_their_ufw_rules_with_the_waiver():
     from synth.run import synth_stack
     from synth.state import State
@@ -615,6 +650,7 @@ def test_diagram_draws_on_prem_hosts_from_their_ufw_rules_with_the_waiver():
 
 # --- summary ----------------------------------------------------------------------------------
 
+@pytest.mark.fast
 def test_summary_shows_hosts_services_datastores_and_public_outputs():
     from synth.run import synth_stack
     from synth.summary import datastores, hosts, markdown as summary_markdown, services
@@ -645,6 +681,7 @@ def test_summary_shows_hosts_services_datastores_and_public_outputs():
 SCHEMAS = Path("/work/shared/provider-schemas/sdk-derived")
 
 
+@pytest.mark.fast
 def test_replacing_inputs_are_real_inputs_of_their_resources():
     """Cross-check against the provider schemas when present (the program never needs them)."""
     import gzip
@@ -665,6 +702,7 @@ def test_replacing_inputs_are_real_inputs_of_their_resources():
     assert "userData" in sdk_documented_replacements("digitalocean:index/droplet:Droplet")
 
 
+@pytest.mark.fast
 def test_a_bucket_rename_is_a_replacement_and_a_resize_is_not():
     bucket = "digitalocean:index/spacesBucket:SpacesBucket"
     base = {"stack": "staging", "resources": [res(bucket, "media", {"name": "a", "region": "fra1"}),

@@ -14,19 +14,20 @@ datastores, the edge to SSH, the exporters and, under the named waiver, Postgres
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
-import textwrap
 import time
 
 import pytest
 
 from rehearsal.checks import reachability as rm
 from tests.conftest import require_tool
+from tests.isolation import apply_ufw
 from tests.test_bridge_guard_real import (_create_network, _network_inputs, _ok, _resources, _run_listener,
                                           _wait_listening, rendered_rules, replay)  # noqa: F401 (fixture)
 from tests.test_reachability_probe import _expected
+
+pytestmark = pytest.mark.realtool
 
 HOST = "pencom-staging-data"
 ADDRESS = "10.41.0.13"
@@ -41,20 +42,7 @@ def _ufw_commands() -> str:
 
 
 def _apply_ufw(ns_path: str, commands: str, tmp_path) -> None:
-    private = tmp_path / "ufw-private"
-    shutil.copytree("/etc/ufw", private / "etc-ufw", symlinks=True)
-    (private / "default").mkdir()
-    shutil.copy2("/etc/default/ufw", private / "default" / "ufw")
-    inner = textwrap.dedent(f"""\
-        set -eu
-        mount -t tmpfs tmpfs /run
-        mount --bind {private}/etc-ufw /etc/ufw
-        mount --bind {private}/default/ufw /etc/default/ufw
-        {commands}
-        ufw status verbose
-        """)
-    result = subprocess.run(["nsenter", f"--net={ns_path}", "unshare", "--mount", "--propagation", "private",
-                             "bash", "-c", inner], capture_output=True, text=True, timeout=180)
+    result = apply_ufw(["nsenter", f"--net={ns_path}"], commands, tmp_path, timeout=180)
     assert result.returncode == 0 and "Default: deny (incoming)" in result.stdout, result.stdout + result.stderr
 
 

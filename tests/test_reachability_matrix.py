@@ -14,13 +14,14 @@ import yaml
 
 from rehearsal.checks import reachability as rm
 from synth.engine import PROJECT_ROOT
+from tests.conftest import synth_once
+
+pytestmark = pytest.mark.fast
 
 
 @lru_cache(maxsize=None)
 def _inputs(stack: str):
-    from synth.run import synth_stack
-
-    state = synth_stack(stack)
+    state = synth_once(stack)
     config = yaml.safe_load((PROJECT_ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
     policy = json.loads((PROJECT_ROOT / "policy" / f"config.{stack}.json").read_text())
     return state, config, policy

@@ -24,7 +24,7 @@ import yaml
 from rehearsal.checks import reachability as rm
 from rehearsal.report import Report
 from synth.engine import PROJECT_ROOT
-from tests.conftest import require_root, require_tool
+from tests.conftest import require_root, require_tool, synth_once
 
 NODES = {"edge": "10.41.0.11", "app": "10.41.0.12", "data": "10.41.0.13", "storage": "10.41.0.14",
          "neighbour": "10.41.0.50"}
@@ -41,9 +41,7 @@ DATA_FILTER = [
 
 @lru_cache(maxsize=None)
 def _expected():
-    from synth.run import synth_stack
-
-    state = synth_stack("staging")
+    state = synth_once("staging")
     config = yaml.safe_load((PROJECT_ROOT / "Pulumi.staging.yaml").read_text())["config"]
     policy = json.loads((PROJECT_ROOT / "policy" / "config.staging.json").read_text())
     return rm.expected_matrix(state, config, policy)
@@ -114,6 +112,7 @@ def _address(target: rm.Target):
     return NODES["data"] if (target.host, target.side) == (DATA, "private") else None
 
 
+@pytest.mark.realtool
 def test_probes_agree_with_the_tier_model_and_show_a_hole(segment):
     names = segment["names"]
     sites = _sites(names)
@@ -141,6 +140,7 @@ def test_probes_agree_with_the_tier_model_and_show_a_hole(segment):
     assert "-.->|planned - / observed 5432|" in diagram and "linkStyle" in diagram
 
 
+@pytest.mark.fast
 def test_a_cell_without_a_site_or_an_address_is_not_proven_never_a_pass():
     cells = [e for e in _expected() if e.position == "internet"][:3]
     calls = []
@@ -149,6 +149,7 @@ def test_a_cell_without_a_site_or_an_address_is_not_proven_never_a_pass():
     assert observed[0].detail == "no probe site for this position"
 
 
+@pytest.mark.fast
 def test_nc_argv():
     assert rm.nc_argv("10.0.0.1", 5432, source="10.0.0.2") == ["nc", "-z", "-n", "-w", "2", "-s", "10.0.0.2", "10.0.0.1", "5432"]
     assert rm.nc_argv("10.0.0.1", 53, "udp") == ["nc", "-z", "-n", "-w", "2", "-u", "10.0.0.1", "53"]

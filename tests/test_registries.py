@@ -9,6 +9,8 @@ import pytest
 from components.dockerhost import image_registry, registry_auth
 from tests.diff_catalog import product_document
 
+pytestmark = pytest.mark.fast
+
 
 @pytest.mark.parametrize("image, host", [
     ("registry.digitalocean.com/kro/kro-backend:2026.11.2", "registry.digitalocean.com"),

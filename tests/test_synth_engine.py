@@ -13,6 +13,8 @@ import pytest
 
 from synth.engine import PROJECT_ROOT, SECRET_MASK, SynthMocks, UnansweredInvoke
 
+pytestmark = pytest.mark.fast
+
 
 class _Probe(pulumi.ComponentResource):
     def __init__(self, name: str, protect: bool):

@@ -21,6 +21,8 @@ from synth.engine import (PROJECT_ROOT, DuplicateUrn, MockDataError, PulumiUrnIn
                           run_program)
 from synth.run import synth_capture
 
+pytestmark = pytest.mark.fast
+
 COMMAND = "command:remote:Command"
 
 _CAPTURES: dict = {}

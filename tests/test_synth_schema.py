@@ -15,6 +15,8 @@ import pytest
 from synth import sdkschema
 from synth.engine import run_program
 
+pytestmark = pytest.mark.fast
+
 SHARED_SCHEMAS = Path("/work/shared/provider-schemas")
 
 

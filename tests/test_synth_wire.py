@@ -8,10 +8,13 @@ import contextvars
 import importlib
 
 import pulumi_digitalocean as do
+import pytest
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import rpc, settings
 
 from synth import wire
+
+pytestmark = pytest.mark.fast
 
 get_type_token = importlib.import_module("pulumi.type_token").get_type_token
 

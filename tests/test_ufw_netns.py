@@ -8,24 +8,22 @@ firewall and configuration are never touched. Two client namespaces probe over T
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
-import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from components import hostsetup, tiers
 from tests.conftest import require_root, require_tool
+from tests.isolation import apply_ufw, ip
+
+pytestmark = pytest.mark.realtool
 
 FW_A, CLIENT_A = "10.231.1.1", "10.231.1.2"
 FW_B, CLIENT_B = "10.231.2.1", "10.231.2.2"
 PORTS = (22, 80, 443, 5432, 6379)
-
-
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True)
 
 
 @pytest.fixture
@@ -37,20 +35,20 @@ def namespaces():
     suffix = str(os.getpid())
     fw, a, b = f"ufwfw{suffix}", f"ufwa{suffix}", f"ufwb{suffix}"
     for ns in (fw, a, b):
-        _ip("netns", "add", ns)
+        ip("netns", "add", ns)
     listener = None
     try:
         for client, fw_addr, client_addr, tag in ((a, FW_A, CLIENT_A, "a"), (b, FW_B, CLIENT_B, "b")):
             outside, inside = f"u{tag}c{suffix}"[:15], f"u{tag}f{suffix}"[:15]
-            _ip("link", "add", outside, "type", "veth", "peer", "name", inside)
-            _ip("link", "set", outside, "netns", client)
-            _ip("link", "set", inside, "netns", fw)
-            _ip("-n", client, "addr", "add", f"{client_addr}/24", "dev", outside)
-            _ip("-n", fw, "addr", "add", f"{fw_addr}/24", "dev", inside)
-            _ip("-n", client, "link", "set", outside, "up")
-            _ip("-n", fw, "link", "set", inside, "up")
+            ip("link", "add", outside, "type", "veth", "peer", "name", inside)
+            ip("link", "set", outside, "netns", client)
+            ip("link", "set", inside, "netns", fw)
+            ip("-n", client, "addr", "add", f"{client_addr}/24", "dev", outside)
+            ip("-n", fw, "addr", "add", f"{fw_addr}/24", "dev", inside)
+            ip("-n", client, "link", "set", outside, "up")
+            ip("-n", fw, "link", "set", inside, "up")
         for ns in (fw, a, b):
-            _ip("-n", ns, "link", "set", "lo", "up")
+            ip("-n", ns, "link", "set", "lo", "up")
         server = textwrap.dedent(f"""
             import socket, threading
             def serve(port):
@@ -63,7 +61,7 @@ def namespaces():
             threading.Event().wait()
         """)
         listener = subprocess.Popen(["ip", "netns", "exec", fw, sys.executable, "-c", server])
-        time.sleep(0.5)
+        _wait_listening(fw, PORTS + (27017,))
         yield {"fw": fw, "a": a, "b": b}
     finally:
         if listener is not None:
@@ -73,6 +71,25 @@ def namespaces():
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
+def _wait_listening(ns: str, ports: tuple[int, ...], timeout: float = 60) -> None:
+    """Until every port answers on the namespace's loopback (a fixed sleep loses on a busy machine)."""
+    probe = textwrap.dedent(f"""
+        import socket, time
+        deadline = time.monotonic() + {timeout}
+        for port in {ports!r}:
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise SystemExit(f"nothing listens on {{port}}")
+                    time.sleep(0.05)
+    """)
+    result = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", probe], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
 def _reachable(ns: str, address: str, port: int) -> bool:
     probe = (f"import socket; s = socket.socket(); s.settimeout(1.5); "
              f"s.connect(({address!r}, {port})); s.close()")
@@ -80,26 +97,17 @@ def _reachable(ns: str, address: str, port: int) -> bool:
                           capture_output=True).returncode == 0
 
 
-def _matrix(namespaces) -> dict[tuple[str, int], bool]:
-    return {(client, port): _reachable(namespaces[client], FW_A if client == "a" else FW_B, port)
-            for client in ("a", "b") for port in PORTS}
+def _matrix(namespaces, ports=PORTS) -> dict[tuple[str, int], bool]:
+    """{(client, port): reachable}, probed at once: a refused cell waits out its 1.5 s timeout."""
+    cells = [(client, port) for client in ("a", "b") for port in ports]
+    with ThreadPoolExecutor(len(cells)) as pool:
+        results = pool.map(lambda cell: _reachable(namespaces[cell[0]], FW_A if cell[0] == "a" else FW_B, cell[1]),
+                           cells)
+        return dict(zip(cells, results))
 
 
 def _apply_ufw(namespaces, commands: str, tmp_path) -> subprocess.CompletedProcess:
-    private = tmp_path / "ufw-private"
-    shutil.copytree("/etc/ufw", private / "etc-ufw", symlinks=True)
-    (private / "default").mkdir()
-    shutil.copy2("/etc/default/ufw", private / "default" / "ufw")
-    inner = textwrap.dedent(f"""\
-        set -eu
-        mount -t tmpfs tmpfs /run
-        mount --bind {private}/etc-ufw /etc/ufw
-        mount --bind {private}/default/ufw /etc/default/ufw
-        {commands}
-        ufw status verbose
-        """)
-    return subprocess.run(["ip", "netns", "exec", namespaces["fw"], "unshare", "--mount", "--propagation",
-                           "private", "bash", "-c", inner], capture_output=True, text=True, timeout=120)
+    return apply_ufw(["ip", "netns", "exec", namespaces["fw"]], commands, tmp_path, timeout=120)
 
 
 def test_ufw_allows_exactly_what_the_tier_model_allows(namespaces, tmp_path):
@@ -124,15 +132,11 @@ def test_ufw_allows_exactly_what_the_tier_model_allows(namespaces, tmp_path):
 def test_pencom_data_node_rules_admit_the_app_node_and_the_waiver_only(namespaces, tmp_path):
     """The committed Pencom data node's own UFW commands, with the client namespaces standing in
     for the app node (a) and the edge node (b): the edge reaches Postgres only (the waiver)."""
-    import yaml
-
-    from synth.run import synth_stack
     from synth.state import State
+    from tests.conftest import synth_once
     from tests.test_pencom import _pencom_only
 
-    stack = tmp_path / "Pulumi.prod.yaml"
-    stack.write_text(yaml.safe_dump(_pencom_only("prod")))
-    state = State(synth_stack("prod", stack_file=stack))
+    state = State(synth_once("prod", document=_pencom_only("prod")))
     script = state.named("pencom-prod-data-setup-ufw", "command:remote:Command")["inputs"]["stdin"]
     commands = script.split("<<'PLATFORM_EOF'", 1)[1].split("\n", 1)[1].split("PLATFORM_EOF", 1)[0]
     app, edge = "10.40.0.12/32", "10.40.0.11/32"
@@ -141,8 +145,7 @@ def test_pencom_data_node_rules_admit_the_app_node_and_the_waiver_only(namespace
     assert "ufw default deny outgoing" in commands  # kept: replies to admitted flows still leave
     result = _apply_ufw(namespaces, commands, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    after = {(client, port): _reachable(namespaces[client], FW_A if client == "a" else FW_B, port)
-             for client in ("a", "b") for port in (22, 5432, 6379, 27017, 80)}
+    after = _matrix(namespaces, ports=(22, 5432, 6379, 27017, 80))
     assert after == {
         ("a", 22): False, ("a", 5432): True, ("a", 6379): True, ("a", 27017): True, ("a", 80): False,
         ("b", 22): True, ("b", 5432): True, ("b", 6379): False, ("b", 27017): False, ("b", 80): False,

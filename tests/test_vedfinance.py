@@ -11,6 +11,8 @@ from stacks.errors import ConfigError
 from synth.run import synth_stack
 from synth.state import State
 
+pytestmark = pytest.mark.fast
+
 CONTAINER = "docker:index/container:Container"
 
 

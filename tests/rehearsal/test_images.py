@@ -8,6 +8,7 @@ import pytest
 
 from rehearsal import images
 from rehearsal.images import ImageError, contracts_from_state, plan_standins, split_reference
+from tests.conftest import synth_once
 
 pytestmark = pytest.mark.fast
 
@@ -16,9 +17,7 @@ UNPROVEN = {"mongo", "minio/minio", "grafana/grafana-oss", "gcr.io/cadvisor/cadv
 
 @pytest.fixture(scope="module")
 def staging_state():
-    from synth.run import synth_stack
-
-    return synth_stack("staging", reveal_secrets=True)
+    return synth_once("staging", reveal_secrets=True)
 
 
 def remote_image_names(state) -> set[str]:
