@@ -22,8 +22,8 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydantic import ValidationError
 
 from components.containers import check_env, check_env_names, image_is_pinned
-from stacks.model import Hostname, ResourceName, StrictModel
-from stacks.provider import validator as provider_slug
+from validation.fields import Hostname, ResourceName, StrictModel
+from validation.provider_lists import validator as provider_slug
 
 DEDICATED_PREFIX = "apps-d-"
 """CPU-based autoscaling needs a dedicated-CPU instance size

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
-from stacks.boundary import Finding, Skip, each
+from validation.rules import Finding, Skip, each
 
 Loc = tuple[Any, ...]
 

@@ -12,9 +12,9 @@ from pydantic import AfterValidator, Field
 
 from components import monitoring
 from components.containers import ContainerSpec
-from stacks.boundary import Finding, RuleContext, Skip, each, rule
-from stacks.formats import check_calendar
-from stacks.model import Hostname, ResourceName, StrictModel
+from validation.rules import Finding, RuleContext, Skip, each, rule
+from validation.formats import check_calendar
+from validation.fields import Hostname, ResourceName, StrictModel
 
 SECRET_KEY_PATTERN = r"^[a-z][a-z0-9_]{2,62}$"
 

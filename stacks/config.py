@@ -3,7 +3,7 @@
 Read once from Pulumi config and validated before any resource is registered. Every problem
 in the file is reported together, each with its key path, so one run shows everything to fix.
 Sections are validated independently: a broken ``environment`` does not hide the problems of
-a product, and a broken field does not hide the rules that do not read it (stacks/boundary.py).
+a product, and a broken field does not hide the rules that do not read it (validation/rules.py).
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from typing import Any, Iterator, Literal, Mapping, Optional
 
 from pydantic import BaseModel, EmailStr, Field, ValidationError, model_validator
 
-from stacks import boundary
-from stacks.boundary import Finding, RuleContext, rule
+from validation import rules
+from validation.rules import Finding, RuleContext, rule
 from stacks.errors import CONFIG_NAMESPACE, ConfigError, describe_validation_error, key_path
-from stacks.formats import control_characters, openssh_key_problem, secret_parts, secret_value_kind
-from stacks.model import AdminCidr, StrictModel
-from stacks.provider import digitalocean
+from validation.formats import control_characters, openssh_key_problem, secret_parts, secret_value_kind
+from validation.fields import AdminCidr, StrictModel
+from validation.provider_lists import digitalocean
 
 DO_REGIONS = tuple(digitalocean()["regions"])
 HEREDOC_MARKER = "PLATFORM_EOF"
@@ -88,7 +88,7 @@ class SecretKey(BaseModel):
     description: str
     format: Optional[Literal["openssh_private_key"]] = None
     """What the value must be, checked at the boundary when it is set (a deploy user's key:
-    ``stacks.formats.openssh_key_problem``)."""
+    ``validation.formats.openssh_key_problem``)."""
 
 
 def _product_registry() -> Mapping[str, Any]:
@@ -212,7 +212,7 @@ def _scrub(problems: list[str], values: Mapping[str, Any], key_names: set[str] =
     ``key_names`` are config key names (``pencom_alerts_smtp_password``): a field such as
     ``smtp_password_secret`` holds one to say where the secret is, and a name is not a secret,
     so it stays readable in every message."""
-    from stacks.formats import looks_secret_name
+    from validation.formats import looks_secret_name
 
     secrets = set()
     for top, value in values.items():
@@ -286,8 +286,8 @@ def validate_stack_config(
             environment = environment_view = Environment.model_validate(raw_env)
         except ValidationError as exc:
             problems.extend(describe_validation_error("environment", Environment, exc, raw_env))
-            environment_view = boundary.partial(Environment, raw_env)
-        problems += [f"{path_for('environment')(f.loc)}: {f.message}" for f in boundary.run_rules(
+            environment_view = rules.partial(Environment, raw_env)
+        problems += [f"{path_for('environment')(f.loc)}: {f.message}" for f in rules.run_rules(
             environment_view, RuleContext(stack, environment_view, path_for("environment")))]
 
     products: list[str] = []
@@ -334,8 +334,8 @@ def validate_stack_config(
                 product_configs[name] = views[name] = product.config_model.model_validate(document)
             except ValidationError as exc:
                 problems.extend(describe_validation_error(name, product.config_model, exc, document))
-                views[name] = boundary.partial(product.config_model, document)
-            problems += [f"{path_for(name)(f.loc)}: {f.message}" for f in boundary.run_rules(
+                views[name] = rules.partial(product.config_model, document)
+            problems += [f"{path_for(name)(f.loc)}: {f.message}" for f in rules.run_rules(
                 views[name], RuleContext(stack, environment_view, path_for(name)))]
 
     from stacks.collisions import stack_collisions
@@ -401,7 +401,7 @@ def _required_secrets(environment: Any, views: Mapping[str, Any], products: list
         if environment is not None and environment.alerts.slack_channel:
             needed["alerts_slack_webhook_url"] = SecretKey(
                 key="alerts_slack_webhook_url", description="Slack incoming-webhook URL for alerts")
-    except (boundary.Skip, AttributeError):
+    except (rules.Skip, AttributeError):
         return None
     registry = _product_registry()
     for name in products:
@@ -410,7 +410,7 @@ def _required_secrets(environment: Any, views: Mapping[str, Any], products: list
         try:
             for secret in registry[name].required_secrets(views[name]):
                 needed.setdefault(secret.key, secret)
-        except (boundary.Skip, AttributeError, TypeError):
+        except (rules.Skip, AttributeError, TypeError):
             return None
     return needed
 

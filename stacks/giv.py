@@ -25,7 +25,7 @@ from components.database import ManagedDatabaseCluster, ManagedDatabaseClusterAr
 from components.droplet_stack import DropletBackups, DropletStack, DropletStackArgs
 from components.monitoring import MonitoringConfig
 from components.workloads import HostFile, host_path_for
-from stacks.boundary import Finding, RuleContext, each, rule
+from validation.rules import Finding, RuleContext, each, rule
 from stacks.collisions import duplicates
 from stacks.common import (BackupConfig, Product, alert_email_findings, backup_bucket_findings,
                            derived_buckets, generated_password, host_monitoring, hosts_in_zone,
@@ -33,8 +33,8 @@ from stacks.common import (BackupConfig, Product, alert_email_findings, backup_b
                            product_foundation, secret_key_findings)
 from stacks.config import DO_REGIONS, SecretKey
 from stacks.definition import ProductDefinition
-from stacks.model import Hostname, PrivateCidr, StrictModel
-from stacks.provider import check_version, digitalocean, validator as provider_slug
+from validation.fields import Hostname, PrivateCidr, StrictModel
+from validation.provider_lists import check_version, digitalocean, validator as provider_slug
 
 SSH_KEY_SECRET = "giv_ssh_private_key"
 APP_REGIONS = tuple(digitalocean()["app_regions"])
@@ -47,7 +47,7 @@ CA_DIR = "/workspace/.certs"
 
 class ClusterConfig(StrictModel):
     version: str = Field(pattern=r"^\d+$", description="major version (checked per engine against "
-                         "stacks/data/digitalocean.json)")
+                         "validation/data/digitalocean.json)")
     size: Annotated[str, AfterValidator(provider_slug("database_sizes", "database node size"))] = Field(
         description="node size slug")
     node_count: int = Field(default=1, ge=1, le=3, description="nodes; 2+ adds a standby")

@@ -26,7 +26,7 @@ from components.ingress import Ingress, IngressRoute
 from components.backup import R2Backup, R2BackupArgs
 from components.backupscripts import BackupJob
 from components.workloads import HostFile, host_path_for
-from stacks.boundary import Finding, RuleContext, each, rule
+from validation.rules import Finding, RuleContext, each, rule
 from stacks.collisions import duplicates, program_containers, reserved_names
 from stacks.common import (BackupConfig, DnsConfig, Product, RouteConfig, alert_email_findings,
                            backup_bucket_findings, derived_buckets, generated_password, host_monitoring,
@@ -35,9 +35,9 @@ from stacks.common import (BackupConfig, DnsConfig, Product, RouteConfig, alert_
                            service_secret_env)
 from stacks import common
 from stacks.config import DO_REGIONS, SecretKey
-from stacks.model import PrivateCidr, ResourceName, StrictModel
+from validation.fields import PrivateCidr, ResourceName, StrictModel
 from stacks.definition import ProductDefinition
-from stacks.provider import check_version, validator as provider_slug
+from validation.provider_lists import check_version, validator as provider_slug
 
 SSH_KEY_SECRET = "kro_ssh_private_key"
 

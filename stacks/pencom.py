@@ -38,7 +38,7 @@ from components.mongo_init import check_mongo_names, render_mongo_init_js
 from components.onprem import OnPremVps, OnPremVpsArgs
 from components.postgres_init import check_init_plan, render_init_sql
 from components.workloads import HostFile, datastore_init
-from stacks.boundary import Finding, RuleContext, Skip, each, rule
+from validation.rules import Finding, RuleContext, Skip, each, rule
 from stacks.collisions import duplicates, program_containers
 from stacks.common import (BackupConfig, DnsConfig, Product, RouteConfig, alert_email_findings,
                            backup_bucket_findings, bootstrap_user_problem, derived_buckets,
@@ -48,7 +48,7 @@ from stacks.common import (BackupConfig, DnsConfig, Product, RouteConfig, alert_
 from stacks import common
 from stacks.config import SecretKey
 from stacks.definition import ProductDefinition
-from stacks.model import (ADMIN_PREFIX_MIN, BootstrapUser, Cidr, HostCidr, PrivateAddress, PrivateCidr,
+from validation.fields import (ADMIN_PREFIX_MIN, BootstrapUser, Cidr, HostCidr, PrivateAddress, PrivateCidr,
                           PublicAddress, ResourceName, StrictModel)
 
 SSH_KEY_SECRET = "pencom_ssh_private_key"

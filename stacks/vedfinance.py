@@ -28,7 +28,7 @@ from components.monitoring import MonitoringConfig
 from components.onprem import OnPremVps, OnPremVpsArgs
 from components.postgres_init import check_init_plan, render_init_sql
 from components.workloads import HostFile, datastore_init
-from stacks.boundary import Finding, RuleContext, each, rule
+from validation.rules import Finding, RuleContext, each, rule
 from stacks.collisions import duplicates, program_containers, reserved_names
 from stacks.common import (BackupConfig, DnsConfig, Product, RouteConfig, alert_email_findings,
                            backup_bucket_findings, bootstrap_user_problem, derived_buckets,
@@ -38,7 +38,7 @@ from stacks.common import (BackupConfig, DnsConfig, Product, RouteConfig, alert_
 from stacks import common
 from stacks.config import SecretKey
 from stacks.definition import ProductDefinition
-from stacks.model import BootstrapUser, PublicAddress, ResourceName, StrictModel
+from validation.fields import BootstrapUser, PublicAddress, ResourceName, StrictModel
 
 SSH_KEY_SECRET = "vedfinance_ssh_private_key"
 CA_PATH = "/run/platform/ca.crt"
