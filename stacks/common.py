@@ -12,6 +12,11 @@ from pydantic import AfterValidator, Field
 
 from components import monitoring
 from components.containers import ContainerSpec
+from components import dockerhost
+from components.hostsetup import DEPLOY_USER
+from stacks.collisions import r2_bucket_problem
+from stacks.definition import SecretKey
+from stacks.environment import is_production_name
 from validation.rules import Finding, RuleContext, Skip, each, rule
 from validation.formats import check_calendar
 from validation.fields import Hostname, ResourceName, StrictModel
@@ -128,8 +133,6 @@ def monitoring_findings(cfg: Any, product: str, services: Mapping[str, Any], fie
 
 
 def bootstrap_user_problem(value: str | None) -> str | None:
-    from components.hostsetup import DEPLOY_USER
-
     if value in ("root", DEPLOY_USER):
         return (f"{value!r}: use an existing sudo user other than root (the baseline closes root login) "
                 f"and other than the deploy user {DEPLOY_USER!r} (the one it creates)")
@@ -177,8 +180,6 @@ class BackupConfig(StrictModel):
 
 def is_production(ctx: RuleContext) -> bool:
     """The environment's production flag, or what its name implies."""
-    from stacks.config import is_production_name
-
     production = ctx.env("production")
     return is_production_name(ctx.env("name")) if production is None else production
 
@@ -205,8 +206,6 @@ def backup_bucket_findings(backup: Any, labels: Sequence[str], field: str = "bac
                            ) -> Iterator[tuple[tuple, tuple[str, str]] | Finding]:
     """The R2 buckets a product derives from ``backup.bucket`` (``<bucket>-<label>``): each must be
     a valid R2 name (3-63 characters, https://developers.cloudflare.com/r2/buckets/create-buckets/)."""
-    from stacks.collisions import r2_bucket_problem
-
     for label in labels:
         name = f"{backup.bucket}-{label.replace('_', '-')}" if label else backup.bucket
         problem = r2_bucket_problem(name)
@@ -230,8 +229,6 @@ def host_monitoring(ctx, cfg: monitoring.MonitoringConfig, **where) -> monitorin
 
 
 def monitoring_secrets(cfg: monitoring.MonitoringConfig | None) -> list:
-    from stacks.config import SecretKey
-
     if cfg is None or not cfg.smtp_password_secret:
         return []
     return [SecretKey(key=cfg.smtp_password_secret, description="SMTP password Alertmanager sends alert emails with")]
@@ -251,10 +248,7 @@ def registry_secret_key(product: str) -> str:
 def registry_secrets(product: str, images: Sequence[str]) -> list:
     """The registry secret is required when an image comes from DigitalOcean's registry, which is
     always private; for GHCR it is optional (public packages pull without it)."""
-    from components.dockerhost import image_registry
-    from stacks.config import SecretKey
-
-    if any(image_registry(i) == "registry.digitalocean.com" for i in images):
+    if any(dockerhost.image_registry(i) == "registry.digitalocean.com" for i in images):
         return [SecretKey(key=registry_secret_key(product),
                           description="Docker config.json with the registry logins "
                           "(`doctl registry docker-config --read-write=false`)")]
@@ -263,7 +257,5 @@ def registry_secrets(product: str, images: Sequence[str]) -> list:
 
 def registry_auth(product: str, images: Sequence[str]) -> list:
     """The Docker provider's ``registry_auth`` for ``images``, from the product's optional secret."""
-    from components.dockerhost import registry_auth as auth
-
     config = pulumi.Config("platform").get_secret(registry_secret_key(product))
-    return auth(images, config)
+    return dockerhost.registry_auth(images, config)

@@ -31,7 +31,8 @@ from stacks.common import (BackupConfig, Product, alert_email_findings, backup_b
                            derived_buckets, generated_password, host_monitoring, hosts_in_zone,
                            injected_env_findings, monitoring_findings, monitoring_secrets,
                            product_foundation, secret_key_findings)
-from stacks.config import DO_REGIONS, SecretKey
+from stacks.definition import SecretKey
+from stacks.environment import DO_REGIONS
 from stacks.definition import ProductDefinition
 from validation.fields import Hostname, PrivateCidr, StrictModel
 from validation.provider_lists import check_version, digitalocean, validator as provider_slug

@@ -34,7 +34,8 @@ from stacks.common import (BackupConfig, DnsConfig, Product, RouteConfig, alert_
                            monitoring_secrets, product_foundation, secret_key_findings,
                            service_secret_env)
 from stacks import common
-from stacks.config import DO_REGIONS, SecretKey
+from stacks.definition import SecretKey
+from stacks.environment import DO_REGIONS
 from validation.fields import PrivateCidr, ResourceName, StrictModel
 from stacks.definition import ProductDefinition
 from validation.provider_lists import check_version, validator as provider_slug

@@ -30,6 +30,7 @@ from components.backup import R2Backup, R2BackupArgs
 from components.backupscripts import WAL_ROLE, BackupJob, replication_role_sql
 from components.containers import ContainerSpec, PublishedPort
 from components.dns import a_records
+from components.dockerhost import image_registry
 from components.ingress import Ingress, IngressRoute
 from components.internal_ca import InternalCa
 from components.monitoring import MonitoringConfig
@@ -46,7 +47,7 @@ from stacks.common import (BackupConfig, DnsConfig, Product, RouteConfig, alert_
                            monitoring_findings, monitoring_secrets, secret_key_findings,
                            service_secret_env)
 from stacks import common
-from stacks.config import SecretKey
+from stacks.definition import SecretKey
 from stacks.definition import ProductDefinition
 from validation.fields import (ADMIN_PREFIX_MIN, BootstrapUser, Cidr, HostCidr, PrivateAddress, PrivateCidr,
                           PublicAddress, ResourceName, StrictModel)
@@ -329,8 +330,6 @@ def _admits(allowed: list[str], domain: str) -> bool:
 def _pulls_through_proxy(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
     """The app, data and storage nodes pull their images through the edge's proxy (their
     Docker daemons' HTTPS_PROXY): its host allow-list admits every registry they pull from."""
-    from components.dockerhost import image_registry
-
     images: list[tuple[str, str]] = []
 
     def add(getter):
@@ -923,7 +922,7 @@ def build(ctx, cfg: PencomConfig) -> dict:
     wal_password = generated_password(f"{name}-pg-wal", product)
     sql = pulumi.Output.all(role_passwords, wal_password).apply(lambda a: render_init_sql(
         pg_plan[0], a[0], readers=pg_plan[1]) + replication_role_sql(a[1]))
-    pg_init = datastore_init(f"{name}-postgres-init", data.ssh, stack=data._name, service=cfg.postgres.name,
+    pg_init = datastore_init(f"{name}-postgres-init", data.ssh, stack=data.pulumi_resource_name, service=cfg.postgres.name,
                              text=sql, ready=PG_READY,
                              apply="psql -U postgres -v ON_ERROR_STOP=1 -q",
                              path=f"/etc/platform/{name}-postgres-init.sql", parent=data,
@@ -933,7 +932,7 @@ def build(ctx, cfg: PencomConfig) -> dict:
     # Single-quoted: the root password is expanded inside the container, from its own env.
     mongo_shell = (f'mongosh --quiet --tls --tlsCAFile {CA_PATH} --host localhost '
                    '-u root -p "$MONGO_INITDB_ROOT_PASSWORD" --authenticationDatabase admin')
-    mongo_init = datastore_init(f"{name}-mongodb-init", data.ssh, stack=data._name, service=cfg.mongodb.name,
+    mongo_init = datastore_init(f"{name}-mongodb-init", data.ssh, stack=data.pulumi_resource_name, service=cfg.mongodb.name,
                                 text=mongo_js, ready=f"sh -c '{mongo_shell} --eval \"db.runCommand({{ping: 1}})\"'",
                                 apply=f"sh -c '{mongo_shell}'", path=f"/etc/platform/{name}-mongodb-init.js",
                                 parent=data, depends_on=[data_created[cfg.mongodb.name]])
@@ -986,7 +985,7 @@ def build(ctx, cfg: PencomConfig) -> dict:
                           mounts=(f"{runner.data_dir}/files",), rpo_minutes=cluster_rpo,
                           source_service=spec.name if kind == "pitr" else ""),
             rpo_minutes=cluster_rpo if kind == "pitr" else rpo_by_label.get(label),
-            source_name=f"{runner._name}-{spec.name}", source_uri=uri,
+            source_name=f"{runner.pulumi_resource_name}-{spec.name}", source_uri=uri,
             account_id=cfg.backup.cloudflare_account_id, bucket_name=f"{cfg.backup.bucket}-{label.replace('_', '-')}",
             location=cfg.backup.location, lock_days=cfg.backup.lock_days, runner=runner.ssh,
             runner_ready=ready, protect=prod, environment={**runner_env, **extra_env},

@@ -36,7 +36,7 @@ from stacks.common import (BackupConfig, DnsConfig, Product, RouteConfig, alert_
                            merge_env, monitoring_findings, monitoring_secrets, secret_key_findings,
                            service_secret_env)
 from stacks import common
-from stacks.config import SecretKey
+from stacks.definition import SecretKey
 from stacks.definition import ProductDefinition
 from validation.fields import BootstrapUser, PublicAddress, ResourceName, StrictModel
 
