@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from synth.state import State
+from synth.state import PRODUCT_TYPE_PREFIX, State, product_of
 
 TIERS = ("edge", "app", "data", "mgmt")
 INTERNET, ADMINS = "internet", "admins"
@@ -201,8 +201,6 @@ class Graph:
 
 
 def products(state: State) -> list[str]:
-    from synth.summary import PRODUCT_TYPE_PREFIX
-
     return sorted(r["name"] for r in state.resources if r["type"].startswith(PRODUCT_TYPE_PREFIX))
 
 
@@ -211,8 +209,6 @@ def _anchor(host: str) -> str:
 
 
 def product_graph(state: State, product: str) -> Graph:
-    from synth.summary import product_of
-
     mine = [r for r in state.resources if product_of(r, state.by_urn) == product]
     graph = Graph(product, {}, {INTERNET: ("internet", "", "ellipse"), ADMINS: ("admin CIDRs", "", "ellipse")}, set())
     host_of_droplet: dict[str, str] = {}
