@@ -57,7 +57,6 @@ class DockerHost(pulumi.ComponentResource):
     def _setup(self, name: str, scripts: Mapping[str, str],
                depends_on: Sequence[pulumi.Resource]) -> None:
         """Each script a remote command, in order, each re-run only when its text changes."""
-        self._name = name
         previous = list(depends_on)
         for script_name, text in scripts.items():
             previous = [run_script(f"{name}-setup-{script_name}", self.ssh, text, parent=self,
@@ -89,7 +88,7 @@ class DockerHost(pulumi.ComponentResource):
     def _docker_firewall(self, rules_text: str) -> None:
         """Installs and applies the ``DOCKER-USER`` rules (``egress.render_docker_user_rules``)
         before any container starts; the containers wait for it."""
-        firewall = run_script(f"{self._name}-docker-firewall", self.ssh,
+        firewall = run_script(f"{self.pulumi_resource_name}-docker-firewall", self.ssh,
                               hostsetup.script(egress.docker_user_section(rules_text)),
                               parent=self, depends_on=self.setup_done)
         self.setup_done = [*self.setup_done, firewall]
@@ -109,7 +108,7 @@ class DockerHost(pulumi.ComponentResource):
     ) -> dict[str, docker.Container]:
         """Run ``containers`` (and nginx with certificates when ``ingress`` is given), then
         register the component's outputs. Called once, after what the containers need exists."""
-        name = self._name
+        name = self.pulumi_resource_name
         specs = list(containers)
         ingress_ready: list[pulumi.Resource] = []
         if ingress is not None:

@@ -82,7 +82,6 @@ class DropletStack(DockerHost):
     def __init__(self, name: str, args: DropletStackArgs,
                  opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("platform:components:DropletStack", name, None, opts)
-        self._name = name
         self._args = args
         child = pulumi.ResourceOptions(parent=self)
         adopted = args.adopt_droplet_id is not None
