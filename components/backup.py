@@ -167,9 +167,9 @@ class R2Backup(pulumi.ComponentResource):
             f"install -d -m 0700 {STATE_ROOT}",
         ]
         for script_name, text in sorted(scripts(job).items()):
-            sections.append(hostsetup._heredoc(f"/usr/local/sbin/{script_name}", "0750", "root:root", text))
+            sections.append(hostsetup.deliver_file(f"/usr/local/sbin/{script_name}", "0750", "root:root", text))
         for unit, text in sorted(units.items()):
-            sections.append(hostsetup._heredoc(f"/etc/systemd/system/{unit}", "0644", "root:root",
+            sections.append(hostsetup.deliver_file(f"/etc/systemd/system/{unit}", "0644", "root:root",
                                                text, on_change="systemctl daemon-reload"))
         sections += [f"ensure_service_enabled {unit}" for unit in sorted(units)
                      if unit.endswith(".timer") or unit.startswith("platform-wal-receive-")]
@@ -188,9 +188,9 @@ class R2Backup(pulumi.ComponentResource):
             content = "".join(f"{k}={_systemd_quote(v)}\n" for k, v in lines.items())
             return hostsetup.script(
                 f"install -d -m 0700 {ENV_DIR}",
-                hostsetup._heredoc(f"{ENV_DIR}/{job_name}.env", "0600", "root:root", content,
+                hostsetup.deliver_file(f"{ENV_DIR}/{job_name}.env", "0600", "root:root", content,
                                    on_change=restart_receivers),
-                hostsetup._heredoc(password_file, "0600", "root:root", passphrase + "\n",
+                hostsetup.deliver_file(password_file, "0600", "root:root", passphrase + "\n",
                                    on_change=restart_receivers))
 
         # A long-running WAL receiver reads the credentials at its start: a new value restarts

@@ -255,7 +255,7 @@ def datastore_init(resource: str, target: SshTarget, *, stack: str, service: str
             # The readiness command expands its variables in the container, not here.
             "# shellcheck disable=SC2016",
             f'wait_for 60 docker exec "$cid" {ready} || {{ echo "{service} is not ready after 60 s" >&2; exit 1; }}',
-            hostsetup._heredoc(path, "0600", "root:root", body, on_change=f'docker exec -i "$cid" {apply} < {path}'),
+            hostsetup.deliver_file(path, "0600", "root:root", body, on_change=f'docker exec -i "$cid" {apply} < {path}'),
         )
 
     return run_script(resource, target, pulumi.Output.secret(pulumi.Output.from_input(text).apply(render)),
