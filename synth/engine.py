@@ -30,7 +30,6 @@ from synth.wire import (ARCHIVE_SIG, ASSET_SIG, OUTPUT_SIG, RESOURCE_SIG, SECRET
                         UNKNOWN)
 from stacks.placeholders import OFFLINE_SYNTH
 
-_ensure_event_loop, _sync_await = wire._ensure_event_loop, wire._sync_await
 SECRET_MASK = "[secret]"
 UNKNOWN_MASK = "[unknown]"
 
@@ -377,7 +376,7 @@ class CaptureMonitor(pulumi_mocks.MockMonitor):
         if request.type == "pulumi:pulumi:Stack":
             self.stack_urn = urn
             return resource_pb2.RegisterResourceResponse(urn=urn)
-        _ensure_event_loop()
+        wire.ensure_event_loop()
         first = self._claim(urn, request, read=False)
         inputs, secret_keys = decode_struct(request.object)
         # A duplicate is answered as usual (the run goes on, so that every duplicate is
@@ -407,14 +406,14 @@ class CaptureMonitor(pulumi_mocks.MockMonitor):
         for key in request.additionalSecretOutputs:
             if key in state and not wire.is_secret(state[key]):
                 state[key] = wire.secret(state[key])
-        obj_proto = _sync_await(wire.serialize_properties(state, {}))
+        obj_proto = wire.sync_await(wire.serialize_properties(state, {}))
         if first:
             self.resources[urn] = pulumi_mocks.MockMonitor.ResourceRegistration(urn, id_, state)
         return resource_pb2.RegisterResourceResponse(urn=urn, id=id_, object=obj_proto)
 
     def ReadResource(self, request):
         urn = self.make_urn(request.parent, request.type, request.name)
-        _ensure_event_loop()
+        wire.ensure_event_loop()
         if self._claim(urn, request, read=True):
             inputs, secret_keys = decode_struct(request.properties)
             self._record(request, urn, inputs, secret_keys, read=True)
@@ -426,7 +425,7 @@ class CaptureMonitor(pulumi_mocks.MockMonitor):
         return response
 
     def Invoke(self, request):
-        _ensure_event_loop()
+        wire.ensure_event_loop()
         args, _ = decode_struct(request.args)
         self._check_pulumi_urns(f"invoke {request.tok}", args)
         self.capture.invokes.append({"token": request.tok, "args": args})
