@@ -17,7 +17,7 @@ import pulumi
 from pydantic import BaseModel, ValidationError
 
 from stacks.collisions import stack_collisions
-from stacks.common import registry_secret_key
+from stacks.secret_keys import registry_secret_key
 from stacks.definition import SecretKey
 from stacks.engine_config import platform_config
 from stacks.environment import Environment

@@ -27,10 +27,10 @@ from components.monitoring import MonitoringConfig
 from components.workloads import HostFile, host_path_for
 from validation.rules import Finding, RuleContext, each, rule
 from stacks.collisions import duplicates
-from stacks.common import (BackupConfig, Product, alert_email_findings, backup_bucket_findings,
-                           derived_buckets, generated_password, host_monitoring, hosts_in_zone,
-                           injected_env_findings, monitoring_findings, monitoring_secrets,
-                           product_foundation, secret_key_findings)
+from stacks.product import Product, generated_password, host_monitoring, product_foundation
+from stacks.secret_keys import monitoring_secrets, secret_key_findings
+from stacks.shared_config import (BackupConfig, alert_email_findings, backup_bucket_findings,
+                                  derived_buckets, hosts_in_zone, injected_env_findings, monitoring_findings)
 from stacks.definition import SecretKey
 from stacks.environment import DO_REGIONS
 from stacks.definition import ProductDefinition

@@ -41,12 +41,12 @@ from components.postgres_init import check_init_plan, render_init_sql
 from components.workloads import HostFile, datastore_init
 from validation.rules import Finding, RuleContext, Skip, each, rule
 from stacks.collisions import duplicates, program_containers
-from stacks.common import (BackupConfig, DnsConfig, Product, RouteConfig, alert_email_findings,
-                           backup_bucket_findings, bootstrap_user_problem, derived_buckets,
-                           generated_password, hosts_in_zone, injected_env_findings, merge_env,
-                           monitoring_findings, monitoring_secrets, secret_key_findings,
-                           service_secret_env)
-from stacks import common
+from stacks.product import Product, generated_password, merge_env, service_secret_env
+from stacks.secret_keys import monitoring_secrets, secret_key_findings
+from stacks.shared_config import (BackupConfig, DnsConfig, RouteConfig, alert_email_findings,
+                                  backup_bucket_findings, bootstrap_user_problem, derived_buckets,
+                                  hosts_in_zone, injected_env_findings, monitoring_findings)
+from stacks import secret_keys
 from stacks.definition import SecretKey
 from stacks.definition import ProductDefinition
 from validation.fields import (ADMIN_PREFIX_MIN, BootstrapUser, Cidr, HostCidr, PrivateAddress, PrivateCidr,
@@ -565,7 +565,7 @@ def required_secrets(cfg: PencomConfig) -> list[SecretKey]:
     needed += monitoring_secrets(cfg.monitoring)
     for spec in [*cfg.edge_services, *cfg.app_services]:
         needed += [SecretKey(key=k, description=f"{e} of {spec.name}") for e, k in sorted(spec.secret_env.items())]
-    return needed + common.registry_secrets("pencom", _images(cfg))
+    return needed + secret_keys.registry_secrets("pencom", _images(cfg))
 
 
 def _images(cfg: PencomConfig) -> list[str]:
@@ -662,7 +662,7 @@ def _edge_node(ctx, cfg: PencomConfig, name: str, ports: dict[str, int], child: 
         reason="egress proxy")
     edge = OnPremVps(f"{name}-edge", OnPremVpsArgs(
         address=n.edge.public_address, private_address=n.edge.private_address, private_key=key,
-        registry_auth=common.registry_auth("pencom", _images(cfg)),
+        registry_auth=secret_keys.registry_auth("pencom", _images(cfg)),
         ssh_port=n.edge.ssh_port, bootstrap_user=n.edge.bootstrap_user,
         directories=monitoring.data_directories(f"/srv/{name}-edge"),
         role=tiers.HostRole(tier=tiers.Tier.EDGE, ssh_cidrs=tuple(env.admin_cidrs), extra=(proxy_rule,)),
@@ -691,7 +691,7 @@ def _internal_nodes(ctx, cfg: PencomConfig, name: str, ports: dict[str, int], ch
             address=node_cfg.private_address, private_address=node_cfg.private_address,
             private_key=key, ssh_port=node_cfg.ssh_port, bootstrap_user=node_cfg.bootstrap_user,
             bastion=edge.ssh, role=role, egress=lock, after=(proxy,),
-            registry_auth=common.registry_auth("pencom", _images(cfg)),
+            registry_auth=secret_keys.registry_auth("pencom", _images(cfg)),
             **extra), opts=child)
 
     # The monitoring stack runs on the edge node (mgmt tier): it alone reaches the exporters.

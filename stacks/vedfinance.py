@@ -30,12 +30,12 @@ from components.postgres_init import check_init_plan, render_init_sql
 from components.workloads import HostFile, datastore_init
 from validation.rules import Finding, RuleContext, each, rule
 from stacks.collisions import duplicates, program_containers, reserved_names
-from stacks.common import (BackupConfig, DnsConfig, Product, RouteConfig, alert_email_findings,
-                           backup_bucket_findings, bootstrap_user_problem, derived_buckets,
-                           generated_password, host_monitoring, hosts_in_zone, injected_env_findings,
-                           merge_env, monitoring_findings, monitoring_secrets, secret_key_findings,
-                           service_secret_env)
-from stacks import common
+from stacks.product import Product, generated_password, host_monitoring, merge_env, service_secret_env
+from stacks.secret_keys import monitoring_secrets, secret_key_findings
+from stacks.shared_config import (BackupConfig, DnsConfig, RouteConfig, alert_email_findings,
+                                  backup_bucket_findings, bootstrap_user_problem, derived_buckets,
+                                  hosts_in_zone, injected_env_findings, monitoring_findings)
+from stacks import secret_keys
 from stacks.definition import SecretKey
 from stacks.definition import ProductDefinition
 from validation.fields import BootstrapUser, PublicAddress, ResourceName, StrictModel
@@ -237,7 +237,7 @@ def required_secrets(cfg: VedfinanceConfig) -> list[SecretKey]:
     needed += monitoring_secrets(cfg.monitoring)
     for spec in cfg.services:
         needed += [SecretKey(key=k, description=f"{e} of {spec.name}") for e, k in sorted(spec.secret_env.items())]
-    return needed + common.registry_secrets("vedfinance", [s.image for s in cfg.services])
+    return needed + secret_keys.registry_secrets("vedfinance", [s.image for s in cfg.services])
 
 
 
@@ -254,7 +254,7 @@ def build(ctx, cfg: VedfinanceConfig) -> dict:
 
     host = OnPremVps(name, OnPremVpsArgs(
         address=cfg.host.address, private_key=ctx.secret(SSH_KEY_SECRET), ssh_port=cfg.host.ssh_port,
-        registry_auth=common.registry_auth("vedfinance", [s.image for s in cfg.services]),
+        registry_auth=secret_keys.registry_auth("vedfinance", [s.image for s in cfg.services]),
         bootstrap_user=cfg.host.bootstrap_user,
         role=tiers.HostRole(tier=tiers.Tier.EDGE, ssh_cidrs=tuple(env.admin_cidrs)),
         directories=monitoring.data_directories(f"/srv/{name}"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 PRODUCT_TYPE_PREFIX = "platform:products:"
-"""Type prefix of the component each product's resources hang under (stacks/common.py)."""
+"""Type prefix of the component each product's resources hang under (stacks/product.py)."""
 
 
 def product_of(resource: dict[str, Any], by_urn: dict[str, dict[str, Any]]) -> str:
