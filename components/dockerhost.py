@@ -12,7 +12,8 @@ from components import egress, hostsetup
 from components.containers import ContainerSpec
 from components.ingress import Ingress, ingress_scripts, nginx_spec
 from components.remote import SshTarget, run_script
-from components.workloads import HostFile, reload_for, run_containers, service_directories
+from components.host_containers import run_containers
+from components.service_files import HostFile, reload_for, service_directories
 
 
 # Registries whose images need credentials to pull: DigitalOcean's is always private; GHCR is
@@ -51,7 +52,9 @@ class DockerHost(pulumi.ComponentResource):
     ssh: SshTarget
     data_dir: str
     setup_done: list[pulumi.Resource]
-    files_written: list[pulumi.Resource]
+    files_delivered: list[pulumi.Resource]
+    """The resources after which the host's files are in place (setup, firewall, each service's
+    files): what a command that reads them (a backup runner) depends on."""
     private_address: Optional[str] = None
 
     def _setup(self, name: str, scripts: Mapping[str, str],
@@ -62,7 +65,7 @@ class DockerHost(pulumi.ComponentResource):
             previous = [run_script(f"{name}-setup-{script_name}", self.ssh, text, parent=self,
                                    depends_on=previous)]
         self.setup_done = previous
-        self.files_written = list(previous)
+        self.files_delivered = list(previous)
 
     def _docker(self, name: str, address: pulumi.Input[str], ssh_opts: Sequence[str] = (),
                 bridge: Optional[str] = None, subnet: Optional[tuple[str, str]] = None,
@@ -92,7 +95,7 @@ class DockerHost(pulumi.ComponentResource):
                               hostsetup.script(egress.docker_user_section(rules_text)),
                               parent=self, depends_on=self.setup_done)
         self.setup_done = [*self.setup_done, firewall]
-        self.files_written = [*self.files_written, firewall]
+        self.files_delivered = [*self.files_delivered, firewall]
 
     def _outputs(self) -> dict:
         raise NotImplementedError
@@ -127,11 +130,11 @@ class DockerHost(pulumi.ComponentResource):
                 written += [run_script(f"{name}-{suffix}", self.ssh, script, parent=self,
                                        depends_on=self.setup_done)
                             for suffix, script in delivery.scripts.items()]
-            self.files_written = written
+            self.files_delivered = written
         created = run_containers(
             name, specs, parent=self, provider=self.docker_provider, network=self.network.name,
             secret_env=secret_env or {}, extra_mounts=mounts, private_address=self.private_address,
-            depends_on=self.files_written + ingress_ready, static_addresses=static_addresses,
+            depends_on=self.files_delivered + ingress_ready, static_addresses=static_addresses,
         )
         if ingress is not None:
             run_script(f"{name}-certificates", self.ssh, cert_script, parent=self,

@@ -23,7 +23,7 @@ from components import prometheus
 from components.backupscripts import TEXTFILE_DIR
 from components.containers import ContainerSpec, HealthCheck, Mount, PinnedImage, PublishedPort
 from components.tiers import Tier
-from components.workloads import HostFile
+from components.service_files import HostFile
 from validation.fields import ResourceName, StrictModel
 
 NODE_EXPORTER_PORT = 9100

@@ -24,7 +24,7 @@ from components.do_monitoring import droplet_alerts, uptime_checks
 from components.database import ManagedDatabaseCluster, ManagedDatabaseClusterArgs, TrustedSourceInput
 from components.droplet_stack import DropletBackups, DropletStack, DropletStackArgs
 from components.monitoring import MonitoringConfig
-from components.workloads import HostFile, host_path_for
+from components.service_files import HostFile, host_path_for
 from validation.rules import Finding, RuleContext, each, rule
 from stacks.collisions import duplicates
 from stacks.product import Product, generated_password, host_monitoring, product_foundation
@@ -302,7 +302,7 @@ def build(ctx, cfg: GivConfig) -> dict:
             source_name=cluster.cluster.pulumi_resource_name, source_uri=uri,
             account_id=cfg.backup.cloudflare_account_id, bucket_name=f"{cfg.backup.bucket}-{label}",
             location=cfg.backup.location, lock_days=cfg.backup.lock_days,
-            runner=ops.ssh, runner_ready=ops.files_written, protect=prod,
+            runner=ops.ssh, runner_ready=ops.files_delivered, protect=prod,
             backup_calendar=cfg.backup.schedule, restore_calendar=cfg.backup.restore_test_schedule,
         ), opts=child)
 

@@ -25,7 +25,7 @@ from components.monitoring import MonitoringConfig
 from components.ingress import Ingress, IngressRoute
 from components.backup import R2Backup, R2BackupArgs
 from components.backupscripts import BackupJob
-from components.workloads import HostFile, host_path_for
+from components.service_files import HostFile, host_path_for
 from validation.rules import Finding, RuleContext, each, rule
 from stacks.collisions import duplicates, program_containers, reserved_names
 from stacks.product import (Product, generated_password, host_monitoring, merge_env, product_foundation,
@@ -270,7 +270,7 @@ def build(ctx, cfg: KroConfig) -> dict:
                                 database=cfg.database.name),
         account_id=cfg.backup.cloudflare_account_id, bucket_name=cfg.backup.bucket,
         location=cfg.backup.location, lock_days=cfg.backup.lock_days,
-        runner=host.ssh, runner_ready=host.files_written, protect=prod,
+        runner=host.ssh, runner_ready=host.files_delivered, protect=prod,
         backup_calendar=cfg.backup.schedule, restore_calendar=cfg.backup.restore_test_schedule,
     ), opts=child)
     destinations = ctx.alert_destinations()

@@ -38,7 +38,8 @@ from components.minio_bucket import MinioBucket, MinioBucketArgs, MinioConsumer
 from components.mongo_init import check_mongo_names, render_mongo_init_js
 from components.onprem import OnPremVps, OnPremVpsArgs
 from components.postgres_init import check_init_plan, render_init_sql
-from components.workloads import HostFile, datastore_init
+from components.host_containers import datastore_init
+from components.service_files import HostFile
 from validation.rules import Finding, RuleContext, Skip, each, rule
 from stacks.collisions import duplicates, program_containers
 from stacks.product import Product, generated_password, merge_env, service_secret_env
@@ -665,7 +666,8 @@ def _edge_node(ctx, cfg: PencomConfig, name: str, ports: dict[str, int], child: 
         registry_auth=secret_keys.registry_auth("pencom", _images(cfg)),
         ssh_port=n.edge.ssh_port, bootstrap_user=n.edge.bootstrap_user,
         directories=monitoring.data_directories(f"/srv/{name}-edge"),
-        role=tiers.HostRole(tier=tiers.Tier.EDGE, ssh_cidrs=tuple(env.admin_cidrs), extra=(proxy_rule,)),
+        role=tiers.HostRole(tier=tiers.Tier.EDGE, ssh_cidrs=tuple(env.admin_cidrs),
+                            rules_beyond_tier=(proxy_rule,)),
         egress=edge_egress(cfg),
     ), opts=child)
     return edge

@@ -27,7 +27,8 @@ from components.internal_ca import InternalCa
 from components.monitoring import MonitoringConfig
 from components.onprem import OnPremVps, OnPremVpsArgs
 from components.postgres_init import check_init_plan, render_init_sql
-from components.workloads import HostFile, datastore_init
+from components.host_containers import datastore_init
+from components.service_files import HostFile
 from validation.rules import Finding, RuleContext, each, rule
 from stacks.collisions import duplicates, program_containers, reserved_names
 from stacks.product import Product, generated_password, host_monitoring, merge_env, service_secret_env
