@@ -2,10 +2,9 @@
 and Valkey (DigitalOcean replaced managed Redis with Valkey), a Spaces media bucket, and a small
 ops droplet in the VPC that runs the off-site backups.
 
-Fixes what the seed describes: a backend redeployed by a curl in CI with the app id as a
-secret (now the app is code; CI on a git tag runs `pulumi up` or `doctl apps create-deployment`),
-Spaces credentials handed around by hand (now a key limited to the one bucket, wired as SECRET),
-databases without a firewall in code (now one each, admitting the app and the ops droplet only).
+The app is code (CI on a git tag runs `pulumi up` or `doctl apps create-deployment`); the
+Spaces key is limited to the one bucket and wired as SECRET; each database has its own
+firewall, admitting the app and the ops droplet only.
 """
 
 from __future__ import annotations

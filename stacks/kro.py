@@ -1,9 +1,8 @@
 """KRO: one droplet (nginx, backend, frontend, admin-frontend) and a managed Postgres cluster.
 
-Fixes what the seed describes: deploys by hand over root SSH (now idempotent remote commands as
-a deploy user with root login closed), stage environment commented out of CI (now its own
-stack with its own VPC, database and credentials), certificates renewed by certbot's timer with
-nginx reloaded by a deploy hook.
+Deploys are idempotent remote commands run as a deploy user, with root login closed; each
+environment is its own stack with its own VPC, database and credentials; certificates are
+renewed by certbot's timer, nginx reloaded by a deploy hook.
 """
 
 from __future__ import annotations

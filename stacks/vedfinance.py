@@ -1,13 +1,12 @@
 """V-EdFinance: one VPS (2 vCPU / 4 GB) running api and web for dev and staging, Postgres 17 with
 pgvector and Redis, behind nginx with Let's Encrypt.
 
-Fixes what the 2025-12-23 audit found: no resource limits (every container now has them, and
-their sum must fit the host with headroom, or the config is rejected), Postgres 15 (now 17 with
-pgvector), plaintext credentials (every password is generated and secret), no web healthcheck
-(every container has one), root SSH login still enabled (closed, with password auth, by the
-sshd baseline), a privileged monitoring container (none is privileged), backups only on the VPS
-(now encrypted off-site to R2 daily, restore-tested weekly). Dev and staging keep separate
-databases on the shared Postgres, each role confined to its own.
+Every container has resource limits, and their sum must fit the host with headroom, or the
+config is rejected; every password is generated and secret; every container has a
+healthcheck, none is privileged; the sshd baseline closes root and password login; backups
+go encrypted off-site to R2 daily and are restore-tested weekly (the 2025-12-23 audit's
+findings). Dev and staging keep separate databases on the shared Postgres, each role confined
+to its own.
 """
 
 from __future__ import annotations
