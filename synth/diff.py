@@ -27,7 +27,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from synth.engine import UNKNOWN_MASK, leaf_path
+from synth.values import UNKNOWN_MASK, leaf_path
 from synth.replacements import replacing_inputs, stateful_reason
 from synth.state import product_of
 
