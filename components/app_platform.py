@@ -146,7 +146,7 @@ class DatabaseAttachment:
                              "production false asks App Platform for a new dev database")
 
 
-@dataclass
+@dataclass(frozen=True)
 class AppPlatformAppArgs:
     name: str
     """App name (unique in the account)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Mapping, Optional, Sequence
 
 import pulumi
@@ -36,7 +36,7 @@ def s3_secret_from_token(token_value: str) -> str:
     return hashlib.sha256(token_value.encode()).hexdigest()
 
 
-@dataclass
+@dataclass(frozen=True)
 class R2BackupArgs:
     job: BackupJob
     """What to back up and how (kind, retention, tools)."""
@@ -88,9 +88,11 @@ class R2Backup(pulumi.ComponentResource):
         # Spread by the job's name without the stack's, so prod and staging run alike.
         key = job.job.replace(pulumi.get_stack(), "")
         # A PITR job's backup is its weekly base backup; the configured schedule is the dumps'.
-        args.backup_calendar = (spread_calendar(key, 3, "Sat") if job.kind == "pitr"
-                                else args.backup_calendar or spread_calendar(key, 3))
-        args.restore_calendar = args.restore_calendar or spread_calendar(key, 5, "Sun")
+        args = replace(
+            args,
+            backup_calendar=(spread_calendar(key, 3, "Sat") if job.kind == "pitr"
+                             else args.backup_calendar or spread_calendar(key, 3)),
+            restore_calendar=args.restore_calendar or spread_calendar(key, 5, "Sun"))
         self._facts = {
             "source": args.source_name,
             "kind": job.kind,

@@ -35,7 +35,7 @@ class ConnectionPool:
     mode: Literal["transaction", "session", "statement"] = "transaction"
 
 
-@dataclass
+@dataclass(frozen=True)
 class ManagedDatabaseClusterArgs:
     engine: Engine
     """pg, mongodb or valkey (DigitalOcean's managed Redis successor)."""

@@ -25,7 +25,7 @@ class DropletBackups:
     hour: int = 4
 
 
-@dataclass
+@dataclass(frozen=True)
 class DropletStackArgs:
     """Everything a droplet host needs. Containers and ingress come later, in ``deploy``."""
 

@@ -16,7 +16,7 @@ from components.dockerhost import DockerHost
 from components.remote import SshTarget, run_script
 
 
-@dataclass
+@dataclass(frozen=True)
 class OnPremVpsArgs:
     address: str
     """Address the program connects to (public for internet-facing nodes, private behind a bastion)."""
