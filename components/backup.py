@@ -172,7 +172,7 @@ class R2Backup(pulumi.ComponentResource):
             sections.append(hostsetup.deliver_file(f"/usr/local/sbin/{script_name}", "0750", "root:root", text))
         for unit, text in sorted(units.items()):
             sections.append(hostsetup.deliver_file(f"/etc/systemd/system/{unit}", "0644", "root:root",
-                                               text, on_change="systemctl daemon-reload"))
+                                                   text, on_change="systemctl daemon-reload"))
         sections += [f"ensure_service_enabled {unit}" for unit in sorted(units)
                      if unit.endswith(".timer") or unit.startswith("platform-wal-receive-")]
         endpoint = f"https://{args.account_id}.r2.cloudflarestorage.com"
@@ -191,9 +191,9 @@ class R2Backup(pulumi.ComponentResource):
             return hostsetup.script(
                 f"install -d -m 0700 {ENV_DIR}",
                 hostsetup.deliver_file(f"{ENV_DIR}/{job_name}.env", "0600", "root:root", content,
-                                   on_change=restart_receivers),
+                                       on_change=restart_receivers),
                 hostsetup.deliver_file(password_file, "0600", "root:root", passphrase + "\n",
-                                   on_change=restart_receivers))
+                                       on_change=restart_receivers))
 
         # A long-running WAL receiver reads the credentials at its start: a new value restarts
         # it (a timer's job reads them at its next run).

@@ -283,10 +283,10 @@ def docker_user_section(rules_text: str) -> str:
     path = "/etc/platform/docker-user.rules"
     return "\n".join([
         deliver_file(path, "0600", "root:root", rules_text,
-                 validate=f"iptables-restore --test --noflush {path}",
-                 on_change=f"iptables-restore --noflush {path}"),
+                     validate=f"iptables-restore --test --noflush {path}",
+                     on_change=f"iptables-restore --noflush {path}"),
         deliver_file("/etc/systemd/system/platform-docker-user.service", "0644", "root:root",
-                 DOCKER_USER_UNIT, on_change="systemctl daemon-reload"),
+                     DOCKER_USER_UNIT, on_change="systemctl daemon-reload"),
         "ensure_service_enabled platform-docker-user",
     ])
 
@@ -296,9 +296,9 @@ def host_proxy_section(proxy_url: str) -> str:
     Runs before anything installs packages; Docker is restarted only if it already runs."""
     return "\n".join([
         deliver_file("/etc/apt/apt.conf.d/90platform-proxy", "0644", "root:root",
-                 f'Acquire::http::Proxy "{proxy_url}";\nAcquire::https::Proxy "{proxy_url}";\n'),
+                     f'Acquire::http::Proxy "{proxy_url}";\nAcquire::https::Proxy "{proxy_url}";\n'),
         deliver_file("/etc/systemd/system/docker.service.d/platform-proxy.conf", "0644", "root:root",
-                 f'[Service]\nEnvironment="HTTP_PROXY={proxy_url}" "HTTPS_PROXY={proxy_url}" '
-                 '"NO_PROXY=localhost,127.0.0.1"\n',
-                 on_change="systemctl daemon-reload\n  if systemctl is-active --quiet docker; then systemctl restart docker; fi"),
+                     f'[Service]\nEnvironment="HTTP_PROXY={proxy_url}" "HTTPS_PROXY={proxy_url}" '
+                     '"NO_PROXY=localhost,127.0.0.1"\n',
+                     on_change="systemctl daemon-reload\n  if systemctl is-active --quiet docker; then systemctl restart docker; fi"),
     ])

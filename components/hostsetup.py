@@ -340,9 +340,9 @@ def fail2ban_section(ignore_cidrs: Sequence[str] = ()) -> str:
         # iptables, also only Recommended ("nftables | iptables").
         "ensure_packages fail2ban python3-systemd iptables",
         deliver_file("/etc/fail2ban/jail.local", "0644", "root:root",
-                 render_fail2ban_jail(ignore_cidrs),
-                 validate="fail2ban-client -t >/dev/null",
-                 on_change="systemctl restart fail2ban && wait_for 30 fail2ban-client status sshd"),
+                     render_fail2ban_jail(ignore_cidrs),
+                     validate="fail2ban-client -t >/dev/null",
+                     on_change="systemctl restart fail2ban && wait_for 30 fail2ban-client status sshd"),
         "ensure_service_enabled fail2ban fail2ban-client status sshd",
     ])
 
@@ -384,9 +384,9 @@ def base_section() -> str:
         "ensure_packages unattended-upgrades ca-certificates curl systemd-timesyncd openssl",
         deliver_file("/etc/apt/apt.conf.d/20auto-upgrades", "0644", "root:root", AUTO_UPGRADES),
         deliver_file("/etc/apt/apt.conf.d/52platform-unattended-upgrades", "0644", "root:root",
-                 UNATTENDED_UPGRADES),
+                     UNATTENDED_UPGRADES),
         deliver_file("/etc/systemd/journald.conf.d/10-platform.conf", "0644", "root:root", JOURNALD,
-                 on_change="systemctl restart systemd-journald"),
+                     on_change="systemctl restart systemd-journald"),
         "ensure_service_enabled systemd-timesyncd",
     ])
 
@@ -409,10 +409,10 @@ def docker_section(deploy_user: str = DEPLOY_USER) -> str:
     return "\n".join([
         "ensure_packages docker.io",
         deliver_file("/etc/docker/daemon.json", "0644", "root:root",
-                 json.dumps(DOCKER_DAEMON, indent=2, sort_keys=True),
-                 # dockerd --validate exists from Docker 23 (Ubuntu 24.04); Debian 12's 20.10
-                 # lacks it, and there the restart is the check (rolled back when it fails).
-                 validate='case "$(dockerd --help 2>&1)" in *--validate*)'
+                     json.dumps(DOCKER_DAEMON, indent=2, sort_keys=True),
+                     # dockerd --validate exists from Docker 23 (Ubuntu 24.04); Debian 12's 20.10
+                     # lacks it, and there the restart is the check (rolled back when it fails).
+                     validate='case "$(dockerd --help 2>&1)" in *--validate*)'
                           " dockerd --validate --config-file /etc/docker/daemon.json >/dev/null;; esac",
                  on_change="systemctl restart docker && wait_for 60 docker info"),
         "ensure_service_enabled docker docker info",
@@ -447,7 +447,7 @@ def deploy_user_section(public_key: str, deploy_user: str = DEPLOY_USER) -> str:
                              (f"{home}/.ssh", "0700", f"{deploy_user}:{deploy_user}")]),
         deliver_file(f"{home}/.ssh/authorized_keys", "0600", f"{deploy_user}:{deploy_user}", public_key),
         deliver_file(f"/etc/sudoers.d/90-platform-{deploy_user}", "0440", "root:root", SUDOERS,
-                 validate=f"visudo -cqf /etc/sudoers.d/90-platform-{deploy_user}"),
+                     validate=f"visudo -cqf /etc/sudoers.d/90-platform-{deploy_user}"),
     ])
 
 
@@ -523,7 +523,7 @@ def ufw_section(rules, waivers: dict[str, str] | None = None,
         *[f"  {line}" for line in commands.splitlines()],
         "}",
         deliver_file("/etc/platform/ufw-rules.sh", "0600", "root:root", commands,
-                 on_change="apply_ufw"),
+                     on_change="apply_ufw"),
         'if ! ufw status | grep -q "^Status: active"; then',
         "  apply_ufw",
         '  note_change "ufw enabled"',

@@ -104,7 +104,7 @@ def ingress_scripts(stack: str, data_dir: str, ingress: Ingress) -> tuple[str, s
         f'  note_change "bootstrap certificate"\n'
         f'fi',
         hostsetup.deliver_file(f"{nginx_dir}/nginx.conf", "0644", "root:root",
-                           nginx_config(ingress), validate="test_nginx", on_change="reload_nginx"),
+                               nginx_config(ingress), validate="test_nginx", on_change="reload_nginx"),
     )
     hook_path = f"/usr/local/sbin/{stack}-certificate-deployed"
     hook = "\n".join([

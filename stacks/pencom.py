@@ -51,7 +51,7 @@ from stacks import secret_keys
 from stacks.definition import SecretKey
 from stacks.definition import ProductDefinition
 from validation.fields import (ADMIN_PREFIX_MIN, BootstrapUser, Cidr, HostCidr, PrivateAddress, PrivateCidr,
-                          PublicAddress, ResourceName, StrictModel)
+                               PublicAddress, ResourceName, StrictModel)
 
 SSH_KEY_SECRET = "pencom_ssh_private_key"
 CA_PATH = "/run/platform/ca.crt"

@@ -159,7 +159,7 @@ def test_a_run_that_dies_between_write_and_apply_is_completed_by_the_next(tmp_pa
         "first": hostsetup.script(hostsetup.deliver_file(path, "0644", "root:root", "one\n", on_change="true")),
         "dying": dying,
         "next": hostsetup.script(hostsetup.deliver_file(path, "0644", "root:root", "two\n",
-                                                    on_change="echo applied-two >>/etc/platform/applied")),
+                                                        on_change="echo applied-two >>/etc/platform/applied")),
     }
     out = _steps(_sandbox(tmp_path, scripts, STEP + textwrap.dedent(f"""\
         step first first
@@ -180,7 +180,7 @@ def test_a_run_that_dies_between_write_and_apply_is_completed_by_the_next(tmp_pa
 def test_a_sudoers_file_visudo_rejects_is_never_installed(tmp_path):
     path = "/etc/sudoers.d/90-platform-deploy"
     bad = hostsetup.script(hostsetup.deliver_file(path, "0440", "root:root", "deploy ALL=(ALL) NOPASSWD ALL\n",
-                                              validate=f"visudo -cqf {path}"))
+                                                  validate=f"visudo -cqf {path}"))
     out = _steps(_sandbox(tmp_path, {"bad": bad}, STEP + f"step bad bad\nshow after {path}\n"))
     assert out["bad"][0] == 1 and "rejected:" in out["bad"][1]
     assert out["after"][0] != 0, "a new file that fails its check is removed"
