@@ -22,8 +22,8 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydantic import ValidationError
 
 from components.containers import check_env, check_env_names, image_is_pinned
-from stacks.model import Hostname, ResourceName, StrictModel
-from stacks.provider import validator as provider_slug
+from validation.fields import Hostname, ResourceName, StrictModel
+from validation.provider_lists import validator as provider_slug
 
 DEDICATED_PREFIX = "apps-d-"
 """CPU-based autoscaling needs a dedicated-CPU instance size
@@ -146,7 +146,7 @@ class DatabaseAttachment:
                              "production false asks App Platform for a new dev database")
 
 
-@dataclass
+@dataclass(frozen=True)
 class AppPlatformAppArgs:
     name: str
     """App name (unique in the account)."""

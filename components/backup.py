@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Mapping, Optional, Sequence
 
 import pulumi
@@ -36,7 +36,7 @@ def s3_secret_from_token(token_value: str) -> str:
     return hashlib.sha256(token_value.encode()).hexdigest()
 
 
-@dataclass
+@dataclass(frozen=True)
 class R2BackupArgs:
     job: BackupJob
     """What to back up and how (kind, retention, tools)."""
@@ -88,9 +88,11 @@ class R2Backup(pulumi.ComponentResource):
         # Spread by the job's name without the stack's, so prod and staging run alike.
         key = job.job.replace(pulumi.get_stack(), "")
         # A PITR job's backup is its weekly base backup; the configured schedule is the dumps'.
-        args.backup_calendar = (spread_calendar(key, 3, "Sat") if job.kind == "pitr"
-                                else args.backup_calendar or spread_calendar(key, 3))
-        args.restore_calendar = args.restore_calendar or spread_calendar(key, 5, "Sun")
+        args = replace(
+            args,
+            backup_calendar=(spread_calendar(key, 3, "Sat") if job.kind == "pitr"
+                             else args.backup_calendar or spread_calendar(key, 3)),
+            restore_calendar=args.restore_calendar or spread_calendar(key, 5, "Sun"))
         self._facts = {
             "source": args.source_name,
             "kind": job.kind,
@@ -167,10 +169,10 @@ class R2Backup(pulumi.ComponentResource):
             f"install -d -m 0700 {STATE_ROOT}",
         ]
         for script_name, text in sorted(scripts(job).items()):
-            sections.append(hostsetup._heredoc(f"/usr/local/sbin/{script_name}", "0750", "root:root", text))
+            sections.append(hostsetup.deliver_file(f"/usr/local/sbin/{script_name}", "0750", "root:root", text))
         for unit, text in sorted(units.items()):
-            sections.append(hostsetup._heredoc(f"/etc/systemd/system/{unit}", "0644", "root:root",
-                                               text, on_change="systemctl daemon-reload"))
+            sections.append(hostsetup.deliver_file(f"/etc/systemd/system/{unit}", "0644", "root:root",
+                                                   text, on_change="systemctl daemon-reload"))
         sections += [f"ensure_service_enabled {unit}" for unit in sorted(units)
                      if unit.endswith(".timer") or unit.startswith("platform-wal-receive-")]
         endpoint = f"https://{args.account_id}.r2.cloudflarestorage.com"
@@ -188,10 +190,10 @@ class R2Backup(pulumi.ComponentResource):
             content = "".join(f"{k}={_systemd_quote(v)}\n" for k, v in lines.items())
             return hostsetup.script(
                 f"install -d -m 0700 {ENV_DIR}",
-                hostsetup._heredoc(f"{ENV_DIR}/{job_name}.env", "0600", "root:root", content,
-                                   on_change=restart_receivers),
-                hostsetup._heredoc(password_file, "0600", "root:root", passphrase + "\n",
-                                   on_change=restart_receivers))
+                hostsetup.deliver_file(f"{ENV_DIR}/{job_name}.env", "0600", "root:root", content,
+                                       on_change=restart_receivers),
+                hostsetup.deliver_file(password_file, "0600", "root:root", passphrase + "\n",
+                                       on_change=restart_receivers))
 
         # A long-running WAL receiver reads the credentials at its start: a new value restarts
         # it (a timer's job reads them at its next run).

@@ -16,9 +16,9 @@ from typing import Iterator
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from components.tiers import Tier, container_bind_address
-from stacks.boundary import Finding, RuleContext, rule
-from stacks.formats import check_pinned_image, looks_secret_name, parse_image_reference
-from stacks.model import ResourceName, StrictModel
+from validation.rules import Finding, RuleContext, rule
+from validation.formats import check_pinned_image, looks_secret_name, parse_image_reference
+from validation.fields import ResourceName, StrictModel
 
 LOG_OPTS = {"max-size": "10m", "max-file": "5"}
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"

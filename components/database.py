@@ -35,7 +35,7 @@ class ConnectionPool:
     mode: Literal["transaction", "session", "statement"] = "transaction"
 
 
-@dataclass
+@dataclass(frozen=True)
 class ManagedDatabaseClusterArgs:
     engine: Engine
     """pg, mongodb or valkey (DigitalOcean's managed Redis successor)."""
@@ -108,7 +108,6 @@ class ManagedDatabaseCluster(pulumi.ComponentResource):
                 import_=args.adopt_cluster_id)),
         )
         self.cluster_id = self.cluster.id
-        self._name = name
         self.firewall: Optional[do.DatabaseFirewall] = None
         if args.trusted_sources is not None:
             self.admit(args.trusted_sources)
@@ -147,16 +146,16 @@ class ManagedDatabaseCluster(pulumi.ComponentResource):
     def admit(self, sources: Sequence[TrustedSourceInput]) -> do.DatabaseFirewall:
         """Create the cluster's one DatabaseFirewall from tier-checked trusted sources."""
         if self.firewall is not None:
-            raise ValueError(f"{self._name}: a cluster has exactly one firewall; admit() once")
+            raise ValueError(f"{self.pulumi_resource_name}: a cluster has exactly one firewall; admit() once")
         if not sources:
-            raise ValueError(f"{self._name}: a database firewall needs at least one trusted source")
+            raise ValueError(f"{self.pulumi_resource_name}: a database firewall needs at least one trusted source")
         for source in sources:
             try:
                 tiers.check_trusted_source(source.kind, source.value, source.tier)
             except ValueError as exc:
-                raise ValueError(f"{self._name}: {exc}") from None
+                raise ValueError(f"{self.pulumi_resource_name}: {exc}") from None
         self.firewall = do.DatabaseFirewall(
-            f"{self._name}-firewall",
+            f"{self.pulumi_resource_name}-firewall",
             cluster_id=self.cluster.id,
             rules=[do.DatabaseFirewallRuleArgs(type=s.kind, value=s.value) for s in sources],
             opts=pulumi.ResourceOptions(parent=self),

@@ -12,7 +12,8 @@ from components import egress, hostsetup
 from components.containers import ContainerSpec
 from components.ingress import Ingress, ingress_scripts, nginx_spec
 from components.remote import SshTarget, run_script
-from components.workloads import HostFile, reload_for, run_containers, service_directories
+from components.host_containers import run_containers
+from components.service_files import HostFile, reload_for, service_directories
 
 
 # Registries whose images need credentials to pull: DigitalOcean's is always private; GHCR is
@@ -51,19 +52,20 @@ class DockerHost(pulumi.ComponentResource):
     ssh: SshTarget
     data_dir: str
     setup_done: list[pulumi.Resource]
-    files_written: list[pulumi.Resource]
+    files_delivered: list[pulumi.Resource]
+    """The resources after which the host's files are in place (setup, firewall, each service's
+    files): what a command that reads them (a backup runner) depends on."""
     private_address: Optional[str] = None
 
     def _setup(self, name: str, scripts: Mapping[str, str],
                depends_on: Sequence[pulumi.Resource]) -> None:
         """Each script a remote command, in order, each re-run only when its text changes."""
-        self._name = name
         previous = list(depends_on)
         for script_name, text in scripts.items():
             previous = [run_script(f"{name}-setup-{script_name}", self.ssh, text, parent=self,
                                    depends_on=previous)]
         self.setup_done = previous
-        self.files_written = list(previous)
+        self.files_delivered = list(previous)
 
     def _docker(self, name: str, address: pulumi.Input[str], ssh_opts: Sequence[str] = (),
                 bridge: Optional[str] = None, subnet: Optional[tuple[str, str]] = None,
@@ -89,11 +91,11 @@ class DockerHost(pulumi.ComponentResource):
     def _docker_firewall(self, rules_text: str) -> None:
         """Installs and applies the ``DOCKER-USER`` rules (``egress.render_docker_user_rules``)
         before any container starts; the containers wait for it."""
-        firewall = run_script(f"{self._name}-docker-firewall", self.ssh,
+        firewall = run_script(f"{self.pulumi_resource_name}-docker-firewall", self.ssh,
                               hostsetup.script(egress.docker_user_section(rules_text)),
                               parent=self, depends_on=self.setup_done)
         self.setup_done = [*self.setup_done, firewall]
-        self.files_written = [*self.files_written, firewall]
+        self.files_delivered = [*self.files_delivered, firewall]
 
     def _outputs(self) -> dict:
         raise NotImplementedError
@@ -109,7 +111,7 @@ class DockerHost(pulumi.ComponentResource):
     ) -> dict[str, docker.Container]:
         """Run ``containers`` (and nginx with certificates when ``ingress`` is given), then
         register the component's outputs. Called once, after what the containers need exists."""
-        name = self._name
+        name = self.pulumi_resource_name
         specs = list(containers)
         ingress_ready: list[pulumi.Resource] = []
         if ingress is not None:
@@ -128,11 +130,11 @@ class DockerHost(pulumi.ComponentResource):
                 written += [run_script(f"{name}-{suffix}", self.ssh, script, parent=self,
                                        depends_on=self.setup_done)
                             for suffix, script in delivery.scripts.items()]
-            self.files_written = written
+            self.files_delivered = written
         created = run_containers(
             name, specs, parent=self, provider=self.docker_provider, network=self.network.name,
             secret_env=secret_env or {}, extra_mounts=mounts, private_address=self.private_address,
-            depends_on=self.files_written + ingress_ready, static_addresses=static_addresses,
+            depends_on=self.files_delivered + ingress_ready, static_addresses=static_addresses,
         )
         if ingress is not None:
             run_script(f"{name}-certificates", self.ssh, cert_script, parent=self,

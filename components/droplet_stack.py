@@ -25,7 +25,7 @@ class DropletBackups:
     hour: int = 4
 
 
-@dataclass
+@dataclass(frozen=True)
 class DropletStackArgs:
     """Everything a droplet host needs. Containers and ingress come later, in ``deploy``."""
 
@@ -82,7 +82,6 @@ class DropletStack(DockerHost):
     def __init__(self, name: str, args: DropletStackArgs,
                  opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("platform:components:DropletStack", name, None, opts)
-        self._name = name
         self._args = args
         child = pulumi.ResourceOptions(parent=self)
         adopted = args.adopt_droplet_id is not None

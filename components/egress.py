@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
-from components.hostsetup import OutboundRule, _heredoc
+from components.hostsetup import OutboundRule, deliver_file
 from components.tiers import InboundRule
 
 PROXY_BASE_PORT = 3128
@@ -282,11 +282,11 @@ def docker_user_section(rules_text: str) -> str:
     to the host."""
     path = "/etc/platform/docker-user.rules"
     return "\n".join([
-        _heredoc(path, "0600", "root:root", rules_text,
-                 validate=f"iptables-restore --test --noflush {path}",
-                 on_change=f"iptables-restore --noflush {path}"),
-        _heredoc("/etc/systemd/system/platform-docker-user.service", "0644", "root:root",
-                 DOCKER_USER_UNIT, on_change="systemctl daemon-reload"),
+        deliver_file(path, "0600", "root:root", rules_text,
+                     validate=f"iptables-restore --test --noflush {path}",
+                     on_change=f"iptables-restore --noflush {path}"),
+        deliver_file("/etc/systemd/system/platform-docker-user.service", "0644", "root:root",
+                     DOCKER_USER_UNIT, on_change="systemctl daemon-reload"),
         "ensure_service_enabled platform-docker-user",
     ])
 
@@ -295,10 +295,10 @@ def host_proxy_section(proxy_url: str) -> str:
     """Points apt and the Docker daemon (image pulls) of an egress-locked node at the proxy.
     Runs before anything installs packages; Docker is restarted only if it already runs."""
     return "\n".join([
-        _heredoc("/etc/apt/apt.conf.d/90platform-proxy", "0644", "root:root",
-                 f'Acquire::http::Proxy "{proxy_url}";\nAcquire::https::Proxy "{proxy_url}";\n'),
-        _heredoc("/etc/systemd/system/docker.service.d/platform-proxy.conf", "0644", "root:root",
-                 f'[Service]\nEnvironment="HTTP_PROXY={proxy_url}" "HTTPS_PROXY={proxy_url}" '
-                 '"NO_PROXY=localhost,127.0.0.1"\n',
-                 on_change="systemctl daemon-reload\n  if systemctl is-active --quiet docker; then systemctl restart docker; fi"),
+        deliver_file("/etc/apt/apt.conf.d/90platform-proxy", "0644", "root:root",
+                     f'Acquire::http::Proxy "{proxy_url}";\nAcquire::https::Proxy "{proxy_url}";\n'),
+        deliver_file("/etc/systemd/system/docker.service.d/platform-proxy.conf", "0644", "root:root",
+                     f'[Service]\nEnvironment="HTTP_PROXY={proxy_url}" "HTTPS_PROXY={proxy_url}" '
+                     '"NO_PROXY=localhost,127.0.0.1"\n',
+                     on_change="systemctl daemon-reload\n  if systemctl is-active --quiet docker; then systemctl restart docker; fi"),
     ])

@@ -203,9 +203,13 @@ echo "platform-setup: ${CHANGES} changes"
 """
 
 
-def _heredoc(path: str, mode: str, owner: str, content: str, on_change: str = "",
-             validate: str = "") -> str:
-    """Bash that writes ``content`` to ``path`` (``mode``, ``owner`` as "user:group", names or
+def deliver_file(path: str, mode: str, owner: str, content: str, on_change: str = "",
+                 validate: str = "") -> str:
+    """The host-delivery primitive: every file the program puts on a host is a section this
+    renders (``staged_file`` for the files of one directory committed together), run by a
+    ``script`` over SSH.
+
+    Bash that writes ``content`` to ``path`` (``mode``, ``owner`` as "user:group", names or
     numbers) when it differs. With ``validate`` or ``on_change`` (bash command lines; they may
     call the script's functions) the write is validate, apply, commit: ``validate`` judges the
     new file in place, ``on_change`` applies it, and if either fails the previous file is put
@@ -299,7 +303,7 @@ def _forwarding(policy: SshdPolicy) -> str:
 
 
 def sshd_section(policy: SshdPolicy) -> str:
-    return _heredoc(
+    return deliver_file(
         "/etc/ssh/sshd_config.d/00-platform.conf", "0644", "root:root",
         render_sshd_config(policy),
         validate="sshd -t",
@@ -335,10 +339,10 @@ def fail2ban_section(ignore_cidrs: Sequence[str] = ()) -> str:
         # Debian host by the rehearsal). Its default banaction (iptables-multiport) needs
         # iptables, also only Recommended ("nftables | iptables").
         "ensure_packages fail2ban python3-systemd iptables",
-        _heredoc("/etc/fail2ban/jail.local", "0644", "root:root",
-                 render_fail2ban_jail(ignore_cidrs),
-                 validate="fail2ban-client -t >/dev/null",
-                 on_change="systemctl restart fail2ban && wait_for 30 fail2ban-client status sshd"),
+        deliver_file("/etc/fail2ban/jail.local", "0644", "root:root",
+                     render_fail2ban_jail(ignore_cidrs),
+                     validate="fail2ban-client -t >/dev/null",
+                     on_change="systemctl restart fail2ban && wait_for 30 fail2ban-client status sshd"),
         "ensure_service_enabled fail2ban fail2ban-client status sshd",
     ])
 
@@ -378,11 +382,11 @@ def base_section() -> str:
         # openssl: the file deliveries read each certificate's expiry with it (a Depends of
         # ca-certificates today, named here so nothing rests on that).
         "ensure_packages unattended-upgrades ca-certificates curl systemd-timesyncd openssl",
-        _heredoc("/etc/apt/apt.conf.d/20auto-upgrades", "0644", "root:root", AUTO_UPGRADES),
-        _heredoc("/etc/apt/apt.conf.d/52platform-unattended-upgrades", "0644", "root:root",
-                 UNATTENDED_UPGRADES),
-        _heredoc("/etc/systemd/journald.conf.d/10-platform.conf", "0644", "root:root", JOURNALD,
-                 on_change="systemctl restart systemd-journald"),
+        deliver_file("/etc/apt/apt.conf.d/20auto-upgrades", "0644", "root:root", AUTO_UPGRADES),
+        deliver_file("/etc/apt/apt.conf.d/52platform-unattended-upgrades", "0644", "root:root",
+                     UNATTENDED_UPGRADES),
+        deliver_file("/etc/systemd/journald.conf.d/10-platform.conf", "0644", "root:root", JOURNALD,
+                     on_change="systemctl restart systemd-journald"),
         "ensure_service_enabled systemd-timesyncd",
     ])
 
@@ -404,11 +408,11 @@ def docker_section(deploy_user: str = DEPLOY_USER) -> str:
     and the deploy user in the docker group (the Docker provider connects as that user)."""
     return "\n".join([
         "ensure_packages docker.io",
-        _heredoc("/etc/docker/daemon.json", "0644", "root:root",
-                 json.dumps(DOCKER_DAEMON, indent=2, sort_keys=True),
-                 # dockerd --validate exists from Docker 23 (Ubuntu 24.04); Debian 12's 20.10
-                 # lacks it, and there the restart is the check (rolled back when it fails).
-                 validate='case "$(dockerd --help 2>&1)" in *--validate*)'
+        deliver_file("/etc/docker/daemon.json", "0644", "root:root",
+                     json.dumps(DOCKER_DAEMON, indent=2, sort_keys=True),
+                     # dockerd --validate exists from Docker 23 (Ubuntu 24.04); Debian 12's 20.10
+                     # lacks it, and there the restart is the check (rolled back when it fails).
+                     validate='case "$(dockerd --help 2>&1)" in *--validate*)'
                           " dockerd --validate --config-file /etc/docker/daemon.json >/dev/null;; esac",
                  on_change="systemctl restart docker && wait_for 60 docker info"),
         "ensure_service_enabled docker docker info",
@@ -441,9 +445,9 @@ def deploy_user_section(public_key: str, deploy_user: str = DEPLOY_USER) -> str:
         "fi",
         directories_section([(home, "0750", f"{deploy_user}:{deploy_user}"),
                              (f"{home}/.ssh", "0700", f"{deploy_user}:{deploy_user}")]),
-        _heredoc(f"{home}/.ssh/authorized_keys", "0600", f"{deploy_user}:{deploy_user}", public_key),
-        _heredoc(f"/etc/sudoers.d/90-platform-{deploy_user}", "0440", "root:root", SUDOERS,
-                 validate=f"visudo -cqf /etc/sudoers.d/90-platform-{deploy_user}"),
+        deliver_file(f"{home}/.ssh/authorized_keys", "0600", f"{deploy_user}:{deploy_user}", public_key),
+        deliver_file(f"/etc/sudoers.d/90-platform-{deploy_user}", "0440", "root:root", SUDOERS,
+                     validate=f"visudo -cqf /etc/sudoers.d/90-platform-{deploy_user}"),
     ])
 
 
@@ -518,8 +522,8 @@ def ufw_section(rules, waivers: dict[str, str] | None = None,
         "apply_ufw() {",
         *[f"  {line}" for line in commands.splitlines()],
         "}",
-        _heredoc("/etc/platform/ufw-rules.sh", "0600", "root:root", commands,
-                 on_change="apply_ufw"),
+        deliver_file("/etc/platform/ufw-rules.sh", "0600", "root:root", commands,
+                     on_change="apply_ufw"),
         'if ! ufw status | grep -q "^Status: active"; then',
         "  apply_ufw",
         '  note_change "ufw enabled"',

@@ -103,8 +103,8 @@ def ingress_scripts(stack: str, data_dir: str, ingress: Ingress) -> tuple[str, s
         f'  chmod 0640 {tls_dir}/privkey.pem {tls_dir}/fullchain.pem\n'
         f'  note_change "bootstrap certificate"\n'
         f'fi',
-        hostsetup._heredoc(f"{nginx_dir}/nginx.conf", "0644", "root:root",
-                           nginx_config(ingress), validate="test_nginx", on_change="reload_nginx"),
+        hostsetup.deliver_file(f"{nginx_dir}/nginx.conf", "0644", "root:root",
+                               nginx_config(ingress), validate="test_nginx", on_change="reload_nginx"),
     )
     hook_path = f"/usr/local/sbin/{stack}-certificate-deployed"
     hook = "\n".join([
@@ -120,7 +120,7 @@ def ingress_scripts(stack: str, data_dir: str, ingress: Ingress) -> tuple[str, s
     staging = " --test-cert" if ingress.acme_staging else ""
     certs = hostsetup.script(
         "ensure_packages certbot",
-        hostsetup._heredoc(hook_path, "0755", "root:root", hook),
+        hostsetup.deliver_file(hook_path, "0755", "root:root", hook),
         "ensure_service_enabled certbot.timer",
         # --keep-until-expiring makes a re-run a no-op; --expand adds new hostnames in place.
         f"certbot certonly --webroot -w {acme_dir} --cert-name {stack} {domains} \\\n"

@@ -28,7 +28,6 @@ class InternalCa(pulumi.ComponentResource):
 
     def __init__(self, name: str, common_name: str, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("platform:components:InternalCa", name, None, opts)
-        self._name = name
         child = pulumi.ResourceOptions(parent=self)
         self.key = tls.PrivateKey(f"{name}-key", algorithm="ECDSA", ecdsa_curve="P256", opts=child)
         self.cert = tls.SelfSignedCert(
@@ -42,12 +41,12 @@ class InternalCa(pulumi.ComponentResource):
     def issue(self, server: str, dns_names: Sequence[str], ip_addresses: Sequence[str] = ()) -> ServerCertificate:
         """A server certificate for ``dns_names`` (what clients put in their URIs)."""
         child = pulumi.ResourceOptions(parent=self)
-        key = tls.PrivateKey(f"{self._name}-{server}-key", algorithm="ECDSA", ecdsa_curve="P256", opts=child)
-        csr = tls.CertRequest(f"{self._name}-{server}-csr", private_key_pem=key.private_key_pem,
+        key = tls.PrivateKey(f"{self.pulumi_resource_name}-{server}-key", algorithm="ECDSA", ecdsa_curve="P256", opts=child)
+        csr = tls.CertRequest(f"{self.pulumi_resource_name}-{server}-csr", private_key_pem=key.private_key_pem,
                               subject=tls.CertRequestSubjectArgs(common_name=dns_names[0], organization="platform"),
                               dns_names=list(dns_names), ip_addresses=list(ip_addresses) or None, opts=child)
         cert = tls.LocallySignedCert(
-            f"{self._name}-{server}-cert", cert_request_pem=csr.cert_request_pem,
+            f"{self.pulumi_resource_name}-{server}-cert", cert_request_pem=csr.cert_request_pem,
             ca_private_key_pem=self.key.private_key_pem, ca_cert_pem=self.cert.cert_pem,
             validity_period_hours=LEAF_VALIDITY_HOURS, early_renewal_hours=LEAF_EARLY_RENEWAL_HOURS,
             allowed_uses=["digital_signature", "key_encipherment", "server_auth"], opts=child)

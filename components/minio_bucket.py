@@ -55,7 +55,7 @@ def consumer_policy(bucket: str, consumer: MinioConsumer) -> str:
     }, sort_keys=True)
 
 
-@dataclass
+@dataclass(frozen=True)
 class MinioBucketArgs:
     bucket: str
     consumers: Sequence[MinioConsumer]

@@ -23,8 +23,8 @@ from components import prometheus
 from components.backupscripts import TEXTFILE_DIR
 from components.containers import ContainerSpec, HealthCheck, Mount, PinnedImage, PublishedPort
 from components.tiers import Tier
-from components.workloads import HostFile
-from stacks.model import ResourceName, StrictModel
+from components.service_files import HostFile
+from validation.fields import ResourceName, StrictModel
 
 NODE_EXPORTER_PORT = 9100
 CADVISOR_PORT = 8080

@@ -16,7 +16,7 @@ from components.dockerhost import DockerHost
 from components.remote import SshTarget, run_script
 
 
-@dataclass
+@dataclass(frozen=True)
 class OnPremVpsArgs:
     address: str
     """Address the program connects to (public for internet-facing nodes, private behind a bastion)."""
@@ -124,7 +124,7 @@ class OnPremVps(DockerHost):
         self._docker_firewall(rules_text)
         unknown = {c for c, _ in lock.exempt} - {s.name for s in containers} if lock else set()
         if unknown:
-            raise ValueError(f"{self._name}: egress exemptions for containers that are not deployed: {sorted(unknown)}")
+            raise ValueError(f"{self.pulumi_resource_name}: egress exemptions for containers that are not deployed: {sorted(unknown)}")
         return super().deploy(containers, static_addresses=dict(lock.exempt) if lock else None, **kwargs)
 
     def _outputs(self) -> dict:

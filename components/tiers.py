@@ -107,7 +107,9 @@ class HostRole:
     peer_tags: tuple[str, ...] = ()
     metrics_cidrs: tuple[str, ...] = ()
     metrics_ports: tuple[int, ...] = (NODE_EXPORTER_PORT,)
-    extra: tuple[InboundRule, ...] = field(default_factory=tuple)
+    rules_beyond_tier: tuple[InboundRule, ...] = field(default_factory=tuple)
+    """Allow-rules this host needs outside its tier's (each with its reason), such as the edge
+    proxy's port for the internal nodes."""
 
 
 def inbound_rules(role: HostRole) -> list[InboundRule]:
@@ -131,7 +133,7 @@ def inbound_rules(role: HostRole) -> list[InboundRule]:
         raise ValueError(f"{role.tier.value} service ports are never open to the world")
     rules += [InboundRule(port, cidrs=tuple(role.peer_cidrs), tags=tuple(role.peer_tags),
                           reason=f"{role.tier.value} service") for port in role.service_ports]
-    rules += list(role.extra)
+    rules += list(role.rules_beyond_tier)
     return rules
 
 

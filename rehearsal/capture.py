@@ -377,7 +377,7 @@ def extract(state: dict[str, Any], keys: dict[str, tuple[str, str]],
 def _cluster_names(name: str) -> list[str]:
     from synth import mockdata
 
-    outputs = mockdata._cluster(name, {})
+    outputs = mockdata.database_cluster(name, {})
     return [outputs["host"], outputs["privateHost"]]
 
 

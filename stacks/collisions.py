@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
-from stacks.boundary import Finding, Skip, each
+from components import monitoring as mon
+from components.ingress import Ingress, IngressRoute, nginx_spec
+from validation.rules import Finding, Skip, each
 
 Loc = tuple[Any, ...]
 
@@ -34,9 +36,6 @@ def _fmt(value: Any) -> str:
 
 def program_containers(monitoring: bool) -> dict[str, str]:
     """Names of the containers the program adds to a host, and which part adds them."""
-    from components import monitoring as mon
-    from components.ingress import Ingress, IngressRoute, nginx_spec
-
     ingress = Ingress(routes=[IngressRoute(host="a.example.com", service="x", port=1)], acme_email="a@example.com")
     names = {nginx_spec("x", "/x", ingress).name: "the ingress"}
     if monitoring:
@@ -54,16 +53,17 @@ def reserved_names(services: Sequence[Any], field: str, reserved: Mapping[str, s
                                                   "rename the service")
 
 
-def stack_collisions(views: Mapping[str, Any], path_for: Callable[[str], Callable[[Loc], str]]) -> list[str]:
+def stack_collisions(views: Mapping[str, Any], path_for: Callable[[str], Callable[[Loc], str]],
+                     products: Mapping[str, Any]) -> list[str]:
     """Across the products of a stack: public hostnames, R2 bucket names per account, and
-    addresses of on-prem hosts (each runs its own ingress on 80 and 443)."""
+    addresses of on-prem hosts (each runs its own ingress on 80 and 443). ``views`` maps a
+    product name to its (possibly partial) config, ``products`` a product name to its
+    ``ProductDefinition``, whose ``claims`` lists what it takes."""
     hostnames: list[tuple[str, Loc, str]] = []
     buckets: list[tuple[str, Loc, tuple[str, str]]] = []
     hosts: list[tuple[str, Loc, str]] = []
-    from stacks.registry import PRODUCTS
-
     for product, view in views.items():
-        claims = PRODUCTS[product].claims
+        claims = products[product].claims
         if claims is None:
             continue
         try:

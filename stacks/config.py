@@ -3,7 +3,7 @@
 Read once from Pulumi config and validated before any resource is registered. Every problem
 in the file is reported together, each with its key path, so one run shows everything to fix.
 Sections are validated independently: a broken ``environment`` does not hide the problems of
-a product, and a broken field does not hide the rules that do not read it (stacks/boundary.py).
+a product, and a broken field does not hide the rules that do not read it (validation/rules.py).
 """
 
 from __future__ import annotations
@@ -11,90 +11,27 @@ from __future__ import annotations
 import difflib
 import json
 import re
-from typing import Any, Iterator, Literal, Mapping, Optional
+from typing import Any, Iterator, Mapping
 
-from pydantic import BaseModel, EmailStr, Field, ValidationError, model_validator
+import pulumi
+from pydantic import BaseModel, ValidationError
 
-from stacks import boundary
-from stacks.boundary import Finding, RuleContext, rule
-from stacks.errors import CONFIG_NAMESPACE, ConfigError, describe_validation_error, key_path
-from stacks.formats import control_characters, openssh_key_problem, secret_parts, secret_value_kind
-from stacks.model import AdminCidr, StrictModel
-from stacks.provider import digitalocean
+from stacks.collisions import stack_collisions
+from stacks.secret_keys import registry_secret_key
+from stacks.definition import SecretKey
+from stacks.engine_config import platform_config
+from stacks.environment import Environment
+from stacks.errors import CONFIG_NAMESPACE, ConfigError, describe_validation_error, key_path, show
+from stacks.placeholders import OFFLINE_SYNTH, PLACEHOLDER_SECRET
+from stacks.registry import PRODUCTS
+from validation import rules
+from validation.formats import (control_characters, looks_secret_name, openssh_key_problem, secret_parts,
+                                secret_value_kind)
+from validation.rules import RuleContext
 
-DO_REGIONS = tuple(digitalocean()["regions"])
 HEREDOC_MARKER = "PLATFORM_EOF"
 """components/hostsetup.py writes host files as heredocs ending at this line; a config value
 holding it would end a file early (it refuses such content mid-build)."""
-PRODUCTION_NAMES = ("prod", "production")
-"""Environment names that are production; ``environment.production`` must agree."""
-
-
-def is_production_name(name: str) -> bool:
-    return name in PRODUCTION_NAMES or name.startswith("prod-")
-
-
-class AlertDestinations(StrictModel):
-    """Where alerts go. Secrets (a Slack webhook) live in their own secret config key."""
-
-    emails: list[EmailStr] = Field(
-        default_factory=list,
-        description="email addresses that receive alerts; none means alerts only reach Slack",
-    )
-    slack_channel: str | None = Field(
-        default=None,
-        pattern=r"^#[a-z0-9_-]+$",
-        description="Slack channel such as #ops-alerts; needs the secret key "
-        "platform:alerts_slack_webhook_url",
-    )
-
-    @model_validator(mode="after")
-    def _a_destination(self) -> "AlertDestinations":
-        if not self.emails and not self.slack_channel:
-            raise ValueError("alerts need at least one destination: emails or slack_channel")
-        return self
-
-
-class Environment(StrictModel):
-    """Settings every product in the stack shares."""
-
-    name: str = Field(
-        pattern=r"^[a-z][a-z0-9-]{1,20}$",
-        description="environment name used in resource names and tags, such as prod or staging",
-    )
-    production: bool | None = Field(
-        default=None,
-        description="whether stateful resources are protected and retained on delete; "
-        "defaults to true when name is prod (or production, prod-*) and must agree with it",
-    )
-    region: Literal[DO_REGIONS] = Field(  # type: ignore[valid-type]
-        default="fra1", description="default DigitalOcean region slug for the products"
-    )
-    admin_cidrs: list[AdminCidr] = Field(
-        min_length=1,
-        description="office or VPN egress CIDRs allowed to reach SSH and metrics (mgmt tier)",
-    )
-    alerts: AlertDestinations = Field(description="where alerts are sent (at least one destination)")
-
-    @property
-    def is_production(self) -> bool:
-        return self.production if self.production is not None else is_production_name(self.name)
-
-
-class SecretKey(BaseModel):
-    """A secret config key a stack needs: set with ``pulumi config set --secret``."""
-
-    key: str
-    description: str
-    format: Optional[Literal["openssh_private_key"]] = None
-    """What the value must be, checked at the boundary when it is set (a deploy user's key:
-    ``stacks.formats.openssh_key_problem``)."""
-
-
-def _product_registry() -> Mapping[str, Any]:
-    from stacks.registry import PRODUCTS
-
-    return PRODUCTS
 
 
 class StackConfig(BaseModel):
@@ -116,7 +53,7 @@ class StackConfig(BaseModel):
                     description="Slack incoming-webhook URL for alerts",
                 )
             )
-        registry = _product_registry()
+        registry = PRODUCTS
         for name in self.products:
             needed.extend(registry[name].required_secrets(self.product_configs[name]))
         # One entry per key: a secret several services use (Pencom's Oracle password) or that
@@ -129,25 +66,6 @@ class StackConfig(BaseModel):
             else:
                 merged[secret.key] = secret.model_copy()
         return list(merged.values())
-
-
-@rule(Environment)
-def _stack_identity(env, ctx: RuleContext) -> Iterator[Finding]:
-    """The file is for stack ``ctx.stack``: a prod file saying ``staging`` would synthesize
-    staging-named resources with nothing protected."""
-    if ctx.stack is not None and env.name != ctx.stack:
-        yield Finding(("name",), f"is {env.name!r} but this is the config of stack {ctx.stack!r}; "
-                                 f"environment.name must be the stack's name")
-
-
-@rule(Environment)
-def _production_agrees(env, ctx: RuleContext) -> Iterator[Finding]:
-    if env.production is not None and env.production != is_production_name(env.name):
-        expected = is_production_name(env.name)
-        yield Finding(("production",), f"is {str(env.production).lower()} but environment {env.name!r} is "
-                                       f"{'a' if expected else 'not a'} production environment "
-                                       f"({', '.join(PRODUCTION_NAMES)}, prod-*); set it to "
-                                       f"{str(expected).lower()} or remove it")
 
 
 def _parse_json_value(key: str, raw: Any, problems: list[str]) -> Any:
@@ -212,8 +130,6 @@ def _scrub(problems: list[str], values: Mapping[str, Any], key_names: set[str] =
     ``key_names`` are config key names (``pencom_alerts_smtp_password``): a field such as
     ``smtp_password_secret`` holds one to say where the secret is, and a name is not a secret,
     so it stays readable in every message."""
-    from stacks.formats import looks_secret_name
-
     secrets = set()
     for top, value in values.items():
         for loc, text in _leaves(value):
@@ -249,7 +165,7 @@ def validate_stack_config(
     config is for (``environment.name`` must equal it); None skips that check. With
     ``check_secrets`` every secret a product asks for must be set, as a secret.
     """
-    registry = _product_registry()
+    registry = PRODUCTS
     problems: list[str] = []
     secret_keys = set(secret_keys or ())
     if stack is not None:
@@ -286,8 +202,8 @@ def validate_stack_config(
             environment = environment_view = Environment.model_validate(raw_env)
         except ValidationError as exc:
             problems.extend(describe_validation_error("environment", Environment, exc, raw_env))
-            environment_view = boundary.partial(Environment, raw_env)
-        problems += [f"{path_for('environment')(f.loc)}: {f.message}" for f in boundary.run_rules(
+            environment_view = rules.partial(Environment, raw_env)
+        problems += [f"{path_for('environment')(f.loc)}: {f.message}" for f in rules.run_rules(
             environment_view, RuleContext(stack, environment_view, path_for("environment")))]
 
     products: list[str] = []
@@ -334,13 +250,11 @@ def validate_stack_config(
                 product_configs[name] = views[name] = product.config_model.model_validate(document)
             except ValidationError as exc:
                 problems.extend(describe_validation_error(name, product.config_model, exc, document))
-                views[name] = boundary.partial(product.config_model, document)
-            problems += [f"{path_for(name)(f.loc)}: {f.message}" for f in boundary.run_rules(
+                views[name] = rules.partial(product.config_model, document)
+            problems += [f"{path_for(name)(f.loc)}: {f.message}" for f in rules.run_rules(
                 views[name], RuleContext(stack, environment_view, path_for(name)))]
 
-    from stacks.collisions import stack_collisions
-
-    problems += stack_collisions(views, path_for)
+    problems += stack_collisions(views, path_for, PRODUCTS)
 
     needed = _required_secrets(environment_view, views, products)
     problems += _unknown_secret_keys(raw, needed, registry, products)
@@ -378,18 +292,12 @@ def validate_stack_config(
 def _offline_placeholder(value: str) -> bool:
     """A placeholder that only the offline synth fills in for a secret (synth/stackfile.py);
     a real deploy never accepts one."""
-    from stacks.placeholders import OFFLINE_SYNTH
-
     if not OFFLINE_SYNTH.get():
         return False
-    from synth.stackfile import PLACEHOLDER_SECRET
-
     return value.startswith(f"{PLACEHOLDER_SECRET}:")
 
 
 def describe_value(value: Any) -> str:
-    from stacks.errors import show
-
     return show(value)
 
 
@@ -401,16 +309,16 @@ def _required_secrets(environment: Any, views: Mapping[str, Any], products: list
         if environment is not None and environment.alerts.slack_channel:
             needed["alerts_slack_webhook_url"] = SecretKey(
                 key="alerts_slack_webhook_url", description="Slack incoming-webhook URL for alerts")
-    except (boundary.Skip, AttributeError):
+    except (rules.Skip, AttributeError):
         return None
-    registry = _product_registry()
+    registry = PRODUCTS
     for name in products:
         if name not in views:
             return None
         try:
             for secret in registry[name].required_secrets(views[name]):
                 needed.setdefault(secret.key, secret)
-        except (boundary.Skip, AttributeError, TypeError):
+        except (rules.Skip, AttributeError, TypeError):
             return None
     return needed
 
@@ -422,8 +330,6 @@ def _unknown_secret_keys(raw: Mapping[str, Any], needed: dict[str, SecretKey] | 
         return []
     problems = []
     prefixes = tuple(p.secret_prefix for p in registry.values()) + ("alerts_",)
-    from stacks.common import registry_secret_key
-
     # Secrets a product reads when set, without needing them (GHCR logins).
     optional = {registry_secret_key(p) for p in products}
     for key in sorted(k for k in raw if str(k).startswith(prefixes) and k not in registry):
@@ -439,15 +345,5 @@ def _unknown_secret_keys(raw: Mapping[str, Any], needed: dict[str, SecretKey] | 
 
 def read_pulumi_config() -> StackConfig:
     """Collect every ``platform:*`` key the engine knows about and validate them together."""
-    import pulumi
-    from pulumi.runtime import config as runtime_config
-
-    prefix = f"{CONFIG_NAMESPACE}:"
-    merged: dict[str, Any] = {}
-    merged.update(runtime_config.get_config_env())
-    merged.update(runtime_config.CONFIG.get())
-    raw = {k[len(prefix):]: v for k, v in merged.items() if k.startswith(prefix)}
-    secret_keys = set(runtime_config.get_config_secret_keys_env())
-    secret_keys |= set(runtime_config._SECRET_KEYS.get())
-    secret_names = {k[len(prefix):] for k in secret_keys if k.startswith(prefix)}
+    raw, secret_names = platform_config()
     return validate_stack_config(raw, secret_names, stack=pulumi.get_stack())

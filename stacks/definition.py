@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Literal, Optional
 
 from pydantic import BaseModel
+
+
+class SecretKey(BaseModel):
+    """A secret config key a stack needs: set with ``pulumi config set --secret``."""
+
+    key: str
+    description: str
+    format: Optional[Literal["openssh_private_key"]] = None
+    """What the value must be, checked at the boundary when it is set (a deploy user's key:
+    ``validation.formats.openssh_key_problem``)."""
 
 
 @dataclass(frozen=True)

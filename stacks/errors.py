@@ -88,7 +88,7 @@ def key_path(top_key: str, loc: Iterable[Any], document: Any = None) -> str:
 
 
 def _secret_at(loc: Sequence[Any]) -> bool:
-    from stacks.formats import looks_secret_name
+    from validation.formats import looks_secret_name
 
     return any(isinstance(p, str) and looks_secret_name(p) for p in loc[-1:])
 
@@ -99,7 +99,7 @@ def show(value: Any, loc: Sequence[Any] = ()) -> str:
     Objects and lists are summarised, not dumped (they can hold secrets); a string under a
     secret-looking key, or one that looks like a secret by itself, is not shown.
     """
-    from stacks.formats import secret_value_kind
+    from validation.formats import secret_value_kind
 
     if value is None:
         return "null (empty)"

@@ -2,10 +2,9 @@
 and Valkey (DigitalOcean replaced managed Redis with Valkey), a Spaces media bucket, and a small
 ops droplet in the VPC that runs the off-site backups.
 
-Fixes what the seed describes: a backend redeployed by a curl in CI with the app id as a
-secret (now the app is code; CI on a git tag runs `pulumi up` or `doctl apps create-deployment`),
-Spaces credentials handed around by hand (now a key limited to the one bucket, wired as SECRET),
-databases without a firewall in code (now one each, admitting the app and the ops droplet only).
+The app is code (CI on a git tag runs `pulumi up` or `doctl apps create-deployment`); the
+Spaces key is limited to the one bucket and wired as SECRET; each database has its own
+firewall, admitting the app and the ops droplet only.
 """
 
 from __future__ import annotations
@@ -24,17 +23,18 @@ from components.do_monitoring import droplet_alerts, uptime_checks
 from components.database import ManagedDatabaseCluster, ManagedDatabaseClusterArgs, TrustedSourceInput
 from components.droplet_stack import DropletBackups, DropletStack, DropletStackArgs
 from components.monitoring import MonitoringConfig
-from components.workloads import HostFile, host_path_for
-from stacks.boundary import Finding, RuleContext, each, rule
+from components.service_files import HostFile, host_path_for
+from validation.rules import Finding, RuleContext, each, rule
 from stacks.collisions import duplicates
-from stacks.common import (BackupConfig, Product, alert_email_findings, backup_bucket_findings,
-                           derived_buckets, generated_password, host_monitoring, hosts_in_zone,
-                           injected_env_findings, monitoring_findings, monitoring_secrets,
-                           product_foundation, secret_key_findings)
-from stacks.config import DO_REGIONS, SecretKey
+from stacks.product import Product, generated_password, host_monitoring, product_foundation
+from stacks.secret_keys import monitoring_secrets, secret_key_findings
+from stacks.shared_config import (BackupConfig, alert_email_findings, backup_bucket_findings,
+                                  derived_buckets, hosts_in_zone, injected_env_findings, monitoring_findings)
+from stacks.definition import SecretKey
+from stacks.environment import DO_REGIONS
 from stacks.definition import ProductDefinition
-from stacks.model import Hostname, PrivateCidr, StrictModel
-from stacks.provider import check_version, digitalocean, validator as provider_slug
+from validation.fields import Hostname, PrivateCidr, StrictModel
+from validation.provider_lists import check_version, digitalocean, validator as provider_slug
 
 SSH_KEY_SECRET = "giv_ssh_private_key"
 APP_REGIONS = tuple(digitalocean()["app_regions"])
@@ -47,7 +47,7 @@ CA_DIR = "/workspace/.certs"
 
 class ClusterConfig(StrictModel):
     version: str = Field(pattern=r"^\d+$", description="major version (checked per engine against "
-                         "stacks/data/digitalocean.json)")
+                         "validation/data/digitalocean.json)")
     size: Annotated[str, AfterValidator(provider_slug("database_sizes", "database node size"))] = Field(
         description="node size slug")
     node_count: int = Field(default=1, ge=1, le=3, description="nodes; 2+ adds a standby")
@@ -301,7 +301,7 @@ def build(ctx, cfg: GivConfig) -> dict:
             source_name=cluster.cluster.pulumi_resource_name, source_uri=uri,
             account_id=cfg.backup.cloudflare_account_id, bucket_name=f"{cfg.backup.bucket}-{label}",
             location=cfg.backup.location, lock_days=cfg.backup.lock_days,
-            runner=ops.ssh, runner_ready=ops.files_written, protect=prod,
+            runner=ops.ssh, runner_ready=ops.files_delivered, protect=prod,
             backup_calendar=cfg.backup.schedule, restore_calendar=cfg.backup.restore_test_schedule,
         ), opts=child)
 

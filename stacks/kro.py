@@ -1,9 +1,8 @@
 """KRO: one droplet (nginx, backend, frontend, admin-frontend) and a managed Postgres cluster.
 
-Fixes what the seed describes: deploys by hand over root SSH (now idempotent remote commands as
-a deploy user with root login closed), stage environment commented out of CI (now its own
-stack with its own VPC, database and credentials), certificates renewed by certbot's timer with
-nginx reloaded by a deploy hook.
+Deploys are idempotent remote commands run as a deploy user, with root login closed; each
+environment is its own stack with its own VPC, database and credentials; certificates are
+renewed by certbot's timer, nginx reloaded by a deploy hook.
 """
 
 from __future__ import annotations
@@ -25,19 +24,21 @@ from components.monitoring import MonitoringConfig
 from components.ingress import Ingress, IngressRoute
 from components.backup import R2Backup, R2BackupArgs
 from components.backupscripts import BackupJob
-from components.workloads import HostFile, host_path_for
-from stacks.boundary import Finding, RuleContext, each, rule
+from components.service_files import HostFile, host_path_for
+from validation.rules import Finding, RuleContext, each, rule
 from stacks.collisions import duplicates, program_containers, reserved_names
-from stacks.common import (BackupConfig, DnsConfig, Product, RouteConfig, alert_email_findings,
-                           backup_bucket_findings, derived_buckets, generated_password, host_monitoring,
-                           hosts_in_zone, injected_env_findings, merge_env, monitoring_findings,
-                           monitoring_secrets, product_foundation, secret_key_findings,
-                           service_secret_env)
-from stacks import common
-from stacks.config import DO_REGIONS, SecretKey
-from stacks.model import PrivateCidr, ResourceName, StrictModel
+from stacks.product import (Product, generated_password, host_monitoring, merge_env, product_foundation,
+                            service_secret_env)
+from stacks.secret_keys import monitoring_secrets, secret_key_findings
+from stacks.shared_config import (BackupConfig, DnsConfig, RouteConfig, alert_email_findings,
+                                  backup_bucket_findings, derived_buckets, hosts_in_zone,
+                                  injected_env_findings, monitoring_findings)
+from stacks import secret_keys
+from stacks.definition import SecretKey
+from stacks.environment import DO_REGIONS
+from validation.fields import PrivateCidr, ResourceName, StrictModel
 from stacks.definition import ProductDefinition
-from stacks.provider import check_version, validator as provider_slug
+from validation.provider_lists import check_version, validator as provider_slug
 
 SSH_KEY_SECRET = "kro_ssh_private_key"
 
@@ -185,7 +186,7 @@ def required_secrets(cfg: KroConfig) -> list[SecretKey]:
         needed += [SecretKey(key=key, description=f"{env} of the {spec.name} service")
                    for env, key in sorted(spec.secret_env.items())]
     return (needed + monitoring_secrets(cfg.monitoring)
-            + common.registry_secrets("kro", [s.image for s in cfg.services]))
+            + secret_keys.registry_secrets("kro", [s.image for s in cfg.services]))
 
 
 def build(ctx, cfg: KroConfig) -> dict:
@@ -203,7 +204,7 @@ def build(ctx, cfg: KroConfig) -> dict:
         region=region, size=cfg.droplet.size, image=cfg.droplet.image,
         ssh_key_fingerprints=cfg.droplet.ssh_key_fingerprints, vpc_id=vpc.id,
         admin_cidrs=env.admin_cidrs, ssh_private_key=ctx.secret(SSH_KEY_SECRET),
-        registry_auth=common.registry_auth("kro", [s.image for s in cfg.services]),
+        registry_auth=secret_keys.registry_auth("kro", [s.image for s in cfg.services]),
         tier=tiers.Tier.EDGE, workload_tiers=[tiers.Tier.APP], tags=["kro", f"env-{env.name}"],
         backups=DropletBackups() if cfg.droplet.backups else None,
         project_id=project.id, adopt_droplet_id=cfg.adopt.droplet_id, protect=prod,
@@ -268,7 +269,7 @@ def build(ctx, cfg: KroConfig) -> dict:
                                 database=cfg.database.name),
         account_id=cfg.backup.cloudflare_account_id, bucket_name=cfg.backup.bucket,
         location=cfg.backup.location, lock_days=cfg.backup.lock_days,
-        runner=host.ssh, runner_ready=host.files_written, protect=prod,
+        runner=host.ssh, runner_ready=host.files_delivered, protect=prod,
         backup_calendar=cfg.backup.schedule, restore_calendar=cfg.backup.restore_test_schedule,
     ), opts=child)
     destinations = ctx.alert_destinations()

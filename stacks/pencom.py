@@ -30,6 +30,7 @@ from components.backup import R2Backup, R2BackupArgs
 from components.backupscripts import WAL_ROLE, BackupJob, replication_role_sql
 from components.containers import ContainerSpec, PublishedPort
 from components.dns import a_records
+from components.dockerhost import image_registry
 from components.ingress import Ingress, IngressRoute
 from components.internal_ca import InternalCa
 from components.monitoring import MonitoringConfig
@@ -37,19 +38,20 @@ from components.minio_bucket import MinioBucket, MinioBucketArgs, MinioConsumer
 from components.mongo_init import check_mongo_names, render_mongo_init_js
 from components.onprem import OnPremVps, OnPremVpsArgs
 from components.postgres_init import check_init_plan, render_init_sql
-from components.workloads import HostFile, datastore_init
-from stacks.boundary import Finding, RuleContext, Skip, each, rule
+from components.host_containers import datastore_init
+from components.service_files import HostFile
+from validation.rules import Finding, RuleContext, Skip, each, rule
 from stacks.collisions import duplicates, program_containers
-from stacks.common import (BackupConfig, DnsConfig, Product, RouteConfig, alert_email_findings,
-                           backup_bucket_findings, bootstrap_user_problem, derived_buckets,
-                           generated_password, hosts_in_zone, injected_env_findings, merge_env,
-                           monitoring_findings, monitoring_secrets, secret_key_findings,
-                           service_secret_env)
-from stacks import common
-from stacks.config import SecretKey
+from stacks.product import Product, generated_password, merge_env, service_secret_env
+from stacks.secret_keys import monitoring_secrets, secret_key_findings
+from stacks.shared_config import (BackupConfig, DnsConfig, RouteConfig, alert_email_findings,
+                                  backup_bucket_findings, bootstrap_user_problem, derived_buckets,
+                                  hosts_in_zone, injected_env_findings, monitoring_findings)
+from stacks import secret_keys
+from stacks.definition import SecretKey
 from stacks.definition import ProductDefinition
-from stacks.model import (ADMIN_PREFIX_MIN, BootstrapUser, Cidr, HostCidr, PrivateAddress, PrivateCidr,
-                          PublicAddress, ResourceName, StrictModel)
+from validation.fields import (ADMIN_PREFIX_MIN, BootstrapUser, Cidr, HostCidr, PrivateAddress, PrivateCidr,
+                               PublicAddress, ResourceName, StrictModel)
 
 SSH_KEY_SECRET = "pencom_ssh_private_key"
 CA_PATH = "/run/platform/ca.crt"
@@ -329,8 +331,6 @@ def _admits(allowed: list[str], domain: str) -> bool:
 def _pulls_through_proxy(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
     """The app, data and storage nodes pull their images through the edge's proxy (their
     Docker daemons' HTTPS_PROXY): its host allow-list admits every registry they pull from."""
-    from components.dockerhost import image_registry
-
     images: list[tuple[str, str]] = []
 
     def add(getter):
@@ -566,7 +566,7 @@ def required_secrets(cfg: PencomConfig) -> list[SecretKey]:
     needed += monitoring_secrets(cfg.monitoring)
     for spec in [*cfg.edge_services, *cfg.app_services]:
         needed += [SecretKey(key=k, description=f"{e} of {spec.name}") for e, k in sorted(spec.secret_env.items())]
-    return needed + common.registry_secrets("pencom", _images(cfg))
+    return needed + secret_keys.registry_secrets("pencom", _images(cfg))
 
 
 def _images(cfg: PencomConfig) -> list[str]:
@@ -663,10 +663,11 @@ def _edge_node(ctx, cfg: PencomConfig, name: str, ports: dict[str, int], child: 
         reason="egress proxy")
     edge = OnPremVps(f"{name}-edge", OnPremVpsArgs(
         address=n.edge.public_address, private_address=n.edge.private_address, private_key=key,
-        registry_auth=common.registry_auth("pencom", _images(cfg)),
+        registry_auth=secret_keys.registry_auth("pencom", _images(cfg)),
         ssh_port=n.edge.ssh_port, bootstrap_user=n.edge.bootstrap_user,
         directories=monitoring.data_directories(f"/srv/{name}-edge"),
-        role=tiers.HostRole(tier=tiers.Tier.EDGE, ssh_cidrs=tuple(env.admin_cidrs), extra=(proxy_rule,)),
+        role=tiers.HostRole(tier=tiers.Tier.EDGE, ssh_cidrs=tuple(env.admin_cidrs),
+                            rules_beyond_tier=(proxy_rule,)),
         egress=edge_egress(cfg),
     ), opts=child)
     return edge
@@ -692,7 +693,7 @@ def _internal_nodes(ctx, cfg: PencomConfig, name: str, ports: dict[str, int], ch
             address=node_cfg.private_address, private_address=node_cfg.private_address,
             private_key=key, ssh_port=node_cfg.ssh_port, bootstrap_user=node_cfg.bootstrap_user,
             bastion=edge.ssh, role=role, egress=lock, after=(proxy,),
-            registry_auth=common.registry_auth("pencom", _images(cfg)),
+            registry_auth=secret_keys.registry_auth("pencom", _images(cfg)),
             **extra), opts=child)
 
     # The monitoring stack runs on the edge node (mgmt tier): it alone reaches the exporters.
@@ -923,7 +924,7 @@ def build(ctx, cfg: PencomConfig) -> dict:
     wal_password = generated_password(f"{name}-pg-wal", product)
     sql = pulumi.Output.all(role_passwords, wal_password).apply(lambda a: render_init_sql(
         pg_plan[0], a[0], readers=pg_plan[1]) + replication_role_sql(a[1]))
-    pg_init = datastore_init(f"{name}-postgres-init", data.ssh, stack=data._name, service=cfg.postgres.name,
+    pg_init = datastore_init(f"{name}-postgres-init", data.ssh, stack=data.pulumi_resource_name, service=cfg.postgres.name,
                              text=sql, ready=PG_READY,
                              apply="psql -U postgres -v ON_ERROR_STOP=1 -q",
                              path=f"/etc/platform/{name}-postgres-init.sql", parent=data,
@@ -933,7 +934,7 @@ def build(ctx, cfg: PencomConfig) -> dict:
     # Single-quoted: the root password is expanded inside the container, from its own env.
     mongo_shell = (f'mongosh --quiet --tls --tlsCAFile {CA_PATH} --host localhost '
                    '-u root -p "$MONGO_INITDB_ROOT_PASSWORD" --authenticationDatabase admin')
-    mongo_init = datastore_init(f"{name}-mongodb-init", data.ssh, stack=data._name, service=cfg.mongodb.name,
+    mongo_init = datastore_init(f"{name}-mongodb-init", data.ssh, stack=data.pulumi_resource_name, service=cfg.mongodb.name,
                                 text=mongo_js, ready=f"sh -c '{mongo_shell} --eval \"db.runCommand({{ping: 1}})\"'",
                                 apply=f"sh -c '{mongo_shell}'", path=f"/etc/platform/{name}-mongodb-init.js",
                                 parent=data, depends_on=[data_created[cfg.mongodb.name]])
@@ -986,7 +987,7 @@ def build(ctx, cfg: PencomConfig) -> dict:
                           mounts=(f"{runner.data_dir}/files",), rpo_minutes=cluster_rpo,
                           source_service=spec.name if kind == "pitr" else ""),
             rpo_minutes=cluster_rpo if kind == "pitr" else rpo_by_label.get(label),
-            source_name=f"{runner._name}-{spec.name}", source_uri=uri,
+            source_name=f"{runner.pulumi_resource_name}-{spec.name}", source_uri=uri,
             account_id=cfg.backup.cloudflare_account_id, bucket_name=f"{cfg.backup.bucket}-{label.replace('_', '-')}",
             location=cfg.backup.location, lock_days=cfg.backup.lock_days, runner=runner.ssh,
             runner_ready=ready, protect=prod, environment={**runner_env, **extra_env},

@@ -25,11 +25,16 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
 
+from stacks.engine_config import plain_platform_config
 from stacks.errors import ConfigError, key_path
 
 # Set to True by the offline synth (synth/engine.py) for the run it makes; never set under the
 # Pulumi CLI, so a real preview or up enforces.
 OFFLINE_SYNTH: contextvars.ContextVar[bool] = contextvars.ContextVar("platform_offline_synth", default=False)
+
+PLACEHOLDER_SECRET = "synth-placeholder-secret"
+"""The offline synth's stand-in for a secret the stack file does not hold (synth/stackfile.py),
+followed by ``:<key>``; a real deploy never sees one."""
 
 MARKER = "PLACEHOLDER-"
 DOCUMENTATION_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
@@ -128,24 +133,11 @@ def find(raw: Mapping[str, Any]) -> list[Placeholder]:
     return found
 
 
-def pulumi_config() -> dict[str, Any]:
-    """The ``platform:*`` config the engine handed the program (keys without the namespace)."""
-    from pulumi.runtime import config as runtime_config
-
-    from stacks.errors import CONFIG_NAMESPACE
-
-    prefix = f"{CONFIG_NAMESPACE}:"
-    merged = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
-    # Secret values are never read here, so no message can echo one.
-    secret = set(runtime_config.get_config_secret_keys_env()) | set(runtime_config._SECRET_KEYS.get())
-    return {k[len(prefix):]: v for k, v in merged.items() if k.startswith(prefix) and k not in secret}
-
-
 def check(raw: Mapping[str, Any] | None = None) -> list[Placeholder]:
     """Raise ConfigError for placeholders under a real engine; return them in the offline synth.
 
     ``raw`` defaults to the running program's non-secret config."""
-    found = find(pulumi_config() if raw is None else raw)
+    found = find(plain_platform_config() if raw is None else raw)
     if found and not OFFLINE_SYNTH.get():
         raise ConfigError([p.message() for p in found]
                           + ["placeholders are fine for `python -m synth`; a real deploy needs "

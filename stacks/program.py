@@ -6,8 +6,10 @@ from dataclasses import dataclass
 
 import pulumi
 
+from components.do_monitoring import Destinations
 from stacks import placeholders
-from stacks.config import Environment, StackConfig, read_pulumi_config
+from stacks.config import StackConfig, read_pulumi_config
+from stacks.environment import Environment
 from stacks.errors import CONFIG_NAMESPACE
 from stacks.registry import PRODUCTS
 
@@ -21,8 +23,6 @@ class BuildContext:
 
     def alert_destinations(self):
         """Where this environment's alerts go (Slack's webhook URL is a secret key)."""
-        from components.do_monitoring import Destinations
-
         alerts = self.environment.alerts
         url = self.secret("alerts_slack_webhook_url") if alerts.slack_channel else None
         return Destinations(emails=alerts.emails, slack_channel=alerts.slack_channel, slack_url=url)

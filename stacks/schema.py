@@ -11,7 +11,7 @@ import sys
 
 from pydantic.json_schema import models_json_schema
 
-from stacks.config import Environment
+from stacks.environment import Environment
 from stacks.errors import CONFIG_NAMESPACE
 from stacks.registry import PRODUCTS
 

@@ -1,13 +1,12 @@
 """V-EdFinance: one VPS (2 vCPU / 4 GB) running api and web for dev and staging, Postgres 17 with
 pgvector and Redis, behind nginx with Let's Encrypt.
 
-Fixes what the 2025-12-23 audit found: no resource limits (every container now has them, and
-their sum must fit the host with headroom, or the config is rejected), Postgres 15 (now 17 with
-pgvector), plaintext credentials (every password is generated and secret), no web healthcheck
-(every container has one), root SSH login still enabled (closed, with password auth, by the
-sshd baseline), a privileged monitoring container (none is privileged), backups only on the VPS
-(now encrypted off-site to R2 daily, restore-tested weekly). Dev and staging keep separate
-databases on the shared Postgres, each role confined to its own.
+Every container has resource limits, and their sum must fit the host with headroom, or the
+config is rejected; every password is generated and secret; every container has a
+healthcheck, none is privileged; the sshd baseline closes root and password login; backups
+go encrypted off-site to R2 daily and are restore-tested weekly (the 2025-12-23 audit's
+findings). Dev and staging keep separate databases on the shared Postgres, each role confined
+to its own.
 """
 
 from __future__ import annotations
@@ -27,18 +26,19 @@ from components.internal_ca import InternalCa
 from components.monitoring import MonitoringConfig
 from components.onprem import OnPremVps, OnPremVpsArgs
 from components.postgres_init import check_init_plan, render_init_sql
-from components.workloads import HostFile, datastore_init
-from stacks.boundary import Finding, RuleContext, each, rule
+from components.host_containers import datastore_init
+from components.service_files import HostFile
+from validation.rules import Finding, RuleContext, each, rule
 from stacks.collisions import duplicates, program_containers, reserved_names
-from stacks.common import (BackupConfig, DnsConfig, Product, RouteConfig, alert_email_findings,
-                           backup_bucket_findings, bootstrap_user_problem, derived_buckets,
-                           generated_password, host_monitoring, hosts_in_zone, injected_env_findings,
-                           merge_env, monitoring_findings, monitoring_secrets, secret_key_findings,
-                           service_secret_env)
-from stacks import common
-from stacks.config import SecretKey
+from stacks.product import Product, generated_password, host_monitoring, merge_env, service_secret_env
+from stacks.secret_keys import monitoring_secrets, secret_key_findings
+from stacks.shared_config import (BackupConfig, DnsConfig, RouteConfig, alert_email_findings,
+                                  backup_bucket_findings, bootstrap_user_problem, derived_buckets,
+                                  hosts_in_zone, injected_env_findings, monitoring_findings)
+from stacks import secret_keys
+from stacks.definition import SecretKey
 from stacks.definition import ProductDefinition
-from stacks.model import BootstrapUser, PublicAddress, ResourceName, StrictModel
+from validation.fields import BootstrapUser, PublicAddress, ResourceName, StrictModel
 
 SSH_KEY_SECRET = "vedfinance_ssh_private_key"
 CA_PATH = "/run/platform/ca.crt"
@@ -237,7 +237,7 @@ def required_secrets(cfg: VedfinanceConfig) -> list[SecretKey]:
     needed += monitoring_secrets(cfg.monitoring)
     for spec in cfg.services:
         needed += [SecretKey(key=k, description=f"{e} of {spec.name}") for e, k in sorted(spec.secret_env.items())]
-    return needed + common.registry_secrets("vedfinance", [s.image for s in cfg.services])
+    return needed + secret_keys.registry_secrets("vedfinance", [s.image for s in cfg.services])
 
 
 
@@ -254,7 +254,7 @@ def build(ctx, cfg: VedfinanceConfig) -> dict:
 
     host = OnPremVps(name, OnPremVpsArgs(
         address=cfg.host.address, private_key=ctx.secret(SSH_KEY_SECRET), ssh_port=cfg.host.ssh_port,
-        registry_auth=common.registry_auth("vedfinance", [s.image for s in cfg.services]),
+        registry_auth=secret_keys.registry_auth("vedfinance", [s.image for s in cfg.services]),
         bootstrap_user=cfg.host.bootstrap_user,
         role=tiers.HostRole(tier=tiers.Tier.EDGE, ssh_cidrs=tuple(env.admin_cidrs)),
         directories=monitoring.data_directories(f"/srv/{name}"),

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from synth.summary import product_of
+from synth.state import product_of
 
 PRICES = Path(__file__).resolve().parent.parent / "pricing" / "prices.json"
 ONPREM = "platform:components:OnPremVps"

@@ -1,9 +1,7 @@
 """Diagrams of a desired state, drawn from the capture (not from config), so they show what will
 be deployed.
 
-- ``nodes`` and ``flows``: the tier view (node -> tier, and the flows the captured rules allow:
-  firewall rules, database trusted sources, UFW rules of on-prem hosts with their waivers, nginx
-  upstreams, published container ports, App Platform ingress, backup runners).
+- the tier view (``nodes``, ``flows``) is ``synth/flows.py``;
 - ``product_graph``: one diagram per product. Hosts are groups (Graphviz clusters, Mermaid
   subgraphs) holding their containers, with a ``host`` node for what reaches the host itself
   (SSH, UFW rules without a container behind them); edges carry ports; waivers are dashed red
@@ -19,154 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from synth.state import State
-
-TIERS = ("edge", "app", "data", "mgmt")
-INTERNET, ADMINS = "internet", "admins"
-DROPLET = "digitalocean:index/droplet:Droplet"
-FIREWALL = "digitalocean:index/firewall:Firewall"
-CLUSTER = "digitalocean:index/databaseCluster:DatabaseCluster"
-DB_FIREWALL = "digitalocean:index/databaseFirewall:DatabaseFirewall"
-APP = "digitalocean:index/app:App"
-CONTAINER = "docker:index/container:Container"
-COMMAND = "command:remote:Command"
-ONPREM = "platform:components:OnPremVps"
-UFW_ALLOW = re.compile(r"^ufw allow proto \w+ from (\S+) to any port (\S+).*?(?:# waiver: ([\w-]+))?$")
-BUCKETS = ("digitalocean:index/spacesBucket:SpacesBucket", "cloudflare:index/r2Bucket:R2Bucket",
-           "minio:index/s3Bucket:S3Bucket")
-
-
-@dataclass(frozen=True, order=True)
-class Edge:
-    source: str
-    target: str
-    label: str
-
-
-def _world(cidr: str) -> bool:
-    return cidr in ("0.0.0.0/0", "::/0")
-
-
-def _labels(container: dict[str, Any]) -> dict[str, str]:
-    return {l.get("label"): l.get("value") for l in container["inputs"].get("labels") or []}
-
-
-def nodes(state: State) -> dict[str, str]:
-    """Node name -> tier."""
-    tiers: dict[str, str] = {}
-    for firewall in state.of_type(FIREWALL):
-        tier = str(firewall["inputs"].get("name", "")).rsplit("-", 1)[-1]
-        for urn in firewall["dependencies"]:
-            droplet = state.by_urn.get(urn)
-            if droplet and droplet["type"] == DROPLET and tier in TIERS:
-                tiers[droplet["name"]] = tier
-    for droplet in state.of_type(DROPLET):
-        tags = [t[5:] for t in droplet["inputs"].get("tags") or [] if t.startswith("tier-")]
-        tiers.setdefault(droplet["name"], tags[0] if tags else "app")
-    for container in state.of_type(CONTAINER):
-        tiers[container["name"]] = _labels(container).get("platform.tier", "app")
-    for app in state.of_type(APP):
-        tiers[app["name"]] = "app"
-    for host in state.of_type(ONPREM):
-        tiers[host["name"]] = str(host["inputs"].get("tier") or "app")
-    for resource in state.of_type(CLUSTER) + [r for t in BUCKETS for r in state.of_type(t)]:
-        tiers[resource["name"]] = "data"
-    return tiers
-
-
-def _droplet_of(state: State, resource: dict[str, Any]) -> str | None:
-    """The droplet whose component holds a resource, or that a command chain leads to."""
-    for urn in [resource["urn"], *sorted(state.all_dependencies(resource))]:
-        item = state.by_urn.get(urn)
-        if item is None:
-            continue
-        if item["type"] == DROPLET:
-            return item["name"]
-        parent = state.by_urn.get(item.get("parent") or "")
-        if parent and parent["type"] == ONPREM:
-            return parent["name"]
-        if parent and parent["type"] == "platform:components:DropletStack":
-            droplets = [c for c in state.children(parent) if c["type"] == DROPLET]
-            if droplets:
-                return droplets[0]["name"]
-    return None
-
-
-def flows(state: State) -> set[Edge]:
-    edges: set[Edge] = set()
-    for firewall in state.of_type(FIREWALL):
-        targets = [state.by_urn[u]["name"] for u in firewall["dependencies"]
-                   if u in state.by_urn and state.by_urn[u]["type"] == DROPLET]
-        for rule in firewall["inputs"].get("inboundRules") or []:
-            sources = rule.get("sourceAddresses") or []
-            port = rule.get("portRange", "all")
-            for target in targets:
-                if any(_world(s) for s in sources):
-                    edges.add(Edge(INTERNET, target, str(port)))
-                if any(not _world(s) for s in sources):
-                    edges.add(Edge(ADMINS, target, str(port)))
-    for db_firewall in state.of_type(DB_FIREWALL):
-        clusters = [state.by_urn[u]["name"] for u in db_firewall["dependencies"]
-                    if u in state.by_urn and state.by_urn[u]["type"] == CLUSTER]
-        clients = [state.by_urn[u]["name"] for u in db_firewall["dependencies"]
-                   if u in state.by_urn and state.by_urn[u]["type"] in (DROPLET, APP)]
-        for rule in db_firewall["inputs"].get("rules") or []:
-            if rule.get("type") == "ip_addr" and _world(str(rule.get("value"))):
-                clients_for_rule = [INTERNET]
-            else:
-                clients_for_rule = clients
-            for cluster in clusters:
-                for client in clients_for_rule:
-                    edges.add(Edge(client, cluster, "db"))
-    hosts = {f"{h['inputs'].get(key)}/32": h["name"] for h in state.of_type(ONPREM)
-             for key in ("address", "privateAddress")}
-    for command in state.of_type(COMMAND):
-        parent = state.by_urn.get(command.get("parent") or "")
-        if not parent or parent["type"] != ONPREM or not command["name"].endswith("-setup-ufw"):
-            continue
-        for line in str(command["inputs"].get("stdin") or "").splitlines():
-            match = UFW_ALLOW.match(line.strip())
-            if not match:
-                continue
-            source, port, waiver = match.groups()
-            origin = INTERNET if source == "any" or _world(source) else hosts.get(source, ADMINS)
-            label = port.replace(":", "-") + (f" waiver {waiver}" if waiver else "")
-            edges.add(Edge(origin, parent["name"], label))
-    by_alias: dict[tuple[str, str], str] = {}
-    for container in state.of_type(CONTAINER):
-        host = _droplet_of(state, container)
-        for network in container["inputs"].get("networksAdvanced") or []:
-            for alias in network.get("aliases") or []:
-                by_alias[(host or "", alias)] = container["name"]
-        for port in container["inputs"].get("ports") or []:
-            if (port.get("ip") or "0.0.0.0") in ("0.0.0.0", "::"):
-                edges.add(Edge(INTERNET, container["name"], str(port.get("external"))))
-    for command in state.of_type(COMMAND):
-        text = str(command["inputs"].get("stdin") or "")
-        host = _droplet_of(state, command)
-        nginx = by_alias.get((host or "", "nginx"))
-        for alias, port in re.findall(r"set \$upstream_\w+ ([a-z0-9-]+):(\d+);", text):
-            target = by_alias.get((host or "", alias))
-            if nginx and target:
-                edges.add(Edge(nginx, target, port))
-    for app in state.of_type(APP):
-        spec = app["inputs"].get("spec") if isinstance(app["inputs"].get("spec"), dict) else {}
-        if (spec.get("ingress") or {}).get("rules"):
-            edges.add(Edge(INTERNET, app["name"], "443"))
-        text = str(spec)
-        for bucket in state.of_type("digitalocean:index/spacesBucket:SpacesBucket"):
-            if str(bucket["inputs"].get("name")) in text:
-                edges.add(Edge(app["name"], bucket["name"], "s3"))
-    for backup in state.of_type("platform:components:R2Backup"):
-        children = state.children(backup)
-        install = [c for c in children if c["type"] == COMMAND and c["name"].endswith("-install")]
-        buckets = [c["name"] for c in children if c["type"] == "cloudflare:index/r2Bucket:R2Bucket"]
-        runner = _droplet_of(state, install[0]) if install else None
-        for bucket in buckets:
-            if runner:
-                edges.add(Edge(runner, bucket, "backup"))
-    return edges
-
+from synth.flows import (ADMINS, APP, CLUSTER, COMMAND, CONTAINER, DB_FIREWALL, DROPLET, FIREWALL, INTERNET, ONPREM,
+                         UFW_ALLOW, container_labels, droplet_of, is_world)
+from synth.state import PRODUCT_TYPE_PREFIX, State, product_of
 
 GROUPS = ("platform:components:DropletStack", ONPREM)
 R2 = "cloudflare:index/r2Bucket:R2Bucket"
@@ -201,8 +54,6 @@ class Graph:
 
 
 def products(state: State) -> list[str]:
-    from synth.summary import PRODUCT_TYPE_PREFIX
-
     return sorted(r["name"] for r in state.resources if r["type"].startswith(PRODUCT_TYPE_PREFIX))
 
 
@@ -211,8 +62,6 @@ def _anchor(host: str) -> str:
 
 
 def product_graph(state: State, product: str) -> Graph:
-    from synth.summary import product_of
-
     mine = [r for r in state.resources if product_of(r, state.by_urn) == product]
     graph = Graph(product, {}, {INTERNET: ("internet", "", "ellipse"), ADMINS: ("admin CIDRs", "", "ellipse")}, set())
     host_of_droplet: dict[str, str] = {}
@@ -240,7 +89,7 @@ def product_graph(state: State, product: str) -> Graph:
         if host is None:
             continue
         short = container["name"][len(host) + 1:] if container["name"].startswith(host + "-") else container["name"]
-        tier = _labels(container).get("platform.tier", "app")
+        tier = container_labels(container).get("platform.tier", "app")
         ports = sorted({str(p.get("external")) for p in container["inputs"].get("ports") or []}, key=_port_key)
         graph.nodes[container["name"]] = (f"{short}\n{tier}" + (f" :{', :'.join(ports)}" if ports else ""), host, "box")
         for port in container["inputs"].get("ports") or []:
@@ -283,7 +132,7 @@ def product_graph(state: State, product: str) -> Graph:
                 continue
             for rule in firewall["inputs"].get("inboundRules") or []:
                 port = str(rule.get("portRange", "all"))
-                origin = INTERNET if any(_world(a) for a in rule.get("sourceAddresses") or []) else ADMINS
+                origin = INTERNET if any(is_world(a) for a in rule.get("sourceAddresses") or []) else ADMINS
                 graph.links.add(Link(origin, published.get((host, port), _anchor(host)), port))
     for command in (r for r in mine if r["type"] == COMMAND):
         host = _group_of(state, command)
@@ -296,7 +145,7 @@ def product_graph(state: State, product: str) -> Graph:
                 if not match:
                     continue
                 source, port, waiver = match.groups()
-                origin = INTERNET if source == "any" or _world(source) else (
+                origin = INTERNET if source == "any" or is_world(source) else (
                     _anchor(addresses[source]) if source in addresses else ADMINS)
                 if origin == _anchor(host):
                     continue  # the host's own address: not a flow between nodes
@@ -383,7 +232,7 @@ def _group_of(state: State, resource: dict[str, Any]) -> str | None:
         if current["type"] in GROUPS:
             return current["name"]
         current = state.by_urn.get(current.get("parent") or "")
-    droplet = _droplet_of(state, resource)
+    droplet = droplet_of(state, resource)
     if droplet is None:
         return None
     item = next((r for r in state.resources if r["name"] == droplet), None)

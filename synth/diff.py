@@ -27,9 +27,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from synth.engine import UNKNOWN_MASK, leaf_path
+from synth.values import UNKNOWN_MASK, leaf_path
 from synth.replacements import replacing_inputs, stateful_reason
-from synth.summary import product_of
+from synth.state import product_of
 
 EXIT_SAFE, EXIT_INPUT, EXIT_WARNING = 0, 2, 3
 LONG_TEXT = 100  # characters; longer strings, and any multi-line one, get a unified diff

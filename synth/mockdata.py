@@ -29,7 +29,9 @@ def _private_ip(name: str) -> str:
     return f"10.110.{_octet(name, 'subnet')}.{_octet(name, 'host')}"
 
 
-def _cluster(name: str, inputs: dict) -> dict:
+def database_cluster(name: str, inputs: dict) -> dict:
+    """The outputs invented for a DigitalOcean database cluster named ``name`` (its engine from
+    ``inputs``): URIs, hosts and port shaped like the provider's; the rehearsal reads the hosts."""
     engine = inputs.get("engine", "pg")
     port = {"pg": 25060, "mongodb": 27017, "valkey": 25061, "redis": 25061}.get(engine, 25060)
     scheme = {"pg": "postgresql", "mongodb": "mongodb+srv", "valkey": "rediss"}.get(engine, engine)
@@ -52,7 +54,7 @@ RESOURCE_OUTPUTS: dict[str, Callable[[str, dict], dict]] = {
         "status": "active",
     },
     "digitalocean:index/reservedIp:ReservedIp": lambda n, i: {"ipAddress": _public_ip(n + "-rip")},
-    "digitalocean:index/databaseCluster:DatabaseCluster": _cluster,
+    "digitalocean:index/databaseCluster:DatabaseCluster": database_cluster,
     "digitalocean:index/databaseUser:DatabaseUser": lambda n, i: {"password": f"mock-{n}-password"},
     "digitalocean:index/databaseConnectionPool:DatabaseConnectionPool": lambda n, i: {
         "privateHost": f"private-{n}-pool.db.ondigitalocean.com", "port": 25061,

@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import pulumi
-from pulumi import _types
 
 from synth import wire
 
@@ -146,7 +145,7 @@ def to_type(annotation: Any) -> Type:
             return Type("number")
         if annotation is str:
             return Type("string")
-        if _types.is_input_type(annotation):
+        if wire.is_input_type(annotation):
             return Type("object", cls=annotation)
         if issubclass(annotation, (pulumi.Asset, pulumi.Archive)):
             return Type("asset")
@@ -169,8 +168,8 @@ def _required_parameters(init: Any) -> frozenset[str]:
 @_serialized
 def object_schema(input_cls: type, json_encoded: bool = False) -> ObjectSchema:
     """The properties of an ``@pulumi.input_type`` class."""
-    names = _types.input_type_py_to_pulumi_names(input_cls)
-    types = _types.input_type_types(input_cls)
+    names = wire.input_type_py_to_pulumi_names(input_cls)
+    types = wire.input_type_types(input_cls)
     required = _required_parameters(input_cls.__init__)
     return ObjectSchema(
         name=input_cls.__name__,
@@ -210,7 +209,7 @@ def output_names(type_token: str) -> Optional[frozenset[str]]:
     cls = resource_class(type_token)
     if cls is None:
         return None
-    return frozenset(_types.resource_py_to_pulumi_names(cls).values()) - {"id", "urn"}
+    return frozenset(wire.resource_py_to_pulumi_names(cls).values()) - {"id", "urn"}
 
 
 def _snake(name: str) -> str:

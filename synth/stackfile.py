@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-PLACEHOLDER_SECRET = "synth-placeholder-secret"
+from stacks.placeholders import PLACEHOLDER_SECRET
 
 
 def placeholder_for(key: str) -> str:

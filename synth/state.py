@@ -4,6 +4,19 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
+PRODUCT_TYPE_PREFIX = "platform:products:"
+"""Type prefix of the component each product's resources hang under (stacks/product.py)."""
+
+
+def product_of(resource: dict[str, Any], by_urn: dict[str, dict[str, Any]]) -> str:
+    """The product a resource belongs to: the product component at the top of its parent chain."""
+    current = resource
+    while current is not None:
+        if current["type"].startswith(PRODUCT_TYPE_PREFIX):
+            return current["name"]
+        current = by_urn.get(current.get("parent") or "")
+    return "(stack)"
+
 
 class State:
     """A read-only view of ``{"resources": [...], "outputs": {...}}`` with lookups by type and name."""

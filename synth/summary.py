@@ -7,11 +7,15 @@ diagram, and the stack's outputs that are not secret.
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter, defaultdict
 from typing import Any
 
-PRODUCT_TYPE_PREFIX = "platform:products:"
+from synth.cost import PriceTable, cost_markdown, estimate, totals
+from synth.diagram import mermaid, products
+from synth.state import State, product_of
+
 DROPLET = "digitalocean:index/droplet:Droplet"
 CLUSTER = "digitalocean:index/databaseCluster:DatabaseCluster"
 CONTAINER = "docker:index/container:Container"
@@ -22,16 +26,6 @@ HOSTS = ("platform:components:DropletStack", ONPREM)
 BACKUP = "platform:components:R2Backup"
 # RandomizedDelaySec of the backup timers (components/backupscripts.py): the worst-case delay.
 BACKUP_JITTER = "10 min"
-
-
-def product_of(resource: dict[str, Any], by_urn: dict[str, dict[str, Any]]) -> str:
-    """The product a resource belongs to: the product component at the top of its parent chain."""
-    current = resource
-    while current is not None:
-        if current["type"].startswith(PRODUCT_TYPE_PREFIX):
-            return current["name"]
-        current = by_urn.get(current.get("parent") or "")
-    return "(stack)"
 
 
 def counts_by_product(state: dict[str, Any]) -> dict[str, Counter]:
@@ -49,8 +43,6 @@ def text_table(state: dict[str, Any]) -> str:
         custom = sum(n for t, n in table[product].items() if not t.startswith("platform:"))
         lines.append(f"  {product:<12} {custom:>4} cloud resources, "
                      f"{sum(table[product].values()) - custom} components")
-    from synth.cost import PriceTable, estimate, totals
-
     monthly = totals(estimate(state, PriceTable.load())[0])
     if monthly:
         lines.append("  monthly estimate (list prices): " + ", ".join(
@@ -196,11 +188,6 @@ def _table(rows: list[dict[str, str]], columns: list[str]) -> list[str]:
 
 
 def markdown(state: dict[str, Any]) -> str:
-    import json
-
-    from synth.cost import PriceTable, cost_markdown
-    from synth.diagram import mermaid, products
-    from synth.state import State
 
     out = [f"# Desired state of stack `{state['stack']}`", "", f"{len(state['resources'])} resources.", ""]
     host_rows, service_rows, store_rows = hosts(state), services(state), datastores(state)

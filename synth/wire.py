@@ -6,6 +6,7 @@ promise to keep. They are all here, in one place, and ``tests/test_synth_wire.py
 when the installed SDK (``pulumi==3.272.0`` in requirements.txt) changes any of them.
 
 Sources: ``pulumi/runtime/rpc.py`` (signature keys, the unknown sentinel, resource registries),
+``pulumi/_types.py`` (the input-type and resource property tables),
 ``pulumi/runtime/mocks.py`` (URN shape), ``pulumi/runtime/settings.py`` (the pending-outputs
 set), ``pulumi/runtime/sync_await.py``, and the provider SDKs' generated ``_utilities.py``
 (``Module.mod_info`` and ``Package.pkg_info``: the type token -> class table each package
@@ -22,7 +23,8 @@ from pulumi.runtime import resource as _resource_runtime
 from pulumi.runtime import rpc
 from pulumi.runtime.proto import source_pb2
 from pulumi.runtime import settings as _settings
-from pulumi.runtime.sync_await import _ensure_event_loop, _sync_await  # noqa: F401 - re-exported
+from pulumi import _types as _sdk_types
+from pulumi.runtime.sync_await import _ensure_event_loop, _sync_await
 
 # Copied from pulumi/runtime/rpc.py (and sdk/go/common/resource/properties.go): keys and
 # signatures that mark secrets, resource references, output values, assets and archives in a
@@ -52,6 +54,20 @@ PULUMI_URN_PREFIX = "urn:pulumi:"
 
 serialize_properties = rpc.serialize_properties
 deserialize_properties = rpc.deserialize_properties
+
+# The SDK's event-loop helpers (pulumi/runtime/sync_await.py): run a coroutine to completion
+# from synchronous code, and make sure the thread has a loop to run it on.
+sync_await = _sync_await
+ensure_event_loop = _ensure_event_loop
+
+# The type tables the ``@pulumi.input_type`` and resource classes carry (pulumi/_types.py),
+# read by synth/sdkschema.py to derive the provider schemas: whether a class is an input type,
+# its Python -> engine property names, its properties' types by engine name, and a resource class's
+# output names.
+is_input_type = _sdk_types.is_input_type
+input_type_py_to_pulumi_names = _sdk_types.input_type_py_to_pulumi_names
+input_type_types = _sdk_types.input_type_types
+resource_py_to_pulumi_names = _sdk_types.resource_py_to_pulumi_names
 
 
 def clear_pending_outputs() -> None:

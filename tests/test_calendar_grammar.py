@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from stacks.formats import check_calendar
+from validation.formats import check_calendar
 from tests.conftest import require_tool
 
 pytestmark = pytest.mark.realtool

@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from components import prometheus as prom
-from components.workloads import HostFile, Reload, reload_for, render_service_script, service_mounts
+from components.service_files import HostFile, Reload, reload_for, render_service_script, service_mounts
 from tests.conftest import require_root, require_tool
 from tests.realtools import free_port, wait_for_port
 

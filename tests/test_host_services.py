@@ -139,6 +139,6 @@ def test_a_directory_with_a_numeric_or_named_owner_is_current_on_the_second_run(
 def test_put_file_with_a_numeric_owner_is_current_on_the_second_run(tmp_path):
     require_root("chown needs root")
     path = tmp_path / "etc" / "x.conf"
-    body = hostsetup._heredoc(str(path), "0640", "root:65534", "one\n")
+    body = hostsetup.deliver_file(str(path), "0640", "root:65534", "one\n")
     assert _changes(_run(tmp_path, body)) == 1
     assert _changes(_run(tmp_path, body)) == 0

@@ -143,12 +143,12 @@ def test_an_apply_that_fails_puts_the_previous_file_back_and_the_next_run_retrie
 def test_a_run_that_dies_between_write_and_apply_is_completed_by_the_next(tmp_path):
     # A lost SSH session or a killed script after the new file is written: the apply never ran.
     path = "/etc/platform/example.conf"
-    dying = hostsetup.script(hostsetup._heredoc(path, "0644", "root:root", "two\n", on_change="kill -9 $$"))
+    dying = hostsetup.script(hostsetup.deliver_file(path, "0644", "root:root", "two\n", on_change="kill -9 $$"))
     scripts = {
-        "first": hostsetup.script(hostsetup._heredoc(path, "0644", "root:root", "one\n", on_change="true")),
+        "first": hostsetup.script(hostsetup.deliver_file(path, "0644", "root:root", "one\n", on_change="true")),
         "dying": dying,
-        "next": hostsetup.script(hostsetup._heredoc(path, "0644", "root:root", "two\n",
-                                                    on_change="echo applied-two >>/etc/platform/applied")),
+        "next": hostsetup.script(hostsetup.deliver_file(path, "0644", "root:root", "two\n",
+                                                        on_change="echo applied-two >>/etc/platform/applied")),
     }
     out = _steps(_sandbox(tmp_path, scripts, STEP + textwrap.dedent(f"""\
         step first first
@@ -168,8 +168,8 @@ def test_a_run_that_dies_between_write_and_apply_is_completed_by_the_next(tmp_pa
 
 def test_a_sudoers_file_visudo_rejects_is_never_installed(tmp_path):
     path = "/etc/sudoers.d/90-platform-deploy"
-    bad = hostsetup.script(hostsetup._heredoc(path, "0440", "root:root", "deploy ALL=(ALL) NOPASSWD ALL\n",
-                                              validate=f"visudo -cqf {path}"))
+    bad = hostsetup.script(hostsetup.deliver_file(path, "0440", "root:root", "deploy ALL=(ALL) NOPASSWD ALL\n",
+                                                  validate=f"visudo -cqf {path}"))
     out = _steps(_sandbox(tmp_path, {"bad": bad}, STEP + f"step bad bad\nshow after {path}\n"))
     assert out["bad"][0] == 1 and "rejected:" in out["bad"][1]
     assert out["after"][0] != 0, "a new file that fails its check is removed"

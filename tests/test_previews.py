@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from synth.cost import PriceTable, estimate, totals
-from synth.diagram import ADMINS, INTERNET, TIERS, Edge, flows, nodes
+from synth.flows import ADMINS, INTERNET, TIERS, Edge, flows, nodes
 from synth.diff import EXIT_SAFE, EXIT_WARNING, diff_states, markdown
 from synth.engine import PROJECT_ROOT
 from synth.state import State

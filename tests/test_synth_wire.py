@@ -27,7 +27,7 @@ def test_signature_constants_are_the_sdks():
 
 def test_private_hooks_the_engine_uses_still_exist():
     assert isinstance(settings.SETTINGS.outputs, set)
-    assert callable(wire._sync_await) and callable(wire._ensure_event_loop)
+    assert callable(wire.sync_await) and callable(wire.ensure_event_loop)
     assert isinstance(rpc._RESOURCE_MODULES, dict) and isinstance(rpc._RESOURCE_PACKAGES, dict)
     assert rpc._module_key("digitalocean", "index/vpc") == "digitalocean:index/vpc"
     assert {"urn", "id", "state"} == set(pulumi_mocks.MockMonitor.ResourceRegistration._fields)
@@ -71,3 +71,10 @@ class _NoMocks(pulumi_mocks.Mocks):
 
     def call(self, args):
         return {}
+
+
+def test_the_sdk_type_tables_sdkschema_reads():
+    assert wire.is_input_type(do.VpcArgs) and not wire.is_input_type(do.Vpc)
+    assert wire.input_type_py_to_pulumi_names(do.VpcArgs)["ip_range"] == "ipRange"
+    assert wire.input_type_types(do.VpcArgs)["ipRange"] is str
+    assert wire.resource_py_to_pulumi_names(do.Vpc)["ip_range"] == "ipRange"

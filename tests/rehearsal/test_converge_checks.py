@@ -17,10 +17,10 @@ def _step(name: str, script: str) -> Step:
 
 
 def test_written_files_are_read_from_the_scripts_last_writer_wins():
-    first = _step("a", hostsetup.script(hostsetup._heredoc("/etc/x.conf", "0640", "root:adm", "one\n"),
+    first = _step("a", hostsetup.script(hostsetup.deliver_file("/etc/x.conf", "0640", "root:adm", "one\n"),
                                         hostsetup.directories_section([("/srv/d", "0750", "65534:65534")])))
-    second = _step("b", hostsetup.script(hostsetup._heredoc("/etc/x.conf", "0644", "root:root", "two",
-                                                            on_change="systemctl restart x")))
+    second = _step("b", hostsetup.script(hostsetup.deliver_file("/etc/x.conf", "0644", "root:root", "two",
+                                                                on_change="systemctl restart x")))
     files = written_files([first, second])
     assert files["/etc/x.conf"] == {"mode": "644", "owner": "root:root", "content": "two\n", "step": "b"}
     assert directories([first, second]) == {"/srv/d": ("750", "65534:65534")}

@@ -173,7 +173,7 @@ def materialise(container: dict, root: Path, ca: TestCA) -> list[str]:
             elif path == "/host":
                 (host / "var/lib/prometheus/node-exporter").mkdir(parents=True)
             elif path == "/run/platform":
-                # A service's delivered directory (components/workloads.py): the CA, and its
+                # A service's delivered directory (components/service_files.py): the CA, and its
                 # certificate and key readable by the image's user only.
                 (host / "tls").mkdir()
                 (host / "ca.crt").write_bytes(ca.cert_pem)

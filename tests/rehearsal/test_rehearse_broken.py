@@ -43,8 +43,8 @@ def synthetic_stack() -> StackCapture:
                 ssh_opts=["-o", "StrictHostKeyChecking=accept-new"],
                 private_key=private, public_key=public)
     steps = [
-        _command("fine", hostsetup.script(hostsetup._heredoc("/etc/rehearsal-fine.conf", "0640", "root:root",
-                                                             f"fine at {ADDRESS}\n")), private),
+        _command("fine", hostsetup.script(hostsetup.deliver_file("/etc/rehearsal-fine.conf", "0640", "root:root",
+                                                                 f"fine at {ADDRESS}\n")), private),
         _command("flappy", hostsetup.script('date +%s%N > /var/tmp/flap', 'note_change "/var/tmp/flap"'),
                  private, ["urn:test::fine"]),
         _command("broken", hostsetup.script('echo "boom: broken on purpose" >&2', "exit 3"), private),

@@ -1,19 +1,20 @@
-"""Files and containers on a Docker host, shared by ``DropletStack`` and ``OnPremVps``."""
+"""A service's files on a Docker host: what a service declares (``HostFile``), where each file
+lands (the service's directory under the host's data directory), the mounts that show them
+to its container, the reload that applies a change, and the host script that delivers the
+directory (``hostsetup.staged_file`` per file, one commit for the directory)."""
 
 from __future__ import annotations
 
 import posixpath
 import shlex
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import pulumi
-import pulumi_docker as docker
 
 from components import hostsetup
-from components.containers import ContainerSpec, Mount, container_plan, replaced_delete_first
+from components.containers import Mount
 from components.backupscripts import TEXTFILE_DIR
-from components.remote import SshTarget, run_script
 
 
 @dataclass(frozen=True)
@@ -185,78 +186,3 @@ CERTIFICATE_METRICS = r"""certificate_metrics() {
 def _staged(path: str, file: HostFile, text: str) -> str:
     """put_file of one file that records it in ``changed`` when written."""
     return hostsetup.staged_file(path, file.mode, file.owner, text, record="changed")
-
-
-def run_containers(
-    stack: str,
-    specs: Sequence[ContainerSpec],
-    *,
-    parent: pulumi.Resource,
-    provider: docker.Provider,
-    network: pulumi.Input[str],
-    secret_env: Mapping[str, Mapping[str, pulumi.Input[str]]],
-    extra_mounts: Mapping[str, Sequence[Mount]] | None = None,
-    private_address: str | None = None,
-    depends_on: Sequence[pulumi.Resource] = (),
-    static_addresses: Mapping[str, str] | None = None,
-) -> dict[str, docker.Container]:
-    """Pull each pinned image and run its container with the hardening of ``container_plan``.
-
-    ``static_addresses`` pins containers to addresses on the network (egress exemptions match
-    them). Containers are not given fixed names (Docker names them after the resource plus a suffix)
-    and are found by their network alias, so a replacement never collides with the old one.
-    A container that publishes host ports or has a writable mount is deleted before its
-    replacement starts (``replaced_delete_first``).
-    """
-    unknown = set(secret_env) - {s.name for s in specs}
-    if unknown:
-        raise ValueError(f"secret env for services that are not deployed: {sorted(unknown)}")
-    created: dict[str, docker.Container] = {}
-    for spec in specs:
-        image = docker.RemoteImage(
-            f"{stack}-{spec.name}-image", name=spec.image, keep_locally=True,
-            opts=pulumi.ResourceOptions(parent=parent, provider=provider),
-        )
-        plan = container_plan(spec, network=network, stack=stack, private_address=private_address,
-                              extra_mounts=list((extra_mounts or {}).get(spec.name, [])))
-        if spec.name in (static_addresses or {}):
-            plan["networks_advanced"][0]["ipv4_address"] = static_addresses[spec.name]
-        secrets = dict(secret_env.get(spec.name, {}))
-        plain_env = plan.pop("envs")
-        clash = {v.split("=", 1)[0] for v in plain_env} & set(secrets)
-        if clash:
-            raise ValueError(f"{spec.name}: {sorted(clash)} set both as plain and secret env")
-        # One secret per variable, not one secret list: the plain variables stay reviewable.
-        envs = plain_env + [pulumi.Output.secret(pulumi.Output.concat(f"{n}=", secrets[n]))
-                            for n in sorted(secrets)]
-        created[spec.name] = docker.Container(
-            f"{stack}-{spec.name}",
-            image=image.image_id,
-            envs=envs,
-            **plan,
-            opts=pulumi.ResourceOptions(
-                parent=parent, provider=provider, depends_on=list(depends_on),
-                delete_before_replace=replaced_delete_first(
-                    spec, list((extra_mounts or {}).get(spec.name, []))),
-            ),
-        )
-    return created
-
-
-def datastore_init(resource: str, target: SshTarget, *, stack: str, service: str, text: pulumi.Input[str],
-                   ready: str, apply: str, path: str, parent: pulumi.Resource,
-                   depends_on: Sequence[pulumi.Resource]) -> pulumi.Resource:
-    """Waits until ``ready`` succeeds inside the datastore's container, then feeds it ``text``
-    (idempotent SQL or JS, kept at ``path``) through ``apply`` whenever the text changed."""
-    def render(body: str) -> str:
-        return hostsetup.script(
-            f'cid="$(docker ps -q --filter label=platform.stack={stack} --filter label=platform.service={service})"',
-            f'[ -n "$cid" ] || {{ echo "{service} container not running" >&2; exit 1; }}',
-            # The readiness command expands its variables in the container, not here.
-            "# shellcheck disable=SC2016",
-            f'wait_for 60 docker exec "$cid" {ready} || {{ echo "{service} is not ready after 60 s" >&2; exit 1; }}',
-            hostsetup._heredoc(path, "0600", "root:root", body, on_change=f'docker exec -i "$cid" {apply} < {path}'),
-        )
-
-    return run_script(resource, target, pulumi.Output.secret(pulumi.Output.from_input(text).apply(render)),
-                      parent=parent, depends_on=list(depends_on))

@@ -1,6 +1,6 @@
 """The provider's published lists (regions, sizes, engine versions), from one dated data file.
 
-``stacks/data/digitalocean.json`` holds each list with its source and the date it was taken;
+``validation/data/digitalocean.json`` holds each list with its source and the date it was taken;
 ``retrieved`` is that date. A slug not in the list is an error naming the closest ones, so a
 typo fails here instead of at ``pulumi up``. Update the file (with its sources) when the
 provider adds a size or version the stacks need.
@@ -27,7 +27,7 @@ def check_slug(value: str, list_name: str, what: str) -> str:
     if value not in known:
         close = difflib.get_close_matches(value, known, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"not a DigitalOcean {what} (stacks/data/digitalocean.json, retrieved "
+        raise ValueError(f"not a DigitalOcean {what} (validation/data/digitalocean.json, retrieved "
                          f"{digitalocean()['retrieved']}){hint}")
     return value
 
@@ -36,7 +36,7 @@ def check_version(engine: str, version: str) -> str:
     known = digitalocean()["database_versions"][engine]
     if version not in known:
         raise ValueError(f"{engine} {version} is not a version this project knows DigitalOcean offers "
-                         f"({', '.join(known)}; stacks/data/digitalocean.json)")
+                         f"({', '.join(known)}; validation/data/digitalocean.json)")
     return version
 
 

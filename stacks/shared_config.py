@@ -1,40 +1,19 @@
-"""Pieces every product module uses: its top-level component and shared config shapes."""
+"""Config sections several products share (routes, DNS, off-site backups) and the cross-field
+rules products run on their own sections (alert e-mail, metrics services, injected env,
+bootstrap user, derived R2 bucket names)."""
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Iterator, Literal, Mapping, Sequence
 
-import pulumi
-import pulumi_digitalocean as do
-import pulumi_random as random
 from pydantic import AfterValidator, Field
 
-from components import monitoring
-from components.containers import ContainerSpec
-from stacks.boundary import Finding, RuleContext, Skip, each, rule
-from stacks.formats import check_calendar
-from stacks.model import Hostname, ResourceName, StrictModel
-
-SECRET_KEY_PATTERN = r"^[a-z][a-z0-9_]{2,62}$"
-
-
-class Product(pulumi.ComponentResource):
-    """The root of one product's resources, so the plan and the synth group by product."""
-
-    def __init__(self, name: str, opts: pulumi.ResourceOptions | None = None):
-        super().__init__(f"platform:products:{name.capitalize()}", name, None, opts)
-
-
-def product_foundation(product: Product, *, name: str, label: str, production: bool,
-                       region: str, ip_range: str) -> tuple[do.Project, do.Vpc]:
-    """The DigitalOcean project that lists a product's resources and the product's own VPC."""
-    project = do.Project(f"{name}-project", name=f"{label} {name.split('-', 1)[1]}",
-                         environment="Production" if production else "Staging",
-                         purpose="Web Application", opts=pulumi.ResourceOptions(parent=product))
-    vpc = do.Vpc(f"{name}-vpc", name=name, region=region, ip_range=ip_range,
-                 opts=pulumi.ResourceOptions(parent=product, protect=production))
-    return project, vpc
+from components.hostsetup import DEPLOY_USER
+from stacks.collisions import r2_bucket_problem
+from stacks.environment import is_production_name
+from validation.fields import Hostname, ResourceName, StrictModel
+from validation.formats import check_calendar
+from validation.rules import Finding, RuleContext, Skip, each, rule
 
 
 class RouteConfig(StrictModel):
@@ -68,20 +47,6 @@ def hosts_in_zone(claims: Sequence[tuple[tuple, str]], zone: str) -> Iterator[Fi
     for loc, host in claims:
         if host is not None and host != zone and not host.endswith(f".{zone}"):
             yield Finding(loc, f"{host} is outside the DNS zone {zone}")
-
-
-def secret_key_findings(product: str, field: str, services: Sequence[Any]) -> Iterator[Finding]:
-    """Secret keys a product's services name: lower_snake_case, prefixed with the product."""
-    for index, spec in each(services):
-        try:
-            secret_env = spec.secret_env
-        except Skip:
-            continue
-        for env_name, key in secret_env.items():
-            if not re.match(SECRET_KEY_PATTERN, key) or not key.startswith(f"{product}_"):
-                yield Finding((field, index, "secret_env", env_name),
-                              f"secret key {key!r} must be lower_snake_case (3-63 characters) and start "
-                              f"with {product}_")
 
 
 def injected_env_findings(field: str, services: Sequence[Any], injected: Mapping[str, Mapping[str, str]]
@@ -128,28 +93,10 @@ def monitoring_findings(cfg: Any, product: str, services: Mapping[str, Any], fie
 
 
 def bootstrap_user_problem(value: str | None) -> str | None:
-    from components.hostsetup import DEPLOY_USER
-
     if value in ("root", DEPLOY_USER):
         return (f"{value!r}: use an existing sudo user other than root (the baseline closes root login) "
                 f"and other than the deploy user {DEPLOY_USER!r} (the one it creates)")
     return None
-
-
-def service_secret_env(secret, services: Sequence[ContainerSpec]
-                       ) -> dict[str, dict[str, pulumi.Output[str]]]:
-    """Each service's ``secret_env`` resolved to secret config values."""
-    return {s.name: {env: secret(key) for env, key in s.secret_env.items()}
-            for s in services if s.secret_env}
-
-
-def merge_env(*maps: Mapping[str, Mapping[str, pulumi.Input[str]]]
-              ) -> dict[str, dict[str, pulumi.Input[str]]]:
-    merged: dict[str, dict[str, pulumi.Input[str]]] = {}
-    for env_map in maps:
-        for service, values in env_map.items():
-            merged.setdefault(service, {}).update(values)
-    return merged
 
 
 class BackupConfig(StrictModel):
@@ -177,8 +124,6 @@ class BackupConfig(StrictModel):
 
 def is_production(ctx: RuleContext) -> bool:
     """The environment's production flag, or what its name implies."""
-    from stacks.config import is_production_name
-
     production = ctx.env("production")
     return is_production_name(ctx.env("name")) if production is None else production
 
@@ -205,8 +150,6 @@ def backup_bucket_findings(backup: Any, labels: Sequence[str], field: str = "bac
                            ) -> Iterator[tuple[tuple, tuple[str, str]] | Finding]:
     """The R2 buckets a product derives from ``backup.bucket`` (``<bucket>-<label>``): each must be
     a valid R2 name (3-63 characters, https://developers.cloudflare.com/r2/buckets/create-buckets/)."""
-    from stacks.collisions import r2_bucket_problem
-
     for label in labels:
         name = f"{backup.bucket}-{label.replace('_', '-')}" if label else backup.bucket
         problem = r2_bucket_problem(name)
@@ -218,52 +161,3 @@ def derived_buckets(backup: Any, labels: Sequence[str], field: str = "backup") -
     return [((field, "bucket"), (backup.cloudflare_account_id,
                                  f"{backup.bucket}-{label.replace('_', '-')}" if label else backup.bucket))
             for label in labels]
-
-
-def host_monitoring(ctx, cfg: monitoring.MonitoringConfig, **where) -> monitoring.HostMonitoring:
-    """The monitoring stack on one host, alerting to the environment's destinations."""
-    alerts = ctx.environment.alerts
-    return monitoring.single_host(
-        cfg, emails=alerts.emails, slack_channel=alerts.slack_channel,
-        smtp_password=ctx.secret(cfg.smtp_password_secret) if cfg.smtp_password_secret else None,
-        slack_url=ctx.secret("alerts_slack_webhook_url") if alerts.slack_channel else None, **where)
-
-
-def monitoring_secrets(cfg: monitoring.MonitoringConfig | None) -> list:
-    from stacks.config import SecretKey
-
-    if cfg is None or not cfg.smtp_password_secret:
-        return []
-    return [SecretKey(key=cfg.smtp_password_secret, description="SMTP password Alertmanager sends alert emails with")]
-
-
-def generated_password(name: str, parent: pulumi.Resource, length: int = 32) -> pulumi.Output[str]:
-    """A generated secret (letters and digits, so it is safe in URLs and shell)."""
-    return random.RandomPassword(name, length=length, special=False,
-                                 opts=pulumi.ResourceOptions(parent=parent)).result
-
-
-def registry_secret_key(product: str) -> str:
-    """``<product>_registry_auth``: a Docker ``config.json`` with the product's registry logins."""
-    return f"{product}_registry_auth"
-
-
-def registry_secrets(product: str, images: Sequence[str]) -> list:
-    """The registry secret is required when an image comes from DigitalOcean's registry, which is
-    always private; for GHCR it is optional (public packages pull without it)."""
-    from components.dockerhost import image_registry
-    from stacks.config import SecretKey
-
-    if any(image_registry(i) == "registry.digitalocean.com" for i in images):
-        return [SecretKey(key=registry_secret_key(product),
-                          description="Docker config.json with the registry logins "
-                          "(`doctl registry docker-config --read-write=false`)")]
-    return []
-
-
-def registry_auth(product: str, images: Sequence[str]) -> list:
-    """The Docker provider's ``registry_auth`` for ``images``, from the product's optional secret."""
-    from components.dockerhost import registry_auth as auth
-
-    config = pulumi.Config("platform").get_secret(registry_secret_key(product))
-    return auth(images, config)

@@ -24,7 +24,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from stacks.formats import hostname_problem
+from validation.formats import hostname_problem
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,38}[a-z0-9]$"
 ADMIN_PREFIX_MIN = {4: 24, 6: 48}

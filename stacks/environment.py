@@ -1,0 +1,88 @@
+"""The ``environment`` section of a stack: the settings every product in the stack shares (its
+name, whether it is production, the default region, the admin CIDRs, where alerts go), and
+the rules that check it against the stack it configures."""
+
+from __future__ import annotations
+
+from typing import Iterator, Literal
+
+from pydantic import EmailStr, Field, model_validator
+
+from validation.fields import AdminCidr, StrictModel
+from validation.provider_lists import digitalocean
+from validation.rules import Finding, RuleContext, rule
+
+DO_REGIONS = tuple(digitalocean()["regions"])
+PRODUCTION_NAMES = ("prod", "production")
+"""Environment names that are production; ``environment.production`` must agree."""
+
+
+def is_production_name(name: str) -> bool:
+    return name in PRODUCTION_NAMES or name.startswith("prod-")
+
+
+class AlertDestinations(StrictModel):
+    """Where alerts go. Secrets (a Slack webhook) live in their own secret config key."""
+
+    emails: list[EmailStr] = Field(
+        default_factory=list,
+        description="email addresses that receive alerts; none means alerts only reach Slack",
+    )
+    slack_channel: str | None = Field(
+        default=None,
+        pattern=r"^#[a-z0-9_-]+$",
+        description="Slack channel such as #ops-alerts; needs the secret key "
+        "platform:alerts_slack_webhook_url",
+    )
+
+    @model_validator(mode="after")
+    def _a_destination(self) -> "AlertDestinations":
+        if not self.emails and not self.slack_channel:
+            raise ValueError("alerts need at least one destination: emails or slack_channel")
+        return self
+
+
+class Environment(StrictModel):
+    """Settings every product in the stack shares."""
+
+    name: str = Field(
+        pattern=r"^[a-z][a-z0-9-]{1,20}$",
+        description="environment name used in resource names and tags, such as prod or staging",
+    )
+    production: bool | None = Field(
+        default=None,
+        description="whether stateful resources are protected and retained on delete; "
+        "defaults to true when name is prod (or production, prod-*) and must agree with it",
+    )
+    region: Literal[DO_REGIONS] = Field(  # type: ignore[valid-type]
+        default="fra1", description="default DigitalOcean region slug for the products"
+    )
+    admin_cidrs: list[AdminCidr] = Field(
+        min_length=1,
+        description="office or VPN egress CIDRs allowed to reach SSH and metrics (mgmt tier)",
+    )
+    alerts: AlertDestinations = Field(description="where alerts are sent (at least one destination)")
+
+    @property
+    def is_production(self) -> bool:
+        return self.production if self.production is not None else is_production_name(self.name)
+
+
+
+@rule(Environment)
+def _stack_identity(env, ctx: RuleContext) -> Iterator[Finding]:
+    """The file is for stack ``ctx.stack``: a prod file saying ``staging`` would synthesize
+    staging-named resources with nothing protected."""
+    if ctx.stack is not None and env.name != ctx.stack:
+        yield Finding(("name",), f"is {env.name!r} but this is the config of stack {ctx.stack!r}; "
+                                 f"environment.name must be the stack's name")
+
+
+@rule(Environment)
+def _production_agrees(env, ctx: RuleContext) -> Iterator[Finding]:
+    if env.production is not None and env.production != is_production_name(env.name):
+        expected = is_production_name(env.name)
+        yield Finding(("production",), f"is {str(env.production).lower()} but environment {env.name!r} is "
+                                       f"{'a' if expected else 'not a'} production environment "
+                                       f"({', '.join(PRODUCTION_NAMES)}, prod-*); set it to "
+                                       f"{str(expected).lower()} or remove it")

@@ -1,0 +1,57 @@
+"""Secret config keys several products share: the rule for a service's ``secret_env`` keys,
+monitoring's SMTP password, and the optional Docker registry login (``<product>_registry_auth``)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Iterator, Sequence
+
+import pulumi
+
+from components import dockerhost, monitoring
+from stacks.definition import SecretKey
+from validation.rules import Finding, Skip, each
+
+
+SECRET_KEY_PATTERN = r"^[a-z][a-z0-9_]{2,62}$"
+
+
+def secret_key_findings(product: str, field: str, services: Sequence[Any]) -> Iterator[Finding]:
+    """Secret keys a product's services name: lower_snake_case, prefixed with the product."""
+    for index, spec in each(services):
+        try:
+            secret_env = spec.secret_env
+        except Skip:
+            continue
+        for env_name, key in secret_env.items():
+            if not re.match(SECRET_KEY_PATTERN, key) or not key.startswith(f"{product}_"):
+                yield Finding((field, index, "secret_env", env_name),
+                              f"secret key {key!r} must be lower_snake_case (3-63 characters) and start "
+                              f"with {product}_")
+
+
+def monitoring_secrets(cfg: monitoring.MonitoringConfig | None) -> list:
+    if cfg is None or not cfg.smtp_password_secret:
+        return []
+    return [SecretKey(key=cfg.smtp_password_secret, description="SMTP password Alertmanager sends alert emails with")]
+
+
+def registry_secret_key(product: str) -> str:
+    """``<product>_registry_auth``: a Docker ``config.json`` with the product's registry logins."""
+    return f"{product}_registry_auth"
+
+
+def registry_secrets(product: str, images: Sequence[str]) -> list:
+    """The registry secret is required when an image comes from DigitalOcean's registry, which is
+    always private; for GHCR it is optional (public packages pull without it)."""
+    if any(dockerhost.image_registry(i) == "registry.digitalocean.com" for i in images):
+        return [SecretKey(key=registry_secret_key(product),
+                          description="Docker config.json with the registry logins "
+                          "(`doctl registry docker-config --read-write=false`)")]
+    return []
+
+
+def registry_auth(product: str, images: Sequence[str]) -> list:
+    """The Docker provider's ``registry_auth`` for ``images``, from the product's optional secret."""
+    config = pulumi.Config("platform").get_secret(registry_secret_key(product))
+    return dockerhost.registry_auth(images, config)
