@@ -117,16 +117,18 @@ def admin_cidrs(stack: str) -> list[str]:
     return list(env.get("admin_cidrs") or [])
 
 
-def reachability_matrix(lab, cap: StackCapture) -> list[dict]:
+def reachability_matrix(lab, cap: StackCapture, plan: Optional[overlay_mod.Overlay] = None) -> list[dict]:
     """The tier model's matrix probed in the lab (``rehearsal.checks.reachability``): expected
     from the capture with the stack's own addresses and the policy config's waivers, observed
-    from the lab's probe sites against the boxes' lab addresses."""
+    from the lab's probe sites against the boxes' lab addresses (``plan``: the overlay, which
+    places the direct routes and the provider firewalls' sources in the lab)."""
     from rehearsal.checks.reachability import rehearse_matrix
     from synth.engine import PROJECT_ROOT
 
     policy_path = PROJECT_ROOT / "policy" / f"config.{cap.stack}.json"
     policy_config = json.loads(policy_path.read_text()) if policy_path.exists() else {}
-    return rehearse_matrix(lab, cap.state, cap.stack_config, policy_config)
+    return rehearse_matrix(lab, cap.state, cap.stack_config, policy_config,
+                           translate=plan.text if plan is not None else str)
 
 
 def rehearse(stack: str, *, products: Optional[Iterable[str]] = None, keep: bool = False,
@@ -259,7 +261,7 @@ def rehearse(stack: str, *, products: Optional[Iterable[str]] = None, keep: bool
         report.timings["checks"] = round(time.monotonic() - t0, 2)
         if cap.state is not None:
             t0 = time.monotonic()
-            report.reachability = reachability_matrix(lab, cap)
+            report.reachability = reachability_matrix(lab, cap, plan)
             report.timings["reachability"] = round(time.monotonic() - t0, 2)
         return report
     finally:
