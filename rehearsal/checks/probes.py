@@ -37,9 +37,10 @@ from typing import Callable, Iterable, Mapping, Optional, Sequence
 INTERNET_PROBE = "10.200.0.254"
 """The internet probe's source: on the lab's ``public`` network (rehearsal.overlay.PUBLIC), outside
 every admin CIDR the overlay maps (those go to the gateway, ``.1``) and every box (from ``.10``)."""
-INTERNET_WEB = "10.203.0.254"
+INTERNET_WEB = "10.203.0.248"
 """The web as app and data containers would reach it: on the ``internet`` network, named by nothing
-in the stack (the overlay gives stack addresses from ``.2``)."""
+in the stack (the overlay gives stack addresses from ``.2``, the lab services take ``.249`` up,
+rehearsal.services.ADDRESSES)."""
 NEIGHBOUR_BASE = 200
 """Host part of the first neighbour address (neighbour ``i`` is ``.200+i`` on each network)."""
 TIER_PREFERENCE = ("app", "data", "edge", "none", "mgmt")
@@ -70,6 +71,9 @@ class BoxContainer:
     tier: str
     pid: int
     addresses: Mapping[str, tuple[str, int]]
+    env: Mapping[str, str] = field(default_factory=dict)
+    mounts: Mapping[str, str] = field(default_factory=dict)
+    """container path -> host path of its binds."""
 
     @property
     def subnets(self) -> list[str]:
@@ -88,9 +92,12 @@ def parse_inspect(document: str) -> list[BoxContainer]:
         networks = (c.get("NetworkSettings") or {}).get("Networks") or {}
         addresses = {n: (v.get("IPAddress") or "", int(v.get("IPPrefixLen") or 0)) for n, v in networks.items()
                      if v.get("IPAddress")}
+        env = dict(e.split("=", 1) for e in (c.get("Config") or {}).get("Env") or [] if "=" in e)
+        mounts = {m["Destination"]: m["Source"] for m in c.get("Mounts") or [] if m.get("Source")}
         if addresses:
             out.append(BoxContainer(c["Name"].lstrip("/"), labels.get("platform.service", ""),
-                                    labels.get("platform.tier", "none"), int(state["Pid"]), addresses))
+                                    labels.get("platform.tier", "none"), int(state["Pid"]), addresses,
+                                    env, mounts))
     return out
 
 
@@ -140,6 +147,15 @@ def _run(argv: Sequence[str], **kwargs) -> subprocess.CompletedProcess:
     return result
 
 
+def _add_address(netns: str, address: str, device: str) -> None:
+    """``address``/32 on ``device`` in the lab's namespace (already there: kept; it goes with the
+    namespace)."""
+    added = subprocess.run(["ip", "-n", netns, "addr", "add", f"{address}/32", "dev", device],
+                           capture_output=True, text=True, timeout=60)
+    if added.returncode != 0 and "File exists" not in added.stderr:
+        raise RuntimeError(f"adding {address} to {device}: {added.stderr.strip()}")
+
+
 @dataclass
 class LabProbes:
     """What the lab adds for the probes (a context manager; ``close`` removes the neighbours'
@@ -153,6 +169,9 @@ class LabProbes:
     hosts: Mapping[str, tuple[str, tuple[str, ...]]]
     direct: Sequence[tuple[str, int]] = ()
     firewalls: Mapping[str, str] = field(default_factory=dict)
+    defer_firewalls: bool = False
+    """True: ``start`` leaves the provider firewalls to ``apply_firewalls`` (the fail2ban probe
+    needs a source that reaches sshd first)."""
     containers: dict[str, list[BoxContainer]] = field(default_factory=dict)
     box_pids: dict[str, int] = field(default_factory=dict)
     neighbours: dict[str, str] = field(default_factory=dict)
@@ -182,20 +201,17 @@ class LabProbes:
         lab = self.lab
         ns = lab.netns
         if "public" in lab.networks:
-            _run(["ip", "-n", ns, "addr", "add", f"{INTERNET_PROBE}/32", "dev", self.bridge("public")])
+            _add_address(ns, INTERNET_PROBE, self.bridge("public"))
         listen = [(INTERNET_WEB, 443), *self.direct]
         if "internet" in lab.networks:
             device = self.bridge("internet")
             for address in sorted({a for a, _ in listen}):
-                _run(["ip", "-n", ns, "addr", "add", f"{address}/32", "dev", device])
-            lab.spawn_service("probe-listeners", [sys.executable, "-c", LISTENER,
-                                                  *(f"{a}:{p}" for a, p in listen)])
-        for box, rules in self.firewalls.items():
-            if box not in lab.boxes:
-                continue
-            result = lab.exec(box, ["sh", "-c", APPLY_FIREWALL], input=rules.encode(), timeout=60)
-            if result.returncode != 0:
-                self.errors[f"firewall:{box}"] = result.stderr.decode(errors="replace")[-300:]
+                _add_address(ns, address, device)
+            if "probe-listeners" not in getattr(lab, "_services", {}):
+                lab.spawn_service("probe-listeners", [sys.executable, "-c", LISTENER,
+                                                      *(f"{a}:{p}" for a, p in listen)])
+        if not self.defer_firewalls:
+            self.apply_firewalls()
         for host in self.hosts:
             if host not in lab.boxes:
                 continue
@@ -213,6 +229,14 @@ class LabProbes:
                 self._neighbour(index, host)
             except RuntimeError as exc:
                 self.errors[f"neighbour@{host}"] = str(exc)
+
+    def apply_firewalls(self) -> None:
+        for box, rules in self.firewalls.items():
+            if box not in self.lab.boxes:
+                continue
+            result = self.lab.exec(box, ["sh", "-c", APPLY_FIREWALL], input=rules.encode(), timeout=60)
+            if result.returncode != 0:
+                self.errors[f"firewall:{box}"] = result.stderr.decode(errors="replace")[-300:]
 
     def _neighbour(self, index: int, host: str) -> None:
         lab = self.lab
@@ -239,8 +263,9 @@ class LabProbes:
         for subnet in subnets:
             _run(["ip", "-n", name, "route", "add", subnet, "via", via])
 
-    def container_site(self, host: str) -> Optional[tuple[str, ...]]:
-        chosen = probe_container(self.containers.get(host, []))
+    def container_site(self, host: str, container: Optional[BoxContainer] = None) -> Optional[tuple[str, ...]]:
+        """``nsenter`` into ``container`` (default: ``probe_container`` of the host)."""
+        chosen = container or probe_container(self.containers.get(host, []))
         if chosen is None or host not in self.box_pids:
             return None
         return ("nsenter", f"--net=/proc/{self.box_pids[host]}/root/proc/{chosen.pid}/ns/net")

@@ -401,23 +401,35 @@ def probe_matrix(expectations: Sequence[Expectation], sites: Mapping[str, ProbeS
 
 
 def rehearse_matrix(lab, state: Mapping, stack_config: Mapping, policy_config: Mapping, *,
-                    translate: Callable[[str], str] = str, timeout_s: int = 2, workers: int = 8) -> list[dict]:
+                    translate: Callable[[str], str] = str, probes=None, timeout_s: int = 2,
+                    workers: int = 8) -> list[dict]:
     """The matrix of a rehearsal, as ``Report.reachability`` rows: expected from the capture
     (``state``), observed from ``lab``'s probe sites (``lab_probe_sites``, ``lab_address_of``,
-    with the positions ``rehearsal.checks.probes.LabProbes`` adds). ``translate``: the overlay's
-    rewrite of a stack address to its lab address (``rehearsal.overlay.Overlay.text``)."""
+    with the positions ``rehearsal.checks.probes.LabProbes`` adds: ``probes`` when the caller
+    holds one, else one of its own for the call). ``translate``: the overlay's rewrite of a stack
+    address to its lab address (``rehearsal.overlay.Overlay.text``)."""
+    topo = topology(state, stack_config, policy_config)
+    cells = [expect(p, t, topo) for p in positions(topo) for t in targets(topo) if _sees(p, t, topo)]
+    if probes is None:
+        with lab_probes(lab, state, stack_config, policy_config, translate=translate) as own:
+            return rehearse_matrix(lab, state, stack_config, policy_config, translate=translate, probes=own,
+                                   timeout_s=timeout_s, workers=workers)
+    observations = probe_matrix(cells, lab_probe_sites(lab, topo, probes=probes),
+                                lab_address_of(lab, topo, probes=probes, stack_config=stack_config,
+                                               translate=translate),
+                                timeout_s=timeout_s, workers=workers)
+    return rows([_unset_up(o, probes.errors) for o in observations])
+
+
+def lab_probes(lab, state: Mapping, stack_config: Mapping, policy_config: Mapping, *,
+               translate: Callable[[str], str] = str, defer_firewalls: bool = False):
+    """An unstarted ``LabProbes`` for the capture's topology (a context manager)."""
     from rehearsal.checks.probes import LabProbes
 
     topo = topology(state, stack_config, policy_config)
-    cells = [expect(p, t, topo) for p in positions(topo) for t in targets(topo) if _sees(p, t, topo)]
-    with LabProbes(lab, {n: (h.product, h.sides) for n, h in topo.hosts.items()},
-                   direct=lab_direct_routes(stack_config, translate),
-                   firewalls=lab_firewalls(state, translate)) as probes:
-        observations = probe_matrix(cells, lab_probe_sites(lab, topo, probes=probes),
-                                    lab_address_of(lab, topo, probes=probes, stack_config=stack_config,
-                                                   translate=translate),
-                                    timeout_s=timeout_s, workers=workers)
-    return rows([_unset_up(o, probes.errors) for o in observations])
+    return LabProbes(lab, {n: (h.product, h.sides) for n, h in topo.hosts.items()},
+                     direct=lab_direct_routes(stack_config, translate),
+                     firewalls=lab_firewalls(state, translate), defer_firewalls=defer_firewalls)
 
 
 def _unset_up(observation: Observation, errors: Mapping[str, str]) -> Observation:
