@@ -127,7 +127,7 @@ def reachability_matrix(lab, cap: StackCapture, plan: Optional[overlay_mod.Overl
     from rehearsal.checks.reachability import rehearse_matrix
 
     return rehearse_matrix(lab, cap.state, cap.stack_config, _policy_config(cap.stack),
-                           translate=plan.text if plan is not None else str, probes=probes)
+                           translate=plan.text if plan is not None else str, probes=probes, hosts=cap.hosts)
 
 
 def _policy_config(stack: str) -> dict:
@@ -159,10 +159,11 @@ def live_probes(lab, cap: StackCapture, lab_cap: StackCapture, plan: overlay_mod
                 out.write(host.private_key)
             jail = access.written_jail(written_files(s for s in lab_cap.host_steps(host.name) if s.kind == "command"))
             if jail:
-                live[host.name] += access.fail2ban_checks(lab, host, jail)
+                if probes.internet_site:
+                    live[host.name] += access.fail2ban_checks(lab, host, jail, probes.internet_site)
         probes.apply_firewalls()
         for host in lab_cap.hosts.values():
-            live[host.name] += access.ssh_checks(lab, host, keys[host.name])
+            live[host.name] += access.ssh_checks(lab, host, keys[host.name], probes.internet_site)
         cells = reachability_matrix(lab, cap, plan, probes=probes)
         roots = Path(tmp) / "acme-roots.pem"
         roots.write_bytes(acme_roots)
@@ -171,12 +172,12 @@ def live_probes(lab, cap: StackCapture, lab_cap: StackCapture, plan: overlay_mod
             if box in lab_cap.hosts:
                 by_box.setdefault(box, []).append(domain)
         for box, names in sorted(by_box.items()):
-            if not acme_roots:
+            if not acme_roots or not probes.internet_site:
                 break
             address = lab_cap.hosts[box].address
             for domain in names:
-                live[box] += access.ingress_checks(lab, domain, address, roots)
-            live[box] += access.renewal_checks(lab, box, names[0], address, roots)
+                live[box] += access.ingress_checks(probes.internet_site, domain, address, roots)
+            live[box] += access.renewal_checks(lab, probes.internet_site, box, names[0], address, roots)
         for name in lab_cap.hosts:
             live[name] += access.postgres_checks(lab, probes, name, acme_roots)
     return cells, live

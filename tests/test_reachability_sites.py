@@ -62,6 +62,7 @@ def test_a_lab_adapter_gives_container_web_and_direct_addresses_and_sites_per_ho
     lp.containers["kro-staging"] = probes.parse_inspect(DOC)
     lp.box_pids["kro-staging"] = 4242
     lp.neighbours["kro-staging"] = "ns-nb0"
+    lp.internet = "ns-inet"
     config = {"platform:pencom": {"egress": {"direct": [{"name": "oracle-ecrs", "cidrs": ["10.50.8.20/32"], "port": 1521}]}}}
     address_of = rm.lab_address_of(lab, topo, probes=lp, stack_config=config,
                                    translate=lambda a: {"10.50.8.20": "10.203.0.7"}.get(a, a))
@@ -73,7 +74,10 @@ def test_a_lab_adapter_gives_container_web_and_direct_addresses_and_sites_per_ho
 
     no_pid = SimpleNamespace(returncode=1, stdout="")
     sites = rm.lab_probe_sites(lab, topo, probes=lp, run=lambda *a, **k: no_pid)
-    assert sites["internet"].source == probes.INTERNET_PROBE and sites["admin"].source == "10.200.0.1"
+    # The internet probe runs in a namespace of its own (from the harness namespace the daemon
+    # masquerades it to the gateway, the admin address); the admin probe leaves from the gateway.
+    assert sites["internet"].argv_prefix == ("nsenter", "--net=/run/netns/ns-inet") and sites["internet"].source is None
+    assert sites["admin"].source == "10.200.0.1"
     assert sites["containers:kro-staging"].argv_prefix == (
         "nsenter", "--net=/proc/4242/root/proc/104/ns/net")
     assert sites["neighbour@kro-staging"].argv_prefix == ("nsenter", "--net=/run/netns/ns-nb0")

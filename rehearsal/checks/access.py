@@ -37,6 +37,9 @@ from typing import Mapping, Optional, Sequence
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from rehearsal.checks.probes import INTERNET_PROBE, BoxContainer, LabProbes
+
+Site = Sequence[str]
+"""An argv prefix that puts a client at a probe position (``nsenter --net=...``)."""
 from rehearsal.report import FAIL, NOT_PROVEN, PASS, Check
 
 SSH_OPTIONS = ("-F", "/dev/null", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
@@ -51,38 +54,43 @@ def _check(name: str, ok: Optional[bool], detail: str = "") -> Check:
     return Check(name, NOT_PROVEN if ok is None else PASS if ok else FAIL, detail.strip()[-400:])
 
 
-def _netns(lab, argv: Sequence[str], timeout: float = 60, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(lab.netns_argv(list(argv)), capture_output=True, text=True, timeout=timeout, **kwargs)
+def _at(site: Site, argv: Sequence[str], timeout: float = 60, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([*site, *argv], capture_output=True, text=True, timeout=timeout, **kwargs)
 
 
-def _nc(lab, address: str, port: int, source: Optional[str] = None) -> bool:
-    argv = ["nc", "-z", "-n", "-w", "3", *(["-s", source] if source else []), address, str(port)]
-    return _netns(lab, argv).returncode == 0
+def _admin(lab) -> Site:
+    """The harness namespace: what it sends to a box leaves from the gateway, the admin address."""
+    return lab.netns_argv([])
 
 
-def _ssh(lab, key: Path, user: str, address: str, *, port: int = 22, jump: Optional[str] = None,
-         source: Optional[str] = None, extra: Sequence[str] = ()) -> subprocess.CompletedProcess:
-    argv = ["ssh", *SSH_OPTIONS, "-i", str(key), "-p", str(port), *(["-b", source] if source else [])]
+def _nc(site: Site, address: str, port: int) -> bool:
+    return _at(site, ["nc", "-z", "-n", "-w", "3", address, str(port)]).returncode == 0
+
+
+def _ssh(site: Site, key: Path, user: str, address: str, *, port: int = 22, jump: Optional[str] = None,
+         extra: Sequence[str] = ()) -> subprocess.CompletedProcess:
+    argv = ["ssh", *SSH_OPTIONS, "-i", str(key), "-p", str(port)]
     if jump:
         target, _, jump_port = jump.rpartition(":") if jump.count(":") else (jump, "", "22")
         argv += ["-o", f"ProxyCommand=ssh {' '.join(SSH_OPTIONS)} -i {key} -p {jump_port or 22} -W %h:%p {target}"]
-    return _netns(lab, [*argv, *extra, f"{user}@{address}", "true"], timeout=60)
+    return _at(site, [*argv, *extra, f"{user}@{address}", "true"], timeout=60)
 
 
 def _jump(host) -> Optional[str]:
     return next((o.split("=", 1)[1] for o in host.ssh_opts if o.startswith("ProxyJump=")), None)
 
 
-def ssh_checks(lab, host, key: Path) -> list[Check]:
+def ssh_checks(lab, host, key: Path, outside: Optional[Site] = None) -> list[Check]:
     """``host``: a lab capture's ``rehearsal.capture.Host`` (lab addresses); ``key``: its private
-    key file."""
+    key file; ``outside``: the internet probe's site (``LabProbes.internet_site``)."""
     jump = _jump(host)
     checks = []
-    login = _ssh(lab, key, host.user, host.address, port=host.port, jump=jump)
+    admin = _admin(lab)
+    login = _ssh(admin, key, host.user, host.address, port=host.port, jump=jump)
     where = "through the bastion" if jump else "from the admin address"
     checks.append(_check(f"live ssh: key login as {host.user} {where}", login.returncode == 0,
                          f"exit {login.returncode}: {login.stderr}"))
-    password = _ssh(lab, key, host.user, host.address, port=host.port, jump=jump,
+    password = _ssh(admin, key, host.user, host.address, port=host.port, jump=jump,
                     extra=("-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=password,keyboard-interactive",
                            "-o", "NumberOfPasswordPrompts=0"))
     methods = DENIED.search(password.stderr)
@@ -90,23 +98,24 @@ def ssh_checks(lab, host, key: Path) -> list[Check]:
     checks.append(_check("live ssh: the server offers no password or keyboard-interactive login",
                          None if offered is None else not offered & {"password", "keyboard-interactive"},
                          f"exit {password.returncode}, methods offered: {sorted(offered or ())}: {password.stderr}"))
-    root = _ssh(lab, key, "root", host.address, port=host.port, jump=jump)
+    root = _ssh(admin, key, "root", host.address, port=host.port, jump=jump)
     checks.append(_check("live ssh: root is refused (root holds the key)",
                          root.returncode != 0 and "Permission denied" in root.stderr,
                          f"exit {root.returncode}: {root.stderr}"))
-    if not jump and host.address.startswith("10.200."):
-        outside = _ssh(lab, key, host.user, host.address, port=host.port, source=INTERNET_PROBE)
+    if not jump and outside:
+        far = _ssh(outside, key, host.user, host.address, port=host.port)
         checks.append(_check(f"live ssh: key login from the internet ({INTERNET_PROBE}) does not get through",
-                             outside.returncode != 0, f"exit {outside.returncode}: {outside.stderr}"))
+                             far.returncode != 0, f"exit {far.returncode}: {far.stderr}"))
     return checks
 
 
-def fail2ban_checks(lab, host, jail: str, *, source: str = INTERNET_PROBE) -> list[Check]:
-    """``jail``: the jail file the stack writes (its ``maxretry`` and ``ignoreip``)."""
+def fail2ban_checks(lab, host, jail: str, outside: Site, *, source: str = INTERNET_PROBE) -> list[Check]:
+    """``jail``: the jail file the stack writes (its ``maxretry`` and ``ignoreip``); ``outside``:
+    the site whose address is ``source``."""
     maxretry = int((MAXRETRY.search(jail) or [None, "5"])[1])
     ignore = (IGNOREIP.search(jail) or [None, ""])[1].strip()
     name = f"live fail2ban: {maxretry} failed logins from {source} get it banned, and the ban refuses it"
-    if _jump(host) or not _nc(lab, host.address, host.port, source):
+    if _jump(host) or not _nc(outside, host.address, host.port):
         return [_check(name, None, f"no source outside fail2ban's ignoreip ({ignore}) reaches sshd on "
                                    f"{host.address}: the firewall admits SSH only from addresses fail2ban ignores")]
     checks = []
@@ -114,7 +123,7 @@ def fail2ban_checks(lab, host, jail: str, *, source: str = INTERNET_PROBE) -> li
         key = Path(tmp) / "stranger"
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True, timeout=30)
         for _ in range(maxretry + 1):
-            _ssh(lab, key, "lab-probe-stranger", host.address, port=host.port, source=source)
+            _ssh(outside, key, "lab-probe-stranger", host.address, port=host.port)
         banned, status = False, ""
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not banned:
@@ -122,54 +131,55 @@ def fail2ban_checks(lab, host, jail: str, *, source: str = INTERNET_PROBE) -> li
             banned = source in status.split("Banned IP list:", 1)[-1]
             if not banned:
                 time.sleep(1)
-        refused = not _nc(lab, host.address, host.port, source) if banned else None
-        admin = _nc(lab, host.address, host.port)
+        refused = not _nc(outside, host.address, host.port) if banned else None
+        admin = _nc(_admin(lab), host.address, host.port)
         checks.append(_check(name, banned and refused and admin,
                              f"banned {banned}, its connection refused {refused}, admin still connects {admin}: {status}"))
         lab.exec(host.name, ["fail2ban-client", "set", "sshd", "unbanip", source], timeout=30)
     return checks
 
 
-def _curl(lab, argv: Sequence[str], timeout: float = 30) -> subprocess.CompletedProcess:
-    return _netns(lab, ["curl", "-sS", "--max-time", "10", "--interface", INTERNET_PROBE, *argv], timeout=timeout)
+def _curl(site: Site, argv: Sequence[str], timeout: float = 30) -> subprocess.CompletedProcess:
+    return _at(site, ["curl", "-sS", "--max-time", "10", *argv], timeout=timeout)
 
 
-def _s_client(lab, domain: str, address: str, *options: str, servername: Optional[str] = None,
+def _s_client(site: Site, domain: str, address: str, *options: str, servername: Optional[str] = None,
               roots: Optional[Path] = None) -> subprocess.CompletedProcess:
     argv = ["openssl", "s_client", "-connect", f"{address}:443", "-servername", servername or domain,
-            "-bind", f"{INTERNET_PROBE}:0", *(["-CAfile", str(roots), "-verify_return_error"] if roots else []),
+            *(["-CAfile", str(roots), "-verify_return_error"] if roots else []),
             *options]
-    return _netns(lab, argv, input="", timeout=30)
+    return _at(site, argv, input="", timeout=30)
 
 
-def serial(lab, domain: str, address: str) -> str:
+def serial(site: Site, domain: str, address: str) -> str:
     """The serial of the certificate nginx serves for ``domain`` (hex, or "" on no handshake)."""
-    shown = _s_client(lab, domain, address)
+    shown = _s_client(site, domain, address)
     parsed = subprocess.run(["openssl", "x509", "-noout", "-serial"], input=shown.stdout, capture_output=True,
                             text=True, timeout=30)
     return parsed.stdout.strip().removeprefix("serial=") if parsed.returncode == 0 else ""
 
 
-def ingress_checks(lab, domain: str, address: str, roots: Path) -> list[Check]:
-    """``roots``: the ACME CA's roots (``LabServices.acme_roots_pem`` in a file)."""
+def ingress_checks(site: Site, domain: str, address: str, roots: Path) -> list[Check]:
+    """From ``site`` (the internet probe); ``roots``: the ACME CA's roots
+    (``LabServices.acme_roots_pem`` in a file)."""
     checks = []
-    https = _curl(lab, ["-o", "/dev/null", "-D", "-", "--cacert", str(roots), "--resolve", f"{domain}:443:{address}",
+    https = _curl(site, ["-o", "/dev/null", "-D", "-", "--cacert", str(roots), "--resolve", f"{domain}:443:{address}",
                         f"https://{domain}/"])
     checks.append(_check(f"live tls {domain}: HTTPS verifies against the ACME CA's root", https.returncode == 0,
                          f"curl exit {https.returncode}: {https.stderr}"))
     hsts = [l for l in https.stdout.splitlines() if l.lower().startswith("strict-transport-security:")]
     checks.append(_check(f"live tls {domain}: HSTS sent", bool(hsts) if https.returncode == 0 else None,
                          hsts[0] if hsts else https.stdout[:300]))
-    plain = _curl(lab, ["-o", "/dev/null", "-w", "%{http_code} %{redirect_url}", "--resolve", f"{domain}:80:{address}",
+    plain = _curl(site, ["-o", "/dev/null", "-w", "%{http_code} %{redirect_url}", "--resolve", f"{domain}:80:{address}",
                         f"http://{domain}/lab-probe?x=1"])
     checks.append(_check(f"live tls {domain}: HTTP answers 301 to HTTPS",
                          plain.stdout.strip() == f"301 https://{domain}/lab-probe?x=1", plain.stdout + plain.stderr))
-    acme = _curl(lab, ["-o", "/dev/null", "-w", "%{http_code}", "--resolve", f"{domain}:80:{address}",
+    acme = _curl(site, ["-o", "/dev/null", "-w", "%{http_code}", "--resolve", f"{domain}:80:{address}",
                        f"http://{domain}/.well-known/acme-challenge/lab-probe"])
     checks.append(_check(f"live tls {domain}: the ACME path is served over HTTP, not redirected",
                          acme.stdout.strip() not in ("", "000", "301"), acme.stdout + acme.stderr))
     for version, allowed in (("-tls1_1", False), ("-tls1_2", True), ("-tls1_3", True)):
-        shake = _s_client(lab, domain, address, version, "-cipher", "DEFAULT:@SECLEVEL=0", roots=roots)
+        shake = _s_client(site, domain, address, version, "-cipher", "DEFAULT:@SECLEVEL=0", roots=roots)
         text = shake.stdout + shake.stderr
         if "no protocols available" in text:
             checks.append(_check(f"live tls {domain}: {version[1:]} {'works' if allowed else 'refused'}", None,
@@ -178,24 +188,25 @@ def ingress_checks(lab, domain: str, address: str, roots: Path) -> list[Check]:
         ok = shake.returncode == 0 and "Verify return code: 0" in text
         checks.append(_check(f"live tls {domain}: {version[1:]} {'works' if allowed else 'refused'}",
                              ok if allowed else not ok, text[-300:]))
-    unknown = _s_client(lab, domain, address, servername="unknown.lab-probe.invalid")
+    unknown = _s_client(site, domain, address, servername="unknown.lab-probe.invalid")
     checks.append(_check(f"live tls {domain}: an unknown name is refused at the handshake",
                          unknown.returncode != 0 and "BEGIN CERTIFICATE" not in unknown.stdout,
                          (unknown.stdout + unknown.stderr)[-300:]))
     return checks
 
 
-def renewal_checks(lab, box: str, domain: str, address: str, roots: Path, *, interval_s: float = 0.3) -> list[Check]:
+def renewal_checks(lab, site: Site, box: str, domain: str, address: str, roots: Path, *,
+                   interval_s: float = 0.3) -> list[Check]:
     """Forces a renewal in the box with the stack's certbot and deploy hook, and requests the site
     all the while."""
-    before = serial(lab, domain, address)
+    before = serial(site, domain, address)
     failures: list[str] = []
     requests = [0]
     stop = threading.Event()
 
     def load() -> None:
         while not stop.is_set():
-            got = _curl(lab, ["-o", "/dev/null", "--cacert", str(roots), "--resolve", f"{domain}:443:{address}",
+            got = _curl(site, ["-o", "/dev/null", "--cacert", str(roots), "--resolve", f"{domain}:443:{address}",
                               f"https://{domain}/"])
             requests[0] += 1
             if got.returncode != 0:
@@ -207,14 +218,14 @@ def renewal_checks(lab, box: str, domain: str, address: str, roots: Path, *, int
     try:
         renew = lab.exec(box, ["certbot", "renew", "--force-renewal", "--no-random-sleep-on-renew"], timeout=600)
         deadline = time.monotonic() + 30
-        after = serial(lab, domain, address)
+        after = serial(site, domain, address)
         while after in ("", before) and time.monotonic() < deadline:
             time.sleep(1)
-            after = serial(lab, domain, address)
+            after = serial(site, domain, address)
     finally:
         stop.set()
         worker.join(timeout=60)
-    verified = _curl(lab, ["-o", "/dev/null", "--cacert", str(roots), "--resolve", f"{domain}:443:{address}",
+    verified = _curl(site, ["-o", "/dev/null", "--cacert", str(roots), "--resolve", f"{domain}:443:{address}",
                            f"https://{domain}/"])
     output = (renew.stdout + renew.stderr).decode(errors="replace")
     return [

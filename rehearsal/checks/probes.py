@@ -1,10 +1,10 @@
 """The lab's probe positions for the reachability matrix (issue #16), beyond the harness namespace
 and the boxes' own namespaces (``reachability.lab_probe_sites``).
 
-- **internet**: the harness namespace from :data:`INTERNET_PROBE`, an address of its own on the
-  ``public`` network. Not the gateway ``.1``: that is where the overlay maps ``admin_cidrs``, and
-  not the ``internet`` network's gateway either (the harness daemon masquerades what leaves that
-  subnet through another bridge, so it arrived from ``.1`` again).
+- **internet**: a namespace of its own on the ``public`` network at :data:`INTERNET_PROBE`. Not
+  the harness namespace: the harness daemon masquerades everything the namespace itself sends
+  into a bridge to the bridge's gateway ``.1``, which is where the overlay maps ``admin_cidrs``
+  (that is how the first matrix saw SSH answer "the internet").
 - **containers:H**: a running container on H's bridge, entered by its process in the box
   (``/proc/<box pid>/root/proc/<pid>/ns/net``: the box's own ``/proc`` seen through its root), with
   this machine's ``nc``. The container is an app one if H runs any, else data, edge, and one of
@@ -176,6 +176,9 @@ class LabProbes:
     box_pids: dict[str, int] = field(default_factory=dict)
     neighbours: dict[str, str] = field(default_factory=dict)
     """host -> the neighbour namespace's name."""
+    internet: Optional[str] = None
+    """The internet probe's namespace."""
+    namespaces: list[str] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
     """What could not be set up, by position or target (its cells stay not proven)."""
     _tag: str = field(default_factory=lambda: secrets.token_hex(2))
@@ -201,7 +204,8 @@ class LabProbes:
         lab = self.lab
         ns = lab.netns
         if "public" in lab.networks:
-            _add_address(ns, INTERNET_PROBE, self.bridge("public"))
+            self.internet = f"{ns}-inet"
+            self._plug(self.internet, {"public": INTERNET_PROBE}, "i")
         listen = [(INTERNET_WEB, 443), *self.direct]
         if "internet" in lab.networks:
             device = self.bridge("internet")
@@ -238,30 +242,41 @@ class LabProbes:
             if result.returncode != 0:
                 self.errors[f"firewall:{box}"] = result.stderr.decode(errors="replace")[-300:]
 
-    def _neighbour(self, index: int, host: str) -> None:
+    def _plug(self, name: str, addresses: Mapping[str, str], tag: str) -> None:
+        """A namespace ``name`` with a veth into the harness bridge of each lab network in
+        ``addresses`` (network -> its address there). Its packets cross the bridge from a port of
+        their own, so the harness daemon's masquerade of what the harness namespace itself sends
+        into a bridge (``--src-type LOCAL``, which turned every probe from the harness into the
+        gateway ``.1``, the admin address) never touches them."""
         lab = self.lab
-        box = lab.boxes.get(host)
-        if box is None:
-            return
-        subnets = sorted({s for c in self.containers.get(host, []) for s in c.subnets})
-        name = f"{lab.netns}-nb{index}"
         _run(["ip", "netns", "add", name])
-        self.neighbours[host] = name
-        via = None
-        for number, (network, address) in enumerate(sorted(box.addresses.items())):
-            outer, inner = f"nb{self._tag}{index}o{number}", f"nb{self._tag}{index}i{number}"
+        self.namespaces.append(name)
+        for number, (network, address) in enumerate(sorted(addresses.items())):
+            outer, inner = f"p{self._tag}{tag}o{number}", f"p{self._tag}{tag}i{number}"
             _run(["ip", "-n", lab.netns, "link", "add", outer, "type", "veth", "peer", "name", inner,
                   "netns", name])
             _run(["ip", "-n", lab.netns, "link", "set", outer, "master", self.bridge(network), "up"])
-            cidr = str(lab.networks[network])
-            prefix = ipaddress.ip_network(cidr).prefixlen
-            _run(["ip", "-n", name, "addr", "add", f"{neighbour_address(cidr, index)}/{prefix}", "dev", inner])
+            prefix = ipaddress.ip_network(str(lab.networks[network])).prefixlen
+            _run(["ip", "-n", name, "addr", "add", f"{address}/{prefix}", "dev", inner])
             _run(["ip", "-n", name, "link", "set", inner, "up"])
-            if network != "public" or via is None:
-                via = address
         _run(["ip", "-n", name, "link", "set", "lo", "up"])
-        for subnet in subnets:
+
+    def _neighbour(self, index: int, host: str) -> None:
+        box = self.lab.boxes.get(host)
+        if box is None:
+            return
+        name = f"{self.lab.netns}-nb{index}"
+        self._plug(name, {network: neighbour_address(str(self.lab.networks[network]), index)
+                          for network in box.addresses}, f"n{index}")
+        self.neighbours[host] = name
+        via = box.addresses.get(next((n for n in sorted(box.addresses) if n != "public"), "public"))
+        for subnet in sorted({s for c in self.containers.get(host, []) for s in c.subnets}):
             _run(["ip", "-n", name, "route", "add", subnet, "via", via])
+
+    @property
+    def internet_site(self) -> Optional[tuple[str, ...]]:
+        """The argv prefix that runs a client as the internet probe (None: no public network)."""
+        return ("nsenter", f"--net=/run/netns/{self.internet}") if self.internet else None
 
     def container_site(self, host: str, container: Optional[BoxContainer] = None) -> Optional[tuple[str, ...]]:
         """``nsenter`` into ``container`` (default: ``probe_container`` of the host)."""
@@ -278,6 +293,9 @@ class LabProbes:
         return None
 
     def close(self) -> None:
-        for name in self.neighbours.values():
+        """Deletes the probe namespaces (their veths go with them)."""
+        for name in self.namespaces:
             subprocess.run(["ip", "netns", "delete", name], capture_output=True, timeout=60)
+        self.namespaces.clear()
         self.neighbours.clear()
+        self.internet = None

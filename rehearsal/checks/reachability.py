@@ -23,7 +23,8 @@ Positions (``Position.name``):
 Targets (``Target.side``): ``public`` / ``private`` (a published port on that side of the host,
 or sshd), ``container`` (a container's own address and port), ``internet`` (egress to the web,
 443) and ``direct:<route>`` (an egress route to fixed addresses, e.g. Oracle ECRS on 1521).
-Loopback publishes are left out: no position but the host reaches them by construction. Every
+A loopback publish is no target on the host's sides (no position but the host reaches it by
+construction), its container's own address is (the neighbour's way in). Every
 listener in the stacks is TCP today (``Target.protocol`` carries UDP when a service publishes
 it).
 
@@ -256,9 +257,10 @@ def targets(topo: Topology) -> list[Target]:
                      "loopback": ()}[listener.bind]
             out += [Target(host.name, side, listener.port, listener.protocol, listener.container, listener.tier)
                     for side in sides]
-            if listener.bind != "loopback":
-                out.append(Target(host.name, "container", listener.container_port, listener.protocol,
-                                  listener.container, listener.tier))
+            # A loopback publish is no target on the host's sides, but its container's own address
+            # is: a neighbour routing the bridge subnet meets it there (issue #16's example).
+            out.append(Target(host.name, "container", listener.container_port, listener.protocol,
+                              listener.container, listener.tier))
     for host in topo.hosts.values():
         out.append(Target(host.name, "internet", HTTPS_PORT, service="web", tier="internet"))
         for route, (port, _) in sorted(topo.direct_routes.items()):
@@ -401,19 +403,25 @@ def probe_matrix(expectations: Sequence[Expectation], sites: Mapping[str, ProbeS
 
 
 def rehearse_matrix(lab, state: Mapping, stack_config: Mapping, policy_config: Mapping, *,
-                    translate: Callable[[str], str] = str, probes=None, timeout_s: int = 2,
-                    workers: int = 8) -> list[dict]:
+                    translate: Callable[[str], str] = str, probes=None, hosts: Optional[Iterable[str]] = None,
+                    timeout_s: int = 2, workers: int = 8) -> list[dict]:
     """The matrix of a rehearsal, as ``Report.reachability`` rows: expected from the capture
     (``state``), observed from ``lab``'s probe sites (``lab_probe_sites``, ``lab_address_of``,
     with the positions ``rehearsal.checks.probes.LabProbes`` adds: ``probes`` when the caller
     holds one, else one of its own for the call). ``translate``: the overlay's rewrite of a stack
-    address to its lab address (``rehearsal.overlay.Overlay.text``)."""
+    address to its lab address (``rehearsal.overlay.Overlay.text``); ``hosts``: only the cells
+    between these hosts (a rehearsal of some products)."""
     topo = topology(state, stack_config, policy_config)
     cells = [expect(p, t, topo) for p in positions(topo) for t in targets(topo) if _sees(p, t, topo)]
+    if hosts is not None:
+        # A rehearsal of some products: the cells between their hosts (the others have no box).
+        kept = set(hosts)
+        cells = [c for c in cells if c.target.host in kept
+                 and (":" not in c.position or c.position.split(":", 1)[1] in kept)]
     if probes is None:
         with lab_probes(lab, state, stack_config, policy_config, translate=translate) as own:
             return rehearse_matrix(lab, state, stack_config, policy_config, translate=translate, probes=own,
-                                   timeout_s=timeout_s, workers=workers)
+                                   hosts=hosts, timeout_s=timeout_s, workers=workers)
     observations = probe_matrix(cells, lab_probe_sites(lab, topo, probes=probes),
                                 lab_address_of(lab, topo, probes=probes, stack_config=stack_config,
                                                translate=translate),
@@ -531,13 +539,11 @@ def lab_probe_sites(lab, topo: Topology, *, probes=None,
     """Probe sites in a started ``rehearsal.lab.Lab``: ``admin`` is the harness namespace from the
     public network's gateway (where the overlay puts ``admin_cidrs``), ``host:H`` box H's own
     network namespace (entered by the pid the harness daemon reports, with this machine's
-    ``nc``). With ``probes`` (a started ``rehearsal.checks.probes.LabProbes``): ``internet`` from
-    ``probes.INTERNET_PROBE`` on the public network, ``containers:H`` inside a container of H's
+    ``nc``). With ``probes`` (a started ``rehearsal.checks.probes.LabProbes``): ``internet`` in
+    its own namespace on the public network (``probes.INTERNET_PROBE``), ``containers:H`` inside a container of H's
     bridge, and ``neighbour@H`` for the neighbour's cells towards H. Without it (or where it
     could not set one up) those positions have no site and their cells are "not proven"."""
     import ipaddress
-
-    from rehearsal.checks.probes import INTERNET_PROBE
 
     netns = ("nsenter", f"--net=/run/netns/{lab.netns}")
 
@@ -547,9 +553,9 @@ def lab_probe_sites(lab, topo: Topology, *, probes=None,
     sites: dict[str, ProbeSite] = {}
     if "public" in lab.networks:
         sites["admin"] = ProbeSite("admin", netns, gateway("public"))
-        if probes is not None:
-            sites["internet"] = ProbeSite("internet", netns, INTERNET_PROBE)
     if probes is not None:
+        if probes.internet_site:
+            sites["internet"] = ProbeSite("internet", probes.internet_site)
         for host, name in probes.neighbours.items():
             sites[f"neighbour@{host}"] = ProbeSite("neighbour", ("nsenter", f"--net=/run/netns/{name}"))
         for host in topo.hosts:
