@@ -152,7 +152,7 @@ def _add_address(netns: str, address: str, device: str) -> None:
     namespace)."""
     added = subprocess.run(["ip", "-n", netns, "addr", "add", f"{address}/32", "dev", device],
                            capture_output=True, text=True, timeout=60)
-    if added.returncode != 0 and "File exists" not in added.stderr:
+    if added.returncode != 0 and "File exists" not in added.stderr and "already assigned" not in added.stderr:
         raise RuntimeError(f"adding {address} to {device}: {added.stderr.strip()}")
 
 
@@ -184,7 +184,11 @@ class LabProbes:
     _tag: str = field(default_factory=lambda: secrets.token_hex(2))
 
     def __enter__(self) -> "LabProbes":
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
         return self
 
     def __exit__(self, *exc) -> None:

@@ -435,8 +435,10 @@ def lab_probes(lab, state: Mapping, stack_config: Mapping, policy_config: Mappin
     from rehearsal.checks.probes import LabProbes
 
     topo = topology(state, stack_config, policy_config)
+    products = {h.product for n, h in topo.hosts.items() if n in lab.boxes}
+    mine = {k: v for k, v in stack_config.items() if k.removeprefix("platform:") in products}
     return LabProbes(lab, {n: (h.product, h.sides) for n, h in topo.hosts.items()},
-                     direct=lab_direct_routes(stack_config, translate),
+                     direct=lab_direct_routes(mine, translate),
                      firewalls=lab_firewalls(state, translate), defer_firewalls=defer_firewalls)
 
 
