@@ -218,6 +218,11 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
            post="ENV PATH=/usr/lib/postgresql/17/bin:$PATH PGDATA=/var/lib/postgresql/data LANG=C.UTF-8\n"
                 "RUN mkdir -p /docker-entrypoint-initdb.d /var/lib/postgresql/data /var/run/postgresql && "
                 "chown -R 999:999 /var/lib/postgresql /var/run/postgresql && chmod 3777 /var/run/postgresql\n"
+                # As the official image's Dockerfile: initdb's sample listens on every address
+                # (Debian's says localhost, and the app containers were refused on the bridge).
+                "RUN sed -ri \"s!^#?(listen_addresses)\\s*=\\s*\\S+.*!\\1 = '*'!\" "
+                "/usr/share/postgresql/17/postgresql.conf.sample && "
+                "grep -F \"listen_addresses = '*'\" /usr/share/postgresql/17/postgresql.conf.sample\n"
                 "COPY postgres/docker-entrypoint.sh /usr/local/bin/\n"
                 "VOLUME /var/lib/postgresql/data\n"
                 'ENTRYPOINT ["docker-entrypoint.sh"]\nSTOPSIGNAL SIGINT\nEXPOSE 5432\nCMD ["postgres"]',

@@ -39,18 +39,24 @@ def test_staging_matrix_covers_every_position_and_listener():
     hosts = ["kro-staging", "giv-staging-ops", "vedfinance-staging",
              *(f"pencom-staging-{n}" for n in ("edge", "app", "data", "storage"))]
     assert positions == {"internet", "admin", "neighbour", *(f"{k}:{h}" for h in hosts for k in ("host", "containers"))}
-    # Every non-loopback published port is a target from the neighbour, on its host and in its container.
+    # Every published port is a target from the neighbour in its container, and on its host unless on loopback.
     state, _, _ = _inputs("staging")
     for r in state["resources"]:
         if r["type"] == "docker:index/container:Container":
             for p in r["inputs"].get("ports") or []:
+                host = r["parent"].rsplit("::", 1)[1]
+                # Loopback publishes too: their containers' own addresses are the neighbour's way in.
+                assert ("neighbour", host, "container", p["internal"]) in matrix, (r["name"], p)
                 if not p["ip"].startswith("127."):
-                    host = r["parent"].rsplit("::", 1)[1]
-                    assert ("neighbour", host, "container", p["internal"]) in matrix, (r["name"], p)
                     assert any(k[:2] == ("neighbour", host) and k[3] == p["external"] and k[2] in ("public", "private")
                                for k in matrix), (r["name"], p)
-    assert len(matrix) == 524
-    assert sum(e.allowed for e in matrix.values()) == 196
+    assert len(matrix) == 548
+    assert sum(e.allowed for e in matrix.values()) == 208
+    loopback = {k: e.allowed for k, e in matrix.items() if k[1] == "vedfinance-staging" and k[2] == "container"
+                and k[3] in (5432, 6379)}
+    assert loopback == {(p, "vedfinance-staging", "container", port): p.endswith(":vedfinance-staging")
+                        for p in ("neighbour", "host:vedfinance-staging", "containers:vedfinance-staging")
+                        for port in (5432, 6379)}
 
 
 @pytest.mark.parametrize("cell,allowed", [
@@ -147,8 +153,8 @@ def test_a_rehearsal_without_probe_sites_reports_every_cell_not_proven():
     state, config, policy = _inputs("staging")
     lab = SimpleNamespace(netns="none", networks={}, boxes={}, harness_docker_host="unix:///nonexistent")
     cells = rm.rehearse_matrix(lab, state, config, policy)
-    assert len(cells) == 524 and {c["status"] for c in cells} == {"not proven"}
+    assert len(cells) == 548 and {c["status"] for c in cells} == {"not proven"}
     assert {c["observed"] for c in cells} == {None}
     report = Report(stack="staging", reachability=cells)
-    assert report.to_json()["reachability"]["counts"] == {"pass": 0, "fail": 0, "not proven": 524}
-    assert "reachability matrix: 0 pass, 0 fail, 524 not proven" in report.text()
+    assert report.to_json()["reachability"]["counts"] == {"pass": 0, "fail": 0, "not proven": 548}
+    assert "reachability matrix: 0 pass, 0 fail, 548 not proven" in report.text()

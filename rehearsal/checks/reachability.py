@@ -23,7 +23,8 @@ Positions (``Position.name``):
 Targets (``Target.side``): ``public`` / ``private`` (a published port on that side of the host,
 or sshd), ``container`` (a container's own address and port), ``internet`` (egress to the web,
 443) and ``direct:<route>`` (an egress route to fixed addresses, e.g. Oracle ECRS on 1521).
-Loopback publishes are left out: no position but the host reaches them by construction. Every
+A loopback publish is no target on the host's sides (no position but the host reaches it by
+construction), its container's own address is (the neighbour's way in). Every
 listener in the stacks is TCP today (``Target.protocol`` carries UDP when a service publishes
 it).
 
@@ -256,9 +257,10 @@ def targets(topo: Topology) -> list[Target]:
                      "loopback": ()}[listener.bind]
             out += [Target(host.name, side, listener.port, listener.protocol, listener.container, listener.tier)
                     for side in sides]
-            if listener.bind != "loopback":
-                out.append(Target(host.name, "container", listener.container_port, listener.protocol,
-                                  listener.container, listener.tier))
+            # A loopback publish is no target on the host's sides, but its container's own address
+            # is: a neighbour routing the bridge subnet meets it there (issue #16's example).
+            out.append(Target(host.name, "container", listener.container_port, listener.protocol,
+                              listener.container, listener.tier))
     for host in topo.hosts.values():
         out.append(Target(host.name, "internet", HTTPS_PORT, service="web", tier="internet"))
         for route, (port, _) in sorted(topo.direct_routes.items()):
@@ -375,13 +377,15 @@ def probe_matrix(expectations: Sequence[Expectation], sites: Mapping[str, ProbeS
                  run: Callable[..., subprocess.CompletedProcess] = subprocess.run,
                  timeout_s: int = 2, workers: int = 1) -> list[Observation]:
     """Tries every cell whose position has a site and whose target has an address, with ``nc``
+    (the site ``"<position>@<target host>"`` when there is one, else ``"<position>"``)
     (``workers`` probes at a time; a filtered port costs ``timeout_s`` seconds). A cell without
     a site or an address is ``not proven`` (never a pass). Observations keep the cells' order."""
     if shutil.which("nc") is None and run is subprocess.run:
         raise RuntimeError("nc is not installed (Debian package netcat-openbsd; scripts/bootstrap.sh installs it)")
 
     def one(cell: Expectation) -> Observation:
-        site, address = sites.get(cell.position), address_of(cell.target)
+        site = sites.get(f"{cell.position}@{cell.target.host}") or sites.get(cell.position)
+        address = address_of(cell.target)
         if site is None or address is None:
             why = "no probe site for this position" if site is None else "no lab address for this target"
             return Observation(cell.position, cell.target, address or "", cell.allowed, None, cell.reason, why)
@@ -399,13 +403,79 @@ def probe_matrix(expectations: Sequence[Expectation], sites: Mapping[str, ProbeS
 
 
 def rehearse_matrix(lab, state: Mapping, stack_config: Mapping, policy_config: Mapping, *,
+                    translate: Callable[[str], str] = str, probes=None, hosts: Optional[Iterable[str]] = None,
                     timeout_s: int = 2, workers: int = 8) -> list[dict]:
     """The matrix of a rehearsal, as ``Report.reachability`` rows: expected from the capture
-    (``state``), observed from ``lab``'s probe sites (``lab_probe_sites``, ``lab_address_of``)."""
+    (``state``), observed from ``lab``'s probe sites (``lab_probe_sites``, ``lab_address_of``,
+    with the positions ``rehearsal.checks.probes.LabProbes`` adds: ``probes`` when the caller
+    holds one, else one of its own for the call). ``translate``: the overlay's rewrite of a stack
+    address to its lab address (``rehearsal.overlay.Overlay.text``); ``hosts``: only the cells
+    between these hosts (a rehearsal of some products)."""
     topo = topology(state, stack_config, policy_config)
     cells = [expect(p, t, topo) for p in positions(topo) for t in targets(topo) if _sees(p, t, topo)]
-    return rows(probe_matrix(cells, lab_probe_sites(lab, topo), lab_address_of(lab, topo),
-                             timeout_s=timeout_s, workers=workers))
+    if hosts is not None:
+        # A rehearsal of some products: the cells between their hosts (the others have no box).
+        kept = set(hosts)
+        cells = [c for c in cells if c.target.host in kept
+                 and (":" not in c.position or c.position.split(":", 1)[1] in kept)]
+    if probes is None:
+        with lab_probes(lab, state, stack_config, policy_config, translate=translate) as own:
+            return rehearse_matrix(lab, state, stack_config, policy_config, translate=translate, probes=own,
+                                   hosts=hosts, timeout_s=timeout_s, workers=workers)
+    observations = probe_matrix(cells, lab_probe_sites(lab, topo, probes=probes),
+                                lab_address_of(lab, topo, probes=probes, stack_config=stack_config,
+                                               translate=translate),
+                                timeout_s=timeout_s, workers=workers)
+    return rows([_unset_up(o, probes.errors) for o in observations])
+
+
+def lab_probes(lab, state: Mapping, stack_config: Mapping, policy_config: Mapping, *,
+               translate: Callable[[str], str] = str, defer_firewalls: bool = False):
+    """An unstarted ``LabProbes`` for the capture's topology (a context manager)."""
+    from rehearsal.checks.probes import LabProbes
+
+    topo = topology(state, stack_config, policy_config)
+    products = {h.product for n, h in topo.hosts.items() if n in lab.boxes}
+    mine = {k: v for k, v in stack_config.items() if k.removeprefix("platform:") in products}
+    return LabProbes(lab, {n: (h.product, h.sides) for n, h in topo.hosts.items()},
+                     direct=lab_direct_routes(mine, translate),
+                     firewalls=lab_firewalls(state, translate), defer_firewalls=defer_firewalls)
+
+
+def _unset_up(observation: Observation, errors: Mapping[str, str]) -> Observation:
+    """A not-proven cell names what the lab could not set up for it."""
+    if observation.observed is not None:
+        return observation
+    host = observation.target.host
+    for key in (f"{observation.position}@{host}", observation.position, f"containers:{host}"):
+        if key in errors:
+            from dataclasses import replace
+
+            return replace(observation, detail=f"{observation.detail}: {errors[key]}")
+    return observation
+
+
+def lab_direct_routes(stack_config: Mapping, translate: Callable[[str], str] = str) -> list[tuple[str, int]]:
+    """(lab address, port) of every direct egress route: its first CIDR's first address."""
+    import ipaddress
+
+    out = []
+    for key, product_config in stack_config.items():
+        if key.startswith("platform:") and isinstance(product_config, Mapping):
+            for route in (product_config.get("egress") or {}).get("direct") or []:
+                cidrs = route.get("cidrs") or []
+                if cidrs:
+                    address = translate(str(ipaddress.ip_network(str(cidrs[0]), strict=False).network_address))
+                    out.append((address, int(route["port"])))
+    return out
+
+
+def lab_firewalls(state: Mapping, translate: Callable[[str], str] = str) -> dict[str, str]:
+    """Box name -> the rules of the DigitalOcean Firewall the capture gives it (``<host>-firewall``)."""
+    from rehearsal.checks.probes import droplet_firewall_rules
+
+    return {r["name"].removesuffix("-firewall"): droplet_firewall_rules(r["inputs"].get("inboundRules") or [], translate)
+            for r in state["resources"] if r["type"] == "digitalocean:index/firewall:Firewall"}
 
 
 def summary(observations: Sequence[Observation]) -> dict[str, int]:
@@ -466,14 +536,15 @@ def mermaid(observations: Sequence[Observation], product: str) -> str:
 
 # --- the lab's probe sites (rehearsal/lab.py) ---------------------------------------------------
 
-def lab_probe_sites(lab, topo: Topology, *, run: Callable[..., subprocess.CompletedProcess] = subprocess.run
-                    ) -> dict[str, ProbeSite]:
+def lab_probe_sites(lab, topo: Topology, *, probes=None,
+                    run: Callable[..., subprocess.CompletedProcess] = subprocess.run) -> dict[str, ProbeSite]:
     """Probe sites in a started ``rehearsal.lab.Lab``: ``admin`` is the harness namespace from the
-    public network's gateway (where the overlay puts ``admin_cidrs``), ``internet`` the same
-    namespace from the internet network's gateway, ``host:H`` box H's own network namespace
-    (entered by the pid the harness daemon reports, with this machine's ``nc``). The neighbour
-    (which needs a route to one host's container subnet per probe) and the box containers
-    (``containers:H``) have no site yet: their cells are "not proven"."""
+    public network's gateway (where the overlay puts ``admin_cidrs``), ``host:H`` box H's own
+    network namespace (entered by the pid the harness daemon reports, with this machine's
+    ``nc``). With ``probes`` (a started ``rehearsal.checks.probes.LabProbes``): ``internet`` in
+    its own namespace on the public network (``probes.INTERNET_PROBE``), ``containers:H`` inside a container of H's
+    bridge, and ``neighbour@H`` for the neighbour's cells towards H. Without it (or where it
+    could not set one up) those positions have no site and their cells are "not proven"."""
     import ipaddress
 
     netns = ("nsenter", f"--net=/run/netns/{lab.netns}")
@@ -484,8 +555,15 @@ def lab_probe_sites(lab, topo: Topology, *, run: Callable[..., subprocess.Comple
     sites: dict[str, ProbeSite] = {}
     if "public" in lab.networks:
         sites["admin"] = ProbeSite("admin", netns, gateway("public"))
-    if "internet" in lab.networks:
-        sites["internet"] = ProbeSite("internet", netns, gateway("internet"))
+    if probes is not None:
+        if probes.internet_site:
+            sites["internet"] = ProbeSite("internet", probes.internet_site)
+        for host, name in probes.neighbours.items():
+            sites[f"neighbour@{host}"] = ProbeSite("neighbour", ("nsenter", f"--net=/run/netns/{name}"))
+        for host in topo.hosts:
+            prefix = probes.container_site(host)
+            if prefix:
+                sites[f"containers:{host}"] = ProbeSite(f"containers:{host}", prefix)
     docker = shutil.which("docker") or "docker"
     for name in topo.hosts:
         if name not in lab.boxes:
@@ -498,15 +576,36 @@ def lab_probe_sites(lab, topo: Topology, *, run: Callable[..., subprocess.Comple
     return sites
 
 
-def lab_address_of(lab, topo: Topology) -> Callable[[Target], Optional[str]]:
+def lab_address_of(lab, topo: Topology, *, probes=None, stack_config: Mapping = {},
+                   translate: Callable[[str], str] = str) -> Callable[[Target], Optional[str]]:
     """A target's address in the lab: its box's address on the ``public`` network or on its
-    product's ``<product>-private`` network (the overlay's names); ``None`` for container
-    addresses and egress targets (not proven until the lab serves them)."""
+    product's ``<product>-private`` network (the overlay's names). With ``probes``: a container's
+    own address in its box, ``probes.INTERNET_WEB`` for the web, and a direct route's first
+    address through ``translate``. ``None`` (not proven) where the lab has none."""
+    from rehearsal.checks.probes import INTERNET_WEB
+
+    direct = {}
+    for key, product_config in stack_config.items():
+        if key.startswith("platform:") and isinstance(product_config, Mapping):
+            for route, (address, _) in zip((product_config.get("egress") or {}).get("direct") or [],
+                                           lab_direct_routes({key: product_config}, translate)):
+                direct[str(route["name"])] = address
+
     def address_of(target: Target) -> Optional[str]:
         box = lab.boxes.get(target.host)
-        if box is None or target.side not in ("public", "private"):
+        if box is None:
             return None
-        network = "public" if target.side == "public" else f"{topo.hosts[target.host].product}-private"
-        return box.addresses.get(network)
+        if target.side in ("public", "private"):
+            network = "public" if target.side == "public" else f"{topo.hosts[target.host].product}-private"
+            return box.addresses.get(network)
+        if probes is None:
+            return None
+        if target.side == "container":
+            return probes.container_address(target.host, target.service)
+        if target.side == "internet":
+            return INTERNET_WEB
+        if target.side.startswith("direct:"):
+            return direct.get(target.side.removeprefix("direct:"))
+        return None
 
     return address_of

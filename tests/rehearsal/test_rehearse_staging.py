@@ -23,8 +23,8 @@ HOSTS = {"pencom-staging-edge", "pencom-staging-app", "pencom-staging-data", "pe
 GAPS = (
     "not yet green end to end (README, 'Rehearsal: status'): the last full run converged six of "
     "the seven hosts twice with every check passing; Pencom's data node lost its PostgreSQL init "
-    "to the image's initdb restart (fixed after that run, not re-run), and the internet probe "
-    "of the reachability matrix shares the admin address"
+    "to the image's initdb restart (fixed after that run, not re-run); the reachability matrix "
+    "fails where the program does not lock container egress (KRO, GIV, V-EdFinance)"
 )
 
 

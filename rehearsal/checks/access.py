@@ -1,0 +1,331 @@
+"""Live probes of the exposure invariants (issue #16, DESIGN.md "Tier model" and "TLS invariants"),
+with real clients from the lab's probe positions (``rehearsal.checks.probes``). Each returns
+``rehearsal.report.Check`` items for the host's report; a probe that cannot be tried is "not
+proven" with the reason, never a pass.
+
+- **SSH** (``ssh_checks``, OpenSSH's client): key login as the deploy user works from the admin
+  address (through the bastion for internal nodes); the server offers no password or
+  keyboard-interactive method (the list in "Permission denied (...)" is the server's own); root
+  is refused although root holds the key (a hoster's image, DigitalOcean's metadata); from the
+  internet probe the key login does not get through.
+- **fail2ban** (``fail2ban_checks``): from a source outside ``ignoreip`` that reaches sshd,
+  ``maxretry`` failed logins (an invalid user with a throwaway key) get the source into
+  ``fail2ban-client status sshd``, and its next connection is refused while the admin address
+  still connects; the source is unbanned afterwards. Where no such source reaches sshd (UFW or
+  the cloud firewall admit only addresses fail2ban ignores) the ban is "not proven" and says so.
+- **TLS ingress** (``ingress_checks``, curl and ``openssl s_client`` from the internet probe):
+  HTTPS verifies against the ACME CA's roots (pebble's), HSTS is sent, HTTP answers 301 to HTTPS
+  except under ``/.well-known/acme-challenge/``, TLS 1.1 is refused by the server and TLS 1.2/1.3
+  work, an unknown name is refused at the handshake; ``renewal_checks``: ``certbot renew
+  --force-renewal`` in the box, then nginx serves a new serial (the stack's deploy hook installs
+  it and reloads nginx) with no failed request while it happens.
+- **Data-tier TLS** (``postgres_checks``, ``psql``): each ``DATABASE_URL`` with
+  ``sslmode=verify-full`` that a container is handed connects from inside that container's network
+  namespace, with the CA file it mounts; the same connection fails against another CA and in
+  plaintext (``sslmode=disable``).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Mapping, Optional, Sequence
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from rehearsal.checks.probes import INTERNET_PROBE, BoxContainer, LabProbes
+
+Site = Sequence[str]
+"""An argv prefix that puts a client at a probe position (``nsenter --net=...``)."""
+from rehearsal.report import FAIL, NOT_PROVEN, PASS, Check
+
+SSH_OPTIONS = ("-F", "/dev/null", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+               "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=8", "-o", "IdentitiesOnly=yes",
+               "-o", "LogLevel=ERROR")
+DENIED = re.compile(r"Permission denied \(([^)]*)\)")
+MAXRETRY = re.compile(r"^\s*maxretry\s*=\s*(\d+)", re.M)
+IGNOREIP = re.compile(r"^\s*ignoreip\s*=\s*(.+)$", re.M)
+
+
+def _check(name: str, ok: Optional[bool], detail: str = "") -> Check:
+    return Check(name, NOT_PROVEN if ok is None else PASS if ok else FAIL, detail.strip()[-400:])
+
+
+def _at(site: Site, argv: Sequence[str], timeout: float = 60, **kwargs) -> subprocess.CompletedProcess:
+    """A client that has not finished after ``timeout`` seconds failed (exit 124, as timeout(1)):
+    a ban that lands mid-connection leaves ssh waiting on a peer that no longer answers."""
+    try:
+        return subprocess.run([*site, *argv], capture_output=True, text=True, timeout=timeout, **kwargs)
+    except subprocess.TimeoutExpired as exc:
+        return subprocess.CompletedProcess(exc.cmd, 124, "", f"timed out after {timeout:.0f} s")
+
+
+def _admin(lab) -> Site:
+    """The harness namespace: what it sends to a box leaves from the gateway, the admin address."""
+    return lab.netns_argv([])
+
+
+def _nc(site: Site, address: str, port: int) -> bool:
+    return _at(site, ["nc", "-z", "-n", "-w", "3", address, str(port)]).returncode == 0
+
+
+def _ssh(site: Site, key: Path, user: str, address: str, *, port: int = 22, jump: Optional[str] = None,
+         extra: Sequence[str] = (), timeout: float = 60) -> subprocess.CompletedProcess:
+    argv = ["ssh", *SSH_OPTIONS, "-i", str(key), "-p", str(port)]
+    if jump:
+        target, _, jump_port = jump.rpartition(":") if jump.count(":") else (jump, "", "22")
+        argv += ["-o", f"ProxyCommand=ssh {' '.join(SSH_OPTIONS)} -i {key} -p {jump_port or 22} -W %h:%p {target}"]
+    return _at(site, [*argv, *extra, f"{user}@{address}", "true"], timeout=timeout)
+
+
+def _jump(host) -> Optional[str]:
+    return next((o.split("=", 1)[1] for o in host.ssh_opts if o.startswith("ProxyJump=")), None)
+
+
+def ssh_checks(lab, host, key: Path, outside: Optional[Site] = None) -> list[Check]:
+    """``host``: a lab capture's ``rehearsal.capture.Host`` (lab addresses); ``key``: its private
+    key file; ``outside``: the internet probe's site (``LabProbes.internet_site``)."""
+    jump = _jump(host)
+    checks = []
+    admin = _admin(lab)
+    login = _ssh(admin, key, host.user, host.address, port=host.port, jump=jump)
+    where = "through the bastion" if jump else "from the admin address"
+    checks.append(_check(f"live ssh: key login as {host.user} {where}", login.returncode == 0,
+                         f"exit {login.returncode}: {login.stderr}"))
+    password = _ssh(admin, key, host.user, host.address, port=host.port, jump=jump,
+                    extra=("-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=password,keyboard-interactive",
+                           "-o", "NumberOfPasswordPrompts=0"))
+    methods = DENIED.search(password.stderr)
+    offered = set(methods.group(1).split(",")) if methods else None
+    checks.append(_check("live ssh: the server offers no password or keyboard-interactive login",
+                         None if offered is None else not offered & {"password", "keyboard-interactive"},
+                         f"exit {password.returncode}, methods offered: {sorted(offered or ())}: {password.stderr}"))
+    root = _ssh(admin, key, "root", host.address, port=host.port, jump=jump)
+    checks.append(_check("live ssh: root is refused (root holds the key)",
+                         root.returncode != 0 and "Permission denied" in root.stderr,
+                         f"exit {root.returncode}: {root.stderr}"))
+    if not jump and outside:
+        far = _ssh(outside, key, host.user, host.address, port=host.port)
+        checks.append(_check(f"live ssh: key login from the internet ({INTERNET_PROBE}) does not get through",
+                             far.returncode != 0, f"exit {far.returncode}: {far.stderr}"))
+    return checks
+
+
+def fail2ban_checks(lab, host, jail: str, outside: Site, *, source: str = INTERNET_PROBE) -> list[Check]:
+    """``jail``: the jail file the stack writes (its ``maxretry`` and ``ignoreip``); ``outside``:
+    the site whose address is ``source``."""
+    maxretry = int((MAXRETRY.search(jail) or [None, "5"])[1])
+    ignore = (IGNOREIP.search(jail) or [None, ""])[1].strip()
+    name = f"live fail2ban: {maxretry} failed logins from {source} get it banned, and the ban refuses it"
+    if _jump(host) or not _nc(outside, host.address, host.port):
+        return [_check(name, None, f"no source outside fail2ban's ignoreip ({ignore}) reaches sshd on "
+                                   f"{host.address}: the firewall admits SSH only from addresses fail2ban ignores")]
+    checks = []
+    with tempfile.TemporaryDirectory() as tmp:
+        key = Path(tmp) / "stranger"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True, timeout=30)
+        for _ in range(maxretry + 1):
+            _ssh(outside, key, "lab-probe-stranger", host.address, port=host.port, timeout=20)
+        banned, status = False, ""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not banned:
+            status = lab.exec(host.name, ["fail2ban-client", "status", "sshd"], timeout=30).stdout.decode(errors="replace")
+            banned = source in status.split("Banned IP list:", 1)[-1]
+            if not banned:
+                time.sleep(1)
+        refused = not _nc(outside, host.address, host.port) if banned else None
+        admin = _nc(_admin(lab), host.address, host.port)
+        checks.append(_check(name, banned and refused and admin,
+                             f"banned {banned}, its connection refused {refused}, admin still connects {admin}: {status}"))
+        lab.exec(host.name, ["fail2ban-client", "set", "sshd", "unbanip", source], timeout=30)
+    return checks
+
+
+def _curl(site: Site, argv: Sequence[str], timeout: float = 30) -> subprocess.CompletedProcess:
+    return _at(site, ["curl", "-sS", "--max-time", "10", *argv], timeout=timeout)
+
+
+def _s_client(site: Site, domain: str, address: str, *options: str, servername: Optional[str] = None,
+              roots: Optional[Path] = None) -> subprocess.CompletedProcess:
+    argv = ["openssl", "s_client", "-connect", f"{address}:443", "-servername", servername or domain,
+            *(["-CAfile", str(roots), "-verify_return_error"] if roots else []),
+            *options]
+    return _at(site, argv, input="", timeout=30)
+
+
+def serial(site: Site, domain: str, address: str) -> str:
+    """The serial of the certificate nginx serves for ``domain`` (hex, or "" on no handshake)."""
+    shown = _s_client(site, domain, address)
+    parsed = subprocess.run(["openssl", "x509", "-noout", "-serial"], input=shown.stdout, capture_output=True,
+                            text=True, timeout=30)
+    return parsed.stdout.strip().removeprefix("serial=") if parsed.returncode == 0 else ""
+
+
+def ingress_checks(site: Site, domain: str, address: str, roots: Path) -> list[Check]:
+    """From ``site`` (the internet probe); ``roots``: the ACME CA's roots
+    (``LabServices.acme_roots_pem`` in a file)."""
+    checks = []
+    https = _curl(site, ["-o", "/dev/null", "-D", "-", "--cacert", str(roots), "--resolve", f"{domain}:443:{address}",
+                        f"https://{domain}/"])
+    checks.append(_check(f"live tls {domain}: HTTPS verifies against the ACME CA's root", https.returncode == 0,
+                         f"curl exit {https.returncode}: {https.stderr}"))
+    hsts = [l for l in https.stdout.splitlines() if l.lower().startswith("strict-transport-security:")]
+    checks.append(_check(f"live tls {domain}: HSTS sent", bool(hsts) if https.returncode == 0 else None,
+                         hsts[0] if hsts else https.stdout[:300]))
+    plain = _curl(site, ["-o", "/dev/null", "-w", "%{http_code} %{redirect_url}", "--resolve", f"{domain}:80:{address}",
+                        f"http://{domain}/lab-probe?x=1"])
+    checks.append(_check(f"live tls {domain}: HTTP answers 301 to HTTPS",
+                         plain.stdout.strip() == f"301 https://{domain}/lab-probe?x=1", plain.stdout + plain.stderr))
+    acme = _curl(site, ["-o", "/dev/null", "-w", "%{http_code}", "--resolve", f"{domain}:80:{address}",
+                       f"http://{domain}/.well-known/acme-challenge/lab-probe"])
+    checks.append(_check(f"live tls {domain}: the ACME path is served over HTTP, not redirected",
+                         acme.stdout.strip() not in ("", "000", "301"), acme.stdout + acme.stderr))
+    for version, allowed in (("-tls1_1", False), ("-tls1_2", True), ("-tls1_3", True)):
+        shake = _s_client(site, domain, address, version, "-cipher", "DEFAULT:@SECLEVEL=0", roots=roots)
+        text = shake.stdout + shake.stderr
+        if "no protocols available" in text:
+            checks.append(_check(f"live tls {domain}: {version[1:]} {'works' if allowed else 'refused'}", None,
+                                 "this machine's OpenSSL will not offer it"))
+            continue
+        ok = shake.returncode == 0 and "Verify return code: 0" in text
+        checks.append(_check(f"live tls {domain}: {version[1:]} {'works' if allowed else 'refused'}",
+                             ok if allowed else not ok, text[-300:]))
+    unknown = _s_client(site, domain, address, servername="unknown.lab-probe.invalid")
+    checks.append(_check(f"live tls {domain}: an unknown name is refused at the handshake",
+                         unknown.returncode != 0 and "BEGIN CERTIFICATE" not in unknown.stdout,
+                         (unknown.stdout + unknown.stderr)[-300:]))
+    return checks
+
+
+def renewal_checks(lab, site: Site, box: str, domain: str, address: str, roots: Path, *,
+                   interval_s: float = 0.3) -> list[Check]:
+    """Forces a renewal in the box with the stack's certbot and deploy hook, and requests the site
+    all the while."""
+    before = serial(site, domain, address)
+    failures: list[str] = []
+    requests = [0]
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            got = _curl(site, ["-o", "/dev/null", "--cacert", str(roots), "--resolve", f"{domain}:443:{address}",
+                              f"https://{domain}/"])
+            requests[0] += 1
+            if got.returncode != 0:
+                failures.append(got.stderr.strip()[-200:])
+            stop.wait(interval_s)
+
+    worker = threading.Thread(target=load, daemon=True)
+    worker.start()
+    try:
+        renew = lab.exec(box, ["certbot", "renew", "--force-renewal", "--no-random-sleep-on-renew"], timeout=600)
+        deadline = time.monotonic() + 30
+        after = serial(site, domain, address)
+        while after in ("", before) and time.monotonic() < deadline:
+            time.sleep(1)
+            after = serial(site, domain, address)
+    finally:
+        stop.set()
+        worker.join(timeout=60)
+    verified = _curl(site, ["-o", "/dev/null", "--cacert", str(roots), "--resolve", f"{domain}:443:{address}",
+                           f"https://{domain}/"])
+    output = (renew.stdout + renew.stderr).decode(errors="replace")
+    return [
+        _check(f"live tls {domain}: certbot renew --force-renewal succeeds", renew.returncode == 0, output[-400:]),
+        _check(f"live tls {domain}: nginx serves the renewed certificate (new serial, verified)",
+               bool(before) and after not in ("", before) and verified.returncode == 0,
+               f"serial {before} -> {after}; curl exit {verified.returncode} {verified.stderr}"),
+        _check(f"live tls {domain}: no failed request during the renewal and reload", requests[0] > 0 and not failures,
+               f"{requests[0]} requests, {len(failures)} failed: {failures[:3]}"),
+    ]
+
+
+def postgres_checks(lab, probes: LabProbes, host: str, other_ca: bytes) -> list[Check]:
+    """Every verify-full ``DATABASE_URL`` a container of ``host`` is handed, tried from inside that
+    container (``other_ca``: a CA that did not sign the server's certificate)."""
+    checks = []
+    containers = probes.containers.get(host, [])
+    for client in containers:
+        url = client.env.get("DATABASE_URL", "")
+        if "sslmode=verify-full" not in url:
+            continue
+        parts = urlsplit(url)
+        query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+        server = parts.hostname or ""
+        address = _resolve(containers, server) or _getent(lab, host, server)
+        ca_host_path = _host_path(client, query.get("sslrootcert", ""))
+        site = probes.container_site(host, client)
+        name = f"live postgres from {client.service} ({server})"
+        if not (address and ca_host_path and site):
+            checks.append(_check(f"{name}: verify-full connects", None,
+                                 f"server address {address}, CA file {ca_host_path}, site {site}"))
+            continue
+        ca = lab.exec(host, ["cat", ca_host_path], timeout=30)
+        with tempfile.TemporaryDirectory() as tmp:
+            own, other = Path(tmp) / "ca.crt", Path(tmp) / "other.crt"
+            own.write_bytes(ca.stdout)
+            other.write_bytes(other_ca)
+
+            def psql(sslmode: str, root: Optional[Path]) -> subprocess.CompletedProcess:
+                conninfo = (f"host={server} hostaddr={address} port={parts.port or 5432} "
+                            f"dbname={parts.path.lstrip('/')} user={unquote(parts.username or '')} sslmode={sslmode}"
+                            + (f" sslrootcert={root}" if root else ""))
+                env = {"PATH": "/usr/bin:/bin", "PGPASSWORD": unquote(parts.password or ""), "PGCONNECT_TIMEOUT": "10"}
+                return subprocess.run([*site, "psql", conninfo, "-XAtc", "select 1"], capture_output=True, text=True,
+                                      timeout=60, env=env)
+
+            good = psql("verify-full", own)
+            wrong = psql("verify-full", other)
+            plain = psql("disable", None)
+        connected = good.stdout.strip() == "1"
+        # A managed database is served by a stand-in at the lab's service address; none there is
+        # the lab's gap, not the stack's.
+        stand_in_missing = (not connected and address == getattr(lab, "service_address", None)
+                            and "Connection refused" in good.stderr)
+        checks += [
+            _check(f"{name}: verify-full with the stack's CA connects", None if stand_in_missing else connected,
+                   ("no managed-database stand-in listens in the lab: " if stand_in_missing else "") + good.stderr),
+            _check(f"{name}: verify-full against another CA fails",
+                   (wrong.returncode != 0 and "certificate verify failed" in wrong.stderr)
+                   if good.stdout.strip() == "1" else None, wrong.stderr or wrong.stdout),
+            # Refused only counts from a server that answered TLS (a closed port refuses everything).
+            _check(f"{name}: plaintext (sslmode=disable) is refused",
+                   (plain.returncode != 0) if good.stdout.strip() == "1" else None,
+                   plain.stderr or f"plaintext connected: {plain.stdout.strip()}"),
+        ]
+    return checks
+
+
+def _resolve(containers: Sequence[BoxContainer], server: str) -> Optional[str]:
+    if re.fullmatch(r"\d+\.\d+\.\d+\.\d+", server):
+        return server
+    for c in containers:
+        if c.service == server:
+            return next(iter(sorted(ip for ip, _ in c.addresses.values())), None)
+    return None
+
+
+def _getent(lab, host: str, name: str) -> Optional[str]:
+    """``name`` as the box resolves it (its /etc/hosts names the managed databases' stand-ins)."""
+    found = lab.exec(host, ["getent", "ahostsv4", name], timeout=30)
+    words = found.stdout.decode(errors="replace").split()
+    return words[0] if found.returncode == 0 and words else None
+
+
+def _host_path(container: BoxContainer, path: str) -> Optional[str]:
+    """The box path behind ``path`` in the container (the longest bind that holds it)."""
+    for destination in sorted(container.mounts, key=len, reverse=True):
+        if path == destination or path.startswith(destination.rstrip("/") + "/"):
+            return container.mounts[destination] + path[len(destination):]
+    return None
+
+
+def written_jail(files: Mapping[str, Mapping[str, str]]) -> Optional[str]:
+    """The fail2ban jail the scripts write (``rehearsal.checks.written_files``), if any."""
+    for path in ("/etc/fail2ban/jail.local",):
+        if path in files:
+            return files[path]["content"]
+    return None
