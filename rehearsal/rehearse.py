@@ -17,14 +17,47 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 from rehearsal import overlay as overlay_mod
-from rehearsal.capture import StackCapture, capture
+from rehearsal.capture import CaptureMemory, StackCapture, capture
 from rehearsal.report import HostReport, Report
 
 CONVERGE_TIMEOUT_S = 40 * 60
+
+
+@dataclass
+class DrillContext:
+    """What a drill's ``observe`` sees: the running ``lab`` (``lab.exec`` into a box), the
+    ``services`` (``rehearsal.services.LabServices``: the mail, the webhook posts), the lab
+    captures ``before`` and ``after`` its change (lab addresses, revealed inputs) and its
+    ``runs``: the step results of its converges (apply, then settle)."""
+
+    lab: Any
+    services: Any
+    before: StackCapture
+    after: StackCapture
+    runs: list[list[dict]] = field(default_factory=list)
+
+
+@dataclass
+class Drill:
+    """A change converged onto the running boxes, then observed on the running services.
+
+    ``stack_file``: the changed stack file (None: the config as it was; with no ``reissue``
+    either, nothing is converged and ``observe`` runs on the lab as it stands); ``reissue``:
+    ``tls:*`` resource names whose certificates are issued anew (``pulumi up --replace``);
+    ``observe(context) -> dict``: what the running services show, kept in the report (it may
+    raise: the error is the drill's). Order: capture with the same keys and secrets
+    (``CaptureMemory``) -> the same overlay -> converge (changes expected) -> converge again
+    (0 changes) -> ``observe``."""
+
+    name: str
+    observe: Callable[[DrillContext], dict]
+    stack_file: Optional[Path] = None
+    reissue: Sequence[str] = ()
 
 
 def box_specs(lab_capture: StackCapture, plan: overlay_mod.Overlay, dns: tuple[str, ...] = ()):
@@ -93,12 +126,15 @@ def prepare_boxes(lab, lab_capture: StackCapture, preparation, extra_hosts: Iter
     return timings
 
 
-def run_converge(lab, plan_path: Path, workdir: Path, run: int, workers: int) -> list[dict]:
+def run_converge(lab, plan_path: Path, workdir: Path, run: int, workers: int,
+                 expect_changes: bool = False) -> list[dict]:
     """One converge run inside the lab's namespace (a child process: its SSH and Docker
-    connections originate there). Returns the step results."""
+    connections originate there). ``expect_changes``: a run after a config change (see
+    ``rehearsal.converge``). Returns the step results."""
     results = workdir / f"results-{run}.json"
     argv = lab.netns_argv([sys.executable, "-m", "rehearsal.converge", str(plan_path), str(results),
-                           "--workdir", str(workdir), "--run", str(run), "--workers", str(workers)])
+                           "--workdir", str(workdir), "--run", str(run), "--workers", str(workers),
+                           *(["--expect-changes"] if expect_changes else [])])
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     proc = subprocess.run(argv, env=env, timeout=CONVERGE_TIMEOUT_S, stdout=subprocess.PIPE,
                           stderr=None)
@@ -107,12 +143,75 @@ def run_converge(lab, plan_path: Path, workdir: Path, run: int, workers: int) ->
     return json.loads(results.read_text())
 
 
-def admin_cidrs(stack: str) -> list[str]:
+def only_hosts(cap: StackCapture, hosts: Optional[Iterable[str]]) -> StackCapture:
+    """``cap`` with only the ``hosts`` named (all when None), their steps and nothing else; a
+    dependency on a step of another host is left out (the converge waits only for steps it has).
+    Raises ValueError naming a host the capture does not have."""
+    if hosts is None:
+        return cap
+    wanted = set(hosts)
+    unknown = wanted - set(cap.hosts)
+    if unknown:
+        raise ValueError(f"hosts {sorted(unknown)} are not in the capture (it has {sorted(cap.hosts)})")
+    return StackCapture(stack=cap.stack, hosts={n: h for n, h in cap.hosts.items() if n in wanted},
+                        steps=[s for s in cap.steps if s.host in wanted], products=cap.products,
+                        database_hosts=cap.database_hosts, state=cap.state, stack_config=cap.stack_config)
+
+
+def write_plan(lab_cap: StackCapture, path: Path) -> None:
+    """The converge plan (revealed secrets: 0600)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump(lab_cap.to_json(), out)
+
+
+def run_drill(report: Report, drill: Drill, lab, services, workdir: Path, run_no: int, workers: int,
+              *, before: StackCapture, recapture: Callable[[Drill], StackCapture]) -> int:
+    """One ``Drill``: its change converged (changes expected), converged again (0 changes),
+    then observed; the result goes to ``report.drills[drill.name]`` (``runs``: per run the
+    changes per host and the steps that changed; ``seconds``; ``observation`` or ``error``).
+    Returns the last run number used."""
+    entry: dict[str, Any] = {"runs": {}, "seconds": {}}
+    report.drills[drill.name] = entry
+    context = DrillContext(lab=lab, services=services, before=before, after=before)
+    started = time.monotonic()
+    try:
+        if drill.stack_file is not None or drill.reissue:
+            t0 = time.monotonic()
+            context.after = recapture(drill)
+            entry["seconds"]["capture"] = round(time.monotonic() - t0, 2)
+            plan_path = workdir / f"plan-{drill.name}.json"
+            write_plan(context.after, plan_path)
+            for expect_changes in (True, False):
+                run_no += 1
+                t0 = time.monotonic()
+                results = run_converge(lab, plan_path, workdir, run_no, workers, expect_changes)
+                entry["seconds"][f"converge_{run_no}"] = round(time.monotonic() - t0, 2)
+                report.add_results(run_no, results)
+                context.runs.append(results)
+                entry["runs"][run_no] = {
+                    "expect_changes": expect_changes,
+                    "changes": {h: sum(r["changes"] or 0 for r in results if r["host"] == h)
+                                for h in context.after.hosts},
+                    "changed_steps": sorted(r["name"] for r in results if r["changes"]),
+                    "failed": sorted(f'{r["name"]}: {r["error"]}' for r in results
+                                     if r["status"] in ("failed", "blocked", "changed")),
+                }
+        t0 = time.monotonic()
+        entry["observation"] = drill.observe(context)
+        entry["seconds"]["observe"] = round(time.monotonic() - t0, 2)
+    except Exception as exc:  # noqa: BLE001 - a drill's failure is its report entry
+        entry["error"] = f"{type(exc).__name__}: {exc}"
+    entry["seconds"]["total"] = round(time.monotonic() - started, 2)
+    return run_no
+
+
+def admin_cidrs(stack: str, stack_file=None) -> list[str]:
     import yaml
 
     from synth.run import stack_file_path
 
-    doc = yaml.safe_load(stack_file_path(stack).read_text()) or {}
+    doc = yaml.safe_load(Path(stack_file or stack_file_path(stack)).read_text()) or {}
     env = (doc.get("config") or {}).get("platform:environment") or {}
     return list(env.get("admin_cidrs") or [])
 
@@ -131,12 +230,17 @@ def reachability_matrix(lab, cap: StackCapture) -> list[dict]:
 
 def rehearse(stack: str, *, products: Optional[Iterable[str]] = None, keep: bool = False,
              workers: int = 4, with_images: bool = True, stack_file=None,
-             capture_override: Optional[StackCapture] = None, lock_path: Optional[Path] = None) -> Report:
+             capture_override: Optional[StackCapture] = None, lock_path: Optional[Path] = None,
+             hosts: Optional[Iterable[str]] = None, checks: bool = True,
+             drills: Sequence[Drill] = ()) -> Report:
     """The whole rehearsal; never raises for a host failure (it is in the report). Raises
     ConfigError / CaptureError for a stack that cannot be captured, LabBusy when a rehearsal
     already runs on the same lock. ``lock_path``: the lab lock, default the machine-wide one
     (``rehearsal.netns.DEFAULT_LOCK``); a test that runs its own small lab next to another
-    rehearsal passes a private one."""
+    rehearsal passes a private one. ``hosts``: only these hosts (names) of the capture get a
+    box (a host that depends on none of the others, such as Pencom's edge); ``checks``: False
+    skips the testinfra checks and the reachability matrix; ``drills``: run in order after the
+    second converge (``Drill``), each in ``report.drills``."""
     from rehearsal.checks import check_host
     from rehearsal.lab import Lab
 
@@ -148,10 +252,14 @@ def rehearse(stack: str, *, products: Optional[Iterable[str]] = None, keep: bool
 
         registry = Registry()
     t0 = time.monotonic()
+    memory = CaptureMemory()
+    database_ca_pem = registry.ca.cert_pem.decode() if registry else None
     cap = capture_override or capture(stack, products=products, stack_file=stack_file,
-                                      database_ca_pem=registry.ca.cert_pem.decode() if registry else None)
+                                      database_ca_pem=database_ca_pem, memory=memory)
     report.timings["capture"] = round(time.monotonic() - t0, 2)
-    plan = overlay_mod.plan(cap, admin_cidrs(stack) if capture_override is None else ())
+    if hosts is not None:
+        cap = only_hosts(cap, hosts)
+    plan = overlay_mod.plan(cap, admin_cidrs(stack, stack_file) if capture_override is None else ())
     lab_cap = overlay_mod.apply(cap, plan)
     for host in lab_cap.hosts.values():
         report.hosts[host.name] = HostReport(name=host.name, product=host.product, kind=host.kind,
@@ -159,9 +267,7 @@ def rehearse(stack: str, *, products: Optional[Iterable[str]] = None, keep: bool
     workdir = Path(tempfile.mkdtemp(prefix="rehearsal-converge-"))
     os.chmod(workdir, 0o700)
     plan_path = workdir / "plan.json"
-    fd = os.open(plan_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        json.dump(lab_cap.to_json(), out)
+    write_plan(lab_cap, plan_path)
     from rehearsal import aptrepo
 
     # The local apt repository serves what the captured scripts install (and the lab's list).
@@ -251,16 +357,25 @@ def rehearse(stack: str, *, products: Optional[Iterable[str]] = None, keep: bool
             # A host that failed in run 1 runs again too (its dependents stay blocked): the
             # report then shows every kind of failure a host has, not only the first.
             report.add_results(run, results)
-        t0 = time.monotonic()
-        state = json.loads((workdir / "state.json").read_text()) if (workdir / "state.json").exists() else {}
-        proven = {ref: info["proven"] for ref, info in report.standins.items()}
-        for host in lab_cap.hosts.values():
-            report.hosts[host.name].checks = check_host(lab, lab_cap, host.name, state, proven)
-        report.timings["checks"] = round(time.monotonic() - t0, 2)
-        if cap.state is not None:
+        if checks:
             t0 = time.monotonic()
-            report.reachability = reachability_matrix(lab, cap)
-            report.timings["reachability"] = round(time.monotonic() - t0, 2)
+            state = json.loads((workdir / "state.json").read_text()) if (workdir / "state.json").exists() else {}
+            proven = {ref: info["proven"] for ref, info in report.standins.items()}
+            for host in lab_cap.hosts.values():
+                report.hosts[host.name].checks = check_host(lab, lab_cap, host.name, state, proven)
+            report.timings["checks"] = round(time.monotonic() - t0, 2)
+            if cap.state is not None and hosts is None:
+                t0 = time.monotonic()
+                report.reachability = reachability_matrix(lab, cap)
+                report.timings["reachability"] = round(time.monotonic() - t0, 2)
+        run_no = 2
+        for drill in drills:
+            run_no = run_drill(report, drill, lab, lab_services, workdir, run_no, workers,
+                               before=lab_cap, recapture=lambda drill: overlay_mod.apply(
+                                   only_hosts(capture(stack, products=products,
+                                                      stack_file=drill.stack_file or stack_file,
+                                                      database_ca_pem=database_ca_pem, memory=memory,
+                                                      reissue=drill.reissue), hosts), plan))
         return report
     finally:
         report.timings["total"] = round(time.monotonic() - started, 2)
