@@ -15,8 +15,9 @@ building on the previous one:
    the new address only, and a new alert is mailed to it; Alertmanager was reloaded, not
    restarted.
 3. ``egress-provider-removed``: posthog removed from Pencom's egress list: squid refuses its
-   host (403, TCP_DENIED) while a host still on the list passes on the same port, and apt's
-   mirror still answers through the hosts' port.
+   host (403, TCP_DENIED), where before the change it connected (a listener stands at the
+   host's lab address: CONNECT 200), while a host still on the list connects on the same port,
+   and apt's mirror still answers through the hosts' port.
 4. ``postgres-certificate``: the internal CA re-issues PostgreSQL's certificate (as
    ``pulumi up --replace`` or its early-renewal window would): the server presents the new
    serial (openssl s_client -starttls postgres), restarted by the delivery, not by hand.
@@ -146,8 +147,10 @@ def observe_alert_delivery(ctx) -> dict:
     lab, services = ctx.lab, ctx.services
     am = container(lab, VPS, VPS, "alertmanager")
     SEEN["alertmanager_started"] = started_at(lab, VPS, am)
-    # Pencom's proxy before its list changes: posthog's host passes squid's rules (squid dials
-    # it: nothing answers there in the lab, so 503), as the drill's counterpart to its 403.
+    # Pencom's proxy before its list changes: posthog's host passes squid's rules and squid
+    # connects (a listener at its lab address accepts: CONNECT 200), the counterpart of the 403.
+    for host in (REMOVED_HOST, KEPT_HOST):
+        services.listen(host, 443)
     ports = proxy_ports(lab)
     SEEN["proxy_before"] = through_proxy(lab, ports["api_gateway"], f"https://{REMOVED_HOST}/")
     redis = container(lab, VPS, VPS, "redis")
@@ -305,10 +308,10 @@ def test_a_removed_egress_provider_is_refused_by_the_running_proxy(drilled):
     entry = _drill(drilled, "egress-provider-removed")
     _changed_then_settled(entry, EDGE, "pencom-staging-edge-files-egress-proxy")
     seen = entry["observation"]
-    assert seen["proxy_before"]["connect"] not in (0, 403), seen["proxy_before"]
+    assert seen["proxy_before"]["connect"] == 200, seen["proxy_before"]
     assert seen["removed"]["connect"] == 403, seen["removed"]
     assert seen["denied_in_access_log"] > 0
-    assert seen["kept_same_port"]["connect"] not in (0, 403), seen["kept_same_port"]
+    assert seen["kept_same_port"]["connect"] == 200, seen["kept_same_port"]
     assert seen["apt_mirror"]["status"] == 200, seen["apt_mirror"]
 
 
