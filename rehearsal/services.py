@@ -573,7 +573,13 @@ def _serve_smtp(args: argparse.Namespace) -> None:
 
     from aiosmtpd.controller import Controller
     from aiosmtpd.handlers import Mailbox
-    from aiosmtpd.smtp import AuthResult, LoginPassword
+    from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+
+    # AUTH LOGIN's challenges as SendGrid, Postfix and Exchange send them; aiosmtpd's own
+    # ("User Name\0") made Alertmanager give up: "*email.loginAuth auth: unexpected server
+    # challenge" (its loginAuth answers "Username:" and "Password:" only; seen on the rehearsal).
+    SMTP.AuthLoginUsernameChallenge = "Username:"
+    SMTP.AuthLoginPasswordChallenge = "Password:"
 
     class Sink(Mailbox):
         def prepare_message(self, session, envelope):
