@@ -260,14 +260,15 @@ def test_a_config_diff_stays_readable_and_secret_files_travel_apart(staging):
     assert "server.crt" in stdin["pencom-staging-data-files-postgres"]
 
 
-@pytest.mark.parametrize("image, signal", [("prom/prometheus:v2.55.1", "HUP"), ("prom/alertmanager:v0.27.0", "HUP"),
-                                           ("ubuntu/squid:6.6-24.04_edge", "HUP"), ("postgres:17.2-alpine", None),
-                                           ("prom/blackbox-exporter@sha256:" + "0" * 64, "HUP")])
-def test_each_server_is_told_the_way_it_reloads(image, signal):
-    reload = reload_for(image)
-    assert reload.signal == signal
-    validate, apply = reload.commands()
-    assert apply == (f'docker kill -s {signal} "$cid" >/dev/null' if signal else 'docker restart "$cid" >/dev/null')
+@pytest.mark.parametrize("image, apply", [
+    ("prom/prometheus:v2.55.1", 'docker kill -s HUP "$cid" >/dev/null'),
+    ("prom/alertmanager:v0.27.0", 'docker kill -s HUP "$cid" >/dev/null'),
+    # squid is not PID 1 in Ubuntu's image (its entrypoint script is, and ignores SIGHUP).
+    ("ubuntu/squid:6.6-24.04_edge", 'docker exec "$cid" squid -k reconfigure -f /etc/squid/squid.conf >/dev/null'),
+    ("postgres:17.2-alpine", 'docker restart "$cid" >/dev/null'),
+    ("prom/blackbox-exporter@sha256:" + "0" * 64, 'docker kill -s HUP "$cid" >/dev/null')])
+def test_each_server_is_told_the_way_it_reloads(image, apply):
+    assert reload_for(image).commands()[1] == apply
 
 
 def test_delivered_certificates_report_their_expiry_and_the_alert_fires_before_it(tmp_path):
