@@ -196,7 +196,7 @@ def observe_egress(ctx) -> dict:
     return {"removed": through_proxy(lab, ports["api_gateway"], f"https://{REMOVED_HOST}/"),
             "kept_same_port": through_proxy(lab, ports["api_gateway"], f"https://{KEPT_HOST}/"),
             "apt_mirror": through_proxy(lab, ports["hosts"],
-                                        "http://deb.debian.org/debian/dists/bookworm/InRelease"),
+                                        "http://deb.debian.org/debian/dists/bookworm/Release"),
             "denied_in_access_log": denied_in_log(lab, REMOVED_HOST),
             "proxy_before": SEEN["proxy_before"]}
 
