@@ -36,32 +36,42 @@ class HostFile:
 @dataclass(frozen=True)
 class Reload:
     """How a running service takes new files: ``validate`` (a command run in its container,
-    on the new files, before it is told) and ``signal`` (sent to its main process), or a restart
-    when there is no signal. The default restarts: every file a service reads changes what it
-    runs."""
+    on the new files, before it is told), then ``command`` (run in its container: for a server
+    that is not the container's PID 1, which alone gets ``docker kill``'s signal) or ``signal``
+    (sent to the container's PID 1), or a restart when there is neither. The default restarts:
+    every file a service reads changes what it runs."""
 
     validate: Sequence[str] = ()
     signal: str | None = None
+    command: Sequence[str] = ()
 
     def commands(self) -> tuple[str, str]:
         """(validate, apply) as bash command lines using ``$cid``, the container's id."""
         validate = (f'docker exec "$cid" {" ".join(shlex.quote(a) for a in self.validate)} >/dev/null'
                     if self.validate else ":")
-        apply = (f'docker kill -s {self.signal} "$cid" >/dev/null' if self.signal
-                 else 'docker restart "$cid" >/dev/null')
+        if self.command:
+            apply = f'docker exec "$cid" {" ".join(shlex.quote(a) for a in self.command)} >/dev/null'
+        elif self.signal:
+            apply = f'docker kill -s {self.signal} "$cid" >/dev/null'
+        else:
+            apply = 'docker restart "$cid" >/dev/null'
         return validate, apply
 
 
 # How each server reloads its files, by image repository: the documented reload of each
-# (Prometheus, Alertmanager and the blackbox exporter reload on SIGHUP; squid's -k reconfigure
-# is SIGHUP). Anything else, a datastore taking a new certificate included, is restarted.
+# (Prometheus, Alertmanager and the blackbox exporter are their image's PID 1 and reload on
+# SIGHUP). Ubuntu's squid image runs squid as a child of its entrypoint script, which ignores a
+# SIGHUP sent to PID 1: squid is told with `squid -k reconfigure` in the container (found on the
+# rehearsal: after an egress provider was removed, squid kept allowing it). Anything else, a
+# datastore taking a new certificate included, is restarted.
 RELOADS: dict[str, Reload] = {
     "prom/prometheus": Reload(validate=("promtool", "check", "config", "/etc/prometheus/prometheus.yml"),
                               signal="HUP"),
     "prom/alertmanager": Reload(validate=("amtool", "check-config", "/etc/alertmanager/alertmanager.yml"),
                                 signal="HUP"),
     "prom/blackbox-exporter": Reload(signal="HUP"),
-    "ubuntu/squid": Reload(validate=("squid", "-k", "parse", "-f", "/etc/squid/squid.conf"), signal="HUP"),
+    "ubuntu/squid": Reload(validate=("squid", "-k", "parse", "-f", "/etc/squid/squid.conf"),
+                           command=("squid", "-k", "reconfigure", "-f", "/etc/squid/squid.conf")),
 }
 
 

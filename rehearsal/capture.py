@@ -219,8 +219,50 @@ def _locally_signed(name: str, inputs: dict) -> dict:
     return {"certPem": _sign(csr.subject, csr.public_key(), ca_cert.subject, ca_key, inputs, dns, ips)}
 
 
-def rehearsal_mocks(database_ca_pem: Optional[str] = None):
-    """``SynthMocks`` whose answers a real host can use (see the module docstring)."""
+@dataclass
+class CaptureMemory:
+    """What a later capture of the same stack answers as the earlier one did, as Pulumi's state
+    keeps the outputs of a resource whose inputs did not change: each product's SSH key pair
+    (``keys``: product -> (private, public)), every generated secret (``secrets``: config key ->
+    value) and the outputs of every ``tls:*`` resource (``outputs``: (type, name) -> (digest of
+    its inputs, outputs)). Without it a second capture would hand the boxes new keys, new
+    passwords and new certificates everywhere, and a drill could not tell its change apart."""
+
+    keys: dict[str, tuple[str, str]] = field(default_factory=dict)
+    secrets: dict[str, str] = field(default_factory=dict)
+    outputs: dict[tuple[str, str], tuple[str, dict]] = field(default_factory=dict)
+
+    def remembered(self, typ: str, answer, reissue: Iterable[str] = ()):
+        """``answer`` (a mock's ``(name, inputs) -> outputs``) answering what it answered
+        before for the same name and inputs; a name in ``reissue`` gets new outputs, as
+        ``pulumi up --replace`` (or a certificate's early-renewal window) gives it."""
+        forced = set(reissue)
+
+        def remembered_answer(name: str, inputs: dict) -> dict:
+            import json as _json
+
+            digest = hashlib.sha256(_json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
+            kept = self.outputs.get((typ, name))
+            if kept is not None and kept[0] == digest and name not in forced:
+                return kept[1]
+            outputs = answer(name, inputs)
+            self.outputs[(typ, name)] = (digest, outputs)
+            return outputs
+
+        return remembered_answer
+
+
+TLS_ANSWERS = {"tls:index/privateKey:PrivateKey": _tls_private_key,
+               "tls:index/selfSignedCert:SelfSignedCert": _self_signed,
+               "tls:index/certRequest:CertRequest": _cert_request,
+               "tls:index/locallySignedCert:LocallySignedCert": _locally_signed}
+
+
+def rehearsal_mocks(database_ca_pem: Optional[str] = None, memory: Optional[CaptureMemory] = None,
+                    reissue: Iterable[str] = ()):
+    """``SynthMocks`` whose answers a real host can use (see the module docstring); with
+    ``memory``, the ``tls:*`` answers are those of the earlier capture for unchanged inputs,
+    except for the resources named in ``reissue``."""
     from synth.engine import SynthMocks
 
     invokes = {}
@@ -229,19 +271,24 @@ def rehearsal_mocks(database_ca_pem: Optional[str] = None):
             lambda args: {"certificate": database_ca_pem, "clusterId": args.get("clusterId", "")}
     invokes["tls:index/getPublicKey:getPublicKey"] = lambda args: {
         "publicKeyOpenssh": _public_openssh(_plain(args["privateKeyOpenssh"])) + "\n"}
+    tls = {typ: memory.remembered(typ, answer, reissue) if memory is not None else answer
+           for typ, answer in TLS_ANSWERS.items()}
     return SynthMocks(invoke_answers=invokes, resource_outputs={
-        "tls:index/privateKey:PrivateKey": _tls_private_key,
-        "tls:index/selfSignedCert:SelfSignedCert": _self_signed,
-        "tls:index/certRequest:CertRequest": _cert_request,
-        "tls:index/locallySignedCert:LocallySignedCert": _locally_signed,
-        IMAGE: lambda n, i: {"imageId": i["name"], "repoDigest": i["name"]},
+        **tls, IMAGE: lambda n, i: {"imageId": i["name"], "repoDigest": i["name"]},
     })
 
 
-def rehearsal_config(stack: str, stack_file=None):
+# Secrets whose shape the lab's outside world checks: Alertmanager posts to Slack's incoming
+# webhook URL, which the lab's webhook receiver answers (rehearsal/services.py).
+SHAPED_SECRETS = {"alerts_slack_webhook_url":
+                  lambda: f"https://hooks.slack.com/services/T0LAB/B0LAB/{secrets.token_urlsafe(18)}"}
+
+
+def rehearsal_config(stack: str, stack_file=None, memory: Optional[CaptureMemory] = None):
     """The stack file with every secret the stack needs filled for the rehearsal, marked secret
     as ``pulumi config set --secret`` would, and the SSH key pair per product
-    (``{product: (private, public)}``). Raises ConfigError on invalid config."""
+    (``{product: (private, public)}``); with ``memory``, the keys and secrets it holds, and
+    what is new is added to it. Raises ConfigError on invalid config."""
     from stacks.config import validate_stack_config
     from synth.engine import PROJECT_ROOT
     from synth.run import stack_file_path
@@ -257,10 +304,20 @@ def rehearsal_config(stack: str, stack_file=None):
         key = f"{prefix}{secret.key}"
         if secret.key.endswith("_ssh_private_key"):
             product = secret.key[: -len("_ssh_private_key")]
-            keys[product] = ssh_keypair()
+            if memory is not None and product in memory.keys:
+                keys[product] = memory.keys[product]
+            else:
+                keys[product] = ssh_keypair()
+            if memory is not None:
+                memory.keys[product] = keys[product]
             file.config[key] = keys[product][0]
         elif key not in file.config:
-            file.config[key] = secrets.token_urlsafe(24)
+            if memory is not None and key in memory.secrets:
+                file.config[key] = memory.secrets[key]
+            else:
+                file.config[key] = SHAPED_SECRETS.get(secret.key, lambda: secrets.token_urlsafe(24))()
+            if memory is not None:
+                memory.secrets[key] = file.config[key]
         else:
             continue
         if key not in file.secret_keys:
@@ -429,16 +486,20 @@ def order(steps: Sequence[Step]) -> list[Step]:
 
 
 def capture(stack: str, *, products: Optional[Iterable[str]] = None, stack_file=None,
-            database_ca_pem: Optional[str] = None) -> StackCapture:
+            database_ca_pem: Optional[str] = None, memory: Optional[CaptureMemory] = None,
+            reissue: Iterable[str] = ()) -> StackCapture:
     """Run the stack's program with rehearsal secrets and mocks; extract its hosts and steps.
+    ``memory`` (kept by the caller across captures): a later capture keeps the keys, secrets
+    and certificates of the earlier one (see ``CaptureMemory``); ``reissue``: names of ``tls:*``
+    resources to answer anew (a forced certificate re-issue).
 
     Raises ConfigError (invalid stack config) or CaptureError (unmappable capture)."""
     from synth.engine import PROJECT_ROOT, program_from_main, run_program
 
-    file, keys = rehearsal_config(stack, stack_file)
+    file, keys = rehearsal_config(stack, stack_file, memory)
     run = run_program(program_from_main(PROJECT_ROOT), stack=stack, config=file.config,
                       secret_keys=file.secret_keys, project=file.project,
-                      mocks=rehearsal_mocks(database_ca_pem))
+                      mocks=rehearsal_mocks(database_ca_pem, memory, reissue))
     state = run.to_json(reveal=True)
     captured = extract(state, keys, products)
     import yaml

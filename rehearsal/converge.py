@@ -12,6 +12,9 @@
 - A second run (``run=2``) re-runs every command (each must report 0 changes) and finds every
   Docker resource the first run made by its recorded id (none may be recreated or gone), which
   is what ``pulumi up`` with unchanged inputs leaves alone.
+- A run after a config change (``expect_changes``: a drill's first converge) may report
+  changes; a container whose captured inputs changed is replaced (removed, then created with
+  the new inputs), as ``pulumi up`` replaces it; one whose inputs did not change is kept.
 
 This module runs inside the lab's network namespace (``python -m rehearsal.converge``, started
 with ``Lab.netns_argv``) so that every connection it opens originates there.
@@ -193,8 +196,9 @@ def write_ssh_config(capture: StackCapture, home: Path) -> None:
 
 class Converger:
     def __init__(self, capture: StackCapture, workdir: Path, run: int, workers: int = 4,
-                 progress_path: Optional[Path] = None):
+                 expect_changes: bool = False, progress_path: Optional[Path] = None):
         self.capture = capture
+        self.expect_changes = expect_changes
         self.workdir = workdir
         self.run_no = run
         self.workers = workers
@@ -259,7 +263,7 @@ class Converger:
             result.status = "failed"
             result.error = f"exit code {code}"
             result.tail = (out.splitlines() + err.splitlines())[-TAIL_LINES:]
-        elif self.run_no > 1 and result.changes != 0:
+        elif self.run_no > 1 and result.changes != 0 and not self.expect_changes:
             # Not idempotent, but the host is as the script left it: dependents still run, so
             # the second run judges every script.
             result.status = "changed"
@@ -313,6 +317,7 @@ class Converger:
         client = self.docker(step.host)
         recorded = self._recorded(step)
         name = container_name(step)
+        digest = _digest(step.inputs)
         if recorded:
             import docker
 
@@ -320,13 +325,20 @@ class Converger:
                 container = client.containers.get(recorded["id"])
             except docker.errors.NotFound:
                 raise RuntimeError(f"container {name} ({recorded['id'][:12]}) is gone after the first run") from None
-            result.resource_id = container.id
-            if container.status != "running":
-                raise RuntimeError(f"container {name} is {container.status} on the second run")
-            return
+            if recorded.get("inputs") in (None, digest):
+                result.resource_id = container.id
+                if container.status != "running":
+                    raise RuntimeError(f"container {name} is {container.status} on run {self.run_no}")
+                return
+            if not self.expect_changes:
+                raise RuntimeError(f"container {name}: its inputs changed on run {self.run_no}, "
+                                   "which expects no change")
+            container.remove(force=True)
+            result.changes = 1
+            result.changed = [f"container {name} replaced"]
         container = create_container(client, step.inputs, name=name)
         result.resource_id = container.id
-        self._record(step, id=container.id, name=name)
+        self._record(step, id=container.id, name=name, inputs=digest)
 
     def _write_progress(self, results: dict[str, "StepResult"], running: Iterable[str]) -> None:
         # What a run that is killed (its timeout) leaves for the report: the steps it finished
@@ -380,6 +392,12 @@ class Converger:
         return [results[urn] for urn in order]
 
 
+def _digest(value: Any) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def _quiet_ssh_pipe_teardown(unraisable: Any, default=sys.unraisablehook) -> None:
     # docker's ssh transport flushes the ssh process's stdin when a pooled connection is
     # garbage-collected; if ssh already exited that is a BrokenPipeError with nothing lost.
@@ -404,9 +422,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--workdir", type=Path, required=True, help="state, ssh config, known_hosts")
     parser.add_argument("--run", type=int, default=1)
     parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--expect-changes", action="store_true",
+                        help="a run after a config change: changes are expected, changed containers replaced")
     args = parser.parse_args(argv)
     capture = StackCapture.from_json(json.loads(args.plan.read_text()))
-    results = Converger(capture, args.workdir, args.run, args.workers,
+    results = Converger(capture, args.workdir, args.run, args.workers, args.expect_changes,
                         progress_path=progress_path(args.results)).converge()
     args.results.write_text(json.dumps([asdict(r) for r in results], indent=1))
     return 0 if all(r.status == "ok" for r in results) else 1

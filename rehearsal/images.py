@@ -445,9 +445,25 @@ def _standin(reference: str, kind: Kind, proven: bool, note: str, setup: str) ->
     return StandIn(reference, kind.name, proven, note, recipe, dockerfile)
 
 
-def plan_standins(contracts: Sequence[ImageContract], managed: bool = True) -> list[StandIn]:
+# Kinds whose server dials out over TLS to the lab's outside world (Alertmanager: the SMTP
+# smarthost's STARTTLS and Slack's webhook), with the user their image runs as: their stand-in
+# trusts the lab's test CA, which stands in for the public PKI that the real servers carry.
+TRUSTING_KINDS = {"alertmanager": "65534"}
+
+
+def trust_setup(ca_pem: bytes, user: str) -> str:
+    """Dockerfile lines that append ``ca_pem`` to the image's system trust store (what Go's
+    crypto/x509 reads on Debian), as root, then return to ``user``."""
+    lines = " ".join(f"'{line}'" for line in ca_pem.decode().strip().splitlines())
+    return (f"USER 0\nRUN printf '%s\\n' {lines} >> /etc/ssl/certs/ca-certificates.crt\n"
+            f"USER {user}")
+
+
+def plan_standins(contracts: Sequence[ImageContract], managed: bool = True,
+                  trust_pem: Optional[bytes] = None) -> list[StandIn]:
     """A :class:`StandIn` per contract, then (``managed``) one per :data:`MANAGED` (no side
-    effect). Raises ImageError naming every reference that has no stand-in (an application
+    effect). ``trust_pem``: the lab's CA, trusted by the stand-ins of :data:`TRUSTING_KINDS`.
+    Raises ImageError naming every reference that has no stand-in (an application
     image without an HTTP health check, a digest, or two references that the one registry would
     serve under the same repository path)."""
     planned, errors, seen = [], [], {}
@@ -480,6 +496,8 @@ def plan_standins(contracts: Sequence[ImageContract], managed: bool = True) -> l
             kind = KINDS[rule.kind]
             proven = kind.proven if rule.proven is None else rule.proven
             note, setup = rule.note.format(tag=contract.reference), rule.setup
+            if trust_pem and rule.kind in TRUSTING_KINDS:
+                setup = "\n".join(filter(None, [setup, trust_setup(trust_pem, TRUSTING_KINDS[rule.kind])]))
         planned.append(_standin(contract.reference, kind, proven, note, setup))
     if managed:
         planned.extend(_standin(m.reference, KINDS[m.kind], m.proven, m.note, m.setup)
@@ -941,7 +959,7 @@ def ensure_standins(contracts: Sequence[ImageContract], lab: Any, registry: Regi
     """Plan the stand-ins, start ``registry`` in ``lab`` and make it hold every one: build (or
     load from cache) and push only what it lacks. Returns the stand-ins and timings (seconds:
     ``registry``, ``check``, plus :func:`build_standins`'s, and ``push``)."""
-    standins = plan_standins(contracts)
+    standins = plan_standins(contracts, trust_pem=registry.ca.cert_pem)
     timings: dict[str, float] = {}
     started = time.monotonic()
     registry.hosts = tuple(dict.fromkeys([*registry.hosts,

@@ -20,14 +20,47 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 from rehearsal import overlay as overlay_mod
-from rehearsal.capture import StackCapture, capture
+from rehearsal.capture import CaptureMemory, StackCapture, capture
 from rehearsal.report import HostReport, Report
 
 CONVERGE_TIMEOUT_S = 40 * 60
+
+
+@dataclass
+class DrillContext:
+    """What a drill's ``observe`` sees: the running ``lab`` (``lab.exec`` into a box), the
+    ``services`` (``rehearsal.services.LabServices``: the mail, the webhook posts), the lab
+    captures ``before`` and ``after`` its change (lab addresses, revealed inputs) and its
+    ``runs``: the step results of its converges (apply, then settle)."""
+
+    lab: Any
+    services: Any
+    before: StackCapture
+    after: StackCapture
+    runs: list[list[dict]] = field(default_factory=list)
+
+
+@dataclass
+class Drill:
+    """A change converged onto the running boxes, then observed on the running services.
+
+    ``stack_file``: the changed stack file (None: the config as it was; with no ``reissue``
+    either, nothing is converged and ``observe`` runs on the lab as it stands); ``reissue``:
+    ``tls:*`` resource names whose certificates are issued anew (``pulumi up --replace``);
+    ``observe(context) -> dict``: what the running services show, kept in the report (it may
+    raise: the error is the drill's). Order: capture with the same keys and secrets
+    (``CaptureMemory``) -> the same overlay -> converge (changes expected) -> converge again
+    (0 changes) -> ``observe``."""
+
+    name: str
+    observe: Callable[[DrillContext], dict]
+    stack_file: Optional[Path] = None
+    reissue: Sequence[str] = ()
 
 
 def box_specs(lab_capture: StackCapture, plan: overlay_mod.Overlay, dns: tuple[str, ...] = ()):
@@ -107,9 +140,10 @@ class ConvergeTimeout(RuntimeError):
 
 
 def run_converge(lab, plan_path: Path, workdir: Path, run: int, workers: int,
-                 timeout: Optional[float] = None) -> list[dict]:
+                 expect_changes: bool = False, timeout: Optional[float] = None) -> list[dict]:
     """One converge run inside the lab's namespace (a child process: its SSH and Docker
-    connections originate there). Returns the step results. Raises ConvergeTimeout after
+    connections originate there). ``expect_changes``: a run after a config change (see
+    ``rehearsal.converge``). Returns the step results. Raises ConvergeTimeout after
     ``timeout`` seconds (default :data:`CONVERGE_TIMEOUT_S`), RuntimeError when the run wrote
     no results."""
     from rehearsal.converge import progress_path
@@ -117,7 +151,8 @@ def run_converge(lab, plan_path: Path, workdir: Path, run: int, workers: int,
     timeout = CONVERGE_TIMEOUT_S if timeout is None else timeout
     results = workdir / f"results-{run}.json"
     argv = lab.netns_argv([sys.executable, "-m", "rehearsal.converge", str(plan_path), str(results),
-                           "--workdir", str(workdir), "--run", str(run), "--workers", str(workers)])
+                           "--workdir", str(workdir), "--run", str(run), "--workers", str(workers),
+                           *(["--expect-changes"] if expect_changes else [])])
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     # Its own process group: a killed run takes its ssh and docker children with it.
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=None, start_new_session=True)
@@ -153,12 +188,75 @@ def _unfinished(plan_path: Path, progress: Path, run: int, timeout: float) -> li
     return done + unfinished
 
 
-def admin_cidrs(stack: str) -> list[str]:
+def only_hosts(cap: StackCapture, hosts: Optional[Iterable[str]]) -> StackCapture:
+    """``cap`` with only the ``hosts`` named (all when None), their steps and nothing else; a
+    dependency on a step of another host is left out (the converge waits only for steps it has).
+    Raises ValueError naming a host the capture does not have."""
+    if hosts is None:
+        return cap
+    wanted = set(hosts)
+    unknown = wanted - set(cap.hosts)
+    if unknown:
+        raise ValueError(f"hosts {sorted(unknown)} are not in the capture (it has {sorted(cap.hosts)})")
+    return StackCapture(stack=cap.stack, hosts={n: h for n, h in cap.hosts.items() if n in wanted},
+                        steps=[s for s in cap.steps if s.host in wanted], products=cap.products,
+                        database_hosts=cap.database_hosts, state=cap.state, stack_config=cap.stack_config)
+
+
+def write_plan(lab_cap: StackCapture, path: Path) -> None:
+    """The converge plan (revealed secrets: 0600)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump(lab_cap.to_json(), out)
+
+
+def run_drill(report: Report, drill: Drill, lab, services, workdir: Path, run_no: int, workers: int,
+              *, before: StackCapture, recapture: Callable[[Drill], StackCapture]) -> int:
+    """One ``Drill``: its change converged (changes expected), converged again (0 changes),
+    then observed; the result goes to ``report.drills[drill.name]`` (``runs``: per run the
+    changes per host and the steps that changed; ``seconds``; ``observation`` or ``error``).
+    Returns the last run number used."""
+    entry: dict[str, Any] = {"runs": {}, "seconds": {}}
+    report.drills[drill.name] = entry
+    context = DrillContext(lab=lab, services=services, before=before, after=before)
+    started = time.monotonic()
+    try:
+        if drill.stack_file is not None or drill.reissue:
+            t0 = time.monotonic()
+            context.after = recapture(drill)
+            entry["seconds"]["capture"] = round(time.monotonic() - t0, 2)
+            plan_path = workdir / f"plan-{drill.name}.json"
+            write_plan(context.after, plan_path)
+            for expect_changes in (True, False):
+                run_no += 1
+                t0 = time.monotonic()
+                results = run_converge(lab, plan_path, workdir, run_no, workers, expect_changes)
+                entry["seconds"][f"converge_{run_no}"] = round(time.monotonic() - t0, 2)
+                report.add_results(run_no, results)
+                context.runs.append(results)
+                entry["runs"][run_no] = {
+                    "expect_changes": expect_changes,
+                    "changes": {h: sum(r["changes"] or 0 for r in results if r["host"] == h)
+                                for h in context.after.hosts},
+                    "changed_steps": sorted(r["name"] for r in results if r["changes"]),
+                    "failed": sorted(f'{r["name"]}: {r["error"]}' for r in results
+                                     if r["status"] in ("failed", "blocked", "changed")),
+                }
+        t0 = time.monotonic()
+        entry["observation"] = drill.observe(context)
+        entry["seconds"]["observe"] = round(time.monotonic() - t0, 2)
+    except Exception as exc:  # noqa: BLE001 - a drill's failure is its report entry
+        entry["error"] = f"{type(exc).__name__}: {exc}"
+    entry["seconds"]["total"] = round(time.monotonic() - started, 2)
+    return run_no
+
+
+def admin_cidrs(stack: str, stack_file=None) -> list[str]:
     import yaml
 
     from synth.run import stack_file_path
 
-    doc = yaml.safe_load(stack_file_path(stack).read_text()) or {}
+    doc = yaml.safe_load(Path(stack_file or stack_file_path(stack)).read_text()) or {}
     env = (doc.get("config") or {}).get("platform:environment") or {}
     return list(env.get("admin_cidrs") or [])
 
@@ -250,22 +348,32 @@ class Rehearsal:
     ``with_images``: serve stand-in images from the lab registry (False for a stack without
     containers); ``capture_override``: a hand-made capture instead of the stack's; ``lock_path``:
     the lab lock, default the machine-wide one (``rehearsal.netns.DEFAULT_LOCK``), which a test
-    running its own small lab next to another rehearsal replaces with a private one."""
+    running its own small lab next to another rehearsal replaces with a private one.
+    ``hosts``: only these hosts (names) of the capture get a box (a host that depends on none of
+    the others, such as Pencom's edge); ``checks``: False skips the testinfra checks and the
+    live probes; ``drills``: :class:`Drill` s run in order after the checks, each in
+    ``report.drills`` (more can run on the held lab with :meth:`drill`)."""
 
     def __init__(self, stack: str, *, products: Optional[Iterable[str]] = None, keep: bool = False,
                  workers: int = 4, with_images: bool = True, stack_file=None,
-                 capture_override: Optional[StackCapture] = None, lock_path: Optional[Path] = None):
+                 capture_override: Optional[StackCapture] = None, lock_path: Optional[Path] = None,
+                 hosts: Optional[Iterable[str]] = None, checks: bool = True, drills: Sequence[Drill] = ()):
         self.stack, self.products, self.keep, self.workers = stack, products, keep, workers
         self.with_images, self.stack_file = with_images, stack_file
         self.capture_override, self.lock_path = capture_override, lock_path
+        self.hosts, self.checks, self.drills = hosts, checks, tuple(drills)
         self.report = Report(stack=stack)
         self.registry = None
         self.lab = None
         self.lab_services = None
         self.capture: Optional[StackCapture] = None
         self.lab_capture: Optional[StackCapture] = None
+        self.overlay: Optional[overlay_mod.Overlay] = None
         self.workdir: Optional[Path] = None
         self.plan_path: Optional[Path] = None
+        self.memory = CaptureMemory()
+        self.database_ca_pem: Optional[str] = None
+        self.last_run = 0
         self._started = 0.0
 
     def __enter__(self) -> "Rehearsal":
@@ -280,18 +388,26 @@ class Rehearsal:
     def __exit__(self, *exc_info) -> None:
         self.close()
 
-    def converge(self, run: int, lab_capture: Optional[StackCapture] = None) -> list[dict]:
-        """Converge run ``run`` (3, 4, ... after the rehearsal's own two) on the held lab, with
-        ``lab_capture`` when given (an edited stack after :func:`overlay_mod.apply` with the
-        same overlay plan: a change drill), else the held one. Returns the step results.
-        Raises RuntimeError or subprocess.TimeoutExpired as :func:`run_converge` does."""
-        path = self.plan_path
-        if lab_capture is not None:
-            path = self.workdir / f"plan-{run}.json"
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as out:
-                json.dump(lab_capture.to_json(), out)
-        return run_converge(self.lab, path, self.workdir, run, self.workers)
+    def drill(self, drill: Drill) -> dict:
+        """Run ``drill`` on the held lab after whatever ran before it (the converge runs are
+        numbered on from the last); returns its ``report.drills`` entry. A held lab whose
+        rehearsal failed (``report.error``) runs nothing and returns an entry with that error."""
+        if self.report.error is not None or self.lab is None:
+            entry = {"error": f"the rehearsal did not converge: {self.report.error}"}
+            self.report.drills[drill.name] = entry
+            return entry
+        self.last_run = run_drill(self.report, drill, self.lab, self.lab_services, self.workdir,
+                                  self.last_run, self.workers, before=self.lab_capture,
+                                  recapture=self._recapture)
+        return self.report.drills[drill.name]
+
+    def _recapture(self, drill: Drill) -> StackCapture:
+        # The same keys, secrets and certificates (CaptureMemory) and the same overlay: only the
+        # drill's change differs from what the lab runs.
+        return overlay_mod.apply(only_hosts(capture(
+            self.stack, products=self.products, stack_file=drill.stack_file or self.stack_file,
+            database_ca_pem=self.database_ca_pem, memory=self.memory, reissue=drill.reissue),
+            self.hosts), self.overlay)
 
     def _run(self) -> None:
         from rehearsal.checks import check_host
@@ -304,12 +420,14 @@ class Rehearsal:
             self.registry = Registry()
         registry = self.registry
         t0 = time.monotonic()
+        self.database_ca_pem = registry.ca.cert_pem.decode() if registry else None
         cap = self.capture_override or capture(
             self.stack, products=self.products, stack_file=self.stack_file,
-            database_ca_pem=registry.ca.cert_pem.decode() if registry else None)
-        self.capture = cap
+            database_ca_pem=self.database_ca_pem, memory=self.memory)
         report.timings["capture"] = round(time.monotonic() - t0, 2)
-        plan = overlay_mod.plan(cap, admin_cidrs(self.stack) if self.capture_override is None else ())
+        cap = only_hosts(cap, self.hosts)
+        self.capture = cap
+        plan = overlay_mod.plan(cap, admin_cidrs(self.stack, self.stack_file) if self.capture_override is None else ())
         self.overlay = plan
         lab_cap = overlay_mod.apply(cap, plan)
         self.lab_capture = lab_cap
@@ -321,9 +439,7 @@ class Rehearsal:
         os.chmod(workdir, 0o700)
         plan_path = workdir / "plan.json"
         self.plan_path = plan_path
-        fd = os.open(plan_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            json.dump(lab_cap.to_json(), out)
+        write_plan(lab_cap, plan_path)
         from rehearsal import aptrepo
 
         # The local apt repository serves what the captured scripts install (and the lab's list).
@@ -410,23 +526,27 @@ class Rehearsal:
             except RuntimeError as exc:
                 report.error = f"converge run {run}: {exc}"
                 return
+            self.last_run = run
             report.timings[f"converge_{run}"] = round(time.monotonic() - t0, 2)
             # A host that failed in run 1 runs again too (its dependents stay blocked): the
             # report then shows every kind of failure a host has, not only the first.
             report.add_results(run, results)
-        t0 = time.monotonic()
-        state = json.loads((workdir / "state.json").read_text()) if (workdir / "state.json").exists() else {}
-        proven = {ref: info["proven"] for ref, info in report.standins.items()}
-        for host in lab_cap.hosts.values():
-            report.hosts[host.name].checks = check_host(lab, lab_cap, host.name, state, proven)
-        report.timings["checks"] = round(time.monotonic() - t0, 2)
-        if cap.state is not None:
+        if self.checks:
             t0 = time.monotonic()
-            report.reachability, live = live_probes(lab, cap, lab_cap, plan, domains=dict(service_plan.domains),
-                                                    acme_roots=self.lab_services.acme_roots_pem)
-            for name, checks in live.items():
-                report.hosts[name].checks += checks
-            report.timings["live_probes"] = round(time.monotonic() - t0, 2)
+            state = json.loads((workdir / "state.json").read_text()) if (workdir / "state.json").exists() else {}
+            proven = {ref: info["proven"] for ref, info in report.standins.items()}
+            for host in lab_cap.hosts.values():
+                report.hosts[host.name].checks = check_host(lab, lab_cap, host.name, state, proven)
+            report.timings["checks"] = round(time.monotonic() - t0, 2)
+            if cap.state is not None and self.hosts is None:
+                t0 = time.monotonic()
+                report.reachability, live = live_probes(lab, cap, lab_cap, plan, domains=dict(service_plan.domains),
+                                                        acme_roots=self.lab_services.acme_roots_pem)
+                for name, checks in live.items():
+                    report.hosts[name].checks += checks
+                report.timings["live_probes"] = round(time.monotonic() - t0, 2)
+        for drill in self.drills:
+            self.drill(drill)
 
     def close(self) -> None:
         """Tear down what the rehearsal made (unless ``keep``); teardown errors go to

@@ -66,6 +66,9 @@ class Report:
     """The lab's network namespace (gone after teardown unless kept)."""
     reachability: list[dict[str, Any]] = field(default_factory=list)
     """The reachability matrix, observed next to expected (``rehearsal.checks.reachability.rows``)."""
+    drills: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per drill (``rehearsal.rehearse.Drill``): ``runs`` (run number -> changes per host, the
+    steps that changed, the failures), ``seconds``, ``observation`` or ``error``."""
 
     def add_results(self, run: int, results: list[dict[str, Any]]) -> None:
         for host in self.hosts.values():
@@ -92,7 +95,8 @@ class Report:
     def ok(self) -> bool:
         return self.error is None and self.teardown_error is None and bool(self.hosts) and \
             all(h.ok for h in self.hosts.values()) and all(2 in h.runs for h in self.hosts.values()) and \
-            all(cell["status"] != FAIL for cell in self.reachability)
+            all(cell["status"] != FAIL for cell in self.reachability) and \
+            not any("error" in d for d in self.drills.values())
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -104,6 +108,7 @@ class Report:
                           "checks": [c.__dict__ for c in h.checks], "counts": h.counts()}
                       for n, h in sorted(self.hosts.items())},
             "reachability": {"counts": _counts(self.reachability), "cells": self.reachability},
+            "drills": self.drills,
         }
 
     def text(self) -> str:

@@ -237,6 +237,15 @@ def _tool(name: str, package: str) -> str:
     return found
 
 
+LISTENER = """
+import socket, sys
+server = socket.create_server((sys.argv[1], int(sys.argv[2])), backlog=64)
+while True:
+    conn, _ = server.accept()
+    conn.close()
+"""
+
+
 class LabServices:
     """The services of ``plan``, running in the network namespace ``netns`` (its name, e.g.
     ``lab.netns``). A context manager: ``__enter__`` starts all of them and waits until each
@@ -321,6 +330,23 @@ class LabServices:
                                 f"{', '.join(n for n, p in self._procs.items() if p.poll() is None)})")
         stop_pid(proc.pid, timeout=10)
         proc.wait(timeout=5)
+
+    def listen(self, name: str, port: int) -> str:
+        """Accept TCP connections on ``port`` at the lab address of ``name``, an outside host
+        the zone names but no stand-in serves (a destination on an egress proxy's list), so a
+        client that gets there sees its connection accepted (then closed); stopped, and its
+        address removed, with the services. Returns the address. Raises ServicesError for a
+        name the zone does not have."""
+        address = self.plan.zone.get(name)
+        if address is None:
+            raise ServicesError(f"{name} is not in the lab's zone")
+        key = f"listen-{address}-{port}"
+        if key in self._procs and self._procs[key].poll() is None:
+            return address
+        self._add_address(address)
+        log = self._spawn(key, [sys.executable, "-c", LISTENER, address, str(port)])
+        self._wait(key, log, ["tcp", address, str(port)])
+        return address
 
     def __enter__(self) -> "LabServices":
         self.start()
@@ -547,7 +573,13 @@ def _serve_smtp(args: argparse.Namespace) -> None:
 
     from aiosmtpd.controller import Controller
     from aiosmtpd.handlers import Mailbox
-    from aiosmtpd.smtp import AuthResult, LoginPassword
+    from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+
+    # AUTH LOGIN's challenges as SendGrid, Postfix and Exchange send them; aiosmtpd's own
+    # ("User Name\0") made Alertmanager give up: "*email.loginAuth auth: unexpected server
+    # challenge" (its loginAuth answers "Username:" and "Password:" only; seen on the rehearsal).
+    SMTP.AuthLoginUsernameChallenge = "Username:"
+    SMTP.AuthLoginPasswordChallenge = "Password:"
 
     class Sink(Mailbox):
         def prepare_message(self, session, envelope):
@@ -629,7 +661,7 @@ def _probe(argv: Sequence[str]) -> int:
     """Readiness probes, run in the namespace: ``dns SERVER NAME ADDRESS``, ``https ADDRESS
     PORT SNI CAFILE PATH`` (any HTTP answer below 500 over verified TLS), ``smtp ADDRESS PORT
     NAME CAFILE`` (EHLO offers STARTTLS, or TLS verified on 465), ``roots PORT CAFILE`` (prints
-    pebble's root and intermediate)."""
+    pebble's root and intermediate), ``tcp ADDRESS PORT`` (a connection is accepted)."""
     import http.client
     import smtplib
     import socket
@@ -654,6 +686,10 @@ def _probe(argv: Sequence[str]) -> int:
         resolver.nameservers, resolver.lifetime = [server], 3
         got = [a.to_text() for a in resolver.resolve(name, "A")]
         return 0 if got == [expected] else 1
+    if kind == "tcp":
+        address, port = rest
+        socket.create_connection((address, int(port)), timeout=5).close()
+        return 0
     if kind == "https":
         address, port, sni, cafile, path = rest
         return 0 if https(address, int(port), sni, cafile, path)[0] < 500 else 1

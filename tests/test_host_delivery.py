@@ -1,20 +1,24 @@
 """The host-delivery primitive: a service's files in their own directory, mounted as a
 directory, and a change validated, applied to the running service and committed, or rolled back.
 
-The rendered script runs for real with bash against a real Prometheus on loopback: ``promtool``
-judges the new files and SIGHUP reloads them, read back from Prometheus' HTTP API. ``docker`` is
-a stand-in (no daemon here): ``ps`` names the one container, ``exec`` runs the command on the
-host with the container's mounted directory mapped to its host directory (what the bind mount
-does), and ``kill -s HUP`` signals the Prometheus process.
+The rendered script runs for real with bash and Debian's docker client against a real dockerd
+(in a network namespace of its own): Prometheus runs in a container that mounts the service's
+host directory as ``service_mounts`` says; ``promtool`` in that container judges the new files
+through ``docker exec``, ``docker kill -s HUP`` reloads them, read back from Prometheus' HTTP API
+inside the container. A server without a reload signal is restarted by ``docker restart`` and
+starts on the new file.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
+import secrets
 import subprocess
-import textwrap
+import tarfile
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -27,21 +31,69 @@ from components.service_files import HostFile, Reload, reload_for, render_servic
 from tests.conftest import require_root, require_tool
 from tests.realtools import free_port, wait_for_port
 
-FAKE_DOCKER = textwrap.dedent("""\
-    #!/bin/bash
-    # Stand-in for docker: one container, whose /etc/prometheus is $ROOT's mounted directory.
-    case "$1" in
-      ps) if [ -e "$FAKE/pid" ]; then echo 0123456789ab; fi ;;
-      exec)
-        shift 2
-        args=()
-        for a in "$@"; do args+=("${a//\\/etc\\/prometheus/$MOUNTED}"); done
-        exec "${args[@]}" ;;
-      kill) echo "kill $*" >>"$FAKE/calls"; kill -s "$3" "$(cat "$FAKE/pid")" ;;
-      restart) echo "restart $*" >>"$FAKE/calls" ;;
-      *) exit 1 ;;
-    esac
-    """)
+IMAGE = "platform-test/borrowed-usr:1"
+
+
+def _borrowed_usr_image() -> bytes:
+    """A root filesystem of mount points and merged-/usr symlinks; ``/usr`` is the build
+    machine's (mounted read-only at run time), so the container runs Debian's prometheus,
+    promtool and curl."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for directory in ("usr", "etc", "tmp", "proc", "sys", "dev", "run", "data"):
+            info = tarfile.TarInfo(directory)
+            info.type, info.mode = tarfile.DIRTYPE, 0o1777 if directory in ("tmp", "data") else 0o755
+            tar.addfile(info)
+        for link in ("bin", "lib", "lib64", "sbin"):
+            info = tarfile.TarInfo(link)
+            info.type, info.linkname = tarfile.SYMTYPE, f"usr/{link}"
+            tar.addfile(info)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def dockerd(tmp_path):
+    """Debian's dockerd in a network namespace of its own, with the borrowed-/usr image; yields
+    the ``DockerDaemon`` and tears it down (also on failure)."""
+    for tool, why in [("dockerd", "Debian package docker.io"), ("ip", "Debian package iproute2"),
+                      ("nsenter", "util-linux")]:
+        require_tool(tool, why)
+    require_root("a Docker daemon in a network namespace")
+    from rehearsal.netns import DockerDaemon, Namespace, unmount_under
+
+    tag = secrets.token_hex(3)
+    namespace = Namespace(f"hd-{tag}")
+    run_dir = Path(tempfile.mkdtemp(prefix=f"hd-{tag}-", dir="/run"))
+    data_dir = Path(tempfile.mkdtemp(prefix=f"host-delivery-{tag}-", dir="/var/tmp"))
+    daemon = DockerDaemon(namespace, data_dir / "docker", run_dir / "d", "10.214.77.1/24")
+    try:
+        namespace.create()
+        daemon.start()
+        imported = subprocess.run(daemon.cli("import", "-", IMAGE), input=_borrowed_usr_image(),
+                                  capture_output=True, timeout=120)
+        assert imported.returncode == 0, imported.stderr
+        yield daemon
+    finally:
+        daemon.remove_all_containers()
+        daemon.stop()
+        namespace.delete()
+        unmount_under(data_dir)
+        subprocess.run(["rm", "-rf", str(data_dir), str(run_dir)], check=False)
+
+
+def _docker(daemon, *args: str, check: bool = True) -> str:
+    proc = subprocess.run(daemon.cli(*args), capture_output=True, text=True, timeout=120)
+    if check:
+        assert proc.returncode == 0, f"docker {' '.join(args)}: {proc.stderr}"
+    return proc.stdout
+
+
+def _run_container(daemon, service: str, mounts, argv: list[str]) -> str:
+    """A container labelled as the program labels its containers, with ``mounts`` (what
+    ``service_mounts`` gives) and the build machine's /usr read-only."""
+    volumes = [a for m in mounts for a in ("-v", f"{m.host_path}:{m.container_path}:{'ro' if m.read_only else 'rw'}")]
+    return _docker(daemon, "run", "-d", "--network", "none", "--label", "platform.stack=lab",
+                   "--label", f"platform.service={service}", "-v", "/usr:/usr:ro", *volumes, IMAGE, *argv).strip()
 
 
 def _config_files(targets: list[str], rules: str | None = None) -> list[HostFile]:
@@ -50,12 +102,13 @@ def _config_files(targets: list[str], rules: str | None = None) -> list[HostFile
             HostFile("/etc/prometheus/rules/platform.yml", rules if rules is not None else prom.render_rules())]
 
 
-def _config(port: int) -> str:
-    """The configuration Prometheus runs, or "" while it is not ready."""
+def _config(daemon, cid: str) -> str:
+    """The configuration the Prometheus in ``cid`` runs, or "" while it is not ready."""
+    out = _docker(daemon, "exec", cid, "curl", "-s", "-m", "5", "http://127.0.0.1:9090/api/v1/status/config",
+                  check=False)
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/status/config", timeout=5) as response:
-            return json.load(response)["data"]["yaml"]
-    except OSError:
+        return json.loads(out)["data"]["yaml"]
+    except (ValueError, KeyError):
         return ""
 
 
@@ -63,66 +116,92 @@ def _changes(text: str) -> int:
     return int(re.search(r"platform-setup: (\d+) changes", text).group(1))
 
 
+def _reloads(daemon, cid: str) -> int:
+    """How often Prometheus (which logs to stderr) loaded its configuration."""
+    logs = subprocess.run(daemon.cli("logs", cid), capture_output=True, text=True, timeout=60)
+    return (logs.stdout + logs.stderr).count("Completed loading of configuration file")
+
+
 @pytest.mark.realtool
-def test_a_config_change_reaches_the_running_prometheus_and_a_rejected_one_is_rolled_back(tmp_path):
-    prometheus_bin = require_tool("prometheus", "Debian package prometheus")
+def test_a_config_change_reaches_the_running_prometheus_and_a_rejected_one_is_rolled_back(tmp_path, dockerd):
+    require_tool("prometheus", "Debian package prometheus")
     require_tool("promtool", "Debian package prometheus")
-    require_root("put_file sets owners; needs root")
+    require_tool("curl", "Debian package curl")
     data_dir = tmp_path / "srv"
-    fake = tmp_path / "fake"
-    fake.mkdir()
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "docker").write_text(FAKE_DOCKER)
-    (bin_dir / "docker").chmod(0o755)
     reload = reload_for("prom/prometheus:v2.55.1")
     assert reload.signal == "HUP" and reload.validate[0] == "promtool"
     mounted = data_dir / "files" / "prometheus" / "etc" / "prometheus"
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE": str(fake),
-           "MOUNTED": str(mounted)}
+    env = {**os.environ, "DOCKER_HOST": dockerd.host}
+    mounts = []
 
     def run(files: list[HostFile]) -> subprocess.CompletedProcess:
-        scripts, mounts = _render_sync(data_dir, files, reload)
-        assert [(m.host_path, m.container_path, m.read_only) for m in mounts] == [(str(mounted), "/etc/prometheus", True)]
+        scripts, found = _render_sync(data_dir, files, reload)
+        mounts[:] = found
+        assert [(m.host_path, m.container_path, m.read_only) for m in found] == [(str(mounted), "/etc/prometheus", True)]
         path = tmp_path / "files-prometheus.sh"
         path.write_text(scripts["files-prometheus"])
-        return subprocess.run(["bash", str(path)], capture_output=True, text=True, env=env, timeout=60)
+        return subprocess.run(["bash", str(path)], capture_output=True, text=True, env=env, timeout=120)
 
+    # No container yet: the files are written and nothing is told.
     first = run(_config_files(["127.0.0.1:1111"]))
     assert first.returncode == 0 and _changes(first.stdout) == 2, first.stdout + first.stderr
-    port = free_port()
-    process = subprocess.Popen([prometheus_bin, f"--config.file={mounted / 'prometheus.yml'}",
-                                f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}"],
-                               cwd=mounted, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for_port(port, process, timeout=30)
-        (fake / "pid").write_text(str(process.pid))
-        assert _until(lambda: "127.0.0.1:1111" in _config(port), timeout=30)
+    cid = _run_container(dockerd, "prometheus", mounts, [
+        "/usr/bin/prometheus", "--config.file=/etc/prometheus/prometheus.yml",
+        "--storage.tsdb.path=/data", "--web.listen-address=127.0.0.1:9090"])
+    assert _until(lambda: "127.0.0.1:1111" in _config(dockerd, cid), timeout=60), _docker(dockerd, "logs", cid)
+    started = _docker(dockerd, "inspect", "-f", "{{.State.StartedAt}}", cid)
 
-        # A new target: written, validated by promtool, and Prometheus reloads it.
-        second = run(_config_files(["127.0.0.1:2222"]))
-        assert second.returncode == 0 and _changes(second.stdout) == 1, second.stdout + second.stderr
-        assert _until(lambda: "127.0.0.1:2222" in _config(port)), _config(port)
-        assert (fake / "calls").read_text().count("kill -s HUP") == 1
+    # A new target: written, validated by promtool in the container, and Prometheus reloads it.
+    second = run(_config_files(["127.0.0.1:2222"]))
+    assert second.returncode == 0 and _changes(second.stdout) == 1, second.stdout + second.stderr
+    assert _until(lambda: "127.0.0.1:2222" in _config(dockerd, cid)), _config(dockerd, cid)
+    reloads = _reloads(dockerd, cid)
+    assert reloads == 2, reloads  # the start and one SIGHUP
 
-        # Rules promtool rejects: nothing is signalled, the previous files are back, the run fails.
-        broken = run(_config_files(["127.0.0.1:3333"], rules="groups:\n- name: x\n  rules:\n  - alert: A\n    expr: up ==\n"))
-        assert broken.returncode == 1
-        assert "rejected:" in broken.stderr and "the previous version is back in place" in broken.stderr
-        assert "127.0.0.1:2222" in (mounted / "prometheus.yml").read_text()
-        assert (mounted / "rules" / "platform.yml").read_text() == prom.render_rules()
-        assert (fake / "calls").read_text().count("kill -s HUP") == 1
-        assert "127.0.0.1:2222" in _config(port)
+    # Rules promtool rejects: nothing is signalled, the previous files are back, the run fails.
+    broken = run(_config_files(["127.0.0.1:3333"], rules="groups:\n- name: x\n  rules:\n  - alert: A\n    expr: up ==\n"))
+    assert broken.returncode == 1
+    assert "rejected:" in broken.stderr and "the previous version is back in place" in broken.stderr
+    assert "127.0.0.1:2222" in (mounted / "prometheus.yml").read_text()
+    assert (mounted / "rules" / "platform.yml").read_text() == prom.render_rules()
+    assert _reloads(dockerd, cid) == reloads
+    assert "127.0.0.1:2222" in _config(dockerd, cid)
 
-        # The cause removed: the next run applies the change, and a run after it has nothing to do.
-        fixed = run(_config_files(["127.0.0.1:3333"]))
-        assert fixed.returncode == 0 and _changes(fixed.stdout) == 1, fixed.stdout + fixed.stderr
-        assert _until(lambda: "127.0.0.1:3333" in _config(port))
-        again = run(_config_files(["127.0.0.1:3333"]))
-        assert again.returncode == 0 and _changes(again.stdout) == 0
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    # The cause removed: the next run applies the change, and a run after it has nothing to do.
+    fixed = run(_config_files(["127.0.0.1:3333"]))
+    assert fixed.returncode == 0 and _changes(fixed.stdout) == 1, fixed.stdout + fixed.stderr
+    assert _until(lambda: "127.0.0.1:3333" in _config(dockerd, cid))
+    again = run(_config_files(["127.0.0.1:3333"]))
+    assert again.returncode == 0 and _changes(again.stdout) == 0
+    # Reloaded, never restarted: the same process since the start.
+    assert _docker(dockerd, "inspect", "-f", "{{.State.StartedAt}}", cid) == started
+
+
+@pytest.mark.realtool
+def test_a_server_without_a_reload_signal_is_restarted_onto_the_new_file(tmp_path, dockerd):
+    data_dir = tmp_path / "srv"
+    env = {**os.environ, "DOCKER_HOST": dockerd.host}
+
+    def run(value: str) -> subprocess.CompletedProcess:
+        files = [HostFile("/etc/demo/value.conf", value)]
+        script = render_service_script("lab", str(data_dir), "demo", files, [value], Reload(),
+                                       textfile_dir=str(tmp_path / "textfile"))
+        (tmp_path / "files-demo.sh").write_text(script)
+        return subprocess.run(["bash", str(tmp_path / "files-demo.sh")], capture_output=True, text=True,
+                              env=env, timeout=120)
+
+    assert run("first\n").returncode == 0
+    mounts = service_mounts(str(data_dir), "demo", [HostFile("/etc/demo/value.conf", "")])
+    # The server reads its file once, at start (as a datastore reads its certificate).
+    cid = _run_container(dockerd, "demo", mounts, ["/usr/bin/sh", "-c", "cat /etc/demo/value.conf; exec sleep 600"])
+    assert _until(lambda: "first" in _docker(dockerd, "logs", cid))
+    started = _docker(dockerd, "inspect", "-f", "{{.State.StartedAt}}", cid)
+    changed = run("second\n")
+    assert changed.returncode == 0 and _changes(changed.stdout) == 1, changed.stdout + changed.stderr
+    assert _until(lambda: "second" in _docker(dockerd, "logs", cid))
+    assert _docker(dockerd, "inspect", "-f", "{{.State.StartedAt}}", cid) != started
+    assert _docker(dockerd, "inspect", "-f", "{{.State.Running}}", cid).strip() == "true"
+    assert _changes(run("second\n").stdout) == 0
 
 
 def _until(predicate, timeout: float = 15.0) -> bool:
@@ -186,14 +265,15 @@ def test_a_config_diff_stays_readable_and_secret_files_travel_apart(staging):
 
 
 @pytest.mark.fast
-@pytest.mark.parametrize("image, signal", [("prom/prometheus:v2.55.1", "HUP"), ("prom/alertmanager:v0.27.0", "HUP"),
-                                           ("ubuntu/squid:6.6-24.04_edge", "HUP"), ("postgres:17.2-alpine", None),
-                                           ("prom/blackbox-exporter@sha256:" + "0" * 64, "HUP")])
-def test_each_server_is_told_the_way_it_reloads(image, signal):
-    reload = reload_for(image)
-    assert reload.signal == signal
-    validate, apply = reload.commands()
-    assert apply == (f'docker kill -s {signal} "$cid" >/dev/null' if signal else 'docker restart "$cid" >/dev/null')
+@pytest.mark.parametrize("image, apply", [
+    ("prom/prometheus:v2.55.1", 'docker kill -s HUP "$cid" >/dev/null'),
+    ("prom/alertmanager:v0.27.0", 'docker kill -s HUP "$cid" >/dev/null'),
+    # squid is not PID 1 in Ubuntu's image (its entrypoint script is, and ignores SIGHUP).
+    ("ubuntu/squid:6.6-24.04_edge", 'docker exec "$cid" squid -k reconfigure -f /etc/squid/squid.conf >/dev/null'),
+    ("postgres:17.2-alpine", 'docker restart "$cid" >/dev/null'),
+    ("prom/blackbox-exporter@sha256:" + "0" * 64, 'docker kill -s HUP "$cid" >/dev/null')])
+def test_each_server_is_told_the_way_it_reloads(image, apply):
+    assert reload_for(image).commands()[1] == apply
 
 
 @pytest.mark.realtool

@@ -1,0 +1,338 @@
+"""On-box drills (issue #15): a change to the stack's config, converged onto running boxes,
+reaches the RUNNING services, and an alert that fires on a box reaches the lab's mail sink and
+webhook receiver.
+
+One lab, two boxes (the smallest that hold every piece): V-EdFinance's VPS (its own Prometheus,
+Alertmanager, PostgreSQL with an internal-CA certificate) and Pencom's edge node (the egress
+proxy, squid, mounted over all of /etc/squid). The stack file is staging's, with a Slack channel
+added so that critical alerts also go to the webhook receiver. Drills, in order, each stack file
+building on the previous one:
+
+1. ``alert-delivery``: a backup fails for real (its Redis source stopped): Prometheus fires
+   BackupFailed, Alertmanager mails the configured address through the SMTP sink (STARTTLS,
+   AUTH) and posts to the Slack stand-in; the mail names the job.
+2. ``alert-emails``: ``environment.alerts.emails`` changed: Alertmanager's running config names
+   the new address only, and a new alert is mailed to it; Alertmanager was reloaded, not
+   restarted.
+3. ``egress-provider-removed``: posthog removed from Pencom's egress list: squid refuses its
+   host (403, TCP_DENIED), where before the change it connected (a listener stands at the
+   host's lab address: CONNECT 200), while a host still on the list connects on the same port,
+   and apt's mirror still answers through the hosts' port.
+4. ``postgres-certificate``: the internal CA re-issues PostgreSQL's certificate (as
+   ``pulumi up --replace`` or its early-renewal window would): the server presents the new
+   serial (openssl s_client -starttls postgres), restarted by the delivery, not by hand.
+
+Each drill's first converge reports changes, its second converge 0.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import shlex
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from cryptography import x509
+
+from tests.conftest import require_root, require_tool
+
+pytestmark = pytest.mark.rehearsal
+
+VPS = "vedfinance-staging"
+EDGE = "pencom-staging-edge"
+OLD_EMAIL = "platform-alerts@krotrust.com"
+NEW_EMAIL = "drill-oncall@krotrust.com"
+REMOVED_PROVIDER = "posthog"
+REMOVED_HOST = "us.i.posthog.com"
+KEPT_HOST = "pub.highlight.io"        # on the same client's list (api-gateway) as posthog
+CERT = "vedfinance-staging-ca-postgres-cert"
+ALERT_TIMEOUT_S = 600
+
+
+def sh(lab, box: str, script: str, check: bool = True) -> str:
+    proc = lab.exec(box, ["bash", "-c", script], timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{box}: {script!r} exited {proc.returncode}: "
+                             f"{proc.stderr.decode(errors='replace')[-800:]}")
+    return proc.stdout.decode(errors="replace")
+
+
+def container(lab, box: str, stack: str, service: str) -> str:
+    cid = sh(lab, box, f"docker ps -aq --filter label=platform.stack={stack} "
+                       f"--filter label=platform.service={service}").split()
+    assert len(cid) == 1, f"{box}: containers of {service}: {cid}"
+    return cid[0]
+
+
+def started_at(lab, box: str, cid: str) -> str:
+    return sh(lab, box, f"docker inspect -f '{{{{.State.StartedAt}}}}' {cid}").strip()
+
+
+def wait_for(what: str, probe, timeout: float = ALERT_TIMEOUT_S, every: float = 5.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        found = probe()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: nothing after {timeout:.0f} s")
+        time.sleep(every)
+
+
+def mails(services, alertname: str) -> list[dict]:
+    found = []
+    for message in services.messages():
+        text = message.as_string()
+        if alertname in str(message.get("Subject", "")) or alertname in text:
+            found.append({"to": message.get("X-RcptTo"), "subject": message.get("Subject"),
+                          "auth": message.get("X-Lab-Auth-Login"), "text": text})
+    return found
+
+
+def posts(services, alertname: str) -> list[dict]:
+    return [p for p in services.webhook_posts() if alertname in json.dumps(p.get("body"))]
+
+
+def alertmanager_api(lab, cid: str, path: str, data: str | None = None) -> str:
+    post = f" --header 'Content-Type: application/json' --post-data {shlex.quote(data)}" if data else ""
+    return sh(lab, VPS, f"docker exec {cid} wget -qO- -T 10{post} http://127.0.0.1:9093{path}")
+
+
+def certificate_in(capture, step_name: str) -> x509.Certificate:
+    step = next(s for s in capture.steps if s.name == step_name)
+    pem = re.search(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", step.inputs["stdin"], re.S)
+    assert pem, f"{step_name} delivers no certificate"
+    return x509.load_pem_x509_certificate(pem.group(0).encode())
+
+
+def proxy_ports(lab) -> dict[str, str]:
+    """squid's client label -> the host address:port it is published on, read from the running
+    container (its mounted squid.conf and Docker's port map)."""
+    cid = container(lab, EDGE, "pencom-staging-edge", "egress-proxy")
+    conf = sh(lab, EDGE, f"docker exec {cid} cat /etc/squid/squid.conf")
+    labels = dict(re.findall(r"^http_port (?:\S+:)?(\d+) name=(\S+)$", conf, re.M))
+    published = {}
+    for line in sh(lab, EDGE, f"docker port {cid}").splitlines():
+        m = re.match(r"(\d+)/tcp -> (\S+):(\d+)$", line.strip())
+        if m and m.group(1) in labels and m.group(2) not in ("::", "[::]"):
+            address = "127.0.0.1" if m.group(2) == "0.0.0.0" else m.group(2)
+            published[labels[m.group(1)]] = f"{address}:{m.group(3)}"
+    return published
+
+
+def through_proxy(lab, proxy: str, url: str) -> dict:
+    """curl through squid from the edge box: the CONNECT answer (https) or the status (http)."""
+    out = sh(lab, EDGE, f"curl -s -o /dev/null -m 20 -w '%{{http_connect}} %{{http_code}}' "
+                        f"-x http://{proxy} {shlex.quote(url)}", check=False).split()
+    connect, code = (out + ["000", "000"])[:2]
+    return {"url": url, "proxy": proxy, "connect": int(connect), "status": int(code)}
+
+
+def denied_in_log(lab, host: str) -> int:
+    cid = container(lab, EDGE, "pencom-staging-edge", "egress-proxy")
+    log = sh(lab, EDGE, f"docker exec {cid} cat /var/log/squid/access.log", check=False)
+    return sum(1 for line in log.splitlines() if "TCP_DENIED" in line and host in line)
+
+
+# --- the drills' observations -----------------------------------------------------------------
+
+SEEN: dict[str, object] = {}
+
+
+def observe_alert_delivery(ctx) -> dict:
+    lab, services = ctx.lab, ctx.services
+    am = container(lab, VPS, VPS, "alertmanager")
+    SEEN["alertmanager_started"] = started_at(lab, VPS, am)
+    # Pencom's proxy before its list changes: posthog's host passes squid's rules and squid
+    # connects (a listener at its lab address accepts: CONNECT 200), the counterpart of the 403.
+    for host in (REMOVED_HOST, KEPT_HOST):
+        services.listen(host, 443)
+    ports = proxy_ports(lab)
+    SEEN["proxy_before"] = through_proxy(lab, ports["api_gateway"], f"https://{REMOVED_HOST}/")
+    redis = container(lab, VPS, VPS, "redis")
+    job = f"{VPS}-redis"
+    started = time.monotonic()
+    sh(lab, VPS, f"docker stop {redis} >/dev/null")
+    try:
+        run = lab.exec(VPS, ["systemctl", "start", f"platform-backup-{job}.service"], timeout=600)
+    finally:
+        sh(lab, VPS, f"docker start {redis} >/dev/null")
+    metrics = sh(lab, VPS, f"cat /var/lib/node-exporter/textfile/backup-{job}.prom "
+                           f"/var/lib/prometheus/node-exporter/backup-{job}.prom 2>/dev/null", check=False)
+    mail = wait_for("BackupFailed mailed", lambda: mails(services, "BackupFailed"))
+    hook = wait_for("BackupFailed posted to the webhook", lambda: posts(services, "BackupFailed"))
+    return {"backup_exit": run.returncode, "metrics": metrics,
+            "seconds_to_mail_and_webhook": round(time.monotonic() - started, 1),
+            "mail": [{k: v for k, v in m.items() if k != "text"} | {"names_job": job in m["text"]}
+                     for m in mail],
+            "webhook": [{"host": p["host"], "names_job": job in json.dumps(p["body"]),
+                         "text": json.dumps(p["body"])[:300]} for p in hook],
+            "proxy_before": SEEN["proxy_before"]}
+
+
+def observe_alert_emails(ctx) -> dict:
+    lab, services = ctx.lab, ctx.services
+    am = container(lab, VPS, VPS, "alertmanager")
+    running = json.loads(alertmanager_api(lab, am, "/api/v2/status"))["config"]["original"]
+    started = time.monotonic()
+    alert = json.dumps([{"labels": {"alertname": "DrillNewAddress", "severity": "warning",
+                                    "instance": "drill", "job": "drill"},
+                         "annotations": {"summary": "the new address receives this"}}])
+    alertmanager_api(lab, am, "/api/v2/alerts", alert)
+    mail = wait_for("DrillNewAddress mailed", lambda: mails(services, "DrillNewAddress"), timeout=300)
+    return {"running_config_names_new": NEW_EMAIL in running, "running_config_names_old": OLD_EMAIL in running,
+            "recipients": sorted({m["to"] for m in mail}),
+            "seconds_to_mail": round(time.monotonic() - started, 1),
+            "alertmanager_restarted": started_at(lab, VPS, am) != SEEN["alertmanager_started"]}
+
+
+def observe_egress(ctx) -> dict:
+    lab = ctx.lab
+    ports = proxy_ports(lab)
+    return {"removed": through_proxy(lab, ports["api_gateway"], f"https://{REMOVED_HOST}/"),
+            "kept_same_port": through_proxy(lab, ports["api_gateway"], f"https://{KEPT_HOST}/"),
+            "apt_mirror": through_proxy(lab, ports["hosts"],
+                                        "http://deb.debian.org/debian/dists/bookworm/Release"),
+            "denied_in_access_log": denied_in_log(lab, REMOVED_HOST),
+            "proxy_before": SEEN["proxy_before"]}
+
+
+def observe_certificate(ctx) -> dict:
+    lab = ctx.lab
+    old = certificate_in(ctx.before, f"{VPS}-files-postgres")
+    new = certificate_in(ctx.after, f"{VPS}-files-postgres")
+    pg = container(lab, VPS, VPS, "postgres")
+    published = sh(lab, VPS, f"docker port {pg} 5432/tcp").split()[0].replace("0.0.0.0", "127.0.0.1")
+    pid = sh(lab, VPS, f"docker inspect -f '{{{{.State.Pid}}}}' {pg}").strip()
+    probe = "openssl s_client -starttls postgres -connect {} </dev/null 2>/dev/null | openssl x509 -noout -serial"
+    # The published address (loopback on this VPS), and the server's own loopback inside its
+    # container's network namespace (entered by its pid), which no publishing rule can hide.
+    attempts = {"published": probe.format(published),
+                "container": f"nsenter -t {pid} -n sh -c {shlex.quote(probe.format('127.0.0.1:5432'))}"}
+
+    def served() -> dict:
+        answers = {where: sh(lab, VPS, command, check=False).strip().removeprefix("serial=")
+                   for where, command in attempts.items()}
+        return {k: v for k, v in answers.items() if v}
+
+    try:
+        answers = wait_for("PostgreSQL answers TLS", served, timeout=120, every=3)
+    except AssertionError as exc:
+        state = sh(lab, VPS, f"docker inspect -f '{{{{.State.Status}}}} {{{{.State.Health.Status}}}}' {pg}; "
+                             f"docker logs --tail 15 {pg} 2>&1", check=False)
+        raise AssertionError(f"{exc}; postgres: {state[-1500:]}") from None
+    return {"old_serial": format(old.serial_number, "X"), "new_serial": format(new.serial_number, "X"),
+            "served_serial": next(iter(answers.values())), "served": answers, "published": published,
+            "postgres_started_at": started_at(lab, VPS, pg)}
+
+
+# --- the lab ---------------------------------------------------------------------------------
+
+def stack_files(tmp: Path) -> dict[str, Path]:
+    from synth.run import stack_file_path
+
+    base = yaml.safe_load(stack_file_path("staging").read_text())
+    docs = {}
+    doc = copy.deepcopy(base)
+    doc["config"]["platform:environment"]["alerts"]["slack_channel"] = "#platform-alerts"
+    docs["base"] = copy.deepcopy(doc)
+    doc["config"]["platform:environment"]["alerts"]["emails"] = [NEW_EMAIL]
+    docs["emails"] = copy.deepcopy(doc)
+    https = doc["config"]["platform:pencom"]["egress"]["https"]
+    doc["config"]["platform:pencom"]["egress"]["https"] = [p for p in https if p["name"] != REMOVED_PROVIDER]
+    assert len(doc["config"]["platform:pencom"]["egress"]["https"]) == len(https) - 1
+    docs["egress"] = copy.deepcopy(doc)
+    paths = {}
+    for name, d in docs.items():
+        paths[name] = tmp / f"Pulumi.staging-{name}.yaml"
+        paths[name].write_text(yaml.safe_dump(d, sort_keys=False))
+    return paths
+
+
+@pytest.fixture(scope="module")
+def drilled(tmp_path_factory):
+    require_root("network namespaces, a Docker daemon, boxes")
+    require_tool("dockerd", "the lab's harness daemon")
+    require_tool("docker-registry", "the stand-in images' registry")
+    from rehearsal.rehearse import Drill, rehearse
+
+    tmp = tmp_path_factory.mktemp("drills")
+    files = stack_files(tmp)
+    report = rehearse("staging", products=["vedfinance", "pencom"], hosts=[VPS, EDGE],
+                      stack_file=files["base"], checks=False, lock_path=tmp / "lab.lock", drills=[
+                          Drill("alert-delivery", observe_alert_delivery),
+                          Drill("alert-emails", observe_alert_emails, stack_file=files["emails"]),
+                          Drill("egress-provider-removed", observe_egress, stack_file=files["egress"]),
+                          Drill("postgres-certificate", observe_certificate, stack_file=files["egress"],
+                                reissue=[CERT]),
+                      ])
+    out = Path(__file__).resolve().parents[2] / "out"
+    out.mkdir(exist_ok=True)
+    (out / "drills-report.json").write_text(json.dumps(report.to_json(), indent=1, default=str))
+    print(report.text())
+    print(json.dumps(report.drills, indent=1, default=str))
+    return report
+
+
+def _drill(report, name: str) -> dict:
+    entry = report.drills[name]
+    assert "error" not in entry, f"{name}: {entry['error']}"
+    return entry
+
+
+def _changed_then_settled(entry: dict, host: str, step: str) -> None:
+    (apply_run, apply), (settle_run, settle) = sorted(entry["runs"].items())
+    assert not apply["failed"], apply["failed"]
+    assert apply["changes"][host] > 0, f"run {apply_run} changed nothing on {host}"
+    assert step in apply["changed_steps"], apply["changed_steps"]
+    assert not settle["failed"], settle["failed"]
+    assert all(n == 0 for n in settle["changes"].values()), f"run {settle_run}: {settle['changes']}"
+
+
+def test_the_boxes_converge_twice_with_nothing_left_to_change(drilled):
+    assert drilled.error is None, drilled.error
+    for host in (VPS, EDGE):
+        runs = drilled.hosts[host].runs
+        assert runs[1]["failed"] == 0 and runs[1]["blocked"] == 0, drilled.hosts[host].failures
+        assert runs[2]["changes"] == 0 and runs[2]["failed"] == 0, drilled.hosts[host].failures
+
+
+def test_a_failed_backup_is_mailed_and_posted_to_slack_naming_the_job(drilled):
+    seen = _drill(drilled, "alert-delivery")["observation"]
+    assert seen["backup_exit"] != 0
+    assert [m["to"] for m in seen["mail"]] and all(m["to"] == OLD_EMAIL for m in seen["mail"]), seen["mail"]
+    assert any(m["names_job"] for m in seen["mail"]), seen["mail"]
+    assert all(m["auth"] == "apikey" for m in seen["mail"]), seen["mail"]
+    assert seen["webhook"] and any(p["names_job"] for p in seen["webhook"]), seen["webhook"]
+
+
+def test_a_new_alert_address_reaches_the_running_alertmanager(drilled):
+    entry = _drill(drilled, "alert-emails")
+    _changed_then_settled(entry, VPS, f"{VPS}-files-alertmanager")
+    seen = entry["observation"]
+    assert seen["running_config_names_new"] and not seen["running_config_names_old"], seen
+    assert seen["recipients"] == [NEW_EMAIL], seen
+    assert not seen["alertmanager_restarted"], "Alertmanager was restarted instead of reloaded"
+
+
+def test_a_removed_egress_provider_is_refused_by_the_running_proxy(drilled):
+    entry = _drill(drilled, "egress-provider-removed")
+    _changed_then_settled(entry, EDGE, "pencom-staging-edge-files-egress-proxy")
+    seen = entry["observation"]
+    assert seen["proxy_before"]["connect"] == 200, seen["proxy_before"]
+    assert seen["removed"]["connect"] == 403, seen["removed"]
+    assert seen["denied_in_access_log"] > 0
+    assert seen["kept_same_port"]["connect"] == 200, seen["kept_same_port"]
+    assert seen["apt_mirror"]["status"] == 200, seen["apt_mirror"]
+
+
+def test_a_reissued_certificate_is_served_by_the_running_postgres(drilled):
+    entry = _drill(drilled, "postgres-certificate")
+    _changed_then_settled(entry, VPS, f"{VPS}-files-postgres")
+    seen = entry["observation"]
+    assert seen["new_serial"] != seen["old_serial"]
+    assert int(seen["served_serial"], 16) == int(seen["new_serial"], 16), seen
