@@ -323,8 +323,11 @@ _INIT_REPOSITORY = textwrap.dedent("""\
 
 
 def _backup_failure_trap(labels: str, metric_file: str = "backup-$JOB.prom",
-                         prefix: str = "platform_backup") -> str:
-    """On failure: the success metric drops to 0 and the last success time is kept."""
+                         prefix: str = "platform_backup", extra: tuple[str, ...] = ()) -> str:
+    """On failure: the success metric drops to 0 and the last success time is kept; ``extra``:
+    more metric lines (shell words) a failed run must still report, e.g. what an alert compares
+    the last success with."""
+    more = "".join(f" \\\n      {line}" for line in extra)
     return textwrap.dedent(f"""\
         on_exit() {{
           local status=$?
@@ -333,14 +336,14 @@ def _backup_failure_trap(labels: str, metric_file: str = "backup-$JOB.prom",
             write_metrics "{metric_file}" \\
               "{prefix}_success{{{labels}}} 0" \\
               "{prefix}_last_attempt_timestamp_seconds{{{labels}}} $(date +%s)" \\
-              "{prefix}_last_success_timestamp_seconds{{{labels}}} ${{LAST_SUCCESS:-0}}"
+              "{prefix}_last_success_timestamp_seconds{{{labels}}} ${{LAST_SUCCESS:-0}}"@@MORE@@
           fi
           exit "$status"
         }}
         LAST_SUCCESS="$(sed -n 's/^{prefix}_last_success_timestamp_seconds{{[^}}]*}} //p' \\
           "$TEXTFILE_DIR/{metric_file}" 2>/dev/null || true)"
         trap on_exit EXIT
-        """)
+        """).replace("@@MORE@@", more)
 
 
 def _backup_success_metrics(labels: str) -> str:
@@ -665,10 +668,22 @@ def render_wal_ship_script(job: BackupJob) -> str:
     every ``ship_interval_seconds``; writes the age of the newest archived WAL as a metric."""
     labels = _labels(job)
     interval = ship_interval_seconds(job.rpo_minutes)
+    # A failed run still reports the RPO, the newest segment and the receiver's state: the
+    # WALArchiveStalled alert compares them with the last success (components/prometheus.py).
+    kept = (f'"platform_wal_archive_newest_segment_timestamp_seconds{{{labels}}} ${{NEWEST:-0}}"',
+            f'"platform_wal_archive_rpo_seconds{{{labels}}} {job.rpo_minutes * 60}"',
+            f'"platform_wal_receiver_up{{{labels}}} $RECEIVER_UP"')
     return (_common(job, "ship", "WAL shipping") + _wal_tools(job)
-            + _backup_failure_trap(labels, "wal-$JOB.prom", "platform_wal_archive") + textwrap.dedent(f"""\
+            + textwrap.dedent("""\
+                NEWEST=""
+                RECEIVER_UP=0
+                ! systemctl is-active --quiet "platform-wal-receive-$JOB.service" || RECEIVER_UP=1
+                """)
+            + _backup_failure_trap(labels, "wal-$JOB.prom", "platform_wal_archive", extra=kept)
+            + textwrap.dedent(f"""\
         # Ship interval: {interval} s, for a declared RPO of {job.rpo_minutes} min.
         NEWEST="$(find "$WAL_DIR" -maxdepth 1 -type f -printf '%T@\\n' | sort -n | tail -n 1)"
+        NEWEST="${{NEWEST%.*}}"
         [ -n "$NEWEST" ] || fail "no WAL received yet in $WAL_DIR (is platform-wal-receive-$JOB running?)"
         {_INIT_REPOSITORY.strip()}
         restic_retry backup --host "$JOB" --tag wal "$WAL_DIR"
@@ -677,9 +692,10 @@ def render_wal_ship_script(job: BackupJob) -> str:
           "platform_wal_archive_success{{{labels}}} 1" \\
           "platform_wal_archive_last_attempt_timestamp_seconds{{{labels}}} $NOW" \\
           "platform_wal_archive_last_success_timestamp_seconds{{{labels}}} $NOW" \\
-          "platform_wal_archive_newest_segment_timestamp_seconds{{{labels}}} ${{NEWEST%.*}}" \\
+          "platform_wal_archive_newest_segment_timestamp_seconds{{{labels}}} $NEWEST" \\
           "platform_wal_archive_last_duration_seconds{{{labels}}} $((NOW - STARTED))" \\
-          "platform_wal_archive_rpo_seconds{{{labels}}} {job.rpo_minutes * 60}"
+          "platform_wal_archive_rpo_seconds{{{labels}}} {job.rpo_minutes * 60}" \\
+          "platform_wal_receiver_up{{{labels}}} $RECEIVER_UP"
         """))
 
 
