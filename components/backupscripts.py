@@ -59,7 +59,11 @@ ROW_COUNTS_SQL = (
 MONGO_COUNTS_JS = ("db.getCollectionNames().sort().forEach(function (c) { "
                    "print(db.getName() + '.' + c + '\\t' + db.getCollection(c).countDocuments({})); })")
 # Keys per logical database, one "dbN<TAB>keys=..." line each (INFO keyspace, expiry dropped).
-REDIS_KEYSPACE = "grep '^db' | cut -d, -f1 | tr ':' '\\t' | tr -d '\\r'"
+# sed, not grep: an empty Redis has no db line, and grep's "no match" fails the pipeline.
+REDIS_KEYSPACE = "sed -n '/^db/p' | cut -d, -f1 | tr ':' '\\t' | tr -d '\\r'"
+# The last line of every stored counts file: an empty datastore (no table, no key, no
+# collection) still stores a non-empty file, which restic requires of --stdin ("no data read").
+COUNTS_END = "# end of counts"
 UNITS = {"postgres": "tables", "mongodb": "collections", "redis": "databases", "minio": "objects"}
 
 # libpq's URI query parameters and the environment variables that carry them (PostgreSQL docs,
@@ -403,7 +407,7 @@ def render_backup_script(job: BackupJob) -> str:
         return _render_mirror_backup(job, labels)
     if job.kind == "pitr":
         return render_base_backup_script(job)
-    body = textwrap.dedent(f"""\
+    body = f'counts_stored() {{ counts; echo "{COUNTS_END}"; }}\n' + textwrap.dedent(f"""\
         SIZE=0
         ADDED=0
         RUN="run-$(date -u +%Y%m%dT%H%M%SZ)"
@@ -411,7 +415,7 @@ def render_backup_script(job: BackupJob) -> str:
         # The dump first: a run whose dump failed never stores counts, and the restore test
         # starts from the newest counts, so a partial dump restic kept is never picked.
         backup_stream "$JOB.dump" dump
-        backup_stream "$JOB.counts" counts
+        backup_stream "$JOB.counts" counts_stored
         """) + f"RETENTION_DAYS={job.retention_days}\n" + _retention(f"/{job.job}.dump", f"/{job.job}.counts")
     return (_common(job, "backup", "off-site backup") + _dump_commands(job) + _BACKUP_STREAM
             + _backup_failure_trap(labels) + body + _backup_success_metrics(labels)
@@ -581,8 +585,8 @@ def render_restore_test_script(job: BackupJob) -> str:
         return render_pitr_test_script(job)
     engine = job.kind
     env_check = 'MONGO_DATABASE="${MONGO_DATABASE:?set in the environment file}"\n' if engine == "mongodb" else ""
-    body = _newest(f"/{job.job}.counts", "backup") + textwrap.dedent("""\
-        restic dump "$SNAPSHOT" "/$JOB.counts" >"$WORK/expected.counts"
+    body = _newest(f"/{job.job}.counts", "backup") + textwrap.dedent(f"""\
+        restic dump "$SNAPSHOT" "/$JOB.counts" | sed '/^{COUNTS_END}$/d' >"$WORK/expected.counts"
         SNAPSHOT="$(snapshot_field id --path "/$JOB.dump" --tag "$RUN")"
         [ -n "$SNAPSHOT" ] || fail "the dump of $RUN is missing"
         """) + _restore_and_count(job) + textwrap.dedent(f"""\
