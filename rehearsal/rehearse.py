@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 from rehearsal import overlay as overlay_mod
 from rehearsal.capture import StackCapture, capture
@@ -131,12 +131,16 @@ def reachability_matrix(lab, cap: StackCapture) -> list[dict]:
 
 def rehearse(stack: str, *, products: Optional[Iterable[str]] = None, keep: bool = False,
              workers: int = 4, with_images: bool = True, stack_file=None,
-             capture_override: Optional[StackCapture] = None, lock_path: Optional[Path] = None) -> Report:
+             capture_override: Optional[StackCapture] = None, lock_path: Optional[Path] = None,
+             after_converge: Optional[Callable[..., None]] = None, checks: bool = True) -> Report:
     """The whole rehearsal; never raises for a host failure (it is in the report). Raises
     ConfigError / CaptureError for a stack that cannot be captured, LabBusy when a rehearsal
     already runs on the same lock. ``lock_path``: the lab lock, default the machine-wide one
     (``rehearsal.netns.DEFAULT_LOCK``); a test that runs its own small lab next to another
-    rehearsal passes a private one."""
+    rehearsal passes a private one. ``after_converge(lab, lab_capture, lab_services)``: called
+    once both converge runs are done, with the lab and its services still up (a drill on the
+    converged boxes, e.g. tests/rehearsal/test_backup_box.py); its exceptions propagate after
+    the teardown. ``checks=False`` skips the testinfra checks and the reachability matrix."""
     from rehearsal.checks import check_host
     from rehearsal.lab import Lab
 
@@ -251,6 +255,12 @@ def rehearse(stack: str, *, products: Optional[Iterable[str]] = None, keep: bool
             # A host that failed in run 1 runs again too (its dependents stay blocked): the
             # report then shows every kind of failure a host has, not only the first.
             report.add_results(run, results)
+        if after_converge is not None:
+            t0 = time.monotonic()
+            after_converge(lab, lab_cap, lab_services)
+            report.timings["after_converge"] = round(time.monotonic() - t0, 2)
+        if not checks:
+            return report
         t0 = time.monotonic()
         state = json.loads((workdir / "state.json").read_text()) if (workdir / "state.json").exists() else {}
         proven = {ref: info["proven"] for ref, info in report.standins.items()}
