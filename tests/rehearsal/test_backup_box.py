@@ -344,6 +344,15 @@ def drill(tmp_path_factory):
     seen["seconds"] = round(time.monotonic() - started, 1)
     print(f"\nbackup box: {seen['seconds']} s total; timings {report.timings}; drill {seen.get('timings')}; "
           f"units run: {seen.get('units')}")
+    pitr = seen.get("pitr") or {}
+    if "wal_metrics" in pitr:
+        labels = f'{{job="{PITR_JOB}"}}'
+        wal = pitr["wal_metrics"]
+        print(f"WAL: RPO {wal[f'platform_wal_archive_rpo_seconds{labels}']:.0f} s, ship interval "
+              f"{wal[f'platform_wal_archive_rpo_seconds{labels}'] / 2:.0f} s, ship run "
+              f"{pitr['ship']['seconds']} s, newest segment "
+              f"{pitr['wal_metrics_read_at'] - wal[f'platform_wal_archive_newest_segment_timestamp_seconds{labels}']:.0f} s "
+              f"old when read; base backup {pitr['base']['seconds']} s; PITR test {pitr['test']['seconds']} s")
     return seen
 
 
