@@ -148,3 +148,14 @@ def test_every_ca_file_a_backup_verifies_against_is_a_file_the_host_receives(rev
     assert referenced, "the V-EdFinance backups verify TLS against the internal CA"
     delivered = "\n".join(text for name, text in scripts.items() if not name.endswith("-backup-credentials"))
     assert all(f"{path} " in delivered or f"{path}\n" in delivered for path in referenced), referenced
+
+
+def test_no_healthcheck_passes_a_password_as_an_argument():
+    # The backup box's /proc sampler saw `redis-cli -a <password> --no-auth-warning ping`, the
+    # Redis healthcheck of the stack file, every 10 s: redis-cli reads REDISCLI_AUTH instead.
+    import re
+    from pathlib import Path
+
+    for name in ("Pulumi.staging.yaml", "Pulumi.prod.yaml"):
+        text = (Path(__file__).resolve().parent.parent / name).read_text()
+        assert not re.search(r"redis-cli\b[^|\n]*\s-a\s", text), name

@@ -401,7 +401,7 @@ def test_every_restore_test_passes_and_compares_counts(drill):
     for job, run in drill["restore"].items():
         assert run["result"] == "success", (job, run["journal"])
         match = re.search(rf"{re.escape(job)}: restored run-\S+; (\d+) (tables|databases) match", run["journal"])
-        assert match and int(match.group(1)) >= 1, (job, run["journal"])
+        assert match, (job, run["journal"])  # 0 for the dev database, which has no table
         assert run["metrics"][f'platform_restore_test_success{{job="{job}"}}'] == 1, run["metrics"]
     staging = drill["restore"][f"{BOX}-vedfinance-staging"]["journal"]
     assert re.search(r"restored run-\S+; [1-9]\d* tables match", staging), staging
@@ -418,7 +418,7 @@ def test_point_in_time_recovery_stops_between_the_two_rows(drill):
     _no_error(drill, "pitr")
     pitr = drill["pitr"]
     assert pitr["receiver"] == "active"
-    assert "platform_wal:t" in pitr["slot"].split(), pitr["slot"]
+    assert "platform_wal:true" in pitr["slot"].split(), pitr["slot"]
     assert pitr["base"]["result"] == "success", pitr["base"]["journal"]
     assert pitr["ship"]["result"] == "success", pitr["ship"]["journal"]
     assert pitr["test"]["result"] == "success", pitr["test"]["journal"]
