@@ -59,7 +59,11 @@ ROW_COUNTS_SQL = (
 MONGO_COUNTS_JS = ("db.getCollectionNames().sort().forEach(function (c) { "
                    "print(db.getName() + '.' + c + '\\t' + db.getCollection(c).countDocuments({})); })")
 # Keys per logical database, one "dbN<TAB>keys=..." line each (INFO keyspace, expiry dropped).
-REDIS_KEYSPACE = "grep '^db' | cut -d, -f1 | tr ':' '\\t' | tr -d '\\r'"
+# sed, not grep: an empty Redis has no db line, and grep's "no match" fails the pipeline.
+REDIS_KEYSPACE = "sed -n '/^db/p' | cut -d, -f1 | tr ':' '\\t' | tr -d '\\r'"
+# The last line of every stored counts file: an empty datastore (no table, no key, no
+# collection) still stores a non-empty file, which restic requires of --stdin ("no data read").
+COUNTS_END = "# end of counts"
 UNITS = {"postgres": "tables", "mongodb": "collections", "redis": "databases", "minio": "objects"}
 
 # libpq's URI query parameters and the environment variables that carry them (PostgreSQL docs,
@@ -323,8 +327,11 @@ _INIT_REPOSITORY = textwrap.dedent("""\
 
 
 def _backup_failure_trap(labels: str, metric_file: str = "backup-$JOB.prom",
-                         prefix: str = "platform_backup") -> str:
-    """On failure: the success metric drops to 0 and the last success time is kept."""
+                         prefix: str = "platform_backup", extra: tuple[str, ...] = ()) -> str:
+    """On failure: the success metric drops to 0 and the last success time is kept; ``extra``:
+    more metric lines (shell words) a failed run must still report, e.g. what an alert compares
+    the last success with."""
+    more = "".join(f" \\\n      {line}" for line in extra)
     return textwrap.dedent(f"""\
         on_exit() {{
           local status=$?
@@ -333,14 +340,14 @@ def _backup_failure_trap(labels: str, metric_file: str = "backup-$JOB.prom",
             write_metrics "{metric_file}" \\
               "{prefix}_success{{{labels}}} 0" \\
               "{prefix}_last_attempt_timestamp_seconds{{{labels}}} $(date +%s)" \\
-              "{prefix}_last_success_timestamp_seconds{{{labels}}} ${{LAST_SUCCESS:-0}}"
+              "{prefix}_last_success_timestamp_seconds{{{labels}}} ${{LAST_SUCCESS:-0}}"@@MORE@@
           fi
           exit "$status"
         }}
         LAST_SUCCESS="$(sed -n 's/^{prefix}_last_success_timestamp_seconds{{[^}}]*}} //p' \\
           "$TEXTFILE_DIR/{metric_file}" 2>/dev/null || true)"
         trap on_exit EXIT
-        """)
+        """).replace("@@MORE@@", more)
 
 
 def _backup_success_metrics(labels: str) -> str:
@@ -400,7 +407,7 @@ def render_backup_script(job: BackupJob) -> str:
         return _render_mirror_backup(job, labels)
     if job.kind == "pitr":
         return render_base_backup_script(job)
-    body = textwrap.dedent(f"""\
+    body = f'counts_stored() {{ counts; echo "{COUNTS_END}"; }}\n' + textwrap.dedent(f"""\
         SIZE=0
         ADDED=0
         RUN="run-$(date -u +%Y%m%dT%H%M%SZ)"
@@ -408,7 +415,7 @@ def render_backup_script(job: BackupJob) -> str:
         # The dump first: a run whose dump failed never stores counts, and the restore test
         # starts from the newest counts, so a partial dump restic kept is never picked.
         backup_stream "$JOB.dump" dump
-        backup_stream "$JOB.counts" counts
+        backup_stream "$JOB.counts" counts_stored
         """) + f"RETENTION_DAYS={job.retention_days}\n" + _retention(f"/{job.job}.dump", f"/{job.job}.counts")
     return (_common(job, "backup", "off-site backup") + _dump_commands(job) + _BACKUP_STREAM
             + _backup_failure_trap(labels) + body + _backup_success_metrics(labels)
@@ -587,8 +594,8 @@ def render_restore_test_script(job: BackupJob) -> str:
         return render_pitr_test_script(job)
     engine = job.kind
     env_check = 'MONGO_DATABASE="${MONGO_DATABASE:?set in the environment file}"\n' if engine == "mongodb" else ""
-    body = _newest(f"/{job.job}.counts", "backup") + textwrap.dedent("""\
-        restic dump "$SNAPSHOT" "/$JOB.counts" >"$WORK/expected.counts"
+    body = _newest(f"/{job.job}.counts", "backup") + textwrap.dedent(f"""\
+        restic dump "$SNAPSHOT" "/$JOB.counts" | sed '/^{COUNTS_END}$/d' >"$WORK/expected.counts"
         SNAPSHOT="$(snapshot_field id --path "/$JOB.dump" --tag "$RUN")"
         [ -n "$SNAPSHOT" ] || fail "the dump of $RUN is missing"
         """) + _restore_and_count(job) + textwrap.dedent(f"""\
@@ -674,10 +681,22 @@ def render_wal_ship_script(job: BackupJob) -> str:
     every ``ship_interval_seconds``; writes the age of the newest archived WAL as a metric."""
     labels = _labels(job)
     interval = ship_interval_seconds(job.rpo_minutes)
+    # A failed run still reports the RPO, the newest segment and the receiver's state: the
+    # WALArchiveStalled alert compares them with the last success (components/prometheus.py).
+    kept = (f'"platform_wal_archive_newest_segment_timestamp_seconds{{{labels}}} ${{NEWEST:-0}}"',
+            f'"platform_wal_archive_rpo_seconds{{{labels}}} {job.rpo_minutes * 60}"',
+            f'"platform_wal_receiver_up{{{labels}}} $RECEIVER_UP"')
     return (_common(job, "ship", "WAL shipping") + _wal_tools(job)
-            + _backup_failure_trap(labels, "wal-$JOB.prom", "platform_wal_archive") + textwrap.dedent(f"""\
+            + textwrap.dedent("""\
+                NEWEST=""
+                RECEIVER_UP=0
+                ! systemctl is-active --quiet "platform-wal-receive-$JOB.service" || RECEIVER_UP=1
+                """)
+            + _backup_failure_trap(labels, "wal-$JOB.prom", "platform_wal_archive", extra=kept)
+            + textwrap.dedent(f"""\
         # Ship interval: {interval} s, for a declared RPO of {job.rpo_minutes} min.
         NEWEST="$(find "$WAL_DIR" -maxdepth 1 -type f -printf '%T@\\n' | sort -n | tail -n 1)"
+        NEWEST="${{NEWEST%.*}}"
         [ -n "$NEWEST" ] || fail "no WAL received yet in $WAL_DIR (is platform-wal-receive-$JOB running?)"
         {_INIT_REPOSITORY.strip()}
         restic_retry backup --host "$JOB" --tag wal "$WAL_DIR"
@@ -686,9 +705,10 @@ def render_wal_ship_script(job: BackupJob) -> str:
           "platform_wal_archive_success{{{labels}}} 1" \\
           "platform_wal_archive_last_attempt_timestamp_seconds{{{labels}}} $NOW" \\
           "platform_wal_archive_last_success_timestamp_seconds{{{labels}}} $NOW" \\
-          "platform_wal_archive_newest_segment_timestamp_seconds{{{labels}}} ${{NEWEST%.*}}" \\
+          "platform_wal_archive_newest_segment_timestamp_seconds{{{labels}}} $NEWEST" \\
           "platform_wal_archive_last_duration_seconds{{{labels}}} $((NOW - STARTED))" \\
-          "platform_wal_archive_rpo_seconds{{{labels}}} {job.rpo_minutes * 60}"
+          "platform_wal_archive_rpo_seconds{{{labels}}} {job.rpo_minutes * 60}" \\
+          "platform_wal_receiver_up{{{labels}}} $RECEIVER_UP"
         """))
 
 
@@ -793,8 +813,11 @@ def render_pitr_test_script(job: BackupJob) -> str:
         """) + _wait_ready("postgres").replace("'SELECT 1'", "'SELECT NOT pg_is_in_recovery()' | grep -qx t") + textwrap.dedent(f"""\
         [ "$(scratch_psql --no-psqlrc -At -d postgres -c 'SELECT NOT pg_is_in_recovery()')" = t ] \\
           || {{ scratch_log >&2; fail "recovery to $TARGET did not finish"; }}
-        scratch_log | grep -q "recovery stopping before" \\
-          || {{ scratch_log >&2; fail "recovery did not stop at $TARGET (WAL ends before it)"; }}
+        # From a file: grep -q leaves at its first match, and under pipefail the writer's
+        # SIGPIPE (docker logs) would fail a recovery that did stop.
+        scratch_log >"$WORK/recovery.log" 2>&1 || true
+        grep -q "recovery stopping before" "$WORK/recovery.log" \\
+          || {{ cat "$WORK/recovery.log" >&2; fail "recovery did not stop at $TARGET (WAL ends before it)"; }}
         if [ -n "${{PITR_PROBE_SQL:-}}" ]; then
           echo "probe: $(scratch_psql --no-psqlrc -At -d "${{PITR_PROBE_DATABASE:-postgres}}" -c "$PITR_PROBE_SQL")"
         fi

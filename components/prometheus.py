@@ -104,6 +104,23 @@ def alert_rules(backup_jobs: Sequence[str] = ()) -> list[dict]:
         _rule("RestoreTestStale",
               f"time() - platform_restore_test_last_run_timestamp_seconds > {restore_limit}", "0m",
               "warning", "the restore test of {{ $labels.job }} has not run for over a week"),
+        # WAL archiving (``pitr`` jobs, components/backupscripts.py): the ship timer writes
+        # last success, the newest received segment's mtime, the receiver's state and the
+        # declared RPO, so each job is judged against its own RPO. The newest segment's age alone
+        # would page on an idle server (no writes, no WAL), so it counts only while the receiver
+        # is not streaming.
+        _rule("WALArchiveStalled",
+              "time() - platform_wal_archive_last_success_timestamp_seconds > platform_wal_archive_rpo_seconds"
+              " or (platform_wal_receiver_up == 0 and time() - "
+              "platform_wal_archive_newest_segment_timestamp_seconds > platform_wal_archive_rpo_seconds)",
+              "0m", "critical",
+              "WAL archiving of {{ $labels.job }} is behind its RPO: nothing shipped to R2, or the "
+              "receiver stopped, for longer than the declared RPO"),
+        _rule("PITRTestFailed", "platform_pitr_test_success == 0", "0m", "critical",
+              "the point-in-time restore test of {{ $labels.job }} failed"),
+        _rule("PITRTestStale",
+              f"time() - platform_pitr_test_last_run_timestamp_seconds > {restore_limit}", "0m",
+              "warning", "the point-in-time restore test of {{ $labels.job }} has not run for over a week"),
         _rule("TLSCertificateExpiring",
               f"probe_ssl_earliest_cert_expiry - time() < {TLS_WARNING_DAYS} * 86400", "1h", "warning",
               "the certificate of {{ $labels.instance }} expires within 14 days"),

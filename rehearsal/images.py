@@ -215,7 +215,12 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
            pre=_users(("postgres", 999, "postgres", 999)) + "\n"
            "RUN mkdir -p /etc/postgresql-common/createcluster.d && "
            "echo 'create_main_cluster = false' > /etc/postgresql-common/createcluster.d/standin.conf",
-           post="ENV PATH=/usr/lib/postgresql/17/bin:$PATH PGDATA=/var/lib/postgresql/data LANG=C.UTF-8\n"
+           # As the official image: initdb's sample listens on every address of the container,
+           # so a port published on the host reaches the server (Debian's says 'localhost').
+           post="RUN sed -ri \"s/^#?listen_addresses = 'localhost'/listen_addresses = '*'/\" "
+                "/usr/share/postgresql/17/postgresql.conf.sample && "
+                "grep -q \"^listen_addresses = '[*]'\" /usr/share/postgresql/17/postgresql.conf.sample\n"
+                "ENV PATH=/usr/lib/postgresql/17/bin:$PATH PGDATA=/var/lib/postgresql/data LANG=C.UTF-8\n"
                 "RUN mkdir -p /docker-entrypoint-initdb.d /var/lib/postgresql/data /var/run/postgresql && "
                 "chown -R 999:999 /var/lib/postgresql /var/run/postgresql && chmod 3777 /var/run/postgresql\n"
                 # As the official image's Dockerfile: initdb's sample listens on every address

@@ -39,7 +39,7 @@ from components.mongo_init import check_mongo_names, render_mongo_init_js
 from components.onprem import OnPremVps, OnPremVpsArgs
 from components.postgres_init import check_init_plan, render_init_sql
 from components.host_containers import datastore_init
-from components.service_files import HostFile
+from components.service_files import HostFile, host_path_for
 from validation.rules import Finding, RuleContext, Skip, each, rule
 from stacks.collisions import duplicates, program_containers
 from stacks.product import Product, generated_password, merge_env, service_secret_env
@@ -762,6 +762,7 @@ def build(ctx, cfg: PencomConfig) -> dict:
     data_cert = ca.issue("data", ["localhost"], ip_addresses=[n.data.private_address, "127.0.0.1"])
     minio_cert = ca.issue("minio", ["localhost"], ip_addresses=[n.storage.private_address, MINIO_TUNNEL_HOST])
     ca_file = HostFile(container_path=CA_PATH, content=ca.cert_pem)
+    minio_ca_file = HostFile(container_path="/run/platform/certs/CAs/ca.crt", content=ca.cert_pem)
 
     def url(template: str, password: pulumi.Output[str]) -> pulumi.Output[str]:
         return pulumi.Output.secret(password.apply(lambda pw: template.format(pw=pw)))
@@ -949,31 +950,31 @@ def build(ctx, cfg: PencomConfig) -> dict:
         files={cfg.minio.name: [
             HostFile(container_path="/run/platform/certs/public.crt", content=minio_cert.cert_pem),
             key_file("/run/platform/certs/private.key", minio_cert.key_pem, minio_owner),
-            HostFile(container_path="/run/platform/certs/CAs/ca.crt", content=ca.cert_pem)]},
+            minio_ca_file]},
         secret_env={cfg.minio.name: {"MINIO_ROOT_USER": MINIO_ROOT_USER, "MINIO_ROOT_PASSWORD": minio_root}})
 
     # --- off-site backups: the data node for its datastores, the storage node for the bucket ----
     runner_env = {"HTTPS_PROXY": f"http://{n.edge.private_address}:{ports[egress.HOST_ROUTE]}",
                   "NO_PROXY": f"localhost,127.0.0.1,{cfg.internal_cidr}"}
-    data_ca = f"{data.data_dir}/files/{cfg.postgres.name}/ca.crt"
+    data_ca = host_path_for(data.data_dir, cfg.postgres.name, ca_file)
     jobs = []
     for d in cfg.databases:
         jobs.append((d.name, "postgres", cfg.postgres, data, url(
             f"postgresql://{role_name(d.service)}:{{pw}}@127.0.0.1:5432/{d.name}"
             f"?sslmode=verify-full&sslrootcert={data_ca}", pg_roles[d.service]), [pg_init], {}))
-    mongo_ca = f"{data.data_dir}/files/{cfg.mongodb.name}/ca.crt"
+    mongo_ca = host_path_for(data.data_dir, cfg.mongodb.name, ca_file)
     for d in cfg.mongo_databases:
         jobs.append((d.name, "mongodb", cfg.mongodb, data, url(
             f"mongodb://{role_name(d.service)}:{{pw}}@127.0.0.1:27017/{d.name}"
             f"?authSource={d.name}&tls=true&tlsCAFile={mongo_ca}", mongo_users[d.name]), [mongo_init], {}))
     jobs.append(("redis", "redis", cfg.redis, data, url("rediss://default:{pw}@127.0.0.1:6379", redis_password),
                  [data_created[cfg.redis.name]],
-                 {"BACKUP_CA_CERT": f"{data.data_dir}/files/{cfg.redis.name}/ca.crt"}))
+                 {"BACKUP_CA_CERT": host_path_for(data.data_dir, cfg.redis.name, ca_file)}))
     access, secret = bucket.credentials[BACKUP_READER]
     jobs.append(("files", "minio", cfg.minio, storage, pulumi.Output.secret(pulumi.Output.all(access, secret).apply(
         lambda keys: f"https://{keys[0]}:{keys[1]}@{minio_api}/{cfg.bucket.name}")),
         [storage_created[cfg.minio.name], bucket],
-        {"RCLONE_CA_CERT": f"{storage.data_dir}/files/{cfg.minio.name}/ca.crt"}))
+        {"RCLONE_CA_CERT": host_path_for(storage.data_dir, cfg.minio.name, minio_ca_file)}))
     # Point-in-time recovery of the cluster: one WAL archive, at the strictest RPO of its databases.
     jobs.append(("wal", "pitr", cfg.postgres, data, url(
         f"postgresql://{WAL_ROLE}:{{pw}}@127.0.0.1:5432/postgres", wal_password), [pg_init], {}))

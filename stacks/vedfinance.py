@@ -27,7 +27,7 @@ from components.monitoring import MonitoringConfig
 from components.onprem import OnPremVps, OnPremVpsArgs
 from components.postgres_init import check_init_plan, render_init_sql
 from components.host_containers import datastore_init
-from components.service_files import HostFile
+from components.service_files import HostFile, host_path_for
 from validation.rules import Finding, RuleContext, each, rule
 from stacks.collisions import duplicates, program_containers, reserved_names
 from stacks.product import Product, generated_password, host_monitoring, merge_env, service_secret_env
@@ -285,8 +285,9 @@ def build(ctx, cfg: VedfinanceConfig) -> dict:
         # The postgres image's user (uid 999) must own its key, readable by nobody else.
         HostFile(container_path=f"{PG_TLS_DIR}/server.key", content=pg_cert.key_pem, mode="0600", owner="999:999"),
     ]}
+    ca_file = HostFile(container_path=CA_PATH, content=ca.cert_pem)
     for db in cfg.databases:
-        files.setdefault(db.service, []).append(HostFile(container_path=CA_PATH, content=ca.cert_pem))
+        files.setdefault(db.service, []).append(ca_file)
 
     services = [s.model_copy(update={"command": [
         "postgres", "-c", "ssl=on", "-c", f"ssl_cert_file={PG_TLS_DIR}/server.crt",
@@ -324,7 +325,7 @@ def build(ctx, cfg: VedfinanceConfig) -> dict:
     jobs = [(d.name, "postgres", by_name[cfg.postgres_service].image,
              pulumi.Output.secret(role_passwords[d.name].apply(
                  lambda pw, d=d: f"postgresql://{d.name}:{pw}@127.0.0.1:5432/{d.name}"
-                                 f"?sslmode=verify-full&sslrootcert={host.data_dir}/files/{d.service}/ca.crt")))
+                                 f"?sslmode=verify-full&sslrootcert={host_path_for(host.data_dir, d.service, ca_file)}")))
             for d in cfg.databases]
     jobs.append(("redis", "redis", by_name[cfg.redis_service].image, pulumi.Output.secret(
         redis_password.apply(lambda pw: f"redis://default:{pw}@127.0.0.1:6379"))))

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.backupscripts import render_backup_script
+from components.backupscripts import render_backup_script, render_wal_ship_script
 from components.prometheus import ScrapeTargets, render_prometheus_config, render_rules
 from tests.conftest import require_root, require_tool
 from tests.realtools import free_port, wait_for_port
@@ -30,6 +30,7 @@ from tests.test_backup_real import JOB, _env, _job, _run, base, servers  # noqa:
 pytestmark = pytest.mark.realtool
 
 FAILING = "kro-test-failing"
+WAL_FAILING = "kro-test-wal"
 NEVER_RAN = "kro-test-never-ran"
 
 
@@ -83,6 +84,15 @@ def test_backup_alerts_follow_the_scraped_metrics_with_the_jobs_own_name(servers
     failing_env["TEXTFILE_DIR"] = str(textfile)
     failing_env["RESTIC_REPOSITORY"] = f"s3:http://127.0.0.1:{free_port()}/gone"
     assert _run(render_backup_script(_job(job=FAILING)), failing_env, work, "failing.sh").returncode != 0
+    # A WAL ship that cannot reach R2 (received WAL present): its failed run must still report
+    # what WALArchiveStalled compares (the RPO), or the alert never fires while shipping fails.
+    wal_env = _env(servers, base, work, "kro-scrape-wal", job=WAL_FAILING)
+    wal_env["TEXTFILE_DIR"] = str(textfile)
+    wal_env["RESTIC_REPOSITORY"] = f"s3:http://127.0.0.1:{free_port()}/gone"
+    (Path(wal_env["STATE_DIRECTORY"]) / "wal").mkdir()
+    (Path(wal_env["STATE_DIRECTORY"]) / "wal" / "000000010000000000000001.partial").write_bytes(b"\0" * 64)
+    ship = render_wal_ship_script(_job(job=WAL_FAILING, kind="pitr", rpo_minutes=1))
+    assert _run(ship, wal_env, work, "ship.sh").returncode != 0
 
     exporter_port, prometheus_port = free_port(), free_port()
     config_dir = root / "prometheus-config"
@@ -119,7 +129,7 @@ def test_backup_alerts_follow_the_scraped_metrics_with_the_jobs_own_name(servers
         def settled():
             alerts = _alerts(prometheus_port)
             return alerts if {(a["labels"]["alertname"], a["labels"].get("job")) for a in alerts} >= {
-                ("BackupFailed", FAILING), ("BackupMissing", NEVER_RAN)} else None
+                ("BackupFailed", FAILING), ("BackupMissing", NEVER_RAN), ("WALArchiveStalled", WAL_FAILING)} else None
 
         alerts = _until(settled)
         assert alerts, _alerts(prometheus_port)
@@ -132,6 +142,7 @@ def test_backup_alerts_follow_the_scraped_metrics_with_the_jobs_own_name(servers
         assert [a["labels"]["job"] for a in by_name.get("BackupMissing", [])] == [NEVER_RAN]
         # The failed job never succeeded (its last success is 0): stale as well, rightly.
         assert [a["labels"]["job"] for a in by_name.get("BackupStale", [])] == [FAILING]
+        assert [(a["labels"]["job"], a["state"]) for a in by_name["WALArchiveStalled"]] == [(WAL_FAILING, "firing")]
         # The healthy backup: in no alert at all, not even pending.
         assert not [a for a in alerts if JOB in a["labels"].values()], alerts
     finally:

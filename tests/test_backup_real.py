@@ -195,6 +195,19 @@ def test_backup_then_restore_round_trip(servers, base, tmp_path):
 
 
 @pytest.mark.realtool
+def test_an_empty_database_is_backed_up_and_restore_tested(servers, base, tmp_path):
+    """A new database has no table, so no count line: restic refuses an empty --stdin ("no data
+    read"), which failed every backup of V-EdFinance's empty dev database on the rehearsal."""
+    servers["source"].sql("postgres", "CREATE DATABASE empty")
+    env = _env(servers, base, tmp_path, "kro-empty", uri=_source_uri(servers["source"], "empty"))
+    backup = _run(render_backup_script(_job()), env, tmp_path, "backup.sh")
+    assert backup.returncode == 0, backup.stderr
+    restore = _run(render_restore_test_script(_job()), env, tmp_path, "restore.sh")
+    assert restore.returncode == 0, restore.stderr
+    assert "0 tables match" in restore.stdout
+
+
+@pytest.mark.realtool
 def test_textfile_directory_is_readable_by_node_exporter(servers, base, tmp_path):
     """The first run creates the metrics directory under umask 077; node-exporter (nobody)
     must still read it."""
@@ -452,7 +465,7 @@ def test_redis_backup_then_restore_round_trip(servers, base, redis_server, tmp_p
     assert backup.returncode == 0, backup.stderr
     assert not [c for c in watcher.seen if "r3d!s" in c or "redis://" in c]
     counts = _restic(env, "dump", "latest", f"/{JOB}.counts", "--path", f"/{JOB}.counts").stdout
-    assert counts == b"db0\tkeys=120\ndb3\tkeys=7\n"
+    assert counts == b"db0\tkeys=120\ndb3\tkeys=7\n# end of counts\n"
     restore = _run(render_restore_test_script(_redis_job()), env, tmp_path, "restore.sh")
     assert restore.returncode == 0, restore.stderr
     assert "2 databases match" in restore.stdout

@@ -77,6 +77,9 @@ RULE_TESTS = [
     ("RestoreTestFailed", 'platform_restore_test_success{job="kro-prod-db"}', "0x5", "1x5", "2m"),
     ("RestoreTestStale", 'platform_restore_test_last_run_timestamp_seconds{job="kro-prod-db"}', "0x12",
      "800000x12", "9d"),
+    ("PITRTestFailed", 'platform_pitr_test_success{job="pencom-prod-wal"}', "0x5", "1x5", "2m"),
+    ("PITRTestStale", 'platform_pitr_test_last_run_timestamp_seconds{job="pencom-prod-wal"}', "0x12",
+     "800000x12", "9d"),
     ("TLSCertificateExpiring", 'probe_ssl_earliest_cert_expiry{instance="https://x"}', "86400x200",
      "99999999x200", "2h"),
     ("InternalCertificateExpiring",
@@ -87,7 +90,9 @@ RULE_TESTS = [
 
 
 # Timestamps in the series are seconds since the test's start, so staleness needs long steps.
-INTERVALS = {"BackupStale": "1h", "RestoreTestStale": "1d"}
+INTERVALS = {"BackupStale": "1h", "RestoreTestStale": "1d", "PITRTestStale": "1d"}
+# Alerts over several series each, tested on their own below.
+MULTI_SERIES = {"WALArchiveStalled"}
 
 
 def _series(values: str, rest: tuple, firing: bool):
@@ -100,7 +105,7 @@ def _series(values: str, rest: tuple, firing: bool):
 @pytest.mark.realtool
 def test_every_alert_fires_when_it_should_and_stays_silent_otherwise(tmp_path):
     promtool = require_tool("promtool", "Debian package prometheus")
-    assert {t[0] for t in RULE_TESTS} == {r["alert"] for r in alert_rules()}, "a test per alert"
+    assert {t[0] for t in RULE_TESTS} | MULTI_SERIES == {r["alert"] for r in alert_rules()}, "a test per alert"
     (tmp_path / "platform.yml").write_text(render_rules())
     tests = []
     for alert, series, fire, silent, at, *rest in RULE_TESTS:
@@ -243,3 +248,52 @@ def test_a_backup_job_that_never_reports_raises_an_alert(tmp_path):
     result = subprocess.run([promtool, "test", "rules", str(tmp_path / "tests.yml")],
                             capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _promtool_rule_tests(tmp_path, tests: list[dict]) -> None:
+    promtool = require_tool("promtool", "Debian package prometheus")
+    (tmp_path / "platform.yml").write_text(render_rules())
+    (tmp_path / "tests.yml").write_text(yaml.safe_dump({"rule_files": ["platform.yml"], "tests": tests}))
+    result = subprocess.run([promtool, "test", "rules", str(tmp_path / "tests.yml")],
+                            capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _wal_series(job: str, *, last_success: str, newest: str, receiver_up: str, rpo_s: int) -> list[dict]:
+    """The series a WAL ship run writes (components/backupscripts.py), one sample a minute."""
+    labels = f'{{job="{job}",instance="vps:9100"}}'
+    return [{"series": f"platform_wal_archive_last_success_timestamp_seconds{labels}", "values": last_success},
+            {"series": f"platform_wal_archive_newest_segment_timestamp_seconds{labels}", "values": newest},
+            {"series": f"platform_wal_receiver_up{labels}", "values": receiver_up},
+            {"series": f"platform_wal_archive_rpo_seconds{labels}", "values": f"{rpo_s}x30"}]
+
+
+WAL_STALLED = ("WAL archiving of {job} is behind its RPO: nothing shipped to R2, or the receiver "
+               "stopped, for longer than the declared RPO")
+
+
+def test_wal_archiving_that_stops_shipping_for_longer_than_its_rpo_raises_an_alert(tmp_path):
+    # "0x30": the last success stays at t=0 (the ship fails or its timer stopped); "0+60x30":
+    # a success every minute. RPO 1 min (payments) and 5 min (default): each judged by its own.
+    series = (_wal_series("pay-wal", last_success="0x30", newest="0+60x30", receiver_up="1x30", rpo_s=60)
+              + _wal_series("web-wal", last_success="0x30", newest="0+60x30", receiver_up="1x30", rpo_s=300))
+    alert = lambda job: {"exp_labels": {"severity": "critical", "job": job, "instance": "vps:9100"},  # noqa: E731
+                         "exp_annotations": {"summary": WAL_STALLED.format(job=job)}}
+    _promtool_rule_tests(tmp_path, [{"interval": "1m", "input_series": series, "alert_rule_test": [
+        {"eval_time": "1m", "alertname": "WALArchiveStalled", "exp_alerts": []},
+        {"eval_time": "2m", "alertname": "WALArchiveStalled", "exp_alerts": [alert("pay-wal")]},
+        {"eval_time": "6m", "alertname": "WALArchiveStalled", "exp_alerts": [alert("pay-wal"), alert("web-wal")]},
+    ]}])
+
+
+def test_a_stopped_wal_receiver_raises_an_alert_and_an_idle_server_does_not(tmp_path):
+    # Both ship every minute; neither server writes (the newest segment stays at t=0). The
+    # receiver of "down-wal" stopped: its newest segment's age counts; "idle-wal"'s does not.
+    series = (_wal_series("down-wal", last_success="0+60x30", newest="0x30", receiver_up="0x30", rpo_s=300)
+              + _wal_series("idle-wal", last_success="0+60x30", newest="0x30", receiver_up="1x30", rpo_s=300))
+    _promtool_rule_tests(tmp_path, [{"interval": "1m", "input_series": series, "alert_rule_test": [
+        {"eval_time": "4m", "alertname": "WALArchiveStalled", "exp_alerts": []},
+        {"eval_time": "10m", "alertname": "WALArchiveStalled", "exp_alerts": [
+            {"exp_labels": {"severity": "critical", "job": "down-wal", "instance": "vps:9100"},
+             "exp_annotations": {"summary": WAL_STALLED.format(job="down-wal")}}]},
+    ]}])

@@ -499,3 +499,17 @@ def test_the_tunnel_script_targets_minio_through_the_edge_node(prod):
     assert "PermitOpen 10.40.0.14:9000" in prod.named("pencom-prod-storage-setup-sshd", COMMAND)["inputs"]["stdin"]
     for node in ("app", "data"):
         assert "AllowTcpForwarding no" in prod.named(f"pencom-prod-{node}-setup-sshd", COMMAND)["inputs"]["stdin"]
+
+
+def test_every_ca_file_a_backup_verifies_against_is_a_file_the_host_receives(revealed):
+    # As on the V-EdFinance rehearsal box: a CA path written as files/<service>/ca.crt while
+    # the file is delivered at files/<service>/run/platform/ca.crt fails every TLS backup.
+    import re
+
+    scripts = {r["name"]: r["inputs"].get("stdin") or "" for r in revealed.of_type("command:remote:Command")}
+    referenced = {path for name, text in scripts.items() if name.endswith("-backup-credentials")
+                  for path in re.findall(r'(?:^(?:PGSSLROOTCERT|BACKUP_CA_CERT|RCLONE_CA_CERT)="|tlsCAFile=)'
+                                         r'([^"&\\]+)', text, re.M)}
+    assert len({p.rsplit("/files/", 1)[1].split("/")[0] for p in referenced}) == 4, referenced
+    delivered = "\n".join(text for name, text in scripts.items() if not name.endswith("-backup-credentials"))
+    assert all(f"{path} " in delivered or f"{path}\n" in delivered for path in referenced), referenced

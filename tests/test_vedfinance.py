@@ -137,3 +137,27 @@ def test_monitoring_runs_on_the_vps_unpublished_but_grafana_on_loopback(staging)
         {"internal": 3000, "external": 3300, "ip": "127.0.0.1", "protocol": "tcp"}]
     assert not any(m["hostPath"] in ("/var/run/docker.sock", "/run/docker.sock")
                    for c in containers.values() for m in c.get("volumes", []))
+
+
+def test_every_ca_file_a_backup_verifies_against_is_a_file_the_host_receives(revealed):
+    # The rehearsal found PGSSLROOTCERT=/srv/<stack>/files/api-dev/ca.crt while the CA is
+    # delivered at files/api-dev/run/platform/ca.crt: every pg_dump failed verify-full.
+    import re
+
+    scripts = {r["name"]: r["inputs"].get("stdin") or "" for r in revealed.of_type("command:remote:Command")}
+    referenced = {path for name, text in scripts.items() if name.endswith("-backup-credentials")
+                  for path in re.findall(r'^(?:PGSSLROOTCERT|BACKUP_CA_CERT|RCLONE_CA_CERT)="([^"]+)"', text, re.M)}
+    assert referenced, "the V-EdFinance backups verify TLS against the internal CA"
+    delivered = "\n".join(text for name, text in scripts.items() if not name.endswith("-backup-credentials"))
+    assert all(f"{path} " in delivered or f"{path}\n" in delivered for path in referenced), referenced
+
+
+def test_no_healthcheck_passes_a_password_as_an_argument():
+    # The backup box's /proc sampler saw `redis-cli -a <password> --no-auth-warning ping`, the
+    # Redis healthcheck of the stack file, every 10 s: redis-cli reads REDISCLI_AUTH instead.
+    import re
+    from pathlib import Path
+
+    for name in ("Pulumi.staging.yaml", "Pulumi.prod.yaml"):
+        text = (Path(__file__).resolve().parent.parent / name).read_text()
+        assert not re.search(r"redis-cli\b[^|\n]*\s-a\s", text), name
