@@ -3,9 +3,14 @@ the jail the stack writes, from a container's mounts and from the SSH client's r
 
 from __future__ import annotations
 
+import pytest
+
 from rehearsal.checks import access
 from rehearsal.checks.probes import BoxContainer
 from components.hostsetup import render_fail2ban_jail
+
+
+pytestmark = pytest.mark.fast
 
 
 def test_the_jail_the_stack_writes_gives_maxretry_and_ignoreip():

@@ -272,6 +272,7 @@ WAL_STALLED = ("WAL archiving of {job} is behind its RPO: nothing shipped to R2,
                "stopped, for longer than the declared RPO")
 
 
+@pytest.mark.realtool
 def test_wal_archiving_that_stops_shipping_for_longer_than_its_rpo_raises_an_alert(tmp_path):
     # "0x30": the last success stays at t=0 (the ship fails or its timer stopped); "0+60x30":
     # a success every minute. RPO 1 min (payments) and 5 min (default): each judged by its own.
@@ -286,6 +287,7 @@ def test_wal_archiving_that_stops_shipping_for_longer_than_its_rpo_raises_an_ale
     ]}])
 
 
+@pytest.mark.realtool
 def test_a_stopped_wal_receiver_raises_an_alert_and_an_idle_server_does_not(tmp_path):
     # Both ship every minute; neither server writes (the newest segment stays at t=0). The
     # receiver of "down-wal" stopped: its newest segment's age counts; "idle-wal"'s does not.

@@ -501,6 +501,7 @@ def test_the_tunnel_script_targets_minio_through_the_edge_node(prod):
         assert "AllowTcpForwarding no" in prod.named(f"pencom-prod-{node}-setup-sshd", COMMAND)["inputs"]["stdin"]
 
 
+@pytest.mark.fast
 def test_every_ca_file_a_backup_verifies_against_is_a_file_the_host_receives(revealed):
     # As on the V-EdFinance rehearsal box: a CA path written as files/<service>/ca.crt while
     # the file is delivered at files/<service>/run/platform/ca.crt fails every TLS backup.

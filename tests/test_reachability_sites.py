@@ -32,6 +32,7 @@ DOC = json.dumps([
 ])
 
 
+@pytest.mark.fast
 def test_inspect_keeps_running_containers_with_an_address():
     found = probes.parse_inspect(DOC)
     assert [c.name for c in found] == ["kro-staging-nginx-1", "kro-staging-prometheus-1", "kro-staging-backend-1",
@@ -39,6 +40,7 @@ def test_inspect_keeps_running_containers_with_an_address():
     assert found[2].addresses == {"kro-staging": ("172.20.0.4", 24)} and found[2].subnets == ["172.20.0.0/24"]
 
 
+@pytest.mark.fast
 def test_the_container_probe_is_an_app_container_when_the_host_runs_one():
     found = probes.parse_inspect(DOC)
     assert probes.probe_container(found).name == "kro-staging-admin-frontend-1"
@@ -47,6 +49,7 @@ def test_the_container_probe_is_an_app_container_when_the_host_runs_one():
     assert probes.probe_container([]) is None
 
 
+@pytest.mark.fast
 def test_probe_addresses_are_outside_the_admin_address_and_every_box():
     assert probes.INTERNET_PROBE in [str(a) for a in overlay.PUBLIC.hosts()]
     assert probes.INTERNET_PROBE != str(overlay.HARNESS)
@@ -54,6 +57,7 @@ def test_probe_addresses_are_outside_the_admin_address_and_every_box():
     assert probes.neighbour_address("10.201.0.0/24", 3) == "10.201.0.203"
 
 
+@pytest.mark.fast
 def test_a_lab_adapter_gives_container_web_and_direct_addresses_and_sites_per_host():
     lab = SimpleNamespace(netns="ns", networks={"public": "10.200.0.0/24"}, harness_docker_host="unix:///x",
                           boxes={"kro-staging": SimpleNamespace(addresses={"public": "10.200.0.11"})})
@@ -101,6 +105,7 @@ FIREWALL = [{"protocol": "tcp", "sourceAddresses": ["0.0.0.0/0", "::/0"], "portR
             {"protocol": "icmp", "sourceAddresses": ["0.0.0.0/0"]}]
 
 
+@pytest.mark.fast
 def test_the_droplet_firewall_admits_its_rules_sources_and_drops_the_rest():
     rules = probes.droplet_firewall_rules(FIREWALL, translate=lambda s: s.replace("198.51.100.10", "10.200.0.1"))
     chain = probes.FIREWALL_CHAIN
@@ -114,6 +119,7 @@ def test_the_droplet_firewall_admits_its_rules_sources_and_drops_the_rest():
         f"-A {chain} -j DROP", f"-I PREROUTING -i eth+ -j {chain}", "COMMIT"]
 
 
+@pytest.mark.realtool
 def test_the_droplet_firewall_restores_into_a_namespace_and_applies_once(tmp_path):
     require_tool("iptables-restore", "Debian package iptables")
     require_tool("unshare", "util-linux")
@@ -127,6 +133,7 @@ def test_the_droplet_firewall_restores_into_a_namespace_and_applies_once(tmp_pat
     assert result.stdout.count(f"-j {probes.FIREWALL_CHAIN}") == 1, result.stdout
 
 
+@pytest.mark.fast
 def test_a_droplet_firewall_comes_from_the_capture_through_the_overlay():
     state = {"resources": [{"type": "digitalocean:index/firewall:Firewall", "name": "kro-staging-firewall",
                             "inputs": {"inboundRules": FIREWALL[1:2]}},
@@ -135,6 +142,7 @@ def test_a_droplet_firewall_comes_from_the_capture_through_the_overlay():
     assert list(found) == ["kro-staging"] and "-s 10.200.0.1/32" in found["kro-staging"]
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("errors,detail", [
     ({"neighbour@kro-staging": "veth: busy"}, "no probe site for this position: veth: busy"),
     ({}, "no probe site for this position"),
