@@ -19,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 from stacks.collisions import stack_collisions
 from stacks.secret_keys import registry_secret_key
 from stacks.definition import SecretKey
-from stacks.engine_config import platform_config
+from stacks.engine_config import plain_other_config, platform_config
 from stacks.environment import Environment
 from stacks.errors import CONFIG_NAMESPACE, ConfigError, describe_validation_error, key_path, show
 from stacks.placeholders import OFFLINE_SYNTH, PLACEHOLDER_SECRET
@@ -343,7 +343,43 @@ def _unknown_secret_keys(raw: Mapping[str, Any], needed: dict[str, SecretKey] | 
     return problems
 
 
+PROVIDER_CREDENTIAL_KEYS = frozenset({
+    "digitalocean:token", "digitalocean:spacesAccessId", "digitalocean:spacesSecretKey",
+    "cloudflare:apiToken", "cloudflare:apiKey", "cloudflare:apiUserServiceKey",
+    "docker:registryAuth", "command:password", "command:privateKey"})
+"""Provider config keys that hold a credential (the providers' schemas mark them secret:
+``pulumi-digitalocean``'s token and Spaces keys, ``pulumi-cloudflare``'s API token and keys)."""
+
+
+def provider_config_problems(plain: Mapping[str, Any]) -> list[str]:
+    """Credentials in plain text outside the ``platform`` namespace: a provider's credential key
+    (:data:`PROVIDER_CREDENTIAL_KEYS`, or a key whose name says secret) set without
+    ``--secret``, or any plain value that looks like a secret. ``plain``: full key -> value of
+    the keys that are not secret. The value is never quoted."""
+    problems = []
+    for key in sorted(plain, key=str):
+        value = plain[key]
+        name = str(key).partition(":")[2]
+        if key in PROVIDER_CREDENTIAL_KEYS or looks_secret_name(name):
+            kind = "a credential"
+        else:
+            kind = secret_value_kind(str(value)) if value is not None else None
+        if kind:
+            problems.append(f"{key}: holds {kind} in plain text (value not shown); store it with "
+                            f"`pulumi config set --secret {key}` (or the provider's environment "
+                            "variable), so the stack file holds only its ciphertext")
+    return problems
+
+
 def read_pulumi_config() -> StackConfig:
-    """Collect every ``platform:*`` key the engine knows about and validate them together."""
+    """Collect every ``platform:*`` key the engine knows about and validate them together;
+    provider credentials in plain text are refused with them. Raises ConfigError."""
     raw, secret_names = platform_config()
-    return validate_stack_config(raw, secret_names, stack=pulumi.get_stack())
+    leaks = provider_config_problems(plain_other_config())
+    try:
+        config = validate_stack_config(raw, secret_names, stack=pulumi.get_stack())
+    except ConfigError as exc:
+        raise ConfigError(leaks + exc.problems) from None
+    if leaks:
+        raise ConfigError(leaks)
+    return config

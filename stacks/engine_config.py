@@ -44,3 +44,11 @@ def plain_platform_config() -> dict[str, Any]:
     message (secret values are never read here)."""
     merged = _all_config()
     return {k[len(PREFIX):]: v for k, v in merged.items() if k.startswith(PREFIX) and not _is_secret(k)}
+
+
+def plain_other_config() -> dict[str, Any]:
+    """The keys of every other namespace (providers' ``digitalocean:token``,
+    ``cloudflare:apiToken``, ...) that are not secret, by full key, with their values: the
+    config boundary refuses a credential among them."""
+    merged = _all_config()
+    return {k: v for k, v in merged.items() if not k.startswith(PREFIX) and not _is_secret(k)}

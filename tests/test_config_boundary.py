@@ -318,6 +318,9 @@ SECRET = "postgres://admin:S3cr3tPassw0rd@db.example.com/app"
      "platform:kro.services[0] (backend).env.X", "high-entropy token"),
     (lambda c: c.__setitem__("platform:kro_jwt_secert", {"secure": "v1:abc"}),
      "platform:kro_jwt_secert", "did you mean kro_jwt_secret"),
+    # The platform's own cloud: hex never counts as high-entropy, so the format is known.
+    (lambda c: c["platform:kro"]["services"][0]["env"].__setitem__("PROJECT_ID", "dop_v1_" + "4f3e2d1c" * 8),
+     "platform:kro.services[0] (backend).env.PROJECT_ID", "an API token"),
 ])
 def test_secrets_in_plain_config_are_rejected_and_never_echoed(stack_document, mutate, path, text):
     document = stack_document("staging")
@@ -325,6 +328,32 @@ def test_secrets_in_plain_config_are_rejected_and_never_echoed(stack_document, m
     problems = _problems(document)
     assert any(p.startswith(path) and text in p for p in problems), problems
     assert not any("S3cr3t" in p or "kJ8sd9" in p for p in problems)
+
+
+@pytest.mark.parametrize("key,value,kind", [
+    ("cloudflare:apiToken", "Xk3LmN9pQr2StUv5WxYz8AbCdEf1GhIj4KlMnOpQ", "a credential"),
+    ("digitalocean:token", "dop_v1_" + "0123abcd" * 8, "a credential"),
+    ("digitalocean:spacesSecretKey", "not-even-random", "a credential"),
+    ("someprovider:endpoint", "https://admin:S3cr3tPassw0rd@example.com", "a URL with a user and password"),
+])
+def test_provider_credentials_in_plain_text_are_refused(key, value, kind, stack_document, write_stack):
+    """Only ``platform:*`` keys were checked: a provider token written in the stack file without
+    ``--secret`` synthesized with exit 0 (found by a new user trying the program)."""
+    document = stack_document("staging")
+    document["config"][key] = value
+    result = _cli(write_stack(document))
+    assert result.returncode == 2, result.stderr
+    assert f"{key}: holds {kind} in plain text" in result.stderr
+    assert f"pulumi config set --secret {key}" in result.stderr
+    assert value not in result.stderr + result.stdout and "S3cr3t" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_provider_setting_that_is_not_a_credential_passes(stack_document, write_stack):
+    document = stack_document("staging")
+    document["config"]["digitalocean:apiEndpoint"] = "https://api.digitalocean.com"
+    result = _cli(write_stack(document))
+    assert result.returncode == 0, result.stderr
 
 
 def test_secret_key_names_stay_readable_while_values_are_masked(stack_document):

@@ -136,7 +136,9 @@ _PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")
 _KNOWN_TOKENS = re.compile(
     r"(gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{40,}|xox[abprs]-[A-Za-z0-9-]{10,}|"
     r"(sk|rk)_(live|test)_[A-Za-z0-9]{16,}|AKIA[0-9A-Z]{16}|SG\.[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}|"
-    r"glpat-[A-Za-z0-9_-]{20,}|hooks\.slack\.com/services/)")
+    r"glpat-[A-Za-z0-9_-]{20,}|hooks\.slack\.com/services/|"
+    # DigitalOcean's personal, OAuth and refresh tokens (docs.digitalocean.com, "API tokens").
+    r"do[por]_v1_[a-f0-9]{64})")
 _TOKEN_RUN = re.compile(r"[A-Za-z0-9+/_=-]{32,}")
 ENTROPY_BITS_MIN = 4.2
 """Shannon entropy per character above which a 32+ character run of letters, digits and
