@@ -22,6 +22,9 @@ class StackFileError(Exception):
     """A stack file that cannot be read at all (missing, not YAML, wrong shape, a key twice)."""
 
 
+MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
 class UniqueKeyLoader(yaml.SafeLoader):
     """A SafeLoader that rejects a key repeated in one mapping (YAML 1.2 requires unique keys;
     PyYAML would keep the last value silently), naming both lines."""
@@ -30,6 +33,10 @@ class UniqueKeyLoader(yaml.SafeLoader):
         seen: dict = {}
         problems = []
         for key_node, _ in node.value:
+            if key_node.tag == MERGE_TAG:
+                # ``<<: *anchor`` merges another mapping (YAML 1.1 merge key): its keys may be
+                # overridden here, so only this mapping's own keys must be unique.
+                continue
             key = self.construct_object(key_node, deep=True)
             try:
                 hash(key)
@@ -54,6 +61,25 @@ class DuplicateKeyError(yaml.YAMLError):
 def load_yaml(text: str):
     """YAML 1.1 as PyYAML's safe loader reads it, with repeated keys rejected."""
     return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def yaml_error_location(exc: yaml.YAMLError) -> str:
+    """``LINE:COLUMN:`` (1-based) where PyYAML found the problem, or "" when it gives no mark."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    return f"{mark.line + 1}:{mark.column + 1}:" if mark is not None else ""
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's problem in one line, without its quoted excerpt of the file: "expected ',' or
+    ']', but got '<stream end>' (in the flow sequence that starts at 12:10)"."""
+    problem = getattr(exc, "problem", None)
+    if problem is None:
+        return " ".join(str(exc).split())
+    context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    where = ""
+    if context and context_mark is not None:
+        where = f" ({context} at {context_mark.line + 1}:{context_mark.column + 1})"
+    return f"{problem}{where}"
 
 
 @dataclass
@@ -113,7 +139,7 @@ def load_stack_file(path: Path, stack: str, project: str) -> StackFile:
     except DuplicateKeyError as exc:
         raise StackFileError(f"{path}: " + "; ".join(exc.problems)) from None
     except yaml.YAMLError as exc:
-        raise StackFileError(f"{path} is not valid YAML: {exc}") from None
+        raise StackFileError(f"{path}:{yaml_error_location(exc)} not valid YAML: {yaml_problem(exc)}") from None
     if not isinstance(document, dict):
         raise StackFileError(f"{path} must be a YAML mapping with a 'config:' key")
     raw_config = document.get("config") or {}

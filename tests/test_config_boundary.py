@@ -110,13 +110,36 @@ def test_every_problem_is_reported_at_once(stack_document):
                for p in raised.value.problems), paths
 
 
-def test_unreadable_stack_file_is_a_config_error(tmp_path):
+@pytest.mark.parametrize("text,where,problem", [
+    ("config: [unclosed", ":1:18: not valid YAML", "expected ',' or ']'"),
+    ("config:\n  platform:products: [kro\n  platform:x: 1\n", ":3:13: not valid YAML", "expected ',' or ']'"),
+    ("config:\n\tplatform:products: []\n", ":2:1: not valid YAML", "found character '\\t'"),
+])
+def test_unreadable_stack_file_is_one_line_naming_the_place(tmp_path, text, where, problem):
     path = tmp_path / "Pulumi.broken.yaml"
-    path.write_text("config: [unclosed")
+    path.write_text(text)
     result = _cli(path)
     assert result.returncode == 2
-    assert "not valid YAML" in result.stderr
-    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert f"{path}{where}" in lines[0] and problem in lines[0], lines
+    assert "<unicode string>" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_yaml_merge_keys_are_read_and_own_keys_must_still_be_unique():
+    """``<<: *anchor`` is valid YAML (1.1 merge keys, which Pulumi's loader reads too): a
+    service written as "api-dev's settings, but" was refused as "could not determine a
+    constructor for the tag ...merge"."""
+    from synth.stackfile import DuplicateKeyError, load_yaml
+
+    text = ("services:\n"
+            "  - &api {name: api-dev, port: 3000, env: {APP_ENV: dev}}\n"
+            "  - <<: *api\n"
+            "    name: api-staging\n"
+            "    env: {APP_ENV: staging}\n")
+    assert load_yaml(text)["services"][1] == {"name": "api-staging", "port": 3000, "env": {"APP_ENV": "staging"}}
+    with pytest.raises(DuplicateKeyError, match="line 6: key 'name' repeats the key on line 4"):
+        load_yaml(text + "    name: again\n")
 
 
 def test_missing_stack_file_names_the_fix(tmp_path):
