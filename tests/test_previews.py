@@ -712,3 +712,38 @@ def test_a_bucket_rename_is_a_replacement_and_a_resize_is_not():
     head["resources"][1]["inputs"]["size"] = "db-s-2vcpu-4gb"
     kinds = {c.resource["name"]: (c.kind, c.forced_by) for c in diff_states(base, head).changes}
     assert kinds == {"media": ("replaced", ["name"]), "db": ("changed", [])}
+
+
+@pytest.mark.realtool
+def test_a_head_that_does_not_synthesize_is_the_plan_comment(tmp_path):
+    """The offline-plan step run for real (bash, git, the synth) on a pull request whose head
+    breaks staging's stack file: the comment must carry the config error. It had no diff file to
+    `cat`, so `set -e` ended the step and the pull request kept its previous, green comment."""
+    import os
+
+    from synth.engine import PROJECT_ROOT
+    from tests.conftest import require_tool
+
+    require_tool("git", "Debian package git")
+    workflow = _load("preview.yml")
+    step = next(s for s in workflow["jobs"]["offline-plan"]["steps"] if s.get("id") == "plan")
+    clone = tmp_path / "repo"
+    subprocess.run(["git", "clone", "-q", str(PROJECT_ROOT), str(clone)], check=True)
+    git = ["git", "-C", str(clone), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    base = subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    for path in ("stacks", "synth", "validation", "components", "policy", "Pulumi.staging.yaml"):
+        subprocess.run(["cp", "-r", str(PROJECT_ROOT / path), str(clone)], check=True)
+    stack_file = clone / "Pulumi.staging.yaml"
+    stack_file.write_text(stack_file.read_text().replace("  platform:environment:\n",
+                                                         "  platform:environment:\n    regoin: fra1\n", 1))
+    subprocess.run(git + ["commit", "-qam", "head"], check=True)
+    (clone / ".venv").symlink_to(PROJECT_ROOT / ".venv")
+    output = tmp_path / "github-output"
+    env = {**os.environ, "BASE_SHA": base, "ALLOW_STATEFUL": "false", "GITHUB_OUTPUT": str(output)}
+    run = subprocess.run(["bash", "-c", step["run"]], cwd=clone, env=env, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    comment = (clone / "out" / "comment.md").read_text()
+    assert "### staging: the head does not synthesize" in comment
+    assert "platform:environment.regoin: unknown key" in comment
+    assert "status=1" in output.read_text()
+    assert "prod" in comment and "Traceback" not in comment
