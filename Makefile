@@ -10,7 +10,7 @@ synth:
 	$(PY) -m synth $(STACK) --json out/$(STACK).json --markdown out/$(STACK).md
 
 # The fast and real-tool tiers, in parallel (pytest-xdist). The lab tier (real Debian boxes,
-# marker `rehearsal`) runs alone with `make test-rehearsal`: it is not green yet (README).
+# marker `rehearsal`) runs alone with `make test-rehearsal`: its cold CI run is unmeasured (README).
 test:
 	@scripts/bootstrap.sh dev
 	PATH="$(CURDIR)/.venv/bin:$$PATH" $(PY) -m pytest -n auto -m "not rehearsal"

@@ -21,10 +21,10 @@ HOSTS = {"pencom-staging-edge", "pencom-staging-app", "pencom-staging-data", "pe
          "vedfinance-staging", "kro-staging", "giv-staging-ops"}
 
 GAPS = (
-    "not yet green end to end (README, 'Rehearsal: status'): the last full run converged six of "
-    "the seven hosts twice with every check passing; Pencom's data node lost its PostgreSQL init "
-    "to the image's initdb restart (fixed after that run, not re-run); the reachability matrix "
-    "fails where the program does not lock container egress (KRO, GIV, V-EdFinance)"
+    "not yet proven green on this tree (README, 'Rehearsal: status'): the last full run (main at "
+    "aae12e4) converged all seven hosts twice with every check passing, and failed only the 4 "
+    "matrix cells of the internet probe sharing the admin address, fixed since; the merged "
+    "probes, drills and backup fixes have not had a full staging run"
 )
 
 
