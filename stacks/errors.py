@@ -196,5 +196,21 @@ def describe_validation_error(
             # The library's message may quote the value (or a part of it): say only what is expected.
             problems.append(f"{path}: not a valid value here, and it looks like a secret (not shown){about}")
             continue
-        problems.append(f"{path}: {message}, got {shown}{about}")
+        problems.append(f"{path}: {message}, got {shown}{about}{_type_fix(kind, received)}")
     return problems
+
+
+def _type_fix(kind: str, received: Any) -> str:
+    """The edit that turns what YAML delivered into the type the key takes: YAML 1.1 reads
+    ``yes``/``no``/``on``/``off`` as booleans and digits as numbers, and a list needs its own
+    syntax."""
+    if kind == "list_type":
+        return "; write it as a YAML list (`- item` on its own line per item, or `[a, b]`)"
+    if kind == "dict_type":
+        return "; write it as a mapping (`key: value` lines indented under the key)"
+    if kind == "string_type" and isinstance(received, bool):
+        return ("; YAML reads an unquoted yes, no, on, off, true or false as a boolean: quote the "
+                "value to keep it a string")
+    if kind == "string_type" and isinstance(received, (int, float)):
+        return f"; YAML reads it as a number: quote it to keep it a string ('{received}')"
+    return ""

@@ -232,6 +232,22 @@ def _has(problems: list[str], path: str, text: str = "") -> bool:
     return any(p.startswith(path + ":") and text in p for p in problems)
 
 
+@pytest.mark.parametrize("mutate,path,fix", [
+    (lambda c: c["platform:environment"].__setitem__("admin_cidrs", "198.51.100.10/32"),
+     "platform:environment.admin_cidrs", "write it as a YAML list"),
+    (lambda c: c["platform:kro"]["services"][0]["env"].__setitem__("NEXT_TELEMETRY_DISABLED", True),
+     "platform:kro.services[0] (backend).env.NEXT_TELEMETRY_DISABLED", "quote the value to keep it a string"),
+    (lambda c: c["platform:kro"]["services"][0]["env"].__setitem__("PORT", 3000),
+     "platform:kro.services[0] (backend).env.PORT", "quote it to keep it a string ('3000')"),
+])
+def test_a_wrong_type_names_the_yaml_edit_that_fixes_it(stack_document, mutate, path, fix):
+    """`PORT: 3000` or `FLAG: yes` is read by YAML as a number or a boolean: the message said
+    only "got 3000" (found by a new user's try-out)."""
+    document = stack_document("staging")
+    mutate(document["config"])
+    assert _has(_problems(document), path, fix), _problems(document)
+
+
 def test_duplicate_yaml_key_is_rejected_naming_both_lines(tmp_path):
     path = tmp_path / "Pulumi.staging.yaml"
     text = (PROJECT_ROOT / "Pulumi.staging.yaml").read_text().replace(
