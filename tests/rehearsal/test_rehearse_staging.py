@@ -21,10 +21,10 @@ HOSTS = {"pencom-staging-edge", "pencom-staging-app", "pencom-staging-data", "pe
          "vedfinance-staging", "kro-staging", "giv-staging-ops"}
 
 GAPS = (
-    "not yet proven green on this tree (README, 'Rehearsal: status'): the last full run (main at "
-    "aae12e4) converged all seven hosts twice with every check passing, and failed only the 4 "
-    "matrix cells of the internet probe sharing the admin address, fixed since; the merged "
-    "probes, drills and backup fixes have not had a full staging run"
+    "not yet green (README, 'Rehearsal: status'): the merged tree's last full run converged all "
+    "seven hosts twice with 0 changes on the second run, but 7 live checks and 25 of the 548 "
+    "matrix cells fail (container egress to the web on KRO and V-EdFinance, SSH from the edge's "
+    "containers to the internal nodes, plaintext PostgreSQL on V-EdFinance, and probe-side gaps)"
 )
 
 
