@@ -5,14 +5,18 @@
 - ``apply_ufw``: real ``ufw`` commands inside a network namespace, in a private mount namespace
   over private copies of ``/etc/ufw`` and ``/etc/default/ufw`` and a private ``/run``.
 - ``ip``: ``ip ARGS...`` that raises on failure (namespaces, veths, addresses).
+- ``borrowed_usr_image``: a ``docker import`` tarball whose ``/usr`` is this machine's, bind
+  mounted read-only at run time, so a test container runs Debian's own binaries.
 
 All of them need root and the tools the callers check with ``require_tool``/``require_root``.
 """
 
 from __future__ import annotations
 
+import io
 import shutil
 import subprocess
+import tarfile
 import textwrap
 from pathlib import Path
 from typing import Sequence
@@ -80,3 +84,20 @@ def apply_ufw(enter: Sequence[str], commands: str, tmp_path: Path, *,
         """)
     return subprocess.run([*enter, "unshare", "--mount", "--propagation", "private", "bash", "-c", inner],
                           capture_output=True, text=True, timeout=timeout)
+
+
+def borrowed_usr_image(writable: Sequence[str] = ("tmp",), extra_dirs: Sequence[str] = ()) -> bytes:
+    """A root filesystem of mount points and merged-/usr symlinks (``docker import`` input);
+    run it with ``-v /usr:/usr:ro``. ``writable``: directories created 1777; ``extra_dirs``:
+    more mount points (0755 unless writable)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for directory in ("usr", "etc", "tmp", "proc", "sys", "dev", "run", *extra_dirs):
+            info = tarfile.TarInfo(directory)
+            info.type, info.mode = tarfile.DIRTYPE, 0o1777 if directory in writable else 0o755
+            tar.addfile(info)
+        for link in ("bin", "lib", "lib64", "sbin"):
+            info = tarfile.TarInfo(link)
+            info.type, info.linkname = tarfile.SYMTYPE, f"usr/{link}"
+            tar.addfile(info)
+    return buffer.getvalue()

@@ -23,13 +23,11 @@ so nothing is pulled.
 
 from __future__ import annotations
 
-import io
 import ipaddress
 import re
 import secrets
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from functools import lru_cache
@@ -38,6 +36,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require_root, require_tool, synth_once
+from tests.isolation import borrowed_usr_image
 
 STACKS = ("staging", "prod")
 _PRODUCT_HOSTS = {"kro": ["kro-{stack}"], "giv": ["giv-{stack}-ops"], "vedfinance": ["vedfinance-{stack}"],
@@ -136,21 +135,6 @@ def _ok(argv) -> str:
     return result.stdout
 
 
-def _listener_image_tar() -> bytes:
-    """A root filesystem of mount points and merged-/usr symlinks; ``/usr`` comes from the
-    build machine at run time (read-only), so the container runs its python3."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for directory in ("usr", "etc", "tmp", "proc", "sys", "dev", "run"):
-            info = tarfile.TarInfo(directory)
-            info.type, info.mode = tarfile.DIRTYPE, 0o1777 if directory == "tmp" else 0o755
-            tar.addfile(info)
-        for link in ("bin", "lib", "lib64", "sbin"):
-            info = tarfile.TarInfo(link)
-            info.type, info.linkname = tarfile.SYMTYPE, f"usr/{link}"
-            tar.addfile(info)
-    return buffer.getvalue()
-
 
 def connects(ns_path: str, target: str, port: int, source: str | None = None,
              timeout: float = 0.8) -> bool:
@@ -188,7 +172,7 @@ def replay():
         for ns in (host, neighbour):
             _ok(["ip", "-n", ns.name, "link", "set", "eth0", "up"])
         daemon.start()
-        imported = subprocess.run(daemon.cli("import", "-", IMAGE), input=_listener_image_tar(),
+        imported = subprocess.run(daemon.cli("import", "-", IMAGE), input=borrowed_usr_image(),
                                   capture_output=True, timeout=120)
         assert imported.returncode == 0, imported.stderr
         yield {"host": host, "neighbour": neighbour, "daemon": daemon}

@@ -11,16 +11,13 @@ starts on the new file.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
 import secrets
 import subprocess
-import tarfile
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -29,26 +26,10 @@ import yaml
 from components import prometheus as prom
 from components.service_files import HostFile, Reload, reload_for, render_service_script, service_mounts
 from tests.conftest import require_root, require_tool
-from tests.realtools import free_port, wait_for_port
+from tests.isolation import borrowed_usr_image
 
 IMAGE = "platform-test/borrowed-usr:1"
 
-
-def _borrowed_usr_image() -> bytes:
-    """A root filesystem of mount points and merged-/usr symlinks; ``/usr`` is the build
-    machine's (mounted read-only at run time), so the container runs Debian's prometheus,
-    promtool and curl."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for directory in ("usr", "etc", "tmp", "proc", "sys", "dev", "run", "data"):
-            info = tarfile.TarInfo(directory)
-            info.type, info.mode = tarfile.DIRTYPE, 0o1777 if directory in ("tmp", "data") else 0o755
-            tar.addfile(info)
-        for link in ("bin", "lib", "lib64", "sbin"):
-            info = tarfile.TarInfo(link)
-            info.type, info.linkname = tarfile.SYMTYPE, f"usr/{link}"
-            tar.addfile(info)
-    return buffer.getvalue()
 
 
 @pytest.fixture
@@ -69,7 +50,8 @@ def dockerd(tmp_path):
     try:
         namespace.create()
         daemon.start()
-        imported = subprocess.run(daemon.cli("import", "-", IMAGE), input=_borrowed_usr_image(),
+        imported = subprocess.run(daemon.cli("import", "-", IMAGE),
+                                  input=borrowed_usr_image(writable=("tmp", "data"), extra_dirs=("data",)),
                                   capture_output=True, timeout=120)
         assert imported.returncode == 0, imported.stderr
         yield daemon
