@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
 from components.hostsetup import OutboundRule, deliver_file
-from components.tiers import InboundRule
+from components.tiers import SSH_PORT, InboundRule
 
 PROXY_BASE_PORT = 3128
 HOST_ROUTE = "hosts"
@@ -69,6 +69,10 @@ class EgressLock:
     the upper half."""
     exempt: tuple[tuple[str, str], ...] = ()
     """(container, address) pairs allowed direct egress: the proxy itself, Alertmanager."""
+    internal_peers: tuple[tuple[str, int | tuple[int, int]], ...] | None = None
+    """(address or CIDR, TCP port or (first, last) range) the containers may open on the internal
+    network: what the peers' tier-model rules admit from this host's private address (its
+    containers leave masqueraded to it). None: the whole internal network, every port."""
 
     def __post_init__(self):
         if not re.match(r"^[a-z][a-z0-9-]{1,14}$", self.bridge):
@@ -194,7 +198,9 @@ BRIDGE_GUARD_CHAIN = "PLATFORM-BRIDGE-IN"
 def render_docker_user_rules(*, published: Sequence[tuple[str, int]], rules: Sequence[InboundRule],
                              bridge: str | None = None, internal_cidr: str | None = None,
                              direct: Sequence[DirectRoute] = (), exempt_sources: Sequence[str] = (),
-                             container_bridges: Sequence[str] = DOCKER_BRIDGES) -> str:
+                             container_bridges: Sequence[str] = DOCKER_BRIDGES,
+                             internal_peers: Sequence[tuple[str, int | tuple[int, int]]] | None = None,
+                             ssh_ports: Sequence[int] = (SSH_PORT,)) -> str:
     """``iptables-restore --noflush`` input that rewrites the ``DOCKER-USER`` chain.
 
     ``published`` are the (address, port) pairs containers publish on; each admits only the
@@ -211,9 +217,16 @@ def render_docker_user_rules(*, published: Sequence[tuple[str, int]], rules: Seq
     its ``raw`` table; Debian 12's docker.io 20.10 has none). Connections the host itself opens
     (``OUTPUT``, loopback publishes) never cross ``FORWARD`` and are untouched.
 
-    With ``bridge`` and ``internal_cidr``, traffic from the containers may go only to the
-    internal network, to its own bridge, to the ``direct`` routes, and from ``exempt_sources``
-    anywhere: everything else they send is dropped.
+    No container opens SSH anywhere: a new TCP connection from any container bridge to one of
+    ``ssh_ports`` (default 22) is dropped first. Its traffic leaves masqueraded to the host's
+    address, which the internal nodes admit for SSH when the host is the bastion, so without
+    this rule a container on the bastion reached every node's sshd (found by the staging
+    rehearsal's reachability matrix).
+
+    With ``bridge`` and ``internal_cidr``, traffic from the containers may go only to their own
+    bridge, to the internal network (only the ``internal_peers`` pairs, when given), to the
+    ``direct`` routes, and from ``exempt_sources`` anywhere but the internal network: everything
+    else they send is dropped.
 
     The chains only filter forwarded traffic: no rule here can cut the host's own SSH.
     """
@@ -223,6 +236,8 @@ def render_docker_user_rules(*, published: Sequence[tuple[str, int]], rules: Seq
     out = ["*filter", ":DOCKER-USER - [0:0]", f":{BRIDGE_GUARD_CHAIN} - [0:0]",
            "-F DOCKER-USER", f"-F {BRIDGE_GUARD_CHAIN}",
            "-A DOCKER-USER -m conntrack --ctstate ESTABLISHED,RELATED -j RETURN"]
+    out += [f"-A DOCKER-USER -i {b} -p tcp --dport {int(p)} -j DROP"
+            for b in bridges for p in dict.fromkeys(ssh_ports)]
     for address, port in published:
         sources = sorted({c for r in rules if _covers(r, port) for c in r.cidrs})
         if not sources:
@@ -239,15 +254,28 @@ def render_docker_user_rules(*, published: Sequence[tuple[str, int]], rules: Seq
     if bridge:
         if not internal_cidr:
             raise ValueError("an egress lock needs the internal network")
-        out += [f"-A DOCKER-USER -i {bridge} -o {bridge} -j RETURN",
-                f"-A DOCKER-USER -i {bridge} -d {_check_cidr(internal_cidr)} -j RETURN"]
+        internal = _check_cidr(internal_cidr)
+        out.append(f"-A DOCKER-USER -i {bridge} -o {bridge} -j RETURN")
+        if internal_peers is None:
+            out.append(f"-A DOCKER-USER -i {bridge} -d {internal} -j RETURN")
+        else:
+            out += [f"-A DOCKER-USER -i {bridge} -p tcp -d {_check_cidr(peer)} --dport {_port_match(port)} -j RETURN"
+                    for peer, port in dict.fromkeys(internal_peers)]
         for route in direct:
             out += [f"-A DOCKER-USER -i {bridge} -p tcp -d {_check_cidr(c)} --dport {route.port} -j RETURN"
                     for c in route.cidrs]
+        # Before the exemptions: the proxy and Alertmanager reach the internet, not the nodes.
+        out.append(f"-A DOCKER-USER -i {bridge} -d {internal} -j DROP")
         out += [f"-A DOCKER-USER -i {bridge} -s {_check_cidr(a)} -j RETURN" for a in exempt_sources]
         out.append(f"-A DOCKER-USER -i {bridge} -j DROP")
     out += ["-A DOCKER-USER -j RETURN", "COMMIT"]
     return "\n".join(out) + "\n"
+
+
+def _port_match(port: int | tuple[int, int]) -> str:
+    if isinstance(port, tuple):
+        return f"{int(port[0])}:{int(port[1])}"
+    return str(int(port))
 
 
 def _covers(rule: InboundRule, port: int) -> bool:

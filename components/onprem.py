@@ -120,7 +120,9 @@ class OnPremVps(DockerHost):
         rules_text = egress.render_docker_user_rules(
             published=published, rules=self.rules, bridge=lock.bridge if lock else None,
             internal_cidr=lock.internal_cidr if lock else None, direct=lock.direct if lock else (),
-            exempt_sources=[address for _, address in lock.exempt] if lock else ())
+            exempt_sources=[address for _, address in lock.exempt] if lock else (),
+            internal_peers=lock.internal_peers if lock else None,
+            ssh_ports=(tiers.SSH_PORT, self.ssh.port))
         self._docker_firewall(rules_text)
         unknown = {c for c, _ in lock.exempt} - {s.name for s in containers} if lock else set()
         if unknown:

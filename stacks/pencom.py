@@ -613,11 +613,41 @@ EDGE_EXEMPT = (PROXY_SERVICE, "alertmanager", "blackbox")
 and Slack for alerts, probes of the public hostnames. The others go through the proxy."""
 
 
-def edge_egress(cfg: PencomConfig) -> egress.EgressLock:
-    """The edge host keeps open egress (it runs the proxy, certbot, apt); its containers do not."""
+def edge_egress(cfg: PencomConfig, admin_cidrs: tuple[str, ...]) -> egress.EgressLock:
+    """The edge host keeps open egress (it runs the proxy, certbot, apt); its containers do not.
+    On the internal network they reach only what the other nodes admit from the edge's address
+    (``container_peers``), never SSH: the edge is the bastion, and its containers leave
+    masqueraded to its address."""
     static = list(ipaddress.ip_network(cfg.egress.edge_subnet).hosts())
     return egress.EgressLock(bridge="pencom-edge", internal_cidr=cfg.internal_cidr, subnet=cfg.egress.edge_subnet,
-                             exempt=tuple((c, str(static[9 + i])) for i, c in enumerate(EDGE_EXEMPT)))
+                             exempt=tuple((c, str(static[9 + i])) for i, c in enumerate(EDGE_EXEMPT)),
+                             internal_peers=container_peers(cfg, "edge", admin_cidrs))
+
+
+def node_rules(cfg: PencomConfig, admin_cidrs: tuple[str, ...]) -> dict[str, list[tiers.InboundRule]]:
+    """Each node's inbound rules (UFW), from the tier model plus the named waivers."""
+    return {node: tiers.inbound_rules(role) + extra for node, (role, extra) in _roles(cfg, admin_cidrs).items()}
+
+
+def container_peers(cfg: PencomConfig, node: str, admin_cidrs: tuple[str, ...]
+                    ) -> tuple[tuple[str, int | tuple[int, int]], ...]:
+    """(address/32, port or range) that ``node``'s containers may open on the internal network:
+    every other node's inbound rule that admits ``node``'s private address (the containers'
+    traffic is masqueraded to it), except SSH, which only the operator's jumps through the
+    bastion use. Sorted, so the rules file is stable."""
+    source = ipaddress.ip_address(getattr(cfg.nodes, node).private_address)
+    pairs = set()
+    for other, rules in node_rules(cfg, admin_cidrs).items():
+        if other == node:
+            continue
+        target = _cidr(getattr(cfg.nodes, other).private_address)
+        for rule in rules:
+            if rule.port == tiers.SSH_PORT or rule.protocol != "tcp":
+                continue
+            if any(source.version == ipaddress.ip_network(c, strict=False).version
+                   and source in ipaddress.ip_network(c, strict=False) for c in rule.cidrs):
+                pairs.add((target, rule.port))
+    return tuple(sorted(pairs, key=lambda p: (p[0], p[1] if isinstance(p[1], tuple) else (p[1], p[1]))))
 
 
 def backup_job_name(stack: str, label: str) -> str:
@@ -648,27 +678,55 @@ def operator_ca_path(name: str) -> str:
     return f"operator/{name}-internal-ca.pem"
 
 
+def _roles(cfg: PencomConfig, admin_cidrs: tuple[str, ...]
+           ) -> dict[str, tuple[tiers.HostRole, list[tiers.InboundRule]]]:
+    """Each node's tier role and its rules beyond the tier model (the read waivers), computed
+    once so the UFW rules and the containers' egress to the peers agree."""
+    n = cfg.nodes
+    ports = egress.proxy_ports(proxy_routes(cfg))
+    internal_nodes = [n.app.private_address, n.data.private_address, n.storage.private_address]
+    # Internal nodes' own traffic (apt, image pulls, backups) leaves through the proxy port of
+    # "hosts"; each app service has its own port.
+    proxy_rule = tiers.InboundRule(
+        (min(ports.values()), max(ports.values())), cidrs=tuple(_cidr(a) for a in internal_nodes),
+        reason="egress proxy")
+    bastion_only = (_cidr(n.edge.private_address),)
+    # The monitoring stack runs on the edge node (mgmt tier): it alone reaches the exporters.
+    metrics = {"metrics_cidrs": bastion_only,
+               "metrics_ports": (monitoring.NODE_EXPORTER_PORT, monitoring.CADVISOR_PORT)}
+    waiver_rules = [tiers.InboundRule(PORTS["postgres"], cidrs=(_cidr(n.edge.private_address),),
+                                      reason=f"{w.service} reads {w.database}") for w in cfg.read_waivers]
+    return {
+        "edge": (tiers.HostRole(tier=tiers.Tier.EDGE, ssh_cidrs=tuple(admin_cidrs),
+                                rules_beyond_tier=(proxy_rule,)), []),
+        "app": (tiers.HostRole(
+            tier=tiers.Tier.APP, ssh_cidrs=bastion_only, **metrics,
+            service_ports=tuple(s.port for s in cfg.app_services),
+            peer_cidrs=(_cidr(n.edge.private_address), _cidr(n.app.private_address))), []),
+        "data": (tiers.HostRole(
+            tier=tiers.Tier.DATA, ssh_cidrs=bastion_only, **metrics,
+            service_ports=(PORTS["postgres"], PORTS["mongodb"], PORTS["redis"]),
+            peer_cidrs=(_cidr(n.app.private_address),)), waiver_rules),
+        "storage": (tiers.HostRole(
+            tier=tiers.Tier.DATA, ssh_cidrs=bastion_only, **metrics, service_ports=(PORTS["minio"],),
+            peer_cidrs=(_cidr(n.app.private_address),)), []),
+    }
+
+
 def _edge_node(ctx, cfg: PencomConfig, name: str, ports: dict[str, int], child: pulumi.ResourceOptions
                ) -> OnPremVps:
     """The edge node, firewalled by the tier model: the bastion and egress proxy of the others."""
     env = ctx.environment
     key = ctx.secret(SSH_KEY_SECRET)
     n = cfg.nodes
-    internal_nodes = [n.app.private_address, n.data.private_address, n.storage.private_address]
-
-    # Internal nodes' own traffic (apt, image pulls, backups) leaves through the proxy port of
-    # "hosts"; each app service has its own port.
-    proxy_rule = tiers.InboundRule(
-        (min(ports.values()), max(ports.values())), cidrs=tuple(_cidr(a) for a in internal_nodes),
-        reason="egress proxy")
+    admin = tuple(env.admin_cidrs)
     edge = OnPremVps(f"{name}-edge", OnPremVpsArgs(
         address=n.edge.public_address, private_address=n.edge.private_address, private_key=key,
         registry_auth=secret_keys.registry_auth("pencom", _images(cfg)),
         ssh_port=n.edge.ssh_port, bootstrap_user=n.edge.bootstrap_user,
         directories=monitoring.data_directories(f"/srv/{name}-edge"),
-        role=tiers.HostRole(tier=tiers.Tier.EDGE, ssh_cidrs=tuple(env.admin_cidrs),
-                            rules_beyond_tier=(proxy_rule,)),
-        egress=edge_egress(cfg),
+        role=_roles(cfg, admin)["edge"][0],
+        egress=edge_egress(cfg, admin),
     ), opts=child)
     return edge
 
@@ -680,46 +738,34 @@ def _internal_nodes(ctx, cfg: PencomConfig, name: str, ports: dict[str, int], ch
     pulls leave through it, and fail on a first ``pulumi up`` while it is not running."""
     key = ctx.secret(SSH_KEY_SECRET)
     n = cfg.nodes
-    bastion_only = (_cidr(n.edge.private_address),)
+    admin = tuple(ctx.environment.admin_cidrs)
+    roles = _roles(cfg, admin)
     direct = tuple(egress.DirectRoute(name=r.name, cidrs=tuple(r.cidrs), port=r.port, clients=tuple(r.services))
                    for r in cfg.egress.direct)
 
-    def internal(node: str, node_cfg: NodeConfig, role: tiers.HostRole, **extra) -> OnPremVps:
+    def internal(node: str, node_cfg: NodeConfig, **extra) -> OnPremVps:
+        role, extra_rules = roles[node]
         lock = egress.EgressLock(
             bridge=f"pencom-{node}", internal_cidr=cfg.internal_cidr, resolvers=tuple(cfg.egress.resolvers),
             proxy_url=f"http://{n.edge.private_address}:{ports[egress.HOST_ROUTE]}",
-            direct=direct if node == "app" else ())
+            direct=direct if node == "app" else (), internal_peers=container_peers(cfg, node, admin))
         return OnPremVps(f"{name}-{node}", OnPremVpsArgs(
             address=node_cfg.private_address, private_address=node_cfg.private_address,
             private_key=key, ssh_port=node_cfg.ssh_port, bootstrap_user=node_cfg.bootstrap_user,
-            bastion=edge.ssh, role=role, egress=lock, after=(proxy,),
+            bastion=edge.ssh, role=role, egress=lock, after=(proxy,), extra_rules=extra_rules,
             registry_auth=secret_keys.registry_auth("pencom", _images(cfg)),
             **extra), opts=child)
 
-    # The monitoring stack runs on the edge node (mgmt tier): it alone reaches the exporters.
-    metrics = {"metrics_cidrs": bastion_only,
-               "metrics_ports": (monitoring.NODE_EXPORTER_PORT, monitoring.CADVISOR_PORT)}
-    app = internal("app", n.app, tiers.HostRole(
-        tier=tiers.Tier.APP, ssh_cidrs=bastion_only, **metrics,
-        service_ports=tuple(s.port for s in cfg.app_services),
-        peer_cidrs=(_cidr(n.edge.private_address), _cidr(n.app.private_address))))
-    waiver_rules = [tiers.InboundRule(PORTS["postgres"], cidrs=(_cidr(n.edge.private_address),),
-                                      reason=f"{w.service} reads {w.database}") for w in cfg.read_waivers]
-    data = internal("data", n.data, tiers.HostRole(
-        tier=tiers.Tier.DATA, ssh_cidrs=bastion_only, **metrics,
-        service_ports=(PORTS["postgres"], PORTS["mongodb"], PORTS["redis"]),
-        peer_cidrs=(_cidr(n.app.private_address),)),
-        extra_rules=waiver_rules,
-        directories=[(m.host_path, "0750", _owner(cfg.redis.user or REDIS_USER))
-                     for m in cfg.redis.mounts if not m.read_only],
-        waivers={f"{w.service} reads {w.database}": w.name for w in cfg.read_waivers})
+    app = internal("app", n.app)
+    data = internal("data", n.data,
+                    directories=[(m.host_path, "0750", _owner(cfg.redis.user or REDIS_USER))
+                                 for m in cfg.redis.mounts if not m.read_only],
+                    waivers={f"{w.service} reads {w.database}": w.name for w in cfg.read_waivers})
     minio_api = f"{n.storage.private_address}:{PORTS['minio']}"
     # MinIO runs as its configured user: its data directories and TLS key belong to that user.
     minio_owner = _owner(cfg.minio.user)
-    storage = internal("storage", n.storage, tiers.HostRole(
-        tier=tiers.Tier.DATA, ssh_cidrs=bastion_only, **metrics, service_ports=(PORTS["minio"],),
-        peer_cidrs=(_cidr(n.app.private_address),)), permit_open=(minio_api,),
-        directories=[(m.host_path, "0750", minio_owner) for m in cfg.minio.mounts if not m.read_only])
+    storage = internal("storage", n.storage, permit_open=(minio_api,),
+                       directories=[(m.host_path, "0750", minio_owner) for m in cfg.minio.mounts if not m.read_only])
     return app, data, storage
 
 

@@ -162,12 +162,12 @@ def _in(ns: str, *argv: str, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(["ip", "netns", "exec", ns, *argv], capture_output=True, text=True, **kwargs)
 
 
-def _app_rules() -> str:
+def _app_rules(node: str = "app") -> str:
     from synth.state import State
     from tests.test_pencom import _pencom_only
 
     state = State(synth_once("prod", document=_pencom_only("prod")))
-    script = state.named("pencom-prod-app-docker-firewall", "command:remote:Command")["inputs"]["stdin"]
+    script = state.named(f"pencom-prod-{node}-docker-firewall", "command:remote:Command")["inputs"]["stdin"]
     heredoc = script.split("<<'PLATFORM_EOF'", 1)[1]
     return heredoc.split("\n", 1)[1].split("PLATFORM_EOF", 1)[0]
 
@@ -227,7 +227,9 @@ def docker_host():
         listeners.append(subprocess.Popen(["ip", "netns", "exec", ctr, sys.executable, "-c", server,
                                            f"{CONTAINER_ADDR}:4000"]))
         listeners.append(subprocess.Popen(["ip", "netns", "exec", net, sys.executable, "-c", server,
-                                           f"{INTERNET}:443", f"{ORACLE}:1521", f"{ORACLE}:443", f"{DATA}:5432"]))
+                                           f"{INTERNET}:443", f"{INTERNET}:22", f"{ORACLE}:1521", f"{ORACLE}:443",
+                                           f"{DATA}:5432", f"{DATA}:22", f"{DATA}:27017", f"{DATA}:9100",
+                                           f"{STORAGE}:9000", f"{STORAGE}:22", f"{EDGE}:3128"]))
         time.sleep(0.7)
         yield {"host": host, "net": net, "ctr": ctr, "iptables": iptables}
     finally:
@@ -259,7 +261,10 @@ def test_docker_user_rules_filter_published_ports_and_container_egress(docker_ho
 
     assert _reaches(net, HOST_ADDR, 4000, source=EDGE), "the edge node must reach core"
     assert not _reaches(net, HOST_ADDR, 4000, source=STORAGE), "the storage node must not reach core"
-    assert _reaches(ctr, DATA, 5432), "containers reach the internal network"
+    assert _reaches(ctr, DATA, 5432), "containers reach the data node's Postgres"
+    assert _reaches(ctr, STORAGE, 9000) and _reaches(ctr, EDGE, 3128), "MinIO and the egress proxy"
+    assert not _reaches(ctr, DATA, 9100), "not the data node's exporter: only the edge's Prometheus scrapes it"
+    assert not _reaches(ctr, DATA, 22) and not _reaches(ctr, STORAGE, 22), "never SSH"
     assert _reaches(ctr, ORACLE, 1521), "containers reach Oracle ECRS on its port"
     assert not _reaches(ctr, ORACLE, 443), "but nothing else there"
     assert not _reaches(ctr, INTERNET, 443), "and not the internet (HTTPS goes through the proxy)"
@@ -280,3 +285,42 @@ def test_an_exempt_container_reaches_the_internet_and_its_neighbours_do_not(dock
     assert _reaches(ctr, INTERNET, 443, source=EXEMPT_ADDR)
     assert not _reaches(ctr, INTERNET, 443, source=CONTAINER_ADDR)
     assert _reaches(ctr, DATA, 5432, source=CONTAINER_ADDR), "the internal network stays reachable"
+
+
+def test_edge_containers_never_reach_ssh_on_the_internal_nodes(docker_host, tmp_path):
+    """The staging matrix's finding: a container on the edge node (the bastion) reached SSH on
+    every internal node, its traffic masqueraded to the edge's address, which they admit for
+    SSH. The committed edge node's rules, loaded here with the edge bridge and its first exempt
+    address (the proxy) mapped onto this namespace's: its containers reach on the internal
+    network only what the tier model admits from the edge (the waiver's Postgres, the
+    exporters), never SSH, and the exempt ones reach the internet but not the nodes."""
+    host, ctr = docker_host["host"], docker_host["ctr"]
+    assert _reaches(ctr, DATA, 22, source=CONTAINER_ADDR), "control: open before the rules"
+    assert _reaches(ctr, DATA, 27017, source=EXEMPT_ADDR), "control: open before the rules"
+    text = _app_rules("edge")
+    assert "-i pencom-edge -p tcp --dport 22 -j DROP" in text, text
+    rules = tmp_path / "edge.rules"
+    rules.write_text(text.replace("pencom-edge", "pencom-app").replace("172.31.250.10/32", f"{EXEMPT_ADDR}/32"))
+    _in(host, "iptables-restore", "--noflush", str(rules), check=True)
+    for source in (CONTAINER_ADDR, EXEMPT_ADDR):
+        assert not _reaches(ctr, DATA, 22, source=source), f"{source} reaches SSH on the data node"
+        assert not _reaches(ctr, STORAGE, 22, source=source), f"{source} reaches SSH on the storage node"
+        assert not _reaches(ctr, INTERNET, 22, source=source), f"{source} reaches SSH on the internet"
+        assert not _reaches(ctr, DATA, 27017, source=source), "MongoDB admits the app node only"
+        assert not _reaches(ctr, STORAGE, 9000, source=source), "MinIO admits the app node only"
+    assert _reaches(ctr, DATA, 5432, source=CONTAINER_ADDR), "the named waiver: external-gateway reads Postgres"
+    assert _reaches(ctr, DATA, 9100, source=CONTAINER_ADDR), "Prometheus scrapes the node exporters"
+    assert _reaches(ctr, INTERNET, 443, source=EXEMPT_ADDR), "the proxy reaches the providers"
+    assert not _reaches(ctr, INTERNET, 443, source=CONTAINER_ADDR)
+
+
+def test_no_container_opens_ssh_on_an_unlocked_host(docker_host, tmp_path):
+    """A host without an egress lock (a droplet) still drops SSH from every container bridge."""
+    host, ctr = docker_host["host"], docker_host["ctr"]
+    assert _reaches(ctr, DATA, 22)
+    rules = tmp_path / "open.rules"
+    rules.write_text(egress.render_docker_user_rules(published=[], rules=[],
+                                                     container_bridges=("docker0", "pencom-app")))
+    _in(host, "iptables-restore", "--noflush", str(rules), check=True)
+    assert not _reaches(ctr, DATA, 22) and not _reaches(ctr, INTERNET, 22)
+    assert _reaches(ctr, DATA, 5432) and _reaches(ctr, INTERNET, 443), "the rest of its egress is open"
