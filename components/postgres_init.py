@@ -73,3 +73,33 @@ def render_init_sql(databases: Mapping[str, str], passwords: Mapping[str, str],
                 ]
             lines.append("\\connect postgres")
     return "\n".join(lines) + "\n"
+
+
+HBA_PATH = "/run/platform/hba/pg_hba.conf"
+"""Where the program's ``pg_hba.conf`` is mounted in a self-hosted Postgres container; the
+server reads it through ``-c hba_file=`` (``hba_file_args``)."""
+
+
+def render_pg_hba() -> str:
+    """A ``pg_hba.conf`` that admits network connections over TLS only, with SCRAM passwords.
+
+    The image's own file trusts loopback and admits ``host all all all`` (plaintext as well as
+    TLS), so a client with ``sslmode=disable`` got in (found by the staging rehearsal). Here every
+    TCP connection, ordinary and replication (``pg_receivewal``), must be ``hostssl``, and a
+    ``hostnossl`` line rejects the rest explicitly (PostgreSQL docs, 21.1 "The pg_hba.conf
+    File"). The Unix socket inside the container stays ``trust``, as in the image: only a
+    process in the container (the init script run by ``docker exec``) reaches it."""
+    return "\n".join([
+        "# Managed by the platform program (components/postgres_init.py): TLS only over TCP.",
+        "# TYPE    DATABASE     USER  ADDRESS  METHOD",
+        "local     all          all            trust",
+        "hostnossl all          all   all      reject",
+        "hostnossl replication  all   all      reject",
+        "hostssl   all          all   all      scram-sha-256",
+        "hostssl   replication  all   all      scram-sha-256",
+    ]) + "\n"
+
+
+def hba_file_args() -> list[str]:
+    """The ``postgres`` arguments that make the server read ``HBA_PATH``."""
+    return ["-c", f"hba_file={HBA_PATH}"]

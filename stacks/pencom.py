@@ -37,7 +37,7 @@ from components.monitoring import MonitoringConfig
 from components.minio_bucket import MinioBucket, MinioBucketArgs, MinioConsumer
 from components.mongo_init import check_mongo_names, render_mongo_init_js
 from components.onprem import OnPremVps, OnPremVpsArgs
-from components.postgres_init import check_init_plan, render_init_sql
+from components.postgres_init import HBA_PATH, hba_file_args, render_pg_hba, check_init_plan, render_init_sql
 from components.host_containers import datastore_init
 from components.service_files import HostFile, host_path_for
 from validation.rules import Finding, RuleContext, Skip, each, rule
@@ -940,7 +940,7 @@ def build(ctx, cfg: PencomConfig) -> dict:
             "publish": [PublishedPort(host_port=5432, container_port=5432)],
             "command": ["postgres", "-c", "ssl=on", "-c", f"ssl_cert_file={TLS_DIR}/server.crt",
                         "-c", f"ssl_key_file={TLS_DIR}/server.key", "-c", "ssl_min_protocol_version=TLSv1.2",
-                        "-c", "listen_addresses=*"]}),
+                        "-c", "listen_addresses=*", *hba_file_args()]}),
         cfg.mongodb.model_copy(update={
             "publish": [PublishedPort(host_port=27017, container_port=27017)],
             "command": ["mongod", "--auth", "--bind_ip_all", "--tlsMode", "requireTLS",
@@ -955,7 +955,8 @@ def build(ctx, cfg: PencomConfig) -> dict:
     ]
     data_files = {
         cfg.postgres.name: [HostFile(container_path=f"{TLS_DIR}/server.crt", content=data_cert.cert_pem),
-                            key_file(f"{TLS_DIR}/server.key", data_cert.key_pem, "999:999"), ca_file],
+                            key_file(f"{TLS_DIR}/server.key", data_cert.key_pem, "999:999"), ca_file,
+                            HostFile(container_path=HBA_PATH, content=render_pg_hba())],
         cfg.mongodb.name: [key_file(f"{TLS_DIR}/mongodb.pem", mongo_pem, "999:999"), ca_file],
         cfg.redis.name: [HostFile(container_path=f"{TLS_DIR}/server.crt", content=data_cert.cert_pem),
                          key_file(f"{TLS_DIR}/redis.key", data_cert.key_pem, _owner(cfg.redis.user or REDIS_USER)),

@@ -25,7 +25,7 @@ from components.ingress import Ingress, IngressRoute
 from components.internal_ca import InternalCa
 from components.monitoring import MonitoringConfig
 from components.onprem import OnPremVps, OnPremVpsArgs
-from components.postgres_init import check_init_plan, render_init_sql
+from components.postgres_init import HBA_PATH, hba_file_args, render_pg_hba, check_init_plan, render_init_sql
 from components.host_containers import datastore_init
 from components.service_files import HostFile, host_path_for
 from validation.rules import Finding, RuleContext, each, rule
@@ -284,6 +284,7 @@ def build(ctx, cfg: VedfinanceConfig) -> dict:
         HostFile(container_path=f"{PG_TLS_DIR}/server.crt", content=pg_cert.cert_pem, mode="0444"),
         # The postgres image's user (uid 999) must own its key, readable by nobody else.
         HostFile(container_path=f"{PG_TLS_DIR}/server.key", content=pg_cert.key_pem, mode="0600", owner="999:999"),
+        HostFile(container_path=HBA_PATH, content=render_pg_hba()),
     ]}
     ca_file = HostFile(container_path=CA_PATH, content=ca.cert_pem)
     for db in cfg.databases:
@@ -291,7 +292,8 @@ def build(ctx, cfg: VedfinanceConfig) -> dict:
 
     services = [s.model_copy(update={"command": [
         "postgres", "-c", "ssl=on", "-c", f"ssl_cert_file={PG_TLS_DIR}/server.crt",
-        "-c", f"ssl_key_file={PG_TLS_DIR}/server.key", "-c", "ssl_min_protocol_version=TLSv1.2"]})
+        "-c", f"ssl_key_file={PG_TLS_DIR}/server.key", "-c", "ssl_min_protocol_version=TLSv1.2",
+        *hba_file_args()]})
         if s.name == cfg.postgres_service else s for s in cfg.services]
     records = a_records(name, provider=cfg.dns.provider, zone=cfg.dns.zone, hosts=[r.host for r in cfg.routes],
                         address=cfg.host.address, ttl=cfg.dns.ttl, parent=product,

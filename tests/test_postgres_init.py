@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -147,3 +148,69 @@ def test_the_pencom_stack_init_gives_each_service_url_its_own_database_only(serv
     write = subprocess.run(["psql", "--no-psqlrc", "-v", "ON_ERROR_STOP=1", uri, "-c", "CREATE TABLE t (id int)"],
                            env={"PGPASSWORD": reader.password, "PATH": "/usr/bin:/bin"}, capture_output=True, text=True)
     assert write.returncode != 0 and "permission denied" in write.stderr
+
+
+@pytest.fixture(scope="module")
+def tls_server():
+    """A server with the stacks' TLS settings and the program's own pg_hba.conf (hba_file)."""
+    require_tool("psql", "Debian package postgresql-client")
+    require_tool("openssl", "Debian package openssl")
+    from components.postgres_init import render_pg_hba
+    from tests.realtools import _postgres_bin, self_signed
+
+    base = Path(tempfile.mkdtemp(prefix="platform-pg-tls-"))
+    base.chmod(0o711)
+    pg = PostgresServer(base / "tls").start()
+    pg.sql("postgres", "CREATE ROLE app LOGIN PASSWORD 'app-pass'; "
+                       "CREATE ROLE wal LOGIN REPLICATION PASSWORD 'wal-pass'")
+    pg.stop()
+    conf = base / "tls" / "conf"
+    conf.mkdir()
+    cert, key = self_signed(conf, ["127.0.0.1"])
+    key.chmod(0o600)
+    (conf / "pg_hba.conf").write_text(render_pg_hba())
+    if pg.owner is not None:
+        for path in (conf, cert, key, conf / "pg_hba.conf"):
+            os.chown(path, pg.owner.pw_uid, pg.owner.pw_gid)
+    result = pg._run(_postgres_bin("pg_ctl"), "-D", str(pg.data), "-w", "-l", str(pg.base / "server.log"),
+                     "-o", f"-p {pg.port} -k {pg.base} -c listen_addresses=127.0.0.1 -c fsync=off "
+                     f"-c ssl=on -c ssl_cert_file={cert} -c ssl_key_file={key} "
+                     f"-c ssl_min_protocol_version=TLSv1.2 -c hba_file={conf / 'pg_hba.conf'}", "start")
+    assert result.returncode == 0, result.stderr + (pg.base / "server.log").read_text()
+    try:
+        yield pg
+    finally:
+        pg.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _tcp(server, role: str, password: str, sslmode: str, *extra: str) -> subprocess.CompletedProcess:
+    uri = f"postgresql://{role}@127.0.0.1:{server.port}/postgres?sslmode={sslmode}"
+    return subprocess.run(["psql", "--no-psqlrc", "-At", uri, "-c", "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", *extra],
+                          capture_output=True, text=True, timeout=30,
+                          env={"PGPASSWORD": password, "PATH": "/usr/bin:/bin"})
+
+
+@pytest.mark.realtool
+@pytest.mark.parametrize("role,password", [("app", "app-pass"), ("postgres", "")])
+def test_plaintext_is_rejected_and_tls_is_required(tls_server, role, password):
+    """The staging matrix's finding: V-EdFinance's Postgres accepted ``sslmode=disable``. With
+    the program's pg_hba.conf every TCP connection needs TLS, the superuser's too."""
+    plain = _tcp(tls_server, role, password, "disable")
+    assert plain.returncode != 0 and "no encryption" in plain.stderr, plain.stdout + plain.stderr
+    if role == "app":
+        over_tls = _tcp(tls_server, role, password, "require")
+        assert over_tls.returncode == 0 and over_tls.stdout.strip() == "t", over_tls.stderr
+        wrong = _tcp(tls_server, role, "not-the-password", "require")
+        assert wrong.returncode != 0 and "password authentication failed" in wrong.stderr, wrong.stderr
+
+
+@pytest.mark.realtool
+def test_replication_needs_tls_too(tls_server):
+    """pg_receivewal's connection (the WAL archive) is a replication connection: its own lines."""
+    uri = f"postgresql://wal@127.0.0.1:{tls_server.port}/postgres?replication=database"
+    for sslmode, works in (("disable", False), ("require", True)):
+        result = subprocess.run(["psql", "--no-psqlrc", "-At", f"{uri}&sslmode={sslmode}", "-c", "IDENTIFY_SYSTEM"],
+                                capture_output=True, text=True, timeout=30,
+                                env={"PGPASSWORD": "wal-pass", "PATH": "/usr/bin:/bin"})
+        assert (result.returncode == 0) == works, (sslmode, result.stderr)

@@ -575,3 +575,127 @@ stack_policy(
                   "host p-data: a new connection into container bridge pencom-data that Docker did not DNAT passes DOCKER-USER (`-A DOCKER-USER -j RETURN` lets it through); a neighbour that routes the container subnet reaches the containers directly"]),
                 (doc(*[r for r in _guarded_host(_GUARD) if r["type"] != T_COMMAND]),
                  ["host p-data runs containers but installs no DOCKER-USER rules (/etc/platform/docker-user.rules); a neighbour that routes its container subnet reaches every container directly"])]))
+
+
+# --- no container opens SSH ---------------------------------------------------------------------
+# A container's traffic leaves masqueraded to its host's address. On the bastion that address is
+# the one every internal node admits for SSH, so a compromised container there reached every
+# node's sshd (found by the staging rehearsal's reachability matrix). Judged, as the bridge guard
+# is, by walking the rules file for a new TCP packet from each container bridge to port 22.
+def _ssh_match(words: list[str], bridge: str, bridges: list[str], ssh_port: int) -> str:
+    """How a DOCKER-USER rule's match meets a new TCP packet from ``bridge`` to ``ssh_port`` on
+    an address outside the host: ``all``, ``none`` or ``some`` of them."""
+    verdict, index, negate = "all", 0, False
+    while index < len(words):
+        word = words[index]
+        if word == "!":
+            negate, index = True, index + 1
+            continue
+        value = words[index + 1] if index + 1 < len(words) else ""
+        if word == "-i":
+            if _iface_matches(value, bridge) == negate:
+                return "none"
+        elif word == "-o":
+            # It leaves through the uplink, not a container bridge.
+            if any(_iface_matches(value, b) or _iface_matches(b, value) for b in bridges):
+                if not negate:
+                    return "none"
+            elif not negate:
+                verdict = "some"
+        elif word == "-p":
+            if (value in ("tcp", "6")) == negate:
+                return "none"
+        elif word in ("--dport", "--destination-port", "--dports", "--destination-ports", "--ctorigdstport"):
+            # Not DNATed: its original destination port is the SSH port too.
+            ports = set()
+            for part in value.split(","):
+                first, _, last = part.partition(":")
+                if first.isdigit() and (last or first).isdigit() and int(first) <= ssh_port <= int(last or first):
+                    ports.add(ssh_port)
+            if bool(ports) == negate:
+                return "none"
+        elif word == "--ctstate":
+            if ("NEW" in value.split(",")) == negate:
+                return "none"
+        elif word in ("-s", "-d", "--sport", "--ctorigdst", "--ctorigsrc"):
+            verdict = "some"
+        elif word in ("-m", "-j", "-A"):
+            pass
+        else:
+            index += 1
+            negate = False
+            continue
+        negate = False
+        index += 2
+    return verdict
+
+
+def _ssh_leak(chains, chain: str, bridge: str, bridges: list[str], depth: int = 0):
+    for words in chains.get(chain, []):
+        match = _ssh_match(words, bridge, bridges, 22)
+        if match == "none":
+            continue
+        target = words[words.index("-j") + 1] if "-j" in words else ""
+        if target in ("DROP", "REJECT"):
+            if match == "all":
+                return None
+            continue
+        if target in chains and depth < 8:
+            inner = _ssh_leak(chains, target, bridge, bridges, depth + 1)
+            if inner not in (None, "fall"):
+                return inner
+            if inner is None and match == "all":
+                return None
+            continue
+        if target in ("RETURN", "ACCEPT"):
+            return " ".join(["-A", chain, *words])
+    return "fall"
+
+
+def _check_container_ssh(args):
+    from policy.parsers.heredoc import written_files
+
+    hosts: dict[str, object] = {}
+    for item in by_type(args, T_CONTAINER):
+        if item.parent is not None:
+            hosts.setdefault(item.parent.urn, item.parent)
+    for urn_, host in sorted(hosts.items()):
+        files = [body for c in by_type(args, T_COMMAND) if c.parent is not None and c.parent.urn == urn_
+                 for path, body in written_files(stdin_of(c.props)) if path == _RULES_FILE]
+        if not files:
+            continue  # docker-host-enable-bridge-guard reports the missing file
+        chains = _chains(files[-1])
+        bridges, _ = _host_networks(args, urn_)
+        for bridge in bridges:
+            leak = _ssh_leak(chains, "DOCKER-USER", bridge, bridges)
+            if leak is None:
+                continue
+            shown = "br-<id>" if bridge == DOCKER_BRIDGES[1] else bridge
+            how = "nothing drops it" if leak == "fall" else f"`{leak}` lets it through"
+            yield (f"host {host.name}: a container on bridge {shown} may open SSH (22) to another host "
+                   f"({how}); its traffic leaves as the host's address, which the bastion's peers "
+                   "admit for SSH"), urn_
+
+
+_SSH_DROPS = "".join(f"-A DOCKER-USER -i {b} -p tcp --dport 22 -j DROP\n" for b in ("docker0", "br-+", "pencom-data"))
+_NO_SSH = _GUARD.replace("-A DOCKER-USER -m conntrack --ctstate ESTABLISHED,RELATED -j RETURN\n",
+                         "-A DOCKER-USER -m conntrack --ctstate ESTABLISHED,RELATED -j RETURN\n" + _SSH_DROPS)
+stack_policy(
+    "docker-host-disallow-container-ssh",
+    "A Docker host's DOCKER-USER rules drop every new connection from a container to an SSH port.",
+    level=MANDATORY, severity=CRITICAL, category="network",
+    sources=["CIS Controls v8 12.2 (segmentation) and 4.4 (firewalls on servers)",
+             "Kredete reference architecture: SSH only through the bastion, from the admin network"],
+    fix="Install the host's DOCKER-USER rules from components/egress.render_docker_user_rules, which drop SSH from every container bridge first.",
+    check=_check_container_ssh,
+    cases=Case(doc(*_guarded_host(_NO_SSH)),
+               [(doc(*_guarded_host(_GUARD)),
+                 [f"host p-data: a container on bridge {b} may open SSH (22) to another host (`-A DOCKER-USER -j RETURN` "
+                  "lets it through); its traffic leaves as the host's address, which the bastion's peers admit for SSH"
+                  for b in ("docker0", "br-<id>", "pencom-data")]),
+                (doc(*_guarded_host(_NO_SSH.replace("-A DOCKER-USER -i pencom-data -p tcp --dport 22 -j DROP\n",
+                                                    "-A DOCKER-USER -i pencom-data -p tcp --dport 2222 -j DROP\n"
+                                                    "-A DOCKER-USER -i pencom-data -d 10.0.0.0/24 -j RETURN\n"))),
+                 ["host p-data: a container on bridge pencom-data may open SSH (22) to another host (`-A DOCKER-USER "
+                  "-i pencom-data -d 10.0.0.0/24 -j RETURN` lets it through); its traffic leaves as the host's "
+                  "address, which the bastion's peers admit for SSH"])]))

@@ -10,7 +10,7 @@ from policy.parsers.heredoc import written_files
 from policy.parsers.nginx import NginxParseError, all_of, first, parse_nginx
 from policy.rules.base import (ADVISORY, HIGH, MANDATORY, MEDIUM, T_APP, T_CF_ZONE_SETTING,
                                T_COMMAND, T_CONTAINER, T_R2_DOMAIN, Case, items, mapping,
-                               resource_policy, stdin_of, walk_strings)
+                               by_type, resource_policy, stack_policy, stdin_of, walk_strings)
 from policy.rules.fixtures import container, doc, res, script
 
 # Mozilla Server Side TLS, intermediate configuration, version 5.7.
@@ -400,3 +400,77 @@ resource_policy(
     cases=Case(doc(res(T_R2_DOMAIN, "d", {"domain": "b.example.com", "minTls": "1.2"})),
                [(doc(res(T_R2_DOMAIN, "d", {"domain": "b.example.com", "minTls": "1.0"})),
                  ["R2 custom domain b.example.com allows TLS below 1.2; set min_tls to 1.2"])]))
+
+
+# --- self-hosted Postgres: TLS required by pg_hba.conf -----------------------------------------
+# `ssl=on` only offers TLS: the image's pg_hba.conf (`host all all all scram-sha-256`, and trust
+# on loopback) admits the same clients in plaintext, so a client with sslmode=disable gets in
+# (found by the staging rehearsal on V-EdFinance). Judged from the container's own command and
+# the pg_hba.conf the program writes, line by line.
+_PG_DATA = "/var/lib/postgresql"
+
+
+def _runs_postgres(props) -> bool:
+    command = [str(w) for w in items(props.get("command"))]
+    mounted = any(str(mapping(v).get("containerPath", "")).startswith(_PG_DATA) for v in items(props.get("volumes")))
+    return bool(command and command[0] == "postgres") or mounted
+
+
+def _hba_problems(text: str) -> list[str]:
+    problems = []
+    for line in text.splitlines():
+        words = line.split("#", 1)[0].split()
+        if not words or words[0] in ("local", "hostssl"):
+            continue
+        if words[0] in ("host", "hostnossl", "hostgssenc", "hostnogssenc") and words[-1] != "reject":
+            problems.append(f"`{' '.join(words)}` admits TCP without TLS")
+        elif words[0].startswith("include"):
+            problems.append(f"`{' '.join(words)}` includes lines the policy cannot read")
+    return problems
+
+
+def _check_postgres_hba(args):
+    written = {path: body for c in by_type(args, T_COMMAND) for path, body in written_files(stdin_of(c.props))}
+    for item in by_type(args, T_CONTAINER):
+        if not _runs_postgres(item.props):
+            continue
+        command = [str(w) for w in items(item.props.get("command"))]
+        hba = [w.split("=", 1)[1] for w in command if w.startswith("hba_file=")]
+        if not hba:
+            yield (f"container {item.name} runs PostgreSQL with its image's pg_hba.conf (no -c hba_file=), "
+                   "which admits TCP clients without TLS"), item.urn
+            continue
+        bodies = [body for path, body in written.items() if path.endswith(hba[-1])]
+        if not bodies:
+            yield f"container {item.name} reads {hba[-1]}, which no command of the stack writes", item.urn
+            continue
+        for problem in _hba_problems(bodies[-1]):
+            yield f"container {item.name}: {hba[-1]} {problem}", item.urn
+
+
+_HBA = ("local all all trust\nhostnossl all all all reject\nhostnossl replication all all reject\n"
+        "hostssl all all all scram-sha-256\nhostssl replication all all scram-sha-256\n")
+_HBA_PATH = "/run/platform/hba/pg_hba.conf"
+
+
+def _pg(command_tail=("-c", f"hba_file={_HBA_PATH}"), hba=_HBA):
+    return doc(container("v-postgres", command=["postgres", "-c", "ssl=on", *command_tail]),
+               script("v-postgres-files", files={f"/srv/v/files/postgres{_HBA_PATH}": hba}))
+
+
+stack_policy(
+    "docker-container-configure-postgres-tls-only",
+    "A self-hosted PostgreSQL admits TCP clients over TLS only: its pg_hba.conf has hostssl lines and no host or hostnossl line that accepts.",
+    level=MANDATORY, severity=HIGH, category="tls",
+    sources=["PostgreSQL docs 21.1 (The pg_hba.conf File: hostssl, hostnossl)", "Kredete encryption in transit",
+             "CIS PostgreSQL Benchmark 6.7 (TLS)"],
+    fix="Start the server with components.postgres_init.hba_file_args() and deliver render_pg_hba() at HBA_PATH.",
+    check=_check_postgres_hba,
+    cases=Case(_pg(),
+               [(_pg(command_tail=()),
+                 ["container v-postgres runs PostgreSQL with its image's pg_hba.conf (no -c hba_file=), "
+                  "which admits TCP clients without TLS"]),
+                (_pg(hba=_HBA.replace("hostnossl all all all reject", "host all all all scram-sha-256")),
+                 [f"container v-postgres: {_HBA_PATH} `host all all all scram-sha-256` admits TCP without TLS"]),
+                (doc(container("v-postgres", command=["postgres", "-c", f"hba_file={_HBA_PATH}"])),
+                 [f"container v-postgres reads {_HBA_PATH}, which no command of the stack writes"])]))
