@@ -485,13 +485,22 @@ class OutboundRule:
 
 
 def render_ufw_commands(rules, waivers: dict[str, str] | None = None,
-                        outbound: Sequence[OutboundRule] | None = None) -> str:
+                        outbound: Sequence[OutboundRule] | None = None,
+                        denied_outbound: Sequence[OutboundRule] = ()) -> str:
     """The UFW commands for a host's inbound rules, default-deny. ``waivers`` maps a rule's
     ``reason`` to a waiver name, written on its line so the policy pack can match it. With
-    ``outbound``, outgoing traffic is denied too, except those flows."""
+    ``outbound``, outgoing traffic is denied too, except those flows. ``denied_outbound`` are
+    flows the host itself may never open, denied before any allow (UFW matches in order): a
+    destination only another node may reach, such as Oracle ECRS, on a host whose egress is
+    otherwise open."""
     waivers = waivers or {}
     lines = ["ufw --force reset >/dev/null", "ufw default deny incoming",
              f"ufw default {'allow' if outbound is None else 'deny'} outgoing"]
+    for out in denied_outbound:
+        if out.port is None or out.destination == "any":
+            raise ValueError(f"a denied outbound flow names its destination and port: {out}")
+        lines.append(f"ufw deny out proto {out.protocol or 'tcp'} to {out.destination} port {out.port}"
+                     f" comment '{out.reason.replace(chr(39), '')}'")
     for out in outbound or ():
         line = "ufw allow out"
         if out.protocol:
@@ -514,9 +523,10 @@ def render_ufw_commands(rules, waivers: dict[str, str] | None = None,
 
 
 def ufw_section(rules, waivers: dict[str, str] | None = None,
-                outbound: Sequence[OutboundRule] | None = None) -> str:
+                outbound: Sequence[OutboundRule] | None = None,
+                denied_outbound: Sequence[OutboundRule] = ()) -> str:
     """Rules live in a file; they are re-applied when it changes or UFW is not active."""
-    commands = render_ufw_commands(rules, waivers, outbound)
+    commands = render_ufw_commands(rules, waivers, outbound, denied_outbound)
     return "\n".join([
         "ensure_packages ufw",
         "apply_ufw() {",

@@ -47,6 +47,9 @@ class OnPremVpsArgs:
     direct routes; unset leaves egress open."""
     registry_auth: Sequence = ()
     """Private registries' credentials for the Docker provider (``dockerhost.registry_auth``)."""
+    denied_outbound: Sequence[hostsetup.OutboundRule] = ()
+    """Flows the host itself may never open, even with open egress (UFW ``deny out``): a
+    destination the tier model reserves for another node, such as Oracle ECRS."""
     after: Sequence[pulumi.Resource] = ()
     """Resources the host's first setup script waits for: with a host egress lock, the proxy
     container its apt and image pulls go through (apt fails while the proxy is not up)."""
@@ -88,7 +91,8 @@ class OnPremVps(DockerHost):
                                       permit_open=tuple(args.permit_open)),
             fail2ban_ignore=args.role.ssh_cidrs,
             directories=[(self.data_dir, "0755", "deploy:deploy"), *args.directories],
-            firewall=hostsetup.ufw_section(rules, args.waivers, lock.outbound() if locks_host else None),
+            firewall=hostsetup.ufw_section(rules, args.waivers, lock.outbound() if locks_host else None,
+                                           args.denied_outbound),
             proxy=egress.host_proxy_section(lock.proxy_url) if locks_host else None,
         )
         first: list[pulumi.Resource] = list(args.after)

@@ -25,7 +25,7 @@ import pulumi
 import pulumi_minio as minio
 from pydantic import EmailStr, Field, field_validator
 
-from components import egress, monitoring, prometheus, tiers
+from components import egress, hostsetup, monitoring, prometheus, tiers
 from components.backup import R2Backup, R2BackupArgs
 from components.backupscripts import WAL_ROLE, BackupJob, replication_role_sql
 from components.containers import ContainerSpec, PublishedPort
@@ -678,6 +678,14 @@ def operator_ca_path(name: str) -> str:
     return f"operator/{name}-internal-ca.pem"
 
 
+def direct_routes_denied(cfg: PencomConfig) -> tuple[hostsetup.OutboundRule, ...]:
+    """The direct routes (Oracle ECRS) as flows a node other than the app node may never open:
+    only the app node's services use them (through its containers' egress lock), and the edge
+    host's own egress is otherwise open (it runs the proxy and certbot)."""
+    return tuple(hostsetup.OutboundRule(c, r.port, "tcp", f"{r.name} is the app node's")
+                 for r in cfg.egress.direct for c in r.cidrs)
+
+
 def _roles(cfg: PencomConfig, admin_cidrs: tuple[str, ...]
            ) -> dict[str, tuple[tiers.HostRole, list[tiers.InboundRule]]]:
     """Each node's tier role and its rules beyond the tier model (the read waivers), computed
@@ -726,7 +734,7 @@ def _edge_node(ctx, cfg: PencomConfig, name: str, ports: dict[str, int], child: 
         ssh_port=n.edge.ssh_port, bootstrap_user=n.edge.bootstrap_user,
         directories=monitoring.data_directories(f"/srv/{name}-edge"),
         role=_roles(cfg, admin)["edge"][0],
-        egress=edge_egress(cfg, admin),
+        egress=edge_egress(cfg, admin), denied_outbound=direct_routes_denied(cfg),
     ), opts=child)
     return edge
 
@@ -753,6 +761,7 @@ def _internal_nodes(ctx, cfg: PencomConfig, name: str, ports: dict[str, int], ch
             address=node_cfg.private_address, private_address=node_cfg.private_address,
             private_key=key, ssh_port=node_cfg.ssh_port, bootstrap_user=node_cfg.bootstrap_user,
             bastion=edge.ssh, role=role, egress=lock, after=(proxy,), extra_rules=extra_rules,
+            denied_outbound=() if node == "app" else direct_routes_denied(cfg),
             registry_auth=secret_keys.registry_auth("pencom", _images(cfg)),
             **extra), opts=child)
 

@@ -150,3 +150,47 @@ def test_pencom_data_node_rules_admit_the_app_node_and_the_waiver_only(namespace
         ("a", 22): False, ("a", 5432): True, ("a", 6379): True, ("a", 27017): True, ("a", 80): False,
         ("b", 22): True, ("b", 5432): True, ("b", 6379): False, ("b", 27017): False, ("b", 80): False,
     }
+
+
+def test_pencom_edge_host_never_opens_the_oracle_route(namespaces, tmp_path):
+    """The staging matrix's finding: the edge host (open egress: it runs the proxy and certbot)
+    reached Oracle ECRS on 1521, a route the tier model gives the app node alone. The committed
+    edge node's UFW commands, with client b standing in for Oracle: 1521 there is denied, other
+    egress (443) still leaves."""
+    from synth.state import State
+    from tests.conftest import synth_once
+    from tests.test_pencom import _pencom_only
+
+    server = textwrap.dedent("""
+        import socket, threading
+        def serve(port):
+            s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("0.0.0.0", port)); s.listen()
+            while True:
+                c, _ = s.accept(); c.close()
+        for p in (1521, 443):
+            threading.Thread(target=serve, args=(p,), daemon=True).start()
+        threading.Event().wait()
+    """)
+    oracle = subprocess.Popen(["ip", "netns", "exec", namespaces["b"], sys.executable, "-c", server])
+    try:
+        _wait_listening(namespaces["b"], (1521, 443))
+        fw = namespaces["fw"]
+        assert _reachable(fw, CLIENT_B, 1521) and _reachable(fw, CLIENT_B, 443), "control: open before UFW"
+        state = State(synth_once("prod", document=_pencom_only("prod")))
+        script = state.named("pencom-prod-edge-setup-ufw", "command:remote:Command")["inputs"]["stdin"]
+        commands = script.split("<<'PLATFORM_EOF'", 1)[1].split("\n", 1)[1].split("PLATFORM_EOF", 1)[0]
+        assert "ufw deny out proto tcp to 10.50.8.20/32 port 1521" in commands, commands
+        assert "ufw default allow outgoing" in commands
+        result = _apply_ufw(namespaces, commands.replace("10.50.8.20/32", f"{CLIENT_B}/32"), tmp_path)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert not _reachable(fw, CLIENT_B, 1521), "the edge host reaches Oracle ECRS"
+        assert _reachable(fw, CLIENT_B, 443), "the edge host's other egress stays open"
+        for node in ("data", "storage"):
+            other = state.named(f"pencom-prod-{node}-setup-ufw", "command:remote:Command")["inputs"]["stdin"]
+            assert "ufw deny out proto tcp to 10.50.8.20/32 port 1521" in other, node
+        app = state.named("pencom-prod-app-setup-ufw", "command:remote:Command")["inputs"]["stdin"]
+        assert "10.50.8.20" not in app, "the app node's containers use the route (DOCKER-USER), not UFW"
+    finally:
+        oracle.kill()
+        oracle.wait()
