@@ -64,6 +64,10 @@ class DropletStackArgs:
     """A reserved IP keeps the public address across rebuilds; internal hosts do without."""
     directories: Sequence[tuple[str, str, str]] = ()
     """More directories as (path, mode, owner:group), e.g. data owned by an image's user."""
+    egress: Optional[egress.EgressLock] = None
+    """Locks the containers' egress (``egress.workload_lock``): their own bridge, their
+    allow-lists and the exempt containers only. Its bridge name and subnet are the Docker
+    network's, so setting it first replaces the network and its containers once. Unset: open."""
 
 
 class DropletStack(DockerHost):
@@ -152,16 +156,34 @@ class DropletStack(DockerHost):
             directories=[(self.data_dir, "0755", "deploy:deploy"), *args.directories],
         )
         self._setup(name, scripts, depends_on=[self.firewall])
-        self._docker(name, self.droplet.ipv4_address, registries=args.registry_auth)
+        lock = args.egress
+        if lock is not None and lock.locks_host:
+            raise ValueError(f"{name}: a droplet's own egress is its DigitalOcean Firewall's; the lock takes no proxy_url")
+        self.egress = lock
+        self._docker(name, self.droplet.ipv4_address, registries=args.registry_auth,
+                     bridge=lock.bridge if lock else None,
+                     subnet=(lock.subnet, lock.dynamic_range()) if lock and lock.subnet else None)
 
     def deploy(self, containers: Sequence[ContainerSpec], **kwargs):
         """Guards the container bridges in ``DOCKER-USER`` before any container starts, then
         deploys as every Docker host does. A droplet publishes edge ports on all addresses and
         the others on loopback, and its DigitalOcean Firewall admits the sources; what is left
         for DOCKER-USER is the bridge guard: nothing enters a container bridge that Docker did
-        not DNAT for a published port (``egress.render_docker_user_rules``)."""
-        self._docker_firewall(egress.render_docker_user_rules(published=[], rules=[]))
-        return super().deploy(containers, **kwargs)
+        not DNAT for a published port (``egress.render_docker_user_rules``), no container opens
+        SSH, and with an egress lock the containers reach only their allow-lists."""
+        lock = self.egress
+        self._docker_firewall(egress.render_docker_user_rules(
+            published=[], rules=[], bridge=lock.bridge if lock else None,
+            internal_cidr=lock.internal_cidr if lock else None,
+            internal_peers=lock.internal_peers if lock else None,
+            exempt_sources=[a for _, a in lock.exempt] if lock else (),
+            allowed=lock.allowed_sources() if lock else ()))
+        if lock is not None:
+            unknown = set(lock.static_addresses()) - {s.name for s in containers}
+            if unknown:
+                raise ValueError(f"{self.pulumi_resource_name}: egress allow-lists for containers that are not "
+                                 f"deployed: {sorted(unknown)}")
+        return super().deploy(containers, static_addresses=lock.static_addresses() if lock else None, **kwargs)
 
     def _outputs(self) -> dict:
         return {"droplet_id": self.droplet_id, "public_ip": self.public_ip,

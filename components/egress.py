@@ -69,6 +69,12 @@ class EgressLock:
     the upper half."""
     exempt: tuple[tuple[str, str], ...] = ()
     """(container, address) pairs allowed direct egress: the proxy itself, Alertmanager."""
+    allowed: tuple[tuple[str, str, int], ...] = ()
+    """(container, destination CIDR, TCP port) flows one container may open: a workload's own
+    allow-list (``workload_lock``). Each container here has a fixed address in ``exempt`` or
+    ``pinned``."""
+    pinned: tuple[tuple[str, str], ...] = ()
+    """(container, address) pairs with a fixed address for their ``allowed`` flows only."""
     internal_peers: tuple[tuple[str, int | tuple[int, int]], ...] | None = None
     """(address or CIDR, TCP port or (first, last) range) the containers may open on the internal
     network: what the peers' tier-model rules admit from this host's private address (its
@@ -79,13 +85,20 @@ class EgressLock:
             raise ValueError(f"bridge {self.bridge!r}: 2-15 characters, a-z 0-9 -")
         if self.proxy_url and not self.resolvers:
             raise ValueError("an egress-locked host needs its DNS resolvers")
-        if self.exempt:
+        fixed = [*self.exempt, *self.pinned]
+        if fixed:
             if not self.subnet:
                 raise ValueError("exempt containers need a fixed subnet for their addresses")
             static = self.static_range()
-            outside = [f"{c} {a}" for c, a in self.exempt if ipaddress.ip_address(a) not in static]
+            outside = [f"{c} {a}" for c, a in fixed if ipaddress.ip_address(a) not in static]
             if outside:
                 raise ValueError(f"exempt addresses outside {static}: {outside}")
+            addresses = [a for _, a in fixed]
+            if len(set(addresses)) != len(addresses) or len({c for c, _ in fixed}) != len(fixed):
+                raise ValueError(f"each fixed container and address once: {fixed}")
+        unpinned = sorted({c for c, _, _ in self.allowed} - {c for c, _ in fixed})
+        if unpinned:
+            raise ValueError(f"allowed flows of containers without a fixed address: {unpinned}")
 
     @property
     def locks_host(self) -> bool:
@@ -97,12 +110,38 @@ class EgressLock:
     def dynamic_range(self) -> str:
         return str(list(ipaddress.ip_network(self.subnet).subnets())[1])
 
+    def static_addresses(self) -> dict[str, str]:
+        return dict([*self.exempt, *self.pinned])
+
+    def allowed_sources(self) -> list[tuple[str, str, int]]:
+        """``allowed`` as (source address, destination CIDR, port), for the DOCKER-USER rules."""
+        addresses = self.static_addresses()
+        return [(addresses[c], cidr, port) for c, cidr, port in self.allowed]
+
     def outbound(self) -> list[OutboundRule]:
         rules = [OutboundRule(_check_cidr(self.internal_cidr), reason="internal network")]
         for resolver in self.resolvers:
             rules += [OutboundRule(_check_cidr(resolver), 53, proto, "dns") for proto in ("udp", "tcp")]
         rules.append(OutboundRule("any", 123, "udp", "ntp"))
         return rules
+
+
+def workload_lock(*, bridge: str, subnet: str, internal_cidr: str | None = None,
+                  exempt: Sequence[str] = (), allowed: Sequence[tuple[str, str, int]] = (),
+                  internal_peers: Sequence[tuple[str, int | tuple[int, int]]] = ()) -> EgressLock:
+    """The egress lock of a single-host product (a droplet, one VPS): its containers reach their
+    own bridge and nothing else, except ``exempt`` containers (edge and mgmt containers that
+    talk to the internet: Alertmanager, the blackbox prober) and each container's own
+    ``allowed`` (container, CIDR, port) flows; the containers named get fixed addresses in the
+    lower half of ``subnet``, the exempt ones first, in the order given, from its tenth address
+    on. With ``internal_cidr`` only ``internal_peers`` are reachable there (by every container)."""
+    hosts = list(ipaddress.ip_network(subnet).hosts())
+    named = list(dict.fromkeys([*exempt, *(c for c, _, _ in allowed if c not in exempt)]))
+    addresses = {c: str(hosts[9 + i]) for i, c in enumerate(named)}
+    return EgressLock(bridge=bridge, internal_cidr=internal_cidr or "", subnet=subnet,
+                      exempt=tuple((c, addresses[c]) for c in exempt),
+                      pinned=tuple((c, addresses[c]) for c in named if c not in exempt),
+                      allowed=tuple(allowed), internal_peers=tuple(internal_peers))
 
 
 def check_domains(domains: Iterable[str]) -> None:
@@ -200,6 +239,7 @@ def render_docker_user_rules(*, published: Sequence[tuple[str, int]], rules: Seq
                              direct: Sequence[DirectRoute] = (), exempt_sources: Sequence[str] = (),
                              container_bridges: Sequence[str] = DOCKER_BRIDGES,
                              internal_peers: Sequence[tuple[str, int | tuple[int, int]]] | None = None,
+                             allowed: Sequence[tuple[str, str, int]] = (),
                              ssh_ports: Sequence[int] = (SSH_PORT,)) -> str:
     """``iptables-restore --noflush`` input that rewrites the ``DOCKER-USER`` chain.
 
@@ -223,10 +263,11 @@ def render_docker_user_rules(*, published: Sequence[tuple[str, int]], rules: Seq
     this rule a container on the bastion reached every node's sshd (found by the staging
     rehearsal's reachability matrix).
 
-    With ``bridge`` and ``internal_cidr``, traffic from the containers may go only to their own
-    bridge, to the internal network (only the ``internal_peers`` pairs, when given), to the
-    ``direct`` routes, and from ``exempt_sources`` anywhere but the internal network: everything
-    else they send is dropped.
+    With ``bridge``, traffic from the containers may go only to their own bridge, to the
+    internal network (``internal_cidr``; only the ``internal_peers`` pairs, when given), to the
+    ``direct`` routes, from a source address to its ``allowed`` (source, CIDR, port) flows, and
+    from ``exempt_sources`` anywhere but the internal network: everything else they send is
+    dropped. Without ``internal_cidr`` (a single host) nothing is internal.
 
     The chains only filter forwarded traffic: no rule here can cut the host's own SSH.
     """
@@ -252,20 +293,23 @@ def render_docker_user_rules(*, published: Sequence[tuple[str, int]], rules: Seq
     out += [f"-A {BRIDGE_GUARD_CHAIN} -m conntrack --ctstate DNAT ! --ctorigdst 127.0.0.0/8 -j RETURN",
             f"-A {BRIDGE_GUARD_CHAIN} -j DROP"]
     if bridge:
-        if not internal_cidr:
-            raise ValueError("an egress lock needs the internal network")
-        internal = _check_cidr(internal_cidr)
+        if internal_cidr is None:
+            raise ValueError("an egress lock needs the internal network (empty: a single host has none)")
+        internal = _check_cidr(internal_cidr) if internal_cidr else None
         out.append(f"-A DOCKER-USER -i {bridge} -o {bridge} -j RETURN")
-        if internal_peers is None:
+        if internal and internal_peers is None:
             out.append(f"-A DOCKER-USER -i {bridge} -d {internal} -j RETURN")
         else:
             out += [f"-A DOCKER-USER -i {bridge} -p tcp -d {_check_cidr(peer)} --dport {_port_match(port)} -j RETURN"
-                    for peer, port in dict.fromkeys(internal_peers)]
+                    for peer, port in dict.fromkeys(internal_peers or ())]
         for route in direct:
             out += [f"-A DOCKER-USER -i {bridge} -p tcp -d {_check_cidr(c)} --dport {route.port} -j RETURN"
                     for c in route.cidrs]
+        out += [f"-A DOCKER-USER -i {bridge} -p tcp -s {_check_cidr(source)} -d {_check_cidr(cidr)} "
+                f"--dport {_port_match(port)} -j RETURN" for source, cidr, port in allowed]
         # Before the exemptions: the proxy and Alertmanager reach the internet, not the nodes.
-        out.append(f"-A DOCKER-USER -i {bridge} -d {internal} -j DROP")
+        if internal:
+            out.append(f"-A DOCKER-USER -i {bridge} -d {internal} -j DROP")
         out += [f"-A DOCKER-USER -i {bridge} -s {_check_cidr(a)} -j RETURN" for a in exempt_sources]
         out.append(f"-A DOCKER-USER -i {bridge} -j DROP")
     out += ["-A DOCKER-USER -j RETURN", "COMMIT"]

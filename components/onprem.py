@@ -126,12 +126,13 @@ class OnPremVps(DockerHost):
             internal_cidr=lock.internal_cidr if lock else None, direct=lock.direct if lock else (),
             exempt_sources=[address for _, address in lock.exempt] if lock else (),
             internal_peers=lock.internal_peers if lock else None,
+            allowed=lock.allowed_sources() if lock else (),
             ssh_ports=(tiers.SSH_PORT, self.ssh.port))
         self._docker_firewall(rules_text)
-        unknown = {c for c, _ in lock.exempt} - {s.name for s in containers} if lock else set()
+        unknown = set(lock.static_addresses()) - {s.name for s in containers} if lock else set()
         if unknown:
             raise ValueError(f"{self.pulumi_resource_name}: egress exemptions for containers that are not deployed: {sorted(unknown)}")
-        return super().deploy(containers, static_addresses=dict(lock.exempt) if lock else None, **kwargs)
+        return super().deploy(containers, static_addresses=lock.static_addresses() if lock else None, **kwargs)
 
     def _outputs(self) -> dict:
         # The policy pack's stack policies see a component's registered outputs under

@@ -28,8 +28,10 @@ from validation.rules import Finding, RuleContext, each, rule
 from stacks.collisions import duplicates
 from stacks.product import Product, generated_password, host_monitoring, product_foundation
 from stacks.secret_keys import monitoring_secrets, secret_key_findings
-from stacks.shared_config import (BackupConfig, alert_email_findings, backup_bucket_findings,
-                                  derived_buckets, hosts_in_zone, injected_env_findings, monitoring_findings)
+from stacks.shared_config import (BackupConfig, ContainerEgressConfig, alert_email_findings,
+                                  backup_bucket_findings, container_egress_lock, derived_buckets,
+                                  egress_allow_findings, hosts_in_zone, injected_env_findings,
+                                  monitoring_findings)
 from stacks.definition import SecretKey
 from stacks.environment import DO_REGIONS
 from stacks.definition import ProductDefinition
@@ -106,6 +108,10 @@ class GivConfig(StrictModel):
     monitoring: MonitoringConfig | None = Field(
         default=None, description="self-hosted Prometheus, Alertmanager, Grafana and exporters on the "
                                   "ops droplet (mgmt tier), watching its host and the backup jobs; unset: none")
+    egress: ContainerEgressConfig = Field(
+        default_factory=ContainerEgressConfig,
+        description="where the ops droplet's containers may open connections: direct egress is dropped except this allow-list (by address and port, per "
+                    "service); Alertmanager and the blackbox prober are the program's exemptions")
 
 
 
@@ -157,6 +163,12 @@ def _monitoring(cfg: GivConfig, ctx: RuleContext) -> Iterator[Finding]:
     elif cfg.monitoring:
         yield from monitoring_findings(cfg.monitoring, "giv", {})
     yield from alert_email_findings(cfg.monitoring, ctx)
+
+
+@rule(GivConfig)
+def _egress(cfg: GivConfig, ctx: RuleContext) -> Iterator[Finding]:
+    yield from egress_allow_findings(cfg.egress, [s.name for s in monitoring.server_specs(cfg.monitoring, "")]
+                                     if cfg.monitoring else [])
 
 
 @rule(GivConfig)
@@ -259,6 +271,7 @@ def build(ctx, cfg: GivConfig) -> dict:
         alert_emails=env.alerts.emails, project_id=project.id, adopt_app_id=cfg.adopt.app_id,
     ), opts=child)
 
+    ops_containers = [s.name for s in monitoring.server_specs(cfg.monitoring, "")] if cfg.monitoring else []
     ops = DropletStack(f"{name}-ops", DropletStackArgs(
         region=region, size=cfg.ops_droplet.size, image="ubuntu-24-04-x64",
         ssh_key_fingerprints=cfg.ops_droplet.ssh_key_fingerprints, vpc_id=vpc.id,
@@ -266,6 +279,7 @@ def build(ctx, cfg: GivConfig) -> dict:
         tier=tiers.Tier.MGMT, tags=["giv", f"env-{env.name}"], backups=DropletBackups() if prod else None,
         project_id=project.id, protect=prod, reserved_ip=False,
         directories=monitoring.data_directories(f"/srv/{name}-ops") if cfg.monitoring else (),
+        egress=container_egress_lock(cfg.egress, bridge="giv-ops-ctr", containers=ops_containers),
     ), opts=child)
     pg_ca_file = HostFile(container_path="/certs/postgres-ca.crt", content=postgres.ca_certificate)
     mongo_ca_file = HostFile(container_path="/certs/mongodb-ca.crt", content=mongodb.ca_certificate)

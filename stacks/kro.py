@@ -30,8 +30,9 @@ from stacks.collisions import duplicates, program_containers, reserved_names
 from stacks.product import (Product, generated_password, host_monitoring, merge_env, product_foundation,
                             service_secret_env)
 from stacks.secret_keys import monitoring_secrets, secret_key_findings
-from stacks.shared_config import (BackupConfig, DnsConfig, RouteConfig, alert_email_findings,
-                                  backup_bucket_findings, derived_buckets, hosts_in_zone,
+from stacks.shared_config import (BackupConfig, ContainerEgressConfig, DnsConfig, RouteConfig,
+                                  alert_email_findings, backup_bucket_findings, container_egress_lock,
+                                  derived_buckets, egress_allow_findings, hosts_in_zone,
                                   injected_env_findings, monitoring_findings)
 from stacks import secret_keys
 from stacks.definition import SecretKey
@@ -107,6 +108,10 @@ class KroConfig(StrictModel):
     monitoring: MonitoringConfig | None = Field(
         default=None, description="self-hosted Prometheus, Alertmanager, Grafana and exporters on the "
                                   "droplet (mgmt tier), watching its host and the backup jobs; unset: none")
+    egress: ContainerEgressConfig = Field(
+        default_factory=ContainerEgressConfig,
+        description="where the droplet's containers may open connections: direct egress is dropped except this allow-list (by address and port, per "
+                    "service); Alertmanager and the blackbox prober are the program's exemptions")
 
 
 
@@ -170,6 +175,11 @@ def _adopt_domain(cfg: KroConfig, ctx: RuleContext) -> Iterator[Finding]:
 
 
 @rule(KroConfig)
+def _egress(cfg: KroConfig, ctx: RuleContext) -> Iterator[Finding]:
+    yield from egress_allow_findings(cfg.egress, [s.name for _, s in each(cfg.services)])
+
+
+@rule(KroConfig)
 def _backup_bucket(cfg: KroConfig, ctx: RuleContext) -> Iterator[Finding]:
     yield from backup_bucket_findings(cfg.backup, [""])
 
@@ -200,6 +210,12 @@ def build(ctx, cfg: KroConfig) -> dict:
     project, vpc = product_foundation(product, name=name, label="KRO", production=prod,
                                       region=region, ip_range=cfg.vpc_ip_range)
 
+    watch_names = [s.name for s in monitoring.server_specs(cfg.monitoring, "")] if cfg.monitoring else []
+    # The backend reaches its managed Postgres in the VPC (the cluster's port and its pool's).
+    lock = container_egress_lock(
+        cfg.egress, bridge="kro-ctr", containers=[*(s.name for s in cfg.services), *watch_names],
+        internal_cidr=cfg.vpc_ip_range,
+        extra=[(cfg.database_service, cfg.vpc_ip_range, port) for port in (25060, 25061)])
     host = DropletStack(name, DropletStackArgs(
         region=region, size=cfg.droplet.size, image=cfg.droplet.image,
         ssh_key_fingerprints=cfg.droplet.ssh_key_fingerprints, vpc_id=vpc.id,
@@ -209,6 +225,7 @@ def build(ctx, cfg: KroConfig) -> dict:
         backups=DropletBackups() if cfg.droplet.backups else None,
         project_id=project.id, adopt_droplet_id=cfg.adopt.droplet_id, protect=prod,
         directories=monitoring.data_directories(f"/srv/{name}") if cfg.monitoring else (),
+        egress=lock,
     ), opts=child)
 
     database = ManagedDatabaseCluster(f"{name}-db", ManagedDatabaseClusterArgs(

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Iterator, Literal, Mapping, Sequence
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, field_validator
 
 from components.hostsetup import DEPLOY_USER
 from stacks.collisions import r2_bucket_problem
 from stacks.environment import is_production_name
-from validation.fields import Hostname, ResourceName, StrictModel
+from validation.fields import ADMIN_PREFIX_MIN, Cidr, Hostname, PrivateCidr, ResourceName, StrictModel
 from validation.formats import check_calendar
 from validation.rules import Finding, RuleContext, Skip, each, rule
 
@@ -161,3 +161,74 @@ def derived_buckets(backup: Any, labels: Sequence[str], field: str = "backup") -
     return [((field, "bucket"), (backup.cloudflare_account_id,
                                  f"{backup.bucket}-{label.replace('_', '-')}" if label else backup.bucket))
             for label in labels]
+
+
+class AllowedDestination(StrictModel):
+    """One destination of a single-host product's egress allow-list, by address: the host
+    filters container traffic by address and port (DOCKER-USER), not by name."""
+
+    name: ResourceName = Field(description="destination, e.g. paystack-api")
+    cidrs: list[Cidr] = Field(min_length=1, description="its addresses: at most one site wide (IPv4 /24, "
+                              "IPv6 /48), since a broader destination defeats the allow-list")
+    port: int = Field(gt=0, lt=65536, description="TCP port, e.g. 443")
+    services: list[ResourceName] = Field(min_length=1, description="containers that may open it (each gets a "
+                                         "fixed address on the host's network, which the rule matches)")
+
+    @field_validator("cidrs")
+    @classmethod
+    def _narrow(cls, cidrs: list[str]) -> list[str]:
+        import ipaddress
+
+        for cidr in cidrs:
+            network = ipaddress.ip_network(cidr)
+            if network.prefixlen < ADMIN_PREFIX_MIN[network.version]:
+                raise ValueError(f"{cidr} is broader than /{ADMIN_PREFIX_MIN[network.version]}: an allow-list "
+                                 "entry that wide is an open door; list the destination's own addresses")
+        return cidrs
+
+
+class ContainerEgressConfig(StrictModel):
+    """Where a single-host product's containers may open connections. By default nowhere but
+    their own network (the tier model: app and data egress goes to an allow-list); Alertmanager
+    and the blackbox prober, which must reach mail, Slack and the public hostnames, are the
+    program's exemptions."""
+
+    allow: list[AllowedDestination] = Field(default_factory=list,
+                                            description="destinations by address and port, per service; "
+                                                        "default none")
+    subnet: PrivateCidr = Field(default="172.31.251.0/24", description="subnet of the host's Docker network: fixed addresses for the "
+                                "containers named here and the exemptions in its lower half, Docker "
+                                "assigns the upper half; changing it replaces the network and its containers")
+
+
+def egress_allow_findings(egress: ContainerEgressConfig | None, services: Sequence[str],
+                          prefix: tuple = ("egress",)) -> Iterator[Finding]:
+    """Every service an allow-list entry names is deployed on the host."""
+    if egress is None:
+        return
+    known = set(services)
+    for i, entry in each(egress.allow):
+        for j, service in enumerate(entry.services):
+            if service not in known:
+                yield Finding((*prefix, "allow", i, "services", j),
+                              f"{service} is not a container of this host (containers: {', '.join(sorted(known))})")
+
+
+MONITORING_EGRESS = ("alertmanager", "blackbox")
+"""The program's containers that reach the internet directly on a single host: Alertmanager
+(mail, Slack) and the blackbox prober (the public hostnames)."""
+
+
+def container_egress_lock(egress_cfg: ContainerEgressConfig, *, bridge: str, containers: Sequence[str],
+                          internal_cidr: str | None = None,
+                          internal_peers: Sequence[tuple[str, int]] = (),
+                          extra: Sequence[tuple[str, str, int]] = ()):
+    """The host's ``egress.EgressLock``: the monitoring exemptions among ``containers``, the
+    config's allow-list and the program's own ``extra`` (container, CIDR, port) flows."""
+    from components import egress
+
+    allowed = [(service, cidr, entry.port) for entry in egress_cfg.allow for service in entry.services
+               for cidr in entry.cidrs] + list(extra)
+    return egress.workload_lock(bridge=bridge, subnet=egress_cfg.subnet, internal_cidr=internal_cidr,
+                                exempt=[c for c in MONITORING_EGRESS if c in containers],
+                                allowed=allowed, internal_peers=internal_peers)

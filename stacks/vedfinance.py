@@ -32,8 +32,9 @@ from validation.rules import Finding, RuleContext, each, rule
 from stacks.collisions import duplicates, program_containers, reserved_names
 from stacks.product import Product, generated_password, host_monitoring, merge_env, service_secret_env
 from stacks.secret_keys import monitoring_secrets, secret_key_findings
-from stacks.shared_config import (BackupConfig, DnsConfig, RouteConfig, alert_email_findings,
-                                  backup_bucket_findings, bootstrap_user_problem, derived_buckets,
+from stacks.shared_config import (BackupConfig, ContainerEgressConfig, DnsConfig, RouteConfig,
+                                  alert_email_findings, backup_bucket_findings, bootstrap_user_problem,
+                                  container_egress_lock, derived_buckets, egress_allow_findings,
                                   hosts_in_zone, injected_env_findings, monitoring_findings)
 from stacks import secret_keys
 from stacks.definition import SecretKey
@@ -92,6 +93,10 @@ class VedfinanceConfig(StrictModel):
         default_factory=MonitoringConfig,
         description="Prometheus, Alertmanager, Grafana, blackbox, node-exporter and cAdvisor on the "
                     "VPS (mgmt tier); their limits count against the host too")
+    egress: ContainerEgressConfig = Field(
+        default_factory=ContainerEgressConfig,
+        description="where the VPS's containers may open connections: direct egress is dropped except this allow-list (by address and port, per "
+                    "service); Alertmanager and the blackbox prober are the program's exemptions")
 
 
 
@@ -214,6 +219,11 @@ def _fits_the_host(cfg: VedfinanceConfig, ctx: RuleContext) -> Iterator[Finding]
 
 
 @rule(VedfinanceConfig)
+def _egress(cfg: VedfinanceConfig, ctx: RuleContext) -> Iterator[Finding]:
+    yield from egress_allow_findings(cfg.egress, [s.name for _, s in each(cfg.services)])
+
+
+@rule(VedfinanceConfig)
 def _backup_buckets(cfg: VedfinanceConfig, ctx: RuleContext) -> Iterator[Finding]:
     yield from backup_bucket_findings(cfg.backup, [d.name for _, d in each(cfg.databases)] + [BACKUP_REDIS_LABEL])
 
@@ -258,6 +268,10 @@ def build(ctx, cfg: VedfinanceConfig) -> dict:
         bootstrap_user=cfg.host.bootstrap_user,
         role=tiers.HostRole(tier=tiers.Tier.EDGE, ssh_cidrs=tuple(env.admin_cidrs)),
         directories=monitoring.data_directories(f"/srv/{name}"),
+        egress=container_egress_lock(
+            cfg.egress, bridge="ved-ctr",
+            containers=[*(s.name for s in cfg.services),
+                        *(s.name for s in monitoring.server_specs(cfg.monitoring, ""))]),
     ), opts=child)
 
     ca = InternalCa(f"{name}-ca", common_name=f"{name} internal CA", opts=child)

@@ -324,3 +324,73 @@ def test_no_container_opens_ssh_on_an_unlocked_host(docker_host, tmp_path):
     _in(host, "iptables-restore", "--noflush", str(rules), check=True)
     assert not _reaches(ctr, DATA, 22) and not _reaches(ctr, INTERNET, 22)
     assert _reaches(ctr, DATA, 5432) and _reaches(ctr, INTERNET, 443), "the rest of its egress is open"
+
+
+def _firewall_rules(stack: str, resource: str) -> str:
+    from synth.state import State
+
+    script = State(synth_once(stack)).named(resource, "command:remote:Command")["inputs"]["stdin"]
+    return script.split("<<'PLATFORM_EOF'", 1)[1].split("\n", 1)[1].split("PLATFORM_EOF", 1)[0]
+
+
+VPC_DB = "10.110.0.5"
+ALERTS_ADDR = "172.30.0.4"
+
+
+def test_single_host_app_containers_reach_only_their_allow_list(docker_host, tmp_path):
+    """The staging matrix's finding: app and data containers on KRO's droplet (and GIV's ops
+    droplet, V-EdFinance's VPS) reached the web. The committed KRO droplet's rules, with its
+    bridge and fixed addresses mapped onto this namespace's: an app container reaches nothing
+    outside its network, the backend only its managed Postgres in the VPC (25060), and
+    Alertmanager (exempt) the internet but not the VPC."""
+    host, net, ctr = docker_host["host"], docker_host["net"], docker_host["ctr"]
+    suffix = str(os.getpid())
+    _ip("-n", net, "addr", "add", f"{VPC_DB}/32", "dev", f"dkx{suffix}"[:15])
+    _ip("-n", host, "route", "add", "10.110.0.0/20", "via", EDGE)
+    _ip("-n", ctr, "addr", "add", f"{ALERTS_ADDR}/24", "dev", f"dkz{suffix}"[:15])
+    server = ("import socket, threading\n"
+              "def serve(p):\n"
+              f"    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(({VPC_DB!r}, p)); s.listen()\n"
+              "    while True:\n"
+              "        c, _ = s.accept(); c.close()\n"
+              "for p in (25060, 443):\n"
+              "    threading.Thread(target=serve, args=(p,), daemon=True).start()\n"
+              "threading.Event().wait()\n")
+    listener = subprocess.Popen(["ip", "netns", "exec", net, sys.executable, "-c", server])
+    try:
+        time.sleep(0.7)
+        for source in (CONTAINER_ADDR, EXEMPT_ADDR, ALERTS_ADDR):
+            assert _reaches(ctr, INTERNET, 443, source=source), f"control: {source} open before the rules"
+        assert _reaches(ctr, VPC_DB, 25060, source=CONTAINER_ADDR), "control"
+        text = _firewall_rules("prod", "kro-prod-docker-firewall")
+        # backend and Alertmanager have fixed addresses (the lower half of egress.subnet).
+        assert "-s 172.31.251.12/32 -d 10.110.0.0/20 --dport 25060 -j RETURN" in text, text
+        assert "-A DOCKER-USER -i kro-ctr -j DROP" in text
+        rules = tmp_path / "kro.rules"
+        rules.write_text(text.replace("kro-ctr", "pencom-app").replace("172.31.251.12/32", f"{EXEMPT_ADDR}/32")
+                         .replace("172.31.251.10/32", f"{ALERTS_ADDR}/32"))
+        _in(host, "iptables-restore", "--noflush", str(rules), check=True)
+        assert not _reaches(ctr, INTERNET, 443, source=CONTAINER_ADDR), "an app container reaches the web"
+        assert not _reaches(ctr, VPC_DB, 25060, source=CONTAINER_ADDR), "only the backend reaches the database"
+        assert _reaches(ctr, VPC_DB, 25060, source=EXEMPT_ADDR), "the backend reaches its managed Postgres"
+        assert not _reaches(ctr, VPC_DB, 443, source=EXEMPT_ADDR), "on its port only"
+        assert not _reaches(ctr, INTERNET, 443, source=EXEMPT_ADDR), "the backend reaches the web"
+        assert _reaches(ctr, INTERNET, 443, source=ALERTS_ADDR), "Alertmanager sends mail and Slack"
+        assert not _reaches(ctr, VPC_DB, 25060, source=ALERTS_ADDR), "but not into the VPC"
+        assert not _reaches(ctr, INTERNET, 22, source=ALERTS_ADDR), "and never SSH"
+    finally:
+        listener.kill()
+        listener.wait()
+
+
+@pytest.mark.parametrize("stack,resource,bridge", [("staging", "vedfinance-staging-docker-firewall", "ved-ctr"),
+                                                   ("prod", "giv-prod-ops-docker-firewall", "giv-ops-ctr")])
+def test_the_other_single_hosts_lock_their_containers_too(stack, resource, bridge):
+    """V-EdFinance's VPS and GIV's ops droplet: the same lock (the KRO test above proves it on
+    real iptables); with no allow-list configured, only the two monitoring exemptions leave."""
+    text = _firewall_rules(stack, resource)
+    own = [line for line in text.splitlines() if line.startswith(f"-A DOCKER-USER -i {bridge} ")]
+    assert own[-1] == f"-A DOCKER-USER -i {bridge} -j DROP", own
+    leaving = [line for line in own if line.endswith("-j RETURN") and f"-o {bridge}" not in line]
+    assert leaving == [f"-A DOCKER-USER -i {bridge} -s 172.31.251.10/32 -j RETURN",
+                       f"-A DOCKER-USER -i {bridge} -s 172.31.251.11/32 -j RETURN"], leaving
