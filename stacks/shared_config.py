@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Iterator, Literal, Mapping, Sequence
 
-from pydantic import AfterValidator, Field, field_validator
+from pydantic import AfterValidator, Field
 
 from components.hostsetup import DEPLOY_USER
 from stacks.collisions import r2_bucket_problem
@@ -163,28 +163,27 @@ def derived_buckets(backup: Any, labels: Sequence[str], field: str = "backup") -
             for label in labels]
 
 
+def _one_site(cidr: str) -> str:
+    import ipaddress
+
+    network = ipaddress.ip_network(cidr)
+    if network.prefixlen < ADMIN_PREFIX_MIN[network.version]:
+        raise ValueError(f"{cidr} is broader than /{ADMIN_PREFIX_MIN[network.version]}: an allow-list entry "
+                         "that wide is an open door; list the destination's own addresses")
+    return cidr
+
+
 class AllowedDestination(StrictModel):
     """One destination of a single-host product's egress allow-list, by address: the host
     filters container traffic by address and port (DOCKER-USER), not by name."""
 
     name: ResourceName = Field(description="destination, e.g. paystack-api")
-    cidrs: list[Cidr] = Field(min_length=1, description="its addresses: at most one site wide (IPv4 /24, "
-                              "IPv6 /48), since a broader destination defeats the allow-list")
+    cidrs: list[Annotated[Cidr, AfterValidator(_one_site)]] = Field(
+        min_length=1, description="its addresses: at most one site wide (IPv4 /24, IPv6 /48), since a broader "
+                                  "destination defeats the allow-list")
     port: int = Field(gt=0, lt=65536, description="TCP port, e.g. 443")
     services: list[ResourceName] = Field(min_length=1, description="containers that may open it (each gets a "
                                          "fixed address on the host's network, which the rule matches)")
-
-    @field_validator("cidrs")
-    @classmethod
-    def _narrow(cls, cidrs: list[str]) -> list[str]:
-        import ipaddress
-
-        for cidr in cidrs:
-            network = ipaddress.ip_network(cidr)
-            if network.prefixlen < ADMIN_PREFIX_MIN[network.version]:
-                raise ValueError(f"{cidr} is broader than /{ADMIN_PREFIX_MIN[network.version]}: an allow-list "
-                                 "entry that wide is an open door; list the destination's own addresses")
-        return cidrs
 
 
 class ContainerEgressConfig(StrictModel):

@@ -527,3 +527,29 @@ def test_a_null_list_item_skips_the_rules_that_read_it(stack_document):
     last = len(services[index]["publish"]) - 1
     assert any(p.startswith(f"platform:vedfinance.services[{index}] (") and f".publish[{last}]:" in p
                for p in problems), problems
+
+
+@pytest.mark.parametrize("product,entry,path,text", [
+    ("vedfinance", {"name": "paystack", "cidrs": ["52.214.14.220/32"], "port": 443, "services": ["nope"]},
+     "platform:vedfinance.egress.allow[0] (paystack).services[0]", "nope is not a container of this host"),
+    ("kro", {"name": "paystack", "cidrs": ["0.0.0.0/0"], "port": 443, "services": ["backend"]},
+     "platform:kro.egress.allow[0] (paystack).cidrs[0]", "broader than /24"),
+    ("kro", {"name": "paystack", "cidrs": ["52.214.14.220/32"], "port": 443, "services": ["backend"], "domains": ["x"]},
+     "platform:kro.egress.allow[0] (paystack).domains", "unknown key"),
+    ("vedfinance", {"name": "paystack", "cidrs": ["52.214.14.220/32"], "port": 70000, "services": ["api-staging"]},
+     "platform:vedfinance.egress.allow[0] (paystack).port", ""),
+])
+def test_a_single_hosts_egress_allow_list_is_checked(stack_document, product, entry, path, text):
+    """The allow-list of app and data containers on a single host (KRO, GIV ops, V-EdFinance):
+    each entry names deployed services and a destination no broader than one site."""
+    document = stack_document("staging")
+    document["config"][f"platform:{product}"]["egress"] = {"allow": [entry]}
+    assert _has(_problems(document), path, text), _problems(document)
+
+
+def test_a_valid_allow_list_entry_is_accepted(stack_document):
+    document = stack_document("staging")
+    service = document["config"]["platform:vedfinance"]["services"][0]["name"]
+    document["config"]["platform:vedfinance"]["egress"] = {
+        "allow": [{"name": "paystack", "cidrs": ["52.214.14.220/32"], "port": 443, "services": [service]}]}
+    validate_stack_config(_raw(document), stack="staging", check_secrets=False)
