@@ -208,7 +208,7 @@ def test_internal_nodes_deny_egress_except_internal_dns_ntp(prod):
         assert "ufw default deny outgoing" in script
         outbound = re.findall(r"^ufw allow out (.*) comment", script, re.M)
         assert sorted(set(outbound)) == sorted({
-            "to 10.40.0.0/24", "proto udp to 1.1.1.1/32 port 53", "proto tcp to 1.1.1.1/32 port 53",
+            "to 10.40.0.0/24", f"on pencom-{node} to any", "proto udp to 1.1.1.1/32 port 53", "proto tcp to 1.1.1.1/32 port 53",
             "proto udp to 1.0.0.1/32 port 53", "proto tcp to 1.0.0.1/32 port 53", "proto udp to any port 123"})
         proxy = prod.named(f"pencom-prod-{node}-setup-proxy", COMMAND)["inputs"]["stdin"]
         assert 'Acquire::https::Proxy "http://10.40.0.11:3128"' in proxy
