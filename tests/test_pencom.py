@@ -485,6 +485,17 @@ def test_only_the_proxy_alertmanager_and_blackbox_leave_the_edge_node_directly(p
 
 
 @pytest.mark.fast
+def test_each_node_has_a_container_subnet_of_its_own(prod):
+    """Fixed and apart: a container address names one node, so a route to a neighbour's
+    container subnet is unambiguous (Docker would give every node 172.18.0.0/16)."""
+    subnets = {node: prod.named(f"pencom-prod-{node}-network", "docker:index/network:Network")["inputs"]["ipamConfigs"]
+               for node in NODES}
+    assert {n: [c["subnet"] for c in s] for n, s in subnets.items()} == {
+        "edge": ["172.31.250.0/24"], "app": ["172.31.251.0/24"], "data": ["172.31.252.0/24"],
+        "storage": ["172.31.253.0/24"]}
+
+
+@pytest.mark.fast
 def test_the_tunnel_script_targets_minio_through_the_edge_node(prod):
     import subprocess
     import sys
