@@ -119,7 +119,13 @@ class EgressLock:
         return [(addresses[c], cidr, port) for c, cidr, port in self.allowed]
 
     def outbound(self) -> list[OutboundRule]:
-        rules = [OutboundRule(_check_cidr(self.internal_cidr), reason="internal network")]
+        """The locked host's own allowed flows: the internal network, its own containers' own
+        addresses (out on its bridge: without it the host could not open a connection to one of
+        its containers, which the tier model allows, a container's address answering its bridge
+        and its host; found by the rehearsal's matrix), the resolvers on 53 and NTP. Nothing
+        leaves the host through its bridge: the containers' own egress is DOCKER-USER's."""
+        rules = [OutboundRule(_check_cidr(self.internal_cidr), reason="internal network"),
+                 OutboundRule("any", interface=self.bridge, reason="own containers")]
         for resolver in self.resolvers:
             rules += [OutboundRule(_check_cidr(resolver), 53, proto, "dns") for proto in ("udp", "tcp")]
         rules.append(OutboundRule("any", 123, "udp", "ntp"))

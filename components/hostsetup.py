@@ -482,6 +482,8 @@ class OutboundRule:
     port: int | None = None
     protocol: str | None = None
     reason: str = ""
+    interface: str | None = None
+    """Only out through this interface (``ufw allow out on IFACE``), e.g. the host's container bridge."""
 
 
 def render_ufw_commands(rules, waivers: dict[str, str] | None = None,
@@ -503,6 +505,8 @@ def render_ufw_commands(rules, waivers: dict[str, str] | None = None,
                      f" comment '{out.reason.replace(chr(39), '')}'")
     for out in outbound or ():
         line = "ufw allow out"
+        if out.interface:
+            line += f" on {out.interface}"
         if out.protocol:
             line += f" proto {out.protocol}"
         line += f" to {out.destination}"

@@ -86,6 +86,24 @@ class Overlay:
         self.hosts[text] = lab
         return lab
 
+    def stack_address(self, lab_address: str) -> Optional[str]:
+        """The stack address that ``lab_address`` stands for (the inverse of :meth:`address` for
+        one host address), or None when the lab address stands for none. A certificate the
+        capture issued carries the stack's addresses, so a client that verifies it names the
+        stack's (``host=<stack address> hostaddr=<lab address>`` in libpq). The harness address
+        stands for every admin CIDR: it has no single stack address (None)."""
+        if lab_address == str(HARNESS):
+            return None
+        named = sorted(stack for stack, lab in self.hosts.items() if lab == lab_address)
+        if named:
+            return named[0]
+        ip = ipaddress.ip_address(lab_address)
+        for stack_net, lab_net in sorted(self.networks.items()):
+            lab = ipaddress.ip_network(lab_net)
+            if lab.num_addresses > 1 and ip in lab:
+                return str(ipaddress.ip_network(stack_net).network_address + (int(ip) - int(lab.network_address)))
+        return None
+
     def text(self, value: str) -> str:
         return ADDRESS.sub(lambda m: self.address(m.group(1), m.group(2)), value)
 

@@ -323,7 +323,7 @@ def live_probes(lab, cap: StackCapture, lab_cap: StackCapture, plan: overlay_mod
                 live[box] += access.ingress_checks(probes.internet_site, domain, address, roots)
             live[box] += access.renewal_checks(lab, probes.internet_site, box, names[0], address, roots)
         for name in lab_cap.hosts:
-            live[name] += access.postgres_checks(lab, probes, name, acme_roots)
+            live[name] += access.postgres_checks(lab, probes, name, acme_roots, plan.stack_address)
     return cells, live
 
 

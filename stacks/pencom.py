@@ -154,6 +154,21 @@ class DirectRouteConfig(StrictModel):
     services: list[ResourceName] = Field(min_length=1, description="app services that use it")
 
 
+DOCKER_DEFAULT_BRIDGE = "172.17.0.0/16"
+"""docker0's subnet on every node (Docker's default ``bip``): a network there cannot be created."""
+
+
+class NodeSubnets(StrictModel):
+    """Fixed subnets of the internal nodes' Docker networks, one per node and apart, so a
+    container address names one node: a route to a neighbour's container subnet is then
+    unambiguous (and the rehearsal's matrix can probe one node's containers from another)."""
+
+    app: PrivateCidr = Field(default="172.31.251.0/24", description="subnet of the app node's Docker network")
+    data: PrivateCidr = Field(default="172.31.252.0/24", description="subnet of the data node's Docker network")
+    storage: PrivateCidr = Field(default="172.31.253.0/24",
+                                 description="subnet of the storage node's Docker network")
+
+
 class EgressConfig(StrictModel):
     proxy: ContainerSpec = Field(description="the forward proxy (squid) on the edge node")
     https: list[HttpsRoute] = Field(description="HTTPS destinations per service")
@@ -167,6 +182,9 @@ class EgressConfig(StrictModel):
                               description="subnet of the edge node's Docker network; the proxy, Alertmanager "
                                           "and the blackbox exporter get fixed addresses in its lower half, "
                                           "the only containers there allowed to reach the internet directly")
+    node_subnets: NodeSubnets = Field(default_factory=NodeSubnets,
+                                      description="subnets of the app, data and storage nodes' Docker networks; "
+                                                  "apart from each other, edge_subnet and internal_cidr")
 
 
 class JwtConfig(StrictModel):
@@ -520,6 +538,28 @@ def _edge_subnet_apart(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]
 
 
 @rule(PencomConfig)
+def _node_subnets_apart(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
+    """Each node's container subnet apart from the others', the internal network, docker0, the
+    resolvers and the direct routes: an overlap sends that traffic into a bridge instead."""
+    claims = [(("egress", "edge_subnet"), cfg.egress.edge_subnet),
+              *((("egress", "node_subnets", node), getattr(cfg.egress.node_subnets, node))
+                for node in ("app", "data", "storage"))]
+    others = [("internal_cidr", cfg.internal_cidr), ("docker0's default subnet", DOCKER_DEFAULT_BRIDGE),
+              *((f"egress.resolvers[{i}]", r) for i, r in each(cfg.egress.resolvers)),
+              *((f"egress.direct[{i}] ({d.name}).cidrs", c) for i, d in each(cfg.egress.direct) for c in d.cidrs)]
+    for index, (loc, cidr) in enumerate(claims):
+        network = ipaddress.ip_network(cidr)
+        for earlier, other in claims[:index]:
+            if network.overlaps(ipaddress.ip_network(other)):
+                yield Finding(loc, f"{cidr} overlaps {ctx.where(*earlier)} ({other}): each node's containers need "
+                                   "addresses of their own; choose another private /24")
+        for what, other in others:
+            if loc != ("egress", "edge_subnet") or what != "internal_cidr":  # _edge_subnet_apart says it
+                if network.overlaps(ipaddress.ip_network(other, strict=False)):
+                    yield Finding(loc, f"{cidr} overlaps {what} ({other}); choose another private /24")
+
+
+@rule(PencomConfig)
 def _direct_routes(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
     yield from duplicates(((("egress", "direct", i, "name"), r.name) for i, r in each(cfg.egress.direct)),
                           "route name", ctx.where)
@@ -756,7 +796,8 @@ def _internal_nodes(ctx, cfg: PencomConfig, name: str, ports: dict[str, int], ch
         lock = egress.EgressLock(
             bridge=f"pencom-{node}", internal_cidr=cfg.internal_cidr, resolvers=tuple(cfg.egress.resolvers),
             proxy_url=f"http://{n.edge.private_address}:{ports[egress.HOST_ROUTE]}",
-            direct=direct if node == "app" else (), internal_peers=container_peers(cfg, node, admin))
+            direct=direct if node == "app" else (), internal_peers=container_peers(cfg, node, admin),
+            subnet=getattr(cfg.egress.node_subnets, node))
         return OnPremVps(f"{name}-{node}", OnPremVpsArgs(
             address=node_cfg.private_address, private_address=node_cfg.private_address,
             private_key=key, ssh_port=node_cfg.ssh_port, bootstrap_user=node_cfg.bootstrap_user,

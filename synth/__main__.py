@@ -1,7 +1,7 @@
 """``python -m synth``: the program's desired state, with no Pulumi CLI, plugins or credentials.
 
-    python -m synth STACK [--json PATH] [--markdown PATH] [--policy] [--preview] [--check-schema]
-                                                                       synthesize a stack
+    python -m synth STACK [--json PATH] [--markdown PATH] [--diagram-svg PATH] [--observed REPORT]
+                          [--policy] [--preview] [--check-schema]      synthesize a stack
     python -m synth check STATE.json [--stack NAME] [--config PATH]    run the policy pack
     python -m synth diff BASE.json HEAD.json [--markdown PATH]         what a change does
     python -m synth rehearse STACK [--product NAME] [--keep] [--json REPORT]  real hosts (README)
@@ -53,6 +53,10 @@ def _synth_parser() -> argparse.ArgumentParser:
     parser.add_argument("--diagram-svg", type=Path,
                         help="write one diagram per product as SVG (Graphviz): PATH with "
                         "-PRODUCT before the suffix")
+    parser.add_argument("--observed", type=Path, metavar="REPORT.json",
+                        help="a rehearsal report of this stack (`python -m synth rehearse STACK --json "
+                        "PATH`): its reachability matrix is drawn beside the planned diagrams, in "
+                        "--markdown and as -PRODUCT-observed SVGs with --diagram-svg")
     parser.add_argument("--policy", action="store_true",
                         help="run the policy pack; exit 1 on a mandatory violation")
     parser.add_argument("--policy-config", type=Path,
@@ -189,6 +193,28 @@ def _fail(message: str, debug: bool) -> int:
     return EXIT_CONFIG
 
 
+def _observed(path: Path, stack: str, drawn_into: Path | None) -> list[dict]:
+    """The matrix cells of the rehearsal report at ``path`` (``--observed``), read before the
+    synth runs so a bad report costs nothing."""
+    from synth.diagram import ObservedReportError, reachability_cells
+
+    if drawn_into is None:
+        raise _BadInput("--observed draws into the diagrams: give --markdown PATH or --diagram-svg PATH too")
+    try:
+        report = json.loads(path.read_text())
+    except OSError as exc:
+        raise _BadInput(f"cannot read the rehearsal report {path}: {exc.strerror or exc}") from None
+    except json.JSONDecodeError as exc:
+        raise _BadInput(f"the rehearsal report {path} is not JSON: {exc.msg} at line {exc.lineno}") from None
+    if isinstance(report, dict) and report.get("stack") not in (None, stack):
+        raise _BadInput(f"the rehearsal report {path} is of stack {report.get('stack')!r}, not {stack!r}: "
+                        f"rehearse {stack} or synth {report.get('stack')}")
+    try:
+        return reachability_cells(report)
+    except ObservedReportError as exc:
+        raise _BadInput(f"the rehearsal report {path}: {exc}") from None
+
+
 def check(argv: list[str]) -> int:
     from policy.offline import evaluate, has_mandatory, report_text
 
@@ -210,6 +236,12 @@ def synth(argv: list[str]) -> int:
     args = _synth_parser().parse_args(argv)
     if problem := _check_outputs(args.json_path, args.markdown, directories=(args.diagram_svg,)):
         return _fail(problem, args.debug)
+    observed = None
+    if args.observed is not None:
+        try:
+            observed = _observed(args.observed, args.stack, args.markdown or args.diagram_svg)
+        except _BadInput as exc:
+            return _fail(str(exc), args.debug)
     # The cyclic collector is off for the rest of this short-lived process: the provider SDKs
     # leave about 400,000 long-lived objects that every full collection scans again, which
     # cost about a quarter of a synth's CPU time (benchmarks/synth.py), while a synth makes
@@ -262,7 +294,7 @@ def synth(argv: list[str]) -> int:
         if args.json_path:
             args.json_path.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
         if args.markdown:
-            args.markdown.write_text(markdown(state) + "\n")
+            args.markdown.write_text(markdown(state, observed) + "\n")
     except OSError as exc:
         return _fail(f"cannot write {exc.filename}: {exc.strerror}", args.debug)
     if args.diagram_svg:
@@ -270,7 +302,7 @@ def synth(argv: list[str]) -> int:
         from synth.state import State
 
         try:
-            for path in write_svg(State(state), args.diagram_svg):
+            for path in write_svg(State(state), args.diagram_svg, observed):
                 print(f"wrote {path}", file=sys.stderr)
         except (GraphvizMissing, OSError, RuntimeError) as exc:
             return _fail(str(exc), args.debug)

@@ -6,6 +6,11 @@ be deployed.
   subgraphs) holding their containers, with a ``host`` node for what reaches the host itself
   (SSH, UFW rules without a container behind them); edges carry ports; waivers are dashed red
   edges named after the waiver. No self-loops, no edge without both ends drawn.
+- ``observed_graph``: the same groups and nodes with the flows a rehearsal observed (the
+  reachability matrix of ``python -m synth rehearse --json``, issue #16) instead of the planned
+  ones, drawn next to the planned diagram: per probe position and target, the ports observed
+  open as planned, open although the tier model refuses them (red), and refused although it
+  allows them (orange, dashed).
 """
 
 from __future__ import annotations
@@ -202,6 +207,8 @@ class Drawn:
     label: str
     waiver: str
     group: str
+    kind: str = ""
+    """Observed edges only (``observed_edges``): ``open``, ``unexpected`` or ``missing``."""
 
 
 def drawn_edges(graph: Graph) -> list[Drawn]:
@@ -257,8 +264,12 @@ def _html(text: str) -> str:
 def dot(state: State, product: str) -> str:
     """Graphviz source of one product's diagram."""
     graph = product_graph(state, product)
-    lines = [f'digraph "{_quote(product)}" {{', "  rankdir=LR; compound=true; newrank=true; nodesep=0.25; ranksep=1.1;",
-             f'  label="{_quote(product)} ({state.document.get("stack", "")})"; labelloc=t; fontname="Helvetica"; fontsize=18;',
+    return _dot(graph, f'{product} ({state.document.get("stack", "")})', drawn_edges(graph))
+
+
+def _dot(graph: Graph, title: str, edges: list[Drawn]) -> str:
+    lines = [f'digraph "{_quote(graph.product)}" {{', "  rankdir=LR; compound=true; newrank=true; nodesep=0.25; ranksep=1.1;",
+             f'  label="{_quote(title)}"; labelloc=t; fontname="Helvetica"; fontsize=18;',
              '  node [shape=box, style="rounded,filled", fillcolor="#f7f7f7", fontname="Helvetica", fontsize=11];',
              '  edge [fontname="Helvetica", fontsize=10, color="#555555"];']
     for group, label in sorted(graph.groups.items()):
@@ -283,9 +294,9 @@ def dot(state: State, product: str) -> str:
         lines.append("  { rank=same; " + " ".join(_id(n) + ";" for n in columns[column]) + " }")
     order = sorted(columns)
     lines += [f"  {_id(columns[a][0])} -> {_id(columns[b][0])} [style=invis];" for a, b in zip(order, order[1:])]
-    for edge in drawn_edges(graph):
+    for edge in edges:
         source, target = _id(edge.source), _id(edge.target)
-        attributes = [f'label="{edge.label}' + (f'\\nwaiver: {edge.waiver}"' if edge.waiver else '"')]
+        attributes = [f'label="{_quote(edge.label)}' + (f'\\nwaiver: {edge.waiver}"' if edge.waiver else '"')]
         if edge.group:
             attributes.append(f'lhead="cluster_{_id(edge.group)}"')
         if graph.rank(edge.source) > graph.rank(edge.target):
@@ -295,6 +306,8 @@ def dot(state: State, product: str) -> str:
             attributes = [a.replace("lhead=", "ltail=") for a in attributes] + ["dir=back"]
         if edge.waiver:
             attributes.append('color="#c0392b", fontcolor="#c0392b", style=dashed, penwidth=1.6')
+        if edge.kind in OBSERVED_STYLE:
+            attributes.append(OBSERVED_STYLE[edge.kind][0])
         lines.append(f"  {source} -> {target} [{', '.join(attributes)}];")
     lines.append("}")
     return "\n".join(lines) + "\n"
@@ -303,6 +316,10 @@ def dot(state: State, product: str) -> str:
 def mermaid(state: State, product: str) -> str:
     """Mermaid source of one product's diagram (for the Markdown summary)."""
     graph = product_graph(state, product)
+    return _mermaid(graph, drawn_edges(graph))
+
+
+def _mermaid(graph: Graph, edges: list[Drawn]) -> str:
     lines = ["flowchart LR"]
     for group, label in sorted(graph.groups.items()):
         lines.append(f'  subgraph {_id(group)}["{_html(label)}"]')
@@ -312,36 +329,196 @@ def mermaid(state: State, product: str) -> str:
         if not owner:
             text = _html(text)
             lines.append(f'  {_id(node)}(("{text}"))' if shape == "ellipse" else f'  {_id(node)}[("{text}")]')
-    for edge in drawn_edges(graph):
+    styles = []
+    for index, edge in enumerate(edges):
         target = _id(edge.group) if edge.group else _id(edge.target)
+        label = _html(edge.label)
         if edge.waiver:
-            lines.append(f'  {_id(edge.source)} -.->|"{edge.label} waiver: {edge.waiver}"| {target}')
+            lines.append(f'  {_id(edge.source)} -.->|"{label} waiver: {edge.waiver}"| {target}')
+        elif edge.kind == "missing":
+            lines.append(f'  {_id(edge.source)} -.->|"{label}"| {target}')
         else:
-            lines.append(f'  {_id(edge.source)} -->|"{edge.label}"| {target}')
-    return "\n".join(lines) + "\n"
+            lines.append(f'  {_id(edge.source)} -->|"{label}"| {target}')
+        if edge.kind in OBSERVED_STYLE:
+            styles.append(f"  linkStyle {index} {OBSERVED_STYLE[edge.kind][1]}")
+    return "\n".join(lines + styles) + "\n"
+
+
+# --- observed: the rehearsal's reachability matrix (issue #16) -----------------------------------
+
+NEIGHBOUR = "neighbour"
+OBSERVED_KINDS = ("open", "unexpected", "missing")
+OBSERVED_STYLE = {
+    "open": ('color="#2e7d32", fontcolor="#2e7d32"', "stroke:#2e7d32"),
+    "unexpected": ('color="#c0392b", fontcolor="#c0392b", penwidth=2.2', "stroke:#c0392b,stroke-width:2.5px"),
+    "missing": ('color="#e67e22", fontcolor="#e67e22", style=dashed, penwidth=1.6',
+                "stroke:#e67e22,stroke-dasharray:4"),
+}
+"""Edge kind -> (Graphviz attributes, Mermaid ``linkStyle``): observed open as planned (green),
+open although refused (red, thick), refused although allowed (orange, dashed)."""
+OBSERVED_TITLE = {"open": "open", "unexpected": "open, not planned", "missing": "planned, closed"}
+CELL_KEYS = ("position", "host", "side", "port", "expected", "observed", "status")
+
+
+class ObservedReportError(ValueError):
+    """A rehearsal report without a readable reachability matrix (the message says what is wrong)."""
+
+
+def reachability_cells(report: Any) -> list[dict]:
+    """The matrix cells of a rehearsal report (``python -m synth rehearse STACK --json PATH``):
+    its ``reachability.cells``, each with at least ``CELL_KEYS``. Raises ObservedReportError
+    naming the first thing missing."""
+    matrix = report.get("reachability") if isinstance(report, dict) else None
+    cells = matrix.get("cells") if isinstance(matrix, dict) else None
+    if not isinstance(cells, list):
+        raise ObservedReportError("it has no reachability.cells: write one with "
+                                  "`python -m synth rehearse STACK --json PATH`")
+    for index, cell in enumerate(cells):
+        missing = [k for k in CELL_KEYS if not isinstance(cell, dict) or k not in cell]
+        if missing:
+            raise ObservedReportError(f"reachability.cells[{index}] lacks {', '.join(missing)}")
+        if cell["status"] not in ("pass", "fail", "not proven"):
+            raise ObservedReportError(f"reachability.cells[{index}].status is {cell['status']!r}, "
+                                      "not pass, fail or not proven")
+    return cells
+
+
+def _containers_node(host: str) -> str:
+    return f"{host}::containers"
+
+
+def _position_node(graph: Graph, position: str) -> str | None:
+    """The node a probe position stands on: the internet, the admin CIDRs, the neighbour on the
+    segment, a host itself, or a container of a host's bridge (added to its group)."""
+    if position == "internet":
+        return INTERNET
+    if position == "admin":
+        return ADMINS
+    if position == NEIGHBOUR:
+        graph.nodes.setdefault(NEIGHBOUR, ("neighbour on the segment\nroutes the container subnets", "", "ellipse"))
+        graph.ranks.setdefault(NEIGHBOUR, 0)
+        return NEIGHBOUR
+    kind, _, host = position.partition(":")
+    if host not in graph.groups:
+        return None
+    if kind == "host":
+        return _anchor(host)
+    if kind == "containers":
+        graph.nodes.setdefault(_containers_node(host), ("a container of its bridge\n(probe)", host, "box"))
+        return _containers_node(host)
+    return None
+
+
+def _target_node(graph: Graph, cell: dict) -> tuple[str, str]:
+    """(node, port label) of a cell's target: the container behind a published port or its own
+    address, the host itself (sshd), the web, or a direct route."""
+    host, side, port = str(cell["host"]), str(cell["side"]), str(cell["port"])
+    service = str(cell.get("service") or "")
+    if side == "internet":
+        return INTERNET, f"{port} web"
+    if side.startswith("direct:"):
+        route = side.removeprefix("direct:")
+        node = f"direct::{route}"
+        graph.nodes.setdefault(node, (f"{route}\ndirect route", "", "ellipse"))
+        graph.ranks.setdefault(node, 4)
+        return node, port
+    target = service if service in graph.nodes and graph.nodes[service][1] == host else _anchor(host)
+    return target, f"{port} own address" if side == "container" else port
+
+
+def observed_graph(state: State, product: str, cells: list[dict]) -> tuple[Graph, list[Drawn], dict[str, int]]:
+    """One product's diagram as the rehearsal observed it: the planned diagram's groups and
+    nodes (plus the probe positions it lacks: the neighbour, a container of each bridge, the
+    direct routes) with one edge per (position, target, kind) of the matrix ``cells``
+    (``reachability_cells``): ``open`` ports observed open as planned, ``unexpected`` ones open
+    although the tier model refuses them, ``missing`` ones refused although it allows them.
+    Cells whose target is another product's host are left out; a refused cell observed refused
+    draws nothing. Returns (graph, edges, counts of the product's cells by status)."""
+    planned = product_graph(state, product)
+    graph = Graph(product, dict(planned.groups), dict(planned.nodes), set(), dict(planned.ranks))
+    counts = {"pass": 0, "fail": 0, "not proven": 0}
+    flows: dict[tuple[str, str, str], set[str]] = {}
+    for cell in cells:
+        if str(cell["host"]) not in planned.groups:
+            continue
+        source = _position_node(graph, str(cell["position"]))
+        if source is None:
+            continue
+        counts[cell["status"]] += 1
+        target, label = _target_node(graph, cell)
+        if cell["status"] == "fail":
+            kind = "unexpected" if cell["observed"] == "open" else "missing"
+        elif cell["status"] == "pass" and cell["observed"] == "open":
+            kind = "open"
+        else:
+            continue
+        flows.setdefault((source, target, kind), set()).add(label)
+    # Into another host's group: one edge per (source, group, kind), as the planned diagram does.
+    merged: dict[tuple[str, str, str], dict[str, set[str]]] = {}
+    for (source, target, kind), labels in flows.items():
+        group = graph.nodes[target][1]
+        into = group if group and group != graph.nodes[source][1] else ""
+        bucket = merged.setdefault((source, into or target, kind), {})
+        bucket.setdefault(target, set()).update(labels)
+    edges = []
+    for (source, into, kind), by_target in sorted(merged.items()):
+        labels = sorted({l for ls in by_target.values() for l in ls}, key=_port_key)
+        text = f"{OBSERVED_TITLE[kind]}: {', '.join(labels)}"
+        if into in graph.groups and len(by_target) > 1:
+            edges.append(Drawn(source, _anchor(into), text, "", into, kind))
+        else:
+            edges.append(Drawn(source, next(iter(by_target)), text, "", "", kind))
+    return graph, edges, counts
+
+
+def _observed_title(product: str, stack: str, counts: dict[str, int]) -> str:
+    total = sum(counts.values())
+    return (f"{product} ({stack}) observed by the rehearsal: {counts['pass']} of {total} cells as planned, "
+            f"{counts['fail']} not, {counts['not proven']} not proven")
+
+
+def dot_observed(state: State, product: str, cells: list[dict]) -> str:
+    """Graphviz source of one product's observed diagram (``observed_graph``)."""
+    graph, edges, counts = observed_graph(state, product, cells)
+    return _dot(graph, _observed_title(product, str(state.document.get("stack", "")), counts), edges)
+
+
+def mermaid_observed(state: State, product: str, cells: list[dict]) -> str:
+    """Mermaid source of one product's observed diagram, with its counts as a comment line."""
+    graph, edges, counts = observed_graph(state, product, cells)
+    title = _observed_title(product, str(state.document.get("stack", "")), counts)
+    return _mermaid(graph, edges).replace("flowchart LR\n", f"flowchart LR\n  %% {title}\n", 1)
 
 
 class GraphvizMissing(RuntimeError):
     """``dot`` is not installed."""
 
 
-def render(state: State, product: str, fmt: str = "svg") -> bytes:
-    """One product's diagram rendered by Graphviz ``dot`` (``svg``, ``png``...)."""
+def render(state: State, product: str, fmt: str = "svg", source: str | None = None) -> bytes:
+    """One product's diagram rendered by Graphviz ``dot`` (``svg``, ``png``...); ``source``: other
+    dot source to render (the observed diagram) instead of the planned one."""
     binary = shutil.which("dot")
     if binary is None:
         raise GraphvizMissing("Graphviz `dot` is not installed (Debian package graphviz; "
                               "`apt-get install graphviz`); omit --diagram-svg to synth without it")
-    result = subprocess.run([binary, f"-T{fmt}"], input=dot(state, product).encode(), capture_output=True)
+    text = source if source is not None else dot(state, product)
+    result = subprocess.run([binary, f"-T{fmt}"], input=text.encode(), capture_output=True)
     if result.returncode != 0:
         raise RuntimeError(f"dot failed on the {product} diagram: {result.stderr.decode().strip()}")
     return result.stdout
 
 
-def write_svg(state: State, path: Path) -> list[Path]:
-    """One SVG per product: ``path`` with ``-<product>`` before its suffix. Raises GraphvizMissing."""
+def write_svg(state: State, path: Path, observed: list[dict] | None = None) -> list[Path]:
+    """One SVG per product: ``path`` with ``-<product>`` before its suffix; with ``observed`` (a
+    rehearsal's matrix cells, ``reachability_cells``) a second one beside it,
+    ``-<product>-observed``, for each product the matrix has cells of. Raises GraphvizMissing."""
     written = []
     for product in products(state):
         target = path.with_name(f"{path.stem}-{product}{path.suffix or '.svg'}")
         target.write_bytes(render(state, product, "svg"))
         written.append(target)
+        if observed is not None and any(str(c["host"]) in product_graph(state, product).groups for c in observed):
+            beside = path.with_name(f"{path.stem}-{product}-observed{path.suffix or '.svg'}")
+            beside.write_bytes(render(state, product, "svg", dot_observed(state, product, observed)))
+            written.append(beside)
     return written

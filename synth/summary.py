@@ -13,7 +13,7 @@ from collections import Counter, defaultdict
 from typing import Any
 
 from synth.cost import PriceTable, cost_markdown, estimate, totals
-from synth.diagram import mermaid, products
+from synth.diagram import mermaid, mermaid_observed, observed_graph, products
 from synth.state import State, product_of
 
 DROPLET = "digitalocean:index/droplet:Droplet"
@@ -187,7 +187,9 @@ def _table(rows: list[dict[str, str]], columns: list[str]) -> list[str]:
     return out
 
 
-def markdown(state: dict[str, Any]) -> str:
+def markdown(state: dict[str, Any], observed: list[dict] | None = None) -> str:
+    """The summary; ``observed``: a rehearsal's reachability cells (``synth.diagram.reachability_cells``),
+    drawn per product beside the planned diagram."""
 
     out = [f"# Desired state of stack `{state['stack']}`", "", f"{len(state['resources'])} resources.", ""]
     host_rows, service_rows, store_rows = hosts(state), services(state), datastores(state)
@@ -212,6 +214,15 @@ def markdown(state: dict[str, Any]) -> str:
             "waivers dashed and named (`--diagram-svg` draws the same with Graphviz).", ""]
     for product in products(view):
         out += [f"### {product}", "", "```mermaid", mermaid(view, product).rstrip(), "```", ""]
+        if observed is not None:
+            graph, _, counts = observed_graph(view, product, observed)
+            if sum(counts.values()):
+                out += [f"#### {product}: observed by the rehearsal", "",
+                        f"The reachability matrix of the rehearsal report: {counts['pass']} of "
+                        f"{sum(counts.values())} cells as planned, {counts['fail']} not, "
+                        f"{counts['not proven']} not proven. Green: open as planned; red: open although "
+                        "the tier model refuses it; orange, dashed: refused although it allows it.", "",
+                        "```mermaid", mermaid_observed(view, product, observed).rstrip(), "```", ""]
     outputs = public_outputs(state)
     out += ["## Outputs", "", "Secret outputs (`pulumi stack output --show-secrets`): "
             + (", ".join(f"`{k}`" for k in sorted(state.get("secret_outputs") or [])) or "none") + ".", "",

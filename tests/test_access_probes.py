@@ -42,3 +42,12 @@ def test_a_database_host_is_an_address_or_a_running_service():
     assert access._resolve([pg], "postgres") == "172.20.0.9"
     assert access._resolve([pg], "10.201.0.13") == "10.201.0.13"
     assert access._resolve([pg], "redis") is None
+
+
+def test_a_verify_full_client_names_the_stack_address_the_certificate_carries():
+    # Pencom's URLs name the data node by its address; the lab rewrote it, the certificate not.
+    stack = {"10.201.0.13": "10.41.0.13"}.get
+    assert access.server_name("10.201.0.13", stack) == "10.41.0.13"
+    assert access.server_name("10.203.0.77", stack) == "10.203.0.77"  # no stack address: as given
+    assert access.server_name("postgres", stack) == "postgres"
+    assert access.server_name("db.kro.internal", stack) == "db.kro.internal"

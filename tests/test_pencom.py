@@ -208,7 +208,7 @@ def test_internal_nodes_deny_egress_except_internal_dns_ntp(prod):
         assert "ufw default deny outgoing" in script
         outbound = re.findall(r"^ufw allow out (.*) comment", script, re.M)
         assert sorted(set(outbound)) == sorted({
-            "to 10.40.0.0/24", "proto udp to 1.1.1.1/32 port 53", "proto tcp to 1.1.1.1/32 port 53",
+            "to 10.40.0.0/24", f"on pencom-{node} to any", "proto udp to 1.1.1.1/32 port 53", "proto tcp to 1.1.1.1/32 port 53",
             "proto udp to 1.0.0.1/32 port 53", "proto tcp to 1.0.0.1/32 port 53", "proto udp to any port 123"})
         proxy = prod.named(f"pencom-prod-{node}-setup-proxy", COMMAND)["inputs"]["stdin"]
         assert 'Acquire::https::Proxy "http://10.40.0.11:3128"' in proxy
@@ -482,6 +482,17 @@ def test_only_the_proxy_alertmanager_and_blackbox_leave_the_edge_node_directly(p
     assert pinned == {"egress-proxy": "172.31.250.10", "alertmanager": "172.31.250.11", "blackbox": "172.31.250.12"}
     network = prod.named("pencom-prod-edge-network", "docker:index/network:Network")["inputs"]
     assert network["ipamConfigs"] == [{"subnet": "172.31.250.0/24", "ipRange": "172.31.250.128/25"}]
+
+
+@pytest.mark.fast
+def test_each_node_has_a_container_subnet_of_its_own(prod):
+    """Fixed and apart: a container address names one node, so a route to a neighbour's
+    container subnet is unambiguous (Docker would give every node 172.18.0.0/16)."""
+    subnets = {node: prod.named(f"pencom-prod-{node}-network", "docker:index/network:Network")["inputs"]["ipamConfigs"]
+               for node in NODES}
+    assert {n: [c["subnet"] for c in s] for n, s in subnets.items()} == {
+        "edge": ["172.31.250.0/24"], "app": ["172.31.251.0/24"], "data": ["172.31.252.0/24"],
+        "storage": ["172.31.253.0/24"]}
 
 
 @pytest.mark.fast

@@ -51,7 +51,7 @@ def test_staging_matrix_covers_every_position_and_listener():
                     assert any(k[:2] == ("neighbour", host) and k[3] == p["external"] and k[2] in ("public", "private")
                                for k in matrix), (r["name"], p)
     assert len(matrix) == 548
-    assert sum(e.allowed for e in matrix.values()) == 208
+    assert sum(e.allowed for e in matrix.values()) == 207
     loopback = {k: e.allowed for k, e in matrix.items() if k[1] == "vedfinance-staging" and k[2] == "container"
                 and k[3] in (5432, 6379)}
     assert loopback == {(p, "vedfinance-staging", "container", port): p.endswith(":vedfinance-staging")
@@ -98,7 +98,10 @@ def test_staging_matrix_covers_every_position_and_listener():
     # Egress: app and data containers only to their allow-lists.
     (("containers:pencom-staging-app", "pencom-staging-app", "internet", 443), False),
     (("containers:pencom-staging-data", "pencom-staging-data", "internet", 443), False),
-    (("containers:pencom-staging-edge", "pencom-staging-edge", "internet", 443), True),
+    # Pencom declares an egress proxy: its edge containers leave through it too; the host does not.
+    (("containers:pencom-staging-edge", "pencom-staging-edge", "internet", 443), False),
+    (("host:pencom-staging-edge", "pencom-staging-edge", "internet", 443), True),
+    (("containers:kro-staging", "kro-staging", "internet", 443), False),
     (("containers:pencom-staging-app", "pencom-staging-app", "direct:oracle-ecrs", 1521), True),
     (("containers:pencom-staging-data", "pencom-staging-data", "direct:oracle-ecrs", 1521), False),
     (("host:pencom-staging-app", "pencom-staging-app", "direct:oracle-ecrs", 1521), False),

@@ -194,3 +194,86 @@ def test_pencom_edge_host_never_opens_the_oracle_route(namespaces, tmp_path):
     finally:
         oracle.kill()
         oracle.wait()
+
+
+CONTAINER, STRANGER = "172.30.7.2", "10.231.9.2"
+
+
+def test_a_locked_node_reaches_its_own_containers_and_its_own_published_port_only(tmp_path):
+    """The committed Pencom storage node's UFW commands (outgoing denied but for the internal
+    network, its bridge, DNS and NTP), in a namespace whose ``pencom-storage`` interface leads to
+    a "container" at a Docker-pool address, and another interface to a stranger outside the
+    internal network. The host reaches the container's own address; the stranger stays refused.
+    Without the bridge rule the container's own address was refused too (the rehearsal matrix's
+    "host to own container" cells on the internal nodes). The host's own published port (MinIO
+    on its private address, DNATed to the container as Docker does with ``userland-proxy`` off:
+    the mirror backup's path) answers either way: the kernel hands a local connection to the
+    OUTPUT chains with the loopback device it was routed to first, which UFW accepts."""
+    require_tool("ip", "Debian package iproute2")
+    require_tool("ufw", "Debian package ufw")
+    require_tool("iptables", "Debian package iptables")
+    require_tool("unshare", "util-linux")
+    require_root("network namespaces")
+    from synth.state import State
+    from tests.conftest import synth_once
+    from tests.test_pencom import _pencom_only
+
+    state = State(synth_once("prod", document=_pencom_only("prod")))
+    script = state.named("pencom-prod-storage-setup-ufw", "command:remote:Command")["inputs"]["stdin"]
+    commands = script.split("<<'PLATFORM_EOF'", 1)[1].split("\n", 1)[1].split("PLATFORM_EOF", 1)[0]
+    assert "ufw default deny outgoing" in commands and "ufw allow out on pencom-storage to any" in commands
+    private = "10.40.0.14"  # the storage node's private address in the prod stack
+    suffix = str(os.getpid())
+    node, box, stranger = f"ulnode{suffix}", f"ulbox{suffix}", f"ulstr{suffix}"
+    listeners = []
+    try:
+        for ns in (node, box, stranger):
+            ip("netns", "add", ns)
+            ip("-n", ns, "link", "set", "lo", "up")
+        for peer, name, far, near in ((box, "pencom-storage", CONTAINER, "172.30.7.1"),
+                                      (stranger, "uplink0", STRANGER, "10.231.9.1")):
+            outer, inner = f"ulo{peer[-6:]}"[:15], f"uli{peer[-6:]}"[:15]
+            ip("link", "add", outer, "type", "veth", "peer", "name", inner)
+            ip("link", "set", outer, "netns", node)
+            ip("link", "set", inner, "netns", peer)
+            ip("-n", node, "link", "set", outer, "name", name)
+            ip("-n", node, "addr", "add", f"{near}/24", "dev", name)
+            ip("-n", peer, "addr", "add", f"{far}/24", "dev", inner)
+            ip("-n", node, "link", "set", name, "up")
+            ip("-n", peer, "link", "set", inner, "up")
+            listeners.append(subprocess.Popen(["ip", "netns", "exec", peer, sys.executable, "-c", textwrap.dedent("""
+                import socket
+                s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind(("0.0.0.0", 9000)); s.listen()
+                while True:
+                    c, _ = s.accept(); c.close()
+            """)]))
+            _wait_listening(peer, (9000,))
+        ip("-n", box, "route", "add", "default", "via", "172.30.7.1")  # as a container's gateway
+        ip("-n", node, "addr", "add", f"{private}/32", "dev", "lo")
+        # Docker's DNAT of a port published on the private address, for the host's own connections.
+        subprocess.run(["ip", "netns", "exec", node, "iptables", "-t", "nat", "-A", "OUTPUT", "-d", private, "-p", "tcp",
+                        "--dport", "9000", "-j", "DNAT", "--to-destination", f"{CONTAINER}:9000"], check=True)
+
+        def cells() -> dict[str, bool]:
+            return {"own container": _reachable(node, CONTAINER, 9000), "own published port": _reachable(node, private, 9000),
+                    "stranger": _reachable(node, STRANGER, 9000)}
+
+        assert cells() == {"own container": True, "own published port": True, "stranger": True}, "control"
+        without = "\n".join(l for l in commands.splitlines() if "allow out on pencom-storage" not in l)
+        result = apply_ufw(["ip", "netns", "exec", node], without, tmp_path / "without", timeout=120)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert cells() == {"own container": False, "own published port": True, "stranger": False}
+        # A fresh filter table: UFW's private configuration says "disabled", so its enable would
+        # find its chains standing and keep the first rules.
+        for tool in ("iptables-restore", "ip6tables-restore"):
+            subprocess.run(["ip", "netns", "exec", node, tool], input="*filter\nCOMMIT\n", text=True, check=True)
+        result = apply_ufw(["ip", "netns", "exec", node], commands, tmp_path / "with", timeout=120)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert cells() == {"own container": True, "own published port": True, "stranger": False}
+    finally:
+        for listener in listeners:
+            listener.kill()
+            listener.wait()
+        for ns in (node, box, stranger):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)

@@ -33,7 +33,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Mapping, Optional, Sequence
+from typing import Callable, Mapping, Optional, Sequence
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from rehearsal.checks.probes import INTERNET_PROBE, BoxContainer, LabProbes
@@ -243,9 +243,15 @@ def renewal_checks(lab, site: Site, box: str, domain: str, address: str, roots: 
     ]
 
 
-def postgres_checks(lab, probes: LabProbes, host: str, other_ca: bytes) -> list[Check]:
+def postgres_checks(lab, probes: LabProbes, host: str, other_ca: bytes,
+                    stack_address: Callable[[str], Optional[str]] = lambda address: None) -> list[Check]:
     """Every verify-full ``DATABASE_URL`` a container of ``host`` is handed, tried from inside that
-    container (``other_ca``: a CA that did not sign the server's certificate)."""
+    container (``other_ca``: a CA that did not sign the server's certificate). ``stack_address``:
+    the stack address a lab address stands for (``rehearsal.overlay.Overlay.stack_address``). The
+    URL names the server by its lab address (the overlay rewrote it), but the certificate the
+    capture issued carries the stack's: the client names the server as the stack does (libpq's
+    ``host``, which verify-full matches against the certificate) and connects to the lab address
+    (``hostaddr``), as the app does on the real network."""
     checks = []
     containers = probes.containers.get(host, [])
     for client in containers:
@@ -256,6 +262,7 @@ def postgres_checks(lab, probes: LabProbes, host: str, other_ca: bytes) -> list[
         query = {k: v[0] for k, v in parse_qs(parts.query).items()}
         server = parts.hostname or ""
         address = _resolve(containers, server) or _getent(lab, host, server)
+        verified_name = server_name(server, stack_address)
         ca_host_path = _host_path(client, query.get("sslrootcert", ""))
         site = probes.container_site(host, client)
         name = f"live postgres from {client.service} ({server})"
@@ -270,7 +277,7 @@ def postgres_checks(lab, probes: LabProbes, host: str, other_ca: bytes) -> list[
             other.write_bytes(other_ca)
 
             def psql(sslmode: str, root: Optional[Path]) -> subprocess.CompletedProcess:
-                conninfo = (f"host={server} hostaddr={address} port={parts.port or 5432} "
+                conninfo = (f"host={verified_name} hostaddr={address} port={parts.port or 5432} "
                             f"dbname={parts.path.lstrip('/')} user={unquote(parts.username or '')} sslmode={sslmode}"
                             + (f" sslrootcert={root}" if root else ""))
                 env = {"PATH": "/usr/bin:/bin", "PGPASSWORD": unquote(parts.password or ""), "PGCONNECT_TIMEOUT": "10"}
@@ -297,6 +304,14 @@ def postgres_checks(lab, probes: LabProbes, host: str, other_ca: bytes) -> list[
                    plain.stderr or f"plaintext connected: {plain.stdout.strip()}"),
         ]
     return checks
+
+
+def server_name(server: str, stack_address: Callable[[str], Optional[str]]) -> str:
+    """The name a verify-full client gives for ``server`` (a URL's host in the lab): the stack
+    address behind a lab address, else ``server`` as it is (a DNS name, a container's name)."""
+    if re.fullmatch(r"\d+\.\d+\.\d+\.\d+", server):
+        return stack_address(server) or server
+    return server
 
 
 def _resolve(containers: Sequence[BoxContainer], server: str) -> Optional[str]:

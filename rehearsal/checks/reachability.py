@@ -32,7 +32,8 @@ Rules beyond the policy's tier table, each from DESIGN.md: SSH answers the admin
 sides and the bastion (the product's edge node) on private sides, nothing else; no new
 connection enters a container bridge but through a published port (a container's own address
 answers only its bridge and its host); egress from app and data containers goes only to their
-allow-lists (the proxy, the direct routes).
+allow-lists (the proxy, the direct routes); a product that declares an egress proxy
+(``egress.proxy`` in its stack config) sends its edge containers' web traffic through it too.
 
 **Observed side** (``probe_matrix``): the same cells tried with real clients (``nc -z``) from
 probe positions given as network namespaces, and ``compare``: observed next to expected.
@@ -134,6 +135,9 @@ class Topology:
     waivers: tuple[Waiver, ...]
     direct_routes: dict[str, tuple[int, frozenset[str]]] = field(default_factory=dict)
     """route name -> (port, client service names)."""
+    proxied: frozenset[str] = frozenset()
+    """Products whose stack config declares an egress proxy (``egress.proxy``): their containers
+    reach the web only through it (the allow-list), whatever their tier."""
 
 
 # --- the topology, from the capture -----------------------------------------------------------
@@ -193,7 +197,8 @@ def topology(state: Mapping, stack_config: Mapping, policy_config: Mapping) -> T
             for h in mine:
                 if h.sides == ("private",):
                     hosts[h.name] = _replace(h, bastion=edges[0].name)
-    return Topology(hosts, tuple(_waivers(hosts, stack_config, policy_config)), _direct_routes(stack_config))
+    return Topology(hosts, tuple(_waivers(hosts, stack_config, policy_config)), _direct_routes(stack_config),
+                    _proxied(stack_config))
 
 
 def _replace(host: Host, **changes) -> Host:
@@ -227,6 +232,12 @@ def _waivers(hosts: Mapping[str, Host], stack_config: Mapping, policy_config: Ma
                                  f"{[h.name for h in runs]}, Postgres on {[h.name for h, _ in stores]}")
             (store, listener), = stores
             yield Waiver(str(read["name"]), runs[0].name, store.name, (listener.port, listener.port))
+
+
+def _proxied(stack_config: Mapping) -> frozenset[str]:
+    return frozenset(key.removeprefix("platform:") for key, product_config in stack_config.items()
+                     if key.startswith("platform:") and isinstance(product_config, Mapping)
+                     and isinstance(product_config.get("egress"), Mapping) and product_config["egress"].get("proxy"))
 
 
 def _direct_routes(stack_config: Mapping) -> dict[str, tuple[int, frozenset[str]]]:
@@ -291,10 +302,14 @@ def expect(position: Position, target: Target, topo: Topology) -> Expectation:
         return Expectation(position.name, target, allowed, reason)
 
     if target.side == "internet":
-        bridge = topo.hosts[target.host].bridge_tiers if position.kind == "containers" else {topo.hosts[target.host].tier}
-        locked = bool(set(bridge) & {"app", "data"})
-        return verdict(not locked, "egress from app and data goes to the allow-list only" if locked
-                       else "edge and mgmt egress is open")
+        host = topo.hosts[target.host]
+        bridge = host.bridge_tiers if position.kind == "containers" else {host.tier}
+        if set(bridge) & {"app", "data"}:
+            return verdict(False, "egress from app and data goes to the allow-list only")
+        if position.kind == "containers" and host.product in topo.proxied:
+            # The probe container is never the proxy or another exempt (mgmt) address.
+            return verdict(False, f"{host.product}'s containers reach the web through its egress proxy only")
+        return verdict(True, "edge and mgmt egress is open")
     if target.side.startswith("direct:"):
         _, clients = topo.direct_routes[target.service]
         ok = position.kind == "containers" and bool(clients & topo.hosts[target.host].services)

@@ -182,3 +182,16 @@ def test_overlay_text_forms():
     assert external.startswith("nameserver 10.203.0.")
     assert plan.text("0.0.0.0/0 172.16.0.0/12") == "0.0.0.0/0 172.16.0.0/12"
     assert plan.value({"203.0.113.5": ["x 203.0.113.5:22"]}) == {"10.200.0.10": ["x 10.200.0.10:22"]}
+
+
+def test_a_lab_address_names_the_stack_address_it_stands_for(staging, lab_staging):
+    plan, lab = lab_staging
+    data = lab.hosts["pencom-staging-data"]
+    # The internal CA's certificate carries the stack's address, not the lab's: a verify-full
+    # client in the lab names the stack address and connects to the lab one.
+    assert plan.stack_address(data.address) == staging.hosts["pencom-staging-data"].address
+    assert plan.stack_address(lab.hosts["kro-staging"].address) == staging.hosts["kro-staging"].address
+    for stack_address in {h.address for h in staging.hosts.values()}:
+        assert plan.stack_address(plan.text(stack_address)) == stack_address
+    assert plan.stack_address(str(overlay.HARNESS)) is None  # every admin CIDR at once
+    assert plan.stack_address("10.202.9.9") is None and plan.stack_address("172.18.0.2") is None
