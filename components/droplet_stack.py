@@ -64,6 +64,9 @@ class DropletStackArgs:
     """A reserved IP keeps the public address across rebuilds; internal hosts do without."""
     directories: Sequence[tuple[str, str, str]] = ()
     """More directories as (path, mode, owner:group), e.g. data owned by an image's user."""
+    access: Optional[hostsetup.AdminAccess] = None
+    """Just-in-time SSH: sshd trusts the stack's SSH CA for the admin account
+    (``hostsetup.AdminAccess``); unset, only the deploy key logs in."""
 
 
 class DropletStack(DockerHost):
@@ -150,6 +153,7 @@ class DropletStack(DockerHost):
             sshd=hostsetup.SshdPolicy(),
             fail2ban_ignore=tuple(args.admin_cidrs),
             directories=[(self.data_dir, "0755", "deploy:deploy"), *args.directories],
+            access=args.access,
         )
         self._setup(name, scripts, depends_on=[self.firewall])
         self._docker(name, self.droplet.ipv4_address, registries=args.registry_auth)

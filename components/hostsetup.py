@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import shlex
 import textwrap
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 DEPLOY_USER = "deploy"
@@ -260,6 +260,14 @@ class SshdPolicy:
     permit_open: Sequence[str] = ()
     """``host:port`` targets local forwarding may reach (an admin API behind the firewall);
     ignored when all forwarding is allowed."""
+    key_users: Sequence[str] | None = None
+    """The accounts that may log in with a key in their ``~/.ssh/authorized_keys`` (the deploy
+    user, a bootstrap user); every other account has none (``AuthorizedKeysFile none``), so an
+    engineer's long-lived key left on a host opens nothing. None: every allowed user (no
+    certificate authority configured)."""
+    trusted_user_ca: bool = False
+    """sshd accepts user certificates signed by the stack's SSH certificate authority
+    (``USER_CA_PATH``) for the principals listed in ``PRINCIPALS_DIR/<account>``."""
 
 
 # OpenSSH's default MAC list still offers umac-64 and hmac-sha1 (CIS Ubuntu 24.04 5.1.15,
@@ -267,11 +275,40 @@ class SshdPolicy:
 SSHD_MACS = "hmac-sha2-512-etm@openssh.com,hmac-sha2-256-etm@openssh.com,umac-128-etm@openssh.com"
 
 
+USER_CA_PATH = "/etc/ssh/platform_user_ca.pub"
+PRINCIPALS_DIR = "/etc/ssh/auth_principals"
+
+
 def render_sshd_config(policy: SshdPolicy) -> str:
     """A drop-in for /etc/ssh/sshd_config.d/. Named 00-* because sshd keeps the first value it
-    reads, so it wins over cloud-init's 50-cloud-init.conf."""
+    reads, so it wins over cloud-init's 50-cloud-init.conf.
+
+    With ``trusted_user_ca``: ``TrustedUserCAKeys`` and one ``AuthorizedPrincipalsFile`` per
+    account (``%u``: an account without a file accepts no certificate), and authorized_keys read
+    only for ``key_users`` (a ``Match User`` block; a Match in an included file ends with that
+    file, OpenSSH 8.2+, so it cannot swallow the main file's settings). Raises ValueError when no
+    user is allowed."""
     if not policy.allow_users:
         raise ValueError("sshd needs at least one allowed user")
+    return _sshd_main(policy) + _sshd_access(policy)
+
+
+def _sshd_access(policy: SshdPolicy) -> str:
+    if not policy.trusted_user_ca and policy.key_users is None:
+        return ""
+    lines = []
+    if policy.trusted_user_ca:
+        lines += [f"TrustedUserCAKeys {USER_CA_PATH}",
+                  f"AuthorizedPrincipalsFile {PRINCIPALS_DIR}/%u"]
+    if policy.key_users is not None:
+        lines.append("AuthorizedKeysFile none")
+        if policy.key_users:
+            lines += [f"Match User {','.join(policy.key_users)}",
+                      "    AuthorizedKeysFile .ssh/authorized_keys"]
+    return "\n".join(lines) + "\n"
+
+
+def _sshd_main(policy: SshdPolicy) -> str:
     return textwrap.dedent(f"""\
         # Managed by the platform program (components/hostsetup.py).
         Port {policy.port}
@@ -309,6 +346,60 @@ def sshd_section(policy: SshdPolicy) -> str:
         validate="sshd -t",
         on_change="systemctl reload ssh 2>/dev/null || systemctl reload sshd",
     )
+
+
+ADMIN_USER = "ops"
+"""The account engineers log in as, with a short-lived certificate from the stack's SSH CA
+(``scripts/ssh_cert.py``); it has no authorized_keys and no password."""
+
+
+@dataclass(frozen=True)
+class AdminAccess:
+    """Just-in-time SSH: the public half of the stack's SSH certificate authority (an OpenSSH
+    public key line, an ``Input`` because it is derived from the secret CA key) and the
+    certificate principals that may log in as ``ADMIN_USER``."""
+
+    ca_public_key: "pulumi.Input[str]"
+    principals: Sequence[str]
+
+
+def render_principals(principals: Sequence[str]) -> str:
+    """An ``AuthorizedPrincipalsFile``: one principal a line (sshd(8) AUTHORIZED_KEYS FILE
+    FORMAT applies to it); an empty file admits no certificate."""
+    return "".join(f"{p}\n" for p in principals)
+
+
+def admin_access_section(ca_public_key: str, principals: Sequence[str],
+                         admin_user: str = ADMIN_USER) -> str:
+    """The admin account (locked password, passwordless sudo, no authorized_keys), the CA's
+    public key sshd trusts and one principals file per account: ``admin_user`` gets
+    ``principals``, the deploy user an empty file (its key is its only way in). Runs before the
+    sshd drop-in that names these files."""
+    sudoers = (f"# Managed by the platform program: engineers with a certificate for {admin_user}.\n"
+               f"{admin_user} ALL=(ALL) NOPASSWD:ALL\n")
+    return "\n".join([
+        f"if ! id -u {admin_user} >/dev/null 2>&1; then",
+        f"  useradd --create-home --shell /bin/bash {admin_user}",
+        f'  note_change "user {admin_user}"',
+        "fi",
+        f'if [ "$(passwd -S {admin_user} | cut -d" " -f2)" != "L" ]; then',
+        f"  passwd -l {admin_user} >/dev/null",
+        f'  note_change "password of {admin_user} locked"',
+        "fi",
+        # A key someone left there opens nothing (AuthorizedKeysFile none), but it is removed so
+        # nobody mistakes it for a way in.
+        f"if [ -e /home/{admin_user}/.ssh/authorized_keys ]; then",
+        f"  rm -f /home/{admin_user}/.ssh/authorized_keys",
+        f'  note_change "long-lived keys of {admin_user} removed"',
+        "fi",
+        deliver_file(f"/etc/sudoers.d/90-platform-{admin_user}", "0440", "root:root", sudoers,
+                     validate=f"visudo -cqf /etc/sudoers.d/90-platform-{admin_user}"),
+        directories_section([(PRINCIPALS_DIR, "0755", "root:root")]),
+        deliver_file(USER_CA_PATH, "0644", "root:root", ca_public_key.strip() + "\n"),
+        deliver_file(f"{PRINCIPALS_DIR}/{admin_user}", "0644", "root:root",
+                     render_principals(principals)),
+        deliver_file(f"{PRINCIPALS_DIR}/{DEPLOY_USER}", "0644", "root:root", ""),
+    ])
 
 
 # --- fail2ban ---------------------------------------------------------------------------------
@@ -570,11 +661,15 @@ def render_cloud_init(deploy_user: str = DEPLOY_USER) -> str:
 def host_baseline(*, sshd: SshdPolicy, fail2ban_ignore: Sequence[str] = (),
                   directories: Sequence[tuple[str, str, str]] = (),
                   firewall: str | None = None, proxy: str | None = None,
-                  docker_firewall: str | None = None) -> dict[str, str]:
+                  docker_firewall: str | None = None,
+                  access: AdminAccess | None = None) -> dict[str, "pulumi.Input[str]"]:
     """The baseline every host gets, as separately re-runnable scripts. ``firewall`` is a UFW
     section for hosts without a provider firewall in front of them (on-prem); ``proxy`` points
     an egress-locked host's apt and Docker at the egress proxy, before anything is installed;
-    ``docker_firewall`` filters Docker-published ports and container egress."""
+    ``docker_firewall`` filters Docker-published ports and container egress. With ``access``,
+    the sshd script (then an Output: the CA's public key is one) first sets up the admin
+    account and the CA files, and sshd trusts the CA and reads authorized_keys only for the
+    users in ``sshd.allow_users`` (the deploy user, a bootstrap user)."""
     scripts = {}
     if proxy is not None:
         scripts["proxy"] = script(proxy)
@@ -582,7 +677,7 @@ def host_baseline(*, sshd: SshdPolicy, fail2ban_ignore: Sequence[str] = (),
         scripts["ufw"] = script(firewall)
     scripts |= {
         "base": script(base_section()),
-        "sshd": script(sshd_section(sshd)),
+        "sshd": _sshd_script(sshd, access),
         "fail2ban": script(fail2ban_section(fail2ban_ignore)),
         "docker": script(docker_section()),
     }
@@ -591,3 +686,17 @@ def host_baseline(*, sshd: SshdPolicy, fail2ban_ignore: Sequence[str] = (),
     if directories:
         scripts["dirs"] = script(directories_section(directories))
     return scripts
+
+
+def _sshd_script(policy: SshdPolicy, access: AdminAccess | None) -> "pulumi.Input[str]":
+    if access is None:
+        return script(sshd_section(policy))
+    import pulumi
+
+    policy = replace(policy, allow_users=(*policy.allow_users, ADMIN_USER),
+                     key_users=tuple(policy.allow_users), trusted_user_ca=True)
+    # The public half of a secret key is not secret: unmarked, the script stays readable in
+    # the plan and the preview diff.
+    public = pulumi.Output.unsecret(pulumi.Output.from_input(access.ca_public_key))
+    return public.apply(lambda key: script(admin_access_section(key, access.principals),
+                                           sshd_section(policy)))

@@ -47,6 +47,9 @@ class OnPremVpsArgs:
     direct routes; unset leaves egress open."""
     registry_auth: Sequence = ()
     """Private registries' credentials for the Docker provider (``dockerhost.registry_auth``)."""
+    access: Optional[hostsetup.AdminAccess] = None
+    """Just-in-time SSH: sshd trusts the stack's SSH CA for the admin account
+    (``hostsetup.AdminAccess``); unset, only the deploy key (and a bootstrap user) logs in."""
     after: Sequence[pulumi.Resource] = ()
     """Resources the host's first setup script waits for: with a host egress lock, the proxy
     container its apt and image pulls go through (apt fails while the proxy is not up)."""
@@ -90,6 +93,7 @@ class OnPremVps(DockerHost):
             directories=[(self.data_dir, "0755", "deploy:deploy"), *args.directories],
             firewall=hostsetup.ufw_section(rules, args.waivers, lock.outbound() if locks_host else None),
             proxy=egress.host_proxy_section(lock.proxy_url) if locks_host else None,
+            access=args.access,
         )
         first: list[pulumi.Resource] = list(args.after)
         if args.bootstrap_user:

@@ -664,7 +664,7 @@ def _edge_node(ctx, cfg: PencomConfig, name: str, ports: dict[str, int], child: 
     edge = OnPremVps(f"{name}-edge", OnPremVpsArgs(
         address=n.edge.public_address, private_address=n.edge.private_address, private_key=key,
         registry_auth=secret_keys.registry_auth("pencom", _images(cfg)),
-        ssh_port=n.edge.ssh_port, bootstrap_user=n.edge.bootstrap_user,
+        ssh_port=n.edge.ssh_port, bootstrap_user=n.edge.bootstrap_user, access=ctx.admin_access(),
         directories=monitoring.data_directories(f"/srv/{name}-edge"),
         role=tiers.HostRole(tier=tiers.Tier.EDGE, ssh_cidrs=tuple(env.admin_cidrs),
                             rules_beyond_tier=(proxy_rule,)),
@@ -692,7 +692,7 @@ def _internal_nodes(ctx, cfg: PencomConfig, name: str, ports: dict[str, int], ch
         return OnPremVps(f"{name}-{node}", OnPremVpsArgs(
             address=node_cfg.private_address, private_address=node_cfg.private_address,
             private_key=key, ssh_port=node_cfg.ssh_port, bootstrap_user=node_cfg.bootstrap_user,
-            bastion=edge.ssh, role=role, egress=lock, after=(proxy,),
+            bastion=edge.ssh, role=role, egress=lock, after=(proxy,), access=ctx.admin_access(),
             registry_auth=secret_keys.registry_auth("pencom", _images(cfg)),
             **extra), opts=child)
 
