@@ -491,35 +491,56 @@ def render_session_collector(address: str, *, port: int = SESSION_LOG_PORT,
         """)
 
 
-def session_logging_section(shipping: SessionShipping | None, ca_pem: str = "",
-                            admin_user: str = ADMIN_USER) -> str:
-    """auditd with the admin session rules and its syslog plugin, and, with ``shipping``, the
-    rsyslog forwarding (``ca_pem``: the collector's CA, rendered inside an apply). Where the
-    kernel refuses audit (a container), auditd is reported skipped, not failed."""
-    lines = [
+def session_logging_section(admin_user: str = ADMIN_USER) -> str:
+    """auditd with the admin session rules and its syslog plugin, and rsyslog, which records
+    them locally and, with ``session_shipping_section``, ships them. Where the kernel refuses
+    audit (a container), auditd is reported skipped and left disabled, not failed."""
+    return "\n".join([
         "ensure_packages auditd audispd-plugins rsyslog rsyslog-gnutls",
         deliver_file("/etc/audit/rules.d/50-platform-sessions.rules", "0640", "root:root",
                      render_session_audit_rules(admin_user),
                      on_change="if auditctl -s >/dev/null 2>&1; then augenrules --load >/dev/null; fi"),
         deliver_file("/etc/audit/plugins.d/syslog.conf", "0640", "root:root", AUDISP_SYSLOG,
+                     # auditd refuses `systemctl restart`; its init script is the supported way.
                      on_change="if systemctl is-active --quiet auditd; then service auditd restart; fi"),
         "if auditctl -s >/dev/null 2>&1; then",
         "  ensure_service_enabled auditd auditctl -s",
         "else",
         '  echo "skipped: auditd (the kernel refuses audit here: a container)"',
+        "  if systemctl is-enabled --quiet auditd 2>/dev/null; then",
+        "    systemctl disable --quiet auditd",
+        '    note_change "auditd disabled: no kernel audit on this host"',
+        "  fi",
         "fi",
-    ]
-    if shipping is not None:
-        lines += [
-            directories_section([(SESSION_TLS_DIR, "0755", "root:root")]),
-            deliver_file(f"{SESSION_TLS_DIR}/ca.pem", "0644", "root:root", ca_pem),
-            deliver_file("/etc/rsyslog.d/60-platform-sessions.conf", "0644", "root:root",
-                         render_session_forwarding(shipping.collector, shipping.peer_name,
-                                                   port=shipping.port),
-                         validate="rsyslogd -N1 >/dev/null", on_change="systemctl restart rsyslog"),
-        ]
-    lines.append("ensure_service_enabled rsyslog")
-    return "\n".join(lines)
+        "ensure_service_enabled rsyslog",
+    ])
+
+
+def session_shipping_section(shipping: SessionShipping, ca_pem: str) -> str:
+    """The rsyslog forwarding to the collector (``ca_pem``: its CA, rendered inside an apply),
+    validated by ``rsyslogd -N1`` and rolled back when rsyslog rejects it."""
+    return "\n".join([
+        directories_section([(SESSION_TLS_DIR, "0755", "root:root")]),
+        deliver_file(f"{SESSION_TLS_DIR}/ca.pem", "0644", "root:root", ca_pem,
+                     on_change="systemctl restart rsyslog"),
+        deliver_file("/etc/rsyslog.d/60-platform-sessions.conf", "0644", "root:root",
+                     render_session_forwarding(shipping.collector, shipping.peer_name, port=shipping.port),
+                     validate="rsyslogd -N1 >/dev/null", on_change="systemctl restart rsyslog"),
+    ])
+
+
+def session_collector_section(address: str, cert_pem: str, key_pem: str, ca_pem: str) -> str:
+    """The monitoring host's collector: its certificate and key (rendered inside an apply; the
+    key readable by root only) and the listener (``render_session_collector``)."""
+    return "\n".join([
+        directories_section([(SESSION_TLS_DIR, "0755", "root:root"), (SESSION_LOG_DIR, "0750", "root:adm")]),
+        deliver_file(f"{SESSION_TLS_DIR}/ca.pem", "0644", "root:root", ca_pem),
+        deliver_file(f"{SESSION_TLS_DIR}/collector.pem", "0644", "root:root", cert_pem),
+        deliver_file(f"{SESSION_TLS_DIR}/collector.key", "0600", "root:root", key_pem),
+        deliver_file("/etc/rsyslog.d/60-platform-session-collector.conf", "0644", "root:root",
+                     render_session_collector(address),
+                     validate="rsyslogd -N1 >/dev/null", on_change="systemctl restart rsyslog"),
+    ])
 
 
 # --- fail2ban ---------------------------------------------------------------------------------
@@ -805,6 +826,8 @@ def host_baseline(*, sshd: SshdPolicy, fail2ban_ignore: Sequence[str] = (),
         scripts["docker-firewall"] = script(docker_firewall)
     if directories:
         scripts["dirs"] = script(directories_section(directories))
+    if access is not None:
+        scripts["sessions"] = script(session_logging_section())
     return scripts
 
 

@@ -25,7 +25,7 @@ import pulumi
 import pulumi_minio as minio
 from pydantic import EmailStr, Field, field_validator
 
-from components import egress, monitoring, prometheus, tiers
+from components import egress, hostsetup, monitoring, prometheus, tiers
 from components.backup import R2Backup, R2BackupArgs
 from components.backupscripts import WAL_ROLE, BackupJob, replication_role_sql
 from components.containers import ContainerSpec, PublishedPort
@@ -648,6 +648,11 @@ def operator_ca_path(name: str) -> str:
     return f"operator/{name}-internal-ca.pem"
 
 
+def session_peer_name(name: str) -> str:
+    """The name the session collector's certificate carries, which the nodes check."""
+    return f"sessions.{name}.internal"
+
+
 def _edge_node(ctx, cfg: PencomConfig, name: str, ports: dict[str, int], child: pulumi.ResourceOptions
                ) -> OnPremVps:
     """The edge node, firewalled by the tier model: the bastion and egress proxy of the others."""
@@ -667,7 +672,8 @@ def _edge_node(ctx, cfg: PencomConfig, name: str, ports: dict[str, int], child: 
         ssh_port=n.edge.ssh_port, bootstrap_user=n.edge.bootstrap_user, access=ctx.admin_access(),
         directories=monitoring.data_directories(f"/srv/{name}-edge"),
         role=tiers.HostRole(tier=tiers.Tier.EDGE, ssh_cidrs=tuple(env.admin_cidrs),
-                            rules_beyond_tier=(proxy_rule,)),
+                            rules_beyond_tier=(proxy_rule, tiers.InboundRule(
+                                hostsetup.SESSION_LOG_PORT, cidrs=tuple(_cidr(a) for a in internal_nodes), reason="session logs"))),
         egress=edge_egress(cfg),
     ), opts=child)
     return edge
@@ -873,6 +879,14 @@ def build(ctx, cfg: PencomConfig) -> dict:
         secret_env={**secrets_of(cfg.edge_services), "grafana": {"GF_SECURITY_ADMIN_PASSWORD": grafana_password}})
 
     app, data, storage = _internal_nodes(ctx, cfg, name, ports, child, edge, edge_created[PROXY_SERVICE])
+
+    # --- admin sessions: the internal nodes ship their audit records to the edge (mgmt tier) --
+    peer = session_peer_name(name)
+    collector = ca.issue("sessions", [peer], ip_addresses=[n.edge.private_address])
+    edge.collect_sessions(n.edge.private_address, collector.cert_pem, collector.key_pem, ca.cert_pem)
+    for node in (app, data, storage):
+        node.ship_sessions(hostsetup.SessionShipping(collector=n.edge.private_address, peer_name=peer,
+                                                     ca_pem=ca.cert_pem))
 
     # --- app -------------------------------------------------------------------------------
     app.deploy(

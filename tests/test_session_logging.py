@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import re
 import socket
 import subprocess
 import time
@@ -197,7 +198,29 @@ def test_the_audit_rules_record_every_exec_of_the_admin_login_uid():
 
 @pytest.mark.fast
 def test_the_section_skips_auditd_where_the_kernel_refuses_audit():
-    section = hostsetup.session_logging_section(None)
+    section = hostsetup.session_logging_section()
     assert "if auditctl -s >/dev/null 2>&1; then\n  ensure_service_enabled auditd" in section
     assert 'echo "skipped: auditd' in section
     assert "60-platform-sessions.conf" not in section
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("stack", ["prod", "staging"])
+def test_pencom_nodes_ship_their_sessions_to_the_edge_and_only_it_admits_them(stack):
+    from synth.state import State
+    from tests.conftest import synth_once
+
+    state = State(synth_once(stack))
+    scripts = {c["name"]: c["inputs"]["stdin"] for c in state.of_type("command:remote:Command")}
+    edge = f"pencom-{stack}-edge"
+    collector = scripts[f"{edge}-session-collector"]
+    assert collector == "[secret]"  # it carries the collector's private key
+    for node in ("app", "data", "storage"):
+        shipping = scripts[f"pencom-{stack}-{node}-session-shipping"]
+        assert f'target="{state.named(edge)["inputs"]["privateAddress"]}" port="6514"' in shipping
+        assert f'StreamDriverPermittedPeers="sessions.pencom-{stack}.internal"' in shipping
+        assert "auid=ops" in scripts[f"pencom-{stack}-{node}-setup-sessions"]
+    ufw = scripts[f"{edge}-setup-ufw"]
+    sources = set(re.findall(r"^ufw allow proto tcp from (\S+) to any port 6514 ", ufw, re.M))
+    nodes = {state.named(f"pencom-{stack}-{n}")["inputs"]["privateAddress"] + "/32" for n in ("app", "data", "storage")}
+    assert sources == nodes
