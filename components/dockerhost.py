@@ -97,6 +97,23 @@ class DockerHost(pulumi.ComponentResource):
         self.setup_done = [*self.setup_done, firewall]
         self.files_delivered = [*self.files_delivered, firewall]
 
+    def ship_sessions(self, shipping: hostsetup.SessionShipping) -> None:
+        """Ships the host's admin-session audit records to the monitoring host's collector
+        (``hostsetup.session_shipping_section``), after the baseline installed rsyslog."""
+        text = pulumi.Output.from_input(shipping.ca_pem).apply(
+            lambda ca: hostsetup.script(hostsetup.session_shipping_section(shipping, ca)))
+        run_script(f"{self.pulumi_resource_name}-session-shipping", self.ssh, text, parent=self,
+                   depends_on=self.setup_done)
+
+    def collect_sessions(self, address: str, cert_pem: pulumi.Input[str], key_pem: pulumi.Input[str],
+                         ca_pem: pulumi.Input[str]) -> None:
+        """Makes this host the collector of its product's admin sessions, listening on its
+        ``address`` (``hostsetup.session_collector_section``); the script is secret (the key)."""
+        text = pulumi.Output.secret(pulumi.Output.all(cert_pem, key_pem, ca_pem).apply(
+            lambda parts: hostsetup.script(hostsetup.session_collector_section(address, *parts))))
+        run_script(f"{self.pulumi_resource_name}-session-collector", self.ssh, text, parent=self,
+                   depends_on=self.setup_done)
+
     def _outputs(self) -> dict:
         raise NotImplementedError
 

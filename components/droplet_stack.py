@@ -68,6 +68,9 @@ class DropletStackArgs:
     """Locks the containers' egress (``egress.workload_lock``): their own bridge, their
     allow-lists and the exempt containers only. Its bridge name and subnet are the Docker
     network's, so setting it first replaces the network and its containers once. Unset: open."""
+    access: Optional[hostsetup.AdminAccess] = None
+    """Just-in-time SSH: sshd trusts the stack's SSH CA for the admin account
+    (``hostsetup.AdminAccess``); unset, only the deploy key logs in."""
 
 
 class DropletStack(DockerHost):
@@ -154,6 +157,7 @@ class DropletStack(DockerHost):
             sshd=hostsetup.SshdPolicy(),
             fail2ban_ignore=tuple(args.admin_cidrs),
             directories=[(self.data_dir, "0755", "deploy:deploy"), *args.directories],
+            access=args.access,
         )
         self._setup(name, scripts, depends_on=[self.firewall])
         lock = args.egress

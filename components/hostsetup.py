@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import shlex
 import textwrap
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 DEPLOY_USER = "deploy"
@@ -260,6 +260,14 @@ class SshdPolicy:
     permit_open: Sequence[str] = ()
     """``host:port`` targets local forwarding may reach (an admin API behind the firewall);
     ignored when all forwarding is allowed."""
+    key_users: Sequence[str] | None = None
+    """The accounts that may log in with a key in their ``~/.ssh/authorized_keys`` (the deploy
+    user, a bootstrap user); every other account has none (``AuthorizedKeysFile none``), so an
+    engineer's long-lived key left on a host opens nothing. None: every allowed user (no
+    certificate authority configured)."""
+    trusted_user_ca: bool = False
+    """sshd accepts user certificates signed by the stack's SSH certificate authority
+    (``USER_CA_PATH``) for the principals listed in ``PRINCIPALS_DIR/<account>``."""
 
 
 # OpenSSH's default MAC list still offers umac-64 and hmac-sha1 (CIS Ubuntu 24.04 5.1.15,
@@ -267,11 +275,40 @@ class SshdPolicy:
 SSHD_MACS = "hmac-sha2-512-etm@openssh.com,hmac-sha2-256-etm@openssh.com,umac-128-etm@openssh.com"
 
 
+USER_CA_PATH = "/etc/ssh/platform_user_ca.pub"
+PRINCIPALS_DIR = "/etc/ssh/auth_principals"
+
+
 def render_sshd_config(policy: SshdPolicy) -> str:
     """A drop-in for /etc/ssh/sshd_config.d/. Named 00-* because sshd keeps the first value it
-    reads, so it wins over cloud-init's 50-cloud-init.conf."""
+    reads, so it wins over cloud-init's 50-cloud-init.conf.
+
+    With ``trusted_user_ca``: ``TrustedUserCAKeys`` and one ``AuthorizedPrincipalsFile`` per
+    account (``%u``: an account without a file accepts no certificate), and authorized_keys read
+    only for ``key_users`` (a ``Match User`` block; a Match in an included file ends with that
+    file, OpenSSH 8.2+, so it cannot swallow the main file's settings). Raises ValueError when no
+    user is allowed."""
     if not policy.allow_users:
         raise ValueError("sshd needs at least one allowed user")
+    return _sshd_main(policy) + _sshd_access(policy)
+
+
+def _sshd_access(policy: SshdPolicy) -> str:
+    if not policy.trusted_user_ca and policy.key_users is None:
+        return ""
+    lines = []
+    if policy.trusted_user_ca:
+        lines += [f"TrustedUserCAKeys {USER_CA_PATH}",
+                  f"AuthorizedPrincipalsFile {PRINCIPALS_DIR}/%u"]
+    if policy.key_users is not None:
+        lines.append("AuthorizedKeysFile none")
+        if policy.key_users:
+            lines += [f"Match User {','.join(policy.key_users)}",
+                      "    AuthorizedKeysFile .ssh/authorized_keys"]
+    return "\n".join(lines) + "\n"
+
+
+def _sshd_main(policy: SshdPolicy) -> str:
     return textwrap.dedent(f"""\
         # Managed by the platform program (components/hostsetup.py).
         Port {policy.port}
@@ -309,6 +346,201 @@ def sshd_section(policy: SshdPolicy) -> str:
         validate="sshd -t",
         on_change="systemctl reload ssh 2>/dev/null || systemctl reload sshd",
     )
+
+
+ADMIN_USER = "ops"
+"""The account engineers log in as, with a short-lived certificate from the stack's SSH CA
+(``scripts/ssh_cert.py``); it has no authorized_keys and no password."""
+
+
+@dataclass(frozen=True)
+class AdminAccess:
+    """Just-in-time SSH: the public half of the stack's SSH certificate authority (an OpenSSH
+    public key line, an ``Input`` because it is derived from the secret CA key) and the
+    certificate principals that may log in as ``ADMIN_USER``."""
+
+    ca_public_key: "pulumi.Input[str]"
+    principals: Sequence[str]
+
+
+def render_principals(principals: Sequence[str]) -> str:
+    """An ``AuthorizedPrincipalsFile``: one principal a line (sshd(8) AUTHORIZED_KEYS FILE
+    FORMAT applies to it); an empty file admits no certificate."""
+    return "".join(f"{p}\n" for p in principals)
+
+
+def admin_access_section(ca_public_key: str, principals: Sequence[str],
+                         admin_user: str = ADMIN_USER) -> str:
+    """The admin account (locked password, passwordless sudo, no authorized_keys), the CA's
+    public key sshd trusts and one principals file per account: ``admin_user`` gets
+    ``principals``, the deploy user an empty file (its key is its only way in). Runs before the
+    sshd drop-in that names these files."""
+    sudoers = (f"# Managed by the platform program: engineers with a certificate for {admin_user}.\n"
+               f"{admin_user} ALL=(ALL) NOPASSWD:ALL\n")
+    return "\n".join([
+        f"if ! id -u {admin_user} >/dev/null 2>&1; then",
+        f"  useradd --create-home --shell /bin/bash {admin_user}",
+        f'  note_change "user {admin_user}"',
+        "fi",
+        f'if [ "$(passwd -S {admin_user} | cut -d" " -f2)" != "L" ]; then',
+        f"  passwd -l {admin_user} >/dev/null",
+        f'  note_change "password of {admin_user} locked"',
+        "fi",
+        # A key someone left there opens nothing (AuthorizedKeysFile none), but it is removed so
+        # nobody mistakes it for a way in.
+        f"if [ -e /home/{admin_user}/.ssh/authorized_keys ]; then",
+        f"  rm -f /home/{admin_user}/.ssh/authorized_keys",
+        f'  note_change "long-lived keys of {admin_user} removed"',
+        "fi",
+        deliver_file(f"/etc/sudoers.d/90-platform-{admin_user}", "0440", "root:root", sudoers,
+                     validate=f"visudo -cqf /etc/sudoers.d/90-platform-{admin_user}"),
+        directories_section([(PRINCIPALS_DIR, "0755", "root:root")]),
+        deliver_file(USER_CA_PATH, "0644", "root:root", ca_public_key.strip() + "\n"),
+        deliver_file(f"{PRINCIPALS_DIR}/{admin_user}", "0644", "root:root",
+                     render_principals(principals)),
+        deliver_file(f"{PRINCIPALS_DIR}/{DEPLOY_USER}", "0644", "root:root", ""),
+    ])
+
+
+# --- session logging -------------------------------------------------------------------------
+#
+# auditd rather than tlog: the kernel records every execve of a process whose login UID is the
+# admin account, whatever runs it (an interactive shell, `ssh host CMD`, a script, `sudo -i`,
+# which keeps the login UID), and nothing the session does can switch it off short of root
+# stopping auditd, which is itself recorded and shipped first. tlog records a terminal's I/O
+# only: `ssh ops@host CMD` with no terminal is not recorded, and Debian 12's tlog failed to set up
+# its I/O tap without a utmp (tried here). Kernel audit needs the initial PID namespace: in a
+# container (a container-based VPS, the rehearsal's boxes) auditd cannot run, and the section
+# says so instead of failing.
+
+SESSION_AUDIT_KEY = "platform-session"
+SESSION_LOG_PORT = 6514
+"""Syslog over TLS (RFC 5425)."""
+SESSION_LOG_FACILITY = "local6"
+SESSION_LOG_DIR = "/var/log/platform-sessions"
+SESSION_TLS_DIR = "/etc/platform/session-log"
+
+
+def render_session_audit_rules(admin_user: str = ADMIN_USER) -> str:
+    """auditd rules (``/etc/audit/rules.d/``): every execve and execveat, 64- and 32-bit ABI,
+    of a process whose login UID (``auid``, kept across sudo and su) is ``admin_user``. The
+    key names them in the log; CIS Debian 12 6.3.3 records privileged commands the same way."""
+    return "".join(f"-a always,exit -F arch={arch} -S execve,execveat -F auid={admin_user} "
+                   f"-F key={SESSION_AUDIT_KEY}\n" for arch in ("b64", "b32"))
+
+
+AUDISP_SYSLOG = f"""\
+# Managed by the platform program: audit events to syslog, where rsyslog ships them.
+active = yes
+direction = out
+path = /sbin/audisp-syslog
+type = always
+args = LOG_INFO LOG_{SESSION_LOG_FACILITY.upper()}
+format = string
+"""
+
+
+@dataclass(frozen=True)
+class SessionShipping:
+    """Where a host ships its admin sessions' audit records: the monitoring host's collector
+    at ``collector`` (an address) whose certificate names ``peer_name``, issued by the CA whose
+    PEM certificate is ``ca_pem``."""
+
+    collector: str
+    peer_name: str
+    ca_pem: "pulumi.Input[str]"
+    port: int = SESSION_LOG_PORT
+
+
+def render_session_forwarding(collector: str, peer_name: str, *, port: int = SESSION_LOG_PORT,
+                              ca_file: str = f"{SESSION_TLS_DIR}/ca.pem",
+                              queue_name: str = "platform-sessions") -> str:
+    """An rsyslog drop-in that ships the audit records (``local6``, from audisp-syslog) and
+    sshd's lines (the certificate's key ID names who logged in) to the collector over TLS,
+    checking its certificate's name (``x509/name``). A disk-assisted queue keeps what the
+    collector has not taken yet, across restarts, and retries for ever."""
+    return textwrap.dedent(f"""\
+        # Managed by the platform program: admin sessions shipped to the monitoring host.
+        if $syslogfacility-text == "{SESSION_LOG_FACILITY}" or $programname == "sshd" then {{
+          action(type="omfwd" target="{collector}" port="{port}" protocol="tcp"
+                 StreamDriver="gtls" StreamDriverMode="1" StreamDriverAuthMode="x509/name"
+                 StreamDriverPermittedPeers="{peer_name}" StreamDriver.CAFile="{ca_file}"
+                 queue.type="LinkedList" queue.filename="{queue_name}" queue.maxDiskSpace="256m"
+                 queue.saveOnShutdown="on" action.resumeRetryCount="-1")
+        }}
+        """)
+
+
+def render_session_collector(address: str, *, port: int = SESSION_LOG_PORT,
+                             log_dir: str = SESSION_LOG_DIR,
+                             tls_dir: str = SESSION_TLS_DIR) -> str:
+    """The monitoring host's rsyslog drop-in: a TLS listener on ``address`` that writes what
+    each host sends to ``log_dir/<sender's IP>.log`` (the TCP peer's address, not the
+    ``HOSTNAME`` a sender claims). Senders are not asked for a certificate: the firewall admits
+    only the product's hosts."""
+    return textwrap.dedent(f"""\
+        # Managed by the platform program: admin sessions of the product's hosts.
+        module(load="imtcp" StreamDriver.Name="gtls" StreamDriver.Mode="1" StreamDriver.AuthMode="anon")
+        template(name="platformSessionFile" type="string" string="{log_dir}/%FROMHOST-IP%.log")
+        ruleset(name="platformSessions") {{
+          action(type="omfile" dynaFile="platformSessionFile" dirCreateMode="0750" fileCreateMode="0640")
+        }}
+        input(type="imtcp" port="{port}" address="{address}" ruleset="platformSessions"
+              StreamDriver.CAFile="{tls_dir}/ca.pem" StreamDriver.CertFile="{tls_dir}/collector.pem"
+              StreamDriver.KeyFile="{tls_dir}/collector.key")
+        """)
+
+
+def session_logging_section(admin_user: str = ADMIN_USER) -> str:
+    """auditd with the admin session rules and its syslog plugin, and rsyslog, which records
+    them locally and, with ``session_shipping_section``, ships them. Where the kernel refuses
+    audit (a container), auditd is reported skipped and left disabled, not failed."""
+    return "\n".join([
+        "ensure_packages auditd audispd-plugins rsyslog rsyslog-gnutls",
+        deliver_file("/etc/audit/rules.d/50-platform-sessions.rules", "0640", "root:root",
+                     render_session_audit_rules(admin_user),
+                     on_change="if auditctl -s >/dev/null 2>&1; then augenrules --load >/dev/null; fi"),
+        deliver_file("/etc/audit/plugins.d/syslog.conf", "0640", "root:root", AUDISP_SYSLOG,
+                     # auditd refuses `systemctl restart`; its init script is the supported way.
+                     on_change="if systemctl is-active --quiet auditd; then service auditd restart; fi"),
+        "if auditctl -s >/dev/null 2>&1; then",
+        "  ensure_service_enabled auditd auditctl -s",
+        "else",
+        '  echo "skipped: auditd (the kernel refuses audit here: a container)"',
+        "  if systemctl is-enabled --quiet auditd 2>/dev/null; then",
+        "    systemctl disable --quiet auditd",
+        '    note_change "auditd disabled: no kernel audit on this host"',
+        "  fi",
+        "fi",
+        "ensure_service_enabled rsyslog",
+    ])
+
+
+def session_shipping_section(shipping: SessionShipping, ca_pem: str) -> str:
+    """The rsyslog forwarding to the collector (``ca_pem``: its CA, rendered inside an apply),
+    validated by ``rsyslogd -N1`` and rolled back when rsyslog rejects it."""
+    return "\n".join([
+        directories_section([(SESSION_TLS_DIR, "0755", "root:root")]),
+        deliver_file(f"{SESSION_TLS_DIR}/ca.pem", "0644", "root:root", ca_pem,
+                     on_change="systemctl restart rsyslog"),
+        deliver_file("/etc/rsyslog.d/60-platform-sessions.conf", "0644", "root:root",
+                     render_session_forwarding(shipping.collector, shipping.peer_name, port=shipping.port),
+                     validate="rsyslogd -N1 >/dev/null", on_change="systemctl restart rsyslog"),
+    ])
+
+
+def session_collector_section(address: str, cert_pem: str, key_pem: str, ca_pem: str) -> str:
+    """The monitoring host's collector: its certificate and key (rendered inside an apply; the
+    key readable by root only) and the listener (``render_session_collector``)."""
+    return "\n".join([
+        directories_section([(SESSION_TLS_DIR, "0755", "root:root"), (SESSION_LOG_DIR, "0750", "root:adm")]),
+        deliver_file(f"{SESSION_TLS_DIR}/ca.pem", "0644", "root:root", ca_pem),
+        deliver_file(f"{SESSION_TLS_DIR}/collector.pem", "0644", "root:root", cert_pem),
+        deliver_file(f"{SESSION_TLS_DIR}/collector.key", "0600", "root:root", key_pem),
+        deliver_file("/etc/rsyslog.d/60-platform-session-collector.conf", "0644", "root:root",
+                     render_session_collector(address),
+                     validate="rsyslogd -N1 >/dev/null", on_change="systemctl restart rsyslog"),
+    ])
 
 
 # --- fail2ban ---------------------------------------------------------------------------------
@@ -584,11 +816,15 @@ def render_cloud_init(deploy_user: str = DEPLOY_USER) -> str:
 def host_baseline(*, sshd: SshdPolicy, fail2ban_ignore: Sequence[str] = (),
                   directories: Sequence[tuple[str, str, str]] = (),
                   firewall: str | None = None, proxy: str | None = None,
-                  docker_firewall: str | None = None) -> dict[str, str]:
+                  docker_firewall: str | None = None,
+                  access: AdminAccess | None = None) -> dict[str, "pulumi.Input[str]"]:
     """The baseline every host gets, as separately re-runnable scripts. ``firewall`` is a UFW
     section for hosts without a provider firewall in front of them (on-prem); ``proxy`` points
     an egress-locked host's apt and Docker at the egress proxy, before anything is installed;
-    ``docker_firewall`` filters Docker-published ports and container egress."""
+    ``docker_firewall`` filters Docker-published ports and container egress. With ``access``,
+    the sshd script (then an Output: the CA's public key is one) first sets up the admin
+    account and the CA files, and sshd trusts the CA and reads authorized_keys only for the
+    users in ``sshd.allow_users`` (the deploy user, a bootstrap user)."""
     scripts = {}
     if proxy is not None:
         scripts["proxy"] = script(proxy)
@@ -596,7 +832,7 @@ def host_baseline(*, sshd: SshdPolicy, fail2ban_ignore: Sequence[str] = (),
         scripts["ufw"] = script(firewall)
     scripts |= {
         "base": script(base_section()),
-        "sshd": script(sshd_section(sshd)),
+        "sshd": _sshd_script(sshd, access),
         "fail2ban": script(fail2ban_section(fail2ban_ignore)),
         "docker": script(docker_section()),
     }
@@ -604,4 +840,20 @@ def host_baseline(*, sshd: SshdPolicy, fail2ban_ignore: Sequence[str] = (),
         scripts["docker-firewall"] = script(docker_firewall)
     if directories:
         scripts["dirs"] = script(directories_section(directories))
+    if access is not None:
+        scripts["sessions"] = script(session_logging_section())
     return scripts
+
+
+def _sshd_script(policy: SshdPolicy, access: AdminAccess | None) -> "pulumi.Input[str]":
+    if access is None:
+        return script(sshd_section(policy))
+    import pulumi
+
+    policy = replace(policy, allow_users=(*policy.allow_users, ADMIN_USER),
+                     key_users=tuple(policy.allow_users), trusted_user_ca=True)
+    # The public half of a secret key is not secret: unmarked, the script stays readable in
+    # the plan and the preview diff.
+    public = pulumi.Output.unsecret(pulumi.Output.from_input(access.ca_public_key))
+    return public.apply(lambda key: script(admin_access_section(key, access.principals),
+                                           sshd_section(policy)))

@@ -50,6 +50,9 @@ class OnPremVpsArgs:
     denied_outbound: Sequence[hostsetup.OutboundRule] = ()
     """Flows the host itself may never open, even with open egress (UFW ``deny out``): a
     destination the tier model reserves for another node, such as Oracle ECRS."""
+    access: Optional[hostsetup.AdminAccess] = None
+    """Just-in-time SSH: sshd trusts the stack's SSH CA for the admin account
+    (``hostsetup.AdminAccess``); unset, only the deploy key (and a bootstrap user) logs in."""
     after: Sequence[pulumi.Resource] = ()
     """Resources the host's first setup script waits for: with a host egress lock, the proxy
     container its apt and image pulls go through (apt fails while the proxy is not up)."""
@@ -94,6 +97,7 @@ class OnPremVps(DockerHost):
             firewall=hostsetup.ufw_section(rules, args.waivers, lock.outbound() if locks_host else None,
                                            args.denied_outbound),
             proxy=egress.host_proxy_section(lock.proxy_url) if locks_host else None,
+            access=args.access,
         )
         first: list[pulumi.Resource] = list(args.after)
         if args.bootstrap_user:

@@ -279,9 +279,11 @@ def rehearsal_mocks(database_ca_pem: Optional[str] = None, memory: Optional[Capt
 
 
 # Secrets whose shape the lab's outside world checks: Alertmanager posts to Slack's incoming
-# webhook URL, which the lab's webhook receiver answers (rehearsal/services.py).
+# webhook URL, which the lab's webhook receiver answers (rehearsal/services.py); the SSH
+# certificate authority's key is an OpenSSH key (its public half goes to every sshd).
 SHAPED_SECRETS = {"alerts_slack_webhook_url":
-                  lambda: f"https://hooks.slack.com/services/T0LAB/B0LAB/{secrets.token_urlsafe(18)}"}
+                  lambda: f"https://hooks.slack.com/services/T0LAB/B0LAB/{secrets.token_urlsafe(18)}",
+                  "ssh_ca_private_key": lambda: ssh_keypair()[0]}
 
 
 def rehearsal_config(stack: str, stack_file=None, memory: Optional[CaptureMemory] = None):

@@ -58,6 +58,8 @@ declare -A apt_tools=(
   [dnsmasq]=dnsmasq-base
   [pebble]=pebble
   [certbot]=certbot
+  # Session logging (tests/test_session_logging.py): the host's forwarder and the collector.
+  [rsyslogd]=rsyslog
 )
 missing=()
 for tool in "${!apt_tools[@]}"; do
@@ -67,7 +69,7 @@ done
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 # Packages the host scripts install that have no command of their own: the sandboxed
 # twice-run test (tests/test_host_idempotency.py) runs those scripts with no network.
-for pkg in python3-systemd systemd-timesyncd; do
+for pkg in python3-systemd systemd-timesyncd rsyslog-gnutls auditd audispd-plugins; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 if [ "${#missing[@]}" -gt 0 ]; then

@@ -17,7 +17,7 @@ import pulumi
 from pydantic import BaseModel, ValidationError
 
 from stacks.collisions import stack_collisions
-from stacks.secret_keys import registry_secret_key
+from stacks.secret_keys import SSH_CA_SECRET, registry_secret_key, ssh_ca_secret
 from stacks.definition import SecretKey
 from stacks.engine_config import plain_other_config, platform_config
 from stacks.environment import Environment
@@ -45,7 +45,7 @@ class StackConfig(BaseModel):
         return self.product_configs[name]
 
     def required_secrets(self) -> list[SecretKey]:
-        needed: list[SecretKey] = []
+        needed: list[SecretKey] = [ssh_ca_secret()]
         if self.environment.alerts.slack_channel:
             needed.append(
                 SecretKey(
@@ -171,7 +171,7 @@ def validate_stack_config(
     if stack is not None:
         stack = stack.rsplit("/", 1)[-1]
 
-    secret_prefixes = tuple(p.secret_prefix for p in registry.values()) + ("alerts_",)
+    secret_prefixes = tuple(p.secret_prefix for p in registry.values()) + STACK_SECRET_PREFIXES
     known_top = {"environment", "products", *registry}
     for key in sorted(raw, key=str):
         if key not in known_top and not str(key).startswith(secret_prefixes):
@@ -267,13 +267,14 @@ def validate_stack_config(
         )
         for secret in needed.values():
             value = raw.get(secret.key)
-            if secret.format == "openssh_private_key" and isinstance(value, str) \
+            if secret.format in _KEY_FORMATS and isinstance(value, str) \
                     and not _offline_placeholder(value):
                 problem = openssh_key_problem(value)
                 if problem:
-                    problems.append(f"{key_path(secret.key, [])}: the deploy user's key {problem} "
+                    problems.append(f"{key_path(secret.key, [])}: {_KEY_FORMATS[secret.format]} {problem} "
                                     f"(value not shown); set it with `pulumi config set --secret "
                                     f"{CONFIG_NAMESPACE}:{secret.key} < KEY_FILE`")
+        problems += _reused_keys(raw, needed)
         plaintext = [s for s in needed.values() if s.key in raw and s.key not in secret_keys]
         problems.extend(
             f"{key_path(s.key, [])}: is stored in plain text in the stack file; set it with "
@@ -287,6 +288,27 @@ def validate_stack_config(
                  if _KEY_NAME.fullmatch(n) and not secret_value_kind(n)}
         raise ConfigError(_scrub(_dedupe(problems), values, names))
     return StackConfig(environment=environment, products=products, product_configs=product_configs)
+
+
+STACK_SECRET_PREFIXES = ("alerts_", "ssh_")
+"""Secrets of the whole stack rather than a product: the Slack webhook, the SSH CA."""
+
+_KEY_FORMATS = {"openssh_private_key": "the deploy user's key",
+                "ssh_ca_private_key": "the SSH certificate authority's key"}
+
+
+def _reused_keys(raw: Mapping[str, Any], needed: Mapping[str, SecretKey]) -> list[str]:
+    """The SSH CA's key must not also be a deploy key: whoever holds a product's deploy key
+    could then sign certificates for every host of the stack."""
+    ca = raw.get(SSH_CA_SECRET)
+    if not isinstance(ca, str) or not ca.strip() or _offline_placeholder(ca):
+        return []
+    return [f"{key_path(SSH_CA_SECRET, [])}: is the same key as {CONFIG_NAMESPACE}:{s.key} (value "
+            f"not shown); the certificate authority needs a key of its own (`ssh-keygen -t ed25519 "
+            f"-N '' -f ca`), or a deploy key could sign logins to every host"
+            for s in needed.values()
+            if s.format == "openssh_private_key" or s.key.endswith("_ssh_private_key")
+            if isinstance(raw.get(s.key), str) and raw[s.key].strip() == ca.strip()]
 
 
 def _offline_placeholder(value: str) -> bool:
@@ -305,6 +327,8 @@ def _required_secrets(environment: Any, views: Mapping[str, Any], products: list
                       ) -> dict[str, SecretKey] | None:
     """Every secret key the stack asks for, by key; None when a section is too broken to tell."""
     needed: dict[str, SecretKey] = {}
+    if environment is not None:
+        needed[SSH_CA_SECRET] = ssh_ca_secret()
     try:
         if environment is not None and environment.alerts.slack_channel:
             needed["alerts_slack_webhook_url"] = SecretKey(
@@ -329,7 +353,7 @@ def _unknown_secret_keys(raw: Mapping[str, Any], needed: dict[str, SecretKey] | 
     if needed is None:
         return []
     problems = []
-    prefixes = tuple(p.secret_prefix for p in registry.values()) + ("alerts_",)
+    prefixes = tuple(p.secret_prefix for p in registry.values()) + STACK_SECRET_PREFIXES
     # Secrets a product reads when set, without needing them (GHCR logins).
     optional = {registry_secret_key(p) for p in products}
     for key in sorted(k for k in raw if str(k).startswith(prefixes) and k not in registry):

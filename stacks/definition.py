@@ -13,9 +13,9 @@ class SecretKey(BaseModel):
 
     key: str
     description: str
-    format: Optional[Literal["openssh_private_key"]] = None
-    """What the value must be, checked at the boundary when it is set (a deploy user's key:
-    ``validation.formats.openssh_key_problem``)."""
+    format: Optional[Literal["openssh_private_key", "ssh_ca_private_key"]] = None
+    """What the value must be, checked at the boundary when it is set (a deploy user's key, the
+    SSH certificate authority's key: ``validation.formats.openssh_key_problem``)."""
 
 
 @dataclass(frozen=True)

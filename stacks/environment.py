@@ -4,13 +4,17 @@ the rules that check it against the stack it configures."""
 
 from __future__ import annotations
 
-from typing import Iterator, Literal
+from typing import Annotated, Iterator, Literal
 
 from pydantic import EmailStr, Field, model_validator
 
 from validation.fields import AdminCidr, StrictModel
 from validation.provider_lists import digitalocean
 from validation.rules import Finding, RuleContext, rule
+
+SshPrincipal = Annotated[str, Field(pattern=r"^[a-z][a-z0-9._-]{0,31}$")]
+"""A principal in an SSH certificate and in sshd's AuthorizedPrincipalsFile (one a line: no
+spaces or commas)."""
 
 DO_REGIONS = tuple(digitalocean()["regions"])
 PRODUCTION_NAMES = ("prod", "production")
@@ -62,6 +66,12 @@ class Environment(StrictModel):
         description="office or VPN egress CIDRs allowed to reach SSH and metrics (mgmt tier)",
     )
     alerts: AlertDestinations = Field(description="where alerts are sent (at least one destination)")
+    ssh_principals: list[SshPrincipal] = Field(
+        default_factory=lambda: ["oncall"],
+        description="certificate principals that may log in as the admin account ops on every "
+        "host, with a short-lived certificate from the stack's SSH CA (scripts/ssh_cert.py); "
+        "an empty list lets no engineer in",
+    )
 
     @property
     def is_production(self) -> bool:

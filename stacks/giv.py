@@ -275,7 +275,7 @@ def build(ctx, cfg: GivConfig) -> dict:
     ops = DropletStack(f"{name}-ops", DropletStackArgs(
         region=region, size=cfg.ops_droplet.size, image="ubuntu-24-04-x64",
         ssh_key_fingerprints=cfg.ops_droplet.ssh_key_fingerprints, vpc_id=vpc.id,
-        admin_cidrs=env.admin_cidrs, ssh_private_key=ctx.secret(SSH_KEY_SECRET),
+        admin_cidrs=env.admin_cidrs, ssh_private_key=ctx.secret(SSH_KEY_SECRET), access=ctx.admin_access(),
         tier=tiers.Tier.MGMT, tags=["giv", f"env-{env.name}"], backups=DropletBackups() if prod else None,
         project_id=project.id, protect=prod, reserved_ip=False,
         directories=monitoring.data_directories(f"/srv/{name}-ops") if cfg.monitoring else (),

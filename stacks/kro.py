@@ -219,7 +219,7 @@ def build(ctx, cfg: KroConfig) -> dict:
     host = DropletStack(name, DropletStackArgs(
         region=region, size=cfg.droplet.size, image=cfg.droplet.image,
         ssh_key_fingerprints=cfg.droplet.ssh_key_fingerprints, vpc_id=vpc.id,
-        admin_cidrs=env.admin_cidrs, ssh_private_key=ctx.secret(SSH_KEY_SECRET),
+        admin_cidrs=env.admin_cidrs, ssh_private_key=ctx.secret(SSH_KEY_SECRET), access=ctx.admin_access(),
         registry_auth=secret_keys.registry_auth("kro", [s.image for s in cfg.services]),
         tier=tiers.Tier.EDGE, workload_tiers=[tiers.Tier.APP], tags=["kro", f"env-{env.name}"],
         backups=DropletBackups() if cfg.droplet.backups else None,

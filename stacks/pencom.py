@@ -674,7 +674,8 @@ def container_peers(cfg: PencomConfig, node: str, admin_cidrs: tuple[str, ...]
     """(address/32, port or range) that ``node``'s containers may open on the internal network:
     every other node's inbound rule that admits ``node``'s private address (the containers'
     traffic is masqueraded to it), except SSH, which only the operator's jumps through the
-    bastion use. Sorted, so the rules file is stable."""
+    bastion use, and the session collector, which only the hosts' rsyslog uses. Sorted, so the
+    rules file is stable."""
     source = ipaddress.ip_address(getattr(cfg.nodes, node).private_address)
     pairs = set()
     for other, rules in node_rules(cfg, admin_cidrs).items():
@@ -682,7 +683,7 @@ def container_peers(cfg: PencomConfig, node: str, admin_cidrs: tuple[str, ...]
             continue
         target = _cidr(getattr(cfg.nodes, other).private_address)
         for rule in rules:
-            if rule.port == tiers.SSH_PORT or rule.protocol != "tcp":
+            if rule.port in (tiers.SSH_PORT, hostsetup.SESSION_LOG_PORT) or rule.protocol != "tcp":
                 continue
             if any(source.version == ipaddress.ip_network(c, strict=False).version
                    and source in ipaddress.ip_network(c, strict=False) for c in rule.cidrs):
@@ -745,8 +746,11 @@ def _roles(cfg: PencomConfig, admin_cidrs: tuple[str, ...]
     waiver_rules = [tiers.InboundRule(PORTS["postgres"], cidrs=(_cidr(n.edge.private_address),),
                                       reason=f"{w.service} reads {w.database}") for w in cfg.read_waivers]
     return {
+        # The session collector (rsyslog over TLS) takes the internal nodes' hosts' records.
         "edge": (tiers.HostRole(tier=tiers.Tier.EDGE, ssh_cidrs=tuple(admin_cidrs),
-                                rules_beyond_tier=(proxy_rule,)), []),
+                                rules_beyond_tier=(proxy_rule, tiers.InboundRule(
+                                    hostsetup.SESSION_LOG_PORT, cidrs=tuple(_cidr(a) for a in internal_nodes),
+                                    reason="session logs"))), []),
         "app": (tiers.HostRole(
             tier=tiers.Tier.APP, ssh_cidrs=bastion_only, **metrics,
             service_ports=tuple(s.port for s in cfg.app_services),
@@ -761,6 +765,11 @@ def _roles(cfg: PencomConfig, admin_cidrs: tuple[str, ...]
     }
 
 
+def session_peer_name(name: str) -> str:
+    """The name the session collector's certificate carries, which the nodes check."""
+    return f"sessions.{name}.internal"
+
+
 def _edge_node(ctx, cfg: PencomConfig, name: str, ports: dict[str, int], child: pulumi.ResourceOptions
                ) -> OnPremVps:
     """The edge node, firewalled by the tier model: the bastion and egress proxy of the others."""
@@ -771,7 +780,7 @@ def _edge_node(ctx, cfg: PencomConfig, name: str, ports: dict[str, int], child: 
     edge = OnPremVps(f"{name}-edge", OnPremVpsArgs(
         address=n.edge.public_address, private_address=n.edge.private_address, private_key=key,
         registry_auth=secret_keys.registry_auth("pencom", _images(cfg)),
-        ssh_port=n.edge.ssh_port, bootstrap_user=n.edge.bootstrap_user,
+        ssh_port=n.edge.ssh_port, bootstrap_user=n.edge.bootstrap_user, access=ctx.admin_access(),
         directories=monitoring.data_directories(f"/srv/{name}-edge"),
         role=_roles(cfg, admin)["edge"][0],
         egress=edge_egress(cfg, admin), denied_outbound=direct_routes_denied(cfg),
@@ -802,7 +811,7 @@ def _internal_nodes(ctx, cfg: PencomConfig, name: str, ports: dict[str, int], ch
             address=node_cfg.private_address, private_address=node_cfg.private_address,
             private_key=key, ssh_port=node_cfg.ssh_port, bootstrap_user=node_cfg.bootstrap_user,
             bastion=edge.ssh, role=role, egress=lock, after=(proxy,), extra_rules=extra_rules,
-            denied_outbound=() if node == "app" else direct_routes_denied(cfg),
+            denied_outbound=() if node == "app" else direct_routes_denied(cfg), access=ctx.admin_access(),
             registry_auth=secret_keys.registry_auth("pencom", _images(cfg)),
             **extra), opts=child)
 
@@ -969,6 +978,14 @@ def build(ctx, cfg: PencomConfig) -> dict:
         secret_env={**secrets_of(cfg.edge_services), "grafana": {"GF_SECURITY_ADMIN_PASSWORD": grafana_password}})
 
     app, data, storage = _internal_nodes(ctx, cfg, name, ports, child, edge, edge_created[PROXY_SERVICE])
+
+    # --- admin sessions: the internal nodes ship their audit records to the edge (mgmt tier) --
+    peer = session_peer_name(name)
+    collector = ca.issue("sessions", [peer], ip_addresses=[n.edge.private_address])
+    edge.collect_sessions(n.edge.private_address, collector.cert_pem, collector.key_pem, ca.cert_pem)
+    for node in (app, data, storage):
+        node.ship_sessions(hostsetup.SessionShipping(collector=n.edge.private_address, peer_name=peer,
+                                                     ca_pem=ca.cert_pem))
 
     # --- app -------------------------------------------------------------------------------
     app.deploy(

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pulumi
+import pulumi_tls as tls
 
 from components.do_monitoring import Destinations
+from components.hostsetup import AdminAccess
 from stacks import placeholders
 from stacks.config import StackConfig, read_pulumi_config
 from stacks.environment import Environment
 from stacks.errors import CONFIG_NAMESPACE
+from stacks.secret_keys import SSH_CA_SECRET
 from stacks.registry import PRODUCTS
 
 
@@ -20,12 +23,25 @@ class BuildContext:
 
     environment: Environment
     stack: StackConfig
+    _invokes: dict = field(default_factory=dict, compare=False, repr=False)
 
     def alert_destinations(self):
         """Where this environment's alerts go (Slack's webhook URL is a secret key)."""
         alerts = self.environment.alerts
         url = self.secret("alerts_slack_webhook_url") if alerts.slack_channel else None
         return Destinations(emails=alerts.emails, slack_channel=alerts.slack_channel, slack_url=url)
+
+    def admin_access(self) -> AdminAccess:
+        """Just-in-time SSH for every host: the public half of the stack's SSH certificate
+        authority (``platform:ssh_ca_private_key``, one invoke per stack) and the principals
+        that may log in as the admin account (``environment.ssh_principals``)."""
+        # One getPublicKey invoke per program run (per context: synth runs several stacks in
+        # one process), whichever products ask.
+        if "ca" not in self._invokes:
+            self._invokes["ca"] = tls.get_public_key_output(
+                private_key_openssh=self.secret(SSH_CA_SECRET)).public_key_openssh
+        return AdminAccess(ca_public_key=self._invokes["ca"],
+                           principals=tuple(self.environment.ssh_principals))
 
     def secret(self, key: str) -> pulumi.Output[str]:
         """An external secret from ``pulumi config set --secret platform:<key>``."""

@@ -15,6 +15,17 @@ from validation.rules import Finding, Skip, each
 
 SECRET_KEY_PATTERN = r"^[a-z][a-z0-9_]{2,62}$"
 
+SSH_CA_SECRET = "ssh_ca_private_key"
+"""The stack's SSH certificate authority (an unencrypted OpenSSH private key, one per stack):
+every host's sshd trusts its public half, and ``scripts/ssh_cert.py`` signs engineers' keys
+with it."""
+
+
+def ssh_ca_secret() -> SecretKey:
+    return SecretKey(key=SSH_CA_SECRET, format="ssh_ca_private_key",
+                     description="private key of the stack's SSH certificate authority "
+                     "(`ssh-keygen -t ed25519 -N '' -f ca`; scripts/ssh_cert.py signs with it)")
+
 
 def secret_key_findings(product: str, field: str, services: Sequence[Any]) -> Iterator[Finding]:
     """Secret keys a product's services name: lower_snake_case, prefixed with the product."""

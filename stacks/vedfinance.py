@@ -265,7 +265,7 @@ def build(ctx, cfg: VedfinanceConfig) -> dict:
     host = OnPremVps(name, OnPremVpsArgs(
         address=cfg.host.address, private_key=ctx.secret(SSH_KEY_SECRET), ssh_port=cfg.host.ssh_port,
         registry_auth=secret_keys.registry_auth("vedfinance", [s.image for s in cfg.services]),
-        bootstrap_user=cfg.host.bootstrap_user,
+        bootstrap_user=cfg.host.bootstrap_user, access=ctx.admin_access(),
         role=tiers.HostRole(tier=tiers.Tier.EDGE, ssh_cidrs=tuple(env.admin_cidrs)),
         directories=monitoring.data_directories(f"/srv/{name}"),
         egress=container_egress_lock(

@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import yaml
 
-from components import egress, tiers
+from components import egress, hostsetup, tiers
 from stacks.errors import ConfigError
 from synth.engine import PROJECT_ROOT
 from synth.state import State
@@ -100,6 +100,10 @@ def test_every_inbound_flow_is_the_tier_model_or_a_named_waiver(prod, cfg, addre
                 if waiver:
                     assert waiver in waivers, f"{node}: waiver {waiver} is not declared in config"
                     seen_waivers.add(waiver)
+                    continue
+                if reason == "session logs":
+                    # Internal nodes ship admin-session records to the collector on the edge.
+                    assert node == "edge" and who in ("app", "data", "storage") and port == hostsetup.SESSION_LOG_PORT
                     continue
                 if reason == "egress proxy":
                     # The one flow back towards the edge: internal nodes to their proxy ports.

@@ -24,6 +24,7 @@ DEFAULTS = {
     "allowagentforwarding": "yes", "clientaliveinterval": "0", "clientalivecountmax": "3",
     "pubkeyauthentication": "yes", "hostbasedauthentication": "no", "ignorerhosts": "yes",
     "permituserenvironment": "no", "usepam": "no", "maxsessions": "10",
+    "authorizedkeysfile": ".ssh/authorized_keys .ssh/authorized_keys2", "trustedusercakeys": "none",
     "ciphers": "chacha20-poly1305@openssh.com,aes128-ctr,aes192-ctr,aes256-ctr,aes128-gcm@openssh.com,"
                "aes256-gcm@openssh.com",
     "macs": "umac-64-etm@openssh.com,umac-128-etm@openssh.com,hmac-sha2-256-etm@openssh.com,"

@@ -148,6 +148,36 @@ _sshd_policy("command-sshd-configure-client-alive", "sshd drops idle sessions (C
              "clientaliveinterval", lambda v: v.isdigit() and 0 < int(v) <= 900, "sshd never drops idle sessions (ClientAliveInterval {value})",
              "PermitRootLogin no\n", level=ADVISORY, severity=MEDIUM)
 
+def _check_personal_keys(props, args):
+    for sshd in _sshd_configs(props):
+        if sshd.get("trustedusercakeys") == "none":
+            yield "sshd trusts no SSH certificate authority (TrustedUserCAKeys unset): people log in with long-lived keys"
+        if sshd.get("authorizedkeysfile") != "none":
+            yield (f"sshd reads authorized_keys for every account (AuthorizedKeysFile "
+                   f"{sshd.get('authorizedkeysfile')}); set none and allow it in a Match User block for the deploy user")
+        for criteria, value in sshd.overridden_in_match("authorizedkeysfile"):
+            users = criteria.split(None, 1)
+            if value != "none" and (users[0].lower() != "user" or any(c in users[1] for c in "*?!")):
+                yield f"sshd Match {criteria} reads authorized_keys ({value}); name the service accounts in Match User"
+
+
+_CA_OK = SSHD_OK + ("TrustedUserCAKeys /etc/ssh/platform_user_ca.pub\nAuthorizedPrincipalsFile /etc/ssh/auth_principals/%u\n"
+                    "AuthorizedKeysFile none\nMatch User deploy\n    AuthorizedKeysFile .ssh/authorized_keys\n")
+resource_policy(
+    "command-sshd-disallow-personal-keys",
+    "sshd trusts the stack's SSH CA, and reads authorized_keys only for the service accounts it names (no long-lived personal keys).",
+    level=MANDATORY, severity=HIGH, category="hosts",
+    sources=["Kredete reference architecture (management plane: just-in-time access)", "sshd_config(5) TrustedUserCAKeys, AuthorizedKeysFile"],
+    fix="Render the drop-in with hostsetup.AdminAccess (TrustedUserCAKeys, AuthorizedKeysFile none, Match User deploy).",
+    types=[T_COMMAND], check=_check_personal_keys,
+    cases=Case(sshd_doc(_CA_OK),
+               [(sshd_doc(SSHD_OK), ["sshd trusts no SSH certificate authority (TrustedUserCAKeys unset): people log in with long-lived keys",
+                                     "sshd reads authorized_keys for every account (AuthorizedKeysFile .ssh/authorized_keys "
+                                     ".ssh/authorized_keys2); set none and allow it in a Match User block for the deploy user"]),
+                (sshd_doc(_CA_OK + "Match Address 10.0.0.0/8\n    AuthorizedKeysFile .ssh/authorized_keys\n"),
+                 ["sshd Match Address 10.0.0.0/8 reads authorized_keys (.ssh/authorized_keys); name the service accounts in Match User"])]))
+
+
 WEAK_CIPHERS = ("3des-cbc", "aes128-cbc", "aes192-cbc", "aes256-cbc", "arcfour", "arcfour128", "arcfour256",
                 "blowfish-cbc", "cast128-cbc", "rijndael-cbc@lysator.liu.se")
 WEAK_MACS = ("hmac-md5", "hmac-md5-96", "hmac-ripemd160", "hmac-sha1", "hmac-sha1-96", "umac-64@openssh.com",
