@@ -372,8 +372,8 @@ def replacement_order(resource: dict[str, Any]) -> str:
         return " (delete-first: down until the new container is healthy; a maintenance step)"
     inputs = resource.get("inputs") or {}
     if inputs.get("wait") is True:
-        return (" (create-before-delete: the new container starts next to the old one, healthy "
-                f"within {inputs.get('waitTimeout', 60)} s, then the old one is removed)")
+        return (" (create-before-delete: the new container starts next to the old one, the update "
+                f"waits up to {inputs.get('waitTimeout', 60)} s for it to be healthy, then removes the old one)")
     return " (create-before-delete, not health-gated: the old container goes once the new one runs)"
 
 
