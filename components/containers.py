@@ -185,8 +185,33 @@ def replaced_delete_first(spec: ContainerSpec, extra_mounts: list[Mount] | None 
     """Whether a replacement of the container must delete the old one first: it publishes host
     ports (only one container can hold them), or it has a writable mount (its state: two
     containers on one data directory contend for it, as two Prometheus for one TSDB lock, or
-    worse, two databases write the same files)."""
+    worse, two databases write the same files). Such a replacement is a maintenance step (the
+    service is down from the old one's removal until the new one is healthy; README "Deploys").
+
+    Every other container is stateless and is replaced create-before-delete: the new one starts
+    next to the old one under a new name (Pulumi's auto-name suffix is drawn anew for a
+    replacement) and shares its network alias; ``wait`` holds the update until it is healthy,
+    and only then is the old one removed."""
     return bool(spec.publish) or any(not m.read_only for m in [*spec.mounts, *(extra_mounts or [])])
+
+
+# The longest a deploy waits for one container to become healthy, in seconds.
+WAIT_TIMEOUT_MAX_S = 600
+
+
+def health_wait_timeout_s(check: HealthCheck) -> int:
+    """Seconds the Docker provider's ``wait`` gives a new container to become healthy
+    (``wait_timeout``): by then Docker has decided either way.
+
+    Docker's health model (Dockerfile reference, HEALTHCHECK): the first probe runs ``interval``
+    after the start, each may take ``timeout``, and failures inside ``start_period`` do not
+    count, so a container is unhealthy at the latest after ``start_period`` plus ``retries + 1``
+    probe cycles (``interval + timeout`` each). Capped at ``WAIT_TIMEOUT_MAX_S`` (600 s) so that
+    one bad image cannot hold a deploy for longer: a check that needs more is reported by the
+    timeout, not waited out. Example: the defaults (30 s, 5 s, 3 retries, 30 s start period) give
+    30 + 4 * 35 = 170 s."""
+    cycles = (check.retries + 1) * (check.interval_s + check.timeout_s)
+    return min(WAIT_TIMEOUT_MAX_S, check.start_period_s + cycles)
 
 
 def container_plan(spec: ContainerSpec, *, network: pulumi.Input[str], stack: str,
@@ -226,6 +251,12 @@ def container_plan(spec: ContainerSpec, *, network: pulumi.Input[str], stack: st
                    {"label": "platform.tier", "value": spec.tier.value}],
         "read_only": spec.read_only_root,
         "must_run": True,
+        # Health-gated: the provider's create returns only once Docker calls the container
+        # healthy, so a create-before-delete replacement keeps the old one until then, and a bad
+        # image fails the update with the old one still serving. `wait` and `wait_timeout`
+        # update in place (no replacement), so adding them replaces nothing.
+        "wait": True,
+        "wait_timeout": health_wait_timeout_s(spec.healthcheck),
     }
     if spec.memory_reservation_mb:
         plan["memory_reservation"] = spec.memory_reservation_mb

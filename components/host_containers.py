@@ -30,10 +30,18 @@ def run_containers(
     """Pull each pinned image and run its container with the hardening of ``container_plan``.
 
     ``static_addresses`` pins containers to addresses on the network (egress exemptions match
-    them). Containers are not given fixed names (Docker names them after the resource plus a suffix)
-    and are found by their network alias, so a replacement never collides with the old one.
-    A container that publishes host ports or has a writable mount is deleted before its
-    replacement starts (``replaced_delete_first``).
+    them). Containers are not given fixed names: Pulumi auto-names them after the resource plus a
+    random suffix, drawn anew for a replacement, and they are found by their network alias, so a
+    replacement never collides with the old one.
+
+    Deploys: a stateless container is replaced create-before-delete (``delete_before_replace``
+    set to False explicitly, which overrides a provider default): the new container starts next
+    to the old one with the same alias, the provider's ``wait`` holds the update until Docker
+    calls it healthy (``wait_timeout`` from its healthcheck, at most 600 s), nginx resolves the
+    alias every second and retries a refused or failed connection on the other address, and the
+    old container is removed last. A new container that never becomes healthy fails the update
+    and the old one keeps serving. A container that publishes host ports or has a writable mount
+    is deleted before its replacement starts (``replaced_delete_first``): a maintenance step.
     """
     unknown = set(secret_env) - {s.name for s in specs}
     if unknown:

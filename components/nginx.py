@@ -21,6 +21,9 @@ MOZILLA_INTERMEDIATE_CIPHERS = ":".join([
     "DHE-RSA-AES128-GCM-SHA256", "DHE-RSA-AES256-GCM-SHA384", "DHE-RSA-CHACHA20-POLY1305",
 ])
 HSTS_MAX_AGE = 63072000  # two years, Mozilla's recommendation
+RESOLVER_VALID_S = 1  # how long nginx keeps an upstream's DNS answer
+PROXY_CONNECT_TIMEOUT_S = 3  # a container on the host's bridge connects in milliseconds
+PROXY_NEXT_UPSTREAM_TIMEOUT_S = 10  # the longest a request spends trying other addresses
 
 
 @dataclass(frozen=True)
@@ -88,7 +91,9 @@ def render_nginx_conf(config: IngressConfig) -> str:
     ]
     if config.resolver:
         # Resolve upstreams per request: nginx starts even while a backend is being replaced.
-        lines.append(f"  resolver {config.resolver} valid=10s ipv6=off;")
+        # A service's alias names the old and the new container during a switchover (both
+        # carry it); 1 s validity drops the removed one from nginx's answer within a second.
+        lines.append(f"  resolver {config.resolver} valid={RESOLVER_VALID_S}s ipv6=off;")
     lines += [
         "  ssl_protocols TLSv1.2 TLSv1.3;",
         f"  ssl_ciphers {MOZILLA_INTERMEDIATE_CIPHERS};",
@@ -146,6 +151,13 @@ def render_nginx_conf(config: IngressConfig) -> str:
             "      proxy_set_header X-Real-IP $remote_addr;",
             "      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
             "      proxy_set_header X-Forwarded-Proto https;",
+            # Zero-downtime switchover: a connection refused (the new container not listening
+            # yet), a connect timeout (the old one just removed, its address still cached) or a
+            # 502/503/504 from one address is retried on the alias' other address; nginx never
+            # retries a request it already sent unless it is idempotent.
+            f"      proxy_connect_timeout {PROXY_CONNECT_TIMEOUT_S}s;",
+            "      proxy_next_upstream error timeout http_502 http_503 http_504;",
+            f"      proxy_next_upstream_timeout {PROXY_NEXT_UPSTREAM_TIMEOUT_S}s;",
         ]
         if route.websocket:
             lines += [

@@ -80,6 +80,8 @@ class Step:
     inputs: dict[str, Any]
     depends: list[str] = field(default_factory=list)
     parent: Optional[str] = None
+    delete_before_replace: bool = False
+    """The resource's ``delete_before_replace`` option: a replacement removes the old one first."""
 
 
 @dataclass
@@ -414,7 +416,8 @@ def extract(state: dict[str, Any], keys: dict[str, tuple[str, str]],
             # scripts), and a resource only after its provider: they are the resource's too.
             depends += list(by_urn[r["provider"]].get("dependencies") or [])
         steps.append(Step(urn=r["urn"], name=r["name"], kind=kind, host=host, inputs=r["inputs"],
-                          depends=depends, parent=r.get("parent")))
+                          depends=depends, parent=r.get("parent"),
+                          delete_before_replace=bool(r.get("delete_before_replace"))))
     wanted = set(products) if products else None
     if wanted:
         unknown = wanted - {h.product for h in hosts.values()}

@@ -13,8 +13,12 @@
   Docker resource the first run made by its recorded id (none may be recreated or gone), which
   is what ``pulumi up`` with unchanged inputs leaves alone.
 - A run after a config change (``expect_changes``: a drill's first converge) may report
-  changes; a container whose captured inputs changed is replaced (removed, then created with
-  the new inputs), as ``pulumi up`` replaces it; one whose inputs did not change is kept.
+  changes; a container whose captured inputs changed is replaced as ``pulumi up`` replaces it,
+  under a new name: with ``delete_before_replace`` the old one is removed first; otherwise the
+  new one is created next to it (``wait``: until healthy) and the old one is removed at the end
+  of the run, after every other step, and only when no step failed. A new container that never
+  becomes healthy fails its step (its error carries the last healthcheck output) and leaves the
+  old one running; the failed one is removed by the next run that replaces the step.
 
 This module runs inside the lab's network namespace (``python -m rehearsal.converge``, started
 with ``Lab.netns_argv``) so that every connection it opens originates there.
@@ -37,6 +41,7 @@ from typing import Any, Iterable, Optional
 from rehearsal.capture import Host, StackCapture, Step, container_name
 
 CHANGES = re.compile(r"^platform-setup: (\d+) changes$", re.M)
+PENDING_DELETES = "pending_deletes"  # state key: replaced containers not yet removed
 TAIL_LINES = 20
 
 
@@ -220,6 +225,8 @@ class Converger:
         self.ssh = Connections(capture, self.home)
         self.docker_clients: dict[str, Any] = {}
         self.docker_lock = threading.Lock()
+        # Containers that create-before-delete replacements left behind in this run.
+        self.pending_deletes: list[dict[str, Any]] = []
 
     def docker(self, host_name: str):
         import docker
@@ -298,47 +305,105 @@ class Converger:
         client = self.docker(step.host)
         reference = step.inputs["name"]
         recorded = self._recorded(step)
-        if recorded:
+        if recorded and recorded.get("reference", reference) == reference:
             result.resource_id = client.images.get(reference).id
             if result.resource_id != recorded["id"]:
                 raise RuntimeError(f"image {reference} changed from {recorded['id']} to {result.resource_id}")
             return
+        if recorded and not self.expect_changes:
+            raise RuntimeError(f"image {recorded['reference']} became {reference} on run {self.run_no}, "
+                               "which expects no change")
         try:
             image = client.images.get(reference)
         except docker.errors.ImageNotFound:
             repository, _, tag = reference.rpartition(":") if ":" in reference.split("/")[-1] else (reference, "", "latest")
             image = client.images.pull(repository, tag=tag)
         result.resource_id = image.id
-        self._record(step, id=image.id)
+        if recorded:  # a new reference replaces the RemoteImage (keepLocally: the old one stays)
+            result.changes = 1
+            result.changed = [f"image {recorded['reference']} replaced by {reference}"]
+        self._record(step, id=image.id, reference=reference)
 
     def _container(self, step: Step, result: StepResult) -> None:
-        from rehearsal.dockerapi import create_container
+        from rehearsal.dockerapi import UnhealthyError, create_container, remove_container
 
         client = self.docker(step.host)
         recorded = self._recorded(step)
-        name = container_name(step)
         digest = _digest(step.inputs)
-        if recorded:
-            import docker
+        if not recorded:
+            name = container_name(step)
+            container = create_container(client, step.inputs, name=name)
+            result.resource_id = container.id
+            self._record(step, id=container.id, name=name, inputs=digest)
+            return
+        import docker
 
-            try:
-                container = client.containers.get(recorded["id"])
-            except docker.errors.NotFound:
-                raise RuntimeError(f"container {name} ({recorded['id'][:12]}) is gone after the first run") from None
-            if recorded.get("inputs") in (None, digest):
-                result.resource_id = container.id
-                if container.status != "running":
-                    raise RuntimeError(f"container {name} is {container.status} on run {self.run_no}")
-                return
-            if not self.expect_changes:
-                raise RuntimeError(f"container {name}: its inputs changed on run {self.run_no}, "
-                                   "which expects no change")
-            container.remove(force=True)
-            result.changes = 1
-            result.changed = [f"container {name} replaced"]
-        container = create_container(client, step.inputs, name=name)
+        name = recorded.get("name") or container_name(step)
+        try:
+            old = client.containers.get(recorded["id"])
+        except docker.errors.NotFound:
+            raise RuntimeError(f"container {name} ({recorded['id'][:12]}) is gone after the first run") from None
+        if recorded.get("inputs") in (None, digest):
+            result.resource_id = old.id
+            if old.status != "running":
+                raise RuntimeError(f"container {name} is {old.status} on run {self.run_no}")
+            return
+        if not self.expect_changes:
+            raise RuntimeError(f"container {name}: its inputs changed on run {self.run_no}, "
+                               "which expects no change")
+        # A replacement, as `pulumi up` makes it: the new container gets a fresh auto-name
+        # suffix (here derived from its inputs, so a rerun of the same change finds the same
+        # name). Delete-first removes the old one before; create-before-delete creates the new
+        # one next to it (gated by `wait`) and removes the old one when the whole run is done,
+        # as the engine deletes replaced resources last.
+        new_name = f"{step.name}-{_digest([step.urn, digest])[:7]}"
+        if step.delete_before_replace:
+            remove_container(old, recorded.get("remove_inputs") or {})
+            result.changed = [f"container {name} replaced delete-first by {new_name}"]
+        try:
+            container = create_container(client, step.inputs, name=new_name)
+        except UnhealthyError as exc:
+            # The provider's create fails and leaves the unhealthy container; Pulumi keeps the
+            # old one (create-before-delete) and replaces the failed one on the next update.
+            self._record(step, **{**recorded, "failed": [*recorded.get("failed", []), exc.container.id]})
+            raise
+        result.changes = 1
+        if not step.delete_before_replace:
+            result.changed = [f"container {name} replaced create-before-delete by {new_name}"]
+            with self.state_lock:
+                self.pending_deletes.append({"id": old.id, "host": step.host, "name": name,
+                                             "inputs": recorded.get("remove_inputs") or {}})
+        for failed in recorded.get("failed", []):
+            self.pending_deletes.append({"id": failed, "host": step.host, "name": failed[:12], "inputs": {}})
         result.resource_id = container.id
-        self._record(step, id=container.id, name=name, inputs=digest)
+        self._record(step, id=container.id, name=new_name, inputs=digest,
+                     remove_inputs={k: step.inputs[k] for k in ("destroyGraceSeconds",) if k in step.inputs})
+
+    def _delete_replaced(self, results: dict[str, "StepResult"]) -> list[str]:
+        """Remove the containers that create-before-delete replacements left (the engine's last
+        phase); returns what it removed. A run with a failed step deletes nothing (`pulumi up`
+        stops before its deletes): they wait in the state for the next run."""
+        import docker
+
+        with self.state_lock:
+            pending = self.state.pop(PENDING_DELETES, []) + self.pending_deletes
+            self.pending_deletes = []
+        if any(r.status in ("failed", "blocked") for r in results.values()):
+            with self.state_lock:
+                self.state[PENDING_DELETES] = pending
+            return []
+        from rehearsal.dockerapi import remove_container
+
+        removed = []
+        for item in pending:
+            try:
+                remove_container(self.docker(item["host"]).containers.get(item["id"]), item["inputs"])
+            except docker.errors.NotFound:
+                continue
+            removed.append(item["name"])
+            print(f"[run {self.run_no}] {item['host']}: replaced container {item['name']} removed",
+                  file=sys.stderr, flush=True)
+        return removed
 
     def _write_progress(self, results: dict[str, "StepResult"], running: Iterable[str]) -> None:
         # What a run that is killed (its timeout) leaves for the report: the steps it finished
@@ -385,6 +450,7 @@ class Converger:
                     print(f"[run {self.run_no}] {r.host}: {r.name} {r.status} ({r.seconds:.1f}s"
                           + (f", {r.changes} changes" if r.changes is not None else "") + ")"
                           + (f" {r.error}" if r.error else ""), file=sys.stderr, flush=True)
+        self._delete_replaced(results)
         self.state_path.write_text(json.dumps(self.state, indent=1))
         self.ssh.close()
         for client in self.docker_clients.values():

@@ -12,7 +12,9 @@ builds its ``container.Config`` and ``HostConfig``:
 - ``volumes`` with ``hostPath`` (or ``volumeName``) are binds ``src:dst[:ro]``, others anonymous;
 - ``healthcheck`` durations are Go durations (``30s``) in nanoseconds;
 - ``networksAdvanced`` are connected after create (the default bridge disconnected first) with
-  their aliases and ``ipv4Address``; ``mustRun`` starts the container and requires it running.
+  their aliases and ``ipv4Address``; ``mustRun`` starts the container and requires it running;
+- ``wait`` then polls its health once a second until healthy, up to ``waitTimeout`` seconds;
+  ``destroyGraceSeconds`` stops it (SIGTERM) before a removal.
 
 An input the translator does not know raises ``TranslationError`` (naming the key): a rehearsal
 never silently drops what the stack asks for.
@@ -211,12 +213,76 @@ def network_create_kwargs(inputs: dict[str, Any]) -> dict[str, Any]:
     return kw
 
 
+class UnhealthyError(RuntimeError):
+    """A container created with ``wait`` that did not become healthy within ``waitTimeout``;
+    ``container`` is left running, as the provider leaves it (a failed create)."""
+
+    def __init__(self, message: str, container: Any):
+        super().__init__(message)
+        self.container = container
+
+
+WAIT_TIMEOUT_DEFAULT_S = 60  # the provider's default waitTimeout
+
+
+def health_report(container: Any) -> str:
+    """The container's health status and its last healthcheck run (exit code, output), as
+    ``docker inspect --format '{{json .State.Health}}'`` shows them."""
+    health = (container.attrs.get("State") or {}).get("Health") or {}
+    log = health.get("Log") or []
+    last = log[-1] if log else {}
+    output = " ".join(str(last.get("Output") or "").split())[:400]
+    return (f"health {health.get('Status', 'none')}, {health.get('FailingStreak', 0)} failing; "
+            f"last healthcheck: exit {last.get('ExitCode', '-')}: {output or '(no output)'}")
+
+
+def wait_healthy(container: Any, name: str, timeout_s: float, poll_s: float = 1.0) -> None:
+    """Poll until Docker calls ``container`` healthy, as the provider's ``wait`` does (once a
+    second, up to ``waitTimeout``). Raises UnhealthyError with the healthcheck's last output
+    when the time is up or the container stopped. The provider's own error names only the
+    timeout; the output is what an operator would read next with ``docker inspect``."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        container.reload()
+        state = container.attrs.get("State") or {}
+        if not state.get("Health"):
+            raise UnhealthyError(f"container {name} has no healthcheck; wait needs one", container)
+        if state["Health"].get("Status") == "healthy":
+            return
+        if not state.get("Running"):
+            raise UnhealthyError(f"container {name} stopped while waiting to be healthy "
+                                 f"(exit {state.get('ExitCode')}); {health_report(container)}", container)
+        if time.monotonic() > deadline:
+            raise UnhealthyError(f"container {name} failed to be in healthy state within "
+                                 f"{timeout_s:g} s; {health_report(container)}", container)
+        time.sleep(poll_s)
+
+
+def remove_container(container: Any, inputs: dict[str, Any]) -> None:
+    """Remove a container as the provider's delete does: stopped first with
+    ``destroyGraceSeconds`` (SIGTERM, then SIGKILL after that many seconds) when set, then
+    force-removed."""
+    grace = int(inputs.get("destroyGraceSeconds") or 0)
+    if grace > 0:
+        try:
+            container.stop(timeout=grace)
+        except docker.errors.NotFound:
+            return
+    try:
+        container.remove(force=True)
+    except docker.errors.NotFound:
+        pass
+
+
 def create_container(client: docker.DockerClient, inputs: dict[str, Any], *, name: str,
                      image: Optional[str] = None, timeout_s: float = 15.0):
     """Create, connect and start a container as the provider does; return it.
 
     Raises TranslationError, docker.errors.APIError, or RuntimeError when ``mustRun`` and the
-    container is not running ``timeout_s`` after start (the provider's read refresh: 15 s)."""
+    container is not running ``timeout_s`` after start (the provider's read refresh: 15 s);
+    UnhealthyError when ``wait`` and it is not healthy within ``waitTimeout`` (default 60 s)."""
     import time
 
     kwargs, networks = container_create_kwargs(inputs, name=name, image=image)
@@ -243,4 +309,6 @@ def create_container(client: docker.DockerClient, inputs: dict[str, Any], *, nam
                 raise RuntimeError(f"container {name} failed to be in running state "
                                    f"({container.status}, exit {container.attrs['State'].get('ExitCode')}): {logs}")
             time.sleep(0.2)
+    if inputs.get("wait"):
+        wait_healthy(container, name, float(inputs.get("waitTimeout") or WAIT_TIMEOUT_DEFAULT_S))
     return container

@@ -361,6 +361,22 @@ def diff_states(base: dict[str, Any], head: dict[str, Any], *,
                 allow_stateful_changes=allow_stateful_changes, known_after_apply=pending)
 
 
+def replacement_order(resource: dict[str, Any]) -> str:
+    """How a container's replacement runs, as a suffix of its diff line ("" for other types):
+    create-before-delete, health-gated by the provider's ``wait`` (a switchover without
+    downtime), or delete-first (``delete_before_replace``: the service is down until the new
+    container is healthy, a maintenance step)."""
+    if resource.get("type") != "docker:index/container:Container":
+        return ""
+    if resource.get("delete_before_replace"):
+        return " (delete-first: down until the new container is healthy; a maintenance step)"
+    inputs = resource.get("inputs") or {}
+    if inputs.get("wait") is True:
+        return (" (create-before-delete: the new container starts next to the old one, the update "
+                f"waits up to {inputs.get('waitTimeout', 60)} s for it to be healthy, then removes the old one)")
+    return " (create-before-delete, not health-gated: the old container goes once the new one runs)"
+
+
 def _short(type_: str) -> str:
     return type_.rsplit(":", 1)[-1]
 
@@ -423,6 +439,7 @@ def markdown(diff: Diff, base: dict[str, Any], head: dict[str, Any],
             line = f"- {SYMBOL[change.kind]} `{name}` ({type_})"
             if change.kind == "replaced":
                 line += f": **replaced**, forced by {', '.join(f'`{k}`' for k in change.forced_by)}"
+                line += replacement_order(change.resource)
             out.append(line)
             for item in change.inputs:
                 out += _input_lines(item)

@@ -1,11 +1,13 @@
 """Every container whose replacement would run two copies on one piece of host state is
-replaced delete-before-create."""
+replaced delete-before-create; every other one create-before-delete, gated by the provider's
+``wait`` on its healthcheck with a bounded ``wait_timeout``."""
 
 from __future__ import annotations
 
 import pytest
 
-from components.containers import ContainerSpec, HealthCheck, Mount, PublishedPort, replaced_delete_first
+from components.containers import (WAIT_TIMEOUT_MAX_S, ContainerSpec, HealthCheck, Mount, PublishedPort,
+                                   health_wait_timeout_s, replaced_delete_first)
 from components.tiers import Tier
 
 pytestmark = pytest.mark.fast
@@ -35,3 +37,38 @@ def test_read_only_mounts_alone_allow_create_before_delete():
     assert not replaced_delete_first(_spec(mounts=[Mount(host_path="/srv/a", container_path="/a")]))
     assert replaced_delete_first(_spec(), [Mount(host_path="/srv/d", container_path="/d", read_only=False)])
     assert replaced_delete_first(_spec(publish=[PublishedPort(host_port=80, container_port=8080)]))
+
+
+def _seconds(go: str) -> int:
+    assert go.endswith("s") and go[:-1].isdigit(), go
+    return int(go[:-1])
+
+
+@pytest.mark.parametrize("stack", ["staging", "prod"])
+def test_every_container_is_health_gated_with_a_bounded_wait_from_its_healthcheck(stack, synth):
+    containers = synth(stack).of_type(CONTAINER)
+    stateless = [c for c in containers if not c["delete_before_replace"]]
+    # KRO's backend, Pencom's api-gateway and V-EdFinance's APIs switch over without downtime.
+    assert {"kro-" + stack + "-backend", f"pencom-{stack}-edge-api-gateway"} <= {c["name"] for c in stateless}
+    for container in containers:
+        inputs = container["inputs"]
+        check = inputs["healthcheck"]
+        budget = _seconds(check["startPeriod"]) + (check["retries"] + 1) * (
+            _seconds(check["interval"]) + _seconds(check["timeout"]))
+        assert inputs["wait"] is True, container["name"]
+        assert inputs["waitTimeout"] == min(WAIT_TIMEOUT_MAX_S, budget), container["name"]
+
+
+def test_the_wait_covers_docker_deciding_either_way_and_is_capped():
+    # Defaults: 30 s start period, then 4 cycles of a 30 s interval and a 5 s timeout.
+    assert health_wait_timeout_s(HealthCheck(command=["true"])) == 30 + 4 * 35
+    quick = HealthCheck(command=["true"], interval_s=2, timeout_s=2, retries=2, start_period_s=0)
+    assert health_wait_timeout_s(quick) == 12
+    slow = HealthCheck(command=["true"], interval_s=600, timeout_s=120, retries=20, start_period_s=900)
+    assert health_wait_timeout_s(slow) == WAIT_TIMEOUT_MAX_S == 600
+
+
+def test_the_policy_pack_and_the_program_share_the_wait_bound():
+    from policy.rules import containers as container_policies
+
+    assert container_policies.WAIT_TIMEOUT_MAX_S == WAIT_TIMEOUT_MAX_S

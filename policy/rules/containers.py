@@ -12,6 +12,9 @@ from policy.rules.base import (ADVISORY, CRITICAL, HIGH, LOW, MANDATORY, MEDIUM,
 from policy.rules.fixtures import container, doc, res
 from synth.replacements import writable_data_mounts
 
+# The bound of components.containers.health_wait_timeout_s (the pack does not import the program).
+WAIT_TIMEOUT_MAX_S = 600
+
 C = [T_CONTAINER]
 SOCKETS = ("/var/run/docker.sock", "/run/docker.sock", "/run/containerd/containerd.sock",
            "/var/run/containerd/containerd.sock")
@@ -84,6 +87,50 @@ resource_policy(
                 (doc(container(mounts=[{"type": "volume", "source": "pgdata", "target": "/data"}])),
                  ["the container writes data to /data but is not deleted before its replacement; "
                   "a replacement would run two servers on the same data"])]))
+
+
+def _check_stateless_replaced_first(props, args):
+    # The other half of the classification above: a container with neither writable data nor
+    # a published host port can run next to its replacement, so replacing it delete-first only
+    # takes the service down for the whole pull-and-start of the new one, on every deploy.
+    # create-before-delete is only as good as its gate: without `wait` the old container is
+    # removed as soon as the new one runs, healthy or not.
+    if writable_data_mounts({"type": T_CONTAINER, "inputs": props}) or items(props.get("ports")):
+        return
+    if args.opts.delete_before_replace:
+        yield ("the container holds no data and publishes no host port but is deleted before its "
+               "replacement; every deploy would take the service down")
+    if props.get("wait") is not True:
+        yield ("the container is replaced create-before-delete without `wait`; the old one would be "
+               "removed before the new one is healthy")
+    else:
+        timeout = props.get("waitTimeout")
+        if not isinstance(timeout, int) or not 0 < timeout <= WAIT_TIMEOUT_MAX_S:
+            yield (f"the container's `waitTimeout` ({timeout}) is not between 1 and {WAIT_TIMEOUT_MAX_S} "
+                   "seconds; a deploy waits for it without a bound")
+
+
+resource_policy(
+    "docker-container-enable-health-gated-replacement",
+    "Stateless containers are replaced create-before-delete, gated on their healthcheck with a bounded wait.",
+    level=MANDATORY, severity=MEDIUM, category="containers",
+    sources=["Pulumi docs: deleteBeforeReplace resource option (false overrides a provider's default)",
+             "pulumi-docker Container: wait, waitTimeout",
+             "Kamal docs: kamal-proxy switches traffic once the new container passes its healthcheck"],
+    fix="Leave delete_before_replace False (components.containers.replaced_delete_first) and keep "
+        "wait / wait_timeout from components.containers.container_plan.",
+    types=C, check=_check_stateless_replaced_first,
+    cases=Case(doc(container(wait=True, waitTimeout=170),
+                   {**container("pg", volumes=_DATA), "delete_before_replace": True}),
+               [(doc({**container(wait=True, waitTimeout=170), "delete_before_replace": True}),
+                 ["the container holds no data and publishes no host port but is deleted before its "
+                  "replacement; every deploy would take the service down"]),
+                (doc(container()),
+                 ["the container is replaced create-before-delete without `wait`; the old one would be "
+                  "removed before the new one is healthy"]),
+                (doc(container(wait=True, waitTimeout=3600)),
+                 [f"the container's `waitTimeout` (3600) is not between 1 and {WAIT_TIMEOUT_MAX_S} "
+                  "seconds; a deploy waits for it without a bound"])]))
 
 
 def _check_memory(props, args):
