@@ -13,7 +13,8 @@ from typing import Annotated, Literal
 import pulumi
 from typing import Iterator
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from components.tiers import Tier, container_bind_address
 from validation.rules import Finding, RuleContext, rule
@@ -171,13 +172,26 @@ def check_env_names(env: dict[str, str]) -> dict[str, str]:
     return env
 
 
+SECRET_ENV_NAME = ("the name says it holds a secret, and env is plain text in the stack file; move it "
+                   "to secret_env (the variable -> a secret config key set with `pulumi config set "
+                   "--secret platform:<product>_<name>`, which prompts for the value)")
+"""The fix for a plain env var named like a secret (``looks_secret_name``: ``DB_PASS``,
+``SENTRY_DSN``...). No braces: it is a pydantic message template."""
+
+
 def check_env(env: dict[str, str]) -> dict[str, str]:
-    """Plain env: valid names, and none that holds a secret by its name."""
+    """Plain env: valid names, and none that holds a secret by its name.
+
+    Raises ValueError for a bad name, and a ValidationError located at each secret-looking
+    variable (pydantic nests it under the field: ``...env.API_TOKEN``); the value is never
+    quoted."""
     check_env_names(env)
     secret_like = sorted(k for k in env if looks_secret(k))
     if secret_like:
-        raise ValueError(f"{', '.join(secret_like)} look like secrets; move them to "
-                         "secret_env (a secret config key) so they are never plaintext")
+        raise ValidationError.from_exception_data("env", [
+            InitErrorDetails(type=PydanticCustomError("rule", SECRET_ENV_NAME), loc=(key,),
+                             input="[value not shown]")
+            for key in secret_like])
     return env
 
 
