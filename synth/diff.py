@@ -15,6 +15,8 @@ values is not listed, only counted.
 
 Deleting or replacing a stateful resource (``synth.replacements.stateful_reason``: a type that
 holds data, or a container with a writable data mount) or deleting a protected one is a warning
+that says what goes with it (its data, or for a protected VPC, database user or reserved IP what
+it serves: ``synth.replacements.DEPENDENCY_LOSS``),
 at the top and exit code 3. In a production stack that is final; elsewhere ``allow_stateful_changes`` (``--allow-stateful-changes``) accepts it, exit 0, and the
 warning stays in the comment. A base and head of different projects or stacks raise
 ``DiffInputError`` (the CLI exits 2).
@@ -28,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from synth.values import UNKNOWN_MASK, leaf_path
-from synth.replacements import replacing_inputs, stateful_reason
+from synth.replacements import DEPENDENCY_LOSS, loss, replacing_inputs, stateful_reason
 from synth.state import product_of
 
 EXIT_SAFE, EXIT_INPUT, EXIT_WARNING = 0, 2, 3
@@ -343,7 +345,7 @@ def diff_states(base: dict[str, Any], head: dict[str, Any], *,
             if reason or old.get("protect"):
                 what = "protected " if old.get("protect") else ""
                 warnings.append(f"deletes {what}`{old['name']}` ({_short(old['type'])}) and "
-                                f"{reason or 'the data it holds'}")
+                                f"{reason or loss(old) or 'what depends on it'}")
         else:
             inputs = input_changes(old, new)
             counted = [c for c in inputs if c.kind != "unknown"]
@@ -355,8 +357,10 @@ def diff_states(base: dict[str, Any], head: dict[str, Any], *,
             kind = "replaced" if forced_by else "changed"
             changes.append(Change(kind, new, product_of(new, head_by_urn), inputs, forced_by))
             if forced_by and (stateful_reason(old) or stateful_reason(new) or old.get("protect")):
+                served = "" if stateful_reason(old) or stateful_reason(new) else DEPENDENCY_LOSS.get(new["type"])
                 warnings.append(f"replaces `{new['name']}` ({_short(new['type'])}): "
-                                f"{', '.join(forced_by)} changed, which forces a new resource")
+                                f"{', '.join(forced_by)} changed, which forces a new resource"
+                                + (f"; it takes with it {served}" if served else ""))
     return Diff(changes, warnings, production=is_production(head),
                 allow_stateful_changes=allow_stateful_changes, known_after_apply=pending)
 
