@@ -129,6 +129,26 @@ def stateful_reason(resource: dict) -> str | None:
     return None
 
 
+MAINTENANCE_LABEL = "platform.maintenance."
+"""components.containers.MAINTENANCE_LABEL: the labels a maintenance acknowledgement puts on its
+container (not imported: the policy pack reads this module without the components)."""
+
+
+def maintenance_of(resource: dict) -> dict[str, str] | None:
+    """The maintenance acknowledgement a container carries in its labels (``image``,
+    ``replaces``, ``backup``, ``restore_test``, ``window``), or None. Stated in the stack config
+    (``maintenance`` of a service: components.containers.Maintenance)."""
+    if resource.get("type") != CONTAINER:
+        return None
+    inputs = resource.get("inputs")
+    inputs = inputs if isinstance(inputs, Mapping) else {}
+    found = {}
+    for label in _sequence(inputs.get("labels")):
+        if isinstance(label, Mapping) and str(label.get("label", "")).startswith(MAINTENANCE_LABEL):
+            found[str(label["label"])[len(MAINTENANCE_LABEL):]] = label.get("value")
+    return found or None
+
+
 def loss(resource: dict) -> str | None:
     """What deleting or replacing ``resource`` loses, in words true for its kind, or None:
     its data (:func:`stateful_reason`), else what a protected kind serves (``DEPENDENCY_LOSS``)."""
