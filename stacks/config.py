@@ -292,7 +292,7 @@ def validate_stack_config(
         missing = [s for s in needed.values() if s.key not in raw]
         problems.extend(
             f"{key_path(s.key, [])}: required secret is not set ({s.description}); run "
-            f"`pulumi config set --secret {CONFIG_NAMESPACE}:{s.key} <value>`"
+            f"{set_secret_command(s)}"
             for s in missing
         )
         for secret in needed.values():
@@ -307,7 +307,7 @@ def validate_stack_config(
         plaintext = [s for s in needed.values() if s.key in raw and s.key not in secret_keys]
         problems.extend(
             f"{key_path(s.key, [])}: is stored in plain text in the stack file; set it with "
-            f"`pulumi config set --secret {CONFIG_NAMESPACE}:{s.key} <value>` so it is encrypted"
+            f"{set_secret_command(s)} so it is encrypted"
             for s in plaintext
         )
     if problems:
@@ -318,6 +318,19 @@ def validate_stack_config(
                  if _KEY_NAME.fullmatch(n) and not secret_value_kind(n)}
         raise ConfigError(_scrub(_dedupe(problems), values, names))
     return StackConfig(environment=environment, products=products, product_configs=product_configs)
+
+
+def set_secret_command(secret: SecretKey) -> str:
+    """The command that sets ``secret`` without the value on a command line (where it would land
+    in the shell history and the process list): a multi-line value (a private key, a Docker
+    ``config.json``) from its file on standard input, any other at pulumi's prompt (``pulumi
+    config set`` reads the value from standard input when none is given)."""
+    command = f"pulumi config set --secret {CONFIG_NAMESPACE}:{secret.key}"
+    if secret.format == "openssh_private_key" or secret.key.endswith("_ssh_private_key"):
+        return f"`{command} < KEY_FILE`"
+    if secret.key.endswith("_registry_auth"):
+        return f"`{command} < config.json`"
+    return f"`{command}` (it prompts for the value)"
 
 
 def _offline_placeholder(value: str) -> bool:

@@ -390,6 +390,27 @@ def test_a_slack_webhook_in_slack_channel_is_one_error_naming_the_secret_key(sta
     assert "environment_<name>" not in output
 
 
+def test_the_set_commands_never_put_a_secret_on_the_command_line(stack_document):
+    """Every `pulumi config set --secret` a message gives takes the value at pulumi's prompt or,
+    multi-line (a private key, a Docker config.json), from its file on standard input."""
+    import re
+
+    for stack in ("staging", "prod"):
+        with pytest.raises(ConfigError) as raised:
+            validate_stack_config(_raw(stack_document(stack)), stack=stack)
+        commands = [c for p in raised.value.problems for c in re.findall(r"`(pulumi config set[^`]*)`", p)]
+        assert commands, raised.value.problems
+        for command in commands:
+            key = command.split()[-1] if "<" not in command else command.split()[-3]
+            assert re.fullmatch(r"platform:\w+", key), command
+            if key.endswith("_ssh_private_key"):
+                assert command.endswith(" < KEY_FILE"), command
+            elif key.endswith("_registry_auth"):
+                assert command.endswith(" < config.json"), command
+            else:
+                assert command == f"pulumi config set --secret {key}", command
+
+
 def test_a_secret_named_env_var_is_reported_at_its_own_key(stack_document):
     """Each offending variable at ``env.NAME``, not the whole ``env`` map, and never its value."""
     document = stack_document("staging")
