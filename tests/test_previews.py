@@ -230,6 +230,9 @@ def test_golden_catalog_covers_the_routine_changes_and_their_verdicts():
     assert "JWT_SECRET=(secret changed)" in (GOLDEN / "secret-rotation.md").read_text()
     assert "**replaced**, forced by `name`" in (GOLDEN / "bucket-rename.md").read_text()
     assert "+ LOG_LEVEL=debug" in (GOLDEN / "env-var.md").read_text()
+    acknowledged = (GOLDEN / "datastore-maintenance.md").read_text()
+    assert "Planned maintenance, acknowledged in the stack config" in acknowledged
+    assert "[!CAUTION]" not in acknowledged
 
 
 @pytest.mark.fast
