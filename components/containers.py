@@ -8,12 +8,15 @@ capabilities dropped unless listed, never privileged, and ports bound by tier.
 
 from __future__ import annotations
 
+import datetime
+import re
 from typing import Annotated, Literal
 
 import pulumi
 from typing import Iterator
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from components.tiers import Tier, container_bind_address
 from validation.rules import Finding, RuleContext, rule
@@ -93,6 +96,58 @@ class Mount(StrictModel):
         return self
 
 
+MAINTENANCE_LABEL = "platform.maintenance."
+"""Prefix of the container labels that carry a maintenance acknowledgement (``image``,
+``replaces``, ``backup``, ``restore_test``, ``window``): ``synth diff`` and the policy pack read
+them from the desired state (synth/replacements.py ``maintenance_of``)."""
+
+
+class Maintenance(StrictModel):
+    """A planned replacement of a container that writes data, acknowledged for one image change.
+
+    The image patch of a self-hosted datastore (``postgres:17.2`` to ``17.3``) replaces its
+    container: ``synth diff`` blocks that in production and the policy pack checks the
+    acknowledgement. Stated here, it is accepted for exactly this change (``replaces`` to
+    ``image``) once the runbook's steps are recorded: the backup taken for it and the day its
+    restore test went green, no later than the window. Runbook: README "Patching a datastore's
+    image in production". The acknowledgement stays until the next patch replaces it; removing it
+    alone changes the container's labels, which replaces the container again."""
+
+    image: PinnedImage = Field(description="the image the service moves to; equal to the service's image")
+    replaces: PinnedImage = Field(description="the image the service runs now, same repository and major version")
+    backup: str = Field(min_length=3, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._:/@+=(),-]*$",
+                        description="the backup taken for this change: the restic snapshot id and "
+                        "repository, or the dump's path")
+    restore_test: datetime.date = Field(description="the day (UTC) the restore test of that backup "
+                                        "went green; no later than the window's day")
+    window_start: datetime.datetime = Field(description="start of the maintenance window, ISO 8601 "
+                                            "in UTC, e.g. 2026-12-06T02:00:00Z")
+    window_minutes: int = Field(default=60, ge=15, le=480, description="length of the window in minutes")
+
+    @field_validator("window_start")
+    @classmethod
+    def _utc(cls, value: datetime.datetime) -> datetime.datetime:
+        if value.tzinfo is None or value.utcoffset() != datetime.timedelta(0):
+            raise ValueError("give the window in UTC, ending in Z (2026-12-06T02:00:00Z)")
+        return value
+
+    def labels(self) -> list[dict[str, str]]:
+        """The container labels that carry it into the desired state (``MAINTENANCE_LABEL``)."""
+        start = self.window_start.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return [{"label": MAINTENANCE_LABEL + key, "value": value} for key, value in (
+            ("image", self.image), ("replaces", self.replaces), ("backup", self.backup),
+            ("restore_test", self.restore_test.isoformat()),
+            ("window", f"{start}/PT{self.window_minutes}M"))]
+
+
+def _major(reference: str) -> str | None:
+    """The leading number of an image tag (``17`` of ``17.2-bookworm``, ``7`` of ``7.0.15``), or
+    None when the tag does not start with one (``RELEASE.2025-04-22T22-12-26Z``)."""
+    tag = parse_image_reference(reference).tag or ""
+    digits = re.match(r"^v?(\d+)", tag)
+    return digits.group(1) if digits else None
+
+
 class ContainerSpec(StrictModel):
     """A service container. Limits and a healthcheck are required: the audit found both missing."""
 
@@ -131,6 +186,10 @@ class ContainerSpec(StrictModel):
     command: list[str] | None = Field(default=None, description="overrides the image's CMD")
     restart: Literal["unless-stopped", "always", "on-failure"] = Field(
         default="unless-stopped", description="Docker restart policy")
+    maintenance: Maintenance | None = Field(
+        default=None, description="acknowledges a planned image patch of a container that writes "
+        "data (its replacement), with the backup and restore test it needs; README \"Patching a "
+        "datastore's image in production\"")
 
     @field_validator("env")
     @classmethod
@@ -161,6 +220,40 @@ def _not_plain_and_secret(spec: ContainerSpec, ctx: RuleContext) -> Iterator[Fin
         yield Finding(("secret_env", key), f"is also set in {ctx.where('env', key)}; keep one")
 
 
+@rule(ContainerSpec)
+def _maintenance(spec: ContainerSpec, ctx: RuleContext) -> Iterator[Finding]:
+    """A maintenance acknowledgement covers one image patch of a container that writes data.
+    Major versions: PostgreSQL's minor releases never change the storage format, a major one
+    needs pg_upgrade or a dump and restore (https://www.postgresql.org/support/versioning/);
+    MongoDB and Redis upgrade their data files between major versions too, so a major change is
+    a migration, not an image patch."""
+    plan = spec.maintenance
+    if plan is None:
+        return
+    if not any(not m.read_only for m in spec.mounts):
+        yield Finding(("maintenance",), "only a container that writes data (a mount with read_only: "
+                      "false) needs a maintenance acknowledgement; remove it")
+    if plan.image != spec.image:
+        yield Finding(("maintenance", "image"), f"acknowledges {plan.image} but {ctx.where('image')} is "
+                      f"{spec.image}; update the acknowledgement for this change (with its own backup and "
+                      "restore test) or remove it")
+    if plan.replaces == plan.image:
+        yield Finding(("maintenance", "replaces"), "is the same image as maintenance.image; there is "
+                      "nothing to acknowledge, remove maintenance")
+        return
+    old, new = parse_image_reference(plan.replaces), parse_image_reference(plan.image)
+    if (old.domain, old.path) != (new.domain, new.path):
+        yield Finding(("maintenance", "replaces"), f"is another repository than {plan.image}; an "
+                      "acknowledgement covers a patch of one image, a change of image is a migration")
+    elif _major(plan.replaces) != _major(plan.image):
+        yield Finding(("maintenance", "replaces"), f"{plan.replaces} to {plan.image} changes the major "
+                      "version: the data files need an upgrade (pg_upgrade, or a dump and restore), "
+                      "which a container replacement does not do")
+    if plan.restore_test > plan.window_start.date():
+        yield Finding(("maintenance", "restore_test"), f"({plan.restore_test}) is after the window "
+                      f"({plan.window_start.date()}); the restore test of the backup goes green before it")
+
+
 def check_env_names(env: dict[str, str]) -> dict[str, str]:
     import re
 
@@ -171,13 +264,26 @@ def check_env_names(env: dict[str, str]) -> dict[str, str]:
     return env
 
 
+SECRET_ENV_NAME = ("the name says it holds a secret, and env is plain text in the stack file; move it "
+                   "to secret_env (the variable -> a secret config key set with `pulumi config set "
+                   "--secret platform:<product>_<name>`, which prompts for the value)")
+"""The fix for a plain env var named like a secret (``looks_secret_name``: ``DB_PASS``,
+``SENTRY_DSN``...). No braces: it is a pydantic message template."""
+
+
 def check_env(env: dict[str, str]) -> dict[str, str]:
-    """Plain env: valid names, and none that holds a secret by its name."""
+    """Plain env: valid names, and none that holds a secret by its name.
+
+    Raises ValueError for a bad name, and a ValidationError located at each secret-looking
+    variable (pydantic nests it under the field: ``...env.API_TOKEN``); the value is never
+    quoted."""
     check_env_names(env)
     secret_like = sorted(k for k in env if looks_secret(k))
     if secret_like:
-        raise ValueError(f"{', '.join(secret_like)} look like secrets; move them to "
-                         "secret_env (a secret config key) so they are never plaintext")
+        raise ValidationError.from_exception_data("env", [
+            InitErrorDetails(type=PydanticCustomError("rule", SECRET_ENV_NAME), loc=(key,),
+                             input="[value not shown]")
+            for key in secret_like])
     return env
 
 
@@ -248,7 +354,8 @@ def container_plan(spec: ContainerSpec, *, network: pulumi.Input[str], stack: st
                      "read_only": m.read_only} for m in [*spec.mounts, *(extra_mounts or [])]],
         "labels": [{"label": "platform.stack", "value": stack},
                    {"label": "platform.service", "value": spec.name},
-                   {"label": "platform.tier", "value": spec.tier.value}],
+                   {"label": "platform.tier", "value": spec.tier.value},
+                   *(spec.maintenance.labels() if spec.maintenance else [])],
         "read_only": spec.read_only_root,
         "must_run": True,
         # Health-gated: the provider's create returns only once Docker calls the container

@@ -114,10 +114,32 @@ def _strings_problems(top: str, value: Any, document: Any) -> list[str]:
             continue
         kind = secret_value_kind(text)
         if kind:
-            problems.append(f"{key_path(top, loc, document)}: holds {kind} in plain text (value not "
-                            f"shown); store it with `pulumi config set --secret "
-                            f"{CONFIG_NAMESPACE}:{top}_<name>` and reference it from secret_env")
+            problems.append(f"{key_path(top, loc, document)}: {_plain_secret_fix(top, loc, text, kind)}")
     return problems
+
+
+SLACK_WEBHOOK = "hooks.slack.com/"
+
+
+def _plain_secret_fix(top: str, loc: tuple, text: str, kind: str) -> str:
+    """What is wrong with a secret found in plain config at ``loc``, and the key it belongs in.
+
+    Product settings keep secrets in ``<product>_<name>`` keys referenced from ``secret_env``;
+    the environment section has one secret, the Slack webhook (``alerts_slack_webhook_url``),
+    and a webhook typed where the channel name goes is the common slip (Slack shows the URL
+    next to the channel). The value is never quoted; the ``pulumi config set --secret`` shown
+    takes no value, so it prompts for it and the secret stays out of the shell history."""
+    slack = f"`pulumi config set --secret {CONFIG_NAMESPACE}:alerts_slack_webhook_url`"
+    if top == "environment" and SLACK_WEBHOOK in text:
+        where = ("this key takes the channel name (such as #ops-alerts); " if loc[-1:] == ("slack_channel",)
+                 else "")
+        return (f"holds a Slack webhook URL, which is a secret (value not shown); {where}set the URL with "
+                f"{slack} (it prompts for it) and remove it from here")
+    if top == "environment":
+        return (f"holds {kind} in plain text (value not shown); the environment settings take no "
+                f"secrets, remove it (the one environment secret, the Slack webhook URL, is set with {slack})")
+    return (f"holds {kind} in plain text (value not shown); store it with `pulumi config set --secret "
+            f"{CONFIG_NAMESPACE}:{top}_<name>` (it prompts for the value) and reference it from secret_env")
 
 
 _KEY_NAME = re.compile(r"[a-z][a-z0-9_]{2,62}")
@@ -147,6 +169,14 @@ def _scrub(problems: list[str], values: Mapping[str, Any], key_names: set[str] =
             message = message.replace(secret, "[value not shown]")
         scrubbed.append(path + sep + message)
     return scrubbed
+
+
+def _one_per_secret(problems: list[str]) -> list[str]:
+    """One message per mistake: where a value was found to hold a secret (``holds ...``), the
+    field's own "not a valid value here" for the same masked value adds nothing, so it goes."""
+    held = {p.partition(": ")[0] for p in problems if p.partition(": ")[2].startswith("holds ")}
+    return [p for p in problems
+            if not (p.partition(": ")[0] in held and "looks like a secret (not shown)" in p)]
 
 
 def _dedupe(problems: list[str]) -> list[str]:
@@ -262,7 +292,7 @@ def validate_stack_config(
         missing = [s for s in needed.values() if s.key not in raw]
         problems.extend(
             f"{key_path(s.key, [])}: required secret is not set ({s.description}); run "
-            f"`pulumi config set --secret {CONFIG_NAMESPACE}:{s.key} <value>`"
+            f"{set_secret_command(s)}"
             for s in missing
         )
         for secret in needed.values():
@@ -278,10 +308,11 @@ def validate_stack_config(
         plaintext = [s for s in needed.values() if s.key in raw and s.key not in secret_keys]
         problems.extend(
             f"{key_path(s.key, [])}: is stored in plain text in the stack file; set it with "
-            f"`pulumi config set --secret {CONFIG_NAMESPACE}:{s.key} <value>` so it is encrypted"
+            f"{set_secret_command(s)} so it is encrypted"
             for s in plaintext
         )
     if problems:
+        problems = _one_per_secret(problems)
         # Only what has the shape of a config key name counts as one: a secret value typed where
         # a key name belongs (secret_env: {JWT_SECRET: "postgres://user:pw@..."}) stays masked.
         names = {n for n in {str(k) for k in raw} | set(needed or ())
@@ -309,6 +340,19 @@ def _reused_keys(raw: Mapping[str, Any], needed: Mapping[str, SecretKey]) -> lis
             for s in needed.values()
             if s.format == "openssh_private_key" or s.key.endswith("_ssh_private_key")
             if isinstance(raw.get(s.key), str) and raw[s.key].strip() == ca.strip()]
+
+
+def set_secret_command(secret: SecretKey) -> str:
+    """The command that sets ``secret`` without the value on a command line (where it would land
+    in the shell history and the process list): a multi-line value (a private key, a Docker
+    ``config.json``) from its file on standard input, any other at pulumi's prompt (``pulumi
+    config set`` reads the value from standard input when none is given)."""
+    command = f"pulumi config set --secret {CONFIG_NAMESPACE}:{secret.key}"
+    if secret.format in _KEY_FORMATS or secret.key.endswith("_ssh_private_key"):
+        return f"`{command} < KEY_FILE`"
+    if secret.key.endswith("_registry_auth"):
+        return f"`{command} < config.json`"
+    return f"`{command}` (it prompts for the value)"
 
 
 def _offline_placeholder(value: str) -> bool:

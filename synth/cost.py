@@ -1,10 +1,28 @@
 """Monthly cost estimate of a desired state, from the dated price table in pricing/prices.json.
 
 Line items per product: the resource, what is priced (its size), the unit price, the count and
-the monthly amount, with the source page and date of the price row. A managed database cluster
-is one primary node plus ``nodeCount - 1`` standby nodes, each priced from its own row (as
-DigitalOcean lists them). On-prem hosts are owned: listed, never priced. A size missing from the
-table is listed as unpriced, never priced 0.
+the monthly amount, with the source page and date of the price row. On-prem hosts are owned:
+listed, never priced. A size missing from the table is listed as unpriced, never priced 0.
+
+A managed database cluster (``nodeCount`` nodes) is one primary node plus ``nodeCount - 1``
+standby nodes, each priced from its own row: the primary from ``database-node``, each standby
+from ``database-standby-node``. What DigitalOcean's documentation says about standby nodes, read
+on 2026-11-30 and recorded in each standby row's ``checked``:
+
+- https://docs.digitalocean.com/glossary/standby/ : standby nodes are only supported for plans
+  with 2 GB of RAM or more; a cluster has at most two (Caching: one,
+  https://docs.digitalocean.com/products/databases/redis/how-to/add-standby-nodes); "adding
+  standby nodes is optional to cluster configuration and can affect the monthly cost".
+- https://docs.digitalocean.com/products/databases/ : clusters may have zero, one or two standby
+  nodes; the smallest single-node plan takes none.
+- https://docs.digitalocean.com/products/databases/postgresql/how-to/add-standby-nodes : how to
+  add them; no amount.
+
+None of them gives a standby node's price. So the amount is the per-node price transcribed from
+https://www.digitalocean.com/pricing/managed-databases on the row's ``as_of`` (the pricing page
+lists a plan's price by node count), a 1 GB plan has no standby row (a standby on it is
+listed as unpriced), and every standby line, in the cost report and in the diff's cost delta,
+says that the docs did not confirm the amount (``price_confirmed: false``).
 """
 
 from __future__ import annotations
@@ -168,4 +186,17 @@ def delta_markdown(base: dict[str, Any], head: dict[str, Any], prices: PriceTabl
         rows.append(f"| {product} | {a:,.2f} | {b:,.2f} | {b - a:+,.2f} |")
     a, b = sum(before.values()), sum(after.values())
     rows.append(f"| **total** | **{a:,.2f}** | **{b:,.2f}** | **{b - a:+,.2f}** |")
-    return rows
+    return rows + unconfirmed_notes(estimate(base, prices)[0] + estimate(head, prices)[0])
+
+
+def unconfirmed_notes(lines: list[Line]) -> list[str]:
+    """One note per priced item whose amount the provider's docs did not confirm (standby
+    nodes): what is assumed, and when the docs were checked."""
+    seen: dict[tuple[str, str], set[str]] = {}
+    for line in lines:
+        if line.unconfirmed_on:
+            seen.setdefault((line.item, line.unconfirmed_on), set()).add(line.size)
+    return ["", *(f"- {item} (`{'`, `'.join(sorted(sizes))}`): priced at the plan's per-node list price; "
+                  f"DigitalOcean's documentation says standby nodes \"can affect the monthly cost\" but gives "
+                  f"no amount (checked {date}: https://docs.digitalocean.com/glossary/standby/)"
+                  for (item, date), sizes in sorted(seen.items()))] if seen else []

@@ -15,8 +15,13 @@ values is not listed, only counted.
 
 Deleting or replacing a stateful resource (``synth.replacements.stateful_reason``: a type that
 holds data, or a container with a writable data mount) or deleting a protected one is a warning
+that says what goes with it (its data, or for a protected VPC, database user or reserved IP what
+it serves: ``synth.replacements.DEPENDENCY_LOSS``),
 at the top and exit code 3. In a production stack that is final; elsewhere ``allow_stateful_changes`` (``--allow-stateful-changes``) accepts it, exit 0, and the
-warning stays in the comment. A base and head of different projects or stacks raise
+warning stays in the comment. The one exception, in every stack: the image patch of a container
+that writes data, acknowledged in the stack config (a service's ``maintenance``, carried in the
+container's labels) for exactly that image change, is listed as planned maintenance and does not
+block. A base and head of different projects or stacks raise
 ``DiffInputError`` (the CLI exits 2).
 """
 
@@ -28,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from synth.values import UNKNOWN_MASK, leaf_path
-from synth.replacements import replacing_inputs, stateful_reason
+from synth.replacements import DEPENDENCY_LOSS, loss, maintenance_of, replacing_inputs, stateful_reason
 from synth.state import product_of
 
 EXIT_SAFE, EXIT_INPUT, EXIT_WARNING = 0, 2, 3
@@ -91,6 +96,9 @@ class Diff:
     allow_stateful_changes: bool = False
     # Resources whose only differences are values a preview does not know yet.
     known_after_apply: int = 0
+    # Replacements of data-writing containers that a maintenance acknowledgement covers: shown,
+    # never blocking (README "Patching a datastore's image in production").
+    maintenance: list[str] = field(default_factory=list)
 
     @property
     def blocked(self) -> bool:
@@ -332,6 +340,7 @@ def diff_states(base: dict[str, Any], head: dict[str, Any], *,
     head_by_urn = {r["urn"]: r for r in head.get("resources", [])}
     changes: list[Change] = []
     warnings: list[str] = []
+    notes: list[str] = []
     pending = 0
     for urn in sorted(set(base_by_urn) | set(head_by_urn)):
         old, new = base_by_urn.get(urn), head_by_urn.get(urn)
@@ -343,7 +352,7 @@ def diff_states(base: dict[str, Any], head: dict[str, Any], *,
             if reason or old.get("protect"):
                 what = "protected " if old.get("protect") else ""
                 warnings.append(f"deletes {what}`{old['name']}` ({_short(old['type'])}) and "
-                                f"{reason or 'the data it holds'}")
+                                f"{reason or loss(old) or 'what depends on it'}")
         else:
             inputs = input_changes(old, new)
             counted = [c for c in inputs if c.kind != "unknown"]
@@ -354,11 +363,47 @@ def diff_states(base: dict[str, Any], head: dict[str, Any], *,
             forced_by = sorted({c.path.split(".", 1)[0].split("[", 1)[0] for c in counted} & forcing)
             kind = "replaced" if forced_by else "changed"
             changes.append(Change(kind, new, product_of(new, head_by_urn), inputs, forced_by))
-            if forced_by and (stateful_reason(old) or stateful_reason(new) or old.get("protect")):
+            if forced_by and stateful_reason(old) and maintenance_of(new):
+                verdict = _acknowledged(old, new, forced_by)
+                if verdict.startswith("acknowledged"):
+                    notes.append(verdict)
+                    continue
+                warnings.append(verdict)
+            elif forced_by and (stateful_reason(old) or stateful_reason(new) or old.get("protect")):
+                served = "" if stateful_reason(old) or stateful_reason(new) else DEPENDENCY_LOSS.get(new["type"])
                 warnings.append(f"replaces `{new['name']}` ({_short(new['type'])}): "
-                                f"{', '.join(forced_by)} changed, which forces a new resource")
+                                f"{', '.join(forced_by)} changed, which forces a new resource"
+                                + (f"; it takes with it {served}" if served else ""))
     return Diff(changes, warnings, production=is_production(head),
-                allow_stateful_changes=allow_stateful_changes, known_after_apply=pending)
+                allow_stateful_changes=allow_stateful_changes, known_after_apply=pending,
+                maintenance=notes)
+
+
+MAINTENANCE_INPUTS = frozenset({"image", "labels"})
+"""What an acknowledged image patch may change among the inputs that force the replacement:
+the image, and the labels that carry the acknowledgement."""
+
+
+def _acknowledged(old: dict[str, Any], new: dict[str, Any], forced_by: list[str]) -> str:
+    """``acknowledged maintenance: ...`` when ``new`` carries a maintenance acknowledgement
+    (``synth.replacements.maintenance_of``) for exactly this replacement: only the image (and
+    the acknowledgement's labels) force it, from the acknowledged ``replaces`` to ``image``.
+    Otherwise the warning, saying why the acknowledgement does not cover it."""
+    plan = maintenance_of(new) or {}
+    name, kind = new["name"], _short(new["type"])
+    before, after = (old.get("inputs") or {}).get("image"), (new.get("inputs") or {}).get("image")
+    extra = sorted(set(forced_by) - MAINTENANCE_INPUTS)
+    if extra:
+        why = f"{', '.join(extra)} changed too; an acknowledgement covers the image alone, so split the change"
+    elif (before, after) != (plan.get("replaces"), plan.get("image")):
+        why = (f"it acknowledges {plan.get('replaces')} → {plan.get('image')}, and the change is "
+               f"{before} → {after}")
+    else:
+        return (f"acknowledged maintenance: replaces `{name}` ({kind}), image `{before}` → `{after}`; "
+                f"backup `{plan.get('backup')}`, restore test green on {plan.get('restore_test')}, "
+                f"window {plan.get('window')}")
+    return (f"replaces `{name}` ({kind}): {', '.join(forced_by)} changed, which forces a new resource; "
+            f"its maintenance acknowledgement does not cover it: {why}")
 
 
 def replacement_order(resource: dict[str, Any]) -> str:
@@ -422,6 +467,10 @@ def markdown(diff: Diff, base: dict[str, Any], head: dict[str, Any],
             verdict = "**This change deletes or replaces stateful resources;** rerun the diff with " \
                       "`--allow-stateful-changes` once the data is safe."
         out += ["> [!CAUTION]", f"> {verdict}"] + [f"> - {w}" for w in diff.warnings] + [""]
+    if diff.maintenance:
+        out += ["> [!IMPORTANT]", "> **Planned maintenance, acknowledged in the stack config:** apply it "
+                "inside its window, after the backup it names (README \"Patching a datastore's image in "
+                "production\")."] + [f"> - {n}" for n in diff.maintenance] + [""]
     counts = {k: sum(c.kind == k for c in diff.changes) for k in SYMBOL}
     out.append(f"{counts['added']} to add, {counts['changed']} to change, {counts['replaced']} to "
                f"replace, {counts['removed']} to remove.")

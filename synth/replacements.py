@@ -15,7 +15,8 @@ which the offline synth does not have. Two sources, merged:
 
 A resource's own ``replace_on_changes`` option (in the synth JSON) adds to both.
 
-Which resources hold state (``STATEFUL_TYPES``, ``writable_data_mounts``, ``stateful_reason``) is
+Which resources hold state (``STATEFUL_TYPES``, ``writable_data_mounts``, ``stateful_reason``), and
+what the protected kinds without data of their own serve (``DEPENDENCY_LOSS``, ``loss``), is
 decided here once: ``synth diff`` warns on deleting or replacing them and the policy pack
 (``policy/rules/stack.py``, ``policy/rules/containers.py``) protects them, both from these
 functions. They read plain or proxied mappings and sequences alike (the CrossGuard analyzer hands
@@ -67,6 +68,26 @@ STATEFUL_TYPES = frozenset({
 
 CONTAINER = "docker:index/container:Container"
 
+# What deleting or replacing a resource that holds no data of its own takes with it, for the
+# kinds production protects besides STATEFUL_TYPES (policy/rules/stack.py) and the reserved IPs
+# it protects. "The data it holds" would be false for them. Sources: a VPC is deleted only once
+# it has no members (DigitalOcean API, DELETE /v2/vpcs/{vpc_id}:
+# https://docs.digitalocean.com/reference/api/reference/vpcs/), and a droplet's ``vpcUuid`` and a
+# cluster's ``privateNetworkUuid`` force new resources (REPLACING_INPUTS); a DatabaseUser's
+# ``password`` is an output the provider generates (pulumi_digitalocean.DatabaseUser); a
+# reserved IP is an address DigitalOcean allocates.
+DEPENDENCY_LOSS: dict[str, str] = {
+    "digitalocean:index/vpc:Vpc":
+        "the private network its droplets and database clusters are attached to (DigitalOcean "
+        "refuses to delete a VPC that still has members, and moving a member to another VPC "
+        "replaces it: `vpcUuid`, `privateNetworkUuid`)",
+    "digitalocean:index/databaseUser:DatabaseUser":
+        "the login the services use: a user created again gets a new generated password, so every "
+        "service holding the old one fails to connect until it is redeployed",
+    "digitalocean:index/reservedIp:ReservedIp":
+        "the public address DNS points at: a new reserved IP is a different address",
+}
+
 
 def writable_data_mounts(resource: dict) -> list[str]:
     """The container paths a Docker container writes to storage that outlives it: ``volumes``
@@ -106,6 +127,32 @@ def stateful_reason(resource: dict) -> str | None:
     if paths:
         return f"the data it writes to {', '.join(f'`{p}`' for p in paths)}"
     return None
+
+
+MAINTENANCE_LABEL = "platform.maintenance."
+"""components.containers.MAINTENANCE_LABEL: the labels a maintenance acknowledgement puts on its
+container (not imported: the policy pack reads this module without the components)."""
+
+
+def maintenance_of(resource: dict) -> dict[str, str] | None:
+    """The maintenance acknowledgement a container carries in its labels (``image``,
+    ``replaces``, ``backup``, ``restore_test``, ``window``), or None. Stated in the stack config
+    (``maintenance`` of a service: components.containers.Maintenance)."""
+    if resource.get("type") != CONTAINER:
+        return None
+    inputs = resource.get("inputs")
+    inputs = inputs if isinstance(inputs, Mapping) else {}
+    found = {}
+    for label in _sequence(inputs.get("labels")):
+        if isinstance(label, Mapping) and str(label.get("label", "")).startswith(MAINTENANCE_LABEL):
+            found[str(label["label"])[len(MAINTENANCE_LABEL):]] = label.get("value")
+    return found or None
+
+
+def loss(resource: dict) -> str | None:
+    """What deleting or replacing ``resource`` loses, in words true for its kind, or None:
+    its data (:func:`stateful_reason`), else what a protected kind serves (``DEPENDENCY_LOSS``)."""
+    return stateful_reason(resource) or DEPENDENCY_LOSS.get(resource.get("type", ""))
 
 
 _FORCES = re.compile(r":param [^:]*? (\w+):((?:(?!:param ).)*?)forces a new resource", re.S)

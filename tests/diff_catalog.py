@@ -67,6 +67,10 @@ def backup_retention(doc):
     doc["config"]["platform:vedfinance"]["backup"]["retention_days"] = 21
 
 
+def backup_schedule(doc):
+    doc["config"]["platform:vedfinance"]["backup"]["schedule"] = "*-*-* 01:15:00 UTC"
+
+
 def new_service(doc):
     services = doc["config"]["platform:kro"]["services"]
     worker = copy.deepcopy(_service(doc, "kro", "frontend"))
@@ -114,6 +118,15 @@ def datastore_image(doc):
     _service(doc, "vedfinance", "postgres")["image"] = "pgvector/pgvector:0.8.1-pg17"
 
 
+def datastore_maintenance(doc):
+    """The same bump, acknowledged (README "Patching a datastore's image in production")."""
+    datastore_image(doc)
+    _service(doc, "vedfinance", "postgres")["maintenance"] = {
+        "image": "pgvector/pgvector:0.8.1-pg17", "replaces": "pgvector/pgvector:0.8.0-pg17",
+        "backup": "restic snapshot 4f1a2b3c (vedfinance-staging)", "restore_test": "2026-12-05",
+        "window_start": "2026-12-06T02:00:00Z", "window_minutes": 45}
+
+
 @dataclass(frozen=True)
 class Case:
     name: str
@@ -130,6 +143,7 @@ CATALOG = [
     Case("size", "giv", size, "resize the App Platform backend and add a plain env var"),
     Case("alert-email", "kro", alert_email, "add an alert recipient"),
     Case("backup-retention", "vedfinance", backup_retention, "keep backups longer"),
+    Case("backup-schedule", "vedfinance", backup_schedule, "move the daily backups to 01:15 UTC"),
     Case("new-service", "kro", new_service, "add a service with its route"),
     Case("removed-service", "kro", removed_service, "remove a service and its route"),
     Case("secret-rotation", "kro", secret_rotation, "rotate an external secret"),
@@ -140,6 +154,8 @@ CATALOG = [
          "remove V-EdFinance from staging: deletes its self-hosted datastore containers"),
     Case("datastore-image", "vedfinance", datastore_image,
          "bump a self-hosted PostgreSQL image: replaces a container that holds data"),
+    Case("datastore-maintenance", "vedfinance", datastore_maintenance,
+         "the same bump, acknowledged as maintenance in the stack config: listed, not blocking"),
 ]
 
 

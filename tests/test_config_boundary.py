@@ -344,11 +344,11 @@ SECRET = "postgres://admin:S3cr3tPassw0rd@db.example.com/app"
 
 @pytest.mark.parametrize("mutate,path,text", [
     (lambda c: c["platform:kro"]["services"][0]["env"].__setitem__("DB_PASS", "x"),
-     "platform:kro.services[0] (backend).env", "DB_PASS look like secrets"),
+     "platform:kro.services[0] (backend).env.DB_PASS", "the name says it holds a secret"),
     (lambda c: c["platform:kro"]["services"][0]["env"].__setitem__("SENTRY_DSN", "x"),
-     "platform:kro.services[0] (backend).env", "SENTRY_DSN look like secrets"),
+     "platform:kro.services[0] (backend).env.SENTRY_DSN", "the name says it holds a secret"),
     (lambda c: c["platform:kro"]["services"][0]["env"].__setitem__("GOOGLE_CREDENTIALS", "x"),
-     "platform:kro.services[0] (backend).env", "GOOGLE_CREDENTIALS look like secrets"),
+     "platform:kro.services[0] (backend).env.GOOGLE_CREDENTIALS", "the name says it holds a secret"),
     (lambda c: c["platform:kro"]["services"][0]["env"].__setitem__("UPSTREAM", SECRET),
      "platform:kro.services[0] (backend).env.UPSTREAM", "a URL with a user and password"),
     (lambda c: c["platform:kro"]["services"][0]["env"].__setitem__("BLOB", "-----BEGIN OPENSSH PRIVATE KEY-----"),
@@ -367,6 +367,64 @@ def test_secrets_in_plain_config_are_rejected_and_never_echoed(stack_document, m
     problems = _problems(document)
     assert any(p.startswith(path) and text in p for p in problems), problems
     assert not any("S3cr3t" in p or "kJ8sd9" in p for p in problems)
+
+
+SLACK_WEBHOOK = "https://hooks.slack.com/services/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"
+
+
+def test_a_slack_webhook_in_slack_channel_is_one_error_naming_the_secret_key(stack_document, write_stack):
+    """The common slip: the webhook URL pasted where the channel name goes. One problem, at the
+    exact key, naming the secret key that does exist; exit 2, no traceback, URL not echoed."""
+    document = stack_document("staging")
+    document["config"]["platform:environment"]["alerts"]["slack_channel"] = SLACK_WEBHOOK
+    result = _cli(write_stack(document))
+    assert result.returncode == 2, result.stderr
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output and "T0AB12CD3" not in output and "hooks.slack.com" not in output
+    lines = [line for line in result.stderr.splitlines() if line.startswith("  - ")]
+    assert lines == [
+        "  - platform:environment.alerts.slack_channel: holds a Slack webhook URL, which is a secret "
+        "(value not shown); this key takes the channel name (such as #ops-alerts); set the URL with "
+        "`pulumi config set --secret platform:alerts_slack_webhook_url` (it prompts for it) and remove "
+        "it from here"], result.stderr
+    assert "environment_<name>" not in output
+
+
+def test_the_set_commands_never_put_a_secret_on_the_command_line(stack_document):
+    """Every `pulumi config set --secret` a message gives takes the value at pulumi's prompt or,
+    multi-line (a private key, a Docker config.json), from its file on standard input."""
+    import re
+
+    for stack in ("staging", "prod"):
+        with pytest.raises(ConfigError) as raised:
+            validate_stack_config(_raw(stack_document(stack)), stack=stack)
+        commands = [c for p in raised.value.problems for c in re.findall(r"`(pulumi config set[^`]*)`", p)]
+        assert commands, raised.value.problems
+        for command in commands:
+            key = command.split()[-1] if "<" not in command else command.split()[-3]
+            assert re.fullmatch(r"platform:\w+", key), command
+            if key.endswith("_ssh_private_key"):
+                assert command.endswith(" < KEY_FILE"), command
+            elif key.endswith("_registry_auth"):
+                assert command.endswith(" < config.json"), command
+            else:
+                assert command == f"pulumi config set --secret {key}", command
+
+
+def test_a_secret_named_env_var_is_reported_at_its_own_key(stack_document):
+    """Each offending variable at ``env.NAME``, not the whole ``env`` map, and never its value."""
+    document = stack_document("staging")
+    env = document["config"]["platform:kro"]["services"][0]["env"]
+    env["API_TOKEN"] = "plain-value-1"
+    env["DB_PASSWORD"] = "plain-value-2"
+    component = document["config"]["platform:giv"]["components"][0]
+    component.setdefault("env", {})["STRIPE_SECRET_KEY"] = "plain-value-3"
+    problems = _problems(document)
+    assert [p.split(": ", 1)[0] for p in problems] == [
+        "platform:kro.services[0] (backend).env.API_TOKEN",
+        "platform:kro.services[0] (backend).env.DB_PASSWORD",
+        f"platform:giv.components[0] ({component['name']}).env.STRIPE_SECRET_KEY"], problems
+    assert not any("plain-value" in p for p in problems)
 
 
 @pytest.mark.parametrize("key,value,kind", [

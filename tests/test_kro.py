@@ -272,7 +272,7 @@ BAD_KRO = {
         "publish", [{"host_port": 3000, "container_port": 3000}]),
         "platform:kro.services[0] (backend).publish: only the ingress publishes ports"),
     "plaintext secret": (lambda k: k["services"][0]["env"].__setitem__("JWT_SECRET", "hunter2"),
-                         "JWT_SECRET look like secrets; move them to secret_env"),
+                         "platform:kro.services[0] (backend).env.JWT_SECRET: the name says it holds a secret"),
     "host outside zone": (lambda k: k["routes"][0].__setitem__("host", "api.example.com"),
                           "platform:kro.routes[0] (api.example.com).host: api.example.com is outside the DNS zone krotrust.com"),
     "missing healthcheck": (lambda k: k["services"][2].pop("healthcheck"),

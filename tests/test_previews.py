@@ -102,6 +102,35 @@ def test_deleting_a_stateful_resource_warns_in_every_stack():
 
 
 @pytest.mark.fast
+def test_a_protected_vpc_user_or_address_is_never_said_to_hold_data():
+    """A VPC, a database user and a reserved IP hold no data: the warning says what they serve."""
+    from synth.replacements import DEPENDENCY_LOSS
+
+    vpc = res("digitalocean:index/vpc:Vpc", "net", {"ipRange": "10.0.0.0/20", "region": "fra1"}, protect=True)
+    user = res("digitalocean:index/databaseUser:DatabaseUser", "db-user-app", {"name": "app"}, protect=True)
+    address = res("digitalocean:index/reservedIp:ReservedIp", "web-ip", {"region": "fra1"}, protect=True)
+    base = dict(base_state(), stack="staging", resources=base_state()["resources"] + [vpc, user, address])
+    head = dict(base, resources=[r for r in base["resources"] if r["name"] not in ("net", "db-user-app", "web-ip")])
+    result = diff_states(base, head)
+    assert result.exit_code == EXIT_WARNING
+    assert sorted(result.warnings) == [
+        "deletes protected `db-user-app` (DatabaseUser) and the login the services use: a user created "
+        "again gets a new generated password, so every service holding the old one fails to connect "
+        "until it is redeployed",
+        "deletes protected `net` (Vpc) and the private network its droplets and database clusters are "
+        "attached to (DigitalOcean refuses to delete a VPC that still has members, and moving a member "
+        "to another VPC replaces it: `vpcUuid`, `privateNetworkUuid`)",
+        "deletes protected `web-ip` (ReservedIp) and the public address DNS points at: a new reserved IP "
+        "is a different address"]
+    moved = json.loads(json.dumps(base))
+    _by_name(moved, "net")["inputs"]["ipRange"] = "10.0.16.0/20"
+    replaced = diff_states(base, moved)
+    assert replaced.warnings == ["replaces `net` (Vpc): ipRange changed, which forces a new resource; "
+                                 "it takes with it " + DEPENDENCY_LOSS["digitalocean:index/vpc:Vpc"]]
+    assert not any("data it holds" in w for w in result.warnings + replaced.warnings)
+
+
+@pytest.mark.fast
 def test_production_comes_from_the_stack_output_not_the_name():
     head = base_state()
     _by_name(head, "web")["inputs"]["region"] = "ams3"
@@ -201,6 +230,9 @@ def test_golden_catalog_covers_the_routine_changes_and_their_verdicts():
     assert "JWT_SECRET=(secret changed)" in (GOLDEN / "secret-rotation.md").read_text()
     assert "**replaced**, forced by `name`" in (GOLDEN / "bucket-rename.md").read_text()
     assert "+ LOG_LEVEL=debug" in (GOLDEN / "env-var.md").read_text()
+    acknowledged = (GOLDEN / "datastore-maintenance.md").read_text()
+    assert "Planned maintenance, acknowledged in the stack config" in acknowledged
+    assert "[!CAUTION]" not in acknowledged
 
 
 @pytest.mark.fast
@@ -565,6 +597,22 @@ def test_standby_rows_record_the_check_against_the_providers_docs():
     second, = [l for l in text.splitlines() if "pg standby node" in l]
     assert "not confirmed" not in primary
     assert ("not confirmed" in second) is (not standby[0]["checked"]["price_confirmed"])
+
+
+@pytest.mark.fast
+def test_the_diff_cost_delta_says_what_the_docs_say_about_standby_prices():
+    """The pull-request comment's cost table carries the standby caveat, not only the report."""
+    from synth.cost import delta_markdown
+
+    head = base_state()
+    _by_name(head, "db")["inputs"]["nodeCount"] = 3
+    text = "\n".join(delta_markdown(base_state(), head, PriceTable.load()))
+    assert ("- pg standby node (`db-s-1vcpu-2gb`): priced at the plan's per-node list price; "
+            "DigitalOcean's documentation says standby nodes \"can affect the monthly cost\" but gives "
+            "no amount (checked 2026-11-30: https://docs.digitalocean.com/glossary/standby/)") in text
+    assert "| **total** | **88.80** | **118.80** | **+30.00** |" in text
+    single = {"resources": [res(CLUSTER, "db", {"engine": "pg", "size": "db-s-1vcpu-2gb", "nodeCount": 1})]}
+    assert "standby" not in "\n".join(delta_markdown(single, single, PriceTable.load()))
 
 
 @pytest.mark.fast

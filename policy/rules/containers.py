@@ -10,7 +10,7 @@ import re
 from policy.rules.base import (ADVISORY, CRITICAL, HIGH, LOW, MANDATORY, MEDIUM, T_CONTAINER,
                                T_IMAGE, Case, items, labels_of, mapping, resource_policy)
 from policy.rules.fixtures import container, doc, res
-from synth.replacements import writable_data_mounts
+from synth.replacements import maintenance_of, writable_data_mounts
 
 # The bound of components.containers.health_wait_timeout_s (the pack does not import the program).
 WAIT_TIMEOUT_MAX_S = 600
@@ -131,6 +131,66 @@ resource_policy(
                 (doc(container(wait=True, waitTimeout=3600)),
                  [f"the container's `waitTimeout` (3600) is not between 1 and {WAIT_TIMEOUT_MAX_S} "
                   "seconds; a deploy waits for it without a bound"])]))
+
+
+MAINTENANCE_KEYS = ("image", "replaces", "backup", "restore_test", "window")
+_WINDOW = re.compile(r"^(\d{4}-\d{2}-\d{2})T\d{2}:\d{2}:\d{2}Z/PT(\d+)M$")
+
+
+def _check_maintenance(props, args):
+    # The acknowledgement `synth diff` accepts for a datastore's image patch (a service's
+    # `maintenance`, components.containers.Maintenance), checked again where the engine sees it:
+    # complete, on a container that writes data and is deleted before its replacement, with the
+    # restore test green no later than the window. The stack config checks the same before any
+    # resource is registered; this catches a hand-made or stale state.
+    plan = maintenance_of({"type": T_CONTAINER, "inputs": props})
+    if not plan:
+        return
+    missing = [k for k in MAINTENANCE_KEYS if not plan.get(k)]
+    if missing:
+        yield f"the maintenance acknowledgement lacks {', '.join(missing)}; state all of {', '.join(MAINTENANCE_KEYS)}"
+        return
+    if not writable_data_mounts({"type": T_CONTAINER, "inputs": props}):
+        yield "the container writes no data, so a maintenance acknowledgement does not apply; remove it"
+    elif not args.opts.delete_before_replace:
+        yield "the acknowledged replacement is not deleted first; set delete_before_replace"
+    window = _WINDOW.match(str(plan["window"]))
+    if not window or not 15 <= int(window.group(2)) <= 480:
+        yield f"the maintenance window {plan['window']!r} is not START/PTnM in UTC, 15 to 480 minutes"
+    elif not re.fullmatch(r"\d{4}-\d{2}-\d{2}", str(plan["restore_test"])) or str(plan["restore_test"]) > window.group(1):
+        yield (f"the restore test ({plan['restore_test']}) is not a day on or before the window "
+               f"({window.group(1)}); the restore of the backup goes green first")
+    if plan["image"] == plan["replaces"]:
+        yield "the maintenance acknowledgement replaces an image by itself; remove it"
+
+
+def _maintained(**labels):
+    keys = {"image": "postgres:17.3", "replaces": "postgres:17.2", "backup": "restic 4f1a2b3c",
+            "restore_test": "2026-12-05", "window": "2026-12-06T02:00:00Z/PT60M", **labels}
+    return {**container("pg", volumes=_DATA, labels=[{"label": "platform.maintenance." + k, "value": v}
+                                                    for k, v in keys.items() if v is not None]),
+            "delete_before_replace": True}
+
+
+resource_policy(
+    "docker-container-configure-complete-maintenance-acknowledgement",
+    "A datastore image patch acknowledged for maintenance names its backup, a restore test green before the window, and the window.",
+    level=MANDATORY, severity=HIGH, category="data",
+    sources=["README: Patching a datastore's image in production",
+             "PostgreSQL docs: versioning policy (minor releases keep the storage format)"],
+    fix="Complete the service's maintenance in the stack config (components.containers.Maintenance).",
+    types=C, check=_check_maintenance,
+    cases=Case(doc(_maintained(), container("web")),
+               [(doc(_maintained(backup=None)),
+                 ["the maintenance acknowledgement lacks backup; state all of image, replaces, backup, "
+                  "restore_test, window"]),
+                (doc(_maintained(restore_test="2026-12-07")),
+                 ["the restore test (2026-12-07) is not a day on or before the window (2026-12-06); "
+                  "the restore of the backup goes green first"]),
+                (doc({**_maintained(), "delete_before_replace": False}),
+                 ["the acknowledged replacement is not deleted first; set delete_before_replace"]),
+                (doc({**container("web", labels=_maintained()["inputs"]["labels"])}),
+                 ["the container writes no data, so a maintenance acknowledgement does not apply; remove it"])]))
 
 
 def _check_memory(props, args):

@@ -19,7 +19,7 @@ from policy.rules.base import (CRITICAL, HIGH, MANDATORY, MEDIUM, MISSING_PRODUC
                                resource_policy, stack_policy, stdin_of, today, walk_strings,
                                DO)
 from policy.rules.fixtures import container, doc, res, script, urn
-from synth.replacements import STATEFUL_TYPES
+from synth.replacements import DEPENDENCY_LOSS, STATEFUL_TYPES
 
 # What holds state is decided once, in synth.replacements, for this pack and `synth diff` alike.
 # Production also protects what the data depends on: the database users (the services' way in)
@@ -37,8 +37,12 @@ def _check_protected(args):
         return
     for resource in args.resources:
         if resource.resource_type in PROTECTED_TYPES and not resource.opts.protect:
-            yield (f"{resource.resource_type.rsplit(':', 1)[-1]} {resource.name} holds state "
-                   "in a production stack and is not protected"), resource.urn
+            kind = resource.resource_type.rsplit(':', 1)[-1]
+            if resource.resource_type in STATEFUL_TYPES:
+                yield f"{kind} {resource.name} holds state in a production stack and is not protected", resource.urn
+            else:
+                yield (f"{kind} {resource.name} is not protected in a production stack; deleting it "
+                       f"loses {DEPENDENCY_LOSS[resource.resource_type]}"), resource.urn
 
 
 stack_policy(
@@ -48,7 +52,10 @@ stack_policy(
     fix="Set protect (and retain_on_delete) on the resource in production.",
     check=_check_protected, config=PRODUCTION,
     cases=Case(doc(res(T_CLUSTER, "db", {}, protect=True)),
-               [(doc(res(T_CLUSTER, "db", {}, stack="staging")), ["DatabaseCluster db holds state in a production stack and is not protected"])],
+               [(doc(res(T_CLUSTER, "db", {}, stack="staging")), ["DatabaseCluster db holds state in a production stack and is not protected"]),
+                (doc(res(T_CLUSTER, "db", {}, protect=True), res(DO + "vpc:Vpc", "net", {})),
+                 ["Vpc net is not protected in a production stack; deleting it loses "
+                  + DEPENDENCY_LOSS[DO + "vpc:Vpc"]])],
                config={"production": True}))
 
 
