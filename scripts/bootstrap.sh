@@ -58,6 +58,12 @@ declare -A apt_tools=(
   [dnsmasq]=dnsmasq-base
   [pebble]=pebble
   [certbot]=certbot
+  # The lab tier's live probes from the lab's internet site (TLS, renewals) and the drills'
+  # certificate reads; a minimal Debian 12 has neither curl nor, without a Recommends, the
+  # CA store that dockerd and pip verify against.
+  [curl]=curl
+  [openssl]=openssl
+  [update-ca-certificates]=ca-certificates
 )
 missing=()
 for tool in "${!apt_tools[@]}"; do
@@ -67,7 +73,9 @@ done
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 # Packages the host scripts install that have no command of their own: the sandboxed
 # twice-run test (tests/test_host_idempotency.py) runs those scripts with no network.
-for pkg in python3-systemd systemd-timesyncd; do
+# debian-archive-keyring: debootstrap (box and stand-in root filesystems) verifies the mirror's
+# Release with it, and installs it only as a Recommends.
+for pkg in python3-systemd systemd-timesyncd debian-archive-keyring; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
