@@ -41,6 +41,18 @@ def _timed(call):
     return result, time.perf_counter() - started
 
 
+class _Seconds(dict):
+    """Step -> seconds, each printed as it lands: an interrupted run still leaves its figures."""
+
+    def __init__(self, label: str):
+        super().__init__()
+        self.label = label
+
+    def __setitem__(self, step: str, seconds: float) -> None:
+        super().__setitem__(step, seconds)
+        print(f"{self.label}: {step} {seconds:.1f} s", flush=True)
+
+
 def _import_box(daemon: DockerDaemon, tarball: Path) -> None:
     with open(tarball, "rb") as data:
         subprocess.run(daemon.cli("import", "-c", 'CMD ["/sbin/init"]', "-", "bench-box:latest"),
@@ -49,7 +61,7 @@ def _import_box(daemon: DockerDaemon, tarball: Path) -> None:
 
 def _pass(label: str, cache: Path, contracts, ns: Namespace, work: Path, bip: str,
           daemons: list[DockerDaemon], lab: _Lab) -> dict[str, float]:
-    seconds: dict[str, float] = {}
+    seconds = _Seconds(label)
     # As a rehearsal plans them: the kinds that dial out over TLS trust the cache's test CA.
     registry = images.Registry(cache_dir=cache / "images")
     planned = images.plan_standins(contracts, trust_pem=registry.ca.cert_pem)
