@@ -27,7 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-DEFAULT_LOCK = Path("/run/platform-rehearsal.lock")
+DEFAULT_LOCK = Path(os.environ.get("PLATFORM_REHEARSAL_LOCK", "/run/platform-rehearsal.lock"))
+"""The lab lock every rehearsal takes unless given another: machine-wide, so that two labs never
+share two cores by accident; ``PLATFORM_REHEARSAL_LOCK`` moves it (a developer's lab tier next to
+a colleague's rehearsal on a shared machine)."""
 SERVICE_ADDRESS = "100.64.0.1"
 """An address of the namespace itself (on its loopback), reachable from every box through
 its default route: the local apt repository and the image registry listen on it. It is in the

@@ -53,14 +53,17 @@ class Drill:
     either, nothing is converged and ``observe`` runs on the lab as it stands); ``reissue``:
     ``tls:*`` resource names whose certificates are issued anew (``pulumi up --replace``);
     ``observe(context) -> dict``: what the running services show, kept in the report (it may
-    raise: the error is the drill's). Order: capture with the same keys and secrets
-    (``CaptureMemory``) -> the same overlay -> converge (changes expected) -> converge again
-    (0 changes) -> ``observe``."""
+    raise: the error is the drill's); ``hosts``: the hosts (names) the change is converged onto
+    (None: every host of the held lab), so that a drill on a shared staging lab pays for the
+    boxes it observes only. Order: capture with the same keys and secrets (``CaptureMemory``)
+    -> the same overlay -> converge (changes expected) -> converge again (0 changes) ->
+    ``observe``."""
 
     name: str
     observe: Callable[[DrillContext], dict]
     stack_file: Optional[Path] = None
     reissue: Sequence[str] = ()
+    hosts: Optional[Sequence[str]] = None
 
 
 def box_specs(lab_capture: StackCapture, plan: overlay_mod.Overlay, dns: tuple[str, ...] = ()):
@@ -404,10 +407,17 @@ class Rehearsal:
     def _recapture(self, drill: Drill) -> StackCapture:
         # The same keys, secrets and certificates (CaptureMemory) and the same overlay: only the
         # drill's change differs from what the lab runs.
+        hosts = self.hosts
+        if drill.hosts is not None:
+            outside = set(drill.hosts) - set(self.lab_capture.hosts)
+            if outside:
+                raise ValueError(f"drill {drill.name}: hosts {sorted(outside)} have no box in this lab "
+                                 f"(it has {sorted(self.lab_capture.hosts)})")
+            hosts = drill.hosts
         return overlay_mod.apply(only_hosts(capture(
             self.stack, products=self.products, stack_file=drill.stack_file or self.stack_file,
             database_ca_pem=self.database_ca_pem, memory=self.memory, reissue=drill.reissue),
-            self.hosts), self.overlay)
+            hosts), self.overlay)
 
     def _run(self) -> None:
         from rehearsal.checks import check_host

@@ -331,6 +331,24 @@ class LabServices:
         stop_pid(proc.pid, timeout=10)
         proc.wait(timeout=5)
 
+    def is_running(self, name: str) -> bool:
+        """Whether the lab service ``name`` was started and its process still runs."""
+        proc = self._procs.get(name)
+        return proc is not None and proc.poll() is None
+
+    def start_service(self, name: str) -> None:
+        """Start again one service that :meth:`stop_service` stopped (``dns``, ``s3``, ``smtp``,
+        ``webhook``), on its address with a fresh certificate, and wait until it answers; what
+        it held in memory (moto's buckets) is gone, as after a real outage of a stand-in.
+        Raises ServicesError for a name still running or not one of those."""
+        starts = {"dns": self._start_dns, "s3": self._start_s3, "smtp": self._start_smtp,
+                  "webhook": self._start_webhook}
+        if name not in starts:
+            raise ServicesError(f"{name!r} cannot be started again (only {', '.join(starts)})")
+        if self.is_running(name):
+            raise ServicesError(f"lab service {name!r} is running")
+        starts[name]()
+
     def listen(self, name: str, port: int) -> str:
         """Accept TCP connections on ``port`` at the lab address of ``name``, an outside host
         the zone names but no stand-in serves (a destination on an egress proxy's list), so a

@@ -60,6 +60,12 @@ declare -A apt_tools=(
   [certbot]=certbot
   # Session logging (tests/test_session_logging.py): the host's forwarder and the collector.
   [rsyslogd]=rsyslog
+  # The lab tier's live probes from the lab's internet site (TLS, renewals) and the drills'
+  # certificate reads; a minimal Debian 12 has neither curl nor, without a Recommends, the
+  # CA store that dockerd and pip verify against.
+  [curl]=curl
+  [openssl]=openssl
+  [update-ca-certificates]=ca-certificates
 )
 missing=()
 for tool in "${!apt_tools[@]}"; do
@@ -69,7 +75,9 @@ done
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 # Packages the host scripts install that have no command of their own: the sandboxed
 # twice-run test (tests/test_host_idempotency.py) runs those scripts with no network.
-for pkg in python3-systemd systemd-timesyncd rsyslog-gnutls auditd audispd-plugins; do
+# debian-archive-keyring: debootstrap (box and stand-in root filesystems) verifies the mirror's
+# Release with it, and installs it only as a Recommends.
+for pkg in python3-systemd systemd-timesyncd rsyslog-gnutls auditd audispd-plugins debian-archive-keyring; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 if [ "${#missing[@]}" -gt 0 ]; then

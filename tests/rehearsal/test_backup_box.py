@@ -1,16 +1,17 @@
 """The backup, restore-test and point-in-time-recovery units run for real on a converged box
 (docs/backup-rehearsal.md, steps 3 to 7).
 
-V-EdFinance's staging VPS is rehearsed alone (``Rehearsal("staging", products=["vedfinance"])``,
-a private lab lock): PostgreSQL 17 with two databases, Redis and the WAL job, all installed by
-the stack's own scripts, with the lab's S3 server (moto over TLS) standing in for R2 at the
-R2 endpoint the scripts name. Once both converge runs are done, the drill starts every backup
-unit with ``systemctl start`` as its timer would, while a sampler in the box reads every
-``/proc/*/cmdline`` every 10 ms looking for any secret of the jobs' environment files; then
-every restore test alone, all of them at once, the PITR drill (WAL receiver, base backup,
-``recovery_target_time`` between two rows), and finally a backup and a WAL ship with the S3
-server stopped. The drill records what it saw; the tests below judge it. Marker ``rehearsal``;
-nothing is skipped under ``CI=true``.
+V-EdFinance's staging VPS in the shared staging lab (``staging_rehearsal``,
+tests/rehearsal/conftest.py): PostgreSQL 17 with two databases, Redis and the WAL job, all
+installed by the stack's own scripts, with the lab's S3 server (moto over TLS) standing in for
+R2 at the R2 endpoint the scripts name. Once both converge runs and the checks are done, the
+drill starts every backup unit with ``systemctl start`` as its timer would, while a sampler in
+the box reads every ``/proc/*/cmdline`` every 10 ms looking for any secret of the jobs'
+environment files; then every restore test alone, all of them at once, the PITR drill (WAL
+receiver, base backup, ``recovery_target_time`` between two rows), and finally a backup and a
+WAL ship with the S3 server stopped; S3 is started again afterwards (empty, as moto keeps its
+buckets in memory) for the drills after it. The drill records what it saw; the tests below
+judge it. Marker ``rehearsal``; nothing is skipped under ``CI=true``.
 """
 
 from __future__ import annotations
@@ -23,8 +24,6 @@ import traceback
 from typing import Callable
 
 import pytest
-
-from tests.conftest import require_tool
 
 pytestmark = pytest.mark.rehearsal
 
@@ -321,24 +320,22 @@ def moto_objects(lab, address: str) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def drill(tmp_path_factory):
-    for tool, why in [("dockerd", "the harness Docker daemon"), ("debootstrap", "the box image"),
-                      ("dpkg-scanpackages", "the local apt repository"), ("nsenter", "the lab namespace"),
-                      ("docker-registry", "the stand-in registry"), ("skopeo", "pushing stand-ins"),
-                      ("ssh", "the docker ssh:// jump"), ("moto_server", "the lab's S3")]:
-        require_tool(tool, why)
-    from rehearsal.rehearse import Rehearsal
+def drill(staging_rehearsal):
     from rehearsal.services import ADDRESSES
 
+    held = staging_rehearsal
     seen: dict = {}
     started = time.monotonic()
-    with Rehearsal("staging", products=["vedfinance"], checks=False,
-                   lock_path=tmp_path_factory.mktemp("backup-box") / "lab.lock") as held:
-        if held.report.error is None:
-            lab, services = held.lab, held.lab_services
-            d = Drill(lambda argv, input=None, timeout=None: lab.exec(BOX, argv, input=input, timeout=timeout),
-                      lambda: services.stop_service("s3"), lambda: moto_objects(lab, ADDRESSES["s3"]))
+    if held.report.error is None:
+        lab, services = held.lab, held.lab_services
+        d = Drill(lambda argv, input=None, timeout=None: lab.exec(BOX, argv, input=input, timeout=timeout),
+                  lambda: services.stop_service("s3"), lambda: moto_objects(lab, ADDRESSES["s3"]))
+        try:
             seen.update(d.run())
+        finally:
+            # The tests after this module find the lab's S3 answering, as before the drill.
+            if not services.is_running("s3"):
+                services.start_service("s3")
     report = held.report
     seen["report"] = report
     seen["seconds"] = round(time.monotonic() - started, 1)

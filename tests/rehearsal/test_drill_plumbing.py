@@ -111,3 +111,26 @@ def test_only_hosts_keeps_those_hosts_and_their_steps():
     assert only_hosts(cap, None) is cap
     with pytest.raises(ValueError, match="nowhere"):
         only_hosts(cap, ["nowhere"])
+
+
+def test_a_drill_converges_onto_its_own_hosts_only_and_never_outside_the_lab(monkeypatch):
+    from rehearsal import rehearse as rehearse_mod
+    from rehearsal.rehearse import Drill, Rehearsal
+
+    hosts = {n: Host(name=n, product="p", kind="onprem", address=a, user="deploy")
+             for n, a in (("edge", "192.0.2.1"), ("app", "192.0.2.2"))}
+    steps = [Step(urn="u1", name="s1", kind="command", host="edge", inputs={}),
+             Step(urn="u2", name="s2", kind="command", host="app", inputs={}, depends=["u1"])]
+    cap = StackCapture(stack="s", hosts=hosts, steps=steps, products=["p"])
+    asked = []
+    monkeypatch.setattr(rehearse_mod, "capture", lambda stack, **kw: asked.append(kw) or cap)
+    monkeypatch.setattr(rehearse_mod.overlay_mod, "apply", lambda c, plan: c)
+    held = Rehearsal("s")
+    held.lab_capture = cap
+    observe = lambda ctx: {}  # noqa: E731
+    cut = held._recapture(Drill("one-host", observe, reissue=["cert"], hosts=["edge"]))
+    assert list(cut.hosts) == ["edge"] and [s.name for s in cut.steps] == ["s1"]
+    assert asked[-1]["reissue"] == ["cert"]
+    assert list(held._recapture(Drill("all", observe, reissue=["cert"])).hosts) == ["edge", "app"]
+    with pytest.raises(ValueError, match=r"drill elsewhere: hosts \['db'\] have no box in this lab"):
+        held._recapture(Drill("elsewhere", observe, hosts=["edge", "db"]))

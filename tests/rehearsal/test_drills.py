@@ -2,23 +2,26 @@
 reaches the RUNNING services, and an alert that fires on a box reaches the lab's mail sink and
 webhook receiver.
 
-One lab, two boxes (the smallest that hold every piece): V-EdFinance's VPS (its own Prometheus,
-Alertmanager, PostgreSQL with an internal-CA certificate) and Pencom's edge node (the egress
-proxy, squid, mounted over all of /etc/squid). The stack file is staging's, with a Slack channel
-added so that critical alerts also go to the webhook receiver. Drills, in order, each stack file
-building on the previous one:
+On the shared staging lab (``staging_rehearsal``, tests/rehearsal/conftest.py), last of the lab
+tier (the drills leave the boxes on changed stack files). Each drill converges its change onto
+the two boxes that hold every piece it observes (``Drill.hosts``): V-EdFinance's VPS (its own
+Prometheus, Alertmanager, PostgreSQL with an internal-CA certificate) and Pencom's edge node (the
+egress proxy, squid, mounted over all of /etc/squid). Drills, in order, each stack file building
+on the previous one:
 
-1. ``alert-delivery``: a backup fails for real (its Redis source stopped): Prometheus fires
+1. ``alert-slack-channel``: staging's stack file plus a Slack channel: the running Alertmanager
+   (reloaded, not restarted) posts critical alerts to the webhook receiver too.
+2. ``alert-delivery``: a backup fails for real (its Redis source stopped): Prometheus fires
    BackupFailed, Alertmanager mails the configured address through the SMTP sink (STARTTLS,
    AUTH) and posts to the Slack stand-in; the mail names the job.
-2. ``alert-emails``: ``environment.alerts.emails`` changed: Alertmanager's running config names
+3. ``alert-emails``: ``environment.alerts.emails`` changed: Alertmanager's running config names
    the new address only, and a new alert is mailed to it; Alertmanager was reloaded, not
    restarted.
-3. ``egress-provider-removed``: posthog removed from Pencom's egress list: squid refuses its
-   host (403, TCP_DENIED), where before the change it connected (a listener stands at the
+4. ``egress-provider-removed``: posthog removed from Pencom's egress list: squid refuses its
+   host (403, TCP_DENIED), where before the drills it connected (a listener stands at the
    host's lab address: CONNECT 200), while a host still on the list connects on the same port,
    and apt's mirror still answers through the hosts' port.
-4. ``postgres-certificate``: the internal CA re-issues PostgreSQL's certificate (as
+5. ``postgres-certificate``: the internal CA re-issues PostgreSQL's certificate (as
    ``pulumi up --replace`` or its early-renewal window would): the server presents the new
    serial (openssl s_client -starttls postgres), restarted by the delivery, not by hand.
 
@@ -38,7 +41,6 @@ import pytest
 import yaml
 from cryptography import x509
 
-from tests.conftest import require_root, require_tool
 
 pytestmark = pytest.mark.rehearsal
 
@@ -50,6 +52,8 @@ REMOVED_PROVIDER = "posthog"
 REMOVED_HOST = "us.i.posthog.com"
 KEPT_HOST = "pub.highlight.io"        # on the same client's list (api-gateway) as posthog
 CERT = "vedfinance-staging-ca-postgres-cert"
+SLACK_CHANNEL = "#platform-alerts"
+HOSTS = (VPS, EDGE)
 ALERT_TIMEOUT_S = 600
 
 
@@ -83,18 +87,21 @@ def wait_for(what: str, probe, timeout: float = ALERT_TIMEOUT_S, every: float = 
         time.sleep(every)
 
 
-def mails(services, alertname: str) -> list[dict]:
+def mails(services, alertname: str, naming: str = "") -> list[dict]:
+    """The mails of ``alertname`` whose text names ``naming`` (a job: the shared lab's backup
+    drill has mailed a BackupFailed of another job before these drills run)."""
     found = []
     for message in services.messages():
         text = message.as_string()
-        if alertname in str(message.get("Subject", "")) or alertname in text:
+        if (alertname in str(message.get("Subject", "")) or alertname in text) and naming in text:
             found.append({"to": message.get("X-RcptTo"), "subject": message.get("Subject"),
                           "auth": message.get("X-Lab-Auth-Login"), "text": text})
     return found
 
 
-def posts(services, alertname: str) -> list[dict]:
-    return [p for p in services.webhook_posts() if alertname in json.dumps(p.get("body"))]
+def posts(services, alertname: str, naming: str = "") -> list[dict]:
+    return [p for p in services.webhook_posts()
+            if alertname in json.dumps(p.get("body")) and naming in json.dumps(p.get("body"))]
 
 
 def alertmanager_api(lab, cid: str, path: str, data: str | None = None) -> str:
@@ -143,16 +150,32 @@ def denied_in_log(lab, host: str) -> int:
 SEEN: dict[str, object] = {}
 
 
-def observe_alert_delivery(ctx) -> dict:
-    lab, services = ctx.lab, ctx.services
-    am = container(lab, VPS, VPS, "alertmanager")
-    SEEN["alertmanager_started"] = started_at(lab, VPS, am)
-    # Pencom's proxy before its list changes: posthog's host passes squid's rules and squid
-    # connects (a listener at its lab address accepts: CONNECT 200), the counterpart of the 403.
+def before_drills(lab, services) -> None:
+    """What the drills compare with, seen before the first one: Alertmanager's start time, and
+    Pencom's proxy before its list changes: posthog's host passes squid's rules and squid
+    connects (a listener at its lab address accepts: CONNECT 200), the counterpart of the 403."""
+    SEEN["alertmanager_started"] = started_at(lab, VPS, container(lab, VPS, VPS, "alertmanager"))
     for host in (REMOVED_HOST, KEPT_HOST):
         services.listen(host, 443)
     ports = proxy_ports(lab)
     SEEN["proxy_before"] = through_proxy(lab, ports["api_gateway"], f"https://{REMOVED_HOST}/")
+
+
+def running_alertmanager_config(lab) -> str:
+    am = container(lab, VPS, VPS, "alertmanager")
+    return json.loads(alertmanager_api(lab, am, "/api/v2/status"))["config"]["original"]
+
+
+def observe_slack_channel(ctx) -> dict:
+    lab = ctx.lab
+    running = running_alertmanager_config(lab)
+    am = container(lab, VPS, VPS, "alertmanager")
+    return {"running_config_posts_to_slack": "slack_configs" in running and SLACK_CHANNEL in running,
+            "alertmanager_restarted": started_at(lab, VPS, am) != SEEN["alertmanager_started"]}
+
+
+def observe_alert_delivery(ctx) -> dict:
+    lab, services = ctx.lab, ctx.services
     redis = container(lab, VPS, VPS, "redis")
     job = f"{VPS}-redis"
     started = time.monotonic()
@@ -163,8 +186,8 @@ def observe_alert_delivery(ctx) -> dict:
         sh(lab, VPS, f"docker start {redis} >/dev/null")
     metrics = sh(lab, VPS, f"cat /var/lib/node-exporter/textfile/backup-{job}.prom "
                            f"/var/lib/prometheus/node-exporter/backup-{job}.prom 2>/dev/null", check=False)
-    mail = wait_for("BackupFailed mailed", lambda: mails(services, "BackupFailed"))
-    hook = wait_for("BackupFailed posted to the webhook", lambda: posts(services, "BackupFailed"))
+    mail = wait_for(f"BackupFailed of {job} mailed", lambda: mails(services, "BackupFailed", job))
+    hook = wait_for(f"BackupFailed of {job} posted to the webhook", lambda: posts(services, "BackupFailed", job))
     return {"backup_exit": run.returncode, "metrics": metrics,
             "seconds_to_mail_and_webhook": round(time.monotonic() - started, 1),
             "mail": [{k: v for k, v in m.items() if k != "text"} | {"names_job": job in m["text"]}
@@ -177,7 +200,7 @@ def observe_alert_delivery(ctx) -> dict:
 def observe_alert_emails(ctx) -> dict:
     lab, services = ctx.lab, ctx.services
     am = container(lab, VPS, VPS, "alertmanager")
-    running = json.loads(alertmanager_api(lab, am, "/api/v2/status"))["config"]["original"]
+    running = running_alertmanager_config(lab)
     started = time.monotonic()
     alert = json.dumps([{"labels": {"alertname": "DrillNewAddress", "severity": "warning",
                                     "instance": "drill", "job": "drill"},
@@ -208,23 +231,32 @@ def observe_certificate(ctx) -> dict:
     pg = container(lab, VPS, VPS, "postgres")
     published = sh(lab, VPS, f"docker port {pg} 5432/tcp").split()[0].replace("0.0.0.0", "127.0.0.1")
     pid = sh(lab, VPS, f"docker inspect -f '{{{{.State.Pid}}}}' {pg}").strip()
-    probe = "openssl s_client -starttls postgres -connect {} </dev/null 2>/dev/null | openssl x509 -noout -serial"
+    # s_client's whole answer is kept: when it carries no certificate, what it said instead is
+    # the diagnosis.
+    probe = ("out=$(timeout 20 openssl s_client -starttls postgres -connect {} </dev/null 2>&1); "
+             "printf '%s\n' \"$out\" | openssl x509 -noout -serial 2>/dev/null "
+             "|| printf 'no certificate: %s\n' \"$(printf '%s' \"$out\" | tail -c 400)\"")
     # The published address (loopback on this VPS), and the server's own loopback inside its
     # container's network namespace (entered by its pid), which no publishing rule can hide.
     attempts = {"published": probe.format(published),
                 "container": f"nsenter -t {pid} -n sh -c {shlex.quote(probe.format('127.0.0.1:5432'))}"}
+    said: dict[str, str] = {}
 
     def served() -> dict:
-        answers = {where: sh(lab, VPS, command, check=False).strip().removeprefix("serial=")
-                   for where, command in attempts.items()}
-        return {k: v for k, v in answers.items() if v}
+        answers = {}
+        for where, command in attempts.items():
+            said[where] = sh(lab, VPS, command, check=False).strip()
+            if said[where].startswith("serial="):
+                answers[where] = said[where].removeprefix("serial=")
+        return answers
 
     try:
         answers = wait_for("PostgreSQL answers TLS", served, timeout=120, every=3)
     except AssertionError as exc:
-        state = sh(lab, VPS, f"docker inspect -f '{{{{.State.Status}}}} {{{{.State.Health.Status}}}}' {pg}; "
-                             f"docker logs --tail 15 {pg} 2>&1", check=False)
-        raise AssertionError(f"{exc}; postgres: {state[-1500:]}") from None
+        state = sh(lab, VPS, f"docker inspect -f '{{{{.State.Status}}}} {{{{.State.Health.Status}}}} "
+                             f"started {{{{.State.StartedAt}}}} pid {{{{.State.Pid}}}}' {pg}; "
+                             f"docker logs --tail 25 {pg} 2>&1", check=False)
+        raise AssertionError(f"{exc}; the probes said {said}; postgres (pid {pid} before): {state[-2500:]}") from None
     return {"old_serial": format(old.serial_number, "X"), "new_serial": format(new.serial_number, "X"),
             "served_serial": next(iter(answers.values())), "served": answers, "published": published,
             "postgres_started_at": started_at(lab, VPS, pg)}
@@ -238,7 +270,7 @@ def stack_files(tmp: Path) -> dict[str, Path]:
     base = yaml.safe_load(stack_file_path("staging").read_text())
     docs = {}
     doc = copy.deepcopy(base)
-    doc["config"]["platform:environment"]["alerts"]["slack_channel"] = "#platform-alerts"
+    doc["config"]["platform:environment"]["alerts"]["slack_channel"] = SLACK_CHANNEL
     docs["base"] = copy.deepcopy(doc)
     doc["config"]["platform:environment"]["alerts"]["emails"] = [NEW_EMAIL]
     docs["emails"] = copy.deepcopy(doc)
@@ -254,27 +286,25 @@ def stack_files(tmp: Path) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def drilled(tmp_path_factory):
-    require_root("network namespaces, a Docker daemon, boxes")
-    require_tool("dockerd", "the lab's harness daemon")
-    require_tool("docker-registry", "the stand-in images' registry")
-    from rehearsal.rehearse import Drill, rehearse
+def drilled(staging_rehearsal, tmp_path_factory):
+    from rehearsal.rehearse import Drill
 
-    tmp = tmp_path_factory.mktemp("drills")
-    files = stack_files(tmp)
-    report = rehearse("staging", products=["vedfinance", "pencom"], hosts=[VPS, EDGE],
-                      stack_file=files["base"], checks=False, lock_path=tmp / "lab.lock", drills=[
-                          Drill("alert-delivery", observe_alert_delivery),
-                          Drill("alert-emails", observe_alert_emails, stack_file=files["emails"]),
-                          Drill("egress-provider-removed", observe_egress, stack_file=files["egress"]),
-                          Drill("postgres-certificate", observe_certificate, stack_file=files["egress"],
-                                reissue=[CERT]),
-                      ])
+    held = staging_rehearsal
+    assert held.report.error is None, held.report.text()
+    files = stack_files(tmp_path_factory.mktemp("drills"))
+    before_drills(held.lab, held.lab_services)
+    for drill in [Drill("alert-slack-channel", observe_slack_channel, stack_file=files["base"], hosts=HOSTS),
+                  Drill("alert-delivery", observe_alert_delivery),
+                  Drill("alert-emails", observe_alert_emails, stack_file=files["emails"], hosts=HOSTS),
+                  Drill("egress-provider-removed", observe_egress, stack_file=files["egress"], hosts=HOSTS),
+                  Drill("postgres-certificate", observe_certificate, stack_file=files["egress"],
+                        reissue=[CERT], hosts=[VPS])]:
+        held.drill(drill)
+        print(f"drill {drill.name}: {json.dumps(held.report.drills[drill.name], default=str)[:3000]}")
+    report = held.report
     out = Path(__file__).resolve().parents[2] / "out"
     out.mkdir(exist_ok=True)
-    (out / "drills-report.json").write_text(json.dumps(report.to_json(), indent=1, default=str))
-    print(report.text())
-    print(json.dumps(report.drills, indent=1, default=str))
+    (out / "drills-report.json").write_text(json.dumps(report.drills, indent=1, default=str))
     return report
 
 
@@ -295,10 +325,18 @@ def _changed_then_settled(entry: dict, host: str, step: str) -> None:
 
 def test_the_boxes_converge_twice_with_nothing_left_to_change(drilled):
     assert drilled.error is None, drilled.error
-    for host in (VPS, EDGE):
+    for host in HOSTS:
         runs = drilled.hosts[host].runs
         assert runs[1]["failed"] == 0 and runs[1]["blocked"] == 0, drilled.hosts[host].failures
         assert runs[2]["changes"] == 0 and runs[2]["failed"] == 0, drilled.hosts[host].failures
+
+
+def test_a_new_slack_channel_reaches_the_running_alertmanager(drilled):
+    entry = _drill(drilled, "alert-slack-channel")
+    _changed_then_settled(entry, VPS, f"{VPS}-files-alertmanager")
+    seen = entry["observation"]
+    assert seen["running_config_posts_to_slack"], seen
+    assert not seen["alertmanager_restarted"], "Alertmanager was restarted instead of reloaded"
 
 
 def test_a_failed_backup_is_mailed_and_posted_to_slack_naming_the_job(drilled):
