@@ -367,13 +367,18 @@ class Converger:
         new_name = f"{step.name}-{_digest([step.urn, digest])[:7]}"
         if step.delete_before_replace:
             remove_container(old, recorded.get("remove_inputs") or {})
+            with self.state_lock:  # gone: a failed create below leaves nothing to keep
+                self.state.pop(step.urn, None)
             result.changed = [f"container {name} replaced delete-first by {new_name}"]
         try:
             container = create_container(client, step.inputs, name=new_name)
         except UnhealthyError as exc:
             # The provider's create fails and leaves the unhealthy container; Pulumi keeps the
             # old one (create-before-delete) and replaces the failed one on the next update.
-            self._record(step, **{**recorded, "failed": [*recorded.get("failed", []), exc.container.id]})
+            if step.delete_before_replace:
+                self._record(step, id=exc.container.id, name=new_name, inputs=FAILED_CREATE, failed=[])
+            else:
+                self._record(step, **{**recorded, "failed": [*recorded.get("failed", []), exc.container.id]})
             raise
         result.changes = 1
         if not step.delete_before_replace:
