@@ -42,6 +42,7 @@ from rehearsal.capture import Host, StackCapture, Step, container_name
 
 CHANGES = re.compile(r"^platform-setup: (\d+) changes$", re.M)
 PENDING_DELETES = "pending_deletes"  # state key: replaced containers not yet removed
+FAILED_CREATE = "failed-create"  # a recorded container's inputs digest when its create failed
 TAIL_LINES = 20
 
 
@@ -332,7 +333,14 @@ class Converger:
         digest = _digest(step.inputs)
         if not recorded:
             name = container_name(step)
-            container = create_container(client, step.inputs, name=name)
+            try:
+                container = create_container(client, step.inputs, name=name)
+            except UnhealthyError as exc:
+                # The provider's failed create: Pulumi records the container (with its error)
+                # and replaces it on the next update, so it is kept here as a failed one.
+                self._record(step, id=exc.container.id, name=name, inputs=FAILED_CREATE,
+                             failed=[])
+                raise
             result.resource_id = container.id
             self._record(step, id=container.id, name=name, inputs=digest)
             return
@@ -348,7 +356,7 @@ class Converger:
             if old.status != "running":
                 raise RuntimeError(f"container {name} is {old.status} on run {self.run_no}")
             return
-        if not self.expect_changes:
+        if not self.expect_changes and recorded.get("inputs") != FAILED_CREATE:
             raise RuntimeError(f"container {name}: its inputs changed on run {self.run_no}, "
                                "which expects no change")
         # A replacement, as `pulumi up` makes it: the new container gets a fresh auto-name
@@ -359,13 +367,18 @@ class Converger:
         new_name = f"{step.name}-{_digest([step.urn, digest])[:7]}"
         if step.delete_before_replace:
             remove_container(old, recorded.get("remove_inputs") or {})
+            with self.state_lock:  # gone: a failed create below leaves nothing to keep
+                self.state.pop(step.urn, None)
             result.changed = [f"container {name} replaced delete-first by {new_name}"]
         try:
             container = create_container(client, step.inputs, name=new_name)
         except UnhealthyError as exc:
             # The provider's create fails and leaves the unhealthy container; Pulumi keeps the
             # old one (create-before-delete) and replaces the failed one on the next update.
-            self._record(step, **{**recorded, "failed": [*recorded.get("failed", []), exc.container.id]})
+            if step.delete_before_replace:
+                self._record(step, id=exc.container.id, name=new_name, inputs=FAILED_CREATE, failed=[])
+            else:
+                self._record(step, **{**recorded, "failed": [*recorded.get("failed", []), exc.container.id]})
             raise
         result.changes = 1
         if not step.delete_before_replace:

@@ -127,3 +127,17 @@ def test_a_delete_first_replacement_removes_the_old_container_before_the_new_one
     assert second.status == "ok", second
     assert seen_at_create == [[]], "the old container was gone when the new one was created"
     assert [v["version"] for v in _api(client).values()] == ["2"]
+
+
+def test_a_first_create_that_never_becomes_healthy_is_recorded_and_replaced_by_the_next_run(
+        tmp_path, dockerd):  # noqa: F811
+    import docker
+
+    client = docker.DockerClient(base_url=dockerd.host)
+    (first,), converger = _converge(dockerd, tmp_path, 1, _inputs("bad", BROKEN))
+    assert first.status == "failed" and "last healthcheck: exit 1" in first.error, first
+    assert converger.state[URN]["inputs"] == "failed-create", converger.state[URN]
+    # The next run does not collide with the failed container's name: it replaces it.
+    (second,), _ = _converge(dockerd, tmp_path, 2, _inputs("2", HEALTHY))
+    assert second.status == "ok", second
+    assert [v["version"] for v in _api(client).values()] == ["2"], _api(client)
