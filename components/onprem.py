@@ -61,7 +61,7 @@ class OnPremVpsArgs:
 class OnPremVps(DockerHost):
     """Children: ``{name}-setup-user`` with a bootstrap user, ``{name}-setup-<script>`` (proxy
     when the host's egress is locked, ufw, base, sshd,
-    fail2ban, docker, dirs), ``{name}-docker``, ``{name}-network``, then from ``deploy``
+    fail2ban, docker, dirs, sessions with ``access``), ``{name}-docker``, ``{name}-network``, then from ``deploy``
     ``{name}-docker-firewall`` and per container ``{name}-<service>-image`` and
     ``{name}-<service>``. Outputs: ``address``."""
 

@@ -164,13 +164,18 @@ def test_no_generated_secret_is_shared(captures):
 
 @pytest.mark.parametrize("stack", STACKS)
 def test_nothing_of_one_stack_is_referenced_by_the_other(stack, captures):
-    """The catch-all: a resource of the other stack, by name, appears in no input of this one
-    (a bucket, an ID, a generated password, a token, a certificate all carry their resource's
-    name in the capture), so nothing here reaches or trusts it."""
+    """The catch-all: a resource of the other stack, by its name or the name it has at the
+    provider (a bucket, a cluster), appears in no input of this one (IDs, generated passwords,
+    tokens and certificates all carry their resource's name in the capture), so nothing here
+    reaches or trusts it."""
     other = _other(stack)
     own_names = {r["name"] for r in captures[stack].document["resources"]}
-    other_names = {r["name"] for r in captures[other].document["resources"]
-                   if r["name"] not in own_names and other in r["name"]}
+    # Resource names, and the names the other stack gives things in the providers (buckets,
+    # clusters, VPCs, tokens: a resource's ``name``/``bucket`` input).
+    other_names = {r["name"] for r in captures[other].document["resources"]}
+    other_names |= {str(r.get("inputs", {}).get(k)) for r in captures[other].document["resources"]
+                    for k in ("name", "bucket") if isinstance(r.get("inputs", {}).get(k), str)}
+    other_names = {n for n in other_names - own_names if other in n}
     assert len(other_names) > 100
     text = json.dumps([r.get("inputs") for r in captures[stack].document["resources"]])
     pattern = re.compile("|".join(re.escape(n) for n in sorted(other_names, key=len, reverse=True)))
