@@ -307,7 +307,10 @@ def _dot(graph: Graph, title: str, edges: list[Drawn]) -> str:
         if edge.waiver:
             attributes.append('color="#c0392b", fontcolor="#c0392b", style=dashed, penwidth=1.6')
         if edge.kind in OBSERVED_STYLE:
-            attributes.append(OBSERVED_STYLE[edge.kind][0])
+            # The columns come from the planned layout: an observed flow (a missing one may run
+            # backwards, into its own group) must not rank nodes, or dot finds no ranking
+            # ("trouble in init_rank", seen on a real rehearsal's matrix).
+            attributes += [OBSERVED_STYLE[edge.kind][0], "constraint=false"]
         lines.append(f"  {source} -> {target} [{', '.join(attributes)}];")
     lines.append("}")
     return "\n".join(lines) + "\n"
@@ -453,6 +456,10 @@ def observed_graph(state: State, product: str, cells: list[dict]) -> tuple[Graph
         else:
             continue
         flows.setdefault((source, target, kind), set()).add(label)
+        if graph.nodes[source][1] and graph.nodes[source][1] == graph.nodes[target][1]:
+            # A flow inside one host: its source takes the host's entry column, as in the planned
+            # layout (in the containers' own column dot finds no ranking: "trouble in init_rank").
+            graph.links.add(Link(source, target, label))
     # Into another host's group: one edge per (source, group, kind), as the planned diagram does.
     merged: dict[tuple[str, str, str], dict[str, set[str]]] = {}
     for (source, target, kind), labels in flows.items():

@@ -143,3 +143,26 @@ def test_observed_svgs_and_markdown_come_next_to_the_planned_ones(tmp_path):
     assert wrong.returncode == 2 and "is of stack 'prod', not 'staging'" in wrong.stderr and "Traceback" not in wrong.stderr
     nowhere = _synth("--observed", str(report))
     assert nowhere.returncode == 2 and "give --markdown PATH or --diagram-svg PATH" in nowhere.stderr
+
+
+@pytest.mark.realtool
+def test_dot_lays_out_a_matrix_whose_hosts_miss_their_own_containers():
+    """As the 1 Dec 03:28 staging run observed (every internal node's host-to-own-container cell
+    closed, cross-node container cells open): dot once found no ranking for it ("trouble in
+    init_rank") when flows inside one host did not give their source the host's entry column."""
+    require_tool("dot", "Debian package graphviz")
+    from synth.diagram import render
+
+    cells = []
+    for c in _cells():
+        c = dict(c)
+        if c["position"] == f"host:{c['host']}" and c["side"] == "container" and c["host"] != "pencom-staging-edge":
+            c.update(observed="closed", status="fail")
+        if c["position"] == "containers:pencom-staging-app" and c["side"] == "container" \
+                and c["host"] == "pencom-staging-storage":
+            c.update(observed="open", status="fail")
+        cells.append(c)
+    for product in ("pencom", "kro", "vedfinance", "giv"):
+        svg = render(_state(), product, "svg", dot_observed(_state(), product, cells)).decode()
+        assert "<svg" in svg, product
+    assert "planned, closed" in dot_observed(_state(), "pencom", cells)
