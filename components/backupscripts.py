@@ -190,8 +190,9 @@ class BackupJob:
     """Declared RPO (``pitr``): sets the WAL ship interval."""
     source_service: str = ""
     """docker mode: run the tools in the network namespace of the container labelled
-    ``platform.service=<this>`` (so replication connects over the server's own loopback, which
-    the image's pg_hba admits); empty: the host's network."""
+    ``platform.service=<this>``, so ``127.0.0.1`` in the source URI is the server itself: the
+    replication the image's pg_hba admits only on loopback, and a server published on the host's
+    private address only, where the host's own loopback answers nothing. Empty: the host's network."""
 
     def __post_init__(self) -> None:
         if self.retention_days < 1:

@@ -1100,7 +1100,9 @@ def build(ctx, cfg: PencomConfig) -> dict:
             job=BackupJob(job=job, kind=kind, retention_days=cfg.backup.retention_days,
                           mode="host" if kind == "minio" else "docker", tool_image=spec.image,
                           mounts=(f"{runner.data_dir}/files",), rpo_minutes=cluster_rpo,
-                          source_service=spec.name if kind == "pitr" else ""),
+                          # The data node publishes its datastores on its private address only,
+                          # so 127.0.0.1 is theirs only inside the server's own network namespace.
+                          source_service=spec.name if kind != "minio" else ""),
             rpo_minutes=cluster_rpo if kind == "pitr" else rpo_by_label.get(label),
             source_name=f"{runner.pulumi_resource_name}-{spec.name}", source_uri=uri,
             account_id=cfg.backup.cloudflare_account_id, bucket_name=f"{cfg.backup.bucket}-{label.replace('_', '-')}",

@@ -529,3 +529,26 @@ def test_every_ca_file_a_backup_verifies_against_is_a_file_the_host_receives(rev
     assert len({p.rsplit("/files/", 1)[1].split("/")[0] for p in referenced}) == 4, referenced
     delivered = "\n".join(text for name, text in scripts.items() if not name.endswith("-backup-credentials"))
     assert all(f"{path} " in delivered or f"{path}\n" in delivered for path in referenced), referenced
+
+
+@pytest.mark.fast
+def test_every_datastore_dump_reaches_its_server_where_the_server_is_published(revealed, prod):
+    """The data node publishes Postgres, MongoDB and Redis on its private address only (Docker's
+    DNAT matches that address), so a dump tool on the host's network dialling 127.0.0.1 meets
+    nothing. Each dump job's tools run in the server container's network namespace instead,
+    where 127.0.0.1 is the server (and the server's certificate carries 127.0.0.1)."""
+    bindings = {c["name"].removeprefix("pencom-prod-data-"): {p["ip"] for p in c["inputs"].get("ports", [])}
+                for c in prod.of_type(CONTAINER) if c["name"].startswith("pencom-prod-data-")}
+    services = {"postgres": "postgres", "mongodb": "mongodb", "redis": "redis"}
+    checked = 0
+    for command in revealed.of_type(COMMAND):
+        name = command["name"]
+        if not (name.startswith("pencom-prod-") and name.endswith("-backup-install")) or "-files-" in name:
+            continue
+        script = command["inputs"]["stdin"]
+        kind = next(k for k in services if f"label=platform.service={k}" in script or k in name)
+        assert bindings[services[kind]] and "127.0.0.1" not in bindings[services[kind]], bindings
+        assert f'--network "container:$(docker ps -q --filter label=platform.service={services[kind]}' in script, name
+        assert "--network host" not in script, name
+        checked += 1
+    assert checked == 9, checked  # seven databases, Redis, the WAL archive
