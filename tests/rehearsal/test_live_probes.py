@@ -27,10 +27,6 @@ pytestmark = pytest.mark.rehearsal
 VPS = "vedfinance-staging"
 KRO = "kro-staging"
 
-EGRESS_GAP = ("app and data containers of the single-host products reach the web directly: the program "
-              "locks container egress only on Pencom's nodes (README, 'Reachability: live')")
-
-
 def _staging(held):
     assert held.report.error is None, held.report.text()
     return held.report
@@ -74,7 +70,6 @@ def test_the_single_host_matrix_fails_only_on_container_egress(vedfinance):
     assert set(failed) <= {("containers:vedfinance-staging", "internet", 443)}, json.dumps(_cells(vedfinance, VPS, FAIL), indent=1)
 
 
-@pytest.mark.xfail(reason=EGRESS_GAP, strict=True)
 def test_app_and_data_containers_reach_only_their_allow_lists(vedfinance):
     assert _cells(vedfinance, VPS, FAIL) == []
 
@@ -98,8 +93,6 @@ def test_postgres_verify_full_from_the_app_containers(vedfinance):
     assert other_ca and set(other_ca.values()) == {PASS}, checks
 
 
-@pytest.mark.xfail(reason="the stack's PostgreSQL keeps the image's pg_hba (`host all all all`), which admits "
-                          "plaintext TCP: TLS is offered, not required (README, 'Reachability: live')", strict=True)
 def test_postgres_refuses_plaintext(vedfinance):
     checks = _checks(vedfinance, "vedfinance-staging", "live postgres")
     plain = {n: s for n, (s, _) in checks.items() if "plaintext" in n}
