@@ -9,9 +9,6 @@ the checks (``rehearsal.rehearse.live_probes``). Two hosts carry each point:
 - **KRO** (one droplet behind its DigitalOcean Firewall, which the lab renders into the box from
   the capture): the firewall's verdicts, and a fail2ban ban (taken before the firewall stands: with
   it, no source outside ``ignoreip`` reaches sshd).
-
-Known program gaps are ``xfail(strict=True)`` with the measured cells, so the day the program
-closes one the test says so.
 """
 
 from __future__ import annotations
@@ -26,6 +23,7 @@ pytestmark = pytest.mark.rehearsal
 
 VPS = "vedfinance-staging"
 KRO = "kro-staging"
+
 
 def _staging(held):
     assert held.report.error is None, held.report.text()
