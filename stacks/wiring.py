@@ -6,6 +6,7 @@ the mock engine."""
 
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Sequence, Union
 
@@ -111,6 +112,12 @@ def with_env(spec: ContainerSpec, env: ServiceEnv | None, **update) -> Container
     """``spec`` with the program's plain env after its own (the keys never overlap: EnvMaps)."""
     plain = dict(env.plain) if env else {}
     return spec.model_copy(update={"env": {**spec.env, **plain}, **update})
+
+
+def host_file(data_dir: str, service: str, container_path: str) -> str:
+    """Where a service's file lives on its host, as ``service_files.host_path_for`` places it
+    (the provision steps check they agree)."""
+    return posixpath.join(data_dir, "files", service, container_path.lstrip("/"))
 
 
 def backup_job_name(stack: str, label: str) -> str:

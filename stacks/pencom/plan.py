@@ -5,7 +5,6 @@ turns it into resources; tests read it without the mock engine."""
 from __future__ import annotations
 
 import ipaddress
-import posixpath
 from dataclasses import dataclass
 from typing import Union
 
@@ -20,7 +19,7 @@ from stacks.pencom.config import (CA_PATH, MINIO_CA_PATH, MINIO_ROOT_USER, NODES
                                   REDIS_USER, RESERVED_LABELS, SSH_KEY_SECRET, TLS_DIR, PencomConfig)
 from stacks.secret_keys import monitoring_secrets
 from stacks.shared_config import derived_buckets
-from stacks.wiring import (BucketKey, EnvMaps, Generated, SecretUrl, ServiceEnv, backup_job_name,
+from stacks.wiring import (BucketKey, EnvMaps, Generated, SecretUrl, ServiceEnv, backup_job_name, host_file,
                            service_secret_keys, with_env)
 from validation.rules import each
 
@@ -50,12 +49,6 @@ def host_cidr(address: str) -> str:
 def node_data_dir(name: str, node: str) -> str:
     """A node's data directory, as ``OnPremVps`` names it (provision checks they agree)."""
     return f"/srv/{name}-{node}"
-
-
-def host_file(data_dir: str, service: str, container_path: str) -> str:
-    """Where a service's file lives on its host (``service_files.host_path_for``; provision
-    checks they agree)."""
-    return posixpath.join(data_dir, "files", service, container_path.lstrip("/"))
 
 
 def images(cfg: PencomConfig) -> list[str]:

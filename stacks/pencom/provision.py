@@ -22,10 +22,10 @@ from stacks import secret_keys
 from stacks.pencom.config import (BACKUP_READER, CA_PATH, DOCKER_POOLS, MINIO_CA_PATH, MINIO_ROOT_USER,
                                   MINIO_TUNNEL_HOST, PORTS, PROXY_SERVICE, REDIS_USER, SSH_KEY_SECRET, TLS_DIR,
                                   NodeConfig, PencomConfig)
-from stacks.pencom.plan import (PencomPlan, edge_egress, host_cidr, host_file, images, node_data_dir,
-                                operator_ca_path, owner, plan, proxy_routes, role_name)
+from stacks.pencom.plan import (PencomPlan, edge_egress, host_cidr, images, node_data_dir, operator_ca_path,
+                                owner, plan, proxy_routes, role_name)
 from stacks.product import Product, SecretResolver
-from stacks.wiring import Generated
+from stacks.wiring import Generated, host_file
 from stacks.backups import provision_backup
 
 # Over TCP: the postgres image's entrypoint runs initdb's temporary server on the Unix socket
