@@ -13,14 +13,10 @@ from components.backupscripts import WAL_ROLE
 from components.containers import ContainerSpec, PublishedPort
 from components.mongo_init import check_mongo_names
 from components.postgres_init import check_init_plan
-from stacks import secret_keys
-from stacks.definition import SecretKey
-from stacks.pencom.config import (CA_PATH, MINIO_CA_PATH, MINIO_ROOT_USER, NODES, PORTS, PROXY_SERVICE,
-                                  REDIS_USER, RESERVED_LABELS, SSH_KEY_SECRET, TLS_DIR, PencomConfig)
-from stacks.secret_keys import monitoring_secrets
-from stacks.shared_config import derived_buckets
+from stacks.pencom.config import (CA_PATH, MINIO_CA_PATH, MINIO_ROOT_USER, PORTS, PROXY_SERVICE, REDIS_USER,
+                                  RESERVED_LABELS, TLS_DIR, PencomConfig)
 from stacks.wiring import (BucketKey, EnvMaps, Generated, SecretUrl, ServiceEnv, backup_job_name, host_file,
-                           service_secret_keys, with_env)
+                           with_env)
 from validation.rules import each
 
 EDGE_EXEMPT = (PROXY_SERVICE, "alertmanager", "blackbox")
@@ -109,23 +105,6 @@ def operator_ca_path(name: str) -> str:
     the project directory (the provider runs there). The program writes nothing: the operator
     writes the file from the stack output ``<product>.internalCaPem`` (see the README)."""
     return f"operator/{name}-internal-ca.pem"
-
-
-def claims(cfg: PencomConfig) -> dict:
-    return {"hostnames": [(("routes", i, "host"), r.host) for i, r in each(cfg.routes)],
-            "buckets": derived_buckets(cfg.backup, backup_labels(cfg)),
-            "ingress_addresses": [(("nodes", "edge", "public_address"), cfg.nodes.edge.public_address)]}
-
-
-def required_secrets(cfg: PencomConfig) -> list[SecretKey]:
-    # A node with a bootstrap user gets the deploy user created from this key's public half
-    # (tls.get_public_key, which reads the OpenSSH format): checked at the boundary.
-    bootstrap = any(getattr(cfg.nodes, n).bootstrap_user for n in NODES)
-    needed = [SecretKey(key=SSH_KEY_SECRET, description="private SSH key of the deploy user on all four nodes",
-                        format="openssh_private_key" if bootstrap else None)]
-    needed += monitoring_secrets(cfg.monitoring)
-    needed += service_secret_keys([*cfg.edge_services, *cfg.app_services])
-    return needed + secret_keys.registry_secrets("pencom", images(cfg))
 
 
 @dataclass(frozen=True)

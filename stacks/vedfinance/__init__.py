@@ -13,12 +13,25 @@ the stack holds, as plain values) and ``provision`` (the resources, from the pla
 
 from __future__ import annotations
 
-from stacks.definition import ProductDefinition
-from stacks.vedfinance.config import VedfinanceConfig, claims
-from stacks.vedfinance.plan import plan, required_secrets
+from stacks import secret_keys
+from stacks.definition import ProductDefinition, SecretKey
+from stacks.secret_keys import monitoring_secrets
+from stacks.vedfinance.config import SSH_KEY_SECRET, VedfinanceConfig, claims
+from stacks.vedfinance.plan import plan
 from stacks.vedfinance.provision import build
+from stacks.wiring import service_secret_keys
 
 __all__ = ["PRODUCT", "VedfinanceConfig", "build", "plan"]
+
+def required_secrets(cfg: VedfinanceConfig) -> list[SecretKey]:
+    # With a bootstrap user the deploy user is created from this key's public half
+    # (tls.get_public_key, which reads the OpenSSH format): checked at the boundary.
+    needed = [SecretKey(key=SSH_KEY_SECRET, description="private SSH key of the VPS's deploy user",
+                        format="openssh_private_key" if cfg.host.bootstrap_user else None)]
+    needed += monitoring_secrets(cfg.monitoring)
+    needed += service_secret_keys(cfg.services)
+    return needed + secret_keys.registry_secrets("vedfinance", [s.image for s in cfg.services])
+
 
 PRODUCT = ProductDefinition(name="vedfinance", config_model=VedfinanceConfig, build=build,
                             secrets=required_secrets, claims=claims)

@@ -8,23 +8,8 @@ from dataclasses import dataclass
 from components.backupscripts import WAL_ROLE
 from components.containers import ContainerSpec
 from components.postgres_init import check_init_plan
-from stacks import secret_keys
-from stacks.definition import SecretKey
-from stacks.secret_keys import monitoring_secrets
-from stacks.vedfinance.config import (BACKUP_REDIS_LABEL, CA_PATH, PG_TLS_DIR, SSH_KEY_SECRET,
-                                      VedfinanceConfig)
-from stacks.wiring import (EnvMaps, Generated, SecretUrl, ServiceEnv, backup_job_name, host_file,
-                           service_secret_keys, with_env)
-
-
-def required_secrets(cfg: VedfinanceConfig) -> list[SecretKey]:
-    # With a bootstrap user the deploy user is created from this key's public half
-    # (tls.get_public_key, which reads the OpenSSH format): checked at the boundary.
-    needed = [SecretKey(key=SSH_KEY_SECRET, description="private SSH key of the VPS's deploy user",
-                        format="openssh_private_key" if cfg.host.bootstrap_user else None)]
-    needed += monitoring_secrets(cfg.monitoring)
-    needed += service_secret_keys(cfg.services)
-    return needed + secret_keys.registry_secrets("vedfinance", [s.image for s in cfg.services])
+from stacks.vedfinance.config import BACKUP_REDIS_LABEL, CA_PATH, PG_TLS_DIR, VedfinanceConfig
+from stacks.wiring import EnvMaps, Generated, SecretUrl, ServiceEnv, backup_job_name, host_file, with_env
 
 
 @dataclass(frozen=True)
