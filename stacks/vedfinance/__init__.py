@@ -7,8 +7,9 @@ healthcheck, none is privileged; the sshd baseline closes root and password logi
 go encrypted off-site to R2 daily and are restore-tested weekly (the 2025-12-23 audit's
 findings). Dev and staging keep separate databases on the shared Postgres, each role confined
 to its own.
-The product in three modules: ``config`` (the settings and their rules), ``plan`` (everything
-the stack holds, as plain values) and ``provision`` (the resources, from the plan).
+The product in four modules: ``config`` (the settings, the boundary), ``rules`` (what the
+models alone cannot check), ``plan`` (everything the stack holds, as plain values) and
+``provision`` (the resources, from the plan).
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from __future__ import annotations
 from stacks import secret_keys
 from stacks.definition import ProductDefinition, SecretKey
 from stacks.secret_keys import monitoring_secrets
-from stacks.vedfinance.config import SSH_KEY_SECRET, VedfinanceConfig, claims
+from stacks.vedfinance.config import SSH_KEY_SECRET, VedfinanceConfig
 from stacks.vedfinance.plan import plan
 from stacks.vedfinance.provision import build
+from stacks.vedfinance.rules import claims
 from stacks.wiring import service_secret_keys
 
 __all__ = ["PRODUCT", "VedfinanceConfig", "build", "plan"]
