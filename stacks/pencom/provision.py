@@ -11,7 +11,7 @@ from components import egress, monitoring, prometheus, tiers
 from components.dns import a_records
 from components.host_containers import datastore_init
 from components.ingress import Ingress, IngressRoute
-from components.internal_ca import InternalCa
+from components.internal_ca import InternalCa, ServerRequest
 from components.minio_bucket import MinioBucket, MinioBucketArgs, MinioConsumer
 from components.mongo_init import render_mongo_init_js
 from components.onprem import OnPremVps, OnPremVpsArgs
@@ -113,9 +113,10 @@ def build(ctx, cfg: PencomConfig) -> dict:
     edge = _nodes(ctx, cfg, p, child)
 
     # --- TLS for the data tier -------------------------------------------------------------
-    ca = InternalCa(f"{name}-ca", common_name=f"{name} internal CA", opts=child)
-    data_cert = ca.issue("data", ["localhost"], ip_addresses=[n.data.private_address, "127.0.0.1"])
-    minio_cert = ca.issue("minio", ["localhost"], ip_addresses=[n.storage.private_address, MINIO_TUNNEL_HOST])
+    ca = InternalCa(f"{name}-ca", common_name=f"{name} internal CA", servers=[
+        ServerRequest("data", ("localhost",), (n.data.private_address, "127.0.0.1")),
+        ServerRequest("minio", ("localhost",), (n.storage.private_address, MINIO_TUNNEL_HOST))], opts=child)
+    data_cert, minio_cert = ca.certificates["data"], ca.certificates["minio"]
     ca_file = HostFile(container_path=CA_PATH, content=ca.cert_pem)
     minio_ca_file = HostFile(container_path=MINIO_CA_PATH, content=ca.cert_pem)
 

@@ -10,7 +10,7 @@ from components.backupscripts import replication_role_sql
 from components.dns import a_records
 from components.host_containers import datastore_init
 from components.ingress import Ingress, IngressRoute
-from components.internal_ca import InternalCa
+from components.internal_ca import InternalCa, ServerRequest
 from components.onprem import OnPremVps, OnPremVpsArgs
 from components.postgres_init import render_init_sql
 from components.service_files import HostFile, host_path_for
@@ -43,9 +43,10 @@ def build(ctx, cfg: VedfinanceConfig) -> dict:
         directories=monitoring.data_directories(f"/srv/{name}"),
     ), opts=child)
 
-    ca = InternalCa(f"{name}-ca", common_name=f"{name} internal CA", opts=child)
     # The backup runner reaches Postgres on loopback, also with verify-full: 127.0.0.1 is a SAN.
-    pg_cert = ca.issue("postgres", [cfg.postgres_service], ip_addresses=["127.0.0.1"])
+    ca = InternalCa(f"{name}-ca", common_name=f"{name} internal CA", opts=child,
+                    servers=[ServerRequest("postgres", (cfg.postgres_service,), ("127.0.0.1",))])
+    pg_cert = ca.certificates["postgres"]
     files = {cfg.postgres_service: [
         HostFile(container_path=f"{PG_TLS_DIR}/server.crt", content=pg_cert.cert_pem, mode="0444"),
         # The postgres image's user (uid 999) must own its key, readable by nobody else.
