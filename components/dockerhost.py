@@ -56,6 +56,7 @@ class DockerHost(pulumi.ComponentResource):
     """The resources after which the host's files are in place (setup, firewall, each service's
     files): what a command that reads them (a backup runner) depends on."""
     private_address: Optional[str] = None
+    _deployed = False
 
     def _setup(self, name: str, scripts: Mapping[str, str],
                depends_on: Sequence[pulumi.Resource]) -> None:
@@ -110,8 +111,12 @@ class DockerHost(pulumi.ComponentResource):
         static_addresses: Mapping[str, str] | None = None,
     ) -> dict[str, docker.Container]:
         """Run ``containers`` (and nginx with certificates when ``ingress`` is given), then
-        register the component's outputs. Called once, after what the containers need exists."""
+        register the component's outputs. Called once, after what the containers need exists;
+        a second call raises ``RuntimeError`` (it would register the outputs twice)."""
         name = self.pulumi_resource_name
+        if self._deployed:
+            raise RuntimeError(f"{name}: deploy() runs once per host; pass every container to one call")
+        self._deployed = True
         specs = list(containers)
         ingress_ready: list[pulumi.Resource] = []
         if ingress is not None:

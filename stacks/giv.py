@@ -294,7 +294,7 @@ def build(ctx, cfg: GivConfig) -> dict:
     ):
         provision_backup(
             name, label, cfg.backup, kind=kind, tool_image=image, mounts=(certs_dir,),
-            source_name=cluster.cluster.pulumi_resource_name, source_uri=uri,
+            source_name=cluster.cluster_resource_name, source_uri=uri,
             runner=ops.ssh, runner_ready=ops.files_delivered, protect=prod, opts=child)
 
     destinations = ctx.alert_destinations()

@@ -261,7 +261,7 @@ def build(ctx, cfg: KroConfig) -> dict:
     backup = provision_backup(
         name, "db", cfg.backup, kind="postgres", tool_image=f"postgres:{cfg.database.version}-alpine",
         mounts=(ca_on_host.rsplit("/", 1)[0],), bucket_per_job=False,
-        source_name=database.cluster.pulumi_resource_name,
+        source_name=database.cluster_resource_name,
         source_uri=database.uri(ca_path=ca_on_host, user=cfg.database.user, database=cfg.database.name),
         runner=host.ssh, runner_ready=host.files_delivered, protect=prod, opts=child)
     destinations = ctx.alert_destinations()
