@@ -108,6 +108,8 @@ class ManagedDatabaseCluster(pulumi.ComponentResource):
                 import_=args.adopt_cluster_id)),
         )
         self.cluster_id = self.cluster.id
+        self.cluster_resource_name = f"{name}-cluster"
+        """The cluster resource's Pulumi name: what a backup names as its source."""
         self.firewall: Optional[do.DatabaseFirewall] = None
         if args.trusted_sources is not None:
             self.admit(args.trusted_sources)

@@ -56,6 +56,8 @@ class DockerHost(pulumi.ComponentResource):
     """The resources after which the host's files are in place (setup, firewall, each service's
     files): what a command that reads them (a backup runner) depends on."""
     private_address: Optional[str] = None
+    _deploy_started = False
+    _deployed = False
 
     def _setup(self, name: str, scripts: Mapping[str, str],
                depends_on: Sequence[pulumi.Resource]) -> None:
@@ -88,9 +90,18 @@ class DockerHost(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, provider=self.docker_provider),
         )
 
+    def _start_deploy(self) -> None:
+        # deploy() registers the outputs: a second call would add children after them.
+        if self._deploy_started or self._deployed:
+            raise RuntimeError(f"{self.pulumi_resource_name}: deploy() runs once per host; pass every "
+                               "container to one call")
+        self._deploy_started = True
+
     def _docker_firewall(self, rules_text: str) -> None:
         """Installs and applies the ``DOCKER-USER`` rules (``egress.render_docker_user_rules``)
-        before any container starts; the containers wait for it."""
+        before any container starts; the containers wait for it. The first step of a
+        subclass's ``deploy``."""
+        self._start_deploy()
         firewall = run_script(f"{self.pulumi_resource_name}-docker-firewall", self.ssh,
                               hostsetup.script(egress.docker_user_section(rules_text)),
                               parent=self, depends_on=self.setup_done)
@@ -127,8 +138,11 @@ class DockerHost(pulumi.ComponentResource):
         static_addresses: Mapping[str, str] | None = None,
     ) -> dict[str, docker.Container]:
         """Run ``containers`` (and nginx with certificates when ``ingress`` is given), then
-        register the component's outputs. Called once, after what the containers need exists."""
+        register the component's outputs. Called once, after what the containers need exists;
+        a second call raises ``RuntimeError`` (it would register the outputs twice)."""
         name = self.pulumi_resource_name
+        if not self._deploy_started or self._deployed:
+            self._start_deploy()
         specs = list(containers)
         ingress_ready: list[pulumi.Resource] = []
         if ingress is not None:
@@ -157,4 +171,5 @@ class DockerHost(pulumi.ComponentResource):
             run_script(f"{name}-certificates", self.ssh, cert_script, parent=self,
                        depends_on=[created["nginx"], *ingress.depends_on])
         self.register_outputs(self._outputs())
+        self._deployed = True
         return created

@@ -17,17 +17,33 @@ LEAF_EARLY_RENEWAL_HOURS = 30 * 24
 
 
 @dataclass(frozen=True)
+class ServerRequest:
+    """A server certificate to issue: ``server`` names its resources, ``dns_names`` (the first
+    is the subject) and ``ip_addresses`` are what clients put in their URIs."""
+
+    server: str
+    dns_names: tuple[str, ...]
+    ip_addresses: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class ServerCertificate:
     cert_pem: pulumi.Output[str]
     key_pem: pulumi.Output[str]
 
 
 class InternalCa(pulumi.ComponentResource):
-    """Children: ``{name}-key``, ``{name}-cert``, and per server ``{name}-<server>-key``,
-    ``{name}-<server>-csr``, ``{name}-<server>-cert``. Output: ``cert_pem`` (public)."""
+    """Children: ``{name}-key``, ``{name}-cert``, and per server of ``servers``
+    ``{name}-<server>-key``, ``{name}-<server>-csr``, ``{name}-<server>-cert``, all created in
+    the constructor. ``certificates`` maps each server to its ``ServerCertificate``. Output:
+    ``cert_pem`` (public). Raises ``ValueError`` on a server named twice."""
 
-    def __init__(self, name: str, common_name: str, opts: Optional[pulumi.ResourceOptions] = None):
+    def __init__(self, name: str, common_name: str, servers: Sequence[ServerRequest] = (),
+                 opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("platform:components:InternalCa", name, None, opts)
+        names = [s.server for s in servers]
+        if len(names) != len(set(names)):
+            raise ValueError(f"{name}: servers named twice: {sorted({n for n in names if names.count(n) > 1})}")
         child = pulumi.ResourceOptions(parent=self)
         self.key = tls.PrivateKey(f"{name}-key", algorithm="ECDSA", ecdsa_curve="P256", opts=child)
         self.cert = tls.SelfSignedCert(
@@ -36,10 +52,10 @@ class InternalCa(pulumi.ComponentResource):
             is_ca_certificate=True, validity_period_hours=CA_VALIDITY_HOURS,
             allowed_uses=["cert_signing", "crl_signing", "digital_signature"], opts=child)
         self.cert_pem = self.cert.cert_pem
+        self.certificates = {s.server: self._issue(s.server, s.dns_names, s.ip_addresses) for s in servers}
         self.register_outputs({"cert_pem": self.cert_pem})
 
-    def issue(self, server: str, dns_names: Sequence[str], ip_addresses: Sequence[str] = ()) -> ServerCertificate:
-        """A server certificate for ``dns_names`` (what clients put in their URIs)."""
+    def _issue(self, server: str, dns_names: Sequence[str], ip_addresses: Sequence[str]) -> ServerCertificate:
         child = pulumi.ResourceOptions(parent=self)
         key = tls.PrivateKey(f"{self.pulumi_resource_name}-{server}-key", algorithm="ECDSA", ecdsa_curve="P256", opts=child)
         csr = tls.CertRequest(f"{self.pulumi_resource_name}-{server}-csr", private_key_pem=key.private_key_pem,

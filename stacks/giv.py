@@ -17,8 +17,6 @@ from pydantic import AfterValidator, Field
 
 from components import monitoring, tiers
 from components.app_platform import AppComponent, AppPlatformApp, AppPlatformAppArgs, DatabaseAttachment
-from components.backup import R2Backup, R2BackupArgs
-from components.backupscripts import BackupJob
 from components.do_monitoring import droplet_alerts, uptime_checks
 from components.database import ManagedDatabaseCluster, ManagedDatabaseClusterArgs, TrustedSourceInput
 from components.droplet_stack import DropletBackups, DropletStack, DropletStackArgs
@@ -35,6 +33,8 @@ from stacks.shared_config import (BackupConfig, ContainerEgressConfig, alert_ema
 from stacks.definition import SecretKey
 from stacks.environment import DO_REGIONS
 from stacks.definition import ProductDefinition
+from stacks.backups import provision_backup
+from stacks.wiring import backup_job_name, service_secret_keys
 from validation.fields import Hostname, PrivateCidr, StrictModel
 from validation.provider_lists import check_version, digitalocean, validator as provider_slug
 
@@ -183,10 +183,7 @@ def claims(cfg: GivConfig) -> dict:
 
 def required_secrets(cfg: GivConfig) -> list[SecretKey]:
     needed = [SecretKey(key=SSH_KEY_SECRET, description="private SSH key of the ops droplet's deploy user")]
-    for component in cfg.components:
-        needed += [SecretKey(key=key, description=f"{env} of {component.name}")
-                   for env, key in sorted(component.secret_env.items())]
-    return needed + monitoring_secrets(cfg.monitoring)
+    return needed + service_secret_keys(cfg.components) + monitoring_secrets(cfg.monitoring)
 
 
 def _cluster_args(cfg: ClusterConfig, engine: str, region: str, vpc_id, project_id, env_name: str,
@@ -290,7 +287,7 @@ def build(ctx, cfg: GivConfig) -> dict:
             ctx, cfg.monitoring, data_dir=ops.data_dir, service_ports={},
             grafana_password=generated_password(f"{name}-grafana-admin", product),
             probes=[f"https://{c.domain}" for c in cfg.components if c.domain],
-            backup_jobs=[f"{name}-pg", f"{name}-mongo"])
+            backup_jobs=[backup_job_name(name, label) for label in BACKUP_LABELS])
     ops.deploy(watch.specs, files={"backup": [pg_ca_file, mongo_ca_file], **watch.files},
                secret_env=watch.secret_env)
 
@@ -309,15 +306,10 @@ def build(ctx, cfg: GivConfig) -> dict:
         ("mongo", mongodb, "mongodb", f"mongo:{cfg.mongodb.version}.0",
          mongodb.uri(ca_path=mongo_ca_host, user=user, database=db)),
     ):
-        R2Backup(f"{name}-{label}-backup", R2BackupArgs(
-            job=BackupJob(job=f"{name}-{label}", kind=kind, retention_days=cfg.backup.retention_days,
-                          tool_image=image, mounts=(certs_dir,)),
-            source_name=cluster.cluster.pulumi_resource_name, source_uri=uri,
-            account_id=cfg.backup.cloudflare_account_id, bucket_name=f"{cfg.backup.bucket}-{label}",
-            location=cfg.backup.location, lock_days=cfg.backup.lock_days,
-            runner=ops.ssh, runner_ready=ops.files_delivered, protect=prod,
-            backup_calendar=cfg.backup.schedule, restore_calendar=cfg.backup.restore_test_schedule,
-        ), opts=child)
+        provision_backup(
+            name, label, cfg.backup, kind=kind, tool_image=image, mounts=(certs_dir,),
+            source_name=cluster.cluster_resource_name, source_uri=uri,
+            runner=ops.ssh, runner_ready=ops.files_delivered, protect=prod, opts=child)
 
     destinations = ctx.alert_destinations()
     droplet_alerts(f"{name}-ops", [ops.droplet_id], destinations, product)

@@ -22,8 +22,6 @@ from components.do_monitoring import droplet_alerts, uptime_checks
 from components.droplet_stack import DropletBackups, DropletStack, DropletStackArgs
 from components.monitoring import MonitoringConfig
 from components.ingress import Ingress, IngressRoute
-from components.backup import R2Backup, R2BackupArgs
-from components.backupscripts import BackupJob
 from components.service_files import HostFile, host_path_for
 from validation.rules import Finding, RuleContext, each, rule
 from stacks.collisions import duplicates, program_containers, reserved_names
@@ -39,6 +37,8 @@ from stacks.definition import SecretKey
 from stacks.environment import DO_REGIONS
 from validation.fields import PrivateCidr, ResourceName, StrictModel
 from stacks.definition import ProductDefinition
+from stacks.backups import provision_backup
+from stacks.wiring import backup_job_name, service_secret_keys
 from validation.provider_lists import check_version, validator as provider_slug
 
 SSH_KEY_SECRET = "kro_ssh_private_key"
@@ -192,9 +192,7 @@ def claims(cfg: KroConfig) -> dict:
 def required_secrets(cfg: KroConfig) -> list[SecretKey]:
     needed = [SecretKey(key=SSH_KEY_SECRET,
                         description="private SSH key of the droplet's deploy user (OpenSSH PEM)")]
-    for spec in cfg.services:
-        needed += [SecretKey(key=key, description=f"{env} of the {spec.name} service")
-                   for env, key in sorted(spec.secret_env.items())]
+    needed += service_secret_keys(cfg.services, lambda env, service: f"{env} of the {service} service")
     return (needed + monitoring_secrets(cfg.monitoring)
             + secret_keys.registry_secrets("kro", [s.image for s in cfg.services]))
 
@@ -267,7 +265,7 @@ def build(ctx, cfg: KroConfig) -> dict:
             ctx, cfg.monitoring, data_dir=host.data_dir,
             grafana_password=generated_password(f"{name}-grafana-admin", product),
             service_ports={s: ports[s] for s in cfg.monitoring.metrics_services},
-            probes=[f"https://{h}" for h in [r.host for r in cfg.routes]], backup_jobs=[f"{name}-db"])
+            probes=[f"https://{h}" for h in [r.host for r in cfg.routes]], backup_jobs=[backup_job_name(name, "db")])
     host.deploy(
         [*cfg.services, *watch.specs],
         secret_env=merge_env(service_secret_env(ctx.secret, cfg.services),
@@ -277,18 +275,12 @@ def build(ctx, cfg: KroConfig) -> dict:
     )
     # The droplet is the backup runner; it reads the CA file the backend mounts.
     ca_on_host = host_path_for(host.data_dir, cfg.database_service, ca_file)
-    backup = R2Backup(f"{name}-db-backup", R2BackupArgs(
-        job=BackupJob(job=f"{name}-db", kind="postgres", retention_days=cfg.backup.retention_days,
-                      tool_image=f"postgres:{cfg.database.version}-alpine",
-                      mounts=(ca_on_host.rsplit("/", 1)[0],)),
-        source_name=database.cluster.pulumi_resource_name,
-        source_uri=database.uri(ca_path=ca_on_host, user=cfg.database.user,
-                                database=cfg.database.name),
-        account_id=cfg.backup.cloudflare_account_id, bucket_name=cfg.backup.bucket,
-        location=cfg.backup.location, lock_days=cfg.backup.lock_days,
-        runner=host.ssh, runner_ready=host.files_delivered, protect=prod,
-        backup_calendar=cfg.backup.schedule, restore_calendar=cfg.backup.restore_test_schedule,
-    ), opts=child)
+    backup = provision_backup(
+        name, "db", cfg.backup, kind="postgres", tool_image=f"postgres:{cfg.database.version}-alpine",
+        mounts=(ca_on_host.rsplit("/", 1)[0],), bucket_per_job=False,
+        source_name=database.cluster_resource_name,
+        source_uri=database.uri(ca_path=ca_on_host, user=cfg.database.user, database=cfg.database.name),
+        runner=host.ssh, runner_ready=host.files_delivered, protect=prod, opts=child)
     destinations = ctx.alert_destinations()
     droplet_alerts(name, [host.droplet_id], destinations, product)
     uptime_checks(name, [f"https://{h}" for h in hosts], destinations, product)

@@ -13,6 +13,7 @@ import pulumi_random as random
 
 from components import monitoring
 from components.containers import ContainerSpec
+from stacks import wiring
 
 
 class Product(pulumi.ComponentResource):
@@ -62,3 +63,41 @@ def generated_password(name: str, parent: pulumi.Resource, length: int = 32) -> 
     """A generated secret (letters and digits, so it is safe in URLs and shell)."""
     return random.RandomPassword(name, length=length, special=False,
                                  opts=pulumi.ResourceOptions(parent=parent)).result
+
+
+class SecretResolver:
+    """Turns a plan's secret references (``stacks.wiring``) into outputs: each ``Generated``
+    name becomes one ``random.RandomPassword`` under ``parent`` the first time it is read;
+    ``ConfigSecret`` reads the stack config through ``secret`` (``BuildContext.secret``);
+    ``BucketKey`` reads ``bucket_keys`` (service -> (access, secret)), set once the bucket
+    exists."""
+
+    def __init__(self, parent: pulumi.Resource, secret):
+        self._parent = parent
+        self._secret = secret
+        self._generated: dict[str, pulumi.Output[str]] = {}
+        self.bucket_keys: Mapping[str, tuple[pulumi.Output[str], pulumi.Output[str]]] = {}
+
+    def password(self, ref: wiring.Generated) -> pulumi.Output[str]:
+        if ref.name not in self._generated:
+            self._generated[ref.name] = generated_password(ref.name, self._parent, ref.length)
+        return self._generated[ref.name]
+
+    def resolve(self, value: wiring.SecretValue | str) -> pulumi.Input[str]:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, wiring.Generated):
+            return self.password(value)
+        if isinstance(value, wiring.ConfigSecret):
+            return self._secret(value.key)
+        if isinstance(value, wiring.SecretUrl):
+            return pulumi.Output.secret(self.password(value.password).apply(
+                lambda pw, template=value.template: template.format(pw=pw)))
+        if isinstance(value, wiring.BucketKey):
+            return self.bucket_keys[value.service][0 if value.part == "access" else 1]
+        raise TypeError(f"not a secret reference: {value!r}")
+
+    def env(self, values: Mapping[str, wiring.SecretValue | str] | Sequence[tuple[str, wiring.SecretValue | str]]
+            ) -> dict[str, pulumi.Input[str]]:
+        items = values.items() if isinstance(values, Mapping) else values
+        return {key: self.resolve(value) for key, value in items}

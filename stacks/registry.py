@@ -1,4 +1,5 @@
-"""The products a stack can hold. Adding a product: write stacks/<name>.py, list it here."""
+"""The products a stack can hold. Adding a product: write stacks/<name>/ (config, rules, plan,
+provision and its PRODUCT, as stacks/pencom/ does), list it here."""
 
 from __future__ import annotations
 

@@ -1,0 +1,76 @@
+"""Component shape: a component creates its children in its constructor (or in the one call that
+completes it) and registers its outputs last; nothing is added under it afterwards."""
+
+from __future__ import annotations
+
+import pulumi
+import pytest
+
+from components import tiers
+from components.internal_ca import InternalCa, ServerRequest
+from components.onprem import OnPremVps, OnPremVpsArgs
+
+pytestmark = pytest.mark.fast
+
+
+@pytest.fixture
+def late_children(monkeypatch) -> list[str]:
+    """Names of resources registered under a component after its ``register_outputs``."""
+    late: list[str] = []
+    done: set[int] = set()
+    register_outputs = pulumi.ComponentResource.register_outputs
+    resource_init = pulumi.Resource.__init__
+
+    def record_outputs(self, outputs):
+        done.add(id(self))
+        return register_outputs(self, outputs)
+
+    def record_child(self, t, name, custom, props=None, opts=None, *args, **kwargs):
+        if opts is not None and opts.parent is not None and id(opts.parent) in done:
+            late.append(name)
+        return resource_init(self, t, name, custom, props, opts, *args, **kwargs)
+
+    monkeypatch.setattr(pulumi.ComponentResource, "register_outputs", record_outputs)
+    monkeypatch.setattr(pulumi.Resource, "__init__", record_child)
+    return late
+
+
+def test_the_watch_sees_a_late_child(run_component, late_children):
+    def build():
+        parent = pulumi.ComponentResource("test:index:Parent", "parent")
+        parent.register_outputs({})
+        pulumi.ComponentResource("test:index:Child", "late", opts=pulumi.ResourceOptions(parent=parent))
+
+    run_component(build)
+    assert late_children == ["late"]
+
+
+def test_internal_ca_issues_every_certificate_before_its_outputs(run_component, late_children):
+    def build():
+        ca = InternalCa("ca", common_name="test CA", servers=[
+            ServerRequest("data", ("localhost",), ("10.0.0.3", "127.0.0.1")),
+            ServerRequest("minio", ("localhost",))])
+        assert set(ca.certificates) == {"data", "minio"}
+
+    state = run_component(build)
+    assert late_children == []
+    assert state.named("ca-data-cert") and state.named("ca-minio-csr")
+    assert state.named("ca-data-csr")["inputs"]["ipAddresses"] == ["10.0.0.3", "127.0.0.1"]
+
+
+def test_internal_ca_refuses_a_server_named_twice(run_component):
+    with pytest.raises(ValueError, match="servers named twice: \\['data'\\]"):
+        run_component(lambda: InternalCa("ca", common_name="test CA", servers=[
+            ServerRequest("data", ("a",)), ServerRequest("data", ("b",))]))
+
+
+def test_a_docker_host_deploys_once(run_component):
+    def build():
+        host = OnPremVps("vps", OnPremVpsArgs(
+            address="10.0.0.3", private_key=pulumi.Output.secret("k"),
+            role=tiers.HostRole(tier=tiers.Tier.APP, ssh_cidrs=("10.0.0.1/32",))))
+        host.deploy([])
+        host.deploy([])
+
+    with pytest.raises(RuntimeError, match="vps: deploy\\(\\) runs once per host"):
+        run_component(build)
