@@ -29,7 +29,7 @@ from pathlib import Path
 
 import docker
 
-from benchmarks.standin_images import _daemon, _Lab
+from benchmarks.standin_images import BenchLab, bench_daemon
 from rehearsal import aptrepo, images, rootfs
 from rehearsal.netns import DockerDaemon, Namespace, stop_pid
 from synth.run import synth_stack
@@ -60,7 +60,7 @@ def _import_box(daemon: DockerDaemon, tarball: Path) -> None:
 
 
 def _pass(label: str, cache: Path, contracts, ns: Namespace, work: Path, bip: str,
-          daemons: list[DockerDaemon], lab: _Lab) -> dict[str, float]:
+          daemons: list[DockerDaemon], lab: BenchLab) -> dict[str, float]:
     seconds = _Seconds(label)
     # As a rehearsal plans them: the kinds that dial out over TLS trust the cache's test CA.
     registry = images.Registry(cache_dir=cache / "images")
@@ -68,7 +68,7 @@ def _pass(label: str, cache: Path, contracts, ns: Namespace, work: Path, bip: st
     box, seconds["box rootfs"] = _timed(lambda: rootfs.ensure_rootfs(cache))
     _, seconds["apt repository"] = _timed(lambda: aptrepo.ensure_repo(
         aptrepo.STACK_PACKAGES, box.status, box.key, cache))
-    daemon = _daemon(ns, work, label, bip)
+    daemon = bench_daemon(ns, work, label, bip)
     daemons.append(daemon)
     _, seconds["box image import"] = _timed(lambda: _import_box(daemon, box.tarball))
     client = docker.DockerClient(daemon.host, version="auto")
@@ -100,7 +100,7 @@ def main() -> int:
     ns = Namespace(f"bench-cold-{secrets.token_hex(4)}")
     ns.create()
     daemons: list[DockerDaemon] = []
-    lab = _Lab(ns, "", work)
+    lab = BenchLab(ns, "", work)
     try:
         cold = _pass("cold", cache, contracts, ns, work, "10.215.1.1/24", daemons, lab)
         warm = _pass("warm", cache, contracts, ns, work, "10.215.2.1/24", daemons, lab)

@@ -27,7 +27,10 @@ from rehearsal.netns import DockerDaemon, Namespace, spawn, stop_pid
 from synth.run import synth_stack
 
 
-class _Lab:
+class BenchLab:
+    """The part of ``rehearsal.lab.Lab`` the image builds use (a namespace, its services' logs,
+    the lab's service address), without boxes: enough to build and serve stand-in images."""
+
     def __init__(self, ns: Namespace, host: str, logdir: Path):
         self.ns, self.harness_docker_host, self.logdir = ns, host, logdir
         self.service_address = "100.64.0.1"
@@ -42,7 +45,9 @@ class _Lab:
         return self.ns.argv(argv)
 
 
-def _daemon(ns: Namespace, root: Path, name: str, bip: str) -> DockerDaemon:
+def bench_daemon(ns: Namespace, root: Path, name: str, bip: str) -> DockerDaemon:
+    """A started Docker daemon in ``ns`` with its data under ``root/name`` and bridge ``bip``
+    (CIDR); the caller stops it."""
     run_dir = Path(tempfile.mkdtemp(prefix=f"bench-{name}-", dir="/run"))
     daemon = DockerDaemon(ns, root / name, run_dir / "d", bip)
     daemon.start()
@@ -61,15 +66,15 @@ def main() -> int:
     ns = Namespace(f"bench-images-{secrets.token_hex(4)}")
     ns.create()
     daemons: list[DockerDaemon] = []
-    lab = _Lab(ns, "", work)
+    lab = BenchLab(ns, "", work)
     try:
-        first = _daemon(ns, work, "first", "10.214.1.1/24")
+        first = bench_daemon(ns, work, "first", "10.214.1.1/24")
         daemons.append(first)
         started = time.perf_counter()
         cold_parts = images.build_standins(planned, docker.DockerClient(first.host, version="auto"),
                                            cache, first.host)
         cold = time.perf_counter() - started
-        second = _daemon(ns, work, "second", "10.214.2.1/24")
+        second = bench_daemon(ns, work, "second", "10.214.2.1/24")
         daemons.append(second)
         started = time.perf_counter()
         images.build_standins(planned, docker.DockerClient(second.host, version="auto"), cache,

@@ -186,9 +186,12 @@ class SynthMocks(pulumi_mocks.Mocks):
 
 
 class CaptureMonitor(pulumi_mocks.MockMonitor):
-    def __init__(self, mocks: SynthMocks, capture: Capture):
+    def __init__(self, mocks: SynthMocks, capture: Capture, secret_values: frozenset[str] = frozenset()):
         super().__init__(mocks)
         self.capture = capture
+        # The SDK sends an invoke's arguments unwrapped, secret or not (a secret config value
+        # handed to tls.get_public_key arrives plain), so the capture masks them by value.
+        self.secret_values = secret_values
         self.stack_urn: Optional[str] = None
         self.registered_by: dict[str, str] = {}
 
@@ -294,7 +297,7 @@ class CaptureMonitor(pulumi_mocks.MockMonitor):
         wire.ensure_event_loop()
         args, _ = decode_struct(request.args)
         self._check_pulumi_urns(f"invoke {request.tok}", args)
-        self.capture.invokes.append({"token": request.tok, "args": args})
+        self.capture.invokes.append({"token": request.tok, "args": _mask_values(args, self.secret_values)})
         return super().Invoke(request)
 
 
@@ -334,6 +337,17 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=lambda v: UNKNOWN_MASK if "Unknown" in type(v).__name__ else str(v)))
 
 
+def _mask_values(value: Any, secrets: frozenset[str]) -> Any:
+    """``value`` with every string that holds one of ``secrets`` replaced by the secret mask."""
+    if isinstance(value, str):
+        return SECRET_MASK if any(s in value for s in secrets) else value
+    if isinstance(value, dict):
+        return {k: _mask_values(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask_values(v, secrets) for v in value]
+    return value
+
+
 def run_program(
     program: Callable[[], None],
     *,
@@ -371,7 +385,8 @@ def run_program(
         wire.clear_pending_outputs()
         # This context is the synth's own: placeholders warn here and fail a real deploy.
         OFFLINE_SYNTH.set(True)
-        monitor = CaptureMonitor(mocks, capture)
+        monitor = CaptureMonitor(mocks, capture, frozenset(
+            v for k, v in config.items() if k in secret_keys and isinstance(v, str) and v.strip()))
         pulumi.runtime.set_all_config(dict(config), list(secret_keys))
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)

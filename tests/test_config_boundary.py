@@ -403,7 +403,7 @@ def test_the_set_commands_never_put_a_secret_on_the_command_line(stack_document)
         for command in commands:
             key = command.split()[-1] if "<" not in command else command.split()[-3]
             assert re.fullmatch(r"platform:\w+", key), command
-            if key.endswith("_ssh_private_key"):
+            if key.endswith("_ssh_private_key") or key == "platform:ssh_ca_private_key":
                 assert command.endswith(" < KEY_FILE"), command
             elif key.endswith("_registry_auth"):
                 assert command.endswith(" < config.json"), command

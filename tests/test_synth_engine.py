@@ -131,3 +131,23 @@ def test_secret_digests_belong_to_their_own_resource_and_runs_are_identical():
         assert set(resource.get("secret_digests", {})) == set(resource["secret_inputs"]), resource["name"]
     # The whole document, invokes included, so two synths of one commit diff to nothing.
     assert json.dumps(first, sort_keys=True) == json.dumps(second, sort_keys=True)
+
+
+def test_a_secret_config_value_passed_to_an_invoke_is_masked_in_the_capture():
+    """The SDK sends invoke arguments unwrapped, so a secret config value (the SSH CA's key
+    handed to tls.get_public_key) would reach the capture, and the PR preview, in clear."""
+    import pulumi_tls as tls
+
+    from synth.engine import run_program
+
+    def build():
+        key = pulumi.Config("platform").require_secret("ca")
+        pulumi.export("pub", tls.get_public_key_output(private_key_openssh=key).public_key_openssh)
+        tls.get_public_key_output(private_key_openssh="not-a-secret-key")
+
+    capture = run_program(build, stack="test", config={"platform:ca": "very-secret-ca-key"},
+                          secret_keys=["platform:ca"])
+    document = json.dumps(capture.to_json(reveal=True))
+    assert "very-secret-ca-key" not in document
+    args = sorted(i["args"]["privateKeyOpenssh"] for i in capture.invokes)
+    assert args == sorted([SECRET_MASK, "not-a-secret-key"])
