@@ -48,6 +48,7 @@ STACK_PACKAGES = (
     "systemd-timesyncd", "python3-systemd", "iptables", "openssl",                   # hostsetup
     "certbot",                                                                       # ingress
     "rclone", "postgresql-client", "redis-tools", "restic", "jq",                    # backup
+    "auditd", "audispd-plugins", "rsyslog", "rsyslog-gnutls",                         # sessions
 )
 
 LAYOUT = "debian-dists-v1"  # part of the cache key: a new layout is a new repository

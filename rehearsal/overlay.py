@@ -31,7 +31,11 @@ INTERNET = ipaddress.ip_network("10.203.0.0/24")
 PRIVATE_BASE = ipaddress.ip_network("10.201.0.0/16")
 HARNESS = PUBLIC.network_address + 1
 KEPT = [ipaddress.ip_network(n) for n in ("127.0.0.0/8", "0.0.0.0/32", "172.16.0.0/12", "192.168.0.0/16")]
-LAB = [PUBLIC, INTERNET, PRIVATE_BASE]
+# The namespace's own service address (rehearsal.netns.SERVICE_ADDRESS, not imported: the
+# overlay stays free of the lab's process code), where the managed databases' stand-ins listen.
+SERVICES = ipaddress.ip_network("100.64.0.1/32")
+LAB = [PUBLIC, INTERNET, PRIVATE_BASE, SERVICES]
+VPC = "digitalocean:index/vpc:Vpc"
 # An IPv4 address, optionally with a prefix length, not part of a longer dotted run (versions).
 ADDRESS = re.compile(r"(?<![\d.])(\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3})(/\d{1,2})?(?![\d.]*\d)")
 
@@ -122,8 +126,9 @@ class Overlay:
 def plan(capture: StackCapture, admin_cidrs: Iterable[str] = ()) -> Overlay:
     """The overlay for ``capture``: each product's private network (the /24 of a host's private
     address, or of a host reached through a jump host) to ``<product>-private``; every other
-    host address, hosts in order of name, to ``public`` from .10; ``admin_cidrs`` to the
-    harness's own public address (it is where SSH comes from)."""
+    host address, hosts in order of name, to ``public`` from .10; every DigitalOcean VPC range of
+    the stack to the service address of the namespace (its managed databases' stand-ins);
+    ``admin_cidrs`` to the harness's own public address (it is where SSH comes from)."""
     overlay = Overlay(lab_networks={"public": str(PUBLIC), "internet": str(INTERNET)})
     products = sorted({h.product for h in capture.hosts.values()})
     for index, product in enumerate(products):
@@ -145,6 +150,11 @@ def plan(capture: StackCapture, admin_cidrs: Iterable[str] = ()) -> Overlay:
         if host.address not in overlay.hosts and not _in_private(overlay, host.address):
             overlay.hosts[host.address] = str(PUBLIC.network_address + number)
             number += 1
+    # A DigitalOcean VPC's range holds the managed databases a host talks to (a container egress
+    # lock admits it by range); in the lab they are stand-ins on the service address.
+    for resource in (capture.state or {}).get("resources", []):
+        if resource.get("type") == VPC and resource.get("inputs", {}).get("ipRange"):
+            overlay.networks[str(ipaddress.ip_network(resource["inputs"]["ipRange"]))] = str(SERVICES)
     for cidr in admin_cidrs:
         net = ipaddress.ip_network(cidr, strict=False)
         if net.prefixlen == 32:

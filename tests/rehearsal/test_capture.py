@@ -195,3 +195,13 @@ def test_a_lab_address_names_the_stack_address_it_stands_for(staging, lab_stagin
         assert plan.stack_address(plan.text(stack_address)) == stack_address
     assert plan.stack_address(str(overlay.HARNESS)) is None  # every admin CIDR at once
     assert plan.stack_address("10.202.9.9") is None and plan.stack_address("172.18.0.2") is None
+
+
+def test_vpc_ranges_become_the_service_address_where_managed_database_standins_listen(staging, lab_staging):
+    import ipaddress
+
+    from rehearsal.netns import SERVICE_ADDRESS
+
+    plan, _ = lab_staging
+    assert overlay.SERVICES == ipaddress.ip_network(f"{SERVICE_ADDRESS}/32")
+    assert plan.text("10.111.0.0/20 port 25060") == f"{SERVICE_ADDRESS}/32 port 25060"
