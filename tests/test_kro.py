@@ -176,7 +176,8 @@ def test_stateful_resources_are_protected_in_prod_only(prod, staging):
 def test_host_setup_runs_before_the_docker_provider(prod):
     provider = prod.named("kro-prod-docker")
     setup = [r["urn"] for r in prod.of_type("command:remote:Command") if r["name"].startswith("kro-prod-setup-")]
-    assert len(setup) == 5
+    # base, dirs, docker, fail2ban, sshd and sessions (the admin session log).
+    assert len(setup) == 6
     assert set(setup) <= prod.all_dependencies(provider)
     assert prod.named("kro-prod-backend")["provider"] == provider["urn"]
 

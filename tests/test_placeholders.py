@@ -38,6 +38,15 @@ def test_paths_name_the_key_and_the_fix():
     assert "node's real public address" in found[1].message()
 
 
+def _openssh_private_key() -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    return ed25519.Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption()).decode()
+
+
 def _run_as_deploy(stack: str) -> tuple[Capture, Exception | None]:
     """The program as a real `pulumi up` would run it: the synth's offline flag switched off."""
     from synth import run
@@ -51,6 +60,9 @@ def _run_as_deploy(stack: str) -> tuple[Capture, Exception | None]:
     capture = Capture(project="platform", stack=stack)
     file = run.load_stack_file(run.stack_file_path(stack), stack, "platform")
     run.with_placeholder_secrets(file)
+    # An operator deploying for real has set a real SSH CA key: a real deploy checks that key's
+    # shape (an offline placeholder is refused as not an OpenSSH key) before the placeholders.
+    file.config["platform:ssh_ca_private_key"] = _openssh_private_key()
     try:
         run.run_program(program, stack=stack, config=file.config, secret_keys=file.secret_keys,
                         capture=capture)

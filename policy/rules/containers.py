@@ -8,7 +8,7 @@ import fnmatch
 import re
 
 from policy.rules.base import (ADVISORY, CRITICAL, HIGH, LOW, MANDATORY, MEDIUM, T_CONTAINER,
-                               T_IMAGE, Case, items, labels_of, mapping, resource_policy)
+                               T_IMAGE, Case, integer, items, labels_of, mapping, resource_policy)
 from policy.rules.fixtures import container, doc, res
 from synth.replacements import maintenance_of, writable_data_mounts
 
@@ -104,8 +104,8 @@ def _check_stateless_replaced_first(props, args):
         yield ("the container is replaced create-before-delete without `wait`; the old one would be "
                "removed before the new one is healthy")
     else:
-        timeout = props.get("waitTimeout")
-        if not isinstance(timeout, int) or not 0 < timeout <= WAIT_TIMEOUT_MAX_S:
+        timeout = integer(props.get("waitTimeout"))
+        if isinstance(timeout, bool) or not isinstance(timeout, int) or not 0 < timeout <= WAIT_TIMEOUT_MAX_S:
             yield (f"the container's `waitTimeout` ({timeout}) is not between 1 and {WAIT_TIMEOUT_MAX_S} "
                    "seconds; a deploy waits for it without a bound")
 
