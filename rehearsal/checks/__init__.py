@@ -231,6 +231,15 @@ def check_services(box: Box, scripts: str, checks: list[Check]) -> None:
             checks.append(Check(name=name, status=NOT_PROVEN,
                                 detail=f"enabled; its Condition skips it in a box (a container): {condition[:200]}"))
             continue
+        if unit == "auditd" and enabled != "enabled":
+            audit = box.run("auditctl -s")
+            if audit.rc != 0:
+                # Kernel audit answers only the initial PID namespace; the session-logging
+                # script leaves auditd disabled where the kernel refuses it (a container VPS).
+                checks.append(Check(name=name, status=NOT_PROVEN,
+                                    detail=f"the kernel refuses audit in a box (a container): auditctl -s: "
+                                           f"{(audit.stdout + audit.stderr).strip()[:160]}; is-enabled {enabled}"))
+                continue
         _check(checks, name, enabled == "enabled" and active == "active",
                f"is-enabled {enabled or 'no such unit'}, is-active {active}")
 

@@ -52,3 +52,29 @@ def test_a_report_fails_on_any_failure_and_passes_only_with_two_clean_runs():
     second.add_results(1, [ok])
     second.add_results(2, [{**ok, "status": "changed", "changes": 1, "error": "second run changed 1 things"}])
     assert not second.ok and second.hosts["h"].runs[2]["failed"] == 1
+
+
+def test_auditd_is_not_proven_only_where_the_kernel_refuses_audit():
+    """The session-logging script leaves auditd disabled where kernel audit is refused (a
+    container); the check says so instead of failing, and fails where audit works."""
+    from types import SimpleNamespace
+
+    from rehearsal.checks import check_services
+    from rehearsal.report import FAIL, NOT_PROVEN
+
+    def box(audit_rc: int):
+        answers = {"systemctl is-enabled auditd": "disabled", "systemctl is-active auditd": "inactive"}
+
+        def run(command):
+            if command == "auditctl -s":
+                return SimpleNamespace(rc=audit_rc, stdout="", stderr="Operation not permitted" if audit_rc else "")
+            return SimpleNamespace(rc=0, stdout=answers.get(command, ""), stderr="")
+        return SimpleNamespace(run=run)
+
+    scripts = "if auditctl -s >/dev/null 2>&1; then\n  ensure_service_enabled auditd auditctl -s\nfi\n"
+    refused, works = [], []
+    check_services(box(1), scripts, refused)
+    check_services(box(0), scripts, works)
+    assert [(c.name, c.status) for c in refused] == [("unit auditd enabled and active", NOT_PROVEN)]
+    assert "refuses audit" in refused[0].detail
+    assert [(c.name, c.status) for c in works] == [("unit auditd enabled and active", FAIL)]
