@@ -302,6 +302,17 @@ def check_calendar(spec: str) -> str:
     return spec
 
 
+def calendar_in_utc(spec: str) -> str:
+    """``spec`` (a calendar event that passed :func:`check_calendar`) with `` UTC`` appended when
+    it names no time zone, so that a schedule means the same on every host: without a zone,
+    systemd reads the time in the host's local zone (systemd.time(7), "Calendar Events"), which
+    the program does not set and which differs between droplets (UTC) and on-premises nodes."""
+    from zoneinfo import available_timezones
+
+    last = spec.split()[-1]
+    return spec if last == "UTC" or last in available_timezones() else f"{spec} UTC"
+
+
 def secret_parts(value: str) -> set[str]:
     """The pieces of a secret value that must not be quoted either: a URL's password, and
     its long token runs."""
