@@ -69,10 +69,8 @@ def report(tmp_path_factory):
         require_tool(tool, why)
     from rehearsal.rehearse import rehearse
 
-    # No stand-in images while the box's dockerd cannot start (the container part is xfail):
-    # the scripts' failures are what this test proves today.
     # A lock of its own: the lab tier's shared staging lab may hold the machine-wide one.
-    return rehearse("broken", capture_override=synthetic_stack(), workers=3, with_images=False,
+    return rehearse("broken", capture_override=synthetic_stack(), workers=3,
                     lock_path=tmp_path_factory.mktemp("broken") / "lab.lock")
 
 
@@ -98,8 +96,6 @@ def test_a_second_run_that_changes_something_fails(report):
     assert not any(f["step"] == "fine" for f in host.failures)
 
 
-@pytest.mark.xfail(reason="the box's own dockerd cannot start yet (read-only /proc/sys: ip_forward), "
-                          "so no container runs in a box (README, 'Rehearsal: status')", strict=False)
 def test_an_unhealthy_container_fails_its_check_and_a_healthy_one_passes(report):
     assert _check(report, "container unhealthy healthy").status == FAIL
     assert _check(report, "container healthy healthy").status == PASS, report.text()
