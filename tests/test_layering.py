@@ -340,9 +340,11 @@ def test_engine_config_reads_what_the_sdk_holds(monkeypatch):
 
 
 PRODUCTS = ("kro", "giv", "pencom", "vedfinance")
-PRODUCT_MODULE_LINES = 350
-"""The issue asks for product modules under about 300 lines; pencom/rules.py (309) and giv.py
-(328) are still above that."""
+PRODUCT_MODULE_LINES = 300
+"""The issue asks for product modules under 300 lines."""
+LONG_PRODUCT_MODULES = {"stacks.pencom.rules": 350}
+"""Modules still above it, with their own limit: pencom/rules.py (309 lines on 1 Dec 2026, while
+the mTLS and WireGuard work changes it) is to be split by the kind of rule once that lands."""
 
 
 def _product_modules() -> dict[str, Module]:
@@ -352,9 +354,9 @@ def _product_modules() -> dict[str, Module]:
 
 def test_no_product_module_is_long():
     modules = _product_modules()
-    assert {"stacks.kro", "stacks.giv", "stacks.pencom.plan", "stacks.vedfinance.plan"} <= set(modules)
+    assert {"stacks.kro.plan", "stacks.giv.plan", "stacks.pencom.plan", "stacks.vedfinance.plan"} <= set(modules)
     long = {name: lines for name, m in modules.items()
-            if (lines := len(m.path.read_text().splitlines())) > PRODUCT_MODULE_LINES}
+            if (lines := len(m.path.read_text().splitlines())) > LONG_PRODUCT_MODULES.get(name, PRODUCT_MODULE_LINES)}
     assert not long, f"split these product modules (config, rules, plan, provision): {long}"
 
 
@@ -380,7 +382,8 @@ def _closure(start: str) -> set[str]:
 
 
 PLAN_MODULES = ("stacks.wiring", "stacks.pencom.plan", "stacks.pencom.config", "stacks.pencom.network",
-                "stacks.vedfinance.plan", "stacks.vedfinance.config")
+                "stacks.vedfinance.plan", "stacks.vedfinance.config", "stacks.kro.plan", "stacks.kro.config",
+                "stacks.giv.plan", "stacks.giv.config")
 
 
 def test_plans_import_no_resource_module():
