@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import textwrap
 
-from components.backupscripts.jobs import BackupJob, COUNTS_END, MONGO_COUNTS_JS, REDIS_KEYSPACE, ROW_COUNTS_SQL, UNITS
-from components.backupscripts.shell import _BACKUP_STREAM, _INIT_REPOSITORY, _backup_failure_trap, _backup_success_metrics, _common, _dump_commands, _labels, _retention
-from components.backupscripts.restore import _CHECK, _newest, _restore_test_trap, _scratch, _wait_ready
+from components.backupscripts.jobs import (COUNTS_END, MONGO_COUNTS_JS, REDIS_KEYSPACE, ROW_COUNTS_SQL, UNITS,
+                                           BackupJob)
+from components.backupscripts.shell import (BACKUP_STREAM, INIT_REPOSITORY, backup_failure_trap,
+                                            backup_success_metrics, dump_commands, metric_labels,
+                                            retention_section, script_prelude)
+from components.backupscripts.restore import (READ_CHECK, newest_snapshot, restore_test_trap, scratch_server,
+                                              wait_ready)
 from components.backupscripts.pitr import render_base_backup_script, render_pitr_test_script
 
 
 def render_backup_script(job: BackupJob) -> str:
     """The daily backup: ``/JOB.dump`` and ``/JOB.counts`` streamed into restic, then retention."""
-    labels = _labels(job)
+    labels = metric_labels(job)
     if job.kind == "minio":
         return _render_mirror_backup(job, labels)
     if job.kind == "pitr":
@@ -22,14 +26,14 @@ def render_backup_script(job: BackupJob) -> str:
         SIZE=0
         ADDED=0
         RUN="run-$(date -u +%Y%m%dT%H%M%SZ)"
-        {_INIT_REPOSITORY.strip()}
+        {INIT_REPOSITORY.strip()}
         # The dump first: a run whose dump failed never stores counts, and the restore test
         # starts from the newest counts, so a partial dump restic kept is never picked.
         backup_stream "$JOB.dump" dump
         backup_stream "$JOB.counts" counts_stored
-        """) + f"RETENTION_DAYS={job.retention_days}\n" + _retention(f"/{job.job}.dump", f"/{job.job}.counts")
-    return (_common(job, "backup", "off-site backup") + _dump_commands(job) + _BACKUP_STREAM
-            + _backup_failure_trap(labels) + body + _backup_success_metrics(labels)
+        """) + f"RETENTION_DAYS={job.retention_days}\n" + retention_section(f"/{job.job}.dump", f"/{job.job}.counts")
+    return (script_prelude(job, "backup", "off-site backup") + dump_commands(job) + BACKUP_STREAM
+            + backup_failure_trap(labels) + body + backup_success_metrics(labels)
             + 'echo "$JOB: stored $RUN ($SIZE bytes read, $ADDED bytes added)"\n')
 
 
@@ -39,17 +43,17 @@ def _restore_and_count(job: BackupJob) -> str:
             restic dump "$SNAPSHOT" "/$JOB.dump" >"$WORK/dump.rdb" || fail "the snapshot $RUN cannot be read"
             chmod 0755 "$WORK" && chmod 0644 "$WORK/dump.rdb"
             scratch_start
-            """) + _wait_ready("redis") + textwrap.dedent(f"""\
+            """) + wait_ready("redis") + textwrap.dedent(f"""\
             scratch_redis_cli INFO keyspace | {REDIS_KEYSPACE} >"$WORK/restored.counts" \\
               || fail "the snapshot $RUN did not load"
             """)
     if job.kind == "mongodb":
-        return "scratch_start\n" + _wait_ready("mongodb") + textwrap.dedent(f"""\
+        return "scratch_start\n" + wait_ready("mongodb") + textwrap.dedent(f"""\
             restic dump "$SNAPSHOT" "/$JOB.dump" | scratch_mongorestore --quiet --archive --drop \\
               || fail "mongorestore of $RUN failed"
             scratch_mongosh --quiet "mongodb://127.0.0.1/$MONGO_DATABASE" --eval "{MONGO_COUNTS_JS}" >"$WORK/restored.counts"
             """)
-    return "scratch_start\n" + _wait_ready("postgres") + textwrap.dedent(f"""\
+    return "scratch_start\n" + wait_ready("postgres") + textwrap.dedent(f"""\
         scratch_psql --no-psqlrc -q --set=ON_ERROR_STOP=1 -d postgres -c "CREATE DATABASE restore_test"
         restic dump "$SNAPSHOT" "/$JOB.dump" | scratch_pg_restore --no-owner --no-privileges --exit-on-error \\
           --dbname=restore_test || fail "pg_restore of $RUN failed"
@@ -61,24 +65,24 @@ def _restore_and_count(job: BackupJob) -> str:
 def render_restore_test_script(job: BackupJob) -> str:
     """The weekly restore test: newest dump into a scratch server, counts compared, then a
     rotating quarter of the repository's data read back (``restic check``)."""
-    labels = _labels(job)
+    labels = metric_labels(job)
     if job.kind == "minio":
         return _render_mirror_restore_test(job, labels)
     if job.kind == "pitr":
         return render_pitr_test_script(job)
     engine = job.kind
     env_check = 'MONGO_DATABASE="${MONGO_DATABASE:?set in the environment file}"\n' if engine == "mongodb" else ""
-    body = _newest(f"/{job.job}.counts", "backup") + textwrap.dedent(f"""\
+    body = newest_snapshot(f"/{job.job}.counts", "backup") + textwrap.dedent(f"""\
         restic dump "$SNAPSHOT" "/$JOB.counts" | sed '/^{COUNTS_END}$/d' >"$WORK/expected.counts"
         SNAPSHOT="$(snapshot_field id --path "/$JOB.dump" --tag "$RUN")"
         [ -n "$SNAPSHOT" ] || fail "the dump of $RUN is missing"
         """) + _restore_and_count(job) + textwrap.dedent(f"""\
         diff -u "$WORK/expected.counts" "$WORK/restored.counts" || fail "counts differ after restoring $RUN"
-        {_CHECK.strip()}
+        {READ_CHECK.strip()}
         echo "$JOB: restored $RUN; $(wc -l <"$WORK/restored.counts") {UNITS[engine]} match"
         """)
-    return (_common(job, "restore-test", "weekly restore test") + env_check + _scratch(job, engine)
-            + _restore_test_trap(job, labels) + body)
+    return (script_prelude(job, "restore-test", "weekly restore test") + env_check + scratch_server(job, engine)
+            + restore_test_trap(job, labels) + body)
 
 
 def _render_mirror_backup(job: BackupJob, labels: str) -> str:
@@ -101,18 +105,18 @@ def _render_mirror_backup(job: BackupJob, labels: str) -> str:
         # The manifest last: the restore test starts from the newest one.
         backup_stream "$JOB.manifest" cat "$WORK/manifest"
         SIZE="$(awk -F '\\t' '{s += $2} END {print s + 0}' "$WORK/manifest")"
-        """).replace("@@INIT@@\n", _INIT_REPOSITORY)
-    return (_common(job, "backup", "off-site mirror") + _BACKUP_STREAM + _backup_failure_trap(labels)
+        """).replace("@@INIT@@\n", INIT_REPOSITORY)
+    return (script_prelude(job, "backup", "off-site mirror") + BACKUP_STREAM + backup_failure_trap(labels)
             + body + f"RETENTION_DAYS={job.retention_days}\n"
-            + _retention(f"/{job.job}.manifest", f"{job.state_dir}/mirror")
-            + _backup_success_metrics(labels)
+            + retention_section(f"/{job.job}.manifest", f"{job.state_dir}/mirror")
+            + backup_success_metrics(labels)
             + 'echo "$JOB: mirrored $(wc -l <"$WORK/manifest") objects ($SIZE bytes, $ADDED bytes added)"\n')
 
 
 def _render_mirror_restore_test(job: BackupJob, labels: str) -> str:
     """Restores the newest mirror snapshot into the work directory; every object of that run's
     manifest must come back with its size (restic authenticates every blob it restores)."""
-    body = _newest(f"/{job.job}.manifest", "mirror manifest") + textwrap.dedent(f"""\
+    body = newest_snapshot(f"/{job.job}.manifest", "mirror manifest") + textwrap.dedent(f"""\
         restic dump "$SNAPSHOT" "/$JOB.manifest" >"$WORK/manifest"
         TREE="$(snapshot_field id --path "$STATE/mirror" --tag "$RUN")"
         [ -n "$TREE" ] || fail "the mirror of $RUN is missing"
@@ -120,8 +124,8 @@ def _render_mirror_restore_test(job: BackupJob, labels: str) -> str:
         (cd "$WORK/restore$STATE/mirror" && find . -type f -printf '%P\\t%s\\n' | LC_ALL=C sort) >"$WORK/restored.manifest"
         MISSING="$(LC_ALL=C comm -23 "$WORK/manifest" "$WORK/restored.manifest")"
         [ -z "$MISSING" ] || fail "objects missing or of another size after restoring $RUN: $MISSING"
-        {_CHECK.strip()}
+        {READ_CHECK.strip()}
         echo "$JOB: restored $(wc -l <"$WORK/restored.manifest") {UNITS['minio']}; all $(wc -l <"$WORK/manifest") of $RUN match"
         """)
-    return (_common(job, "restore-test", "weekly restore test") + "scratch_stop() { :; }\n"
-            + _restore_test_trap(job, labels) + body)
+    return (script_prelude(job, "restore-test", "weekly restore test") + "scratch_stop() { :; }\n"
+            + restore_test_trap(job, labels) + body)

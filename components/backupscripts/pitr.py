@@ -6,8 +6,10 @@ from __future__ import annotations
 import textwrap
 
 from components.backupscripts.jobs import BackupJob, PG_ENV, SLOT, ship_interval_seconds
-from components.backupscripts.shell import _BACKUP_STREAM, _INIT_REPOSITORY, _backup_failure_trap, _backup_success_metrics, _common, _labels, _retention, _tool_functions
-from components.backupscripts.restore import _CHECK, _restore_test_trap, _scratch, _wait_ready
+from components.backupscripts.shell import (BACKUP_STREAM, INIT_REPOSITORY, backup_failure_trap,
+                                            backup_success_metrics, metric_labels, retention_section,
+                                            script_prelude, tool_functions)
+from components.backupscripts.restore import READ_CHECK, restore_test_trap, scratch_server, wait_ready
 
 
 def _wal_tools(job: BackupJob) -> str:
@@ -15,7 +17,7 @@ def _wal_tools(job: BackupJob) -> str:
     return textwrap.dedent("""\
         WAL_DIR="$STATE/wal"
         mkdir -p "$WAL_DIR"
-        """) + _tool_functions(job, ("pg_receivewal", "pg_basebackup"), PG_ENV, extra=extra)
+        """) + tool_functions(job, ("pg_receivewal", "pg_basebackup"), PG_ENV, extra=extra)
 
 
 def render_wal_receive_script(job: BackupJob) -> str:
@@ -23,7 +25,7 @@ def render_wal_receive_script(job: BackupJob) -> str:
     physical replication slot if missing, then streams WAL with ``--synchronous`` (each write
     flushed, so the local copy lags the server by under a second) until stopped. The slot makes
     the server keep WAL the receiver has not fetched yet."""
-    script = _common(job, "receive", "continuous WAL receiver", retry=False) + _wal_tools(job) + textwrap.dedent(f"""\
+    script = script_prelude(job, "receive", "continuous WAL receiver", retry=False) + _wal_tools(job) + textwrap.dedent(f"""\
         pg_receivewal_ --create-slot --if-not-exists --slot={SLOT} --no-password
         echo "$JOB: receiving WAL into $WAL_DIR (started $(date -u -d "@$STARTED"))"
         pg_receivewal_ -D "$WAL_DIR" --slot={SLOT} --synchronous --no-loop --no-password
@@ -34,26 +36,26 @@ def render_wal_receive_script(job: BackupJob) -> str:
 def render_wal_ship_script(job: BackupJob) -> str:
     """Ships the WAL directory (completed segments and the current ``.partial`` one) into restic,
     every ``ship_interval_seconds``; writes the age of the newest archived WAL as a metric."""
-    labels = _labels(job)
+    labels = metric_labels(job)
     interval = ship_interval_seconds(job.rpo_minutes)
     # A failed run still reports the RPO, the newest segment and the receiver's state: the
     # WALArchiveStalled alert compares them with the last success (components/prometheus.py).
     kept = (f'"platform_wal_archive_newest_segment_timestamp_seconds{{{labels}}} ${{NEWEST:-0}}"',
             f'"platform_wal_archive_rpo_seconds{{{labels}}} {job.rpo_minutes * 60}"',
             f'"platform_wal_receiver_up{{{labels}}} $RECEIVER_UP"')
-    return (_common(job, "ship", "WAL shipping") + _wal_tools(job)
+    return (script_prelude(job, "ship", "WAL shipping") + _wal_tools(job)
             + textwrap.dedent("""\
                 NEWEST=""
                 RECEIVER_UP=0
                 ! systemctl is-active --quiet "platform-wal-receive-$JOB.service" || RECEIVER_UP=1
                 """)
-            + _backup_failure_trap(labels, "wal-$JOB.prom", "platform_wal_archive", extra=kept)
+            + backup_failure_trap(labels, "wal-$JOB.prom", "platform_wal_archive", extra=kept)
             + textwrap.dedent(f"""\
         # Ship interval: {interval} s, for a declared RPO of {job.rpo_minutes} min.
         NEWEST="$(find "$WAL_DIR" -maxdepth 1 -type f -printf '%T@\\n' | sort -n | tail -n 1)"
         NEWEST="${{NEWEST%.*}}"
         [ -n "$NEWEST" ] || fail "no WAL received yet in $WAL_DIR (is platform-wal-receive-$JOB running?)"
-        {_INIT_REPOSITORY.strip()}
+        {INIT_REPOSITORY.strip()}
         restic_retry backup --host "$JOB" --tag wal "$WAL_DIR"
         NOW="$(date +%s)"
         write_metrics "wal-$JOB.prom" \\
@@ -71,12 +73,12 @@ def render_base_backup_script(job: BackupJob) -> str:
     """The weekly base backup: ``pg_basebackup -Ft -D -`` (tar on stdout, WAL from the archive)
     streamed into restic; then local WAL older than the previous base backup is dropped (the
     archive has it), and retention: base backups and WAL for the PITR window plus one week."""
-    labels = _labels(job)
+    labels = metric_labels(job)
     body = textwrap.dedent(f"""\
         SIZE=0
         ADDED=0
         RUN="base-$(date -u +%Y%m%dT%H%M%SZ)"
-        {_INIT_REPOSITORY.strip()}
+        {INIT_REPOSITORY.strip()}
         backup_stream "$JOB-base.tar" pg_basebackup_ -D - -Ft -X none --checkpoint=fast --no-password
         # WAL shipped every run holds segments back to the previous base backup, so one WAL
         # snapshot after a target time restores it from the newest base backup before it.
@@ -85,11 +87,11 @@ def render_base_backup_script(job: BackupJob) -> str:
         if [ -n "$PREVIOUS" ]; then
           find "$WAL_DIR" -maxdepth 1 -type f ! -name '*.partial' ! -newermt "$PREVIOUS" -delete
         fi
-        """) + f"RETENTION_DAYS={job.retention_days}\n" + _retention(
-            f"/{job.job}-base.tar", within='"$((RETENTION_DAYS + 7))d"', prune=False) + _retention(
+        """) + f"RETENTION_DAYS={job.retention_days}\n" + retention_section(
+            f"/{job.job}-base.tar", within='"$((RETENTION_DAYS + 7))d"', prune=False) + retention_section(
             f"{job.state_dir}/wal", within="2d", extra=' --keep-within-daily "$((RETENTION_DAYS + 7))d"')
-    return (_common(job, "base-backup", "weekly base backup") + _wal_tools(job) + _BACKUP_STREAM
-            + _backup_failure_trap(labels) + body + _backup_success_metrics(labels)
+    return (script_prelude(job, "base-backup", "weekly base backup") + _wal_tools(job) + BACKUP_STREAM
+            + backup_failure_trap(labels) + body + backup_success_metrics(labels)
             + 'echo "$JOB: stored base backup $RUN ($SIZE bytes read, $ADDED bytes added)"\n')
 
 
@@ -99,8 +101,8 @@ def render_pitr_test_script(job: BackupJob) -> str:
     ``recovery_target_time`` and ``restore_command`` reading the restored segments (the newest,
     still ``.partial``, one included). Passes when recovery stops at the target and the instance
     is promoted; prints ``PITR_PROBE_SQL``'s result (``probe: ...``) and the table count."""
-    labels = _labels(job)
-    scratch = _scratch(job, "postgres", initdb=False)
+    labels = metric_labels(job)
+    scratch = scratch_server(job, "postgres", initdb=False)
     if job.mode == "docker":
         scratch = scratch.replace("--tmpfs /var/lib/postgresql/data -e POSTGRES_HOST_AUTH_METHOD=trust",
                                   '-v "$WORK:$WORK" -e PGDATA="$WORK/pgdata"')
@@ -165,7 +167,7 @@ def render_pitr_test_script(job: BackupJob) -> str:
         chmod 0644 "$WORK/pg_hba.conf"
         scratch_prepare
         scratch_start
-        """) + _wait_ready("postgres").replace("'SELECT 1'", "'SELECT NOT pg_is_in_recovery()' | grep -qx t") + textwrap.dedent(f"""\
+        """) + wait_ready("postgres").replace("'SELECT 1'", "'SELECT NOT pg_is_in_recovery()' | grep -qx t") + textwrap.dedent(f"""\
         [ "$(scratch_psql --no-psqlrc -At -d postgres -c 'SELECT NOT pg_is_in_recovery()')" = t ] \\
           || {{ scratch_log >&2; fail "recovery to $TARGET did not finish"; }}
         # From a file: grep -q leaves at its first match, and under pipefail the writer's
@@ -177,8 +179,8 @@ def render_pitr_test_script(job: BackupJob) -> str:
           echo "probe: $(scratch_psql --no-psqlrc -At -d "${{PITR_PROBE_DATABASE:-postgres}}" -c "$PITR_PROBE_SQL")"
         fi
         DATABASES="$(scratch_psql --no-psqlrc -At -d postgres -c "SELECT count(*) FROM pg_database WHERE NOT datistemplate")"
-        {_CHECK.strip()}
+        {READ_CHECK.strip()}
         echo "$JOB: recovered to $TARGET from base ${{BASE:0:8}} and WAL ${{WAL:0:8}}; $DATABASES databases"
         """)
-    return (_common(job, "pitr-test", "point-in-time restore test") + scratch
-            + _restore_test_trap(job, labels, "pitr-test-$JOB.prom", "platform_pitr_test") + body)
+    return (script_prelude(job, "pitr-test", "point-in-time restore test") + scratch
+            + restore_test_trap(job, labels, "pitr-test-$JOB.prom", "platform_pitr_test") + body)

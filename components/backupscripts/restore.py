@@ -8,7 +8,7 @@ import textwrap
 from components.backupscripts.jobs import BackupJob
 
 
-def _restore_test_trap(job: BackupJob, labels: str, metric_file: str = "restore-test-$JOB.prom",
+def restore_test_trap(job: BackupJob, labels: str, metric_file: str = "restore-test-$JOB.prom",
                        prefix: str = "platform_restore_test") -> str:
     """The restore test's exit trap: scratch server and work directory removed, the result
     written as metrics whatever happened."""
@@ -31,7 +31,7 @@ def _restore_test_trap(job: BackupJob, labels: str, metric_file: str = "restore-
         """)
 
 
-def _newest(path: str, what: str) -> str:
+def newest_snapshot(path: str, what: str) -> str:
     """Sets SNAPSHOT/RUN to the newest snapshot of ``path``; fails when none or it is too old."""
     return textwrap.dedent(f"""\
         SNAPSHOT="$(snapshot_field id --path "{path}")"
@@ -45,11 +45,11 @@ def _newest(path: str, what: str) -> str:
 
 # A slice of the repository's data is read back and verified each week; the slice rotates with
 # the ISO week, so every pack is read once every four weeks.
-_CHECK = ('restic_retry check --read-data-subset="$(( 10#$(date +%V) % 4 + 1 ))/4" '
+READ_CHECK = ('restic_retry check --read-data-subset="$(( 10#$(date +%V) % 4 + 1 ))/4" '
           '|| fail "restic check found damage in the repository"\n')
 
 
-def _scratch(job: BackupJob, engine: str, *, initdb: bool = True) -> str:
+def scratch_server(job: BackupJob, engine: str, *, initdb: bool = True) -> str:
     """``scratch_start``/``scratch_stop`` and ``scratch_<tool>`` for a throwaway server that has
     no TCP port: a Unix socket in the work directory (host mode, run as the postgres user for
     PostgreSQL) or a container with ``--network none`` reached through ``docker exec``."""
@@ -66,7 +66,7 @@ def _scratch(job: BackupJob, engine: str, *, initdb: bool = True) -> str:
         if engine == "postgres":
             functions = psql_user + ('scratch_pg_restore() { docker exec -i -u postgres "$SCRATCH_CONTAINER" '
                                      'pg_restore "$@"; }\n')
-        if engine == "redis":  # a snapshot it cannot load stops it: _wait_ready gives up then
+        if engine == "redis":  # a snapshot it cannot load stops it: wait_ready gives up then
             functions += ("scratch_running() { [ \"$(docker inspect -f '{{.State.Running}}' \"$SCRATCH_CONTAINER\" "
                           "2>/dev/null)\" = true ]; }\n")
         return 'SCRATCH_CONTAINER=""\n' + functions + textwrap.dedent(f"""\
@@ -129,7 +129,7 @@ def _scratch(job: BackupJob, engine: str, *, initdb: bool = True) -> str:
         """) + start
 
 
-def _wait_ready(engine: str) -> str:
+def wait_ready(engine: str) -> str:
     """Up to 120 s (1 s apart) until the scratch server answers; for Redis, which exits when it
     cannot load the snapshot, no longer than it runs (``scratch_running``)."""
     probe = {"postgres": "scratch_psql --no-psqlrc -At -d postgres -c 'SELECT 1'",

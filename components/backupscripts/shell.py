@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import textwrap
 
-from components.backupscripts.jobs import BackupJob, ENV_DIR, MONGO_COUNTS_JS, MONGO_ENV, PG_ENV, REDIS_ENV, REDIS_KEYSPACE, ROW_COUNTS_SQL, STATE_ROOT, TEXTFILE_DIR
+from components.backupscripts.jobs import (ENV_DIR, MONGO_COUNTS_JS, MONGO_ENV, PG_ENV, REDIS_ENV, REDIS_KEYSPACE,
+                                           ROW_COUNTS_SQL, STATE_ROOT, TEXTFILE_DIR, BackupJob)
 
 
-def _labels(job: BackupJob) -> str:
+def metric_labels(job: BackupJob) -> str:
     return f'job=\\"{job.job}\\"'
 
 
-def _tool_functions(job: BackupJob, tools: tuple[str, ...], env: tuple[str, ...],
+def tool_functions(job: BackupJob, tools: tuple[str, ...], env: tuple[str, ...],
                     extra: str = "") -> str:
     """``<tool>_`` shell functions: the host's tool, or the same tool from the pinned image with
     the connection variables forwarded by name (``-e NAME``: the value never is an argument)."""
@@ -48,7 +49,7 @@ _RESTIC_RETRY = textwrap.dedent("""\
     """)
 
 
-def _common(job: BackupJob, role: str, what: str, *, retry: bool = True) -> str:
+def script_prelude(job: BackupJob, role: str, what: str, *, retry: bool = True) -> str:
     """Shebang, strict mode, repository checks, the job's own work directory and helpers."""
     return _common_text(job, role, what) + (_RESTIC_RETRY if retry else "")
 
@@ -101,7 +102,7 @@ def _common_text(job: BackupJob, role: str, what: str) -> str:
         """)
 
 
-_BACKUP_STREAM = textwrap.dedent("""\
+BACKUP_STREAM = textwrap.dedent("""\
     # backup_stream FILE COMMAND... -- COMMAND's stdout into the repository as /FILE. restic
     # --stdin stores what it read even when COMMAND failed, so such a snapshot is forgotten.
     backup_stream() {
@@ -119,13 +120,13 @@ _BACKUP_STREAM = textwrap.dedent("""\
     }
     """)
 
-_INIT_REPOSITORY = textwrap.dedent("""\
+INIT_REPOSITORY = textwrap.dedent("""\
     # The repository is created by the first run (format 2: compressed).
     restic cat config >/dev/null 2>&1 || restic init --repository-version 2 >/dev/null
     """)
 
 
-def _backup_failure_trap(labels: str, metric_file: str = "backup-$JOB.prom",
+def backup_failure_trap(labels: str, metric_file: str = "backup-$JOB.prom",
                          prefix: str = "platform_backup", extra: tuple[str, ...] = ()) -> str:
     """On failure: the success metric drops to 0 and the last success time is kept; ``extra``:
     more metric lines (shell words) a failed run must still report, e.g. what an alert compares
@@ -149,7 +150,7 @@ def _backup_failure_trap(labels: str, metric_file: str = "backup-$JOB.prom",
         """).replace("@@MORE@@", more)
 
 
-def _backup_success_metrics(labels: str) -> str:
+def backup_success_metrics(labels: str) -> str:
     return textwrap.dedent(f"""\
         NOW="$(date +%s)"
         write_metrics "backup-$JOB.prom" \\
@@ -162,7 +163,7 @@ def _backup_success_metrics(labels: str) -> str:
         """)
 
 
-def _retention(*paths: str, within: str = '"${RETENTION_DAYS}d"', extra: str = "",
+def retention_section(*paths: str, within: str = '"${RETENTION_DAYS}d"', extra: str = "",
                prune: bool = True) -> str:
     """``restic forget --keep-within`` per path (restic's ``--path`` filters match snapshots
     holding every path given, so one call per path), then prune. restic measures the window
@@ -173,10 +174,10 @@ def _retention(*paths: str, within: str = '"${RETENTION_DAYS}d"', extra: str = "
     return lines + ("restic_retry prune\n" if prune else "")
 
 
-def _dump_commands(job: BackupJob) -> str:
+def dump_commands(job: BackupJob) -> str:
     """Tool functions plus ``dump`` and ``counts``, each writing to stdout."""
     if job.kind == "redis":
-        return _tool_functions(job, ("redis-cli",), REDIS_ENV, extra="") + textwrap.dedent("""\
+        return tool_functions(job, ("redis-cli",), REDIS_ENV, extra="") + textwrap.dedent("""\
             # A rediss:// source is verified against BACKUP_CA_CERT (the internal CA).
             REDIS_ARGS=(-h "$REDIS_HOST" -p "$REDIS_PORT" --user "$REDIS_USER" --no-auth-warning)
             if [ "$REDIS_TLS" = 1 ]; then
@@ -185,13 +186,13 @@ def _dump_commands(job: BackupJob) -> str:
             dump() { redis-cli_ "${REDIS_ARGS[@]}" --rdb - 2>/dev/null; }
             """) + f"counts() {{ redis-cli_ \"${{REDIS_ARGS[@]}}\" INFO keyspace | {REDIS_KEYSPACE}; }}\n"
     if job.kind == "mongodb":
-        return _tool_functions(job, ("mongodump", "mongorestore", "mongosh"), MONGO_ENV) + textwrap.dedent(f"""\
+        return tool_functions(job, ("mongodump", "mongorestore", "mongosh"), MONGO_ENV) + textwrap.dedent(f"""\
             # mongodump reads the URI (and its password) from a config file on stdin; mongosh
             # connects from a script that reads it from the environment.
             dump() {{ printf '%s\\n' "$MONGO_TOOL_CONFIG" | mongodump_ --quiet --config=/dev/stdin --archive; }}
             counts() {{ mongosh_ --quiet --nodb --eval "db = connect(process.env.MONGO_URI); {MONGO_COUNTS_JS}"; }}
             """)
-    return _tool_functions(job, ("pg_dump", "psql"), PG_ENV) + textwrap.dedent(f"""\
+    return tool_functions(job, ("pg_dump", "psql"), PG_ENV) + textwrap.dedent(f"""\
         # Uncompressed: restic compresses, and its chunks only deduplicate across days when an
         # unchanged table region gives unchanged bytes (measured in benchmarks/backup_restore.py).
         dump() {{ pg_dump_ --format=custom --compress=0 --no-owner --no-privileges; }}
