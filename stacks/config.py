@@ -30,7 +30,7 @@ from validation.formats import (control_characters, looks_secret_name, openssh_k
 from validation.rules import RuleContext
 
 HEREDOC_MARKER = "PLATFORM_EOF"
-"""components/hostsetup.py writes host files as heredocs ending at this line; a config value
+"""components/hostsetup/delivery.py writes host files as heredocs ending at this line; a config value
 holding it would end a file early (it refuses such content mid-build)."""
 
 
@@ -109,7 +109,7 @@ def _strings_problems(top: str, value: Any, document: Any) -> list[str]:
                             f"({', '.join(controls)}); remove them")
         if HEREDOC_MARKER in text:
             problems.append(f"{key_path(top, loc, document)}: contains {HEREDOC_MARKER}, the marker that ends "
-                            "the files the program writes on hosts (components/hostsetup.py); remove it")
+                            "the files the program writes on hosts (components/hostsetup/delivery.py); remove it")
         if (len(loc) >= 2 and loc[-2] == "secret_env") or (loc and loc[-1] is text):
             continue
         kind = secret_value_kind(text)
