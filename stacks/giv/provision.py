@@ -11,6 +11,7 @@ from components import tiers
 from components.app_platform import AppPlatformApp, AppPlatformAppArgs, DatabaseAttachment
 from components.database import ManagedDatabaseCluster, ManagedDatabaseClusterArgs, TrustedSourceInput
 from components.do_monitoring import droplet_alerts, uptime_checks
+from components.dockerhost import Workload
 from components.droplet_stack import DropletBackups, DropletStack, DropletStackArgs
 from components.monitoring import HostMonitoring
 from components.service_files import HostFile, host_path_for
@@ -30,12 +31,18 @@ def build(ctx, cfg: GivConfig) -> dict:
 
     project, vpc = product_foundation(product, name=name, label="GIV", production=prod,
                                       region=p.region, ip_range=cfg.vpc_ip_range)
+    # The clusters admit the app and the ops droplet, which need the clusters' URIs and CAs first.
+    app_id, resolve_app_id = pulumi.deferred_output()
+    ops_id, resolve_ops_id = pulumi.deferred_output()
+    sources = {"app": TrustedSourceInput(kind="app", value=app_id, tier=tiers.Tier.APP),
+               "ops": TrustedSourceInput(kind="droplet", value=ops_id, tier=tiers.Tier.MGMT)}
     clusters = {}
     for c in p.clusters:
         section = getattr(cfg, c.config)
         clusters[c.resource] = ManagedDatabaseCluster(c.resource, ManagedDatabaseClusterArgs(
             engine=c.engine, version=section.version, size=section.size, node_count=section.node_count,
-            region=p.region, vpc_id=vpc.id, trusted_sources=None, maintenance_day=section.maintenance_day,
+            region=p.region, vpc_id=vpc.id, trusted_sources=[sources[s] for s in c.admits],
+            maintenance_day=section.maintenance_day,
             maintenance_hour=section.maintenance_hour, project_id=project.id, tags=list(p.tags),
             adopt_cluster_id=c.adopt_id, protect=prod, databases=list(c.databases), users=list(c.users)),
             opts=child)
@@ -75,31 +82,28 @@ def build(ctx, cfg: GivConfig) -> dict:
         extra_env={c: {k: plain(v) for k, v in service.plain} for c, service in p.env.items() if service.plain},
         alert_emails=env.alerts.emails, project_id=project.id, adopt_app_id=cfg.adopt.app_id,
     ), opts=child)
+    resolve_app_id(app.app_id)
 
+    ca_files = [HostFile(container_path=b.ca_file, content=clusters[b.cluster].ca_certificate) for b in p.backups]
+    watch = HostMonitoring(specs=[], files={}, secret_env={})
+    if cfg.monitoring:
+        # It watches the ops droplet and the backups it runs, and probes the public domains.
+        watch = host_monitoring(
+            ctx, cfg.monitoring, data_dir=p.ops_data_dir, service_ports={},
+            grafana_password=secrets.password(Generated(f"{name}-grafana-admin")),
+            probes=[f"https://{d}" for d in p.domains], backup_jobs=list(p.backup_job_names))
     ops = DropletStack(p.ops, DropletStackArgs(
         region=p.region, size=cfg.ops_droplet.size, image="ubuntu-24-04-x64",
         ssh_key_fingerprints=cfg.ops_droplet.ssh_key_fingerprints, vpc_id=vpc.id,
         admin_cidrs=env.admin_cidrs, ssh_private_key=ctx.secret(SSH_KEY_SECRET), access=ctx.admin_access(),
         tier=tiers.Tier.MGMT, tags=list(p.tags), backups=DropletBackups() if prod else None,
         project_id=project.id, protect=prod, reserved_ip=False, directories=p.ops_directories, egress=p.ops_egress,
+        workload=Workload(watch.specs, files={BACKUP_SERVICE: ca_files, **watch.files}, secret_env=watch.secret_env),
     ), opts=child)
-    ca_files = [HostFile(container_path=b.ca_file, content=clusters[b.cluster].ca_certificate) for b in p.backups]
+    resolve_ops_id(ops.droplet_id)
     for b, ca_file in zip(p.backups, ca_files):
         if host_path_for(ops.data_dir, BACKUP_SERVICE, ca_file) != b.uri.ca_path:
             raise RuntimeError(f"{name}: the plan placed {b.ca_file} elsewhere than DropletStack")
-    watch = HostMonitoring(specs=[], files={}, secret_env={})
-    if cfg.monitoring:
-        # It watches the ops droplet and the backups it runs, and probes the public domains.
-        watch = host_monitoring(
-            ctx, cfg.monitoring, data_dir=ops.data_dir, service_ports={},
-            grafana_password=secrets.password(Generated(f"{name}-grafana-admin")),
-            probes=[f"https://{d}" for d in p.domains], backup_jobs=list(p.backup_job_names))
-    ops.deploy(watch.specs, files={BACKUP_SERVICE: ca_files, **watch.files}, secret_env=watch.secret_env)
-
-    sources = {"app": TrustedSourceInput(kind="app", value=app.app_id, tier=tiers.Tier.APP),
-               "ops": TrustedSourceInput(kind="droplet", value=ops.droplet_id, tier=tiers.Tier.MGMT)}
-    for c in p.clusters:
-        clusters[c.resource].admit([sources[s] for s in c.admits])
 
     for b in p.backups:
         provision_backup(

@@ -12,6 +12,7 @@ from components.database import (ConnectionPool, ManagedDatabaseCluster, Managed
                                  TrustedSourceInput)
 from components.dns import a_records
 from components.do_monitoring import droplet_alerts, uptime_checks
+from components.dockerhost import Workload
 from components.droplet_stack import DropletBackups, DropletStack, DropletStackArgs
 from components.ingress import Ingress, IngressRoute
 from components.monitoring import HostMonitoring
@@ -33,24 +34,13 @@ def build(ctx, cfg: KroConfig) -> dict:
 
     project, vpc = product_foundation(product, name=name, label="KRO", production=prod,
                                       region=p.region, ip_range=cfg.vpc_ip_range)
-    host = DropletStack(name, DropletStackArgs(
-        region=p.region, size=cfg.droplet.size, image=cfg.droplet.image,
-        ssh_key_fingerprints=cfg.droplet.ssh_key_fingerprints, vpc_id=vpc.id,
-        admin_cidrs=env.admin_cidrs, ssh_private_key=ctx.secret(SSH_KEY_SECRET), access=ctx.admin_access(),
-        registry_auth=secret_keys.registry_auth("kro", [s.image for s in cfg.services]),
-        tier=tiers.Tier.EDGE, workload_tiers=[tiers.Tier.APP], tags=list(p.tags),
-        backups=DropletBackups() if cfg.droplet.backups else None,
-        project_id=project.id, adopt_droplet_id=cfg.adopt.droplet_id, protect=prod,
-        directories=p.directories, egress=p.egress,
-    ), opts=child)
-    if host.data_dir != p.data_dir:
-        raise RuntimeError(f"{name}: the plan placed its files elsewhere than DropletStack")
-
+    droplet_id, resolve_droplet_id = pulumi.deferred_output()
+    public_ip, resolve_public_ip = pulumi.deferred_output()
     db = p.database
     database = ManagedDatabaseCluster(db.cluster, ManagedDatabaseClusterArgs(
         engine="pg", version=cfg.database.version, size=cfg.database.size,
         node_count=cfg.database.node_count, region=p.region, vpc_id=vpc.id,
-        trusted_sources=[TrustedSourceInput(kind="droplet", value=host.droplet_id, tier=tiers.Tier.APP)],
+        trusted_sources=[TrustedSourceInput(kind="droplet", value=droplet_id, tier=tiers.Tier.APP)],
         maintenance_day=cfg.database.maintenance_day, maintenance_hour=cfg.database.maintenance_hour,
         databases=[db.database], users=[db.user],
         pools=[ConnectionPool(name=db.pool, database=db.database, user=db.user, size=cfg.database.pool_size)],
@@ -63,7 +53,7 @@ def build(ctx, cfg: KroConfig) -> dict:
                   opts=pulumi.ResourceOptions(parent=product, import_=cfg.dns.zone,
                                               protect=True, retain_on_delete=True))
     records = a_records(name, provider=cfg.dns.provider, zone=cfg.dns.zone, hosts=list(p.hosts),
-                        address=host.public_ip, ttl=cfg.dns.ttl, parent=product,
+                        address=public_ip, ttl=cfg.dns.ttl, parent=product,
                         cloudflare_zone_id=cfg.dns.cloudflare_zone_id)
     ports = {s.name: s.port for s in cfg.services}
     ingress = Ingress(
@@ -72,22 +62,33 @@ def build(ctx, cfg: KroConfig) -> dict:
         acme_email=cfg.acme_email, acme_staging=cfg.acme_staging, depends_on=records,
     )
     ca_file = HostFile(container_path=cfg.database_ca_path, content=database.ca_certificate)
-    if host_path_for(host.data_dir, cfg.database_service, ca_file) != p.backup.ca_on_host:
-        raise RuntimeError(f"{name}: the plan placed the database CA elsewhere than DropletStack")
     watch = HostMonitoring(specs=[], files={}, secret_env={})
     if cfg.monitoring:
         watch = host_monitoring(
-            ctx, cfg.monitoring, data_dir=host.data_dir,
+            ctx, cfg.monitoring, data_dir=p.data_dir,
             grafana_password=secrets.password(Generated(f"{name}-grafana-admin")),
             service_ports=p.metrics_ports, probes=[f"https://{h}" for h in p.hosts],
             backup_jobs=list(p.backup_job_names))
     service_env = {s: values for s, service in p.env.items() if (values := secrets.env(service.secret))}
-    host.deploy(
-        [*p.services, *watch.specs],
-        secret_env=merge_env(service_env, watch.secret_env),
-        files={cfg.database_service: [ca_file], **watch.files},
-        ingress=ingress,
-    )
+    host = DropletStack(name, DropletStackArgs(
+        region=p.region, size=cfg.droplet.size, image=cfg.droplet.image,
+        ssh_key_fingerprints=cfg.droplet.ssh_key_fingerprints, vpc_id=vpc.id,
+        admin_cidrs=env.admin_cidrs, ssh_private_key=ctx.secret(SSH_KEY_SECRET), access=ctx.admin_access(),
+        registry_auth=secret_keys.registry_auth("kro", [s.image for s in cfg.services]),
+        tier=tiers.Tier.EDGE, workload_tiers=[tiers.Tier.APP], tags=list(p.tags),
+        backups=DropletBackups() if cfg.droplet.backups else None,
+        project_id=project.id, adopt_droplet_id=cfg.adopt.droplet_id, protect=prod,
+        directories=p.directories, egress=p.egress,
+        workload=Workload([*p.services, *watch.specs], secret_env=merge_env(service_env, watch.secret_env),
+                          files={cfg.database_service: [ca_file], **watch.files}, ingress=ingress),
+    ), opts=child)
+    # The cluster admits the droplet, and the records point at its address, before it exists.
+    resolve_droplet_id(host.droplet_id)
+    resolve_public_ip(host.public_ip)
+    if host.data_dir != p.data_dir or host_path_for(host.data_dir, cfg.database_service, ca_file) \
+            != p.backup.ca_on_host:
+        raise RuntimeError(f"{name}: the plan placed its files elsewhere than DropletStack")
+
     # The droplet is the backup runner; it reads the CA file the backend mounts.
     backup = provision_backup(
         name, p.backup.label, cfg.backup, kind="postgres", tool_image=p.backup.tool_image,
