@@ -7,13 +7,9 @@ from __future__ import annotations
 import re
 from typing import Any, Iterator, Mapping
 
+from components.hostsetup.delivery import HEREDOC_MARKER
 from stacks.errors import CONFIG_NAMESPACE, key_path
 from validation.formats import control_characters, looks_secret_name, secret_parts, secret_value_kind
-
-
-HEREDOC_MARKER = "PLATFORM_EOF"
-"""components/hostsetup/delivery.py writes host files as heredocs ending at this line; a config value
-holding it would end a file early (it refuses such content mid-build)."""
 
 
 def _leaves(value: Any, loc: tuple = ()) -> Iterator[tuple[tuple, Any]]:

@@ -400,3 +400,38 @@ def test_plans_import_no_resource_module():
     # The check sees what it looks for.
     assert _provider_sdks(modules["stacks.pencom.provision"]) >= {"pulumi", "pulumi_minio"}
     assert "components.onprem" in _closure("stacks.pencom.provision")
+
+
+DELIVERY = "components.hostsetup.delivery"
+"""The one module that writes a file onto a host: ``deliver_file`` (a file), ``staged_file``
+(the files of a directory committed together) and ``directories_section``; the heredoc that
+carries the content and its marker are its internals."""
+
+
+def _code_strings(module: Module) -> list[str]:
+    """The string constants of a module's code, its docstrings left out."""
+    docstrings = {id(node.body[0].value) for node in ast.walk(module.tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                  and node.body and isinstance(node.body[0], ast.Expr)
+                  and isinstance(node.body[0].value, ast.Constant)}
+    return [node.value for node in ast.walk(module.tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings]
+
+
+def test_files_reach_hosts_through_one_path():
+    """No program module but the delivery module calls the prelude's ``put_file`` or
+    ``commit_files``, or picks a heredoc marker: every other one goes through its functions."""
+    modules = project()
+    writers = {name for name, m in modules.items() if name.split(".")[0] in ("components", "stacks")
+               and any(word in text for text in _code_strings(m)
+                       for word in ("put_file ", "commit_files ", "PLATFORM_EOF"))}
+    assert DELIVERY in writers, "the check sees nothing"
+    assert writers == {DELIVERY}, f"modules writing host files themselves: {sorted(writers - {DELIVERY})}"
+    private = {name: sorted(n for n in _imported_names(m, DELIVERY) if n.startswith("_"))
+               for name, m in modules.items() if name != DELIVERY}
+    assert not any(private.values()), private
+
+
+def _imported_names(module: Module, source: str) -> set[str]:
+    return {alias.name for node in ast.walk(module.tree) if isinstance(node, ast.ImportFrom)
+            and node.module == source for alias in node.names}

@@ -12,8 +12,9 @@ host gets, ``host_baseline``) and ``cloud_init``.
 
 from __future__ import annotations
 
-from components.hostsetup.delivery import (DEPLOY_USER, EPILOGUE, PRELUDE, deliver_file, directories_section,
-                                           script, staged_file, stat_format)
+from components.hostsetup.delivery import (DEPLOY_USER, EPILOGUE, HEREDOC_MARKER, PRELUDE, commit_staged,
+                                           deliver_file, directories_section, script, staged_file,
+                                           stat_format)
 from components.hostsetup.sshd import (ADMIN_USER, AdminAccess, PRINCIPALS_DIR, SSHD_MACS, SshdPolicy,
                                        USER_CA_PATH, admin_access_section, render_principals,
                                        render_sshd_config, sshd_section)
@@ -31,7 +32,7 @@ from components.hostsetup.baseline import (AUTO_UPGRADES, DOCKER_DAEMON, JOURNAL
 from components.hostsetup.cloud_init import render_cloud_init
 
 __all__ = ["ADMIN_USER", "AUDISP_SYSLOG", "AUTO_UPGRADES", "AdminAccess", "DEPLOY_USER", "DOCKER_DAEMON",
-           "EPILOGUE", "JOURNALD", "OutboundRule", "PRELUDE", "PRINCIPALS_DIR", "SESSION_AUDIT_KEY",
+           "EPILOGUE", "HEREDOC_MARKER", "commit_staged", "JOURNALD", "OutboundRule", "PRELUDE", "PRINCIPALS_DIR", "SESSION_AUDIT_KEY",
            "SESSION_LOG_DIR", "SESSION_LOG_FACILITY", "SESSION_LOG_PORT", "SESSION_TLS_DIR",
            "SSHD_MACS", "SUDOERS", "SessionShipping", "SshdPolicy", "UNATTENDED_UPGRADES",
            "USER_CA_PATH", "admin_access_section", "base_section", "deliver_file",

@@ -230,15 +230,31 @@ def staged_file(path: str, mode: str, owner: str, content: str, *, record: str) 
     return f"if put_file {path} {mode} {owner} <<'{marker}'; then\n{body}{marker}\n  {record}+=({path})\nfi\n"
 
 
+def commit_staged(validate: str, apply: str, *, record: str = "changed", when: str = '[ -n "$cid" ]') -> str:
+    """Bash that commits the files ``staged_file`` recorded in the bash array ``record``, when
+    there are any and ``when`` holds (by default: the consumer's container ``$cid`` runs):
+    ``validate`` judges them in place, ``apply`` applies them, and if either fails every one is
+    put back and the script fails (``commit_files`` in the prelude)."""
+    return (f'if [ "${{#{record}[@]}}" -gt 0 ] && {when}; then\n'
+            # The steps are quoted on purpose: commit_files evaluates them, with $cid set.
+            + ("  # shellcheck disable=SC2016\n" if "$" in validate + apply else "")
+            + f'  commit_files {shlex.quote(validate)} {shlex.quote(apply)} "${{{record}[@]}}"\nfi')
+
+
+HEREDOC_MARKER = "PLATFORM_EOF"
+"""The line that ends a delivered file's heredoc (``_marker`` numbers it when the content
+holds it); the config boundary refuses values that contain it."""
+
+
 def _marker(content: str) -> str:
     # The content is often an output (a certificate, a file with a password) rendered inside an
     # apply, where nothing may be rejected; so the marker is chosen to differ from every line
     # of the content (a quoted heredoc ends only at a line equal to its marker).
     lines = set(content.splitlines())
-    marker, serial = "PLATFORM_EOF", 0
+    marker, serial = HEREDOC_MARKER, 0
     while marker in lines:
         serial += 1
-        marker = f"PLATFORM_EOF_{serial}"
+        marker = f"{HEREDOC_MARKER}_{serial}"
     return marker
 
 
