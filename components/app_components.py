@@ -4,7 +4,7 @@ product's plan can hold them."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Iterator, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from components.containers import check_env, check_env_names, image_is_pinned
 from validation.fields import Hostname, ResourceName, StrictModel
 from validation.provider_lists import validator as provider_slug
+from validation.rules import Finding, RuleContext, rule
 
 DEDICATED_PREFIX = "apps-d-"
 """CPU-based autoscaling needs a dedicated-CPU instance size
@@ -111,3 +112,11 @@ class AppComponent(StrictModel):
         if errors:
             raise located("AppComponent", *errors)
         return self
+
+
+@rule(AppComponent)
+def _not_plain_and_secret(component: AppComponent, ctx: RuleContext) -> Iterator[Finding]:
+    """A variable is plain or secret, not both: App Platform would get it twice (found by the
+    GIV plan's property test, where the plan's env map refuses the second source)."""
+    for key in sorted(set(component.env) & set(component.secret_env)):
+        yield Finding(("secret_env", key), f"is also set in {ctx.where('env', key)}; keep one")
