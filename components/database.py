@@ -49,9 +49,10 @@ class ManagedDatabaseClusterArgs:
     """Region slug; changing it replaces the cluster."""
     vpc_id: pulumi.Input[str]
     """Private network of the cluster; its clients connect over the private host."""
-    trusted_sources: Optional[Sequence[TrustedSourceInput]]
-    """Who may connect: app and mgmt tier only. One DatabaseFirewall holds them all. None when
-    a client needs the cluster's URI before it exists (an App): call ``admit`` once it does."""
+    trusted_sources: Sequence[TrustedSourceInput]
+    """Who may connect: app and mgmt tier only. One DatabaseFirewall holds them all. A client
+    that needs the cluster's URI before it exists (an App) is a ``pulumi.deferred_output()``
+    for its id, resolved once it does."""
     maintenance_day: str = "sunday"
     """Day of the maintenance window."""
     maintenance_hour: str = "02:00"
@@ -110,9 +111,7 @@ class ManagedDatabaseCluster(pulumi.ComponentResource):
         self.cluster_id = self.cluster.id
         self.cluster_resource_name = f"{name}-cluster"
         """The cluster resource's Pulumi name: what a backup names as its source."""
-        self.firewall: Optional[do.DatabaseFirewall] = None
-        if args.trusted_sources is not None:
-            self.admit(args.trusted_sources)
+        self.firewall = self._admit(args.trusted_sources)
         self.databases = {
             db: do.DatabaseDb(f"{name}-db-{db}", cluster_id=self.cluster.id, name=db, opts=stateful)
             for db in args.databases
@@ -145,10 +144,8 @@ class ManagedDatabaseCluster(pulumi.ComponentResource):
             "ca_certificate": self.ca_certificate,
         })
 
-    def admit(self, sources: Sequence[TrustedSourceInput]) -> do.DatabaseFirewall:
-        """Create the cluster's one DatabaseFirewall from tier-checked trusted sources."""
-        if self.firewall is not None:
-            raise ValueError(f"{self.pulumi_resource_name}: a cluster has exactly one firewall; admit() once")
+    def _admit(self, sources: Sequence[TrustedSourceInput]) -> do.DatabaseFirewall:
+        """The cluster's one DatabaseFirewall, from tier-checked trusted sources."""
         if not sources:
             raise ValueError(f"{self.pulumi_resource_name}: a database firewall needs at least one trusted source")
         for source in sources:
@@ -156,13 +153,12 @@ class ManagedDatabaseCluster(pulumi.ComponentResource):
                 tiers.check_trusted_source(source.kind, source.value, source.tier)
             except ValueError as exc:
                 raise ValueError(f"{self.pulumi_resource_name}: {exc}") from None
-        self.firewall = do.DatabaseFirewall(
+        return do.DatabaseFirewall(
             f"{self.pulumi_resource_name}-firewall",
             cluster_id=self.cluster.id,
             rules=[do.DatabaseFirewallRuleArgs(type=s.kind, value=s.value) for s in sources],
             opts=pulumi.ResourceOptions(parent=self),
         )
-        return self.firewall
 
     def uri(self, *, ca_path: str, user: Optional[str] = None, database: Optional[str] = None,
             pool: Optional[str] = None) -> pulumi.Output[str]:

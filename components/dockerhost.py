@@ -1,8 +1,10 @@
 """What every Docker host shares, droplet or on-prem: idempotent setup over SSH, a Docker
-provider over SSH, a bridge network, and ``deploy`` for files, containers and TLS ingress."""
+provider over SSH, a bridge network, and its ``Workload`` (files, containers, TLS ingress,
+datastore inits, admin-session logging), all built by the constructor."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Mapping, Optional, Sequence
 
 import pulumi
@@ -12,7 +14,7 @@ from components import egress, hostsetup
 from components.containers import ContainerSpec
 from components.ingress import Ingress, ingress_scripts, nginx_spec
 from components.remote import SshTarget, run_script
-from components.host_containers import run_containers
+from components.host_containers import datastore_init, run_containers
 from components.service_files import HostFile, reload_for, service_directories
 
 
@@ -45,131 +47,192 @@ def registry_auth(images: Sequence[str], docker_config: Optional[pulumi.Input[st
             for host in hosts]
 
 
+@dataclass(frozen=True)
+class DatastoreInit:
+    """A datastore's idempotent init (SQL or JS in ``text``, kept at ``path`` on the host), fed
+    to its ``service`` container through ``apply`` once ``ready`` succeeds in it, after the
+    containers start (``host_containers.datastore_init``); ``resource`` is its resource's name."""
+
+    resource: str
+    service: str
+    text: pulumi.Input[str]
+    ready: str
+    apply: str
+    path: str
+
+
+@dataclass(frozen=True)
+class SessionCollector:
+    """Makes the host the collector of its product's admin sessions, listening on ``address``
+    (``hostsetup.session_collector_section``); the script is secret (the key)."""
+
+    address: str
+    cert_pem: pulumi.Input[str]
+    key_pem: pulumi.Input[str]
+    ca_pem: pulumi.Input[str]
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What a Docker host runs, all given to its constructor: ``containers`` (and nginx with
+    certificates when ``ingress`` is given), each service's ``secret_env`` and ``files``,
+    ``inits`` run once their datastore is up, and the admin-session logging the host ships
+    (``sessions``) or collects (``collector``). A value that exists only once the host does (a
+    record of its address) is a ``pulumi.deferred_output()`` resolved after it."""
+
+    containers: Sequence[ContainerSpec] = ()
+    secret_env: Mapping[str, Mapping[str, pulumi.Input[str]]] = field(default_factory=dict)
+    files: Mapping[str, Sequence[HostFile]] = field(default_factory=dict)
+    ingress: Optional[Ingress] = None
+    inits: Sequence[DatastoreInit] = ()
+    sessions: Optional[hostsetup.SessionShipping] = None
+    collector: Optional[SessionCollector] = None
+
+
+@dataclass(frozen=True)
+class HostBasis:
+    """What a kind of Docker host provides for the rest to be built on: how to reach it
+    (``ssh``; the Docker provider's ``docker_address`` and ``ssh_opts``), its data directory,
+    its setup ``scripts`` (run in order, after ``after``), its egress lock and registries."""
+
+    ssh: SshTarget
+    docker_address: pulumi.Input[str]
+    data_dir: str
+    scripts: Mapping[str, pulumi.Input[str]]
+    after: Sequence[pulumi.Resource] = ()
+    ssh_opts: Sequence[str] = ()
+    egress: Optional[egress.EgressLock] = None
+    registries: Sequence[docker.ProviderRegistryAuthArgs] = ()
+
+
 class DockerHost(pulumi.ComponentResource):
-    """Base of ``DropletStack`` and ``OnPremVps``. Subclasses call ``_setup`` and ``_docker`` in
-    their constructor and implement ``_outputs``."""
+    """Base of ``DropletStack`` and ``OnPremVps``. Its constructor builds the whole host, in
+    order: the machine (``_basis``, the kind's own), the setup scripts, the Docker provider and
+    network, the ``DOCKER-USER`` rules (``_docker_user_rules``), the admin-session logging,
+    the ``workload``'s files, containers, ingress certificates and datastore inits; then it
+    registers ``_outputs()``, last. Nothing is added to a host after it is constructed.
+
+    Attributes for what comes after it: ``ssh``, ``data_dir``, ``containers`` (service ->
+    container), ``inits`` (resource name -> command), ``files_delivered`` (the resources after
+    which the host's files are in place: what a command that reads them, a backup runner,
+    depends on)."""
 
     ssh: SshTarget
     data_dir: str
-    setup_done: list[pulumi.Resource]
     files_delivered: list[pulumi.Resource]
-    """The resources after which the host's files are in place (setup, firewall, each service's
-    files): what a command that reads them (a backup runner) depends on."""
+    containers: dict[str, docker.Container]
+    inits: dict[str, pulumi.Resource]
     private_address: Optional[str] = None
-    _deploy_started = False
-    _deployed = False
 
-    def _setup(self, name: str, scripts: Mapping[str, str],
-               depends_on: Sequence[pulumi.Resource]) -> None:
-        """Each script a remote command, in order, each re-run only when its text changes."""
-        previous = list(depends_on)
-        for script_name, text in scripts.items():
-            previous = [run_script(f"{name}-setup-{script_name}", self.ssh, text, parent=self,
-                                   depends_on=previous)]
-        self.setup_done = previous
-        self.files_delivered = list(previous)
-
-    def _docker(self, name: str, address: pulumi.Input[str], ssh_opts: Sequence[str] = (),
-                bridge: Optional[str] = None, subnet: Optional[tuple[str, str]] = None,
-                registries: Sequence[docker.ProviderRegistryAuthArgs] = ()) -> None:
-        """``subnet`` is (subnet, range Docker assigns from), leaving the rest for fixed addresses;
-        ``registries`` are the private registries' credentials (``registry_auth``)."""
-        self.docker_provider = docker.Provider(
-            f"{name}-docker",
-            host=pulumi.Output.from_input(address).apply(lambda a: f"ssh://{hostsetup.DEPLOY_USER}@{a}"),
-            ssh_opts=["-o", "StrictHostKeyChecking=accept-new", "-o", "ServerAliveInterval=30",
-                      *ssh_opts],
-            registry_auth=list(registries) or None,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=self.setup_done),
+    def __init__(self, t: str, name: str, props: Optional[dict], opts: Optional[pulumi.ResourceOptions],
+                 workload: Optional[Workload]) -> None:
+        super().__init__(t, name, props, opts)
+        workload = workload or Workload()
+        basis = self._basis(name)
+        self.ssh, self.data_dir, self.egress = basis.ssh, basis.data_dir, basis.egress
+        setup_done = self._setup(name, basis)
+        provider, network = self._docker(name, basis, setup_done)
+        specs = list(workload.containers)
+        lock = basis.egress
+        if lock is not None:
+            unknown = set(lock.static_addresses()) - {s.name for s in specs}
+            if unknown:
+                raise ValueError(f"{name}: egress exemptions or allow-lists for containers that are not "
+                                 f"deployed: {sorted(unknown)}")
+        if workload.sessions is not None:
+            self._ship_sessions(name, workload.sessions, setup_done)
+        # DOCKER-USER before any container starts; the containers wait for it.
+        firewall = run_script(f"{name}-docker-firewall", self.ssh,
+                              hostsetup.script(egress.docker_user_section(self._docker_user_rules(specs))),
+                              parent=self, depends_on=setup_done)
+        setup_done = [*setup_done, firewall]
+        if workload.collector is not None:
+            self._collect_sessions(name, workload.collector, setup_done)
+        self.files_delivered = list(setup_done)
+        ingress_ready: list[pulumi.Resource] = []
+        ingress = workload.ingress
+        if ingress is not None:
+            config_script, cert_script = ingress_scripts(name, self.data_dir, ingress)
+            ingress_ready = [run_script(f"{name}-ingress-config", self.ssh, config_script,
+                                        parent=self, depends_on=setup_done)]
+            specs.append(nginx_spec(name, self.data_dir, ingress))
+        mounts: dict = {}
+        if workload.files:
+            images = {spec.name: spec.image for spec in specs}
+            written = []
+            for service, service_files in sorted(workload.files.items()):
+                delivery = service_directories(name, self.data_dir, service, service_files,
+                                               reload_for(images.get(service)))
+                mounts[service] = delivery.mounts
+                written += [run_script(f"{name}-{suffix}", self.ssh, script, parent=self, depends_on=setup_done)
+                            for suffix, script in delivery.scripts.items()]
+            self.files_delivered = written
+        self.containers = run_containers(
+            name, specs, parent=self, provider=provider, network=network.name,
+            secret_env=workload.secret_env, extra_mounts=mounts, private_address=self.private_address,
+            depends_on=self.files_delivered + ingress_ready,
+            static_addresses=lock.static_addresses() if lock else None,
         )
-        self.network = docker.Network(
-            f"{name}-network", name=name, driver="bridge",
-            # A fixed interface name lets the host's packet filter match the containers' traffic.
-            options={"com.docker.network.bridge.name": bridge} if bridge else None,
-            ipam_configs=[docker.NetworkIpamConfigArgs(subnet=subnet[0], ip_range=subnet[1])] if subnet else None,
-            opts=pulumi.ResourceOptions(parent=self, provider=self.docker_provider),
-        )
+        if ingress is not None:
+            run_script(f"{name}-certificates", self.ssh, cert_script, parent=self,
+                       depends_on=[self.containers["nginx"], *ingress.depends_on])
+        self.inits = {init.resource: datastore_init(
+            init.resource, self.ssh, stack=name, service=init.service, text=init.text, ready=init.ready,
+            apply=init.apply, path=init.path, parent=self, depends_on=[self.containers[init.service]])
+            for init in workload.inits}
+        self.register_outputs(self._outputs())
 
-    def _start_deploy(self) -> None:
-        # deploy() registers the outputs: a second call would add children after them.
-        if self._deploy_started or self._deployed:
-            raise RuntimeError(f"{self.pulumi_resource_name}: deploy() runs once per host; pass every "
-                               "container to one call")
-        self._deploy_started = True
+    def _basis(self, name: str) -> HostBasis:
+        """The kind's own resources (the machine, its firewall) and what the rest is built on."""
+        raise NotImplementedError
 
-    def _docker_firewall(self, rules_text: str) -> None:
-        """Installs and applies the ``DOCKER-USER`` rules (``egress.render_docker_user_rules``)
-        before any container starts; the containers wait for it. The first step of a
-        subclass's ``deploy``."""
-        self._start_deploy()
-        firewall = run_script(f"{self.pulumi_resource_name}-docker-firewall", self.ssh,
-                              hostsetup.script(egress.docker_user_section(rules_text)),
-                              parent=self, depends_on=self.setup_done)
-        self.setup_done = [*self.setup_done, firewall]
-        self.files_delivered = [*self.files_delivered, firewall]
-
-    def ship_sessions(self, shipping: hostsetup.SessionShipping) -> None:
-        """Ships the host's admin-session audit records to the monitoring host's collector
-        (``hostsetup.session_shipping_section``), after the baseline installed rsyslog."""
-        text = pulumi.Output.from_input(shipping.ca_pem).apply(
-            lambda ca: hostsetup.script(hostsetup.session_shipping_section(shipping, ca)))
-        run_script(f"{self.pulumi_resource_name}-session-shipping", self.ssh, text, parent=self,
-                   depends_on=self.setup_done)
-
-    def collect_sessions(self, address: str, cert_pem: pulumi.Input[str], key_pem: pulumi.Input[str],
-                         ca_pem: pulumi.Input[str]) -> None:
-        """Makes this host the collector of its product's admin sessions, listening on its
-        ``address`` (``hostsetup.session_collector_section``); the script is secret (the key)."""
-        text = pulumi.Output.secret(pulumi.Output.all(cert_pem, key_pem, ca_pem).apply(
-            lambda parts: hostsetup.script(hostsetup.session_collector_section(address, *parts))))
-        run_script(f"{self.pulumi_resource_name}-session-collector", self.ssh, text, parent=self,
-                   depends_on=self.setup_done)
+    def _docker_user_rules(self, containers: Sequence[ContainerSpec]) -> str:
+        """The ``DOCKER-USER`` rules (``egress.render_docker_user_rules``) for ``containers``."""
+        raise NotImplementedError
 
     def _outputs(self) -> dict:
         raise NotImplementedError
 
-    def deploy(
-        self,
-        containers: Sequence[ContainerSpec],
-        *,
-        secret_env: Mapping[str, Mapping[str, pulumi.Input[str]]] | None = None,
-        files: Mapping[str, Sequence[HostFile]] | None = None,
-        ingress: Optional[Ingress] = None,
-        static_addresses: Mapping[str, str] | None = None,
-    ) -> dict[str, docker.Container]:
-        """Run ``containers`` (and nginx with certificates when ``ingress`` is given), then
-        register the component's outputs. Called once, after what the containers need exists;
-        a second call raises ``RuntimeError`` (it would register the outputs twice)."""
-        name = self.pulumi_resource_name
-        if not self._deploy_started or self._deployed:
-            self._start_deploy()
-        specs = list(containers)
-        ingress_ready: list[pulumi.Resource] = []
-        if ingress is not None:
-            config_script, cert_script = ingress_scripts(name, self.data_dir, ingress)
-            ingress_ready = [run_script(f"{name}-ingress-config", self.ssh, config_script,
-                                        parent=self, depends_on=self.setup_done)]
-            specs.append(nginx_spec(name, self.data_dir, ingress))
-        mounts: dict = {}
-        if files:
-            images = {spec.name: spec.image for spec in specs}
-            written = []
-            for service, service_files in sorted(files.items()):
-                delivery = service_directories(name, self.data_dir, service, service_files,
-                                               reload_for(images.get(service)))
-                mounts[service] = delivery.mounts
-                written += [run_script(f"{name}-{suffix}", self.ssh, script, parent=self,
-                                       depends_on=self.setup_done)
-                            for suffix, script in delivery.scripts.items()]
-            self.files_delivered = written
-        created = run_containers(
-            name, specs, parent=self, provider=self.docker_provider, network=self.network.name,
-            secret_env=secret_env or {}, extra_mounts=mounts, private_address=self.private_address,
-            depends_on=self.files_delivered + ingress_ready, static_addresses=static_addresses,
+    def _setup(self, name: str, basis: HostBasis) -> list[pulumi.Resource]:
+        """Each script a remote command, in order, each re-run only when its text changes."""
+        previous = list(basis.after)
+        for script_name, text in basis.scripts.items():
+            previous = [run_script(f"{name}-setup-{script_name}", self.ssh, text, parent=self,
+                                   depends_on=previous)]
+        return previous
+
+    def _docker(self, name: str, basis: HostBasis, setup_done: Sequence[pulumi.Resource]
+                ) -> tuple[docker.Provider, docker.Network]:
+        """The Docker provider over SSH and the host's bridge network: with an egress lock, a
+        fixed bridge name (the host's packet filter matches it) and the lock's subnet, with
+        Docker assigning from its dynamic range and the rest left for fixed addresses."""
+        lock = basis.egress
+        provider = docker.Provider(
+            f"{name}-docker",
+            host=pulumi.Output.from_input(basis.docker_address).apply(lambda a: f"ssh://{hostsetup.DEPLOY_USER}@{a}"),
+            ssh_opts=["-o", "StrictHostKeyChecking=accept-new", "-o", "ServerAliveInterval=30",
+                      *basis.ssh_opts],
+            registry_auth=list(basis.registries) or None,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=list(setup_done)),
         )
-        if ingress is not None:
-            run_script(f"{name}-certificates", self.ssh, cert_script, parent=self,
-                       depends_on=[created["nginx"], *ingress.depends_on])
-        self.register_outputs(self._outputs())
-        self._deployed = True
-        return created
+        network = docker.Network(
+            f"{name}-network", name=name, driver="bridge",
+            options={"com.docker.network.bridge.name": lock.bridge} if lock and lock.bridge else None,
+            ipam_configs=[docker.NetworkIpamConfigArgs(subnet=lock.subnet, ip_range=lock.dynamic_range())]
+            if lock and lock.subnet else None,
+            opts=pulumi.ResourceOptions(parent=self, provider=provider),
+        )
+        return provider, network
+
+    def _ship_sessions(self, name: str, shipping: hostsetup.SessionShipping,
+                       setup_done: Sequence[pulumi.Resource]) -> None:
+        """Ships the host's admin-session audit records to the collector
+        (``hostsetup.session_shipping_section``), after the baseline installed rsyslog."""
+        text = pulumi.Output.from_input(shipping.ca_pem).apply(
+            lambda ca: hostsetup.script(hostsetup.session_shipping_section(shipping, ca)))
+        run_script(f"{name}-session-shipping", self.ssh, text, parent=self, depends_on=list(setup_done))
+
+    def _collect_sessions(self, name: str, c: SessionCollector, setup_done: Sequence[pulumi.Resource]) -> None:
+        text = pulumi.Output.secret(pulumi.Output.all(c.cert_pem, c.key_pem, c.ca_pem).apply(
+            lambda parts: hostsetup.script(hostsetup.session_collector_section(c.address, *parts))))
+        run_script(f"{name}-session-collector", self.ssh, text, parent=self, depends_on=list(setup_done))

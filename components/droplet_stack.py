@@ -10,7 +10,7 @@ import pulumi_digitalocean as do
 
 from components import egress, hostsetup, tiers
 from components.containers import ContainerSpec, HealthCheck, Mount, PublishedPort
-from components.dockerhost import DockerHost
+from components.dockerhost import DockerHost, HostBasis, Workload
 from components.remote import SshTarget
 
 # Inputs that replace a droplet when they change. They are set once from stable values and
@@ -27,7 +27,7 @@ class DropletBackups:
 
 @dataclass(frozen=True)
 class DropletStackArgs:
-    """Everything a droplet host needs. Containers and ingress come later, in ``deploy``."""
+    """Everything a droplet host needs, its containers and ingress included (``workload``)."""
 
     region: str
     """DigitalOcean region slug; changing it replaces the droplet."""
@@ -71,6 +71,8 @@ class DropletStackArgs:
     access: Optional[hostsetup.AdminAccess] = None
     """Just-in-time SSH: sshd trusts the stack's SSH CA for the admin account
     (``hostsetup.AdminAccess``); unset, only the deploy key logs in."""
+    workload: Optional[Workload] = None
+    """What the droplet runs (``dockerhost.Workload``); unset: no container."""
 
 
 class DropletStack(DockerHost):
@@ -78,8 +80,13 @@ class DropletStack(DockerHost):
     and a Docker provider that manages its containers over SSH.
 
     Children: ``{name}-droplet``, ``{name}-firewall``, ``{name}-ip``, ``{name}-ip-assignment``,
-    ``{name}-setup-<script>``, ``{name}-docker``, ``{name}-network``, then per container
-    ``{name}-<service>-image`` and ``{name}-<service>``. Renaming any needs ``aliases``.
+    ``{name}-setup-<script>``, ``{name}-docker``, ``{name}-network``, ``{name}-docker-firewall``,
+    then per container ``{name}-<service>-image`` and ``{name}-<service>``. Renaming any needs
+    ``aliases``. The DOCKER-USER rules: a droplet publishes edge ports on all addresses and the
+    others on loopback, and its DigitalOcean Firewall admits the sources; what is left for
+    DOCKER-USER is the bridge guard: nothing enters a container bridge that Docker did not DNAT
+    for a published port (``egress.render_docker_user_rules``), no container opens SSH, and with
+    an egress lock the containers reach only their allow-lists.
     """
 
     droplet_id: pulumi.Output[str]
@@ -88,8 +95,11 @@ class DropletStack(DockerHost):
 
     def __init__(self, name: str, args: DropletStackArgs,
                  opts: Optional[pulumi.ResourceOptions] = None):
-        super().__init__("platform:components:DropletStack", name, None, opts)
         self._args = args
+        super().__init__("platform:components:DropletStack", name, None, opts, args.workload)
+
+    def _basis(self, name: str) -> HostBasis:
+        args = self._args
         child = pulumi.ResourceOptions(parent=self)
         adopted = args.adopt_droplet_id is not None
 
@@ -150,44 +160,30 @@ class DropletStack(DockerHost):
 
         # Remote commands use the droplet's own address: it answers before the reserved IP is
         # assigned, and the firewall (SSH from admin CIDRs) is where the program runs from.
-        self.ssh = SshTarget(host=self.droplet.ipv4_address, user=hostsetup.DEPLOY_USER,
-                             private_key=args.ssh_private_key)
-        self.data_dir = f"/srv/{name}"
-        scripts = hostsetup.host_baseline(
-            sshd=hostsetup.SshdPolicy(),
-            fail2ban_ignore=tuple(args.admin_cidrs),
-            directories=[(self.data_dir, "0755", "deploy:deploy"), *args.directories],
-            access=args.access,
-        )
-        self._setup(name, scripts, depends_on=[self.firewall])
+        data_dir = f"/srv/{name}"
         lock = args.egress
         if lock is not None and lock.locks_host:
             raise ValueError(f"{name}: a droplet's own egress is its DigitalOcean Firewall's; the lock takes no proxy_url")
-        self.egress = lock
-        self._docker(name, self.droplet.ipv4_address, registries=args.registry_auth,
-                     bridge=lock.bridge if lock else None,
-                     subnet=(lock.subnet, lock.dynamic_range()) if lock and lock.subnet else None)
+        return HostBasis(
+            ssh=SshTarget(host=self.droplet.ipv4_address, user=hostsetup.DEPLOY_USER,
+                          private_key=args.ssh_private_key),
+            docker_address=self.droplet.ipv4_address, data_dir=data_dir,
+            scripts=hostsetup.host_baseline(
+                sshd=hostsetup.SshdPolicy(),
+                fail2ban_ignore=tuple(args.admin_cidrs),
+                directories=[(data_dir, "0755", "deploy:deploy"), *args.directories],
+                access=args.access,
+            ),
+            after=[self.firewall], egress=lock, registries=args.registry_auth)
 
-    def deploy(self, containers: Sequence[ContainerSpec], **kwargs):
-        """Guards the container bridges in ``DOCKER-USER`` before any container starts, then
-        deploys as every Docker host does. A droplet publishes edge ports on all addresses and
-        the others on loopback, and its DigitalOcean Firewall admits the sources; what is left
-        for DOCKER-USER is the bridge guard: nothing enters a container bridge that Docker did
-        not DNAT for a published port (``egress.render_docker_user_rules``), no container opens
-        SSH, and with an egress lock the containers reach only their allow-lists."""
+    def _docker_user_rules(self, containers: Sequence[ContainerSpec]) -> str:
         lock = self.egress
-        self._docker_firewall(egress.render_docker_user_rules(
+        return egress.render_docker_user_rules(
             published=[], rules=[], bridge=lock.bridge if lock else None,
             internal_cidr=lock.internal_cidr if lock else None,
             internal_peers=lock.internal_peers if lock else None,
             exempt_sources=[a for _, a in lock.exempt] if lock else (),
-            allowed=lock.allowed_sources() if lock else ()))
-        if lock is not None:
-            unknown = set(lock.static_addresses()) - {s.name for s in containers}
-            if unknown:
-                raise ValueError(f"{self.pulumi_resource_name}: egress allow-lists for containers that are not "
-                                 f"deployed: {sorted(unknown)}")
-        return super().deploy(containers, static_addresses=lock.static_addresses() if lock else None, **kwargs)
+            allowed=lock.allowed_sources() if lock else ())
 
     def _outputs(self) -> dict:
         return {"droplet_id": self.droplet_id, "public_ip": self.public_ip,
@@ -195,4 +191,4 @@ class DropletStack(DockerHost):
 
 
 __all__ = ["DropletStack", "DropletStackArgs", "DropletBackups", "DROPLET_REPLACING_INPUTS",
-           "ContainerSpec", "HealthCheck", "Mount", "PublishedPort"]
+           "ContainerSpec", "HealthCheck", "Mount", "PublishedPort", "Workload"]

@@ -12,7 +12,7 @@ import pulumi_tls as tls
 
 from components import egress, hostsetup, tiers
 from components.containers import ContainerSpec
-from components.dockerhost import DockerHost
+from components.dockerhost import DockerHost, HostBasis, Workload
 from components.remote import SshTarget, run_script
 
 
@@ -56,20 +56,27 @@ class OnPremVpsArgs:
     after: Sequence[pulumi.Resource] = ()
     """Resources the host's first setup script waits for: with a host egress lock, the proxy
     container its apt and image pulls go through (apt fails while the proxy is not up)."""
+    workload: Optional[Workload] = None
+    """What the host runs (``dockerhost.Workload``); unset: no container."""
 
 
 class OnPremVps(DockerHost):
     """Children: ``{name}-setup-user`` with a bootstrap user, ``{name}-setup-<script>`` (proxy
-    when the host's egress is locked, ufw, base, sshd,
-    fail2ban, docker, dirs, sessions with ``access``), ``{name}-docker``, ``{name}-network``, then from ``deploy``
-    ``{name}-docker-firewall`` and per container ``{name}-<service>-image`` and
-    ``{name}-<service>``. Outputs: ``address``."""
+    when the host's egress is locked, ufw, base, sshd, fail2ban, docker, dirs, sessions with
+    ``access``), ``{name}-docker``, ``{name}-network``, ``{name}-docker-firewall`` (the published
+    ports and locked egress filtered in DOCKER-USER, from the same rules UFW applies), then the
+    workload's: per container ``{name}-<service>-image`` and ``{name}-<service>``, and each
+    datastore init. Outputs: ``address``, ``tier``, ``privateAddress``."""
 
     def __init__(self, name: str, args: OnPremVpsArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        self._args = args
         # Recorded so the plan and the tier diagram can tell the hosts apart.
         super().__init__("platform:components:OnPremVps", name, {
             "tier": args.role.tier.value, "address": args.address,
-            "privateAddress": args.private_address or args.address}, opts)
+            "privateAddress": args.private_address or args.address}, opts, args.workload)
+
+    def _basis(self, name: str) -> HostBasis:
+        args = self._args
         unwaived = [r.reason for r in args.extra_rules if r.reason not in args.waivers]
         if unwaived:
             raise ValueError(f"{name}: rules outside the tier model need a named waiver: {unwaived}")
@@ -79,12 +86,12 @@ class OnPremVps(DockerHost):
         if args.bootstrap_user in ("root", hostsetup.DEPLOY_USER):
             raise ValueError(f"{name}: bootstrap_user {args.bootstrap_user!r}: use an existing sudo user other "
                              "than root (the baseline closes root login) and other than the deploy user")
-        self.ssh = SshTarget(host=args.address, user=hostsetup.DEPLOY_USER,
-                             private_key=args.private_key, port=args.ssh_port, bastion=args.bastion)
-        self.data_dir = f"/srv/{name}"
+        ssh = SshTarget(host=args.address, user=hostsetup.DEPLOY_USER,
+                        private_key=args.private_key, port=args.ssh_port, bastion=args.bastion)
+        data_dir = f"/srv/{name}"
         rules = tiers.inbound_rules(args.role) + list(args.extra_rules)
         self.rules = rules
-        self.egress = lock = args.egress
+        lock = args.egress
         locks_host = lock is not None and lock.locks_host
         scripts = hostsetup.host_baseline(
             sshd=hostsetup.SshdPolicy(port=args.ssh_port,
@@ -93,7 +100,7 @@ class OnPremVps(DockerHost):
                                       allow_tcp_forwarding=args.role.tier is tiers.Tier.EDGE,
                                       permit_open=tuple(args.permit_open)),
             fail2ban_ignore=args.role.ssh_cidrs,
-            directories=[(self.data_dir, "0755", "deploy:deploy"), *args.directories],
+            directories=[(data_dir, "0755", "deploy:deploy"), *args.directories],
             firewall=hostsetup.ufw_section(rules, args.waivers, lock.outbound() if locks_host else None,
                                            args.denied_outbound),
             proxy=egress.host_proxy_section(lock.proxy_url) if locks_host else None,
@@ -108,35 +115,26 @@ class OnPremVps(DockerHost):
                           port=args.ssh_port, bastion=args.bastion),
                 public_key.apply(lambda key: hostsetup.script(hostsetup.deploy_user_section(key.strip()))),
                 parent=self, depends_on=first)]
-        self._setup(name, scripts, depends_on=first)
         jump = []
         if args.bastion is not None:
             jump = ["-o", f"ProxyJump={args.bastion.user}@{args.bastion.host}:{args.bastion.port}"]
-        self._docker(name, args.address, jump, bridge=lock.bridge if lock else None,
-                     subnet=(lock.subnet, lock.dynamic_range()) if lock and lock.subnet else None,
-                     registries=args.registry_auth)
+        return HostBasis(ssh=ssh, docker_address=args.address, data_dir=data_dir, scripts=scripts, after=first,
+                         ssh_opts=jump, egress=lock, registries=args.registry_auth)
 
-    def deploy(self, containers: Sequence[ContainerSpec], **kwargs):
-        """Filters the published ports (and locked egress) in DOCKER-USER before any container
-        starts, from the same rules UFW applies, then deploys as every Docker host does."""
+    def _docker_user_rules(self, containers: Sequence[ContainerSpec]) -> str:
         published = []
         for spec in containers:
             address = tiers.container_bind_address(spec.tier, self.private_address)
             if address != "0.0.0.0" and not address.startswith("127."):
                 published += [(address, p.host_port) for p in spec.publish if not p.loopback]
         lock = self.egress
-        rules_text = egress.render_docker_user_rules(
+        return egress.render_docker_user_rules(
             published=published, rules=self.rules, bridge=lock.bridge if lock else None,
             internal_cidr=lock.internal_cidr if lock else None, direct=lock.direct if lock else (),
             exempt_sources=[address for _, address in lock.exempt] if lock else (),
             internal_peers=lock.internal_peers if lock else None,
             allowed=lock.allowed_sources() if lock else (),
             ssh_ports=(tiers.SSH_PORT, self.ssh.port))
-        self._docker_firewall(rules_text)
-        unknown = set(lock.static_addresses()) - {s.name for s in containers} if lock else set()
-        if unknown:
-            raise ValueError(f"{self.pulumi_resource_name}: egress exemptions for containers that are not deployed: {sorted(unknown)}")
-        return super().deploy(containers, static_addresses=lock.static_addresses() if lock else None, **kwargs)
 
     def _outputs(self) -> dict:
         # The policy pack's stack policies see a component's registered outputs under

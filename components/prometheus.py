@@ -104,7 +104,7 @@ def alert_rules(backup_jobs: Sequence[str] = ()) -> list[dict]:
         _rule("RestoreTestStale",
               f"time() - platform_restore_test_last_run_timestamp_seconds > {restore_limit}", "0m",
               "warning", "the restore test of {{ $labels.job }} has not run for over a week"),
-        # WAL archiving (``pitr`` jobs, components/backupscripts.py): the ship timer writes
+        # WAL archiving (``pitr`` jobs, components/backupscripts/pitr.py): the ship timer writes
         # last success, the newest received segment's mtime, the receiver's state and the
         # declared RPO, so each job is judged against its own RPO. The newest segment's age alone
         # would page on an idle server (no writes, no WAL), so it counts only while the receiver

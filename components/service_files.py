@@ -1,7 +1,8 @@
 """A service's files on a Docker host: what a service declares (``HostFile``), where each file
 lands (the service's directory under the host's data directory), the mounts that show them
 to its container, the reload that applies a change, and the host script that delivers the
-directory (``hostsetup.staged_file`` per file, one commit for the directory)."""
+directory (``hostsetup.staged_file`` per file, one ``hostsetup.commit_staged`` for the
+directory)."""
 
 from __future__ import annotations
 
@@ -157,11 +158,7 @@ def render_service_script(stack: str, data_dir: str, service: str, files: Sequen
         kind = "secrets" if files[0].secret else "files"
         sections.append(CERTIFICATE_METRICS + f"certificate_metrics {textfile_dir}/certificates-{stack}-{kind}-{service}.prom "
                         + " ".join(certificates))
-    sections.append(
-        'if [ "${#changed[@]}" -gt 0 ] && [ -n "$cid" ]; then\n'
-        # The steps are quoted on purpose: commit_files evaluates them, with $cid set.
-        + ("  # shellcheck disable=SC2016\n" if "$" in validate + apply else "")
-        + f'  commit_files {shlex.quote(validate)} {shlex.quote(apply)} "${{changed[@]}}"\nfi')
+    sections.append(hostsetup.commit_staged(validate, apply, record="changed"))
     return hostsetup.script(*sections)
 
 
@@ -194,5 +191,5 @@ CERTIFICATE_METRICS = r"""certificate_metrics() {
 
 
 def _staged(path: str, file: HostFile, text: str) -> str:
-    """put_file of one file that records it in ``changed`` when written."""
+    """One file staged for the directory's commit: recorded in ``changed`` when written."""
     return hostsetup.staged_file(path, file.mode, file.owner, text, record="changed")

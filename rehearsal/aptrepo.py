@@ -2,7 +2,7 @@
 dependency a fresh box lacks, fetched on the build machine and served inside the lab namespace.
 
 Which packages: every ``ensure_packages A B ...`` line of the captured scripts
-(:func:`packages_in_scripts`; ``components/hostsetup.py`` defines ``ensure_packages``, which runs
+(:func:`packages_in_scripts`; ``components/hostsetup/delivery.py`` defines ``ensure_packages``, which runs
 ``apt-get install --no-install-recommends``). :data:`STACK_PACKAGES` is the union over the
 components; a test checks it against what the staging synth's scripts install, so a new package
 in a script fails that test until it is added here.

@@ -13,6 +13,7 @@ import pulumi_random as random
 
 from components import monitoring
 from components.containers import ContainerSpec
+from components.database import ManagedDatabaseCluster
 from stacks import wiring
 
 
@@ -70,13 +71,15 @@ class SecretResolver:
     name becomes one ``random.RandomPassword`` under ``parent`` the first time it is read;
     ``ConfigSecret`` reads the stack config through ``secret`` (``BuildContext.secret``);
     ``BucketKey`` reads ``bucket_keys`` (service -> (access, secret)), set once the bucket
-    exists."""
+    exists; ``ClusterUri`` reads ``clusters`` (component name -> ``ManagedDatabaseCluster``),
+    set once the clusters exist."""
 
     def __init__(self, parent: pulumi.Resource, secret):
         self._parent = parent
         self._secret = secret
         self._generated: dict[str, pulumi.Output[str]] = {}
         self.bucket_keys: Mapping[str, tuple[pulumi.Output[str], pulumi.Output[str]]] = {}
+        self.clusters: Mapping[str, ManagedDatabaseCluster] = {}
 
     def password(self, ref: wiring.Generated) -> pulumi.Output[str]:
         if ref.name not in self._generated:
@@ -95,6 +98,9 @@ class SecretResolver:
                 lambda pw, template=value.template: template.format(pw=pw)))
         if isinstance(value, wiring.BucketKey):
             return self.bucket_keys[value.service][0 if value.part == "access" else 1]
+        if isinstance(value, wiring.ClusterUri):
+            return self.clusters[value.cluster].uri(ca_path=value.ca_path, user=value.user,
+                                                    database=value.database, pool=value.pool)
         raise TypeError(f"not a secret reference: {value!r}")
 
     def env(self, values: Mapping[str, wiring.SecretValue | str] | Sequence[tuple[str, wiring.SecretValue | str]]

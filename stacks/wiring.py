@@ -1,5 +1,5 @@
 """What the products wire the same way, as plain values a plan holds: references to secrets
-(resolved to Pulumi outputs only by ``stacks.product.SecretResolver``), each service's env map
+(config values, generated passwords, bucket keys, managed clusters' URIs; resolved to Pulumi outputs only by ``stacks.product.SecretResolver``), each service's env map
 assembled with one source per key, backup job and bucket names, and the secret keys a product's
 services read. Nothing here creates a resource or an output, so plans are unit-testable without
 the mock engine."""
@@ -44,13 +44,42 @@ class SecretUrl:
 
 @dataclass(frozen=True)
 class BucketKey:
-    """One half of a MinIO user's key pair: ``part`` is ``access`` or ``secret``."""
+    """One half of a service's object-storage key pair (a MinIO user's, a Spaces key's):
+    ``part`` is ``access`` or ``secret``."""
 
     service: str
     part: str
 
 
-SecretValue = Union[ConfigSecret, Generated, SecretUrl, BucketKey]
+@dataclass(frozen=True)
+class ClusterUri:
+    """A managed database cluster's secret, TLS-verifying connection URI
+    (``ManagedDatabaseCluster.uri``): ``cluster`` is the cluster component's name, ``ca_path``
+    where the client reads the cluster's CA; ``pool`` connects through that PgBouncer pool.
+    A Valkey cluster's URI takes no user or database."""
+
+    cluster: str
+    ca_path: str
+    user: str | None = None
+    database: str | None = None
+    pool: str | None = None
+
+
+SecretValue = Union[ConfigSecret, Generated, SecretUrl, BucketKey, ClusterUri]
+
+
+@dataclass(frozen=True)
+class ResourceValue:
+    """A plain (not secret) value that exists only once a resource does: the ``attribute``
+    output of what the plan names ``resource`` (a bucket's ``name``, a cluster's
+    ``ca_certificate``). The product's provision step resolves it; the env key is claimed in the
+    plan like any other, so no second source can set it."""
+
+    resource: str
+    attribute: str
+
+
+PlainValue = Union[str, ResourceValue]
 
 
 @dataclass(frozen=True)
@@ -59,7 +88,7 @@ class ServiceEnv:
     environment, ``secret`` ones in its secret env file; ``sources`` says what set each key."""
 
     service: str
-    plain: tuple[tuple[str, str], ...] = ()
+    plain: tuple[tuple[str, PlainValue], ...] = ()
     secret: tuple[tuple[str, SecretValue], ...] = ()
     sources: tuple[tuple[str, str], ...] = ()
 
@@ -74,7 +103,7 @@ class EnvMaps:
     behind them, so an overwrite can never be silent."""
 
     def __init__(self) -> None:
-        self._plain: dict[str, dict[str, str]] = {}
+        self._plain: dict[str, dict[str, PlainValue]] = {}
         self._secret: dict[str, dict[str, SecretValue]] = {}
         self._sources: dict[str, dict[str, str]] = {}
 
@@ -84,7 +113,7 @@ class EnvMaps:
             raise ValueError(f"{service}: {key} is set by {sources[key]} and by {source}")
         sources[key] = source
 
-    def plain(self, service: str, values: Mapping[str, str], source: str) -> None:
+    def plain(self, service: str, values: Mapping[str, PlainValue], source: str) -> None:
         for key, value in values.items():
             self._claim(service, key, source)
             self._plain.setdefault(service, {})[key] = value

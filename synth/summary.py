@@ -24,7 +24,7 @@ APP = "digitalocean:index/app:App"
 ONPREM = "platform:components:OnPremVps"
 HOSTS = ("platform:components:DropletStack", ONPREM)
 BACKUP = "platform:components:R2Backup"
-# RandomizedDelaySec of the backup timers (components/backupscripts.py): the worst-case delay.
+# RandomizedDelaySec of the backup timers (components/backupscripts/units.py): the worst-case delay.
 BACKUP_JITTER = "10 min"
 
 

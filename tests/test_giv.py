@@ -230,7 +230,7 @@ def test_an_image_source_tag_follows_the_oci_grammar(tag, ok):
     """OCI distribution spec: ``[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}``, ASCII only."""
     from pydantic import ValidationError
 
-    from components.app_platform import ImageSource
+    from components.app_components import ImageSource
 
     def build():
         return ImageSource(registry_type="GHCR", registry="krotrust", repository="giv/backend", tag=tag)

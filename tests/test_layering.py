@@ -340,9 +340,11 @@ def test_engine_config_reads_what_the_sdk_holds(monkeypatch):
 
 
 PRODUCTS = ("kro", "giv", "pencom", "vedfinance")
-PRODUCT_MODULE_LINES = 350
-"""The issue asks for product modules under about 300 lines; pencom/rules.py (309) and giv.py
-(328) are still above that."""
+PRODUCT_MODULE_LINES = 300
+"""The issue asks for product modules under 300 lines."""
+LONG_PRODUCT_MODULES = {"stacks.pencom.rules": 350}
+"""Modules still above it, with their own limit: pencom/rules.py (309 lines on 1 Dec 2026, while
+the mTLS and WireGuard work changes it) is to be split by the kind of rule once that lands."""
 
 
 def _product_modules() -> dict[str, Module]:
@@ -352,9 +354,9 @@ def _product_modules() -> dict[str, Module]:
 
 def test_no_product_module_is_long():
     modules = _product_modules()
-    assert {"stacks.kro", "stacks.giv", "stacks.pencom.plan", "stacks.vedfinance.plan"} <= set(modules)
+    assert {"stacks.kro.plan", "stacks.giv.plan", "stacks.pencom.plan", "stacks.vedfinance.plan"} <= set(modules)
     long = {name: lines for name, m in modules.items()
-            if (lines := len(m.path.read_text().splitlines())) > PRODUCT_MODULE_LINES}
+            if (lines := len(m.path.read_text().splitlines())) > LONG_PRODUCT_MODULES.get(name, PRODUCT_MODULE_LINES)}
     assert not long, f"split these product modules (config, rules, plan, provision): {long}"
 
 
@@ -380,7 +382,8 @@ def _closure(start: str) -> set[str]:
 
 
 PLAN_MODULES = ("stacks.wiring", "stacks.pencom.plan", "stacks.pencom.config", "stacks.pencom.network",
-                "stacks.vedfinance.plan", "stacks.vedfinance.config")
+                "stacks.vedfinance.plan", "stacks.vedfinance.config", "stacks.kro.plan", "stacks.kro.config",
+                "stacks.giv.plan", "stacks.giv.config")
 
 
 def test_plans_import_no_resource_module():
@@ -397,3 +400,38 @@ def test_plans_import_no_resource_module():
     # The check sees what it looks for.
     assert _provider_sdks(modules["stacks.pencom.provision"]) >= {"pulumi", "pulumi_minio"}
     assert "components.onprem" in _closure("stacks.pencom.provision")
+
+
+DELIVERY = "components.hostsetup.delivery"
+"""The one module that writes a file onto a host: ``deliver_file`` (a file), ``staged_file``
+(the files of a directory committed together) and ``directories_section``; the heredoc that
+carries the content and its marker are its internals."""
+
+
+def _code_strings(module: Module) -> list[str]:
+    """The string constants of a module's code, its docstrings left out."""
+    docstrings = {id(node.body[0].value) for node in ast.walk(module.tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                  and node.body and isinstance(node.body[0], ast.Expr)
+                  and isinstance(node.body[0].value, ast.Constant)}
+    return [node.value for node in ast.walk(module.tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings]
+
+
+def test_files_reach_hosts_through_one_path():
+    """No program module but the delivery module calls the prelude's ``put_file`` or
+    ``commit_files``, or picks a heredoc marker: every other one goes through its functions."""
+    modules = project()
+    writers = {name for name, m in modules.items() if name.split(".")[0] in ("components", "stacks")
+               and any(word in text for text in _code_strings(m)
+                       for word in ("put_file ", "commit_files ", "PLATFORM_EOF"))}
+    assert DELIVERY in writers, "the check sees nothing"
+    assert writers == {DELIVERY}, f"modules writing host files themselves: {sorted(writers - {DELIVERY})}"
+    private = {name: sorted(n for n in _imported_names(m, DELIVERY) if n.startswith("_"))
+               for name, m in modules.items() if name != DELIVERY}
+    assert not any(private.values()), private
+
+
+def _imported_names(module: Module, source: str) -> set[str]:
+    return {alias.name for node in ast.walk(module.tree) if isinstance(node, ast.ImportFrom)
+            and node.module == source for alias in node.names}

@@ -260,7 +260,7 @@ def _promtool_rule_tests(tmp_path, tests: list[dict]) -> None:
 
 
 def _wal_series(job: str, *, last_success: str, newest: str, receiver_up: str, rpo_s: int) -> list[dict]:
-    """The series a WAL ship run writes (components/backupscripts.py), one sample a minute."""
+    """The series a WAL ship run writes (components/backupscripts/pitr.py), one sample a minute."""
     labels = f'{{job="{job}",instance="vps:9100"}}'
     return [{"series": f"platform_wal_archive_last_success_timestamp_seconds{labels}", "values": last_success},
             {"series": f"platform_wal_archive_newest_segment_timestamp_seconds{labels}", "values": newest},

@@ -1,7 +1,7 @@
 """The products' plans (``stacks/<product>/plan.py``), read as plain values: no mock engine, no
 resources. What the synth tests check on the desired state, checked here where it is decided:
 one source per env key, every datastore backed up, every backup expected by monitoring, every
-scraped service with a port."""
+scraped service with a port; for KRO and GIV also over generated configs (hypothesis)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,17 @@ import json
 import pulumi
 import pytest
 import yaml
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from stacks import pencom, vedfinance
+from stacks import giv, kro, pencom, vedfinance
+from stacks.giv.config import BACKEND_ENV
 from stacks.config import validate_stack_config
 from stacks.errors import ConfigError
-from stacks.wiring import BucketKey, ConfigSecret, EnvMaps, Generated, SecretUrl, ServiceEnv
+from stacks.wiring import (BucketKey, ClusterUri, ConfigSecret, EnvMaps, Generated, ResourceValue, SecretUrl,
+                           ServiceEnv, host_file)
 from synth.engine import PROJECT_ROOT
+from validation.formats import looks_secret_name
 
 pytestmark = pytest.mark.fast
 
@@ -43,7 +46,7 @@ def stack(request):
 
 def _plans(stack_config):
     found = {}
-    for product, module in (("pencom", pencom), ("vedfinance", vedfinance)):
+    for product, module in (("kro", kro), ("giv", giv), ("pencom", pencom), ("vedfinance", vedfinance)):
         if product in stack_config.products:
             found[product] = module.plan(stack_config.product(product), stack_config.environment)
     return found
@@ -66,7 +69,7 @@ def _walk(value, path="plan"):
 def test_both_stacks_plan_something(stack):
     name, stack_config = stack
     plans = _plans(stack_config)
-    assert "pencom" in plans, "a scan of no plan would pass every test below"
+    assert {"kro", "giv", "pencom"} <= set(plans), "a scan of no plan would pass every test below"
     assert (name == "staging") == ("vedfinance" in plans)
 
 
@@ -119,6 +122,8 @@ def test_pencom_env_maps_are_complete():
 def test_every_datastore_is_backed_up_and_every_backup_is_watched(stack):
     stack_config = stack[1]
     for product, plan in _plans(stack_config).items():
+        if product in ("kro", "giv"):
+            continue  # managed clusters: test_every_managed_database_is_backed_up_and_watched
         cfg = stack_config.product(product)
         labels = {b.label for b in plan.backups}
         assert {d.name for d in cfg.databases} <= labels
@@ -193,3 +198,148 @@ def test_env_maps_keep_one_source_per_key_in_claim_order(claims):
         assert [k for k, _ in maps.sources] == expected
         assert sorted(maps.keys()) == sorted(expected)
     assert set(frozen) == {s for s, _ in seen}
+
+
+# --- KRO and GIV: managed clusters -------------------------------------------------------------
+
+def test_every_managed_database_is_backed_up_and_watched(stack):
+    stack_config = stack[1]
+    plans = _plans(stack_config)
+    kro_plan, giv_plan = plans["kro"], plans["giv"]
+    assert kro_plan.backup_job_names == (kro_plan.backup.job,) == (f"{kro_plan.name}-db",)
+    assert kro_plan.backup.uri.cluster == kro_plan.database.cluster
+    with_data = {c.resource for c in giv_plan.clusters if c.databases}
+    assert with_data == {f"{giv_plan.name}-pg", f"{giv_plan.name}-mongo"}
+    assert {b.cluster for b in giv_plan.backups} == with_data
+    assert giv_plan.backup_job_names == tuple(b.job for b in giv_plan.backups)
+    for b in giv_plan.backups:
+        # The job reads the CA where the ops droplet's backup service holds it.
+        assert b.uri.ca_path == host_file(giv_plan.ops_data_dir, "backup", b.ca_file)
+        assert b.uri.cluster == b.cluster and b.uri.user and b.uri.database
+
+
+def test_giv_clusters_admit_the_app_and_only_the_backup_runner_where_it_backs_up(stack):
+    giv_plan = _plans(stack[1])["giv"]
+    backed_up = {b.cluster for b in giv_plan.backups}
+    for c in giv_plan.clusters:
+        assert "app" in c.admits, c.resource
+        assert ("ops" in c.admits) == (c.resource in backed_up), c.resource
+    assert len({c.resource for c in giv_plan.clusters}) == len({c.attachment for c in giv_plan.clusters}) == 3
+
+
+def test_kro_database_url_is_the_clusters_and_the_backup_reads_the_same_ca(stack):
+    stack_config = stack[1]
+    cfg = stack_config.product("kro")
+    p = kro.plan(cfg, stack_config.environment)
+    url = dict(p.env[cfg.database_service].secret)["DATABASE_URL"]
+    assert url == ClusterUri(p.database.cluster, ca_path=cfg.database_ca_path, user=cfg.database.user,
+                             database=cfg.database.name, pool=p.database.pool if cfg.database.use_pool else None)
+    assert p.backup.ca_on_host == host_file(p.data_dir, cfg.database_service, cfg.database_ca_path)
+    # The egress lock admits the database service to the cluster's ports in the VPC, and nothing else of the VPC.
+    vpc = [(s, cidr, port) for s, cidr, port in p.egress.allowed if cidr == cfg.vpc_ip_range]
+    assert sorted(vpc) == [(cfg.database_service, cfg.vpc_ip_range, 25060),
+                           (cfg.database_service, cfg.vpc_ip_range, 25061)]
+
+
+# Generated configs: the prod stack file with KRO's services and GIV's components changed. Names
+# and env keys come from small alphabets, so collisions (with each other and with the keys the
+# program sets) are frequent.
+SERVICE_NAMES = ("backend", "frontend", "admin-frontend", "worker")
+USER_KEYS = ("NODE_ENV", "JWT_SECRET", "DATABASE_URL", "REDIS_URL", "MONGODB_URI", "SPACES_REGION")
+PLAIN_KEYS = tuple(k for k in dict.fromkeys([*USER_KEYS, *BACKEND_ENV]) if not looks_secret_name(k))
+"""Keys a plain ``env`` may hold (a secret-looking name there is a config error of its own)."""
+
+
+def _kro_service(name: str, port: int | None, env: list[str], secret_env: list[str]) -> dict:
+    spec = {"name": name, "image": f"registry.digitalocean.com/kro/{name}:2026.11.2", "memory_mb": 256,
+            "cpus": 0.25, "env": {k: "v" for k in env}, "secret_env": {k: f"kro_{k.lower()}" for k in secret_env},
+            "healthcheck": {"command": ["wget", "-q", "-O", "/dev/null", "http://127.0.0.1:80/"]}}
+    if port is not None:
+        spec["port"] = port
+    return spec
+
+
+KRO_SERVICE = st.tuples(st.sampled_from(SERVICE_NAMES), st.sampled_from([None, 80, 3000]),
+                        st.lists(st.sampled_from(PLAIN_KEYS), unique=True, max_size=3),
+                        st.lists(st.sampled_from(USER_KEYS), unique=True, max_size=2))
+
+
+@settings(max_examples=40, deadline=None)
+@given(services=st.lists(KRO_SERVICE, min_size=1, max_size=4, unique_by=lambda s: s[0]),
+       database_service=st.sampled_from(SERVICE_NAMES), use_pool=st.booleans(), monitored=st.booleans())
+def test_kro_plan_invariants_over_generated_configs(services, database_service, use_pool, monitored):
+    """Whatever the services, the rules reject exactly the configs whose database service sets
+    DATABASE_URL itself (or names no service); every accepted config plans one source per env
+    key, a DATABASE_URL through the pool iff ``use_pool``, a port for every scraped service and
+    every route, and a backup job that monitoring expects."""
+    document = _document("prod")
+    cfg = document["config"]["platform:kro"]
+    cfg["services"] = [_kro_service(*s) for s in services]
+    cfg["database_service"] = database_service
+    cfg["database"]["use_pool"] = use_pool
+    ported = [s[0] for s in services if s[1] is not None]
+    cfg["routes"] = [{"host": f"{name}.krotrust.com", "service": name} for name in ported] or cfg["routes"]
+    if not monitored:
+        cfg.pop("monitoring")
+    by_name = {s[0]: s for s in services}
+    own = set(by_name[database_service][2]) | set(by_name[database_service][3]) if database_service in by_name else set()
+    try:
+        stack_config = _config("prod", document)
+    except ConfigError as exc:
+        # The only generated problems: a key the program sets, a database service that is not
+        # a service, routes to services without a port, a key in env and secret_env at once.
+        assert ("DATABASE_URL" in own or database_service not in by_name or not ported
+                or any(set(s[2]) & set(s[3]) for s in services)), str(exc)
+        return
+    assert "DATABASE_URL" not in own and database_service in by_name
+    p = kro.plan(stack_config.product("kro"), stack_config.environment)
+    for service, env in p.env.items():
+        keys = [k for k, _ in env.sources]
+        assert len(keys) == len(set(keys)), service
+    url = dict(p.env[database_service].secret)["DATABASE_URL"]
+    assert isinstance(url, ClusterUri) and (url.pool is not None) == use_pool
+    assert p.backup_job_names == (p.backup.job,)
+    assert all(isinstance(port, int) for port in p.metrics_ports.values())
+    assert set(p.metrics_ports) <= set(ported)
+    assert {s.name for s in p.services} == set(by_name)
+    assert set(p.hosts) == {f"{n}.krotrust.com" for n in ported}
+
+
+@settings(max_examples=40, deadline=None)
+@given(own_env=st.lists(st.sampled_from(PLAIN_KEYS), unique=True, max_size=3),
+       own_secret=st.lists(st.sampled_from([*USER_KEYS, *BACKEND_ENV]), unique=True, max_size=3),
+       origins=st.lists(st.sampled_from(["www.krogiving.com", "krogiving.com", "partners.krogiving.com"]),
+                        unique=True, max_size=3))
+# Found by this test: a key in a component's env and secret_env passed the rules, and the plan
+# raised (the env map refuses a second source) instead of a config error with its key path.
+@example(own_env=["NODE_ENV"], own_secret=["NODE_ENV"], origins=[])
+def test_giv_plan_invariants_over_generated_configs(own_env, own_secret, origins):
+    """The backend's own env keys and the ones the program sets never overlap in an accepted
+    config (the rules name the key); the plan sets every program key once, each secret one a
+    reference to a cluster or the media key, and CORS admits the static sites and the extra
+    origins, each once."""
+    document = _document("prod")
+    cfg = document["config"]["platform:giv"]
+    backend = cfg["components"][0]
+    backend["env"] = {k: "v" for k in own_env}
+    backend["secret_env"] = {k: f"giv_{k.lower()}" for k in own_secret}
+    cfg["frontend_origins"] = origins
+    try:
+        stack_config = _config("prod", document)
+    except ConfigError as exc:
+        assert (set(own_env) | set(own_secret)) & set(BACKEND_ENV) or set(own_env) & set(own_secret), str(exc)
+        return
+    assert not (set(own_env) | set(own_secret)) & set(BACKEND_ENV)
+    p = giv.plan(stack_config.product("giv"), stack_config.environment)
+    env = p.env[backend["name"]]
+    keys = [k for k, _ in env.sources]
+    assert len(keys) == len(set(keys)) and set(keys) == {*own_env, *own_secret, *BACKEND_ENV}
+    program = {k: v for k, v in [*env.plain, *env.secret] if k in BACKEND_ENV}
+    assert set(program) == set(BACKEND_ENV)
+    for key, value in program.items():
+        assert isinstance(value, (str, ResourceValue, ClusterUri, BucketKey, ConfigSecret)), key
+        if isinstance(value, ClusterUri):
+            assert value.cluster in {c.resource for c in p.clusters}
+    static = {f"https://{c['domain']}" for c in cfg["components"] if c["kind"] == "static_site"}
+    assert set(p.media.origins) == static | {f"https://{h}" for h in origins}
+    assert len(p.media.origins) == len(set(p.media.origins))

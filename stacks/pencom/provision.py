@@ -9,7 +9,7 @@ import pulumi_minio as minio
 
 from components import egress, hostsetup, monitoring, prometheus
 from components.dns import a_records
-from components.host_containers import datastore_init
+from components.dockerhost import DatastoreInit, SessionCollector, Workload
 from components.ingress import Ingress, IngressRoute
 from components.internal_ca import InternalCa, ServerRequest
 from components.minio_bucket import MinioBucket, MinioBucketArgs, MinioConsumer
@@ -34,7 +34,7 @@ from stacks.backups import provision_backup
 PG_READY = "pg_isready -h 127.0.0.1 -U postgres -q"
 
 
-def _nodes(ctx, cfg: PencomConfig, p: PencomPlan, child: pulumi.ResourceOptions) -> OnPremVps:
+def _nodes(ctx, cfg: PencomConfig, p: PencomPlan, child: pulumi.ResourceOptions, workload: Workload) -> OnPremVps:
     """The edge node, firewalled by the tier model: the bastion and egress proxy of the others."""
     n, net = cfg.nodes, p.nodes["edge"]
     return OnPremVps(f"{p.name}-edge", OnPremVpsArgs(
@@ -42,15 +42,17 @@ def _nodes(ctx, cfg: PencomConfig, p: PencomPlan, child: pulumi.ResourceOptions)
         registry_auth=secret_keys.registry_auth("pencom", images(cfg)),
         ssh_port=n.edge.ssh_port, bootstrap_user=n.edge.bootstrap_user, access=ctx.admin_access(),
         directories=monitoring.data_directories(f"/srv/{p.name}-edge"),
-        role=net.role, egress=net.egress, denied_outbound=net.denied_outbound,
+        role=net.role, egress=net.egress, denied_outbound=net.denied_outbound, workload=workload,
     ), opts=child)
 
 
 def _internal_nodes(ctx, cfg: PencomConfig, p: PencomPlan, child: pulumi.ResourceOptions,
-                    edge: OnPremVps, proxy: pulumi.Resource) -> tuple[OnPremVps, OnPremVps, OnPremVps]:
-    """The app, data and storage nodes, firewalled by the tier model, reached through the edge.
-    Their setup waits for ``proxy`` (the edge's egress proxy container): their apt and image
-    pulls leave through it, and fail on a first ``pulumi up`` while it is not running."""
+                    edge: OnPremVps, proxy: pulumi.Resource, workloads: dict[str, Workload]
+                    ) -> tuple[OnPremVps, OnPremVps, OnPremVps]:
+    """The app, data and storage nodes, firewalled by the tier model, reached through the edge,
+    each running its ``workloads`` entry. Their setup waits for ``proxy`` (the edge's egress
+    proxy container): their apt and image pulls leave through it, and fail on a first
+    ``pulumi up`` while it is not running."""
     key = ctx.secret(SSH_KEY_SECRET)
     n = cfg.nodes
 
@@ -61,7 +63,7 @@ def _internal_nodes(ctx, cfg: PencomConfig, p: PencomPlan, child: pulumi.Resourc
             private_key=key, ssh_port=node_cfg.ssh_port, bootstrap_user=node_cfg.bootstrap_user,
             bastion=edge.ssh, role=net.role, egress=net.egress, after=(proxy,), extra_rules=list(net.extra_rules),
             denied_outbound=net.denied_outbound, access=ctx.admin_access(),
-            registry_auth=secret_keys.registry_auth("pencom", images(cfg)),
+            registry_auth=secret_keys.registry_auth("pencom", images(cfg)), workload=workloads[node],
             **extra), opts=child)
 
     app = internal("app", n.app)
@@ -83,7 +85,6 @@ def build(ctx, cfg: PencomConfig) -> dict:
     product = Product("pencom")
     child = pulumi.ResourceOptions(parent=product)
     secrets = SecretResolver(product, ctx.secret)
-    edge = _nodes(ctx, cfg, p, child)
 
     # --- TLS for the data tier -------------------------------------------------------------
     ca = InternalCa(f"{name}-ca", common_name=f"{name} internal CA", servers=[
@@ -135,20 +136,14 @@ def build(ctx, cfg: PencomConfig) -> dict:
         slack_url=ctx.secret("alerts_slack_webhook_url") if alerts.slack_channel else None,
         backup_jobs=list(p.backup_job_names))
     grafana_password = secrets.password(Generated(f"{name}-grafana-admin"))
-    edge_created = edge.deploy(
-        list(p.edge), ingress=ingress, files={**edge_files, **files_for_monitoring},
-        secret_env={**secret_env(cfg.edge_services), "grafana": {"GF_SECURITY_ADMIN_PASSWORD": grafana_password}})
-
-    app, data, storage = _internal_nodes(ctx, cfg, p, child, edge, edge_created[PROXY_SERVICE])
-
     # --- admin sessions: the internal nodes ship their audit records to the edge (mgmt tier) --
     collector = ca.certificates["sessions"]
-    edge.collect_sessions(n.edge.private_address, collector.cert_pem, collector.key_pem, ca.cert_pem)
-    for node in (app, data, storage):
-        node.ship_sessions(hostsetup.SessionShipping(collector=n.edge.private_address, peer_name=p.session_peer,
-                                                     ca_pem=ca.cert_pem))
-    app.deploy(list(p.app), files={s.name: [ca_file] for s in cfg.app_services},
-               secret_env=secret_env(cfg.app_services))
+    shipping = hostsetup.SessionShipping(collector=n.edge.private_address, peer_name=p.session_peer,
+                                         ca_pem=ca.cert_pem)
+    edge = _nodes(ctx, cfg, p, child, Workload(
+        list(p.edge), ingress=ingress, files={**edge_files, **files_for_monitoring},
+        secret_env={**secret_env(cfg.edge_services), "grafana": {"GF_SECURITY_ADMIN_PASSWORD": grafana_password}},
+        collector=SessionCollector(n.edge.private_address, collector.cert_pem, collector.key_pem, ca.cert_pem)))
 
     # --- data: Postgres, MongoDB, Redis over TLS -------------------------------------------
     mongo_pem = pulumi.Output.secret(pulumi.Output.all(data_cert.cert_pem, data_cert.key_pem).apply(
@@ -167,35 +162,35 @@ def build(ctx, cfg: PencomConfig) -> dict:
                                               owner(cfg.redis.user or REDIS_USER)), ca_file],
     }
     datastores = (cfg.postgres.name, cfg.mongodb.name, cfg.redis.name)
-    data_created = data.deploy(list(p.data), files=data_files,
-                               secret_env={s: secrets.env(p.datastore_env[s]) for s in datastores})
-
     role_passwords = pulumi.Output.all(**{role: secrets.password(ref) for role, ref in p.pg_roles.items()})
     wal_password = secrets.password(Generated(f"{name}-pg-wal"))
     sql = pulumi.Output.all(role_passwords, wal_password).apply(lambda a: render_init_sql(
         p.pg_databases, a[0], readers=p.pg_readers) + replication_role_sql(a[1]))
-    pg_init = datastore_init(f"{name}-postgres-init", data.ssh, stack=data.pulumi_resource_name,
-                             service=cfg.postgres.name, text=sql, ready=PG_READY,
-                             apply="psql -U postgres -v ON_ERROR_STOP=1 -q",
-                             path=f"/etc/platform/{name}-postgres-init.sql", parent=data,
-                             depends_on=[data_created[cfg.postgres.name]])
     mongo_users = {db: secrets.password(ref) for db, ref in p.mongo_users.items()}
     mongo_js = pulumi.Output.all(**mongo_users).apply(lambda pws: render_mongo_init_js(
         {d.name: (role_name(d.service), pws[d.name]) for d in cfg.mongo_databases}))
     # Single-quoted: the root password is expanded inside the container, from its own env.
     mongo_shell = (f'mongosh --quiet --tls --tlsCAFile {CA_PATH} --host localhost '
                    '-u root -p "$MONGO_INITDB_ROOT_PASSWORD" --authenticationDatabase admin')
-    mongo_init = datastore_init(f"{name}-mongodb-init", data.ssh, stack=data.pulumi_resource_name,
-                                service=cfg.mongodb.name, text=mongo_js,
-                                ready=f"sh -c '{mongo_shell} --eval \"db.runCommand({{ping: 1}})\"'",
-                                apply=f"sh -c '{mongo_shell}'", path=f"/etc/platform/{name}-mongodb-init.js",
-                                parent=data, depends_on=[data_created[cfg.mongodb.name]])
+    pg_init, mongo_init = f"{name}-postgres-init", f"{name}-mongodb-init"
+    inits = [
+        DatastoreInit(pg_init, cfg.postgres.name, sql, ready=PG_READY, apply="psql -U postgres -v ON_ERROR_STOP=1 -q",
+                      path=f"/etc/platform/{name}-postgres-init.sql"),
+        DatastoreInit(mongo_init, cfg.mongodb.name, mongo_js,
+                      ready=f"sh -c '{mongo_shell} --eval \"db.runCommand({{ping: 1}})\"'",
+                      apply=f"sh -c '{mongo_shell}'", path=f"/etc/platform/{name}-mongodb-init.js")]
 
-    # --- storage: MinIO over TLS ------------------------------------------------------------
-    storage_created = storage.deploy(list(p.storage), files={cfg.minio.name: [
-        HostFile(container_path="/run/platform/certs/public.crt", content=minio_cert.cert_pem),
-        key_file("/run/platform/certs/private.key", minio_cert.key_pem, owner(cfg.minio.user)), minio_ca_file]},
-        secret_env={cfg.minio.name: secrets.env(p.datastore_env[cfg.minio.name])})
+    # --- the internal nodes: app, data, storage (MinIO over TLS) -------------------------------
+    app, data, storage = _internal_nodes(ctx, cfg, p, child, edge, edge.containers[PROXY_SERVICE], {
+        "app": Workload(list(p.app), files={s.name: [ca_file] for s in cfg.app_services},
+                        secret_env=secret_env(cfg.app_services), sessions=shipping),
+        "data": Workload(list(p.data), files=data_files, inits=inits, sessions=shipping,
+                         secret_env={s: secrets.env(p.datastore_env[s]) for s in datastores}),
+        "storage": Workload(list(p.storage), files={cfg.minio.name: [
+            HostFile(container_path="/run/platform/certs/public.crt", content=minio_cert.cert_pem),
+            key_file("/run/platform/certs/private.key", minio_cert.key_pem, owner(cfg.minio.user)), minio_ca_file]},
+            secret_env={cfg.minio.name: secrets.env(p.datastore_env[cfg.minio.name])}, sessions=shipping)})
+    data_created, storage_created = data.containers, storage.containers
 
     # --- off-site backups: the data node for its datastores, the storage node for the bucket ----
     access, secret = bucket.credentials[BACKUP_READER]
@@ -206,7 +201,7 @@ def build(ctx, cfg: PencomConfig) -> dict:
         if host.data_dir != node_data_dir(name, node) or host_path_for(host.data_dir, "s", ca_file) \
                 != host_file(node_data_dir(name, node), "s", CA_PATH):
             raise RuntimeError(f"{host.pulumi_resource_name}: the plan placed its files elsewhere than OnPremVps")
-    ready = {"postgres": [pg_init], "pitr": [pg_init], "mongodb": [mongo_init],
+    ready = {"postgres": [data.inits[pg_init]], "pitr": [data.inits[pg_init]], "mongodb": [data.inits[mongo_init]],
              "redis": [data_created[cfg.redis.name]], "minio": [storage_created[cfg.minio.name], bucket]}
     for job in p.backups:
         runner = nodes[job.node]

@@ -11,6 +11,7 @@ from components.dns import a_records
 from components.host_containers import datastore_init
 from components.ingress import Ingress, IngressRoute
 from components.internal_ca import InternalCa, ServerRequest
+from components.dockerhost import Workload
 from components.onprem import OnPremVps, OnPremVpsArgs
 from components.postgres_init import HBA_PATH, render_init_sql, render_pg_hba
 from components.service_files import HostFile, host_path_for
@@ -36,18 +37,6 @@ def build(ctx, cfg: VedfinanceConfig) -> dict:
     secrets = SecretResolver(product, ctx.secret)
     by_name = {s.name: s for s in cfg.services}
 
-    host = OnPremVps(name, OnPremVpsArgs(
-        address=cfg.host.address, private_key=ctx.secret(SSH_KEY_SECRET), ssh_port=cfg.host.ssh_port,
-        registry_auth=secret_keys.registry_auth("vedfinance", [s.image for s in cfg.services]),
-        bootstrap_user=cfg.host.bootstrap_user, access=ctx.admin_access(),
-        role=tiers.HostRole(tier=tiers.Tier.EDGE, ssh_cidrs=tuple(ctx.environment.admin_cidrs)),
-        directories=monitoring.data_directories(f"/srv/{name}"),
-        egress=container_egress_lock(
-            cfg.egress, bridge="ved-ctr",
-            containers=[*(s.name for s in cfg.services),
-                        *(s.name for s in monitoring.server_specs(cfg.monitoring, ""))]),
-    ), opts=child)
-
     # The backup runner reaches Postgres on loopback, also with verify-full: 127.0.0.1 is a SAN.
     ca = InternalCa(f"{name}-ca", common_name=f"{name} internal CA", opts=child,
                     servers=[ServerRequest("postgres", (cfg.postgres_service,), ("127.0.0.1",))])
@@ -61,8 +50,6 @@ def build(ctx, cfg: VedfinanceConfig) -> dict:
     ca_file = HostFile(container_path=CA_PATH, content=ca.cert_pem)
     for db in cfg.databases:
         files.setdefault(db.service, []).append(ca_file)
-    if host.data_dir != p.data_dir or host_path_for(host.data_dir, "s", ca_file) != host_file(p.data_dir, "s", CA_PATH):
-        raise RuntimeError(f"{name}: the plan placed its files elsewhere than OnPremVps")
 
     records = a_records(name, provider=cfg.dns.provider, zone=cfg.dns.zone, hosts=[r.host for r in cfg.routes],
                         address=cfg.host.address, ttl=cfg.dns.ttl, parent=product,
@@ -72,12 +59,26 @@ def build(ctx, cfg: VedfinanceConfig) -> dict:
                       acme_email=cfg.acme_email, memory_mb=cfg.ingress_memory_mb, cpus=cfg.ingress_cpus,
                       depends_on=records)
     grafana_password = secrets.password(Generated(f"{name}-grafana-admin"))
-    watch = host_monitoring(ctx, cfg.monitoring, data_dir=host.data_dir, grafana_password=grafana_password,
+    watch = host_monitoring(ctx, cfg.monitoring, data_dir=p.data_dir, grafana_password=grafana_password,
                             service_ports={s: by_name[s].port for s in cfg.monitoring.metrics_services},
                             probes=[f"https://{r.host}" for r in cfg.routes], backup_jobs=list(p.backup_job_names))
     service_env = {s: env for s, service in p.env.items() if (env := secrets.env(service.secret))}
-    created = host.deploy([*p.services, *watch.specs], secret_env=merge_env(service_env, watch.secret_env),
-                          files={**files, **watch.files}, ingress=ingress)
+    host = OnPremVps(name, OnPremVpsArgs(
+        address=cfg.host.address, private_key=ctx.secret(SSH_KEY_SECRET), ssh_port=cfg.host.ssh_port,
+        registry_auth=secret_keys.registry_auth("vedfinance", [s.image for s in cfg.services]),
+        bootstrap_user=cfg.host.bootstrap_user, access=ctx.admin_access(),
+        role=tiers.HostRole(tier=tiers.Tier.EDGE, ssh_cidrs=tuple(ctx.environment.admin_cidrs)),
+        directories=monitoring.data_directories(f"/srv/{name}"),
+        egress=container_egress_lock(
+            cfg.egress, bridge="ved-ctr",
+            containers=[*(s.name for s in cfg.services),
+                        *(s.name for s in monitoring.server_specs(cfg.monitoring, ""))]),
+        workload=Workload([*p.services, *watch.specs], secret_env=merge_env(service_env, watch.secret_env),
+                          files={**files, **watch.files}, ingress=ingress),
+    ), opts=child)
+    created = host.containers
+    if host.data_dir != p.data_dir or host_path_for(host.data_dir, "s", ca_file) != host_file(p.data_dir, "s", CA_PATH):
+        raise RuntimeError(f"{name}: the plan placed its files elsewhere than OnPremVps")
 
     role_passwords = [secrets.password(p.role_passwords[d.name]) for d in cfg.databases]
     sql = pulumi.Output.all(secrets.password(p.wal_password), *role_passwords).apply(

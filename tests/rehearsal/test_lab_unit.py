@@ -34,11 +34,11 @@ def test_staging_scripts_install_only_packages_the_repo_serves(synth):
 
 
 def test_stack_packages_are_what_the_components_can_install():
-    """Every literal ``ensure_packages`` argument in components/, plus the backup jobs' host
+    """Every literal ``ensure_packages`` argument in components/ (its packages too), plus the backup jobs' host
     tools (appended to ``ensure_packages rclone`` per job kind)."""
     from components import backup
 
-    sources = "\n".join(p.read_text() for p in (PROJECT_ROOT / "components").glob("*.py"))
+    sources = "\n".join(p.read_text() for p in (PROJECT_ROOT / "components").rglob("*.py"))
     literal = {word for line in re.findall(r'"ensure_packages ([a-z0-9.+ -]+)"', sources)
                for word in line.split()}
     host_tools = {word for tools in [backup.BASE_TOOLS, *backup.HOST_TOOLS.values()]

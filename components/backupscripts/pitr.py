@@ -1,0 +1,186 @@
+"""Point-in-time recovery of a self-hosted PostgreSQL cluster (``pitr``): WAL received over a
+replication slot, shipped to restic at half the RPO, weekly base backups, and the PITR test."""
+
+from __future__ import annotations
+
+import textwrap
+
+from components.backupscripts.jobs import BackupJob, PG_ENV, SLOT, ship_interval_seconds
+from components.backupscripts.shell import (BACKUP_STREAM, INIT_REPOSITORY, backup_failure_trap,
+                                            backup_success_metrics, metric_labels, retention_section,
+                                            script_prelude, tool_functions)
+from components.backupscripts.restore import READ_CHECK, restore_test_trap, scratch_server, wait_ready
+
+
+def _wal_tools(job: BackupJob) -> str:
+    extra = f' -v "$WAL_DIR:$WAL_DIR"' if job.mode == "docker" else ""
+    return textwrap.dedent("""\
+        WAL_DIR="$STATE/wal"
+        mkdir -p "$WAL_DIR"
+        """) + tool_functions(job, ("pg_receivewal", "pg_basebackup"), PG_ENV, extra=extra)
+
+
+def render_wal_receive_script(job: BackupJob) -> str:
+    """The long-running WAL receiver (``platform-wal-receive-JOB.service``): creates the
+    physical replication slot if missing, then streams WAL with ``--synchronous`` (each write
+    flushed, so the local copy lags the server by under a second) until stopped. The slot makes
+    the server keep WAL the receiver has not fetched yet."""
+    script = script_prelude(job, "receive", "continuous WAL receiver", retry=False) + _wal_tools(job) + textwrap.dedent(f"""\
+        pg_receivewal_ --create-slot --if-not-exists --slot={SLOT} --no-password
+        echo "$JOB: receiving WAL into $WAL_DIR (started $(date -u -d "@$STARTED"))"
+        pg_receivewal_ -D "$WAL_DIR" --slot={SLOT} --synchronous --no-loop --no-password
+        """)
+    return script
+
+
+def render_wal_ship_script(job: BackupJob) -> str:
+    """Ships the WAL directory (completed segments and the current ``.partial`` one) into restic,
+    every ``ship_interval_seconds``; writes the age of the newest archived WAL as a metric."""
+    labels = metric_labels(job)
+    interval = ship_interval_seconds(job.rpo_minutes)
+    # A failed run still reports the RPO, the newest segment and the receiver's state: the
+    # WALArchiveStalled alert compares them with the last success (components/prometheus.py).
+    kept = (f'"platform_wal_archive_newest_segment_timestamp_seconds{{{labels}}} ${{NEWEST:-0}}"',
+            f'"platform_wal_archive_rpo_seconds{{{labels}}} {job.rpo_minutes * 60}"',
+            f'"platform_wal_receiver_up{{{labels}}} $RECEIVER_UP"')
+    return (script_prelude(job, "ship", "WAL shipping") + _wal_tools(job)
+            + textwrap.dedent("""\
+                NEWEST=""
+                RECEIVER_UP=0
+                ! systemctl is-active --quiet "platform-wal-receive-$JOB.service" || RECEIVER_UP=1
+                """)
+            + backup_failure_trap(labels, "wal-$JOB.prom", "platform_wal_archive", extra=kept)
+            + textwrap.dedent(f"""\
+        # Ship interval: {interval} s, for a declared RPO of {job.rpo_minutes} min.
+        NEWEST="$(find "$WAL_DIR" -maxdepth 1 -type f -printf '%T@\\n' | sort -n | tail -n 1)"
+        NEWEST="${{NEWEST%.*}}"
+        [ -n "$NEWEST" ] || fail "no WAL received yet in $WAL_DIR (is platform-wal-receive-$JOB running?)"
+        {INIT_REPOSITORY.strip()}
+        restic_retry backup --host "$JOB" --tag wal "$WAL_DIR"
+        NOW="$(date +%s)"
+        write_metrics "wal-$JOB.prom" \\
+          "platform_wal_archive_success{{{labels}}} 1" \\
+          "platform_wal_archive_last_attempt_timestamp_seconds{{{labels}}} $NOW" \\
+          "platform_wal_archive_last_success_timestamp_seconds{{{labels}}} $NOW" \\
+          "platform_wal_archive_newest_segment_timestamp_seconds{{{labels}}} $NEWEST" \\
+          "platform_wal_archive_last_duration_seconds{{{labels}}} $((NOW - STARTED))" \\
+          "platform_wal_archive_rpo_seconds{{{labels}}} {job.rpo_minutes * 60}" \\
+          "platform_wal_receiver_up{{{labels}}} $RECEIVER_UP"
+        """))
+
+
+def render_base_backup_script(job: BackupJob) -> str:
+    """The weekly base backup: ``pg_basebackup -Ft -D -`` (tar on stdout, WAL from the archive)
+    streamed into restic; then local WAL older than the previous base backup is dropped (the
+    archive has it), and retention: base backups and WAL for the PITR window plus one week."""
+    labels = metric_labels(job)
+    body = textwrap.dedent(f"""\
+        SIZE=0
+        ADDED=0
+        RUN="base-$(date -u +%Y%m%dT%H%M%SZ)"
+        {INIT_REPOSITORY.strip()}
+        backup_stream "$JOB-base.tar" pg_basebackup_ -D - -Ft -X none --checkpoint=fast --no-password
+        # WAL shipped every run holds segments back to the previous base backup, so one WAL
+        # snapshot after a target time restores it from the newest base backup before it.
+        PREVIOUS="$(restic snapshots --json --host "$JOB" --path "/$JOB-base.tar" \\
+          | jq -r 'sort_by(.time) | .[-2].time // empty')"
+        if [ -n "$PREVIOUS" ]; then
+          find "$WAL_DIR" -maxdepth 1 -type f ! -name '*.partial' ! -newermt "$PREVIOUS" -delete
+        fi
+        """) + f"RETENTION_DAYS={job.retention_days}\n" + retention_section(
+            f"/{job.job}-base.tar", within='"$((RETENTION_DAYS + 7))d"', prune=False) + retention_section(
+            f"{job.state_dir}/wal", within="2d", extra=' --keep-within-daily "$((RETENTION_DAYS + 7))d"')
+    return (script_prelude(job, "base-backup", "weekly base backup") + _wal_tools(job) + BACKUP_STREAM
+            + backup_failure_trap(labels) + body + backup_success_metrics(labels)
+            + 'echo "$JOB: stored base backup $RUN ($SIZE bytes read, $ADDED bytes added)"\n')
+
+
+def render_pitr_test_script(job: BackupJob) -> str:
+    """Point-in-time restore into a scratch instance: the newest base backup taken before
+    ``PITR_TARGET_TIME`` (default: one hour ago), the first WAL snapshot after it, recovery with
+    ``recovery_target_time`` and ``restore_command`` reading the restored segments (the newest,
+    still ``.partial``, one included). Passes when recovery stops at the target and the instance
+    is promoted; prints ``PITR_PROBE_SQL``'s result (``probe: ...``) and the table count."""
+    labels = metric_labels(job)
+    scratch = scratch_server(job, "postgres", initdb=False)
+    if job.mode == "docker":
+        scratch = scratch.replace("--tmpfs /var/lib/postgresql/data -e POSTGRES_HOST_AUTH_METHOD=trust",
+                                  '-v "$WORK:$WORK" -e PGDATA="$WORK/pgdata"')
+        scratch += textwrap.dedent(f"""\
+            scratch_prepare() {{
+              mkdir -p "$WORK/pgdata"
+              docker run --rm -v "$WORK:$WORK" {job.tool_image} chown -R postgres: "$WORK" >/dev/null
+            }}
+            scratch_log() {{ docker logs "$SCRATCH_CONTAINER" 2>&1; }}
+            """)
+    else:
+        scratch += textwrap.dedent("""\
+            scratch_log() { cat "$WORK/server.log"; }
+            scratch_start() {
+              SCRATCH_CONTAINER=host
+              scratch_pg_ctl start >/dev/null || { scratch_log >&2; fail "the scratch PostgreSQL did not recover"; }
+            }
+            """)
+    body = textwrap.dedent(f"""\
+        TARGET="${{PITR_TARGET_TIME:-$(date -u -d '-1 hour' '+%Y-%m-%d %H:%M:%S+00')}}"
+        TARGET_EPOCH="$(date -d "$TARGET" +%s)" || fail "cannot read the target time $TARGET"
+        # snapshots PATH -- "epoch id" of every snapshot of PATH, oldest first.
+        snapshots() {{
+          restic snapshots --json --host "$JOB" --path "$1" \\
+            | jq -r 'sort_by(.time) | .[] | "\\(.time) \\(.id)"' \\
+            | while read -r time id; do echo "$(date -d "$time" +%s) $id"; done
+        }}
+        BASE="$(snapshots "/$JOB-base.tar" | awk -v t="$TARGET_EPOCH" '$1 <= t {{id = $2}} END {{print id}}')"
+        [ -n "$BASE" ] || fail "no base backup taken before $TARGET"
+        WAL="$(snapshots "$STATE/wal" | awk -v t="$TARGET_EPOCH" '$1 >= t {{print $2; exit}}')"
+        [ -n "$WAL" ] || fail "no WAL shipped after $TARGET yet"
+        NEWEST_WAL="$(snapshots "$STATE/wal" | tail -n 1 | cut -d' ' -f1)"
+        [ $(( ($(date +%s) - NEWEST_WAL) / 3600 )) -le "$MAX_AGE_HOURS" ] \
+          || fail "the newest shipped WAL is older than $MAX_AGE_HOURS hours"
+
+        scratch_prepare
+        restic dump "$BASE" "/$JOB-base.tar" | tar -x -C "$WORK/pgdata" || fail "base backup ${{BASE:0:8}} cannot be read"
+        restic restore --quiet "$WAL" --target "$WORK/walrestore" >/dev/null || fail "WAL ${{WAL:0:8}} cannot be restored"
+        mv "$WORK/walrestore$STATE/wal" "$WORK/wal"
+        rm -rf "$WORK/walrestore"
+        # A segment still being written is archived as NAME.partial: recovery reads it as NAME.
+        cat >"$WORK/restore-wal" <<'EOF'
+        #!/bin/sh
+        if [ -f "$1/$2" ]; then exec cp "$1/$2" "$3"; fi
+        if [ -f "$1/$2.partial" ]; then exec cp "$1/$2.partial" "$3"; fi
+        exit 1
+        EOF
+        chmod 0755 "$WORK/restore-wal"
+        {{
+          echo "restore_command = '$WORK/restore-wal $WORK/wal %f %p'"
+          echo "recovery_target_time = '$TARGET'"
+          echo "recovery_target_action = 'promote'"
+          echo "archive_mode = 'off'"
+          echo "hba_file = '$WORK/pg_hba.conf'"
+          # The source's TLS files and addresses do not exist here; the scratch has no network.
+          echo "ssl = 'off'"
+          echo "listen_addresses = ''"
+        }} >>"$WORK/pgdata/postgresql.auto.conf"
+        echo "local all all trust" >"$WORK/pg_hba.conf"
+        touch "$WORK/pgdata/recovery.signal"
+        chmod -R go-rwx "$WORK/pgdata"
+        chmod 0644 "$WORK/pg_hba.conf"
+        scratch_prepare
+        scratch_start
+        """) + wait_ready("postgres").replace("'SELECT 1'", "'SELECT NOT pg_is_in_recovery()' | grep -qx t") + textwrap.dedent(f"""\
+        [ "$(scratch_psql --no-psqlrc -At -d postgres -c 'SELECT NOT pg_is_in_recovery()')" = t ] \\
+          || {{ scratch_log >&2; fail "recovery to $TARGET did not finish"; }}
+        # From a file: grep -q leaves at its first match, and under pipefail the writer's
+        # SIGPIPE (docker logs) would fail a recovery that did stop.
+        scratch_log >"$WORK/recovery.log" 2>&1 || true
+        grep -q "recovery stopping before" "$WORK/recovery.log" \\
+          || {{ cat "$WORK/recovery.log" >&2; fail "recovery did not stop at $TARGET (WAL ends before it)"; }}
+        if [ -n "${{PITR_PROBE_SQL:-}}" ]; then
+          echo "probe: $(scratch_psql --no-psqlrc -At -d "${{PITR_PROBE_DATABASE:-postgres}}" -c "$PITR_PROBE_SQL")"
+        fi
+        DATABASES="$(scratch_psql --no-psqlrc -At -d postgres -c "SELECT count(*) FROM pg_database WHERE NOT datistemplate")"
+        {READ_CHECK.strip()}
+        echo "$JOB: recovered to $TARGET from base ${{BASE:0:8}} and WAL ${{WAL:0:8}}; $DATABASES databases"
+        """)
+    return (script_prelude(job, "pitr-test", "point-in-time restore test") + scratch
+            + restore_test_trap(job, labels, "pitr-test-$JOB.prom", "platform_pitr_test") + body)

@@ -1,0 +1,135 @@
+"""Checks on a stack file's values as text, whatever their key: control characters, the host
+files' heredoc marker, secrets typed into plain config (and provider credentials set without
+``--secret``), and the last guard that keeps secret values out of every message."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Iterator, Mapping
+
+from components.hostsetup.delivery import HEREDOC_MARKER
+from stacks.errors import CONFIG_NAMESPACE, key_path
+from validation.formats import control_characters, looks_secret_name, secret_parts, secret_value_kind
+
+
+def _leaves(value: Any, loc: tuple = ()) -> Iterator[tuple[tuple, Any]]:
+    """Every (loc, string) in a parsed value, keys included (a key's loc ends with itself)."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            yield loc + (key,), key
+            yield from _leaves(item, loc + (key,))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _leaves(item, loc + (index,))
+    elif isinstance(value, str):
+        yield loc, value
+
+
+def string_problems(top: str, value: Any, document: Any) -> list[str]:
+    """Control characters anywhere, and secrets in plain config whatever their key."""
+    problems = []
+    for loc, text in _leaves(value):
+        if not isinstance(text, str):
+            continue
+        controls = control_characters(text)
+        if controls:
+            problems.append(f"{key_path(top, loc, document)}: contains control characters "
+                            f"({', '.join(controls)}); remove them")
+        if HEREDOC_MARKER in text:
+            problems.append(f"{key_path(top, loc, document)}: contains {HEREDOC_MARKER}, the marker that ends "
+                            "the files the program writes on hosts (components/hostsetup/delivery.py); remove it")
+        if (len(loc) >= 2 and loc[-2] == "secret_env") or (loc and loc[-1] is text):
+            continue
+        kind = secret_value_kind(text)
+        if kind:
+            problems.append(f"{key_path(top, loc, document)}: {_plain_secret_fix(top, loc, text, kind)}")
+    return problems
+
+
+SLACK_WEBHOOK = "hooks.slack.com/"
+
+
+def _plain_secret_fix(top: str, loc: tuple, text: str, kind: str) -> str:
+    """What is wrong with a secret found in plain config at ``loc``, and the key it belongs in.
+
+    Product settings keep secrets in ``<product>_<name>`` keys referenced from ``secret_env``;
+    the environment section has one secret, the Slack webhook (``alerts_slack_webhook_url``),
+    and a webhook typed where the channel name goes is the common slip (Slack shows the URL
+    next to the channel). The value is never quoted; the ``pulumi config set --secret`` shown
+    takes no value, so it prompts for it and the secret stays out of the shell history."""
+    slack = f"`pulumi config set --secret {CONFIG_NAMESPACE}:alerts_slack_webhook_url`"
+    if top == "environment" and SLACK_WEBHOOK in text:
+        where = ("this key takes the channel name (such as #ops-alerts); " if loc[-1:] == ("slack_channel",)
+                 else "")
+        return (f"holds a Slack webhook URL, which is a secret (value not shown); {where}set the URL with "
+                f"{slack} (it prompts for it) and remove it from here")
+    if top == "environment":
+        return (f"holds {kind} in plain text (value not shown); the environment settings take no "
+                f"secrets, remove it (the one environment secret, the Slack webhook URL, is set with {slack})")
+    return (f"holds {kind} in plain text (value not shown); store it with `pulumi config set --secret "
+            f"{CONFIG_NAMESPACE}:{top}_<name>` (it prompts for the value) and reference it from secret_env")
+
+
+KEY_NAME = re.compile(r"[a-z][a-z0-9_]{2,62}")
+
+
+def scrub_secrets(problems: list[str], values: Mapping[str, Any], key_names: set[str] = frozenset()) -> list[str]:
+    """The last guard: no message carries a value that looks like a secret, or the value of a
+    key that names a secret, even where a rule or a library quoted it.
+
+    ``key_names`` are config key names (``pencom_alerts_smtp_password``): a field such as
+    ``smtp_password_secret`` holds one to say where the secret is, and a name is not a secret,
+    so it stays readable in every message."""
+    secrets = set()
+    for top, value in values.items():
+        for loc, text in _leaves(value):
+            if not isinstance(text, str) or len(text) < 6 or (loc and loc[-1] is text) \
+                    or text in key_names:
+                continue
+            if secret_value_kind(text) or (loc and isinstance(loc[-1], str) and looks_secret_name(loc[-1])
+                                           and not (len(loc) >= 2 and loc[-2] == "secret_env")):
+                secrets.add(text)
+                secrets.update(secret_parts(text))
+    scrubbed = []
+    for problem in problems:
+        path, sep, message = problem.partition(": ")
+        for secret in sorted(secrets, key=len, reverse=True):
+            message = message.replace(secret, "[value not shown]")
+        scrubbed.append(path + sep + message)
+    return scrubbed
+
+
+def one_message_per_secret(problems: list[str]) -> list[str]:
+    """One message per mistake: where a value was found to hold a secret (``holds ...``), the
+    field's own "not a valid value here" for the same masked value adds nothing, so it goes."""
+    held = {p.partition(": ")[0] for p in problems if p.partition(": ")[2].startswith("holds ")}
+    return [p for p in problems
+            if not (p.partition(": ")[0] in held and "looks like a secret (not shown)" in p)]
+
+
+PROVIDER_CREDENTIAL_KEYS = frozenset({
+    "digitalocean:token", "digitalocean:spacesAccessId", "digitalocean:spacesSecretKey",
+    "cloudflare:apiToken", "cloudflare:apiKey", "cloudflare:apiUserServiceKey",
+    "docker:registryAuth", "command:password", "command:privateKey"})
+"""Provider config keys that hold a credential (the providers' schemas mark them secret:
+``pulumi-digitalocean``'s token and Spaces keys, ``pulumi-cloudflare``'s API token and keys)."""
+
+
+def provider_config_problems(plain: Mapping[str, Any]) -> list[str]:
+    """Credentials in plain text outside the ``platform`` namespace: a provider's credential key
+    (:data:`PROVIDER_CREDENTIAL_KEYS`, or a key whose name says secret) set without
+    ``--secret``, or any plain value that looks like a secret. ``plain``: full key -> value of
+    the keys that are not secret. The value is never quoted."""
+    problems = []
+    for key in sorted(plain, key=str):
+        value = plain[key]
+        name = str(key).partition(":")[2]
+        if key in PROVIDER_CREDENTIAL_KEYS or looks_secret_name(name):
+            kind = "a credential"
+        else:
+            kind = secret_value_kind(str(value)) if value is not None else None
+        if kind:
+            problems.append(f"{key}: holds {kind} in plain text (value not shown); store it with "
+                            f"`pulumi config set --secret {key}` (or the provider's environment "
+                            "variable), so the stack file holds only its ciphertext")
+    return problems
