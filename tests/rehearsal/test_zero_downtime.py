@@ -150,11 +150,11 @@ def stop_events(lab, box: str) -> list[dict]:
     return events
 
 
-def timeline(events: list[dict], old: str, new: str) -> dict:
-    """Seconds between the switchover's events: the new image's container started, became
-    healthy; the old image's container destroyed."""
-    def first(action: str, image: str):
-        return next((e["t"] for e in events if e["action"].startswith(action) and e["image"] == image), None)
+def timeline(events: list[dict], old: str | None, new: str | None) -> dict:
+    """Seconds between the switchover's events, by container id (12 characters): the new
+    container started, became healthy; the old one destroyed (None: that event did not happen)."""
+    def first(action: str, cid: str | None):
+        return next((e["t"] for e in events if e["action"].startswith(action) and e["id"] == cid), None)
 
     started, healthy, removed = first("start", new), first("health_status: healthy", new), first("destroy", old)
     span = lambda a, b: round(b - a, 2) if a is not None and b is not None else None  # noqa: E731
@@ -208,6 +208,7 @@ def switchovers(tmp_path_factory):
             results["before"] = gateway_containers(lab, EDGE)
             for name, stack_file, old, new in (("image-bump", files["bump"], OLD_IMAGE, NEW_IMAGE),
                                                ("bad-image", files["bad"], NEW_IMAGE, BAD_IMAGE)):
+                serving = [c["id"] for c in gateway_containers(lab, EDGE) if c["image"] == old]
                 start_events(lab, EDGE)
                 loop = RequestLoop(lab, address, held.workdir, name)
                 time.sleep(2)  # the loop's first requests land before the converge starts
@@ -215,8 +216,11 @@ def switchovers(tmp_path_factory):
                                          stack_file=stack_file, hosts=[EDGE]))
                 time.sleep(5)  # and its last ones after the old container is gone
                 events = stop_events(lab, EDGE)
-                results[name] = {"drill": entry, "loop": loop.stop(), "after": gateway_containers(lab, EDGE),
-                                 "events": events, "timeline": timeline(events, old, new)}
+                after = gateway_containers(lab, EDGE)
+                fresh = [c["id"] for c in after if c["image"] == new]
+                results[name] = {"drill": entry, "loop": loop.stop(), "after": after, "events": events,
+                                 "timeline": timeline(events, serving[0] if serving else None,
+                                                      fresh[0] if fresh else None)}
         results["seconds"] = round(time.monotonic() - started, 1)
         out = Path(__file__).resolve().parents[2] / "out"
         out.mkdir(exist_ok=True)
