@@ -287,18 +287,23 @@ def check_env(env: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def replaced_delete_first(spec: ContainerSpec, extra_mounts: list[Mount] | None = None) -> bool:
-    """Whether a replacement of the container must delete the old one first: it publishes host
-    ports (only one container can hold them), or it has a writable mount (its state: two
-    containers on one data directory contend for it, as two Prometheus for one TSDB lock, or
-    worse, two databases write the same files). Such a replacement is a maintenance step (the
-    service is down from the old one's removal until the new one is healthy; README "Deploys").
+def replaced_delete_first(spec: ContainerSpec, extra_mounts: list[Mount] | None = None, *,
+                          fixed_address: bool = False) -> bool:
+    """Whether a replacement of the container must delete the old one first, because the two
+    could not run at once: it publishes host ports (only one container can hold them), it has
+    a fixed address on its network (``fixed_address``: an egress allow-list matches it; Docker
+    refuses a second container on it, "Address already in use", so a create-first replacement
+    would fail every deploy), or it has a writable mount (its state: two containers on one data
+    directory contend for it, as two Prometheus for one TSDB lock, or worse, two databases write
+    the same files). Such a replacement is a maintenance step (the service is down from the old
+    one's removal until the new one is healthy; README "Deploys without downtime").
 
     Every other container is stateless and is replaced create-before-delete: the new one starts
     next to the old one under a new name (Pulumi's auto-name suffix is drawn anew for a
     replacement) and shares its network alias; ``wait`` holds the update until it is healthy,
     and only then is the old one removed."""
-    return bool(spec.publish) or any(not m.read_only for m in [*spec.mounts, *(extra_mounts or [])])
+    return (bool(spec.publish) or fixed_address
+            or any(not m.read_only for m in [*spec.mounts, *(extra_mounts or [])]))
 
 
 # The longest a deploy waits for one container to become healthy, in seconds.

@@ -29,8 +29,8 @@ def run_containers(
 ) -> dict[str, docker.Container]:
     """Pull each pinned image and run its container with the hardening of ``container_plan``.
 
-    ``static_addresses`` pins containers to addresses on the network (egress exemptions match
-    them). Containers are not given fixed names: Pulumi auto-names them after the resource plus a
+    ``static_addresses`` pins containers to addresses on the network (egress exemptions and
+    allow-lists match them). Containers are not given fixed names: Pulumi auto-names them after the resource plus a
     random suffix, drawn anew for a replacement, and they are found by their network alias, so a
     replacement never collides with the old one.
 
@@ -42,6 +42,8 @@ def run_containers(
     old container is removed last. A new container that never becomes healthy fails the update
     and the old one keeps serving. A container that publishes host ports or has a writable mount
     is deleted before its replacement starts (``replaced_delete_first``): a maintenance step.
+    So is a container at one of ``static_addresses``: the new one cannot take the address while
+    the old one holds it.
     """
     unknown = set(secret_env) - {s.name for s in specs}
     if unknown:
@@ -72,7 +74,8 @@ def run_containers(
             opts=pulumi.ResourceOptions(
                 parent=parent, provider=provider, depends_on=list(depends_on),
                 delete_before_replace=replaced_delete_first(
-                    spec, list((extra_mounts or {}).get(spec.name, []))),
+                    spec, list((extra_mounts or {}).get(spec.name, [])),
+                    fixed_address=spec.name in (static_addresses or {})),
             ),
         )
     return created

@@ -1,5 +1,6 @@
-"""Every container whose replacement would run two copies on one piece of host state is
-replaced delete-before-create; every other one create-before-delete, gated by the provider's
+"""Every container whose replacement would run two copies on one piece of host state (a data
+directory, a host port, a fixed address on its network) is replaced delete-before-create;
+every other one create-before-delete, gated by the provider's
 ``wait`` on its healthcheck with a bounded ``wait_timeout``."""
 
 from __future__ import annotations
@@ -16,14 +17,18 @@ CONTAINER = "docker:index/container:Container"
 
 
 @pytest.mark.parametrize("stack", ["staging", "prod"])
-def test_a_container_with_a_writable_mount_or_a_host_port_is_deleted_before_its_replacement(stack, synth):
+def test_a_container_with_a_writable_mount_a_host_port_or_a_fixed_address_is_deleted_before_its_replacement(
+        stack, synth):
     containers = synth(stack).of_type(CONTAINER)
     writable = [c for c in containers if any(not v.get("readOnly", v.get("read_only", False))
                                              for v in c["inputs"].get("volumes") or [])]
     # The stacks do run stateful containers (Prometheus' TSDB, the datastores, Grafana).
     assert any(c["name"].endswith("-prometheus") for c in writable), [c["name"] for c in writable]
+    fixed = [c["name"] for c in containers if any(n.get("ipv4Address") for n in c["inputs"]["networksAdvanced"])]
+    # KRO's backend is pinned for its database allow-list; the blackbox probers for the web.
+    assert f"kro-{stack}-backend" in fixed, fixed
     for container in containers:
-        must = container in writable or bool(container["inputs"].get("ports"))
+        must = container in writable or bool(container["inputs"].get("ports")) or container["name"] in fixed
         assert container["delete_before_replace"] == must, container["name"]
 
 
@@ -37,6 +42,7 @@ def test_read_only_mounts_alone_allow_create_before_delete():
     assert not replaced_delete_first(_spec(mounts=[Mount(host_path="/srv/a", container_path="/a")]))
     assert replaced_delete_first(_spec(), [Mount(host_path="/srv/d", container_path="/d", read_only=False)])
     assert replaced_delete_first(_spec(publish=[PublishedPort(host_port=80, container_port=8080)]))
+    assert replaced_delete_first(_spec(), fixed_address=True)
 
 
 def _seconds(go: str) -> int:
@@ -48,8 +54,9 @@ def _seconds(go: str) -> int:
 def test_every_container_is_health_gated_with_a_bounded_wait_from_its_healthcheck(stack, synth):
     containers = synth(stack).of_type(CONTAINER)
     stateless = [c for c in containers if not c["delete_before_replace"]]
-    # KRO's backend, Pencom's api-gateway and V-EdFinance's APIs switch over without downtime.
-    assert {"kro-" + stack + "-backend", f"pencom-{stack}-edge-api-gateway"} <= {c["name"] for c in stateless}
+    # KRO's frontends, Pencom's gateways and V-EdFinance's apps switch over without downtime.
+    assert {f"kro-{stack}-frontend", f"pencom-{stack}-edge-api-gateway",
+            f"pencom-{stack}-edge-external-gateway"} <= {c["name"] for c in stateless}
     for container in containers:
         inputs = container["inputs"]
         check = inputs["healthcheck"]

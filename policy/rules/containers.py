@@ -89,17 +89,34 @@ resource_policy(
                   "a replacement would run two servers on the same data"])]))
 
 
+def fixed_addresses(props) -> list[str]:
+    """The fixed addresses (``networksAdvanced[].ipv4Address``/``ipv6Address``) a container
+    asks for; Docker gives one address to one container at a time."""
+    return [str(a) for n in items(props.get("networksAdvanced")) for key in ("ipv4Address", "ipv6Address")
+            if (a := mapping(n).get(key))]
+
+
+_PINNED = [{"name": "net", "aliases": ["api"], "ipv4Address": "172.31.251.12"}]
+
+
 def _check_stateless_replaced_first(props, args):
-    # The other half of the classification above: a container with neither writable data nor
-    # a published host port can run next to its replacement, so replacing it delete-first only
-    # takes the service down for the whole pull-and-start of the new one, on every deploy.
-    # create-before-delete is only as good as its gate: without `wait` the old container is
-    # removed as soon as the new one runs, healthy or not.
-    if writable_data_mounts({"type": T_CONTAINER, "inputs": props}) or items(props.get("ports")):
+    # The other half of the classification above: a container with neither writable data, nor
+    # a published host port, nor a fixed address can run next to its replacement, so replacing
+    # it delete-first only takes the service down for the whole pull-and-start of the new one,
+    # on every deploy. create-before-delete is only as good as its gate: without `wait` the old
+    # container is removed as soon as the new one runs, healthy or not.
+    fixed = fixed_addresses(props)
+    if fixed and not args.opts.delete_before_replace:
+        # Docker refuses the new container the address the old one holds ("Address already in
+        # use"), so a create-first replacement fails every deploy (found by
+        # tests/test_converge_replacement_real.py on the staging capture).
+        yield (f"the container has a fixed address ({', '.join(fixed)}) but is replaced create-before-delete; "
+               "the new container cannot take the address while the old one holds it, so every deploy fails")
+    if writable_data_mounts({"type": T_CONTAINER, "inputs": props}) or items(props.get("ports")) or fixed:
         return
     if args.opts.delete_before_replace:
-        yield ("the container holds no data and publishes no host port but is deleted before its "
-               "replacement; every deploy would take the service down")
+        yield ("the container holds no data, publishes no host port and has no fixed address but is "
+               "deleted before its replacement; every deploy would take the service down")
     if props.get("wait") is not True:
         yield ("the container is replaced create-before-delete without `wait`; the old one would be "
                "removed before the new one is healthy")
@@ -112,19 +129,27 @@ def _check_stateless_replaced_first(props, args):
 
 resource_policy(
     "docker-container-enable-health-gated-replacement",
-    "Stateless containers are replaced create-before-delete, gated on their healthcheck with a bounded wait.",
+    "Stateless containers are replaced create-before-delete, gated on their healthcheck with a bounded "
+    "wait; a container at a fixed address is replaced delete-first.",
     level=MANDATORY, severity=MEDIUM, category="containers",
     sources=["Pulumi docs: deleteBeforeReplace resource option (false overrides a provider's default)",
              "pulumi-docker Container: wait, waitTimeout",
-             "Kamal docs: kamal-proxy switches traffic once the new container passes its healthcheck"],
+             "Kamal docs: kamal-proxy switches traffic once the new container passes its healthcheck",
+             "Docker docs: docker network connect --ip (one container per address: \"Address already in use\")"],
     fix="Leave delete_before_replace False (components.containers.replaced_delete_first) and keep "
-        "wait / wait_timeout from components.containers.container_plan.",
+        "wait / wait_timeout from components.containers.container_plan; a container with a fixed "
+        "address is deleted first (replaced_delete_first(fixed_address=True)).",
     types=C, check=_check_stateless_replaced_first,
     cases=Case(doc(container(wait=True, waitTimeout=170),
-                   {**container("pg", volumes=_DATA), "delete_before_replace": True}),
+                   {**container("pg", volumes=_DATA), "delete_before_replace": True},
+                   {**container("api", wait=True, waitTimeout=170, networksAdvanced=_PINNED),
+                    "delete_before_replace": True}),
                [(doc({**container(wait=True, waitTimeout=170), "delete_before_replace": True}),
-                 ["the container holds no data and publishes no host port but is deleted before its "
-                  "replacement; every deploy would take the service down"]),
+                 ["the container holds no data, publishes no host port and has no fixed address but is "
+                  "deleted before its replacement; every deploy would take the service down"]),
+                (doc(container(wait=True, waitTimeout=170, networksAdvanced=_PINNED)),
+                 ["the container has a fixed address (172.31.251.12) but is replaced create-before-delete; "
+                  "the new container cannot take the address while the old one holds it, so every deploy fails"]),
                 (doc(container()),
                  ["the container is replaced create-before-delete without `wait`; the old one would be "
                   "removed before the new one is healthy"]),
