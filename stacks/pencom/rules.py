@@ -84,11 +84,11 @@ def _tiers(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
         if spec.tier is not tiers.Tier.APP:
             yield Finding(("app_services", index, "tier"), f"app services are tier app, got {spec.tier.value}")
         if spec.port is None:
-            yield Finding(("app_services", index, "port"), "is required: it is published on the app node's "
-                          "private address")
+            yield Finding(("app_services", index, "port"), "is required: the mutual-TLS terminator forwards "
+                          "to it and serves it on port + 10000 of the app node's private address")
         if spec.publish:
             yield Finding(("app_services", index, "publish"), "the program publishes the port on the app "
-                          "node's private address; remove publish")
+                          "node's private address, over mutual TLS only (port + 10000); remove publish")
 
 
 @rule(PencomConfig)
