@@ -138,7 +138,7 @@ def _has_hsts(directives):
 
 def _check_nginx_tls(props, args):
     for path, parsed in _configs(props):
-        # A caller sidecar terminates no TLS: platform-service-route-enable-mtls checks its side.
+        # A caller sidecar terminates no TLS: platform-serviceroute-enable-mtls checks its side.
         if isinstance(parsed, NginxParseError) or _mtls_caller(parsed):
             continue
         protocols = first(parsed.http, "ssl_protocols")
@@ -571,7 +571,7 @@ http {
 """
 
 resource_policy(
-    "platform-service-route-enable-mtls",
+    "platform-serviceroute-enable-mtls",
     "A service route to another host is mutual TLS: no container env holds a plain http:// URL to an "
     "internal address, and every nginx proxy_pass to an internal address presents a client certificate and "
     "verifies the server.",
