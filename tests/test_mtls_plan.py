@@ -5,6 +5,7 @@ ports only. The real nginx run is ``tests/test_mtls_real.py``."""
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from urllib.parse import urlsplit
 
@@ -180,3 +181,23 @@ def test_the_terminator_config_parses_and_admits_each_caller_where_allowed():
     servers = [d["block"] for d in http if d["directive"] == "server"]
     listens = sorted(int(s[0]["args"][0]) for s in servers if s[0]["args"][-1] == "ssl")
     assert listens == sorted(plan.ports)
+
+
+@pytest.mark.parametrize("services,message", [
+    ((), "terminator: no services"),
+    ((mtls.TerminatedService("a", 14000, "a:4000", ("x.internal",)),
+      mtls.TerminatedService("a", 15000, "a:5000", ("x.internal",))), "services named twice: \\['a'\\]"),
+    ((mtls.TerminatedService("a", 14000, "a:4000", ("x.internal",)),
+      mtls.TerminatedService("b", 14000, "b:5000", ("x.internal",))), "ports listened on twice: \\[14000\\]"),
+    ((mtls.TerminatedService("a", 14000, "a:4000", ('x"; } default full; {',)),),
+     "identities must be lower-case DNS names"),
+])
+def test_the_terminator_renderer_refuses_what_nginx_would_misread(services, message):
+    with pytest.raises(ValueError, match=message):
+        mtls.render_terminator_conf(services)
+
+
+def test_the_caller_renderer_refuses_a_port_twice():
+    route = mtls.CallerRoute("a", 4000, "10.0.0.2:14000", "mtls.x.internal")
+    with pytest.raises(ValueError, match="ports listened on twice"):
+        mtls.render_caller_conf([route, dataclasses.replace(route, name="b")])
