@@ -39,7 +39,7 @@ from stacks.pencom.mtls import METRICS_CALLER, identity, mtls_plan
 from stacks.pencom.network import node_rules
 from tests.conftest import PROJECT_ROOT, require_root, require_tool
 from tests.isolation import apply_ufw, ip
-from tests.realtools import nginx_binary
+from tests.realtools import nginx_binary, stop_all
 
 pytestmark = pytest.mark.realtool
 
@@ -217,14 +217,7 @@ def lab(tmp_path_factory):
         yield {"ns": ns, "plan": plan, "ports": ports, "clients": clients, "ca": certs / "ca.crt", "log": log,
                "work": work}
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_all(processes)
         for name in ns.values():
             subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
