@@ -38,7 +38,7 @@ def _config(stack: str, **update) -> PencomConfig:
 @pytest.fixture(scope="module", params=["staging", "prod"])
 def captured(request):
     stack = request.param
-    return stack, State(synth_once(stack, document=_pencom_only(stack)))
+    return stack, State(synth_once(stack, document=_pencom_only(stack), reveal_secrets=True))
 
 
 @pytest.mark.parametrize("stack", ["staging", "prod"])
@@ -161,10 +161,14 @@ def test_certificates_are_issued_per_caller_for_client_auth_only(captured):
     # config in the container, reloads nginx, and reports each certificate's expiry for the alert.
     assert server["inputs"]["earlyRenewalHours"] == 30 * 24
     for node, service in (("app", TERMINATOR), *(("edge", s.name) for s in plan.sidecars)):
-        script = state.named(f"{name}-{node}-files-{service}", COMMAND)["inputs"]["stdin"]
-        assert "docker exec \"$cid\" nginx -t -q -c /etc/nginx/mtls/nginx.conf" in script
-        assert "docker kill -s HUP \"$cid\"" in script
-        assert f"certificate_metrics {TEXTFILE_DIR}/certificates-{name}-{node}-files-{service}.prom" in script
+        for kind in ("files", "secrets"):
+            script = state.named(f"{name}-{node}-{kind}-{service}", COMMAND)["inputs"]["stdin"]
+            assert "docker exec \"$cid\" nginx -t -q -c /etc/nginx/mtls/nginx.conf" in script
+            assert "docker kill -s HUP \"$cid\"" in script
+            assert f"certificate_metrics {TEXTFILE_DIR}/certificates-{name}-{node}-{kind}-{service}.prom" in script
+        # A leaf travels with its key: delivered apart, the first half fails `nginx -t` against the other.
+        files = state.named(f"{name}-{node}-files-{service}", COMMAND)["inputs"]["stdin"]
+        assert "/tls/ca.crt 0444" in files and "/tls/tls.crt 0" not in files and "/tls/tls.key 0" not in files
 
 
 def test_the_terminator_config_parses_and_admits_each_caller_where_allowed():

@@ -118,10 +118,13 @@ def build(ctx, cfg: PencomConfig) -> dict:
     def mtls_files(conf: str, leaf: ServerCertificate) -> list[HostFile]:
         # Rotation: a re-issued leaf (30 days before expiry, on any `up`) changes these files,
         # whose delivery checks the config in the container (`nginx -t`) and reloads nginx.
-        tls = mtls.TlsFiles()
+        # The certificate is delivered with its key (both owner-only, so one script writes
+        # them): checked apart, a new certificate with the old key fails `nginx -t`, and each
+        # half would be rolled back for ever.
+        tls, nginx = mtls.TlsFiles(), f"{NGINX_UID}:{NGINX_UID}"
         return [HostFile(container_path=mtls.CONF_PATH, content=conf),
-                HostFile(container_path=tls.cert, content=leaf.cert_pem),
-                HostFile(container_path=tls.key, content=leaf.key_pem, mode="0600", owner=f"{NGINX_UID}:{NGINX_UID}"),
+                HostFile(container_path=tls.cert, content=leaf.cert_pem, mode="0400", owner=nginx),
+                HostFile(container_path=tls.key, content=leaf.key_pem, mode="0400", owner=nginx),
                 HostFile(container_path=tls.ca, content=ca.cert_pem)]
 
     def secret_env(specs) -> dict:
