@@ -25,6 +25,7 @@ IN_CONTAINER_ACME = "/var/www/acme"
 # The config directory is mounted, not the file: the host script replaces the file (a new
 # inode), which a single-file bind mount would never show to the running nginx.
 IN_CONTAINER_CONF = "/etc/nginx/platform/nginx.conf"
+NGINX_IMAGE = "nginxinc/nginx-unprivileged:1.27.3-alpine"
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class IngressRoute:
 class Ingress:
     routes: Sequence[IngressRoute]
     acme_email: str
-    nginx_image: str = "nginxinc/nginx-unprivileged:1.27.3-alpine"
+    nginx_image: str = NGINX_IMAGE
     acme_staging: bool = False
     """Use Let's Encrypt's staging CA (untrusted certificates, generous rate limits)."""
     memory_mb: int = 128

@@ -1,5 +1,6 @@
 """``InternalCa``: a private certificate authority (pulumi-tls) for self-hosted data services,
-so their clients verify the server (``sslmode=verify-full``) instead of trusting the network."""
+so their clients verify the server (``sslmode=verify-full``) instead of trusting the network,
+and for the callers of mutual TLS between hosts (client certificates, ``components.mtls``)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,16 @@ class ServerRequest:
 
 
 @dataclass(frozen=True)
+class ClientRequest:
+    """A client certificate to issue (extended key usage ``client_auth`` only, so it never
+    serves): ``client`` names its resources, ``identity`` is its subject CN and only DNS name,
+    what a mutual-TLS terminator's allow-list matches."""
+
+    client: str
+    identity: str
+
+
+@dataclass(frozen=True)
 class ServerCertificate:
     cert_pem: pulumi.Output[str]
     key_pem: pulumi.Output[str]
@@ -35,15 +46,20 @@ class ServerCertificate:
 class InternalCa(pulumi.ComponentResource):
     """Children: ``{name}-key``, ``{name}-cert``, and per server of ``servers``
     ``{name}-<server>-key``, ``{name}-<server>-csr``, ``{name}-<server>-cert``, all created in
-    the constructor. ``certificates`` maps each server to its ``ServerCertificate``. Output:
-    ``cert_pem`` (public). Raises ``ValueError`` on a server named twice."""
+    the constructor, and per client of ``clients`` ``{name}-client-<client>-key``, ``-csr``,
+    ``-cert``. ``certificates`` maps each server to its ``ServerCertificate``,
+    ``client_certificates`` each client to its own. Output: ``cert_pem`` (public). Raises
+    ``ValueError`` on a server or a client named twice."""
 
     def __init__(self, name: str, common_name: str, servers: Sequence[ServerRequest] = (),
-                 opts: Optional[pulumi.ResourceOptions] = None):
+                 opts: Optional[pulumi.ResourceOptions] = None, clients: Sequence[ClientRequest] = ()):
         super().__init__("platform:components:InternalCa", name, None, opts)
         names = [s.server for s in servers]
         if len(names) != len(set(names)):
             raise ValueError(f"{name}: servers named twice: {sorted({n for n in names if names.count(n) > 1})}")
+        names = [c.client for c in clients]
+        if len(names) != len(set(names)):
+            raise ValueError(f"{name}: clients named twice: {sorted({n for n in names if names.count(n) > 1})}")
         child = pulumi.ResourceOptions(parent=self)
         self.key = tls.PrivateKey(f"{name}-key", algorithm="ECDSA", ecdsa_curve="P256", opts=child)
         self.cert = tls.SelfSignedCert(
@@ -53,9 +69,13 @@ class InternalCa(pulumi.ComponentResource):
             allowed_uses=["cert_signing", "crl_signing", "digital_signature"], opts=child)
         self.cert_pem = self.cert.cert_pem
         self.certificates = {s.server: self._issue(s.server, s.dns_names, s.ip_addresses) for s in servers}
+        self.client_certificates = {c.client: self._issue(f"client-{c.client}", (c.identity,), (),
+                                                          uses=("digital_signature", "client_auth"))
+                                    for c in clients}
         self.register_outputs({"cert_pem": self.cert_pem})
 
-    def _issue(self, server: str, dns_names: Sequence[str], ip_addresses: Sequence[str]) -> ServerCertificate:
+    def _issue(self, server: str, dns_names: Sequence[str], ip_addresses: Sequence[str],
+               uses: Sequence[str] = ("digital_signature", "key_encipherment", "server_auth")) -> ServerCertificate:
         child = pulumi.ResourceOptions(parent=self)
         key = tls.PrivateKey(f"{self.pulumi_resource_name}-{server}-key", algorithm="ECDSA", ecdsa_curve="P256", opts=child)
         csr = tls.CertRequest(f"{self.pulumi_resource_name}-{server}-csr", private_key_pem=key.private_key_pem,
@@ -65,5 +85,5 @@ class InternalCa(pulumi.ComponentResource):
             f"{self.pulumi_resource_name}-{server}-cert", cert_request_pem=csr.cert_request_pem,
             ca_private_key_pem=self.key.private_key_pem, ca_cert_pem=self.cert.cert_pem,
             validity_period_hours=LEAF_VALIDITY_HOURS, early_renewal_hours=LEAF_EARLY_RENEWAL_HOURS,
-            allowed_uses=["digital_signature", "key_encipherment", "server_auth"], opts=child)
+            allowed_uses=list(uses), opts=child)
         return ServerCertificate(cert_pem=cert.cert_pem, key_pem=pulumi.Output.secret(key.private_key_pem))

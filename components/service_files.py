@@ -16,6 +16,7 @@ import pulumi
 from components import hostsetup
 from components.containers import Mount
 from components.backupscripts import TEXTFILE_DIR
+from components.mtls import CONF_PATH as MTLS_CONF_PATH
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,10 @@ class Reload:
 # SIGHUP sent to PID 1: squid is told with `squid -k reconfigure` in the container (found on the
 # rehearsal: after an egress provider was removed, squid kept allowing it). Anything else, a
 # datastore taking a new certificate included, is restarted.
+# nginxinc/nginx-unprivileged runs nginx as PID 1; the only nginx delivered this way is a
+# mutual-TLS terminator or sidecar (components.mtls), whose config lives at one path.
 RELOADS: dict[str, Reload] = {
+    "nginxinc/nginx-unprivileged": Reload(validate=("nginx", "-t", "-q", "-c", MTLS_CONF_PATH), signal="HUP"),
     "prom/prometheus": Reload(validate=("promtool", "check", "config", "/etc/prometheus/prometheus.yml"),
                               signal="HUP"),
     "prom/alertmanager": Reload(validate=("amtool", "check-config", "/etc/alertmanager/alertmanager.yml"),

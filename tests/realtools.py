@@ -52,6 +52,18 @@ def wait_for_port(port: int, process: subprocess.Popen | None = None, timeout: f
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
 
 
+def stop_all(processes: list[subprocess.Popen], timeout: float = 10.0) -> None:
+    """Terminate every process, then wait for each, killing one that outlives ``timeout`` seconds."""
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def self_signed(directory: Path, hosts: list[str]) -> tuple[Path, Path]:
     key, cert = directory / "privkey.pem", directory / "fullchain.pem"
     san = ",".join(f"IP:{h}" if h.replace(".", "").isdigit() else f"DNS:{h}" for h in hosts)

@@ -24,7 +24,7 @@ import yaml
 from components.backupscripts import render_backup_script, render_wal_ship_script
 from components.prometheus import ScrapeTargets, render_prometheus_config, render_rules
 from tests.conftest import require_root, require_tool
-from tests.realtools import free_port, wait_for_port
+from tests.realtools import free_port, stop_all, wait_for_port
 from tests.test_backup_real import JOB, _env, _job, _run, base, servers  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.realtool
@@ -146,11 +146,4 @@ def test_backup_alerts_follow_the_scraped_metrics_with_the_jobs_own_name(servers
         # The healthy backup: in no alert at all, not even pending.
         assert not [a for a in alerts if JOB in a["labels"].values()], alerts
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_all(processes)

@@ -10,7 +10,7 @@ import pytest
 from components import tiers
 from components.containers import ContainerSpec, HealthCheck
 from components.dockerhost import DatastoreInit, Workload
-from components.internal_ca import InternalCa, ServerRequest
+from components.internal_ca import ClientRequest, InternalCa, ServerRequest
 from components.onprem import OnPremVps, OnPremVpsArgs
 
 pytestmark = pytest.mark.fast
@@ -74,6 +74,26 @@ def test_internal_ca_refuses_a_server_named_twice(run_component):
     with pytest.raises(ValueError, match="servers named twice: \\['data'\\]"):
         run_component(lambda: InternalCa("ca", common_name="test CA", servers=[
             ServerRequest("data", ("a",)), ServerRequest("data", ("b",))]))
+
+
+def test_internal_ca_issues_client_certificates_for_client_auth_only(run_component, late_children):
+    def build():
+        ca = InternalCa("ca", common_name="test CA", servers=[ServerRequest("data", ("localhost",))],
+                        clients=[ClientRequest("data", "data.test.internal")])
+        assert set(ca.client_certificates) == {"data"}
+
+    state = run_component(build)
+    assert late_children == []
+    csr = state.named("ca-client-data-csr")["inputs"]
+    assert csr["subject"]["commonName"] == "data.test.internal" and csr["dnsNames"] == ["data.test.internal"]
+    assert state.named("ca-client-data-cert")["inputs"]["allowedUses"] == ["digital_signature", "client_auth"]
+    assert "client_auth" not in state.named("ca-data-cert")["inputs"]["allowedUses"]
+
+
+def test_internal_ca_refuses_a_client_named_twice(run_component):
+    with pytest.raises(ValueError, match="clients named twice: \\['a'\\]"):
+        run_component(lambda: InternalCa("ca", common_name="test CA", clients=[
+            ClientRequest("a", "a.x"), ClientRequest("a", "b.x")]))
 
 
 def test_a_docker_host_builds_its_workload_before_its_outputs(run_component, late_children):

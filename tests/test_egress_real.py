@@ -206,9 +206,10 @@ def docker_host():
         _ip("-n", host, "route", "add", f"{INTERNET}/32", "via", EDGE)
         _ip("-n", host, "route", "add", f"{ORACLE}/32", "via", EDGE)
         _in(host, "sysctl", "-qw", "net.ipv4.ip_forward=1", check=True)
-        # What Docker does for a container publishing 4000 on the private address.
-        for rule in (["-t", "nat", "-A", "PREROUTING", "-d", HOST_ADDR, "-p", "tcp", "--dport", "4000",
-                      "-j", "DNAT", "--to-destination", f"{CONTAINER_ADDR}:4000"],
+        # What Docker does for a container publishing 14000 on the private address (the
+        # mutual-TLS terminator's port for core; the services themselves publish nothing).
+        for rule in (["-t", "nat", "-A", "PREROUTING", "-d", HOST_ADDR, "-p", "tcp", "--dport", "14000",
+                      "-j", "DNAT", "--to-destination", f"{CONTAINER_ADDR}:14000"],
                      ["-t", "nat", "-A", "POSTROUTING", "-s", "172.30.0.0/24", "!", "-o", "pencom-app", "-j", "MASQUERADE"],
                      ["-N", "DOCKER-USER"], ["-A", "FORWARD", "-j", "DOCKER-USER"], ["-A", "FORWARD", "-j", "ACCEPT"]):
             _in(host, iptables, *rule, check=True)
@@ -225,7 +226,7 @@ def docker_host():
             threading.Event().wait()
         """)
         listeners.append(subprocess.Popen(["ip", "netns", "exec", ctr, sys.executable, "-c", server,
-                                           f"{CONTAINER_ADDR}:4000"]))
+                                           f"{CONTAINER_ADDR}:14000"]))
         listeners.append(subprocess.Popen(["ip", "netns", "exec", net, sys.executable, "-c", server,
                                            f"{INTERNET}:443", f"{INTERNET}:22", f"{ORACLE}:1521", f"{ORACLE}:443",
                                            f"{DATA}:5432", f"{DATA}:22", f"{DATA}:27017", f"{DATA}:9100",
@@ -249,7 +250,7 @@ def _reaches(ns: str, target: str, port: int, source: str | None = None) -> bool
 def test_docker_user_rules_filter_published_ports_and_container_egress(docker_host, tmp_path):
     host, net, ctr = docker_host["host"], docker_host["net"], docker_host["ctr"]
     # Positive control: without the rules, everything gets through.
-    assert _reaches(net, HOST_ADDR, 4000, source=STORAGE)
+    assert _reaches(net, HOST_ADDR, 14000, source=STORAGE)
     assert _reaches(ctr, INTERNET, 443) and _reaches(ctr, ORACLE, 443)
 
     rules = tmp_path / "docker-user.rules"
@@ -257,10 +258,11 @@ def test_docker_user_rules_filter_published_ports_and_container_egress(docker_ho
     for _ in range(2):  # applied twice, as on every Docker start: the chain is rebuilt, not appended to
         _in(host, "iptables-restore", "--noflush", str(rules), check=True)
     listing = _in(host, docker_host["iptables"], "-S", "DOCKER-USER", check=True).stdout
-    assert listing.count("--ctorigdstport 4000") == 3, listing  # edge, app, then drop
+    assert listing.count("--ctorigdstport 14000") == 3, listing  # edge, app, then drop
+    assert "--ctorigdstport 4000 " not in listing, "core's own port is admitted from no other host"
 
-    assert _reaches(net, HOST_ADDR, 4000, source=EDGE), "the edge node must reach core"
-    assert not _reaches(net, HOST_ADDR, 4000, source=STORAGE), "the storage node must not reach core"
+    assert _reaches(net, HOST_ADDR, 14000, source=EDGE), "the edge node must reach core through the terminator"
+    assert not _reaches(net, HOST_ADDR, 14000, source=STORAGE), "the storage node must not reach core's TLS port"
     assert _reaches(ctr, DATA, 5432), "containers reach the data node's Postgres"
     assert _reaches(ctr, STORAGE, 9000) and _reaches(ctr, EDGE, 3128), "MinIO and the egress proxy"
     assert not _reaches(ctr, DATA, 9100), "not the data node's exporter: only the edge's Prometheus scrapes it"

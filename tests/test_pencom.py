@@ -163,7 +163,8 @@ def test_data_ports_admit_the_app_node_and_the_named_waiver_only(prod, addresses
 @pytest.mark.fast
 def test_no_container_outside_the_edge_binds_all_interfaces(prod, addresses):
     containers = [c for c in prod.of_type(CONTAINER) if c["name"].startswith("pencom-")]
-    assert len(containers) == 14 + 4 + 2 * 4  # services and stores, monitoring servers, exporters per node
+    # services and stores, the mutual-TLS terminator and 3 sidecars, monitoring servers, exporters per node
+    assert len(containers) == 14 + 4 + 4 + 2 * 4
     for container in containers:
         node = container["name"].split("-")[2]
         labels = {l["label"]: l["value"] for l in container["inputs"]["labels"]}
@@ -379,6 +380,14 @@ def _broken(stack_document, mutate) -> dict:
      "api.sendgrid.com is listed twice"),
     (lambda c: c["postgres"].update(tier="app"), "platform:pencom.postgres.tier: tier data"),
     (lambda c: c["databases"][1].update(rpo_minutes=0), "platform:pencom.databases[1]"),
+    (lambda c: c.update(callers={"core": ["notifications"], "api-gateway": []}),
+     "platform:pencom.callers.core[0]: notifications is not an edge service"),
+    (lambda c: c.update(callers={"api-gateway": []}),
+     "platform:pencom.callers.api-gateway: api-gateway is not an app service"),
+    (lambda c: c["app_services"][5].update(port=60000),
+     "platform:pencom.app_services[5] (audit).port: 60000 would be served over mutual TLS on 70000"),
+    (lambda c: c["app_services"][5].update(name="audit-mtls"),
+     "platform:pencom.app_services[5] (audit-mtls).name: 'audit-mtls' ends in '-mtls'"),
 ])
 def test_unsafe_or_inconsistent_config_is_rejected_before_anything_is_registered(
         stack_document, write_stack, synth, mutate, message):
@@ -419,7 +428,8 @@ def test_monitoring_scrapes_every_node_and_service_and_probes_the_public_hosts(r
     jobs = {j["job_name"]: [t for c in j["static_configs"] for t in c["targets"]] for j in config["scrape_configs"]}
     assert sorted(jobs["node"]) == sorted(["node-exporter:9100"] + [f"{addresses[n]}:9100" for n in ("app", "data", "storage")])
     assert sorted(jobs["cadvisor"]) == sorted(["cadvisor:8080"] + [f"{addresses[n]}:8080" for n in ("app", "data", "storage")])
-    assert jobs["core"] == [f"{addresses['app']}:4000"] and jobs["api-gateway"] == ["api-gateway:3000"]
+    # The app services' metrics cross hosts: through Prometheus' mutual-TLS sidecar.
+    assert jobs["core"] == ["prometheus-mtls:4000"] and jobs["api-gateway"] == ["api-gateway:3000"]
     assert sorted(jobs["blackbox-http"]) == ["https://api.ehub.pencom.example", "https://partners.ehub.pencom.example"]
     grafana = revealed.named("pencom-prod-edge-files-grafana", COMMAND)["inputs"]["stdin"]
     assert "/files/grafana/etc/grafana/dashboards/service-core.json" in grafana

@@ -77,8 +77,10 @@ def test_staging_matrix_covers_every_position_and_listener():
     (("host:pencom-staging-app", "pencom-staging-data", "private", 5432), True),
     (("host:pencom-staging-app", "pencom-staging-storage", "private", 9000), True),
     (("host:pencom-staging-storage", "pencom-staging-data", "private", 5432), False),
-    (("host:pencom-staging-data", "pencom-staging-app", "private", 4000), False),
-    (("host:pencom-staging-edge", "pencom-staging-app", "private", 4000), True),
+    # The app services over mutual TLS only: the terminator's port for core (4000 + 10000).
+    (("host:pencom-staging-data", "pencom-staging-app", "private", 14000), False),
+    (("host:pencom-staging-edge", "pencom-staging-app", "private", 14000), True),
+    (("containers:pencom-staging-edge", "pencom-staging-app", "private", 14000), True),
     (("host:pencom-staging-edge", "pencom-staging-storage", "private", 9000), False),
     # Metrics: monitoring on the edge scrapes the exporters; app does not.
     (("host:pencom-staging-edge", "pencom-staging-data", "private", 9100), True),

@@ -10,7 +10,8 @@ from policy.parsers.heredoc import written_files
 from policy.parsers.nginx import NginxParseError, all_of, first, parse_nginx
 from policy.rules.base import (ADVISORY, HIGH, MANDATORY, MEDIUM, T_APP, T_CF_ZONE_SETTING,
                                T_COMMAND, T_CONTAINER, T_R2_DOMAIN, Case, items, mapping,
-                               by_type, resource_policy, stack_policy, stdin_of, walk_strings)
+                               by_type, is_internal, network, resource_policy, stack_policy, stdin_of,
+                               walk_strings)
 from policy.rules.fixtures import container, doc, res, script
 
 # Mozilla Server Side TLS, intermediate configuration, version 5.7.
@@ -96,7 +97,8 @@ def _redirects(directives):
 
 def _check_nginx_redirect(props, args):
     for path, parsed in _configs(props):
-        if isinstance(parsed, NginxParseError):
+        # A mutual-TLS caller sidecar serves plain HTTP to its own host's containers only, by design.
+        if isinstance(parsed, NginxParseError) or _mtls_caller(parsed):
             continue
         for server in parsed.servers:
             if server.ssl or server.loopback_only or _redirects(server.directives):
@@ -136,7 +138,8 @@ def _has_hsts(directives):
 
 def _check_nginx_tls(props, args):
     for path, parsed in _configs(props):
-        if isinstance(parsed, NginxParseError):
+        # A caller sidecar terminates no TLS: platform-serviceroute-enable-mtls checks its side.
+        if isinstance(parsed, NginxParseError) or _mtls_caller(parsed):
             continue
         protocols = first(parsed.http, "ssl_protocols")
         if protocols is None:
@@ -149,7 +152,9 @@ def _check_nginx_tls(props, args):
         if not tls_servers:
             yield "nginx config terminates no TLS"
         for server in tls_servers:
-            if _answers(server) and not _has_hsts(server.directives) and not _has_hsts(parsed.http):
+            # HSTS is for browsers; none talks to a terminator that demands a client certificate.
+            if _answers(server) and not _mtls_terminator(parsed) and not _has_hsts(server.directives) \
+                    and not _has_hsts(parsed.http):
                 yield (f"the nginx HTTPS server {' '.join(server.names) or '(unnamed)'} sends no "
                        "Strict-Transport-Security header")
 
@@ -474,3 +479,120 @@ stack_policy(
                  [f"container v-postgres: {_HBA_PATH} `host all all all scram-sha-256` admits TCP without TLS"]),
                 (doc(container("v-postgres", command=["postgres", "-c", f"hba_file={_HBA_PATH}"])),
                  [f"container v-postgres reads {_HBA_PATH}, which no command of the stack writes"])]))
+
+
+# --- mutual TLS between hosts (issue #22: "all internal traffic ... uses mutual TLS") ---------
+
+def _proxies(directives, inherited=()):
+    """(proxy_pass target, the proxy_ssl_* directives in force there) of every proxy_pass,
+    nested locations included: nginx inherits them from the enclosing blocks."""
+    here = [*inherited, *(d for d in directives if d["directive"].startswith("proxy_ssl_"))]
+    for d in directives:
+        if d["directive"] == "proxy_pass" and d["args"]:
+            yield d["args"][0], here
+        elif d["directive"] in ("location", "if", "limit_except") and d.get("block"):
+            yield from _proxies(d["block"], here)
+
+
+def _ssl_value(directives, name):
+    found = [d["args"] for d in directives if d["directive"] == name]
+    return found[-1] if found else None
+
+
+def _internal_target(target):
+    """The address of a proxy_pass target when it is an internal (RFC 1918...) IP literal."""
+    host = urlsplit(target).hostname or ""
+    parsed = network(host)
+    return host if parsed is not None and is_internal(parsed) else None
+
+
+def _mtls_caller(parsed):
+    """The config is a caller sidecar: it serves no TLS and every proxy_pass goes over TLS."""
+    targets = [t for s in parsed.servers for t, _ in _proxies(s.directives)]
+    return bool(targets) and not any(s.ssl for s in parsed.servers) and all(t.startswith("https://") for t in targets)
+
+
+def _mtls_terminator(parsed):
+    """The config verifies client certificates on every TLS server (no browser talks to it)."""
+    tls = [s for s in parsed.servers if s.ssl and _answers(s)]
+    return bool(tls) and all((first(s.directives, "ssl_verify_client") or first(parsed.http, "ssl_verify_client"))
+                             == ["on"] for s in tls)
+
+
+def _check_mtls_routes(props, args):
+    for path, text in walk_strings(props):
+        key = text.split("=", 1)[0] if path.startswith("envs[") else ""
+        # A forward proxy carries CONNECT tunnels to the providers (TLS end to end), not a service route.
+        if key.endswith("_PROXY"):
+            continue
+        for match in URL.finditer(text):
+            if match.group(1).lower() != "http":
+                continue
+            try:
+                url = urlsplit(match.group(0))
+            except ValueError:
+                continue
+            if _internal_target(match.group(0)) and path.startswith("envs["):
+                yield (f"{path} routes plain HTTP to {url.netloc} on another host; call it through the "
+                       "mutual-TLS sidecar (http://<caller>-mtls:<port>)")
+    for path, parsed in _configs(props):
+        if isinstance(parsed, NginxParseError):
+            continue
+        for server in parsed.servers:
+            for target, ssl in _proxies(server.directives, [d for d in parsed.http
+                                                            if d["directive"].startswith("proxy_ssl_")]):
+                address = _internal_target(target)
+                if not address:
+                    continue
+                if target.startswith("http://"):
+                    yield f"{path}: proxy_pass {target} sends plain HTTP to another host; proxy over mutual TLS"
+                    continue
+                missing = [name for name, wanted in (("proxy_ssl_certificate", None), ("proxy_ssl_certificate_key", None),
+                                                     ("proxy_ssl_trusted_certificate", None), ("proxy_ssl_verify", ["on"]))
+                           if _ssl_value(ssl, name) is None or (wanted and _ssl_value(ssl, name) != wanted)]
+                if missing:
+                    yield (f"{path}: proxy_pass {target} is TLS but not mutual and verified "
+                           f"(missing {', '.join(missing)})")
+
+
+MTLS_CALLER_OK = """events { worker_connections 64; }
+http {
+  server {
+    listen 4000;
+    location / {
+      proxy_pass https://10.41.0.12:14000;
+      proxy_ssl_certificate /tls/tls.crt;
+      proxy_ssl_certificate_key /tls/tls.key;
+      proxy_ssl_trusted_certificate /tls/ca.crt;
+      proxy_ssl_verify on;
+    }
+  }
+}
+"""
+
+resource_policy(
+    "platform-serviceroute-enable-mtls",
+    "A service route to another host is mutual TLS: no container env holds a plain http:// URL to an "
+    "internal address, and every nginx proxy_pass to an internal address presents a client certificate and "
+    "verifies the server.",
+    level=MANDATORY, severity=HIGH, category="tls",
+    sources=["Kredete reference architecture: all internal traffic is encrypted and uses mutual TLS where supported",
+             "nginx ngx_http_proxy_module (proxy_ssl_certificate, proxy_ssl_verify)", "CWE-319"],
+    fix="Send the call to the caller's mutual-TLS sidecar (stacks.pencom.mtls) instead of the other host's "
+        "address; in nginx, proxy_pass https:// with proxy_ssl_certificate, _key, _trusted_certificate and "
+        "proxy_ssl_verify on.",
+    types=[T_CONTAINER, T_COMMAND], check=_check_mtls_routes,
+    cases=Case(doc(container(envs=["CORE_SERVICE_URL=http://api-gateway-mtls:4000",
+                                   "HTTPS_PROXY=http://10.41.0.11:3128", "SPACES_ENDPOINT=https://10.41.0.14:9000"]),
+                   script("sidecar", {"/srv/x/files/a-mtls/etc/nginx/mtls/nginx.conf": MTLS_CALLER_OK})),
+               [(doc(container(envs=["CORE_SERVICE_URL=http://10.41.0.12:4000"])),
+                 ["envs[0] routes plain HTTP to 10.41.0.12:4000 on another host; call it through the "
+                  "mutual-TLS sidecar (http://<caller>-mtls:<port>)"]),
+                (doc(script("sidecar", {"/srv/x/nginx.conf": MTLS_CALLER_OK.replace("https://10.41.0.12:14000",
+                                                                                    "http://10.41.0.12:4000")})),
+                 ["/srv/x/nginx.conf: proxy_pass http://10.41.0.12:4000 sends plain HTTP to another host; "
+                  "proxy over mutual TLS"]),
+                (doc(script("sidecar", {"/srv/x/nginx.conf": MTLS_CALLER_OK.replace(
+                    "      proxy_ssl_certificate /tls/tls.crt;\n", "").replace("proxy_ssl_verify on", "proxy_ssl_verify off")})),
+                 ["/srv/x/nginx.conf: proxy_pass https://10.41.0.12:14000 is TLS but not mutual and verified "
+                  "(missing proxy_ssl_certificate, proxy_ssl_verify)"])]))

@@ -2,8 +2,8 @@
 
 | node    | tier | runs                                                           | accepts            |
 |---------|------|----------------------------------------------------------------|--------------------|
-| edge    | edge | nginx (TLS), api-gateway, external-gateway, the egress proxy   | internet on 80/443 |
-| app     | app  | core, payments, compliance, notifications, external-integrations, audit | edge, app |
+| edge    | edge | nginx (TLS), api-gateway, external-gateway, the egress proxy, mTLS sidecars | internet on 80/443 |
+| app     | app  | core, payments, compliance, notifications, external-integrations, audit, behind an mTLS terminator | edge, app (mTLS only) |
 | data    | data | Postgres, MongoDB, Redis, all over TLS from an internal CA     | app (+ one waiver) |
 | storage | data | MinIO over TLS, one bucket, one IAM user per consuming service | app                |
 
@@ -12,7 +12,9 @@ Fixes what the seed describes: database connections without TLS (now TLS everywh
 (every service gets it), external-gateway reading the compliance database through an
 undocumented hole (now a named waiver with a read-only role), and egress nobody restricts (the
 internal nodes reach only the internal network, their resolvers and Oracle ECRS; HTTPS leaves
-through a proxy on the edge node that allows each service only its own providers). SSH to the
+through a proxy on the edge node that allows each service only its own providers), and service
+calls between the hosts in plain HTTP behind a shared header (now mutual TLS with a client
+certificate per caller and an allow-list per service, ``stacks.pencom.mtls``). SSH to the
 internal nodes goes only through the edge node, from the admin CIDRs.
 The product in four modules: ``config`` (the settings, the boundary), ``rules`` (what the
 models alone cannot check), ``plan`` (everything the stack holds, as plain values) and

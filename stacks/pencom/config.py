@@ -170,6 +170,12 @@ class PencomConfig(StrictModel):
     databases: list[ServiceDatabase] = Field(min_length=1, description="Postgres databases, one per service")
     mongo_databases: list[ServiceDatabase] = Field(min_length=1, description="MongoDB databases, one per service (at least one: the data node always runs MongoDB, and every datastore needs a backup)")
     redis_clients: list[ResourceName] = Field(description="services that get REDIS_URL")
+    callers: dict[ResourceName, list[ResourceName]] = Field(
+        default_factory=dict,
+        description="app service -> the edge services that may call it over mutual TLS (each gets a "
+                    "client certificate and <SERVICE>_SERVICE_URL); an app service not listed takes "
+                    "every edge service, as the tier model allows (edge reaches app); [] lets no edge "
+                    "service call it")
     read_waivers: list[ReadWaiver] = Field(default_factory=list, description="declared read-only exceptions")
     bucket: BucketConfig = Field(description="the MinIO bucket")
     jwt: JwtConfig = Field(description="who gets which JWT secret")

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from components import egress, hostsetup, monitoring, tiers
 from stacks.pencom.config import PORTS, PROXY_SERVICE, PencomConfig
+from stacks.pencom.mtls import mtls_port
 
 INTERNAL_NODES = ("app", "data", "storage")
 EDGE_EXEMPT = (PROXY_SERVICE, "alertmanager", "blackbox")
@@ -80,7 +81,8 @@ def node_roles(cfg: PencomConfig, admin_cidrs: tuple[str, ...]
                                     reason="session logs"))), []),
         "app": (tiers.HostRole(
             tier=tiers.Tier.APP, ssh_cidrs=bastion_only, **metrics,
-            service_ports=tuple(s.port for s in cfg.app_services),
+            # Only the mutual-TLS terminator's ports: the services themselves publish nothing.
+            service_ports=tuple(mtls_port(s.port) for s in cfg.app_services),
             peer_cidrs=(host_cidr(n.edge.private_address), host_cidr(n.app.private_address))), []),
         "data": (tiers.HostRole(
             tier=tiers.Tier.DATA, ssh_cidrs=bastion_only, **metrics,

@@ -10,10 +10,12 @@ from typing import Union
 from components import egress, monitoring, prometheus
 from components.backupscripts import WAL_ROLE
 from components.containers import ContainerSpec, PublishedPort
+from components.ingress import NGINX_IMAGE
 from components.mongo_init import check_mongo_names
 from components.postgres_init import check_init_plan, hba_file_args
 from stacks.pencom.config import (CA_PATH, MINIO_CA_PATH, MINIO_ROOT_USER, PORTS, PROXY_SERVICE, REDIS_USER,
                                   RESERVED_LABELS, TLS_DIR, PencomConfig)
+from stacks.pencom.mtls import METRICS_CALLER, TERMINATOR, MtlsPlan, callees, mtls_plan, mtls_spec, sidecar_name
 from stacks.pencom.network import NodeNetwork, node_networks, proxy_routes, session_peer_name
 from stacks.wiring import (BucketKey, EnvMaps, Generated, SecretUrl, ServiceEnv, backup_job_name, host_file,
                            with_env)
@@ -61,10 +63,16 @@ def proxy_env(cfg: PencomConfig) -> dict[str, dict[str, str]]:
     return out
 
 
-def service_urls(cfg: PencomConfig) -> dict[str, str]:
-    """How an edge service reaches each app service (its published port on the app node)."""
-    return {f"{s.name.upper().replace('-', '_')}_SERVICE_URL":
-            f"http://{cfg.nodes.app.private_address}:{s.port}" for s in cfg.app_services}
+def service_url_key(service: str) -> str:
+    """The env key holding an app service's URL (``core`` -> ``CORE_SERVICE_URL``)."""
+    return f"{service.upper().replace('-', '_')}_SERVICE_URL"
+
+
+def service_urls(cfg: PencomConfig, caller: str) -> dict[str, str]:
+    """How edge service ``caller`` reaches each app service it may call: plain HTTP to its own
+    mutual-TLS sidecar on the edge node, on the service's port (``stacks.pencom.mtls``)."""
+    ports = {s.name: s.port for s in cfg.app_services}
+    return {service_url_key(s): f"http://{sidecar_name(caller)}:{ports[s]}" for s in callees(cfg)[caller]}
 
 
 def backup_labels(cfg: PencomConfig) -> list[str]:
@@ -127,6 +135,8 @@ class PencomPlan:
     minio_api: str
     nodes: dict[str, NodeNetwork]
     """edge, app, data, storage -> its role, firewall rules and egress lock"""
+    mtls: MtlsPlan
+    """the app node's mutual-TLS terminator and the edge's caller sidecars"""
     session_peer: str
     """the name on the session collector's certificate (the edge), which the other nodes check"""
 
@@ -186,7 +196,8 @@ def plan(cfg: PencomConfig, environment) -> PencomPlan:
     for spec in services:
         env.plain(spec.name, {"NODE_EXTRA_CA_CERTS": CA_PATH}, "the internal CA")
     for spec in cfg.edge_services:
-        env.plain(spec.name, service_urls(cfg), "the app services' URLs")
+        if urls := service_urls(cfg, spec.name):
+            env.plain(spec.name, urls, "the app services' URLs")
     for c in cfg.bucket.consumers:
         env.plain(c.service, {"SPACES_ENDPOINT": f"https://{minio_api}", "SPACES_BUCKET_NAME": cfg.bucket.name,
                               "SPACES_REGION": "us-east-1", "SPACES_FORCE_PATH_STYLE": "true"}, "bucket.consumers")
@@ -201,7 +212,8 @@ def plan(cfg: PencomConfig, environment) -> PencomPlan:
         node=[f"node-exporter:{monitoring.NODE_EXPORTER_PORT}"]
         + [f"{a}:{monitoring.NODE_EXPORTER_PORT}" for a in internal],
         cadvisor=[f"cadvisor:{monitoring.CADVISOR_PORT}"] + [f"{a}:{monitoring.CADVISOR_PORT}" for a in internal],
-        services={s.name: [f"{s.name}:{s.port}" if s.name in edge_names else f"{n.app.private_address}:{s.port}"]
+        # The app services' metrics cross hosts: through Prometheus' own mutual-TLS sidecar.
+        services={s.name: [f"{s.name}:{s.port}" if s.name in edge_names else f"{sidecar_name(METRICS_CALLER)}:{s.port}"]
                   for s in services if s.name in mon.metrics_services},
         probes=[f"https://{r.host}" for r in cfg.routes])
 
@@ -210,9 +222,13 @@ def plan(cfg: PencomConfig, environment) -> PencomPlan:
 
     proxy = cfg.egress.proxy.model_copy(update={
         "publish": [PublishedPort(host_port=p, container_port=p) for p in sorted(ports.values())]})
+    mt = mtls_plan(cfg, name)
     edge = (*(with_env(s, env_maps.get(s.name)) for s in cfg.edge_services), proxy,
+            *(mtls_spec(c.name, NGINX_IMAGE) for c in mt.sidecars),
             *monitoring.server_specs(mon, node_data_dir(name, "edge")), *monitoring.exporter_specs(mon, publish=False))
-    app = (*(with_env(s, env_maps.get(s.name), publish=published(s.port)) for s in cfg.app_services),
+    # The app services publish nothing: other hosts reach them through the terminator only.
+    app = (*(with_env(s, env_maps.get(s.name)) for s in cfg.app_services),
+           mtls_spec(TERMINATOR, NGINX_IMAGE, publish=[published(p)[0] for p in mt.ports]),
            *monitoring.exporter_specs(mon, publish=True))
     data = (
         cfg.postgres.model_copy(update={
@@ -275,5 +291,5 @@ def plan(cfg: PencomConfig, environment) -> PencomPlan:
         pg_roles={role_name(s): ref for s, ref in pg_role.items()}, mongo_users=mongo_user, pg_readers=pg_readers,
         proxy_ports=ports, scrape=scrape, backups=tuple(backups), backup_job_names=tuple(backup_jobs(name, cfg)),
         cluster_rpo=cluster_rpo, minio_api=minio_api,
-        nodes=node_networks(cfg, tuple(environment.admin_cidrs)), session_peer=session_peer_name(name))
+        nodes=node_networks(cfg, tuple(environment.admin_cidrs)), session_peer=session_peer_name(name), mtls=mt)
 

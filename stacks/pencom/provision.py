@@ -7,11 +7,12 @@ from __future__ import annotations
 import pulumi
 import pulumi_minio as minio
 
-from components import egress, hostsetup, monitoring, prometheus
+from components import egress, hostsetup, monitoring, mtls, prometheus
 from components.dns import a_records
 from components.dockerhost import DatastoreInit, SessionCollector, Workload
 from components.ingress import Ingress, IngressRoute
-from components.internal_ca import InternalCa, ServerRequest
+from components.ingress import NGINX_UID
+from components.internal_ca import ClientRequest, InternalCa, ServerCertificate, ServerRequest
 from components.minio_bucket import MinioBucket, MinioBucketArgs, MinioConsumer
 from components.mongo_init import render_mongo_init_js
 from components.onprem import OnPremVps, OnPremVpsArgs
@@ -22,6 +23,7 @@ from stacks import secret_keys
 from stacks.pencom.config import (BACKUP_READER, CA_PATH, DOCKER_POOLS, MINIO_CA_PATH, MINIO_ROOT_USER,
                                   MINIO_TUNNEL_HOST, PROXY_SERVICE, REDIS_USER, SSH_KEY_SECRET, TLS_DIR,
                                   NodeConfig, PencomConfig)
+from stacks.pencom.mtls import TERMINATOR
 from stacks.pencom.network import proxy_routes
 from stacks.pencom.plan import PencomPlan, images, node_data_dir, operator_ca_path, owner, plan, role_name
 from stacks.product import Product, SecretResolver
@@ -91,7 +93,10 @@ def build(ctx, cfg: PencomConfig) -> dict:
         ServerRequest("data", ("localhost",), (n.data.private_address, "127.0.0.1")),
         ServerRequest("minio", ("localhost",), (n.storage.private_address, MINIO_TUNNEL_HOST)),
         # The session collector on the edge: the internal nodes check this name.
-        ServerRequest("sessions", (p.session_peer,), (n.edge.private_address,))], opts=child)
+        ServerRequest("sessions", (p.session_peer,), (n.edge.private_address,)),
+        # The app node's mutual-TLS terminator: every sidecar checks this name.
+        ServerRequest("mtls", (p.mtls.server_name,), (n.app.private_address,))], opts=child,
+        clients=[ClientRequest(s.caller, s.identity) for s in p.mtls.sidecars])
     data_cert, minio_cert = ca.certificates["data"], ca.certificates["minio"]
     ca_file = HostFile(container_path=CA_PATH, content=ca.cert_pem)
     minio_ca_file = HostFile(container_path=MINIO_CA_PATH, content=ca.cert_pem)
@@ -111,6 +116,18 @@ def build(ctx, cfg: PencomConfig) -> dict:
         opts=child)
     secrets.bucket_keys = bucket.credentials
 
+    def mtls_files(conf: str, leaf: ServerCertificate) -> list[HostFile]:
+        # Rotation: a re-issued leaf (30 days before expiry, on any `up`) changes these files,
+        # whose delivery checks the config in the container (`nginx -t`) and reloads nginx.
+        # The certificate is delivered with its key (both owner-only, so one script writes
+        # them): checked apart, a new certificate with the old key fails `nginx -t`, and each
+        # half would be rolled back for ever.
+        tls, nginx = mtls.TlsFiles(), f"{NGINX_UID}:{NGINX_UID}"
+        return [HostFile(container_path=mtls.CONF_PATH, content=conf),
+                HostFile(container_path=tls.cert, content=leaf.cert_pem, mode="0400", owner=nginx),
+                HostFile(container_path=tls.key, content=leaf.key_pem, mode="0400", owner=nginx),
+                HostFile(container_path=tls.ca, content=ca.cert_pem)]
+
     def secret_env(specs) -> dict:
         return {s.name: env for s in specs if (env := secrets.env(p.env[s.name].secret))}
 
@@ -128,6 +145,9 @@ def build(ctx, cfg: PencomConfig) -> dict:
                       acme_email=cfg.acme_email, depends_on=records)
     edge_files = {s.name: [ca_file] for s in cfg.edge_services}
     edge_files[PROXY_SERVICE] = [HostFile(container_path="/etc/squid/squid.conf", content=squid_conf)]
+    for sidecar in p.mtls.sidecars:
+        edge_files[sidecar.name] = mtls_files(mtls.render_caller_conf(sidecar.routes),
+                                              ca.client_certificates[sidecar.caller])
     mon, alerts = cfg.monitoring, ctx.environment.alerts
     files_for_monitoring = monitoring.monitoring_files(
         mon, p.scrape, prometheus.AlertRoutes(emails=tuple(alerts.emails), slack_channel=alerts.slack_channel,
@@ -182,7 +202,9 @@ def build(ctx, cfg: PencomConfig) -> dict:
 
     # --- the internal nodes: app, data, storage (MinIO over TLS) -------------------------------
     app, data, storage = _internal_nodes(ctx, cfg, p, child, edge, edge.containers[PROXY_SERVICE], {
-        "app": Workload(list(p.app), files={s.name: [ca_file] for s in cfg.app_services},
+        "app": Workload(list(p.app), files={**{s.name: [ca_file] for s in cfg.app_services},
+                                            TERMINATOR: mtls_files(mtls.render_terminator_conf(p.mtls.services),
+                                                                   ca.certificates["mtls"])},
                         secret_env=secret_env(cfg.app_services), sessions=shipping),
         "data": Workload(list(p.data), files=data_files, inits=inits, sessions=shipping,
                          secret_env={s: secrets.env(p.datastore_env[s]) for s in datastores}),

@@ -11,6 +11,7 @@ from components import monitoring, tiers
 from components.dockerhost import image_registry
 from stacks.collisions import duplicates, program_containers
 from stacks.pencom.config import BACKUP_READER, NODES, RESERVED_LABELS, PencomConfig
+from stacks.pencom.mtls import MTLS_PORT_OFFSET, SIDECAR_SUFFIX, TERMINATOR, mtls_port
 from stacks.pencom.plan import BUCKET_ENV, backup_labels, proxy_env, role_name
 from stacks.secret_keys import secret_key_findings
 from stacks.shared_config import (alert_email_findings, backup_bucket_findings, hosts_in_zone,
@@ -62,10 +63,14 @@ def _service_names(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
     except Skip:
         pass
     yield from duplicates(claims, "service name", ctx.where)
-    reserved = {**program_containers(monitoring=True), BACKUP_READER: "the MinIO backup reader"}
+    reserved = {**program_containers(monitoring=True), BACKUP_READER: "the MinIO backup reader",
+                TERMINATOR: "the mutual-TLS terminator"}
     for loc, name in claims:
         if name in reserved:
             yield Finding(loc, f"{name!r} is the name of {reserved[name]}'s container or user; rename it")
+        elif name.endswith(SIDECAR_SUFFIX):
+            yield Finding(loc, f"{name!r} ends in {SIDECAR_SUFFIX!r}, which names the mutual-TLS sidecars' "
+                               "containers; rename it")
 
 
 @rule(PencomConfig)
@@ -79,11 +84,11 @@ def _tiers(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
         if spec.tier is not tiers.Tier.APP:
             yield Finding(("app_services", index, "tier"), f"app services are tier app, got {spec.tier.value}")
         if spec.port is None:
-            yield Finding(("app_services", index, "port"), "is required: it is published on the app node's "
-                          "private address")
+            yield Finding(("app_services", index, "port"), "is required: the mutual-TLS terminator forwards "
+                          "to it and serves it on port + 10000 of the app node's private address")
         if spec.publish:
             yield Finding(("app_services", index, "publish"), "the program publishes the port on the app "
-                          "node's private address; remove publish")
+                          "node's private address, over mutual TLS only (port + 10000); remove publish")
 
 
 @rule(PencomConfig)
@@ -188,6 +193,9 @@ def _references(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
     add(lambda: [(("egress", "direct", i, "services", j), s) for i, r in each(cfg.egress.direct)
                  for j, s in enumerate(r.services)], "an app service", app)
     add(lambda: [(("routes", i, "service"), r.service) for i, r in each(cfg.routes)], "an edge service", edge)
+    add(lambda: [(("callers", callee), callee) for callee in cfg.callers], "an app service", app)
+    add(lambda: [(("callers", callee, i), c) for callee, callers in cfg.callers.items()
+                 for i, c in enumerate(callers)], "an edge service", edge)
     for loc, name, allowed, kind in refs:
         if name not in allowed:
             yield Finding(loc, f"{name} is not {kind} ({', '.join(sorted(allowed)) or 'none'})")
@@ -275,17 +283,23 @@ def _env_keys(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
 
 @rule(PencomConfig)
 def _published(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
-    """Each node's published address:port once: app services on the app node's private address
-    with node-exporter and cAdvisor, and sshd on every node."""
+    """Each node's published address:port once: the app services' mutual-TLS ports (their own
+    plus ``MTLS_PORT_OFFSET``, below 65536) on the app node's private address with
+    node-exporter and cAdvisor, and sshd on every node; and each service port once."""
     app_address = cfg.nodes.app.private_address
     program = {cfg.nodes.app.ssh_port: "sshd", monitoring.NODE_EXPORTER_PORT: "node-exporter",
                monitoring.CADVISOR_PORT: "cadvisor"}
-    own = [(("app_services", i, "port"), (app_address, s.port)) for i, s in each(cfg.app_services) if s.port]
-    for loc, (address, port) in own:
-        if port in program:
-            yield Finding(loc, f"{address}:{port} is already published by {program[port]} on the app node; "
-                               "choose another port")
-    yield from duplicates(own, "published address:port", ctx.where)
+    own = [(("app_services", i, "port"), s.port) for i, s in each(cfg.app_services) if s.port]
+    for loc, port in own:
+        tls_port = mtls_port(port)
+        if tls_port > 65535:
+            yield Finding(loc, f"{port} would be served over mutual TLS on {tls_port} (port + {MTLS_PORT_OFFSET}), "
+                               f"which is no port; choose a port up to {65535 - MTLS_PORT_OFFSET}")
+        elif tls_port in program:
+            yield Finding(loc, f"its mutual-TLS port {app_address}:{tls_port} (port + {MTLS_PORT_OFFSET}) is "
+                               f"already published by {program[tls_port]} on the app node; choose another port")
+    yield from duplicates([(loc, (app_address, mtls_port(port))) for loc, port in own],
+                          "published address:port", ctx.where)
 
 
 @rule(PencomConfig)
