@@ -7,8 +7,9 @@ from typing import Mapping, Optional, Sequence
 
 import pulumi
 import pulumi_docker as docker
+import pulumi_random as random
 
-from components import egress, hostsetup
+from components import egress, hostsetup, wireguard
 from components.containers import ContainerSpec
 from components.ingress import Ingress, ingress_scripts, nginx_spec
 from components.remote import SshTarget, run_script
@@ -56,6 +57,8 @@ class DockerHost(pulumi.ComponentResource):
     """The resources after which the host's files are in place (setup, firewall, each service's
     files): what a command that reads them (a backup runner) depends on."""
     private_address: Optional[str] = None
+    wireguard_public_key: Optional[pulumi.Output[str]] = None
+    """The public half of the host's management-network key (when it is an endpoint)."""
     _deploy_started = False
     _deployed = False
 
@@ -124,6 +127,21 @@ class DockerHost(pulumi.ComponentResource):
             lambda parts: hostsetup.script(hostsetup.session_collector_section(address, *parts))))
         run_script(f"{self.pulumi_resource_name}-session-collector", self.ssh, text, parent=self,
                    depends_on=self.setup_done)
+
+    def _wireguard_script(self, name: str, endpoint: Optional[wireguard.Endpoint]
+                          ) -> Optional[pulumi.Output[str]]:
+        """The host's ``wireguard`` setup script (a secret: it holds the private key) from a
+        generated key (``{name}-wg-key``, ``random.RandomBytes``: 32 bytes, kept only in the
+        encrypted state), and the key's public half on ``wireguard_public_key``. None without an
+        endpoint."""
+        if endpoint is None:
+            return None
+        key = random.RandomBytes(f"{name}-wg-key", length=wireguard.KEY_BYTES,
+                                 opts=pulumi.ResourceOptions(parent=self))
+        # The public half of a secret key is not secret: peers put it in their configs.
+        self.wireguard_public_key = pulumi.Output.unsecret(key.base64.apply(wireguard.public_key))
+        return pulumi.Output.secret(key.base64.apply(
+            lambda private: hostsetup.script(wireguard.wireguard_section(endpoint, private))))
 
     def _outputs(self) -> dict:
         raise NotImplementedError

@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 import pulumi
 import pulumi_tls as tls
 
-from components import egress, hostsetup, tiers
+from components import egress, hostsetup, tiers, wireguard
 from components.containers import ContainerSpec
 from components.dockerhost import DockerHost
 from components.remote import SshTarget, run_script
@@ -56,11 +56,17 @@ class OnPremVpsArgs:
     after: Sequence[pulumi.Resource] = ()
     """Resources the host's first setup script waits for: with a host egress lock, the proxy
     container its apt and image pulls go through (apt fails while the proxy is not up)."""
+    wireguard: Optional[wireguard.Endpoint] = None
+    """The host is an endpoint of the management network (``components.wireguard``): a
+    generated private key, wg0.conf, ``wg-quick@wg0``, and UFW admitting its UDP port from
+    anywhere. Its SSH sources (``role.ssh_cidrs``) are then the management network. Unset: no
+    WireGuard (an internal node reached through the edge)."""
 
 
 class OnPremVps(DockerHost):
     """Children: ``{name}-setup-user`` with a bootstrap user, ``{name}-setup-<script>`` (proxy
-    when the host's egress is locked, ufw, base, sshd,
+    when the host's egress is locked, ufw, wireguard with ``wireguard`` (and its key
+    ``{name}-wg-key``), base, sshd,
     fail2ban, docker, dirs, sessions with ``access``), ``{name}-docker``, ``{name}-network``, then from ``deploy``
     ``{name}-docker-firewall`` and per container ``{name}-<service>-image`` and
     ``{name}-<service>``. Outputs: ``address``."""
@@ -83,6 +89,8 @@ class OnPremVps(DockerHost):
                              private_key=args.private_key, port=args.ssh_port, bastion=args.bastion)
         self.data_dir = f"/srv/{name}"
         rules = tiers.inbound_rules(args.role) + list(args.extra_rules)
+        if args.wireguard is not None:
+            rules.append(wireguard.inbound_rule(args.wireguard))
         self.rules = rules
         self.egress = lock = args.egress
         locks_host = lock is not None and lock.locks_host
@@ -98,6 +106,7 @@ class OnPremVps(DockerHost):
                                            args.denied_outbound),
             proxy=egress.host_proxy_section(lock.proxy_url) if locks_host else None,
             access=args.access,
+            wireguard=self._wireguard_script(name, args.wireguard),
         )
         first: list[pulumi.Resource] = list(args.after)
         if args.bootstrap_user:
@@ -141,5 +150,9 @@ class OnPremVps(DockerHost):
     def _outputs(self) -> dict:
         # The policy pack's stack policies see a component's registered outputs under
         # `pulumi preview` (its inputs only offline), so the tier facts are outputs too.
-        return {"address": self.address, "tier": self.tier,
-                "privateAddress": self.private_address or self.address}
+        outputs = {"address": self.address, "tier": self.tier,
+                   "privateAddress": self.private_address or self.address}
+        if self.wireguard_public_key is not None:
+            outputs["wireguardPublicKey"] = self.wireguard_public_key
+        return outputs
+

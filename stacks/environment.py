@@ -8,6 +8,7 @@ from typing import Annotated, Iterator, Literal
 
 from pydantic import EmailStr, Field, model_validator
 
+from stacks.management import Management
 from validation.fields import AdminCidr, StrictModel
 from validation.provider_lists import digitalocean
 from validation.rules import Finding, RuleContext, rule
@@ -63,7 +64,8 @@ class Environment(StrictModel):
     )
     admin_cidrs: list[AdminCidr] = Field(
         min_length=1,
-        description="office or VPN egress CIDRs allowed to reach SSH and metrics (mgmt tier)",
+        description="office egress CIDRs: SSH answers from them only with management.break_glass on "
+        "(a first deploy, an outage of the management network)",
     )
     alerts: AlertDestinations = Field(description="where alerts are sent (at least one destination)")
     ssh_principals: list[SshPrincipal] = Field(
@@ -71,6 +73,11 @@ class Environment(StrictModel):
         description="certificate principals that may log in as the admin account ops on every "
         "host, with a short-lived certificate from the stack's SSH CA (scripts/ssh_cert.py); "
         "an empty list lets no engineer in",
+    )
+    management: Management = Field(
+        default_factory=Management,
+        description="the management network: WireGuard on each product's entry host, whose SSH answers "
+        "only from it (README, 'Administrative access')",
     )
 
     @property

@@ -23,6 +23,7 @@ from components.droplet_stack import DropletBackups, DropletStack, DropletStackA
 from components.monitoring import MonitoringConfig
 from components.service_files import HostFile, host_path_for
 from validation.rules import Finding, RuleContext, each, rule
+from stacks import management
 from stacks.collisions import duplicates
 from stacks.product import Product, generated_password, host_monitoring, product_foundation
 from stacks.secret_keys import monitoring_secrets, secret_key_findings
@@ -272,7 +273,10 @@ def build(ctx, cfg: GivConfig) -> dict:
     ops = DropletStack(f"{name}-ops", DropletStackArgs(
         region=region, size=cfg.ops_droplet.size, image="ubuntu-24-04-x64",
         ssh_key_fingerprints=cfg.ops_droplet.ssh_key_fingerprints, vpc_id=vpc.id,
-        admin_cidrs=env.admin_cidrs, ssh_private_key=ctx.secret(SSH_KEY_SECRET), access=ctx.admin_access(),
+        admin_cidrs=management.public_ssh_sources(env.management, env.admin_cidrs),
+        wireguard=management.endpoint(env.management, "giv"),
+        connect_address=management.connect_address(env.management, "giv", None),
+        ssh_private_key=ctx.secret(SSH_KEY_SECRET), access=ctx.admin_access(),
         tier=tiers.Tier.MGMT, tags=["giv", f"env-{env.name}"], backups=DropletBackups() if prod else None,
         project_id=project.id, protect=prod, reserved_ip=False,
         directories=monitoring.data_directories(f"/srv/{name}-ops") if cfg.monitoring else (),

@@ -32,7 +32,7 @@ from stacks.shared_config import (BackupConfig, ContainerEgressConfig, DnsConfig
                                   alert_email_findings, backup_bucket_findings, container_egress_lock,
                                   derived_buckets, egress_allow_findings, hosts_in_zone,
                                   injected_env_findings, monitoring_findings)
-from stacks import secret_keys
+from stacks import management, secret_keys
 from stacks.definition import SecretKey
 from stacks.environment import DO_REGIONS
 from validation.fields import PrivateCidr, ResourceName, StrictModel
@@ -217,7 +217,10 @@ def build(ctx, cfg: KroConfig) -> dict:
     host = DropletStack(name, DropletStackArgs(
         region=region, size=cfg.droplet.size, image=cfg.droplet.image,
         ssh_key_fingerprints=cfg.droplet.ssh_key_fingerprints, vpc_id=vpc.id,
-        admin_cidrs=env.admin_cidrs, ssh_private_key=ctx.secret(SSH_KEY_SECRET), access=ctx.admin_access(),
+        admin_cidrs=management.public_ssh_sources(env.management, env.admin_cidrs),
+        wireguard=management.endpoint(env.management, "kro"),
+        connect_address=management.connect_address(env.management, "kro", None),
+        ssh_private_key=ctx.secret(SSH_KEY_SECRET), access=ctx.admin_access(),
         registry_auth=secret_keys.registry_auth("kro", [s.image for s in cfg.services]),
         tier=tiers.Tier.EDGE, workload_tiers=[tiers.Tier.APP], tags=["kro", f"env-{env.name}"],
         backups=DropletBackups() if cfg.droplet.backups else None,
