@@ -45,21 +45,28 @@ def test_only_80_and_443_are_open_to_the_world(prod):
     firewalls = prod.of_type(FIREWALL)
     assert firewalls
     for firewall in firewalls:
+        # The management network's UDP port aside (the WireGuard endpoint: every droplet has one).
         world_ports = {r["portRange"] for r in firewall["inputs"]["inboundRules"]
-                       if WORLD & set(r.get("sourceAddresses", []))}
+                       if WORLD & set(r.get("sourceAddresses", [])) and r["protocol"] == "tcp"}
         if firewall["inputs"]["name"].endswith("-edge"):
             assert world_ports == {"80", "443"}
         else:
             assert world_ports == set(), firewall["name"]
 
 
-def test_ssh_is_only_open_to_admin_cidrs(prod, stack_document):
-    admin = set(stack_document("prod")["config"]["platform:environment"]["admin_cidrs"])
-    for firewall in prod.of_type(FIREWALL):
-        ssh = [r for r in firewall["inputs"]["inboundRules"] if r["portRange"] == "22"]
-        assert len(ssh) == 1
-        assert set(ssh[0]["sourceAddresses"]) == admin
-        assert not WORLD & set(ssh[0]["sourceAddresses"])
+def test_ssh_is_closed_in_the_cloud_firewall_without_break_glass(prod, staging, stack_document):
+    """Prod (break-glass off): no SSH rule at all in the DigitalOcean Firewall (SSH arrives on
+    wg0, behind it) and the WireGuard port open; staging (break-glass on): SSH from admin_cidrs."""
+    admin = set(stack_document("staging")["config"]["platform:environment"]["admin_cidrs"])
+    for state, expected in ((prod, None), (staging, admin)):
+        for firewall in state.of_type(FIREWALL):
+            rules = firewall["inputs"]["inboundRules"]
+            ssh = [r for r in rules if r["portRange"] == "22"]
+            if expected is None:
+                assert ssh == [], firewall["name"]
+            else:
+                assert len(ssh) == 1 and set(ssh[0]["sourceAddresses"]) == expected
+            assert [r["protocol"] for r in rules if r["portRange"] == "51820"] == ["udp"], firewall["name"]
 
 
 def test_every_droplet_is_behind_a_firewall(prod):
