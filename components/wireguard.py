@@ -110,16 +110,30 @@ def render_wg_conf(endpoint: Endpoint, private_key: str) -> str:
 def wireguard_section(endpoint: Endpoint, private_key: str) -> str:
     """Install wireguard-tools, deliver wg0.conf (0600, root; validated by ``wg-quick strip``,
     applied by ``systemctl reload wg-quick@wg0``: ``wg syncconf``, which keeps existing sessions),
-    and keep ``wg-quick@wg0`` enabled and answering ``wg show wg0``."""
+    and keep ``wg-quick@wg0`` enabled and answering ``wg show wg0``.
+
+    A kernel without WireGuard (a container-based VPS) gets Debian's ``wireguard-go``, which
+    wg-quick uses when the kernel refuses the link; where there is no ``/dev/net/tun`` either
+    (a container without it, such as the rehearsal's boxes) the unit is reported skipped, as
+    auditd is, instead of failing: such a host keeps SSH only under break-glass, and a deploy
+    without it cannot reach the host at all, so the gap shows at once."""
     return "\n".join([
         "ensure_packages wireguard-tools",
+        "wireguard_in_kernel() { [ -d /sys/module/wireguard ] || modprobe -q wireguard 2>/dev/null; }",
+        "if ! wireguard_in_kernel; then",
+        "ensure_packages wireguard-go",
+        "fi",
         hostsetup.directories_section([("/etc/wireguard", "0700", "root:root")]),
         hostsetup.deliver_file(
             CONFIG_PATH, "0600", "root:root", render_wg_conf(endpoint, private_key),
             validate=f"wg-quick strip {INTERFACE} >/dev/null",
             on_change=f"if systemctl is-active --quiet wg-quick@{INTERFACE}; then "
                       f"systemctl reload wg-quick@{INTERFACE}; fi"),
-        f"ensure_service_enabled wg-quick@{INTERFACE} wg show {INTERFACE}",
+        "if wireguard_in_kernel || [ -c /dev/net/tun ]; then",
+        f"  ensure_service_enabled wg-quick@{INTERFACE} wg show {INTERFACE}",
+        "else",
+        f'  echo "skipped: wg-quick@{INTERFACE} (no WireGuard in this kernel and no /dev/net/tun: a container)"',
+        "fi",
     ])
 
 

@@ -9,6 +9,7 @@ from typing import Annotated, Iterator, Literal
 from pydantic import EmailStr, Field, model_validator
 
 from stacks.management import Management
+from stacks.production import PRODUCTION_NAMES, is_production_name
 from validation.fields import AdminCidr, StrictModel
 from validation.provider_lists import digitalocean
 from validation.rules import Finding, RuleContext, rule
@@ -18,12 +19,6 @@ SshPrincipal = Annotated[str, Field(pattern=r"^[a-z][a-z0-9._-]{0,31}$")]
 spaces or commas)."""
 
 DO_REGIONS = tuple(digitalocean()["regions"])
-PRODUCTION_NAMES = ("prod", "production")
-"""Environment names that are production; ``environment.production`` must agree."""
-
-
-def is_production_name(name: str) -> bool:
-    return name in PRODUCTION_NAMES or name.startswith("prod-")
 
 
 class AlertDestinations(StrictModel):

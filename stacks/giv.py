@@ -323,6 +323,7 @@ def build(ctx, cfg: GivConfig) -> dict:
         "live_url": app.live_url,
         "media_bucket": bucket.name,
         "domains": [f"https://{c.domain}" for c in cfg.components if c.domain],
+        "wireguard": management.endpoint_output(env.management, "giv", ops.public_ip, ops.wireguard_public_key),
     }
     product.register_outputs(outputs)
     return outputs

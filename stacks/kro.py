@@ -293,6 +293,7 @@ def build(ctx, cfg: KroConfig) -> dict:
         "database_host": database.private_host,
         "backup_bucket": backup.bucket.name,
         "urls": [f"https://{h}" for h in hosts],
+        "wireguard": management.endpoint_output(env.management, "kro", host.public_ip, host.wireguard_public_key),
     }
     product.register_outputs(outputs)
     return outputs

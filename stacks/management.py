@@ -18,6 +18,7 @@ from typing import Iterator
 from pydantic import Field, field_validator
 
 from components import wireguard
+from stacks.production import is_production_name
 from validation.fields import PrivateAddress, PrivateCidr, ResourceName, StrictModel
 from validation.rules import Finding, RuleContext, each, rule
 
@@ -137,8 +138,6 @@ def _break_glass(m: Management, ctx: RuleContext) -> Iterator[Finding]:
 
 
 def _production(ctx: RuleContext) -> bool:
-    from stacks.environment import is_production_name
-
     production = ctx.env("production")
     name = ctx.env("name")
     if production is not None:
@@ -168,6 +167,16 @@ def public_ssh_sources(m: Management, admin_cidrs) -> tuple[str, ...]:
     """The public sources a cloud firewall admits to SSH: ``admin_cidrs`` with break-glass on,
     none otherwise (the tunnel's packets reach sshd behind the cloud firewall)."""
     return tuple(admin_cidrs) if m.break_glass.enabled else ()
+
+
+def endpoint_output(m: Management, product: str, public_address, public_key) -> dict:
+    """The stack output a peer's config needs for ``product``'s endpoint: ``endpoint``
+    (``public_address:listen_port``, an Input), the endpoint's ``address`` in the network (its
+    peers' ``AllowedIPs``) and its WireGuard ``publicKey``."""
+    import pulumi
+
+    return {"endpoint": pulumi.Output.concat(public_address, f":{m.listen_port}"),
+            "address": endpoint_address(m, product), "publicKey": public_key}
 
 
 def connect_address(m: Management, product: str, public_address):

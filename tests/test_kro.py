@@ -183,8 +183,9 @@ def test_stateful_resources_are_protected_in_prod_only(prod, staging):
 def test_host_setup_runs_before_the_docker_provider(prod):
     provider = prod.named("kro-prod-docker")
     setup = [r["urn"] for r in prod.of_type("command:remote:Command") if r["name"].startswith("kro-prod-setup-")]
-    # base, dirs, docker, fail2ban, sshd and sessions (the admin session log).
-    assert len(setup) == 6
+    # wireguard (the management endpoint), base, dirs, docker, fail2ban, sshd and sessions
+    # (the admin session log).
+    assert len(setup) == 7
     assert set(setup) <= prod.all_dependencies(provider)
     assert prod.named("kro-prod-backend")["provider"] == provider["urn"]
 
@@ -314,7 +315,8 @@ def test_the_droplet_watches_itself_and_its_backup_job(prod):
     """Self-hosted monitoring on the droplet: mgmt tier, nothing opened in the firewall, and the
     backup job's freshness alerted on (DigitalOcean's monitoring cannot see textfile metrics)."""
     firewall = prod.named("kro-prod-firewall", "digitalocean:index/firewall:Firewall")["inputs"]
-    assert {r["portRange"] for r in firewall["inboundRules"]} == {"22", "80", "443"}
+    # The web and the WireGuard port; SSH arrives through the tunnel, behind this firewall.
+    assert {r["portRange"] for r in firewall["inboundRules"]} == {"51820", "80", "443"}
     for name in MONITORING:
         labels = prod.named(f"kro-prod-{name}", CONTAINER)["inputs"]["labels"]
         assert {"label": "platform.tier", "value": "mgmt"} in labels

@@ -229,6 +229,8 @@ def build(ctx, cfg: PencomConfig) -> dict:
 
     outputs = {
         "edgeAddress": n.edge.public_address,
+        "wireguard": management.endpoint_output(ctx.environment.management, "pencom", n.edge.public_address,
+                                                edge.wireguard_public_key),
         "urls": [f"https://{r.host}" for r in cfg.routes],
         "waivers": [w.name for w in cfg.read_waivers],
         "internalCaPem": ca.cert_pem,

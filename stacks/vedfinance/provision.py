@@ -101,6 +101,7 @@ def build(ctx, cfg: VedfinanceConfig) -> dict:
             protect=p.production, opts=child)
 
     outputs = {"address": cfg.host.address, "urls": [f"https://{r.host}" for r in cfg.routes],
+               "wireguard": management.endpoint_output(mgmt, "vedfinance", cfg.host.address, host.wireguard_public_key),
                # Grafana listens on the VPS's loopback: ssh -L 3300:127.0.0.1:3300 deploy@<address>.
                "grafanaAdminPassword": pulumi.Output.secret(grafana_password)}
     product.register_outputs(outputs)
