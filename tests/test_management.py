@@ -104,6 +104,15 @@ def test_the_boundary_refuses_each_mistake_at_its_key(mutate, path, message):
     assert problems[0].startswith(path + ":") and message in problems[0], problems
 
 
+def test_pencoms_networks_stay_apart_from_the_management_network():
+    document = _document("prod")
+    _management(document)["network"] = "10.40.0.0/24"
+    _management(document)["peers"][0]["address"] = "10.40.0.16"
+    problems = _problems(document, "prod")
+    assert problems == ["platform:pencom.internal_cidr: 10.40.0.0/24 overlaps the management network 10.40.0.0/24 "
+                        "(platform:environment.management.network); choose another range"], problems
+
+
 def test_break_glass_within_a_week_with_a_reason_is_accepted_in_prod():
     document = _document("prod")
     _management(document)["break_glass"] = {"enabled": True, "reason": "first deploy of the endpoints",
