@@ -18,9 +18,12 @@ import base64
 import ipaddress
 import textwrap
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from components import hostsetup, tiers
+
+if TYPE_CHECKING:
+    import pulumi
 
 INTERFACE = "wg0"
 CONFIG_PATH = f"/etc/wireguard/{INTERFACE}.conf"
@@ -149,7 +152,7 @@ def client_config(endpoint: Endpoint, endpoint_host: str, server_public_key: str
 
 
 def management_network(name: str, *, network: str, listen_port: int, endpoints: dict[str, str],
-                       break_glass: dict) -> "object":
+                       break_glass: dict) -> "pulumi.ComponentResource":
     """Registers the stack's management network as a component (``platform:components:
     ManagementNetwork``, no children) so the policy pack can read it: its ``network``, the UDP
     ``listenPort``, each product's endpoint address and the ``breakGlass`` state (``enabled``,
