@@ -210,6 +210,7 @@ def test_a_peer_reaches_ssh_through_the_tunnel_and_not_around_it(tmp_path):
         deadline = time.monotonic() + 30
         while not _reachable(peer, EDGE_MGMT, 22):
             assert time.monotonic() < deadline, "SSH's port is not reachable through the tunnel"
+            time.sleep(0.2)
         handshake = subprocess.run(["ip", "netns", "exec", peer, wg, "show", peer_wg, "latest-handshakes"],
                                    capture_output=True, text=True, check=True).stdout
         assert handshake.split()[-1] != "0", handshake
