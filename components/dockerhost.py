@@ -9,8 +9,9 @@ from typing import Mapping, Optional, Sequence
 
 import pulumi
 import pulumi_docker as docker
+import pulumi_random as random
 
-from components import egress, hostsetup
+from components import egress, hostsetup, wireguard
 from components.containers import ContainerSpec
 from components.ingress import Ingress, ingress_scripts, nginx_spec
 from components.remote import SshTarget, run_script
@@ -123,6 +124,8 @@ class DockerHost(pulumi.ComponentResource):
     containers: dict[str, docker.Container]
     inits: dict[str, pulumi.Resource]
     private_address: Optional[str] = None
+    wireguard_public_key: Optional[pulumi.Output[str]] = None
+    """The public half of the host's management-network key (when it is an endpoint)."""
 
     def __init__(self, t: str, name: str, props: Optional[dict], opts: Optional[pulumi.ResourceOptions],
                  workload: Optional[Workload]) -> None:
@@ -189,6 +192,21 @@ class DockerHost(pulumi.ComponentResource):
     def _docker_user_rules(self, containers: Sequence[ContainerSpec]) -> str:
         """The ``DOCKER-USER`` rules (``egress.render_docker_user_rules``) for ``containers``."""
         raise NotImplementedError
+
+    def _wireguard_script(self, name: str, endpoint: Optional[wireguard.Endpoint]
+                          ) -> Optional[pulumi.Output[str]]:
+        """The host's ``wireguard`` setup script (a secret: it holds the private key) from a
+        generated key (``{name}-wg-key``, ``random.RandomBytes``: 32 bytes, kept only in the
+        encrypted state), and the key's public half on ``wireguard_public_key``. None without an
+        endpoint."""
+        if endpoint is None:
+            return None
+        key = random.RandomBytes(f"{name}-wg-key", length=wireguard.KEY_BYTES,
+                                 opts=pulumi.ResourceOptions(parent=self))
+        # The public half of a secret key is not secret: peers put it in their configs.
+        self.wireguard_public_key = pulumi.Output.unsecret(key.base64.apply(wireguard.public_key))
+        return pulumi.Output.secret(key.base64.apply(
+            lambda private: hostsetup.script(wireguard.wireguard_section(endpoint, private))))
 
     def _outputs(self) -> dict:
         raise NotImplementedError

@@ -8,7 +8,7 @@ from typing import Optional, Sequence
 import pulumi
 import pulumi_digitalocean as do
 
-from components import egress, hostsetup, tiers
+from components import egress, hostsetup, tiers, wireguard
 from components.containers import ContainerSpec, HealthCheck, Mount, PublishedPort
 from components.dockerhost import DockerHost, HostBasis, Workload
 from components.remote import SshTarget
@@ -40,7 +40,8 @@ class DropletStackArgs:
     vpc_id: pulumi.Input[str]
     """The product's VPC; the droplet's private interface and its database live there."""
     admin_cidrs: Sequence[str]
-    """Sources allowed to reach SSH (the mgmt tier). Never the world."""
+    """Public sources the DigitalOcean Firewall admits to SSH (break-glass). Never the world;
+    empty only with ``wireguard`` (SSH then answers only through the management network)."""
     ssh_private_key: pulumi.Input[str]
     """Secret key of the deploy user, for remote commands."""
     tier: tiers.Tier = tiers.Tier.EDGE
@@ -73,6 +74,13 @@ class DropletStackArgs:
     (``hostsetup.AdminAccess``); unset, only the deploy key logs in."""
     workload: Optional[Workload] = None
     """What the droplet runs (``dockerhost.Workload``); unset: no container."""
+    wireguard: Optional[wireguard.Endpoint] = None
+    """The droplet is an endpoint of the management network (``components.wireguard``): its
+    UDP port opens in the DigitalOcean Firewall, and SSH through the tunnel arrives on wg0,
+    behind that firewall (which filters the public and VPC interfaces only)."""
+    connect_address: Optional[str] = None
+    """The address remote commands and the Docker provider use (the droplet's management
+    address, the deploy runner being a peer); unset: the droplet's public IPv4 (break-glass)."""
 
 
 class DropletStack(DockerHost):
@@ -80,7 +88,8 @@ class DropletStack(DockerHost):
     and a Docker provider that manages its containers over SSH.
 
     Children: ``{name}-droplet``, ``{name}-firewall``, ``{name}-ip``, ``{name}-ip-assignment``,
-    ``{name}-setup-<script>``, ``{name}-docker``, ``{name}-network``, ``{name}-docker-firewall``,
+    ``{name}-wg-key`` (with ``wireguard``), ``{name}-setup-<script>``,
+    ``{name}-docker``, ``{name}-network``, ``{name}-docker-firewall``,
     then per container ``{name}-<service>-image`` and ``{name}-<service>``. Renaming any needs
     ``aliases``. The DOCKER-USER rules: a droplet publishes edge ports on all addresses and the
     others on loopback, and its DigitalOcean Firewall admits the sources; what is left for
@@ -133,8 +142,15 @@ class DropletStack(DockerHost):
             ),
         )
         self.droplet_id = self.droplet.id
-        rules = tiers.inbound_rules(tiers.HostRole(tier=args.tier,
-                                                   ssh_cidrs=tuple(args.admin_cidrs)))
+        if not args.admin_cidrs and args.wireguard is None:
+            raise ValueError(f"{name}: SSH needs admin_cidrs or a management endpoint (wireguard)")
+        rules = tiers.inbound_rules(tiers.HostRole(
+            tier=args.tier, ssh_cidrs=tuple(args.admin_cidrs) or (args.wireguard.network,)))
+        if not args.admin_cidrs:
+            # The tunnel's packets reach sshd on wg0, behind the cloud firewall: no public SSH.
+            rules = [r for r in rules if r.port != tiers.SSH_PORT]
+        if args.wireguard is not None:
+            rules.append(wireguard.inbound_rule(args.wireguard))
         self.firewall = do.Firewall(
             f"{name}-firewall",
             name=f"{name}-{args.tier.value}",
@@ -158,21 +174,24 @@ class DropletStack(DockerHost):
                                 resources=managed, opts=child)
         self.private_ip = self.droplet.ipv4_address_private
 
-        # Remote commands use the droplet's own address: it answers before the reserved IP is
-        # assigned, and the firewall (SSH from admin CIDRs) is where the program runs from.
+        # Remote commands use the droplet's management address, or with break-glass its own
+        # public address: it answers before the reserved IP is assigned, and the firewall (SSH
+        # from admin CIDRs) is where the program runs from.
+        connect = args.connect_address or self.droplet.ipv4_address
         data_dir = f"/srv/{name}"
         lock = args.egress
         if lock is not None and lock.locks_host:
             raise ValueError(f"{name}: a droplet's own egress is its DigitalOcean Firewall's; the lock takes no proxy_url")
         return HostBasis(
-            ssh=SshTarget(host=self.droplet.ipv4_address, user=hostsetup.DEPLOY_USER,
+            ssh=SshTarget(host=connect, user=hostsetup.DEPLOY_USER,
                           private_key=args.ssh_private_key),
-            docker_address=self.droplet.ipv4_address, data_dir=data_dir,
+            docker_address=connect, data_dir=data_dir,
             scripts=hostsetup.host_baseline(
                 sshd=hostsetup.SshdPolicy(),
-                fail2ban_ignore=tuple(args.admin_cidrs),
+                fail2ban_ignore=(*args.admin_cidrs, *([args.wireguard.network] if args.wireguard else [])),
                 directories=[(data_dir, "0755", "deploy:deploy"), *args.directories],
                 access=args.access,
+                wireguard=self._wireguard_script(name, args.wireguard),
             ),
             after=[self.firewall], egress=lock, registries=args.registry_auth)
 
@@ -186,8 +205,11 @@ class DropletStack(DockerHost):
             allowed=lock.allowed_sources() if lock else ())
 
     def _outputs(self) -> dict:
-        return {"droplet_id": self.droplet_id, "public_ip": self.public_ip,
-                "private_ip": self.private_ip}
+        outputs = {"droplet_id": self.droplet_id, "public_ip": self.public_ip,
+                   "private_ip": self.private_ip}
+        if self.wireguard_public_key is not None:
+            outputs["wireguardPublicKey"] = self.wireguard_public_key
+        return outputs
 
 
 __all__ = ["DropletStack", "DropletStackArgs", "DropletBackups", "DROPLET_REPLACING_INPUTS",

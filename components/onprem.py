@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 import pulumi
 import pulumi_tls as tls
 
-from components import egress, hostsetup, tiers
+from components import egress, hostsetup, tiers, wireguard
 from components.containers import ContainerSpec
 from components.dockerhost import DockerHost, HostBasis, Workload
 from components.remote import SshTarget, run_script
@@ -58,11 +58,17 @@ class OnPremVpsArgs:
     container its apt and image pulls go through (apt fails while the proxy is not up)."""
     workload: Optional[Workload] = None
     """What the host runs (``dockerhost.Workload``); unset: no container."""
+    wireguard: Optional[wireguard.Endpoint] = None
+    """The host is an endpoint of the management network (``components.wireguard``): a
+    generated private key, wg0.conf, ``wg-quick@wg0``, and UFW admitting its UDP port from
+    anywhere. Its SSH sources (``role.ssh_cidrs``) are then the management network. Unset: no
+    WireGuard (an internal node reached through the edge)."""
 
 
 class OnPremVps(DockerHost):
     """Children: ``{name}-setup-user`` with a bootstrap user, ``{name}-setup-<script>`` (proxy
-    when the host's egress is locked, ufw, base, sshd, fail2ban, docker, dirs, sessions with
+    when the host's egress is locked, ufw, wireguard with
+    ``wireguard`` (and its key ``{name}-wg-key``), base, sshd, fail2ban, docker, dirs, sessions with
     ``access``), ``{name}-docker``, ``{name}-network``, ``{name}-docker-firewall`` (the published
     ports and locked egress filtered in DOCKER-USER, from the same rules UFW applies), then the
     workload's: per container ``{name}-<service>-image`` and ``{name}-<service>``, and each
@@ -90,6 +96,8 @@ class OnPremVps(DockerHost):
                         private_key=args.private_key, port=args.ssh_port, bastion=args.bastion)
         data_dir = f"/srv/{name}"
         rules = tiers.inbound_rules(args.role) + list(args.extra_rules)
+        if args.wireguard is not None:
+            rules.append(wireguard.inbound_rule(args.wireguard))
         self.rules = rules
         lock = args.egress
         locks_host = lock is not None and lock.locks_host
@@ -105,6 +113,7 @@ class OnPremVps(DockerHost):
                                            args.denied_outbound),
             proxy=egress.host_proxy_section(lock.proxy_url) if locks_host else None,
             access=args.access,
+            wireguard=self._wireguard_script(name, args.wireguard),
         )
         first: list[pulumi.Resource] = list(args.after)
         if args.bootstrap_user:
@@ -139,5 +148,9 @@ class OnPremVps(DockerHost):
     def _outputs(self) -> dict:
         # The policy pack's stack policies see a component's registered outputs under
         # `pulumi preview` (its inputs only offline), so the tier facts are outputs too.
-        return {"address": self.address, "tier": self.tier,
-                "privateAddress": self.private_address or self.address}
+        outputs = {"address": self.address, "tier": self.tier,
+                   "privateAddress": self.private_address or self.address}
+        if self.wireguard_public_key is not None:
+            outputs["wireguardPublicKey"] = self.wireguard_public_key
+        return outputs
+

@@ -37,6 +37,9 @@ BASTION = "bastion"
 WORLD_CIDRS = ("0.0.0.0/0", "::/0")
 WEB_PORTS = (80, 443)
 SSH_PORT = 22
+WIREGUARD_REASON = "wireguard"
+"""The reason on a management endpoint's UDP rule (``components.wireguard``): the one port
+besides 80/443 an entry host opens to the internet, for the management network itself."""
 NODE_EXPORTER_PORT = 9100
 
 # Source -> tiers it may open connections to. "admin" is the admin CIDRs / VPN.

@@ -49,6 +49,7 @@ STACK_PACKAGES = (
     "certbot",                                                                       # ingress
     "rclone", "postgresql-client", "redis-tools", "restic", "jq",                    # backup
     "auditd", "audispd-plugins", "rsyslog", "rsyslog-gnutls",                         # sessions
+    "wireguard-tools", "wireguard-go",                                                # management
 )
 
 LAYOUT = "debian-dists-v1"  # part of the cache key: a new layout is a new repository

@@ -60,6 +60,10 @@ declare -A apt_tools=(
   [certbot]=certbot
   # Session logging (tests/test_session_logging.py): the host's forwarder and the collector.
   [rsyslogd]=rsyslog
+  # The management network (tests/test_wireguard_real.py): wg and wg-quick parse the rendered
+  # wg0.conf; wireguard-go is the userspace tunnel where the kernel has no WireGuard module.
+  [wg]=wireguard-tools
+  [wireguard-go]=wireguard-go
   # The lab tier's live probes from the lab's internet site (TLS, renewals) and the drills'
   # certificate reads; a minimal Debian 12 has neither curl nor, without a Recommends, the
   # CA store that dockerd and pip verify against.

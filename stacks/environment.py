@@ -8,6 +8,8 @@ from typing import Annotated, Iterator, Literal
 
 from pydantic import EmailStr, Field, model_validator
 
+from stacks.management import Management
+from stacks.production import PRODUCTION_NAMES, is_production_name
 from validation.fields import AdminCidr, StrictModel
 from validation.provider_lists import digitalocean
 from validation.rules import Finding, RuleContext, rule
@@ -17,12 +19,6 @@ SshPrincipal = Annotated[str, Field(pattern=r"^[a-z][a-z0-9._-]{0,31}$")]
 spaces or commas)."""
 
 DO_REGIONS = tuple(digitalocean()["regions"])
-PRODUCTION_NAMES = ("prod", "production")
-"""Environment names that are production; ``environment.production`` must agree."""
-
-
-def is_production_name(name: str) -> bool:
-    return name in PRODUCTION_NAMES or name.startswith("prod-")
 
 
 class AlertDestinations(StrictModel):
@@ -63,7 +59,8 @@ class Environment(StrictModel):
     )
     admin_cidrs: list[AdminCidr] = Field(
         min_length=1,
-        description="office or VPN egress CIDRs allowed to reach SSH and metrics (mgmt tier)",
+        description="office egress CIDRs: SSH answers from them only with management.break_glass on "
+        "(a first deploy, an outage of the management network)",
     )
     alerts: AlertDestinations = Field(description="where alerts are sent (at least one destination)")
     ssh_principals: list[SshPrincipal] = Field(
@@ -71,6 +68,11 @@ class Environment(StrictModel):
         description="certificate principals that may log in as the admin account ops on every "
         "host, with a short-lived certificate from the stack's SSH CA (scripts/ssh_cert.py); "
         "an empty list lets no engineer in",
+    )
+    management: Management = Field(
+        default_factory=Management,
+        description="the management network: WireGuard on each product's entry host, whose SSH answers "
+        "only from it (README, 'Administrative access')",
     )
 
     @property

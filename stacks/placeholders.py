@@ -48,6 +48,8 @@ KNOWN_PLACEHOLDERS: dict[str, str] = {
     "4f3e2d1c0b9a88776655443322110fed": "made-up Cloudflare account id",
     "9a8b7c6d5e4f30211203f4e5d6c7b8a9": "made-up Cloudflare account id",
     "3b:16:bf:e4:8b:00:8b:b8:59:8c:a9:d3:f0:19:45:fa": "made-up SSH key fingerprint",
+    "qjkpf8aa3kuun9j4xytllsxui13qcy013y6c45kxxok=": "made-up WireGuard public key",
+    "mvoum/yykkfyv9cy/udsuca60htmbm2vxotwyaxcokq=": "made-up WireGuard public key",
 }
 
 # What to put there, by the last key of the path (the field's name).
@@ -63,6 +65,7 @@ FIXES: dict[str, str] = {
     "acme_email": "a mailbox you read (Let's Encrypt expiry notices)",
     "smtp_from": "a sender address of a domain you send mail from",
     "emails": "a mailbox you read",
+    "public_key": "the peer's WireGuard public key (`wg pubkey < private.key` on its device)",
 }
 
 _IPV4 = re.compile(r"(?<![\d.])(\d{1,3}(?:\.\d{1,3}){3})(?:/\d{1,2})?(?![\d.])")

@@ -8,8 +8,9 @@ import pulumi
 import pulumi_tls as tls
 
 from components.do_monitoring import Destinations
+from components import wireguard
 from components.hostsetup import AdminAccess
-from stacks import placeholders
+from stacks import management, placeholders
 from stacks.config import StackConfig, read_pulumi_config
 from stacks.environment import Environment
 from stacks.errors import CONFIG_NAMESPACE
@@ -54,6 +55,12 @@ def main() -> None:
     if found:
         pulumi.log.warn(placeholders.warning(found))
     context = BuildContext(environment=config.environment, stack=config)
+    mgmt = config.environment.management
+    wireguard.management_network(
+        f"{config.environment.name}-management", network=mgmt.network, listen_port=mgmt.listen_port,
+        endpoints={p: management.endpoint_address(mgmt, p) for p in config.products},
+        break_glass={"enabled": mgmt.break_glass.enabled, "reason": mgmt.break_glass.reason,
+                     "expires": mgmt.break_glass.expires.isoformat() if mgmt.break_glass.expires else None})
     pulumi.export("environment", config.environment.name)
     # `synth diff` blocks stateful deletions in production stacks, whatever their name.
     pulumi.export("production", config.environment.is_production)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from typing import Any, Iterator, Mapping
 
+from components import wireguard
 from components.hostsetup.delivery import HEREDOC_MARKER
 from stacks.errors import CONFIG_NAMESPACE, key_path
 from validation.formats import control_characters, looks_secret_name, secret_parts, secret_value_kind
@@ -40,6 +41,8 @@ def string_problems(top: str, value: Any, document: Any) -> list[str]:
                             "the files the program writes on hosts (components/hostsetup/delivery.py); remove it")
         if (len(loc) >= 2 and loc[-2] == "secret_env") or (loc and loc[-1] is text):
             continue
+        if loc and loc[-1] == PUBLIC_KEY_FIELD and wireguard.key_problem(text) is None:
+            continue
         kind = secret_value_kind(text)
         if kind:
             problems.append(f"{key_path(top, loc, document)}: {_plain_secret_fix(top, loc, text, kind)}")
@@ -47,6 +50,9 @@ def string_problems(top: str, value: Any, document: Any) -> list[str]:
 
 
 SLACK_WEBHOOK = "hooks.slack.com/"
+PUBLIC_KEY_FIELD = "public_key"
+"""A WireGuard peer's public key (``environment.management.peers``): random-looking, and public
+by design (its private half never leaves the peer's device)."""
 
 
 def _plain_secret_fix(top: str, loc: tuple, text: str, kind: str) -> str:

@@ -9,6 +9,7 @@ provider does not have.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from typing import Any, Callable, Optional
 
@@ -75,7 +76,9 @@ RESOURCE_OUTPUTS: dict[str, Callable[[str, dict], dict]] = {
     },
     "random:index/randomBytes:RandomBytes": lambda n, i: {
         "hex": hashlib.sha256(n.encode()).hexdigest()[: int(i.get("length", 32)) * 2],
-        "base64": "bW9jay1yYW5kb20tYnl0ZXM=",
+        # The same bytes as hex (a WireGuard key's public half is computed from them), and
+        # different per resource, as generated secrets are.
+        "base64": base64.b64encode(hashlib.sha256(n.encode()).digest()[: int(i.get("length", 32))]).decode(),
     },
     "tls:index/privateKey:PrivateKey": lambda n, i: {
         "privateKeyPem": f"-----BEGIN PRIVATE KEY-----\nmock-{n}\n-----END PRIVATE KEY-----\n",

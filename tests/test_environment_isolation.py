@@ -68,8 +68,11 @@ def _credential_scopes(state: State) -> dict[str, set[str]]:
 
 
 def _networks(stack: str, state: State) -> list[ipaddress.IPv4Network]:
-    """The stack's own address space: its VPCs, Pencom's private network, its hosts."""
+    """The stack's own address space: its VPCs, its management (WireGuard) network, Pencom's
+    private network, its hosts."""
     networks = [ipaddress.ip_network(r["inputs"]["ipRange"]) for r in state.of_type("digitalocean:index/vpc:Vpc")]
+    networks += [ipaddress.ip_network(m["inputs"]["network"])
+                 for m in state.of_type("platform:components:ManagementNetwork")]
     pencom = _config(stack).get("platform:pencom")
     if pencom:
         networks.append(ipaddress.ip_network(pencom["internal_cidr"]))
@@ -185,10 +188,13 @@ def test_nothing_of_one_stack_is_referenced_by_the_other(stack, captures):
     assert not found, sorted(found)[:10]
 
 
-def test_the_prod_admin_network_is_the_only_source_the_stacks_share(captures):
-    """Said out loud: both stacks admit the same admin CIDRs (the operators' office/VPN), the
-    break-glass path; everything else differs (the test above)."""
+def test_the_stacks_share_no_firewall_source(captures):
+    """Said out loud: the admin CIDRs (the operators' office) are the break-glass path, which
+    staging keeps on and prod off, so prod admits them nowhere and the stacks share no source;
+    each has its own management network (the test above)."""
     prod = set().union(*_firewall_sources(captures["prod"]).values()) - PUBLIC
     staging = set().union(*_firewall_sources(captures["staging"]).values()) - PUBLIC
-    shared = prod & staging
-    assert shared <= set(_config("prod")["platform:environment"]["admin_cidrs"]), shared
+    admin = set(_config("prod")["platform:environment"]["admin_cidrs"])
+    assert admin <= staging, "staging's break-glass admits the admin CIDRs"
+    assert not prod & admin, prod & admin
+    assert not prod & staging, prod & staging

@@ -45,21 +45,28 @@ def test_only_80_and_443_are_open_to_the_world(prod):
     firewalls = prod.of_type(FIREWALL)
     assert firewalls
     for firewall in firewalls:
+        # The management network's UDP port aside (the WireGuard endpoint: every droplet has one).
         world_ports = {r["portRange"] for r in firewall["inputs"]["inboundRules"]
-                       if WORLD & set(r.get("sourceAddresses", []))}
+                       if WORLD & set(r.get("sourceAddresses", [])) and r["protocol"] == "tcp"}
         if firewall["inputs"]["name"].endswith("-edge"):
             assert world_ports == {"80", "443"}
         else:
             assert world_ports == set(), firewall["name"]
 
 
-def test_ssh_is_only_open_to_admin_cidrs(prod, stack_document):
-    admin = set(stack_document("prod")["config"]["platform:environment"]["admin_cidrs"])
-    for firewall in prod.of_type(FIREWALL):
-        ssh = [r for r in firewall["inputs"]["inboundRules"] if r["portRange"] == "22"]
-        assert len(ssh) == 1
-        assert set(ssh[0]["sourceAddresses"]) == admin
-        assert not WORLD & set(ssh[0]["sourceAddresses"])
+def test_ssh_is_closed_in_the_cloud_firewall_without_break_glass(prod, staging, stack_document):
+    """Prod (break-glass off): no SSH rule at all in the DigitalOcean Firewall (SSH arrives on
+    wg0, behind it) and the WireGuard port open; staging (break-glass on): SSH from admin_cidrs."""
+    admin = set(stack_document("staging")["config"]["platform:environment"]["admin_cidrs"])
+    for state, expected in ((prod, None), (staging, admin)):
+        for firewall in state.of_type(FIREWALL):
+            rules = firewall["inputs"]["inboundRules"]
+            ssh = [r for r in rules if r["portRange"] == "22"]
+            if expected is None:
+                assert ssh == [], firewall["name"]
+            else:
+                assert len(ssh) == 1 and set(ssh[0]["sourceAddresses"]) == expected
+            assert [r["protocol"] for r in rules if r["portRange"] == "51820"] == ["udp"], firewall["name"]
 
 
 def test_every_droplet_is_behind_a_firewall(prod):
@@ -176,8 +183,9 @@ def test_stateful_resources_are_protected_in_prod_only(prod, staging):
 def test_host_setup_runs_before_the_docker_provider(prod):
     provider = prod.named("kro-prod-docker")
     setup = [r["urn"] for r in prod.of_type("command:remote:Command") if r["name"].startswith("kro-prod-setup-")]
-    # base, dirs, docker, fail2ban, sshd and sessions (the admin session log).
-    assert len(setup) == 6
+    # wireguard (the management endpoint), base, dirs, docker, fail2ban, sshd and sessions
+    # (the admin session log).
+    assert len(setup) == 7
     assert set(setup) <= prod.all_dependencies(provider)
     assert prod.named("kro-prod-backend")["provider"] == provider["urn"]
 
@@ -307,7 +315,8 @@ def test_the_droplet_watches_itself_and_its_backup_job(prod):
     """Self-hosted monitoring on the droplet: mgmt tier, nothing opened in the firewall, and the
     backup job's freshness alerted on (DigitalOcean's monitoring cannot see textfile metrics)."""
     firewall = prod.named("kro-prod-firewall", "digitalocean:index/firewall:Firewall")["inputs"]
-    assert {r["portRange"] for r in firewall["inboundRules"]} == {"22", "80", "443"}
+    # The web and the WireGuard port; SSH arrives through the tunnel, behind this firewall.
+    assert {r["portRange"] for r in firewall["inboundRules"]} == {"51820", "80", "443"}
     for name in MONITORING:
         labels = prod.named(f"kro-prod-{name}", CONTAINER)["inputs"]["labels"]
         assert {"label": "platform.tier", "value": "mgmt"} in labels

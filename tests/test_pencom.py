@@ -56,10 +56,13 @@ def addresses(cfg):
     return {node: nodes[node]["private_address"] for node in NODES}
 
 
+MANAGEMENT = _pencom_only("prod")["config"]["platform:environment"]["management"]["network"]
+
+
 def _who(cidr: str, addresses: dict[str, str], admin: list[str]) -> str:
     if tiers.is_world(cidr) or cidr == "any":
         return "internet"
-    if cidr in admin:
+    if cidr in admin or cidr == MANAGEMENT:
         return "admin"
     for node, address in addresses.items():
         if cidr == f"{address}/32":
@@ -105,6 +108,10 @@ def test_every_inbound_flow_is_the_tier_model_or_a_named_waiver(prod, cfg, addre
                     # Internal nodes ship admin-session records to the collector on the edge.
                     assert node == "edge" and who in ("app", "data", "storage") and port == hostsetup.SESSION_LOG_PORT
                     continue
+                if reason == tiers.WIREGUARD_REASON:
+                    # The management network's own port, on the edge (its endpoint) only.
+                    assert node == "edge" and who == "internet" and proto == "udp" and port == 51820
+                    continue
                 if reason == "egress proxy":
                     # The one flow back towards the edge: internal nodes to their proxy ports.
                     assert node == "edge" and who in ("app", "data", "storage") and port in proxy_ports
@@ -122,23 +129,27 @@ def test_every_inbound_flow_is_the_tier_model_or_a_named_waiver(prod, cfg, addre
 @pytest.mark.fast
 def test_only_the_edge_faces_the_internet_and_only_on_80_443(prod, addresses):
     for node in NODES:
-        world = {(r[1], r[2]) for r in _ufw_rules(prod, node) if tiers.is_world(r[1]) or r[1] == "any"}
-        assert world == ({("0.0.0.0/0", "80"), ("::/0", "80"), ("0.0.0.0/0", "443"), ("::/0", "443")}
+        world = {(r[0], r[1], r[2]) for r in _ufw_rules(prod, node) if tiers.is_world(r[1]) or r[1] == "any"}
+        # Besides the web, the edge's WireGuard port (UDP): the management network's endpoint.
+        assert world == ({("tcp", "0.0.0.0/0", "80"), ("tcp", "::/0", "80"), ("tcp", "0.0.0.0/0", "443"),
+                          ("tcp", "::/0", "443"), ("udp", "0.0.0.0/0", "51820"), ("udp", "::/0", "51820")}
                          if node == "edge" else set()), node
 
 
 @pytest.mark.fast
 def test_ssh_reaches_the_internal_nodes_only_through_the_edge(prod, revealed, addresses):
-    admin = _pencom_only("prod")["config"]["platform:environment"]["admin_cidrs"]
+    """In prod (break-glass off) the edge's SSH answers only from the management network, and
+    the program connects to the edge's management address (10.99.0.3: the network's address
+    plus Pencom's offset), the internal nodes through it."""
     for node in NODES:
-        sources = {r[1] for r in _ufw_rules(prod, node) if "22" in _ports_str(r[2])}
-        assert sources == (set(admin) if node == "edge" else {f"{addresses['edge']}/32"}), node
+        sources = {r[1] for r in _ufw_rules(prod, node) if r[0] == "tcp" and "22" in _ports_str(r[2])}
+        assert sources == ({MANAGEMENT} if node == "edge" else {f"{addresses['edge']}/32"}), node
         connection = revealed.named(f"pencom-prod-{node}-setup-ufw", COMMAND)["inputs"]["connection"]
         if node == "edge":
-            assert "proxy" not in connection
+            assert "proxy" not in connection and connection["host"] == "10.99.0.3"
         else:
             assert connection["host"] == addresses[node]
-            assert connection["proxy"]["host"] == _pencom_only("prod")["config"]["platform:pencom"]["nodes"]["edge"]["public_address"]
+            assert connection["proxy"]["host"] == "10.99.0.3"
         sshd = prod.named(f"pencom-prod-{node}-setup-sshd", COMMAND)["inputs"]["stdin"]
         assert ("AllowTcpForwarding yes" in sshd) == (node == "edge")
 
@@ -401,11 +412,12 @@ def test_unsafe_or_inconsistent_config_is_rejected_before_anything_is_registered
 
 @pytest.mark.fast
 def test_the_seed_addresses_never_appear_as_connection_targets(revealed):
-    """Every SSH target is in the internal network or the edge's documented public address."""
+    """Every SSH target is in the internal network or the edge's management address (prod keeps
+    break-glass off, so not even the edge's public address)."""
     for command in revealed.of_type(COMMAND):
         if command["name"].startswith("pencom-"):
             host = command["inputs"]["connection"]["host"]
-            assert ipaddress.ip_address(host) in ipaddress.ip_network("10.40.0.0/24") or host == "203.0.113.20"
+            assert ipaddress.ip_address(host) in ipaddress.ip_network("10.40.0.0/24") or host == "10.99.0.3"
 
 
 @pytest.mark.fast

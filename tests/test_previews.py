@@ -401,6 +401,10 @@ def test_diagram_has_every_tier_and_only_allowed_flows():
     tiers = nodes(state)
     assert set(tiers.values()) == set(TIERS)
     for edge in flows(state):
+        if edge.source == INTERNET and edge.label == "51820":
+            # A management endpoint's WireGuard port (UDP): on each product's entry host only.
+            assert edge.target in ("kro-prod-droplet", "giv-prod-ops-droplet", "pencom-prod-edge"), edge
+            continue
         if edge.source == INTERNET:
             assert tiers[edge.target] in ("edge", "app") and edge.label in ("80", "443"), edge
             assert tiers[edge.target] == "edge" or edge.target.endswith("-app-app"), edge
@@ -693,7 +697,8 @@ def test_diagram_draws_on_prem_hosts_from_their_ufw_rules_with_the_waiver():
     assert Edge("pencom-prod-app", "pencom-prod-data", "5432") in edges
     internal = {"pencom-prod-app", "pencom-prod-data", "pencom-prod-storage"}
     assert not [e for e in edges if e.source in (INTERNET, ADMINS) and e.target in internal]
-    assert {e.label for e in edges if e.source == INTERNET and e.target == "pencom-prod-edge"} == {"80", "443"}
+    # The web, and the management network's WireGuard endpoint (UDP).
+    assert {e.label for e in edges if e.source == INTERNET and e.target == "pencom-prod-edge"} == {"80", "443", "51820"}
 
 
 # --- summary ----------------------------------------------------------------------------------

@@ -59,8 +59,9 @@ def test_preview_leaves_scripts_built_from_new_resources_unknown(stack):
     # The file deliveries of certificates and keys, every backup's credentials and every
     # datastore init depend on resources that do not exist before the first up. Pencom's
     # admin-session log scripts deliver the session CA (and the collector's certificate and
-    # key) that the program's own tls resources create.
-    delivery = re.compile(r"-(files|secrets)-|-session-(shipping|collector)$")
+    # key) that the program's own tls resources create; every management endpoint's WireGuard
+    # script, its generated key.
+    delivery = re.compile(r"-(files|secrets)-|-session-(shipping|collector)$|-setup-wireguard$")
     assert {n for n in unknown if delivery.search(n)} and {n for n in unknown if n.endswith("-backup-credentials")}
     assert all(delivery.search(n) or n.endswith(("-backup-credentials", "-init")) for n in unknown), unknown
     # A service's plain config is its own resource: known, so a preview shows its diff.
@@ -68,8 +69,9 @@ def test_preview_leaves_scripts_built_from_new_resources_unknown(stack):
     if stack == "staging":
         # the two point-in-time jobs add their credentials, Pencom's four session-log scripts
         # their TLS material, its mutual-TLS terminator and three sidecars their files and
-        # secrets (a config and its certificates travel together)
-        assert len(unknown) == 54
+        # secrets (a config and its certificates travel together), the four management endpoints
+        # (KRO, GIV's ops droplet, Pencom's edge, V-EdFinance) their keys
+        assert len(unknown) == 58
 
 
 def test_readme_count_of_unknown_scripts_is_in_the_preview_json():

@@ -102,8 +102,11 @@ def test_host_is_hardened(revealed):
     ufw = revealed.named("vedfinance-staging-setup-ufw")["inputs"]["stdin"]
     assert "ufw default deny incoming" in ufw
     world = [l for l in ufw.splitlines() if "from 0.0.0.0/0" in l or "from ::/0" in l]
-    assert world and all(" port 80 " in l or " port 443 " in l for l in world)
-    assert "from 198.51.100.10/32 to any port 22" in ufw
+    # The web, and the management network's WireGuard port (UDP).
+    assert world and all(" port 80 " in l or " port 443 " in l or ("proto udp" in l and " port 51820 " in l)
+                         for l in world)
+    # SSH from the management network; from admin_cidrs only because staging's break-glass is on.
+    assert "from 10.98.0.0/24 to any port 22" in ufw and "from 198.51.100.10/32 to any port 22" in ufw
     sshd = revealed.named("vedfinance-staging-setup-sshd")["inputs"]["stdin"]
     assert "PermitRootLogin no" in sshd and "PasswordAuthentication no" in sshd
     assert "ensure_service_enabled fail2ban" in revealed.named("vedfinance-staging-setup-fail2ban")["inputs"]["stdin"]

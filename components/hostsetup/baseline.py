@@ -155,19 +155,24 @@ def host_baseline(*, sshd: SshdPolicy, fail2ban_ignore: Sequence[str] = (),
                   directories: Sequence[tuple[str, str, str]] = (),
                   firewall: str | None = None, proxy: str | None = None,
                   docker_firewall: str | None = None,
-                  access: AdminAccess | None = None) -> dict[str, "pulumi.Input[str]"]:
+                  access: AdminAccess | None = None,
+                  wireguard: "pulumi.Input[str] | None" = None) -> dict[str, "pulumi.Input[str]"]:
     """The baseline every host gets, as separately re-runnable scripts. ``firewall`` is a UFW
     section for hosts without a provider firewall in front of them (on-prem); ``proxy`` points
     an egress-locked host's apt and Docker at the egress proxy, before anything is installed;
     ``docker_firewall`` filters Docker-published ports and container egress. With ``access``,
     the sshd script (then an Output: the CA's public key is one) first sets up the admin
     account and the CA files, and sshd trusts the CA and reads authorized_keys only for the
-    users in ``sshd.allow_users`` (the deploy user, a bootstrap user)."""
+    users in ``sshd.allow_users`` (the deploy user, a bootstrap user). ``wireguard`` is the
+    host's management-network script (``components.wireguard``, rendered with its secret key),
+    run right after the firewall, so a first deploy under break-glass sets it up early."""
     scripts = {}
     if proxy is not None:
         scripts["proxy"] = script(proxy)
     if firewall is not None:
         scripts["ufw"] = script(firewall)
+    if wireguard is not None:
+        scripts["wireguard"] = wireguard
     scripts |= {
         "base": script(base_section()),
         "sshd": _sshd_script(sshd, access),

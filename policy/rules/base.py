@@ -70,6 +70,26 @@ T_CF_API_TOKEN = "cloudflare:index/apiToken:ApiToken"
 T_CF_RECORD = "cloudflare:index/dnsRecord:DnsRecord"
 T_R2_BACKUP = "platform:components:R2Backup"
 T_ONPREM = "platform:components:OnPremVps"
+T_MANAGEMENT = "platform:components:ManagementNetwork"
+WIREGUARD_PORT = 51820
+"""The management network's UDP port when no ManagementNetwork component says otherwise."""
+
+
+def wireguard_ports(args) -> set[int]:
+    """The management network's UDP ports in the stack (``platform:components:ManagementNetwork``
+    ``listenPort``); the default when the stack has none, or for a resource policy (no stack)."""
+    found = set()
+    for item in by_type(args, T_MANAGEMENT) if hasattr(args, "resources") else ():
+        port = integer(item.props.get("listenPort"))
+        if port:
+            found.add(port)
+    return found or {WIREGUARD_PORT}
+
+
+def is_wireguard_rule(protocol: Any, range_: Optional[tuple[int, int]], ports: set[int]) -> bool:
+    """A UDP rule for exactly the management network's port: the one non-web port an entry host
+    opens to the internet (WireGuard answers no packet without a peer's key)."""
+    return str(protocol) == "udp" and range_ is not None and range_[0] == range_[1] and range_[0] in ports
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,11 @@ from policy.parsers.ufw import ufw_rules
 from policy.rules.base import (CRITICAL, HIGH, MANDATORY, MEDIUM, MISSING_PRODUCTION,
                                PRODUCTION_PROPERTY, SECRET_MASK, T_APP, T_CF_RECORD, T_CLUSTER,
                                T_COMMAND, T_CONTAINER, T_DB_FIREWALL, T_DNS, T_DROPLET,
-                               T_FIREWALL, T_ONPREM, T_R2_BACKUP, T_UPTIME, T_UPTIME_ALERT,
+                               T_FIREWALL, T_MANAGEMENT, T_ONPREM, T_R2_BACKUP, T_UPTIME, T_UPTIME_ALERT,
                                WEB_PORTS, Case, by_type, firewall_tier, integer, is_internal, is_world, items,
                                labels_of, mapping, network, port_range, production,
-                               resource_policy, stack_policy, stdin_of, today, walk_strings,
+                               resource_policy, stack_policy, stdin_of, today, walk_strings, wireguard_ports,
+                               is_wireguard_rule,
                                DO)
 from policy.rules.fixtures import container, doc, res, script, urn
 from synth.replacements import DEPENDENCY_LOSS, STATEFUL_TYPES
@@ -359,12 +360,19 @@ def _host_map(args):
     return hosts
 
 
-def _source_tiers(cidr, hosts):
+def management_networks(args) -> list:
+    """The stack's management networks (``platform:components:ManagementNetwork``)."""
+    return [n for n in (network(m.props.get("network")) for m in by_type(args, T_MANAGEMENT)) if n is not None]
+
+
+def _source_tiers(cidr, hosts, managed=()):
     if cidr == "any" or is_world(cidr):
         return "internet", {"internet"}
     parsed = network(cidr)
     if parsed is None:
         return cidr, {"internet"}
+    if any(parsed.version == m.version and parsed.subnet_of(m) for m in managed):
+        return cidr, {"mgmt"}  # DESIGN.md "mgmt: admin CIDRs / VPN only": the WireGuard network
     for address, (name, tiers, _) in hosts.items():
         if parsed.num_addresses == 1 and ipaddress.ip_address(address) in parsed:
             return name, tiers
@@ -375,6 +383,8 @@ def _source_tiers(cidr, hosts):
 
 def _check_reachability(args):
     hosts = _host_map(args)
+    managed = management_networks(args)
+    vpn = wireguard_ports(args)
     droplets = {d.urn: d for d in by_type(args, T_DROPLET)}
     for firewall in by_type(args, T_FIREWALL):
         tier = firewall_tier(firewall.props.get("name"))
@@ -382,6 +392,7 @@ def _check_reachability(args):
             rule = mapping(rule)
             range_ = port_range(rule.get("portRange"))
             if range_ and rule.get("protocol") != "icmp" and any(is_world(s) for s in items(rule.get("sourceAddresses"))) \
+                    and not is_wireguard_rule(rule.get("protocol"), range_, vpn) \
                     and not allowed_flow({"internet"}, tier or "none", [range_]):
                 flow = f"internet->{firewall.props.get('name')}:{rule.get('portRange')}"
                 yield (f"internet -> {firewall.props.get('name')} ({tier}) on {rule.get('portRange')}: "
@@ -419,8 +430,11 @@ def _check_reachability(args):
         for rule in rules:
             if rule.action not in ("allow", "limit") or rule.direction != "in":
                 continue
-            source, tiers = _source_tiers(rule.src, hosts)
+            source, tiers = _source_tiers(rule.src, hosts, managed)
             if host is None and "internet" not in tiers:
+                continue
+            ranges = rule.port_ranges()
+            if "internet" in tiers and len(ranges) == 1 and is_wireguard_rule(rule.proto, ranges[0], vpn):
                 continue
             destination = host[2] if host else None
             # A host of unknown tier is judged at its kindest (edge): only 80/443 may face the world.

@@ -15,6 +15,7 @@ from components.dockerhost import Workload
 from components.droplet_stack import DropletBackups, DropletStack, DropletStackArgs
 from components.monitoring import HostMonitoring
 from components.service_files import HostFile, host_path_for
+from stacks import management
 from stacks.backups import provision_backup
 from stacks.giv.config import SSH_KEY_SECRET, GivConfig
 from stacks.giv.plan import BACKUP_SERVICE, MEDIA, plan
@@ -95,7 +96,10 @@ def build(ctx, cfg: GivConfig) -> dict:
     ops = DropletStack(p.ops, DropletStackArgs(
         region=p.region, size=cfg.ops_droplet.size, image="ubuntu-24-04-x64",
         ssh_key_fingerprints=cfg.ops_droplet.ssh_key_fingerprints, vpc_id=vpc.id,
-        admin_cidrs=env.admin_cidrs, ssh_private_key=ctx.secret(SSH_KEY_SECRET), access=ctx.admin_access(),
+        admin_cidrs=management.public_ssh_sources(env.management, env.admin_cidrs),
+        wireguard=management.endpoint(env.management, "giv"),
+        connect_address=management.connect_address(env.management, "giv", None),
+        ssh_private_key=ctx.secret(SSH_KEY_SECRET), access=ctx.admin_access(),
         tier=tiers.Tier.MGMT, tags=list(p.tags), backups=DropletBackups() if prod else None,
         project_id=project.id, protect=prod, reserved_ip=False, directories=p.ops_directories, egress=p.ops_egress,
         workload=Workload(watch.specs, files={BACKUP_SERVICE: ca_files, **watch.files}, secret_env=watch.secret_env),
@@ -120,6 +124,7 @@ def build(ctx, cfg: GivConfig) -> dict:
         "live_url": app.live_url,
         "media_bucket": bucket.name,
         "domains": [f"https://{d}" for d in p.domains],
+        "wireguard": management.endpoint_output(env.management, "giv", ops.public_ip, ops.wireguard_public_key),
     }
     product.register_outputs(outputs)
     return outputs

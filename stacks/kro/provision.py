@@ -17,7 +17,7 @@ from components.droplet_stack import DropletBackups, DropletStack, DropletStackA
 from components.ingress import Ingress, IngressRoute
 from components.monitoring import HostMonitoring
 from components.service_files import HostFile, host_path_for
-from stacks import secret_keys
+from stacks import management, secret_keys
 from stacks.backups import provision_backup
 from stacks.kro.config import SSH_KEY_SECRET, KroConfig
 from stacks.kro.plan import plan
@@ -73,7 +73,10 @@ def build(ctx, cfg: KroConfig) -> dict:
     host = DropletStack(name, DropletStackArgs(
         region=p.region, size=cfg.droplet.size, image=cfg.droplet.image,
         ssh_key_fingerprints=cfg.droplet.ssh_key_fingerprints, vpc_id=vpc.id,
-        admin_cidrs=env.admin_cidrs, ssh_private_key=ctx.secret(SSH_KEY_SECRET), access=ctx.admin_access(),
+        admin_cidrs=management.public_ssh_sources(env.management, env.admin_cidrs),
+        wireguard=management.endpoint(env.management, "kro"),
+        connect_address=management.connect_address(env.management, "kro", None),
+        ssh_private_key=ctx.secret(SSH_KEY_SECRET), access=ctx.admin_access(),
         registry_auth=secret_keys.registry_auth("kro", [s.image for s in cfg.services]),
         tier=tiers.Tier.EDGE, workload_tiers=[tiers.Tier.APP], tags=list(p.tags),
         backups=DropletBackups() if cfg.droplet.backups else None,
@@ -104,6 +107,7 @@ def build(ctx, cfg: KroConfig) -> dict:
         "database_host": database.private_host,
         "backup_bucket": backup.bucket.name,
         "urls": [f"https://{h}" for h in p.hosts],
+        "wireguard": management.endpoint_output(env.management, "kro", host.public_ip, host.wireguard_public_key),
     }
     product.register_outputs(outputs)
     return outputs

@@ -1,6 +1,7 @@
 """Pencom's network plan: each node's tier role and firewall rules, what its containers may
 reach (egress locks, the peers on the internal network) and the flows it may never open, as
-plain values from the config and the admin CIDRs. ``plan`` carries the result per node;
+plain values from the config and the edge's SSH sources (the management network, and the
+admin CIDRs only under break-glass: ``stacks.management.ssh_sources``). ``plan`` carries the result per node;
 ``provision`` hands it to ``OnPremVps``."""
 
 from __future__ import annotations

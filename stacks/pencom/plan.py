@@ -13,6 +13,7 @@ from components.containers import ContainerSpec, PublishedPort
 from components.ingress import NGINX_IMAGE
 from components.mongo_init import check_mongo_names
 from components.postgres_init import check_init_plan, hba_file_args
+from stacks import management
 from stacks.pencom.config import (CA_PATH, MINIO_CA_PATH, MINIO_ROOT_USER, PORTS, PROXY_SERVICE, REDIS_USER,
                                   RESERVED_LABELS, TLS_DIR, PencomConfig)
 from stacks.pencom.mtls import METRICS_CALLER, TERMINATOR, MtlsPlan, callees, mtls_plan, mtls_spec, sidecar_name
@@ -291,5 +292,8 @@ def plan(cfg: PencomConfig, environment) -> PencomPlan:
         pg_roles={role_name(s): ref for s, ref in pg_role.items()}, mongo_users=mongo_user, pg_readers=pg_readers,
         proxy_ports=ports, scrape=scrape, backups=tuple(backups), backup_job_names=tuple(backup_jobs(name, cfg)),
         cluster_rpo=cluster_rpo, minio_api=minio_api,
-        nodes=node_networks(cfg, tuple(environment.admin_cidrs)), session_peer=session_peer_name(name), mtls=mt)
+        # The edge's SSH answers from the management network (and admin_cidrs under break-glass);
+        # the internal nodes' from the edge, their jump host.
+        nodes=node_networks(cfg, management.ssh_sources(environment.management, environment.admin_cidrs)),
+        session_peer=session_peer_name(name), mtls=mt)
 

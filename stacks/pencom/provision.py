@@ -19,7 +19,7 @@ from components.onprem import OnPremVps, OnPremVpsArgs
 from components.postgres_init import HBA_PATH, render_init_sql, render_pg_hba
 from components.backupscripts import replication_role_sql
 from components.service_files import HostFile, host_path_for
-from stacks import secret_keys
+from stacks import management, secret_keys
 from stacks.pencom.config import (BACKUP_READER, CA_PATH, DOCKER_POOLS, MINIO_CA_PATH, MINIO_ROOT_USER,
                                   MINIO_TUNNEL_HOST, PROXY_SERVICE, REDIS_USER, SSH_KEY_SECRET, TLS_DIR,
                                   NodeConfig, PencomConfig)
@@ -39,8 +39,13 @@ PG_READY = "pg_isready -h 127.0.0.1 -U postgres -q"
 def _nodes(ctx, cfg: PencomConfig, p: PencomPlan, child: pulumi.ResourceOptions, workload: Workload) -> OnPremVps:
     """The edge node, firewalled by the tier model: the bastion and egress proxy of the others."""
     n, net = cfg.nodes, p.nodes["edge"]
+    mgmt = ctx.environment.management
     return OnPremVps(f"{p.name}-edge", OnPremVpsArgs(
-        address=n.edge.public_address, private_address=n.edge.private_address, private_key=ctx.secret(SSH_KEY_SECRET),
+        # The deploy runner reaches the edge over the management network (it is a peer), the
+        # internal nodes through the edge; with break-glass on, on the edge's public address.
+        address=management.connect_address(mgmt, "pencom", n.edge.public_address),
+        wireguard=management.endpoint(mgmt, "pencom"),
+        private_address=n.edge.private_address, private_key=ctx.secret(SSH_KEY_SECRET),
         registry_auth=secret_keys.registry_auth("pencom", images(cfg)),
         ssh_port=n.edge.ssh_port, bootstrap_user=n.edge.bootstrap_user, access=ctx.admin_access(),
         directories=monitoring.data_directories(f"/srv/{p.name}-edge"),
@@ -241,6 +246,8 @@ def build(ctx, cfg: PencomConfig) -> dict:
 
     outputs = {
         "edgeAddress": n.edge.public_address,
+        "wireguard": management.endpoint_output(ctx.environment.management, "pencom", n.edge.public_address,
+                                                edge.wireguard_public_key),
         "urls": [f"https://{r.host}" for r in cfg.routes],
         "waivers": [w.name for w in cfg.read_waivers],
         "internalCaPem": ca.cert_pem,

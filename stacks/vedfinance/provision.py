@@ -15,7 +15,7 @@ from components.dockerhost import Workload
 from components.onprem import OnPremVps, OnPremVpsArgs
 from components.postgres_init import HBA_PATH, render_init_sql, render_pg_hba
 from components.service_files import HostFile, host_path_for
-from stacks import secret_keys
+from stacks import management, secret_keys
 from stacks.backups import provision_backup
 from stacks.product import Product, SecretResolver, host_monitoring, merge_env
 from stacks.shared_config import container_egress_lock
@@ -36,6 +36,7 @@ def build(ctx, cfg: VedfinanceConfig) -> dict:
     child = pulumi.ResourceOptions(parent=product)
     secrets = SecretResolver(product, ctx.secret)
     by_name = {s.name: s for s in cfg.services}
+    mgmt = ctx.environment.management
 
     # The backup runner reaches Postgres on loopback, also with verify-full: 127.0.0.1 is a SAN.
     ca = InternalCa(f"{name}-ca", common_name=f"{name} internal CA", opts=child,
@@ -64,10 +65,13 @@ def build(ctx, cfg: VedfinanceConfig) -> dict:
                             probes=[f"https://{r.host}" for r in cfg.routes], backup_jobs=list(p.backup_job_names))
     service_env = {s: env for s, service in p.env.items() if (env := secrets.env(service.secret))}
     host = OnPremVps(name, OnPremVpsArgs(
-        address=cfg.host.address, private_key=ctx.secret(SSH_KEY_SECRET), ssh_port=cfg.host.ssh_port,
+        address=management.connect_address(mgmt, "vedfinance", cfg.host.address),
+        wireguard=management.endpoint(mgmt, "vedfinance"),
+        private_key=ctx.secret(SSH_KEY_SECRET), ssh_port=cfg.host.ssh_port,
         registry_auth=secret_keys.registry_auth("vedfinance", [s.image for s in cfg.services]),
         bootstrap_user=cfg.host.bootstrap_user, access=ctx.admin_access(),
-        role=tiers.HostRole(tier=tiers.Tier.EDGE, ssh_cidrs=tuple(ctx.environment.admin_cidrs)),
+        role=tiers.HostRole(tier=tiers.Tier.EDGE,
+                            ssh_cidrs=management.ssh_sources(mgmt, ctx.environment.admin_cidrs)),
         directories=monitoring.data_directories(f"/srv/{name}"),
         egress=container_egress_lock(
             cfg.egress, bridge="ved-ctr",
@@ -98,6 +102,7 @@ def build(ctx, cfg: VedfinanceConfig) -> dict:
             protect=p.production, opts=child)
 
     outputs = {"address": cfg.host.address, "urls": [f"https://{r.host}" for r in cfg.routes],
+               "wireguard": management.endpoint_output(mgmt, "vedfinance", cfg.host.address, host.wireguard_public_key),
                # Grafana listens on the VPS's loopback: ssh -L 3300:127.0.0.1:3300 deploy@<address>.
                "grafanaAdminPassword": pulumi.Output.secret(grafana_password)}
     product.register_outputs(outputs)

@@ -1,0 +1,166 @@
+"""The management network's WireGuard endpoints, as pure renderers: a host's ``wg0.conf`` and
+the script section that installs Debian's ``wireguard-tools``, delivers the file through the
+host-delivery primitive (checked by ``wg-quick strip``, applied by ``wg syncconf`` through the
+unit's reload, so a change of peers never drops the tunnel an operator or the deploy runner is
+using) and keeps ``wg-quick@wg0`` enabled and running.
+
+Every host a product reaches from outside (Pencom's edge node, KRO's droplet, GIV's ops
+droplet, V-EdFinance's VPS) is one endpoint with its own address in the stack's management
+network (``environment.management``); its SSH answers only from that network unless
+break-glass is on. Pencom's internal nodes are reached through the edge's sshd (ProxyJump),
+not routed: no forwarding or NAT on the edge, and every hop is a certificate login that sshd
+logs with its key ID.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import textwrap
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
+
+from components import hostsetup, tiers
+
+if TYPE_CHECKING:
+    import pulumi
+
+INTERFACE = "wg0"
+CONFIG_PATH = f"/etc/wireguard/{INTERFACE}.conf"
+DEFAULT_LISTEN_PORT = 51820
+KEY_BYTES = 32
+"""A Curve25519 key: 32 bytes, written as 44 characters of base64 (wg(8))."""
+
+
+def key_problem(value: str) -> str | None:
+    """Why ``value`` is not a WireGuard key (base64 of 32 bytes, as ``wg genkey`` / ``wg pubkey``
+    print it), or None."""
+    text = value.strip()
+    if len(text) != 44 or not text.endswith("="):
+        return "is not a WireGuard key: 44 characters of base64 ending in '=' (`wg pubkey < private.key`)"
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (ValueError, TypeError):
+        return "is not a WireGuard key: not base64 (`wg pubkey < private.key` prints one)"
+    if len(raw) != KEY_BYTES:
+        return f"is not a WireGuard key: {len(raw)} bytes, not {KEY_BYTES}"
+    return None
+
+
+def public_key(private_key_b64: str) -> str:
+    """The public half of a WireGuard private key (base64), as ``wg pubkey`` computes it: X25519
+    with the key clamped (RFC 7748), which ``cryptography`` does on load."""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    key = X25519PrivateKey.from_private_bytes(base64.b64decode(private_key_b64))
+    return base64.b64encode(key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
+
+
+@dataclass(frozen=True)
+class Peer:
+    """An engineer's or the deploy runner's WireGuard key: ``name`` (a comment in the file),
+    ``public_key`` (base64) and ``address``, its one address in the management network."""
+
+    name: str
+    public_key: str
+    address: str
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One host's WireGuard endpoint: its ``address`` in the management ``network`` (a CIDR),
+    the UDP ``listen_port`` and the ``peers`` it admits. Its private key is a generated secret
+    (``random.RandomBytes`` in the host's component), never part of this value."""
+
+    address: str
+    network: str
+    peers: tuple[Peer, ...]
+    listen_port: int = DEFAULT_LISTEN_PORT
+
+    def __post_init__(self) -> None:
+        net = ipaddress.ip_network(self.network)
+        if ipaddress.ip_address(self.address) not in net:
+            raise ValueError(f"endpoint address {self.address} is outside {self.network}")
+
+
+def inbound_rule(endpoint: Endpoint) -> tiers.InboundRule:
+    """The endpoint's UDP port, open to the internet: WireGuard answers no packet that does not
+    carry a peer's key (silent to scans), and peers roam between networks."""
+    return tiers.InboundRule(endpoint.listen_port, "udp", tiers.WORLD_CIDRS, reason=tiers.WIREGUARD_REASON)
+
+
+def render_wg_conf(endpoint: Endpoint, private_key: str) -> str:
+    """``/etc/wireguard/wg0.conf`` for wg-quick(8): the interface's address with the network's
+    prefix (so the kernel routes the whole management network to wg0), the port, the private
+    key, and one ``[Peer]`` per peer admitting exactly its one address (``AllowedIPs`` /32 or
+    /128: a peer cannot speak for another). ``private_key`` is the base64 key, rendered inside
+    an apply (the file is a secret)."""
+    prefix = ipaddress.ip_network(endpoint.network).prefixlen
+    out = [textwrap.dedent(f"""\
+        # Managed by the platform program (components/wireguard.py): the management network.
+        [Interface]
+        Address = {endpoint.address}/{prefix}
+        ListenPort = {endpoint.listen_port}
+        PrivateKey = {private_key}
+        """)]
+    for peer in endpoint.peers:
+        bits = ipaddress.ip_address(peer.address).max_prefixlen
+        out.append(f"\n# {peer.name}\n[Peer]\nPublicKey = {peer.public_key}\nAllowedIPs = {peer.address}/{bits}\n")
+    return "".join(out)
+
+
+def wireguard_section(endpoint: Endpoint, private_key: str) -> str:
+    """Install wireguard-tools, deliver wg0.conf (0600, root; validated by ``wg-quick strip``,
+    applied by ``systemctl reload wg-quick@wg0``: ``wg syncconf``, which keeps existing sessions),
+    and keep ``wg-quick@wg0`` enabled and answering ``wg show wg0``.
+
+    A kernel without WireGuard (a container-based VPS) gets Debian's ``wireguard-go``, which
+    wg-quick uses when the kernel refuses the link; where there is no ``/dev/net/tun`` either
+    (a container without it, such as the rehearsal's boxes) the unit is reported skipped, as
+    auditd is, instead of failing: such a host keeps SSH only under break-glass, and a deploy
+    without it cannot reach the host at all, so the gap shows at once."""
+    return "\n".join([
+        "ensure_packages wireguard-tools",
+        "wireguard_in_kernel() { [ -d /sys/module/wireguard ] || modprobe -q wireguard 2>/dev/null; }",
+        "if ! wireguard_in_kernel; then",
+        "ensure_packages wireguard-go",
+        "fi",
+        hostsetup.directories_section([("/etc/wireguard", "0700", "root:root")]),
+        hostsetup.deliver_file(
+            CONFIG_PATH, "0600", "root:root", render_wg_conf(endpoint, private_key),
+            validate=f"wg-quick strip {INTERFACE} >/dev/null",
+            on_change=f"if systemctl is-active --quiet wg-quick@{INTERFACE}; then "
+                      f"systemctl reload wg-quick@{INTERFACE}; fi"),
+        "if wireguard_in_kernel || [ -c /dev/net/tun ]; then",
+        f"  ensure_service_enabled wg-quick@{INTERFACE} wg show {INTERFACE}",
+        "else",
+        f'  echo "skipped: wg-quick@{INTERFACE} (no WireGuard in this kernel and no /dev/net/tun: a container)"',
+        "fi",
+    ])
+
+
+def client_config(endpoint: Endpoint, endpoint_host: str, server_public_key: str, peer: Peer,
+                  allowed: Sequence[str] = ()) -> str:
+    """What a peer puts in its own ``[Peer]`` section for this endpoint (its ``[Interface]``
+    holds its own key): the endpoint's public key, ``endpoint_host:port`` and the endpoint's
+    address as ``AllowedIPs`` (plus ``allowed``)."""
+    bits = ipaddress.ip_address(endpoint.address).max_prefixlen
+    ips = ", ".join([f"{endpoint.address}/{bits}", *allowed])
+    return (f"# {peer.name} -> {endpoint_host}\n[Peer]\nPublicKey = {server_public_key}\n"
+            f"Endpoint = {endpoint_host}:{endpoint.listen_port}\nAllowedIPs = {ips}\nPersistentKeepalive = 25\n")
+
+
+def management_network(name: str, *, network: str, listen_port: int, endpoints: dict[str, str],
+                       break_glass: dict) -> "pulumi.ComponentResource":
+    """Registers the stack's management network as a component (``platform:components:
+    ManagementNetwork``, no children) so the policy pack can read it: its ``network``, the UDP
+    ``listenPort``, each product's endpoint address and the ``breakGlass`` state (``enabled``,
+    ``reason``, ``expires`` as YYYY-MM-DD or None)."""
+    import pulumi
+
+    props = {"network": network, "listenPort": listen_port, "endpoints": dict(endpoints),
+             "breakGlass": dict(break_glass)}
+    component = pulumi.ComponentResource("platform:components:ManagementNetwork", name, props)
+    component.register_outputs(props)
+    return component
