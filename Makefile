@@ -12,15 +12,20 @@ synth:
 # The fast and real-tool tiers, in parallel (pytest-xdist). The lab tier (real Debian boxes,
 # marker `rehearsal`) runs with `make test-rehearsal`, and both in sequence with `make test-all`
 # (README, "The lab tier in CI": not in `make test` until it has had a green run).
+#
+# PYTHONDONTWRITEBYTECODE is emptied for the tests (this machine's image sets it): without
+# bytecode caches every xdist worker rewrites and compiles every test module again, and every
+# `python -m synth` a test starts compiles the program again (collection 8 CPU s -> 4 per
+# worker; README, "Test cost"). The caches are __pycache__/ folders, ignored by git.
 test:
 	@scripts/bootstrap.sh dev
-	PATH="$(CURDIR)/.venv/bin:$$PATH" $(PY) -m pytest -n auto -m "not rehearsal"
+	PYTHONDONTWRITEBYTECODE= PATH="$(CURDIR)/.venv/bin:$$PATH" $(PY) -m pytest -n auto -m "not rehearsal"
 
 # The lab tier in one pytest session, never in parallel: the modules that boot labs of their
 # own first, then one staging lab shared by the rest (tests/rehearsal/conftest.py).
 test-rehearsal:
 	@scripts/bootstrap.sh dev
-	PATH="$(CURDIR)/.venv/bin:$$PATH" $(PY) -m pytest -p no:xdist -m rehearsal
+	PYTHONDONTWRITEBYTECODE= PATH="$(CURDIR)/.venv/bin:$$PATH" $(PY) -m pytest -p no:xdist -m rehearsal
 
 test-all: test test-rehearsal
 

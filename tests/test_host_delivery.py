@@ -207,10 +207,10 @@ WRITTEN = re.compile(r"^if put_file (\S+) ", re.M)
 
 @pytest.fixture(scope="module")
 def staging():
-    from synth.run import synth_stack
     from synth.state import State
+    from tests.conftest import synth_once
 
-    return State(synth_stack("staging", reveal_secrets=True)), State(synth_stack("staging"))
+    return State(synth_once("staging", reveal_secrets=True)), State(synth_once("staging"))
 
 
 @pytest.mark.fast

@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 
 from components import hostsetup
-from synth.run import synth_stack
 from synth.state import State
-from tests.conftest import require_tool
+from tests.conftest import require_tool, synth_once
 
 pytestmark = pytest.mark.realtool
 
@@ -21,7 +20,7 @@ STACKS = ["prod", "staging"]
 @pytest.fixture(scope="module")
 def states() -> dict[str, State]:
     # Revealed: the credentials script is a secret input, and it must pass shellcheck too.
-    return {s: State(synth_stack(s, reveal_secrets=True)) for s in STACKS}
+    return {s: State(synth_once(s, reveal_secrets=True)) for s in STACKS}
 
 
 def _scripts(state: State) -> dict[str, str]:

@@ -13,6 +13,7 @@ from stacks.errors import ConfigError
 from synth.diff import EXIT_SAFE, EXIT_WARNING, diff_states, markdown
 from synth.replacements import MAINTENANCE_LABEL, maintenance_of
 from synth.run import synth_stack
+from tests.conftest import synth_once
 from tests.test_config_boundary import _raw
 
 OLD, NEW = "postgres:17.2-bookworm", "postgres:17.3-bookworm"
@@ -72,7 +73,7 @@ def test_only_a_container_that_writes_data_takes_an_acknowledgement(stack_docume
 
 @pytest.fixture(scope="module")
 def prod_base():
-    return synth_stack("prod")
+    return synth_once("prod")
 
 
 def _synth(document: dict, write_stack) -> dict:

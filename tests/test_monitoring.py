@@ -145,10 +145,10 @@ def _labels(series: str) -> dict:
 @pytest.mark.fast
 def test_droplets_and_public_hostnames_are_monitored_on_digitalocean():
     from synth.mockdata import mock_id
-    from synth.run import synth_stack
     from synth.state import State
+    from tests.conftest import synth_once
 
-    state = State(synth_stack("prod"))
+    state = State(synth_once("prod"))
     for droplet in ("kro-prod-droplet", "giv-prod-ops-droplet"):
         droplet_id = mock_id("digitalocean:index/droplet:Droplet", droplet)
         alerts = [a for a in state.of_type("digitalocean:index/monitorAlert:MonitorAlert")

@@ -21,7 +21,7 @@ from policy.rules import CASES, CATALOG, POLICIES
 from policy.rules.base import MISSING_PRODUCTION, PACK_NAME, PACK_VERSION
 from policy.rules.fixtures import container, doc, res
 from synth.engine import PROJECT_ROOT
-from synth.run import synth_stack
+from tests.conftest import synth_once
 
 pytestmark = pytest.mark.fast
 
@@ -226,7 +226,7 @@ def test_plaintext_rule_is_not_applicable_without_secret_knowledge():
 
 @pytest.fixture(scope="module")
 def prod_state():
-    return synth_stack("prod", reveal_secrets=True)
+    return synth_once("prod", reveal_secrets=True)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -236,7 +236,7 @@ def test_prod_is_clean_with_its_waivers(prod_state, mode):
 
 
 def test_staging_is_clean_with_its_waivers():
-    violations = evaluate(synth_stack("staging", reveal_secrets=True), load_policy_config("staging"))
+    violations = evaluate(synth_once("staging", reveal_secrets=True), load_policy_config("staging"))
     assert violations == [], violations
 
 

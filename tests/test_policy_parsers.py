@@ -148,7 +148,7 @@ def test_iam_statements_are_normalised_in_every_syntax():
 def test_heredoc_files_follow_bash_delimiters():
     script = ("if put_file /etc/a.conf 0644 root:root <<'EOF'; then\nx\n  EOF\nEOF\n  true\nfi\n"
               "cat > /etc/b.conf <<-END\n\tPermitRootLogin no\n\tEND\n")
-    assert written_files(script) == [("/etc/a.conf", "x\n  EOF\n"), ("/etc/b.conf", "PermitRootLogin no\n")]
+    assert written_files(script) == (("/etc/a.conf", "x\n  EOF\n"), ("/etc/b.conf", "PermitRootLogin no\n"))
 
 
 from hypothesis import HealthCheck, given, settings  # noqa: E402

@@ -16,7 +16,7 @@ from synth.flows import ADMINS, INTERNET, TIERS, Edge, flows, nodes
 from synth.diff import EXIT_SAFE, EXIT_WARNING, diff_states, markdown
 from synth.engine import PROJECT_ROOT
 from synth.state import State
-from tests.conftest import require_tool
+from tests.conftest import require_tool, synth_once
 from tests.diff_catalog import CATALOG, GOLDEN, golden_text, product_document, render
 
 URN = "urn:pulumi:prod::platform::{type}::{name}"
@@ -240,7 +240,7 @@ def test_diff_cli_exit_codes_and_secret_masking_on_real_synths(tmp_path, stack_d
     from synth.run import synth_stack
 
     base = tmp_path / "base.json"
-    base.write_text(json.dumps(synth_stack("prod")))
+    base.write_text(json.dumps(synth_once("prod")))
     document = stack_document("prod")
     document["config"]["platform:kro"]["services"][0]["secret_env"]["JWT_SECRET"] = "kro_jwt_secret_v2"
     document["config"]["platform:kro"]["droplet"]["image"] = "ubuntu-22-04-x64"
@@ -395,9 +395,7 @@ def test_diff_cli_bad_input_is_one_line_and_exit_2(tmp_path, content, message):
 
 @pytest.mark.fast
 def test_diagram_has_every_tier_and_only_allowed_flows():
-    from synth.run import synth_stack
-
-    state = State(synth_stack("prod"))
+    state = State(synth_once("prod"))
     tiers = nodes(state)
     assert set(tiers.values()) == set(TIERS)
     for edge in flows(state):
@@ -453,9 +451,7 @@ def test_svg_is_rendered_with_graphviz_one_file_per_product(tmp_path):
 
 @pytest.fixture(scope="module")
 def prod_state():
-    from synth.run import synth_stack
-
-    return State(synth_stack("prod"))
+    return State(synth_once("prod"))
 
 
 @pytest.mark.fast
@@ -621,10 +617,8 @@ def test_the_diff_cost_delta_says_what_the_docs_say_about_standby_prices():
 
 @pytest.mark.fast
 def test_committed_stacks_are_fully_priced():
-    from synth.run import synth_stack
-
     for stack in ("prod", "staging"):
-        assert estimate(synth_stack(stack), PriceTable.load())[1] == []
+        assert estimate(synth_once(stack), PriceTable.load())[1] == []
 
 
 # --- workflows --------------------------------------------------------------------------------
@@ -686,10 +680,7 @@ def test_preview_runs_on_pull_requests_with_offline_and_real_jobs():
 
 @pytest.mark.fast
 def test_diagram_draws_on_prem_hosts_from_their_ufw_rules_with_the_waiver():
-    from synth.run import synth_stack
-    from synth.state import State
-
-    state = State(synth_stack("prod"))
+    state = State(synth_once("prod"))
     tiers = nodes(state)
     assert {tiers[f"pencom-prod-{n}"] for n in ("edge", "app", "data", "storage")} == {"edge", "app", "data"}
     edges = flows(state)
@@ -705,10 +696,9 @@ def test_diagram_draws_on_prem_hosts_from_their_ufw_rules_with_the_waiver():
 
 @pytest.mark.fast
 def test_summary_shows_hosts_services_datastores_and_public_outputs():
-    from synth.run import synth_stack
     from synth.summary import datastores, hosts, markdown as summary_markdown, services
 
-    state = synth_stack("prod")
+    state = synth_once("prod")
     droplet = next(h for h in hosts(state) if h["host"] == "kro-prod-droplet")
     assert droplet["size"].startswith("s-") and droplet["image"].startswith("ubuntu-")
     assert any(h["host"] == "pencom-prod-edge" and h["size"] == "owned" for h in hosts(state))

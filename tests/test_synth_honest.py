@@ -20,19 +20,14 @@ import pytest
 from synth.engine import (PROJECT_ROOT, DuplicateUrn, MockDataError, PulumiUrnInput, SynthMocks,
                           run_program)
 from synth.run import synth_capture
+from tests.conftest import capture_once
 
 pytestmark = pytest.mark.fast
 
 COMMAND = "command:remote:Command"
 
-_CAPTURES: dict = {}
-
-
 def _stack_capture(stack: str, preview: bool):
-    # One synth per stack and mode for this module: each takes several seconds.
-    if (stack, preview) not in _CAPTURES:
-        _CAPTURES[stack, preview] = synth_capture(stack, preview=preview)
-    return _CAPTURES[stack, preview]
+    return capture_once(stack, preview=preview)  # one synth per stack and mode per session
 
 
 def _unknown_scripts(capture) -> list[str]:

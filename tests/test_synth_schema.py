@@ -14,6 +14,7 @@ import pytest
 
 from synth import sdkschema
 from synth.engine import run_program
+from tests.conftest import capture_once
 
 pytestmark = pytest.mark.fast
 
@@ -182,9 +183,7 @@ def _compare(ours: sdkschema.ObjectSchema, published: dict, types: dict, where: 
 @pytest.mark.parametrize("stack", ["staging", "prod"])
 def test_derivation_matches_the_shared_schemas_for_every_type_the_stacks_use(stack, tmp_path):
     schemas = _schema_files()
-    from synth.run import synth_capture
-
-    capture = synth_capture(stack)
+    capture = capture_once(stack)
     problems: list[str] = []
     seen: set = set()
     tokens = sorted({r["type"] for r in capture.resources if r["custom"]})

@@ -8,8 +8,8 @@ import json
 import pytest
 
 from stacks.errors import ConfigError
-from synth.run import synth_stack
 from synth.state import State
+from tests.conftest import synth_once
 
 pytestmark = pytest.mark.fast
 
@@ -18,12 +18,12 @@ CONTAINER = "docker:index/container:Container"
 
 @pytest.fixture(scope="module")
 def staging():
-    return State(synth_stack("staging"))
+    return State(synth_once("staging"))
 
 
 @pytest.fixture(scope="module")
 def revealed():
-    return State(synth_stack("staging", reveal_secrets=True))
+    return State(synth_once("staging", reveal_secrets=True))
 
 
 def _ved(state):
