@@ -9,6 +9,7 @@ capabilities dropped unless listed, never privileged, and ports bound by tier.
 from __future__ import annotations
 
 import datetime
+import posixpath
 import re
 from typing import Annotated, Literal
 
@@ -81,19 +82,71 @@ class PublishedPort(StrictModel):
     loopback: bool = Field(default=False, description="publish on 127.0.0.1 only (reached through an SSH tunnel)")
 
 
+RUNTIME_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock", "/run/containerd/containerd.sock",
+                   "/var/run/containerd/containerd.sock")
+"""Host paths of the container runtime's API sockets (CIS Docker Benchmark v1.6.0 5.31)."""
+
+SENSITIVE_HOST_DIRS = ("/boot", "/dev", "/etc", "/lib", "/proc", "/sys", "/usr", "/root", "/home", "/bin",
+                       "/sbin", "/var/lib/docker", "/var/lib/kubelet", "/var/run", "/run")
+"""Host directories no service container mounts, nor anything under them, read-only or not: the
+"sensitive host system directories" of CIS Docker Benchmark v1.6.0 5.5 (/, /boot, /dev, /etc, /lib,
+/proc, /sys, /usr) and KICS 1c1325ff "Volume Has Sensitive Host Directory" (/root, /home with their
+SSH keys, the runtimes' state and socket directories). ``/`` itself is refused too (not what is
+under it: every service directory is). The policy pack keeps the same list (policy/rules/containers.py)."""
+
+
+def normal_host_path(path: str) -> str:
+    """The absolute ``path`` as the kernel resolves its ``.``, ``..`` and repeated slashes
+    (``//run//x/../docker.sock`` is ``/run/docker.sock``); symlinks are not followed."""
+    return posixpath.normpath("/" + path.lstrip("/"))
+
+
+def sensitive_host_path(path: str) -> str | None:
+    """The sensitive directory (``SENSITIVE_HOST_DIRS``, or ``/``) that the absolute host ``path``
+    is or lies under once normalised (``/srv/../etc/x`` is ``/etc``), or None."""
+    clean = normal_host_path(path)
+    if clean == "/":
+        return "/"
+    return next((d for d in SENSITIVE_HOST_DIRS if clean == d or clean.startswith(d + "/")), None)
+
+
 class Mount(StrictModel):
-    host_path: str = Field(pattern=r"^/[^\s]*$", description="absolute path on the host")
+    """A bind mount of a service container. The host path is normalised before it is judged, so
+    ``..`` and doubled slashes reach no socket or system directory."""
+
+    host_path: str = Field(pattern=r"^/[^\s]*$", description="absolute path on the host, not /, not "
+                           "under a sensitive host directory (CIS Docker 5.5: /etc, /root, /proc, ...)")
     container_path: str = Field(pattern=r"^/[^\s]*$", description="absolute path in the container")
     read_only: bool = Field(default=True, description="mounted read-only unless false")
 
     @model_validator(mode="after")
     def _not_the_host(self) -> "Mount":
-        path = self.host_path.rstrip("/") or "/"
-        if path in ("/var/run/docker.sock", "/run/docker.sock", "/var/run", "/run"):
-            raise ValueError("mounting the Docker socket gives the container the host, even read-only")
-        if path == "/" and not self.read_only:
-            raise ValueError("mounting / writable gives the container the host; mount it read_only")
+        path = normal_host_path(self.host_path)
+        if path in RUNTIME_SOCKETS:
+            raise ValueError(f"{self.host_path} is the container runtime's socket: mounting it gives the "
+                             "container the host, even read-only (CIS Docker 5.31); remove the mount")
+        self._check_host_dir(path)
         return self
+
+    def _check_host_dir(self, path: str) -> None:
+        sensitive = sensitive_host_path(path)
+        if sensitive == "/":
+            raise ValueError("mounting the host's / gives the container the host, even read-only "
+                             "(CIS Docker 5.5); mount the service's own directory under /srv")
+        if sensitive:
+            raise ValueError(f"{self.host_path} is under the sensitive host directory {sensitive} "
+                             "(CIS Docker 5.5); mount the service's own directory under /srv")
+
+
+class ExporterMount(Mount):
+    """A mount of an exporter the program adds itself (node-exporter reads / read-only, cAdvisor
+    /sys, /var/lib/docker and /dev/disk): the one named exemption from the sensitive-directory
+    rule, never reachable from a stack file. The runtime socket stays refused; the policy pack
+    excuses these containers by the waivers node-exporter-host-root and cadvisor-host-paths."""
+
+    def _check_host_dir(self, path: str) -> None:
+        if not self.read_only:
+            raise ValueError("an exporter reads the host; mount it read_only")
 
 
 MAINTENANCE_LABEL = "platform.maintenance."

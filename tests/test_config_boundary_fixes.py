@@ -1,0 +1,62 @@
+"""Findings of the new-user review (December 2026), each refused at the config boundary with its
+exact key path and its fix, before any resource is registered."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.test_config_boundary import _has, _problems
+
+pytestmark = pytest.mark.fast
+
+
+def _mount(host_path, read_only=True):
+    def mutate(c):
+        c["platform:pencom"]["app_services"][0]["mounts"] = [
+            {"host_path": host_path, "container_path": "/t", "read_only": read_only}]
+    return mutate
+
+
+MOUNT = "platform:pencom.app_services[0] (core).mounts[0]"
+
+
+@pytest.mark.parametrize("mutate,path,text", [
+    # 1: the Docker socket reached through ``..`` or a doubled slash.
+    (_mount("/var/run/../run/docker.sock"), MOUNT, "container runtime's socket"),
+    (_mount("//run//docker.sock"), MOUNT, "container runtime's socket"),
+    # 2: / read-only is the host all the same.
+    (_mount("/"), MOUNT, "mounting the host's / gives the container the host, even read-only"),
+    (_mount("/srv/.."), MOUNT, "mounting the host's /"),
+    # 3: sensitive host directories and everything under them, however spelled.
+    (_mount("/etc", read_only=False), MOUNT, "under the sensitive host directory /etc (CIS Docker 5.5)"),
+    (_mount("/srv/../etc", read_only=False), MOUNT, "sensitive host directory /etc"),
+    (_mount("/root/.ssh", read_only=False), MOUNT, "sensitive host directory /root"),
+    (_mount("/proc/1/root"), MOUNT, "sensitive host directory /proc"),
+])
+def test_mounts_of_the_host_are_refused(stack_document, mutate, path, text):
+    document = stack_document("staging")
+    mutate(document["config"])
+    problems = _problems(document)
+    assert _has(problems, path, text), problems
+
+
+def test_a_service_directory_under_srv_is_still_mounted(stack_document):
+    from stacks.config import validate_stack_config
+    from tests.test_config_boundary import _raw
+
+    document = stack_document("staging")
+    _mount("/srv/pencom-staging-app/core/../core/cache", read_only=False)(document["config"])
+    validate_stack_config(_raw(document), stack="staging", check_secrets=False)
+
+
+def test_the_programs_exporters_keep_their_named_exemption():
+    from components.containers import ExporterMount, Mount
+    from pydantic import ValidationError
+
+    assert ExporterMount(host_path="/", container_path="/host").host_path == "/"
+    with pytest.raises(ValidationError, match="read_only"):
+        ExporterMount(host_path="/sys", container_path="/sys", read_only=False)
+    with pytest.raises(ValidationError, match="socket"):
+        ExporterMount(host_path="/run/docker.sock", container_path="/s")
+    with pytest.raises(ValidationError, match="host's /"):
+        Mount(host_path="/", container_path="/host")
