@@ -60,3 +60,27 @@ def test_the_programs_exporters_keep_their_named_exemption():
         ExporterMount(host_path="/run/docker.sock", container_path="/s")
     with pytest.raises(ValidationError, match="host's /"):
         Mount(host_path="/", container_path="/host")
+
+
+@pytest.mark.parametrize("key", ["kro_ssh_private_key", "ssh_ca_private_key", "kro_registry_auth",
+                                 "giv_ssh_private_key"])
+def test_deploy_keys_and_registry_logins_never_reach_a_container(stack_document, key):
+    document = stack_document("staging")
+    document["config"]["platform:kro"]["services"][0]["secret_env"]["JWT_SECRET"] = key
+    problems = _problems(document)
+    assert _has(problems, "platform:kro.services[0] (backend).secret_env.JWT_SECRET",
+                "must never reach a container"), problems
+
+
+def test_a_password_pasted_as_a_secret_key_name_is_never_echoed(stack_document, write_stack):
+    from tests.test_config_boundary import _cli
+
+    password = "Xk9#mQ2vLp7RtZ4wYb8N"
+    document = stack_document("staging")
+    document["config"]["platform:kro"]["services"][0]["secret_env"]["JWT_SECRET"] = password
+    result = _cli(write_stack(document))
+    assert result.returncode == 2, result.stderr
+    assert "platform:kro.services[0] (backend).secret_env.JWT_SECRET: the value is not a secret key name" \
+        in result.stderr
+    assert password not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
