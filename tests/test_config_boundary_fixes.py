@@ -84,3 +84,12 @@ def test_a_password_pasted_as_a_secret_key_name_is_never_echoed(stack_document, 
         in result.stderr
     assert password not in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("node,port", [("edge", 80), ("edge", 443), ("data", 5432), ("storage", 9000),
+                                       ("edge", 9100)])
+def test_every_nodes_ssh_port_is_free_on_that_node(stack_document, node, port):
+    document = stack_document("staging")
+    document["config"]["platform:pencom"]["nodes"][node]["ssh_port"] = port
+    problems = _problems(document)
+    assert _has(problems, f"platform:pencom.nodes.{node}.ssh_port", f"port {port} is used on the {node} node"), problems

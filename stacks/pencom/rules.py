@@ -289,6 +289,26 @@ def _published(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
 
 
 @rule(PencomConfig)
+def _ssh_ports(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
+    """Every node's ssh_port is free on that node: not a port its firewall opens to a service
+    (the edge's 80/443 and proxy ports, the datastores, MinIO) nor an exporter's."""
+    from stacks.pencom.network import node_rules  # network imports this package's config only
+
+    rules = node_rules(cfg, ("192.0.2.1/32",))  # the ports do not depend on the admin sources
+    exporters = {monitoring.NODE_EXPORTER_PORT: "node-exporter", monitoring.CADVISOR_PORT: "cadvisor"}
+    for node in ("edge", "app", "data", "storage"):
+        port = getattr(cfg.nodes, node).ssh_port
+        used = dict(exporters)
+        for r in rules[node]:
+            low, high = r.port if isinstance(r.port, tuple) else (r.port, r.port)
+            if r.port != tiers.SSH_PORT and low <= port <= high:
+                used[port] = r.reason or f"the {node} node's {r.port_range}/{r.protocol} rule"
+        if port in used:
+            yield Finding(("nodes", node, "ssh_port"), f"port {port} is used on the {node} node by "
+                          f"{used[port]}; choose a free port for sshd (22, or e.g. 2222)")
+
+
+@rule(PencomConfig)
 def _secrets(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
     yield from secret_key_findings("pencom", "edge_services", cfg.edge_services)
     yield from secret_key_findings("pencom", "app_services", cfg.app_services)
