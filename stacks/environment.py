@@ -22,7 +22,11 @@ PRODUCTION_NAMES = ("prod", "production")
 
 
 def is_production_name(name: str) -> bool:
-    return name in PRODUCTION_NAMES or name.startswith("prod-")
+    """True for ``prod``/``production`` and for names that start with ``prod-`` or end with
+    ``-prod``/``-production`` (``pencom-prod``): a product's own production stack is protected
+    even when its file leaves ``production`` unset."""
+    return (name in PRODUCTION_NAMES or name.startswith("prod-")
+            or name.endswith(tuple(f"-{p}" for p in PRODUCTION_NAMES)))
 
 
 class AlertDestinations(StrictModel):
@@ -56,7 +60,7 @@ class Environment(StrictModel):
     production: bool | None = Field(
         default=None,
         description="whether stateful resources are protected and retained on delete; "
-        "defaults to true when name is prod (or production, prod-*) and must agree with it",
+        "defaults to true when name is prod (or production, prod-*, *-prod, *-production) and must agree with it",
     )
     region: Literal[DO_REGIONS] = Field(  # type: ignore[valid-type]
         default="fra1", description="default DigitalOcean region slug for the products"
@@ -94,5 +98,14 @@ def _production_agrees(env, ctx: RuleContext) -> Iterator[Finding]:
         expected = is_production_name(env.name)
         yield Finding(("production",), f"is {str(env.production).lower()} but environment {env.name!r} is "
                                        f"{'a' if expected else 'not a'} production environment "
-                                       f"({', '.join(PRODUCTION_NAMES)}, prod-*); set it to "
+                                       f"({', '.join(PRODUCTION_NAMES)}, prod-*, *-prod, *-production); set it to "
                                        f"{str(expected).lower()} or remove it")
+
+
+@rule(Environment)
+def _someone_can_log_in(env, ctx: RuleContext) -> Iterator[Finding]:
+    """A production stack names at least one SSH principal: with none, no engineer can log in to
+    mend a host in an incident (only the deploy key can)."""
+    if env.is_production and not env.ssh_principals:
+        yield Finding(("ssh_principals",), "is empty in a production stack, so no engineer can log in with "
+                                           "a certificate; name at least one principal (e.g. [oncall])")

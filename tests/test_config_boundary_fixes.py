@@ -93,3 +93,25 @@ def test_every_nodes_ssh_port_is_free_on_that_node(stack_document, node, port):
     document["config"]["platform:pencom"]["nodes"][node]["ssh_port"] = port
     problems = _problems(document)
     assert _has(problems, f"platform:pencom.nodes.{node}.ssh_port", f"port {port} is used on the {node} node"), problems
+
+
+def test_an_empty_ssh_principals_list_is_refused_in_production(stack_document):
+    document = stack_document("prod")
+    document["config"]["platform:environment"]["ssh_principals"] = []
+    problems = _problems(document, stack="prod")
+    assert _has(problems, "platform:environment.ssh_principals", "is empty in a production stack"), problems
+
+
+@pytest.mark.parametrize("name,production", [("pencom-prod", True), ("prod-eu", True), ("giv-production", True),
+                                             ("staging", False), ("producer", False), ("preprod", False)])
+def test_a_product_stack_named_prod_is_production(name, production):
+    from stacks.environment import is_production_name
+
+    assert is_production_name(name) is production
+
+
+def test_a_prod_named_stack_that_says_it_is_not_production_is_refused(stack_document):
+    document = stack_document("prod")
+    document["config"]["platform:environment"].update(name="pencom-prod", production=False)
+    problems = _problems(document, stack="pencom-prod")
+    assert _has(problems, "platform:environment.production", "is a production environment"), problems
