@@ -324,13 +324,28 @@ SECRET_ENV_NAME = ("the name says it holds a secret, and env is plain text in th
 ``SENTRY_DSN``...). No braces: it is a pydantic message template."""
 
 
+ENV_STRING_MAX_BYTES = 32 * 4096
+"""Linux's MAX_ARG_STRLEN (include/uapi/linux/binfmts.h: 32 pages, the terminating NUL
+included): the longest one ``NAME=value`` string execve takes, so the longest env var a
+container's process can start with."""
+
+
 def check_env(env: dict[str, str]) -> dict[str, str]:
-    """Plain env: valid names, and none that holds a secret by its name.
+    """Plain env: valid names, each ``NAME=value`` shorter than ``ENV_STRING_MAX_BYTES``, and
+    none that holds a secret by its name.
 
     Raises ValueError for a bad name, and a ValidationError located at each secret-looking
     variable (pydantic nests it under the field: ``...env.API_TOKEN``); the value is never
     quoted."""
     check_env_names(env)
+    too_long = sorted(k for k, v in env.items() if len(f"{k}={v}".encode()) >= ENV_STRING_MAX_BYTES)
+    if too_long:
+        raise ValidationError.from_exception_data("env", [
+            InitErrorDetails(type=PydanticCustomError("rule", f"NAME=value is longer than "
+                             f"{ENV_STRING_MAX_BYTES - 1} bytes, more than Linux lets one environment "
+                             "string be (MAX_ARG_STRLEN, execve fails with E2BIG); put the data in a file"),
+                             loc=(key,), input="[value not shown]")
+            for key in too_long])
     secret_like = sorted(k for k in env if looks_secret(k))
     if secret_like:
         raise ValidationError.from_exception_data("env", [

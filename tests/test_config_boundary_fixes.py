@@ -115,3 +115,47 @@ def test_a_prod_named_stack_that_says_it_is_not_production_is_refused(stack_docu
     document["config"]["platform:environment"].update(name="pencom-prod", production=False)
     problems = _problems(document, stack="pencom-prod")
     assert _has(problems, "platform:environment.production", "is a production environment"), problems
+
+
+def test_an_oracle_connect_string_with_a_password_is_refused_unshown(stack_document, write_stack):
+    from tests.test_config_boundary import _cli
+
+    document = stack_document("staging")
+    document["config"]["platform:pencom"]["app_services"][0]["env"]["ORACLE_CONNECT_STRING"] = \
+        "EHUB_READONLY/Hunter2Hunter2@10.50.8.20:1521/ECRS"
+    result = _cli(write_stack(document))
+    assert result.returncode == 2, result.stderr
+    assert "platform:pencom.app_services[0] (core).env.ORACLE_CONNECT_STRING" in result.stderr
+    assert "Oracle connect string" in result.stderr and "Hunter2" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("value", ["ghcr.io/library/nginx@sha256:" + "a" * 64, "team/ops", "a/b@c:x"])
+def test_slashes_and_at_signs_that_are_no_connect_string_pass(value):
+    from validation.formats import secret_value_kind
+
+    assert secret_value_kind(value) is None
+
+
+def test_a_huge_env_value_is_refused_quickly_with_the_linux_limit(stack_document, write_stack):
+    import time
+
+    from tests.test_config_boundary import _cli
+
+    document = stack_document("prod")
+    document["config"]["platform:kro"]["services"][0]["env"]["BIG"] = "a" * 200_000
+    started = time.monotonic()
+    result = _cli(write_stack(document), stack="prod")
+    assert result.returncode == 2, result.stderr
+    assert "platform:kro.services[0] (backend).env.BIG: NAME=value is longer than 131071 bytes" in result.stderr
+    assert "MAX_ARG_STRLEN" in result.stderr
+    assert time.monotonic() - started < 60
+
+
+def test_secret_detection_is_linear_in_the_value_length():
+    import time
+
+    from validation.formats import secret_value_kind
+
+    started = time.monotonic()
+    assert secret_value_kind("a" * 131_000) is None
+    assert time.monotonic() - started < 2

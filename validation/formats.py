@@ -131,7 +131,15 @@ _SECRET_NAME = re.compile(
     r"WEBHOOK|(^|_)SALT($|_)|(?<!PUBLIC)_KEY$)",
     re.IGNORECASE,
 )
-_URL_WITH_PASSWORD = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@", re.IGNORECASE)
+# The scheme is bounded (RFC 3986 sets no length; real ones are short) so that a long run of
+# letters is searched in linear time: an unbounded ``[a-z0-9+.-]*`` before ``://`` rescans the
+# rest of the value from every position (a 200,000-character value took minutes).
+_URL_WITH_PASSWORD = re.compile(r"[a-z][a-z0-9+.-]{0,31}://[^/\s:@]+:[^/\s@]+@", re.IGNORECASE)
+# Oracle's Easy Connect with credentials, ``user/password@host[:port][/service]`` (Oracle Net
+# Services Reference, "Easy Connect naming"), as SQL*Plus and the drivers' connect strings take it.
+_ORACLE_CONNECT = re.compile(
+    r"(?:^|[\s=(])[A-Za-z][A-Za-z0-9_$#]{0,127}/[^/\s@]{1,256}@(?://)?[A-Za-z0-9.-]{1,253}(?::\d{1,5})?"
+    r"(?:/[A-Za-z0-9_.$-]+)?(?:$|[\s)])")
 _PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")
 _KNOWN_TOKENS = re.compile(
     r"(gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{40,}|xox[abprs]-[A-Za-z0-9-]{10,}|"
@@ -164,6 +172,8 @@ def secret_value_kind(value: str) -> Optional[str]:
         return "a private key"
     if _URL_WITH_PASSWORD.search(value):
         return "a URL with a user and password"
+    if _ORACLE_CONNECT.search(value):
+        return "an Oracle connect string with a user and password"
     if _KNOWN_TOKENS.search(value):
         return "an API token"
     for run in _TOKEN_RUN.findall(value):

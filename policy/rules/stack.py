@@ -254,7 +254,8 @@ stack_policy(
 
 
 SECRET_NAME = re.compile(r"(password|passwd|secret|token|api_?key|private_?key|access_?key|dsn)", re.IGNORECASE)
-URL_WITH_CREDENTIALS = re.compile(r"[a-z][a-z0-9+.-]*://[^\s:/@]+:[^\s@/]+@", re.IGNORECASE)
+# The scheme is bounded so that a long value is searched in linear time.
+URL_WITH_CREDENTIALS = re.compile(r"[a-z][a-z0-9+.-]{0,31}://[^\s:/@]+:[^\s@/]+@", re.IGNORECASE)
 
 
 def _declared_secret_envs_removed(spec):
