@@ -126,3 +126,11 @@ def test_the_synth_runs_with_the_cyclic_collector_off():
     result = subprocess.run([sys.executable, "-c", probe], cwd=PROJECT_ROOT, capture_output=True,
                             text=True, timeout=120)
     assert result.stdout.strip() == "collector off", result.stderr
+
+
+def test_check_refuses_another_stacks_policy_levels_for_a_state(tmp_path):
+    state = tmp_path / "state.json"
+    state.write_text('{"stack": "prod", "resources": [{"urn": "u", "type": "x", "name": "y"}]}')
+    _one_line_exit_2(run("check", str(state), "--stack", "staging"),
+                     "is the state of stack 'prod', not 'staging'; drop --stack or pass --stack prod")
+    assert run("check", str(state), "--stack", "prod").returncode == 0
