@@ -159,3 +159,11 @@ def test_secret_detection_is_linear_in_the_value_length():
     started = time.monotonic()
     assert secret_value_kind("a" * 131_000) is None
     assert time.monotonic() - started < 2
+
+
+@pytest.mark.parametrize("store,port", [("redis", 5432), ("postgres", 6379), ("mongodb", 27018), ("minio", 9001)])
+def test_a_datastore_port_the_program_sets_is_refused(stack_document, store, port):
+    document = stack_document("staging")
+    document["config"]["platform:pencom"][store]["port"] = port
+    problems = _problems(document)
+    assert _has(problems, f"platform:pencom.{store}.port", "but the program sets the"), problems

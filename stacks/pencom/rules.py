@@ -10,7 +10,7 @@ from typing import Iterator
 from components import monitoring, tiers
 from components.dockerhost import image_registry
 from stacks.collisions import duplicates, program_containers
-from stacks.pencom.config import BACKUP_READER, NODES, RESERVED_LABELS, PencomConfig
+from stacks.pencom.config import BACKUP_READER, NODES, PORTS, RESERVED_LABELS, PencomConfig
 from stacks.pencom.plan import BUCKET_ENV, backup_labels, proxy_env, role_name
 from stacks.secret_keys import secret_key_findings
 from stacks.shared_config import (alert_email_findings, backup_bucket_findings, hosts_in_zone,
@@ -306,6 +306,17 @@ def _ssh_ports(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
         if port in used:
             yield Finding(("nodes", node, "ssh_port"), f"port {port} is used on the {node} node by "
                           f"{used[port]}; choose a free port for sshd (22, or e.g. 2222)")
+
+
+@rule(PencomConfig)
+def _datastore_ports(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
+    """The datastores listen where the program puts them (``PORTS``): the firewall, the TLS
+    setup and every connection URL use those ports, so another value would be ignored."""
+    for name, port in PORTS.items():
+        spec = getattr(cfg, name)
+        if spec.port is not None and spec.port != port:
+            yield Finding((name, "port"), f"is {spec.port}, but the program sets the {name} port to "
+                          f"{port} (firewall, TLS and connection URLs); write {port} or remove it")
 
 
 @rule(PencomConfig)
