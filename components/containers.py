@@ -330,9 +330,26 @@ included): the longest one ``NAME=value`` string execve takes, so the longest en
 container's process can start with."""
 
 
+_TLS_OFF_IN_VALUE = re.compile(r"\b(sslmode=(?:disable|allow|prefer)|(?:tls|ssl)=false|"
+                               r"tls(?:Insecure|AllowInvalidCertificates|AllowInvalidHostnames)=true)\b",
+                               re.IGNORECASE)
+_TLS_OFF_BY_NAME = {"NODE_TLS_REJECT_UNAUTHORIZED": ("0",), "PGSSLMODE": ("disable", "allow", "prefer")}
+
+
+def tls_switched_off(name: str, value: str) -> str | None:
+    """The setting by which env var ``name=value`` turns TLS or certificate verification off
+    (``sslmode=disable``, ``tls=false``, ``NODE_TLS_REJECT_UNAUTHORIZED=0``...), or None. The
+    same list as the policy pack's platform-connection-disallow-tls-disabled (CWE-295, CWE-319):
+    libpq's allow/prefer fall back to plain text, so only require/verify-* keep TLS."""
+    if value.strip().lower() in _TLS_OFF_BY_NAME.get(name, ()):
+        return f"{name}={value.strip()}"
+    match = _TLS_OFF_IN_VALUE.search(value)
+    return match.group(1) if match else None
+
+
 def check_env(env: dict[str, str]) -> dict[str, str]:
-    """Plain env: valid names, each ``NAME=value`` shorter than ``ENV_STRING_MAX_BYTES``, and
-    none that holds a secret by its name.
+    """Plain env: valid names, each ``NAME=value`` shorter than ``ENV_STRING_MAX_BYTES``, none
+    that switches TLS off (``tls_switched_off``) and none that holds a secret by its name.
 
     Raises ValueError for a bad name, and a ValidationError located at each secret-looking
     variable (pydantic nests it under the field: ``...env.API_TOKEN``); the value is never
@@ -346,6 +363,13 @@ def check_env(env: dict[str, str]) -> dict[str, str]:
                              "string be (MAX_ARG_STRLEN, execve fails with E2BIG); put the data in a file"),
                              loc=(key,), input="[value not shown]")
             for key in too_long])
+    tls_off = {k: off for k, v in env.items() if (off := tls_switched_off(k, v))}
+    if tls_off:
+        raise ValidationError.from_exception_data("env", [
+            InitErrorDetails(type=PydanticCustomError("rule", f"{off} switches TLS or certificate verification "
+                             "off; remove it and verify the server with the CA the program mounts "
+                             "(sslmode=verify-full, tls=true)"), loc=(key,), input="[value not shown]")
+            for key, off in sorted(tls_off.items())])
     secret_like = sorted(k for k in env if looks_secret(k))
     if secret_like:
         raise ValidationError.from_exception_data("env", [

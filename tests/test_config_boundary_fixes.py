@@ -167,3 +167,17 @@ def test_a_datastore_port_the_program_sets_is_refused(stack_document, store, por
     document["config"]["platform:pencom"][store]["port"] = port
     problems = _problems(document)
     assert _has(problems, f"platform:pencom.{store}.port", "but the program sets the"), problems
+
+
+@pytest.mark.parametrize("name,value,shown", [
+    ("AUDIT_DB", "postgresql://a@10.40.0.13/x?sslmode=disable", "sslmode=disable"),
+    ("NODE_TLS_REJECT_UNAUTHORIZED", "0", "NODE_TLS_REJECT_UNAUTHORIZED=0"),
+    ("PGSSLMODE", "prefer", "PGSSLMODE=prefer"),
+    ("MONGO", "mongodb://h/x?tls=false", "tls=false"),
+])
+def test_tls_switched_off_in_plain_env_is_refused(stack_document, name, value, shown):
+    document = stack_document("staging")
+    document["config"]["platform:pencom"]["app_services"][0]["env"][name] = value
+    problems = _problems(document)
+    assert _has(problems, f"platform:pencom.app_services[0] (core).env.{name}",
+                f"{shown} switches TLS or certificate verification off"), problems
