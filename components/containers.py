@@ -228,7 +228,10 @@ class ContainerSpec(StrictModel):
         "--secret platform:<key>)",
     )
     user: str | None = Field(default=None, pattern=r"^[a-z0-9_-]+(:[a-z0-9_-]+)?$",
-                             description="user[:group] to run as; unset keeps the image's USER")
+                             description="user[:group] to run as, never root or uid 0; unset keeps "
+                             "the image's USER (an image that must start as root leaves it unset and "
+                             "gets a named waiver of docker-container-configure-non-root-user in "
+                             "policy/config.STACK.json)")
     read_only_root: bool = Field(default=False, description="mount the root filesystem read-only")
     cap_add: list[Literal["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID",
                           "NET_BIND_SERVICE", "KILL"]] = Field(
@@ -243,6 +246,16 @@ class ContainerSpec(StrictModel):
         default=None, description="acknowledges a planned image patch of a container that writes "
         "data (its replacement), with the backup and restore test it needs; README \"Patching a "
         "datastore's image in production\"")
+
+    @field_validator("user")
+    @classmethod
+    def _not_root(cls, value: str | None) -> str | None:
+        if value is not None and value.split(":", 1)[0] in ("root", "0"):
+            raise ValueError("runs the service as root (CIS Docker 4.1); set the image's unprivileged "
+                             "uid:gid (e.g. 1000:1000). An image that must start as root leaves user "
+                             "unset and is named in a waiver of docker-container-configure-non-root-user "
+                             "in policy/config.STACK.json, with its reason")
+        return value
 
     @field_validator("env")
     @classmethod

@@ -181,3 +181,12 @@ def test_tls_switched_off_in_plain_env_is_refused(stack_document, name, value, s
     problems = _problems(document)
     assert _has(problems, f"platform:pencom.app_services[0] (core).env.{name}",
                 f"{shown} switches TLS or certificate verification off"), problems
+
+
+@pytest.mark.parametrize("user", ["root", "0:0", "0", "root:root"])
+def test_root_is_refused_as_a_services_user(stack_document, user):
+    document = stack_document("staging")
+    document["config"]["platform:pencom"]["app_services"][0]["user"] = user
+    problems = _problems(document)
+    assert _has(problems, "platform:pencom.app_services[0] (core).user", "runs the service as root"), problems
+    assert any("docker-container-configure-non-root-user" in p for p in problems)

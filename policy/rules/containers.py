@@ -278,8 +278,10 @@ resource_policy(
 
 def _check_non_root(props, args):
     user = str(props.get("user") or "")
-    if user in ("", "root", "0", "0:0") or user.startswith(("root:", "0:")):
+    if not user:
         yield "the container runs as the image's default user (often root); set user"
+    elif user.split(":", 1)[0] in ("root", "0"):
+        yield f"the container runs as root (user {user}); set user to the image's unprivileged uid:gid"
 
 
 resource_policy(
@@ -288,7 +290,9 @@ resource_policy(
     sources=["CIS Docker 4.1"],
     fix="Set user to the image's unprivileged uid:gid.",
     types=C, check=_check_non_root,
-    cases=Case(doc(container()), [(doc(container(user="0:0")), ["the container runs as the image's default user (often root); set user"])]))
+    cases=Case(doc(container()), [(doc(container(user="0:0")), ["the container runs as root (user 0:0); set user to the image's unprivileged uid:gid"]),
+                                  (doc(container(user="root")), ["the container runs as root (user root); set user to the image's unprivileged uid:gid"]),
+                                  (doc(container(user="")), ["the container runs as the image's default user (often root); set user"])]))
 
 
 def _check_socket(props, args):
