@@ -52,6 +52,23 @@ class UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+def _refuse_tag(loader: "UniqueKeyLoader", node: yaml.Node):
+    tag = node.tag.rsplit(":", 1)[-1]
+    raise yaml.constructor.ConstructorError(
+        None, None, f"a !!{tag} value is not a config value (Pulumi config holds text, numbers, booleans, "
+        "lists and mappings); write it as plain text", node.start_mark)
+
+
+def _timestamp_as_text(loader: "UniqueKeyLoader", node: yaml.Node) -> str:
+    # Pulumi hands the program the date as it is written; pydantic parses it where a date is due.
+    return loader.construct_scalar(node)
+
+
+for _tag in ("binary", "set", "omap", "pairs"):
+    UniqueKeyLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", _refuse_tag)
+UniqueKeyLoader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp_as_text)
+
+
 class DuplicateKeyError(yaml.YAMLError):
     def __init__(self, problems: list[str]):
         super().__init__("; ".join(problems))
@@ -135,7 +152,10 @@ def load_stack_file(path: Path, stack: str, project: str) -> StackFile:
             "--stack-file PATH"
         )
     try:
-        document = load_yaml(path.read_text()) or {}
+        document = load_yaml(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise StackFileError(f"{path}: not UTF-8 text (byte {exc.start} is 0x{exc.object[exc.start]:02x}); "
+                             "save the file as UTF-8") from None
     except DuplicateKeyError as exc:
         raise StackFileError(f"{path}: " + "; ".join(exc.problems)) from None
     except yaml.YAMLError as exc:

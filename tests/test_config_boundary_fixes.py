@@ -190,3 +190,26 @@ def test_root_is_refused_as_a_services_user(stack_document, user):
     problems = _problems(document)
     assert _has(problems, "platform:pencom.app_services[0] (core).user", "runs the service as root"), problems
     assert any("docker-container-configure-non-root-user" in p for p in problems)
+
+
+@pytest.mark.parametrize("content,problem", [
+    (b"config:\n  platform:environment: !!binary aGVsbG8=\n", ":2:25: not valid YAML: a !!binary value is not a config value"),
+    (b"config:\n  platform:products: !!set {kro}\n", ":2:22: not valid YAML: a !!set value is not a config value"),
+    (b"config:\n  platform:environment: \xff\xfe\n", ": not UTF-8 text (byte 32 is 0xff); save the file as UTF-8"),
+])
+def test_a_stack_file_python_cannot_pass_on_is_one_line(tmp_path, content, problem):
+    from tests.test_config_boundary import _cli
+
+    path = tmp_path / "Pulumi.broken.yaml"
+    path.write_bytes(content)
+    result = _cli(path)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines == [f"error: {path}{problem}" + lines[0].split(problem, 1)[1]], lines
+    assert "Traceback" not in result.stderr
+
+
+def test_an_unquoted_date_reaches_the_program_as_written():
+    from synth.stackfile import _as_config_string, load_yaml
+
+    assert _as_config_string(load_yaml("a: {restore_test: 2026-12-01}")["a"]) == '{"restore_test": "2026-12-01"}'
