@@ -128,19 +128,25 @@ def _as_config_string(value: Any) -> str:
     return json.dumps(value)
 
 
-def _mask_secure(value: Any) -> tuple[Any, bool]:
-    """Replace every ``{secure: ...}`` leaf (it needs the stack's key to decrypt) by a placeholder."""
+def _mask_secure(value: Any, where: str = "") -> tuple[Any, bool]:
+    """Replace every ``{secure: ...}`` leaf (it needs the stack's key to decrypt) by a placeholder.
+
+    Raises StackFileError naming the key path when ``secure`` holds anything but the ciphertext
+    string ``pulumi config set --secret`` writes (a list or number would count as a set secret)."""
     if isinstance(value, dict):
         if set(value) == {"secure"}:
+            if not isinstance(value["secure"], str) or not value["secure"].strip():
+                raise StackFileError(f"{where}.secure: must be a ciphertext string; set the secret with "
+                                     f"`pulumi config set --secret {where.split('.', 1)[0].split('[', 1)[0]}`")
             return PLACEHOLDER_SECRET + ":" + hashlib.sha256(str(value["secure"]).encode()).hexdigest()[:12], True
         found = False
         out = {}
         for key, item in value.items():
-            out[key], item_found = _mask_secure(item)
+            out[key], item_found = _mask_secure(item, f"{where}.{key}")
             found = found or item_found
         return out, found
     if isinstance(value, list):
-        items = [_mask_secure(v) for v in value]
+        items = [_mask_secure(v, f"{where}[{i}]") for i, v in enumerate(value)]
         return [v for v, _ in items], any(f for _, f in items)
     return value, False
 
@@ -168,7 +174,10 @@ def load_stack_file(path: Path, stack: str, project: str) -> StackFile:
     stack_file = StackFile(project=project, stack=stack, path=path)
     for key, value in raw_config.items():
         full_key = key if ":" in str(key) else f"{project}:{key}"
-        masked, is_secret = _mask_secure(value)
+        try:
+            masked, is_secret = _mask_secure(value, full_key)
+        except StackFileError as exc:
+            raise StackFileError(f"{path}: {exc}") from None
         stack_file.config[full_key] = _as_config_string(masked)
         if is_secret:
             stack_file.secret_keys.append(full_key)

@@ -213,3 +213,16 @@ def test_an_unquoted_date_reaches_the_program_as_written():
     from synth.stackfile import _as_config_string, load_yaml
 
     assert _as_config_string(load_yaml("a: {restore_test: 2026-12-01}")["a"]) == '{"restore_test": "2026-12-01"}'
+
+
+@pytest.mark.parametrize("secure", [[1, 2], 7, "", {"a": "b"}])
+def test_a_secure_value_that_is_no_ciphertext_is_refused(stack_document, write_stack, secure):
+    from tests.test_config_boundary import _cli
+
+    document = stack_document("prod")
+    document["config"]["platform:kro_jwt_secret"] = {"secure": secure}
+    path = write_stack(document)
+    result = _cli(path, stack="prod")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == (f"error: {path}: platform:kro_jwt_secret.secure: must be a ciphertext "
+                                     "string; set the secret with `pulumi config set --secret platform:kro_jwt_secret`")
