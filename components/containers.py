@@ -214,8 +214,9 @@ class ContainerSpec(StrictModel):
         description="ports published on the host; only edge containers listen on all interfaces, "
         "the others on loopback or the host's private address",
     )
-    memory_mb: int = Field(gt=0, description="hard memory limit in MiB")
-    memory_reservation_mb: int | None = Field(default=None, gt=0,
+    memory_mb: int = Field(gt=0, le=262144, description="hard memory limit in MiB, at most 262144 (256 GiB, the "
+                           "largest DigitalOcean Droplet; where the host is known its size bounds it too)")
+    memory_reservation_mb: int | None = Field(default=None, gt=0, le=262144,
                                               description="soft memory limit in MiB, below memory_mb")
 
     cpus: float = Field(gt=0, le=64, description="CPU limit in cores, e.g. 0.5")

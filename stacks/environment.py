@@ -4,6 +4,7 @@ the rules that check it against the stack it configures."""
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated, Iterator, Literal
 
 from pydantic import EmailStr, Field, model_validator
@@ -109,3 +110,15 @@ def _someone_can_log_in(env, ctx: RuleContext) -> Iterator[Finding]:
     if env.is_production and not env.ssh_principals:
         yield Finding(("ssh_principals",), "is empty in a production stack, so no engineer can log in with "
                                            "a certificate; name at least one principal (e.g. [oncall])")
+
+
+@rule(Environment)
+def _admin_cidrs_once(env, ctx: RuleContext) -> Iterator[Finding]:
+    """Each admin CIDR once: a repeat adds nothing but a second firewall rule to keep in step."""
+    first: dict[str, int] = {}
+    for index, cidr in enumerate(env.admin_cidrs):
+        key = str(ipaddress.ip_network(str(cidr), strict=False))
+        if key in first:
+            yield Finding(("admin_cidrs", index), f"{key} repeats admin_cidrs[{first[key]}]; keep one")
+        else:
+            first[key] = index

@@ -226,3 +226,47 @@ def test_a_secure_value_that_is_no_ciphertext_is_refused(stack_document, write_s
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip() == (f"error: {path}: platform:kro_jwt_secret.secure: must be a ciphertext "
                                      "string; set the secret with `pulumi config set --secret platform:kro_jwt_secret`")
+
+
+def test_an_admin_cidr_or_resolver_listed_twice_is_refused(stack_document):
+    document = stack_document("staging")
+    env = document["config"]["platform:environment"]
+    env["admin_cidrs"].append(env["admin_cidrs"][0])
+    egress = document["config"]["platform:pencom"]["egress"]
+    egress["resolvers"].append(egress["resolvers"][0])
+    problems = _problems(document)
+    index = len(env["admin_cidrs"]) - 1
+    assert _has(problems, f"platform:environment.admin_cidrs[{index}]", "repeats admin_cidrs[0]; keep one"), problems
+    assert _has(problems, "platform:pencom.egress.resolvers", "is listed twice"), problems
+
+
+@pytest.mark.parametrize("char", ["\u202e", "\u2066", "\u202a", "\u2069"])
+def test_bidi_controls_are_refused_like_control_characters(stack_document, char):
+    document = stack_document("staging")
+    document["config"]["platform:kro"]["services"][0]["env"]["APP_URL"] = f"https://app{char}.example.com"
+    problems = _problems(document)
+    assert _has(problems, "platform:kro.services[0] (backend).env.APP_URL",
+                f"contains control characters (U+{ord(char):04X})"), problems
+
+
+@pytest.mark.parametrize("schedule,ok", [("minutely", False), ("*-*-* *:0/5", False), ("*:00,30", False),
+                                         ("*-*-* *:*:0/10", False), ("hourly", True), ("*-*-* *:15", True),
+                                         ("*-*-* 02,14:30", True), ("daily", True)])
+def test_a_backup_schedule_runs_at_most_hourly(stack_document, schedule, ok):
+    from stacks.config import validate_stack_config
+    from tests.test_config_boundary import _raw
+
+    document = stack_document("staging")
+    document["config"]["platform:kro"]["backup"]["schedule"] = schedule
+    if ok:
+        validate_stack_config(_raw(document), stack="staging", check_secrets=False)
+    else:
+        problems = _problems(document)
+        assert _has(problems, "platform:kro.backup.schedule", "runs more often than hourly"), problems
+
+
+def test_a_memory_limit_beyond_any_host_is_refused(stack_document):
+    document = stack_document("staging")
+    document["config"]["platform:kro"]["services"][0]["memory_mb"] = 1_000_000_000
+    problems = _problems(document)
+    assert _has(problems, "platform:kro.services[0] (backend).memory_mb", "262144"), problems

@@ -117,9 +117,15 @@ def hostname_problem(value: str) -> Optional[str]:
 
 # --- control characters ----------------------------------------------------------------------
 
+BIDI_CONTROLS = frozenset(map(chr, [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]))
+"""The bidirectional embedding, override and isolate controls (U+202A-U+202E, U+2066-U+2069):
+they make text display in another order than it is read ("Trojan Source", CVE-2021-42574)."""
+
+
 def control_characters(value: str) -> list[str]:
-    """The control characters (Unicode category Cc: NUL, tab, newline, DEL, C1) in ``value``."""
-    return sorted({f"U+{ord(c):04X}" for c in value if unicodedata.category(c) == "Cc"})
+    """The control characters (Unicode category Cc: NUL, tab, newline, DEL, C1) and the
+    bidirectional controls (``BIDI_CONTROLS``) in ``value``."""
+    return sorted({f"U+{ord(c):04X}" for c in value if unicodedata.category(c) == "Cc" or c in BIDI_CONTROLS})
 
 
 # --- secrets ---------------------------------------------------------------------------------
@@ -309,6 +315,26 @@ def check_calendar(spec: str) -> str:
         _component(parts[0], 0, 23, "hour")
         _component(parts[1], 0, 59, "minute")
         _component(parts[2], 0, 59, "second", fraction=True)
+    return spec
+
+
+def at_most_hourly(spec: str) -> str:
+    """``spec`` (a calendar event that passed :func:`check_calendar`) unchanged when it fires at
+    most once an hour; ValueError when it fires more often (``minutely``, ``*:0/5``, ``*:00,30``):
+    every backup run dumps the whole datastore and uploads it, so a tighter recovery point comes
+    from point-in-time recovery (WAL shipping, ``rpo_minutes``), not from more dumps."""
+    words = spec.split()
+    if words[0].lower() == "minutely":
+        raise ValueError(f"{spec!r} runs more often than hourly; each run is a full dump and upload; "
+                         "schedule at most hourly and use rpo_minutes (point-in-time recovery) for a "
+                         "tighter recovery point")
+    time = next((w for w in words if ":" in w), None)
+    if time is not None:
+        parts = time.split(":")
+        if any(re.search(r"[*,/]|\.\.", part) for part in parts[1:]):
+            raise ValueError(f"{spec!r} runs more often than hourly (minute or second {':'.join(parts[1:])!r}); "
+                             "each run is a full dump and upload; schedule at most hourly and use "
+                             "rpo_minutes (point-in-time recovery) for a tighter recovery point")
     return spec
 
 
