@@ -9,6 +9,7 @@ capabilities dropped unless listed, never privileged, and ports bound by tier.
 from __future__ import annotations
 
 import datetime
+import posixpath
 import re
 from typing import Annotated, Literal
 
@@ -81,19 +82,71 @@ class PublishedPort(StrictModel):
     loopback: bool = Field(default=False, description="publish on 127.0.0.1 only (reached through an SSH tunnel)")
 
 
+RUNTIME_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock", "/run/containerd/containerd.sock",
+                   "/var/run/containerd/containerd.sock")
+"""Host paths of the container runtime's API sockets (CIS Docker Benchmark v1.6.0 5.31)."""
+
+SENSITIVE_HOST_DIRS = ("/boot", "/dev", "/etc", "/lib", "/proc", "/sys", "/usr", "/root", "/home", "/bin",
+                       "/sbin", "/var/lib/docker", "/var/lib/kubelet", "/var/run", "/run")
+"""Host directories no service container mounts, nor anything under them, read-only or not: the
+"sensitive host system directories" of CIS Docker Benchmark v1.6.0 5.5 (/, /boot, /dev, /etc, /lib,
+/proc, /sys, /usr) and KICS 1c1325ff "Volume Has Sensitive Host Directory" (/root, /home with their
+SSH keys, the runtimes' state and socket directories). ``/`` itself is refused too (not what is
+under it: every service directory is). The policy pack keeps the same list (policy/rules/containers.py)."""
+
+
+def normal_host_path(path: str) -> str:
+    """The absolute ``path`` as the kernel resolves its ``.``, ``..`` and repeated slashes
+    (``//run//x/../docker.sock`` is ``/run/docker.sock``); symlinks are not followed."""
+    return posixpath.normpath("/" + path.lstrip("/"))
+
+
+def sensitive_host_path(path: str) -> str | None:
+    """The sensitive directory (``SENSITIVE_HOST_DIRS``, or ``/``) that the absolute host ``path``
+    is or lies under once normalised (``/srv/../etc/x`` is ``/etc``), or None."""
+    clean = normal_host_path(path)
+    if clean == "/":
+        return "/"
+    return next((d for d in SENSITIVE_HOST_DIRS if clean == d or clean.startswith(d + "/")), None)
+
+
 class Mount(StrictModel):
-    host_path: str = Field(pattern=r"^/[^\s]*$", description="absolute path on the host")
+    """A bind mount of a service container. The host path is normalised before it is judged, so
+    ``..`` and doubled slashes reach no socket or system directory."""
+
+    host_path: str = Field(pattern=r"^/[^\s]*$", description="absolute path on the host, not /, not "
+                           "under a sensitive host directory (CIS Docker 5.5: /etc, /root, /proc, ...)")
     container_path: str = Field(pattern=r"^/[^\s]*$", description="absolute path in the container")
     read_only: bool = Field(default=True, description="mounted read-only unless false")
 
     @model_validator(mode="after")
     def _not_the_host(self) -> "Mount":
-        path = self.host_path.rstrip("/") or "/"
-        if path in ("/var/run/docker.sock", "/run/docker.sock", "/var/run", "/run"):
-            raise ValueError("mounting the Docker socket gives the container the host, even read-only")
-        if path == "/" and not self.read_only:
-            raise ValueError("mounting / writable gives the container the host; mount it read_only")
+        path = normal_host_path(self.host_path)
+        if path in RUNTIME_SOCKETS:
+            raise ValueError(f"{self.host_path} is the container runtime's socket: mounting it gives the "
+                             "container the host, even read-only (CIS Docker 5.31); remove the mount")
+        self._check_host_dir(path)
         return self
+
+    def _check_host_dir(self, path: str) -> None:
+        sensitive = sensitive_host_path(path)
+        if sensitive == "/":
+            raise ValueError("mounting the host's / gives the container the host, even read-only "
+                             "(CIS Docker 5.5); mount the service's own directory under /srv")
+        if sensitive:
+            raise ValueError(f"{self.host_path} is under the sensitive host directory {sensitive} "
+                             "(CIS Docker 5.5); mount the service's own directory under /srv")
+
+
+class ExporterMount(Mount):
+    """A mount of an exporter the program adds itself (node-exporter reads / read-only, cAdvisor
+    /sys, /var/lib/docker and /dev/disk): the one named exemption from the sensitive-directory
+    rule, never reachable from a stack file. The runtime socket stays refused; the policy pack
+    excuses these containers by the waivers node-exporter-host-root and cadvisor-host-paths."""
+
+    def _check_host_dir(self, path: str) -> None:
+        if not self.read_only:
+            raise ValueError("an exporter reads the host; mount it read_only")
 
 
 MAINTENANCE_LABEL = "platform.maintenance."
@@ -161,8 +214,9 @@ class ContainerSpec(StrictModel):
         description="ports published on the host; only edge containers listen on all interfaces, "
         "the others on loopback or the host's private address",
     )
-    memory_mb: int = Field(gt=0, description="hard memory limit in MiB")
-    memory_reservation_mb: int | None = Field(default=None, gt=0,
+    memory_mb: int = Field(gt=0, le=262144, description="hard memory limit in MiB, at most 262144 (256 GiB, the "
+                           "largest DigitalOcean Droplet; where the host is known its size bounds it too)")
+    memory_reservation_mb: int | None = Field(default=None, gt=0, le=262144,
                                               description="soft memory limit in MiB, below memory_mb")
 
     cpus: float = Field(gt=0, le=64, description="CPU limit in cores, e.g. 0.5")
@@ -175,7 +229,10 @@ class ContainerSpec(StrictModel):
         "--secret platform:<key>)",
     )
     user: str | None = Field(default=None, pattern=r"^[a-z0-9_-]+(:[a-z0-9_-]+)?$",
-                             description="user[:group] to run as; unset keeps the image's USER")
+                             description="user[:group] to run as, never root or uid 0; unset keeps "
+                             "the image's USER (an image that must start as root leaves it unset and "
+                             "gets a named waiver of docker-container-configure-non-root-user in "
+                             "policy/config.STACK.json)")
     read_only_root: bool = Field(default=False, description="mount the root filesystem read-only")
     cap_add: list[Literal["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID",
                           "NET_BIND_SERVICE", "KILL"]] = Field(
@@ -190,6 +247,16 @@ class ContainerSpec(StrictModel):
         default=None, description="acknowledges a planned image patch of a container that writes "
         "data (its replacement), with the backup and restore test it needs; README \"Patching a "
         "datastore's image in production\"")
+
+    @field_validator("user")
+    @classmethod
+    def _not_root(cls, value: str | None) -> str | None:
+        if value is not None and value.split(":", 1)[0] in ("root", "0"):
+            raise ValueError("runs the service as root (CIS Docker 4.1); set the image's unprivileged "
+                             "uid:gid (e.g. 1000:1000). An image that must start as root leaves user "
+                             "unset and is named in a waiver of docker-container-configure-non-root-user "
+                             "in policy/config.STACK.json, with its reason")
+        return value
 
     @field_validator("env")
     @classmethod
@@ -271,13 +338,52 @@ SECRET_ENV_NAME = ("the name says it holds a secret, and env is plain text in th
 ``SENTRY_DSN``...). No braces: it is a pydantic message template."""
 
 
+ENV_STRING_MAX_BYTES = 32 * 4096
+"""Linux's MAX_ARG_STRLEN (include/uapi/linux/binfmts.h: 32 pages, the terminating NUL
+included): the longest one ``NAME=value`` string execve takes, so the longest env var a
+container's process can start with."""
+
+
+_TLS_OFF_IN_VALUE = re.compile(r"\b(sslmode=(?:disable|allow|prefer)|(?:tls|ssl)=false|"
+                               r"tls(?:Insecure|AllowInvalidCertificates|AllowInvalidHostnames)=true)\b",
+                               re.IGNORECASE)
+_TLS_OFF_BY_NAME = {"NODE_TLS_REJECT_UNAUTHORIZED": ("0",), "PGSSLMODE": ("disable", "allow", "prefer")}
+
+
+def tls_switched_off(name: str, value: str) -> str | None:
+    """The setting by which env var ``name=value`` turns TLS or certificate verification off
+    (``sslmode=disable``, ``tls=false``, ``NODE_TLS_REJECT_UNAUTHORIZED=0``...), or None. The
+    same list as the policy pack's platform-connection-disallow-tls-disabled (CWE-295, CWE-319):
+    libpq's allow/prefer fall back to plain text, so only require/verify-* keep TLS."""
+    if value.strip().lower() in _TLS_OFF_BY_NAME.get(name, ()):
+        return f"{name}={value.strip()}"
+    match = _TLS_OFF_IN_VALUE.search(value)
+    return match.group(1) if match else None
+
+
 def check_env(env: dict[str, str]) -> dict[str, str]:
-    """Plain env: valid names, and none that holds a secret by its name.
+    """Plain env: valid names, each ``NAME=value`` shorter than ``ENV_STRING_MAX_BYTES``, none
+    that switches TLS off (``tls_switched_off``) and none that holds a secret by its name.
 
     Raises ValueError for a bad name, and a ValidationError located at each secret-looking
     variable (pydantic nests it under the field: ``...env.API_TOKEN``); the value is never
     quoted."""
     check_env_names(env)
+    too_long = sorted(k for k, v in env.items() if len(f"{k}={v}".encode()) >= ENV_STRING_MAX_BYTES)
+    if too_long:
+        raise ValidationError.from_exception_data("env", [
+            InitErrorDetails(type=PydanticCustomError("rule", f"NAME=value is longer than "
+                             f"{ENV_STRING_MAX_BYTES - 1} bytes, more than Linux lets one environment "
+                             "string be (MAX_ARG_STRLEN, execve fails with E2BIG); put the data in a file"),
+                             loc=(key,), input="[value not shown]")
+            for key in too_long])
+    tls_off = {k: off for k, v in env.items() if (off := tls_switched_off(k, v))}
+    if tls_off:
+        raise ValidationError.from_exception_data("env", [
+            InitErrorDetails(type=PydanticCustomError("rule", f"{off} switches TLS or certificate verification "
+                             "off; remove it and verify the server with the CA the program mounts "
+                             "(sslmode=verify-full, tls=true)"), loc=(key,), input="[value not shown]")
+            for key, off in sorted(tls_off.items())])
     secret_like = sorted(k for k in env if looks_secret(k))
     if secret_like:
         raise ValidationError.from_exception_data("env", [

@@ -21,7 +21,7 @@ from pydantic import EmailStr, Field
 
 from components import prometheus
 from components.backupscripts import TEXTFILE_DIR
-from components.containers import ContainerSpec, HealthCheck, Mount, PinnedImage, PublishedPort
+from components.containers import ContainerSpec, ExporterMount, HealthCheck, Mount, PinnedImage, PublishedPort
 from components.tiers import Tier
 from components.service_files import HostFile
 from validation.fields import ResourceName, StrictModel
@@ -88,14 +88,14 @@ def exporter_specs(cfg: MonitoringConfig, *, publish: bool) -> list[ContainerSpe
         _spec("node-exporter", cfg.node_exporter_image, memory=48, cpus=0.05, port=NODE_EXPORTER_PORT,
               user="65534:65534", health=_wget(NODE_EXPORTER_PORT, "/metrics"),
               command=["--path.rootfs=/host", f"--collector.textfile.directory=/host{TEXTFILE_DIR}"],
-              mounts=[Mount(host_path="/", container_path="/host")], publish=ports(NODE_EXPORTER_PORT)),
+              mounts=[ExporterMount(host_path="/", container_path="/host")], publish=ports(NODE_EXPORTER_PORT)),
         _spec("cadvisor", cfg.cadvisor_image, memory=128, cpus=0.1, port=CADVISOR_PORT,
               health=_wget(CADVISOR_PORT, "/healthz"),
               command=["--docker_only=false", "--store_container_labels=false", "--housekeeping_interval=30s",
                        "--disable_metrics=percpu,sched,tcp,udp,hugetlb,referenced_memory,cpu_topology,resctrl"],
-              mounts=[Mount(host_path="/sys", container_path="/sys"),
-                      Mount(host_path="/var/lib/docker", container_path="/var/lib/docker"),
-                      Mount(host_path="/dev/disk", container_path="/dev/disk")],
+              mounts=[ExporterMount(host_path="/sys", container_path="/sys"),
+                      ExporterMount(host_path="/var/lib/docker", container_path="/var/lib/docker"),
+                      ExporterMount(host_path="/dev/disk", container_path="/dev/disk")],
               publish=ports(CADVISOR_PORT)),
     ]
 

@@ -136,6 +136,7 @@ def evaluate(document: Mapping[str, Any], config: Optional[Mapping[str, Any]] = 
                 # Only the synth capture knows which inputs are secret (the engine unwraps them
                 # for policies); rules that need it read this attribute.
                 args.secret_inputs = list(r.get("secret_inputs") or [])
+                args.secret_leaves = list(r.get("secret_leaves") or {})
                 try:
                     policy.validate(args, report)
                 except _NotApplicableError:

@@ -11,6 +11,7 @@ forwarding to that one address only.
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
 import subprocess
 import sys
@@ -42,6 +43,10 @@ def main() -> int:
     parser.add_argument("stack")
     parser.add_argument("--print", action="store_true", help="print the command instead of running it")
     args = parser.parse_args()
+    stack_file = ROOT / f"Pulumi.{args.stack}.yaml"
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", args.stack) or not stack_file.is_file():
+        print(f"error: no stack {args.stack!r}: {stack_file.name} does not exist in {ROOT}", file=sys.stderr)
+        return 2
     command = tunnel_command(args.stack)
     if command is None:
         print(f"stack {args.stack} holds no Pencom: no tunnel needed", file=sys.stderr)

@@ -103,6 +103,24 @@ def sign(ca_key: str, public_key: Path, *, principal: str, identity: str, hours:
                           text=True).stdout
 
 
+def check_output(output: Path) -> None:
+    """Raises UsageError, before anything is signed, when the certificate cannot be written to
+    ``output`` or would overwrite a file that is not a certificate: an existing file must be
+    named ``*-cert.pub`` and hold no ``PRIVATE KEY`` (the engineer's key or the CA's)."""
+    if not output.parent.is_dir():
+        raise UsageError(f"--output {output}: directory {output.parent} does not exist")
+    if output.is_dir():
+        raise UsageError(f"--output {output} is a directory; name the certificate file (KEY-cert.pub)")
+    if output.exists() or output.is_symlink():
+        try:
+            private = "PRIVATE KEY" in output.read_text(errors="replace")
+        except OSError as exc:
+            raise UsageError(f"--output {output}: cannot read the existing file ({exc.strerror})") from None
+        if private or not output.name.endswith("-cert.pub"):
+            raise UsageError(f"--output {output} exists and is not a certificate (KEY-cert.pub); "
+                             "refusing to overwrite it, choose another file")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("stack")
@@ -127,12 +145,13 @@ def main(argv: list[str] | None = None) -> int:
         text = args.public_key.read_text() if args.public_key.is_file() else ""
         if not text.startswith(("ssh-", "ecdsa-", "sk-")) or "PRIVATE KEY" in text:
             raise UsageError(f"{args.public_key}: not an OpenSSH public key file (KEY.pub)")
+        name = args.public_key.name.removesuffix(".pub")
+        output = args.output or args.public_key.with_name(f"{name}-cert.pub")
+        check_output(output)
         ca_key = read_ca_key()
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    name = args.public_key.name.removesuffix(".pub")
-    output = args.output or args.public_key.with_name(f"{name}-cert.pub")
     try:
         description = sign(ca_key, args.public_key, principal=args.principal, identity=args.identity,
                            hours=args.hours, output=output)

@@ -4,6 +4,7 @@ the rules that check it against the stack it configures."""
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated, Iterator, Literal
 
 from pydantic import EmailStr, Field, model_validator
@@ -52,7 +53,7 @@ class Environment(StrictModel):
     production: bool | None = Field(
         default=None,
         description="whether stateful resources are protected and retained on delete; "
-        "defaults to true when name is prod (or production, prod-*) and must agree with it",
+        "defaults to true when name is prod (or production, prod-*, *-prod, *-production) and must agree with it",
     )
     region: Literal[DO_REGIONS] = Field(  # type: ignore[valid-type]
         default="fra1", description="default DigitalOcean region slug for the products"
@@ -96,5 +97,26 @@ def _production_agrees(env, ctx: RuleContext) -> Iterator[Finding]:
         expected = is_production_name(env.name)
         yield Finding(("production",), f"is {str(env.production).lower()} but environment {env.name!r} is "
                                        f"{'a' if expected else 'not a'} production environment "
-                                       f"({', '.join(PRODUCTION_NAMES)}, prod-*); set it to "
+                                       f"({', '.join(PRODUCTION_NAMES)}, prod-*, *-prod, *-production); set it to "
                                        f"{str(expected).lower()} or remove it")
+
+
+@rule(Environment)
+def _someone_can_log_in(env, ctx: RuleContext) -> Iterator[Finding]:
+    """A production stack names at least one SSH principal: with none, no engineer can log in to
+    mend a host in an incident (only the deploy key can)."""
+    if env.is_production and not env.ssh_principals:
+        yield Finding(("ssh_principals",), "is empty in a production stack, so no engineer can log in with "
+                                           "a certificate; name at least one principal (e.g. [oncall])")
+
+
+@rule(Environment)
+def _admin_cidrs_once(env, ctx: RuleContext) -> Iterator[Finding]:
+    """Each admin CIDR once: a repeat adds nothing but a second firewall rule to keep in step."""
+    first: dict[str, int] = {}
+    for index, cidr in enumerate(env.admin_cidrs):
+        key = str(ipaddress.ip_network(str(cidr), strict=False))
+        if key in first:
+            yield Finding(("admin_cidrs", index), f"{key} repeats admin_cidrs[{first[key]}]; keep one")
+        else:
+            first[key] = index

@@ -8,5 +8,8 @@ PRODUCTION_NAMES = ("prod", "production")
 
 
 def is_production_name(name: str) -> bool:
-    """``prod``, ``production`` and ``prod-*`` are production."""
-    return name in PRODUCTION_NAMES or name.startswith("prod-")
+    """True for ``prod``/``production`` and for names that start with ``prod-`` or end with
+    ``-prod``/``-production`` (``pencom-prod``): a product's own production stack is protected
+    even when its file leaves ``production`` unset."""
+    return (name in PRODUCTION_NAMES or name.startswith("prod-")
+            or name.endswith(tuple(f"-{p}" for p in PRODUCTION_NAMES)))

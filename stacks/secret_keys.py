@@ -27,18 +27,36 @@ def ssh_ca_secret() -> SecretKey:
                      "(`ssh-keygen -t ed25519 -N '' -f ca`; scripts/ssh_cert.py signs with it)")
 
 
+NEVER_IN_A_CONTAINER = re.compile(r"^(?:[a-z0-9_]*_ssh_private_key|ssh_ca_private_key|[a-z0-9_]*_registry_auth)$")
+"""Secret keys no service's environment may carry: the deploy SSH keys (``<product>_ssh_private_key``)
+and the stack's SSH CA give root on every host; the registry login (``<product>_registry_auth``)
+pushes images (``doctl registry docker-config`` is read-write unless told otherwise). A container
+that is compromised must not hold them (least privilege, CIS Docker 5 / OWASP ASVS V14.1)."""
+
+
 def secret_key_findings(product: str, field: str, services: Sequence[Any]) -> Iterator[Finding]:
-    """Secret keys a product's services name: lower_snake_case, prefixed with the product."""
+    """Secret keys a product's services name: lower_snake_case, prefixed with the product, and
+    none of the keys that must never reach a container (``NEVER_IN_A_CONTAINER``). A value that
+    is not a valid key name is never quoted back: it may be a password pasted in by mistake."""
     for index, spec in each(services):
         try:
             secret_env = spec.secret_env
         except Skip:
             continue
         for env_name, key in secret_env.items():
-            if not re.match(SECRET_KEY_PATTERN, key) or not key.startswith(f"{product}_"):
-                yield Finding((field, index, "secret_env", env_name),
-                              f"secret key {key!r} must be lower_snake_case (3-63 characters) and start "
-                              f"with {product}_")
+            where = (field, index, "secret_env", env_name)
+            if not re.match(SECRET_KEY_PATTERN, key):
+                yield Finding(where, f"the value is not a secret key name ({len(key)} characters, not shown: "
+                              f"it may be a secret itself); name a key that is lower_snake_case "
+                              f"(3-63 characters) and starts with {product}_, and set the secret with "
+                              f"`pulumi config set --secret platform:<key>`")
+            elif NEVER_IN_A_CONTAINER.match(key):
+                yield Finding(where, f"secret key {key!r} is a deploy SSH key, the SSH CA or a registry "
+                              "login, which must never reach a container; give the service its own "
+                              f"{product}_<name> secret")
+            elif not key.startswith(f"{product}_"):
+                yield Finding(where, f"secret key {key!r} must be lower_snake_case (3-63 characters) and "
+                              f"start with {product}_")
 
 
 def monitoring_secrets(cfg: monitoring.MonitoringConfig | None) -> list:

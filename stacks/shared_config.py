@@ -12,7 +12,7 @@ from components.hostsetup import DEPLOY_USER
 from stacks.collisions import r2_bucket_problem
 from stacks.environment import is_production_name
 from validation.fields import ADMIN_PREFIX_MIN, Cidr, Hostname, PrivateCidr, ResourceName, StrictModel
-from validation.formats import calendar_in_utc, check_calendar
+from validation.formats import at_most_hourly, calendar_in_utc, check_calendar
 from validation.rules import Finding, RuleContext, Skip, each, rule
 
 
@@ -112,9 +112,10 @@ class BackupConfig(StrictModel):
                                   description="bucket lock: objects cannot be deleted for this long")
     location: Literal["weur", "eeur", "wnam", "enam", "apac", "oc"] = Field(
         default="weur", description="R2 location hint")
-    schedule: Annotated[str, AfterValidator(check_calendar), AfterValidator(calendar_in_utc)] | None = Field(
+    schedule: Annotated[str, AfterValidator(check_calendar), AfterValidator(at_most_hourly),
+                        AfterValidator(calendar_in_utc)] | None = Field(
         default=None, description="when dump and mirror backups run: a systemd calendar event "
-        "(OnCalendar=, systemd.time(7)), read as UTC unless it names a time zone; by default daily at 03:MM UTC, the minute derived from "
+        "(OnCalendar=, systemd.time(7)), at most hourly, read as UTC unless it names a time zone; by default daily at 03:MM UTC, the minute derived from "
         "the job's name so a host's jobs do not start together. Point-in-time recovery base "
         "backups are always weekly (Saturday)")
     restore_test_schedule: Annotated[str, AfterValidator(check_calendar),

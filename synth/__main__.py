@@ -222,7 +222,12 @@ def check(argv: list[str]) -> int:
     args = _check_parser().parse_args(argv)
     try:
         document = _read_state(args.state)
-        config = _policy_config(args.config, args.stack or document.get("stack", ""))
+        own = document.get("stack")
+        if args.stack and own and args.stack != own:
+            # Checking prod's state against staging's policy levels would pass what prod refuses.
+            raise _BadInput(f"{args.state} is the state of stack {own!r}, not {args.stack!r}; "
+                            f"drop --stack or pass --stack {own}")
+        config = _policy_config(args.config, args.stack or own or "")
         violations = evaluate(document, config)
     except _BadInput as exc:
         return _fail(str(exc), args.debug)

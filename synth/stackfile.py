@@ -52,6 +52,23 @@ class UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+def _refuse_tag(loader: "UniqueKeyLoader", node: yaml.Node):
+    tag = node.tag.rsplit(":", 1)[-1]
+    raise yaml.constructor.ConstructorError(
+        None, None, f"a !!{tag} value is not a config value (Pulumi config holds text, numbers, booleans, "
+        "lists and mappings); write it as plain text", node.start_mark)
+
+
+def _timestamp_as_text(loader: "UniqueKeyLoader", node: yaml.Node) -> str:
+    # Pulumi hands the program the date as it is written; pydantic parses it where a date is due.
+    return loader.construct_scalar(node)
+
+
+for _tag in ("binary", "set", "omap", "pairs"):
+    UniqueKeyLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", _refuse_tag)
+UniqueKeyLoader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp_as_text)
+
+
 class DuplicateKeyError(yaml.YAMLError):
     def __init__(self, problems: list[str]):
         super().__init__("; ".join(problems))
@@ -111,19 +128,25 @@ def _as_config_string(value: Any) -> str:
     return json.dumps(value)
 
 
-def _mask_secure(value: Any) -> tuple[Any, bool]:
-    """Replace every ``{secure: ...}`` leaf (it needs the stack's key to decrypt) by a placeholder."""
+def _mask_secure(value: Any, where: str = "") -> tuple[Any, bool]:
+    """Replace every ``{secure: ...}`` leaf (it needs the stack's key to decrypt) by a placeholder.
+
+    Raises StackFileError naming the key path when ``secure`` holds anything but the ciphertext
+    string ``pulumi config set --secret`` writes (a list or number would count as a set secret)."""
     if isinstance(value, dict):
         if set(value) == {"secure"}:
+            if not isinstance(value["secure"], str) or not value["secure"].strip():
+                raise StackFileError(f"{where}.secure: must be a ciphertext string; set the secret with "
+                                     f"`pulumi config set --secret {where.split('.', 1)[0].split('[', 1)[0]}`")
             return PLACEHOLDER_SECRET + ":" + hashlib.sha256(str(value["secure"]).encode()).hexdigest()[:12], True
         found = False
         out = {}
         for key, item in value.items():
-            out[key], item_found = _mask_secure(item)
+            out[key], item_found = _mask_secure(item, f"{where}.{key}")
             found = found or item_found
         return out, found
     if isinstance(value, list):
-        items = [_mask_secure(v) for v in value]
+        items = [_mask_secure(v, f"{where}[{i}]") for i, v in enumerate(value)]
         return [v for v, _ in items], any(f for _, f in items)
     return value, False
 
@@ -135,7 +158,10 @@ def load_stack_file(path: Path, stack: str, project: str) -> StackFile:
             "--stack-file PATH"
         )
     try:
-        document = load_yaml(path.read_text()) or {}
+        document = load_yaml(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise StackFileError(f"{path}: not UTF-8 text (byte {exc.start} is 0x{exc.object[exc.start]:02x}); "
+                             "save the file as UTF-8") from None
     except DuplicateKeyError as exc:
         raise StackFileError(f"{path}: " + "; ".join(exc.problems)) from None
     except yaml.YAMLError as exc:
@@ -148,7 +174,10 @@ def load_stack_file(path: Path, stack: str, project: str) -> StackFile:
     stack_file = StackFile(project=project, stack=stack, path=path)
     for key, value in raw_config.items():
         full_key = key if ":" in str(key) else f"{project}:{key}"
-        masked, is_secret = _mask_secure(value)
+        try:
+            masked, is_secret = _mask_secure(value, full_key)
+        except StackFileError as exc:
+            raise StackFileError(f"{path}: {exc}") from None
         stack_file.config[full_key] = _as_config_string(masked)
         if is_secret:
             stack_file.secret_keys.append(full_key)

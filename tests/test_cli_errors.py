@@ -143,3 +143,11 @@ def test_the_cli_freezes_the_heap_before_the_shutdown_collection():
     assert result.returncode == 2, result.stderr
     frozen = int(result.stdout.split()[-1])
     assert frozen > 100_000, result.stdout
+
+
+def test_check_refuses_another_stacks_policy_levels_for_a_state(tmp_path):
+    state = tmp_path / "state.json"
+    state.write_text('{"stack": "prod", "resources": [{"urn": "u", "type": "x", "name": "y"}]}')
+    _one_line_exit_2(run("check", str(state), "--stack", "staging"),
+                     "is the state of stack 'prod', not 'staging'; drop --stack or pass --stack prod")
+    assert run("check", str(state), "--stack", "prod").returncode == 0

@@ -376,3 +376,19 @@ def test_pack_version_matches_pulumipolicy_yaml():
     import yaml
 
     assert yaml.safe_load((PROJECT_ROOT / "policy" / "PulumiPolicy.yaml").read_text())["version"] == PACK_VERSION
+
+
+def test_a_plaintext_credential_beside_a_secret_env_entry_is_flagged(prod_state):
+    """One secret entry makes the capture list envs in secret_inputs; the other entries are
+    still plain and judged one by one (the secret ones stay masked, per secret_leaves)."""
+    state = copy.deepcopy(prod_state)
+    gateway = _named(state, "pencom-prod-edge-external-gateway")
+    assert "envs" in gateway["secret_inputs"] and "envs" not in gateway["secret_leaves"]
+    gateway["inputs"]["envs"].append("DB_URL=postgres://u:S3cretPassw0rdXyZ@db:5432/x?sslmode=disable")
+    index = len(gateway["inputs"]["envs"]) - 1
+    violations = evaluate(state, load_policy_config("prod"))
+    assert any(v["policy"] == "platform-resource-disallow-plaintext-secrets"
+               and v["message"] == f"envs[{index}] holds a URL with credentials in plain text; pass it as a secret"
+               and v["urn"] == gateway["urn"] for v in violations), violations
+    assert not any(v["policy"] == "platform-resource-disallow-plaintext-secrets" for v in evaluate(
+        prod_state, load_policy_config("prod")))

@@ -392,3 +392,37 @@ def test_every_host_of_the_stack_trusts_one_ca_for_its_principals(stack):
         # The deploy key stays, scoped to the deploy user (and a bootstrap user).
         assert "Match User deploy" in text, name
     assert len(ca_lines) == 1 and next(iter(ca_lines)).startswith("ssh-ed25519 "), ca_lines
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("existing", ["id", "ca", "notes.txt"])
+def test_the_script_never_overwrites_a_key_or_a_file_that_is_not_a_certificate(tmp_path, existing):
+    key, _ = _key_files(tmp_path, "id")
+    ca_private, _ = ssh_keypair()
+    target = tmp_path / existing
+    if not target.exists():
+        target.write_text(ca_private if existing == "ca" else "keep me\n")
+    before = target.read_text()
+    result = _script("staging", str(key.with_name("id.pub")), "--principal", "oncall", "--identity", "a",
+                     "--output", str(target), ca_key=ca_private)
+    assert result.returncode == 2, result.stderr
+    assert "exists and is not a certificate" in result.stderr and "Traceback" not in result.stderr
+    assert target.read_text() == before
+
+
+@pytest.mark.fast
+def test_the_script_checks_the_output_directory_before_signing(tmp_path):
+    key, _ = _key_files(tmp_path, "id")
+    ca_private, _ = ssh_keypair()
+    result = _script("staging", str(key.with_name("id.pub")), "--principal", "oncall", "--identity", "a",
+                     "--output", "/nonexistent/x.pub", ca_key=ca_private)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: --output /nonexistent/x.pub: directory /nonexistent does not exist"
+
+
+@pytest.mark.fast
+def test_the_tunnel_script_names_a_missing_stack_in_one_line():
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "pencom_tunnel.py"), "nosuch", "--print"],
+                            capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: no stack 'nosuch': Pulumi.nosuch.yaml does not exist in {ROOT}"

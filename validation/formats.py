@@ -117,9 +117,15 @@ def hostname_problem(value: str) -> Optional[str]:
 
 # --- control characters ----------------------------------------------------------------------
 
+BIDI_CONTROLS = frozenset(map(chr, [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]))
+"""The bidirectional embedding, override and isolate controls (U+202A-U+202E, U+2066-U+2069):
+they make text display in another order than it is read ("Trojan Source", CVE-2021-42574)."""
+
+
 def control_characters(value: str) -> list[str]:
-    """The control characters (Unicode category Cc: NUL, tab, newline, DEL, C1) in ``value``."""
-    return sorted({f"U+{ord(c):04X}" for c in value if unicodedata.category(c) == "Cc"})
+    """The control characters (Unicode category Cc: NUL, tab, newline, DEL, C1) and the
+    bidirectional controls (``BIDI_CONTROLS``) in ``value``."""
+    return sorted({f"U+{ord(c):04X}" for c in value if unicodedata.category(c) == "Cc" or c in BIDI_CONTROLS})
 
 
 # --- secrets ---------------------------------------------------------------------------------
@@ -131,7 +137,15 @@ _SECRET_NAME = re.compile(
     r"WEBHOOK|(^|_)SALT($|_)|(?<!PUBLIC)_KEY$)",
     re.IGNORECASE,
 )
-_URL_WITH_PASSWORD = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@", re.IGNORECASE)
+# The scheme is bounded (RFC 3986 sets no length; real ones are short) so that a long run of
+# letters is searched in linear time: an unbounded ``[a-z0-9+.-]*`` before ``://`` rescans the
+# rest of the value from every position (a 200,000-character value took minutes).
+_URL_WITH_PASSWORD = re.compile(r"[a-z][a-z0-9+.-]{0,31}://[^/\s:@]+:[^/\s@]+@", re.IGNORECASE)
+# Oracle's Easy Connect with credentials, ``user/password@host[:port][/service]`` (Oracle Net
+# Services Reference, "Easy Connect naming"), as SQL*Plus and the drivers' connect strings take it.
+_ORACLE_CONNECT = re.compile(
+    r"(?:^|[\s=(])[A-Za-z][A-Za-z0-9_$#]{0,127}/[^/\s@]{1,256}@(?://)?[A-Za-z0-9.-]{1,253}(?::\d{1,5})?"
+    r"(?:/[A-Za-z0-9_.$-]+)?(?:$|[\s)])")
 _PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")
 _KNOWN_TOKENS = re.compile(
     r"(gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{40,}|xox[abprs]-[A-Za-z0-9-]{10,}|"
@@ -164,6 +178,8 @@ def secret_value_kind(value: str) -> Optional[str]:
         return "a private key"
     if _URL_WITH_PASSWORD.search(value):
         return "a URL with a user and password"
+    if _ORACLE_CONNECT.search(value):
+        return "an Oracle connect string with a user and password"
     if _KNOWN_TOKENS.search(value):
         return "an API token"
     for run in _TOKEN_RUN.findall(value):
@@ -299,6 +315,26 @@ def check_calendar(spec: str) -> str:
         _component(parts[0], 0, 23, "hour")
         _component(parts[1], 0, 59, "minute")
         _component(parts[2], 0, 59, "second", fraction=True)
+    return spec
+
+
+def at_most_hourly(spec: str) -> str:
+    """``spec`` (a calendar event that passed :func:`check_calendar`) unchanged when it fires at
+    most once an hour; ValueError when it fires more often (``minutely``, ``*:0/5``, ``*:00,30``):
+    every backup run dumps the whole datastore and uploads it, so a tighter recovery point comes
+    from point-in-time recovery (WAL shipping, ``rpo_minutes``), not from more dumps."""
+    words = spec.split()
+    if words[0].lower() == "minutely":
+        raise ValueError(f"{spec!r} runs more often than hourly; each run is a full dump and upload; "
+                         "schedule at most hourly and use rpo_minutes (point-in-time recovery) for a "
+                         "tighter recovery point")
+    time = next((w for w in words if ":" in w), None)
+    if time is not None:
+        parts = time.split(":")
+        if any(re.search(r"[*,/]|\.\.", part) for part in parts[1:]):
+            raise ValueError(f"{spec!r} runs more often than hourly (minute or second {':'.join(parts[1:])!r}); "
+                             "each run is a full dump and upload; schedule at most hourly and use "
+                             "rpo_minutes (point-in-time recovery) for a tighter recovery point")
     return spec
 
 

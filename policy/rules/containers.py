@@ -5,6 +5,7 @@ Compose queries (query ids)."""
 from __future__ import annotations
 
 import fnmatch
+import posixpath
 import re
 
 from policy.rules.base import (ADVISORY, CRITICAL, HIGH, LOW, MANDATORY, MEDIUM, T_CONTAINER,
@@ -18,9 +19,23 @@ WAIT_TIMEOUT_MAX_S = 600
 C = [T_CONTAINER]
 SOCKETS = ("/var/run/docker.sock", "/run/docker.sock", "/run/containerd/containerd.sock",
            "/var/run/containerd/containerd.sock")
-# KICS "Volume Has Sensitive Host Directory" and CIS Docker 5.5.
-SENSITIVE_DIRS = ("/", "/boot", "/dev", "/etc", "/lib", "/proc", "/sys", "/usr", "/root", "/var/lib/docker",
+# KICS "Volume Has Sensitive Host Directory" and CIS Docker 5.5; a mount of one or of anything
+# under it is flagged (/ only itself). components.containers.SENSITIVE_HOST_DIRS is the same list.
+SENSITIVE_DIRS = ("/boot", "/dev", "/etc", "/lib", "/proc", "/sys", "/usr", "/root", "/var/lib/docker",
                   "/var/lib/kubelet", "/var/run", "/run", "/home", "/bin", "/sbin")
+
+
+def normal_path(path: str) -> str:
+    """``path`` as the kernel resolves its ``..``, ``.`` and doubled slashes (no symlinks)."""
+    return posixpath.normpath("/" + path.lstrip("/"))
+
+
+def sensitive_dir(path: str):
+    """The sensitive directory ``path`` is or lies under, ``/`` for the root itself, or None."""
+    clean = normal_path(path)
+    if clean == "/":
+        return "/"
+    return next((d for d in SENSITIVE_DIRS if clean == d or clean.startswith(d + "/")), None)
 
 
 def kics(uuid: str, name: str) -> str:
@@ -288,8 +303,10 @@ resource_policy(
 
 def _check_non_root(props, args):
     user = str(props.get("user") or "")
-    if user in ("", "root", "0", "0:0") or user.startswith(("root:", "0:")):
+    if not user:
         yield "the container runs as the image's default user (often root); set user"
+    elif user.split(":", 1)[0] in ("root", "0"):
+        yield f"the container runs as root (user {user}); set user to the image's unprivileged uid:gid"
 
 
 resource_policy(
@@ -298,12 +315,14 @@ resource_policy(
     sources=["CIS Docker 4.1"],
     fix="Set user to the image's unprivileged uid:gid.",
     types=C, check=_check_non_root,
-    cases=Case(doc(container()), [(doc(container(user="0:0")), ["the container runs as the image's default user (often root); set user"])]))
+    cases=Case(doc(container()), [(doc(container(user="0:0")), ["the container runs as root (user 0:0); set user to the image's unprivileged uid:gid"]),
+                                  (doc(container(user="root")), ["the container runs as root (user root); set user to the image's unprivileged uid:gid"]),
+                                  (doc(container(user="")), ["the container runs as the image's default user (often root); set user"])]))
 
 
 def _check_socket(props, args):
     for source, path in host_paths(props):
-        if path.rstrip("/") in SOCKETS:
+        if normal_path(path) in SOCKETS:
             yield f"the container mounts the container runtime socket {path} (through {source}), which gives it the host"
 
 
@@ -317,26 +336,35 @@ resource_policy(
                [(doc(container(volumes=[{"hostPath": "/var/run/docker.sock", "containerPath": "/s"}])),
                  ["the container mounts the container runtime socket /var/run/docker.sock (through volumes), which gives it the host"]),
                 (doc(container(mounts=[{"type": "bind", "source": "/run/docker.sock", "target": "/s"}])),
-                 ["the container mounts the container runtime socket /run/docker.sock (through mounts), which gives it the host"])]))
+                 ["the container mounts the container runtime socket /run/docker.sock (through mounts), which gives it the host"]),
+                (doc(container(volumes=[{"hostPath": "/var/run/../run/docker.sock", "containerPath": "/t"}])),
+                 ["the container mounts the container runtime socket /var/run/../run/docker.sock (through volumes), which gives it the host"])]))
 
 
 def _check_host_paths(props, args):
     for source, path in host_paths(props):
-        clean = path.rstrip("/") or "/"
-        if source != "devices" and clean in SENSITIVE_DIRS:
-            yield f"the container mounts the host's {clean} (through {source})"
+        sensitive = sensitive_dir(path) if source != "devices" else None
+        if sensitive == normal_path(path):
+            yield f"the container mounts the host's {sensitive} (through {source})"
+        elif sensitive:
+            yield f"the container mounts the host's {normal_path(path)}, under {sensitive} (through {source})"
 
 
 resource_policy(
-    "docker-container-disallow-sensitive-host-paths", "Containers mount no sensitive host directory (/, /etc, /proc, /sys, /var/lib/docker, ...).",
-    level=ADVISORY, severity=HIGH, category="containers",
+    "docker-container-disallow-sensitive-host-paths", "Containers mount no sensitive host directory (/, /etc, /proc, /sys, /var/lib/docker, ...) nor anything under one.",
+    level=MANDATORY, severity=HIGH, category="containers",
     sources=["CIS Docker 5.5", kics("1c1325ff-831d-43a1-973e-839ae57dfcc0", "Volume Has Sensitive Host Directory")],
-    fix="Mount only the service's own directory under /srv; waive exporters that must read the host, with a reason.",
+    fix="Mount only the service's own directory under /srv. Only the exporters the program adds "
+        "(node-exporter, cAdvisor) read the host, under the named waivers node-exporter-host-root and cadvisor-host-paths.",
     types=C, check=_check_host_paths,
     cases=Case(doc(container(volumes=[{"hostPath": "/srv/app/data", "containerPath": "/data"}])),
                [(doc(container(volumes=[{"hostPath": "/", "containerPath": "/host"}],
                                mounts=[{"type": "bind", "source": "/etc/", "target": "/e"}])),
-                 ["the container mounts the host's / (through volumes)", "the container mounts the host's /etc (through mounts)"])]))
+                 ["the container mounts the host's / (through volumes)", "the container mounts the host's /etc (through mounts)"]),
+                (doc(container(volumes=[{"hostPath": "/srv/../etc", "containerPath": "/e"},
+                                        {"hostPath": "/root/.ssh", "containerPath": "/k"}])),
+                 ["the container mounts the host's /etc (through volumes)",
+                  "the container mounts the host's /root/.ssh, under /root (through volumes)"])]))
 
 
 def _check_devices(props, args):

@@ -255,7 +255,8 @@ stack_policy(
 
 
 SECRET_NAME = re.compile(r"(password|passwd|secret|token|api_?key|private_?key|access_?key|dsn)", re.IGNORECASE)
-URL_WITH_CREDENTIALS = re.compile(r"[a-z][a-z0-9+.-]*://[^\s:/@]+:[^\s@/]+@", re.IGNORECASE)
+# The scheme is bounded so that a long value is searched in linear time.
+URL_WITH_CREDENTIALS = re.compile(r"[a-z][a-z0-9+.-]{0,31}://[^\s:/@]+:[^\s@/]+@", re.IGNORECASE)
 
 
 def _declared_secret_envs_removed(spec):
@@ -286,14 +287,20 @@ def _check_plaintext_secrets(props, args):
     if secret_inputs is None:
         args.not_applicable("the engine unwraps secrets before policies see them; "
                             "python -m synth STACK --policy checks this rule on every PR")
+    # The capture masks each secret leaf ("[secret]"): an input that is secret only in some
+    # entries (one env var of a list) has every other entry judged on its own.
+    leaves = set(getattr(args, "secret_leaves", None) or ())
     checked = {}
     for key in props:
         if key not in secret_inputs:
             checked[key] = props[key]
         elif args.resource_type == T_APP and key == "spec":
             checked[key] = _declared_secret_envs_removed(props[key])
+        elif key not in leaves and any(leaf.startswith((f"{key}[", f"{key}.")) for leaf in leaves):
+            checked[key] = props[key]
     for path, text in walk_strings(checked):
-        if text == SECRET_MASK:
+        if text == SECRET_MASK or path in leaves or path.startswith(tuple(f"{leaf}{sep}" for leaf in leaves
+                                                                           for sep in "[.")):
             continue
         if "BEGIN" in text and "PRIVATE KEY" in text:
             yield f"{path} holds a private key in plain text; pass it as a secret"

@@ -149,6 +149,15 @@ class EgressConfig(StrictModel):
                                       description="subnets of the app, data and storage nodes' Docker networks; "
                                                   "apart from each other, edge_subnet and internal_cidr")
 
+    @field_validator("resolvers")
+    @classmethod
+    def _resolvers_once(cls, value: list) -> list:
+        seen = [str(ipaddress.ip_network(str(v), strict=False)) for v in value]
+        repeated = sorted({r for r in seen if seen.count(r) > 1})
+        if repeated:
+            raise ValueError(f"{', '.join(repeated)} is listed twice; keep each resolver once")
+        return value
+
 
 class JwtConfig(StrictModel):
     users: list[ResourceName] = Field(min_length=1, description="services that get JWT_SECRET (employers, admins)")

@@ -10,7 +10,7 @@ from typing import Iterator
 from components import monitoring, tiers
 from components.dockerhost import image_registry
 from stacks.collisions import duplicates, program_containers
-from stacks.pencom.config import BACKUP_READER, NODES, RESERVED_LABELS, PencomConfig
+from stacks.pencom.config import BACKUP_READER, NODES, PORTS, RESERVED_LABELS, PencomConfig
 from stacks.pencom.mtls import MTLS_PORT_OFFSET, SIDECAR_SUFFIX, TERMINATOR, mtls_port
 from stacks.pencom.plan import BUCKET_ENV, backup_labels, proxy_env, role_name
 from stacks.secret_keys import secret_key_findings
@@ -300,6 +300,37 @@ def _published(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
                                f"already published by {program[tls_port]} on the app node; choose another port")
     yield from duplicates([(loc, (app_address, mtls_port(port))) for loc, port in own],
                           "published address:port", ctx.where)
+
+
+@rule(PencomConfig)
+def _ssh_ports(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
+    """Every node's ssh_port is free on that node: not a port its firewall opens to a service
+    (the edge's 80/443 and proxy ports, the datastores, MinIO) nor an exporter's."""
+    from stacks.pencom.network import node_rules  # network imports this package's config only
+
+    rules = node_rules(cfg, ("192.0.2.1/32",))  # the ports do not depend on the admin sources
+    exporters = {monitoring.NODE_EXPORTER_PORT: "node-exporter", monitoring.CADVISOR_PORT: "cadvisor"}
+    for node in ("edge", "app", "data", "storage"):
+        port = getattr(cfg.nodes, node).ssh_port
+        used = dict(exporters)
+        for r in rules[node]:
+            low, high = r.port if isinstance(r.port, tuple) else (r.port, r.port)
+            if r.port != tiers.SSH_PORT and low <= port <= high:
+                used[port] = r.reason or f"the {node} node's {r.port_range}/{r.protocol} rule"
+        if port in used:
+            yield Finding(("nodes", node, "ssh_port"), f"port {port} is used on the {node} node by "
+                          f"{used[port]}; choose a free port for sshd (22, or e.g. 2222)")
+
+
+@rule(PencomConfig)
+def _datastore_ports(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
+    """The datastores listen where the program puts them (``PORTS``): the firewall, the TLS
+    setup and every connection URL use those ports, so another value would be ignored."""
+    for name, port in PORTS.items():
+        spec = getattr(cfg, name)
+        if spec.port is not None and spec.port != port:
+            yield Finding((name, "port"), f"is {spec.port}, but the program sets the {name} port to "
+                          f"{port} (firewall, TLS and connection URLs); write {port} or remove it")
 
 
 @rule(PencomConfig)
