@@ -240,6 +240,15 @@ def check_services(box: Box, scripts: str, checks: list[Check]) -> None:
                                     detail=f"the kernel refuses audit in a box (a container): auditctl -s: "
                                            f"{(audit.stdout + audit.stderr).strip()[:160]}; is-enabled {enabled}"))
                 continue
+        if unit.startswith("wg-quick@") and enabled != "enabled":
+            device = box.run("[ -d /sys/module/wireguard ] || modprobe -q wireguard 2>/dev/null || [ -c /dev/net/tun ]")
+            if device.rc != 0:
+                # The management-network script leaves the unit disabled where the kernel has no
+                # WireGuard and there is no /dev/net/tun for wireguard-go (a container VPS).
+                checks.append(Check(name=name, status=NOT_PROVEN,
+                                    detail=f"no WireGuard in the box's kernel and no /dev/net/tun (a container); "
+                                           f"is-enabled {enabled}"))
+                continue
         _check(checks, name, enabled == "enabled" and active == "active",
                f"is-enabled {enabled or 'no such unit'}, is-active {active}")
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 from stacks import secret_keys
 from stacks.definition import ProductDefinition, SecretKey
 from stacks.pencom import rules  # noqa: F401 (registers the config rules)
+from stacks.pencom import port_rules  # noqa: F401 (registers the port rules)
 from stacks.pencom import egress_rules  # noqa: F401 (registers the egress rules, after those)
 from stacks.pencom.config import NODES, PORTS, SSH_KEY_SECRET, PencomConfig
 from stacks.pencom.plan import backup_labels, images, plan

@@ -1,4 +1,5 @@
-"""Pencom's egress rules: the proxy's domains, the containers' subnets on every node (apart
+"""Pencom's egress rules: the proxy (its tier, and a host allow-list that admits every registry
+the internal nodes pull from), the proxy's domains, the containers' subnets on every node (apart
 from each other and from what they must reach) and the direct routes, each finding naming its
 key path. Registered after ``rules`` (``stacks.pencom`` imports both)."""
 
@@ -7,11 +8,12 @@ from __future__ import annotations
 import ipaddress
 from typing import Iterator
 
-from components import egress
+from components import egress, tiers
+from components.dockerhost import image_registry
 from stacks.collisions import duplicates
 from stacks.pencom.config import DOCKER_DEFAULT_BRIDGE, PencomConfig
 from stacks.pencom.network import EDGE_EXEMPT
-from validation.rules import Finding, RuleContext, each, rule
+from validation.rules import Finding, RuleContext, Skip, each, rule
 
 
 @rule(PencomConfig)
@@ -71,3 +73,63 @@ def _node_subnets_apart(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding
 def _direct_routes(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
     yield from duplicates(((("egress", "direct", i, "name"), r.name) for i, r in each(cfg.egress.direct)),
                           "route name", ctx.where)
+
+
+@rule(PencomConfig)
+def _proxy(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
+    proxy = cfg.egress.proxy
+    if proxy.tier is not tiers.Tier.MGMT:
+        yield Finding(("egress", "proxy", "tier"), f"tier mgmt (published on the private address only), "
+                      f"got {proxy.tier.value}")
+    if proxy.publish:
+        yield Finding(("egress", "proxy", "publish"), "the program publishes the proxy ports; remove it")
+
+
+# Where a registry serves an image's layers from, beyond its own name: a pull through an
+# allow-list proxy needs them all. Sources: Docker's allowlist for Docker Hub
+# (docs.docker.com/desktop/setup/allow-list: registry-1, auth, production.cloudflare), GitHub's
+# packages hosts (docs.github.com, "About GitHub's IP addresses": pkg-containers), Google
+# Container Registry's layers in Cloud Storage. Any other registry: its own name.
+REGISTRY_PULL_DOMAINS = {
+    "docker.io": ("registry-1.docker.io", "auth.docker.io", "production.cloudflare.docker.com"),
+    "ghcr.io": ("ghcr.io", "pkg-containers.githubusercontent.com"),
+    "gcr.io": ("gcr.io", "storage.googleapis.com"),
+}
+
+
+def _admits(allowed: list[str], domain: str) -> bool:
+    """squid's ``dstdomain``: ``.example.com`` admits example.com and every name under it."""
+    return any(a == domain or (a.startswith(".") and (domain == a[1:] or domain.endswith(a)))
+               for a in allowed)
+
+
+@rule(PencomConfig)
+def _pulls_through_proxy(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
+    """The app, data and storage nodes pull their images through the edge's proxy (their
+    Docker daemons' HTTPS_PROXY): its host allow-list admits every registry they pull from."""
+    images: list[tuple[str, str]] = []
+
+    def add(getter):
+        try:
+            images.extend(getter())
+        except Skip:
+            pass
+    add(lambda: [(f"app_services[{i}].image", s.image) for i, s in each(cfg.app_services)])
+    for field in ("postgres", "mongodb", "redis", "minio"):
+        add(lambda field=field: [(f"{field}.image", getattr(cfg, field).image)])
+    add(lambda: [(f"monitoring.{k}", getattr(cfg.monitoring, k)) for k in ("node_exporter_image", "cadvisor_image")])
+    try:
+        allowed = list(cfg.egress.host_domains)
+    except Skip:
+        return
+    missing: dict[str, list[str]] = {}
+    for where, image in images:
+        registry = image_registry(image)
+        for domain in REGISTRY_PULL_DOMAINS.get(registry, (registry,)):
+            if not _admits(allowed, domain):
+                missing.setdefault(domain, []).append(f"{image} ({where})")
+    if missing:
+        yield Finding(("egress", "host_domains"),
+                      f"add {', '.join(sorted(missing))}: the internal nodes pull "
+                      f"{'; '.join(sorted({i for v in missing.values() for i in v}))} through the "
+                      "edge's proxy, which refuses them (\"Forbidden\" on the first pull)")

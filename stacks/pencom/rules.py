@@ -7,11 +7,10 @@ from __future__ import annotations
 import ipaddress
 from typing import Iterator
 
-from components import monitoring, tiers
-from components.dockerhost import image_registry
+from components import tiers
 from stacks.collisions import duplicates, program_containers
-from stacks.pencom.config import BACKUP_READER, NODES, PORTS, RESERVED_LABELS, PencomConfig
-from stacks.pencom.mtls import MTLS_PORT_OFFSET, SIDECAR_SUFFIX, TERMINATOR, mtls_port
+from stacks.pencom.config import BACKUP_READER, NODES, RESERVED_LABELS, PencomConfig
+from stacks.pencom.mtls import SIDECAR_SUFFIX, TERMINATOR
 from stacks.pencom.plan import BUCKET_ENV, backup_labels, proxy_env, role_name
 from stacks.secret_keys import secret_key_findings
 from stacks.shared_config import (alert_email_findings, backup_bucket_findings, hosts_in_zone,
@@ -103,66 +102,6 @@ def _datastores(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
         for key in ("publish", "command"):
             if getattr(spec, key):
                 yield Finding((field, key), "is set by the program (with TLS); remove it")
-
-
-@rule(PencomConfig)
-def _proxy(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
-    proxy = cfg.egress.proxy
-    if proxy.tier is not tiers.Tier.MGMT:
-        yield Finding(("egress", "proxy", "tier"), f"tier mgmt (published on the private address only), "
-                      f"got {proxy.tier.value}")
-    if proxy.publish:
-        yield Finding(("egress", "proxy", "publish"), "the program publishes the proxy ports; remove it")
-
-
-# Where a registry serves an image's layers from, beyond its own name: a pull through an
-# allow-list proxy needs them all. Sources: Docker's allowlist for Docker Hub
-# (docs.docker.com/desktop/setup/allow-list: registry-1, auth, production.cloudflare), GitHub's
-# packages hosts (docs.github.com, "About GitHub's IP addresses": pkg-containers), Google
-# Container Registry's layers in Cloud Storage. Any other registry: its own name.
-REGISTRY_PULL_DOMAINS = {
-    "docker.io": ("registry-1.docker.io", "auth.docker.io", "production.cloudflare.docker.com"),
-    "ghcr.io": ("ghcr.io", "pkg-containers.githubusercontent.com"),
-    "gcr.io": ("gcr.io", "storage.googleapis.com"),
-}
-
-
-def _admits(allowed: list[str], domain: str) -> bool:
-    """squid's ``dstdomain``: ``.example.com`` admits example.com and every name under it."""
-    return any(a == domain or (a.startswith(".") and (domain == a[1:] or domain.endswith(a)))
-               for a in allowed)
-
-
-@rule(PencomConfig)
-def _pulls_through_proxy(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
-    """The app, data and storage nodes pull their images through the edge's proxy (their
-    Docker daemons' HTTPS_PROXY): its host allow-list admits every registry they pull from."""
-    images: list[tuple[str, str]] = []
-
-    def add(getter):
-        try:
-            images.extend(getter())
-        except Skip:
-            pass
-    add(lambda: [(f"app_services[{i}].image", s.image) for i, s in each(cfg.app_services)])
-    for field in ("postgres", "mongodb", "redis", "minio"):
-        add(lambda field=field: [(f"{field}.image", getattr(cfg, field).image)])
-    add(lambda: [(f"monitoring.{k}", getattr(cfg.monitoring, k)) for k in ("node_exporter_image", "cadvisor_image")])
-    try:
-        allowed = list(cfg.egress.host_domains)
-    except Skip:
-        return
-    missing: dict[str, list[str]] = {}
-    for where, image in images:
-        registry = image_registry(image)
-        for domain in REGISTRY_PULL_DOMAINS.get(registry, (registry,)):
-            if not _admits(allowed, domain):
-                missing.setdefault(domain, []).append(f"{image} ({where})")
-    if missing:
-        yield Finding(("egress", "host_domains"),
-                      f"add {', '.join(sorted(missing))}: the internal nodes pull "
-                      f"{'; '.join(sorted({i for v in missing.values() for i in v}))} through the "
-                      "edge's proxy, which refuses them (\"Forbidden\" on the first pull)")
 
 
 @rule(PencomConfig)
@@ -279,58 +218,6 @@ def _env_keys(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
         pass
     yield from injected_env_findings("edge_services", cfg.edge_services, injected)
     yield from injected_env_findings("app_services", cfg.app_services, injected)
-
-
-@rule(PencomConfig)
-def _published(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
-    """Each node's published address:port once: the app services' mutual-TLS ports (their own
-    plus ``MTLS_PORT_OFFSET``, below 65536) on the app node's private address with
-    node-exporter and cAdvisor, and sshd on every node; and each service port once."""
-    app_address = cfg.nodes.app.private_address
-    program = {cfg.nodes.app.ssh_port: "sshd", monitoring.NODE_EXPORTER_PORT: "node-exporter",
-               monitoring.CADVISOR_PORT: "cadvisor"}
-    own = [(("app_services", i, "port"), s.port) for i, s in each(cfg.app_services) if s.port]
-    for loc, port in own:
-        tls_port = mtls_port(port)
-        if tls_port > 65535:
-            yield Finding(loc, f"{port} would be served over mutual TLS on {tls_port} (port + {MTLS_PORT_OFFSET}), "
-                               f"which is no port; choose a port up to {65535 - MTLS_PORT_OFFSET}")
-        elif tls_port in program:
-            yield Finding(loc, f"its mutual-TLS port {app_address}:{tls_port} (port + {MTLS_PORT_OFFSET}) is "
-                               f"already published by {program[tls_port]} on the app node; choose another port")
-    yield from duplicates([(loc, (app_address, mtls_port(port))) for loc, port in own],
-                          "published address:port", ctx.where)
-
-
-@rule(PencomConfig)
-def _ssh_ports(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
-    """Every node's ssh_port is free on that node: not a port its firewall opens to a service
-    (the edge's 80/443 and proxy ports, the datastores, MinIO) nor an exporter's."""
-    from stacks.pencom.network import node_rules  # network imports this package's config only
-
-    rules = node_rules(cfg, ("192.0.2.1/32",))  # the ports do not depend on the admin sources
-    exporters = {monitoring.NODE_EXPORTER_PORT: "node-exporter", monitoring.CADVISOR_PORT: "cadvisor"}
-    for node in ("edge", "app", "data", "storage"):
-        port = getattr(cfg.nodes, node).ssh_port
-        used = dict(exporters)
-        for r in rules[node]:
-            low, high = r.port if isinstance(r.port, tuple) else (r.port, r.port)
-            if r.port != tiers.SSH_PORT and low <= port <= high:
-                used[port] = r.reason or f"the {node} node's {r.port_range}/{r.protocol} rule"
-        if port in used:
-            yield Finding(("nodes", node, "ssh_port"), f"port {port} is used on the {node} node by "
-                          f"{used[port]}; choose a free port for sshd (22, or e.g. 2222)")
-
-
-@rule(PencomConfig)
-def _datastore_ports(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
-    """The datastores listen where the program puts them (``PORTS``): the firewall, the TLS
-    setup and every connection URL use those ports, so another value would be ignored."""
-    for name, port in PORTS.items():
-        spec = getattr(cfg, name)
-        if spec.port is not None and spec.port != port:
-            yield Finding((name, "port"), f"is {spec.port}, but the program sets the {name} port to "
-                          f"{port} (firewall, TLS and connection URLs); write {port} or remove it")
 
 
 @rule(PencomConfig)

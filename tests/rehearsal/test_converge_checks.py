@@ -78,3 +78,30 @@ def test_auditd_is_not_proven_only_where_the_kernel_refuses_audit():
     assert [(c.name, c.status) for c in refused] == [("unit auditd enabled and active", NOT_PROVEN)]
     assert "refuses audit" in refused[0].detail
     assert [(c.name, c.status) for c in works] == [("unit auditd enabled and active", FAIL)]
+
+
+def test_wireguard_is_not_proven_only_where_the_box_has_no_wireguard_device():
+    """The management-network script leaves wg-quick@wg0 disabled where the kernel has no
+    WireGuard and there is no /dev/net/tun for wireguard-go; the check says so instead of
+    failing, and fails where a device exists."""
+    from types import SimpleNamespace
+
+    from rehearsal.checks import check_services
+    from rehearsal.report import FAIL, NOT_PROVEN
+
+    def box(device_rc: int):
+        answers = {"systemctl is-enabled wg-quick@wg0": "disabled", "systemctl is-active wg-quick@wg0": "inactive"}
+
+        def run(command):
+            if "/dev/net/tun" in command:
+                return SimpleNamespace(rc=device_rc, stdout="", stderr="")
+            return SimpleNamespace(rc=0, stdout=answers.get(command, ""), stderr="")
+        return SimpleNamespace(run=run)
+
+    scripts = "if wireguard_in_kernel || [ -c /dev/net/tun ]; then\n  ensure_service_enabled wg-quick@wg0 wg show wg0\nfi\n"
+    missing, present = [], []
+    check_services(box(1), scripts, missing)
+    check_services(box(0), scripts, present)
+    assert [(c.name, c.status) for c in missing] == [("unit wg-quick@wg0 enabled and active", NOT_PROVEN)]
+    assert "no /dev/net/tun" in missing[0].detail
+    assert [(c.name, c.status) for c in present] == [("unit wg-quick@wg0 enabled and active", FAIL)]
