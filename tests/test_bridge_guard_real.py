@@ -24,8 +24,10 @@ so nothing is pulled.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import secrets
+import signal
 import subprocess
 import sys
 import tempfile
@@ -145,6 +147,61 @@ def connects(ns_path: str, target: str, port: int, source: str | None = None,
     return _run(["nsenter", f"--net={ns_path}", sys.executable, "-c", probe]).returncode == 0
 
 
+def _sweep_killed_replays() -> None:
+    """Tears down what a replay left behind when its pytest process was killed (SIGKILL skips
+    the fixture's ``finally``): its dockerd, both namespaces and its directories, for every
+    ``/run/bg-*`` whose owner process is gone."""
+    for run_dir in Path("/run").glob("bg-*-*"):
+        owner = run_dir / "owner"
+        try:
+            os.kill(int(owner.read_text()), 0)
+            continue  # a replay of a live process
+        except ProcessLookupError:
+            pass
+        except (OSError, ValueError):
+            continue  # no owner recorded: not ours to judge
+        tag = run_dir.name.split("-")[1]
+        pidfile = run_dir / "d" / "docker.pid"
+        try:
+            pid = int(pidfile.read_text())
+            os.kill(pid, signal.SIGTERM)
+            for _ in range(100):
+                os.kill(pid, 0)
+                time.sleep(0.1)
+            os.kill(pid, signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
+        for ns in (f"bgn-{tag}", f"bgh-{tag}"):
+            subprocess.run(["ip", "netns", "delete", ns], capture_output=True, check=False)
+        from rehearsal.netns import unmount_under
+
+        for data_dir in Path("/var/tmp").glob(f"bridge-guard-{tag}-*"):
+            unmount_under(data_dir)
+            subprocess.run(["rm", "-rf", str(data_dir)], check=False)
+        unmount_under(run_dir)  # the daemon's netns bind mounts
+        subprocess.run(["rm", "-rf", str(run_dir)], check=False)
+
+
+@pytest.mark.realtool
+def test_a_killed_replays_namespaces_and_directories_are_swept(tmp_path):
+    require_root("network namespaces")
+    require_tool("ip", "Debian package iproute2")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    tag = secrets.token_hex(3)
+    run_dir = Path(tempfile.mkdtemp(prefix=f"bg-{tag}-", dir="/run"))
+    (run_dir / "owner").write_text(dead)
+    data_dir = Path(tempfile.mkdtemp(prefix=f"bridge-guard-{tag}-", dir="/var/tmp"))
+    _ok(["ip", "netns", "add", f"bgh-{tag}"])
+    try:
+        _sweep_killed_replays()
+        assert f"bgh-{tag}" not in _ok(["ip", "netns", "list"]).split()
+        assert not run_dir.exists() and not data_dir.exists()
+    finally:
+        subprocess.run(["ip", "netns", "delete", f"bgh-{tag}"], capture_output=True, check=False)
+        subprocess.run(["rm", "-rf", str(run_dir), str(data_dir)], check=False)
+
+
 @pytest.fixture
 def replay():
     """A host namespace running dockerd and a neighbour namespace on its segment; yields a
@@ -156,9 +213,11 @@ def replay():
     require_root("needs root")
     from rehearsal.netns import DockerDaemon, Namespace
 
+    _sweep_killed_replays()
     tag = secrets.token_hex(3)
     host, neighbour = Namespace(f"bgh-{tag}"), Namespace(f"bgn-{tag}")
     run_dir = Path(tempfile.mkdtemp(prefix=f"bg-{tag}-", dir="/run"))
+    (run_dir / "owner").write_text(str(os.getpid()))
     data_dir = Path(tempfile.mkdtemp(prefix=f"bridge-guard-{tag}-", dir="/var/tmp"))
     daemon = DockerDaemon(host, data_dir / "docker", run_dir / "d", "10.213.99.1/24")
     try:
