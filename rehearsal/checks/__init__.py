@@ -231,26 +231,35 @@ def check_services(box: Box, scripts: str, checks: list[Check]) -> None:
             checks.append(Check(name=name, status=NOT_PROVEN,
                                 detail=f"enabled; its Condition skips it in a box (a container): {condition[:200]}"))
             continue
-        if unit == "auditd" and enabled != "enabled":
-            audit = box.run("auditctl -s")
-            if audit.rc != 0:
-                # Kernel audit answers only the initial PID namespace; the session-logging
-                # script leaves auditd disabled where the kernel refuses it (a container VPS).
-                checks.append(Check(name=name, status=NOT_PROVEN,
-                                    detail=f"the kernel refuses audit in a box (a container): auditctl -s: "
-                                           f"{(audit.stdout + audit.stderr).strip()[:160]}; is-enabled {enabled}"))
-                continue
-        if unit.startswith("wg-quick@") and enabled != "enabled":
-            device = box.run("[ -d /sys/module/wireguard ] || modprobe -q wireguard 2>/dev/null || [ -c /dev/net/tun ]")
-            if device.rc != 0:
-                # The management-network script leaves the unit disabled where the kernel has no
-                # WireGuard and there is no /dev/net/tun for wireguard-go (a container VPS).
-                checks.append(Check(name=name, status=NOT_PROVEN,
-                                    detail=f"no WireGuard in the box's kernel and no /dev/net/tun (a container); "
-                                           f"is-enabled {enabled}"))
-                continue
+        missing = _missing_kernel_feature(box, unit) if enabled != "enabled" else None
+        if missing:
+            checks.append(Check(name=name, status=NOT_PROVEN, detail=f"{missing}; is-enabled {enabled}"))
+            continue
         _check(checks, name, enabled == "enabled" and active == "active",
                f"is-enabled {enabled or 'no such unit'}, is-active {active}")
+
+
+# Units the program's scripts leave disabled, on purpose, where the kernel lacks what they need
+# (a container VPS, such as a box): the probe the script itself runs, and what its failure means.
+# Kernel audit answers only the initial PID namespace; WireGuard needs the kernel module or
+# /dev/net/tun for wireguard-go.
+KERNEL_FEATURES = {
+    "auditd": ("auditctl -s", "the kernel refuses audit in a box (a container)"),
+    "wg-quick@": ("[ -d /sys/module/wireguard ] || modprobe -q wireguard 2>/dev/null || [ -c /dev/net/tun ]",
+                  "no WireGuard in the box's kernel and no /dev/net/tun (a container)"),
+}
+
+
+def _missing_kernel_feature(box: Box, unit: str) -> Optional[str]:
+    """Why ``unit`` cannot run in ``box`` (the probe's failure, with its output), or None when
+    the unit has no such probe or the probe passes (then a disabled unit is a failure)."""
+    for prefix, (probe, reason) in KERNEL_FEATURES.items():
+        if unit == prefix or (prefix.endswith("@") and unit.startswith(prefix)):
+            result = box.run(probe)
+            if result.rc != 0:
+                output = (result.stdout + result.stderr).strip()[:160]
+                return f"{reason}: {probe.split(' ||')[0]}: {output}" if output else reason
+    return None
 
 
 def _inspect(box: Box, ident: str) -> Optional[dict]:
