@@ -16,13 +16,13 @@ from typing import Annotated, Literal
 import pulumi
 from typing import Iterator
 
-from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, Field, Strict, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from components.tiers import Tier, container_bind_address
 from validation.rules import Finding, RuleContext, rule
 from validation.formats import check_pinned_image, looks_secret_name, parse_image_reference
-from validation.fields import ResourceName, StrictModel
+from validation.fields import IsoDate, IsoDateTime, ResourceName, StrictModel
 
 LOG_OPTS = {"max-size": "10m", "max-file": "5"}
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -171,9 +171,9 @@ class Maintenance(StrictModel):
     backup: str = Field(min_length=3, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._:/@+=(),-]*$",
                         description="the backup taken for this change: the restic snapshot id and "
                         "repository, or the dump's path")
-    restore_test: datetime.date = Field(description="the day (UTC) the restore test of that backup "
+    restore_test: IsoDate = Field(description="the day (UTC) the restore test of that backup "
                                         "went green; no later than the window's day")
-    window_start: datetime.datetime = Field(description="start of the maintenance window, ISO 8601 "
+    window_start: IsoDateTime = Field(description="start of the maintenance window, ISO 8601 "
                                             "in UTC, e.g. 2026-12-06T02:00:00Z")
     window_minutes: int = Field(default=60, ge=15, le=480, description="length of the window in minutes")
 
@@ -206,7 +206,9 @@ class ContainerSpec(StrictModel):
 
     name: ResourceName = Field(description="service name; also its DNS alias on the host network")
     image: PinnedImage = Field(description="image pinned by tag (not latest) or by @sha256 digest")
-    tier: Tier = Field(default=Tier.APP, description="tier of the service: edge, app, data or mgmt")
+    # Strict(False): a stack file names the tier as text; the models are strict otherwise.
+    tier: Annotated[Tier, Strict(False)] = Field(default=Tier.APP,
+                                                 description="tier of the service: edge, app, data or mgmt")
     port: int | None = Field(default=None, gt=0, lt=65536,
                              description="port the service listens on inside the container")
     publish: list[PublishedPort] = Field(

@@ -202,8 +202,9 @@ def describe_validation_error(
 
 def _type_fix(kind: str, received: Any) -> str:
     """The edit that turns what YAML delivered into the type the key takes: YAML 1.1 reads
-    ``yes``/``no``/``on``/``off`` as booleans and digits as numbers, and a list needs its own
-    syntax."""
+    ``yes``/``no``/``on``/``off`` as booleans and digits as numbers, a list needs its own
+    syntax, and the models are strict (no ``"512"`` or ``true`` for a number, no ``512.0`` for
+    an integer: :class:`validation.fields.StrictModel`)."""
     if kind == "list_type":
         return "; write it as a YAML list (`- item` on its own line per item, or `[a, b]`)"
     if kind == "dict_type":
@@ -213,4 +214,16 @@ def _type_fix(kind: str, received: Any) -> str:
                 "value to keep it a string")
     if kind == "string_type" and isinstance(received, (int, float)):
         return f"; YAML reads it as a number: quote it to keep it a string ('{received}')"
+    if kind in ("int_type", "float_type", "bool_type") and isinstance(received, str):
+        # `pulumi config set --path` stores everything but integers and true/false as strings
+        # (https://www.pulumi.com/docs/iac/cli/commands/pulumi_config_set/).
+        wanted = {"int_type": "int", "float_type": "float", "bool_type": "bool"}[kind]
+        return (f"; a quoted value is a string: write it without quotes (with `pulumi config set "
+                f"--path`, add `--type {wanted}`)")
+    if kind in ("int_type", "float_type") and isinstance(received, bool):
+        return "; write a number here, not true or false"
+    if kind == "int_from_float" or (kind == "int_type" and isinstance(received, float)):
+        return "; write a whole number without a decimal point"
+    if kind == "bool_type" and isinstance(received, (int, float)):
+        return "; write true or false"
     return ""

@@ -19,7 +19,7 @@ from pydantic import Field, field_validator
 
 from components import wireguard
 from stacks.production import is_production_name
-from validation.fields import PrivateAddress, PrivateCidr, ResourceName, StrictModel
+from validation.fields import IsoDate, PrivateAddress, PrivateCidr, ResourceName, StrictModel
 from validation.rules import Finding, RuleContext, each, rule
 
 GATEWAY_OFFSETS = {"kro": 1, "giv": 2, "pencom": 3, "vedfinance": 4}
@@ -57,7 +57,7 @@ class BreakGlass(StrictModel):
     enabled: bool = Field(default=False, description="admit SSH from admin_cidrs on every host (default off)")
     reason: str | None = Field(default=None, min_length=10,
                                description="why (a ticket or incident); required when enabled")
-    expires: datetime.date | None = Field(
+    expires: IsoDate | None = Field(
         default=None, description="the last day it may stay on (YYYY-MM-DD); required when enabled in "
                                   f"production, at most {BREAK_GLASS_MAX_DAYS} days ahead")
 

@@ -19,10 +19,11 @@ Address rules (each checked where the field is declared, so the error names that
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict
 
 from validation.formats import hostname_problem
 
@@ -38,9 +39,21 @@ _PRIVATE = [ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "19
 
 
 class StrictModel(BaseModel):
-    """Rejects unknown keys, so a typo in a stack file is an error rather than a silent default."""
+    """Rejects unknown keys, so a typo in a stack file is an error rather than a silent default,
+    and values of another type instead of converting them (pydantic's strict mode): ``"22"`` or
+    ``22.0`` where an integer is expected, and ``true`` where a number is (lax mode reads ``true``
+    as 1, so ``ssh_port: true`` would have been port 1). An integer is still a valid float.
+    Fields whose values a stack file can only write as text (dates, enumerations) opt out per
+    field with ``Strict(False)``: :data:`IsoDate`, :data:`IsoDateTime`."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True, strict=True)
+
+
+IsoDate = Annotated[datetime.date, Strict(False)]
+"""A day written as ISO 8601 text in a stack file (``2026-12-06``)."""
+
+IsoDateTime = Annotated[datetime.datetime, Strict(False)]
+"""An instant written as ISO 8601 text in a stack file (``2026-12-06T02:00:00Z``)."""
 
 
 def is_private(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
