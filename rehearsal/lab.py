@@ -96,6 +96,9 @@ BOX_FLAGS = (
     "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
     "--tmpfs", "/run", "--tmpfs", "/run/lock",
     "--stop-signal", "SIGRTMIN+3",  # systemd's "halt"
+    # wireguard-go's device: the management network's wg0 comes up in a box as on a host whose
+    # kernel has no WireGuard module (a container shares the build machine's kernel).
+    "--device", "/dev/net/tun",
     # /proc/sys stays read-only (Docker's default), so that no box can change a kernel setting
     # that is not per network namespace (systemd-sysctl's kernel.*, fs.*) on the build machine;
     # NET_SYSCTL_UNIT makes the per-namespace /proc/sys/net writable at boot.

@@ -10,6 +10,10 @@ Lab networks (the harness namespace holds the first address of each, its gateway
   translated host part for host part (10.41.0.12 -> 10.201.0.12).
 - ``internet`` 10.203.0.0/24: every other address the stack names (DNS resolvers, an Oracle
   server, ...), one lab address each; no box answers there unless a probe is put there.
+- ``management`` 10.204.0.0/24: the stack's WireGuard management network
+  (``platform:components:ManagementNetwork``), host part for host part. It must not share a
+  range with ``internet``: wg-quick routes the whole management network to wg0, and the lab's
+  DNS, ACME and S3 stand-ins live in ``internet``.
 
 Kept as they are, because they never leave a host: loopback, ``0.0.0.0``, Docker's embedded DNS
 ``127.0.0.11``, and the private pools Docker allocates bridges from (172.16.0.0/12,
@@ -28,13 +32,15 @@ from rehearsal.capture import Host, StackCapture, Step
 
 PUBLIC = ipaddress.ip_network("10.200.0.0/24")
 INTERNET = ipaddress.ip_network("10.203.0.0/24")
+MANAGEMENT = ipaddress.ip_network("10.204.0.0/24")
+MANAGEMENT_NETWORK = "platform:components:ManagementNetwork"
 PRIVATE_BASE = ipaddress.ip_network("10.201.0.0/16")
 HARNESS = PUBLIC.network_address + 1
 KEPT = [ipaddress.ip_network(n) for n in ("127.0.0.0/8", "0.0.0.0/32", "172.16.0.0/12", "192.168.0.0/16")]
 # The namespace's own service address (rehearsal.netns.SERVICE_ADDRESS, not imported: the
 # overlay stays free of the lab's process code), where the managed databases' stand-ins listen.
 SERVICES = ipaddress.ip_network("100.64.0.1/32")
-LAB = [PUBLIC, INTERNET, PRIVATE_BASE, SERVICES]
+LAB = [PUBLIC, INTERNET, MANAGEMENT, PRIVATE_BASE, SERVICES]
 VPC = "digitalocean:index/vpc:Vpc"
 # An IPv4 address, optionally with a prefix length, not part of a longer dotted run (versions).
 ADDRESS = re.compile(r"(?<![\d.])(\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3})(/\d{1,2})?(?![\d.]*\d)")
@@ -65,7 +71,12 @@ class Overlay:
             network = ipaddress.ip_network(text + prefix, strict=False)
             mapped = self.networks.get(str(network))
             if mapped:
-                return mapped
+                lab = ipaddress.ip_network(mapped)
+                if ip == network.network_address or lab.prefixlen != network.prefixlen:
+                    return mapped
+                # An interface address (10.98.0.1/24) keeps its host part in a network mapped
+                # host part for host part (the management network's wg0 addresses).
+                return f"{lab.network_address + (int(ip) - int(network.network_address))}/{network.prefixlen}"
             if network.prefixlen == 0 or any(network.subnet_of(k) for k in KEPT if k.prefixlen <= network.prefixlen):
                 return text + suffix
             if network.num_addresses > 1 and str(network) == text + prefix and network.prefixlen < 24:
@@ -155,6 +166,13 @@ def plan(capture: StackCapture, admin_cidrs: Iterable[str] = ()) -> Overlay:
     for resource in (capture.state or {}).get("resources", []):
         if resource.get("type") == VPC and resource.get("inputs", {}).get("ipRange"):
             overlay.networks[str(ipaddress.ip_network(resource["inputs"]["ipRange"]))] = str(SERVICES)
+    for resource in (capture.state or {}).get("resources", []):
+        network = resource.get("inputs", {}).get("network") if resource.get("type") == MANAGEMENT_NETWORK else None
+        if network:
+            stack_net = ipaddress.ip_network(network, strict=False)
+            if stack_net.prefixlen < MANAGEMENT.prefixlen:
+                raise OverlayError(f"management network {network} is wider than the lab's {MANAGEMENT}")
+            overlay.networks[str(stack_net)] = f"{MANAGEMENT.network_address}/{stack_net.prefixlen}"
     for cidr in admin_cidrs:
         net = ipaddress.ip_network(cidr, strict=False)
         if net.prefixlen == 32:

@@ -205,3 +205,23 @@ def test_vpc_ranges_become_the_service_address_where_managed_database_standins_l
     plan, _ = lab_staging
     assert overlay.SERVICES == ipaddress.ip_network(f"{SERVICE_ADDRESS}/32")
     assert plan.text("10.111.0.0/20 port 25060") == f"{SERVICE_ADDRESS}/32 port 25060"
+
+
+def test_the_management_network_gets_a_lab_range_of_its_own_with_host_parts_kept(staging, lab_staging):
+    """wg-quick routes the whole management network to wg0; placed in ``internet`` (where the
+    lab's DNS, ACME and S3 stand-ins are) it cut every box off from them (lab run of 2 Dec:
+    370 checks failed). Its interface addresses keep their host part."""
+    plan, lab = lab_staging
+    managed = [r for r in staging.state["resources"] if r["type"] == overlay.MANAGEMENT_NETWORK]
+    assert managed, "staging declares a management network"
+    stack_net = ipaddress.ip_network(managed[0]["inputs"]["network"])
+    first = stack_net.network_address + 1
+    assert plan.text(f"Address = {first}/{stack_net.prefixlen}") == \
+        f"Address = {overlay.MANAGEMENT.network_address + 1}/{stack_net.prefixlen}"
+    assert plan.text(str(stack_net)) == f"{overlay.MANAGEMENT.network_address}/{stack_net.prefixlen}"
+    sent = json.dumps([s.inputs for s in lab.steps])
+    wg = [a for a in overlay.addresses_in(sent) if ipaddress.ip_address(a) in overlay.MANAGEMENT]
+    assert wg, "wg0 addresses reach the boxes in the management range"
+    assert not any(ipaddress.ip_address(a) in overlay.INTERNET and a in plan.hosts.values()
+                   and plan.stack_address(a) and ipaddress.ip_address(plan.stack_address(a)) in stack_net
+                   for a in overlay.addresses_in(sent))
