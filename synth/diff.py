@@ -23,56 +23,25 @@ that writes data, acknowledged in the stack config (a service's ``maintenance``,
 container's labels) for exactly that image change, is listed as planned maintenance and does not
 block. A base and head of different projects or stacks raise
 ``DiffInputError`` (the CLI exits 2).
+
+The comparison of one resource's inputs is ``synth/input_diff.py``; this module judges the
+whole state and writes the comment.
 """
 
 from __future__ import annotations
 
-import difflib
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from synth.values import UNKNOWN_MASK, leaf_path
+from synth.input_diff import KNOWN_AFTER_APPLY, MISSING, InputChange, input_changes, is_unknown, show, text_lines
 from synth.replacements import DEPENDENCY_LOSS, loss, maintenance_of, replacing_inputs, stateful_reason
 from synth.state import product_of
 
 EXIT_SAFE, EXIT_INPUT, EXIT_WARNING = 0, 2, 3
-LONG_TEXT = 100  # characters; longer strings, and any multi-line one, get a unified diff
-OPTIONS = ("protect", "retain_on_delete", "delete_before_replace", "import_id", "ignore_changes")
-_IDENTITY_KEYS = ("name", "key", "label", "host", "containerPath", "internal", "type")
 
 
 class DiffInputError(ValueError):
     """Two states that cannot be compared (different project or stack, wrong shape)."""
-
-
-@dataclass(frozen=True)
-class Secret:
-    """A masked leaf: equal to another exactly when their digests are."""
-
-    digest: str | None
-    env: str | None = None
-    unknown: bool = False
-
-
-_MISSING = object()
-KNOWN_AFTER_APPLY = "(known after apply)"
-
-
-def _is_unknown(value: Any) -> bool:
-    return value == UNKNOWN_MASK or (isinstance(value, Secret) and value.unknown)
-
-
-@dataclass
-class InputChange:
-    """One changed input at ``path``: ``kind`` is value | secret | text | items | unknown
-    (only a value that is not known yet differs: shown, never counted as a change)."""
-
-    path: str
-    kind: str
-    old: Any = None
-    new: Any = None
-    lines: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -107,204 +76,6 @@ class Diff:
     @property
     def exit_code(self) -> int:
         return EXIT_WARNING if self.blocked else EXIT_SAFE
-
-
-# --- comparing inputs -------------------------------------------------------------------------
-
-def _with_secrets(resource: dict[str, Any]) -> dict[str, Any]:
-    """The inputs with each secret leaf replaced by a ``Secret`` carrying its digest.
-
-    States written before ``secret_leaves`` existed only have one digest per input: every masked
-    leaf of that input then carries the input's digest."""
-    inputs = json.loads(json.dumps(resource.get("inputs") or {}))
-    leaves = resource.get("secret_leaves")
-
-    def put(value: Any, path: tuple) -> Any:
-        if leaves is not None:
-            key = leaf_path(path)
-            if key in leaves:
-                return Secret(leaves[key].get("digest"), leaves[key].get("env"),
-                              bool(leaves[key].get("unknown")))
-        elif value == "[secret]" and path[0] in (resource.get("secret_inputs") or ()):
-            return Secret((resource.get("secret_digests") or {}).get(path[0]))
-        if isinstance(value, dict):
-            return {k: put(v, path + (k,)) for k, v in value.items()}
-        if isinstance(value, list):
-            return [put(v, path + (i,)) for i, v in enumerate(value)]
-        return value
-
-    return {key: put(value, (key,)) for key, value in inputs.items()}
-
-
-def _scalar(value: Any) -> bool:
-    return not isinstance(value, (dict, list))
-
-
-def _show(value: Any) -> str:
-    if value is _MISSING:
-        return "(none)"
-    if _is_unknown(value):
-        return KNOWN_AFTER_APPLY
-    if isinstance(value, Secret):
-        return f"{value.env}=(secret)" if value.env else "(secret)"
-    return json.dumps(_plain(value), sort_keys=True)
-
-
-def _plain(value: Any) -> Any:
-    if _is_unknown(value):
-        return KNOWN_AFTER_APPLY
-    if isinstance(value, Secret):
-        return f"{value.env}=(secret)" if value.env else "(secret)"
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _text_lines(value: Any) -> list[str]:
-    if value is _MISSING or value is None:
-        return []
-    if isinstance(value, str):
-        return value.splitlines()
-    return json.dumps(_plain(value), indent=2, sort_keys=True).splitlines()
-
-
-def _unified(old: Any, new: Any) -> list[str]:
-    """Only the changed lines, with hunk headers (no context lines)."""
-    return [line for line in difflib.unified_diff(_text_lines(old), _text_lines(new), lineterm="", n=0)
-            if not line.startswith(("---", "+++"))]
-
-
-def _identity(*lists: list[Any]) -> str | None:
-    """A key that names each item of every list once (``name``, ``key``...), so lists of objects
-    compare item by item even when one is inserted."""
-    if not all(items and all(isinstance(i, dict) for i in items) for items in lists):
-        return None
-    for key in _IDENTITY_KEYS:
-        if all(all(isinstance(i.get(key), (str, int)) for i in items)
-               and len({i[key] for i in items}) == len(items) for items in lists):
-            return key
-    return None
-
-
-def _compare(old: Any, new: Any, path: str, out: list[InputChange]) -> None:
-    if old == new:
-        return
-    if _is_unknown(old) or _is_unknown(new):
-        out.append(InputChange(path, "unknown", old, new))
-        return
-    if isinstance(old, Secret) or isinstance(new, Secret):
-        if isinstance(old, Secret) and isinstance(new, Secret):
-            note = "secret changed"
-        elif isinstance(new, Secret):
-            note = "secret added" if old is _MISSING else "now secret"
-        else:
-            note = "secret removed" if new is _MISSING else "no longer secret"
-        out.append(InputChange(path, "secret", old, new, [note]))
-        return
-    if isinstance(old, dict) and isinstance(new, dict):
-        for key in sorted(set(old) | set(new)):
-            _compare(old.get(key, _MISSING), new.get(key, _MISSING), f"{path}.{key}", out)
-        return
-    if isinstance(old, list) and isinstance(new, list):
-        if all(_scalar(v) for v in old + new):
-            out.append(_item_change(path, old, new))
-            return
-        key = _identity(old, new)
-        if key is not None:
-            before, after = {i[key]: i for i in old}, {i[key]: i for i in new}
-            for ident in list(before) + [k for k in after if k not in before]:
-                _compare(before.get(ident, _MISSING), after.get(ident, _MISSING), f"{path}[{ident}]", out)
-            return
-        if len(old) == len(new):
-            for index, (a, b) in enumerate(zip(old, new)):
-                _compare(a, b, f"{path}[{index}]", out)
-            return
-    long = any(isinstance(v, str) and ("\n" in v or len(v) > LONG_TEXT) for v in (old, new))
-    if long or len(_show(old)) + len(_show(new)) > 2 * LONG_TEXT:
-        out.append(InputChange(path, "text", old, new, _unified(old, new)))
-    else:
-        out.append(InputChange(path, "value", old, new))
-
-
-def _item_change(path: str, old: list, new: list) -> InputChange:
-    """Plain lists (env vars, tags, commands) as items removed and added; a secret env var whose
-    digest changed shows once, as changed. An item a preview does not know yet stands in for one
-    removed item (``~ old → (known after apply)``); when that explains every difference, the
-    change is of kind ``unknown`` and does not count."""
-    removed = [v for v in old if v not in new and not _is_unknown(v)]
-    added = [v for v in new if v not in old and not _is_unknown(v)]
-    # Unknown items on either side (a preview state as base or head).
-    pending_new = [v for v in new if _is_unknown(v) and v not in old]
-    pending_old = [v for v in old if _is_unknown(v) and v not in new]
-    lines, real = [], False
-    # A secret that left and one that came under the same name (or both unnamed, one each) are
-    # one secret whose value changed.
-    left = [v.env for v in removed if isinstance(v, Secret)]
-    came = [v.env for v in added if isinstance(v, Secret)]
-    changed = {e for e in left if e and e in came}
-    if None in left and None in came and left.count(None) == came.count(None) == 1:
-        changed.add(None)
-    for value in removed:
-        if isinstance(value, Secret) and value.env in changed:
-            continue
-        standin = _standin(value, pending_new)
-        if standin is not None:
-            lines.append(f"~ {_item(value)} → {_item(standin)}")
-        else:
-            lines.append(f"- {_item(value)}")
-            real = True
-    for value in added:
-        if isinstance(value, Secret) and value.env in changed:
-            lines.append(f"~ {value.env}=(secret changed)" if value.env else "~ (secret changed)")
-            real = True
-            continue
-        standin = _standin(value, pending_old)
-        if standin is not None:
-            lines.append(f"~ {_item(standin)} → {_item(value)}")
-        else:
-            lines.append(f"+ {_item(value)}")
-            real = True
-    lines += [f"- {_item(value)}" for value in pending_old]
-    lines += [f"+ {_item(value)}" for value in pending_new]
-    if not lines:
-        lines, real = ["(order changed)"], True
-    return InputChange(path, "items" if real else "unknown", old, new, lines)
-
-
-def _standin(value: Any, pending: list) -> Any:
-    """Take from ``pending`` the unknown item that may become ``value`` (one of the same secret
-    env name first), or None."""
-    named = [p for p in pending if isinstance(p, Secret) and p.env and isinstance(value, Secret)
-             and p.env == value.env]
-    standin = (named or pending or [None])[0]
-    if standin is not None:
-        pending.remove(standin)
-    return standin
-
-
-def _item(value: Any) -> str:
-    if isinstance(value, Secret) and value.unknown:
-        return f"{value.env}={KNOWN_AFTER_APPLY}" if value.env else KNOWN_AFTER_APPLY
-    return _plain(value) if isinstance(value, str) else _show(value)
-
-
-def input_changes(base: dict[str, Any], head: dict[str, Any]) -> list[InputChange]:
-    """Every changed input (and resource option) of one resource, base -> head."""
-    out: list[InputChange] = []
-    old, new = _with_secrets(base), _with_secrets(head)
-    for key in sorted(set(old) | set(new)):
-        _compare(old.get(key, _MISSING), new.get(key, _MISSING), key, out)
-    for option in OPTIONS:
-        if base.get(option) != head.get(option):
-            out.append(InputChange(f"[option] {option}", "value", base.get(option), head.get(option)))
-    return out
-
-
-def changed_keys(base: dict[str, Any], head: dict[str, Any]) -> list[str]:
-    """The paths of ``input_changes``, secret ones marked ``(secret)``."""
-    return [c.path + (" (secret)" if c.kind == "secret" else "") for c in input_changes(base, head)]
 
 
 # --- the whole state --------------------------------------------------------------------------
@@ -432,7 +203,7 @@ SYMBOL = {"added": "+", "removed": "-", "changed": "~", "replaced": "+-"}
 
 
 def _cell(value: Any) -> str:
-    return KNOWN_AFTER_APPLY if _is_unknown(value) else f"`{_show(value)}`"
+    return KNOWN_AFTER_APPLY if is_unknown(value) else f"`{show(value)}`"
 
 
 def _input_lines(change: InputChange) -> list[str]:
@@ -444,8 +215,8 @@ def _input_lines(change: InputChange) -> list[str]:
         if len(change.lines) <= 4:
             return [f"  - `{change.path}`: " + ", ".join(f"`{line}`" for line in change.lines)]
     body = change.lines
-    if change.kind == "text" and change.old is _MISSING:
-        body = [f"+ {line}" for line in _text_lines(change.new)]
+    if change.kind == "text" and change.old is MISSING:
+        body = [f"+ {line}" for line in text_lines(change.new)]
     count = sum(line.startswith(("+", "-")) for line in body)
     summary = f"`{change.path}`: {count} line{'s' if count != 1 else ''} changed"
     fence = "```diff"

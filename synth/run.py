@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
-from synth.engine import PROJECT_ROOT, Capture, SynthMocks, program_from_main, run_program
+from synth.capture import Capture
+from synth.engine import PROJECT_ROOT, program_from_main, run_program
+from synth.mock_monitor import SynthMocks
 from synth.stackfile import StackFile, load_stack_file, placeholder_for, project_name
 
 

@@ -13,7 +13,9 @@ from collections import Counter, defaultdict
 from typing import Any
 
 from synth.cost import PriceTable, cost_markdown, estimate, totals
-from synth.diagram import mermaid, mermaid_observed, observed_graph, products
+from synth.diagram import mermaid, mermaid_observed
+from synth.diagram_graph import products
+from synth.diagram_observed import observed_graph
 from synth.state import State, product_of
 
 DROPLET = "digitalocean:index/droplet:Droplet"

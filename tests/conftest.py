@@ -15,7 +15,9 @@ from typing import Any, Callable, Mapping, Optional
 import pytest
 import yaml
 
-from synth.engine import PROJECT_ROOT, Capture, SynthMocks, run_program
+from synth.capture import Capture
+from synth.engine import PROJECT_ROOT, run_program
+from synth.mock_monitor import SynthMocks
 from synth.run import synth_capture, synth_stack
 from synth.state import State
 

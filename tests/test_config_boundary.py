@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from stacks.config import validate_stack_config
 from stacks.errors import ConfigError
-from synth.engine import PROJECT_ROOT, Capture, program_from_main, run_program
+from synth.capture import Capture
+from synth.engine import PROJECT_ROOT, program_from_main, run_program
 from synth.stackfile import _as_config_string
 
 pytestmark = pytest.mark.fast

@@ -19,8 +19,9 @@ import pytest
 import yaml
 
 from rehearsal.checks import reachability as rm
-from synth.diagram import (ObservedReportError, _anchor, dot_observed, mermaid_observed, observed_graph,
-                           reachability_cells)
+from synth.diagram import ObservedReportError, dot_observed, mermaid_observed, reachability_cells
+from synth.diagram_graph import anchor
+from synth.diagram_observed import observed_graph
 from synth.engine import PROJECT_ROOT
 from synth.state import State
 from tests.conftest import require_tool, synth_once
@@ -57,9 +58,9 @@ def test_the_observed_diagram_draws_the_hole_and_the_refused_flow_and_nothing_el
     unexpected = [e for e in edges if e.kind == "unexpected"]
     missing = [e for e in edges if e.kind == "missing"]
     assert [(e.source, e.target, e.label) for e in unexpected] == [
-        ("pencom-staging-edge::containers", _anchor("pencom-staging-app"), "open, not planned: 22")]
+        ("pencom-staging-edge::containers", anchor("pencom-staging-app"), "open, not planned: 22")]
     assert [(e.source, e.target, e.label) for e in missing] == [
-        (_anchor("pencom-staging-app"), "pencom-staging-data-postgres", "planned, closed: 5432")]
+        (anchor("pencom-staging-app"), "pencom-staging-data-postgres", "planned, closed: 5432")]
     # Every flow observed open as planned is drawn, from its position into its target's host.
     opened: dict[tuple[str, str], str] = {}
     for e in edges:
@@ -71,12 +72,12 @@ def test_the_observed_diagram_draws_the_hole_and_the_refused_flow_and_nothing_el
             source = {"internet": "internet", "admin": "admins", "neighbour": "neighbour"}.get(c["position"])
             if source is None:
                 kind, host = c["position"].split(":")
-                source = _anchor(host) if kind == "host" else f"{host}::containers"
+                source = anchor(host) if kind == "host" else f"{host}::containers"
             into = "internet" if c["side"] == "internet" else (
                 f"direct::{c['side'][7:]}" if c["side"].startswith("direct:") else c["host"])
             assert re.search(rf"\b{c['port']}\b", opened[(source, into)]), c
     # The waiver's flow (external-gateway on the edge to the compliance database) is open as planned.
-    assert any(e.kind == "open" and e.source == _anchor("pencom-staging-edge") and "5432" in e.label
+    assert any(e.kind == "open" and e.source == anchor("pencom-staging-edge") and "5432" in e.label
                and (e.group == "pencom-staging-data" or e.target == "pencom-staging-data-postgres") for e in edges)
     # Nothing of another product, and the probe positions are in the drawing.
     assert not [n for n in graph.nodes if n.startswith(("kro-", "vedfinance-", "giv-"))]

@@ -10,7 +10,8 @@ import pytest
 
 from stacks.errors import ConfigError
 from stacks.placeholders import OFFLINE_SYNTH, find
-from synth.engine import PROJECT_ROOT, Capture, program_from_main
+from synth.capture import Capture
+from synth.engine import PROJECT_ROOT, program_from_main
 
 pytestmark = pytest.mark.fast
 

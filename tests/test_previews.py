@@ -359,7 +359,7 @@ def test_values_a_preview_does_not_know_are_not_changes(tmp_path):
 
 @pytest.mark.fast
 def test_an_unknown_list_item_stands_in_for_the_item_it_replaces():
-    from synth.diff import input_changes
+    from synth.input_diff import input_changes
 
     base = res("docker:index/container:Container", "api", {"envs": ["A=1", "B=2"], "memory": 512})
     head = res("docker:index/container:Container", "api", {"envs": ["A=1", "[unknown]"], "memory": 512})
@@ -456,7 +456,7 @@ def prod_state():
 
 @pytest.mark.fast
 def test_one_diagram_per_product_hosts_hold_their_containers(prod_state):
-    from synth.diagram import Link, product_graph, products
+    from synth.diagram_graph import Link, product_graph, products
 
     assert products(prod_state) == ["giv", "kro", "pencom"]
     graph = product_graph(prod_state, "pencom")
@@ -480,7 +480,8 @@ def test_the_diagrams_render_to_png_and_stay_readable(prod_state, tmp_path):
     require_tool("dot", "Debian package graphviz")
     import struct
 
-    from synth.diagram import dot, drawn_edges, product_graph, products, render
+    from synth.diagram import dot, render
+    from synth.diagram_graph import drawn_edges, product_graph, products
 
     for product in products(prod_state):
         png = render(prod_state, product, "png")

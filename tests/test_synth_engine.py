@@ -11,7 +11,8 @@ import pulumi_digitalocean as do
 import pulumi_random as random
 import pytest
 
-from synth.engine import PROJECT_ROOT, SynthMocks, UnansweredInvoke
+from synth.engine import PROJECT_ROOT
+from synth.mock_monitor import SynthMocks, UnansweredInvoke
 from synth.values import SECRET_MASK
 
 pytestmark = pytest.mark.fast

@@ -17,8 +17,8 @@ import pulumi_digitalocean as do
 import pulumi_random as random
 import pytest
 
-from synth.engine import (PROJECT_ROOT, DuplicateUrn, MockDataError, PulumiUrnInput, SynthMocks,
-                          run_program)
+from synth.engine import PROJECT_ROOT, run_program
+from synth.mock_monitor import DuplicateUrn, MockDataError, PulumiUrnInput, SynthMocks
 from synth.run import synth_capture
 from tests.conftest import capture_once
 
