@@ -18,7 +18,7 @@ A resource's own ``replace_on_changes`` option (in the synth JSON) adds to both.
 Which resources hold state (``STATEFUL_TYPES``, ``writable_data_mounts``, ``stateful_reason``), and
 what the protected kinds without data of their own serve (``DEPENDENCY_LOSS``, ``loss``), is
 decided here once: ``synth diff`` warns on deleting or replacing them and the policy pack
-(``policy/rules/stack.py``, ``policy/rules/containers.py``) protects them, both from these
+(``policy/rules/data_protection.py``, ``policy/rules/containers.py``) protects them, both from these
 functions. They read plain or proxied mappings and sequences alike (the CrossGuard analyzer hands
 policies read-only proxies, not dicts and lists).
 """
@@ -54,7 +54,7 @@ REPLACING_INPUTS: dict[str, tuple[str, ...]] = {
 
 # Resources whose deletion or replacement loses data (a database, a disk, a bucket, a host with
 # its local volumes). Source: what each type stores. The policy pack protects this set in
-# production (policy/rules/stack.py), plus what the data depends on.
+# production (policy/rules/data_protection.py), plus what the data depends on.
 STATEFUL_TYPES = frozenset({
     "digitalocean:index/droplet:Droplet",
     "digitalocean:index/databaseCluster:DatabaseCluster",
@@ -69,7 +69,7 @@ STATEFUL_TYPES = frozenset({
 CONTAINER = "docker:index/container:Container"
 
 # What deleting or replacing a resource that holds no data of its own takes with it, for the
-# kinds production protects besides STATEFUL_TYPES (policy/rules/stack.py) and the reserved IPs
+# kinds production protects besides STATEFUL_TYPES (policy/rules/data_protection.py) and the reserved IPs
 # it protects. "The data it holds" would be false for them. Sources: a VPC is deleted only once
 # it has no members (DigitalOcean API, DELETE /v2/vpcs/{vpc_id}:
 # https://docs.digitalocean.com/reference/api/reference/vpcs/), and a droplet's ``vpcUuid`` and a

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from components import hostsetup
-from rehearsal.capture import ssh_keypair
+from rehearsal.capture_answers import ssh_keypair
 from stacks.config import validate_stack_config
 from stacks.errors import ConfigError
 from synth.state import State

@@ -7,8 +7,9 @@ import the program's tier module, so a bug there is caught here. Names follow
 ``<provider>-<resource>-<verb>-<thing>`` with the verb disallow, enable or configure.
 """
 
-from policy.rules import (app_platform, containers, hosts, network, stack,  # noqa: F401  (registers)
-                          storage, tls)
+# Importing a module registers its policies; the pack and the catalog list them in this order.
+from policy.rules import (app_platform, containers, hosts, network, docker_filter,  # noqa: F401
+                          management, data_protection, uptime, plaintext_secrets, stack, storage, tls)
 from policy.rules.base import CASES, CATALOG, POLICIES, Case, PolicyInfo
 
 __all__ = ["CASES", "CATALOG", "POLICIES", "Case", "PolicyInfo"]

@@ -22,7 +22,7 @@ STAGING_HOSTS = {"pencom-staging-edge", "pencom-staging-app", "pencom-staging-da
 
 
 def _test_ca() -> str:
-    from rehearsal.capture import _self_signed, _tls_private_key
+    from rehearsal.capture_answers import _self_signed, _tls_private_key
 
     key = _tls_private_key("ca", {"algorithm": "ECDSA", "ecdsaCurve": "P256"})["privateKeyPem"]
     return _self_signed("ca", {"privateKeyPem": key, "isCaCertificate": True,

@@ -9,7 +9,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from rehearsal.capture import (CaptureMemory, Host, StackCapture, Step, TLS_ANSWERS, rehearsal_config)
+from rehearsal.capture import Host, StackCapture, Step
+from rehearsal.capture_answers import TLS_ANSWERS, CaptureMemory, rehearsal_config
 from rehearsal.images import ImageContract, plan_standins
 from rehearsal.rehearse import only_hosts
 

@@ -13,7 +13,8 @@ import yaml
 
 from rehearsal import aptrepo, rootfs
 from synth.engine import PROJECT_ROOT
-from rehearsal.lab import BoxSpec, Lab, _seed_tar
+from rehearsal.box import seed_tar
+from rehearsal.lab import BoxSpec, Lab
 from rehearsal.netns import Cleanup, LabBusy, LabError, LabLock, mounts_under
 
 
@@ -92,7 +93,7 @@ def _tar_files(data: bytes) -> dict[str, tuple[bytes, int]]:
 def test_seed_of_a_droplet_gives_root_keys_through_metadata():
     spec = BoxSpec("kro-droplet", {"public": "203.0.113.10"}, user_data="#cloud-config\n{}\n",
                    root_authorized_keys=("ssh-ed25519 AAAA harness",))
-    files = _tar_files(_seed_tar(spec, "abcd"))
+    files = _tar_files(seed_tar(spec, "abcd"))
     meta = yaml.safe_load(files["var/lib/cloud/seed/nocloud/meta-data"][0])
     assert meta == {"instance-id": "kro-droplet-abcd", "local-hostname": "kro-droplet",
                     "public-keys": ["ssh-ed25519 AAAA harness"]}
@@ -103,7 +104,7 @@ def test_seed_of_a_droplet_gives_root_keys_through_metadata():
 def test_seed_of_an_onprem_box_writes_root_keys_and_host_keys_of_its_own():
     spec = BoxSpec("pencom-edge", {"private": "10.41.0.10"},
                    root_authorized_keys=("ssh-ed25519 AAAA harness",))
-    first, second = _tar_files(_seed_tar(spec, "abcd")), _tar_files(_seed_tar(spec, "abcd"))
+    first, second = _tar_files(seed_tar(spec, "abcd")), _tar_files(seed_tar(spec, "abcd"))
     assert first["root/.ssh/authorized_keys"] == (b"ssh-ed25519 AAAA harness\n", 0o600)
     assert "etc/cloud/cloud-init.disabled" in first
     assert not any(p.startswith("var/lib/cloud/seed") for p in first)
@@ -158,6 +159,6 @@ def test_mounts_under_finds_nothing_outside_the_root(tmp_path):
 def test_seed_carries_extra_files_root_owned():
     spec = BoxSpec("b", {"private": "10.41.0.10"},
                    files={"/usr/local/share/ca-certificates/lab.crt": b"PEM"})
-    files = _tar_files(_seed_tar(spec, "abcd"))
+    files = _tar_files(seed_tar(spec, "abcd"))
     assert files["usr/local/share/ca-certificates/lab.crt"] == (b"PEM", 0o644)
 

@@ -9,7 +9,8 @@ import subprocess
 import pytest
 
 from components import hostsetup
-from rehearsal.capture import Host, StackCapture, Step, order, ssh_keypair
+from rehearsal.capture import Host, StackCapture, Step, order
+from rehearsal.capture_answers import ssh_keypair
 from rehearsal.report import FAIL, PASS
 from tests.conftest import require_tool
 

@@ -123,7 +123,7 @@ def test_boxes_get_the_plans_resolvers_as_their_own(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(lab_mod, "run", lambda argv, **kw: calls.append(list(argv)))
     monkeypatch.setattr(lab, "_docker", lambda *args: ["docker", *args])
-    monkeypatch.setattr(lab_mod, "_seed_tar", lambda spec, lab_id: b"")
+    monkeypatch.setattr(lab_mod, "seed_tar", lambda spec, lab_id: b"")
     lab._create_box(lab.boxes["b"], "image")
     create = next(c for c in calls if c[1] == "create")
     mount = create[create.index(next(a for a in create if a.endswith(":/etc/resolv.conf"))) - 1:][:2]

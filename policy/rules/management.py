@@ -1,0 +1,114 @@
+"""Management-plane policies (issue #22): in production, SSH answers only from the WireGuard
+management network or a host's own bastion, through every layer that admits it (DigitalOcean
+firewalls, UFW), unless break-glass is on with a reason and an unexpired date."""
+
+from __future__ import annotations
+
+import datetime
+
+from policy.parsers.ufw import ufw_rules
+from policy.rules.base import (CRITICAL, MANDATORY, T_COMMAND, T_DROPLET, T_FIREWALL, T_ONPREM, Case, by_type,
+                               T_MANAGEMENT, is_internal, items, mapping, network, port_range, production,
+                               stack_policy, stdin_of, today)
+from policy.rules.fixtures import WORLD, doc, res, script
+from policy.rules.network import fw
+
+
+def _ssh_sources(args):
+    """(resource, where, source) for every SSH (22) allow-rule of a DigitalOcean Firewall or a
+    host's UFW script."""
+    for firewall in by_type(args, T_FIREWALL):
+        for rule in items(firewall.props.get("inboundRules")):
+            rule = mapping(rule)
+            range_ = port_range(rule.get("portRange"))
+            if rule.get("protocol") == "tcp" and range_ and range_[0] <= 22 <= range_[1]:
+                for source in items(rule.get("sourceAddresses")):
+                    yield firewall, f"firewall {firewall.props.get('name')}", str(source)
+    for command in by_type(args, T_COMMAND):
+        rules, _ = ufw_rules(stdin_of(command.props))
+        for rule in rules:
+            if rule.action in ("allow", "limit") and rule.direction == "in" and rule.proto in ("tcp", "any") \
+                    and any(low <= 22 <= high for low, high in rule.port_ranges()):
+                yield command, f"UFW of {command.name}", str(rule.src)
+
+
+def _break_glass_open(glass) -> tuple[bool, str]:
+    """Whether break-glass admits admin CIDRs now, and if not, why."""
+    if not glass.get("enabled"):
+        return False, "break-glass is off"
+    if not glass.get("reason"):
+        return False, "break-glass has no reason"
+    try:
+        expires = datetime.date.fromisoformat(str(glass.get("expires")))
+    except ValueError:
+        return False, "break-glass has no expiry"
+    if expires < today():
+        return False, f"break-glass expired on {expires}"
+    return True, ""
+
+
+def _check_ssh_management_only(args):
+    if production(args.get_config() or {}) is not True:
+        return
+    managed = by_type(args, T_MANAGEMENT)
+    hosts = by_type(args, T_DROPLET) + by_type(args, T_ONPREM)
+    if not managed:
+        if hosts:
+            yield ("production stack without a management network: SSH has nowhere to answer from but "
+                   "public addresses"), hosts[0].urn
+        return
+    networks = [n for n in (network(m.props.get("network")) for m in managed) if n is not None]
+    glass_open, why = _break_glass_open(mapping(managed[0].props.get("breakGlass")))
+    shown = ", ".join(str(n) for n in networks)
+    for resource, where, source in _ssh_sources(args):
+        parsed = network(source) if source != "any" else None
+        if parsed is not None and any(parsed.version == n.version and parsed.subnet_of(n) for n in networks):
+            continue
+        # A single internal address is a jump host inside the product's own network (the bastion).
+        if parsed is not None and parsed.num_addresses == 1 and is_internal(parsed):
+            continue
+        if glass_open:
+            continue
+        yield (f"{where} admits SSH from {source}, outside the management network {shown} "
+               f"({why}); SSH answers only through WireGuard in production"), resource.urn
+
+
+_MGMT = res(T_MANAGEMENT, "prod-management", {"network": "10.99.0.0/24", "listenPort": 51820,
+                                               "breakGlass": {"enabled": False, "reason": None, "expires": None}},
+            custom=False)
+
+
+def _glass(**glass):
+    inputs = dict(_MGMT["inputs"], breakGlass={"enabled": True, **glass})
+    return res(T_MANAGEMENT, "prod-management", inputs, custom=False)
+
+
+_SSH_OK = script("p-edge-ufw", body="ufw default deny incoming\nufw allow proto tcp from 10.99.0.0/24 to any port 22\n"
+                                    "ufw allow proto udp from any to any port 51820\n")
+_SSH_BASTION = script("p-app-ufw", body="ufw default deny incoming\nufw allow proto tcp from 10.0.0.1/32 to any port 22\n")
+_SSH_ADMIN = script("p-edge-ufw", body="ufw default deny incoming\nufw allow proto tcp from 198.51.100.10/32 to any port 22\n")
+
+stack_policy(
+    "platform-ssh-configure-management-network-only",
+    "In production, SSH answers only from the WireGuard management network (or a host's own bastion), "
+    "never from admin CIDRs unless break-glass is on with a reason and an expiry not passed.",
+    level=MANDATORY, severity=CRITICAL, category="network",
+    sources=["Kredete reference architecture (administrative access via a VPN-gated bastion)",
+             "DESIGN.md tier model (mgmt: admin CIDRs / VPN only)", "CIS Controls v8 12.7 (remote access through managed infrastructure)"],
+    fix="Set platform:environment.management.break_glass.enabled false, or on with reason and expires for an outage.",
+    check=_check_ssh_management_only,
+    cases=Case(doc(_MGMT, _SSH_OK, _SSH_BASTION, res(T_FIREWALL, "f", fw("kro-prod-edge", (443, WORLD)))),
+               [(doc(_MGMT, _SSH_ADMIN, res(T_FIREWALL, "f", fw("kro-prod-edge", (22, ["198.51.100.10/32"])))),
+                 ["firewall kro-prod-edge admits SSH from 198.51.100.10/32, outside the management network "
+                  "10.99.0.0/24 (break-glass is off); SSH answers only through WireGuard in production",
+                  "UFW of p-edge-ufw admits SSH from 198.51.100.10/32, outside the management network "
+                  "10.99.0.0/24 (break-glass is off); SSH answers only through WireGuard in production"]),
+                (doc(_glass(reason="INC-1 gateway down", expires="2000-01-01"), _SSH_ADMIN),
+                 ["UFW of p-edge-ufw admits SSH from 198.51.100.10/32, outside the management network "
+                  "10.99.0.0/24 (break-glass expired on 2000-01-01); SSH answers only through WireGuard in production"]),
+                (doc(_glass(reason="INC-1 gateway down", expires=None), _SSH_ADMIN),
+                 ["UFW of p-edge-ufw admits SSH from 198.51.100.10/32, outside the management network "
+                  "10.99.0.0/24 (break-glass has no expiry); SSH answers only through WireGuard in production"]),
+                (doc(res(T_ONPREM, "p-edge", {"tier": "edge", "address": "203.0.113.5"}, custom=False), _SSH_OK),
+                 ["production stack without a management network: SSH has nowhere to answer from but public addresses"])],
+               config={"production": True}))

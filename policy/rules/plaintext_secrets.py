@@ -1,0 +1,90 @@
+"""The plaintext-secrets policy: no input that looks like a secret (a password, token or key, a
+private key, a URL with credentials) is plain text; masked secret leaves are left out."""
+
+from __future__ import annotations
+
+import re
+
+from policy.rules.base import (CRITICAL, MANDATORY, SECRET_MASK, T_APP, T_COMMAND, T_CONTAINER, T_DROPLET,
+                               Case, resource_policy, walk_strings, DO)
+from policy.rules.fixtures import container, doc, res
+
+SECRET_NAME = re.compile(r"(password|passwd|secret|token|api_?key|private_?key|access_?key|dsn)", re.IGNORECASE)
+# The scheme is bounded so that a long value is searched in linear time.
+URL_WITH_CREDENTIALS = re.compile(r"[a-z][a-z0-9+.-]{0,31}://[^\s:/@]+:[^\s@/]+@", re.IGNORECASE)
+
+
+def _declared_secret_envs_removed(spec):
+    """The spec without the values App Platform stores encrypted (envs of type SECRET)."""
+    def strip(value):
+        if isinstance(value, dict):
+            if value.get("type") == "SECRET" and "value" in value:
+                return {k: v for k, v in value.items() if k != "value"}
+            return {k: strip(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+    return strip(_plain(spec))
+
+
+def _plain(value):
+    if hasattr(value, "items") and not isinstance(value, dict):
+        return {k: _plain(value[k]) for k in value}
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if not isinstance(value, str) and hasattr(value, "__len__") and hasattr(value, "__getitem__"):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _check_plaintext_secrets(props, args):
+    secret_inputs = getattr(args, "secret_inputs", None)
+    if secret_inputs is None:
+        args.not_applicable("the engine unwraps secrets before policies see them; "
+                            "python -m synth STACK --policy checks this rule on every PR")
+    # The capture masks each secret leaf ("[secret]"): an input that is secret only in some
+    # entries (one env var of a list) has every other entry judged on its own.
+    leaves = set(getattr(args, "secret_leaves", None) or ())
+    checked = {}
+    for key in props:
+        if key not in secret_inputs:
+            checked[key] = props[key]
+        elif args.resource_type == T_APP and key == "spec":
+            checked[key] = _declared_secret_envs_removed(props[key])
+        elif key not in leaves and any(leaf.startswith((f"{key}[", f"{key}.")) for leaf in leaves):
+            checked[key] = props[key]
+    for path, text in walk_strings(checked):
+        if text == SECRET_MASK or path in leaves or path.startswith(tuple(f"{leaf}{sep}" for leaf in leaves
+                                                                           for sep in "[.")):
+            continue
+        if "BEGIN" in text and "PRIVATE KEY" in text:
+            yield f"{path} holds a private key in plain text; pass it as a secret"
+        elif URL_WITH_CREDENTIALS.search(text):
+            yield f"{path} holds a URL with credentials in plain text; pass it as a secret"
+        elif re.match(r"^[A-Z0-9_]+=.+", text) and SECRET_NAME.search(text.split("=", 1)[0]):
+            yield f"{path} sets {text.split('=', 1)[0]} in plain text; pass it as a secret"
+        elif SECRET_NAME.search(path.rsplit(".", 1)[-1]) and text and not path.startswith("triggers"):
+            if args.resource_type != T_COMMAND and not path.endswith(("Name", "name", "Id", "id")):
+                yield f"{path} looks like a secret and is plain text; pass it as a secret"
+
+
+resource_policy(
+    "platform-resource-disallow-plaintext-secrets", "No input that looks like a secret (password, token, key, URL with credentials) is plain text.",
+    level=MANDATORY, severity=CRITICAL, category="data",
+    sources=["CWE-312", "Checkov CKV_SECRET_* (secrets scanning)", "Kredete secrets never plaintext"],
+    fix="Pass the value as a Pulumi secret (config --secret or pulumi_random).",
+    types=[T_CONTAINER, T_APP, T_COMMAND, T_DROPLET, "cloudflare:index/apiToken:ApiToken",
+           DO + "spacesKey:SpacesKey", "minio:index/iamUser:IamUser"],
+    check=_check_plaintext_secrets,
+    cases=Case(doc(res(T_CONTAINER, "c", {"envs": "[secret]"}, secret_inputs=["envs"]),
+                   res(T_APP, "app", {"spec": {"services": [{"name": "api", "envs": [{"key": "JWT", "type": "SECRET", "value": "hunter2-very-secret"}]}]}},
+                       secret_inputs=["spec"])),
+               [(doc(container(envs=["DB_PASSWORD=hunter2", "URL=https://u:p@example.com/x"])),
+                 ["envs[0] sets DB_PASSWORD in plain text; pass it as a secret",
+                  "envs[1] holds a URL with credentials in plain text; pass it as a secret"]),
+                (doc(res(T_APP, "app", {"spec": {"services": [{"name": "api", "envs": [
+                    {"key": "JWT", "type": "SECRET", "value": "x"}, {"key": "DB", "type": "GENERAL", "value": "postgres://u:pw@db/x"}]}]}},
+                    secret_inputs=["spec"])),
+                 ["spec.services[0].envs[1].value holds a URL with credentials in plain text; pass it as a secret"])]))
+
+
