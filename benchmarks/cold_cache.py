@@ -7,7 +7,7 @@ again on the now warm cache, side by side.
 
 Cold: ``rootfs.ensure_rootfs`` (debootstrap bookworm + the box packages), ``aptrepo.ensure_repo``
 (the .debs the stack's scripts install), ``docker import`` of the box image into a fresh
-harness daemon, ``images.build_standins`` (debootstrap of the stand-in bases, every kind's
+harness daemon, ``standin_build.build_standins`` (debootstrap of the stand-in bases, every kind's
 .debs and build, every reference, ``docker save`` of the set) and a registry push of every
 reference (skopeo, what a rehearsal's first run on the cache does). Warm: the same calls on
 the same cache: rootfs and repo are file lookups, the stand-in set loads into a second fresh
@@ -30,7 +30,7 @@ from pathlib import Path
 import docker
 
 from benchmarks.standin_images import BenchLab, bench_daemon
-from rehearsal import aptrepo, images, rootfs
+from rehearsal import aptrepo, images, rootfs, standin_build, standin_plan
 from rehearsal.netns import DockerDaemon, Namespace, stop_pid
 from synth.run import synth_stack
 
@@ -64,7 +64,7 @@ def _pass(label: str, cache: Path, contracts, ns: Namespace, work: Path, bip: st
     seconds = _Seconds(label)
     # As a rehearsal plans them: the kinds that dial out over TLS trust the cache's test CA.
     registry = images.Registry(cache_dir=cache / "images")
-    planned = images.plan_standins(contracts, trust_pem=registry.ca.cert_pem)
+    planned = standin_plan.plan_standins(contracts, trust_pem=registry.ca.cert_pem)
     box, seconds["box rootfs"] = _timed(lambda: rootfs.ensure_rootfs(cache))
     _, seconds["apt repository"] = _timed(lambda: aptrepo.ensure_repo(
         aptrepo.STACK_PACKAGES, box.status, box.key, cache))
@@ -72,7 +72,7 @@ def _pass(label: str, cache: Path, contracts, ns: Namespace, work: Path, bip: st
     daemons.append(daemon)
     _, seconds["box image import"] = _timed(lambda: _import_box(daemon, box.tarball))
     client = docker.DockerClient(daemon.host, version="auto")
-    _, seconds["stand-in images"] = _timed(lambda: images.build_standins(
+    _, seconds["stand-in images"] = _timed(lambda: standin_build.build_standins(
         planned, client, cache / "images", daemon.host))
     lab.harness_docker_host = daemon.host
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import docker
 
-from rehearsal import images
+from rehearsal import images, standin_build, standin_plan
 from rehearsal.netns import DockerDaemon, Namespace, spawn, stop_pid
 from synth.run import synth_stack
 
@@ -59,7 +59,7 @@ def main() -> int:
     parser.add_argument("--stack", default="staging")
     parser.add_argument("--cache", type=Path, help="an existing cache directory to start from")
     args = parser.parse_args()
-    planned = images.plan_standins(images.contracts_from_state(
+    planned = standin_plan.plan_standins(images.contracts_from_state(
         synth_stack(args.stack, reveal_secrets=True)))
     work = Path(tempfile.mkdtemp(prefix="platform-bench-images-", dir="/var/tmp"))
     cache = args.cache or work / "cache"
@@ -71,13 +71,13 @@ def main() -> int:
         first = bench_daemon(ns, work, "first", "10.214.1.1/24")
         daemons.append(first)
         started = time.perf_counter()
-        cold_parts = images.build_standins(planned, docker.DockerClient(first.host, version="auto"),
+        cold_parts = standin_build.build_standins(planned, docker.DockerClient(first.host, version="auto"),
                                            cache, first.host)
         cold = time.perf_counter() - started
         second = bench_daemon(ns, work, "second", "10.214.2.1/24")
         daemons.append(second)
         started = time.perf_counter()
-        images.build_standins(planned, docker.DockerClient(second.host, version="auto"), cache,
+        standin_build.build_standins(planned, docker.DockerClient(second.host, version="auto"), cache,
                               second.host)
         load = time.perf_counter() - started
         lab.harness_docker_host = second.host

@@ -10,6 +10,7 @@ import statement (at module level or inside a function) followed.
   program needs of their internals (``SDK_INTERNALS_ALLOWED``: ``synth/wire.py``,
   ``stacks/engine_config.py``, ``policy/offline.py``), each with a test that fails when the
   SDK changes; no module reaches into another module's private names.
+- No module of the program's packages is over 400 lines, and no product module over 300.
 """
 
 from __future__ import annotations
@@ -337,6 +338,36 @@ def test_engine_config_reads_what_the_sdk_holds(monkeypatch):
         assert raw["environment"] == "{}" and secret == {"kro_token", "environment"}
     finally:
         runtime_config.set_all_config(saved[0], list(saved[1]))
+
+
+MODULE_LINES = 400
+"""The issue asks for no module over about 400 lines."""
+SIZED_PACKAGES = ("components", "policy", "stacks", "synth", "validation", "rehearsal")
+# split by parallel work, removed at merge: each is split on a branch of its own; strict, so the
+# merge that makes one short fails here until its entry goes.
+SPLIT_ELSEWHERE = {"components/containers.py", "policy/rules/containers.py", "policy/rules/tls.py",
+                   "rehearsal/checks/reachability.py", "rehearsal/rehearse.py", "rehearsal/services.py"}
+
+
+def _sized_modules() -> list:
+    paths = sorted(p.relative_to(ROOT).as_posix() for package in SIZED_PACKAGES
+                   for p in (ROOT / package).rglob("*.py") if "__pycache__" not in p.parts)
+    return [pytest.param(p, id=p, marks=pytest.mark.xfail(strict=True, reason="split by parallel work"))
+            if p in SPLIT_ELSEWHERE else p for p in paths]
+
+
+def test_the_size_check_sees_every_package():
+    paths = {p if isinstance(p, str) else p.values[0] for p in _sized_modules()}
+    assert {f"{package}/__init__.py" for package in SIZED_PACKAGES} <= paths
+    assert {"rehearsal/checks/__init__.py", "policy/rules/network.py", "synth/engine.py"} <= paths
+    assert SPLIT_ELSEWHERE <= paths, "an entry of SPLIT_ELSEWHERE names no module: remove it"
+
+
+@pytest.mark.parametrize("path", _sized_modules())
+def test_no_module_is_long(path):
+    lines = len((ROOT / path).read_text().splitlines())
+    assert lines <= MODULE_LINES, (f"{path} has {lines} lines, over {MODULE_LINES}: split it into "
+                                   "modules that each hold one thing, named for what they hold")
 
 
 PRODUCTS = ("kro", "giv", "pencom", "vedfinance")

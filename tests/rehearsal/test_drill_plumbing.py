@@ -11,7 +11,8 @@ from cryptography.hazmat.primitives import serialization
 
 from rehearsal.capture import Host, StackCapture, Step
 from rehearsal.capture_answers import TLS_ANSWERS, CaptureMemory, rehearsal_config
-from rehearsal.images import ImageContract, plan_standins
+from rehearsal.image_contracts import ImageContract
+from rehearsal.standin_plan import plan_standins
 from rehearsal.rehearse import only_hosts
 
 pytestmark = pytest.mark.fast

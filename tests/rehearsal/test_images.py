@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from rehearsal import images
-from rehearsal.images import ImageError, contracts_from_state, plan_standins, split_reference
+from rehearsal import standin_plan
+from rehearsal.image_contracts import ImageError, contracts_from_state, split_reference
+from rehearsal.lab_ca import TestCA
+from rehearsal.standin_plan import plan_standins
 from tests.conftest import synth_once
 
 pytestmark = pytest.mark.fast
@@ -31,7 +33,7 @@ def test_every_staging_reference_has_a_standin_under_the_same_reference(staging_
     assert {s.reference for s in standins} == remote_image_names(staging_state)
     assert len(standins) == len(remote_image_names(staging_state))
     for standin in standins:
-        assert standin.kind in images.KINDS, standin
+        assert standin.kind in standin_plan.KINDS, standin
         assert standin.recipe and standin.note
         repo = standin.reference.rsplit(":", 1)[0]
         assert standin.proven is (repo not in UNPROVEN), standin
@@ -130,9 +132,9 @@ def test_a_changed_standin_file_changes_the_recipe(monkeypatch, tmp_path, stagin
     copy = tmp_path / "standins"
     import shutil
 
-    shutil.copytree(images.STANDINS_DIR, copy)
+    shutil.copytree(standin_plan.STANDINS_DIR, copy)
     (copy / "app" / "server.js").write_text((copy / "app" / "server.js").read_text() + "\n// x\n")
-    monkeypatch.setattr(images, "STANDINS_DIR", copy)
+    monkeypatch.setattr(standin_plan, "STANDINS_DIR", copy)
     after = {s.reference: s.recipe for s in plan_standins(contracts_from_state(staging_state))}
     changed = {ref for ref in before if before[ref] != after[ref]}
     assert changed == {s.reference for s in plan_standins(contracts_from_state(staging_state))
@@ -147,5 +149,5 @@ def test_managed_database_standins_are_planned_with_tls_only_and_mongo_unproven(
     redis = planned["platform-rehearsal/managed-redis:7"]
     assert "--port 0 --tls-port 25061" in redis.dockerfile
     assert not planned["platform-rehearsal/managed-mongo:7"].proven
-    files = images.managed_tls_files(images.TestCA(tmp_path / "ca"), ["db.internal"])
+    files = standin_plan.managed_tls_files(TestCA(tmp_path / "ca"), ["db.internal"])
     assert files["/run/managed/tls/server.key"][1:] == (0o600, 999, 999)

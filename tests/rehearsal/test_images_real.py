@@ -19,8 +19,12 @@ from typing import Any, Optional
 
 import pytest
 
-from rehearsal import images
-from rehearsal.images import Registry, TestCA, contracts_from_state, plan_standins
+from rehearsal import images, standin_plan
+from rehearsal.image_contracts import contracts_from_state
+from rehearsal.images import Registry
+from rehearsal.lab_ca import TestCA
+from rehearsal.standin_build import IMAGE_CACHE, build_standins
+from rehearsal.standin_plan import plan_standins
 from rehearsal.netns import DockerDaemon, Namespace, spawn, stop_pid
 from tests.conftest import require_tool
 
@@ -102,7 +106,7 @@ def staging_state():
 @pytest.fixture(scope="module")
 def standins(staging_state, client, lab):
     planned = plan_standins(contracts_from_state(staging_state))
-    images.build_standins(planned, client, images.IMAGE_CACHE, lab.harness_docker_host)
+    build_standins(planned, client, IMAGE_CACHE, lab.harness_docker_host)
     return planned
 
 
@@ -249,7 +253,7 @@ def test_every_staging_standin_starts_with_its_captured_inputs_and_turns_healthy
         staging_state, standins, client, tmp_path):
     ca = TestCA(tmp_path / "ca")
     chosen = one_container_per_reference(staging_state)
-    assert set(chosen) == {s.reference for s in standins} - {m.reference for m in images.MANAGED}
+    assert set(chosen) == {s.reference for s in standins} - {m.reference for m in standin_plan.MANAGED}
     started = []
     try:
         for ref, container in sorted(chosen.items()):
@@ -385,7 +389,7 @@ def test_a_box_daemon_pulls_stack_references_through_the_registry(lab, standins,
             labels = json.loads(subprocess.run(
                 daemon.cli("image", "inspect", "--format", "{{json .Config.Labels}}", standin.reference),
                 capture_output=True, text=True, check=True).stdout)
-            assert labels[images.LABEL_RECIPE] == standin.recipe
+            assert labels[standin_plan.LABEL_RECIPE] == standin.recipe
         # Nothing else answers: a tag the registry lacks is not found, under the same hostname.
         absent = subprocess.run(daemon.cli("pull", "postgres:0-not-pushed"), capture_output=True, text=True)
         assert absent.returncode != 0 and "not found" in absent.stderr.lower(), absent.stderr
@@ -437,11 +441,11 @@ def test_pencom_redis_as_captured_reads_its_tls_key_and_turns_healthy(staging_st
 def test_standin_scripts_pass_shellcheck_and_node_parses_the_app_server():
     shellcheck = require_tool("shellcheck", "linting the stand-ins' entrypoints")
     node = require_tool("node", "the application stand-in")
-    scripts = [p for p in images.STANDINS_DIR.rglob("*")
+    scripts = [p for p in standin_plan.STANDINS_DIR.rglob("*")
                if p.is_file() and p.read_bytes().startswith(b"#!/bin/")]
     assert len(scripts) >= 8
     lint = subprocess.run([shellcheck, *map(str, scripts)], capture_output=True, text=True)
     assert lint.returncode == 0, lint.stdout
-    parsed = subprocess.run([node, "--check", str(images.STANDINS_DIR / "app" / "server.js")],
+    parsed = subprocess.run([node, "--check", str(standin_plan.STANDINS_DIR / "app" / "server.js")],
                             capture_output=True, text=True)
     assert parsed.returncode == 0, parsed.stderr

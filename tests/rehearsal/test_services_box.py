@@ -15,7 +15,7 @@ import time
 import pytest
 
 from rehearsal.capture import Host, StackCapture, Step
-from rehearsal.images import TestCA
+from rehearsal.lab_ca import TestCA
 from rehearsal.lab import BoxSpec, Lab
 from rehearsal.services import ACME_HOST, LabServices, plan_services
 from tests.conftest import require_tool

@@ -26,7 +26,7 @@ from cryptography import x509
 
 from rehearsal import overlay
 from rehearsal.capture import capture
-from rehearsal.images import TestCA
+from rehearsal.lab_ca import TestCA
 from rehearsal.netns import Namespace, run, stop_pid
 from rehearsal.services import ACME_HOST, LabServices, ServicesError, plan_services
 from synth.engine import PROJECT_ROOT
