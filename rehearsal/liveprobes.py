@@ -1,5 +1,6 @@
 """The live probes of a converged lab (issue #16), from outside the boxes: the reachability
-matrix (``rehearsal.checks.reachability``) and the exposure probes (``rehearsal.checks.access``)."""
+matrix (``rehearsal.checks.reachability``), the exposure probes (``rehearsal.checks.access``)
+and nginx's TLS on every public hostname (``rehearsal.checks.tlsprobes``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Optional
+from typing import Any, Iterable, Optional
 
 from rehearsal import overlay as overlay_mod
 from rehearsal.capture import StackCapture
@@ -38,9 +39,13 @@ def live_probes(lab, cap: StackCapture, lab_cap: StackCapture, plan: overlay_mod
     """The matrix and the exposure probes (``rehearsal.checks.access``), in the order they need:
     fail2ban bans before the droplets' cloud firewall stands (afterwards no outside source
     reaches their sshd), then the firewall, SSH, the matrix, TLS on every public hostname
-    (``domains``: hostname -> box; ``acme_roots``: the ACME CA's roots) with one forced renewal
-    per box, and the data tier's TLS. Returns (matrix rows, host -> checks)."""
-    from rehearsal.checks import access, written_files
+    (``domains``: hostname -> box; ``acme_roots``: the ACME CA's roots) from the internet probe,
+    the WebSocket upgrade on the hostnames whose route asks for it (``websocket_hosts``), one
+    forced renewal per box, and the data tier's TLS (Postgres, Redis). A public hostname that
+    cannot be probed (no ACME roots, no internet probe) gets a "not proven" check saying why.
+    Returns (matrix rows, host -> checks)."""
+    from rehearsal.checks import access, tlsprobes, written_files
+    from rehearsal.report import NOT_PROVEN, Check
     from rehearsal.checks.reachability import lab_probes
 
     live: dict[str, list] = {name: [] for name in lab_cap.hosts}
@@ -67,13 +72,36 @@ def live_probes(lab, cap: StackCapture, lab_cap: StackCapture, plan: overlay_mod
         for domain, box in sorted((domains or {}).items()):
             if box in lab_cap.hosts:
                 by_box.setdefault(box, []).append(domain)
+        upgrades = websocket_hosts(cap.stack_config)
         for box, names in sorted(by_box.items()):
             if not acme_roots or not probes.internet_site:
-                break
+                why = "no ACME roots from the lab's pebble" if not acme_roots else "no internet probe position"
+                live[box] += [Check(f"live tls {domain}: probed from the internet", NOT_PROVEN, why) for domain in names]
+                continue
             address = lab_cap.hosts[box].address
             for domain in names:
-                live[box] += access.ingress_checks(probes.internet_site, domain, address, roots)
-            live[box] += access.renewal_checks(lab, probes.internet_site, box, names[0], address, roots)
+                live[box] += tlsprobes.ingress_checks(probes.internet_site, domain, address, roots)
+                if domain in upgrades:
+                    live[box].append(tlsprobes.websocket_check(probes.internet_site, domain, address, roots))
+            live[box] += tlsprobes.renewal_checks(lab, probes.internet_site, box, names[0], address, roots)
         for name in lab_cap.hosts:
             live[name] += access.postgres_checks(lab, probes, name, acme_roots, plan.stack_address)
+            live[name] += access.redis_checks(lab, probes, name, acme_roots, plan.stack_address)
     return cells, live
+
+
+def websocket_hosts(stack_config: Any) -> set[str]:
+    """The hostnames of every route in ``stack_config`` (a stack file's ``config``, any depth)
+    that asks for the WebSocket upgrade (``websocket: true``, stacks/shared_config.py)."""
+    def routes(value: Any) -> Iterable[dict]:
+        if isinstance(value, dict):
+            if isinstance(value.get("host"), str) and value.get("websocket") is True:
+                yield value
+            for item in value.values():
+                yield from routes(item)
+        elif isinstance(value, list):
+            for item in value:
+                yield from routes(item)
+
+    return {route["host"].lower() for route in routes(stack_config)}
+

@@ -14,7 +14,8 @@ proven" with the reason, never a pass.
   still connects; the source is unbanned afterwards. Where no such source reaches sshd (UFW or
   the cloud firewall admit only addresses fail2ban ignores) the ban is "not proven" and says so.
 - **TLS ingress**: ``rehearsal.checks.tlsprobes``.
-- **Data-tier TLS** (``postgres_checks``, ``psql``): each ``DATABASE_URL`` with
+- **Data-tier TLS** (``postgres_checks``, ``psql``; ``redis_checks``, ``redis-cli --tls`` for every
+  ``rediss://`` URL, the same three probes): each ``DATABASE_URL`` with
   ``sslmode=verify-full`` that a container is handed connects from inside that container's network
   namespace, with the CA file it mounts; the same connection fails against another CA and in
   plaintext (``sslmode=disable``).
@@ -199,6 +200,74 @@ def postgres_checks(lab, probes: LabProbes, host: str, other_ca: bytes,
                    plain.stderr or f"plaintext connected: {plain.stdout.strip()}"),
         ]
     return checks
+
+
+def redis_checks(lab, probes: LabProbes, host: str, other_ca: bytes,
+                 stack_address: Callable[[str], Optional[str]] = lambda address: None) -> list[Check]:
+    """Every ``rediss://`` ``REDIS_URL`` a container of ``host`` is handed, tried with
+    ``redis_tls_checks`` from inside that container's network namespace. The CA is the file the
+    container trusts: the URL's ``ssl_ca_certs`` or ``tlsCAFile`` parameter, else its
+    ``NODE_EXTRA_CA_CERTS`` (Pencom's clients), read from the box through its bind. A plain
+    ``redis://`` stays on the container's own network (policy ``redis-tls``) and is not tried."""
+    checks = []
+    containers = probes.containers.get(host, [])
+    for client in containers:
+        url = client.env.get("REDIS_URL", "")
+        if not url.startswith("rediss://"):
+            continue
+        parts = urlsplit(url)
+        query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+        ca_path = query.get("ssl_ca_certs") or query.get("tlsCAFile") or client.env.get("NODE_EXTRA_CA_CERTS", "")
+        server = parts.hostname or ""
+        address = _resolve(containers, server) or _getent(lab, host, server)
+        ca_host_path = _host_path(client, ca_path)
+        site = probes.container_site(host, client)
+        name = f"live redis from {client.service} ({server})"
+        if not (address and ca_host_path and site):
+            checks.append(_check(f"{name}: TLS with the stack's CA connects", None,
+                                 f"server address {address}, CA file {ca_path} -> {ca_host_path}, site {site}"))
+            continue
+        ca = lab.exec(host, ["cat", ca_host_path], timeout=30)
+        with tempfile.TemporaryDirectory() as tmp:
+            own, other = Path(tmp) / "ca.crt", Path(tmp) / "other.crt"
+            own.write_bytes(ca.stdout)
+            other.write_bytes(other_ca)
+            checks += redis_tls_checks(site, name, address, parts.port or 6379, server_name(server, stack_address),
+                                       unquote(parts.username or "default"), unquote(parts.password or ""), own, other)
+    return checks
+
+
+def redis_tls_checks(site: Site, name: str, address: str, port: int, sni: str, user: str, password: str,
+                     own_ca: Path, other_ca: Path) -> list[Check]:
+    """``redis-cli --tls`` from ``site``: ``PING`` verified against ``own_ca`` answers ``PONG``;
+    the same against ``other_ca`` fails certificate verification; the same without TLS gets no
+    ``PONG``. A ``PONG`` where none may come fails at once; a refusal passes only where the first
+    connected (a closed port refuses everything), else it is not proven. The password goes in
+    ``REDISCLI_AUTH``, never on the command line. redis-cli (hiredis) verifies the chain and sends
+    ``sni`` but does not match the name: the name is not proven by it."""
+    # redis-cli has no read timeout: a TLS server waits for the rest of a record sent in plaintext,
+    # a plaintext one for the rest of a command sent as a ClientHello. No PONG in 8 s is a refusal.
+    def ping(*tls: str, timeout: float = 8) -> subprocess.CompletedProcess:
+        env = {"PATH": "/usr/bin:/bin", "REDISCLI_AUTH": password}
+        return _at(site, ["redis-cli", "-h", address, "-p", str(port), "--user", user, "--no-auth-warning", *tls,
+                          "PING"], timeout=timeout, env=env)
+
+    good = ping("--tls", "--sni", sni, "--cacert", str(own_ca))
+    connected = good.returncode == 0 and good.stdout.strip() == "PONG"
+    wrong = ping("--tls", "--sni", sni, "--cacert", str(other_ca))
+    plain = ping()
+
+    def refused(got: subprocess.CompletedProcess, why: str = "") -> Optional[bool]:
+        if got.stdout.strip() == "PONG":
+            return False
+        return (why in got.stdout + got.stderr) if connected else None
+
+    return [
+        _check(f"{name}: TLS with the stack's CA connects", connected, good.stderr or good.stdout),
+        _check(f"{name}: TLS against another CA fails", refused(wrong, "certificate verify failed"),
+               wrong.stderr or wrong.stdout),
+        _check(f"{name}: plaintext is refused", refused(plain), (plain.stderr or plain.stdout) or "no answer"),
+    ]
 
 
 def server_name(server: str, stack_address: Callable[[str], Optional[str]]) -> str:
