@@ -28,7 +28,7 @@ from components.nginx import Certificate, IngressConfig, Route, render_nginx_con
 from rehearsal.checks import tlsprobes
 from rehearsal.report import FAIL, NOT_PROVEN, PASS
 from stacks.kro import KroConfig
-from tests.conftest import PROJECT_ROOT, require_tool
+from tests.conftest import PROJECT_ROOT, require_root, require_tool
 from tests.realtools import free_port, nginx_binary, self_signed, stop_all, wait_for_port
 
 pytestmark = pytest.mark.realtool
@@ -203,3 +203,71 @@ def test_the_websocket_upgrade_echoes_on_api_and_the_probe_fails_without_the_upg
     assert app.status == FAIL
     bad = tlsprobes.websocket_check((), servers["api"], LOOPBACK, servers["roots"], port=servers["bad"])
     assert bad.status == FAIL and "426" in bad.detail, bad.detail
+
+
+ECHO_SERVER = """
+import sys
+from websockets.sync.server import serve
+
+def echo(connection):
+    for message in connection:
+        connection.send(message)
+
+with serve(echo, "127.0.0.1", int(sys.argv[1])) as server:
+    print("ready", flush=True)
+    server.serve_forever()
+"""
+
+
+@pytest.fixture(scope="module")
+def namespaced(tmp_path_factory):
+    """The rendered nginx on ports 80 and 443 of a network namespace of the test's own, with the
+    echo backend beside it: the probes run there through ``nsenter``, as from the lab's internet
+    probe. {"site", "roots", "api", "app"}."""
+    require_root("a network namespace of the test's own")
+    require_tool("ip", "Debian package iproute2")
+    import secrets
+    import sys
+
+    routes = _routes()
+    workdir = tmp_path_factory.mktemp("tlsprobes-ns")
+    for sub in ("logs", "tmp", "acme"):
+        (workdir / sub).mkdir()
+    cert, key = self_signed(workdir, [r.host for r in routes])
+    netns = f"tlsprobe-{secrets.token_hex(3)}"
+    subprocess.run(["ip", "netns", "add", netns], check=True)
+    site = ("nsenter", f"--net=/run/netns/{netns}")
+    processes = []
+    try:
+        subprocess.run([*site, "ip", "link", "set", "lo", "up"], check=True)
+        backend_port = 8081
+        processes.append(subprocess.Popen([*site, sys.executable, "-c", ECHO_SERVER, str(backend_port)],
+                                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True))
+        assert processes[-1].stdout.readline().strip() == "ready"
+        (workdir / "nginx.conf").write_text(render_nginx_conf(IngressConfig(
+            routes=[Route(host=r.host, upstream=f"{LOOPBACK}:{backend_port}", websocket=r.websocket) for r in routes],
+            certificate=Certificate(fullchain=str(cert), private_key=str(key)),
+            acme_webroot=str(workdir / "acme"), http_port=80, https_port=443, resolver=None,
+            pid_path=str(workdir / "nginx.pid"), temp_dir=str(workdir / "tmp"),
+            error_log=str(workdir / "logs" / "error.log"), access_log="off", mime_types=None,
+            health_listen=None, worker_processes="1", extra_main=("user root;",))))
+        processes.append(subprocess.Popen([*site, nginx_binary(), "-p", str(workdir), "-c", str(workdir / "nginx.conf"),
+                                           "-g", "daemon off;"], stderr=subprocess.DEVNULL))
+        for port in (80, 443):
+            waited = subprocess.run([*site, sys.executable, "-c", f"from tests.realtools import wait_for_port; "
+                                     f"wait_for_port({port})"], cwd=PROJECT_ROOT, capture_output=True, text=True)
+            assert waited.returncode == 0, waited.stderr
+        yield {"site": site, "roots": cert, "api": next(r.host for r in routes if r.websocket),
+               "app": next(r.host for r in routes if not r.websocket)}
+    finally:
+        stop_all(processes)
+        subprocess.run(["ip", "netns", "del", netns], check=False)
+
+
+def test_every_ingress_probe_passes_from_a_namespace_against_the_rendered_config(namespaced):
+    site, roots = namespaced["site"], namespaced["roots"]
+    for host in (namespaced["api"], namespaced["app"]):
+        checks = tlsprobes.ingress_checks(site, host, LOOPBACK, roots)
+        assert len(checks) == 15 and {c.status for c in checks} == {PASS}, [(c.name, c.status, c.detail) for c in checks]
+    ws = tlsprobes.websocket_check(site, namespaced["api"], LOOPBACK, roots)
+    assert ws.status == PASS, ws.detail
