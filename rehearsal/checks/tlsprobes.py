@@ -115,16 +115,23 @@ def protocol_checks(site: Site, domain: str, address: str, *, port: int = 443,
                     roots: Optional[Path] = None) -> list[Check]:
     """TLS 1.0 and 1.1 refused, TLS 1.2 and 1.3 complete (verified against ``roots`` when
     given). The old versions are offered at OpenSSL's security level 0, so the client offers them
-    and only the server can refuse."""
-    checks = []
+    and only the server can refuse; a refusal counts only where TLS 1.2 or 1.3 completed (a
+    closed port refuses everything), else it is not proven."""
+    results = {}
     for version, allowed in (("tls1", False), ("tls1_1", False), ("tls1_2", True), ("tls1_3", True)):
+        results[version] = (allowed, *handshake(site, domain, address, f"-{version}", "-cipher", "DEFAULT:@SECLEVEL=0",
+                                                port=port, roots=roots if allowed else None))
+    answers = any(cipher not in (None, "unoffered") for allowed, cipher, _ in results.values() if allowed)
+    checks = []
+    for version, (allowed, cipher, text) in results.items():
         name = f"live tls {domain}: {version.replace('_', '.').replace('tls', 'TLS ')} {'works' if allowed else 'refused'}"
-        cipher, text = handshake(site, domain, address, f"-{version}", "-cipher", "DEFAULT:@SECLEVEL=0",
-                                 port=port, roots=roots if allowed else None)
         if cipher == "unoffered":
             checks.append(_check(name, None, "this machine's OpenSSL will not offer it: " + text[-200:]))
+        elif allowed:
+            checks.append(_check(name, cipher is not None, f"negotiated {cipher}: {text[-300:]}"))
         else:
-            checks.append(_check(name, (cipher is not None) == allowed, f"negotiated {cipher}: {text[-300:]}"))
+            checks.append(_check(name, (cipher is None) if answers or cipher is not None else None,
+                                 f"negotiated {cipher}: {text[-300:]}"))
     return checks
 
 
@@ -165,26 +172,14 @@ def client_tls12_ciphers(site: Site = ()) -> list[str]:
 
 
 def cipher_checks(site: Site, domain: str, address: str, *, port: int = 443) -> list[Check]:
-    """Each kind of :data:`REFUSED_TLS12` refused (every suite of it tried on its own with
-    OpenSSL, or GnuTLS where OpenSSL lacks it (:data:`GNUTLS_PRIORITY`): a kind passes when none
-    completes; suites no client here offers are named and skipped, a kind with none left is not
-    proven), then every TLS 1.2 suite the client has offered and the
-    accepted ones a non-empty subset of :data:`MOZILLA_INTERMEDIATE_TLS12`, and likewise for
-    TLS 1.3."""
+    """Every TLS 1.2 suite the client has offered, and the accepted ones a non-empty subset of
+    :data:`MOZILLA_INTERMEDIATE_TLS12`; likewise for TLS 1.3 (:data:`TLS13_OFFERED`); then each
+    kind of :data:`REFUSED_TLS12` refused, every suite of it tried on its own with OpenSSL, or
+    GnuTLS where OpenSSL lacks it (:data:`GNUTLS_PRIORITY`). A kind fails when one of its suites
+    completes; it passes when none does and TLS 1.2 completed with some suite (a closed port
+    refuses everything); suites no client here offers are named, and a kind with none tried is
+    not proven."""
     checks = []
-    for kind, suites in REFUSED_TLS12:
-        accepted, missing = [], []
-        for suite in suites:
-            cipher, _ = handshake(site, domain, address, "-tls1_2", "-cipher", f"{suite}:@SECLEVEL=0", port=port)
-            if cipher == "unoffered" and suite in GNUTLS_PRIORITY:
-                cipher, _ = gnutls_handshake(site, domain, address, GNUTLS_PRIORITY[suite], port=port)
-            if cipher == "unoffered":
-                missing.append(suite)
-            elif cipher is not None:
-                accepted.append(cipher)
-        tried = len(suites) - len(missing)
-        checks.append(_check(f"live tls {domain}: TLS 1.2 {kind} refused", None if not tried else not accepted,
-                             f"{tried} suites tried, accepted {accepted}, offered by none of this machine's clients {missing}"))
     offered = client_tls12_ciphers(site)
     accepted, text = accepted_tls12(site, domain, address, offered, port=port)
     outside = sorted(set(accepted) - MOZILLA_INTERMEDIATE_TLS12)
@@ -197,6 +192,21 @@ def cipher_checks(site: Site, domain: str, address: str, *, port: int = 443) -> 
     checks.append(_check(f"live tls {domain}: TLS 1.3 accepts only Mozilla intermediate suites",
                          bool(accepted13) and not outside13,
                          f"offered {list(TLS13_OFFERED)}; accepted {accepted13}; outside Mozilla's list {outside13}"))
+    for kind, suites in REFUSED_TLS12:
+        taken, missing = [], []
+        for suite in suites:
+            cipher, _ = handshake(site, domain, address, "-tls1_2", "-cipher", f"{suite}:@SECLEVEL=0", port=port)
+            if cipher == "unoffered" and suite in GNUTLS_PRIORITY:
+                cipher, _ = gnutls_handshake(site, domain, address, GNUTLS_PRIORITY[suite], port=port)
+            if cipher == "unoffered":
+                missing.append(suite)
+            elif cipher is not None:
+                taken.append(cipher)
+        tried = len(suites) - len(missing)
+        ok = False if taken else (True if tried and accepted else None)
+        checks.append(_check(f"live tls {domain}: TLS 1.2 {kind} refused", ok,
+                             f"accepted {taken} of {tried} suites tried; offered by none of this machine's clients "
+                             f"{missing}; the Mozilla check's enumeration completed TLS 1.2 with {len(accepted)} suites"))
     return checks
 
 

@@ -190,6 +190,16 @@ def test_an_unknown_name_is_refused_and_the_probe_fails_where_it_gets_a_certific
     assert served.status == FAIL, served.detail
 
 
+def test_refusals_at_a_closed_port_are_not_proven_and_what_must_work_fails():
+    port = free_port()
+    protocols = _statuses(tlsprobes.protocol_checks((), "app.example.test", LOOPBACK, port=port))
+    assert protocols == {"TLS 1 refused": NOT_PROVEN, "TLS 1.1 refused": NOT_PROVEN, "TLS 1.2 works": FAIL,
+                         "TLS 1.3 works": FAIL}
+    ciphers = _statuses(tlsprobes.cipher_checks((), "app.example.test", LOOPBACK, port=port))
+    assert ciphers == {f"TLS 1.2 {kind} refused": NOT_PROVEN for kind, _ in tlsprobes.REFUSED_TLS12} | {
+        "TLS 1.2 accepts only Mozilla intermediate suites": FAIL, "TLS 1.3 accepts only Mozilla intermediate suites": FAIL}
+
+
 def test_an_unknown_name_probe_at_a_closed_port_is_not_proven():
     closed = tlsprobes.unknown_name_check((), "app.example.test", LOOPBACK, port=free_port())
     assert closed.status == NOT_PROVEN
