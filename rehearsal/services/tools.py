@@ -32,6 +32,8 @@ def nginx_binary() -> str:
 
 
 def tool(name: str, package: str) -> str:
+    """The path of the program ``name`` (PATH, /usr/sbin, /sbin, the venv's bin); raises
+    ServicesError naming ``package``, which provides it, when it is missing."""
     found = shutil.which(name, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin:"
                          + str(Path(sys.executable).parent))
     if not found:
@@ -46,3 +48,4 @@ while True:
     conn, _ = server.accept()
     conn.close()
 """
+"""``python -c LISTENER ADDRESS PORT``: accepts TCP connections and closes them (``LabServices.listen``)."""
