@@ -103,3 +103,51 @@ def test_a_wrong_password_does_not_connect_and_is_never_echoed(redis):
                               redis["own_ca"], redis["other_ca"])
     assert checks[0].status == FAIL
     assert all("not-the-password" not in c.detail and PASSWORD not in c.detail for c in checks)
+
+
+def _lab_and_probes(tmp_path, url: str, ca_file, service_address: str = "192.0.2.250"):
+    """A stand-in lab and LabProbes around one container handed ``url`` (the probes run from this
+    machine: its site is ``env``, which runs the client as it is). ``192.0.2.250`` is
+    documentation space, never tried."""
+    from types import SimpleNamespace
+
+    from rehearsal.checks.probes import BoxContainer
+
+    client = BoxContainer(name="app-1", service="api", tier="app", pid=1, addresses={"net": (LOOPBACK, 8)},
+                          env={"REDIS_URL": url, "NODE_EXTRA_CA_CERTS": "/run/platform/ca.crt"},
+                          mounts={"/run/platform": str(ca_file.parent)})
+    lab = SimpleNamespace(service_address=service_address,
+                          exec=lambda host, argv, timeout: subprocess.run(argv, capture_output=True))
+    probes = SimpleNamespace(containers={"app-host": [client]}, container_site=lambda host, container: ("env",))
+    return lab, probes
+
+
+def test_redis_checks_read_the_url_the_container_is_handed_and_its_ca(redis, tmp_path):
+    from rehearsal.checks.access import redis_checks
+
+    mounted = tmp_path / "platform"
+    mounted.mkdir()
+    (mounted / "ca.crt").write_bytes(redis["own_ca"].read_bytes())
+    url = f"rediss://default:{PASSWORD}@{LOOPBACK}:{redis['good']}"
+    lab, probes = _lab_and_probes(tmp_path, url, mounted / "ca.crt")
+    checks = redis_checks(lab, probes, "app-host", redis["other_ca"].read_bytes())
+    assert [(c.name, c.status) for c in checks] == [
+        (f"live redis from api ({LOOPBACK}): TLS with the stack's CA connects", PASS),
+        (f"live redis from api ({LOOPBACK}): TLS against another CA fails", PASS),
+        (f"live redis from api ({LOOPBACK}): plaintext is refused", PASS)]
+    # A plain redis:// stays on the container's own network (policy redis-tls): not tried.
+    lab, probes = _lab_and_probes(tmp_path, f"redis://default:{PASSWORD}@redis:6379", mounted / "ca.crt")
+    assert redis_checks(lab, probes, "app-host", b"") == []
+
+
+def test_a_managed_redis_without_a_lab_stand_in_is_not_proven_and_elsewhere_fails(redis, tmp_path):
+    from rehearsal.checks.access import redis_checks
+
+    mounted = tmp_path / "platform"
+    mounted.mkdir()
+    (mounted / "ca.crt").write_bytes(redis["own_ca"].read_bytes())
+    url = f"rediss://default:{PASSWORD}@{LOOPBACK}:{free_port()}"
+    lab, probes = _lab_and_probes(tmp_path, url, mounted / "ca.crt", service_address=LOOPBACK)
+    assert {c.status for c in redis_checks(lab, probes, "app-host", b"")} == {NOT_PROVEN}
+    lab, probes = _lab_and_probes(tmp_path, url, mounted / "ca.crt")
+    assert [c.status for c in redis_checks(lab, probes, "app-host", b"")][0] == FAIL
