@@ -69,6 +69,9 @@ declare -A apt_tools=(
   # CA store that dockerd and pip verify against.
   [curl]=curl
   [openssl]=openssl
+  # The live TLS probes' second client: GnuTLS still offers 3DES, Debian's OpenSSL does not
+  # (rehearsal/checks/tlsprobes.py).
+  [gnutls-cli]=gnutls-bin
   [update-ca-certificates]=ca-certificates
 )
 missing=()

@@ -13,13 +13,9 @@ proven" with the reason, never a pass.
   ``fail2ban-client status sshd``, and its next connection is refused while the admin address
   still connects; the source is unbanned afterwards. Where no such source reaches sshd (UFW or
   the cloud firewall admit only addresses fail2ban ignores) the ban is "not proven" and says so.
-- **TLS ingress** (``ingress_checks``, curl and ``openssl s_client`` from the internet probe):
-  HTTPS verifies against the ACME CA's roots (pebble's), HSTS is sent, HTTP answers 301 to HTTPS
-  except under ``/.well-known/acme-challenge/``, TLS 1.1 is refused by the server and TLS 1.2/1.3
-  work, an unknown name is refused at the handshake; ``renewal_checks``: ``certbot renew
-  --force-renewal`` in the box, then nginx serves a new serial (the stack's deploy hook installs
-  it and reloads nginx) with no failed request while it happens.
-- **Data-tier TLS** (``postgres_checks``, ``psql``): each ``DATABASE_URL`` with
+- **TLS ingress**: ``rehearsal.checks.tlsprobes``.
+- **Data-tier TLS** (``postgres_checks``, ``psql``; ``redis_checks``, ``redis-cli --tls`` for every
+  ``rediss://`` URL, the same three probes): each ``DATABASE_URL`` with
   ``sslmode=verify-full`` that a container is handed connects from inside that container's network
   namespace, with the CA file it mounts; the same connection fails against another CA and in
   plaintext (``sslmode=disable``).
@@ -30,7 +26,6 @@ from __future__ import annotations
 import re
 import subprocess
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Callable, Mapping, Optional, Sequence
@@ -144,105 +139,6 @@ def fail2ban_checks(lab, host, jail: str, outside: Site, *, source: str = INTERN
     return checks
 
 
-def _curl(site: Site, argv: Sequence[str], timeout: float = 30) -> subprocess.CompletedProcess:
-    return _at(site, ["curl", "-sS", "--max-time", "10", *argv], timeout=timeout)
-
-
-def _s_client(site: Site, domain: str, address: str, *options: str, servername: Optional[str] = None,
-              roots: Optional[Path] = None) -> subprocess.CompletedProcess:
-    argv = ["openssl", "s_client", "-connect", f"{address}:443", "-servername", servername or domain,
-            *(["-CAfile", str(roots), "-verify_return_error"] if roots else []),
-            *options]
-    return _at(site, argv, input="", timeout=30)
-
-
-def serial(site: Site, domain: str, address: str) -> str:
-    """The serial of the certificate nginx serves for ``domain`` (hex, or "" on no handshake)."""
-    shown = _s_client(site, domain, address)
-    parsed = subprocess.run(["openssl", "x509", "-noout", "-serial"], input=shown.stdout, capture_output=True,
-                            text=True, timeout=30)
-    return parsed.stdout.strip().removeprefix("serial=") if parsed.returncode == 0 else ""
-
-
-def ingress_checks(site: Site, domain: str, address: str, roots: Path) -> list[Check]:
-    """From ``site`` (the internet probe); ``roots``: the ACME CA's roots
-    (``LabServices.acme_roots_pem`` in a file)."""
-    checks = []
-    https = _curl(site, ["-o", "/dev/null", "-D", "-", "--cacert", str(roots), "--resolve", f"{domain}:443:{address}",
-                        f"https://{domain}/"])
-    checks.append(_check(f"live tls {domain}: HTTPS verifies against the ACME CA's root", https.returncode == 0,
-                         f"curl exit {https.returncode}: {https.stderr}"))
-    hsts = [l for l in https.stdout.splitlines() if l.lower().startswith("strict-transport-security:")]
-    checks.append(_check(f"live tls {domain}: HSTS sent", bool(hsts) if https.returncode == 0 else None,
-                         hsts[0] if hsts else https.stdout[:300]))
-    plain = _curl(site, ["-o", "/dev/null", "-w", "%{http_code} %{redirect_url}", "--resolve", f"{domain}:80:{address}",
-                        f"http://{domain}/lab-probe?x=1"])
-    checks.append(_check(f"live tls {domain}: HTTP answers 301 to HTTPS",
-                         plain.stdout.strip() == f"301 https://{domain}/lab-probe?x=1", plain.stdout + plain.stderr))
-    acme = _curl(site, ["-o", "/dev/null", "-w", "%{http_code}", "--resolve", f"{domain}:80:{address}",
-                       f"http://{domain}/.well-known/acme-challenge/lab-probe"])
-    checks.append(_check(f"live tls {domain}: the ACME path is served over HTTP, not redirected",
-                         acme.stdout.strip() not in ("", "000", "301"), acme.stdout + acme.stderr))
-    for version, allowed in (("-tls1_1", False), ("-tls1_2", True), ("-tls1_3", True)):
-        shake = _s_client(site, domain, address, version, "-cipher", "DEFAULT:@SECLEVEL=0", roots=roots)
-        text = shake.stdout + shake.stderr
-        if "no protocols available" in text:
-            checks.append(_check(f"live tls {domain}: {version[1:]} {'works' if allowed else 'refused'}", None,
-                                 "this machine's OpenSSL will not offer it"))
-            continue
-        ok = shake.returncode == 0 and "Verify return code: 0" in text
-        checks.append(_check(f"live tls {domain}: {version[1:]} {'works' if allowed else 'refused'}",
-                             ok if allowed else not ok, text[-300:]))
-    unknown = _s_client(site, domain, address, servername="unknown.lab-probe.invalid")
-    checks.append(_check(f"live tls {domain}: an unknown name is refused at the handshake",
-                         unknown.returncode != 0 and "BEGIN CERTIFICATE" not in unknown.stdout,
-                         (unknown.stdout + unknown.stderr)[-300:]))
-    return checks
-
-
-def renewal_checks(lab, site: Site, box: str, domain: str, address: str, roots: Path, *,
-                   interval_s: float = 0.3) -> list[Check]:
-    """Forces a renewal in the box with the stack's certbot and deploy hook, and requests the site
-    all the while."""
-    before = serial(site, domain, address)
-    failures: list[str] = []
-    requests = [0]
-    stop = threading.Event()
-
-    def load() -> None:
-        while not stop.is_set():
-            got = _curl(site, ["-o", "/dev/null", "--cacert", str(roots), "--resolve", f"{domain}:443:{address}",
-                              f"https://{domain}/"])
-            requests[0] += 1
-            if got.returncode != 0:
-                failures.append(got.stderr.strip()[-200:])
-            stop.wait(interval_s)
-
-    worker = threading.Thread(target=load, daemon=True)
-    worker.start()
-    try:
-        renew = lab.exec(box, ["certbot", "renew", "--force-renewal", "--no-random-sleep-on-renew"], timeout=600)
-        deadline = time.monotonic() + 30
-        after = serial(site, domain, address)
-        while after in ("", before) and time.monotonic() < deadline:
-            time.sleep(1)
-            after = serial(site, domain, address)
-    finally:
-        stop.set()
-        worker.join(timeout=60)
-    verified = _curl(site, ["-o", "/dev/null", "--cacert", str(roots), "--resolve", f"{domain}:443:{address}",
-                           f"https://{domain}/"])
-    output = (renew.stdout + renew.stderr).decode(errors="replace")
-    return [
-        _check(f"live tls {domain}: certbot renew --force-renewal succeeds", renew.returncode == 0, output[-400:]),
-        _check(f"live tls {domain}: nginx serves the renewed certificate (new serial, verified)",
-               bool(before) and after not in ("", before) and verified.returncode == 0,
-               f"serial {before} -> {after}; curl exit {verified.returncode} {verified.stderr}"),
-        _check(f"live tls {domain}: no failed request during the renewal and reload", requests[0] > 0 and not failures,
-               f"{requests[0]} requests, {len(failures)} failed: {failures[:3]}"),
-    ]
-
-
 def postgres_checks(lab, probes: LabProbes, host: str, other_ca: bytes,
                     stack_address: Callable[[str], Optional[str]] = lambda address: None) -> list[Check]:
     """Every verify-full ``DATABASE_URL`` a container of ``host`` is handed, tried from inside that
@@ -304,6 +200,81 @@ def postgres_checks(lab, probes: LabProbes, host: str, other_ca: bytes,
                    plain.stderr or f"plaintext connected: {plain.stdout.strip()}"),
         ]
     return checks
+
+
+def redis_checks(lab, probes: LabProbes, host: str, other_ca: bytes,
+                 stack_address: Callable[[str], Optional[str]] = lambda address: None) -> list[Check]:
+    """Every ``rediss://`` ``REDIS_URL`` a container of ``host`` is handed, tried with
+    ``redis_tls_checks`` from inside that container's network namespace. The CA is the file the
+    container trusts: the URL's ``ssl_ca_certs`` or ``tlsCAFile`` parameter, else its
+    ``NODE_EXTRA_CA_CERTS`` (Pencom's clients), read from the box through its bind. A plain
+    ``redis://`` stays on the container's own network (policy ``redis-tls``) and is not tried."""
+    checks = []
+    containers = probes.containers.get(host, [])
+    for client in containers:
+        url = client.env.get("REDIS_URL", "")
+        if not url.startswith("rediss://"):
+            continue
+        parts = urlsplit(url)
+        query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+        ca_path = query.get("ssl_ca_certs") or query.get("tlsCAFile") or client.env.get("NODE_EXTRA_CA_CERTS", "")
+        server = parts.hostname or ""
+        address = _resolve(containers, server) or _getent(lab, host, server)
+        ca_host_path = _host_path(client, ca_path)
+        site = probes.container_site(host, client)
+        name = f"live redis from {client.service} ({server})"
+        if not (address and ca_host_path and site):
+            checks.append(_check(f"{name}: TLS with the stack's CA connects", None,
+                                 f"server address {address}, CA file {ca_path} -> {ca_host_path}, site {site}"))
+            continue
+        ca = lab.exec(host, ["cat", ca_host_path], timeout=30)
+        with tempfile.TemporaryDirectory() as tmp:
+            own, other = Path(tmp) / "ca.crt", Path(tmp) / "other.crt"
+            own.write_bytes(ca.stdout)
+            other.write_bytes(other_ca)
+            tried = redis_tls_checks(site, name, address, parts.port or 6379, server_name(server, stack_address),
+                                     unquote(parts.username or "default"), unquote(parts.password or ""), own, other)
+        # A managed Valkey is served by a stand-in at the lab's service address; none there is
+        # the lab's gap, not the stack's.
+        if (tried[0].status == FAIL and address == getattr(lab, "service_address", None)
+                and "Connection refused" in tried[0].detail):
+            tried = [Check(c.name, NOT_PROVEN, f"no managed-database stand-in listens in the lab: {c.detail}")
+                     for c in tried]
+        checks += tried
+    return checks
+
+
+def redis_tls_checks(site: Site, name: str, address: str, port: int, sni: str, user: str, password: str,
+                     own_ca: Path, other_ca: Path) -> list[Check]:
+    """``redis-cli --tls`` from ``site``: ``PING`` verified against ``own_ca`` answers ``PONG``;
+    the same against ``other_ca`` fails certificate verification; the same without TLS gets no
+    ``PONG``. A ``PONG`` where none may come fails at once; a refusal passes only where the first
+    connected (a closed port refuses everything), else it is not proven. The password goes in
+    ``REDISCLI_AUTH``, never on the command line. redis-cli (hiredis) verifies the chain and sends
+    ``sni`` but does not match the name: the name is not proven by it."""
+    # redis-cli has no read timeout: a TLS server waits for the rest of a record sent in plaintext,
+    # a plaintext one for the rest of a command sent as a ClientHello. No PONG in 8 s is a refusal.
+    def ping(*tls: str, timeout: float = 8) -> subprocess.CompletedProcess:
+        env = {"PATH": "/usr/bin:/bin", "REDISCLI_AUTH": password}
+        return _at(site, ["redis-cli", "-h", address, "-p", str(port), "--user", user, "--no-auth-warning", *tls,
+                          "PING"], timeout=timeout, env=env)
+
+    good = ping("--tls", "--sni", sni, "--cacert", str(own_ca))
+    connected = good.returncode == 0 and good.stdout.strip() == "PONG"
+    wrong = ping("--tls", "--sni", sni, "--cacert", str(other_ca))
+    plain = ping()
+
+    def refused(got: subprocess.CompletedProcess, why: str = "") -> Optional[bool]:
+        if got.stdout.strip() == "PONG":
+            return False
+        return (why in got.stdout + got.stderr) if connected else None
+
+    return [
+        _check(f"{name}: TLS with the stack's CA connects", connected, good.stderr or good.stdout),
+        _check(f"{name}: TLS against another CA fails", refused(wrong, "certificate verify failed"),
+               wrong.stderr or wrong.stdout),
+        _check(f"{name}: plaintext is refused", refused(plain), (plain.stderr or plain.stdout) or "no answer"),
+    ]
 
 
 def server_name(server: str, stack_address: Callable[[str], Optional[str]]) -> str:

@@ -7,8 +7,13 @@ the checks (``rehearsal.rehearse.live_probes``). Two hosts carry each point:
   container of its bridge, the web as egress target); SSH, TLS through pebble with a forced
   renewal, and verify-full Postgres from the app containers.
 - **KRO** (one droplet behind its DigitalOcean Firewall, which the lab renders into the box from
-  the capture): the firewall's verdicts, and a fail2ban ban (taken before the firewall stands: with
-  it, no source outside ``ignoreip`` reaches sshd).
+  the capture): the firewall's verdicts, a fail2ban ban (taken before the firewall stands: with
+  it, no source outside ``ignoreip`` reaches sshd), and the WebSocket upgrade on its ``api`` route
+  (the app stand-in echoes).
+- **Pencom**: ``rediss://`` from the app node's Redis clients to the data node's TLS-only Redis.
+
+Every public hostname of every product gets the TLS probes (rehearsal/checks/tlsprobes.py);
+test_rehearse_staging's strict check counts them with every other check.
 """
 
 from __future__ import annotations
@@ -81,6 +86,31 @@ def test_tls_through_pebble_with_a_forced_renewal(vedfinance):
     checks = _checks(vedfinance, "vedfinance-staging", "live tls")
     assert checks and all(s == PASS for s, _ in checks.values()), json.dumps(checks, indent=1)
     assert any("renewed certificate" in n for n in checks) and any("HSTS" in n for n in checks)
+
+
+def test_tls_versions_and_suites_are_mozilla_intermediate_on_every_public_hostname(vedfinance):
+    suffixes = {"TLS 1 refused", "TLS 1.1 refused", "TLS 1.2 works", "TLS 1.3 works",
+                "TLS 1.2 CBC with SHA-1 (ECDHE) refused", "TLS 1.2 CBC with SHA-2 (ECDHE, DHE) refused",
+                "TLS 1.2 RSA key exchange refused", "TLS 1.2 3DES refused",
+                "TLS 1.2 accepts only Mozilla intermediate suites", "TLS 1.3 accepts only Mozilla intermediate suites",
+                "an unknown name is refused at the handshake"}
+    for host in vedfinance.hosts.values():
+        checks = _checks(vedfinance, host.name, "live tls")
+        for domain in {n.split(": ", 1)[0].removeprefix("live tls ") for n in checks}:
+            got = {n.split(": ", 1)[1]: s for n, (s, _) in checks.items() if n.startswith(f"live tls {domain}: ")}
+            assert suffixes <= set(got) and {got[x] for x in suffixes} == {PASS}, json.dumps(got, indent=1)
+
+
+def test_the_websocket_upgrade_on_kro_api_completes_against_the_echoing_stand_in(kro):
+    [(status, detail)] = _checks(kro, KRO, "live tls api.stage.krotrust.com: the WebSocket upgrade").values()
+    assert status == PASS, detail
+
+
+def test_redis_tls_from_pencom_clients_with_the_internal_ca_only(vedfinance):
+    checks = {n: s for host in vedfinance.hosts for n, (s, _) in _checks(vedfinance, host, "live redis").items()}
+    assert checks and set(checks.values()) == {PASS}, checks
+    assert {n.split(": ", 1)[1] for n in checks} == {"TLS with the stack's CA connects", "TLS against another CA fails",
+                                                     "plaintext is refused"}
 
 
 def test_postgres_verify_full_from_the_app_containers(vedfinance):
