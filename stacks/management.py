@@ -179,6 +179,14 @@ def endpoint_output(m: Management, product: str, public_address, public_key) -> 
             "address": endpoint_address(m, product), "publicKey": public_key}
 
 
+def stack_output(m: Management, endpoints: dict) -> dict:
+    """The stack output ``management``, what an operator's client config is made from
+    (``scripts/wg_client.py``): the ``network`` (CIDR), its UDP ``listenPort`` and ``endpoints``,
+    product -> its ``endpoint_output``. Nothing in it is secret, so ``pulumi stack output
+    management`` shows it whole while a product's own output may be secret as a whole."""
+    return {"network": m.network, "listenPort": m.listen_port, "endpoints": dict(endpoints)}
+
+
 def connect_address(m: Management, product: str, public_address):
     """The address the program's remote commands and Docker provider use for ``product``'s
     entry host: its endpoint address (the deploy runner is a peer), or ``public_address`` with
