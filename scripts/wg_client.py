@@ -61,10 +61,11 @@ def stack_management(stack: str, stack_file: Path | None = None,
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", stack):
         raise UsageError(f"{stack!r} is not a stack name")
     try:
-        file = load_stack_file(stack_file or root / f"Pulumi.{stack}.yaml", stack, project_name(root))
+        project = project_name(root)
+        file = load_stack_file(stack_file or root / f"Pulumi.{stack}.yaml", stack, project)
     except StackFileError as exc:
         raise UsageError(str(exc)) from None
-    prefix = f"{project_name(root)}:"
+    prefix = f"{project}:"
     raw = {k[len(prefix):]: v for k, v in file.config.items() if k.startswith(prefix)}
     try:
         config = validate_stack_config(raw, check_secrets=False, stack=stack)

@@ -149,3 +149,12 @@ def test_outputs_that_are_not_json_and_a_failing_pulumi(tmp_path):
         wg_client.read_outputs("staging", str(path))
     with pytest.raises(wg_client.ToolError, match="`pulumi stack output management --stack staging` failed"):
         wg_client.read_outputs("staging", None, pulumi="false")
+
+
+def test_a_bad_stack_file_is_its_key_path_exit_2(outputs, run, tmp_path):
+    path = tmp_path / "Pulumi.staging.yaml"
+    path.write_text((PROJECT_ROOT / "Pulumi.staging.yaml").read_text().replace(RUNNER_KEY, "nope"))
+    result = run("staging", "--stack-file", str(path), "--name", "deploy-runner", "--outputs", str(outputs))
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith("error: platform:environment.management.peers[0] (deploy-runner).public_key: "
+                                    "is not a WireGuard key"), result.stderr
