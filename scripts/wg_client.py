@@ -124,19 +124,20 @@ def remote_endpoints(m: management.Management, products: list[str], document: An
     """Each product's endpoint from the ``management`` output, checked against the stack file
     (network, port and each product's address: different ones mean outputs older than the file).
     Raises UsageError naming the output key."""
-    if not isinstance(document, dict) or not isinstance(document.get("endpoints"), dict):
+    if not isinstance(document, dict) or not isinstance(document.get("endpoints"), list):
         raise UsageError("the stack output `management` has no `endpoints`: the stack was last deployed by "
                          "a version without it; `pulumi up` first")
     if document.get("network") != m.network or document.get("listenPort") != m.listen_port:
         raise UsageError(f"the stack output management (network {document.get('network')}, listenPort "
                          f"{document.get('listenPort')}) differs from platform:environment.management "
                          f"({m.network}, {m.listen_port}): `pulumi up` first")
+    listed = {e.get("product"): (i, e) for i, e in enumerate(document["endpoints"]) if isinstance(e, dict)}
     out = []
     for product in sorted(products, key=lambda p: management.GATEWAY_OFFSETS[p]):
-        where = f"management.endpoints.{product}"
-        entry = document["endpoints"].get(product)
-        if not isinstance(entry, dict):
-            raise UsageError(f"{where} is missing from the stack output: `pulumi up` first")
+        if product not in listed:
+            raise UsageError(f"management.endpoints has no entry for {product}: `pulumi up` first")
+        index, entry = listed[product]
+        where = f"management.endpoints[{index}] ({product})"
         host, _, port = str(entry.get("endpoint", "")).rpartition(":")
         host = host.strip("[]")
         try:

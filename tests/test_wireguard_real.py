@@ -272,7 +272,7 @@ def test_the_client_config_passes_wg_quick_strip_with_no_private_key(tmp_path):
     assert "PrivateKey" not in stripped and "PostUp" not in stripped and "Address" not in stripped
     endpoints = outputs["management"]["endpoints"]
     assert stripped.count("[Peer]") == len(endpoints) == 4
-    for endpoint in endpoints.values():
+    for endpoint in endpoints:
         assert (f"PublicKey = {endpoint['publicKey']}\nEndpoint = {endpoint['endpoint']}\n"
                 f"AllowedIPs = {endpoint['address']}/32\nPersistentKeepalive = 25\n") in stripped
 
@@ -290,8 +290,9 @@ def test_wg_quick_up_of_the_client_config_reaches_the_edge_through_the_tunnel(tm
                                          wireguard.CONFIG_PATH), tmp_path)
     edge_private = next(line.split(" = ", 1)[1] for line in stripped.splitlines() if line.startswith("PrivateKey"))
     outputs = state.outputs["management"]
-    assert outputs["endpoints"]["pencom"]["publicKey"] == wireguard.public_key(edge_private)
-    outputs["endpoints"]["pencom"]["endpoint"] = f"{EDGE_VETH}:51820"
+    [pencom] = outputs["endpoints"]
+    assert (pencom["product"], pencom["publicKey"]) == ("pencom", wireguard.public_key(edge_private))
+    pencom["endpoint"] = f"{EDGE_VETH}:51820"
     key_file = tmp_path / "runner.key"
     key_file.write_text(peer_private + "\n")
     key_file.chmod(0o600)
