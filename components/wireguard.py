@@ -146,7 +146,7 @@ def wireguard_section(endpoint: Endpoint, private_key: str) -> str:
 
 @dataclass(frozen=True)
 class RemoteEndpoint:
-    """An endpoint as a peer sees it (a product's stack output ``wireguard``): ``name`` (the
+    """An endpoint as a peer sees it (an entry of the stack output ``management``): ``name`` (the
     product, a comment), ``host`` and ``port`` it answers on (public), its ``address`` in the
     management network and its ``public_key`` (base64)."""
 

@@ -163,3 +163,15 @@ def test_a_bad_stack_file_is_its_key_path_exit_2(outputs, run, tmp_path):
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.startswith("error: platform:environment.management.peers[0] (deploy-runner).public_key: "
                                     "is not a WireGuard key"), result.stderr
+
+
+def test_the_renderer_refuses_an_address_outside_the_network():
+    from components import wireguard
+
+    peer = wireguard.Peer("alice", RUNNER_KEY, "10.98.0.17")
+    outside = wireguard.RemoteEndpoint("kro", "203.0.113.5", 51820, "10.97.0.1", OTHER_KEY)
+    with pytest.raises(ValueError, match="10.97.0.1 is outside the management network 10.98.0.0/24"):
+        wireguard.render_client_conf(peer, "10.98.0.0/24", [outside], "/etc/wireguard/wg.key")
+    inside = wireguard.RemoteEndpoint("kro", "2001:db8::5", 51820, "10.98.0.1", OTHER_KEY)
+    conf = wireguard.render_client_conf(peer, "10.98.0.0/24", [inside], "/etc/wireguard/wg.key")
+    assert "Endpoint = [2001:db8::5]:51820\n" in conf
