@@ -38,7 +38,8 @@ HEALTH_LISTEN = "127.0.0.1:8081"
 """The health endpoint of both configs, for the container healthcheck; never published."""
 METRICS_PATH = "/metrics"
 CALLER_HEADER = "X-Platform-Caller"
-"""Set by the terminator to the verified caller identity (a client's own value is replaced)."""
+"""Set by the terminator to the verified caller identity: every copy a client sent, in any case
+or spelt with underscores, is dropped (``tests/test_mtls_real.py``)."""
 FULL, METRICS = "full", "metrics"
 
 _IDENTITY = re.compile(r"^[a-z0-9][a-z0-9.-]*$")
@@ -152,6 +153,11 @@ def render_terminator_conf(services: Sequence[TerminatedService], *, tls: TlsFil
         f"  ssl_client_certificate {tls.ca};",
         "  ssl_verify_client on;",
         "  ssl_verify_depth 1;",
+        # X-Platform-Caller is the verified caller's alone: proxy_set_header drops every copy a
+        # client sent, and a header spelt with underscores (X_Platform_Caller, which WSGI and CGI
+        # read as the same name) is dropped as invalid. nginx's defaults, kept stated here.
+        "  underscores_in_headers off;",
+        "  ignore_invalid_headers on;",
         # The caller is the CN of a certificate the internal CA issued (nginx verified it above).
         '  map $ssl_client_s_dn $mtls_caller { "~(^|,)CN=(?<cn>[^,]+)" $cn; default ""; }',
     ]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import re
 import textwrap
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
@@ -30,6 +31,9 @@ CONFIG_PATH = f"/etc/wireguard/{INTERFACE}.conf"
 DEFAULT_LISTEN_PORT = 51820
 KEY_BYTES = 32
 """A Curve25519 key: 32 bytes, written as 44 characters of base64 (wg(8))."""
+KEEPALIVE_S = 25
+"""A peer's keepalive, in seconds: under the 30 s or more most NAT gateways keep a UDP mapping
+(wg(8), PersistentKeepalive: "a sensible interval ... would be 25 seconds")."""
 
 
 def key_problem(value: str) -> str | None:
@@ -140,15 +144,58 @@ def wireguard_section(endpoint: Endpoint, private_key: str) -> str:
     ])
 
 
-def client_config(endpoint: Endpoint, endpoint_host: str, server_public_key: str, peer: Peer,
-                  allowed: Sequence[str] = ()) -> str:
-    """What a peer puts in its own ``[Peer]`` section for this endpoint (its ``[Interface]``
-    holds its own key): the endpoint's public key, ``endpoint_host:port`` and the endpoint's
-    address as ``AllowedIPs`` (plus ``allowed``)."""
-    bits = ipaddress.ip_address(endpoint.address).max_prefixlen
-    ips = ", ".join([f"{endpoint.address}/{bits}", *allowed])
-    return (f"# {peer.name} -> {endpoint_host}\n[Peer]\nPublicKey = {server_public_key}\n"
-            f"Endpoint = {endpoint_host}:{endpoint.listen_port}\nAllowedIPs = {ips}\nPersistentKeepalive = 25\n")
+@dataclass(frozen=True)
+class RemoteEndpoint:
+    """An endpoint as a peer sees it (an entry of the stack output ``management``): ``name`` (the
+    product, a comment), ``host`` and ``port`` it answers on (public), its ``address`` in the
+    management network and its ``public_key`` (base64)."""
+
+    name: str
+    host: str
+    port: int
+    address: str
+    public_key: str
+
+
+def key_file_problem(path: str) -> str | None:
+    """Why ``path`` cannot be a client's key file in ``PostUp`` (wg-quick runs it through bash,
+    so only an absolute path of plain characters), or None."""
+    if not re.fullmatch(r"/[A-Za-z0-9_./@+-]+", path):
+        return "is not an absolute path of letters, digits and _./@+- (wg-quick runs PostUp through bash)"
+    return None
+
+
+def render_client_conf(peer: Peer, network: str, endpoints: Sequence[RemoteEndpoint],
+                       key_file: str) -> str:
+    """A peer's own wg-quick(8) file: its ``Address`` with the network's prefix (the kernel routes
+    the management network, and only it, to the tunnel), and one ``[Peer]`` per endpoint that
+    admits exactly the endpoint's address (/32: a tunnel carries no other traffic, and an
+    endpoint cannot speak for another) with ``PersistentKeepalive = 25`` (a peer behind NAT
+    stays reachable). The private key is not in it: ``PostUp`` loads it from ``key_file``
+    (``wg set %i private-key``), which the peer made itself (``wg genkey``) and whose public
+    half the stack file declares. Raises ValueError when ``key_file`` is not an absolute path
+    of plain characters (wg-quick runs ``PostUp`` through bash) or an address is outside
+    ``network``."""
+    net = ipaddress.ip_network(network)
+    problem = key_file_problem(key_file)
+    if problem:
+        raise ValueError(f"{key_file!r} {problem}")
+    for address in (peer.address, *(e.address for e in endpoints)):
+        if ipaddress.ip_address(address) not in net:
+            raise ValueError(f"{address} is outside the management network {network}")
+    out = [textwrap.dedent(f"""\
+        # {peer.name} in the management network {network} (scripts/wg_client.py). The private key
+        # stays on this device, in {key_file} (0600); its public half is {peer.public_key}.
+        [Interface]
+        Address = {peer.address}/{net.prefixlen}
+        PostUp = wg set %i private-key {key_file}
+        """)]
+    for e in endpoints:
+        host = f"[{e.host}]" if ":" in e.host else e.host
+        bits = ipaddress.ip_address(e.address).max_prefixlen
+        out.append(f"\n# {e.name}\n[Peer]\nPublicKey = {e.public_key}\nEndpoint = {host}:{e.port}\n"
+                   f"AllowedIPs = {e.address}/{bits}\nPersistentKeepalive = {KEEPALIVE_S}\n")
+    return "".join(out)
 
 
 def management_network(name: str, *, network: str, listen_port: int, endpoints: dict[str, str],

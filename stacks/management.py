@@ -179,6 +179,16 @@ def endpoint_output(m: Management, product: str, public_address, public_key) -> 
             "address": endpoint_address(m, product), "publicKey": public_key}
 
 
+def stack_output(m: Management, endpoints: dict) -> dict:
+    """The stack output ``management``, what an operator's client config is made from
+    (``scripts/wg_client.py``): the ``network`` (CIDR), its UDP ``listenPort`` and ``endpoints``,
+    a list of each product's ``endpoint_output`` with its ``product`` (a list: product names as
+    keys would read as the products' own outputs, some of which are secret). Nothing in it is
+    secret, so ``pulumi stack output management`` shows it whole."""
+    return {"network": m.network, "listenPort": m.listen_port,
+            "endpoints": [{"product": p, **endpoints[p]} for p in sorted(endpoints, key=GATEWAY_OFFSETS.get)]}
+
+
 def connect_address(m: Management, product: str, public_address):
     """The address the program's remote commands and Docker provider use for ``product``'s
     entry host: its endpoint address (the deploy runner is a peer), or ``public_address`` with

@@ -65,6 +65,11 @@ def main() -> None:
     # `synth diff` blocks stateful deletions in production stacks, whatever their name.
     pulumi.export("production", config.environment.is_production)
     pulumi.export("products", config.products)
+    endpoints = {}
     for name in config.products:
         outputs = PRODUCTS[name].build(context, config.product(name))
         pulumi.export(name, outputs)
+        endpoints[name] = outputs["wireguard"]
+    # Apart from the products' outputs, some of which are secret as a whole: an operator's client
+    # config reads this one without --show-secrets (scripts/wg_client.py).
+    pulumi.export("management", management.stack_output(mgmt, endpoints))

@@ -107,7 +107,10 @@ BACKEND = textwrap.dedent("""
         def do_GET(self):
             port = self.server.server_address[1]
             log.write(f"{port} {self.path}\\n")
-            body = f"{port} {self.headers.get('X-Platform-Caller', '-')} {self.path}".encode()
+            # Every header a framework would read as X-Platform-Caller (WSGI and CGI fold case
+            # and "_" into one HTTP_X_PLATFORM_CALLER), each value: a forged one shows.
+            callers = [v for k, v in self.headers.items() if k.lower().replace("_", "-") == "x-platform-caller"]
+            body = f"{port} {','.join(callers) or '-'} {self.path}".encode()
             self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
             self.wfile.write(body)
         def log_message(self, *args):
@@ -305,3 +308,33 @@ def test_a_caller_cannot_claim_another_identity(lab):
     status, body = _curl(lab, f"https://{APP}:{lab['plan'].ports[0]}/x", "--cacert", str(lab["ca"]),
                          "--cert", str(crt), "--key", str(key), "-H", f"X-Platform-Caller: {identity(NAME, 'api-gateway')}")
     assert (status, body) == ("200", f"{lab['ports']['core']} {identity(NAME, 'external-gateway')} /x")
+
+
+FORGED = identity(NAME, "api-gateway")
+
+
+@pytest.mark.parametrize("headers", [
+    [f"X-Platform-Caller: {FORGED}"],
+    [f"x-platform-caller: {FORGED}", f"X-PLATFORM-CALLER: {FORGED}"],
+    [f"X_Platform_Caller: {FORGED}"],
+    [f"X-Platform_Caller: {FORGED}", "X-Platform-Caller: "],
+], ids=["as-is", "twice-in-other-cases", "underscores", "mixed-and-empty"])
+def test_no_spelling_of_the_caller_header_passes_the_terminator(lab, headers):
+    """Whatever a client sends as X-Platform-Caller (repeated, in other cases, with the
+    underscores a WSGI or CGI backend reads as the same name, or empty), the service sees one
+    value: the verified certificate's identity (nginx drops a header that proxy_set_header
+    redefines, and headers with underscores as invalid)."""
+    crt, key = lab["clients"]["external-gateway"]
+    options = [option for header in headers for option in ("-H", header)]
+    status, body = _curl(lab, f"https://{APP}:{lab['plan'].ports[0]}/x", "--cacert", str(lab["ca"]),
+                         "--cert", str(crt), "--key", str(key), *options)
+    assert (status, body) == ("200", f"{lab['ports']['core']} {identity(NAME, 'external-gateway')} /x")
+
+
+def test_a_service_cannot_forge_the_caller_through_its_own_sidecar(lab):
+    """A calling service's header passes its sidecar, and the terminator replaces it with the
+    sidecar's certificate identity."""
+    port = lab["ports"]["core"]
+    status, body = _curl(lab, f"http://127.0.0.1:{port}/y", "-H", f"X-Platform-Caller: {identity(NAME, 'x')}",
+                         "-H", f"X_Platform_Caller: {identity(NAME, 'x')}")
+    assert (status, body) == ("200", f"{port} {identity(NAME, 'api-gateway')} /y")
