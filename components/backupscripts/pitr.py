@@ -97,7 +97,9 @@ def render_base_backup_script(job: BackupJob) -> str:
 
 def render_pitr_test_script(job: BackupJob) -> str:
     """Point-in-time restore into a scratch instance: the newest base backup taken before
-    ``PITR_TARGET_TIME`` (default: one hour ago), the first WAL snapshot after it, recovery with
+    ``PITR_TARGET_TIME`` (default: one hour ago), the newest WAL snapshot after it that still
+    holds every segment from that base backup on (taken before the second base backup after
+    the target, whose run drops older local WAL), recovery with
     ``recovery_target_time`` and ``restore_command`` reading the restored segments (the newest,
     still ``.partial``, one included). Passes when recovery stops at the target and the instance
     is promoted; prints ``PITR_PROBE_SQL``'s result (``probe: ...``) and the table count."""
@@ -132,7 +134,13 @@ def render_pitr_test_script(job: BackupJob) -> str:
         }}
         BASE="$(snapshots "/$JOB-base.tar" | awk -v t="$TARGET_EPOCH" '$1 <= t {{id = $2}} END {{print id}}')"
         [ -n "$BASE" ] || fail "no base backup taken before $TARGET"
-        WAL="$(snapshots "$STATE/wal" | awk -v t="$TARGET_EPOCH" '$1 >= t {{print $2; exit}}')"
+        # Recovery stops only at the first commit after the target, so the WAL snapshot is the
+        # newest one that still holds every segment from BASE on: the base backup after the
+        # next one drops local WAL older than BASE (render_base_backup_script), so a WAL
+        # snapshot taken before that second base backup after the target is whole.
+        LIMIT="$(snapshots "/$JOB-base.tar" | awk -v t="$TARGET_EPOCH" '$1 > t && ++n == 2 {{print $1; exit}}')"
+        WAL="$(snapshots "$STATE/wal" | awk -v t="$TARGET_EPOCH" -v limit="$LIMIT" \
+          '$1 >= t && (limit == "" || $1 < limit) {{id = $2}} END {{print id}}')"
         [ -n "$WAL" ] || fail "no WAL shipped after $TARGET yet"
         NEWEST_WAL="$(snapshots "$STATE/wal" | tail -n 1 | cut -d' ' -f1)"
         [ $(( ($(date +%s) - NEWEST_WAL) / 3600 )) -le "$MAX_AGE_HOURS" ] \
