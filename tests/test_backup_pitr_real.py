@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -176,3 +177,44 @@ def test_a_target_before_every_base_backup_fails_and_says_so(servers, base, tmp_
     assert pitr.returncode != 0
     assert f"no base backup taken before {yesterday}" in pitr.stderr, pitr.stderr
     assert rig.metric("pitr-test", "platform_pitr_test_success") == 0
+
+
+def test_wal_ships_under_steady_writes_succeed_while_segments_complete(servers, base, tmp_path):
+    """Writes that complete a WAL segment every moment (a busy payments database): restic often
+    read the directory while pg_receivewal renamed NAME.partial to NAME, stored a snapshot
+    without it and exited 3, and the ship failed ("at least one source file could not be
+    read"). The ship forgets that snapshot and ships again; every run succeeds, and the point
+    in time in the middle of the load is restored."""
+    stop = threading.Event()
+    ships: list[subprocess.CompletedProcess] = []
+    with Rig(servers, base, tmp_path, "wal-busy") as rig:
+        rig.ok("base-backup")
+
+        def load():
+            while not stop.is_set():
+                rig.source.sql("kro", f"INSERT INTO {rig.table} (note) SELECT 'load' FROM generate_series(1, 2000)")
+                rig.source.sql("postgres", "SELECT pg_switch_wal()")
+
+        writer = threading.Thread(target=load)
+        writer.start()
+        try:
+            for _ in range(4):
+                ships.append(rig.run("wal-ship"))
+            rig.insert("before")
+            target = rig.now()
+            rig.insert("after")
+            for _ in range(4):
+                ships.append(rig.run("wal-ship"))
+        finally:
+            stop.set()
+            writer.join()
+    assert [s.returncode for s in ships] == [0] * 8, [s.stderr[-800:] for s in ships if s.returncode]
+    retried = sum("completed while shipping" in s.stderr for s in ships)
+    print(f"{retried} of 8 ships met a segment completing and shipped again")
+    # Every WAL snapshot left is whole: the forgotten ones are gone.
+    assert len(_snapshots(rig.env, "--host", rig.job.job, "--tag", "wal")) == 8
+    pitr = rig.run("pitr-test", PITR_TARGET_TIME=target, PITR_PROBE_DATABASE="kro",
+                   PITR_PROBE_SQL=f"SELECT count(*) FILTER (WHERE note = 'before') || ',' || "
+                                  f"count(*) FILTER (WHERE note = 'after') FROM {rig.table}")
+    assert pitr.returncode == 0, pitr.stderr + pitr.stdout
+    assert "probe: 1,0\n" in pitr.stdout, pitr.stdout
