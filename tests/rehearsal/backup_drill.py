@@ -15,13 +15,14 @@ stopped and the BackupFailed alert they fire.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import shlex
 import subprocess
 import sys
 import time
 import traceback
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 from urllib.parse import quote
 
 TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
@@ -260,6 +261,10 @@ class Drill:
                                     "units": {u: self.unit_state(u, cursor) for u in units}}
 
     def pitr(self) -> None:
+        with self.ship_timer_held():
+            self._pitr()
+
+    def _pitr(self) -> None:
         job, database = self.pitr_job, self.probe_database
         seen = self.seen["pitr"] = {}
         seen["receiver"] = self.sh(f"systemctl is-active platform-wal-receive-{job}.service", check=False).strip()
@@ -296,22 +301,34 @@ class Drill:
                                "with_token": sorted(k for k, v in objects.items() if self.token.encode() in v)}
 
     def s3_down(self) -> None:
-        job, ship_unit = self.probe_job, f"platform-wal-ship-{self.pitr_job}"
-        # The ship timer (every 30 s at an RPO of 1 min) stays out of the way: a run of its own
-        # between reading the metrics and stopping S3 would move the last success.
-        self.sh(f"systemctl stop {ship_unit}.timer; for _ in $(seq 1 300); do "
-                f"systemctl is-active --quiet {ship_unit}.service || break; sleep 1; done")
-        try:
+        job = self.probe_job
+        # A ship of the timer's own between reading the metrics and stopping S3 would move the
+        # last success.
+        with self.ship_timer_held():
             before = self.metrics(f"backup-{job}.prom")
             wal_before = self.metrics(f"wal-{self.pitr_job}.prom")
             self.stop_s3()
             run = self.start_unit(f"platform-backup-{job}.service", timeout=3600)
             run["metrics_before"], run["metrics"] = before, self.metrics(f"backup-{job}.prom")
-            ship = self.start_unit(f"{ship_unit}.service", timeout=3600)
+            ship = self.start_unit(f"platform-wal-ship-{self.pitr_job}.service", timeout=3600)
             ship["metrics_before"], ship["metrics"] = wal_before, self.metrics(f"wal-{self.pitr_job}.prom")
-        finally:
-            self.sh(f"systemctl start {ship_unit}.timer")
         self.seen["s3_down"] = {"job": job, "backup": run, "ship": ship}
+
+    @contextlib.contextmanager
+    def ship_timer_held(self) -> Iterator[None]:
+        """The WAL ship timer stopped, and no ship running, for the block; started again after.
+        At an RPO of 1 min it ships every 30 s and a run takes seconds, so the drill's own
+        ``systemctl start`` of the ship would often join a run the timer began before the
+        drill's last row (and report that run)."""
+        unit = f"platform-wal-ship-{self.pitr_job}"
+        # A running oneshot is "activating" (is-active answers no): wait for its end state.
+        self.sh(f"systemctl stop {unit}.timer; for _ in $(seq 1 300); do "
+                f"case \"$(systemctl show -p ActiveState --value {unit}.service)\" in "
+                "inactive|failed) break ;; esac; sleep 1; done")
+        try:
+            yield
+        finally:
+            self.sh(f"systemctl start {unit}.timer")
 
 
 def moto_objects(lab, address: str) -> dict[str, bytes]:
