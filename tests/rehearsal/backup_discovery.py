@@ -53,10 +53,12 @@ class Job:
 
     @property
     def backup_unit(self) -> str:
+        """The unit its timer starts to back up: a dump, or a pitr job's base backup."""
         return f"platform-{'base-backup' if self.kind == 'pitr' else 'backup'}-{self.name}.service"
 
     @property
     def restore_unit(self) -> str:
+        """The unit that tests a restore: the restore test, or a pitr job's PITR test."""
         return f"platform-{'pitr-test' if self.kind == 'pitr' else 'restore-test'}-{self.name}.service"
 
 
@@ -74,6 +76,7 @@ class HostBackups:
 
     @property
     def dumps(self) -> tuple[Job, ...]:
+        """The drilled jobs that dump (every kind but pitr)."""
         return tuple(j for j in self.drilled if j.kind != "pitr")
 
     @property
@@ -86,6 +89,7 @@ class HostBackups:
 
     @property
     def not_proven(self) -> dict[str, str]:
+        """{job name: why the lab cannot run it}."""
         return {j.name: j.not_proven for j in self.jobs if j.not_proven}
 
 
