@@ -1,6 +1,6 @@
-"""The rendered backup, restore-test and WAL scripts, run for real: PostgreSQL and Redis on
-loopback, restic against moto's S3 server (standing in for R2), pg_dump, pg_restore,
-pg_receivewal, pg_basebackup and a point-in-time recovery."""
+"""The rendered backup and restore-test scripts, run for real: PostgreSQL and Redis on
+loopback, restic against moto's S3 server (standing in for R2), pg_dump and pg_restore. The
+point-in-time-recovery scripts: tests/test_backup_pitr_real.py."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -515,57 +515,3 @@ def test_redis_over_tls_is_backed_up_with_the_ca_verified(servers, base, tmp_pat
         process.terminate()
         process.wait(timeout=10)
 
-
-# --- point-in-time recovery ------------------------------------------------------------------
-
-@pytest.mark.realtool
-def test_point_in_time_restore_keeps_the_row_before_the_target_and_not_the_one_after(servers, base, tmp_path):
-    """pg_receivewal (continuous, over a physical slot), pg_basebackup and restic for real; the
-    PITR test recovers a scratch instance to a time between two committed rows."""
-    require_tool("pg_receivewal", "Debian package postgresql-client")
-    source = servers["source"]
-    job = _job(job="kro-test-wal", kind="pitr", rpo_minutes=1)
-    env = _env(servers, base, tmp_path, "kro-wal", job=job.job, kind="pitr",
-               uri=_source_uri(source, "postgres"))
-    source.sql("kro", "CREATE TABLE pitr_events (id serial PRIMARY KEY, note text, at timestamptz DEFAULT clock_timestamp())")
-    paths = {name: tmp_path / f"{name}.sh" for name in scripts(job)}
-    for name, text in scripts(job).items():
-        paths[name].write_text(text)
-    with ArgvWatcher() as watcher:
-        receiver = subprocess.Popen(["bash", str(paths[f"platform-wal-receive-{job.job}"])], env=env,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-        try:
-            wal_dir = Path(env["STATE_DIRECTORY"]) / "wal"
-            deadline = time.monotonic() + 60
-            while not any(wal_dir.glob("*.partial")) and time.monotonic() < deadline:
-                assert receiver.poll() is None, receiver.communicate()
-                time.sleep(0.2)
-            slots = source.sql("postgres", "SELECT slot_name || ':' || active FROM pg_replication_slots")
-            assert slots == "platform_wal:true"
-
-            base_backup = subprocess.run(["bash", str(paths[f"platform-base-backup-{job.job}"])], env=env,
-                                         capture_output=True, text=True, timeout=300)
-            assert base_backup.returncode == 0, base_backup.stderr
-            source.sql("kro", "INSERT INTO pitr_events (note) VALUES ('before')")
-            time.sleep(1.5)
-            target = source.sql("postgres", "SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'")
-            time.sleep(1.5)
-            source.sql("kro", "INSERT INTO pitr_events (note) VALUES ('after')")
-            time.sleep(1.5)  # pg_receivewal --synchronous has flushed it long before
-            ship = subprocess.run(["bash", str(paths[f"platform-wal-ship-{job.job}"])], env=env,
-                                  capture_output=True, text=True, timeout=300)
-            assert ship.returncode == 0, ship.stderr
-        finally:
-            os.killpg(receiver.pid, 15)
-            receiver.wait(timeout=30)
-    assert not [c for c in watcher.seen if "p@ss" in c or "p%40ss" in c or "kro_backup:" in c]
-    assert _metric(tmp_path, f"wal-{job.job}.prom", "platform_wal_archive_success", job.job) == 1
-    newest = _metric(tmp_path, f"wal-{job.job}.prom", "platform_wal_archive_newest_segment_timestamp_seconds", job.job)
-    assert time.time() - newest < 60
-
-    pitr = subprocess.run(["bash", str(paths[f"platform-pitr-test-{job.job}"])], capture_output=True, text=True,
-                          timeout=600, env={**env, "PITR_TARGET_TIME": target, "PITR_PROBE_DATABASE": "kro",
-                                            "PITR_PROBE_SQL": "SELECT string_agg(note, ',' ORDER BY id) FROM pitr_events"})
-    assert pitr.returncode == 0, pitr.stderr + pitr.stdout
-    assert "probe: before\n" in pitr.stdout, pitr.stdout
-    assert _metric(tmp_path, f"pitr-test-{job.job}.prom", "platform_pitr_test_success", job.job) == 1

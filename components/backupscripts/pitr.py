@@ -33,6 +33,35 @@ def render_wal_receive_script(job: BackupJob) -> str:
     return script
 
 
+# ship_wal -- the WAL directory into restic. When a segment completes while restic reads the
+# directory (pg_receivewal renames NAME.partial to NAME), restic stores a snapshot without it
+# and exits 3 ("at least one source file could not be read"): under steady writes most ships
+# did. That snapshot is forgotten and the directory shipped again. A lock held by another run
+# (a prune) is waited for, as restic_retry does; any other failure fails at once.
+_SHIP_WAL = textwrap.dedent("""\
+    ship_wal() {
+      local attempt status summary snapshot
+      for attempt in $(seq 1 30); do
+        status=0
+        summary="$(restic backup --quiet --json --host "$JOB" --tag wal "$WAL_DIR" 2>"$WORK/ship.err")" || status=$?
+        case "$status" in
+          0) return 0 ;;
+          3)
+            snapshot="$(printf '%s\\n' "$summary" | jq -r 'select(.message_type == "summary") | .snapshot_id' | tail -n 1)"
+            [ -z "$snapshot" ] || restic_retry forget "$snapshot"
+            echo "$JOB: a WAL segment completed while shipping (attempt $attempt), shipping again" >&2 ;;
+          *)
+            grep -q "already locked" "$WORK/ship.err" || { cat "$WORK/ship.err" >&2; return 1; }
+            echo "$JOB: repository locked (attempt $attempt), waiting" >&2
+            sleep 10 ;;
+        esac
+      done
+      cat "$WORK/ship.err" >&2
+      return 1
+    }
+    """)
+
+
 def render_wal_ship_script(job: BackupJob) -> str:
     """Ships the WAL directory (completed segments and the current ``.partial`` one) into restic,
     every ``ship_interval_seconds``; writes the age of the newest archived WAL as a metric."""
@@ -44,7 +73,7 @@ def render_wal_ship_script(job: BackupJob) -> str:
             f'"platform_wal_archive_rpo_seconds{{{labels}}} {job.rpo_minutes * 60}"',
             f'"platform_wal_receiver_up{{{labels}}} $RECEIVER_UP"')
     return (script_prelude(job, "ship", "WAL shipping") + _wal_tools(job)
-            + textwrap.dedent("""\
+            + _SHIP_WAL + textwrap.dedent("""\
                 NEWEST=""
                 RECEIVER_UP=0
                 ! systemctl is-active --quiet "platform-wal-receive-$JOB.service" || RECEIVER_UP=1
@@ -56,7 +85,7 @@ def render_wal_ship_script(job: BackupJob) -> str:
         NEWEST="${{NEWEST%.*}}"
         [ -n "$NEWEST" ] || fail "no WAL received yet in $WAL_DIR (is platform-wal-receive-$JOB running?)"
         {INIT_REPOSITORY.strip()}
-        restic_retry backup --host "$JOB" --tag wal "$WAL_DIR"
+        ship_wal
         NOW="$(date +%s)"
         write_metrics "wal-$JOB.prom" \\
           "platform_wal_archive_success{{{labels}}} 1" \\
@@ -97,7 +126,9 @@ def render_base_backup_script(job: BackupJob) -> str:
 
 def render_pitr_test_script(job: BackupJob) -> str:
     """Point-in-time restore into a scratch instance: the newest base backup taken before
-    ``PITR_TARGET_TIME`` (default: one hour ago), the first WAL snapshot after it, recovery with
+    ``PITR_TARGET_TIME`` (default: one hour ago), the newest WAL snapshot after it that still
+    holds every segment from that base backup on (taken before the second base backup after
+    the target, whose run drops older local WAL), recovery with
     ``recovery_target_time`` and ``restore_command`` reading the restored segments (the newest,
     still ``.partial``, one included). Passes when recovery stops at the target and the instance
     is promoted; prints ``PITR_PROBE_SQL``'s result (``probe: ...``) and the table count."""
@@ -132,7 +163,13 @@ def render_pitr_test_script(job: BackupJob) -> str:
         }}
         BASE="$(snapshots "/$JOB-base.tar" | awk -v t="$TARGET_EPOCH" '$1 <= t {{id = $2}} END {{print id}}')"
         [ -n "$BASE" ] || fail "no base backup taken before $TARGET"
-        WAL="$(snapshots "$STATE/wal" | awk -v t="$TARGET_EPOCH" '$1 >= t {{print $2; exit}}')"
+        # Recovery stops only at the first commit after the target, so the WAL snapshot is the
+        # newest one that still holds every segment from BASE on: the base backup after the
+        # next one drops local WAL older than BASE (render_base_backup_script), so a WAL
+        # snapshot taken before that second base backup after the target is whole.
+        LIMIT="$(snapshots "/$JOB-base.tar" | awk -v t="$TARGET_EPOCH" '$1 > t && ++n == 2 {{print $1; exit}}')"
+        WAL="$(snapshots "$STATE/wal" | awk -v t="$TARGET_EPOCH" -v limit="$LIMIT" \
+          '$1 >= t && (limit == "" || $1 < limit) {{id = $2}} END {{print id}}')"
         [ -n "$WAL" ] || fail "no WAL shipped after $TARGET yet"
         NEWEST_WAL="$(snapshots "$STATE/wal" | tail -n 1 | cut -d' ' -f1)"
         [ $(( ($(date +%s) - NEWEST_WAL) / 3600 )) -le "$MAX_AGE_HOURS" ] \
