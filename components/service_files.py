@@ -16,6 +16,7 @@ import pulumi
 from components import hostsetup
 from components.containers import Mount
 from components.backupscripts import TEXTFILE_DIR
+from components.containers import WAIT_TIMEOUT_MAX_S
 from components.mtls import CONF_PATH as MTLS_CONF_PATH
 
 
@@ -148,10 +149,14 @@ def render_service_script(stack: str, data_dir: str, service: str, files: Sequen
                           contents: Sequence[str], reload: Reload, textfile_dir: str = TEXTFILE_DIR) -> str:
     """The script that delivers ``files`` (with their resolved ``contents``) of ``service``:
     writes what differs, then, if the service's container runs, validates, applies and commits
-    them together (``commit_files``); the expiry of each certificate among them goes to
-    node-exporter's ``textfile_dir``."""
+    them together (``commit_files``); the apply counts only once the container is back and
+    healthy (``wait_restarted``), else the previous files are put back, the container is
+    restarted or reloaded onto them, and the script fails with the container's own output. The
+    expiry of each certificate among them goes to node-exporter's ``textfile_dir``."""
     validate, apply = reload.commands()
+    apply = f'{apply} && wait_restarted "$cid" {WAIT_TIMEOUT_MAX_S}'
     sections = [
+        WAIT_RESTARTED,
         f'cid="$(docker ps -q --filter label=platform.stack={stack} --filter label=platform.service={service})"',
         "changed=()",
     ]
@@ -164,6 +169,43 @@ def render_service_script(stack: str, data_dir: str, service: str, files: Sequen
                         + " ".join(certificates))
     sections.append(hostsetup.commit_staged(validate, apply, record="changed"))
     return hostsetup.script(*sections)
+
+
+# A restart or reload is done when the container serves again, not when `docker restart` returns:
+# a datastore that rejects its new certificate exits a moment after its start, and one that
+# starts but fails its healthcheck is as broken. Every container of the stack has a healthcheck
+# (components/containers.py), so Docker's health status is awaited: Docker resets it to
+# "starting" at every start and decides within the check's own timing, which never exceeds
+# WAIT_TIMEOUT_MAX_S (health_wait_timeout_s). A container without one counts as back once it
+# has kept running, on the same start, for three checks a second apart. A container that stops,
+# is started again by its restart policy (a new StartedAt) or turns unhealthy fails at once.
+WAIT_RESTARTED = r"""# wait_restarted CID SECONDS -- after a restart or reload of container CID: succeeds once it
+# runs and is healthy; otherwise fails, after at most SECONDS, with its state, its last
+# healthcheck output and its last log lines on stderr.
+wait_restarted() {
+  local cid="$1" seconds="$2" format started state="" steady=0 try
+  format='{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}} {{.State.StartedAt}}'
+  started="$(docker inspect -f '{{.State.StartedAt}}' "$cid")" \
+    || { echo "container $cid is gone after its restart or reload" >&2; return 1; }
+  for try in $(seq 1 "$seconds"); do
+    state="$(docker inspect -f "$format" "$cid" 2>&1)" || break
+    case "$state" in
+      "running healthy $started") return 0 ;;
+      "running none $started")
+        steady=$((steady + 1))
+        [ "$steady" -lt 3 ] || return 0 ;;
+      "running starting $started") ;;
+      *) break ;;
+    esac
+    if [ "$try" -lt "$seconds" ]; then sleep 1; fi
+  done
+  echo "container $cid is not back after its restart or reload (status, health, start: $state; started $started)" >&2
+  docker inspect -f '{{if .State.Health}}{{range .State.Health.Log}}{{.Output}}{{end}}{{end}}' "$cid" 2>/dev/null \
+    | tail -n 5 >&2 || true
+  docker logs --tail 20 "$cid" >&2 2>&1 || true
+  return 1
+}
+"""
 
 
 # The expiry of every certificate delivered (a leaf, or the CA clients verify against), as a
