@@ -129,20 +129,32 @@ def service_directories(stack: str, data_dir: str, service: str, files: Sequence
     """The host-delivery of one service: its files in their own directory, mounted read-only
     as directories (a single-file bind mount keeps the old inode after the file is replaced, so
     the container would never see a change); a script for its plain files and one for its
-    secret files, each re-run when its text (the content hash is its trigger) changes. Each
-    writes what differs, then, when the service's container runs, validates the new files in
-    it, applies them (``reload``) and commits, or puts the previous files back, re-applies them
-    and fails (so the next run retries).
+    secret files (``delivery_groups``), each re-run when its text (the content hash is its
+    trigger) changes. Each writes what differs, then, when the service's container runs,
+    validates the new files in it, applies them (``reload``) and commits, or puts the previous
+    files back, re-applies them and fails (so the next run retries).
 
     Raises ValueError when two files of the service share a container path."""
     mounts = service_mounts(data_dir, service, files)
     scripts: dict[str, pulumi.Output[str]] = {}
-    for kind, group in (("files", [f for f in files if not f.secret]), ("secrets", [f for f in files if f.secret])):
+    for kind, group in delivery_groups(files).items():
         if group:
             scripts[f"{kind}-{service}"] = pulumi.Output.all(*[f.content for f in group]).apply(
                 lambda contents, group=group: render_service_script(stack, data_dir, service, group,
                                                                     contents, reload))
     return ServiceFiles(scripts=scripts, mounts=mounts)
+
+
+def delivery_groups(files: Sequence[HostFile]) -> dict[str, list[HostFile]]:
+    """``files`` split into ``files`` (plain: a diff of them stays readable) and ``secrets``;
+    a group is left out when empty. A plain file in the container directory of a secret one
+    travels with the secrets: a certificate and its key change in one commit, so the server is
+    restarted once, on a matching pair (delivered apart, the first restart would start it on the
+    new certificate and the old key, which it refuses, and the step would roll back forever)."""
+    secret_dirs = {posixpath.dirname(f.container_path) for f in files if f.secret}
+    groups = {"files": [f for f in files if not f.secret and posixpath.dirname(f.container_path) not in secret_dirs],
+              "secrets": [f for f in files if f.secret or posixpath.dirname(f.container_path) in secret_dirs]}
+    return {kind: group for kind, group in groups.items() if group}
 
 
 def render_service_script(stack: str, data_dir: str, service: str, files: Sequence[HostFile],
@@ -157,6 +169,11 @@ def render_service_script(stack: str, data_dir: str, service: str, files: Sequen
     apply = f'{apply} && wait_restarted "$cid" {WAIT_TIMEOUT_MAX_S}'
     sections = [
         WAIT_RESTARTED,
+        # The service's files and secrets are delivered by two scripts that a run starts at
+        # once: one at a time, so that a restart by one is not taken by the other's wait for
+        # a container that its policy started again.
+        f"exec 8>/run/platform-files-{stack}-{service}.lock",
+        f'flock -w {WAIT_TIMEOUT_MAX_S * 2} 8 || {{ echo "{service}: another delivery holds its lock" >&2; exit 1; }}',
         f'cid="$(docker ps -q --filter label=platform.stack={stack} --filter label=platform.service={service})"',
         "changed=()",
     ]
@@ -164,7 +181,7 @@ def render_service_script(stack: str, data_dir: str, service: str, files: Sequen
     certificates = [host_path_for(data_dir, service, f) for f, text in zip(files, contents)
                     if "-----BEGIN CERTIFICATE-----" in text]
     if certificates:
-        kind = "secrets" if files[0].secret else "files"
+        kind = "secrets" if any(f.secret for f in files) else "files"
         sections.append(CERTIFICATE_METRICS + f"certificate_metrics {textfile_dir}/certificates-{stack}-{kind}-{service}.prom "
                         + " ".join(certificates))
     sections.append(hostsetup.commit_staged(validate, apply, record="changed"))
