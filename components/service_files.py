@@ -1,8 +1,8 @@
 """A service's files on a Docker host: what a service declares (``HostFile``), where each file
 lands (the service's directory under the host's data directory), the mounts that show them
-to its container, the reload that applies a change, and the host script that delivers the
-directory (``hostsetup.staged_file`` per file, one ``hostsetup.commit_staged`` for the
-directory)."""
+to its container, the reload that applies a change (done once the container is back and
+healthy: ``WAIT_RESTARTED``), and the host script that delivers the directory
+(``hostsetup.staged_file`` per file, one ``hostsetup.commit_staged`` for the directory)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,8 @@ from typing import Sequence
 import pulumi
 
 from components import hostsetup
-from components.containers import Mount
+from components.containers import WAIT_TIMEOUT_MAX_S, Mount
 from components.backupscripts import TEXTFILE_DIR
-from components.containers import WAIT_TIMEOUT_MAX_S
 from components.mtls import CONF_PATH as MTLS_CONF_PATH
 
 
@@ -138,10 +137,9 @@ def service_directories(stack: str, data_dir: str, service: str, files: Sequence
     mounts = service_mounts(data_dir, service, files)
     scripts: dict[str, pulumi.Output[str]] = {}
     for kind, group in delivery_groups(files).items():
-        if group:
-            scripts[f"{kind}-{service}"] = pulumi.Output.all(*[f.content for f in group]).apply(
-                lambda contents, group=group: render_service_script(stack, data_dir, service, group,
-                                                                    contents, reload))
+        scripts[f"{kind}-{service}"] = pulumi.Output.all(*[f.content for f in group]).apply(
+            lambda contents, group=group: render_service_script(stack, data_dir, service, group,
+                                                                contents, reload))
     return ServiceFiles(scripts=scripts, mounts=mounts)
 
 
