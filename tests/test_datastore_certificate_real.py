@@ -11,8 +11,8 @@ service's scripts started at once. Only Docker is a stand-in: ``docker`` on PATH
 that treats each server process as its container (``restart``: SIGTERM, then the same command
 line again; ``inspect``: the process alive, and healthy once ``pg_isready`` or ``PING``
 answers; ``logs``: the server's log), so the restart and the health wait are the rendered
-ones. Docker's own restart and health are proven by tests/test_host_delivery.py and on the
-rehearsal (tests/rehearsal/test_drills.py).
+ones. Docker's own restart and health are proven by tests/test_service_files_restart_docker.py
+and on the rehearsal (tests/rehearsal/test_drills.py).
 
 A certificate that does not match the delivered key stops the server at its start: the step
 fails with the server's own words, the previous pair is back and served, and the data is there.

@@ -7,8 +7,8 @@ The rendered script runs for real with bash; ``docker`` is a stub on PATH that p
 whose server reads its file at every start and then, by what the file says, turns healthy,
 exits, turns unhealthy, is restarted by its restart policy, never leaves "starting", or has no
 healthcheck. What Docker itself reports after a real restart is proven by
-tests/test_host_delivery.py (a real dockerd) and on the rehearsal (tests/rehearsal/test_drills.py,
-the certificate drill).
+tests/test_service_files_restart_docker.py (a real dockerd) and on the rehearsal
+(tests/rehearsal/test_drills.py, the certificate drill).
 """
 
 from __future__ import annotations
