@@ -1,8 +1,8 @@
 """A service's files on a Docker host: what a service declares (``HostFile``), where each file
 lands (the service's directory under the host's data directory), the mounts that show them
-to its container, the reload that applies a change, and the host script that delivers the
-directory (``hostsetup.staged_file`` per file, one ``hostsetup.commit_staged`` for the
-directory)."""
+to its container, the reload that applies a change (done once the container is back and
+healthy: ``WAIT_RESTARTED``), and the host script that delivers the directory
+(``hostsetup.staged_file`` per file, one ``hostsetup.commit_staged`` for the directory)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Sequence
 import pulumi
 
 from components import hostsetup
-from components.containers import Mount
+from components.containers import WAIT_TIMEOUT_MAX_S, Mount
 from components.backupscripts import TEXTFILE_DIR
 from components.mtls import CONF_PATH as MTLS_CONF_PATH
 
@@ -128,30 +128,50 @@ def service_directories(stack: str, data_dir: str, service: str, files: Sequence
     """The host-delivery of one service: its files in their own directory, mounted read-only
     as directories (a single-file bind mount keeps the old inode after the file is replaced, so
     the container would never see a change); a script for its plain files and one for its
-    secret files, each re-run when its text (the content hash is its trigger) changes. Each
-    writes what differs, then, when the service's container runs, validates the new files in
-    it, applies them (``reload``) and commits, or puts the previous files back, re-applies them
-    and fails (so the next run retries).
+    secret files (``delivery_groups``), each re-run when its text (the content hash is its
+    trigger) changes. Each writes what differs, then, when the service's container runs,
+    validates the new files in it, applies them (``reload``) and commits, or puts the previous
+    files back, re-applies them and fails (so the next run retries).
 
     Raises ValueError when two files of the service share a container path."""
     mounts = service_mounts(data_dir, service, files)
     scripts: dict[str, pulumi.Output[str]] = {}
-    for kind, group in (("files", [f for f in files if not f.secret]), ("secrets", [f for f in files if f.secret])):
-        if group:
-            scripts[f"{kind}-{service}"] = pulumi.Output.all(*[f.content for f in group]).apply(
-                lambda contents, group=group: render_service_script(stack, data_dir, service, group,
-                                                                    contents, reload))
+    for kind, group in delivery_groups(files).items():
+        scripts[f"{kind}-{service}"] = pulumi.Output.all(*[f.content for f in group]).apply(
+            lambda contents, group=group: render_service_script(stack, data_dir, service, group,
+                                                                contents, reload))
     return ServiceFiles(scripts=scripts, mounts=mounts)
+
+
+def delivery_groups(files: Sequence[HostFile]) -> dict[str, list[HostFile]]:
+    """``files`` split into ``files`` (plain: a diff of them stays readable) and ``secrets``;
+    a group is left out when empty. A plain file in the container directory of a secret one
+    travels with the secrets: a certificate and its key change in one commit, so the server is
+    restarted once, on a matching pair (delivered apart, the first restart would start it on the
+    new certificate and the old key, which it refuses, and the step would roll back forever)."""
+    secret_dirs = {posixpath.dirname(f.container_path) for f in files if f.secret}
+    groups = {"files": [f for f in files if not f.secret and posixpath.dirname(f.container_path) not in secret_dirs],
+              "secrets": [f for f in files if f.secret or posixpath.dirname(f.container_path) in secret_dirs]}
+    return {kind: group for kind, group in groups.items() if group}
 
 
 def render_service_script(stack: str, data_dir: str, service: str, files: Sequence[HostFile],
                           contents: Sequence[str], reload: Reload, textfile_dir: str = TEXTFILE_DIR) -> str:
     """The script that delivers ``files`` (with their resolved ``contents``) of ``service``:
     writes what differs, then, if the service's container runs, validates, applies and commits
-    them together (``commit_files``); the expiry of each certificate among them goes to
-    node-exporter's ``textfile_dir``."""
+    them together (``commit_files``); the apply counts only once the container is back and
+    healthy (``wait_restarted``), else the previous files are put back, the container is
+    restarted or reloaded onto them, and the script fails with the container's own output. The
+    expiry of each certificate among them goes to node-exporter's ``textfile_dir``."""
     validate, apply = reload.commands()
+    apply = f'{apply} && wait_restarted "$cid" {WAIT_TIMEOUT_MAX_S}'
     sections = [
+        WAIT_RESTARTED,
+        # The service's files and secrets are delivered by two scripts that a run starts at
+        # once: one at a time, so that a restart by one is not taken by the other's wait for
+        # a container that its policy started again.
+        f"exec 8>/run/platform-files-{stack}-{service}.lock",
+        f'flock -w {WAIT_TIMEOUT_MAX_S * 2} 8 || {{ echo "{service}: another delivery holds its lock" >&2; exit 1; }}',
         f'cid="$(docker ps -q --filter label=platform.stack={stack} --filter label=platform.service={service})"',
         "changed=()",
     ]
@@ -159,11 +179,48 @@ def render_service_script(stack: str, data_dir: str, service: str, files: Sequen
     certificates = [host_path_for(data_dir, service, f) for f, text in zip(files, contents)
                     if "-----BEGIN CERTIFICATE-----" in text]
     if certificates:
-        kind = "secrets" if files[0].secret else "files"
+        kind = "secrets" if any(f.secret for f in files) else "files"
         sections.append(CERTIFICATE_METRICS + f"certificate_metrics {textfile_dir}/certificates-{stack}-{kind}-{service}.prom "
                         + " ".join(certificates))
     sections.append(hostsetup.commit_staged(validate, apply, record="changed"))
     return hostsetup.script(*sections)
+
+
+# A restart or reload is done when the container serves again, not when `docker restart` returns:
+# a datastore that rejects its new certificate exits a moment after its start, and one that
+# starts but fails its healthcheck is as broken. Every container of the stack has a healthcheck
+# (components/containers.py), so Docker's health status is awaited: Docker resets it to
+# "starting" at every start and decides within the check's own timing, which never exceeds
+# WAIT_TIMEOUT_MAX_S (health_wait_timeout_s). A container without one counts as back once it
+# has kept running, on the same start, for three checks a second apart. A container that stops,
+# is started again by its restart policy (a new StartedAt) or turns unhealthy fails at once.
+WAIT_RESTARTED = r"""# wait_restarted CID SECONDS -- after a restart or reload of container CID: succeeds once it
+# runs and is healthy; otherwise fails, after at most SECONDS, with its state, its last
+# healthcheck output and its last log lines on stderr.
+wait_restarted() {
+  local cid="$1" seconds="$2" format started state="" steady=0 try
+  format='{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}} {{.State.StartedAt}}'
+  started="$(docker inspect -f '{{.State.StartedAt}}' "$cid")" \
+    || { echo "container $cid is gone after its restart or reload" >&2; return 1; }
+  for try in $(seq 1 "$seconds"); do
+    state="$(docker inspect -f "$format" "$cid" 2>&1)" || break
+    case "$state" in
+      "running healthy $started") return 0 ;;
+      "running none $started")
+        steady=$((steady + 1))
+        [ "$steady" -lt 3 ] || return 0 ;;
+      "running starting $started") ;;
+      *) break ;;
+    esac
+    if [ "$try" -lt "$seconds" ]; then sleep 1; fi
+  done
+  echo "container $cid is not back after its restart or reload (status, health, start: $state; started $started)" >&2
+  docker inspect -f '{{if .State.Health}}{{range .State.Health.Log}}{{.Output}}{{end}}{{end}}' "$cid" 2>/dev/null \
+    | tail -n 5 >&2 || true
+  docker logs --tail 20 "$cid" >&2 2>&1 || true
+  return 1
+}
+"""
 
 
 # The expiry of every certificate delivered (a leaf, or the CA clients verify against), as a

@@ -241,9 +241,12 @@ def test_a_config_diff_stays_readable_and_secret_files_travel_apart(staging):
     assert "smtp_password" not in WRITTEN.findall(config)
     assert stdin["kro-staging-secrets-alertmanager"] == "[secret]"
     assert stdin["kro-staging-files-prometheus"] != "[secret]"
-    # The data node's keys are secrets; its certificates are not.
+    # The data node's keys are secrets (their certificate travels with them: one commit, one
+    # restart on a matching pair); its CA and pg_hba.conf are not.
     assert stdin["pencom-staging-data-secrets-postgres"] == "[secret]"
-    assert "server.crt" in stdin["pencom-staging-data-files-postgres"]
+    assert "ca.crt" in stdin["pencom-staging-data-files-postgres"]
+    assert "pg_hba.conf" in stdin["pencom-staging-data-files-postgres"]
+    assert "server.crt" not in stdin["pencom-staging-data-files-postgres"]
 
 
 @pytest.mark.fast

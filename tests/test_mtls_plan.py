@@ -165,10 +165,14 @@ def test_certificates_are_issued_per_caller_for_client_auth_only(captured):
             script = state.named(f"{name}-{node}-{kind}-{service}", COMMAND)["inputs"]["stdin"]
             assert "docker exec \"$cid\" nginx -t -q -c /etc/nginx/mtls/nginx.conf" in script
             assert "docker kill -s HUP \"$cid\"" in script
-            assert f"certificate_metrics {TEXTFILE_DIR}/certificates-{name}-{node}-{kind}-{service}.prom" in script
         # A leaf travels with its key: delivered apart, the first half fails `nginx -t` against the other.
+        # The CA beside them in tls/ goes with them too (components.service_files.delivery_groups),
+        # and that delivery reports the certificates' expiry.
         files = state.named(f"{name}-{node}-files-{service}", COMMAND)["inputs"]["stdin"]
-        assert "/tls/ca.crt 0444" in files and "/tls/tls.crt 0" not in files and "/tls/tls.key 0" not in files
+        secrets = state.named(f"{name}-{node}-secrets-{service}", COMMAND)["inputs"]["stdin"]
+        assert "/tls/ca.crt 0" not in files and "/tls/tls.crt 0" not in files and "/tls/tls.key 0" not in files
+        assert "/tls/ca.crt 0444" in secrets and "/tls/tls.crt 0" in secrets and "/tls/tls.key 0" in secrets
+        assert f"certificate_metrics {TEXTFILE_DIR}/certificates-{name}-{node}-secrets-{service}.prom" in secrets
 
 
 def test_the_terminator_config_parses_and_admits_each_caller_where_allowed():

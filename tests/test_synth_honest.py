@@ -63,10 +63,13 @@ def test_preview_leaves_scripts_built_from_new_resources_unknown(stack):
     assert f"kro-{stack}-files-prometheus" not in unknown and f"kro-{stack}-files-alertmanager" not in unknown
     if stack == "staging":
         # the two point-in-time jobs add their credentials, Pencom's four session-log scripts
-        # their TLS material, its mutual-TLS terminator and three sidecars their files and
-        # secrets (a config and its certificates travel together), the four management endpoints
-        # (KRO, GIV's ops droplet, Pencom's edge, V-EdFinance) their keys
-        assert len(unknown) == 58
+        # their TLS material, its mutual-TLS terminator and three sidecars their secrets (a
+        # certificate travels with its key, so their nginx.conf stays known, as V-EdFinance's
+        # pg_hba.conf does), the four management endpoints (KRO, GIV's ops droplet, Pencom's
+        # edge, V-EdFinance) their keys
+        assert len(unknown) == 53
+        assert f"vedfinance-{stack}-files-postgres" not in unknown
+        assert f"pencom-{stack}-app-files-mtls-gateway" not in unknown
 
 
 def test_readme_count_of_unknown_scripts_is_in_the_preview_json():

@@ -33,7 +33,8 @@ LAB_TOOLS = [("dockerd", "the harness Docker daemon"), ("debootstrap", "the box 
 # Modules on the shared staging lab, in the order they run: readers of the report first, then
 # the backup drill (runs units, stops and restarts S3), then the change drills (they leave the
 # boxes changed). Every other lab-tier module runs before these.
-SHARED_LAB_ORDER = ("test_rehearse_staging.py", "test_live_probes.py", "test_backup_box.py", "test_drills.py")
+SHARED_LAB_ORDER = ("test_rehearse_staging.py", "test_live_probes.py", "test_backup_box.py", "test_drills.py",
+                    "test_drills_failures.py")
 
 REPORT = Path(__file__).resolve().parents[2] / "out" / "rehearsal-staging-lab-tier.json"
 

@@ -23,7 +23,9 @@ on the previous one:
    and apt's mirror still answers through the hosts' port.
 5. ``postgres-certificate``: the internal CA re-issues PostgreSQL's certificate (as
    ``pulumi up --replace`` or its early-renewal window would): the server presents the new
-   serial (openssl s_client -starttls postgres), restarted by the delivery, not by hand.
+   serial (openssl s_client -starttls postgres), restarted by the delivery, not by hand: the
+   certificate and its key in one commit (``secrets-postgres``), so one restart on a matching
+   pair, awaited until Docker reports the server healthy.
 
 Each drill's first converge reports changes, its second converge 0.
 """
@@ -226,8 +228,8 @@ def observe_egress(ctx) -> dict:
 
 def observe_certificate(ctx) -> dict:
     lab = ctx.lab
-    old = certificate_in(ctx.before, f"{VPS}-files-postgres")
-    new = certificate_in(ctx.after, f"{VPS}-files-postgres")
+    old = certificate_in(ctx.before, f"{VPS}-secrets-postgres")
+    new = certificate_in(ctx.after, f"{VPS}-secrets-postgres")
     pg = container(lab, VPS, VPS, "postgres")
     published = sh(lab, VPS, f"docker port {pg} 5432/tcp").split()[0].replace("0.0.0.0", "127.0.0.1")
     pid = sh(lab, VPS, f"docker inspect -f '{{{{.State.Pid}}}}' {pg}").strip()
@@ -370,7 +372,10 @@ def test_a_removed_egress_provider_is_refused_by_the_running_proxy(drilled):
 
 def test_a_reissued_certificate_is_served_by_the_running_postgres(drilled):
     entry = _drill(drilled, "postgres-certificate")
-    _changed_then_settled(entry, VPS, f"{VPS}-files-postgres")
+    _changed_then_settled(entry, VPS, f"{VPS}-secrets-postgres")
+    (_, apply), _ = sorted(entry["runs"].items())
+    # Only the step that holds the new pair changed: the CA and pg_hba.conf did not move.
+    assert f"{VPS}-files-postgres" not in apply["changed_steps"], apply["changed_steps"]
     seen = entry["observation"]
     assert seen["new_serial"] != seen["old_serial"]
     assert int(seen["served_serial"], 16) == int(seen["new_serial"], 16), seen
