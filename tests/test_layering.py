@@ -343,23 +343,17 @@ def test_engine_config_reads_what_the_sdk_holds(monkeypatch):
 MODULE_LINES = 400
 """The issue asks for no module over about 400 lines."""
 SIZED_PACKAGES = ("components", "policy", "stacks", "synth", "validation", "rehearsal")
-# split by parallel work, removed at merge: each is split on a branch of its own; strict, so the
-# merge that makes one short fails here until its entry goes.
-SPLIT_ELSEWHERE = {"components/containers.py", "policy/rules/containers.py", "policy/rules/tls.py"}
 
 
 def _sized_modules() -> list:
-    paths = sorted(p.relative_to(ROOT).as_posix() for package in SIZED_PACKAGES
-                   for p in (ROOT / package).rglob("*.py") if "__pycache__" not in p.parts)
-    return [pytest.param(p, id=p, marks=pytest.mark.xfail(strict=True, reason="split by parallel work"))
-            if p in SPLIT_ELSEWHERE else p for p in paths]
+    return sorted(p.relative_to(ROOT).as_posix() for package in SIZED_PACKAGES
+                  for p in (ROOT / package).rglob("*.py") if "__pycache__" not in p.parts)
 
 
 def test_the_size_check_sees_every_package():
-    paths = {p if isinstance(p, str) else p.values[0] for p in _sized_modules()}
+    paths = set(_sized_modules())
     assert {f"{package}/__init__.py" for package in SIZED_PACKAGES} <= paths
     assert {"rehearsal/checks/__init__.py", "policy/rules/network.py", "synth/engine.py"} <= paths
-    assert SPLIT_ELSEWHERE <= paths, "an entry of SPLIT_ELSEWHERE names no module: remove it"
 
 
 @pytest.mark.parametrize("path", _sized_modules())

@@ -8,8 +8,10 @@ import the program's tier module, so a bug there is caught here. Names follow
 """
 
 # Importing a module registers its policies; the pack and the catalog list them in this order.
-from policy.rules import (app_platform, containers, hosts, network, docker_filter,  # noqa: F401
-                          management, data_protection, uptime, plaintext_secrets, stack, storage, tls)
+from policy.rules import (app_platform, containers, container_isolation, container_runtime,  # noqa: F401
+                          hosts, network, docker_filter, management, data_protection, uptime,
+                          plaintext_secrets, stack, storage, nginx_configs, tls_connections, tls,
+                          tls_internal)
 from policy.rules.base import CASES, CATALOG, POLICIES, Case, PolicyInfo
 
 __all__ = ["CASES", "CATALOG", "POLICIES", "Case", "PolicyInfo"]
