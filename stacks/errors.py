@@ -192,12 +192,25 @@ def describe_validation_error(
             problems.append(f"{path}: {message}")
             continue
         shown = show(received, loc)
+        if kind in ("model_type", "dict_type") and loc and isinstance(loc[-1], int):
+            problems.append(f"{path}: {_not_an_item(received, shown)}{about}")
+            continue
         if shown.startswith("a value that looks like a secret"):
             # The library's message may quote the value (or a part of it): say only what is expected.
             problems.append(f"{path}: not a valid value here, and it looks like a secret (not shown){about}")
             continue
         problems.append(f"{path}: {message}, got {shown}{about}{_type_fix(kind, received)}")
     return problems
+
+
+def _not_an_item(received: Any, shown: str) -> str:
+    """What is wrong with an item of a list of mappings that is no mapping: YAML reads a ``-``
+    with nothing after it as null, and ``- name`` as a string."""
+    if received is None:
+        return ("is an empty list item (a `-` with nothing after it); remove the `-` line or give "
+                "the item its keys")
+    return (f"is {shown}, not a mapping; write the item as `key: value` lines indented under its "
+            "`-`")
 
 
 def _type_fix(kind: str, received: Any) -> str:

@@ -67,6 +67,14 @@ def each(items: Sequence[Any] | None) -> Iterator[tuple[int, Any]]:
             yield index, item
 
 
+def whole(*sequences: Sequence[Any] | None) -> None:
+    """Raises Skip when an item of one of ``sequences`` did not validate (``None`` in a
+    Partial's list): for a rule that needs every item, such as one that plans the whole
+    network; the broken item has its own error at ``list[index]``."""
+    if any(item is None for sequence in sequences for item in sequence or ()):
+        raise Skip("an item that did not validate")
+
+
 def _models_in(annotation: Any) -> list[type[BaseModel]]:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return [annotation]

@@ -9,7 +9,7 @@ from components import monitoring, tiers
 from stacks.collisions import duplicates
 from stacks.pencom.config import PORTS, PencomConfig
 from stacks.pencom.mtls import MTLS_PORT_OFFSET, mtls_port
-from validation.rules import Finding, RuleContext, each, rule
+from validation.rules import Finding, RuleContext, each, rule, whole
 
 
 @rule(PencomConfig)
@@ -39,6 +39,7 @@ def _ssh_ports(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
     (the edge's 80/443 and proxy ports, the datastores, MinIO) nor an exporter's."""
     from stacks.pencom.network import node_rules  # network imports this package's config only
 
+    whole(cfg.app_services, cfg.read_waivers, cfg.egress.https)
     if any(s.port is None for s in cfg.app_services):
         return  # `_tiers` reports the missing port; the node's rules need every one
     rules = node_rules(cfg, ("192.0.2.1/32",))  # the ports do not depend on the admin sources

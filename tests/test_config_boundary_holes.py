@@ -1,0 +1,55 @@
+"""Holes a new user found in the config boundary (December 2026), each refused before any
+resource is registered with one error at its exact key path and its fix: list items that are no
+mapping, mounts outside the service's own directory, root spelled with leading zeros, names that
+collide once slugged, TLS switched off in a container's environment, URIs with a password."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from stacks.errors import ConfigError, key_path
+from tests.conftest import PROJECT_ROOT
+from tests.test_config_boundary import _has, _problems, _raw
+
+pytestmark = pytest.mark.fast
+
+
+def _lists_of_mappings(node, loc=()):
+    """The loc of every non-empty list whose items are all mappings."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _lists_of_mappings(value, (*loc, key))
+    elif isinstance(node, list):
+        if node and all(isinstance(item, dict) for item in node):
+            yield loc
+        for index, value in enumerate(node):
+            yield from _lists_of_mappings(value, (*loc, index))
+
+
+@pytest.mark.parametrize("stack", ["staging", "prod"])
+@pytest.mark.parametrize("bad,text", [(None, "is an empty list item (a `-` with nothing after it)"),
+                                      ("oops", 'is "oops", not a mapping')])
+def test_an_item_that_is_no_mapping_is_one_error_at_its_index(stack, bad, text):
+    """A null or scalar item in any list of mappings of a committed stack file: one problem,
+    at ``list[index]``, not an AttributeError of a rule that read the item (pencom's
+    app_services, read_waivers and egress.https crashed the validation)."""
+    from stacks.config import validate_stack_config
+
+    base = yaml.safe_load((PROJECT_ROOT / f"Pulumi.{stack}.yaml").read_text())
+    locs = list(_lists_of_mappings(base["config"]))
+    assert len(locs) >= 15, locs
+    for loc in locs:
+        document = copy.deepcopy(base)
+        node = document["config"]
+        for part in loc:
+            node = node[part]
+        node.append(bad)
+        with pytest.raises(ConfigError) as raised:
+            validate_stack_config(_raw(document), stack=stack, check_secrets=False)
+        top = loc[0].split(":", 1)[1]
+        where = key_path(top, (*loc[1:], len(node) - 1), document["config"][loc[0]])
+        assert len(raised.value.problems) == 1 and raised.value.problems[0].startswith(f"{where}: {text}"), \
+            (loc, raised.value.problems)
