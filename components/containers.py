@@ -34,6 +34,13 @@ __all__ = ["MAINTENANCE_LABEL", "RUNTIME_SOCKETS", "SENSITIVE_HOST_DIRS", "WAIT_
 LOG_OPTS = {"max-size": "10m", "max-file": "5"}
 
 
+def runs_as_root(user: str) -> bool:
+    """Whether Docker's ``user[:group]`` runs the process as root: the name ``root`` or uid 0
+    in any spelling (``0``, ``00``, ``0000:0``: Docker reads a numeric user as a number)."""
+    name = user.split(":", 1)[0]
+    return name == "root" or (name.isdigit() and int(name) == 0)
+
+
 class ContainerSpec(StrictModel):
     """A service container. Limits and a healthcheck are required: the audit found both missing."""
 
@@ -86,7 +93,7 @@ class ContainerSpec(StrictModel):
     @field_validator("user")
     @classmethod
     def _not_root(cls, value: str | None) -> str | None:
-        if value is not None and value.split(":", 1)[0] in ("root", "0"):
+        if value is not None and runs_as_root(value):
             raise ValueError("runs the service as root (CIS Docker 4.1); set the image's unprivileged "
                              "uid:gid (e.g. 1000:1000). An image that must start as root leaves user "
                              "unset and is named in a waiver of docker-container-configure-non-root-user "

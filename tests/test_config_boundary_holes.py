@@ -53,3 +53,18 @@ def test_an_item_that_is_no_mapping_is_one_error_at_its_index(stack, bad, text):
         where = key_path(top, (*loc[1:], len(node) - 1), document["config"][loc[0]])
         assert len(raised.value.problems) == 1 and raised.value.problems[0].startswith(f"{where}: {text}"), \
             (loc, raised.value.problems)
+
+
+@pytest.mark.parametrize("user", ["00", "0000", "00:00", "0:0", "000:1000"])
+def test_uid_zero_in_any_spelling_is_root(stack_document, user):
+    """Docker reads a numeric user as a number: ``00`` and ``0000:0`` are root as ``0`` is."""
+    document = stack_document("staging")
+    document["config"]["platform:pencom"]["app_services"][0]["user"] = user
+    problems = _problems(document)
+    assert _has(problems, "platform:pencom.app_services[0] (core).user", "runs the service as root"), problems
+
+
+def test_a_uid_with_a_zero_in_it_is_not_root():
+    from components.containers import runs_as_root
+
+    assert not any(runs_as_root(u) for u in ("1000", "10:0", "100:100", "rootless", "0x"))

@@ -50,11 +50,17 @@ def host_paths(props):
             yield "devices", str(path)
 
 
+def _root(user: str) -> bool:
+    """``root`` or uid 0 in any spelling (``00``, ``0000:0``): Docker reads a numeric user as a number."""
+    name = user.strip().split(":", 1)[0]
+    return name == "root" or (name.isdigit() and int(name) == 0)
+
+
 def _check_non_root(props, args):
     user = str(props.get("user") or "")
     if not user:
         yield "the container runs as the image's default user (often root); set user"
-    elif user.split(":", 1)[0] in ("root", "0"):
+    elif _root(user):
         yield f"the container runs as root (user {user}); set user to the image's unprivileged uid:gid"
 
 
@@ -66,6 +72,8 @@ resource_policy(
     types=C, check=_check_non_root,
     cases=Case(doc(container()), [(doc(container(user="0:0")), ["the container runs as root (user 0:0); set user to the image's unprivileged uid:gid"]),
                                   (doc(container(user="root")), ["the container runs as root (user root); set user to the image's unprivileged uid:gid"]),
+                                  (doc(container(user="00:00")), ["the container runs as root (user 00:00); set user to the image's unprivileged uid:gid"]),
+                                  (doc(container(user="0000")), ["the container runs as root (user 0000); set user to the image's unprivileged uid:gid"]),
                                   (doc(container(user="")), ["the container runs as the image's default user (often root); set user"])]))
 
 
