@@ -99,8 +99,16 @@ class Mount(StrictModel):
 
     host_path: str = Field(pattern=r"^/[^\s]*$", description="absolute path on the host, not /, not "
                            "under a sensitive host directory (CIS Docker 5.5: /etc, /root, /proc, ...)")
-    container_path: str = Field(pattern=r"^/[^\s]*$", description="absolute path in the container")
+    container_path: str = Field(pattern=r"^/[^\s]*$", description="absolute path in the container, not /")
     read_only: bool = Field(default=True, description="mounted read-only unless false")
+
+    @field_validator("container_path")
+    @classmethod
+    def _not_the_root(cls, value: str) -> str:
+        if normal_host_path(value) == "/":
+            raise ValueError("is the container's root: the mount would hide the image's whole "
+                             "filesystem; mount at a directory such as /data")
+        return value
 
     @model_validator(mode="after")
     def _not_the_host(self) -> "Mount":

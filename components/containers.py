@@ -23,7 +23,7 @@ from components.container_fields import (MAINTENANCE_LABEL, RUNTIME_SOCKETS, SEN
 from components.tiers import Tier, container_bind_address
 from validation.fields import ResourceName, StrictModel
 from validation.formats import parse_image_reference
-from validation.rules import Finding, RuleContext, rule
+from validation.rules import Finding, RuleContext, each, rule
 
 __all__ = ["MAINTENANCE_LABEL", "RUNTIME_SOCKETS", "SENSITIVE_HOST_DIRS", "WAIT_TIMEOUT_MAX_S",
            "ContainerSpec", "ExporterMount", "HealthCheck", "Maintenance", "Mount", "PinnedImage",
@@ -127,6 +127,33 @@ def _reservation_below_limit(spec: ContainerSpec, ctx: RuleContext) -> Iterator[
 def _not_plain_and_secret(spec: ContainerSpec, ctx: RuleContext) -> Iterator[Finding]:
     for key in sorted(set(spec.env) & set(spec.secret_env)):
         yield Finding(("secret_env", key), f"is also set in {ctx.where('env', key)}; keep one")
+
+
+SERVICE_ROOT = "/srv"
+"""Where every host keeps its services' data: ``/srv/<host>/<service>`` (the hosts'
+``data_dir`` is ``/srv/<host>``)."""
+
+
+def own_directory(host_path: str, service: str) -> bool:
+    """Whether ``host_path``, normalised, is ``/srv/<host dir>/<service>`` or lies under it."""
+    parts = normal_host_path(host_path).split("/")[1:]
+    return len(parts) >= 3 and parts[0] == SERVICE_ROOT.strip("/") and parts[2] == service
+
+
+@rule(ContainerSpec)
+def _mounts_in_own_directory(spec: ContainerSpec, ctx: RuleContext) -> Iterator[Finding]:
+    """A service mounts only its own directory, ``/srv/<host dir>/<service>`` or below: a mount
+    of /srv or of a host's whole directory hands it every service's data (the databases' files,
+    the delivered keys under files/), a mount of another service's directory that service's.
+    A stack-file rule only: the program's own containers (the nginx it adds reads the host's
+    tls/ and acme/) are built in code."""
+    for index, mount in each(spec.mounts):
+        # A mount that did not validate (a Partial) has its own error already.
+        if isinstance(mount, Mount) and not own_directory(mount.host_path, spec.name):
+            yield Finding(("mounts", index, "host_path"), f"{mount.host_path} is not the service's own "
+                          f"directory; mount /srv/<host dir>/{spec.name} or a directory under it (a mount "
+                          "of /srv, of a host's whole directory or of another service's directory gives "
+                          "the container their data)")
 
 
 @rule(ContainerSpec)

@@ -68,3 +68,42 @@ def test_a_uid_with_a_zero_in_it_is_not_root():
     from components.containers import runs_as_root
 
     assert not any(runs_as_root(u) for u in ("1000", "10:0", "100:100", "rootless", "0x"))
+
+
+def _mount(host_path, container_path="/t"):
+    def mutate(c):
+        c["platform:pencom"]["app_services"][0]["mounts"] = [
+            {"host_path": host_path, "container_path": container_path, "read_only": False}]
+    return mutate
+
+
+MOUNT = "platform:pencom.app_services[0] (core).mounts[0]"
+
+
+@pytest.mark.parametrize("host_path", ["/srv", "/srv/", "/srv/pencom-staging-app", "/srv/pencom-staging-data/postgres",
+                                       "/srv/pencom-staging-app/core/../payments", "/srv/pencom-staging-app/files/core",
+                                       "/opt/core", "/srv/core"])
+def test_a_mount_outside_the_services_own_directory_is_refused(stack_document, host_path):
+    """/srv or a host's directory hands the service every service's data; another service's
+    directory (``..`` included) that service's. Only /srv/<host dir>/<service> and below."""
+    document = stack_document("staging")
+    _mount(host_path)(document["config"])
+    problems = _problems(document)
+    assert problems == [f"{MOUNT}.host_path: {host_path} is not the service's own directory; mount "
+                        "/srv/<host dir>/core or a directory under it (a mount of /srv, of a host's whole "
+                        "directory or of another service's directory gives the container their data)"], problems
+
+
+@pytest.mark.parametrize("container_path", ["/", "//", "/data/.."])
+def test_a_mount_over_the_containers_root_is_refused(stack_document, container_path):
+    document = stack_document("staging")
+    _mount("/srv/pencom-staging-app/core/cache", container_path)(document["config"])
+    problems = _problems(document)
+    assert len(problems) == 1 and _has(problems, f"{MOUNT}.container_path", "is the container's root"), problems
+
+
+def test_a_sensitive_mount_is_one_error_not_two(stack_document):
+    document = stack_document("staging")
+    _mount("/etc/shadow")(document["config"])
+    problems = _problems(document)
+    assert len(problems) == 1 and _has(problems, MOUNT, "sensitive host directory /etc"), problems

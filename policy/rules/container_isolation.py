@@ -7,8 +7,8 @@ from __future__ import annotations
 import fnmatch
 import posixpath
 
-from policy.rules.base import (ADVISORY, CRITICAL, HIGH, MANDATORY, MEDIUM, Case, items, labels_of,
-                               mapping, resource_policy)
+from policy.rules.base import (ADVISORY, CRITICAL, HIGH, MANDATORY, MEDIUM, T_CONTAINER, Case, by_type,
+                               items, labels_of, mapping, resource_policy, stack_policy)
 from policy.rules.containers import C, kics
 from policy.rules.fixtures import container, doc
 
@@ -122,6 +122,63 @@ resource_policy(
                                         {"hostPath": "/root/.ssh", "containerPath": "/k"}])),
                  ["the container mounts the host's /etc (through volumes)",
                   "the container mounts the host's /root/.ssh, under /root (through volumes)"])]))
+
+
+def _service_dir_problem(path: str, own: str, services: set[str]):
+    """What is wrong with a bind of ``path`` under /srv by service ``own``: /srv itself or a
+    host's whole directory, or the directory (or delivered files/) of another service."""
+    parts = normal_path(path).split("/")[1:]
+    if parts[0] != "srv":
+        return None
+    if len(parts) < 3 or parts[2:] == ["files"]:
+        return f"mounts {normal_path(path)}, which holds every service's data"
+    other = parts[3] if parts[2] == "files" else parts[2]
+    if other != own and other in services:
+        return f"mounts {normal_path(path)}, the directory of service {other}"
+    return None
+
+
+def _check_service_dirs(args):
+    containers = by_type(args, T_CONTAINER)
+    services = {labels_of(c.props).get("platform.service") for c in containers} - {None}
+    for item in containers:
+        own = labels_of(item.props).get("platform.service")
+        for source, path in host_paths(item.props):
+            problem = _service_dir_problem(path, own, services) if source != "devices" else None
+            if problem:
+                yield f"container {item.name} ({own}) {problem} (through {source}); mount only its own /srv/<host dir>/{own}", item.urn
+        targets = [mapping(v).get("containerPath") for v in items(item.props.get("volumes"))]
+        targets += [mapping(m).get("target") for m in items(item.props.get("mounts"))]
+        if any(isinstance(t, str) and normal_path(t) == "/" for t in targets):
+            yield f"container {item.name} mounts a host directory over its root (/); mount at a directory such as /data", item.urn
+
+
+def _svc(name: str, service: str, *volumes: tuple[str, str]) -> dict:
+    return container(name, labels=[{"label": "platform.service", "value": service}],
+                     volumes=[{"hostPath": h, "containerPath": c} for h, c in volumes])
+
+
+stack_policy(
+    "docker-container-disallow-other-service-dirs",
+    "A container mounts only its own service directory under /srv (/srv/<host dir>/<service>): never /srv, a "
+    "host's whole directory, another service's directory or its delivered files, and nothing over its root.",
+    level=MANDATORY, severity=HIGH, category="containers",
+    sources=["CIS Docker 5.5 (sensitive host directories)", "Kredete tier model (a service reaches only its own data)"],
+    fix="Mount the service's own directory: /srv/<host dir>/<service> or a directory under it "
+        "(components.containers.own_directory).",
+    check=_check_service_dirs,
+    cases=Case(doc(_svc("pg", "postgres", ("/srv/h-data/postgres", "/var/lib/postgresql/data")),
+                   _svc("api", "api", ("/srv/h-app/files/api/etc/api", "/etc/api"), ("/srv/h-app/api/cache", "/c")),
+                   _svc("nginx", "nginx", ("/srv/h-edge/tls", "/tls"))),
+               [(doc(_svc("pg", "postgres", ("/srv/h-data/postgres", "/d")),
+                     _svc("api", "api", ("/srv", "/s"), ("/srv/h-data", "/h"), ("/srv/h-data/x/../postgres", "/p"),
+                          ("/srv/h-app/files/postgres", "/f"), ("/srv/h-app/files", "/g"), ("/srv/h-app/api", "/"))),
+                 ["container api (api) mounts /srv, which holds every service's data (through volumes); mount only its own /srv/<host dir>/api",
+                  "container api (api) mounts /srv/h-data, which holds every service's data (through volumes); mount only its own /srv/<host dir>/api",
+                  "container api (api) mounts /srv/h-data/postgres, the directory of service postgres (through volumes); mount only its own /srv/<host dir>/api",
+                  "container api (api) mounts /srv/h-app/files/postgres, the directory of service postgres (through volumes); mount only its own /srv/<host dir>/api",
+                  "container api (api) mounts /srv/h-app/files, which holds every service's data (through volumes); mount only its own /srv/<host dir>/api",
+                  "container api mounts a host directory over its root (/); mount at a directory such as /data"])]))
 
 
 def _check_devices(props, args):
