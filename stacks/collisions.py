@@ -74,6 +74,9 @@ def stack_collisions(views: Mapping[str, Any], path_for: Callable[[str], Callabl
         buckets += [(product, loc, b) for loc, b in found.get("buckets", [])]
         hosts += [(product, loc, a) for loc, a in found.get("ingress_addresses", [])]
     problems = []
+    for product in views:
+        own = [(loc, h) for p, loc, h in hostnames if p == product]
+        problems += [f"{path_for(product)(loc)}: {message}" for loc, message in slug_collisions(own, path_for(product))]
     for claims, what in ((hostnames, "hostname"), (buckets, "R2 bucket (account, name)"),
                          (hosts, "ingress address (80/443)")):
         first: dict[Any, tuple[str, Loc]] = {}
@@ -85,6 +88,33 @@ def stack_collisions(views: Mapping[str, Any], path_for: Callable[[str], Callabl
                                 f"{path_for(other_product)(other_loc)}; each must be unique in a stack")
             first.setdefault(value, (product, loc))
     return problems
+
+
+def wal_collision(cluster: str) -> str:
+    """The finding on a database named like the WAL archive job (``stacks.wiring.WAL_LABEL``) of
+    the Postgres cluster at key path ``cluster``: both would be the backup job ``<stack>-wal``,
+    its units, metrics and bucket prefix."""
+    return (f"wal is the label of the WAL archive job of {cluster} (point-in-time recovery): both would be "
+            "the backup job <stack>-wal, with one set of units, metrics and bucket objects; rename the database")
+
+
+def resource_label(hostname: str) -> str:
+    """A hostname as it names resources: the DNS record and uptime check (``.`` becomes ``-``)
+    and the nginx upstream (``.`` and ``-`` become ``_``): dots and hyphens read alike."""
+    return hostname.replace(".", "-")
+
+
+def slug_collisions(claims: Iterable[tuple[Loc, str]], path: Callable[[Loc], str]) -> Iterator[tuple[Loc, str]]:
+    """(loc, message) at every hostname after the first that differs from an earlier one but names
+    the same resources (``resource_label``): ``a-b.example.com`` and ``a.b-example.com``."""
+    first: dict[str, tuple[Loc, str]] = {}
+    for loc, host in claims:
+        label = resource_label(host)
+        if label in first and first[label][1] != host:
+            other_loc, other = first[label]
+            yield loc, (f"hostname {host} names the same DNS record, uptime check and nginx upstream "
+                        f"({label}) as {other} at {path(other_loc)} (dots and hyphens read alike); rename one")
+        first.setdefault(label, (loc, host))
 
 
 def r2_bucket_problem(name: str) -> str | None:

@@ -149,6 +149,11 @@ def host_file(data_dir: str, service: str, container_path: str) -> str:
     return posixpath.join(data_dir, "files", service, container_path.lstrip("/"))
 
 
+WAL_LABEL = "wal"
+"""The label of the WAL archive job (point-in-time recovery of a product's Postgres cluster):
+its job is ``<stack>-wal``, so no database (whose backup job is ``<stack>-<name>``) takes it."""
+
+
 def backup_job_name(stack: str, label: str) -> str:
     """A backup job's name (its systemd units, metrics and R2 object prefix): ``kro-prod-db``."""
     return f"{stack}-{label.replace('_', '-')}"

@@ -107,3 +107,30 @@ def test_a_sensitive_mount_is_one_error_not_two(stack_document):
     _mount("/etc/shadow")(document["config"])
     problems = _problems(document)
     assert len(problems) == 1 and _has(problems, MOUNT, "sensitive host directory /etc"), problems
+
+
+@pytest.mark.parametrize("product,cluster", [("pencom", "platform:pencom.postgres"),
+                                             ("vedfinance", "platform:vedfinance.postgres_service")])
+def test_a_database_named_wal_is_refused(stack_document, product, cluster):
+    """Its backup job would be ``<stack>-wal``, the WAL archive job's name."""
+    document = stack_document("staging")
+    document["config"][f"platform:{product}"]["databases"][0]["name"] = "wal"
+    problems = _problems(document)
+    assert problems == [f"platform:{product}.databases[0] (wal).name: wal is the label of the WAL archive job "
+                        f"of {cluster} (point-in-time recovery): both would be the backup job <stack>-wal, with "
+                        "one set of units, metrics and bucket objects; rename the database"], problems
+
+
+def test_hostnames_that_name_the_same_resources_are_refused_with_both_paths(stack_document):
+    """``api-x.zone`` and ``api.x.zone`` both become the DNS record and uptime check
+    ``...-api-x-zone`` and the nginx upstream ``upstream_api_x_zone``: a duplicate URN."""
+    document = stack_document("staging")
+    routes = document["config"]["platform:kro"]["routes"]
+    routes += [{**routes[0], "host": "api-x.stage.krotrust.com"}, {**routes[0], "host": "api.x.stage.krotrust.com"}]
+    problems = _problems(document)
+    first, second = len(routes) - 2, len(routes) - 1
+    assert problems == [
+        f"platform:kro.routes[{second}] (api.x.stage.krotrust.com).host: hostname api.x.stage.krotrust.com names "
+        "the same DNS record, uptime check and nginx upstream (api-x-stage-krotrust-com) as "
+        f"api-x.stage.krotrust.com at platform:kro.routes[{first}] (api-x.stage.krotrust.com).host (dots and "
+        "hyphens read alike); rename one"], problems

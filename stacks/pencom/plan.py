@@ -18,7 +18,7 @@ from stacks.pencom.config import (CA_PATH, MINIO_CA_PATH, MINIO_ROOT_USER, PORTS
                                   RESERVED_LABELS, TLS_DIR, PencomConfig)
 from stacks.pencom.mtls import METRICS_CALLER, TERMINATOR, MtlsPlan, callees, mtls_plan, mtls_spec, sidecar_name
 from stacks.pencom.network import NodeNetwork, node_networks, proxy_routes, session_peer_name
-from stacks.wiring import (BucketKey, EnvMaps, Generated, SecretUrl, ServiceEnv, backup_job_name, host_file,
+from stacks.wiring import (WAL_LABEL, BucketKey, EnvMaps, Generated, SecretUrl, ServiceEnv, backup_job_name, host_file,
                            with_env)
 from validation.rules import each
 
@@ -284,7 +284,7 @@ def plan(cfg: PencomConfig, environment) -> PencomPlan:
         (*runner, ("RCLONE_CA_CERT", host_file(node_data_dir(name, "storage"), cfg.minio.name, MINIO_CA_PATH)))))
     # Point-in-time recovery of the cluster: one WAL archive, at the strictest RPO of its databases.
     cluster_rpo = min(d.rpo_minutes for d in cfg.databases)
-    backups.append(BackupPlan("wal", "pitr", cfg.postgres, "data", SecretUrl(
+    backups.append(BackupPlan(WAL_LABEL, "pitr", cfg.postgres, "data", SecretUrl(
         f"postgresql://{WAL_ROLE}:{{pw}}@127.0.0.1:5432/postgres", Generated(f"{name}-pg-wal")), cluster_rpo, runner))
     return PencomPlan(
         name=name, production=environment.is_production, env=env_maps, edge=edge, app=app, data=data,

@@ -8,11 +8,12 @@ import ipaddress
 from typing import Iterator
 
 from components import tiers
-from stacks.collisions import duplicates, program_containers
+from stacks.collisions import duplicates, program_containers, wal_collision
 from stacks.pencom.config import BACKUP_READER, NODES, RESERVED_LABELS, PencomConfig
 from stacks.pencom.mtls import SIDECAR_SUFFIX, TERMINATOR
 from stacks.pencom.plan import BUCKET_ENV, backup_labels, proxy_env, role_name
 from stacks.secret_keys import secret_key_findings
+from stacks.wiring import WAL_LABEL
 from stacks.shared_config import (alert_email_findings, backup_bucket_findings, hosts_in_zone,
                                   injected_env_findings, monitoring_findings)
 from validation.rules import Finding, RuleContext, Skip, each, rule
@@ -163,6 +164,8 @@ def _databases(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
     for loc, name in dbs:
         if name.replace("_", "-") in RESERVED_LABELS:
             yield Finding(loc, f"{name} is the name of the program's {name} backup job; rename the database")
+        elif name == WAL_LABEL:
+            yield Finding(loc, wal_collision(ctx.where("postgres")))
     yield from duplicates(((("databases", i, "service"), role_name(d.service)) for i, d in each(cfg.databases)),
                           "Postgres role (one database per service)", ctx.where)
     postgres = {d.name for _, d in each(cfg.databases)}

@@ -9,7 +9,8 @@ from components.backupscripts import WAL_ROLE
 from components.containers import ContainerSpec
 from components.postgres_init import check_init_plan, hba_file_args
 from stacks.vedfinance.config import BACKUP_REDIS_LABEL, CA_PATH, PG_TLS_DIR, VedfinanceConfig
-from stacks.wiring import EnvMaps, Generated, SecretUrl, ServiceEnv, backup_job_name, host_file, with_env
+from stacks.wiring import (WAL_LABEL, EnvMaps, Generated, SecretUrl, ServiceEnv, backup_job_name, host_file,
+                           with_env)
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ def plan(cfg: VedfinanceConfig, environment) -> VedfinancePlan:
     # Point-in-time recovery of the cluster: one WAL archive, at the strictest RPO of its databases.
     cluster_rpo = min(d.rpo_minutes for d in cfg.databases)
     wal_password = Generated(f"{name}-pg-wal")
-    backups.append(BackupPlan("wal", "pitr", cfg.postgres_service, pg_image, SecretUrl(
+    backups.append(BackupPlan(WAL_LABEL, "pitr", cfg.postgres_service, pg_image, SecretUrl(
         f"postgresql://{WAL_ROLE}:{{pw}}@127.0.0.1:5432/postgres", wal_password), cluster_rpo))
     return VedfinancePlan(
         name=name, production=environment.is_production, data_dir=data_dir, env=env_maps, services=services,

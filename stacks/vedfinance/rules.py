@@ -8,12 +8,13 @@ from typing import Iterator
 from components import monitoring, tiers
 from components.containers import ContainerSpec
 from components.monitoring import MonitoringConfig
-from stacks.collisions import duplicates, program_containers, reserved_names
+from stacks.collisions import duplicates, program_containers, reserved_names, wal_collision
 from stacks.secret_keys import secret_key_findings
 from stacks.shared_config import (alert_email_findings, backup_bucket_findings, derived_buckets,
                                   egress_allow_findings, hosts_in_zone, injected_env_findings,
                                   monitoring_findings)
 from stacks.vedfinance.config import BACKUP_REDIS_LABEL, VedfinanceConfig
+from stacks.wiring import WAL_LABEL
 from validation.rules import Finding, RuleContext, each, rule
 
 
@@ -64,6 +65,8 @@ def _databases(cfg: VedfinanceConfig, ctx: RuleContext) -> Iterator[Finding]:
     for index, db in each(cfg.databases):
         if db.name.replace("_", "-") == BACKUP_REDIS_LABEL:
             yield Finding(("databases", index, "name"), "is the name of the redis backup job; rename it")
+        elif db.name == WAL_LABEL:
+            yield Finding(("databases", index, "name"), wal_collision(ctx.where("postgres_service")))
     injected = {cfg.postgres_service: {"POSTGRES_PASSWORD": "the generated superuser password"},
                 cfg.redis_service: {"REDIS_PASSWORD": "the generated Redis password"}}
     for _, db in each(cfg.databases):
