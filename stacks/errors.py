@@ -26,7 +26,13 @@ class ConfigError(pulumi.RunError):
     """
 
     def __init__(self, problems: Sequence[str]):
-        self.problems = list(problems)
+        from validation.formats import mask_userinfo
+
+        # The last guard for a credential in a URI a message quotes (a bad value echoed back);
+        # the key path's own `platform:` is no userinfo.
+        prefix = f"{CONFIG_NAMESPACE}:"
+        self.problems = [prefix + mask_userinfo(p[len(prefix):]) if p.startswith(prefix) else mask_userinfo(p)
+                         for p in problems]
         lines = "\n".join(f"  - {p}" for p in self.problems)
         noun = "problem" if len(self.problems) == 1 else "problems"
         super().__init__(

@@ -134,3 +134,36 @@ def test_hostnames_that_name_the_same_resources_are_refused_with_both_paths(stac
         "the same DNS record, uptime check and nginx upstream (api-x-stage-krotrust-com) as "
         f"api-x.stage.krotrust.com at platform:kro.routes[{first}] (api-x.stage.krotrust.com).host (dots and "
         "hyphens read alike); rename one"], problems
+
+
+PASSWORD = "hunter2pw"
+
+
+@pytest.mark.parametrize("value", [f"bob:{PASSWORD}@api.stage.krotrust.com", f"redis://:{PASSWORD}@r:6379",
+                                   f"https://bob:{PASSWORD}@api.stage.krotrust.com"])
+@pytest.mark.parametrize("mutate,path", [
+    (lambda c, v: c["platform:kro"]["routes"][0].__setitem__("host", v), "platform:kro.routes[0] (backend).host"),
+    (lambda c, v: c["platform:kro"]["services"][0].__setitem__("image", v), "platform:kro.services[0] (backend).image"),
+    (lambda c, v: c["platform:environment"].__setitem__("name", v), "platform:environment.name"),
+    (lambda c, v: c["platform:kro"]["services"][0]["healthcheck"].__setitem__("interval_s", v),
+     "platform:kro.services[0] (backend).healthcheck.interval_s"),
+])
+def test_a_uri_with_a_password_is_never_echoed(stack_document, mutate, path, value):
+    """A bad value that carries ``user:password@`` (with or without a scheme, an empty user
+    included) is named by its key path; the userinfo is masked wherever a message quotes it."""
+    document = stack_document("staging")
+    mutate(document["config"], value)
+    problems = _problems(document)
+    assert _has(problems, path), problems
+    assert not any(PASSWORD in p for p in problems), problems
+
+
+def test_a_uri_with_a_password_is_masked_on_the_command_line(stack_document, write_stack):
+    from tests.test_config_boundary import _cli
+
+    document = stack_document("staging")
+    document["config"]["platform:kro"]["routes"][0]["host"] = f"bob:{PASSWORD}@api.stage.krotrust.com"
+    result = _cli(write_stack(document))
+    assert result.returncode == 2, result.stderr
+    assert "platform:kro.routes[0] (backend).host: label '***@api'" in result.stderr, result.stderr
+    assert PASSWORD not in result.stderr + result.stdout and "Traceback" not in result.stderr

@@ -140,7 +140,13 @@ _SECRET_NAME = re.compile(
 # The scheme is bounded (RFC 3986 sets no length; real ones are short) so that a long run of
 # letters is searched in linear time: an unbounded ``[a-z0-9+.-]*`` before ``://`` rescans the
 # rest of the value from every position (a 200,000-character value took minutes).
-_URL_WITH_PASSWORD = re.compile(r"[a-z][a-z0-9+.-]{0,31}://[^/\s:@]+:[^/\s@]+@", re.IGNORECASE)
+# The user may be empty: Redis takes ``redis://:password@host`` (its AUTH has no user).
+_URL_WITH_PASSWORD = re.compile(r"[a-z][a-z0-9+.-]{0,31}://[^/\s:@]*:[^/\s@]+@", re.IGNORECASE)
+# ``user:password@`` with or without a scheme, as a message would quote it; not an image's
+# ``name:tag@sha256:...`` (a digest follows the @ there).
+# Both parts are bounded so that a long value is searched in linear time.
+_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]{0,31}://)?[^\s/:@'\"`]{0,256}:[^\s/@'\"`]{1,256}@"
+                       r"(?![A-Za-z][A-Za-z0-9]*:[0-9a-fA-F]{32,})", re.IGNORECASE)
 # Oracle's Easy Connect with credentials, ``user/password@host[:port][/service]`` (Oracle Net
 # Services Reference, "Easy Connect naming"), as SQL*Plus and the drivers' connect strings take it.
 _ORACLE_CONNECT = re.compile(
@@ -349,9 +355,16 @@ def calendar_in_utc(spec: str) -> str:
     return spec if last == "UTC" or last in available_timezones() else f"{spec} UTC"
 
 
+def mask_userinfo(text: str) -> str:
+    """``text`` with the user and password of every ``user:password@`` (RFC 3986 userinfo, with
+    or without a scheme: ``postgres://app:pw@db``, ``redis://:pw@r``, ``app:pw@db``) replaced by
+    ``***``, so that an error message quoting a bad value never shows a credential."""
+    return _USERINFO.sub(lambda m: f"{m.group('scheme') or ''}***@", text)
+
+
 def secret_parts(value: str) -> set[str]:
     """The pieces of a secret value that must not be quoted either: a URL's password, and
     its long token runs."""
-    parts = {m.group(1) for m in re.finditer(r"://[^/\s:@]+:([^/\s@]+)@", value)}
+    parts = {m.group(1) for m in re.finditer(r"://[^/\s:@]*:([^/\s@]+)@", value)}
     parts |= {run for run in _TOKEN_RUN.findall(value) if _entropy(run) >= 3.5}
     return {p for p in parts if len(p) >= 6}
