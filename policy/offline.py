@@ -13,6 +13,7 @@ policy gets its properties through pulumi-policy's own unknown-checking proxies,
 
 from __future__ import annotations
 
+import difflib
 import json
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -29,10 +30,57 @@ POLICY_DIR = Path(__file__).resolve().parent
 LEVELS = {level.value: level for level in EnforcementLevel}
 
 
+class PolicyConfigError(ValueError):
+    """A policy config the pack cannot apply: one line naming each bad key and the allowed values."""
+
+
+def policy_config_problems(config: Mapping[str, Any]) -> list[str]:
+    """What is wrong with a policy config (the ``--policy-pack-config`` shape): a key that names
+    no policy of the pack (``all`` holds settings every policy gets), or an enforcement level
+    other than ``LEVELS``. The engine refuses both at ``pulumi preview``; so does the offline run,
+    instead of a KeyError or a silently ignored waiver."""
+    names = sorted(p.name for p in POLICIES)
+    problems = []
+    for key, entry in config.items():
+        if key == "all":
+            if not isinstance(entry, Mapping):
+                problems.append("all: must be an object of settings every policy gets")
+            continue
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            problems.append(f"{key}: no policy of the pack has this name"
+                            + (f"; did you mean {close[0]}?" if close else "")
+                            + " (the names: `python -m policy.catalog`)")
+            continue
+        level = entry.get("enforcementLevel", "advisory") if isinstance(entry, Mapping) else entry
+        if not isinstance(entry, (str, Mapping)) or level not in LEVELS:
+            shown = json.dumps(level)[:40] if isinstance(entry, (str, Mapping)) else json.dumps(entry)[:40]
+            problems.append(f"{key}: enforcement level {shown} is not one of {', '.join(LEVELS)} (give "
+                            "the level, or an object of settings with an optional enforcementLevel)")
+    return problems
+
+
+def check_policy_config(config: Any, source: str) -> dict[str, Any]:
+    """``config`` when the pack can apply it; PolicyConfigError naming ``source`` otherwise."""
+    if not isinstance(config, dict):
+        raise PolicyConfigError(f"the policy config {source} must be a JSON object of policy -> level")
+    problems = policy_config_problems(config)
+    if problems:
+        raise PolicyConfigError(f"the policy config {source}: {'; '.join(problems)}")
+    return config
+
+
 def load_policy_config(stack: str) -> dict[str, Any]:
-    """``policy/config.<stack>.json`` when it exists (the file real previews pass too)."""
+    """``policy/config.<stack>.json`` when it exists (the file real previews pass too), checked
+    (``check_policy_config``). Raises PolicyConfigError for a file that is no JSON or is wrong."""
     path = POLICY_DIR / f"config.{stack}.json"
-    return json.loads(path.read_text()) if path.exists() else {}
+    if not path.exists():
+        return {}
+    try:
+        config = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise PolicyConfigError(f"the policy config {path} is not JSON: {exc.msg} at line {exc.lineno}") from None
+    return check_policy_config(config, str(path))
 
 
 def _level_and_config(policy, config: Mapping[str, Any]) -> tuple[EnforcementLevel, dict]:

@@ -89,19 +89,23 @@ def _check_parser() -> argparse.ArgumentParser:
 
 
 def _policy_config(path: Path | None, stack: str) -> dict:
-    from policy.offline import load_policy_config
+    """The policy config at ``path``, or ``policy/config.STACK.json``; _BadInput when it cannot
+    be read or names a policy or level the pack does not have (policy.offline.check_policy_config)."""
+    from policy.offline import PolicyConfigError, check_policy_config, load_policy_config
 
-    if path is not None:
-        try:
-            config = json.loads(path.read_text())
-        except OSError as exc:
-            raise _BadInput(f"cannot read the policy config {path}: {exc.strerror or exc}") from None
-        except json.JSONDecodeError as exc:
-            raise _BadInput(f"the policy config {path} is not JSON: {exc.msg} at line {exc.lineno}") from None
-        if not isinstance(config, dict):
-            raise _BadInput(f"the policy config {path} must be a JSON object of policy -> level")
-        return config
-    return load_policy_config(stack)
+    try:
+        return load_policy_config(stack) if path is None else check_policy_config(_read_json(path), str(path))
+    except PolicyConfigError as exc:
+        raise _BadInput(str(exc)) from None
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except OSError as exc:
+        raise _BadInput(f"cannot read the policy config {path}: {exc.strerror or exc}") from None
+    except json.JSONDecodeError as exc:
+        raise _BadInput(f"the policy config {path} is not JSON: {exc.msg} at line {exc.lineno}") from None
 
 
 def diff(argv: list[str]) -> int:
@@ -152,11 +156,20 @@ def _read_state(path: Path) -> dict:
         raise _BadInput(f"{path} is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     if not isinstance(document, dict) or not isinstance(document.get("resources"), list):
         raise _BadInput(f"{path} is not a desired-state document (no resources list)")
+    seen: dict[str, int] = {}
     for index, resource in enumerate(document["resources"]):
         missing = [k for k in ("urn", "type", "name") if not isinstance(resource, dict) or k not in resource]
         if missing:
             raise _BadInput(f"{path}: resources[{index}] has no {', '.join(missing)} "
                             "(every resource needs urn, type and name)")
+        urn = resource["urn"]
+        if not isinstance(urn, str) or not urn:
+            raise _BadInput(f"{path}: resources[{index}].urn is {json.dumps(urn)[:60]}, not a URN; every "
+                            "resource's urn is a non-empty string (urn:pulumi:STACK::PROJECT::TYPE::NAME)")
+        if urn in seen:
+            raise _BadInput(f"{path}: resources[{seen[urn]}] and resources[{index}] have the same urn {urn}; "
+                            "a state holds each resource once (remove the copy)")
+        seen[urn] = index
     return document
 
 
@@ -240,6 +253,9 @@ def check(argv: list[str]) -> int:
 
 def synth(argv: list[str]) -> int:
     args = _synth_parser().parse_args(argv)
+    if args.stack_file is not None and args.stack_file.is_dir():
+        return _fail(f"--stack-file {args.stack_file} is a directory; give the stack file itself "
+                     f"(e.g. {args.stack_file / f'Pulumi.{args.stack}.yaml'})", args.debug)
     if problem := _check_outputs(args.json_path, args.markdown, directories=(args.diagram_svg,)):
         return _fail(problem, args.debug)
     observed = None
