@@ -38,15 +38,32 @@ container's process can start with."""
 _TLS_OFF_IN_VALUE = re.compile(r"\b(sslmode=(?:disable|allow|prefer)|(?:tls|ssl)=false|"
                                r"tls(?:Insecure|AllowInvalidCertificates|AllowInvalidHostnames)=true)\b",
                                re.IGNORECASE)
-_TLS_OFF_BY_NAME = {"NODE_TLS_REJECT_UNAUTHORIZED": ("0",), "PGSSLMODE": ("disable", "allow", "prefer")}
+_FALSE, _TRUE = {"false", "0", "no", "off", "disable", "disabled"}, {"true", "1", "yes", "on"}
+# A libpq sslmode below verify-full: disable, allow and prefer fall back to plain text, require
+# and verify-ca take any certificate for the host (PostgreSQL docs 32.19, "SSL Mode Descriptions").
+_PG_SSLMODE = re.compile(r"^(?:[A-Z0-9]+_)*(?:PG)?SSL_?MODE$", re.IGNORECASE)
+_WEAK_SSLMODES = {"disable", "allow", "prefer", "require", "verify-ca"}
+# A switch that keeps TLS or its verification on, so false turns it off: DATABASE_SSL,
+# REDIS_TLS_ENABLED, USE_SSL, SMTP_TLS_VERIFY, NODE_TLS_REJECT_UNAUTHORIZED, VERIFY_SSL...
+_ON_SWITCH = re.compile(r"^(?:[A-Z0-9]+_)*(?:(?:USE_|ENABLE_)?(?:SSL|TLS)(?:_ENABLED?|_VERIFY(?:_[A-Z]+)?|"
+                        r"_REJECT_UNAUTHORIZED)?|VERIFY_(?:SSL|TLS|CERTS?)|REJECT_UNAUTHORIZED)$", re.IGNORECASE)
+# A switch that turns verification off, so true does: MINIO_INSECURE, TLS_SKIP_VERIFY, NO_VERIFY...
+_OFF_SWITCH = re.compile(r"^(?:[A-Z0-9]+_)*(?:(?:SSL|TLS)_)?(?:INSECURE(?:_SKIP_VERIFY)?|SKIP_(?:SSL_|TLS_)?VERIFY|"
+                         r"NO_VERIFY|DISABLE_(?:SSL|TLS))$", re.IGNORECASE)
 
 
 def tls_switched_off(name: str, value: str) -> str | None:
-    """The setting by which env var ``name=value`` turns TLS or certificate verification off
-    (``sslmode=disable``, ``tls=false``, ``NODE_TLS_REJECT_UNAUTHORIZED=0``...), or None. The
-    same list as the policy pack's platform-connection-disallow-tls-disabled (CWE-295, CWE-319):
-    libpq's allow/prefer fall back to plain text, so only require/verify-* keep TLS."""
-    if value.strip().lower() in _TLS_OFF_BY_NAME.get(name, ()):
+    """The setting by which env var ``name=value`` turns TLS or certificate verification off, or
+    None: in the value (``sslmode=disable``, ``tls=false``, ``tlsInsecure=true``), or by the
+    variable itself: a libpq sslmode below verify-full (``PGSSLMODE=require``),
+    ``PYTHONHTTPSVERIFY=0`` (PEP 493), ``GIT_SSL_NO_VERIFY`` with any value (git reads only
+    whether it is set), ``NODE_TLS_REJECT_UNAUTHORIZED=0``, and the ``DATABASE_SSL=false`` and
+    ``*_INSECURE=true`` kinds of switch. The same list as the policy pack's
+    platform-connection-disallow-tls-disabled (CWE-295, CWE-319)."""
+    setting = value.strip().lower()
+    if (_PG_SSLMODE.match(name) and setting in _WEAK_SSLMODES) or name == "GIT_SSL_NO_VERIFY" \
+            or (name == "PYTHONHTTPSVERIFY" and setting == "0") \
+            or (_ON_SWITCH.match(name) and setting in _FALSE) or (_OFF_SWITCH.match(name) and setting in _TRUE):
         return f"{name}={value.strip()}"
     match = _TLS_OFF_IN_VALUE.search(value)
     return match.group(1) if match else None

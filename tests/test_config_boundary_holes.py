@@ -167,3 +167,30 @@ def test_a_uri_with_a_password_is_masked_on_the_command_line(stack_document, wri
     assert result.returncode == 2, result.stderr
     assert "platform:kro.routes[0] (backend).host: label '***@api'" in result.stderr, result.stderr
     assert PASSWORD not in result.stderr + result.stdout and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("name,value", [
+    ("PGSSLMODE", "require"), ("PGSSLMODE", "verify-ca"), ("PGSSLMODE", "allow"), ("DB_SSLMODE", "disable"),
+    ("PYTHONHTTPSVERIFY", "0"), ("GIT_SSL_NO_VERIFY", "false"), ("NODE_TLS_REJECT_UNAUTHORIZED", "0"),
+    ("DATABASE_SSL", "false"), ("DB_SSL", "0"), ("REDIS_TLS_ENABLED", "no"), ("VERIFY_SSL", "False"),
+    ("DATABASE_SSL_REJECT_UNAUTHORIZED", "false"), ("MINIO_INSECURE", "true"), ("TLS_SKIP_VERIFY", "1"),
+])
+def test_a_tls_off_switch_by_its_name_is_refused(stack_document, name, value):
+    """Below verify-full libpq takes any certificate (require, verify-ca) or none; git skips
+    verification when GIT_SSL_NO_VERIFY is set at all; PYTHONHTTPSVERIFY=0 turns it off in
+    Python's urllib (PEP 493); a DATABASE_SSL-style switch set false does the same."""
+    document = stack_document("staging")
+    document["config"]["platform:pencom"]["app_services"][0]["env"][name] = value
+    problems = _problems(document)
+    assert problems == [f"platform:pencom.app_services[0] (core).env.{name}: {name}={value} switches TLS or "
+                        "certificate verification off; remove it and verify the server with the CA the program "
+                        "mounts (sslmode=verify-full, tls=true)"], problems
+
+
+@pytest.mark.parametrize("name,value", [("PGSSLMODE", "verify-full"), ("DATABASE_SSL", "true"),
+                                        ("NODE_TLS_REJECT_UNAUTHORIZED", "1"), ("SSL_CERT_FILE", "/run/platform/ca.crt"),
+                                        ("FEATURE_FLAG", "false"), ("INSECURE_COOKIE_WARNING", "false")])
+def test_tls_kept_on_passes(name, value):
+    from components.container_env import tls_switched_off
+
+    assert tls_switched_off(name, value) is None

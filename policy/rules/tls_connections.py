@@ -6,8 +6,10 @@ from __future__ import annotations
 import re
 from urllib.parse import parse_qs, urlsplit
 
-from policy.rules.base import (HIGH, MANDATORY, T_APP, T_COMMAND, T_CONTAINER, Case, resource_policy,
-                               walk_strings)
+from collections.abc import Mapping
+
+from policy.rules.base import (HIGH, MANDATORY, T_APP, T_COMMAND, T_CONTAINER, Case, is_list, items, mapping,
+                               resource_policy, walk_strings)
 from policy.rules.fixtures import container, doc, res, script
 
 URL = re.compile(r"\b([a-z][a-z0-9+.-]*)://[^\s\"'`<>]+", re.IGNORECASE)
@@ -101,9 +103,65 @@ TLS_OFF = [
     (re.compile(r"\b(tls|ssl)=false\b", re.IGNORECASE), "{0}=false"),
     (re.compile(r"\btls(?:Insecure|AllowInvalidCertificates|AllowInvalidHostnames)=true\b", re.IGNORECASE), "{0}"),
     (re.compile(r"\bNODE_TLS_REJECT_UNAUTHORIZED=0\b"), "NODE_TLS_REJECT_UNAUTHORIZED=0"),
-    (re.compile(r"\bPGSSLMODE=(disable|allow|prefer)\b"), "PGSSLMODE={0}"),
-    (re.compile(r"(?:^|\s)(?:curl\s[^\n]*?\s(?:-k|--insecure)|--no-check-certificate)\b"), "certificate checks switched off"),
+    (re.compile(r"\bPGSSLMODE=(disable|allow|prefer|require|verify-ca)\b"), "PGSSLMODE={0}"),
+    (re.compile(r"\bPYTHONHTTPSVERIFY=0\b"), "PYTHONHTTPSVERIFY=0"),
+    (re.compile(r"\bGIT_SSL_NO_VERIFY="), "GIT_SSL_NO_VERIFY"),
+    CURL_INSECURE := (re.compile(r"(?:^|\s)(?:curl(?:\s[^\n]*?)?\s(?:-[a-zA-Z]*k[a-zA-Z]*|--insecure)|--no-check-certificate)\b"),
+                      "certificate checks switched off"),
 ]
+# Env switches judged by their name (the config boundary's components.container_env keeps the
+# same list): a libpq sslmode below verify-full, a switch that keeps TLS on set false
+# (DATABASE_SSL, REDIS_TLS_ENABLED, VERIFY_SSL, *_REJECT_UNAUTHORIZED), one that turns
+# verification off set true (MINIO_INSECURE, TLS_SKIP_VERIFY).
+_FALSE, _TRUE = {"false", "0", "no", "off", "disable", "disabled"}, {"true", "1", "yes", "on"}
+_PG_SSLMODE = re.compile(r"^(?:[A-Z0-9]+_)*(?:PG)?SSL_?MODE$", re.IGNORECASE)
+_ON_SWITCH = re.compile(r"^(?:[A-Z0-9]+_)*(?:(?:USE_|ENABLE_)?(?:SSL|TLS)(?:_ENABLED?|_VERIFY(?:_[A-Z]+)?|"
+                        r"_REJECT_UNAUTHORIZED)?|VERIFY_(?:SSL|TLS|CERTS?)|REJECT_UNAUTHORIZED)$", re.IGNORECASE)
+_OFF_SWITCH = re.compile(r"^(?:[A-Z0-9]+_)*(?:(?:SSL|TLS)_)?(?:INSECURE(?:_SKIP_VERIFY)?|SKIP_(?:SSL_|TLS_)?VERIFY|"
+                         r"NO_VERIFY|DISABLE_(?:SSL|TLS))$", re.IGNORECASE)
+
+
+def _switch_off(name: str, value: str) -> bool:
+    setting = value.strip().lower()
+    return bool((_PG_SSLMODE.match(name) and setting in {"disable", "allow", "prefer", "require", "verify-ca"})
+                or (_ON_SWITCH.match(name) and setting in _FALSE) or (_OFF_SWITCH.match(name) and setting in _TRUE))
+
+
+def env_pairs(props):
+    """(path, name, value) of every environment variable: a container's ``envs[i]`` "NAME=value"
+    and an App Platform spec's ``{key, value}`` entries."""
+    for index, entry in enumerate(items(props.get("envs"))):
+        if isinstance(entry, str) and "=" in entry:
+            name, _, value = entry.partition("=")
+            yield f"envs[{index}]", name, value
+    for path, value in walk_strings(props):
+        if path.endswith(".value") and isinstance(key := _at(props, path[:-len(".value")] + ".key"), str):
+            yield path, key, value
+
+
+def _at(value, path):
+    """The value at a walk_strings path (``spec.services[0].envs[1].key``), or None."""
+    for part in re.findall(r"[^.\[\]]+|\[\d+\]", path):
+        if part.startswith("["):
+            value = items(value)[int(part[1:-1])] if int(part[1:-1]) < len(items(value)) else None
+        else:
+            value = mapping(value).get(part)
+    return value
+
+
+def command_lines(props):
+    """(path, the items joined by spaces) of every list of strings (a container's ``command``,
+    ``entrypoint``, healthcheck ``tests``): exec form splits ``curl -k`` into two items."""
+    def walk(value, path):
+        if is_list(value):
+            if len(value) > 1 and all(isinstance(v, str) for v in value):
+                yield path, " ".join(value)
+            for index, item in enumerate(value):
+                yield from walk(item, f"{path}[{index}]")
+        elif isinstance(value, Mapping):
+            for key in value:
+                yield from walk(value[key], f"{path}.{key}" if path else str(key))
+    yield from walk(props, "")
 
 
 def _check_tls_disabled(props, args):
@@ -113,6 +171,12 @@ def _check_tls_disabled(props, args):
             if match:
                 shown = label.format(match.group(1) if match.groups() else match.group(0).strip())
                 yield f"{path} disables TLS or its verification ({shown})"
+    for path, name, value in env_pairs(props):
+        if _switch_off(name, value) and not any(p.search(f"{name}={value}") for p, _ in TLS_OFF):
+            yield f"{path} disables TLS or its verification ({name}={value.strip()})"
+    for path, line in command_lines(props):
+        if CURL_INSECURE[0].search(line) and not any(CURL_INSECURE[0].search(w) for w in items(_at(props, path))):
+            yield f"{path} disables TLS or its verification ({CURL_INSECURE[1]})"
 
 
 resource_policy(
@@ -127,4 +191,18 @@ resource_policy(
                  ["envs[0] disables TLS or its verification (sslmode=disable)",
                   "envs[1] disables TLS or its verification (NODE_TLS_REJECT_UNAUTHORIZED=0)"]),
                 (doc(script("s", body="mongosh 'mongodb://h/x?tls=false'\ncurl -k https://x")),
-                 ["stdin disables TLS or its verification (tls=false)"])]))
+                 ["stdin disables TLS or its verification (tls=false)",
+                  "stdin disables TLS or its verification (certificate checks switched off)"]),
+                (doc(container(envs=["PGSSLMODE=require", "PYTHONHTTPSVERIFY=0", "GIT_SSL_NO_VERIFY=", "DATABASE_SSL=false",
+                                     "MINIO_INSECURE=true", "DATABASE_SSL=true"])),
+                 ["envs[0] disables TLS or its verification (PGSSLMODE=require)",
+                  "envs[1] disables TLS or its verification (PYTHONHTTPSVERIFY=0)",
+                  "envs[2] disables TLS or its verification (GIT_SSL_NO_VERIFY)",
+                  "envs[3] disables TLS or its verification (DATABASE_SSL=false)",
+                  "envs[4] disables TLS or its verification (MINIO_INSECURE=true)"]),
+                (doc(res(T_APP, "app", {"spec": {"services": [{"envs": [{"key": "DB_SSL", "value": "0"}]}]}})),
+                 ["spec.services[0].envs[0].value disables TLS or its verification (DB_SSL=0)"]),
+                (doc(container(command=["curl", "-fsSk", "https://10.0.0.3/health"],
+                               healthcheck={"tests": ["CMD", "curl", "--insecure", "https://localhost/"]})),
+                 ["healthcheck.tests disables TLS or its verification (certificate checks switched off)",
+                  "command disables TLS or its verification (certificate checks switched off)"])]))
