@@ -194,3 +194,28 @@ def test_tls_kept_on_passes(name, value):
     from components.container_env import tls_switched_off
 
     assert tls_switched_off(name, value) is None
+
+
+HEX_KEY = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+
+
+@pytest.mark.parametrize("value", [HEX_KEY, HEX_KEY.upper(), HEX_KEY[:48]])
+def test_a_hex_key_in_plain_config_is_refused_unshown(stack_document, value):
+    """``openssl rand -hex 32`` pasted as a plain env value: refused like the other plaintext
+    secrets, whatever the variable's name, and never quoted."""
+    document = stack_document("staging")
+    document["config"]["platform:pencom"]["app_services"][0]["env"]["SIGNING_SEED_HEX"] = value
+    problems = _problems(document)
+    assert _has(problems, "platform:pencom.app_services[0] (core).env.SIGNING_SEED_HEX",
+                "holds a hex key in plain text (value not shown)"), problems
+    assert not any(value in p for p in problems)
+
+
+@pytest.mark.parametrize("value", ["4f3e2d1c0b9a88776655443322110fed", "a94a8fe5ccb19ba61c4c0873d391e987982fbbd3",
+                                   "sha256:" + HEX_KEY, "restic " + HEX_KEY, "0" * 64])
+def test_ids_and_digests_in_hex_are_no_key(value):
+    """A Cloudflare account id (32 digits), a git commit (40), a digest with its algorithm, a
+    restic snapshot id after its tool's name, and a run of one digit."""
+    from validation.formats import secret_value_kind
+
+    assert secret_value_kind(value) is None

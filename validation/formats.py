@@ -160,6 +160,11 @@ _KNOWN_TOKENS = re.compile(
     # DigitalOcean's personal, OAuth and refresh tokens (docs.digitalocean.com, "API tokens").
     r"do[por]_v1_[a-f0-9]{64})")
 _TOKEN_RUN = re.compile(r"[A-Za-z0-9+/_=-]{32,}")
+# A whole value of 48 or more hex digits with letters and digits (192 bits and up: the output of
+# `openssl rand -hex 32`, a raw AES or HMAC key). Shorter hex is an id (Cloudflare's account and
+# zone ids have 32 digits, a git commit 40), a digest carries its algorithm (sha256:...).
+_HEX_KEY = re.compile(r"(?=[0-9a-f]*[a-f])(?=[0-9a-f]*[0-9])[0-9a-f]{48,}|"
+                      r"(?=[0-9A-F]*[A-F])(?=[0-9A-F]*[0-9])[0-9A-F]{48,}")
 ENTROPY_BITS_MIN = 4.2
 """Shannon entropy per character above which a 32+ character run of letters, digits and
 ``+/_=-`` with upper case, lower case and digits is taken for a generated secret. Hex (hashes,
@@ -179,7 +184,7 @@ def _entropy(text: str) -> float:
 
 def secret_value_kind(value: str) -> Optional[str]:
     """What kind of secret ``value`` is whatever its key ("a URL with a password", "a private
-    key", "a known token", "a high-entropy token"), or None."""
+    key", "a known token", "a hex key", "a high-entropy token"), or None."""
     if _PRIVATE_KEY.search(value):
         return "a private key"
     if _URL_WITH_PASSWORD.search(value):
@@ -188,6 +193,8 @@ def secret_value_kind(value: str) -> Optional[str]:
         return "an Oracle connect string with a user and password"
     if _KNOWN_TOKENS.search(value):
         return "an API token"
+    if _HEX_KEY.fullmatch(value.strip()) and _entropy(value.strip()) >= 3:
+        return "a hex key"
     for run in _TOKEN_RUN.findall(value):
         classes = (any(c.isupper() for c in run), any(c.islower() for c in run), any(c.isdigit() for c in run))
         if all(classes) and _entropy(run) >= ENTROPY_BITS_MIN:
