@@ -11,7 +11,17 @@ from policy.rules.fixtures import container, doc, res
 
 SECRET_NAME = re.compile(r"(password|passwd|secret|token|api_?key|private_?key|access_?key|dsn)", re.IGNORECASE)
 # The scheme is bounded so that a long value is searched in linear time.
-URL_WITH_CREDENTIALS = re.compile(r"[a-z][a-z0-9+.-]{0,31}://[^\s:/@]+:[^\s@/]+@", re.IGNORECASE)
+# The user may be empty (Redis: redis://:password@host).
+URL_WITH_CREDENTIALS = re.compile(r"[a-z][a-z0-9+.-]{0,31}://[^\s:/@]*:[^\s@/]+@", re.IGNORECASE)
+# A whole value of 48+ hex digits with letters and digits (`openssl rand -hex 32`: a raw key);
+# ids are shorter (32 for Cloudflare's, 40 for a git commit) and a digest carries sha256:.
+HEX_KEY = re.compile(r"(?=[0-9a-f]*[a-f])(?=[0-9a-f]*[0-9])[0-9a-f]{48,}|(?=[0-9A-F]*[A-F])(?=[0-9A-F]*[0-9])[0-9A-F]{48,}")
+
+
+def _hex_key(text: str) -> bool:
+    """``text``, or the value of a ``NAME=value`` env entry, is a hex key of random digits."""
+    value = text.split("=", 1)[1] if re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", text) else text
+    return bool(HEX_KEY.fullmatch(value.strip())) and len(set(value.strip().lower())) >= 10
 
 
 def _declared_secret_envs_removed(spec):
@@ -63,6 +73,8 @@ def _check_plaintext_secrets(props, args):
             yield f"{path} holds a URL with credentials in plain text; pass it as a secret"
         elif re.match(r"^[A-Z0-9_]+=.+", text) and SECRET_NAME.search(text.split("=", 1)[0]):
             yield f"{path} sets {text.split('=', 1)[0]} in plain text; pass it as a secret"
+        elif _hex_key(text) and not path.startswith("triggers"):
+            yield f"{path} holds a hex key in plain text; pass it as a secret"
         elif SECRET_NAME.search(path.rsplit(".", 1)[-1]) and text and not path.startswith("triggers"):
             if args.resource_type != T_COMMAND and not path.endswith(("Name", "name", "Id", "id")):
                 yield f"{path} looks like a secret and is plain text; pass it as a secret"
@@ -81,6 +93,10 @@ resource_policy(
                        secret_inputs=["spec"])),
                [(doc(container(envs=["DB_PASSWORD=hunter2", "URL=https://u:p@example.com/x"])),
                  ["envs[0] sets DB_PASSWORD in plain text; pass it as a secret",
+                  "envs[1] holds a URL with credentials in plain text; pass it as a secret"]),
+                (doc(container(envs=["SIGNING_SEED=9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+                                     "REDIS=redis://:pw@r:6379", "ACCOUNT=4f3e2d1c0b9a88776655443322110fed"])),
+                 ["envs[0] holds a hex key in plain text; pass it as a secret",
                   "envs[1] holds a URL with credentials in plain text; pass it as a secret"]),
                 (doc(res(T_APP, "app", {"spec": {"services": [{"name": "api", "envs": [
                     {"key": "JWT", "type": "SECRET", "value": "x"}, {"key": "DB", "type": "GENERAL", "value": "postgres://u:pw@db/x"}]}]}},
