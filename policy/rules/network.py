@@ -294,6 +294,7 @@ resource_policy(
 
 
 EDGE = [{"label": "platform.tier", "value": "edge"}]
+EPHEMERAL_PORTS = "32768-60999"
 
 
 def _check_debug_ports(props, args):
@@ -301,8 +302,17 @@ def _check_debug_ports(props, args):
         return
     for port in items(props.get("ports")):
         port = mapping(port)
-        number = integer(port.get("external") or port.get("internal"))
-        if _all_interfaces(port) and number not in WEB_PORTS:
+        if not _all_interfaces(port):
+            continue
+        if not integer(port.get("external")):
+            # No external port: Docker publishes on a host port from the ephemeral range
+            # (net.ipv4.ip_local_port_range, 32768-60999 by default), never 80 or 443.
+            yield (f"edge container publishes {integer(port.get('internal'))} on a random host port "
+                   f"({EPHEMERAL_PORTS}) on all interfaces; an edge container faces the internet on 80 "
+                   "and 443 only")
+            continue
+        number = integer(port.get("external"))
+        if number not in WEB_PORTS:
             label = DEBUG_PORTS.get(number, "a non-web port")
             yield (f"edge container publishes {label} ({number}) on all interfaces; an edge "
                    "container faces the internet on 80 and 443 only")
@@ -318,7 +328,10 @@ resource_policy(
     cases=Case(doc(container(labels=EDGE, ports=[{"internal": 8443, "external": 443, "ip": "0.0.0.0"},
                                                   {"internal": 9229, "external": 9229, "ip": "127.0.0.1"}])),
                [(doc(container(labels=EDGE, ports=[{"internal": 9229, "external": 9229, "ip": "0.0.0.0"}])),
-                 ["edge container publishes Node.js inspector (9229) on all interfaces; an edge container faces the internet on 80 and 443 only"])]))
+                 ["edge container publishes Node.js inspector (9229) on all interfaces; an edge container faces the internet on 80 and 443 only"]),
+                # internal 443 without external is not 443 on the host: Docker picks the port.
+                (doc(container(labels=EDGE, ports=[{"internal": 443, "ip": "0.0.0.0"}])),
+                 ["edge container publishes 443 on a random host port (32768-60999) on all interfaces; an edge container faces the internet on 80 and 443 only"])]))
 
 
 def _check_tier_label(props, args):

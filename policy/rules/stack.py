@@ -13,7 +13,7 @@ from policy.rules.base import (CRITICAL, HIGH, MANDATORY, T_COMMAND, T_CONTAINER
                                T_FIREWALL, T_MANAGEMENT, T_ONPREM, WEB_PORTS, Case, by_type, firewall_tier,
                                integer, is_internal, is_world, items, labels_of, mapping, network, port_range,
                                stack_policy, stdin_of, today, wireguard_ports, is_wireguard_rule)
-from policy.rules.fixtures import doc, res, script
+from policy.rules.fixtures import container, doc, res, script
 
 # --- reachability -------------------------------------------------------------------------------
 # The tier model (DESIGN.md), written here on its own so a bug in components/tiers.py shows:
@@ -22,6 +22,8 @@ MGMT_PORTS = {22, 9100, 8080, 9115, 9090, 9093}
 # A host of another tier that runs mgmt-tier containers (monitoring) may use the mgmt ports
 # only; its other flows are judged by the host's own tier.
 MGMT_CONTAINERS = "mgmt containers"
+# Where Docker publishes a port given no host port: net.ipv4.ip_local_port_range's default.
+EPHEMERAL = (32768, 60999)
 ALLOWED = {"edge": {"internet", "edge"}, "app": {"edge", "app"}, "data": {"app", "mgmt"}, "mgmt": {"mgmt"}}
 
 
@@ -110,8 +112,11 @@ def _check_reachability(args):
         for port in items(item.props.get("ports")):
             port = mapping(port)
             number = integer(port.get("external"))
-            if (port.get("ip") or "0.0.0.0") in ("0.0.0.0", "::") and not allowed_flow({"internet"}, tier or "none", [(number, number)]):
-                yield (f"internet -> {item.name} ({tier}) on {number}: published on all interfaces"), item.urn, f"internet->{item.name}:{number}"
+            # No external port: Docker picks one from the ephemeral range, so the whole range
+            # is judged (net.ipv4.ip_local_port_range's default).
+            span, shown = ((number, number), str(number)) if number else (EPHEMERAL, f"{EPHEMERAL[0]}-{EPHEMERAL[1]}")
+            if (port.get("ip") or "0.0.0.0") in ("0.0.0.0", "::") and not allowed_flow({"internet"}, tier or "none", [span]):
+                yield (f"internet -> {item.name} ({tier}) on {shown}: published on all interfaces"), item.urn, f"internet->{item.name}:{shown}"
     for command in by_type(args, T_COMMAND):
         rules, _ = ufw_rules(stdin_of(command.props))
         connection = mapping(command.props.get("connection"))
@@ -167,6 +172,10 @@ stack_policy(
                     {"protocol": "tcp", "portRange": "5432", "sourceTags": ["tier-edge", "web"]},
                     {"protocol": "tcp", "portRange": "5432", "sourceTags": ["tier-app"]}]})),
                  ["edge -> x-data (data) on 5432 through a DigitalOcean firewall breaks the tier model"]),
+                # No host port: Docker picks one of the ephemeral range, not 443.
+                (doc(container(labels=[{"label": "platform.tier", "value": "edge"}],
+                               ports=[{"internal": 443, "ip": "0.0.0.0"}])),
+                 ["internet -> c (edge) on 32768-60999: published on all interfaces"]),
                 (doc(*_HOSTS, _ufw("p-data-ufw", "10.0.0.3", "ufw allow proto tcp from 10.0.0.1/32 to any port 27017  # waiver: old-read\n")),
                  ["p-edge (edge) -> p-data (data) on 27017 through UFW breaks the tier model (waiver old-read expired on 2000-01-01)"])],
                config={"waivers": [{"name": "gateway-reads", "reason": "read-only role", "expires": "2999-01-01"},
