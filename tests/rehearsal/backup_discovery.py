@@ -9,7 +9,7 @@ the backup drill (tests/rehearsal/backup_drill.py) starts on that host, and what
   command; a ``pitr`` job's declared RPO is its ship script's ``# Ship interval: N s, for a
   declared RPO of M min.``
 - A job is *not proven* when the lab's stand-in for its tool image is a stub
-  (``rehearsal.images.RULES``: no MongoDB or MinIO server can be had here); the reason is the
+  (``rehearsal.standin_plan.RULES``: no MongoDB or MinIO server can be had here); the reason is the
   rule's note.
 - The monitoring host is the product's host that runs the container labelled
   ``platform.service=prometheus``.
@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from typing import Optional
 
 from rehearsal.capture import StackCapture, Step
-from rehearsal.images import RULES, split_reference
+from rehearsal.image_contracts import split_reference
+from rehearsal.standin_plan import RULES
 
 _HEADER = re.compile(r"Rendered by components/backupscripts\.py: [^\n]*? of (\S+) "
                      r"\((postgres|mongodb|redis|minio|pitr)\)\.")
