@@ -13,6 +13,7 @@ policy gets its properties through pulumi-policy's own unknown-checking proxies,
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import json
 from pathlib import Path
@@ -24,7 +25,7 @@ from pulumi_policy.policy import PolicyCustomTimeouts, PolicyResourceOptions, _N
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError, unknown_checking_proxy
 
 from policy.rules import POLICIES
-from policy.rules.base import PACK_NAME, PACK_VERSION
+from policy.rules.base import PACK_NAME, PACK_VERSION, WAIVER_MAX_DAYS, matches_everything, today
 
 POLICY_DIR = Path(__file__).resolve().parent
 LEVELS = {level.value: level for level in EnforcementLevel}
@@ -34,17 +35,63 @@ class PolicyConfigError(ValueError):
     """A policy config the pack cannot apply: one line naming each bad key and the allowed values."""
 
 
+# Waivers of this policy are the register its check reads, not excuses: they name no resources.
+REGISTER = "platform-waiver-configure-reason-and-expiry"
+
+
+def waiver_problems(key: str, waivers: Any) -> list[str]:
+    """What is wrong with ``<key>.waivers``: each waiver needs a ``name``, ``expires`` as
+    YYYY-MM-DD at most WAIVER_MAX_DAYS (180) from today, and ``resources``, a list of globs each
+    naming something (``matches_everything`` refuses ``*``); a waiver of the register policy
+    (REGISTER) names no resources. A missing reason or a past date stay violations at run time
+    (README "Policy pack"), so an expired waiver shows in the report instead of failing the load."""
+    if not isinstance(waivers, list):
+        return [f"{key}.waivers: must be a list of {{name, reason, expires, resources}} objects"]
+    problems = []
+    for index, waiver in enumerate(waivers):
+        at = f"{key}.waivers[{index}]"
+        if not isinstance(waiver, Mapping):
+            problems.append(f"{at}: must be an object {{name, reason, expires, resources}}")
+            continue
+        if not isinstance(waiver.get("name"), str) or not waiver.get("name"):
+            problems.append(f"{at}.name: give the waiver a name")
+        try:
+            until = datetime.date.fromisoformat(str(waiver.get("expires")))
+        except ValueError:
+            problems.append(f"{at}.expires: must be a date YYYY-MM-DD at most {WAIVER_MAX_DAYS} days from today")
+        else:
+            if (until - today()).days > WAIVER_MAX_DAYS:
+                problems.append(f"{at}.expires: {until} is more than {WAIVER_MAX_DAYS} days from today; set a date "
+                                f"by {today() + datetime.timedelta(days=WAIVER_MAX_DAYS)} and renew it then")
+        globs = waiver.get("resources")
+        if key == REGISTER:
+            continue
+        if not isinstance(globs, list) or not globs or not all(isinstance(g, str) for g in globs):
+            problems.append(f"{at}.resources: list the resource names or flows (globs) the waiver excuses; "
+                            "a waiver's name alone excuses nothing")
+            continue
+        for position, glob in enumerate(globs):
+            if matches_everything(glob):
+                problems.append(f"{at}.resources[{position}]: {json.dumps(glob)[:40]} matches every resource; "
+                                "name the resources, such as \"*-cadvisor\"")
+    return problems
+
+
 def policy_config_problems(config: Mapping[str, Any]) -> list[str]:
     """What is wrong with a policy config (the ``--policy-pack-config`` shape): a key that names
-    no policy of the pack (``all`` holds settings every policy gets), or an enforcement level
-    other than ``LEVELS``. The engine refuses both at ``pulumi preview``; so does the offline run,
-    instead of a KeyError or a silently ignored waiver."""
+    no policy of the pack (``all`` holds settings every policy gets, never ``waivers``), an
+    enforcement level other than ``LEVELS``, or a waiver ``waiver_problems`` refuses. The engine
+    refuses the first two at ``pulumi preview``; the offline run refuses all, instead of a
+    KeyError, a silently ignored waiver or one that switches the pack off."""
     names = sorted(p.name for p in POLICIES)
     problems = []
     for key, entry in config.items():
         if key == "all":
             if not isinstance(entry, Mapping):
                 problems.append("all: must be an object of settings every policy gets")
+            elif "waivers" in entry:
+                problems.append("all.waivers: a waiver under all would excuse every policy; declare it under "
+                                "the policy it excuses, with the resources it covers")
             continue
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=1)
@@ -57,6 +104,8 @@ def policy_config_problems(config: Mapping[str, Any]) -> list[str]:
             shown = json.dumps(level)[:40] if isinstance(entry, (str, Mapping)) else json.dumps(entry)[:40]
             problems.append(f"{key}: enforcement level {shown} is not one of {', '.join(LEVELS)} (give "
                             "the level, or an object of settings with an optional enforcementLevel)")
+        elif isinstance(entry, Mapping) and "waivers" in entry:
+            problems.extend(waiver_problems(str(key), entry["waivers"]))
     return problems
 
 

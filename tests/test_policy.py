@@ -140,8 +140,11 @@ def test_a_public_ipv6_source_with_ipv4_admin_cidrs_is_reported_not_a_type_error
         "admit app-tier droplets, apps or tags instead"]
 
 
-@pytest.mark.parametrize("name", ["platform-stateful-enable-protection", "platform-backup-configure-retention",
-                                  "cloudflare-r2bucket-enable-lock-in-production"])
+PRODUCTION_POLICIES = ["platform-stateful-enable-protection", "platform-backup-configure-retention",
+                       "cloudflare-r2bucket-enable-lock-in-production", "platform-ssh-configure-management-network-only"]
+
+
+@pytest.mark.parametrize("name", PRODUCTION_POLICIES)
 def test_production_must_come_from_config_not_the_stack_name(name):
     document = CASES[name].mutations[0][0]
     assert run(name, document, config={}) == [MISSING_PRODUCTION]
@@ -158,8 +161,7 @@ def test_policy_config_production_matches_the_stack_environment(stack):
     flag = validate_stack_config(raw, check_secrets=False).environment.is_production
     expected = flag() if callable(flag) else flag
     config = load_policy_config(stack)
-    for name in ("platform-stateful-enable-protection", "platform-backup-configure-retention",
-                 "cloudflare-r2bucket-enable-lock-in-production"):
+    for name in PRODUCTION_POLICIES:
         assert config[name]["production"] is expected
 
 
@@ -181,10 +183,11 @@ def test_waivers_excuse_only_while_they_have_a_reason_and_have_not_expired():
     base = "the container is privileged; it would own the host"
     waiver = {"name": "legacy", "reason": "vendor image needs it", "resources": ["*-core"]}
     assert run(name, document, config={}) == [base]
-    assert run(name, document, config={"waivers": [{**waiver, "expires": "2999-12-31"}]}) == []
+    soon = str(datetime.date.today() + datetime.timedelta(days=30))
+    assert run(name, document, config={"waivers": [{**waiver, "expires": soon}]}) == []
     assert run(name, document, config={"waivers": [{**waiver, "expires": "2001-01-01"}]}) == [
         f"{base} (waiver legacy expired on 2001-01-01)"]
-    assert run(name, document, config={"waivers": [{"name": "legacy", "resources": ["*"], "expires": "2999-12-31"}]}) == [
+    assert run(name, document, config={"waivers": [{"name": "legacy", "resources": ["*-core"], "expires": soon}]}) == [
         f"{base} (waiver legacy names no reason or expiry date, so it excuses nothing)"]
     assert run(name, document, config={"waivers": [{**waiver, "expires": "next year"}]}) == [
         f"{base} (waiver legacy expires 'next year', which is not a YYYY-MM-DD date)"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import fnmatch
 import ipaddress
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Optional
@@ -20,6 +21,8 @@ from typing import Any, Callable, Iterable, Iterator, Optional
 from pulumi_policy import (EnforcementLevel, PolicyConfigSchema, ReportViolation,
                            ResourceValidationArgs, ResourceValidationPolicy, Severity,
                            StackValidationArgs, StackValidationPolicy)
+
+from validation.fields import ADMIN_PREFIX_MIN
 
 PACK_NAME, PACK_VERSION = "platform-guardrails", "0.1.0"
 MANDATORY, ADVISORY = EnforcementLevel.MANDATORY, EnforcementLevel.ADVISORY
@@ -177,11 +180,14 @@ def is_internal(parsed: ipaddress._BaseNetwork) -> bool:
 
 
 def is_world(cidr: Any) -> bool:
-    """A source so broad it means "the internet" (0.0.0.0/0, ::/0, anything shorter than /8)."""
+    """A source (or destination) so broad it means "the internet": ``any``, and any range not
+    internal (``is_internal``) that is wider than one site, IPv4 shorter than /24 or IPv6
+    shorter than /48 (validation.fields.ADMIN_PREFIX_MIN, the bound the config boundary puts on
+    admin CIDRs: RIPE-399, RFC 6177)."""
     if str(cidr).strip() == "any":
         return True
     parsed = network(cidr)
-    return parsed is not None and parsed.prefixlen < 8
+    return parsed is not None and not is_internal(parsed) and parsed.prefixlen < ADMIN_PREFIX_MIN[parsed.version]
 
 
 def port_range(text: Any) -> Optional[tuple[int, int]]:
@@ -249,20 +255,36 @@ def today() -> datetime.date:
     return datetime.datetime.now(datetime.timezone.utc).date()
 
 
-def _waiver(config: Mapping, subjects: Iterable[str]) -> Optional[Mapping]:
-    subjects = [s for s in subjects if s]
+WAIVER_MAX_DAYS = 180
+"""Longest a waiver may run from today: the committed waivers are renewed twice a year, so an
+exception is looked at again at least that often (a 2031 or 9999 date is a permanent hole)."""
+
+
+def matches_everything(glob: str) -> bool:
+    """A waiver glob with fewer than three literal letters or digits (``*``, ``*-*``, ``?*``,
+    ``[a-z]*``): it names no resource, it excuses whatever the policy finds."""
+    literal = re.sub(r"\[[^\]]*\]|[*?]", "", str(glob))
+    return sum(ch.isalnum() for ch in literal) < 3
+
+
+def _waiver(config: Mapping, subjects: Iterable[str], marks: Iterable[str]) -> Optional[Mapping]:
+    """The first waiver whose ``resources`` globs match a subject (resource or flow name), or
+    whose name is a mark (a UFW line's ``# waiver: NAME``). A waiver's name alone never matches
+    a resource, and a match-everything glob matches nothing."""
+    subjects, marks = [s for s in subjects if s], {m for m in marks if m}
     for waiver in items(config.get("waivers")):
         waiver = mapping(waiver)
-        globs = [str(g) for g in items(waiver.get("resources"))]
-        if waiver.get("name") in subjects or any(fnmatch.fnmatchcase(s, g) for g in globs for s in subjects):
+        globs = [str(g) for g in items(waiver.get("resources")) if not matches_everything(str(g))]
+        if waiver.get("name") in marks or any(fnmatch.fnmatchcase(s, g) for g in globs for s in subjects):
             return waiver
     return None
 
 
-def waived(message: str, config: Mapping, subjects: Iterable[str]) -> Optional[str]:
+def waived(message: str, config: Mapping, subjects: Iterable[str], marks: Iterable[str] = ()) -> Optional[str]:
     """The message to report after waivers: None when a valid, unexpired waiver covers one of
-    ``subjects``; the message with the waiver's defect when it is expired or incomplete."""
-    waiver = _waiver(config, subjects)
+    ``subjects`` (or is named by one of ``marks``); the message with the waiver's defect when
+    it is expired, incomplete or runs more than WAIVER_MAX_DAYS from today."""
+    waiver = _waiver(config, subjects, marks)
     if waiver is None:
         return message
     name, reason, expires = waiver.get("name"), waiver.get("reason"), waiver.get("expires")
@@ -274,6 +296,9 @@ def waived(message: str, config: Mapping, subjects: Iterable[str]) -> Optional[s
         return f"{message} (waiver {name} expires {expires!r}, which is not a YYYY-MM-DD date)"
     if until < today():
         return f"{message} (waiver {name} expired on {expires})"
+    if (until - today()).days > WAIVER_MAX_DAYS:
+        return (f"{message} (waiver {name} expires {expires}, more than {WAIVER_MAX_DAYS} days ahead, "
+                "so it excuses nothing)")
     return None
 
 
@@ -317,16 +342,19 @@ def resource_policy(name: str, description: str, *, level: EnforcementLevel, sev
 
 def stack_policy(name: str, description: str, *, level: EnforcementLevel, severity: Severity,
                  category: str, sources: Sequence[str], fix: str, check: StackCheck, cases: Case,
-                 config: Optional[Mapping] = None) -> None:
-    """Register a policy over the whole stack; ``check(args)`` yields ``(message, urn)`` or
-    ``(message, urn, flow)``, a waiver excusing the resource by name or the flow by name."""
+                 config: Optional[Mapping] = None, waivable: bool = True) -> None:
+    """Register a policy over the whole stack; ``check(args)`` yields ``(message, urn)``,
+    ``(message, urn, flow)`` or ``(message, urn, flow, mark)``: a waiver excuses the resource or
+    the flow its ``resources`` globs name, or the finding whose mark (a UFW line's
+    ``# waiver: NAME``) is its name. ``waivable=False``: the policy's waivers are a register
+    the check reads, never an excuse for its own findings."""
 
     def validate(args: StackValidationArgs, report: ReportViolation) -> None:
-        settings = args.get_config() or {}
+        settings = (args.get_config() or {}) if waivable else {}
         for found in check(args):
             message, urn = found[0], found[1]
-            subjects = [name_of(urn or ""), *(found[2:] if len(found) > 2 else [])]
-            shown = waived(message, settings, subjects)
+            subjects = [name_of(urn or ""), *found[2:3]]
+            shown = waived(message, settings, subjects, found[3:])
             if shown is not None:
                 report(shown, urn)
 

@@ -8,7 +8,8 @@ import datetime
 
 from policy.parsers.ufw import ufw_rules
 from policy.rules.base import (CRITICAL, MANDATORY, T_COMMAND, T_DROPLET, T_FIREWALL, T_ONPREM, Case, by_type,
-                               T_MANAGEMENT, is_internal, items, mapping, network, port_range, production,
+                               MISSING_PRODUCTION, PRODUCTION_PROPERTY, T_MANAGEMENT, is_internal, items, mapping,
+                               network, port_range, production,
                                stack_policy, stdin_of, today)
 from policy.rules.fixtures import WORLD, doc, res, script
 from policy.rules.network import fw
@@ -48,7 +49,11 @@ def _break_glass_open(glass) -> tuple[bool, str]:
 
 
 def _check_ssh_management_only(args):
-    if production(args.get_config() or {}) is not True:
+    flag = production(args.get_config() or {})
+    if flag is None:
+        yield MISSING_PRODUCTION, None
+        return
+    if not flag:
         return
     managed = by_type(args, T_MANAGEMENT)
     hosts = by_type(args, T_DROPLET) + by_type(args, T_ONPREM)
@@ -96,7 +101,7 @@ stack_policy(
     sources=["Kredete reference architecture (administrative access via a VPN-gated bastion)",
              "DESIGN.md tier model (mgmt: admin CIDRs / VPN only)", "CIS Controls v8 12.7 (remote access through managed infrastructure)"],
     fix="Set platform:environment.management.break_glass.enabled false, or on with reason and expires for an outage.",
-    check=_check_ssh_management_only,
+    check=_check_ssh_management_only, config={"production": PRODUCTION_PROPERTY},
     cases=Case(doc(_MGMT, _SSH_OK, _SSH_BASTION, res(T_FIREWALL, "f", fw("kro-prod-edge", (443, WORLD)))),
                [(doc(_MGMT, _SSH_ADMIN, res(T_FIREWALL, "f", fw("kro-prod-edge", (22, ["198.51.100.10/32"])))),
                  ["firewall kro-prod-edge admits SSH from 198.51.100.10/32, outside the management network "

@@ -178,7 +178,8 @@ stack_policy(
                  ["internet -> c (edge) on 32768-60999: published on all interfaces"]),
                 (doc(*_HOSTS, _ufw("p-data-ufw", "10.0.0.3", "ufw allow proto tcp from 10.0.0.1/32 to any port 27017  # waiver: old-read\n")),
                  ["p-edge (edge) -> p-data (data) on 27017 through UFW breaks the tier model (waiver old-read expired on 2000-01-01)"])],
-               config={"waivers": [{"name": "gateway-reads", "reason": "read-only role", "expires": "2999-01-01"},
+               config={"waivers": [{"name": "gateway-reads", "reason": "read-only role",
+                                    "expires": str(today() + datetime.timedelta(days=30))},
                                    {"name": "old-read", "reason": "migration", "expires": "2000-01-01"}]}))
 
 
@@ -207,7 +208,7 @@ stack_policy(
     level=MANDATORY, severity=HIGH, category="network",
     sources=["Kredete tier model (exceptions are named, documented waivers)"],
     fix="Declare the waiver in policy/config.<stack>.json with reason and expires (YYYY-MM-DD), or remove the exception.",
-    check=_check_waiver_register,
+    check=_check_waiver_register, waivable=False,
     cases=Case(doc(script("ufw", body="ufw allow proto tcp from 10.0.0.1/32 to any port 5432  # waiver: gateway-reads")),
                [(doc(script("ufw", body="ufw allow proto tcp from 10.0.0.1/32 to any port 5432  # waiver: gateway-reads\n"
                                         "ufw allow proto tcp from 10.0.0.1/32 to any port 6379  # waiver: cache-peek\n"
