@@ -53,7 +53,7 @@ def _restore_and_count(job: BackupJob) -> str:
               || fail "mongorestore of $RUN failed"
             scratch_mongosh --quiet "mongodb://127.0.0.1/$MONGO_DATABASE" --eval "{MONGO_COUNTS_JS}" >"$WORK/restored.counts"
             """)
-    return "scratch_start\n" + wait_ready("postgres") + textwrap.dedent(f"""\
+    return "scratch_start\n" + wait_ready("postgres", image_entrypoint=job.mode == "docker") + textwrap.dedent(f"""\
         scratch_psql --no-psqlrc -q --set=ON_ERROR_STOP=1 -d postgres -c "CREATE DATABASE restore_test"
         restic dump "$SNAPSHOT" "/$JOB.dump" | scratch_pg_restore --no-owner --no-privileges --exit-on-error \\
           --dbname=restore_test || fail "pg_restore of $RUN failed"

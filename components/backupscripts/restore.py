@@ -129,10 +129,18 @@ def scratch_server(job: BackupJob, engine: str, *, initdb: bool = True) -> str:
         """) + start
 
 
-def wait_ready(engine: str) -> str:
+def wait_ready(engine: str, *, image_entrypoint: bool = False) -> str:
     """Up to 120 s (1 s apart) until the scratch server answers; for Redis, which exits when it
-    cannot load the snapshot, no longer than it runs (``scratch_running``)."""
-    probe = {"postgres": "scratch_psql --no-psqlrc -At -d postgres -c 'SELECT 1'",
+    cannot load the snapshot, no longer than it runs (``scratch_running``).
+
+    ``image_entrypoint``: a PostgreSQL scratch container started by the postgres image's
+    entrypoint on an empty data directory. The entrypoint runs initdb's temporary server on the
+    Unix socket only and stops it before the real one starts, so a socket probe can pass in
+    between and the restore then finds no server (rehearsal: six restore tests at once on
+    Pencom's data node). The probe goes over TCP to the container's own loopback, where only the
+    real server listens (``--network none`` keeps lo)."""
+    postgres = "scratch_psql -h 127.0.0.1" if image_entrypoint else "scratch_psql"
+    probe = {"postgres": f"{postgres} --no-psqlrc -At -d postgres -c 'SELECT 1'",
              "mongodb": "scratch_mongosh --quiet --eval 'db.runCommand({ping: 1})'",
              "redis": "scratch_redis_cli PING | grep -q PONG"}[engine]
     gone = "  scratch_running || break\n" if engine == "redis" else ""
