@@ -68,3 +68,21 @@ def test_the_staging_preview_enforces_tls_and_names_a_urn_in_every_advisory(tmp_
         assert mine and not [line for line in mine if " value at .image " in line or " value at .connection " in line]
         assert len(mine) <= 80, (name, len(mine))
     assert len(cannot) < 1500
+
+
+def test_each_policy_gets_its_own_view_of_a_shared_resource():
+    """The analyzer hands every stack policy the same PolicyResource objects: a scan's skips in
+    one policy must not become the next policy's advisory."""
+    from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, unknown_checking_proxy
+
+    from policy.rules.unknowns import UnknownFieldError, known_view, raise_skipped
+
+    first = known_view(unknown_checking_proxy({"envs": [UNKNOWN_STRING_VALUE], "name": "x"}), "urn:a")
+    assert first["name"] == "x" and sorted(first) == ["envs", "name"]
+    list(first["envs"])
+    with pytest.raises(UnknownFieldError) as raised:
+        raise_skipped(first)
+    assert raised.value.message == "string value at .envs.0 of urn:a can't be known during preview"
+    second = known_view(first, "urn:a")
+    assert dict(second)["name"] == "x"
+    raise_skipped(second)

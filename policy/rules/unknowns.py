@@ -163,9 +163,13 @@ class KnownSequence(Sequence):
 
 def known_view(props: Any, urn: str) -> Any:
     """``props`` as the policy should see it: plain dicts (the offline runner without unknowns)
-    as they are, pulumi-policy's proxies wrapped as above."""
+    as they are, pulumi-policy's proxies wrapped as above (a view again, with no skips yet)."""
     if isinstance(props, dict) or props is None:
         return props
+    if isinstance(props, (KnownMapping, KnownSequence)):
+        # The analyzer shares a stack's PolicyResource objects between policies: each policy
+        # gets a view of its own, so one policy's skips are never another's advisory.
+        props = props._target
     return _wrap(props, urn, [])
 
 
