@@ -127,3 +127,35 @@ def r2_bucket_problem(name: str) -> str | None:
     if not re.fullmatch(r"[a-z0-9][a-z0-9-]*[a-z0-9]", name):
         return f"bucket name {name} may hold only a-z, 0-9 and inner hyphens (R2)"
     return None
+
+
+def global_names(environment: Any, views: Mapping[str, Any], products: Mapping[str, Any]) -> list[tuple[str, str, Loc, Any]]:
+    """What a stack names outside itself, which no other stack may name too: ``(what, top key,
+    loc, value)``. From each product's ``claims`` (``hostnames``: public hostnames and their DNS
+    records; ``buckets``: R2 buckets as (account, name); ``spaces_buckets``; ``apps``: App
+    Platform app names; ``ingress_addresses`` and ``host_addresses``: a machine's addresses, for a
+    machine belongs to one stack) and the environment's management (WireGuard) network.
+    ``environment`` and ``views`` may be partial (``validation.rules.partial``); a product whose
+    claims cannot be read from its view is left out. The one definition of "global" that
+    ``other_stacks`` and tests/test_environment_isolation.py use."""
+    found: list[tuple[str, str, Loc, Any]] = []
+    network = getattr(getattr(environment, "management", None), "network", None)
+    if network is not None:
+        found.append((MANAGEMENT_NETWORK, "environment", ("management", "network"), str(network)))
+    for product, view in views.items():
+        claims = products[product].claims
+        if claims is None:
+            continue
+        try:
+            claimed = claims(view)
+        except (Skip, AttributeError, TypeError):
+            continue
+        for kind, what in GLOBAL_KINDS.items():
+            found += [(what, product, loc, value) for loc, value in claimed.get(kind, []) if value is not None]
+    return found
+
+
+MANAGEMENT_NETWORK = "management network"
+GLOBAL_KINDS = {"hostnames": "hostname", "buckets": "R2 bucket", "spaces_buckets": "Spaces bucket",
+                "apps": "App Platform app", "ingress_addresses": "host address", "host_addresses": "host address"}
+"""A product's ``claims`` kinds that are global, and what a finding calls them."""

@@ -20,6 +20,7 @@ from stacks.definition import SecretKey
 from stacks.engine_config import plain_other_config, platform_config
 from stacks.environment import Environment
 from stacks.errors import ConfigError, describe_validation_error, key_path, show
+from stacks.other_stacks import shared_with_other_stacks
 from stacks.registry import PRODUCTS
 from stacks.secret_checks import STACK_SECRET_PREFIXES, required_secret_keys, secret_problems, unknown_secret_keys
 from stacks.secret_keys import ssh_ca_secret
@@ -186,6 +187,8 @@ def validate_stack_config(
                 views[name], RuleContext(stack, environment_view, path_for(name)))]
 
     problems += stack_collisions(views, path_for, PRODUCTS)
+    if stack is not None and not problems:
+        problems += shared_with_other_stacks(stack, environment_view, views, path_for, PRODUCTS)
 
     needed = required_secret_keys(environment_view, views, products)
     problems += unknown_secret_keys(raw, needed, registry, products)

@@ -198,3 +198,32 @@ def test_the_stacks_share_no_firewall_source(captures):
     assert admin <= staging, "staging's break-glass admits the admin CIDRs"
     assert not prod & admin, prod & admin
     assert not prod & staging, prod & staging
+
+
+def _global_names(stack: str) -> list:
+    from stacks.collisions import global_names
+    from stacks.other_stacks import stack_views
+    from stacks.registry import PRODUCTS
+
+    environment, views, _ = stack_views(ROOT / f"Pulumi.{stack}.yaml", PRODUCTS)
+    return global_names(environment, views, PRODUCTS)
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_global_names_cover_every_bucket_and_app_the_stack_creates(stack, captures):
+    """``stacks.collisions.global_names`` is the config boundary's list of what a stack names
+    outside itself (stacks/other_stacks.py refuses a stack that shares one): every R2 and
+    Spaces bucket and App Platform app the program creates is on it."""
+    claimed = {(what, value[1] if isinstance(value, tuple) else str(value)) for what, _, _, value in _global_names(stack)}
+    state = captures[stack]
+    created = ({("R2 bucket", r["inputs"]["name"]) for r in state.of_type("cloudflare:index/r2Bucket:R2Bucket")}
+               | {("Spaces bucket", r["inputs"]["name"]) for r in state.of_type("digitalocean:index/spacesBucket:SpacesBucket")}
+               | {("App Platform app", r["inputs"]["spec"]["name"]) for r in state.of_type("digitalocean:index/app:App")})
+    assert len(created) >= 10
+    assert created <= claimed, sorted(created - claimed)
+
+
+def test_the_committed_stacks_share_no_global_name():
+    prod, staging = ({(what, str(value)) for what, _, _, value in _global_names(s)} for s in STACKS)
+    assert len(prod) >= 20 and len(staging) >= 20
+    assert not prod & staging

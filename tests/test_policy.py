@@ -79,7 +79,7 @@ def _set(document, resource_index, path, value):
 
 
 CANNOT = re.compile(r"^can't run policy '([a-z0-9-]+)' from policy pack 'platform-guardrails@v0\.1\.0' during preview: "
-                    r"\w+ value at \.\S+ can't be known during preview$")
+                    r"\w+ value at \.\S+ of urn:pulumi:\S+ can't be known during preview$")
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -119,7 +119,7 @@ def test_reading_an_unknown_raises_the_analyzers_error_inside_validate():
                                   PolicyResourceOptions(False, [], False, [], PolicyCustomTimeouts(0, 0, 0), []), None, {})
     with pytest.raises(UnknownValueError) as raised:
         policy.validate(args, lambda *a: pytest.fail("reported a violation from an unknown"))
-    assert raised.value.message == "string value at .inboundRules.0.sourceAddresses can't be known during preview"
+    assert raised.value.message == "string value at .inboundRules.0.sourceAddresses of urn can't be known during preview"
 
 
 def test_synth_unknown_mask_becomes_an_unknown_under_the_offline_runner():
@@ -127,7 +127,8 @@ def test_synth_unknown_mask_becomes_an_unknown_under_the_offline_runner():
     got = evaluate(document, policies=[BY_NAME["digitalocean-firewall-disallow-public-non-web"]])
     assert got == [{"policy": "digitalocean-firewall-disallow-public-non-web", "level": "advisory", "urn": "",
                     "message": f"can't run policy 'digitalocean-firewall-disallow-public-non-web' from policy pack "
-                               f"'{PACK_NAME}@v{PACK_VERSION}' during preview: string value at .inboundRules can't be known during preview"}]
+                               f"'{PACK_NAME}@v{PACK_VERSION}' during preview: string value at .inboundRules of {document['resources'][0]['urn']} "
+                               "can't be known during preview"}]
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -3,9 +3,13 @@ waivers, and the two constructors that register a policy with its metadata and i
 
 Policies receive their properties as plain dicts from the offline runner and as pulumi-policy's
 unknown-checking proxies (``Mapping``/``Sequence``, not ``dict``/``list``) under
-``pulumi preview --policy-pack``. Every traversal here tests the abstract types, and nothing
-catches ``UnknownValueError``: an unknown value read during preview propagates to the analyzer,
-which reports "can't run policy ... during preview" instead of a pass.
+``pulumi preview --policy-pack``. Every traversal here tests the abstract types.
+
+Unknown values (``policy.rules.unknowns``): a check sees the proxies through ``known_view``, so a
+scan over every input (``for key in props``, ``walk_strings``) passes over an unknown value and
+judges the known ones, while a field the check reads (``props["image"]``, ``str()`` of a list
+item) still raises ``UnknownValueError``, now naming the resource URN and the field; the analyzer
+reports that as "can't run policy ... during preview" (advisory) after the violations found so far.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Optional
 
+from policy.rules.unknowns import UnknownItem, known_view, raise_skipped, unknown_guard
 from pulumi_policy import (EnforcementLevel, PolicyConfigSchema, ReportViolation,
                            ResourceValidationArgs, ResourceValidationPolicy, Severity,
                            StackValidationArgs, StackValidationPolicy)
@@ -135,17 +140,24 @@ def is_list(value: Any) -> bool:
 
 
 def items(value: Any) -> list:
-    """A Sequence value as a list (``[]`` for None or anything else)."""
+    """A Sequence value as a list (``[]`` for None or anything else). Raises UnknownValueError
+    for a value unknown during preview (an ``UnknownItem``), which is not "no items"."""
+    UnknownItem.refuse(value)
     return list(value) if is_list(value) else []
 
 
 def mapping(value: Any) -> Mapping:
+    """A Mapping value as is (``{}`` for anything else); raises UnknownValueError for an
+    ``UnknownItem``, which is not "no settings"."""
+    UnknownItem.refuse(value)
     return value if isinstance(value, Mapping) else {}
 
 
 def integer(value: Any) -> Any:
     """A whole number as an int: the analyzer deserialises every protobuf number to float
-    (``80.0``), the offline runner keeps JSON ints; anything else is returned as is."""
+    (``80.0``), the offline runner keeps JSON ints; anything else is returned as is (an
+    ``UnknownItem`` raises UnknownValueError)."""
+    UnknownItem.refuse(value)
     if isinstance(value, float) and value.is_integer():
         return int(value)
     return value
@@ -329,10 +341,13 @@ def resource_policy(name: str, description: str, *, level: EnforcementLevel, sev
         if args.resource_type not in types:
             return
         settings = args.get_config() or {}
-        for message in check(args.props, args):
-            shown = waived(message, settings, [args.name])
-            if shown is not None:
-                report(shown, args.urn)
+        props = known_view(args.props, args.urn)
+        with unknown_guard(args.urn):
+            for message in check(props, args):
+                shown = waived(message, settings, [args.name])
+                if shown is not None:
+                    report(shown, args.urn)
+        raise_skipped(props)
 
     _register(ResourceValidationPolicy(name=name, description=description, enforcement_level=level,
                                        severity=severity, validate=validate,
@@ -351,12 +366,15 @@ def stack_policy(name: str, description: str, *, level: EnforcementLevel, severi
 
     def validate(args: StackValidationArgs, report: ReportViolation) -> None:
         settings = (args.get_config() or {}) if waivable else {}
+        for resource in args.resources:
+            resource.props = known_view(resource.props, resource.urn)
         for found in check(args):
             message, urn = found[0], found[1]
             subjects = [name_of(urn or ""), *found[2:3]]
             shown = waived(message, settings, subjects, found[3:])
             if shown is not None:
                 report(shown, urn)
+        raise_skipped(*(resource.props for resource in args.resources))
 
     _register(StackValidationPolicy(name=name, description=description, enforcement_level=level,
                                     severity=severity, validate=validate,

@@ -71,4 +71,6 @@ def _backup_buckets(cfg: GivConfig, ctx: RuleContext) -> Iterator[Finding]:
 
 def claims(cfg: GivConfig) -> dict:
     return {"hostnames": [(("components", i, "domain"), c.domain) for i, c in each(cfg.components) if c.domain],
-            "buckets": derived_buckets(cfg.backup, BACKUP_LABELS)}
+            "buckets": derived_buckets(cfg.backup, BACKUP_LABELS),
+            "apps": [(("app_name",), cfg.app_name)],
+            "spaces_buckets": [(("media_bucket", "name"), cfg.media_bucket.name)]}

@@ -33,15 +33,17 @@ from stacks.pencom.plan import backup_labels, images, plan
 from stacks.pencom.provision import build
 from stacks.secret_keys import monitoring_secrets
 from stacks.shared_config import derived_buckets
-from stacks.wiring import service_secret_keys
+from stacks.wiring import WAL_LABEL, service_secret_keys
 from validation.rules import each
 
 __all__ = ["PORTS", "PRODUCT", "PencomConfig", "build", "plan"]
 
 def claims(cfg: PencomConfig) -> dict:
     return {"hostnames": [(("routes", i, "host"), r.host) for i, r in each(cfg.routes)],
-            "buckets": derived_buckets(cfg.backup, backup_labels(cfg)),
-            "ingress_addresses": [(("nodes", "edge", "public_address"), cfg.nodes.edge.public_address)]}
+            "buckets": derived_buckets(cfg.backup, [*backup_labels(cfg), WAL_LABEL]),
+            "ingress_addresses": [(("nodes", "edge", "public_address"), cfg.nodes.edge.public_address)],
+            "host_addresses": [(("nodes", node, "private_address"), str(getattr(cfg.nodes, node).private_address))
+                               for node in NODES]}
 
 
 def required_secrets(cfg: PencomConfig) -> list[SecretKey]:

@@ -140,7 +140,8 @@ def _backup_buckets(cfg: VedfinanceConfig, ctx: RuleContext) -> Iterator[Finding
 
 def claims(cfg: VedfinanceConfig) -> dict:
     return {"hostnames": [(("routes", i, "host"), r.host) for i, r in each(cfg.routes)],
-            "buckets": derived_buckets(cfg.backup, [d.name for _, d in each(cfg.databases)] + [BACKUP_REDIS_LABEL]),
+            "buckets": derived_buckets(cfg.backup, [d.name for _, d in each(cfg.databases)] + [BACKUP_REDIS_LABEL,
+                                                                                               WAL_LABEL]),
             "ingress_addresses": [(("host", "address"), cfg.host.address)]}
 
 
