@@ -24,6 +24,7 @@ from components.tiers import Tier, container_bind_address
 from validation.fields import ResourceName, StrictModel
 from validation.formats import parse_image_reference
 from validation.rules import Finding, RuleContext, each, rule
+from validation.users import runs_as_root, signed_id
 
 __all__ = ["MAINTENANCE_LABEL", "RUNTIME_SOCKETS", "SENSITIVE_HOST_DIRS", "WAIT_TIMEOUT_MAX_S",
            "ContainerSpec", "ExporterMount", "HealthCheck", "Maintenance", "Mount", "PinnedImage",
@@ -32,13 +33,6 @@ __all__ = ["MAINTENANCE_LABEL", "RUNTIME_SOCKETS", "SENSITIVE_HOST_DIRS", "WAIT_
            "tls_switched_off"]
 
 LOG_OPTS = {"max-size": "10m", "max-file": "5"}
-
-
-def runs_as_root(user: str) -> bool:
-    """Whether Docker's ``user[:group]`` runs the process as root: the name ``root`` or uid 0
-    in any spelling (``0``, ``00``, ``0000:0``: Docker reads a numeric user as a number)."""
-    name = user.split(":", 1)[0]
-    return name == "root" or (name.isdigit() and int(name) == 0)
 
 
 class ContainerSpec(StrictModel):
@@ -89,6 +83,15 @@ class ContainerSpec(StrictModel):
         default=None, description="acknowledges a planned image patch of a container that writes "
         "data (its replacement), with the backup and restore test it needs; README \"Patching a "
         "datastore's image in production\"")
+
+    @field_validator("user", mode="before")
+    @classmethod
+    def _unsigned(cls, value: object) -> object:
+        # Before the pattern, so "+0" gets this error rather than a regex.
+        if isinstance(value, str) and signed_id(value) is not None:
+            raise ValueError(f"has the signed id {signed_id(value)}: Docker reads -0 and +0 as uid 0 (Go's "
+                             "strconv.Atoi); write the uid:gid without a sign (e.g. 1000:1000)")
+        return value
 
     @field_validator("user")
     @classmethod
