@@ -184,13 +184,27 @@ def _maintenance(spec: ContainerSpec, ctx: RuleContext) -> Iterator[Finding]:
     if (old.domain, old.path) != (new.domain, new.path):
         yield Finding(("maintenance", "replaces"), f"is another repository than {plan.image}; an "
                       "acknowledgement covers a patch of one image, a change of image is a migration")
-    elif image_major(plan.replaces) != image_major(plan.image):
-        yield Finding(("maintenance", "replaces"), f"{plan.replaces} to {plan.image} changes the major "
-                      "version: the data files need an upgrade (pg_upgrade, or a dump and restore), "
-                      "which a container replacement does not do")
+    else:
+        yield from _same_major(plan.replaces, plan.image)
     if plan.restore_test > plan.window_start.date():
         yield Finding(("maintenance", "restore_test"), f"({plan.restore_test}) is after the window "
                       f"({plan.window_start.date()}); the restore test of the backup goes green before it")
+
+
+def _same_major(replaces: str, image: str) -> Iterator[Finding]:
+    """The major versions of both tags can be read and are equal; when either cannot be read
+    the change is refused rather than guessed a patch (``image_major``)."""
+    old, new = image_major(replaces), image_major(image)
+    if old is None or new is None:
+        unread = " and ".join(r for r, m in ((replaces, old), (image, new)) if m is None)
+        yield Finding(("maintenance", "replaces"), f"the major version cannot be read from {unread}: an "
+                      "acknowledgement covers a patch within one major version, so tag both images with "
+                      "their version (e.g. 17.3-bookworm, 0.8.0-pg17)")
+    elif old != new:
+        software = f"the {old[0]} " if old[0] else "the "
+        yield Finding(("maintenance", "replaces"), f"{replaces} to {image} changes {software}major version "
+                      f"({old[1]} to {new[1]}): the data files need an upgrade (pg_upgrade, or a dump and "
+                      "restore), which a container replacement does not do")
 
 
 def replaced_delete_first(spec: ContainerSpec, extra_mounts: list[Mount] | None = None, *,

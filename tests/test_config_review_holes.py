@@ -31,3 +31,60 @@ def test_the_boundary_and_the_policy_share_one_root_test():
     assert all(runs_as_root(u) for u in ("root", "0", "00:00", "-0", "+0:+0", "-000"))
     assert not any(runs_as_root(u) for u in ("1000", "10:0", "-1", "0x", "rootless", "", "--0"))
     assert [signed_id(u) for u in ("-0", "1:+2", "1000:1000", "a-b", "-", "--0")] == ["-0", "+2", None, None, None, None]
+
+
+PGVECTOR = "platform:vedfinance.services[4] (postgres).maintenance"
+
+
+def _pgvector_ack(document: dict, replaces: str, image: str = "pgvector/pgvector:0.8.0-pg17") -> dict:
+    service = document["config"]["platform:vedfinance"]["services"][4]
+    assert service["image"] == "pgvector/pgvector:0.8.0-pg17", "the committed staging stack moved: update the test"
+    service["image"] = image
+    service["maintenance"] = {"image": image, "replaces": replaces,
+                              "backup": "restic snapshot 1a2b3c4d in r2:vedfinance-staging",
+                              "restore_test": "2026-12-01", "window_start": "2026-12-06T02:00:00Z"}
+    return document
+
+
+@pytest.fixture
+def december_2(monkeypatch):
+    """Today is 2026-12-02 for the config boundary (``validation.clock``)."""
+    import datetime
+
+    from validation import clock
+
+    monkeypatch.setattr(clock, "today", lambda: datetime.date(2026, 12, 2))
+
+
+def test_a_pgvector_postgresql_major_upgrade_is_not_a_patch(stack_document, december_2):
+    """pgvector tags lead with pgvector's version: 0.8.0-pg16 to 0.8.0-pg17 is PostgreSQL 16 to 17."""
+    document = _pgvector_ack(stack_document("staging"), "pgvector/pgvector:0.8.0-pg16")
+    name = document["config"]["platform:vedfinance"]["services"][4]["name"]
+    problems = _problems(document)
+    assert problems == [f"platform:vedfinance.services[4] ({name}).maintenance.replaces: pgvector/pgvector:0.8.0-pg16 "
+                        "to pgvector/pgvector:0.8.0-pg17 changes the PostgreSQL major version (16 to 17): the data "
+                        "files need an upgrade (pg_upgrade, or a dump and restore), which a container replacement "
+                        "does not do"], problems
+
+
+def test_a_tag_whose_major_cannot_be_read_is_refused_not_guessed(stack_document, december_2):
+    document = _pgvector_ack(stack_document("staging"), "pgvector/pgvector:0.7.4", "pgvector/pgvector:0.8.0")
+    name = document["config"]["platform:vedfinance"]["services"][4]["name"]
+    problems = _problems(document)
+    assert problems == [f"platform:vedfinance.services[4] ({name}).maintenance.replaces: the major version cannot "
+                        "be read from pgvector/pgvector:0.7.4 and pgvector/pgvector:0.8.0: an acknowledgement covers "
+                        "a patch within one major version, so tag both images with their version (e.g. "
+                        "17.3-bookworm, 0.8.0-pg17)"], problems
+
+
+def test_image_major_reads_the_postgresql_major():
+    from components.container_fields import image_major
+
+    assert image_major("pgvector/pgvector:0.8.0-pg17") == ("PostgreSQL", "17")
+    assert image_major("pgvector/pgvector:pg16") == ("PostgreSQL", "16")
+    assert image_major("postgres:17.2-bookworm") == ("PostgreSQL", "17")
+    assert image_major("postgis/postgis:16-3.4") == ("PostgreSQL", "16")
+    assert image_major("mongo:7.0.15") == ("", "7")
+    assert image_major("postgres:017") == image_major("postgres:17.0")
+    assert image_major("pgvector/pgvector:0.8.0") is None
+    assert image_major("minio/minio:RELEASE.2025-04-22T22-12-26Z") is None

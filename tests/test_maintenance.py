@@ -49,7 +49,7 @@ def test_the_labels_module_constants_agree():
 @pytest.mark.parametrize("ack,path,text", [
     ({"image": "postgres:17.4-bookworm"}, "maintenance.image",
      "acknowledges postgres:17.4-bookworm but platform:pencom.postgres.image is postgres:17.3-bookworm"),
-    ({"replaces": "postgres:16.6-bookworm"}, "maintenance.replaces", "changes the major version"),
+    ({"replaces": "postgres:16.6-bookworm"}, "maintenance.replaces", "changes the PostgreSQL major version (16 to 17)"),
     ({"replaces": "pgvector/pgvector:0.8.0-pg17"}, "maintenance.replaces", "is another repository"),
     ({"replaces": NEW}, "maintenance.replaces", "nothing to acknowledge"),
     ({"restore_test": "2026-12-07"}, "maintenance.restore_test", "is after the window (2026-12-06)"),
