@@ -146,6 +146,18 @@ MAINTENANCE_LABEL = "platform.maintenance."
 them from the desired state (synth/replacements.py ``maintenance_of``)."""
 
 
+WINDOW_PAST_DAYS_MAX = 1
+"""A maintenance window starts at most this many days before today (UTC): yesterday's window
+may still be deploying; an older one is a stale acknowledgement that would excuse any later
+replacement of the same change."""
+WINDOW_AHEAD_DAYS_MAX = 90
+"""A maintenance window starts at most this many days after today: the backup and restore test
+it records are evidence for a change made soon, not a standing permission."""
+RESTORE_TEST_AGE_DAYS_MAX = 30
+"""The restore test went green at most this many days before the window's day: an older one
+proves little about the backup (and the database) the window changes."""
+
+
 class Maintenance(StrictModel):
     """A planned replacement of a container that writes data, acknowledged for one image change.
 

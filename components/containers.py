@@ -10,19 +10,22 @@ the names other modules use are importable from here too.
 
 from __future__ import annotations
 
+import datetime
 from typing import Annotated, Iterator, Literal
 
 import pulumi
 from pydantic import Field, Strict, field_validator
 
 from components.container_env import check_env, check_env_names, tls_switched_off
-from components.container_fields import (MAINTENANCE_LABEL, RUNTIME_SOCKETS, SENSITIVE_HOST_DIRS,
+from components.container_fields import (MAINTENANCE_LABEL, RESTORE_TEST_AGE_DAYS_MAX, RUNTIME_SOCKETS,
+                                         SENSITIVE_HOST_DIRS, WINDOW_AHEAD_DAYS_MAX, WINDOW_PAST_DAYS_MAX,
                                          ExporterMount, HealthCheck, Maintenance, Mount, PinnedImage,
                                          PublishedPort, check_exec_form, image_is_pinned, image_major,
                                          normal_host_path, sensitive_host_path)
 from components.tiers import Tier, container_bind_address
 from validation.fields import ResourceName, StrictModel
 from validation.formats import parse_image_reference
+from validation import clock
 from validation.rules import Finding, RuleContext, each, rule
 from validation.users import runs_as_root, signed_id
 
@@ -186,9 +189,26 @@ def _maintenance(spec: ContainerSpec, ctx: RuleContext) -> Iterator[Finding]:
                       "acknowledgement covers a patch of one image, a change of image is a migration")
     else:
         yield from _same_major(plan.replaces, plan.image)
-    if plan.restore_test > plan.window_start.date():
+    yield from _dates(plan)
+
+
+def _dates(plan: Maintenance) -> Iterator[Finding]:
+    """The window is near today and the restore test shortly before it (the limits and their
+    reasons: ``WINDOW_PAST_DAYS_MAX``, ``WINDOW_AHEAD_DAYS_MAX``, ``RESTORE_TEST_AGE_DAYS_MAX``)."""
+    day, today = plan.window_start.date(), clock.today()
+    earliest = today - datetime.timedelta(days=WINDOW_PAST_DAYS_MAX)
+    latest = today + datetime.timedelta(days=WINDOW_AHEAD_DAYS_MAX)
+    if not earliest <= day <= latest:
+        yield Finding(("maintenance", "window_start"), f"({day}) is not between {earliest} and {latest} (today "
+                      f"{today}, at most {WINDOW_PAST_DAYS_MAX} day back and {WINDOW_AHEAD_DAYS_MAX} ahead); set "
+                      "the window of this change, or remove a past acknowledgement")
+    if plan.restore_test > day:
         yield Finding(("maintenance", "restore_test"), f"({plan.restore_test}) is after the window "
-                      f"({plan.window_start.date()}); the restore test of the backup goes green before it")
+                      f"({day}); the restore test of the backup goes green before it")
+    elif plan.restore_test < day - datetime.timedelta(days=RESTORE_TEST_AGE_DAYS_MAX):
+        yield Finding(("maintenance", "restore_test"), f"({plan.restore_test}) is more than "
+                      f"{RESTORE_TEST_AGE_DAYS_MAX} days before the window ({day}); run the restore test of "
+                      "this change's backup again and record its day")
 
 
 def _same_major(replaces: str, image: str) -> Iterator[Finding]:

@@ -88,3 +88,33 @@ def test_image_major_reads_the_postgresql_major():
     assert image_major("postgres:017") == image_major("postgres:17.0")
     assert image_major("pgvector/pgvector:0.8.0") is None
     assert image_major("minio/minio:RELEASE.2025-04-22T22-12-26Z") is None
+
+
+@pytest.mark.parametrize("window,restore,path,text", [
+    ("2020-01-01T02:00:00Z", "2019-12-30", "window_start",
+     "(2020-01-01) is not between 2026-12-01 and 2027-03-02 (today 2026-12-02, at most 1 day back and 90 ahead)"),
+    ("2099-01-01T02:00:00Z", "2098-12-30", "window_start", "(2099-01-01) is not between 2026-12-01 and 2027-03-02"),
+    ("2026-11-30T23:00:00Z", "2026-11-30", "window_start", "(2026-11-30) is not between"),
+    ("2027-03-03T02:00:00Z", "2027-03-01", "window_start", "(2027-03-03) is not between"),
+    ("2026-12-06T02:00:00Z", "2026-11-05", "restore_test",
+     "(2026-11-05) is more than 30 days before the window (2026-12-06); run the restore test"),
+    ("2026-12-06T02:00:00Z", "2026-12-07", "restore_test", "(2026-12-07) is after the window (2026-12-06)"),
+])
+def test_a_maintenance_window_far_from_today_is_refused(stack_document, december_2, window, restore, path, text):
+    document = _pgvector_ack(stack_document("staging"), "pgvector/pgvector:0.8.0-pg17", "pgvector/pgvector:0.8.1-pg17")
+    plan = document["config"]["platform:vedfinance"]["services"][4]["maintenance"]
+    plan["window_start"], plan["restore_test"] = window, restore
+    problems = _problems(document)
+    assert len(problems) == 1 and _has(problems, f"{PGVECTOR}.{path}", text), problems
+
+
+@pytest.mark.parametrize("window,restore", [("2026-12-01T02:00:00Z", "2026-11-01"),
+                                            ("2027-03-02T02:00:00Z", "2027-03-02")])
+def test_a_maintenance_window_at_the_limits_is_accepted(stack_document, december_2, window, restore):
+    from stacks.config import validate_stack_config
+    from tests.test_config_boundary import _raw
+
+    document = _pgvector_ack(stack_document("staging"), "pgvector/pgvector:0.8.0-pg17", "pgvector/pgvector:0.8.1-pg17")
+    plan = document["config"]["platform:vedfinance"]["services"][4]["maintenance"]
+    plan["window_start"], plan["restore_test"] = window, restore
+    validate_stack_config(_raw(document), stack="staging", check_secrets=False)

@@ -24,6 +24,16 @@ pytestmark = pytest.mark.fast
 POLICY = "docker-container-configure-complete-maintenance-acknowledgement"
 
 
+@pytest.fixture(autouse=True)
+def _today(monkeypatch):
+    """ACK's window is near 2026-12-02; the boundary refuses a window far from today."""
+    import datetime
+
+    from validation import clock
+
+    monkeypatch.setattr(clock, "today", lambda: datetime.date(2026, 12, 2))
+
+
 def _patched(document: dict, ack: dict | None = None) -> dict:
     """Prod with Pencom's PostgreSQL moved to NEW; with ``ack`` (changes to ACK), acknowledged."""
     postgres = document["config"]["platform:pencom"]["postgres"]
