@@ -185,7 +185,7 @@ def validate_stack_config(
             problems += [f"{path_for(name)(f.loc)}: {f.message}" for f in rules.run_rules(
                 views[name], RuleContext(stack, environment_view, path_for(name)))]
 
-    problems += stack_collisions(views, path_for, PRODUCTS)
+    problems += stack_collisions(views, path_for, PRODUCTS, getattr(environment_view, "management", None))
 
     needed = required_secret_keys(environment_view, views, products)
     problems += unknown_secret_keys(raw, needed, registry, products)

@@ -118,3 +118,27 @@ def test_a_maintenance_window_at_the_limits_is_accepted(stack_document, december
     plan = document["config"]["platform:vedfinance"]["services"][4]["maintenance"]
     plan["window_start"], plan["restore_test"] = window, restore
     validate_stack_config(_raw(document), stack="staging", check_secrets=False)
+
+
+@pytest.mark.parametrize("network,other", [
+    ("10.111.0.0/24", "platform:kro.vpc_ip_range (10.111.0.0/20)"),
+    ("10.121.0.0/24", "platform:giv.vpc_ip_range (10.121.0.0/20)"),
+    ("172.17.0.0/24", "docker0's default subnet on every host (172.17.0.0/16)"),
+    ("172.31.251.0/24", "platform:kro.egress.subnet (172.31.251.0/24)"),
+    ("10.41.0.0/24", "platform:pencom.internal_cidr (10.41.0.0/24)"),
+    ("172.31.252.0/24", "platform:pencom.egress.node_subnets.data (172.31.252.0/24)"),
+])
+def test_the_management_network_stays_apart_from_every_network_of_the_stack(stack_document, network, other):
+    """A VPC, a private network, a Docker subnet of the program or docker0: a peer's replies would
+    be routed into it. One problem per overlapped network, at management.network, naming it."""
+    document = stack_document("staging")
+    management = document["config"]["platform:environment"]["management"]
+    management["network"] = network
+    base = network.split("/")[0].rsplit(".", 1)[0]
+    for i, peer in enumerate(management["peers"]):
+        peer["address"] = f"{base}.{16 + i}"
+    problems = _problems(document)
+    where = "platform:environment.management.network"
+    assert _has(problems, where, f"{network} overlaps {other}: a peer's replies would go into that network; "
+                "choose a private range apart from every network of the stack"), problems
+    assert all(p.startswith(where + ":") for p in problems), problems

@@ -71,4 +71,5 @@ def _backup_buckets(cfg: GivConfig, ctx: RuleContext) -> Iterator[Finding]:
 
 def claims(cfg: GivConfig) -> dict:
     return {"hostnames": [(("components", i, "domain"), c.domain) for i, c in each(cfg.components) if c.domain],
-            "buckets": derived_buckets(cfg.backup, BACKUP_LABELS)}
+            "buckets": derived_buckets(cfg.backup, BACKUP_LABELS),
+            "networks": [(("vpc_ip_range",), cfg.vpc_ip_range), (("egress", "subnet"), cfg.egress.subnet)]}

@@ -86,4 +86,5 @@ def _backup_bucket(cfg: KroConfig, ctx: RuleContext) -> Iterator[Finding]:
 
 def claims(cfg: KroConfig) -> dict:
     return {"hostnames": [(("routes", i, "host"), r.host) for i, r in each(cfg.routes)],
-            "buckets": derived_buckets(cfg.backup, [""])}
+            "buckets": derived_buckets(cfg.backup, [""]),
+            "networks": [(("vpc_ip_range",), cfg.vpc_ip_range), (("egress", "subnet"), cfg.egress.subnet)]}

@@ -41,7 +41,10 @@ __all__ = ["PORTS", "PRODUCT", "PencomConfig", "build", "plan"]
 def claims(cfg: PencomConfig) -> dict:
     return {"hostnames": [(("routes", i, "host"), r.host) for i, r in each(cfg.routes)],
             "buckets": derived_buckets(cfg.backup, backup_labels(cfg)),
-            "ingress_addresses": [(("nodes", "edge", "public_address"), cfg.nodes.edge.public_address)]}
+            "ingress_addresses": [(("nodes", "edge", "public_address"), cfg.nodes.edge.public_address)],
+            "networks": [(("internal_cidr",), cfg.internal_cidr), (("egress", "edge_subnet"), cfg.egress.edge_subnet),
+                         *((("egress", "node_subnets", n), getattr(cfg.egress.node_subnets, n))
+                           for n in ("app", "data", "storage"))]}
 
 
 def required_secrets(cfg: PencomConfig) -> list[SecretKey]:

@@ -242,17 +242,3 @@ def _monitoring(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
 @rule(PencomConfig)
 def _backup_buckets(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
     yield from backup_bucket_findings(cfg.backup, backup_labels(cfg))
-
-
-@rule(PencomConfig)
-def _management_network_apart(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
-    """The management (WireGuard) network is apart from the nodes' internal network and their
-    Docker subnets: an overlap would route a peer's replies, or a container's traffic, into the
-    wrong interface."""
-    management = ipaddress.ip_network(ctx.env("management").network)
-    claims = [(("internal_cidr",), cfg.internal_cidr), (("egress", "edge_subnet"), cfg.egress.edge_subnet),
-              *((("egress", "node_subnets", n), getattr(cfg.egress.node_subnets, n)) for n in ("app", "data", "storage"))]
-    for loc, cidr in claims:
-        if ipaddress.ip_network(cidr).overlaps(management):
-            yield Finding(loc, f"{cidr} overlaps the management network {management} "
-                          f"(platform:environment.management.network); choose another range")

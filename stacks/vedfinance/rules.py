@@ -141,7 +141,8 @@ def _backup_buckets(cfg: VedfinanceConfig, ctx: RuleContext) -> Iterator[Finding
 def claims(cfg: VedfinanceConfig) -> dict:
     return {"hostnames": [(("routes", i, "host"), r.host) for i, r in each(cfg.routes)],
             "buckets": derived_buckets(cfg.backup, [d.name for _, d in each(cfg.databases)] + [BACKUP_REDIS_LABEL]),
-            "ingress_addresses": [(("host", "address"), cfg.host.address)]}
+            "ingress_addresses": [(("host", "address"), cfg.host.address)],
+            "networks": [(("egress", "subnet"), cfg.egress.subnet)]}
 
 
 def monitoring_specs(cfg: MonitoringConfig, data_dir: str) -> list[ContainerSpec]:
