@@ -29,7 +29,7 @@ from validation import clock
 from validation.rules import Finding, RuleContext, each, rule
 from validation.users import runs_as_root, signed_id
 
-__all__ = ["MAINTENANCE_LABEL", "RUNTIME_SOCKETS", "SENSITIVE_HOST_DIRS", "WAIT_TIMEOUT_MAX_S",
+__all__ = ["HOST_DIRECTORIES", "MAINTENANCE_LABEL", "RUNTIME_SOCKETS", "SENSITIVE_HOST_DIRS", "WAIT_TIMEOUT_MAX_S",
            "ContainerSpec", "ExporterMount", "HealthCheck", "Maintenance", "Mount", "PinnedImage",
            "PublishedPort", "check_env", "check_env_names", "container_plan", "health_wait_timeout_s",
            "image_is_pinned", "normal_host_path", "replaced_delete_first", "sensitive_host_path",
@@ -146,6 +146,23 @@ def own_directory(host_path: str, service: str) -> bool:
     return len(parts) >= 3 and parts[0] == SERVICE_ROOT.strip("/") and parts[2] == service
 
 
+HOST_DIRECTORIES = ("acme", "alertmanager", "files", "grafana", "nginx", "prometheus", "tls")
+"""The directories the host setup keeps for itself in ``/srv/<host>/``: the ingress's ``tls``
+(nginx's private keys), ``acme`` and ``nginx``, the monitoring stack's ``alertmanager``,
+``grafana`` and ``prometheus``, and ``files`` (every service's delivered files). A service of
+one of these names would own that directory (``own_directory``), so none may take one
+(tests/test_config_review_holes.py checks the list against the synthesized stacks)."""
+
+
+@rule(ContainerSpec)
+def _not_a_host_directory(spec: ContainerSpec, ctx: RuleContext) -> Iterator[Finding]:
+    """A stack file's service is not named like a directory of the host (``HOST_DIRECTORIES``)."""
+    if spec.name in HOST_DIRECTORIES:
+        yield Finding(("name",), f"{spec.name} is the name of a directory the host keeps for itself in "
+                      f"/srv/<host dir>/ ({', '.join(HOST_DIRECTORIES)}); a service's directory is "
+                      f"/srv/<host dir>/<its name>, so rename the service")
+
+
 @rule(ContainerSpec)
 def _mounts_in_own_directory(spec: ContainerSpec, ctx: RuleContext) -> Iterator[Finding]:
     """A service mounts only its own directory, ``/srv/<host dir>/<service>`` or below: a mount
@@ -155,7 +172,8 @@ def _mounts_in_own_directory(spec: ContainerSpec, ctx: RuleContext) -> Iterator[
     tls/ and acme/) are built in code."""
     for index, mount in each(spec.mounts):
         # A mount that did not validate (a Partial) has its own error already.
-        if isinstance(mount, Mount) and not own_directory(mount.host_path, spec.name):
+        if isinstance(mount, Mount) and spec.name not in HOST_DIRECTORIES \
+                and not own_directory(mount.host_path, spec.name):
             yield Finding(("mounts", index, "host_path"), f"{mount.host_path} is not the service's own "
                           f"directory; mount /srv/<host dir>/{spec.name} or a directory under it (a mount "
                           "of /srv, of a host's whole directory or of another service's directory gives "

@@ -10,6 +10,7 @@ import ipaddress
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from components import monitoring as mon
+from components.containers import HOST_DIRECTORIES
 from components.ingress import Ingress, IngressRoute, nginx_spec
 from stacks.management import network_fits
 from validation.rules import Finding, Skip, each
@@ -50,7 +51,8 @@ def program_containers(monitoring: bool) -> dict[str, str]:
 def reserved_names(services: Sequence[Any], field: str, reserved: Mapping[str, str]) -> Iterator[Finding]:
     for index, spec in each(services):
         name = getattr(spec, "name", None)
-        if name in reserved:
+        # A host directory's name has its own error (components.containers.HOST_DIRECTORIES).
+        if name in reserved and name not in HOST_DIRECTORIES:
             yield Finding((field, index, "name"), f"{name!r} is the name of a container {reserved[name]} adds; "
                                                   "rename the service")
 

@@ -142,3 +142,46 @@ def test_the_management_network_stays_apart_from_every_network_of_the_stack(stac
     assert _has(problems, where, f"{network} overlaps {other}: a peer's replies would go into that network; "
                 "choose a private range apart from every network of the stack"), problems
     assert all(p.startswith(where + ":") for p in problems), problems
+
+
+HOST_DIRS_TEXT = ("is the name of a directory the host keeps for itself in /srv/<host dir>/ (acme, alertmanager, "
+                  "files, grafana, nginx, prometheus, tls); a service's directory is /srv/<host dir>/<its name>, so "
+                  "rename the service")
+
+
+@pytest.mark.parametrize("name", ["tls", "files", "acme", "nginx", "prometheus"])
+@pytest.mark.parametrize("product,services,host", [("kro", "services", "kro-staging"),
+                                                   ("vedfinance", "services", "vedfinance-staging"),
+                                                   ("pencom", "app_services", "pencom-staging-app")])
+def test_a_service_named_like_a_host_directory_is_refused(stack_document, name, product, services, host):
+    """A KRO service named tls mounting /srv/kro-staging/tls would read nginx's private keys; one
+    named files every service's delivered files. One error, at the name, with the list."""
+    document = stack_document("staging")
+    service = document["config"][f"platform:{product}"][services][0]
+    service["name"] = name
+    service["mounts"] = [{"host_path": f"/srv/{host}/{name}", "container_path": "/data", "read_only": True}]
+    problems = _problems(document)
+    where = f"platform:{product}.{services}[0] ({name})"
+    assert _has(problems, f"{where}.name", f"{name} {HOST_DIRS_TEXT}"), problems
+    assert not [p for p in problems if p.startswith(f"{where}.name") and HOST_DIRS_TEXT not in p], problems
+    assert not _has(problems, f"{where}.mounts[0].host_path"), problems
+
+
+@pytest.mark.parametrize("stack", ["staging", "prod"])
+def test_the_host_directories_are_every_directory_the_synthesized_hosts_keep(stack):
+    """Every first-level directory under /srv/<host>/ in the synthesized state is a service's
+    (a container of the stack) or one of HOST_DIRECTORIES, and each of those is used."""
+    import json
+    import re
+
+    from components.containers import HOST_DIRECTORIES
+    from tests.conftest import synth_once
+
+    state = synth_once(stack)
+    containers = {r["name"] for r in state["resources"]
+                  if r["type"] == "docker:index/container:Container"}
+    text = json.dumps(state)
+    found = set(re.findall(r"/srv/[a-z0-9-]+/([A-Za-z0-9._-]+)", text))
+    services = {d for d in found if any(c == d or c.endswith(f"-{d}") for c in containers)}
+    assert found - services <= set(HOST_DIRECTORIES), found - services
+    assert set(HOST_DIRECTORIES) <= found, set(HOST_DIRECTORIES) - found

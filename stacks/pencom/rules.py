@@ -8,6 +8,7 @@ import ipaddress
 from typing import Iterator
 
 from components import tiers
+from components.containers import HOST_DIRECTORIES
 from stacks.collisions import duplicates, program_containers, wal_collision
 from stacks.pencom.config import BACKUP_READER, NODES, RESERVED_LABELS, PencomConfig
 from stacks.pencom.mtls import SIDECAR_SUFFIX, TERMINATOR
@@ -66,7 +67,7 @@ def _service_names(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
     reserved = {**program_containers(monitoring=True), BACKUP_READER: "the MinIO backup reader",
                 TERMINATOR: "the mutual-TLS terminator"}
     for loc, name in claims:
-        if name in reserved:
+        if name in reserved and name not in HOST_DIRECTORIES:  # those have their own error
             yield Finding(loc, f"{name!r} is the name of {reserved[name]}'s container or user; rename it")
         elif name.endswith(SIDECAR_SUFFIX):
             yield Finding(loc, f"{name!r} ends in {SIDECAR_SUFFIX!r}, which names the mutual-TLS sidecars' "
