@@ -40,7 +40,7 @@ from components import wireguard  # noqa: E402
 from stacks import management  # noqa: E402
 from stacks.config import validate_stack_config  # noqa: E402
 from stacks.errors import ConfigError  # noqa: E402
-from synth.stackfile import StackFileError, load_stack_file, project_name  # noqa: E402
+from synth.stackfile import StackFileError, load_stack_file, project_name, stack_name_problem  # noqa: E402
 
 PEERS_PATH = "platform:environment.management.peers"
 
@@ -58,8 +58,8 @@ def stack_management(stack: str, stack_file: Path | None = None,
     """The validated ``environment.management`` and ``products`` of ``stack_file`` (default
     ``Pulumi.<stack>.yaml``; the whole config is validated, as ``pulumi up`` would). Raises
     UsageError with the config's problems."""
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", stack):
-        raise UsageError(f"{stack!r} is not a stack name")
+    if problem := stack_name_problem(stack):
+        raise UsageError(problem)
     try:
         project = project_name(root)
         file = load_stack_file(stack_file or root / f"Pulumi.{stack}.yaml", stack, project)

@@ -22,6 +22,22 @@ class StackFileError(Exception):
     """A stack file that cannot be read at all (missing, not YAML, wrong shape, a key twice)."""
 
 
+STACK_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]*"
+"""A stack name as it names ``Pulumi.<stack>.yaml`` in the project: Pulumi's characters
+(letters, digits, ``-``, ``_``, ``.``), starting with a letter or digit, so no ``/`` or leading
+``..`` reaches a file outside the project."""
+
+
+def stack_name_problem(stack: str) -> str | None:
+    """Why ``stack`` is not a stack name (``STACK_NAME``), or None."""
+    import re
+
+    if re.fullmatch(STACK_NAME, stack):
+        return None
+    return (f"{stack!r} is not a stack name: use letters, digits, '-', '_' and '.', starting with a letter or "
+            "digit (it names Pulumi.STACK.yaml in the project; give another file with --stack-file)")
+
+
 MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
