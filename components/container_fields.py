@@ -9,7 +9,8 @@ import posixpath
 import re
 from typing import Annotated
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from validation.fields import IsoDate, IsoDateTime, StrictModel
 from validation.formats import check_pinned_image, parse_image_reference
@@ -112,11 +113,17 @@ class Mount(StrictModel):
 
     @model_validator(mode="after")
     def _not_the_host(self) -> "Mount":
+        # A model validator (an exporter's rule reads read_only too), its error put at host_path.
         path = normal_host_path(self.host_path)
-        if path in RUNTIME_SOCKETS:
-            raise ValueError(f"{self.host_path} is the container runtime's socket: mounting it gives the "
-                             "container the host, even read-only (CIS Docker 5.31); remove the mount")
-        self._check_host_dir(path)
+        try:
+            if path in RUNTIME_SOCKETS:
+                raise ValueError(f"{self.host_path} is the container runtime's socket: mounting it gives the "
+                                 "container the host, even read-only (CIS Docker 5.31); remove the mount")
+            self._check_host_dir(path)
+        except ValueError as exc:
+            raise ValidationError.from_exception_data("Mount", [InitErrorDetails(
+                type=PydanticCustomError("rule", str(exc)),
+                loc=("host_path",), input=self.host_path)]) from None
         return self
 
     def _check_host_dir(self, path: str) -> None:

@@ -146,21 +146,23 @@ def own_directory(host_path: str, service: str) -> bool:
     return len(parts) >= 3 and parts[0] == SERVICE_ROOT.strip("/") and parts[2] == service
 
 
-HOST_DIRECTORIES = ("acme", "alertmanager", "files", "grafana", "nginx", "prometheus", "tls")
-"""The directories the host setup keeps for itself in ``/srv/<host>/``: the ingress's ``tls``
-(nginx's private keys), ``acme`` and ``nginx``, the monitoring stack's ``alertmanager``,
-``grafana`` and ``prometheus``, and ``files`` (every service's delivered files). A service of
-one of these names would own that directory (``own_directory``), so none may take one
-(tests/test_config_review_holes.py checks the list against the synthesized stacks)."""
+HOST_DIRECTORIES = {"acme": "the ingress's", "alertmanager": "the monitoring stack's",
+                    "files": "every service's delivered files", "grafana": "the monitoring stack's",
+                    "nginx": "the ingress's", "prometheus": "the monitoring stack's",
+                    "tls": "the ingress's private keys"}
+"""The directories the host setup keeps for itself in ``/srv/<host>/``, with whose they are. A
+service of one of these names would own that directory (``own_directory``: a service named
+``tls`` could mount nginx's private keys), so none may take one (tests/test_config_review_holes.py
+checks the list against the synthesized stacks)."""
 
 
 @rule(ContainerSpec)
 def _not_a_host_directory(spec: ContainerSpec, ctx: RuleContext) -> Iterator[Finding]:
     """A stack file's service is not named like a directory of the host (``HOST_DIRECTORIES``)."""
     if spec.name in HOST_DIRECTORIES:
-        yield Finding(("name",), f"{spec.name} is the name of a directory the host keeps for itself in "
-                      f"/srv/<host dir>/ ({', '.join(HOST_DIRECTORIES)}); a service's directory is "
-                      f"/srv/<host dir>/<its name>, so rename the service")
+        reserved = ", ".join(f"{name} ({whose})" for name, whose in HOST_DIRECTORIES.items())
+        yield Finding(("name",), f"{spec.name} is a directory the host keeps for itself in /srv/<host dir>/ "
+                      f"({reserved}) and a service's directory is /srv/<host dir>/<its name>; rename the service")
 
 
 @rule(ContainerSpec)

@@ -144,9 +144,10 @@ def test_the_management_network_stays_apart_from_every_network_of_the_stack(stac
     assert all(p.startswith(where + ":") for p in problems), problems
 
 
-HOST_DIRS_TEXT = ("is the name of a directory the host keeps for itself in /srv/<host dir>/ (acme, alertmanager, "
-                  "files, grafana, nginx, prometheus, tls); a service's directory is /srv/<host dir>/<its name>, so "
-                  "rename the service")
+HOST_DIRS_TEXT = ("is a directory the host keeps for itself in /srv/<host dir>/ (acme (the ingress's), alertmanager "
+                  "(the monitoring stack's), files (every service's delivered files), grafana (the monitoring "
+                  "stack's), nginx (the ingress's), prometheus (the monitoring stack's), tls (the ingress's private "
+                  "keys)) and a service's directory is /srv/<host dir>/<its name>; rename the service")
 
 
 @pytest.mark.parametrize("name", ["tls", "files", "acme", "nginx", "prometheus"])
@@ -185,3 +186,42 @@ def test_the_host_directories_are_every_directory_the_synthesized_hosts_keep(sta
     services = {d for d in found if any(c == d or c.endswith(f"-{d}") for c in containers)}
     assert found - services <= set(HOST_DIRECTORIES), found - services
     assert set(HOST_DIRECTORIES) <= found, set(HOST_DIRECTORIES) - found
+
+
+@pytest.mark.parametrize("key,shown,kind", [
+    (None, "~", "null (a ~, null or empty key)"),
+    (True, "true", "the boolean true (an unquoted yes, no, on, off, true or false)"),
+    (1, "1", "a int"),
+])
+def test_an_env_key_yaml_reads_as_no_string_is_refused_at_its_key_path(stack_document, write_stack, key, shown, kind):
+    """``~: production`` became the variable ``null=production``, ``on: x`` ``true=x``."""
+    from synth.stackfile import StackFileError, load_stack_file
+
+    document = stack_document("staging")
+    document["config"]["platform:kro"]["services"][0]["env"][key] = "production"
+    path = write_stack(document, "staging")
+    with pytest.raises(StackFileError) as raised:
+        load_stack_file(path, "staging", "platform")
+    assert str(raised.value) == (f"{path}: platform:kro.services[0].env.{shown}: YAML reads this key as {kind}, not "
+                                 "a name; write the name (quote it, e.g. 'on': or '1':)")
+
+
+def test_an_env_value_of_null_names_the_fix(stack_document):
+    document = stack_document("staging")
+    document["config"]["platform:kro"]["services"][0]["env"]["PORT"] = None
+    problems = _problems(document)
+    assert len(problems) == 1 and problems[0].startswith("platform:kro.services[0] (backend).env.PORT: ") \
+        and problems[0].endswith("; YAML reads a key with nothing after it (or ~, null) as null: write the value, "
+                                 "quoted ('' for an empty string), or remove the key"), problems
+
+
+@pytest.mark.parametrize("host_path,text", [("/etc/shadow", "is under the sensitive host directory /etc"),
+                                            ("/run/docker.sock", "is the container runtime's socket"),
+                                            ("/", "mounting the host's / gives the container the host")])
+def test_a_mount_of_the_host_is_refused_at_its_host_path(stack_document, host_path, text):
+    document = stack_document("staging")
+    document["config"]["platform:kro"]["services"][0]["mounts"] = [
+        {"host_path": host_path, "container_path": "/x", "read_only": True}]
+    problems = _problems(document)
+    assert len(problems) == 1 and _has(problems, "platform:kro.services[0] (backend).mounts[0].host_path", text), \
+        problems
