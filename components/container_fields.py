@@ -153,10 +153,6 @@ MAINTENANCE_LABEL = "platform.maintenance."
 them from the desired state (synth/replacements.py ``maintenance_of``)."""
 
 
-WINDOW_PAST_DAYS_MAX = 1
-"""A maintenance window starts at most this many days before today (UTC): yesterday's window
-may still be deploying; an older one is a stale acknowledgement that would excuse any later
-replacement of the same change."""
 WINDOW_AHEAD_DAYS_MAX = 90
 """A maintenance window starts at most this many days after today: the backup and restore test
 it records are evidence for a change made soon, not a standing permission."""

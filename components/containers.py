@@ -18,7 +18,7 @@ from pydantic import Field, Strict, field_validator
 
 from components.container_env import check_env, check_env_names, tls_switched_off
 from components.container_fields import (MAINTENANCE_LABEL, RESTORE_TEST_AGE_DAYS_MAX, RUNTIME_SOCKETS,
-                                         SENSITIVE_HOST_DIRS, WINDOW_AHEAD_DAYS_MAX, WINDOW_PAST_DAYS_MAX,
+                                         SENSITIVE_HOST_DIRS, WINDOW_AHEAD_DAYS_MAX,
                                          ExporterMount, HealthCheck, Maintenance, Mount, PinnedImage,
                                          PublishedPort, check_exec_form, image_is_pinned, image_major,
                                          normal_host_path, sensitive_host_path)
@@ -213,15 +213,17 @@ def _maintenance(spec: ContainerSpec, ctx: RuleContext) -> Iterator[Finding]:
 
 
 def _dates(plan: Maintenance) -> Iterator[Finding]:
-    """The window is near today and the restore test shortly before it (the limits and their
-    reasons: ``WINDOW_PAST_DAYS_MAX``, ``WINDOW_AHEAD_DAYS_MAX``, ``RESTORE_TEST_AGE_DAYS_MAX``)."""
+    """The window at most ``WINDOW_AHEAD_DAYS_MAX`` days ahead and the restore test at most
+    ``RESTORE_TEST_AGE_DAYS_MAX`` days before it. A past window is not refused here: the
+    acknowledgement stays in the stack file after its patch (removing it changes the labels,
+    which replaces the container; README "Patching a datastore's image in production"), so
+    this boundary, which runs on every deploy, cannot tell a stale one from a new one."""
     day, today = plan.window_start.date(), clock.today()
-    earliest = today - datetime.timedelta(days=WINDOW_PAST_DAYS_MAX)
     latest = today + datetime.timedelta(days=WINDOW_AHEAD_DAYS_MAX)
-    if not earliest <= day <= latest:
-        yield Finding(("maintenance", "window_start"), f"({day}) is not between {earliest} and {latest} (today "
-                      f"{today}, at most {WINDOW_PAST_DAYS_MAX} day back and {WINDOW_AHEAD_DAYS_MAX} ahead); set "
-                      "the window of this change, or remove a past acknowledgement")
+    if day > latest:
+        yield Finding(("maintenance", "window_start"), f"({day}) is more than {WINDOW_AHEAD_DAYS_MAX} days "
+                      f"ahead (today {today}, at the latest {latest}); set the window of this change, with its "
+                      "backup and restore test, when it is near")
     if plan.restore_test > day:
         yield Finding(("maintenance", "restore_test"), f"({plan.restore_test}) is after the window "
                       f"({day}); the restore test of the backup goes green before it")
