@@ -102,13 +102,28 @@ def stack_collisions(views: Mapping[str, Any], path_for: Callable[[str], Callabl
     return problems
 
 
+def readable(claims: Iterable[tuple[Loc, Callable[[], Any]]]) -> list[tuple[Loc, Any]]:
+    """(loc, value) of each claim whose value a partial config holds: a field that did not
+    validate raises Skip (its own error says why) and is left out, the others still count."""
+    found = []
+    for loc, read in claims:
+        try:
+            found.append((loc, read()))
+        except (Skip, AttributeError, TypeError):
+            continue
+    return found
+
+
 def management_overlaps(management: Any, networks: Sequence[tuple[str, Loc, str]],
                         path_for: Callable[[str], Callable[[Loc], str]]) -> Iterator[str]:
     """A problem at ``environment.management.network`` for each network it overlaps: a VPC, a
     private network, a Docker subnet the program creates (``networks``: (product, loc, CIDR)) or
     docker0's. An overlap routes a peer's replies, or a container's traffic, into the wrong
     interface."""
-    network = getattr(management, "network", None)
+    try:
+        network = getattr(management, "network", None)
+    except Skip:
+        return
     try:
         own = ipaddress.ip_network(network, strict=False) if isinstance(network, str) else None
     except ValueError:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from components import monitoring
-from stacks.collisions import duplicates
+from stacks.collisions import duplicates, readable
 from stacks.giv.config import BACKEND_ENV, BACKUP_LABELS, GivConfig
 from stacks.secret_keys import secret_key_findings
 from stacks.shared_config import (alert_email_findings, backup_bucket_findings, derived_buckets,
@@ -72,4 +72,5 @@ def _backup_buckets(cfg: GivConfig, ctx: RuleContext) -> Iterator[Finding]:
 def claims(cfg: GivConfig) -> dict:
     return {"hostnames": [(("components", i, "domain"), c.domain) for i, c in each(cfg.components) if c.domain],
             "buckets": derived_buckets(cfg.backup, BACKUP_LABELS),
-            "networks": [(("vpc_ip_range",), cfg.vpc_ip_range), (("egress", "subnet"), cfg.egress.subnet)]}
+            "networks": readable([(("vpc_ip_range",), lambda: cfg.vpc_ip_range),
+                                  (("egress", "subnet"), lambda: cfg.egress.subnet)])}
