@@ -9,7 +9,8 @@ import posixpath
 import re
 from typing import Annotated
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from validation.fields import IsoDate, IsoDateTime, StrictModel
 from validation.formats import check_pinned_image, parse_image_reference
@@ -112,11 +113,17 @@ class Mount(StrictModel):
 
     @model_validator(mode="after")
     def _not_the_host(self) -> "Mount":
+        # A model validator (an exporter's rule reads read_only too), its error put at host_path.
         path = normal_host_path(self.host_path)
-        if path in RUNTIME_SOCKETS:
-            raise ValueError(f"{self.host_path} is the container runtime's socket: mounting it gives the "
-                             "container the host, even read-only (CIS Docker 5.31); remove the mount")
-        self._check_host_dir(path)
+        try:
+            if path in RUNTIME_SOCKETS:
+                raise ValueError(f"{self.host_path} is the container runtime's socket: mounting it gives the "
+                                 "container the host, even read-only (CIS Docker 5.31); remove the mount")
+            self._check_host_dir(path)
+        except ValueError as exc:
+            raise ValidationError.from_exception_data("Mount", [InitErrorDetails(
+                type=PydanticCustomError("rule", str(exc)),
+                loc=("host_path",), input=self.host_path)]) from None
         return self
 
     def _check_host_dir(self, path: str) -> None:
@@ -144,6 +151,14 @@ MAINTENANCE_LABEL = "platform.maintenance."
 """Prefix of the container labels that carry a maintenance acknowledgement (``image``,
 ``replaces``, ``backup``, ``restore_test``, ``window``): ``synth diff`` and the policy pack read
 them from the desired state (synth/replacements.py ``maintenance_of``)."""
+
+
+WINDOW_AHEAD_DAYS_MAX = 90
+"""A maintenance window starts at most this many days after today: the backup and restore test
+it records are evidence for a change made soon, not a standing permission."""
+RESTORE_TEST_AGE_DAYS_MAX = 30
+"""The restore test went green at most this many days before the window's day: an older one
+proves little about the backup (and the database) the window changes."""
 
 
 class Maintenance(StrictModel):
@@ -184,9 +199,31 @@ class Maintenance(StrictModel):
             ("window", f"{start}/PT{self.window_minutes}M"))]
 
 
-def image_major(reference: str) -> str | None:
-    """The leading number of an image tag (``17`` of ``17.2-bookworm``, ``7`` of ``7.0.15``), or
-    None when the tag does not start with one (``RELEASE.2025-04-22T22-12-26Z``)."""
-    tag = parse_image_reference(reference).tag or ""
+# A PostgreSQL major in a tag: pgvector's 0.8.0-pg17, a pg17 suffix or part.
+_PG_MAJOR = re.compile(r"(?:^|[-_.])pg(\d+)(?=$|[-_.])")
+# Repositories whose tag starts with the PostgreSQL major (postgres:17.2, postgis/postgis:16-3.4).
+_POSTGRES_REPOSITORIES = ("postgres", "postgresql", "postgis")
+# Repositories that carry PostgreSQL but version the tag by something else (pgvector 0.8.0):
+# only a pgNN part names their PostgreSQL major.
+_POSTGRES_EXTENSION_REPOSITORIES = ("pgvector",)
+
+
+def image_major(reference: str) -> tuple[str, str] | None:
+    """The major version of the data files an image writes, as (software, major):
+    ``("PostgreSQL", "17")`` of ``pgvector/pgvector:0.8.0-pg17`` (a ``pgNN`` part of the tag)
+    or of ``postgres:17.2-bookworm`` (the tag's leading number, for a PostgreSQL repository),
+    ``("", "7")`` of ``mongo:7.0.15`` (the leading number, ``v`` allowed). None when the tag
+    names none: a digest without a tag, ``RELEASE.2025-04-22T22-12-26Z``, or a pgvector tag
+    without ``pgNN`` (its leading number is pgvector's, not PostgreSQL's)."""
+    parsed = parse_image_reference(reference)
+    tag = parsed.tag or ""
+    repository = parsed.path.rsplit("/", 1)[-1]
+    pg = _PG_MAJOR.search(tag)
+    if pg:
+        return ("PostgreSQL", str(int(pg.group(1))))
+    if repository in _POSTGRES_EXTENSION_REPOSITORIES:
+        return None
     digits = re.match(r"^v?(\d+)", tag)
-    return digits.group(1) if digits else None
+    if not digits:
+        return None
+    return ("PostgreSQL" if repository in _POSTGRES_REPOSITORIES else "", str(int(digits.group(1))))

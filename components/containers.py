@@ -10,35 +10,32 @@ the names other modules use are importable from here too.
 
 from __future__ import annotations
 
+import datetime
 from typing import Annotated, Iterator, Literal
 
 import pulumi
 from pydantic import Field, Strict, field_validator
 
 from components.container_env import check_env, check_env_names, tls_switched_off
-from components.container_fields import (MAINTENANCE_LABEL, RUNTIME_SOCKETS, SENSITIVE_HOST_DIRS,
+from components.container_fields import (MAINTENANCE_LABEL, RESTORE_TEST_AGE_DAYS_MAX, RUNTIME_SOCKETS,
+                                         SENSITIVE_HOST_DIRS, WINDOW_AHEAD_DAYS_MAX,
                                          ExporterMount, HealthCheck, Maintenance, Mount, PinnedImage,
                                          PublishedPort, check_exec_form, image_is_pinned, image_major,
                                          normal_host_path, sensitive_host_path)
 from components.tiers import Tier, container_bind_address
 from validation.fields import ResourceName, StrictModel
 from validation.formats import parse_image_reference
+from validation import clock
 from validation.rules import Finding, RuleContext, each, rule
+from validation.users import runs_as_root, signed_id
 
-__all__ = ["MAINTENANCE_LABEL", "RUNTIME_SOCKETS", "SENSITIVE_HOST_DIRS", "WAIT_TIMEOUT_MAX_S",
+__all__ = ["HOST_DIRECTORIES", "MAINTENANCE_LABEL", "RUNTIME_SOCKETS", "SENSITIVE_HOST_DIRS", "WAIT_TIMEOUT_MAX_S",
            "ContainerSpec", "ExporterMount", "HealthCheck", "Maintenance", "Mount", "PinnedImage",
            "PublishedPort", "check_env", "check_env_names", "container_plan", "health_wait_timeout_s",
            "image_is_pinned", "normal_host_path", "replaced_delete_first", "sensitive_host_path",
            "tls_switched_off"]
 
 LOG_OPTS = {"max-size": "10m", "max-file": "5"}
-
-
-def runs_as_root(user: str) -> bool:
-    """Whether Docker's ``user[:group]`` runs the process as root: the name ``root`` or uid 0
-    in any spelling (``0``, ``00``, ``0000:0``: Docker reads a numeric user as a number)."""
-    name = user.split(":", 1)[0]
-    return name == "root" or (name.isdigit() and int(name) == 0)
 
 
 class ContainerSpec(StrictModel):
@@ -90,6 +87,15 @@ class ContainerSpec(StrictModel):
         "data (its replacement), with the backup and restore test it needs; README \"Patching a "
         "datastore's image in production\"")
 
+    @field_validator("user", mode="before")
+    @classmethod
+    def _unsigned(cls, value: object) -> object:
+        # Before the pattern, so "+0" gets this error rather than a regex.
+        if isinstance(value, str) and signed_id(value) is not None:
+            raise ValueError(f"has the signed id {signed_id(value)}: Docker reads -0 and +0 as uid 0 (Go's "
+                             "strconv.Atoi); write the uid:gid without a sign (e.g. 1000:1000)")
+        return value
+
     @field_validator("user")
     @classmethod
     def _not_root(cls, value: str | None) -> str | None:
@@ -140,6 +146,25 @@ def own_directory(host_path: str, service: str) -> bool:
     return len(parts) >= 3 and parts[0] == SERVICE_ROOT.strip("/") and parts[2] == service
 
 
+HOST_DIRECTORIES = {"acme": "the ingress's", "alertmanager": "the monitoring stack's",
+                    "files": "every service's delivered files", "grafana": "the monitoring stack's",
+                    "nginx": "the ingress's", "prometheus": "the monitoring stack's",
+                    "tls": "the ingress's private keys"}
+"""The directories the host setup keeps for itself in ``/srv/<host>/``, with whose they are. A
+service of one of these names would own that directory (``own_directory``: a service named
+``tls`` could mount nginx's private keys), so none may take one (tests/test_config_review_holes.py
+checks the list against the synthesized stacks)."""
+
+
+@rule(ContainerSpec)
+def _not_a_host_directory(spec: ContainerSpec, ctx: RuleContext) -> Iterator[Finding]:
+    """A stack file's service is not named like a directory of the host (``HOST_DIRECTORIES``)."""
+    if spec.name in HOST_DIRECTORIES:
+        reserved = ", ".join(f"{name} ({whose})" for name, whose in HOST_DIRECTORIES.items())
+        yield Finding(("name",), f"{spec.name} is a directory the host keeps for itself in /srv/<host dir>/ "
+                      f"({reserved}) and a service's directory is /srv/<host dir>/<its name>; rename the service")
+
+
 @rule(ContainerSpec)
 def _mounts_in_own_directory(spec: ContainerSpec, ctx: RuleContext) -> Iterator[Finding]:
     """A service mounts only its own directory, ``/srv/<host dir>/<service>`` or below: a mount
@@ -149,7 +174,8 @@ def _mounts_in_own_directory(spec: ContainerSpec, ctx: RuleContext) -> Iterator[
     tls/ and acme/) are built in code."""
     for index, mount in each(spec.mounts):
         # A mount that did not validate (a Partial) has its own error already.
-        if isinstance(mount, Mount) and not own_directory(mount.host_path, spec.name):
+        if isinstance(mount, Mount) and spec.name not in HOST_DIRECTORIES \
+                and not own_directory(mount.host_path, spec.name):
             yield Finding(("mounts", index, "host_path"), f"{mount.host_path} is not the service's own "
                           f"directory; mount /srv/<host dir>/{spec.name} or a directory under it (a mount "
                           "of /srv, of a host's whole directory or of another service's directory gives "
@@ -181,13 +207,46 @@ def _maintenance(spec: ContainerSpec, ctx: RuleContext) -> Iterator[Finding]:
     if (old.domain, old.path) != (new.domain, new.path):
         yield Finding(("maintenance", "replaces"), f"is another repository than {plan.image}; an "
                       "acknowledgement covers a patch of one image, a change of image is a migration")
-    elif image_major(plan.replaces) != image_major(plan.image):
-        yield Finding(("maintenance", "replaces"), f"{plan.replaces} to {plan.image} changes the major "
-                      "version: the data files need an upgrade (pg_upgrade, or a dump and restore), "
-                      "which a container replacement does not do")
-    if plan.restore_test > plan.window_start.date():
+    else:
+        yield from _same_major(plan.replaces, plan.image)
+    yield from _dates(plan)
+
+
+def _dates(plan: Maintenance) -> Iterator[Finding]:
+    """The window at most ``WINDOW_AHEAD_DAYS_MAX`` days ahead and the restore test at most
+    ``RESTORE_TEST_AGE_DAYS_MAX`` days before it. A past window is not refused here: the
+    acknowledgement stays in the stack file after its patch (removing it changes the labels,
+    which replaces the container; README "Patching a datastore's image in production"), so
+    this boundary, which runs on every deploy, cannot tell a stale one from a new one."""
+    day, today = plan.window_start.date(), clock.today()
+    latest = today + datetime.timedelta(days=WINDOW_AHEAD_DAYS_MAX)
+    if day > latest:
+        yield Finding(("maintenance", "window_start"), f"({day}) is more than {WINDOW_AHEAD_DAYS_MAX} days "
+                      f"ahead (today {today}, at the latest {latest}); set the window of this change, with its "
+                      "backup and restore test, when it is near")
+    if plan.restore_test > day:
         yield Finding(("maintenance", "restore_test"), f"({plan.restore_test}) is after the window "
-                      f"({plan.window_start.date()}); the restore test of the backup goes green before it")
+                      f"({day}); the restore test of the backup goes green before it")
+    elif plan.restore_test < day - datetime.timedelta(days=RESTORE_TEST_AGE_DAYS_MAX):
+        yield Finding(("maintenance", "restore_test"), f"({plan.restore_test}) is more than "
+                      f"{RESTORE_TEST_AGE_DAYS_MAX} days before the window ({day}); run the restore test of "
+                      "this change's backup again and record its day")
+
+
+def _same_major(replaces: str, image: str) -> Iterator[Finding]:
+    """The major versions of both tags can be read and are equal; when either cannot be read
+    the change is refused rather than guessed a patch (``image_major``)."""
+    old, new = image_major(replaces), image_major(image)
+    if old is None or new is None:
+        unread = " and ".join(r for r, m in ((replaces, old), (image, new)) if m is None)
+        yield Finding(("maintenance", "replaces"), f"the major version cannot be read from {unread}: an "
+                      "acknowledgement covers a patch within one major version, so tag both images with "
+                      "their version (e.g. 17.3-bookworm, 0.8.0-pg17)")
+    elif old != new:
+        software = f"the {old[0]} " if old[0] else "the "
+        yield Finding(("maintenance", "replaces"), f"{replaces} to {image} changes {software}major version "
+                      f"({old[1]} to {new[1]}): the data files need an upgrade (pg_upgrade, or a dump and "
+                      "restore), which a container replacement does not do")
 
 
 def replaced_delete_first(spec: ContainerSpec, extra_mounts: list[Mount] | None = None, *,

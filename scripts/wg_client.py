@@ -40,7 +40,7 @@ from components import wireguard  # noqa: E402
 from stacks import management  # noqa: E402
 from stacks.config import validate_stack_config  # noqa: E402
 from stacks.errors import ConfigError  # noqa: E402
-from synth.stackfile import StackFileError, load_stack_file, project_name  # noqa: E402
+from synth.stackfile import StackFileError, load_stack_file, project_name, stack_name_problem  # noqa: E402
 
 PEERS_PATH = "platform:environment.management.peers"
 
@@ -58,8 +58,8 @@ def stack_management(stack: str, stack_file: Path | None = None,
     """The validated ``environment.management`` and ``products`` of ``stack_file`` (default
     ``Pulumi.<stack>.yaml``; the whole config is validated, as ``pulumi up`` would). Raises
     UsageError with the config's problems."""
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", stack):
-        raise UsageError(f"{stack!r} is not a stack name")
+    if problem := stack_name_problem(stack):
+        raise UsageError(problem)
     try:
         project = project_name(root)
         file = load_stack_file(stack_file or root / f"Pulumi.{stack}.yaml", stack, project)
@@ -106,14 +106,23 @@ def read_outputs(stack: str, source: str | None, *, pulumi: str = "pulumi") -> A
         text, where = result.stdout, "pulumi stack output management"
     else:
         try:
-            text = sys.stdin.read() if source == "-" else Path(source).read_text()
+            data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
         except OSError as exc:
             raise UsageError(f"--outputs {source}: {exc.strerror}") from None
         where = f"--outputs {source}"
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"{where}: not UTF-8 text (byte {data[exc.start]:#04x} at offset {exc.start}); give "
+                             "the output of `pulumi stack output management --json`") from None
     try:
         document = json.loads(text)
     except ValueError as exc:
-        raise UsageError(f"{where}: not JSON ({exc.msg} at line {exc.lineno}); give the output of "
+        # JSONDecodeError has a line; a ValueError of another kind (none known) would not.
+        raise UsageError(f"{where}: not JSON ({getattr(exc, 'msg', exc)} at line {getattr(exc, 'lineno', '?')}); "
+                         "give the output of `pulumi stack output management --json`") from None
+    except RecursionError:
+        raise UsageError(f"{where}: JSON nested too deeply to be a stack output; give the output of "
                          "`pulumi stack output management --json`") from None
     if isinstance(document, dict) and "endpoints" not in document and "management" in document:
         document = document["management"]
@@ -131,7 +140,15 @@ def remote_endpoints(m: management.Management, products: list[str], document: An
         raise UsageError(f"the stack output management (network {document.get('network')}, listenPort "
                          f"{document.get('listenPort')}) differs from platform:environment.management "
                          f"({m.network}, {m.listen_port}): `pulumi up` first")
-    listed = {e.get("product"): (i, e) for i, e in enumerate(document["endpoints"]) if isinstance(e, dict)}
+    listed: dict[Any, tuple[int, dict]] = {}
+    for i, entry in enumerate(document["endpoints"]):
+        if not isinstance(entry, dict):
+            continue
+        product = entry.get("product")
+        if product in listed:
+            raise UsageError(f"management.endpoints[{i}] and management.endpoints[{listed[product][0]}] are both "
+                             f"for {product!r}: each product has one endpoint; `pulumi up` to rewrite the output")
+        listed[product] = (i, entry)
     out = []
     for product in sorted(products, key=lambda p: management.GATEWAY_OFFSETS[p]):
         if product not in listed:

@@ -6,10 +6,13 @@ from the code that adds those containers (the ingress, the monitoring stack), no
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from components import monitoring as mon
+from components.containers import HOST_DIRECTORIES
 from components.ingress import Ingress, IngressRoute, nginx_spec
+from stacks.management import network_fits
 from validation.rules import Finding, Skip, each
 
 Loc = tuple[Any, ...]
@@ -48,17 +51,25 @@ def program_containers(monitoring: bool) -> dict[str, str]:
 def reserved_names(services: Sequence[Any], field: str, reserved: Mapping[str, str]) -> Iterator[Finding]:
     for index, spec in each(services):
         name = getattr(spec, "name", None)
-        if name in reserved:
+        # A host directory's name has its own error (components.containers.HOST_DIRECTORIES).
+        if name in reserved and name not in HOST_DIRECTORIES:
             yield Finding((field, index, "name"), f"{name!r} is the name of a container {reserved[name]} adds; "
                                                   "rename the service")
 
 
+DOCKER_DEFAULT_BRIDGE = "172.17.0.0/16"
+"""docker0's subnet on every host (Docker's default ``bip``)."""
+
+
 def stack_collisions(views: Mapping[str, Any], path_for: Callable[[str], Callable[[Loc], str]],
-                     products: Mapping[str, Any]) -> list[str]:
+                     products: Mapping[str, Any], management: Any = None) -> list[str]:
     """Across the products of a stack: public hostnames, R2 bucket names per account, and
-    addresses of on-prem hosts (each runs its own ingress on 80 and 443). ``views`` maps a
-    product name to its (possibly partial) config, ``products`` a product name to its
-    ``ProductDefinition``, whose ``claims`` lists what it takes."""
+    addresses of on-prem hosts (each runs its own ingress on 80 and 443); and the management
+    network (``management``, the environment's possibly partial ``Management``) apart from every
+    network a product claims and docker0's. ``views`` maps a product name to its (possibly
+    partial) config, ``products`` a product name to its ``ProductDefinition``, whose ``claims``
+    lists what it takes."""
+    networks: list[tuple[str, Loc, str]] = []
     hostnames: list[tuple[str, Loc, str]] = []
     buckets: list[tuple[str, Loc, tuple[str, str]]] = []
     hosts: list[tuple[str, Loc, str]] = []
@@ -73,7 +84,8 @@ def stack_collisions(views: Mapping[str, Any], path_for: Callable[[str], Callabl
         hostnames += [(product, loc, h) for loc, h in found.get("hostnames", [])]
         buckets += [(product, loc, b) for loc, b in found.get("buckets", [])]
         hosts += [(product, loc, a) for loc, a in found.get("ingress_addresses", [])]
-    problems = []
+        networks += [(product, loc, n) for loc, n in found.get("networks", []) if n]
+    problems = list(management_overlaps(management, networks, path_for))
     for product in views:
         own = [(loc, h) for p, loc, h in hostnames if p == product]
         problems += [f"{path_for(product)(loc)}: {message}" for loc, message in slug_collisions(own, path_for(product))]
@@ -88,6 +100,49 @@ def stack_collisions(views: Mapping[str, Any], path_for: Callable[[str], Callabl
                                 f"{path_for(other_product)(other_loc)}; each must be unique in a stack")
             first.setdefault(value, (product, loc))
     return problems
+
+
+def readable(claims: Iterable[tuple[Loc, Callable[[], Any]]]) -> list[tuple[Loc, Any]]:
+    """(loc, value) of each claim whose value a partial config holds: a field that did not
+    validate raises Skip (its own error says why) and is left out, the others still count."""
+    found = []
+    for loc, read in claims:
+        try:
+            found.append((loc, read()))
+        except (Skip, AttributeError, TypeError):
+            continue
+    return found
+
+
+def management_overlaps(management: Any, networks: Sequence[tuple[str, Loc, str]],
+                        path_for: Callable[[str], Callable[[Loc], str]]) -> Iterator[str]:
+    """A problem at ``environment.management.network`` for each network it overlaps: a VPC, a
+    private network, a Docker subnet the program creates (``networks``: (product, loc, CIDR)) or
+    docker0's. An overlap routes a peer's replies, or a container's traffic, into the wrong
+    interface."""
+    try:
+        network = getattr(management, "network", None)
+    except Skip:
+        return
+    try:
+        own = ipaddress.ip_network(network, strict=False) if isinstance(network, str) else None
+    except ValueError:
+        own = None  # the model's error says what is wrong with it
+    if own is None or not network_fits(own):
+        return  # its own problem comes first
+    where = path_for("environment")(("management", "network"))
+    others = [("docker0's default subnet on every host", DOCKER_DEFAULT_BRIDGE)]
+    others += [(path_for(product)(loc), cidr) for product, loc, cidr in networks]
+    for what, cidr in others:
+        try:
+            other = ipaddress.ip_network(cidr, strict=False) if isinstance(cidr, str) else None
+        except ValueError:
+            other = None
+        if other is None:
+            continue
+        if other.version == own.version and other.overlaps(own):
+            yield (f"{where}: {own} overlaps {what} ({cidr}): a peer's replies would go into that network; "
+                   "choose a private range apart from every network of the stack")
 
 
 def wal_collision(cluster: str) -> str:

@@ -186,7 +186,7 @@ def validate_stack_config(
             problems += [f"{path_for(name)(f.loc)}: {f.message}" for f in rules.run_rules(
                 views[name], RuleContext(stack, environment_view, path_for(name)))]
 
-    problems += stack_collisions(views, path_for, PRODUCTS)
+    problems += stack_collisions(views, path_for, PRODUCTS, getattr(environment_view, "management", None))
     if stack is not None and not problems:
         problems += shared_with_other_stacks(stack, environment_view, views, path_for, PRODUCTS)
 

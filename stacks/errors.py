@@ -231,6 +231,9 @@ def _type_fix(kind: str, received: Any) -> str:
     if kind == "string_type" and isinstance(received, bool):
         return ("; YAML reads an unquoted yes, no, on, off, true or false as a boolean: quote the "
                 "value to keep it a string")
+    if kind == "string_type" and received is None:
+        return ("; YAML reads a key with nothing after it (or ~, null) as null: write the value, quoted "
+                "('' for an empty string), or remove the key")
     if kind == "string_type" and isinstance(received, (int, float)):
         return f"; YAML reads it as a number: quote it to keep it a string ('{received}')"
     if kind in ("int_type", "float_type", "bool_type") and isinstance(received, str):

@@ -78,10 +78,15 @@ class Management(StrictModel):
                                                 "committed production stack files)")
 
 
+def network_fits(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
+    """Whether ``net`` can be the management network: IPv4, /16 to /28."""
+    return net.version == 4 and 16 <= net.prefixlen <= 28
+
+
 @rule(Management)
 def _network(m: Management, ctx: RuleContext) -> Iterator[Finding]:
     net = ipaddress.ip_network(m.network)
-    if net.version != 4 or not 16 <= net.prefixlen <= 28:
+    if not network_fits(net):
         yield Finding(("network",), f"{m.network}: use an IPv4 network from /16 to /28 (room for the "
                       f"{RESERVED_ADDRESSES} endpoint addresses and the peers)")
 

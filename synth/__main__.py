@@ -148,28 +148,24 @@ class _BadInput(Exception):
 
 
 def _read_state(path: Path) -> dict:
+    """The state at ``path``, its shape checked once (``synth.state.shape_problem``) so no
+    later reader meets a list where an object belongs. Raises _BadInput."""
+    from synth.state import shape_problem
+
     try:
-        document = json.loads(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+        document = json.loads(text)
     except OSError as exc:
         raise _BadInput(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise _BadInput(f"{path} is not UTF-8 text (byte offset {exc.start}); give the JSON of "
+                        "`python -m synth STACK --json`") from None
     except json.JSONDecodeError as exc:
         raise _BadInput(f"{path} is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    if not isinstance(document, dict) or not isinstance(document.get("resources"), list):
-        raise _BadInput(f"{path} is not a desired-state document (no resources list)")
-    seen: dict[str, int] = {}
-    for index, resource in enumerate(document["resources"]):
-        missing = [k for k in ("urn", "type", "name") if not isinstance(resource, dict) or k not in resource]
-        if missing:
-            raise _BadInput(f"{path}: resources[{index}] has no {', '.join(missing)} "
-                            "(every resource needs urn, type and name)")
-        urn = resource["urn"]
-        if not isinstance(urn, str) or not urn:
-            raise _BadInput(f"{path}: resources[{index}].urn is {json.dumps(urn)[:60]}, not a URN; every "
-                            "resource's urn is a non-empty string (urn:pulumi:STACK::PROJECT::TYPE::NAME)")
-        if urn in seen:
-            raise _BadInput(f"{path}: resources[{seen[urn]}] and resources[{index}] have the same urn {urn}; "
-                            "a state holds each resource once (remove the copy)")
-        seen[urn] = index
+    except RecursionError:
+        raise _BadInput(f"{path}: JSON nested too deeply to be a state") from None
+    if problem := shape_problem(document):
+        raise _BadInput(f"{path}: {problem}" if problem.startswith(("resources", "outputs")) else f"{path} {problem}")
     return document
 
 
@@ -253,6 +249,10 @@ def check(argv: list[str]) -> int:
 
 def synth(argv: list[str]) -> int:
     args = _synth_parser().parse_args(argv)
+    from synth.stackfile import stack_name_problem
+
+    if problem := stack_name_problem(args.stack):
+        return _fail(problem, args.debug)
     if args.stack_file is not None and args.stack_file.is_dir():
         return _fail(f"--stack-file {args.stack_file} is a directory; give the stack file itself "
                      f"(e.g. {args.stack_file / f'Pulumi.{args.stack}.yaml'})", args.debug)

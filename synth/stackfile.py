@@ -22,6 +22,22 @@ class StackFileError(Exception):
     """A stack file that cannot be read at all (missing, not YAML, wrong shape, a key twice)."""
 
 
+STACK_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]*"
+"""A stack name as it names ``Pulumi.<stack>.yaml`` in the project: Pulumi's characters
+(letters, digits, ``-``, ``_``, ``.``), starting with a letter or digit, so no ``/`` or leading
+``..`` reaches a file outside the project."""
+
+
+def stack_name_problem(stack: str) -> str | None:
+    """Why ``stack`` is not a stack name (``STACK_NAME``), or None."""
+    import re
+
+    if re.fullmatch(STACK_NAME, stack):
+        return None
+    return (f"{stack!r} is not a stack name: use letters, digits, '-', '_' and '.', starting with a letter or "
+            "digit (it names Pulumi.STACK.yaml in the project; give another file with --stack-file)")
+
+
 MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
@@ -128,6 +144,19 @@ def _as_config_string(value: Any) -> str:
     return json.dumps(value)
 
 
+def _yaml_key(key: Any) -> str:
+    """A non-string mapping key as the stack file may have written it."""
+    return "~" if key is None else json.dumps(key) if isinstance(key, bool) else str(key)
+
+
+def _yaml_kind(key: Any) -> str:
+    if key is None:
+        return "null (a ~, null or empty key)"
+    if isinstance(key, bool):
+        return f"the boolean {json.dumps(key)} (an unquoted yes, no, on, off, true or false)"
+    return f"a {type(key).__name__}"
+
+
 def _mask_secure(value: Any, where: str = "") -> tuple[Any, bool]:
     """Replace every ``{secure: ...}`` leaf (it needs the stack's key to decrypt) by a placeholder.
 
@@ -142,6 +171,9 @@ def _mask_secure(value: Any, where: str = "") -> tuple[Any, bool]:
         found = False
         out = {}
         for key, item in value.items():
+            if not isinstance(key, str):
+                raise StackFileError(f"{where}.{_yaml_key(key)}: YAML reads this key as {_yaml_kind(key)}, not a "
+                                     "name; write the name (quote it, e.g. 'on': or '1':)")
             out[key], item_found = _mask_secure(item, f"{where}.{key}")
             found = found or item_found
         return out, found
@@ -173,7 +205,10 @@ def load_stack_file(path: Path, stack: str, project: str) -> StackFile:
         raise StackFileError(f"{path}: 'config:' must be a mapping of key: value")
     stack_file = StackFile(project=project, stack=stack, path=path)
     for key, value in raw_config.items():
-        full_key = key if ":" in str(key) else f"{project}:{key}"
+        if not isinstance(key, str):
+            raise StackFileError(f"{path}: config.{_yaml_key(key)}: YAML reads this key as {_yaml_kind(key)}, not "
+                                 "a config key; write the key's name (e.g. platform:kro)")
+        full_key = key if ":" in key else f"{project}:{key}"
         try:
             masked, is_secret = _mask_secure(value, full_key)
         except StackFileError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, Iterator
 
 PRODUCT_TYPE_PREFIX = "platform:products:"
@@ -16,6 +17,52 @@ def product_of(resource: dict[str, Any], by_urn: dict[str, dict[str, Any]]) -> s
             return current["name"]
         current = by_urn.get(current.get("parent") or "")
     return "(stack)"
+
+
+# (key, JSON types it may hold, what it is) of a resource; urn, type and name are required.
+_RESOURCE_SHAPE = (("urn", (str,), "a non-empty string (urn:pulumi:STACK::PROJECT::TYPE::NAME)"),
+                   ("type", (str,), "a non-empty string (e.g. docker:index/container:Container)"),
+                   ("name", (str,), "a non-empty string"),
+                   ("inputs", (dict,), "an object of the resource's inputs"),
+                   ("outputs", (dict,), "an object of the resource's outputs"),
+                   ("parent", (str, type(None)), "the parent's urn or null"),
+                   ("dependencies", (list,), "a list of urns"))
+
+
+def _shown(value: Any) -> str:
+    return json.dumps(value)[:60]
+
+
+def shape_problem(document: Any) -> str | None:
+    """What makes ``document`` no desired-state document, or None: an object with a
+    ``resources`` list (and ``outputs`` an object if present), each resource an object with
+    string ``urn``, ``type`` and ``name`` (required), object ``inputs`` and ``outputs``, a string
+    or null ``parent`` and a list of string ``dependencies`` (each optional), and no urn twice.
+    The message names ``resources[i].<key>`` and what it must be."""
+    if not isinstance(document, dict) or not isinstance(document.get("resources"), list):
+        return "is not a desired-state document (no resources list)"
+    if not isinstance(document.get("outputs", {}), dict):
+        return f"outputs is {_shown(document['outputs'])}; the stack's outputs are an object"
+    seen: dict[str, int] = {}
+    for index, resource in enumerate(document["resources"]):
+        if not isinstance(resource, dict):
+            return f"resources[{index}] is {_shown(resource)}; every resource is an object with urn, type and name"
+        missing = [k for k in ("urn", "type", "name") if k not in resource]
+        if missing:
+            return f"resources[{index}] has no {', '.join(missing)} (every resource needs urn, type and name)"
+        for key, types, what in _RESOURCE_SHAPE:
+            if key in resource and (not isinstance(resource[key], types) or resource[key] == ""):
+                shown = _shown(resource[key])
+                return (f"resources[{index}].{key} is {shown}, not a URN; every resource's urn is {what}"
+                        if key == "urn" else f"resources[{index}].{key} is {shown}; it must be {what}")
+        if not all(isinstance(d, str) for d in resource.get("dependencies", [])):
+            return f"resources[{index}].dependencies holds a non-string; it must be a list of urns"
+        urn = resource["urn"]
+        if urn in seen:
+            return (f"resources[{seen[urn]}] and resources[{index}] have the same urn {urn}; a state holds each "
+                    "resource once (remove the copy)")
+        seen[urn] = index
+    return None
 
 
 class State:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import datetime
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -181,8 +182,24 @@ def synth_document(doc: dict[str, Any], workdir: Path, label: str) -> dict[str, 
     return synth_stack("staging", stack_file=path)
 
 
+CATALOG_TODAY = datetime.date(2026, 12, 2)
+"""The day the catalog is rendered on (``validation.clock``): the boundary refuses a maintenance
+window far from today, and the goldens must not change with the date."""
+
+
 def render(case: Case, workdir: Path, bases: dict[str, dict]) -> tuple[str, int]:
-    """The diff Markdown and exit code of ``case``, exactly as ``python -m synth diff`` gives."""
+    """The diff Markdown and exit code of ``case``, exactly as ``python -m synth diff`` gives,
+    on ``CATALOG_TODAY``."""
+    from validation import clock
+
+    saved, clock.today = clock.today, lambda: CATALOG_TODAY
+    try:
+        return _render(case, workdir, bases)
+    finally:
+        clock.today = saved
+
+
+def _render(case: Case, workdir: Path, bases: dict[str, dict]) -> tuple[str, int]:
     from synth.cost import PriceTable, delta_markdown
     from synth.diff import diff_states, markdown
 

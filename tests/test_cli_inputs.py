@@ -66,3 +66,45 @@ def test_the_committed_policy_configs_name_only_the_packs_policies(stack):
     from policy.offline import POLICY_DIR, policy_config_problems
 
     assert policy_config_problems(json.loads((POLICY_DIR / f"config.{stack}.json").read_text())) == []
+
+
+def _resource(**changes) -> dict:
+    resource = {"urn": URN, "type": "docker:index/container:Container", "name": "api", "inputs": {}}
+    return {k: v for k, v in {**resource, **changes}.items() if v is not ...}
+
+
+@pytest.mark.parametrize("command", ["check", "diff"])
+@pytest.mark.parametrize("document,fragment", [
+    ({"resources": [_resource(inputs=[1])]}, "resources[0].inputs is [1]; it must be an object of the resource's inputs"),
+    ({"resources": [_resource(inputs="x")]}, 'resources[0].inputs is "x"; it must be an object'),
+    ({"resources": [_resource(), _resource(urn="u2", name=5)]}, "resources[1].name is 5; it must be a non-empty string"),
+    ({"resources": [_resource(outputs="x")]}, 'resources[0].outputs is "x"; it must be an object'),
+    ({"resources": [_resource(type=5)]}, "resources[0].type is 5; it must be a non-empty string"),
+    ({"resources": [_resource(urn=5)]}, "resources[0].urn is 5, not a URN"),
+    ({"resources": [_resource(parent=5)]}, "resources[0].parent is 5; it must be the parent's urn or null"),
+    ({"resources": [_resource(dependencies=[5])]}, "resources[0].dependencies holds a non-string"),
+    ({"resources": ["x"]}, 'resources[0] is "x"; every resource is an object'),
+    ({"resources": [], "outputs": "x"}, 'outputs is "x"; the stack\'s outputs are an object'),
+])
+def test_a_state_of_the_wrong_shape_is_one_error_at_its_key(tmp_path, command, document, fragment):
+    """A list or a string where an object belongs was an AttributeError or TypeError deep in
+    the policy pack or the diff, or passed silently; the shape is checked once, on reading."""
+    path = tmp_path / "state.json"
+    path.write_text(json.dumps({"stack": "prod", **document}))
+    args = ("check", str(path)) if command == "check" else ("diff", str(path), str(path))
+    _one_line_exit_2(run(*args), f"{path}: {fragment}")
+
+
+@pytest.mark.parametrize("data,fragment", [(b'{"resources": ["\xff"]}', "is not UTF-8 text (byte offset 16)"),
+                                           (b"[" * 100000 + b"]" * 100000, "JSON nested too deeply to be a state")])
+def test_a_state_that_is_not_utf8_or_nested_too_deeply_is_one_error(tmp_path, data, fragment):
+    path = tmp_path / "state.json"
+    path.write_bytes(data)
+    _one_line_exit_2(run("check", str(path)), fragment)
+
+
+@pytest.mark.parametrize("stack", ["../etc", "/etc/x", "-x", "a/b", ".hidden"])
+def test_a_stack_name_that_would_reach_outside_the_project_is_refused(stack):
+    """``python -m synth ../etc`` read ../Pulumi.etc.yaml, a file outside the project."""
+    _one_line_exit_2(run("--", stack) if stack.startswith("-") else run(stack),
+                     f"{stack!r} is not a stack name: use letters, digits")

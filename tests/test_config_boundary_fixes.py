@@ -17,7 +17,7 @@ def _mount(host_path, read_only=True):
     return mutate
 
 
-MOUNT = "platform:pencom.app_services[0] (core).mounts[0]"
+MOUNT = "platform:pencom.app_services[0] (core).mounts[0].host_path"
 
 
 @pytest.mark.parametrize("mutate,path,text", [

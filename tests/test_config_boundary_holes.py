@@ -106,7 +106,7 @@ def test_a_sensitive_mount_is_one_error_not_two(stack_document):
     document = stack_document("staging")
     _mount("/etc/shadow")(document["config"])
     problems = _problems(document)
-    assert len(problems) == 1 and _has(problems, MOUNT, "sensitive host directory /etc"), problems
+    assert len(problems) == 1 and _has(problems, f"{MOUNT}.host_path", "sensitive host directory /etc"), problems
 
 
 @pytest.mark.parametrize("product,cluster", [("pencom", "platform:pencom.postgres"),

@@ -24,6 +24,16 @@ pytestmark = pytest.mark.fast
 POLICY = "docker-container-configure-complete-maintenance-acknowledgement"
 
 
+@pytest.fixture(autouse=True)
+def _today(monkeypatch):
+    """ACK's window is near 2026-12-02; the boundary refuses a window far from today."""
+    import datetime
+
+    from validation import clock
+
+    monkeypatch.setattr(clock, "today", lambda: datetime.date(2026, 12, 2))
+
+
 def _patched(document: dict, ack: dict | None = None) -> dict:
     """Prod with Pencom's PostgreSQL moved to NEW; with ``ack`` (changes to ACK), acknowledged."""
     postgres = document["config"]["platform:pencom"]["postgres"]
@@ -49,7 +59,7 @@ def test_the_labels_module_constants_agree():
 @pytest.mark.parametrize("ack,path,text", [
     ({"image": "postgres:17.4-bookworm"}, "maintenance.image",
      "acknowledges postgres:17.4-bookworm but platform:pencom.postgres.image is postgres:17.3-bookworm"),
-    ({"replaces": "postgres:16.6-bookworm"}, "maintenance.replaces", "changes the major version"),
+    ({"replaces": "postgres:16.6-bookworm"}, "maintenance.replaces", "changes the PostgreSQL major version (16 to 17)"),
     ({"replaces": "pgvector/pgvector:0.8.0-pg17"}, "maintenance.replaces", "is another repository"),
     ({"replaces": NEW}, "maintenance.replaces", "nothing to acknowledge"),
     ({"restore_test": "2026-12-07"}, "maintenance.restore_test", "is after the window (2026-12-06)"),

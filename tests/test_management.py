@@ -109,8 +109,9 @@ def test_pencoms_networks_stay_apart_from_the_management_network():
     _management(document)["network"] = "10.40.0.0/24"
     _management(document)["peers"][0]["address"] = "10.40.0.16"
     problems = _problems(document, "prod")
-    assert problems == ["platform:pencom.internal_cidr: 10.40.0.0/24 overlaps the management network 10.40.0.0/24 "
-                        "(platform:environment.management.network); choose another range"], problems
+    assert problems == ["platform:environment.management.network: 10.40.0.0/24 overlaps platform:pencom.internal_cidr "
+                        "(10.40.0.0/24): a peer's replies would go into that network; choose a private range apart "
+                        "from every network of the stack"], problems
 
 
 def test_break_glass_within_a_week_with_a_reason_is_accepted_in_prod():

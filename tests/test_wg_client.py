@@ -41,8 +41,9 @@ def run(capsys, monkeypatch):
     """``wg_client.main`` in this process (a subprocess costs seconds of imports each):
     (exit code, stdout, stderr); argparse's own exit counts as its code."""
 
-    def call(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
-        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    def call(*args: str, stdin: str | bytes = "") -> subprocess.CompletedProcess:
+        data = stdin.encode() if isinstance(stdin, str) else stdin
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data), encoding="utf-8"))
         try:
             code = wg_client.main(list(args))
         except SystemExit as exc:
@@ -154,6 +155,34 @@ def test_outputs_that_are_not_json_and_a_failing_pulumi(tmp_path):
         wg_client.read_outputs("staging", str(path))
     with pytest.raises(wg_client.ToolError, match="`pulumi stack output management --stack staging` failed"):
         wg_client.read_outputs("staging", None, pulumi="false")
+
+
+@pytest.mark.parametrize("data,message", [
+    (b'{"management": {"network": "\xff\xfe"}}', "not UTF-8 text (byte 0xff at offset 28)"),
+    (b"[" * 100000 + b"]" * 100000, "JSON nested too deeply to be a stack output"),
+])
+@pytest.mark.parametrize("where", ["file", "stdin"])
+def test_outputs_that_are_not_utf8_or_nested_too_deeply_are_one_error(run, tmp_path, data, message, where):
+    """A UnicodeDecodeError and a RecursionError were tracebacks."""
+    path = tmp_path / "out.json"
+    path.write_bytes(data)
+    source = str(path) if where == "file" else "-"
+    result = run("staging", "--name", "deploy-runner", "--outputs", source, stdin=data)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == f"error: --outputs {source}: {message}; give the output of `pulumi stack output " \
+                            "management --json`\n", result.stderr
+
+
+def test_two_endpoints_for_one_product_are_refused_naming_both(outputs, run, tmp_path):
+    document = json.loads(outputs.read_text())["management"]
+    document["endpoints"].append({**_kro(document), "publicKey": OTHER_KEY})
+    last = len(document["endpoints"]) - 1
+    path = tmp_path / "management.json"
+    path.write_text(json.dumps(document))
+    result = run("staging", "--name", "deploy-runner", "--outputs", str(path))
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == (f"error: management.endpoints[{last}] and management.endpoints[0] are both for 'kro': "
+                             "each product has one endpoint; `pulumi up` to rewrite the output\n"), result.stderr
 
 
 def test_a_bad_stack_file_is_its_key_path_exit_2(outputs, run, tmp_path):

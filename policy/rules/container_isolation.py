@@ -11,6 +11,7 @@ from policy.rules.base import (ADVISORY, CRITICAL, HIGH, MANDATORY, MEDIUM, T_CO
                                items, labels_of, mapping, resource_policy, stack_policy)
 from policy.rules.containers import C, kics
 from policy.rules.fixtures import container, doc
+from validation.users import runs_as_root, signed_id
 
 SOCKETS = ("/var/run/docker.sock", "/run/docker.sock", "/run/containerd/containerd.sock",
            "/var/run/containerd/containerd.sock")
@@ -50,18 +51,15 @@ def host_paths(props):
             yield "devices", str(path)
 
 
-def _root(user: str) -> bool:
-    """``root`` or uid 0 in any spelling (``00``, ``0000:0``): Docker reads a numeric user as a number."""
-    name = user.strip().split(":", 1)[0]
-    return name == "root" or (name.isdigit() and int(name) == 0)
-
-
 def _check_non_root(props, args):
     user = str(props.get("user") or "")
     if not user:
         yield "the container runs as the image's default user (often root); set user"
-    elif _root(user):
+    elif runs_as_root(user):
         yield f"the container runs as root (user {user}); set user to the image's unprivileged uid:gid"
+    elif signed_id(user) is not None:
+        yield (f"the container's user {user} has a signed id (Docker reads -0 and +0 as 0); "
+               "set user to the image's unprivileged uid:gid without a sign")
 
 
 resource_policy(
@@ -74,6 +72,9 @@ resource_policy(
                                   (doc(container(user="root")), ["the container runs as root (user root); set user to the image's unprivileged uid:gid"]),
                                   (doc(container(user="00:00")), ["the container runs as root (user 00:00); set user to the image's unprivileged uid:gid"]),
                                   (doc(container(user="0000")), ["the container runs as root (user 0000); set user to the image's unprivileged uid:gid"]),
+                                  (doc(container(user="-0")), ["the container runs as root (user -0); set user to the image's unprivileged uid:gid"]),
+                                  (doc(container(user="+0:+0")), ["the container runs as root (user +0:+0); set user to the image's unprivileged uid:gid"]),
+                                  (doc(container(user="1000:-0")), ["the container's user 1000:-0 has a signed id (Docker reads -0 and +0 as 0); set user to the image's unprivileged uid:gid without a sign"]),
                                   (doc(container(user="")), ["the container runs as the image's default user (often root); set user"])]))
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from components import monitoring
-from stacks.collisions import duplicates
+from stacks.collisions import duplicates, readable
 from stacks.giv.config import BACKEND_ENV, BACKUP_LABELS, GivConfig
 from stacks.secret_keys import secret_key_findings
 from stacks.shared_config import (alert_email_findings, backup_bucket_findings, derived_buckets,
@@ -72,5 +72,7 @@ def _backup_buckets(cfg: GivConfig, ctx: RuleContext) -> Iterator[Finding]:
 def claims(cfg: GivConfig) -> dict:
     return {"hostnames": [(("components", i, "domain"), c.domain) for i, c in each(cfg.components) if c.domain],
             "buckets": derived_buckets(cfg.backup, BACKUP_LABELS),
-            "apps": [(("app_name",), cfg.app_name)],
-            "spaces_buckets": [(("media_bucket", "name"), cfg.media_bucket.name)]}
+            "apps": readable([(("app_name",), lambda: cfg.app_name)]),
+            "spaces_buckets": readable([(("media_bucket", "name"), lambda: cfg.media_bucket.name)]),
+            "networks": readable([(("vpc_ip_range",), lambda: cfg.vpc_ip_range),
+                                  (("egress", "subnet"), lambda: cfg.egress.subnet)])}

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from components import tiers
-from stacks.collisions import duplicates, program_containers, reserved_names
+from stacks.collisions import duplicates, program_containers, readable, reserved_names
 from stacks.kro.config import KroConfig
 from stacks.secret_keys import secret_key_findings
 from stacks.shared_config import (alert_email_findings, backup_bucket_findings, derived_buckets,
@@ -86,4 +86,6 @@ def _backup_bucket(cfg: KroConfig, ctx: RuleContext) -> Iterator[Finding]:
 
 def claims(cfg: KroConfig) -> dict:
     return {"hostnames": [(("routes", i, "host"), r.host) for i, r in each(cfg.routes)],
-            "buckets": derived_buckets(cfg.backup, [""])}
+            "buckets": derived_buckets(cfg.backup, [""]),
+            "networks": readable([(("vpc_ip_range",), lambda: cfg.vpc_ip_range),
+                                  (("egress", "subnet"), lambda: cfg.egress.subnet)])}

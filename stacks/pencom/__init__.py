@@ -24,6 +24,7 @@ models alone cannot check), ``plan`` (everything the stack holds, as plain value
 from __future__ import annotations
 
 from stacks import secret_keys
+from stacks.collisions import readable
 from stacks.definition import ProductDefinition, SecretKey
 from stacks.pencom import rules  # noqa: F401 (registers the config rules)
 from stacks.pencom import port_rules  # noqa: F401 (registers the port rules)
@@ -42,8 +43,13 @@ def claims(cfg: PencomConfig) -> dict:
     return {"hostnames": [(("routes", i, "host"), r.host) for i, r in each(cfg.routes)],
             "buckets": derived_buckets(cfg.backup, [*backup_labels(cfg), WAL_LABEL]),
             "ingress_addresses": [(("nodes", "edge", "public_address"), cfg.nodes.edge.public_address)],
-            "host_addresses": [(("nodes", node, "private_address"), str(getattr(cfg.nodes, node).private_address))
-                               for node in NODES]}
+            "host_addresses": readable([(("nodes", node, "private_address"),
+                                         lambda node=node: str(getattr(cfg.nodes, node).private_address))
+                                        for node in NODES]),
+            "networks": readable([(("internal_cidr",), lambda: cfg.internal_cidr),
+                                  (("egress", "edge_subnet"), lambda: cfg.egress.edge_subnet),
+                                  *((("egress", "node_subnets", n), lambda n=n: getattr(cfg.egress.node_subnets, n))
+                                    for n in ("app", "data", "storage"))])}
 
 
 def required_secrets(cfg: PencomConfig) -> list[SecretKey]:

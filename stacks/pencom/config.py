@@ -117,8 +117,6 @@ class DirectRouteConfig(StrictModel):
     services: list[ResourceName] = Field(min_length=1, description="app services that use it")
 
 
-DOCKER_DEFAULT_BRIDGE = "172.17.0.0/16"
-"""docker0's subnet on every node (Docker's default ``bip``): a network there cannot be created."""
 
 
 class NodeSubnets(StrictModel):

@@ -10,8 +10,8 @@ from typing import Iterator
 
 from components import egress, tiers
 from components.dockerhost import image_registry
-from stacks.collisions import duplicates
-from stacks.pencom.config import DOCKER_DEFAULT_BRIDGE, PencomConfig
+from stacks.collisions import DOCKER_DEFAULT_BRIDGE, duplicates
+from stacks.pencom.config import PencomConfig
 from stacks.pencom.network import EDGE_EXEMPT
 from validation.rules import Finding, RuleContext, Skip, each, rule
 

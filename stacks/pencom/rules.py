@@ -8,6 +8,7 @@ import ipaddress
 from typing import Iterator
 
 from components import tiers
+from components.containers import HOST_DIRECTORIES
 from stacks.collisions import duplicates, program_containers, wal_collision
 from stacks.pencom.config import BACKUP_READER, NODES, RESERVED_LABELS, PencomConfig
 from stacks.pencom.mtls import SIDECAR_SUFFIX, TERMINATOR
@@ -66,7 +67,7 @@ def _service_names(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
     reserved = {**program_containers(monitoring=True), BACKUP_READER: "the MinIO backup reader",
                 TERMINATOR: "the mutual-TLS terminator"}
     for loc, name in claims:
-        if name in reserved:
+        if name in reserved and name not in HOST_DIRECTORIES:  # those have their own error
             yield Finding(loc, f"{name!r} is the name of {reserved[name]}'s container or user; rename it")
         elif name.endswith(SIDECAR_SUFFIX):
             yield Finding(loc, f"{name!r} ends in {SIDECAR_SUFFIX!r}, which names the mutual-TLS sidecars' "
@@ -242,17 +243,3 @@ def _monitoring(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
 @rule(PencomConfig)
 def _backup_buckets(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
     yield from backup_bucket_findings(cfg.backup, backup_labels(cfg))
-
-
-@rule(PencomConfig)
-def _management_network_apart(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
-    """The management (WireGuard) network is apart from the nodes' internal network and their
-    Docker subnets: an overlap would route a peer's replies, or a container's traffic, into the
-    wrong interface."""
-    management = ipaddress.ip_network(ctx.env("management").network)
-    claims = [(("internal_cidr",), cfg.internal_cidr), (("egress", "edge_subnet"), cfg.egress.edge_subnet),
-              *((("egress", "node_subnets", n), getattr(cfg.egress.node_subnets, n)) for n in ("app", "data", "storage"))]
-    for loc, cidr in claims:
-        if ipaddress.ip_network(cidr).overlaps(management):
-            yield Finding(loc, f"{cidr} overlaps the management network {management} "
-                          f"(platform:environment.management.network); choose another range")

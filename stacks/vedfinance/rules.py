@@ -8,7 +8,7 @@ from typing import Iterator
 from components import monitoring, tiers
 from components.containers import ContainerSpec
 from components.monitoring import MonitoringConfig
-from stacks.collisions import duplicates, program_containers, reserved_names, wal_collision
+from stacks.collisions import duplicates, program_containers, readable, reserved_names, wal_collision
 from stacks.secret_keys import secret_key_findings
 from stacks.shared_config import (alert_email_findings, backup_bucket_findings, derived_buckets,
                                   egress_allow_findings, hosts_in_zone, injected_env_findings,
@@ -142,7 +142,8 @@ def claims(cfg: VedfinanceConfig) -> dict:
     return {"hostnames": [(("routes", i, "host"), r.host) for i, r in each(cfg.routes)],
             "buckets": derived_buckets(cfg.backup, [d.name for _, d in each(cfg.databases)] + [BACKUP_REDIS_LABEL,
                                                                                                WAL_LABEL]),
-            "ingress_addresses": [(("host", "address"), cfg.host.address)]}
+            "ingress_addresses": [(("host", "address"), cfg.host.address)],
+            "networks": readable([(("egress", "subnet"), lambda: cfg.egress.subnet)])}
 
 
 def monitoring_specs(cfg: MonitoringConfig, data_dir: str) -> list[ContainerSpec]:
