@@ -40,7 +40,7 @@ JWT_EXAMPLE = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhZG1pbiJ9.c2lnbmF0dXJlLW9mLXRoZS1
 
 def _password_in_query(text: str) -> bool:
     """A URL in ``text`` carries a password as a query parameter (libpq and most drivers take
-    ``?password=``), or ``text`` is a libpq ``keyword=value`` string with a password."""
+    ``?password=``)."""
     for match in URL.finditer(text):
         try:
             query = parse_qs(urlsplit(match.group(0)).query)
@@ -48,6 +48,12 @@ def _password_in_query(text: str) -> bool:
             continue
         if any(v for k, values in query.items() if k.lower() in ("password", "pass", "pwd") for v in values):
             return True
+    return False
+
+
+def _conninfo_password(text: str) -> bool:
+    """``text``, or the value of a ``NAME=value`` entry, is a libpq ``keyword=value`` string
+    with a password."""
     return any((parse_conninfo(candidate) or {}).get("password") for candidate in (text, text.partition("=")[2]))
 
 
@@ -115,6 +121,8 @@ def _check_plaintext_secrets(props, args):
             found.append(f"{path} holds a private key in plain text; pass it as a secret")
         elif URL_WITH_CREDENTIALS.search(text) or _password_in_query(text):
             found.append(f"{path} holds a URL with credentials in plain text; pass it as a secret")
+        elif _conninfo_password(text):
+            found.append(f"{path} holds a connection string with a password in plain text; pass it as a secret")
         elif KNOWN_TOKENS.search(text) or JWT.search(text):
             found.append(f"{path} holds an API token in plain text; pass it as a secret")
         elif re.match(r"^[A-Za-z0-9_]+=.+", text) and SECRET_NAME.search(text.split("=", 1)[0]):
@@ -166,7 +174,7 @@ resource_policy(
                   "envs[1] holds an API token in plain text; pass it as a secret",
                   "envs[2] holds an API token in plain text; pass it as a secret",
                   "envs[3] sets db_password in plain text; pass it as a secret",
-                  "envs[4] holds a URL with credentials in plain text; pass it as a secret",
+                  "envs[4] holds a connection string with a password in plain text; pass it as a secret",
                   "healthcheck.tests passes a password on the command line (-a); pass it as a secret in the "
                   "environment (REDISCLI_AUTH, MYSQL_PWD)",
                   "environment.PGPASSWORD looks like a secret and is plain text; pass it as a secret",

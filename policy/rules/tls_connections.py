@@ -283,9 +283,12 @@ resource_policy(
                   "command[2] disables TLS or its verification (NODE_TLS_REJECT_UNAUTHORIZED=0)"]),
                 (doc(res(T_COMMAND, "r", {"create": 'PGSSLMODE="disable" psql -c "select 1"; "$(which curl)" -k https://x/',
                                           "environment": {"PGSSLMODE": "disable", "NODE_TLS_REJECT_UNAUTHORIZED": "0"}}),
-                     container(envs=["PG_DSN=host=10.0.0.3 dbname=x sslmode = disable"])),
+                     container(envs=["PG_DSN=host=10.0.0.3 dbname=x sslmode = disable"]),
+                     res(T_APP, "app", {"spec": {"services": [{"name": "api", "runCommand":
+                                                               "NODE_TLS_REJECT_UNAUTHORIZED='0' node dist/main.js"}]}})),
                  ["environment.PGSSLMODE disables TLS or its verification (PGSSLMODE=disable)",
                   "environment.NODE_TLS_REJECT_UNAUTHORIZED disables TLS or its verification (NODE_TLS_REJECT_UNAUTHORIZED=0)",
                   "create disables TLS or its verification (PGSSLMODE=disable)",
                   "create disables TLS or its verification (certificate checks switched off)",
-                  "envs[0] disables TLS or its verification (sslmode=disable)"])]))
+                  "envs[0] disables TLS or its verification (sslmode=disable)",
+                  "spec.services[0].runCommand disables TLS or its verification (NODE_TLS_REJECT_UNAUTHORIZED=0)"])]))
