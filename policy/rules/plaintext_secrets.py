@@ -6,10 +6,10 @@ from __future__ import annotations
 import re
 from urllib.parse import parse_qs, urlsplit
 
+from policy.parsers.commands import URL, commands
 from policy.rules.base import (CRITICAL, MANDATORY, SECRET_MASK, T_APP, T_COMMAND, T_CONTAINER, T_DROPLET,
                                Case, resource_policy, walk_strings, DO)
 from policy.rules.fixtures import container, doc, res
-from policy.rules.tls_connections import URL, commands
 from validation.connections import assignments, parse_conninfo, password_argument
 from validation.formats import KNOWN_TOKENS
 

@@ -4,17 +4,15 @@ App Platform spec): Postgres, MongoDB and Redis URLs, and settings that switch T
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from urllib.parse import parse_qs, urlsplit
 
-from collections.abc import Mapping
-
-from policy.rules.base import (HIGH, MANDATORY, T_APP, T_COMMAND, T_CONTAINER, Case, is_list, items, mapping,
+from policy.parsers.commands import ENV_INPUTS, URL, commands
+from policy.rules.base import (HIGH, MANDATORY, T_APP, T_COMMAND, T_CONTAINER, Case, items, mapping,
                                resource_policy, walk_strings)
 from policy.rules.fixtures import container, doc, res, script
 from validation.connections import (assignments, insecure_client, is_local_host, postgres_settings,
                                     simple_commands, url_hosts)
-
-URL = re.compile(r"\b([a-z][a-z0-9+.-]*)://[^\s\"'`<>]+", re.IGNORECASE)
 
 
 def urls(props):
@@ -167,11 +165,6 @@ def _switch_off(name: str, value: str) -> bool:
                 or (_ON_SWITCH.match(name) and setting in _FALSE) or (_OFF_SWITCH.match(name) and setting in _TRUE))
 
 
-ENV_INPUTS = ("envs", "environment", "env")
-"""Where a resource holds its environment: a container's ``envs`` (a list of "NAME=value"),
-a pulumi-command Command's ``environment`` (a map); either form is read under each name."""
-
-
 def env_pairs(props):
     """(path, name, value) of every environment variable: "NAME=value" items and map entries of
     ``ENV_INPUTS``, and an App Platform spec's ``{key, value}`` entries."""
@@ -198,26 +191,6 @@ def _at(value, path):
         else:
             value = mapping(value).get(part)
     return value
-
-
-def commands(props):
-    """(path, words) of every simple command in every input: each string split as a shell script
-    (``sh -c`` scripts in turn), and each list of strings (a container's ``command``,
-    ``entrypoint``, healthcheck ``tests``) as one exec-form command, ``curl -k`` in two items."""
-    def walk(value, path):
-        if is_list(value):
-            if len(value) > 1 and all(isinstance(v, str) for v in value) and path not in ENV_INPUTS:
-                for words in simple_commands(list(value), nested=False):
-                    yield path, words
-            for index, item in enumerate(value):
-                yield from walk(item, f"{path}[{index}]")
-        elif isinstance(value, Mapping):
-            for key in value:
-                yield from walk(value[key], f"{path}.{key}" if path else str(key))
-        elif isinstance(value, str) and path:
-            for words in simple_commands(value):
-                yield path, words
-    yield from walk(props, "")
 
 
 def _check_tls_disabled(props, args):
