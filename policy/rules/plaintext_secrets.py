@@ -169,7 +169,7 @@ resource_policy(
                                      "db_password=CorrectHorse9", "PG=host=10.0.0.3 password=CorrectHorse9"],
                                healthcheck={"tests": ["CMD", "redis-cli", "-a", "Tr0ub4dor&3xyzzy", "ping"]}),
                      res(T_COMMAND, "r", {"create": "mysql -pTr0ub4dor3 -e 'select 1'",
-                                          "environment": {"PGPASSWORD": "CorrectHorse9", "DB_PW": "Tr0ub4dor&3"}})),
+                                          "environment": {"DB_PW": "Tr0ub4dor&3", "PGPASSWORD": "CorrectHorse9"}})),
                  ["envs[0] holds a URL with credentials in plain text; pass it as a secret",
                   "envs[1] holds an API token in plain text; pass it as a secret",
                   "envs[2] holds an API token in plain text; pass it as a secret",
@@ -177,8 +177,8 @@ resource_policy(
                   "envs[4] holds a connection string with a password in plain text; pass it as a secret",
                   "healthcheck.tests passes a password on the command line (-a); pass it as a secret in the "
                   "environment (REDISCLI_AUTH, MYSQL_PWD)",
-                  "environment.PGPASSWORD looks like a secret and is plain text; pass it as a secret",
                   "environment.DB_PW looks like a secret and is plain text; pass it as a secret",
+                  "environment.PGPASSWORD looks like a secret and is plain text; pass it as a secret",
                   "create passes a password on the command line (-p<password>); pass it as a secret in the "
                   "environment (REDISCLI_AUTH, MYSQL_PWD)"])]))
 

@@ -171,7 +171,8 @@ def env_pairs(props):
     for key in ENV_INPUTS:
         value = props.get(key)
         if isinstance(value, Mapping):
-            for name in value:
+            # Sorted: the engine sends a map's keys sorted (protobuf Struct), the capture in order.
+            for name in sorted(value):
                 if isinstance(value[name], str):
                     yield f"{key}.{name}", str(name), value[name]
         for index, entry in enumerate(items(value)):
@@ -259,8 +260,8 @@ resource_policy(
                      container(envs=["PG_DSN=host=10.0.0.3 dbname=x sslmode = disable"]),
                      res(T_APP, "app", {"spec": {"services": [{"name": "api", "runCommand":
                                                                "NODE_TLS_REJECT_UNAUTHORIZED='0' node dist/main.js"}]}})),
-                 ["environment.PGSSLMODE disables TLS or its verification (PGSSLMODE=disable)",
-                  "environment.NODE_TLS_REJECT_UNAUTHORIZED disables TLS or its verification (NODE_TLS_REJECT_UNAUTHORIZED=0)",
+                 ["environment.NODE_TLS_REJECT_UNAUTHORIZED disables TLS or its verification (NODE_TLS_REJECT_UNAUTHORIZED=0)",
+                  "environment.PGSSLMODE disables TLS or its verification (PGSSLMODE=disable)",
                   "create disables TLS or its verification (PGSSLMODE=disable)",
                   "create disables TLS or its verification (certificate checks switched off)",
                   "envs[0] disables TLS or its verification (sslmode=disable)",
