@@ -18,19 +18,22 @@ a pulumi-command Command's ``environment`` (a map); either form is read under ea
 
 
 def commands(props):
-    """(path, words) of every simple command in every input: each string split as a shell script
-    (``sh -c`` scripts in turn), and each list of strings (a container's ``command``,
-    ``entrypoint``, healthcheck ``tests``) as one exec-form command, ``curl -k`` in two items."""
+    """(path, words) of every simple command in every input but the environment (``ENV_INPUTS``,
+    at any depth): each string split as a shell script (``sh -c`` scripts in turn), and each list
+    of strings (a container's ``command``, ``entrypoint``, healthcheck ``tests``) as one
+    exec-form command, ``curl -k`` in two items."""
     def walk(value, path):
         if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
-            if len(value) > 1 and all(isinstance(v, str) for v in value) and path not in ENV_INPUTS:
+            if len(value) > 1 and all(isinstance(v, str) for v in value):
                 for words in simple_commands(list(value), nested=False):
                     yield path, words
             for index, item in enumerate(value):
                 yield from walk(item, f"{path}[{index}]")
         elif isinstance(value, Mapping):
+            # An environment holds values, not scripts: "URL?a=1&sslmode=x" is no two commands.
             for key in value:
-                yield from walk(value[key], f"{path}.{key}" if path else str(key))
+                if key not in ENV_INPUTS:
+                    yield from walk(value[key], f"{path}.{key}" if path else str(key))
         elif isinstance(value, str) and path:
             for words in simple_commands(value):
                 yield path, words
