@@ -59,7 +59,8 @@ def tls_switched_off(name: str, value: str) -> str | None:
     variable itself: a libpq sslmode below verify-full (``PGSSLMODE=require``),
     ``PYTHONHTTPSVERIFY=0`` (PEP 493), ``GIT_SSL_NO_VERIFY`` with any value (git reads only
     whether it is set), ``NODE_TLS_REJECT_UNAUTHORIZED=0``, and the ``DATABASE_SSL=false`` and
-    ``*_INSECURE=true`` kinds of switch. The same list as the policy pack's
+    ``*_INSECURE=true`` kinds of switch, and a Postgres URL or ``keyword=value`` string to another
+    host whose sslmode is below verify-full (``_weak_postgres``). The same list as the policy pack's
     platform-connection-disallow-tls-disabled (CWE-295, CWE-319)."""
     setting = value.strip().lower()
     if (_PG_SSLMODE.match(name) and setting in _WEAK_SSLMODES) or name == "GIT_SSL_NO_VERIFY" \

@@ -56,10 +56,13 @@ def simple_commands(words_or_text: str | list[str], depth: int = 0, nested: bool
 
 def assignments(words: list[str]) -> Iterator[tuple[str, str]]:
     """Every ``NAME=value`` word of a command, its value with the shell quoting removed
-    (``NODE_TLS_REJECT_UNAUTHORIZED='0'`` gives ``0``)."""
+    (``NODE_TLS_REJECT_UNAUTHORIZED='0'`` gives ``0``); a value that still starts with a quote
+    is a script's text, not an assignment."""
     for word in words:
         match = _ASSIGNMENT.match(word)
-        if match:
+        # A word still quoted or spanning lines is a script handed to a shell (sh -c '...'), split
+        # on its own; its first NAME= is no assignment of the whole.
+        if match and not match.group(2).startswith(("'", '"')) and "\n" not in word:
             yield match.group(1), match.group(2)
 
 

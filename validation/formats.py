@@ -186,8 +186,9 @@ def _entropy(text: str) -> float:
 
 
 def secret_value_kind(value: str) -> Optional[str]:
-    """What kind of secret ``value`` is whatever its key ("a URL with a password", "a private
-    key", "a known token", "a hex key", "a high-entropy token"), or None."""
+    """What kind of secret ``value`` is whatever its key ("a URL with a user and password", "a URL
+    with a password" (a ``?password=`` query parameter), "a private key", "an API token", "a hex
+    key", "a high-entropy token"), or None."""
     if _PRIVATE_KEY.search(value):
         return "a private key"
     if _URL_WITH_PASSWORD.search(value):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from urllib.parse import parse_qs, urlsplit
 
-from policy.parsers.commands import URL, commands
+from policy.parsers.commands import ENV_INPUTS, URL, commands
 from policy.rules.base import (CRITICAL, MANDATORY, SECRET_MASK, T_APP, T_COMMAND, T_CONTAINER, T_DROPLET,
                                Case, resource_policy, walk_strings, DO)
 from policy.rules.fixtures import container, doc, res
@@ -125,7 +125,9 @@ def _check_plaintext_secrets(props, args):
             found.append(f"{path} holds a connection string with a password in plain text; pass it as a secret")
         elif KNOWN_TOKENS.search(text) or JWT.search(text):
             found.append(f"{path} holds an API token in plain text; pass it as a secret")
-        elif re.match(r"^[A-Za-z0-9_]+=.+", text) and SECRET_NAME.search(text.split("=", 1)[0]):
+        # A NAME=value string is an env entry; a script is judged by its shell words below.
+        elif re.match(r"^[A-Za-z0-9_]+=.+", text) and SECRET_NAME.search(text.split("=", 1)[0]) \
+                and (path.startswith(ENV_INPUTS) or not re.search(r"\s", text)):
             found.append(f"{path} sets {text.split('=', 1)[0]} in plain text; pass it as a secret")
         elif _hex_key(text) and not path.startswith("triggers"):
             found.append(f"{path} holds a hex key in plain text; pass it as a secret")
@@ -148,7 +150,9 @@ resource_policy(
     types=[T_CONTAINER, T_APP, T_COMMAND, T_DROPLET, "cloudflare:index/apiToken:ApiToken",
            DO + "spacesKey:SpacesKey", "minio:index/iamUser:IamUser"],
     check=_check_plaintext_secrets,
-    cases=Case(doc(res(T_CONTAINER, "c", {"envs": "[secret]"}, secret_inputs=["envs"]),
+    cases=Case(doc(res(T_CONTAINER, "c", {"envs": "[secret]", "command": [
+                       "sh", "-c", 'PGPASSWORD="$(cat /run/secrets/pg)" PGPASSFILE=/run/pgpass redis-cli -a "$REDISCLI_AUTH" ping']},
+                       secret_inputs=["envs"]),
                    res(T_APP, "app", {"spec": {"services": [{"name": "api", "envs": [{"key": "JWT", "type": "SECRET", "value": "hunter2-very-secret"}]}]}},
                        secret_inputs=["spec"])),
                [(doc(container(envs=["DB_PASSWORD=hunter2", "URL=https://u:p@example.com/x"])),
