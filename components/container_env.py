@@ -8,6 +8,7 @@ import re
 from pydantic import ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from validation.connections import assignments, insecure_client, is_local_host, postgres_settings, simple_commands
 from validation.formats import looks_secret_name
 
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -58,7 +59,8 @@ def tls_switched_off(name: str, value: str) -> str | None:
     variable itself: a libpq sslmode below verify-full (``PGSSLMODE=require``),
     ``PYTHONHTTPSVERIFY=0`` (PEP 493), ``GIT_SSL_NO_VERIFY`` with any value (git reads only
     whether it is set), ``NODE_TLS_REJECT_UNAUTHORIZED=0``, and the ``DATABASE_SSL=false`` and
-    ``*_INSECURE=true`` kinds of switch. The same list as the policy pack's
+    ``*_INSECURE=true`` kinds of switch, and a Postgres URL or ``keyword=value`` string to another
+    host whose sslmode is below verify-full (``_weak_postgres``). The same list as the policy pack's
     platform-connection-disallow-tls-disabled (CWE-295, CWE-319)."""
     setting = value.strip().lower()
     if (_PG_SSLMODE.match(name) and setting in _WEAK_SSLMODES) or name == "GIT_SSL_NO_VERIFY" \
@@ -66,7 +68,34 @@ def tls_switched_off(name: str, value: str) -> str | None:
             or (_ON_SWITCH.match(name) and setting in _FALSE) or (_OFF_SWITCH.match(name) and setting in _TRUE):
         return f"{name}={value.strip()}"
     match = _TLS_OFF_IN_VALUE.search(value)
-    return match.group(1) if match else None
+    if match:
+        return match.group(1)
+    return _weak_postgres(value)
+
+
+def _weak_postgres(value: str) -> str | None:
+    """The sslmode of a Postgres URL or ``keyword=value`` string (``validation.connections.
+    postgres_settings``) below verify-full when a host leaves the machine (any of several hosts;
+    the ``host`` query parameter counts), or None. No sslmode is libpq's default, prefer."""
+    settings = postgres_settings(value.strip())
+    if settings is None or all(is_local_host(h) for h in settings["hosts"]) \
+            or settings["sslmode"] == "verify-full":
+        return None
+    return f"sslmode={settings['sslmode'] or 'prefer (libpq default)'}"
+
+
+def command_tls_off(command: str | list[str]) -> str | None:
+    """The setting by which a command (a shell string such as a ``run_command``, or an exec-form
+    list such as a healthcheck's) turns TLS verification off, or None: curl ``-k``/``--insecure``
+    or ``--no-check-certificate`` (``validation.connections.insecure_client``, inside ``sh -c``
+    too), or a ``NAME=value`` assignment ``tls_switched_off`` refuses in env."""
+    for words in simple_commands(command):
+        if insecure_client(words):
+            return "curl -k (--insecure) or --no-check-certificate"
+        for name, value in assignments(words):
+            if (off := tls_switched_off(name, value)) is not None:
+                return off
+    return None
 
 
 def check_env(env: dict[str, str]) -> dict[str, str]:

@@ -8,6 +8,7 @@ import re
 from typing import Any, Iterator, Mapping
 
 from components import wireguard
+from components.container_env import command_tls_off
 from components.hostsetup.delivery import HEREDOC_MARKER
 from stacks.errors import CONFIG_NAMESPACE, key_path
 from validation.formats import control_characters, looks_secret_name, secret_parts, secret_value_kind
@@ -46,7 +47,31 @@ def string_problems(top: str, value: Any, document: Any) -> list[str]:
         kind = secret_value_kind(text)
         if kind:
             problems.append(f"{key_path(top, loc, document)}: {_plain_secret_fix(top, loc, text, kind)}")
-    return problems
+    return problems + command_problems(top, value, (), document)
+
+
+def command_problems(top: str, value: Any, loc: tuple = (), document: Any = None) -> list[str]:
+    """TLS switched off in a command (``components.container_env.command_tls_off``): every list of
+    strings (an exec-form command such as ``healthcheck.command``) and every string under a key
+    that ends in ``command`` (``run_command``), at its key path."""
+    document = value if document is None else document
+    found = []
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if isinstance(item, str) and str(key).endswith("command"):
+                if (off := command_tls_off(item)) is not None:
+                    found.append((loc + (key,), off))
+            else:
+                found += [(None, p) for p in command_problems(top, item, loc + (key,), document)]
+    elif isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        if (off := command_tls_off(list(value))) is not None:
+            found.append((loc, off))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found += [(None, p) for p in command_problems(top, item, loc + (index,), document)]
+    return [p if at is None else f"{key_path(top, at, document)}: {p} switches TLS or certificate verification "
+            "off; remove it and verify the server with the CA the program mounts (sslmode=verify-full, tls=true)"
+            for at, p in found]
 
 
 SLACK_WEBHOOK = "hooks.slack.com/"

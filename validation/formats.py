@@ -152,8 +152,11 @@ _USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]{0,31}://)?[^\s/:@'\"`]{0,25
 _ORACLE_CONNECT = re.compile(
     r"(?:^|[\s=(])[A-Za-z][A-Za-z0-9_$#]{0,127}/[^/\s@]{1,256}@(?://)?[A-Za-z0-9.-]{1,253}(?::\d{1,5})?"
     r"(?:/[A-Za-z0-9_.$-]+)?(?:$|[\s)])")
+# A password as a URL query parameter (libpq's ``?password=``; most drivers take it too).
+_QUERY_PASSWORD = re.compile(r"://[^\s?#]{0,2048}\?(?:[^\s#]{0,2048}&)?(?:password|pass|pwd)=([^&#\s]+)",
+                             re.IGNORECASE)
 _PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")
-_KNOWN_TOKENS = re.compile(
+KNOWN_TOKENS = re.compile(
     r"(gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{40,}|xox[abprs]-[A-Za-z0-9-]{10,}|"
     r"(sk|rk)_(live|test)_[A-Za-z0-9]{16,}|AKIA[0-9A-Z]{16}|SG\.[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}|"
     r"glpat-[A-Za-z0-9_-]{20,}|hooks\.slack\.com/services/|"
@@ -183,15 +186,18 @@ def _entropy(text: str) -> float:
 
 
 def secret_value_kind(value: str) -> Optional[str]:
-    """What kind of secret ``value`` is whatever its key ("a URL with a password", "a private
-    key", "a known token", "a hex key", "a high-entropy token"), or None."""
+    """What kind of secret ``value`` is whatever its key ("a URL with a user and password", "a URL
+    with a password" (a ``?password=`` query parameter), "a private key", "an API token", "a hex
+    key", "a high-entropy token"), or None."""
     if _PRIVATE_KEY.search(value):
         return "a private key"
     if _URL_WITH_PASSWORD.search(value):
         return "a URL with a user and password"
+    if _QUERY_PASSWORD.search(value):
+        return "a URL with a password"
     if _ORACLE_CONNECT.search(value):
         return "an Oracle connect string with a user and password"
-    if _KNOWN_TOKENS.search(value):
+    if KNOWN_TOKENS.search(value):
         return "an API token"
     if _HEX_KEY.fullmatch(value.strip()) and _entropy(value.strip()) >= 3:
         return "a hex key"
@@ -373,5 +379,6 @@ def secret_parts(value: str) -> set[str]:
     """The pieces of a secret value that must not be quoted either: a URL's password, and
     its long token runs."""
     parts = {m.group(1) for m in re.finditer(r"://[^/\s:@]*:([^/\s@]+)@", value)}
+    parts |= {m.group(1) for m in _QUERY_PASSWORD.finditer(value)}
     parts |= {run for run in _TOKEN_RUN.findall(value) if _entropy(run) >= 3.5}
     return {p for p in parts if len(p) >= 6}

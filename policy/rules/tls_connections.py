@@ -4,16 +4,15 @@ App Platform spec): Postgres, MongoDB and Redis URLs, and settings that switch T
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from urllib.parse import parse_qs, urlsplit
 
-from collections.abc import Mapping
-
-from policy.rules.base import (HIGH, MANDATORY, T_APP, T_COMMAND, T_CONTAINER, Case, is_list, items, mapping,
+from policy.parsers.commands import ENV_INPUTS, URL, commands
+from policy.rules.base import (HIGH, MANDATORY, T_APP, T_COMMAND, T_CONTAINER, Case, items, mapping,
                                resource_policy, walk_strings)
 from policy.rules.fixtures import container, doc, res, script
-
-URL = re.compile(r"\b([a-z][a-z0-9+.-]*)://[^\s\"'`<>]+", re.IGNORECASE)
-LOCAL_HOSTS = ("127.", "localhost", "[::1]", "::1")
+from validation.connections import (assignments, insecure_client, is_local_host, postgres_settings,
+                                    simple_commands, url_hosts)
 
 
 def urls(props):
@@ -26,20 +25,48 @@ def urls(props):
                 continue
 
 
+def _remote_host(hosts, docker_names_local=False):
+    """The first of a connection's ``hosts`` that leaves the machine (``validation.connections.
+    is_local_host``: only ``localhost``, loopback and sockets stay), or None. With
+    ``docker_names_local``, a dotless name that is not an address (a container on the same
+    Docker network, resolved by Docker's DNS) stays local."""
+    for host in hosts:
+        if docker_names_local and host and "." not in host and ":" not in host:
+            continue
+        if not is_local_host(host):
+            return host.lower()
+    return None
+
+
 def _remote(url, docker_names_local=False):
-    """The URL leaves the host. With ``docker_names_local``, a dotless name that is not an
-    address (a container on the same Docker network, resolved by Docker's DNS) stays local."""
-    host = (url.hostname or "").lower()
-    if docker_names_local and host and "." not in host and ":" not in host:
-        return False
-    return bool(host) and not host.startswith(LOCAL_HOSTS) and host not in ("localhost", "::1")
+    return _remote_host(url_hosts(url.netloc), docker_names_local)
+
+
+def postgres_strings(props):
+    """(path, "URL" or "connection string", settings) of every Postgres connection in every input:
+    URLs anywhere in a string, and libpq ``keyword=value`` strings as a whole input, an env var's
+    value or one shell word (``validation.connections.postgres_settings``)."""
+    seen = set()
+    for path, text in walk_strings(props):
+        for match in URL.finditer(text):
+            if (settings := postgres_settings(match.group(0))) is not None:
+                yield path, "URL", settings
+        if "=" not in text or "host" not in text.lower() and "sslmode" not in text.lower():
+            continue
+        candidates = [text, text.partition("=")[2]]
+        candidates += [w.partition("=")[2] if w.partition("=")[0].isupper() else w
+                       for c in simple_commands(text) for w in c if "=" in w]
+        for candidate in candidates:
+            if not URL.match(candidate) and (settings := postgres_settings(candidate)) is not None \
+                    and (path, candidate) not in seen:
+                seen.add((path, candidate))
+                yield path, "connection string", settings
 
 
 def _check_postgres_urls(props, args):
-    for path, scheme, url in urls(props):
-        if scheme in ("postgres", "postgresql") and _remote(url):
-            if parse_qs(url.query).get("sslmode") != ["verify-full"]:
-                yield f"{path} carries a Postgres URL to {url.hostname} without sslmode=verify-full"
+    for path, kind, settings in postgres_strings(props):
+        if (host := _remote_host(settings["hosts"])) and settings["sslmode"] != "verify-full":
+            yield f"{path} carries a Postgres {kind} to {host} without sslmode=verify-full"
 
 
 TLS_TYPES = [T_CONTAINER, T_APP, T_COMMAND]
@@ -51,11 +78,20 @@ resource_policy(
     fix="Append ?sslmode=verify-full&sslrootcert=<cluster CA> to the URL.",
     types=TLS_TYPES, check=_check_postgres_urls,
     cases=Case(doc(container(envs=["DATABASE_URL=postgresql://u:p@db:25060/kro?sslmode=verify-full&sslrootcert=/ca.crt",
-                                   "SCRATCH=postgresql://postgres@127.0.0.1:55432"])),
+                                   "SCRATCH=postgresql://postgres@127.0.0.1:55432",
+                                   "LOCAL=postgresql://u@127.0.0.1:1,[::1]:2/db", "SOCKET=host=/run/postgresql dbname=x"])),
                [(doc(container(envs=["DATABASE_URL=postgresql://u:p@db:25060/kro?sslmode=require"])),
                  ["envs[0] carries a Postgres URL to db without sslmode=verify-full"]),
                 (doc(res(T_APP, "app", {"spec": {"services": [{"envs": [{"key": "DATABASE_URL", "value": "postgres://u@db.example.com/x"}]}]}})),
-                 ["spec.services[0].envs[0].value carries a Postgres URL to db.example.com without sslmode=verify-full"])]))
+                 ["spec.services[0].envs[0].value carries a Postgres URL to db.example.com without sslmode=verify-full"]),
+                (doc(container(envs=["A=postgresql:///db?host=10.0.0.3&sslmode=require",
+                                     "B=postgresql://u@127.0.0.1:1,10.0.0.3:5432/db?sslmode=require",
+                                     "C=postgresql://u@localhost.db.example.com/db?sslmode=require",
+                                     "PG_DSN=host=10.0.0.3 dbname=x sslmode=require"])),
+                 ["envs[0] carries a Postgres URL to 10.0.0.3 without sslmode=verify-full",
+                  "envs[1] carries a Postgres URL to 10.0.0.3 without sslmode=verify-full",
+                  "envs[2] carries a Postgres URL to localhost.db.example.com without sslmode=verify-full",
+                  "envs[3] carries a Postgres connection string to 10.0.0.3 without sslmode=verify-full"])]))
 
 
 def _check_mongodb_tls(props, args):
@@ -63,7 +99,7 @@ def _check_mongodb_tls(props, args):
         if scheme in ("mongodb", "mongodb+srv") and _remote(url):
             query = {k.lower(): v for k, v in parse_qs(url.query).items()}
             if scheme == "mongodb" and query.get("tls") != ["true"] and query.get("ssl") != ["true"]:
-                yield f"{path} carries a MongoDB URL to {url.hostname} without tls=true"
+                yield f"{path} carries a MongoDB URL to {_remote(url)} without tls=true"
 
 
 resource_policy(
@@ -82,7 +118,7 @@ resource_policy(
 def _check_redis_tls(props, args):
     for path, scheme, url in urls(props):
         if scheme == "redis" and _remote(url, docker_names_local=True):
-            yield f"{path} carries a redis:// URL to {url.hostname}; use rediss:// (TLS)"
+            yield f"{path} carries a redis:// URL to {_remote(url, docker_names_local=True)}; use rediss:// (TLS)"
 
 
 resource_policy(
@@ -106,9 +142,8 @@ TLS_OFF = [
     (re.compile(r"\bPGSSLMODE=(disable|allow|prefer|require|verify-ca)\b"), "PGSSLMODE={0}"),
     (re.compile(r"\bPYTHONHTTPSVERIFY=0\b"), "PYTHONHTTPSVERIFY=0"),
     (re.compile(r"\bGIT_SSL_NO_VERIFY="), "GIT_SSL_NO_VERIFY"),
-    CURL_INSECURE := (re.compile(r"(?:^|\s)(?:curl(?:\s[^\n]*?)?\s(?:-[a-zA-Z]*k[a-zA-Z]*|--insecure)|--no-check-certificate)\b"),
-                      "certificate checks switched off"),
 ]
+INSECURE_CLIENT = "certificate checks switched off"
 # Env switches judged by their name (the config boundary's components.container_env keeps the
 # same list): a libpq sslmode below verify-full, a switch that keeps TLS on set false
 # (DATABASE_SSL, REDIS_TLS_ENABLED, VERIFY_SSL, *_REJECT_UNAUTHORIZED), one that turns
@@ -121,19 +156,30 @@ _OFF_SWITCH = re.compile(r"^(?:[A-Z0-9]+_)*(?:(?:SSL|TLS)_)?(?:INSECURE(?:_SKIP_
                          r"NO_VERIFY|DISABLE_(?:SSL|TLS))$", re.IGNORECASE)
 
 
+_NAMED_OFF = {"NODE_TLS_REJECT_UNAUTHORIZED": {"0"}, "PYTHONHTTPSVERIFY": {"0"}}
+
+
 def _switch_off(name: str, value: str) -> bool:
     setting = value.strip().lower()
     return bool((_PG_SSLMODE.match(name) and setting in {"disable", "allow", "prefer", "require", "verify-ca"})
+                or name == "GIT_SSL_NO_VERIFY" or setting in _NAMED_OFF.get(name, ())
                 or (_ON_SWITCH.match(name) and setting in _FALSE) or (_OFF_SWITCH.match(name) and setting in _TRUE))
 
 
 def env_pairs(props):
-    """(path, name, value) of every environment variable: a container's ``envs[i]`` "NAME=value"
-    and an App Platform spec's ``{key, value}`` entries."""
-    for index, entry in enumerate(items(props.get("envs"))):
-        if isinstance(entry, str) and "=" in entry:
-            name, _, value = entry.partition("=")
-            yield f"envs[{index}]", name, value
+    """(path, name, value) of every environment variable: "NAME=value" items and map entries of
+    ``ENV_INPUTS``, and an App Platform spec's ``{key, value}`` entries."""
+    for key in ENV_INPUTS:
+        value = props.get(key)
+        if isinstance(value, Mapping):
+            # Sorted: the engine sends a map's keys sorted (protobuf Struct), the capture in order.
+            for name in sorted(value):
+                if isinstance(value[name], str):
+                    yield f"{key}.{name}", str(name), value[name]
+        for index, entry in enumerate(items(value)):
+            if isinstance(entry, str) and "=" in entry:
+                name, _, setting = entry.partition("=")
+                yield f"{key}[{index}]", name, setting
     for path, value in walk_strings(props):
         if path.endswith(".value") and isinstance(key := _at(props, path[:-len(".value")] + ".key"), str):
             yield path, key, value
@@ -149,34 +195,31 @@ def _at(value, path):
     return value
 
 
-def command_lines(props):
-    """(path, the items joined by spaces) of every list of strings (a container's ``command``,
-    ``entrypoint``, healthcheck ``tests``): exec form splits ``curl -k`` into two items."""
-    def walk(value, path):
-        if is_list(value):
-            if len(value) > 1 and all(isinstance(v, str) for v in value):
-                yield path, " ".join(value)
-            for index, item in enumerate(value):
-                yield from walk(item, f"{path}[{index}]")
-        elif isinstance(value, Mapping):
-            for key in value:
-                yield from walk(value[key], f"{path}.{key}" if path else str(key))
-    yield from walk(props, "")
-
-
 def _check_tls_disabled(props, args):
+    found = {}
     for path, text in walk_strings(props):
         for pattern, label in TLS_OFF:
             match = pattern.search(text)
             if match:
-                shown = label.format(match.group(1) if match.groups() else match.group(0).strip())
-                yield f"{path} disables TLS or its verification ({shown})"
+                found.setdefault(path, []).append(label.format(match.group(1) if match.groups() else match.group(0).strip()))
     for path, name, value in env_pairs(props):
-        if _switch_off(name, value) and not any(p.search(f"{name}={value}") for p, _ in TLS_OFF):
-            yield f"{path} disables TLS or its verification ({name}={value.strip()})"
-    for path, line in command_lines(props):
-        if CURL_INSECURE[0].search(line) and not any(CURL_INSECURE[0].search(w) for w in items(_at(props, path))):
-            yield f"{path} disables TLS or its verification ({CURL_INSECURE[1]})"
+        if _switch_off(name, value):
+            found.setdefault(path, []).append(f"{name}={value.strip()}")
+    for path, kind, settings in postgres_strings(props):
+        if str(settings["sslmode"]).lower() in ("disable", "allow", "prefer"):
+            found.setdefault(path, []).append(f"sslmode={settings['sslmode']}")
+    for path, words in commands(props):
+        if insecure_client(words):
+            found.setdefault(path, []).append(INSECURE_CLIENT)
+        for name, value in assignments(words):
+            if _switch_off(name, value):
+                found.setdefault(path, []).append(f"{name}={value.strip()}")
+    for path, shown in found.items():
+        # One message per setting: the pattern's GIT_SSL_NO_VERIFY and the parser's
+        # GIT_SSL_NO_VERIFY=... are one finding.
+        for label in dict.fromkeys(shown):
+            if not any(label.startswith(f"{other}=") for other in shown):
+                yield f"{path} disables TLS or its verification ({label})"
 
 
 resource_policy(
@@ -186,7 +229,8 @@ resource_policy(
     sources=["CWE-295", "CWE-319", "Kredete encryption in transit"],
     fix="Remove the flag and give the client the CA it needs to verify the server.",
     types=TLS_TYPES, check=_check_tls_disabled,
-    cases=Case(doc(container(envs=["DATABASE_URL=postgresql://db/x?sslmode=verify-full", "MONGO=mongodb://h/x?tls=true"])),
+    cases=Case(doc(container(envs=["DATABASE_URL=postgresql://db/x?sslmode=verify-full", "MONGO=mongodb://h/x?tls=true"],
+                             command=["sh", "-c", "/usr/bin/curl -fsS https://10.0.0.3/ && NODE_TLS_REJECT_UNAUTHORIZED='1' node m"])),
                [(doc(container(envs=["DATABASE_URL=postgresql://db/x?sslmode=disable", "NODE_TLS_REJECT_UNAUTHORIZED=0"])),
                  ["envs[0] disables TLS or its verification (sslmode=disable)",
                   "envs[1] disables TLS or its verification (NODE_TLS_REJECT_UNAUTHORIZED=0)"]),
@@ -205,4 +249,22 @@ resource_policy(
                 (doc(container(command=["curl", "-fsSk", "https://10.0.0.3/health"],
                                healthcheck={"tests": ["CMD", "curl", "--insecure", "https://localhost/"]})),
                  ["healthcheck.tests disables TLS or its verification (certificate checks switched off)",
-                  "command disables TLS or its verification (certificate checks switched off)"])]))
+                  "command disables TLS or its verification (certificate checks switched off)"]),
+                # Ordinary spellings a review found passing: curl by its path, inside sh -c, found
+                # by $(which curl); quoted values; the environment map; a keyword DSN with spaces.
+                (doc(container(command=["sh", "-c", "/usr/bin/curl -k https://10.0.0.3/ && NODE_TLS_REJECT_UNAUTHORIZED='0' node m.js"],
+                               healthcheck={"tests": ["CMD", "/usr/bin/curl", "-fsk", "https://10.0.0.3/health"]})),
+                 ["healthcheck.tests disables TLS or its verification (certificate checks switched off)",
+                  "command[2] disables TLS or its verification (certificate checks switched off)",
+                  "command[2] disables TLS or its verification (NODE_TLS_REJECT_UNAUTHORIZED=0)"]),
+                (doc(res(T_COMMAND, "r", {"create": 'PGSSLMODE="disable" psql -c "select 1"; "$(which curl)" -k https://x/',
+                                          "environment": {"PGSSLMODE": "disable", "NODE_TLS_REJECT_UNAUTHORIZED": "0"}}),
+                     container(envs=["PG_DSN=host=10.0.0.3 dbname=x sslmode = disable"]),
+                     res(T_APP, "app", {"spec": {"services": [{"name": "api", "runCommand":
+                                                               "NODE_TLS_REJECT_UNAUTHORIZED='0' node dist/main.js"}]}})),
+                 ["environment.NODE_TLS_REJECT_UNAUTHORIZED disables TLS or its verification (NODE_TLS_REJECT_UNAUTHORIZED=0)",
+                  "environment.PGSSLMODE disables TLS or its verification (PGSSLMODE=disable)",
+                  "create disables TLS or its verification (PGSSLMODE=disable)",
+                  "create disables TLS or its verification (certificate checks switched off)",
+                  "envs[0] disables TLS or its verification (sslmode=disable)",
+                  "spec.services[0].runCommand disables TLS or its verification (NODE_TLS_REJECT_UNAUTHORIZED=0)"])]))

@@ -1,0 +1,86 @@
+"""Ordinary spellings that switched TLS off or put a secret in plain config and passed the
+config boundary (review, December 2026): a Postgres URL to another host with sslmode=require,
+curl -k in a healthcheck, NODE_TLS_REJECT_UNAUTHORIZED=0 in an App Platform run_command, a
+password as a URL query parameter. Each is refused at its key path, never echoing a secret."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.test_config_boundary import _has, _problems
+
+pytestmark = pytest.mark.fast
+
+TLS_FIX = ("switches TLS or certificate verification off; remove it and verify the server with the CA the "
+           "program mounts (sslmode=verify-full, tls=true)")
+KRO_ENV = "platform:kro.services[0] (backend).env"
+
+
+@pytest.mark.parametrize("value,shown", [
+    ("postgresql://reporter@10.0.0.3:5432/db?sslmode=require", "sslmode=require"),
+    ("postgresql:///db?host=10.0.0.3&sslmode=verify-ca", "sslmode=verify-ca"),
+    ("postgresql://u@127.0.0.1:1,10.0.0.3:5432/db?sslmode=require", "sslmode=require"),
+    ("postgresql://u@localhost.db.example.com/db", "sslmode=prefer (libpq default)"),
+    ("host=10.0.0.3 dbname=x sslmode = require", "sslmode=require"),
+])
+def test_a_postgres_connection_to_another_host_below_verify_full_is_refused(stack_document, value, shown):
+    document = stack_document("staging")
+    document["config"]["platform:kro"]["services"][0]["env"]["REPORT_DB"] = value
+    problems = _problems(document)
+    assert problems == [f"{KRO_ENV}.REPORT_DB: {shown} {TLS_FIX}"], problems
+
+
+@pytest.mark.parametrize("value", ["postgresql://u@127.0.0.1:5432/db", "postgresql:///db?host=/run/postgresql",
+                                   "postgresql://u@10.0.0.3/db?sslmode=verify-full&sslrootcert=/ca.crt",
+                                   "host=localhost dbname=x"])
+def test_a_local_or_verified_postgres_connection_passes(value):
+    from components.container_env import tls_switched_off
+
+    assert tls_switched_off("REPORT_DB", value) is None
+
+
+@pytest.mark.parametrize("command", [
+    ["curl", "-fsk", "https://10.0.0.3/health"],
+    ["/usr/bin/curl", "--insecure", "https://10.0.0.3/health"],
+    ["sh", "-c", "\"$(which curl)\" -fsSk https://10.0.0.3/health"],
+    ["wget", "--no-check-certificate", "-qO-", "https://10.0.0.3/health"],
+])
+def test_curl_k_in_a_healthcheck_is_refused(stack_document, command):
+    document = stack_document("staging")
+    document["config"]["platform:kro"]["services"][0]["healthcheck"]["command"] = command
+    problems = _problems(document)
+    assert _has(problems, "platform:kro.services[0] (backend).healthcheck.command",
+                "curl -k (--insecure) or --no-check-certificate " + TLS_FIX), problems
+
+
+@pytest.mark.parametrize("run_command,shown", [
+    ("NODE_TLS_REJECT_UNAUTHORIZED=0 node dist/main.js", "NODE_TLS_REJECT_UNAUTHORIZED=0"),
+    ("NODE_TLS_REJECT_UNAUTHORIZED='0' node dist/main.js", "NODE_TLS_REJECT_UNAUTHORIZED=0"),
+    ("sh -c 'PGSSLMODE=\"disable\" node dist/main.js'", "PGSSLMODE=disable"),
+])
+def test_tls_switched_off_in_a_run_command_is_refused(stack_document, run_command, shown):
+    document = stack_document("staging")
+    document["config"]["platform:giv"]["components"][0]["run_command"] = run_command
+    problems = _problems(document)
+    assert _has(problems, "platform:giv.components[0] (krogiving-backend).run_command", f"{shown} {TLS_FIX}"), problems
+
+
+def test_a_password_as_a_url_query_parameter_is_refused_unshown(stack_document):
+    document = stack_document("staging")
+    document["config"]["platform:kro"]["services"][0]["env"]["REPORT_URL"] = \
+        "postgresql://reporter@10.0.0.3/db?password=CorrectHorse9&sslmode=verify-full"
+    problems = _problems(document)
+    assert _has(problems, f"{KRO_ENV}.REPORT_URL", "holds a URL with a password in plain text (value not shown)"), problems
+    assert not any("CorrectHorse9" in p for p in problems), problems
+
+
+def test_the_cli_exits_2_at_the_key_path(stack_document, write_stack):
+    from tests.test_config_boundary import _cli
+
+    document = stack_document("staging")
+    document["config"]["platform:kro"]["services"][0]["env"]["REPORT_DB"] = \
+        "postgresql://reporter@10.0.0.3:5432/db?sslmode=require"
+    result = _cli(write_stack(document))
+    assert result.returncode == 2, result.stderr
+    assert f"{KRO_ENV}.REPORT_DB: sslmode=require {TLS_FIX}" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
