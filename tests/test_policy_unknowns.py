@@ -47,16 +47,19 @@ def test_a_field_the_policy_needs_still_stops_it_and_the_advisory_names_urn_and_
     assert f"string value at .image of {urn(T_CONTAINER, 'c')} can't be known during preview" in found[0]["message"]
 
 
-def test_the_staging_preview_enforces_tls_and_names_a_urn_in_every_advisory(tmp_path, stack_document, write_stack):
+def test_the_staging_preview_enforces_the_scanning_policies_and_names_a_urn_in_every_advisory(tmp_path, stack_document, write_stack):
     document = stack_document("staging")
+    # A password as an argument: the config boundary leaves it to the policy pack (a TLS-off
+    # healthcheck never gets this far: the boundary refuses it at its key path).
     document["config"]["platform:kro"]["services"][0]["healthcheck"]["command"] = [
-        "curl", "-fsk", "https://127.0.0.1:3000/health"]
+        "redis-cli", "-a", "Tr0ub4dor3xyzzy", "ping"]
     path = write_stack(document, "staging")
     run = subprocess.run([sys.executable, "-m", "synth", "staging", "--stack-file", str(path), "--preview",
                           "--policy"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
     out = run.stdout + run.stderr
     assert run.returncode == 1, out[-2000:]
-    assert f"[mandatory] {TLS_OFF}: healthcheck.tests disables TLS" in out
+    assert ("[mandatory] platform-resource-disallow-plaintext-secrets: healthcheck.tests passes a password "
+            "on the command line (-a)") in out
     cannot = [line for line in out.splitlines() if "can't run policy" in line]
     assert cannot and all(" of urn:pulumi:staging::" in line for line in cannot)
     # Before the fix: 1,838 advisories, 142 per TLS policy, every one stopped at the first unknown
