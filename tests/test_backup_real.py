@@ -126,11 +126,31 @@ def _bucket_objects(env) -> dict[str, bytes]:
     return {k: s3.get_object(Bucket=bucket, Key=k)["Body"].read() for k in keys}
 
 
+def _parent(pid: str) -> str:
+    for line in Path("/proc", pid, "status").read_text().splitlines():
+        if line.startswith("PPid:"):
+            return line.split()[1]
+    return "0"
+
+
+def _descends_from(pid: str, ancestor: str) -> bool:
+    seen = 0
+    while pid not in ("0", "1") and seen < 64:
+        if pid == ancestor:
+            return True
+        pid, seen = _parent(pid), seen + 1
+    return False
+
+
 class ArgvWatcher:
-    """Samples every process's command line while a script runs (what `ps` shows)."""
+    """Samples the command line of every process this test started, children of children
+    included, while a script runs (what `ps` shows). Only this test's own: another xdist
+    worker's fixtures (a psql that creates roles with passwords) are not the script's doing."""
 
     def __init__(self):
         self.seen: set[str] = set()
+        self._root = str(os.getpid())
+        self._foreign: set[tuple[str, str]] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -139,6 +159,13 @@ class ArgvWatcher:
             for entry in os.scandir("/proc"):
                 if entry.name.isdigit():
                     try:
+                        # A pid and its start time name one process (pids are reused).
+                        key = (entry.name, Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()[19])
+                        if key in self._foreign:
+                            continue
+                        if not _descends_from(entry.name, self._root):
+                            self._foreign.add(key)
+                            continue
                         self.seen.add(Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
                     except OSError:
                         pass
