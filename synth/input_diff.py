@@ -244,8 +244,3 @@ def input_changes(base: dict[str, Any], head: dict[str, Any]) -> list[InputChang
         if base.get(option) != head.get(option):
             out.append(InputChange(f"[option] {option}", "value", base.get(option), head.get(option)))
     return out
-
-
-def changed_keys(base: dict[str, Any], head: dict[str, Any]) -> list[str]:
-    """The paths of ``input_changes``, secret ones marked ``(secret)``."""
-    return [c.path + (" (secret)" if c.kind == "secret" else "") for c in input_changes(base, head)]
