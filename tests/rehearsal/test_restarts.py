@@ -141,9 +141,11 @@ def test_the_change_drills_expect_only_postgres_restarted_by_its_new_certificate
 
     memory = CaptureMemory()
     files = test_drills.stack_files(Path(tempfile.mkdtemp(prefix="restarts-")))
-    previous = capture("staging", memory=memory)
+    products = ["vedfinance", "pencom"]  # the drills' hosts: V-EdFinance's VPS, Pencom's edge
+    previous = capture("staging", products=products, memory=memory)
     for name, stack_file, reissue in test_drills.CHANGE_DRILLS:
-        current = capture("staging", memory=memory, stack_file=files[stack_file], reissue=reissue)
+        current = capture("staging", products=products, memory=memory, stack_file=files[stack_file],
+                          reissue=reissue)
         expected = {h: s for h, s in restarts.expected_restarts(previous, current).items() if s}
         assert expected == test_drills.EXPECTED_RESTARTS[name], name
         previous = current
