@@ -198,8 +198,7 @@ class R2Backup(pulumi.ComponentResource):
         # A long-running WAL receiver reads the credentials at its start: a new value restarts
         # it (a timer's job reads them at its next run).
         receivers = sorted(u for u in units if u.startswith("platform-wal-receive-"))
-        restart_receivers = " && ".join(f"{{ ! systemctl is-active --quiet {u} || systemctl restart {u}; }}"
-                                        for u in receivers)
+        restart_receivers = " && ".join(hostsetup.unit_apply("try-restart", u) for u in receivers)
         credentials_script = pulumi.Output.secret(pulumi.Output.all(
             args.source_uri, self.access_key_id, self.secret_access_key, self.passphrase.result,
             self.bucket.name).apply(env_file))

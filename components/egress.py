@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
-from components.hostsetup import OutboundRule, deliver_file
+from components.hostsetup import OutboundRule, deliver_file, unit_apply
 from components.tiers import SSH_PORT, InboundRule
 
 PROXY_BASE_PORT = 3128
@@ -378,5 +378,6 @@ def host_proxy_section(proxy_url: str) -> str:
         deliver_file("/etc/systemd/system/docker.service.d/platform-proxy.conf", "0644", "root:root",
                      f'[Service]\nEnvironment="HTTP_PROXY={proxy_url}" "HTTPS_PROXY={proxy_url}" '
                      '"NO_PROXY=localhost,127.0.0.1"\n',
-                     on_change="systemctl daemon-reload\n  if systemctl is-active --quiet docker; then systemctl restart docker; fi"),
+                     on_change="systemctl daemon-reload && "
+                               + unit_apply("try-restart", "docker", "docker", "info", seconds=60)),
     ])

@@ -134,8 +134,7 @@ def wireguard_section(endpoint: Endpoint, private_key: str) -> str:
         hostsetup.deliver_file(
             CONFIG_PATH, "0600", "root:root", render_wg_conf(endpoint, private_key),
             validate=f"wg-quick strip {INTERFACE} >/dev/null",
-            on_change=f"if systemctl is-active --quiet wg-quick@{INTERFACE}; then "
-                      f"systemctl reload wg-quick@{INTERFACE}; fi"),
+            on_change=hostsetup.unit_apply("try-reload", f"wg-quick@{INTERFACE}", "wg", "show", INTERFACE)),
         "if wireguard_in_kernel || [ -c /dev/net/tun ]; then",
         f"  ensure_service_enabled wg-quick@{INTERFACE} wg show {INTERFACE}",
         "else",

@@ -26,7 +26,7 @@ from rehearsal.capture import CaptureMemory, StackCapture, capture
 from rehearsal.liveprobes import live_probes, reachability_matrix  # noqa: F401 -- re-exported
 from rehearsal.report import HostReport, Report
 from rehearsal.runs import (  # noqa: F401 -- re-exported: the rehearsal's one front
-    CONVERGE_TIMEOUT_S, ConvergeTimeout, Drill, DrillContext, only_hosts, run_converge, run_drill,
+    CONVERGE_TIMEOUT_S, ConvergeTimeout, Drill, DrillContext, merged, only_hosts, run_converge, run_drill,
     write_plan)
 
 
@@ -81,6 +81,8 @@ class Rehearsal:
         self.lab_services = None
         self.capture: Optional[StackCapture] = None
         self.lab_capture: Optional[StackCapture] = None
+        self.running: Optional[StackCapture] = None
+        """What the boxes run after the drills so far (None: ``lab_capture``)."""
         self.overlay: Optional[overlay_mod.Overlay] = None
         self.workdir: Optional[Path] = None
         self.plan_path: Optional[Path] = None
@@ -110,9 +112,13 @@ class Rehearsal:
             self.report.drills[drill.name] = entry
             return entry
         self.last_run = run_drill(self.report, drill, self.lab, self.lab_services, self.workdir,
-                                  self.last_run, self.workers, before=self.lab_capture,
-                                  recapture=self._recapture)
+                                  self.last_run, self.workers, before=self.running or self.lab_capture,
+                                  recapture=self._recapture, converged=self._converged)
         return self.report.drills[drill.name]
+
+    def _converged(self, after: StackCapture) -> None:
+        # The next drill's "before" is what the boxes run now, not the first converge's plan.
+        self.running = merged(self.running or self.lab_capture, after)
 
     def _recapture(self, drill: Drill) -> StackCapture:
         # The same keys, secrets and certificates (CaptureMemory) and the same overlay: only the

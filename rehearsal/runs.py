@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence
 
+from rehearsal import restarts as restarts_mod
 from rehearsal.capture import StackCapture
 from rehearsal.report import Report
 
@@ -138,10 +139,14 @@ def write_plan(lab_cap: StackCapture, path: Path) -> None:
 
 
 def run_drill(report: Report, drill: Drill, lab, services, workdir: Path, run_no: int, workers: int,
-              *, before: StackCapture, recapture: Callable[[Drill], StackCapture]) -> int:
+              *, before: StackCapture, recapture: Callable[[Drill], StackCapture],
+              converged: Optional[Callable[[StackCapture], None]] = None) -> int:
     """One ``Drill``: its change converged (changes expected), converged again (0 changes),
     then observed; the result goes to ``report.drills[drill.name]`` (``runs``: per run the
-    changes per host and the steps that changed; ``seconds``; ``observation`` or ``error``).
+    changes per host and the steps that changed; ``seconds``; ``restarts``: per host the
+    services expected to restart and those that did, ``rehearsal.restarts.compare``, or
+    ``{"error": ...}``; ``observation`` or ``error``). ``before``: what every box of the lab
+    runs; ``converged`` is told the capture the drill's hosts run after its converges.
     Returns the last run number used."""
     entry: dict[str, Any] = {"runs": {}, "seconds": {}}
     report.drills[drill.name] = entry
@@ -154,6 +159,7 @@ def run_drill(report: Report, drill: Drill, lab, services, workdir: Path, run_no
             entry["seconds"]["capture"] = round(time.monotonic() - t0, 2)
             plan_path = workdir / f"plan-{drill.name}.json"
             write_plan(context.after, plan_path)
+            restarts = RestartWatch(lab, before, context.after)
             for expect_changes in (True, False):
                 run_no += 1
                 t0 = time.monotonic()
@@ -169,6 +175,9 @@ def run_drill(report: Report, drill: Drill, lab, services, workdir: Path, run_no
                     "failed": sorted(f'{r["name"]}: {r["error"]}' for r in results
                                      if r["status"] in ("failed", "blocked", "changed")),
                 }
+            if converged is not None:
+                converged(context.after)
+            entry["restarts"] = restarts.result()
         t0 = time.monotonic()
         entry["observation"] = drill.observe(context)
         entry["seconds"]["observe"] = round(time.monotonic() - t0, 2)
@@ -176,3 +185,38 @@ def run_drill(report: Report, drill: Drill, lab, services, workdir: Path, run_no
         entry["error"] = f"{type(exc).__name__}: {exc}"
     entry["seconds"]["total"] = round(time.monotonic() - started, 2)
     return run_no
+
+
+class RestartWatch:
+    """The services a drill restarted, against those its change should restart: every box of
+    ``before`` (what the lab runs) snapshotted at creation and again at ``result`` (after the
+    converges of ``after``, the drill's hosts). A snapshot that fails is the result's
+    ``error``, not the drill's: the drill's own observation still runs."""
+
+    def __init__(self, lab, before: StackCapture, after: StackCapture):
+        self.lab, self.before, self.after = lab, before, after
+        self.units = {h: restarts_mod.platform_units([before, after], h) for h in before.hosts}
+        self.error: Optional[str] = None
+        try:
+            self.first = restarts_mod.snapshot(lab, self.units)
+        except Exception as exc:  # noqa: BLE001 - reported in the drill's entry
+            self.error = f"{type(exc).__name__}: {exc}"
+
+    def result(self) -> dict[str, Any]:
+        if self.error is not None:
+            return {"error": self.error}
+        try:
+            observed = restarts_mod.observed_restarts(self.first, restarts_mod.snapshot(self.lab, self.units))
+            expected = restarts_mod.expected_restarts(self.before, self.after)
+        except Exception as exc:  # noqa: BLE001 - reported in the drill's entry
+            return {"error": f"{type(exc).__name__}: {exc}"}
+        return restarts_mod.compare(expected, observed)
+
+
+def merged(running: StackCapture, after: StackCapture) -> StackCapture:
+    """``running`` with the steps of ``after``'s hosts replaced by ``after``'s: what the boxes
+    run once a drill converged ``after`` (some of the hosts) onto them."""
+    steps = [s for s in running.steps if s.host not in after.hosts] + list(after.steps)
+    return StackCapture(stack=running.stack, hosts=running.hosts, steps=steps, products=running.products,
+                        database_hosts=running.database_hosts, state=running.state,
+                        stack_config=running.stack_config)

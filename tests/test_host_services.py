@@ -31,6 +31,7 @@ FAKE_SYSTEMCTL = textwrap.dedent("""\
     case "$verb" in
       is-enabled) [ -e "$UNITS/$unit.enabled" ] ;;
       is-active) [ -e "$UNITS/$unit.active" ] ;;
+      is-failed) [ -e "$UNITS/$unit.dies" ] ;;
       enable) touch "$UNITS/$unit.enabled" ;;
       start)
         if [ -e "$UNITS/$unit.skip" ]; then echo no >"$UNITS/$unit.condition"
@@ -91,7 +92,7 @@ def test_a_unit_that_does_not_stay_up_fails_the_script_with_its_journal(tmp_path
     (tmp_path / "units" / "fail2ban.dies").touch()
     result = _run(tmp_path, "ensure_service_enabled fail2ban\necho after")
     assert result.returncode == 1
-    assert "service fail2ban is enabled but not running: it is not active after its start" in result.stderr
+    assert "unit fail2ban: not proven running 30 s after its start" in result.stderr
     assert "stand-in journal" in result.stderr
     assert "after" not in result.stdout
 

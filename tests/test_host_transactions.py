@@ -36,6 +36,14 @@ FAKE_SYSTEMCTL = textwrap.dedent("""\
     """)
 
 
+LISTENER = textwrap.dedent("""\
+    timeout 280 python3 -c 'import socket, time; s = socket.socket(); s.bind(("0.0.0.0", 22)); s.listen(); time.sleep(300)' &
+    LISTENER_PID=$!
+    trap 'kill "$LISTENER_PID" 2>/dev/null; wait' EXIT
+    for _ in $(seq 50); do ss -Hltn "sport = :22" | grep -q . && break; sleep 0.1; done
+    """)
+
+
 def _sandbox(tmp_path: Path, scripts: dict[str, str], driver: str) -> str:
     """Runs ``driver`` (bash, with /mnt holding ``scripts`` as NAME.sh) in the throwaway root;
     returns its output."""
@@ -47,8 +55,10 @@ def _sandbox(tmp_path: Path, scripts: dict[str, str], driver: str) -> str:
     for name, text in scripts.items():
         (mnt / f"{name}.sh").write_text(text)
     (mnt / "systemctl").write_text(FAKE_SYSTEMCTL)
+    # sshd's own socket, as the reload's check finds it (`listening 22`: ss, real): a listener
+    # the driver stops on its way out, bounded by timeout if the driver is killed.
     (mnt / "driver.sh").write_text("set -u\ninstall -m 0755 /mnt/systemctl /usr/local/sbin/systemctl\n"
-                                   "mkdir -p /run/sshd\n" + driver)
+                                   "mkdir -p /run/sshd\n" + LISTENER + driver)
     base = tmp_path / "sandbox"
     base.mkdir()
     result = run_in_throwaway_root(mnt, base, timeout=300)

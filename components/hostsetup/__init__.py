@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from components.hostsetup.delivery import (DEPLOY_USER, EPILOGUE, HEREDOC_MARKER, PRELUDE, commit_staged,
                                            deliver_file, directories_section, script, staged_file,
-                                           stat_format)
+                                           stat_format, unit_apply)
 from components.hostsetup.sshd import (ADMIN_USER, AdminAccess, PRINCIPALS_DIR, SSHD_MACS, SshdPolicy,
                                        USER_CA_PATH, admin_access_section, render_principals,
                                        render_sshd_config, sshd_section)
@@ -41,4 +41,4 @@ __all__ = ["ADMIN_USER", "AUDISP_SYSLOG", "AUTO_UPGRADES", "AdminAccess", "DEPLO
            "render_session_audit_rules", "render_session_collector", "render_session_forwarding",
            "render_sshd_config", "render_ufw_commands", "script", "session_collector_section",
            "session_logging_section", "session_shipping_section", "sshd_section", "staged_file",
-           "stat_format", "ufw_section"]
+           "stat_format", "ufw_section", "unit_apply"]

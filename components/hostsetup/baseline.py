@@ -9,7 +9,7 @@ import textwrap
 from dataclasses import replace
 from typing import Sequence
 
-from components.hostsetup.delivery import DEPLOY_USER, deliver_file, directories_section, script
+from components.hostsetup.delivery import DEPLOY_USER, deliver_file, directories_section, script, unit_apply
 from components.hostsetup.sshd import ADMIN_USER, AdminAccess, SshdPolicy, admin_access_section, sshd_section
 from components.hostsetup.sessions import session_logging_section
 
@@ -44,7 +44,7 @@ def fail2ban_section(ignore_cidrs: Sequence[str] = ()) -> str:
         deliver_file("/etc/fail2ban/jail.local", "0644", "root:root",
                      render_fail2ban_jail(ignore_cidrs),
                      validate="fail2ban-client -t >/dev/null",
-                     on_change="systemctl restart fail2ban && wait_for 30 fail2ban-client status sshd"),
+                     on_change=unit_apply("restart", "fail2ban", "fail2ban-client", "status", "sshd")),
         "ensure_service_enabled fail2ban fail2ban-client status sshd",
     ])
 
@@ -87,7 +87,7 @@ def base_section() -> str:
         deliver_file("/etc/apt/apt.conf.d/52platform-unattended-upgrades", "0644", "root:root",
                      UNATTENDED_UPGRADES),
         deliver_file("/etc/systemd/journald.conf.d/10-platform.conf", "0644", "root:root", JOURNALD,
-                     on_change="systemctl restart systemd-journald"),
+                     on_change=unit_apply("restart", "systemd-journald")),
         "ensure_service_enabled systemd-timesyncd",
     ])
 
@@ -114,7 +114,7 @@ def docker_section(deploy_user: str = DEPLOY_USER) -> str:
                      # lacks it, and there the restart is the check (rolled back when it fails).
                      validate='case "$(dockerd --help 2>&1)" in *--validate*)'
                           " dockerd --validate --config-file /etc/docker/daemon.json >/dev/null;; esac",
-                 on_change="systemctl restart docker && wait_for 60 docker info"),
+                 on_change=unit_apply("restart", "docker", "docker", "info", seconds=60)),
         "ensure_service_enabled docker docker info",
         f"if ! id -nG {deploy_user} | tr ' ' '\\n' | grep -qx docker; then",
         f"  usermod -aG docker {deploy_user}",

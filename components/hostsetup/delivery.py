@@ -130,6 +130,11 @@ wait_for() {
   return 1
 }
 
+# listening PORT -- a TCP socket listens on PORT (a status command: sshd, the session collector).
+listening() {
+  ss -Hltn "sport = :$1" | grep -q .
+}
+
 missing_packages() {
   local pkg
   for pkg in "$@"; do
@@ -153,12 +158,75 @@ ensure_packages() {
   exec 9>&-
 }
 
+# unit_ready UNIT SECONDS [STATUS COMMAND...] -- succeeds once UNIT is active, its own status
+# command (when given) answers, and both still hold on the same run of the unit (InvocationID)
+# for three checks a second apart: a unit that starts and dies a moment later (Type=simple
+# forks, then exits; Restart= starts it again) is "active" for a moment only. Fails after
+# SECONDS tries.
+unit_ready() {
+  local unit="$1" seconds="$2" try run seen="" steady=0
+  shift 2
+  for try in $(seq 1 "$seconds"); do
+    run="$(systemctl show -p InvocationID --value "$unit" 2>/dev/null)" || run=""
+    if systemctl is-active --quiet "$unit" && { [ "$#" -eq 0 ] || "$@" >/dev/null 2>&1; }; then
+      if [ "$run" = "$seen" ]; then steady=$((steady + 1)); else seen="$run" steady=1; fi
+      [ "$steady" -lt 3 ] || return 0
+    else
+      steady=0 seen=""
+      # Failed (it exited and no Restart= brings it back): nothing to wait for.
+      ! systemctl is-failed --quiet "$unit" || return 1
+    fi
+    if [ "$try" -lt "$seconds" ]; then sleep 1; fi
+  done
+  return 1
+}
+
+# apply_unit ACTION UNIT SECONDS [STATUS COMMAND...] -- the one way a script restarts or reloads
+# a systemd unit: ACTION is restart, reload or service-restart (the unit's init script: auditd
+# refuses `systemctl restart`); try-ACTION acts only when the unit is active (one not running
+# yet is started, and proven, by ensure_service_enabled). Then the unit must be proven running
+# (unit_ready) within SECONDS; if not, its status command's answer and its journal tail go to
+# stderr and this fails naming the unit, so commit_files puts back the files that triggered
+# it, applies again and fails the step, and the next run retries.
+apply_unit() {
+  local action="$1" unit="$2" seconds="$3"
+  shift 3
+  case "$action" in
+    try-*)
+      systemctl is-active --quiet "$unit" || return 0
+      action="${action#try-}" ;;
+  esac
+  case "$action" in
+    restart | reload) systemctl "$action" "$unit" || { unit_not_running "$unit" "systemctl $action failed" "$@"; return 1; } ;;
+    service-restart) service "$unit" restart || { unit_not_running "$unit" "service $unit restart failed" "$@"; return 1; } ;;
+    *) echo "apply_unit: unknown action $action" >&2; return 1 ;;
+  esac
+  unit_ready "$unit" "$seconds" "$@" \
+    || { unit_not_running "$unit" "not proven running ${seconds} s after its ${action}" "$@"; return 1; }
+}
+
+# unit_not_running UNIT REASON [STATUS COMMAND...] -- why UNIT failed, on stderr: the reason,
+# the unit's state, its status command's answer, its journal tail.
+unit_not_running() {
+  local unit="$1" reason="$2"
+  shift 2
+  echo "unit $unit: $reason (state: $(systemctl is-active "$unit" 2>&1))" >&2
+  systemctl status --no-pager -n 0 "$unit" >&2 || true
+  if [ "$#" -gt 0 ]; then
+    echo "unit $unit: its status command '$*' answers:" >&2
+    "$@" >&2 || true
+  fi
+  echo "unit $unit: journal tail:" >&2
+  journalctl -u "$unit" -n 20 --no-pager >&2 || true
+}
+
 # ensure_service_enabled UNIT [STATUS COMMAND...] -- the unit enabled and proven running: active
-# after a start, and, when given, its own status command answering (retried while it comes up).
-# A change is counted only when the state really changed, so a unit whose Condition*= skips it
-# on this host (systemd-timesyncd has ConditionVirtualization=!container: a container-based VPS)
-# is reported as skipped on every run instead of "changed"; any other unit that stays inactive
-# fails the script with the unit's own status and journal.
+# after a start (unit_ready: it stays up), and, when given, its own status command answering
+# (retried while it comes up). A change is counted only when the state really changed, so a
+# unit whose Condition*= skips it on this host (systemd-timesyncd has
+# ConditionVirtualization=!container: a container-based VPS) is reported as skipped on every
+# run instead of "changed"; any other unit that stays inactive fails the script with the
+# unit's own status and journal.
 ensure_service_enabled() {
   local unit="$1"
   shift
@@ -168,14 +236,14 @@ ensure_service_enabled() {
   fi
   if ! systemctl is-active --quiet "$unit"; then
     systemctl start "$unit" || { service_not_running "$unit" "its start failed"; }
-    if systemctl is-active --quiet "$unit"; then
-      note_change "service $unit started"
-    elif [ "$(systemctl show -p ConditionResult --value "$unit")" = "no" ]; then
+    if ! systemctl is-active --quiet "$unit" \
+      && [ "$(systemctl show -p ConditionResult --value "$unit")" = "no" ]; then
       echo "skipped: $unit does not run on this host (a Condition of the unit is not met)"
       return 0
-    else
-      service_not_running "$unit" "it is not active after its start"
     fi
+    unit_ready "$unit" 30 "$@" || { unit_not_running "$unit" "not proven running 30 s after its start" "$@"; exit 1; }
+    note_change "service $unit started"
+    return 0
   fi
   if [ "$#" -gt 0 ] && ! wait_for 30 "$@"; then
     "$@" >&2 || true
@@ -198,6 +266,22 @@ for staged in ${STAGED[@]+"${STAGED[@]}"}; do
 done
 echo "platform-setup: ${CHANGES} changes"
 """
+
+
+UNIT_ACTIONS = ("restart", "reload", "service-restart")
+
+
+def unit_apply(action: str, unit: str, *status: str, seconds: int = 30) -> str:
+    """The bash command line (for ``deliver_file``'s ``on_change``) that applies a change to the
+    systemd ``unit``: ``action`` is one of ``UNIT_ACTIONS``, or ``try-`` one of them (only when
+    the unit is active); then the unit is proven running within ``seconds`` (polled once a
+    second): active on one run of it for three checks, and ``status`` (its own status command,
+    as words: ``("fail2ban-client", "status", "sshd")``) answering. On failure the step fails
+    naming the unit, with its journal tail, and the files that triggered it are put back
+    (``apply_unit`` in the prelude). Raises ValueError for an unknown action."""
+    if action.removeprefix("try-") not in UNIT_ACTIONS:
+        raise ValueError(f"unit action {action!r}: expected one of {UNIT_ACTIONS}, or try- one of them")
+    return shlex.join(["apply_unit", action, unit, str(seconds), *status])
 
 
 def deliver_file(path: str, mode: str, owner: str, content: str, on_change: str = "",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import textwrap
 from dataclasses import dataclass
 
-from components.hostsetup.delivery import deliver_file, directories_section
+from components.hostsetup.delivery import deliver_file, directories_section, unit_apply
 from components.hostsetup.sshd import ADMIN_USER
 
 
@@ -109,7 +109,7 @@ def session_logging_section(admin_user: str = ADMIN_USER) -> str:
                      on_change="if auditctl -s >/dev/null 2>&1; then augenrules --load >/dev/null; fi"),
         deliver_file("/etc/audit/plugins.d/syslog.conf", "0640", "root:root", AUDISP_SYSLOG,
                      # auditd refuses `systemctl restart`; its init script is the supported way.
-                     on_change="if systemctl is-active --quiet auditd; then service auditd restart; fi"),
+                     on_change=unit_apply("try-service-restart", "auditd", "auditctl", "-s")),
         "if auditctl -s >/dev/null 2>&1; then",
         "  ensure_service_enabled auditd auditctl -s",
         "else",
@@ -129,10 +129,10 @@ def session_shipping_section(shipping: SessionShipping, ca_pem: str) -> str:
     return "\n".join([
         directories_section([(SESSION_TLS_DIR, "0755", "root:root")]),
         deliver_file(f"{SESSION_TLS_DIR}/ca.pem", "0644", "root:root", ca_pem,
-                     on_change="systemctl restart rsyslog"),
+                     on_change=unit_apply("restart", "rsyslog")),
         deliver_file("/etc/rsyslog.d/60-platform-sessions.conf", "0644", "root:root",
                      render_session_forwarding(shipping.collector, shipping.peer_name, port=shipping.port),
-                     validate="rsyslogd -N1 >/dev/null", on_change="systemctl restart rsyslog"),
+                     validate="rsyslogd -N1 >/dev/null", on_change=unit_apply("restart", "rsyslog")),
     ])
 
 
@@ -140,11 +140,13 @@ def session_collector_section(address: str, cert_pem: str, key_pem: str, ca_pem:
     """The monitoring host's collector: its certificate and key (rendered inside an apply; the
     key readable by root only) and the listener (``render_session_collector``)."""
     return "\n".join([
+        "ensure_packages iproute2",  # ss: the check that the listener is up after a restart
         directories_section([(SESSION_TLS_DIR, "0755", "root:root"), (SESSION_LOG_DIR, "0750", "root:adm")]),
         deliver_file(f"{SESSION_TLS_DIR}/ca.pem", "0644", "root:root", ca_pem),
         deliver_file(f"{SESSION_TLS_DIR}/collector.pem", "0644", "root:root", cert_pem),
         deliver_file(f"{SESSION_TLS_DIR}/collector.key", "0600", "root:root", key_pem),
         deliver_file("/etc/rsyslog.d/60-platform-session-collector.conf", "0644", "root:root",
                      render_session_collector(address),
-                     validate="rsyslogd -N1 >/dev/null", on_change="systemctl restart rsyslog"),
+                     validate="rsyslogd -N1 >/dev/null",
+                     on_change=unit_apply("restart", "rsyslog", "listening", str(SESSION_LOG_PORT))),
     ])

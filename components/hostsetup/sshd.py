@@ -7,7 +7,7 @@ import textwrap
 from dataclasses import dataclass
 from typing import Sequence
 
-from components.hostsetup.delivery import DEPLOY_USER, deliver_file, directories_section
+from components.hostsetup.delivery import DEPLOY_USER, deliver_file, directories_section, unit_apply
 
 
 
@@ -100,12 +100,25 @@ def _forwarding(policy: SshdPolicy) -> str:
 
 
 def sshd_section(policy: SshdPolicy) -> str:
-    return deliver_file(
-        "/etc/ssh/sshd_config.d/00-platform.conf", "0644", "root:root",
-        render_sshd_config(policy),
-        validate="sshd -t",
-        on_change="systemctl reload ssh 2>/dev/null || systemctl reload sshd",
-    )
+    """The drop-in, judged by ``sshd -t`` in place, then applied by a reload of ``ssh`` (the
+    unit's name on Debian 12 and Ubuntu 24.04), which counts only once the unit stays active and
+    a socket listens on ``policy.port``; else the previous drop-in is put back and reloaded.
+
+    Ubuntu 24.04 starts sshd from ``ssh.socket``: ``ssh.service`` runs once a connection came
+    in (this script's own did), so it is reloaded there too; when it does not run there is
+    nothing to reload (``try-``: the next connection starts sshd on the checked file). A new
+    ``Port`` on such a host listens only after ``ssh.socket`` is restarted, which this does not
+    do: the listening check then fails the step and the previous port stays."""
+    return "\n".join([
+        # ss (the listening check): iproute2, in every cloud image, named so nothing rests on that.
+        "ensure_packages iproute2",
+        deliver_file(
+            "/etc/ssh/sshd_config.d/00-platform.conf", "0644", "root:root",
+            render_sshd_config(policy),
+            validate="sshd -t",
+            on_change=unit_apply("try-reload", "ssh", "listening", str(policy.port)),
+        ),
+    ])
 
 
 ADMIN_USER = "ops"

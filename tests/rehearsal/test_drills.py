@@ -27,7 +27,11 @@ on the previous one:
    certificate and its key in one commit (``secrets-postgres``), so one restart on a matching
    pair, awaited until Docker reports the server healthy.
 
-Each drill's first converge reports changes, its second converge 0.
+Each drill's first converge reports changes, its second converge 0. Every change drill restarts
+exactly the services that depend on its change: each container's (Id, StartedAt) and each
+platform unit's (InvocationID, ActiveEnterTimestamp), on every box of the lab, before and after
+its converges (``rehearsal.restarts``), against the set derived from the captures' own scripts
+and resources; :data:`EXPECTED_RESTARTS` is the hand-written cross-check of that derivation.
 """
 
 from __future__ import annotations
@@ -57,6 +61,16 @@ CERT = "vedfinance-staging-ca-postgres-cert"
 SLACK_CHANNEL = "#platform-alerts"
 HOSTS = (VPS, EDGE)
 ALERT_TIMEOUT_S = 600
+
+# The change drills, in order: (name, stack file of ``stack_files``, certificates re-issued).
+CHANGE_DRILLS = (("alert-slack-channel", "base", ()), ("alert-emails", "emails", ()),
+                 ("egress-provider-removed", "egress", ()), ("postgres-certificate", "egress", (CERT,)))
+# The cross-check: Alertmanager and squid reload (SIGHUP, `squid -k reconfigure`), so only a
+# new certificate restarts a service, its own server.
+EXPECTED_RESTARTS: dict[str, dict[str, set[str]]] = {
+    "alert-slack-channel": {}, "alert-emails": {}, "egress-provider-removed": {},
+    "postgres-certificate": {VPS: {f"container:{VPS}/postgres"}},
+}
 
 
 def sh(lab, box: str, script: str, check: bool = True) -> str:
@@ -295,12 +309,11 @@ def drilled(staging_rehearsal, tmp_path_factory):
     assert held.report.error is None, held.report.text()
     files = stack_files(tmp_path_factory.mktemp("drills"))
     before_drills(held.lab, held.lab_services)
-    for drill in [Drill("alert-slack-channel", observe_slack_channel, stack_file=files["base"], hosts=HOSTS),
-                  Drill("alert-delivery", observe_alert_delivery),
-                  Drill("alert-emails", observe_alert_emails, stack_file=files["emails"], hosts=HOSTS),
-                  Drill("egress-provider-removed", observe_egress, stack_file=files["egress"], hosts=HOSTS),
-                  Drill("postgres-certificate", observe_certificate, stack_file=files["egress"],
-                        reissue=[CERT], hosts=[VPS])]:
+    observe = {"alert-slack-channel": observe_slack_channel, "alert-emails": observe_alert_emails,
+               "egress-provider-removed": observe_egress, "postgres-certificate": observe_certificate}
+    changes = [Drill(name, observe[name], stack_file=files[stack_file], reissue=list(reissue),
+                     hosts=[VPS] if reissue else HOSTS) for name, stack_file, reissue in CHANGE_DRILLS]
+    for drill in [changes[0], Drill("alert-delivery", observe_alert_delivery), *changes[1:]]:
         held.drill(drill)
         print(f"drill {drill.name}: {json.dumps(held.report.drills[drill.name], default=str)[:3000]}")
     report = held.report
@@ -379,3 +392,17 @@ def test_a_reissued_certificate_is_served_by_the_running_postgres(drilled):
     seen = entry["observation"]
     assert seen["new_serial"] != seen["old_serial"]
     assert int(seen["served_serial"], 16) == int(seen["new_serial"], 16), seen
+
+
+@pytest.mark.parametrize("name", [name for name, _, _ in CHANGE_DRILLS])
+def test_only_the_services_that_depend_on_the_change_restart(drilled, name):
+    """On every box of the lab, the services restarted or recreated by the drill's converges are
+    exactly those derived from its change (``rehearsal.restarts``), and the derivation agrees
+    with the hand-written cross-check."""
+    restarted = _drill(drilled, name)["restarts"]
+    assert "error" not in restarted, restarted
+    wrong = {host: {"extra": seen["extra"], "missing": seen["missing"]}
+             for host, seen in restarted.items() if seen["extra"] or seen["missing"]}
+    assert not wrong, f"{name}: {wrong}; all: {restarted}"
+    expected = {host: set(seen["expected"]) for host, seen in restarted.items() if seen["expected"]}
+    assert expected == EXPECTED_RESTARTS[name], restarted
