@@ -68,6 +68,22 @@ def test_every_cell_of_the_single_host_matrix_is_tried(vedfinance):
     assert [c for c in cells if c["position"] == "neighbour" and c["side"] == "container" and c["observed"] != "closed"] == []
 
 
+def test_ports_the_containers_listen_on_unpublished_answer_their_bridge_and_host_only(vedfinance, kro):
+    """The app services' ``PORT`` and the exporters' ports (rehearsal/checks/listeners.py): tried
+    at each container's own address, open from its host and its bridge, closed from the
+    neighbour that routes the container subnet (the bridge guard's DOCKER-USER rules)."""
+    for report, host, wanted in ((vedfinance, VPS, {("vedfinance-staging-api-dev", 3000), ("vedfinance-staging-prometheus", 9090)}),
+                                 (kro, KRO, {("kro-staging-backend", 3000), ("kro-staging-node-exporter", 9100)})):
+        cells = [c for c in _cells(report, host) if c["side"] == "container" and (c["service"], c["port"]) in wanted]
+        assert {(c["service"], c["port"]) for c in cells} == wanted
+        seen = {(c["position"], c["service"], c["port"]): c["observed"] for c in cells}
+        for service, port in wanted:
+            assert seen[("neighbour", service, port)] == "closed"
+            assert seen[(f"host:{host}", service, port)] == "open"
+            assert seen[(f"containers:{host}", service, port)] == "open"
+        assert {c["status"] for c in cells} == {PASS}, json.dumps(cells, indent=1)
+
+
 def test_the_single_host_matrix_fails_only_on_container_egress(vedfinance):
     failed = [(c["position"], c["side"], c["port"]) for c in _cells(vedfinance, VPS, FAIL)]
     assert set(failed) <= {("containers:vedfinance-staging", "internet", 443)}, json.dumps(_cells(vedfinance, VPS, FAIL), indent=1)
