@@ -48,6 +48,8 @@ def test_the_service_port_and_the_health_check_port_of_an_application():
 @pytest.mark.parametrize("image,command,expected", [
     ("prom/prometheus:v2", ["--config.file=/etc/p.yml"], [9090]),
     ("prom/node-exporter:v1", [], [9100]),
+    ("prom/alertmanager:v0.27.0", ["--config.file=/etc/a.yml"], [9093, 9094]),
+    ("prom/alertmanager:v0.27.0", ["--cluster.listen-address=", "--web.listen-address=:9095"], [9095]),
     ("prom/node-exporter:v1", ["--web.listen-address=:9200"], [9200]),
     ("prom/node-exporter:v1", ["--web.listen-address=127.0.0.1:9100"], []),
     ("redis:7", ["sh", "-c", "exec redis-server --port 0 --tls-port 6380 --requirepass x"], [6380]),

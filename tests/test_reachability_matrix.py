@@ -52,8 +52,8 @@ def test_staging_matrix_covers_every_position_and_listener():
                                for k in matrix), (r["name"], p)
     # 548 cells and 207 allowed before the ports containers listen on without publishing them.
     cells = rm.expected_matrix(*_inputs("staging"))
-    assert len(cells) == 893
-    assert sum(e.allowed for e in cells) == 313
+    assert len(cells) == 911
+    assert sum(e.allowed for e in cells) == 321
     loopback = {k: e.allowed for k, e in matrix.items() if k[1] == "vedfinance-staging" and k[2] == "container"
                 and k[3] in (5432, 6379)}
     assert loopback == {(p, "vedfinance-staging", "container", port): p.endswith(":vedfinance-staging")
@@ -160,18 +160,18 @@ def test_a_rehearsal_without_probe_sites_reports_every_cell_not_proven():
     state, config, policy = _inputs("staging")
     lab = SimpleNamespace(netns="none", networks={}, boxes={}, harness_docker_host="unix:///nonexistent")
     cells = rm.rehearse_matrix(lab, state, config, policy)
-    assert len(cells) == 893 and {c["status"] for c in cells} == {"not proven"}
+    assert len(cells) == 911 and {c["status"] for c in cells} == {"not proven"}
     assert {c["observed"] for c in cells} == {None}
     report = Report(stack="staging", reachability=cells)
-    assert report.to_json()["reachability"]["counts"] == {"pass": 0, "fail": 0, "not proven": 893}
-    assert "reachability matrix: 0 pass, 0 fail, 893 not proven" in report.text()
+    assert report.to_json()["reachability"]["counts"] == {"pass": 0, "fail": 0, "not proven": 911}
+    assert "reachability matrix: 0 pass, 0 fail, 911 not proven" in report.text()
 
 
 # --- ports a container listens on without publishing them --------------------------------------
 
 UNPUBLISHED = {
     "kro-staging": {"kro-staging-backend": {3000}, "kro-staging-frontend": {80}, "kro-staging-admin-frontend": {80},
-                    "kro-staging-prometheus": {9090}, "kro-staging-alertmanager": {9093},
+                    "kro-staging-prometheus": {9090}, "kro-staging-alertmanager": {9093, 9094},
                     "kro-staging-blackbox": {9115}, "kro-staging-node-exporter": {9100},
                     "kro-staging-cadvisor": {8080}},
     "vedfinance-staging": {"vedfinance-staging-api-dev": {3000}, "vedfinance-staging-web-staging": {3000}},

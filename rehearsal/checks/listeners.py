@@ -11,18 +11,24 @@ the program itself says about a listener:
 1. every published port's ``internal`` port;
 2. nginx: each ``listen`` directive of the config files under the container's binds (the only
    thing that decides nginx's ports: the image's own ``EXPOSE`` is not added for nginx);
-3. the command's listening flags: ``--port``/``--tls-port`` (Redis, MongoDB; 0 means none),
-   ``-c port=N`` (PostgreSQL), ``--address``/``--console-address`` (MinIO),
-   ``--web.listen-address`` (Prometheus and its exporters), with ``127.0.0.1:``/``localhost:``
-   read as loopback;
+3. the command's listening flags: ``--port``/``--tls-port`` (Redis, MongoDB, cAdvisor; 0 means
+   none), ``-c port=N`` (PostgreSQL), ``--address``/``--console-address`` (MinIO),
+   ``--web.listen-address`` (Prometheus and its exporters), ``--cluster.listen-address``
+   (Alertmanager; empty means none), with ``127.0.0.1:``/``localhost:`` read as loopback;
 4. the ``PORT`` variable (the products' Node services listen on every address of it);
 5. the HTTP health check's port (``http://127.0.0.1:N/``): the process listens there, on every
    address unless a source above says loopback (nginx's ``listen 127.0.0.1:8081``);
-6. the upstream image's documented port (:data:`IMAGE_PORTS`, its Dockerfile's ``EXPOSE``) when
-   no flag of (3) moved it.
+6. the upstream image's default ports (:data:`IMAGE_PORTS`: its Dockerfile's ``EXPOSE``, and
+   Alertmanager's cluster port 9094, which it opens though no Dockerfile exposes it) where no
+   flag of (3) moves them.
 
-Not covered, and why: a port an image opens on its own beyond its ``EXPOSE`` (Alertmanager's
-cluster port 9094, which no stack config names) and UDP (no service of the stacks uses it).
+Why that is all: a process in a container listens where its command, its environment or its
+config says, else where its image's server does by default; the first three are in the capture
+whole, and for the product images (no default of their own but the stand-in's) the service's
+``PORT`` and health check are what the stack gives. Not covered: UDP (Alertmanager's gossip on
+9094 is the only UDP listener, and ``nc -u`` cannot tell a dropped datagram from an accepted
+one, so its refusal cannot be proven), and a default an upstream image adds in a version the
+table does not know.
 """
 
 from __future__ import annotations
@@ -30,20 +36,27 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping
 
-IMAGE_PORTS: tuple[tuple[str, int], ...] = (
-    (r"(^|/)postgres$", 5432), (r"^pgvector/pgvector$", 5432), (r"(^|/)redis$", 6379),
-    (r"(^|/)valkey$", 6379), (r"(^|/)mongo$", 27017), (r"^minio/minio$", 9000),
-    (r"^prom/prometheus$", 9090), (r"^prom/alertmanager$", 9093), (r"^prom/node-exporter$", 9100),
-    (r"^prom/blackbox-exporter$", 9115), (r"(^|/)cadvisor/cadvisor$", 8080),
-    (r"^grafana/grafana(-oss)?$", 3000), (r"^ubuntu/squid$", 3128),
+_WEB = ("--web.listen-address",)
+IMAGE_PORTS: tuple[tuple[str, int, tuple[str, ...]], ...] = (
+    (r"(^|/)postgres$", 5432, ("port=",)), (r"^pgvector/pgvector$", 5432, ("port=",)),
+    (r"(^|/)redis$", 6379, ("--port", "--tls-port")), (r"(^|/)valkey$", 6379, ("--port", "--tls-port")),
+    (r"(^|/)mongo$", 27017, ("--port",)), (r"^minio/minio$", 9000, ("--address",)),
+    (r"^prom/prometheus$", 9090, _WEB), (r"^prom/alertmanager$", 9093, _WEB),
+    # Alertmanager's cluster port, which it opens unless told otherwise (TCP; its UDP gossip on
+    # the same port is no target: nc cannot tell a dropped datagram from an accepted one).
+    (r"^prom/alertmanager$", 9094, ("--cluster.listen-address",)),
+    (r"^prom/node-exporter$", 9100, _WEB), (r"^prom/blackbox-exporter$", 9115, _WEB),
+    (r"(^|/)cadvisor/cadvisor$", 8080, ("--port",)), (r"^grafana/grafana(-oss)?$", 3000, ()),
+    (r"^ubuntu/squid$", 3128, ()),
 )
-"""(repository path pattern, port) of each upstream image the stacks run: the port its official
-Dockerfile ``EXPOSE`` s and its server listens on by default."""
+"""(repository path pattern, port, the flags that move it) of each upstream image the stacks run:
+the port its server listens on by default (its Dockerfile's ``EXPOSE``, and Alertmanager's
+cluster port), added unless the command gives one of those flags."""
 
 _LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
 _LISTEN = re.compile(r"^\s*listen\s+([^;\s]+)[^;]*;", re.M)
-_FLAG = re.compile(r"(?:^|\s)(--port|--tls-port|--address|--console-address|--web\.listen-address)"
-                   r"(?:=|\s+)(\S+)")
+_FLAG = re.compile(r"(?:^|\s)(--port|--tls-port|--address|--console-address|--web\.listen-address"
+                   r"|--cluster\.listen-address)(?:=|\s+)(\S*)")
 _PG_PORT = re.compile(r"(?:^|\s)port=(\d+)(?:\s|$)")
 _HEALTH_HTTP = re.compile(r"https?://(?:127\.0\.0\.1|localhost):(\d+)")
 
@@ -100,15 +113,15 @@ def container_ports(inputs: Mapping[str, Any], files: Mapping[str, str]) -> dict
                     _add(ports, found[1], found[0])
                     said.add(found[1])
     command = " ".join(str(a) for a in inputs.get("command") or [])
-    moved = False
+    flags = set()
     for flag, value in _FLAG.findall(command):
+        flags.add(flag)
         found = _address_port(value.strip("'\""))
         if found:
-            moved |= flag in ("--port", "--tls-port", "--address", "--web.listen-address")
             _add(ports, found[1], found[0])
             said.add(found[1])
     for value in _PG_PORT.findall(command):
-        moved = True
+        flags.add("port=")
         _add(ports, int(value), "all")
     for env in inputs.get("envs") or []:
         key, _, value = str(env).partition("=")
@@ -118,9 +131,9 @@ def container_ports(inputs: Mapping[str, Any], files: Mapping[str, str]) -> dict
     for value in _HEALTH_HTTP.findall(test):
         if int(value) not in said:
             _add(ports, int(value), "all")
-    if "nginx" not in repo and not moved:
-        for pattern, port in IMAGE_PORTS:
-            if re.search(pattern, repo):
+    if "nginx" not in repo:
+        for pattern, port, moving in IMAGE_PORTS:
+            if re.search(pattern, repo) and not flags & set(moving):
                 _add(ports, port, "all")
     return dict(sorted(ports.items()))
 
