@@ -35,16 +35,20 @@ def _policy_config(stack: str) -> dict:
 
 
 def live_probes(lab, cap: StackCapture, lab_cap: StackCapture, plan: overlay_mod.Overlay, *,
-                domains: Optional[dict] = None, acme_roots: bytes = b"") -> tuple[list[dict], dict[str, list]]:
+                domains: Optional[dict] = None, acme_roots: bytes = b"",
+                database_ca: bytes = b"") -> tuple[list[dict], dict[str, list]]:
     """The matrix and the exposure probes (``rehearsal.checks.access``), in the order they need:
     fail2ban bans before the droplets' cloud firewall stands (afterwards no outside source
     reaches their sshd), then the firewall, SSH, the matrix, TLS on every public hostname
     (``domains``: hostname -> box; ``acme_roots``: the ACME CA's roots) from the internet probe,
     the WebSocket upgrade on the hostnames whose route asks for it (``websocket_hosts``), one
-    forced renewal per box, and the data tier's TLS (Postgres, Redis). A public hostname that
-    cannot be probed (no ACME roots, no internet probe) gets a "not proven" check saying why.
-    Returns (matrix rows, host -> checks)."""
-    from rehearsal.checks import access, tlsprobes, written_files
+    forced renewal per box, and the data tier's TLS (``rehearsal.checks.datastores``: what the
+    containers are handed, and what App Platform components are handed, under a box of their
+    product; ``database_ca``: the lab CA the managed databases' stand-ins and ``getDatabaseCa``
+    use, which stands in for the public trust store too; ``acme_roots`` is the CA that signed
+    no datastore). A public hostname that cannot be probed (no ACME roots, no internet probe)
+    gets a "not proven" check saying why. Returns (matrix rows, host -> checks)."""
+    from rehearsal.checks import access, datastores, tlsprobes, written_files
     from rehearsal.report import NOT_PROVEN, Check
     from rehearsal.checks.reachability import lab_probes
 
@@ -85,8 +89,17 @@ def live_probes(lab, cap: StackCapture, lab_cap: StackCapture, plan: overlay_mod
                     live[box].append(tlsprobes.websocket_check(probes.internet_site, domain, address, roots))
             live[box] += tlsprobes.renewal_checks(lab, probes.internet_site, box, names[0], address, roots)
         for name in lab_cap.hosts:
-            live[name] += access.postgres_checks(lab, probes, name, acme_roots, plan.stack_address)
-            live[name] += access.redis_checks(lab, probes, name, acme_roots, plan.stack_address)
+            live[name] += datastores.handed_checks(datastores.container_urls(lab, probes, name), acme_roots,
+                                                   plan.stack_address)
+        # App Platform runs in DigitalOcean's network, which is the lab's namespace here; its
+        # checks go to the report of a box of the same product (there is no box of its own).
+        databases = set(lab_cap.database_hosts)
+        for product in sorted({h.product for h in lab_cap.hosts.values()}):
+            box = min(n for n, h in lab_cap.hosts.items() if h.product == product)
+            handed = datastores.app_platform_urls(cap.state or {}, lab.netns_argv([]),
+                                                  lambda name: lab.service_address if name in databases else None,
+                                                  database_ca, product=product)
+            live[box] += datastores.handed_checks(handed, acme_roots, plan.stack_address)
     return cells, live
 
 

@@ -215,11 +215,15 @@ class Rehearsal:
             preparation = registry.box_preparation()
             report.standins = {s.reference: {"kind": s.kind, "proven": s.proven, "note": s.note}
                                for s in standins}
-        # DNS, ACME, S3, SMTP, webhooks, with certificates of the registry's CA, which the boxes
-        # trust through the preparation (without a registry they get it here).
+        # DNS, ACME, S3, SMTP, webhooks and the managed databases' stand-ins, with certificates of
+        # the registry's CA, which the boxes trust through the preparation (without a registry
+        # they get it here) and the capture's getDatabaseCa answered.
         t0 = time.monotonic()
+        from rehearsal.services.managed import managed_databases
+
         self.lab_services = services_mod.LabServices(
-            service_plan.with_names({h: lab.service_address for h in (registry.hosts if registry else ())}),
+            service_plan.with_names({h: lab.service_address for h in (registry.hosts if registry else ())})
+            .with_managed(managed_databases(cap.state or {})),
             lab.netns, ca=registry.ca if registry else None)
         try:
             self.lab_services.start()
@@ -267,7 +271,8 @@ class Rehearsal:
             if cap.state is not None and self.hosts is None:
                 t0 = time.monotonic()
                 report.reachability, live = live_probes(lab, cap, lab_cap, plan, domains=dict(service_plan.domains),
-                                                        acme_roots=self.lab_services.acme_roots_pem)
+                                                        acme_roots=self.lab_services.acme_roots_pem,
+                                                        database_ca=self.lab_services.ca_pem)
                 for name, checks in live.items():
                     report.hosts[name].checks += checks
                 report.timings["live_probes"] = round(time.monotonic() - t0, 2)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from rehearsal.checks import access
+from rehearsal.checks import access, datastores
 from rehearsal.checks.probes import BoxContainer
 from components.hostsetup import render_fail2ban_jail
 
@@ -32,22 +32,22 @@ def test_a_ca_path_in_a_container_maps_to_its_box_path_through_the_longest_bind(
     c = BoxContainer("web", "web", "app", 1, {"n": ("172.20.0.5", 24)},
                      mounts={"/run/platform": "/srv/x/files/web", "/run/platform/tls": "/srv/x/tls",
                              "/data": "/srv/x/data"})
-    assert access._host_path(c, "/run/platform/ca.crt") == "/srv/x/files/web/ca.crt"
-    assert access._host_path(c, "/run/platform/tls/ca.crt") == "/srv/x/tls/ca.crt"
-    assert access._host_path(c, "/etc/ssl/ca.crt") is None
+    assert datastores._host_path(c, "/run/platform/ca.crt") == "/srv/x/files/web/ca.crt"
+    assert datastores._host_path(c, "/run/platform/tls/ca.crt") == "/srv/x/tls/ca.crt"
+    assert datastores._host_path(c, "/etc/ssl/ca.crt") is None
 
 
 def test_a_database_host_is_an_address_or_a_running_service():
     pg = BoxContainer("v-postgres-1", "postgres", "data", 2, {"n": ("172.20.0.9", 24)})
-    assert access._resolve([pg], "postgres") == "172.20.0.9"
-    assert access._resolve([pg], "10.201.0.13") == "10.201.0.13"
-    assert access._resolve([pg], "redis") is None
+    assert datastores._resolve([pg], "postgres") == "172.20.0.9"
+    assert datastores._resolve([pg], "10.201.0.13") == "10.201.0.13"
+    assert datastores._resolve([pg], "redis") is None
 
 
 def test_a_verify_full_client_names_the_stack_address_the_certificate_carries():
     # Pencom's URLs name the data node by its address; the lab rewrote it, the certificate not.
     stack = {"10.201.0.13": "10.41.0.13"}.get
-    assert access.server_name("10.201.0.13", stack) == "10.41.0.13"
-    assert access.server_name("10.203.0.77", stack) == "10.203.0.77"  # no stack address: as given
-    assert access.server_name("postgres", stack) == "postgres"
-    assert access.server_name("db.kro.internal", stack) == "db.kro.internal"
+    assert datastores.server_name("10.201.0.13", stack) == "10.41.0.13"
+    assert datastores.server_name("10.203.0.77", stack) == "10.203.0.77"  # no stack address: as given
+    assert datastores.server_name("postgres", stack) == "postgres"
+    assert datastores.server_name("db.kro.internal", stack) == "db.kro.internal"

@@ -50,8 +50,10 @@ def test_staging_matrix_covers_every_position_and_listener():
                 if not p["ip"].startswith("127."):
                     assert any(k[:2] == ("neighbour", host) and k[3] == p["external"] and k[2] in ("public", "private")
                                for k in matrix), (r["name"], p)
-    assert len(matrix) == 548
-    assert sum(e.allowed for e in matrix.values()) == 207
+    # 548 cells and 207 allowed before the ports containers listen on without publishing them.
+    cells = rm.expected_matrix(*_inputs("staging"))
+    assert len(cells) == 911
+    assert sum(e.allowed for e in cells) == 321
     loopback = {k: e.allowed for k, e in matrix.items() if k[1] == "vedfinance-staging" and k[2] == "container"
                 and k[3] in (5432, 6379)}
     assert loopback == {(p, "vedfinance-staging", "container", port): p.endswith(":vedfinance-staging")
@@ -158,8 +160,79 @@ def test_a_rehearsal_without_probe_sites_reports_every_cell_not_proven():
     state, config, policy = _inputs("staging")
     lab = SimpleNamespace(netns="none", networks={}, boxes={}, harness_docker_host="unix:///nonexistent")
     cells = rm.rehearse_matrix(lab, state, config, policy)
-    assert len(cells) == 548 and {c["status"] for c in cells} == {"not proven"}
+    assert len(cells) == 911 and {c["status"] for c in cells} == {"not proven"}
     assert {c["observed"] for c in cells} == {None}
     report = Report(stack="staging", reachability=cells)
-    assert report.to_json()["reachability"]["counts"] == {"pass": 0, "fail": 0, "not proven": 548}
-    assert "reachability matrix: 0 pass, 0 fail, 548 not proven" in report.text()
+    assert report.to_json()["reachability"]["counts"] == {"pass": 0, "fail": 0, "not proven": 911}
+    assert "reachability matrix: 0 pass, 0 fail, 911 not proven" in report.text()
+
+
+# --- ports a container listens on without publishing them --------------------------------------
+
+UNPUBLISHED = {
+    "kro-staging": {"kro-staging-backend": {3000}, "kro-staging-frontend": {80}, "kro-staging-admin-frontend": {80},
+                    "kro-staging-prometheus": {9090}, "kro-staging-alertmanager": {9093, 9094},
+                    "kro-staging-blackbox": {9115}, "kro-staging-node-exporter": {9100},
+                    "kro-staging-cadvisor": {8080}},
+    "vedfinance-staging": {"vedfinance-staging-api-dev": {3000}, "vedfinance-staging-web-staging": {3000}},
+    "pencom-staging-app": {"pencom-staging-app-core": {4000}, "pencom-staging-app-payments": {5000},
+                           "pencom-staging-app-audit": {9000}},
+    "pencom-staging-edge": {"pencom-staging-edge-api-gateway": {3000}, "pencom-staging-edge-external-gateway": {3010},
+                            "pencom-staging-edge-api-gateway-mtls": {4000, 5000, 6000, 7000, 8000, 9000},
+                            "pencom-staging-edge-prometheus": {9090}},
+}
+"""Some of what staging's containers listen on unpublished, by the capture's own words: the Node
+services' ``PORT``, the health checks' ports, nginx's ``listen`` lines, the exporters' images."""
+
+
+def _container_cells(host: str, container: str) -> dict[tuple[str, int], rm.Expectation]:
+    state, config, policy = _inputs("staging")
+    return {(e.position, e.target.port): e for e in rm.expected_matrix(state, config, policy)
+            if e.target.host == host and e.target.side == "container" and e.target.service == container}
+
+
+@pytest.mark.parametrize("host,container", [(h, c) for h, cs in UNPUBLISHED.items() for c in cs])
+def test_an_unpublished_port_is_a_target_its_bridge_and_host_reach_and_nobody_else(host, container):
+    cells = _container_cells(host, container)
+    product = host.split("-", 1)[0]
+    peers = [h for h in ("kro-staging", "giv-staging-ops", "vedfinance-staging",
+                         *(f"pencom-staging-{n}" for n in ("edge", "app", "data", "storage")))
+             if h.startswith(product + "-")]
+    for port in UNPUBLISHED[host][container]:
+        assert cells[("host:" + host, port)].allowed and cells[("containers:" + host, port)].allowed, (container, port)
+        assert cells[("neighbour", port)].allowed is False
+        for other in peers:
+            if other != host:
+                assert cells[(f"host:{other}", port)].allowed is False
+                assert cells[(f"containers:{other}", port)].allowed is False
+        # Not on the host's sides: nothing publishes it there.
+        assert ("internet", port) not in cells and ("admin", port) not in cells
+
+
+def test_a_loopback_listener_inside_a_container_is_no_target():
+    # nginx's health endpoint: `listen 127.0.0.1:8081;` in every config the stack renders.
+    matrix = _matrix()
+    assert not [k for k in matrix if k[3] == 8081], [k for k in matrix if k[3] == 8081][:3]
+    # MinIO's console: --console-address 127.0.0.1:9001.
+    assert not [k for k in matrix if k[3] == 9001]
+
+
+def test_without_the_derivation_the_unpublished_ports_are_gone():
+    """``listeners.unpublished`` is what puts the cells there: without it the matrix is the 548
+    cells of before and the cells the tests above read do not exist (so they can fail)."""
+    from rehearsal.checks import tiermodel
+
+    state, config, policy = _inputs("staging")
+    original = tiermodel.unpublished
+    try:
+        tiermodel.unpublished = lambda inputs, files: []
+        omitted = [(e.position, e.target.service, e.target.port) for e in rm.expected_matrix(state, config, policy)]
+    finally:
+        tiermodel.unpublished = original
+    assert ("neighbour", "kro-staging-backend", 3000) not in omitted and len(omitted) == 548
+    assert ("neighbour", "kro-staging-backend", 3000) in [(e.position, e.target.service, e.target.port)
+                                                          for e in rm.expected_matrix(state, config, policy)]
+    topo = rm.topology(state, config, policy)
+    backend = next(t for t in rm.targets(topo) if t.service == "kro-staging-backend" and t.port == 3000)
+    assert rm.expect(rm.Position("neighbour", "neighbour"), backend, topo).allowed is False
+    assert rm.expect(rm.Position("host:kro-staging", "host", "kro-staging"), backend, topo).allowed is True

@@ -5,7 +5,7 @@ listens on, allowed or refused. The verdicts come from the tier model as the pol
 writes it (``policy.rules.stack``: ``ALLOWED``, ``MGMT_PORTS``, ``allowed_flow``), never from
 ``components/tiers.py`` or the rendered firewall rules, so a bug in the renderers shows as a
 difference. The capture supplies only *what listens where* (hosts, their tiers, the containers'
-tier labels and published ports); the named waivers come from the policy config and the
+tier labels, published ports and the ports they listen on unpublished); the named waivers come from the policy config and the
 stack's ``read_waivers``.
 
 Positions (``Position.name``):
@@ -21,7 +21,8 @@ Positions (``Position.name``):
   own bridge, and egress only to the allow-lists.
 
 Targets (``Target.side``): ``public`` / ``private`` (a published port on that side of the host,
-or sshd), ``container`` (a container's own address and port), ``internet`` (egress to the web,
+or sshd), ``container`` (a container's own address and port: every port it listens on, published
+or not, as ``rehearsal.checks.listeners`` reads them from the capture), ``internet`` (egress to the web,
 443) and ``direct:<route>`` (an egress route to fixed addresses, e.g. Oracle ECRS on 1521).
 A loopback publish is no target on the host's sides (no position but the host reaches it by
 construction), its container's own address is (the neighbour's way in). Every
@@ -45,6 +46,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Optional
 
 from policy.rules.stack import MGMT_CONTAINERS, MGMT_PORTS, allowed_flow
+from rehearsal.checks.listeners import host_files, unpublished
 
 SSH_PORT = 22
 HTTPS_PORT = 443
@@ -55,7 +57,9 @@ _CONTAINER = "docker:index/container:Container"
 
 @dataclass(frozen=True)
 class Listener:
-    """A published port of a container: ``bind`` is ``all``, ``private`` or ``loopback``."""
+    """A port of a container: published (``bind`` ``all``, ``private`` or ``loopback``; ``port``
+    the host's) or not (``bind`` ``container``: only its own address, ``port`` the container's;
+    ``rehearsal.checks.listeners``)."""
 
     container: str
     tier: str
@@ -150,6 +154,7 @@ def topology(state: Mapping, stack_config: Mapping, policy_config: Mapping) -> T
     resources = state["resources"]
     components = {r["urn"]: r for r in resources if r["type"] in _HOST_TYPES}
     droplets = {r["parent"]: r for r in resources if r["type"] == "digitalocean:index/droplet:Droplet"}
+    files = host_files(resources, set(components))
     hosts: dict[str, Host] = {}
     for urn, component in sorted(components.items(), key=lambda kv: kv[1]["name"]):
         name = component["name"]
@@ -179,6 +184,8 @@ def topology(state: Mapping, stack_config: Mapping, policy_config: Mapping) -> T
                 bind = "loopback" if ip.startswith("127.") else "all" if ip in ("0.0.0.0", "::") else "private"
                 listeners.append(Listener(c["name"], ctier, int(p["external"]), int(p["internal"]), bind,
                                           str(p.get("protocol") or "tcp")))
+            listeners += [Listener(c["name"], ctier, port, port, "container")
+                          for port in unpublished(c["inputs"], files[urn])]
             if ctier == "mgmt":
                 if not published:
                     clients.add(MGMT_CONTAINERS)
@@ -222,7 +229,7 @@ def _waivers(hosts: Mapping[str, Host], stack_config: Mapping, policy_config: Ma
             product = key.removeprefix("platform:")
             runs = [h for h in hosts.values() if h.product == product and read["service"] in h.services]
             stores = [(h, l) for h in hosts.values() if h.product == product for l in h.listeners
-                      if l.container.endswith("-postgres") and l.bind != "loopback"]
+                      if l.container.endswith("-postgres") and l.bind in ("all", "private")]
             if len(runs) != 1 or len(stores) != 1:
                 raise ValueError(f"read waiver {read.get('name')}: service {read.get('service')} runs on "
                                  f"{[h.name for h in runs]}, Postgres on {[h.name for h, _ in stores]}")
@@ -261,11 +268,12 @@ def targets(topo: Topology) -> list[Target]:
             out.append(Target(host.name, side, SSH_PORT, service="sshd", tier="mgmt"))
         for listener in host.listeners:
             sides = {"all": host.sides, "private": ("private",) if "private" in host.sides else host.sides,
-                     "loopback": ()}[listener.bind]
+                     "loopback": (), "container": ()}[listener.bind]
             out += [Target(host.name, side, listener.port, listener.protocol, listener.container, listener.tier)
                     for side in sides]
-            # A loopback publish is no target on the host's sides, but its container's own address
-            # is: a neighbour routing the bridge subnet meets it there (issue #16's example).
+            # A loopback publish, or a port not published at all, is no target on the host's
+            # sides, but its container's own address is: a neighbour routing the bridge subnet
+            # meets it there (issue #16's example).
             out.append(Target(host.name, "container", listener.container_port, listener.protocol,
                               listener.container, listener.tier))
     for host in topo.hosts.values():

@@ -34,6 +34,10 @@ processes inside the lab's network namespace (which has no uplink: nothing leave
   POST is stored as JSON (the SHA-256 of the URL path, which carries Slack's secret, the
   content type and the body).
 
+- **Managed databases** (``rehearsal.services.managed``): PostgreSQL and Valkey stand-ins for the
+  DigitalOcean clusters the capture declares, TLS only, at ``SERVICE_ADDRESS`` (25060, 25061),
+  holding the clusters' users and databases (``ServicePlan.with_managed``). No MongoDB.
+
 Every TLS service uses a certificate of the lab's :class:`rehearsal.images.TestCA` (by default
 the registry's, which the boxes already trust through ``update-ca-certificates``).
 

@@ -62,6 +62,13 @@ class ServicePlan:
     addresses: Mapping[str, str] = field(default_factory=lambda: dict(ADDRESSES))
     unanswered: frozenset[str] = frozenset()
     """Names in ``zone`` at an address where no stand-in listens (proxy allow-list names)."""
+    managed: tuple = ()
+    """The managed databases the lab stands in for (``rehearsal.services.managed.ManagedDatabase``:
+    ``managed_databases`` of the capture), served at ``SERVICE_ADDRESS``."""
+
+    def with_managed(self, databases) -> "ServicePlan":
+        """A copy that also serves ``databases`` (``ManagedDatabase`` s)."""
+        return replace(self, managed=tuple(databases))
 
     def with_names(self, names: Mapping[str, str]) -> "ServicePlan":
         """A copy whose zone also answers ``names`` (name -> IPv4): they replace an unanswered

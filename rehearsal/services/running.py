@@ -184,6 +184,7 @@ class LabServices(ServiceStarts):
         self._start_s3()
         self._start_smtp()
         self._start_webhook()
+        self._start_managed()
 
     def _add_address(self, address: str) -> None:
         """Add ``address``/32 to the namespace's loopback; one already there is used and left."""

@@ -119,3 +119,26 @@ http {{
                                       "--directory", str(self.webhook_dir)],
                           env={"PYTHONPATH": PYTHONPATH})
         self._wait("webhook", log, ["https", address, "443", self.plan.webhook_hosts[0], str(self.ca_file), "/"])
+
+    def _start_managed(self) -> None:
+        """The managed databases' stand-ins (``rehearsal.services.managed``) at the lab's service
+        address, with certificates of the services' CA (the one ``getDatabaseCa`` answered)."""
+        if not self.plan.managed:
+            return
+        import time
+
+        from rehearsal.netns import SERVICE_ADDRESS
+        from rehearsal.services.managed import ManagedStandIns
+
+        started = time.monotonic()
+        stand_ins = ManagedStandIns(self.plan.managed, ca=self.ca, address=SERVICE_ADDRESS,
+                                    prefix=("nsenter", f"--net={self._ns_path}"), timeout=self.timeout)
+
+        def stop() -> None:
+            left = stand_ins.close()
+            if left:
+                raise ServicesError("; ".join(left))
+
+        self._cleanup.push("stop the managed-database stand-ins", stop)
+        stand_ins.start()
+        self.timings["managed"] = round(time.monotonic() - started, 3)

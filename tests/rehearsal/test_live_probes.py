@@ -10,7 +10,11 @@ the checks (``rehearsal.rehearse.live_probes``). Two hosts carry each point:
   the capture): the firewall's verdicts, a fail2ban ban (taken before the firewall stands: with
   it, no source outside ``ignoreip`` reaches sshd), and the WebSocket upgrade on its ``api`` route
   (the app stand-in echoes).
-- **Pencom**: ``rediss://`` from the app node's Redis clients to the data node's TLS-only Redis.
+- **Pencom**: ``rediss://`` from the app node's Redis clients to the data node's TLS-only Redis,
+  and the external gateway's ``COMPLIANCE_DATABASE_URL`` (the read waiver) with verify-full.
+- **Managed databases** (stand-ins at the lab's service address, rehearsal/services/managed.py):
+  KRO's backend to its managed Postgres, GIV's App Platform backend (probed from the lab's
+  namespace, reported under GIV's ops droplet) to its managed Postgres and Valkey.
 
 Every public hostname of every product gets the TLS probes (rehearsal/checks/tlsprobes.py);
 test_rehearse_staging's strict check counts them with every other check.
@@ -66,6 +70,22 @@ def test_every_cell_of_the_single_host_matrix_is_tried(vedfinance):
     from_neighbour = {(c["side"], c["port"]): c["observed"] for c in cells if c["position"] == "neighbour"}
     assert from_neighbour[("public", 443)] == "open" and from_neighbour[("public", 22)] == "closed"
     assert [c for c in cells if c["position"] == "neighbour" and c["side"] == "container" and c["observed"] != "closed"] == []
+
+
+def test_ports_the_containers_listen_on_unpublished_answer_their_bridge_and_host_only(vedfinance, kro):
+    """The app services' ``PORT`` and the exporters' ports (rehearsal/checks/listeners.py): tried
+    at each container's own address, open from its host and its bridge, closed from the
+    neighbour that routes the container subnet (the bridge guard's DOCKER-USER rules)."""
+    for report, host, wanted in ((vedfinance, VPS, {("vedfinance-staging-api-dev", 3000), ("vedfinance-staging-prometheus", 9090)}),
+                                 (kro, KRO, {("kro-staging-backend", 3000), ("kro-staging-node-exporter", 9100)})):
+        cells = [c for c in _cells(report, host) if c["side"] == "container" and (c["service"], c["port"]) in wanted]
+        assert {(c["service"], c["port"]) for c in cells} == wanted
+        seen = {(c["position"], c["service"], c["port"]): c["observed"] for c in cells}
+        for service, port in wanted:
+            assert seen[("neighbour", service, port)] == "closed"
+            assert seen[(f"host:{host}", service, port)] == "open"
+            assert seen[(f"containers:{host}", service, port)] == "open"
+        assert {c["status"] for c in cells} == {PASS}, json.dumps(cells, indent=1)
 
 
 def test_the_single_host_matrix_fails_only_on_container_egress(vedfinance):
@@ -143,3 +163,19 @@ def test_the_droplet_sits_behind_its_cloud_firewall(kro):
 def test_fail2ban_bans_a_source_and_the_ban_refuses_it(kro):
     [(status, detail)] = _checks(kro, "kro-staging", "live fail2ban").values()
     assert status == PASS, detail
+
+
+def test_managed_databases_answer_tls_with_their_ca_only(kro):
+    """The managed stand-ins speak TLS as DigitalOcean's clusters do: verify-full (``rediss://``
+    for Valkey) with the CA the stack hands connects, another CA fails, plaintext is refused."""
+    expected = {("kro-staging", "live postgres from backend DATABASE_URL (private-kro-staging-db-cluster"): 3,
+                ("giv-staging-ops", "live postgres from app krogiving-backend DATABASE_URL (private-giv-staging-pg"): 3,
+                ("giv-staging-ops", "live redis from app krogiving-backend REDIS_URL (private-giv-staging-cache"): 3}
+    for (host, prefix), count in expected.items():
+        checks = _checks(kro, host, prefix)
+        assert len(checks) == count and {s for s, _ in checks.values()} == {PASS}, json.dumps(checks, indent=1)
+
+
+def test_the_external_gateway_reads_the_compliance_database_with_verify_full_only(kro):
+    checks = _checks(kro, "pencom-staging-edge", "live postgres from external-gateway COMPLIANCE_DATABASE_URL")
+    assert len(checks) == 3 and {s for s, _ in checks.values()} == {PASS}, json.dumps(checks, indent=1)

@@ -1,4 +1,4 @@
-"""The live Redis TLS probes (``rehearsal.checks.access.redis_tls_checks``) against real
+"""The live Redis TLS probes (``rehearsal.checks.datastores.redis_tls_checks``) against real
 ``redis-server`` s on loopback, each shown to pass and to fail:
 
 - **good**: TLS only (``--port 0 --tls-port``), a certificate of the internal CA, a password: as
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from rehearsal.checks.access import redis_tls_checks
+from rehearsal.checks.datastores import container_urls, handed_checks, redis_tls_checks
 from rehearsal.images import TestCA
 from rehearsal.report import FAIL, NOT_PROVEN, PASS
 from tests.conftest import require_tool
@@ -105,10 +105,9 @@ def test_a_wrong_password_does_not_connect_and_is_never_echoed(redis):
     assert all("not-the-password" not in c.detail and PASSWORD not in c.detail for c in checks)
 
 
-def _lab_and_probes(tmp_path, url: str, ca_file, service_address: str = "192.0.2.250"):
+def _lab_and_probes(tmp_path, url: str, ca_file):
     """A stand-in lab and LabProbes around one container handed ``url`` (the probes run from this
-    machine: its site is ``env``, which runs the client as it is). ``192.0.2.250`` is
-    documentation space, never tried."""
+    machine: its site is ``env``, which runs the client as it is)."""
     from types import SimpleNamespace
 
     from rehearsal.checks.probes import BoxContainer
@@ -116,38 +115,37 @@ def _lab_and_probes(tmp_path, url: str, ca_file, service_address: str = "192.0.2
     client = BoxContainer(name="app-1", service="api", tier="app", pid=1, addresses={"net": (LOOPBACK, 8)},
                           env={"REDIS_URL": url, "NODE_EXTRA_CA_CERTS": "/run/platform/ca.crt"},
                           mounts={"/run/platform": str(ca_file.parent)})
-    lab = SimpleNamespace(service_address=service_address,
-                          exec=lambda host, argv, timeout: subprocess.run(argv, capture_output=True))
+    lab = SimpleNamespace(exec=lambda host, argv, timeout: subprocess.run(argv, capture_output=True))
     probes = SimpleNamespace(containers={"app-host": [client]}, container_site=lambda host, container: ("env",))
     return lab, probes
 
 
-def test_redis_checks_read_the_url_the_container_is_handed_and_its_ca(redis, tmp_path):
-    from rehearsal.checks.access import redis_checks
-
+def test_the_checks_read_the_url_the_container_is_handed_and_its_ca(redis, tmp_path):
     mounted = tmp_path / "platform"
     mounted.mkdir()
     (mounted / "ca.crt").write_bytes(redis["own_ca"].read_bytes())
     url = f"rediss://default:{PASSWORD}@{LOOPBACK}:{redis['good']}"
     lab, probes = _lab_and_probes(tmp_path, url, mounted / "ca.crt")
-    checks = redis_checks(lab, probes, "app-host", redis["other_ca"].read_bytes())
+    checks = handed_checks(container_urls(lab, probes, "app-host"), redis["other_ca"].read_bytes())
     assert [(c.name, c.status) for c in checks] == [
-        (f"live redis from api ({LOOPBACK}): TLS with the stack's CA connects", PASS),
-        (f"live redis from api ({LOOPBACK}): TLS against another CA fails", PASS),
-        (f"live redis from api ({LOOPBACK}): plaintext is refused", PASS)]
+        (f"live redis from api REDIS_URL ({LOOPBACK}): TLS with the stack's CA connects", PASS),
+        (f"live redis from api REDIS_URL ({LOOPBACK}): TLS against another CA fails", PASS),
+        (f"live redis from api REDIS_URL ({LOOPBACK}): plaintext is refused", PASS)]
     # A plain redis:// stays on the container's own network (policy redis-tls): not tried.
     lab, probes = _lab_and_probes(tmp_path, f"redis://default:{PASSWORD}@redis:6379", mounted / "ca.crt")
-    assert redis_checks(lab, probes, "app-host", b"") == []
+    assert container_urls(lab, probes, "app-host") == []
 
 
-def test_a_managed_redis_without_a_lab_stand_in_is_not_proven_and_elsewhere_fails(redis, tmp_path):
-    from rehearsal.checks.access import redis_checks
-
+def test_a_server_that_does_not_listen_fails_and_a_missing_ca_is_not_proven(redis, tmp_path):
+    """No stand-in listening is a failure, never "not proven" (the managed databases have theirs:
+    rehearsal/services/managed.py); only what cannot be tried (no CA file) is not proven."""
     mounted = tmp_path / "platform"
     mounted.mkdir()
     (mounted / "ca.crt").write_bytes(redis["own_ca"].read_bytes())
     url = f"rediss://default:{PASSWORD}@{LOOPBACK}:{free_port()}"
-    lab, probes = _lab_and_probes(tmp_path, url, mounted / "ca.crt", service_address=LOOPBACK)
-    assert {c.status for c in redis_checks(lab, probes, "app-host", b"")} == {NOT_PROVEN}
     lab, probes = _lab_and_probes(tmp_path, url, mounted / "ca.crt")
-    assert [c.status for c in redis_checks(lab, probes, "app-host", b"")][0] == FAIL
+    assert [c.status for c in handed_checks(container_urls(lab, probes, "app-host"), b"")] == [FAIL, NOT_PROVEN, NOT_PROVEN]
+    lab, probes = _lab_and_probes(tmp_path, url, tmp_path / "elsewhere" / "ca.crt")
+    probes.containers["app-host"][0].env["NODE_EXTRA_CA_CERTS"] = "/etc/nowhere/ca.crt"
+    [check] = handed_checks(container_urls(lab, probes, "app-host"), b"")
+    assert check.status == NOT_PROVEN and "CA /etc/nowhere/ca.crt -> None" in check.detail
