@@ -20,12 +20,9 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from rehearsal.image_contracts import ImageContract, ImageError, http_targets, split_reference
-
-if TYPE_CHECKING:
-    from rehearsal.lab_ca import TestCA
 
 STANDINS_DIR = Path(__file__).parent / "standins"
 
@@ -216,53 +213,6 @@ class StandIn:
         return f"{host}/{path}:{tag}"
 
 
-@dataclass(frozen=True)
-class Managed:
-    """A stand-in for a DigitalOcean managed database that a host talks to (not an image the
-    stack names): built and served like the others, run where R3 places the cluster's address.
-    TLS material goes to ``/run/managed/tls/{server.crt,server.key}`` (key owned 999, mode 0600;
-    see :func:`managed_tls_files`), so clients can use ``sslmode=verify-full`` against
-    :class:`TestCA`."""
-
-    reference: str
-    kind: str
-    port: int
-    setup: str
-    note: str
-    proven: bool = True
-
-
-MANAGED: tuple[Managed, ...] = (
-    Managed("platform-rehearsal/managed-postgres:17", "postgres", 25060,
-            'ENV STANDIN_REQUIRE_SSL=1 POSTGRES_USER=doadmin POSTGRES_DB=defaultdb\n'
-            'CMD ["postgres", "-c", "ssl=on", "-c", "ssl_cert_file=/run/managed/tls/server.crt", '
-            '"-c", "ssl_key_file=/run/managed/tls/server.key", "-c", "port=25060", '
-            '"-c", "listen_addresses=*"]',
-            "DigitalOcean managed PostgreSQL: Debian 13's PostgreSQL 17 on :25060, TLS only "
-            "(hostssl), user doadmin, database defaultdb; POSTGRES_PASSWORD sets the password"),
-    Managed("platform-rehearsal/managed-redis:7", "redis", 25061,
-            'CMD ["sh", "-c", "exec redis-server --port 0 --tls-port 25061 '
-            '--tls-cert-file /run/managed/tls/server.crt --tls-key-file /run/managed/tls/server.key '
-            '--tls-auth-clients no --requirepass \\"$REDIS_PASSWORD\\""]',
-            "DigitalOcean managed Redis/Valkey: Debian 12's redis-server 7.0 on :25061, TLS only; "
-            "REDIS_PASSWORD sets the password"),
-    Managed("platform-rehearsal/managed-mongo:7", "stub", 27017,
-            'ENV STANDIN_PORTS=27017\nUSER 0\nCMD ["mongod", "--tlsMode", "requireTLS", '
-            '"--tlsCertificateKeyFile", "/run/managed/tls/server.pem"]',
-            "not proven: no server (DigitalOcean managed MongoDB; no MongoDB server here)", False),
-)
-
-
-def managed_tls_files(ca: "TestCA", names: Sequence[str]) -> dict[str, tuple[bytes, int, int, int]]:
-    """Container path -> (content, mode, uid, gid) of a managed stand-in's TLS material for
-    ``names`` (the cluster's host names and addresses as clients dial them)."""
-    issued = ca.issue(list(names))
-    return {"/run/managed/tls/server.crt": (issued.cert_pem, 0o644, 0, 0),
-            "/run/managed/tls/server.key": (issued.key_pem, 0o600, 999, 999),
-            "/run/managed/tls/server.pem": (issued.cert_pem + issued.key_pem, 0o600, 999, 999),
-            "/run/managed/tls/ca.crt": (ca.cert_pem, 0o644, 0, 0)}
-
-
 def recipe_sha(*parts: Any) -> str:
     """sha256 hex of ``parts`` (bytes as they are, anything else as sorted JSON), each ended by NUL."""
     digest = hashlib.sha256()
@@ -322,10 +272,9 @@ def trust_setup(ca_pem: bytes, user: str) -> str:
             f"USER {user}")
 
 
-def plan_standins(contracts: Sequence[ImageContract], managed: bool = True,
+def plan_standins(contracts: Sequence[ImageContract],
                   trust_pem: Optional[bytes] = None) -> list[StandIn]:
-    """A :class:`StandIn` per contract, then (``managed``) one per :data:`MANAGED` (no side
-    effect). ``trust_pem``: the lab's CA, trusted by the stand-ins of :data:`TRUSTING_KINDS`.
+    """A :class:`StandIn` per contract (no side effect). ``trust_pem``: the lab's CA, trusted by the stand-ins of :data:`TRUSTING_KINDS`.
     Raises ImageError naming every reference that has no stand-in (an application
     image without an HTTP health check, a digest, or two references that the one registry would
     serve under the same repository path)."""
@@ -362,9 +311,6 @@ def plan_standins(contracts: Sequence[ImageContract], managed: bool = True,
             if trust_pem and rule.kind in TRUSTING_KINDS:
                 setup = "\n".join(filter(None, [setup, trust_setup(trust_pem, TRUSTING_KINDS[rule.kind])]))
         planned.append(_standin(contract.reference, kind, proven, note, setup))
-    if managed:
-        planned.extend(_standin(m.reference, KINDS[m.kind], m.proven, m.note, m.setup)
-                       for m in MANAGED)
     if errors:
         raise ImageError("stand-in images:\n  " + "\n  ".join(errors))
     return planned

@@ -92,8 +92,8 @@ def test_secrets_and_keys_are_kept_across_captures_and_slack_gets_a_webhook_url(
 def test_the_alertmanager_stand_in_trusts_the_lab_ca_and_no_other_kind_changes():
     pem = b"-----BEGIN CERTIFICATE-----\nMIIBdrill\n-----END CERTIFICATE-----\n"
     contracts = [ImageContract(reference=r) for r in ("prom/alertmanager:v0.27.0", "prom/prometheus:v2.55.0")]
-    plain = {s.reference: s for s in plan_standins(contracts, managed=False)}
-    trusting = {s.reference: s for s in plan_standins(contracts, managed=False, trust_pem=pem)}
+    plain = {s.reference: s for s in plan_standins(contracts)}
+    trusting = {s.reference: s for s in plan_standins(contracts, trust_pem=pem)}
     am = trusting["prom/alertmanager:v0.27.0"].dockerfile
     assert "'MIIBdrill'" in am and ">> /etc/ssl/certs/ca-certificates.crt" in am
     # It returns to the image's user (nobody), so the container runs as before.

@@ -8,7 +8,6 @@ import pytest
 
 from rehearsal import standin_plan
 from rehearsal.image_contracts import ImageError, contracts_from_state, split_reference
-from rehearsal.lab_ca import TestCA
 from rehearsal.standin_plan import plan_standins
 from tests.conftest import synth_once
 
@@ -29,7 +28,7 @@ def remote_image_names(state) -> set[str]:
 
 def test_every_staging_reference_has_a_standin_under_the_same_reference(staging_state):
     contracts = contracts_from_state(staging_state)
-    standins = plan_standins(contracts, managed=False)
+    standins = plan_standins(contracts)
     assert {s.reference for s in standins} == remote_image_names(staging_state)
     assert len(standins) == len(remote_image_names(staging_state))
     for standin in standins:
@@ -139,15 +138,3 @@ def test_a_changed_standin_file_changes_the_recipe(monkeypatch, tmp_path, stagin
     changed = {ref for ref in before if before[ref] != after[ref]}
     assert changed == {s.reference for s in plan_standins(contracts_from_state(staging_state))
                        if s.kind == "app"}
-
-
-def test_managed_database_standins_are_planned_with_tls_only_and_mongo_unproven(staging_state, tmp_path):
-    planned = {s.reference: s for s in plan_standins(contracts_from_state(staging_state))}
-    pg = planned["platform-rehearsal/managed-postgres:17"]
-    assert pg.kind == "postgres" and pg.proven and "STANDIN_REQUIRE_SSL=1" in pg.dockerfile
-    assert "ssl=on" in pg.dockerfile and "port=25060" in pg.dockerfile
-    redis = planned["platform-rehearsal/managed-redis:7"]
-    assert "--port 0 --tls-port 25061" in redis.dockerfile
-    assert not planned["platform-rehearsal/managed-mongo:7"].proven
-    files = standin_plan.managed_tls_files(TestCA(tmp_path / "ca"), ["db.internal"])
-    assert files["/run/managed/tls/server.key"][1:] == (0o600, 999, 999)
