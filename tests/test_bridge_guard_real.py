@@ -279,9 +279,10 @@ def _create_network(daemon, inputs: dict) -> str:
     return inputs["name"]
 
 
-def _run_listener(daemon, name: str, network: str, ports: list[int], publishes: list[dict]) -> str:
+def _run_listener(daemon, name: str, network: str, ports: list[int], publishes: list[dict],
+                  alias: str | None = None) -> str:
     argv = ["run", "-d", "--name", name, "--network", network, "-v", "/usr:/usr:ro", "--read-only",
-            "--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
+            "--cap-drop", "ALL", "--security-opt", "no-new-privileges", *(["--network-alias", alias] if alias else [])]
     for publish in publishes:
         argv += ["-p", f"{publish['ip']}:{publish['external']}:{publish['internal']}"]
     _ok(daemon.cli(*argv, IMAGE, "python3", "-c", LISTENER, *map(str, ports)))
@@ -459,8 +460,8 @@ def test_kros_api_reaches_its_database_from_any_address_of_its_own_network_and_n
                                                            (database, 5432), (WEB, 443)))])
     try:
         main_net, own_net = _create_network(daemon, main), _create_network(daemon, own)
-        for name in ("backend-old", "backend-new"):
-            _run_listener(daemon, name, own_net, [3000], [])
+        for name in ("backend-old", "backend-new"):  # both carry the alias, as in a create-first deploy
+            _run_listener(daemon, name, own_net, [3000], [], alias="backend")
         _run_listener(daemon, "frontend", main_net, [8080], [])
         _run_listener(daemon, "nginx", main_net, [8443], [])
         _ok(daemon.cli("network", "connect", own_net, "nginx"))  # as the provider joins a second network
@@ -475,6 +476,10 @@ def test_kros_api_reaches_its_database_from_any_address_of_its_own_network_and_n
         gateway_dev = next(line.split()[0] for line in route.splitlines()[1:] if line.split()[1:2] == ["00000000"])
         addresses = _ok(daemon.cli("exec", "nginx", "ip", "-4", "-o", "addr", "show", "dev", gateway_dev))
         assert nginx_own not in addresses, (gateway_dev, addresses)
+        # nginx finds both copies by the alias its config names (Docker's DNS on the joined network).
+        resolved = _ok(daemon.cli("exec", "nginx", "python3", "-c",
+                                  "import socket; print(' '.join(sorted({a[4][0] for a in socket.getaddrinfo('backend', 3000)})))"))
+        assert resolved.split() == sorted(backends.values()), (resolved, backends)
         assert _from(daemon, "frontend", database, 25060), "control: open before the rules"
 
         rules_file = tmp_path / "docker-user.rules"
