@@ -89,7 +89,7 @@ class EgressLock:
     allowed: tuple[tuple[str, str, int], ...] = ()
     """(container, destination CIDR, TCP port) flows one container may open: a workload's own
     allow-list (``workload_lock``). Each container here has a fixed address in ``exempt`` or
-    ``pinned``."""
+    ``pinned``, or a network of its own in ``own_networks``."""
     pinned: tuple[tuple[str, str], ...] = ()
     """(container, address) pairs with a fixed address for their ``allowed`` flows only."""
     internal_peers: tuple[tuple[str, int | tuple[int, int]], ...] | None = None
