@@ -134,11 +134,12 @@ class DockerHost(pulumi.ComponentResource):
         basis = self._basis(name)
         self.ssh, self.data_dir, self.egress = basis.ssh, basis.data_dir, basis.egress
         setup_done = self._setup(name, basis)
-        provider, network = self._docker(name, basis, setup_done)
+        provider, network, own = self._docker(name, basis, setup_done)
         specs = list(workload.containers)
         lock = basis.egress
         if lock is not None:
-            unknown = set(lock.static_addresses()) - {s.name for s in specs}
+            unknown = ({*lock.static_addresses(), *(n.container for n in lock.own_networks)}
+                       - {s.name for s in specs})
             if unknown:
                 raise ValueError(f"{name}: egress exemptions or allow-lists for containers that are not "
                                  f"deployed: {sorted(unknown)}")
@@ -175,6 +176,7 @@ class DockerHost(pulumi.ComponentResource):
             secret_env=workload.secret_env, extra_mounts=mounts, private_address=self.private_address,
             depends_on=self.files_delivered + ingress_ready,
             static_addresses=lock.static_addresses() if lock else None,
+            own_networks={n.container: (own[n.container].name, n.peers) for n in lock.own_networks} if lock else None,
         )
         if ingress is not None:
             run_script(f"{name}-certificates", self.ssh, cert_script, parent=self,
@@ -220,10 +222,12 @@ class DockerHost(pulumi.ComponentResource):
         return previous
 
     def _docker(self, name: str, basis: HostBasis, setup_done: Sequence[pulumi.Resource]
-                ) -> tuple[docker.Provider, docker.Network]:
-        """The Docker provider over SSH and the host's bridge network: with an egress lock, a
-        fixed bridge name (the host's packet filter matches it) and the lock's subnet, with
-        Docker assigning from its dynamic range and the rest left for fixed addresses."""
+                ) -> tuple[docker.Provider, docker.Network, dict[str, docker.Network]]:
+        """The Docker provider over SSH, the host's bridge network and the networks of their own
+        (container -> network ``{name}-{container}``, the lock's ``own_networks``): with an egress
+        lock, fixed bridge names (the host's packet filter matches them) and the lock's subnets,
+        Docker assigning from the host network's dynamic range (the rest is left for fixed
+        addresses) and from the whole of an own network's."""
         lock = basis.egress
         provider = docker.Provider(
             f"{name}-docker",
@@ -240,7 +244,13 @@ class DockerHost(pulumi.ComponentResource):
             if lock and lock.subnet else None,
             opts=pulumi.ResourceOptions(parent=self, provider=provider),
         )
-        return provider, network
+        own = {n.container: docker.Network(
+            f"{name}-{n.container}-network", name=f"{name}-{n.container}", driver="bridge",
+            options={"com.docker.network.bridge.name": n.bridge},
+            ipam_configs=[docker.NetworkIpamConfigArgs(subnet=n.subnet)],
+            opts=pulumi.ResourceOptions(parent=self, provider=provider),
+        ) for n in (lock.own_networks if lock else ())}
+        return provider, network, own
 
     def _ship_sessions(self, name: str, shipping: hostsetup.SessionShipping,
                        setup_done: Sequence[pulumi.Resource]) -> None:

@@ -202,7 +202,8 @@ class DropletStack(DockerHost):
             internal_cidr=lock.internal_cidr if lock else None,
             internal_peers=lock.internal_peers if lock else None,
             exempt_sources=[a for _, a in lock.exempt] if lock else (),
-            allowed=lock.allowed_sources() if lock else ())
+            allowed=lock.allowed_sources() if lock else (),
+            own_networks=lock.own_bridges() if lock else ())
 
     def _outputs(self) -> dict:
         outputs = {"droplet_id": self.droplet_id, "public_ip": self.public_ip,

@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
-from components.hostsetup import OutboundRule, deliver_file, unit_apply
+from components.hostsetup import OutboundRule
 from components.tiers import SSH_PORT, InboundRule
 
 PROXY_BASE_PORT = 3128
@@ -51,6 +51,23 @@ class DirectRoute:
 
 
 @dataclass(frozen=True)
+class OwnNetwork:
+    """A container alone on a Docker network of its own, so that its ``allowed`` flows match the
+    network's subnet rather than one fixed address: its replacement (another dynamic address in
+    the same subnet) is admitted while the old one still runs, so it can be replaced
+    create-before-delete. ``peers`` are the containers that must reach it (the ingress nginx,
+    Prometheus): they join the network too, and it stays their second network (Docker routes a
+    multi-homed container's egress through its first network by name, the host's own)."""
+
+    container: str
+    bridge: str
+    """Interface name of its bridge (2-15 characters), which the packet filter matches."""
+    subnet: str
+    """A small private subnet (a /28: 13 dynamic addresses) outside the host network's."""
+    peers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class EgressLock:
     """Whose traffic may leave a node. Its containers may reach only the internal network, their
     own bridge, the ``direct`` routes, and (for the ``exempt`` containers, at fixed addresses)
@@ -72,17 +89,21 @@ class EgressLock:
     allowed: tuple[tuple[str, str, int], ...] = ()
     """(container, destination CIDR, TCP port) flows one container may open: a workload's own
     allow-list (``workload_lock``). Each container here has a fixed address in ``exempt`` or
-    ``pinned``."""
+    ``pinned``, or a network of its own in ``own_networks``."""
     pinned: tuple[tuple[str, str], ...] = ()
     """(container, address) pairs with a fixed address for their ``allowed`` flows only."""
     internal_peers: tuple[tuple[str, int | tuple[int, int]], ...] | None = None
     """(address or CIDR, TCP port or (first, last) range) the containers may open on the internal
     network: what the peers' tier-model rules admit from this host's private address (its
     containers leave masqueraded to it). None: the whole internal network, every port."""
+    own_networks: tuple[OwnNetwork, ...] = ()
+    """Containers on a network of their own, whose ``allowed`` flows match its subnet."""
 
     def __post_init__(self):
-        if not re.match(r"^[a-z][a-z0-9-]{1,14}$", self.bridge):
-            raise ValueError(f"bridge {self.bridge!r}: 2-15 characters, a-z 0-9 -")
+        for bridge in (self.bridge, *(n.bridge for n in self.own_networks)):
+            if not re.match(r"^[a-z][a-z0-9-]{1,14}$", bridge):
+                raise ValueError(f"bridge {bridge!r}: 2-15 characters, a-z 0-9 -")
+        self._check_own_networks()
         if self.proxy_url and not self.resolvers:
             raise ValueError("an egress-locked host needs its DNS resolvers")
         fixed = [*self.exempt, *self.pinned]
@@ -96,9 +117,26 @@ class EgressLock:
             addresses = [a for _, a in fixed]
             if len(set(addresses)) != len(addresses) or len({c for c, _ in fixed}) != len(fixed):
                 raise ValueError(f"each fixed container and address once: {fixed}")
-        unpinned = sorted({c for c, _, _ in self.allowed} - {c for c, _ in fixed})
+        unpinned = sorted({c for c, _, _ in self.allowed} - {c for c, _ in fixed}
+                          - {n.container for n in self.own_networks})
         if unpinned:
-            raise ValueError(f"allowed flows of containers without a fixed address: {unpinned}")
+            raise ValueError(f"allowed flows of containers without a fixed address or network of their own: {unpinned}")
+
+    def _check_own_networks(self) -> None:
+        """Each own network once per container and bridge, private, overlapping no other."""
+        own = self.own_networks
+        if not own:
+            return
+        if len({n.container for n in own}) != len(own) or len({n.bridge for n in own} | {self.bridge}) != len(own) + 1:
+            raise ValueError(f"each own network once per container and bridge: {own}")
+        pinned = {n.container for n in own} & {c for c, _ in [*self.exempt, *self.pinned]}
+        if pinned:
+            raise ValueError(f"a container on a network of its own has no fixed address: {sorted(pinned)}")
+        subnets = [ipaddress.ip_network(n.subnet) for n in own] + (
+            [ipaddress.ip_network(self.subnet)] if self.subnet else [])
+        for i, a in enumerate(subnets):
+            if not a.is_private or any(a.overlaps(b) for b in subnets[i + 1:]):
+                raise ValueError(f"own network subnet {a}: private, and overlapping no other of the host")
 
     @property
     def locks_host(self) -> bool:
@@ -114,9 +152,14 @@ class EgressLock:
         return dict([*self.exempt, *self.pinned])
 
     def allowed_sources(self) -> list[tuple[str, str, int]]:
-        """``allowed`` as (source address, destination CIDR, port), for the DOCKER-USER rules."""
-        addresses = self.static_addresses()
+        """``allowed`` as (source address or subnet, destination CIDR, port), for the DOCKER-USER
+        rules: a container on a network of its own is its whole subnet."""
+        addresses = {**self.static_addresses(), **{n.container: n.subnet for n in self.own_networks}}
         return [(addresses[c], cidr, port) for c, cidr, port in self.allowed]
+
+    def own_bridges(self) -> list[tuple[str, str]]:
+        """(bridge, subnet) of each network of its own, for the DOCKER-USER rules."""
+        return [(n.bridge, n.subnet) for n in self.own_networks]
 
     def outbound(self) -> list[OutboundRule]:
         """The locked host's own allowed flows: the internal network, its own containers' own
@@ -134,20 +177,24 @@ class EgressLock:
 
 def workload_lock(*, bridge: str, subnet: str, internal_cidr: str | None = None,
                   exempt: Sequence[str] = (), allowed: Sequence[tuple[str, str, int]] = (),
-                  internal_peers: Sequence[tuple[str, int | tuple[int, int]]] = ()) -> EgressLock:
+                  internal_peers: Sequence[tuple[str, int | tuple[int, int]]] = (),
+                  own_networks: Sequence[OwnNetwork] = ()) -> EgressLock:
     """The egress lock of a single-host product (a droplet, one VPS): its containers reach their
     own bridge and nothing else, except ``exempt`` containers (edge and mgmt containers that
     talk to the internet: Alertmanager, the blackbox prober) and each container's own
     ``allowed`` (container, CIDR, port) flows; the containers named get fixed addresses in the
     lower half of ``subnet``, the exempt ones first, in the order given, from its tenth address
-    on. With ``internal_cidr`` only ``internal_peers`` are reachable there (by every container)."""
+    on. With ``internal_cidr`` only ``internal_peers`` are reachable there (by every container).
+    A container of ``own_networks`` gets no fixed address: its flows match its network's subnet."""
     hosts = list(ipaddress.ip_network(subnet).hosts())
-    named = list(dict.fromkeys([*exempt, *(c for c, _, _ in allowed if c not in exempt)]))
+    alone = {n.container for n in own_networks}
+    named = list(dict.fromkeys([*exempt, *(c for c, _, _ in allowed if c not in exempt and c not in alone)]))
     addresses = {c: str(hosts[9 + i]) for i, c in enumerate(named)}
     return EgressLock(bridge=bridge, internal_cidr=internal_cidr or "", subnet=subnet,
                       exempt=tuple((c, addresses[c]) for c in exempt),
                       pinned=tuple((c, addresses[c]) for c in named if c not in exempt),
-                      allowed=tuple(allowed), internal_peers=tuple(internal_peers))
+                      allowed=tuple(allowed), internal_peers=tuple(internal_peers),
+                      own_networks=tuple(own_networks))
 
 
 def check_domains(domains: Iterable[str]) -> None:
@@ -246,7 +293,8 @@ def render_docker_user_rules(*, published: Sequence[tuple[str, int]], rules: Seq
                              container_bridges: Sequence[str] = DOCKER_BRIDGES,
                              internal_peers: Sequence[tuple[str, int | tuple[int, int]]] | None = None,
                              allowed: Sequence[tuple[str, str, int]] = (),
-                             ssh_ports: Sequence[int] = (SSH_PORT,)) -> str:
+                             ssh_ports: Sequence[int] = (SSH_PORT,),
+                             own_networks: Sequence[tuple[str, str]] = ()) -> str:
     """``iptables-restore --noflush`` input that rewrites the ``DOCKER-USER`` chain.
 
     ``published`` are the (address, port) pairs containers publish on; each admits only the
@@ -273,11 +321,19 @@ def render_docker_user_rules(*, published: Sequence[tuple[str, int]], rules: Seq
     internal network (``internal_cidr``; only the ``internal_peers`` pairs, when given), to the
     ``direct`` routes, from a source address to its ``allowed`` (source, CIDR, port) flows, and
     from ``exempt_sources`` anywhere but the internal network: everything else they send is
-    dropped. Without ``internal_cidr`` (a single host) nothing is internal.
+    dropped. Without ``internal_cidr`` (a single host) nothing is internal. ``own_networks``
+    ((bridge, subnet) of each container on a network of its own, ``OwnNetwork``) get the same
+    lock; an ``allowed`` flow whose source is such a subnet is admitted on its bridge only (a
+    peer binding an address of it cannot send it through the host's bridge), and traffic between
+    two of the host's bridges is dropped (the peers that reach such a container join its network).
 
     The chains only filter forwarded traffic: no rule here can cut the host's own SSH.
     """
-    bridges = list(dict.fromkeys([*container_bridges, *([bridge] if bridge else [])]))
+    if own_networks and not bridge:
+        raise ValueError("networks of their own need the host's egress lock (its bridge)")
+    own = dict(own_networks)
+    locked = [bridge, *own] if bridge else []
+    bridges = list(dict.fromkeys([*container_bridges, *locked]))
     if not bridges:
         raise ValueError("the bridge guard needs the container bridges' interface names")
     out = ["*filter", ":DOCKER-USER - [0:0]", f":{BRIDGE_GUARD_CHAIN} - [0:0]",
@@ -298,26 +354,28 @@ def render_docker_user_rules(*, published: Sequence[tuple[str, int]], rules: Seq
     out += [f"-A {BRIDGE_GUARD_CHAIN} -i {b} -j RETURN" for b in bridges]
     out += [f"-A {BRIDGE_GUARD_CHAIN} -m conntrack --ctstate DNAT ! --ctorigdst 127.0.0.0/8 -j RETURN",
             f"-A {BRIDGE_GUARD_CHAIN} -j DROP"]
-    if bridge:
-        if internal_cidr is None:
-            raise ValueError("an egress lock needs the internal network (empty: a single host has none)")
-        internal = _check_cidr(internal_cidr) if internal_cidr else None
-        out.append(f"-A DOCKER-USER -i {bridge} -o {bridge} -j RETURN")
+    if bridge and internal_cidr is None:
+        raise ValueError("an egress lock needs the internal network (empty: a single host has none)")
+    internal = _check_cidr(internal_cidr) if internal_cidr else None
+    for b in locked:
+        out.append(f"-A DOCKER-USER -i {b} -o {b} -j RETURN")
         if internal and internal_peers is None:
-            out.append(f"-A DOCKER-USER -i {bridge} -d {internal} -j RETURN")
+            out.append(f"-A DOCKER-USER -i {b} -d {internal} -j RETURN")
         else:
-            out += [f"-A DOCKER-USER -i {bridge} -p tcp -d {_check_cidr(peer)} --dport {_port_match(port)} -j RETURN"
+            out += [f"-A DOCKER-USER -i {b} -p tcp -d {_check_cidr(peer)} --dport {_port_match(port)} -j RETURN"
                     for peer, port in dict.fromkeys(internal_peers or ())]
         for route in direct:
-            out += [f"-A DOCKER-USER -i {bridge} -p tcp -d {_check_cidr(c)} --dport {route.port} -j RETURN"
+            out += [f"-A DOCKER-USER -i {b} -p tcp -d {_check_cidr(c)} --dport {route.port} -j RETURN"
                     for c in route.cidrs]
-        out += [f"-A DOCKER-USER -i {bridge} -p tcp -s {_check_cidr(source)} -d {_check_cidr(cidr)} "
-                f"--dport {_port_match(port)} -j RETURN" for source, cidr, port in allowed]
+        out += [f"-A DOCKER-USER -i {b} -p tcp -s {_check_cidr(source)} -d {_check_cidr(cidr)} "
+                f"--dport {_port_match(port)} -j RETURN" for source, cidr, port in allowed
+                if (source == own[b] if b in own else source not in own.values())]
         # Before the exemptions: the proxy and Alertmanager reach the internet, not the nodes.
         if internal:
-            out.append(f"-A DOCKER-USER -i {bridge} -d {internal} -j DROP")
-        out += [f"-A DOCKER-USER -i {bridge} -s {_check_cidr(a)} -j RETURN" for a in exempt_sources]
-        out.append(f"-A DOCKER-USER -i {bridge} -j DROP")
+            out.append(f"-A DOCKER-USER -i {b} -d {internal} -j DROP")
+        if b == bridge:  # the exempt addresses are on the host's own bridge
+            out += [f"-A DOCKER-USER -i {b} -s {_check_cidr(a)} -j RETURN" for a in exempt_sources]
+        out.append(f"-A DOCKER-USER -i {b} -j DROP")
     out += ["-A DOCKER-USER -j RETURN", "COMMIT"]
     return "\n".join(out) + "\n"
 
@@ -334,50 +392,5 @@ def _covers(rule: InboundRule, port: int) -> bool:
     return rule.port == port
 
 
-DOCKER_USER_UNIT = """\
-# Managed by the platform program: re-applies the DOCKER-USER rules whenever Docker starts.
-[Unit]
-Description=Platform filter for Docker-published ports and container egress
-After=docker.service
-PartOf=docker.service
-
-[Service]
-Type=oneshot
-RemainAfterExit=yes
-ExecStart=/usr/sbin/iptables-restore --noflush /etc/platform/docker-user.rules
-
-[Install]
-WantedBy=docker.service
-"""
-
-
-def docker_user_section(rules_text: str) -> str:
-    """Installs the rules file and a unit that applies it after every Docker start.
-
-    A changed file is first checked by ``iptables-restore --test``: a file the kernel refuses is
-    replaced by the previous one (so the next run retries it) and the script fails with the
-    chains in force unchanged. Only forwarded traffic is filtered, so a bad rule cannot cut SSH
-    to the host."""
-    path = "/etc/platform/docker-user.rules"
-    return "\n".join([
-        deliver_file(path, "0600", "root:root", rules_text,
-                     validate=f"iptables-restore --test --noflush {path}",
-                     on_change=f"iptables-restore --noflush {path}"),
-        deliver_file("/etc/systemd/system/platform-docker-user.service", "0644", "root:root",
-                     DOCKER_USER_UNIT, on_change="systemctl daemon-reload"),
-        "ensure_service_enabled platform-docker-user",
-    ])
-
-
-def host_proxy_section(proxy_url: str) -> str:
-    """Points apt and the Docker daemon (image pulls) of an egress-locked node at the proxy.
-    Runs before anything installs packages; Docker is restarted only if it already runs."""
-    return "\n".join([
-        deliver_file("/etc/apt/apt.conf.d/90platform-proxy", "0644", "root:root",
-                     f'Acquire::http::Proxy "{proxy_url}";\nAcquire::https::Proxy "{proxy_url}";\n'),
-        deliver_file("/etc/systemd/system/docker.service.d/platform-proxy.conf", "0644", "root:root",
-                     f'[Service]\nEnvironment="HTTP_PROXY={proxy_url}" "HTTPS_PROXY={proxy_url}" '
-                     '"NO_PROXY=localhost,127.0.0.1"\n',
-                     on_change="systemctl daemon-reload && "
-                               + unit_apply("try-restart", "docker", "docker", "info", seconds=60)),
-    ])
+# The host scripts' sections live apart (this module's 400-line budget); callers keep egress.*.
+from components.egress_host import DOCKER_USER_UNIT, docker_user_section, host_proxy_section  # noqa: E402,F401

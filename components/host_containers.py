@@ -26,13 +26,16 @@ def run_containers(
     private_address: str | None = None,
     depends_on: Sequence[pulumi.Resource] = (),
     static_addresses: Mapping[str, str] | None = None,
+    own_networks: Mapping[str, tuple[pulumi.Input[str], Sequence[str]]] | None = None,
 ) -> dict[str, docker.Container]:
     """Pull each pinned image and run its container with the hardening of ``container_plan``.
 
     ``static_addresses`` pins containers to addresses on the network (egress exemptions and
     allow-lists match them). Containers are not given fixed names: Pulumi auto-names them after the resource plus a
     random suffix, drawn anew for a replacement, and they are found by their network alias, so a
-    replacement never collides with the old one.
+    replacement never collides with the old one. ``own_networks`` (container -> (network name,
+    peers)) puts a container on a network of its own instead of ``network`` (its alias there),
+    and adds that network as the second network of each peer.
 
     Deploys: a stateless container is replaced create-before-delete (``delete_before_replace``
     set to False explicitly, which overrides a provider default): the new container starts next
@@ -43,7 +46,8 @@ def run_containers(
     and the old one keeps serving. A container that publishes host ports or has a writable mount
     is deleted before its replacement starts (``replaced_delete_first``): a maintenance step.
     So is a container at one of ``static_addresses``: the new one cannot take the address while
-    the old one holds it.
+    the old one holds it. A container on a network of its own is stateless like any other: its
+    replacement takes another address of that network.
     """
     unknown = set(secret_env) - {s.name for s in specs}
     if unknown:
@@ -58,6 +62,11 @@ def run_containers(
                               extra_mounts=list((extra_mounts or {}).get(spec.name, [])))
         if spec.name in (static_addresses or {}):
             plan["networks_advanced"][0]["ipv4_address"] = static_addresses[spec.name]
+        for owner, (own_network, peers) in sorted((own_networks or {}).items()):
+            if owner == spec.name:
+                plan["networks_advanced"][0]["name"] = own_network
+            elif spec.name in peers:
+                plan["networks_advanced"].append({"name": own_network})
         secrets = dict(secret_env.get(spec.name, {}))
         plain_env = plan.pop("envs")
         clash = {v.split("=", 1)[0] for v in plain_env} & set(secrets)

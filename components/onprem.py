@@ -143,6 +143,7 @@ class OnPremVps(DockerHost):
             exempt_sources=[address for _, address in lock.exempt] if lock else (),
             internal_peers=lock.internal_peers if lock else None,
             allowed=lock.allowed_sources() if lock else (),
+            own_networks=lock.own_bridges() if lock else (),
             ssh_ports=(tiers.SSH_PORT, self.ssh.port))
 
     def _outputs(self) -> dict:

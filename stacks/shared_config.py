@@ -223,13 +223,14 @@ MONITORING_EGRESS = ("alertmanager", "blackbox")
 def container_egress_lock(egress_cfg: ContainerEgressConfig, *, bridge: str, containers: Sequence[str],
                           internal_cidr: str | None = None,
                           internal_peers: Sequence[tuple[str, int]] = (),
-                          extra: Sequence[tuple[str, str, int]] = ()):
+                          extra: Sequence[tuple[str, str, int]] = (), own_networks: Sequence = ()):
     """The host's ``egress.EgressLock``: the monitoring exemptions among ``containers``, the
-    config's allow-list and the program's own ``extra`` (container, CIDR, port) flows."""
+    config's allow-list and the program's own ``extra`` (container, CIDR, port) flows; the
+    ``egress.OwnNetwork`` containers' flows match their network's subnet."""
     from components import egress
 
     allowed = [(service, cidr, entry.port) for entry in egress_cfg.allow for service in entry.services
                for cidr in entry.cidrs] + list(extra)
     return egress.workload_lock(bridge=bridge, subnet=egress_cfg.subnet, internal_cidr=internal_cidr,
                                 exempt=[c for c in MONITORING_EGRESS if c in containers],
-                                allowed=allowed, internal_peers=internal_peers)
+                                allowed=allowed, internal_peers=internal_peers, own_networks=own_networks)

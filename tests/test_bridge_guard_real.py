@@ -279,9 +279,10 @@ def _create_network(daemon, inputs: dict) -> str:
     return inputs["name"]
 
 
-def _run_listener(daemon, name: str, network: str, ports: list[int], publishes: list[dict]) -> str:
+def _run_listener(daemon, name: str, network: str, ports: list[int], publishes: list[dict],
+                  alias: str | None = None) -> str:
     argv = ["run", "-d", "--name", name, "--network", network, "-v", "/usr:/usr:ro", "--read-only",
-            "--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
+            "--cap-drop", "ALL", "--security-opt", "no-new-privileges", *(["--network-alias", alias] if alias else [])]
     for publish in publishes:
         argv += ["-p", f"{publish['ip']}:{publish['external']}:{publish['internal']}"]
     _ok(daemon.cli(*argv, IMAGE, "python3", "-c", LISTENER, *map(str, ports)))
@@ -402,3 +403,102 @@ def test_docker_runs_without_ipv6_so_the_ipv4_guard_is_the_whole_guard():
                             if r["type"] == "command:remote:Command")
         assert "net.ipv6.conf.all.forwarding=1" not in scripts
         assert '"ipv6": true' not in scripts
+
+
+# --- KRO's api on a network of its own (issue #22: create-first replacement) ----------------
+
+PROBE = ("import socket, sys; s = socket.socket(); s.settimeout(1.0)\n"
+         "if len(sys.argv) > 3: s.bind((sys.argv[3], 0))\n"
+         "s.connect((sys.argv[1], int(sys.argv[2]))); assert s.recv(2) == b'ok'\n")
+WEB = "198.51.100.7"
+ADDRESS_LISTENER = (
+    "import socket, sys, threading\n"
+    "def serve(address, port):\n"
+    "    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+    "    s.bind((address, port)); s.listen(16)\n"
+    "    while True:\n"
+    "        c, _ = s.accept(); c.sendall(b'ok'); c.close()\n"
+    "for a in sys.argv[1:]:\n"
+    "    threading.Thread(target=serve, args=(a.split(':')[0], int(a.split(':')[1])), daemon=True).start()\n"
+    "threading.Event().wait()\n"
+)
+
+
+def _from(daemon, container: str, target: str, port: int, source: str | None = None) -> bool:
+    """A TCP connection from inside ``container`` (bound to ``source``) completes and answers."""
+    return _run(daemon.cli("exec", container, "python3", "-c", PROBE, target, str(port),
+                           *([source] if source else []))).returncode == 0
+
+
+def _address_on(daemon, container: str, network: str) -> str:
+    return _ok(daemon.cli("inspect", "-f", f'{{{{(index .NetworkSettings.Networks "{network}").IPAddress}}}}',
+                          container)).strip()
+
+
+@pytest.mark.realtool
+@pytest.mark.parametrize("stack", STACKS)
+def test_kros_api_reaches_its_database_from_any_address_of_its_own_network_and_nothing_else_does(
+        replay, stack, tmp_path):
+    """KRO's backend is no longer pinned: its database flows match the subnet of a network of
+    its own, so the old container and its replacement (two dynamic addresses there, both
+    running, as in a create-first deploy) reach the managed Postgres ports in the VPC, while a
+    container on the host's network, and the ingress nginx that joins both networks (even
+    binding its address on the backend's network), do not; nginx reaches both backends."""
+    host = f"kro-{stack}"
+    rules = rendered_rules(stack, host)
+    flows = re.findall(r"^-A DOCKER-USER -i kro-db-ctr -p tcp -s (\S+) -d (\S+) --dport (\d+) -j RETURN$", rules, re.M)
+    assert {port for _, _, port in flows} == {"25060", "25061"}, rules
+    [(subnet, vpc)] = {(s, d) for s, d, _ in flows}
+    main, own = _network_inputs(stack, host), _network_inputs(stack, f"{host}-backend")
+    assert own["ipamConfigs"] == [{"subnet": subnet}], own
+    database = str(next(ipaddress.ip_network(vpc).hosts()) + 4)
+    daemon, host_ns, neighbour = replay["daemon"], replay["host"], replay["neighbour"]
+    _setup_segment(replay, FALLBACK_HOST, [database, WEB], [])
+    _ok(["ip", "-n", host_ns.name, "route", "add", vpc, "dev", "eth0"])
+    listener = subprocess.Popen(["nsenter", f"--net={neighbour.path}", sys.executable, "-c", ADDRESS_LISTENER,
+                                 *(f"{a}:{p}" for a, p in ((database, 25060), (database, 25061),
+                                                           (database, 5432), (WEB, 443)))])
+    try:
+        main_net, own_net = _create_network(daemon, main), _create_network(daemon, own)
+        for name in ("backend-old", "backend-new"):  # both carry the alias, as in a create-first deploy
+            _run_listener(daemon, name, own_net, [3000], [], alias="backend")
+        _run_listener(daemon, "frontend", main_net, [8080], [])
+        _run_listener(daemon, "nginx", main_net, [8443], [])
+        _ok(daemon.cli("network", "connect", own_net, "nginx"))  # as the provider joins a second network
+        backends = {n: _address_on(daemon, n, own_net) for n in ("backend-old", "backend-new")}
+        assert len(set(backends.values())) == 2 and all(ipaddress.ip_address(a) in ipaddress.ip_network(subnet)
+                                                        for a in backends.values()), backends
+        nginx_own = _address_on(daemon, "nginx", own_net)
+        for name in backends:
+            _wait_listening(daemon, name, 3000)
+        # nginx's way out is its first network by name (the host's), not the backend's.
+        route = _ok(daemon.cli("exec", "nginx", "python3", "-c", "print(open('/proc/net/route').read())"))
+        gateway_dev = next(line.split()[0] for line in route.splitlines()[1:] if line.split()[1:2] == ["00000000"])
+        addresses = _ok(daemon.cli("exec", "nginx", "ip", "-4", "-o", "addr", "show", "dev", gateway_dev))
+        assert nginx_own not in addresses, (gateway_dev, addresses)
+        # nginx finds both copies by the alias its config names (Docker's DNS on the joined network).
+        resolved = _ok(daemon.cli("exec", "nginx", "python3", "-c",
+                                  "import socket; print(' '.join(sorted({a[4][0] for a in socket.getaddrinfo('backend', 3000)})))"))
+        assert resolved.split() == sorted(backends.values()), (resolved, backends)
+        assert _from(daemon, "frontend", database, 25060), "control: open before the rules"
+
+        rules_file = tmp_path / "docker-user.rules"
+        rules_file.write_text(rules)
+        ns = ["nsenter", f"--net={host_ns.path}"]
+        _ok([*ns, "iptables-restore", "--test", "--noflush", str(rules_file)])
+        _ok([*ns, "iptables-restore", "--noflush", str(rules_file)])
+
+        for name in backends:
+            assert _from(daemon, name, database, 25060), f"{name} must reach the managed Postgres"
+            assert _from(daemon, name, database, 25061), f"{name} must reach the connection pool"
+            assert not _from(daemon, name, database, 5432), f"{name}: the database ports only"
+            assert not _from(daemon, name, WEB, 443), f"{name} reaches the web"
+            assert _from(daemon, "nginx", backends[name], 3000), f"nginx must reach {name}"
+        assert not _from(daemon, "frontend", database, 25060), "a container on the host's network reaches the database"
+        assert not _from(daemon, "frontend", backends["backend-old"], 3000), "across the host's bridges"
+        assert not _from(daemon, "nginx", database, 25060), "the ingress reaches the database"
+        assert not _from(daemon, "nginx", database, 25060, source=nginx_own), \
+            "the ingress reaches the database from its address on the backend's network"
+    finally:
+        listener.kill()
+        listener.wait()

@@ -25,8 +25,12 @@ def test_a_container_with_a_writable_mount_a_host_port_or_a_fixed_address_is_del
     # The stacks do run stateful containers (Prometheus' TSDB, the datastores, Grafana).
     assert any(c["name"].endswith("-prometheus") for c in writable), [c["name"] for c in writable]
     fixed = [c["name"] for c in containers if any(n.get("ipv4Address") for n in c["inputs"]["networksAdvanced"])]
-    # KRO's backend is pinned for its database allow-list; the blackbox probers for the web.
-    assert f"kro-{stack}-backend" in fixed, fixed
+    # The blackbox probers are pinned for their web exemption. KRO's backend is not: its
+    # database flows match its own network's subnet, so it is replaced create-first.
+    assert f"kro-{stack}-blackbox" in fixed and f"kro-{stack}-backend" not in fixed, fixed
+    backend = next(c for c in containers if c["name"] == f"kro-{stack}-backend")
+    assert [n["name"] for n in backend["inputs"]["networksAdvanced"]] == [f"kro-{stack}-backend"]
+    assert backend["delete_before_replace"] is False
     for container in containers:
         must = container in writable or bool(container["inputs"].get("ports")) or container["name"] in fixed
         assert container["delete_before_replace"] == must, container["name"]
@@ -54,8 +58,8 @@ def _seconds(go: str) -> int:
 def test_every_container_is_health_gated_with_a_bounded_wait_from_its_healthcheck(stack, synth):
     containers = synth(stack).of_type(CONTAINER)
     stateless = [c for c in containers if not c["delete_before_replace"]]
-    # KRO's frontends, Pencom's gateways and V-EdFinance's apps switch over without downtime.
-    assert {f"kro-{stack}-frontend", f"pencom-{stack}-edge-api-gateway",
+    # KRO's api and frontends, Pencom's gateways and V-EdFinance's apps switch over without downtime.
+    assert {f"kro-{stack}-backend", f"kro-{stack}-frontend", f"pencom-{stack}-edge-api-gateway",
             f"pencom-{stack}-edge-external-gateway"} <= {c["name"] for c in stateless}
     for container in containers:
         inputs = container["inputs"]

@@ -343,8 +343,9 @@ def test_single_host_app_containers_reach_only_their_allow_list(docker_host, tmp
     """The staging matrix's finding: app and data containers on KRO's droplet (and GIV's ops
     droplet, V-EdFinance's VPS) reached the web. The committed KRO droplet's rules, with its
     bridge and fixed addresses mapped onto this namespace's: an app container reaches nothing
-    outside its network, the backend only its managed Postgres in the VPC (25060), and
-    Alertmanager (exempt) the internet but not the VPC."""
+    outside its network, not even the database (the backend reaches it from a network of its
+    own: ``tests/test_bridge_guard_real.py`` proves that on a real dockerd), not from the address
+    the backend was once pinned to either, and Alertmanager (exempt) the internet but not the VPC."""
     host, net, ctr = docker_host["host"], docker_host["net"], docker_host["ctr"]
     suffix = str(os.getpid())
     _ip("-n", net, "addr", "add", f"{VPC_DB}/32", "dev", f"dkx{suffix}"[:15])
@@ -364,19 +365,25 @@ def test_single_host_app_containers_reach_only_their_allow_list(docker_host, tmp
         for source in (CONTAINER_ADDR, EXEMPT_ADDR, ALERTS_ADDR):
             assert _reaches(ctr, INTERNET, 443, source=source), f"control: {source} open before the rules"
         assert _reaches(ctr, VPC_DB, 25060, source=CONTAINER_ADDR), "control"
+        # The address the backend was pinned to before it had a network of its own.
+        _ip("-n", ctr, "addr", "add", "172.31.251.12/32", "dev", f"dkz{suffix}"[:15])
+        _ip("-n", host, "route", "add", "172.31.251.12/32", "dev", "pencom-app")
+        _in(host, docker_host["iptables"], "-t", "nat", "-A", "POSTROUTING", "-s", "172.31.251.12",
+            "!", "-o", "pencom-app", "-j", "MASQUERADE", check=True)
+        assert _reaches(ctr, VPC_DB, 25060, source="172.31.251.12"), "control"
         text = _firewall_rules("prod", "kro-prod-docker-firewall")
-        # backend and Alertmanager have fixed addresses (the lower half of egress.subnet).
-        assert "-s 172.31.251.12/32 -d 10.110.0.0/20 --dport 25060 -j RETURN" in text, text
+        # Alertmanager has a fixed address (the lower half of egress.subnet); the backend's
+        # database flows are its own network's (172.31.250.240/28 on kro-db-ctr), none on kro-ctr.
+        assert "-i kro-db-ctr -p tcp -s 172.31.250.240/28 -d 10.110.0.0/20 --dport 25060 -j RETURN" in text, text
+        assert not [line for line in text.splitlines() if line.startswith("-A DOCKER-USER -i kro-ctr -p tcp -s")], text
         assert "-A DOCKER-USER -i kro-ctr -j DROP" in text
         rules = tmp_path / "kro.rules"
-        rules.write_text(text.replace("kro-ctr", "pencom-app").replace("172.31.251.12/32", f"{EXEMPT_ADDR}/32")
-                         .replace("172.31.251.10/32", f"{ALERTS_ADDR}/32"))
+        rules.write_text(text.replace("kro-ctr", "pencom-app").replace("172.31.251.10/32", f"{ALERTS_ADDR}/32"))
         _in(host, "iptables-restore", "--noflush", str(rules), check=True)
         assert not _reaches(ctr, INTERNET, 443, source=CONTAINER_ADDR), "an app container reaches the web"
         assert not _reaches(ctr, VPC_DB, 25060, source=CONTAINER_ADDR), "only the backend reaches the database"
-        assert _reaches(ctr, VPC_DB, 25060, source=EXEMPT_ADDR), "the backend reaches its managed Postgres"
-        assert not _reaches(ctr, VPC_DB, 443, source=EXEMPT_ADDR), "on its port only"
-        assert not _reaches(ctr, INTERNET, 443, source=EXEMPT_ADDR), "the backend reaches the web"
+        assert not _reaches(ctr, VPC_DB, 25060, source="172.31.251.12"), "the backend's old address is nothing now"
+        assert not _reaches(ctr, VPC_DB, 25060, source=EXEMPT_ADDR), "nor any other on the host's bridge"
         assert _reaches(ctr, INTERNET, 443, source=ALERTS_ADDR), "Alertmanager sends mail and Slack"
         assert not _reaches(ctr, VPC_DB, 25060, source=ALERTS_ADDR), "but not into the VPC"
         assert not _reaches(ctr, INTERNET, 22, source=ALERTS_ADDR), "and never SSH"

@@ -288,6 +288,17 @@ BAD_KRO = {
                             "platform:kro.services[2] (admin-frontend).healthcheck: required key is missing"),
     "public vpc range": (lambda k: k.__setitem__("vpc_ip_range", "8.8.0.0/16"),
                          "must be a private range"),
+    # The backend's own network is the /28 below egress.subnet: 172.15.255.240/28 is public,
+    # 10.110.0.240/28 the prod VPC's, 172.17.255.240/28 docker0's.
+    "own network public": (lambda k: k.__setitem__("egress", {"subnet": "172.16.0.0/24"}),
+                           "platform:kro.egress.subnet: the database service's own network takes the /28 "
+                           "below it, 172.15.255.240/28, which must be private"),
+    "own network in the vpc": (lambda k: k.__setitem__("egress", {"subnet": "10.110.1.0/24"}),
+                               "platform:kro.egress.subnet: the database service's own network takes the /28 "
+                               "below it, 10.110.0.240/28"),
+    "own network on docker0": (lambda k: k.__setitem__("egress", {"subnet": "172.18.0.0/24"}),
+                               "platform:kro.egress.subnet: the database service's own network takes the /28 "
+                               "below it, 172.17.255.240/28"),
 }
 
 
@@ -327,3 +338,55 @@ def test_the_droplet_watches_itself_and_its_backup_job(prod):
     # The SMTP password travels alone; the alerting config stays readable in a preview.
     assert masked.named("kro-prod-secrets-alertmanager")["inputs"]["stdin"] == "[secret]"
     assert "alertmanager.yml" in masked.named("kro-prod-files-alertmanager")["inputs"]["stdin"]
+
+
+def test_the_backend_has_a_network_of_its_own_that_its_database_flows_match(prod, staging):
+    """KRO's api is replaced create-first: not pinned to an address, it sits alone (with the
+    ingress nginx joining) on a /28 network whose subnet its database flows match, on a bridge
+    locked like the host's; the host's own bridge admits no database flow at all."""
+    for state, env, vpc in ((prod, "prod", "10.110.0.0/20"), (staging, "staging", "10.111.0.0/20")):
+        network = state.named(f"kro-{env}-backend-network", "docker:index/network:Network")["inputs"]
+        assert network["ipamConfigs"] == [{"subnet": "172.31.250.240/28"}]
+        assert network["options"] == {"com.docker.network.bridge.name": "kro-db-ctr"}
+        nets = {c["name"]: [n["name"] for n in c["inputs"]["networksAdvanced"]] for c in _kro_containers(state)}
+        assert nets[f"kro-{env}-backend"] == [f"kro-{env}-backend"]
+        assert nets[f"kro-{env}-nginx"] == [f"kro-{env}", f"kro-{env}-backend"]  # the host's network first
+        joined = sorted(c for c, n in nets.items() if f"kro-{env}-backend" in n)
+        assert joined == [f"kro-{env}-backend", f"kro-{env}-nginx"], joined
+        rules = state.named(f"kro-{env}-docker-firewall")["inputs"]["stdin"]
+        own = [line for line in rules.splitlines() if line.startswith("-A DOCKER-USER -i kro-db-ctr ")]
+        assert own == ["-A DOCKER-USER -i kro-db-ctr -p tcp --dport 22 -j DROP",
+                       "-A DOCKER-USER -i kro-db-ctr -o kro-db-ctr -j RETURN",
+                       *(f"-A DOCKER-USER -i kro-db-ctr -p tcp -s 172.31.250.240/28 -d {vpc} --dport {p} -j RETURN"
+                         for p in (25060, 25061)),
+                       f"-A DOCKER-USER -i kro-db-ctr -d {vpc} -j DROP", "-A DOCKER-USER -i kro-db-ctr -j DROP"]
+        assert "-A PLATFORM-BRIDGE-IN -i kro-db-ctr -j RETURN" in rules
+        assert not [line for line in rules.splitlines() if " -i kro-ctr " in line and "--dport 2506" in line]
+
+
+def test_an_own_network_is_checked_and_its_flows_match_its_subnet():
+    from components.egress import EgressLock, OwnNetwork, workload_lock
+
+    lock = workload_lock(bridge="h-ctr", subnet="172.31.251.0/24", exempt=["alertmanager"],
+                         allowed=[("api", "10.0.0.0/20", 25060), ("worker", "10.0.0.0/20", 5432)],
+                         own_networks=[OwnNetwork("api", "h-api", "172.31.250.240/28", peers=("nginx",))])
+    assert lock.static_addresses() == {"alertmanager": "172.31.251.10", "worker": "172.31.251.11"}
+    assert lock.allowed_sources() == [("172.31.250.240/28", "10.0.0.0/20", 25060),
+                                      ("172.31.251.11", "10.0.0.0/20", 5432)]
+    from components.egress import render_docker_user_rules
+
+    text = render_docker_user_rules(published=[], rules=[], bridge="h-ctr", internal_cidr="",
+                                    allowed=lock.allowed_sources(), own_networks=lock.own_bridges())
+    # Each flow on its own bridge only: a peer binding an address of the api's subnet cannot
+    # send it out through the host's bridge.
+    assert "-A DOCKER-USER -i h-api -p tcp -s 172.31.250.240/28 -d 10.0.0.0/20 --dport 25060 -j RETURN" in text
+    assert "-i h-ctr -p tcp -s 172.31.250.240/28" not in text and "-i h-api -p tcp -s 172.31.251.11/32" not in text
+    bad = [dict(own_networks=(OwnNetwork("api", "h-api", "172.31.251.0/28"),)),      # inside the host's
+           dict(own_networks=(OwnNetwork("api", "h-ctr", "172.31.250.240/28"),)),    # the host's bridge
+           dict(own_networks=(OwnNetwork("api", "h-api", "8.8.8.0/28"),)),           # not private
+           dict(own_networks=(OwnNetwork("api", "h-api", "172.31.250.240/28"),), pinned=(("api", "172.31.251.12"),))]
+    for extra in bad:
+        with pytest.raises(ValueError):
+            EgressLock(bridge="h-ctr", internal_cidr="", subnet="172.31.251.0/24", **extra)
+    with pytest.raises(ValueError, match="without a fixed address or network of their own"):
+        EgressLock(bridge="h-ctr", internal_cidr="", subnet="172.31.251.0/24", allowed=(("api", "10.0.0.0/20", 1),))

@@ -99,6 +99,22 @@ def test_a_lab_adapter_gives_container_web_and_direct_addresses_and_sites_per_ho
     assert observation.status == "fail"
 
 
+@pytest.mark.fast
+def test_a_container_on_two_networks_is_probed_at_its_address_on_the_probe_containers_network():
+    """KRO's nginx joins the backend's own network (172.31.250.240/28, whose addresses sort
+    first); the matrix's "its own bridge" cell from ``containers:H`` (an app container on the
+    host's network) must aim at nginx's address there, which the bridge lock lets through."""
+    lp = probes.LabProbes(SimpleNamespace(), {})
+    lp.containers["kro-staging"] = probes.parse_inspect(json.dumps([
+        _inspect("kro-staging-nginx-1", "nginx", "edge", 101,
+                 {"kro-staging": "172.31.251.130", "kro-staging-backend": "172.31.250.242"}),
+        _inspect("kro-staging-backend-1", "backend", "app", 103, {"kro-staging-backend": "172.31.250.243"}),
+        _inspect("kro-staging-admin-frontend-1", "admin-frontend", "app", 104, {"kro-staging": "172.31.251.131"})]))
+    assert probes.probe_container(lp.containers["kro-staging"]).name == "kro-staging-admin-frontend-1"
+    assert lp.container_address("kro-staging", "kro-staging-nginx") == "172.31.251.130"
+    assert lp.container_address("kro-staging", "kro-staging-backend") == "172.31.250.243"
+
+
 FIREWALL = [{"protocol": "tcp", "sourceAddresses": ["0.0.0.0/0", "::/0"], "portRange": "443"},
             {"protocol": "tcp", "sourceAddresses": ["198.51.100.10/32"], "portRange": "22"},
             {"protocol": "udp", "sourceAddresses": ["10.0.0.0/8"], "portRange": "60000-61000"},

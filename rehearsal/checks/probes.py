@@ -290,10 +290,16 @@ class LabProbes:
         return ("nsenter", f"--net=/proc/{self.box_pids[host]}/root/proc/{chosen.pid}/ns/net")
 
     def container_address(self, host: str, service: str) -> Optional[str]:
-        """The address of ``host``'s container whose resource name is ``service`` (``<host>-<name>``)."""
+        """The address of ``host``'s container whose resource name is ``service`` (``<host>-<name>``):
+        of a container on several networks (KRO's nginx joins its backend's), the one on a network
+        the probe container (``containers:H``) is on, since the tier model's "its own bridge" is
+        that network; addresses by name otherwise."""
+        probe = probe_container(self.containers.get(host, []))
+        shared = set(probe.addresses) if probe else set()
         for c in self.containers.get(host, []):
             if f"{host}-{c.service}" == service:
-                return next(iter(sorted(ip for ip, _ in c.addresses.values())), None)
+                ordered = sorted(c.addresses.items(), key=lambda kv: (kv[0] not in shared, kv[1][0]))
+                return next((ip for _, (ip, _) in ordered), None)
         return None
 
     def close(self) -> None:

@@ -3,6 +3,7 @@ share. No resources are created here."""
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, EmailStr, Field
@@ -18,6 +19,17 @@ SSH_KEY_SECRET = "kro_ssh_private_key"
 DATABASE_PORTS = (25060, 25061)
 """The managed Postgres cluster's port and its connection pool's, reached in the VPC."""
 BACKUP_LABEL = "db"
+DATABASE_BRIDGE = "kro-db-ctr"
+"""Bridge of the database service's own Docker network (``egress.OwnNetwork``)."""
+
+
+def database_subnet(egress_subnet: str) -> str:
+    """The database service's own network: the /28 just below ``egress.subnet`` (172.31.250.240/28
+    below the default 172.31.251.0/24), 13 dynamic addresses for the running container, its
+    replacement and a failed one left behind. The config rules refuse one that is not private
+    or meets the VPC."""
+    below = int(ipaddress.ip_network(egress_subnet).network_address) - 16
+    return str(ipaddress.ip_network((max(below, 0), 28)))
 
 
 class DropletConfig(StrictModel):

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 from components import monitoring
 from components.containers import ContainerSpec
-from components.egress import EgressLock
-from stacks.kro.config import BACKUP_LABEL, DATABASE_PORTS, KroConfig
+from components.egress import EgressLock, OwnNetwork
+from stacks.kro.config import BACKUP_LABEL, DATABASE_BRIDGE, DATABASE_PORTS, KroConfig, database_subnet
 from stacks.shared_config import container_egress_lock
 from stacks.wiring import ClusterUri, EnvMaps, ServiceEnv, backup_job_name, host_file, with_env
 
@@ -73,11 +73,16 @@ def plan(cfg: KroConfig, environment) -> KroPlan:
     env_maps = env.freeze()
 
     watched = [s.name for s in monitoring.server_specs(cfg.monitoring, "")] if cfg.monitoring else []
-    # The backend reaches its managed Postgres in the VPC (the cluster's port and its pool's).
+    metrics = set(cfg.monitoring.metrics_services) if cfg.monitoring else set()
+    # The backend reaches its managed Postgres in the VPC (the cluster's port and its pool's)
+    # from a network of its own, whose subnet the rule matches: a fixed address would make
+    # every deploy of it delete-first (the new container cannot take the old one's address).
     lock = container_egress_lock(
         cfg.egress, bridge="kro-ctr", containers=[*(s.name for s in cfg.services), *watched],
         internal_cidr=cfg.vpc_ip_range,
-        extra=[(cfg.database_service, cfg.vpc_ip_range, port) for port in DATABASE_PORTS])
+        extra=[(cfg.database_service, cfg.vpc_ip_range, port) for port in DATABASE_PORTS],
+        own_networks=[OwnNetwork(cfg.database_service, DATABASE_BRIDGE, database_subnet(cfg.egress.subnet),
+                                 peers=("nginx", *(["prometheus"] if cfg.database_service in metrics else [])))])
     ca_on_host = host_file(data_dir, cfg.database_service, cfg.database_ca_path)
     ports = {s.name: s.port for s in cfg.services}
     return KroPlan(

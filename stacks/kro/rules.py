@@ -3,11 +3,12 @@ DNS zone), each finding naming its key path."""
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Iterator
 
 from components import tiers
-from stacks.collisions import duplicates, program_containers, readable, reserved_names
-from stacks.kro.config import KroConfig
+from stacks.collisions import DOCKER_DEFAULT_BRIDGE, duplicates, program_containers, readable, reserved_names
+from stacks.kro.config import KroConfig, database_subnet
 from stacks.secret_keys import secret_key_findings
 from stacks.shared_config import (alert_email_findings, backup_bucket_findings, derived_buckets,
                                   egress_allow_findings, hosts_in_zone, injected_env_findings,
@@ -77,6 +78,12 @@ def _adopt_domain(cfg: KroConfig, ctx: RuleContext) -> Iterator[Finding]:
 @rule(KroConfig)
 def _egress(cfg: KroConfig, ctx: RuleContext) -> Iterator[Finding]:
     yield from egress_allow_findings(cfg.egress, [s.name for _, s in each(cfg.services)])
+    own = ipaddress.ip_network(database_subnet(cfg.egress.subnet))
+    others = (cfg.vpc_ip_range, DOCKER_DEFAULT_BRIDGE)
+    if not own.is_private or any(own.overlaps(ipaddress.ip_network(o, strict=False)) for o in others):
+        yield Finding(("egress", "subnet"), f"the database service's own network takes the /28 below it, {own}, "
+                      f"which must be private and outside vpc_ip_range ({cfg.vpc_ip_range}) and docker0's "
+                      f"{DOCKER_DEFAULT_BRIDGE}; move the subnet")
 
 
 @rule(KroConfig)
@@ -88,4 +95,5 @@ def claims(cfg: KroConfig) -> dict:
     return {"hostnames": [(("routes", i, "host"), r.host) for i, r in each(cfg.routes)],
             "buckets": derived_buckets(cfg.backup, [""]),
             "networks": readable([(("vpc_ip_range",), lambda: cfg.vpc_ip_range),
-                                  (("egress", "subnet"), lambda: cfg.egress.subnet)])}
+                                  (("egress", "subnet"), lambda: cfg.egress.subnet),
+                                  (("egress", "subnet"), lambda: database_subnet(cfg.egress.subnet))])}

@@ -31,10 +31,11 @@ LAB_TOOLS = [("dockerd", "the harness Docker daemon"), ("debootstrap", "the box 
              ("nc", "the port matrix"), ("curl", "the TLS probes"), ("psql", "the data-tier TLS probe")]
 
 # Modules on the shared staging lab, in the order they run: readers of the report first, then
-# the backup drill (runs units, stops and restarts S3), then the change drills (they leave the
+# the mutual-TLS probes (read the boxes), the session-log proof (deletes the app node's local
+# syslog files as an intruder would, and HUPs rsyslog), then the backup drill (runs units, stops and restarts S3), then the change drills (they leave the
 # boxes changed). Every other lab-tier module runs before these.
-SHARED_LAB_ORDER = ("test_rehearse_staging.py", "test_live_probes.py", "test_backup_box.py", "test_drills.py",
-                    "test_drills_failures.py")
+SHARED_LAB_ORDER = ("test_rehearse_staging.py", "test_live_probes.py", "test_mtls_lab.py", "test_session_logs_lab.py",
+                    "test_backup_box.py", "test_drills.py", "test_drills_failures.py")
 
 REPORT = Path(__file__).resolve().parents[2] / "out" / "rehearsal-staging-lab-tier.json"
 

@@ -61,7 +61,10 @@ def test_steps_cover_every_command_and_docker_resource(staging):
         kinds[s.kind] = kinds.get(s.kind, 0) + 1
     # Every remote command, network, image and container of the state (none dropped).
     assert kinds["command"] >= 90 and kinds["container"] >= 50
-    assert kinds["image"] == kinds["container"] and kinds["network"] == len(STAGING_HOSTS)
+    # One network a host, and KRO's backend's own (its database flows match its subnet).
+    assert kinds["image"] == kinds["container"] and kinds["network"] == len(STAGING_HOSTS) + 1
+    assert {s.inputs["name"] for s in staging.steps if s.kind == "network" and s.host == "kro-staging"} == \
+        {"kro-staging", "kro-staging-backend"}
     for s in staging.steps:
         if s.kind == "container":
             assert s.inputs["image"], s.name  # RemoteImage.imageId answered with the reference

@@ -19,10 +19,13 @@ node's address every 50 ms, through the stack's own nginx, across two drills:
 ``docker events`` on the box gives the switchover's timeline (the new container's start and
 healthy, the old one's removal). The numbers go to ``out/zero-downtime-report.json``.
 
-KRO's api (its backend) is not here: it holds a fixed address on its network (its database
-allow-list matches it), so its replacement is delete-first (``replaced_delete_first``;
-``tests/test_converge_replacement_real.py`` shows Docker refusing a create-first one, "Address
-already in use").
+KRO's api (its backend) is proven the same way on KRO's staging droplet alone
+(``kro_switchover``): a loop of ``GET https://api.stage.krotrust.com/health`` through the
+droplet's nginx every 50 ms across an image bump of the backend, 0 failed requests, the new
+container healthy under a new name and the old one removed after it. The backend is no longer
+pinned to an address: it sits on a network of its own whose subnet its database egress rule
+matches, so the new container reaches the managed Postgres (the lab's stand-in) on 25060 as the
+old one did, which the drill checks from inside it, and a frontend container does not.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -41,6 +45,7 @@ import pytest
 import yaml
 
 from tests.conftest import require_root, require_tool
+from tests.rehearsal.ops_proofs import write_stack_docs
 
 pytestmark = pytest.mark.rehearsal
 
@@ -85,10 +90,10 @@ with open(out, "w") as log:
 class RequestLoop:
     """The 50 ms request loop, run in the lab's namespace while a drill converges."""
 
-    def __init__(self, lab, address: str, workdir: Path, name: str):
+    def __init__(self, lab, address: str, workdir: Path, name: str, host: str = API_HOST):
         self.out = workdir / f"loop-{name}.jsonl"
         self.stop_file = workdir / f"loop-{name}.stop"
-        self.proc = subprocess.Popen(lab.netns_argv([sys.executable, "-c", LOOP, address, API_HOST,
+        self.proc = subprocess.Popen(lab.netns_argv([sys.executable, "-c", LOOP, address, host,
                                                      str(self.out), str(self.stop_file)]),
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
@@ -117,9 +122,9 @@ def sh(lab, box: str, script: str) -> str:
     return proc.stdout.decode(errors="replace")
 
 
-def gateway_containers(lab, box: str) -> list[dict]:
-    ids = sh(lab, box, f"docker ps -aq --filter label=platform.stack={STACK_LABEL} "
-                       f"--filter label=platform.service={SERVICE}").split()
+def gateway_containers(lab, box: str, stack: str = STACK_LABEL, service: str = SERVICE) -> list[dict]:
+    ids = sh(lab, box, f"docker ps -aq --filter label=platform.stack={stack} "
+                       f"--filter label=platform.service={service}").split()
     if not ids:
         return []
     data = json.loads(sh(lab, box, "docker inspect " + " ".join(ids)))
@@ -128,11 +133,11 @@ def gateway_containers(lab, box: str) -> list[dict]:
             for c in data]
 
 
-def start_events(lab, box: str) -> None:
+def start_events(lab, box: str, stack: str = STACK_LABEL, service: str = SERVICE) -> None:
     """``docker events`` of the service's containers on the box, into EVENTS, until stopped."""
     filters = " ".join(f"--filter event={e}" for e in ("create", "start", "health_status", "die", "destroy"))
-    sh(lab, box, f"rm -f {EVENTS}; setsid nohup docker events --filter label=platform.service={SERVICE} "
-                 f"--filter label=platform.stack={STACK_LABEL} {filters} --format '{{{{json .}}}}' "
+    sh(lab, box, f"rm -f {EVENTS}; setsid nohup docker events --filter label=platform.service={service} "
+                 f"--filter label=platform.stack={stack} {filters} --format '{{{{json .}}}}' "
                  f"> {EVENTS} 2>&1 < /dev/null & echo $! > {EVENTS}.pid")
 
 
@@ -162,31 +167,71 @@ def timeline(events: list[dict], old: str | None, new: str | None) -> dict:
             "new_started_to_old_removed_s": span(started, removed)}
 
 
-def stack_files(tmp: Path) -> dict[str, Path]:
+def committed_service(product: str, services: str, name: str, image: str) -> tuple[dict, dict]:
+    """(the committed staging stack document, the entry ``name`` of its ``platform:<product>``
+    list ``services``, to change in place). Raises AssertionError if its image is not ``image``
+    (the committed file moved: the drill's tags would not be the stand-in's)."""
     from synth.run import stack_file_path
 
     doc = yaml.safe_load(stack_file_path("staging").read_text())
-    gateway = next(s for s in doc["config"]["platform:pencom"]["edge_services"] if s["name"] == SERVICE)
-    assert gateway["image"] == OLD_IMAGE, gateway["image"]
+    service = next(s for s in doc["config"][f"platform:{product}"][services] if s["name"] == name)
+    assert service["image"] == image, service["image"]
+    return doc, service
+
+
+def stack_files(tmp: Path) -> dict[str, Path]:
+    doc, gateway = committed_service("pencom", "edge_services", SERVICE, OLD_IMAGE)
     docs = {"base": copy.deepcopy(doc)}
     gateway["image"] = NEW_IMAGE
     docs["bump"] = copy.deepcopy(doc)
     gateway["image"] = BAD_IMAGE
     gateway["healthcheck"].update(QUICK_HEALTHCHECK)
     docs["bad"] = copy.deepcopy(doc)
-    paths = {}
-    for name, d in docs.items():
-        paths[name] = tmp / f"Pulumi.staging-{name}.yaml"
-        paths[name].write_text(yaml.safe_dump(d, sort_keys=False))
-    return paths
+    return write_stack_docs(tmp, docs)
+
+
+def require_lab() -> None:
+    require_root("network namespaces, a Docker daemon, boxes")
+    require_tool("dockerd", "the lab's harness daemon")
+    require_tool("docker-registry", "the stand-in images' registry")
+
+
+def write_report(results: dict, name: str, started: float) -> None:
+    """``results`` with the seconds since ``started`` (monotonic) as ``out/<name>.json``, and
+    printed (the run's log keeps the numbers)."""
+    results["seconds"] = round(time.monotonic() - started, 1)
+    out = Path(__file__).resolve().parents[2] / "out"
+    out.mkdir(exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(results, indent=1, default=str))
+    print(json.dumps({k: v for k, v in results.items() if k != "before"}, indent=1, default=str)[:20000])
+
+
+def switchover(held, address: str, name: str, stack_file: Path, old: str, new: str, *, box: str = EDGE,
+               stack: str = STACK_LABEL, service: str = SERVICE, host: str = API_HOST) -> dict:
+    """One drill (``stack_file`` converged on ``box``) with the request loop running across it:
+    the drill's entry, the loop's numbers, the service's containers after it, the box's events
+    and the switchover's timeline (``old`` and ``new`` are the images before and after)."""
+    from rehearsal.rehearse import Drill
+
+    lab = held.lab
+    serving = [c["id"] for c in gateway_containers(lab, box, stack, service) if c["image"] == old]
+    start_events(lab, box, stack, service)
+    loop = RequestLoop(lab, address, held.workdir, name, host=host)
+    time.sleep(2)  # the loop's first requests land before the converge starts
+    entry = held.drill(Drill(name, lambda context: {service: gateway_containers(context.lab, box, stack, service)},
+                             stack_file=stack_file, hosts=[box]))
+    time.sleep(5)  # and its last ones after the old container is gone
+    events = stop_events(lab, box)
+    after = gateway_containers(lab, box, stack, service)
+    fresh = [c["id"] for c in after if c["image"] == new]
+    return {"drill": entry, "loop": loop.stop(), "after": after, "events": events,
+            "timeline": timeline(events, serving[0] if serving else None, fresh[0] if fresh else None)}
 
 
 @pytest.fixture(scope="module")
 def switchovers(tmp_path_factory):
-    require_root("network namespaces, a Docker daemon, boxes")
-    require_tool("dockerd", "the lab's harness daemon")
-    require_tool("docker-registry", "the stand-in images' registry")
-    from rehearsal.rehearse import Drill, Rehearsal
+    require_lab()
+    from rehearsal.rehearse import Rehearsal
 
     tmp = tmp_path_factory.mktemp("zero-downtime")
     files = stack_files(tmp)
@@ -208,51 +253,45 @@ def switchovers(tmp_path_factory):
             results["before"] = gateway_containers(lab, EDGE)
             for name, stack_file, old, new in (("image-bump", files["bump"], OLD_IMAGE, NEW_IMAGE),
                                                ("bad-image", files["bad"], NEW_IMAGE, BAD_IMAGE)):
-                serving = [c["id"] for c in gateway_containers(lab, EDGE) if c["image"] == old]
-                start_events(lab, EDGE)
-                loop = RequestLoop(lab, address, held.workdir, name)
-                time.sleep(2)  # the loop's first requests land before the converge starts
-                entry = held.drill(Drill(name, lambda context: {SERVICE: gateway_containers(context.lab, EDGE)},
-                                         stack_file=stack_file, hosts=[EDGE]))
-                time.sleep(5)  # and its last ones after the old container is gone
-                events = stop_events(lab, EDGE)
-                after = gateway_containers(lab, EDGE)
-                fresh = [c["id"] for c in after if c["image"] == new]
-                results[name] = {"drill": entry, "loop": loop.stop(), "after": after, "events": events,
-                                 "timeline": timeline(events, serving[0] if serving else None,
-                                                      fresh[0] if fresh else None)}
-        results["seconds"] = round(time.monotonic() - started, 1)
-        out = Path(__file__).resolve().parents[2] / "out"
-        out.mkdir(exist_ok=True)
-        (out / "zero-downtime-report.json").write_text(json.dumps(results, indent=1, default=str))
-        print(json.dumps({k: v for k, v in results.items() if k != "before"}, indent=1, default=str)[:20000])
+                results[name] = switchover(held, address, name, stack_file, old, new)
+        write_report(results, "zero-downtime-report", started)
     return results
 
 
+def converged(results: dict, image: str) -> dict:
+    """The one container the first converge left, which must run ``image``, healthy."""
+    assert results["error"] is None, results["error"]
+    (before,) = results["before"]
+    assert before["image"] == image and before["health"] == "healthy", before
+    return before
+
+
 def test_the_lab_converged(switchovers):
-    assert switchovers["error"] is None, switchovers["error"]
-    (before,) = switchovers["before"]
-    assert before["image"] == OLD_IMAGE and before["health"] == "healthy", before
+    converged(switchovers, OLD_IMAGE)
 
 
-def test_an_image_bump_switches_over_with_zero_failed_requests(switchovers):
-    bump = switchovers["image-bump"]
+def assert_switched_over(bump: dict, before: dict, new: str, step: str) -> None:
+    """The drill converged (``step`` changed, the settle run changed nothing), every request of
+    the loop answered 200, and the one container left runs ``new``, healthy, under a new name,
+    the old one removed after the new one was healthy (the box's own events)."""
     assert "error" not in bump["drill"], bump["drill"]["error"]
     loop = bump["loop"]
     assert loop["requests"] >= 100, loop
     assert loop["failed"] == 0, loop
-    runs = sorted(bump["drill"]["runs"].items())
-    (_, apply), (_, settle) = runs
+    (_, apply), (_, settle) = sorted(bump["drill"]["runs"].items())
     assert not apply["failed"], apply["failed"]
-    assert f"{EDGE}-{SERVICE}" in apply["changed_steps"], apply["changed_steps"]
+    assert step in apply["changed_steps"], apply["changed_steps"]
     assert not settle["failed"] and not any(settle["changes"].values()), settle
     (after,) = bump["after"]
-    (before,) = switchovers["before"]
-    assert after["image"] == NEW_IMAGE and after["health"] == "healthy", after
+    assert after["image"] == new and after["health"] == "healthy", after
     assert after["name"] != before["name"], "the new container runs under a new name"
-    # The order, from the box's own events: the new one healthy before the old one goes.
     line = bump["timeline"]
     assert line["healthy_to_old_removed_s"] is not None and line["healthy_to_old_removed_s"] >= 0, line
+
+
+def test_an_image_bump_switches_over_with_zero_failed_requests(switchovers):
+    (before,) = switchovers["before"]
+    assert_switched_over(switchovers["image-bump"], before, NEW_IMAGE, f"{EDGE}-{SERVICE}")
 
 
 def test_a_bad_image_fails_the_converge_and_the_old_container_keeps_serving(switchovers):
@@ -268,3 +307,74 @@ def test_a_bad_image_fails_the_converge_and_the_old_container_keeps_serving(swit
     assert len(serving) == 1 and serving[0]["status"] == "running" and serving[0]["health"] == "healthy", bad["after"]
     unhealthy = [c for c in bad["after"] if c["image"] == BAD_IMAGE]
     assert len(unhealthy) == 1 and unhealthy[0]["health"] != "healthy", bad["after"]
+
+
+# --- KRO's api ------------------------------------------------------------------------------
+
+KRO_BOX = "kro-staging"
+KRO_SERVICE = "backend"
+KRO_HOST = "api.stage.krotrust.com"
+KRO_OLD = "registry.digitalocean.com/kro/kro-backend:2026.11.2"
+KRO_NEW = "registry.digitalocean.com/kro/kro-backend:2026.11.3"
+# From inside a container: "open" when a TCP connection to HOST:PORT (argv) completes within 5 s,
+# else "closed". DB_ADDRESS prints the backend's DATABASE_URL host and port, nothing else of it.
+DB_ADDRESS = "const u = new URL(process.env.DATABASE_URL); console.log(u.hostname + ':' + (u.port || 25060))"
+DB_PROBE = ("const [h, p] = process.argv[1].split(':'); const s = require('net').connect(+p, h); "
+            "s.on('connect', () => { console.log('open'); process.exit(0) }); "
+            "s.on('error', () => { console.log('closed'); process.exit(0) }); "
+            "setTimeout(() => { console.log('closed'); process.exit(0) }, 5000)")
+
+
+def kro_stack_files(tmp: Path) -> dict[str, Path]:
+    """The committed staging stack file (``base``) and the same with KRO's backend image bumped
+    (``bump``), as files in ``tmp``. Raises AssertionError if the committed image moved."""
+    doc, backend = committed_service("kro", "services", KRO_SERVICE, KRO_OLD)
+    base = copy.deepcopy(doc)
+    backend["image"] = KRO_NEW
+    return write_stack_docs(tmp, {"base": base, "bump": doc}, prefix="kro-")
+
+
+def database_reach(lab, box: str) -> dict[str, str]:
+    """Whether the running backend and a frontend container open a TCP connection to the
+    backend's database (its DATABASE_URL's host and port; the URL, with its password, is read
+    inside the backend and never on a command line)."""
+    def cid(service: str) -> str:
+        return sh(lab, box, f"docker ps -q --filter label=platform.stack={box} "
+                            f"--filter label=platform.service={service}").split()[0]
+
+    backend, frontend = cid(KRO_SERVICE), cid("frontend")
+    target = sh(lab, box, f"docker exec {backend} node -e {shlex.quote(DB_ADDRESS)}").strip()
+    assert re.fullmatch(r"[A-Za-z0-9.-]+:\d+", target), target
+    return {name: sh(lab, box, f"docker exec {c} node -e {shlex.quote(DB_PROBE)} {target}").strip()
+            for name, c in ((KRO_SERVICE, backend), ("frontend", frontend))}
+
+
+@pytest.fixture(scope="module")
+def kro_switchover(tmp_path_factory):
+    """KRO's droplet alone, converged from the committed stack file, then its backend bumped."""
+    require_lab()
+    from rehearsal.rehearse import Rehearsal
+
+    started, files = time.monotonic(), kro_stack_files(tmp_path_factory.mktemp("zero-downtime-kro"))
+    with Rehearsal("staging", products=["kro"], hosts=[KRO_BOX], stack_file=files["base"], checks=False) as held:
+        results: dict = {"error": held.report.error, "timings": dict(held.report.timings)}
+        if held.report.error is None:
+            lab = held.lab
+            address = held.lab_capture.hosts[KRO_BOX].address
+            sh(lab, KRO_BOX, f"docker tag {shlex.quote(KRO_OLD)} {shlex.quote(KRO_NEW)}")
+            results["before"] = gateway_containers(lab, KRO_BOX, KRO_BOX, KRO_SERVICE)
+            results["database_before"] = database_reach(lab, KRO_BOX)
+            results["image-bump"] = switchover(held, address, "kro-image-bump", files["bump"], KRO_OLD, KRO_NEW,
+                                               box=KRO_BOX, stack=KRO_BOX, service=KRO_SERVICE, host=KRO_HOST)
+            results["image-bump"]["database_after"] = database_reach(lab, KRO_BOX)
+        write_report(results, "zero-downtime-kro-report", started)
+    return results
+
+
+def test_kros_api_image_bump_switches_over_with_zero_failed_requests(kro_switchover):
+    before = converged(kro_switchover, KRO_OLD)
+    assert kro_switchover["database_before"] == {KRO_SERVICE: "open", "frontend": "closed"}, kro_switchover
+    bump = kro_switchover["image-bump"]
+    assert_switched_over(bump, before, KRO_NEW, f"{KRO_BOX}-{KRO_SERVICE}")
+    # The replacement took another address of the backend's own network, and its rule admits it.
+    assert bump["database_after"] == {KRO_SERVICE: "open", "frontend": "closed"}, bump
