@@ -12,6 +12,7 @@ import pulumi_cloudflare as cloudflare
 import pulumi_random as random
 
 from components import hostsetup
+from components.backupscripts.generations import REPOSITORIES
 from components.backupscripts import (ENV_DIR, MEASURED_RESTORE_SECONDS, STATE_ROOT, TEXTFILE_DIR,
                                       BackupJob, connection_environment, effective_rpo_minutes,
                                       render_units, scripts, spread_calendar)
@@ -27,8 +28,10 @@ BASE_TOOLS = "restic jq"
 HOST_TOOLS = {"postgres": " postgresql-client", "redis": " redis-tools", "mongodb": "",
               "minio": " rclone", "pitr": " postgresql-client"}
 # restic deletes its lock files, and prune rewrites index files: only these prefixes can be
-# locked. WAL snapshots are thinned after two days, so a pitr job locks the keys alone.
-LOCKED_PREFIXES = {"default": ("config", "keys/", "data/", "snapshots/"), "pitr": ("config", "keys/")}
+# locked. WAL snapshots are thinned after two days, so a pitr job locks the keys alone, of its
+# two repositories (components/backupscripts/generations.py).
+LOCKED_PREFIXES = {"default": ("config", "keys/", "data/", "snapshots/"),
+                   "pitr": tuple(f"{r}/{p}" for r in REPOSITORIES for p in ("config", "keys/"))}
 
 
 def s3_secret_from_token(token_value: str) -> str:
@@ -132,7 +135,7 @@ class R2Backup(pulumi.ComponentResource):
             cloudflare.R2BucketLock(
                 f"{name}-lock", account_id=args.account_id, bucket_name=self.bucket.name,
                 rules=[cloudflare.R2BucketLockRuleArgs(
-                    id=f"retain-{prefix.strip('/')}", enabled=True, prefix=prefix,
+                    id=f"retain-{prefix.strip('/').replace('/', '-')}", enabled=True, prefix=prefix,
                     condition=cloudflare.R2BucketLockRuleConditionArgs(
                         type="Age", max_age_seconds=args.lock_days * DAY))
                     for prefix in LOCKED_PREFIXES["pitr" if job.kind == "pitr" else "default"]],

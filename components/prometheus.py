@@ -81,6 +81,7 @@ def alert_rules(backup_jobs: Sequence[str] = ()) -> list[dict]:
     appeared: a timer that never ran leaves no series for the staleness alert to see."""
     backup_limit = (BACKUP_INTERVAL_HOURS + BACKUP_GRACE_HOURS) * 3600
     restore_limit = (RESTORE_TEST_INTERVAL_DAYS + 1) * 86400
+    maintenance_limit = (2 * RESTORE_TEST_INTERVAL_DAYS + 1) * 86400
     return [
         _rule("HostDown", 'up{job="node"} == 0', "5m", "critical",
               "{{ $labels.instance }} has not answered for 5 minutes"),
@@ -121,6 +122,17 @@ def alert_rules(backup_jobs: Sequence[str] = ()) -> list[dict]:
         _rule("PITRTestStale",
               f"time() - platform_pitr_test_last_run_timestamp_seconds > {restore_limit}", "0m",
               "warning", "the point-in-time restore test of {{ $labels.job }} has not run for over a week"),
+        # A pitr job's two repositories (components/backupscripts/generations.py) are checked
+        # (PITR test) and pruned (base backup) in alternate weeks, each while it is inactive:
+        # one per repository every two weeks, a day's grace.
+        _rule("PITRCheckStale",
+              f"time() - platform_pitr_check_last_success_timestamp_seconds > {maintenance_limit}", "0m",
+              "warning", "restic check of {{ $labels.job }}'s repository {{ $labels.repository }} has not "
+              "passed for over 15 days"),
+        _rule("PITRPruneStale",
+              f"time() - platform_pitr_prune_last_success_timestamp_seconds > {maintenance_limit}", "0m",
+              "warning", "retention and prune of {{ $labels.job }}'s repository {{ $labels.repository }} "
+              "have not run for over 15 days"),
         _rule("TLSCertificateExpiring",
               f"probe_ssl_earliest_cert_expiry - time() < {TLS_WARNING_DAYS} * 86400", "1h", "warning",
               "the certificate of {{ $labels.instance }} expires within 14 days"),

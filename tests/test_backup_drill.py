@@ -119,7 +119,13 @@ class FakeBox:
         if unit.startswith("platform-restore-test-"):
             return f"{job}: restored run-20261202T050000Z; 3 tables match\n"
         if unit.startswith("platform-pitr-test-"):
-            return "probe: before\n"
+            return ("probe: before\n"
+                    f"{job}: recovered to 2026-12-02 05:00:00+00 from base 0123abcd (pitr-1) and WAL 4567ef01 "
+                    f"(pitr-1); 3 databases\n{job}: checked pitr-0\n")
+        if unit.startswith("platform-base-backup-"):
+            return (f"{job}: generation 5: WAL and base backups go to pitr-1\n"
+                    f"{job}: stored base backup base-20261202T030000Z in pitr-1 (9 bytes read, 9 bytes added); "
+                    "pruned pitr-0\n")
         return ""
 
     def _metrics(self, file: str) -> str:
@@ -209,3 +215,13 @@ def test_a_failing_unit_fails_its_check(unit, check, monkeypatch):
     seen = _drill(FakeBox(fail_unit=unit))
     with pytest.raises(AssertionError):
         getattr(box_tests, check)(seen)
+
+
+def test_check_pitr_refuses_a_check_of_the_repository_the_base_backup_made_active(good):
+    """The drill's PITR check reads the two repositories' roles from the journals: a PITR test
+    that checked the active repository (where WAL ships go) fails it."""
+    _, seen = good
+    wrong = {**seen, "pitr": {**seen["pitr"], "test": {**seen["pitr"]["test"], "journal": seen["pitr"]["test"][
+        "journal"].replace("checked pitr-0", "checked pitr-1")}}}
+    with pytest.raises(AssertionError):
+        box_tests.check_pitr(wrong)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -16,11 +17,21 @@ from pathlib import Path
 
 import pytest
 
-from components.backupscripts import scripts
+from components.backupscripts import scripts, ship_interval_seconds
 from tests.conftest import IN_CI, require_tool
 from tests.realtools import PostgresServer, S3Server
 from tests.test_backup_real import (PASSWORD, ArgvWatcher, _env, _job, _metric, _restic, _snapshots,  # noqa: F401
                                     _source_uri, base, servers)
+
+
+def _bucket_keys(env) -> list[str]:
+    import boto3
+
+    endpoint, bucket = env["RESTIC_REPOSITORY"][3:].rsplit("/", 1)
+    s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="test", aws_secret_access_key="test",
+                      region_name="us-east-1")
+    return [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+            for o in page.get("Contents", [])]
 
 pytestmark = pytest.mark.realtool
 
@@ -44,7 +55,8 @@ class Rig:
         for script, text in scripts(self.job).items():
             self.paths[script.replace(f"-{self.job.job}", "").removeprefix("platform-")] = tmp_path / f"{script}.sh"
             (tmp_path / f"{script}.sh").write_text(text)
-        self.wal_dir = Path(self.env["STATE_DIRECTORY"]) / "wal"
+        self.state = Path(self.env["STATE_DIRECTORY"])
+        self.wal_dir = self.state / "wal"
         self.receiver: subprocess.Popen | None = None
         self.source.sql("kro", f"CREATE TABLE {self.table} (id serial PRIMARY KEY, note text)")
 
@@ -84,6 +96,13 @@ class Rig:
         time.sleep(1.5)
         return target
 
+    def between(self) -> str:
+        """Rows 'before' and 'after' with a target time (``now``) between them."""
+        self.insert("before")
+        target = self.now()
+        self.insert("after")
+        return target
+
     def pitr(self, target: str) -> subprocess.CompletedProcess:
         return self.run("pitr-test", PITR_TARGET_TIME=target, PITR_PROBE_DATABASE="kro",
                         PITR_PROBE_SQL=f"SELECT string_agg(note, ',' ORDER BY id) FROM {self.table}")
@@ -91,9 +110,32 @@ class Rig:
     def metric(self, file: str, name: str) -> float:
         return _metric(self.tmp_path, f"{file}-{self.job.job}.prom", name, self.job.job)
 
-    def wal_files(self, snapshot: str) -> set[str]:
-        listing = _restic(self.env, "ls", "--json", snapshot).stdout.decode().splitlines()
-        return {Path(node["path"]).name for node in map(json.loads, listing[1:]) if node.get("type") == "file"}
+    def repository(self, index: int) -> dict[str, str]:
+        """The environment of restic on repository ``pitr-INDEX`` (generations.py)."""
+        return {**self.env, "RESTIC_REPOSITORY": f"{self.env['RESTIC_REPOSITORY']}/pitr-{index}"}
+
+    def snapshots(self, *args: str, index: int | None = None) -> list[dict]:
+        """Snapshots matching restic's filters ``args`` in repository ``index`` (None: both,
+        each with its ``repository`` index), oldest first; a repository not made yet has none."""
+        found = []
+        for i in (0, 1) if index is None else (index,):
+            exists = subprocess.run(["restic", "cat", "config"], env=self.repository(i), capture_output=True)
+            if exists.returncode == 0:
+                found += [{**s, "repository": i} for s in _snapshots(self.repository(i), *args)]
+        return sorted(found, key=lambda s: s["time"])
+
+    def generation(self) -> int:
+        path = self.state / "generation"
+        return int(path.read_text()) if path.exists() else 0
+
+    def locks(self, index: int) -> list[str]:
+        """The restic lock objects in repository ``index``, read from the bucket."""
+        return [k for k in _bucket_keys(self.env) if k.startswith(f"pitr-{index}/locks/")]
+
+    def wal_files(self, snapshot: dict) -> set[str]:
+        listing = _restic(self.repository(snapshot["repository"]), "ls", "--json", snapshot["id"]).stdout.decode()
+        return {Path(node["path"]).name for node in map(json.loads, listing.splitlines()[1:])
+                if node.get("type") == "file"}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -137,7 +179,7 @@ def test_a_wal_ship_between_the_target_and_the_next_commit_does_not_decide_the_r
         rig.ok("wal-ship")  # after the target; no commit after it yet
         rig.insert("after")
         rig.ok("wal-ship")
-    assert len(_snapshots(rig.env, "--host", rig.job.job, "--tag", "wal")) == 2
+    assert len(rig.snapshots("--host", rig.job.job, "--tag", "wal")) == 2
     pitr = rig.pitr(target)
     assert pitr.returncode == 0, pitr.stderr + pitr.stdout
     assert "probe: before\n" in pitr.stdout, pitr.stdout
@@ -159,10 +201,10 @@ def test_a_target_two_base_backups_back_uses_wal_shipped_before_the_later_one_pr
         rig.ok("base-backup")
         rig.insert("latest")
         rig.ok("wal-ship")
-    wal = sorted(_snapshots(rig.env, "--host", rig.job.job, "--tag", "wal"), key=lambda s: s["time"])
-    assert len(wal) == 3 and len(_snapshots(rig.env, "--host", rig.job.job, "--path", f"/{rig.job.job}-base.tar")) == 3
+    wal = rig.snapshots("--host", rig.job.job, "--tag", "wal")
+    assert len(wal) == 3 and len(rig.snapshots("--host", rig.job.job, "--path", f"/{rig.job.job}-base.tar")) == 3
     # The premise: the newest WAL snapshot lacks segments the one before it holds.
-    assert rig.wal_files(wal[1]["id"]) - rig.wal_files(wal[2]["id"]), "B3 pruned no WAL"
+    assert rig.wal_files(wal[1]) - rig.wal_files(wal[2]), "B3 pruned no WAL"
 
     pitr = rig.pitr(target)
     assert pitr.returncode == 0, pitr.stderr + pitr.stdout
@@ -215,7 +257,7 @@ def test_wal_ships_under_steady_writes_succeed_while_segments_complete(servers, 
     retried = sum("completed while shipping" in s.stderr for s in ships)
     print(f"{retried} of 8 ships met a segment completing and shipped again")
     # Every WAL snapshot left is whole: the forgotten ones are gone.
-    assert len(_snapshots(rig.env, "--host", rig.job.job, "--tag", "wal")) == 8
+    assert len(rig.snapshots("--host", rig.job.job, "--tag", "wal")) == 8
     pitr = rig.run("pitr-test", PITR_TARGET_TIME=target, PITR_PROBE_DATABASE="kro",
                    PITR_PROBE_SQL=f"SELECT count(*) FILTER (WHERE note = 'before') || ',' || "
                                   f"count(*) FILTER (WHERE note = 'after') FROM {rig.table}")
@@ -279,3 +321,157 @@ def test_point_in_time_restore_on_postgresql_18_with_its_own_tools(postgres18, b
     assert pitr.returncode == 0, pitr.stderr + pitr.stdout
     assert "probe: before\n" in pitr.stdout, pitr.stdout
     assert rig.metric("pitr-test", "platform_pitr_test_success") == 1
+
+
+# --- two repositories: no WAL ship waits for a check or prune (components/backupscripts/generations.py)
+
+def _stop_once(process: subprocess.Popen, ready, what: str, timeout: float = 120) -> None:
+    """Runs ``process``'s group in 20 ms slices (SIGCONT, SIGSTOP) until ``ready()``, then
+    leaves it stopped: a real restic run frozen while it holds its lock."""
+    deadline = time.monotonic() + timeout
+    os.killpg(process.pid, signal.SIGSTOP)
+    while not ready():
+        assert process.poll() is None, (what, "finished before it was caught", process.communicate())
+        assert time.monotonic() < deadline, f"{what}: not caught in {timeout} s"
+        os.killpg(process.pid, signal.SIGCONT)
+        time.sleep(0.02)
+        os.killpg(process.pid, signal.SIGSTOP)
+
+
+def _restic_running(root: int, command: str) -> bool:
+    import psutil
+
+    try:
+        children = psutil.Process(root).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return False
+    for child in children:
+        try:
+            if child.name() == "restic" and command in child.cmdline():
+                return True
+        except psutil.Error:  # gone, or a zombie, since the listing
+            continue
+    return False
+
+
+def _timed_ships(rig: Rig, notes: list[str]) -> list[float]:
+    """One insert and one ship per note; the seconds each ship took (each must succeed)."""
+    seconds = []
+    for note in notes:
+        rig.insert(note)
+        started = time.monotonic()
+        ship = rig.run("wal-ship")
+        seconds.append(round(time.monotonic() - started, 2))
+        assert ship.returncode == 0, ship.stderr
+    return seconds
+
+
+def test_wal_ships_keep_their_interval_while_a_restic_check_holds_the_inactive_repository(servers, base, tmp_path):
+    """A real ``restic check --read-data`` of the repository this generation checks, frozen
+    while it holds restic's exclusive lock (and the host flock the PITR test takes): with one
+    repository every ship met "already locked" and waited 10 s a try, up to 300 s; now each
+    ship goes to the active repository and takes its usual time."""
+    with Rig(servers, base, tmp_path, "wal-check") as rig:
+        rig.ok("wal-ship")  # generation 0: pitr-0
+        rig.ok("base-backup")  # generation 1: pitr-1 active, pitr-0 is checked and pruned
+        assert rig.generation() == 1
+        filler = tmp_path / "filler"  # data for the check to read
+        filler.write_bytes(os.urandom(8 << 20))
+        _restic(rig.repository(0), "backup", "--quiet", "--host", "filler", str(filler))
+        check = subprocess.Popen(["flock", "-x", str(rig.state / "repo-0.lock"), "restic", "check", "--read-data"],
+                                 env={**rig.repository(0), "RESTIC_CACHE_DIR": str(tmp_path / "check-cache")},
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        try:
+            _stop_once(check, lambda: bool(rig.locks(0)), "restic check")
+            blocked = subprocess.run(["restic", "backup", "--host", "probe", str(filler)], env=rig.repository(0),
+                                     capture_output=True, text=True, timeout=120)
+            assert blocked.returncode != 0 and "already locked" in blocked.stderr, blocked.stderr
+            seconds = _timed_ships(rig, ["before", "during-1", "during-2", "during-3"])
+            target_index = len(rig.snapshots("--host", rig.job.job, "--tag", "wal", index=1))
+        finally:
+            os.killpg(check.pid, signal.SIGCONT)
+        out, err = check.communicate(timeout=300)
+        assert check.returncode == 0, err
+    print(f"ship seconds while pitr-0 was locked by restic check: {seconds}")
+    assert max(seconds) < ship_interval_seconds(rig.job.rpo_minutes), seconds
+    assert target_index >= 4, "every ship during the check went to pitr-1"
+    assert rig.metric("wal", "platform_wal_archive_success") == 1
+
+
+def test_point_in_time_restore_across_a_switch_takes_base_and_wal_from_their_repositories(servers, base, tmp_path):
+    """Base backup B1 in pitr-1, the target, then B2 switches to pitr-0 and the only WAL after
+    the target is shipped there (it holds every segment from B1 on): the restore reads one
+    repository for the base and the other for the WAL; the check then reads pitr-1."""
+    with Rig(servers, base, tmp_path, "wal-switch") as rig:
+        rig.ok("base-backup")
+        target = rig.between()
+        rig.ok("base-backup")
+        rig.ok("wal-ship")
+    bases = rig.snapshots("--host", rig.job.job, "--path", f"/{rig.job.job}-base.tar")
+    wal = rig.snapshots("--host", rig.job.job, "--tag", "wal")
+    assert [b["repository"] for b in bases] == [1, 0] and [w["repository"] for w in wal] == [0]
+    pitr = rig.pitr(target)
+    assert pitr.returncode == 0, pitr.stderr + pitr.stdout
+    assert "probe: before\n" in pitr.stdout, pitr.stdout
+    assert f"base {bases[0]['id'][:8]} (pitr-1) and WAL {wal[0]['id'][:8]} (pitr-0)" in pitr.stdout, pitr.stdout
+    assert "checked pitr-1\n" in pitr.stdout, pitr.stdout
+    assert rig.metric("pitr-check", "platform_pitr_check_last_success_timestamp_seconds") > 0
+
+
+def test_a_ship_in_flight_at_the_switch_finishes_before_the_prune_and_check_of_its_repository(servers, base, tmp_path):
+    """A ship to pitr-1 frozen in flight (restic holds its lock); the base backup switches to
+    pitr-0 and then waits on the host flock to prune pitr-1, and so does the PITR test's check
+    of it, while a new ship goes to pitr-0 at once. When the frozen ship finishes, the prune and
+    the check run, and its snapshot is kept."""
+    with Rig(servers, base, tmp_path, "wal-inflight") as rig:
+        rig.ok("base-backup")  # generation 1: pitr-1
+        target = rig.between()
+        inflight = subprocess.Popen(["bash", str(rig.paths["wal-ship"])], env=rig.env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True, start_new_session=True)
+        waiting: list[subprocess.Popen] = []
+        try:
+            _stop_once(inflight, lambda: _restic_running(inflight.pid, "backup") and bool(rig.locks(1)),
+                       "the ship's restic backup")
+            base_out = tmp_path / "base.out"
+            waiting.append(subprocess.Popen(["bash", str(rig.paths["base-backup"])], env=rig.env,
+                                            stdout=base_out.open("w"), stderr=subprocess.STDOUT))
+            deadline = time.monotonic() + 300
+            while not [b for b in rig.snapshots("--path", f"/{rig.job.job}-base.tar", index=0)]:
+                assert waiting[0].poll() is None, base_out.read_text()
+                assert time.monotonic() < deadline, base_out.read_text()
+                time.sleep(0.5)
+            assert rig.generation() == 2
+            started = time.monotonic()
+            fresh = rig.run("wal-ship")
+            fresh_seconds = time.monotonic() - started
+            assert fresh.returncode == 0, fresh.stderr
+            pitr_out = tmp_path / "pitr.out"
+            waiting.append(subprocess.Popen(
+                ["bash", str(rig.paths["pitr-test"])], stdout=pitr_out.open("w"), stderr=subprocess.STDOUT,
+                env={**rig.env, "PITR_TARGET_TIME": target, "PITR_PROBE_DATABASE": "kro",
+                     "PITR_PROBE_SQL": f"SELECT string_agg(note, ',' ORDER BY id) FROM {rig.table}"}))
+            while "recovered to" not in pitr_out.read_text():
+                assert waiting[1].poll() is None, pitr_out.read_text()
+                assert time.monotonic() < deadline, pitr_out.read_text()
+                time.sleep(0.5)
+            time.sleep(3)
+            # Both wait on the flock, not on restic: pitr-1 holds the frozen ship's lock only.
+            assert waiting[0].poll() is None and waiting[1].poll() is None
+            assert len(rig.locks(1)) == 1 and "checked" not in pitr_out.read_text()
+            assert "pruned" not in base_out.read_text()
+        finally:
+            os.killpg(inflight.pid, signal.SIGCONT)
+        _, err = inflight.communicate(timeout=300)
+        assert inflight.returncode == 0, err
+        for process in waiting:
+            process.wait(timeout=600)
+    assert waiting[0].returncode == 0, base_out.read_text()
+    assert waiting[1].returncode == 0, pitr_out.read_text()
+    print(f"a new ship during the wait took {fresh_seconds:.2f} s")
+    assert fresh_seconds < ship_interval_seconds(rig.job.rpo_minutes)
+    assert "probe: before\n" in pitr_out.read_text() and "checked pitr-1\n" in pitr_out.read_text()
+    # The in-flight ship's snapshot survived the prune (nothing lost): pitr-1 holds two WAL
+    # snapshots of this generation's end, pitr-0 the new one.
+    kept = rig.snapshots("--host", rig.job.job, "--tag", "wal", index=1)
+    assert len(kept) == 1 and rig.wal_files(kept[0]), kept
+    assert len(rig.snapshots("--host", rig.job.job, "--tag", "wal", index=0)) == 1

@@ -77,6 +77,10 @@ RULE_TESTS = [
     ("RestoreTestFailed", 'platform_restore_test_success{job="kro-prod-db"}', "0x5", "1x5", "2m"),
     ("RestoreTestStale", 'platform_restore_test_last_run_timestamp_seconds{job="kro-prod-db"}', "0x12",
      "800000x12", "9d"),
+    ("PITRCheckStale", 'platform_pitr_check_last_success_timestamp_seconds{job="pencom-prod-wal", repository="pitr-0"}',
+     "0x20", "1000000x20", "16d"),
+    ("PITRPruneStale", 'platform_pitr_prune_last_success_timestamp_seconds{job="pencom-prod-wal", repository="pitr-1"}',
+     "0x20", "1000000x20", "16d"),
     ("PITRTestFailed", 'platform_pitr_test_success{job="pencom-prod-wal"}', "0x5", "1x5", "2m"),
     ("PITRTestStale", 'platform_pitr_test_last_run_timestamp_seconds{job="pencom-prod-wal"}', "0x12",
      "800000x12", "9d"),
@@ -90,7 +94,8 @@ RULE_TESTS = [
 
 
 # Timestamps in the series are seconds since the test's start, so staleness needs long steps.
-INTERVALS = {"BackupStale": "1h", "RestoreTestStale": "1d", "PITRTestStale": "1d"}
+INTERVALS = {"BackupStale": "1h", "RestoreTestStale": "1d", "PITRTestStale": "1d", "PITRCheckStale": "1d",
+             "PITRPruneStale": "1d"}
 # Alerts over several series each, tested on their own below.
 MULTI_SERIES = {"WALArchiveStalled"}
 

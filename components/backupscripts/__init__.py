@@ -15,7 +15,9 @@ Every job stores into one restic repository on R2 (encrypted, content-addressed,
   physical replication slot into the job's state directory; a timer ships it to restic every
   ``ship_interval_seconds`` (half the declared RPO); ``pg_basebackup`` streams a weekly
   base backup into restic. The PITR test restores a base backup plus WAL into a scratch instance
-  with ``recovery_target_time`` and requires the recovery to stop at that time.
+  with ``recovery_target_time`` and requires the recovery to stop at that time. Two
+  repositories alternate (``generations``): ships write to the active one, ``check`` and
+  ``prune`` run on the other, so no ship waits for restic's exclusive lock.
 
 No secret is ever an argument: connection settings come as environment variables parsed from the
 source URI in Python (:func:`connection_environment`), passwords as ``PGPASSWORD``,
@@ -29,7 +31,8 @@ Docker (``mode="docker"``, so the client matches the server's major version); re
 and jq always run on the host.
 
 The package: ``jobs`` (the job and its values), ``shell`` (what every script shares),
-``dumps``, ``restore`` and ``pitr`` (the scripts by kind), ``units`` (systemd); ``scripts``
+``dumps``, ``restore`` and ``pitr`` (the scripts by kind), ``generations`` (a pitr job's two
+repositories and their host locks), ``units`` (systemd); ``scripts``
 below names every script a job installs.
 """
 

@@ -1,5 +1,6 @@
 """Point-in-time recovery of a self-hosted PostgreSQL cluster (``pitr``): WAL received over a
-replication slot, shipped to restic at half the RPO, weekly base backups, and the PITR test."""
+replication slot, shipped to restic at half the RPO, weekly base backups, and the PITR test;
+into two alternating repositories (``generations``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from components.backupscripts.jobs import BackupJob, PG_ENV, SLOT, ship_interval
 from components.backupscripts.shell import (BACKUP_STREAM, INIT_REPOSITORY, backup_failure_trap,
                                             backup_success_metrics, metric_labels, retention_section,
                                             script_prelude, tool_functions)
-from components.backupscripts.restore import READ_CHECK, restore_test_trap, scratch_server, wait_ready
+from components.backupscripts.restore import restore_test_trap, scratch_server, wait_ready
+from components.backupscripts.generations import GENERATIONS, LOCK_ACTIVE, SWITCH, lock_inactive
 
 
 def _wal_tools(job: BackupJob) -> str:
@@ -36,8 +38,9 @@ def render_wal_receive_script(job: BackupJob) -> str:
 # ship_wal -- the WAL directory into restic. When a segment completes while restic reads the
 # directory (pg_receivewal renames NAME.partial to NAME), restic stores a snapshot without it
 # and exits 3 ("at least one source file could not be read"): under steady writes most ships
-# did. That snapshot is forgotten and the directory shipped again. A lock held by another run
-# (a prune) is waited for, as restic_retry does; any other failure fails at once.
+# did. That snapshot is forgotten and the directory shipped again. No check or prune of this
+# host locks the active repository (generations.py); a lock another host's run holds is waited
+# for, as restic_retry does; any other failure fails at once.
 _SHIP_WAL = textwrap.dedent("""\
     ship_wal() {
       local attempt status summary snapshot
@@ -72,7 +75,7 @@ def render_wal_ship_script(job: BackupJob) -> str:
     kept = (f'"platform_wal_archive_newest_segment_timestamp_seconds{{{labels}}} ${{NEWEST:-0}}"',
             f'"platform_wal_archive_rpo_seconds{{{labels}}} {job.rpo_minutes * 60}"',
             f'"platform_wal_receiver_up{{{labels}}} $RECEIVER_UP"')
-    return (script_prelude(job, "ship", "WAL shipping") + _wal_tools(job)
+    return (script_prelude(job, "ship", "WAL shipping") + _wal_tools(job) + GENERATIONS
             + _SHIP_WAL + textwrap.dedent("""\
                 NEWEST=""
                 RECEIVER_UP=0
@@ -80,48 +83,59 @@ def render_wal_ship_script(job: BackupJob) -> str:
                 """)
             + backup_failure_trap(labels, "wal-$JOB.prom", "platform_wal_archive", extra=kept)
             + textwrap.dedent(f"""\
-        # Ship interval: {interval} s, for a declared RPO of {job.rpo_minutes} min.
-        NEWEST="$(find "$WAL_DIR" -maxdepth 1 -type f -printf '%T@\\n' | sort -n | tail -n 1)"
-        NEWEST="${{NEWEST%.*}}"
-        [ -n "$NEWEST" ] || fail "no WAL received yet in $WAL_DIR (is platform-wal-receive-$JOB running?)"
-        {INIT_REPOSITORY.strip()}
-        ship_wal
-        NOW="$(date +%s)"
-        write_metrics "wal-$JOB.prom" \\
-          "platform_wal_archive_success{{{labels}}} 1" \\
-          "platform_wal_archive_last_attempt_timestamp_seconds{{{labels}}} $NOW" \\
-          "platform_wal_archive_last_success_timestamp_seconds{{{labels}}} $NOW" \\
-          "platform_wal_archive_newest_segment_timestamp_seconds{{{labels}}} $NEWEST" \\
-          "platform_wal_archive_last_duration_seconds{{{labels}}} $((NOW - STARTED))" \\
-          "platform_wal_archive_rpo_seconds{{{labels}}} {job.rpo_minutes * 60}" \\
-          "platform_wal_receiver_up{{{labels}}} $RECEIVER_UP"
-        """))
+                # Ship interval: {interval} s, for a declared RPO of {job.rpo_minutes} min.
+                NEWEST="$(find "$WAL_DIR" -maxdepth 1 -type f -printf '%T@\\n' | sort -n | tail -n 1)"
+                NEWEST="${{NEWEST%.*}}"
+                [ -n "$NEWEST" ] || fail "no WAL received yet in $WAL_DIR (is platform-wal-receive-$JOB running?)"
+                """) + LOCK_ACTIVE + INIT_REPOSITORY + textwrap.dedent(f"""\
+                ship_wal
+                NOW="$(date +%s)"
+                write_metrics "wal-$JOB.prom" \\
+                  "platform_wal_archive_success{{{labels}}} 1" \\
+                  "platform_wal_archive_last_attempt_timestamp_seconds{{{labels}}} $NOW" \\
+                  "platform_wal_archive_last_success_timestamp_seconds{{{labels}}} $NOW" \\
+                  "platform_wal_archive_newest_segment_timestamp_seconds{{{labels}}} $NEWEST" \\
+                  "platform_wal_archive_last_duration_seconds{{{labels}}} $((NOW - STARTED))" \\
+                  "platform_wal_archive_rpo_seconds{{{labels}}} {job.rpo_minutes * 60}" \\
+                  "platform_wal_receiver_up{{{labels}}} $RECEIVER_UP"
+                """))
 
 
 def render_base_backup_script(job: BackupJob) -> str:
-    """The weekly base backup: ``pg_basebackup -Ft -D -`` (tar on stdout, WAL from the archive)
-    streamed into restic; then local WAL older than the previous base backup is dropped (the
-    archive has it), and retention: base backups and WAL for the PITR window plus one week."""
+    """The weekly base backup: a new generation first (the inactive repository becomes the
+    active one, components/backupscripts/generations.py), then ``pg_basebackup -Ft -D -`` (tar
+    on stdout, WAL from the archive) streamed into it; local WAL older than the previous base
+    backup (in either repository) is dropped, as the archive has it; then, under the exclusive
+    lock of the repository just left (it waits for a ship still in flight to it), retention
+    there: base backups and WAL for the PITR window plus one week, and prune."""
     labels = metric_labels(job)
-    body = textwrap.dedent(f"""\
+    body = textwrap.dedent("""\
         SIZE=0
         ADDED=0
         RUN="base-$(date -u +%Y%m%dT%H%M%SZ)"
-        {INIT_REPOSITORY.strip()}
+        """) + SWITCH.replace("@@INIT@@\n", INIT_REPOSITORY) + textwrap.dedent("""\
         backup_stream "$JOB-base.tar" pg_basebackup_ -D - -Ft -X none --checkpoint=fast --no-password
+        """) + lock_inactive(7, "PRUNED") + textwrap.dedent("""\
         # WAL shipped every run holds segments back to the previous base backup, so one WAL
         # snapshot after a target time restores it from the newest base backup before it.
-        PREVIOUS="$(restic snapshots --json --host "$JOB" --path "/$JOB-base.tar" \\
-          | jq -r 'sort_by(.time) | .[-2].time // empty')"
-        if [ -n "$PREVIOUS" ]; then
-          find "$WAL_DIR" -maxdepth 1 -type f ! -name '*.partial' ! -newermt "$PREVIOUS" -delete
+        BASES="$(repository_snapshots "/$JOB-base.tar")"
+        PREVIOUS="$(printf '%s\\n' "$BASES" | tail -n 2 | head -n 1 | cut -d' ' -f1)"
+        if [ "$(printf '%s\\n' "$BASES" | grep -c .)" -ge 2 ]; then
+          find "$WAL_DIR" -maxdepth 1 -type f ! -name '*.partial' ! -newermt "@$PREVIOUS" -delete
         fi
-        """) + f"RETENTION_DAYS={job.retention_days}\n" + retention_section(
+        use_repository "$PRUNED"
+        if repository_exists; then
+        """) + textwrap.indent(f"RETENTION_DAYS={job.retention_days}\n" + retention_section(
             f"/{job.job}-base.tar", within='"$((RETENTION_DAYS + 7))d"', prune=False) + retention_section(
-            f"{job.state_dir}/wal", within="2d", extra=' --keep-within-daily "$((RETENTION_DAYS + 7))d"')
-    return (script_prelude(job, "base-backup", "weekly base backup") + _wal_tools(job) + BACKUP_STREAM
-            + backup_failure_trap(labels) + body + backup_success_metrics(labels)
-            + 'echo "$JOB: stored base backup $RUN ($SIZE bytes read, $ADDED bytes added)"\n')
+            f"{job.state_dir}/wal", within="2d", extra=' --keep-within-daily "$((RETENTION_DAYS + 7))d"'), "  ") + textwrap.dedent("""\
+        fi
+        exec 7>&-
+        maintenance_metrics "pitr-prune-$JOB.prom" platform_pitr_prune_last_success_timestamp_seconds "$PRUNED"
+        """)
+    return (script_prelude(job, "base-backup", "weekly base backup") + _wal_tools(job) + GENERATIONS
+            + BACKUP_STREAM + backup_failure_trap(labels) + body + backup_success_metrics(labels)
+            + 'echo "$JOB: stored base backup $RUN in pitr-$NEW ($SIZE bytes read, $ADDED bytes added); '
+              'pruned pitr-$PRUNED"\n')
 
 
 def render_pitr_test_script(job: BackupJob) -> str:
@@ -155,31 +169,37 @@ def render_pitr_test_script(job: BackupJob) -> str:
     body = textwrap.dedent(f"""\
         TARGET="${{PITR_TARGET_TIME:-$(date -u -d '-1 hour' '+%Y-%m-%d %H:%M:%S+00')}}"
         TARGET_EPOCH="$(date -d "$TARGET" +%s)" || fail "cannot read the target time $TARGET"
-        # snapshots PATH -- "epoch id" of every snapshot of PATH, oldest first.
-        snapshots() {{
-          restic snapshots --json --host "$JOB" --path "$1" \\
-            | jq -r 'sort_by(.time) | .[] | "\\(.time) \\(.id)"' \\
-            | while read -r time id; do echo "$(date -d "$time" +%s) $id"; done
-        }}
-        BASE="$(snapshots "/$JOB-base.tar" | awk -v t="$TARGET_EPOCH" '$1 <= t {{id = $2}} END {{print id}}')"
+        # Both repositories are read under shared locks: no check or prune of either starts
+        # meanwhile, nor a switch; ships take the active one's shared lock alongside.
+        exec 8>"$STATE/repo-0.lock" 9>"$STATE/repo-1.lock"
+        flock -s 8
+        flock -s 9
+        snapshots() {{ repository_snapshots "$@"; }}
+        BASE="$(snapshots "/$JOB-base.tar" | awk -v t="$TARGET_EPOCH" '$1 <= t {{id = $2 " " $3}} END {{print id}}')"
         [ -n "$BASE" ] || fail "no base backup taken before $TARGET"
+        read -r BASE BASE_REPOSITORY <<<"$BASE"
         # Recovery stops only at the first commit after the target, so the WAL snapshot is the
         # newest one that still holds every segment from BASE on: the base backup after the
         # next one drops local WAL older than BASE (render_base_backup_script), so a WAL
-        # snapshot taken before that second base backup after the target is whole.
+        # snapshot taken before that second base backup after the target is whole. Either may
+        # be in either repository.
         LIMIT="$(snapshots "/$JOB-base.tar" | awk -v t="$TARGET_EPOCH" '$1 > t && ++n == 2 {{print $1; exit}}')"
         WAL="$(snapshots "$STATE/wal" | awk -v t="$TARGET_EPOCH" -v limit="$LIMIT" \
-          '$1 >= t && (limit == "" || $1 < limit) {{id = $2}} END {{print id}}')"
+          '$1 >= t && (limit == "" || $1 < limit) {{id = $2 " " $3}} END {{print id}}')"
         [ -n "$WAL" ] || fail "no WAL shipped after $TARGET yet"
+        read -r WAL WAL_REPOSITORY <<<"$WAL"
         NEWEST_WAL="$(snapshots "$STATE/wal" | tail -n 1 | cut -d' ' -f1)"
         [ $(( ($(date +%s) - NEWEST_WAL) / 3600 )) -le "$MAX_AGE_HOURS" ] \
           || fail "the newest shipped WAL is older than $MAX_AGE_HOURS hours"
 
         scratch_prepare
+        use_repository "$BASE_REPOSITORY"
         restic dump "$BASE" "/$JOB-base.tar" | tar -x -C "$WORK/pgdata" || fail "base backup ${{BASE:0:8}} cannot be read"
+        use_repository "$WAL_REPOSITORY"
         restic restore --quiet "$WAL" --target "$WORK/walrestore" >/dev/null || fail "WAL ${{WAL:0:8}} cannot be restored"
         mv "$WORK/walrestore$STATE/wal" "$WORK/wal"
         rm -rf "$WORK/walrestore"
+        exec 8>&- 9>&-
         # A segment still being written is archived as NAME.partial: recovery reads it as NAME.
         cat >"$WORK/restore-wal" <<'EOF'
         #!/bin/sh
@@ -216,8 +236,20 @@ def render_pitr_test_script(job: BackupJob) -> str:
           echo "probe: $(scratch_psql --no-psqlrc -At -d "${{PITR_PROBE_DATABASE:-postgres}}" -c "$PITR_PROBE_SQL")"
         fi
         DATABASES="$(scratch_psql --no-psqlrc -At -d postgres -c "SELECT count(*) FROM pg_database WHERE NOT datistemplate")"
-        {READ_CHECK.strip()}
-        echo "$JOB: recovered to $TARGET from base ${{BASE:0:8}} and WAL ${{WAL:0:8}}; $DATABASES databases"
+        echo "$JOB: recovered to $TARGET from base ${{BASE:0:8}} (pitr-$BASE_REPOSITORY) and WAL ${{WAL:0:8}} (pitr-$WAL_REPOSITORY); $DATABASES databases"
+        # The inactive repository's check, under its exclusive lock (it waits for a ship still in
+        # flight to it; no ship ever waits for it). The slice rotates with that repository's
+        # own checks (one every other generation), so every pack is read once in four.
+        """) + lock_inactive(9, "CHECKED") + textwrap.dedent("""\
+        if repository_exists; then
+          restic_retry check --read-data-subset="$(( $(generation) / 2 % 4 + 1 ))/4" \\
+            || fail "restic check found damage in repository pitr-$CHECKED"
+          echo "$JOB: checked pitr-$CHECKED"
+        else
+          echo "$JOB: pitr-$CHECKED holds nothing yet; nothing to check"
+        fi
+        exec 9>&-
+        maintenance_metrics "pitr-check-$JOB.prom" platform_pitr_check_last_success_timestamp_seconds "$CHECKED"
         """)
-    return (script_prelude(job, "pitr-test", "point-in-time restore test") + scratch
+    return (script_prelude(job, "pitr-test", "point-in-time restore test") + GENERATIONS + scratch
             + restore_test_trap(job, labels, "pitr-test-$JOB.prom", "platform_pitr_test") + body)

@@ -121,6 +121,16 @@ def check_pitr(seen: dict) -> None:
     assert pitr["test"]["result"] == "success", pitr["test"]["journal"]
     assert re.search(r"^probe: before$", pitr["test"]["journal"], re.M), pitr["test"]["journal"]
     assert pitr["test"]["metrics"][f"platform_pitr_test_success{labels}"] == 1
+    # Two repositories (components/backupscripts/generations.py): the base backup made the
+    # inactive one active and pruned the one it left; the PITR test restored from the active
+    # one (base and WAL both shipped after the switch) and checked the other.
+    switched = re.search(r"generation \d+: WAL and base backups go to pitr-([01])$", pitr["base"]["journal"], re.M)
+    assert switched, pitr["base"]["journal"]
+    active, inactive = switched.group(1), 1 - int(switched.group(1))
+    assert re.search(rf"in pitr-{active} .*; pruned pitr-{inactive}$", pitr["base"]["journal"], re.M), pitr["base"]["journal"]
+    assert re.search(rf"\(pitr-{active}\) and WAL \S+ \(pitr-{active}\)", pitr["test"]["journal"]), pitr["test"]["journal"]
+    assert re.search(rf"(checked pitr-{inactive}|pitr-{inactive} holds nothing yet; nothing to check)$",
+                     pitr["test"]["journal"], re.M), pitr["test"]["journal"]
     newest = pitr["wal_metrics"][f"platform_wal_archive_newest_segment_timestamp_seconds{labels}"]
     assert pitr["wal_metrics_read_at"] - newest < 60, pitr["wal_metrics"]
     assert pitr["wal_metrics"][f"platform_wal_archive_success{labels}"] == 1
