@@ -15,6 +15,7 @@ from stacks.config import StackConfig, read_pulumi_config
 from stacks.environment import Environment
 from stacks.errors import CONFIG_NAMESPACE
 from stacks.secret_keys import SSH_CA_SECRET
+from stacks.provision import provision
 from stacks.registry import PRODUCTS
 
 
@@ -67,7 +68,9 @@ def main() -> None:
     pulumi.export("products", config.products)
     endpoints = {}
     for name in config.products:
-        outputs = PRODUCTS[name].build(context, config.product(name))
+        product = PRODUCTS[name]
+        outputs = (provision(context, product.plan(config.product(name), context.environment)) if product.plan
+                   else product.build(context, config.product(name)))
         pulumi.export(name, outputs)
         endpoints[name] = outputs["wireguard"]
     # Apart from the products' outputs, some of which are secret as a whole: an operator's client
