@@ -100,6 +100,7 @@ VALUES: dict[str, Callable[..., Any]] = {
     "mongo_init_js": _mongo_init_js,
     "pem_bundle": _pem_bundle,
     "bucket_url": _bucket_url,
+    # Args classes of modules a plan may not import (they import a provider SDK).
     **{cls.__name__: (lambda cls: lambda p, **args: cls(**args))(cls) for cls in (
         TrustedSourceInput, ConnectionPool, DropletBackups, Workload, Ingress, DatabaseAttachment, MinioConsumer,
         ServerRequest, ClientRequest, DatastoreInit, SessionCollector, do.SpacesBucketVersioningArgs,

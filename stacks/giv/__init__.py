@@ -15,12 +15,11 @@ from __future__ import annotations
 from stacks.definition import ProductDefinition, SecretKey
 from stacks.giv.config import SSH_KEY_SECRET, GivConfig
 from stacks.giv.plan import plan
-from stacks.giv.provision import build
 from stacks.giv.rules import claims
 from stacks.secret_keys import monitoring_secrets
 from stacks.wiring import service_secret_keys
 
-__all__ = ["PRODUCT", "GivConfig", "build", "plan"]
+__all__ = ["PRODUCT", "GivConfig", "plan"]
 
 
 def required_secrets(cfg: GivConfig) -> list[SecretKey]:
@@ -28,5 +27,5 @@ def required_secrets(cfg: GivConfig) -> list[SecretKey]:
     return needed + service_secret_keys(cfg.components) + monitoring_secrets(cfg.monitoring)
 
 
-PRODUCT = ProductDefinition(name="giv", config_model=GivConfig, build=build, secrets=required_secrets,
+PRODUCT = ProductDefinition(name="giv", config_model=GivConfig, plan=plan, secrets=required_secrets,
                             claims=claims)
