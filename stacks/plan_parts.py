@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Mapping
 
 from components import monitoring
-from stacks.plan import Step, ref, step
+from stacks.plan import Step, step
 from stacks.wiring import ConfigSecret, ServiceEnv
 
 

@@ -1,4 +1,4 @@
-"""What ``__main__.py`` runs: validate the whole stack config, then build each product."""
+"""What ``__main__.py`` runs: validate the whole stack config, then plan and provision each product."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ from stacks.registry import PRODUCTS
 
 @dataclass(frozen=True)
 class BuildContext:
-    """What a product's build function gets besides its own settings."""
+    """What provisioning a product's plan reads besides the plan: the environment's secrets,
+    admin access and alert destinations (``stacks.provision_kinds``)."""
 
     environment: Environment
     stack: StackConfig
@@ -68,9 +69,7 @@ def main() -> None:
     pulumi.export("products", config.products)
     endpoints = {}
     for name in config.products:
-        product = PRODUCTS[name]
-        outputs = (provision(context, product.plan(config.product(name), context.environment)) if product.plan
-                   else product.build(context, config.product(name)))
+        outputs = provision(context, PRODUCTS[name].plan(config.product(name), context.environment))
         pulumi.export(name, outputs)
         endpoints[name] = outputs["wireguard"]
     # Apart from the products' outputs, some of which are secret as a whole: an operator's client

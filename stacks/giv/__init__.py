@@ -5,9 +5,9 @@ ops droplet in the VPC that runs the off-site backups.
 The app is code (CI on a git tag runs `pulumi up` or `doctl apps create-deployment`); the
 Spaces key is limited to the one bucket and wired as SECRET; each database has its own
 firewall, admitting the app and the ops droplet only.
-The product in four modules: ``config`` (the settings, the boundary), ``rules`` (what the
-models alone cannot check), ``plan`` (everything the stack holds, as plain values) and
-``provision`` (the resources, from the plan).
+The product in three parts: ``config`` (the settings, the boundary), ``rules`` (what the
+models alone cannot check) and ``plan`` (everything the stack holds, as plain values and the
+steps ``stacks.provision`` creates, the same for every product).
 """
 
 from __future__ import annotations

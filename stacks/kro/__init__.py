@@ -3,9 +3,9 @@
 Deploys are idempotent remote commands run as a deploy user, with root login closed; each
 environment is its own stack with its own VPC, database and credentials; certificates are
 renewed by certbot's timer, nginx reloaded by a deploy hook.
-The product in four modules: ``config`` (the settings, the boundary), ``rules`` (what the
-models alone cannot check), ``plan`` (everything the stack holds, as plain values) and
-``provision`` (the resources, from the plan).
+The product in three parts: ``config`` (the settings, the boundary), ``rules`` (what the
+models alone cannot check) and ``plan`` (everything the stack holds, as plain values and the
+steps ``stacks.provision`` creates, the same for every product).
 """
 
 from __future__ import annotations

@@ -16,9 +16,9 @@ through a proxy on the edge node that allows each service only its own providers
 calls between the hosts in plain HTTP behind a shared header (now mutual TLS with a client
 certificate per caller and an allow-list per service, ``stacks.pencom.mtls``). SSH to the
 internal nodes goes only through the edge node, from the admin CIDRs.
-The product in four modules: ``config`` (the settings, the boundary), ``rules`` (what the
-models alone cannot check), ``plan`` (everything the stack holds, as plain values) and
-``provision`` (the resources, from the plan).
+The product in three parts: ``config`` (the settings, the boundary), ``rules`` (what the
+models alone cannot check) and ``plan`` (everything the stack holds, as plain values and the
+steps ``stacks.provision`` creates, the same for every product).
 """
 
 from __future__ import annotations

@@ -7,9 +7,9 @@ healthcheck, none is privileged; the sshd baseline closes root and password logi
 go encrypted off-site to R2 daily and are restore-tested weekly (the 2025-12-23 audit's
 findings). Dev and staging keep separate databases on the shared Postgres, each role confined
 to its own.
-The product in four modules: ``config`` (the settings, the boundary), ``rules`` (what the
-models alone cannot check), ``plan`` (everything the stack holds, as plain values) and
-``provision`` (the resources, from the plan).
+The product in three parts: ``config`` (the settings, the boundary), ``rules`` (what the
+models alone cannot check) and ``plan`` (everything the stack holds, as plain values and the
+steps ``stacks.provision`` creates, the same for every product).
 """
 
 from __future__ import annotations
