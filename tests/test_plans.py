@@ -200,6 +200,13 @@ def test_env_maps_keep_one_source_per_key_in_claim_order(claims):
     assert set(frozen) == {s for s, _ in seen}
 
 
+def check_plan(plan) -> None:
+    """``tests.test_product_plans.check_plan`` (imported late: that module imports this one)."""
+    from tests.test_product_plans import check_plan as check
+
+    check(plan)
+
+
 # --- KRO and GIV: managed clusters -------------------------------------------------------------
 
 def test_every_managed_database_is_backed_up_and_watched(stack):
@@ -292,7 +299,9 @@ def test_kro_plan_invariants_over_generated_configs(services, database_service, 
                 or any(set(s[2]) & set(s[3]) for s in services)), str(exc)
         return
     assert "DATABASE_URL" not in own and database_service in by_name
-    p = kro.plan(stack_config.product("kro"), stack_config.environment).detail
+    whole = kro.plan(stack_config.product("kro"), stack_config.environment)
+    check_plan(whole)  # the shared shape's invariants over the generated configs too
+    p = whole.detail
     for service, env in p.env.items():
         keys = [k for k, _ in env.sources]
         assert len(keys) == len(set(keys)), service
@@ -330,7 +339,9 @@ def test_giv_plan_invariants_over_generated_configs(own_env, own_secret, origins
         assert (set(own_env) | set(own_secret)) & set(BACKEND_ENV) or set(own_env) & set(own_secret), str(exc)
         return
     assert not (set(own_env) | set(own_secret)) & set(BACKEND_ENV)
-    p = giv.plan(stack_config.product("giv"), stack_config.environment).detail
+    whole = giv.plan(stack_config.product("giv"), stack_config.environment)
+    check_plan(whole)
+    p = whole.detail
     env = p.env[backend["name"]]
     keys = [k for k, _ in env.sources]
     assert len(keys) == len(set(keys)) and set(keys) == {*own_env, *own_secret, *BACKEND_ENV}
