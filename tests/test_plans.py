@@ -21,6 +21,7 @@ from stacks.errors import ConfigError
 from stacks.wiring import (BucketKey, ClusterUri, ConfigSecret, EnvMaps, Generated, ResourceValue, SecretUrl,
                            ServiceEnv, host_file)
 from synth.engine import PROJECT_ROOT
+from tests.plan_checks import check_plan, walk
 from validation.formats import looks_secret_name
 
 pytestmark = pytest.mark.fast
@@ -52,20 +53,6 @@ def _plans(stack_config):
     return found
 
 
-def _walk(value, path="plan"):
-    """Every value inside a plan, with where it sits."""
-    yield path, value
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        for f in dataclasses.fields(value):
-            yield from _walk(getattr(value, f.name), f"{path}.{f.name}")
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            yield from _walk(v, f"{path}[{k!r}]")
-    elif isinstance(value, (list, tuple)):
-        for i, v in enumerate(value):
-            yield from _walk(v, f"{path}[{i}]")
-
-
 def test_both_stacks_plan_something(stack):
     name, stack_config = stack
     plans = _plans(stack_config)
@@ -75,7 +62,7 @@ def test_both_stacks_plan_something(stack):
 
 def test_plans_are_frozen_plain_values(stack):
     for product, plan in _plans(stack[1]).items():
-        for path, value in _walk(plan):
+        for path, value in walk(plan):
             assert not isinstance(value, (pulumi.Output, pulumi.Resource)), f"{product}: {path} is a Pulumi object"
             if dataclasses.is_dataclass(value) and not isinstance(value, type):
                 assert type(value).__dataclass_params__.frozen, f"{product}: {path} ({type(value).__name__})"
@@ -198,13 +185,6 @@ def test_env_maps_keep_one_source_per_key_in_claim_order(claims):
         assert [k for k, _ in maps.sources] == expected
         assert sorted(maps.keys()) == sorted(expected)
     assert set(frozen) == {s for s, _ in seen}
-
-
-def check_plan(plan) -> None:
-    """``tests.test_product_plans.check_plan`` (imported late: that module imports this one)."""
-    from tests.test_product_plans import check_plan as check
-
-    check(plan)
 
 
 # --- KRO and GIV: managed clusters -------------------------------------------------------------
