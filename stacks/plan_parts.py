@@ -1,6 +1,6 @@
 """What every product's plan holds the same way, as plan values (``stacks.plan``): the
 DigitalOcean project and VPC, the monitoring stack of one host alerting to the environment's
-destinations, and the services' secret env maps."""
+destinations, the services' secret env maps and Postgres's readiness check."""
 
 from __future__ import annotations
 
@@ -9,6 +9,12 @@ from typing import Mapping
 from components import monitoring
 from stacks.plan import Step, step
 from stacks.wiring import ConfigSecret, ServiceEnv
+
+# Over TCP: the postgres image's entrypoint runs initdb's temporary server on the Unix socket
+# only and stops it before the real one starts, so a socket check can pass in between and the
+# init then finds no server (seen on the rehearsal: "connection to server on socket ... failed").
+PG_READY = "pg_isready -h 127.0.0.1 -U postgres -q"
+"""The readiness check of a self-hosted Postgres before its init script runs."""
 
 
 def foundation(name: str, *, label: str, production: bool, region: str, ip_range: str) -> tuple[Step, Step]:

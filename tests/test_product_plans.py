@@ -12,7 +12,10 @@ import dataclasses
 import pytest
 
 from stacks.plan import ProductPlan, Ref
-from tests.plan_checks import _kwargs, _workload, check_plan
+from stacks.registry import PRODUCTS
+from stacks.secret_keys import registry_secret_key
+from stacks.wiring import ConfigSecret
+from tests.plan_checks import _kwargs, _workload, check_plan, walk
 from tests.test_plans import _config, _plans
 
 pytestmark = pytest.mark.fast
@@ -59,3 +62,20 @@ def test_vedfinance_containers_fit_their_host():
     assert 0 < memory <= cfg.host.memory_mb - cfg.host.headroom_mb
     assert 0 < round(cpus, 6) <= cfg.host.vcpus - cfg.host.headroom_cpus
     assert all(s.memory_mb and s.cpus for s in workload["containers"])
+
+
+@pytest.mark.parametrize("stack", ["staging", "prod"])
+def test_every_secret_a_plan_reads_is_a_required_secret_and_back(stack):
+    """A config secret a plan reads is one the boundary asks for (else `pulumi up` fails on a
+    key nobody was told to set); a secret the boundary asks of a product is one its plan reads
+    (else it is set for nothing), the optional registry credentials aside (read by
+    ``registry_auth`` when set)."""
+    stack_config = _config(stack)
+    required = {s.key for s in stack_config.required_secrets()}
+    for name, plan in _plans(stack_config).items():
+        read = {v.key for _, v in walk((plan.steps, plan.outputs)) if isinstance(v, ConfigSecret)}
+        assert read, name
+        assert read <= required, f"{name}: reads secrets the boundary never asks for: {sorted(read - required)}"
+        asked = {s.key for s in PRODUCTS[name].required_secrets(stack_config.product(name))}
+        unread = {k for k in asked - read if k != registry_secret_key(name)}
+        assert not unread, f"{name}: asks for secrets its plan never reads: {sorted(unread)}"

@@ -15,12 +15,8 @@ from stacks.pencom.mtls import TERMINATOR
 from stacks.pencom.network import proxy_routes
 from stacks.pencom.plan import PencomPlan, detail, images, node_data_dir, operator_ca_path, owner, role_name
 from stacks.plan import ProductPlan, Step, call, ref, step
+from stacks.plan_parts import PG_READY
 from stacks.wiring import ConfigSecret, Generated, backup_job_name
-
-# Over TCP: the postgres image's entrypoint runs initdb's temporary server on the Unix socket
-# only and stops it before the real one starts, so a socket check can pass in between and the
-# init then finds no server (seen on the rehearsal: "connection to server on socket ... failed").
-PG_READY = "pg_isready -h 127.0.0.1 -U postgres -q"
 
 
 def plan(cfg: PencomConfig, environment) -> ProductPlan:

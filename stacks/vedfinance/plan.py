@@ -15,16 +15,11 @@ from components.postgres_init import HBA_PATH, check_init_plan, hba_file_args, r
 from components.service_files import HostFile
 from stacks import management
 from stacks.plan import ProductPlan, Step, call, ref, step
-from stacks.plan_parts import host_monitoring, service_secret_env
+from stacks.plan_parts import PG_READY, host_monitoring, service_secret_env
 from stacks.shared_config import container_egress_lock
 from stacks.vedfinance.config import BACKUP_REDIS_LABEL, CA_PATH, PG_TLS_DIR, SSH_KEY_SECRET, VedfinanceConfig
 from stacks.wiring import (WAL_LABEL, ConfigSecret, EnvMaps, Generated, SecretUrl, ServiceEnv, backup_job_name,
                            host_file, with_env)
-
-# Over TCP: the postgres image's entrypoint runs initdb's temporary server on the Unix socket
-# only and stops it before the real one starts, so a socket check can pass in between and the
-# init then finds no server (seen on the rehearsal: "connection to server on socket ... failed").
-PG_READY = "pg_isready -h 127.0.0.1 -U postgres -q"
 
 
 @dataclass(frozen=True)
