@@ -105,6 +105,27 @@ class Provisioner:
                 raise RuntimeError(f"{s.name}: the plan placed its files elsewhere than {type(result).__name__}")
         return result
 
+    def check_resolved(self) -> None:
+        if self._pending:
+            raise RuntimeError(f"{self.plan.name}: references to steps the plan never runs: {sorted(self._pending)}")
+
+
+def _refs(value: Any):
+    """Every ``Ref`` inside a plan value."""
+    if isinstance(value, Ref):
+        yield value
+    elif isinstance(value, (Call, Step)):
+        yield from _refs(value.args)
+    elif isinstance(value, (tuple, list)):
+        for v in value:
+            yield from _refs(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _refs(v)
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for f in dataclasses.fields(value):
+            yield from _refs(getattr(value, f.name))
+
 
 def _follow(value: Any, path: tuple[str, ...]) -> Any:
     for part in path:
@@ -116,11 +137,15 @@ def provision(ctx, plan: ProductPlan) -> dict:
     """Creates ``plan``'s resources in order and returns its resolved outputs (registered on
     the product's root component). Raises ``RuntimeError`` when a step refers to one the plan
     never runs, or a host places its files elsewhere than the plan did."""
+    names = {s.name for s in plan.steps}
+    # Before anything is registered: a registration waiting on a step that never runs waits for ever.
+    missing = sorted({r.step for r in _refs((plan.steps, plan.outputs, plan.bucket_keys))} - names)
+    if missing:
+        raise RuntimeError(f"{plan.name}: references to steps the plan never runs: {missing}")
     p = Provisioner(ctx, plan)
     for s in plan.steps:
         p.run(s)
-    if p._pending:
-        raise RuntimeError(f"{plan.name}: references to steps the plan never runs: {sorted(p._pending)}")
     outputs = {key: p.resolve(value) for key, value in plan.outputs}
+    p.check_resolved()
     p.product.register_outputs(outputs)
     return outputs

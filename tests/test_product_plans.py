@@ -79,3 +79,56 @@ def test_every_secret_a_plan_reads_is_a_required_secret_and_back(stack):
         asked = {s.key for s in PRODUCTS[name].required_secrets(stack_config.product(name))}
         unread = {k for k in asked - read if k != registry_secret_key(name)}
         assert not unread, f"{name}: asks for secrets its plan never reads: {sorted(unread)}"
+
+
+class _Context:
+    """What ``provision`` reads of ``BuildContext``: only secrets here."""
+
+    def secret(self, key: str):
+        import pulumi
+
+        return pulumi.Output.secret(f"value-of-{key}")
+
+
+def _provisioned(plan: ProductPlan) -> tuple[dict, dict]:
+    """``plan`` provisioned on the mock engine: (resource name -> inputs, stack outputs)."""
+    import pulumi
+
+    from stacks.provision import provision
+    from synth.engine import run_program
+
+    def program():
+        pulumi.export("product", provision(_Context(), plan))
+
+    capture = run_program(program, stack="t", config={}, secret_keys=[])
+    return {r["urn"].rsplit("::", 1)[1]: r["inputs"] for r in capture.resources}, capture.outputs
+
+
+def _tiny(steps, outputs=()) -> ProductPlan:
+    return ProductPlan(product="tiny", name="tiny-t", production=False, env={}, steps=tuple(steps),
+                       outputs=tuple(outputs), backup_job_names=())
+
+
+def test_provision_resolves_references_before_and_after_their_step():
+    """A reference to a later step is an output resolved once that step has run (the cluster
+    that admits a droplet created after it); keys and attributes are followed in turn; a
+    config secret is read through the context."""
+    from stacks.plan import call, ref, step
+
+    plan = _tiny([
+        step("do.Project", "tiny-t-project", name="tiny", description=ref("tiny-t-vpc", "name")),
+        step("do.Vpc", "tiny-t-vpc", name="tiny-t", region="fra1", ip_range="10.9.0.0/24",
+             description=call("secret", value=ConfigSecret("k"))),
+    ], outputs=[("vpc", ref("tiny-t-vpc", "name")), ("names", {"project": ref("tiny-t-project", "name")})])
+    inputs, outputs = _provisioned(plan)
+    assert inputs["tiny-t-project"]["description"] == "tiny-t"
+    assert inputs["tiny-t-vpc"]["name"] == "tiny-t"
+    assert outputs["product"]["vpc"] == "tiny-t" and outputs["product"]["names"] == {"project": "tiny"}
+
+
+def test_provision_refuses_a_reference_to_a_step_it_never_runs():
+    from stacks.plan import ref, step
+
+    plan = _tiny([step("do.Project", "tiny-t-project", name="tiny", description=ref("tiny-t-nowhere", "id"))])
+    with pytest.raises(Exception, match="references to steps the plan never runs: \\['tiny-t-nowhere'\\]"):
+        _provisioned(plan)

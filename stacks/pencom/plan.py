@@ -1,7 +1,6 @@
-"""Pencom's plan: everything the stack will hold, computed from the config alone as plain
-values and secret references (``stacks.wiring``), before any resource exists (``detail``).
-``stacks.pencom.steps`` makes it a ``ProductPlan``, which ``stacks.provision`` turns into
-resources; tests read both without the mock engine."""
+"""Pencom's plan values: everything the stack will hold, from the config alone, as plain values
+and secret references (``stacks.wiring``); ``stacks.pencom.steps`` makes them a ``ProductPlan``
+(``stacks.provision`` creates it). Tests read both without the mock engine."""
 
 from __future__ import annotations
 
