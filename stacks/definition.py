@@ -22,7 +22,8 @@ class SecretKey(BaseModel):
 class ProductDefinition:
     name: str
     config_model: type[BaseModel]
-    build: Callable[..., dict[str, Any]]
+    plan: Callable[[Any, Any], Any]
+    """``plan(config, environment) -> stacks.plan.ProductPlan``, which ``stacks.provision`` creates."""
     secrets: Callable[[Any], list] = field(default=lambda _cfg: [])
     claims: Callable[[Any], dict] | None = None
     """Values that must be unique across the products of a stack: ``{"hostnames": [(loc,

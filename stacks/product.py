@@ -1,18 +1,14 @@
-"""What every product's build creates or wires the same way: the product's root component (the
-synth and the plan group resources by it), its DigitalOcean project and VPC, the monitoring
-stack of a host wired to the environment's alert destinations, generated passwords, and the
-per-service env maps (secret ``secret_env`` values, maps merged per service)."""
+"""What ``stacks.provision`` creates for every product the same way: the product's root component
+(the synth and the plan group resources by it) and the outputs of a plan's secret references
+(generated passwords, config secrets, bucket keys, managed clusters' URIs)."""
 
 from __future__ import annotations
 
 from typing import Mapping, Sequence
 
 import pulumi
-import pulumi_digitalocean as do
 import pulumi_random as random
 
-from components import monitoring
-from components.containers import ContainerSpec
 from components.database import ManagedDatabaseCluster
 from stacks import wiring
 
@@ -22,42 +18,6 @@ class Product(pulumi.ComponentResource):
 
     def __init__(self, name: str, opts: pulumi.ResourceOptions | None = None):
         super().__init__(f"platform:products:{name.capitalize()}", name, None, opts)
-
-
-def product_foundation(product: Product, *, name: str, label: str, production: bool,
-                       region: str, ip_range: str) -> tuple[do.Project, do.Vpc]:
-    """The DigitalOcean project that lists a product's resources and the product's own VPC."""
-    project = do.Project(f"{name}-project", name=f"{label} {name.split('-', 1)[1]}",
-                         environment="Production" if production else "Staging",
-                         purpose="Web Application", opts=pulumi.ResourceOptions(parent=product))
-    vpc = do.Vpc(f"{name}-vpc", name=name, region=region, ip_range=ip_range,
-                 opts=pulumi.ResourceOptions(parent=product, protect=production))
-    return project, vpc
-
-
-def service_secret_env(secret, services: Sequence[ContainerSpec]
-                       ) -> dict[str, dict[str, pulumi.Output[str]]]:
-    """Each service's ``secret_env`` resolved to secret config values."""
-    return {s.name: {env: secret(key) for env, key in s.secret_env.items()}
-            for s in services if s.secret_env}
-
-
-def merge_env(*maps: Mapping[str, Mapping[str, pulumi.Input[str]]]
-              ) -> dict[str, dict[str, pulumi.Input[str]]]:
-    merged: dict[str, dict[str, pulumi.Input[str]]] = {}
-    for env_map in maps:
-        for service, values in env_map.items():
-            merged.setdefault(service, {}).update(values)
-    return merged
-
-
-def host_monitoring(ctx, cfg: monitoring.MonitoringConfig, **where) -> monitoring.HostMonitoring:
-    """The monitoring stack on one host, alerting to the environment's destinations."""
-    alerts = ctx.environment.alerts
-    return monitoring.single_host(
-        cfg, emails=alerts.emails, slack_channel=alerts.slack_channel,
-        smtp_password=ctx.secret(cfg.smtp_password_secret) if cfg.smtp_password_secret else None,
-        slack_url=ctx.secret("alerts_slack_webhook_url") if alerts.slack_channel else None, **where)
 
 
 def generated_password(name: str, parent: pulumi.Resource, length: int = 32) -> pulumi.Output[str]:

@@ -1,4 +1,4 @@
-"""What ``__main__.py`` runs: validate the whole stack config, then build each product."""
+"""What ``__main__.py`` runs: validate the whole stack config, then plan and provision each product."""
 
 from __future__ import annotations
 
@@ -15,12 +15,14 @@ from stacks.config import StackConfig, read_pulumi_config
 from stacks.environment import Environment
 from stacks.errors import CONFIG_NAMESPACE
 from stacks.secret_keys import SSH_CA_SECRET
+from stacks.provision import provision
 from stacks.registry import PRODUCTS
 
 
 @dataclass(frozen=True)
 class BuildContext:
-    """What a product's build function gets besides its own settings."""
+    """What provisioning a product's plan reads besides the plan: the environment's secrets,
+    admin access and alert destinations (``stacks.provision_kinds``)."""
 
     environment: Environment
     stack: StackConfig
@@ -67,7 +69,7 @@ def main() -> None:
     pulumi.export("products", config.products)
     endpoints = {}
     for name in config.products:
-        outputs = PRODUCTS[name].build(context, config.product(name))
+        outputs = provision(context, PRODUCTS[name].plan(config.product(name), context.environment))
         pulumi.export(name, outputs)
         endpoints[name] = outputs["wireguard"]
     # Apart from the products' outputs, some of which are secret as a whole: an operator's client

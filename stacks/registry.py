@@ -1,5 +1,6 @@
-"""The products a stack can hold. Adding a product: write stacks/<name>/ (config, rules, plan,
-provision and its PRODUCT, as stacks/pencom/ does), list it here."""
+"""The products a stack can hold. Adding a product: write stacks/<name>/ (config, rules, a plan
+returning a ``stacks.plan.ProductPlan``, and its PRODUCT, as stacks/kro/ does), list it here;
+``stacks.provision`` creates any product's plan."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ Debian's PostgreSQL and Redis run as processes on loopback, from a temporary dir
 with the stack's own captured command lines (Pencom's data node: TLS only, ``ssl=on``, its
 pg_hba.conf, Redis' ``--appendonly yes``) with the container paths turned into the host
 directories that ``service_mounts`` mounts there. The certificate, its key, the CA and
-pg_hba.conf are the data node's files (``stacks/pencom/provision.py``), split into the
+pg_hba.conf are the data node's files (``stacks/pencom/steps.py``), split into the
 program's delivery groups and delivered by the program's rendered scripts (``bash``), both of a
 service's scripts started at once. Only Docker is a stand-in: ``docker`` on PATH is a script
 that treats each server process as its container (``restart``: SIGTERM, then the same command
@@ -155,7 +155,7 @@ class Datastores:
         self.ca_host = str(self.data / "files" / "postgres" / CA_PATH.lstrip("/"))
 
     def files(self, service: str, cert: str, key: str, ca: str) -> list[HostFile]:
-        """The data node's files of ``service`` (stacks/pencom/provision.py), the key owned by
+        """The data node's files of ``service`` (stacks/pencom/steps.py), the key owned by
         the local server user instead of the image's uid."""
         user = self.users[service]
         owner = f"{user.pw_uid}:{user.pw_gid}"

@@ -378,7 +378,7 @@ def test_no_product_module_is_long():
     assert {"stacks.kro.plan", "stacks.giv.plan", "stacks.pencom.plan", "stacks.vedfinance.plan"} <= set(modules)
     long = {name: lines for name, m in modules.items()
             if (lines := len(m.path.read_text().splitlines())) > PRODUCT_MODULE_LINES}
-    assert not long, f"split these product modules (config, rules, plan, provision): {long}"
+    assert not long, f"split these product modules (config, rules, plan): {long}"
 
 
 def _provider_sdks(module: Module) -> set[str]:
@@ -402,7 +402,7 @@ def _closure(start: str) -> set[str]:
     return seen
 
 
-PLAN_MODULES = ("stacks.wiring", "stacks.pencom.plan", "stacks.pencom.config", "stacks.pencom.network",
+PLAN_MODULES = ("stacks.wiring", "stacks.plan", "stacks.plan_parts", "stacks.pencom.plan", "stacks.pencom.steps", "stacks.pencom.config", "stacks.pencom.network",
                 "stacks.vedfinance.plan", "stacks.vedfinance.config", "stacks.kro.plan", "stacks.kro.config",
                 "stacks.giv.plan", "stacks.giv.config")
 
@@ -419,8 +419,20 @@ def test_plans_import_no_resource_module():
             for name in PLAN_MODULES}
     assert not any(deep.values()), f"plan modules reaching a provider SDK: {deep}"
     # The check sees what it looks for.
-    assert _provider_sdks(modules["stacks.pencom.provision"]) >= {"pulumi", "pulumi_minio"}
-    assert "components.onprem" in _closure("stacks.pencom.provision")
+    assert _provider_sdks(modules["stacks.provision_kinds"]) >= {"pulumi", "pulumi_minio"}
+    assert "components.onprem" in _closure("stacks.provision")
+
+
+def test_product_modules_are_config_rules_and_plan():
+    """One ``stacks.provision`` creates every product: no product module imports Pulumi or a
+    provider SDK, so a product creates no resource of its own (its plan modules reach none at
+    any depth: ``test_plans_import_no_resource_module``)."""
+    modules = _product_modules()
+    assert {"stacks.pencom.steps", "stacks.kro.plan"} <= set(modules)
+    assert not [name for name in modules if name.endswith(".provision")]
+    direct = {name: sorted(_provider_sdks(m)) for name, m in modules.items() if _provider_sdks(m)}
+    assert not direct, f"product modules importing Pulumi: {direct}"
+    assert {"stacks.kro.plan", "stacks.pencom.steps"} <= set(PLAN_MODULES)
 
 
 DELIVERY = "components.hostsetup.delivery"

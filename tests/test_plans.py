@@ -21,6 +21,7 @@ from stacks.errors import ConfigError
 from stacks.wiring import (BucketKey, ClusterUri, ConfigSecret, EnvMaps, Generated, ResourceValue, SecretUrl,
                            ServiceEnv, host_file)
 from synth.engine import PROJECT_ROOT
+from tests.plan_checks import check_plan, walk
 from validation.formats import looks_secret_name
 
 pytestmark = pytest.mark.fast
@@ -52,20 +53,6 @@ def _plans(stack_config):
     return found
 
 
-def _walk(value, path="plan"):
-    """Every value inside a plan, with where it sits."""
-    yield path, value
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        for f in dataclasses.fields(value):
-            yield from _walk(getattr(value, f.name), f"{path}.{f.name}")
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            yield from _walk(v, f"{path}[{k!r}]")
-    elif isinstance(value, (list, tuple)):
-        for i, v in enumerate(value):
-            yield from _walk(v, f"{path}[{i}]")
-
-
 def test_both_stacks_plan_something(stack):
     name, stack_config = stack
     plans = _plans(stack_config)
@@ -75,7 +62,7 @@ def test_both_stacks_plan_something(stack):
 
 def test_plans_are_frozen_plain_values(stack):
     for product, plan in _plans(stack[1]).items():
-        for path, value in _walk(plan):
+        for path, value in walk(plan):
             assert not isinstance(value, (pulumi.Output, pulumi.Resource)), f"{product}: {path} is a Pulumi object"
             if dataclasses.is_dataclass(value) and not isinstance(value, type):
                 assert type(value).__dataclass_params__.frozen, f"{product}: {path} ({type(value).__name__})"
@@ -114,7 +101,7 @@ def test_pencom_env_maps_are_complete():
     for c in cfg.bucket.consumers:
         assert dict(plan.env[c.service].secret)["SPACES_SECRET_ACCESS_KEY"] == BucketKey(c.service, "secret")
     # The container specs carry the plain env after the service's own.
-    containers = {s.name: s for s in [*plan.edge, *plan.app]}
+    containers = {s.name: s for s in [*plan.detail.edge, *plan.detail.app]}
     for spec in [*cfg.edge_services, *cfg.app_services]:
         assert containers[spec.name].env == {**spec.env, **dict(plan.env[spec.name].plain)}
 
@@ -124,7 +111,7 @@ def test_every_datastore_is_backed_up_and_every_backup_is_watched(stack):
     for product, plan in _plans(stack_config).items():
         if product in ("kro", "giv"):
             continue  # managed clusters: test_every_managed_database_is_backed_up_and_watched
-        cfg = stack_config.product(product)
+        cfg, plan = stack_config.product(product), plan.detail
         labels = {b.label for b in plan.backups}
         assert {d.name for d in cfg.databases} <= labels
         assert {"redis", "wal"} <= labels
@@ -138,7 +125,7 @@ def test_every_datastore_is_backed_up_and_every_backup_is_watched(stack):
 
 def test_every_scraped_service_has_a_port():
     stack_config = _config("prod")
-    plan = pencom.plan(stack_config.product("pencom"), stack_config.environment)
+    plan = pencom.plan(stack_config.product("pencom"), stack_config.environment).detail
     targets = [t for ts in plan.scrape.services.values() for t in ts] + list(plan.scrape.node) \
         + list(plan.scrape.cadvisor)
     assert targets
@@ -205,7 +192,7 @@ def test_env_maps_keep_one_source_per_key_in_claim_order(claims):
 def test_every_managed_database_is_backed_up_and_watched(stack):
     stack_config = stack[1]
     plans = _plans(stack_config)
-    kro_plan, giv_plan = plans["kro"], plans["giv"]
+    kro_plan, giv_plan = plans["kro"].detail, plans["giv"].detail
     assert kro_plan.backup_job_names == (kro_plan.backup.job,) == (f"{kro_plan.name}-db",)
     assert kro_plan.backup.uri.cluster == kro_plan.database.cluster
     with_data = {c.resource for c in giv_plan.clusters if c.databases}
@@ -219,7 +206,7 @@ def test_every_managed_database_is_backed_up_and_watched(stack):
 
 
 def test_giv_clusters_admit_the_app_and_only_the_backup_runner_where_it_backs_up(stack):
-    giv_plan = _plans(stack[1])["giv"]
+    giv_plan = _plans(stack[1])["giv"].detail
     backed_up = {b.cluster for b in giv_plan.backups}
     for c in giv_plan.clusters:
         assert "app" in c.admits, c.resource
@@ -230,7 +217,7 @@ def test_giv_clusters_admit_the_app_and_only_the_backup_runner_where_it_backs_up
 def test_kro_database_url_is_the_clusters_and_the_backup_reads_the_same_ca(stack):
     stack_config = stack[1]
     cfg = stack_config.product("kro")
-    p = kro.plan(cfg, stack_config.environment)
+    p = kro.plan(cfg, stack_config.environment).detail
     url = dict(p.env[cfg.database_service].secret)["DATABASE_URL"]
     assert url == ClusterUri(p.database.cluster, ca_path=cfg.database_ca_path, user=cfg.database.user,
                              database=cfg.database.name, pool=p.database.pool if cfg.database.use_pool else None)
@@ -292,7 +279,9 @@ def test_kro_plan_invariants_over_generated_configs(services, database_service, 
                 or any(set(s[2]) & set(s[3]) for s in services)), str(exc)
         return
     assert "DATABASE_URL" not in own and database_service in by_name
-    p = kro.plan(stack_config.product("kro"), stack_config.environment)
+    whole = kro.plan(stack_config.product("kro"), stack_config.environment)
+    check_plan(whole)  # the shared shape's invariants over the generated configs too
+    p = whole.detail
     for service, env in p.env.items():
         keys = [k for k, _ in env.sources]
         assert len(keys) == len(set(keys)), service
@@ -330,7 +319,9 @@ def test_giv_plan_invariants_over_generated_configs(own_env, own_secret, origins
         assert (set(own_env) | set(own_secret)) & set(BACKEND_ENV) or set(own_env) & set(own_secret), str(exc)
         return
     assert not (set(own_env) | set(own_secret)) & set(BACKEND_ENV)
-    p = giv.plan(stack_config.product("giv"), stack_config.environment)
+    whole = giv.plan(stack_config.product("giv"), stack_config.environment)
+    check_plan(whole)
+    p = whole.detail
     env = p.env[backend["name"]]
     keys = [k for k, _ in env.sources]
     assert len(keys) == len(set(keys)) and set(keys) == {*own_env, *own_secret, *BACKEND_ENV}

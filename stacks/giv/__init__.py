@@ -5,9 +5,9 @@ ops droplet in the VPC that runs the off-site backups.
 The app is code (CI on a git tag runs `pulumi up` or `doctl apps create-deployment`); the
 Spaces key is limited to the one bucket and wired as SECRET; each database has its own
 firewall, admitting the app and the ops droplet only.
-The product in four modules: ``config`` (the settings, the boundary), ``rules`` (what the
-models alone cannot check), ``plan`` (everything the stack holds, as plain values) and
-``provision`` (the resources, from the plan).
+The product in three parts: ``config`` (the settings, the boundary), ``rules`` (what the
+models alone cannot check) and ``plan`` (everything the stack holds, as plain values and the
+steps ``stacks.provision`` creates, the same for every product).
 """
 
 from __future__ import annotations
@@ -15,12 +15,11 @@ from __future__ import annotations
 from stacks.definition import ProductDefinition, SecretKey
 from stacks.giv.config import SSH_KEY_SECRET, GivConfig
 from stacks.giv.plan import plan
-from stacks.giv.provision import build
 from stacks.giv.rules import claims
 from stacks.secret_keys import monitoring_secrets
 from stacks.wiring import service_secret_keys
 
-__all__ = ["PRODUCT", "GivConfig", "build", "plan"]
+__all__ = ["PRODUCT", "GivConfig", "plan"]
 
 
 def required_secrets(cfg: GivConfig) -> list[SecretKey]:
@@ -28,5 +27,5 @@ def required_secrets(cfg: GivConfig) -> list[SecretKey]:
     return needed + service_secret_keys(cfg.components) + monitoring_secrets(cfg.monitoring)
 
 
-PRODUCT = ProductDefinition(name="giv", config_model=GivConfig, build=build, secrets=required_secrets,
+PRODUCT = ProductDefinition(name="giv", config_model=GivConfig, plan=plan, secrets=required_secrets,
                             claims=claims)

@@ -3,9 +3,9 @@
 Deploys are idempotent remote commands run as a deploy user, with root login closed; each
 environment is its own stack with its own VPC, database and credentials; certificates are
 renewed by certbot's timer, nginx reloaded by a deploy hook.
-The product in four modules: ``config`` (the settings, the boundary), ``rules`` (what the
-models alone cannot check), ``plan`` (everything the stack holds, as plain values) and
-``provision`` (the resources, from the plan).
+The product in three parts: ``config`` (the settings, the boundary), ``rules`` (what the
+models alone cannot check) and ``plan`` (everything the stack holds, as plain values and the
+steps ``stacks.provision`` creates, the same for every product).
 """
 
 from __future__ import annotations
@@ -14,12 +14,11 @@ from stacks import secret_keys
 from stacks.definition import ProductDefinition, SecretKey
 from stacks.kro.config import SSH_KEY_SECRET, KroConfig
 from stacks.kro.plan import plan
-from stacks.kro.provision import build
 from stacks.kro.rules import claims
 from stacks.secret_keys import monitoring_secrets
 from stacks.wiring import service_secret_keys
 
-__all__ = ["PRODUCT", "KroConfig", "build", "plan"]
+__all__ = ["PRODUCT", "KroConfig", "plan"]
 
 
 def required_secrets(cfg: KroConfig) -> list[SecretKey]:
@@ -30,5 +29,5 @@ def required_secrets(cfg: KroConfig) -> list[SecretKey]:
             + secret_keys.registry_secrets("kro", [s.image for s in cfg.services]))
 
 
-PRODUCT = ProductDefinition(name="kro", config_model=KroConfig, build=build, secrets=required_secrets,
+PRODUCT = ProductDefinition(name="kro", config_model=KroConfig, plan=plan, secrets=required_secrets,
                             claims=claims)

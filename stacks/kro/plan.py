@@ -1,16 +1,24 @@
 """KRO's plan: everything the stack holds, from the config alone, as plain values and secret
-references (``stacks.wiring``); ``provision`` turns it into resources."""
+references (``stacks.wiring``, ``stacks.plan``); ``stacks.provision`` turns it into resources:
+the project and VPC, the droplet with its containers behind TLS ingress, the managed Postgres
+cluster, DNS, monitoring, the off-site backup and DigitalOcean's alerts."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from components import monitoring
+from components import monitoring, tiers
 from components.containers import ContainerSpec
 from components.egress import EgressLock, OwnNetwork
-from stacks.kro.config import BACKUP_LABEL, DATABASE_BRIDGE, DATABASE_PORTS, KroConfig, database_subnet
+from components.ingress import IngressRoute
+from components.service_files import HostFile
+from stacks import management
+from stacks.kro.config import (BACKUP_LABEL, DATABASE_BRIDGE, DATABASE_PORTS, SSH_KEY_SECRET, KroConfig,
+                               database_subnet)
+from stacks.plan import ProductPlan, Step, call, ref, step
+from stacks.plan_parts import foundation, host_monitoring, service_secret_env
 from stacks.shared_config import container_egress_lock
-from stacks.wiring import ClusterUri, EnvMaps, ServiceEnv, backup_job_name, host_file, with_env
+from stacks.wiring import ClusterUri, ConfigSecret, EnvMaps, Generated, ServiceEnv, backup_job_name, host_file, with_env
 
 
 @dataclass(frozen=True)
@@ -57,9 +65,18 @@ class KroPlan:
     """the services Prometheus scrapes -> their port"""
 
 
-def plan(cfg: KroConfig, environment) -> KroPlan:
-    """The plan of ``cfg`` in ``environment`` (its ``name``, ``region`` and ``is_production``).
-    Raises ``ValueError`` on an env key with two sources (the config rules report it first)."""
+def plan(cfg: KroConfig, environment) -> ProductPlan:
+    """The plan of ``cfg`` in ``environment`` (its ``name``, ``region``, ``is_production``,
+    ``management``, ``admin_cidrs`` and ``alerts``); ``detail`` is a ``KroPlan``. Raises
+    ``ValueError`` on an env key with two sources (the config rules report it first)."""
+    d = detail(cfg, environment)
+    return ProductPlan(product="kro", name=d.name, production=d.production, env=d.env,
+                       steps=_steps(cfg, environment, d), outputs=_outputs(environment, d),
+                       backup_job_names=d.backup_job_names, detail=d)
+
+
+def detail(cfg: KroConfig, environment) -> KroPlan:
+    """The values KRO's steps are computed from."""
     name = f"kro-{environment.name}"
     data_dir = f"/srv/{name}"
     database = DatabasePlan(cluster=f"{name}-db", database=cfg.database.name, user=cfg.database.user,
@@ -97,3 +114,72 @@ def plan(cfg: KroConfig, environment) -> KroPlan:
                                          database=database.database)),
         backup_job_names=(backup_job_name(name, BACKUP_LABEL),),
         metrics_ports={s: ports[s] for s in cfg.monitoring.metrics_services} if cfg.monitoring else {})
+
+
+def _steps(cfg: KroConfig, environment, d: KroPlan) -> tuple[Step, ...]:
+    name, prod, db = d.name, d.production, d.database
+    host = name
+    steps = [*foundation(name, label="KRO", production=prod, region=d.region, ip_range=cfg.vpc_ip_range)]
+    # The cluster admits the droplet, and the records point at its address, before it exists.
+    steps.append(step(
+        "managed_cluster", db.cluster, engine="pg", version=cfg.database.version, size=cfg.database.size,
+        node_count=cfg.database.node_count, region=d.region, vpc_id=ref(f"{name}-vpc", "id"),
+        trusted_sources=[call("TrustedSourceInput", kind="droplet", value=ref(host, "droplet_id"), tier=tiers.Tier.APP)],
+        maintenance_day=cfg.database.maintenance_day, maintenance_hour=cfg.database.maintenance_hour,
+        databases=[db.database], users=[db.user],
+        pools=[call("ConnectionPool", name=db.pool, database=db.database, user=db.user, size=cfg.database.pool_size)],
+        project_id=ref(f"{name}-project", "id"), tags=list(d.tags), adopt_cluster_id=cfg.adopt.database_cluster_id,
+        protect=prod))
+    if cfg.dns.provider == "digitalocean" and cfg.adopt.domain:
+        steps.append(step("do.Domain", f"{name}-domain", name=cfg.dns.zone, import_=cfg.dns.zone, protect=True,
+                          retain_on_delete=True))
+    records = f"{name}-records"
+    steps.append(step("a_records", records, prefix=name, provider=cfg.dns.provider, zone=cfg.dns.zone, hosts=list(d.hosts),
+                      address=ref(host, "public_ip"), ttl=cfg.dns.ttl, cloudflare_zone_id=cfg.dns.cloudflare_zone_id))
+    ports = {s.name: s.port for s in cfg.services}
+    ingress = call("Ingress", routes=[IngressRoute(host=r.host, service=r.service, port=ports[r.service],
+                                                   websocket=r.websocket) for r in cfg.routes],
+                   acme_email=cfg.acme_email, acme_staging=cfg.acme_staging, depends_on=ref(records))
+    ca_file = HostFile(container_path=cfg.database_ca_path, content=ref(db.cluster, "ca_certificate"))
+    watch = monitoring.HostMonitoring(specs=[], files={}, secret_env={})
+    if cfg.monitoring:
+        watch = host_monitoring(environment, cfg.monitoring, data_dir=d.data_dir,
+                                grafana_password=Generated(f"{name}-grafana-admin"), service_ports=d.metrics_ports,
+                                probes=[f"https://{h}" for h in d.hosts], backup_jobs=list(d.backup_job_names))
+    mgmt = environment.management
+    steps.append(step(
+        "droplet_host", host, data_dir=d.data_dir,
+        region=d.region, size=cfg.droplet.size, image=cfg.droplet.image,
+        ssh_key_fingerprints=cfg.droplet.ssh_key_fingerprints, vpc_id=ref(f"{name}-vpc", "id"),
+        admin_cidrs=management.public_ssh_sources(mgmt, environment.admin_cidrs),
+        wireguard=management.endpoint(mgmt, "kro"), connect_address=management.connect_address(mgmt, "kro", None),
+        ssh_private_key=ConfigSecret(SSH_KEY_SECRET), access=call("admin_access"),
+        registry_auth=call("registry_auth", product="kro", images=[s.image for s in cfg.services]),
+        tier=tiers.Tier.EDGE, workload_tiers=[tiers.Tier.APP], tags=list(d.tags),
+        backups=call("DropletBackups") if cfg.droplet.backups else None,
+        project_id=ref(f"{name}-project", "id"), adopt_droplet_id=cfg.adopt.droplet_id, protect=prod,
+        directories=d.directories, egress=d.egress,
+        workload=call("Workload", containers=[*d.services, *watch.specs],
+                      secret_env={**service_secret_env(d.env), **watch.secret_env},
+                      files={cfg.database_service: [ca_file], **watch.files}, ingress=ingress)))
+    # The droplet is the backup runner; it reads the CA file the backend mounts.
+    b = d.backup
+    steps.append(step(
+        "backup", f"{b.job}-backup", stack=name, label=b.label, backup=cfg.backup, kind="postgres",
+        tool_image=b.tool_image, mounts=(b.ca_on_host.rsplit("/", 1)[0],), bucket_per_job=False,
+        source_name=ref(db.cluster, "cluster_resource_name"), source_uri=b.uri, runner=ref(host, "ssh"),
+        runner_ready=ref(host, "files_delivered"), protect=prod))
+    destinations = call("alert_destinations")
+    steps.append(step("droplet_alerts", f"{name}-droplet-alerts", prefix=name, droplet_ids=[ref(host, "droplet_id")], destinations=destinations))
+    steps.append(step("uptime_checks", f"{name}-uptime-checks", prefix=name, urls=[f"https://{h}" for h in d.hosts], destinations=destinations))
+    return tuple(steps)
+
+
+def _outputs(environment, d: KroPlan) -> tuple:
+    host = d.name
+    return (("public_ip", ref(host, "public_ip")), ("droplet_id", ref(host, "droplet_id")),
+            ("database_host", ref(d.database.cluster, "private_host")),
+            ("backup_bucket", ref(f"{d.backup.job}-backup", "bucket", "name")),
+            ("urls", [f"https://{h}" for h in d.hosts]),
+            ("wireguard", call("wireguard_output", m=environment.management, product="kro",
+                               public_address=ref(host, "public_ip"), public_key=ref(host, "wireguard_public_key"))))

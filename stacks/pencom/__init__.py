@@ -16,9 +16,9 @@ through a proxy on the edge node that allows each service only its own providers
 calls between the hosts in plain HTTP behind a shared header (now mutual TLS with a client
 certificate per caller and an allow-list per service, ``stacks.pencom.mtls``). SSH to the
 internal nodes goes only through the edge node, from the admin CIDRs.
-The product in four modules: ``config`` (the settings, the boundary), ``rules`` (what the
-models alone cannot check), ``plan`` (everything the stack holds, as plain values) and
-``provision`` (the resources, from the plan).
+The product in three parts: ``config`` (the settings, the boundary), ``rules`` (what the
+models alone cannot check) and ``plan`` (everything the stack holds, as plain values and the
+steps ``stacks.provision`` creates, the same for every product).
 """
 
 from __future__ import annotations
@@ -30,14 +30,14 @@ from stacks.pencom import rules  # noqa: F401 (registers the config rules)
 from stacks.pencom import port_rules  # noqa: F401 (registers the port rules)
 from stacks.pencom import egress_rules  # noqa: F401 (registers the egress rules, after those)
 from stacks.pencom.config import NODES, PORTS, SSH_KEY_SECRET, PencomConfig
-from stacks.pencom.plan import backup_labels, images, plan
-from stacks.pencom.provision import build
+from stacks.pencom.plan import backup_labels, images
+from stacks.pencom.steps import plan
 from stacks.secret_keys import monitoring_secrets
 from stacks.shared_config import derived_buckets
 from stacks.wiring import WAL_LABEL, service_secret_keys
 from validation.rules import each
 
-__all__ = ["PORTS", "PRODUCT", "PencomConfig", "build", "plan"]
+__all__ = ["PORTS", "PRODUCT", "PencomConfig", "plan"]
 
 def claims(cfg: PencomConfig) -> dict:
     return {"hostnames": [(("routes", i, "host"), r.host) for i, r in each(cfg.routes)],
@@ -63,5 +63,5 @@ def required_secrets(cfg: PencomConfig) -> list[SecretKey]:
     return needed + secret_keys.registry_secrets("pencom", images(cfg))
 
 
-PRODUCT = ProductDefinition(name="pencom", config_model=PencomConfig, build=build, secrets=required_secrets,
+PRODUCT = ProductDefinition(name="pencom", config_model=PencomConfig, plan=plan, secrets=required_secrets,
                             claims=claims)

@@ -1,6 +1,6 @@
-"""Pencom's plan: everything the stack will hold, computed from the config alone as plain
-values and secret references (``stacks.wiring``), before any resource exists. ``provision``
-turns it into resources; tests read it without the mock engine."""
+"""Pencom's plan values: everything the stack will hold, from the config alone, as plain values
+and secret references (``stacks.wiring``); ``stacks.pencom.steps`` makes them a ``ProductPlan``
+(``stacks.provision`` creates it). Tests read both without the mock engine."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def owner(user: str | None) -> str:
 
 
 def node_data_dir(name: str, node: str) -> str:
-    """A node's data directory, as ``OnPremVps`` names it (provision checks they agree)."""
+    """A node's data directory, as ``OnPremVps`` names it (``stacks.provision`` checks they agree)."""
     return f"/srv/{name}-{node}"
 
 
@@ -142,7 +142,7 @@ class PencomPlan:
     """the name on the session collector's certificate (the edge), which the other nodes check"""
 
 
-def plan(cfg: PencomConfig, environment) -> PencomPlan:
+def detail(cfg: PencomConfig, environment) -> PencomPlan:
     """The plan of ``cfg`` in ``environment`` (its ``name``, ``is_production`` and ``admin_cidrs``).
 
     Raises ``ValueError`` on what the config rules should have stopped first: an env key with

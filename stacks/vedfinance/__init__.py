@@ -7,9 +7,9 @@ healthcheck, none is privileged; the sshd baseline closes root and password logi
 go encrypted off-site to R2 daily and are restore-tested weekly (the 2025-12-23 audit's
 findings). Dev and staging keep separate databases on the shared Postgres, each role confined
 to its own.
-The product in four modules: ``config`` (the settings, the boundary), ``rules`` (what the
-models alone cannot check), ``plan`` (everything the stack holds, as plain values) and
-``provision`` (the resources, from the plan).
+The product in three parts: ``config`` (the settings, the boundary), ``rules`` (what the
+models alone cannot check) and ``plan`` (everything the stack holds, as plain values and the
+steps ``stacks.provision`` creates, the same for every product).
 """
 
 from __future__ import annotations
@@ -19,11 +19,10 @@ from stacks.definition import ProductDefinition, SecretKey
 from stacks.secret_keys import monitoring_secrets
 from stacks.vedfinance.config import SSH_KEY_SECRET, VedfinanceConfig
 from stacks.vedfinance.plan import plan
-from stacks.vedfinance.provision import build
 from stacks.vedfinance.rules import claims
 from stacks.wiring import service_secret_keys
 
-__all__ = ["PRODUCT", "VedfinanceConfig", "build", "plan"]
+__all__ = ["PRODUCT", "VedfinanceConfig", "plan"]
 
 def required_secrets(cfg: VedfinanceConfig) -> list[SecretKey]:
     # With a bootstrap user the deploy user is created from this key's public half
@@ -35,5 +34,5 @@ def required_secrets(cfg: VedfinanceConfig) -> list[SecretKey]:
     return needed + secret_keys.registry_secrets("vedfinance", [s.image for s in cfg.services])
 
 
-PRODUCT = ProductDefinition(name="vedfinance", config_model=VedfinanceConfig, build=build,
+PRODUCT = ProductDefinition(name="vedfinance", config_model=VedfinanceConfig, plan=plan,
                             secrets=required_secrets, claims=claims)
