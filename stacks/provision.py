@@ -96,14 +96,35 @@ class Provisioner:
     def run(self, s: Step) -> Any:
         result = STEPS[s.kind](self, s.name, **{k: self.resolve(v) for k, v in s.args})
         self.created[s.name] = result
-        for path, set_value in self._pending.pop(s.name, []):
-            set_value(_follow(result, path))
+        waiting = self._pending.pop(s.name, [])
+        while waiting:
+            path, set_value = waiting[0]
+            try:
+                value = _follow(result, path)
+            except (AttributeError, KeyError, TypeError) as exc:
+                self._pending[s.name] = waiting  # failed by provision(), with the rest
+                raise RuntimeError(f"{s.name}: a reference to {'.'.join(path)}, which "
+                                   f"{type(result).__name__} does not have") from exc
+            set_value(value)
+            waiting.pop(0)
         if s.data_dir is not None:
             probe = HostFile(container_path="/p/f", content="")
             if result.data_dir != s.data_dir or \
                     host_path_for(result.data_dir, "s", probe) != wiring.host_file(s.data_dir, "s", "/p/f"):
                 raise RuntimeError(f"{s.name}: the plan placed its files elsewhere than {type(result).__name__}")
         return result
+
+    def fail_pending(self, error: BaseException) -> None:
+        """Fails every reference still waiting for a step: a registration that waits on one
+        would otherwise keep the program (and ``pulumi up``) from ever exiting, and resolving
+        it with a placeholder value would send that value to the provider."""
+        async def failed():
+            raise RuntimeError(f"{self.plan.name}: not provisioned: an earlier step failed: {error}")
+
+        for setters in self._pending.values():
+            for _, set_value in setters:
+                set_value(pulumi.Output.from_input(failed()))
+        self._pending.clear()
 
     def check_resolved(self) -> None:
         if self._pending:
@@ -136,15 +157,20 @@ def _follow(value: Any, path: tuple[str, ...]) -> Any:
 def provision(ctx, plan: ProductPlan) -> dict:
     """Creates ``plan``'s resources in order and returns its resolved outputs (registered on
     the product's root component). Raises ``RuntimeError`` when a step refers to one the plan
-    never runs, or a host places its files elsewhere than the plan did."""
+    never runs, or a host places its files elsewhere than the plan did; a step that raises
+    fails every registration still waiting on a later step, then the error propagates."""
     names = {s.name for s in plan.steps}
     # Before anything is registered: a registration waiting on a step that never runs waits for ever.
     missing = sorted({r.step for r in _refs((plan.steps, plan.outputs, plan.bucket_keys))} - names)
     if missing:
         raise RuntimeError(f"{plan.name}: references to steps the plan never runs: {missing}")
     p = Provisioner(ctx, plan)
-    for s in plan.steps:
-        p.run(s)
+    try:
+        for s in plan.steps:
+            p.run(s)
+    except BaseException as exc:
+        p.fail_pending(exc)
+        raise
     outputs = {key: p.resolve(value) for key, value in plan.outputs}
     p.check_resolved()
     p.product.register_outputs(outputs)
