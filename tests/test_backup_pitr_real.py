@@ -475,3 +475,76 @@ def test_a_ship_in_flight_at_the_switch_finishes_before_the_prune_and_check_of_i
     kept = rig.snapshots("--host", rig.job.job, "--tag", "wal", index=1)
     assert len(kept) == 1 and rig.wal_files(kept[0]), kept
     assert len(rig.snapshots("--host", rig.job.job, "--tag", "wal", index=0)) == 1
+
+
+# --- a base backup streaming into the active repository: no ship meets an exclusive lock
+
+def _ship_within(rig: Rig, seconds: float) -> tuple[float, subprocess.CompletedProcess]:
+    """One ship, killed (its whole group) after ``seconds``: a ship waiting on a lock would
+    otherwise retry for 300 s. The seconds it took and its result (returncode -9: killed)."""
+    started = time.monotonic()
+    ship = subprocess.Popen(["bash", str(rig.paths["wal-ship"])], env=rig.env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = ship.communicate(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        os.killpg(ship.pid, signal.SIGKILL)
+        out, err = ship.communicate(timeout=30)
+    return round(time.monotonic() - started, 2), subprocess.CompletedProcess(ship.args, ship.returncode, out, err)
+
+
+def test_wal_ships_under_steady_writes_never_wait_while_a_base_backup_streams_into_the_active_repository(
+        servers, base, tmp_path):
+    """A ``restic backup --stdin`` fed by a slow producer (the weekly base backup's stand-in)
+    holds restic's non-exclusive lock on the ACTIVE repository for the whole test, while writes
+    with ``pg_switch_wal()`` complete segments during every ship. A segment completing while
+    restic read the WAL directory made restic exit 3, and the ship's ``forget`` of that snapshot
+    needs restic's exclusive lock: it met "already locked" and waited 10 s a try, up to 300 s,
+    for as long as the base backup ran. A ship now reads its own stable view of the directory
+    (hard links and a copy of the ``.partial`` segment), so each succeeds within its interval."""
+    interval = ship_interval_seconds(1)
+    stop = threading.Event()
+    runs: list[tuple[float, subprocess.CompletedProcess]] = []
+    with Rig(servers, base, tmp_path, "wal-stream") as rig:
+        rig.ok("base-backup")  # generation 1: pitr-1 active
+        active = rig.generation() % 2
+        stand_in = subprocess.Popen(
+            ["bash", "-c", "for i in $(seq 1 1200); do head -c 65536 /dev/zero; sleep 0.1; done "
+                           "| restic backup --quiet --stdin --stdin-filename stand-in-base.tar --host stand-in"],
+            env={**rig.repository(active), "RESTIC_CACHE_DIR": str(tmp_path / "stand-in-cache")},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+
+        def load():
+            while not stop.is_set():
+                rig.source.sql("kro", f"INSERT INTO {rig.table} (note) SELECT 'load' FROM generate_series(1, 2000)")
+                rig.source.sql("postgres", "SELECT pg_switch_wal()")
+
+        writer = threading.Thread(target=load)
+        try:
+            deadline = time.monotonic() + 60
+            while not rig.locks(active):
+                assert stand_in.poll() is None, stand_in.communicate()
+                assert time.monotonic() < deadline, "the stand-in base backup took no lock in 60 s"
+                time.sleep(0.2)
+            segments_before = len([p for p in rig.wal_dir.iterdir() if not p.name.endswith(".partial")])
+            writer.start()
+            for _ in range(8):
+                runs.append(_ship_within(rig, interval))
+                if runs[-1][1].returncode != 0:
+                    break
+            segments = len([p for p in rig.wal_dir.iterdir() if not p.name.endswith(".partial")]) - segments_before
+            assert stand_in.poll() is None, "the stand-in base backup ended before the ships did"
+        finally:
+            stop.set()
+            if writer.is_alive():
+                writer.join()
+            os.killpg(stand_in.pid, signal.SIGINT)  # restic removes its lock on SIGINT
+            stand_in.communicate(timeout=60)
+    seconds = [s for s, _ in runs]
+    print(f"ship seconds while a base backup streamed into pitr-{active} ({segments} segments completed): {seconds}")
+    failed = [(s, r.returncode, r.stderr[-600:]) for s, r in runs if r.returncode != 0]
+    assert not failed, failed
+    assert len(runs) == 8 and max(seconds) < interval, seconds
+    assert not [r for _, r in runs if "already locked" in r.stderr], [r.stderr for _, r in runs]
+    assert segments >= 8, f"only {segments} segments completed during 8 ships"
+    assert rig.metric("wal", "platform_wal_archive_success") == 1
