@@ -212,6 +212,21 @@ def test_a_target_two_base_backups_back_uses_wal_shipped_before_the_later_one_pr
     assert f"WAL {wal[1]['id'][:8]}" in pitr.stdout, pitr.stdout
 
 
+def test_point_in_time_restore_reads_wal_shipped_from_the_directory_itself_before_the_ships_had_a_view(
+        servers, base, tmp_path):
+    """A repository the earlier ships filled holds WAL snapshots of ``$STATE/wal`` itself: the
+    PITR test finds them by their tag and restores their segments as it does a view's."""
+    with Rig(servers, base, tmp_path, "wal-upgrade") as rig:
+        rig.ok("base-backup")
+        target = rig.between()
+        _restic(rig.repository(rig.generation() % 2), "backup", "--quiet", "--host", rig.job.job, "--tag", "wal",
+                str(rig.wal_dir))
+    assert [w["paths"] for w in rig.snapshots("--tag", "wal")] == [[str(rig.wal_dir)]]
+    pitr = rig.pitr(target)
+    assert pitr.returncode == 0, pitr.stderr + pitr.stdout
+    assert "probe: before\n" in pitr.stdout, pitr.stdout
+
+
 def test_a_target_before_every_base_backup_fails_and_says_so(servers, base, tmp_path):
     with Rig(servers, base, tmp_path, "wal-too-early") as rig:
         rig.ok("base-backup")
@@ -228,8 +243,9 @@ def test_wal_ships_under_steady_writes_succeed_while_segments_complete(servers, 
     """Writes that complete a WAL segment every moment (a busy payments database): restic often
     read the directory while pg_receivewal renamed NAME.partial to NAME, stored a snapshot
     without it and exited 3, and the ship failed ("at least one source file could not be
-    read"). The ship forgets that snapshot and ships again; every run succeeds, and the point
-    in time in the middle of the load is restored."""
+    read"). A ship reads a view of its own (hard links and a copy of the ``.partial``), always
+    at the same path: every run succeeds, every snapshot holds an unbroken run of segments, and
+    the point in time in the middle of the load is restored."""
     stop = threading.Event()
     ships: list[subprocess.CompletedProcess] = []
     with Rig(servers, base, tmp_path, "wal-busy") as rig:
@@ -254,10 +270,14 @@ def test_wal_ships_under_steady_writes_succeed_while_segments_complete(servers, 
             stop.set()
             writer.join()
     assert [s.returncode for s in ships] == [0] * 8, [s.stderr[-800:] for s in ships if s.returncode]
-    retried = sum("completed while shipping" in s.stderr for s in ships)
-    print(f"{retried} of 8 ships met a segment completing and shipped again")
-    # Every WAL snapshot left is whole: the forgotten ones are gone.
-    assert len(rig.snapshots("--host", rig.job.job, "--tag", "wal")) == 8
+    wal = rig.snapshots("--host", rig.job.job, "--tag", "wal")
+    assert len(wal) == 8 and {tuple(w["paths"]) for w in wal} == {(str(rig.state / "wal-ship" / "pitr-1"),)}, wal
+    assert not (rig.state / "wal-ship" / "pitr-1").exists(), "the ship left its view behind"
+    for snapshot in wal:
+        # NAME.partial stands for NAME; 256 segments of 16 MiB to a log file.
+        names = {n.removesuffix(".partial") for n in rig.wal_files(snapshot)}
+        numbers = sorted(int(n[8:16], 16) * 256 + int(n[16:], 16) for n in names)
+        assert numbers == list(range(numbers[0], numbers[0] + len(numbers))), (snapshot["id"], sorted(names))
     pitr = rig.run("pitr-test", PITR_TARGET_TIME=target, PITR_PROBE_DATABASE="kro",
                    PITR_PROBE_SQL=f"SELECT count(*) FILTER (WHERE note = 'before') || ',' || "
                                   f"count(*) FILTER (WHERE note = 'after') FROM {rig.table}")
