@@ -212,6 +212,21 @@ def test_a_target_two_base_backups_back_uses_wal_shipped_before_the_later_one_pr
     assert f"WAL {wal[1]['id'][:8]}" in pitr.stdout, pitr.stdout
 
 
+def test_point_in_time_restore_reads_wal_shipped_from_the_directory_itself_before_the_ships_had_a_view(
+        servers, base, tmp_path):
+    """A repository the earlier ships filled holds WAL snapshots of ``$STATE/wal`` itself: the
+    PITR test finds them by their tag and restores their segments as it does a view's."""
+    with Rig(servers, base, tmp_path, "wal-upgrade") as rig:
+        rig.ok("base-backup")
+        target = rig.between()
+        _restic(rig.repository(rig.generation() % 2), "backup", "--quiet", "--host", rig.job.job, "--tag", "wal",
+                str(rig.wal_dir))
+    assert [w["paths"] for w in rig.snapshots("--tag", "wal")] == [[str(rig.wal_dir)]]
+    pitr = rig.pitr(target)
+    assert pitr.returncode == 0, pitr.stderr + pitr.stdout
+    assert "probe: before\n" in pitr.stdout, pitr.stdout
+
+
 def test_a_target_before_every_base_backup_fails_and_says_so(servers, base, tmp_path):
     with Rig(servers, base, tmp_path, "wal-too-early") as rig:
         rig.ok("base-backup")
@@ -228,8 +243,9 @@ def test_wal_ships_under_steady_writes_succeed_while_segments_complete(servers, 
     """Writes that complete a WAL segment every moment (a busy payments database): restic often
     read the directory while pg_receivewal renamed NAME.partial to NAME, stored a snapshot
     without it and exited 3, and the ship failed ("at least one source file could not be
-    read"). The ship forgets that snapshot and ships again; every run succeeds, and the point
-    in time in the middle of the load is restored."""
+    read"). A ship reads a view of its own (hard links and a copy of the ``.partial``), always
+    at the same path: every run succeeds, every snapshot holds an unbroken run of segments, and
+    the point in time in the middle of the load is restored."""
     stop = threading.Event()
     ships: list[subprocess.CompletedProcess] = []
     with Rig(servers, base, tmp_path, "wal-busy") as rig:
@@ -254,10 +270,14 @@ def test_wal_ships_under_steady_writes_succeed_while_segments_complete(servers, 
             stop.set()
             writer.join()
     assert [s.returncode for s in ships] == [0] * 8, [s.stderr[-800:] for s in ships if s.returncode]
-    retried = sum("completed while shipping" in s.stderr for s in ships)
-    print(f"{retried} of 8 ships met a segment completing and shipped again")
-    # Every WAL snapshot left is whole: the forgotten ones are gone.
-    assert len(rig.snapshots("--host", rig.job.job, "--tag", "wal")) == 8
+    wal = rig.snapshots("--host", rig.job.job, "--tag", "wal")
+    assert len(wal) == 8 and {tuple(w["paths"]) for w in wal} == {(str(rig.state / "wal-ship" / "pitr-1"),)}, wal
+    assert not (rig.state / "wal-ship" / "pitr-1").exists(), "the ship left its view behind"
+    for snapshot in wal:
+        # NAME.partial stands for NAME; 256 segments of 16 MiB to a log file.
+        names = {n.removesuffix(".partial") for n in rig.wal_files(snapshot)}
+        numbers = sorted(int(n[8:16], 16) * 256 + int(n[16:], 16) for n in names)
+        assert numbers == list(range(numbers[0], numbers[0] + len(numbers))), (snapshot["id"], sorted(names))
     pitr = rig.run("pitr-test", PITR_TARGET_TIME=target, PITR_PROBE_DATABASE="kro",
                    PITR_PROBE_SQL=f"SELECT count(*) FILTER (WHERE note = 'before') || ',' || "
                                   f"count(*) FILTER (WHERE note = 'after') FROM {rig.table}")
@@ -475,3 +495,76 @@ def test_a_ship_in_flight_at_the_switch_finishes_before_the_prune_and_check_of_i
     kept = rig.snapshots("--host", rig.job.job, "--tag", "wal", index=1)
     assert len(kept) == 1 and rig.wal_files(kept[0]), kept
     assert len(rig.snapshots("--host", rig.job.job, "--tag", "wal", index=0)) == 1
+
+
+# --- a base backup streaming into the active repository: no ship meets an exclusive lock
+
+def _ship_within(rig: Rig, seconds: float) -> tuple[float, subprocess.CompletedProcess]:
+    """One ship, killed (its whole group) after ``seconds``: a ship waiting on a lock would
+    otherwise retry for 300 s. The seconds it took and its result (returncode -9: killed)."""
+    started = time.monotonic()
+    ship = subprocess.Popen(["bash", str(rig.paths["wal-ship"])], env=rig.env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = ship.communicate(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        os.killpg(ship.pid, signal.SIGKILL)
+        out, err = ship.communicate(timeout=30)
+    return round(time.monotonic() - started, 2), subprocess.CompletedProcess(ship.args, ship.returncode, out, err)
+
+
+def test_wal_ships_under_steady_writes_never_wait_while_a_base_backup_streams_into_the_active_repository(
+        servers, base, tmp_path):
+    """A ``restic backup --stdin`` fed by a slow producer (the weekly base backup's stand-in)
+    holds restic's non-exclusive lock on the ACTIVE repository for the whole test, while writes
+    with ``pg_switch_wal()`` complete segments during every ship. A segment completing while
+    restic read the WAL directory made restic exit 3, and the ship's ``forget`` of that snapshot
+    needs restic's exclusive lock: it met "already locked" and waited 10 s a try, up to 300 s,
+    for as long as the base backup ran. A ship now reads its own stable view of the directory
+    (hard links and a copy of the ``.partial`` segment), so each succeeds within its interval."""
+    interval = ship_interval_seconds(1)
+    stop = threading.Event()
+    runs: list[tuple[float, subprocess.CompletedProcess]] = []
+    with Rig(servers, base, tmp_path, "wal-stream") as rig:
+        rig.ok("base-backup")  # generation 1: pitr-1 active
+        active = rig.generation() % 2
+        stand_in = subprocess.Popen(
+            ["bash", "-c", "for i in $(seq 1 1200); do head -c 65536 /dev/zero; sleep 0.1; done "
+                           "| restic backup --quiet --stdin --stdin-filename stand-in-base.tar --host stand-in"],
+            env={**rig.repository(active), "RESTIC_CACHE_DIR": str(tmp_path / "stand-in-cache")},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+
+        def load():
+            while not stop.is_set():
+                rig.source.sql("kro", f"INSERT INTO {rig.table} (note) SELECT 'load' FROM generate_series(1, 2000)")
+                rig.source.sql("postgres", "SELECT pg_switch_wal()")
+
+        writer = threading.Thread(target=load)
+        try:
+            deadline = time.monotonic() + 60
+            while not rig.locks(active):
+                assert stand_in.poll() is None, stand_in.communicate()
+                assert time.monotonic() < deadline, "the stand-in base backup took no lock in 60 s"
+                time.sleep(0.2)
+            segments_before = len([p for p in rig.wal_dir.iterdir() if not p.name.endswith(".partial")])
+            writer.start()
+            for _ in range(8):
+                runs.append(_ship_within(rig, interval))
+                if runs[-1][1].returncode != 0:
+                    break
+            segments = len([p for p in rig.wal_dir.iterdir() if not p.name.endswith(".partial")]) - segments_before
+            assert stand_in.poll() is None, "the stand-in base backup ended before the ships did"
+        finally:
+            stop.set()
+            if writer.is_alive():
+                writer.join()
+            os.killpg(stand_in.pid, signal.SIGINT)  # restic removes its lock on SIGINT
+            stand_in.communicate(timeout=60)
+    seconds = [s for s, _ in runs]
+    print(f"ship seconds while a base backup streamed into pitr-{active} ({segments} segments completed): {seconds}")
+    failed = [(s, r.returncode, r.stderr[-600:]) for s, r in runs if r.returncode != 0]
+    assert not failed, failed
+    assert len(runs) == 8 and max(seconds) < interval, seconds
+    assert not [r for _, r in runs if "already locked" in r.stderr], [r.stderr for _, r in runs]
+    assert segments >= 8, f"only {segments} segments completed during 8 ships"
+    assert rig.metric("wal", "platform_wal_archive_success") == 1

@@ -54,15 +54,15 @@ GENERATIONS = textwrap.dedent("""\
     # use_repository I -- restic's commands from here on work on repository I.
     use_repository() { export RESTIC_REPOSITORY="$BUCKET_REPOSITORY/pitr-$1"; }
     repository_exists() { restic cat config >/dev/null 2>&1; }
-    # repository_snapshots PATH -- "epoch id repository" of every snapshot of PATH in both
-    # repositories, oldest first. --no-lock: a ship's forget (a segment completed while it read)
-    # may hold the active one's lock for a moment, and listing needs none.
+    # repository_snapshots FILTER... -- "epoch id repository" of every snapshot matching restic's
+    # filters (--path P, --tag T) in both repositories, oldest first. --no-lock: listing needs
+    # none, and so waits for no other host's exclusive lock.
     repository_snapshots() {
       local i
       for i in 0 1; do
         use_repository "$i"
         repository_exists || continue
-        restic --no-lock snapshots --json --host "$JOB" --path "$1" \\
+        restic --no-lock snapshots --json --host "$JOB" "$@" \\
           | jq -r --arg i "$i" '.[] | "\\(.time) \\(.id) \\($i)"'
       done | while read -r time id i; do echo "$(date -d "$time" +%s) $id $i"; done | sort -n
     }

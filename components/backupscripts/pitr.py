@@ -35,29 +35,52 @@ def render_wal_receive_script(job: BackupJob) -> str:
     return script
 
 
-# ship_wal -- the WAL directory into restic. When a segment completes while restic reads the
-# directory (pg_receivewal renames NAME.partial to NAME), restic stores a snapshot without it
-# and exits 3 ("at least one source file could not be read"): under steady writes most ships
-# did. That snapshot is forgotten and the directory shipped again. No check or prune of this
-# host locks the active repository (generations.py); a lock another host's run holds is waited
-# for, as restic_retry does; any other failure fails at once.
+# ship_wal -- a stable view of the WAL directory into restic. restic reading $WAL_DIR itself
+# met pg_receivewal renaming NAME.partial to NAME (a segment completed): it stored a snapshot
+# without it and exited 3, under steady writes on most ships, and forgetting that snapshot took
+# restic's exclusive lock, which waited up to 300 s while the weekly base backup streamed into
+# the same repository. So restic reads a directory of the ship's own, $STATE/wal-ship/pitr-I
+# (one per repository, the same path every ship: restic finds its parent snapshot there):
+# hard links to the completed segments (no copy; the rename does not touch them) and a copy of
+# the current .partial one (16 MiB; pg_receivewal goes on writing the original). The .partial
+# is copied first and the completed segments linked after it, so a segment completing between
+# the two is linked whole and none is missed. --ignore-ctime: linking a segment changes its
+# ctime, not its content, and without it restic would read every segment again each ship.
+# Nothing in that directory changes while restic reads it, so no exit is retried but a lock
+# another host's run holds (as restic_retry does); any other failure fails at once.
 _SHIP_WAL = textwrap.dedent("""\
+    stage_wal() {
+      local stage="$1" file
+      rm -rf "$stage"
+      mkdir -p "$stage"
+      for file in "$WAL_DIR"/*.partial; do
+        [ -e "$file" ] || continue
+        cp "$file" "$stage/" 2>/dev/null || [ ! -e "$file" ] || fail "cannot copy $file into $stage"
+      done
+      # A segment the base backup drops meanwhile is no error (the archive has it).
+      if ! find "$WAL_DIR" -maxdepth 1 -type f ! -name '*.partial' -print0 \\
+          | LC_ALL=C xargs -0 -r cp -l -t "$stage" 2>"$WORK/stage.err"; then
+        ! grep -v 'No such file or directory' "$WORK/stage.err" >&2 || fail "cannot link the WAL segments into $stage"
+      fi
+      for file in "$stage"/*.partial; do
+        [ ! -e "${file%.partial}" ] || rm -f "$file"
+      done
+    }
     ship_wal() {
-      local attempt status summary snapshot
+      local attempt status stage="$STATE/wal-ship/pitr-$ACTIVE"
+      # One ship per repository at a time (systemd runs one anyway): the view is rebuilt by each.
+      mkdir -p "$STATE/wal-ship"
+      exec 7>"$stage.lock"
+      flock -x 7
       for attempt in $(seq 1 30); do
+        stage_wal "$stage"
         status=0
-        summary="$(restic backup --quiet --json --host "$JOB" --tag wal "$WAL_DIR" 2>"$WORK/ship.err")" || status=$?
-        case "$status" in
-          0) return 0 ;;
-          3)
-            snapshot="$(printf '%s\\n' "$summary" | jq -r 'select(.message_type == "summary") | .snapshot_id' | tail -n 1)"
-            [ -z "$snapshot" ] || restic_retry forget "$snapshot"
-            echo "$JOB: a WAL segment completed while shipping (attempt $attempt), shipping again" >&2 ;;
-          *)
-            grep -q "already locked" "$WORK/ship.err" || { cat "$WORK/ship.err" >&2; return 1; }
-            echo "$JOB: repository locked (attempt $attempt), waiting" >&2
-            sleep 10 ;;
-        esac
+        restic backup --quiet --ignore-ctime --host "$JOB" --tag wal "$stage" 2>"$WORK/ship.err" || status=$?
+        rm -rf "$stage"
+        [ "$status" -ne 0 ] || return 0
+        grep -q "already locked" "$WORK/ship.err" || { cat "$WORK/ship.err" >&2; fail "restic backup of $stage failed (exit $status)"; }
+        echo "$JOB: repository locked (attempt $attempt), waiting" >&2
+        sleep 10
       done
       cat "$WORK/ship.err" >&2
       return 1
@@ -66,8 +89,10 @@ _SHIP_WAL = textwrap.dedent("""\
 
 
 def render_wal_ship_script(job: BackupJob) -> str:
-    """Ships the WAL directory (completed segments and the current ``.partial`` one) into restic,
-    every ``ship_interval_seconds``; writes the age of the newest archived WAL as a metric."""
+    """Ships a stable view of the WAL directory (completed segments hard-linked, the current
+    ``.partial`` one copied; ``$STATE/wal-ship/pitr-I``, removed after) into the active
+    repository, tag ``wal``, every ``ship_interval_seconds``; takes no exclusive restic lock.
+    Writes the age of the newest archived WAL as a metric."""
     labels = metric_labels(job)
     interval = ship_interval_seconds(job.rpo_minutes)
     # A failed run still reports the RPO, the newest segment and the receiver's state: the
@@ -75,7 +100,7 @@ def render_wal_ship_script(job: BackupJob) -> str:
     kept = (f'"platform_wal_archive_newest_segment_timestamp_seconds{{{labels}}} ${{NEWEST:-0}}"',
             f'"platform_wal_archive_rpo_seconds{{{labels}}} {job.rpo_minutes * 60}"',
             f'"platform_wal_receiver_up{{{labels}}} $RECEIVER_UP"')
-    return (script_prelude(job, "ship", "WAL shipping") + _wal_tools(job) + GENERATIONS
+    return (script_prelude(job, "ship", "WAL shipping", retry=False) + _wal_tools(job) + GENERATIONS
             + _SHIP_WAL + textwrap.dedent("""\
                 NEWEST=""
                 RECEIVER_UP=0
@@ -101,6 +126,12 @@ def render_wal_ship_script(job: BackupJob) -> str:
                 """))
 
 
+# WAL snapshots by their tag, grouped by it: those a ship stored from $STATE/wal before the
+# ships read a view of their own are thinned with the rest, not kept as a group of their own.
+_WAL_RETENTION = ('restic_retry forget --host "$JOB" --tag wal --group-by host,tags --keep-within 2d'
+                  ' --keep-within-daily "$((RETENTION_DAYS + 7))d"\n')
+
+
 def render_base_backup_script(job: BackupJob) -> str:
     """The weekly base backup: a new generation first (the inactive repository becomes the
     active one, components/backupscripts/generations.py), then ``pg_basebackup -Ft -D -`` (tar
@@ -109,7 +140,7 @@ def render_base_backup_script(job: BackupJob) -> str:
     lock of the repository just left (it waits for a ship still in flight to it), retention
     there: base backups and WAL for the PITR window plus one week, and prune."""
     labels = metric_labels(job)
-    body = textwrap.dedent("""\
+    body = (textwrap.dedent("""\
         SIZE=0
         ADDED=0
         RUN="base-$(date -u +%Y%m%dT%H%M%SZ)"
@@ -118,20 +149,22 @@ def render_base_backup_script(job: BackupJob) -> str:
         """) + lock_inactive(7, "PRUNED") + textwrap.dedent("""\
         # WAL shipped every run holds segments back to the previous base backup, so one WAL
         # snapshot after a target time restores it from the newest base backup before it.
-        BASES="$(repository_snapshots "/$JOB-base.tar")"
+        BASES="$(repository_snapshots --path "/$JOB-base.tar")"
         PREVIOUS="$(printf '%s\\n' "$BASES" | tail -n 2 | head -n 1 | cut -d' ' -f1)"
         if [ "$(printf '%s\\n' "$BASES" | grep -c .)" -ge 2 ]; then
           find "$WAL_DIR" -maxdepth 1 -type f ! -name '*.partial' ! -newermt "@$PREVIOUS" -delete
         fi
+        # No ship to it is in flight (lock 7): a view a killed ship left holds no WAL longer.
+        rm -rf "$STATE/wal-ship/pitr-$PRUNED"
         use_repository "$PRUNED"
         if repository_exists; then
         """) + textwrap.indent(f"RETENTION_DAYS={job.retention_days}\n" + retention_section(
-            f"/{job.job}-base.tar", within='"$((RETENTION_DAYS + 7))d"', prune=False) + retention_section(
-            f"{job.state_dir}/wal", within="2d", extra=' --keep-within-daily "$((RETENTION_DAYS + 7))d"'), "  ") + textwrap.dedent("""\
+            f"/{job.job}-base.tar", within='"$((RETENTION_DAYS + 7))d"', prune=False) + _WAL_RETENTION + "restic_retry prune\n", "  ")
+        + textwrap.dedent("""\
         fi
         exec 7>&-
         maintenance_metrics "pitr-prune-$JOB.prom" platform_pitr_prune_last_success_timestamp_seconds "$PRUNED"
-        """)
+        """))
     return (script_prelude(job, "base-backup", "weekly base backup") + _wal_tools(job) + GENERATIONS
             + BACKUP_STREAM + backup_failure_trap(labels) + body + backup_success_metrics(labels)
             + 'echo "$JOB: stored base backup $RUN in pitr-$NEW ($SIZE bytes read, $ADDED bytes added); '
@@ -175,7 +208,7 @@ def render_pitr_test_script(job: BackupJob) -> str:
         flock -s 8
         flock -s 9
         snapshots() {{ repository_snapshots "$@"; }}
-        BASE="$(snapshots "/$JOB-base.tar" | awk -v t="$TARGET_EPOCH" '$1 <= t {{id = $2 " " $3}} END {{print id}}')"
+        BASE="$(snapshots --path "/$JOB-base.tar" | awk -v t="$TARGET_EPOCH" '$1 <= t {{id = $2 " " $3}} END {{print id}}')"
         [ -n "$BASE" ] || fail "no base backup taken before $TARGET"
         read -r BASE BASE_REPOSITORY <<<"$BASE"
         # Recovery stops only at the first commit after the target, so the WAL snapshot is the
@@ -183,12 +216,12 @@ def render_pitr_test_script(job: BackupJob) -> str:
         # next one drops local WAL older than BASE (render_base_backup_script), so a WAL
         # snapshot taken before that second base backup after the target is whole. Either may
         # be in either repository.
-        LIMIT="$(snapshots "/$JOB-base.tar" | awk -v t="$TARGET_EPOCH" '$1 > t && ++n == 2 {{print $1; exit}}')"
-        WAL="$(snapshots "$STATE/wal" | awk -v t="$TARGET_EPOCH" -v limit="$LIMIT" \
+        LIMIT="$(snapshots --path "/$JOB-base.tar" | awk -v t="$TARGET_EPOCH" '$1 > t && ++n == 2 {{print $1; exit}}')"
+        WAL="$(snapshots --tag wal | awk -v t="$TARGET_EPOCH" -v limit="$LIMIT" \
           '$1 >= t && (limit == "" || $1 < limit) {{id = $2 " " $3}} END {{print id}}')"
         [ -n "$WAL" ] || fail "no WAL shipped after $TARGET yet"
         read -r WAL WAL_REPOSITORY <<<"$WAL"
-        NEWEST_WAL="$(snapshots "$STATE/wal" | tail -n 1 | cut -d' ' -f1)"
+        NEWEST_WAL="$(snapshots --tag wal | tail -n 1 | cut -d' ' -f1)"
         [ $(( ($(date +%s) - NEWEST_WAL) / 3600 )) -le "$MAX_AGE_HOURS" ] \
           || fail "the newest shipped WAL is older than $MAX_AGE_HOURS hours"
 
@@ -197,7 +230,9 @@ def render_pitr_test_script(job: BackupJob) -> str:
         restic dump "$BASE" "/$JOB-base.tar" | tar -x -C "$WORK/pgdata" || fail "base backup ${{BASE:0:8}} cannot be read"
         use_repository "$WAL_REPOSITORY"
         restic restore --quiet "$WAL" --target "$WORK/walrestore" >/dev/null || fail "WAL ${{WAL:0:8}} cannot be restored"
-        mv "$WORK/walrestore$STATE/wal" "$WORK/wal"
+        # The segments, wherever the snapshot held them ($STATE/wal-ship/pitr-I; $STATE/wal before).
+        mkdir -p "$WORK/wal"
+        find "$WORK/walrestore" -type f -exec mv -t "$WORK/wal" {{}} +
         rm -rf "$WORK/walrestore"
         exec 8>&- 9>&-
         # A segment still being written is archived as NAME.partial: recovery reads it as NAME.
