@@ -345,6 +345,12 @@ def database_reach(lab, box: str) -> dict[str, str]:
     backend, frontend = cid(KRO_SERVICE), cid("frontend")
     target = sh(lab, box, f"docker exec {backend} node -e {shlex.quote(DB_ADDRESS)}").strip()
     assert re.fullmatch(r"[A-Za-z0-9.-]+:\d+", target), target
+    # The box resolves the name, as the live datastore probes do (rehearsal/checks/datastores.py):
+    # the lab's names for the managed clusters are the box's own, which a container's resolver
+    # may not see. The probe is about the egress rule, not about DNS.
+    name, port = target.rsplit(":", 1)
+    address = sh(lab, box, f"getent ahostsv4 {shlex.quote(name)}").split()[0]
+    target = f"{address}:{port}"
     return {name: sh(lab, box, f"docker exec {c} node -e {shlex.quote(DB_PROBE)} {target}").strip()
             for name, c in ((KRO_SERVICE, backend), ("frontend", frontend))}
 
