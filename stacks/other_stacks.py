@@ -2,9 +2,9 @@
 a stack") that keeps a hostname, a bucket, an app name, a machine's address or the management
 network would fight the other stack over the same DNS record, bucket, app or host.
 
-The config boundary of stack S reads every other committed ``Pulumi.<other>.yaml`` beside the
-project's ``Pulumi.yaml`` and compares what each names globally (``collisions.global_names``,
-the one definition). An other file that cannot be read or parsed is skipped with a note on
+The config boundary of stack S reads every other ``Pulumi.<other>.yaml`` beside the project's
+``Pulumi.yaml``, committed or not (Pulumi takes each as a stack of the project), and compares
+what each names globally (``collisions.global_names``, the one definition). An other file that cannot be read or parsed is skipped with a note on
 stderr; its own problems are its own stack's to report.
 """
 
@@ -23,7 +23,7 @@ from stacks.errors import CONFIG_NAMESPACE, key_path
 from validation import rules
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
-"""The directory of the project's ``Pulumi.yaml``, where the committed stack files live."""
+"""The directory of the project's ``Pulumi.yaml``, where its stack files live."""
 FIX = ("a globally named thing belongs to one stack: give this stack its own (README, \"Adding a stack\")")
 
 
@@ -70,7 +70,7 @@ def shared_with_other_stacks(stack: str, environment: Any, views: Mapping[str, A
                              path_for: Callable[[str], Callable[[Loc], str]], products: Mapping[str, Any],
                              project_dir: Path = PROJECT_DIR) -> Iterator[str]:
     """One problem per global name of ``stack`` (its ``environment`` and product ``views``) that
-    another committed stack file names too (a network: overlaps), naming both key paths and
+    another stack file of the project names too (a network: overlaps), naming both key paths and
     the fix. ``path_for(top)(loc)`` is the key path in this stack's config."""
     mine = global_names(environment, views, products)
     if not mine:
