@@ -45,7 +45,7 @@ RELEASE = Path("debian/dists") / SUITE / "Release"
 
 STACK_PACKAGES = (
     "fail2ban", "ufw", "unattended-upgrades", "ca-certificates", "curl", "docker.io",  # hostsetup
-    "systemd-timesyncd", "python3-systemd", "iptables", "openssl",                   # hostsetup
+    "systemd-timesyncd", "python3-systemd", "iptables", "openssl", "iproute2",       # hostsetup
     "certbot",                                                                       # ingress
     "rclone", "postgresql-client", "redis-tools", "restic", "jq",                    # backup
     "auditd", "audispd-plugins", "rsyslog", "rsyslog-gnutls",                         # sessions
