@@ -65,9 +65,10 @@ def test_recipe_key_changes_with_packages_or_script_and_only_then():
     assert base != rootfs.recipe_key(finish=rootfs.FINISH_SCRIPT + "true\n")
 
 
-def test_box_recipe_preinstalls_nothing_the_stack_installs_except_ca_certificates():
-    # ca-certificates is in every cloud image and the stack ensures it too.
-    assert set(rootfs.PACKAGES) & set(aptrepo.STACK_PACKAGES) == {"ca-certificates"}
+def test_box_recipe_preinstalls_nothing_the_stack_installs_except_what_every_cloud_image_has():
+    # ca-certificates and iproute2 are in every cloud image (Ubuntu 24.04's included), and the
+    # stack ensures both too (apply_unit's listening check uses iproute2's ss).
+    assert set(rootfs.PACKAGES) & set(aptrepo.STACK_PACKAGES) == {"ca-certificates", "iproute2"}
 
 
 def test_debian_mirror_from_deb822_and_one_line_sources(tmp_path):
