@@ -34,6 +34,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping, Optional, Sequence
 
+from rehearsal.checks.tiermodel import main_network
+
 INTERNET_PROBE = "10.200.0.254"
 """The internet probe's source: on the lab's ``public`` network (rehearsal.overlay.PUBLIC), outside
 every admin CIDR the overlay maps (those go to the gateway, ``.1``) and every box (from ``.10``)."""
@@ -102,10 +104,13 @@ def parse_inspect(document: str) -> list[BoxContainer]:
 
 
 def probe_container(containers: Sequence[BoxContainer]) -> Optional[BoxContainer]:
-    """The container that stands for ``containers:H``: the first by :data:`TIER_PREFERENCE`, then
-    by name (None when nothing runs)."""
+    """The container that stands for ``containers:H``: of those on the host's main network
+    (``tiermodel.main_network``, as the expected side reads it from the capture), the first by
+    :data:`TIER_PREFERENCE`, then by name (None when nothing runs)."""
+    main = main_network({c.name: c.addresses for c in containers})
+    candidates = [c for c in containers if main is None or main in c.addresses]
     rank = {t: i for i, t in enumerate(TIER_PREFERENCE)}
-    return min(containers, key=lambda c: (rank.get(c.tier, len(rank)), c.name), default=None)
+    return min(candidates, key=lambda c: (rank.get(c.tier, len(rank)), c.name), default=None)
 
 
 def neighbour_address(cidr: str, index: int) -> str:

@@ -83,6 +83,20 @@ class Host:
     """Tiers of every container on its bridge."""
     services: frozenset[str] = frozenset()
     bastion: Optional[str] = None
+    apart: frozenset[str] = frozenset()
+    """Containers (resource names) that are not on the host's main network (:func:`main_network`):
+    a network of their own, like KRO's backend. The probe container of ``containers:H`` is on the
+    main network, so their own addresses are not on its bridge."""
+
+
+def main_network(networks_by_container: Mapping[str, Iterable[str]]) -> Optional[str]:
+    """The network most of a host's containers are on (ties: the first by name); ``None`` when
+    they are on none. ``rehearsal.checks.probes.probe_container`` places ``containers:H`` there."""
+    counts: dict[str, int] = {}
+    for networks in networks_by_container.values():
+        for network in set(networks):
+            counts[network] = counts.get(network, 0) + 1
+    return min(counts, key=lambda n: (-counts[n], n), default=None)
 
 
 @dataclass(frozen=True)
@@ -172,6 +186,10 @@ def topology(state: Mapping, stack_config: Mapping, policy_config: Mapping) -> T
             sides = ("public",)
         listeners, clients, bridge = [], set(), set()
         services = set()
+        networks = {c["name"]: [str(n.get("name")) for n in c["inputs"].get("networksAdvanced") or []]
+                    for c in containers}
+        main = main_network(networks)
+        apart = frozenset(name for name, nets in networks.items() if main is not None and main not in nets)
         for c in containers:
             label = _labels(c["inputs"])
             ctier = label.get("platform.tier", "none")
@@ -192,7 +210,7 @@ def topology(state: Mapping, stack_config: Mapping, policy_config: Mapping) -> T
             else:
                 clients.add(ctier)
         hosts[name] = Host(name, name.split("-", 1)[0], tier, sides, tuple(listeners), frozenset(clients),
-                           frozenset(bridge), frozenset(services))
+                           frozenset(bridge), frozenset(services), apart=apart)
     for product in {h.product for h in hosts.values()}:
         mine = [h for h in hosts.values() if h.product == product]
         edges = [h for h in mine if h.sides == ("public", "private")]
@@ -321,6 +339,8 @@ def expect(position: Position, target: Target, topo: Topology) -> Expectation:
                        else f"direct route {target.service} serves only {', '.join(sorted(clients))}")
     if target.side == "container":
         ok = position.kind in ("host", "containers") and position.host == target.host
+        if ok and position.kind == "containers" and target.service in topo.hosts[target.host].apart:
+            return verdict(False, "a network of its own: containers on the host's main bridge are not on it")
         return verdict(ok, "its own bridge" if ok else "container addresses answer only their bridge; the way in is a published port")
     if target.service == "sshd":
         host = topo.hosts[target.host]
