@@ -77,7 +77,7 @@ def test_ports_the_containers_listen_on_unpublished_answer_their_bridge_and_host
     at each container's own address, open from its host and its bridge, closed from the
     neighbour that routes the container subnet (the bridge guard's DOCKER-USER rules)."""
     for report, host, wanted in ((vedfinance, VPS, {("vedfinance-staging-api-dev", 3000), ("vedfinance-staging-prometheus", 9090)}),
-                                 (kro, KRO, {("kro-staging-backend", 3000), ("kro-staging-node-exporter", 9100)})):
+                                 (kro, KRO, {("kro-staging-frontend", 80), ("kro-staging-node-exporter", 9100)})):
         cells = [c for c in _cells(report, host) if c["side"] == "container" and (c["service"], c["port"]) in wanted]
         assert {(c["service"], c["port"]) for c in cells} == wanted
         seen = {(c["position"], c["service"], c["port"]): c["observed"] for c in cells}
@@ -86,6 +86,13 @@ def test_ports_the_containers_listen_on_unpublished_answer_their_bridge_and_host
             assert seen[(f"host:{host}", service, port)] == "open"
             assert seen[(f"containers:{host}", service, port)] == "open"
         assert {c["status"] for c in cells} == {PASS}, json.dumps(cells, indent=1)
+    # KRO's backend is alone on its database network: its host reaches it, the main bridge does not.
+    backend = {c["position"]: c for c in _cells(kro, KRO) if c["side"] == "container"
+               and (c["service"], c["port"]) == ("kro-staging-backend", 3000)}
+    assert backend[f"host:{KRO}"]["observed"] == "open"
+    assert backend[f"containers:{KRO}"]["observed"] == "closed"
+    assert backend["neighbour"]["observed"] == "closed"
+    assert {c["status"] for c in backend.values()} == {PASS}, json.dumps(backend, indent=1)
 
 
 def test_the_single_host_matrix_fails_only_on_container_egress(vedfinance):
