@@ -17,7 +17,7 @@ from typing import Any, Iterable, Optional, Sequence
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 
 def ssh_keypair() -> tuple[str, str]:
@@ -76,6 +76,39 @@ def _subject(inputs: dict) -> x509.Name:
     return x509.Name([x509.NameAttribute(oid, str(subject[k])) for k, oid in names.items() if subject.get(k)])
 
 
+# pulumi-tls's ``allowedUses`` values (the terraform-provider-tls names) as X.509 extensions: a
+# certificate the provider issues carries exactly these, so a server that checks a client
+# certificate's purpose (OpenSSL's ``sslclient``) refuses a server certificate in the lab as it
+# would on the hosts.
+_KEY_USAGES = ("digital_signature", "content_commitment", "key_encipherment", "data_encipherment",
+               "key_agreement", "cert_signing", "crl_signing", "encipher_only", "decipher_only")
+_EXTENDED_USAGES = {"any_extended": ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE,
+                    "server_auth": ExtendedKeyUsageOID.SERVER_AUTH, "client_auth": ExtendedKeyUsageOID.CLIENT_AUTH,
+                    "code_signing": ExtendedKeyUsageOID.CODE_SIGNING,
+                    "email_protection": ExtendedKeyUsageOID.EMAIL_PROTECTION,
+                    "timestamping": ExtendedKeyUsageOID.TIME_STAMPING, "ocsp_signing": ExtendedKeyUsageOID.OCSP_SIGNING}
+
+
+def _usages(builder: x509.CertificateBuilder, allowed: Sequence[str]) -> x509.CertificateBuilder:
+    """``builder`` with the KeyUsage and ExtendedKeyUsage ``allowed`` names (none: neither).
+    Raises ValueError for a name this stand-in does not know."""
+    unknown = sorted(set(allowed) - set(_KEY_USAGES) - set(_EXTENDED_USAGES))
+    if unknown:
+        raise ValueError(f"allowedUses the rehearsal cannot issue: {unknown}")
+    usage = {u: u in allowed for u in _KEY_USAGES}
+    if any(usage.values()):
+        builder = builder.add_extension(x509.KeyUsage(
+            digital_signature=usage["digital_signature"], content_commitment=usage["content_commitment"],
+            key_encipherment=usage["key_encipherment"], data_encipherment=usage["data_encipherment"],
+            key_agreement=usage["key_agreement"], key_cert_sign=usage["cert_signing"],
+            crl_sign=usage["crl_signing"], encipher_only=usage["encipher_only"] and usage["key_agreement"],
+            decipher_only=usage["decipher_only"] and usage["key_agreement"]), critical=True)
+    extended = [_EXTENDED_USAGES[u] for u in allowed if u in _EXTENDED_USAGES]
+    if extended:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(extended), critical=False)
+    return builder
+
+
 def _sign(subject: x509.Name, public_key, issuer: x509.Name, signing_key, inputs: dict,
           dns: Sequence[str] = (), ips: Sequence[str] = ()) -> str:
     now = datetime.datetime.now(datetime.timezone.utc)
@@ -89,6 +122,7 @@ def _sign(subject: x509.Name, public_key, issuer: x509.Name, signing_key, inputs
     sans = [x509.DNSName(d) for d in dns] + [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    builder = _usages(builder, [str(u) for u in inputs.get("allowedUses") or ()])
     algorithm = None if isinstance(signing_key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
     return builder.sign(signing_key, algorithm).public_bytes(serialization.Encoding.PEM).decode()
 

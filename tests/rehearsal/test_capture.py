@@ -228,3 +228,42 @@ def test_the_management_network_gets_a_lab_range_of_its_own_with_host_parts_kept
     assert not any(ipaddress.ip_address(a) in overlay.INTERNET and a in plan.hosts.values()
                    and plan.stack_address(a) and ipaddress.ip_address(plan.stack_address(a)) in stack_net
                    for a in overlay.addresses_in(sent))
+
+
+def test_lab_certificates_carry_the_allowed_uses_pulumi_tls_would_give_them():
+    """A server certificate (``server_auth``) is refused as a client by a server that checks the
+    purpose (nginx's ``ssl_verify_client``, OpenSSL's ``sslclient``), in the lab as on the hosts;
+    before, the lab's certificates carried no usage at all and any leaf passed as a client."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    from rehearsal import capture_answers as answers
+
+    def pem(key):
+        return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                 serialization.NoEncryption()).decode()
+
+    ca_key, leaf_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = answers._self_signed("ca", {"privateKeyPem": pem(ca_key), "isCaCertificate": True,
+                                     "subject": {"commonName": "lab CA"},
+                                     "allowedUses": ["cert_signing", "crl_signing", "digital_signature"]})["certPem"]
+    csr = answers._cert_request("req", {"privateKeyPem": pem(leaf_key), "subject": {"commonName": "mtls"},
+                                        "dnsNames": ["app.internal"]})["certRequestPem"]
+
+    def leaf(uses):
+        return x509.load_pem_x509_certificate(answers._locally_signed("leaf", {
+            "certRequestPem": csr, "caPrivateKeyPem": pem(ca_key), "caCertPem": ca,
+            "allowedUses": uses})["certPem"].encode())
+
+    server = leaf(["digital_signature", "key_encipherment", "server_auth"])
+    assert list(server.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value) == [ExtendedKeyUsageOID.SERVER_AUTH]
+    usage = server.extensions.get_extension_for_class(x509.KeyUsage).value
+    assert usage.digital_signature and usage.key_encipherment and not usage.key_cert_sign
+    client = leaf(["digital_signature", "client_auth"])
+    assert list(client.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value) == [ExtendedKeyUsageOID.CLIENT_AUTH]
+    root = x509.load_pem_x509_certificate(ca.encode())
+    assert root.extensions.get_extension_for_class(x509.KeyUsage).value.key_cert_sign
+    with pytest.raises(ValueError, match="allowedUses the rehearsal cannot issue"):
+        leaf(["server_auth", "ipsec_tunnel"])
