@@ -11,6 +11,7 @@ from components import wireguard
 from components.container_env import command_tls_off
 from components.hostsetup.delivery import HEREDOC_MARKER
 from stacks.errors import CONFIG_NAMESPACE, key_path
+from validation.connections import argument_credential, command_credential
 from validation.formats import control_characters, looks_secret_name, secret_parts, secret_value_kind
 
 
@@ -50,28 +51,50 @@ def string_problems(top: str, value: Any, document: Any) -> list[str]:
     return problems + command_problems(top, value, (), document)
 
 
+TLS_OFF_FIX = ("switches TLS or certificate verification off; remove it and verify the server with the CA "
+               "the program mounts (sslmode=verify-full, tls=true)")
+PASSWORD_IN_COMMAND_FIX = ("passes a password in plain text (value not shown), where the stack file, `ps` and "
+                           "`docker inspect` show it; store it with `pulumi config set --secret "
+                           f"{CONFIG_NAMESPACE}:<product>_<name>` (it prompts for the value), list it under "
+                           "secret_env and reference the variable (\"$NAME\", or a file under /run/secrets)")
+
+
+def _command_problem(command: str | list[str]) -> str | None:
+    """What is wrong with one command: TLS switched off (``command_tls_off``) or a literal
+    secret (``validation.connections.command_credential``); None when nothing is."""
+    if (off := command_tls_off(command)) is not None:
+        return f"{off} {TLS_OFF_FIX}"
+    if (spelling := command_credential(command)) is not None:
+        return f"{spelling} {PASSWORD_IN_COMMAND_FIX}"
+    return None
+
+
 def command_problems(top: str, value: Any, loc: tuple = (), document: Any = None) -> list[str]:
-    """TLS switched off in a command (``components.container_env.command_tls_off``): every list of
-    strings (an exec-form command such as ``healthcheck.command``) and every string under a key
-    that ends in ``command`` (``run_command``), at its key path."""
+    """TLS switched off or a literal password in a command (``_command_problem``): every list of
+    strings (an exec-form command such as ``healthcheck.command`` or an ``entrypoint``) and every
+    string under a key that ends in ``command`` (``run_command``), at its key path; and a
+    password option in an ``env`` value that is an argument string (``REDIS_ARGS: "--requirepass
+    X"``, ``validation.connections.argument_credential``)."""
     document = value if document is None else document
     found = []
     if isinstance(value, Mapping):
         for key, item in value.items():
             if isinstance(item, str) and str(key).endswith("command"):
-                if (off := command_tls_off(item)) is not None:
-                    found.append((loc + (key,), off))
+                if (problem := _command_problem(item)) is not None:
+                    found.append((loc + (key,), problem))
+            elif key == "env" and isinstance(item, Mapping):
+                found += [(loc + (key, name), f"{spelling} {PASSWORD_IN_COMMAND_FIX}")
+                          for name, text in item.items()
+                          if isinstance(text, str) and (spelling := argument_credential(text)) is not None]
             else:
                 found += [(None, p) for p in command_problems(top, item, loc + (key,), document)]
     elif isinstance(value, list) and value and all(isinstance(v, str) for v in value):
-        if (off := command_tls_off(list(value))) is not None:
-            found.append((loc, off))
+        if (problem := _command_problem(list(value))) is not None:
+            found.append((loc, problem))
     elif isinstance(value, list):
         for index, item in enumerate(value):
             found += [(None, p) for p in command_problems(top, item, loc + (index,), document)]
-    return [p if at is None else f"{key_path(top, at, document)}: {p} switches TLS or certificate verification "
-            "off; remove it and verify the server with the CA the program mounts (sslmode=verify-full, tls=true)"
-            for at, p in found]
+    return [p if at is None else f"{key_path(top, at, document)}: {p}" for at, p in found]
 
 
 SLACK_WEBHOOK = "hooks.slack.com/"

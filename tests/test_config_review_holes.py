@@ -228,3 +228,70 @@ def test_a_mount_of_the_host_is_refused_at_its_host_path(stack_document, host_pa
     problems = _problems(document)
     assert len(problems) == 1 and _has(problems, "platform:kro.services[0] (backend).mounts[0].host_path", text), \
         problems
+
+
+SECRET = "Sup3rS3cretPassw0rd"
+
+
+def _redis(document):
+    return next(s for s in document["config"]["platform:vedfinance"]["services"] if s["name"] == "redis")
+
+
+def _kro_backend(document):
+    return document["config"]["platform:kro"]["services"][0]
+
+
+PLAINTEXT_IN_COMMANDS = {
+    "redis-server --requirepass": (
+        lambda d: _redis(d).__setitem__("command", ["sh", "-c", f"exec redis-server --requirepass {SECRET} --appendonly yes"]),
+        "platform:vedfinance.services[5] (redis).command", "--requirepass"),
+    "curl -fsu user:password": (
+        lambda d: _kro_backend(d)["healthcheck"].__setitem__(
+            "command", ["sh", "-c", f"curl -fsu admin:{SECRET} http://127.0.0.1:3000/"]),
+        "platform:kro.services[0] (backend).healthcheck.command", "-u/--user"),
+    "env argument string": (
+        lambda d: _kro_backend(d)["env"].__setitem__("REDIS_ARGS", f"--requirepass {SECRET}"),
+        "platform:kro.services[0] (backend).env.REDIS_ARGS", "--requirepass"),
+    "PGPASSWORD= assignment": (
+        lambda d: _kro_backend(d)["healthcheck"].__setitem__(
+            "command", ["sh", "-c", f"PGPASSWORD={SECRET} pg_isready -h 127.0.0.1"]),
+        "platform:kro.services[0] (backend).healthcheck.command", "PGPASSWORD="),
+}
+
+
+@pytest.mark.parametrize("policy", [False, True])
+@pytest.mark.parametrize("case", sorted(PLAINTEXT_IN_COMMANDS))
+def test_a_literal_password_in_a_command_is_refused_before_anything_is_registered(
+        stack_document, write_stack, case, policy):
+    """A password typed into a command, a healthcheck's ``sh -c`` body or an env argument string
+    is seen by ``ps`` and ``docker inspect``: exit 2 at its key path, with or without the policy
+    pack (which judges it with the same parser, but only after registration), value not shown."""
+    from tests.test_config_boundary import _cli
+
+    mutate, path, spelling = PLAINTEXT_IN_COMMANDS[case]
+    document = stack_document("staging")
+    mutate(document)
+    result = _cli(write_stack(document, "staging"), *(["--policy"] if policy else []))
+    assert result.returncode == 2, result.stdout + result.stderr
+    problems = [line for line in result.stderr.splitlines() if line.startswith("  - ")]
+    assert problems == [f"  - {path}: {spelling} passes a password in plain text (value not shown)"
+                        + problems[0].partition("(value not shown)")[2]], result.stderr
+    assert "secret_env" in problems[0] and "nothing was registered" in result.stderr
+    assert SECRET not in result.stdout + result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda d: _redis(d).__setitem__("command", ["sh", "-c", 'exec redis-server --requirepass "$(cat /run/secrets/redis)"']),
+    lambda d: _redis(d).__setitem__("command", ["redis-server", "--requirepass", "${REDIS_PASSWORD}"]),
+    lambda d: _kro_backend(d)["healthcheck"].__setitem__("command", ["sh", "-c", 'curl -fsu "admin:$ADMIN_PASSWORD" http://127.0.0.1:3000/']),
+    lambda d: _kro_backend(d)["healthcheck"].__setitem__("command", ["sh", "-c", "curl -fsSu admin http://127.0.0.1:3000/"]),
+    lambda d: _kro_backend(d)["healthcheck"].__setitem__("command", ["sh", "-c", "PGPASSFILE=/run/secrets/pgpass pg_isready"]),
+    lambda d: _kro_backend(d)["env"].__setitem__("REDIS_ARGS", "--requirepass-file /run/secrets/redis --appendonly yes"),
+])
+def test_a_reference_to_a_secret_in_a_command_is_accepted(stack_document, mutate):
+    from stacks.config import validate_stack_config
+    from tests.test_config_boundary import _raw
+
+    document = stack_document("staging")
+    mutate(document)
+    validate_stack_config(_raw(document), stack="staging", check_secrets=False)

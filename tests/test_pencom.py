@@ -574,3 +574,16 @@ def test_every_datastore_dump_reaches_its_server_where_the_server_is_published(r
         assert "--network host" not in script, name
         checked += 1
     assert checked == 9, checked  # seven databases, Redis, the WAL archive
+
+
+@pytest.mark.fast
+def test_the_redis_backup_tool_mounts_only_the_ca_not_every_datastores_keys(revealed):
+    """The data node's ``files`` directory holds the TLS private key of every datastore; the redis
+    backup's tool container needs only the CA that verifies the rediss:// source."""
+    script = revealed.named("pencom-prod-redis-backup-install", COMMAND)["inputs"]["stdin"]
+    mounts = set(re.findall(r" -v (\S+):ro ", script))
+    ca = "/srv/pencom-prod-data/files/redis/run/platform/ca.crt"
+    assert mounts == {f"{ca}:{ca}"}, mounts
+    assert "-v /srv/pencom-prod-data/files:" not in script
+    postgres = revealed.named("pencom-prod-pencom-payments-backup-install", COMMAND)["inputs"]["stdin"]
+    assert "-v /srv/pencom-prod-data/files:/srv/pencom-prod-data/files:ro " in postgres

@@ -231,3 +231,84 @@ def test_nginx_parser_accepts_exactly_what_nginx_t_accepts(tmp_path, body):
     except NginxParseError:
         parsed_ok = False
     assert parsed_ok == (real.returncode == 0), real.stderr
+
+
+# --- literal passwords in commands: one parser for the config boundary and the policy pack -------
+
+PLAINTEXT = "platform-resource-disallow-plaintext-secrets"
+
+
+def _plaintext_messages(**inputs) -> list[str]:
+    from policy.offline import evaluate
+    from policy.rules import POLICIES
+    from policy.rules.fixtures import container, doc
+
+    policy = next(p for p in POLICIES if p.name == PLAINTEXT)
+    return [v["message"] for v in evaluate(doc(container(**inputs)), {}, policies=[policy])]
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("command,spelling", [
+    ("exec redis-server --requirepass Sup3rS3cretPassw0rd --appendonly yes", "--requirepass"),
+    ("curl -fsu admin:Sup3rS3cretPassw0rd http://127.0.0.1:3000/", "-u/--user"),
+    ("curl --user=admin:Sup3rS3cretPassw0rd http://127.0.0.1:3000/", "-u/--user"),
+    ("curl -XPOST -uadmin:Sup3rS3cretPassw0rd http://127.0.0.1:3000/", "-u/--user"),
+    ("PGPASSWORD=Sup3rS3cretPassw0rd pg_isready -h 127.0.0.1", "PGPASSWORD="),
+    ("MYSQL_PWD=Sup3rS3cretPassw0rd mysqladmin ping", "MYSQL_PWD="),
+    ("REDISCLI_AUTH=Sup3rS3cretPassw0rd redis-cli ping", "REDISCLI_AUTH="),
+    ("redis-cli --pass Sup3rS3cretPassw0rd ping", "--pass"),
+    ("wget --http-password=Sup3rS3cretPassw0rd http://x/", "--http-password="),
+    ("pg_dump --password=Sup3rS3cretPassw0rd db", "--password="),
+])
+def test_a_literal_password_in_a_command_is_found_nested_in_sh_c(command, spelling):
+    from validation.connections import command_credential
+
+    assert command_credential(command) == spelling
+    assert command_credential(["sh", "-c", command]) == spelling
+    assert command_credential(["bash", "-c", f"sh -c '{command}'"]) == spelling
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("command", [
+    'exec redis-server --requirepass "$REDIS_PASSWORD" --appendonly yes',
+    'exec redis-server --requirepass "$(cat /run/secrets/redis)"',
+    "redis-server --requirepass ${REDIS_PASSWORD}",
+    'REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli --no-auth-warning ping',
+    'redis-cli -a "$(cat /run/secrets/redis)" ping',
+    'curl -fsu "admin:$ADMIN_PASSWORD" http://127.0.0.1:3000/',
+    "curl -fsSu admin http://127.0.0.1:3000/",
+    "curl -XPUT -H 'X-User: a:b' http://127.0.0.1:3000/",
+    "PGPASSFILE=/run/secrets/pgpass pg_isready", "psql --password -h db", "psql --no-password -h db",
+    "redis-server --requirepass-file /run/secrets/redis",
+])
+def test_a_reference_to_a_secret_in_a_command_is_no_literal(command):
+    from validation.connections import command_credential
+
+    assert command_credential(command) is None
+    assert command_credential(["sh", "-c", command]) is None
+
+
+@pytest.mark.fast
+def test_the_policy_pack_finds_the_literal_passwords_the_boundary_refuses():
+    """The four spellings a new user found passing: the policy pack reads them with the same
+    parser as the boundary (``validation.connections``), in every place a command can be."""
+    secret = "Sup3rS3cretPassw0rd"
+    messages = _plaintext_messages(
+        command=["sh", "-c", f"exec redis-server --requirepass {secret} --appendonly yes"],
+        entrypoint=["curl", "-fsu", f"admin:{secret}", "http://127.0.0.1:3000/"],
+        healthcheck={"tests": ["CMD", "sh", "-c", f"PGPASSWORD={secret} pg_isready -h 127.0.0.1"]},
+        envs=[f"REDIS_ARGS=--requirepass {secret}", "REDIS_EXTRA_ARGS=--appendonly yes --maxmemory 160mb"])
+    assert any(m.startswith("command[2] passes a password on the command line (--requirepass)") for m in messages)
+    assert any(m.startswith("entrypoint passes a password on the command line (-u/--user)") for m in messages)
+    assert any(m.startswith("healthcheck.tests[3] sets PGPASSWORD in plain text") for m in messages)
+    assert "envs[0] passes a password as an argument (--requirepass) in plain text; pass it as a secret" in messages
+    assert not any(m.startswith("envs[1]") for m in messages) and not any(secret in m for m in messages)
+
+
+@pytest.mark.fast
+def test_the_policy_pack_leaves_references_to_secrets_alone():
+    assert _plaintext_messages(
+        command=["sh", "-c", 'exec redis-server --requirepass "$(cat /run/secrets/redis)"'],
+        entrypoint=["curl", "-fsu", "admin:${ADMIN_PASSWORD}", "http://127.0.0.1:3000/"],
+        healthcheck={"tests": ["CMD-SHELL", 'REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli ping']},
+        envs=["REDIS_ARGS=--requirepass-file /run/secrets/redis --appendonly yes"]) == []

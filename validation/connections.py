@@ -12,6 +12,8 @@ import shlex
 from typing import Iterator, Optional
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from validation.formats import looks_secret_name
+
 # --- shell words ------------------------------------------------------------------------------
 
 _SEPARATORS = {";", "&&", "||", "|", "&", "\n", ";;", "|&"}
@@ -31,10 +33,13 @@ def _tokens(text: str) -> list[str]:
         return [t for line in text.splitlines() for t in (*line.split(), "\n")]
 
 
-def simple_commands(words_or_text: str | list[str], depth: int = 0, nested: bool = True) -> Iterator[list[str]]:
+def simple_commands(words_or_text: str | list[str], depth: int = 0, nested: bool = True,
+                    keep_substitutions: bool = False) -> Iterator[list[str]]:
     """The simple commands (lists of words) in a shell script, or in an exec-form command given
     as a list; with ``nested``, the script of ``sh -c``/``bash -c`` is split in turn. Command
-    substitution is read inline (``"$(which curl) -k"`` is ``which curl -k``)."""
+    substitution is read inline (``"$(which curl) -k"`` is ``which curl -k``); with
+    ``keep_substitutions`` its first word keeps the ``$(`` (``--requirepass "$(cat f)"`` gives
+    ``$(cat``), so that an option's value read from a file is seen as no literal."""
     tokens = _tokens(words_or_text) if isinstance(words_or_text, str) else list(words_or_text)
     command: list[str] = []
     for token in [*tokens, ";"]:
@@ -44,12 +49,16 @@ def simple_commands(words_or_text: str | list[str], depth: int = 0, nested: bool
                 for index, word in enumerate(command[:-2]):
                     if os.path.basename(word) in _SHELLS and command[index + 1].startswith("-") \
                             and command[index + 1].endswith("c") and nested and depth < 4:
-                        yield from simple_commands(command[index + 2], depth + 1)
+                        yield from simple_commands(command[index + 2], depth + 1,
+                                                   keep_substitutions=keep_substitutions)
             command = []
         elif not isinstance(words_or_text, str):
             command.append(token)
         elif "$(" in token or "`" in token:
-            command.extend(w for part in token.split() if (w := part.strip("`$(){}")))
+            parts = [w for part in token.split() if (w := part.strip("`$(){}"))]
+            if keep_substitutions and parts and token.startswith(("$(", "`")):
+                parts[0] = "$(" + parts[0]
+            command.extend(parts)
         elif token not in _GROUPING and not set(token) <= set("()<>"):
             command.append(token)
 
@@ -79,30 +88,113 @@ def insecure_client(words: list[str]) -> bool:
 
 
 _PASSWORD_CLIENTS = {"redis-cli", "mysql", "mysqladmin", "mysqldump", "mariadb", "mariadb-dump", "keydb-cli"}
+# Options that take a password as their value whatever the program (redis-server's and keydb's
+# --requirepass/--masterauth, wget's --http-password...), as the next word or after "=".
+_PASSWORD_OPTIONS = {"--requirepass", "--masterauth", "--http-password", "--ftp-password", "--proxy-password"}
+# Any long option named *password/*passwd takes its value after "=" (psql's bare --password
+# takes none, it only makes psql prompt; --no-password is its opposite).
+_PASSWORD_EQUALS = re.compile(r"^(--(?:[a-z]+-)*(?:password|passwd|requirepass|masterauth))=(.*)$", re.DOTALL)
+# curl's short options that take a value (curl --help all): in a cluster such as -fsu, the rest
+# of the word or the next word is the value of the first of them.
+_CURL_VALUE_LETTERS = set("AbcCdDeEFHKmoPQrtTuUwxXyYz")
+_CURL_USER_OPTIONS = {"--user": "-u/--user", "--proxy-user": "--proxy-user", "u": "-u/--user", "U": "--proxy-user"}
+# A name that says where a secret is, not the secret: PGPASSFILE-like *_FILE, paths and ids.
+SECRET_REFERENCE = re.compile(r"_(?:FILE|PATH|DIR|NAME|ID)$", re.IGNORECASE)
 
 
-def password_argument(words: list[str]) -> Optional[str]:
-    """The option by which a command takes a password on its command line (where ``ps`` and the
-    container's inspect output show it), or None: ``--password=X`` for any program, and for
-    redis-cli and the MySQL clients ``-a X``, ``--pass X``, ``--password X`` and ``-pX``. A
-    value that is a variable reference (``$REDISCLI_AUTH``) is not plain text."""
-    def plain(value: str) -> bool:
-        return bool(value) and not value.startswith("$")
+def literal_secret(value: str, mask: str = "") -> bool:
+    """``value`` is the secret itself: not empty, not a reference to one (``$VAR``, ``${VAR}``,
+    a command substitution kept by ``simple_commands``, a file path such as ``/run/secrets/x``)
+    and not ``mask`` (the policy capture's stand-in for a secret leaf)."""
+    return bool(value) and not value.startswith(("$", "/")) and value != mask
+
+
+def _curl_user(words: list[str], mask: str) -> Optional[str]:
+    """curl's ``-u``/``--user``/``-U``/``--proxy-user`` given ``user:password`` with a literal
+    password (``user`` alone makes curl prompt; ``user:$PASS`` is a reference)."""
+    client = next((i for i, w in enumerate(words) if os.path.basename(w) == "curl"), None)
+    if client is None:
+        return None
+    rest = words[client + 1:]
+    for index, word in enumerate(rest):
+        following = rest[index + 1] if index + 1 < len(rest) else ""
+        option, value = None, None
+        if word.partition("=")[0] in ("--user", "--proxy-user"):
+            option, value = word.partition("=")[0], word.partition("=")[2] if "=" in word else following
+        elif re.fullmatch(r"-[A-Za-z].*", word):
+            for position, letter in enumerate(word[1:], start=2):
+                if letter in _CURL_VALUE_LETTERS:
+                    if letter in "uU":
+                        option, value = letter, word[position:] or following
+                    break
+        if option and ":" in value and literal_secret(value.partition(":")[2], mask):
+            return _CURL_USER_OPTIONS[option]
+    return None
+
+
+def password_argument(words: list[str], mask: str = "", program_known: bool = True) -> Optional[str]:
+    """The option by which a command takes a literal password on its command line (where ``ps``
+    and the container's inspect output show it), or None: ``--password=X`` and the other
+    ``_PASSWORD_EQUALS`` spellings and ``_PASSWORD_OPTIONS`` (``--requirepass X``) for any
+    program; for redis-cli and the MySQL clients ``-a X``, ``--pass X``, ``--password X`` and
+    ``-pX``; for curl ``-u user:X`` (in a cluster too: ``-fsu``). ``program_known=False`` reads
+    ``words`` as arguments of an unknown program (an env var such as ``REDIS_ARGS``): only the
+    options of any program count. A reference (``literal_secret``) is no literal."""
     for index, word in enumerate(words):
-        if word.startswith("--password=") and plain(word.partition("=")[2]):
-            return "--password="
+        following = words[index + 1] if index + 1 < len(words) else ""
+        if (match := _PASSWORD_EQUALS.match(word)) and literal_secret(match.group(2), mask):
+            return match.group(1) + "="
+        if word in _PASSWORD_OPTIONS and literal_secret(following, mask):
+            return word
+    if not program_known:
+        return None
+    if (option := _curl_user(words, mask)) is not None:
+        return option
     client = next((i for i, w in enumerate(words) if os.path.basename(w) in _PASSWORD_CLIENTS), None)
     if client is None:
         return None
     rest = words[client + 1:]
     for index, word in enumerate(rest):
         following = rest[index + 1] if index + 1 < len(rest) else ""
-        if word in ("-a", "--pass", "--password") and plain(following):
+        if word in ("-a", "--pass", "--password") and literal_secret(following, mask):
             return word
-        if word.startswith("--pass=") and plain(word.partition("=")[2]):
+        if word.startswith("--pass=") and literal_secret(word.partition("=")[2], mask):
             return "--pass="
-        if re.fullmatch(r"-p.+", word) and os.path.basename(words[client]) != "redis-cli" and plain(word[2:]):
+        if re.fullmatch(r"-p.+", word) and os.path.basename(words[client]) != "redis-cli" \
+                and literal_secret(word[2:], mask):
             return "-p<password>"
+    return None
+
+
+def secret_assignments(words: list[str], mask: str = "") -> Iterator[str]:
+    """The names of the ``NAME=value`` words of a command that set a secret-looking variable
+    (``validation.formats.looks_secret_name``: ``PGPASSWORD``, ``MYSQL_PWD``, ``REDISCLI_AUTH``,
+    not a ``*_FILE`` reference) to a literal value (``literal_secret``)."""
+    for name, value in assignments(words):
+        if looks_secret_name(name) and not SECRET_REFERENCE.search(name) and literal_secret(value, mask):
+            yield name
+
+
+def command_credential(command: str | list[str]) -> Optional[str]:
+    """How a command (a shell string, or an exec-form list; ``sh -c`` scripts in turn) spells a
+    literal secret, or None: ``PGPASSWORD=`` (a secret-looking assignment) or the option
+    (``password_argument``). Never the value. The config boundary and the policy pack's
+    platform-resource-disallow-plaintext-secrets both judge commands with these functions."""
+    for words in simple_commands(command, keep_substitutions=True):
+        for name in secret_assignments(words):
+            return f"{name}="
+        if (option := password_argument(words)) is not None:
+            return option
+    return None
+
+
+def argument_credential(value: str, mask: str = "") -> Optional[str]:
+    """The option by which an env var's value that is a program's argument string (``REDIS_ARGS:
+    "--requirepass X"``) passes a literal password (``password_argument`` of an unknown program),
+    or None."""
+    for words in simple_commands(value, keep_substitutions=True):
+        if (option := password_argument(words, mask, program_known=False)) is not None:
+            return option
     return None
 
 

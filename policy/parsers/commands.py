@@ -17,15 +17,17 @@ ENV_INPUTS = ("envs", "environment", "env")
 a pulumi-command Command's ``environment`` (a map); either form is read under each name."""
 
 
-def commands(props):
+def commands(props, keep_substitutions: bool = False):
     """(path, words) of every simple command in every input but the environment (``ENV_INPUTS``,
     at any depth): each string split as a shell script (``sh -c`` scripts in turn), and each list
     of strings (a container's ``command``, ``entrypoint``, healthcheck ``tests``) as one
-    exec-form command, ``curl -k`` in two items."""
+    exec-form command, ``curl -k`` in two items. ``keep_substitutions``: as in
+    ``simple_commands`` (a ``$(cat f)`` value stays a reference)."""
     def walk(value, path):
         if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
             if len(value) > 1 and all(isinstance(v, str) for v in value):
-                for words in simple_commands(list(value), nested=False):
+                for words in simple_commands(list(value), nested=False,
+                                                keep_substitutions=keep_substitutions):
                     yield path, words
             for index, item in enumerate(value):
                 yield from walk(item, f"{path}[{index}]")
@@ -35,6 +37,6 @@ def commands(props):
                 if key not in ENV_INPUTS:
                     yield from walk(value[key], f"{path}.{key}" if path else str(key))
         elif isinstance(value, str) and path:
-            for words in simple_commands(value):
+            for words in simple_commands(value, keep_substitutions=keep_substitutions):
                 yield path, words
     yield from walk(props, "")

@@ -10,15 +10,13 @@ from policy.parsers.commands import ENV_INPUTS, URL, commands
 from policy.rules.base import (CRITICAL, MANDATORY, SECRET_MASK, T_APP, T_COMMAND, T_CONTAINER, T_DROPLET,
                                Case, resource_policy, walk_strings, DO)
 from policy.rules.fixtures import container, doc, res
-from validation.connections import assignments, parse_conninfo, password_argument
+from validation.connections import argument_credential, parse_conninfo, password_argument, secret_assignments
 from validation.formats import KNOWN_TOKENS
 
 # Names that say secret: the words anywhere, and the short suffixes (DB_PW, SMTP_PASS, X_KEY)
 # as whole parts of the name; a public key is not one.
 SECRET_NAME = re.compile(r"(password|passwd|secret|token|api_?key|private_?key|access_?key|dsn|"
                          r"(?:^|_)(?:pw|pwd|pass)$|(?<!public)_key$)", re.IGNORECASE)
-# A name that says where a secret is, not the secret: PGPASSFILE-like *_FILE, paths and ids.
-SECRET_REFERENCE = re.compile(r"_(?:FILE|PATH|DIR|NAME|ID)$", re.IGNORECASE)
 # A JSON Web Token (RFC 7519): three base64url parts, the first two JSON objects ("eyJ" is "{").
 JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{16,}")
 # The scheme is bounded so that a long value is searched in linear time.
@@ -58,16 +56,15 @@ def _conninfo_password(text: str) -> bool:
 
 
 def _in_commands(checked, leaves):
-    """Secrets the commands of the checked inputs spell out: an assignment of a secret-looking
-    name (``db_password=...``, quoting removed) and a password as a client argument."""
-    for path, words in commands(checked):
+    """Secrets the commands of the checked inputs spell out, judged as the config boundary judges
+    them (``validation.connections.command_credential``'s parts): an assignment of a
+    secret-looking name (``db_password=...``, quoting removed) and a password as an argument."""
+    for path, words in commands(checked, keep_substitutions=True):
         if path in leaves:
             continue
-        for name, value in assignments(words):
-            if SECRET_NAME.search(name) and not SECRET_REFERENCE.search(name) and value \
-                    and not value.startswith("$") and value != SECRET_MASK:
-                yield f"{path} sets {name} in plain text; pass it as a secret"
-        if (option := password_argument(words)) is not None:
+        for name in secret_assignments(words, SECRET_MASK):
+            yield f"{path} sets {name} in plain text; pass it as a secret"
+        if (option := password_argument(words, SECRET_MASK)) is not None:
             yield (f"{path} passes a password on the command line ({option}); pass it as a secret "
                    "in the environment (REDISCLI_AUTH, MYSQL_PWD)")
 
@@ -129,6 +126,9 @@ def _check_plaintext_secrets(props, args):
         elif re.match(r"^[A-Za-z0-9_]+=.+", text) and SECRET_NAME.search(text.split("=", 1)[0]) \
                 and (path.startswith(ENV_INPUTS) or not re.search(r"\s", text)):
             found.append(f"{path} sets {text.split('=', 1)[0]} in plain text; pass it as a secret")
+        elif path.startswith(ENV_INPUTS) and (option := argument_credential(
+                text.partition("=")[2] if path.startswith("envs[") else text, SECRET_MASK)) is not None:
+            found.append(f"{path} passes a password as an argument ({option}) in plain text; pass it as a secret")
         elif _hex_key(text) and not path.startswith("triggers"):
             found.append(f"{path} holds a hex key in plain text; pass it as a secret")
         elif SECRET_NAME.search(name) and text and not path.startswith("triggers"):

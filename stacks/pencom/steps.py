@@ -199,7 +199,8 @@ def _steps(cfg: PencomConfig, environment, p: PencomPlan) -> tuple[Step, ...]:
         steps.append(step(
             "backup", f"{backup_job_name(name, job.label)}-backup", stack=name, label=job.label, backup=cfg.backup,
             kind=job.kind, tool_image=job.source.image, runner=ref(runner, "ssh"), runner_ready=ready[job.kind],
-            mounts=(f"{node_data_dir(name, job.node)}/files",), cluster_rpo=p.cluster_rpo, rpo_minutes=job.rpo_minutes,
+            mounts=_backup_mounts(job, node_data_dir(name, job.node)), cluster_rpo=p.cluster_rpo,
+            rpo_minutes=job.rpo_minutes,
             # The data node publishes its datastores on its private address only, so 127.0.0.1
             # is theirs only inside the server's own network namespace.
             source_service=job.source.name if job.kind != "minio" else "",
@@ -207,3 +208,12 @@ def _steps(cfg: PencomConfig, environment, p: PencomPlan) -> tuple[Step, ...]:
             source_uri=bucket_url if job.uri is None else job.uri, environment=dict(job.environment),
             protect=p.production))
     return tuple(steps)
+
+
+def _backup_mounts(job, data_dir: str) -> tuple[str, ...]:
+    """The host paths a backup job's tool container reads (read-only, at the same path): the
+    redis job only the CA file its ``BACKUP_CA_CERT`` names, since the node's ``files``
+    directory holds every datastore's TLS private key; the postgres and mongodb jobs name their
+    CA in the URI (``sslrootcert``, ``tlsCAFile``) and keep the whole ``files`` directory."""
+    cas = tuple(path for key, path in job.environment if key == "BACKUP_CA_CERT")
+    return cas if job.kind == "redis" and cas else (f"{data_dir}/files",)
