@@ -25,7 +25,8 @@ from pulumi_policy.policy import PolicyCustomTimeouts, PolicyResourceOptions, _N
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError, unknown_checking_proxy
 
 from policy.rules import POLICIES
-from policy.rules.base import PACK_NAME, PACK_VERSION, WAIVER_MAX_DAYS, matches_everything, today
+from policy.rules.base import PACK_NAME, PACK_VERSION, WAIVER_MAX_DAYS, today
+from policy.rules.globs import matches_everything, too_broad
 
 POLICY_DIR = Path(__file__).resolve().parent
 LEVELS = {level.value: level for level in EnforcementLevel}
@@ -35,14 +36,19 @@ class PolicyConfigError(ValueError):
     """A policy config the pack cannot apply: one line naming each bad key and the allowed values."""
 
 
+MANDATORY_NAMES = frozenset(p.name for p in POLICIES if p.enforcement_level is EnforcementLevel.MANDATORY)
+"""Policies a stack's config may not disable or demote: their findings are excused one
+resource kind at a time by waivers, each with a reason and an expiry, never switched off."""
+
 # Waivers of this policy are the register its check reads, not excuses: they name no resources.
 REGISTER = "platform-waiver-configure-reason-and-expiry"
 
 
 def waiver_problems(key: str, waivers: Any) -> list[str]:
     """What is wrong with ``<key>.waivers``: each waiver needs a ``name``, ``expires`` as
-    YYYY-MM-DD at most WAIVER_MAX_DAYS (180) from today, and ``resources``, a list of globs each
-    naming something (``matches_everything`` refuses ``*``); a waiver of the register policy
+    YYYY-MM-DD at most WAIVER_MAX_DAYS (180) from today, a ``reason`` that is not blank when
+    given, and ``resources``, a list of globs each naming a kind of resource (``too_broad``
+    refuses ``*``, ``kro*``, ``kro-staging-*``); a waiver of the register policy
     (REGISTER) names no resources. A missing reason or a past date stay violations at run time
     (README "Policy pack"), so an expired waiver shows in the report instead of failing the load."""
     if not isinstance(waivers, list):
@@ -55,6 +61,9 @@ def waiver_problems(key: str, waivers: Any) -> list[str]:
             continue
         if not isinstance(waiver.get("name"), str) or not waiver.get("name"):
             problems.append(f"{at}.name: give the waiver a name")
+        if "reason" in waiver and not (isinstance(waiver["reason"], str) and waiver["reason"].strip()):
+            problems.append(f"{at}.reason: {json.dumps(waiver['reason'])[:40]} says nothing; write why the "
+                            "exception is safe and who accepted it")
         try:
             until = datetime.date.fromisoformat(str(waiver.get("expires")))
         except ValueError:
@@ -74,13 +83,18 @@ def waiver_problems(key: str, waivers: Any) -> list[str]:
             if matches_everything(glob):
                 problems.append(f"{at}.resources[{position}]: {json.dumps(glob)[:40]} matches every resource; "
                                 "name the resources, such as \"*-cadvisor\"")
+            elif too_broad(glob):
+                problems.append(f"{at}.resources[{position}]: {json.dumps(glob)[:40]} matches a whole product "
+                                "or stack; name the kind of resource after the wildcard (\"kro-*-firewall\") "
+                                "or give product, stack and resource before it (\"kro-staging-db-*\")")
     return problems
 
 
 def policy_config_problems(config: Mapping[str, Any]) -> list[str]:
     """What is wrong with a policy config (the ``--policy-pack-config`` shape): a key that names
     no policy of the pack (``all`` holds settings every policy gets, never ``waivers``), an
-    enforcement level other than ``LEVELS``, or a waiver ``waiver_problems`` refuses. The engine
+    enforcement level other than ``LEVELS``, a mandatory policy (``MANDATORY_NAMES``) set to
+    ``advisory`` or ``disabled``, or a waiver ``waiver_problems`` refuses. The engine
     refuses the first two at ``pulumi preview``; the offline run refuses all, instead of a
     KeyError, a silently ignored waiver or one that switches the pack off."""
     names = sorted(p.name for p in POLICIES)
@@ -104,6 +118,11 @@ def policy_config_problems(config: Mapping[str, Any]) -> list[str]:
             shown = json.dumps(level)[:40] if isinstance(entry, (str, Mapping)) else json.dumps(entry)[:40]
             problems.append(f"{key}: enforcement level {shown} is not one of {', '.join(LEVELS)} (give "
                             "the level, or an object of settings with an optional enforcementLevel)")
+        elif key in MANDATORY_NAMES and (isinstance(entry, str) or "enforcementLevel" in entry) \
+                and level != EnforcementLevel.MANDATORY.value:
+            at = key if isinstance(entry, str) else f"{key}.enforcementLevel"
+            problems.append(f"{at}: {key} is mandatory and a stack's config cannot make it {level}; "
+                            "excuse the resources it flags with a waiver (name, reason, expiry, resources)")
         elif isinstance(entry, Mapping) and "waivers" in entry:
             problems.extend(waiver_problems(str(key), entry["waivers"]))
     return problems

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from synth import sdkschema
-from synth.values import holds_unknown
+from synth.values import digest, holds_unknown
 
 
 @dataclass
@@ -27,6 +27,8 @@ class Capture:
     preview: bool = False
     duplicate_urns: list[str] = field(default_factory=list)
     pulumi_urn_inputs: list[str] = field(default_factory=list)
+    # Preview only: {urn: {input name: digest}} of a run with every output known (synth_capture).
+    known_digests: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def to_json(self, reveal: bool = False) -> dict[str, Any]:
         """Resources sorted by URN and invokes by content: both arrive in async order, which
@@ -58,7 +60,11 @@ class Capture:
         there). Only names and counts, never a value:
 
         ``{"by_type": {type: {"resources": int, "with_unknown_inputs": int,
-        "inputs": {top-level input name: int}}}, "resources": {urn: [input names]}}``"""
+        "inputs": {top-level input name: int}}}, "resources": {urn: [input names]},
+        "known_digests": {urn: {input name: 16 hex}}}``: for each unknown input, the digest of
+        its value when the outputs it reads take their mock values (``known_digests``, filled by
+        ``synth.run.synth_capture``), so a diff of two previews sees a change of the known inputs
+        the unknown is made from (``synth diff`` says "may change")."""
         by_type: dict[str, dict[str, Any]] = {}
         per_resource: dict[str, list[str]] = {}
         for resource in sorted(self.resources, key=lambda r: r["urn"]):
@@ -72,7 +78,18 @@ class Capture:
                 for name in names:
                     counts["inputs"][name] = counts["inputs"].get(name, 0) + 1
                 per_resource[resource["urn"]] = names
-        return {"by_type": dict(sorted(by_type.items())), "resources": per_resource}
+        digests = {urn: {name: self.known_digests[urn][name] for name in names
+                         if name in self.known_digests.get(urn, {})}
+                   for urn, names in per_resource.items() if urn in self.known_digests}
+        return {"by_type": dict(sorted(by_type.items())), "resources": per_resource,
+                "known_digests": digests}
+
+    def input_digests(self) -> dict[str, dict[str, str]]:
+        """``{urn: {input name: digest}}`` of every resource's revealed inputs (digest: 16 hex
+        of SHA-256, as for secret leaves; never a value)."""
+        return {r["urn"]: {name: digest(value) for name, value in
+                           self.revealed_inputs.get(r["urn"], r["inputs"]).items()}
+                for r in self.resources}
 
     def schema_findings(self) -> list[str]:
         """Every captured custom resource's inputs (secrets revealed, so their shape is checked

@@ -17,7 +17,8 @@ Deleting or replacing a stateful resource (``synth.replacements.stateful_reason`
 holds data, or a container with a writable data mount) or deleting a protected one is a warning
 that says what goes with it (its data, or for a protected VPC, database user or reserved IP what
 it serves: ``synth.replacements.DEPENDENCY_LOSS``),
-at the top and exit code 3. In a production stack that is final; elsewhere ``allow_stateful_changes`` (``--allow-stateful-changes``) accepts it, exit 0, and the
+at the top and exit code 3. In a production stack (base OR head says so, or the stack's name
+is production: ``change_is_production``) that is final; elsewhere ``allow_stateful_changes`` (``--allow-stateful-changes``) accepts it, exit 0, and the
 warning stays in the comment. The one exception, in every stack: the image patch of a container
 that writes data, acknowledged in the stack config (a service's ``maintenance``, carried in the
 container's labels) for exactly that image change, is listed as planned maintenance and does not
@@ -33,6 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from stacks.production import is_production_name
 from synth.input_diff import KNOWN_AFTER_APPLY, MISSING, InputChange, input_changes, is_unknown, show, text_lines
 from synth.replacements import DEPENDENCY_LOSS, loss, maintenance_of, replacing_inputs, stateful_reason
 from synth.state import product_of
@@ -68,6 +70,8 @@ class Diff:
     # Replacements of data-writing containers that a maintenance acknowledgement covers: shown,
     # never blocking (README "Patching a datastore's image in production").
     maintenance: list[str] = field(default_factory=list)
+    # Inputs unknown in a preview whose known ingredients changed (``may_change``).
+    may_change: list[str] = field(default_factory=list)
 
     @property
     def blocked(self) -> bool:
@@ -81,12 +85,18 @@ class Diff:
 # --- the whole state --------------------------------------------------------------------------
 
 def is_production(state: dict[str, Any]) -> bool:
-    """The stack's ``production`` output when present (stacks/program.py exports it), else
-    whether the stack is named prod."""
+    """Whether one document is of a production stack: its ``production`` output is true
+    (stacks/program.py exports it), or its stack name is production by
+    ``stacks.production.is_production_name`` (``prod``, ``prod-*``, ``*-prod``,
+    ``*-production``), whatever the output says: a document cannot talk a prod stack out of it."""
     outputs = state.get("outputs") or {}
-    if isinstance(outputs.get("production"), bool):
-        return outputs["production"]
-    return state.get("stack") == "prod"
+    return outputs.get("production") is True or is_production_name(str(state.get("stack") or ""))
+
+
+def change_is_production(base: dict[str, Any], head: dict[str, Any]) -> bool:
+    """A change is production when EITHER document is (``is_production``): the head is what the
+    pull request writes, so a head that flips ``production`` to false never lifts the block."""
+    return is_production(base) or is_production(head)
 
 
 def check_comparable(base: dict[str, Any], head: dict[str, Any]) -> None:
@@ -112,6 +122,7 @@ def diff_states(base: dict[str, Any], head: dict[str, Any], *,
     changes: list[Change] = []
     warnings: list[str] = []
     notes: list[str] = []
+    uncertain: list[str] = []
     pending = 0
     for urn in sorted(set(base_by_urn) | set(head_by_urn)):
         old, new = base_by_urn.get(urn), head_by_urn.get(urn)
@@ -127,6 +138,7 @@ def diff_states(base: dict[str, Any], head: dict[str, Any], *,
         else:
             inputs = input_changes(old, new)
             counted = [c for c in inputs if c.kind != "unknown"]
+            uncertain += may_change(base, head, new, {c.path.split(".", 1)[0].split("[", 1)[0] for c in counted})
             if not counted:
                 pending += bool(inputs)
                 continue
@@ -145,9 +157,30 @@ def diff_states(base: dict[str, Any], head: dict[str, Any], *,
                 warnings.append(f"replaces `{new['name']}` ({_short(new['type'])}): "
                                 f"{', '.join(forced_by)} changed, which forces a new resource"
                                 + (f"; it takes with it {served}" if served else ""))
-    return Diff(changes, warnings, production=is_production(head),
+    return Diff(changes, warnings, production=change_is_production(base, head),
                 allow_stateful_changes=allow_stateful_changes, known_after_apply=pending,
-                maintenance=notes)
+                maintenance=notes, may_change=uncertain)
+
+
+def may_change(base: dict[str, Any], head: dict[str, Any], resource: dict[str, Any],
+               shown: set[str]) -> list[str]:
+    """For two ``--preview`` states: one line per input of ``resource`` that is unknown until
+    apply in both and whose digest with the mock outputs known (``preview_unknowns.known_digests``,
+    ``synth.capture``) differs, so a known value it is made from changed (a CA path inside an
+    unknown DATABASE_URL); inputs already shown as changed (``shown``) are left out. Names
+    and digests only, never a value; ``[]`` for states without digests."""
+    def digests(state: dict[str, Any]) -> dict[str, str]:
+        return ((state.get("preview_unknowns") or {}).get("known_digests") or {}).get(resource["urn"]) or {}
+
+    before, after = digests(base), digests(head)
+    forcing = replacing_inputs(resource)
+    lines = []
+    for name in sorted(set(before) & set(after) - shown):
+        if before[name] != after[name]:
+            what = " (forces a replacement if it changes)" if name in forcing else ""
+            lines.append(f"`{resource['name']}` ({_short(resource['type'])}): `{name}` may change: "
+                         f"unknown until apply, and the known values it is made from changed{what}")
+    return lines
 
 
 MAINTENANCE_INPUTS = frozenset({"image", "labels"})
@@ -217,7 +250,7 @@ def _input_lines(change: InputChange) -> list[str]:
     body = change.lines
     if change.kind == "text" and change.old is MISSING:
         body = [f"+ {line}" for line in text_lines(change.new)]
-    count = sum(line.startswith(("+", "-")) for line in body)
+    count = sum(line.startswith(("+", "-", "~")) for line in body)
     summary = f"`{change.path}`: {count} line{'s' if count != 1 else ''} changed"
     fence = "```diff"
     return ["  - <details><summary>" + summary + "</summary>", "", f"    {fence}",
@@ -245,6 +278,10 @@ def markdown(diff: Diff, base: dict[str, Any], head: dict[str, Any],
     counts = {k: sum(c.kind == k for c in diff.changes) for k in SYMBOL}
     out.append(f"{counts['added']} to add, {counts['changed']} to change, {counts['replaced']} to "
                f"replace, {counts['removed']} to remove.")
+    if diff.may_change:
+        out += ["", "> [!WARNING]", "> **May change, unknown until apply** (a preview: the values below "
+                "depend on outputs not known yet, and the known inputs they are made from changed):"]
+        out += [f"> - {line}" for line in diff.may_change]
     if diff.known_after_apply:
         count = diff.known_after_apply
         out.append(f"{count} resource{'s' if count != 1 else ''} differ{'' if count != 1 else 's'} only "
@@ -266,6 +303,6 @@ def markdown(diff: Diff, base: dict[str, Any], head: dict[str, Any],
         if out[-1] != "":
             out.append("")
     if not diff.changes:
-        out.append("No resource changes.")
+        out.append("No resource changes known before apply." if diff.may_change else "No resource changes.")
     return "\n".join(out).rstrip("\n") + "\n"
 

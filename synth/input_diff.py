@@ -28,6 +28,10 @@ class Secret:
     digest: str | None
     env: str | None = None
     unknown: bool = False
+    # A multi-line secret's lines (``synth.secret_lines``): plain text, or a digest for a line
+    # made from a secret; None when the state does not split it (a preview). Not compared: the
+    # digest is the whole value, so a split and an unsplit copy of one secret are equal.
+    lines: tuple | None = field(default=None, compare=False)
 
 
 MISSING = object()
@@ -65,8 +69,10 @@ def _with_secrets(resource: dict[str, Any]) -> dict[str, Any]:
         if leaves is not None:
             key = leaf_path(path)
             if key in leaves:
+                split = leaves[key].get("lines")
                 return Secret(leaves[key].get("digest"), leaves[key].get("env"),
-                              bool(leaves[key].get("unknown")))
+                              bool(leaves[key].get("unknown")),
+                              tuple(_line_key(line) for line in split) if isinstance(split, list) else None)
         elif value == "[secret]" and path[0] in (resource.get("secret_inputs") or ()):
             return Secret((resource.get("secret_digests") or {}).get(path[0]))
         if isinstance(value, dict):
@@ -120,6 +126,41 @@ def _unified(old: Any, new: Any) -> list[str]:
             if not line.startswith(("---", "+++"))]
 
 
+def _line_key(line: Any) -> tuple[str, str]:
+    """One line of a split secret as ``("plain", text)`` or ``("secret", digest)``."""
+    return ("plain", line) if isinstance(line, str) else ("secret", str((line or {}).get("digest")))
+
+
+def _secret_unified(old: tuple, new: tuple) -> list[str]:
+    """The changed lines of a split multi-line secret, as ``_unified`` gives them: plain lines as
+    ``-``/``+`` text, a line made from a secret never shown: ``~ (secret changed)`` where a
+    secret line takes the place of another, else ``-(secret)``/``+(secret)``."""
+    out = []
+    matcher = difflib.SequenceMatcher(a=list(old), b=list(new), autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "equal":
+            continue
+        out.append(f"@@ -{_range(i1, i2)} +{_range(j1, j2)} @@")
+        before, after = list(old[i1:i2]), list(new[j1:j2])
+        for index in range(max(len(before), len(after))):
+            a = before[index] if index < len(before) else None
+            b = after[index] if index < len(after) else None
+            if a and b and a[0] == b[0] == "secret":
+                out.append("~ (secret changed)")
+                continue
+            if a:
+                out.append("-" + (a[1] if a[0] == "plain" else "(secret)"))
+            if b:
+                out.append("+" + (b[1] if b[0] == "plain" else "(secret)"))
+    return out
+
+
+def _range(start: int, stop: int) -> str:
+    """A hunk range as unified diff writes it (``5``, ``5,3``, ``4,0`` for none after line 4)."""
+    length = stop - start
+    return str(start + 1) if length == 1 else f"{start if length == 0 else start + 1},{length}"
+
+
 def _identity(*lists: list[Any]) -> str | None:
     """A key that names each item of every list once (``name``, ``key``...), so lists of objects
     compare item by item even when one is inserted."""
@@ -137,6 +178,9 @@ def _compare(old: Any, new: Any, path: str, out: list[InputChange]) -> None:
         return
     if is_unknown(old) or is_unknown(new):
         out.append(InputChange(path, "unknown", old, new))
+        return
+    if isinstance(old, Secret) and isinstance(new, Secret) and old.lines and new.lines:
+        out.append(InputChange(path, "text", old, new, _secret_unified(old.lines, new.lines)))
         return
     if isinstance(old, Secret) or isinstance(new, Secret):
         if isinstance(old, Secret) and isinstance(new, Secret):

@@ -17,6 +17,7 @@ from pulumi.runtime.proto import resource_pb2
 
 from synth import mockdata, sdkschema, wire
 from synth.capture import Capture
+from synth.secret_lines import rotate
 from synth.values import SECRET_MASK, decode_struct, digest, secret_leaves
 from synth.wire import UNKNOWN
 
@@ -58,6 +59,8 @@ class SynthMocks(pulumi_mocks.Mocks):
         self.invoke_answers = {**mockdata.INVOKE_ANSWERS, **(invoke_answers or {})}
         self.resource_outputs = {**mockdata.RESOURCE_OUTPUTS, **(resource_outputs or {})}
         self.preview = False
+        # synth.secret_lines: the run that tells secret lines from plain ones changes every secret.
+        self.rotate_secrets = False
         # Problems found while answering; run_program raises them after the run (an exception
         # raised on a monitor thread leaves a failed future behind, and its late traceback can
         # interrupt CPython 3.11's AST constructor: "recursion depth mismatch").
@@ -182,6 +185,9 @@ class CaptureMonitor(pulumi_mocks.MockMonitor):
         id_, state = self.mocks.new_resource(resource_args)
         # The real engine marks these outputs secret; the SDK leaves that to the engine.
         for key in request.additionalSecretOutputs:
+            if key in state and getattr(self.mocks, "rotate_secrets", False) and not wire.is_secret(state[key]):
+                # The second run of synth.secret_lines: every secret output differs from the first.
+                state[key] = rotate(state[key])
             if key in state and not wire.is_secret(state[key]):
                 state[key] = wire.secret(state[key])
         obj_proto = wire.sync_await(wire.serialize_properties(state, {}))

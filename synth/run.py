@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
 from synth.capture import Capture
 from synth.engine import PROJECT_ROOT, program_from_main, run_program
 from synth.mock_monitor import SynthMocks
+from synth.secret_lines import mark_secret_lines, rotate_config
 from synth.stackfile import StackFile, load_stack_file, placeholder_for, project_name
 
 
@@ -59,14 +61,24 @@ def synth_capture(
     if config_overrides:
         file.config.update(config_overrides)
     placeholders = with_placeholder_secrets(file) if fill_secrets else []
-    capture = run_program(
-        program or program_from_main(project_dir),
-        stack=stack,
-        config=file.config,
-        secret_keys=file.secret_keys,
-        project=project,
-        mocks=mocks,
-        preview=preview,
-    )
+    def run(dry_run: bool, config: Mapping[str, str] = file.config, run_mocks: Optional[SynthMocks] = mocks) -> Capture:
+        return run_program(program or program_from_main(project_dir), stack=stack, config=config,
+                           secret_keys=file.secret_keys, project=project, mocks=run_mocks, preview=dry_run)
+
+    capture = run(preview)
     capture.secret_placeholders = placeholders
+    if preview:
+        # An unknown hides the known inputs it is made from (a DATABASE_URL of an unknown
+        # password and a changed CA path is "[unknown]" either way), so two previews would be
+        # identical; the digest of what the value is with the mock outputs known tells them apart.
+        capture.known_digests = run(False).input_digests()
+    elif capture.revealed_inputs:
+        rotated_mocks = copy.copy(mocks) if mocks is not None else SynthMocks()
+        rotated_mocks.rotate_secrets = True
+        rotated_config = {k: rotate_config(v) if k in file.secret_keys else v for k, v in file.config.items()}
+        try:
+            rotated = run(False, rotated_config, rotated_mocks)
+        except Exception:  # noqa: BLE001 - a value the rotation breaks: the inputs stay whole secrets
+            return capture
+        mark_secret_lines(capture, rotated)
     return capture

@@ -17,11 +17,11 @@ from __future__ import annotations
 import datetime
 import fnmatch
 import ipaddress
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Optional
 
+from policy.rules.globs import too_broad
 from policy.rules.unknowns import UnknownItem, known_view, raise_skipped, unknown_guard
 from pulumi_policy import (EnforcementLevel, PolicyConfigSchema, ReportViolation,
                            ResourceValidationArgs, ResourceValidationPolicy, Severity,
@@ -272,21 +272,14 @@ WAIVER_MAX_DAYS = 180
 exception is looked at again at least that often (a 2031 or 9999 date is a permanent hole)."""
 
 
-def matches_everything(glob: str) -> bool:
-    """A waiver glob with fewer than three literal letters or digits (``*``, ``*-*``, ``?*``,
-    ``[a-z]*``): it names no resource, it excuses whatever the policy finds."""
-    literal = re.sub(r"\[[^\]]*\]|[*?]", "", str(glob))
-    return sum(ch.isalnum() for ch in literal) < 3
-
-
 def _waiver(config: Mapping, subjects: Iterable[str], marks: Iterable[str]) -> Optional[Mapping]:
     """The first waiver whose ``resources`` globs match a subject (resource or flow name), or
     whose name is a mark (a UFW line's ``# waiver: NAME``). A waiver's name alone never matches
-    a resource, and a match-everything glob matches nothing."""
+    a resource, and a glob ``too_broad`` refuses matches nothing."""
     subjects, marks = [s for s in subjects if s], {m for m in marks if m}
     for waiver in items(config.get("waivers")):
         waiver = mapping(waiver)
-        globs = [str(g) for g in items(waiver.get("resources")) if not matches_everything(str(g))]
+        globs = [str(g) for g in items(waiver.get("resources")) if not too_broad(str(g))]
         if waiver.get("name") in marks or any(fnmatch.fnmatchcase(s, g) for g in globs for s in subjects):
             return waiver
     return None
@@ -300,7 +293,7 @@ def waived(message: str, config: Mapping, subjects: Iterable[str], marks: Iterab
     if waiver is None:
         return message
     name, reason, expires = waiver.get("name"), waiver.get("reason"), waiver.get("expires")
-    if not reason or not expires:
+    if not str(reason or "").strip() or not expires:
         return f"{message} (waiver {name} names no reason or expiry date, so it excuses nothing)"
     try:
         until = datetime.date.fromisoformat(str(expires))
