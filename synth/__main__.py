@@ -69,6 +69,10 @@ def _synth_parser() -> argparse.ArgumentParser:
     parser.add_argument("--preview", action="store_true",
                         help="run as `pulumi preview` of a new stack would: outputs of resources "
                         "not yet created are unknown and apply callbacks on them do not run")
+    parser.add_argument("--review", action="store_true",
+                        help="also record what `synth diff` shows a reviewer: which lines of a "
+                        "secret script are plain, and (with --preview) which inputs an unknown "
+                        "value hides; one more run of the program")
     parser.add_argument("--check-schema", action="store_true",
                         help="check every input, provider configuration and invoke argument "
                         "against the installed provider SDKs' schemas; exit 1, one line per "
@@ -277,7 +281,8 @@ def synth(argv: list[str]) -> int:
 
     try:
         capture = synth_capture(args.stack, stack_file=args.stack_file,
-                                fill_secrets=not args.strict_secrets, preview=args.preview)
+                                fill_secrets=not args.strict_secrets, preview=args.preview,
+                                review=args.review)
     except (ConfigError, StackFileError) as exc:
         return _fail(str(exc), args.debug)
     except Exception as exc:  # noqa: BLE001 - the CLI's job is a clear message, not a traceback

@@ -88,32 +88,32 @@ _CAPTURES: dict[tuple[str, Optional[str], bool], Capture] = {}
 
 
 def capture_once(stack: str, *, document: Optional[Mapping[str, Any]] = None,
-                 preview: bool = False) -> Capture:
+                 preview: bool = False, review: bool = False) -> Capture:
     """The ``Capture`` of ``stack`` (``synth_capture``): of its committed stack file, or of
     ``document`` (a stack file's YAML content) written as that stack's file; ``preview`` as
-    ``python -m synth --preview``.
+    ``python -m synth --preview``; ``review`` as ``--review``.
 
     Each distinct (stack, document, preview) is synthesized once per test session (once per
     pytest-xdist worker): a synth costs seconds of CPU and most tests only read it. Shared:
     a caller must not change it (``synth_once`` hands out copies)."""
-    key = (stack, None if document is None else yaml.safe_dump(dict(document), sort_keys=True), preview)
+    key = (stack, None if document is None else yaml.safe_dump(dict(document), sort_keys=True), preview, review)
     if key not in _CAPTURES:
         if document is None:
-            _CAPTURES[key] = synth_capture(stack, preview=preview)
+            _CAPTURES[key] = synth_capture(stack, preview=preview, review=review)
         else:
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / f"Pulumi.{stack}.yaml"
                 path.write_text(yaml.safe_dump(dict(document), sort_keys=False))
-                _CAPTURES[key] = synth_capture(stack, stack_file=path, preview=preview)
+                _CAPTURES[key] = synth_capture(stack, stack_file=path, preview=preview, review=review)
     return _CAPTURES[key]
 
 
 def synth_once(stack: str, *, document: Optional[Mapping[str, Any]] = None,
-               reveal_secrets: bool = False, preview: bool = False) -> dict[str, Any]:
+               reveal_secrets: bool = False, preview: bool = False, review: bool = False) -> dict[str, Any]:
     """The capture (``synth_stack``'s JSON document) of ``stack``, from ``capture_once``: the
     masked and the revealed document come from one synth. Every call returns a deep copy, so
     a test that edits its document cannot change another's."""
-    return copy.deepcopy(capture_once(stack, document=document, preview=preview)
+    return copy.deepcopy(capture_once(stack, document=document, preview=preview, review=review)
                          .to_json(reveal=reveal_secrets))
 
 

@@ -69,7 +69,7 @@ def previews():
     document = yaml.safe_load((PROJECT_ROOT / "Pulumi.staging.yaml").read_text())
     assert document["config"]["platform:kro"]["database_ca_path"] == CA_PATH
     document["config"]["platform:kro"]["database_ca_path"] = NEW_CA_PATH
-    return synth_once("staging", preview=True), synth_once("staging", document=document, preview=True)
+    return synth_once("staging", preview=True, review=True), synth_once("staging", document=document, preview=True, review=True)
 
 
 def test_two_previews_differ_when_an_unknown_values_known_inputs_change(previews):
@@ -98,7 +98,7 @@ def ca_change():
 
     document = yaml.safe_load((PROJECT_ROOT / "Pulumi.staging.yaml").read_text())
     document["config"]["platform:kro"]["database_ca_path"] = NEW_CA_PATH
-    return synth_once("staging"), synth_once("staging", document=document)
+    return synth_once("staging", review=True), synth_once("staging", document=document, review=True)
 
 
 def test_a_secret_scripts_changed_plain_lines_show_and_its_secrets_never_do(ca_change):
@@ -109,7 +109,7 @@ def test_a_secret_scripts_changed_plain_lines_show_and_its_secrets_never_do(ca_c
     assert f'-PGSSLROOTCERT="/srv/kro-staging/files/backend{CA_PATH}"' in section
     assert f'+PGSSLROOTCERT="/srv/kro-staging/files/backend{NEW_CA_PATH}"' in section
     assert "`stdin`: (secret changed)" not in section
-    revealed = synth_once("staging", reveal_secrets=True)
+    revealed = synth_once("staging", reveal_secrets=True, review=True)
     script = next(r for r in revealed["resources"] if r["name"] == "kro-staging-db-backup-credentials")["inputs"]["stdin"]
     secrets = [line.split("=", 1)[1] for line in script.splitlines()
                if line.startswith(("PGPASSWORD=", "AWS_SECRET_ACCESS_KEY="))]
