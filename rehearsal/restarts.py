@@ -3,8 +3,8 @@ restart"): the set expected, derived from the program's own scripts and resource
 captures before and after the change, and the set observed on the boxes, from a snapshot of
 every container and every platform systemd unit taken before and after the drill's converges.
 
-A service is named ``container:<stack>/<service>`` (by its ``platform.*`` labels; a container
-without them by ``container:<name>``) or ``unit:<unit>``.
+A service is named ``container:<stack>/<service>`` (by its ``platform.*`` labels) or
+``unit:<unit>``.
 
 Expected (``expected_restarts``), per host converged:
 
@@ -14,7 +14,12 @@ Expected (``expected_restarts``), per host converged:
   signal or command); a reload (SIGHUP, ``squid -k``, ``nginx -s reload``) restarts nothing;
 - a host step's ``commit_files`` whose files changed restarts each unit its apply names with
   ``apply_unit [try-]restart|service-restart UNIT`` (``hostsetup.unit_apply``); a reload
-  restarts nothing; a unit the program delivers with ``PartOf=`` a restarted unit restarts too.
+  restarts nothing; a unit the program delivers with ``PartOf=`` a restarted unit restarts too;
+- a restarted or recreated PostgreSQL container restarts the WAL receiver that streams from it
+  (``platform-wal-receive-JOB``: pg_receivewal ends with its server and systemd starts it again).
+
+A container without ``platform.*`` labels is a backup unit's one-off tool container (``docker
+run --rm``, a new one each start): it is left out, and its unit's restart is what is compared.
 
 Observed (``changed``): a container whose (Id, StartedAt) list differs, a unit whose
 (InvocationID, ActiveEnterTimestamp) differs, one that appeared or went away.
@@ -38,6 +43,7 @@ SERVICE = re.compile(r"ensure_service_enabled (\S+)")
 LABEL = re.compile(r"--filter label=platform\.(stack|service)=(\S+?)[\s)\"]")
 PART_OF = re.compile(r"^PartOf=(\S+)$", re.M)
 UNIT_PATH = re.compile(r"^/etc/systemd/system/([^/]+)$")
+RECEIVER_PATH = re.compile(r"^/usr/local/sbin/(platform-wal-receive-\S+)$")
 
 
 def delivered_files(script: str) -> dict[str, tuple[str, str, str]]:
@@ -84,7 +90,8 @@ def _labels(script: str) -> Optional[str]:
 
 def restarted_by(apply: str, script: str) -> set[str]:
     """The services an apply command line restarts (not those it only reloads)."""
-    out = {f"unit:{unit}" for _, action, unit in APPLY_UNIT.findall(apply) if action != "reload"}
+    out = {f"unit:{unit.removesuffix('.service')}" for _, action, unit in APPLY_UNIT.findall(apply)
+           if action != "reload"}
     if re.search(r'docker restart "\$cid"', apply):
         service = _labels(script)
         if service is None:
@@ -117,6 +124,7 @@ def expected_restarts(before: StackCapture, after: StackCapture,
     for host in (after.hosts if hosts is None else hosts):
         found: set[str] = set()
         part_of: dict[str, set[str]] = {}
+        streams_from: dict[str, set[str]] = {}  # a container's service -> the receivers on it
         for step in after.host_steps(host):
             prior = old.get(step.urn)
             if step.kind == "container":
@@ -128,6 +136,11 @@ def expected_restarts(before: StackCapture, after: StackCapture,
             script, was = _script(step), delivered_files(_script(prior))
             files = delivered_files(script)
             for path, (_, _, content) in files.items():
+                receiver = RECEIVER_PATH.match(path)
+                for kind, source in (LABEL.findall(content) if receiver else ()):
+                    if kind != "service":
+                        continue
+                    streams_from.setdefault(source, set()).add(f"unit:{receiver.group(1)}")
                 unit = UNIT_PATH.match(path)
                 for parent in PART_OF.findall(content) if unit else ():
                     part_of.setdefault(f"unit:{parent.removesuffix('.service')}", set()).add(
@@ -135,6 +148,8 @@ def expected_restarts(before: StackCapture, after: StackCapture,
             for apply, paths in commits(script):
                 if any(files.get(p) != was.get(p) for p in paths):
                     found |= restarted_by(apply, script)
+        for source in sorted(k for k in found if k.startswith("container:")):
+            found |= streams_from.get(source.rsplit("/", 1)[-1], set())
         for parent in sorted(found):
             found |= part_of.get(parent, set())
         out[host] = found
@@ -178,10 +193,12 @@ def parse_snapshot(text: str) -> dict[str, tuple]:
         fields = line.split("|")
         if fields[0] == "container" and len(fields) == 6:
             _, stack, service, name, cid, started = fields
-            key = f"container:{stack}/{service}" if stack and service else f"container:{name.lstrip('/')}"
-            containers.setdefault(key, []).append((cid, started))
+            if not stack or not service or "<no value>" in (stack, service):
+                continue  # a unit's tool container (module docstring)
+            containers.setdefault(f"container:{stack}/{service}", []).append((cid, started))
         elif fields[0] == "unit" and len(fields) == 4 and (fields[2] or fields[3]):
-            units[f"unit:{fields[1]}"] = (fields[2], fields[3])
+            # Scripts name a unit with or without ".service": one key for both.
+            units[f"unit:{fields[1].removesuffix('.service')}"] = (fields[2], fields[3])
     return {**{k: tuple(sorted(v)) for k, v in containers.items()}, **units}
 
 

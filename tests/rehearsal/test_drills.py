@@ -66,10 +66,11 @@ ALERT_TIMEOUT_S = 600
 CHANGE_DRILLS = (("alert-slack-channel", "base", ()), ("alert-emails", "emails", ()),
                  ("egress-provider-removed", "egress", ()), ("postgres-certificate", "egress", (CERT,)))
 # The cross-check: Alertmanager and squid reload (SIGHUP, `squid -k reconfigure`), so only a
-# new certificate restarts a service, its own server.
+# new certificate restarts a service, its own server, and with it the WAL receiver streaming
+# from it (pg_receivewal ends with its server; systemd starts it again).
 EXPECTED_RESTARTS: dict[str, dict[str, set[str]]] = {
     "alert-slack-channel": {}, "alert-emails": {}, "egress-provider-removed": {},
-    "postgres-certificate": {VPS: {f"container:{VPS}/postgres"}},
+    "postgres-certificate": {VPS: {f"container:{VPS}/postgres", f"unit:platform-wal-receive-{VPS}-wal"}},
 }
 
 

@@ -93,8 +93,10 @@ SNAPSHOT = """\
 container|t|postgres|/t-postgres-1|aaa|2026-12-02T09:00:00Z
 container|t|alertmanager|/t-am-1|bbb|2026-12-02T09:00:00Z
 container|||/standin|ccc|2026-12-02T08:00:00Z
+container|<no value>|<no value>|/eager_hopper|eee|2026-12-02T08:30:00Z
 unit|fail2ban|inv1|Wed 2026-12-02 09:00:00 UTC
 unit|docker|inv2|Wed 2026-12-02 09:00:00 UTC
+unit|platform-wal-receive-t-wal.service|inv3|Wed 2026-12-02 09:00:00 UTC
 unit|systemd-timesyncd||
 """
 
@@ -116,6 +118,29 @@ def test_the_snapshot_diff_names_restarted_recreated_and_reloaded_services():
     assert restarts.changed(first, restarts.parse_snapshot(restarted)) == {"container:t/postgres"}
     assert restarts.changed(first, restarts.parse_snapshot(recreated)) == {"container:t/alertmanager"}
     assert restarts.changed(first, restarts.parse_snapshot(unit)) == {"unit:fail2ban"}
+    # As the lab saw the receiver: its ".service" name and the apply's bare one are one key.
+    receiver = _after(inv3="inv8")
+    assert restarts.changed(first, restarts.parse_snapshot(receiver)) == {"unit:platform-wal-receive-t-wal"}
+    # A backup unit's one-off tool container (no platform labels, a new one each start) is no
+    # service of its own: the lab saw one as "container:<no value>/<no value>".
+    assert not [k for k in first if "no value" in k or k == "container:standin"]
+    tool = _after(**{"/eager_hopper|eee|2026-12-02T08:30:00Z": "/jolly_turing|fff|2026-12-02T09:05:00Z"})
+    assert restarts.changed(first, restarts.parse_snapshot(tool)) == set()
+
+
+def test_a_restarted_postgres_restarts_the_wal_receiver_that_streams_from_it():
+    receiver = ("#!/bin/bash\npg_receivewal_() { docker run --rm -i --network \"container:$(docker ps -q "
+                "--filter label=platform.service=postgres | head -n 1)\" img pg_receivewal \"$@\"; }\n")
+    install = _command("wal-install", hostsetup.script(hostsetup.deliver_file(
+        "/usr/local/sbin/platform-wal-receive-t-wal", "0755", "root:root", receiver)))
+    before = _cap(_container("postgres", "postgres:17.2"), _container("redis", "redis:7"), install)
+    assert restarts.expected_restarts(before, _cap(_container("postgres", "postgres:17.3"),
+                                                   _container("redis", "redis:7"), install)) == {
+        HOST: {"container:t/postgres", "unit:platform-wal-receive-t-wal"}}
+    # Another container's restart leaves the receiver alone.
+    assert restarts.expected_restarts(before, _cap(_container("postgres", "postgres:17.2"),
+                                                   _container("redis", "redis:8"), install)) == {
+        HOST: {"container:t/redis"}}
 
 
 def test_the_comparison_fails_on_an_extra_restart_and_on_a_missing_one():
