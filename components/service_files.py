@@ -206,14 +206,57 @@ def render_service_script(stack: str, data_dir: str, service: str, files: Sequen
         "changed=()",
     ]
     sections += [_staged(host_path_for(data_dir, service, f), f, text) for f, text in zip(files, contents)]
+    kind = "secrets" if any(f.secret for f in files) else "files"
+    manifest = posixpath.join(data_dir, "files", ".delivered", f"{kind}-{service}.list")
+    delivered = [host_path_for(data_dir, service, f) for f in files]
+    sections.append(f"delivered=({' '.join(shlex.quote(p) for p in delivered)})\n" + STALE_FILES
+                    + f"remove_stale {shlex.quote(manifest)} {shlex.quote(posixpath.join(data_dir, 'files', service))}")
     certificates = [host_path_for(data_dir, service, f) for f, text in zip(files, contents)
                     if "-----BEGIN CERTIFICATE-----" in text]
     if certificates:
-        kind = "secrets" if any(f.secret for f in files) else "files"
         sections.append(CERTIFICATE_METRICS + f"certificate_metrics {textfile_dir}/certificates-{stack}-{kind}-{service}.prom "
                         + " ".join(certificates))
     sections.append(hostsetup.commit_staged(validate, apply, record="changed", when="true"))
+    sections.append(f"record_delivered {shlex.quote(manifest)}")
     return hostsetup.script(*sections)
+
+
+# A file the service no longer declares (a path that changed: platform:kro.database_ca_path)
+# leaves the host with the same commit that writes the others: each script lists what it
+# delivered (a manifest beside the services' directories, not inside a mounted one) and removes
+# what it delivered before and no longer does. Only its own earlier files, and only under the
+# service's directory: a file some other step wrote there is never touched. A removal is staged
+# as put_file stages a write, so a failed validate or apply puts the file back.
+STALE_FILES = r"""# remove_stale MANIFEST DIR -- stages the removal of every file MANIFEST lists, under DIR,
+# that is not in `delivered`, and records it in `changed`.
+remove_stale() {
+  local old path keep saved
+  [ -f "$1" ] || return 0
+  while IFS= read -r old; do
+    case "$old" in "$2"/*) ;; *) continue ;; esac
+    keep=no
+    for path in "${delivered[@]}"; do [ "$path" != "$old" ] || keep=yes; done
+    if [ "$keep" = yes ] || [ ! -f "$old" ]; then continue; fi
+    saved="$(pending_path "$old")"
+    install -d -m 0700 "$PENDING" || exit 1
+    cp -p "$old" "$saved" || exit 1
+    STAGED+=("$old")
+    rm -f "$old" || exit 1
+    changed+=("$old")
+    note_change "removed $old (no longer delivered)"
+  done <"$1"
+}
+
+# record_delivered MANIFEST -- after the commit: what this script delivers, for its next run.
+record_delivered() {
+  if [ "$(cat "$1" 2>/dev/null)" != "$(printf '%s
+' "${delivered[@]}")" ]; then
+    install -d -m 0700 "${1%/*}" || exit 1
+    printf '%s
+' "${delivered[@]}" >"$1" || exit 1
+  fi
+}
+"""
 
 
 # A restart or reload is done when the container serves again, not when `docker restart` returns:
