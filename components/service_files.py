@@ -202,6 +202,8 @@ def render_service_script(stack: str, data_dir: str, service: str, files: Sequen
         # Every container of the service (a create-first replacement that failed half-way leaves two).
         f'running="$(docker ps -q --filter label=platform.stack={stack} --filter label=platform.service={service})"',
         'cids=()',
+        "# cids is read by the validate and apply steps the commit evaluates.",
+        "# shellcheck disable=SC2034",
         '[ -z "$running" ] || mapfile -t cids <<<"$running"',
         "changed=()",
     ]

@@ -133,11 +133,11 @@ wg_interface() {
 
 # wg_apply -- applies wg0.conf to a running tunnel: a reload (wg syncconf, sessions kept) when
 # only peers changed, a restart when the [Interface] section did, each proven by wg_up within
-# 30 s. With no pending copy commit_files is re-applying the previous file after a failed apply:
+# 30 s. With no pending copy the commit is re-applying the previous file after a failed apply:
 # the tunnel is restarted on it. Hangups and broken pipes are ignored, so an operator's SSH
 # session that rides the tunnel and drops with the restart does not stop the proof half-way.
 wg_apply() {
-  local saved action=try-restart
+  local saved action="try-restart"
   trap '' HUP PIPE
   saved="$(pending_path CONF)"
   if [ ! -e "$saved" ] && [ ! -e "$saved.absent" ]; then
@@ -145,7 +145,7 @@ wg_apply() {
     return
   fi
   if [ -e "$saved" ] && [ "$(wg_interface "$saved")" = "$(wg_interface CONF)" ]; then
-    action=try-reload
+    action="try-reload"
   fi
   apply_unit "$action" wg-quick@IFACE 30 wg_up
 }
