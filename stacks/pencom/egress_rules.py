@@ -55,6 +55,9 @@ def _node_subnets_fit(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
     (``EgressLock.dynamic_range``), which also holds the subnet's broadcast address and, taken
     first, Docker's gateway: a range with fewer addresses starts some container with
     "no available IPv4 addresses" only at deploy time."""
+    services = [*cfg.edge_services, *cfg.app_services]
+    if any(s is None for s in services) or any(s.port is None for s in cfg.app_services):
+        return  # an item's own error stands; the mutual-TLS plan counted here needs every one
     counts = node_containers(cfg)
     for node, count in counts.items():
         loc = ("egress", "edge_subnet") if node == "edge" else ("egress", "node_subnets", node)
