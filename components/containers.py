@@ -58,7 +58,8 @@ class ContainerSpec(StrictModel):
     memory_reservation_mb: int | None = Field(default=None, gt=0, le=262144,
                                               description="soft memory limit in MiB, below memory_mb")
 
-    cpus: float = Field(gt=0, le=64, description="CPU limit in cores, e.g. 0.5")
+    cpus: float = Field(ge=0.01, le=64, description="CPU limit in cores, e.g. 0.5; at least 0.01 (Docker's "
+                        "smallest --cpus); where the host is known its size bounds it too")
     healthcheck: HealthCheck = Field(description="how Docker decides the container is healthy")
     env: dict[str, str] = Field(default_factory=dict,
                                 description="plain environment variables (no secrets)")

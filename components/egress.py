@@ -143,10 +143,11 @@ class EgressLock:
         return self.proxy_url is not None
 
     def static_range(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
-        return list(ipaddress.ip_network(self.subnet).subnets())[0]
+        return next(ipaddress.ip_network(self.subnet).subnets())
 
     def dynamic_range(self) -> str:
-        return str(list(ipaddress.ip_network(self.subnet).subnets())[1])
+        lower, upper = ipaddress.ip_network(self.subnet).subnets()
+        return str(upper)
 
     def static_addresses(self) -> dict[str, str]:
         return dict([*self.exempt, *self.pinned])
@@ -186,10 +187,10 @@ def workload_lock(*, bridge: str, subnet: str, internal_cidr: str | None = None,
     lower half of ``subnet``, the exempt ones first, in the order given, from its tenth address
     on. With ``internal_cidr`` only ``internal_peers`` are reachable there (by every container).
     A container of ``own_networks`` gets no fixed address: its flows match its network's subnet."""
-    hosts = list(ipaddress.ip_network(subnet).hosts())
+    base = ipaddress.ip_network(subnet).network_address  # arithmetic: never list a range's hosts
     alone = {n.container for n in own_networks}
     named = list(dict.fromkeys([*exempt, *(c for c, _, _ in allowed if c not in exempt and c not in alone)]))
-    addresses = {c: str(hosts[9 + i]) for i, c in enumerate(named)}
+    addresses = {c: str(base + 10 + i) for i, c in enumerate(named)}
     return EgressLock(bridge=bridge, internal_cidr=internal_cidr or "", subnet=subnet,
                       exempt=tuple((c, addresses[c]) for c in exempt),
                       pinned=tuple((c, addresses[c]) for c in named if c not in exempt),

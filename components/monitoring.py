@@ -50,8 +50,10 @@ class MonitoringConfig(StrictModel):
     node_exporter_image: PinnedImage = Field(default="prom/node-exporter:v1.8.2", description="node-exporter image")
     cadvisor_image: PinnedImage = Field(default="gcr.io/cadvisor/cadvisor:v0.49.1", description="cAdvisor image")
     retention_days: int = Field(default=15, ge=1, le=365, description="days Prometheus keeps samples")
-    prometheus_memory_mb: int = Field(default=512, ge=128, description="Prometheus memory limit")
-    grafana_memory_mb: int = Field(default=192, ge=96, description="Grafana memory limit")
+    prometheus_memory_mb: int = Field(default=512, ge=128, le=262144, description="Prometheus memory limit "
+                                      "in MiB, at most 262144 (a container's bound, ContainerSpec.memory_mb)")
+    grafana_memory_mb: int = Field(default=192, ge=96, le=262144, description="Grafana memory limit in MiB, "
+                                   "at most 262144 (a container's bound)")
     metrics_services: list[ResourceName] = Field(
         default_factory=list, description="services that expose Prometheus metrics on /metrics at their port")
     request_metric: str = Field(

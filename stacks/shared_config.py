@@ -4,14 +4,15 @@ bootstrap user, derived R2 bucket names)."""
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated, Any, Iterator, Literal, Mapping, Sequence
 
 from pydantic import AfterValidator, Field
 
 from components.hostsetup import DEPLOY_USER
-from stacks.collisions import r2_bucket_problem
+from stacks.collisions import DOCKER_DEFAULT_BRIDGE, r2_bucket_problem
 from stacks.environment import is_production_name
-from validation.fields import ADMIN_PREFIX_MIN, Cidr, Hostname, PrivateCidr, ResourceName, StrictModel
+from validation.fields import ADMIN_PREFIX_MIN, Cidr, Hostname, ResourceName, StrictModel, docker_subnet
 from validation.formats import at_most_hourly, calendar_in_utc, check_calendar
 from validation.rules import Finding, RuleContext, Skip, each, rule
 
@@ -188,6 +189,11 @@ class AllowedDestination(StrictModel):
                                          "fixed address on the host's network, which the rule matches)")
 
 
+HOST_SUBNET = docker_subnet(26, "the containers' fixed addresses start at its tenth address and stay in its "
+                            "lower half, Docker assigns the upper half, and KRO's database network is the /28 "
+                            "just below it (a /26 keeps that /28 aligned)")
+
+
 class ContainerEgressConfig(StrictModel):
     """Where a single-host product's containers may open connections. By default nowhere but
     their own network (the tier model: app and data egress goes to an allow-list); Alertmanager
@@ -197,22 +203,51 @@ class ContainerEgressConfig(StrictModel):
     allow: list[AllowedDestination] = Field(default_factory=list,
                                             description="destinations by address and port, per service; "
                                                         "default none")
-    subnet: PrivateCidr = Field(default="172.31.251.0/24", description="subnet of the host's Docker network: fixed addresses for the "
-                                "containers named here and the exemptions in its lower half, Docker "
-                                "assigns the upper half; changing it replaces the network and its containers")
+    subnet: HOST_SUBNET = Field(default="172.31.251.0/24", description="subnet of the host's Docker network, private IPv4, a /26 "
+                                "or larger: fixed addresses for the containers named here and the exemptions in its lower "
+                                "half, Docker assigns the upper half (KRO: its database service's network is the /28 just "
+                                "below it); apart from the host's VPC and docker0; changing it replaces the network and its containers")
 
 
 def egress_allow_findings(egress: ContainerEgressConfig | None, services: Sequence[str],
                           prefix: tuple = ("egress",)) -> Iterator[Finding]:
-    """Every service an allow-list entry names is deployed on the host."""
+    """Every service an allow-list entry names is deployed on the host, and none is one of the
+    program's exemptions (``MONITORING_EGRESS``), which reach the internet directly already: the
+    same rule for every product, whether its host lists them among its containers (GIV's ops
+    droplet runs only the monitoring stack) or not (KRO, V-EdFinance: their services)."""
     if egress is None:
         return
     known = set(services)
     for i, entry in each(egress.allow):
         for j, service in enumerate(entry.services):
-            if service not in known:
+            if service in MONITORING_EGRESS:
+                yield Finding((*prefix, "allow", i, "services", j),
+                              f"{service} is one of the program's exemptions: it reaches the internet directly "
+                              "already (Alertmanager: mail and Slack; blackbox: the probed hostnames); remove it here")
+            elif service not in known:
                 yield Finding((*prefix, "allow", i, "services", j),
                               f"{service} is not a container of this host (containers: {', '.join(sorted(known))})")
+    # Fixed addresses run from the subnet's tenth to the end of its lower half (workload_lock).
+    named = {s for entry in egress.allow for s in entry.services} | set(MONITORING_EGRESS)
+    room = ipaddress.ip_network(egress.subnet).num_addresses // 2 - 10
+    if len(named) > room:
+        yield Finding((*prefix, "subnet"), f"{egress.subnet} has {room} fixed addresses in its lower half (from its "
+                      f"tenth) for {len(named)} containers (the allow-list's and {', '.join(MONITORING_EGRESS)}); "
+                      "use a larger subnet")
+
+
+def egress_subnet_findings(egress: ContainerEgressConfig, private: Sequence[tuple[str, str]] = ()
+                           ) -> Iterator[Finding]:
+    """The host's Docker subnet apart from the networks the host must still reach or has already:
+    ``private`` ((its key path as shown, CIDR): the product's VPC) and docker0's. An overlap routes that range
+    into the Docker bridge (a VPC peer's replies never leave the host)."""
+    subnet = ipaddress.ip_network(egress.subnet)
+    for what, cidr in [*private,
+                       ("docker0's default subnet on every host", DOCKER_DEFAULT_BRIDGE)]:
+        if subnet.overlaps(ipaddress.ip_network(cidr)):
+            yield Finding(("egress", "subnet"), f"{egress.subnet} overlaps {what} ({cidr}): the host would route "
+                          "that range into its Docker bridge; choose a private range apart from it, such as "
+                          "172.31.251.0/24")
 
 
 MONITORING_EGRESS = ("alertmanager", "blackbox")

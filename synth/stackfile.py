@@ -41,9 +41,58 @@ def stack_name_problem(stack: str) -> str | None:
 MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
+MAX_EXPANDED_VALUES = 100_000
+"""Most values (scalars, lists, mappings) a stack file may hold once its aliases are expanded.
+The committed stack files hold about 1,400 each and use no alias; a merge (``<<: *anchor``)
+of a few small mappings stays far below. A nested-alias "billion laughs" block (each level a
+list of aliases to the one before) grows tenfold a level: 8 levels took ~30 s to load and
+validate before this bound; it is now refused after composing, before anything is built."""
+
+
+def _expanded(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """How many values ``node`` stands for with every alias written out; a node shared through
+    aliases is counted each time, computed once (``sizes``, by id). A node that contains itself
+    (a recursive alias) counts as too many."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    sizes[key] = MAX_EXPANDED_VALUES + 1  # while counting: a cycle back here is unbounded
+    if isinstance(node, yaml.MappingNode):
+        total = 1 + sum(_expanded(k, sizes) + _expanded(v, sizes) for k, v in node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        total = 1 + sum(_expanded(item, sizes) for item in node.value)
+    else:
+        total = 1
+    sizes[key] = min(total, MAX_EXPANDED_VALUES + 1)
+    return sizes[key]
+
+
 class UniqueKeyLoader(yaml.SafeLoader):
     """A SafeLoader that rejects a key repeated in one mapping (YAML 1.2 requires unique keys;
-    PyYAML would keep the last value silently), naming both lines."""
+    PyYAML would keep the last value silently), naming both lines, and a document whose aliases
+    expand beyond ``MAX_EXPANDED_VALUES``, naming the alias."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.aliases: list[tuple[str, yaml.Mark, yaml.Node | None]] = []
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            self.aliases.append((event.anchor, event.start_mark, self.anchors.get(event.anchor)))
+        return super().compose_node(parent, index)
+
+    def get_single_node(self):
+        node = super().get_single_node()
+        if node is not None and self.aliases:
+            sizes: dict[int, int] = {}
+            if _expanded(node, sizes) > MAX_EXPANDED_VALUES:
+                anchor, mark, _ = max(self.aliases, key=lambda a: _expanded(a[2], sizes) if a[2] else 0)
+                raise yaml.composer.ComposerError(
+                    None, None, f"the aliases expand to more than {MAX_EXPANDED_VALUES:,} values (*{anchor} here "
+                    "is one of them: nested aliases, a 'billion laughs'); write the values out, or merge "
+                    "(<<: *anchor) small mappings only", mark)
+        return node
 
     def construct_mapping(self, node, deep=False):
         seen: dict = {}

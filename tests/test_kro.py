@@ -293,9 +293,11 @@ BAD_KRO = {
     "own network public": (lambda k: k.__setitem__("egress", {"subnet": "172.16.0.0/24"}),
                            "platform:kro.egress.subnet: the database service's own network takes the /28 "
                            "below it, 172.15.255.240/28, which must be private"),
-    "own network in the vpc": (lambda k: k.__setitem__("egress", {"subnet": "10.110.1.0/24"}),
+    # The subnet just past the VPC (10.110.0.0/20): only the derived /28 below it falls inside
+    # (a subnet inside the VPC is its own error, tests/test_config_subnets_sizes.py).
+    "own network in the vpc": (lambda k: k.__setitem__("egress", {"subnet": "10.110.16.0/24"}),
                                "platform:kro.egress.subnet: the database service's own network takes the /28 "
-                               "below it, 10.110.0.240/28"),
+                               "below it, 10.110.15.240/28"),
     "own network on docker0": (lambda k: k.__setitem__("egress", {"subnet": "172.18.0.0/24"}),
                                "platform:kro.egress.subnet: the database service's own network takes the /28 "
                                "below it, 172.17.255.240/28"),

@@ -73,8 +73,10 @@ def _cidr(value: str) -> str:
     try:
         network = ipaddress.ip_network(value, strict=True)
     except ValueError as exc:
-        reason = "host bits set" if "host bits set" in str(exc) else "not an IPv4 or IPv6 network"
-        raise ValueError(f"must be a CIDR such as 203.0.113.7/32 ({reason})") from None
+        if "host bits set" in str(exc):
+            base = ipaddress.ip_network(value, strict=False)
+            raise ValueError(f"has host bits set: a range starts at its network address; write {base}") from None
+        raise ValueError("must be a CIDR such as 203.0.113.7/32 (not an IPv4 or IPv6 network)") from None
     return str(network)
 
 
@@ -84,6 +86,23 @@ def _private_cidr(value: str) -> str:
         raise ValueError("must be a private range (RFC 1918: inside 10.0.0.0/8, 172.16.0.0/12 or "
                          "192.168.0.0/16; IPv6: fc00::/7)")
     return str(network)
+
+
+def docker_subnet(longest: int, needs: str):
+    """A Docker network's subnet in a stack file: a private IPv4 range (the hosts' Docker networks
+    and their packet filter, iptables, are IPv4 only) of at least ``/longest``, which ``needs``
+    explains (what the program derives from it). Checked before any arithmetic on it, so an IPv6
+    /64 never reaches a derivation that would walk its hosts."""
+    def check(value: str) -> str:
+        network = ipaddress.ip_network(_private_cidr(value))
+        if network.version != 4:
+            raise ValueError("must be an IPv4 range: the hosts' Docker networks and their packet filter "
+                             "(iptables) are IPv4 only; use a private IPv4 range such as 172.31.251.0/24")
+        if network.prefixlen > longest:
+            raise ValueError(f"/{network.prefixlen} is too small: {needs}; use a /{longest} or larger "
+                             f"(e.g. {ipaddress.ip_network((int(network.network_address) >> (32 - longest) << (32 - longest), longest))})")
+        return str(network)
+    return Annotated[str, AfterValidator(check)]
 
 
 def _host_cidr(value: str) -> str:

@@ -43,3 +43,19 @@ def check_version(engine: str, version: str) -> str:
 def validator(list_name: str, what: str):
     """An AfterValidator function checking a slug against ``list_name``."""
     return lambda value: check_slug(value, list_name, what) if value is not None else value
+
+
+def droplet_capacity(slug: str) -> tuple[float, int] | None:
+    """(vCPUs, memory in MiB) of a droplet size, read from its slug: ``<family>-<N>vcpu-<M>gb``
+    (s-1vcpu-2gb: 1 vCPU, 2048 MiB; ``mb`` for the 512 MB sizes) and the CPU-optimized ``c-<N>``
+    (N vCPUs with 2 GiB each, https://www.digitalocean.com/pricing/droplets). None for the legacy
+    (``2gb``) and GPU slugs, which do not name both: no bound is drawn from them."""
+    import re
+
+    match = re.match(r"^[a-z0-9_]+-(\d+)vcpu-(\d+)(gb|mb)\b", slug)
+    if match:
+        return float(match[1]), int(match[2]) * (1024 if match[3] == "gb" else 1)
+    match = re.match(r"^c-(\d+)(-intel)?$", slug)
+    if match:
+        return float(match[1]), int(match[1]) * 2048
+    return None

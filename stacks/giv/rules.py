@@ -10,7 +10,7 @@ from stacks.collisions import duplicates, readable
 from stacks.giv.config import BACKEND_ENV, BACKUP_LABELS, GivConfig
 from stacks.secret_keys import secret_key_findings
 from stacks.shared_config import (alert_email_findings, backup_bucket_findings, derived_buckets,
-                                  egress_allow_findings, hosts_in_zone, injected_env_findings,
+                                  egress_allow_findings, egress_subnet_findings, hosts_in_zone, injected_env_findings,
                                   monitoring_findings)
 from validation.provider_lists import check_version
 from validation.rules import Finding, RuleContext, each, rule
@@ -60,6 +60,7 @@ def _monitoring(cfg: GivConfig, ctx: RuleContext) -> Iterator[Finding]:
 
 @rule(GivConfig)
 def _egress(cfg: GivConfig, ctx: RuleContext) -> Iterator[Finding]:
+    yield from egress_subnet_findings(cfg.egress, [(ctx.where("vpc_ip_range"), cfg.vpc_ip_range)])
     yield from egress_allow_findings(cfg.egress, [s.name for s in monitoring.server_specs(cfg.monitoring, "")]
                                      if cfg.monitoring else [])
 

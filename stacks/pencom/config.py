@@ -12,7 +12,7 @@ from components.containers import ContainerSpec
 from components.monitoring import MonitoringConfig
 from stacks.shared_config import BackupConfig, DnsConfig, RouteConfig, bootstrap_user_problem
 from validation.fields import (ADMIN_PREFIX_MIN, BootstrapUser, Cidr, HostCidr, PrivateAddress, PrivateCidr,
-                               PublicAddress, ResourceName, StrictModel)
+                               PublicAddress, ResourceName, StrictModel, docker_subnet)
 
 SSH_KEY_SECRET = "pencom_ssh_private_key"
 CA_PATH = "/run/platform/ca.crt"
@@ -119,14 +119,19 @@ class DirectRouteConfig(StrictModel):
 
 
 
+EDGE_SUBNET = docker_subnet(27, "the proxy, Alertmanager and the blackbox exporter get fixed addresses from its "
+                            "tenth on, in its lower half")
+NODE_SUBNET = docker_subnet(28, "Docker assigns the node's containers addresses in its upper half")
+
+
 class NodeSubnets(StrictModel):
     """Fixed subnets of the internal nodes' Docker networks, one per node and apart, so a
     container address names one node: a route to a neighbour's container subnet is then
     unambiguous (and the rehearsal's matrix can probe one node's containers from another)."""
 
-    app: PrivateCidr = Field(default="172.31.251.0/24", description="subnet of the app node's Docker network")
-    data: PrivateCidr = Field(default="172.31.252.0/24", description="subnet of the data node's Docker network")
-    storage: PrivateCidr = Field(default="172.31.253.0/24",
+    app: NODE_SUBNET = Field(default="172.31.251.0/24", description="subnet of the app node's Docker network")
+    data: NODE_SUBNET = Field(default="172.31.252.0/24", description="subnet of the data node's Docker network")
+    storage: NODE_SUBNET = Field(default="172.31.253.0/24",
                                  description="subnet of the storage node's Docker network")
 
 
@@ -139,13 +144,15 @@ class EgressConfig(StrictModel):
                                             description="non-HTTP destinations at fixed addresses")
     resolvers: list[HostCidr] = Field(min_length=1, description="DNS resolvers of the internal nodes, each "
                                       "one host (/32, /128): port 53 to a range would be a tunnel out")
-    edge_subnet: PrivateCidr = Field(default="172.31.250.0/24",
-                              description="subnet of the edge node's Docker network; the proxy, Alertmanager "
+    edge_subnet: EDGE_SUBNET = Field(default="172.31.250.0/24",
+                              description="subnet of the edge node's Docker network, private IPv4, a /27 or larger; the proxy, Alertmanager "
                                           "and the blackbox exporter get fixed addresses in its lower half, "
                                           "the only containers there allowed to reach the internet directly")
     node_subnets: NodeSubnets = Field(default_factory=NodeSubnets,
                                       description="subnets of the app, data and storage nodes' Docker networks; "
-                                                  "apart from each other, edge_subnet and internal_cidr")
+                                                  "private IPv4, each a /28 or larger with room in its upper half for its "
+                                                  "node's containers and Docker's gateway; apart from each other, "
+                                                  "edge_subnet and internal_cidr")
 
     @field_validator("resolvers")
     @classmethod

@@ -31,13 +31,43 @@ def _egress(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
         yield Finding(("egress", "host_domains"), str(exc))
     yield from duplicates(((("egress", "https", i, "name"), r.name) for i, r in each(cfg.egress.https)),
                           "route name", ctx.where)
-    subnet = ipaddress.ip_network(cfg.egress.edge_subnet)
-    needed = 9 + len(EDGE_EXEMPT)
-    hosts = list(subnet.hosts()) if subnet.num_addresses <= 65536 else None
-    lower = list(subnet.subnets())[0] if subnet.prefixlen < subnet.max_prefixlen else subnet
-    if hosts is not None and (len(hosts) < needed or hosts[needed - 1] not in lower):
-        yield Finding(("egress", "edge_subnet"), f"{subnet} is too small: {', '.join(EDGE_EXEMPT)} get fixed "
-                      f"addresses .{10}-.{needed} in its lower half; use a /27 or larger")
+    # The edge subnet's size (the exempt containers' fixed addresses) is its field's check
+    # (config.EDGE_SUBNET); the room for the other containers is _node_subnets_fit's.
+
+
+def node_containers(cfg: PencomConfig) -> dict[str, int]:
+    """node -> how many containers Docker gives a dynamic address on its network, counted from
+    the config the way ``plan.detail`` builds each node (the edge's exempt containers have
+    fixed addresses in the lower half instead). tests/test_pencom.py checks it against the plan."""
+    from components import monitoring
+    from stacks.pencom.mtls import mtls_plan
+
+    exporters = len(monitoring.exporter_specs(cfg.monitoring, publish=False))
+    edge = (len(cfg.edge_services) + 1 + len(mtls_plan(cfg, "pencom").sidecars)
+            + len(monitoring.server_specs(cfg.monitoring, "/x")) + exporters)
+    return {"edge": edge - len(EDGE_EXEMPT), "app": len(cfg.app_services) + 1 + exporters,
+            "data": 3 + exporters, "storage": 1 + exporters}
+
+
+@rule(PencomConfig)
+def _node_subnets_fit(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
+    """Docker assigns a node's containers addresses in the upper half of its subnet
+    (``EgressLock.dynamic_range``), which also holds the subnet's broadcast address and, taken
+    first, Docker's gateway: a range with fewer addresses starts some container with
+    "no available IPv4 addresses" only at deploy time."""
+    services = [*cfg.edge_services, *cfg.app_services]
+    if any(s is None for s in services) or any(s.port is None for s in cfg.app_services):
+        return  # an item's own error stands; the mutual-TLS plan counted here needs every one
+    counts = node_containers(cfg)
+    for node, count in counts.items():
+        loc = ("egress", "edge_subnet") if node == "edge" else ("egress", "node_subnets", node)
+        subnet = ipaddress.ip_network(cfg.egress.edge_subnet if node == "edge" else getattr(cfg.egress.node_subnets, node))
+        room = subnet.num_addresses // 2 - 2
+        if count > room:
+            prefix = next(p for p in range(subnet.prefixlen, 0, -1) if 2 ** (32 - p) // 2 - 2 >= count)
+            yield Finding(loc, f"{subnet} is too small for the {node} node: Docker gives its {count} containers "
+                          f"addresses in the upper half ({room} free after the broadcast address and Docker's "
+                          f"gateway); use a /{prefix} or larger")
 
 
 @rule(PencomConfig)

@@ -127,9 +127,9 @@ def edge_egress(cfg: PencomConfig, admin_cidrs: tuple[str, ...]) -> egress.Egres
     On the internal network they reach only what the other nodes admit from the edge's address
     (``container_peers``), never SSH: the edge is the bastion, and its containers leave
     masqueraded to its address."""
-    static = list(ipaddress.ip_network(cfg.egress.edge_subnet).hosts())
+    base = ipaddress.ip_network(cfg.egress.edge_subnet).network_address  # arithmetic, never .hosts()
     return egress.EgressLock(bridge="pencom-edge", internal_cidr=cfg.internal_cidr, subnet=cfg.egress.edge_subnet,
-                             exempt=tuple((c, str(static[9 + i])) for i, c in enumerate(EDGE_EXEMPT)),
+                             exempt=tuple((c, str(base + 10 + i)) for i, c in enumerate(EDGE_EXEMPT)),
                              internal_peers=container_peers(cfg, "edge", admin_cidrs))
 
 

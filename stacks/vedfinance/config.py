@@ -58,7 +58,7 @@ class VedfinanceConfig(StrictModel):
     dns: DnsConfig = Field(description="where the hostnames are published")
     acme_email: EmailStr = Field(description="Let's Encrypt email")
     ingress_memory_mb: int = Field(default=64, gt=0, description="nginx memory limit")
-    ingress_cpus: float = Field(default=0.1, gt=0, description="nginx CPU limit")
+    ingress_cpus: float = Field(default=0.1, ge=0.01, description="nginx CPU limit, at least 0.01 (Docker's smallest --cpus)")
     backup: BackupConfig = Field(description="off-site backups of Postgres and Redis to R2")
     monitoring: MonitoringConfig = Field(
         default_factory=MonitoringConfig,

@@ -11,7 +11,7 @@ from components.monitoring import MonitoringConfig
 from stacks.collisions import duplicates, program_containers, readable, reserved_names, wal_collision
 from stacks.secret_keys import secret_key_findings
 from stacks.shared_config import (alert_email_findings, backup_bucket_findings, derived_buckets,
-                                  egress_allow_findings, hosts_in_zone, injected_env_findings,
+                                  egress_allow_findings, egress_subnet_findings, hosts_in_zone, injected_env_findings,
                                   monitoring_findings)
 from stacks.vedfinance.config import BACKUP_REDIS_LABEL, VedfinanceConfig
 from stacks.wiring import WAL_LABEL
@@ -130,6 +130,7 @@ def _fits_the_host(cfg: VedfinanceConfig, ctx: RuleContext) -> Iterator[Finding]
 
 @rule(VedfinanceConfig)
 def _egress(cfg: VedfinanceConfig, ctx: RuleContext) -> Iterator[Finding]:
+    yield from egress_subnet_findings(cfg.egress)
     yield from egress_allow_findings(cfg.egress, [s.name for _, s in each(cfg.services)])
 
 
