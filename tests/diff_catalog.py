@@ -75,7 +75,9 @@ def backup_schedule(doc):
 def new_service(doc):
     services = doc["config"]["platform:kro"]["services"]
     worker = copy.deepcopy(_service(doc, "kro", "frontend"))
-    worker.update(name="status", image="registry.digitalocean.com/kro/kro-status:2026.11.1")
+    # 128 MiB: the droplet's 2 GiB holds the committed services, the ingress and monitoring
+    # with 224 MiB to spare (the boundary sums them against the droplet size).
+    worker.update(name="status", image="registry.digitalocean.com/kro/kro-status:2026.11.1", memory_mb=128)
     services.append(worker)
     doc["config"]["platform:kro"]["routes"].append({"host": "status.stage.krotrust.com", "service": "status"})
 
