@@ -128,10 +128,25 @@ def fail2ban_checks(lab, host, jail: str, outside: Site, *, source: str = INTERN
             banned = source in status.split("Banned IP list:", 1)[-1]
             if not banned:
                 time.sleep(1)
-        refused = not _nc(outside, host.address, host.port) if banned else None
+        # fail2ban lists the address before its ban action has run (the first ban also creates
+        # the f2b chain), so the refusal is awaited too, for as long as a ban action may take.
+        refused, waited = None, time.monotonic()
+        if banned:
+            deadline = time.monotonic() + 30
+            refused = not _nc(outside, host.address, host.port)
+            while not refused and time.monotonic() < deadline:
+                time.sleep(1)
+                refused = not _nc(outside, host.address, host.port)
+        waited = time.monotonic() - waited
         admin = _nc(_admin(lab), host.address, host.port)
+        evidence = status
+        if banned and not refused:
+            # What the ban action did: its chain, and fail2ban's own account of the action.
+            evidence = lab.exec(host.name, ["sh", "-c", "iptables -S f2b-sshd 2>&1; tail -n 12 /var/log/fail2ban.log "
+                                            "2>&1"], timeout=30).stdout.decode(errors="replace")
         checks.append(verdict(name, banned and refused and admin,
-                             f"banned {banned}, its connection refused {refused}, admin still connects {admin}: {status}"))
+                             f"banned {banned}, its connection refused {refused} (after {waited:.0f} s), "
+                             f"admin still connects {admin}: {evidence}"))
         lab.exec(host.name, ["fail2ban-client", "set", "sshd", "unbanip", source], timeout=30)
     return checks
 
