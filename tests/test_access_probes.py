@@ -51,3 +51,55 @@ def test_a_verify_full_client_names_the_stack_address_the_certificate_carries():
     assert datastores.server_name("10.203.0.77", stack) == "10.203.0.77"  # no stack address: as given
     assert datastores.server_name("postgres", stack) == "postgres"
     assert datastores.server_name("db.kro.internal", stack) == "db.kro.internal"
+
+
+class _BanLab:
+    """A lab whose fail2ban lists the source at once and whose ban action refuses it only after
+    ``lands_after`` more probes (None: never)."""
+
+    def __init__(self, lands_after):
+        self.lands_after, self.probes, self.commands = lands_after, 0, []
+
+    def netns_argv(self, argv):
+        return ["admin", *argv]
+
+    def exec(self, box, argv, timeout=30):
+        import subprocess
+        self.commands.append(argv)
+        out = "Status for the jail: sshd\n`- Banned IP list:\t10.200.0.254\n" if "status" in argv else "-N f2b-sshd\n"
+        return subprocess.CompletedProcess(argv, 0, out.encode(), b"")
+
+    def reaches(self, site):
+        if site[0] == "admin":
+            return True
+        self.probes += 1
+        return self.lands_after is None or self.probes <= self.lands_after
+
+
+def _ban_probe(monkeypatch, lab):
+    from types import SimpleNamespace
+    monkeypatch.setattr(access, "_nc", lambda site, address, port: lab.reaches(site))
+    monkeypatch.setattr(access, "_ssh", lambda *a, **k: None)
+    clock = [0.0]
+    monkeypatch.setattr(access.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(access.time, "sleep", lambda s: clock.__setitem__(0, clock[0] + s))
+    host = SimpleNamespace(name="ops", address="10.41.0.5", port=22, ssh_opts=())
+    [check] = access.fail2ban_checks(lab, host, render_fail2ban_jail(()), ["outside"])
+    return check
+
+
+def test_a_ban_action_that_lands_after_the_listing_is_awaited(monkeypatch):
+    # The first probe (reachability) and five more reach sshd: the ban lands seconds after fail2ban lists it.
+    lab = _BanLab(lands_after=6)
+    check = _ban_probe(monkeypatch, lab)
+    assert check.status == "pass", check.detail
+    assert "after 5 s" in check.detail
+    assert ["fail2ban-client", "set", "sshd", "unbanip", "10.200.0.254"] in lab.commands
+
+
+def test_a_listed_ban_that_never_refuses_fails_and_shows_the_chain(monkeypatch):
+    lab = _BanLab(lands_after=None)
+    check = _ban_probe(monkeypatch, lab)
+    assert check.status == "fail"
+    assert "refused False" in check.detail and "f2b-sshd" in check.detail
+    assert ["fail2ban-client", "set", "sshd", "unbanip", "10.200.0.254"] in lab.commands
