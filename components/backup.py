@@ -171,11 +171,25 @@ class R2Backup(pulumi.ComponentResource):
             f"install -d -m 0755 /var/lib/prometheus {TEXTFILE_DIR}",
             f"install -d -m 0700 {STATE_ROOT}",
         ]
+        # The WAL receiver runs for good, so its script (which names the tool image) and its unit
+        # are committed together and restart it when either changed; a timer's job reads its
+        # files at its next run.
+        receiver = f"platform-wal-receive-{job_name}"
+        if f"{receiver}.service" in units:
+            sections.append("receiver_changed=()")
         for script_name, text in sorted(scripts(job).items()):
-            sections.append(hostsetup.deliver_file(f"/usr/local/sbin/{script_name}", "0750", "root:root", text))
+            path = f"/usr/local/sbin/{script_name}"
+            sections.append(hostsetup.staged_file(path, "0750", "root:root", text, record="receiver_changed")
+                            if script_name == receiver else hostsetup.deliver_file(path, "0750", "root:root", text))
         for unit, text in sorted(units.items()):
-            sections.append(hostsetup.deliver_file(f"/etc/systemd/system/{unit}", "0644", "root:root",
-                                                   text, on_change="systemctl daemon-reload"))
+            path = f"/etc/systemd/system/{unit}"
+            sections.append(hostsetup.staged_file(path, "0644", "root:root", text, record="receiver_changed")
+                            if unit == f"{receiver}.service" else
+                            hostsetup.deliver_file(path, "0644", "root:root", text, on_change="systemctl daemon-reload"))
+        if f"{receiver}.service" in units:
+            sections.append(hostsetup.commit_staged(
+                ":", "systemctl daemon-reload && " + hostsetup.unit_apply("try-restart", f"{receiver}.service"),
+                record="receiver_changed", when="true"))
         sections += [f"ensure_service_enabled {unit}" for unit in sorted(units)
                      if unit.endswith(".timer") or unit.startswith("platform-wal-receive-")]
         endpoint = f"https://{args.account_id}.r2.cloudflarestorage.com"

@@ -6,6 +6,7 @@ healthy: ``WAIT_RESTARTED``), and the host script that delivers the directory
 
 from __future__ import annotations
 
+import dataclasses
 import posixpath
 import shlex
 from dataclasses import dataclass
@@ -46,9 +47,11 @@ class Reload:
     validate: Sequence[str] = ()
     signal: str | None = None
     command: Sequence[str] = ()
+    image: str | None = None
+    """The service's image: with no container running, ``validate`` runs in a throwaway one of it."""
 
     def commands(self) -> tuple[str, str]:
-        """(validate, apply) as bash command lines using ``$cid``, the container's id."""
+        """(validate, apply) as bash command lines using ``$cid``, one container's id."""
         validate = (f'docker exec "$cid" {" ".join(shlex.quote(a) for a in self.validate)} >/dev/null'
                     if self.validate else ":")
         if self.command:
@@ -86,7 +89,22 @@ def reload_for(image: str | None) -> Reload:
     if image is None:
         return Reload()
     repository = image.split("@", 1)[0].rsplit(":", 1)[0] if "/" in image else image.split(":", 1)[0]
-    return RELOADS.get(repository.removeprefix("docker.io/"), Reload())
+    return dataclasses.replace(RELOADS.get(repository.removeprefix("docker.io/"), Reload()), image=image)
+
+
+def validate_offline(reload: Reload, mounts: Sequence[Mount]) -> str:
+    """The bash command line that runs ``reload.validate`` when no container of the service runs:
+    in a throwaway container of ``reload.image`` (its own user, no network, removed after) that
+    sees the new files through the service's own read-only ``mounts``. ``:`` when there is no
+    validator; a failing command naming the gap when there is one but no image."""
+    if not reload.validate:
+        return ":"
+    if reload.image is None:
+        return "echo 'no container runs and no image is known to validate the files in' >&2; false"
+    volumes = " ".join(f"-v {shlex.quote(f'{m.host_path}:{m.container_path}:ro')}" for m in mounts)
+    command = " ".join(shlex.quote(a) for a in reload.validate[1:])
+    return (f"docker run --rm --network none --entrypoint {shlex.quote(reload.validate[0])} {volumes} "
+            f"{shlex.quote(reload.image)} {command} >/dev/null")
 
 
 def _mount_roots(paths: Sequence[str]) -> list[str]:
@@ -139,7 +157,7 @@ def service_directories(stack: str, data_dir: str, service: str, files: Sequence
     for kind, group in delivery_groups(files).items():
         scripts[f"{kind}-{service}"] = pulumi.Output.all(*[f.content for f in group]).apply(
             lambda contents, group=group: render_service_script(stack, data_dir, service, group,
-                                                                contents, reload))
+                                                                contents, reload, mounts=mounts))
     return ServiceFiles(scripts=scripts, mounts=mounts)
 
 
@@ -156,15 +174,24 @@ def delivery_groups(files: Sequence[HostFile]) -> dict[str, list[HostFile]]:
 
 
 def render_service_script(stack: str, data_dir: str, service: str, files: Sequence[HostFile],
-                          contents: Sequence[str], reload: Reload, textfile_dir: str = TEXTFILE_DIR) -> str:
+                          contents: Sequence[str], reload: Reload, textfile_dir: str = TEXTFILE_DIR,
+                          mounts: Sequence[Mount] | None = None) -> str:
     """The script that delivers ``files`` (with their resolved ``contents``) of ``service``:
-    writes what differs, then, if the service's container runs, validates, applies and commits
-    them together (``commit_files``); the apply counts only once the container is back and
-    healthy (``wait_restarted``), else the previous files are put back, the container is
-    restarted or reloaded onto them, and the script fails with the container's own output. The
-    expiry of each certificate among them goes to node-exporter's ``textfile_dir``."""
-    validate, apply = reload.commands()
-    apply = f'{apply} && wait_restarted "$cid" {WAIT_TIMEOUT_MAX_S}'
+    writes what differs, then validates, applies and commits them together (``commit_files``):
+    validated in every running container of the service, or, with none running, in a throwaway
+    one of its image that sees the new files (``validate_offline``, through ``mounts``, the
+    service's own; by default those of ``files``); applied to every running container (two
+    run after a create-first replacement that failed half-way), each counting only once back
+    and healthy (``wait_restarted``), else the previous files are put back, the containers are
+    restarted or reloaded onto them, and the script fails with the container's own output. With
+    no container running the files are committed once valid (the container starts on them).
+    The expiry of each certificate among them goes to node-exporter's ``textfile_dir``."""
+    one_validate, one_apply = reload.commands()
+    offline = validate_offline(reload, service_mounts(data_dir, service, files) if mounts is None else mounts)
+    validate = (f'if [ "${{#cids[@]}}" -eq 0 ]; then {offline}; else for cid in "${{cids[@]}}"; do '
+                f"{one_validate} || exit 1; done; fi")
+    apply = (f'for cid in ${{cids[@]+"${{cids[@]}}"}}; do {one_apply} '
+             f'&& wait_restarted "$cid" {WAIT_TIMEOUT_MAX_S} || exit 1; done')
     sections = [
         WAIT_RESTARTED,
         # The service's files and secrets are delivered by two scripts that a run starts at
@@ -172,18 +199,66 @@ def render_service_script(stack: str, data_dir: str, service: str, files: Sequen
         # a container that its policy started again.
         f"exec 8>/run/platform-files-{stack}-{service}.lock",
         f'flock -w {WAIT_TIMEOUT_MAX_S * 2} 8 || {{ echo "{service}: another delivery holds its lock" >&2; exit 1; }}',
-        f'cid="$(docker ps -q --filter label=platform.stack={stack} --filter label=platform.service={service})"',
+        # Every container of the service (a create-first replacement that failed half-way leaves two).
+        f'running="$(docker ps -q --filter label=platform.stack={stack} --filter label=platform.service={service})"',
+        'cids=()',
+        "# cids is read by the validate and apply steps the commit evaluates.",
+        "# shellcheck disable=SC2034",
+        '[ -z "$running" ] || mapfile -t cids <<<"$running"',
         "changed=()",
     ]
     sections += [_staged(host_path_for(data_dir, service, f), f, text) for f, text in zip(files, contents)]
+    kind = "secrets" if any(f.secret for f in files) else "files"
+    manifest = posixpath.join(data_dir, "files", ".delivered", f"{kind}-{service}.list")
+    delivered = [host_path_for(data_dir, service, f) for f in files]
+    sections.append(f"delivered=({' '.join(shlex.quote(p) for p in delivered)})\n" + STALE_FILES
+                    + f"remove_stale {shlex.quote(manifest)} {shlex.quote(posixpath.join(data_dir, 'files', service))}")
     certificates = [host_path_for(data_dir, service, f) for f, text in zip(files, contents)
                     if "-----BEGIN CERTIFICATE-----" in text]
     if certificates:
-        kind = "secrets" if any(f.secret for f in files) else "files"
         sections.append(CERTIFICATE_METRICS + f"certificate_metrics {textfile_dir}/certificates-{stack}-{kind}-{service}.prom "
                         + " ".join(certificates))
-    sections.append(hostsetup.commit_staged(validate, apply, record="changed"))
+    sections.append(hostsetup.commit_staged(validate, apply, record="changed", when="true"))
+    sections.append(f"record_delivered {shlex.quote(manifest)}")
     return hostsetup.script(*sections)
+
+
+# A file the service no longer declares (a path that changed: platform:kro.database_ca_path)
+# leaves the host with the same commit that writes the others: each script lists what it
+# delivered (a manifest beside the services' directories, not inside a mounted one) and removes
+# what it delivered before and no longer does. Only its own earlier files, and only under the
+# service's directory: a file some other step wrote there is never touched. A removal is staged
+# as put_file stages a write, so a failed validate or apply puts the file back.
+STALE_FILES = r"""# remove_stale MANIFEST DIR -- stages the removal of every file MANIFEST lists, under DIR,
+# that is not in `delivered`, and records it in `changed`.
+remove_stale() {
+  local old path keep saved
+  [ -f "$1" ] || return 0
+  while IFS= read -r old; do
+    case "$old" in "$2"/*) ;; *) continue ;; esac
+    keep=no
+    for path in "${delivered[@]}"; do [ "$path" != "$old" ] || keep=yes; done
+    if [ "$keep" = yes ] || [ ! -f "$old" ]; then continue; fi
+    saved="$(pending_path "$old")"
+    install -d -m 0700 "$PENDING" || exit 1
+    cp -p "$old" "$saved" || exit 1
+    STAGED+=("$old")
+    rm -f "$old" || exit 1
+    changed+=("$old")
+    note_change "removed $old (no longer delivered)"
+  done <"$1"
+}
+
+# record_delivered MANIFEST -- after the commit: what this script delivers, for its next run.
+record_delivered() {
+  if [ "$(cat "$1" 2>/dev/null)" != "$(printf '%s
+' "${delivered[@]}")" ]; then
+    install -d -m 0700 "${1%/*}" || exit 1
+    printf '%s
+' "${delivered[@]}" >"$1" || exit 1
+  fi
+}
+"""
 
 
 # A restart or reload is done when the container serves again, not when `docker restart` returns:

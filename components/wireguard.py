@@ -1,8 +1,9 @@
 """The management network's WireGuard endpoints, as pure renderers: a host's ``wg0.conf`` and
 the script section that installs Debian's ``wireguard-tools``, delivers the file through the
-host-delivery primitive (checked by ``wg-quick strip``, applied by ``wg syncconf`` through the
-unit's reload, so a change of peers never drops the tunnel an operator or the deploy runner is
-using) and keeps ``wg-quick@wg0`` enabled and running.
+host-delivery primitive (checked by ``wg-quick strip``; a change of peers applied by ``wg
+syncconf`` through the unit's reload, so it never drops the tunnel an operator or the deploy
+runner is using; a change of the interface's own settings by a restart, proven by the address
+on wg0) and keeps ``wg-quick@wg0`` enabled and running.
 
 Every host a product reaches from outside (Pencom's edge node, KRO's droplet, GIV's ops
 droplet, V-EdFinance's VPS) is one endpoint with its own address in the stack's management
@@ -114,31 +115,77 @@ def render_wg_conf(endpoint: Endpoint, private_key: str) -> str:
     return "".join(out)
 
 
+WG_FUNCTIONS = r"""
+# wg_up -- the tunnel answers (wg show) and wg0 carries exactly the Address of wg0.conf: the proof
+# that the running tunnel is the delivered one (wg syncconf, the unit's reload, never changes it).
+wg_up() {
+  local want
+  want="$(sed -n 's/^Address *= *//p' CONF | head -n 1)"
+  wg show IFACE >/dev/null && [ -n "$want" ] \
+    && ip -o addr show dev IFACE | awk '{print $4}' | grep -qxF "$want"
+}
+
+# wg_interface FILE -- FILE's [Interface] section less PrivateKey (wg syncconf applies a new key):
+# the settings only a restart of the tunnel applies (Address, ListenPort, MTU, DNS, Table, Post*).
+wg_interface() {
+  sed -n '/^\[Interface\]/,/^\[Peer\]/p' "$1" 2>/dev/null | grep -v '^PrivateKey' || true
+}
+
+# wg_apply -- applies wg0.conf to a running tunnel: a reload (wg syncconf, sessions kept) when
+# only peers changed, a restart when the [Interface] section did, each proven by wg_up within
+# 30 s. With no pending copy the commit is re-applying the previous file after a failed apply:
+# the tunnel is restarted on it. Hangups and broken pipes are ignored, so an operator's SSH
+# session that rides the tunnel and drops with the restart does not stop the proof half-way.
+wg_apply() {
+  local saved action="try-restart"
+  trap '' HUP PIPE
+  saved="$(pending_path CONF)"
+  if [ ! -e "$saved" ] && [ ! -e "$saved.absent" ]; then
+    apply_unit restart wg-quick@IFACE 30 wg_up
+    return
+  fi
+  if [ -e "$saved" ] && [ "$(wg_interface "$saved")" = "$(wg_interface CONF)" ]; then
+    action="try-reload"
+  fi
+  apply_unit "$action" wg-quick@IFACE 30 wg_up
+}
+""".replace("CONF", CONFIG_PATH).replace("IFACE", INTERFACE)
+
+
 def wireguard_section(endpoint: Endpoint, private_key: str) -> str:
     """Install wireguard-tools, deliver wg0.conf (0600, root; validated by ``wg-quick strip``,
-    applied by ``systemctl reload wg-quick@wg0``: ``wg syncconf``, which keeps existing sessions),
-    and keep ``wg-quick@wg0`` enabled and answering ``wg show wg0``.
+    applied by ``wg_apply``: ``systemctl reload wg-quick@wg0``, i.e. ``wg syncconf``, which keeps
+    existing sessions, when only peers changed; ``systemctl restart`` when the ``[Interface]``
+    section changed, which syncconf ignores), and keep ``wg-quick@wg0`` enabled and proven by
+    ``wg_up``: ``wg show wg0`` answers and wg0 carries the file's ``Address``. A running tunnel
+    whose address is not the file's (a host that ran an earlier script, which only reloaded) is
+    restarted on the file first.
 
     A kernel without WireGuard (a container-based VPS) gets Debian's ``wireguard-go``, which
     wg-quick uses when the kernel refuses the link; where there is no ``/dev/net/tun`` either
     (a container without it, such as the rehearsal's boxes) the unit is reported skipped, as
     auditd is, instead of failing: such a host keeps SSH only under break-glass, and a deploy
     without it cannot reach the host at all, so the gap shows at once."""
+    unit = f"wg-quick@{INTERFACE}"
     return "\n".join([
         "ensure_packages wireguard-tools",
         "wireguard_in_kernel() { [ -d /sys/module/wireguard ] || modprobe -q wireguard 2>/dev/null; }",
         "if ! wireguard_in_kernel; then",
         "ensure_packages wireguard-go",
         "fi",
+        WG_FUNCTIONS.strip("\n"),
         hostsetup.directories_section([("/etc/wireguard", "0700", "root:root")]),
+        f"if [ -f {CONFIG_PATH} ] && systemctl is-active --quiet {unit} && ! wg_up; then",
+        f'  apply_unit restart {unit} 30 wg_up || exit 1',
+        f'  note_change "{unit} restarted: wg0 did not carry the Address of {CONFIG_PATH}"',
+        "fi",
         hostsetup.deliver_file(
             CONFIG_PATH, "0600", "root:root", render_wg_conf(endpoint, private_key),
-            validate=f"wg-quick strip {INTERFACE} >/dev/null",
-            on_change=hostsetup.unit_apply("try-reload", f"wg-quick@{INTERFACE}", "wg", "show", INTERFACE)),
+            validate=f"wg-quick strip {CONFIG_PATH} >/dev/null", on_change="wg_apply"),
         "if wireguard_in_kernel || [ -c /dev/net/tun ]; then",
-        f"  ensure_service_enabled wg-quick@{INTERFACE} wg show {INTERFACE}",
+        f"  ensure_service_enabled {unit} wg_up",
         "else",
-        f'  echo "skipped: wg-quick@{INTERFACE} (no WireGuard in this kernel and no /dev/net/tun: a container)"',
+        f'  echo "skipped: {unit} (no WireGuard in this kernel and no /dev/net/tun: a container)"',
         "fi",
     ])
 

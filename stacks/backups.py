@@ -19,18 +19,22 @@ def provision_backup(stack: str, label: str, backup: BackupConfig, *, kind: str,
                      source_name: str, source_uri: pulumi.Input[str], protect: bool,
                      opts: pulumi.ResourceOptions, bucket_per_job: bool = True, mode: str = "docker",
                      cluster_rpo: Optional[int] = None, rpo_minutes: Optional[int] = None,
-                     source_service: str = "", environment: Optional[Mapping[str, str]] = None) -> R2Backup:
+                     source_service: str = "", environment: Optional[Mapping[str, str]] = None,
+                     scratch_limits: Optional[tuple[int, float]] = None) -> R2Backup:
     """The backup job ``<stack>-<label>`` (``wiring.backup_job_name``) run on ``runner`` into the
     R2 bucket ``<backup.bucket>-<label>`` (``bucket_per_job``) or ``backup.bucket``.
 
     ``cluster_rpo`` (minutes) sets the WAL ship interval of a ``pitr`` job (default 5);
-    ``rpo_minutes`` is the RPO the job is checked against (None: the schedule's). Raises what
+    ``rpo_minutes`` is the RPO the job is checked against (None: the schedule's);
+    ``scratch_limits`` is the datastore's own (memory_mb, cpus), which bound the restore test's
+    scratch server (None: a managed database's, ``SCRATCH_MEMORY_MB``/``SCRATCH_CPUS``). Raises what
     ``BackupJob`` and ``R2BackupArgs`` raise on bad values."""
     job = backup_job_name(stack, label)
     return R2Backup(f"{job}-backup", R2BackupArgs(
         job=BackupJob(job=job, kind=kind, retention_days=backup.retention_days, mode=mode, tool_image=tool_image,
                       mounts=tuple(mounts), rpo_minutes=5 if cluster_rpo is None else cluster_rpo,
-                      source_service=source_service),
+                      source_service=source_service,
+                      **(dict(zip(("scratch_memory_mb", "scratch_cpus"), scratch_limits)) if scratch_limits else {})),
         rpo_minutes=rpo_minutes, source_name=source_name, source_uri=source_uri,
         account_id=backup.cloudflare_account_id,
         bucket_name=backup_bucket_name(backup.bucket, label) if bucket_per_job else backup.bucket,

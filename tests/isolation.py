@@ -14,6 +14,7 @@ All of them need root and the tools the callers check with ``require_tool``/``re
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import subprocess
 import tarfile
@@ -100,4 +101,30 @@ def borrowed_usr_image(writable: Sequence[str] = ("tmp",), extra_dirs: Sequence[
             info = tarfile.TarInfo(link)
             info.type, info.linkname = tarfile.SYMTYPE, f"usr/{link}"
             tar.addfile(info)
+    return buffer.getvalue()
+
+
+def tool_image(*tools: str) -> bytes:
+    """A root filesystem (``docker import`` input) that holds the host's ``tools`` (absolute paths)
+    and the shared libraries ``ldd`` names for them, at the paths the loader looks them up, and
+    nothing else: an image that runs on its own (no ``/usr`` mount), as a service's image does."""
+    files: dict[str, str] = {}
+    for tool in tools:
+        files[tool] = tool
+        listed = subprocess.run(["ldd", tool], capture_output=True, text=True).stdout
+        for line in listed.splitlines():
+            path = line.split("=>")[-1].split("(")[0].strip()
+            if path.startswith("/"):
+                files[path] = path
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for directory in ("tmp", "etc", "proc", "sys", "dev"):
+            info = tarfile.TarInfo(directory)
+            info.type, info.mode = tarfile.DIRTYPE, 0o1777 if directory == "tmp" else 0o755
+            tar.addfile(info)
+        for path in sorted(files):
+            real = os.path.realpath(path)
+            info = tar.gettarinfo(real, arcname=path.lstrip("/"))
+            with open(real, "rb") as handle:
+                tar.addfile(info, handle)
     return buffer.getvalue()

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import subprocess
 import tempfile
 import time
@@ -26,7 +27,7 @@ import yaml
 from components import prometheus as prom
 from components.service_files import HostFile, Reload, reload_for, render_service_script, service_mounts
 from tests.conftest import require_root, require_tool
-from tests.isolation import borrowed_usr_image
+from tests.isolation import borrowed_usr_image, tool_image
 
 IMAGE = "platform-test/borrowed-usr:1"
 
@@ -124,9 +125,17 @@ def test_a_config_change_reaches_the_running_prometheus_and_a_rejected_one_is_ro
         path.write_text(scripts["files-prometheus"])
         return subprocess.run(["bash", str(path)], capture_output=True, text=True, env=env, timeout=120)
 
-    # No container yet: the files are written and nothing is told.
+    # No container yet: the files are validated in a throwaway container of the service's image
+    # (here one holding this machine's promtool, under the image's name), and nothing is told.
+    imported = subprocess.run(dockerd.cli("import", "-", reload.image), input=tool_image(shutil.which("promtool")),
+                              capture_output=True, timeout=120)
+    assert imported.returncode == 0, imported.stderr
+    refused = run(_config_files(["127.0.0.1:1111"], rules="groups:\n- name: x\n  rules:\n  - alert: A\n    expr: up ==\n"))
+    assert refused.returncode == 1 and "rejected:" in refused.stderr, refused.stdout + refused.stderr
+    assert not (mounted / "prometheus.yml").exists(), "an invalid file was committed while no container ran"
     first = run(_config_files(["127.0.0.1:1111"]))
     assert first.returncode == 0 and _changes(first.stdout) == 2, first.stdout + first.stderr
+    assert _docker(dockerd, "ps", "-aq") == "", "the throwaway validator was left behind"
     cid = _run_container(dockerd, "prometheus", mounts, [
         "/usr/bin/prometheus", "--config.file=/etc/prometheus/prometheus.yml",
         "--storage.tsdb.path=/data", "--web.listen-address=127.0.0.1:9090"])

@@ -175,5 +175,9 @@ def test_every_unit_restart_or_reload_in_the_host_scripts_goes_through_apply_uni
     assert found["sshd"] == ["try-reload ssh 30 listening 22"]
     assert found["base"] == ["restart systemd-journald 30"]
     assert found["sessions-collector"] == ["restart rsyslog 30 listening 6514"]
-    assert found["wireguard"] == ["try-reload wg-quick@wg0 30 wg show wg0"]
+    # wg0.conf is applied by wg_apply (a reload for peers, a restart for [Interface] changes).
+    assert found["wireguard"] == []
+    assert re.findall(r"apply_unit (\S+ wg-quick@wg0 \d+ \S+)", scripts["wireguard"]) == [
+        "restart wg-quick@wg0 30 wg_up", '"$action" wg-quick@wg0 30 wg_up', "restart wg-quick@wg0 30 wg_up"]
+    assert "commit_files 'wg-quick strip /etc/wireguard/wg0.conf >/dev/null' wg_apply " in scripts["wireguard"]
     assert found["proxy"] == ["try-restart docker 60 docker info"]

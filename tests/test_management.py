@@ -175,7 +175,7 @@ def test_the_wireguard_script_is_secret_and_holds_the_rendered_config():
     assert "ensure_packages wireguard-tools" in script
     assert "Address = 10.99.0.3/24" in script and "ListenPort = 51820" in script
     assert f"PublicKey = {KEY}\nAllowedIPs = 10.99.0.16/32" in script
-    assert "wg-quick strip wg0" in script and "ensure_service_enabled wg-quick@wg0 wg show wg0" in script
+    assert "wg-quick strip /etc/wireguard/wg0.conf" in script and "ensure_service_enabled wg-quick@wg0 wg_up" in script
     hidden = State(synth_once("prod")).named("pencom-prod-edge-setup-wireguard", COMMAND)
     assert "stdin" in hidden.get("secret_inputs", []) or "PrivateKey" not in str(hidden["inputs"])
 

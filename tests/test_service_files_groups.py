@@ -52,4 +52,4 @@ def test_the_stacks_datastore_certificates_are_committed_with_their_keys(staging
     assert key in written and "/run/platform/tls/server.crt" in written, written
     assert "/run/platform/tls/server.crt" not in [p.rsplit(f"/files/{service}", 1)[1] for p in WRITTEN.findall(files)]
     # One commit: one restart of the server for a new pair.
-    assert len(re.findall(r"^  commit_files \S+ 'docker restart", secrets, re.M)) == 1
+    assert len(re.findall(r"^  commit_files '[^']*' 'for cid in [^']*docker restart", secrets, re.M)) == 1

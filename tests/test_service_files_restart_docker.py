@@ -25,6 +25,27 @@ def _health(daemon, cid: str) -> str:
     return _docker(daemon, "inspect", "-f", "{{.State.Health.Status}}", cid, check=False).strip()
 
 
+def _deliver(tmp_path, dockerd, value: str) -> subprocess.CompletedProcess:  # noqa: F811
+    """The demo service's delivery script of ``value``, run against ``dockerd``."""
+    script = render_service_script("lab", str(tmp_path / "srv"), "demo", [HostFile(FILE, value)], [value], Reload(),
+                                   textfile_dir=str(tmp_path / "textfile"))
+    (tmp_path / "files-demo.sh").write_text(script)
+    return subprocess.run(["bash", str(tmp_path / "files-demo.sh")], capture_output=True, text=True,
+                          env={**os.environ, "DOCKER_HOST": dockerd.host}, timeout=300)
+
+
+def _demo_container(tmp_path, dockerd) -> str:  # noqa: F811
+    """A container of the demo service that reads its file at start; healthy while it starts with 'good'."""
+    volumes = [a for m in service_mounts(str(tmp_path / "srv"), "demo", [HostFile(FILE, "")])
+               for a in ("-v", f"{m.host_path}:{m.container_path}:ro")]
+    return _docker(dockerd, "run", "-d", "--network", "none", "--label", "platform.stack=lab",
+                   "--label", "platform.service=demo", "-v", "/usr:/usr:ro", *volumes,
+                   "--health-cmd", "grep -q '^good' /tmp/read", "--health-interval", "1s",
+                   "--health-timeout", "2s", "--health-retries", "2", "--health-start-period", "0s",
+                   IMAGE, "/usr/bin/sh", "-c", f"cat {FILE} >/tmp/read; echo read: $(cat /tmp/read); exec sleep 600"
+                   ).strip()
+
+
 def test_a_restart_onto_a_file_the_healthcheck_refuses_is_rolled_back_by_real_docker(tmp_path, dockerd):  # noqa: F811
     data_dir = tmp_path / "srv"
     env = {**os.environ, "DOCKER_HOST": dockerd.host}
@@ -63,3 +84,18 @@ def test_a_restart_onto_a_file_the_healthcheck_refuses_is_rolled_back_by_real_do
     assert _health(dockerd, cid) == "healthy"
     assert _docker(dockerd, "inspect", "-f", "{{.State.StartedAt}}", cid) != started
     assert "read: good third" in _docker(dockerd, "logs", "--tail", "1", cid)
+
+
+def test_every_running_container_of_the_service_is_restarted_onto_the_new_file(tmp_path, dockerd):  # noqa: F811
+    """Two containers carry the service's labels (a create-first replacement that failed half-way
+    leaves the new one beside the old): each is restarted and proven healthy, none is skipped,
+    and two IDs are never passed to docker as one argument."""
+    assert _deliver(tmp_path, dockerd, "good first\n").returncode == 0
+    cids = [_demo_container(tmp_path, dockerd) for _ in range(2)]
+    for cid in cids:
+        assert _until(lambda cid=cid: _health(dockerd, cid) == "healthy", timeout=60), _health(dockerd, cid)
+    second = _deliver(tmp_path, dockerd, "good second\n")
+    assert second.returncode == 0, second.stdout + second.stderr
+    for cid in cids:
+        assert "read: good second" in _docker(dockerd, "logs", "--tail", "1", cid), cid
+        assert _health(dockerd, cid) == "healthy"

@@ -144,6 +144,13 @@ def effective_rpo_minutes(kind: Kind, rpo_minutes: int) -> float:
     return 24 * 60 + 10
 
 
+SCRATCH_MEMORY_MB = 1024
+"""The scratch server's memory limit (MiB) when the stack does not run the datastore itself (a
+managed database restored on the runner): a quarter of the 4 GiB runner that is the smallest
+the products use."""
+SCRATCH_CPUS = 1.0
+
+
 @dataclass(frozen=True)
 class BackupJob:
     job: str
@@ -165,6 +172,14 @@ class BackupJob:
     ``platform.service=<this>``, so ``127.0.0.1`` in the source URI is the server itself: the
     replication the image's pg_hba admits only on loopback, and a server published on the host's
     private address only, where the host's own loopback answers nothing. Empty: the host's network."""
+    scratch_memory_mb: int = SCRATCH_MEMORY_MB
+    """docker mode: the restore test's scratch server's memory limit (``docker run --memory``) in
+    MiB: its datastore's own ``memory_mb`` where the stack runs it, else ``SCRATCH_MEMORY_MB``.
+    The scratch data lives on a tmpfs whose pages count against it, so the tmpfs is capped at
+    this size too: a restore that does not fit fails the restore test (alerted), never the host."""
+    scratch_cpus: float = SCRATCH_CPUS
+    """docker mode: its CPU limit (``docker run --cpus``): the datastore's own ``cpus``, else
+    ``SCRATCH_CPUS``."""
 
     def __post_init__(self) -> None:
         if self.retention_days < 1:
@@ -175,6 +190,8 @@ class BackupJob:
             raise ValueError(f"job name {self.job!r} is longer than 50 characters")
         if self.rpo_minutes < 1:
             raise ValueError("rpo_minutes must be at least 1")
+        if self.scratch_memory_mb < 64 or self.scratch_cpus <= 0:
+            raise ValueError("scratch_memory_mb must be at least 64 and scratch_cpus above 0")
         if self.kind == "mongodb" and self.mode != "docker":
             raise ValueError("mongodb backups run the mongo image's tools (docker mode)")
         if self.kind == "minio" and self.mode != "host":

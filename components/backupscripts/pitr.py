@@ -182,8 +182,12 @@ def render_pitr_test_script(job: BackupJob) -> str:
     labels = metric_labels(job)
     scratch = scratch_server(job, "postgres", initdb=False)
     if job.mode == "docker":
-        scratch = scratch.replace("--tmpfs /var/lib/postgresql/data -e POSTGRES_HOST_AUTH_METHOD=trust",
-                                  '-v "$WORK:$WORK" -e PGDATA="$WORK/pgdata"')
+        # The recovery replays WAL into a cluster on disk (a base backup can exceed the memory
+        # bound), under the same --memory and --cpus.
+        tmpfs = f"--tmpfs /var/lib/postgresql/data:size={job.scratch_memory_mb}m -e POSTGRES_HOST_AUTH_METHOD=trust"
+        if tmpfs not in scratch:
+            raise RuntimeError("scratch_server's PostgreSQL data option changed: update the PITR test's")
+        scratch = scratch.replace(tmpfs, '-v "$WORK:$WORK" -e PGDATA="$WORK/pgdata"')
         scratch += textwrap.dedent(f"""\
             scratch_prepare() {{
               mkdir -p "$WORK/pgdata"

@@ -54,8 +54,13 @@ def scratch_server(job: BackupJob, engine: str, *, initdb: bool = True) -> str:
     no TCP port: a Unix socket in the work directory (host mode, run as the postgres user for
     PostgreSQL) or a container with ``--network none`` reached through ``docker exec``."""
     if job.mode == "docker":
-        data = {"postgres": "--tmpfs /var/lib/postgresql/data -e POSTGRES_HOST_AUTH_METHOD=trust",
-                "mongodb": "--tmpfs /data/db", "redis": '-v "$WORK:/data"'}[engine]
+        # Bounded by the job's limits (BackupJob.scratch_memory_mb, scratch_cpus): a restore test
+        # next to the running datastore cannot take the host's memory. The tmpfs's pages count
+        # against --memory; its size caps the data alone.
+        size = f"size={job.scratch_memory_mb}m"
+        limits = f"--memory {job.scratch_memory_mb}m --memory-swap {job.scratch_memory_mb}m --cpus {job.scratch_cpus:g}"
+        data = {"postgres": f"--tmpfs /var/lib/postgresql/data:{size} -e POSTGRES_HOST_AUTH_METHOD=trust",
+                "mongodb": f"--tmpfs /data/db:{size}", "redis": '-v "$WORK:/data"'}[engine]
         command = {"postgres": "", "mongodb": "",
                    "redis": ' redis-server --dir /data --dbfilename dump.rdb --appendonly no --save ""'}[engine]
         tools = {"postgres": ("psql", "pg_restore"), "mongodb": ("mongosh", "mongorestore"),
@@ -72,7 +77,7 @@ def scratch_server(job: BackupJob, engine: str, *, initdb: bool = True) -> str:
         return 'SCRATCH_CONTAINER=""\n' + functions + textwrap.dedent(f"""\
             scratch_start() {{
               SCRATCH_CONTAINER="restore-test-$JOB-$$"
-              docker run -d --rm --name "$SCRATCH_CONTAINER" --network none {data} {job.tool_image}{command} >/dev/null
+              docker run -d --rm --name "$SCRATCH_CONTAINER" --network none {limits} {data} {job.tool_image}{command} >/dev/null
             }}
             scratch_stop() {{
               [ -z "$SCRATCH_CONTAINER" ] || docker rm -f "$SCRATCH_CONTAINER" >/dev/null 2>&1 || true

@@ -204,6 +204,7 @@ def _steps(cfg: PencomConfig, environment, p: PencomPlan) -> tuple[Step, ...]:
             # The data node publishes its datastores on its private address only, so 127.0.0.1
             # is theirs only inside the server's own network namespace.
             source_service=job.source.name if job.kind != "minio" else "",
+            scratch_limits=(job.source.memory_mb, job.source.cpus),
             mode="host" if job.kind == "minio" else "docker", source_name=f"{runner}-{job.source.name}",
             source_uri=bucket_url if job.uri is None else job.uri, environment=dict(job.environment),
             protect=p.production))

@@ -176,6 +176,7 @@ def _steps(cfg: VedfinanceConfig, environment, d: VedfinancePlan) -> tuple[Step,
             kind=job.kind, tool_image=job.tool_image, runner=ref(host, "ssh"), runner_ready=[ref(init)],
             mounts=(f"{d.data_dir}/files",), cluster_rpo=d.cluster_rpo, rpo_minutes=job.rpo_minutes,
             source_service=job.source if job.kind == "pitr" else "",
+            scratch_limits=(by_name[job.source].memory_mb, by_name[job.source].cpus),
             source_name=ref(host, "containers", job.source, "pulumi_resource_name"), source_uri=job.uri,
             protect=d.production))
     return tuple(steps)
