@@ -168,8 +168,11 @@ class DockerHost(pulumi.ComponentResource):
                 delivery = service_directories(name, self.data_dir, service, service_files,
                                                reload_for(images.get(service)))
                 mounts[service] = delivery.mounts
-                written += [run_script(f"{name}-{suffix}", self.ssh, script, parent=self, depends_on=setup_done)
-                            for suffix, script in delivery.scripts.items()]
+                previous: list[pulumi.Resource] = []
+                for suffix, script in delivery.scripts.items():
+                    previous = [run_script(f"{name}-{suffix}", self.ssh, script, parent=self,
+                                           depends_on=[*setup_done, *previous])]
+                    written += previous
             self.files_delivered = written
         self.containers = run_containers(
             name, specs, parent=self, provider=provider, network=network.name,

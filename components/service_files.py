@@ -135,7 +135,8 @@ def service_mounts(data_dir: str, service: str, files: Sequence[HostFile]) -> li
 @dataclass(frozen=True)
 class ServiceFiles:
     """The rendered delivery of one service's files: ``scripts`` maps a resource suffix
-    (``files-<service>``, and ``secrets-<service>`` for its secret files) to its script."""
+    (``secrets-<service>`` for its secret files, then ``files-<service>``) to its script, in the
+    order they run."""
 
     scripts: dict[str, pulumi.Output[str]]
     mounts: list[Mount]
@@ -151,13 +152,18 @@ def service_directories(stack: str, data_dir: str, service: str, files: Sequence
     validates the new files in it, applies them (``reload``) and commits, or puts the previous
     files back, re-applies them and fails (so the next run retries).
 
+    ``scripts`` is in delivery order, secrets first: each runs after the one before it, so that
+    the plain files (a config naming a new certificate) are judged with the secrets they name
+    already on the host.
+
     Raises ValueError when two files of the service share a container path."""
     mounts = service_mounts(data_dir, service, files)
     scripts: dict[str, pulumi.Output[str]] = {}
-    for kind, group in delivery_groups(files).items():
+    for kind, group in delivery_order(files):
         scripts[f"{kind}-{service}"] = pulumi.Output.all(*[f.content for f in group]).apply(
-            lambda contents, group=group: render_service_script(stack, data_dir, service, group,
-                                                                contents, reload, mounts=mounts))
+            lambda contents, group=group: render_service_script(
+                stack, data_dir, service, group, contents, reload, mounts=mounts,
+                service_paths=[host_path_for(data_dir, service, f) for f in files]))
     return ServiceFiles(scripts=scripts, mounts=mounts)
 
 
@@ -173,9 +179,16 @@ def delivery_groups(files: Sequence[HostFile]) -> dict[str, list[HostFile]]:
     return {kind: group for kind, group in groups.items() if group}
 
 
+def delivery_order(files: Sequence[HostFile]) -> list[tuple[str, list[HostFile]]]:
+    """``delivery_groups`` in the order their scripts run: secrets first, so that a plain file
+    naming a secret one (a config naming its certificate) is judged with it on the host."""
+    return sorted(delivery_groups(files).items(), key=lambda item: item[0] != "secrets")
+
+
 def render_service_script(stack: str, data_dir: str, service: str, files: Sequence[HostFile],
                           contents: Sequence[str], reload: Reload, textfile_dir: str = TEXTFILE_DIR,
-                          mounts: Sequence[Mount] | None = None) -> str:
+                          mounts: Sequence[Mount] | None = None,
+                          service_paths: Sequence[str] | None = None) -> str:
     """The script that delivers ``files`` (with their resolved ``contents``) of ``service``:
     writes what differs, then validates, applies and commits them together (``commit_files``):
     validated in every running container of the service, or, with none running, in a throwaway
@@ -184,19 +197,28 @@ def render_service_script(stack: str, data_dir: str, service: str, files: Sequen
     run after a create-first replacement that failed half-way), each counting only once back
     and healthy (``wait_restarted``), else the previous files are put back, the containers are
     restarted or reloaded onto them, and the script fails with the container's own output. With
-    no container running the files are committed once valid (the container starts on them).
-    The expiry of each certificate among them goes to node-exporter's ``textfile_dir``."""
+    no container running the files are committed once valid (the container starts on them),
+    and judged only once every file of the service is on the host (``service_paths``: the host
+    paths of all its files, both delivery groups; by default those of ``files``): on a first
+    delivery the group delivered first is committed unjudged, and the second judges the whole
+    (``service_directories`` orders the groups). The expiry of each certificate among them goes to node-exporter's ``textfile_dir``."""
     one_validate, one_apply = reload.commands()
     offline = validate_offline(reload, service_mounts(data_dir, service, files) if mounts is None else mounts)
+    paths = [host_path_for(data_dir, service, f) for f in files] if service_paths is None else service_paths
+    # A validator reads the service's files together (nginx -t opens the certificates its config
+    # names): with some still to come it would judge a half, and refuse a sound delivery.
+    complete = " && ".join(f"[ -e {shlex.quote(p)} ]" for p in paths)
+    offline = (f"if {complete}; then {offline}; else echo '{service}: its other files are not on the host yet: "
+               f"they are judged with these when they arrive' >&2; fi") if offline != ":" else offline
     validate = (f'if [ "${{#cids[@]}}" -eq 0 ]; then {offline}; else for cid in "${{cids[@]}}"; do '
                 f"{one_validate} || exit 1; done; fi")
     apply = (f'for cid in ${{cids[@]+"${{cids[@]}}"}}; do {one_apply} '
              f'&& wait_restarted "$cid" {WAIT_TIMEOUT_MAX_S} || exit 1; done')
     sections = [
         WAIT_RESTARTED,
-        # The service's files and secrets are delivered by two scripts that a run starts at
-        # once: one at a time, so that a restart by one is not taken by the other's wait for
-        # a container that its policy started again.
+        # The service's files and secrets are delivered by two scripts, which one run orders but
+        # two overlapping runs (or a script re-run by hand) would not: one at a time, so that a
+        # restart by one is not taken by the other's wait for a container its policy restarted.
         f"exec 8>/run/platform-files-{stack}-{service}.lock",
         f'flock -w {WAIT_TIMEOUT_MAX_S * 2} 8 || {{ echo "{service}: another delivery holds its lock" >&2; exit 1; }}',
         # Every container of the service (a create-first replacement that failed half-way leaves two).
