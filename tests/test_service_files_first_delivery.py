@@ -16,7 +16,7 @@ import subprocess
 import pytest
 
 from components.service_files import (HostFile, Reload, delivery_order, host_path_for, render_service_script,
-                                     service_directories, service_mounts)
+                                     service_mounts)
 from tests.isolation import tool_image
 from tests.test_host_delivery import _docker, dockerd  # noqa: F401 - dockerd is a fixture
 
@@ -60,9 +60,18 @@ def validator_image(dockerd):  # noqa: F811
 
 @pytest.mark.fast
 def test_the_secrets_are_delivered_before_the_files_that_name_them():
+    from synth.state import State
+    from tests.conftest import synth_once
+
     assert [kind for kind, _ in delivery_order(_files("good\n"))] == ["secrets", "files"]
-    delivery = service_directories("lab", "/srv/lab", "demo", _files("good\n"), Reload())
-    assert list(delivery.scripts) == ["secrets-demo", "files-demo"]
+    state = State(synth_once("staging"))
+    commands = {r["name"]: r for r in state.of_type("command:remote:Command")}
+    pairs = [(name, name.replace("-secrets-", "-files-", 1)) for name in commands if "-secrets-" in name]
+    pairs = [(secrets, files) for secrets, files in pairs if files in commands]
+    # Pencom's mTLS terminators (a config naming its certificates) are among them.
+    assert {"pencom-staging-app-secrets-mtls-gateway", "pencom-staging-edge-secrets-api-gateway-mtls"} <= dict(pairs).keys()
+    for secrets, files in pairs:
+        assert commands[secrets]["urn"] in state.all_dependencies(commands[files]), f"{files} runs before {secrets}"
 
 
 @pytest.mark.realtool
