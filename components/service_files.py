@@ -161,9 +161,8 @@ def service_directories(stack: str, data_dir: str, service: str, files: Sequence
     scripts: dict[str, pulumi.Output[str]] = {}
     for kind, group in delivery_order(files):
         scripts[f"{kind}-{service}"] = pulumi.Output.all(*[f.content for f in group]).apply(
-            lambda contents, group=group: render_service_script(
-                stack, data_dir, service, group, contents, reload, mounts=mounts,
-                service_paths=[host_path_for(data_dir, service, f) for f in files]))
+            lambda contents, group=group: render_service_script(stack, data_dir, service, group, contents,
+                                                                reload, service_files=files))
     return ServiceFiles(scripts=scripts, mounts=mounts)
 
 
@@ -187,24 +186,24 @@ def delivery_order(files: Sequence[HostFile]) -> list[tuple[str, list[HostFile]]
 
 def render_service_script(stack: str, data_dir: str, service: str, files: Sequence[HostFile],
                           contents: Sequence[str], reload: Reload, textfile_dir: str = TEXTFILE_DIR,
-                          mounts: Sequence[Mount] | None = None,
-                          service_paths: Sequence[str] | None = None) -> str:
+                          service_files: Sequence[HostFile] | None = None) -> str:
     """The script that delivers ``files`` (with their resolved ``contents``) of ``service``:
     writes what differs, then validates, applies and commits them together (``commit_files``):
     validated in every running container of the service, or, with none running, in a throwaway
-    one of its image that sees the new files (``validate_offline``, through ``mounts``, the
-    service's own; by default those of ``files``); applied to every running container (two
+    one of its image that sees the new files (``validate_offline``, through the mounts of
+    ``service_files``: every file of the service, both delivery groups; by default ``files``); applied to every running container (two
     run after a create-first replacement that failed half-way), each counting only once back
     and healthy (``wait_restarted``), else the previous files are put back, the containers are
     restarted or reloaded onto them, and the script fails with the container's own output. With
     no container running the files are committed once valid (the container starts on them),
-    and judged only once every file of the service is on the host (``service_paths``: the host
-    paths of all its files, both delivery groups; by default those of ``files``): on a first
-    delivery the group delivered first is committed unjudged, and the second judges the whole
-    (``service_directories`` orders the groups). The expiry of each certificate among them goes to node-exporter's ``textfile_dir``."""
+    and judged only once every file of ``service_files`` is on the host: on a first delivery the
+    group delivered first is committed unjudged, and the second judges the whole
+    (``delivery_order``). The expiry of each certificate among them goes to node-exporter's
+    ``textfile_dir``."""
+    whole = files if service_files is None else service_files
     one_validate, one_apply = reload.commands()
-    offline = validate_offline(reload, service_mounts(data_dir, service, files) if mounts is None else mounts)
-    paths = [host_path_for(data_dir, service, f) for f in files] if service_paths is None else service_paths
+    offline = validate_offline(reload, service_mounts(data_dir, service, whole))
+    paths = [host_path_for(data_dir, service, f) for f in whole]
     # A validator reads the service's files together (nginx -t opens the certificates its config
     # names): with some still to come it would judge a half, and refuse a sound delivery.
     complete = " && ".join(f"[ -e {shlex.quote(p)} ]" for p in paths)

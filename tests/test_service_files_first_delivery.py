@@ -15,8 +15,7 @@ import subprocess
 
 import pytest
 
-from components.service_files import (HostFile, Reload, delivery_order, host_path_for, render_service_script,
-                                     service_mounts)
+from components.service_files import HostFile, Reload, delivery_order, render_service_script
 from tests.isolation import tool_image
 from tests.test_host_delivery import _docker, dockerd  # noqa: F401 - dockerd is a fixture
 
@@ -34,11 +33,8 @@ def _files(conf: str) -> list[HostFile]:
 def _scripts(tmp_path, files: list[HostFile], reload: Reload) -> list[tuple[str, str]]:
     """Each group's script, in delivery order, rendered as ``service_directories`` renders them
     (the contents are plain strings here)."""
-    data_dir = str(tmp_path / "srv")
-    paths = [host_path_for(data_dir, "demo", f) for f in files]
-    return [(kind, render_service_script("lab", data_dir, "demo", group, [f.content for f in group], reload,
-                                         textfile_dir=str(tmp_path / "textfile"),
-                                         mounts=service_mounts(data_dir, "demo", files), service_paths=paths))
+    return [(kind, render_service_script("lab", str(tmp_path / "srv"), "demo", group, [f.content for f in group],
+                                         reload, textfile_dir=str(tmp_path / "textfile"), service_files=files))
             for kind, group in delivery_order(files)]
 
 
@@ -69,7 +65,8 @@ def test_the_secrets_are_delivered_before_the_files_that_name_them():
     pairs = [(name, name.replace("-secrets-", "-files-", 1)) for name in commands if "-secrets-" in name]
     pairs = [(secrets, files) for secrets, files in pairs if files in commands]
     # Pencom's mTLS terminators (a config naming its certificates) are among them.
-    assert {"pencom-staging-app-secrets-mtls-gateway", "pencom-staging-edge-secrets-api-gateway-mtls"} <= dict(pairs).keys()
+    assert {"pencom-staging-app-secrets-mtls-gateway",
+            "pencom-staging-edge-secrets-api-gateway-mtls"} <= dict(pairs).keys()
     for secrets, files in pairs:
         assert commands[secrets]["urn"] in state.all_dependencies(commands[files]), f"{files} runs before {secrets}"
 
