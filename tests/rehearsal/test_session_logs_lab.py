@@ -6,15 +6,22 @@ An engineer's key is signed by the lab's SSH certificate authority (the stack's
 ``platform:ssh_ca_private_key`` as the rehearsal filled it) with ``scripts/ssh_cert.py`` for
 the principal ``oncall``; the session logs in as ``ops`` the way the lab reaches internal
 nodes (from the harness, the admin address under staging's break-glass, through the edge's
-sshd: ``ProxyCommand ssh -W``, a certificate login on both hops) with a terminal (``ssh -tt``,
-an interactive shell fed its commands), runs a marker command, then tries to erase what it did
-at the source: with sudo it deletes the node's local logs, rotates and vacuums the journal, and
-tries to reach the monitoring host over SSH.
+sshd: ``ProxyCommand ssh -W``, a certificate login on both hops) with a terminal, and each
+command is typed at the shell's prompt as an engineer types it (pexpect). Piped typeahead
+would not do: Debian's sudoers has ``use_pty``, so sudo relays the terminal into a pty of its
+own and swallows every line typed ahead of it, and the shell then waits for ever (the
+180 s hang of the first lab runs). The session runs a marker command, then tries to erase what
+it did at the source: with sudo it deletes the node's local logs, rotates and vacuums the
+journal, and tries to reach the monitoring host over SSH.
 
 Asserted on the edge's ``/var/log/platform-sessions/``: sshd's login line naming the
 certificate's key ID, and the marker command's record, both filed from the app node; both still
 there after the erase attempt, which left the source without them and could not reach the
 monitoring host.
+
+A second certificate of the same key, valid for :data:`SHORT_VALIDITY_S` seconds, logs in to
+the app node while it is valid; the same certificate is refused once its validity has ended,
+and sshd's refusal is on the monitoring host too.
 
 What a box cannot prove: kernel audit. ``auditctl -s`` is refused in a box (the kernel answers
 audit requests from the initial PID namespace only; a box is a container), so auditd is left
@@ -27,6 +34,7 @@ EXECVE record of the marker instead.
 
 from __future__ import annotations
 
+import io
 import re
 import secrets
 import subprocess
@@ -34,6 +42,7 @@ import sys
 import time
 from pathlib import Path
 
+import pexpect
 import pytest
 
 from tests.rehearsal.ops_proofs import shipped, split_files
@@ -47,10 +56,10 @@ SSH = ["-F", "/dev/null", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHost
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def session_input(marker: str, edge_private: str, emulate_audit: bool) -> str:
-    """What the engineer types: the marker command, the audit hand-off when the kernel cannot
-    record it, then the erase attempt (sudo, as root can on the node) and a try at the
-    monitoring host."""
+def session_input(marker: str, edge_private: str, emulate_audit: bool) -> list[str]:
+    """What the engineer types, a command per prompt: the marker command, the audit hand-off
+    when the kernel cannot record it, then the erase attempt (sudo, as root can on the node) and
+    a try at the monitoring host."""
     lines = ["set +o history", f"/usr/bin/printf '%s\\n' {marker}"]
     if emulate_audit:
         lines.append(f'logger -p local6.info -t audisp-syslog "type=EXECVE msg=audit(lab): argc=3 '
@@ -65,19 +74,68 @@ def session_input(marker: str, edge_private: str, emulate_audit: bool) -> str:
               # sudo logs its command line: the marker goes in split in two quoted halves, so the
               # count's own log line does not hold it (audit's own log, where there is one, would).
               f"sudo -n bash -c 'grep -rlF -- \"{marker[:4]}\"\"{marker[4:]}\" /var/log --exclude-dir=audit"
-              " 2>/dev/null | wc -l' | sed 's/^/local-copies=/'",
-              "exit"]
-    return "\n".join(lines) + "\n"
+              " 2>/dev/null | wc -l' | sed 's/^/local-copies=/'"]
+    return lines
 
 
-@pytest.fixture(scope="module")
-def session(staging_rehearsal, tmp_path_factory):
-    held = staging_rehearsal
-    assert held.report.error is None, held.report.text()
+PROMPT = "lab-session-ready> "
+# Terminal control sequences (CSI, and OSC such as the window title) of the shell's output.
+TERMINAL_CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
+
+
+def type_session(argv: list[str], lines: list[str], *, timeout: float = 60) -> dict:
+    """Logs in with ``argv`` (an ssh command) on a terminal, types each of ``lines`` once the
+    shell's prompt is back, then ``exit``. Returns ``{"status": ssh's exit status or None,
+    "transcript": what the terminal showed, control sequences removed, "error": None or why the
+    session did not end (a prompt that never came back within ``timeout`` s)}``."""
+    child = pexpect.spawn(argv[0], argv[1:], timeout=timeout, encoding="utf-8", codec_errors="replace")
+    shown = io.StringIO()
+    child.logfile_read = shown
+    error = None
+    try:
+        child.expect(r"\$ ")  # the login shell's own prompt
+        # Typed in two quoted halves, so that the echo of this line is not the prompt itself.
+        child.sendline(f"PS1='{PROMPT[:4]}''{PROMPT[4:]}'")
+        child.expect_exact(PROMPT)
+        for line in lines:
+            child.sendline(line)
+            child.expect_exact(PROMPT)
+        child.sendline("exit")
+        child.expect(pexpect.EOF)
+    except (pexpect.TIMEOUT, pexpect.EOF) as exc:
+        error = f"{type(exc).__name__} waiting for the prompt after {len(shown.getvalue())} bytes"
+    finally:
+        child.close(force=True)
+    return {"status": child.exitstatus, "transcript": TERMINAL_CONTROL.sub("", shown.getvalue()), "error": error}
+
+
+def login_argv(lab, edge, app, key: Path, certificate: Path, *, jump_certificate: Path | None = None) -> list[str]:
+    """ssh to ``app`` as ``ops`` through ``edge`` (``ProxyCommand ssh -W``), in the lab's
+    namespace, offering ``certificate`` to the app node and ``jump_certificate`` (default the
+    same) to the edge."""
+    jump = " ".join([*SSH, "-i", str(key), "-o", f"CertificateFile={jump_certificate or certificate}",
+                     "-p", str(edge.port), "-W", "%h:%p", f"ops@{edge.address}"])
+    return lab.netns_argv(["ssh", *SSH, "-i", str(key), "-o", f"CertificateFile={certificate}",
+                           "-o", f"ProxyCommand=ssh {jump}", "-p", str(app.port), f"ops@{app.address}"])
+
+
+def collected(lab, needles: list[str], *, within_s: float = 60) -> dict[str, list[str]]:
+    """The collector's lines holding each needle, polled until every needle is there or
+    ``within_s`` s have passed."""
+    found: dict = {}
+    deadline = time.monotonic() + within_s
+    while True:
+        dump = lab.exec(EDGE, ["bash", "-c", f"tail -v -n +1 {COLLECTED}/*.log"], timeout=60).stdout.decode(errors="replace")
+        found = shipped(split_files(dump), needles)
+        if all(found.values()) or time.monotonic() > deadline:
+            return found
+        time.sleep(2)
+
+
+def run_session(held, work: Path) -> dict:
+    """The whole proof on a held staging lab (``work``: a private directory for the keys)."""
     lab = held.lab
     app, edge = held.lab_capture.hosts[APP], held.lab_capture.hosts[EDGE]
-    work = tmp_path_factory.mktemp("session")
-    work.chmod(0o700)
     key = work / "engineer"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True, timeout=30)
     identity = f"lab-session-{secrets.token_hex(4)}@example.com"
@@ -86,33 +144,71 @@ def session(staging_rehearsal, tmp_path_factory):
                             input=held.memory.secrets["platform:ssh_ca_private_key"], capture_output=True, text=True,
                             timeout=60)
     assert signed.returncode == 0, signed.stderr
+    certificate = Path(f"{key}-cert.pub")
     audit = lab.exec(APP, ["auditctl", "-s"], timeout=30)
     marker = f"lab-marker-{secrets.token_hex(6)}"
-    auth = ["-i", str(key), "-o", f"CertificateFile={key}-cert.pub"]
-    jump = " ".join([*SSH, *auth, "-p", str(edge.port), "-W", "%h:%p", f"ops@{edge.address}"])
     started = time.monotonic()
-    login = subprocess.run(lab.netns_argv(["ssh", "-tt", *SSH, *auth, "-o", f"ProxyCommand=ssh {jump}",
-                                           "-p", str(app.port), f"ops@{app.address}"]),
-                           input=session_input(marker, edge.private_address or edge.address, audit.returncode != 0),
-                           capture_output=True, text=True, timeout=180)
-    found: dict = {}
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        dump = lab.exec(EDGE, ["bash", "-c", f"tail -v -n +1 {COLLECTED}/*.log"], timeout=60).stdout.decode(errors="replace")
-        found = shipped(split_files(dump), [marker, identity])
-        if all(found.values()):
-            break
-        time.sleep(2)
+    login = type_session(login_argv(lab, edge, app, key, certificate),
+                         session_input(marker, edge.private_address or edge.address, audit.returncode != 0))
+    found = collected(lab, [marker, identity])
+    seconds = round(time.monotonic() - started, 1)
     return {"login": login, "marker": marker, "identity": identity, "found": found,
             "audit": (audit.returncode, (audit.stdout + audit.stderr).decode(errors="replace").strip()),
-            "app_address": app.private_address or app.address, "seconds": round(time.monotonic() - started, 1)}
+            "app_address": app.private_address or app.address, "seconds": seconds,
+            "expiry": short_certificate(held, work, key, certificate)}
+
+
+SHORT_VALIDITY_S = 40
+REFUSAL = "Certificate invalid: expired"  # sshd (auth2-pubkey.c) on a certificate past its validity
+
+
+def short_certificate(held, work: Path, key: Path, certificate: Path) -> dict:
+    """Signs ``key`` again, as ``scripts/ssh_cert.py`` does but valid for
+    :data:`SHORT_VALIDITY_S` s (the script's floor is an hour), logs in to the app node with it,
+    waits out its validity, and logs in again with the same certificate (the edge hop keeps
+    ``certificate``, so the refusal is the app node's). Returns both results and what the
+    collector holds of the refusal."""
+    lab = held.lab
+    app, edge = held.lab_capture.hosts[APP], held.lab_capture.hosts[EDGE]
+    identity = f"lab-short-{secrets.token_hex(4)}@example.com"
+    ca = work / "ca"
+    ca.touch(mode=0o600)
+    ca.write_text(held.memory.secrets["platform:ssh_ca_private_key"].strip() + "\n")
+    short = work / "short.pub"
+    short.write_bytes(Path(f"{key}.pub").read_bytes())
+    subprocess.run(["ssh-keygen", "-q", "-s", str(ca), "-I", identity, "-n", "oncall",
+                    "-V", f"-5m:+{SHORT_VALIDITY_S}s", "-z", str(secrets.randbelow(2**62)), str(short)],
+                   check=True, capture_output=True, timeout=30)
+    ca.unlink()
+    signed_at = time.monotonic()
+    argv = login_argv(lab, edge, app, key, work / "short-cert.pub", jump_certificate=certificate) + ["id", "-un"]
+    valid = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    time.sleep(max(0.0, SHORT_VALIDITY_S + 3 - (time.monotonic() - signed_at)))
+    # sshd's refusal line names no key: this attempt's is the one that was not there before it.
+    before = collected(lab, [REFUSAL], within_s=0)[REFUSAL]
+    expired = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    deadline = time.monotonic() + 30
+    while (after := collected(lab, [REFUSAL], within_s=0)[REFUSAL]) == before and time.monotonic() < deadline:
+        time.sleep(2)
+    return {"valid": (valid.returncode, valid.stdout.strip(), valid.stderr[-400:]),
+            "expired": (expired.returncode, expired.stdout.strip(), expired.stderr[-400:]),
+            "refusal": [line for line in after if line not in before]}
+
+
+@pytest.fixture(scope="module")
+def session(staging_rehearsal, tmp_path_factory):
+    assert staging_rehearsal.report.error is None, staging_rehearsal.report.text()
+    work = tmp_path_factory.mktemp("session")
+    work.chmod(0o700)
+    return run_session(staging_rehearsal, work)
 
 
 def test_the_admin_session_logs_in_with_a_short_lived_certificate(session):
     login = session["login"]
+    assert login["error"] is None and login["status"] == 0, (login["error"], login["status"], login["transcript"][-1500:])
     # The command's own output line (the terminal also echoes what was typed, which holds more).
-    ran = any(line.strip() == session["marker"] for line in login.stdout.splitlines())
-    assert ran, (login.returncode, login.stdout[-1500:], login.stderr[-800:])
+    ran = any(line.strip() == session["marker"] for line in login["transcript"].splitlines())
+    assert ran, login["transcript"][-1500:]
 
 
 def test_the_session_and_its_command_are_recorded_on_the_monitoring_host(session):
@@ -133,10 +229,19 @@ def test_the_session_and_its_command_are_recorded_on_the_monitoring_host(session
 
 
 def test_the_account_cannot_erase_the_shipped_record_from_the_source_host(session):
-    out = session["login"].stdout
+    out = session["login"]["transcript"]
     exits = re.findall(r"edge-ssh-exit=(\d+)", out)
     copies = re.findall(r"local-copies=(\d+)", out)
     assert exits and int(exits[-1]) != 0, f"the admin account reached the monitoring host over SSH: {out[-1500:]}"
     assert copies and int(copies[-1]) == 0, f"the erase attempt left local copies (the probe proves nothing): {out[-1500:]}"
     # Re-read after the session ended: what was shipped is still there.
     assert session["found"][session["marker"]] and session["found"][session["identity"]], session["found"]
+
+
+def test_the_same_certificate_is_refused_once_its_validity_has_ended(session):
+    expiry = session["expiry"]
+    assert expiry["valid"][:2] == (0, "ops"), expiry
+    assert expiry["expired"][0] == 255 and expiry["expired"][1] == "", expiry
+    assert "Permission denied" in expiry["expired"][2], expiry
+    # sshd's reason, shipped from the app node like the session's own lines.
+    assert any(line.startswith(f"{COLLECTED}/{session['app_address']}.log: ") for line in expiry["refusal"]), expiry
