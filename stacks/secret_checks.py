@@ -29,12 +29,27 @@ def _reused_keys(raw: Mapping[str, Any], needed: Mapping[str, SecretKey]) -> lis
     ca = raw.get(SSH_CA_SECRET)
     if not isinstance(ca, str) or not ca.strip() or _offline_placeholder(ca):
         return []
+    ca_identity = _key_identity(ca)
     return [f"{key_path(SSH_CA_SECRET, [])}: is the same key as {CONFIG_NAMESPACE}:{s.key} (value "
             f"not shown); the certificate authority needs a key of its own (`ssh-keygen -t ed25519 "
             f"-N '' -f ca`), or a deploy key could sign logins to every host"
             for s in needed.values()
             if s.format == "openssh_private_key" or s.key.endswith("_ssh_private_key")
-            if isinstance(raw.get(s.key), str) and raw[s.key].strip() == ca.strip()]
+            if isinstance(raw.get(s.key), str) and _key_identity(raw[s.key]) == ca_identity]
+
+
+def _key_identity(private_key: str) -> str:
+    """What makes two private key files the same key: the OpenSSH public half. The file's text
+    is not: every re-save (a new comment, ``ssh-keygen -p``) draws new random check bytes. A
+    value that does not parse as an unencrypted OpenSSH key is compared by its text."""
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        key = serialization.load_ssh_private_key(private_key.strip().encode() + b"\n", password=None)
+        return key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                             serialization.PublicFormat.OpenSSH).decode()
+    except (ValueError, TypeError, UnicodeError):
+        return private_key.strip()
 
 
 def set_secret_command(secret: SecretKey) -> str:

@@ -366,6 +366,23 @@ def test_a_deploy_key_cannot_double_as_the_ca():
 
 
 @pytest.mark.fast
+def test_a_deploy_key_saved_again_cannot_double_as_the_ca():
+    """The same key in another file (a new comment, ``ssh-keygen -p``) has other random check
+    bytes: the text differs, the key does not."""
+    from cryptography.hazmat.primitives import serialization
+
+    raw, keys = _with_secrets(_staging_raw())
+    deploy = serialization.load_ssh_private_key(raw["kro_ssh_private_key"].encode(), password=None)
+    raw["ssh_ca_private_key"] = deploy.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                                     serialization.NoEncryption()).decode()
+    assert raw["ssh_ca_private_key"].strip() != raw["kro_ssh_private_key"].strip()
+    with pytest.raises(ConfigError) as error:
+        validate_stack_config(raw, keys)
+    assert "platform:ssh_ca_private_key: is the same key as platform:kro_ssh_private_key (value not shown)" \
+        in str(error.value)
+
+
+@pytest.mark.fast
 def test_a_principal_with_a_space_is_refused_at_its_path():
     raw, keys = _with_secrets(_staging_raw())
     raw["environment"] = {**raw["environment"], "ssh_principals": ["on call"]}
