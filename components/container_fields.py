@@ -42,6 +42,10 @@ def check_exec_form(command: list[str]) -> list[str]:
     return command
 
 
+DOCKER_TEST_FORMS = ("CMD", "CMD-SHELL", "NONE")
+"""The first word of a Docker healthcheck test (Docker Engine API, ``HealthConfig.Test``)."""
+
+
 class HealthCheck(StrictModel):
     command: list[str] = Field(
         min_length=1,
@@ -57,7 +61,15 @@ class HealthCheck(StrictModel):
     @field_validator("command")
     @classmethod
     def _exec_form(cls, value: list[str]) -> list[str]:
-        return check_exec_form(value)
+        check_exec_form(value)
+        # Docker's HEALTHCHECK test starts with its form (CMD, CMD-SHELL, NONE); the program adds
+        # CMD itself, so a Compose-style list would run a program named "CMD-SHELL" and the
+        # container would never be healthy (docs.docker.com/reference/dockerfile/#healthcheck).
+        if value[0].strip().upper() in DOCKER_TEST_FORMS:
+            raise ValueError(
+                f"item 0 is {value[0]!r}, Docker's test form, which the program adds itself (CMD): give the "
+                "command alone, e.g. [curl, -f, http://localhost/health], or [/bin/sh, -c, '...'] for a shell")
+        return value
 
 
 class PublishedPort(StrictModel):

@@ -585,6 +585,18 @@ def test_an_empty_exec_form_item_is_rejected_at_its_command(stack_document, key)
     assert _has(problems, path, "is empty"), problems
 
 
+@pytest.mark.parametrize("form", ["CMD-SHELL", "CMD", "NONE", "cmd-shell"])
+def test_a_compose_style_healthcheck_is_rejected_at_its_command(stack_document, form):
+    """The program adds Docker's CMD itself: ``[CMD-SHELL, ...]`` would run a program named
+    CMD-SHELL and the container would never be healthy (every deploy of it timing out)."""
+    document = stack_document("staging")
+    service = document["config"]["platform:pencom"]["edge_services"][0]
+    service["healthcheck"]["command"] = [form, "curl -f http://localhost/health"]
+    problems = _problems(document)
+    path = f"platform:pencom.edge_services[0] ({service['name']}).healthcheck.command"
+    assert _has(problems, path, f"item 0 is '{form}', Docker's test form"), problems
+
+
 def test_a_null_list_item_skips_the_rules_that_read_it(stack_document):
     """A null publish entry is its own error; the published-port rules skip it, never crash."""
     document = stack_document("staging")
