@@ -43,15 +43,15 @@ class ImageSource(StrictModel):
     # The OCI distribution spec's tag grammar, ASCII only (a Unicode \w would accept tags no
     # registry does, and its 128-fold expansion cost 0.1 s of every synth to compile).
     tag: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$",
-                            description="image tag, not latest")
+                            description="image version tag (with a digit; not latest or stable)")
     digest: str | None = Field(default=None, pattern=r"^sha256:[a-f0-9]{64}$",
                                description="image digest; wins over tag")
 
     @model_validator(mode="after")
     def _pinned(self) -> "ImageSource":
         if self.digest is None and (self.tag is None or not image_is_pinned(f"x:{self.tag}")):
-            raise located("ImageSource", (("tag",), "an image source needs a tag other than latest, "
-                                                    "or a digest", self.tag))
+            raise located("ImageSource", (("tag",), "an image source needs a version tag (one with a "
+                                                    "digit, not latest or stable), or a digest", self.tag))
         return self
 
 

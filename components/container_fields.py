@@ -25,7 +25,7 @@ def image_is_pinned(image: str) -> bool:
 
 
 PinnedImage = Annotated[str, AfterValidator(check_pinned_image)]
-"""An image reference (OCI grammar) pinned by a tag other than latest or by a sha256 digest."""
+"""An image reference (OCI grammar) pinned by a version tag (one with a digit) or by a sha256 digest."""
 
 
 def check_exec_form(command: list[str]) -> list[str]:

@@ -271,6 +271,11 @@ def test_cloudflare_dns_is_selectable(stack_document, synth):
 BAD_KRO = {
     "latest image": (lambda k: k["services"][0].__setitem__("image", "kro-backend:latest"),
                      "platform:kro.services[0] (backend).image: image must be pinned"),
+    # A tag without a digit names a channel that moves, whatever its case.
+    "LATEST image": (lambda k: k["services"][0].__setitem__("image", "kro-backend:LATEST"),
+                     "platform:kro.services[0] (backend).image: image must be pinned by a version tag"),
+    "stable image": (lambda k: k["services"][2].__setitem__("image", "kro-admin:stable"),
+                     "platform:kro.services[2] (admin-frontend).image: image must be pinned by a version tag"),
     "untagged image": (lambda k: k["services"][1].__setitem__("image", "kro-frontend"),
                        "platform:kro.services[1] (frontend).image: image must be pinned"),
     "negative memory": (lambda k: k["services"][1].__setitem__("memory_mb", -5),

@@ -45,10 +45,17 @@ class ImageReference:
 
     @property
     def pinned(self) -> bool:
-        """Pinned by a sha256 digest, or by a tag other than ``latest``."""
+        """Pinned by a sha256 digest, or by a version tag: one with a digit. A tag without one
+        (``latest``, ``LATEST``, ``stable``, ``edge``, ``alpine``) names a channel that moves
+        (Hadolint DL3007, CIS Docker Benchmark v1.6.0 5.27)."""
         if self.digest is not None:
             return bool(_PINNED_DIGEST.match(self.digest))
-        return self.tag is not None and self.tag != "latest"
+        return version_tag(self.tag)
+
+
+def version_tag(tag: Optional[str]) -> bool:
+    """A tag that names a version (it holds a digit), not a channel such as latest or stable."""
+    return tag is not None and any(c.isdigit() for c in tag)
 
 
 def parse_image_reference(reference: str) -> ImageReference:
@@ -87,8 +94,8 @@ def check_pinned_image(reference: str) -> str:
     """The reference unchanged when it parses and is pinned; ValueError otherwise."""
     image = parse_image_reference(reference)
     if not image.pinned:
-        raise ValueError("image must be pinned by a tag other than latest or by an @sha256: digest, "
-                         "e.g. nginx:1.27.3-alpine")
+        raise ValueError("image must be pinned by a version tag (one with a digit, not latest or stable) "
+                         "or by an @sha256: digest, e.g. nginx:1.27.3-alpine")
     return reference
 
 

@@ -245,14 +245,16 @@ resource_policy(
 def image_is_pinned(image: str) -> bool:
     if re.search(r"@sha256:[a-f0-9]{64}$", image):
         return True
+    # A version tag holds a digit; latest, stable, edge or alpine name channels that move
+    # (the config boundary's rule: validation/formats.py, ImageReference.pinned).
     last = image.rsplit("/", 1)[-1]
-    return ":" in last and last.rsplit(":", 1)[1] not in ("", "latest")
+    return ":" in last and any(c.isdigit() for c in last.rsplit(":", 1)[1])
 
 
 def _check_image_pinned(props, args):
     image = props.get("name") if args.resource_type == T_IMAGE else props.get("image")
     if isinstance(image, str) and not image.startswith("sha256:") and not image_is_pinned(image):
-        yield f"image {image} is not pinned; use a version tag (not latest) or an @sha256 digest"
+        yield f"image {image} is not pinned; use a version tag (one with a digit, not latest or stable) or an @sha256 digest"
 
 
 resource_policy(
@@ -262,7 +264,9 @@ resource_policy(
     fix="Pin the image to a version tag or an @sha256 digest.",
     types=[T_IMAGE, T_CONTAINER], check=_check_image_pinned,
     cases=Case(doc(res(T_IMAGE, "i", {"name": "nginx:1.27.3-alpine"})),
-               [(doc(res(T_IMAGE, "i", {"name": "nginx:latest"}), res(T_IMAGE, "j", {"name": "redis"})),
-                 ["image nginx:latest is not pinned; use a version tag (not latest) or an @sha256 digest",
-                  "image redis is not pinned; use a version tag (not latest) or an @sha256 digest"])]))
+               [(doc(res(T_IMAGE, "i", {"name": "nginx:latest"}), res(T_IMAGE, "j", {"name": "redis"}),
+                     res(T_IMAGE, "k", {"name": "nginx:STABLE"})),
+                 ["image nginx:latest is not pinned; use a version tag (one with a digit, not latest or stable) or an @sha256 digest",
+                  "image redis is not pinned; use a version tag (one with a digit, not latest or stable) or an @sha256 digest",
+                  "image nginx:STABLE is not pinned; use a version tag (one with a digit, not latest or stable) or an @sha256 digest"])]))
 
