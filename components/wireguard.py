@@ -49,6 +49,10 @@ def key_problem(value: str) -> str | None:
         return "is not a WireGuard key: not base64 (`wg pubkey < private.key` prints one)"
     if len(raw) != KEY_BYTES:
         return f"is not a WireGuard key: {len(raw)} bytes, not {KEY_BYTES}"
+    if not any(raw):
+        # A placeholder: X25519 with a zero public key gives a zero shared secret, which
+        # WireGuard refuses, so no handshake with it ever completes.
+        return "is the all-zero key, a placeholder no device has (`wg pubkey < private.key` prints the real one)"
     return None
 
 

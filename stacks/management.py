@@ -66,7 +66,7 @@ class Management(StrictModel):
     """The management network: WireGuard on each product's entry host, SSH only from it."""
 
     network: PrivateCidr = Field(default="10.99.0.0/24",
-                                 description="the WireGuard network (IPv4, /16 to /28); each stack its own, apart "
+                                 description="the WireGuard network (IPv4, /16 to /27); each stack its own, apart "
                                              "from every other network of the stack")
     listen_port: int = Field(default=wireguard.DEFAULT_LISTEN_PORT, gt=1023, lt=65536,
                              description="UDP port every endpoint listens on")
@@ -79,15 +79,16 @@ class Management(StrictModel):
 
 
 def network_fits(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
-    """Whether ``net`` can be the management network: IPv4, /16 to /28."""
-    return net.version == 4 and 16 <= net.prefixlen <= 28
+    """Whether ``net`` can be the management network: IPv4, /16 to /27. A /28 holds the 16
+    endpoint addresses and nothing else: no peer would fit."""
+    return net.version == 4 and 16 <= net.prefixlen <= 27
 
 
 @rule(Management)
 def _network(m: Management, ctx: RuleContext) -> Iterator[Finding]:
     net = ipaddress.ip_network(m.network)
     if not network_fits(net):
-        yield Finding(("network",), f"{m.network}: use an IPv4 network from /16 to /28 (room for the "
+        yield Finding(("network",), f"{m.network}: use an IPv4 network from /16 to /27 (room for the "
                       f"{RESERVED_ADDRESSES} endpoint addresses and the peers)")
 
 

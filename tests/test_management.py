@@ -66,6 +66,7 @@ def test_a_bad_peer_key_is_one_error_with_its_key_path_exit_2(tmp_path):
     (KEY[:-2] + "=", "44 characters"),
     ("!" * 43 + "=", "not base64"),
     ("A" * 42 + "==", "bytes, not 32"),
+    ("A" * 43 + "=", "all-zero key"),
 ])
 def test_key_format(value, why):
     assert why in wireguard.key_problem(value)
@@ -82,7 +83,7 @@ def test_key_format(value, why):
     (lambda m: m["peers"].__setitem__(0, dict(m["peers"][0], address="10.99.0.3")),
      "platform:environment.management.peers[0] (deploy-runner).address", "is reserved"),
     (lambda m: m.__setitem__("network", "10.96.0.0/12"),
-     "platform:environment.management.network", "/16 to /28"),
+     "platform:environment.management.network", "/16 to /27"),
     (lambda m: m.__setitem__("peers", []),
      "platform:environment.management.peers", "nobody, the deploy runner included"),
     (lambda m: m.__setitem__("break_glass", {"enabled": True, "expires": str(datetime.date.today())}),
@@ -102,6 +103,16 @@ def test_the_boundary_refuses_each_mistake_at_its_key(mutate, path, message):
     problems = _problems(document, "prod")
     assert len(problems) == 1, problems
     assert problems[0].startswith(path + ":") and message in problems[0], problems
+
+
+def test_a_network_that_only_holds_the_endpoints_is_refused():
+    """A /28's 16 addresses are the endpoints' own: the peer is refused too, and the network
+    error says which prefixes leave room."""
+    document = _document("prod")
+    _management(document)["network"] = "10.99.0.0/28"
+    problems = _problems(document, "prod")
+    assert ("platform:environment.management.network: 10.99.0.0/28: use an IPv4 network from /16 to /27 "
+            "(room for the 16 endpoint addresses and the peers)") in problems, problems
 
 
 def test_pencoms_networks_stay_apart_from_the_management_network():
