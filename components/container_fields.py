@@ -42,6 +42,9 @@ def check_exec_form(command: list[str]) -> list[str]:
     return command
 
 
+# The longest a deploy waits for one container to become healthy, in seconds.
+WAIT_TIMEOUT_MAX_S = 600
+
 DOCKER_TEST_FORMS = ("CMD", "CMD-SHELL", "NONE")
 """The first word of a Docker healthcheck test (Docker Engine API, ``HealthConfig.Test``)."""
 
@@ -70,6 +73,19 @@ class HealthCheck(StrictModel):
                 f"item 0 is {value[0]!r}, Docker's test form, which the program adds itself (CMD): give the "
                 "command alone, e.g. [curl, -f, http://localhost/health], or [/bin/sh, -c, '...'] for a shell")
         return value
+
+    @model_validator(mode="after")
+    def _first_probe_within_the_wait(self) -> "HealthCheck":
+        # Docker runs the first probe `interval` after the start (Docker Engine before 25 has
+        # no start interval), so a healthy container is seen healthy only after interval plus
+        # that probe; a deploy that waits at most WAIT_TIMEOUT_MAX_S would time out every time.
+        if self.interval_s + self.timeout_s >= WAIT_TIMEOUT_MAX_S:
+            message = (f"interval_s + timeout_s is {self.interval_s + self.timeout_s} s, but a deploy waits at "
+                       f"most {WAIT_TIMEOUT_MAX_S} s for a new container to become healthy and its first probe "
+                       "ends only then: keep their sum under that (e.g. interval_s: 30)")
+            raise ValidationError.from_exception_data("HealthCheck", [InitErrorDetails(
+                type=PydanticCustomError("rule", message), loc=("interval_s",), input=self.interval_s)]) from None
+        return self
 
 
 class PublishedPort(StrictModel):

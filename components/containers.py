@@ -18,7 +18,7 @@ from pydantic import Field, Strict, field_validator
 
 from components.container_env import check_env, check_env_names, tls_switched_off
 from components.container_fields import (MAINTENANCE_LABEL, RESTORE_TEST_AGE_DAYS_MAX, RUNTIME_SOCKETS,
-                                         SENSITIVE_HOST_DIRS, WINDOW_AHEAD_DAYS_MAX,
+                                         SENSITIVE_HOST_DIRS, WAIT_TIMEOUT_MAX_S, WINDOW_AHEAD_DAYS_MAX,
                                          ExporterMount, HealthCheck, Maintenance, Mount, PinnedImage,
                                          PublishedPort, check_exec_form, image_is_pinned, image_major,
                                          normal_host_path, sensitive_host_path)
@@ -268,9 +268,6 @@ def replaced_delete_first(spec: ContainerSpec, extra_mounts: list[Mount] | None 
     return (bool(spec.publish) or fixed_address
             or any(not m.read_only for m in [*spec.mounts, *(extra_mounts or [])]))
 
-
-# The longest a deploy waits for one container to become healthy, in seconds.
-WAIT_TIMEOUT_MAX_S = 600
 
 
 def health_wait_timeout_s(check: HealthCheck) -> int:

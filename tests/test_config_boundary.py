@@ -597,6 +597,15 @@ def test_a_compose_style_healthcheck_is_rejected_at_its_command(stack_document, 
     assert _has(problems, path, f"item 0 is '{form}', Docker's test form"), problems
 
 
+def test_a_healthcheck_slower_than_the_deploy_wait_is_rejected_at_its_interval(stack_document):
+    document = stack_document("staging")
+    service = document["config"]["platform:pencom"]["edge_services"][0]
+    service["healthcheck"].update(interval_s=600, timeout_s=5)
+    problems = _problems(document)
+    path = f"platform:pencom.edge_services[0] ({service['name']}).healthcheck.interval_s"
+    assert _has(problems, path, "interval_s + timeout_s is 605 s"), problems
+
+
 def test_a_null_list_item_skips_the_rules_that_read_it(stack_document):
     """A null publish entry is its own error; the published-port rules skip it, never crash."""
     document = stack_document("staging")

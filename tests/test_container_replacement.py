@@ -6,6 +6,7 @@ every other one create-before-delete, gated by the provider's
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from components.containers import (WAIT_TIMEOUT_MAX_S, ContainerSpec, HealthCheck, Mount, PublishedPort,
                                    health_wait_timeout_s, replaced_delete_first)
@@ -75,8 +76,19 @@ def test_the_wait_covers_docker_deciding_either_way_and_is_capped():
     assert health_wait_timeout_s(HealthCheck(command=["true"])) == 30 + 4 * 35
     quick = HealthCheck(command=["true"], interval_s=2, timeout_s=2, retries=2, start_period_s=0)
     assert health_wait_timeout_s(quick) == 12
-    slow = HealthCheck(command=["true"], interval_s=600, timeout_s=120, retries=20, start_period_s=900)
+    slow = HealthCheck(command=["true"], interval_s=400, timeout_s=120, retries=20, start_period_s=900)
     assert health_wait_timeout_s(slow) == WAIT_TIMEOUT_MAX_S == 600
+
+
+@pytest.mark.parametrize("interval_s,timeout_s", [(600, 5), (480, 120)])
+def test_a_first_probe_the_capped_wait_cannot_see_is_refused(interval_s, timeout_s):
+    """A healthy container is seen healthy after interval + its first probe: at the cap, every
+    deploy of it would time out with the old container still serving."""
+    with pytest.raises(ValidationError) as error:
+        HealthCheck(command=["true"], interval_s=interval_s, timeout_s=timeout_s)
+    assert error.value.errors()[0]["loc"] == ("interval_s",)
+    assert f"interval_s + timeout_s is {interval_s + timeout_s} s" in str(error.value)
+    assert HealthCheck(command=["true"], interval_s=interval_s - 10, timeout_s=timeout_s - 1)
 
 
 def test_the_policy_pack_and_the_program_share_the_wait_bound():
