@@ -38,9 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from components import wireguard  # noqa: E402
 from stacks import management  # noqa: E402
-from stacks.config import validate_stack_config  # noqa: E402
-from stacks.errors import ConfigError  # noqa: E402
-from synth.stackfile import StackFileError, load_stack_file, project_name, stack_name_problem  # noqa: E402
+from synth.stackfile import StackFileError, load_stack_config  # noqa: E402
 
 PEERS_PATH = "platform:environment.management.peers"
 
@@ -58,19 +56,10 @@ def stack_management(stack: str, stack_file: Path | None = None,
     """The validated ``environment.management`` and ``products`` of ``stack_file`` (default
     ``Pulumi.<stack>.yaml``; the whole config is validated, as ``pulumi up`` would). Raises
     UsageError with the config's problems."""
-    if problem := stack_name_problem(stack):
-        raise UsageError(problem)
     try:
-        project = project_name(root)
-        file = load_stack_file(stack_file or root / f"Pulumi.{stack}.yaml", stack, project)
+        config = load_stack_config(stack, stack_file, root)
     except StackFileError as exc:
         raise UsageError(str(exc)) from None
-    prefix = f"{project}:"
-    raw = {k[len(prefix):]: v for k, v in file.config.items() if k.startswith(prefix)}
-    try:
-        config = validate_stack_config(raw, check_secrets=False, stack=stack)
-    except ConfigError as exc:
-        raise UsageError("\n".join(f"  - {p}" for p in exc.problems).lstrip(" -")) from None
     return config.environment.management, list(config.products)
 
 

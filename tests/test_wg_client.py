@@ -194,6 +194,14 @@ def test_a_bad_stack_file_is_its_key_path_exit_2(outputs, run, tmp_path):
                                     "is not a WireGuard key"), result.stderr
 
 
+def test_a_directory_as_the_stack_file_is_named_as_synth_names_it(outputs, run, tmp_path):
+    """Was an IsADirectoryError traceback."""
+    result = run("staging", "--stack-file", str(tmp_path), "--name", "deploy-runner", "--outputs", str(outputs))
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == (f"error: --stack-file {tmp_path} is a directory; give the stack file itself "
+                             f"(e.g. {tmp_path / 'Pulumi.staging.yaml'})\n"), result.stderr
+
+
 def test_the_renderer_refuses_an_address_outside_the_network():
     from components import wireguard
 
