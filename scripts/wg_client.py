@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from components import wireguard  # noqa: E402
 from stacks import management  # noqa: E402
+from stacks.errors import show  # noqa: E402
 from synth.stackfile import StackFileError, load_stack_config  # noqa: E402
 
 PEERS_PATH = "platform:environment.management.peers"
@@ -129,11 +130,15 @@ def remote_endpoints(m: management.Management, products: list[str], document: An
         raise UsageError(f"the stack output management (network {document.get('network')}, listenPort "
                          f"{document.get('listenPort')}) differs from platform:environment.management "
                          f"({m.network}, {m.listen_port}): `pulumi up` first")
-    listed: dict[Any, tuple[int, dict]] = {}
+    listed: dict[str, tuple[int, dict]] = {}
     for i, entry in enumerate(document["endpoints"]):
         if not isinstance(entry, dict):
-            continue
+            raise UsageError(f"management.endpoints[{i}] is not an object (product, endpoint, address, publicKey): "
+                             "the output is malformed; `pulumi up` to rewrite it")
         product = entry.get("product")
+        if not isinstance(product, str):
+            raise UsageError(f"management.endpoints[{i}].product must be a product name, got {show(product)}: "
+                             "the output is malformed; `pulumi up` to rewrite it")
         if product in listed:
             raise UsageError(f"management.endpoints[{i}] and management.endpoints[{listed[product][0]}] are both "
                              f"for {product!r}: each product has one endpoint; `pulumi up` to rewrite the output")
