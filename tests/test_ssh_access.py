@@ -425,4 +425,5 @@ def test_the_tunnel_script_names_a_missing_stack_in_one_line():
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "pencom_tunnel.py"), "nosuch", "--print"],
                             capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert result.returncode == 2
-    assert result.stderr.strip() == f"error: no stack 'nosuch': Pulumi.nosuch.yaml does not exist in {ROOT}"
+    assert result.stderr == (f"error: no stack file at {ROOT / 'Pulumi.nosuch.yaml'}; create it (see README, "
+                             "'Adding a stack') or pass --stack-file PATH\n")
