@@ -354,6 +354,41 @@ def test_a_ca_key_that_is_not_an_openssh_key_is_refused_unshown():
     assert "Qk9Qk9" not in message
 
 
+def _passphrase_key() -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    return ed25519.Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+        serialization.BestAvailableEncryption(b"pw")).decode()
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("key, name", [("ssh_ca_private_key", "the SSH certificate authority's key"),
+                                       ("vedfinance_ssh_private_key", "the deploy user's key")])
+def test_a_key_with_a_passphrase_is_named_as_the_key_checked(key, name):
+    """A CA key with a passphrase was refused as "...; the deploy key must have none". A deploy
+    key is checked when the host has a bootstrap user (the deploy user is made from its public
+    half)."""
+    raw, keys = _with_secrets(_staging_raw(), **{key: _passphrase_key()})
+    raw["vedfinance"] = {**raw["vedfinance"], "host": {**raw["vedfinance"]["host"], "bootstrap_user": "ubuntu"}}
+    with pytest.raises(ConfigError) as error:
+        validate_stack_config(raw, keys)
+    assert (f"platform:{key}: {name} is protected by a passphrase; it must have none (remove it with "
+            "`ssh-keygen -p -N '' -f KEY`) (value not shown)") in str(error.value)
+    assert "deploy key" not in str(error.value)
+
+
+@pytest.mark.fast
+def test_the_script_names_a_ca_key_with_a_passphrase_as_the_ca_key(tmp_path):
+    key, _ = _key_files(tmp_path, "id")
+    result = _script("staging", str(key.with_name("id.pub")), "--principal", "oncall", "--identity", "a",
+                     ca_key=_passphrase_key())
+    assert result.returncode == 2
+    assert result.stderr == ("error: the SSH certificate authority's key is protected by a passphrase; it must "
+                             "have none (remove it with `ssh-keygen -p -N '' -f KEY`) (value not shown)\n")
+
+
 @pytest.mark.fast
 def test_a_deploy_key_cannot_double_as_the_ca():
     raw, keys = _with_secrets(_staging_raw())
