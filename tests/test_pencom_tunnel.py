@@ -133,3 +133,15 @@ def test_a_stack_without_pencom_needs_no_tunnel(run, tmp_path):
     result = run("staging", "--stack-file", str(path), "--print")
     assert result.returncode == 0 and result.stdout == ""
     assert result.stderr == "stack staging holds no Pencom: no tunnel needed\n"
+
+
+def test_a_stack_file_that_cannot_be_read_is_one_line(tmp_path):
+    """A directory where ``Pulumi.<stack>.yaml`` should be (an OSError from read_text) was a
+    traceback in every reader of the boundary."""
+    from synth.stackfile import StackFileError
+
+    (tmp_path / "Pulumi.yaml").write_text((PROJECT_ROOT / "Pulumi.yaml").read_text())
+    (tmp_path / "Pulumi.staging.yaml").mkdir()
+    with pytest.raises(StackFileError) as error:
+        pencom_tunnel.tunnel_command("staging", None, tmp_path)
+    assert str(error.value) == f"cannot read the stack file {tmp_path / 'Pulumi.staging.yaml'}: Is a directory"
