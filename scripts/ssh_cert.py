@@ -4,7 +4,9 @@
       | python scripts/ssh_cert.py prod --principal oncall --identity alice ~/.ssh/id_ed25519.pub
 
 writes ``~/.ssh/id_ed25519-cert.pub`` (where ``ssh`` looks for it), then
-``ssh -J ops@EDGE ops@HOST`` logs in as the admin account ``ops`` until the certificate expires.
+``ssh -J ops@EDGE ops@HOST`` logs in as the admin account ``ops`` until the certificate expires
+(EDGE: the Pencom edge's management address, e.g. prod's 10.99.0.3, with the WireGuard tunnel up;
+its public address only under break-glass).
 
 Just-in-time access: every host's sshd trusts the stack's CA (``TrustedUserCAKeys``) and admits a
 certificate as ``ops`` only when it names one of ``environment.ssh_principals`` of that stack
@@ -16,8 +18,13 @@ from stdin (never a command-line argument). It is handed to ``ssh-keygen -s`` as
 a private (0700) temporary directory, removed when the command ends. Validity: ``--hours``, 1 to
 12 (default 4), starting five minutes back for clock skew.
 
+The stack file (``--stack-file``, default ``Pulumi.STACK.yaml``) is read and validated by the
+program's config boundary (``synth.stackfile.load_stack_config``): a principal is granted only
+from a config ``pulumi up`` would accept (the boundary refuses ``"oncall,root"``, which
+ssh-keygen would read as two principals).
+
 Exit 2, with a message that names the problem (never the key), when the stack file, the
-principal, the key or the duration is wrong; exit 1 when ssh-keygen fails.
+principal, the identity, the key or the duration is wrong; exit 1 when ssh-keygen fails.
 """
 
 from __future__ import annotations
@@ -31,12 +38,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-import yaml
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from stacks.environment import Environment  # noqa: E402
+from synth.stackfile import StackFileError, load_stack_config  # noqa: E402
 from validation.formats import openssh_key_problem  # noqa: E402
 
 MAX_HOURS = 12
@@ -48,31 +53,50 @@ class UsageError(Exception):
     """Bad input: exit 2 with this message."""
 
 
-def stack_principals(stack: str, root: Path = ROOT) -> list[str]:
-    """``environment.ssh_principals`` of ``Pulumi.<stack>.yaml`` (its default when unset).
-    Raises UsageError when the file cannot be read."""
-    path = root / f"Pulumi.{stack}.yaml"
+def stack_principals(stack: str, stack_file: Path | None = None, root: Path = ROOT) -> list[str]:
+    """``environment.ssh_principals`` of the stack (its default when unset), from a config the
+    boundary accepts. Raises UsageError with the boundary's message otherwise."""
     try:
-        config = (yaml.safe_load(path.read_text()) or {}).get("config") or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise UsageError(f"cannot read the stack file of {stack} ({path.name}): {exc}") from None
-    environment = config.get("platform:environment") or {}
-    field = Environment.model_fields["ssh_principals"]
-    principals = environment.get("ssh_principals", field.default_factory())
-    if not isinstance(principals, list):
-        raise UsageError(f"{path.name}: platform:environment.ssh_principals must be a list")
-    return [str(p) for p in principals]
+        config = load_stack_config(stack, stack_file, root)
+    except StackFileError as exc:
+        raise UsageError(str(exc)) from None
+    return list(config.environment.ssh_principals)
 
 
-def read_ca_key(stdin=sys.stdin) -> str:
+def identity_problem(identity: str) -> str | None:
+    """Why ``identity`` cannot be a certificate's key ID, or None. sshd writes the key ID into
+    its log line for every login, so a control character could forge or split a log line, and a
+    leading ``-`` reads as an option to whoever greps for it."""
+    if not identity or identity.startswith("-") or any(c.isspace() or not c.isprintable() for c in identity):
+        return ("--identity must be a name without spaces or control characters, not starting with '-' "
+                "(an email or a login): sshd logs it with every login")
+    return None
+
+
+def check_public_key(path: Path) -> None:
+    """Raises UsageError when ``path`` is not an OpenSSH public key file (missing, a directory,
+    not UTF-8, a private key), before ssh-keygen is given it."""
+    problem = f"{path}: not an OpenSSH public key file (KEY.pub)"
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        raise UsageError(problem) from None
+    if not text.startswith(("ssh-", "ecdsa-", "sk-")) or "PRIVATE KEY" in text:
+        raise UsageError(problem)
+
+
+def read_ca_key(stack: str, stdin=sys.stdin) -> str:
     """The CA's private key from ``SSH_CA_PRIVATE_KEY`` or stdin; UsageError when neither holds
     a usable OpenSSH private key (the message never quotes it)."""
+    fix = (f"set {CA_VARIABLE} or pipe it in (`pulumi config get --stack {stack} platform:ssh_ca_private_key "
+           f"| python scripts/ssh_cert.py {stack} ...`)")
     key = os.environ.get(CA_VARIABLE, "")
     if not key.strip():
         if stdin.isatty():
-            raise UsageError(f"no CA key: set {CA_VARIABLE} or pipe it in (`pulumi config get "
-                             "--stack STACK platform:ssh_ca_private_key | ...`)")
+            raise UsageError(f"no CA key: {fix}")
         key = stdin.read()
+        if not key.strip():
+            raise UsageError(f"no CA key was given on stdin (it was empty): {fix}")
     problem = openssh_key_problem(key)
     if problem:
         raise UsageError(f"the SSH certificate authority's key {problem} (value not shown)")
@@ -124,6 +148,7 @@ def check_output(output: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("stack")
+    parser.add_argument("--stack-file", type=Path, help="read the config from this file instead")
     parser.add_argument("public_key", type=Path, help="the engineer's OpenSSH public key file")
     parser.add_argument("--principal", required=True,
                         help="one of the stack's environment.ssh_principals")
@@ -134,21 +159,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="certificate file (default: KEY-cert.pub next to KEY.pub)")
     args = parser.parse_args(argv)
     try:
-        allowed = stack_principals(args.stack)
+        allowed = stack_principals(args.stack, args.stack_file)
         if args.principal not in allowed:
             raise UsageError(f"--principal {args.principal!r} may not log in on stack {args.stack}; "
                              f"its environment.ssh_principals are: {', '.join(allowed) or 'none'}")
         if not 1 <= args.hours <= MAX_HOURS:
             raise UsageError(f"--hours {args.hours}: a certificate is valid 1 to {MAX_HOURS} hours")
-        if not args.identity.strip() or any(c.isspace() for c in args.identity):
-            raise UsageError("--identity must be a name without spaces (an email or a login)")
-        text = args.public_key.read_text() if args.public_key.is_file() else ""
-        if not text.startswith(("ssh-", "ecdsa-", "sk-")) or "PRIVATE KEY" in text:
-            raise UsageError(f"{args.public_key}: not an OpenSSH public key file (KEY.pub)")
+        if problem := identity_problem(args.identity):
+            raise UsageError(problem)
+        check_public_key(args.public_key)
         name = args.public_key.name.removesuffix(".pub")
         output = args.output or args.public_key.with_name(f"{name}-cert.pub")
         check_output(output)
-        ca_key = read_ca_key()
+        ca_key = read_ca_key(args.stack)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

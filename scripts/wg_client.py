@@ -38,9 +38,8 @@ sys.path.insert(0, str(ROOT))
 
 from components import wireguard  # noqa: E402
 from stacks import management  # noqa: E402
-from stacks.config import validate_stack_config  # noqa: E402
-from stacks.errors import ConfigError  # noqa: E402
-from synth.stackfile import StackFileError, load_stack_file, project_name, stack_name_problem  # noqa: E402
+from stacks.errors import show  # noqa: E402
+from synth.stackfile import StackFileError, load_stack_config  # noqa: E402
 
 PEERS_PATH = "platform:environment.management.peers"
 
@@ -58,19 +57,10 @@ def stack_management(stack: str, stack_file: Path | None = None,
     """The validated ``environment.management`` and ``products`` of ``stack_file`` (default
     ``Pulumi.<stack>.yaml``; the whole config is validated, as ``pulumi up`` would). Raises
     UsageError with the config's problems."""
-    if problem := stack_name_problem(stack):
-        raise UsageError(problem)
     try:
-        project = project_name(root)
-        file = load_stack_file(stack_file or root / f"Pulumi.{stack}.yaml", stack, project)
+        config = load_stack_config(stack, stack_file, root)
     except StackFileError as exc:
         raise UsageError(str(exc)) from None
-    prefix = f"{project}:"
-    raw = {k[len(prefix):]: v for k, v in file.config.items() if k.startswith(prefix)}
-    try:
-        config = validate_stack_config(raw, check_secrets=False, stack=stack)
-    except ConfigError as exc:
-        raise UsageError("\n".join(f"  - {p}" for p in exc.problems).lstrip(" -")) from None
     return config.environment.management, list(config.products)
 
 
@@ -140,11 +130,15 @@ def remote_endpoints(m: management.Management, products: list[str], document: An
         raise UsageError(f"the stack output management (network {document.get('network')}, listenPort "
                          f"{document.get('listenPort')}) differs from platform:environment.management "
                          f"({m.network}, {m.listen_port}): `pulumi up` first")
-    listed: dict[Any, tuple[int, dict]] = {}
+    listed: dict[str, tuple[int, dict]] = {}
     for i, entry in enumerate(document["endpoints"]):
         if not isinstance(entry, dict):
-            continue
+            raise UsageError(f"management.endpoints[{i}] is not an object (product, endpoint, address, publicKey): "
+                             "the output is malformed; `pulumi up` to rewrite it")
         product = entry.get("product")
+        if not isinstance(product, str):
+            raise UsageError(f"management.endpoints[{i}].product must be a product name, got {show(product)}: "
+                             "the output is malformed; `pulumi up` to rewrite it")
         if product in listed:
             raise UsageError(f"management.endpoints[{i}] and management.endpoints[{listed[product][0]}] are both "
                              f"for {product!r}: each product has one endpoint; `pulumi up` to rewrite the output")

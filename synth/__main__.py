@@ -253,13 +253,10 @@ def check(argv: list[str]) -> int:
 
 def synth(argv: list[str]) -> int:
     args = _synth_parser().parse_args(argv)
-    from synth.stackfile import stack_name_problem
+    from synth.stackfile import stack_file_problem
 
-    if problem := stack_name_problem(args.stack):
+    if problem := stack_file_problem(args.stack, args.stack_file):
         return _fail(problem, args.debug)
-    if args.stack_file is not None and args.stack_file.is_dir():
-        return _fail(f"--stack-file {args.stack_file} is a directory; give the stack file itself "
-                     f"(e.g. {args.stack_file / f'Pulumi.{args.stack}.yaml'})", args.debug)
     if problem := _check_outputs(args.json_path, args.markdown, directories=(args.diagram_svg,)):
         return _fail(problem, args.debug)
     observed = None

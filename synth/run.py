@@ -24,12 +24,10 @@ def with_placeholder_secrets(stack_file: StackFile) -> list[str]:
     """
     from stacks.config import validate_stack_config
 
-    prefix = f"{stack_file.project}:"
-    raw = {k[len(prefix):]: v for k, v in stack_file.config.items() if k.startswith(prefix)}
-    config = validate_stack_config(raw, check_secrets=False, stack=stack_file.stack)
+    config = validate_stack_config(stack_file.platform_values(), check_secrets=False, stack=stack_file.stack)
     filled = []
     for secret in config.required_secrets():
-        key = f"{prefix}{secret.key}"
+        key = f"{stack_file.project}:{secret.key}"
         if key not in stack_file.config:
             stack_file.config[key] = placeholder_for(key)
             stack_file.secret_keys.append(key)

@@ -38,6 +38,17 @@ def stack_name_problem(stack: str) -> str | None:
             "digit (it names Pulumi.STACK.yaml in the project; give another file with --stack-file)")
 
 
+def stack_file_problem(stack: str, stack_file: Path | None) -> str | None:
+    """Why ``stack`` and ``--stack-file`` cannot name a stack file, before anything is read:
+    a name that is not a stack name, or a directory given as the file. None when they can."""
+    if problem := stack_name_problem(stack):
+        return problem
+    if stack_file is not None and stack_file.is_dir():
+        return (f"--stack-file {stack_file} is a directory; give the stack file itself "
+                f"(e.g. {stack_file / f'Pulumi.{stack}.yaml'})")
+    return None
+
+
 MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
@@ -172,6 +183,12 @@ class StackFile:
     config: dict[str, str] = field(default_factory=dict)
     secret_keys: list[str] = field(default_factory=list)
 
+    def platform_values(self) -> dict[str, str]:
+        """The project's keys without their namespace (``environment``, ``kro``), what
+        ``validate_stack_config`` takes."""
+        prefix = f"{self.project}:"
+        return {k[len(prefix):]: v for k, v in self.config.items() if k.startswith(prefix)}
+
 
 def project_name(project_dir: Path) -> str:
     path = project_dir / "Pulumi.yaml"
@@ -240,6 +257,8 @@ def load_stack_file(path: Path, stack: str, project: str) -> StackFile:
         )
     try:
         document = load_yaml(path.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise StackFileError(f"cannot read the stack file {path}: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
         raise StackFileError(f"{path}: not UTF-8 text (byte {exc.start} is 0x{exc.object[exc.start]:02x}); "
                              "save the file as UTF-8") from None
@@ -266,3 +285,23 @@ def load_stack_file(path: Path, stack: str, project: str) -> StackFile:
         if is_secret:
             stack_file.secret_keys.append(full_key)
     return stack_file
+
+
+def load_stack_config(stack: str, stack_file: Path | None, project_dir: Path):
+    """The validated config (``StackConfig``) of ``stack``, read from ``stack_file`` or
+    ``Pulumi.<stack>.yaml`` in ``project_dir``: the boundary ``pulumi up`` and ``python -m
+    synth`` apply, for the engineer-facing scripts, so a script never acts on a config the
+    program would refuse. Secrets are not required (the scripts read none from the file).
+
+    Raises StackFileError with the boundary's message: one line per problem, each naming its
+    key path (or the file, or the argument) and the fix."""
+    from stacks.config import validate_stack_config
+    from stacks.errors import ConfigError
+
+    if problem := stack_file_problem(stack, stack_file):
+        raise StackFileError(problem)
+    file = load_stack_file(stack_file or project_dir / f"Pulumi.{stack}.yaml", stack, project_name(project_dir))
+    try:
+        return validate_stack_config(file.platform_values(), check_secrets=False, stack=stack)
+    except ConfigError as exc:
+        raise StackFileError("\n  - ".join(exc.problems)) from None

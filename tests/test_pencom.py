@@ -531,7 +531,7 @@ def test_the_tunnel_script_targets_minio_through_the_edge_node(prod):
     printed = subprocess.run([sys.executable, str(PROJECT_ROOT / "scripts" / "pencom_tunnel.py"), "prod", "--print"],
                              capture_output=True, text=True, check=True).stdout.strip()
     assert printed == ("ssh -f -N -o ExitOnForwardFailure=yes -o StrictHostKeyChecking=accept-new "
-                       "-J deploy@203.0.113.20:22 -L 19000:10.40.0.14:9000 -p 22 deploy@10.40.0.14")
+                       "-J deploy@10.99.0.3:22 -L 19000:10.40.0.14:9000 -p 22 deploy@10.40.0.14")
     # The forward it asks for is the one the storage node's sshd permits, and no other node's.
     assert "PermitOpen 10.40.0.14:9000" in prod.named("pencom-prod-storage-setup-sshd", COMMAND)["inputs"]["stdin"]
     for node in ("app", "data"):

@@ -288,6 +288,103 @@ def test_the_script_names_a_bad_ca_key_without_showing_it(tmp_path):
     assert secret not in result.stderr + result.stdout
 
 
+def _staging_with(tmp_path: Path, **environment) -> Path:
+    """Pulumi.staging.yaml with ``platform:environment`` keys replaced, in ``tmp_path``."""
+    document = yaml.safe_load((ROOT / "Pulumi.staging.yaml").read_text())
+    document["config"]["platform:environment"].update(environment)
+    path = tmp_path / "Pulumi.staging.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+@pytest.mark.fast
+def test_the_script_refuses_principals_the_boundary_refuses(tmp_path):
+    """``ssh_principals: ["oncall,root"]`` was read raw: ``--principal oncall,root`` signed a
+    certificate for the two principals oncall and root."""
+    key, _ = _key_files(tmp_path, "id")
+    ca_private, _ = ssh_keypair()
+    path = _staging_with(tmp_path, ssh_principals=["oncall,root"])
+    result = _script("staging", "--stack-file", str(path), str(key.with_name("id.pub")), "--principal",
+                     "oncall,root", "--identity", "a", ca_key=ca_private)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: platform:environment.ssh_principals[0]: String should match pattern"), \
+        result.stderr
+    assert len(result.stderr.splitlines()) == 1
+    assert not (tmp_path / "id-cert.pub").exists()
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("content, message", [
+    (b"config:\n  platform:products: [\xff]\n", "{path}: not UTF-8 text (byte 30 is 0xff); save the file as UTF-8"),
+    (b"config: [1]\n", "{path}: 'config:' must be a mapping of key: value"),
+    (None, "platform:environment: must be an object with name, admin_cidrs and alerts, got a list of 1 item"),
+    ("directory", "--stack-file {path} is a directory; give the stack file itself (e.g. {path}/Pulumi.staging.yaml)"),
+])
+def test_a_bad_stack_file_is_one_line_exit_2(tmp_path, content, message):
+    """Each was a traceback, exit 1."""
+    key, _ = _key_files(tmp_path, "id")
+    path = tmp_path / "Pulumi.staging.yaml"
+    if content is None:
+        document = yaml.safe_load((ROOT / "Pulumi.staging.yaml").read_text())
+        document["config"]["platform:environment"] = [1]
+        path.write_text(yaml.safe_dump(document))
+    elif content == "directory":
+        path = tmp_path / "stacks"
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    result = _script("staging", "--stack-file", str(path), str(key.with_name("id.pub")), "--principal", "oncall",
+                     "--identity", "a", ca_key=ssh_keypair()[0])
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == f"error: {message.format(path=path)}\n"
+
+
+@pytest.mark.fast
+def test_a_missing_stack_is_named_with_its_fix(tmp_path):
+    key, _ = _key_files(tmp_path, "id")
+    result = _script("nosuch", str(key.with_name("id.pub")), "--principal", "oncall", "--identity", "a",
+                     ca_key=ssh_keypair()[0])
+    assert result.returncode == 2
+    assert result.stderr == (f"error: no stack file at {ROOT / 'Pulumi.nosuch.yaml'}; create it (see README, "
+                             "'Adding a stack') or pass --stack-file PATH\n")
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("content", [b"\xff\xfe", b""])
+def test_a_public_key_file_that_is_not_text_is_one_line(tmp_path, content):
+    """A non-UTF-8 file was a UnicodeDecodeError, exit 1."""
+    public = tmp_path / "bin.pub"
+    public.write_bytes(content)
+    result = _script("staging", str(public), "--principal", "oncall", "--identity", "a", ca_key=ssh_keypair()[0])
+    assert result.returncode == 2
+    assert result.stderr == f"error: {public}: not an OpenSSH public key file (KEY.pub)\n"
+
+
+@pytest.mark.fast
+def test_an_empty_stdin_says_no_ca_key_was_given(tmp_path):
+    """It said the (empty) key "is not an OpenSSH private key"."""
+    key, _ = _key_files(tmp_path, "id")
+    result = _script("staging", str(key.with_name("id.pub")), "--principal", "oncall", "--identity", "a", stdin="")
+    assert result.returncode == 2
+    assert result.stderr == ("error: no CA key was given on stdin (it was empty): set SSH_CA_PRIVATE_KEY or pipe it "
+                             "in (`pulumi config get --stack staging platform:ssh_ca_private_key | python "
+                             "scripts/ssh_cert.py staging ...`)\n")
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("identity", ["alice\nAccepted publickey for root", "alice\x1b[2J", "-alice", "al ice", ""])
+def test_an_identity_that_would_mangle_sshds_log_is_refused(tmp_path, identity):
+    """The key ID lands in sshd's log line of every login: a control character could forge a
+    line, a leading '-' reads as an option."""
+    key, _ = _key_files(tmp_path, "id")
+    result = _script("staging", str(key.with_name("id.pub")), f"--identity={identity}", "--principal", "oncall",
+                     ca_key=ssh_keypair()[0])
+    assert result.returncode == 2
+    assert result.stderr == ("error: --identity must be a name without spaces or control characters, not starting "
+                             "with '-' (an email or a login): sshd logs it with every login\n")
+    assert not (tmp_path / "id-cert.pub").exists()
+
+
 @pytest.mark.realtool
 def test_the_ca_key_reaches_ssh_keygen_only_as_a_private_file(tmp_path, monkeypatch):
     """The argv ssh-keygen gets, and the file it reads, seen by a recording wrapper."""
@@ -352,6 +449,41 @@ def test_a_ca_key_that_is_not_an_openssh_key_is_refused_unshown():
     message = str(error.value)
     assert "platform:ssh_ca_private_key: the SSH certificate authority's key is not an OpenSSH private key" in message
     assert "Qk9Qk9" not in message
+
+
+def _passphrase_key() -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    return ed25519.Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+        serialization.BestAvailableEncryption(b"pw")).decode()
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("key, name", [("ssh_ca_private_key", "the SSH certificate authority's key"),
+                                       ("vedfinance_ssh_private_key", "the deploy user's key")])
+def test_a_key_with_a_passphrase_is_named_as_the_key_checked(key, name):
+    """A CA key with a passphrase was refused as "...; the deploy key must have none". A deploy
+    key is checked when the host has a bootstrap user (the deploy user is made from its public
+    half)."""
+    raw, keys = _with_secrets(_staging_raw(), **{key: _passphrase_key()})
+    raw["vedfinance"] = {**raw["vedfinance"], "host": {**raw["vedfinance"]["host"], "bootstrap_user": "ubuntu"}}
+    with pytest.raises(ConfigError) as error:
+        validate_stack_config(raw, keys)
+    assert (f"platform:{key}: {name} is protected by a passphrase; it must have none (remove it with "
+            "`ssh-keygen -p -N '' -f KEY`) (value not shown)") in str(error.value)
+    assert "deploy key" not in str(error.value)
+
+
+@pytest.mark.fast
+def test_the_script_names_a_ca_key_with_a_passphrase_as_the_ca_key(tmp_path):
+    key, _ = _key_files(tmp_path, "id")
+    result = _script("staging", str(key.with_name("id.pub")), "--principal", "oncall", "--identity", "a",
+                     ca_key=_passphrase_key())
+    assert result.returncode == 2
+    assert result.stderr == ("error: the SSH certificate authority's key is protected by a passphrase; it must "
+                             "have none (remove it with `ssh-keygen -p -N '' -f KEY`) (value not shown)\n")
 
 
 @pytest.mark.fast
@@ -442,4 +574,5 @@ def test_the_tunnel_script_names_a_missing_stack_in_one_line():
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "pencom_tunnel.py"), "nosuch", "--print"],
                             capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert result.returncode == 2
-    assert result.stderr.strip() == f"error: no stack 'nosuch': Pulumi.nosuch.yaml does not exist in {ROOT}"
+    assert result.stderr == (f"error: no stack file at {ROOT / 'Pulumi.nosuch.yaml'}; create it (see README, "
+                             "'Adding a stack') or pass --stack-file PATH\n")

@@ -194,6 +194,36 @@ def test_a_bad_stack_file_is_its_key_path_exit_2(outputs, run, tmp_path):
                                     "is not a WireGuard key"), result.stderr
 
 
+def test_a_directory_as_the_stack_file_is_named_as_synth_names_it(outputs, run, tmp_path):
+    """Was an IsADirectoryError traceback."""
+    result = run("staging", "--stack-file", str(tmp_path), "--name", "deploy-runner", "--outputs", str(outputs))
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == (f"error: --stack-file {tmp_path} is a directory; give the stack file itself "
+                             f"(e.g. {tmp_path / 'Pulumi.staging.yaml'})\n"), result.stderr
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: _kro(m).update(product=["kro"]),
+     "error: management.endpoints[0].product must be a product name, got a list of 1 item: the output is "
+     "malformed; `pulumi up` to rewrite it\n"),
+    (lambda m: _kro(m).update(product={"name": "kro"}),
+     "error: management.endpoints[0].product must be a product name, got an object with keys name: the output "
+     "is malformed; `pulumi up` to rewrite it\n"),
+    (lambda m: m["endpoints"].insert(0, ["kro"]),
+     "error: management.endpoints[0] is not an object (product, endpoint, address, publicKey): the output is "
+     "malformed; `pulumi up` to rewrite it\n"),
+])
+def test_a_malformed_endpoint_is_one_error_naming_the_field(outputs, run, tmp_path, edit, message):
+    """A list as the product was `TypeError: unhashable type`, exit 1."""
+    document = json.loads(outputs.read_text())["management"]
+    edit(document)
+    path = tmp_path / "management.json"
+    path.write_text(json.dumps(document))
+    result = run("staging", "--name", "deploy-runner", "--outputs", str(path))
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == message, result.stderr
+
+
 def test_the_renderer_refuses_an_address_outside_the_network():
     from components import wireguard
 

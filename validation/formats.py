@@ -218,7 +218,9 @@ def secret_value_kind(value: str) -> Optional[str]:
 # --- SSH keys --------------------------------------------------------------------------------
 
 def openssh_key_problem(private_key: str) -> Optional[str]:
-    """Why ``private_key`` cannot be a deploy user's key, or None.
+    """Why ``private_key`` cannot be one of the program's SSH keys (a deploy user's key, the SSH
+    certificate authority's), or None. The message says what is wrong, not which key: the
+    caller names the key it checks ("the SSH certificate authority's key" + the message).
 
     It must be an unencrypted OpenSSH private key (``-----BEGIN OPENSSH PRIVATE KEY-----``):
     the command provider's SSH connection and ``tls.get_public_key(private_key_openssh=...)``
@@ -230,7 +232,7 @@ def openssh_key_problem(private_key: str) -> Optional[str]:
     try:
         key = serialization.load_ssh_private_key(private_key.strip().encode() + b"\n", password=None)
     except TypeError:
-        return "is protected by a passphrase; the deploy key must have none (`ssh-keygen -p -N ''`)"
+        return "is protected by a passphrase; it must have none (remove it with `ssh-keygen -p -N '' -f KEY`)"
     except (ValueError, UnicodeError):
         hint = (" (this is a PEM key; convert it with `ssh-keygen -p -N '' -f KEY`, which writes the "
                 "OpenSSH format)" if _PRIVATE_KEY.search(private_key) else "")
