@@ -10,6 +10,9 @@ takes its keys from the agent. The key of product P comes from the environment v
 the same names). Keys go to ``ssh-add -`` on stdin, never on a command line or to disk.
 
 Exit 2 (with the variables missing) when a product of the stack has no key; nothing is added then.
+The stack file is read through the program's config boundary
+(``synth.stackfile.load_stack_config``): a file the program would refuse is refused here, one
+line per problem, exit 2.
 """
 
 from __future__ import annotations
@@ -20,27 +23,28 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from synth.stackfile import StackFileError, load_stack_config  # noqa: E402
 
 
-def key_variables(stack: str, root: Path = ROOT) -> list[str]:
-    """``<PRODUCT>_SSH_PRIVATE_KEY`` for each product the stack file lists, in its order."""
-    path = root / f"Pulumi.{stack}.yaml"
-    config = (yaml.safe_load(path.read_text()) or {}).get("config") or {}
-    return [f"{product.upper()}_SSH_PRIVATE_KEY" for product in config.get("platform:products") or []]
+def key_variables(stack: str, stack_file: Path | None = None, root: Path = ROOT) -> list[str]:
+    """``<PRODUCT>_SSH_PRIVATE_KEY`` for each product of the stack, in the file's order. Raises
+    StackFileError when the stack file cannot be read or its config is invalid."""
+    return [f"{product.upper()}_SSH_PRIVATE_KEY" for product in load_stack_config(stack, stack_file, root).products]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("stack")
     parser.add_argument("--names", action="store_true", help="print the variables read, then stop")
+    parser.add_argument("--stack-file", type=Path, help="read the config from this file instead")
     args = parser.parse_args(argv)
     try:
-        names = key_variables(args.stack)
-    except (OSError, yaml.YAMLError) as exc:
-        print(f"error: cannot read the stack file of {args.stack}: {exc}", file=sys.stderr)
+        names = key_variables(args.stack, args.stack_file)
+    except StackFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.names:
         print("\n".join(names))

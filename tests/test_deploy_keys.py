@@ -63,3 +63,20 @@ def test_keys_reach_a_real_agent_and_a_missing_one_is_named(tmp_path):
         assert "PRIVATE KEY" not in result.stdout + result.stderr
     finally:
         subprocess.run(["kill", pid])
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("text,expected", [
+    (b"\xff\xfe", "UTF-8"),
+    (b"- a\n", "mapping"),
+    (b"config: [1]\n", "config"),
+])
+def test_a_bad_stack_file_is_one_error_exit_2(tmp_path, text, expected):
+    """The deploy job runs this first: a stack the program would refuse stops it here, in words."""
+    stack_file = tmp_path / "Pulumi.qa.yaml"
+    stack_file.write_bytes(text)
+    result = subprocess.run([sys.executable, SCRIPT, "qa", "--stack-file", str(stack_file), "--names"],
+                            capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr, result.stderr
+    assert expected in result.stderr, result.stderr
