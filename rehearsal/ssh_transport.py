@@ -5,6 +5,7 @@ configuration the docker library's transport reads)."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -26,8 +27,12 @@ class Connections:
         self.known_hosts = home / ".ssh" / "known_hosts"
         self.clients: dict[str, Any] = {}
         self.lock = threading.Lock()
-        # One record of every host key seen, written whole (the docker library reads it).
+        # One record of every host key seen (the docker library's ssh reads it), starting from
+        # what earlier runs recorded: a run that rewrote the file from its own connections alone
+        # would drop the hosts it has not reached yet while their Docker steps read it.
         self.host_keys = paramiko.HostKeys()
+        if self.known_hosts.is_file():
+            self.host_keys.load(str(self.known_hosts))
         self.host_locks = {name: threading.Lock() for name in capture.hosts}
 
     def key(self, host: Host):
@@ -73,10 +78,18 @@ class Connections:
             with self.lock:
                 key = client.get_transport().get_remote_server_key()
                 self.host_keys.add(host.address, key.get_name(), key)
-                self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
-                self.host_keys.save(str(self.known_hosts))
+                self._save_known_hosts()
             self.clients[cache] = client
             return client
+
+    def _save_known_hosts(self) -> None:
+        """Writes the file whole and swaps it in: an ssh started by the docker library in the
+        meantime reads the old file or the new one, never a truncated one ("No ED25519 host key
+        is known ... Host key verification failed", seen on the lab's second run)."""
+        self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
+        staged = self.known_hosts.with_name(self.known_hosts.name + ".new")
+        self.host_keys.save(str(staged))
+        os.replace(staged, self.known_hosts)
 
     def run(self, name: str, command: str, *, stdin: Optional[str], environment: dict[str, str],
             user: Optional[str] = None, timeout_s: float = 1800) -> tuple[int, str, str]:

@@ -163,3 +163,60 @@ def test_seed_carries_extra_files_root_owned():
     files = _tar_files(seed_tar(spec, "abcd"))
     assert files["usr/local/share/ca-certificates/lab.crt"] == (b"PEM", 0o644)
 
+
+
+def _host_key():
+    import paramiko
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    pem = Ed25519PrivateKey.generate().private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                                     serialization.NoEncryption()).decode()
+    return paramiko.Ed25519Key.from_private_key(io.StringIO(pem))
+
+
+def _known_hosts_line(address: str) -> str:
+    key = _host_key()
+    return f"{address} {key.get_name()} {key.get_base64()}\n"
+
+
+def test_the_converge_keeps_the_host_keys_earlier_runs_recorded(tmp_path):
+    """A second run's connections start from the known_hosts the first one wrote: rewriting it
+    from its own connections alone would drop hosts whose Docker steps read it."""
+    from rehearsal.capture import StackCapture
+    from rehearsal.ssh_transport import Connections
+
+    known = tmp_path / ".ssh" / "known_hosts"
+    known.parent.mkdir()
+    known.write_text(_known_hosts_line("10.200.0.12"))
+    connections = Connections(StackCapture(stack="staging", hosts={}, steps=[], products=[]), tmp_path)
+    connections.host_keys.add("10.200.0.13", "ssh-ed25519", _host_key())
+    connections._save_known_hosts()
+    saved = {line.split()[0] for line in known.read_text().splitlines()}
+    assert saved == {"10.200.0.12", "10.200.0.13"}
+
+
+def test_known_hosts_is_never_seen_truncated_while_it_is_written(tmp_path, monkeypatch):
+    """The docker library's ssh reads the file while other hosts' connections add to it: the
+    reader sees the old file or the new one whole ("No ED25519 host key is known", lab run 2)."""
+    import paramiko
+
+    from rehearsal.capture import StackCapture
+    from rehearsal.ssh_transport import Connections
+
+    known = tmp_path / ".ssh" / "known_hosts"
+    known.parent.mkdir()
+    before = _known_hosts_line("10.200.0.12")
+    known.write_text(before)
+    connections = Connections(StackCapture(stack="staging", hosts={}, steps=[], products=[]), tmp_path)
+    seen_during_save = []
+    save = paramiko.HostKeys.save
+
+    def watched(self, filename):
+        save(self, filename)
+        seen_during_save.append(known.read_text())  # what a reader would find right then
+
+    monkeypatch.setattr(paramiko.HostKeys, "save", watched)
+    connections._save_known_hosts()
+    assert seen_during_save == [before]
+    assert known.read_text().strip() == before.strip()
