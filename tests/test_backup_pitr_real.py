@@ -559,7 +559,13 @@ def test_wal_ships_under_steady_writes_never_wait_while_a_base_backup_streams_in
             if writer.is_alive():
                 writer.join()
             os.killpg(stand_in.pid, signal.SIGINT)  # restic removes its lock on SIGINT
-            stand_in.communicate(timeout=60)
+            try:
+                stand_in.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                # A loaded machine (a lab beside this) can keep restic busy past 60 s; the
+                # repository is the test's own, so its lock does not matter any more.
+                os.killpg(stand_in.pid, signal.SIGKILL)
+                stand_in.communicate()
     seconds = [s for s, _ in runs]
     print(f"ship seconds while a base backup streamed into pitr-{active} ({segments} segments completed): {seconds}")
     failed = [(s, r.returncode, r.stderr[-600:]) for s, r in runs if r.returncode != 0]
