@@ -139,13 +139,18 @@ def _kro(m: dict) -> dict:
     (lambda m: _kro(m).update(endpoint="a b:51820"), "is not ADDRESS:PORT"),
 ])
 def test_stale_or_broken_outputs_are_one_error_exit_2(outputs, run, tmp_path, edit, message):
+    result = _run_on_edited_outputs(outputs, run, tmp_path, edit)
+    assert result.returncode == 2 and result.stdout == ""
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def _run_on_edited_outputs(outputs, run, tmp_path, edit):
+    """The script run for the deploy runner on the stack output ``management`` as ``edit`` left it."""
     document = json.loads(outputs.read_text())["management"]
     edit(document)
     path = tmp_path / "management.json"
     path.write_text(json.dumps(document))
-    result = run("staging", "--name", "deploy-runner", "--outputs", str(path))
-    assert result.returncode == 2 and result.stdout == ""
-    assert message in result.stderr and "Traceback" not in result.stderr
+    return run("staging", "--name", "deploy-runner", "--outputs", str(path))
 
 
 def test_outputs_that_are_not_json_and_a_failing_pulumi(tmp_path):
@@ -215,11 +220,7 @@ def test_a_directory_as_the_stack_file_is_named_as_synth_names_it(outputs, run, 
 ])
 def test_a_malformed_endpoint_is_one_error_naming_the_field(outputs, run, tmp_path, edit, message):
     """A list as the product was `TypeError: unhashable type`, exit 1."""
-    document = json.loads(outputs.read_text())["management"]
-    edit(document)
-    path = tmp_path / "management.json"
-    path.write_text(json.dumps(document))
-    result = run("staging", "--name", "deploy-runner", "--outputs", str(path))
+    result = _run_on_edited_outputs(outputs, run, tmp_path, edit)
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr == message, result.stderr
 
