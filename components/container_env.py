@@ -37,16 +37,20 @@ container's process can start with."""
 
 
 _TLS_OFF_IN_VALUE = re.compile(r"\b(sslmode=(?:disable|allow|prefer)|(?:tls|ssl)=false|"
-                               r"tls(?:Insecure|AllowInvalidCertificates|AllowInvalidHostnames)=true)\b",
+                               r"tls(?:Insecure|AllowInvalidCertificates|AllowInvalidHostnames)=true)\b|"
+                               # Node's option that lets TLS 1.0 or 1.1 back in (NODE_OPTIONS)
+                               r"(--tls-min-v1\.[01])(?![\w.])",
                                re.IGNORECASE)
+# The settings are judged by what keeps TLS on, not by a list of ways to turn it off: a
+# spelling nobody listed (no-verify, "n", an invisible character inside "false") is refused.
 _FALSE, _TRUE = {"false", "0", "no", "off", "disable", "disabled"}, {"true", "1", "yes", "on"}
 # A libpq sslmode below verify-full: disable, allow and prefer fall back to plain text, require
 # and verify-ca take any certificate for the host (PostgreSQL docs 32.19, "SSL Mode Descriptions").
 _PG_SSLMODE = re.compile(r"^(?:[A-Z0-9]+_)*(?:PG)?SSL_?MODE$", re.IGNORECASE)
-_WEAK_SSLMODES = {"disable", "allow", "prefer", "require", "verify-ca"}
+_STRONG_SSLMODE = "verify-full"
 # A switch that keeps TLS or its verification on, so false turns it off: DATABASE_SSL,
 # REDIS_TLS_ENABLED, USE_SSL, SMTP_TLS_VERIFY, NODE_TLS_REJECT_UNAUTHORIZED, VERIFY_SSL...
-_ON_SWITCH = re.compile(r"^(?:[A-Z0-9]+_)*(?:(?:USE_|ENABLE_)?(?:SSL|TLS)(?:_ENABLED?|_VERIFY(?:_[A-Z]+)?|"
+_ON_SWITCH = re.compile(r"^(?:[A-Z0-9]+_)*(?:(?:USE_|ENABLE_)?(?:SSL|TLS)(?:_ENABLED?|_VERIFY(?:_PEER|_HOST(?:NAME)?|_CERTS?|_SERVER(?:_CERT)?)?|"
                         r"_REJECT_UNAUTHORIZED)?|VERIFY_(?:SSL|TLS|CERTS?)|REJECT_UNAUTHORIZED)$", re.IGNORECASE)
 # A switch that turns verification off, so true does: MINIO_INSECURE, TLS_SKIP_VERIFY, NO_VERIFY...
 _OFF_SWITCH = re.compile(r"^(?:[A-Z0-9]+_)*(?:(?:SSL|TLS)_)?(?:INSECURE(?:_SKIP_VERIFY)?|SKIP_(?:SSL_|TLS_)?VERIFY|"
@@ -56,20 +60,23 @@ _OFF_SWITCH = re.compile(r"^(?:[A-Z0-9]+_)*(?:(?:SSL|TLS)_)?(?:INSECURE(?:_SKIP_
 def tls_switched_off(name: str, value: str) -> str | None:
     """The setting by which env var ``name=value`` turns TLS or certificate verification off, or
     None: in the value (``sslmode=disable``, ``tls=false``, ``tlsInsecure=true``), or by the
-    variable itself: a libpq sslmode below verify-full (``PGSSLMODE=require``),
+    variable itself: a libpq sslmode other than verify-full (``PGSSLMODE=require``, or
+    ``no-verify``, which node-postgres reads as "skip verification"), a switch that keeps TLS on
+    set to anything but a true word, or one that turns it off set to anything but a false word,
     ``PYTHONHTTPSVERIFY=0`` (PEP 493), ``GIT_SSL_NO_VERIFY`` with any value (git reads only
     whether it is set), ``NODE_TLS_REJECT_UNAUTHORIZED=0``, and the ``DATABASE_SSL=false`` and
     ``*_INSECURE=true`` kinds of switch, and a Postgres URL or ``keyword=value`` string to another
     host whose sslmode is below verify-full (``_weak_postgres``). The same list as the policy pack's
     platform-connection-disallow-tls-disabled (CWE-295, CWE-319)."""
     setting = value.strip().lower()
-    if (_PG_SSLMODE.match(name) and setting in _WEAK_SSLMODES) or name == "GIT_SSL_NO_VERIFY" \
+    if (_PG_SSLMODE.match(name) and setting != _STRONG_SSLMODE) or name == "GIT_SSL_NO_VERIFY" \
             or (name == "PYTHONHTTPSVERIFY" and setting == "0") \
-            or (_ON_SWITCH.match(name) and setting in _FALSE) or (_OFF_SWITCH.match(name) and setting in _TRUE):
-        return f"{name}={value.strip()}"
+            or (_ON_SWITCH.match(name) and setting not in _TRUE) or (_OFF_SWITCH.match(name) and setting not in _FALSE):
+        return f"{name}={value.strip()!r}" if not value.strip().isprintable() or not value.strip().isascii() \
+            else f"{name}={value.strip()}"
     match = _TLS_OFF_IN_VALUE.search(value)
     if match:
-        return match.group(1)
+        return match.group(1) or match.group(2)
     return _weak_postgres(value)
 
 

@@ -564,7 +564,7 @@ def test_existing_clusters_attach_as_production_databases(synth):
 def test_a_long_plain_env_value_is_accepted_through_the_policy_pack(stack_document, write_stack):
     """A 300-character env value is a legal value: the whole synth and policy run exit 0."""
     document = stack_document("staging")
-    document["config"]["platform:kro"]["services"][0]["env"]["DATABASE_SSL"] = "x" * 300
+    document["config"]["platform:kro"]["services"][0]["env"]["APP_BANNER"] = "x" * 300
     result = _cli(write_stack(document, "staging"), "--policy")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Traceback" not in result.stderr + result.stdout

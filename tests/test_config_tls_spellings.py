@@ -84,3 +84,61 @@ def test_the_cli_exits_2_at_the_key_path(stack_document, write_stack):
     assert result.returncode == 2, result.stderr
     assert f"{KRO_ENV}.REPORT_DB: sslmode=require {TLS_FIX}" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("name,value,shown", [
+    ("PGSSLMODE", "no-verify", "PGSSLMODE=no-verify"),  # node-postgres: skip verification
+    ("PGSSLMODE", "", "PGSSLMODE="),
+    ("DATABASE_SSL", "fa\u200blse", "DATABASE_SSL='fa\\u200blse'"),  # an invisible character inside
+    ("DATABASE_SSL", "\uff46alse", "DATABASE_SSL='\uff46alse'"),  # a full-width letter
+    ("DATABASE_SSL", "n", "DATABASE_SSL=n"),
+    ("DATABASE_SSL", "", "DATABASE_SSL="),
+    ("MINIO_INSECURE", "y", "MINIO_INSECURE=y"),
+    ("NODE_OPTIONS", "--max-old-space-size=512 --tls-min-v1.0", "--tls-min-v1.0"),
+])
+def test_a_tls_switch_is_judged_by_what_keeps_tls_on(stack_document, name, value, shown):
+    """Only the spellings that keep TLS on pass: a list of ways to turn it off missed these."""
+    document = stack_document("staging")
+    document["config"]["platform:kro"]["services"][0]["env"][name] = value
+    problems = _problems(document)
+    assert problems == [f"{KRO_ENV}.{name}: {shown} {TLS_FIX}"], problems
+
+
+@pytest.mark.parametrize("name,value", [("PGSSLMODE", "verify-full"), ("DATABASE_SSL", "true"), ("DATABASE_SSL", "1"),
+                                        ("MINIO_INSECURE", "false"), ("NODE_OPTIONS", "--tls-min-v1.2")])
+def test_the_settings_that_keep_tls_on_pass(name, value):
+    from components.container_env import tls_switched_off
+    from policy.rules.tls_connections import _switch_off
+
+    assert tls_switched_off(name, value) is None
+    assert not _switch_off(name, value)
+
+
+def test_the_policy_pack_judges_the_switches_as_the_boundary_does():
+    from components.container_env import tls_switched_off
+    from policy.rules.tls_connections import _switch_off
+
+    for name in ("PGSSLMODE", "DATABASE_SSL", "MINIO_INSECURE", "REDIS_TLS_ENABLED", "TLS_SKIP_VERIFY"):
+        for value in ("no-verify", "", "fa\u200blse", "n", "true", "false", "verify-full", "1", "0"):
+            assert _switch_off(name, value) == (tls_switched_off(name, value) is not None), (name, value)
+
+
+@pytest.mark.parametrize("name,value", [("TLS_VERIFY_CA", "/etc/ssl/internal-ca.pem"), ("SSL_VERIFY_DEPTH", "3"),
+                                        ("SMTP_TLS_VERIFY_MODE", "peer")])
+def test_a_setting_beside_a_switch_that_is_not_a_switch_passes(name, value):
+    """Only the names that are yes/no switches are judged by the true words: a CA path or a depth
+    named after the switch would otherwise be refused as 'TLS off'."""
+    from components.container_env import tls_switched_off
+    from policy.rules.tls_connections import _switch_off
+
+    assert tls_switched_off(name, value) is None
+    assert not _switch_off(name, value)
+
+
+@pytest.mark.parametrize("name", ["TLS_VERIFY_PEER", "SSL_VERIFY_HOSTNAME", "SMTP_TLS_VERIFY"])
+def test_a_verify_switch_set_to_no_is_refused(name):
+    from components.container_env import tls_switched_off
+    from policy.rules.tls_connections import _switch_off
+
+    assert tls_switched_off(name, "no") == f"{name}=no"
+    assert _switch_off(name, "no")

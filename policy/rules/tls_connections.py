@@ -139,18 +139,19 @@ TLS_OFF = [
     (re.compile(r"\b(tls|ssl)=false\b", re.IGNORECASE), "{0}=false"),
     (re.compile(r"\btls(?:Insecure|AllowInvalidCertificates|AllowInvalidHostnames)=true\b", re.IGNORECASE), "{0}"),
     (re.compile(r"\bNODE_TLS_REJECT_UNAUTHORIZED=0\b"), "NODE_TLS_REJECT_UNAUTHORIZED=0"),
-    (re.compile(r"\bPGSSLMODE=(disable|allow|prefer|require|verify-ca)\b"), "PGSSLMODE={0}"),
+    (re.compile(r"\bPGSSLMODE=(?![\"']?verify-full(?![\w-]))[\"']?([^\s;&\"']*)"), "PGSSLMODE={0}"),
+    (re.compile(r"(--tls-min-v1\.[01])(?![\w.])"), "{0}"),
     (re.compile(r"\bPYTHONHTTPSVERIFY=0\b"), "PYTHONHTTPSVERIFY=0"),
     (re.compile(r"\bGIT_SSL_NO_VERIFY="), "GIT_SSL_NO_VERIFY"),
 ]
 INSECURE_CLIENT = "certificate checks switched off"
 # Env switches judged by their name (the config boundary's components.container_env keeps the
-# same list): a libpq sslmode below verify-full, a switch that keeps TLS on set false
-# (DATABASE_SSL, REDIS_TLS_ENABLED, VERIFY_SSL, *_REJECT_UNAUTHORIZED), one that turns
-# verification off set true (MINIO_INSECURE, TLS_SKIP_VERIFY).
+# same list): a libpq sslmode other than verify-full, a switch that keeps TLS on set to anything
+# but a true word (DATABASE_SSL, REDIS_TLS_ENABLED, VERIFY_SSL, *_REJECT_UNAUTHORIZED), one that
+# turns verification off set to anything but a false word (MINIO_INSECURE, TLS_SKIP_VERIFY).
 _FALSE, _TRUE = {"false", "0", "no", "off", "disable", "disabled"}, {"true", "1", "yes", "on"}
 _PG_SSLMODE = re.compile(r"^(?:[A-Z0-9]+_)*(?:PG)?SSL_?MODE$", re.IGNORECASE)
-_ON_SWITCH = re.compile(r"^(?:[A-Z0-9]+_)*(?:(?:USE_|ENABLE_)?(?:SSL|TLS)(?:_ENABLED?|_VERIFY(?:_[A-Z]+)?|"
+_ON_SWITCH = re.compile(r"^(?:[A-Z0-9]+_)*(?:(?:USE_|ENABLE_)?(?:SSL|TLS)(?:_ENABLED?|_VERIFY(?:_PEER|_HOST(?:NAME)?|_CERTS?|_SERVER(?:_CERT)?)?|"
                         r"_REJECT_UNAUTHORIZED)?|VERIFY_(?:SSL|TLS|CERTS?)|REJECT_UNAUTHORIZED)$", re.IGNORECASE)
 _OFF_SWITCH = re.compile(r"^(?:[A-Z0-9]+_)*(?:(?:SSL|TLS)_)?(?:INSECURE(?:_SKIP_VERIFY)?|SKIP_(?:SSL_|TLS_)?VERIFY|"
                          r"NO_VERIFY|DISABLE_(?:SSL|TLS))$", re.IGNORECASE)
@@ -160,10 +161,13 @@ _NAMED_OFF = {"NODE_TLS_REJECT_UNAUTHORIZED": {"0"}, "PYTHONHTTPSVERIFY": {"0"}}
 
 
 def _switch_off(name: str, value: str) -> bool:
+    # Judged by what keeps TLS on: a spelling nobody listed (no-verify, "n", an invisible
+    # character inside "false") counts as off.
     setting = value.strip().lower()
-    return bool((_PG_SSLMODE.match(name) and setting in {"disable", "allow", "prefer", "require", "verify-ca"})
+    return bool((_PG_SSLMODE.match(name) and setting != "verify-full")
                 or name == "GIT_SSL_NO_VERIFY" or setting in _NAMED_OFF.get(name, ())
-                or (_ON_SWITCH.match(name) and setting in _FALSE) or (_OFF_SWITCH.match(name) and setting in _TRUE))
+                or (_ON_SWITCH.match(name) and setting not in _TRUE)
+                or (_OFF_SWITCH.match(name) and setting not in _FALSE))
 
 
 def env_pairs(props):
@@ -246,6 +250,10 @@ resource_policy(
                   "envs[4] disables TLS or its verification (MINIO_INSECURE=true)"]),
                 (doc(res(T_APP, "app", {"spec": {"services": [{"envs": [{"key": "DB_SSL", "value": "0"}]}]}})),
                  ["spec.services[0].envs[0].value disables TLS or its verification (DB_SSL=0)"]),
+                (doc(container(envs=["PGSSLMODE=no-verify", "DATABASE_SSL=n", "NODE_OPTIONS=--tls-min-v1.0"])),
+                 ["envs[0] disables TLS or its verification (PGSSLMODE=no-verify)",
+                  "envs[2] disables TLS or its verification (--tls-min-v1.0)",
+                  "envs[1] disables TLS or its verification (DATABASE_SSL=n)"]),
                 (doc(container(command=["curl", "-fsSk", "https://10.0.0.3/health"],
                                healthcheck={"tests": ["CMD", "curl", "--insecure", "https://localhost/"]})),
                  ["healthcheck.tests disables TLS or its verification (certificate checks switched off)",
@@ -262,9 +270,9 @@ resource_policy(
                      container(envs=["PG_DSN=host=10.0.0.3 dbname=x sslmode = disable"]),
                      res(T_APP, "app", {"spec": {"services": [{"name": "api", "runCommand":
                                                                "NODE_TLS_REJECT_UNAUTHORIZED='0' node dist/main.js"}]}})),
-                 ["environment.NODE_TLS_REJECT_UNAUTHORIZED disables TLS or its verification (NODE_TLS_REJECT_UNAUTHORIZED=0)",
-                  "environment.PGSSLMODE disables TLS or its verification (PGSSLMODE=disable)",
-                  "create disables TLS or its verification (PGSSLMODE=disable)",
+                 ["create disables TLS or its verification (PGSSLMODE=disable)",
                   "create disables TLS or its verification (certificate checks switched off)",
+                  "environment.NODE_TLS_REJECT_UNAUTHORIZED disables TLS or its verification (NODE_TLS_REJECT_UNAUTHORIZED=0)",
+                  "environment.PGSSLMODE disables TLS or its verification (PGSSLMODE=disable)",
                   "envs[0] disables TLS or its verification (sslmode=disable)",
                   "spec.services[0].runCommand disables TLS or its verification (NODE_TLS_REJECT_UNAUTHORIZED=0)"])]))
