@@ -53,6 +53,9 @@ class Change:
     product: str
     inputs: list[InputChange] = field(default_factory=list)
     forced_by: list[str] = field(default_factory=list)
+    # Inputs that force the replacement while a preview does not know them: {name: why}
+    # (``hidden_replacements``).
+    unknown_forcing: dict[str, str] = field(default_factory=dict)
 
     @property
     def keys(self) -> list[str]:
@@ -119,6 +122,12 @@ def diff_states(base: dict[str, Any], head: dict[str, Any], *,
     check_comparable(base, head)
     base_by_urn = {r["urn"]: r for r in base.get("resources", [])}
     head_by_urn = {r["urn"]: r for r in head.get("resources", [])}
+    both = sorted(set(base_by_urn) & set(head_by_urn))
+    counted_of = {urn: [c for c in input_changes(base_by_urn[urn], head_by_urn[urn]) if c.kind != "unknown"]
+                  for urn in both}
+    known_forced = {urn: sorted({_top(c.path) for c in counted_of[urn]} & replacing_inputs(head_by_urn[urn]))
+                    for urn in both}
+    unknown_forced = hidden_replacements(base, head, {u for u in both if known_forced[u]})
     changes: list[Change] = []
     warnings: list[str] = []
     notes: list[str] = []
@@ -137,17 +146,18 @@ def diff_states(base: dict[str, Any], head: dict[str, Any], *,
                                 f"{reason or loss(old) or 'what depends on it'}")
         else:
             inputs = input_changes(old, new)
-            counted = [c for c in inputs if c.kind != "unknown"]
-            uncertain += may_change(base, head, new, {c.path.split(".", 1)[0].split("[", 1)[0] for c in counted})
-            if not counted:
+            counted = counted_of[urn]
+            hidden = unknown_forced.get(urn, {})
+            uncertain += may_change(base, head, new, {_top(c.path) for c in counted} | set(hidden))
+            if not counted and not hidden:
                 pending += bool(inputs)
                 continue
-            forcing = replacing_inputs(new)
-            forced_by = sorted({c.path.split(".", 1)[0].split("[", 1)[0] for c in counted} & forcing)
+            forced_by = sorted(set(known_forced[urn]) | set(hidden))
             kind = "replaced" if forced_by else "changed"
-            changes.append(Change(kind, new, product_of(new, head_by_urn), inputs, forced_by))
+            changes.append(Change(kind, new, product_of(new, head_by_urn), inputs if counted else [],
+                                  forced_by, hidden))
             if forced_by and stateful_reason(old) and maintenance_of(new):
-                verdict = _acknowledged(old, new, forced_by)
+                verdict = _acknowledged(old, new, forced_by, base_by_urn, head_by_urn)
                 if verdict.startswith("acknowledged"):
                     notes.append(verdict)
                     continue
@@ -155,11 +165,83 @@ def diff_states(base: dict[str, Any], head: dict[str, Any], *,
             elif forced_by and (stateful_reason(old) or stateful_reason(new) or old.get("protect")):
                 served = "" if stateful_reason(old) or stateful_reason(new) else DEPENDENCY_LOSS.get(new["type"])
                 warnings.append(f"replaces `{new['name']}` ({_short(new['type'])}): "
-                                f"{', '.join(forced_by)} changed, which forces a new resource"
+                                f"{', '.join(_forcing(name, hidden) for name in forced_by)} changed, "
+                                "which forces a new resource"
                                 + (f"; it takes with it {served}" if served else ""))
     return Diff(changes, warnings, production=change_is_production(base, head),
                 allow_stateful_changes=allow_stateful_changes, known_after_apply=pending,
                 maintenance=notes, may_change=uncertain)
+
+
+def _top(path: str) -> str:
+    """The top-level input name of an input path (``envs[3]`` -> ``envs``, ``spec.name`` -> ``spec``)."""
+    return path.split(".", 1)[0].split("[", 1)[0]
+
+
+def _forcing(name: str, hidden: dict[str, str]) -> str:
+    return f"{name} ({hidden[name]})" if name in hidden else name
+
+
+def unknown_inputs(state: dict[str, Any], resource: dict[str, Any]) -> set[str]:
+    """Top-level input names of ``resource`` that a ``--preview`` state does not know yet: those
+    ``preview_unknowns`` lists (counted on the revealed inputs, so an unknown inside a secret
+    too) and those shown as ``"[unknown]"``."""
+    listed = ((state.get("preview_unknowns") or {}).get("resources") or {}).get(resource["urn"]) or []
+    shown = {name for name, value in (resource.get("inputs") or {}).items() if is_unknown(value)}
+    return set(listed) | shown
+
+
+FED_INPUTS = {"docker:index/remoteImage:RemoteImage": {"image"}}
+"""Without digests, the inputs a dependency of a type can feed (a RemoteImage's ``imageId`` is
+a container's ``image``, never its env); a type not listed may feed any unknown input."""
+
+
+def hidden_replacements(base: dict[str, Any], head: dict[str, Any],
+                        replaced: set[str]) -> dict[str, dict[str, str]]:
+    """Replacements a ``--preview`` state hides behind unknown values, as the engine finds them:
+    a replaced resource's outputs are unknown until apply, and a provider replaces a resource
+    when an input that forces replacement is unknown (the Docker provider does so for a
+    container whose ``image`` is a replaced RemoteImage's ``imageId``). ``replaced``: URNs in
+    both states replaced by known inputs.
+
+    For every resource in both states, an input that forces its replacement, is unknown in the
+    head, and either has a known digest (``may_change``) that differs between the states, or,
+    without digests, belongs to a resource that depends on a replaced or added one (followed
+    transitively): ``{urn: {input name: why}}``. Without digests this errs towards a
+    replacement: a stateful one then blocks until a reviewer looks, the safe side."""
+    base_by_urn = {r["urn"]: r for r in base.get("resources", [])}
+    head_by_urn = {r["urn"]: r for r in head.get("resources", [])}
+    fresh = set(replaced) | (set(head_by_urn) - set(base_by_urn))
+
+    def digests(state: dict[str, Any], urn: str) -> dict[str, str]:
+        return ((state.get("preview_unknowns") or {}).get("known_digests") or {}).get(urn) or {}
+
+    found: dict[str, dict[str, str]] = {}
+    grew = True
+    while grew:
+        grew = False
+        for urn in sorted(set(base_by_urn) & set(head_by_urn)):
+            resource = head_by_urn[urn]
+            hidden = unknown_inputs(head, resource) & replacing_inputs(resource)
+            if not hidden:
+                continue
+            before, after = digests(base, urn), digests(head, urn)
+            upstream = [head_by_urn[d] for d in resource.get("dependencies") or () if d in fresh and d in head_by_urn]
+            why = {}
+            for name in sorted(hidden):
+                if name in before and name in after:
+                    if before[name] != after[name]:
+                        why[name] = "known after apply; the known values it is made from changed"
+                    continue
+                sources = sorted(u["name"] for u in upstream if name in FED_INPUTS.get(u["type"], {name}))
+                if sources:
+                    why[name] = ("known after apply; it can come from "
+                                 + ", ".join(f"`{n}`" for n in sources) + ", which is replaced or new")
+            if why and why != found.get(urn):
+                found[urn] = why
+                grew = grew or urn not in fresh
+                fresh.add(urn)
+    return found
 
 
 def may_change(base: dict[str, Any], head: dict[str, Any], resource: dict[str, Any],
@@ -173,13 +255,11 @@ def may_change(base: dict[str, Any], head: dict[str, Any], resource: dict[str, A
         return ((state.get("preview_unknowns") or {}).get("known_digests") or {}).get(resource["urn"]) or {}
 
     before, after = digests(base), digests(head)
-    forcing = replacing_inputs(resource)
     lines = []
     for name in sorted(set(before) & set(after) - shown):
         if before[name] != after[name]:
-            what = " (forces a replacement if it changes)" if name in forcing else ""
             lines.append(f"`{resource['name']}` ({_short(resource['type'])}): `{name}` may change: "
-                         f"unknown until apply, and the known values it is made from changed{what}")
+                         "unknown until apply, and the known values it is made from changed")
     return lines
 
 
@@ -188,14 +268,16 @@ MAINTENANCE_INPUTS = frozenset({"image", "labels"})
 the image, and the labels that carry the acknowledgement."""
 
 
-def _acknowledged(old: dict[str, Any], new: dict[str, Any], forced_by: list[str]) -> str:
+def _acknowledged(old: dict[str, Any], new: dict[str, Any], forced_by: list[str],
+                  base_by_urn: dict[str, dict[str, Any]], head_by_urn: dict[str, dict[str, Any]]) -> str:
     """``acknowledged maintenance: ...`` when ``new`` carries a maintenance acknowledgement
     (``synth.replacements.maintenance_of``) for exactly this replacement: only the image (and
-    the acknowledgement's labels) force it, from the acknowledged ``replaces`` to ``image``.
-    Otherwise the warning, saying why the acknowledgement does not cover it."""
+    the acknowledgement's labels) force it, from the acknowledged ``replaces`` to ``image``
+    (``image_reference``). Otherwise the warning, saying why the acknowledgement does not
+    cover it."""
     plan = maintenance_of(new) or {}
     name, kind = new["name"], _short(new["type"])
-    before, after = (old.get("inputs") or {}).get("image"), (new.get("inputs") or {}).get("image")
+    before, after = image_reference(old, base_by_urn), image_reference(new, head_by_urn)
     extra = sorted(set(forced_by) - MAINTENANCE_INPUTS)
     if extra:
         why = f"{', '.join(extra)} changed too; an acknowledgement covers the image alone, so split the change"
@@ -208,6 +290,20 @@ def _acknowledged(old: dict[str, Any], new: dict[str, Any], forced_by: list[str]
                 f"window {plan.get('window')}")
     return (f"replaces `{name}` ({kind}): {', '.join(forced_by)} changed, which forces a new resource; "
             f"its maintenance acknowledgement does not cover it: {why}")
+
+
+REMOTE_IMAGE = "docker:index/remoteImage:RemoteImage"
+
+
+def image_reference(container: dict[str, Any], by_urn: dict[str, dict[str, Any]]) -> Any:
+    """The image reference a container runs (``pgvector/pgvector:0.8.1-pg17``): the ``name`` of
+    the one RemoteImage it depends on (its ``image`` input is that image's ``imageId``, unknown
+    in a preview and a ``sha256:`` id after apply), else its ``image`` input."""
+    pulled = [by_urn[d] for d in container.get("dependencies") or ()
+              if d in by_urn and by_urn[d].get("type") == REMOTE_IMAGE]
+    if len(pulled) == 1 and isinstance((pulled[0].get("inputs") or {}).get("name"), str):
+        return pulled[0]["inputs"]["name"]
+    return (container.get("inputs") or {}).get("image")
 
 
 def replacement_order(resource: dict[str, Any]) -> str:
@@ -264,7 +360,9 @@ def markdown(diff: Diff, base: dict[str, Any], head: dict[str, Any],
     if diff.warnings:
         if diff.production:
             verdict = "**Blocked: this production stack's change deletes or replaces stateful resources.** " \
-                      "Split it so data is moved first; there is no override in production."
+                      "Split it so data is moved first; `--allow-stateful-changes` does not apply to " \
+                      "production. A datastore's image patch is acknowledged instead, by the service's " \
+                      "`maintenance:` in the stack config (README \"Patching a datastore's image in production\")."
         elif diff.allow_stateful_changes:
             verdict = "**Allowed with `--allow-stateful-changes`: this change deletes or replaces stateful resources.**"
         else:
@@ -295,7 +393,9 @@ def markdown(diff: Diff, base: dict[str, Any], head: dict[str, Any],
             name, type_ = change.resource["name"], _short(change.resource["type"])
             line = f"- {SYMBOL[change.kind]} `{name}` ({type_})"
             if change.kind == "replaced":
-                line += f": **replaced**, forced by {', '.join(f'`{k}`' for k in change.forced_by)}"
+                line += ": **replaced**, forced by " + ", ".join(
+                    f"`{k}`" + (f" ({change.unknown_forcing[k]})" if k in change.unknown_forcing else "")
+                    for k in change.forced_by)
                 line += replacement_order(change.resource)
             out.append(line)
             for item in change.inputs:

@@ -358,6 +358,52 @@ def test_values_a_preview_does_not_know_are_not_changes(tmp_path):
 
 
 @pytest.mark.fast
+@pytest.mark.parametrize("review", [False, True], ids=["plain", "review"])
+def test_a_preview_sees_a_datastore_replaced_through_its_unknown_image(tmp_path, monkeypatch, review):
+    """Two ``--preview`` states of a self-hosted PostgreSQL image bump: the container's ``image``
+    is the replaced RemoteImage's ``imageId``, unknown in both, and the engine replaces the
+    container. The diff listed only the RemoteImage and exited 0, even for production. With
+    ``--review`` digests the change is read from them; without, from the replaced dependency."""
+    from synth.run import synth_stack
+    from tests.diff_catalog import CATALOG_TODAY, datastore_image, datastore_maintenance
+    from validation import clock
+
+    monkeypatch.setattr(clock, "today", lambda: CATALOG_TODAY)
+
+    def synth(label, change=None):
+        doc = product_document("vedfinance")
+        if change:
+            change(doc)
+        path = tmp_path / label / "Pulumi.staging.yaml"
+        path.parent.mkdir(parents=True)
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        return synth_stack("staging", stack_file=path, preview=True, review=review)
+
+    base, bumped = synth("base"), synth("bumped", datastore_image)
+    container = "vedfinance-staging-postgres"
+    result = diff_states(base, bumped)
+    replaced = {c.resource["name"]: c.forced_by for c in result.changes if c.kind == "replaced"}
+    assert replaced == {container: ["image"], f"{container}-image": ["name"]}, replaced
+    assert result.exit_code == EXIT_WARNING
+    assert [w for w in result.warnings if f"`{container}`" in w and "image (known after apply" in w], result.warnings
+    assert not [line for line in result.may_change if f"`{container}`" in line], "shown once, as the replacement"
+    text = markdown(result, base, bumped)
+    assert f"`{container}` (Container): **replaced**, forced by `image` (known after apply" in text
+
+    production = copy.deepcopy(bumped)
+    production["outputs"]["production"] = True
+    assert diff_states(base, production, allow_stateful_changes=True).blocked
+
+    acknowledged = diff_states(base, synth("acknowledged", datastore_maintenance))
+    assert acknowledged.exit_code == EXIT_SAFE and acknowledged.warnings == []
+    assert [m for m in acknowledged.maintenance
+            if "`pgvector/pgvector:0.8.0-pg17` → `pgvector/pgvector:0.8.1-pg17`" in m], acknowledged.maintenance
+
+    unchanged = diff_states(base, synth("again"))
+    assert unchanged.changes == [] and unchanged.exit_code == EXIT_SAFE
+
+
+@pytest.mark.fast
 def test_an_unknown_list_item_stands_in_for_the_item_it_replaces():
     from synth.input_diff import input_changes
 
@@ -758,11 +804,11 @@ def test_a_bucket_rename_is_a_replacement_and_a_resize_is_not():
     assert kinds == {"media": ("replaced", ["name"]), "db": ("changed", [])}
 
 
-@pytest.mark.realtool
-def test_a_head_that_does_not_synthesize_is_the_plan_comment(tmp_path):
-    """The offline-plan step run for real (bash, git, the synth) on a pull request whose head
-    breaks staging's stack file: the comment must carry the config error. It had no diff file to
-    `cat`, so `set -e` ended the step and the pull request kept its previous, green comment."""
+def _run_plan_step(tmp_path, base_change=None, head_change=None):
+    """The offline-plan step of preview.yml run for real (bash, git, the synth) in a clone of
+    the project: a base commit (the sources as they are, with ``base_change`` applied to its
+    staging stack file's text) and a head commit on it (``head_change`` applied to the same
+    file). Returns (the step's exit code, the comment, the status output, stderr)."""
     import os
 
     from synth.engine import PROJECT_ROOT
@@ -774,20 +820,51 @@ def test_a_head_that_does_not_synthesize_is_the_plan_comment(tmp_path):
     clone = tmp_path / "repo"
     subprocess.run(["git", "clone", "-q", str(PROJECT_ROOT), str(clone)], check=True)
     git = ["git", "-C", str(clone), "-c", "user.name=t", "-c", "user.email=t@example.com"]
-    base = subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
     for path in ("stacks", "synth", "validation", "components", "policy", "Pulumi.staging.yaml"):
         subprocess.run(["cp", "-r", str(PROJECT_ROOT / path), str(clone)], check=True)
     stack_file = clone / "Pulumi.staging.yaml"
-    stack_file.write_text(stack_file.read_text().replace("  platform:environment:\n",
-                                                         "  platform:environment:\n    regoin: fra1\n", 1))
-    subprocess.run(git + ["commit", "-qam", "head"], check=True)
+    original = stack_file.read_text()
+    for label, change in (("base", base_change), ("head", head_change)):
+        stack_file.write_text(change(original) if change else original)
+        subprocess.run(git + ["add", "-A"], check=True)
+        subprocess.run(git + ["commit", "-qm", label, "--allow-empty"], check=True)
+        if label == "base":
+            base = subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True,
+                                  check=True).stdout.strip()
     (clone / ".venv").symlink_to(PROJECT_ROOT / ".venv")
     output = tmp_path / "github-output"
     env = {**os.environ, "BASE_SHA": base, "ALLOW_STATEFUL": "false", "GITHUB_OUTPUT": str(output)}
     run = subprocess.run(["bash", "-c", step["run"]], cwd=clone, env=env, capture_output=True, text=True, timeout=900)
-    assert run.returncode == 0, run.stderr[-3000:]
-    comment = (clone / "out" / "comment.md").read_text()
+    return run.returncode, (clone / "out" / "comment.md").read_text(), output.read_text(), run.stderr
+
+
+def _misspelled_region(text: str) -> str:
+    return text.replace("  platform:environment:\n", "  platform:environment:\n    regoin: fra1\n", 1)
+
+
+@pytest.mark.realtool
+def test_a_head_that_does_not_synthesize_is_the_plan_comment(tmp_path):
+    """A pull request whose head breaks staging's stack file: the comment must carry the config
+    error. It had no diff file to `cat`, so `set -e` ended the step and the pull request kept
+    its previous, green comment."""
+    code, comment, status, stderr = _run_plan_step(tmp_path, head_change=_misspelled_region)
+    assert code == 0, stderr[-3000:]
     assert "### staging: the head does not synthesize" in comment
     assert "platform:environment.regoin: unknown key" in comment
-    assert "status=1" in output.read_text()
+    assert "status=1" in status
     assert "prod" in comment and "Traceback" not in comment
+
+
+@pytest.mark.realtool
+def test_a_base_that_does_not_synthesize_fails_the_check(tmp_path):
+    """A base whose staging stack file does not synthesize: the step wrote an empty base, so
+    every resource showed as added, no deletion or replacement could be seen, and the check
+    passed (exit 0). It must fail, with the base's error in the comment."""
+    code, comment, status, stderr = _run_plan_step(tmp_path, base_change=_misspelled_region)
+    assert code == 0, stderr[-3000:]
+    assert "### staging: the base does not synthesize, so this change cannot be diffed" in comment
+    assert "platform:environment.regoin: unknown key" in comment
+    assert "to add" not in comment.split("### staging: the base", 1)[1].split("## Plan diff for stack `prod`", 1)[0]
+    assert "status=1" in status
+    # prod's base synthesizes: its diff is there, and empty.
+    assert "## Plan diff for stack `prod`" in comment and "Traceback" not in comment

@@ -44,7 +44,7 @@ def test_a_head_that_says_not_production_cannot_lift_the_block(staging, tmp_path
     head["outputs"] = {**head["outputs"], "production": False}
     code = diff_cli([_write(tmp_path, "base", base), _write(tmp_path, "head", head), "--allow-stateful-changes"])
     out = capsys.readouterr().out
-    assert code == EXIT_WARNING and "there is no override in production" in out and f"`{CLUSTER}`" in out
+    assert code == EXIT_WARNING and "`--allow-stateful-changes` does not apply to production" in out and "`maintenance:`" in out and f"`{CLUSTER}`" in out
     # Either side is enough, in both directions.
     assert diff_states(head, base, allow_stateful_changes=True).production
     # The committed staging stack, which is not production, is still allowed.
@@ -78,10 +78,14 @@ def test_two_previews_differ_when_an_unknown_values_known_inputs_change(previews
     result = diff_states(base, head)
     text = markdown(result, base, head)
     assert "May change, unknown until apply" in text
-    for resource, field in [("kro-staging-backend", "envs"), ("kro-staging-files-backend", "stdin"),
-                            ("kro-staging-db-backup-credentials", "stdin")]:
+    for resource, field in [("kro-staging-files-backend", "stdin"), ("kro-staging-db-backup-credentials", "stdin")]:
         assert any(f"`{resource}`" in line and f"`{field}` may change" in line for line in result.may_change), resource
-    assert "forces a replacement if it changes" in next(l for l in result.may_change if "`kro-staging-backend`" in l)
+    # An input that forces a replacement and will change is the replacement the engine makes
+    # (a provider replaces on an unknown forcing input), not a "may change".
+    backend = next(c for c in result.changes if c.resource["name"] == "kro-staging-backend")
+    assert (backend.kind, backend.forced_by) == ("replaced", ["envs"])
+    assert "the known values it is made from changed" in backend.unknown_forcing["envs"]
+    assert not [line for line in result.may_change if "`kro-staging-backend`" in line]
     # Two previews of one config have nothing that may change.
     assert diff_states(base, base).may_change == []
     # Digests only: no value of the known run reaches the preview document.
