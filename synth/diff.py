@@ -110,6 +110,8 @@ def check_comparable(base: dict[str, Any], head: dict[str, Any]) -> None:
         for index, resource in enumerate(state["resources"]):
             if not isinstance(resource, dict) or not {"urn", "type", "name"} <= set(resource):
                 raise DiffInputError(f"the {label} file's resources[{index}] lacks urn, type or name")
+        if not isinstance(state.get("preview_unknowns"), (dict, type(None))):
+            raise DiffInputError(f"the {label} file's preview_unknowns is not an object")
     for key in ("project", "stack"):
         a, b = base.get(key), head.get(key)
         if a and b and a != b:
@@ -191,9 +193,24 @@ def unknown_inputs(state: dict[str, Any], resource: dict[str, Any]) -> set[str]:
     return set(listed) | shown
 
 
-FED_INPUTS = {"docker:index/remoteImage:RemoteImage": {"image"}}
-"""Without digests, the inputs a dependency of a type can feed (a RemoteImage's ``imageId`` is
-a container's ``image``, never its env); a type not listed may feed any unknown input."""
+FED_INPUTS: dict[str, frozenset[str] | None] = {
+    "docker:index/remoteImage:RemoteImage": frozenset({"image"}),
+    "docker:index/network:Network": frozenset({"networksAdvanced"}),
+    "random:index/randomPassword:RandomPassword": None,
+    "random:index/randomBytes:RandomBytes": None,
+    "random:index/randomString:RandomString": None,
+    "random:index/randomId:RandomId": None,
+    "tls:index/privateKey:PrivateKey": None,
+    "tls:index/certRequest:CertRequest": None,
+    "tls:index/selfSignedCert:SelfSignedCert": None,
+    "tls:index/locallySignedCert:LocallySignedCert": None,
+}
+"""Without digests, the dependencies whose replacement makes a dependent's input unknown, and
+which inputs they can feed (``None``: any but a container's ``image``): a RemoteImage's
+``imageId`` is a container's ``image``, never its env; a generated password or certificate can
+be anywhere else. A type not
+listed feeds nothing: the host's file deliveries (Commands) a container depends on only order
+it, and counting them replaced every container of a host whenever a file was added."""
 
 
 def hidden_replacements(base: dict[str, Any], head: dict[str, Any],
@@ -222,7 +239,9 @@ def hidden_replacements(base: dict[str, Any], head: dict[str, Any],
         grew = False
         for urn in sorted(set(base_by_urn) & set(head_by_urn)):
             resource = head_by_urn[urn]
-            hidden = unknown_inputs(head, resource) & replacing_inputs(resource)
+            # Unknown on either side: a preview base against a normal head hides the old value.
+            hidden = (unknown_inputs(head, resource) | unknown_inputs(base, base_by_urn[urn])) \
+                & replacing_inputs(resource)
             if not hidden:
                 continue
             before, after = digests(base, urn), digests(head, urn)
@@ -233,7 +252,9 @@ def hidden_replacements(base: dict[str, Any], head: dict[str, Any],
                     if before[name] != after[name]:
                         why[name] = "known after apply; the known values it is made from changed"
                     continue
-                sources = sorted(u["name"] for u in upstream if name in FED_INPUTS.get(u["type"], {name}))
+                sources = sorted(u["name"] for u in upstream if u["type"] in FED_INPUTS
+                                 and (name in FED_INPUTS[u["type"]] if FED_INPUTS[u["type"]] is not None
+                                      else name != "image"))
                 if sources:
                     why[name] = ("known after apply; it can come from "
                                  + ", ".join(f"`{n}`" for n in sources) + ", which is replaced or new")
@@ -279,7 +300,11 @@ def _acknowledged(old: dict[str, Any], new: dict[str, Any], forced_by: list[str]
     name, kind = new["name"], _short(new["type"])
     before, after = image_reference(old, base_by_urn), image_reference(new, head_by_urn)
     extra = sorted(set(forced_by) - MAINTENANCE_INPUTS)
-    if extra:
+    incomplete = [key for key in ("backup", "restore_test", "window") if not plan.get(key)]
+    if incomplete:
+        why = (f"it does not name its {', '.join(incomplete)} (the stack config's `maintenance:` "
+               "states all three)")
+    elif extra:
         why = f"{', '.join(extra)} changed too; an acknowledgement covers the image alone, so split the change"
     elif (before, after) != (plan.get("replaces"), plan.get("image")):
         why = (f"it acknowledges {plan.get('replaces')} → {plan.get('image')}, and the change is "

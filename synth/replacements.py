@@ -50,7 +50,21 @@ REPLACING_INPUTS: dict[str, tuple[str, ...]] = {
                                          "readOnly", "securityOpts", "tmpfs", "logOpts"),
     "docker:index/network:Network": ("name", "driver", "options", "ipamConfigs"),
     "docker:index/remoteImage:RemoteImage": ("name",),
+    # terraform-provider-random has no Update: every attribute RequiresReplace.
+    "random:index/randomPassword:RandomPassword": ("*",),
+    "random:index/randomBytes:RandomBytes": ("*",),
+    "random:index/randomString:RandomString": ("*",),
+    "random:index/randomId:RandomId": ("*",),
+    # terraform-provider-tls: the key's shape, the request's and the certificates' every field
+    # RequiresReplace; a LocallySignedCert's earlyRenewalHours alone updates in place.
+    "tls:index/privateKey:PrivateKey": ("algorithm", "rsaBits", "ecdsaCurve"),
+    "tls:index/certRequest:CertRequest": ("*",),
+    "tls:index/selfSignedCert:SelfSignedCert": ("*",),
+    "tls:index/locallySignedCert:LocallySignedCert": ("certRequestPem", "caCertPem", "caPrivateKeyPem",
+                                                      "validityPeriodHours", "allowedUses",
+                                                      "isCaCertificate", "setSubjectKeyId"),
 }
+"""``"*"``: every input of the resource forces its replacement."""
 
 # Resources whose deletion or replacement loses data (a database, a disk, a bucket, a host with
 # its local volumes). Source: what each type stores. The policy pack protects this set in
@@ -182,7 +196,13 @@ def sdk_documented_replacements(type_: str) -> frozenset[str]:
 
 
 def replacing_inputs(resource: dict) -> frozenset[str]:
-    """Top-level input names whose change replaces ``resource`` (a synth JSON resource)."""
-    return (frozenset(REPLACING_INPUTS.get(resource["type"], ()))
+    """Top-level input names whose change replaces ``resource`` (a synth JSON resource): the
+    table, the SDK's docs, and its ``replace_on_changes`` paths by their top-level name
+    (``triggers[*]`` is ``triggers``)."""
+    table = REPLACING_INPUTS.get(resource["type"], ())
+    inputs = resource.get("inputs")
+    every = frozenset(inputs) if "*" in table and isinstance(inputs, Mapping) else frozenset()
+    return (frozenset(name for name in table if name != "*") | every
             | sdk_documented_replacements(resource["type"])
-            | frozenset(resource.get("replace_on_changes") or ()))
+            | frozenset(re.split(r"[.\[]", str(path), maxsplit=1)[0]
+                        for path in resource.get("replace_on_changes") or ()))

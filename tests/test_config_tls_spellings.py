@@ -142,3 +142,25 @@ def test_a_verify_switch_set_to_no_is_refused(name):
 
     assert tls_switched_off(name, "no") == f"{name}=no"
     assert _switch_off(name, "no")
+
+
+@pytest.mark.parametrize("command", [["sh", "-c", "PGSSLMODE=verify-full exec node dist/main.js"],
+                                     ["sh", "-ec", "DATABASE_SSL=true exec node dist/main.js --db-password=hunter2xyz"],
+                                     "sh -c 'NODE_TLS_REJECT_UNAUTHORIZED=1 node -e 1'"])
+def test_an_assignment_inside_a_shell_script_is_read_as_one_word(command):
+    """The script of ``sh -c`` was read as one assignment whose value ran to the end of the
+    script ("verify-full exec node dist/main.js"), refused as TLS off and echoed whole, with a
+    password in it."""
+    from components.container_env import command_tls_off
+    from validation.connections import assignments, simple_commands
+
+    assert command_tls_off(command) is None
+    pairs = [pair for words in simple_commands(command) for pair in assignments(words)]
+    assert pairs and all(" " not in value for _, value in pairs), pairs
+
+
+def test_a_weak_assignment_inside_a_shell_script_is_still_refused_alone():
+    from components.container_env import command_tls_off
+
+    assert command_tls_off(["sh", "-c", "PGSSLMODE=require exec node m.js --db-password=hunter2xyz"]) \
+        == "PGSSLMODE=require"

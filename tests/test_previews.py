@@ -382,7 +382,8 @@ def test_a_preview_sees_a_datastore_replaced_through_its_unknown_image(tmp_path,
     base, bumped = synth("base"), synth("bumped", datastore_image)
     container = "vedfinance-staging-postgres"
     result = diff_states(base, bumped)
-    replaced = {c.resource["name"]: c.forced_by for c in result.changes if c.kind == "replaced"}
+    replaced = {c.resource["name"]: c.forced_by for c in result.changes
+                if c.kind == "replaced" and "command:" not in c.resource["type"]}
     assert replaced == {container: ["image"], f"{container}-image": ["name"]}, replaced
     assert result.exit_code == EXIT_WARNING
     assert [w for w in result.warnings if f"`{container}`" in w and "image (known after apply" in w], result.warnings
@@ -401,6 +402,42 @@ def test_a_preview_sees_a_datastore_replaced_through_its_unknown_image(tmp_path,
 
     unchanged = diff_states(base, synth("again"))
     assert unchanged.changes == [] and unchanged.exit_code == EXIT_SAFE
+
+    # A preview base against a normal head: the old image is the unknown one.
+    doc = product_document("vedfinance")
+    datastore_image(doc)
+    (tmp_path / "normal").mkdir()
+    (tmp_path / "normal" / "Pulumi.staging.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    normal = synth_stack("staging", stack_file=tmp_path / "normal" / "Pulumi.staging.yaml")
+    mixed = diff_states(base, normal)
+    assert mixed.exit_code == EXIT_WARNING and [w for w in mixed.warnings if f"`{container}`" in w]
+
+    # A new database adds file deliveries (Commands) every container of the host depends on,
+    # for ordering only: no container but the one it configures is replaced.
+    def new_database(doc):
+        doc["config"]["platform:vedfinance"]["databases"].append({"name": "vedfinance_reports", "service": "web-dev"})
+
+    added = diff_states(base, synth("new-database", new_database))
+    assert added.exit_code == EXIT_SAFE, added.warnings
+    assert container not in {c.resource["name"] for c in added.changes if c.kind == "replaced"}
+
+
+@pytest.mark.fast
+def test_an_acknowledgement_without_its_backup_restore_test_and_window_covers_nothing():
+    """The stack config refuses an incomplete ``maintenance:``; a hand-edited state carrying
+    only the image labels must not pass the diff either."""
+    image = {"name": "pgvector/pgvector:0.8.0-pg17"}
+    volume = {"mounts": [{"target": "/var/lib/postgresql/data", "type": "volume", "source": "pg"}]}
+    base = {"stack": "staging", "resources": [
+        res("docker:index/container:Container", "pg", {"image": image["name"], **volume})]}
+    head = copy.deepcopy(base)
+    head["resources"][0]["inputs"]["image"] = "pgvector/pgvector:0.8.1-pg17"
+    head["resources"][0]["inputs"]["labels"] = [
+        {"label": "platform.maintenance.image", "value": "pgvector/pgvector:0.8.1-pg17"},
+        {"label": "platform.maintenance.replaces", "value": "pgvector/pgvector:0.8.0-pg17"}]
+    result = diff_states(base, head)
+    assert result.exit_code == EXIT_WARNING and result.maintenance == []
+    assert "does not name its backup, restore_test, window" in result.warnings[0]
 
 
 @pytest.mark.fast
@@ -785,7 +822,8 @@ def test_replacing_inputs_are_real_inputs_of_their_resources():
         schemas.update(json.load(gzip.open(path, "rt"))["resources"])
     for type_, inputs in REPLACING_INPUTS.items():
         assert type_ in schemas, type_
-        assert set(inputs) <= set(schemas[type_]["inputProperties"]), (type_, set(inputs) - set(schemas[type_]["inputProperties"]))
+        named = set(inputs) - {"*"}
+        assert named <= set(schemas[type_]["inputProperties"]), (type_, named - set(schemas[type_]["inputProperties"]))
         assert sdk_documented_replacements(type_) <= set(schemas[type_]["inputProperties"]), type_
     assert STATEFUL_TYPES <= set(schemas)
     # The SDK's own docs name the droplet's userData as forcing a new resource.

@@ -67,11 +67,15 @@ def assignments(words: list[str]) -> Iterator[tuple[str, str]]:
     """Every ``NAME=value`` word of a command, its value with the shell quoting removed
     (``NODE_TLS_REJECT_UNAUTHORIZED='0'`` gives ``0``); a value that still starts with a quote
     is a script's text, not an assignment."""
-    for word in words:
+    scripts = {index + 2 for index, word in enumerate(words[:-2])
+               if os.path.basename(word) in _SHELLS and words[index + 1].startswith("-")
+               and words[index + 1].endswith("c")}
+    for index, word in enumerate(words):
         match = _ASSIGNMENT.match(word)
-        # A word still quoted or spanning lines is a script handed to a shell (sh -c '...'), split
-        # on its own; its first NAME= is no assignment of the whole.
-        if match and not match.group(2).startswith(("'", '"')) and "\n" not in word:
+        # A shell's script (sh -c 'PGSSLMODE=verify-full exec node m.js'), or a word still quoted
+        # or spanning lines, is split on its own (simple_commands); its first NAME= is no
+        # assignment of the whole, whose "value" would run to the end of the script.
+        if match and index not in scripts and not match.group(2).startswith(("'", '"')) and "\n" not in word:
             yield match.group(1), match.group(2)
 
 
