@@ -4,6 +4,8 @@ Read once from Pulumi config and validated before any resource is registered. Ev
 in the file is reported together, each with its key path, so one run shows everything to fix.
 Sections are validated independently: a broken ``environment`` does not hide the problems of
 a product, and a broken field does not hide the rules that do not read it (validation/rules.py).
+Sizes come first: a section holding a string too big for a host (``value_checks.size_problems``)
+gets those problems alone, as no other check reads a string that size in bounded time.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from stacks.registry import PRODUCTS
 from stacks.secret_checks import STACK_SECRET_PREFIXES, required_secret_keys, secret_problems, unknown_secret_keys
 from stacks.secret_keys import ssh_ca_secret
 from stacks.value_checks import (KEY_NAME, one_message_per_secret, provider_config_problems, scrub_secrets,
-                                 string_problems)
+                                 size_problems, string_problems)
 from validation import rules
 from validation.formats import secret_value_kind
 from validation.rules import RuleContext
@@ -114,8 +116,12 @@ def validate_stack_config(
                 f"secret keys start with {', '.join(secret_prefixes)}){hint}"
             )
     values = {k: _parse_json_value(k, v, problems) for k, v in raw.items() if k in known_top}
+    sized = {key: size_problems(key, value, value) for key, value in values.items()}
+    # Sizes first, and a section with a string too big is checked no further: every later check
+    # parses its strings, some in quadratic time (value_checks.size_problems).
+    refused = {key for key, found in sized.items() if found}
     for key, value in values.items():
-        problems += string_problems(key, value, value)
+        problems += sized[key] or string_problems(key, value, value)
 
     def path_for(top: str):
         return lambda loc: key_path(top, loc, values.get(top))
@@ -126,6 +132,8 @@ def validate_stack_config(
     if "environment" not in values:
         problems.append(f"{key_path('environment', [])}: required key is missing "
                         "(an object with name, admin_cidrs, and optionally region and alerts)")
+    elif "environment" in refused:
+        pass
     elif not isinstance(raw_env, Mapping):
         problems.append(f"{key_path('environment', [])}: must be an object with name, admin_cidrs "
                         f"and alerts, got {describe_value(raw_env)}")
@@ -139,10 +147,12 @@ def validate_stack_config(
             environment_view, RuleContext(stack, environment_view, path_for("environment")))]
 
     products: list[str] = []
-    raw_products = values.get("products")
+    raw_products = values.get("products") if "products" not in refused else None
     if "products" not in values:
         problems.append(f"{key_path('products', [])}: required key is missing (a list drawn "
                         f"from {', '.join(sorted(registry))}; it may be empty)")
+    elif "products" in refused:
+        pass
     elif not isinstance(raw_products, list):
         problems.append(f"{key_path('products', [])}: must be a list of product names, "
                         f"got {describe_value(raw_products)}")
@@ -172,7 +182,7 @@ def validate_stack_config(
         elif present and not listed and isinstance(raw_products, list):
             problems.append(f"{key_path(name, [])}: settings for a product this stack does not "
                             f"hold; add {name} to platform:products or remove this key")
-        elif listed:
+        elif listed and name not in refused:
             document = values[name]
             if not isinstance(document, Mapping):
                 problems.append(f"{key_path(name, [])}: must be an object of {name}'s settings, "
@@ -200,7 +210,8 @@ def validate_stack_config(
         # a key name belongs (secret_env: {JWT_SECRET: "postgres://user:pw@..."}) stays masked.
         names = {n for n in {str(k) for k in raw} | set(needed or ())
                  if KEY_NAME.fullmatch(n) and not secret_value_kind(n)}
-        raise ConfigError(scrub_secrets(_dedupe(problems), values, names))
+        checked = {k: v for k, v in values.items() if k not in refused}
+        raise ConfigError(scrub_secrets(_dedupe(problems), checked, names))
     return StackConfig(environment=environment, products=products, product_configs=product_configs)
 
 

@@ -1,6 +1,7 @@
-"""Checks on a stack file's values as text, whatever their key: control characters, the host
-files' heredoc marker, secrets typed into plain config (and provider credentials set without
-``--secret``), and the last guard that keeps secret values out of every message."""
+"""Checks on a stack file's values as text, whatever their key: sizes (first, before anything
+parses a value), control characters, the host files' heredoc marker, secrets typed into plain
+config (and provider credentials set without ``--secret``), and the last guard that keeps
+secret values out of every message."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import re
 from typing import Any, Iterator, Mapping
 
 from components import wireguard
-from components.container_env import command_tls_off
+from components.container_env import ENV_STRING_MAX_BYTES, command_tls_off, env_size_problems
 from components.hostsetup.delivery import HEREDOC_MARKER
 from stacks.errors import CONFIG_NAMESPACE, key_path
 from validation.connections import argument_credential, command_credential
@@ -26,6 +27,54 @@ def _leaves(value: Any, loc: tuple = ()) -> Iterator[tuple[tuple, Any]]:
             yield from _leaves(item, loc + (index,))
     elif isinstance(value, str):
         yield loc, value
+
+
+STRING_MAX_BYTES = ENV_STRING_MAX_BYTES - 1
+"""The longest string (a value or a key) a stack file's config may hold, in UTF-8 bytes:
+Linux's MAX_ARG_STRLEN less the terminating NUL, the longest one argument, ``sh -c`` script or
+environment string a program can start with. Every string of the config ends up as one of
+those or as something far shorter (a name, a hostname, a reason); the committed stack files'
+longest is 195 bytes."""
+
+
+def _utf8_bytes(text: str) -> int:
+    # surrogatepass: pydantic refuses a lone surrogate (a YAML "\ud800" escape) as no valid string.
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def _oversized(value: Any, loc: tuple = ()) -> Iterator[tuple[tuple, str]]:
+    too_big = (f"more than the {STRING_MAX_BYTES:,} a config string may be (Linux's MAX_ARG_STRLEN, the longest "
+               "one argument or environment string a program can start with); shorten it or put the data in a file")
+    if isinstance(value, Mapping):
+        fits = {}
+        for key, item in value.items():
+            if isinstance(key, str) and _utf8_bytes(key) > STRING_MAX_BYTES:
+                yield loc, f"has a key of {_utf8_bytes(key):,} bytes, {too_big}"
+            else:
+                fits[key] = item
+        env = {k: v for k, v in fits.items() if isinstance(k, str) and isinstance(v, str)} \
+            if loc and loc[-1] == "env" else {}
+        yield from ((loc + at, message) for at, message in env_size_problems(env))
+        for key, item in fits.items():
+            if key not in env:
+                yield from _oversized(item, loc + (key,))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _oversized(item, loc + (index,))
+    elif isinstance(value, str) and _utf8_bytes(value) > STRING_MAX_BYTES:
+        yield loc, f"is {_utf8_bytes(value):,} bytes, {too_big}"
+
+
+def size_problems(top: str, value: Any, document: Any) -> list[str]:
+    """What is too big in a top-level key's parsed value, by lengths alone, at each key path:
+    a string or a key over ``STRING_MAX_BYTES``, an ``env`` map over
+    ``components.container_env.env_size_problems`` (one ``NAME=value`` over MAX_ARG_STRLEN).
+
+    The first check of a stack file's values: the text checks parse strings (``shlex``,
+    quadratic in a word's length: a 5 MB env value was not refused after 15 minutes) and the
+    models and rules run regexes over them, so a section with any problem here is checked no
+    further (``stacks.config.validate_stack_config``)."""
+    return [f"{key_path(top, loc, document)}: {message}" for loc, message in _oversized(value)]
 
 
 def string_problems(top: str, value: Any, document: Any) -> list[str]:
