@@ -68,7 +68,8 @@ def _oversized(value: Any, loc: tuple = ()) -> Iterator[tuple[tuple, str]]:
 def size_problems(top: str, value: Any, document: Any) -> list[str]:
     """What is too big in a top-level key's parsed value, by lengths alone, at each key path:
     a string or a key over ``STRING_MAX_BYTES``, an ``env`` map over
-    ``components.container_env.env_size_problems`` (one ``NAME=value`` over MAX_ARG_STRLEN).
+    ``components.container_env.env_size_problems`` (one ``NAME=value`` over MAX_ARG_STRLEN, or
+    too big a total).
 
     The first check of a stack file's values: the text checks parse strings (``shlex``,
     quadratic in a word's length: a 5 MB env value was not refused after 15 minutes) and the

@@ -172,7 +172,9 @@ def _service(config):
      "platform:kro.services[0] (backend).command[2]", f"is {FIVE_MB:,} bytes, more than the 131,071"),
     (lambda c: c["platform:giv"]["components"][0].__setitem__("run_command", "a" * FIVE_MB),
      "platform:giv.components[0] (krogiving-backend).run_command", f"is {FIVE_MB:,} bytes"),
-], ids=["env value", "env argument string", "healthcheck item", "command item", "run_command"])
+    (lambda c: _service(c)["env"].update({f"PART_{i}": "a" * 120_000 for i in range(9)}),
+     "platform:kro.services[0] (backend).env", "the variables total 1,080,"),
+], ids=["env value", "env argument string", "healthcheck item", "command item", "run_command", "env total"])
 def test_a_string_too_big_for_execve_is_refused_by_its_size_before_any_parser(stack_document, monkeypatch,
                                                                                mutate, where, message):
     """The sizes are checked first (``stacks.value_checks.size_problems``): a 5 MB env value went
@@ -190,6 +192,21 @@ def test_a_string_too_big_for_execve_is_refused_by_its_size_before_any_parser(st
     problems = _problems(document)
     assert len(problems) == 1 and problems[0].startswith(f"{where}: {message}"), problems
     assert parsed and max(parsed) <= STRING_MAX_BYTES
+
+
+def test_a_containers_environment_may_total_a_mebibyte():
+    """``ENV_TOTAL_MAX_BYTES`` counts each NAME=value and its NUL, as execve does; half of
+    ARG_MAX (2 MiB under an 8 MiB stack limit) is left for the command, the image's variables
+    and the secrets."""
+    from components.container_env import ENV_TOTAL_MAX_BYTES, env_size_problems
+
+    assert ENV_TOTAL_MAX_BYTES == 1024 * 1024
+    ten = {f"V{i}": "a" * (100_000 - 4) for i in range(10)}  # "Vi=" + value + NUL: 100,000 bytes each
+    last = ENV_TOTAL_MAX_BYTES - 1_000_000 - len("LAST=") - 1
+    assert env_size_problems({**ten, "LAST": "a" * last}) == []
+    [(loc, message)] = env_size_problems({**ten, "LAST": "a" * (last + 1)})
+    assert loc == () and message.startswith("the variables total 1,048,577 bytes (each NAME=value and its NUL), "
+                                            "more than the 1,048,576")
 
 
 def test_a_key_too_big_is_named_by_its_size():
