@@ -19,15 +19,15 @@ from pydantic import BaseModel, ValidationError
 
 from stacks.collisions import stack_collisions
 from stacks.definition import SecretKey
-from stacks.engine_config import plain_other_config, platform_config
+from stacks.engine_config import other_config_keys, plain_other_config, platform_config
 from stacks.environment import Environment
-from stacks.errors import ConfigError, describe_validation_error, key_path, show
+from stacks.errors import CONFIG_NAMESPACE, ConfigError, describe_validation_error, key_path, show
 from stacks.other_stacks import shared_with_other_stacks
 from stacks.registry import PRODUCTS
 from stacks.secret_checks import STACK_SECRET_PREFIXES, required_secret_keys, secret_problems, unknown_secret_keys
 from stacks.secret_keys import ssh_ca_secret
-from stacks.value_checks import (KEY_NAME, one_message_per_secret, provider_config_problems, scrub_secrets,
-                                 size_problems, string_problems)
+from stacks.value_checks import (KEY_NAME, meant_key, namespace_problems, one_message_per_secret,
+                                 provider_config_problems, scrub_secrets, size_problems, string_problems)
 from validation import rules
 from validation.formats import secret_value_kind
 from validation.rules import RuleContext
@@ -90,14 +90,18 @@ def _dedupe(problems: list[str]) -> list[str]:
 
 def validate_stack_config(
     raw: Mapping[str, Any], secret_keys: set[str] | None = None, *, check_secrets: bool = True,
-    stack: str | None = None,
+    stack: str | None = None, other: Mapping[str, Any] | None = None,
 ) -> StackConfig:
     """Validate every ``platform:*`` key of a stack. Raises ConfigError listing all problems.
 
     ``raw`` maps keys without the namespace (``kro``, ``environment``) to their values as Pulumi
     delivers them: strings, with objects and lists as JSON text. ``stack`` is the stack the
     config is for (``environment.name`` must equal it); None skips that check. With
-    ``check_secrets`` every secret a product asks for must be set, as a secret.
+    ``check_secrets`` every secret a product asks for must be set, as a secret. ``other`` maps
+    the stack's keys of other namespaces (``digitalocean:token``) to their values, None for a
+    secret one: a credential among the plain ones (``value_checks.provider_config_problems``)
+    and a key of a namespace nothing reads (``value_checks.namespace_problems``: ``platfrom:kro``)
+    are listed first and hide no other problem.
     """
     registry = PRODUCTS
     problems: list[str] = []
@@ -105,12 +109,16 @@ def validate_stack_config(
     if stack is not None:
         stack = stack.rsplit("/", 1)[-1]
 
+    other = other or {}
+    # The key a misspelled one stands for: its own "required key is missing" says nothing more.
+    meant = {m for key in other if (m := meant_key(str(key)))}
     secret_prefixes = tuple(p.secret_prefix for p in registry.values()) + STACK_SECRET_PREFIXES
     known_top = {"environment", "products", *registry}
     for key in sorted(raw, key=str):
         if key not in known_top and not str(key).startswith(secret_prefixes):
             close = difflib.get_close_matches(str(key), sorted(known_top), n=1)
-            hint = f"; did you mean {close[0]}?" if close else ""
+            meant.update(f"{CONFIG_NAMESPACE}:{c}" for c in close)
+            hint = f"; did you mean {CONFIG_NAMESPACE}:{close[0]}?" if close else ""
             problems.append(
                 f"{key_path(key, [])}: unknown key (known keys: {', '.join(sorted(known_top))}; "
                 f"secret keys start with {', '.join(secret_prefixes)}){hint}"
@@ -204,6 +212,9 @@ def validate_stack_config(
     problems += unknown_secret_keys(raw, needed, registry, products)
     if check_secrets and not problems and needed is not None:
         problems += secret_problems(raw, needed, secret_keys)
+    missing = tuple(f"{key}: required key is missing" for key in meant)
+    problems = (provider_config_problems({k: v for k, v in other.items() if v is not None})
+                + namespace_problems(other) + [p for p in problems if not p.startswith(missing)])
     if problems:
         problems = one_message_per_secret(problems)
         # Only what has the shape of a config key name counts as one: a secret value typed where
@@ -221,13 +232,8 @@ def describe_value(value: Any) -> str:
 
 def read_pulumi_config() -> StackConfig:
     """Collect every ``platform:*`` key the engine knows about and validate them together;
-    provider credentials in plain text are refused with them. Raises ConfigError."""
+    provider credentials in plain text and keys of a namespace nothing reads are refused with
+    them. Raises ConfigError."""
     raw, secret_names = platform_config()
-    leaks = provider_config_problems(plain_other_config())
-    try:
-        config = validate_stack_config(raw, secret_names, stack=pulumi.get_stack())
-    except ConfigError as exc:
-        raise ConfigError(leaks + exc.problems) from None
-    if leaks:
-        raise ConfigError(leaks)
-    return config
+    other = dict.fromkeys(other_config_keys()) | plain_other_config()
+    return validate_stack_config(raw, secret_names, stack=pulumi.get_stack(), other=other)

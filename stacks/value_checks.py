@@ -5,13 +5,14 @@ secret values out of every message."""
 
 from __future__ import annotations
 
+import difflib
 import re
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 from components import wireguard
 from components.container_env import ENV_STRING_MAX_BYTES, command_tls_off, env_size_problems
 from components.hostsetup.delivery import HEREDOC_MARKER
-from stacks.errors import CONFIG_NAMESPACE, key_path
+from stacks.errors import CONFIG_NAMESPACE, key_path, shown_key
 from validation.connections import argument_credential, command_credential
 from validation.formats import control_characters, looks_secret_name, secret_parts, secret_value_kind
 
@@ -217,6 +218,44 @@ PROVIDER_CREDENTIAL_KEYS = frozenset({
     "docker:registryAuth", "command:password", "command:privateKey"})
 """Provider config keys that hold a credential (the providers' schemas mark them secret:
 ``pulumi-digitalocean``'s token and Spaces keys, ``pulumi-cloudflare``'s API token and keys)."""
+
+
+PROVIDER_NAMESPACES = ("digitalocean", "cloudflare", "docker", "command", "random", "tls", "minio")
+"""The config namespaces of the providers the program uses: each ``pulumi-<name>`` package of
+requirements.txt, whose provider reads ``<name>:*`` keys (``digitalocean:token``,
+``cloudflare:apiToken``)."""
+
+CONFIG_NAMESPACES = (CONFIG_NAMESPACE, "pulumi", *PROVIDER_NAMESPACES)
+"""Every namespace a stack's config may use: the program's own, Pulumi's (``pulumi:template``,
+``pulumi:disable-default-providers``) and the providers'. Pulumi takes a key of any namespace
+and hands it to the program, so a misspelled one (``platfrom:kro``) would be read by nothing."""
+
+
+def meant_key(key: str) -> str | None:
+    """The key ``key`` likely meant when its namespace is none of ``CONFIG_NAMESPACES`` but close
+    to one (``platfrom:kro`` -> ``platform:kro``), else None."""
+    namespace, _, name = key.partition(":")
+    if namespace in CONFIG_NAMESPACES:
+        return None
+    close = difflib.get_close_matches(namespace, CONFIG_NAMESPACES, n=1)
+    return f"{close[0]}:{name}" if close else None
+
+
+def namespace_problems(keys: Iterable[str]) -> list[str]:
+    """A config key (``namespace:name``, any but the ``platform:`` ones) whose namespace is none
+    of ``CONFIG_NAMESPACES``, named with the key it was likely meant to be (``meant_key``).
+    Names only: the keys of a known namespace are the provider's to judge."""
+    problems = []
+    for key in sorted(keys, key=str):
+        namespace = str(key).partition(":")[0]
+        if namespace in CONFIG_NAMESPACES:
+            continue
+        meant = meant_key(str(key))
+        hint = f"did you mean {shown_key(meant)}?" if meant else \
+            f"rename it, or remove it with `pulumi config rm {shown_key(key)}`"
+        problems.append(f"{shown_key(key)}: unknown config namespace {shown_key(namespace)!r}, so nothing reads "
+                        f"this key (the stack's namespaces: {', '.join(CONFIG_NAMESPACES)}); {hint}")
+    return problems
 
 
 def provider_config_problems(plain: Mapping[str, Any]) -> list[str]:
