@@ -87,7 +87,8 @@ class AppComponent(StrictModel):
     instance_count: int | None = Field(default=None, ge=1, le=250, description="fixed instance count")
     autoscaling: Autoscaling | None = Field(default=None, description="or scale on CPU")
     env: Annotated[dict[str, str], AfterValidator(check_env)] = Field(
-        default_factory=dict, description="plain environment variables (no secrets)")
+        default_factory=dict, description="plain environment variables (no secrets); each NAME=value under "
+        "128 KiB and all of them at most 1 MiB (execve's limits)")
     secret_env: Annotated[dict[str, str], AfterValidator(check_env_names)] = Field(
         default_factory=dict, description="variable -> secret config key")
 

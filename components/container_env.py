@@ -4,6 +4,7 @@ it: valid names, a size execve takes, no switch that turns TLS off, no secret by
 from __future__ import annotations
 
 import re
+from typing import Mapping
 
 from pydantic import ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
@@ -34,6 +35,42 @@ ENV_STRING_MAX_BYTES = 32 * 4096
 """Linux's MAX_ARG_STRLEN (include/uapi/linux/binfmts.h: 32 pages, the terminating NUL
 included): the longest one ``NAME=value`` string execve takes, so the longest env var a
 container's process can start with."""
+
+ENV_TOTAL_MAX_BYTES = 1024 * 1024
+"""The most a container's plain ``env`` may total, counted as execve counts its strings: each
+``NAME=value`` and its terminating NUL. execve(2), "Limits on size of arguments and
+environment": argv and envp together may take a quarter of the stack limit (ARG_MAX: 2 MiB
+under the usual 8 MiB RLIMIT_STACK, which Docker's containers inherit), else E2BIG. Half of
+that is left for what also counts against it and the stack file does not show: the command
+and entrypoint, the image's own ENV, the secret_env values and the variables the program adds
+(a DATABASE_URL, CA paths), and the pointers to every string."""
+
+ENV_STRING_TOO_LONG = (f"NAME=value is longer than {ENV_STRING_MAX_BYTES - 1} bytes, more than Linux lets one "
+                       "environment string be (MAX_ARG_STRLEN, execve fails with E2BIG); put the data in a file")
+
+
+def _env_bytes(name: str, value: str) -> int:
+    """The bytes ``NAME=value`` takes in a process's environment, its terminating NUL included."""
+    # surrogatepass: pydantic refuses a lone surrogate (a YAML "\ud800" escape) as no valid string.
+    return len(f"{name}={value}".encode("utf-8", "surrogatepass")) + 1
+
+
+def env_size_problems(env: Mapping[str, str]) -> list[tuple[tuple[str, ...], str]]:
+    """``(loc, message)`` for each ``NAME=value`` over ``ENV_STRING_MAX_BYTES`` (loc
+    ``(NAME,)``), or, when none is, one for the whole map (loc ``()``) when it totals more than
+    ``ENV_TOTAL_MAX_BYTES``; empty when the sizes fit. Lengths only: the stack file's first
+    check (``stacks.value_checks.size_problems``) runs it before anything parses a value."""
+    sizes = {name: _env_bytes(name, value) for name, value in env.items()}
+    too_long = sorted(name for name, size in sizes.items() if size > ENV_STRING_MAX_BYTES)
+    if too_long:
+        return [((name,), ENV_STRING_TOO_LONG) for name in too_long]
+    total = sum(sizes.values())
+    if total > ENV_TOTAL_MAX_BYTES:
+        return [((), f"the variables total {total:,} bytes (each NAME=value and its NUL), more than the "
+                     f"{ENV_TOTAL_MAX_BYTES:,} a container's plain environment may take: execve fails with E2BIG "
+                     "past ARG_MAX (2 MiB under the usual 8 MiB stack limit, execve(2)), which the command, the "
+                     "image's own variables and the secrets share; put the data in a file")]
+    return []
 
 
 _TLS_OFF_IN_VALUE = re.compile(r"\b(sslmode=(?:disable|allow|prefer)|(?:tls|ssl)=false|"
@@ -106,21 +143,20 @@ def command_tls_off(command: str | list[str]) -> str | None:
 
 
 def check_env(env: dict[str, str]) -> dict[str, str]:
-    """Plain env: valid names, each ``NAME=value`` shorter than ``ENV_STRING_MAX_BYTES``, none
+    """Plain env: valid names, sizes execve takes (``env_size_problems``: each ``NAME=value`` and
+    its NUL at most ``ENV_STRING_MAX_BYTES``, all of them at most ``ENV_TOTAL_MAX_BYTES``), none
     that switches TLS off (``tls_switched_off``) and none that holds a secret by its name.
 
-    Raises ValueError for a bad name, and a ValidationError located at each secret-looking
-    variable (pydantic nests it under the field: ``...env.API_TOKEN``); the value is never
-    quoted."""
+    Raises ValueError for a bad name, and a ValidationError located at each variable too long,
+    that switches TLS off or is named like a secret (pydantic nests it under the field:
+    ``...env.API_TOKEN``), or at ``env`` itself for too big a total; the value is never quoted.
+    The sizes are checked first, so no parser reads a value execve would refuse anyway."""
     check_env_names(env)
-    too_long = sorted(k for k, v in env.items() if len(f"{k}={v}".encode()) >= ENV_STRING_MAX_BYTES)
-    if too_long:
+    sized = env_size_problems(env)
+    if sized:
         raise ValidationError.from_exception_data("env", [
-            InitErrorDetails(type=PydanticCustomError("rule", f"NAME=value is longer than "
-                             f"{ENV_STRING_MAX_BYTES - 1} bytes, more than Linux lets one environment "
-                             "string be (MAX_ARG_STRLEN, execve fails with E2BIG); put the data in a file"),
-                             loc=(key,), input="[value not shown]")
-            for key in too_long])
+            InitErrorDetails(type=PydanticCustomError("rule", message), loc=loc, input="[value not shown]")
+            for loc, message in sized])
     tls_off = {k: off for k, v in env.items() if (off := tls_switched_off(k, v))}
     if tls_off:
         raise ValidationError.from_exception_data("env", [

@@ -62,7 +62,8 @@ class ContainerSpec(StrictModel):
                         "smallest --cpus); where the host is known its size bounds it too")
     healthcheck: HealthCheck = Field(description="how Docker decides the container is healthy")
     env: dict[str, str] = Field(default_factory=dict,
-                                description="plain environment variables (no secrets)")
+                                description="plain environment variables (no secrets); each NAME=value "
+                                "under 128 KiB and all of them at most 1 MiB (execve's limits)")
     secret_env: dict[str, str] = Field(
         default_factory=dict,
         description="environment variable -> secret config key (set with pulumi config set "

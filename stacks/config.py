@@ -4,6 +4,8 @@ Read once from Pulumi config and validated before any resource is registered. Ev
 in the file is reported together, each with its key path, so one run shows everything to fix.
 Sections are validated independently: a broken ``environment`` does not hide the problems of
 a product, and a broken field does not hide the rules that do not read it (validation/rules.py).
+Sizes come first: a section holding a string too big for a host (``value_checks.size_problems``)
+gets those problems alone, as no other check reads a string that size in bounded time.
 """
 
 from __future__ import annotations
@@ -17,15 +19,15 @@ from pydantic import BaseModel, ValidationError
 
 from stacks.collisions import stack_collisions
 from stacks.definition import SecretKey
-from stacks.engine_config import plain_other_config, platform_config
+from stacks.engine_config import other_config_keys, plain_other_config, platform_config
 from stacks.environment import Environment
-from stacks.errors import ConfigError, describe_validation_error, key_path, show
+from stacks.errors import CONFIG_NAMESPACE, ConfigError, describe_validation_error, key_path, show
 from stacks.other_stacks import shared_with_other_stacks
 from stacks.registry import PRODUCTS
 from stacks.secret_checks import STACK_SECRET_PREFIXES, required_secret_keys, secret_problems, unknown_secret_keys
 from stacks.secret_keys import ssh_ca_secret
-from stacks.value_checks import (KEY_NAME, one_message_per_secret, provider_config_problems, scrub_secrets,
-                                 string_problems)
+from stacks.value_checks import (KEY_NAME, meant_key, namespace_problems, one_message_per_secret,
+                                 provider_config_problems, scrub_secrets, size_problems, string_problems)
 from validation import rules
 from validation.formats import secret_value_kind
 from validation.rules import RuleContext
@@ -88,14 +90,18 @@ def _dedupe(problems: list[str]) -> list[str]:
 
 def validate_stack_config(
     raw: Mapping[str, Any], secret_keys: set[str] | None = None, *, check_secrets: bool = True,
-    stack: str | None = None,
+    stack: str | None = None, other: Mapping[str, Any] | None = None,
 ) -> StackConfig:
     """Validate every ``platform:*`` key of a stack. Raises ConfigError listing all problems.
 
     ``raw`` maps keys without the namespace (``kro``, ``environment``) to their values as Pulumi
     delivers them: strings, with objects and lists as JSON text. ``stack`` is the stack the
     config is for (``environment.name`` must equal it); None skips that check. With
-    ``check_secrets`` every secret a product asks for must be set, as a secret.
+    ``check_secrets`` every secret a product asks for must be set, as a secret. ``other`` maps
+    the stack's keys of other namespaces (``digitalocean:token``) to their values, None for a
+    secret one: a credential among the plain ones (``value_checks.provider_config_problems``)
+    and a key of a namespace nothing reads (``value_checks.namespace_problems``: ``platfrom:kro``)
+    are listed first and hide no other problem.
     """
     registry = PRODUCTS
     problems: list[str] = []
@@ -103,19 +109,27 @@ def validate_stack_config(
     if stack is not None:
         stack = stack.rsplit("/", 1)[-1]
 
+    other = other or {}
+    # The key a misspelled one stands for: its own "required key is missing" says nothing more.
+    meant = {m for key in other if (m := meant_key(str(key)))}
     secret_prefixes = tuple(p.secret_prefix for p in registry.values()) + STACK_SECRET_PREFIXES
     known_top = {"environment", "products", *registry}
     for key in sorted(raw, key=str):
         if key not in known_top and not str(key).startswith(secret_prefixes):
             close = difflib.get_close_matches(str(key), sorted(known_top), n=1)
-            hint = f"; did you mean {close[0]}?" if close else ""
+            meant.update(f"{CONFIG_NAMESPACE}:{c}" for c in close)
+            hint = f"; did you mean {CONFIG_NAMESPACE}:{close[0]}?" if close else ""
             problems.append(
                 f"{key_path(key, [])}: unknown key (known keys: {', '.join(sorted(known_top))}; "
                 f"secret keys start with {', '.join(secret_prefixes)}){hint}"
             )
     values = {k: _parse_json_value(k, v, problems) for k, v in raw.items() if k in known_top}
+    sized = {key: size_problems(key, value, value) for key, value in values.items()}
+    # Sizes first, and a section with a string too big is checked no further: every later check
+    # parses its strings, some in quadratic time (value_checks.size_problems).
+    refused = {key for key, found in sized.items() if found}
     for key, value in values.items():
-        problems += string_problems(key, value, value)
+        problems += sized[key] or string_problems(key, value, value)
 
     def path_for(top: str):
         return lambda loc: key_path(top, loc, values.get(top))
@@ -126,6 +140,8 @@ def validate_stack_config(
     if "environment" not in values:
         problems.append(f"{key_path('environment', [])}: required key is missing "
                         "(an object with name, admin_cidrs, and optionally region and alerts)")
+    elif "environment" in refused:
+        pass
     elif not isinstance(raw_env, Mapping):
         problems.append(f"{key_path('environment', [])}: must be an object with name, admin_cidrs "
                         f"and alerts, got {describe_value(raw_env)}")
@@ -139,10 +155,12 @@ def validate_stack_config(
             environment_view, RuleContext(stack, environment_view, path_for("environment")))]
 
     products: list[str] = []
-    raw_products = values.get("products")
+    raw_products = values.get("products") if "products" not in refused else None
     if "products" not in values:
         problems.append(f"{key_path('products', [])}: required key is missing (a list drawn "
                         f"from {', '.join(sorted(registry))}; it may be empty)")
+    elif "products" in refused:
+        pass
     elif not isinstance(raw_products, list):
         problems.append(f"{key_path('products', [])}: must be a list of product names, "
                         f"got {describe_value(raw_products)}")
@@ -172,7 +190,7 @@ def validate_stack_config(
         elif present and not listed and isinstance(raw_products, list):
             problems.append(f"{key_path(name, [])}: settings for a product this stack does not "
                             f"hold; add {name} to platform:products or remove this key")
-        elif listed:
+        elif listed and name not in refused:
             document = values[name]
             if not isinstance(document, Mapping):
                 problems.append(f"{key_path(name, [])}: must be an object of {name}'s settings, "
@@ -194,13 +212,17 @@ def validate_stack_config(
     problems += unknown_secret_keys(raw, needed, registry, products)
     if check_secrets and not problems and needed is not None:
         problems += secret_problems(raw, needed, secret_keys)
+    missing = tuple(f"{key}: required key is missing" for key in meant)
+    problems = (provider_config_problems({k: v for k, v in other.items() if v is not None})
+                + namespace_problems(other) + [p for p in problems if not p.startswith(missing)])
     if problems:
         problems = one_message_per_secret(problems)
         # Only what has the shape of a config key name counts as one: a secret value typed where
         # a key name belongs (secret_env: {JWT_SECRET: "postgres://user:pw@..."}) stays masked.
         names = {n for n in {str(k) for k in raw} | set(needed or ())
                  if KEY_NAME.fullmatch(n) and not secret_value_kind(n)}
-        raise ConfigError(scrub_secrets(_dedupe(problems), values, names))
+        checked = {k: v for k, v in values.items() if k not in refused}
+        raise ConfigError(scrub_secrets(_dedupe(problems), checked, names))
     return StackConfig(environment=environment, products=products, product_configs=product_configs)
 
 
@@ -210,13 +232,8 @@ def describe_value(value: Any) -> str:
 
 def read_pulumi_config() -> StackConfig:
     """Collect every ``platform:*`` key the engine knows about and validate them together;
-    provider credentials in plain text are refused with them. Raises ConfigError."""
+    provider credentials in plain text and keys of a namespace nothing reads are refused with
+    them. Raises ConfigError."""
     raw, secret_names = platform_config()
-    leaks = provider_config_problems(plain_other_config())
-    try:
-        config = validate_stack_config(raw, secret_names, stack=pulumi.get_stack())
-    except ConfigError as exc:
-        raise ConfigError(leaks + exc.problems) from None
-    if leaks:
-        raise ConfigError(leaks)
-    return config
+    other = dict.fromkeys(other_config_keys()) | plain_other_config()
+    return validate_stack_config(raw, secret_names, stack=pulumi.get_stack(), other=other)

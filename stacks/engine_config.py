@@ -46,6 +46,13 @@ def plain_platform_config() -> dict[str, Any]:
     return {k[len(PREFIX):]: v for k, v in merged.items() if k.startswith(PREFIX) and not _is_secret(k)}
 
 
+def other_config_keys() -> set[str]:
+    """Every key of the other namespaces (``digitalocean:token``, ``pulumi:template``), secret or
+    not, by full key: the config boundary refuses a namespace the program does not read."""
+    return {k for k in set(_all_config()) | set(runtime_config.get_config_secret_keys_env())
+            if not k.startswith(PREFIX)}
+
+
 def plain_other_config() -> dict[str, Any]:
     """The keys of every other namespace (providers' ``digitalocean:token``,
     ``cloudflare:apiToken``, ...) that are not secret, by full key, with their values: the

@@ -15,6 +15,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import pulumi
 from pydantic import BaseModel, ValidationError
 
+from components.container_env import ENV_STRING_MAX_BYTES
+
 CONFIG_NAMESPACE = "platform"
 
 
@@ -71,13 +73,25 @@ def _label(item: Any) -> str:
     return ""
 
 
+KEY_SHOWN_MAX = ENV_STRING_MAX_BYTES - 1
+"""The longest key a message names as written, in characters: a longer one is no config key
+(``stacks.value_checks.STRING_MAX_BYTES`` refuses it) and is named by its size instead."""
+
+
+def shown_key(key: Any) -> str:
+    """``key`` as a message names it: as written, or ``<a key of N characters>`` past
+    ``KEY_SHOWN_MAX``, so a message about an absurd key stays one short line."""
+    text = str(key)
+    return text if len(text) <= KEY_SHOWN_MAX else f"<a key of {len(text):,} characters>"
+
+
 def key_path(top_key: str, loc: Iterable[Any], document: Any = None) -> str:
     """``("services", 1, "memory_mb")`` under ``kro`` -> ``platform:kro.services[1].memory_mb``.
 
     With the raw ``document`` of the top-level key, list items carry their name:
-    ``platform:kro.services[1] (frontend).memory_mb``.
+    ``platform:kro.services[1] (frontend).memory_mb``. Keys are named by ``shown_key``.
     """
-    path = f"{CONFIG_NAMESPACE}:{top_key}"
+    path = f"{CONFIG_NAMESPACE}:{shown_key(top_key)}"
     current = document
     for part in loc:
         if isinstance(part, str) and part.startswith("function-"):
@@ -88,7 +102,7 @@ def key_path(top_key: str, loc: Iterable[Any], document: Any = None) -> str:
             path += _label(item)
             current = item
         else:
-            path += f".{part}"
+            path += f".{shown_key(part)}"
             current = current.get(part) if isinstance(current, Mapping) else None
     return path
 

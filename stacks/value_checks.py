@@ -1,16 +1,18 @@
-"""Checks on a stack file's values as text, whatever their key: control characters, the host
-files' heredoc marker, secrets typed into plain config (and provider credentials set without
-``--secret``), and the last guard that keeps secret values out of every message."""
+"""Checks on a stack file's values as text, whatever their key: sizes (first, before anything
+parses a value), control characters, the host files' heredoc marker, secrets typed into plain
+config (and provider credentials set without ``--secret``), and the last guard that keeps
+secret values out of every message."""
 
 from __future__ import annotations
 
+import difflib
 import re
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 from components import wireguard
-from components.container_env import command_tls_off
+from components.container_env import ENV_STRING_MAX_BYTES, command_tls_off, env_size_problems
 from components.hostsetup.delivery import HEREDOC_MARKER
-from stacks.errors import CONFIG_NAMESPACE, key_path
+from stacks.errors import CONFIG_NAMESPACE, key_path, shown_key
 from validation.connections import argument_credential, command_credential
 from validation.formats import control_characters, looks_secret_name, secret_parts, secret_value_kind
 
@@ -26,6 +28,55 @@ def _leaves(value: Any, loc: tuple = ()) -> Iterator[tuple[tuple, Any]]:
             yield from _leaves(item, loc + (index,))
     elif isinstance(value, str):
         yield loc, value
+
+
+STRING_MAX_BYTES = ENV_STRING_MAX_BYTES - 1
+"""The longest string (a value or a key) a stack file's config may hold, in UTF-8 bytes:
+Linux's MAX_ARG_STRLEN less the terminating NUL, the longest one argument, ``sh -c`` script or
+environment string a program can start with. Every string of the config ends up as one of
+those or as something far shorter (a name, a hostname, a reason); the committed stack files'
+longest is 195 bytes."""
+
+
+def _utf8_bytes(text: str) -> int:
+    # surrogatepass: pydantic refuses a lone surrogate (a YAML "\ud800" escape) as no valid string.
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def _oversized(value: Any, loc: tuple = ()) -> Iterator[tuple[tuple, str]]:
+    too_big = (f"more than the {STRING_MAX_BYTES:,} a config string may be (Linux's MAX_ARG_STRLEN, the longest "
+               "one argument or environment string a program can start with); shorten it or put the data in a file")
+    if isinstance(value, Mapping):
+        fits = {}
+        for key, item in value.items():
+            if isinstance(key, str) and _utf8_bytes(key) > STRING_MAX_BYTES:
+                yield loc, f"has a key of {_utf8_bytes(key):,} bytes, {too_big}"
+            else:
+                fits[key] = item
+        env = {k: v for k, v in fits.items() if isinstance(k, str) and isinstance(v, str)} \
+            if loc and loc[-1] == "env" else {}
+        yield from ((loc + at, message) for at, message in env_size_problems(env))
+        for key, item in fits.items():
+            if key not in env:
+                yield from _oversized(item, loc + (key,))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _oversized(item, loc + (index,))
+    elif isinstance(value, str) and _utf8_bytes(value) > STRING_MAX_BYTES:
+        yield loc, f"is {_utf8_bytes(value):,} bytes, {too_big}"
+
+
+def size_problems(top: str, value: Any, document: Any) -> list[str]:
+    """What is too big in a top-level key's parsed value, by lengths alone, at each key path:
+    a string or a key over ``STRING_MAX_BYTES``, an ``env`` map over
+    ``components.container_env.env_size_problems`` (one ``NAME=value`` over MAX_ARG_STRLEN, or
+    too big a total).
+
+    The first check of a stack file's values: the text checks parse strings (``shlex``,
+    quadratic in a word's length: a 5 MB env value was not refused after 15 minutes) and the
+    models and rules run regexes over them, so a section with any problem here is checked no
+    further (``stacks.config.validate_stack_config``)."""
+    return [f"{key_path(top, loc, document)}: {message}" for loc, message in _oversized(value)]
 
 
 def string_problems(top: str, value: Any, document: Any) -> list[str]:
@@ -167,6 +218,44 @@ PROVIDER_CREDENTIAL_KEYS = frozenset({
     "docker:registryAuth", "command:password", "command:privateKey"})
 """Provider config keys that hold a credential (the providers' schemas mark them secret:
 ``pulumi-digitalocean``'s token and Spaces keys, ``pulumi-cloudflare``'s API token and keys)."""
+
+
+PROVIDER_NAMESPACES = ("digitalocean", "cloudflare", "docker", "command", "random", "tls", "minio")
+"""The config namespaces of the providers the program uses: each ``pulumi-<name>`` package of
+requirements.txt, whose provider reads ``<name>:*`` keys (``digitalocean:token``,
+``cloudflare:apiToken``)."""
+
+CONFIG_NAMESPACES = (CONFIG_NAMESPACE, "pulumi", *PROVIDER_NAMESPACES)
+"""Every namespace a stack's config may use: the program's own, Pulumi's (``pulumi:template``,
+``pulumi:disable-default-providers``) and the providers'. Pulumi takes a key of any namespace
+and hands it to the program, so a misspelled one (``platfrom:kro``) would be read by nothing."""
+
+
+def meant_key(key: str) -> str | None:
+    """The key ``key`` likely meant when its namespace is none of ``CONFIG_NAMESPACES`` but close
+    to one (``platfrom:kro`` -> ``platform:kro``), else None."""
+    namespace, _, name = key.partition(":")
+    if namespace in CONFIG_NAMESPACES:
+        return None
+    close = difflib.get_close_matches(namespace, CONFIG_NAMESPACES, n=1)
+    return f"{close[0]}:{name}" if close else None
+
+
+def namespace_problems(keys: Iterable[str]) -> list[str]:
+    """A config key (``namespace:name``, any but the ``platform:`` ones) whose namespace is none
+    of ``CONFIG_NAMESPACES``, named with the key it was likely meant to be (``meant_key``).
+    Names only: the keys of a known namespace are the provider's to judge."""
+    problems = []
+    for key in sorted(keys, key=str):
+        namespace = str(key).partition(":")[0]
+        if namespace in CONFIG_NAMESPACES:
+            continue
+        meant = meant_key(str(key))
+        hint = f"did you mean {shown_key(meant)}?" if meant else \
+            f"rename it, or remove it with `pulumi config rm {shown_key(key)}`"
+        problems.append(f"{shown_key(key)}: unknown config namespace {shown_key(namespace)!r}, so nothing reads "
+                        f"this key (the stack's namespaces: {', '.join(CONFIG_NAMESPACES)}); {hint}")
+    return problems
 
 
 def provider_config_problems(plain: Mapping[str, Any]) -> list[str]:

@@ -24,7 +24,8 @@ def with_placeholder_secrets(stack_file: StackFile) -> list[str]:
     """
     from stacks.config import validate_stack_config
 
-    config = validate_stack_config(stack_file.platform_values(), check_secrets=False, stack=stack_file.stack)
+    config = validate_stack_config(stack_file.platform_values(), check_secrets=False, stack=stack_file.stack,
+                                   other=stack_file.other_values())
     filled = []
     for secret in config.required_secrets():
         key = f"{stack_file.project}:{secret.key}"

@@ -189,6 +189,12 @@ class StackFile:
         prefix = f"{self.project}:"
         return {k[len(prefix):]: v for k, v in self.config.items() if k.startswith(prefix)}
 
+    def other_values(self) -> dict[str, str | None]:
+        """The keys of other namespaces (``digitalocean:token``) with their values, None for a
+        secret one: ``validate_stack_config``'s ``other``."""
+        return {k: None if k in self.secret_keys else v for k, v in self.config.items()
+                if not k.startswith(f"{self.project}:")}
+
 
 def project_name(project_dir: Path) -> str:
     path = project_dir / "Pulumi.yaml"
@@ -302,6 +308,7 @@ def load_stack_config(stack: str, stack_file: Path | None, project_dir: Path):
         raise StackFileError(problem)
     file = load_stack_file(stack_file or project_dir / f"Pulumi.{stack}.yaml", stack, project_name(project_dir))
     try:
-        return validate_stack_config(file.platform_values(), check_secrets=False, stack=stack)
+        return validate_stack_config(file.platform_values(), check_secrets=False, stack=stack,
+                                     other=file.other_values())
     except ConfigError as exc:
         raise StackFileError("\n  - ".join(exc.problems)) from None

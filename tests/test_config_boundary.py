@@ -53,6 +53,10 @@ BROKEN_CASES = {
         lambda c: c.__setitem__("platform:kr0", {}),
         "platform:kr0: unknown key",
     ),
+    "misspelled namespace": (
+        lambda c: c.__setitem__("platfrom:kro", c.pop("platform:kro")),
+        "platfrom:kro: unknown config namespace 'platfrom', so nothing reads this key",
+    ),
     "unknown product": (
         lambda c: c.__setitem__("platform:products", ["kro", "nope"]),
         'platform:products[1]: unknown product "nope"',
@@ -452,6 +456,56 @@ def test_a_provider_setting_that_is_not_a_credential_passes(stack_document, writ
     document["config"]["digitalocean:apiEndpoint"] = "https://api.digitalocean.com"
     result = _cli(write_stack(document))
     assert result.returncode == 0, result.stderr
+
+
+NAMESPACES = "(the stack's namespaces: platform, pulumi, digitalocean, cloudflare, docker, command, random, tls, minio)"
+
+
+@pytest.mark.parametrize("mutate,problem", [
+    (lambda c: c.__setitem__("platfrom:kro", c.pop("platform:kro")),
+     f"platfrom:kro: unknown config namespace 'platfrom', so nothing reads this key {NAMESPACES}; "
+     "did you mean platform:kro?"),
+    (lambda c: c.__setitem__("digitalocaen:token", {"secure": "v1:abc"}),
+     f"digitalocaen:token: unknown config namespace 'digitalocaen', so nothing reads this key {NAMESPACES}; "
+     "did you mean digitalocean:token?"),
+    (lambda c: c.__setitem__("acme:email", "ops@example.com"),
+     f"acme:email: unknown config namespace 'acme', so nothing reads this key {NAMESPACES}; rename it, or "
+     "remove it with `pulumi config rm acme:email`"),
+    (lambda c: c.__setitem__("platform:kr0", c.pop("platform:kro")),
+     "platform:kr0: unknown key (known keys: environment, giv, kro, pencom, products, vedfinance; secret keys start "
+     "with kro_, giv_, pencom_, vedfinance_, alerts_, ssh_); did you mean platform:kro?"),
+], ids=["platform", "provider, secret", "no close namespace", "platform key"])
+def test_a_key_nothing_reads_is_one_line_with_the_key_it_meant(stack_document, write_stack, mutate, problem):
+    """Pulumi hands the program a key of any namespace: ``platfrom:kro:`` in a stack file was
+    read by nothing, and the product was absent (or, listed, "required key is missing"
+    without the reason). The scripts' boundary (``load_stack_config``) and synth's refuse it."""
+    from synth.stackfile import StackFileError, load_stack_config
+
+    document = stack_document("staging")
+    mutate(document["config"])
+    with pytest.raises(StackFileError) as raised:
+        load_stack_config("staging", write_stack(document), PROJECT_ROOT)
+    assert str(raised.value) == problem
+
+
+def test_the_providers_and_pulumis_own_keys_pass(stack_document, write_stack):
+    from synth.stackfile import load_stack_config
+
+    document = stack_document("staging")
+    document["config"].update({"digitalocean:token": {"secure": "v1:abc"}, "cloudflare:apiToken": {"secure": "v1:def"},
+                               "pulumi:template": "python", "pulumi:disable-default-providers": ["*"],
+                               "docker:host": "ssh://deploy@203.0.113.5", "tls:x": "y", "random:x": "y",
+                               "command:x": "y", "minio:minioServer": "s3.example.com"})
+    assert load_stack_config("staging", write_stack(document), PROJECT_ROOT).products
+
+
+def test_the_config_namespaces_are_the_required_providers():
+    """A provider added to requirements.txt (``pulumi-<name>``) reads ``<name>:*`` keys."""
+    from stacks.value_checks import PROVIDER_NAMESPACES
+
+    required = {line.split("==")[0].removeprefix("pulumi-") for line in
+                (PROJECT_ROOT / "requirements.txt").read_text().splitlines() if line.startswith("pulumi-")}
+    assert set(PROVIDER_NAMESPACES) == required
 
 
 def test_secret_key_names_stay_readable_while_values_are_masked(stack_document):

@@ -151,6 +151,71 @@ def test_a_huge_env_value_is_refused_quickly_with_the_linux_limit(stack_document
     assert time.monotonic() - started < 60
 
 
+FIVE_MB = 5 * 1024 * 1024
+
+
+def _service(config):
+    return config["platform:kro"]["services"][0]
+
+
+@pytest.mark.parametrize("mutate,where,message", [
+    (lambda c: _service(c)["env"].__setitem__("SOME_VAR", "a" * FIVE_MB),
+     "platform:kro.services[0] (backend).env.SOME_VAR", "NAME=value is longer than 131071 bytes, more than Linux "
+     "lets one environment string be (MAX_ARG_STRLEN, execve fails with E2BIG); put the data in a file"),
+    # Words with spaces and a password option: what the shlex parser reads word by word.
+    (lambda c: _service(c)["env"].__setitem__("REDIS_ARGS", "--requirepass x " * (FIVE_MB // 16)),
+     "platform:kro.services[0] (backend).env.REDIS_ARGS", "NAME=value is longer than 131071 bytes"),
+    (lambda c: _service(c)["healthcheck"]["command"].append("a" * FIVE_MB),
+     "platform:kro.services[0] (backend).healthcheck.command[3]", f"is {FIVE_MB:,} bytes, more than the 131,071 a "
+     "config string may be (Linux's MAX_ARG_STRLEN"),
+    (lambda c: _service(c).__setitem__("command", ["sh", "-c", "echo " * (FIVE_MB // 5)]),
+     "platform:kro.services[0] (backend).command[2]", f"is {FIVE_MB:,} bytes, more than the 131,071"),
+    (lambda c: c["platform:giv"]["components"][0].__setitem__("run_command", "a" * FIVE_MB),
+     "platform:giv.components[0] (krogiving-backend).run_command", f"is {FIVE_MB:,} bytes"),
+    (lambda c: _service(c)["env"].update({f"PART_{i}": "a" * 120_000 for i in range(9)}),
+     "platform:kro.services[0] (backend).env", "the variables total 1,080,"),
+], ids=["env value", "env argument string", "healthcheck item", "command item", "run_command", "env total"])
+def test_a_string_too_big_for_execve_is_refused_by_its_size_before_any_parser(stack_document, monkeypatch,
+                                                                               mutate, where, message):
+    """The sizes are checked first (``stacks.value_checks.size_problems``): a 5 MB env value went
+    through the shlex parser that looks for passwords in commands before its length was, and was
+    still not refused after 15 minutes (shlex is quadratic in a word's length). The parser sees no
+    string over the limit, and the section's one problem is the size."""
+    from stacks.value_checks import STRING_MAX_BYTES
+    from validation import connections
+
+    parsed = []
+    tokens = connections._tokens
+    monkeypatch.setattr(connections, "_tokens", lambda text: parsed.append(len(text)) or tokens(text))
+    document = stack_document("staging")
+    mutate(document["config"])
+    problems = _problems(document)
+    assert len(problems) == 1 and problems[0].startswith(f"{where}: {message}"), problems
+    assert parsed and max(parsed) <= STRING_MAX_BYTES
+
+
+def test_a_containers_environment_may_total_a_mebibyte():
+    """``ENV_TOTAL_MAX_BYTES`` counts each NAME=value and its NUL, as execve does; half of
+    ARG_MAX (2 MiB under an 8 MiB stack limit) is left for the command, the image's variables
+    and the secrets."""
+    from components.container_env import ENV_TOTAL_MAX_BYTES, env_size_problems
+
+    assert ENV_TOTAL_MAX_BYTES == 1024 * 1024
+    ten = {f"V{i}": "a" * (100_000 - 4) for i in range(10)}  # "Vi=" + value + NUL: 100,000 bytes each
+    last = ENV_TOTAL_MAX_BYTES - 1_000_000 - len("LAST=") - 1
+    assert env_size_problems({**ten, "LAST": "a" * last}) == []
+    [(loc, message)] = env_size_problems({**ten, "LAST": "a" * (last + 1)})
+    assert loc == () and message.startswith("the variables total 1,048,577 bytes (each NAME=value and its NUL), "
+                                            "more than the 1,048,576")
+
+
+def test_a_key_too_big_is_named_by_its_size():
+    from stacks.errors import key_path
+
+    assert key_path("kro", ("services", 0, "env", "K" * 200_000)) == \
+        "platform:kro.services[0].env.<a key of 200,000 characters>"
+
+
 def test_secret_detection_is_linear_in_the_value_length():
     import time
 

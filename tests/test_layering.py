@@ -332,6 +332,7 @@ def test_engine_config_reads_what_the_sdk_holds(monkeypatch):
                                        "other:key": "v"}, ["platform:kro_token"])
         assert engine_config.platform_config() == ({"products": "[]", "kro_token": "t"}, {"kro_token"})
         assert engine_config.plain_platform_config() == {"products": "[]"}
+        assert engine_config.other_config_keys() == {"other:key"}
         monkeypatch.setenv("PULUMI_CONFIG", '{"platform:environment": "{}"}')
         monkeypatch.setenv("PULUMI_CONFIG_SECRET_KEYS", '["platform:environment"]')
         raw, secret = engine_config.platform_config()
