@@ -9,7 +9,8 @@ from typing import Mapping
 from pydantic import ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from validation.connections import assignments, insecure_client, is_local_host, postgres_settings, simple_commands
+from validation.connections import (TLS_OFF_FIX, TLS_OFF_IN_TEXT, assignments, insecure_client, is_local_host, postgres_settings,
+                                    simple_commands, tls_setting_shown, tls_switch_off)
 from validation.formats import looks_secret_name
 
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -73,27 +74,6 @@ def env_size_problems(env: Mapping[str, str]) -> list[tuple[tuple[str, ...], str
     return []
 
 
-_TLS_OFF_IN_VALUE = re.compile(r"\b(sslmode=(?:disable|allow|prefer)|(?:tls|ssl)=false|"
-                               r"tls(?:Insecure|AllowInvalidCertificates|AllowInvalidHostnames)=true)\b|"
-                               # Node's option that lets TLS 1.0 or 1.1 back in (NODE_OPTIONS)
-                               r"(--tls-min-v1\.[01])(?![\w.])",
-                               re.IGNORECASE)
-# The settings are judged by what keeps TLS on, not by a list of ways to turn it off: a
-# spelling nobody listed (no-verify, "n", an invisible character inside "false") is refused.
-_FALSE, _TRUE = {"false", "0", "no", "off", "disable", "disabled"}, {"true", "1", "yes", "on"}
-# A libpq sslmode below verify-full: disable, allow and prefer fall back to plain text, require
-# and verify-ca take any certificate for the host (PostgreSQL docs 32.19, "SSL Mode Descriptions").
-_PG_SSLMODE = re.compile(r"^(?:[A-Z0-9]+_)*(?:PG)?SSL_?MODE$", re.IGNORECASE)
-_STRONG_SSLMODE = "verify-full"
-# A switch that keeps TLS or its verification on, so false turns it off: DATABASE_SSL,
-# REDIS_TLS_ENABLED, USE_SSL, SMTP_TLS_VERIFY, NODE_TLS_REJECT_UNAUTHORIZED, VERIFY_SSL...
-_ON_SWITCH = re.compile(r"^(?:[A-Z0-9]+_)*(?:(?:USE_|ENABLE_)?(?:SSL|TLS)(?:_ENABLED?|_VERIFY(?:_PEER|_HOST(?:NAME)?|_CERTS?|_SERVER(?:_CERT)?)?|"
-                        r"_REJECT_UNAUTHORIZED)?|VERIFY_(?:SSL|TLS|CERTS?)|REJECT_UNAUTHORIZED)$", re.IGNORECASE)
-# A switch that turns verification off, so true does: MINIO_INSECURE, TLS_SKIP_VERIFY, NO_VERIFY...
-_OFF_SWITCH = re.compile(r"^(?:[A-Z0-9]+_)*(?:(?:SSL|TLS)_)?(?:INSECURE(?:_SKIP_VERIFY)?|SKIP_(?:SSL_|TLS_)?VERIFY|"
-                         r"NO_VERIFY|DISABLE_(?:SSL|TLS))$", re.IGNORECASE)
-
-
 def tls_switched_off(name: str, value: str) -> str | None:
     """The setting by which env var ``name=value`` turns TLS or certificate verification off, or
     None: in the value (``sslmode=disable``, ``tls=false``, ``tlsInsecure=true``), or by the
@@ -105,13 +85,9 @@ def tls_switched_off(name: str, value: str) -> str | None:
     ``*_INSECURE=true`` kinds of switch, and a Postgres URL or ``keyword=value`` string to another
     host whose sslmode is below verify-full (``_weak_postgres``). The same list as the policy pack's
     platform-connection-disallow-tls-disabled (CWE-295, CWE-319)."""
-    setting = value.strip().lower()
-    if (_PG_SSLMODE.match(name) and setting != _STRONG_SSLMODE) or name == "GIT_SSL_NO_VERIFY" \
-            or (name == "PYTHONHTTPSVERIFY" and setting == "0") \
-            or (_ON_SWITCH.match(name) and setting not in _TRUE) or (_OFF_SWITCH.match(name) and setting not in _FALSE):
-        return f"{name}={value.strip()!r}" if not value.strip().isprintable() or not value.strip().isascii() \
-            else f"{name}={value.strip()}"
-    match = _TLS_OFF_IN_VALUE.search(value)
+    if tls_switch_off(name, value):
+        return tls_setting_shown(name, value)
+    match = TLS_OFF_IN_TEXT.search(value)
     if match:
         return match.group(1) or match.group(2)
     return _weak_postgres(value)
@@ -160,9 +136,8 @@ def check_env(env: dict[str, str]) -> dict[str, str]:
     tls_off = {k: off for k, v in env.items() if (off := tls_switched_off(k, v))}
     if tls_off:
         raise ValidationError.from_exception_data("env", [
-            InitErrorDetails(type=PydanticCustomError("rule", f"{off} switches TLS or certificate verification "
-                             "off; remove it and verify the server with the CA the program mounts "
-                             "(sslmode=verify-full, tls=true)"), loc=(key,), input="[value not shown]")
+            InitErrorDetails(type=PydanticCustomError("rule", f"{off} {TLS_OFF_FIX}"), loc=(key,),
+                             input="[value not shown]")
             for key, off in sorted(tls_off.items())])
     secret_like = sorted(k for k in env if looks_secret_name(k))
     if secret_like:

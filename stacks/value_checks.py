@@ -13,7 +13,7 @@ from components import wireguard
 from components.container_env import ENV_STRING_MAX_BYTES, command_tls_off, env_size_problems
 from components.hostsetup.delivery import HEREDOC_MARKER
 from stacks.errors import CONFIG_NAMESPACE, key_path, shown_key
-from validation.connections import argument_credential, command_credential
+from validation.connections import TLS_OFF_FIX, argument_credential, command_credential
 from validation.formats import control_characters, looks_secret_name, secret_parts, secret_value_kind
 
 
@@ -102,8 +102,6 @@ def string_problems(top: str, value: Any, document: Any) -> list[str]:
     return problems + command_problems(top, value, (), document)
 
 
-TLS_OFF_FIX = ("switches TLS or certificate verification off; remove it and verify the server with the CA "
-               "the program mounts (sslmode=verify-full, tls=true)")
 PASSWORD_IN_COMMAND_FIX = ("passes a password in plain text (value not shown), where the stack file, `ps` and "
                            "`docker inspect` show it; store it with `pulumi config set --secret "
                            f"{CONFIG_NAMESPACE}:<product>_<name>` (it prompts for the value), list it under "

@@ -182,9 +182,9 @@ def test_a_tls_off_switch_by_its_name_is_refused(stack_document, name, value):
     document = stack_document("staging")
     document["config"]["platform:pencom"]["app_services"][0]["env"][name] = value
     problems = _problems(document)
-    assert problems == [f"platform:pencom.app_services[0] (core).env.{name}: {name}={value} switches TLS or "
-                        "certificate verification off; remove it and verify the server with the CA the program "
-                        "mounts (sslmode=verify-full, tls=true)"], problems
+    from validation.connections import TLS_OFF_FIX
+
+    assert problems == [f"platform:pencom.app_services[0] (core).env.{name}: {name}={value} {TLS_OFF_FIX}"], problems
 
 
 @pytest.mark.parametrize("name,value", [("PGSSLMODE", "verify-full"), ("DATABASE_SSL", "true"),

@@ -11,8 +11,7 @@ from tests.test_config_boundary import _has, _problems
 
 pytestmark = pytest.mark.fast
 
-TLS_FIX = ("switches TLS or certificate verification off; remove it and verify the server with the CA the "
-           "program mounts (sslmode=verify-full, tls=true)")
+from validation.connections import TLS_OFF_FIX as TLS_FIX
 KRO_ENV = "platform:kro.services[0] (backend).env"
 
 
@@ -108,19 +107,10 @@ def test_a_tls_switch_is_judged_by_what_keeps_tls_on(stack_document, name, value
                                         ("MINIO_INSECURE", "false"), ("NODE_OPTIONS", "--tls-min-v1.2")])
 def test_the_settings_that_keep_tls_on_pass(name, value):
     from components.container_env import tls_switched_off
-    from policy.rules.tls_connections import _switch_off
+    from validation.connections import tls_switch_off as _switch_off
 
     assert tls_switched_off(name, value) is None
     assert not _switch_off(name, value)
-
-
-def test_the_policy_pack_judges_the_switches_as_the_boundary_does():
-    from components.container_env import tls_switched_off
-    from policy.rules.tls_connections import _switch_off
-
-    for name in ("PGSSLMODE", "DATABASE_SSL", "MINIO_INSECURE", "REDIS_TLS_ENABLED", "TLS_SKIP_VERIFY"):
-        for value in ("no-verify", "", "fa\u200blse", "n", "true", "false", "verify-full", "1", "0"):
-            assert _switch_off(name, value) == (tls_switched_off(name, value) is not None), (name, value)
 
 
 @pytest.mark.parametrize("name,value", [("TLS_VERIFY_CA", "/etc/ssl/internal-ca.pem"), ("SSL_VERIFY_DEPTH", "3"),
@@ -129,7 +119,7 @@ def test_a_setting_beside_a_switch_that_is_not_a_switch_passes(name, value):
     """Only the names that are yes/no switches are judged by the true words: a CA path or a depth
     named after the switch would otherwise be refused as 'TLS off'."""
     from components.container_env import tls_switched_off
-    from policy.rules.tls_connections import _switch_off
+    from validation.connections import tls_switch_off as _switch_off
 
     assert tls_switched_off(name, value) is None
     assert not _switch_off(name, value)
@@ -138,7 +128,7 @@ def test_a_setting_beside_a_switch_that_is_not_a_switch_passes(name, value):
 @pytest.mark.parametrize("name", ["TLS_VERIFY_PEER", "SSL_VERIFY_HOSTNAME", "SMTP_TLS_VERIFY"])
 def test_a_verify_switch_set_to_no_is_refused(name):
     from components.container_env import tls_switched_off
-    from policy.rules.tls_connections import _switch_off
+    from validation.connections import tls_switch_off as _switch_off
 
     assert tls_switched_off(name, "no") == f"{name}=no"
     assert _switch_off(name, "no")
@@ -164,3 +154,47 @@ def test_a_weak_assignment_inside_a_shell_script_is_still_refused_alone():
 
     assert command_tls_off(["sh", "-c", "PGSSLMODE=require exec node m.js --db-password=hunter2xyz"]) \
         == "PGSSLMODE=require"
+
+
+@pytest.mark.parametrize("name,value", [("NO_SSL_VERIFY", "true"), ("DISABLE_TLS_VERIFY", "1"), ("INSECURE_TLS", "true"),
+                                        ("SKIP_TLS", "true"), ("NO_TLS", "1"), ("DISABLE_TLS", "true"),
+                                        ("LDAP_TLS_REQCERT", "never"), ("PGSSLMODE", "VERIFY-FULL")])
+def test_a_switch_named_for_turning_tls_off_is_off_when_set(name, value):
+    """A keep-on pattern whose prefix swallowed NO_ read NO_SSL_VERIFY=true as TLS on; libpq
+    refuses an sslmode in capitals."""
+    from components.container_env import tls_switched_off
+
+    assert tls_switched_off(name, value) == f"{name}={value}"
+
+
+@pytest.mark.parametrize("name,value", [("NO_SSL_VERIFY", "false"), ("DISABLE_TLS", "false"),
+                                        ("VERIFY_SSL", "/run/platform/ca/ca.pem"), ("DB_SSL_MODE", "VERIFY_IDENTITY"),
+                                        ("GF_DATABASE_SSL_MODE", "true"), ("SMTP_TLS", "starttls"),
+                                        ("REDIS_TLS_ENABLED", "enabled"), ("LDAPTLS_REQCERT", "demand")])
+def test_settings_that_keep_tls_on_and_verified_pass(name, value):
+    from components.container_env import tls_switched_off
+
+    assert tls_switched_off(name, value) is None
+
+
+@pytest.mark.parametrize("value,found", [
+    ("jdbc:mysql://10.0.0.3:3306/app?useSSL=false", "useSSL=false"),
+    ("rediss://10.0.0.3:6380/0?ssl_cert_reqs=none", "ssl_cert_reqs=none"),
+    ("mongodb://10.0.0.3/x?tls=true&sslValidate=false", "sslValidate=false"),
+    ("--tls-cipher-list=DEFAULT@SECLEVEL=0", "@SECLEVEL=0"),
+    ("host=10.0.0.3 sslMode=DISABLED", "sslMode=DISABLED"),
+    ("Server=10.0.0.3;TrustServerCertificate=True", "TrustServerCertificate=True"),
+    ("jdbc:postgresql://10.0.0.3/x?sslfactory=org.postgresql.ssl.NonValidatingFactory",
+     "sslfactory=org.postgresql.ssl.NonValidatingFactory")])
+def test_a_value_that_turns_tls_off_inside_is_refused_by_both(value, found):
+    from components.container_env import tls_switched_off
+    from policy.rules.tls_connections import TLS_OFF
+
+    assert tls_switched_off("APP_URL", value) == found
+    assert any(pattern.search(value) for pattern, _ in TLS_OFF)
+
+
+def test_a_long_value_refused_as_tls_off_is_never_shown():
+    from components.container_env import tls_switched_off
+
+    assert tls_switched_off("REDIS_TLS", "s3cr3t-token-value") == "REDIS_TLS=<18 characters, not shown>"

@@ -283,3 +283,109 @@ def postgres_settings(text: str) -> Optional[dict[str, object]]:
         return None
     hosts = [h for key in ("host", "hostaddr") for h in pairs.get(key, "").split(",") if key in pairs] or [""]
     return {"hosts": hosts, "sslmode": pairs.get("sslmode"), "password": bool(pairs.get("password"))}
+
+
+# --- TLS switches in env (the config boundary's components.container_env and the policy pack's
+# platform-connection-disallow-tls-disabled judge them alike, CWE-295 and CWE-319) ------------
+
+TLS_TRUE_WORDS = frozenset({"true", "1", "yes", "on", "enabled", "enable", "required", "starttls"})
+TLS_FALSE_WORDS = frozenset({"false", "0", "no", "off", "disable", "disabled"})
+# A libpq sslmode other than verify-full: disable, allow and prefer fall back to plain text,
+# require and verify-ca take any certificate for the host (PostgreSQL docs 32.19, "SSL Mode
+# Descriptions"); no-verify is node-postgres' "skip verification". MySQL's VERIFY_IDENTITY is its
+# verify-full (MySQL docs, "--ssl-mode"); Grafana's MySQL ssl_mode "true" verifies too.
+_SSLMODE_NAME = re.compile(r"^(?:[A-Z0-9]+_)*(?:PG)?SSL_?MODE$", re.IGNORECASE)
+_STRONG_SSLMODES = frozenset({"verify-full", "verify_identity", "true"})
+# Words that make a switch one that turns TLS or its checks OFF when true (NO_SSL_VERIFY,
+# DISABLE_TLS_VERIFY, MINIO_INSECURE, TLS_SKIP_VERIFY, IGNORE_CERT_ERRORS), wherever they sit in
+# the name: a keep-on pattern whose prefix swallowed NO_ read NO_SSL_VERIFY=true as TLS on.
+_NEGATING_WORDS = frozenset({"NO", "DISABLE", "DISABLED", "SKIP", "IGNORE", "INSECURE", "ALLOW_INVALID"})
+_TLS_WORDS = frozenset({"SSL", "TLS", "VERIFY", "VERIFICATION", "CERT", "CERTS", "CERTIFICATE", "CERTIFICATES",
+                        "HOSTNAME", "HTTPS"})
+# A switch that keeps TLS or its verification on, so anything but a true word turns it off:
+# DATABASE_SSL, REDIS_TLS_ENABLED, USE_SSL, SMTP_TLS_VERIFY, NODE_TLS_REJECT_UNAUTHORIZED...
+_ON_SWITCH = re.compile(r"^(?:[A-Z0-9]+_)*(?:(?:USE_|ENABLE_)?(?:SSL|TLS)(?:_ENABLED?|_VERIFY(?:_PEER|_HOST(?:NAME)?|"
+                        r"_CERTS?|_SERVER(?:_CERT)?)?|_REJECT_UNAUTHORIZED)?|VERIFY_(?:SSL|TLS|CERTS?)|"
+                        r"REJECT_UNAUTHORIZED)$", re.IGNORECASE)
+# OpenLDAP's client certificate check (ldap.conf(5) TLS_REQCERT): only demand and hard verify.
+_REQCERT_NAME = re.compile(r"^(?:[A-Z0-9]+_)*LDAP_?TLS_REQCERT$", re.IGNORECASE)
+
+
+def tls_switch_kind(name: str) -> str | None:
+    """What env var ``name`` is, for TLS: ``"sslmode"`` (PGSSLMODE, DB_SSL_MODE), ``"off"`` (a
+    switch that, when true, turns TLS or its checks off: a name with NO, DISABLE, SKIP, IGNORE
+    or INSECURE beside a TLS word, or INSECURE alone: MINIO_INSECURE), ``"on"`` (a switch that
+    keeps it on: DATABASE_SSL, VERIFY_SSL), ``"reqcert"`` (LDAPTLS_REQCERT), or None."""
+    if _SSLMODE_NAME.match(name):
+        return "sslmode"
+    if _REQCERT_NAME.match(name):
+        return "reqcert"
+    words = set(name.upper().split("_"))
+    if "INSECURE" in words or (words & _NEGATING_WORDS and words & _TLS_WORDS):
+        return "off"
+    if _ON_SWITCH.match(name):
+        return "on"
+    return None
+
+
+def tls_switch_off(name: str, value: str) -> bool:
+    """Whether ``name=value`` turns TLS or certificate verification off by the variable itself,
+    judged by what keeps TLS on (so a spelling nobody listed, ``no-verify``, ``n``, an invisible
+    character inside ``false``, counts as off): an sslmode other than a verifying one (exact
+    case: libpq refuses ``VERIFY-FULL``), a keep-on switch set to anything but a true word or an
+    absolute path (a CA bundle: requests' ``verify=``), an off switch set to anything but a
+    false word, TLS_REQCERT other than demand or hard, ``GIT_SSL_NO_VERIFY`` with any value (git
+    reads only whether it is set), ``PYTHONHTTPSVERIFY=0`` (PEP 493) and
+    ``NODE_TLS_REJECT_UNAUTHORIZED=0``."""
+    setting = value.strip()
+    kind = tls_switch_kind(name)
+    if name == "GIT_SSL_NO_VERIFY" or (name in ("PYTHONHTTPSVERIFY", "NODE_TLS_REJECT_UNAUTHORIZED") and setting == "0"):
+        return True
+    if kind == "sslmode":
+        return not (setting == "verify-full" or setting.lower() in _STRONG_SSLMODES - {"verify-full"})
+    if kind == "reqcert":
+        return setting.lower() not in ("demand", "hard")
+    if kind == "off":
+        return setting.lower() not in TLS_FALSE_WORDS
+    if kind == "on":
+        return not (setting.lower() in TLS_TRUE_WORDS or setting.startswith("/"))
+    return False
+
+
+TLS_OFF_IN_TEXT = re.compile(
+    r"\b(sslmode=(?:disabled?|allow|prefer)|(?:tls|ssl|useSSL|sslValidate)=false|"
+    r"tls(?:Insecure|AllowInvalidCertificates|AllowInvalidHostnames)=(?:true|1)|"
+    r"ssl_cert_reqs=(?:none|CERT_NONE)|TrustServerCertificate=true|"
+    r"sslfactory=org\.postgresql\.ssl\.NonValidatingFactory)(?![\w-])|"
+    # Node's option that lets TLS 1.0 or 1.1 back in (NODE_OPTIONS); OpenSSL security level 0.
+    r"(--tls-min-v1\.[01]|@SECLEVEL=0)(?![\w.])",
+    re.IGNORECASE)
+"""A setting inside a value or a script that turns TLS or its checks off, in group 1 or 2:
+libpq, JDBC (useSSL, sslfactory), MongoDB (tls, sslValidate, tlsInsecure...), redis-py
+(ssl_cert_reqs), SQL Server (TrustServerCertificate), Node's --tls-min-v1.0/1.1, OpenSSL's
+@SECLEVEL=0."""
+
+
+_SHOWN_WORDS = TLS_TRUE_WORDS | TLS_FALSE_WORDS | {"", "allow", "prefer", "require", "verify-ca", "verify-full",
+                                                  "no-verify", "never", "try", "demand", "hard", "verify_identity",
+                                                  "preferred", "disabled", "verify_ca"}
+
+
+def tls_setting_shown(name: str, value: str) -> str:
+    """``NAME=value`` for a message about a TLS switch, the value shown only when it is a word
+    of the switches' vocabulary (``false``, ``require``, ``no-verify``), as ``repr`` when an
+    invisible character hides inside such a word (``'fa\\u200blse'``); any other value may be a
+    secret put in the wrong place, so only its length is shown."""
+    setting = value.strip()
+    plain = setting.isprintable() and setting.isascii()
+    if plain and (setting.lower() in _SHOWN_WORDS or len(setting) <= 6):
+        return f"{name}={setting}"
+    if not plain and len(setting) <= 12:
+        return f"{name}={setting!r}"
+    return f"{name}=<{len(setting)} characters, not shown>"
+
+
+TLS_OFF_FIX = ("switches TLS or certificate verification off; keep it on and verified with the CA the program "
+               "mounts: sslmode=verify-full, a TLS switch set to true, an insecure switch set to false or removed")
+"""The fix every refusal of a TLS setting names (config boundary). Not "remove it": an sslmode
+removed falls back to libpq's prefer, and DATABASE_SSL removed is often off."""

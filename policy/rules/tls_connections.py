@@ -11,8 +11,8 @@ from policy.parsers.commands import ENV_INPUTS, URL, commands
 from policy.rules.base import (HIGH, MANDATORY, T_APP, T_COMMAND, T_CONTAINER, Case, items, mapping,
                                resource_policy, walk_strings)
 from policy.rules.fixtures import container, doc, res, script
-from validation.connections import (assignments, insecure_client, is_local_host, postgres_settings,
-                                    simple_commands, url_hosts)
+from validation.connections import (TLS_OFF_IN_TEXT, assignments, insecure_client, is_local_host, postgres_settings,
+                                    simple_commands, tls_setting_shown, tls_switch_off, url_hosts)
 
 
 def urls(props):
@@ -135,39 +135,13 @@ resource_policy(
 
 
 TLS_OFF = [
-    (re.compile(r"\bsslmode=(disable|allow|prefer)\b", re.IGNORECASE), "sslmode={0}"),
-    (re.compile(r"\b(tls|ssl)=false\b", re.IGNORECASE), "{0}=false"),
-    (re.compile(r"\btls(?:Insecure|AllowInvalidCertificates|AllowInvalidHostnames)=true\b", re.IGNORECASE), "{0}"),
+    (TLS_OFF_IN_TEXT, "{0}"),
     (re.compile(r"\bNODE_TLS_REJECT_UNAUTHORIZED=0\b"), "NODE_TLS_REJECT_UNAUTHORIZED=0"),
     (re.compile(r"\bPGSSLMODE=(?![\"']?verify-full(?![\w-]))[\"']?([^\s;&\"']*)"), "PGSSLMODE={0}"),
-    (re.compile(r"(--tls-min-v1\.[01])(?![\w.])"), "{0}"),
     (re.compile(r"\bPYTHONHTTPSVERIFY=0\b"), "PYTHONHTTPSVERIFY=0"),
     (re.compile(r"\bGIT_SSL_NO_VERIFY="), "GIT_SSL_NO_VERIFY"),
 ]
 INSECURE_CLIENT = "certificate checks switched off"
-# Env switches judged by their name (the config boundary's components.container_env keeps the
-# same list): a libpq sslmode other than verify-full, a switch that keeps TLS on set to anything
-# but a true word (DATABASE_SSL, REDIS_TLS_ENABLED, VERIFY_SSL, *_REJECT_UNAUTHORIZED), one that
-# turns verification off set to anything but a false word (MINIO_INSECURE, TLS_SKIP_VERIFY).
-_FALSE, _TRUE = {"false", "0", "no", "off", "disable", "disabled"}, {"true", "1", "yes", "on"}
-_PG_SSLMODE = re.compile(r"^(?:[A-Z0-9]+_)*(?:PG)?SSL_?MODE$", re.IGNORECASE)
-_ON_SWITCH = re.compile(r"^(?:[A-Z0-9]+_)*(?:(?:USE_|ENABLE_)?(?:SSL|TLS)(?:_ENABLED?|_VERIFY(?:_PEER|_HOST(?:NAME)?|_CERTS?|_SERVER(?:_CERT)?)?|"
-                        r"_REJECT_UNAUTHORIZED)?|VERIFY_(?:SSL|TLS|CERTS?)|REJECT_UNAUTHORIZED)$", re.IGNORECASE)
-_OFF_SWITCH = re.compile(r"^(?:[A-Z0-9]+_)*(?:(?:SSL|TLS)_)?(?:INSECURE(?:_SKIP_VERIFY)?|SKIP_(?:SSL_|TLS_)?VERIFY|"
-                         r"NO_VERIFY|DISABLE_(?:SSL|TLS))$", re.IGNORECASE)
-
-
-_NAMED_OFF = {"NODE_TLS_REJECT_UNAUTHORIZED": {"0"}, "PYTHONHTTPSVERIFY": {"0"}}
-
-
-def _switch_off(name: str, value: str) -> bool:
-    # Judged by what keeps TLS on: a spelling nobody listed (no-verify, "n", an invisible
-    # character inside "false") counts as off.
-    setting = value.strip().lower()
-    return bool((_PG_SSLMODE.match(name) and setting != "verify-full")
-                or name == "GIT_SSL_NO_VERIFY" or setting in _NAMED_OFF.get(name, ())
-                or (_ON_SWITCH.match(name) and setting not in _TRUE)
-                or (_OFF_SWITCH.match(name) and setting not in _FALSE))
 
 
 def env_pairs(props):
@@ -205,10 +179,10 @@ def _check_tls_disabled(props, args):
         for pattern, label in TLS_OFF:
             match = pattern.search(text)
             if match:
-                found.setdefault(path, []).append(label.format(match.group(1) if match.groups() else match.group(0).strip()))
+                found.setdefault(path, []).append(label.format(next((g for g in match.groups() if g is not None), match.group(0).strip())))
     for path, name, value in env_pairs(props):
-        if _switch_off(name, value):
-            found.setdefault(path, []).append(f"{name}={value.strip()}")
+        if tls_switch_off(name, value):
+            found.setdefault(path, []).append(tls_setting_shown(name, value))
     for path, kind, settings in postgres_strings(props):
         if str(settings["sslmode"]).lower() in ("disable", "allow", "prefer"):
             found.setdefault(path, []).append(f"sslmode={settings['sslmode']}")
@@ -216,8 +190,8 @@ def _check_tls_disabled(props, args):
         if insecure_client(words):
             found.setdefault(path, []).append(INSECURE_CLIENT)
         for name, value in assignments(words):
-            if _switch_off(name, value):
-                found.setdefault(path, []).append(f"{name}={value.strip()}")
+            if tls_switch_off(name, value):
+                found.setdefault(path, []).append(tls_setting_shown(name, value))
     for path, shown in found.items():
         # One message per setting: the pattern's GIT_SSL_NO_VERIFY and the parser's
         # GIT_SSL_NO_VERIFY=... are one finding.
