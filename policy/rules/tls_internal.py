@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 from policy.parsers.heredoc import written_files
 from policy.parsers.nginx import NginxParseError
 from policy.rules.base import (HIGH, MANDATORY, T_COMMAND, T_CONTAINER, Case, by_type, is_internal, items,
-                               mapping, network, resource_policy, stack_policy, stdin_of, walk_strings)
+                               mapping, network, resource_policy, stack_policy, stdin_of, walk_strings, where)
 from policy.rules.fixtures import container, doc, script
 from policy.rules.nginx_configs import configs, proxies
 from policy.rules.tls_connections import URL
@@ -115,7 +115,7 @@ def _check_mtls_routes(props, args):
             except ValueError:
                 continue
             if _internal_target(match.group(0)) and path.startswith("envs["):
-                yield (f"{path} routes plain HTTP to {url.netloc} on another host; call it through the "
+                yield (f"{where(props, path)} routes plain HTTP to {url.netloc} on another host; call it through the "
                        "mutual-TLS sidecar (http://<caller>-mtls:<port>)")
     for path, parsed in configs(props):
         if isinstance(parsed, NginxParseError):
@@ -168,7 +168,7 @@ resource_policy(
                                    "HTTPS_PROXY=http://10.41.0.11:3128", "SPACES_ENDPOINT=https://10.41.0.14:9000"]),
                    script("sidecar", {"/srv/x/files/a-mtls/etc/nginx/mtls/nginx.conf": MTLS_CALLER_OK})),
                [(doc(container(envs=["CORE_SERVICE_URL=http://10.41.0.12:4000"])),
-                 ["envs[0] routes plain HTTP to 10.41.0.12:4000 on another host; call it through the "
+                 ["envs[0] (CORE_SERVICE_URL) routes plain HTTP to 10.41.0.12:4000 on another host; call it through the "
                   "mutual-TLS sidecar (http://<caller>-mtls:<port>)"]),
                 (doc(script("sidecar", {"/srv/x/nginx.conf": MTLS_CALLER_OK.replace("https://10.41.0.12:14000",
                                                                                     "http://10.41.0.12:4000")})),
