@@ -396,3 +396,19 @@ def test_a_plaintext_credential_beside_a_secret_env_entry_is_flagged(prod_state)
                and v["urn"] == gateway["urn"] for v in violations), violations
     assert not any(v["policy"] == "platform-resource-disallow-plaintext-secrets" for v in evaluate(
         prod_state, load_policy_config("prod")))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_service_url_to_its_own_node_is_no_route_to_another_host(prod_state, mode):
+    """On the captured state, where the container's host is its parent OnPremVps: the app
+    node's own address is the same host, the data node's another."""
+    state = copy.deepcopy(prod_state)
+    payments = _named(state, "pencom-prod-app-payments")
+    payments["inputs"]["envs"] += ["CORE_URL=http://10.40.0.12:4000", "LEDGER_URL=http://10.40.0.13:4000"]
+    index = len(payments["inputs"]["envs"]) - 1
+    name = "platform-serviceroute-enable-mtls"
+    violations = [v for v in evaluate(state, load_policy_config("prod"), proxies=mode == "proxies")
+                  if v["policy"] == name]
+    assert violations == [{"policy": name, "level": "mandatory", "urn": payments["urn"], "message":
+                           f"envs[{index}] (LEDGER_URL) routes plain HTTP to 10.40.0.13:4000 on another host; "
+                           "call it through the mutual-TLS sidecar (http://<caller>-mtls:<port>)"}]
