@@ -17,18 +17,15 @@ from __future__ import annotations
 import datetime
 import fnmatch
 import ipaddress
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Optional
 
-from policy.parsers.commands import ENV_INPUTS
 from policy.rules.globs import too_broad
 from policy.rules.unknowns import UnknownItem, known_view, raise_skipped, unknown_guard
 from pulumi_policy import (EnforcementLevel, PolicyConfigSchema, ReportViolation,
                            ResourceValidationArgs, ResourceValidationPolicy, Severity,
                            StackValidationArgs, StackValidationPolicy)
-from pulumi_policy.proxy import UnknownValueError
 
 from validation.fields import ADMIN_PREFIX_MIN
 
@@ -176,41 +173,6 @@ def walk_strings(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
     elif is_list(value):
         for index, item in enumerate(value):
             yield from walk_strings(item, f"{path}[{index}]")
-
-
-def value_at(value: Any, path: str) -> Any:
-    """The value at a walk_strings path (``spec.services[0].envs[1].key``), or None."""
-    for part in re.findall(r"[^.\[\]]+|\[\d+\]", path):
-        if part.startswith("["):
-            value = items(value)[int(part[1:-1])] if int(part[1:-1]) < len(items(value)) else None
-        else:
-            value = mapping(value).get(part)
-    return value
-
-
-_ENV_ITEM = re.compile(rf"(?:^|\.)(?:{'|'.join(ENV_INPUTS)})\[\d+\]$")
-_KEYED_ENV_VALUE = re.compile(r"(?:^|\.)envs\[\d+\]\.value$")
-# Spelt in one case, as variables are: a mixed-case word before "=" is more likely a base64
-# value before its padding (an entry with no name) than a name, and must not be shown.
-_VARIABLE = re.compile(r"[A-Z_][A-Z0-9_]*|[a-z_][a-z0-9_]*")
-
-
-def where(props: Any, path: str) -> str:
-    """``path`` as a message shows it. A reviewer reads ``envs[15]`` without the list beside
-    it, so an item of an environment list ("NAME=value") and an App Platform env's ``value``
-    carry the variable's name: ``envs[15] (DATABASE_URL)``; never the value, which may be a
-    secret. Any other path (``environment.PGSSLMODE`` names its variable already) as it is."""
-    name = None
-    if _ENV_ITEM.search(path):
-        entry = value_at(props, path)
-        name = entry.partition("=")[0] if isinstance(entry, str) and "=" in entry else None
-    elif _KEYED_ENV_VALUE.search(path):
-        try:
-            name = value_at(props, path[:-len(".value")] + ".key")
-        except UnknownValueError:
-            # Under preview an unknown name costs the label, not the finding.
-            name = None
-    return f"{path} ({name})" if isinstance(name, str) and _VARIABLE.fullmatch(name) else path
 
 
 def network(text: Any) -> Optional[ipaddress._BaseNetwork]:

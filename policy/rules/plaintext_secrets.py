@@ -8,8 +8,9 @@ from urllib.parse import parse_qs, urlsplit
 
 from policy.parsers.commands import ENV_INPUTS, URL, commands
 from policy.rules.base import (CRITICAL, MANDATORY, SECRET_MASK, T_APP, T_COMMAND, T_CONTAINER, T_DROPLET,
-                               Case, resource_policy, walk_strings, where, DO)
+                               Case, resource_policy, walk_strings, DO)
 from policy.rules.fixtures import container, doc, res
+from policy.rules.paths import where
 from validation.connections import argument_credential, parse_conninfo, password_argument, secret_assignments
 from validation.formats import KNOWN_TOKENS
 

@@ -9,8 +9,9 @@ from urllib.parse import parse_qs, urlsplit
 
 from policy.parsers.commands import ENV_INPUTS, URL, commands
 from policy.rules.base import (HIGH, MANDATORY, T_APP, T_COMMAND, T_CONTAINER, Case, items, resource_policy,
-                               value_at, walk_strings, where)
+                               walk_strings)
 from policy.rules.fixtures import container, doc, res, script
+from policy.rules.paths import value_at, where
 from validation.connections import (assignments, insecure_client, is_local_host, postgres_settings,
                                     simple_commands, url_hosts)
 

@@ -8,9 +8,10 @@ from urllib.parse import urlsplit
 from policy.parsers.heredoc import written_files
 from policy.parsers.nginx import NginxParseError
 from policy.rules.base import (HIGH, MANDATORY, T_COMMAND, T_CONTAINER, T_ONPREM, Case, by_type, is_internal,
-                               items, mapping, network, stack_policy, stdin_of, walk_strings, where)
+                               items, mapping, network, stack_policy, stdin_of, walk_strings)
 from policy.rules.fixtures import container, doc, res, script
 from policy.rules.nginx_configs import configs, proxies
+from policy.rules.paths import where
 from policy.rules.tls_connections import URL
 from pulumi_policy.proxy import UnknownValueError
 
