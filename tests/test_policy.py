@@ -103,7 +103,7 @@ def test_postgres_urls_inside_env_lists_are_checked_under_the_proxies():
     document = doc(container(envs=["DATABASE_URL=postgresql://u:p@db.internal:25060/kro?sslmode=require"]))
     name = "platform-connection-configure-postgres-verify-full"
     assert run(name, document, proxies=True) == [
-        "envs[0] carries a Postgres URL to db.internal without sslmode=verify-full"]
+        "envs[0] (DATABASE_URL) carries a Postgres URL to db.internal without sslmode=verify-full"]
 
 
 def test_reading_an_unknown_raises_the_analyzers_error_inside_validate():
@@ -392,7 +392,23 @@ def test_a_plaintext_credential_beside_a_secret_env_entry_is_flagged(prod_state)
     index = len(gateway["inputs"]["envs"]) - 1
     violations = evaluate(state, load_policy_config("prod"))
     assert any(v["policy"] == "platform-resource-disallow-plaintext-secrets"
-               and v["message"] == f"envs[{index}] holds a URL with credentials in plain text; pass it as a secret"
+               and v["message"] == f"envs[{index}] (DB_URL) holds a URL with credentials in plain text; pass it as a secret"
                and v["urn"] == gateway["urn"] for v in violations), violations
     assert not any(v["policy"] == "platform-resource-disallow-plaintext-secrets" for v in evaluate(
         prod_state, load_policy_config("prod")))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_service_url_to_its_own_node_is_no_route_to_another_host(prod_state, mode):
+    """On the captured state, where the container's host is its parent OnPremVps: the app
+    node's own address is the same host, the data node's another."""
+    state = copy.deepcopy(prod_state)
+    payments = _named(state, "pencom-prod-app-payments")
+    payments["inputs"]["envs"] += ["CORE_URL=http://10.40.0.12:4000", "LEDGER_URL=http://10.40.0.13:4000"]
+    index = len(payments["inputs"]["envs"]) - 1
+    name = "platform-serviceroute-enable-mtls"
+    violations = [v for v in evaluate(state, load_policy_config("prod"), proxies=mode == "proxies")
+                  if v["policy"] == name]
+    assert violations == [{"policy": name, "level": "mandatory", "urn": payments["urn"], "message":
+                           f"envs[{index}] (LEDGER_URL) routes plain HTTP to 10.40.0.13:4000 on another host; "
+                           "call it through the mutual-TLS sidecar (http://<caller>-mtls:<port>)"}]

@@ -38,7 +38,7 @@ def test_a_scan_reports_what_it_found_then_the_unknown_it_could_not_judge():
     assert [(v["level"], v["urn"] or v["message"].rsplit(": ", 1)[-1]) for v in found] == [
         ("mandatory", urn(T_CONTAINER, "c")),
         ("advisory", f"string value at .envs.0 of {urn(T_CONTAINER, 'c')} can't be known during preview")]
-    assert found[0]["message"] == "envs[1] disables TLS or its verification (sslmode=disable)"
+    assert found[0]["message"] == "envs[1] (DATABASE_URL) disables TLS or its verification (sslmode=disable)"
 
 
 def test_a_field_the_policy_needs_still_stops_it_and_the_advisory_names_urn_and_field():

@@ -10,6 +10,7 @@ from policy.parsers.commands import ENV_INPUTS, URL, commands
 from policy.rules.base import (CRITICAL, MANDATORY, SECRET_MASK, T_APP, T_COMMAND, T_CONTAINER, T_DROPLET,
                                Case, resource_policy, walk_strings, DO)
 from policy.rules.fixtures import container, doc, res
+from policy.rules.paths import where
 from validation.connections import argument_credential, parse_conninfo, password_argument, secret_assignments
 from validation.formats import KNOWN_TOKENS
 
@@ -114,29 +115,33 @@ def _check_plaintext_secrets(props, args):
                                                                            for sep in "[.")):
             continue
         name = path.rsplit(".", 1)[-1]
+        shown = where(checked, path)
         if "BEGIN" in text and "PRIVATE KEY" in text:
-            found.append(f"{path} holds a private key in plain text; pass it as a secret")
+            found.append(f"{shown} holds a private key in plain text; pass it as a secret")
         elif URL_WITH_CREDENTIALS.search(text) or _password_in_query(text):
-            found.append(f"{path} holds a URL with credentials in plain text; pass it as a secret")
+            found.append(f"{shown} holds a URL with credentials in plain text; pass it as a secret")
         elif _conninfo_password(text):
-            found.append(f"{path} holds a connection string with a password in plain text; pass it as a secret")
+            found.append(f"{shown} holds a connection string with a password in plain text; pass it as a secret")
         elif KNOWN_TOKENS.search(text) or JWT.search(text):
-            found.append(f"{path} holds an API token in plain text; pass it as a secret")
+            found.append(f"{shown} holds an API token in plain text; pass it as a secret")
         # A NAME=value string is an env entry; a script is judged by its shell words below.
         elif re.match(r"^[A-Za-z0-9_]+=.+", text) and SECRET_NAME.search(text.split("=", 1)[0]) \
                 and (path.startswith(ENV_INPUTS) or not re.search(r"\s", text)):
-            found.append(f"{path} sets {text.split('=', 1)[0]} in plain text; pass it as a secret")
+            variable = text.split("=", 1)[0]
+            # An environment list's item is shown with its name already: said once.
+            found.append(f"{shown} is set in plain text; pass it as a secret" if shown == f"{path} ({variable})"
+                         else f"{shown} sets {variable} in plain text; pass it as a secret")
         elif path.startswith(ENV_INPUTS) and (option := argument_credential(
                 text.partition("=")[2] if path.startswith("envs[") else text, SECRET_MASK)) is not None:
-            found.append(f"{path} passes a password as an argument ({option}) in plain text; pass it as a secret")
+            found.append(f"{shown} passes a password as an argument ({option}) in plain text; pass it as a secret")
         elif _hex_key(text) and not path.startswith("triggers"):
-            found.append(f"{path} holds a hex key in plain text; pass it as a secret")
+            found.append(f"{shown} holds a hex key in plain text; pass it as a secret")
         elif SECRET_NAME.search(name) and text and not path.startswith("triggers"):
             # A Command's inputs are scripts and connection settings (judged above), except its
             # environment map, whose keys are variable names.
             if (args.resource_type != T_COMMAND or path.startswith("environment.")) \
                     and not path.endswith(("Name", "name", "Id", "id")):
-                found.append(f"{path} looks like a secret and is plain text; pass it as a secret")
+                found.append(f"{shown} looks like a secret and is plain text; pass it as a secret")
     judged = {f.split(" ", 1)[0] for f in found}
     found += [f for f in _in_commands(checked, leaves) if f.split(" ", 1)[0] not in judged]
     yield from dict.fromkeys(found)
@@ -156,16 +161,16 @@ resource_policy(
                    res(T_APP, "app", {"spec": {"services": [{"name": "api", "envs": [{"key": "JWT", "type": "SECRET", "value": "hunter2-very-secret"}]}]}},
                        secret_inputs=["spec"])),
                [(doc(container(envs=["DB_PASSWORD=hunter2", "URL=https://u:p@example.com/x"])),
-                 ["envs[0] sets DB_PASSWORD in plain text; pass it as a secret",
-                  "envs[1] holds a URL with credentials in plain text; pass it as a secret"]),
+                 ["envs[0] (DB_PASSWORD) is set in plain text; pass it as a secret",
+                  "envs[1] (URL) holds a URL with credentials in plain text; pass it as a secret"]),
                 (doc(container(envs=["SIGNING_SEED=9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
                                      "REDIS=redis://:pw@r:6379", "ACCOUNT=4f3e2d1c0b9a88776655443322110fed"])),
-                 ["envs[0] holds a hex key in plain text; pass it as a secret",
-                  "envs[1] holds a URL with credentials in plain text; pass it as a secret"]),
+                 ["envs[0] (SIGNING_SEED) holds a hex key in plain text; pass it as a secret",
+                  "envs[1] (REDIS) holds a URL with credentials in plain text; pass it as a secret"]),
                 (doc(res(T_APP, "app", {"spec": {"services": [{"name": "api", "envs": [
                     {"key": "JWT", "type": "SECRET", "value": "x"}, {"key": "DB", "type": "GENERAL", "value": "postgres://u:pw@db/x"}]}]}},
                     secret_inputs=["spec"])),
-                 ["spec.services[0].envs[1].value holds a URL with credentials in plain text; pass it as a secret"]),
+                 ["spec.services[0].envs[1].value (DB) holds a URL with credentials in plain text; pass it as a secret"]),
                 # Spellings a review found passing: a password as a query parameter, token formats,
                 # lowercase names, short suffixes, a Command's environment map, a client argument.
                 (doc(container(envs=["REPORT_URL=postgresql://reporter@10.0.0.3/db?password=CorrectHorse9&sslmode=verify-full",
@@ -174,11 +179,11 @@ resource_policy(
                                healthcheck={"tests": ["CMD", "redis-cli", "-a", "Tr0ub4dor&3xyzzy", "ping"]}),
                      res(T_COMMAND, "r", {"create": "mysql -pTr0ub4dor3 -e 'select 1'",
                                           "environment": {"DB_PW": "Tr0ub4dor&3", "PGPASSWORD": "CorrectHorse9"}})),
-                 ["envs[0] holds a URL with credentials in plain text; pass it as a secret",
-                  "envs[1] holds an API token in plain text; pass it as a secret",
-                  "envs[2] holds an API token in plain text; pass it as a secret",
-                  "envs[3] sets db_password in plain text; pass it as a secret",
-                  "envs[4] holds a connection string with a password in plain text; pass it as a secret",
+                 ["envs[0] (REPORT_URL) holds a URL with credentials in plain text; pass it as a secret",
+                  "envs[1] (GH) holds an API token in plain text; pass it as a secret",
+                  "envs[2] (ID_TOKEN_X) holds an API token in plain text; pass it as a secret",
+                  "envs[3] (db_password) is set in plain text; pass it as a secret",
+                  "envs[4] (PG) holds a connection string with a password in plain text; pass it as a secret",
                   "healthcheck.tests passes a password on the command line (-a); pass it as a secret in the "
                   "environment (REDISCLI_AUTH, MYSQL_PWD)",
                   "environment.DB_PW looks like a secret and is plain text; pass it as a secret",

@@ -8,9 +8,10 @@ from collections.abc import Mapping
 from urllib.parse import parse_qs, urlsplit
 
 from policy.parsers.commands import ENV_INPUTS, URL, commands
-from policy.rules.base import (HIGH, MANDATORY, T_APP, T_COMMAND, T_CONTAINER, Case, items, mapping,
-                               resource_policy, walk_strings)
+from policy.rules.base import (HIGH, MANDATORY, T_APP, T_COMMAND, T_CONTAINER, Case, items, resource_policy,
+                               walk_strings)
 from policy.rules.fixtures import container, doc, res, script
+from policy.rules.paths import value_at, where
 from validation.connections import (TLS_OFF_IN_TEXT, assignments, insecure_client, is_local_host, postgres_settings,
                                     simple_commands, tls_setting_shown, tls_switch_off, url_hosts)
 
@@ -66,7 +67,7 @@ def postgres_strings(props):
 def _check_postgres_urls(props, args):
     for path, kind, settings in postgres_strings(props):
         if (host := _remote_host(settings["hosts"])) and settings["sslmode"] != "verify-full":
-            yield f"{path} carries a Postgres {kind} to {host} without sslmode=verify-full"
+            yield f"{where(props, path)} carries a Postgres {kind} to {host} without sslmode=verify-full"
 
 
 TLS_TYPES = [T_CONTAINER, T_APP, T_COMMAND]
@@ -81,17 +82,17 @@ resource_policy(
                                    "SCRATCH=postgresql://postgres@127.0.0.1:55432",
                                    "LOCAL=postgresql://u@127.0.0.1:1,[::1]:2/db", "SOCKET=host=/run/postgresql dbname=x"])),
                [(doc(container(envs=["DATABASE_URL=postgresql://u:p@db:25060/kro?sslmode=require"])),
-                 ["envs[0] carries a Postgres URL to db without sslmode=verify-full"]),
+                 ["envs[0] (DATABASE_URL) carries a Postgres URL to db without sslmode=verify-full"]),
                 (doc(res(T_APP, "app", {"spec": {"services": [{"envs": [{"key": "DATABASE_URL", "value": "postgres://u@db.example.com/x"}]}]}})),
-                 ["spec.services[0].envs[0].value carries a Postgres URL to db.example.com without sslmode=verify-full"]),
+                 ["spec.services[0].envs[0].value (DATABASE_URL) carries a Postgres URL to db.example.com without sslmode=verify-full"]),
                 (doc(container(envs=["A=postgresql:///db?host=10.0.0.3&sslmode=require",
                                      "B=postgresql://u@127.0.0.1:1,10.0.0.3:5432/db?sslmode=require",
                                      "C=postgresql://u@localhost.db.example.com/db?sslmode=require",
                                      "PG_DSN=host=10.0.0.3 dbname=x sslmode=require"])),
-                 ["envs[0] carries a Postgres URL to 10.0.0.3 without sslmode=verify-full",
-                  "envs[1] carries a Postgres URL to 10.0.0.3 without sslmode=verify-full",
-                  "envs[2] carries a Postgres URL to localhost.db.example.com without sslmode=verify-full",
-                  "envs[3] carries a Postgres connection string to 10.0.0.3 without sslmode=verify-full"])]))
+                 ["envs[0] (A) carries a Postgres URL to 10.0.0.3 without sslmode=verify-full",
+                  "envs[1] (B) carries a Postgres URL to 10.0.0.3 without sslmode=verify-full",
+                  "envs[2] (C) carries a Postgres URL to localhost.db.example.com without sslmode=verify-full",
+                  "envs[3] (PG_DSN) carries a Postgres connection string to 10.0.0.3 without sslmode=verify-full"])]))
 
 
 def _check_mongodb_tls(props, args):
@@ -99,7 +100,7 @@ def _check_mongodb_tls(props, args):
         if scheme in ("mongodb", "mongodb+srv") and _remote(url):
             query = {k.lower(): v for k, v in parse_qs(url.query).items()}
             if scheme == "mongodb" and query.get("tls") != ["true"] and query.get("ssl") != ["true"]:
-                yield f"{path} carries a MongoDB URL to {_remote(url)} without tls=true"
+                yield f"{where(props, path)} carries a MongoDB URL to {_remote(url)} without tls=true"
 
 
 resource_policy(
@@ -112,13 +113,14 @@ resource_policy(
     cases=Case(doc(container(envs=["MONGODB_URI=mongodb://u:p@10.0.0.3:27017/db?tls=true&tlsCAFile=/ca.crt",
                                    "ATLAS=mongodb+srv://u:p@cluster.example.net/db"])),
                [(doc(container(envs=["MONGODB_URI=mongodb://u:p@10.0.0.3:27017/db"])),
-                 ["envs[0] carries a MongoDB URL to 10.0.0.3 without tls=true"])]))
+                 ["envs[0] (MONGODB_URI) carries a MongoDB URL to 10.0.0.3 without tls=true"])]))
 
 
 def _check_redis_tls(props, args):
     for path, scheme, url in urls(props):
         if scheme == "redis" and _remote(url, docker_names_local=True):
-            yield f"{path} carries a redis:// URL to {_remote(url, docker_names_local=True)}; use rediss:// (TLS)"
+            yield (f"{where(props, path)} carries a redis:// URL to {_remote(url, docker_names_local=True)}; "
+                   "use rediss:// (TLS)")
 
 
 resource_policy(
@@ -131,7 +133,7 @@ resource_policy(
     cases=Case(doc(container(envs=["REDIS_URL=rediss://:p@10.0.0.3:6379/0", "LOCAL=redis://127.0.0.1:6379",
                                    "SAME_NETWORK=redis://redis:6379/0"])),
                [(doc(container(envs=["REDIS_URL=redis://:p@10.0.0.3:6379/0"])),
-                 ["envs[0] carries a redis:// URL to 10.0.0.3; use rediss:// (TLS)"])]))
+                 ["envs[0] (REDIS_URL) carries a redis:// URL to 10.0.0.3; use rediss:// (TLS)"])]))
 
 
 TLS_OFF = [
@@ -159,18 +161,8 @@ def env_pairs(props):
                 name, _, setting = entry.partition("=")
                 yield f"{key}[{index}]", name, setting
     for path, value in walk_strings(props):
-        if path.endswith(".value") and isinstance(key := _at(props, path[:-len(".value")] + ".key"), str):
+        if path.endswith(".value") and isinstance(key := value_at(props, path[:-len(".value")] + ".key"), str):
             yield path, key, value
-
-
-def _at(value, path):
-    """The value at a walk_strings path (``spec.services[0].envs[1].key``), or None."""
-    for part in re.findall(r"[^.\[\]]+|\[\d+\]", path):
-        if part.startswith("["):
-            value = items(value)[int(part[1:-1])] if int(part[1:-1]) < len(items(value)) else None
-        else:
-            value = mapping(value).get(part)
-    return value
 
 
 def _check_tls_disabled(props, args):
@@ -197,7 +189,7 @@ def _check_tls_disabled(props, args):
         # GIT_SSL_NO_VERIFY=... are one finding.
         for label in dict.fromkeys(shown):
             if not any(label.startswith(f"{other}=") for other in shown):
-                yield f"{path} disables TLS or its verification ({label})"
+                yield f"{where(props, path)} disables TLS or its verification ({label})"
 
 
 resource_policy(
@@ -210,24 +202,24 @@ resource_policy(
     cases=Case(doc(container(envs=["DATABASE_URL=postgresql://db/x?sslmode=verify-full", "MONGO=mongodb://h/x?tls=true"],
                              command=["sh", "-c", "/usr/bin/curl -fsS https://10.0.0.3/ && NODE_TLS_REJECT_UNAUTHORIZED='1' node m"])),
                [(doc(container(envs=["DATABASE_URL=postgresql://db/x?sslmode=disable", "NODE_TLS_REJECT_UNAUTHORIZED=0"])),
-                 ["envs[0] disables TLS or its verification (sslmode=disable)",
-                  "envs[1] disables TLS or its verification (NODE_TLS_REJECT_UNAUTHORIZED=0)"]),
+                 ["envs[0] (DATABASE_URL) disables TLS or its verification (sslmode=disable)",
+                  "envs[1] (NODE_TLS_REJECT_UNAUTHORIZED) disables TLS or its verification (NODE_TLS_REJECT_UNAUTHORIZED=0)"]),
                 (doc(script("s", body="mongosh 'mongodb://h/x?tls=false'\ncurl -k https://x")),
                  ["stdin disables TLS or its verification (tls=false)",
                   "stdin disables TLS or its verification (certificate checks switched off)"]),
                 (doc(container(envs=["PGSSLMODE=require", "PYTHONHTTPSVERIFY=0", "GIT_SSL_NO_VERIFY=", "DATABASE_SSL=false",
                                      "MINIO_INSECURE=true", "DATABASE_SSL=true"])),
-                 ["envs[0] disables TLS or its verification (PGSSLMODE=require)",
-                  "envs[1] disables TLS or its verification (PYTHONHTTPSVERIFY=0)",
-                  "envs[2] disables TLS or its verification (GIT_SSL_NO_VERIFY)",
-                  "envs[3] disables TLS or its verification (DATABASE_SSL=false)",
-                  "envs[4] disables TLS or its verification (MINIO_INSECURE=true)"]),
+                 ["envs[0] (PGSSLMODE) disables TLS or its verification (PGSSLMODE=require)",
+                  "envs[1] (PYTHONHTTPSVERIFY) disables TLS or its verification (PYTHONHTTPSVERIFY=0)",
+                  "envs[2] (GIT_SSL_NO_VERIFY) disables TLS or its verification (GIT_SSL_NO_VERIFY)",
+                  "envs[3] (DATABASE_SSL) disables TLS or its verification (DATABASE_SSL=false)",
+                  "envs[4] (MINIO_INSECURE) disables TLS or its verification (MINIO_INSECURE=true)"]),
                 (doc(res(T_APP, "app", {"spec": {"services": [{"envs": [{"key": "DB_SSL", "value": "0"}]}]}})),
-                 ["spec.services[0].envs[0].value disables TLS or its verification (DB_SSL=0)"]),
+                 ["spec.services[0].envs[0].value (DB_SSL) disables TLS or its verification (DB_SSL=0)"]),
                 (doc(container(envs=["PGSSLMODE=no-verify", "DATABASE_SSL=n", "NODE_OPTIONS=--tls-min-v1.0"])),
-                 ["envs[0] disables TLS or its verification (PGSSLMODE=no-verify)",
-                  "envs[2] disables TLS or its verification (--tls-min-v1.0)",
-                  "envs[1] disables TLS or its verification (DATABASE_SSL=n)"]),
+                 ["envs[0] (PGSSLMODE) disables TLS or its verification (PGSSLMODE=no-verify)",
+                  "envs[2] (NODE_OPTIONS) disables TLS or its verification (--tls-min-v1.0)",
+                  "envs[1] (DATABASE_SSL) disables TLS or its verification (DATABASE_SSL=n)"]),
                 (doc(container(command=["curl", "-fsSk", "https://10.0.0.3/health"],
                                healthcheck={"tests": ["CMD", "curl", "--insecure", "https://localhost/"]})),
                  ["healthcheck.tests disables TLS or its verification (certificate checks switched off)",
@@ -248,5 +240,5 @@ resource_policy(
                   "create disables TLS or its verification (certificate checks switched off)",
                   "environment.NODE_TLS_REJECT_UNAUTHORIZED disables TLS or its verification (NODE_TLS_REJECT_UNAUTHORIZED=0)",
                   "environment.PGSSLMODE disables TLS or its verification (PGSSLMODE=disable)",
-                  "envs[0] disables TLS or its verification (sslmode=disable)",
+                  "envs[0] (PG_DSN) disables TLS or its verification (sslmode=disable)",
                   "spec.services[0].runCommand disables TLS or its verification (NODE_TLS_REJECT_UNAUTHORIZED=0)"])]))

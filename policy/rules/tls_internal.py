@@ -7,11 +7,13 @@ from urllib.parse import urlsplit
 
 from policy.parsers.heredoc import written_files
 from policy.parsers.nginx import NginxParseError
-from policy.rules.base import (HIGH, MANDATORY, T_COMMAND, T_CONTAINER, Case, by_type, is_internal, items,
-                               mapping, network, resource_policy, stack_policy, stdin_of, walk_strings)
-from policy.rules.fixtures import container, doc, script
+from policy.rules.base import (HIGH, MANDATORY, T_COMMAND, T_CONTAINER, T_ONPREM, Case, by_type, is_internal,
+                               items, mapping, network, stack_policy, stdin_of, walk_strings)
+from policy.rules.fixtures import container, doc, res, script
 from policy.rules.nginx_configs import configs, proxies
+from policy.rules.paths import where
 from policy.rules.tls_connections import URL
+from pulumi_policy.proxy import UnknownValueError
 
 # --- self-hosted Postgres: TLS required by pg_hba.conf -----------------------------------------
 # `ssl=on` only offers TLS: the image's pg_hba.conf (`host all all all scram-sha-256`, and trust
@@ -101,7 +103,22 @@ def _internal_target(target):
     return host if parsed is not None and is_internal(parsed) else None
 
 
-def _check_mtls_routes(props, args):
+def _own_addresses(resource):
+    """The addresses of the host a resource runs on: its nearest ``OnPremVps`` ancestor's
+    ``address`` and ``privateAddress`` (the component records both, as inputs and as outputs,
+    for the stack policies); none for any other host: a droplet's addresses are outputs of the
+    droplet, which the state does not hold before it exists."""
+    parent = resource.parent
+    while parent is not None and parent.resource_type != T_ONPREM:
+        parent = parent.parent
+    if parent is None:
+        return set()
+    found = (network(parent.props.get(key)) for key in ("address", "privateAddress"))
+    return {n.network_address for n in found if n is not None and n.num_addresses == 1}
+
+
+def _route_problems(item):
+    props = item.props
     for path, text in walk_strings(props):
         key = text.split("=", 1)[0] if path.startswith("envs[") else ""
         # A forward proxy carries CONNECT tunnels to the providers (TLS end to end), not a service route.
@@ -114,8 +131,11 @@ def _check_mtls_routes(props, args):
                 url = urlsplit(match.group(0))
             except ValueError:
                 continue
-            if _internal_target(match.group(0)) and path.startswith("envs["):
-                yield (f"{path} routes plain HTTP to {url.netloc} on another host; call it through the "
+            address = _internal_target(match.group(0))
+            # The container's own host: its traffic to its host's address never leaves the
+            # machine, as a call on its container network does not.
+            if address and path.startswith("envs[") and network(address).network_address not in _own_addresses(item):
+                yield (f"{where(props, path)} routes plain HTTP to {url.netloc} on another host; call it through the "
                        "mutual-TLS sidecar (http://<caller>-mtls:<port>)")
     for path, parsed in configs(props):
         if isinstance(parsed, NginxParseError):
@@ -137,6 +157,20 @@ def _check_mtls_routes(props, args):
                            f"(missing {', '.join(missing)})")
 
 
+def _check_mtls_routes(args):
+    # A stack policy for the container's host (its parent), which a resource policy cannot see;
+    # an unknown value stops one resource's check, not the others', and is raised after them.
+    unknown = None
+    for item in by_type(args, T_CONTAINER, T_COMMAND):
+        try:
+            for message in _route_problems(item):
+                yield message, item.urn
+        except UnknownValueError as error:
+            unknown = unknown or error
+    if unknown is not None:
+        raise unknown
+
+
 MTLS_CALLER_OK = """events { worker_connections 64; }
 http {
   server {
@@ -152,23 +186,45 @@ http {
 }
 """
 
-resource_policy(
+
+def _on(host, *children):
+    """``children`` as the host component's own resources (its containers and commands)."""
+    return [host] + [{**child, "parent": host["urn"]} for child in children]
+
+
+# The app node (one address) and the edge (public and private), as the OnPremVps components record them.
+_APP_NODE = res(T_ONPREM, "p-app", {"tier": "app", "address": "10.41.0.12", "privateAddress": "10.41.0.12"}, custom=False)
+_EDGE = res(T_ONPREM, "p-edge", {"tier": "edge", "address": "203.0.113.21", "privateAddress": "10.41.0.11"}, custom=False)
+
+stack_policy(
     "platform-serviceroute-enable-mtls",
     "A service route to another host is mutual TLS: no container env holds a plain http:// URL to an "
-    "internal address, and every nginx proxy_pass to an internal address presents a client certificate and "
-    "verifies the server.",
+    "internal address other than its own host's, and every nginx proxy_pass to an internal address presents a "
+    "client certificate and verifies the server.",
     level=MANDATORY, severity=HIGH, category="tls",
     sources=["Kredete reference architecture: all internal traffic is encrypted and uses mutual TLS where supported",
              "nginx ngx_http_proxy_module (proxy_ssl_certificate, proxy_ssl_verify)", "CWE-319"],
     fix="Send the call to the caller's mutual-TLS sidecar (stacks.pencom.mtls) instead of the other host's "
         "address; in nginx, proxy_pass https:// with proxy_ssl_certificate, _key, _trusted_certificate and "
         "proxy_ssl_verify on.",
-    types=[T_CONTAINER, T_COMMAND], check=_check_mtls_routes,
+    check=_check_mtls_routes,
     cases=Case(doc(container(envs=["CORE_SERVICE_URL=http://api-gateway-mtls:4000",
                                    "HTTPS_PROXY=http://10.41.0.11:3128", "SPACES_ENDPOINT=https://10.41.0.14:9000"]),
-                   script("sidecar", {"/srv/x/files/a-mtls/etc/nginx/mtls/nginx.conf": MTLS_CALLER_OK})),
+                   script("sidecar", {"/srv/x/files/a-mtls/etc/nginx/mtls/nginx.conf": MTLS_CALLER_OK}),
+                   # A call to its own host's address, loopback or a container alias stays on the host.
+                   *_on(_APP_NODE, container("p-app-payments", envs=["PAYMENTS_URL=http://10.41.0.12:5000",
+                                                                     "AUDIT_URL=http://audit:9000",
+                                                                     "HEALTH_URL=http://127.0.0.1:5000/health"])),
+                   *_on(_EDGE, container("p-edge-api-gateway", envs=["STATUS_URL=http://10.41.0.11:8081/"]))),
                [(doc(container(envs=["CORE_SERVICE_URL=http://10.41.0.12:4000"])),
-                 ["envs[0] routes plain HTTP to 10.41.0.12:4000 on another host; call it through the "
+                 ["envs[0] (CORE_SERVICE_URL) routes plain HTTP to 10.41.0.12:4000 on another host; call it through the "
+                  "mutual-TLS sidecar (http://<caller>-mtls:<port>)"]),
+                (doc(*_on(_APP_NODE, container("p-app-payments", envs=["PAYMENTS_URL=http://10.41.0.12:5000",
+                                                                       "LEDGER_URL=http://10.41.0.13:4000"])),
+                     *_on(_EDGE, container("p-edge-api-gateway", envs=["PAYMENTS_URL=http://10.41.0.12:5000"]))),
+                 ["envs[1] (LEDGER_URL) routes plain HTTP to 10.41.0.13:4000 on another host; call it through the "
+                  "mutual-TLS sidecar (http://<caller>-mtls:<port>)",
+                  "envs[0] (PAYMENTS_URL) routes plain HTTP to 10.41.0.12:5000 on another host; call it through the "
                   "mutual-TLS sidecar (http://<caller>-mtls:<port>)"]),
                 (doc(script("sidecar", {"/srv/x/nginx.conf": MTLS_CALLER_OK.replace("https://10.41.0.12:14000",
                                                                                     "http://10.41.0.12:4000")})),
