@@ -258,16 +258,17 @@ def test_diff_cli_exit_codes_and_secret_masking_on_real_synths(tmp_path, stack_d
     assert allowed.returncode == EXIT_WARNING, "prod has no override"
 
 
-def _kro_synth(tmp_path, label, preview, change=None):
+def _product_synth(tmp_path, label, preview, change=None, product="kro", review=False):
+    """The staging state of ``product`` alone, ``change`` applied to its stack file."""
     from synth.run import synth_stack
 
-    doc = product_document("kro")
+    doc = product_document(product)
     if change:
         change(doc)
     path = tmp_path / label / "Pulumi.staging.yaml"
     path.parent.mkdir(parents=True)
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return synth_stack("staging", stack_file=path, preview=preview)
+    return synth_stack("staging", stack_file=path, preview=preview, review=review)
 
 
 @pytest.mark.fast
@@ -336,8 +337,8 @@ def test_values_a_preview_does_not_know_are_not_changes(tmp_path):
     neither a change nor a replacement; a real edit beside it still is one."""
     from tests.diff_catalog import env_var
 
-    base = _kro_synth(tmp_path, "base", False)
-    preview = _kro_synth(tmp_path, "preview", True)
+    base = _product_synth(tmp_path, "base", False)
+    preview = _product_synth(tmp_path, "preview", True)
     for old, new in ((base, preview), (preview, base)):
         same = diff_states(old, new)
         assert same.changes == [] and same.warnings == [] and same.exit_code == EXIT_SAFE
@@ -346,8 +347,8 @@ def test_values_a_preview_does_not_know_are_not_changes(tmp_path):
         assert "0 to add, 0 to change, 0 to replace, 0 to remove." in text
         assert f"{same.known_after_apply} resources differ only in values known after apply" in text
 
-    edited = _kro_synth(tmp_path, "edited", True, env_var)
-    expected = diff_states(base, _kro_synth(tmp_path, "edited-up", False, env_var))
+    edited = _product_synth(tmp_path, "edited", True, env_var)
+    expected = diff_states(base, _product_synth(tmp_path, "edited-up", False, env_var))
     result = diff_states(base, edited)
     assert [(c.resource["urn"], c.kind, c.forced_by) for c in result.changes] == [
         (c.resource["urn"], c.kind, c.forced_by) for c in expected.changes]
@@ -364,20 +365,13 @@ def test_a_preview_sees_a_datastore_replaced_through_its_unknown_image(tmp_path,
     is the replaced RemoteImage's ``imageId``, unknown in both, and the engine replaces the
     container. The diff listed only the RemoteImage and exited 0, even for production. With
     ``--review`` digests the change is read from them; without, from the replaced dependency."""
-    from synth.run import synth_stack
     from tests.diff_catalog import CATALOG_TODAY, datastore_image, datastore_maintenance
     from validation import clock
 
     monkeypatch.setattr(clock, "today", lambda: CATALOG_TODAY)
 
     def synth(label, change=None):
-        doc = product_document("vedfinance")
-        if change:
-            change(doc)
-        path = tmp_path / label / "Pulumi.staging.yaml"
-        path.parent.mkdir(parents=True)
-        path.write_text(yaml.safe_dump(doc, sort_keys=False))
-        return synth_stack("staging", stack_file=path, preview=True, review=review)
+        return _product_synth(tmp_path, label, True, change, product="vedfinance", review=review)
 
     base, bumped = synth("base"), synth("bumped", datastore_image)
     container = "vedfinance-staging-postgres"
@@ -404,11 +398,7 @@ def test_a_preview_sees_a_datastore_replaced_through_its_unknown_image(tmp_path,
     assert unchanged.changes == [] and unchanged.exit_code == EXIT_SAFE
 
     # A preview base against a normal head: the old image is the unknown one.
-    doc = product_document("vedfinance")
-    datastore_image(doc)
-    (tmp_path / "normal").mkdir()
-    (tmp_path / "normal" / "Pulumi.staging.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
-    normal = synth_stack("staging", stack_file=tmp_path / "normal" / "Pulumi.staging.yaml")
+    normal = _product_synth(tmp_path, "normal", False, datastore_image, product="vedfinance")
     mixed = diff_states(base, normal)
     assert mixed.exit_code == EXIT_WARNING and [w for w in mixed.warnings if f"`{container}`" in w]
 
