@@ -26,8 +26,7 @@ block. A base and head of different projects or stacks raise
 ``DiffInputError`` (the CLI exits 2).
 
 The comparison of one resource's inputs is ``synth/input_diff.py``, what two previews hide is
-``synth/preview_diff.py``; this module judges the
-whole state and writes the comment.
+``synth/preview_diff.py``; this module judges the whole state and writes the comment.
 """
 
 from __future__ import annotations
@@ -38,7 +37,7 @@ from typing import Any
 from stacks.production import is_production_name
 from synth.input_diff import KNOWN_AFTER_APPLY, MISSING, InputChange, input_changes, is_unknown, show, text_lines
 from synth.preview_diff import hidden_replacements, may_change
-from synth.replacements import DEPENDENCY_LOSS, loss, maintenance_of, replacing_inputs, stateful_reason
+from synth.replacements import DEPENDENCY_LOSS, loss, maintenance_of, replacing_inputs, stateful_reason, top_level
 from synth.state import product_of
 
 EXIT_SAFE, EXIT_INPUT, EXIT_WARNING = 0, 2, 3
@@ -129,7 +128,7 @@ def diff_states(base: dict[str, Any], head: dict[str, Any], *,
     both = sorted(set(base_by_urn) & set(head_by_urn))
     counted_of = {urn: [c for c in input_changes(base_by_urn[urn], head_by_urn[urn]) if c.kind != "unknown"]
                   for urn in both}
-    known_forced = {urn: sorted({_top(c.path) for c in counted_of[urn]} & replacing_inputs(head_by_urn[urn]))
+    known_forced = {urn: sorted({top_level(c.path) for c in counted_of[urn]} & replacing_inputs(head_by_urn[urn]))
                     for urn in both}
     unknown_forced = hidden_replacements(base, head, {u for u in both if known_forced[u]})
     changes: list[Change] = []
@@ -152,7 +151,7 @@ def diff_states(base: dict[str, Any], head: dict[str, Any], *,
             inputs = input_changes(old, new)
             counted = counted_of[urn]
             hidden = unknown_forced.get(urn, {})
-            uncertain += may_change(base, head, new, {_top(c.path) for c in counted} | set(hidden))
+            uncertain += may_change(base, head, new, {top_level(c.path) for c in counted} | set(hidden))
             if not counted and not hidden:
                 pending += bool(inputs)
                 continue
@@ -175,11 +174,6 @@ def diff_states(base: dict[str, Any], head: dict[str, Any], *,
     return Diff(changes, warnings, production=change_is_production(base, head),
                 allow_stateful_changes=allow_stateful_changes, known_after_apply=pending,
                 maintenance=notes, may_change=uncertain)
-
-
-def _top(path: str) -> str:
-    """The top-level input name of an input path (``envs[3]`` -> ``envs``, ``spec.name`` -> ``spec``)."""
-    return path.split(".", 1)[0].split("[", 1)[0]
 
 
 def _forcing(name: str, hidden: dict[str, str]) -> str:

@@ -34,9 +34,15 @@ FED_INPUTS: dict[str, frozenset[str] | None] = {
 """Without digests, the dependencies whose replacement makes a dependent's input unknown, and
 which inputs they can feed (``None``: any but a container's ``image``): a RemoteImage's
 ``imageId`` is a container's ``image``, never its env; a generated password or certificate can
-be anywhere else. A type not
-listed feeds nothing: the host's file deliveries (Commands) a container depends on only order
-it, and counting them replaced every container of a host whenever a file was added."""
+be anywhere else. A type not listed feeds nothing: the host's file deliveries (Commands) a
+container depends on only order it, and counting them replaced every container of a host
+whenever a file was added."""
+
+
+def known_digests(state: dict[str, Any], urn: str) -> dict[str, str]:
+    """``{input name: digest}`` of a ``--preview --review`` state's unknown inputs of ``urn``,
+    their values with the mock outputs known (``synth.capture``); ``{}`` without digests."""
+    return ((state.get("preview_unknowns") or {}).get("known_digests") or {}).get(urn) or {}
 
 
 def hidden_replacements(base: dict[str, Any], head: dict[str, Any],
@@ -47,17 +53,15 @@ def hidden_replacements(base: dict[str, Any], head: dict[str, Any],
     container whose ``image`` is a replaced RemoteImage's ``imageId``). ``replaced``: URNs in
     both states replaced by known inputs.
 
-    For every resource in both states, an input that forces its replacement, is unknown in the
-    head, and either has a known digest (``may_change``) that differs between the states, or,
-    without digests, belongs to a resource that depends on a replaced or added one (followed
-    transitively): ``{urn: {input name: why}}``. Without digests this errs towards a
-    replacement: a stateful one then blocks until a reviewer looks, the safe side."""
+    For every resource in both states, an input that forces its replacement and is unknown on
+    either side (a preview base against a normal head hides the old value) counts when its
+    digests (``known_digests``) differ, or, without digests, when the resource depends on a
+    replaced or new resource that can feed that input (``FED_INPUTS``), followed transitively:
+    ``{urn: {input name: why}}``.
+    """
     base_by_urn = {r["urn"]: r for r in base.get("resources", [])}
     head_by_urn = {r["urn"]: r for r in head.get("resources", [])}
     fresh = set(replaced) | (set(head_by_urn) - set(base_by_urn))
-
-    def digests(state: dict[str, Any], urn: str) -> dict[str, str]:
-        return ((state.get("preview_unknowns") or {}).get("known_digests") or {}).get(urn) or {}
 
     found: dict[str, dict[str, str]] = {}
     grew = True
@@ -65,12 +69,11 @@ def hidden_replacements(base: dict[str, Any], head: dict[str, Any],
         grew = False
         for urn in sorted(set(base_by_urn) & set(head_by_urn)):
             resource = head_by_urn[urn]
-            # Unknown on either side: a preview base against a normal head hides the old value.
             hidden = (unknown_inputs(head, resource) | unknown_inputs(base, base_by_urn[urn])) \
                 & replacing_inputs(resource)
             if not hidden:
                 continue
-            before, after = digests(base, urn), digests(head, urn)
+            before, after = known_digests(base, urn), known_digests(head, urn)
             upstream = [head_by_urn[d] for d in resource.get("dependencies") or () if d in fresh and d in head_by_urn]
             why = {}
             for name in sorted(hidden):
@@ -98,10 +101,7 @@ def may_change(base: dict[str, Any], head: dict[str, Any], resource: dict[str, A
     ``synth.capture``) differs, so a known value it is made from changed (a CA path inside an
     unknown DATABASE_URL); inputs already shown as changed (``shown``) are left out. Names
     and digests only, never a value; ``[]`` for states without digests."""
-    def digests(state: dict[str, Any]) -> dict[str, str]:
-        return ((state.get("preview_unknowns") or {}).get("known_digests") or {}).get(resource["urn"]) or {}
-
-    before, after = digests(base), digests(head)
+    before, after = known_digests(base, resource["urn"]), known_digests(head, resource["urn"])
     lines = []
     for name in sorted(set(before) & set(after) - shown):
         if before[name] != after[name]:

@@ -195,6 +195,12 @@ def sdk_documented_replacements(type_: str) -> frozenset[str]:
                      if m.group(1) != "resource_name")
 
 
+def top_level(path: str) -> str:
+    """The top-level input name of an input path (``envs[3]`` -> ``envs``, ``spec.name`` ->
+    ``spec``, ``triggers[*]`` -> ``triggers``)."""
+    return re.split(r"[.\[]", path, maxsplit=1)[0]
+
+
 def replacing_inputs(resource: dict) -> frozenset[str]:
     """Top-level input names whose change replaces ``resource`` (a synth JSON resource): the
     table, the SDK's docs, and its ``replace_on_changes`` paths by their top-level name
@@ -204,5 +210,4 @@ def replacing_inputs(resource: dict) -> frozenset[str]:
     every = frozenset(inputs) if "*" in table and isinstance(inputs, Mapping) else frozenset()
     return (frozenset(name for name in table if name != "*") | every
             | sdk_documented_replacements(resource["type"])
-            | frozenset(re.split(r"[.\[]", str(path), maxsplit=1)[0]
-                        for path in resource.get("replace_on_changes") or ()))
+            | frozenset(top_level(str(path)) for path in resource.get("replace_on_changes") or ()))

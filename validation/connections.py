@@ -295,11 +295,12 @@ TLS_FALSE_WORDS = frozenset({"false", "0", "no", "off", "disable", "disabled"})
 # Descriptions"); no-verify is node-postgres' "skip verification". MySQL's VERIFY_IDENTITY is its
 # verify-full (MySQL docs, "--ssl-mode"); Grafana's MySQL ssl_mode "true" verifies too.
 _SSLMODE_NAME = re.compile(r"^(?:[A-Z0-9]+_)*(?:PG)?SSL_?MODE$", re.IGNORECASE)
-_STRONG_SSLMODES = frozenset({"verify-full", "verify_identity", "true"})
+# libpq's verify-full is exact (it refuses VERIFY-FULL); MySQL's mode is any case.
+_CASELESS_SSLMODES = frozenset({"verify_identity", "true"})
 # Words that make a switch one that turns TLS or its checks OFF when true (NO_SSL_VERIFY,
 # DISABLE_TLS_VERIFY, MINIO_INSECURE, TLS_SKIP_VERIFY, IGNORE_CERT_ERRORS), wherever they sit in
 # the name: a keep-on pattern whose prefix swallowed NO_ read NO_SSL_VERIFY=true as TLS on.
-_NEGATING_WORDS = frozenset({"NO", "DISABLE", "DISABLED", "SKIP", "IGNORE", "INSECURE", "ALLOW_INVALID"})
+_NEGATING_WORDS = frozenset({"NO", "DISABLE", "DISABLED", "SKIP", "IGNORE", "INSECURE"})
 _TLS_WORDS = frozenset({"SSL", "TLS", "VERIFY", "VERIFICATION", "CERT", "CERTS", "CERTIFICATE", "CERTIFICATES",
                         "HOSTNAME", "HTTPS"})
 # A switch that keeps TLS or its verification on, so anything but a true word turns it off:
@@ -342,7 +343,7 @@ def tls_switch_off(name: str, value: str) -> bool:
     if name == "GIT_SSL_NO_VERIFY" or (name in ("PYTHONHTTPSVERIFY", "NODE_TLS_REJECT_UNAUTHORIZED") and setting == "0"):
         return True
     if kind == "sslmode":
-        return not (setting == "verify-full" or setting.lower() in _STRONG_SSLMODES - {"verify-full"})
+        return setting != "verify-full" and setting.lower() not in _CASELESS_SSLMODES
     if kind == "reqcert":
         return setting.lower() not in ("demand", "hard")
     if kind == "off":
@@ -368,7 +369,7 @@ libpq, JDBC (useSSL, sslfactory), MongoDB (tls, sslValidate, tlsInsecure...), re
 
 _SHOWN_WORDS = TLS_TRUE_WORDS | TLS_FALSE_WORDS | {"", "allow", "prefer", "require", "verify-ca", "verify-full",
                                                   "no-verify", "never", "try", "demand", "hard", "verify_identity",
-                                                  "preferred", "disabled", "verify_ca"}
+                                                  "preferred", "verify_ca"}
 
 
 def tls_setting_shown(name: str, value: str) -> str:
