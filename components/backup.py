@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field, replace
 from typing import Mapping, Optional, Sequence
 
@@ -16,10 +14,10 @@ from components.backupscripts.generations import REPOSITORIES
 from components.backupscripts import (ENV_DIR, MEASURED_RESTORE_SECONDS, STATE_ROOT, TEXTFILE_DIR,
                                       BackupJob, connection_environment, effective_rpo_minutes,
                                       render_units, scripts, spread_calendar)
+from components.r2_token import bucket_token
 from components.remote import SshTarget, run_script
 
 DAY = 86400
-BUCKET_WRITE_PERMISSION = "Workers R2 Storage Bucket Item Write"
 
 
 # Debian packages every job needs on its runner (restic stores, jq reads restic's JSON), and
@@ -32,11 +30,6 @@ HOST_TOOLS = {"postgres": " postgresql-client", "redis": " redis-tools", "mongod
 # two repositories (components/backupscripts/generations.py).
 LOCKED_PREFIXES = {"default": ("config", "keys/", "data/", "snapshots/"),
                    "pitr": tuple(f"{r}/{p}" for r in REPOSITORIES for p in ("config", "keys/"))}
-
-
-def s3_secret_from_token(token_value: str) -> str:
-    """R2's S3 secret access key is the SHA-256 of the API token's value."""
-    return hashlib.sha256(token_value.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -141,21 +134,11 @@ class R2Backup(pulumi.ComponentResource):
                     for prefix in LOCKED_PREFIXES["pitr" if job.kind == "pitr" else "default"]],
                 opts=child)
 
-        permission = cloudflare.get_account_api_token_permission_groups_list_output(
-            account_id=args.account_id, name=BUCKET_WRITE_PERMISSION)
-        resource_key = self.bucket.name.apply(
-            lambda bucket: f"com.cloudflare.edge.r2.bucket.{args.account_id}_default_{bucket}")
-        self.token = cloudflare.AccountToken(
-            f"{name}-token", account_id=args.account_id, name=f"r2-backup-{args.bucket_name}",
-            policies=[cloudflare.AccountTokenPolicyArgs(
-                effect="allow",
-                permission_groups=[cloudflare.AccountTokenPolicyPermissionGroupArgs(
-                    id=permission.results.apply(lambda groups: groups[0].id))],
-                resources=resource_key.apply(lambda key: json.dumps({key: "*"})),
-            )],
-            opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["value"]))
-        self.access_key_id = self.token.id
-        self.secret_access_key = pulumi.Output.secret(self.token.value.apply(s3_secret_from_token))
+        credentials = bucket_token(f"{name}-token", args.account_id, self.bucket,
+                                   f"r2-backup-{args.bucket_name}", parent=self)
+        self.token = credentials.token
+        self.access_key_id = credentials.access_key_id
+        self.secret_access_key = credentials.secret_access_key
         # The restic repository password (generated; kept in Pulumi state and on the runner).
         self.passphrase = random.RandomPassword(f"{name}-passphrase", length=48, special=False,
                                                 opts=child)

@@ -71,6 +71,8 @@ class SessionCollector:
     cert_pem: pulumi.Input[str]
     key_pem: pulumi.Input[str]
     ca_pem: pulumi.Input[str]
+    archive: bool = False
+    """Hand what it receives to the host's off-host archive (``SessionArchive``) too."""
 
 
 @dataclass(frozen=True)
@@ -265,5 +267,5 @@ class DockerHost(pulumi.ComponentResource):
 
     def _collect_sessions(self, name: str, c: SessionCollector, setup_done: Sequence[pulumi.Resource]) -> None:
         text = pulumi.Output.secret(pulumi.Output.all(c.cert_pem, c.key_pem, c.ca_pem).apply(
-            lambda parts: hostsetup.script(hostsetup.session_collector_section(c.address, *parts))))
+            lambda parts: hostsetup.script(hostsetup.session_collector_section(c.address, *parts, archive=c.archive))))
         run_script(f"{name}-session-collector", self.ssh, text, parent=self, depends_on=list(setup_done))

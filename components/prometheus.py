@@ -143,6 +143,14 @@ def alert_rules(backup_jobs: Sequence[str] = ()) -> list[dict]:
               f"{INTERNAL_CERT_WARNING_DAYS} days: converge the stack to deliver the re-issued one"),
         _rule("EndpointDown", 'probe_success{job="blackbox-http"} == 0', "5m", "critical",
               "{{ $labels.instance }} is not answering"),
+        # The admin-session archive (components/hostsetup/session_archive.py) runs each minute:
+        # records waiting there are records an intruder on the host could still erase.
+        _rule("SessionArchivePending", "platform_session_archive_pending_files > 0", "10m", "critical",
+              "admin-session records on {{ $labels.instance }} have not reached the locked archive for "
+              "10 minutes: see `journalctl -u platform-session-archive`"),
+        _rule("SessionArchiveStale", "time() - platform_session_archive_last_run_timestamp_seconds > 600",
+              "0m", "warning", "the admin-session archive uploader on {{ $labels.instance }} has not run "
+              "for 10 minutes: is platform-session-archive.timer enabled?"),
     ] + ([_rule("BackupMissing", " or ".join(
             f'absent(platform_backup_last_success_timestamp_seconds{{job="{job}"}})' for job in sorted(backup_jobs)),
             f"{BACKUP_INTERVAL_HOURS + BACKUP_GRACE_HOURS}h", "critical",

@@ -223,7 +223,8 @@ class Rehearsal:
 
         self.lab_services = services_mod.LabServices(
             service_plan.with_names({h: lab.service_address for h in (registry.hosts if registry else ())})
-            .with_managed(managed_databases(cap.state or {})),
+            .with_managed(managed_databases(cap.state or {}))
+            .with_locked_buckets(services_mod.locked_buckets(cap.state or {})),
             lab.netns, ca=registry.ca if registry else None)
         try:
             self.lab_services.start()

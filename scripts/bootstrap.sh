@@ -60,6 +60,8 @@ declare -A apt_tools=(
   [certbot]=certbot
   # Session logging (tests/test_session_logging.py): the host's forwarder and the collector.
   [rsyslogd]=rsyslog
+  # The admin-session archive (tests/test_session_archive.py) uploads with rclone.
+  [rclone]=rclone
   # The management network (tests/test_wireguard_real.py): wg and wg-quick parse the rendered
   # wg0.conf; wireguard-go is the userspace tunnel where the kernel has no WireGuard module.
   [wg]=wireguard-tools

@@ -1,14 +1,15 @@
 """What every product's plan holds the same way, as plan values (``stacks.plan``): the
 DigitalOcean project and VPC, the monitoring stack of one host alerting to the environment's
-destinations, the services' secret env maps and Postgres's readiness check."""
+destinations, the services' secret env maps, Postgres's readiness check and the off-host
+archive of admin sessions."""
 
 from __future__ import annotations
 
 from typing import Mapping
 
 from components import monitoring
-from stacks.plan import Step, step
-from stacks.wiring import ConfigSecret, ServiceEnv
+from stacks.plan import Step, ref, step
+from stacks.wiring import SESSION_ARCHIVE_LABEL, ConfigSecret, ServiceEnv, backup_bucket_name
 
 # Over TCP: the postgres image's entrypoint runs initdb's temporary server on the Unix socket
 # only and stops it before the real one starts, so a socket check can pass in between and the
@@ -38,3 +39,14 @@ def host_monitoring(environment, cfg: monitoring.MonitoringConfig, **where) -> m
 def service_secret_env(env: Mapping[str, ServiceEnv]) -> dict[str, dict]:
     """Each service's secret env values (references), for the services that have any."""
     return {s: dict(service.secret) for s, service in env.items() if service.secret}
+
+
+def session_archive(stack: str, backup, host: str, *, protect: bool) -> Step:
+    """The product's admin-session records, from ``host`` (the step of the host that collects
+    them, or of its only host), archived to the R2 bucket ``<backup.bucket>-sessions`` in the
+    backups' account and location, each object locked for ``backup.retention_days``
+    (``components.session_archive``)."""
+    return step("session_archive", f"{stack}-session-archive", account_id=backup.cloudflare_account_id,
+                bucket_name=backup_bucket_name(backup.bucket, SESSION_ARCHIVE_LABEL), host=ref(host, "ssh"),
+                prefix=host, retention_days=backup.retention_days, location=backup.location,
+                host_ready=ref(host, "files_delivered"), protect=protect)

@@ -27,6 +27,7 @@ from components.minio_bucket import MinioBucket, MinioBucketArgs, MinioConsumer
 from components.mongo_init import render_mongo_init_js
 from components.onprem import OnPremVps, OnPremVpsArgs
 from components.postgres_init import render_init_sql
+from components.session_archive import SessionArchive, SessionArchiveArgs
 from stacks import management, secret_keys
 from stacks.backups import provision_backup
 
@@ -81,6 +82,7 @@ STEPS: dict[str, Callable[..., Any]] = {
     "app_platform": _component(AppPlatformApp, AppPlatformAppArgs),
     "internal_ca": _component(InternalCa),
     "minio_bucket": _component(MinioBucket, MinioBucketArgs),
+    "session_archive": _component(SessionArchive, SessionArchiveArgs),
     # Functions registering several resources, named from ``prefix``.
     "a_records": lambda p, name, prefix, **args: a_records(prefix, parent=p.product, **args),
     "droplet_alerts": lambda p, name, prefix, droplet_ids, destinations: droplet_alerts(

@@ -12,6 +12,7 @@ from pydantic import AfterValidator, Field
 from components.hostsetup import DEPLOY_USER
 from stacks.collisions import DOCKER_DEFAULT_BRIDGE, r2_bucket_problem
 from stacks.environment import is_production_name
+from stacks.wiring import SESSION_ARCHIVE_LABEL
 from validation.fields import ADMIN_PREFIX_MIN, Cidr, Hostname, ResourceName, StrictModel, docker_subnet
 from validation.formats import at_most_hourly, calendar_in_utc, check_calendar
 from validation.rules import Finding, RuleContext, Skip, each, rule
@@ -151,9 +152,10 @@ def _lock_within_retention(backup, ctx: RuleContext) -> Iterator[Finding]:
 
 def backup_bucket_findings(backup: Any, labels: Sequence[str], field: str = "backup"
                            ) -> Iterator[tuple[tuple, tuple[str, str]] | Finding]:
-    """The R2 buckets a product derives from ``backup.bucket`` (``<bucket>-<label>``): each must be
-    a valid R2 name (3-63 characters, https://developers.cloudflare.com/r2/buckets/create-buckets/)."""
-    for label in labels:
+    """The R2 buckets a product derives from ``backup.bucket`` (``<bucket>-<label>``, and the
+    session archive's ``<bucket>-sessions``): each must be a valid R2 name (3-63 characters,
+    https://developers.cloudflare.com/r2/buckets/create-buckets/)."""
+    for label in [*labels, SESSION_ARCHIVE_LABEL]:
         name = f"{backup.bucket}-{label.replace('_', '-')}" if label else backup.bucket
         problem = r2_bucket_problem(name)
         if problem:
@@ -161,9 +163,11 @@ def backup_bucket_findings(backup: Any, labels: Sequence[str], field: str = "bac
 
 
 def derived_buckets(backup: Any, labels: Sequence[str], field: str = "backup") -> list:
+    """(key path, (account, bucket)) of every R2 bucket a product derives, the session archive's
+    included, for the collision checks."""
     return [((field, "bucket"), (backup.cloudflare_account_id,
                                  f"{backup.bucket}-{label.replace('_', '-')}" if label else backup.bucket))
-            for label in labels]
+            for label in [*labels, SESSION_ARCHIVE_LABEL]]
 
 
 def _one_site(cidr: str) -> str:

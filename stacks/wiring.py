@@ -159,6 +159,10 @@ def backup_job_name(stack: str, label: str) -> str:
     return f"{stack}-{label.replace('_', '-')}"
 
 
+SESSION_ARCHIVE_LABEL = "sessions"
+"""The label of the admin-session archive's bucket, ``<backup.bucket>-sessions``."""
+
+
 def backup_bucket_name(bucket: str, label: str) -> str:
     """The R2 bucket of one backup job of a product with several: ``<bucket>-<label>``."""
     return f"{bucket}-{label.replace('_', '-')}"

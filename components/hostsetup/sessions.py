@@ -80,18 +80,22 @@ def render_session_forwarding(collector: str, peer_name: str, *, port: int = SES
 
 def render_session_collector(address: str, *, port: int = SESSION_LOG_PORT,
                              log_dir: str = SESSION_LOG_DIR,
-                             tls_dir: str = SESSION_TLS_DIR) -> str:
+                             tls_dir: str = SESSION_TLS_DIR, archive: bool = False) -> str:
     """The monitoring host's rsyslog drop-in: a TLS listener on ``address`` that writes what
     each host sends to ``log_dir/<sender's IP>.log`` (the TCP peer's address, not the
-    ``HOSTNAME`` a sender claims). Senders are not asked for a certificate: the firewall admits
-    only the product's hosts."""
+    ``HOSTNAME`` a sender claims) and, with ``archive``, hands it to the off-host archive's
+    spool (``session_archive.render_archive_spool``). Senders are
+    not asked for a certificate: the firewall admits only the product's hosts."""
+    # call_indirect, not call: the archive's drop-in is delivered by a later step, and `call`
+    # of a ruleset that does not exist yet fails the whole config (rsyslogd -N1).
+    archive_call = '  call_indirect "platformSessionArchive";\n        ' if archive else ""
     return textwrap.dedent(f"""\
         # Managed by the platform program: admin sessions of the product's hosts.
         module(load="imtcp" StreamDriver.Name="gtls" StreamDriver.Mode="1" StreamDriver.AuthMode="anon")
         template(name="platformSessionFile" type="string" string="{log_dir}/%FROMHOST-IP%.log")
         ruleset(name="platformSessions") {{
           action(type="omfile" dynaFile="platformSessionFile" dirCreateMode="0750" fileCreateMode="0640")
-        }}
+        {archive_call}}}
         input(type="imtcp" port="{port}" address="{address}" ruleset="platformSessions"
               StreamDriver.CAFile="{tls_dir}/ca.pem" StreamDriver.CertFile="{tls_dir}/collector.pem"
               StreamDriver.KeyFile="{tls_dir}/collector.key")
@@ -136,9 +140,11 @@ def session_shipping_section(shipping: SessionShipping, ca_pem: str) -> str:
     ])
 
 
-def session_collector_section(address: str, cert_pem: str, key_pem: str, ca_pem: str) -> str:
+def session_collector_section(address: str, cert_pem: str, key_pem: str, ca_pem: str, *,
+                              archive: bool = False) -> str:
     """The monitoring host's collector: its certificate and key (rendered inside an apply; the
-    key readable by root only) and the listener (``render_session_collector``)."""
+    key readable by root only) and the listener (``render_session_collector``; ``archive``:
+    what it receives goes to the off-host archive too)."""
     return "\n".join([
         "ensure_packages iproute2",  # ss: the check that the listener is up after a restart
         directories_section([(SESSION_TLS_DIR, "0755", "root:root"), (SESSION_LOG_DIR, "0750", "root:adm")]),
@@ -146,7 +152,7 @@ def session_collector_section(address: str, cert_pem: str, key_pem: str, ca_pem:
         deliver_file(f"{SESSION_TLS_DIR}/collector.pem", "0644", "root:root", cert_pem),
         deliver_file(f"{SESSION_TLS_DIR}/collector.key", "0600", "root:root", key_pem),
         deliver_file("/etc/rsyslog.d/60-platform-session-collector.conf", "0644", "root:root",
-                     render_session_collector(address),
+                     render_session_collector(address, archive=archive),
                      validate="rsyslogd -N1 >/dev/null",
                      on_change=unit_apply("restart", "rsyslog", "listening", str(SESSION_LOG_PORT))),
     ])

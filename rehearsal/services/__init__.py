@@ -56,6 +56,6 @@ see :data:`ADDRESSES`. An overlap with an address the overlay gave a stack addre
 
 from rehearsal.services.plan import (  # noqa: F401 -- the package's front
     ACME_DIRECTORY_URL, ACME_HOST, ADDRESSES, CERTIFICATE_VALIDITY_S, OUTSIDE_TOP, PEBBLE_MANAGEMENT_PORT,
-    PEBBLE_PORT, WEBHOOK_HOSTS, ServicePlan, ServicesError, plan_services)
+    PEBBLE_PORT, WEBHOOK_HOSTS, ServicePlan, ServicesError, locked_buckets, plan_services)
 from rehearsal.services.running import LabServices  # noqa: F401
 from rehearsal.services.tools import nginx_binary  # noqa: F401

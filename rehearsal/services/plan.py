@@ -66,6 +66,13 @@ class ServicePlan:
     """The managed databases the lab stands in for (``rehearsal.services.managed.ManagedDatabase``:
     ``managed_databases`` of the capture), served at ``SERVICE_ADDRESS``."""
 
+    locked_buckets: tuple[tuple[str, int], ...] = ()
+    """(bucket, days) the S3 stand-in creates with an object lock (``locked_buckets``)."""
+
+    def with_locked_buckets(self, buckets: Iterable[tuple[str, int]]) -> "ServicePlan":
+        """A copy whose S3 stand-in creates ``buckets`` ((name, days)) locked."""
+        return replace(self, locked_buckets=tuple(buckets))
+
     def with_managed(self, databases) -> "ServicePlan":
         """A copy that also serves ``databases`` (``ManagedDatabase`` s)."""
         return replace(self, managed=tuple(databases))
@@ -153,3 +160,23 @@ def plan_services(lab_capture, *, extra_names: Optional[Mapping[str, str]] = Non
                        unanswered=frozenset(n for n in zone if zone[n] not in stand_ins
                                             and n not in domains))
     return plan.with_names(extra_names or {})
+
+
+R2_BUCKET_LOCK = "cloudflare:index/r2BucketLock:R2BucketLock"
+
+
+def locked_buckets(state: Mapping[str, Any]) -> list[tuple[str, int]]:
+    """(bucket, days) of every ``R2BucketLock`` of a synth capture (``state``: the ``--json``
+    document) with an enabled rule for every object (prefix ""), its ``Age`` in whole days (at
+    least one). A lock of some prefixes only (a restic repository's) is not emulated: S3's
+    object lock covers a whole bucket, and restic must delete its own lock files."""
+    out = []
+    for r in (state.get("resources") or []):
+        if r.get("type") != R2_BUCKET_LOCK:
+            continue
+        inputs = r.get("inputs") or {}
+        for rule in inputs.get("rules") or []:
+            condition = rule.get("condition") or {}
+            if rule.get("enabled") and rule.get("prefix", "") == "" and condition.get("type") == "Age":
+                out.append((str(inputs["bucketName"]), max(1, int(condition["maxAgeSeconds"]) // 86400)))
+    return sorted(set(out))

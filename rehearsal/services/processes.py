@@ -165,8 +165,32 @@ def _probe(argv: Sequence[str]) -> int:
             pems += body if body.endswith(b"\n") else body + b"\n"
         sys.stdout.buffer.write(pems)
         return 0
+    if kind == "lock-bucket":
+        address, cafile, bucket, days = rest
+        lock_bucket(f"https://{address}", cafile, bucket, int(days))
+        return 0
     print(f"unknown probe {kind}", file=sys.stderr)
     return 2
+
+
+def lock_bucket(endpoint: str, cafile: Optional[str], bucket: str, days: int) -> None:
+    """Creates ``bucket`` on the S3 stand-in at ``endpoint`` with an object lock: every object
+    retained ``days`` days in COMPLIANCE mode, which no credential can shorten. R2's bucket lock
+    (a rule for every prefix) refuses deleting and overwriting a locked object; S3's object
+    lock refuses deleting or changing a locked version, and a plain delete or a re-upload only
+    adds a version: the lab proves what a host cannot take away, not R2's exact answers."""
+    import boto3
+    from botocore.config import Config
+
+    client = boto3.client("s3", endpoint_url=endpoint, verify=cafile or True, region_name="us-east-1",
+                          aws_access_key_id="lab", aws_secret_access_key="lab",
+                          config=Config(s3={"addressing_style": "path"}))
+    try:
+        client.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    except client.exceptions.BucketAlreadyOwnedByYou:
+        pass
+    client.put_object_lock_configuration(Bucket=bucket, ObjectLockConfiguration={
+        "ObjectLockEnabled": "Enabled", "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": days}}})
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -98,6 +98,15 @@ http {{
                                  "-c", str(crt), "-k", str(key)],
                           env={"MOTO_S3_CUSTOM_ENDPOINTS": ",".join(f"https://{h}" for h in self.plan.s3_hosts)})
         self._wait("s3", log, ["https", address, "443", self.plan.s3_hosts[0], str(self.ca_file), "/"])
+        # moto keeps buckets in memory: a restarted stand-in locks them again.
+        for bucket, days in self.plan.locked_buckets:
+            locked = subprocess.run(
+                ["nsenter", f"--net={self._ns_path}", sys.executable, "-m", "rehearsal.services", "probe",
+                 "lock-bucket", address, str(self.ca_file), bucket, str(days)],
+                capture_output=True, env={**os.environ, "PYTHONPATH": PYTHONPATH}, timeout=60)
+            if locked.returncode != 0:
+                raise ServicesError(f"s3: bucket {bucket} could not be created locked: "
+                                    + locked.stderr.decode(errors="replace")[-500:])
 
     def _start_smtp(self) -> None:
         if not self.plan.smtp:

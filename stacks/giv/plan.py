@@ -14,7 +14,7 @@ from components.service_files import HostFile
 from stacks import management
 from stacks.giv.config import CA_DIR, SSH_KEY_SECRET, GivConfig
 from stacks.plan import ProductPlan, Step, call, ref, step
-from stacks.plan_parts import foundation, host_monitoring, service_secret_env
+from stacks.plan_parts import foundation, host_monitoring, service_secret_env, session_archive
 from stacks.shared_config import container_egress_lock
 from stacks.wiring import (BucketKey, ClusterUri, ConfigSecret, EnvMaps, Generated, ResourceValue, ServiceEnv,
                            backup_job_name, host_file)
@@ -225,6 +225,7 @@ def _steps(cfg: GivConfig, environment, d: GivPlan) -> tuple[Step, ...]:
             tool_image=b.tool_image, mounts=(b.uri.ca_path.rsplit("/", 1)[0],),
             source_name=ref(b.cluster, "cluster_resource_name"), source_uri=b.uri, runner=ref(ops, "ssh"),
             runner_ready=ref(ops, "files_delivered"), protect=prod))
+    steps.append(session_archive(name, cfg.backup, ops, protect=prod))
     destinations = call("alert_destinations")
     steps.append(step("droplet_alerts", f"{ops}-droplet-alerts", prefix=ops, droplet_ids=[ref(ops, "droplet_id")],
                       destinations=destinations))

@@ -16,7 +16,7 @@ from stacks import management
 from stacks.kro.config import (BACKUP_LABEL, DATABASE_BRIDGE, DATABASE_PORTS, SSH_KEY_SECRET, KroConfig,
                                database_subnet)
 from stacks.plan import ProductPlan, Step, call, ref, step
-from stacks.plan_parts import foundation, host_monitoring, service_secret_env
+from stacks.plan_parts import foundation, host_monitoring, service_secret_env, session_archive
 from stacks.shared_config import container_egress_lock
 from stacks.wiring import ClusterUri, ConfigSecret, EnvMaps, Generated, ServiceEnv, backup_job_name, host_file, with_env
 
@@ -169,6 +169,7 @@ def _steps(cfg: KroConfig, environment, d: KroPlan) -> tuple[Step, ...]:
         tool_image=b.tool_image, mounts=(b.ca_on_host.rsplit("/", 1)[0],), bucket_per_job=False,
         source_name=ref(db.cluster, "cluster_resource_name"), source_uri=b.uri, runner=ref(host, "ssh"),
         runner_ready=ref(host, "files_delivered"), protect=prod))
+    steps.append(session_archive(name, cfg.backup, host, protect=prod))
     destinations = call("alert_destinations")
     steps.append(step("droplet_alerts", f"{name}-droplet-alerts", prefix=name, droplet_ids=[ref(host, "droplet_id")], destinations=destinations))
     steps.append(step("uptime_checks", f"{name}-uptime-checks", prefix=name, urls=[f"https://{h}" for h in d.hosts], destinations=destinations))

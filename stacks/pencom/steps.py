@@ -15,7 +15,7 @@ from stacks.pencom.mtls import TERMINATOR
 from stacks.pencom.network import proxy_routes
 from stacks.pencom.plan import PencomPlan, detail, images, node_data_dir, operator_ca_path, owner, role_name
 from stacks.plan import ProductPlan, Step, call, ref, step
-from stacks.plan_parts import PG_READY
+from stacks.plan_parts import PG_READY, session_archive
 from stacks.wiring import ConfigSecret, Generated, backup_job_name
 
 
@@ -126,7 +126,7 @@ def _steps(cfg: PencomConfig, environment, p: PencomPlan) -> tuple[Step, ...]:
             secret_env={**{s.name: secret_env[s.name] for s in cfg.edge_services if s.name in secret_env},
                         "grafana": {"GF_SECURITY_ADMIN_PASSWORD": Generated(f"{name}-grafana-admin")}},
             collector=call("SessionCollector", address=n.edge.private_address, cert_pem=ref(ca, *sessions, "cert_pem"),
-                           key_pem=ref(ca, *sessions, "key_pem"), ca_pem=ref(ca, "cert_pem")))))
+                           key_pem=ref(ca, *sessions, "key_pem"), ca_pem=ref(ca, "cert_pem"), archive=True))))
     # --- data: Postgres, MongoDB, Redis over TLS -------------------------------------------
     mongo_pem = call("pem_bundle", cert=ref(ca, *data_cert, "cert_pem"), key=ref(ca, *data_cert, "key_pem"))
     server_crt = HostFile(container_path=f"{TLS_DIR}/server.crt", content=ref(ca, *data_cert, "cert_pem"))
@@ -208,6 +208,8 @@ def _steps(cfg: PencomConfig, environment, p: PencomPlan) -> tuple[Step, ...]:
             mode="host" if job.kind == "minio" else "docker", source_name=f"{runner}-{job.source.name}",
             source_uri=bucket_url if job.uri is None else job.uri, environment=dict(job.environment),
             protect=p.production))
+    # The edge collects every node's session records: its archive holds them all.
+    steps.append(session_archive(name, cfg.backup, edge, protect=p.production))
     return tuple(steps)
 
 

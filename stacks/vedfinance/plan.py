@@ -15,7 +15,7 @@ from components.postgres_init import HBA_PATH, check_init_plan, hba_file_args, r
 from components.service_files import HostFile
 from stacks import management
 from stacks.plan import ProductPlan, Step, call, ref, step
-from stacks.plan_parts import PG_READY, host_monitoring, service_secret_env
+from stacks.plan_parts import PG_READY, host_monitoring, service_secret_env, session_archive
 from stacks.shared_config import container_egress_lock
 from stacks.vedfinance.config import BACKUP_REDIS_LABEL, CA_PATH, PG_TLS_DIR, SSH_KEY_SECRET, VedfinanceConfig
 from stacks.wiring import (WAL_LABEL, ConfigSecret, EnvMaps, Generated, SecretUrl, ServiceEnv, backup_job_name,
@@ -179,4 +179,5 @@ def _steps(cfg: VedfinanceConfig, environment, d: VedfinancePlan) -> tuple[Step,
             scratch_limits=(by_name[job.source].memory_mb, by_name[job.source].cpus),
             source_name=ref(host, "containers", job.source, "pulumi_resource_name"), source_uri=job.uri,
             protect=d.production))
+    steps.append(session_archive(name, cfg.backup, host, protect=d.production))
     return tuple(steps)
