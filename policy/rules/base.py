@@ -78,6 +78,7 @@ T_CF_API_TOKEN = "cloudflare:index/apiToken:ApiToken"
 T_CF_RECORD = "cloudflare:index/dnsRecord:DnsRecord"
 T_R2_BACKUP = "platform:components:R2Backup"
 T_ONPREM = "platform:components:OnPremVps"
+T_SESSION_ARCHIVE = "platform:components:SessionArchive"
 T_MANAGEMENT = "platform:components:ManagementNetwork"
 WIREGUARD_PORT = 51820
 """The management network's UDP port when no ManagementNetwork component says otherwise."""

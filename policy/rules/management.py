@@ -1,14 +1,15 @@
 """Management-plane policies (issue #22): in production, SSH answers only from the WireGuard
 management network or a host's own bastion, through every layer that admits it (DigitalOcean
-firewalls, UFW), unless break-glass is on with a reason and an unexpired date."""
+firewalls, UFW), unless break-glass is on with a reason and an unexpired date; and every
+product's admin-session records are archived where its hosts cannot erase them."""
 
 from __future__ import annotations
 
 import datetime
 
 from policy.parsers.ufw import ufw_rules
-from policy.rules.base import (CRITICAL, MANDATORY, T_COMMAND, T_DROPLET, T_FIREWALL, T_ONPREM, Case, by_type,
-                               MISSING_PRODUCTION, PRODUCTION_PROPERTY, T_MANAGEMENT, is_internal, items, mapping,
+from policy.rules.base import (CRITICAL, HIGH, MANDATORY, T_COMMAND, T_DROPLET, T_FIREWALL, T_ONPREM, Case, by_type,
+                               MISSING_PRODUCTION, PRODUCTION_PROPERTY, T_MANAGEMENT, T_R2_LOCK, T_SESSION_ARCHIVE, is_internal, items, mapping,
                                network, port_range, production,
                                stack_policy, stdin_of, today)
 from policy.rules.fixtures import WORLD, doc, res, script
@@ -116,4 +117,82 @@ stack_policy(
                   "10.99.0.0/24 (break-glass has no expiry); SSH answers only through WireGuard in production"]),
                 (doc(res(T_ONPREM, "p-edge", {"tier": "edge", "address": "203.0.113.5"}, custom=False), _SSH_OK),
                  ["production stack without a management network: SSH has nowhere to answer from but public addresses"])],
+               config={"production": True}))
+
+
+SESSION_LOCK_DAYS_PROD = 30
+
+
+def _product(resource) -> str:
+    """The product a resource belongs to: its nearest ``platform:products:*`` ancestor's type
+    ("" for a resource outside any product)."""
+    while resource is not None:
+        if str(resource.resource_type).startswith("platform:products:"):
+            return str(resource.resource_type)
+        resource = getattr(resource, "parent", None)
+    return ""
+
+
+def _check_session_archive(args):
+    flag = production(args.get_config() or {})
+    if flag is None:
+        yield MISSING_PRODUCTION, None
+        return
+    floor = SESSION_LOCK_DAYS_PROD if flag else 1
+    locks: dict[str, list] = {}
+    for lock in by_type(args, T_R2_LOCK):
+        locks.setdefault(str(lock.props.get("bucketName") or ""), []).extend(mapping(r) for r in items(lock.props.get("rules")))
+    archived = set()
+    for archive in by_type(args, T_SESSION_ARCHIVE):
+        bucket = str(archive.props.get("bucket") or "")
+        whole = [r for r in locks.get(bucket, []) if r.get("enabled") and not r.get("prefix")
+                 and mapping(r.get("condition")).get("type") == "Age"]
+        days = max((int(mapping(r.get("condition")).get("maxAgeSeconds") or 0) // 86400 for r in whole), default=0)
+        if days < floor:
+            yield (f"the session archive {archive.name} (bucket {bucket}) is locked for {days} days; its records "
+                   f"must be locked for at least {floor} days, every object (prefix \"\")"), archive.urn
+        else:
+            archived.add(_product(archive))
+    for host in by_type(args, T_DROPLET) + by_type(args, T_ONPREM):
+        if _product(host) not in archived:
+            yield (f"{host.name} logs admin sessions, but its product archives none off the host: a compromised "
+                   "host could erase them"), host.urn
+            archived.add(_product(host))  # one finding per product
+
+
+def _archive(days: int | None, *, bucket: str = "kro-prod-backups-sessions") -> list[dict]:
+    out = [res(T_SESSION_ARCHIVE, "kro-prod-session-archive", {"bucket": bucket, "lockDays": days or 0, "prefix": "kro-prod"},
+               custom=False)]
+    if days is not None:
+        out.append(res(T_R2_LOCK, "kro-prod-session-archive-lock", {"bucketName": bucket, "rules": [
+            {"id": "retain-sessions", "enabled": True, "prefix": "",
+             "condition": {"type": "Age", "maxAgeSeconds": days * 86400}}]}))
+    return out
+
+
+_HOST = res(T_DROPLET, "kro-prod", {"name": "kro-prod"})
+
+stack_policy(
+    "platform-sessions-enable-off-host-archive",
+    "Every product with hosts archives its admin-session records off them, in a bucket whose lock covers every "
+    f"object (at least {SESSION_LOCK_DAYS_PROD} days in production).",
+    level=MANDATORY, severity=HIGH, category="hosts",
+    sources=["Kredete reference architecture (full session logging)", "CIS Controls v8 8.9 (centralize audit logs), "
+             "8.3 (audit log storage)", "Cloudflare R2 docs: bucket locks"],
+    fix="Keep the product's SessionArchive (stacks.plan_parts.session_archive) and its backup.retention_days "
+        f"at {SESSION_LOCK_DAYS_PROD} or more in production.",
+    check=_check_session_archive, config={"production": PRODUCTION_PROPERTY},
+    cases=Case(doc(_HOST, *_archive(30)),
+               [(doc(_HOST), ["kro-prod logs admin sessions, but its product archives none off the host: a "
+                              "compromised host could erase them"]),
+                (doc(_HOST, *_archive(7)),
+                 ["the session archive kro-prod-session-archive (bucket kro-prod-backups-sessions) is locked for 7 "
+                  "days; its records must be locked for at least 30 days, every object (prefix \"\")",
+                  "kro-prod logs admin sessions, but its product archives none off the host: a compromised host "
+                  "could erase them"]),
+                (doc(_HOST, *_archive(None)),
+                 ["the session archive kro-prod-session-archive (bucket kro-prod-backups-sessions) is locked for 0 "
+                  "days; its records must be locked for at least 30 days, every object (prefix \"\")",
+                  "kro-prod logs admin sessions, but its product archives none off the host: a compromised host "
+                  "could erase them"])],
                config={"production": True}))
