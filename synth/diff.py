@@ -1,7 +1,9 @@
 """``python -m synth diff BASE.json HEAD.json``: what a change does to the desired state.
 
 Markdown for a pull-request comment (the workflow posts exactly this text): resources added,
-replaced, changed and removed per product. Each changed input shows old -> new; long texts
+replaced, changed and removed per product; a container whose image changed says so on its own
+line (``image: OLD → NEW``, read through its RemoteImage: ``image_changed``). Each changed input
+shows old -> new (a label by its name, with its value alone); long texts
 (scripts, specs) show a unified diff of the changed lines only, collapsed in ``<details>``;
 lists of plain values show the items added and removed. Secret values stay masked leaf by leaf
 (``secret_leaves`` in the synth JSON): a secret shows as ``(secret changed)`` through its digest
@@ -22,11 +24,13 @@ is production: ``change_is_production``) that is final; elsewhere ``allow_statef
 warning stays in the comment. The one exception, in every stack: the image patch of a container
 that writes data, acknowledged in the stack config (a service's ``maintenance``, carried in the
 container's labels) for exactly that image change, is listed as planned maintenance and does not
-block. A base and head of different projects or stacks raise
-``DiffInputError`` (the CLI exits 2).
+block. A base and head of different projects or stacks raise ``DiffInputError`` (the CLI
+exits 2).
 
 The comparison of one resource's inputs is ``synth/input_diff.py``, what two previews hide is
-``synth/preview_diff.py``; this module judges the whole state and writes the comment.
+``synth/preview_diff.py``, whether an acknowledgement covers a replacement (images compared by
+repository, tag and digest) is ``synth/maintenance.py``; this module judges the whole state and
+writes the comment.
 """
 
 from __future__ import annotations
@@ -36,8 +40,10 @@ from typing import Any
 
 from stacks.production import is_production_name
 from synth.input_diff import KNOWN_AFTER_APPLY, MISSING, InputChange, input_changes, is_unknown, show, text_lines
+from synth.maintenance import acknowledged, image_reference
 from synth.preview_diff import hidden_replacements, may_change
-from synth.replacements import DEPENDENCY_LOSS, loss, maintenance_of, replacing_inputs, stateful_reason, top_level
+from synth.replacements import (CONTAINER, DEPENDENCY_LOSS, loss, maintenance_of, replacing_inputs, stateful_reason,
+                                top_level)
 from synth.state import product_of
 
 EXIT_SAFE, EXIT_INPUT, EXIT_WARNING = 0, 2, 3
@@ -57,6 +63,8 @@ class Change:
     # Inputs that force the replacement while a preview does not know them: {name: why}
     # (``hidden_replacements``).
     unknown_forcing: dict[str, str] = field(default_factory=dict)
+    # A container's image reference, base and head, when it changed (``image_changed``).
+    image: tuple[Any, Any] | None = None
 
     @property
     def keys(self) -> list[str]:
@@ -158,9 +166,9 @@ def diff_states(base: dict[str, Any], head: dict[str, Any], *,
             forced_by = sorted(set(known_forced[urn]) | set(hidden))
             kind = "replaced" if forced_by else "changed"
             changes.append(Change(kind, new, product_of(new, head_by_urn), inputs if counted else [],
-                                  forced_by, hidden))
+                                  forced_by, hidden, image_changed(old, new, base_by_urn, head_by_urn)))
             if forced_by and stateful_reason(old) and maintenance_of(new):
-                verdict = _acknowledged(old, new, forced_by, base_by_urn, head_by_urn)
+                verdict = acknowledged(old, new, forced_by, base_by_urn, head_by_urn)
                 if verdict.startswith("acknowledged"):
                     notes.append(verdict)
                     continue
@@ -180,51 +188,15 @@ def _forcing(name: str, hidden: dict[str, str]) -> str:
     return f"{name} ({hidden[name]})" if name in hidden else name
 
 
-MAINTENANCE_INPUTS = frozenset({"image", "labels"})
-"""What an acknowledged image patch may change among the inputs that force the replacement:
-the image, and the labels that carry the acknowledgement."""
-
-
-def _acknowledged(old: dict[str, Any], new: dict[str, Any], forced_by: list[str],
-                  base_by_urn: dict[str, dict[str, Any]], head_by_urn: dict[str, dict[str, Any]]) -> str:
-    """``acknowledged maintenance: ...`` when ``new`` carries a maintenance acknowledgement
-    (``synth.replacements.maintenance_of``) for exactly this replacement: only the image (and
-    the acknowledgement's labels) force it, from the acknowledged ``replaces`` to ``image``
-    (``image_reference``). Otherwise the warning, saying why the acknowledgement does not
-    cover it."""
-    plan = maintenance_of(new) or {}
-    name, kind = new["name"], _short(new["type"])
+def image_changed(old: dict[str, Any], new: dict[str, Any], base_by_urn: dict[str, dict[str, Any]],
+                  head_by_urn: dict[str, dict[str, Any]]) -> tuple[Any, Any] | None:
+    """``(base image, head image)`` of a container whose image reference (``image_reference``:
+    through its RemoteImage's ``name``, since its own ``image`` is an unknown or ``sha256:``
+    ``imageId``) changed, else None; None for any other type."""
+    if new.get("type") != CONTAINER:
+        return None
     before, after = image_reference(old, base_by_urn), image_reference(new, head_by_urn)
-    extra = sorted(set(forced_by) - MAINTENANCE_INPUTS)
-    incomplete = [key for key in ("backup", "restore_test", "window") if not plan.get(key)]
-    if incomplete:
-        why = (f"it does not name its {', '.join(incomplete)} (the stack config's `maintenance:` "
-               "states all three)")
-    elif extra:
-        why = f"{', '.join(extra)} changed too; an acknowledgement covers the image alone, so split the change"
-    elif (before, after) != (plan.get("replaces"), plan.get("image")):
-        why = (f"it acknowledges {plan.get('replaces')} → {plan.get('image')}, and the change is "
-               f"{before} → {after}")
-    else:
-        return (f"acknowledged maintenance: replaces `{name}` ({kind}), image `{before}` → `{after}`; "
-                f"backup `{plan.get('backup')}`, restore test green on {plan.get('restore_test')}, "
-                f"window {plan.get('window')}")
-    return (f"replaces `{name}` ({kind}): {', '.join(forced_by)} changed, which forces a new resource; "
-            f"its maintenance acknowledgement does not cover it: {why}")
-
-
-REMOTE_IMAGE = "docker:index/remoteImage:RemoteImage"
-
-
-def image_reference(container: dict[str, Any], by_urn: dict[str, dict[str, Any]]) -> Any:
-    """The image reference a container runs (``pgvector/pgvector:0.8.1-pg17``): the ``name`` of
-    the one RemoteImage it depends on (its ``image`` input is that image's ``imageId``, unknown
-    in a preview and a ``sha256:`` id after apply), else its ``image`` input."""
-    pulled = [by_urn[d] for d in container.get("dependencies") or ()
-              if d in by_urn and by_urn[d].get("type") == REMOTE_IMAGE]
-    if len(pulled) == 1 and isinstance((pulled[0].get("inputs") or {}).get("name"), str):
-        return pulled[0]["inputs"]["name"]
-    return (container.get("inputs") or {}).get("image")
+    return None if before == after else (before, after)
 
 
 def replacement_order(resource: dict[str, Any]) -> str:
@@ -254,6 +226,12 @@ SYMBOL = {"added": "+", "removed": "-", "changed": "~", "replaced": "+-"}
 
 def _cell(value: Any) -> str:
     return KNOWN_AFTER_APPLY if is_unknown(value) else f"`{show(value)}`"
+
+
+def _image_cell(reference: Any) -> str:
+    if reference is None:
+        return "(none)"
+    return KNOWN_AFTER_APPLY if is_unknown(reference) else f"`{reference}`"
 
 
 def _input_lines(change: InputChange) -> list[str]:
@@ -318,6 +296,9 @@ def markdown(diff: Diff, base: dict[str, Any], head: dict[str, Any],
                     f"`{k}`" + (f" ({change.unknown_forcing[k]})" if k in change.unknown_forcing else "")
                     for k in change.forced_by)
                 line += replacement_order(change.resource)
+            if change.image:
+                line += ("; " if change.kind == "replaced" else ": ") + "image: " + " → ".join(
+                    _image_cell(value) for value in change.image)
             out.append(line)
             for item in change.inputs:
                 out += _input_lines(item)

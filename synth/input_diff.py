@@ -4,7 +4,9 @@
 changed leaf: a value, a secret (compared through its digest, never shown), a long text (a
 unified diff of the changed lines), the items added to and removed from a plain list, or a value
 a preview does not know yet (``unknown``: shown, never counted as a change). Lists of objects
-compare item by item under a key that names each item once (``name``, ``key``...).
+compare item by item under a key that names each item once (``name``, ``key``...); a label list
+(``{label, value}`` items) compares as a mapping, so only the labels added, removed or changed
+show, each with its value (``labels[NAME]``).
 """
 
 from __future__ import annotations
@@ -173,6 +175,24 @@ def _identity(*lists: list[Any]) -> str | None:
     return None
 
 
+def _labels(old: Any, new: Any) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """Two label lists (Docker's ``labels``: items of exactly ``label`` and ``value``, each
+    label once) as ``{label: value}`` each, so a change names the label and shows its value
+    alone, not the item; a side without labels (missing, None, ``[]``) is ``{}``. None when
+    either side is something else, or when both are empty."""
+    sides = []
+    for value in (old, new):
+        if value is MISSING or value is None or value == []:
+            sides.append({})
+        elif (isinstance(value, list) and all(isinstance(i, dict) and set(i) == {"label", "value"}
+                                              and isinstance(i["label"], str) for i in value)
+              and len({i["label"] for i in value}) == len(value)):
+            sides.append({i["label"]: i["value"] for i in value})
+        else:
+            return None
+    return (sides[0], sides[1]) if sides[0] or sides[1] else None
+
+
 def _compare(old: Any, new: Any, path: str, out: list[InputChange]) -> None:
     if old == new:
         return
@@ -194,6 +214,12 @@ def _compare(old: Any, new: Any, path: str, out: list[InputChange]) -> None:
     if isinstance(old, dict) and isinstance(new, dict):
         for key in sorted(set(old) | set(new)):
             _compare(old.get(key, MISSING), new.get(key, MISSING), f"{path}.{key}", out)
+        return
+    labels = _labels(old, new)
+    if labels is not None:
+        before, after = labels
+        for name in list(before) + [k for k in after if k not in before]:
+            _compare(before.get(name, MISSING), after.get(name, MISSING), f"{path}[{name}]", out)
         return
     if isinstance(old, list) and isinstance(new, list):
         if all(_scalar(v) for v in old + new):
