@@ -104,15 +104,20 @@ class RequestLoop:
         except subprocess.TimeoutExpired:
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
-        lines = [json.loads(line) for line in self.out.read_text().splitlines() if line.strip()]
-        failed = [line for line in lines if line[1] != 200]
-        latencies = sorted(line[2] for line in lines)
-        return {"requests": len(lines), "failed": len(failed), "failures": failed[:20],
-                "seconds": lines[-1][0] if lines else 0,
-                "max_ms": latencies[-1] if latencies else 0,
-                "p99_ms": latencies[int(len(latencies) * 0.99)] if latencies else 0,
-                "slowest": sorted(lines, key=lambda line: -line[2])[:5],
-                "stderr": self.proc.stderr.read().decode(errors="replace")[-500:]}
+        return loop_numbers(self.out.read_text(), self.proc.stderr.read().decode(errors="replace"))
+
+
+def loop_numbers(text: str, stderr: str = "") -> dict:
+    """A request loop's lines (JSON ``[seconds since start, status or error, milliseconds]``)
+    -> requests, failed (anything but 200), the first failures, latencies, the slowest."""
+    lines = [json.loads(line) for line in text.splitlines() if line.strip()]
+    failed = [line for line in lines if line[1] != 200]
+    latencies = sorted(line[2] for line in lines)
+    return {"requests": len(lines), "failed": len(failed), "failures": failed[:20],
+            "seconds": lines[-1][0] if lines else 0,
+            "max_ms": latencies[-1] if latencies else 0,
+            "p99_ms": latencies[int(len(latencies) * 0.99)] if latencies else 0,
+            "slowest": sorted(lines, key=lambda line: -line[2])[:5], "stderr": stderr[-500:]}
 
 
 def sh(lab, box: str, script: str) -> str:
@@ -206,20 +211,24 @@ def write_report(results: dict, name: str, started: float) -> None:
     print(json.dumps({k: v for k, v in results.items() if k != "before"}, indent=1, default=str)[:20000])
 
 
-def switchover(held, address: str, name: str, stack_file: Path, old: str, new: str, *, box: str = EDGE,
-               stack: str = STACK_LABEL, service: str = SERVICE, host: str = API_HOST) -> dict:
+def switchover(held, address: str | None, name: str, stack_file: Path, old: str, new: str, *, box: str = EDGE,
+               stack: str = STACK_LABEL, service: str = SERVICE, host: str = API_HOST, start_loop=None,
+               hosts: list[str] | None = None) -> dict:
     """One drill (``stack_file`` converged on ``box``) with the request loop running across it:
     the drill's entry, the loop's numbers, the service's containers after it, the box's events
-    and the switchover's timeline (``old`` and ``new`` are the images before and after)."""
+    and the switchover's timeline (``old`` and ``new`` are the images before and after).
+    ``start_loop``: starts another loop (anything with ``stop() -> loop_numbers``) instead of
+    the ``RequestLoop`` to ``address``; ``hosts``: the drill's hosts (default ``box`` alone; a
+    host reached through a bastion needs the bastion's host too)."""
     from rehearsal.rehearse import Drill
 
     lab = held.lab
     serving = [c["id"] for c in gateway_containers(lab, box, stack, service) if c["image"] == old]
     start_events(lab, box, stack, service)
-    loop = RequestLoop(lab, address, held.workdir, name, host=host)
+    loop = start_loop() if start_loop else RequestLoop(lab, address, held.workdir, name, host=host)
     time.sleep(2)  # the loop's first requests land before the converge starts
     entry = held.drill(Drill(name, lambda context: {service: gateway_containers(context.lab, box, stack, service)},
-                             stack_file=stack_file, hosts=[box]))
+                             stack_file=stack_file, hosts=hosts or [box]))
     time.sleep(5)  # and its last ones after the old container is gone
     events = stop_events(lab, box)
     after = gateway_containers(lab, box, stack, service)
