@@ -118,8 +118,9 @@ def archive(tmp_path_factory):
 
 
 def _prove(held, work: Path) -> dict:
-    # The bucket the lab's S3 stand-in created locked, from the program's R2BucketLock.
-    bucket, = (b for b, _ in held.lab_services.plan.locked_buckets)
+    # The bucket the lab's S3 stand-in created locked, from the program's R2BucketLock (the
+    # capture is the whole stack's: every product's archive is locked there).
+    bucket, = (b for b, _ in held.lab_services.plan.locked_buckets if b.startswith(f"{BOX}-"))
     host = held.lab_capture.hosts[BOX]
     key = work / "engineer"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True, timeout=30)
