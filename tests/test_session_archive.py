@@ -158,7 +158,7 @@ def _upload(tmp_path: Path, spool: Path, endpoint: str) -> tuple[subprocess.Comp
     script.write_text(render_archive_script(str(spool), str(textfile)))
     environment = render_archive_environment(endpoint, BUCKET, PREFIX, KEY_ID, SECRET)
     env = {**{k: v.strip('"') for k, v in (line.split("=", 1) for line in environment.splitlines())},
-           "PATH": os.environ["PATH"], "HOME": str(tmp_path), "RCLONE_CONFIG": "/dev/null"}
+           "PATH": os.environ["PATH"], "HOME": str(tmp_path)}
     result = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=180)
     metrics = {}
     if textfile.exists():

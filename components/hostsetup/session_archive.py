@@ -74,7 +74,7 @@ def render_archive_script(spool: str = ARCHIVE_SPOOL, textfile: str = TEXTFILE) 
           if [[ "${{file##*/}}" < "$current" ]]; then mv -f "$file" "$ready/"; fi
         done
         status=0
-        rclone move --immutable --no-traverse --retries 3 --low-level-retries 3 --contimeout 15s \\
+        rclone --config /dev/null move --immutable --no-traverse --retries 3 --low-level-retries 3 --contimeout 15s \\
           --timeout 60s "$ready" "{REMOTE}:$ARCHIVE_BUCKET/$ARCHIVE_PREFIX" || status=$?
         waiting=("$ready"/*.log "$spool"/*.log)
         now="$(date +%s)"
