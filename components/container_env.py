@@ -9,8 +9,9 @@ from typing import Mapping
 from pydantic import ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from validation.connections import (TLS_OFF_FIX, TLS_OFF_IN_TEXT, assignments, insecure_client, is_local_host, postgres_settings,
-                                    simple_commands, tls_setting_shown, tls_switch_off)
+from validation.connections import (NODE_TLS_AMBIGUOUS, TLS_OFF_FIX, TLS_OFF_IN_TEXT, assignments, insecure_client,
+                                    simple_commands, tls_setting_shown, tls_switch_ambiguous, tls_switch_off)
+from validation.conninfo import is_local_host, postgres_settings
 from validation.formats import looks_secret_name
 
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -38,40 +39,63 @@ included): the longest one ``NAME=value`` string execve takes, so the longest en
 container's process can start with."""
 
 ENV_TOTAL_MAX_BYTES = 1024 * 1024
-"""The most a container's plain ``env`` may total, counted as execve counts its strings: each
+"""The most a container's environment may total, counted as execve counts its strings: each
 ``NAME=value`` and its terminating NUL. execve(2), "Limits on size of arguments and
 environment": argv and envp together may take a quarter of the stack limit (ARG_MAX: 2 MiB
-under the usual 8 MiB RLIMIT_STACK, which Docker's containers inherit), else E2BIG. Half of
-that is left for what also counts against it and the stack file does not show: the command
-and entrypoint, the image's own ENV, the secret_env values and the variables the program adds
-(a DATABASE_URL, CA paths), and the pointers to every string."""
+under the usual 8 MiB RLIMIT_STACK, which Docker's containers inherit), else E2BIG. Counted:
+everything the container receives that is known before deploying, its plain ``env``, its
+``secret_env`` values (from the stack's secret config) and the variables the program adds (fixed
+values, generated passwords by their length: ``stacks.env_totals``). Half of ARG_MAX is left for
+what is not known then: the command and entrypoint, the image's own ENV, the values that exist
+only once a resource does (a bucket's keys, a managed cluster's URI) and the pointers to every
+string."""
 
 ENV_STRING_TOO_LONG = (f"NAME=value is longer than {ENV_STRING_MAX_BYTES - 1} bytes, more than Linux lets one "
                        "environment string be (MAX_ARG_STRLEN, execve fails with E2BIG); put the data in a file")
 
 
-def _env_bytes(name: str, value: str) -> int:
-    """The bytes ``NAME=value`` takes in a process's environment, its terminating NUL included."""
+def env_bytes(name: str, value_bytes: int) -> int:
+    """The bytes ``NAME=value`` takes in a process's environment, its terminating NUL included,
+    for a value of ``value_bytes`` bytes."""
+    return len(name.encode("utf-8", "surrogatepass")) + 1 + value_bytes + 1
+
+
+def utf8_bytes(text: str) -> int:
+    """The length of ``text`` in UTF-8 bytes."""
     # surrogatepass: pydantic refuses a lone surrogate (a YAML "\ud800" escape) as no valid string.
-    return len(f"{name}={value}".encode("utf-8", "surrogatepass")) + 1
+    return len(text.encode("utf-8", "surrogatepass"))
 
 
-def env_size_problems(env: Mapping[str, str]) -> list[tuple[tuple[str, ...], str]]:
+def env_total_problem(sizes: Mapping[str, int], container: str | None = None) -> str | None:
+    """The message for a container whose variables (``sizes``: name -> bytes of ``NAME=value``
+    and its NUL, ``env_bytes``) total more than ``ENV_TOTAL_MAX_BYTES``, naming the container and
+    the three biggest by name and size (never a value); None when they fit."""
+    total = sum(sizes.values())
+    if total <= ENV_TOTAL_MAX_BYTES:
+        return None
+    biggest = ", ".join(f"{name} ({size:,} bytes)" for name, size in
+                        sorted(sizes.items(), key=lambda item: (-item[1], item[0]))[:3])
+    whose = f"container {container}" if container else "the container"
+    return (f"the variables total {total:,} bytes (each NAME=value and its NUL), more than the {ENV_TOTAL_MAX_BYTES:,} "
+            f"a container's environment may take: {whose} receives its env, its secret_env values and the variables "
+            f"the program sets, the biggest: {biggest}; execve fails with E2BIG past ARG_MAX (2 MiB under the usual "
+            "8 MiB stack limit, execve(2)), which the command and the image's own variables share; put the data in a file")
+
+
+def env_size_problems(env: Mapping[str, str], secret_sizes: Mapping[str, int] | None = None,
+                      container: str | None = None) -> list[tuple[tuple[str, ...], str]]:
     """``(loc, message)`` for each ``NAME=value`` over ``ENV_STRING_MAX_BYTES`` (loc
-    ``(NAME,)``), or, when none is, one for the whole map (loc ``()``) when it totals more than
-    ``ENV_TOTAL_MAX_BYTES``; empty when the sizes fit. Lengths only: the stack file's first
-    check (``stacks.value_checks.size_problems``) runs it before anything parses a value."""
-    sizes = {name: _env_bytes(name, value) for name, value in env.items()}
+    ``(NAME,)``), or, when none is, one for the whole map (loc ``()``) when it and
+    ``secret_sizes`` (the container's other variables, by name: ``env_bytes`` of its secret_env
+    values) total more than ``ENV_TOTAL_MAX_BYTES`` (``env_total_problem``); empty when the sizes
+    fit. Lengths only: the stack file's first check (``stacks.value_checks.size_problems``) runs
+    it before anything parses a value."""
+    sizes = {name: env_bytes(name, utf8_bytes(value)) for name, value in env.items()}
     too_long = sorted(name for name, size in sizes.items() if size > ENV_STRING_MAX_BYTES)
     if too_long:
         return [((name,), ENV_STRING_TOO_LONG) for name in too_long]
-    total = sum(sizes.values())
-    if total > ENV_TOTAL_MAX_BYTES:
-        return [((), f"the variables total {total:,} bytes (each NAME=value and its NUL), more than the "
-                     f"{ENV_TOTAL_MAX_BYTES:,} a container's plain environment may take: execve fails with E2BIG "
-                     "past ARG_MAX (2 MiB under the usual 8 MiB stack limit, execve(2)), which the command, the "
-                     "image's own variables and the secrets share; put the data in a file")]
-    return []
+    problem = env_total_problem({**(secret_sizes or {}), **sizes}, container)
+    return [] if problem is None else [((), problem)]
 
 
 def tls_switched_off(name: str, value: str) -> str | None:
@@ -94,7 +118,7 @@ def tls_switched_off(name: str, value: str) -> str | None:
 
 
 def _weak_postgres(value: str) -> str | None:
-    """The sslmode of a Postgres URL or ``keyword=value`` string (``validation.connections.
+    """The sslmode of a Postgres URL or ``keyword=value`` string (``validation.conninfo.
     postgres_settings``) below verify-full when a host leaves the machine (any of several hosts;
     the ``host`` query parameter counts), or None. No sslmode is libpq's default, prefer."""
     settings = postgres_settings(value.strip())
@@ -118,10 +142,30 @@ def command_tls_off(command: str | list[str]) -> str | None:
     return None
 
 
+def command_tls_ambiguous(command: str | list[str]) -> str | None:
+    """The ``NAME=value`` assignment of a command that sets a TLS switch to a value the program
+    does not read as either on or off (``validation.connections.tls_switch_ambiguous``:
+    ``NODE_TLS_REJECT_UNAUTHORIZED=false``), as a message shows it, or None."""
+    for words in simple_commands(command):
+        for name, value in assignments(words):
+            if tls_switch_ambiguous(name, value):
+                return tls_setting_shown(name, value)
+    return None
+
+
+def _tls_problem(name: str, value: str) -> str | None:
+    """The message for env var ``name=value`` that switches TLS off (``tls_switched_off``) or is
+    ambiguous (``tls_switch_ambiguous``), or None."""
+    if (off := tls_switched_off(name, value)) is not None:
+        return f"{off} {TLS_OFF_FIX}"
+    return f"{tls_setting_shown(name, value)} {NODE_TLS_AMBIGUOUS}" if tls_switch_ambiguous(name, value) else None
+
+
 def check_env(env: dict[str, str]) -> dict[str, str]:
     """Plain env: valid names, sizes execve takes (``env_size_problems``: each ``NAME=value`` and
     its NUL at most ``ENV_STRING_MAX_BYTES``, all of them at most ``ENV_TOTAL_MAX_BYTES``), none
-    that switches TLS off (``tls_switched_off``) and none that holds a secret by its name.
+    that switches TLS off (``tls_switched_off``) or is ambiguous (``NODE_TLS_REJECT_UNAUTHORIZED``
+    other than 0 or 1) and none that holds a secret by its name.
 
     Raises ValueError for a bad name, and a ValidationError located at each variable too long,
     that switches TLS off or is named like a secret (pydantic nests it under the field:
@@ -133,12 +177,11 @@ def check_env(env: dict[str, str]) -> dict[str, str]:
         raise ValidationError.from_exception_data("env", [
             InitErrorDetails(type=PydanticCustomError("rule", message), loc=loc, input="[value not shown]")
             for loc, message in sized])
-    tls_off = {k: off for k, v in env.items() if (off := tls_switched_off(k, v))}
+    tls_off = {k: problem for k, v in env.items() if (problem := _tls_problem(k, v))}
     if tls_off:
         raise ValidationError.from_exception_data("env", [
-            InitErrorDetails(type=PydanticCustomError("rule", f"{off} {TLS_OFF_FIX}"), loc=(key,),
-                             input="[value not shown]")
-            for key, off in sorted(tls_off.items())])
+            InitErrorDetails(type=PydanticCustomError("rule", problem), loc=(key,), input="[value not shown]")
+            for key, problem in sorted(tls_off.items())])
     secret_like = sorted(k for k in env if looks_secret_name(k))
     if secret_like:
         raise ValidationError.from_exception_data("env", [

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 from stacks.collisions import stack_collisions
 from stacks.definition import SecretKey
 from stacks.engine_config import other_config_keys, plain_other_config, platform_config
+from stacks.env_totals import env_total_problems
 from stacks.environment import Environment
 from stacks.errors import CONFIG_NAMESPACE, ConfigError, describe_validation_error, key_path, show
 from stacks.other_stacks import shared_with_other_stacks
@@ -124,7 +125,8 @@ def validate_stack_config(
                 f"secret keys start with {', '.join(secret_prefixes)}){hint}"
             )
     values = {k: _parse_json_value(k, v, problems) for k, v in raw.items() if k in known_top}
-    sized = {key: size_problems(key, value, value) for key, value in values.items()}
+    secrets = {k: v for k, v in raw.items() if k not in known_top}
+    sized = {key: size_problems(key, value, value, secrets) for key, value in values.items()}
     # Sizes first, and a section with a string too big is checked no further: every later check
     # parses its strings, some in quadratic time (value_checks.size_problems).
     refused = {key for key, found in sized.items() if found}
@@ -207,6 +209,10 @@ def validate_stack_config(
     problems += stack_collisions(views, path_for, PRODUCTS, getattr(environment_view, "management", None))
     if stack is not None and not problems:
         problems += shared_with_other_stacks(stack, environment_view, views, path_for, PRODUCTS)
+    if not problems:
+        # The program's own variables count too, read from each product's plan (stacks.env_totals).
+        for name in products:
+            problems += env_total_problems(name, product_configs[name], environment, values[name], secrets)
 
     needed = required_secret_keys(environment_view, views, products)
     problems += unknown_secret_keys(raw, needed, registry, products)

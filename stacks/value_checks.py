@@ -10,10 +10,12 @@ import re
 from typing import Any, Iterable, Iterator, Mapping
 
 from components import wireguard
-from components.container_env import ENV_STRING_MAX_BYTES, command_tls_off, env_size_problems
+from components.container_env import (ENV_STRING_MAX_BYTES, command_tls_ambiguous, command_tls_off, env_bytes,
+                                      env_size_problems, utf8_bytes)
 from components.hostsetup.delivery import HEREDOC_MARKER
 from stacks.errors import CONFIG_NAMESPACE, key_path, shown_key
-from validation.connections import TLS_OFF_FIX, argument_credential, command_credential
+from stacks.provider_keys import ENGINE_KEYS, provider_keys
+from validation.connections import NODE_TLS_AMBIGUOUS, TLS_OFF_FIX, argument_credential, command_credential
 from validation.formats import control_characters, looks_secret_name, secret_parts, secret_value_kind
 
 
@@ -38,45 +40,56 @@ those or as something far shorter (a name, a hostname, a reason); the committed 
 longest is 195 bytes."""
 
 
-def _utf8_bytes(text: str) -> int:
-    # surrogatepass: pydantic refuses a lone surrogate (a YAML "\ud800" escape) as no valid string.
-    return len(text.encode("utf-8", "surrogatepass"))
+def _secret_env_sizes(container: Mapping, secrets: Mapping[str, Any]) -> dict[str, int]:
+    """``env_bytes`` of each ``secret_env`` variable of a container whose secret config value is
+    known (``secrets``: key without the namespace -> value, a string when it is known)."""
+    secret_env = container.get("secret_env")
+    if not isinstance(secret_env, Mapping):
+        return {}
+    return {name: env_bytes(name, utf8_bytes(secrets[key])) for name, key in secret_env.items()
+            if isinstance(name, str) and isinstance(key, str) and isinstance(secrets.get(key), str)}
 
 
-def _oversized(value: Any, loc: tuple = ()) -> Iterator[tuple[tuple, str]]:
+def _oversized(value: Any, loc: tuple = (), secrets: Mapping[str, Any] = {}) -> Iterator[tuple[tuple, str]]:
     too_big = (f"more than the {STRING_MAX_BYTES:,} a config string may be (Linux's MAX_ARG_STRLEN, the longest "
                "one argument or environment string a program can start with); shorten it or put the data in a file")
     if isinstance(value, Mapping):
         fits = {}
         for key, item in value.items():
-            if isinstance(key, str) and _utf8_bytes(key) > STRING_MAX_BYTES:
-                yield loc, f"has a key of {_utf8_bytes(key):,} bytes, {too_big}"
+            if isinstance(key, str) and utf8_bytes(key) > STRING_MAX_BYTES:
+                yield loc, f"has a key of {utf8_bytes(key):,} bytes, {too_big}"
             else:
                 fits[key] = item
+        if isinstance(fits.get("env"), Mapping):
+            env = {k: v for k, v in fits["env"].items() if isinstance(k, str) and isinstance(v, str)
+                   and utf8_bytes(k) <= STRING_MAX_BYTES}
+            name = fits.get("name") if isinstance(fits.get("name"), str) else None
+            yield from ((loc + ("env",) + at, message) for at, message in
+                        env_size_problems(env, _secret_env_sizes(fits, secrets), shown_key(name) if name else None))
         env = {k: v for k, v in fits.items() if isinstance(k, str) and isinstance(v, str)} \
             if loc and loc[-1] == "env" else {}
-        yield from ((loc + at, message) for at, message in env_size_problems(env))
         for key, item in fits.items():
             if key not in env:
-                yield from _oversized(item, loc + (key,))
+                yield from _oversized(item, loc + (key,), secrets)
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            yield from _oversized(item, loc + (index,))
-    elif isinstance(value, str) and _utf8_bytes(value) > STRING_MAX_BYTES:
-        yield loc, f"is {_utf8_bytes(value):,} bytes, {too_big}"
+            yield from _oversized(item, loc + (index,), secrets)
+    elif isinstance(value, str) and utf8_bytes(value) > STRING_MAX_BYTES:
+        yield loc, f"is {utf8_bytes(value):,} bytes, {too_big}"
 
 
-def size_problems(top: str, value: Any, document: Any) -> list[str]:
+def size_problems(top: str, value: Any, document: Any, secrets: Mapping[str, Any] = {}) -> list[str]:
     """What is too big in a top-level key's parsed value, by lengths alone, at each key path:
     a string or a key over ``STRING_MAX_BYTES``, an ``env`` map over
     ``components.container_env.env_size_problems`` (one ``NAME=value`` over MAX_ARG_STRLEN, or
-    too big a total).
+    the container's env and its ``secret_env`` values, from ``secrets`` (the stack's secret keys
+    without the namespace, a value a string when known), too big a total).
 
-    The first check of a stack file's values: the text checks parse strings (``shlex``,
-    quadratic in a word's length: a 5 MB env value was not refused after 15 minutes) and the
-    models and rules run regexes over them, so a section with any problem here is checked no
-    further (``stacks.config.validate_stack_config``)."""
-    return [f"{key_path(top, loc, document)}: {message}" for loc, message in _oversized(value)]
+    The first check of a stack file's values: the text checks parse strings and the models and
+    rules run regexes over them, so a section with any problem here is checked no further
+    (``stacks.config.validate_stack_config``). The variables the program adds are counted once
+    the config is valid (``stacks.env_totals``)."""
+    return [f"{key_path(top, loc, document)}: {message}" for loc, message in _oversized(value, (), secrets)]
 
 
 def string_problems(top: str, value: Any, document: Any) -> list[str]:
@@ -109,10 +122,13 @@ PASSWORD_IN_COMMAND_FIX = ("passes a password in plain text (value not shown), w
 
 
 def _command_problem(command: str | list[str]) -> str | None:
-    """What is wrong with one command: TLS switched off (``command_tls_off``) or a literal
-    secret (``validation.connections.command_credential``); None when nothing is."""
+    """What is wrong with one command: TLS switched off (``command_tls_off``), a TLS switch set
+    to a value read as neither on nor off (``command_tls_ambiguous``) or a literal secret
+    (``validation.connections.command_credential``); None when nothing is."""
     if (off := command_tls_off(command)) is not None:
         return f"{off} {TLS_OFF_FIX}"
+    if (ambiguous := command_tls_ambiguous(command)) is not None:
+        return f"{ambiguous} {NODE_TLS_AMBIGUOUS}"
     if (spelling := command_credential(command)) is not None:
         return f"{spelling} {PASSWORD_IN_COMMAND_FIX}"
     return None
@@ -239,13 +255,36 @@ def meant_key(key: str) -> str | None:
     return f"{close[0]}:{name}" if close else None
 
 
+def _provider_key_problem(key: str) -> str | None:
+    """What is wrong with a key of a provider's namespace that the provider does not read
+    (``stacks.provider_keys``: the keys of its installed SDK, and the engine's ``version`` and
+    ``pluginDownloadURL``), with the key it was likely meant to be; None for a key it reads."""
+    namespace, _, name = key.partition(":")
+    known = provider_keys(namespace)
+    if known is None or name in known or name in ENGINE_KEYS:
+        return None
+    close = [k for k in sorted(known) if k.lower() == name.lower()] or \
+        difflib.get_close_matches(name, sorted(known), n=1)
+    fix = f"did you mean {namespace}:{close[0]}?" if close else \
+        f"rename it, or remove it with `pulumi config rm {shown_key(key)}`"
+    reads = f"pulumi_{namespace}/config/vars.py reads {', '.join(sorted(known))}" if known else \
+        f"pulumi_{namespace} has no config module: the provider takes no settings"
+    return (f"{shown_key(key)}: unknown {namespace} provider key {shown_key(name)!r}, so nothing reads it "
+            f"(the installed SDK's {reads}); {fix}")
+
+
 def namespace_problems(keys: Iterable[str]) -> list[str]:
     """A config key (``namespace:name``, any but the ``platform:`` ones) whose namespace is none
-    of ``CONFIG_NAMESPACES``, named with the key it was likely meant to be (``meant_key``).
-    Names only: the keys of a known namespace are the provider's to judge."""
+    of ``CONFIG_NAMESPACES``, named with the key it was likely meant to be (``meant_key``), and
+    a key of a provider's namespace that its provider does not read (``digitalocean:tokne``,
+    ``_provider_key_problem``). Names only, never a value."""
     problems = []
     for key in sorted(keys, key=str):
         namespace = str(key).partition(":")[0]
+        if namespace in PROVIDER_NAMESPACES:
+            if (problem := _provider_key_problem(str(key))) is not None:
+                problems.append(problem)
+            continue
         if namespace in CONFIG_NAMESPACES:
             continue
         meant = meant_key(str(key))

@@ -231,6 +231,8 @@ def _observed(path: Path, stack: str, drawn_into: Path | None) -> list[dict]:
 
 def check(argv: list[str]) -> int:
     from policy.offline import evaluate, has_mandatory, report_text
+    from stacks.value_checks import STRING_MAX_BYTES
+    from synth.state import oversized_string
 
     args = _check_parser().parse_args(argv)
     try:
@@ -241,6 +243,10 @@ def check(argv: list[str]) -> int:
             raise _BadInput(f"{args.state} is the state of stack {own!r}, not {args.stack!r}; "
                             f"drop --stack or pass --stack {own}")
         config = _policy_config(args.config, args.stack or own or "")
+        if (oversized := oversized_string(document, STRING_MAX_BYTES)) is not None:
+            raise _BadInput(f"{args.state}: {oversized}, more than the {STRING_MAX_BYTES:,} a string may be "
+                            "(Linux's MAX_ARG_STRLEN, the config boundary's limit); the policy pack parses no "
+                            "string that size: shorten it or deliver the data as a file")
         violations = evaluate(document, config)
     except _BadInput as exc:
         return _fail(str(exc), args.debug)

@@ -65,6 +65,34 @@ def shape_problem(document: Any) -> str | None:
     return None
 
 
+def _long_strings(value: Any, path: str, limit: int) -> Iterator[tuple[str, int]]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if (size := len(str(key).encode("utf-8", "surrogatepass"))) > limit:
+                yield f"{path} (a key)", size
+            else:
+                yield from _long_strings(item, f"{path}.{key}", limit)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _long_strings(item, f"{path}[{index}]", limit)
+    elif isinstance(value, str) and (size := len(value.encode("utf-8", "surrogatepass"))) > limit:
+        yield path, size
+
+
+def oversized_string(document: dict[str, Any], limit: int) -> str | None:
+    """Where the first string of a resource's inputs or outputs, a value or a key, is over
+    ``limit`` UTF-8 bytes, and its size (``resources[2] (api).inputs.envs[0] is 200,000 bytes``),
+    or None. Lengths only: ``python -m synth check`` asks before the policy pack parses a string
+    (as shell words, URLs, connection strings), as the config boundary does
+    (``stacks.value_checks.size_problems``). ``document`` has passed ``shape_problem``."""
+    for index, resource in enumerate(document["resources"]):
+        for key in ("inputs", "outputs"):
+            name = f" ({resource['name']})" if len(resource["name"]) <= 63 else ""
+            for path, size in _long_strings(resource.get(key, {}), f"resources[{index}]{name}.{key}", limit):
+                return f"{path} is {size:,} bytes"
+    return None
+
+
 class State:
     """A read-only view of ``{"resources": [...], "outputs": {...}}`` with lookups by type and name."""
 

@@ -489,13 +489,16 @@ def test_a_key_nothing_reads_is_one_line_with_the_key_it_meant(stack_document, w
 
 
 def test_the_providers_and_pulumis_own_keys_pass(stack_document, write_stack):
+    """Keys the providers read (their SDKs' config, ``stacks.provider_keys``) and the engine's
+    ``<provider>:version``; a made-up key of a provider is refused (tests/test_boundary_findings.py)."""
     from synth.stackfile import load_stack_config
 
     document = stack_document("staging")
     document["config"].update({"digitalocean:token": {"secure": "v1:abc"}, "cloudflare:apiToken": {"secure": "v1:def"},
                                "pulumi:template": "python", "pulumi:disable-default-providers": ["*"],
-                               "docker:host": "ssh://deploy@203.0.113.5", "tls:x": "y", "random:x": "y",
-                               "command:x": "y", "minio:minioServer": "s3.example.com"})
+                               "docker:host": "ssh://deploy@203.0.113.5", "tls:proxy": {"fromEnv": True},
+                               "random:version": "4.21.4", "command:version": "1.2.1",
+                               "minio:minioServer": "s3.example.com"})
     assert load_stack_config("staging", write_stack(document), PROJECT_ROOT).products
 
 

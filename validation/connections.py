@@ -1,18 +1,16 @@
-"""Connection settings parsed rather than matched, shared by the config boundary and the policy
-pack: shell words (``shlex``), libpq connection strings (URLs and ``keyword=value``), hosts
-(``ipaddress``), and the client switches that turn TLS verification off or put a password on a
-command line."""
+"""Commands and settings parsed rather than matched, shared by the config boundary and the policy
+pack: shell words (``validation.shell_words``), the client switches that turn TLS verification
+off or put a password on a command line, and the TLS switches of an environment. Hosts and
+Postgres connection strings are ``validation.conninfo``'s."""
 
 from __future__ import annotations
 
-import ipaddress
 import os.path
 import re
-import shlex
 from typing import Iterator, Optional
-from urllib.parse import parse_qs, unquote, urlsplit
 
 from validation.formats import looks_secret_name
+from validation.shell_words import shell_tokens
 
 # --- shell words ------------------------------------------------------------------------------
 
@@ -22,15 +20,9 @@ _SHELLS = {"sh", "bash", "dash", "ash", "zsh", "ksh"}
 _ASSIGNMENT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$", re.DOTALL)
 
 
-def _tokens(text: str) -> list[str]:
-    """POSIX shell tokens of ``text``, quotes removed, operators and newlines as their own tokens.
-    Text shlex cannot split (an unclosed quote) falls back to whitespace splitting per line."""
-    lexer = shlex.shlex(text, posix=True, punctuation_chars=";&|()<>\n")
-    lexer.whitespace, lexer.commenters, lexer.whitespace_split = " \t\r", "", True
-    try:
-        return list(lexer)
-    except ValueError:
-        return [t for line in text.splitlines() for t in (*line.split(), "\n")]
+# POSIX shell tokens, quotes removed, operators and newlines their own tokens: shlex's grammar in
+# linear time (a 128 KB word cost shlex 0.7 s).
+_tokens = shell_tokens
 
 
 def simple_commands(words_or_text: str | list[str], depth: int = 0, nested: bool = True,
@@ -202,89 +194,6 @@ def argument_credential(value: str, mask: str = "") -> Optional[str]:
     return None
 
 
-# --- hosts and libpq connection strings ------------------------------------------------------
-
-def is_local_host(host: str) -> bool:
-    """``host`` never leaves the machine: empty or a path (a Unix socket), exactly
-    ``localhost``, or a loopback address (127.0.0.0/8, ::1). ``localhost.example.com`` is a
-    name like any other."""
-    host = unquote(host or "").strip().strip("[]").lower()
-    if not host or host.startswith("/") or host.startswith("@"):
-        return True
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-# libpq's connection keywords (PostgreSQL docs 32.1.2, "Parameter Key Words").
-LIBPQ_KEYWORDS = frozenset({
-    "host", "hostaddr", "port", "dbname", "user", "password", "passfile", "require_auth", "channel_binding",
-    "connect_timeout", "client_encoding", "options", "application_name", "fallback_application_name",
-    "keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count", "tcp_user_timeout",
-    "replication", "gssencmode", "sslmode", "requiressl", "sslnegotiation", "sslcompression", "sslcert",
-    "sslkey", "sslpassword", "sslcertmode", "sslrootcert", "sslcrl", "sslcrldir", "sslsni",
-    "requirepeer", "ssl_min_protocol_version", "ssl_max_protocol_version", "krbsrvname", "gsslib",
-    "gssdelegation", "service", "target_session_attrs", "load_balance_hosts"})
-_CONNINFO_PAIR = re.compile(r"\s*([A-Za-z_]+)\s*=\s*('(?:[^'\\]|\\.)*'|(?:[^\s'\\]|\\.)*)")
-
-
-def parse_conninfo(text: str) -> Optional[dict[str, str]]:
-    """A libpq ``keyword = value`` connection string as a dict, or None when ``text`` is not one
-    (every pair's keyword must be libpq's, and there must be two pairs or more). The grammar is
-    libpq's (PostgreSQL docs 32.1.1.1): spaces around ``=`` are allowed, a value is single-quoted
-    when it holds spaces, and a backslash escapes ``'`` or ``\\``."""
-    pairs, position = {}, 0
-    text = text.strip()
-    while position < len(text):
-        match = _CONNINFO_PAIR.match(text, position)
-        if not match or match.end() == position or match.group(1).lower() not in LIBPQ_KEYWORDS:
-            return None
-        value = match.group(2)
-        if value.startswith("'"):
-            value = value[1:-1]
-        pairs[match.group(1).lower()] = re.sub(r"\\(.)", r"\1", value)
-        position = match.end()
-        while position < len(text) and text[position].isspace():
-            position += 1
-    return pairs if len(pairs) >= 2 else None
-
-
-def url_hosts(netloc: str) -> list[str]:
-    """The hosts of a libpq URL's authority, which may list several: ``u@h1:5432,[::1]:6432``."""
-    hosts = []
-    for part in netloc.rpartition("@")[2].split(","):
-        if part.startswith("["):
-            hosts.append(part[1:part.find("]")] if "]" in part else part[1:])
-        else:
-            hosts.append(part.rpartition(":")[0] if ":" in part else part)
-    return hosts
-
-
-def postgres_settings(text: str) -> Optional[dict[str, object]]:
-    """``{"hosts": [...], "sslmode": str | None, "password": bool}`` of a Postgres connection
-    string, a ``postgres[ql]://`` URL (hosts from the authority, comma-separated, and from the
-    ``host``/``hostaddr`` query parameters, which libpq lets override it) or a ``keyword=value``
-    string; None for anything else. A socket path or no host at all is ``""`` (local)."""
-    if re.match(r"(?i)postgres(ql)?://", text):
-        try:
-            url = urlsplit(text)
-        except ValueError:
-            return None
-        query = {k.lower(): v for k, v in parse_qs(url.query, keep_blank_values=True).items()}
-        hosts = [h for value in query.get("host", []) + query.get("hostaddr", []) for h in value.split(",")]
-        hosts = hosts or url_hosts(url.netloc)
-        password = bool(url.password) or any(query.get("password", []))
-        return {"hosts": hosts, "sslmode": (query.get("sslmode") or [None])[-1], "password": password}
-    pairs = parse_conninfo(text)
-    if pairs is None:
-        return None
-    hosts = [h for key in ("host", "hostaddr") for h in pairs.get(key, "").split(",") if key in pairs] or [""]
-    return {"hosts": hosts, "sslmode": pairs.get("sslmode"), "password": bool(pairs.get("password"))}
-
-
 # --- TLS switches in env (the config boundary's components.container_env and the policy pack's
 # platform-connection-disallow-tls-disabled judge them alike, CWE-295 and CWE-319) ------------
 
@@ -337,10 +246,13 @@ def tls_switch_off(name: str, value: str) -> bool:
     absolute path (a CA bundle: requests' ``verify=``), an off switch set to anything but a
     false word, TLS_REQCERT other than demand or hard, ``GIT_SSL_NO_VERIFY`` with any value (git
     reads only whether it is set), ``PYTHONHTTPSVERIFY=0`` (PEP 493) and
-    ``NODE_TLS_REJECT_UNAUTHORIZED=0``."""
+    ``NODE_TLS_REJECT_UNAUTHORIZED`` exactly ``0``, the one value Node reads as off (any other
+    is ``tls_switch_ambiguous``)."""
     setting = value.strip()
     kind = tls_switch_kind(name)
-    if name == "GIT_SSL_NO_VERIFY" or (name in ("PYTHONHTTPSVERIFY", "NODE_TLS_REJECT_UNAUTHORIZED") and setting == "0"):
+    if name == NODE_TLS_SWITCH:
+        return value == "0"
+    if name == "GIT_SSL_NO_VERIFY" or (name == "PYTHONHTTPSVERIFY" and setting == "0"):
         return True
     if kind == "sslmode":
         return setting != "verify-full" and setting.lower() not in _CASELESS_SSLMODES
@@ -351,6 +263,19 @@ def tls_switch_off(name: str, value: str) -> bool:
     if kind == "on":
         return not (setting.lower() in TLS_TRUE_WORDS or setting.startswith("/"))
     return False
+
+
+NODE_TLS_SWITCH = "NODE_TLS_REJECT_UNAUTHORIZED"
+NODE_TLS_AMBIGUOUS = ('is neither 1 nor unset: Node turns certificate verification off only when '
+                      f'{NODE_TLS_SWITCH} is exactly "0" and keeps it on for any other value, so this one '
+                      'reads as a switch it is not; remove it, or set it to 1')
+"""The fix for ``tls_switch_ambiguous`` (config boundary and policy pack alike)."""
+
+
+def tls_switch_ambiguous(name: str, value: str) -> bool:
+    """``NODE_TLS_REJECT_UNAUTHORIZED`` set to anything but ``0`` (``tls_switch_off``) or ``1``: Node
+    disables verification only when the value equals "0" (Node docs), so ``false`` keeps it on."""
+    return name == NODE_TLS_SWITCH and value not in ("0", "1")
 
 
 TLS_OFF_IN_TEXT = re.compile(

@@ -11,7 +11,8 @@ from policy.rules.base import (CRITICAL, MANDATORY, SECRET_MASK, T_APP, T_COMMAN
                                Case, resource_policy, walk_strings, DO)
 from policy.rules.fixtures import container, doc, res
 from policy.rules.paths import where
-from validation.connections import argument_credential, parse_conninfo, password_argument, secret_assignments
+from validation.connections import argument_credential, password_argument, secret_assignments
+from validation.conninfo import parse_conninfo
 from validation.formats import KNOWN_TOKENS
 
 # Names that say secret: the words anywhere, and the short suffixes (DB_PW, SMTP_PASS, X_KEY)

@@ -12,8 +12,9 @@ from policy.rules.base import (HIGH, MANDATORY, T_APP, T_COMMAND, T_CONTAINER, C
                                walk_strings)
 from policy.rules.fixtures import container, doc, res, script
 from policy.rules.paths import value_at, where
-from validation.connections import (TLS_OFF_IN_TEXT, assignments, insecure_client, is_local_host, postgres_settings,
-                                    simple_commands, tls_setting_shown, tls_switch_off, url_hosts)
+from validation.connections import (NODE_TLS_AMBIGUOUS, TLS_OFF_IN_TEXT, assignments, insecure_client, simple_commands,
+                                    tls_setting_shown, tls_switch_ambiguous, tls_switch_off)
+from validation.conninfo import is_local_host, postgres_settings, url_hosts
 
 
 def urls(props):
@@ -27,7 +28,7 @@ def urls(props):
 
 
 def _remote_host(hosts, docker_names_local=False):
-    """The first of a connection's ``hosts`` that leaves the machine (``validation.connections.
+    """The first of a connection's ``hosts`` that leaves the machine (``validation.conninfo.
     is_local_host``: only ``localhost``, loopback and sockets stay), or None. With
     ``docker_names_local``, a dotless name that is not an address (a container on the same
     Docker network, resolved by Docker's DNS) stays local."""
@@ -46,7 +47,7 @@ def _remote(url, docker_names_local=False):
 def postgres_strings(props):
     """(path, "URL" or "connection string", settings) of every Postgres connection in every input:
     URLs anywhere in a string, and libpq ``keyword=value`` strings as a whole input, an env var's
-    value or one shell word (``validation.connections.postgres_settings``)."""
+    value or one shell word (``validation.conninfo.postgres_settings``)."""
     seen = set()
     for path, text in walk_strings(props):
         for match in URL.finditer(text):
@@ -138,7 +139,7 @@ resource_policy(
 
 TLS_OFF = [
     (TLS_OFF_IN_TEXT, "{0}"),
-    (re.compile(r"\bNODE_TLS_REJECT_UNAUTHORIZED=0\b"), "NODE_TLS_REJECT_UNAUTHORIZED=0"),
+    (re.compile(r"\bNODE_TLS_REJECT_UNAUTHORIZED=0(?![\w.-])"), "NODE_TLS_REJECT_UNAUTHORIZED=0"),
     (re.compile(r"\bPGSSLMODE=(?![\"']?verify-full(?![\w-]))[\"']?([^\s;&\"']*)"), "PGSSLMODE={0}"),
     (re.compile(r"\bPYTHONHTTPSVERIFY=0\b"), "PYTHONHTTPSVERIFY=0"),
     (re.compile(r"\bGIT_SSL_NO_VERIFY="), "GIT_SSL_NO_VERIFY"),
@@ -166,15 +167,21 @@ def env_pairs(props):
 
 
 def _check_tls_disabled(props, args):
-    found = {}
+    found, ambiguous = {}, {}
     for path, text in walk_strings(props):
         for pattern, label in TLS_OFF:
             match = pattern.search(text)
             if match:
                 found.setdefault(path, []).append(label.format(next((g for g in match.groups() if g is not None), match.group(0).strip())))
-    for path, name, value in env_pairs(props):
+
+    def judge(path, name, value):
         if tls_switch_off(name, value):
             found.setdefault(path, []).append(tls_setting_shown(name, value))
+        elif tls_switch_ambiguous(name, value):
+            ambiguous.setdefault(path, {})[tls_setting_shown(name, value)] = None
+
+    for path, name, value in env_pairs(props):
+        judge(path, name, value)
     for path, kind, settings in postgres_strings(props):
         if str(settings["sslmode"]).lower() in ("disable", "allow", "prefer"):
             found.setdefault(path, []).append(f"sslmode={settings['sslmode']}")
@@ -182,14 +189,15 @@ def _check_tls_disabled(props, args):
         if insecure_client(words):
             found.setdefault(path, []).append(INSECURE_CLIENT)
         for name, value in assignments(words):
-            if tls_switch_off(name, value):
-                found.setdefault(path, []).append(tls_setting_shown(name, value))
+            judge(path, name, value)
     for path, shown in found.items():
         # One message per setting: the pattern's GIT_SSL_NO_VERIFY and the parser's
         # GIT_SSL_NO_VERIFY=... are one finding.
         for label in dict.fromkeys(shown):
             if not any(label.startswith(f"{other}=") for other in shown):
                 yield f"{where(props, path)} disables TLS or its verification ({label})"
+    for path, shown in ambiguous.items():
+        yield from (f"{where(props, path)} sets {label}, which {NODE_TLS_AMBIGUOUS}" for label in shown)
 
 
 resource_policy(
@@ -216,6 +224,11 @@ resource_policy(
                   "envs[4] (MINIO_INSECURE) disables TLS or its verification (MINIO_INSECURE=true)"]),
                 (doc(res(T_APP, "app", {"spec": {"services": [{"envs": [{"key": "DB_SSL", "value": "0"}]}]}})),
                  ["spec.services[0].envs[0].value (DB_SSL) disables TLS or its verification (DB_SSL=0)"]),
+                # Node reads only "0" as off: "false" keeps verification on but reads as off.
+                (doc(container(envs=["NODE_TLS_REJECT_UNAUTHORIZED=false"],
+                               command=["sh", "-c", "NODE_TLS_REJECT_UNAUTHORIZED=no node m.js"])),
+                 [f"envs[0] (NODE_TLS_REJECT_UNAUTHORIZED) sets NODE_TLS_REJECT_UNAUTHORIZED=false, which {NODE_TLS_AMBIGUOUS}",
+                  f"command[2] sets NODE_TLS_REJECT_UNAUTHORIZED=no, which {NODE_TLS_AMBIGUOUS}"]),
                 (doc(container(envs=["PGSSLMODE=no-verify", "DATABASE_SSL=n", "NODE_OPTIONS=--tls-min-v1.0"])),
                  ["envs[0] (PGSSLMODE) disables TLS or its verification (PGSSLMODE=no-verify)",
                   "envs[2] (NODE_OPTIONS) disables TLS or its verification (--tls-min-v1.0)",
