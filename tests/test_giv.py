@@ -162,7 +162,7 @@ def test_every_app_spec_key_is_a_provider_input(stack_document):
 # the branch a site follows, the production flag of a database attachment, and hashes of
 # scripts (compared through their text instead).
 ALLOWED_KEYS = {"size", "nodeCount", "instanceSizeSlug", "instanceCount", "autoscaling", "ipRange",
-                "retentionDays", "lockDays", "maxAge", "environment", "backups", "backupPolicy",
+                "retentionDays", "lockDays", "maxAge", "maxAgeSeconds", "environment", "backups", "backupPolicy",
                 "branch", "production", "triggers"}
 NAMES = [("staging.", ""), ("www.", ""), ("krogiving-media-staging", "krogiving-media"),
          ("krogiving-staging", "krogiving"), ("giv-staging", "giv-prod"), ("env-staging", "env-prod"),

@@ -48,7 +48,10 @@ def test_a_copy_of_staging_as_a_third_stack_is_refused_naming_every_shared_name(
         "platform:pencom.backup.bucket: R2 bucket pencom-staging-backup-wal",
     ]:
         assert any(line.strip().startswith(f"- {expected}") for line in shared), expected
-    assert sum(" R2 bucket " in line for line in shared) == 17
+    # 17 backup buckets and each product's session archive (<backup.bucket>-sessions)
+    assert sum(" R2 bucket " in line for line in shared) == 21
+    assert any(line.strip().startswith("- platform:kro.backup.bucket: R2 bucket kro-staging-backups-sessions")
+               for line in shared), shared
     assert not [line for line in out.splitlines() if "stack prod" in line]
 
 
@@ -60,7 +63,7 @@ def test_an_unreadable_other_stack_file_is_skipped_with_a_note(tmp_path, capsys)
     environment, views, _ = stack_views(_qa_copy(tmp_path), PRODUCTS)
     found = list(shared_with_other_stacks("qa", environment, views, lambda top: lambda loc: key_path(top, loc),
                                           PRODUCTS, project_dir=tmp_path))
-    assert len(found) == 39 and all("is also in stack staging" in p for p in found)
+    assert len(found) == 43 and all("is also in stack staging" in p for p in found)
     notes = capsys.readouterr().err.splitlines()
     assert [n.split(" is skipped")[0] for n in notes] == ["note: Pulumi.broken.yaml", "note: Pulumi.list.yaml"]
 

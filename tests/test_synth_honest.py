@@ -55,8 +55,8 @@ def test_preview_leaves_scripts_built_from_new_resources_unknown(stack):
     # datastore init depend on resources that do not exist before the first up. Pencom's
     # admin-session log scripts deliver the session CA (and the collector's certificate and
     # key) that the program's own tls resources create; every management endpoint's WireGuard
-    # script, its generated key.
-    delivery = re.compile(r"-(files|secrets)-|-session-(shipping|collector)$|-setup-wireguard$")
+    # script, its generated key; every session archive's install, its bucket token.
+    delivery = re.compile(r"-(files|secrets)-|-session-(shipping|collector)$|-setup-wireguard$|-session-archive-install$")
     assert {n for n in unknown if delivery.search(n)} and {n for n in unknown if n.endswith("-backup-credentials")}
     assert all(delivery.search(n) or n.endswith(("-backup-credentials", "-init")) for n in unknown), unknown
     # A service's plain config is its own resource: known, so a preview shows its diff.
@@ -66,8 +66,10 @@ def test_preview_leaves_scripts_built_from_new_resources_unknown(stack):
         # their TLS material, its mutual-TLS terminator and three sidecars their secrets (a
         # certificate travels with its key, so their nginx.conf stays known, as V-EdFinance's
         # pg_hba.conf does), the four management endpoints (KRO, GIV's ops droplet, Pencom's
-        # edge, V-EdFinance) their keys
-        assert len(unknown) == 53
+        # edge, V-EdFinance) their keys, the four session archives their tokens
+        assert len(unknown) == 57
+        assert sorted(n for n in unknown if n.endswith("-session-archive-install")) == [
+            f"{p}-{stack}-session-archive-install" for p in ("giv", "kro", "pencom", "vedfinance")]
         assert f"vedfinance-{stack}-files-postgres" not in unknown
         assert f"pencom-{stack}-app-files-mtls-gateway" not in unknown
 
