@@ -14,10 +14,9 @@ from components.backupscripts.generations import REPOSITORIES
 from components.backupscripts import (ENV_DIR, MEASURED_RESTORE_SECONDS, STATE_ROOT, TEXTFILE_DIR,
                                       BackupJob, connection_environment, effective_rpo_minutes,
                                       render_units, scripts, spread_calendar)
-from components.r2_token import bucket_token
+from components.r2 import abort_incomplete_uploads, age_lock_rule, bucket_token
 from components.remote import SshTarget, run_script
 
-DAY = 86400
 
 
 # Debian packages every job needs on its runner (restic stores, jq reads restic's JSON), and
@@ -116,22 +115,14 @@ class R2Backup(pulumi.ComponentResource):
             rules=[
                 # No age-based expiry: a restic repository's config, keys and still-referenced
                 # packs are old objects; retention is restic forget --keep-within.
-                cloudflare.R2BucketLifecycleRuleArgs(
-                    id="abort-incomplete-uploads", enabled=True,
-                    conditions=cloudflare.R2BucketLifecycleRuleConditionsArgs(prefix=""),
-                    abort_multipart_uploads_transition=cloudflare.R2BucketLifecycleRuleAbortMultipartUploadsTransitionArgs(
-                        condition=cloudflare.R2BucketLifecycleRuleAbortMultipartUploadsTransitionConditionArgs(
-                            type="Age", max_age=DAY))),
+                abort_incomplete_uploads(),
             ],
             opts=child)
         if args.lock_days:
             cloudflare.R2BucketLock(
                 f"{name}-lock", account_id=args.account_id, bucket_name=self.bucket.name,
-                rules=[cloudflare.R2BucketLockRuleArgs(
-                    id=f"retain-{prefix.strip('/').replace('/', '-')}", enabled=True, prefix=prefix,
-                    condition=cloudflare.R2BucketLockRuleConditionArgs(
-                        type="Age", max_age_seconds=args.lock_days * DAY))
-                    for prefix in LOCKED_PREFIXES["pitr" if job.kind == "pitr" else "default"]],
+                rules=[age_lock_rule(f"retain-{prefix.strip('/').replace('/', '-')}", prefix, args.lock_days)
+                       for prefix in LOCKED_PREFIXES["pitr" if job.kind == "pitr" else "default"]],
                 opts=child)
 
         credentials = bucket_token(f"{name}-token", args.account_id, self.bucket,

@@ -148,6 +148,11 @@ def alert_rules(backup_jobs: Sequence[str] = ()) -> list[dict]:
         _rule("SessionArchivePending", "platform_session_archive_pending_files > 0", "10m", "critical",
               "admin-session records on {{ $labels.instance }} have not reached the locked archive for "
               "10 minutes: see `journalctl -u platform-session-archive`"),
+        # A timer that never ran, or an intruder who stopped it and removed its metrics, leaves no
+        # series for the two rules around this one to see.
+        _rule("SessionArchiveMissing", "absent(platform_session_archive_last_run_timestamp_seconds)", "15m",
+              "critical", "no host reports its admin-session archive uploader for 15 minutes: is "
+              "platform-session-archive.timer installed and running?"),
         _rule("SessionArchiveStale", "time() - platform_session_archive_last_run_timestamp_seconds > 600",
               "0m", "warning", "the admin-session archive uploader on {{ $labels.instance }} has not run "
               "for 10 minutes: is platform-session-archive.timer enabled?"),

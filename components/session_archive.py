@@ -11,10 +11,9 @@ import pulumi_cloudflare as cloudflare
 
 from components import hostsetup
 from components.hostsetup.session_archive import render_archive_environment, session_archive_section
-from components.r2_token import bucket_token
+from components.r2 import DAY, abort_incomplete_uploads, age_lock_rule, bucket_token
 from components.remote import SshTarget, run_script
 
-DAY = 86400
 
 
 @dataclass(frozen=True)
@@ -35,7 +34,8 @@ class SessionArchiveArgs:
     host_ready: Sequence[pulumi.Resource] = field(default_factory=tuple)
     """What must exist on the host first (its setup, which installs rsyslog)."""
     protect: bool = False
-    """Protect the bucket and retain it if removed from the program (prod)."""
+    """Protect the bucket, its lock and its lifecycle, and retain the bucket if removed from the
+    program (prod)."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.retention_days <= 3650:
@@ -56,16 +56,15 @@ class SessionArchive(pulumi.ComponentResource):
     def __init__(self, name: str, args: SessionArchiveArgs, opts: Optional[pulumi.ResourceOptions] = None):
         facts = {"bucket": args.bucket_name, "lockDays": args.retention_days, "prefix": args.prefix}
         super().__init__("platform:components:SessionArchive", name, dict(facts), opts)
-        child = pulumi.ResourceOptions(parent=self)
+        # In prod the lock and the lifecycle are protected like the bucket: deleting the lock
+        # resource would lift the lock (a token with bucket-configuration rights can).
+        child = pulumi.ResourceOptions(parent=self, protect=args.protect)
         self.bucket = cloudflare.R2Bucket(
             f"{name}-bucket", account_id=args.account_id, name=args.bucket_name, location=args.location,
             opts=pulumi.ResourceOptions(parent=self, protect=args.protect, retain_on_delete=args.protect))
         cloudflare.R2BucketLock(
             f"{name}-lock", account_id=args.account_id, bucket_name=self.bucket.name,
-            rules=[cloudflare.R2BucketLockRuleArgs(
-                id="retain-sessions", enabled=True, prefix="",
-                condition=cloudflare.R2BucketLockRuleConditionArgs(
-                    type="Age", max_age_seconds=args.retention_days * DAY))],
+            rules=[age_lock_rule("retain-sessions", "", args.retention_days)],
             opts=child)
         cloudflare.R2BucketLifecycle(
             f"{name}-lifecycle", account_id=args.account_id, bucket_name=self.bucket.name,
@@ -76,12 +75,7 @@ class SessionArchive(pulumi.ComponentResource):
                     delete_objects_transition=cloudflare.R2BucketLifecycleRuleDeleteObjectsTransitionArgs(
                         condition=cloudflare.R2BucketLifecycleRuleDeleteObjectsTransitionConditionArgs(
                             type="Age", max_age=(args.retention_days + 1) * DAY))),
-                cloudflare.R2BucketLifecycleRuleArgs(
-                    id="abort-incomplete-uploads", enabled=True,
-                    conditions=cloudflare.R2BucketLifecycleRuleConditionsArgs(prefix=""),
-                    abort_multipart_uploads_transition=cloudflare.R2BucketLifecycleRuleAbortMultipartUploadsTransitionArgs(
-                        condition=cloudflare.R2BucketLifecycleRuleAbortMultipartUploadsTransitionConditionArgs(
-                            type="Age", max_age=DAY))),
+                abort_incomplete_uploads(),
             ],
             opts=child)
         credentials = bucket_token(f"{name}-token", args.account_id, self.bucket,

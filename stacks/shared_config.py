@@ -159,7 +159,9 @@ def backup_bucket_findings(backup: Any, labels: Sequence[str], field: str = "bac
         name = f"{backup.bucket}-{label.replace('_', '-')}" if label else backup.bucket
         problem = r2_bucket_problem(name)
         if problem:
-            yield Finding((field, "bucket"), f"{problem} (derived for the {label or 'backup'} backup)")
+            what = ("the admin-session archive" if label == SESSION_ARCHIVE_LABEL
+                    else f"the {label or 'backup'} backup")
+            yield Finding((field, "bucket"), f"{problem} (derived for {what})")
 
 
 def derived_buckets(backup: Any, labels: Sequence[str], field: str = "backup") -> list:

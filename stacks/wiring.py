@@ -161,6 +161,8 @@ def backup_job_name(stack: str, label: str) -> str:
 
 SESSION_ARCHIVE_LABEL = "sessions"
 """The label of the admin-session archive's bucket, ``<backup.bucket>-sessions``."""
+SESSION_LABEL_TAKEN = ("its backup bucket would be <backup.bucket>-sessions, the admin-session archive's "
+                       "(one bucket, one lock: the archive's would block restic's deletes); rename the database")
 
 
 def backup_bucket_name(bucket: str, label: str) -> str:

@@ -91,6 +91,7 @@ RULE_TESTS = [
      f"{20 * 86400}x200", f"{25 * 86400}x200", "2h"),
     ("EndpointDown", 'probe_success{job="blackbox-http", instance="https://x"}', "0x20", "1x20", "10m"),
     ("SessionArchivePending", 'platform_session_archive_pending_files{instance="a"}', "3x20", "0x20", "15m"),
+    ("SessionArchiveMissing", 'platform_session_archive_last_run_timestamp_seconds', "_x30", "1+60x30", "20m"),
     ("SessionArchiveStale", 'platform_session_archive_last_run_timestamp_seconds{instance="a"}', "0x20",
      "0+60x20", "15m"),
 ]

@@ -412,3 +412,13 @@ def test_a_service_url_to_its_own_node_is_no_route_to_another_host(prod_state, m
     assert violations == [{"policy": name, "level": "mandatory", "urn": payments["urn"], "message":
                            f"envs[{index}] (LEDGER_URL) routes plain HTTP to 10.40.0.13:4000 on another host; "
                            "call it through the mutual-TLS sidecar (http://<caller>-mtls:<port>)"}]
+
+
+def test_an_indefinite_session_archive_lock_is_longer_than_any_floor_and_a_prefix_lock_is_none():
+    from policy.rules.management import _HOST, _archive
+
+    name = "platform-sessions-enable-off-host-archive"
+    assert run(name, doc(_HOST, *_archive(1, kind="Indefinite")), config={"production": True}) == []
+    prefixed = _archive(30)
+    prefixed[-1]["inputs"]["rules"][0]["prefix"] = "kro-prod/"
+    assert len(run(name, doc(_HOST, *prefixed), config={"production": True})) == 2

@@ -15,14 +15,14 @@ import time
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
 
 from components import hostsetup
 from components.hostsetup.session_archive import (render_archive_environment, render_archive_script,
                                                   render_archive_spool, render_archive_units)
 from rehearsal.services.processes import lock_bucket
 from tests.conftest import require_root, require_tool
-from tests.test_session_logging import RECORD, Rsyslogd, _ca, _check, _free_port, _leaf, _pem, _wait_for
+from tests.test_session_logging import (RECORD, Rsyslogd, _check, _free_port, _wait_for, collector_tls,
+                                        stop_process)
 
 pytestmark = pytest.mark.realtool
 
@@ -60,8 +60,10 @@ def test_the_hosts_own_session_lines_go_to_the_current_minutes_spool_file_and_no
         subprocess.run(["logger", "-u", str(sock), "-p", "local6.info", "-t", "audisp-syslog", RECORD], check=True)
         subprocess.run(["logger", "-u", str(sock), "-p", "auth.info", "-t", "sshd",
                         "Accepted publickey for ops from 10.8.0.2 port 50000 ssh2: ID engineer@example.com"], check=True)
+        subprocess.run(["logger", "-u", str(sock), "-p", "auth.info", "-t", "sshd-session",
+                        "Accepted publickey for ops from 10.8.0.2 port 50001 ssh2: ID newer@example.com"], check=True)
         subprocess.run(["logger", "-u", str(sock), "-p", "user.info", "-t", "cron", "not a session"], check=True)
-        assert _wait_for(lambda: sum(len(f.read_text().splitlines()) for f in spool.glob("*.log")) >= 2)
+        assert _wait_for(lambda: sum(len(f.read_text().splitlines()) for f in spool.glob("*.log")) >= 3)
         time.sleep(1)
     finally:
         rsyslogd.stop()
@@ -69,24 +71,17 @@ def test_the_hosts_own_session_lines_go_to_the_current_minutes_spool_file_and_no
     assert [f.name for f in files] in ([before], [before, _minute()]), files
     assert oct(files[0].stat().st_mode & 0o777) == "0o600"
     lines = "".join(f.read_text() for f in files).splitlines()
-    assert len(lines) == 2, lines
+    assert len(lines) == 3, lines  # OpenSSH 9.8 and later log logins as sshd-session
     stamp, sender, _host, tag, *_ = lines[0].split(" ")
     assert datetime.datetime.fromisoformat(stamp) and sender == "127.0.0.1" and tag == "audisp-syslog:", lines[0]
-    assert 'a1="/etc/shadow"' in lines[0] and "ID engineer@example.com" in lines[1]
+    assert 'a1="/etc/shadow"' in lines[0] and "ID engineer@example.com" in lines[1] and "ID newer@" in lines[2]
 
 
 def test_an_archiving_collector_spools_what_another_host_sends(tmp_path):
     """A host's forwarding drop-in, over TLS, to a collector rendered with ``archive=True`` and
     the spool's drop-in: the record is in the collector's log and in its spool."""
     require_root("rsyslogd writes its queue and binds as root")
-    ca_key, ca_cert = _ca("archive test CA")
-    key, cert = _leaf(ca_key, ca_cert, "sessions.test")
-    tls = tmp_path / "tls"
-    tls.mkdir()
-    (tls / "ca.pem").write_bytes(_pem(ca_cert))
-    (tls / "collector.pem").write_bytes(_pem(cert))
-    (tls / "collector.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                          serialization.NoEncryption()))
+    tls, _ = collector_tls(tmp_path / "tls")
     port, logs, spool, sock = _free_port(), tmp_path / "logs", tmp_path / "spool", tmp_path / "host.sock"
     collector = Rsyslogd(tmp_path / "collector", hostsetup.render_session_collector(
         "127.0.0.1", port=port, log_dir=str(logs), tls_dir=str(tls), archive=True) + render_archive_spool(str(spool)))
@@ -133,12 +128,7 @@ class S3Server:
         return {o["Key"]: self.client.get_object(Bucket=BUCKET, Key=o["Key"])["Body"].read() for o in listed}
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process)
         self.log.close()
 
 
@@ -186,7 +176,7 @@ def test_ended_minutes_are_uploaded_then_removed_and_the_current_minute_stays(tm
         return
     assert s3.keys() == expected
     assert sorted(p.name for p in spool.rglob("*.log")) == [current]
-    assert metrics["platform_session_archive_pending_files"] == 1
+    assert metrics["platform_session_archive_pending_files"] == 0  # the current minute is not late
     assert abs(metrics["platform_session_archive_last_success_timestamp_seconds"] - time.time()) < 120
 
 
@@ -255,3 +245,30 @@ def test_the_script_passes_shellcheck(tmp_path):
     result = subprocess.run([shellcheck, "-s", "bash", str(script)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
 
+
+
+def test_the_current_minute_alone_is_not_pending(tmp_path, s3):
+    """rsyslog is still writing it: a host with an active session is not late."""
+    current = _minute()
+    spool = _spool(tmp_path, {current: "being written\n"})
+    result, metrics = _upload(tmp_path, spool, s3.endpoint)
+    assert result.returncode == 0, result.stderr
+    if _minute() == current:
+        assert metrics["platform_session_archive_pending_files"] == 0 and s3.keys() == {}
+
+
+def test_a_minute_that_comes_again_waits_beside_the_first_and_both_are_archived(tmp_path, s3):
+    """The clock stepped back: the first file of the minute still waits in ready/ (its upload
+    failed), and rsyslog wrote that minute again. Neither replaces the other."""
+    name = _minute(-4)
+    spool = _spool(tmp_path, {name: "first pass\n"})
+    failed, _ = _upload(tmp_path, spool, f"http://127.0.0.1:{_free_port()}")
+    assert failed.returncode != 0 and (spool / "ready" / name).read_text() == "first pass\n"
+    (spool / name).write_text("second pass\n")
+    result, metrics = _upload(tmp_path, spool, s3.endpoint)
+    assert result.returncode == 0, result.stderr
+    archived = s3.keys()
+    assert archived[f"{PREFIX}/{name}"] == b"first pass\n"
+    again = [k for k in archived if k != f"{PREFIX}/{name}"]
+    assert len(again) == 1 and again[0].startswith(f"{PREFIX}/{name[:-len('Z.log')]}Z-") and archived[again[0]] == b"second pass\n"
+    assert metrics["platform_session_archive_pending_files"] == 0

@@ -49,6 +49,10 @@ def test_the_lock_covers_every_object_for_the_retention_and_the_token_one_bucket
     buckets = {r["name"]: r for r in _by_type(state, "cloudflare:index/r2Bucket:R2Bucket")
                if r["name"].endswith("-session-archive-bucket")}
     assert len(buckets) == 3 and all(b["protect"] and b["retain_on_delete"] for b in buckets.values())
+    # Deleting the lock resource would lift the lock: in prod it is protected like the bucket.
+    guarded = [r for r in state["resources"] if r["name"].endswith(("-session-archive-lock", "-session-archive-lifecycle"))]
+    assert len(guarded) == 6 and all(r["protect"] for r in guarded)
+    assert not any(r["protect"] for r in synth_once("staging")["resources"] if "-session-archive-" in r["name"])
     tokens = [r for r in _by_type(state, "cloudflare:index/accountToken:AccountToken")
               if r["name"].endswith("-session-archive-token")]
     assert len(tokens) == 3
@@ -74,3 +78,20 @@ def test_the_lab_locks_each_whole_bucket_lock_and_no_restic_bucket():
     locked = dict(locked_buckets(state))
     archives = {r["inputs"]["bucket"]: r["inputs"]["lockDays"] for r in _by_type(state, ARCHIVE)}
     assert locked == archives
+
+
+@pytest.mark.parametrize("product, key", [("vedfinance", "databases"), ("pencom", "databases")])
+def test_a_database_named_sessions_is_refused_before_its_bucket_meets_the_archives(product, key, stack_document,
+                                                                                    write_stack):
+    import subprocess
+    import sys
+
+    from synth.engine import PROJECT_ROOT
+
+    document = stack_document("staging")
+    document["config"][f"platform:{product}"][key][0]["name"] = "sessions"
+    run = subprocess.run([sys.executable, "-m", "synth", "staging", "--stack-file", str(write_stack(document, "staging"))],
+                         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr[-2000:]
+    assert f"platform:{product}.{key}[0] (sessions).name: its backup bucket would be <backup.bucket>-sessions" \
+        in run.stderr, run.stderr[-2000:]

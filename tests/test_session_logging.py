@@ -86,12 +86,7 @@ class Rsyslogd:
                                         stdout=subprocess.DEVNULL, stderr=(directory / "stderr").open("w"))
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process)
 
 
 def _wait_for(predicate, seconds: float = 15) -> bool:
@@ -103,15 +98,11 @@ def _wait_for(predicate, seconds: float = 15) -> bool:
     return False
 
 
-def _ship(tmp_path: Path, *, client_ca: bytes | None, peer_name: str) -> tuple[Path, Path]:
-    """A collector with a certificate for sessions.test from the test CA, and a host's rsyslog
-    with the platform's forwarding drop-in trusting ``client_ca`` (None: the test CA); a record
-    logged on the host as audisp-syslog does, and a line that is not a session's.
-    Returns (the collector's log directory, the host's socket)."""
-    require_root("rsyslogd writes its queue and binds as root")
+def collector_tls(tls: Path):
+    """A test CA and the collector's files in ``tls`` (ca.pem, collector.pem, and collector.key
+    with mode 0600), for sessions.test and 127.0.0.1. Returns (``tls``, the CA's certificate)."""
     ca_key, ca_cert = _ca("session-log test CA")
     key, cert = _leaf(ca_key, ca_cert, "sessions.test")
-    tls = tmp_path / "collector-tls"
     tls.mkdir()
     (tls / "ca.pem").write_bytes(_pem(ca_cert))
     (tls / "collector.pem").write_bytes(_pem(cert))
@@ -119,6 +110,26 @@ def _ship(tmp_path: Path, *, client_ca: bytes | None, peer_name: str) -> tuple[P
                                                           serialization.PrivateFormat.PKCS8,
                                                           serialization.NoEncryption()))
     (tls / "collector.key").chmod(0o600)
+    return tls, ca_cert
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL after 10 s: a test's server is gone when its test ends."""
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _ship(tmp_path: Path, *, client_ca: bytes | None, peer_name: str) -> tuple[Path, Path]:
+    """A collector with a certificate for sessions.test from the test CA, and a host's rsyslog
+    with the platform's forwarding drop-in trusting ``client_ca`` (None: the test CA); a record
+    logged on the host as audisp-syslog does, and a line that is not a session's.
+    Returns (the collector's log directory, the host's socket)."""
+    require_root("rsyslogd writes its queue and binds as root")
+    tls, ca_cert = collector_tls(tmp_path / "collector-tls")
     port = _free_port()
     logs = tmp_path / "sessions"
     collector = Rsyslogd(tmp_path / "collector", hostsetup.render_session_collector(

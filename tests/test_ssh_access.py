@@ -23,6 +23,7 @@ from rehearsal.capture_answers import ssh_keypair
 from stacks.config import validate_stack_config
 from stacks.errors import ConfigError
 from synth.state import State
+from tests.test_session_logging import stop_process
 from tests.conftest import require_root, require_tool, synth_once
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -165,12 +166,7 @@ class Sshd:
                               capture_output=True, text=True, timeout=30)
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process)
 
 
 def _key_files(directory: Path, name: str) -> tuple[Path, str]:

@@ -34,7 +34,8 @@ REMOTE = "archive"
 
 def render_archive_spool(spool: str = ARCHIVE_SPOOL) -> str:
     """An rsyslog drop-in that writes
-    the host's own session lines (the audit hand-off on ``local6`` and sshd's) to
+    the host's own session lines (the audit hand-off on ``local6`` and sshd's: ``sshd-session``
+    logs the logins from OpenSSH 9.8 on) to
     ``spool/<YYYYMMDDTHHMM>Z.log``, one file per UTC minute of rsyslog's clock, each line
     ``<time> <sender's IP> <hostname> <tag> <message>``. A collector's ruleset calls
     ``platformSessionArchive`` for what the other hosts send."""
@@ -48,14 +49,15 @@ def render_archive_spool(spool: str = ARCHIVE_SPOOL) -> str:
           action(type="omfile" dynaFile="{ARCHIVE_RULESET}File" template="{ARCHIVE_RULESET}Line"
                  dirCreateMode="0700" fileCreateMode="0600" closeTimeout="2")
         }}
-        if $syslogfacility-text == "{SESSION_LOG_FACILITY}" or $programname == "sshd" then {{
+        if $syslogfacility-text == "{SESSION_LOG_FACILITY}" or $programname == "sshd" or $programname == "sshd-session" then {{
           call {ARCHIVE_RULESET}
         }}
         """)
 
 
 def render_archive_script(spool: str = ARCHIVE_SPOOL, textfile: str = TEXTFILE) -> str:
-    """The uploader (bash): moves each spool file of an ended minute to ``spool/ready``, then
+    """The uploader (bash): moves each spool file of an ended minute to ``spool/ready`` (under a
+    unique name when one of that name still waits there: a clock stepped back), then
     ``rclone move --immutable`` uploads them to ``$ARCHIVE_BUCKET/$ARCHIVE_PREFIX/`` and deletes
     each only after its upload is checked. It writes ``platform_session_archive_*`` metrics for
     node-exporter's textfile collector (last run, last success, files waiting) and exits 1 when
@@ -70,13 +72,22 @@ def render_archive_script(spool: str = ARCHIVE_SPOOL, textfile: str = TEXTFILE) 
         current="$(date -u +%Y%m%dT%H%MZ).log"
         shopt -s nullglob
         for file in "$spool"/*.log; do
+          name="${{file##*/}}"
           # rsyslog writes only the current minute's file; an ended minute's is complete.
-          if [[ "${{file##*/}}" < "$current" ]]; then mv -f "$file" "$ready/"; fi
+          [[ "$name" < "$current" ]] || continue
+          # Never over a file still waiting (the clock stepped back and the minute came again).
+          if [ -e "$ready/$name" ]; then name="${{name%Z.log}}Z-$(date +%s%N).log"; fi
+          mv -n "$file" "$ready/$name"
         done
         status=0
         rclone --config /dev/null move --immutable --no-traverse --retries 3 --low-level-retries 3 --contimeout 15s \\
           --timeout 60s "$ready" "{REMOTE}:$ARCHIVE_BUCKET/$ARCHIVE_PREFIX" || status=$?
-        waiting=("$ready"/*.log "$spool"/*.log)
+        # What waits: every file in ready/, and ended minutes still in the spool; the current
+        # minute's file is not late.
+        waiting=("$ready"/*.log)
+        for file in "$spool"/*.log; do
+          if [[ "${{file##*/}}" < "$current" ]]; then waiting+=("$file"); fi
+        done
         now="$(date +%s)"
         last_success=0
         if [ -f "{textfile}" ]; then

@@ -68,7 +68,7 @@ def render_session_forwarding(collector: str, peer_name: str, *, port: int = SES
     collector has not taken yet, across restarts, and retries for ever."""
     return textwrap.dedent(f"""\
         # Managed by the platform program: admin sessions shipped to the monitoring host.
-        if $syslogfacility-text == "{SESSION_LOG_FACILITY}" or $programname == "sshd" then {{
+        if $syslogfacility-text == "{SESSION_LOG_FACILITY}" or $programname == "sshd" or $programname == "sshd-session" then {{
           action(type="omfwd" target="{collector}" port="{port}" protocol="tcp"
                  StreamDriver="gtls" StreamDriverMode="1" StreamDriverAuthMode="x509/name"
                  StreamDriverPermittedPeers="{peer_name}" StreamDriver.CAFile="{ca_file}"

@@ -6,10 +6,11 @@ product's admin-session records are archived where its hosts cannot erase them."
 from __future__ import annotations
 
 import datetime
+from typing import Iterator
 
 from policy.parsers.ufw import ufw_rules
 from policy.rules.base import (CRITICAL, HIGH, MANDATORY, T_COMMAND, T_DROPLET, T_FIREWALL, T_ONPREM, Case, by_type,
-                               MISSING_PRODUCTION, PRODUCTION_PROPERTY, T_MANAGEMENT, T_R2_LOCK, T_SESSION_ARCHIVE, is_internal, items, mapping,
+                               MISSING_PRODUCTION, PRODUCTION_PROPERTY, T_MANAGEMENT, T_R2, T_R2_LOCK, T_SESSION_ARCHIVE, is_internal, items, mapping,
                                network, port_range, production,
                                stack_policy, stdin_of, today)
 from policy.rules.fixtures import WORLD, doc, res, script
@@ -133,25 +134,61 @@ def _product(resource) -> str:
     return ""
 
 
+def _lock_days(rule) -> float:
+    """The days a bucket lock rule keeps every object (prefix ""): ``Age`` in whole days,
+    ``Indefinite`` for ever, 0 for a disabled rule, a prefix rule or any other condition."""
+    condition = mapping(rule.get("condition"))
+    if not rule.get("enabled") or rule.get("prefix"):
+        return 0
+    if condition.get("type") == "Indefinite":
+        return float("inf")
+    if condition.get("type") == "Age":
+        return int(condition.get("maxAgeSeconds") or 0) // 86400
+    return 0
+
+
+def _archive_problems(archive, children, locks, floor) -> Iterator[str]:
+    """What keeps ``archive`` (a SessionArchive) from holding its records out of its hosts' reach:
+    its own bucket (a child R2Bucket of the name it declares), the step that installs the uploader
+    on the host (a child command), and one lock (R2 keeps one lock configuration per bucket) in
+    the bucket's account whose rule for every object lasts ``floor`` days or more."""
+    bucket_name = str(archive.props.get("bucket") or "")
+    buckets = [c for c in children if c.resource_type == T_R2 and str(c.props.get("name") or "") == bucket_name]
+    if not buckets:
+        yield f"the session archive {archive.name} has no R2 bucket {bucket_name or '(none named)'} of its own"
+        return
+    if not any(c.resource_type == T_COMMAND for c in children):
+        yield f"nothing installs the uploader of the session archive {archive.name} on its host"
+    mine = locks.get((str(buckets[0].props.get("accountId") or ""), bucket_name), [])
+    if len(mine) > 1:
+        yield (f"the session archive's bucket {bucket_name} has {len(mine)} bucket locks; R2 keeps one lock "
+               "configuration per bucket, so one would replace the other")
+    days = max((_lock_days(mapping(r)) for lock in mine for r in items(lock.props.get("rules"))), default=0)
+    if days < floor:
+        yield (f"the session archive {archive.name} (bucket {bucket_name}) is locked for {days:g} days; its records "
+               f"must be locked for at least {floor} days, every object (prefix \"\")")
+
+
 def _check_session_archive(args):
     flag = production(args.get_config() or {})
     if flag is None:
         yield MISSING_PRODUCTION, None
         return
     floor = SESSION_LOCK_DAYS_PROD if flag else 1
-    locks: dict[str, list] = {}
+    locks: dict[tuple[str, str], list] = {}
     for lock in by_type(args, T_R2_LOCK):
-        locks.setdefault(str(lock.props.get("bucketName") or ""), []).extend(mapping(r) for r in items(lock.props.get("rules")))
+        locks.setdefault((str(lock.props.get("accountId") or ""), str(lock.props.get("bucketName") or "")), []).append(lock)
+    children: dict[str, list] = {}
+    for resource in args.resources:
+        parent = getattr(resource, "parent", None)
+        if parent is not None:
+            children.setdefault(str(parent.urn), []).append(resource)
     archived = set()
     for archive in by_type(args, T_SESSION_ARCHIVE):
-        bucket = str(archive.props.get("bucket") or "")
-        whole = [r for r in locks.get(bucket, []) if r.get("enabled") and not r.get("prefix")
-                 and mapping(r.get("condition")).get("type") == "Age"]
-        days = max((int(mapping(r.get("condition")).get("maxAgeSeconds") or 0) // 86400 for r in whole), default=0)
-        if days < floor:
-            yield (f"the session archive {archive.name} (bucket {bucket}) is locked for {days} days; its records "
-                   f"must be locked for at least {floor} days, every object (prefix \"\")"), archive.urn
-        else:
+        problems = list(_archive_problems(archive, children.get(str(archive.urn), []), locks, floor))
+        for problem in problems:
+            yield problem, archive.urn
+        if not problems:
             archived.add(_product(archive))
     for host in by_type(args, T_DROPLET) + by_type(args, T_ONPREM):
         if _product(host) not in archived:
@@ -160,17 +197,29 @@ def _check_session_archive(args):
             archived.add(_product(host))  # one finding per product
 
 
-def _archive(days: int | None, *, bucket: str = "kro-prod-backups-sessions") -> list[dict]:
-    out = [res(T_SESSION_ARCHIVE, "kro-prod-session-archive", {"bucket": bucket, "lockDays": days or 0, "prefix": "kro-prod"},
-               custom=False)]
+def _archive(days: int | None, *, bucket: str = "kro-prod-backups-sessions", account: str = "a" * 32,
+             lock_account: str | None = None, kind: str = "Age") -> list[dict]:
+    archive = res(T_SESSION_ARCHIVE, "kro-prod-session-archive", {"bucket": bucket, "lockDays": days or 0,
+                                                                   "prefix": "kro-prod"}, custom=False)
+    child = {"parent": archive["urn"]}
+    out = [archive, {**res(T_R2, "kro-prod-session-archive-bucket", {"accountId": account, "name": bucket}), **child},
+           {**script("kro-prod-session-archive-install", body="rclone move ..."), **child}]
     if days is not None:
-        out.append(res(T_R2_LOCK, "kro-prod-session-archive-lock", {"bucketName": bucket, "rules": [
-            {"id": "retain-sessions", "enabled": True, "prefix": "",
-             "condition": {"type": "Age", "maxAgeSeconds": days * 86400}}]}))
+        condition = {"type": kind, **({"maxAgeSeconds": days * 86400} if kind == "Age" else {})}
+        out.append(res(T_R2_LOCK, "kro-prod-session-archive-lock", {
+            "accountId": lock_account or account, "bucketName": bucket,
+            "rules": [{"id": "retain-sessions", "enabled": True, "prefix": "", "condition": condition}]}))
     return out
 
 
 _HOST = res(T_DROPLET, "kro-prod", {"name": "kro-prod"})
+_NONE = "kro-prod logs admin sessions, but its product archives none off the host: a compromised host could erase them"
+
+
+def _locked(days: int) -> str:
+    return (f"the session archive kro-prod-session-archive (bucket kro-prod-backups-sessions) is locked for {days} "
+            "days; its records must be locked for at least 30 days, every object (prefix \"\")")
+
 
 stack_policy(
     "platform-sessions-enable-off-host-archive",
@@ -183,16 +232,13 @@ stack_policy(
         f"at {SESSION_LOCK_DAYS_PROD} or more in production.",
     check=_check_session_archive, config={"production": PRODUCTION_PROPERTY},
     cases=Case(doc(_HOST, *_archive(30)),
-               [(doc(_HOST), ["kro-prod logs admin sessions, but its product archives none off the host: a "
-                              "compromised host could erase them"]),
-                (doc(_HOST, *_archive(7)),
-                 ["the session archive kro-prod-session-archive (bucket kro-prod-backups-sessions) is locked for 7 "
-                  "days; its records must be locked for at least 30 days, every object (prefix \"\")",
-                  "kro-prod logs admin sessions, but its product archives none off the host: a compromised host "
-                  "could erase them"]),
-                (doc(_HOST, *_archive(None)),
-                 ["the session archive kro-prod-session-archive (bucket kro-prod-backups-sessions) is locked for 0 "
-                  "days; its records must be locked for at least 30 days, every object (prefix \"\")",
-                  "kro-prod logs admin sessions, but its product archives none off the host: a compromised host "
-                  "could erase them"])],
+               [(doc(_HOST), [_NONE]),
+                (doc(_HOST, *_archive(7)), [_locked(7), _NONE]),
+                (doc(_HOST, *_archive(None)), [_locked(0), _NONE]),
+                (doc(_HOST, *_archive(30, lock_account="b" * 32)), [_locked(0), _NONE]),
+                (doc(_HOST, *_archive(30)[:2], *_archive(30)[3:]),
+                 ["nothing installs the uploader of the session archive kro-prod-session-archive on its host", _NONE]),
+                (doc(_HOST, *_archive(30), {**_archive(30)[-1], "urn": _archive(30)[-1]["urn"] + "-2", "name": "l2"}),
+                 ["the session archive's bucket kro-prod-backups-sessions has 2 bucket locks; R2 keeps one lock "
+                  "configuration per bucket, so one would replace the other", _NONE])],
                config={"production": True}))

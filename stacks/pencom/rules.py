@@ -14,7 +14,7 @@ from stacks.pencom.config import BACKUP_READER, NODES, RESERVED_LABELS, PencomCo
 from stacks.pencom.mtls import SIDECAR_SUFFIX, TERMINATOR
 from stacks.pencom.plan import BUCKET_ENV, backup_labels, proxy_env, role_name
 from stacks.secret_keys import secret_key_findings
-from stacks.wiring import WAL_LABEL
+from stacks.wiring import SESSION_ARCHIVE_LABEL, SESSION_LABEL_TAKEN, WAL_LABEL
 from stacks.shared_config import (alert_email_findings, backup_bucket_findings, hosts_in_zone,
                                   injected_env_findings, monitoring_findings)
 from validation.rules import Finding, RuleContext, Skip, each, rule
@@ -165,6 +165,8 @@ def _databases(cfg: PencomConfig, ctx: RuleContext) -> Iterator[Finding]:
     for loc, name in dbs:
         if name.replace("_", "-") in RESERVED_LABELS:
             yield Finding(loc, f"{name} is the name of the program's {name} backup job; rename the database")
+        elif name.replace("_", "-") == SESSION_ARCHIVE_LABEL:
+            yield Finding(loc, SESSION_LABEL_TAKEN)
         elif name == WAL_LABEL:
             yield Finding(loc, wal_collision(ctx.where("postgres")))
     yield from duplicates(((("databases", i, "service"), role_name(d.service)) for i, d in each(cfg.databases)),

@@ -14,7 +14,7 @@ from stacks.shared_config import (alert_email_findings, backup_bucket_findings, 
                                   egress_allow_findings, egress_subnet_findings, hosts_in_zone, injected_env_findings,
                                   monitoring_findings)
 from stacks.vedfinance.config import BACKUP_REDIS_LABEL, VedfinanceConfig
-from stacks.wiring import WAL_LABEL
+from stacks.wiring import SESSION_ARCHIVE_LABEL, SESSION_LABEL_TAKEN, WAL_LABEL
 from validation.rules import Finding, RuleContext, each, rule
 
 
@@ -65,6 +65,8 @@ def _databases(cfg: VedfinanceConfig, ctx: RuleContext) -> Iterator[Finding]:
     for index, db in each(cfg.databases):
         if db.name.replace("_", "-") == BACKUP_REDIS_LABEL:
             yield Finding(("databases", index, "name"), "is the name of the redis backup job; rename it")
+        elif db.name.replace("_", "-") == SESSION_ARCHIVE_LABEL:
+            yield Finding(("databases", index, "name"), SESSION_LABEL_TAKEN)
         elif db.name == WAL_LABEL:
             yield Finding(("databases", index, "name"), wal_collision(ctx.where("postgres_service")))
     injected = {cfg.postgres_service: {"POSTGRES_PASSWORD": "the generated superuser password"},

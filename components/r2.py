@@ -1,4 +1,5 @@
-"""An R2 API token that reaches one bucket's objects, and its S3 credentials."""
+"""What every R2 bucket of the program shares: a token that reaches its objects alone (and
+its S3 credentials), the lifecycle rule that aborts stale uploads, and an age lock rule."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_cloudflare as cloudflare
+
+DAY = 86400
 
 BUCKET_WRITE_PERMISSION = "Workers R2 Storage Bucket Item Write"
 """The permission group that reads, writes and deletes one bucket's objects, and nothing else
@@ -48,3 +51,22 @@ def bucket_token(resource_name: str, account_id: str, bucket: cloudflare.R2Bucke
         opts=pulumi.ResourceOptions(parent=parent, additional_secret_outputs=["value"]))
     return BucketCredentials(token=token, access_key_id=token.id,
                              secret_access_key=pulumi.Output.secret(token.value.apply(s3_secret_from_token)))
+
+
+def abort_incomplete_uploads() -> cloudflare.R2BucketLifecycleRuleArgs:
+    """A lifecycle rule that aborts multipart uploads left unfinished for a day (an upload cut
+    off halfway is billed storage nobody can read)."""
+    return cloudflare.R2BucketLifecycleRuleArgs(
+        id="abort-incomplete-uploads", enabled=True,
+        conditions=cloudflare.R2BucketLifecycleRuleConditionsArgs(prefix=""),
+        abort_multipart_uploads_transition=cloudflare.R2BucketLifecycleRuleAbortMultipartUploadsTransitionArgs(
+            condition=cloudflare.R2BucketLifecycleRuleAbortMultipartUploadsTransitionConditionArgs(
+                type="Age", max_age=DAY)))
+
+
+def age_lock_rule(rule_id: str, prefix: str, days: int) -> cloudflare.R2BucketLockRuleArgs:
+    """A bucket lock rule: objects under ``prefix`` ("" for every object) cannot be deleted or
+    overwritten until they are ``days`` days old (https://developers.cloudflare.com/r2/buckets/bucket-locks/)."""
+    return cloudflare.R2BucketLockRuleArgs(
+        id=rule_id, enabled=True, prefix=prefix,
+        condition=cloudflare.R2BucketLockRuleConditionArgs(type="Age", max_age_seconds=days * DAY))
