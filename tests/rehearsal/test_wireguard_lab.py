@@ -300,7 +300,7 @@ def test_with_break_glass_off_ssh_from_outside_wireguard_is_refused(wireguard_la
     assert drill["observation"]["connect_address"] == wireguard_lab["addresses"]["endpoint"], drill["observation"]
     (_, apply), (_, settle) = sorted(drill["runs"].items())
     assert not apply["failed"], apply["failed"]
-    assert f"{EDGE}-setup-firewall" in apply["changed_steps"], apply["changed_steps"]
+    assert f"{EDGE}-setup-ufw" in apply["changed_steps"], apply["changed_steps"]
     assert not settle["failed"] and not any(settle["changes"].values()), settle
     off = wireguard_lab["glass_off"]
     assert off["outside"]["status"] != 0 and off["outside"]["out"] == "", off["outside"]
