@@ -253,7 +253,7 @@ def wireguard_lab(tmp_path_factory):
     peer_private, peer_public = genkey()
     files = stack_files(work, peer_public)
     started = time.monotonic()
-    results: dict = {}
+    results: dict = {"peer_public": peer_public}
     with Rehearsal("staging", products=["pencom"], hosts=[EDGE], stack_file=files["glass"], checks=False) as held:
         results["error"] = held.report.error
         results["timings"] = dict(held.report.timings)
@@ -275,7 +275,9 @@ def test_the_endpoint_is_up_after_the_converge(wireguard_lab):
     assert state["unit"] == "active", state
     assert state["listen_port"] == "51820", state
     assert state["address"] == f"{wireguard_lab['addresses']['endpoint']}/24", state
-    assert PEER_NAME not in state["wg_show"]  # wg(8) shows keys, not the file's comments
+    # The harness's key, which the stack file lists as a management peer, at its one address.
+    assert f"peer: {wireguard_lab['peer_public']}" in state["wg_show"], state["wg_show"]
+    assert f"allowed ips: {wireguard_lab['addresses']['peer']}/32" in state["wg_show"], state["wg_show"]
     # The kernel here has no WireGuard: the box runs wireguard-go, which wg-quick fell back to.
     assert state["kernel_module"] or state["wireguard_go"], state
 
