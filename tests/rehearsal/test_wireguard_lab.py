@@ -55,6 +55,7 @@ pytestmark = pytest.mark.rehearsal
 
 EDGE = "pencom-staging-edge"
 PEER_NAME, PEER_STACK_ADDRESS = "lab-harness", "10.98.0.17"
+TUNNEL = f"wglab{os.getpid() % 100000}"  # the harness's interface in the lab's namespace
 ENDPOINT_OFFSET = 3  # stacks.management.GATEWAY_OFFSETS["pencom"]
 ROOT = Path(__file__).resolve().parents[2]
 SSH = ["-F", "/dev/null", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
@@ -202,7 +203,7 @@ def prove(held, work: Path, files: dict[str, Path], peer_private: str) -> dict:
     key_file.touch(mode=0o600)
     key_file.write_text(peer_private + "\n")
 
-    tunnel = HarnessTunnel(lab, f"wglab{os.getpid() % 100000}")
+    tunnel = HarnessTunnel(lab, TUNNEL)
     try:
         tunnel.up(key_file, results["endpoint"]["public_key"], f"{public}:{results['endpoint']['listen_port']}",
                   f"{endpoint}/32", f"{peer_address}/24")
@@ -263,6 +264,10 @@ def wireguard_lab(tmp_path_factory):
             except Exception as exc:  # noqa: BLE001 - the report keeps it; every test fails on it
                 results["error"] = f"{type(exc).__name__}: {exc}"
     results["seconds"] = round(time.monotonic() - started, 1)
+    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+    results["teardown"] = {"error": held.report.teardown_error, "netns": held.report.netns,
+                           "netns_left": held.report.netns in namespaces,
+                           "tunnel_socket_left": Path(f"/var/run/wireguard/{TUNNEL}.sock").exists()}
     out = ROOT / "out"
     out.mkdir(exist_ok=True)
     (out / "wireguard-lab-report.json").write_text(json.dumps(results, indent=1, default=str))
@@ -313,3 +318,9 @@ def test_with_break_glass_off_ssh_from_outside_wireguard_is_refused(wireguard_la
     tunnel = off["tunnel"]
     assert tunnel["status"] == 0, tunnel
     assert tunnel["out"].split()[:2] == ["ops", wireguard_lab["addresses"]["peer"]], tunnel
+
+
+def test_the_lab_and_the_harness_tunnel_are_gone_afterwards(wireguard_lab):
+    teardown = wireguard_lab["teardown"]
+    assert teardown["error"] is None and teardown["netns"], teardown
+    assert not teardown["netns_left"] and not teardown["tunnel_socket_left"], teardown
