@@ -26,6 +26,8 @@ README's first deploy, step by step:
    address from the harness's address on the lab network (outside WireGuard) gets no answer
    (UFW drops it: ``ssh`` times out, a TCP connect to port 22 fails), while SSH over the tunnel
    still logs in with the certificate.
+4. The lab's namespace and the harness's tunnel (its ``wireguard-go``, stopped by its pid) are
+   gone afterwards.
 
 The numbers go to ``out/wireguard-lab-report.json``. What is not proven: the kernel module (the
 tunnels on both sides are ``wireguard-go``; Ubuntu 24.04 hosts use the kernel's), a droplet's
