@@ -167,7 +167,7 @@ def wireguard_section(endpoint: Endpoint, private_key: str) -> str:
 
     A kernel without WireGuard (a container-based VPS) gets Debian's ``wireguard-go``, which
     wg-quick uses when the kernel refuses the link; where there is no ``/dev/net/tun`` either
-    (a container without it, such as the rehearsal's boxes) the unit is reported skipped, as
+    (a container started without it; the rehearsal's boxes get it) the unit is reported skipped, as
     auditd is, instead of failing: such a host keeps SSH only under break-glass, and a deploy
     without it cannot reach the host at all, so the gap shows at once."""
     unit = f"wg-quick@{INTERFACE}"
