@@ -127,7 +127,7 @@ def render_archive_units() -> dict[str, str]:
         TimeoutStartSec=300
         Nice=10
         """)
-    timer = textwrap.dedent(f"""\
+    timer = textwrap.dedent("""\
         [Unit]
         Description=Upload admin-session records every minute
 

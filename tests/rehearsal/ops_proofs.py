@@ -7,6 +7,8 @@ from __future__ import annotations
 import datetime
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 from typing import Iterable, Mapping, Optional
 
@@ -129,3 +131,20 @@ def write_stack_docs(tmp: Path, docs: Mapping[str, dict], prefix: str = "") -> d
         paths[name] = tmp / f"Pulumi.staging-{prefix}{name}.yaml"
         paths[name].write_text(yaml.safe_dump(doc, sort_keys=False))
     return paths
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def engineer_certificate(held, work: Path, identity: str, principal: str = "oncall") -> tuple[Path, Path]:
+    """A fresh ed25519 key in ``work`` signed for ``principal`` (one hour) by
+    ``scripts/ssh_cert.py`` with the lab's SSH CA key (``platform:ssh_ca_private_key`` as the
+    rehearsal filled it, on stdin), as an engineer gets one. Returns (key, certificate)."""
+    key = work / "engineer"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True, timeout=30)
+    signed = subprocess.run([sys.executable, str(ROOT / "scripts" / "ssh_cert.py"), "staging", "--principal", principal,
+                             "--identity", identity, "--hours", "1", f"{key}.pub"],
+                            input=held.memory.secrets["platform:ssh_ca_private_key"], capture_output=True, text=True,
+                            timeout=60, cwd=ROOT)
+    assert signed.returncode == 0, signed.stderr
+    return key, Path(f"{key}-cert.pub")

@@ -33,12 +33,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.rehearsal.ops_proofs import engineer_certificate
 from tests.rehearsal.test_zero_downtime import require_lab, write_report
 
 pytestmark = pytest.mark.rehearsal
 
 BOX = "kro-staging"
-ROOT = Path(__file__).resolve().parents[2]
 SSH = ["-F", "/dev/null", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
        "-o", "ConnectTimeout=10", "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR", "-o", "BatchMode=yes"]
 
@@ -95,6 +95,27 @@ def archived(held, bucket: str, needles: list[str], *, within_s: float) -> tuple
         time.sleep(5)
 
 
+def scraped(held, within_s: float = 90) -> dict:
+    """What the stack's own Prometheus on the box holds of the uploader: the series
+    ``platform_session_archive_last_run_timestamp_seconds`` (polled until scraped), whether the
+    archive's rules are loaded, and the archive alerts pending or firing."""
+    from urllib.parse import quote
+
+    from tests.rehearsal.test_drills_failures import prometheus_api
+
+    deadline = time.monotonic() + within_s
+    while True:
+        series = prometheus_api(held.lab, BOX, BOX, "/api/v1/query?query="
+                                + quote("platform_session_archive_last_run_timestamp_seconds"))["data"]["result"]
+        if series or time.monotonic() > deadline:
+            break
+        time.sleep(5)
+    rules = [r["name"] for g in prometheus_api(held.lab, BOX, BOX, "/api/v1/rules")["data"]["groups"] for r in g["rules"]]
+    alerts = [a["labels"]["alertname"] for a in prometheus_api(held.lab, BOX, BOX, "/api/v1/alerts")["data"]["alerts"]]
+    return {"series": series, "rules": sorted(r for r in rules if r.startswith("SessionArchive")),
+            "alerts": sorted(a for a in alerts if a.startswith("SessionArchive"))}
+
+
 def box(held, script: str) -> str:
     result = held.lab.exec(BOX, ["bash", "-c", script], timeout=120)
     return (result.stdout + result.stderr).decode(errors="replace")
@@ -122,20 +143,14 @@ def _prove(held, work: Path) -> dict:
     # capture is the whole stack's: every product's archive is locked there).
     bucket, = (b for b, _ in held.lab_services.plan.locked_buckets if b.startswith(f"{BOX}-"))
     host = held.lab_capture.hosts[BOX]
-    key = work / "engineer"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True, timeout=30)
     identity = f"lab-archive-{secrets.token_hex(4)}@example.com"
-    signed = subprocess.run([sys.executable, str(ROOT / "scripts" / "ssh_cert.py"), "staging", "--principal", "oncall",
-                             "--identity", identity, "--hours", "1", str(key) + ".pub"],
-                            input=held.memory.secrets["platform:ssh_ca_private_key"], capture_output=True, text=True,
-                            timeout=60)
-    assert signed.returncode == 0, signed.stderr
+    key, certificate = engineer_certificate(held, work, identity)
     marker = f"lab-archive-marker-{secrets.token_hex(6)}"
     record = (f'type=EXECVE msg=audit(lab): argc=3 a0="/usr/bin/printf" a1="%s\\n" a2="{marker}" '
               "(emulated: no kernel audit in a box)")
     command = (f"/usr/bin/printf '%s\\n' {marker}; "
                f"logger -p local6.info -t audisp-syslog {shlex.quote(record)}")
-    login = subprocess.run(held.lab.netns_argv(["ssh", *SSH, "-i", str(key), "-o", f"CertificateFile={key}-cert.pub",
+    login = subprocess.run(held.lab.netns_argv(["ssh", *SSH, "-i", str(key), "-o", f"CertificateFile={certificate}",
                                                 "-p", str(host.port), f"ops@{host.address}", command]),
                            capture_output=True, text=True, timeout=60)
     logged_at = time.monotonic()
@@ -157,6 +172,7 @@ def _prove(held, work: Path) -> dict:
             "since_login": round(time.monotonic() - logged_at, 1), "versions": versions, "erase": erase[-1500:],
             "refused": refused, "after": after,
             "metrics": box(held, "cat /var/lib/prometheus/node-exporter/platform_session_archive.prom"),
+            "prometheus": scraped(held),
             "timer": box(held, "systemctl is-enabled platform-session-archive.timer; "
                                "systemctl is-active platform-session-archive.timer")}
 
@@ -185,3 +201,13 @@ def test_nothing_is_left_pending_on_the_host(archive):
     assert archive["error"] is None, archive["error"]
     metrics = dict(line.split() for line in archive["metrics"].splitlines() if line and not line.startswith("#"))
     assert float(metrics["platform_session_archive_last_success_timestamp_seconds"]) > 0, archive["metrics"]
+
+
+def test_the_uploaders_metrics_reach_the_stacks_prometheus_and_its_rules(archive):
+    """The seam from the uploader's textfile to an alert: node-exporter on the box exports it, the
+    stack's Prometheus scrapes it, and the archive's three rules are loaded and quiet."""
+    assert archive["error"] is None, archive["error"]
+    promql = archive["prometheus"]
+    assert promql["series"] and float(promql["series"][0]["value"][1]) > 0, promql
+    assert promql["rules"] == ["SessionArchiveMissing", "SessionArchivePending", "SessionArchiveStale"], promql
+    assert promql["alerts"] == [], promql

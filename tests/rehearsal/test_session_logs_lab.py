@@ -38,14 +38,13 @@ import io
 import re
 import secrets
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pexpect
 import pytest
 
-from tests.rehearsal.ops_proofs import shipped, split_files
+from tests.rehearsal.ops_proofs import engineer_certificate, shipped, split_files
 
 pytestmark = pytest.mark.rehearsal
 
@@ -53,7 +52,6 @@ EDGE, APP = "pencom-staging-edge", "pencom-staging-app"
 COLLECTED = "/var/log/platform-sessions"
 SSH = ["-F", "/dev/null", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
        "-o", "ConnectTimeout=10", "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR", "-o", "BatchMode=yes"]
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def session_input(marker: str, edge_private: str, emulate_audit: bool) -> list[str]:
@@ -136,15 +134,8 @@ def run_session(held, work: Path) -> dict:
     """The whole proof on a held staging lab (``work``: a private directory for the keys)."""
     lab = held.lab
     app, edge = held.lab_capture.hosts[APP], held.lab_capture.hosts[EDGE]
-    key = work / "engineer"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True, timeout=30)
     identity = f"lab-session-{secrets.token_hex(4)}@example.com"
-    signed = subprocess.run([sys.executable, str(ROOT / "scripts" / "ssh_cert.py"), "staging", "--principal", "oncall",
-                             "--identity", identity, "--hours", "1", str(key) + ".pub"],
-                            input=held.memory.secrets["platform:ssh_ca_private_key"], capture_output=True, text=True,
-                            timeout=60)
-    assert signed.returncode == 0, signed.stderr
-    certificate = Path(f"{key}-cert.pub")
+    key, certificate = engineer_certificate(held, work, identity)
     audit = lab.exec(APP, ["auditctl", "-s"], timeout=30)
     marker = f"lab-marker-{secrets.token_hex(6)}"
     started = time.monotonic()

@@ -43,7 +43,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -51,7 +50,7 @@ import pytest
 import yaml
 
 from tests.conftest import require_root, require_tool
-from tests.rehearsal.ops_proofs import write_stack_docs
+from tests.rehearsal.ops_proofs import engineer_certificate, write_stack_docs
 
 pytestmark = pytest.mark.rehearsal
 
@@ -192,15 +191,7 @@ def prove(held, work: Path, files: dict[str, Path], peer_private: str) -> dict:
                                  for r in run1 if r["name"] == f"{EDGE}-setup-wireguard"]
     results["endpoint"] = endpoint_state(lab)
 
-    key = work / "engineer"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True, timeout=30)
-    signed = subprocess.run([sys.executable, str(ROOT / "scripts" / "ssh_cert.py"), "staging",
-                             "--principal", "oncall",
-                             "--identity", "lab-wireguard@example.com", "--hours", "1", f"{key}.pub"],
-                            input=held.memory.secrets["platform:ssh_ca_private_key"], capture_output=True,
-                            text=True, timeout=60, cwd=ROOT)
-    assert signed.returncode == 0, signed.stderr
-    certificate = Path(f"{key}-cert.pub")
+    key, certificate = engineer_certificate(held, work, "lab-wireguard@example.com")
     key_file = work / "harness.key"
     key_file.touch(mode=0o600)
     key_file.write_text(peer_private + "\n")
